@@ -1,0 +1,116 @@
+package v1alpha1
+
+import (
+	"fmt"
+	"strconv"
+	"time"
+)
+
+// Host is a machine that runs `hearth agent`. The agent registers it,
+// reports its capacity and renews its lease by writing status.lastHeartbeat;
+// a Host whose lease runs out becomes NotReady.
+type Host = Resource[HostSpec, HostStatus]
+
+type HostSpec struct {
+	// Site the host belongs to.
+	Site string `json:"site,omitempty"`
+	// Address is the host's underlay IP, which tenant networks' VXLAN
+	// tunnels and the overlay use to reach it.
+	Address string `json:"address,omitempty"`
+	// Unschedulable hosts get no new VMs (cordon).
+	Unschedulable bool `json:"unschedulable,omitempty"`
+	// CPUOvercommit and MemoryOvercommit multiply capacity for scheduling
+	// (1.0 = none). Defaults: 4 for CPU, 1 for memory.
+	CPUOvercommit    float64 `json:"cpuOvercommit,omitempty"`
+	MemoryOvercommit float64 `json:"memoryOvercommit,omitempty"`
+	// Reserved is kept back for the host itself.
+	ReservedCPUs   int   `json:"reservedCPUs,omitempty"`
+	ReservedMemory Bytes `json:"reservedMemory,omitempty"`
+	// LeaseSeconds is how long the host stays Ready without a heartbeat.
+	LeaseSeconds int `json:"leaseSeconds,omitempty"`
+}
+
+type HostStatus struct {
+	CommonStatus `json:",inline"`
+	CPUs         int    `json:"cpus,omitempty"`
+	Memory       Bytes  `json:"memory,omitempty"`
+	Disk         Bytes  `json:"disk,omitempty"`
+	Architecture string `json:"architecture,omitempty"`
+	// KVM says whether hardware virtualisation really works here (tried,
+	// not just /dev/kvm present); without it VMs run under TCG.
+	KVM           bool       `json:"kvm,omitempty"`
+	AgentVersion  string     `json:"agentVersion,omitempty"`
+	KernelVersion string     `json:"kernelVersion,omitempty"`
+	LastHeartbeat *time.Time `json:"lastHeartbeat,omitempty"`
+	// Allocated is what the VMs placed on the host ask for.
+	AllocatedCPUs   int   `json:"allocatedCPUs,omitempty"`
+	AllocatedMemory Bytes `json:"allocatedMemory,omitempty"`
+}
+
+// Host phases.
+const (
+	HostReady    = "Ready"
+	HostNotReady = "NotReady"
+)
+
+// DefaultHostLeaseSeconds is how long a Host stays Ready without a heartbeat.
+const DefaultHostLeaseSeconds = 40
+
+func (s *HostSpec) Default() {
+	if s.CPUOvercommit == 0 {
+		s.CPUOvercommit = 4
+	}
+	if s.MemoryOvercommit == 0 {
+		s.MemoryOvercommit = 1
+	}
+	if s.LeaseSeconds == 0 {
+		s.LeaseSeconds = DefaultHostLeaseSeconds
+	}
+}
+
+func (s *HostSpec) Validate(path string) FieldErrors {
+	var es FieldErrors
+	if s.Site != "" {
+		es = append(es, ValidateName(path+".site", s.Site)...)
+	}
+	if s.Address != "" {
+		_, e := ValidateIP(path+".address", s.Address)
+		es = append(es, e...)
+	}
+	if s.CPUOvercommit < 0.1 || s.CPUOvercommit > 64 {
+		es.Add(path+".cpuOvercommit", "%g is out of range (0.1 to 64)", s.CPUOvercommit)
+	}
+	if s.MemoryOvercommit < 0.1 || s.MemoryOvercommit > 16 {
+		es.Add(path+".memoryOvercommit", "%g is out of range (0.1 to 16)", s.MemoryOvercommit)
+	}
+	if s.ReservedCPUs < 0 {
+		es.Add(path+".reservedCPUs", "%d is negative", s.ReservedCPUs)
+	}
+	if s.LeaseSeconds < 5 || s.LeaseSeconds > 3600 {
+		es.Add(path+".leaseSeconds", "%d is out of range (5 to 3600)", s.LeaseSeconds)
+	}
+	return es
+}
+
+func init() {
+	register[HostSpec, HostStatus](KindInfo{
+		Kind: "Host", Plural: "hosts", ShortNames: []string{"host"}, Scope: ClusterScoped,
+		Description: "A machine running the Hearth agent, with its capacity and liveness.",
+		PlacedOn:    func(o Object) string { return o.GetMetadata().Name },
+		Columns: []Column{
+			{Name: "STATUS", Get: func(o Object) string { return o.CommonStatus().Phase }},
+			{Name: "SITE", Get: func(o Object) string { return o.(*Host).Spec.Site }},
+			{Name: "CPUS", Get: func(o Object) string {
+				h := o.(*Host)
+				return fmt.Sprintf("%d/%d", h.Status.AllocatedCPUs, h.Status.CPUs)
+			}},
+			{Name: "MEMORY", Get: func(o Object) string {
+				h := o.(*Host)
+				return h.Status.AllocatedMemory.String() + "/" + h.Status.Memory.String()
+			}},
+			{Name: "ADDRESS", Wide: true, Get: func(o Object) string { return o.(*Host).Spec.Address }},
+			{Name: "KVM", Wide: true, Get: func(o Object) string { return strconv.FormatBool(o.(*Host).Status.KVM) }},
+			{Name: "ARCH", Wide: true, Get: func(o Object) string { return o.(*Host).Status.Architecture }},
+		},
+	})
+}

@@ -1,0 +1,87 @@
+package v1alpha1
+
+import (
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"strings"
+)
+
+// Bytes is a size in bytes written the way people write sizes: "512Mi",
+// "20Gi", "1T", or a plain number of bytes. It is stored and shown in the
+// largest binary unit that divides it exactly.
+type Bytes int64
+
+var byteUnits = []struct {
+	suffix string
+	mult   int64
+}{
+	{"Ei", 1 << 60}, {"Pi", 1 << 50}, {"Ti", 1 << 40}, {"Gi", 1 << 30}, {"Mi", 1 << 20}, {"Ki", 1 << 10},
+	{"E", 1e18}, {"P", 1e15}, {"T", 1e12}, {"G", 1e9}, {"M", 1e6}, {"K", 1e3}, {"k", 1e3},
+}
+
+// ParseBytes parses a size such as "4Gi", "1.5G" or "1048576".
+func ParseBytes(s string) (Bytes, error) {
+	s = strings.TrimSpace(s)
+	if s == "" {
+		return 0, fmt.Errorf("empty size")
+	}
+	mult := int64(1)
+	num := s
+	for _, u := range byteUnits {
+		if strings.HasSuffix(s, u.suffix) {
+			mult, num = u.mult, strings.TrimSuffix(s, u.suffix)
+			break
+		}
+	}
+	if n, err := strconv.ParseInt(num, 10, 64); err == nil {
+		if n < 0 {
+			return 0, fmt.Errorf("%q is negative", s)
+		}
+		if mult > 1 && n > (1<<63-1)/mult {
+			return 0, fmt.Errorf("%q is too large", s)
+		}
+		return Bytes(n * mult), nil
+	}
+	f, err := strconv.ParseFloat(num, 64)
+	if err != nil || f < 0 {
+		return 0, fmt.Errorf("%q is not a size (want a number with an optional unit such as Mi, Gi, G)", s)
+	}
+	return Bytes(f * float64(mult)), nil
+}
+
+// String writes b in the largest binary unit that divides it exactly.
+func (b Bytes) String() string {
+	for _, u := range byteUnits[:6] {
+		if b != 0 && int64(b)%u.mult == 0 {
+			return strconv.FormatInt(int64(b)/u.mult, 10) + u.suffix
+		}
+	}
+	return strconv.FormatInt(int64(b), 10)
+}
+
+// GiB returns the size in whole GiB, rounded up.
+func (b Bytes) GiB() int64 { return (int64(b) + (1<<30 - 1)) >> 30 }
+
+func (b Bytes) MarshalJSON() ([]byte, error) { return json.Marshal(b.String()) }
+
+func (b *Bytes) UnmarshalJSON(data []byte) error {
+	var n int64
+	if err := json.Unmarshal(data, &n); err == nil {
+		if n < 0 {
+			return fmt.Errorf("size %d is negative", n)
+		}
+		*b = Bytes(n)
+		return nil
+	}
+	var s string
+	if err := json.Unmarshal(data, &s); err != nil {
+		return fmt.Errorf("a size must be a string such as \"4Gi\" or a number of bytes")
+	}
+	v, err := ParseBytes(s)
+	if err != nil {
+		return err
+	}
+	*b = v
+	return nil
+}

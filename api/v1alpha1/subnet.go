@@ -1,0 +1,139 @@
+package v1alpha1
+
+import (
+	"fmt"
+	"net/netip"
+	"strings"
+)
+
+// Subnet is an IP range on a Network, with its gateway on the network's
+// router and Hearth's DHCP, DNS and metadata services. Tenants may use the
+// same CIDRs as each other.
+type Subnet = Resource[SubnetSpec, SubnetStatus]
+
+type SubnetSpec struct {
+	// Network is the name of the Network (same tenant) the subnet is on.
+	Network string `json:"network"`
+	CIDR    string `json:"cidr"`
+	// Gateway defaults to the first address of the CIDR.
+	Gateway string `json:"gateway,omitempty"`
+	DHCP    DHCP   `json:"dhcp,omitempty"`
+	// DNSServers handed out by DHCP; default the gateway, where Hearth's
+	// DNS answers.
+	DNSServers []string `json:"dnsServers,omitempty"`
+	// Routes handed out by DHCP (option 121) besides the default route.
+	Routes []Route `json:"routes,omitempty"`
+}
+
+// DHCP configures the subnet's DHCP service. Addresses are static leases
+// from IPAM; the range bounds what IPAM hands out.
+type DHCP struct {
+	// Disabled turns DHCP off; VMs then need static addresses.
+	Disabled bool `json:"disabled,omitempty"`
+	// RangeStart and RangeEnd bound dynamic allocation (default: the
+	// whole CIDR less network, gateway and broadcast addresses).
+	RangeStart string `json:"rangeStart,omitempty"`
+	RangeEnd   string `json:"rangeEnd,omitempty"`
+	// LeaseSeconds default 3600.
+	LeaseSeconds int `json:"leaseSeconds,omitempty"`
+}
+
+// Route is a destination and the next hop to reach it.
+type Route struct {
+	Destination string `json:"destination"`
+	Gateway     string `json:"gateway"`
+}
+
+type SubnetStatus struct {
+	CommonStatus `json:",inline"`
+	// Allocated counts addresses IPAM has handed out.
+	Allocated int `json:"allocated,omitempty"`
+}
+
+func (s *SubnetSpec) Default() {
+	if p, err := netip.ParsePrefix(s.CIDR); err == nil && p.Addr().Is4() && p.Bits() <= 30 && s.Gateway == "" {
+		s.Gateway = p.Masked().Addr().Next().String()
+	}
+	if s.DHCP.LeaseSeconds == 0 {
+		s.DHCP.LeaseSeconds = 3600
+	}
+}
+
+func (s *SubnetSpec) Validate(path string) FieldErrors {
+	var es FieldErrors
+	if s.Network == "" {
+		es.Add(path+".network", "is required")
+	} else {
+		es = append(es, ValidateName(path+".network", s.Network)...)
+	}
+	p, perr := ValidateCIDR(path+".cidr", s.CIDR)
+	es = append(es, perr...)
+	inSubnet := func(field, addr string) {
+		a, e := ValidateIP(field, addr)
+		es = append(es, e...)
+		if len(e) == 0 && len(perr) == 0 && !p.Contains(a) {
+			es.Add(field, "%s is outside %s", addr, s.CIDR)
+		}
+	}
+	if s.Gateway != "" {
+		inSubnet(path+".gateway", s.Gateway)
+	}
+	if s.DHCP.RangeStart != "" {
+		inSubnet(path+".dhcp.rangeStart", s.DHCP.RangeStart)
+	}
+	if s.DHCP.RangeEnd != "" {
+		inSubnet(path+".dhcp.rangeEnd", s.DHCP.RangeEnd)
+	}
+	if s.DHCP.RangeStart != "" && s.DHCP.RangeEnd != "" {
+		a, e1 := netip.ParseAddr(s.DHCP.RangeStart)
+		b, e2 := netip.ParseAddr(s.DHCP.RangeEnd)
+		if e1 == nil && e2 == nil && b.Less(a) {
+			es.Add(path+".dhcp.rangeEnd", "%s is before rangeStart %s", s.DHCP.RangeEnd, s.DHCP.RangeStart)
+		}
+	}
+	if s.DHCP.LeaseSeconds < 60 {
+		es.Add(path+".dhcp.leaseSeconds", "%d is below the minimum of 60", s.DHCP.LeaseSeconds)
+	}
+	for i, d := range s.DNSServers {
+		_, e := ValidateIP(fmt.Sprintf("%s.dnsServers[%d]", path, i), d)
+		es = append(es, e...)
+	}
+	for i, r := range s.Routes {
+		rp := fmt.Sprintf("%s.routes[%d]", path, i)
+		_, e := ValidateCIDR(rp+".destination", r.Destination)
+		es = append(es, e...)
+		_, e = ValidateIP(rp+".gateway", r.Gateway)
+		es = append(es, e...)
+	}
+	return es
+}
+
+func (s *SubnetSpec) ValidateUpdate(path string, old any) FieldErrors {
+	o := old.(*SubnetSpec)
+	var es FieldErrors
+	if s.Network != o.Network {
+		es.Add(path+".network", "cannot change (was %q); create a new subnet", o.Network)
+	}
+	if s.CIDR != o.CIDR {
+		es.Add(path+".cidr", "cannot change (was %q); create a new subnet", o.CIDR)
+	}
+	return es
+}
+
+func init() {
+	register[SubnetSpec, SubnetStatus](KindInfo{
+		Kind: "Subnet", Plural: "subnets", ShortNames: []string{"subnet", "sn"}, Scope: TenantScoped,
+		Description: "An IP range on a network with its gateway, DHCP, DNS and metadata services.",
+		Columns: []Column{
+			{Name: "NETWORK", Get: func(o Object) string { return o.(*Subnet).Spec.Network }},
+			{Name: "CIDR", Get: func(o Object) string { return o.(*Subnet).Spec.CIDR }},
+			{Name: "GATEWAY", Get: func(o Object) string { return o.(*Subnet).Spec.Gateway }},
+			{Name: "DHCP", Wide: true, Get: func(o Object) string {
+				if o.(*Subnet).Spec.DHCP.Disabled {
+					return "off"
+				}
+				return strings.TrimSpace(o.(*Subnet).Spec.DHCP.RangeStart + "-" + o.(*Subnet).Spec.DHCP.RangeEnd)
+			}},
+		},
+	})
+}

@@ -1,0 +1,147 @@
+package v1alpha1
+
+import (
+	"fmt"
+	"net/netip"
+	"regexp"
+	"strings"
+)
+
+// FieldError is one thing wrong with an object, at a field path such as
+// spec.subnets[1].cidr.
+type FieldError struct {
+	Field  string `json:"field"`
+	Detail string `json:"detail"`
+}
+
+func (e FieldError) Error() string { return e.Field + ": " + e.Detail }
+
+// FieldErrors is every problem found in one object. Validation collects all
+// of them instead of stopping at the first, so one edit fixes a file.
+type FieldErrors []FieldError
+
+func (es FieldErrors) Error() string {
+	parts := make([]string, len(es))
+	for i, e := range es {
+		parts[i] = e.Error()
+	}
+	return strings.Join(parts, "; ")
+}
+
+// Add appends an error at path with a printf-style detail.
+func (es *FieldErrors) Add(path, format string, args ...any) {
+	*es = append(*es, FieldError{Field: path, Detail: fmt.Sprintf(format, args...)})
+}
+
+// Err returns es as an error, or nil when it is empty.
+func (es FieldErrors) Err() error {
+	if len(es) == 0 {
+		return nil
+	}
+	return es
+}
+
+// Defaulter fills in defaults on a spec before validation.
+type Defaulter interface {
+	Default()
+}
+
+// Validator checks a spec. path is the prefix of every field path it
+// reports ("spec").
+type Validator interface {
+	Validate(path string) FieldErrors
+}
+
+// UpdateValidator checks what may not change between the stored spec and a
+// new one (a network's VNI, say). old has the same type as the receiver.
+type UpdateValidator interface {
+	ValidateUpdate(path string, old any) FieldErrors
+}
+
+var dnsLabel = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`)
+
+// ValidateName checks an object name: a DNS label of at most 63 characters,
+// so names can become hostnames, interface name parts and DNS records.
+func ValidateName(path, name string) FieldErrors {
+	var es FieldErrors
+	switch {
+	case name == "":
+		es.Add(path, "is required")
+	case len(name) > 63:
+		es.Add(path, "%q is longer than 63 characters", name)
+	case !dnsLabel.MatchString(name):
+		es.Add(path, "%q must be lowercase letters, digits and '-', starting and ending with a letter or digit", name)
+	}
+	return es
+}
+
+var labelKey = regexp.MustCompile(`^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$`)
+var labelValue = regexp.MustCompile(`^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$`)
+
+// ValidateLabels checks label keys and values (Kubernetes syntax).
+func ValidateLabels(path string, labels map[string]string) FieldErrors {
+	var es FieldErrors
+	for k, v := range labels {
+		if len(k) > 253 || !labelKey.MatchString(k) {
+			es.Add(path, "key %q is not a valid label key", k)
+		}
+		if len(v) > 63 || !labelValue.MatchString(v) {
+			es.Add(path+"."+k, "value %q is not a valid label value", v)
+		}
+	}
+	return es
+}
+
+// ValidateCIDR checks that s is a CIDR prefix such as 10.0.0.0/24, with no
+// host bits set.
+func ValidateCIDR(path, s string) (netip.Prefix, FieldErrors) {
+	var es FieldErrors
+	if s == "" {
+		es.Add(path, "is required")
+		return netip.Prefix{}, es
+	}
+	p, err := netip.ParsePrefix(s)
+	if err != nil {
+		es.Add(path, "%q is not a CIDR", s)
+		return netip.Prefix{}, es
+	}
+	if p.Masked() != p {
+		es.Add(path, "%q has host bits set (did you mean %s?)", s, p.Masked())
+	}
+	return p, es
+}
+
+// ValidateIP checks that s is an IP address.
+func ValidateIP(path, s string) (netip.Addr, FieldErrors) {
+	var es FieldErrors
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		es.Add(path, "%q is not an IP address", s)
+	}
+	return a, es
+}
+
+// ValidateMAC checks a MAC address in the colon form 52:54:00:12:34:56 and
+// returns it in lowercase.
+func ValidateMAC(path, s string) (string, FieldErrors) {
+	var es FieldErrors
+	m := strings.ToLower(s)
+	if !macRE.MatchString(m) {
+		es.Add(path, "%q is not a MAC address (want the form 52:54:00:12:34:56)", s)
+	}
+	return m, es
+}
+
+var macRE = regexp.MustCompile(`^([0-9a-f]{2}:){5}[0-9a-f]{2}$`)
+
+// ValidateOneOf checks that s is one of the allowed values.
+func ValidateOneOf(path, s string, allowed ...string) FieldErrors {
+	for _, a := range allowed {
+		if s == a {
+			return nil
+		}
+	}
+	var es FieldErrors
+	es.Add(path, "%q is not one of %s", s, strings.Join(allowed, ", "))
+	return es
+}
