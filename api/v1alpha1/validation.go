@@ -3,8 +3,10 @@ package v1alpha1
 import (
 	"fmt"
 	"net/netip"
+	"net/url"
 	"regexp"
 	"strings"
+	"text/template/parse"
 )
 
 // FieldError is one thing wrong with an object, at a field path such as
@@ -144,4 +146,111 @@ func ValidateOneOf(path, s string, allowed ...string) FieldErrors {
 	var es FieldErrors
 	es.Add(path, "%q is not one of %s", s, strings.Join(allowed, ", "))
 	return es
+}
+
+var hostnameRE = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`)
+
+// ValidateHostname checks a host name: one or more DNS labels joined by
+// dots ("node1" or "node1.lab.example"), at most 253 characters.
+func ValidateHostname(path, s string) FieldErrors {
+	var es FieldErrors
+	switch {
+	case len(s) > 253:
+		es.Add(path, "%q is longer than 253 characters", s)
+	case !hostnameRE.MatchString(s):
+		es.Add(path, "%q is not a host name (want lowercase DNS labels joined by dots, such as node1.lab.example)", s)
+	default:
+		for _, l := range strings.Split(s, ".") {
+			if len(l) > 63 {
+				es.Add(path, "%q has a label longer than 63 characters", s)
+				break
+			}
+		}
+	}
+	return es
+}
+
+// ValidateURL checks that s is an absolute http or https URL with a host,
+// the only kinds the agents and the boot service fetch from.
+func ValidateURL(path, s string) FieldErrors {
+	var es FieldErrors
+	if s == "" {
+		es.Add(path, "is required")
+		return es
+	}
+	u, err := url.Parse(s)
+	switch {
+	case err != nil:
+		es.Add(path, "%q is not a URL", s)
+	case u.Scheme != "http" && u.Scheme != "https":
+		es.Add(path, "%q is not an http or https URL", s)
+	case u.Host == "":
+		es.Add(path, "%q has no host", s)
+	}
+	return es
+}
+
+var checksumRE = regexp.MustCompile(`^sha256:[0-9a-f]{64}$`)
+
+// ValidateChecksum checks a content checksum written as "sha256:" and 64
+// lowercase hex digits, the form `sha256sum` prints.
+func ValidateChecksum(path, s string) FieldErrors {
+	var es FieldErrors
+	if !checksumRE.MatchString(s) {
+		es.Add(path, "%q is not a checksum (want \"sha256:\" and 64 lowercase hex digits)", s)
+	}
+	return es
+}
+
+// ValidatePort checks a TCP or UDP port number.
+func ValidatePort(path string, p int) FieldErrors {
+	var es FieldErrors
+	if p < 1 || p > 65535 {
+		es.Add(path, "%d is not a port (1 to 65535)", p)
+	}
+	return es
+}
+
+// ValidateTemplate checks that s parses as a Go text/template. Functions are
+// not checked here because the renderer, not the API, decides which exist;
+// a syntax error is still caught when the object is written rather than when
+// a machine boots.
+func ValidateTemplate(path, s string) FieldErrors {
+	var es FieldErrors
+	t := parse.New("template")
+	t.Mode = parse.SkipFuncCheck
+	if _, err := t.Parse(s, "", "", map[string]*parse.Tree{}); err != nil {
+		msg := err.Error()
+		// Drop the "template: template:" prefix; the path says where it is.
+		if i := strings.Index(msg, "template:"); i >= 0 {
+			msg = strings.TrimSpace(strings.TrimPrefix(strings.TrimPrefix(msg[i:], "template:"), " template:"))
+		}
+		es.Add(path, "is not a valid template: %s", msg)
+	}
+	return es
+}
+
+// Architectures Hearth boots and runs. Names follow the kernel's (uname -m)
+// spelling except arm64, the name distributions use for their images.
+const (
+	ArchX86_64 = "x86_64"
+	ArchARM64  = "arm64"
+)
+
+// NormalizeArch maps the other common spellings of an architecture (Go's
+// amd64, the kernel's aarch64) to the names the API uses, so a profile
+// written with either matches.
+func NormalizeArch(a string) string {
+	switch strings.ToLower(a) {
+	case "x86_64", "amd64", "x86-64", "x64":
+		return ArchX86_64
+	case "arm64", "aarch64":
+		return ArchARM64
+	}
+	return a
+}
+
+// ValidateArch checks an architecture name (after NormalizeArch).
+func ValidateArch(path, a string) FieldErrors {
+	return ValidateOneOf(path, a, ArchX86_64, ArchARM64)
 }

@@ -1,0 +1,440 @@
+package v1alpha1
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// VirtualMachine is a QEMU virtual machine on one host. The scheduler picks
+// the host (spec.host) by capacity, nodeSelector and affinity unless the
+// spec names one; that host's agent runs the VM, one QEMU process per VM,
+// and keeps it in spec.powerState. VMs outlive the agent: a restarted agent
+// adopts the VMs it finds running.
+type VirtualMachine = Resource[VirtualMachineSpec, VirtualMachineStatus]
+
+type VirtualMachineSpec struct {
+	// Host runs the VM. Empty until the scheduler places it; set it to pin
+	// the VM to a host. It cannot change once set: Hearth does not migrate
+	// VMs.
+	Host string `json:"host,omitempty"`
+	// CPUs is the number of virtual CPUs (default 1).
+	CPUs int `json:"cpus,omitempty"`
+	// Memory is the guest's RAM (default 512Mi).
+	Memory Bytes `json:"memory,omitempty"`
+	// PowerState is what the agent keeps the VM in: Running, Stopped or
+	// Paused (default Running).
+	PowerState string `json:"powerState,omitempty"`
+	// RestartPolicy says what happens when the guest stops by itself
+	// (default Always): Always starts it again, OnFailure only when QEMU
+	// failed or the guest crashed, Never leaves it Stopped.
+	RestartPolicy string `json:"restartPolicy,omitempty"`
+	// MachineType is QEMU's machine type: q35 or pc on x86_64, virt on
+	// arm64 (default: the host architecture's usual one).
+	MachineType string `json:"machineType,omitempty"`
+	// Firmware is bios or uefi (default bios).
+	Firmware string   `json:"firmware,omitempty"`
+	Boot     VMBoot   `json:"boot,omitempty"`
+	Disks    []VMDisk `json:"disks,omitempty"`
+	NICs     []VMNIC  `json:"nics,omitempty"`
+	// CloudInit is handed to the guest as a NoCloud seed and through the
+	// metadata service.
+	CloudInit CloudInit `json:"cloudInit,omitempty"`
+	// NodeSelector restricts the VM to hosts carrying these labels.
+	NodeSelector LabelSelector `json:"nodeSelector,omitempty"`
+	// Affinity places the VM on a host that already runs, for every
+	// selector, a VM of the same tenant it matches.
+	Affinity []LabelSelector `json:"affinity,omitempty"`
+	// AntiAffinity keeps the VM off hosts that run a VM of the same tenant
+	// matching any selector (the VM itself aside): give a set's VMs their
+	// own labels here to spread them over hosts. Both are hard rules; a VM
+	// no host satisfies stays Pending.
+	AntiAffinity []LabelSelector `json:"antiAffinity,omitempty"`
+}
+
+// VMBoot says what the VM boots.
+type VMBoot struct {
+	// From is disk, kernel or network (default disk). kernel boots
+	// Kernel and Initrd directly (QEMU -kernel); network PXE-boots from the
+	// first NIC.
+	From   string    `json:"from,omitempty"`
+	Kernel *BootFile `json:"kernel,omitempty"`
+	Initrd *BootFile `json:"initrd,omitempty"`
+	// Cmdline is the kernel command line.
+	Cmdline string `json:"cmdline,omitempty"`
+}
+
+// VMDisk is a disk of the VM: an existing Volume, or a volume the VM owns,
+// cloned from an image when the VM is created and deleted with it (what a
+// VirtualMachineSet's template needs, since replicas cannot share a volume).
+type VMDisk struct {
+	// Volume names a Volume of the same tenant.
+	Volume string `json:"volume,omitempty"`
+	// Image names an Image to clone a volume from; the volume is named
+	// VM-diskN after the disk's index. A cdrom disk uses the image itself,
+	// read-only.
+	Image string `json:"image,omitempty"`
+	// Size of the volume cloned from Image (default the image's size).
+	Size Bytes `json:"size,omitempty"`
+	// Bus is virtio, scsi or ide (default virtio; ide for a cdrom).
+	Bus string `json:"bus,omitempty"`
+	// Device is disk or cdrom (default disk).
+	Device string `json:"device,omitempty"`
+	// BootIndex orders boot devices, 1 first; 0 leaves the disk out of the
+	// boot order.
+	BootIndex int  `json:"bootIndex,omitempty"`
+	ReadOnly  bool `json:"readOnly,omitempty"`
+}
+
+// VMNIC is a network interface of the VM.
+type VMNIC struct {
+	// Network names a Network of the same tenant.
+	Network string `json:"network"`
+	// Subnet names the subnet of Network the address comes from; empty
+	// means the network's only subnet.
+	Subnet string `json:"subnet,omitempty"`
+	// IP asks for this address; empty lets IPAM pick one.
+	IP string `json:"ip,omitempty"`
+	// MAC asks for this address; empty lets Hearth allocate one in
+	// 52:54:00:xx:xx:xx. Stored in lowercase.
+	MAC string `json:"mac,omitempty"`
+	// SecurityGroups name SecurityGroups of the same tenant that filter
+	// the NIC's traffic. With none, only anti-spoofing applies.
+	SecurityGroups []string `json:"securityGroups,omitempty"`
+	// Model is the emulated device: virtio, e1000 or rtl8139 (default virtio).
+	Model string `json:"model,omitempty"`
+}
+
+// CloudInit is the VM's cloud-init data.
+type CloudInit struct {
+	// Disabled gives the VM no NoCloud seed (for images without cloud-init).
+	Disabled bool `json:"disabled,omitempty"`
+	// UserData is the user-data document (#cloud-config, a script, …).
+	UserData string `json:"userData,omitempty"`
+	// NetworkConfig is a network-config document (version 2); empty means
+	// DHCP on every NIC.
+	NetworkConfig string `json:"networkConfig,omitempty"`
+	// SSHKeys names SSHKeys of the tenant to install; empty installs all of
+	// the tenant's keys.
+	SSHKeys []string `json:"sshKeys,omitempty"`
+}
+
+type VirtualMachineStatus struct {
+	CommonStatus `json:",inline"`
+	// Host the VM runs on, as the agent reports it.
+	Host string `json:"host,omitempty"`
+	// PID of the QEMU process, and its QMP socket, for the agent to adopt
+	// the VM after a restart.
+	PID       int    `json:"pid,omitempty"`
+	QMPSocket string `json:"qmpSocket,omitempty"`
+	// Accelerator is kvm or tcg: KVM where it really works on the host.
+	Accelerator string `json:"accelerator,omitempty"`
+	// Interfaces are the VM's NICs in the order of spec.nics, with the
+	// addresses allocated to them.
+	Interfaces []VMInterfaceStatus `json:"interfaces,omitempty"`
+	StartedAt  *time.Time          `json:"startedAt,omitempty"`
+	// RestartCount counts restarts by the restart policy.
+	RestartCount int `json:"restartCount,omitempty"`
+	// ConsoleLog is the path of the serial console log on the host.
+	ConsoleLog string `json:"consoleLog,omitempty"`
+}
+
+// VMInterfaceStatus is one NIC as allocated and plugged.
+type VMInterfaceStatus struct {
+	Network string `json:"network,omitempty"`
+	Subnet  string `json:"subnet,omitempty"`
+	IP      string `json:"ip,omitempty"`
+	MAC     string `json:"mac,omitempty"`
+	// Device is the tap device on the host.
+	Device string `json:"device,omitempty"`
+}
+
+// VM phases.
+const (
+	VMPending   = "Pending"
+	VMScheduled = "Scheduled"
+	VMStarting  = "Starting"
+	VMRunning   = "Running"
+	VMStopped   = "Stopped"
+	VMPaused    = "Paused"
+	VMFailed    = "Failed"
+)
+
+// Power states a VM is kept in (spec.powerState).
+const (
+	PowerRunning = "Running"
+	PowerStopped = "Stopped"
+	PowerPaused  = "Paused"
+)
+
+// Restart policies.
+const (
+	RestartAlways    = "Always"
+	RestartOnFailure = "OnFailure"
+	RestartNever     = "Never"
+)
+
+// Boot sources.
+const (
+	BootFromDisk    = "disk"
+	BootFromKernel  = "kernel"
+	BootFromNetwork = "network"
+)
+
+// Limits on a VM's size.
+const (
+	MinVMMemory = 64 << 20
+	MaxVMCPUs   = 256
+	// MaxCloudInitBytes caps user data and network config: the whole VM is
+	// one etcd value.
+	MaxCloudInitBytes = 64 << 10
+)
+
+func (s *VirtualMachineSpec) Default() {
+	if s.CPUs == 0 {
+		s.CPUs = 1
+	}
+	if s.Memory == 0 {
+		s.Memory = 512 << 20
+	}
+	if s.PowerState == "" {
+		s.PowerState = PowerRunning
+	}
+	if s.RestartPolicy == "" {
+		s.RestartPolicy = RestartAlways
+	}
+	if s.Firmware == "" {
+		s.Firmware = FirmwareBIOS
+	}
+	if s.Boot.From == "" {
+		s.Boot.From = BootFromDisk
+	}
+	for i := range s.Disks {
+		d := &s.Disks[i]
+		if d.Device == "" {
+			d.Device = "disk"
+		}
+		if d.Bus == "" {
+			if d.Device == "cdrom" {
+				d.Bus = "ide"
+			} else {
+				d.Bus = "virtio"
+			}
+		}
+	}
+	for i := range s.NICs {
+		n := &s.NICs[i]
+		n.MAC = strings.ToLower(n.MAC)
+		if n.Model == "" {
+			n.Model = "virtio"
+		}
+	}
+}
+
+func (s *VirtualMachineSpec) Validate(path string) FieldErrors {
+	var es FieldErrors
+	if s.Host != "" {
+		es = append(es, ValidateName(path+".host", s.Host)...)
+	}
+	if s.CPUs < 1 || s.CPUs > MaxVMCPUs {
+		es.Add(path+".cpus", "%d is out of range (1 to %d)", s.CPUs, MaxVMCPUs)
+	}
+	switch {
+	case s.Memory < MinVMMemory:
+		es.Add(path+".memory", "%s is below the minimum of %s", s.Memory, Bytes(MinVMMemory))
+	case s.Memory%(1<<20) != 0:
+		es.Add(path+".memory", "%d bytes is not a whole number of Mi (QEMU sizes memory in MiB)", int64(s.Memory))
+	}
+	es = append(es, ValidateOneOf(path+".powerState", s.PowerState, PowerRunning, PowerStopped, PowerPaused)...)
+	es = append(es, ValidateOneOf(path+".restartPolicy", s.RestartPolicy, RestartAlways, RestartOnFailure, RestartNever)...)
+	if s.MachineType != "" {
+		es = append(es, ValidateOneOf(path+".machineType", s.MachineType, "q35", "pc", "virt")...)
+	}
+	es = append(es, ValidateOneOf(path+".firmware", s.Firmware, FirmwareBIOS, FirmwareUEFI)...)
+	es = append(es, s.validateBoot(path+".boot")...)
+
+	vols := map[string]int{}
+	boots := map[int]int{}
+	for i, d := range s.Disks {
+		dp := fmt.Sprintf("%s.disks[%d]", path, i)
+		switch {
+		case d.Volume != "" && d.Image != "":
+			es.Add(dp+".image", "cannot be set with volume: a disk is an existing volume or a clone of an image")
+		case d.Volume == "" && d.Image == "":
+			es.Add(dp+".volume", "is required (or set image to clone one)")
+		case d.Volume != "":
+			es = append(es, ValidateName(dp+".volume", d.Volume)...)
+			if j, dup := vols[d.Volume]; dup {
+				es.Add(dp+".volume", "%q is already attached as disks[%d]", d.Volume, j)
+			} else {
+				vols[d.Volume] = i
+			}
+		case d.Image != "":
+			es = append(es, ValidateName(dp+".image", d.Image)...)
+		}
+		if d.Size != 0 && d.Image == "" {
+			es.Add(dp+".size", "is only used with image; resize a volume on the Volume")
+		}
+		if d.Size != 0 && d.Device == "cdrom" {
+			es.Add(dp+".size", "cannot be set for a cdrom")
+		}
+		es = append(es, ValidateOneOf(dp+".device", d.Device, "disk", "cdrom")...)
+		es = append(es, ValidateOneOf(dp+".bus", d.Bus, "virtio", "scsi", "ide")...)
+		if d.Device == "cdrom" && d.Bus == "virtio" {
+			es.Add(dp+".bus", "a cdrom cannot be on virtio (use scsi or ide)")
+		}
+		if d.BootIndex < 0 {
+			es.Add(dp+".bootIndex", "%d is negative", d.BootIndex)
+		} else if d.BootIndex > 0 {
+			if j, dup := boots[d.BootIndex]; dup {
+				es.Add(dp+".bootIndex", "%d is already used by disks[%d]", d.BootIndex, j)
+			} else {
+				boots[d.BootIndex] = i
+			}
+		}
+	}
+
+	macs := map[string]int{}
+	for i, n := range s.NICs {
+		np := fmt.Sprintf("%s.nics[%d]", path, i)
+		if n.Network == "" {
+			es.Add(np+".network", "is required")
+		} else {
+			es = append(es, ValidateName(np+".network", n.Network)...)
+		}
+		if n.Subnet != "" {
+			es = append(es, ValidateName(np+".subnet", n.Subnet)...)
+		}
+		if n.IP != "" {
+			_, e := ValidateIP(np+".ip", n.IP)
+			es = append(es, e...)
+		}
+		if n.MAC != "" {
+			m, e := ValidateMAC(np+".mac", n.MAC)
+			es = append(es, e...)
+			if len(e) == 0 {
+				// The low bit of the first octet marks a multicast address,
+				// which a NIC cannot own.
+				if b, _ := strconv.ParseUint(m[:2], 16, 8); b&1 == 1 {
+					es.Add(np+".mac", "%q is a multicast address", n.MAC)
+				}
+				if j, dup := macs[m]; dup {
+					es.Add(np+".mac", "%q is already used by nics[%d]", n.MAC, j)
+				} else {
+					macs[m] = i
+				}
+			}
+		}
+		for j, g := range n.SecurityGroups {
+			es = append(es, ValidateName(fmt.Sprintf("%s.securityGroups[%d]", np, j), g)...)
+		}
+		es = append(es, ValidateOneOf(np+".model", n.Model, "virtio", "e1000", "rtl8139")...)
+	}
+
+	ci := s.CloudInit
+	if len(ci.UserData) > MaxCloudInitBytes {
+		es.Add(path+".cloudInit.userData", "is %d bytes; the limit is %d", len(ci.UserData), MaxCloudInitBytes)
+	}
+	if len(ci.NetworkConfig) > MaxCloudInitBytes {
+		es.Add(path+".cloudInit.networkConfig", "is %d bytes; the limit is %d", len(ci.NetworkConfig), MaxCloudInitBytes)
+	}
+	for i, k := range ci.SSHKeys {
+		es = append(es, ValidateName(fmt.Sprintf("%s.cloudInit.sshKeys[%d]", path, i), k)...)
+	}
+	if ci.Disabled && (ci.UserData != "" || ci.NetworkConfig != "" || len(ci.SSHKeys) > 0) {
+		es.Add(path+".cloudInit.disabled", "is set, so userData, networkConfig and sshKeys would be ignored")
+	}
+
+	es = append(es, ValidateLabels(path+".nodeSelector", s.NodeSelector)...)
+	for i, sel := range s.Affinity {
+		p := fmt.Sprintf("%s.affinity[%d]", path, i)
+		if len(sel) == 0 {
+			es.Add(p, "is empty; it would match every VM")
+		}
+		es = append(es, ValidateLabels(p, sel)...)
+	}
+	for i, sel := range s.AntiAffinity {
+		p := fmt.Sprintf("%s.antiAffinity[%d]", path, i)
+		if len(sel) == 0 {
+			es.Add(p, "is empty; it would match every VM")
+		}
+		es = append(es, ValidateLabels(p, sel)...)
+	}
+	return es
+}
+
+func (s *VirtualMachineSpec) validateBoot(path string) FieldErrors {
+	var es FieldErrors
+	b := s.Boot
+	if e := ValidateOneOf(path+".from", b.From, BootFromDisk, BootFromKernel, BootFromNetwork); len(e) > 0 {
+		return e
+	}
+	if b.From == BootFromKernel {
+		if b.Kernel == nil {
+			es.Add(path+".kernel", "is required to boot from kernel")
+		} else {
+			es = append(es, b.Kernel.validate(path+".kernel")...)
+		}
+		if b.Initrd != nil {
+			es = append(es, b.Initrd.validate(path+".initrd")...)
+		}
+	} else {
+		for _, f := range []struct {
+			name string
+			set  bool
+		}{{"kernel", b.Kernel != nil}, {"initrd", b.Initrd != nil}, {"cmdline", b.Cmdline != ""}} {
+			if f.set {
+				es.Add(path+"."+f.name, "is only used with from: kernel")
+			}
+		}
+	}
+	switch b.From {
+	case BootFromDisk:
+		if len(s.Disks) == 0 {
+			es.Add(path+".from", "is disk but the VM has no disks")
+		}
+	case BootFromNetwork:
+		if len(s.NICs) == 0 {
+			es.Add(path+".from", "is network but the VM has no NICs")
+		}
+	}
+	return es
+}
+
+func (s *VirtualMachineSpec) ValidateUpdate(path string, old any) FieldErrors {
+	o := old.(*VirtualMachineSpec)
+	var es FieldErrors
+	if o.Host != "" && s.Host != o.Host {
+		es.Add(path+".host", "cannot change (was %q): Hearth does not migrate VMs; delete and re-create the VM", o.Host)
+	}
+	return es
+}
+
+// FirstIP returns the first address allocated to the VM, for tables.
+func (s *VirtualMachineStatus) FirstIP() string {
+	for _, i := range s.Interfaces {
+		if i.IP != "" {
+			return i.IP
+		}
+	}
+	return ""
+}
+
+func init() {
+	register[VirtualMachineSpec, VirtualMachineStatus](KindInfo{
+		Kind: "VirtualMachine", Plural: "virtualmachines", ShortNames: []string{"virtualmachine", "vm", "vms"}, Scope: TenantScoped,
+		Description: "A QEMU virtual machine with its CPUs, memory, disks, NICs and cloud-init, placed on one host.",
+		PlacedOn:    func(o Object) string { return o.(*VirtualMachine).Spec.Host },
+		Columns: []Column{
+			{Name: "STATUS", Get: func(o Object) string { return o.CommonStatus().Phase }},
+			{Name: "HOST", Get: func(o Object) string { return o.(*VirtualMachine).Spec.Host }},
+			{Name: "CPUS", Get: func(o Object) string { return strconv.Itoa(o.(*VirtualMachine).Spec.CPUs) }},
+			{Name: "MEMORY", Get: func(o Object) string { return o.(*VirtualMachine).Spec.Memory.String() }},
+			{Name: "IP", Get: func(o Object) string { return o.(*VirtualMachine).Status.FirstIP() }},
+			{Name: "POWER", Wide: true, Get: func(o Object) string { return o.(*VirtualMachine).Spec.PowerState }},
+			{Name: "RESTARTS", Wide: true, Get: func(o Object) string { return strconv.Itoa(o.(*VirtualMachine).Status.RestartCount) }},
+			{Name: "ACCEL", Wide: true, Get: func(o Object) string { return o.(*VirtualMachine).Status.Accelerator }},
+		},
+	})
+}

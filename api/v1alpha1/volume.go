@@ -1,0 +1,167 @@
+package v1alpha1
+
+// Volume is a virtual disk. Local volumes are qcow2 or raw files on one
+// host (thin clones of a cached image when made from one); nfs and rbd
+// volumes live on shared storage, so a VM using them can run on any host
+// and survive the loss of one.
+type Volume = Resource[VolumeSpec, VolumeStatus]
+
+type VolumeSpec struct {
+	// Size of the disk. It may grow (the agent resizes the file and tells a
+	// running VM) but not shrink. With a source, empty means the source's
+	// size.
+	Size Bytes `json:"size,omitempty"`
+	// Source, when set, gives the volume its first contents.
+	Source VolumeSource `json:"source,omitempty"`
+	// Host holds a local volume. Empty until the scheduler places the
+	// volume, usually beside the VM that uses it; it cannot change
+	// afterwards, since the data is there.
+	Host string `json:"host,omitempty"`
+	// Backend is local, nfs or rbd (default local). Where the nfs share and
+	// the Ceph cluster are is the installation's storage configuration.
+	Backend string `json:"backend,omitempty"`
+	// Format is qcow2 or raw (default qcow2; rbd volumes are always raw).
+	Format string `json:"format,omitempty"`
+}
+
+// VolumeSource is where a volume's first contents come from: an Image or a
+// Snapshot of the same tenant (an Image may also be shared). At most one
+// is set; with neither the volume starts empty.
+type VolumeSource struct {
+	Image    string `json:"image,omitempty"`
+	Snapshot string `json:"snapshot,omitempty"`
+}
+
+type VolumeStatus struct {
+	CommonStatus `json:",inline"`
+	// Path of the volume on its host, or its rbd/nfs location.
+	Path string `json:"path,omitempty"`
+	// AttachedTo names the VM using the volume.
+	AttachedTo string `json:"attachedTo,omitempty"`
+	// Size is the disk's size as the agent made it (the source's size when
+	// spec.size is empty); ActualSize is what it takes on storage.
+	Size       Bytes `json:"size,omitempty"`
+	ActualSize Bytes `json:"actualSize,omitempty"`
+}
+
+// Volume phases.
+const (
+	VolumePending   = "Pending"
+	VolumeAvailable = "Available"
+	VolumeInUse     = "InUse"
+	VolumeFailed    = "Failed"
+)
+
+// Volume backends.
+const (
+	BackendLocal = "local"
+	BackendNFS   = "nfs"
+	BackendRBD   = "rbd"
+)
+
+// MinVolumeSize is the smallest volume Hearth makes.
+const MinVolumeSize = 1 << 20
+
+func (s *VolumeSpec) Default() {
+	if s.Backend == "" {
+		s.Backend = BackendLocal
+	}
+	if s.Format == "" {
+		if s.Backend == BackendRBD {
+			s.Format = FormatRaw
+		} else {
+			s.Format = FormatQCOW2
+		}
+	}
+}
+
+func (s *VolumeSpec) Validate(path string) FieldErrors {
+	var es FieldErrors
+	src := s.Source
+	switch {
+	case src.Image != "" && src.Snapshot != "":
+		es.Add(path+".source.snapshot", "cannot be set with image: a volume starts from one source")
+	case src.Image != "":
+		es = append(es, ValidateName(path+".source.image", src.Image)...)
+	case src.Snapshot != "":
+		es = append(es, ValidateName(path+".source.snapshot", src.Snapshot)...)
+	}
+	switch {
+	case s.Size == 0 && src == VolumeSource{}:
+		es.Add(path+".size", "is required for an empty volume")
+	case s.Size != 0 && s.Size < MinVolumeSize:
+		es.Add(path+".size", "%s is below the minimum of %s", s.Size, Bytes(MinVolumeSize))
+	}
+	es = append(es, ValidateOneOf(path+".backend", s.Backend, BackendLocal, BackendNFS, BackendRBD)...)
+	es = append(es, ValidateOneOf(path+".format", s.Format, FormatQCOW2, FormatRaw)...)
+	if s.Backend == BackendRBD && s.Format == FormatQCOW2 {
+		es.Add(path+".format", "rbd volumes are raw (Ceph does the thin provisioning)")
+	}
+	if s.Host != "" {
+		if s.Backend != BackendLocal && s.Backend != "" {
+			es.Add(path+".host", "only local volumes are placed on a host; %s volumes are reachable from every host", s.Backend)
+		} else {
+			es = append(es, ValidateName(path+".host", s.Host)...)
+		}
+	}
+	return es
+}
+
+func (s *VolumeSpec) ValidateUpdate(path string, old any) FieldErrors {
+	o := old.(*VolumeSpec)
+	var es FieldErrors
+	switch {
+	case s.Size < o.Size && s.Size == 0:
+		es.Add(path+".size", "cannot be removed (was %s)", o.Size)
+	case s.Size < o.Size:
+		es.Add(path+".size", "cannot shrink from %s to %s", o.Size, s.Size)
+	}
+	if s.Source != o.Source {
+		es.Add(path+".source", "cannot change: it only says what the volume started from")
+	}
+	if s.Backend != o.Backend {
+		es.Add(path+".backend", "cannot change (was %q); copy the data to a new volume", o.Backend)
+	}
+	if s.Format != o.Format {
+		es.Add(path+".format", "cannot change (was %q)", o.Format)
+	}
+	if o.Host != "" && s.Host != o.Host {
+		es.Add(path+".host", "cannot change (was %q): the volume's data is there", o.Host)
+	}
+	return es
+}
+
+func init() {
+	register[VolumeSpec, VolumeStatus](KindInfo{
+		Kind: "Volume", Plural: "volumes", ShortNames: []string{"volume", "vol"}, Scope: TenantScoped,
+		Description: "A virtual disk on a host or on shared storage, empty or cloned from an image or snapshot.",
+		PlacedOn:    func(o Object) string { return o.(*Volume).Spec.Host },
+		Columns: []Column{
+			{Name: "STATUS", Get: func(o Object) string { return o.CommonStatus().Phase }},
+			{Name: "SIZE", Get: func(o Object) string {
+				v := o.(*Volume)
+				if v.Spec.Size != 0 {
+					return v.Spec.Size.String()
+				}
+				if v.Status.Size != 0 {
+					return v.Status.Size.String()
+				}
+				return ""
+			}},
+			{Name: "BACKEND", Get: func(o Object) string { return o.(*Volume).Spec.Backend }},
+			{Name: "HOST", Get: func(o Object) string { return o.(*Volume).Spec.Host }},
+			{Name: "ATTACHED TO", Get: func(o Object) string { return o.(*Volume).Status.AttachedTo }},
+			{Name: "SOURCE", Wide: true, Get: func(o Object) string {
+				s := o.(*Volume).Spec.Source
+				switch {
+				case s.Image != "":
+					return "image/" + s.Image
+				case s.Snapshot != "":
+					return "snapshot/" + s.Snapshot
+				}
+				return ""
+			}},
+			{Name: "FORMAT", Wide: true, Get: func(o Object) string { return o.(*Volume).Spec.Format }},
+		},
+	})
+}

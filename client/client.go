@@ -1,0 +1,358 @@
+// Package client is the one Go client of the Hearth API. The CLI, the
+// agents, the server's own controllers and the tests all use it.
+package client
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	api "hearth.dev/hearth/api/v1alpha1"
+)
+
+// Client talks to one Hearth server with one credential.
+type Client struct {
+	base   string
+	token  string
+	http   *http.Client
+	stream *http.Client // no overall timeout, for watches
+	// Tenant is the default tenant for tenant-scoped calls given "".
+	Tenant string
+}
+
+// New returns a client for a context.
+func New(c *Context) (*Client, error) {
+	if c.Server == "" {
+		return nil, errors.New("the context has no server URL")
+	}
+	tlsConf := &tls.Config{MinVersion: tls.VersionTLS12}
+	if c.CertificateAuthority != "" {
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM([]byte(c.CertificateAuthority)) {
+			return nil, fmt.Errorf("context %q: certificateAuthority is not a PEM certificate", c.Name)
+		}
+		tlsConf.RootCAs = pool
+	}
+	tr := &http.Transport{
+		TLSClientConfig:     tlsConf,
+		Proxy:               nil, // the API is never reached through a proxy
+		DialContext:         (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		MaxIdleConns:        256,
+		MaxIdleConnsPerHost: 256,
+		IdleConnTimeout:     90 * time.Second,
+		TLSHandshakeTimeout: 10 * time.Second,
+		ForceAttemptHTTP2:   false,
+	}
+	return &Client{
+		base:   strings.TrimRight(c.Server, "/"),
+		token:  c.Token,
+		http:   &http.Client{Transport: tr, Timeout: 60 * time.Second},
+		stream: &http.Client{Transport: tr},
+		Tenant: c.Tenant,
+	}, nil
+}
+
+// FromConfig loads the config (flag, HEARTH_CONFIG or default) and returns
+// a client for its current context, or the named one.
+func FromConfig(path, contextName string) (*Client, error) {
+	cfg, err := LoadConfig(ConfigPath(path))
+	if err != nil {
+		return nil, err
+	}
+	ctx, err := cfg.Current(contextName)
+	if err != nil {
+		return nil, err
+	}
+	return New(ctx)
+}
+
+// Server returns the server URL.
+func (c *Client) Server() string { return c.base }
+
+// Do sends a request and decodes a JSON answer into out (unless nil). API
+// errors come back as *api.Status.
+func (c *Client) Do(ctx context.Context, method, path string, body any, out any) error {
+	resp, err := c.send(ctx, c.http, method, path, "application/json", body)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if out == nil {
+		_, _ = io.Copy(io.Discard, resp.Body)
+		return nil
+	}
+	return json.NewDecoder(resp.Body).Decode(out)
+}
+
+func (c *Client) send(ctx context.Context, hc *http.Client, method, path, contentType string, body any) (*http.Response, error) {
+	var rd io.Reader
+	if body != nil {
+		switch b := body.(type) {
+		case []byte:
+			rd = bytes.NewReader(b)
+		default:
+			data, err := json.Marshal(body)
+			if err != nil {
+				return nil, err
+			}
+			rd = bytes.NewReader(data)
+		}
+	}
+	req, err := http.NewRequestWithContext(ctx, method, c.base+path, rd)
+	if err != nil {
+		return nil, err
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", contentType)
+	}
+	req.Header.Set("Accept", "application/json")
+	if c.token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.token)
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("%s %s: %w", method, c.base, err)
+	}
+	if resp.StatusCode >= 400 {
+		defer resp.Body.Close()
+		data, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+		var st api.Status
+		if json.Unmarshal(data, &st) == nil && st.Message != "" {
+			return nil, &st
+		}
+		return nil, &api.Status{Kind: "Status", Code: resp.StatusCode, Reason: api.ReasonInternal,
+			Message: fmt.Sprintf("%s %s: %s: %s", method, path, resp.Status, strings.TrimSpace(string(data)))}
+	}
+	return resp, nil
+}
+
+// tenantFor picks the tenant a call addresses for kind k.
+func (c *Client) tenantFor(k *api.KindInfo, tenant string) string {
+	if k.Scope == api.ClusterScoped {
+		return ""
+	}
+	if tenant == "" && k.Scope == api.TenantScoped {
+		return c.Tenant
+	}
+	return tenant
+}
+
+func kindOf(obj api.Object) (*api.KindInfo, error) {
+	return api.KindByName(obj.GetTypeMeta().Kind)
+}
+
+// Get reads one object.
+func (c *Client) Get(ctx context.Context, kind, tenant, name string) (api.Object, error) {
+	k, err := api.KindByName(kind)
+	if err != nil {
+		return nil, err
+	}
+	obj := k.New()
+	return obj, c.Do(ctx, http.MethodGet, api.ObjectPath(k, c.tenantFor(k, tenant), name), nil, obj)
+}
+
+// ListOptions narrow a list or watch.
+type ListOptions struct {
+	LabelSelector string
+	FieldSelector string
+	// AllTenants lists a tenant-scoped kind across every tenant.
+	AllTenants bool
+	// ResourceVersion starts a watch after this revision.
+	ResourceVersion string
+}
+
+func (o ListOptions) query(watch bool) string {
+	q := url.Values{}
+	if o.LabelSelector != "" {
+		q.Set("labelSelector", o.LabelSelector)
+	}
+	if o.FieldSelector != "" {
+		q.Set("fieldSelector", o.FieldSelector)
+	}
+	if watch {
+		q.Set("watch", "1")
+		if o.ResourceVersion != "" {
+			q.Set("resourceVersion", o.ResourceVersion)
+		}
+	}
+	if len(q) == 0 {
+		return ""
+	}
+	return "?" + q.Encode()
+}
+
+func (c *Client) collection(k *api.KindInfo, tenant string, o ListOptions) string {
+	if o.AllTenants {
+		tenant = ""
+	} else {
+		tenant = c.tenantFor(k, tenant)
+	}
+	return api.CollectionPath(k, tenant)
+}
+
+// List reads the objects of a kind and the resourceVersion to watch from.
+func (c *Client) List(ctx context.Context, kind, tenant string, o ListOptions) ([]api.Object, string, error) {
+	k, err := api.KindByName(kind)
+	if err != nil {
+		return nil, "", err
+	}
+	var raw struct {
+		Metadata api.ListMeta     `json:"metadata"`
+		Items    []json.RawMessage `json:"items"`
+	}
+	if err := c.Do(ctx, http.MethodGet, c.collection(k, tenant, o)+o.query(false), nil, &raw); err != nil {
+		return nil, "", err
+	}
+	out := make([]api.Object, 0, len(raw.Items))
+	for _, it := range raw.Items {
+		obj := k.New()
+		if err := json.Unmarshal(it, obj); err != nil {
+			return nil, "", err
+		}
+		out = append(out, obj)
+	}
+	return out, raw.Metadata.ResourceVersion, nil
+}
+
+// Create creates an object and returns it as stored.
+func (c *Client) Create(ctx context.Context, obj api.Object) (api.Object, error) {
+	k, err := kindOf(obj)
+	if err != nil {
+		return nil, err
+	}
+	out := k.New()
+	m := obj.GetMetadata()
+	return out, c.Do(ctx, http.MethodPost, api.CollectionPath(k, c.tenantFor(k, m.Tenant)), obj, out)
+}
+
+// Update replaces an object's spec and metadata; with a resourceVersion
+// set it fails with a Conflict if the object changed since.
+func (c *Client) Update(ctx context.Context, obj api.Object) (api.Object, error) {
+	return c.put(ctx, obj, "")
+}
+
+// UpdateStatus replaces an object's status.
+func (c *Client) UpdateStatus(ctx context.Context, obj api.Object) (api.Object, error) {
+	return c.put(ctx, obj, "/status")
+}
+
+func (c *Client) put(ctx context.Context, obj api.Object, sub string) (api.Object, error) {
+	k, err := kindOf(obj)
+	if err != nil {
+		return nil, err
+	}
+	m := obj.GetMetadata()
+	out := k.New()
+	return out, c.Do(ctx, http.MethodPut, api.ObjectPath(k, c.tenantFor(k, m.Tenant), m.Name)+sub, obj, out)
+}
+
+// Patch applies a JSON merge patch to an object (status=true: to its status).
+func (c *Client) Patch(ctx context.Context, kind, tenant, name string, patch any, status bool) (api.Object, error) {
+	k, err := api.KindByName(kind)
+	if err != nil {
+		return nil, err
+	}
+	path := api.ObjectPath(k, c.tenantFor(k, tenant), name)
+	if status {
+		path += "/status"
+	}
+	resp, err := c.send(ctx, c.http, http.MethodPatch, path, "application/merge-patch+json", patch)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	out := k.New()
+	return out, json.NewDecoder(resp.Body).Decode(out)
+}
+
+// Delete deletes an object. It returns the object as deleted, or as marked
+// for deletion while finalizers remain.
+func (c *Client) Delete(ctx context.Context, kind, tenant, name string) (api.Object, error) {
+	k, err := api.KindByName(kind)
+	if err != nil {
+		return nil, err
+	}
+	out := k.New()
+	return out, c.Do(ctx, http.MethodDelete, api.ObjectPath(k, c.tenantFor(k, tenant), name), nil, out)
+}
+
+// Event is one change seen by a watch.
+type Event struct {
+	Type   string // ADDED, MODIFIED, DELETED, BOOKMARK
+	Object api.Object
+	// ResourceVersion is where a resumed watch continues from.
+	ResourceVersion string
+}
+
+// WatchOnce streams changes from one HTTP request until it ends. The
+// channel closes at the end; the error function then says why (nil for a
+// clean end, a Gone Status when the resourceVersion was compacted).
+func (c *Client) WatchOnce(ctx context.Context, kind, tenant string, o ListOptions) (<-chan Event, func() error, error) {
+	k, err := api.KindByName(kind)
+	if err != nil {
+		return nil, nil, err
+	}
+	resp, err := c.send(ctx, c.stream, http.MethodGet, c.collection(k, tenant, o)+o.query(true), "", nil)
+	if err != nil {
+		return nil, nil, err
+	}
+	out := make(chan Event, 16)
+	var werr error
+	go func() {
+		defer close(out)
+		defer resp.Body.Close()
+		sc := bufio.NewScanner(resp.Body)
+		sc.Buffer(make([]byte, 64<<10), 16<<20)
+		for sc.Scan() {
+			var raw struct {
+				Type   string          `json:"type"`
+				Object json.RawMessage `json:"object"`
+			}
+			if err := json.Unmarshal(sc.Bytes(), &raw); err != nil {
+				werr = fmt.Errorf("watch: bad event: %w", err)
+				return
+			}
+			if raw.Type == "ERROR" {
+				var st api.Status
+				_ = json.Unmarshal(raw.Object, &st)
+				werr = &st
+				return
+			}
+			obj := k.New()
+			if err := json.Unmarshal(raw.Object, obj); err != nil {
+				werr = fmt.Errorf("watch: bad object: %w", err)
+				return
+			}
+			ev := Event{Type: raw.Type, ResourceVersion: obj.GetMetadata().ResourceVersion}
+			if raw.Type != "BOOKMARK" {
+				ev.Object = obj
+			}
+			select {
+			case out <- ev:
+			case <-ctx.Done():
+				return
+			}
+		}
+		if err := sc.Err(); err != nil && ctx.Err() == nil {
+			werr = err
+		}
+	}()
+	return out, func() error { return werr }, nil
+}
+
+// WhoAmI describes the caller.
+func (c *Client) WhoAmI(ctx context.Context) (map[string]any, error) {
+	var out map[string]any
+	return out, c.Do(ctx, http.MethodGet, api.PathPrefix+"/whoami", nil, &out)
+}

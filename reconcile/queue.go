@@ -1,0 +1,267 @@
+package reconcile
+
+import (
+	"math/rand/v2"
+	"sync"
+	"time"
+)
+
+// Default backoff for keys that keep failing. The base is short so a
+// transient error (a lost race with another writer) is retried almost at
+// once; the cap keeps a key that is broken for hours from being forgotten
+// while not hammering the host or the API with it.
+const (
+	DefaultBaseDelay = 50 * time.Millisecond
+	DefaultMaxDelay  = 5 * time.Minute
+)
+
+// QueueOptions configures a Queue. The zero value is ready to use.
+type QueueOptions struct {
+	// Clock schedules AddAfter and backoff. Nil means RealClock.
+	Clock Clock
+	// BaseDelay is the wait after a key's first failure; it doubles with
+	// every further failure up to MaxDelay. Zero means DefaultBaseDelay and
+	// DefaultMaxDelay.
+	BaseDelay time.Duration
+	MaxDelay  time.Duration
+	// Jitter spreads each backoff uniformly over [delay/2, delay], so keys
+	// that failed together (say, while etcd restarted) do not all retry in
+	// the same instant.
+	Jitter bool
+}
+
+// Queue is a work queue of keys for level-triggered controllers.
+//
+// A key is either waiting, being processed (between Get and Done), or both:
+// Add deduplicates a waiting key, and a key that is Added while being
+// processed waits until Done so that no two workers ever hold the same key.
+// Keys carry no payload because a reconcile reads the current state itself;
+// adding a key twice therefore loses nothing.
+//
+// Queue is safe for concurrent use.
+type Queue struct {
+	clock     Clock
+	baseDelay time.Duration
+	maxDelay  time.Duration
+	jitter    bool
+
+	mu           sync.Mutex
+	cond         *sync.Cond             // signalled when ready grows or on shut down
+	ready        []string               // keys Get may hand out, oldest first
+	dirty        map[string]struct{}    // keys that need processing: in ready, or processing and added again
+	processing   map[string]struct{}    // keys between Get and Done
+	delayed      map[string]*delayedKey // keys waiting for a timer, at most one timer each
+	failures     map[string]int         // consecutive AddRateLimited calls since Forget
+	shuttingDown bool
+}
+
+// delayedKey is a key's pending AddAfter. The queue compares pointers so a
+// timer that fires after being replaced or stopped does nothing.
+type delayedKey struct {
+	at    time.Time
+	timer Timer
+}
+
+// NewQueue returns an empty Queue.
+func NewQueue(opts QueueOptions) *Queue {
+	q := &Queue{
+		clock:      opts.Clock,
+		baseDelay:  opts.BaseDelay,
+		maxDelay:   opts.MaxDelay,
+		jitter:     opts.Jitter,
+		dirty:      make(map[string]struct{}),
+		processing: make(map[string]struct{}),
+		delayed:    make(map[string]*delayedKey),
+		failures:   make(map[string]int),
+	}
+	if q.clock == nil {
+		q.clock = RealClock{}
+	}
+	if q.baseDelay <= 0 {
+		q.baseDelay = DefaultBaseDelay
+	}
+	if q.maxDelay <= 0 {
+		q.maxDelay = DefaultMaxDelay
+	}
+	q.maxDelay = max(q.maxDelay, q.baseDelay)
+	q.cond = sync.NewCond(&q.mu)
+	return q
+}
+
+// Add makes key wait for processing. It does nothing if key is already
+// waiting or the queue is shut down. If key is being processed, it waits
+// until Done and is then handed out once more.
+func (q *Queue) Add(key string) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	q.addLocked(key)
+}
+
+func (q *Queue) addLocked(key string) {
+	if q.shuttingDown {
+		return
+	}
+	if _, ok := q.dirty[key]; ok {
+		return
+	}
+	q.dirty[key] = struct{}{}
+	if _, ok := q.processing[key]; ok {
+		return // Done puts it in ready.
+	}
+	q.ready = append(q.ready, key)
+	q.cond.Signal()
+}
+
+// AddAfter adds key once d has passed; d <= 0 adds it now. A key has at
+// most one pending AddAfter: the sooner of the pending and the new time
+// wins, so a retry scheduled in a second is not pushed back by a later
+// RequeueAfter of an hour, nor the other way round.
+func (q *Queue) AddAfter(key string, d time.Duration) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	q.addAfterLocked(key, d)
+}
+
+func (q *Queue) addAfterLocked(key string, d time.Duration) {
+	if q.shuttingDown {
+		return
+	}
+	if d <= 0 {
+		q.addLocked(key)
+		return
+	}
+	at := q.clock.Now().Add(d)
+	if old, ok := q.delayed[key]; ok {
+		if !at.Before(old.at) {
+			return
+		}
+		old.timer.Stop()
+	}
+	dk := &delayedKey{at: at}
+	dk.timer = q.clock.AfterFunc(d, func() { q.fire(key, dk) })
+	q.delayed[key] = dk
+}
+
+// fire is the timer callback of an AddAfter.
+func (q *Queue) fire(key string, dk *delayedKey) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.delayed[key] != dk {
+		return // Replaced by a sooner AddAfter, or shut down.
+	}
+	delete(q.delayed, key)
+	q.addLocked(key)
+}
+
+// AddRateLimited adds key after its backoff: BaseDelay after the first
+// failure, doubling with each further one up to MaxDelay, until Forget. It
+// returns the delay it chose, for logs.
+func (q *Queue) AddRateLimited(key string) time.Duration {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	d := q.backoffLocked(key)
+	q.addAfterLocked(key, d)
+	return d
+}
+
+// backoffLocked returns key's next delay and counts the failure.
+func (q *Queue) backoffLocked(key string) time.Duration {
+	n := q.failures[key]
+	q.failures[key] = n + 1
+	d := q.baseDelay
+	for range n {
+		if d > q.maxDelay/2 {
+			d = q.maxDelay
+			break
+		}
+		d *= 2
+	}
+	d = min(d, q.maxDelay)
+	if q.jitter {
+		d = d/2 + rand.N(d/2+1)
+	}
+	return d
+}
+
+// Forget resets key's backoff, typically after it was processed without
+// error. It does not remove key from the queue.
+func (q *Queue) Forget(key string) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	delete(q.failures, key)
+}
+
+// Failures reports how many times key was AddRateLimited since it was last
+// forgotten.
+func (q *Queue) Failures(key string) int {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.failures[key]
+}
+
+// Get blocks until a key is waiting and hands it out; the caller must call
+// Done with it when finished. After ShutDown, Get returns shutdown true at
+// once, also if keys were still waiting: a level-triggered controller loses
+// nothing by dropping them because its next start lists every key again.
+func (q *Queue) Get() (key string, shutdown bool) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	for len(q.ready) == 0 && !q.shuttingDown {
+		q.cond.Wait()
+	}
+	if q.shuttingDown {
+		return "", true
+	}
+	key = q.ready[0]
+	q.ready[0] = ""
+	q.ready = q.ready[1:]
+	delete(q.dirty, key)
+	q.processing[key] = struct{}{}
+	return key, false
+}
+
+// Done marks key as processed. If it was added while being processed, it
+// waits again now.
+func (q *Queue) Done(key string) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if _, ok := q.processing[key]; !ok {
+		return
+	}
+	delete(q.processing, key)
+	if _, ok := q.dirty[key]; ok && !q.shuttingDown {
+		q.ready = append(q.ready, key)
+		q.cond.Signal()
+	}
+}
+
+// Len reports how many keys are waiting to be handed out by Get, not
+// counting keys whose AddAfter or backoff has not yet passed.
+func (q *Queue) Len() int {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return len(q.ready)
+}
+
+// ShutDown stops the queue: blocked and future Gets return shutdown true,
+// pending AddAfter timers are stopped, and later Adds are ignored. Keys
+// being processed may still be passed to Done.
+func (q *Queue) ShutDown() {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	q.shuttingDown = true
+	for key, dk := range q.delayed {
+		dk.timer.Stop()
+		delete(q.delayed, key)
+	}
+	q.ready = nil
+	clear(q.dirty)
+	q.cond.Broadcast()
+}
+
+// ShuttingDown reports whether ShutDown has been called.
+func (q *Queue) ShuttingDown() bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.shuttingDown
+}

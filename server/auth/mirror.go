@@ -1,0 +1,106 @@
+package auth
+
+import (
+	"context"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// Mirror keeps an in-memory copy of every key under an etcd prefix, decoded
+// by a function, current through a watch. A broken watch lists again.
+type Mirror[T any] struct {
+	c      *clientv3.Client
+	prefix string
+	decode func([]byte) (T, error)
+
+	mu    sync.RWMutex
+	items map[string]T
+	ready chan struct{}
+	once  sync.Once
+}
+
+// NewMirror returns a mirror; Run fills it.
+func NewMirror[T any](c *clientv3.Client, prefix string, decode func([]byte) (T, error)) *Mirror[T] {
+	return &Mirror[T]{c: c, prefix: prefix, decode: decode, items: map[string]T{}, ready: make(chan struct{})}
+}
+
+// Get returns the item stored under prefix+name.
+func (m *Mirror[T]) Get(name string) (T, bool) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	v, ok := m.items[name]
+	return v, ok
+}
+
+// Each calls fn for every item.
+func (m *Mirror[T]) Each(fn func(name string, v T)) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	for k, v := range m.items {
+		fn(k, v)
+	}
+}
+
+// WaitReady blocks until the first list has loaded.
+func (m *Mirror[T]) WaitReady(ctx context.Context) error {
+	select {
+	case <-m.ready:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Run lists and watches until ctx ends.
+func (m *Mirror[T]) Run(ctx context.Context) {
+	for ctx.Err() == nil {
+		if err := m.sync(ctx); err != nil && ctx.Err() == nil {
+			slog.Warn("mirror resyncing", "prefix", m.prefix, "err", err)
+			select {
+			case <-ctx.Done():
+			case <-time.After(time.Second):
+			}
+		}
+	}
+}
+
+func (m *Mirror[T]) sync(ctx context.Context) error {
+	resp, err := m.c.Get(ctx, m.prefix, clientv3.WithPrefix())
+	if err != nil {
+		return err
+	}
+	items := map[string]T{}
+	for _, kv := range resp.Kvs {
+		if v, err := m.decode(kv.Value); err == nil {
+			items[strings.TrimPrefix(string(kv.Key), m.prefix)] = v
+		}
+	}
+	m.mu.Lock()
+	m.items = items
+	m.mu.Unlock()
+	m.once.Do(func() { close(m.ready) })
+	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
+	defer cancel()
+	for wr := range m.c.Watch(wctx, m.prefix, clientv3.WithPrefix(), clientv3.WithRev(resp.Header.Revision+1)) {
+		if err := wr.Err(); err != nil {
+			return err
+		}
+		m.mu.Lock()
+		for _, ev := range wr.Events {
+			name := strings.TrimPrefix(string(ev.Kv.Key), m.prefix)
+			if ev.Type == clientv3.EventTypeDelete {
+				delete(m.items, name)
+				continue
+			}
+			if v, err := m.decode(ev.Kv.Value); err == nil {
+				m.items[name] = v
+			}
+		}
+		m.mu.Unlock()
+	}
+	return ctx.Err()
+}

@@ -1,0 +1,20 @@
+package server
+
+import (
+	"context"
+
+	"hearth.dev/hearth/client"
+	"hearth.dev/hearth/server/controllers"
+)
+
+// defaultControllers are the controllers every control plane runs.
+func defaultControllers() []ControllerFunc {
+	return []ControllerFunc{
+		func(ctx context.Context, c *client.Client, rec *client.Recorder) error {
+			return (&controllers.HostLiveness{Client: c, Recorder: rec}).Run(ctx)
+		},
+		func(ctx context.Context, c *client.Client, rec *client.Recorder) error {
+			return (&controllers.GarbageCollector{Client: c, Recorder: rec}).Run(ctx)
+		},
+	}
+}

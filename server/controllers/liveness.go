@@ -1,0 +1,83 @@
+// Package controllers holds the control plane's controllers. Each is
+// level-triggered: it reads what is through informers, compares it with
+// what should be, and makes the smallest change through the API.
+package controllers
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	api "hearth.dev/hearth/api/v1alpha1"
+	"hearth.dev/hearth/client"
+	"hearth.dev/hearth/reconcile"
+)
+
+// HostLiveness marks a Host NotReady when its agent has not renewed its
+// lease (status.lastHeartbeat) within spec.leaseSeconds.
+type HostLiveness struct {
+	Client   *client.Client
+	Recorder *client.Recorder
+	Now      func() time.Time
+	hosts    *client.Informer
+}
+
+// Run runs the controller until ctx ends.
+func (h *HostLiveness) Run(ctx context.Context) error {
+	if h.Now == nil {
+		h.Now = time.Now
+	}
+	h.hosts = client.NewInformer(h.Client, "Host", "", client.ListOptions{})
+	ctl := &reconcile.Controller{Name: "host-liveness", Reconciler: h, Workers: 2, Resync: time.Minute,
+		List: func(context.Context) ([]string, error) { return h.hosts.Keys(), nil }}
+	h.hosts.OnChange(func(key string, _ api.Object) { ctl.Enqueue(key) })
+	go h.hosts.Run(ctx)
+	if err := h.hosts.WaitSynced(ctx); err != nil {
+		return nil
+	}
+	return ctl.Run(ctx)
+}
+
+// Reconcile checks one host's lease.
+func (h *HostLiveness) Reconcile(ctx context.Context, key string) (reconcile.Result, error) {
+	obj, ok := h.hosts.Get(key)
+	if !ok {
+		return reconcile.Result{}, nil
+	}
+	host := obj.(*api.Host)
+	lease := time.Duration(host.Spec.LeaseSeconds) * time.Second
+	if lease == 0 {
+		lease = api.DefaultHostLeaseSeconds * time.Second
+	}
+	now := h.Now()
+	since := lease + 1
+	if hb := host.Status.LastHeartbeat; hb != nil {
+		since = now.Sub(*hb)
+	}
+	if since <= lease {
+		// Look again just after the lease would run out.
+		return reconcile.Result{RequeueAfter: lease - since + 100*time.Millisecond}, nil
+	}
+	if host.Status.Phase == api.HostNotReady {
+		return reconcile.Result{}, nil
+	}
+	msg := "the agent has never reported"
+	if host.Status.LastHeartbeat != nil {
+		msg = fmt.Sprintf("no heartbeat from the agent for %s (lease %s)", since.Round(time.Second), lease)
+	}
+	st := host.Status
+	st.Phase = api.HostNotReady
+	st.SetCondition(api.Condition{Type: "Ready", Status: api.ConditionFalse, Reason: "LeaseExpired", Message: msg}, now)
+	patch := map[string]any{
+		"metadata": map[string]any{"resourceVersion": host.Metadata.ResourceVersion},
+		"status":   map[string]any{"phase": st.Phase, "conditions": st.Conditions},
+	}
+	if _, err := h.Client.Patch(ctx, "Host", "", host.Metadata.Name, patch, true); err != nil {
+		if api.IsConflict(err) || api.IsNotFound(err) {
+			return reconcile.Result{}, nil // the informer brings the newer state
+		}
+		return reconcile.Result{}, err
+	}
+	h.Recorder.Eventf(ctx, host, api.EventWarning, "HostNotReady", "%s", msg)
+	return reconcile.Result{}, nil
+}

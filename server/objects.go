@@ -1,0 +1,491 @@
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"reflect"
+	"slices"
+	"strconv"
+	"strings"
+
+	"sigs.k8s.io/yaml"
+
+	api "hearth.dev/hearth/api/v1alpha1"
+	"hearth.dev/hearth/server/auth"
+	"hearth.dev/hearth/server/store"
+)
+
+// maxBody bounds a request body: objects are small; uploads have their own path.
+const maxBody = 8 << 20
+
+// target is what a request's path addresses.
+type target struct {
+	kind       *api.KindInfo
+	tenant     string
+	allTenants bool // a collection path of a tenant kind without a tenant
+	name       string
+	status     bool
+}
+
+// parseTarget reads /tenants/T/plural/name/status and the shorter forms.
+// ok is false when the path names no kind.
+func parseTarget(segs []string) (t target, ok bool) {
+	if len(segs) >= 3 && segs[0] == "tenants" && segs[2] != "status" {
+		t.tenant = segs[1]
+		segs = segs[2:]
+	}
+	if len(segs) == 0 || len(segs) > 3 {
+		return t, false
+	}
+	k, found := api.KindByPlural(segs[0])
+	if !found {
+		return t, false
+	}
+	t.kind = k
+	if len(segs) >= 2 {
+		t.name = segs[1]
+	}
+	if len(segs) == 3 {
+		if segs[2] != "status" {
+			return t, false
+		}
+		t.status = true
+	}
+	if t.tenant != "" && k.Scope == api.ClusterScoped {
+		return t, false
+	}
+	if t.tenant == "" && k.Scope == api.TenantScoped {
+		if t.name != "" {
+			return t, false
+		}
+		t.allTenants = true
+	}
+	return t, true
+}
+
+func (t target) request(v auth.Verb) auth.Request {
+	return auth.Request{Verb: v, Kind: t.kind, Tenant: t.tenant, AllTenants: t.allTenants, Name: t.name}
+}
+
+// serveObjects handles every verb on every kind.
+func (s *Server) serveObjects(w http.ResponseWriter, r *http.Request, p *auth.Principal, t target) {
+	var err error
+	switch {
+	case t.name == "" && r.Method == http.MethodGet:
+		if r.URL.Query().Get("watch") == "1" || r.URL.Query().Get("watch") == "true" {
+			err = s.watch(w, r, p, t)
+		} else {
+			err = s.list(w, r, p, t)
+		}
+	case t.name == "" && r.Method == http.MethodPost:
+		err = s.create(w, r, p, t)
+	case t.name != "" && r.Method == http.MethodGet:
+		err = s.get(w, r, p, t)
+	case t.name != "" && r.Method == http.MethodPut:
+		err = s.replace(w, r, p, t)
+	case t.name != "" && r.Method == http.MethodPatch:
+		err = s.patch(w, r, p, t)
+	case t.name != "" && !t.status && r.Method == http.MethodDelete:
+		err = s.delete(w, r, p, t)
+	default:
+		err = &api.Status{Kind: "Status", Code: http.StatusMethodNotAllowed, Reason: api.ReasonBadRequest, Message: r.Method + " is not allowed on " + r.URL.Path}
+	}
+	if err != nil {
+		writeError(w, err)
+	}
+}
+
+func (s *Server) get(w http.ResponseWriter, r *http.Request, p *auth.Principal, t target) error {
+	if err := auth.Authorize(p, t.request(auth.Get)); err != nil {
+		return err
+	}
+	obj, err := s.store.Get(r.Context(), t.kind, t.tenant, t.name)
+	if err != nil {
+		return err
+	}
+	if !auth.VisibleTo(p, obj) {
+		return api.NewNotFound(t.kind.Kind, t.tenant, t.name)
+	}
+	writeJSON(w, http.StatusOK, obj)
+	return nil
+}
+
+// prefixes returns the etcd prefixes a list or watch by p reads.
+func prefixes(p *auth.Principal, t target) []string {
+	if t.allTenants || (t.kind.Scope == api.TenantOptional && t.tenant == "" && p.GlobalReader()) {
+		return []string{store.KindPrefix(t.kind)}
+	}
+	out := []string{store.TenantPrefix(t.kind, t.tenant)}
+	if t.kind.Scope == api.TenantOptional && t.kind.SharedReadable && t.tenant != "" {
+		out = append(out, store.TenantPrefix(t.kind, ""))
+	}
+	return out
+}
+
+func (s *Server) list(w http.ResponseWriter, r *http.Request, p *auth.Principal, t target) error {
+	if err := auth.Authorize(p, t.request(auth.List)); err != nil {
+		return err
+	}
+	filter, err := parseFilter(r)
+	if err != nil {
+		return err
+	}
+	var items []api.Object
+	var rev int64
+	for _, prefix := range prefixes(p, t) {
+		objs, rv, err := s.store.List(r.Context(), t.kind, prefix, filter.labels)
+		if err != nil {
+			return err
+		}
+		rev = max(rev, rv)
+		for _, o := range objs {
+			if auth.VisibleTo(p, o) && filter.fields(o) {
+				items = append(items, o)
+			}
+		}
+	}
+	if items == nil {
+		items = []api.Object{}
+	}
+	writeJSON(w, http.StatusOK, map[string]any{
+		"apiVersion": api.APIVersion,
+		"kind":       t.kind.Kind + "List",
+		"metadata":   api.ListMeta{ResourceVersion: strconv.FormatInt(rev, 10)},
+		"items":      items,
+	})
+	return nil
+}
+
+// readObject decodes a request body (JSON, or YAML for people with curl)
+// as an object of the target's kind, in the target's tenant.
+func readObject(r *http.Request, t target) (api.Object, error) {
+	data, err := readBody(r)
+	if err != nil {
+		return nil, err
+	}
+	obj := t.kind.New()
+	if err := api.DecodeInto(data, obj); err != nil {
+		// Name the object in the error even though it did not decode.
+		var named struct {
+			Metadata struct{ Name string } `json:"metadata"`
+		}
+		_ = json.Unmarshal(data, &named)
+		return nil, invalid(t, named.Metadata.Name, err)
+	}
+	tm, m := obj.GetTypeMeta(), obj.GetMetadata()
+	var es api.FieldErrors
+	if tm.Kind != "" && tm.Kind != t.kind.Kind {
+		es.Add("kind", "%q does not match the URL, which is for %s", tm.Kind, t.kind.Kind)
+	}
+	if tm.APIVersion == "" {
+		tm.APIVersion = api.APIVersion
+	}
+	tm.Kind = t.kind.Kind
+	if t.kind.Scope != api.ClusterScoped {
+		if m.Tenant == "" {
+			m.Tenant = t.tenant
+		} else if m.Tenant != t.tenant {
+			es.Add("metadata.tenant", "%q does not match the URL's tenant %q", m.Tenant, t.tenant)
+		}
+	}
+	if t.name != "" && m.Name != t.name {
+		if m.Name == "" {
+			m.Name = t.name
+		} else {
+			es.Add("metadata.name", "%q does not match the URL's name %q", m.Name, t.name)
+		}
+	}
+	if len(es) > 0 {
+		return nil, api.NewInvalid(t.kind.Kind, m.Name, es)
+	}
+	return obj, nil
+}
+
+func readBody(r *http.Request) ([]byte, error) {
+	data, err := io.ReadAll(io.LimitReader(r.Body, maxBody+1))
+	if err != nil {
+		return nil, api.NewBadRequest("reading the request body: %v", err)
+	}
+	if len(data) > maxBody {
+		return nil, api.NewBadRequest("the request body is larger than %d bytes", maxBody)
+	}
+	if ct := r.Header.Get("Content-Type"); strings.Contains(ct, "yaml") {
+		if data, err = yaml.YAMLToJSON(data); err != nil {
+			return nil, api.NewBadRequest("the body is not valid YAML: %v", err)
+		}
+	}
+	return data, nil
+}
+
+func invalid(t target, name string, err error) error {
+	var es api.FieldErrors
+	if errors.As(err, &es) {
+		return api.NewInvalid(t.kind.Kind, name, es)
+	}
+	return err
+}
+
+// clearStatus empties an object's status: only /status writes it.
+func clearStatus(obj api.Object) {
+	st := reflect.ValueOf(obj.StatusAny()).Elem()
+	st.Set(reflect.Zero(st.Type()))
+}
+
+func (s *Server) create(w http.ResponseWriter, r *http.Request, p *auth.Principal, t target) error {
+	if t.allTenants {
+		return api.NewBadRequest("%s are created in a tenant: POST to %s", t.kind.Plural, api.CollectionPath(t.kind, "TENANT"))
+	}
+	obj, err := readObject(r, t)
+	if err != nil {
+		return err
+	}
+	req := t.request(auth.Create)
+	req.Name, req.New = obj.GetMetadata().Name, obj
+	if err := auth.Authorize(p, req); err != nil {
+		return err
+	}
+	if es := api.Prepare(obj, nil); len(es) > 0 {
+		return api.NewInvalid(t.kind.Kind, obj.GetMetadata().Name, es)
+	}
+	if err := s.admit(r.Context(), p, obj, nil); err != nil {
+		return err
+	}
+	clearStatus(obj)
+	m := obj.GetMetadata()
+	if m.DeletionTimestamp != nil {
+		return api.NewInvalid(t.kind.Kind, m.Name, api.FieldErrors{{Field: "metadata.deletionTimestamp", Detail: "is set by the server when an object is deleted"}})
+	}
+	created, err := s.store.Create(r.Context(), obj)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusCreated, created)
+	return nil
+}
+
+// admit runs the checks that need other objects: the tenant exists, and
+// the kind's admission plugins (quotas) agree.
+func (s *Server) admit(ctx context.Context, p *auth.Principal, obj, old api.Object) error {
+	m := obj.GetMetadata()
+	if m.Tenant != "" && old == nil {
+		if _, err := s.store.Get(ctx, s.tenantKind, "", m.Tenant); err != nil {
+			if api.IsNotFound(err) {
+				return api.NewInvalid(obj.GetTypeMeta().Kind, m.Name, api.FieldErrors{{Field: "metadata.tenant", Detail: "tenant " + strconvQuote(m.Tenant) + " does not exist"}})
+			}
+			return err
+		}
+	}
+	for _, a := range s.admitters {
+		if err := a(ctx, obj, old); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func strconvQuote(s string) string { return strconv.Quote(s) }
+
+// precondition reads the resourceVersion a write is conditional on.
+func precondition(obj api.Object) (int64, error) {
+	return store.ParseRV(obj.GetMetadata().ResourceVersion)
+}
+
+// mergeSpecUpdate builds the object to store from a client's full object
+// (PUT, or a patched copy) and the stored one: the client owns spec,
+// labels, annotations, finalizers and owners; the server owns identity,
+// timestamps, generation and (outside /status) status.
+func (s *Server) mergeSpecUpdate(ctx context.Context, p *auth.Principal, t target, in, cur api.Object) (api.Object, error) {
+	req := t.request(auth.Update)
+	req.Stored, req.New = cur, in
+	if err := auth.Authorize(p, req); err != nil {
+		return nil, err
+	}
+	next := api.DeepCopy(in)
+	nm, cm := next.GetMetadata(), cur.GetMetadata()
+	if es := api.Prepare(next, cur); len(es) > 0 {
+		return nil, api.NewInvalid(t.kind.Kind, nm.Name, es)
+	}
+	if cm.DeletionTimestamp != nil {
+		for _, f := range nm.Finalizers {
+			if !cm.HasFinalizer(f) {
+				return nil, api.NewInvalid(t.kind.Kind, nm.Name, api.FieldErrors{{Field: "metadata.finalizers", Detail: "cannot add " + strconv.Quote(f) + " to an object being deleted"}})
+			}
+		}
+	}
+	// Status is written only through /status.
+	reflect.ValueOf(next.StatusAny()).Elem().Set(reflect.ValueOf(cur.StatusAny()).Elem())
+	nm.Generation = cm.Generation
+	specChanged := !api.SpecEqual(next, cur)
+	if specChanged {
+		nm.Generation++
+	}
+	nm.UpdateTimestamp, nm.DeletionTimestamp = cm.UpdateTimestamp, cm.DeletionTimestamp
+	if !specChanged && metaEqual(nm, cm) {
+		return nil, store.ErrUnchanged
+	}
+	if err := s.admit(ctx, p, next, cur); err != nil {
+		return nil, err
+	}
+	return next, nil
+}
+
+func metaEqual(a, b *api.ObjectMeta) bool {
+	return mapsEqual(a.Labels, b.Labels) && mapsEqual(a.Annotations, b.Annotations) &&
+		slices.Equal(a.Finalizers, b.Finalizers) && slices.Equal(a.OwnerReferences, b.OwnerReferences)
+}
+
+func mapsEqual(a, b map[string]string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for k, v := range a {
+		if w, ok := b[k]; !ok || w != v {
+			return false
+		}
+	}
+	return true
+}
+
+// mergeStatusUpdate takes only the status of in, keeping everything else
+// as stored.
+func mergeStatusUpdate(p *auth.Principal, t target, in, cur api.Object) (api.Object, error) {
+	next := api.DeepCopy(cur)
+	reflect.ValueOf(next.StatusAny()).Elem().Set(reflect.ValueOf(in.StatusAny()).Elem())
+	req := t.request(auth.UpdateStatus)
+	req.Stored, req.New = cur, next
+	if err := auth.Authorize(p, req); err != nil {
+		return nil, err
+	}
+	if v, ok := next.StatusAny().(api.Validator); ok {
+		if es := v.Validate("status"); len(es) > 0 {
+			return nil, api.NewInvalid(t.kind.Kind, t.name, es)
+		}
+	}
+	return next, nil
+}
+
+func (s *Server) replace(w http.ResponseWriter, r *http.Request, p *auth.Principal, t target) error {
+	in, err := readObject(r, t)
+	if err != nil {
+		return err
+	}
+	pre, err := precondition(in)
+	if err != nil {
+		return err
+	}
+	out, err := s.store.Update(r.Context(), t.kind, t.tenant, t.name, pre, func(cur api.Object) (api.Object, error) {
+		if t.status {
+			return mergeStatusUpdate(p, t, in, cur)
+		}
+		return s.mergeSpecUpdate(r.Context(), p, t, in, cur)
+	})
+	if err != nil {
+		return s.hideForbidden(r.Context(), p, t, err)
+	}
+	writeJSON(w, http.StatusOK, out)
+	return nil
+}
+
+// patch applies a JSON merge patch (RFC 7386) to the stored object. A
+// resourceVersion in the patch makes it conditional.
+func (s *Server) patch(w http.ResponseWriter, r *http.Request, p *auth.Principal, t target) error {
+	data, err := readBody(r)
+	if err != nil {
+		return err
+	}
+	var patch map[string]any
+	if err := json.Unmarshal(data, &patch); err != nil {
+		return api.NewBadRequest("a merge patch must be a JSON object: %v", err)
+	}
+	var pre int64
+	if md, ok := patch["metadata"].(map[string]any); ok {
+		if rv, ok := md["resourceVersion"].(string); ok {
+			if pre, err = store.ParseRV(rv); err != nil {
+				return err
+			}
+		}
+	}
+	out, err := s.store.Update(r.Context(), t.kind, t.tenant, t.name, pre, func(cur api.Object) (api.Object, error) {
+		curJSON, err := json.Marshal(cur)
+		if err != nil {
+			return nil, err
+		}
+		var doc any
+		if err := json.Unmarshal(curJSON, &doc); err != nil {
+			return nil, err
+		}
+		merged, err := json.Marshal(mergePatch(doc, patch))
+		if err != nil {
+			return nil, err
+		}
+		in := t.kind.New()
+		if err := api.DecodeInto(merged, in); err != nil {
+			return nil, invalid(t, t.name, err)
+		}
+		if t.status {
+			return mergeStatusUpdate(p, t, in, cur)
+		}
+		return s.mergeSpecUpdate(r.Context(), p, t, in, cur)
+	})
+	if err != nil {
+		return s.hideForbidden(r.Context(), p, t, err)
+	}
+	writeJSON(w, http.StatusOK, out)
+	return nil
+}
+
+// mergePatch applies an RFC 7386 merge patch: objects merge key by key,
+// null deletes, anything else replaces.
+func mergePatch(doc any, patch any) any {
+	pm, ok := patch.(map[string]any)
+	if !ok {
+		return patch
+	}
+	dm, ok := doc.(map[string]any)
+	if !ok {
+		dm = map[string]any{}
+	}
+	for k, v := range pm {
+		if v == nil {
+			delete(dm, k)
+		} else {
+			dm[k] = mergePatch(dm[k], v)
+		}
+	}
+	return dm
+}
+
+func (s *Server) delete(w http.ResponseWriter, r *http.Request, p *auth.Principal, t target) error {
+	pre, err := store.ParseRV(r.URL.Query().Get("resourceVersion"))
+	if err != nil {
+		return err
+	}
+	obj, deleted, err := s.store.Delete(r.Context(), t.kind, t.tenant, t.name, pre, func(cur api.Object) error {
+		req := t.request(auth.Delete)
+		req.Stored = cur
+		return auth.Authorize(p, req)
+	})
+	if err != nil {
+		return s.hideForbidden(r.Context(), p, t, err)
+	}
+	code := http.StatusOK
+	if !deleted {
+		code = http.StatusAccepted // waiting on finalizers
+	}
+	writeJSON(w, code, obj)
+	return nil
+}
+
+// hideForbidden keeps a write to an object p may not even read from
+// telling p whether it exists: both answers are the same Forbidden.
+func (s *Server) hideForbidden(ctx context.Context, p *auth.Principal, t target, err error) error {
+	if api.IsNotFound(err) {
+		if aerr := auth.Authorize(p, t.request(auth.Get)); aerr != nil {
+			return aerr
+		}
+	}
+	return err
+}

@@ -1,0 +1,379 @@
+package openapi
+
+import (
+	"net/http"
+	"strconv"
+	"strings"
+
+	api "hearth.dev/hearth/api/v1alpha1"
+)
+
+// errorText says what each error status means in this API. Every error
+// body is a Status.
+var errorText = map[int]string{
+	http.StatusBadRequest:          "The request is malformed: bad JSON, a bad labelSelector or resourceVersion.",
+	http.StatusUnauthorized:        "No bearer token, or one the server does not accept.",
+	http.StatusForbidden:           "The caller's role does not allow this, or a quota would be exceeded.",
+	http.StatusNotFound:            "The object (or its tenant) does not exist.",
+	http.StatusConflict:            "The object already exists, or metadata.resourceVersion is stale: read it again and retry.",
+	http.StatusGone:                "The resourceVersion to watch from has been compacted: list again and watch from the list's resourceVersion.",
+	http.StatusUnprocessableEntity: "The object is invalid; fields says what is wrong with each bad field.",
+}
+
+// builder writes the paths. Operations refer to schemas by name; the
+// schemas are written by the caller.
+type builder struct {
+	paths map[string]any
+	// status names the schema of error bodies.
+	status string
+}
+
+// operation is one HTTP method on one path.
+type operation struct {
+	id, summary, description string
+	tags                     []string
+	params                   []any
+	// body is the request body's schema name, sent as bodyType.
+	body, bodyType string
+	// okCode answers with the okSchema schema (none when empty).
+	okCode, okText, okSchema string
+	errors                   []int
+	// public operations need no bearer token.
+	public bool
+}
+
+func (b *builder) add(path, method string, pathParams []any, o operation) {
+	item, _ := b.paths[path].(map[string]any)
+	if item == nil {
+		item = map[string]any{}
+		if len(pathParams) > 0 {
+			item["parameters"] = pathParams
+		}
+		b.paths[path] = item
+	}
+	item[method] = b.operation(o)
+}
+
+func (b *builder) operation(o operation) map[string]any {
+	ok := map[string]any{"description": o.okText}
+	if o.okSchema != "" {
+		ok["content"] = jsonContent(o.okSchema)
+	}
+	responses := map[string]any{o.okCode: ok}
+	for _, code := range o.errors {
+		responses[strconv.Itoa(code)] = b.errorResponse(errorText[code])
+	}
+	responses["default"] = b.errorResponse("Any other error, such as 500 or 503 (etcd unreachable).")
+	op := map[string]any{
+		"operationId": o.id,
+		"summary":     o.summary,
+		"tags":        o.tags,
+		"responses":   responses,
+	}
+	if o.description != "" {
+		op["description"] = o.description
+	}
+	if len(o.params) > 0 {
+		op["parameters"] = o.params
+	}
+	if o.body != "" {
+		typ := o.bodyType
+		if typ == "" {
+			typ = "application/json"
+		}
+		op["requestBody"] = map[string]any{
+			"required": true,
+			"content":  map[string]any{typ: map[string]any{"schema": ref(o.body)}},
+		}
+	}
+	if o.public {
+		op["security"] = []any{}
+	}
+	return op
+}
+
+func (b *builder) errorResponse(text string) map[string]any {
+	return map[string]any{"description": text, "content": jsonContent(b.status)}
+}
+
+func jsonContent(schema string) map[string]any {
+	return map[string]any{"application/json": map[string]any{"schema": ref(schema)}}
+}
+
+func pathParam(name, description string) map[string]any {
+	return map[string]any{
+		"name": name, "in": "path", "required": true, "description": description,
+		"schema": map[string]any{"type": "string"},
+	}
+}
+
+func queryParam(name, typ, description string) map[string]any {
+	return map[string]any{
+		"name": name, "in": "query", "description": description,
+		"schema": map[string]any{"type": typ},
+	}
+}
+
+var (
+	tenantParam = pathParam("tenant", "The tenant the objects belong to.")
+	nameParam   = pathParam("name", "The object's metadata.name.")
+
+	listParams = []any{
+		queryParam("labelSelector", "string", `Only objects whose labels match, in kubectl's syntax: "app=web,tier!=db,env in (prod,staging),canary,!legacy".`),
+		queryParam("watch", "boolean", "Stream changes to the matching objects, one WatchEvent a line, instead of listing them. Start from a list's resourceVersion to miss nothing."),
+		queryParam("resourceVersion", "string", "With watch, stream the changes after this resourceVersion (a list's metadata.resourceVersion). One etcd has compacted gets 410 Gone."),
+	}
+)
+
+// scope is one place a kind's objects are addressed from: the cluster, or
+// a tenant.
+type scope struct {
+	// prefix is the collection's path.
+	prefix string
+	params []any
+	// idInfix tells this scope's operationIds from the other's, for kinds
+	// with both (listClusterEvents beside listEvents).
+	idInfix string
+	// where ends summaries: " in a tenant", " with no tenant".
+	where string
+}
+
+// kindPaths writes the paths of one kind. Tenant-scoped objects live under
+// /tenants/{tenant}/; a tenant-scoped kind is also listed across every
+// tenant at the top, and a TenantOptional kind has the whole set of paths
+// in both places.
+func (b *builder) kindPaths(k *api.KindInfo) {
+	cluster := scope{prefix: api.PathPrefix + "/" + k.Plural}
+	tenant := scope{prefix: api.PathPrefix + "/tenants/{tenant}/" + k.Plural, params: []any{tenantParam}, where: " in a tenant"}
+	switch k.Scope {
+	case api.ClusterScoped:
+		b.objectPaths(k, cluster)
+	case api.TenantScoped:
+		b.objectPaths(k, tenant)
+		b.add(cluster.prefix, "get", nil, operation{
+			id:       "list" + pluralTitle(k) + "AllTenants",
+			summary:  "List " + k.Plural + " in every tenant",
+			tags:     []string{k.Kind},
+			params:   listParams,
+			okCode:   "200",
+			okText:   "The " + k.Plural + " of every tenant, or with watch=true a stream of their changes.",
+			okSchema: k.Kind + "List",
+			errors:   []int{400, 401, 403, 410},
+		})
+	case api.TenantOptional:
+		b.objectPaths(k, tenant)
+		cluster.idInfix, cluster.where = "Cluster", " with no tenant"
+		b.objectPaths(k, cluster)
+	}
+}
+
+// objectPaths writes a kind's collection, object and status paths in one
+// scope.
+func (b *builder) objectPaths(k *api.KindInfo, sc scope) {
+	kind, tags := sc.idInfix+k.Kind, []string{k.Kind}
+	objectParams := append(append([]any{}, sc.params...), nameParam)
+	const conditional = "Send metadata.resourceVersion as read to make the update conditional: if the object changed since, the answer is 409 Conflict."
+
+	listErrors := []int{400, 401, 403, 410}
+	if len(sc.params) > 0 {
+		listErrors = []int{400, 401, 403, 404, 410} // no such tenant
+	}
+	b.add(sc.prefix, "get", sc.params, operation{
+		id:       "list" + sc.idInfix + pluralTitle(k),
+		summary:  "List " + k.Plural + sc.where,
+		tags:     tags,
+		params:   listParams,
+		okCode:   "200",
+		okText:   "The " + k.Plural + ", or with watch=true a stream of their changes.",
+		okSchema: k.Kind + "List",
+		errors:   listErrors,
+	})
+	b.add(sc.prefix, "post", sc.params, operation{
+		id:       "create" + kind,
+		summary:  "Create a " + k.Kind + sc.where,
+		tags:     tags,
+		body:     k.Kind,
+		okCode:   "201",
+		okText:   "The " + k.Kind + " as created, defaults filled in.",
+		okSchema: k.Kind,
+		errors:   []int{400, 401, 403, 404, 409, 422},
+	})
+
+	object := sc.prefix + "/{name}"
+	b.add(object, "get", objectParams, operation{
+		id:       "read" + kind,
+		summary:  "Read a " + k.Kind + sc.where,
+		tags:     tags,
+		okCode:   "200",
+		okText:   "The " + k.Kind + ".",
+		okSchema: k.Kind,
+		errors:   []int{401, 403, 404},
+	})
+	b.add(object, "put", objectParams, operation{
+		id:          "replace" + kind,
+		summary:     "Replace a " + k.Kind + sc.where,
+		description: conditional,
+		tags:        tags,
+		body:        k.Kind,
+		okCode:      "200",
+		okText:      "The " + k.Kind + " as stored.",
+		okSchema:    k.Kind,
+		errors:      []int{400, 401, 403, 404, 409, 422},
+	})
+	b.add(object, "patch", objectParams, operation{
+		id:          "patch" + kind,
+		summary:     "Change part of a " + k.Kind + sc.where + " with a JSON merge patch (RFC 7396)",
+		description: conditional,
+		tags:        tags,
+		body:        k.Kind,
+		bodyType:    "application/merge-patch+json",
+		okCode:      "200",
+		okText:      "The " + k.Kind + " as stored.",
+		okSchema:    k.Kind,
+		errors:      []int{400, 401, 403, 404, 409, 422},
+	})
+	b.add(object, "delete", objectParams, operation{
+		id:          "delete" + kind,
+		summary:     "Delete a " + k.Kind + sc.where,
+		description: "An object with finalizers is only marked for deletion (metadata.deletionTimestamp) until they are removed.",
+		tags:        tags,
+		okCode:      "200",
+		okText:      "The " + k.Kind + " as deleted, or as marked for deletion.",
+		okSchema:    k.Kind,
+		errors:      []int{401, 403, 404, 409},
+	})
+
+	status := object + "/status"
+	b.add(status, "get", objectParams, operation{
+		id:       "read" + kind + "Status",
+		summary:  "Read the status of a " + k.Kind + sc.where,
+		tags:     tags,
+		okCode:   "200",
+		okText:   "The " + k.Kind + ".",
+		okSchema: k.Kind,
+		errors:   []int{401, 403, 404},
+	})
+	b.add(status, "put", objectParams, operation{
+		id:          "replace" + kind + "Status",
+		summary:     "Replace the status of a " + k.Kind + sc.where,
+		description: conditional,
+		tags:        tags,
+		body:        k.Kind,
+		okCode:      "200",
+		okText:      "The " + k.Kind + " as stored.",
+		okSchema:    k.Kind,
+		errors:      []int{400, 401, 403, 404, 409, 422},
+	})
+	b.add(status, "patch", objectParams, operation{
+		id:          "patch" + kind + "Status",
+		summary:     "Change part of the status of a " + k.Kind + sc.where + " with a JSON merge patch (RFC 7396)",
+		description: conditional,
+		tags:        tags,
+		body:        k.Kind,
+		bodyType:    "application/merge-patch+json",
+		okCode:      "200",
+		okText:      "The " + k.Kind + " as stored.",
+		okSchema:    k.Kind,
+		errors:      []int{400, 401, 403, 404, 409, 422},
+	})
+}
+
+// pluralTitle writes a kind's plural the way the kind is capitalised:
+// VirtualMachines for virtualmachines, Policies for policies.
+func pluralTitle(k *api.KindInfo) string {
+	kind, plural := k.Kind, k.Plural
+	n := 0
+	for n < len(kind) && n < len(plural) && strings.EqualFold(kind[n:n+1], plural[n:n+1]) {
+		n++
+	}
+	if n == 0 {
+		return strings.ToUpper(plural[:1]) + plural[1:]
+	}
+	return kind[:n] + plural[n:]
+}
+
+// Tags of the endpoints that are not kinds.
+const (
+	tagAuth   = "Authentication"
+	tagJoin   = "Join"
+	tagServer = "Server"
+)
+
+// extraSchemas are the bodies of the endpoints that are not kinds. They
+// are left open (any properties) until their types settle.
+func extraSchemas(serverVersion string) map[string]map[string]any {
+	open := func(description string) map[string]any {
+		return map[string]any{"type": "object", "description": description, "additionalProperties": true}
+	}
+	version := open("The server's version.")
+	version["example"] = map[string]any{"version": serverVersion}
+	return map[string]map[string]any{
+		"WhoAmI":           open("Who the server takes the caller to be: the user or host, its role and tenant."),
+		"TokenRequest":     open("What a new token is for: a description and, optionally, when it expires."),
+		"Token":            open("A new token. Its secret is shown this once; the server keeps only its hash."),
+		"TokenList":        open("A user's tokens, by id, without their secrets."),
+		"JoinTokenRequest": open("What a new join token is for: the site and labels its hosts get, and when it expires."),
+		"JoinToken":        open("A new join token. Its secret is shown this once."),
+		"JoinTokenList":    open("The join tokens, by id, without their secrets."),
+		"JoinRequest":      open("What a joining host reports about itself."),
+		"JoinResponse":     open("The joined Host's own token, which replaces the join token."),
+		"Version":          version,
+	}
+}
+
+// extraPaths writes the endpoints that are not kinds.
+func (b *builder) extraPaths() {
+	userParams := []any{pathParam("name", "The User's metadata.name.")}
+	idParam := pathParam("id", "The token's id: the first 12 hex digits of its hash, as listed.")
+
+	b.add(api.PathPrefix+"/whoami", "get", nil, operation{
+		id: "whoAmI", summary: "Say who the bearer token belongs to", tags: []string{tagAuth},
+		okCode: "200", okText: "The caller.", okSchema: "WhoAmI",
+		errors: []int{401},
+	})
+	tokens := api.PathPrefix + "/users/{name}/tokens"
+	b.add(tokens, "post", userParams, operation{
+		id: "createUserToken", summary: "Create a bearer token for a User", tags: []string{tagAuth},
+		body:   "TokenRequest",
+		okCode: "201", okText: "The token, with its secret.", okSchema: "Token",
+		errors: []int{400, 401, 403, 404, 422},
+	})
+	b.add(tokens, "get", userParams, operation{
+		id: "listUserTokens", summary: "List a User's tokens", tags: []string{tagAuth},
+		okCode: "200", okText: "The tokens, without secrets.", okSchema: "TokenList",
+		errors: []int{401, 403, 404},
+	})
+	b.add(tokens+"/{id}", "delete", append(append([]any{}, userParams...), idParam), operation{
+		id: "deleteUserToken", summary: "Revoke one of a User's tokens", tags: []string{tagAuth},
+		okCode: "200", okText: "The token is revoked; it is refused from now on.",
+		errors: []int{401, 403, 404},
+	})
+	b.add(api.PathPrefix+"/jointokens", "post", nil, operation{
+		id: "createJoinToken", summary: "Create a join token, good only for registering hosts", tags: []string{tagJoin},
+		body:   "JoinTokenRequest",
+		okCode: "201", okText: "The join token, with its secret.", okSchema: "JoinToken",
+		errors: []int{400, 401, 403, 422},
+	})
+	b.add(api.PathPrefix+"/jointokens", "get", nil, operation{
+		id: "listJoinTokens", summary: "List join tokens", tags: []string{tagJoin},
+		okCode: "200", okText: "The join tokens, without secrets.", okSchema: "JoinTokenList",
+		errors: []int{401, 403},
+	})
+	b.add(api.PathPrefix+"/join", "post", nil, operation{
+		id: "joinHost", summary: "Register a new host", tags: []string{tagJoin},
+		description: "The bearer token is a join token; the host gets a token of its own in exchange.",
+		body:        "JoinRequest",
+		okCode:      "200", okText: "The host is registered.", okSchema: "JoinResponse",
+		errors: []int{400, 401, 403, 409, 422},
+	})
+	b.add("/healthz", "get", nil, operation{
+		id: "checkHealth", summary: "Say whether the server can serve", tags: []string{tagServer},
+		okCode: "200", okText: "The server is healthy.",
+		public: true,
+	})
+	b.add("/version", "get", nil, operation{
+		id: "readVersion", summary: "Say which version the server runs", tags: []string{tagServer},
+		okCode: "200", okText: "The server's version.", okSchema: "Version",
+		errors: []int{401},
+	})
+}

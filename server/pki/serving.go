@@ -1,0 +1,246 @@
+package pki
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+)
+
+// Names of the serving certificate and key files in the directory given to
+// LoadOrCreateServing. They are exported because etcd takes its peer TLS
+// certificate as file paths.
+const (
+	ServingCertFile = "server.crt"
+	ServingKeyFile  = "server.key"
+)
+
+const (
+	// servingValidity is how long certificates issued by
+	// LoadOrCreateServing last.
+	servingValidity = 365 * 24 * time.Hour
+	// renewBefore is how long before expiry LoadOrCreateServing replaces a
+	// certificate, so a server restarted now and then never serves an
+	// expired one.
+	renewBefore = 30 * 24 * time.Hour
+)
+
+// IssueServing issues a certificate for a server reachable as dnsNames and
+// ips, valid for validity from now. It allows both server and client
+// authentication so that the same certificate serves the API and etcd peer
+// TLS, where each member is a client of the others.
+func (ca *CA) IssueServing(commonName string, dnsNames []string, ips []net.IP, validity time.Duration) (certPEM, keyPEM []byte, err error) {
+	if validity <= 0 {
+		return nil, nil, fmt.Errorf("issue serving certificate %q: validity %v is not positive", commonName, validity)
+	}
+	if len(dnsNames) == 0 && len(ips) == 0 {
+		return nil, nil, fmt.Errorf("issue serving certificate %q: no DNS names or IP addresses given; a client could not verify it", commonName)
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, nil, fmt.Errorf("issue serving certificate %q: generate key: %w", commonName, err)
+	}
+	serial, err := randomSerial()
+	if err != nil {
+		return nil, nil, fmt.Errorf("issue serving certificate %q: %w", commonName, err)
+	}
+	now := time.Now()
+	tmpl := &x509.Certificate{
+		SerialNumber:          serial,
+		Subject:               pkix.Name{CommonName: commonName},
+		NotBefore:             now.Add(-clockSkew),
+		NotAfter:              now.Add(validity),
+		KeyUsage:              x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
+		BasicConstraintsValid: true,
+		DNSNames:              dnsNames,
+		IPAddresses:           ips,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, key.Public(), ca.Key)
+	if err != nil {
+		return nil, nil, fmt.Errorf("issue serving certificate %q: sign: %w", commonName, err)
+	}
+	keyPEM, err = encodeKey(key)
+	if err != nil {
+		return nil, nil, fmt.Errorf("issue serving certificate %q: %w", commonName, err)
+	}
+	return encodeCert(der), keyPEM, nil
+}
+
+// LoadOrCreateServing returns the serving certificate kept in dir
+// (ServingCertFile and ServingKeyFile). It issues and writes a new one,
+// valid for a year, when the files are missing or unreadable as a key pair,
+// or when the certificate expires within 30 days, was not signed by ca, or
+// lacks one of dnsNames or ips. Otherwise it reuses the files, so restarts
+// do not change the certificate clients see.
+//
+// The files are replaced atomically; the key is readable by its owner only.
+func LoadOrCreateServing(dir string, ca *CA, commonName string, dnsNames []string, ips []net.IP) (tls.Certificate, error) {
+	if ca == nil {
+		return tls.Certificate{}, errors.New("load serving certificate: no CA given")
+	}
+	certPath := filepath.Join(dir, ServingCertFile)
+	keyPath := filepath.Join(dir, ServingKeyFile)
+
+	cert, err := loadServing(certPath, keyPath)
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	if cert != nil && reissueReason(cert.Leaf, ca, dnsNames, ips, time.Now()) == "" {
+		return *cert, nil
+	}
+
+	certPEM, keyPEM, err := ca.IssueServing(commonName, dnsNames, ips, servingValidity)
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return tls.Certificate{}, fmt.Errorf("write serving certificate: %w", err)
+	}
+	// The key goes first: if we stop between the two renames, the old
+	// certificate no longer matches the new key, and the next call reissues.
+	if err := writeFileAtomic(keyPath, keyPEM, 0o600); err != nil {
+		return tls.Certificate{}, fmt.Errorf("write serving key: %w", err)
+	}
+	if err := writeFileAtomic(certPath, certPEM, 0o644); err != nil {
+		return tls.Certificate{}, fmt.Errorf("write serving certificate: %w", err)
+	}
+	fresh, err := keyPair(certPEM, keyPEM)
+	if err != nil {
+		return tls.Certificate{}, fmt.Errorf("load issued serving certificate: %w", err)
+	}
+	return fresh, nil
+}
+
+// loadServing reads the key pair at certPath and keyPath. It returns nil and
+// no error when the files are missing or do not form a valid key pair, since
+// the caller then simply issues a new one; other read errors (such as
+// permissions) are returned, as overwriting would hide them.
+func loadServing(certPath, keyPath string) (*tls.Certificate, error) {
+	certPEM, err := os.ReadFile(certPath)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read serving certificate: %w", err)
+	}
+	keyPEM, err := os.ReadFile(keyPath)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read serving key: %w", err)
+	}
+	cert, err := keyPair(certPEM, keyPEM)
+	if err != nil {
+		return nil, nil
+	}
+	return &cert, nil
+}
+
+// keyPair parses a PEM key pair into a tls.Certificate with Leaf set.
+func keyPair(certPEM, keyPEM []byte) (tls.Certificate, error) {
+	cert, err := tls.X509KeyPair(certPEM, keyPEM)
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	// X509KeyPair fills Leaf unless GODEBUG x509keypairleaf=0 says not to.
+	if cert.Leaf == nil {
+		cert.Leaf, err = x509.ParseCertificate(cert.Certificate[0])
+		if err != nil {
+			return tls.Certificate{}, err
+		}
+	}
+	return cert, nil
+}
+
+// reissueReason says why leaf should be replaced at time now, or returns ""
+// if it is still good.
+func reissueReason(leaf *x509.Certificate, ca *CA, dnsNames []string, ips []net.IP, now time.Time) string {
+	if left := leaf.NotAfter.Sub(now); left < renewBefore {
+		return fmt.Sprintf("expires %s, within %v", leaf.NotAfter.Format(time.RFC3339), renewBefore)
+	}
+	if err := leaf.CheckSignatureFrom(ca.Cert); err != nil {
+		return fmt.Sprintf("not signed by CA %q: %v", ca.Cert.Subject.CommonName, err)
+	}
+	for _, name := range dnsNames {
+		if !hasDNSName(leaf, name) {
+			return fmt.Sprintf("lacks DNS name %q", name)
+		}
+	}
+	for _, ip := range ips {
+		if !hasIP(leaf, ip) {
+			return fmt.Sprintf("lacks IP address %s", ip)
+		}
+	}
+	return ""
+}
+
+func hasDNSName(cert *x509.Certificate, name string) bool {
+	for _, have := range cert.DNSNames {
+		// DNS names compare case-insensitively.
+		if strings.EqualFold(have, name) {
+			return true
+		}
+	}
+	return false
+}
+
+func hasIP(cert *x509.Certificate, ip net.IP) bool {
+	for _, have := range cert.IPAddresses {
+		if have.Equal(ip) {
+			return true
+		}
+	}
+	return false
+}
+
+// writeFileAtomic writes data to path through a temporary file in the same
+// directory and a rename, so a reader sees either the old or the new file,
+// never a partial one.
+func writeFileAtomic(path string, data []byte, perm fs.FileMode) (err error) {
+	dir := filepath.Dir(path)
+	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err != nil {
+			tmp.Close()
+			os.Remove(tmp.Name())
+		}
+	}()
+	// Set the mode before writing, so a key is never readable by others,
+	// not even for a moment.
+	if err := tmp.Chmod(perm); err != nil {
+		return err
+	}
+	if _, err := tmp.Write(data); err != nil {
+		return err
+	}
+	if err := tmp.Sync(); err != nil {
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		return err
+	}
+	// Make the rename itself durable.
+	if d, err := os.Open(dir); err == nil {
+		d.Sync()
+		d.Close()
+	}
+	return nil
+}

@@ -1,0 +1,381 @@
+// Package server is Hearth's control plane: the HTTP/JSON API over etcd,
+// authentication and tenant isolation, and the controllers that keep the
+// cluster's state true (they run on the elected leader of an HA control
+// plane).
+package server
+
+import (
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.etcd.io/etcd/client/v3/concurrency"
+
+	api "hearth.dev/hearth/api/v1alpha1"
+	"hearth.dev/hearth/client"
+	"hearth.dev/hearth/server/auth"
+	"hearth.dev/hearth/server/etcd"
+	"hearth.dev/hearth/server/openapi"
+	"hearth.dev/hearth/server/pki"
+	"hearth.dev/hearth/server/store"
+)
+
+// Version is the build's version, set by the linker.
+var Version = "dev"
+
+// Config is everything `hearth server` takes.
+type Config struct {
+	// DataDir holds the embedded etcd, the certificates and admin.conf.
+	DataDir string
+	// Listen is the API's address (default 127.0.0.1:8443).
+	Listen string
+	// AdvertiseURL is how clients and agents reach this server (default
+	// from Listen).
+	AdvertiseURL string
+	// TLSSANs are extra names and addresses for the serving certificate.
+	TLSSANs []string
+	Etcd    etcd.Config
+	// AccessLog logs every request.
+	AccessLog bool
+	// DisableControllers runs only the API (tests of the API alone).
+	DisableControllers bool
+	// Controllers run on the leader; each gets a client and a recorder.
+	Controllers []ControllerFunc
+}
+
+// ControllerFunc runs one controller until ctx ends.
+type ControllerFunc func(ctx context.Context, c *client.Client, rec *client.Recorder) error
+
+// Admitter checks an object against others before it is written (quotas,
+// references). old is nil on create.
+type Admitter func(ctx context.Context, obj, old api.Object) error
+
+// Server is a running control plane member.
+type Server struct {
+	cfg        Config
+	etcd       *clientv3.Client
+	db         *etcd.Etcd
+	store      *store.Store
+	authn      *auth.Authenticator
+	ca         *pki.CA
+	openapi    http.Handler
+	metrics    *metrics
+	admitters  []Admitter
+	tenantKind *api.KindInfo
+	userKind   *api.KindInfo
+
+	bookmarkEvery time.Duration
+	listener      net.Listener
+	httpServer    *http.Server
+	internalToken string
+	wg            sync.WaitGroup
+	stop          context.CancelFunc
+}
+
+// Store returns the object store (for in-process tests and tools).
+func (s *Server) Store() *store.Store { return s.store }
+
+// Etcd returns the etcd client.
+func (s *Server) Etcd() *clientv3.Client { return s.etcd }
+
+// URL returns the server's advertised URL.
+func (s *Server) URL() string { return s.cfg.AdvertiseURL }
+
+// CA returns the cluster CA certificate PEM.
+func (s *Server) CAPEM() []byte { return s.ca.CertPEM }
+
+// AddAdmitter adds an admission check; call before Start.
+func (s *Server) AddAdmitter(a Admitter) { s.admitters = append(s.admitters, a) }
+
+// DefaultDataDir is /var/lib/hearth for root and the user's data
+// directory otherwise.
+func DefaultDataDir() string {
+	if os.Geteuid() == 0 {
+		return "/var/lib/hearth"
+	}
+	if d := os.Getenv("XDG_DATA_HOME"); d != "" {
+		return filepath.Join(d, "hearth")
+	}
+	home, _ := os.UserHomeDir()
+	return filepath.Join(home, ".local", "share", "hearth")
+}
+
+// Start brings up etcd, the certificates, the API listener and, on the
+// leader, the controllers. It returns once the API is serving.
+func Start(ctx context.Context, cfg Config) (*Server, error) {
+	if cfg.DataDir == "" {
+		cfg.DataDir = DefaultDataDir()
+	}
+	if cfg.Listen == "" {
+		cfg.Listen = "127.0.0.1:8443"
+	}
+	if cfg.Etcd.DataDir == "" {
+		cfg.Etcd.DataDir = cfg.DataDir
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("data directory: %w", err)
+	}
+	tk, _ := api.KindByName("Tenant")
+	uk, _ := api.KindByName("User")
+	s := &Server{cfg: cfg, tenantKind: tk, userKind: uk, bookmarkEvery: 5 * time.Second, metrics: newMetrics()}
+	db, err := etcd.Start(ctx, cfg.Etcd)
+	if err != nil {
+		return nil, err
+	}
+	s.db, s.etcd = db, db.Client
+	s.store = store.New(s.etcd)
+	installHooks(s.store)
+	ok := false
+	defer func() {
+		if !ok {
+			s.db.Close()
+		}
+	}()
+	if s.ca, err = s.loadOrCreateCA(ctx); err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(filepath.Join(cfg.DataDir, "ca.crt"), s.ca.CertPEM, 0o644); err != nil {
+		return nil, err
+	}
+	dns, ips, err := pki.SANs(cfg.Listen, cfg.TLSSANs)
+	if err != nil {
+		return nil, fmt.Errorf("--listen %s: %w", cfg.Listen, err)
+	}
+	cert, err := pki.LoadOrCreateServing(filepath.Join(cfg.DataDir, "pki"), s.ca, "hearth-server", dns, ips)
+	if err != nil {
+		return nil, err
+	}
+	s.authn = auth.NewAuthenticator(s.etcd, store.KindPrefix(uk))
+	runCtx, cancel := context.WithCancel(context.Background())
+	s.authn.Run(runCtx)
+	s.internalToken = auth.NewSecret("internal")
+	s.authn.AddInternal(s.internalToken, &auth.Principal{Name: "system:controllers", Role: api.RoleClusterAdmin})
+	wctx, wcancel := context.WithTimeout(ctx, 30*time.Second)
+	defer wcancel()
+	if err := s.authn.WaitReady(wctx); err != nil {
+		cancel()
+		return nil, fmt.Errorf("loading tokens from etcd: %w", err)
+	}
+	s.openapi = openapi.Handler(Version)
+
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		cancel()
+		return nil, fmt.Errorf("--listen: %w", err)
+	}
+	s.listener = ln
+	if s.cfg.AdvertiseURL == "" {
+		s.cfg.AdvertiseURL = advertiseURL(ln.Addr().String())
+	}
+	s.httpServer = &http.Server{
+		Handler:           s,
+		TLSConfig:         &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12},
+		ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog:          slog.NewLogLogger(slog.Default().Handler(), slog.LevelDebug),
+	}
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		if err := s.httpServer.ServeTLS(ln, "", ""); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			slog.Error("API server stopped", "err", err)
+		}
+	}()
+	if err := s.bootstrap(ctx); err != nil {
+		cancel()
+		s.httpServer.Close()
+		return nil, err
+	}
+	if !cfg.DisableControllers {
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			s.lead(runCtx)
+		}()
+	}
+	go func() {
+		<-ctx.Done()
+		cancel()
+	}()
+	s.stop = cancel
+	ok = true
+	slog.Info("hearth server ready", "url", s.cfg.AdvertiseURL, "dataDir", cfg.DataDir, "embeddedEtcd", s.db.Embedded())
+	return s, nil
+}
+
+// advertiseURL turns a bound address into a URL clients can use: an
+// unspecified address becomes loopback.
+func advertiseURL(addr string) string {
+	host, port, _ := net.SplitHostPort(addr)
+	if ip := net.ParseIP(host); ip == nil || ip.IsUnspecified() {
+		host = "127.0.0.1"
+	}
+	return "https://" + net.JoinHostPort(host, port)
+}
+
+// Close stops the server: controllers, API, then etcd.
+func (s *Server) Close() error {
+	s.stop()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_ = s.httpServer.Shutdown(ctx)
+	s.httpServer.Close()
+	s.wg.Wait()
+	s.db.Close()
+	return nil
+}
+
+func (s *Server) ready(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	_, err := s.etcd.Get(ctx, "/hearth/ready-probe")
+	return err
+}
+
+const caKey = "/hearth/pki/ca"
+
+// loadOrCreateCA reads the cluster CA from etcd, creating it if this is
+// the first server, so every server of an HA control plane shares it.
+func (s *Server) loadOrCreateCA(ctx context.Context) (*pki.CA, error) {
+	type stored struct{ Cert, Key string }
+	for {
+		resp, err := s.etcd.Get(ctx, caKey)
+		if err != nil {
+			return nil, fmt.Errorf("reading the CA from etcd: %w", err)
+		}
+		if len(resp.Kvs) > 0 {
+			var st stored
+			if err := json.Unmarshal(resp.Kvs[0].Value, &st); err != nil {
+				return nil, fmt.Errorf("the CA in etcd is corrupt: %w", err)
+			}
+			return pki.ParseCA([]byte(st.Cert), []byte(st.Key))
+		}
+		ca, err := pki.NewCA("hearth-ca", 10*365*24*time.Hour)
+		if err != nil {
+			return nil, err
+		}
+		data, _ := json.Marshal(stored{Cert: string(ca.CertPEM), Key: string(ca.KeyPEM)})
+		tr, err := s.etcd.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(caKey), "=", 0)).
+			Then(clientv3.OpPut(caKey, string(data))).Commit()
+		if err != nil {
+			return nil, fmt.Errorf("storing the CA: %w", err)
+		}
+		if tr.Succeeded {
+			return ca, nil
+		}
+		// Another server created it first: use theirs.
+	}
+}
+
+// bootstrap makes a new cluster usable: a default tenant, an admin user,
+// and an admin.conf with a token for it, written once per data directory.
+func (s *Server) bootstrap(ctx context.Context) error {
+	for _, obj := range []api.Object{
+		&api.Tenant{TypeMeta: api.TypeMeta{APIVersion: api.APIVersion, Kind: "Tenant"}, Metadata: api.ObjectMeta{Name: "default"}, Spec: api.TenantSpec{DisplayName: "Default tenant"}},
+		&api.User{TypeMeta: api.TypeMeta{APIVersion: api.APIVersion, Kind: "User"}, Metadata: api.ObjectMeta{Name: "admin"}, Spec: api.UserSpec{Role: api.RoleClusterAdmin, FullName: "Cluster administrator"}},
+	} {
+		if es := api.Prepare(obj, nil); len(es) > 0 {
+			return es
+		}
+		if _, err := s.store.Create(ctx, obj); err != nil && !api.IsAlreadyExists(err) {
+			return fmt.Errorf("bootstrap %s: %w", api.Ref(obj), err)
+		}
+	}
+	path := filepath.Join(s.cfg.DataDir, "admin.conf")
+	if _, err := os.Stat(path); err == nil {
+		return nil
+	}
+	secret, _, err := s.saveToken(ctx, auth.TokenRecord{Kind: auth.UserToken, User: "admin", Description: "admin.conf in " + s.cfg.DataDir})
+	if err != nil {
+		return err
+	}
+	cfg := &client.Config{CurrentContext: "admin@hearth", Contexts: []client.Context{{
+		Name: "admin@hearth", Server: s.cfg.AdvertiseURL, CertificateAuthority: string(s.ca.CertPEM), Token: secret, Tenant: "default",
+	}}}
+	return cfg.Save(path)
+}
+
+// InternalClient returns a cluster-admin client for this server's own use
+// (controllers), over its own API.
+func (s *Server) InternalClient() (*client.Client, error) {
+	return client.New(&client.Context{Name: "internal", Server: s.cfg.AdvertiseURL, CertificateAuthority: string(s.ca.CertPEM), Token: s.internalToken})
+}
+
+// lead campaigns for leadership and runs the controllers while leading,
+// so an HA control plane runs each controller exactly once.
+func (s *Server) lead(ctx context.Context) {
+	for ctx.Err() == nil {
+		if err := s.leadOnce(ctx); err != nil && ctx.Err() == nil {
+			slog.Warn("leader election", "err", err)
+			select {
+			case <-ctx.Done():
+			case <-time.After(time.Second):
+			}
+		}
+	}
+}
+
+func (s *Server) leadOnce(ctx context.Context) error {
+	sess, err := concurrency.NewSession(s.etcd, concurrency.WithTTL(10), concurrency.WithContext(ctx))
+	if err != nil {
+		return err
+	}
+	defer sess.Close()
+	el := concurrency.NewElection(sess, "/hearth/leader")
+	if err := el.Campaign(ctx, s.cfg.AdvertiseURL); err != nil {
+		return err
+	}
+	slog.Info("leading: starting controllers")
+	lctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		select {
+		case <-sess.Done():
+			slog.Warn("lost leadership: stopping controllers")
+			cancel()
+		case <-lctx.Done():
+		}
+	}()
+	c, err := s.InternalClient()
+	if err != nil {
+		return err
+	}
+	rec := client.NewRecorder(c, "hearth-server")
+	var wg sync.WaitGroup
+	for _, run := range append(defaultControllers(), s.cfg.Controllers...) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := run(lctx, c, rec); err != nil && lctx.Err() == nil {
+				slog.Error("controller stopped", "err", err)
+				cancel()
+			}
+		}()
+	}
+	wg.Wait()
+	rctx, rcancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer rcancel()
+	_ = el.Resign(rctx)
+	return nil
+}
+
+// ParseList splits a comma-separated flag value.
+func ParseList(s string) []string {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}

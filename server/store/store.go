@@ -1,0 +1,337 @@
+// Package store keeps Hearth's objects in etcd, the only source of truth.
+//
+// Each object is one etcd key holding its JSON; its resourceVersion is the
+// key's mod revision, so every update can be made conditional on what the
+// writer read (409 otherwise) and watches can resume from any revision etcd
+// still holds. Allocations an object holds (a VNI, an IP) are written in the
+// same transaction as the object, so a crash never leaves one without the
+// other.
+package store
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	api "hearth.dev/hearth/api/v1alpha1"
+)
+
+// Prefix is where objects live in etcd.
+const Prefix = "/hearth/objects/"
+
+// clusterSegment stands in the tenant position of a TenantOptional kind's
+// cluster-level objects. No tenant can be named "_".
+const clusterSegment = "_"
+
+// Hooks lets a kind take part in the transaction that creates or deletes
+// its objects, for allocations held by the object.
+type Hooks interface {
+	// OnCreate may change obj (record the allocation in its status) and
+	// returns the comparisons and writes to commit with it. It is called
+	// again if the transaction loses a race.
+	OnCreate(ctx context.Context, kv clientv3.KV, obj api.Object) ([]clientv3.Cmp, []clientv3.Op, error)
+	// OnDelete returns the writes that release obj's allocations.
+	OnDelete(obj api.Object) []clientv3.Op
+}
+
+// Store reads and writes objects in etcd.
+type Store struct {
+	c     *clientv3.Client
+	hooks map[string]Hooks
+	now   func() time.Time
+}
+
+// New returns a store on an etcd client.
+func New(c *clientv3.Client) *Store {
+	return &Store{c: c, hooks: map[string]Hooks{}, now: time.Now}
+}
+
+// Client returns the etcd client, for the few callers (auth, leader
+// election) that keep their own keys.
+func (s *Store) Client() *clientv3.Client { return s.c }
+
+// SetHooks installs allocation hooks for a kind.
+func (s *Store) SetHooks(kind string, h Hooks) { s.hooks[kind] = h }
+
+// KindPrefix is the etcd prefix of every object of a kind.
+func KindPrefix(k *api.KindInfo) string { return Prefix + k.Plural + "/" }
+
+// TenantPrefix is the prefix of a tenant's objects of a kind; tenant ""
+// selects the cluster-level objects of a TenantOptional kind.
+func TenantPrefix(k *api.KindInfo, tenant string) string {
+	if k.Scope == api.ClusterScoped {
+		return KindPrefix(k)
+	}
+	if tenant == "" {
+		tenant = clusterSegment
+	}
+	return KindPrefix(k) + tenant + "/"
+}
+
+// Key is an object's etcd key.
+func Key(k *api.KindInfo, tenant, name string) string { return TenantPrefix(k, tenant) + name }
+
+func kindOf(obj api.Object) (*api.KindInfo, error) {
+	k, err := api.KindByName(obj.GetTypeMeta().Kind)
+	if err != nil {
+		return nil, api.NewBadRequest("%v", err)
+	}
+	return k, nil
+}
+
+func keyOf(obj api.Object) (*api.KindInfo, string, error) {
+	k, err := kindOf(obj)
+	if err != nil {
+		return nil, "", err
+	}
+	m := obj.GetMetadata()
+	return k, Key(k, m.Tenant, m.Name), nil
+}
+
+// encode writes an object without its resourceVersion, which etcd keeps.
+func encode(obj api.Object) (string, error) {
+	m := obj.GetMetadata()
+	rv := m.ResourceVersion
+	m.ResourceVersion = ""
+	data, err := json.Marshal(obj)
+	m.ResourceVersion = rv
+	return string(data), err
+}
+
+// decode reads a stored object and sets its resourceVersion.
+func decode(k *api.KindInfo, value []byte, modRev int64) (api.Object, error) {
+	obj := k.New()
+	if err := json.Unmarshal(value, obj); err != nil {
+		return nil, fmt.Errorf("decoding stored %s: %w", k.Kind, err)
+	}
+	obj.GetMetadata().ResourceVersion = strconv.FormatInt(modRev, 10)
+	return obj, nil
+}
+
+// ParseRV parses a resourceVersion; "" is 0.
+func ParseRV(rv string) (int64, error) {
+	if rv == "" {
+		return 0, nil
+	}
+	n, err := strconv.ParseInt(rv, 10, 64)
+	if err != nil || n < 0 {
+		return 0, api.NewBadRequest("resourceVersion %q is not a revision number", rv)
+	}
+	return n, nil
+}
+
+// Get reads one object.
+func (s *Store) Get(ctx context.Context, k *api.KindInfo, tenant, name string) (api.Object, error) {
+	resp, err := s.c.Get(ctx, Key(k, tenant, name))
+	if err != nil {
+		return nil, unavailable(err)
+	}
+	if len(resp.Kvs) == 0 {
+		return nil, api.NewNotFound(k.Kind, tenant, name)
+	}
+	return decode(k, resp.Kvs[0].Value, resp.Kvs[0].ModRevision)
+}
+
+// List reads every object under a prefix (see KindPrefix and
+// TenantPrefix) that the selector matches, and the revision the list is
+// consistent at, from which a watch continues.
+func (s *Store) List(ctx context.Context, k *api.KindInfo, prefix string, sel api.Selector) ([]api.Object, int64, error) {
+	resp, err := s.c.Get(ctx, prefix, clientv3.WithPrefix())
+	if err != nil {
+		return nil, 0, unavailable(err)
+	}
+	out := make([]api.Object, 0, len(resp.Kvs))
+	for _, kv := range resp.Kvs {
+		obj, err := decode(k, kv.Value, kv.ModRevision)
+		if err != nil {
+			return nil, 0, err
+		}
+		if sel.Matches(obj.GetMetadata().Labels) {
+			out = append(out, obj)
+		}
+	}
+	return out, resp.Header.Revision, nil
+}
+
+// Create writes a new object. The store sets uid, generation and the
+// creation time; a name already taken is AlreadyExists.
+func (s *Store) Create(ctx context.Context, obj api.Object) (api.Object, error) {
+	k, key, err := keyOf(obj)
+	if err != nil {
+		return nil, err
+	}
+	m := obj.GetMetadata()
+	now := s.now().UTC().Truncate(time.Second)
+	m.UID = newUID()
+	m.Generation = 1
+	m.CreationTimestamp = &now
+	m.UpdateTimestamp = &now
+	m.DeletionTimestamp = nil
+	m.ResourceVersion = ""
+	hooks := s.hooks[k.Kind]
+	for attempt := 0; ; attempt++ {
+		cmps := []clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(key), "=", 0)}
+		var ops []clientv3.Op
+		if hooks != nil {
+			c, o, err := hooks.OnCreate(ctx, s.c, obj)
+			if err != nil {
+				return nil, err
+			}
+			cmps, ops = append(cmps, c...), o
+		}
+		val, err := encode(obj)
+		if err != nil {
+			return nil, err
+		}
+		resp, err := s.c.Txn(ctx).If(cmps...).Then(append(ops, clientv3.OpPut(key, val))...).Commit()
+		if err != nil {
+			return nil, unavailable(err)
+		}
+		if resp.Succeeded {
+			m.ResourceVersion = strconv.FormatInt(resp.Header.Revision, 10)
+			return obj, nil
+		}
+		// Either the name is taken or an allocation raced; only the
+		// latter is worth another try.
+		if g, err := s.c.Get(ctx, key, clientv3.WithCountOnly()); err == nil && g.Count > 0 {
+			return nil, api.NewAlreadyExists(k.Kind, m.Tenant, m.Name)
+		}
+		if attempt >= 16 {
+			return nil, api.NewUnavailable("could not allocate for %s %q: too much contention", k.Kind, m.Name)
+		}
+	}
+}
+
+// UpdateFunc computes a new object from the stored one. It may change and
+// return cur. Returning an error aborts the update; returning ErrUnchanged
+// makes Update return the stored object without writing. It may be called
+// more than once when a write races, so it must not change its inputs.
+type UpdateFunc func(cur api.Object) (api.Object, error)
+
+// ErrUnchanged, returned by an UpdateFunc, skips a write that would change
+// nothing, so re-applying the same file costs no etcd write.
+var ErrUnchanged = errors.New("unchanged")
+
+// Update reads the object, applies fn and writes the result if nobody
+// wrote in between. With a non-zero precondition the stored revision must
+// equal it (409 otherwise); with zero, a lost race re-reads and re-applies
+// fn. A result with a deletionTimestamp and no finalizers is deleted.
+func (s *Store) Update(ctx context.Context, k *api.KindInfo, tenant, name string, precondition int64, fn UpdateFunc) (api.Object, error) {
+	key := Key(k, tenant, name)
+	for attempt := 0; ; attempt++ {
+		resp, err := s.c.Get(ctx, key)
+		if err != nil {
+			return nil, unavailable(err)
+		}
+		if len(resp.Kvs) == 0 {
+			return nil, api.NewNotFound(k.Kind, tenant, name)
+		}
+		kv := resp.Kvs[0]
+		if precondition != 0 && kv.ModRevision != precondition {
+			return nil, api.NewConflict(k.Kind, name, precondition, kv.ModRevision)
+		}
+		cur, err := decode(k, kv.Value, kv.ModRevision)
+		if err != nil {
+			return nil, err
+		}
+		old := api.DeepCopy(cur)
+		next, err := fn(cur)
+		if errors.Is(err, ErrUnchanged) {
+			return old, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+		nm := next.GetMetadata()
+		// The identity of an object never changes under an update.
+		om := old.GetMetadata()
+		nm.Name, nm.Tenant, nm.UID, nm.CreationTimestamp = om.Name, om.Tenant, om.UID, om.CreationTimestamp
+		if om.DeletionTimestamp != nil {
+			nm.DeletionTimestamp = om.DeletionTimestamp
+		}
+		cmp := clientv3.Compare(clientv3.ModRevision(key), "=", kv.ModRevision)
+		var txn clientv3.Txn
+		if nm.DeletionTimestamp != nil && len(nm.Finalizers) == 0 {
+			txn = s.c.Txn(ctx).If(cmp).Then(s.deleteOps(k, key, next)...)
+		} else {
+			now := s.now().UTC().Truncate(time.Second)
+			nm.UpdateTimestamp = &now
+			val, err := encode(next)
+			if err != nil {
+				return nil, err
+			}
+			txn = s.c.Txn(ctx).If(cmp).Then(clientv3.OpPut(key, val))
+		}
+		tresp, err := txn.Commit()
+		if err != nil {
+			return nil, unavailable(err)
+		}
+		if tresp.Succeeded {
+			nm.ResourceVersion = strconv.FormatInt(tresp.Header.Revision, 10)
+			return next, nil
+		}
+		if precondition != 0 {
+			return nil, api.NewConflict(k.Kind, name, precondition, tresp.Header.Revision)
+		}
+		if attempt >= 16 {
+			return nil, api.NewUnavailable("%s %q is changing too fast to update; try again", k.Kind, name)
+		}
+	}
+}
+
+// Delete removes an object, or, while it has finalizers, marks it with a
+// deletionTimestamp and leaves it to the finalizers' owners. check, if
+// set, may refuse the deletion after seeing the stored object. It returns
+// the object as it was deleted or marked.
+func (s *Store) Delete(ctx context.Context, k *api.KindInfo, tenant, name string, precondition int64, check func(cur api.Object) error) (obj api.Object, deleted bool, err error) {
+	obj, err = s.Update(ctx, k, tenant, name, precondition, func(cur api.Object) (api.Object, error) {
+		if check != nil {
+			if err := check(cur); err != nil {
+				return nil, err
+			}
+		}
+		m := cur.GetMetadata()
+		if m.DeletionTimestamp == nil {
+			now := s.now().UTC().Truncate(time.Second)
+			m.DeletionTimestamp = &now
+		}
+		return cur, nil
+	})
+	if err != nil {
+		return nil, false, err
+	}
+	return obj, len(obj.GetMetadata().Finalizers) == 0, nil
+}
+
+func (s *Store) deleteOps(k *api.KindInfo, key string, obj api.Object) []clientv3.Op {
+	ops := []clientv3.Op{clientv3.OpDelete(key)}
+	if h := s.hooks[k.Kind]; h != nil {
+		ops = append(ops, h.OnDelete(obj)...)
+	}
+	return ops
+}
+
+func newUID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	b[6] = b[6]&0x0f | 0x40
+	b[8] = b[8]&0x3f | 0x80
+	h := hex.EncodeToString(b[:])
+	return h[0:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:]
+}
+
+// unavailable turns an etcd failure into a 503 a client may retry;
+// cancellations stay what they are.
+func unavailable(err error) error {
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return err
+	}
+	return api.NewUnavailable("etcd: %v", err)
+}
