@@ -208,7 +208,7 @@ func (c *Client) List(ctx context.Context, kind, tenant string, o ListOptions) (
 		return nil, "", err
 	}
 	var raw struct {
-		Metadata api.ListMeta     `json:"metadata"`
+		Metadata api.ListMeta      `json:"metadata"`
 		Items    []json.RawMessage `json:"items"`
 	}
 	if err := c.Do(ctx, http.MethodGet, c.collection(k, tenant, o)+o.query(false), nil, &raw); err != nil {
