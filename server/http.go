@@ -94,7 +94,7 @@ func (s *Server) route(w http.ResponseWriter, r *http.Request) {
 		writeError(w, &api.Status{Kind: "Status", Code: http.StatusNotFound, Reason: api.ReasonNotFound, Message: "no such endpoint: " + r.URL.Path})
 		return
 	}
-	p, err := s.authn.Authenticate(r.Header.Get("Authorization"))
+	p, err := s.authn.Authenticate(r.Context(), r.Header.Get("Authorization"))
 	if err != nil {
 		writeError(w, err)
 		return

@@ -73,7 +73,7 @@ func Examples() map[string]Object {
 					Template: "d-i passwd/root-login boolean false\n{{ range .SSHKeys }}# key {{ . }}\n{{ end }}"}},
 				Tenant: "lab",
 			}},
-		"Event": &Event{TypeMeta: tm("Event"), Metadata: meta("h1.ready"),
+		"Event": &Event{TypeMeta: tm("Event"), Metadata: meta("h1-ready"),
 			Spec: EventSpec{InvolvedObject: ObjectReference{Kind: "Host", Name: "h1"}, Reason: "Ready",
 				Message: "host h1 is ready", Source: "controller/host-liveness"}},
 	}

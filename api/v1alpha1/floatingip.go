@@ -78,7 +78,11 @@ func (s *FloatingIPSpec) ValidateUpdate(path string, old any) FieldErrors {
 	if s.ExternalNetwork != o.ExternalNetwork {
 		es.Add(path+".externalNetwork", "cannot change (was %q); create a new floating IP", o.ExternalNetwork)
 	}
-	if s.Address != o.Address {
+	switch {
+	case s.Address == o.Address:
+	case o.Address == "":
+		es.Add(path+".address", "cannot be set after creation; the allocated address is in status.address")
+	default:
 		es.Add(path+".address", "cannot change (was %q); create a new floating IP", o.Address)
 	}
 	return es

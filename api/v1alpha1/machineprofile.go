@@ -254,6 +254,8 @@ func (b *ProfileBoot) validate(path string) FieldErrors {
 	}
 	if b.IPXEScript != "" {
 		es = append(es, ValidateTemplate(path+".ipxeScript", b.IPXEScript)...)
+	}
+	if b.IPXEScript != "" && b.Kernel == nil {
 		if len(b.Initrds) > 0 {
 			es.Add(path+".initrds", "are only used with kernel; load them in the iPXE script")
 		}

@@ -52,7 +52,7 @@ func DecodeInto(data []byte, obj any) error {
 	if err := json.Unmarshal(data, obj); err != nil {
 		var te *json.UnmarshalTypeError
 		if errors.As(err, &te) {
-			return FieldErrors{{Field: te.Field, Detail: fmt.Sprintf("%s is not a %s", te.Value, jsonTypeName(te.Type))}}
+			return FieldErrors{{Field: te.Field, Detail: fmt.Sprintf("%s is not %s", te.Value, jsonTypeName(te.Type))}}
 		}
 		// Errors from a field's own UnmarshalJSON (a bad size, say) do not
 		// carry a path in encoding/json; report them as they are.
@@ -64,19 +64,19 @@ func DecodeInto(data []byte, obj any) error {
 func jsonTypeName(t reflect.Type) string {
 	switch t.Kind() {
 	case reflect.String:
-		return "string"
+		return "a string"
 	case reflect.Bool:
-		return "boolean"
+		return "a boolean"
 	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64, reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
-		return "integer"
+		return "an integer"
 	case reflect.Float32, reflect.Float64:
-		return "number"
+		return "a number"
 	case reflect.Slice, reflect.Array:
-		return "list"
+		return "a list"
 	case reflect.Map, reflect.Struct:
-		return "object"
+		return "an object"
 	}
-	return t.String()
+	return "a " + t.String()
 }
 
 // unknownFields walks decoded JSON beside the Go type it is meant for and
@@ -84,6 +84,18 @@ func jsonTypeName(t reflect.Type) string {
 func unknownFields(path string, v any, t reflect.Type) FieldErrors {
 	for t.Kind() == reflect.Pointer {
 		t = t.Elem()
+	}
+	// Types that decode themselves (a Bytes size, a time) are tried here,
+	// because encoding/json drops the path from their errors.
+	if reflect.PointerTo(t).Implements(unmarshalerType) {
+		data, err := json.Marshal(v)
+		if err == nil {
+			err = reflect.New(t).Interface().(json.Unmarshaler).UnmarshalJSON(data)
+		}
+		if err != nil {
+			return FieldErrors{{Field: path, Detail: err.Error()}}
+		}
+		return nil
 	}
 	var es FieldErrors
 	switch val := v.(type) {
@@ -94,9 +106,6 @@ func unknownFields(path string, v any, t reflect.Type) FieldErrors {
 				es = append(es, unknownFields(join(path, k), x, t.Elem())...)
 			}
 		case reflect.Struct:
-			if t.Implements(unmarshalerType) || reflect.PointerTo(t).Implements(unmarshalerType) {
-				return nil
-			}
 			fields := jsonFields(t)
 			keys := make([]string, 0, len(val))
 			for k := range val {

@@ -108,7 +108,7 @@ func (s *SecurityGroupSpec) Validate(path string) FieldErrors {
 			if len(pe) == 0 && r.Protocol != ProtocolTCP && r.Protocol != ProtocolUDP {
 				es.Add(rp+".ports", "only tcp and udp have ports (protocol is %s)", r.Protocol)
 			} else if _, _, err := ParsePortRange(r.Ports); err != nil {
-				es.Add(rp+".ports", "%v (want a port such as \"22\" or a range such as \"8000-9000\")", err)
+				es.Add(rp+".ports", "%v; want a port such as \"22\" or a range such as \"8000-9000\"", err)
 			}
 		}
 		if r.CIDR != "" {

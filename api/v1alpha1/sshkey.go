@@ -40,7 +40,8 @@ var sshKeyTypes = []string{
 // ParseSSHPublicKey splits one line of an OpenSSH public key into its type,
 // its key data and its comment. It checks that the data is base64 and that
 // the type written inside it is the type the line starts with, which
-// catches keys pasted with their parts mixed up or cut short.
+// catches keys pasted with their parts mixed up or cut short. Errors are
+// worded to follow a field name ("spec.publicKey: is a private key").
 func ParseSSHPublicKey(line string) (keyType string, blob []byte, comment string, err error) {
 	s := strings.TrimSpace(line)
 	if strings.Contains(s, "PRIVATE KEY") {
@@ -79,7 +80,7 @@ func ParseSSHPublicKey(line string) (keyType string, blob []byte, comment string
 		return "", nil, "", errors.New("has key data that is cut short")
 	}
 	if inner := string(blob[4 : 4+binary.BigEndian.Uint32(blob)]); inner != keyType {
-		return "", nil, "", fmt.Errorf("says %s but its key data is a %q key", keyType, inner)
+		return "", nil, "", fmt.Errorf("says %s but its key data is for %s", keyType, inner)
 	}
 	return keyType, blob, strings.Join(fields[2:], " "), nil
 }

@@ -217,13 +217,14 @@ func ValidatePort(path string, p int) FieldErrors {
 // a machine boots.
 func ValidateTemplate(path, s string) FieldErrors {
 	var es FieldErrors
-	t := parse.New("template")
+	t := parse.New("t")
 	t.Mode = parse.SkipFuncCheck
 	if _, err := t.Parse(s, "", "", map[string]*parse.Tree{}); err != nil {
-		msg := err.Error()
-		// Drop the "template: template:" prefix; the path says where it is.
-		if i := strings.Index(msg, "template:"); i >= 0 {
-			msg = strings.TrimSpace(strings.TrimPrefix(strings.TrimPrefix(msg[i:], "template:"), " template:"))
+		// Errors read "template: t:LINE: what"; the path already says
+		// which template it is.
+		msg, ok := strings.CutPrefix(err.Error(), "template: t:")
+		if ok {
+			msg = "line " + msg
 		}
 		es.Add(path, "is not a valid template: %s", msg)
 	}

@@ -71,7 +71,8 @@ type VMBoot struct {
 type VMDisk struct {
 	// Volume names a Volume of the same tenant.
 	Volume string `json:"volume,omitempty"`
-	// Image names an Image to clone a volume from; the volume is named
+	// Image names an Image to clone a volume from (the tenant's own, else
+	// a shared one, as for a Volume's source); the volume is named
 	// VM-diskN after the disk's index. A cdrom disk uses the image itself,
 	// read-only.
 	Image string `json:"image,omitempty"`

@@ -25,8 +25,9 @@ type VolumeSpec struct {
 }
 
 // VolumeSource is where a volume's first contents come from: an Image or a
-// Snapshot of the same tenant (an Image may also be shared). At most one
-// is set; with neither the volume starts empty.
+// Snapshot. At most one is set; with neither the volume starts empty. An
+// image name means the tenant's own image of that name if it has one, else
+// the shared image.
 type VolumeSource struct {
 	Image    string `json:"image,omitempty"`
 	Snapshot string `json:"snapshot,omitempty"`

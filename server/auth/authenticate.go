@@ -56,7 +56,7 @@ func (a *Authenticator) WaitReady(ctx context.Context) error {
 func (a *Authenticator) AddInternal(secret string, p *Principal) { a.internal[Hash(secret)] = p }
 
 // Authenticate checks an Authorization header value.
-func (a *Authenticator) Authenticate(header string) (*Principal, error) {
+func (a *Authenticator) Authenticate(ctx context.Context, header string) (*Principal, error) {
 	secret, ok := strings.CutPrefix(header, "Bearer ")
 	if !ok || secret == "" {
 		return nil, api.NewUnauthorized("no bearer token: log in with `hearth login` or set HEARTH_CONFIG")
@@ -65,7 +65,7 @@ func (a *Authenticator) Authenticate(header string) (*Principal, error) {
 	if p, ok := a.internal[hash]; ok {
 		return p, nil
 	}
-	rec, ok := a.tokens.Get(hash)
+	rec, ok := a.tokens.Lookup(ctx, hash)
 	if !ok {
 		return nil, api.NewUnauthorized("the token is not valid (revoked, or never issued)")
 	}
@@ -78,7 +78,7 @@ func (a *Authenticator) Authenticate(header string) (*Principal, error) {
 	case HostToken:
 		return &Principal{Name: "host/" + rec.Host, Host: rec.Host, Record: rec}, nil
 	}
-	u, ok := a.users.Get(rec.User)
+	u, ok := a.users.Lookup(ctx, rec.User)
 	if !ok {
 		return nil, api.NewUnauthorized("the token's user %q no longer exists", rec.User)
 	}

@@ -36,6 +36,25 @@ func (m *Mirror[T]) Get(name string) (T, bool) {
 	return v, ok
 }
 
+// Lookup returns the item under prefix+name, asking etcd when the mirror
+// does not have it yet: something written a moment ago (a token just
+// issued) may not have reached the watch, and must still be found.
+func (m *Mirror[T]) Lookup(ctx context.Context, name string) (T, bool) {
+	if v, ok := m.Get(name); ok {
+		return v, true
+	}
+	var zero T
+	resp, err := m.c.Get(ctx, m.prefix+name)
+	if err != nil || len(resp.Kvs) == 0 {
+		return zero, false
+	}
+	v, err := m.decode(resp.Kvs[0].Value)
+	if err != nil {
+		return zero, false
+	}
+	return v, true
+}
+
 // Each calls fn for every item.
 func (m *Mirror[T]) Each(fn func(name string, v T)) {
 	m.mu.RLock()

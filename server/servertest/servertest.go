@@ -1,0 +1,162 @@
+// Package servertest starts real Hearth control planes for tests: an
+// embedded etcd in a temporary directory and the HTTPS API on a loopback
+// port, with helpers to make tenants, users and host credentials.
+package servertest
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"path/filepath"
+	"testing"
+	"time"
+
+	api "hearth.dev/hearth/api/v1alpha1"
+	"hearth.dev/hearth/client"
+	"hearth.dev/hearth/server"
+	"hearth.dev/hearth/server/etcd"
+)
+
+// Env is a running server and an admin client for it.
+type Env struct {
+	T       testing.TB
+	Server  *server.Server
+	Admin   *client.Client
+	DataDir string
+}
+
+// FreePort returns a loopback port nobody listens on right now.
+func FreePort(t testing.TB) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// Option changes the server's configuration before it starts.
+type Option func(*server.Config)
+
+// WithoutControllers runs the API alone.
+func WithoutControllers() Option { return func(c *server.Config) { c.DisableControllers = true } }
+
+// Start starts a server that is stopped when the test ends.
+func Start(t testing.TB, opts ...Option) *Env {
+	t.Helper()
+	dir := t.TempDir()
+	cfg := server.Config{
+		DataDir: dir,
+		Listen:  "127.0.0.1:0",
+		Etcd: etcd.Config{
+			ClientURL: fmt.Sprintf("http://127.0.0.1:%d", FreePort(t)),
+			PeerURL:   fmt.Sprintf("http://127.0.0.1:%d", FreePort(t)),
+		},
+	}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	s, err := server.Start(context.Background(), cfg)
+	if err != nil {
+		t.Fatalf("starting server: %v", err)
+	}
+	t.Cleanup(func() { s.Close() })
+	admin, err := client.FromConfig(filepath.Join(dir, "admin.conf"), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &Env{T: t, Server: s, Admin: admin, DataDir: dir}
+}
+
+// Ctx is a context for one test step.
+func Ctx(t testing.TB) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// ClientWithToken returns a client of the server using token.
+func (e *Env) ClientWithToken(token, tenant string) *client.Client {
+	c, err := client.New(&client.Context{Name: "test", Server: e.Server.URL(), CertificateAuthority: string(e.Server.CAPEM()), Token: token, Tenant: tenant})
+	if err != nil {
+		e.T.Fatal(err)
+	}
+	return c
+}
+
+// Tenant creates a tenant.
+func (e *Env) Tenant(name string) {
+	e.T.Helper()
+	t := &api.Tenant{TypeMeta: api.TypeMeta{APIVersion: api.APIVersion, Kind: "Tenant"}, Metadata: api.ObjectMeta{Name: name}}
+	if _, err := e.Admin.Create(Ctx(e.T), t); err != nil && !api.IsAlreadyExists(err) {
+		e.T.Fatalf("creating tenant %s: %v", name, err)
+	}
+}
+
+// User creates a user with a role (in tenant, or cluster-wide for "") and
+// returns a client holding a fresh token of theirs.
+func (e *Env) User(name, tenant string, role api.Role) *client.Client {
+	e.T.Helper()
+	u := &api.User{TypeMeta: api.TypeMeta{APIVersion: api.APIVersion, Kind: "User"}, Metadata: api.ObjectMeta{Name: name},
+		Spec: api.UserSpec{Tenant: tenant, Role: role}}
+	if _, err := e.Admin.Create(Ctx(e.T), u); err != nil && !api.IsAlreadyExists(err) {
+		e.T.Fatalf("creating user %s: %v", name, err)
+	}
+	var tok server.TokenResponse
+	if err := e.Admin.Do(Ctx(e.T), http.MethodPost, api.PathPrefix+"/users/"+name+"/tokens", map[string]string{"description": "test"}, &tok); err != nil {
+		e.T.Fatalf("token for %s: %v", name, err)
+	}
+	return e.ClientWithToken(tok.Token, tenant)
+}
+
+// Host joins a host with a join token, as an agent does, and returns a
+// client acting as that host.
+func (e *Env) Host(name string) *client.Client {
+	e.T.Helper()
+	var jt server.TokenResponse
+	if err := e.Admin.Do(Ctx(e.T), http.MethodPost, api.PathPrefix+"/jointokens", map[string]string{"ttl": "1h"}, &jt); err != nil {
+		e.T.Fatalf("join token: %v", err)
+	}
+	joiner := e.ClientWithToken(jt.Token, "")
+	var jr server.JoinResponse
+	if err := joiner.Do(Ctx(e.T), http.MethodPost, api.PathPrefix+"/join", server.JoinRequest{Host: name}, &jr); err != nil {
+		e.T.Fatalf("join %s: %v", name, err)
+	}
+	return e.ClientWithToken(jr.Token, "")
+}
+
+// Example returns a fresh example object of kind (see api.Examples), in
+// tenant for kinds that have one.
+func Example(kind, tenant string) api.Object {
+	obj := api.Examples()[kind]
+	k, _ := api.KindByName(kind)
+	if k.Scope == api.TenantScoped || (k.Scope == api.TenantOptional && tenant != "") {
+		obj.GetMetadata().Tenant = tenant
+	}
+	return obj
+}
+
+// Eventually retries fn until it returns nil or the timeout passes.
+func Eventually(t testing.TB, timeout time.Duration, fn func() error) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		err := fn()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("gave up after %s: %v", timeout, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// JSON renders v for failure messages.
+func JSON(v any) string {
+	b, _ := json.MarshalIndent(v, "", "  ")
+	return string(b)
+}
