@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"github.com/spf13/cobra"
@@ -96,7 +97,13 @@ func Main(args []string) int {
 func printError(w io.Writer, err error) {
 	var st *api.Status
 	if errors.As(err, &st) && len(st.Fields) > 0 {
-		fmt.Fprintf(w, "Error: %s is invalid:\n", objectFromMessage(st.Message))
+		// Keep the context a caller wrapped the error in ("lab.yaml
+		// (document 2): …").
+		prefix, _ := strings.CutSuffix(err.Error(), st.Message)
+		if prefix == err.Error() {
+			prefix = ""
+		}
+		fmt.Fprintf(w, "Error: %s%s is invalid:\n", prefix, objectFromMessage(st.Message))
 		for _, f := range st.Fields {
 			fmt.Fprintf(w, "  %s: %s\n", f.Field, f.Detail)
 		}

@@ -87,12 +87,20 @@ func (c *Client) Do(ctx context.Context, method, path string, body any, out any)
 	if err != nil {
 		return err
 	}
+	return decodeBody(resp, out)
+}
+
+// decodeBody decodes a JSON answer and reads the body to its end, which
+// lets the transport reuse the connection instead of paying for a new TLS
+// handshake on the next request.
+func decodeBody(resp *http.Response, out any) error {
 	defer resp.Body.Close()
-	if out == nil {
-		_, _ = io.Copy(io.Discard, resp.Body)
-		return nil
+	var err error
+	if out != nil {
+		err = json.NewDecoder(resp.Body).Decode(out)
 	}
-	return json.NewDecoder(resp.Body).Decode(out)
+	_, _ = io.Copy(io.Discard, resp.Body)
+	return err
 }
 
 func (c *Client) send(ctx context.Context, hc *http.Client, method, path, contentType string, body any) (*http.Response, error) {
@@ -271,9 +279,8 @@ func (c *Client) Patch(ctx context.Context, kind, tenant, name string, patch any
 	if err != nil {
 		return nil, err
 	}
-	defer resp.Body.Close()
 	out := k.New()
-	return out, json.NewDecoder(resp.Body).Decode(out)
+	return out, decodeBody(resp, out)
 }
 
 // Delete deletes an object. It returns the object as deleted, or as marked

@@ -271,11 +271,8 @@ func (s *Server) create(w http.ResponseWriter, r *http.Request, p *auth.Principa
 func (s *Server) admit(ctx context.Context, p *auth.Principal, obj, old api.Object) error {
 	m := obj.GetMetadata()
 	if m.Tenant != "" && old == nil {
-		if _, err := s.store.Get(ctx, s.tenantKind, "", m.Tenant); err != nil {
-			if api.IsNotFound(err) {
-				return api.NewInvalid(obj.GetTypeMeta().Kind, m.Name, api.FieldErrors{{Field: "metadata.tenant", Detail: "tenant " + strconvQuote(m.Tenant) + " does not exist"}})
-			}
-			return err
+		if _, ok := s.tenants.Lookup(ctx, m.Tenant); !ok {
+			return api.NewInvalid(obj.GetTypeMeta().Kind, m.Name, api.FieldErrors{{Field: "metadata.tenant", Detail: "tenant " + strconv.Quote(m.Tenant) + " does not exist"}})
 		}
 	}
 	for _, a := range s.admitters {
@@ -285,8 +282,6 @@ func (s *Server) admit(ctx context.Context, p *auth.Principal, obj, old api.Obje
 	}
 	return nil
 }
-
-func strconvQuote(s string) string { return strconv.Quote(s) }
 
 // precondition reads the resourceVersion a write is conditional on.
 func precondition(obj api.Object) (int64, error) {

@@ -74,6 +74,9 @@ type Server struct {
 	admitters  []Admitter
 	tenantKind *api.KindInfo
 	userKind   *api.KindInfo
+	// tenants mirrors Tenant objects so a create need not read etcd to
+	// learn that its tenant exists.
+	tenants *store.Mirror[struct{}]
 
 	bookmarkEvery time.Duration
 	listener      net.Listener
@@ -159,6 +162,8 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	s.authn = auth.NewAuthenticator(s.etcd, store.KindPrefix(uk))
 	runCtx, cancel := context.WithCancel(context.Background())
 	s.authn.Run(runCtx)
+	s.tenants = store.NewMirror(s.etcd, store.KindPrefix(tk), func([]byte) (struct{}, error) { return struct{}{}, nil })
+	go s.tenants.Run(runCtx)
 	s.internalToken = auth.NewSecret("internal")
 	s.authn.AddInternal(s.internalToken, &auth.Principal{Name: "system:controllers", Role: api.RoleClusterAdmin})
 	wctx, wcancel := context.WithTimeout(ctx, 30*time.Second)

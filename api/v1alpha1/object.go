@@ -8,6 +8,7 @@ import (
 	"reflect"
 	"sort"
 	"strings"
+	"sync"
 )
 
 // Decode reads one object from JSON. It reads the kind first, then decodes
@@ -141,7 +142,19 @@ func join(path, k string) string {
 }
 
 // jsonFields maps JSON names to field types, following embedded structs.
+// It is computed once per type: every request body goes through it.
 func jsonFields(t reflect.Type) map[string]reflect.Type {
+	if f, ok := fieldCache.Load(t); ok {
+		return f.(map[string]reflect.Type)
+	}
+	f := computeJSONFields(t)
+	fieldCache.Store(t, f)
+	return f
+}
+
+var fieldCache sync.Map // reflect.Type → map[string]reflect.Type
+
+func computeJSONFields(t reflect.Type) map[string]reflect.Type {
 	out := map[string]reflect.Type{}
 	for i := 0; i < t.NumField(); i++ {
 		f := t.Field(i)
@@ -159,7 +172,7 @@ func jsonFields(t reflect.Type) map[string]reflect.Type {
 				ft = ft.Elem()
 			}
 			if ft.Kind() == reflect.Struct {
-				for k, v := range jsonFields(ft) {
+				for k, v := range computeJSONFields(ft) {
 					out[k] = v
 				}
 				continue

@@ -9,12 +9,13 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	api "hearth.dev/hearth/api/v1alpha1"
+	"hearth.dev/hearth/server/store"
 )
 
 // Authenticator turns bearer tokens into Principals.
 type Authenticator struct {
-	tokens *Mirror[*TokenRecord]
-	users  *Mirror[*api.User]
+	tokens *store.Mirror[*TokenRecord]
+	users  *store.Mirror[*api.User]
 	// internal maps process-local secrets (the server's own controllers)
 	// to principals; they are never stored.
 	internal map[string]*Principal
@@ -25,11 +26,11 @@ type Authenticator struct {
 // is where User objects are stored.
 func NewAuthenticator(c *clientv3.Client, usersPrefix string) *Authenticator {
 	return &Authenticator{
-		tokens: NewMirror(c, TokenPrefix, func(b []byte) (*TokenRecord, error) {
+		tokens: store.NewMirror(c, TokenPrefix, func(b []byte) (*TokenRecord, error) {
 			var r TokenRecord
 			return &r, json.Unmarshal(b, &r)
 		}),
-		users: NewMirror(c, usersPrefix, func(b []byte) (*api.User, error) {
+		users: store.NewMirror(c, usersPrefix, func(b []byte) (*api.User, error) {
 			var u api.User
 			return &u, json.Unmarshal(b, &u)
 		}),

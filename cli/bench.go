@@ -1,0 +1,57 @@
+package cli
+
+import (
+	"os"
+	"runtime/pprof"
+	"strconv"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"hearth.dev/hearth/bench"
+)
+
+func init() { commands = append(commands, newBenchCmd) }
+
+func newBenchCmd(g *globals) *cobra.Command {
+	cmd := &cobra.Command{Use: "bench", Short: "Measure Hearth side by side with its peers on this machine"}
+	var cfg bench.APIConfig
+	var clients, cpuProfile string
+	api := &cobra.Command{
+		Use:   "api",
+		Short: "API create throughput and latency vs raw etcd puts, and watch delivery latency",
+		Long: `Starts a server with an embedded etcd in a temporary directory, then for
+each concurrency level measures creates through the HTTPS API and raw etcd
+puts of the same size against the same etcd, and finally the latency from a
+write to its watch event, through the API and through etcd directly.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			for _, c := range strings.Split(clients, ",") {
+				n, err := strconv.Atoi(strings.TrimSpace(c))
+				if err != nil || n < 1 {
+					return err
+				}
+				cfg.Clients = append(cfg.Clients, n)
+			}
+			if cpuProfile != "" {
+				f, err := os.Create(cpuProfile)
+				if err != nil {
+					return err
+				}
+				defer f.Close()
+				if err := pprof.StartCPUProfile(f); err != nil {
+					return err
+				}
+				defer pprof.StopCPUProfile()
+			}
+			return bench.RunAPI(cmd.Context(), cfg, g.out)
+		},
+	}
+	api.Flags().StringVar(&clients, "clients", "1,8,64", "concurrency levels, comma-separated")
+	api.Flags().IntVar(&cfg.Ops, "ops", 3000, "operations per row")
+	api.Flags().IntVar(&cfg.WatchOps, "watch-ops", 300, "writes to measure watch delivery on")
+	api.Flags().StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of the run to this file")
+	api.Flags().StringVar(&cfg.DataDir, "data-dir", "", "server data directory (default a temporary one)")
+	cmd.AddCommand(api)
+	return cmd
+}
