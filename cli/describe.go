@@ -9,7 +9,6 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -121,11 +120,13 @@ func sortEvents(evs []*api.Event) {
 	})
 }
 
+// labelWidth aligns describe's values: the longest label and two spaces.
+const labelWidth = len("Owner References:") + 2
+
 // describe writes one object for people.
 func describe(w io.Writer, k *api.KindInfo, obj api.Object, events []*api.Event, eventsErr error, now time.Time) {
 	m := obj.GetMetadata()
-	tw := tabwriter.NewWriter(w, 0, 8, 2, ' ', 0)
-	field := func(name, value string) { fmt.Fprintf(tw, "%s:\t%s\n", name, value) }
+	field := func(name, value string) { fmt.Fprintf(w, "%-*s%s\n", labelWidth, name+":", value) }
 	multi := func(name string, values []string) {
 		if len(values) == 0 {
 			field(name, "<none>")
@@ -135,7 +136,7 @@ func describe(w io.Writer, k *api.KindInfo, obj api.Object, events []*api.Event,
 			if i == 0 {
 				field(name, v)
 			} else {
-				fmt.Fprintf(tw, "\t%s\n", v)
+				field("", v)
 			}
 		}
 	}
@@ -185,12 +186,11 @@ func describe(w io.Writer, k *api.KindInfo, obj api.Object, events []*api.Event,
 		owners = append(owners, s)
 	}
 	multi("Owner References", owners)
-	_ = tw.Flush()
 
 	if spec := indentYAML(obj.SpecAny(), "  "); spec != "" {
 		fmt.Fprintf(w, "Spec:\n%s", spec)
 	} else {
-		fmt.Fprintln(w, "Spec:             <none>")
+		field("Spec", "<none>")
 	}
 
 	// Conditions get their own table; the rest of the status is YAML.
@@ -201,12 +201,12 @@ func describe(w io.Writer, k *api.KindInfo, obj api.Object, events []*api.Event,
 	if s := indentYAML(status, "  "); len(status) > 0 && s != "" {
 		fmt.Fprintf(w, "Status:\n%s", s)
 	} else {
-		fmt.Fprintln(w, "Status:           <none>")
+		field("Status", "<none>")
 	}
 
 	conds := obj.CommonStatus().Conditions
 	if len(conds) == 0 {
-		fmt.Fprintln(w, "Conditions:       <none>")
+		field("Conditions", "<none>")
 	} else {
 		rows := [][]string{{"TYPE", "STATUS", "REASON", "MESSAGE", "AGE"}}
 		for _, c := range conds {
@@ -218,9 +218,9 @@ func describe(w io.Writer, k *api.KindInfo, obj api.Object, events []*api.Event,
 
 	switch {
 	case eventsErr != nil:
-		fmt.Fprintf(w, "Events:           <cannot list: %v>\n", eventsErr)
+		field("Events", fmt.Sprintf("<cannot list: %v>", eventsErr))
 	case len(events) == 0:
-		fmt.Fprintln(w, "Events:           <none>")
+		field("Events", "<none>")
 	default:
 		rows := [][]string{{"TYPE", "REASON", "AGE", "FROM", "COUNT", "MESSAGE"}}
 		for _, ev := range events {

@@ -60,9 +60,9 @@ func testServer(t *testing.T) (adminConf string) {
 			ports[i] = fmt.Sprint(ln.Addr().(*net.TCPAddr).Port)
 			ln.Close()
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		defer cancel()
-		theServer, serverErr = server.Start(ctx, server.Config{
+		// The server runs until the context given to Start ends, so it
+		// gets one that lasts the whole run; Close stops it.
+		theServer, serverErr = server.Start(context.Background(), server.Config{
 			DataDir: serverDir,
 			Listen:  "127.0.0.1:0",
 			Etcd:    etcd.Config{ClientURL: "http://127.0.0.1:" + ports[0], PeerURL: "http://127.0.0.1:" + ports[1]},

@@ -57,7 +57,7 @@ func (s *Server) serveSpecial(w http.ResponseWriter, r *http.Request, p *auth.Pr
 		} else if r.Method == http.MethodPost {
 			err = s.issueToken(w, r, auth.TokenRecord{Kind: auth.JoinToken})
 		} else {
-			s.listTokens(w, func(t *auth.TokenRecord) bool { return t.Kind == auth.JoinToken })
+			err = s.listTokens(w, r.Context(), func(t *auth.TokenRecord) bool { return t.Kind == auth.JoinToken })
 		}
 	case len(segs) >= 3 && segs[0] == "users" && segs[2] == "tokens":
 		err = s.userTokens(w, r, p, segs[1], segs[3:])
@@ -89,8 +89,7 @@ func (s *Server) userTokens(w http.ResponseWriter, r *http.Request, p *auth.Prin
 	case len(rest) == 0 && r.Method == http.MethodPost:
 		return s.issueToken(w, r, auth.TokenRecord{Kind: auth.UserToken, User: user})
 	case len(rest) == 0 && r.Method == http.MethodGet:
-		s.listTokens(w, func(t *auth.TokenRecord) bool { return t.Kind == auth.UserToken && t.User == user })
-		return nil
+		return s.listTokens(w, r.Context(), func(t *auth.TokenRecord) bool { return t.Kind == auth.UserToken && t.User == user })
 	case len(rest) == 1 && r.Method == http.MethodDelete:
 		return s.revokeToken(w, r.Context(), func(t *auth.TokenRecord) bool {
 			return t.Kind == auth.UserToken && t.User == user && t.ID == rest[0]
@@ -139,29 +138,55 @@ func (s *Server) saveToken(ctx context.Context, rec auth.TokenRecord) (string, a
 	return secret, rec, nil
 }
 
-func (s *Server) listTokens(w http.ResponseWriter, match func(*auth.TokenRecord) bool) {
+// listTokens reads the token records from etcd itself, so a token issued a
+// moment ago is listed even before the in-memory mirror has it.
+func (s *Server) listTokens(w http.ResponseWriter, ctx context.Context, match func(*auth.TokenRecord) bool) error {
+	recs, err := s.tokenRecords(ctx)
+	if err != nil {
+		return err
+	}
 	out := []*auth.TokenRecord{}
-	for _, t := range s.authn.Tokens() {
-		if match(t) {
-			out = append(out, t)
+	for _, t := range recs {
+		if match(t.rec) {
+			out = append(out, t.rec)
 		}
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Created.Before(out[j].Created) })
 	writeJSON(w, http.StatusOK, map[string]any{"items": out})
+	return nil
+}
+
+type storedToken struct {
+	key string
+	rec *auth.TokenRecord
+}
+
+func (s *Server) tokenRecords(ctx context.Context) ([]storedToken, error) {
+	resp, err := s.etcd.Get(ctx, auth.TokenPrefix, clientv3.WithPrefix())
+	if err != nil {
+		return nil, api.NewUnavailable("etcd: %v", err)
+	}
+	out := make([]storedToken, 0, len(resp.Kvs))
+	for _, kv := range resp.Kvs {
+		var rec auth.TokenRecord
+		if json.Unmarshal(kv.Value, &rec) == nil {
+			out = append(out, storedToken{string(kv.Key), &rec})
+		}
+	}
+	return out, nil
 }
 
 func (s *Server) revokeToken(w http.ResponseWriter, ctx context.Context, match func(*auth.TokenRecord) bool) error {
-	resp, err := s.etcd.Get(ctx, auth.TokenPrefix, clientv3.WithPrefix())
+	recs, err := s.tokenRecords(ctx)
 	if err != nil {
-		return api.NewUnavailable("etcd: %v", err)
+		return err
 	}
-	for _, kv := range resp.Kvs {
-		var rec auth.TokenRecord
-		if json.Unmarshal(kv.Value, &rec) == nil && match(&rec) {
-			if _, err := s.etcd.Delete(ctx, string(kv.Key)); err != nil {
+	for _, t := range recs {
+		if match(t.rec) {
+			if _, err := s.etcd.Delete(ctx, t.key); err != nil {
 				return api.NewUnavailable("etcd: %v", err)
 			}
-			writeJSON(w, http.StatusOK, rec)
+			writeJSON(w, http.StatusOK, t.rec)
 			return nil
 		}
 	}

@@ -100,7 +100,10 @@ func (s *Server) watch(w http.ResponseWriter, r *http.Request, p *auth.Principal
 		prefix = store.KindPrefix(t.kind)
 	}
 	ctx := r.Context()
-	events, err := s.store.Watch(ctx, t.kind, prefix, from)
+	// The previous state matters only where an object can move in or out
+	// of what this watcher sees: selectors, and users changing tenant.
+	withPrev := len(f.labels) > 0 || r.URL.Query().Get("fieldSelector") != "" || t.kind == s.userKind
+	events, err := s.store.Watch(ctx, t.kind, prefix, from, withPrev)
 	if err != nil {
 		return err
 	}
@@ -147,6 +150,10 @@ func (s *Server) watch(w http.ResponseWriter, r *http.Request, p *auth.Principal
 		default:
 			lastRev = ev.Rev
 			now, before := visible(ev.Object), visible(ev.Prev)
+			if !withPrev && ev.Type == store.Modified {
+				// Nothing this watcher filters on can have changed.
+				before = now
+			}
 			switch {
 			case now && ev.Type == store.Modified && !before:
 				out = api.WatchEvent{Type: string(store.Added), Object: ev.Object}

@@ -88,10 +88,3 @@ func (a *Authenticator) Authenticate(ctx context.Context, header string) (*Princ
 	}
 	return &Principal{Name: u.Metadata.Name, Role: u.Spec.Role, Tenant: u.Spec.Tenant, Record: rec}, nil
 }
-
-// Tokens returns the records of every token, for listing.
-func (a *Authenticator) Tokens() []*TokenRecord {
-	var out []*TokenRecord
-	a.tokens.Each(func(_ string, r *TokenRecord) { out = append(out, r) })
-	return out
-}

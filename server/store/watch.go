@@ -35,10 +35,13 @@ type Event struct {
 }
 
 // Watch streams changes under prefix after revision from (0: from now).
+// withPrev also decodes each change's previous state into Event.Prev,
+// which costs a second decode per event; watchers need it only to tell
+// when an object stops matching a selector.
 // The channel closes when ctx ends or after an Error event. A revision
 // etcd has compacted gives a Gone error at once, so the caller can tell
 // the client to list again.
-func (s *Store) Watch(ctx context.Context, k *api.KindInfo, prefix string, from int64) (<-chan Event, error) {
+func (s *Store) Watch(ctx context.Context, k *api.KindInfo, prefix string, from int64, withPrev bool) (<-chan Event, error) {
 	if from > 0 {
 		// A read at the revision fails fast when it is compacted, before
 		// the caller has promised the client a stream.
@@ -85,7 +88,7 @@ func (s *Store) Watch(ctx context.Context, k *api.KindInfo, prefix string, from 
 				continue
 			}
 			for _, ev := range resp.Events {
-				e, err := translate(k, ev)
+				e, err := translate(k, ev, withPrev)
 				if err != nil {
 					send(Event{Type: Error, Err: err})
 					return
@@ -102,9 +105,10 @@ func (s *Store) Watch(ctx context.Context, k *api.KindInfo, prefix string, from 
 	return out, nil
 }
 
-func translate(k *api.KindInfo, ev *clientv3.Event) (Event, error) {
+func translate(k *api.KindInfo, ev *clientv3.Event, withPrev bool) (Event, error) {
 	e := Event{Rev: ev.Kv.ModRevision}
-	if ev.PrevKv != nil {
+	// A deletion's last state is its previous value, so it is always decoded.
+	if ev.PrevKv != nil && (withPrev || ev.Type == clientv3.EventTypeDelete) {
 		prev, err := decode(k, ev.PrevKv.Value, ev.PrevKv.ModRevision)
 		if err != nil {
 			return e, err
