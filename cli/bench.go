@@ -48,7 +48,8 @@ write to its watch event, through the API and through etcd directly.`,
 		},
 	}
 	api.Flags().StringVar(&clients, "clients", "1,8,64", "concurrency levels, comma-separated")
-	api.Flags().IntVar(&cfg.Ops, "ops", 3000, "operations per row")
+	api.Flags().IntVar(&cfg.Ops, "ops", 3000, "operations per round")
+	api.Flags().IntVar(&cfg.Rounds, "rounds", 3, "rounds per row, alternating raw and API; the median is reported")
 	api.Flags().IntVar(&cfg.WatchOps, "watch-ops", 300, "writes to measure watch delivery on")
 	api.Flags().StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of the run to this file")
 	api.Flags().StringVar(&cfg.DataDir, "data-dir", "", "server data directory (default a temporary one)")

@@ -1,7 +1,9 @@
 package store
 
 import (
+	"bytes"
 	"context"
+	"fmt"
 	"strconv"
 
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
@@ -30,18 +32,29 @@ type Event struct {
 	Type   EventType
 	Object api.Object
 	Prev   api.Object
-	Rev    int64
-	Err    error
+	// Raw is the object's stored JSON with its resourceVersion set, for
+	// watchers that pass objects on without looking inside (WatchRaw).
+	Raw []byte
+	Rev int64
+	Err error
+}
+
+// WatchOptions say how much of each change a watcher needs decoded.
+type WatchOptions struct {
+	// Prev decodes each change's previous state into Event.Prev, which
+	// costs a second decode per event; watchers need it only to tell when
+	// an object stops matching a selector.
+	Prev bool
+	// Raw skips decoding: events carry Raw instead of Object. A watcher
+	// that forwards every event unfiltered saves a decode and an encode.
+	Raw bool
 }
 
 // Watch streams changes under prefix after revision from (0: from now).
-// withPrev also decodes each change's previous state into Event.Prev,
-// which costs a second decode per event; watchers need it only to tell
-// when an object stops matching a selector.
 // The channel closes when ctx ends or after an Error event. A revision
 // etcd has compacted gives a Gone error at once, so the caller can tell
 // the client to list again.
-func (s *Store) Watch(ctx context.Context, k *api.KindInfo, prefix string, from int64, withPrev bool) (<-chan Event, error) {
+func (s *Store) Watch(ctx context.Context, k *api.KindInfo, prefix string, from int64, o WatchOptions) (<-chan Event, error) {
 	if from > 0 {
 		// A read at the revision fails fast when it is compacted, before
 		// the caller has promised the client a stream.
@@ -88,7 +101,7 @@ func (s *Store) Watch(ctx context.Context, k *api.KindInfo, prefix string, from 
 				continue
 			}
 			for _, ev := range resp.Events {
-				e, err := translate(k, ev, withPrev)
+				e, err := translate(k, ev, o)
 				if err != nil {
 					send(Event{Type: Error, Err: err})
 					return
@@ -105,33 +118,58 @@ func (s *Store) Watch(ctx context.Context, k *api.KindInfo, prefix string, from 
 	return out, nil
 }
 
-func translate(k *api.KindInfo, ev *clientv3.Event, withPrev bool) (Event, error) {
+func translate(k *api.KindInfo, ev *clientv3.Event, o WatchOptions) (Event, error) {
 	e := Event{Rev: ev.Kv.ModRevision}
-	// A deletion's last state is its previous value, so it is always decoded.
-	if ev.PrevKv != nil && (withPrev || ev.Type == clientv3.EventTypeDelete) {
-		prev, err := decode(k, ev.PrevKv.Value, ev.PrevKv.ModRevision)
-		if err != nil {
-			return e, err
-		}
-		e.Prev = prev
-	}
 	switch {
 	case ev.Type == clientv3.EventTypeDelete:
 		e.Type = Deleted
-		if e.Prev != nil {
-			e.Object = api.DeepCopy(e.Prev)
-			e.Object.GetMetadata().ResourceVersion = strconv.FormatInt(ev.Kv.ModRevision, 10)
-		} else {
-			// Without the previous value we still know which key went.
-			e.Object = k.New()
-		}
-		return e, nil
 	case ev.IsCreate():
 		e.Type = Added
 	default:
 		e.Type = Modified
 	}
-	obj, err := decode(k, ev.Kv.Value, ev.Kv.ModRevision)
+	// A deletion's last state is its previous value.
+	value := ev.Kv.Value
+	if e.Type == Deleted {
+		if ev.PrevKv == nil {
+			return e, fmt.Errorf("watch: deletion of %s without its last state", ev.Kv.Key)
+		}
+		value = ev.PrevKv.Value
+	}
+	if o.Raw {
+		e.Raw = WithResourceVersion(value, ev.Kv.ModRevision)
+		return e, nil
+	}
+	obj, err := decode(k, value, ev.Kv.ModRevision)
+	if err != nil {
+		return e, err
+	}
 	e.Object = obj
-	return e, err
+	if o.Prev && ev.PrevKv != nil && e.Type != Deleted {
+		if e.Prev, err = decode(k, ev.PrevKv.Value, ev.PrevKv.ModRevision); err != nil {
+			return e, err
+		}
+	}
+	return e, nil
+}
+
+// WithResourceVersion returns stored object JSON with its resourceVersion
+// set, without decoding it. Stored objects are written by encode, so they
+// begin with apiVersion and kind and then "metadata":{ with no
+// resourceVersion in it.
+func WithResourceVersion(stored []byte, rev int64) []byte {
+	const marker = `"metadata":{`
+	i := bytes.Index(stored, []byte(marker))
+	if i < 0 {
+		return stored
+	}
+	i += len(marker)
+	rv := `"resourceVersion":"` + strconv.FormatInt(rev, 10) + `"`
+	out := make([]byte, 0, len(stored)+len(rv)+1)
+	out = append(out, stored[:i]...)
+	out = append(out, rv...)
+	if stored[i] != '}' {
+		out = append(out, ',')
+	}
+	return append(out, stored[i:]...)
 }
