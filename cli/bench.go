@@ -51,6 +51,7 @@ write to its watch event, through the API and through etcd directly.`,
 	api.Flags().IntVar(&cfg.Ops, "ops", 3000, "operations per round")
 	api.Flags().IntVar(&cfg.Rounds, "rounds", 3, "rounds per row, alternating raw and API; the median is reported")
 	api.Flags().IntVar(&cfg.WatchOps, "watch-ops", 300, "writes to measure watch delivery on")
+	api.Flags().BoolVar(&cfg.NoControllers, "no-controllers", false, "run the API without its controllers, to show their share")
 	api.Flags().StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of the run to this file")
 	api.Flags().StringVar(&cfg.DataDir, "data-dir", "", "server data directory (default a temporary one)")
 	cmd.AddCommand(api)

@@ -42,6 +42,9 @@ func Decode(data []byte) (Object, error) {
 // DecodeInto decodes JSON strictly into obj: unknown fields and type
 // mismatches are FieldErrors with their paths.
 func DecodeInto(data []byte, obj any) error {
+	if decodeFast(data, obj) {
+		return nil
+	}
 	var raw any
 	if err := json.Unmarshal(data, &raw); err != nil {
 		return FieldErrors{{Field: "", Detail: "not valid JSON: " + err.Error()}}
@@ -60,6 +63,106 @@ func DecodeInto(data []byte, obj any) error {
 		return FieldErrors{{Field: "", Detail: err.Error()}}
 	}
 	return nil
+}
+
+// decodeFast decodes strictly in one pass when that is certain to agree
+// with the exact path below. encoding/json refuses unknown keys but
+// matches field names without regard to case, so the one pass is trusted
+// only if every key in the document is either a field name exactly or
+// like no field name in any case. Otherwise (or on any error) obj is
+// reset and the caller takes the slow path, which reports paths.
+func decodeFast(data []byte, obj any) bool {
+	v := reflect.ValueOf(obj)
+	if v.Kind() != reflect.Pointer || v.IsNil() {
+		return false
+	}
+	names := fieldNames(v.Type())
+	ok := true
+	scanKeys(data, func(key []byte) {
+		if canonical, found := names[strings.ToLower(string(key))]; found && canonical != string(key) {
+			ok = false
+		}
+	})
+	if ok {
+		dec := json.NewDecoder(bytes.NewReader(data))
+		dec.DisallowUnknownFields()
+		if dec.Decode(obj) == nil && !dec.More() {
+			return true
+		}
+	}
+	// Start the slow path from a clean object, keeping what New set.
+	keep := keepTypeMeta(obj)
+	v.Elem().Set(reflect.Zero(v.Elem().Type()))
+	keep()
+	return false
+}
+
+// keepTypeMeta remembers an object's apiVersion and kind, which its
+// constructor set, so they survive zeroing it; it returns the restorer.
+func keepTypeMeta(obj any) func() {
+	o, ok := obj.(Object)
+	if !ok {
+		return func() {}
+	}
+	tm := *o.GetTypeMeta()
+	return func() { *o.GetTypeMeta() = tm }
+}
+
+// fieldNames maps the lowercase form of every JSON field name reachable
+// from t to the name itself. Computed once per type.
+func fieldNames(t reflect.Type) map[string]string {
+	if n, ok := nameCache.Load(t); ok {
+		return n.(map[string]string)
+	}
+	out := map[string]string{}
+	seen := map[reflect.Type]bool{}
+	var walk func(reflect.Type)
+	walk = func(t reflect.Type) {
+		for t.Kind() == reflect.Pointer || t.Kind() == reflect.Slice || t.Kind() == reflect.Array || t.Kind() == reflect.Map {
+			t = t.Elem()
+		}
+		if t.Kind() != reflect.Struct || seen[t] {
+			return
+		}
+		seen[t] = true
+		for name, ft := range jsonFields(t) {
+			out[strings.ToLower(name)] = name
+			walk(ft)
+		}
+	}
+	walk(t)
+	nameCache.Store(t, out)
+	return out
+}
+
+var nameCache sync.Map // reflect.Type → map[string]string
+
+// scanKeys calls fn with every object key in a JSON document (escapes are
+// left as they are: such a key never equals a field name, and only
+// matters through the slow path). It does not validate the document.
+func scanKeys(data []byte, fn func([]byte)) {
+	for i := 0; i < len(data); i++ {
+		if data[i] != '"' {
+			continue
+		}
+		start := i + 1
+		for i++; i < len(data) && data[i] != '"'; i++ {
+			if data[i] == '\\' {
+				i++
+			}
+		}
+		if i >= len(data) {
+			return
+		}
+		end := i
+		j := i + 1
+		for j < len(data) && (data[j] == ' ' || data[j] == '\t' || data[j] == '\n' || data[j] == '\r') {
+			j++
+		}
+		if j < len(data) && data[j] == ':' {
+			fn(data[start:end])
+		}
+	}
 }
 
 func jsonTypeName(t reflect.Type) string {

@@ -6,6 +6,7 @@ package etcd
 import (
 	"context"
 	"fmt"
+	"net"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -79,6 +80,11 @@ func Start(ctx context.Context, cfg Config) (*Etcd, error) {
 	if err != nil {
 		return nil, fmt.Errorf("--etcd-peer-url: %w", err)
 	}
+	for _, u := range []*url.URL{clientURL, peerURL} {
+		if err := resolvePortZero(u); err != nil {
+			return nil, err
+		}
+	}
 	ec.ListenClientUrls = []url.URL{*clientURL}
 	ec.AdvertiseClientUrls = []url.URL{*clientURL}
 	ec.ListenPeerUrls = []url.URL{*peerURL}
@@ -123,6 +129,22 @@ func (e *Etcd) Close() {
 	if e.server != nil {
 		e.server.Close()
 	}
+}
+
+// resolvePortZero replaces port 0 with a port free right now, since etcd
+// advertises the URLs it listens on and cannot advertise port 0. It lets
+// several servers share a machine without anyone picking ports.
+func resolvePortZero(u *url.URL) error {
+	if u.Port() != "0" {
+		return nil
+	}
+	l, err := net.Listen("tcp", u.Host)
+	if err != nil {
+		return fmt.Errorf("finding a free port for %s: %w", u, err)
+	}
+	defer l.Close()
+	u.Host = l.Addr().String()
+	return nil
 }
 
 func or(s, def string) string {
