@@ -42,6 +42,10 @@ type HostStatus struct {
 	AgentVersion  string     `json:"agentVersion,omitempty"`
 	KernelVersion string     `json:"kernelVersion,omitempty"`
 	LastHeartbeat *time.Time `json:"lastHeartbeat,omitempty"`
+	// AgentURL is where the server reaches the agent (consoles, logs),
+	// and AgentCertSHA256 pins the agent's self-signed certificate.
+	AgentURL        string `json:"agentURL,omitempty"`
+	AgentCertSHA256 string `json:"agentCertSHA256,omitempty"`
 	// Allocated is what the VMs placed on the host ask for.
 	AllocatedCPUs   int   `json:"allocatedCPUs,omitempty"`
 	AllocatedMemory Bytes `json:"allocatedMemory,omitempty"`

@@ -98,7 +98,7 @@ func (s *ImageSpec) Validate(path string) FieldErrors {
 	case s.Source.URL == "" && !s.Source.Upload:
 		es.Add(sp+".url", "is required (or set upload: true and upload the image with `hearth image upload`)")
 	case s.Source.URL != "":
-		es = append(es, ValidateURL(sp+".url", s.Source.URL)...)
+		es = append(es, ValidateArtifactURL(sp+".url", s.Source.URL)...)
 	}
 	if s.Source.Checksum != "" {
 		es = append(es, ValidateChecksum(sp+".checksum", s.Source.Checksum)...)

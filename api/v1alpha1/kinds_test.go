@@ -264,10 +264,10 @@ func TestInvalidObjects(t *testing.T) {
 			"spec.variants.x86_64.initrds[1].url", "spec.variants.x86_64.kernel.checksum"}},
 		{name: "bad urls and templates", kind: "MachineProfile", edit: func(o Object) {
 			s := &o.(*MachineProfile).Spec
-			s.Kernel.URL = "file:///srv/linux"
+			s.Kernel.URL = "ftp://srv/linux"
 			s.Initrds[0].Checksum = "sha256:ABC"
 			s.Args = "console={{ .Console"
-		}, want: []string{"spec.args", "spec.initrds[0].checksum", "spec.kernel.url"}, detail: `"file:///srv/linux" is not an http or https URL`},
+		}, want: []string{"spec.args", "spec.initrds[0].checksum", "spec.kernel.url"}, detail: `"ftp://srv/linux" is not an http or https URL`},
 		{name: "bad files", kind: "MachineProfile", edit: func(o Object) {
 			s := &o.(*MachineProfile).Spec
 			s.Files = append(s.Files,

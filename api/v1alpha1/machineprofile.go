@@ -273,7 +273,7 @@ func (b *ProfileBoot) validate(path string) FieldErrors {
 }
 
 func (f *BootFile) validate(path string) FieldErrors {
-	es := ValidateURL(path+".url", f.URL)
+	es := ValidateArtifactURL(path+".url", f.URL)
 	if f.Checksum != "" {
 		es = append(es, ValidateChecksum(path+".checksum", f.Checksum)...)
 	}

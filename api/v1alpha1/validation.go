@@ -190,6 +190,21 @@ func ValidateURL(path, s string) FieldErrors {
 	return es
 }
 
+// ValidateArtifactURL checks where a kernel, initrd or image comes from:
+// an http or https URL, or file:///absolute/path for a file already on the
+// machine that uses it (a host for VMs and images, the boot service for
+// profiles), which is how a lab without a web server serves its own builds.
+func ValidateArtifactURL(path, s string) FieldErrors {
+	if u, err := url.Parse(s); err == nil && u.Scheme == "file" {
+		var es FieldErrors
+		if u.Host != "" || !strings.HasPrefix(u.Path, "/") {
+			es.Add(path, "%q must be file:///absolute/path", s)
+		}
+		return es
+	}
+	return ValidateURL(path, s)
+}
+
 var checksumRE = regexp.MustCompile(`^sha256:[0-9a-f]{64}$`)
 
 // ValidateChecksum checks a content checksum written as "sha256:" and 64

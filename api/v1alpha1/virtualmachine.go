@@ -137,6 +137,9 @@ type VirtualMachineStatus struct {
 	StartedAt  *time.Time          `json:"startedAt,omitempty"`
 	// RestartCount counts restarts by the restart policy.
 	RestartCount int `json:"restartCount,omitempty"`
+	// FirstOutputAt is when the guest first wrote to its serial console
+	// after the last start: proof it runs, not just that QEMU does.
+	FirstOutputAt *time.Time `json:"firstOutputAt,omitempty"`
 	// ConsoleLog is the path of the serial console log on the host.
 	ConsoleLog string `json:"consoleLog,omitempty"`
 }

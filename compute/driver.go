@@ -1,0 +1,117 @@
+// Package compute runs virtual machines on a host. The agent decides what
+// should run; a Driver makes one VM process exist, stop, pause or go away,
+// and finds it again after the agent restarts. The QEMU driver (qemu.go)
+// is the real one; tests of the agent's logic use a fake behind the same
+// interface.
+package compute
+
+import (
+	"context"
+	"time"
+)
+
+// Spec is everything needed to start one VM, already resolved to paths on
+// this host. The agent builds it from a VirtualMachine object.
+type Spec struct {
+	// ID identifies the VM for its whole life (the object's uid). The
+	// driver records it with the process so Lookup can find and verify it.
+	ID string
+	// Name is for people and logs: "tenant/name".
+	Name string
+	// Dir is the VM's runtime directory on the host (created by the agent):
+	// the driver keeps its pid file, QMP socket, console socket and
+	// console log there.
+	Dir       string
+	CPUs      int
+	MemoryMiB int64
+	// Firmware is "bios" (SeaBIOS) or "uefi" (OVMF).
+	Firmware string
+	// KVM uses hardware virtualisation; false runs under TCG.
+	KVM    bool
+	Boot   Boot
+	Disks  []Disk
+	NICs   []NIC
+	// Seed is the path of a NoCloud seed image (label "cidata"), attached
+	// read-only; "" for none.
+	Seed string
+}
+
+// Boot says how the VM boots.
+type Boot struct {
+	// From is "disk", "kernel" or "network".
+	From    string
+	Kernel  string // path, for From == "kernel"
+	Initrd  string // path, optional
+	Cmdline string
+}
+
+// Disk is one block device.
+type Disk struct {
+	Path      string
+	Format    string // "qcow2" or "raw"
+	ReadOnly  bool
+	BootIndex int // 0: not a boot device
+}
+
+// NIC is one network interface.
+type NIC struct {
+	// Tap is an existing tap device to attach to. Empty means no backend
+	// on the host (the NIC exists but is unplugged), which the agent uses
+	// until the VM's network is wired.
+	Tap       string
+	MAC       string
+	Model     string // "virtio-net-pci" by default
+	BootIndex int    // > 0 to PXE-boot from this NIC
+}
+
+// State is a VM's run state as the hypervisor sees it.
+type State string
+
+const (
+	Running State = "running"
+	Paused  State = "paused"
+	// Stopped: no process (never started, shut down, or crashed).
+	Stopped State = "stopped"
+)
+
+// Info describes a VM process.
+type Info struct {
+	PID       int
+	State     State
+	StartedAt time.Time
+	// Accelerator is "kvm" or "tcg".
+	Accelerator string
+}
+
+// Driver runs VMs. Every method is safe to call again after a failure or
+// a restart of the agent: the VM's directory and its process are the only
+// state, so a new Driver finds what an old one started.
+type Driver interface {
+	// Start launches the VM, detached from the agent so it outlives it,
+	// and returns once its control socket answers. Starting a VM that is
+	// already running is an error.
+	Start(ctx context.Context, spec Spec) (Info, error)
+	// Lookup finds the VM whose runtime directory is dir. ok is false when
+	// no process runs for it (or the process there is not the VM with id).
+	Lookup(ctx context.Context, id, dir string) (info Info, ok bool, err error)
+	// Shutdown asks the guest to power off (ACPI), waits up to timeout,
+	// then kills the process. It returns once the process is gone.
+	Shutdown(ctx context.Context, id, dir string, timeout time.Duration) error
+	// Kill stops the process at once.
+	Kill(ctx context.Context, id, dir string) error
+	// Pause and Resume freeze and thaw the VM's CPUs.
+	Pause(ctx context.Context, id, dir string) error
+	Resume(ctx context.Context, id, dir string) error
+	// Wait returns when the VM's process exits (or ctx ends), whoever
+	// started it.
+	Wait(ctx context.Context, id, dir string) error
+}
+
+// Runtime file names inside a VM's directory, shared by the driver, the
+// agent (which serves the console) and tests.
+const (
+	PIDFile       = "qemu.pid"
+	QMPSocket     = "qmp.sock"
+	ConsoleSocket = "console.sock"
+	ConsoleLog    = "console.log"
+)
