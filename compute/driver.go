@@ -27,10 +27,10 @@ type Spec struct {
 	// Firmware is "bios" (SeaBIOS) or "uefi" (OVMF).
 	Firmware string
 	// KVM uses hardware virtualisation; false runs under TCG.
-	KVM    bool
-	Boot   Boot
-	Disks  []Disk
-	NICs   []NIC
+	KVM   bool
+	Boot  Boot
+	Disks []Disk
+	NICs  []NIC
 	// Seed is the path of a NoCloud seed image (label "cidata"), attached
 	// read-only; "" for none.
 	Seed string
