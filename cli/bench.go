@@ -5,6 +5,7 @@ import (
 	"runtime/pprof"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -55,5 +56,33 @@ write to its watch event, through the API and through etcd directly.`,
 	api.Flags().StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of the run to this file")
 	api.Flags().StringVar(&cfg.DataDir, "data-dir", "", "server data directory (default a temporary one)")
 	cmd.AddCommand(api)
+
+	var vc bench.VMConfig
+	vms := &cobra.Command{
+		Use:   "vms",
+		Short: "Create→Running latency of VMs on a running cluster (the sandbox)",
+		Long: `Creates --count VMs at --rate per second through the API of the current
+context (run it against the sandbox), watches them until every guest has
+written to its console, and prints create→Running p50/p95 with the control
+plane's, the agent's and the guest's shares. The VMs are deleted afterwards.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			return bench.RunVMs(cmd.Context(), c, vc, g.out)
+		},
+	}
+	vf := vms.Flags()
+	vf.IntVar(&vc.Count, "count", 50, "VMs to create")
+	vf.Float64Var(&vc.Rate, "rate", 5, "creates per second")
+	vf.StringVar(&vc.Tenant, "bench-tenant", "bench", "tenant for the VMs (created if missing)")
+	vf.StringVar(&vc.Kernel, "kernel", "file:///var/lib/hearth-sandbox/testguest/vmlinuz", "guest kernel URL")
+	vf.StringVar(&vc.Initrd, "initrd", "file:///var/lib/hearth-sandbox/testguest/initrd.img", "guest initrd URL")
+	vc.Memory = 128 << 20
+	vf.DurationVar(&vc.Timeout, "timeout", 10*time.Minute, "give up after this long")
+	vf.BoolVar(&vc.Keep, "keep", false, "leave the VMs in place")
+	cmd.AddCommand(vms)
 	return cmd
 }

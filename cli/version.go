@@ -9,7 +9,7 @@ import (
 	"github.com/spf13/cobra"
 
 	api "hearth.dev/hearth/api/v1alpha1"
-	"hearth.dev/hearth/server"
+	"hearth.dev/hearth/version"
 )
 
 func init() { commands = append(commands, newVersionCmd) }
@@ -21,7 +21,7 @@ func newVersionCmd(g *globals) *cobra.Command {
 		Short: "Print the version of this binary and of the server",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			fmt.Fprintf(g.out, "Client Version: %s (API %s)\n", server.Version, api.APIVersion)
+			fmt.Fprintf(g.out, "Client Version: %s (API %s)\n", version.Version, api.APIVersion)
 			if clientOnly {
 				return nil
 			}

@@ -81,6 +81,10 @@ type Info struct {
 	StartedAt time.Time
 	// Accelerator is "kvm" or "tcg".
 	Accelerator string
+	// Status is the hypervisor's own word for the run state when it says
+	// more than State ("prelaunch", "internal-error", "guest-panicked",
+	// ...): worth showing a person next to a Paused VM.
+	Status string
 }
 
 // Driver runs VMs. Every method is safe to call again after a failure or

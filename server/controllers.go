@@ -16,5 +16,11 @@ func defaultControllers() []ControllerFunc {
 		func(ctx context.Context, c *client.Client, rec *client.Recorder) error {
 			return (&controllers.GarbageCollector{Client: c, Recorder: rec}).Run(ctx)
 		},
+		func(ctx context.Context, c *client.Client, rec *client.Recorder) error {
+			return (&controllers.Scheduler{Client: c, Recorder: rec}).Run(ctx)
+		},
+		func(ctx context.Context, c *client.Client, rec *client.Recorder) error {
+			return (&controllers.VMSets{Client: c, Recorder: rec}).Run(ctx)
+		},
 	}
 }

@@ -24,15 +24,17 @@ import (
 
 	api "hearth.dev/hearth/api/v1alpha1"
 	"hearth.dev/hearth/client"
+	"hearth.dev/hearth/server/admission"
 	"hearth.dev/hearth/server/auth"
 	"hearth.dev/hearth/server/etcd"
 	"hearth.dev/hearth/server/openapi"
 	"hearth.dev/hearth/server/pki"
 	"hearth.dev/hearth/server/store"
+	"hearth.dev/hearth/version"
 )
 
-// Version is the build's version, set by the linker.
-var Version = "dev"
+// Version is the build's version (see package version).
+var Version = version.Version
 
 // Config is everything `hearth server` takes.
 type Config struct {
@@ -139,6 +141,7 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	s.db, s.etcd = db, db.Client
 	s.store = store.New(s.etcd)
 	installHooks(s.store)
+	s.AddAdmitter(admission.NewQuota(s.store).Admit)
 	ok := false
 	defer func() {
 		if !ok {

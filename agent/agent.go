@@ -1,0 +1,362 @@
+// Package agent is the node agent: one per host. It joins the cluster,
+// registers its Host, keeps a lease, and converges the host to what the API
+// says is placed on it (VMs and their disks). It never takes orders: it
+// watches, compares and writes status.
+package agent
+
+import (
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"hearth.dev/hearth/agent/console"
+	api "hearth.dev/hearth/api/v1alpha1"
+	"hearth.dev/hearth/client"
+	"hearth.dev/hearth/compute"
+	"hearth.dev/hearth/storage"
+	"hearth.dev/hearth/version"
+)
+
+// Config is what `hearth agent` takes.
+type Config struct {
+	// Server is the API's URL.
+	Server string
+	// JoinToken registers the host the first time; afterwards the host's
+	// own credential in DataDir is used.
+	JoinToken string
+	// CAFile is the cluster CA (the server's DATA-DIR/ca.crt), which the
+	// first connection must trust before it has a credential.
+	CAFile string
+	// Name of the Host (default the machine's hostname).
+	Name string
+	// DataDir holds the credential, VM directories and the image cache.
+	DataDir string
+	// Address is the host's underlay IP: other hosts' tunnels and the
+	// server's console connections reach it there.
+	Address string
+	Site    string
+	Labels  map[string]string
+	// Listen is the agent's HTTPS address for consoles (default
+	// ADDRESS:9443).
+	Listen string
+	// Driver runs VMs (default QEMU).
+	Driver compute.Driver
+	// ShutdownTimeout is how long a guest gets to power off (ACPI) before
+	// it is killed.
+	ShutdownTimeout time.Duration
+	// Resync is how often every VM is compared again even without changes.
+	Resync time.Duration
+}
+
+// credentials are what joining gave this host, kept in DATA-DIR.
+type credentials struct {
+	Server string `json:"server"`
+	Token  string `json:"token"`
+	CA     string `json:"ca"`
+}
+
+// Agent is a running node agent.
+type Agent struct {
+	cfg    Config
+	c      *client.Client
+	rec    *client.Recorder
+	ca     []byte
+	kvm    bool
+	kvmWhy string
+	images *storage.ImageCache
+	vms    *vmController
+	certFP string
+}
+
+// Run joins (if needed), registers the host and runs until ctx ends.
+func Run(ctx context.Context, cfg Config) error {
+	if cfg.Name == "" {
+		h, err := os.Hostname()
+		if err != nil {
+			return err
+		}
+		cfg.Name = strings.ToLower(strings.Split(h, ".")[0])
+	}
+	if es := api.ValidateName("--name", cfg.Name); len(es) > 0 {
+		return es
+	}
+	if cfg.DataDir == "" {
+		cfg.DataDir = "/var/lib/hearth-agent"
+	}
+	if cfg.ShutdownTimeout == 0 {
+		cfg.ShutdownTimeout = 60 * time.Second
+	}
+	if cfg.Resync == 0 {
+		cfg.Resync = 30 * time.Second
+	}
+	if cfg.Listen == "" {
+		host := cfg.Address
+		if host == "" {
+			host = "127.0.0.1"
+		}
+		cfg.Listen = net.JoinHostPort(host, "9443")
+	}
+	if err := os.MkdirAll(filepath.Join(cfg.DataDir, "vms"), 0o700); err != nil {
+		return err
+	}
+	creds, err := loadOrJoin(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	c, err := client.New(&client.Context{Name: "agent", Server: creds.Server, CertificateAuthority: creds.CA, Token: creds.Token})
+	if err != nil {
+		return err
+	}
+	a := &Agent{cfg: cfg, c: c, ca: []byte(creds.CA), rec: client.NewRecorder(c, "host/"+cfg.Name),
+		images: &storage.ImageCache{Dir: filepath.Join(cfg.DataDir, "images")}}
+	if cfg.Driver == nil {
+		cfg.Driver = compute.NewQEMU(compute.QEMUOptions{})
+		a.cfg.Driver = cfg.Driver
+	}
+	a.kvm, a.kvmWhy = compute.DetectKVM(ctx)
+	slog.Info("agent starting", "host", cfg.Name, "server", creds.Server, "kvm", a.kvm, "kvmReason", a.kvmWhy)
+
+	listener, err := a.startConsole(ctx)
+	if err != nil {
+		return err
+	}
+	defer listener.Close()
+	if err := a.register(ctx); err != nil {
+		return err
+	}
+	a.vms = newVMController(a)
+	errc := make(chan error, 2)
+	go func() { errc <- a.heartbeat(ctx) }()
+	go func() { errc <- a.vms.run(ctx) }()
+	select {
+	case <-ctx.Done():
+		return nil
+	case err := <-errc:
+		return err
+	}
+}
+
+// loadOrJoin returns the host's credential, joining with the join token
+// the first time.
+func loadOrJoin(ctx context.Context, cfg Config) (*credentials, error) {
+	path := filepath.Join(cfg.DataDir, "credentials.json")
+	if data, err := os.ReadFile(path); err == nil {
+		var c credentials
+		if err := json.Unmarshal(data, &c); err != nil {
+			return nil, fmt.Errorf("%s: %w", path, err)
+		}
+		return &c, nil
+	}
+	if cfg.JoinToken == "" || cfg.Server == "" {
+		return nil, fmt.Errorf("this host has not joined yet: give --server and --join-token (from `hearth token create --join`)")
+	}
+	caPEM := ""
+	if cfg.CAFile != "" {
+		data, err := os.ReadFile(cfg.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("--ca-file: %w", err)
+		}
+		caPEM = string(data)
+	}
+	joiner, err := client.New(&client.Context{Name: "join", Server: cfg.Server, CertificateAuthority: caPEM, Token: cfg.JoinToken})
+	if err != nil {
+		return nil, err
+	}
+	var resp struct {
+		Token  string            `json:"token"`
+		CA     string            `json:"ca"`
+		Site   string            `json:"site"`
+		Labels map[string]string `json:"labels"`
+	}
+	// The server may still be starting (the sandbox starts both at once).
+	for attempt := 0; ; attempt++ {
+		err = joiner.Do(ctx, http.MethodPost, api.PathPrefix+"/join", map[string]string{"host": cfg.Name}, &resp)
+		if err == nil || attempt >= 30 || api.ReasonOf(err) == api.ReasonUnauthorized || api.ReasonOf(err) == api.ReasonForbidden {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(time.Second):
+		}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("joining %s as %s: %w", cfg.Server, cfg.Name, err)
+	}
+	c := &credentials{Server: cfg.Server, Token: resp.Token, CA: resp.CA}
+	data, _ := json.MarshalIndent(c, "", "  ")
+	if err := os.WriteFile(path+".tmp", data, 0o600); err != nil {
+		return nil, err
+	}
+	return c, os.Rename(path+".tmp", path)
+}
+
+// register creates the Host if it does not exist. An existing Host's spec
+// is the administrator's: the agent only reports status.
+func (a *Agent) register(ctx context.Context) error {
+	_, err := a.c.Get(ctx, "Host", "", a.cfg.Name)
+	if err == nil {
+		return nil
+	}
+	if !api.IsNotFound(err) {
+		return fmt.Errorf("reading Host %s: %w", a.cfg.Name, err)
+	}
+	h := &api.Host{TypeMeta: api.TypeMeta{APIVersion: api.APIVersion, Kind: "Host"},
+		Metadata: api.ObjectMeta{Name: a.cfg.Name, Labels: a.cfg.Labels},
+		Spec:     api.HostSpec{Site: a.cfg.Site, Address: a.cfg.Address}}
+	if _, err := a.c.Create(ctx, h); err != nil && !api.IsAlreadyExists(err) {
+		return fmt.Errorf("registering Host %s: %w", a.cfg.Name, err)
+	}
+	return nil
+}
+
+// facts are what the agent reports about the machine.
+func (a *Agent) facts() map[string]any {
+	var u unix.Utsname
+	_ = unix.Uname(&u)
+	var st unix.Statfs_t
+	var disk int64
+	if unix.Statfs(a.cfg.DataDir, &st) == nil {
+		disk = int64(st.Blocks) * st.Bsize
+	}
+	accel := "tcg"
+	if a.kvm {
+		accel = "kvm"
+	}
+	return map[string]any{
+		"cpus":            runtime.NumCPU(),
+		"memory":          memTotal(),
+		"disk":            disk,
+		"architecture":    archName(runtime.GOARCH),
+		"kvm":             a.kvm,
+		"kernelVersion":   unix.ByteSliceToString(u.Release[:]),
+		"agentVersion":    version.Version,
+		"agentURL":        "https://" + a.cfg.Listen,
+		"agentCertSHA256": a.certFP,
+		"accelerator":     accel,
+	}
+}
+
+func archName(goarch string) string {
+	switch goarch {
+	case "amd64":
+		return "x86_64"
+	default:
+		return goarch
+	}
+}
+
+func memTotal() int64 {
+	data, err := os.ReadFile("/proc/meminfo")
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if f := strings.Fields(line); len(f) >= 2 && f[0] == "MemTotal:" {
+			var kb int64
+			fmt.Sscan(f[1], &kb)
+			return kb << 10
+		}
+	}
+	return 0
+}
+
+// heartbeat renews the host's lease by writing status.lastHeartbeat,
+// with the machine's facts on the first beat and whenever a beat failed.
+func (a *Agent) heartbeat(ctx context.Context) error {
+	full := true
+	for {
+		lease := time.Duration(api.DefaultHostLeaseSeconds) * time.Second
+		if h, err := a.c.Get(ctx, "Host", "", a.cfg.Name); err == nil {
+			lease = time.Duration(h.(*api.Host).Spec.LeaseSeconds) * time.Second
+			if h.CommonStatus().Phase != api.HostReady {
+				full = true
+			}
+		} else if api.IsNotFound(err) {
+			// Deleted by an administrator: register again.
+			if err := a.register(ctx); err != nil {
+				slog.Warn("re-registering host", "err", err)
+			}
+			full = true
+		}
+		now := time.Now().UTC()
+		st := map[string]any{"phase": api.HostReady, "lastHeartbeat": now}
+		if full {
+			for k, v := range a.facts() {
+				if k != "accelerator" {
+					st[k] = v
+				}
+			}
+			st["conditions"] = []api.Condition{{Type: "Ready", Status: api.ConditionTrue, Reason: "AgentHeartbeat",
+				Message: "the agent is renewing its lease", LastTransitionTime: &now}}
+		}
+		if _, err := a.c.Patch(ctx, "Host", "", a.cfg.Name, map[string]any{"status": st}, true); err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			slog.Warn("heartbeat failed", "err", err)
+			full = true
+		} else {
+			full = false
+		}
+		every := max(lease/4, time.Second)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(every):
+		}
+	}
+}
+
+// startConsole serves VM consoles and logs to the server over mutual TLS.
+func (a *Agent) startConsole(ctx context.Context) (net.Listener, error) {
+	host, _, _ := net.SplitHostPort(a.cfg.Listen)
+	cert, fp, err := console.LoadOrCreateCert(a.cfg.DataDir, []string{host})
+	if err != nil {
+		return nil, err
+	}
+	a.certFP = fp
+	tlsConf, err := console.ServerTLS(cert, a.ca)
+	if err != nil {
+		return nil, err
+	}
+	ln, err := net.Listen("tcp", a.cfg.Listen)
+	if err != nil {
+		return nil, fmt.Errorf("--listen %s: %w", a.cfg.Listen, err)
+	}
+	srv := &http.Server{Handler: console.Handler(a.vmDir), ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		if err := srv.Serve(tls.NewListener(ln, tlsConf)); err != nil && !errors.Is(err, http.ErrServerClosed) && ctx.Err() == nil {
+			slog.Error("console listener stopped", "err", err)
+		}
+	}()
+	go func() {
+		<-ctx.Done()
+		srv.Close()
+	}()
+	return ln, nil
+}
+
+// vmDir is where the VM with uid keeps its runtime files.
+func (a *Agent) vmDir(uid string) (string, bool) {
+	if uid == "" || strings.ContainsAny(uid, "/.") {
+		return "", false
+	}
+	dir := filepath.Join(a.cfg.DataDir, "vms", uid)
+	if _, err := os.Stat(dir); err != nil {
+		return "", false
+	}
+	return dir, true
+}

@@ -1,0 +1,286 @@
+package agent_test
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"hearth.dev/hearth/agent"
+	api "hearth.dev/hearth/api/v1alpha1"
+	"hearth.dev/hearth/client"
+	"hearth.dev/hearth/compute"
+	"hearth.dev/hearth/server"
+	"hearth.dev/hearth/server/servertest"
+	"hearth.dev/hearth/testguest"
+)
+
+const testKey = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIIcCK0mzKXM8xFOUST82s2fipGzyqvJ2kSYsHaThbzek tester@hearth"
+
+// lab is a server, one agent and the test guest.
+type lab struct {
+	env     *servertest.Env
+	guest   testguest.Guest
+	dataDir string
+	join    string
+	stop    context.CancelFunc
+	done    chan error
+}
+
+func needQEMU(t *testing.T) {
+	t.Helper()
+	if _, err := exec.LookPath("qemu-system-x86_64"); err != nil {
+		t.Skip("qemu-system-x86_64 is not installed (apt-get install qemu-system-x86); .ci/run installs it")
+	}
+	if os.Geteuid() != 0 {
+		t.Skip("the agent tests run VMs and need root; CI runs them as root")
+	}
+}
+
+func newLab(t *testing.T) *lab {
+	needQEMU(t)
+	ctx := servertest.Ctx(t)
+	guest, err := testguest.Build(ctx, "")
+	if err != nil {
+		t.Fatalf("building the test guest: %v", err)
+	}
+	env := servertest.Start(t)
+	env.Tenant("lab")
+	var jt server.TokenResponse
+	if err := env.Admin.Do(ctx, http.MethodPost, api.PathPrefix+"/jointokens", map[string]string{"ttl": "1h"}, &jt); err != nil {
+		t.Fatal(err)
+	}
+	key := &api.SSHKey{TypeMeta: api.TypeMeta{APIVersion: api.APIVersion, Kind: "SSHKey"},
+		Metadata: api.ObjectMeta{Name: "tester", Tenant: "lab"}, Spec: api.SSHKeySpec{PublicKey: testKey}}
+	if _, err := env.Admin.Create(ctx, key); err != nil {
+		t.Fatal(err)
+	}
+	l := &lab{env: env, guest: guest, dataDir: t.TempDir(), join: jt.Token}
+	l.startAgent(t)
+	t.Cleanup(func() {
+		l.stopAgent()
+		killVMs(l.dataDir)
+	})
+	servertest.Eventually(t, 30*time.Second, func() error {
+		h, err := env.Admin.Get(ctx, "Host", "", "h1")
+		if err != nil {
+			return err
+		}
+		if h.CommonStatus().Phase != api.HostReady {
+			return fmt.Errorf("host is %q", h.CommonStatus().Phase)
+		}
+		return nil
+	})
+	return l
+}
+
+func (l *lab) startAgent(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	l.stop, l.done = cancel, make(chan error, 1)
+	cfg := agent.Config{Server: l.env.Server.URL(), JoinToken: l.join, CAFile: filepath.Join(l.env.DataDir, "ca.crt"),
+		Name: "h1", DataDir: l.dataDir, Address: "127.0.0.1", Listen: fmt.Sprintf("127.0.0.1:%d", servertest.FreePort(t)),
+		ShutdownTimeout: 5 * time.Second, Resync: 2 * time.Second}
+	go func() { l.done <- agent.Run(ctx, cfg) }()
+}
+
+func (l *lab) stopAgent() {
+	if l.stop != nil {
+		l.stop()
+		<-l.done
+		l.stop = nil
+	}
+}
+
+// killVMs kills any QEMU left under dir, so a failed test leaves nothing.
+func killVMs(dir string) {
+	pids, _ := filepath.Glob(filepath.Join(dir, "vms", "*", compute.PIDFile))
+	for _, p := range pids {
+		data, _ := os.ReadFile(p)
+		var pid int
+		fmt.Sscan(string(data), &pid)
+		if pid > 0 {
+			syscall.Kill(pid, syscall.SIGKILL)
+		}
+	}
+}
+
+func (l *lab) vm(name string) *api.VirtualMachine {
+	vm := &api.VirtualMachine{TypeMeta: api.TypeMeta{APIVersion: api.APIVersion, Kind: "VirtualMachine"},
+		Metadata: api.ObjectMeta{Name: name, Tenant: "lab"},
+		Spec: api.VirtualMachineSpec{Host: "h1", CPUs: 1, Memory: 256 << 20,
+			Boot: api.VMBoot{From: api.BootFromKernel, Kernel: &api.BootFile{URL: "file://" + l.guest.Kernel},
+				Initrd: &api.BootFile{URL: "file://" + l.guest.Initrd}, Cmdline: "console=ttyS0 panic=-1"}}}
+	return vm
+}
+
+func (l *lab) get(t *testing.T, name string) *api.VirtualMachine {
+	t.Helper()
+	o, err := l.env.Admin.Get(servertest.Ctx(t), "VirtualMachine", "lab", name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return o.(*api.VirtualMachine)
+}
+
+// waitConsole waits until the VM's console log contains every want.
+func (l *lab) waitConsole(t *testing.T, name string, want ...string) string {
+	t.Helper()
+	var log string
+	servertest.Eventually(t, 120*time.Second, func() error {
+		vm := l.get(t, name)
+		if vm.Status.ConsoleLog == "" {
+			return fmt.Errorf("no console log yet (phase %q, conditions %+v)", vm.Status.Phase, vm.Status.Conditions)
+		}
+		data, _ := os.ReadFile(vm.Status.ConsoleLog)
+		log = string(data)
+		for _, w := range want {
+			if !strings.Contains(log, w) {
+				return fmt.Errorf("console lacks %q so far:\n%s", w, tail(log))
+			}
+		}
+		return nil
+	})
+	return log
+}
+
+func tail(s string) string {
+	if len(s) > 1500 {
+		return s[len(s)-1500:]
+	}
+	return s
+}
+
+func (l *lab) waitPhase(t *testing.T, name, phase string) *api.VirtualMachine {
+	t.Helper()
+	var vm *api.VirtualMachine
+	servertest.Eventually(t, 120*time.Second, func() error {
+		vm = l.get(t, name)
+		if vm.Status.Phase != phase {
+			return fmt.Errorf("phase %q, want %q (conditions %+v)", vm.Status.Phase, phase, vm.Status.Conditions)
+		}
+		return nil
+	})
+	return vm
+}
+
+func alive(pid int) bool { return pid > 0 && syscall.Kill(pid, 0) == nil }
+
+// TestVMLifecycle: a VM boots with its seed (hostname, SSH key on the
+// console), stops, starts, and on deletion leaves no process or file.
+func TestVMLifecycle(t *testing.T) {
+	l := newLab(t)
+	ctx := servertest.Ctx(t)
+	if _, err := l.env.Admin.Create(ctx, l.vm("vm1")); err != nil {
+		t.Fatal(err)
+	}
+	// The guest prints the key without its comment.
+	keyOnly := strings.Join(strings.Fields(testKey)[:2], " ")
+	l.waitConsole(t, "vm1", testguest.Marker+" hostname=vm1", testguest.Marker+" ssh-key="+keyOnly)
+	vm := l.waitPhase(t, "vm1", api.VMRunning)
+	if vm.Status.FirstOutputAt == nil || vm.Status.StartedAt == nil || !alive(vm.Status.PID) {
+		t.Fatalf("running VM status incomplete: %+v", vm.Status)
+	}
+	firstPID, dir := vm.Status.PID, filepath.Dir(vm.Status.ConsoleLog)
+
+	if _, err := l.env.Admin.Patch(ctx, "VirtualMachine", "lab", "vm1", map[string]any{"spec": map[string]any{"powerState": "Stopped"}}, false); err != nil {
+		t.Fatal(err)
+	}
+	l.waitPhase(t, "vm1", api.VMStopped)
+	if alive(firstPID) {
+		t.Fatalf("QEMU %d still runs after Stopped", firstPID)
+	}
+	if _, err := l.env.Admin.Patch(ctx, "VirtualMachine", "lab", "vm1", map[string]any{"spec": map[string]any{"powerState": "Running"}}, false); err != nil {
+		t.Fatal(err)
+	}
+	vm = l.waitPhase(t, "vm1", api.VMRunning)
+	if vm.Status.PID == firstPID || !alive(vm.Status.PID) {
+		t.Fatalf("after start: pid %d (was %d)", vm.Status.PID, firstPID)
+	}
+	pid := vm.Status.PID
+	if _, err := l.env.Admin.Delete(ctx, "VirtualMachine", "lab", "vm1"); err != nil {
+		t.Fatal(err)
+	}
+	servertest.Eventually(t, 30*time.Second, func() error {
+		if alive(pid) {
+			return fmt.Errorf("QEMU %d still runs after delete", pid)
+		}
+		if _, err := os.Stat(dir); err == nil {
+			return fmt.Errorf("VM directory %s still there", dir)
+		}
+		return nil
+	})
+}
+
+// TestAgentRestartAdopts: killing the agent leaves the VM running; the new
+// agent adopts the same process without restarting it.
+func TestAgentRestartAdopts(t *testing.T) {
+	l := newLab(t)
+	ctx := servertest.Ctx(t)
+	if _, err := l.env.Admin.Create(ctx, l.vm("vm2")); err != nil {
+		t.Fatal(err)
+	}
+	vm := l.waitPhase(t, "vm2", api.VMRunning)
+	pid := vm.Status.PID
+	l.stopAgent()
+	time.Sleep(time.Second)
+	if !alive(pid) {
+		t.Fatalf("the VM died with its agent")
+	}
+	l.startAgent(t)
+	// Give the new agent a few reconciles, then check nothing restarted.
+	time.Sleep(5 * time.Second)
+	vm = l.waitPhase(t, "vm2", api.VMRunning)
+	if vm.Status.PID != pid || vm.Status.RestartCount != 0 {
+		t.Fatalf("after the agent restart: pid %d (was %d), restarts %d", vm.Status.PID, pid, vm.Status.RestartCount)
+	}
+	evs, _, _ := l.env.Admin.List(ctx, "Event", "lab", client.ListOptions{FieldSelector: "involvedObject.name=vm2"})
+	started := 0
+	for _, e := range evs {
+		if e.(*api.Event).Spec.Reason == "Started" {
+			started += e.(*api.Event).Spec.Count
+		}
+	}
+	if started != 1 {
+		t.Fatalf("VM started %d times, want once", started)
+	}
+}
+
+// TestQEMUKilledIsRestarted: a VM whose QEMU dies is restarted per its
+// restart policy, and an event says so.
+func TestQEMUKilledIsRestarted(t *testing.T) {
+	l := newLab(t)
+	ctx := servertest.Ctx(t)
+	if _, err := l.env.Admin.Create(ctx, l.vm("vm3")); err != nil {
+		t.Fatal(err)
+	}
+	vm := l.waitPhase(t, "vm3", api.VMRunning)
+	pid := vm.Status.PID
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	servertest.Eventually(t, 120*time.Second, func() error {
+		vm = l.get(t, "vm3")
+		if vm.Status.RestartCount != 1 || vm.Status.PID == pid || !alive(vm.Status.PID) || vm.Status.Phase != api.VMRunning {
+			return fmt.Errorf("restarts %d, pid %d (killed %d), phase %s", vm.Status.RestartCount, vm.Status.PID, pid, vm.Status.Phase)
+		}
+		return nil
+	})
+	servertest.Eventually(t, 10*time.Second, func() error {
+		evs, _, err := l.env.Admin.List(ctx, "Event", "lab", client.ListOptions{FieldSelector: "involvedObject.name=vm3"})
+		if err != nil {
+			return err
+		}
+		for _, e := range evs {
+			if e.(*api.Event).Spec.Reason == "Restarted" {
+				return nil
+			}
+		}
+		return fmt.Errorf("no Restarted event among %d", len(evs))
+	})
+}

@@ -1,0 +1,185 @@
+package agent
+
+import (
+	"context"
+	"crypto/sha256"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+
+	api "hearth.dev/hearth/api/v1alpha1"
+	"hearth.dev/hearth/client"
+	"hearth.dev/hearth/cloudinit"
+	"hearth.dev/hearth/compute"
+	"hearth.dev/hearth/storage"
+)
+
+// prepare resolves a VirtualMachine into a compute.Spec with everything on
+// this host: images downloaded and verified, disks cloned from them, the
+// kernel and initrd fetched, and the NoCloud seed written. Every step is
+// idempotent, so a retry after a failure picks up where it stopped.
+func (a *Agent) prepare(ctx context.Context, vm *api.VirtualMachine, dir string) (compute.Spec, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return compute.Spec{}, err
+	}
+	m := vm.Metadata
+	spec := compute.Spec{
+		ID:        m.UID,
+		Name:      m.Tenant + "/" + m.Name,
+		Dir:       dir,
+		CPUs:      vm.Spec.CPUs,
+		MemoryMiB: int64(vm.Spec.Memory >> 20),
+		Firmware:  vm.Spec.Firmware,
+		KVM:       a.kvm,
+		Boot:      compute.Boot{From: bootFrom(vm), Cmdline: vm.Spec.Boot.Cmdline},
+	}
+	if spec.Boot.From == api.BootFromKernel {
+		k, err := a.fetch(ctx, vm.Spec.Boot.Kernel, "spec.boot.kernel")
+		if err != nil {
+			return spec, err
+		}
+		spec.Boot.Kernel = k
+		if vm.Spec.Boot.Initrd != nil {
+			if spec.Boot.Initrd, err = a.fetch(ctx, vm.Spec.Boot.Initrd, "spec.boot.initrd"); err != nil {
+				return spec, err
+			}
+		}
+	}
+	for i, d := range vm.Spec.Disks {
+		disk, err := a.prepareDisk(ctx, vm, dir, i, d)
+		if err != nil {
+			return spec, err
+		}
+		spec.Disks = append(spec.Disks, disk)
+	}
+	for i, n := range vm.Spec.NICs {
+		mac := n.MAC
+		if mac == "" {
+			mac = stableMAC(m.UID, i)
+		}
+		boot := 0
+		if spec.Boot.From == api.BootFromNetwork && i == 0 {
+			boot = 1
+		}
+		spec.NICs = append(spec.NICs, compute.NIC{MAC: mac, Model: n.Model, BootIndex: boot})
+	}
+	if !vm.Spec.CloudInit.Disabled {
+		keys, err := a.sshKeys(ctx, vm)
+		if err != nil {
+			return spec, err
+		}
+		seed := cloudinit.Seed{InstanceID: m.UID, Hostname: m.Name, SSHKeys: keys,
+			UserData: vm.Spec.CloudInit.UserData, NetworkConfig: vm.Spec.CloudInit.NetworkConfig}
+		spec.Seed = filepath.Join(dir, "seed.iso")
+		if err := seed.WriteISO(spec.Seed); err != nil {
+			return spec, fmt.Errorf("writing the cloud-init seed: %w", err)
+		}
+	}
+	return spec, nil
+}
+
+func bootFrom(vm *api.VirtualMachine) string {
+	if vm.Spec.Boot.From == "" {
+		return api.BootFromDisk
+	}
+	return vm.Spec.Boot.From
+}
+
+// fetch returns a local path for a kernel or initrd.
+func (a *Agent) fetch(ctx context.Context, f *api.BootFile, field string) (string, error) {
+	if f == nil {
+		return "", fmt.Errorf("%s is not set", field)
+	}
+	path, _, err := a.images.Ensure(ctx, f.URL, f.Checksum, nil)
+	if err != nil {
+		return "", fmt.Errorf("%s %s: %w", field, f.URL, err)
+	}
+	return path, nil
+}
+
+// prepareDisk makes disk i: a thin clone of an image in the VM's own
+// directory (it goes with the VM), or a named Volume on this host.
+func (a *Agent) prepareDisk(ctx context.Context, vm *api.VirtualMachine, dir string, i int, d api.VMDisk) (compute.Disk, error) {
+	field := fmt.Sprintf("spec.disks[%d]", i)
+	disk := compute.Disk{Format: "qcow2", ReadOnly: d.ReadOnly, BootIndex: d.BootIndex}
+	switch {
+	case d.Image != "":
+		img, err := a.image(ctx, vm.Metadata.Tenant, d.Image)
+		if err != nil {
+			return disk, fmt.Errorf("%s.image: %w", field, err)
+		}
+		base, _, err := a.images.Ensure(ctx, img.Spec.Source.URL, img.Spec.Source.Checksum, nil)
+		if err != nil {
+			return disk, fmt.Errorf("%s.image %s: %w", field, d.Image, err)
+		}
+		disk.Path = filepath.Join(dir, fmt.Sprintf("disk%d.qcow2", i))
+		if err := storage.CreateVolume(ctx, disk.Path, "qcow2", int64(d.Size), base); err != nil {
+			return disk, fmt.Errorf("%s: %w", field, err)
+		}
+	case d.Volume != "":
+		obj, err := a.c.Get(ctx, "Volume", vm.Metadata.Tenant, d.Volume)
+		if err != nil {
+			return disk, fmt.Errorf("%s.volume: %w", field, err)
+		}
+		vol := obj.(*api.Volume)
+		if vol.Spec.Host != "" && vol.Spec.Host != a.cfg.Name {
+			return disk, fmt.Errorf("%s.volume: volume %s lives on host %s, not %s", field, d.Volume, vol.Spec.Host, a.cfg.Name)
+		}
+		disk.Path = filepath.Join(a.cfg.DataDir, "volumes", vol.Metadata.UID+".qcow2")
+		if _, err := os.Stat(disk.Path); err != nil {
+			return disk, fmt.Errorf("%s.volume: volume %s is not on this host yet", field, d.Volume)
+		}
+	default:
+		return disk, fmt.Errorf("%s: names neither an image nor a volume", field)
+	}
+	return disk, nil
+}
+
+// image finds an Image by name: the tenant's own first, then a shared one.
+func (a *Agent) image(ctx context.Context, tenant, name string) (*api.Image, error) {
+	obj, err := a.c.Get(ctx, "Image", tenant, name)
+	if api.IsNotFound(err) {
+		obj, err = a.c.Get(ctx, "Image", "", name)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return obj.(*api.Image), nil
+}
+
+// sshKeys returns the public keys for the VM's seed: the SSHKeys it names,
+// or every SSHKey of its tenant.
+func (a *Agent) sshKeys(ctx context.Context, vm *api.VirtualMachine) ([]string, error) {
+	objs, _, err := a.c.List(ctx, "SSHKey", vm.Metadata.Tenant, client.ListOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("reading the tenant's SSH keys: %w", err)
+	}
+	byName := map[string]string{}
+	for _, o := range objs {
+		byName[o.GetMetadata().Name] = o.(*api.SSHKey).Spec.PublicKey
+	}
+	var keys []string
+	if len(vm.Spec.CloudInit.SSHKeys) == 0 {
+		for _, k := range byName {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		return keys, nil
+	}
+	for i, n := range vm.Spec.CloudInit.SSHKeys {
+		k, ok := byName[n]
+		if !ok {
+			return nil, fmt.Errorf("spec.cloudInit.sshKeys[%d]: SSHKey %q not found in tenant %s", i, n, vm.Metadata.Tenant)
+		}
+		keys = append(keys, k)
+	}
+	return keys, nil
+}
+
+// stableMAC derives a locally administered MAC from the VM's uid, so a NIC
+// keeps its address across restarts and hosts.
+func stableMAC(uid string, i int) string {
+	h := sha256.Sum256([]byte(fmt.Sprintf("%s/%d", uid, i)))
+	return fmt.Sprintf("52:54:00:%02x:%02x:%02x", h[0], h[1], h[2])
+}

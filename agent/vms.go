@@ -1,0 +1,329 @@
+package agent
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	api "hearth.dev/hearth/api/v1alpha1"
+	"hearth.dev/hearth/client"
+	"hearth.dev/hearth/compute"
+	"hearth.dev/hearth/reconcile"
+)
+
+// startedMarker is written when the agent starts a VM and removed when it
+// stops it on purpose. A VM whose process is gone while the marker exists
+// crashed (or was killed), and its restart policy applies.
+const startedMarker = "started"
+
+// specFile records the compute.Spec a VM was started with, so a change to
+// the VirtualMachine that needs a restart is noticed, even after the agent
+// itself restarted.
+const specFile = "spec.json"
+
+// vmController converges the VMs placed on this host.
+type vmController struct {
+	a   *Agent
+	inf *client.Informer
+	ctl *reconcile.Controller
+
+	mu       sync.Mutex
+	uids     map[string]string // key → uid of VMs seen on this host
+	watching map[string]bool   // uids with a goroutine waiting for their process
+}
+
+func newVMController(a *Agent) *vmController {
+	v := &vmController{a: a, uids: map[string]string{}, watching: map[string]bool{}}
+	v.inf = client.NewInformer(a.c, "VirtualMachine", "", client.ListOptions{AllTenants: true, FieldSelector: "spec.host=" + a.cfg.Name})
+	v.ctl = &reconcile.Controller{Name: "vms", Reconciler: v, Workers: 4, Resync: a.cfg.Resync,
+		List: func(context.Context) ([]string, error) { return v.inf.Keys(), nil }}
+	v.inf.OnChange(func(key string, obj api.Object) {
+		if obj != nil {
+			v.mu.Lock()
+			v.uids[key] = obj.GetMetadata().UID
+			v.mu.Unlock()
+		}
+		v.ctl.Enqueue(key)
+	})
+	return v
+}
+
+func (v *vmController) run(ctx context.Context) error {
+	go v.inf.Run(ctx)
+	if err := v.inf.WaitSynced(ctx); err != nil {
+		return nil
+	}
+	go v.collectOrphans(ctx)
+	return v.ctl.Run(ctx)
+}
+
+func (v *vmController) dir(uid string) string { return filepath.Join(v.a.cfg.DataDir, "vms", uid) }
+
+// Reconcile makes one VM's process match its object.
+func (v *vmController) Reconcile(ctx context.Context, key string) (reconcile.Result, error) {
+	obj, ok := v.inf.Get(key)
+	if !ok || obj.GetMetadata().DeletionTimestamp != nil || obj.(*api.VirtualMachine).Spec.Host != v.a.cfg.Name {
+		v.mu.Lock()
+		uid := v.uids[key]
+		delete(v.uids, key)
+		v.mu.Unlock()
+		if uid != "" {
+			return reconcile.Result{}, v.teardown(ctx, uid)
+		}
+		return reconcile.Result{}, nil
+	}
+	vm := api.DeepCopy(obj).(*api.VirtualMachine)
+	uid, dir := vm.Metadata.UID, v.dir(vm.Metadata.UID)
+	drv := v.a.cfg.Driver
+	info, running, err := drv.Lookup(ctx, uid, dir)
+	if err != nil {
+		return reconcile.Result{}, err
+	}
+	st := vm.Status
+	st.Host = v.a.cfg.Name
+	st.ObservedGeneration = vm.Metadata.Generation
+
+	switch vm.Spec.PowerState {
+	case api.PowerStopped:
+		if running {
+			if err := drv.Shutdown(ctx, uid, dir, v.a.cfg.ShutdownTimeout); err != nil {
+				return reconcile.Result{}, err
+			}
+			v.a.rec.Eventf(ctx, vm, api.EventNormal, "Stopped", "the VM was shut down")
+		}
+		os.Remove(filepath.Join(dir, startedMarker))
+		st.Phase, st.PID, st.StartedAt, st.FirstOutputAt = api.VMStopped, 0, nil, nil
+		return reconcile.Result{}, v.writeStatus(ctx, vm, st)
+	}
+
+	if !running {
+		if _, err := os.Stat(filepath.Join(dir, startedMarker)); err == nil {
+			// The process went away without us stopping it.
+			if vm.Spec.RestartPolicy == api.RestartNever {
+				os.Remove(filepath.Join(dir, startedMarker))
+				v.a.rec.Eventf(ctx, vm, api.EventWarning, "Crashed", "QEMU exited unexpectedly; not restarting (restart policy Never)")
+				st.Phase, st.PID = api.VMFailed, 0
+				st.SetCondition(api.Condition{Type: "Running", Status: api.ConditionFalse, Reason: "Crashed", Message: "QEMU exited unexpectedly"}, time.Now())
+				return reconcile.Result{}, v.writeStatus(ctx, vm, st)
+			}
+			st.RestartCount++
+			v.a.rec.Eventf(ctx, vm, api.EventWarning, "Restarted", "QEMU exited unexpectedly; restarting it (restart policy %s, restart %d)", vm.Spec.RestartPolicy, st.RestartCount)
+		}
+		// Say at once that this host has taken the VM up: downloads and
+		// disk clones can take a while, and the moment is the end of the
+		// control plane's share of create→Running.
+		if c := st.Condition("Running"); c == nil || c.Reason != "Preparing" {
+			st.Phase = api.VMStarting
+			st.SetCondition(api.Condition{Type: "Running", Status: api.ConditionFalse, Reason: "Preparing",
+				Message: "preparing disks, boot files and the cloud-init seed"}, time.Now())
+			if err := v.writeStatus(ctx, vm, st); err != nil {
+				return reconcile.Result{}, err
+			}
+			vm.Status = st
+		}
+		spec, err := v.a.prepare(ctx, vm, dir)
+		if err != nil {
+			st.Phase = api.VMFailed
+			st.SetCondition(api.Condition{Type: "Running", Status: api.ConditionFalse, Reason: "PrepareFailed", Message: err.Error()}, time.Now())
+			if werr := v.writeStatus(ctx, vm, st); werr != nil {
+				slog.Warn("writing VM status", "vm", key, "err", werr)
+			}
+			return reconcile.Result{}, err
+		}
+		info, err = drv.Start(ctx, spec)
+		if err != nil {
+			st.Phase = api.VMFailed
+			st.SetCondition(api.Condition{Type: "Running", Status: api.ConditionFalse, Reason: "StartFailed", Message: err.Error()}, time.Now())
+			_ = v.writeStatus(ctx, vm, st)
+			v.a.rec.Eventf(ctx, vm, api.EventWarning, "StartFailed", "%v", err)
+			return reconcile.Result{}, err
+		}
+		if err := writeJSONFile(filepath.Join(dir, specFile), spec); err != nil {
+			return reconcile.Result{}, err
+		}
+		if err := os.WriteFile(filepath.Join(dir, startedMarker), nil, 0o600); err != nil {
+			return reconcile.Result{}, err
+		}
+		v.a.rec.Eventf(ctx, vm, api.EventNormal, "Started", "QEMU started (pid %d, %s)", info.PID, info.Accelerator)
+		st.StartedAt, st.FirstOutputAt = &info.StartedAt, nil
+		running = true
+	} else if changed, err := v.needsRestart(ctx, vm, dir); err != nil {
+		return reconcile.Result{}, err
+	} else if changed {
+		// The VM's hardware changed: a cold restart applies it.
+		v.a.rec.Eventf(ctx, vm, api.EventNormal, "Restarting", "restarting to apply a changed spec (generation %d)", vm.Metadata.Generation)
+		os.Remove(filepath.Join(dir, startedMarker))
+		if err := drv.Shutdown(ctx, uid, dir, v.a.cfg.ShutdownTimeout); err != nil {
+			return reconcile.Result{}, err
+		}
+		return reconcile.Result{RequeueAfter: time.Millisecond}, nil
+	}
+	v.watch(key, uid, dir)
+
+	switch {
+	case vm.Spec.PowerState == api.PowerPaused && info.State == compute.Running:
+		if err := drv.Pause(ctx, uid, dir); err != nil {
+			return reconcile.Result{}, err
+		}
+		info.State = compute.Paused
+	case vm.Spec.PowerState == api.PowerRunning && info.State == compute.Paused:
+		if err := drv.Resume(ctx, uid, dir); err != nil {
+			return reconcile.Result{}, err
+		}
+		info.State = compute.Running
+	}
+	st.PID, st.Accelerator = info.PID, info.Accelerator
+	if st.StartedAt == nil && !info.StartedAt.IsZero() {
+		st.StartedAt = &info.StartedAt
+	}
+	st.ConsoleLog = filepath.Join(dir, compute.ConsoleLog)
+	if st.FirstOutputAt == nil {
+		if t, ok := firstOutput(dir, st.StartedAt); ok {
+			st.FirstOutputAt = &t
+		}
+	}
+	now := time.Now()
+	switch {
+	case info.State == compute.Paused:
+		st.Phase = api.VMPaused
+	case st.FirstOutputAt != nil:
+		st.Phase = api.VMRunning
+		st.SetCondition(api.Condition{Type: "Running", Status: api.ConditionTrue, Reason: "GuestOutput", Message: "QEMU runs and the guest writes to its console"}, now)
+	default:
+		st.Phase = api.VMStarting
+		st.SetCondition(api.Condition{Type: "Running", Status: api.ConditionFalse, Reason: "Booting", Message: "QEMU runs; waiting for the guest's first console output"}, now)
+	}
+	if err := v.writeStatus(ctx, vm, st); err != nil {
+		return reconcile.Result{}, err
+	}
+	if st.FirstOutputAt == nil {
+		// Look for the guest's first words soon; the console log is
+		// written by QEMU, not by us, so there is no event to wait for.
+		return reconcile.Result{RequeueAfter: 100 * time.Millisecond}, nil
+	}
+	return reconcile.Result{}, nil
+}
+
+// firstOutput reports when the console log first had output since the
+// start, using the log's modification time as the moment.
+func firstOutput(dir string, since *time.Time) (time.Time, bool) {
+	fi, err := os.Stat(filepath.Join(dir, compute.ConsoleLog))
+	if err != nil || fi.Size() == 0 || (since != nil && fi.ModTime().Before(*since)) {
+		return time.Time{}, false
+	}
+	return time.Now().UTC(), true
+}
+
+// needsRestart compares what the VM was started with against what its
+// object asks for now.
+func (v *vmController) needsRestart(ctx context.Context, vm *api.VirtualMachine, dir string) (bool, error) {
+	var old compute.Spec
+	data, err := os.ReadFile(filepath.Join(dir, specFile))
+	if err != nil {
+		return false, nil // started by an older agent: leave it be
+	}
+	if err := json.Unmarshal(data, &old); err != nil {
+		return false, nil
+	}
+	return old.CPUs != vm.Spec.CPUs || old.MemoryMiB != int64(vm.Spec.Memory>>20) || old.Firmware != vm.Spec.Firmware ||
+		len(old.Disks) != len(vm.Spec.Disks) || old.Boot.From != bootFrom(vm) || old.Boot.Cmdline != vm.Spec.Boot.Cmdline, nil
+}
+
+// watch starts, once per VM, a goroutine that wakes the controller when
+// the VM's process exits, whoever started it.
+func (v *vmController) watch(key, uid, dir string) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.watching[uid] {
+		return
+	}
+	v.watching[uid] = true
+	go func() {
+		_ = v.a.cfg.Driver.Wait(context.Background(), uid, dir)
+		v.mu.Lock()
+		delete(v.watching, uid)
+		v.mu.Unlock()
+		v.ctl.Enqueue(key)
+	}()
+}
+
+// writeStatus writes the VM's status if it changed.
+func (v *vmController) writeStatus(ctx context.Context, vm *api.VirtualMachine, st api.VirtualMachineStatus) error {
+	a, _ := json.Marshal(vm.Status)
+	b, _ := json.Marshal(st)
+	if string(a) == string(b) {
+		return nil
+	}
+	patch := map[string]any{"status": json.RawMessage(b)}
+	_, err := v.a.c.Patch(ctx, "VirtualMachine", vm.Metadata.Tenant, vm.Metadata.Name, patch, true)
+	if api.IsNotFound(err) {
+		return nil
+	}
+	return err
+}
+
+// teardown stops a VM that should no longer be here and removes its files.
+func (v *vmController) teardown(ctx context.Context, uid string) error {
+	dir := v.dir(uid)
+	if _, err := os.Stat(dir); errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	os.Remove(filepath.Join(dir, startedMarker))
+	if _, running, _ := v.a.cfg.Driver.Lookup(ctx, uid, dir); running {
+		if err := v.a.cfg.Driver.Shutdown(ctx, uid, dir, min(v.a.cfg.ShutdownTimeout, 10*time.Second)); err != nil {
+			return fmt.Errorf("stopping VM %s: %w", uid, err)
+		}
+	}
+	slog.Info("removed VM", "uid", uid)
+	return os.RemoveAll(dir)
+}
+
+// collectOrphans removes VMs that exist on disk but not in the API (deleted
+// while the agent was down, or moved to another host).
+func (v *vmController) collectOrphans(ctx context.Context) {
+	for {
+		v.collectOrphansOnce(ctx)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(v.a.cfg.Resync):
+		}
+	}
+}
+
+func (v *vmController) collectOrphansOnce(ctx context.Context) {
+	entries, err := os.ReadDir(filepath.Join(v.a.cfg.DataDir, "vms"))
+	if err != nil {
+		return
+	}
+	live := map[string]bool{}
+	for _, o := range v.inf.List() {
+		if o.GetMetadata().DeletionTimestamp == nil {
+			live[o.GetMetadata().UID] = true
+		}
+	}
+	for _, e := range entries {
+		if e.IsDir() && !live[e.Name()] {
+			if err := v.teardown(ctx, e.Name()); err != nil {
+				slog.Warn("removing orphaned VM", "uid", e.Name(), "err", err)
+			}
+		}
+	}
+}
+
+func writeJSONFile(path string, v any) error {
+	data, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(path+".tmp", data, 0o600); err != nil {
+		return err
+	}
+	return os.Rename(path+".tmp", path)
+}

@@ -1,0 +1,158 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"sync"
+	"text/tabwriter"
+	"time"
+
+	api "hearth.dev/hearth/api/v1alpha1"
+	"hearth.dev/hearth/client"
+)
+
+// VMConfig says how to run the create→Running benchmark.
+type VMConfig struct {
+	Count int
+	// Rate is creates per second.
+	Rate float64
+	// Tenant to create the VMs in (created if missing).
+	Tenant string
+	// Kernel and Initrd are the guest's boot files (URLs, file:// allowed).
+	Kernel, Initrd string
+	Memory         api.Bytes
+	Timeout        time.Duration
+	// Keep leaves the VMs in place afterwards.
+	Keep bool
+}
+
+// vmTimes are the moments of one VM's way to Running.
+type vmTimes struct {
+	sent, scheduled, pickedUp, started, firstOutput time.Time
+}
+
+// RunVMs creates cfg.Count VMs at cfg.Rate per second against a running
+// cluster, follows them with a watch until every guest has written to its
+// console, and reports create→Running with its parts: the control plane
+// (API, scheduler, watch delivery to the agent), the agent (boot files,
+// disks, seed, QEMU launch) and the guest (QEMU start to first output).
+func RunVMs(ctx context.Context, c *client.Client, cfg VMConfig, w io.Writer) error {
+	if cfg.Tenant == "" {
+		cfg.Tenant = "bench"
+	}
+	t := &api.Tenant{TypeMeta: api.TypeMeta{APIVersion: api.APIVersion, Kind: "Tenant"}, Metadata: api.ObjectMeta{Name: cfg.Tenant}}
+	if _, err := c.Create(ctx, t); err != nil && !api.IsAlreadyExists(err) {
+		return err
+	}
+	run := fmt.Sprintf("b%d", time.Now().Unix()%100000)
+	_, rv, err := c.List(ctx, "VirtualMachine", cfg.Tenant, client.ListOptions{})
+	if err != nil {
+		return err
+	}
+	wctx, cancel := context.WithTimeout(ctx, cfg.Timeout)
+	defer cancel()
+	events, werr, err := c.WatchOnce(wctx, "VirtualMachine", cfg.Tenant, client.ListOptions{ResourceVersion: rv, LabelSelector: "hearth.dev/bench=" + run})
+	if err != nil {
+		return err
+	}
+	var mu sync.Mutex
+	times := map[string]*vmTimes{}
+	done := make(chan error, 1)
+	go func() {
+		running := 0
+		for ev := range events {
+			if ev.Object == nil {
+				continue
+			}
+			vm := ev.Object.(*api.VirtualMachine)
+			mu.Lock()
+			tm := times[vm.Metadata.Name]
+			if tm == nil {
+				tm = &vmTimes{}
+				times[vm.Metadata.Name] = tm
+			}
+			if c := vm.Status.Condition("Scheduled"); c != nil && c.Status == api.ConditionTrue && c.LastTransitionTime != nil {
+				tm.scheduled = *c.LastTransitionTime
+			}
+			if c := vm.Status.Condition("Running"); c != nil && c.Reason == "Preparing" && c.LastTransitionTime != nil && tm.pickedUp.IsZero() {
+				tm.pickedUp = *c.LastTransitionTime
+			}
+			if vm.Status.StartedAt != nil {
+				tm.started = *vm.Status.StartedAt
+			}
+			if vm.Status.FirstOutputAt != nil && tm.firstOutput.IsZero() {
+				tm.firstOutput = *vm.Status.FirstOutputAt
+				running++
+			}
+			mu.Unlock()
+			if running == cfg.Count {
+				done <- nil
+				return
+			}
+		}
+		done <- fmt.Errorf("watch ended before every VM ran: %v", werr())
+	}()
+
+	gap := time.Duration(float64(time.Second) / cfg.Rate)
+	start := time.Now()
+	for i := 0; i < cfg.Count; i++ {
+		time.Sleep(time.Until(start.Add(time.Duration(i) * gap)))
+		name := fmt.Sprintf("%s-%03d", run, i)
+		vm := &api.VirtualMachine{TypeMeta: api.TypeMeta{APIVersion: api.APIVersion, Kind: "VirtualMachine"},
+			Metadata: api.ObjectMeta{Name: name, Tenant: cfg.Tenant, Labels: map[string]string{"hearth.dev/bench": run}},
+			Spec: api.VirtualMachineSpec{CPUs: 1, Memory: cfg.Memory,
+				Boot: api.VMBoot{From: api.BootFromKernel, Kernel: &api.BootFile{URL: cfg.Kernel}, Initrd: &api.BootFile{URL: cfg.Initrd},
+					Cmdline: "console=ttyS0 panic=-1 quiet"}}}
+		mu.Lock()
+		if times[name] == nil {
+			times[name] = &vmTimes{}
+		}
+		times[name].sent = time.Now()
+		mu.Unlock()
+		if _, err := c.Create(ctx, vm); err != nil {
+			return fmt.Errorf("creating %s: %w", name, err)
+		}
+	}
+	err = <-done
+	if !cfg.Keep {
+		defer func() {
+			for name := range times {
+				_, _ = c.Delete(context.Background(), "VirtualMachine", cfg.Tenant, name)
+			}
+		}()
+	}
+	if err != nil {
+		return err
+	}
+	var total, control, agent, guest []time.Duration
+	mu.Lock()
+	for _, tm := range times {
+		if tm.firstOutput.IsZero() || tm.pickedUp.IsZero() {
+			continue
+		}
+		total = append(total, tm.firstOutput.Sub(tm.sent))
+		control = append(control, tm.pickedUp.Sub(tm.sent))
+		agent = append(agent, tm.started.Sub(tm.pickedUp))
+		guest = append(guest, tm.firstOutput.Sub(tm.started))
+	}
+	mu.Unlock()
+	fmt.Fprintf(w, "%d VMs created at %.1f/s; Running = QEMU started and the guest's first console output seen\n\n", cfg.Count, cfg.Rate)
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "share\tp50\tp95\tmax\t")
+	for _, r := range []struct {
+		name string
+		d    []time.Duration
+	}{
+		{"create→Running", total},
+		{"control plane (create→agent picks it up)", control},
+		{"agent (boot files, seed, QEMU launch)", agent},
+		{"guest (QEMU start→first output)", guest},
+	} {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t\n", r.name, secs(pct(r.d, 50)), secs(pct(r.d, 95)), secs(pct(r.d, 100)))
+	}
+	return tw.Flush()
+}
+
+func secs(d time.Duration) string { return fmt.Sprintf("%.2fs", d.Seconds()) }
+

@@ -1,0 +1,49 @@
+package cli
+
+import (
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"hearth.dev/hearth/agent"
+)
+
+func init() { commands = append(commands, newAgentCmd) }
+
+func newAgentCmd(g *globals) *cobra.Command {
+	var cfg agent.Config
+	var labels string
+	cmd := &cobra.Command{
+		Use:   "agent",
+		Short: "Run the node agent: register this host and run what is placed on it",
+		Long: `Run the node agent. The first time, it joins with a join token (from
+hearth token create --join) and keeps the host credential it gets in
+--data-dir; later starts need neither --join-token nor --server.
+
+VMs run as QEMU processes that outlive the agent: a restarted agent finds
+and adopts them.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if labels != "" {
+				cfg.Labels = map[string]string{}
+				for _, kv := range strings.Split(labels, ",") {
+					k, v, _ := strings.Cut(kv, "=")
+					cfg.Labels[strings.TrimSpace(k)] = strings.TrimSpace(v)
+				}
+			}
+			return agent.Run(cmd.Context(), cfg)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&cfg.Server, "server", "", "API server URL (first start)")
+	f.StringVar(&cfg.JoinToken, "join-token", "", "join token (first start)")
+	f.StringVar(&cfg.CAFile, "ca-file", "", "the cluster CA certificate to trust on first start (the server's DATA-DIR/ca.crt)")
+	f.StringVar(&cfg.Name, "name", "", "host name (default the machine's hostname)")
+	f.StringVar(&cfg.DataDir, "data-dir", "/var/lib/hearth-agent", "credential, VMs and image cache")
+	f.StringVar(&cfg.Address, "address", "", "this host's underlay IP")
+	f.StringVar(&cfg.Site, "site", "", "site the host belongs to")
+	f.StringVar(&labels, "labels", "", "host labels, k=v,…")
+	f.StringVar(&cfg.Listen, "listen", "", "address for console connections from the server (default ADDRESS:9443)")
+	f.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", 0, "how long a guest gets to power off before it is killed (default 60s)")
+	return cmd
+}

@@ -1,0 +1,772 @@
+package compute
+
+import (
+	"context"
+	"crypto/sha1"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// More runtime files in a VM's directory, next to the ones in driver.go.
+const (
+	// StderrFile collects QEMU's own messages (warnings, why it refused
+	// to start, why it died) for the VM's whole life, across restarts.
+	StderrFile = "qemu.stderr"
+	// UEFIVarsFile is the VM's own copy of the UEFI variable store (boot
+	// entries, Secure Boot keys). It is created from the template on the
+	// first UEFI start and kept, like an NVRAM, until the directory goes.
+	UEFIVarsFile = "OVMF_VARS.fd"
+)
+
+// ErrNotRunning is returned (wrapped) by Pause and Resume when no process
+// runs for the VM.
+var ErrNotRunning = errors.New("vm is not running")
+
+// QEMUOptions configure the QEMU driver. The zero value works on Debian.
+type QEMUOptions struct {
+	// Binary is the emulator to run; "" means qemu-system-x86_64 from PATH.
+	Binary string
+	// OVMFCode and OVMFVars are the UEFI firmware and the template of its
+	// variable store; "" picks Debian's 4 MiB images (package ovmf).
+	OVMFCode string
+	OVMFVars string
+	// StartTimeout bounds how long Start waits for a new process's control
+	// socket when ctx has no deadline of its own. Default 30s.
+	StartTimeout time.Duration
+	// QMPTimeout bounds each control-socket conversation (Lookup, Pause,
+	// ...) when ctx has no deadline of its own. Default 10s.
+	QMPTimeout time.Duration
+}
+
+// QEMU runs each VM as its own qemu-system-x86_64 process, started in a new
+// session with its output in files, so it is not the agent's to take down:
+// the agent may die (even by SIGKILL) and a new QEMU driver in a new agent
+// finds the same process again from the VM's directory. The pid file there
+// is the source of truth; the process's command line carries the VM's UUID
+// so a stale pid file pointing at a recycled PID is never mistaken for the
+// VM.
+//
+// What the agent must know:
+//   - QEMU inherits the agent's cgroup. Under systemd, stopping the agent's
+//     unit kills its VMs unless the unit has KillMode=process (or the agent
+//     moves each VM into a scope of its own).
+//   - QEMU serves one QMP client at a time; the driver connects per call.
+//     Anything else that keeps the QMP socket open makes driver calls wait
+//     until their context ends.
+//   - A guest reboot stays inside the process; a guest power-off ends it
+//     (QEMU then removes its pid file and sockets itself).
+//   - Lookup reporting Status "prelaunch" means an agent died between
+//     spawning QEMU and letting it run: Kill and Start again.
+type QEMU struct {
+	opts QEMUOptions
+}
+
+var _ Driver = (*QEMU)(nil)
+
+// NewQEMU returns the QEMU driver.
+func NewQEMU(opts QEMUOptions) *QEMU {
+	if opts.Binary == "" {
+		opts.Binary = "qemu-system-x86_64"
+	}
+	if opts.OVMFCode == "" {
+		opts.OVMFCode = "/usr/share/OVMF/OVMF_CODE_4M.fd"
+	}
+	if opts.OVMFVars == "" {
+		opts.OVMFVars = "/usr/share/OVMF/OVMF_VARS_4M.fd"
+	}
+	if opts.StartTimeout <= 0 {
+		opts.StartTimeout = 30 * time.Second
+	}
+	if opts.QMPTimeout <= 0 {
+		opts.QMPTimeout = 10 * time.Second
+	}
+	return &QEMU{opts: opts}
+}
+
+// Start launches the VM paused (-S), wires what must be wired before its
+// CPUs run (unplugged NICs get their link down), then lets it run. It
+// returns once QMP has answered and the VM runs.
+func (q *QEMU) Start(ctx context.Context, spec Spec) (Info, error) {
+	if err := validate(spec); err != nil {
+		return Info{}, fmt.Errorf("start vm %s: %w", spec.ID, err)
+	}
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, q.opts.StartTimeout)
+		defer cancel()
+	}
+	fail := func(err error) (Info, error) {
+		return Info{}, fmt.Errorf("start vm %s (%s): %w", spec.Name, spec.ID, err)
+	}
+
+	unlock, err := lockDir(ctx, spec.Dir)
+	if err != nil {
+		return fail(err)
+	}
+	defer unlock()
+
+	if p, ok, err := findProcess(spec.ID, spec.Dir); err != nil {
+		return fail(err)
+	} else if ok {
+		return fail(fmt.Errorf("already running as pid %d", p.pid))
+	}
+	removeRuntimeFiles(spec.Dir)
+
+	if spec.Firmware == "uefi" {
+		if err := q.prepareUEFIVars(spec.Dir); err != nil {
+			return fail(err)
+		}
+	}
+	args, err := q.commandLine(spec)
+	if err != nil {
+		return fail(err)
+	}
+
+	stderrPath := filepath.Join(spec.Dir, StderrFile)
+	stderr, offset, err := openStderr(stderrPath)
+	if err != nil {
+		return fail(err)
+	}
+	fmt.Fprintf(stderr, "hearth: %s starting %s\n", time.Now().UTC().Format(time.RFC3339), q.opts.Binary)
+	cmd := exec.Command(q.opts.Binary, args...)
+	cmd.Dir = spec.Dir
+	cmd.Stdout = stderr
+	cmd.Stderr = stderr
+	// A new session: no controlling terminal, not in the agent's process
+	// group, so neither a signal to the agent's group nor the agent's
+	// death reaches QEMU.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	err = cmd.Start()
+	stderr.Close()
+	if err != nil {
+		return fail(fmt.Errorf("run %s: %w", q.opts.Binary, err))
+	}
+	// Reap the process when it exits while this agent lives; after an
+	// agent restart it is init's (or a subreaper's) to reap.
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+
+	abort := func(err error) (Info, error) {
+		cmd.Process.Kill()
+		select {
+		case <-exited:
+		case <-time.After(5 * time.Second):
+		}
+		removeRuntimeFiles(spec.Dir)
+		if tail := stderrTail(stderrPath, offset); tail != "" {
+			err = fmt.Errorf("%w; qemu said: %s", err, tail)
+		}
+		return fail(err)
+	}
+
+	c, err := waitForQMP(ctx, filepath.Join(spec.Dir, QMPSocket), exited)
+	if err != nil {
+		return abort(err)
+	}
+	defer c.Close()
+	for i, n := range spec.NICs {
+		if n.Tap == "" {
+			if err := c.Execute(ctx, "set_link", map[string]any{"name": nicID(i), "up": false}, nil); err != nil {
+				return abort(err)
+			}
+		}
+	}
+	if err := c.Execute(ctx, "cont", nil, nil); err != nil {
+		return abort(err)
+	}
+	p, ok, err := findProcess(spec.ID, spec.Dir)
+	if err != nil {
+		return abort(err)
+	}
+	if !ok || p.pid != cmd.Process.Pid {
+		return abort(fmt.Errorf("pid file %s does not name the process started (pid %d)", filepath.Join(spec.Dir, PIDFile), cmd.Process.Pid))
+	}
+	info, err := query(ctx, c, p)
+	if err != nil {
+		return abort(err)
+	}
+	return info, nil
+}
+
+// Lookup finds the VM's process from its pid file and asks it for its
+// state. When the process is there but does not answer on QMP (hung, or
+// another client holds the socket), it returns ok with the PID, an empty
+// State and the error.
+func (q *QEMU) Lookup(ctx context.Context, id, dir string) (Info, bool, error) {
+	p, ok, err := findProcess(id, dir)
+	if err != nil || !ok {
+		return Info{}, false, err
+	}
+	ctx, cancel := q.qmpContext(ctx)
+	defer cancel()
+	c, err := DialQMP(ctx, filepath.Join(dir, QMPSocket))
+	if err != nil {
+		return p.info(), true, fmt.Errorf("lookup vm %s: %w", id, err)
+	}
+	defer c.Close()
+	info, err := query(ctx, c, p)
+	if err != nil {
+		return p.info(), true, fmt.Errorf("lookup vm %s: %w", id, err)
+	}
+	return info, true, nil
+}
+
+// Shutdown presses the VM's ACPI power button and waits up to timeout for
+// the process to exit, then kills it. A VM paused by Pause is resumed first
+// so its guest can hear the button; one that never ran, crashed or hung in
+// QEMU is killed at once. If ctx ends first, Shutdown returns ctx's error
+// and leaves the process as it is.
+func (q *QEMU) Shutdown(ctx context.Context, id, dir string, timeout time.Duration) error {
+	p, ok, err := findProcess(id, dir)
+	if err != nil {
+		return fmt.Errorf("shut down vm %s: %w", id, err)
+	}
+	if !ok {
+		removeRuntimeFiles(dir)
+		return nil
+	}
+	deadline := time.Now().Add(timeout)
+	if q.powerButton(ctx, dir, deadline) {
+		wctx, cancel := context.WithDeadline(ctx, deadline)
+		err := waitGone(wctx, p)
+		cancel()
+		if err == nil {
+			removeRuntimeFiles(dir)
+			return nil
+		}
+		if ctx.Err() != nil {
+			return fmt.Errorf("shut down vm %s: %w", id, ctx.Err())
+		}
+	}
+	if err := killAndWait(ctx, p); err != nil {
+		return fmt.Errorf("shut down vm %s: %w", id, err)
+	}
+	removeRuntimeFiles(dir)
+	return nil
+}
+
+// powerButton asks the guest to power off and reports whether that is
+// worth waiting for.
+func (q *QEMU) powerButton(ctx context.Context, dir string, deadline time.Time) bool {
+	qctx, cancel := q.qmpContext(ctx)
+	defer cancel()
+	if dl, ok := qctx.Deadline(); ok && deadline.Before(dl) {
+		var c2 context.CancelFunc
+		qctx, c2 = context.WithDeadline(qctx, deadline)
+		defer c2()
+	}
+	c, err := DialQMP(qctx, filepath.Join(dir, QMPSocket))
+	if err != nil {
+		return false
+	}
+	defer c.Close()
+	var st qmpStatus
+	if err := c.Execute(qctx, "query-status", nil, &st); err != nil {
+		return false
+	}
+	switch st.Status {
+	case "running":
+	case "paused", "suspended":
+		if err := c.Execute(qctx, "cont", nil, nil); err != nil {
+			return false
+		}
+	default:
+		return false
+	}
+	return c.Execute(qctx, "system_powerdown", nil, nil) == nil
+}
+
+// Kill stops the VM's process at once (SIGKILL) and removes its pid file
+// and sockets. Killing a VM that is not running only tidies up.
+func (q *QEMU) Kill(ctx context.Context, id, dir string) error {
+	p, ok, err := findProcess(id, dir)
+	if err != nil {
+		return fmt.Errorf("kill vm %s: %w", id, err)
+	}
+	if ok {
+		if err := killAndWait(ctx, p); err != nil {
+			return fmt.Errorf("kill vm %s: %w", id, err)
+		}
+	}
+	removeRuntimeFiles(dir)
+	return nil
+}
+
+// Pause stops the VM's CPUs (QMP stop).
+func (q *QEMU) Pause(ctx context.Context, id, dir string) error {
+	return q.simple(ctx, id, dir, "pause", "stop")
+}
+
+// Resume lets the VM's CPUs run again (QMP cont).
+func (q *QEMU) Resume(ctx context.Context, id, dir string) error {
+	return q.simple(ctx, id, dir, "resume", "cont")
+}
+
+func (q *QEMU) simple(ctx context.Context, id, dir, verb, command string) error {
+	_, ok, err := findProcess(id, dir)
+	if err != nil {
+		return fmt.Errorf("%s vm %s: %w", verb, id, err)
+	}
+	if !ok {
+		return fmt.Errorf("%s vm %s: %w", verb, id, ErrNotRunning)
+	}
+	ctx, cancel := q.qmpContext(ctx)
+	defer cancel()
+	c, err := DialQMP(ctx, filepath.Join(dir, QMPSocket))
+	if err != nil {
+		return fmt.Errorf("%s vm %s: %w", verb, id, err)
+	}
+	defer c.Close()
+	if err := c.Execute(ctx, command, nil, nil); err != nil {
+		return fmt.Errorf("%s vm %s: %w", verb, id, err)
+	}
+	return nil
+}
+
+// Wait returns when the VM's process is gone. The process need not be
+// this agent's child, so Wait watches /proc rather than waiting on it.
+func (q *QEMU) Wait(ctx context.Context, id, dir string) error {
+	p, ok, err := findProcess(id, dir)
+	if err != nil {
+		return fmt.Errorf("wait for vm %s: %w", id, err)
+	}
+	if !ok {
+		return nil
+	}
+	if err := waitGone(ctx, p); err != nil {
+		return fmt.Errorf("wait for vm %s: %w", id, err)
+	}
+	return nil
+}
+
+func (q *QEMU) qmpContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	if _, ok := ctx.Deadline(); ok {
+		return context.WithCancel(ctx)
+	}
+	return context.WithTimeout(ctx, q.opts.QMPTimeout)
+}
+
+// prepareUEFIVars gives the VM its own variable store, once.
+func (q *QEMU) prepareUEFIVars(dir string) error {
+	dst := filepath.Join(dir, UEFIVarsFile)
+	if _, err := os.Stat(dst); err == nil {
+		return nil
+	}
+	if _, err := os.Stat(q.opts.OVMFCode); err != nil {
+		return fmt.Errorf("uefi firmware: %w (install the ovmf package)", err)
+	}
+	src, err := os.Open(q.opts.OVMFVars)
+	if err != nil {
+		return fmt.Errorf("uefi variable store template: %w (install the ovmf package)", err)
+	}
+	defer src.Close()
+	tmp := dst + ".tmp"
+	out, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return fmt.Errorf("uefi variable store: %w", err)
+	}
+	_, err = io.Copy(out, src)
+	if cerr := out.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, dst)
+	}
+	if err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("uefi variable store: %w", err)
+	}
+	return nil
+}
+
+// commandLine is the whole of QEMU's arguments for spec.
+func (q *QEMU) commandLine(spec Spec) ([]string, error) {
+	dir := spec.Dir
+	uuid := vmUUID(spec.ID)
+	name := spec.Name
+	if name == "" {
+		name = spec.ID
+	}
+	args := []string{
+		"-name", "guest=" + qemuEscape(name) + ",process=hearth-" + uuid[:8] + ",debug-threads=on",
+		"-uuid", uuid,
+		"-nodefaults", "-no-user-config",
+		"-display", "none",
+		"-msg", "timestamp=on",
+		"-pidfile", filepath.Join(dir, PIDFile),
+		// Paused until Start has wired the VM up over QMP.
+		"-S",
+	}
+
+	// graphics=off makes SeaBIOS and iPXE print to the serial port, so
+	// the console log shows why a disk or network boot went wrong.
+	machine := "q35,graphics=off"
+	if spec.Firmware == "uefi" {
+		args = append(args,
+			"-blockdev", "driver=file,node-name=fw-code,read-only=on,filename="+qemuEscape(q.opts.OVMFCode),
+			"-blockdev", "driver=file,node-name=fw-vars,filename="+qemuEscape(filepath.Join(dir, UEFIVarsFile)),
+		)
+		machine += ",pflash0=fw-code,pflash1=fw-vars"
+	}
+	args = append(args, "-machine", machine)
+	if spec.KVM {
+		args = append(args, "-accel", "kvm", "-cpu", "host")
+	} else {
+		args = append(args, "-accel", "tcg,thread=multi", "-cpu", "max")
+	}
+	args = append(args,
+		"-smp", strconv.Itoa(spec.CPUs),
+		"-m", strconv.FormatInt(spec.MemoryMiB, 10)+"M",
+		"-chardev", "socket,id=qmp,server=on,wait=off,path="+qemuEscape(filepath.Join(dir, QMPSocket)),
+		"-mon", "chardev=qmp,mode=control",
+		"-chardev", "socket,id=ser0,server=on,wait=off,path="+qemuEscape(filepath.Join(dir, ConsoleSocket))+
+			",logfile="+qemuEscape(filepath.Join(dir, ConsoleLog))+",logappend=on",
+		"-serial", "chardev:ser0",
+		// Guests that make SSH host keys on first boot would otherwise
+		// wait for entropy.
+		"-object", "rng-random,id=rng0,filename=/dev/urandom",
+		"-device", "virtio-rng-pci,rng=rng0",
+	)
+
+	boot := spec.Boot
+	if boot.From == "kernel" {
+		args = append(args, "-kernel", boot.Kernel)
+		if boot.Initrd != "" {
+			args = append(args, "-initrd", boot.Initrd)
+		}
+		if boot.Cmdline != "" {
+			args = append(args, "-append", boot.Cmdline)
+		}
+	}
+
+	diskBoot := make([]int, len(spec.Disks))
+	nicBoot := make([]int, len(spec.NICs))
+	for i, d := range spec.Disks {
+		diskBoot[i] = d.BootIndex
+	}
+	for i, n := range spec.NICs {
+		nicBoot[i] = n.BootIndex
+	}
+	// Booting from disk or network with no device marked: the first one.
+	switch {
+	case (boot.From == "disk" || boot.From == "") && len(spec.Disks) > 0 && !slices.ContainsFunc(diskBoot, positive):
+		diskBoot[0] = 1
+	case boot.From == "network" && !slices.ContainsFunc(nicBoot, positive):
+		nicBoot[0] = 1
+	}
+
+	for i, d := range spec.Disks {
+		node := fmt.Sprintf("disk%d", i)
+		bd := "driver=" + d.Format + ",node-name=" + node +
+			",file.driver=file,file.filename=" + qemuEscape(d.Path)
+		if d.ReadOnly {
+			bd += ",read-only=on"
+		} else {
+			bd += ",discard=unmap"
+		}
+		dev := "virtio-blk-pci,id=" + node + "-dev,drive=" + node
+		if diskBoot[i] > 0 {
+			dev += ",bootindex=" + strconv.Itoa(diskBoot[i])
+		}
+		args = append(args, "-blockdev", bd, "-device", dev)
+	}
+	if spec.Seed != "" {
+		args = append(args,
+			"-blockdev", "driver=raw,node-name=seed,read-only=on,file.driver=file,file.filename="+qemuEscape(spec.Seed),
+			"-device", "virtio-blk-pci,id=seed-dev,drive=seed",
+		)
+	}
+	for i, n := range spec.NICs {
+		model := n.Model
+		if model == "" {
+			model = "virtio-net-pci"
+		}
+		dev := model + ",id=" + nicID(i) + ",mac=" + n.MAC
+		if n.Tap != "" {
+			netdev := fmt.Sprintf("net%d", i)
+			nd := "tap,id=" + netdev + ",ifname=" + n.Tap + ",script=no,downscript=no"
+			if spec.KVM && exists("/dev/vhost-net") {
+				nd += ",vhost=on"
+			}
+			args = append(args, "-netdev", nd)
+			dev += ",netdev=" + netdev
+		}
+		// A NIC without a tap has no backend at all: QEMU drops what the
+		// guest sends and Start sets its link down, so the guest sees an
+		// unplugged cable and nothing leaves the process.
+		if nicBoot[i] > 0 {
+			dev += ",bootindex=" + strconv.Itoa(nicBoot[i])
+		} else {
+			// No option ROM: iPXE is only needed to boot from the NIC.
+			dev += ",romfile="
+		}
+		args = append(args, "-device", dev)
+	}
+	return args, nil
+}
+
+func positive(i int) bool { return i > 0 }
+
+func nicID(i int) string { return fmt.Sprintf("nic%d", i) }
+
+var (
+	nicModelRE = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]*$`)
+	tapRE      = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,15}$`)
+)
+
+// maxSocketPath is what fits in sun_path with its terminating NUL.
+const maxSocketPath = 107
+
+func validate(spec Spec) error {
+	var errs []error
+	bad := func(format string, a ...any) { errs = append(errs, fmt.Errorf(format, a...)) }
+	if spec.ID == "" {
+		bad("id is empty")
+	}
+	if !filepath.IsAbs(spec.Dir) {
+		bad("dir %q is not an absolute path", spec.Dir)
+	} else {
+		for _, f := range []string{QMPSocket, ConsoleSocket} {
+			if p := filepath.Join(spec.Dir, f); len(p) > maxSocketPath {
+				bad("socket path %s is longer than %d bytes: use a shorter runtime directory", p, maxSocketPath)
+			}
+		}
+		if st, err := os.Stat(spec.Dir); err != nil {
+			bad("dir: %w", err)
+		} else if !st.IsDir() {
+			bad("dir %s is not a directory", spec.Dir)
+		}
+	}
+	if spec.CPUs < 1 {
+		bad("cpus is %d, want at least 1", spec.CPUs)
+	}
+	if spec.MemoryMiB < 16 {
+		bad("memoryMiB is %d, want at least 16", spec.MemoryMiB)
+	}
+	switch spec.Firmware {
+	case "bios", "uefi", "":
+	default:
+		bad("firmware %q: want bios or uefi", spec.Firmware)
+	}
+	switch spec.Boot.From {
+	case "disk", "":
+	case "kernel":
+		if spec.Boot.Kernel == "" {
+			bad("boot.kernel is empty for boot from kernel")
+		}
+	case "network":
+		if len(spec.NICs) == 0 {
+			bad("boot from network needs a nic")
+		}
+	default:
+		bad("boot.from %q: want disk, kernel or network", spec.Boot.From)
+	}
+	bootIndex := map[int]string{}
+	useIndex := func(i int, who string) {
+		if i < 0 {
+			bad("%s: bootIndex %d is negative", who, i)
+		}
+		if i <= 0 {
+			return
+		}
+		if other, dup := bootIndex[i]; dup {
+			bad("%s: bootIndex %d is also %s's", who, i, other)
+		}
+		bootIndex[i] = who
+	}
+	for i, d := range spec.Disks {
+		who := fmt.Sprintf("disks[%d]", i)
+		if !filepath.IsAbs(d.Path) {
+			bad("%s: path %q is not absolute", who, d.Path)
+		}
+		if d.Format != "qcow2" && d.Format != "raw" {
+			bad("%s: format %q: want qcow2 or raw", who, d.Format)
+		}
+		useIndex(d.BootIndex, who)
+	}
+	if spec.Seed != "" && !filepath.IsAbs(spec.Seed) {
+		bad("seed %q is not an absolute path", spec.Seed)
+	}
+	for i, n := range spec.NICs {
+		who := fmt.Sprintf("nics[%d]", i)
+		if hw, err := net.ParseMAC(n.MAC); err != nil || len(hw) != 6 {
+			bad("%s: mac %q is not an Ethernet address", who, n.MAC)
+		}
+		if n.Tap != "" && !tapRE.MatchString(n.Tap) {
+			bad("%s: tap %q is not an interface name", who, n.Tap)
+		}
+		if n.Model != "" && !nicModelRE.MatchString(n.Model) {
+			bad("%s: model %q is not a QEMU device name", who, n.Model)
+		}
+		useIndex(n.BootIndex, who)
+	}
+	return errors.Join(errs...)
+}
+
+// qemuEscape doubles commas, QEMU's escape inside option values.
+func qemuEscape(s string) string { return strings.ReplaceAll(s, ",", ",,") }
+
+var uuidRE = regexp.MustCompile(`^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$`)
+
+// vmUUID is the SMBIOS UUID QEMU gets for the VM: its ID when that is a
+// UUID (object uids are), else a name-based UUID (version 5 layout)
+// derived from it, so any ID maps to one stable UUID.
+func vmUUID(id string) string {
+	if uuidRE.MatchString(id) {
+		return strings.ToLower(id)
+	}
+	h := sha1.Sum([]byte("hearth.dev/vm/" + id))
+	h[6] = h[6]&0x0f | 0x50
+	h[8] = h[8]&0x3f | 0x80
+	return fmt.Sprintf("%x-%x-%x-%x-%x", h[0:4], h[4:6], h[6:8], h[8:10], h[10:16])
+}
+
+// waitForQMP waits for a new QEMU's control socket to answer, or for the
+// process to die trying.
+func waitForQMP(ctx context.Context, path string, exited <-chan error) (*QMPClient, error) {
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case err := <-exited:
+			if err == nil {
+				return nil, errors.New("qemu exited during start")
+			}
+			return nil, fmt.Errorf("qemu exited during start: %w", err)
+		case <-ctx.Done():
+			return nil, fmt.Errorf("waiting for qmp socket %s: %w", path, ctx.Err())
+		case <-tick.C:
+		}
+		if !exists(path) {
+			continue
+		}
+		dctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		c, err := DialQMP(dctx, path)
+		cancel()
+		if err == nil {
+			return c, nil
+		}
+	}
+}
+
+// qmpStatus is query-status's answer.
+type qmpStatus struct {
+	Status  string `json:"status"`
+	Running bool   `json:"running"`
+}
+
+func query(ctx context.Context, c *QMPClient, p process) (Info, error) {
+	info := p.info()
+	var st qmpStatus
+	if err := c.Execute(ctx, "query-status", nil, &st); err != nil {
+		return info, err
+	}
+	info.Status = st.Status
+	if st.Running {
+		info.State = Running
+	} else {
+		info.State = Paused
+	}
+	var kvm struct {
+		Enabled bool `json:"enabled"`
+	}
+	if err := c.Execute(ctx, "query-kvm", nil, &kvm); err != nil {
+		return info, err
+	}
+	info.Accelerator = "tcg"
+	if kvm.Enabled {
+		info.Accelerator = "kvm"
+	}
+	return info, nil
+}
+
+func exists(path string) bool {
+	_, err := os.Stat(path)
+	return err == nil
+}
+
+// removeRuntimeFiles removes what only means something while the process
+// lives. The console log, QEMU's messages and the UEFI variables stay.
+func removeRuntimeFiles(dir string) {
+	for _, f := range []string{PIDFile, QMPSocket, ConsoleSocket} {
+		os.Remove(filepath.Join(dir, f))
+	}
+}
+
+// lockDir holds an exclusive flock on the VM's directory, so two drivers
+// (or two agents) cannot start the same VM at once.
+func lockDir(ctx context.Context, dir string) (unlock func(), err error) {
+	f, err := os.Open(dir)
+	if err != nil {
+		return nil, err
+	}
+	for {
+		err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
+		if err == nil {
+			return func() { f.Close() }, nil
+		}
+		if !errors.Is(err, syscall.EWOULDBLOCK) {
+			f.Close()
+			return nil, fmt.Errorf("lock %s: %w", dir, err)
+		}
+		select {
+		case <-ctx.Done():
+			f.Close()
+			return nil, fmt.Errorf("lock %s: another start holds it: %w", dir, ctx.Err())
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// maxStderr is how large qemu.stderr may grow before a start empties it.
+const maxStderr = 1 << 20
+
+// openStderr opens qemu.stderr for appending and returns where this
+// start's messages begin.
+func openStderr(path string) (*os.File, int64, error) {
+	if st, err := os.Stat(path); err == nil && st.Size() > maxStderr {
+		os.Truncate(path, 0)
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
+	if err != nil {
+		return nil, 0, err
+	}
+	st, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, 0, err
+	}
+	return f, st.Size(), nil
+}
+
+// stderrTail is the end of what QEMU wrote since offset, on one line.
+func stderrTail(path string, offset int64) string {
+	f, err := os.Open(path)
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	b, _ := io.ReadAll(io.NewSectionReader(f, offset, 1<<20))
+	const max = 2000
+	if len(b) > max {
+		b = b[len(b)-max:]
+	}
+	var lines []string
+	for _, l := range strings.Split(string(b), "\n") {
+		if l = strings.TrimSpace(l); l != "" && !strings.HasPrefix(l, "hearth: ") {
+			lines = append(lines, l)
+		}
+	}
+	return strings.Join(lines, " | ")
+}

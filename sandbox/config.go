@@ -1,0 +1,225 @@
+// Package sandbox builds a whole Hearth lab on one Linux machine, so anyone
+// can try Hearth without hardware and the end-to-end tests have real hosts
+// to run on.
+//
+// A sandbox is a network namespace holding an underlay bridge, one network
+// namespace per "host" plugged into that bridge, one veth that lets the
+// root namespace (where the server and the CLI run) reach the hosts, a
+// `hearth server` in the root namespace and a `hearth agent` inside each
+// host's namespace. Everything it makes is recorded in DIR/sandbox.json, so
+// Down removes exactly that; Down also works from the naming scheme alone
+// when the record is missing.
+//
+// Sandbox traffic never leaves the namespaces the sandbox made: nothing is
+// bridged, routed or NATed to the machine's real interfaces (see
+// connectRoot for why).
+package sandbox
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Defaults of `hearth sandbox up`. They are flags of the command; code
+// paths take them from Config.
+const (
+	DefaultDir          = "/var/lib/hearth-sandbox"
+	DefaultPrefix       = "hsb"
+	DefaultUnderlayCIDR = "172.31.255.0/24"
+	DefaultPort         = 8443
+	DefaultSite         = "sandbox"
+	DefaultReadyTimeout = 120 * time.Second
+)
+
+// Names inside the underlay namespace and the host namespaces. They live
+// in namespaces the sandbox made, so they cannot collide with anything.
+const (
+	bridgeName   = "br0"
+	hostLinkName = "eth0"
+	ctlPeerName  = "ctl"
+	stateFile    = "sandbox.json"
+	serverSubdir = "server"
+	serverLog    = "server.log"
+	agentLog     = "agent.log"
+	guestSubdir  = "testguest"
+)
+
+// Config says what sandbox to build.
+type Config struct {
+	// Dir holds the server's data, each host's agent data, the logs and
+	// sandbox.json.
+	Dir string
+	// Hosts is how many hosts (network namespaces with an agent) to make.
+	Hosts int
+	// Prefix starts the name of every namespace and root-side link the
+	// sandbox makes (PREFIX-underlay, PREFIX-h1, PREFIX-ctl). Two
+	// sandboxes on one machine need different prefixes and CIDRs.
+	Prefix string
+	// Underlay is the hosts' network. The root namespace gets .1 and host
+	// i gets .(10+i).
+	Underlay netip.Prefix
+	// Port is where the server listens on the underlay's .1.
+	Port int
+	// Site is the site every host joins.
+	Site string
+	// Executable is the hearth binary run as server, as agents and to
+	// enter namespaces (default: this program).
+	Executable string
+	// AgentCommand returns the command that runs host h's agent (default:
+	// DefaultAgentCommand). It runs inside h's namespace with its output
+	// in h's agent.log.
+	AgentCommand func(h Host, j Join) []string
+	// TestGuest builds the test guest and links its kernel and initrd to
+	// DIR/testguest/ so VMs can boot.
+	TestGuest bool
+	// ReadyTimeout bounds the wait for the server and every Host to be
+	// Ready.
+	ReadyTimeout time.Duration
+	// Progress receives one line per step (default: discarded).
+	Progress io.Writer
+}
+
+// Join is what an agent needs to join the sandbox's cluster.
+type Join struct {
+	// Server is the API's URL as the hosts reach it.
+	Server string
+	// Token is a join token.
+	Token string
+	// CAFile is the cluster CA certificate.
+	CAFile string
+	// Site is the site the host joins.
+	Site string
+}
+
+// DefaultAgentCommand runs `hearth agent` for host h.
+func DefaultAgentCommand(exe string) func(h Host, j Join) []string {
+	return func(h Host, j Join) []string {
+		return []string{exe, "agent",
+			"--server", j.Server,
+			"--join-token", j.Token,
+			"--ca-file", j.CAFile,
+			"--name", h.Name,
+			"--data-dir", h.Dir,
+			"--address", h.Address,
+			"--site", j.Site,
+		}
+	}
+}
+
+// withDefaults fills what was left empty and checks the rest.
+func (c Config) withDefaults() (Config, error) {
+	if c.Dir == "" {
+		c.Dir = DefaultDir
+	}
+	dir, err := filepath.Abs(c.Dir)
+	if err != nil {
+		return c, fmt.Errorf("--dir: %w", err)
+	}
+	c.Dir = dir
+	if c.Prefix == "" {
+		c.Prefix = DefaultPrefix
+	}
+	if err := validPrefix(c.Prefix); err != nil {
+		return c, err
+	}
+	if !c.Underlay.IsValid() {
+		c.Underlay = netip.MustParsePrefix(DefaultUnderlayCIDR)
+	}
+	if !c.Underlay.Addr().Is4() {
+		return c, fmt.Errorf("--underlay-cidr %s: only IPv4 underlays are supported", c.Underlay)
+	}
+	c.Underlay = c.Underlay.Masked()
+	if c.Hosts < 1 {
+		return c, fmt.Errorf("--hosts %d: a sandbox needs at least one host", c.Hosts)
+	}
+	// Host i takes .(10+i); the last address of the prefix is broadcast.
+	if last := hostOffset(c.Hosts); !offsetFits(c.Underlay, last) {
+		return c, fmt.Errorf("--hosts %d does not fit in --underlay-cidr %s (host i takes address .%d+i): use fewer hosts or a larger prefix", c.Hosts, c.Underlay, hostOffset(0))
+	}
+	if c.Port == 0 {
+		c.Port = DefaultPort
+	}
+	if c.Site == "" {
+		c.Site = DefaultSite
+	}
+	if c.Executable == "" {
+		exe, err := os.Executable()
+		if err != nil {
+			return c, fmt.Errorf("finding the hearth binary: %w", err)
+		}
+		c.Executable = exe
+	}
+	if c.AgentCommand == nil {
+		c.AgentCommand = DefaultAgentCommand(c.Executable)
+	}
+	if c.ReadyTimeout == 0 {
+		c.ReadyTimeout = DefaultReadyTimeout
+	}
+	if c.Progress == nil {
+		c.Progress = io.Discard
+	}
+	return c, nil
+}
+
+// validPrefix keeps every name the sandbox derives from the prefix a
+// valid interface name (at most 15 bytes, e.g. "hsb-ctl") and a plain file
+// name under /run/netns.
+func validPrefix(p string) error {
+	if p == "" {
+		return errors.New("--prefix is empty")
+	}
+	if len(p) > 10 {
+		return fmt.Errorf("--prefix %q is longer than 10 characters (interface names are limited to 15)", p)
+	}
+	for i, r := range p {
+		letter := r >= 'a' && r <= 'z'
+		if !letter && (i == 0 || !(r >= '0' && r <= '9' || r == '-' || r == '_')) {
+			return fmt.Errorf("--prefix %q: start with a lowercase letter, then use letters, digits, '-' and '_'", p)
+		}
+	}
+	return nil
+}
+
+// names derives every namespace and link name of a sandbox from its prefix.
+type names string
+
+func (n names) underlay() string       { return string(n) + "-underlay" }
+func (n names) ctl() string            { return string(n) + "-ctl" }
+func (n names) host(i int) string      { return "h" + strconv.Itoa(i) }
+func (n names) hostNetns(i int) string { return string(n) + "-" + n.host(i) }
+
+// isHostNetns reports whether name is PREFIX-h<digits>.
+func (n names) isHostNetns(name string) bool {
+	rest, ok := strings.CutPrefix(name, string(n)+"-h")
+	if !ok || rest == "" {
+		return false
+	}
+	_, err := strconv.Atoi(rest)
+	return err == nil && rest[0] != '0'
+}
+
+// Addresses in the underlay: the root namespace's end is .1, host i is
+// .(10+i).
+func hostOffset(i int) int { return 10 + i }
+
+const ctlOffset = 1
+
+func offsetFits(p netip.Prefix, off int) bool {
+	size := 1 << (32 - p.Bits())
+	return off > 0 && off < size-1
+}
+
+// addrAt returns the address off places after the prefix's first.
+func addrAt(p netip.Prefix, off int) netip.Addr {
+	a := p.Masked().Addr().As4()
+	v := uint32(a[0])<<24 | uint32(a[1])<<16 | uint32(a[2])<<8 | uint32(a[3])
+	v += uint32(off)
+	return netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)})
+}

@@ -1,0 +1,229 @@
+package sandbox
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// startDaemon starts argv in a session of its own, detached from the
+// terminal, with stdin from /dev/null and stdout and stderr appended to
+// logPath. It outlives the caller.
+func startDaemon(argv []string, logPath string) (*Process, error) {
+	if err := os.MkdirAll(filepath.Dir(logPath), 0o755); err != nil {
+		return nil, err
+	}
+	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	defer logf.Close()
+	cmd := exec.Command(argv[0], argv[1:]...)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.Dir = "/"
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("starting %s: %w", strings.Join(argv, " "), err)
+	}
+	// Reap it should it die while this process still runs (tests keep
+	// running after Up); once `hearth sandbox up` exits, init does.
+	go cmd.Wait()
+	p := &Process{PID: cmd.Process.Pid, Log: logPath}
+	if p.StartTime, err = procStartTime(p.PID); err != nil {
+		return p, fmt.Errorf("%s exited at once; see %s", argv[0], logPath)
+	}
+	return p, nil
+}
+
+// procStat returns a process's state letter and start time from
+// /proc/PID/stat.
+func procStat(pid int) (state byte, start uint64, err error) {
+	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return 0, 0, err
+	}
+	// The command name (field 2) may hold spaces and parentheses; the
+	// fields after its last ')' are plain.
+	i := bytes.LastIndexByte(data, ')')
+	if i < 0 {
+		return 0, 0, fmt.Errorf("/proc/%d/stat: unexpected format", pid)
+	}
+	f := strings.Fields(string(data[i+1:]))
+	// f[0] is field 3 (state); field 22 (starttime) is f[19].
+	if len(f) < 20 || len(f[0]) != 1 {
+		return 0, 0, fmt.Errorf("/proc/%d/stat: unexpected format", pid)
+	}
+	start, err = strconv.ParseUint(f[19], 10, 64)
+	return f[0][0], start, err
+}
+
+func procStartTime(pid int) (uint64, error) {
+	_, start, err := procStat(pid)
+	return start, err
+}
+
+// alive reports whether the recorded process still runs. A zombie has
+// exited: it only waits for its parent to notice.
+func (p *Process) alive() bool {
+	if p == nil || p.PID <= 0 {
+		return false
+	}
+	state, start, err := procStat(p.PID)
+	return err == nil && start == p.StartTime && state != 'Z'
+}
+
+// nsID names a namespace: the device and inode of its nsfs file.
+type nsID struct{ dev, ino uint64 }
+
+func nsOf(path string) (nsID, error) {
+	var st syscall.Stat_t
+	if err := syscall.Stat(path, &st); err != nil {
+		return nsID{}, err
+	}
+	return nsID{uint64(st.Dev), st.Ino}, nil
+}
+
+// proc is a running process with its namespaces.
+type proc struct {
+	Process
+	netns, mntns nsID
+}
+
+// processes lists every process but this one, with its network and mount
+// namespaces. Processes that exit while the list is made are left out.
+func processes() []proc {
+	entries, _ := os.ReadDir("/proc")
+	self := os.Getpid()
+	var ps []proc
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || pid == self {
+			continue
+		}
+		base := "/proc/" + e.Name() + "/ns/"
+		net, err1 := nsOf(base + "net")
+		mnt, err2 := nsOf(base + "mnt")
+		state, start, err3 := procStat(pid)
+		if err1 != nil || err2 != nil || err3 != nil || state == 'Z' {
+			continue
+		}
+		ps = append(ps, proc{Process: Process{PID: pid, StartTime: start}, netns: net, mntns: mnt})
+	}
+	return ps
+}
+
+// processesInside finds every process inside the given network
+// namespaces, and every process that shares a mount namespace with one of
+// those: `sandbox exec-in` gives each host's processes a mount namespace
+// of their own, so this also finds what a host started in namespaces it
+// made itself (a router namespace of a tenant network, say).
+func processesInside(netnss map[nsID]bool) []Process {
+	ps := processes()
+	hostMnt := map[nsID]bool{}
+	for _, self := range []string{"/proc/self/ns/mnt", "/proc/1/ns/mnt"} {
+		if id, err := nsOf(self); err == nil {
+			hostMnt[id] = true
+		}
+	}
+	mnts := map[nsID]bool{}
+	for _, p := range ps {
+		if netnss[p.netns] && !hostMnt[p.mntns] {
+			mnts[p.mntns] = true
+		}
+	}
+	var out []Process
+	for _, p := range ps {
+		if netnss[p.netns] || mnts[p.mntns] {
+			out = append(out, p.Process)
+		}
+	}
+	return out
+}
+
+// terminate asks the processes to stop (SIGTERM), waits up to grace, then
+// kills what is left (SIGKILL). It returns the processes that survived
+// even that.
+func terminate(ctx context.Context, ps []Process, grace time.Duration) []Process {
+	signalAll := func(sig syscall.Signal) {
+		for _, p := range ps {
+			if p.alive() {
+				_ = syscall.Kill(p.PID, sig)
+			}
+		}
+	}
+	waitGone := func(d time.Duration) []Process {
+		deadline := time.Now().Add(d)
+		for {
+			var left []Process
+			for _, p := range ps {
+				if p.alive() {
+					left = append(left, p)
+				}
+			}
+			if len(left) == 0 || time.Now().After(deadline) || ctx.Err() != nil {
+				return left
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	signalAll(syscall.SIGTERM)
+	if left := waitGone(grace); len(left) == 0 {
+		return nil
+	}
+	signalAll(syscall.SIGKILL)
+	return waitGone(5 * time.Second)
+}
+
+// findServer looks for a `hearth server` whose --data-dir is dataDir, for
+// Down without a record of the server's pid.
+func findServer(dataDir string) []Process {
+	var out []Process
+	for _, p := range processes() {
+		data, err := os.ReadFile("/proc/" + strconv.Itoa(p.PID) + "/cmdline")
+		if err != nil {
+			continue
+		}
+		args := strings.Split(strings.TrimRight(string(data), "\x00"), "\x00")
+		isServer, hasDir := false, false
+		for i, a := range args {
+			switch {
+			case a == "server":
+				isServer = true
+			case a == "--data-dir" && i+1 < len(args) && filepath.Clean(args[i+1]) == dataDir,
+				a == "--data-dir="+dataDir:
+				hasDir = true
+			}
+		}
+		if isServer && hasDir {
+			out = append(out, p.Process)
+		}
+	}
+	return out
+}
+
+// logTail returns the last lines of a log, indented, for error messages.
+func logTail(path string, lines int) string {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return "  (" + path + " does not exist)"
+		}
+		return "  (" + err.Error() + ")"
+	}
+	all := strings.Split(strings.TrimRight(string(data), "\n"), "\n")
+	if len(all) > lines {
+		all = all[len(all)-lines:]
+	}
+	if len(all) == 1 && all[0] == "" {
+		return "  (" + path + " is empty)"
+	}
+	return "  " + strings.Join(all, "\n  ")
+}

@@ -1,0 +1,385 @@
+package sandbox
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	api "hearth.dev/hearth/api/v1alpha1"
+	"hearth.dev/hearth/client"
+	"hearth.dev/hearth/server"
+)
+
+// Sandbox is a sandbox being built. Its steps run in this order: New,
+// BuildNetwork, StartServer, StartAgents, BuildTestGuest, WaitReady (Up
+// runs them all). Each records what it made before going on, so Down can
+// remove a sandbox stopped at any step.
+type Sandbox struct {
+	cfg   Config
+	names names
+	// State is what has been made so far.
+	State State
+}
+
+// Up builds a whole sandbox: the network, the server, an agent per host,
+// the test guest, and waits until every Host is Ready. When a step fails,
+// what was made stays (its logs explain the failure) and the error says
+// which step failed and to run Down.
+func Up(ctx context.Context, cfg Config) (*Sandbox, error) {
+	s, err := New(cfg)
+	if err != nil {
+		return nil, err
+	}
+	steps := []struct {
+		what string
+		run  func(context.Context) error
+	}{
+		{"building the underlay and " + plural(s.cfg.Hosts, "host namespace"), func(context.Context) error { return s.BuildNetwork() }},
+		{"starting the server", s.StartServer},
+		{"starting " + plural(s.cfg.Hosts, "agent"), s.StartAgents},
+		{"building the test guest", s.BuildTestGuest},
+		{"waiting for every host to be Ready", s.WaitReady},
+	}
+	for _, step := range steps {
+		if step.what == "building the test guest" && !s.cfg.TestGuest {
+			continue
+		}
+		fmt.Fprintf(s.cfg.Progress, "sandbox: %s\n", step.what)
+		if err := step.run(ctx); err != nil {
+			return s, fmt.Errorf("sandbox up failed %s: %w\n\nWhat was built is recorded in %s and stays for you to look at; remove it with: %s",
+				step.what, err, statePath(s.cfg.Dir), s.downCommand())
+		}
+	}
+	return s, nil
+}
+
+// New checks that no sandbox is up in cfg.Dir or under cfg.Prefix, and
+// starts the record of a new one.
+func New(cfg Config) (*Sandbox, error) {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	if os.Geteuid() != 0 {
+		return nil, errors.New("the sandbox makes network namespaces and links: run it as root")
+	}
+	s := &Sandbox{cfg: cfg, names: names(cfg.Prefix)}
+	if _, err := os.Stat(statePath(cfg.Dir)); err == nil {
+		return nil, fmt.Errorf("a sandbox is already up in %s; run %s", cfg.Dir, s.downCommand())
+	}
+	for _, p := range []string{serverSubdir, serverLog} {
+		if _, err := os.Stat(filepath.Join(cfg.Dir, p)); err == nil {
+			return nil, fmt.Errorf("a sandbox is already up in %s (%s exists); run %s", cfg.Dir, p, s.downCommand())
+		}
+	}
+	if ns := namespacesNamed(s.names); len(ns) > 0 {
+		return nil, fmt.Errorf("a sandbox is already up with prefix %q (network namespace %s exists); run %s", cfg.Prefix, ns[0], s.downCommand())
+	}
+	st := State{Dir: cfg.Dir, Prefix: cfg.Prefix, Underlay: cfg.Underlay.String()}
+	if _, err := os.Stat(cfg.Dir); errors.Is(err, os.ErrNotExist) {
+		st.CreatedDir = true
+	}
+	if err := os.MkdirAll(cfg.Dir, 0o755); err != nil {
+		return nil, fmt.Errorf("--dir: %w", err)
+	}
+	s.State = st
+	if err := s.State.save(); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// downCommand is the command that removes this sandbox.
+func (s *Sandbox) downCommand() string {
+	cmd := "hearth sandbox down"
+	if s.cfg.Dir != DefaultDir {
+		cmd += " --dir " + s.cfg.Dir
+	}
+	if s.cfg.Prefix != DefaultPrefix {
+		cmd += " --prefix " + s.cfg.Prefix
+	}
+	return cmd
+}
+
+// Executable is the hearth binary the sandbox runs.
+func (s *Sandbox) Executable() string { return s.cfg.Executable }
+
+// Command returns a command that runs argv inside a namespace of the
+// sandbox (a host's, or the underlay's).
+func (s *Sandbox) Command(netnsName string, argv ...string) *exec.Cmd {
+	return Command(s.cfg.Executable, netnsName, argv...)
+}
+
+// addPath records a file or directory made under Dir.
+func (s *Sandbox) addPath(p string) error {
+	if !slices.Contains(s.State.Paths, p) {
+		s.State.Paths = append(s.State.Paths, p)
+	}
+	return s.State.save()
+}
+
+// ServerAddress is where the server listens: .1 of the underlay.
+func (s *Sandbox) serverHostPort() string {
+	return net.JoinHostPort(addrAt(s.cfg.Underlay, ctlOffset).String(), strconv.Itoa(s.cfg.Port))
+}
+
+// StartServer starts `hearth server` in the root namespace, listening on
+// the underlay's .1, and waits until it answers with its admin config.
+func (s *Sandbox) StartServer(ctx context.Context) error {
+	dataDir := filepath.Join(s.cfg.Dir, serverSubdir)
+	logPath := filepath.Join(s.cfg.Dir, serverLog)
+	if err := s.addPath(dataDir); err != nil {
+		return err
+	}
+	if err := s.addPath(logPath); err != nil {
+		return err
+	}
+	argv := []string{s.cfg.Executable, "server",
+		"--data-dir", dataDir,
+		"--listen", s.serverHostPort(),
+		// Port 0 lets etcd pick free ports, so a sandbox never collides
+		// with an etcd or another server already on the machine.
+		"--etcd-client-url", "http://127.0.0.1:0",
+		"--etcd-peer-url", "http://127.0.0.1:0",
+	}
+	p, err := startDaemon(argv, logPath)
+	if p != nil {
+		s.State.Server = p
+		if serr := s.State.save(); serr != nil {
+			return serr
+		}
+	}
+	if err != nil {
+		return err
+	}
+	s.State.ServerURL = "https://" + s.serverHostPort()
+	s.State.AdminConfig = filepath.Join(dataDir, "admin.conf")
+	if err := s.State.save(); err != nil {
+		return err
+	}
+	wctx, cancel := context.WithTimeout(ctx, s.cfg.ReadyTimeout)
+	defer cancel()
+	for {
+		if !p.alive() {
+			return fmt.Errorf("the server exited; the end of %s:\n%s", logPath, logTail(logPath, 15))
+		}
+		c, err := s.Client()
+		if err == nil {
+			_, err = c.WhoAmI(wctx)
+		}
+		if err == nil {
+			return nil
+		}
+		select {
+		case <-wctx.Done():
+			return fmt.Errorf("the server did not answer at %s within %s (last error: %v); see %s", s.State.ServerURL, s.cfg.ReadyTimeout, err, logPath)
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+// Client returns an admin client of the sandbox's server.
+func (s *Sandbox) Client() (*client.Client, error) {
+	if s.State.AdminConfig == "" {
+		return nil, errors.New("the sandbox has no server yet")
+	}
+	if _, err := os.Stat(s.State.AdminConfig); err != nil {
+		return nil, err
+	}
+	return client.FromConfig(s.State.AdminConfig, "")
+}
+
+// JoinToken makes a join token for the sandbox's hosts.
+func (s *Sandbox) JoinToken(ctx context.Context) (string, error) {
+	c, err := s.Client()
+	if err != nil {
+		return "", err
+	}
+	var resp server.TokenResponse
+	req := server.TokenRequest{TTL: "24h", Site: s.cfg.Site, Description: "hearth sandbox hosts"}
+	if err := c.Do(ctx, http.MethodPost, api.PathPrefix+"/jointokens", req, &resp); err != nil {
+		return "", fmt.Errorf("making a join token: %w", err)
+	}
+	return resp.Token, nil
+}
+
+// StartAgents makes a join token and starts each host's agent inside the
+// host's namespace.
+func (s *Sandbox) StartAgents(ctx context.Context) error {
+	token, err := s.JoinToken(ctx)
+	if err != nil {
+		return err
+	}
+	j := Join{
+		Server: s.State.ServerURL,
+		Token:  token,
+		CAFile: filepath.Join(s.cfg.Dir, serverSubdir, "ca.crt"),
+		Site:   s.cfg.Site,
+	}
+	for i := range s.State.Hosts {
+		h := &s.State.Hosts[i]
+		// A firewall in the root namespace could drop the hosts' packets
+		// to the server; say so here rather than in every agent's log.
+		if err := s.dialFrom(h.Netns, s.serverHostPort()); err != nil {
+			return fmt.Errorf("host %s cannot reach the server at %s (%v): does a firewall in the root namespace drop traffic on %s?", h.Name, s.serverHostPort(), err, s.names.ctl())
+		}
+		if err := os.MkdirAll(h.Dir, 0o755); err != nil {
+			return err
+		}
+		if err := s.addPath(h.Dir); err != nil {
+			return err
+		}
+		argv := s.Command(h.Netns, s.cfg.AgentCommand(*h, j)...).Args
+		p, err := startDaemon(argv, h.Log())
+		if p != nil {
+			h.Agent = p
+			if serr := s.State.save(); serr != nil {
+				return serr
+			}
+		}
+		if err != nil {
+			return fmt.Errorf("agent of %s: %w", h.Name, err)
+		}
+	}
+	return nil
+}
+
+// dialFrom connects to addr from inside a namespace.
+func (s *Sandbox) dialFrom(netnsName, addr string) error {
+	return InNetns(netnsName, func() error {
+		c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+		if err != nil {
+			return err
+		}
+		return c.Close()
+	})
+}
+
+// BuildTestGuest builds the test guest (a small kernel and initramfs VMs
+// boot in a couple of seconds) and links it into DIR/testguest, where the
+// examples find it as file://DIR/testguest/vmlinuz and initrd.img.
+func (s *Sandbox) BuildTestGuest(ctx context.Context) error {
+	kernel, initrd, err := buildTestGuest(ctx)
+	if err != nil {
+		return err
+	}
+	dir := filepath.Join(s.cfg.Dir, guestSubdir)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	if err := s.addPath(dir); err != nil {
+		return err
+	}
+	g := &Guest{Kernel: filepath.Join(dir, "vmlinuz"), Initrd: filepath.Join(dir, "initrd.img")}
+	if err := linkOrCopy(kernel, g.Kernel); err != nil {
+		return err
+	}
+	if err := linkOrCopy(initrd, g.Initrd); err != nil {
+		return err
+	}
+	s.State.TestGuest = g
+	return s.State.save()
+}
+
+// linkOrCopy hard-links src to dst, or copies it when they are on
+// different file systems.
+func linkOrCopy(src, dst string) error {
+	_ = os.Remove(dst)
+	if err := os.Link(src, dst); err == nil {
+		return nil
+	}
+	in, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	out, err := os.OpenFile(dst+".tmp", os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o644)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		out.Close()
+		return fmt.Errorf("copying %s to %s: %w", src, dst, err)
+	}
+	if err := out.Close(); err != nil {
+		return err
+	}
+	return os.Rename(dst+".tmp", dst)
+}
+
+// WaitReady waits until every host's Host is Ready. An agent that exits
+// fails the wait at once, with the end of its log.
+func (s *Sandbox) WaitReady(ctx context.Context) error {
+	c, err := s.Client()
+	if err != nil {
+		return err
+	}
+	deadline := time.Now().Add(s.cfg.ReadyTimeout)
+	for {
+		var notReady []Host
+		for _, h := range s.State.Hosts {
+			if h.Agent != nil && !h.Agent.alive() {
+				return fmt.Errorf("the agent of %s exited; the end of %s:\n%s", h.Name, h.Log(), logTail(h.Log(), 15))
+			}
+			qctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			obj, err := c.Get(qctx, "Host", "", h.Name)
+			cancel()
+			if err != nil || obj.CommonStatus().Phase != api.HostReady {
+				notReady = append(notReady, h)
+			}
+		}
+		if len(notReady) == 0 {
+			return nil
+		}
+		if !s.State.Server.alive() {
+			return fmt.Errorf("the server exited; the end of %s:\n%s", s.State.Server.Log, logTail(s.State.Server.Log, 15))
+		}
+		if time.Now().After(deadline) {
+			var names, logs []string
+			for _, h := range notReady {
+				names = append(names, h.Name)
+				logs = append(logs, h.Log())
+			}
+			return fmt.Errorf("%s did not become Ready within %s; see %s",
+				strings.Join(names, ", "), s.cfg.ReadyTimeout, strings.Join(logs, ", "))
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
+}
+
+// PrintSummary writes what is up as shell comments, then, as the last
+// line, the export that points the CLI at the sandbox: the output of `up`
+// can be given to eval.
+func (s *Sandbox) PrintSummary(w io.Writer) {
+	fmt.Fprintf(w, "# Hearth sandbox up in %s\n", s.cfg.Dir)
+	fmt.Fprintf(w, "# server  %s  log %s\n", s.State.ServerURL, s.State.Server.Log)
+	for _, h := range s.State.Hosts {
+		fmt.Fprintf(w, "# %-6s  %-15s  netns %s  log %s\n", h.Name, h.Address, h.Netns, h.Log())
+	}
+	if g := s.State.TestGuest; g != nil {
+		fmt.Fprintf(w, "# test guest  file://%s  file://%s\n", g.Kernel, g.Initrd)
+	}
+	fmt.Fprintf(w, "# a shell on %s: hearth sandbox exec-in %s -- bash;  tear down: %s\n", s.State.Hosts[0].Name, s.State.Hosts[0].Netns, s.downCommand())
+	fmt.Fprintf(w, "export HEARTH_CONFIG=%s\n", s.State.AdminConfig)
+}
+
+func plural(n int, what string) string {
+	if n == 1 {
+		return "1 " + what
+	}
+	return strconv.Itoa(n) + " " + what + "s"
+}

@@ -1,0 +1,261 @@
+// Package admission holds the server's admission checks: rules that need
+// other objects than the one being written (quotas), run by the API after
+// validation and before the write. Each check has the shape of
+// server.Admitter, func(ctx, obj, old) error, with old nil on a create.
+package admission
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+
+	api "hearth.dev/hearth/api/v1alpha1"
+	"hearth.dev/hearth/server/store"
+)
+
+// Quota enforces each tenant's spec.quota on creates and updates of
+// VirtualMachines (vcpus, memory, vms), Volumes (volumeGiB) and Networks
+// (networks).
+//
+// Usage is summed from the tenant's objects in etcd, leaving out the
+// stored version of the object being updated and adding the new one. Only
+// a write that makes a dimension grow is checked against it, so lowering a
+// quota below what a tenant already uses never blocks writes that do not
+// add to it (binding a VM to a host, removing a finalizer).
+//
+// Volume GiB counts Volumes and the disks VMs clone from an image (the
+// disk's size, or the image's virtual size when it has none): the
+// volume is made for the VM, so the VM is what asks for the space, and
+// refusing the VM is clearer than a VM that never starts. A Volume
+// controlled by a VirtualMachine is that VM's disk and is not counted a
+// second time. A cdrom uses its image read-only and costs nothing.
+// Objects being deleted still count: they hold what they use until gone.
+//
+// Known race: two creates in the same tenant at the same moment can both
+// read the usage before either is written, and both pass. Closing it
+// needs the check inside the store's create transaction: a store.Hooks
+// OnCreate for the three kinds that reads a per-tenant key
+// (/hearth/quota/<tenant>), computes usage, and returns a compare on that
+// key's mod revision and a put of it, so the second of two racing creates
+// fails its compare and is re-checked (OnCreate runs again). Updates
+// would need the same hook in store.Update, and Network's hooks would
+// have to be chained with its VNI allocator.
+type Quota struct {
+	store *store.Store
+}
+
+// NewQuota returns the quota check over a store.
+func NewQuota(st *store.Store) *Quota { return &Quota{store: st} }
+
+// usage is what objects take from a quota; volume space in bytes.
+type usage struct {
+	vcpus, vms, networks int64
+	memory, volume       int64
+}
+
+// dimension is one quota field, how to read it, and how to show amounts.
+type dimension struct {
+	name  string
+	limit func(api.Quota) int64
+	get   func(usage) int64
+	show  func(int64) string
+	// kinds whose objects add to it.
+	kinds []string
+}
+
+func count(n int64) string     { return strconv.FormatInt(n, 10) }
+func showBytes(n int64) string { return api.Bytes(n).String() }
+
+var dimensions = []dimension{
+	{"vms", func(q api.Quota) int64 { return int64(q.VMs) }, func(u usage) int64 { return u.vms }, count, []string{"VirtualMachine"}},
+	{"vcpus", func(q api.Quota) int64 { return int64(q.VCPUs) }, func(u usage) int64 { return u.vcpus }, count, []string{"VirtualMachine"}},
+	{"memory", func(q api.Quota) int64 { return int64(q.Memory) }, func(u usage) int64 { return u.memory }, showBytes, []string{"VirtualMachine"}},
+	{"volumeGiB", func(q api.Quota) int64 { return q.VolumeGiB << 30 }, func(u usage) int64 { return u.volume }, showBytes, []string{"Volume", "VirtualMachine"}},
+	{"networks", func(q api.Quota) int64 { return int64(q.Networks) }, func(u usage) int64 { return u.networks }, count, []string{"Network"}},
+}
+
+// Admit refuses a create or update that would take the tenant past its
+// quota, with a 403 QuotaExceeded that names the quota and the numbers.
+func (q *Quota) Admit(ctx context.Context, obj, old api.Object) error {
+	kind := obj.GetTypeMeta().Kind
+	m := obj.GetMetadata()
+	var relevant []dimension
+	for _, d := range dimensions {
+		if slices.Contains(d.kinds, kind) {
+			relevant = append(relevant, d)
+		}
+	}
+	if len(relevant) == 0 || m.Tenant == "" || m.DeletionTimestamp != nil {
+		return nil
+	}
+	tk, _ := api.KindByName("Tenant")
+	t, err := q.store.Get(ctx, tk, "", m.Tenant)
+	if api.IsNotFound(err) {
+		return nil // the API reports the missing tenant itself
+	}
+	if err != nil {
+		return err
+	}
+	quota := t.(*api.Tenant).Spec.Quota
+	images := &imageSizes{q: q, tenant: m.Tenant, skip: quota.VolumeGiB == 0}
+	// On a create the status is the client's and about to be cleared;
+	// on an update it is the stored one.
+	requested, err := q.usageOf(ctx, obj, images, old != nil)
+	if err != nil {
+		return err
+	}
+	var before usage
+	if old != nil {
+		if before, err = q.usageOf(ctx, old, images, true); err != nil {
+			return err
+		}
+	}
+	// Check only the limited dimensions this write makes grow.
+	var checked []dimension
+	kinds := map[string]bool{}
+	for _, d := range relevant {
+		if d.limit(quota) > 0 && d.get(requested) > d.get(before) {
+			checked = append(checked, d)
+			for _, k := range d.kinds {
+				kinds[k] = true
+			}
+		}
+	}
+	if len(checked) == 0 {
+		return nil
+	}
+	used, err := q.tenantUsage(ctx, m.Tenant, kinds, kind, m.Name, images)
+	if err != nil {
+		return err
+	}
+	var over []string
+	for _, d := range checked {
+		u, r, l := d.get(used), d.get(requested), d.limit(quota)
+		if u+r > l {
+			over = append(over, fmt.Sprintf("quota exceeded for %s: requested %s, used %s of %s", d.name, d.show(r), d.show(u), d.show(l)))
+		}
+	}
+	if len(over) > 0 {
+		return api.NewQuotaExceeded("tenant %s: %s", m.Tenant, strings.Join(over, "; "))
+	}
+	return nil
+}
+
+// tenantUsage sums the tenant's stored objects of the given kinds, leaving
+// out the object kind/name (the stored version of the one being written).
+func (q *Quota) tenantUsage(ctx context.Context, tenant string, kinds map[string]bool, skipKind, skipName string, images *imageSizes) (usage, error) {
+	var total usage
+	for kind := range kinds {
+		k, err := api.KindByName(kind)
+		if err != nil {
+			return usage{}, err
+		}
+		objs, _, err := q.store.List(ctx, k, store.TenantPrefix(k, tenant), nil)
+		if err != nil {
+			return usage{}, err
+		}
+		for _, o := range objs {
+			if kind == skipKind && o.GetMetadata().Name == skipName {
+				continue
+			}
+			u, err := q.usageOf(ctx, o, images, true)
+			if err != nil {
+				return usage{}, err
+			}
+			// Add only what this kind contributes, so a VM's disks and
+			// the Volumes are each summed once.
+			switch kind {
+			case "VirtualMachine":
+				total.vms += u.vms
+				total.vcpus += u.vcpus
+				total.memory += u.memory
+				total.volume += u.volume
+			case "Volume":
+				total.volume += u.volume
+			case "Network":
+				total.networks += u.networks
+			}
+		}
+	}
+	return total, nil
+}
+
+// usageOf is what one object takes. trustStatus says whether its status
+// was written by Hearth (stored objects) rather than sent by a client.
+func (q *Quota) usageOf(ctx context.Context, obj api.Object, images *imageSizes, trustStatus bool) (usage, error) {
+	switch o := obj.(type) {
+	case *api.VirtualMachine:
+		u := usage{vms: 1, vcpus: int64(o.Spec.CPUs), memory: int64(o.Spec.Memory)}
+		for _, d := range o.Spec.Disks {
+			if d.Image == "" || d.Device == "cdrom" {
+				continue
+			}
+			size := int64(d.Size)
+			if size == 0 {
+				s, err := images.size(ctx, d.Image)
+				if err != nil {
+					return usage{}, err
+				}
+				size = s
+			}
+			u.volume += size
+		}
+		return u, nil
+	case *api.Volume:
+		for _, ref := range o.Metadata.OwnerReferences {
+			if ref.Kind == "VirtualMachine" && ref.Controller {
+				return usage{}, nil // counted as its VM's disk
+			}
+		}
+		size := int64(o.Spec.Size)
+		if size == 0 && trustStatus {
+			size = int64(o.Status.Size)
+		}
+		if size == 0 && o.Spec.Source.Image != "" {
+			s, err := images.size(ctx, o.Spec.Source.Image)
+			if err != nil {
+				return usage{}, err
+			}
+			size = s
+		}
+		return usage{volume: size}, nil
+	case *api.Network:
+		return usage{networks: 1}, nil
+	}
+	return usage{}, nil
+}
+
+// imageSizes looks up, once per admission, the virtual size of the images
+// a tenant's disks are cloned from: the tenant's own image of a name, else
+// the shared one. An image not yet fetched has no size and counts 0.
+type imageSizes struct {
+	q      *Quota
+	tenant string
+	// skip answers 0 without reading images, when no volume quota is set.
+	skip  bool
+	sizes map[string]int64
+}
+
+func (s *imageSizes) size(ctx context.Context, name string) (int64, error) {
+	if s.skip {
+		return 0, nil
+	}
+	if s.sizes == nil {
+		s.sizes = map[string]int64{}
+		k, _ := api.KindByName("Image")
+		// Shared images first, so the tenant's own overwrite them.
+		for _, tenant := range []string{"", s.tenant} {
+			objs, _, err := s.q.store.List(ctx, k, store.TenantPrefix(k, tenant), nil)
+			if err != nil {
+				return 0, err
+			}
+			for _, o := range objs {
+				img := o.(*api.Image)
+				s.sizes[img.Metadata.Name] = int64(max(img.Status.VirtualSize, img.Status.Size))
+			}
+		}
+	}
+	return s.sizes[name], nil
+}

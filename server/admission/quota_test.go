@@ -1,0 +1,153 @@
+package admission_test
+
+import (
+	"net/http"
+	"testing"
+
+	api "hearth.dev/hearth/api/v1alpha1"
+	"hearth.dev/hearth/client"
+	"hearth.dev/hearth/server/servertest"
+)
+
+func newVM(name string, cpus int, mem api.Bytes) *api.VirtualMachine {
+	return &api.VirtualMachine{TypeMeta: api.TypeMeta{APIVersion: api.APIVersion, Kind: "VirtualMachine"},
+		Metadata: api.ObjectMeta{Name: name, Tenant: "lab"},
+		Spec: api.VirtualMachineSpec{CPUs: cpus, Memory: mem,
+			Boot: api.VMBoot{From: api.BootFromKernel, Kernel: &api.BootFile{URL: "file:///srv/vmlinuz"}}}}
+}
+
+func quotaTenant(t *testing.T, env *servertest.Env, q api.Quota) {
+	t.Helper()
+	tn := &api.Tenant{TypeMeta: api.TypeMeta{APIVersion: api.APIVersion, Kind: "Tenant"},
+		Metadata: api.ObjectMeta{Name: "lab"}, Spec: api.TenantSpec{Quota: q}}
+	if _, err := env.Admin.Create(servertest.Ctx(t), tn); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// wantQuotaError checks a refusal: 403 QuotaExceeded with exactly msg.
+func wantQuotaError(t *testing.T, err error, msg string) {
+	t.Helper()
+	st, ok := err.(*api.Status)
+	if !ok {
+		t.Fatalf("got %v, want a QuotaExceeded status %q", err, msg)
+	}
+	if st.Code != http.StatusForbidden || st.Reason != api.ReasonQuota || st.Message != msg {
+		t.Fatalf("got %d %s %q, want 403 QuotaExceeded %q", st.Code, st.Reason, st.Message, msg)
+	}
+}
+
+func countVMs(t *testing.T, env *servertest.Env) int {
+	t.Helper()
+	vms, _, err := env.Admin.List(servertest.Ctx(t), "VirtualMachine", "lab", client.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(vms)
+}
+
+// TestQuotaVMs: VMs beyond the tenant's vcpus, memory or vms quota are
+// refused with a message that names the quota, and nothing is written;
+// an update that grows memory beyond the quota is refused too, while one
+// that does not grow anything passes even over quota.
+func TestQuotaVMs(t *testing.T) {
+	env := servertest.Start(t, servertest.WithoutControllers())
+	quotaTenant(t, env, api.Quota{VCPUs: 8, Memory: 8 << 30, VMs: 3})
+	ctx := servertest.Ctx(t)
+	user := env.User("alice", "lab", api.RoleTenantAdmin)
+
+	if _, err := user.Create(ctx, newVM("a", 4, 4<<30)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := user.Create(ctx, newVM("b", 2, 2<<30)); err != nil {
+		t.Fatal(err)
+	}
+	cases := []struct {
+		vm  *api.VirtualMachine
+		msg string
+	}{
+		{newVM("c", 4, 1<<30), "tenant lab: quota exceeded for vcpus: requested 4, used 6 of 8"},
+		{newVM("c", 1, 4<<30), "tenant lab: quota exceeded for memory: requested 4Gi, used 6Gi of 8Gi"},
+		{newVM("c", 4, 4<<30), "tenant lab: quota exceeded for vcpus: requested 4, used 6 of 8; quota exceeded for memory: requested 4Gi, used 6Gi of 8Gi"},
+	}
+	for _, c := range cases {
+		_, err := user.Create(ctx, c.vm)
+		wantQuotaError(t, err, c.msg)
+	}
+	if n := countVMs(t, env); n != 2 {
+		t.Fatalf("%d VMs after refused creates, want 2", n)
+	}
+	if _, err := user.Create(ctx, newVM("c", 1, 1<<30)); err != nil {
+		t.Fatal(err)
+	}
+	_, err := user.Create(ctx, newVM("d", 1, 512<<20))
+	wantQuotaError(t, err, "tenant lab: quota exceeded for vms: requested 1, used 3 of 3")
+	if n := countVMs(t, env); n != 3 {
+		t.Fatalf("%d VMs after a refused create, want 3", n)
+	}
+
+	// Growing b from 2Gi to 4Gi: the others use 5Gi of 8Gi.
+	_, err = user.Patch(ctx, "VirtualMachine", "lab", "b", map[string]any{"spec": map[string]any{"memory": "4Gi"}}, false)
+	wantQuotaError(t, err, "tenant lab: quota exceeded for memory: requested 4Gi, used 5Gi of 8Gi")
+	o, err := user.Get(ctx, "VirtualMachine", "lab", "b")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m := o.(*api.VirtualMachine).Spec.Memory; m != 2<<30 {
+		t.Fatalf("b's memory is %s after a refused update, want 2Gi", m)
+	}
+	// Growing within the quota is fine (5Gi + 3Gi = 8Gi).
+	if _, err := user.Patch(ctx, "VirtualMachine", "lab", "b", map[string]any{"spec": map[string]any{"memory": "3Gi"}}, false); err != nil {
+		t.Fatal(err)
+	}
+
+	// Lowering the quota below use does not block writes that add nothing.
+	if _, err := env.Admin.Patch(ctx, "Tenant", "", "lab", map[string]any{"spec": map[string]any{"quota": map[string]any{"memory": "1Gi"}}}, false); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := user.Patch(ctx, "VirtualMachine", "lab", "a", map[string]any{"metadata": map[string]any{"labels": map[string]any{"tier": "web"}}}, false); err != nil {
+		t.Fatalf("a label change on a tenant over its quota was refused: %v", err)
+	}
+	if _, err := user.Patch(ctx, "VirtualMachine", "lab", "a", map[string]any{"spec": map[string]any{"memory": "3Gi"}}, false); err != nil {
+		t.Fatalf("shrinking a VM of a tenant over its quota was refused: %v", err)
+	}
+}
+
+// TestQuotaVolumesAndNetworks: volume GiB counts Volumes and the image
+// disks of VMs; networks are counted.
+func TestQuotaVolumesAndNetworks(t *testing.T) {
+	env := servertest.Start(t, servertest.WithoutControllers())
+	quotaTenant(t, env, api.Quota{VolumeGiB: 20, Networks: 1})
+	ctx := servertest.Ctx(t)
+
+	vol := func(name string, size api.Bytes) *api.Volume {
+		return &api.Volume{TypeMeta: api.TypeMeta{APIVersion: api.APIVersion, Kind: "Volume"},
+			Metadata: api.ObjectMeta{Name: name, Tenant: "lab"}, Spec: api.VolumeSpec{Size: size}}
+	}
+	if _, err := env.Admin.Create(ctx, vol("data", 10<<30)); err != nil {
+		t.Fatal(err)
+	}
+	vm := newVM("web", 1, 1<<30)
+	vm.Spec.Disks = []api.VMDisk{{Image: "debian-12", Size: 8 << 30}}
+	if _, err := env.Admin.Create(ctx, vm); err != nil {
+		t.Fatal(err)
+	}
+	_, err := env.Admin.Create(ctx, vol("more", 4<<30))
+	wantQuotaError(t, err, "tenant lab: quota exceeded for volumeGiB: requested 4Gi, used 18Gi of 20Gi")
+	// Growing the volume within the quota passes, beyond it does not.
+	if _, err := env.Admin.Patch(ctx, "Volume", "lab", "data", map[string]any{"spec": map[string]any{"size": "12Gi"}}, false); err != nil {
+		t.Fatal(err)
+	}
+	_, err = env.Admin.Patch(ctx, "Volume", "lab", "data", map[string]any{"spec": map[string]any{"size": "13Gi"}}, false)
+	wantQuotaError(t, err, "tenant lab: quota exceeded for volumeGiB: requested 13Gi, used 8Gi of 20Gi")
+
+	net := func(name string) *api.Network {
+		return &api.Network{TypeMeta: api.TypeMeta{APIVersion: api.APIVersion, Kind: "Network"},
+			Metadata: api.ObjectMeta{Name: name, Tenant: "lab"}}
+	}
+	if _, err := env.Admin.Create(ctx, net("net1")); err != nil {
+		t.Fatal(err)
+	}
+	_, err = env.Admin.Create(ctx, net("net2"))
+	wantQuotaError(t, err, "tenant lab: quota exceeded for networks: requested 1, used 1 of 1")
+}

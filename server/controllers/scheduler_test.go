@@ -1,0 +1,243 @@
+package controllers_test
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	api "hearth.dev/hearth/api/v1alpha1"
+	"hearth.dev/hearth/client"
+	"hearth.dev/hearth/server/controllers"
+	"hearth.dev/hearth/server/servertest"
+)
+
+// addHost joins a host as its agent would and reports it with the given
+// phase and capacity. The long lease keeps host-liveness from turning it
+// NotReady during the test.
+func addHost(t *testing.T, env *servertest.Env, name, phase string, cpus int, mem api.Bytes, labels map[string]string) {
+	t.Helper()
+	ctx := servertest.Ctx(t)
+	h := env.Host(name)
+	host := &api.Host{TypeMeta: api.TypeMeta{APIVersion: api.APIVersion, Kind: "Host"},
+		Metadata: api.ObjectMeta{Name: name, Labels: labels}, Spec: api.HostSpec{LeaseSeconds: 3600}}
+	if _, err := h.Create(ctx, host); err != nil {
+		t.Fatalf("creating host %s: %v", name, err)
+	}
+	st := map[string]any{"phase": phase, "cpus": cpus, "memory": mem, "lastHeartbeat": time.Now().UTC()}
+	if _, err := h.Patch(ctx, "Host", "", name, map[string]any{"status": st}, true); err != nil {
+		t.Fatalf("reporting host %s: %v", name, err)
+	}
+}
+
+// newVM is a VM that needs nothing but a host: it boots a kernel.
+func newVM(tenant, name string, cpus int, mem api.Bytes, labels map[string]string) *api.VirtualMachine {
+	return &api.VirtualMachine{TypeMeta: api.TypeMeta{APIVersion: api.APIVersion, Kind: "VirtualMachine"},
+		Metadata: api.ObjectMeta{Name: name, Tenant: tenant, Labels: labels},
+		Spec: api.VirtualMachineSpec{CPUs: cpus, Memory: mem,
+			Boot: api.VMBoot{From: api.BootFromKernel, Kernel: &api.BootFile{URL: "file:///srv/vmlinuz"}}}}
+}
+
+func getVM(ctx context.Context, env *servertest.Env, tenant, name string) (*api.VirtualMachine, error) {
+	o, err := env.Admin.Get(ctx, "VirtualMachine", tenant, name)
+	if err != nil {
+		return nil, err
+	}
+	return o.(*api.VirtualMachine), nil
+}
+
+// waitPlaced waits until the VM is bound and its status says so, and
+// returns its host.
+func waitPlaced(t *testing.T, env *servertest.Env, tenant, name string) string {
+	t.Helper()
+	ctx := servertest.Ctx(t)
+	var host string
+	servertest.Eventually(t, 10*time.Second, func() error {
+		vm, err := getVM(ctx, env, tenant, name)
+		if err != nil {
+			return err
+		}
+		c := vm.Status.Condition(controllers.ConditionScheduled)
+		if vm.Spec.Host == "" || c == nil || c.Status != api.ConditionTrue {
+			return fmt.Errorf("VM %s: host %q, phase %q, Scheduled %+v", name, vm.Spec.Host, vm.Status.Phase, c)
+		}
+		if want := "placed on " + vm.Spec.Host; c.Message != want || vm.Status.Phase != api.VMScheduled {
+			return fmt.Errorf("VM %s: Scheduled message %q, want %q; phase %q", name, c.Message, want, vm.Status.Phase)
+		}
+		host = vm.Spec.Host
+		return nil
+	})
+	return host
+}
+
+// waitUnschedulable waits for the VM's Scheduled=False condition with
+// exactly the message want, and a FailedScheduling event saying the same.
+func waitUnschedulable(t *testing.T, env *servertest.Env, tenant, name, want string) {
+	t.Helper()
+	ctx := servertest.Ctx(t)
+	servertest.Eventually(t, 10*time.Second, func() error {
+		vm, err := getVM(ctx, env, tenant, name)
+		if err != nil {
+			return err
+		}
+		c := vm.Status.Condition(controllers.ConditionScheduled)
+		if c == nil || c.Status != api.ConditionFalse || c.Reason != "Unschedulable" || c.Message != want {
+			return fmt.Errorf("Scheduled condition %+v, want False/Unschedulable %q", c, want)
+		}
+		if vm.Spec.Host != "" || vm.Status.Phase != api.VMPending {
+			return fmt.Errorf("host %q, phase %q; want none, Pending", vm.Spec.Host, vm.Status.Phase)
+		}
+		return hasEvent(ctx, env, tenant, name, api.EventWarning, "FailedScheduling", want)
+	})
+}
+
+func hasEvent(ctx context.Context, env *servertest.Env, tenant, name, typ, reason, msg string) error {
+	evs, _, err := env.Admin.List(ctx, "Event", tenant, client.ListOptions{FieldSelector: "involvedObject.kind=VirtualMachine,involvedObject.name=" + name})
+	if err != nil {
+		return err
+	}
+	for _, o := range evs {
+		e := o.(*api.Event).Spec
+		if e.Type == typ && e.Reason == reason && e.Message == msg {
+			return nil
+		}
+	}
+	return fmt.Errorf("no %s %s event %q about %s among %d", typ, reason, msg, name, len(evs))
+}
+
+func hostAllocation(ctx context.Context, env *servertest.Env, name string) (int, api.Bytes, error) {
+	o, err := env.Admin.Get(ctx, "Host", "", name)
+	if err != nil {
+		return 0, 0, err
+	}
+	h := o.(*api.Host)
+	return h.Status.AllocatedCPUs, h.Status.AllocatedMemory, nil
+}
+
+// TestSchedulerPlacesVM: a VM goes to the Ready host with the most free
+// memory (a NotReady host, however big, is skipped), gets a Scheduled
+// condition and event, and the host's allocation follows its VMs.
+func TestSchedulerPlacesVM(t *testing.T) {
+	env := servertest.Start(t)
+	env.Tenant("lab")
+	ctx := servertest.Ctx(t)
+	addHost(t, env, "h1", api.HostReady, 4, 4<<30, nil)
+	addHost(t, env, "h2", api.HostReady, 4, 8<<30, nil)
+	addHost(t, env, "h3", api.HostNotReady, 64, 256<<30, nil)
+	if _, err := env.Admin.Create(ctx, newVM("lab", "web", 2, 1<<30, nil)); err != nil {
+		t.Fatal(err)
+	}
+	if host := waitPlaced(t, env, "lab", "web"); host != "h2" {
+		t.Fatalf("placed on %s, want h2 (Ready, most free memory)", host)
+	}
+	servertest.Eventually(t, 10*time.Second, func() error {
+		return hasEvent(ctx, env, "lab", "web", api.EventNormal, "Scheduled", "placed on h2")
+	})
+	servertest.Eventually(t, 10*time.Second, func() error {
+		cpus, mem, err := hostAllocation(ctx, env, "h2")
+		if err != nil {
+			return err
+		}
+		if cpus != 2 || mem != 1<<30 {
+			return fmt.Errorf("h2 allocated %d CPUs, %s; want 2, 1Gi", cpus, mem)
+		}
+		return nil
+	})
+	// The agent's own status fields survive the allocation patch.
+	o, _ := env.Admin.Get(ctx, "Host", "", "h2")
+	if h := o.(*api.Host); h.Status.Phase != api.HostReady || h.Status.CPUs != 4 || h.Status.Memory != 8<<30 {
+		t.Fatalf("host status clobbered: %s", servertest.JSON(h.Status))
+	}
+
+	if _, err := env.Admin.Delete(ctx, "VirtualMachine", "lab", "web"); err != nil {
+		t.Fatal(err)
+	}
+	servertest.Eventually(t, 10*time.Second, func() error {
+		cpus, mem, err := hostAllocation(ctx, env, "h2")
+		if err != nil {
+			return err
+		}
+		if cpus != 0 || mem != 0 {
+			return fmt.Errorf("h2 still allocated %d CPUs, %s after its VM was deleted", cpus, mem)
+		}
+		return nil
+	})
+}
+
+// TestSchedulerUnschedulable: a VM no host can take stays Pending with a
+// host-by-host summary, and is placed as soon as a host that fits joins.
+func TestSchedulerUnschedulable(t *testing.T) {
+	env := servertest.Start(t)
+	env.Tenant("lab")
+	ctx := servertest.Ctx(t)
+	addHost(t, env, "h1", api.HostReady, 4, 2<<30, nil)
+	addHost(t, env, "h2", api.HostReady, 4, 1<<30, nil)
+	addHost(t, env, "h3", api.HostNotReady, 4, 16<<30, nil)
+	if _, err := env.Admin.Create(ctx, newVM("lab", "big", 1, 4<<30, nil)); err != nil {
+		t.Fatal(err)
+	}
+	waitUnschedulable(t, env, "lab", "big", "0/3 hosts: 2 lack memory (need 4Gi, largest free 2Gi), 1 NotReady")
+
+	addHost(t, env, "h4", api.HostReady, 4, 8<<30, nil)
+	if host := waitPlaced(t, env, "lab", "big"); host != "h4" {
+		t.Fatalf("placed on %s, want h4", host)
+	}
+}
+
+// TestSchedulerNodeSelector: a VM goes only to hosts carrying its
+// nodeSelector's labels, even when another host has more room.
+func TestSchedulerNodeSelector(t *testing.T) {
+	env := servertest.Start(t)
+	env.Tenant("lab")
+	ctx := servertest.Ctx(t)
+	addHost(t, env, "h1", api.HostReady, 8, 32<<30, map[string]string{"disk": "hdd"})
+	addHost(t, env, "h2", api.HostReady, 2, 4<<30, map[string]string{"disk": "ssd"})
+	vm := newVM("lab", "db", 1, 1<<30, nil)
+	vm.Spec.NodeSelector = api.LabelSelector{"disk": "ssd"}
+	if _, err := env.Admin.Create(ctx, vm); err != nil {
+		t.Fatal(err)
+	}
+	if host := waitPlaced(t, env, "lab", "db"); host != "h2" {
+		t.Fatalf("placed on %s, want h2 (disk=ssd)", host)
+	}
+	nvme := newVM("lab", "fast", 1, 1<<30, nil)
+	nvme.Spec.NodeSelector = api.LabelSelector{"disk": "nvme"}
+	if _, err := env.Admin.Create(ctx, nvme); err != nil {
+		t.Fatal(err)
+	}
+	waitUnschedulable(t, env, "lab", "fast", "0/2 hosts: 2 do not match nodeSelector")
+}
+
+// TestSchedulerAntiAffinity: VMs that must not share a host are placed on
+// different hosts even though one host has room for all, and one more
+// than there are hosts stays Pending.
+func TestSchedulerAntiAffinity(t *testing.T) {
+	env := servertest.Start(t)
+	env.Tenant("lab")
+	ctx := servertest.Ctx(t)
+	addHost(t, env, "h1", api.HostReady, 16, 64<<30, nil)
+	addHost(t, env, "h2", api.HostReady, 4, 4<<30, nil)
+	hosts := map[string]bool{}
+	for _, name := range []string{"db-1", "db-2", "db-3"} {
+		vm := newVM("lab", name, 1, 1<<30, map[string]string{"app": "db"})
+		vm.Spec.AntiAffinity = []api.LabelSelector{{"app": "db"}}
+		if _, err := env.Admin.Create(ctx, vm); err != nil {
+			t.Fatal(err)
+		}
+		if name == "db-3" {
+			waitUnschedulable(t, env, "lab", name, "0/2 hosts: 2 violate anti-affinity")
+			continue
+		}
+		hosts[waitPlaced(t, env, "lab", name)] = true
+	}
+	if len(hosts) != 2 {
+		t.Fatalf("db-1 and db-2 share a host: %v", hosts)
+	}
+	// Another tenant's VMs are not affected by lab's rule.
+	env.Tenant("other")
+	o := newVM("other", "db-1", 1, 1<<30, map[string]string{"app": "db"})
+	if _, err := env.Admin.Create(ctx, o); err != nil {
+		t.Fatal(err)
+	}
+	waitPlaced(t, env, "other", "db-1")
+}

@@ -1,0 +1,280 @@
+package controllers
+
+import (
+	"context"
+	"crypto/rand"
+	"fmt"
+	"maps"
+	"slices"
+	"sort"
+	"sync"
+	"time"
+
+	api "hearth.dev/hearth/api/v1alpha1"
+	"hearth.dev/hearth/client"
+	"hearth.dev/hearth/reconcile"
+)
+
+// VMSets keeps every VirtualMachineSet's number of VMs at spec.replicas:
+// it makes the missing ones from the template and deletes the extra ones.
+// Spreading them over hosts is the scheduler's job (VMs carrying the same
+// VMSetLabel are one spread group).
+//
+// It counts a set's VMs by asking the API, not its cache, so VMs it made a
+// moment ago are never made twice. Like a Kubernetes ReplicaSet it does
+// not change existing VMs when the template changes: delete them to get
+// new ones.
+type VMSets struct {
+	Client   *client.Client
+	Recorder *client.Recorder
+	Now      func() time.Time
+
+	sets *client.Informer
+	vms  *client.Informer
+	ctl  *reconcile.Controller
+
+	mu sync.Mutex
+	// setOf remembers the set of every cached VM that has one, so a VM's
+	// deletion can be traced to its set.
+	setOf map[string]string
+}
+
+// Run runs the controller until ctx ends.
+func (c *VMSets) Run(ctx context.Context) error {
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	c.setOf = map[string]string{}
+	c.sets = client.NewInformer(c.Client, "VirtualMachineSet", "", client.ListOptions{AllTenants: true})
+	c.vms = client.NewInformer(c.Client, "VirtualMachine", "", client.ListOptions{AllTenants: true})
+	c.ctl = &reconcile.Controller{Name: "vmset", Reconciler: c, Workers: 2, Resync: time.Minute,
+		List: func(context.Context) ([]string, error) { return c.sets.Keys(), nil }}
+	c.sets.OnChange(func(key string, _ api.Object) { c.ctl.Enqueue(key) })
+	c.vms.OnChange(c.vmChanged)
+	go c.sets.Run(ctx)
+	go c.vms.Run(ctx)
+	if c.sets.WaitSynced(ctx) != nil || c.vms.WaitSynced(ctx) != nil {
+		return nil
+	}
+	return c.ctl.Run(ctx)
+}
+
+// vmChanged enqueues the set of a VM that came, changed (it may have
+// become Running) or went.
+func (c *VMSets) vmChanged(key string, obj api.Object) {
+	c.mu.Lock()
+	set := c.setOf[key]
+	if obj == nil {
+		delete(c.setOf, key)
+	} else if s := ownerSet(obj); s != "" {
+		set = obj.GetMetadata().Tenant + "/" + s
+		c.setOf[key] = set
+	}
+	c.mu.Unlock()
+	if set != "" {
+		c.ctl.Enqueue(set)
+	}
+}
+
+// ownerSet returns the name of the VirtualMachineSet that controls obj.
+func ownerSet(obj api.Object) string {
+	for _, ref := range obj.GetMetadata().OwnerReferences {
+		if ref.Kind == "VirtualMachineSet" && ref.Controller {
+			return ref.Name
+		}
+	}
+	return ""
+}
+
+// Reconcile brings one set to its number of replicas and reports it.
+func (c *VMSets) Reconcile(ctx context.Context, key string) (reconcile.Result, error) {
+	obj, ok := c.sets.Get(key)
+	if !ok {
+		return reconcile.Result{}, nil // its VMs go with it (garbage collector)
+	}
+	set := obj.(*api.VirtualMachineSet)
+	if set.Metadata.DeletionTimestamp != nil {
+		return reconcile.Result{}, nil
+	}
+	tenant, name := set.Metadata.Tenant, set.Metadata.Name
+	listed, _, err := c.Client.List(ctx, "VirtualMachine", tenant, client.ListOptions{LabelSelector: VMSetLabel + "=" + name})
+	if err != nil {
+		return reconcile.Result{}, err
+	}
+	var vms []*api.VirtualMachine
+	for _, o := range listed {
+		vm := o.(*api.VirtualMachine)
+		if vm.Metadata.DeletionTimestamp == nil && ownedBy(vm, set) {
+			vms = append(vms, vm)
+		}
+	}
+
+	want := set.Spec.DesiredReplicas()
+	var failure error
+	for len(vms) < want && failure == nil {
+		vm, err := c.create(ctx, set)
+		if err != nil {
+			failure = fmt.Errorf("creating a VM: %w", err)
+			c.Recorder.Eventf(ctx, set, api.EventWarning, "FailedCreate", "%v", err)
+			break
+		}
+		vms = append(vms, vm)
+		c.Recorder.Eventf(ctx, set, api.EventNormal, "SuccessfulCreate", "created VM %s", vm.Metadata.Name)
+	}
+	for _, victim := range scaleDownVictims(vms, len(vms)-want) {
+		if _, err := c.Client.Delete(ctx, "VirtualMachine", tenant, victim.Metadata.Name); err != nil && !api.IsNotFound(err) {
+			failure = fmt.Errorf("deleting VM %s: %w", victim.Metadata.Name, err)
+			c.Recorder.Eventf(ctx, set, api.EventWarning, "FailedDelete", "%v", failure)
+			break
+		}
+		vms = slices.DeleteFunc(vms, func(vm *api.VirtualMachine) bool { return vm == victim })
+		c.Recorder.Eventf(ctx, set, api.EventNormal, "SuccessfulDelete", "deleted VM %s", victim.Metadata.Name)
+	}
+
+	if err := c.writeStatus(ctx, set, vms, failure); err != nil {
+		return reconcile.Result{}, err
+	}
+	switch {
+	case failure == nil:
+		return reconcile.Result{}, nil
+	case api.IsForbidden(failure) || api.ReasonOf(failure) == api.ReasonQuota || api.ReasonOf(failure) == api.ReasonInvalid:
+		// A quota or a bad template does not heal by retrying at once;
+		// look again now and then (a change to the set comes sooner).
+		return reconcile.Result{RequeueAfter: 30 * time.Second}, nil
+	default:
+		return reconcile.Result{}, failure
+	}
+}
+
+func ownedBy(vm *api.VirtualMachine, set *api.VirtualMachineSet) bool {
+	for _, ref := range vm.Metadata.OwnerReferences {
+		if ref.Kind == "VirtualMachineSet" && ref.Controller && ref.UID == set.Metadata.UID {
+			return true
+		}
+	}
+	return false
+}
+
+// create makes one VM from the set's template, named SET-xxxxx.
+func (c *VMSets) create(ctx context.Context, set *api.VirtualMachineSet) (*api.VirtualMachine, error) {
+	for attempt := 0; ; attempt++ {
+		vm := &api.VirtualMachine{TypeMeta: api.TypeMeta{APIVersion: api.APIVersion, Kind: "VirtualMachine"}}
+		vm.Metadata = api.ObjectMeta{
+			Name:        replicaName(set.Metadata.Name),
+			Tenant:      set.Metadata.Tenant,
+			Labels:      maps.Clone(set.Spec.Template.Metadata.Labels),
+			Annotations: maps.Clone(set.Spec.Template.Metadata.Annotations),
+			OwnerReferences: []api.OwnerReference{{
+				Kind: "VirtualMachineSet", Name: set.Metadata.Name, UID: set.Metadata.UID, Controller: true,
+			}},
+		}
+		if vm.Metadata.Labels == nil {
+			vm.Metadata.Labels = map[string]string{}
+		}
+		vm.Metadata.Labels[VMSetLabel] = set.Metadata.Name
+		// A deep copy, so replicas share no slices with the cached set.
+		tmpl := api.DeepCopy(set).(*api.VirtualMachineSet)
+		vm.Spec = tmpl.Spec.Template.Spec
+		out, err := c.Client.Create(ctx, vm)
+		if api.IsAlreadyExists(err) && attempt < 5 {
+			continue // the random suffix collided
+		}
+		if err != nil {
+			return nil, err
+		}
+		return out.(*api.VirtualMachine), nil
+	}
+}
+
+// replicaName is the set's name (shortened to leave room) and five random
+// lowercase letters and digits.
+func replicaName(set string) string {
+	const alphabet = "abcdefghijklmnopqrstuvwxyz0123456789"
+	if len(set) > 57 {
+		set = set[:57]
+	}
+	var b [5]byte
+	_, _ = rand.Read(b[:])
+	for i := range b {
+		b[i] = alphabet[int(b[i])%len(alphabet)]
+	}
+	return set + "-" + string(b[:])
+}
+
+// scaleDownVictims picks n VMs to delete: unscheduled ones first, then
+// ones on the host running the most of the set (counted again after each
+// pick, so the rest stays spread), then the newest.
+func scaleDownVictims(vms []*api.VirtualMachine, n int) []*api.VirtualMachine {
+	if n <= 0 {
+		return nil
+	}
+	left := slices.Clone(vms)
+	perHost := map[string]int{}
+	for _, vm := range left {
+		perHost[vm.Spec.Host]++
+	}
+	var out []*api.VirtualMachine
+	for range n {
+		sort.SliceStable(left, func(i, j int) bool {
+			a, b := left[i], left[j]
+			if ua, ub := a.Spec.Host == "", b.Spec.Host == ""; ua != ub {
+				return ua
+			}
+			if ca, cb := perHost[a.Spec.Host], perHost[b.Spec.Host]; ca != cb {
+				return ca > cb
+			}
+			ta, tb := a.Metadata.CreationTimestamp, b.Metadata.CreationTimestamp
+			if ta != nil && tb != nil && !ta.Equal(*tb) {
+				return ta.After(*tb)
+			}
+			return a.Metadata.Name > b.Metadata.Name
+		})
+		victim := left[0]
+		out = append(out, victim)
+		perHost[victim.Spec.Host]--
+		left = left[1:]
+	}
+	return out
+}
+
+// writeStatus reports the set's replicas, ready replicas and conditions,
+// writing only when something changed.
+func (c *VMSets) writeStatus(ctx context.Context, set *api.VirtualMachineSet, vms []*api.VirtualMachine, failure error) error {
+	want := set.Spec.DesiredReplicas()
+	st := set.Status
+	st.Conditions = slices.Clone(set.Status.Conditions)
+	st.Replicas = len(vms)
+	st.ReadyReplicas = 0
+	for _, vm := range vms {
+		if vm.Status.Phase == api.VMRunning {
+			st.ReadyReplicas++
+		}
+	}
+	st.ObservedGeneration = set.Metadata.Generation
+	now := c.Now().UTC()
+	ready := api.Condition{Type: "Ready", Status: api.ConditionTrue, Reason: "AllReplicasReady",
+		Message: fmt.Sprintf("%d of %d replicas are Running", st.ReadyReplicas, want), ObservedGeneration: set.Metadata.Generation}
+	if st.ReadyReplicas != want || st.Replicas != want {
+		ready.Status, ready.Reason = api.ConditionFalse, "ReplicasNotReady"
+	}
+	changed := st.SetCondition(ready, now)
+	if failure != nil {
+		changed = st.SetCondition(api.Condition{Type: "ReplicaFailure", Status: api.ConditionTrue, Reason: "FailedScale",
+			Message: failure.Error(), ObservedGeneration: set.Metadata.Generation}, now) || changed
+	} else if st.Condition("ReplicaFailure") != nil {
+		changed = st.SetCondition(api.Condition{Type: "ReplicaFailure", Status: api.ConditionFalse, Reason: "Scaled",
+			ObservedGeneration: set.Metadata.Generation}, now) || changed
+	}
+	old := set.Status
+	if !changed && st.Replicas == old.Replicas && st.ReadyReplicas == old.ReadyReplicas && st.ObservedGeneration == old.ObservedGeneration {
+		return nil
+	}
+	patch := map[string]any{"status": map[string]any{
+		"replicas": st.Replicas, "readyReplicas": st.ReadyReplicas,
+		"observedGeneration": st.ObservedGeneration, "conditions": st.Conditions,
+	}}
+	if _, err := c.Client.Patch(ctx, "VirtualMachineSet", set.Metadata.Tenant, set.Metadata.Name, patch, true); err != nil && !api.IsNotFound(err) {
+		return fmt.Errorf("writing the status of VirtualMachineSet %s/%s: %w", set.Metadata.Tenant, set.Metadata.Name, err)
+	}
+	return nil
+}

@@ -1,0 +1,158 @@
+package controllers_test
+
+import (
+	"fmt"
+	"regexp"
+	"testing"
+	"time"
+
+	api "hearth.dev/hearth/api/v1alpha1"
+	"hearth.dev/hearth/client"
+	"hearth.dev/hearth/server/controllers"
+	"hearth.dev/hearth/server/servertest"
+)
+
+// TestVMSetSpreadsAndScales: a set of 4 on two equal hosts ends up 2+2,
+// its VMs carry the template's labels, the set label and an owner
+// reference; scaled to 1, the extra VMs are deleted.
+func TestVMSetSpreadsAndScales(t *testing.T) {
+	env := servertest.Start(t)
+	env.Tenant("lab")
+	ctx := servertest.Ctx(t)
+	addHost(t, env, "h1", api.HostReady, 8, 16<<30, nil)
+	addHost(t, env, "h2", api.HostReady, 8, 16<<30, nil)
+
+	four := 4
+	set := &api.VirtualMachineSet{TypeMeta: api.TypeMeta{APIVersion: api.APIVersion, Kind: "VirtualMachineSet"},
+		Metadata: api.ObjectMeta{Name: "workers", Tenant: "lab"},
+		Spec: api.VirtualMachineSetSpec{Replicas: &four, Template: api.VMTemplate{
+			Metadata: api.TemplateMeta{Labels: map[string]string{"app": "worker"}},
+			Spec:     newVM("lab", "", 1, 1<<30, nil).Spec,
+		}}}
+	created, err := env.Admin.Create(ctx, set)
+	if err != nil {
+		t.Fatal(err)
+	}
+	uid := created.GetMetadata().UID
+
+	list := func() ([]*api.VirtualMachine, error) {
+		objs, _, err := env.Admin.List(ctx, "VirtualMachine", "lab", client.ListOptions{})
+		if err != nil {
+			return nil, err
+		}
+		out := make([]*api.VirtualMachine, len(objs))
+		for i, o := range objs {
+			out[i] = o.(*api.VirtualMachine)
+		}
+		return out, nil
+	}
+	name := regexp.MustCompile(`^workers-[a-z0-9]{5}$`)
+	var first []*api.VirtualMachine
+	servertest.Eventually(t, 15*time.Second, func() error {
+		vms, err := list()
+		if err != nil {
+			return err
+		}
+		if len(vms) != 4 {
+			return fmt.Errorf("%d VMs, want 4", len(vms))
+		}
+		per := map[string]int{}
+		for _, vm := range vms {
+			per[vm.Spec.Host]++
+		}
+		if per["h1"] != 2 || per["h2"] != 2 {
+			return fmt.Errorf("VMs per host %v, want 2 on h1 and 2 on h2", per)
+		}
+		first = vms
+		return nil
+	})
+	for _, vm := range first {
+		m := vm.Metadata
+		if !name.MatchString(m.Name) {
+			t.Errorf("VM name %q does not look like workers-xxxxx", m.Name)
+		}
+		if m.Labels["app"] != "worker" || m.Labels[controllers.VMSetLabel] != "workers" {
+			t.Errorf("VM %s labels %v", m.Name, m.Labels)
+		}
+		if len(m.OwnerReferences) != 1 || m.OwnerReferences[0] != (api.OwnerReference{Kind: "VirtualMachineSet", Name: "workers", UID: uid, Controller: true}) {
+			t.Errorf("VM %s owner references %+v", m.Name, m.OwnerReferences)
+		}
+	}
+	servertest.Eventually(t, 10*time.Second, func() error {
+		o, err := env.Admin.Get(ctx, "VirtualMachineSet", "lab", "workers")
+		if err != nil {
+			return err
+		}
+		s := o.(*api.VirtualMachineSet)
+		if s.Status.Replicas != 4 || s.Status.ReadyReplicas != 0 || s.Status.ObservedGeneration != s.Metadata.Generation {
+			return fmt.Errorf("status %s", servertest.JSON(s.Status))
+		}
+		return nil
+	})
+
+	// A VM that is Running counts as ready (its agent would say so).
+	if _, err := env.Admin.Patch(ctx, "VirtualMachine", "lab", first[0].Metadata.Name, map[string]any{"status": map[string]any{"phase": api.VMRunning}}, true); err != nil {
+		t.Fatal(err)
+	}
+	servertest.Eventually(t, 10*time.Second, func() error {
+		o, err := env.Admin.Get(ctx, "VirtualMachineSet", "lab", "workers")
+		if err != nil {
+			return err
+		}
+		if s := o.(*api.VirtualMachineSet); s.Status.ReadyReplicas != 1 {
+			return fmt.Errorf("readyReplicas %d, want 1", s.Status.ReadyReplicas)
+		}
+		return nil
+	})
+
+	// Scale down to 1.
+	if _, err := env.Admin.Patch(ctx, "VirtualMachineSet", "lab", "workers", map[string]any{"spec": map[string]any{"replicas": 1}}, false); err != nil {
+		t.Fatal(err)
+	}
+	servertest.Eventually(t, 15*time.Second, func() error {
+		vms, err := list()
+		if err != nil {
+			return err
+		}
+		if len(vms) != 1 {
+			return fmt.Errorf("%d VMs, want 1", len(vms))
+		}
+		o, err := env.Admin.Get(ctx, "VirtualMachineSet", "lab", "workers")
+		if err != nil {
+			return err
+		}
+		if s := o.(*api.VirtualMachineSet); s.Status.Replicas != 1 || s.Status.ObservedGeneration != s.Metadata.Generation {
+			return fmt.Errorf("status %s", servertest.JSON(s.Status))
+		}
+		return nil
+	})
+	vms, _ := list()
+	gone := 0
+	for _, vm := range first {
+		if vm.Metadata.Name == vms[0].Metadata.Name {
+			continue
+		}
+		if _, err := env.Admin.Get(ctx, "VirtualMachine", "lab", vm.Metadata.Name); !api.IsNotFound(err) {
+			t.Errorf("scaled-down VM %s still there (%v)", vm.Metadata.Name, err)
+		}
+		gone++
+	}
+	if gone != 3 {
+		t.Fatalf("the remaining VM %s is not one of the first four", vms[0].Metadata.Name)
+	}
+
+	// A deleted replica is replaced.
+	if _, err := env.Admin.Delete(ctx, "VirtualMachine", "lab", vms[0].Metadata.Name); err != nil {
+		t.Fatal(err)
+	}
+	servertest.Eventually(t, 10*time.Second, func() error {
+		now, err := list()
+		if err != nil {
+			return err
+		}
+		if len(now) != 1 || now[0].Metadata.Name == vms[0].Metadata.Name {
+			return fmt.Errorf("%d VMs after deleting the only replica; want a new one", len(now))
+		}
+		return nil
+	})
+}

@@ -1,0 +1,24 @@
+// Package storage keeps a host's disks: the images volumes are cloned
+// from, and the volumes and snapshots themselves, as files on the host.
+//
+// ImageCache fetches each image once per host, checks its SHA-256 before
+// anything uses it, and keeps it under its checksum so that images with the
+// same bytes share one file. Volumes are qcow2 (thin clones of a cached
+// image when made from one) or raw files made, grown and copied by
+// qemu-img, which the design allows to be run as a program: its image
+// formats are not worth reimplementing.
+//
+// Every function here can be called again after it failed or succeeded: a
+// file appears under its final name only once it is complete, so the agent
+// can reconcile by calling them on every pass.
+//
+// Formats are never guessed from a volume's bytes when it can be avoided. A
+// guest writes what it likes to a raw disk, including a qcow2 header whose
+// backing file names a file on the host; qemu-img, asked to guess, would
+// then read that host file into a snapshot the tenant can boot. So each
+// volume records its format on the file (the extended attribute
+// user.hearth.format) and later operations pass it to qemu-img with -f.
+// Only images, whose format is what their bytes say, and files made by
+// something else are probed; and a backing image that itself names a
+// backing or data file is refused.
+package storage
