@@ -155,4 +155,3 @@ func RunVMs(ctx context.Context, c *client.Client, cfg VMConfig, w io.Writer) er
 }
 
 func secs(d time.Duration) string { return fmt.Sprintf("%.2fs", d.Seconds()) }
-
