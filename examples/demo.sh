@@ -1,40 +1,43 @@
 #!/usr/bin/env bash
-# The demo: start a Hearth control plane on loopback, apply the example lab
-# and look at it. It leaves the server running and prints how to use and
-# stop it. Nothing leaves 127.0.0.1.
+# The demo: a whole Hearth lab on this machine (needs root for network
+# namespaces). It builds hearth, brings up a sandbox of two hosts (a
+# server, and an agent in a network namespace per host), applies the
+# example lab, waits for its VMs to boot and shows them. Nothing leaves
+# the namespaces it creates. `hearth sandbox down` removes it all.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-dir=${HEARTH_DEMO_DIR:-$(mktemp -d -t hearth-demo-XXXX)}
+if [ "$(id -u)" != 0 ]; then
+	echo "the sandbox needs root (network namespaces): run sudo $0" >&2
+	exit 1
+fi
 go build -o bin/hearth ./cmd/hearth
 hearth=$PWD/bin/hearth
+dir=${HEARTH_SANDBOX_DIR:-/var/lib/hearth-sandbox}
 
-"$hearth" server --data-dir "$dir" --listen 127.0.0.1:0 \
-	--etcd-client-url "http://127.0.0.1:0" --etcd-peer-url "http://127.0.0.1:0" \
-	>"$dir/server.log" 2>&1 &
-pid=$!
-for _ in $(seq 100); do
-	[ -s "$dir/admin.conf" ] && break
-	kill -0 "$pid" 2>/dev/null || { cat "$dir/server.log"; exit 1; }
-	sleep 0.1
-done
-export HEARTH_CONFIG=$dir/admin.conf
+"$hearth" sandbox down --dir "$dir" >/dev/null 2>&1 || true
+export HEARTH_CONFIG=$("$hearth" sandbox up --hosts 2 --dir "$dir" | tee /dev/stderr | tail -n1 | sed 's/^export HEARTH_CONFIG=//')
 
 run() { echo; echo "\$ hearth $*"; "$hearth" "$@"; }
-run whoami
+run get hosts -o wide
 run apply -f examples/lab.yaml
-run apply -f examples/lab.yaml
-run get tenants
-run get networks,subnets -A -o wide
-run describe subnet k8s-nodes --tenant lab
-run token create --user alice --ttl 1h >/dev/null && echo "(a token for alice was issued)"
+run apply -f examples/sandbox/lab.yaml
+echo; echo "waiting for the VMs to boot…"
+for _ in $(seq 120); do
+	running=$("$hearth" get vm -A -o json | grep -c '"phase": "Running"' || true)
+	[ "$running" -ge 3 ] && break
+	sleep 1
+done
+run get vm -A -o wide
+run logs vm/web-1 --tenant demo --tail 400
+run describe vm web-1 --tenant demo
 
 cat <<MSG
 
-The control plane is running (pid $pid, data in $dir). Try:
+The sandbox is up: a server and 2 hosts. Try:
   export HEARTH_CONFIG=$HEARTH_CONFIG
-  $hearth get networks -A -w        # and apply or delete in another shell
-  $hearth api-resources
-Stop it with: kill $pid
+  $hearth console vm/web-1 --tenant demo     # Ctrl-] to leave
+  $hearth get vm -A -w
+Remove everything with: $hearth sandbox down --dir $dir
 export HEARTH_CONFIG=$HEARTH_CONFIG
 MSG

@@ -81,6 +81,9 @@ func Down(ctx context.Context, cfg Config) error {
 			ids[id] = true
 		}
 	}
+	ours := func(name string) bool {
+		return slices.Contains(nss, name) || name == n.underlay() || n.isHostNetns(name)
+	}
 	// Agents first, with everything inside the namespaces. Sweep again in
 	// case something started a process while the others were stopping.
 	for round := 0; round < 3; round++ {
@@ -90,7 +93,7 @@ func Down(ctx context.Context, cfg Config) error {
 				ps = append(ps, *h.Agent)
 			}
 		}
-		ps = uniqueProcs(append(ps, processesInside(ids)...))
+		ps = uniqueProcs(append(ps, processesInside(ids, ours)...))
 		if len(ps) == 0 {
 			break
 		}

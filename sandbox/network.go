@@ -18,9 +18,6 @@ import (
 // root namespace's veth onto it, and one namespace per host with its eth0
 // on the bridge. Each piece is recorded as soon as it exists.
 func (s *Sandbox) BuildNetwork() error {
-	if err := checkUnderlayFree(s.cfg.Underlay); err != nil {
-		return err
-	}
 	under, err := s.newNetns(s.names.underlay())
 	if err != nil {
 		return err

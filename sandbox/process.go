@@ -121,31 +121,68 @@ func processes() []proc {
 }
 
 // processesInside finds every process inside the given network
-// namespaces, and every process that shares a mount namespace with one of
-// those: `sandbox exec-in` gives each host's processes a mount namespace
-// of their own, so this also finds what a host started in namespaces it
-// made itself (a router namespace of a tenant network, say).
-func processesInside(netnss map[nsID]bool) []Process {
+// namespaces, and every process in a mount namespace that `sandbox
+// exec-in` made for a network namespace ours says is the sandbox's,
+// whether or not that still exists. Each host's processes get such a mount
+// namespace, so this also finds what a host started in network namespaces
+// it made itself (a router namespace of a tenant network, say), even after
+// the agent that started it is gone. exec-in's mount namespaces are told
+// apart by their /sys: a sysfs whose source is the sandbox namespace's
+// name. A process that merely entered a sandbox namespace from elsewhere
+// (nsenter from a container, say) does not make its whole mount namespace
+// a target.
+func processesInside(ids map[nsID]bool, ours func(netnsName string) bool) []Process {
 	ps := processes()
-	hostMnt := map[nsID]bool{}
+	skip := map[nsID]bool{}
 	for _, self := range []string{"/proc/self/ns/mnt", "/proc/1/ns/mnt"} {
 		if id, err := nsOf(self); err == nil {
-			hostMnt[id] = true
+			skip[id] = true
 		}
 	}
-	mnts := map[nsID]bool{}
-	for _, p := range ps {
-		if netnss[p.netns] && !hostMnt[p.mntns] {
-			mnts[p.mntns] = true
-		}
-	}
+	made := map[nsID]bool{}
+	checked := map[nsID]bool{}
 	var out []Process
 	for _, p := range ps {
-		if netnss[p.netns] || mnts[p.mntns] {
+		if ids[p.netns] {
+			out = append(out, p.Process)
+			continue
+		}
+		if skip[p.mntns] {
+			continue
+		}
+		if !checked[p.mntns] {
+			checked[p.mntns] = true
+			made[p.mntns] = ours(sysfsSource(p.PID))
+		}
+		if made[p.mntns] {
 			out = append(out, p.Process)
 		}
 	}
 	return out
+}
+
+// sysfsSource returns the source of the sysfs mounted at /sys in a
+// process's mount namespace ("sysfs" on a machine, the network
+// namespace's name where exec-in mounted it).
+func sysfsSource(pid int) string {
+	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/mountinfo")
+	if err != nil {
+		return ""
+	}
+	source := ""
+	for _, line := range strings.Split(string(data), "\n") {
+		// ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTIONS [TAGS…] - TYPE SOURCE SUPER
+		f := strings.Fields(line)
+		if len(f) < 5 || f[4] != "/sys" {
+			continue
+		}
+		for i, x := range f {
+			if x == "-" && i+2 < len(f) && f[i+1] == "sysfs" {
+				source = f[i+2] // the last mount at /sys is the one seen
+			}
+		}
+	}
+	return source
 }
 
 // terminate asks the processes to stop (SIGTERM), waits up to grace, then

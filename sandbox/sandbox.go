@@ -15,6 +15,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/vishvananda/netlink"
+
 	api "hearth.dev/hearth/api/v1alpha1"
 	"hearth.dev/hearth/client"
 	"hearth.dev/hearth/server"
@@ -43,15 +45,16 @@ func Up(ctx context.Context, cfg Config) (*Sandbox, error) {
 	steps := []struct {
 		what string
 		run  func(context.Context) error
+		skip bool
 	}{
-		{"building the underlay and " + plural(s.cfg.Hosts, "host namespace"), func(context.Context) error { return s.BuildNetwork() }},
-		{"starting the server", s.StartServer},
-		{"starting " + plural(s.cfg.Hosts, "agent"), s.StartAgents},
-		{"building the test guest", s.BuildTestGuest},
-		{"waiting for every host to be Ready", s.WaitReady},
+		{what: "building the underlay and " + plural(s.cfg.Hosts, "host namespace"), run: func(context.Context) error { return s.BuildNetwork() }},
+		{what: "starting the server", run: s.StartServer},
+		{what: "starting " + plural(s.cfg.Hosts, "agent"), run: s.StartAgents},
+		{what: "building the test guest", run: s.BuildTestGuest, skip: !s.cfg.TestGuest},
+		{what: "waiting for every host to be Ready", run: s.WaitReady},
 	}
 	for _, step := range steps {
-		if step.what == "building the test guest" && !s.cfg.TestGuest {
+		if step.skip {
 			continue
 		}
 		fmt.Fprintf(s.cfg.Progress, "sandbox: %s\n", step.what)
@@ -84,6 +87,12 @@ func New(cfg Config) (*Sandbox, error) {
 	}
 	if ns := namespacesNamed(s.names); len(ns) > 0 {
 		return nil, fmt.Errorf("a sandbox is already up with prefix %q (network namespace %s exists); run %s", cfg.Prefix, ns[0], s.downCommand())
+	}
+	if _, err := netlink.LinkByName(s.names.ctl()); err == nil {
+		return nil, fmt.Errorf("a sandbox is already up with prefix %q (link %s exists); run %s", cfg.Prefix, s.names.ctl(), s.downCommand())
+	}
+	if err := checkUnderlayFree(cfg.Underlay); err != nil {
+		return nil, err
 	}
 	st := State{Dir: cfg.Dir, Prefix: cfg.Prefix, Underlay: cfg.Underlay.String()}
 	if _, err := os.Stat(cfg.Dir); errors.Is(err, os.ErrNotExist) {
@@ -128,7 +137,7 @@ func (s *Sandbox) addPath(p string) error {
 	return s.State.save()
 }
 
-// ServerAddress is where the server listens: .1 of the underlay.
+// serverHostPort is where the server listens: .1 of the underlay.
 func (s *Sandbox) serverHostPort() string {
 	return net.JoinHostPort(addrAt(s.cfg.Underlay, ctlOffset).String(), strconv.Itoa(s.cfg.Port))
 }
@@ -380,6 +389,9 @@ func (s *Sandbox) PrintSummary(w io.Writer) {
 func plural(n int, what string) string {
 	if n == 1 {
 		return "1 " + what
+	}
+	if strings.HasSuffix(what, "s") {
+		return strconv.Itoa(n) + " " + what + "es"
 	}
 	return strconv.Itoa(n) + " " + what + "s"
 }

@@ -14,9 +14,11 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -26,15 +28,17 @@ import (
 	"golang.org/x/sys/unix"
 
 	api "hearth.dev/hearth/api/v1alpha1"
-	"hearth.dev/hearth/cli"
 	"hearth.dev/hearth/client"
 	"hearth.dev/hearth/sandbox"
 	"hearth.dev/hearth/server"
+	"hearth.dev/hearth/testguest"
 )
 
 // The test binary is also the hearth binary the sandbox runs: given a
-// command instead of test flags, it runs it. Besides every hearth command
-// (server, sandbox exec-in, …) it knows a few stand-ins used below.
+// command instead of test flags, it runs it. It knows `sandbox exec-in`
+// and `server` (the real code behind them, without the rest of the CLI, so
+// these tests do not depend on every other command building) and the
+// stand-ins used below.
 func TestMain(m *testing.M) {
 	if len(os.Args) > 1 && !strings.HasPrefix(os.Args[1], "-") {
 		os.Exit(helperMain(os.Args[1:]))
@@ -47,26 +51,92 @@ func helperMain(args []string) int {
 	case "test-listen":
 		return listenMain(args[1])
 	case "test-sleep":
+		fmt.Println("sleeping")
 		time.Sleep(time.Hour)
 		return 0
-	case "test-sleep-nested":
-		// A process in a network namespace of its own that a host made,
-		// as a tenant network's router would be.
+	case "test-router":
+		// Like an agent starting a process in a namespace of its own (a
+		// tenant network's router): it starts test-sleep-unshared and
+		// says its pid.
+		exe, _ := os.Executable()
+		child := exec.Command(exe, "test-sleep-unshared")
+		out, _ := child.StdoutPipe()
+		if err := child.Start(); err != nil {
+			fmt.Println("error:", err)
+			return 1
+		}
+		line, _ := bufio.NewReader(out).ReadString('\n')
+		if strings.TrimSpace(line) != "unshared" {
+			fmt.Println("error:", line)
+			return 1
+		}
+		fmt.Println(child.Process.Pid)
+		time.Sleep(time.Hour)
+		return 0
+	case "test-sleep-unshared":
 		runtime.LockOSThread()
 		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
-			fmt.Fprintln(os.Stderr, err)
+			fmt.Println(err)
+			return 1
+		}
+		fmt.Println("unshared")
+		time.Sleep(time.Hour)
+		return 0
+	case "test-enter":
+		// Enters a network namespace without a mount namespace of its own,
+		// as nsenter would, then sleeps.
+		runtime.LockOSThread()
+		fd, err := unix.Open("/run/netns/"+args[1], unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err == nil {
+			err = unix.Setns(fd, unix.CLONE_NEWNET)
+		}
+		if err != nil {
+			fmt.Println(err)
 			return 1
 		}
 		exe, _ := os.Executable()
-		fmt.Fprintln(os.Stderr, syscall.Exec(exe, []string{exe, "test-sleep"}, os.Environ()))
+		fmt.Println(syscall.Exec(exe, []string{exe, "test-sleep"}, os.Environ()))
 		return 1
 	case "test-agent":
 		return fakeAgentMain(args[1:])
 	case "test-failing-agent":
 		fmt.Println("the stand-in agent gives up at once")
 		return 3
+	case "server":
+		return serverMain(args[1:])
+	case "sandbox":
+		// sandbox exec-in NETNS -- COMMAND…, as cli/sandbox.go parses it.
+		if len(args) >= 5 && args[1] == "exec-in" && args[3] == "--" {
+			fmt.Fprintln(os.Stderr, sandbox.ExecIn(args[2], args[4:]))
+			return 1
+		}
 	}
-	return cli.Main(args)
+	fmt.Fprintf(os.Stderr, "the test binary does not know %q\n", args)
+	return 2
+}
+
+// serverMain runs the control plane with the flags the sandbox gives
+// `hearth server`.
+func serverMain(args []string) int {
+	fs := flag.NewFlagSet("server", flag.ContinueOnError)
+	var cfg server.Config
+	fs.StringVar(&cfg.DataDir, "data-dir", "", "")
+	fs.StringVar(&cfg.Listen, "listen", "", "")
+	fs.StringVar(&cfg.Etcd.ClientURL, "etcd-client-url", "", "")
+	fs.StringVar(&cfg.Etcd.PeerURL, "etcd-peer-url", "", "")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+	defer stop()
+	s, err := server.Start(ctx, cfg)
+	if err != nil {
+		fmt.Println(err)
+		return 1
+	}
+	<-ctx.Done()
+	s.Close()
+	return 0
 }
 
 // listenMain accepts TCP connections on addr and tells each caller which
@@ -201,13 +271,19 @@ func down(t *testing.T, cfg sandbox.Config) {
 // agents, and returns it once it has said its first line.
 func startIn(t *testing.T, s *sandbox.Sandbox, netnsName string, args ...string) (*exec.Cmd, string) {
 	t.Helper()
-	cmd := s.Command(netnsName, append([]string{s.Executable()}, args...)...)
+	return start(t, s.Command(netnsName, append([]string{s.Executable()}, args...)...))
+}
+
+func start(t *testing.T, cmd *exec.Cmd) (*exec.Cmd, string) {
+	t.Helper()
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
 	}
 	cmd.Stderr = testWriter{t}
+	// Its children may hold its stderr: do not wait for them.
+	cmd.WaitDelay = time.Second
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -217,6 +293,18 @@ func startIn(t *testing.T, s *sandbox.Sandbox, netnsName string, args ...string)
 	})
 	line, _ := bufio.NewReader(out).ReadString('\n')
 	return cmd, strings.TrimSpace(line)
+}
+
+// startRoot runs the test binary with args in the root namespace and
+// returns it once it has said its first line.
+func startRoot(t *testing.T, args ...string) (*exec.Cmd, string) {
+	t.Helper()
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(exe, args...)
+	return start(t, cmd)
 }
 
 func readFrom(addr string) (string, error) {
@@ -282,6 +370,11 @@ func procGone(pid int) bool {
 	}
 	i := strings.LastIndexByte(string(data), ')')
 	return i > 0 && strings.HasPrefix(string(data[i+1:]), " Z")
+}
+
+func netnsOf(pid int) string {
+	l, _ := os.Readlink(fmt.Sprintf("/proc/%d/ns/net", pid))
+	return l
 }
 
 func readSysctl(t *testing.T, path string) string {
@@ -395,15 +488,31 @@ func TestNetworkAndDown(t *testing.T) {
 	// Processes the record knows nothing of, as VMs would be: one in h1,
 	// one in a namespace h2 made itself.
 	vm, _ := startIn(t, s, h1.Netns, "test-sleep")
-	nested, _ := startIn(t, s, h2.Netns, "test-sleep-nested")
+	router, said := startIn(t, s, h2.Netns, "test-router")
+	nested, err := strconv.Atoi(said)
+	if err != nil {
+		t.Fatalf("test-router: %s", said)
+	}
+	if a, b := netnsOf(router.Process.Pid), netnsOf(nested); a == b || a == "" || b == "" {
+		t.Fatalf("the router's child is not in a namespace of its own: %s, %s", a, b)
+	}
+	// One that entered h1 from the root's mount namespace, and a bystander
+	// in that mount namespace: down stops the first, not the second.
+	entered, _ := startRoot(t, "test-enter", h1.Netns)
+	bystander, _ := startRoot(t, "test-sleep")
 	if err := os.WriteFile(filepath.Join(cfg.Dir, "keep-me"), []byte("not the sandbox's"), 0o644); err != nil {
 		t.Fatal(err)
 	}
 
 	down(t, cfg)
 
-	if !eventually(func() bool { return procGone(vm.Process.Pid) && procGone(nested.Process.Pid) }) {
-		t.Errorf("processes inside the sandbox survived down: %d, %d", vm.Process.Pid, nested.Process.Pid)
+	for _, pid := range []int{vm.Process.Pid, router.Process.Pid, nested, entered.Process.Pid} {
+		if !eventually(func() bool { return procGone(pid) }) {
+			t.Errorf("process %d inside the sandbox survived down", pid)
+		}
+	}
+	if procGone(bystander.Process.Pid) {
+		t.Errorf("down stopped a process outside the sandbox (pid %d), which shares its mount namespace with one that entered %s", bystander.Process.Pid, h1.Netns)
 	}
 	if ns := netnsNames(t, cfg.Prefix); len(ns) > 0 {
 		t.Errorf("namespaces left after down: %v", ns)
@@ -441,13 +550,24 @@ func TestDownWithoutRecord(t *testing.T) {
 		t.Fatalf("BuildNetwork: %v", err)
 	}
 	vm, _ := startIn(t, s, s.State.Hosts[1].Netns, "test-sleep")
+	// A process in a namespace h1 made, whose parent (the agent, say)
+	// died: nothing of it is left in h1's namespace.
+	router, said := startIn(t, s, s.State.Hosts[0].Netns, "test-router")
+	orphan, err := strconv.Atoi(said)
+	if err != nil {
+		t.Fatalf("test-router: %s", said)
+	}
+	router.Process.Kill()
+	router.Wait()
 	// A record cut short by a crash is as good as none.
 	if err := os.WriteFile(filepath.Join(cfg.Dir, "sandbox.json"), []byte(`{"dir": "`), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	down(t, cfg)
-	if !eventually(func() bool { return procGone(vm.Process.Pid) }) {
-		t.Errorf("process %d inside the sandbox survived down", vm.Process.Pid)
+	for _, pid := range []int{vm.Process.Pid, orphan} {
+		if !eventually(func() bool { return procGone(pid) }) {
+			t.Errorf("process %d inside the sandbox survived down", pid)
+		}
 	}
 	if ns := netnsNames(t, cfg.Prefix); len(ns) > 0 {
 		t.Errorf("namespaces left after down: %v", ns)
@@ -570,4 +690,44 @@ func freePort(t *testing.T) int {
 	}
 	defer ln.Close()
 	return ln.Addr().(*net.TCPAddr).Port
+}
+
+func TestBuildTestGuest(t *testing.T) {
+	if testing.Short() {
+		t.Skip("may build the test guest from Debian packages")
+	}
+	cfg := testConfig(t)
+	s, err := sandbox.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sandbox.Down(context.Background(), cfg) })
+	if err := s.BuildTestGuest(context.Background()); err != nil {
+		t.Fatalf("BuildTestGuest: %v", err)
+	}
+	g := s.State.TestGuest
+	want := &sandbox.Guest{Kernel: filepath.Join(cfg.Dir, "testguest", "vmlinuz"), Initrd: filepath.Join(cfg.Dir, "testguest", "initrd.img")}
+	if g == nil || *g != *want {
+		t.Fatalf("test guest: got %+v, want %+v", g, want)
+	}
+	for _, p := range []string{g.Kernel, g.Initrd} {
+		if st, err := os.Stat(p); err != nil || st.Size() == 0 {
+			t.Errorf("%s: %v, want a file", p, err)
+		}
+	}
+	down(t, cfg)
+	if _, err := os.Stat(filepath.Join(cfg.Dir, "testguest")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("%s/testguest after down: %v, want it gone", cfg.Dir, err)
+	}
+	// The sandbox's copies may be hard links into the build cache: the
+	// cache keeps its own.
+	cache, err := testguest.Build(context.Background(), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{cache.Kernel, cache.Initrd} {
+		if _, err := os.Stat(p); err != nil {
+			t.Errorf("the build cache after down: %v", err)
+		}
+	}
 }

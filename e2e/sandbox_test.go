@@ -1,0 +1,231 @@
+package e2e
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	api "hearth.dev/hearth/api/v1alpha1"
+	"hearth.dev/hearth/server/servertest"
+)
+
+// sandboxLab is a sandbox made by the real binary, and a way to run the
+// CLI against it.
+type sandboxLab struct {
+	t      *testing.T
+	dir    string
+	prefix string
+	config string
+}
+
+func upSandbox(t *testing.T, hosts int) *sandboxLab {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("the sandbox needs root (network namespaces); CI runs as root")
+	}
+	if _, err := exec.LookPath("qemu-system-x86_64"); err != nil {
+		t.Skip("qemu-system-x86_64 is not installed; .ci/run installs it")
+	}
+	s := &sandboxLab{t: t, dir: t.TempDir(), prefix: fmt.Sprintf("hst%d", os.Getpid()%10000)}
+	out, err := exec.Command(hearthBin, "sandbox", "up", "--hosts", fmt.Sprint(hosts), "--dir", s.dir,
+		"--prefix", s.prefix, "--underlay-cidr", "172.31.254.0/24").CombinedOutput()
+	t.Cleanup(func() { s.down() })
+	if err != nil {
+		t.Fatalf("sandbox up: %v\n%s\n%s", err, out, s.logs())
+	}
+	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+	last := lines[len(lines)-1]
+	cfg, ok := strings.CutPrefix(last, "export HEARTH_CONFIG=")
+	if !ok {
+		t.Fatalf("sandbox up's last line is %q, want export HEARTH_CONFIG=…", last)
+	}
+	s.config = cfg
+	return s
+}
+
+func (s *sandboxLab) logs() string {
+	var b strings.Builder
+	files, _ := filepath.Glob(filepath.Join(s.dir, "*", "*.log"))
+	for _, f := range files {
+		data, _ := os.ReadFile(f)
+		if len(data) > 3000 {
+			data = data[len(data)-3000:]
+		}
+		fmt.Fprintf(&b, "--- %s\n%s\n", f, data)
+	}
+	return b.String()
+}
+
+func (s *sandboxLab) down() {
+	out, err := exec.Command(hearthBin, "sandbox", "down", "--dir", s.dir, "--prefix", s.prefix).CombinedOutput()
+	if err != nil {
+		s.t.Errorf("sandbox down: %v\n%s", err, out)
+	}
+	if s.t.Failed() {
+		s.t.Logf("sandbox logs:\n%s", s.logs())
+	}
+}
+
+// hearth runs the CLI against the sandbox.
+func (s *sandboxLab) hearth(stdin string, args ...string) (string, error) {
+	cmd := exec.Command(hearthBin, args...)
+	cmd.Env = append(os.Environ(), "HEARTH_CONFIG="+s.config)
+	cmd.Stdin = strings.NewReader(stdin)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	err := cmd.Run()
+	return out.String(), err
+}
+
+func (s *sandboxLab) must(stdin string, args ...string) string {
+	s.t.Helper()
+	out, err := s.hearth(stdin, args...)
+	if err != nil {
+		s.t.Fatalf("hearth %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return out
+}
+
+// vms lists the tenant's VMs through the CLI.
+func (s *sandboxLab) vms(tenant, selector string) []api.VirtualMachine {
+	s.t.Helper()
+	args := []string{"get", "vm", "--tenant", tenant, "-o", "json"}
+	if selector != "" {
+		args = append(args, "-l", selector)
+	}
+	out := s.must("", args...)
+	var list struct{ Items []api.VirtualMachine }
+	if err := json.Unmarshal([]byte(out), &list); err != nil {
+		s.t.Fatalf("get vm -o json: %v\n%s", err, out)
+	}
+	return list.Items
+}
+
+func (s *sandboxLab) guestYAML(name, extra string) string {
+	return fmt.Sprintf(`apiVersion: hearth.dev/v1alpha1
+kind: VirtualMachine
+metadata: {name: %s, tenant: demo}
+spec:
+  cpus: 1
+  memory: 192Mi
+  boot:
+    from: kernel
+    kernel: {url: "file://%s/testguest/vmlinuz"}
+    initrd: {url: "file://%s/testguest/initrd.img"}
+    cmdline: console=ttyS0 panic=-1
+%s`, name, s.dir, s.dir, extra)
+}
+
+// TestSandboxVMs: in a sandbox of two hosts, a VM applied with the CLI is
+// scheduled and boots, and its console (through the API) shows its seed's
+// hostname and SSH key; a set of four spreads 2+2 and scales to 1; quota
+// and scheduling refusals say why.
+func TestSandboxVMs(t *testing.T) {
+	s := upSandbox(t, 2)
+	key := "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIIcCK0mzKXM8xFOUST82s2fipGzyqvJ2kSYsHaThbzek e2e@hearth"
+	s.must(`apiVersion: hearth.dev/v1alpha1
+kind: Tenant
+metadata: {name: demo}
+spec: {quota: {vcpus: 6, memory: 2Gi, vms: 6}}
+---
+apiVersion: hearth.dev/v1alpha1
+kind: SSHKey
+metadata: {name: k, tenant: demo}
+spec: {publicKey: "`+key+`"}
+`, "apply", "-f", "-")
+	s.must(s.guestYAML("web-1", ""), "apply", "-f", "-")
+	keyOnly := strings.Join(strings.Fields(key)[:2], " ")
+	servertest.Eventually(t, 3*time.Minute, func() error {
+		out, err := s.hearth("", "logs", "vm/web-1", "--tenant", "demo")
+		if err != nil {
+			return fmt.Errorf("%v: %s", err, out)
+		}
+		for _, want := range []string{"HEARTH-GUEST hostname=web-1", "HEARTH-GUEST ssh-key=" + keyOnly} {
+			if !strings.Contains(out, want) {
+				return fmt.Errorf("console lacks %q", want)
+			}
+		}
+		return nil
+	})
+	vm := s.vms("demo", "")[0]
+	if vm.Spec.Host == "" || vm.Status.Phase != api.VMRunning {
+		t.Fatalf("web-1: host %q phase %q", vm.Spec.Host, vm.Status.Phase)
+	}
+	if out := s.must("", "describe", "vm", "web-1", "--tenant", "demo"); !strings.Contains(out, "Scheduled") {
+		t.Errorf("describe shows no Scheduled event or condition:\n%s", out)
+	}
+
+	// A set of four spreads over the two hosts, two each.
+	set := func(n int) string {
+		return fmt.Sprintf(`apiVersion: hearth.dev/v1alpha1
+kind: VirtualMachineSet
+metadata: {name: workers, tenant: demo}
+spec:
+  replicas: %d
+  selector: {app: worker}
+  template:
+    metadata: {labels: {app: worker}}
+    spec:
+      cpus: 1
+      memory: 128Mi
+      boot:
+        from: kernel
+        kernel: {url: "file://%s/testguest/vmlinuz"}
+        initrd: {url: "file://%s/testguest/initrd.img"}
+        cmdline: console=ttyS0 panic=-1
+`, n, s.dir, s.dir)
+	}
+	s.must(set(4), "apply", "-f", "-")
+	servertest.Eventually(t, 4*time.Minute, func() error {
+		perHost := map[string]int{}
+		running := 0
+		for _, v := range s.vms("demo", "app=worker") {
+			perHost[v.Spec.Host]++
+			if v.Status.Phase == api.VMRunning {
+				running++
+			}
+		}
+		if running != 4 || len(perHost) != 2 {
+			return fmt.Errorf("%d of 4 running, per host %v", running, perHost)
+		}
+		for h, n := range perHost {
+			if n != 2 {
+				return fmt.Errorf("host %s has %d replicas, want 2+2: %v", h, n, perHost)
+			}
+		}
+		return nil
+	})
+	s.must(set(1), "apply", "-f", "-")
+	servertest.Eventually(t, 2*time.Minute, func() error {
+		if n := len(s.vms("demo", "app=worker")); n != 1 {
+			return fmt.Errorf("%d replicas, want 1", n)
+		}
+		return nil
+	})
+
+	// Refusals say why. Memory beyond the tenant's quota:
+	out, err := s.hearth(strings.Replace(s.guestYAML("huge", ""), "192Mi", "4Gi", 1), "apply", "-f", "-")
+	if err == nil || !strings.Contains(out, "quota exceeded for memory") {
+		t.Fatalf("over-quota VM: err %v, output:\n%s", err, out)
+	}
+	// Within quota but larger than any host's free memory: pending, with
+	// a host-by-host reason.
+	s.must(`apiVersion: hearth.dev/v1alpha1
+kind: Tenant
+metadata: {name: big}
+---
+`+strings.Replace(strings.Replace(s.guestYAML("toobig", ""), "tenant: demo", "tenant: big", 1), "192Mi", "1000Gi", 1), "apply", "-f", "-")
+	servertest.Eventually(t, 30*time.Second, func() error {
+		out := s.must("", "describe", "vm", "toobig", "--tenant", "big")
+		if !strings.Contains(out, "0/2 hosts: 2 lack memory (need 1000Gi") {
+			return fmt.Errorf("describe lacks the reason:\n%s", out)
+		}
+		return nil
+	})
+}
