@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"time"
 
@@ -26,6 +27,15 @@ const startedMarker = "started"
 // the VirtualMachine that needs a restart is noticed, even after the agent
 // itself restarted.
 const specFile = "spec.json"
+
+// startedSpec is what specFile holds: the compute.Spec (its fields at the
+// top level, as older agents wrote it) and the disks as the VirtualMachine
+// listed them, since a resolved path does not tell which image a disk was
+// cloned from or how big it was asked to be.
+type startedSpec struct {
+	compute.Spec
+	VMDisks []api.VMDisk `json:"vmDisks,omitempty"`
+}
 
 // vmController converges the VMs placed on this host.
 type vmController struct {
@@ -86,6 +96,9 @@ func (v *vmController) Reconcile(ctx context.Context, key string) (reconcile.Res
 		return reconcile.Result{}, err
 	}
 	st := vm.Status
+	// st is changed below and compared with vm.Status: it must not share
+	// the conditions' backing array.
+	st.Conditions = append([]api.Condition(nil), vm.Status.Conditions...)
 	st.Host = v.a.cfg.Name
 	st.ObservedGeneration = vm.Metadata.Generation
 
@@ -125,7 +138,7 @@ func (v *vmController) Reconcile(ctx context.Context, key string) (reconcile.Res
 			if err := v.writeStatus(ctx, vm, st); err != nil {
 				return reconcile.Result{}, err
 			}
-			vm.Status = st
+			st.Conditions = append([]api.Condition(nil), st.Conditions...)
 		}
 		spec, err := v.a.prepare(ctx, vm, dir)
 		if err != nil {
@@ -144,7 +157,7 @@ func (v *vmController) Reconcile(ctx context.Context, key string) (reconcile.Res
 			v.a.rec.Eventf(ctx, vm, api.EventWarning, "StartFailed", "%v", err)
 			return reconcile.Result{}, err
 		}
-		if err := writeJSONFile(filepath.Join(dir, specFile), spec); err != nil {
+		if err := writeJSONFile(filepath.Join(dir, specFile), startedSpec{Spec: spec, VMDisks: vm.Spec.Disks}); err != nil {
 			return reconcile.Result{}, err
 		}
 		if err := os.WriteFile(filepath.Join(dir, startedMarker), nil, 0o600); err != nil {
@@ -223,16 +236,28 @@ func firstOutput(dir string, since *time.Time) (time.Time, bool) {
 // needsRestart compares what the VM was started with against what its
 // object asks for now.
 func (v *vmController) needsRestart(ctx context.Context, vm *api.VirtualMachine, dir string) (bool, error) {
-	var old compute.Spec
-	data, err := os.ReadFile(filepath.Join(dir, specFile))
-	if err != nil {
+	old, ok := readStartedSpec(dir)
+	if !ok {
 		return false, nil // started by an older agent: leave it be
 	}
-	if err := json.Unmarshal(data, &old); err != nil {
-		return false, nil
+	disksChanged := len(old.Disks) != len(vm.Spec.Disks)
+	if old.VMDisks != nil || len(vm.Spec.Disks) == 0 {
+		// Attaching, detaching or swapping a volume, or another image or
+		// size of a cloned disk: the disk list as the VM asks for it.
+		disksChanged = !slices.Equal(old.VMDisks, vm.Spec.Disks)
 	}
 	return old.CPUs != vm.Spec.CPUs || old.MemoryMiB != int64(vm.Spec.Memory>>20) || old.Firmware != vm.Spec.Firmware ||
-		len(old.Disks) != len(vm.Spec.Disks) || old.Boot.From != bootFrom(vm) || old.Boot.Cmdline != vm.Spec.Boot.Cmdline, nil
+		disksChanged || old.Boot.From != bootFrom(vm) || old.Boot.Cmdline != vm.Spec.Boot.Cmdline, nil
+}
+
+// readStartedSpec reads what the VM in dir was started with.
+func readStartedSpec(dir string) (startedSpec, bool) {
+	var s startedSpec
+	data, err := os.ReadFile(filepath.Join(dir, specFile))
+	if err != nil || json.Unmarshal(data, &s) != nil {
+		return s, false
+	}
+	return s, true
 }
 
 // watch starts, once per VM, a goroutine that wakes the controller when
@@ -260,12 +285,20 @@ func (v *vmController) writeStatus(ctx context.Context, vm *api.VirtualMachine, 
 	if string(a) == string(b) {
 		return nil
 	}
-	patch := map[string]any{"status": json.RawMessage(b)}
-	_, err := v.a.c.Patch(ctx, "VirtualMachine", vm.Metadata.Tenant, vm.Metadata.Name, patch, true)
-	if api.IsNotFound(err) {
+	// Others write this status too (the scheduler's Scheduled condition):
+	// the write is conditional on the version read, and a conflict means
+	// the informer brings the newer one and the reconcile runs again.
+	patch := map[string]any{"metadata": map[string]any{"resourceVersion": vm.Metadata.ResourceVersion}, "status": json.RawMessage(b)}
+	out, err := v.a.c.Patch(ctx, "VirtualMachine", vm.Metadata.Tenant, vm.Metadata.Name, patch, true)
+	switch {
+	case api.IsNotFound(err):
 		return nil
+	case err != nil:
+		return err
 	}
-	return err
+	vm.Metadata.ResourceVersion = out.GetMetadata().ResourceVersion
+	vm.Status = st
+	return nil
 }
 
 // teardown stops a VM that should no longer be here and removes its files.

@@ -28,8 +28,13 @@ for _ in $(seq 120); do
 	[ "$running" -ge 3 ] && break
 	sleep 1
 done
+for _ in $(seq 60); do
+	"$hearth" logs vm/web-1 --tenant demo 2>/dev/null | grep -q "HEARTH-GUEST ready" && break
+	sleep 1
+done
 run get vm -A -o wide
-run logs vm/web-1 --tenant demo --tail 400
+echo; echo "\$ hearth logs vm/web-1 --tenant demo | grep HEARTH-GUEST"
+"$hearth" logs vm/web-1 --tenant demo | grep HEARTH-GUEST
 run describe vm web-1 --tenant demo
 
 cat <<MSG

@@ -110,7 +110,7 @@ func init() {
 			}},
 			{Name: "MEMORY", Get: func(o Object) string {
 				h := o.(*Host)
-				return h.Status.AllocatedMemory.String() + "/" + h.Status.Memory.String()
+				return h.Status.AllocatedMemory.Human() + "/" + h.Status.Memory.Human()
 			}},
 			{Name: "ADDRESS", Wide: true, Get: func(o Object) string { return o.(*Host).Spec.Address }},
 			{Name: "KVM", Wide: true, Get: func(o Object) string { return strconv.FormatBool(o.(*Host).Status.KVM) }},

@@ -60,6 +60,20 @@ func (b Bytes) String() string {
 	return strconv.FormatInt(int64(b), 10)
 }
 
+// Human writes b rounded for people to read: "23.5Gi", "512Mi", "900".
+func (b Bytes) Human() string {
+	for _, u := range byteUnits[:6] {
+		if int64(b) >= u.mult {
+			v := float64(b) / float64(u.mult)
+			if v >= 100 || v == float64(int64(v)) {
+				return strconv.FormatFloat(v, 'f', 0, 64) + u.suffix
+			}
+			return strconv.FormatFloat(v, 'f', 1, 64) + u.suffix
+		}
+	}
+	return strconv.FormatInt(int64(b), 10)
+}
+
 // GiB returns the size in whole GiB, rounded up.
 func (b Bytes) GiB() int64 { return (int64(b) + (1<<30 - 1)) >> 30 }
 
