@@ -7,7 +7,6 @@ package agent
 import (
 	"context"
 	"crypto/tls"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -60,13 +59,6 @@ type Config struct {
 	Resync time.Duration
 }
 
-// credentials are what joining gave this host, kept in DATA-DIR.
-type credentials struct {
-	Server string `json:"server"`
-	Token  string `json:"token"`
-	CA     string `json:"ca"`
-}
-
 // Agent is a running node agent.
 type Agent struct {
 	cfg    Config
@@ -76,8 +68,13 @@ type Agent struct {
 	kvm    bool
 	kvmWhy string
 	images *storage.ImageCache
-	vms    *vmController
-	certFP string
+	imgs   *imageState
+	// imageInf caches every Image (shared and tenants'), for lookups and
+	// the cache sweep.
+	imageInf *client.Informer
+	vms      *vmController
+	volumes  *volumeController
+	certFP   string
 }
 
 // Run joins (if needed), registers the host and runs until ctx ends.
@@ -111,16 +108,16 @@ func Run(ctx context.Context, cfg Config) error {
 	if err := os.MkdirAll(filepath.Join(cfg.DataDir, "vms"), 0o700); err != nil {
 		return err
 	}
-	creds, err := loadOrJoin(ctx, cfg)
+	c, creds, err := client.Join(ctx, client.JoinConfig{Server: cfg.Server, JoinToken: cfg.JoinToken, CAFile: cfg.CAFile, Name: cfg.Name, DataDir: cfg.DataDir})
 	if err != nil {
 		return err
 	}
-	c, err := client.New(&client.Context{Name: "agent", Server: creds.Server, CertificateAuthority: creds.CA, Token: creds.Token})
-	if err != nil {
-		return err
-	}
+	// Uploaded images come from the API server with the host's
+	// credential; the client keeps it from going anywhere else.
 	a := &Agent{cfg: cfg, c: c, ca: []byte(creds.CA), rec: client.NewRecorder(c, "host/"+cfg.Name),
-		images: &storage.ImageCache{Dir: filepath.Join(cfg.DataDir, "images")}}
+		images:   &storage.ImageCache{Dir: filepath.Join(cfg.DataDir, "images"), Client: c.HTTPClient()},
+		imgs:     newImageState(),
+		imageInf: client.NewInformer(c, "Image", "", client.ListOptions{AllTenants: true})}
 	if cfg.Driver == nil {
 		cfg.Driver = compute.NewQEMU(compute.QEMUOptions{})
 		a.cfg.Driver = cfg.Driver
@@ -137,70 +134,18 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	a.vms = newVMController(a)
-	errc := make(chan error, 2)
+	a.volumes = newVolumeController(a)
+	go a.imageInf.Run(ctx)
+	errc := make(chan error, 3)
 	go func() { errc <- a.heartbeat(ctx) }()
 	go func() { errc <- a.vms.run(ctx) }()
+	go func() { errc <- a.volumes.run(ctx) }()
 	select {
 	case <-ctx.Done():
 		return nil
 	case err := <-errc:
 		return err
 	}
-}
-
-// loadOrJoin returns the host's credential, joining with the join token
-// the first time.
-func loadOrJoin(ctx context.Context, cfg Config) (*credentials, error) {
-	path := filepath.Join(cfg.DataDir, "credentials.json")
-	if data, err := os.ReadFile(path); err == nil {
-		var c credentials
-		if err := json.Unmarshal(data, &c); err != nil {
-			return nil, fmt.Errorf("%s: %w", path, err)
-		}
-		return &c, nil
-	}
-	if cfg.JoinToken == "" || cfg.Server == "" {
-		return nil, fmt.Errorf("this host has not joined yet: give --server and --join-token (from `hearth token create --join`)")
-	}
-	caPEM := ""
-	if cfg.CAFile != "" {
-		data, err := os.ReadFile(cfg.CAFile)
-		if err != nil {
-			return nil, fmt.Errorf("--ca-file: %w", err)
-		}
-		caPEM = string(data)
-	}
-	joiner, err := client.New(&client.Context{Name: "join", Server: cfg.Server, CertificateAuthority: caPEM, Token: cfg.JoinToken})
-	if err != nil {
-		return nil, err
-	}
-	var resp struct {
-		Token  string            `json:"token"`
-		CA     string            `json:"ca"`
-		Site   string            `json:"site"`
-		Labels map[string]string `json:"labels"`
-	}
-	// The server may still be starting (the sandbox starts both at once).
-	for attempt := 0; ; attempt++ {
-		err = joiner.Do(ctx, http.MethodPost, api.PathPrefix+"/join", map[string]string{"host": cfg.Name}, &resp)
-		if err == nil || attempt >= 30 || api.ReasonOf(err) == api.ReasonUnauthorized || api.ReasonOf(err) == api.ReasonForbidden {
-			break
-		}
-		select {
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		case <-time.After(time.Second):
-		}
-	}
-	if err != nil {
-		return nil, fmt.Errorf("joining %s as %s: %w", cfg.Server, cfg.Name, err)
-	}
-	c := &credentials{Server: cfg.Server, Token: resp.Token, CA: resp.CA}
-	data, _ := json.MarshalIndent(c, "", "  ")
-	if err := os.WriteFile(path+".tmp", data, 0o600); err != nil {
-		return nil, err
-	}
-	return c, os.Rename(path+".tmp", path)
 }
 
 // register creates the Host if it does not exist. An existing Host's spec

@@ -1,0 +1,355 @@
+// Package boot is `hearth boot`: the network boot service of one
+// provisioning network. It answers DHCP (full, proxy or off), serves the
+// iPXE binaries over TFTP and, over HTTP, each machine's iPXE script, its
+// rendered files, the artifacts it boots and the callback it reports to.
+// Unknown machines that network-boot become Machines; every step of a
+// machine's boot is an event on its timeline.
+//
+// The service talks to the API with a host credential (it may run inside
+// an agent) and keeps what it serves in informer caches, so a machine's
+// DHCP answer needs no API round trip.
+package boot
+
+import (
+	"context"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	api "hearth.dev/hearth/api/v1alpha1"
+	"hearth.dev/hearth/boot/dhcp"
+	"hearth.dev/hearth/boot/tftp"
+	"hearth.dev/hearth/client"
+	"hearth.dev/hearth/storage"
+)
+
+// Config is what `hearth boot` takes.
+type Config struct {
+	Server, JoinToken, CAFile string
+	// Name of the service's host credential (default "boot").
+	Name    string
+	DataDir string
+	// Interface is the provisioning network's interface, and Address this
+	// service's IP on it.
+	Interface string
+	Address   netip.Addr
+	// DHCPMode is full, proxy or off.
+	DHCPMode           dhcp.Mode
+	PoolStart, PoolEnd netip.Addr
+	Router             netip.Addr
+	DNS                []netip.Addr
+	// HTTPListen is where the HTTP side listens (default ADDRESS:8080).
+	HTTPListen string
+	// TFTPListen (default ADDRESS:69).
+	TFTPListen string
+	// IPXEDir holds the iPXE binaries (Debian's ipxe package: /usr/lib/ipxe).
+	IPXEDir string
+	// UEFIBinary is ipxe.efi (default, with its own drivers) or snponly.efi
+	// (the firmware's network driver).
+	UEFIBinary string
+	// Site that discovered machines join.
+	Site string
+}
+
+// Service is a running boot service.
+type Service struct {
+	cfg      Config
+	c        *client.Client
+	rec      *client.Recorder
+	bootURL  string
+	key      []byte // signs machines' report tokens
+	machines *client.Informer
+	profiles *client.Informer
+	keys     *client.Informer
+	sites    *client.Informer
+	images   *storage.ImageCache
+
+	mu        sync.Mutex
+	byIP      map[netip.Addr]string // address → machine name, from DHCP
+	artifacts map[string]artifact   // id → where it comes from
+	creating  map[string]chan struct{}
+	updates   chan func(context.Context)
+}
+
+type artifact struct{ url, checksum string }
+
+// Run serves until ctx ends.
+func Run(ctx context.Context, cfg Config) error {
+	if cfg.Name == "" {
+		cfg.Name = "boot"
+	}
+	if cfg.DataDir == "" {
+		cfg.DataDir = "/var/lib/hearth-boot"
+	}
+	if !cfg.Address.IsValid() {
+		return fmt.Errorf("--address is required: this service's IP on the provisioning network")
+	}
+	if cfg.HTTPListen == "" {
+		cfg.HTTPListen = netip.AddrPortFrom(cfg.Address, 8080).String()
+	}
+	if cfg.TFTPListen == "" {
+		cfg.TFTPListen = netip.AddrPortFrom(cfg.Address, 69).String()
+	}
+	if cfg.IPXEDir == "" {
+		cfg.IPXEDir = "/usr/lib/ipxe"
+	}
+	if cfg.UEFIBinary == "" {
+		cfg.UEFIBinary = "ipxe.efi"
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return err
+	}
+	c, _, err := client.Join(ctx, client.JoinConfig{Server: cfg.Server, JoinToken: cfg.JoinToken, CAFile: cfg.CAFile, Name: cfg.Name, DataDir: cfg.DataDir})
+	if err != nil {
+		return err
+	}
+	key, err := loadKey(filepath.Join(cfg.DataDir, "report.key"))
+	if err != nil {
+		return err
+	}
+	s := &Service{cfg: cfg, c: c, rec: client.NewRecorder(c, "boot/"+cfg.Name), key: key,
+		bootURL:   "http://" + cfg.HTTPListen,
+		machines:  client.NewInformer(c, "Machine", "", client.ListOptions{}),
+		profiles:  client.NewInformer(c, "MachineProfile", "", client.ListOptions{}),
+		keys:      client.NewInformer(c, "SSHKey", "", client.ListOptions{AllTenants: true}),
+		sites:     client.NewInformer(c, "Site", "", client.ListOptions{}),
+		images:    &storage.ImageCache{Dir: filepath.Join(cfg.DataDir, "artifacts")},
+		byIP:      map[netip.Addr]string{},
+		artifacts: map[string]artifact{},
+		creating:  map[string]chan struct{}{},
+		updates:   make(chan func(context.Context), 1024),
+	}
+	for _, inf := range []*client.Informer{s.machines, s.profiles, s.keys, s.sites} {
+		go inf.Run(ctx)
+		if err := inf.WaitSynced(ctx); err != nil {
+			return err
+		}
+	}
+	go s.writer(ctx)
+
+	errc := make(chan error, 3)
+	hl, err := net.Listen("tcp", cfg.HTTPListen)
+	if err != nil {
+		return fmt.Errorf("--http-listen: %w", err)
+	}
+	hs := &http.Server{Handler: s.routes(), ReadHeaderTimeout: 10 * time.Second}
+	go func() { errc <- ignoreClosed(hs.Serve(hl)) }()
+	defer hs.Close()
+
+	tl, err := net.ListenPacket("udp4", cfg.TFTPListen)
+	if err != nil {
+		return fmt.Errorf("tftp %s: %w", cfg.TFTPListen, err)
+	}
+	defer tl.Close()
+	ts := &tftp.Server{Resolver: s.tftpFiles(), Observe: s.observeTFTP}
+	go func() { errc <- ts.Serve(ctx, tl) }()
+
+	if cfg.DHCPMode != dhcp.ModeOff && cfg.DHCPMode != "" {
+		prefix, err := interfacePrefix(cfg.Interface, cfg.Address)
+		if err != nil {
+			return err
+		}
+		ds, err := dhcp.New(dhcp.Config{Interface: cfg.Interface, ServerIP: cfg.Address, Mode: cfg.DHCPMode,
+			Subnet: prefix, Router: cfg.Router, DNS: cfg.DNS, PoolStart: cfg.PoolStart, PoolEnd: cfg.PoolEnd,
+			Handler: s, LeaseFile: filepath.Join(cfg.DataDir, "leases.jsonl")})
+		if err != nil {
+			return err
+		}
+		go func() { errc <- ds.Serve(ctx) }()
+	}
+	slog.Info("boot service ready", "http", s.bootURL, "tftp", cfg.TFTPListen, "dhcp", cfg.DHCPMode, "interface", cfg.Interface)
+	select {
+	case <-ctx.Done():
+		return nil
+	case err := <-errc:
+		if ctx.Err() != nil {
+			return nil
+		}
+		return err
+	}
+}
+
+func ignoreClosed(err error) error {
+	if errors.Is(err, http.ErrServerClosed) {
+		return nil
+	}
+	return err
+}
+
+// interfacePrefix finds the prefix of addr on the named interface.
+func interfacePrefix(name string, addr netip.Addr) (netip.Prefix, error) {
+	ifi, err := net.InterfaceByName(name)
+	if err != nil {
+		return netip.Prefix{}, fmt.Errorf("--interface %s: %w", name, err)
+	}
+	addrs, err := ifi.Addrs()
+	if err != nil {
+		return netip.Prefix{}, err
+	}
+	for _, a := range addrs {
+		if p, err := netip.ParsePrefix(a.String()); err == nil && p.Addr() == addr {
+			return p.Masked(), nil
+		}
+	}
+	return netip.Prefix{}, fmt.Errorf("--address %s is not an address of interface %s", addr, name)
+}
+
+// loadKey reads or creates the key that signs report tokens.
+func loadKey(path string) ([]byte, error) {
+	if b, err := os.ReadFile(path); err == nil && len(b) == 32 {
+		return b, nil
+	}
+	b := make([]byte, 32)
+	if _, err := rand.Read(b); err != nil {
+		return nil, err
+	}
+	return b, os.WriteFile(path, b, 0o600)
+}
+
+// reportToken is a machine's secret for its report: an HMAC of its uid,
+// so a token dies with the Machine object it was made for.
+func (s *Service) reportToken(m *api.Machine) string {
+	h := hmac.New(sha256.New, s.key)
+	h.Write([]byte("report\x00" + m.Metadata.UID))
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+// writer applies status updates and events in order, off the DHCP path.
+func (s *Service) writer(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case fn := <-s.updates:
+			fn(ctx)
+		}
+	}
+}
+
+// later queues work for the writer; when the queue is full the work is
+// dropped (a timeline event is not worth stalling DHCP for).
+func (s *Service) later(fn func(context.Context)) {
+	select {
+	case s.updates <- fn:
+	default:
+		slog.Warn("boot service is behind on API writes; dropping one")
+	}
+}
+
+// event records a timeline event on a machine, later.
+func (s *Service) event(name, typ, reason, format string, args ...any) {
+	msg := fmt.Sprintf(format, args...)
+	s.later(func(ctx context.Context) {
+		if m := s.machine(name); m != nil {
+			s.rec.Eventf(ctx, m, typ, reason, "%s", msg)
+		}
+	})
+}
+
+// machine returns a cached Machine by name.
+func (s *Service) machine(name string) *api.Machine {
+	if o, ok := s.machines.Get(name); ok {
+		return o.(*api.Machine)
+	}
+	return nil
+}
+
+// machineByMAC finds a Machine by its MAC.
+func (s *Service) machineByMAC(mac string) *api.Machine {
+	for _, o := range s.machines.List() {
+		if m := o.(*api.Machine); strings.EqualFold(m.Spec.MAC, mac) {
+			return m
+		}
+	}
+	return nil
+}
+
+// machineName is the name a discovered machine gets from its MAC.
+func machineName(mac string) string {
+	return "mac-" + strings.ReplaceAll(strings.ToLower(mac), ":", "")
+}
+
+// firmwareOf reads the firmware from DHCP option 93 (RFC 4578).
+func firmwareOf(req dhcp.Request) (arch, firmware string) {
+	if !req.HasArch {
+		return "", ""
+	}
+	switch req.Arch {
+	case 0:
+		return "x86_64", "bios"
+	case 6:
+		return "x86", "uefi"
+	case 7, 9, 16:
+		return "x86_64", "uefi"
+	case 11, 19:
+		return "arm64", "uefi"
+	}
+	return "", ""
+}
+
+// discover returns the Machine for a MAC, creating it (Discovered) the
+// first time the MAC network-boots.
+func (s *Service) discover(ctx context.Context, req dhcp.Request) (*api.Machine, error) {
+	mac := req.MAC.String()
+	if m := s.machineByMAC(mac); m != nil {
+		return m, nil
+	}
+	name := machineName(mac)
+	s.mu.Lock()
+	wait, busy := s.creating[name]
+	if !busy {
+		wait = make(chan struct{})
+		s.creating[name] = wait
+	}
+	s.mu.Unlock()
+	if busy {
+		select {
+		case <-wait:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+		if m := s.machine(name); m != nil {
+			return m, nil
+		}
+	}
+	defer func() {
+		s.mu.Lock()
+		delete(s.creating, name)
+		s.mu.Unlock()
+		close(wait)
+	}()
+	arch, fw := firmwareOf(req)
+	m := &api.Machine{TypeMeta: api.TypeMeta{APIVersion: api.APIVersion, Kind: "Machine"},
+		Metadata: api.ObjectMeta{Name: name},
+		Spec:     api.MachineSpec{MAC: strings.ToLower(mac), Architecture: arch, Site: s.cfg.Site}}
+	out, err := s.c.Create(ctx, m)
+	if api.IsAlreadyExists(err) {
+		o, gerr := s.c.Get(ctx, "Machine", "", name)
+		if gerr != nil {
+			return nil, gerr
+		}
+		return o.(*api.Machine), nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	now := time.Now().UTC()
+	st := map[string]any{"vendorClass": req.VendorClass, "uuid": req.UUID, "firmware": fw, "lastSeen": now}
+	if _, err := s.c.Patch(ctx, "Machine", "", name, map[string]any{"status": st}, true); err != nil {
+		slog.Warn("writing a discovered machine's status", "machine", name, "err", err)
+	}
+	s.rec.Eventf(ctx, out, api.EventNormal, "Discovered", "network-booted for the first time (MAC %s, %s %s, vendor class %q)", mac, arch, fw, req.VendorClass)
+	return out.(*api.Machine), nil
+}
