@@ -3,7 +3,9 @@ package agent
 import (
 	"context"
 	"crypto/sha256"
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"sort"
@@ -53,6 +55,7 @@ func (a *Agent) prepare(ctx context.Context, vm *api.VirtualMachine, dir string)
 		}
 		spec.Disks = append(spec.Disks, disk)
 	}
+	removeDetachedClones(dir, vm.Spec.Disks)
 	for i, n := range vm.Spec.NICs {
 		mac := n.MAC
 		if mac == "" {
@@ -86,35 +89,27 @@ func bootFrom(vm *api.VirtualMachine) string {
 	return vm.Spec.Boot.From
 }
 
-// fetch returns a local path for a kernel or initrd.
-func (a *Agent) fetch(ctx context.Context, f *api.BootFile, field string) (string, error) {
-	if f == nil {
-		return "", fmt.Errorf("%s is not set", field)
-	}
-	path, _, err := a.images.Ensure(ctx, f.URL, f.Checksum, nil)
-	if err != nil {
-		return "", fmt.Errorf("%s %s: %w", field, f.URL, err)
-	}
-	return path, nil
-}
-
 // prepareDisk makes disk i: a thin clone of an image in the VM's own
-// directory (it goes with the VM), or a named Volume on this host.
+// directory (it goes with the VM), or a named Volume on this host, grown
+// first if its spec asks for more than it has (a running VM's volume
+// waits for this, its next start, to grow).
 func (a *Agent) prepareDisk(ctx context.Context, vm *api.VirtualMachine, dir string, i int, d api.VMDisk) (compute.Disk, error) {
 	field := fmt.Sprintf("spec.disks[%d]", i)
-	disk := compute.Disk{Format: "qcow2", ReadOnly: d.ReadOnly, BootIndex: d.BootIndex}
+	disk := compute.Disk{Format: storage.FormatQCOW2, ReadOnly: d.ReadOnly, BootIndex: d.BootIndex}
 	switch {
 	case d.Image != "":
 		img, err := a.image(ctx, vm.Metadata.Tenant, d.Image)
 		if err != nil {
 			return disk, fmt.Errorf("%s.image: %w", field, err)
 		}
-		base, _, err := a.images.Ensure(ctx, img.Spec.Source.URL, img.Spec.Source.Checksum, nil)
+		a.imgs.mu.RLock()
+		defer a.imgs.mu.RUnlock()
+		base, err := a.ensureImage(ctx, img, nil)
 		if err != nil {
 			return disk, fmt.Errorf("%s.image %s: %w", field, d.Image, err)
 		}
 		disk.Path = filepath.Join(dir, fmt.Sprintf("disk%d.qcow2", i))
-		if err := storage.CreateVolume(ctx, disk.Path, "qcow2", int64(d.Size), base); err != nil {
+		if err := cloneDisk(ctx, disk.Path, int64(d.Size), base); err != nil {
 			return disk, fmt.Errorf("%s: %w", field, err)
 		}
 	case d.Volume != "":
@@ -126,9 +121,15 @@ func (a *Agent) prepareDisk(ctx context.Context, vm *api.VirtualMachine, dir str
 		if vol.Spec.Host != "" && vol.Spec.Host != a.cfg.Name {
 			return disk, fmt.Errorf("%s.volume: volume %s lives on host %s, not %s", field, d.Volume, vol.Spec.Host, a.cfg.Name)
 		}
-		disk.Path = filepath.Join(a.cfg.DataDir, "volumes", vol.Metadata.UID+".qcow2")
-		if _, err := os.Stat(disk.Path); err != nil {
+		disk.Path, disk.Format = a.volumePath(vol), volumeFormat(vol)
+		info, err := storage.VolumeInfo(ctx, disk.Path)
+		if err != nil {
 			return disk, fmt.Errorf("%s.volume: volume %s is not on this host yet", field, d.Volume)
+		}
+		if want := int64(vol.Spec.Size); want > info.VirtualSize {
+			if err := storage.ResizeVolume(ctx, disk.Path, want); err != nil {
+				return disk, fmt.Errorf("%s.volume %s: %w", field, d.Volume, err)
+			}
 		}
 	default:
 		return disk, fmt.Errorf("%s: names neither an image nor a volume", field)
@@ -136,16 +137,40 @@ func (a *Agent) prepareDisk(ctx context.Context, vm *api.VirtualMachine, dir str
 	return disk, nil
 }
 
-// image finds an Image by name: the tenant's own first, then a shared one.
-func (a *Agent) image(ctx context.Context, tenant, name string) (*api.Image, error) {
-	obj, err := a.c.Get(ctx, "Image", tenant, name)
-	if api.IsNotFound(err) {
-		obj, err = a.c.Get(ctx, "Image", "", name)
+// cloneDisk makes a VM's disk a thin clone of the image base, or grows
+// the clone made at an earlier start if the disk asks for more now. A
+// clone of another image is refused, not replaced: it holds what the
+// guest wrote.
+func cloneDisk(ctx context.Context, path string, size int64, base string) error {
+	have, err := storage.VolumeInfo(ctx, path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return storage.CreateVolume(ctx, path, storage.FormatQCOW2, size, base)
 	}
 	if err != nil {
-		return nil, err
+		return err
 	}
-	return obj.(*api.Image), nil
+	if abs, _ := filepath.Abs(base); have.BackingFile != abs {
+		return fmt.Errorf("the disk was cloned from another image (%s) and holds what the guest wrote; a disk's image cannot change: delete and re-create the VM, or attach a new Volume", have.BackingFile)
+	}
+	if size > have.VirtualSize {
+		return storage.ResizeVolume(ctx, path, size)
+	}
+	return nil
+}
+
+// removeDetachedClones deletes the image clones in the VM's directory
+// whose disk the VM no longer has (disk N is "diskN.qcow2").
+func removeDetachedClones(dir string, disks []api.VMDisk) {
+	files, _ := filepath.Glob(filepath.Join(dir, "disk*.qcow2"))
+	for _, f := range files {
+		var i int
+		if _, err := fmt.Sscanf(filepath.Base(f), "disk%d.qcow2", &i); err != nil {
+			continue
+		}
+		if i >= len(disks) || disks[i].Image == "" {
+			os.Remove(f)
+		}
+	}
 }
 
 // sshKeys returns the public keys for the VM's seed: the SSHKeys it names,

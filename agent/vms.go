@@ -51,7 +51,7 @@ type vmController struct {
 func newVMController(a *Agent) *vmController {
 	v := &vmController{a: a, uids: map[string]string{}, watching: map[string]bool{}}
 	v.inf = client.NewInformer(a.c, "VirtualMachine", "", client.ListOptions{AllTenants: true, FieldSelector: "spec.host=" + a.cfg.Name})
-	v.ctl = &reconcile.Controller{Name: "vms", Reconciler: v, Workers: 4, Resync: a.cfg.Resync,
+	v.ctl = &reconcile.Controller{Name: "vms", Reconciler: v, Workers: 16, Resync: a.cfg.Resync,
 		List: func(context.Context) ([]string, error) { return v.inf.Keys(), nil }}
 	v.inf.OnChange(func(key string, obj api.Object) {
 		if obj != nil {
@@ -164,7 +164,11 @@ func (v *vmController) Reconcile(ctx context.Context, key string) (reconcile.Res
 			return reconcile.Result{}, err
 		}
 		v.a.rec.Eventf(ctx, vm, api.EventNormal, "Started", "QEMU started (pid %d, %s)", info.PID, info.Accelerator)
-		st.StartedAt, st.FirstOutputAt = &info.StartedAt, nil
+		// This agent's clock, now, is more precise than the process start
+		// time the driver derives from /proc (whole-second boot time);
+		// adoption later keeps what is recorded here.
+		now := time.Now().UTC()
+		st.StartedAt, st.FirstOutputAt = &now, nil
 		running = true
 	} else if changed, err := v.needsRestart(ctx, vm, dir); err != nil {
 		return reconcile.Result{}, err

@@ -125,7 +125,7 @@ func RunVMs(ctx context.Context, c *client.Client, cfg VMConfig, w io.Writer) er
 	if err != nil {
 		return err
 	}
-	var total, control, agent, guest []time.Duration
+	var total, control, sched, pickup, agent, guest []time.Duration
 	mu.Lock()
 	for _, tm := range times {
 		if tm.firstOutput.IsZero() || tm.pickedUp.IsZero() {
@@ -133,6 +133,10 @@ func RunVMs(ctx context.Context, c *client.Client, cfg VMConfig, w io.Writer) er
 		}
 		total = append(total, tm.firstOutput.Sub(tm.sent))
 		control = append(control, tm.pickedUp.Sub(tm.sent))
+		if !tm.scheduled.IsZero() {
+			sched = append(sched, tm.scheduled.Sub(tm.sent))
+			pickup = append(pickup, tm.pickedUp.Sub(tm.scheduled))
+		}
 		agent = append(agent, tm.started.Sub(tm.pickedUp))
 		guest = append(guest, tm.firstOutput.Sub(tm.started))
 	}
@@ -146,6 +150,8 @@ func RunVMs(ctx context.Context, c *client.Client, cfg VMConfig, w io.Writer) er
 	}{
 		{"create→Running", total},
 		{"control plane (create→agent picks it up)", control},
+		{"  of which create→scheduled (API, scheduler)", sched},
+		{"  of which scheduled→picked up (watch, agent queue)", pickup},
 		{"agent (boot files, seed, QEMU launch)", agent},
 		{"guest (QEMU start→first output)", guest},
 	} {

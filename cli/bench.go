@@ -84,5 +84,6 @@ plane's, the agent's and the guest's shares. The VMs are deleted afterwards.`,
 	vf.DurationVar(&vc.Timeout, "timeout", 10*time.Minute, "give up after this long")
 	vf.BoolVar(&vc.Keep, "keep", false, "leave the VMs in place")
 	cmd.AddCommand(vms)
+	cmd.AddCommand(newBenchDHCPCmd(g))
 	return cmd
 }

@@ -109,6 +109,8 @@ func (c *Client) send(ctx context.Context, hc *http.Client, method, path, conten
 		switch b := body.(type) {
 		case []byte:
 			rd = bytes.NewReader(b)
+		case io.Reader:
+			rd = b // streamed as it is read (uploads)
 		default:
 			data, err := json.Marshal(body)
 			if err != nil {

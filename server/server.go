@@ -204,6 +204,11 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		s.httpServer.Close()
 		return nil, err
 	}
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		s.collectImageContent(runCtx)
+	}()
 	if !cfg.DisableControllers {
 		s.wg.Add(1)
 		go func() {

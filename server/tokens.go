@@ -61,6 +61,8 @@ func (s *Server) serveSpecial(w http.ResponseWriter, r *http.Request, p *auth.Pr
 		}
 	case len(segs) >= 3 && segs[0] == "users" && segs[2] == "tokens":
 		err = s.userTokens(w, r, p, segs[1], segs[3:])
+	case isImageContent(segs):
+		err = s.serveImageContent(w, r, p, segs)
 	default:
 		return false
 	}

@@ -124,12 +124,44 @@ func (s *ImageSpec) ValidateUpdate(path string, old any) FieldErrors {
 	return es
 }
 
+// summary is the image's state in a few words for tables: the phase,
+// else what the hosts say, with the slowest download under way
+// ("Downloading 45%", "Ready (downloading 45%)").
+func (s *ImageStatus) summary() string {
+	slowest, failed := -1, false
+	for _, h := range s.Hosts {
+		switch h.Phase {
+		case ImageReady:
+			if s.Phase == "" {
+				return ImageReady
+			}
+		case ImageDownloading:
+			if slowest < 0 || h.Progress < slowest {
+				slowest = h.Progress
+			}
+		case ImageFailed:
+			failed = true
+		}
+	}
+	switch {
+	case slowest >= 0 && s.Phase == ImageReady:
+		return fmt.Sprintf("%s (downloading %d%%)", ImageReady, slowest)
+	case slowest >= 0:
+		return fmt.Sprintf("%s %d%%", ImageDownloading, slowest)
+	case s.Phase != "":
+		return s.Phase
+	case failed:
+		return ImageFailed
+	}
+	return ImagePending
+}
+
 func init() {
 	register[ImageSpec, ImageStatus](KindInfo{
 		Kind: "Image", Plural: "images", ShortNames: []string{"image", "img"}, Scope: TenantOptional, SharedReadable: true,
 		Description: "A disk image that volumes are cloned from, shared by all tenants or private to one.",
 		Columns: []Column{
-			{Name: "STATUS", Get: func(o Object) string { return o.CommonStatus().Phase }},
+			{Name: "STATUS", Get: func(o Object) string { return o.(*Image).Status.summary() }},
 			{Name: "FORMAT", Get: func(o Object) string { return o.(*Image).Spec.Format }},
 			{Name: "ARCH", Get: func(o Object) string { return o.(*Image).Spec.Architecture }},
 			{Name: "SIZE", Get: func(o Object) string {

@@ -43,8 +43,11 @@ type Scheduler struct {
 
 	hosts *client.Informer
 	vms   *client.Informer
-	ctl   *reconcile.Controller // VM keys
-	alloc *reconcile.Controller // host names
+	// volumes are read for where local volumes live: a VM goes where its
+	// bound volumes are.
+	volumes *client.Informer
+	ctl     *reconcile.Controller // VM keys
+	alloc   *reconcile.Controller // host names
 
 	mu sync.Mutex
 	// assumed are bindings made but not yet in the VM cache, by VM key.
@@ -54,6 +57,9 @@ type Scheduler struct {
 	// pending VM be tried again.
 	seenVMs   map[string]vmSeen
 	seenHosts map[string]string
+	// seenVolumeHosts is the host of every cached volume, so that only a
+	// binding, not a status report, tries the pending VMs again.
+	seenVolumeHosts map[string]string
 	// warned is the last FailedScheduling event per VM key.
 	warned map[string]warning
 	// synced is set once both caches are filled; before, the first
@@ -89,17 +95,21 @@ func (s *Scheduler) Run(ctx context.Context) error {
 	s.assumed = map[string]assumption{}
 	s.seenVMs = map[string]vmSeen{}
 	s.seenHosts = map[string]string{}
+	s.seenVolumeHosts = map[string]string{}
 	s.warned = map[string]warning{}
 	s.hosts = client.NewInformer(s.Client, "Host", "", client.ListOptions{})
 	s.vms = client.NewInformer(s.Client, "VirtualMachine", "", client.ListOptions{AllTenants: true})
+	s.volumes = client.NewInformer(s.Client, "Volume", "", client.ListOptions{AllTenants: true})
 	s.ctl = &reconcile.Controller{Name: "scheduler", Reconciler: s, Workers: 1, Resync: s.Resync, List: s.pendingKeys}
 	s.alloc = &reconcile.Controller{Name: "host-allocation", Reconciler: reconcile.ReconcilerFunc(s.reconcileAllocation), Workers: 1,
 		Resync: time.Minute, List: func(context.Context) ([]string, error) { return s.hosts.Keys(), nil }}
 	s.hosts.OnChange(s.hostChanged)
 	s.vms.OnChange(s.vmChanged)
+	s.volumes.OnChange(s.volumeChanged)
 	go s.hosts.Run(ctx)
 	go s.vms.Run(ctx)
-	if s.hosts.WaitSynced(ctx) != nil || s.vms.WaitSynced(ctx) != nil {
+	go s.volumes.Run(ctx)
+	if s.hosts.WaitSynced(ctx) != nil || s.vms.WaitSynced(ctx) != nil || s.volumes.WaitSynced(ctx) != nil {
 		return nil
 	}
 	s.synced.Store(true)
@@ -170,6 +180,26 @@ func (s *Scheduler) vmChanged(key string, obj api.Object) {
 		}
 	}
 	if prev.host != "" || cur.host != "" {
+		s.enqueuePending()
+	}
+}
+
+// volumeChanged tries the pending VMs again when a volume was bound to a
+// host or went away: either may decide where a VM that uses it can go.
+func (s *Scheduler) volumeChanged(key string, obj api.Object) {
+	host, exists := "", obj != nil
+	if exists {
+		host = obj.(*api.Volume).Spec.Host
+	}
+	s.mu.Lock()
+	prev, seen := s.seenVolumeHosts[key]
+	if exists {
+		s.seenVolumeHosts[key] = host
+	} else {
+		delete(s.seenVolumeHosts, key)
+	}
+	s.mu.Unlock()
+	if prev != host || seen != exists {
 		s.enqueuePending()
 	}
 }
@@ -370,11 +400,19 @@ type placement struct {
 	hosts []*api.Host
 	// onHost holds the VMs placed on each host, not being deleted.
 	onHost map[string][]*api.VirtualMachine
+	// volume finds a Volume by tenant and name; nil finds none.
+	volume func(tenant, name string) (*api.Volume, bool)
 }
 
 // snapshot builds the placement from the caches and the assumed bindings.
 func (s *Scheduler) snapshot() *placement {
-	p := &placement{onHost: map[string][]*api.VirtualMachine{}}
+	p := &placement{onHost: map[string][]*api.VirtualMachine{}, volume: func(tenant, name string) (*api.Volume, bool) {
+		o, ok := s.volumes.Get(tenant + "/" + name)
+		if !ok {
+			return nil, false
+		}
+		return o.(*api.Volume), true
+	}}
 	for _, o := range s.hosts.List() {
 		p.hosts = append(p.hosts, o.(*api.Host))
 	}
@@ -398,11 +436,12 @@ func (s *Scheduler) snapshot() *placement {
 
 // Why a host cannot take a VM, in the order the summary lists them when
 // counts are equal. A host is counted under the first check it fails;
-// the checks run NotReady, cordoned, nodeSelector, affinity,
+// the checks run volumes, NotReady, cordoned, nodeSelector, affinity,
 // anti-affinity, then memory and CPU, so "largest free" is measured only
 // over hosts the VM could otherwise use.
 const (
-	failNotReady = iota
+	failVolume = iota
+	failNotReady
 	failCordoned
 	failMemory
 	failCPU
@@ -417,6 +456,10 @@ const (
 // first by name. With none it returns "" and a summary such as
 // "0/3 hosts: 2 lack memory (need 4Gi, largest free 2Gi), 1 NotReady".
 func schedule(vm *api.VirtualMachine, p *placement) (string, string) {
+	volumeHost, why := volumesHost(vm, p)
+	if why != "" {
+		return "", why
+	}
 	var fails [numFailures]int
 	var largestMem int64 = math.MinInt64
 	largestCPU := math.Inf(-1)
@@ -432,6 +475,8 @@ func schedule(vm *api.VirtualMachine, p *placement) (string, string) {
 		placed := p.onHost[h.Metadata.Name]
 		reason := -1
 		switch {
+		case volumeHost != "" && h.Metadata.Name != volumeHost:
+			reason = failVolume
 		case h.Status.Phase != api.HostReady:
 			reason = failNotReady
 		case spec.Unschedulable:
@@ -477,6 +522,7 @@ func schedule(vm *api.VirtualMachine, p *placement) (string, string) {
 		return "", "0/0 hosts: no host has registered (run `hearth agent` on one)"
 	}
 	text := [numFailures]string{
+		failVolume:   "do not hold its volumes (volume data lives on " + volumeHost + ")",
 		failNotReady: "NotReady",
 		failCordoned: "unschedulable (cordoned)",
 		failMemory: fmt.Sprintf("lack memory (need %s, largest free %s)",
@@ -499,6 +545,37 @@ func schedule(vm *api.VirtualMachine, p *placement) (string, string) {
 		parts[i] = fmt.Sprintf("%d %s", fails[r], text[r])
 	}
 	return "", fmt.Sprintf("0/%d hosts: %s", len(p.hosts), strings.Join(parts, ", "))
+}
+
+// volumesHost returns the host that holds the local volumes vm's disks
+// name, "" if none is bound yet (an unbound volume is made where the VM
+// goes), or why no host can do: the volumes are bound to different hosts,
+// or one waits to be bound to its snapshot's host.
+func volumesHost(vm *api.VirtualMachine, p *placement) (host, why string) {
+	if p.volume == nil {
+		return "", ""
+	}
+	var first string
+	for _, d := range vm.Spec.Disks {
+		if d.Volume == "" {
+			continue
+		}
+		vol, ok := p.volume(vm.Metadata.Tenant, d.Volume)
+		if !ok || (vol.Spec.Backend != "" && vol.Spec.Backend != api.BackendLocal) {
+			continue
+		}
+		switch {
+		case vol.Spec.Host == "" && vol.Spec.Source.Snapshot != "":
+			return "", fmt.Sprintf("volume %s is not bound to a host yet: it is made from snapshot %s, on that snapshot's host", d.Volume, vol.Spec.Source.Snapshot)
+		case vol.Spec.Host == "":
+		case host == "":
+			host, first = vol.Spec.Host, d.Volume
+		case vol.Spec.Host != host:
+			return "", fmt.Sprintf("its volumes live on different hosts: volume data lives on %s (volume %s) and on %s (volume %s); a VM can use local volumes of one host only",
+				host, first, vol.Spec.Host, d.Volume)
+		}
+	}
+	return host, ""
 }
 
 // free is what is left on a host for scheduling: capacity less the

@@ -1,0 +1,594 @@
+package agent
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	api "hearth.dev/hearth/api/v1alpha1"
+	"hearth.dev/hearth/client"
+	"hearth.dev/hearth/compute"
+	"hearth.dev/hearth/reconcile"
+	"hearth.dev/hearth/storage"
+)
+
+// Local volumes and snapshots are files on their host:
+//
+//	DATA-DIR/volumes/<volume uid>.qcow2 (or .raw)   a Volume
+//	DATA-DIR/snapshots/<snapshot uid>.qcow2         a Snapshot: a flattened copy
+//
+// A volume starts blank, as a thin clone of a cached image, or as a thin
+// clone of a snapshot of this host; so a snapshot's file stays as long as
+// a volume is cloned from it, even after the Snapshot is deleted, as does
+// an image's. Attaching a volume is listing it in a VM's spec.disks; the
+// VM's agent applies a changed disk list by restarting the VM.
+
+// volumeController converges the Volumes and Snapshots placed on this
+// host: it makes and grows volume files, takes snapshots, reports their
+// status, and removes the files of objects that are gone.
+type volumeController struct {
+	a       *Agent
+	vols    *client.Informer
+	snaps   *client.Informer
+	volCtl  *reconcile.Controller
+	snapCtl *reconcile.Controller
+
+	mu        sync.Mutex
+	volFiles  map[string]string      // volume key → file, for volumes seen here
+	snapFiles map[string]string      // snapshot key → file
+	vmVolumes map[string][]string    // VM key → volume keys its disks named when last seen
+	busy      map[string]*sync.Mutex // volume file → held while qemu-img works on it
+}
+
+func newVolumeController(a *Agent) *volumeController {
+	v := &volumeController{a: a, volFiles: map[string]string{}, snapFiles: map[string]string{}, vmVolumes: map[string][]string{}, busy: map[string]*sync.Mutex{}}
+	here := client.ListOptions{AllTenants: true, FieldSelector: "spec.host=" + a.cfg.Name}
+	v.vols = client.NewInformer(a.c, "Volume", "", here)
+	v.snaps = client.NewInformer(a.c, "Snapshot", "", here)
+	v.volCtl = &reconcile.Controller{Name: "volumes", Reconciler: reconcile.ReconcilerFunc(v.reconcileVolume), Workers: 4,
+		Resync: a.cfg.Resync, List: func(context.Context) ([]string, error) { return v.vols.Keys(), nil }}
+	v.snapCtl = &reconcile.Controller{Name: "snapshots", Reconciler: reconcile.ReconcilerFunc(v.reconcileSnapshot), Workers: 2,
+		Resync: a.cfg.Resync, List: func(context.Context) ([]string, error) { return v.snaps.Keys(), nil }}
+
+	v.vols.OnChange(func(key string, obj api.Object) {
+		if obj != nil {
+			v.mu.Lock()
+			v.volFiles[key] = a.volumePath(obj.(*api.Volume))
+			v.mu.Unlock()
+		}
+		v.enqueueVolume(key)
+	})
+	v.snaps.OnChange(func(key string, obj api.Object) {
+		if obj != nil {
+			v.mu.Lock()
+			v.snapFiles[key] = a.snapshotPath(obj.GetMetadata().UID)
+			v.mu.Unlock()
+		}
+		v.snapCtl.Enqueue(key)
+		// Volumes waiting for this snapshot to be taken.
+		tenant, name := client.SplitKey(key)
+		for _, o := range v.vols.List() {
+			if vol := o.(*api.Volume); vol.Metadata.Tenant == tenant && vol.Spec.Source.Snapshot == name {
+				v.volCtl.Enqueue(client.Key(vol))
+			}
+		}
+	})
+	// A VM that attaches, detaches, starts or stops changes its volumes'
+	// status, and may let a snapshot be taken or a resize be applied.
+	a.vms.inf.OnChange(func(key string, obj api.Object) {
+		var now []string
+		if obj != nil {
+			vm := obj.(*api.VirtualMachine)
+			for _, d := range vm.Spec.Disks {
+				if d.Volume != "" {
+					now = append(now, vm.Metadata.Tenant+"/"+d.Volume)
+				}
+			}
+		}
+		v.mu.Lock()
+		before := v.vmVolumes[key]
+		if obj == nil {
+			delete(v.vmVolumes, key)
+		} else {
+			v.vmVolumes[key] = now
+		}
+		v.mu.Unlock()
+		for _, k := range append(before, now...) {
+			v.enqueueVolume(k)
+		}
+	})
+	// Volumes waiting for an image: it may have been created or uploaded.
+	a.imageInf.OnChange(func(key string, obj api.Object) {
+		tenant, name := client.SplitKey(key)
+		for _, o := range v.vols.List() {
+			vol := o.(*api.Volume)
+			if vol.Spec.Source.Image == name && (tenant == "" || tenant == vol.Metadata.Tenant) &&
+				vol.Status.Phase != api.VolumeAvailable && vol.Status.Phase != api.VolumeInUse {
+				v.volCtl.Enqueue(client.Key(vol))
+			}
+		}
+	})
+	return v
+}
+
+// enqueueVolume reconciles a volume and the snapshots of it not yet taken.
+func (v *volumeController) enqueueVolume(key string) {
+	v.volCtl.Enqueue(key)
+	tenant, name := client.SplitKey(key)
+	for _, o := range v.snaps.List() {
+		if s := o.(*api.Snapshot); s.Metadata.Tenant == tenant && s.Spec.Volume == name && !s.Status.ReadyToUse {
+			v.snapCtl.Enqueue(client.Key(s))
+		}
+	}
+}
+
+func (v *volumeController) run(ctx context.Context) error {
+	for _, d := range []string{"volumes", "snapshots"} {
+		if err := os.MkdirAll(filepath.Join(v.a.cfg.DataDir, d), 0o700); err != nil {
+			return err
+		}
+	}
+	go v.vols.Run(ctx)
+	go v.snaps.Run(ctx)
+	for _, inf := range []*client.Informer{v.vols, v.snaps, v.a.imageInf, v.a.vms.inf} {
+		if inf.WaitSynced(ctx) != nil {
+			return nil
+		}
+	}
+	go v.sweep(ctx)
+	errc := make(chan error, 1)
+	go func() { errc <- v.snapCtl.Run(ctx) }()
+	err := v.volCtl.Run(ctx)
+	if serr := <-errc; err == nil {
+		err = serr
+	}
+	return err
+}
+
+// hold keeps the other controller off a volume's file while qemu-img
+// works on it: a resize and a snapshot of the same volume, both set off by
+// the VM that let go of it, would otherwise trip over each other's locks.
+func (v *volumeController) hold(path string) (release func()) {
+	v.mu.Lock()
+	m := v.busy[path]
+	if m == nil {
+		m = &sync.Mutex{}
+		v.busy[path] = m
+	}
+	v.mu.Unlock()
+	m.Lock()
+	return m.Unlock
+}
+
+// volumePath is where a Volume's file is on its host.
+func (a *Agent) volumePath(vol *api.Volume) string {
+	return filepath.Join(a.cfg.DataDir, "volumes", vol.Metadata.UID+"."+volumeFormat(vol))
+}
+
+func volumeFormat(vol *api.Volume) string {
+	if vol.Spec.Format == storage.FormatRaw {
+		return storage.FormatRaw
+	}
+	return storage.FormatQCOW2
+}
+
+// snapshotPath is where a Snapshot's file is on its host.
+func (a *Agent) snapshotPath(uid string) string {
+	return filepath.Join(a.cfg.DataDir, "snapshots", uid+".qcow2")
+}
+
+// Volume condition types.
+const (
+	// condReady says whether the volume's file is there, and while it is
+	// not, what it waits for (an image download with its progress, an
+	// upload, a snapshot) or why making it failed.
+	condReady = "Ready"
+	// condResized is False while a larger spec.size waits for the
+	// running VM that holds the volume to restart.
+	condResized = "Resized"
+)
+
+// reconcileVolume makes one volume's file match its object.
+func (v *volumeController) reconcileVolume(ctx context.Context, key string) (reconcile.Result, error) {
+	obj, ok := v.vols.Get(key)
+	if !ok || obj.GetMetadata().DeletionTimestamp != nil || obj.(*api.Volume).Spec.Host != v.a.cfg.Name {
+		v.mu.Lock()
+		path := v.volFiles[key]
+		delete(v.volFiles, key)
+		delete(v.busy, path)
+		v.mu.Unlock()
+		if path == "" {
+			return reconcile.Result{}, nil
+		}
+		// A VM still running with it keeps its open file until it stops;
+		// the data is gone for everyone else, as the Volume is.
+		if err := storage.DeleteVolume(path); err != nil {
+			return reconcile.Result{}, err
+		}
+		slog.Info("removed volume", "volume", key, "file", path)
+		return reconcile.Result{}, nil
+	}
+	vol := api.DeepCopy(obj).(*api.Volume)
+	path := v.a.volumePath(vol)
+	defer v.hold(path)()
+	st := vol.Status
+	st.Conditions = slices.Clone(st.Conditions)
+	st.ObservedGeneration = vol.Metadata.Generation
+	st.Path = path
+	users := v.users(vol)
+	st.AttachedTo = ""
+	if len(users) > 0 {
+		st.AttachedTo = users[0]
+	}
+	now := time.Now()
+
+	info, err := storage.VolumeInfo(ctx, path)
+	if errors.Is(err, os.ErrNotExist) {
+		err = v.create(ctx, vol, path, &st)
+		var werr error
+		switch {
+		case errors.Is(err, errWaiting):
+			st.Phase = api.VolumePending
+			st.SetCondition(api.Condition{Type: condReady, Status: api.ConditionFalse, Reason: "Waiting", Message: waitMessage(err)}, now)
+			return reconcile.Result{}, v.writeVolumeStatus(ctx, vol, st)
+		case err != nil:
+			st.Phase = api.VolumeFailed
+			st.SetCondition(api.Condition{Type: condReady, Status: api.ConditionFalse, Reason: "CreateFailed", Message: err.Error()}, now)
+			if werr = v.writeVolumeStatus(ctx, vol, st); werr != nil {
+				slog.Warn("writing volume status", "volume", key, "err", werr)
+			}
+			return reconcile.Result{}, err
+		}
+		v.a.rec.Eventf(ctx, vol, api.EventNormal, "Created", "made %s", describeVolume(vol))
+		// VMs waiting for the volume can start now.
+		for _, u := range users {
+			v.a.vms.ctl.Enqueue(vol.Metadata.Tenant + "/" + u)
+		}
+		if info, err = storage.VolumeInfo(ctx, path); err != nil {
+			return reconcile.Result{}, err
+		}
+	} else if err != nil {
+		return reconcile.Result{}, err
+	}
+
+	if want := int64(vol.Spec.Size); want > info.VirtualSize {
+		if vm, running := v.runningUser(ctx, path); running {
+			st.SetCondition(api.Condition{Type: condResized, Status: api.ConditionFalse, Reason: "PendingRestart",
+				Message: fmt.Sprintf("grows from %s to %s when VM %s next starts: the disk of a running VM grows when it restarts", api.Bytes(info.VirtualSize), vol.Spec.Size, vm)}, now)
+		} else {
+			if err := storage.ResizeVolume(ctx, path, want); err != nil {
+				return reconcile.Result{}, err
+			}
+			v.a.rec.Eventf(ctx, vol, api.EventNormal, "Resized", "grew from %s to %s", api.Bytes(info.VirtualSize), vol.Spec.Size)
+			if info, err = storage.VolumeInfo(ctx, path); err != nil {
+				return reconcile.Result{}, err
+			}
+		}
+	}
+	if int64(vol.Spec.Size) <= info.VirtualSize {
+		removeCondition(&st.CommonStatus, condResized)
+	}
+	st.Size, st.ActualSize = api.Bytes(info.VirtualSize), api.Bytes(info.ActualSize)
+	st.Phase = api.VolumeAvailable
+	if st.AttachedTo != "" {
+		st.Phase = api.VolumeInUse
+	}
+	msg := "the volume's file is on " + v.a.cfg.Name
+	if len(users) > 1 {
+		msg += fmt.Sprintf("; VMs %s all list it, but a volume serves one VM at a time", strings.Join(users, ", "))
+	}
+	st.SetCondition(api.Condition{Type: condReady, Status: api.ConditionTrue, Reason: "Created", Message: msg}, now)
+	return reconcile.Result{}, v.writeVolumeStatus(ctx, vol, st)
+}
+
+// create makes a volume's file from its source. It reports download
+// progress of the volume's image in st as it goes.
+func (v *volumeController) create(ctx context.Context, vol *api.Volume, path string, st *api.VolumeStatus) error {
+	size, format := int64(vol.Spec.Size), volumeFormat(vol)
+	src := vol.Spec.Source
+	switch {
+	case src.Image != "":
+		img, err := v.a.image(ctx, vol.Metadata.Tenant, src.Image)
+		if errors.Is(err, errImageNotFound) {
+			return waiting("%v", err)
+		}
+		if err != nil {
+			return err
+		}
+		v.a.imgs.mu.RLock()
+		defer v.a.imgs.mu.RUnlock()
+		base, err := v.a.ensureImage(ctx, img, func(pct int) {
+			msg := "downloading image " + src.Image
+			if pct >= 0 {
+				msg += fmt.Sprintf(": %d%%", pct)
+			}
+			st.Phase = api.VolumePending
+			st.SetCondition(api.Condition{Type: condReady, Status: api.ConditionFalse, Reason: "DownloadingImage", Message: msg}, time.Now())
+			if err := v.writeVolumeStatus(ctx, vol, *st); err != nil {
+				slog.Warn("reporting download progress", "volume", client.Key(vol), "err", err)
+			}
+		})
+		if err != nil {
+			return fmt.Errorf("image %s: %w", src.Image, err)
+		}
+		return storage.CreateVolume(ctx, path, format, size, base)
+	case src.Snapshot != "":
+		snap, err := v.snapshot(ctx, vol.Metadata.Tenant, src.Snapshot)
+		if err != nil {
+			return err
+		}
+		if snap.Spec.Host != v.a.cfg.Name {
+			return fmt.Errorf("snapshot %s lives on host %s, not %s: a volume made from it must be on that host", src.Snapshot, snap.Spec.Host, v.a.cfg.Name)
+		}
+		if !snap.Status.ReadyToUse {
+			return waiting("snapshot %s has not been taken yet", src.Snapshot)
+		}
+		return storage.CreateVolume(ctx, path, format, size, v.a.snapshotPath(snap.Metadata.UID))
+	}
+	return storage.CreateVolume(ctx, path, format, size, "")
+}
+
+// snapshot finds a Snapshot of the tenant, in the cache when it is on this
+// host, else from the API.
+func (v *volumeController) snapshot(ctx context.Context, tenant, name string) (*api.Snapshot, error) {
+	if o, ok := v.snaps.Get(tenant + "/" + name); ok {
+		return o.(*api.Snapshot), nil
+	}
+	o, err := v.a.c.Get(ctx, "Snapshot", tenant, name)
+	if api.IsNotFound(err) {
+		return nil, waiting("snapshot %s does not exist in tenant %s", name, tenant)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return o.(*api.Snapshot), nil
+}
+
+// users returns the names of the VMs on this host whose disks list the
+// volume, sorted.
+func (v *volumeController) users(vol *api.Volume) []string {
+	var out []string
+	for _, o := range v.a.vms.inf.List() {
+		vm := o.(*api.VirtualMachine)
+		if vm.Metadata.Tenant != vol.Metadata.Tenant || vm.Metadata.DeletionTimestamp != nil {
+			continue
+		}
+		if slices.ContainsFunc(vm.Spec.Disks, func(d api.VMDisk) bool { return d.Volume == vol.Metadata.Name }) {
+			out = append(out, vm.Metadata.Name)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// runningUser finds a running VM on this host that was started with the
+// file at path as a disk: QEMU holds it, so qemu-img may not change or
+// copy it. The started spec, not the VM's current one, says what the
+// process holds.
+func (v *volumeController) runningUser(ctx context.Context, path string) (string, bool) {
+	for _, o := range v.a.vms.inf.List() {
+		vm := o.(*api.VirtualMachine)
+		dir := v.a.vms.dir(vm.Metadata.UID)
+		s, ok := readStartedSpec(dir)
+		if !ok || !slices.ContainsFunc(s.Disks, func(d compute.Disk) bool { return d.Path == path }) {
+			continue
+		}
+		if _, running, err := v.a.cfg.Driver.Lookup(ctx, vm.Metadata.UID, dir); err != nil || running {
+			return vm.Metadata.Name, true
+		}
+	}
+	return "", false
+}
+
+// reconcileSnapshot takes one snapshot, once, and reports it.
+func (v *volumeController) reconcileSnapshot(ctx context.Context, key string) (reconcile.Result, error) {
+	obj, ok := v.snaps.Get(key)
+	if !ok || obj.GetMetadata().DeletionTimestamp != nil || obj.(*api.Snapshot).Spec.Host != v.a.cfg.Name {
+		v.mu.Lock()
+		path := v.snapFiles[key]
+		delete(v.snapFiles, key)
+		v.mu.Unlock()
+		if path != "" {
+			v.removeSnapshotFile(ctx, path)
+		}
+		return reconcile.Result{}, nil
+	}
+	snap := api.DeepCopy(obj).(*api.Snapshot)
+	path := v.a.snapshotPath(snap.Metadata.UID)
+	st := snap.Status
+	st.Conditions = slices.Clone(st.Conditions)
+	st.ObservedGeneration = snap.Metadata.Generation
+	now := time.Now()
+	pending := func(phase, reason, msg string) (reconcile.Result, error) {
+		st.Phase = phase
+		st.SetCondition(api.Condition{Type: condReady, Status: api.ConditionFalse, Reason: reason, Message: msg}, now)
+		return reconcile.Result{}, v.writeSnapshotStatus(ctx, snap, st)
+	}
+
+	if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
+		if st.ReadyToUse {
+			return pending(api.SnapshotFailed, "FileMissing", "the snapshot's file "+path+" is gone from "+v.a.cfg.Name)
+		}
+		o, ok := v.vols.Get(snap.Metadata.Tenant + "/" + snap.Spec.Volume)
+		if !ok {
+			return pending(api.SnapshotFailed, "VolumeMissing", fmt.Sprintf("volume %s is not on %s (deleted?)", snap.Spec.Volume, v.a.cfg.Name))
+		}
+		volPath := v.a.volumePath(o.(*api.Volume))
+		if _, err := os.Stat(volPath); err != nil {
+			return pending(api.SnapshotPending, "VolumeNotReady", fmt.Sprintf("volume %s has not been made yet", snap.Spec.Volume))
+		}
+		defer v.hold(volPath)()
+		if vm, running := v.runningUser(ctx, volPath); running {
+			return pending(api.SnapshotPending, "VolumeInUse", fmt.Sprintf(
+				"volume %s is in use by the running VM %s: stop the VM (spec.powerState: Stopped) and the snapshot is taken then; Hearth copies a volume only while nothing writes to it",
+				snap.Spec.Volume, vm))
+		}
+		if err := storage.Snapshot(ctx, volPath, path); err != nil {
+			st.Phase = api.SnapshotFailed
+			st.SetCondition(api.Condition{Type: condReady, Status: api.ConditionFalse, Reason: "SnapshotFailed", Message: err.Error()}, now)
+			_ = v.writeSnapshotStatus(ctx, snap, st)
+			return reconcile.Result{}, err
+		}
+		t := now.UTC().Truncate(time.Second)
+		st.TakenAt = &t
+		v.a.rec.Eventf(ctx, snap, api.EventNormal, "Taken", "copied volume %s", snap.Spec.Volume)
+	} else if err != nil {
+		return reconcile.Result{}, err
+	}
+	info, err := storage.VolumeInfo(ctx, path)
+	if err != nil {
+		return reconcile.Result{}, err
+	}
+	if st.TakenAt == nil {
+		if fi, err := os.Stat(path); err == nil {
+			t := fi.ModTime().UTC().Truncate(time.Second)
+			st.TakenAt = &t
+		}
+	}
+	st.Phase, st.ReadyToUse, st.Size = api.SnapshotReady, true, api.Bytes(info.VirtualSize)
+	st.SetCondition(api.Condition{Type: condReady, Status: api.ConditionTrue, Reason: "Taken",
+		Message: "the snapshot's file is on " + v.a.cfg.Name}, now)
+	return reconcile.Result{}, v.writeSnapshotStatus(ctx, snap, st)
+}
+
+// removeSnapshotFile deletes a snapshot's file unless a volume here is
+// still cloned from it; the sweep deletes it once none is.
+func (v *volumeController) removeSnapshotFile(ctx context.Context, path string) {
+	backings, err := v.a.backingFiles(ctx)
+	if err != nil || slices.Contains(backings, path) {
+		return
+	}
+	if err := storage.DeleteVolume(path); err != nil {
+		slog.Warn("removing snapshot", "file", path, "err", err)
+		return
+	}
+	slog.Info("removed snapshot", "file", path)
+}
+
+// sweepStale is how old a hidden file (one being made) must be before the
+// sweep takes it for the leftover of a crash.
+const sweepStale = time.Hour
+
+// sweep removes, every resync, the files of volumes and snapshots the API
+// no longer has (deleted while the agent was down), snapshot files no
+// volume needs any more, and cached images nothing needs.
+func (v *volumeController) sweep(ctx context.Context) {
+	for {
+		v.sweepOnce(ctx)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(v.a.cfg.Resync):
+		}
+	}
+}
+
+func (v *volumeController) sweepOnce(ctx context.Context) {
+	liveVols, liveSnaps := map[string]bool{}, map[string]bool{}
+	for _, o := range v.vols.List() {
+		if o.GetMetadata().DeletionTimestamp == nil {
+			liveVols[o.GetMetadata().UID] = true
+		}
+	}
+	for _, o := range v.snaps.List() {
+		if o.GetMetadata().DeletionTimestamp == nil {
+			liveSnaps[o.GetMetadata().UID] = true
+		}
+	}
+	for _, f := range v.orphans("volumes", liveVols) {
+		if err := storage.DeleteVolume(f); err != nil {
+			slog.Warn("removing orphaned volume", "file", f, "err", err)
+		} else {
+			slog.Info("removed orphaned volume", "file", f)
+		}
+	}
+	if snaps := v.orphans("snapshots", liveSnaps); len(snaps) > 0 {
+		for _, f := range snaps {
+			v.removeSnapshotFile(ctx, f)
+		}
+	}
+	v.a.collectImages(ctx)
+}
+
+// orphans lists the files in DATA-DIR/dir whose uid is not live, and
+// hidden files left by a crash.
+func (v *volumeController) orphans(dir string, live map[string]bool) []string {
+	entries, err := os.ReadDir(filepath.Join(v.a.cfg.DataDir, dir))
+	if err != nil {
+		return nil
+	}
+	var out []string
+	for _, e := range entries {
+		name := e.Name()
+		if strings.HasPrefix(name, ".") {
+			if fi, err := e.Info(); err != nil || time.Since(fi.ModTime()) < sweepStale {
+				continue
+			}
+		} else if uid, _, _ := strings.Cut(name, "."); live[uid] {
+			continue
+		}
+		out = append(out, filepath.Join(v.a.cfg.DataDir, dir, name))
+	}
+	return out
+}
+
+// writeVolumeStatus replaces the volume's status if it changed. The whole
+// status is written (PUT), so fields that emptied (attachedTo after a
+// detach) are emptied in the API too.
+func (v *volumeController) writeVolumeStatus(ctx context.Context, vol *api.Volume, st api.VolumeStatus) error {
+	if statusEqual(vol.Status, st) {
+		return nil
+	}
+	out := api.DeepCopy(vol).(*api.Volume)
+	out.Metadata.ResourceVersion = ""
+	out.Status = st
+	if _, err := v.a.c.UpdateStatus(ctx, out); err != nil && !api.IsNotFound(err) {
+		return err
+	}
+	vol.Status = st
+	vol.Status.Conditions = slices.Clone(st.Conditions)
+	return nil
+}
+
+func (v *volumeController) writeSnapshotStatus(ctx context.Context, snap *api.Snapshot, st api.SnapshotStatus) error {
+	if statusEqual(snap.Status, st) {
+		return nil
+	}
+	out := api.DeepCopy(snap).(*api.Snapshot)
+	out.Metadata.ResourceVersion = ""
+	out.Status = st
+	if _, err := v.a.c.UpdateStatus(ctx, out); err != nil && !api.IsNotFound(err) {
+		return err
+	}
+	snap.Status = st
+	return nil
+}
+
+func statusEqual(a, b any) bool {
+	x, _ := json.Marshal(a)
+	y, _ := json.Marshal(b)
+	return string(x) == string(y)
+}
+
+func removeCondition(st *api.CommonStatus, typ string) {
+	st.Conditions = slices.DeleteFunc(st.Conditions, func(c api.Condition) bool { return c.Type == typ })
+}
+
+func describeVolume(vol *api.Volume) string {
+	s := "a blank " + volumeFormat(vol) + " volume of " + vol.Spec.Size.String()
+	switch src := vol.Spec.Source; {
+	case src.Image != "":
+		s = "a " + volumeFormat(vol) + " clone of image " + src.Image
+	case src.Snapshot != "":
+		s = "a " + volumeFormat(vol) + " clone of snapshot " + src.Snapshot
+	}
+	return s
+}

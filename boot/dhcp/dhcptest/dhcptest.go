@@ -1,0 +1,203 @@
+// Package dhcptest builds the smallest network a DHCP exchange needs: two
+// network namespaces, a server side and a client side, joined by a veth
+// pair. Tests and benchmarks run DHCP servers and clients in it; nothing
+// reaches the machine's own interfaces or its root namespace, since both
+// ends of the veth are created inside the new namespaces and neither has a
+// route anywhere else.
+//
+// The namespaces are anonymous: they live as long as the Net's handles and
+// the processes started in them, and leave nothing behind in /run/netns
+// when a test dies.
+package dhcptest
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os/exec"
+	"runtime"
+	"time"
+
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+)
+
+// Link names inside the namespaces.
+const (
+	ServerLink = "dhcp-srv"
+	ClientLink = "dhcp-cli"
+)
+
+// Net is a server namespace and a client namespace joined by a veth.
+type Net struct {
+	Server, Client netns.NsHandle
+	// ServerAddr is the address of ServerLink.
+	ServerAddr netip.Prefix
+	// ClientMAC is the hardware address of ClientLink.
+	ClientMAC net.HardwareAddr
+}
+
+// New builds the network; serverAddr goes on the server's end. The
+// client's end has no address, like a machine that has not booted yet.
+func New(serverAddr netip.Prefix, clientMAC net.HardwareAddr) (n *Net, err error) {
+	n = &Net{ServerAddr: serverAddr, ClientMAC: clientMAC, Server: -1, Client: -1}
+	defer func() {
+		if err != nil {
+			n.Close()
+		}
+	}()
+	if n.Server, err = newNetns(); err != nil {
+		return nil, err
+	}
+	if n.Client, err = newNetns(); err != nil {
+		return nil, err
+	}
+	sh, err := netlink.NewHandleAt(n.Server)
+	if err != nil {
+		return nil, fmt.Errorf("netlink in the server namespace: %w", err)
+	}
+	defer sh.Close()
+	veth := &netlink.Veth{
+		LinkAttrs:        netlink.LinkAttrs{Name: ServerLink},
+		PeerName:         ClientLink,
+		PeerHardwareAddr: clientMAC,
+		PeerNamespace:    netlink.NsFd(int(n.Client)),
+	}
+	if err := sh.LinkAdd(veth); err != nil {
+		return nil, fmt.Errorf("creating veth %s/%s: %w", ServerLink, ClientLink, err)
+	}
+	if err := n.AddAddr(n.Server, ServerLink, serverAddr); err != nil {
+		return nil, err
+	}
+	for _, ns := range []netns.NsHandle{n.Server, n.Client} {
+		for _, name := range []string{"lo", ServerLink, ClientLink} {
+			if (name == ServerLink && ns == n.Client) || (name == ClientLink && ns == n.Server) {
+				continue
+			}
+			if err := linkUp(ns, name); err != nil {
+				return nil, err
+			}
+		}
+	}
+	// A link is set up at once but starts carrying packets only when
+	// the kernel's linkwatch gets to it (up to a second later): until
+	// then a client's first DISCOVER is silently dropped.
+	if err := waitOperUp(n.Server, ServerLink); err != nil {
+		return nil, err
+	}
+	if err := waitOperUp(n.Client, ClientLink); err != nil {
+		return nil, err
+	}
+	return n, nil
+}
+
+func waitOperUp(ns netns.NsHandle, link string) error {
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		var state netlink.LinkOperState
+		err := withLink(ns, link, func(h *netlink.Handle, l netlink.Link) error {
+			state = l.Attrs().OperState
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		if state == netlink.OperUp {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("link %s is still %v after 5s", link, state)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// Close drops the Net's hold on its namespaces; they disappear once no
+// process started in them is left.
+func (n *Net) Close() error {
+	var errs []error
+	for _, ns := range []*netns.NsHandle{&n.Server, &n.Client} {
+		if *ns >= 0 {
+			errs = append(errs, ns.Close())
+			*ns = -1
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// newNetns makes an anonymous network namespace from a throwaway thread.
+func newNetns() (netns.NsHandle, error) {
+	var ns netns.NsHandle
+	err := Do(-1, func() error {
+		var err error
+		ns, err = netns.New()
+		return err
+	})
+	if err != nil {
+		return -1, fmt.Errorf("creating a network namespace: %w", err)
+	}
+	return ns, nil
+}
+
+// Do runs fn on an OS thread inside ns (or, for ns < 0, on a thread fn
+// may move to another namespace itself). The thread is thrown away
+// afterwards, so no other goroutine ever runs in the wrong namespace.
+// Sockets fn opens stay in ns and may be used from any goroutine later;
+// processes fn starts run in ns, as do their children.
+func Do(ns netns.NsHandle, fn func() error) error {
+	done := make(chan error, 1)
+	go func() {
+		// Never unlocked: the runtime ends a thread whose goroutine exits
+		// while locked to it.
+		runtime.LockOSThread()
+		if ns >= 0 {
+			if err := netns.Set(ns); err != nil {
+				done <- fmt.Errorf("entering network namespace: %w", err)
+				return
+			}
+		}
+		done <- fn()
+	}()
+	return <-done
+}
+
+// Start starts cmd inside ns: it is forked from a thread in ns, and a
+// child inherits its parent thread's network namespace.
+func Start(ns netns.NsHandle, cmd *exec.Cmd) error {
+	return Do(ns, cmd.Start)
+}
+
+// AddAddr puts an address on a link in ns.
+func (n *Net) AddAddr(ns netns.NsHandle, link string, p netip.Prefix) error {
+	return withLink(ns, link, func(h *netlink.Handle, l netlink.Link) error {
+		return h.AddrAdd(l, &netlink.Addr{IPNet: &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}})
+	})
+}
+
+// DelAddr removes an address from a link in ns.
+func (n *Net) DelAddr(ns netns.NsHandle, link string, p netip.Prefix) error {
+	return withLink(ns, link, func(h *netlink.Handle, l netlink.Link) error {
+		return h.AddrDel(l, &netlink.Addr{IPNet: &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}})
+	})
+}
+
+func linkUp(ns netns.NsHandle, link string) error {
+	return withLink(ns, link, func(h *netlink.Handle, l netlink.Link) error { return h.LinkSetUp(l) })
+}
+
+func withLink(ns netns.NsHandle, link string, fn func(*netlink.Handle, netlink.Link) error) error {
+	h, err := netlink.NewHandleAt(ns)
+	if err != nil {
+		return fmt.Errorf("netlink in namespace: %w", err)
+	}
+	defer h.Close()
+	l, err := h.LinkByName(link)
+	if err != nil {
+		return fmt.Errorf("link %s: %w", link, err)
+	}
+	if err := fn(h, l); err != nil {
+		return fmt.Errorf("link %s: %w", link, err)
+	}
+	return nil
+}

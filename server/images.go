@@ -1,0 +1,281 @@
+package server
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	api "hearth.dev/hearth/api/v1alpha1"
+	"hearth.dev/hearth/server/auth"
+	"hearth.dev/hearth/server/store"
+)
+
+// The bytes of an Image uploaded through the API (spec.source.upload) are
+// a subresource of the Image:
+//
+//	PUT /apis/hearth.dev/v1alpha1/tenants/T/images/NAME/content   a tenant's image
+//	PUT /apis/hearth.dev/v1alpha1/images/NAME/content             a shared image
+//	GET (the same paths)                                          with Range, for agents
+//
+// An upload is streamed to a hidden file in DATA-DIR/images, hashed as it
+// is written, checked against spec.source.checksum, and renamed to
+// DATA-DIR/images/<sha256 hex>; only then does the Image's status get the
+// checksum, size and phase Ready. Uploading needs the right to update the
+// Image; downloading, the right to read it (hosts read everything).
+//
+// The file lives on the server that received the upload. A single server
+// (the usual homelab) has everything; in an HA control plane, agents must
+// reach that server, or the image must be uploaded to each (uploading the
+// same bytes again is allowed and only restores the file).
+
+const subresourceContent = "content"
+
+// imageContentMu orders an upload's rename and status write against the
+// sweep of unreferenced files, so the sweep never deletes a file whose
+// Image is about to name it.
+var imageContentMu sync.Mutex
+
+// isImageContent reports whether a request path is an Image's content.
+func isImageContent(segs []string) bool {
+	_, ok := imageContentTarget(segs)
+	return ok
+}
+
+func imageContentTarget(segs []string) (target, bool) {
+	k, _ := api.KindByName("Image")
+	switch {
+	case len(segs) == 5 && segs[0] == "tenants" && segs[2] == k.Plural && segs[4] == subresourceContent:
+		return target{kind: k, tenant: segs[1], name: segs[3]}, true
+	case len(segs) == 3 && segs[0] == k.Plural && segs[2] == subresourceContent:
+		return target{kind: k, name: segs[1]}, true
+	}
+	return target{}, false
+}
+
+// serveImageContent handles uploads and downloads of an Image's bytes.
+func (s *Server) serveImageContent(w http.ResponseWriter, r *http.Request, p *auth.Principal, segs []string) error {
+	t, _ := imageContentTarget(segs)
+	switch r.Method {
+	case http.MethodPut:
+		return s.uploadImage(w, r, p, t)
+	case http.MethodGet, http.MethodHead:
+		return s.downloadImage(w, r, p, t)
+	}
+	return &api.Status{Kind: "Status", Code: http.StatusMethodNotAllowed, Reason: api.ReasonBadRequest,
+		Message: r.Method + " is not allowed on " + r.URL.Path + " (PUT uploads, GET downloads)"}
+}
+
+func (s *Server) imageDir() string { return filepath.Join(s.cfg.DataDir, "images") }
+
+func (s *Server) uploadImage(w http.ResponseWriter, r *http.Request, p *auth.Principal, t target) error {
+	ctx := r.Context()
+	obj, err := s.store.Get(ctx, t.kind, t.tenant, t.name)
+	if err != nil {
+		return s.hideForbidden(ctx, p, t, err)
+	}
+	req := t.request(auth.Update)
+	req.Stored, req.New = obj, obj
+	if err := auth.Authorize(p, req); err != nil {
+		return err
+	}
+	img := obj.(*api.Image)
+	ref := imageRef(t)
+	switch {
+	case !img.Spec.Source.Upload:
+		return api.NewBadRequest("%s is fetched from spec.source.url %s; only images with spec.source.upload: true take uploads",
+			ref, img.Spec.Source.URL)
+	case img.Metadata.DeletionTimestamp != nil:
+		return &api.Status{Kind: "Status", Code: http.StatusConflict, Reason: api.ReasonConflict, Message: ref + " is being deleted"}
+	}
+
+	dir := s.imageDir()
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	tmp, err := os.CreateTemp(dir, ".upload-*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name()) // a no-op once renamed
+	h := sha256.New()
+	n, err := io.CopyBuffer(io.MultiWriter(tmp, h), r.Body, make([]byte, 1<<20))
+	if err == nil {
+		err = tmp.Sync()
+	}
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return api.NewBadRequest("upload of %s broke off after %d bytes: %v; nothing was kept, upload it again", ref, n, err)
+	}
+	sum := "sha256:" + hex.EncodeToString(h.Sum(nil))
+	if want := img.Spec.Source.Checksum; want != "" && want != sum {
+		return api.NewInvalid("Image", t.name, api.FieldErrors{{Field: "spec.source.checksum",
+			Detail: fmt.Sprintf("is %s, but the %d bytes uploaded have checksum %s; the upload was discarded (check the file, or the checksum)", want, n, sum)}})
+	}
+	if have := img.Status.Checksum; have != "" && have != sum {
+		return contentFixed(ref, have, sum)
+	}
+	if err := os.Chmod(tmp.Name(), 0o444); err != nil {
+		return err
+	}
+
+	imageContentMu.Lock()
+	defer imageContentMu.Unlock()
+	if err := os.Rename(tmp.Name(), filepath.Join(dir, strings.TrimPrefix(sum, "sha256:"))); err != nil {
+		return err
+	}
+	now := time.Now().UTC()
+	out, err := s.store.Update(ctx, t.kind, t.tenant, t.name, 0, func(cur api.Object) (api.Object, error) {
+		ci := cur.(*api.Image)
+		if ci.Metadata.UID != img.Metadata.UID {
+			return nil, api.NewNotFound("Image", t.tenant, t.name) // deleted and made again meanwhile
+		}
+		if have := ci.Status.Checksum; have != "" && have != sum {
+			return nil, contentFixed(ref, have, sum)
+		}
+		st := &ci.Status
+		changed := st.Checksum != sum || st.Size != api.Bytes(n) || st.Phase != api.ImageReady
+		st.Checksum, st.Size, st.Phase = sum, api.Bytes(n), api.ImageReady
+		if st.SetCondition(api.Condition{Type: "Uploaded", Status: api.ConditionTrue, Reason: "Uploaded",
+			Message: fmt.Sprintf("%d bytes with checksum %s", n, sum)}, now) || changed {
+			return ci, nil
+		}
+		return nil, store.ErrUnchanged
+	})
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, out)
+	return nil
+}
+
+func contentFixed(ref, have, got string) error {
+	return &api.Status{Kind: "Status", Code: http.StatusConflict, Reason: api.ReasonConflict,
+		Message: fmt.Sprintf("%s already holds uploaded content %s, and this upload is %s: an image's content cannot change, since volumes are clones of it; create a new image", ref, have, got)}
+}
+
+func imageRef(t target) string {
+	if t.tenant == "" {
+		return "shared Image " + t.name
+	}
+	return "Image " + t.name + " in tenant " + t.tenant
+}
+
+func (s *Server) downloadImage(w http.ResponseWriter, r *http.Request, p *auth.Principal, t target) error {
+	ctx := r.Context()
+	if err := auth.Authorize(p, t.request(auth.Get)); err != nil {
+		return err
+	}
+	obj, err := s.store.Get(ctx, t.kind, t.tenant, t.name)
+	if err != nil {
+		return err
+	}
+	if !auth.VisibleTo(p, obj) {
+		return api.NewNotFound(t.kind.Kind, t.tenant, t.name)
+	}
+	img := obj.(*api.Image)
+	ref := imageRef(t)
+	if !img.Spec.Source.Upload {
+		return api.NewBadRequest("%s is not uploaded: fetch it from spec.source.url %s", ref, img.Spec.Source.URL)
+	}
+	sum := img.Status.Checksum
+	if sum == "" {
+		return &api.Status{Kind: "Status", Code: http.StatusNotFound, Reason: api.ReasonNotFound,
+			Message: fmt.Sprintf("%s has no content yet: upload it with `hearth image upload %s FILE`", ref, t.name)}
+	}
+	f, err := os.Open(filepath.Join(s.imageDir(), strings.TrimPrefix(sum, "sha256:")))
+	if errors.Is(err, fs.ErrNotExist) {
+		return &api.Status{Kind: "Status", Code: http.StatusNotFound, Reason: api.ReasonNotFound,
+			Message: fmt.Sprintf("the content (%s) of %s is not on this server (%s): uploads stay on the server that received them; upload it here again", sum, ref, s.cfg.AdvertiseURL)}
+	}
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	// A strong ETag lets a download that broke off resume with If-Range.
+	w.Header().Set("ETag", `"`+strings.TrimPrefix(sum, "sha256:")+`"`)
+	w.Header().Set("Content-Type", "application/octet-stream")
+	http.ServeContent(w, r, "", fi.ModTime(), f)
+	return nil
+}
+
+// imageSweepEvery is how often uploaded files are checked against the
+// Images even when no Image was deleted.
+const imageSweepEvery = time.Hour
+
+// collectImageContent deletes uploaded files that no Image names any
+// more: after an Image is deleted, and every imageSweepEvery (which also
+// catches deletions while this server was down). Every server sweeps its
+// own data directory.
+func (s *Server) collectImageContent(ctx context.Context) {
+	k, _ := api.KindByName("Image")
+	for ctx.Err() == nil {
+		s.sweepImageContent(ctx, k)
+		wctx, cancel := context.WithTimeout(ctx, imageSweepEvery)
+		for resp := range s.etcd.Watch(wctx, store.KindPrefix(k), clientv3.WithPrefix(), clientv3.WithFilterPut()) {
+			if len(resp.Events) > 0 {
+				break
+			}
+		}
+		cancel()
+		// A delete often comes with others (a tenant going away).
+		select {
+		case <-ctx.Done():
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+// uploadStale is how old a hidden upload file must be before the sweep
+// takes it for the leftover of a crash rather than an upload under way.
+const uploadStale = 24 * time.Hour
+
+func (s *Server) sweepImageContent(ctx context.Context, k *api.KindInfo) {
+	entries, err := os.ReadDir(s.imageDir())
+	if err != nil || len(entries) == 0 {
+		return
+	}
+	imageContentMu.Lock()
+	defer imageContentMu.Unlock()
+	objs, _, err := s.store.List(ctx, k, store.KindPrefix(k), nil)
+	if err != nil {
+		return
+	}
+	keep := map[string]bool{}
+	for _, o := range objs {
+		if sum := o.(*api.Image).Status.Checksum; sum != "" {
+			keep[strings.TrimPrefix(sum, "sha256:")] = true
+		}
+	}
+	for _, e := range entries {
+		name := e.Name()
+		if strings.HasPrefix(name, ".upload-") {
+			if fi, err := e.Info(); err != nil || time.Since(fi.ModTime()) < uploadStale {
+				continue
+			}
+		} else if keep[name] {
+			continue
+		}
+		if err := os.Remove(filepath.Join(s.imageDir(), name)); err == nil {
+			slog.Info("removed uploaded image content no Image uses", "file", name)
+		}
+	}
+}

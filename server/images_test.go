@@ -1,0 +1,191 @@
+package server_test
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	api "hearth.dev/hearth/api/v1alpha1"
+	"hearth.dev/hearth/client"
+	"hearth.dev/hearth/server/servertest"
+)
+
+func uploadImage(tenant, name, checksum string) *api.Image {
+	return &api.Image{TypeMeta: api.TypeMeta{APIVersion: api.APIVersion, Kind: "Image"},
+		Metadata: api.ObjectMeta{Name: name, Tenant: tenant},
+		Spec:     api.ImageSpec{Format: api.FormatRaw, Source: api.ImageSource{Upload: true, Checksum: checksum}}}
+}
+
+func sumOf(b []byte) string {
+	h := sha256.Sum256(b)
+	return "sha256:" + hex.EncodeToString(h[:])
+}
+
+// get fetches a URL of the API with a client's credential.
+func get(t *testing.T, c *client.Client, path string, header map[string]string) (*http.Response, []byte) {
+	t.Helper()
+	req, _ := http.NewRequestWithContext(servertest.Ctx(t), http.MethodGet, c.Server()+path, nil)
+	for k, v := range header {
+		req.Header.Set(k, v)
+	}
+	resp, err := c.HTTPClient().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	return resp, body
+}
+
+// TestImageUpload: uploaded bytes are checked against the image's checksum
+// and recorded in its status; they are served with ranges to hosts and
+// readers; an image's content never changes; and the file goes with the
+// last Image that names it.
+func TestImageUpload(t *testing.T) {
+	env := servertest.Start(t, servertest.WithoutControllers())
+	env.Tenant("lab")
+	ctx := servertest.Ctx(t)
+	alice := env.User("alice", "lab", api.RoleTenantMember)
+	host := env.Host("h1")
+	content := bytes.Repeat([]byte("hearth image bytes\n"), 1000)
+	sum := sumOf(content)
+
+	// A wrong checksum is refused, naming both, and nothing is kept.
+	if _, err := alice.Create(ctx, uploadImage("lab", "bad", "sha256:"+strings.Repeat("0", 64))); err != nil {
+		t.Fatal(err)
+	}
+	_, err := alice.UploadImage(ctx, "lab", "bad", bytes.NewReader(content))
+	if api.ReasonOf(err) != api.ReasonInvalid || !strings.Contains(err.Error(), sum) || !strings.Contains(err.Error(), strings.Repeat("0", 64)) {
+		t.Fatalf("upload with a wrong checksum: got %v, want Invalid naming both checksums", err)
+	}
+	if files, _ := os.ReadDir(filepath.Join(env.DataDir, "images")); len(files) != 0 {
+		t.Fatalf("a refused upload left %d files", len(files))
+	}
+
+	// The right bytes are recorded.
+	if _, err := alice.Create(ctx, uploadImage("lab", "disk", sum)); err != nil {
+		t.Fatal(err)
+	}
+	img, err := alice.UploadImage(ctx, "lab", "disk", bytes.NewReader(content))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if img.Status.Checksum != sum || img.Status.Size != api.Bytes(len(content)) || img.Status.Phase != api.ImageReady {
+		t.Fatalf("status after upload: %+v", img.Status)
+	}
+	if _, err := alice.UploadImage(ctx, "lab", "disk", bytes.NewReader(content)); err != nil {
+		t.Fatalf("uploading the same bytes again: %v", err)
+	}
+
+	// Hosts and the tenant read it, with ranges; hosts cannot upload, and a
+	// tenant cannot upload a shared image.
+	path := client.ImageContentPath("lab", "disk")
+	resp, body := get(t, host, path, nil)
+	if resp.StatusCode != http.StatusOK || !bytes.Equal(body, content) {
+		t.Fatalf("host GET: %s, %d bytes", resp.Status, len(body))
+	}
+	resp, body = get(t, alice, path, map[string]string{"Range": "bytes=19-37"})
+	if resp.StatusCode != http.StatusPartialContent || string(body) != "hearth image bytes\n" {
+		t.Fatalf("ranged GET: %s, %q", resp.Status, body)
+	}
+	if _, err := host.UploadImage(ctx, "lab", "disk", bytes.NewReader(content)); !api.IsForbidden(err) {
+		t.Fatalf("host upload: got %v, want Forbidden", err)
+	}
+	if _, err := env.Admin.Create(ctx, uploadImage("", "shared", "")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := alice.UploadImage(ctx, "", "shared", bytes.NewReader(content)); !api.IsForbidden(err) {
+		t.Fatalf("tenant upload of a shared image: got %v, want Forbidden", err)
+	}
+	// Without a checksum in the spec, the first upload fixes the content.
+	if _, err := env.Admin.UploadImage(ctx, "", "shared", bytes.NewReader(content)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := env.Admin.UploadImage(ctx, "", "shared", strings.NewReader("other")); api.ReasonOf(err) != api.ReasonConflict {
+		t.Fatalf("uploading other bytes: got %v, want Conflict", err)
+	}
+	if _, err := env.Admin.Delete(ctx, "Image", "", "shared"); err != nil {
+		t.Fatal(err)
+	}
+	env.Tenant("other")
+	bob := env.User("bob", "other", api.RoleTenantAdmin)
+	if resp, _ := get(t, bob, path, nil); resp.StatusCode != http.StatusForbidden {
+		t.Fatalf("another tenant's GET: %s, want 403", resp.Status)
+	}
+
+	// Deleting the image removes its file.
+	if _, err := alice.Delete(ctx, "Image", "lab", "disk"); err != nil {
+		t.Fatal(err)
+	}
+	file := filepath.Join(env.DataDir, "images", strings.TrimPrefix(sum, "sha256:"))
+	servertest.Eventually(t, 10*time.Second, func() error {
+		if _, err := os.Stat(file); err == nil {
+			return fmt.Errorf("%s is still there", file)
+		}
+		return nil
+	})
+}
+
+// TestImageHostStatus: a host reports its own copy of an image in
+// status.hosts, and may fill in what it learned once, but may not touch
+// other hosts' entries or change what is set.
+func TestImageHostStatus(t *testing.T) {
+	env := servertest.Start(t, servertest.WithoutControllers())
+	ctx := servertest.Ctx(t)
+	h1, h2 := env.Host("h1"), env.Host("h2")
+	img := &api.Image{TypeMeta: api.TypeMeta{APIVersion: api.APIVersion, Kind: "Image"}, Metadata: api.ObjectMeta{Name: "deb"},
+		Spec: api.ImageSpec{Source: api.ImageSource{URL: "https://example.com/deb.qcow2"}}}
+	if _, err := env.Admin.Create(ctx, img); err != nil {
+		t.Fatal(err)
+	}
+	sum := "sha256:" + strings.Repeat("a", 64)
+	patch := func(c *client.Client, st map[string]any) error {
+		_, err := c.Patch(ctx, "Image", "", "deb", map[string]any{"status": st}, true)
+		return err
+	}
+	entry := func(host, phase string, pct int) map[string]any {
+		return map[string]any{"host": host, "phase": phase, "progress": pct}
+	}
+	if err := patch(h1, map[string]any{"hosts": []any{entry("h1", api.ImageDownloading, 40)}}); err != nil {
+		t.Fatalf("h1 reporting its download: %v", err)
+	}
+	if err := patch(h2, map[string]any{"hosts": []any{entry("h2", api.ImageDownloading, 10)}}); !api.IsForbidden(err) {
+		t.Fatalf("h2 dropping h1's entry: got %v, want Forbidden", err)
+	}
+	if err := patch(h2, map[string]any{"hosts": []any{entry("h1", api.ImageDownloading, 40), entry("h2", api.ImageDownloading, 10)}}); err != nil {
+		t.Fatalf("h2 adding its own entry: %v", err)
+	}
+	if err := patch(h2, map[string]any{"phase": api.ImageReady, "checksum": sum}); !api.IsForbidden(err) {
+		t.Fatalf("h2 setting Ready before its copy is: got %v, want Forbidden", err)
+	}
+	if err := patch(h1, map[string]any{"hosts": []any{entry("h1", api.ImageReady, 100), entry("h2", api.ImageDownloading, 10)},
+		"phase": api.ImageReady, "checksum": sum, "size": 1000}); err != nil {
+		t.Fatalf("h1 finishing first: %v", err)
+	}
+	if err := patch(h2, map[string]any{"checksum": "sha256:" + strings.Repeat("b", 64)}); !api.IsForbidden(err) {
+		t.Fatalf("h2 changing the checksum: got %v, want Forbidden", err)
+	}
+	if err := patch(h2, map[string]any{"conditions": []any{map[string]any{"type": "X", "status": "True"}}}); !api.IsForbidden(err) {
+		t.Fatalf("h2 writing conditions: got %v, want Forbidden", err)
+	}
+	o, err := env.Admin.Get(ctx, "Image", "", "deb")
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := o.(*api.Image).Status
+	if st.Phase != api.ImageReady || st.Checksum != sum || len(st.Hosts) != 2 {
+		t.Fatalf("status: %+v", st)
+	}
+	k, _ := api.KindByName("Image")
+	if got := k.Columns[0].Get(o); got != "Ready (downloading 10%)" {
+		t.Fatalf("STATUS column %q, want %q", got, "Ready (downloading 10%)")
+	}
+}
