@@ -259,6 +259,21 @@ func (s *Service) serveScript(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	io.WriteString(w, profile.IPXEScript(plan))
 	s.event(name, api.EventNormal, "HTTP", "boot.ipxe: %s (%s)", plan.Action, plan.Message)
+	if plan.Action == profile.ActionBoot {
+		// The profile's boot starts now: the machine controller moves an
+		// approved machine to Provisioning on it, and a stateless machine
+		// is Ready again only once this boot reports its host keys.
+		stateless := p != nil && !p.Spec.Install
+		s.later(func(ctx context.Context) {
+			st := map[string]any{"lastBoot": time.Now().UTC()}
+			if stateless {
+				st["sshHostKeys"] = nil
+			}
+			if _, err := s.c.Patch(ctx, "Machine", "", name, map[string]any{"status": st}, true); err != nil {
+				slog.Warn("recording a machine's boot", "machine", name, "err", err)
+			}
+		})
+	}
 }
 
 func (s *Service) serveFile(w http.ResponseWriter, r *http.Request) {
@@ -371,7 +386,7 @@ func (s *Service) serveReport(w http.ResponseWriter, r *http.Request) {
 	}
 	_, p, _, _ := s.planFor(name)
 	now := time.Now().UTC()
-	st := map[string]any{"lastBoot": now, "lastSeen": now}
+	st := map[string]any{"lastSeen": now}
 	if len(rep.IPs) > 0 {
 		st["addresses"] = rep.IPs
 	}

@@ -13,18 +13,8 @@ import (
 	"hearth.dev/hearth/power"
 )
 
-func init() { commands = append(commands, newMachineCmd) }
-
-// newMachineCmd is `hearth machine`, the parent of the commands that act
-// on bare-metal machines rather than edit them.
-func newMachineCmd(g *globals) *cobra.Command {
-	cmd := &cobra.Command{
-		Use:   "machine",
-		Short: "Act on bare-metal machines",
-	}
-	cmd.AddCommand(newMachinePowerCmd(g))
-	return cmd
-}
+// `hearth machine power` hangs under `hearth machine` (cli/machine.go).
+func init() { machineSubcommands = append(machineSubcommands, newMachinePowerCmd) }
 
 type machinePowerOptions struct {
 	networkBoot bool

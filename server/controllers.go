@@ -22,5 +22,11 @@ func defaultControllers() []ControllerFunc {
 		func(ctx context.Context, c *client.Client, rec *client.Recorder) error {
 			return (&controllers.VMSets{Client: c, Recorder: rec}).Run(ctx)
 		},
+		func(ctx context.Context, c *client.Client, rec *client.Recorder) error {
+			return (&controllers.Machines{Client: c, Recorder: rec}).Run(ctx)
+		},
+		func(ctx context.Context, c *client.Client, rec *client.Recorder) error {
+			return (&controllers.VolumePlacement{Client: c, Recorder: rec}).Run(ctx)
+		},
 	}
 }

@@ -13,9 +13,9 @@ import (
 // arguments, or an iPXE script, per architecture, with templated files
 // (cloud-init, kickstart, preseed, autoinstall, ignition) rendered for each
 // machine. Machines pick a profile by name (spec.profile) or by the
-// profiles' selectors: among matching profiles the highest priority wins,
-// then the more specific selector (MACs, then labels, then architectures,
-// then sites), then the name that sorts first.
+// profiles' selectors: among matching profiles the most specific selector
+// wins (MACs, then labels, then architectures and sites), then the higher
+// priority; a tie is an error shown on the machine (see boot/profile.Match).
 type MachineProfile = Resource[MachineProfileSpec, MachineProfileStatus]
 
 type MachineProfileSpec struct {
@@ -24,7 +24,7 @@ type MachineProfileSpec struct {
 	// matches every machine: a catch-all profile, usually with a low
 	// priority.
 	Selector MachineSelector `json:"selector,omitempty"`
-	// Priority orders matching profiles; higher wins.
+	// Priority breaks ties between equally specific profiles; higher wins.
 	Priority int `json:"priority,omitempty"`
 	// AutoApprove approves machines matched to this profile, so they boot
 	// it without a person approving each one. Leave it off for profiles that

@@ -1,6 +1,11 @@
 package auth
 
 import (
+	"encoding/json"
+	"reflect"
+	"sort"
+	"strings"
+
 	api "hearth.dev/hearth/api/v1alpha1"
 )
 
@@ -161,6 +166,15 @@ func authorizeHost(p *Principal, r Request) error {
 		return forbid(p, r, "a host may only write its own Host")
 	case r.Kind.Kind == "Event" && r.Verb == Create:
 		return nil
+	case r.Kind.Kind == "Machine" && r.Verb == Create:
+		return authorizeDiscovery(p, r)
+	case r.Kind.Kind == "Machine" && r.Verb == UpdateStatus:
+		return authorizeMachineFacts(p, r)
+	case r.Kind.Kind == "Image" && r.Verb == UpdateStatus && r.Stored != nil && r.New != nil:
+		if why := imageStatusByHost(p.Host, r.Stored.(*api.Image), r.New.(*api.Image)); why != "" {
+			return forbid(p, r, why)
+		}
+		return nil
 	case r.Verb == UpdateStatus && r.Kind.PlacedOn != nil && r.Stored != nil:
 		if r.Kind.PlacedOn(r.Stored) != p.Host {
 			return forbid(p, r, "it is not placed on this host")
@@ -171,6 +185,149 @@ func authorizeHost(p *Principal, r Request) error {
 		return nil
 	}
 	return forbid(p, r, "hosts may only write the status of objects placed on them")
+}
+
+// imageStatusByHost says what is wrong with a host's write of an Image's
+// status, or "" if nothing is. Images are not placed on a host, but every
+// host that caches one reports its copy: a host may change its own entry
+// of status.hosts and nobody else's, and may fill in what the first
+// download learns about the image (checksum, size, virtual size, and
+// phase Ready once its own copy is ready), but not change it once set.
+// The whole new status is compared, so a merge patch that rewrites the
+// list is checked as strictly as any other write.
+func imageStatusByHost(host string, old, cur *api.Image) string {
+	const only = "a host may only write its own entry of status.hosts and fill in status.checksum, size and virtualSize"
+	others := func(st api.ImageStatus) (rest []api.ImageHostStatus, own []api.ImageHostStatus) {
+		for _, h := range st.Hosts {
+			if h.Host == host {
+				own = append(own, h)
+			} else {
+				rest = append(rest, h)
+			}
+		}
+		return rest, own
+	}
+	oldRest, _ := others(old.Status)
+	curRest, own := others(cur.Status)
+	switch {
+	case !reflect.DeepEqual(oldRest, curRest):
+		return only + ": it changes other hosts' entries"
+	case len(own) > 1:
+		return "status.hosts has more than one entry for " + host
+	case !reflect.DeepEqual(old.Status.Conditions, cur.Status.Conditions) || old.Status.ObservedGeneration != cur.Status.ObservedGeneration:
+		return only + ": it changes conditions"
+	}
+	o, c := old.Status, cur.Status
+	fixed := func(a, b any, zero any) bool { return a != b && a != zero }
+	if fixed(o.Checksum, c.Checksum, "") || fixed(o.Size, c.Size, api.Bytes(0)) || fixed(o.VirtualSize, c.VirtualSize, api.Bytes(0)) {
+		return only + ": checksum, size and virtualSize cannot change once set"
+	}
+	if want := cur.Spec.Source.Checksum; want != "" && c.Checksum != "" && c.Checksum != want {
+		return "status.checksum " + c.Checksum + " differs from spec.source.checksum " + want
+	}
+	if o.Phase != c.Phase {
+		if c.Phase != api.ImageReady || c.Checksum == "" || len(own) == 0 || own[0].Phase != api.ImageReady {
+			return only + ": it may set phase only to Ready, with the checksum, once its own copy is Ready"
+		}
+	}
+	return ""
+}
+
+// A host may run a boot service (`hearth boot`, alone or inside its
+// agent), which needs two writes on Machines, and no more:
+//
+//   - Create the Machine for a MAC it has not seen (discovery). The new
+//     machine must be unapproved, name no profile, carry no labels,
+//     annotations, finalizers or owners, ask for no reinstall, and have no
+//     power settings: approval, the choice of profile (which labels
+//     steer, and which may wipe a disk) and BMC credentials or webhook URLs
+//     (which the server would call) are a person's to give.
+//   - Write the facts of the machine's status it observed (machineFacts):
+//     when it last saw and booted it, its addresses, SSH host keys, DHCP
+//     identity, installer success and power state. Phase, conditions and
+//     the matched profile are the machine controller's, which derives them
+//     from these facts and the spec.
+//
+// Machines have no host they are placed on, so any host credential may do
+// this for any machine.
+
+// machineFacts are the Machine status fields a host may write.
+var machineFacts = map[string]bool{
+	"vendorClass": true, "uuid": true, "firmware": true, "addresses": true, "sshHostKeys": true,
+	"installedAt": true, "lastBoot": true, "lastSeen": true, "powerState": true,
+}
+
+func authorizeDiscovery(p *Principal, r Request) error {
+	m, ok := r.New.(*api.Machine)
+	if !ok {
+		return forbid(p, r, "hosts may only create discovered machines")
+	}
+	var set []string
+	md, spec := m.Metadata, m.Spec
+	for _, f := range []struct {
+		name string
+		set  bool
+	}{
+		{"metadata.labels", len(md.Labels) > 0},
+		{"metadata.annotations", len(md.Annotations) > 0},
+		{"metadata.finalizers", len(md.Finalizers) > 0},
+		{"metadata.ownerReferences", len(md.OwnerReferences) > 0},
+		{"spec.approved", spec.Approved},
+		{"spec.profile", spec.Profile != ""},
+		{"spec.reinstallRequested", spec.ReinstallRequested != nil},
+		{"spec.power", !reflect.DeepEqual(spec.Power, api.MachinePower{}) && !reflect.DeepEqual(spec.Power, api.MachinePower{Driver: api.PowerDriverNone})},
+	} {
+		if f.set {
+			set = append(set, f.name)
+		}
+	}
+	if len(set) > 0 {
+		return forbid(p, r, "a discovered machine is created without "+strings.Join(set, ", ")+": those are a person's to set")
+	}
+	return nil
+}
+
+func authorizeMachineFacts(p *Principal, r Request) error {
+	if r.Stored == nil || r.New == nil {
+		return forbid(p, r, "hosts may only write the observed facts of a Machine's status")
+	}
+	before, err1 := statusFields(r.Stored)
+	after, err2 := statusFields(r.New)
+	if err1 != nil || err2 != nil {
+		return forbid(p, r, "its status cannot be compared")
+	}
+	var changed []string
+	for k := range before {
+		if _, ok := after[k]; !ok && !machineFacts[k] {
+			changed = append(changed, k)
+		}
+	}
+	for k, v := range after {
+		if !machineFacts[k] && !reflect.DeepEqual(before[k], v) {
+			changed = append(changed, k)
+		}
+	}
+	if len(changed) > 0 {
+		sort.Strings(changed)
+		facts := make([]string, 0, len(machineFacts))
+		for k := range machineFacts {
+			facts = append(facts, k)
+		}
+		sort.Strings(facts)
+		return forbid(p, r, "hosts may write only the facts they observe ("+strings.Join(facts, ", ")+"), not status."+strings.Join(changed, ", status."))
+	}
+	return nil
+}
+
+// statusFields is an object's status as JSON fields, which compares
+// times and empty lists the way the API stores them.
+func statusFields(obj api.Object) (map[string]any, error) {
+	data, err := json.Marshal(obj.StatusAny())
+	if err != nil {
+		return nil, err
+	}
+	var out map[string]any
+	return out, json.Unmarshal(data, &out)
 }
 
 func forbid(p *Principal, r Request, why string) error {

@@ -1,0 +1,355 @@
+package controllers
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"time"
+
+	api "hearth.dev/hearth/api/v1alpha1"
+	"hearth.dev/hearth/boot/profile"
+	"hearth.dev/hearth/client"
+	"hearth.dev/hearth/reconcile"
+)
+
+// The Machine conditions the machine controller owns.
+const (
+	// ConditionProfileMatched: True with the profile the machine boots,
+	// False with why it has none (no match, a tie, a missing spec.profile).
+	ConditionProfileMatched = "ProfileMatched"
+	// ConditionApproved: True once the machine may boot its profile (by
+	// hand or by the profile's autoApprove).
+	ConditionApproved = "Approved"
+	// ConditionInstalled: for machines of an install profile, whether the
+	// installer has reported success (and no reinstall was asked since).
+	ConditionInstalled = "Installed"
+)
+
+// Machines moves bare-metal Machines through their lifecycle, from what
+// the API says and what the boot service reported (status.lastBoot,
+// installedAt, sshHostKeys). For every machine it writes:
+//
+//   - status.matchedProfile and ProfileMatched, from profile.Match over
+//     every MachineProfile;
+//   - Approved: spec.approved or the profile's autoApprove;
+//   - status.phase:
+//     Discovered while it has no profile or is not approved;
+//     Approved once approved, until it boots the profile after approval
+//     (status.lastBoot after the Approved condition turned True, or after
+//     spec.reinstallRequested when a reinstall is pending);
+//     for an install profile, Provisioning from that boot until the
+//     installer reports (status.installedAt), then Installed, and back
+//     to Approved and Provisioning when spec.reinstallRequested is newer
+//     than installedAt;
+//     for a stateless profile, Provisioning from each boot until the
+//     booted system reports its SSH host keys, then Ready. (The boot
+//     service clears status.sshHostKeys when it serves a stateless boot:
+//     a RAM root makes new host keys every time.)
+//
+// It also keeps every MachineProfile's status.machines. Each change of
+// condition or phase is recorded as an Event on the machine (its boot
+// timeline). It is level-triggered: the status it writes depends only on
+// the objects as they are, so running it twice changes nothing, and its
+// events follow from the differences it writes.
+type Machines struct {
+	Client   *client.Client
+	Recorder *client.Recorder
+	// Resync is how often every machine is checked without a change
+	// (default a minute).
+	Resync time.Duration
+	Now    func() time.Time
+
+	machines *client.Informer
+	profiles *client.Informer
+	ctl      *reconcile.Controller // machine names
+	counts   *reconcile.Controller // profile names
+
+	mu sync.Mutex
+	// profileGen remembers each cached profile's generation, so that a
+	// status write to a profile (its machine count) does not make every
+	// machine be matched again.
+	profileGen map[string]int64
+}
+
+// Run runs the controller until ctx ends.
+func (c *Machines) Run(ctx context.Context) error {
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	if c.Resync == 0 {
+		c.Resync = time.Minute
+	}
+	c.profileGen = map[string]int64{}
+	c.machines = client.NewInformer(c.Client, "Machine", "", client.ListOptions{})
+	c.profiles = client.NewInformer(c.Client, "MachineProfile", "", client.ListOptions{})
+	c.ctl = &reconcile.Controller{Name: "machines", Reconciler: c, Workers: 2, Resync: c.Resync,
+		List: func(context.Context) ([]string, error) { return c.machines.Keys(), nil }}
+	c.counts = &reconcile.Controller{Name: "machineprofile-counts", Reconciler: reconcile.ReconcilerFunc(c.reconcileCount), Workers: 1,
+		Resync: c.Resync, List: func(context.Context) ([]string, error) { return c.profiles.Keys(), nil }}
+	c.machines.OnChange(func(key string, _ api.Object) {
+		c.ctl.Enqueue(key)
+		for _, p := range c.profiles.Keys() {
+			c.counts.Enqueue(p)
+		}
+	})
+	c.profiles.OnChange(c.profileChanged)
+	go c.machines.Run(ctx)
+	go c.profiles.Run(ctx)
+	if c.machines.WaitSynced(ctx) != nil || c.profiles.WaitSynced(ctx) != nil {
+		return nil
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- c.counts.Run(ctx) }()
+	err := c.ctl.Run(ctx)
+	if cerr := <-errc; err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// profileChanged recounts the profile and, when what matching looks at
+// may have changed (it came, went, or its spec changed), matches every
+// machine again.
+func (c *Machines) profileChanged(key string, obj api.Object) {
+	c.counts.Enqueue(key)
+	gen := int64(-1)
+	if obj != nil {
+		gen = obj.GetMetadata().Generation
+		if obj.GetMetadata().DeletionTimestamp != nil {
+			gen = -2
+		}
+	}
+	c.mu.Lock()
+	prev, seen := c.profileGen[key]
+	if obj == nil {
+		delete(c.profileGen, key)
+	} else {
+		c.profileGen[key] = gen
+	}
+	c.mu.Unlock()
+	if seen && prev == gen {
+		return
+	}
+	for _, m := range c.machines.Keys() {
+		c.ctl.Enqueue(m)
+	}
+}
+
+func (c *Machines) profileList() []*api.MachineProfile {
+	objs := c.profiles.List()
+	out := make([]*api.MachineProfile, len(objs))
+	for i, o := range objs {
+		out[i] = o.(*api.MachineProfile)
+	}
+	return out
+}
+
+// Reconcile brings one machine's profile, conditions and phase up to date.
+func (c *Machines) Reconcile(ctx context.Context, key string) (reconcile.Result, error) {
+	obj, ok := c.machines.Get(key)
+	if !ok {
+		return reconcile.Result{}, nil
+	}
+	m := obj.(*api.Machine)
+	if m.Metadata.DeletionTimestamp != nil {
+		return reconcile.Result{}, nil
+	}
+	p, matchErr := profile.Match(m, c.profileList())
+	st := machineStatus(m, p, matchErr, c.Now().UTC())
+	if !machineStatusChanged(m.Status, st) {
+		return reconcile.Result{}, nil
+	}
+	// Conditional on the resourceVersion: the boot service writes this
+	// status too, and a phase computed from facts it has since changed
+	// must not land.
+	patch := map[string]any{
+		"metadata": map[string]any{"resourceVersion": m.Metadata.ResourceVersion},
+		"status": map[string]any{"phase": st.Phase, "conditions": st.Conditions,
+			"matchedProfile": st.MatchedProfile, "observedGeneration": st.ObservedGeneration},
+	}
+	if _, err := c.Client.Patch(ctx, "Machine", "", m.Metadata.Name, patch, true); err != nil {
+		if api.IsConflict(err) || api.IsNotFound(err) {
+			return reconcile.Result{}, nil // the informer brings the newer state
+		}
+		return reconcile.Result{}, fmt.Errorf("writing the status of Machine %s: %w", m.Metadata.Name, err)
+	}
+	c.recordTransitions(ctx, m, m.Status, st)
+	return reconcile.Result{}, nil
+}
+
+// machineStatus is the status machine m should have with profile p (nil
+// when profile.Match failed with matchErr). It changes only the fields
+// the controller owns: phase, conditions, matchedProfile and
+// observedGeneration.
+func machineStatus(m *api.Machine, p *api.MachineProfile, matchErr error, now time.Time) api.MachineStatus {
+	st := m.Status
+	st.Conditions = slices.Clone(m.Status.Conditions)
+	gen := m.Metadata.Generation
+	st.ObservedGeneration = gen
+	set := func(typ string, ok bool, reason, format string, args ...any) {
+		status := api.ConditionFalse
+		if ok {
+			status = api.ConditionTrue
+		}
+		st.SetCondition(api.Condition{Type: typ, Status: status, Reason: reason, Message: fmt.Sprintf(format, args...), ObservedGeneration: gen}, now)
+	}
+	name := m.Metadata.Name
+
+	if p == nil {
+		st.MatchedProfile = ""
+		reason, msg := profile.ReasonNoMatch, "machine "+name+" has no profile"
+		var me *profile.MatchError
+		if errors.As(matchErr, &me) {
+			reason, msg = me.Reason, me.Message
+		} else if matchErr != nil {
+			msg = matchErr.Error()
+		}
+		set(ConditionProfileMatched, false, reason, "%s", msg)
+	} else {
+		st.MatchedProfile = p.Metadata.Name
+		if m.Spec.Profile != "" {
+			set(ConditionProfileMatched, true, "Named", "profile %s, named by spec.profile", p.Metadata.Name)
+		} else {
+			set(ConditionProfileMatched, true, "Matched", "profile %s selects it (specificity %d, priority %d)",
+				p.Metadata.Name, profile.Specificity(p.Spec.Selector), p.Spec.Priority)
+		}
+	}
+
+	switch {
+	case m.Spec.Approved:
+		set(ConditionApproved, true, "Approved", "approved (spec.approved)")
+	case p != nil && p.Spec.AutoApprove:
+		set(ConditionApproved, true, "AutoApproved", "approved by profile %s (autoApprove)", p.Metadata.Name)
+	default:
+		set(ConditionApproved, false, "WaitingForApproval", "waiting for approval: hearth machine approve %s", name)
+	}
+	// It has booted its profile when it fetched its boot after it was
+	// approved and after any pending reinstall request.
+	since := st.Condition(ConditionApproved).LastTransitionTime
+	if profile.ReinstallPending(m) && (since == nil || m.Spec.ReinstallRequested.After(*since)) {
+		since = m.Spec.ReinstallRequested
+	}
+	booted := m.Status.LastBoot != nil && (since == nil || m.Status.LastBoot.After(*since))
+
+	install := p != nil && p.Spec.Install
+	if install {
+		switch {
+		case profile.Installed(m):
+			set(ConditionInstalled, true, "Installed", "the installer of profile %s reported success at %s",
+				p.Metadata.Name, m.Status.InstalledAt.UTC().Format(time.RFC3339))
+		case profile.ReinstallPending(m):
+			set(ConditionInstalled, false, "ReinstallRequested", "reinstall requested at %s: it boots the installer of profile %s on its next network boot",
+				m.Spec.ReinstallRequested.UTC().Format(time.RFC3339), p.Metadata.Name)
+		default:
+			set(ConditionInstalled, false, "NotInstalled", "the installer of profile %s has not reported success yet", p.Metadata.Name)
+		}
+	} else {
+		st.Conditions = slices.DeleteFunc(st.Conditions, func(c api.Condition) bool { return c.Type == ConditionInstalled })
+	}
+
+	switch {
+	case p == nil || !profile.Approved(m, p):
+		st.Phase = api.MachineDiscovered
+	case install && profile.Installed(m):
+		st.Phase = api.MachineInstalled
+	case !booted:
+		st.Phase = api.MachineApproved
+	case !install && len(m.Status.SSHHostKeys) > 0:
+		st.Phase = api.MachineReady
+	default:
+		st.Phase = api.MachineProvisioning
+	}
+	return st
+}
+
+// machineStatusChanged compares the fields the controller writes.
+func machineStatusChanged(old, cur api.MachineStatus) bool {
+	if old.Phase != cur.Phase || old.MatchedProfile != cur.MatchedProfile || old.ObservedGeneration != cur.ObservedGeneration ||
+		len(old.Conditions) != len(cur.Conditions) {
+		return true
+	}
+	for i := range old.Conditions {
+		a, b := old.Conditions[i], cur.Conditions[i]
+		if a.Type != b.Type || a.Status != b.Status || a.Reason != b.Reason || a.Message != b.Message || a.ObservedGeneration != b.ObservedGeneration {
+			return true
+		}
+	}
+	return false
+}
+
+// recordTransitions writes an Event for each step the machine took
+// between the status it had and the one just written: its boot timeline,
+// beside the boot service's own DHCP, TFTP, HTTP and report events.
+func (c *Machines) recordTransitions(ctx context.Context, m *api.Machine, old, cur api.MachineStatus) {
+	changed := func(typ string) *api.Condition {
+		n := cur.Condition(typ)
+		if n == nil {
+			return nil
+		}
+		o := old.Condition(typ)
+		if o != nil && o.Status == n.Status && o.Reason == n.Reason && o.Message == n.Message {
+			return nil
+		}
+		return n
+	}
+	if pm := changed(ConditionProfileMatched); pm != nil {
+		if pm.Status == api.ConditionTrue {
+			if cur.MatchedProfile != old.MatchedProfile {
+				c.Recorder.Eventf(ctx, m, api.EventNormal, "ProfileMatched", "%s", pm.Message)
+			}
+		} else {
+			c.Recorder.Eventf(ctx, m, api.EventWarning, pm.Reason, "%s", pm.Message)
+		}
+	}
+	if a := changed(ConditionApproved); a != nil && a.Status == api.ConditionTrue {
+		if o := old.Condition(ConditionApproved); o == nil || o.Status != api.ConditionTrue {
+			c.Recorder.Eventf(ctx, m, api.EventNormal, "Approved", "%s", a.Message)
+		}
+	}
+	if in := changed(ConditionInstalled); in != nil && in.Reason == "ReinstallRequested" {
+		c.Recorder.Eventf(ctx, m, api.EventNormal, "ReinstallRequested", "%s", in.Message)
+	}
+	if cur.Phase == old.Phase {
+		return
+	}
+	installing := cur.Condition(ConditionInstalled) != nil
+	switch cur.Phase {
+	case api.MachineProvisioning:
+		if installing {
+			c.Recorder.Eventf(ctx, m, api.EventNormal, "InstallStarted", "booted the installer of profile %s", cur.MatchedProfile)
+		} else {
+			c.Recorder.Eventf(ctx, m, api.EventNormal, "Booting", "booted profile %s", cur.MatchedProfile)
+		}
+	case api.MachineInstalled:
+		c.Recorder.Eventf(ctx, m, api.EventNormal, "Installed", "%s; it boots from its disk from now on", cur.Condition(ConditionInstalled).Message)
+	case api.MachineReady:
+		c.Recorder.Eventf(ctx, m, api.EventNormal, "Ready", "booted profile %s and reported %d SSH host keys", cur.MatchedProfile, len(cur.SSHHostKeys))
+	}
+}
+
+// reconcileCount writes how many machines boot a profile into its
+// status.machines. It merge-patches that one field without a
+// resourceVersion, so it never overwrites another writer's status.
+func (c *Machines) reconcileCount(ctx context.Context, key string) (reconcile.Result, error) {
+	obj, ok := c.profiles.Get(key)
+	if !ok {
+		return reconcile.Result{}, nil
+	}
+	p := obj.(*api.MachineProfile)
+	n := 0
+	for _, o := range c.machines.List() {
+		if m := o.(*api.Machine); m.Status.MatchedProfile == key && m.Metadata.DeletionTimestamp == nil {
+			n++
+		}
+	}
+	if p.Status.Machines == n {
+		return reconcile.Result{}, nil
+	}
+	patch := map[string]any{"status": map[string]any{"machines": n}}
+	if _, err := c.Client.Patch(ctx, "MachineProfile", "", key, patch, true); err != nil && !api.IsNotFound(err) {
+		return reconcile.Result{}, fmt.Errorf("writing the machine count of MachineProfile %s: %w", key, err)
+	}
+	return reconcile.Result{}, nil
+}
