@@ -1,0 +1,109 @@
+package controllers
+
+import (
+	"testing"
+	"time"
+
+	api "hearth.dev/hearth/api/v1alpha1"
+	"hearth.dev/hearth/boot/profile"
+)
+
+// TestMachineStatus covers the phase and conditions for each state,
+// including those the end-to-end tests do not reach.
+func TestMachineStatus(t *testing.T) {
+	t0 := time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
+	at := func(d time.Duration) *time.Time { x := t0.Add(d); return &x }
+	install := &api.MachineProfile{Metadata: api.ObjectMeta{Name: "debian"}, Spec: api.MachineProfileSpec{Install: true}}
+	stateless := &api.MachineProfile{Metadata: api.ObjectMeta{Name: "ram"}, Spec: api.MachineProfileSpec{AutoApprove: true}}
+	approvedAt := func(d time.Duration) []api.Condition {
+		return []api.Condition{{Type: ConditionApproved, Status: api.ConditionTrue, Reason: "Approved", LastTransitionTime: at(d)}}
+	}
+	tests := []struct {
+		name      string
+		m         func(*api.Machine)
+		p         *api.MachineProfile
+		phase     string
+		installed string // reason of the Installed condition; "" for none
+	}{
+		{"no profile", func(m *api.Machine) { m.Spec.Approved = true }, nil, api.MachineDiscovered, ""},
+		{"not approved", func(m *api.Machine) {}, install, api.MachineDiscovered, "NotInstalled"},
+		{"approved, not booted", func(m *api.Machine) { m.Spec.Approved = true }, install, api.MachineApproved, "NotInstalled"},
+		{"a boot before approval does not count", func(m *api.Machine) {
+			m.Spec.Approved = true
+			m.Status.Conditions = approvedAt(time.Hour)
+			m.Status.LastBoot = at(time.Minute)
+		}, install, api.MachineApproved, "NotInstalled"},
+		{"booted after approval", func(m *api.Machine) {
+			m.Spec.Approved = true
+			m.Status.Conditions = approvedAt(time.Minute)
+			m.Status.LastBoot = at(time.Hour)
+		}, install, api.MachineProvisioning, "NotInstalled"},
+		{"installed", func(m *api.Machine) {
+			m.Spec.Approved = true
+			m.Status.InstalledAt = at(time.Hour)
+		}, install, api.MachineInstalled, "Installed"},
+		{"installed but no longer approved", func(m *api.Machine) { m.Status.InstalledAt = at(time.Hour) }, install, api.MachineDiscovered, "Installed"},
+		{"reinstall requested", func(m *api.Machine) {
+			m.Spec.Approved = true
+			m.Status.Conditions = approvedAt(0)
+			m.Status.InstalledAt, m.Status.LastBoot = at(time.Hour), at(time.Hour)
+			m.Spec.ReinstallRequested = at(2 * time.Hour)
+		}, install, api.MachineApproved, "ReinstallRequested"},
+		{"reinstalling", func(m *api.Machine) {
+			m.Spec.Approved = true
+			m.Status.Conditions = approvedAt(0)
+			m.Status.InstalledAt = at(time.Hour)
+			m.Spec.ReinstallRequested, m.Status.LastBoot = at(2*time.Hour), at(3*time.Hour)
+		}, install, api.MachineProvisioning, "ReinstallRequested"},
+		{"reinstalled", func(m *api.Machine) {
+			m.Spec.Approved = true
+			m.Spec.ReinstallRequested = at(2 * time.Hour)
+			m.Status.InstalledAt = at(4 * time.Hour)
+		}, install, api.MachineInstalled, "Installed"},
+		{"stateless, auto-approved, not booted", func(m *api.Machine) {}, stateless, api.MachineApproved, ""},
+		{"stateless booting", func(m *api.Machine) { m.Status.LastBoot = at(time.Hour) }, stateless, api.MachineProvisioning, ""},
+		{"stateless ready", func(m *api.Machine) {
+			m.Status.LastBoot = at(time.Hour)
+			m.Status.SSHHostKeys = []string{"ssh-ed25519 AAAA"}
+		}, stateless, api.MachineReady, ""},
+		{"stateless, keys but no boot since approval", func(m *api.Machine) { m.Status.SSHHostKeys = []string{"ssh-ed25519 AAAA"} }, stateless, api.MachineApproved, ""},
+		{"a stateless profile drops the Installed condition", func(m *api.Machine) {
+			m.Status.Conditions = []api.Condition{{Type: ConditionInstalled, Status: api.ConditionTrue}}
+		}, stateless, api.MachineApproved, ""},
+	}
+	for _, tt := range tests {
+		m := &api.Machine{Metadata: api.ObjectMeta{Name: "node1", Generation: 3}, Spec: api.MachineSpec{MAC: "52:54:00:aa:bb:01"}}
+		tt.m(m)
+		var matchErr error
+		if tt.p == nil {
+			matchErr = &profile.MatchError{Reason: profile.ReasonNoMatch, Message: "machine node1 matches no profile"}
+		}
+		now := t0.Add(5 * time.Hour)
+		if m.Status.Condition(ConditionApproved) == nil {
+			now = t0 // approved "now", before any boot in the case
+		}
+		st := machineStatus(m, tt.p, matchErr, now)
+		if st.Phase != tt.phase {
+			t.Errorf("%s: phase %s, want %s", tt.name, st.Phase, tt.phase)
+		}
+		c := st.Condition(ConditionInstalled)
+		if (c == nil) != (tt.installed == "") || (c != nil && c.Reason != tt.installed) {
+			t.Errorf("%s: Installed condition %+v, want reason %q", tt.name, c, tt.installed)
+		}
+		if st.ObservedGeneration != 3 {
+			t.Errorf("%s: observedGeneration %d", tt.name, st.ObservedGeneration)
+		}
+		if tt.p == nil {
+			if pm := st.Condition(ConditionProfileMatched); pm == nil || pm.Status != api.ConditionFalse || pm.Reason != profile.ReasonNoMatch || st.MatchedProfile != "" {
+				t.Errorf("%s: ProfileMatched %+v, matched %q", tt.name, pm, st.MatchedProfile)
+			}
+		} else if st.MatchedProfile != tt.p.Metadata.Name {
+			t.Errorf("%s: matched %q", tt.name, st.MatchedProfile)
+		}
+		// Level-triggered: what it computes from its own result is the same.
+		m.Status = st
+		if again := machineStatus(m, tt.p, matchErr, now.Add(time.Hour)); machineStatusChanged(st, again) {
+			t.Errorf("%s: not idempotent:\n%+v\n%+v", tt.name, st, again)
+		}
+	}
+}
