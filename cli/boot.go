@@ -86,5 +86,6 @@ The first start joins with a join token, like an agent.`,
 	f.StringVar(&cfg.IPXEDir, "ipxe-dir", "/usr/lib/ipxe", "where the iPXE binaries are (Debian's ipxe package)")
 	f.StringVar(&cfg.UEFIBinary, "uefi-binary", "ipxe.efi", "iPXE binary for x86-64 UEFI: ipxe.efi or snponly.efi")
 	f.StringVar(&cfg.Site, "site", "", "site that discovered machines join")
+	cmd.AddCommand(newBootMediaCmd(g))
 	return cmd
 }
