@@ -15,22 +15,24 @@ func init() { commands = append(commands, newSandboxCmd) }
 func newSandboxCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "sandbox",
-		Short: "Build a whole Hearth lab on this Linux machine (up, down, status)",
+		Short: "Build a whole Hearth lab on this Linux machine (up, down, status, machine)",
 		Long: `Build a whole Hearth lab on this machine, without hardware: network
-namespaces as hosts on an underlay bridge, a server in the root namespace and
-an agent in each host. Its traffic never leaves the namespaces it made.
+namespaces as hosts on an underlay bridge, a server in the root namespace, an
+agent in each host, and a provisioning network with the boot service, on
+which QEMU machines network-boot like real ones. Its traffic never leaves the
+namespaces it made.
 
 Run a command on a host with: hearth sandbox exec-in PREFIX-hN -- COMMAND…`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error { return cmd.Help() },
 	}
-	cmd.AddCommand(newSandboxUpCmd(g), newSandboxDownCmd(g), newSandboxStatusCmd(g), newSandboxExecInCmd())
+	cmd.AddCommand(newSandboxUpCmd(g), newSandboxDownCmd(g), newSandboxStatusCmd(g), newSandboxMachineCmd(g), newSandboxExecInCmd())
 	return cmd
 }
 
 func newSandboxUpCmd(g *globals) *cobra.Command {
 	var cfg sandbox.Config
-	var cidr string
+	var cidr, provCIDR string
 	cmd := &cobra.Command{
 		Use:   "up [--hosts N] [--dir DIR]",
 		Short: "Build the sandbox and wait until every host is Ready",
@@ -40,6 +42,20 @@ at .1 that lets this machine reach the hosts (and nothing more: no forwarding,
 no NAT, no route but the underlay's). Then start hearth server on .1, an agent
 in each host, build the test guest into DIR/testguest, and wait until every
 Host is Ready.
+
+The provisioning network is a bridge prov0 in a namespace PREFIX-lan, where
+"hearth sandbox machine add" puts machines. The boot service runs in
+PREFIX-boot, with prov at .2 of --provisioning-cidr and underlay at .9 of the
+underlay, to reach the server:
+
+  hearth boot --server https://UNDERLAY.1:PORT --join-token TOKEN
+    --ca-file DIR/server/ca.crt --name boot --data-dir DIR/boot
+    --interface prov --address PROV.2 --dhcp-mode full
+    --pool-start PROV.100 --pool-end PROV.199 --http-listen PROV.2:8080
+    --site SITE
+
+with its log in DIR/boot/boot.log. Up waits until it serves HTTP. If this
+hearth has no boot command, up says so and goes on without it.
 
 Progress goes to stderr. Stdout is a summary as shell comments and, last, the
 line that points the CLI at the sandbox, so this works:
@@ -55,6 +71,9 @@ line that points the CLI at the sandbox, so this works:
 				return fmt.Errorf("--underlay-cidr %q: %w", cidr, err)
 			}
 			cfg.Underlay = p
+			if cfg.Provisioning, err = netip.ParsePrefix(provCIDR); err != nil {
+				return fmt.Errorf("--provisioning-cidr %q: %w", provCIDR, err)
+			}
 			cfg.Progress = g.errOut
 			s, err := sandbox.Up(cmd.Context(), cfg)
 			if err != nil {
@@ -68,6 +87,8 @@ line that points the CLI at the sandbox, so this works:
 	f.IntVar(&cfg.Hosts, "hosts", 2, "how many hosts")
 	f.StringVar(&cfg.Dir, "dir", sandbox.DefaultDir, "where the server's and agents' data, the logs and sandbox.json live")
 	f.StringVar(&cidr, "underlay-cidr", sandbox.DefaultUnderlayCIDR, "the hosts' network (this machine gets .1, host N .(10+N))")
+	f.StringVar(&provCIDR, "provisioning-cidr", sandbox.DefaultProvisioningCIDR, "the network machines network-boot on (the boot service gets .2, its DHCP pool .100-.199)")
+	f.BoolVar(&cfg.BootService, "boot-service", true, "start hearth boot on the provisioning network")
 	f.StringVar(&cfg.Prefix, "prefix", sandbox.DefaultPrefix, "start of the names of the namespaces and links it makes (another sandbox needs another prefix and CIDR)")
 	f.IntVar(&cfg.Port, "port", sandbox.DefaultPort, "the server's port on the underlay's .1")
 	f.StringVar(&cfg.Site, "site", sandbox.DefaultSite, "the site every host joins")
@@ -85,7 +106,8 @@ func newSandboxDownCmd(g *globals) *cobra.Command {
 namespaces (the VMs too), then the server, delete the namespaces and the
 veth, and remove the files it made under DIR. It follows DIR/sandbox.json
 and, if that is missing, the naming scheme (PREFIX-underlay, PREFIX-hN,
-PREFIX-ctl). Running it again does nothing.`,
+PREFIX-lan, PREFIX-boot, PREFIX-ctl). The boot service and the machines go
+with it. Running it again does nothing.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			cfg.Progress = g.errOut
@@ -110,6 +132,92 @@ func newSandboxStatusCmd(g *globals) *cobra.Command {
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return sandbox.PrintStatus(cmd.Context(), g.out, dir)
+		},
+	}
+	cmd.Flags().StringVar(&dir, "dir", sandbox.DefaultDir, "the sandbox's directory")
+	return cmd
+}
+
+func newSandboxMachineCmd(g *globals) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "machine",
+		Short: "Add, remove and list QEMU machines that network-boot on the provisioning network",
+		Args:  cobra.NoArgs,
+		RunE:  func(cmd *cobra.Command, args []string) error { return cmd.Help() },
+	}
+	cmd.AddCommand(newSandboxMachineAddCmd(g), newSandboxMachineRmCmd(g), newSandboxMachineListCmd(g))
+	return cmd
+}
+
+func newSandboxMachineAddCmd(g *globals) *cobra.Command {
+	var cfg sandbox.MachineConfig
+	cmd := &cobra.Command{
+		Use:   "add NAME [--uefi] [--disk 8G] [--memory 512M] [--mac MAC] [--dir DIR]",
+		Short: "Power on a new machine on the provisioning network; it boots from the network",
+		Long: `Add a machine to the sandbox's provisioning network and power it on, as if
+a new server were plugged into the lab: QEMU with an empty disk
+(DIR/machines/NAME/disk.qcow2) and one NIC on the bridge prov0, set to boot
+from the network first and from its disk second. It runs in the namespace
+PREFIX-lan, detached; its serial console is logged to
+DIR/machines/NAME/console.log.
+
+BIOS machines boot through QEMU's iPXE option ROM, which fetches its script
+over HTTP at once. --uefi machines run OVMF (/usr/share/OVMF/OVMF_CODE_4M.fd,
+with a copy of its variable store) and its own PXE client, which fetches
+iPXE over TFTP first, as real UEFI firmware does. The MAC is
+52:54:00 and three bytes of a hash of NAME unless --mac is given, so a machine
+added again under its name is the same machine to the boot service.`,
+		Example: `  hearth sandbox machine add node1
+  hearth sandbox machine add node2 --uefi --disk 20G --memory 1G
+  tail -f /var/lib/hearth-sandbox/machines/node1/console.log`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cfg.Name = args[0]
+			m, err := sandbox.AddMachine(cmd.Context(), cfg)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(g.out, "machine %s (%s, %s) is on, pid %d\nconsole: %s\n", m.Name, m.MAC, m.Firmware, m.QEMU.PID, m.Console())
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&cfg.Dir, "dir", sandbox.DefaultDir, "the sandbox's directory")
+	f.BoolVar(&cfg.UEFI, "uefi", false, "boot UEFI firmware (OVMF) instead of BIOS (SeaBIOS)")
+	f.StringVar(&cfg.DiskSize, "disk", sandbox.DefaultMachineDisk, "the size of the machine's empty disk")
+	f.StringVar(&cfg.Memory, "memory", sandbox.DefaultMachineMemory, "the machine's memory")
+	f.StringVar(&cfg.MAC, "mac", "", "the NIC's MAC (default: derived from NAME)")
+	return cmd
+}
+
+func newSandboxMachineRmCmd(g *globals) *cobra.Command {
+	var dir string
+	cmd := &cobra.Command{
+		Use:     "rm NAME [--dir DIR]",
+		Aliases: []string{"remove", "delete"},
+		Short:   "Power a machine off and remove it: its QEMU, tap and files",
+		Args:    cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := sandbox.RemoveMachine(cmd.Context(), dir, args[0]); err != nil {
+				return err
+			}
+			fmt.Fprintf(g.errOut, "machine %s removed\n", args[0])
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&dir, "dir", sandbox.DefaultDir, "the sandbox's directory")
+	return cmd
+}
+
+func newSandboxMachineListCmd(g *globals) *cobra.Command {
+	var dir string
+	cmd := &cobra.Command{
+		Use:     "list [--dir DIR]",
+		Aliases: []string{"ls"},
+		Short:   "List the sandbox's machines with their console logs",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return sandbox.PrintMachines(g.out, dir)
 		},
 	}
 	cmd.Flags().StringVar(&dir, "dir", sandbox.DefaultDir, "the sandbox's directory")

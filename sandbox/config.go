@@ -10,6 +10,24 @@
 // Down removes exactly that; Down also works from the naming scheme alone
 // when the record is missing.
 //
+// Bare metal is tried on a provisioning network, a second L2 that has
+// nothing to do with the underlay:
+//
+//	root ns         PREFIX-underlay        PREFIX-boot              PREFIX-lan
+//	PREFIX-ctl .1 ─ br0 ─ h1 … (hosts)
+//	                    └─ boot ─ underlay .9 │ prov .2 ─ boot ─ prov0 ─ m-NAME (tap) ─ QEMU
+//
+// PREFIX-lan holds the bridge prov0, a tap per machine and the machines'
+// QEMU processes (AddMachine). PREFIX-boot holds `hearth boot`: its
+// interface prov (.2 of the provisioning CIDR) serves DHCP, TFTP and HTTP
+// to the machines, and its interface underlay (.9 of the underlay) reaches
+// the server at .1. PREFIX-boot does not forward, and nothing else has an
+// address on the provisioning network, so a machine reaches the boot
+// service and other machines, nothing more. The provisioning network gets
+// a namespace of its own, rather than a second bridge beside br0, so the
+// machines' QEMUs never share a namespace with the hosts' wiring, and Down
+// finds them by that namespace.
+//
 // Sandbox traffic never leaves the namespaces the sandbox made: nothing is
 // bridged, routed or NATed to the machine's real interfaces (see
 // connectRoot for why).
@@ -33,9 +51,11 @@ const (
 	DefaultDir          = "/var/lib/hearth-sandbox"
 	DefaultPrefix       = "hsb"
 	DefaultUnderlayCIDR = "172.31.255.0/24"
-	DefaultPort         = 8443
-	DefaultSite         = "sandbox"
-	DefaultReadyTimeout = 120 * time.Second
+	// DefaultProvisioningCIDR is the network machines network-boot on.
+	DefaultProvisioningCIDR = "172.31.252.0/24"
+	DefaultPort             = 8443
+	DefaultSite             = "sandbox"
+	DefaultReadyTimeout     = 120 * time.Second
 )
 
 // Names inside the underlay namespace and the host namespaces. They live
@@ -49,6 +69,17 @@ const (
 	serverLog    = "server.log"
 	agentLog     = "agent.log"
 	guestSubdir  = "testguest"
+
+	// The provisioning network: the bridge in PREFIX-lan, the boot
+	// service's two links in PREFIX-boot, and their peers' name in
+	// PREFIX-lan and PREFIX-underlay.
+	provBridgeName   = "prov0"
+	bootProvLink     = "prov"
+	bootUnderlayLink = "underlay"
+	bootPortName     = "boot"
+	bootSubdir       = "boot"
+	bootLog          = "boot.log"
+	machinesSubdir   = "machines"
 )
 
 // Config says what sandbox to build.
@@ -62,9 +93,12 @@ type Config struct {
 	// sandbox makes (PREFIX-underlay, PREFIX-h1, PREFIX-ctl). Two
 	// sandboxes on one machine need different prefixes and CIDRs.
 	Prefix string
-	// Underlay is the hosts' network. The root namespace gets .1 and host
-	// i gets .(10+i).
+	// Underlay is the hosts' network. The root namespace gets .1, the
+	// boot service .9 and host i .(10+i).
 	Underlay netip.Prefix
+	// Provisioning is the network machines network-boot on (at least a
+	// /24): the boot service is .2, its DHCP pool .100 to .199.
+	Provisioning netip.Prefix
 	// Port is where the server listens on the underlay's .1.
 	Port int
 	// Site is the site every host joins.
@@ -76,6 +110,15 @@ type Config struct {
 	// DefaultAgentCommand). It runs inside h's namespace with its output
 	// in h's agent.log.
 	AgentCommand func(h Host, j Join) []string
+	// BootService starts the boot service (BootCommand) in PREFIX-boot.
+	// With the default command and a hearth binary that has no `boot`
+	// command, Up says so and goes on without it.
+	BootService bool
+	// BootCommand returns the command that runs the boot service
+	// (default: DefaultBootCommand). It runs inside PREFIX-boot with its
+	// output in DIR/boot/boot.log, and must serve HTTP on
+	// p.HTTPListen: Up waits for that.
+	BootCommand func(p Provisioning, j Join) []string
 	// TestGuest builds the test guest and links its kernel and initrd to
 	// DIR/testguest/ so VMs can boot.
 	TestGuest bool
@@ -84,6 +127,10 @@ type Config struct {
 	ReadyTimeout time.Duration
 	// Progress receives one line per step (default: discarded).
 	Progress io.Writer
+
+	// defaultBootCommand says BootCommand was left to the default, so a
+	// binary without `boot` is a warning, not a failure.
+	defaultBootCommand bool
 }
 
 // Join is what an agent needs to join the sandbox's cluster.
@@ -108,6 +155,29 @@ func DefaultAgentCommand(exe string) func(h Host, j Join) []string {
 			"--name", h.Name,
 			"--data-dir", h.Dir,
 			"--address", h.Address,
+			"--site", j.Site,
+		}
+	}
+}
+
+// DefaultBootCommand runs `hearth boot` on the provisioning network, in
+// full DHCP mode: it is the only DHCP server there. It gets no --router:
+// nothing routes out of the provisioning network. Machines it discovers
+// join the hosts' site.
+func DefaultBootCommand(exe string) func(p Provisioning, j Join) []string {
+	return func(p Provisioning, j Join) []string {
+		return []string{exe, "boot",
+			"--server", j.Server,
+			"--join-token", j.Token,
+			"--ca-file", j.CAFile,
+			"--name", "boot",
+			"--data-dir", p.BootDir,
+			"--interface", p.BootInterface,
+			"--address", p.BootAddress,
+			"--dhcp-mode", "full",
+			"--pool-start", p.PoolStart,
+			"--pool-end", p.PoolEnd,
+			"--http-listen", p.HTTPListen,
 			"--site", j.Site,
 		}
 	}
@@ -143,6 +213,19 @@ func (c Config) withDefaults() (Config, error) {
 	if last := hostOffset(c.Hosts); !offsetFits(c.Underlay, last) {
 		return c, fmt.Errorf("--hosts %d does not fit in --underlay-cidr %s (host i takes address .%d+i): use fewer hosts or a larger prefix", c.Hosts, c.Underlay, hostOffset(0))
 	}
+	if !c.Provisioning.IsValid() {
+		c.Provisioning = netip.MustParsePrefix(DefaultProvisioningCIDR)
+	}
+	if !c.Provisioning.Addr().Is4() {
+		return c, fmt.Errorf("--provisioning-cidr %s: only IPv4 is supported", c.Provisioning)
+	}
+	c.Provisioning = c.Provisioning.Masked()
+	if !offsetFits(c.Provisioning, poolEndOffset) {
+		return c, fmt.Errorf("--provisioning-cidr %s is too small: the DHCP pool is .%d to .%d, so it needs a /24 or larger", c.Provisioning, poolStartOffset, poolEndOffset)
+	}
+	if c.Provisioning.Overlaps(c.Underlay) {
+		return c, fmt.Errorf("--provisioning-cidr %s overlaps --underlay-cidr %s: the boot service sits on both, so they must differ", c.Provisioning, c.Underlay)
+	}
 	if c.Port == 0 {
 		c.Port = DefaultPort
 	}
@@ -158,6 +241,10 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.AgentCommand == nil {
 		c.AgentCommand = DefaultAgentCommand(c.Executable)
+	}
+	if c.BootCommand == nil {
+		c.BootCommand = DefaultBootCommand(c.Executable)
+		c.defaultBootCommand = true
 	}
 	if c.ReadyTimeout == 0 {
 		c.ReadyTimeout = DefaultReadyTimeout
@@ -191,9 +278,17 @@ func validPrefix(p string) error {
 type names string
 
 func (n names) underlay() string       { return string(n) + "-underlay" }
+func (n names) lan() string            { return string(n) + "-lan" }
+func (n names) boot() string           { return string(n) + "-boot" }
 func (n names) ctl() string            { return string(n) + "-ctl" }
 func (n names) host(i int) string      { return "h" + strconv.Itoa(i) }
 func (n names) hostNetns(i int) string { return string(n) + "-" + n.host(i) }
+
+// isOurs reports whether a namespace of this name is one a sandbox with
+// this prefix makes.
+func (n names) isOurs(name string) bool {
+	return name == n.underlay() || name == n.lan() || name == n.boot() || n.isHostNetns(name)
+}
 
 // isHostNetns reports whether name is PREFIX-h<digits>.
 func (n names) isHostNetns(name string) bool {
@@ -205,11 +300,23 @@ func (n names) isHostNetns(name string) bool {
 	return err == nil && rest[0] != '0'
 }
 
-// Addresses in the underlay: the root namespace's end is .1, host i is
-// .(10+i).
+// Addresses in the underlay: the root namespace's end is .1, the boot
+// service .9, host i is .(10+i).
 func hostOffset(i int) int { return 10 + i }
 
-const ctlOffset = 1
+const (
+	ctlOffset          = 1
+	bootUnderlayOffset = 9
+)
+
+// Addresses in the provisioning network. .1 is left free for a router
+// should the provisioning network ever get one.
+const (
+	bootProvOffset  = 2
+	poolStartOffset = 100
+	poolEndOffset   = 199
+	bootHTTPPort    = 8080
+)
 
 func offsetFits(p netip.Prefix, off int) bool {
 	size := 1 << (32 - p.Bits())

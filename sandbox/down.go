@@ -24,17 +24,17 @@ const (
 // Down removes the sandbox in cfg.Dir (only Dir, Prefix and Progress of
 // cfg matter; the record's prefix wins over cfg's). In this order it
 //
-//   - stops the agents and every process still inside the sandbox's
-//     namespaces (VMs the agents started live there too), SIGTERM first and
-//     SIGKILL after a grace period;
+//   - stops the agents, the boot service, the machines and every process
+//     still inside the sandbox's namespaces (VMs the agents started live
+//     there too), SIGTERM first and SIGKILL after a grace period;
 //   - stops the server;
 //   - deletes the root namespace's veth and the network namespaces, which
 //     takes the bridge and every link inside with them;
 //   - removes the files it made under Dir, and Dir if Up made it.
 //
 // It works from DIR/sandbox.json, and also from the naming scheme alone
-// (PREFIX-underlay, PREFIX-h<N>, PREFIX-ctl, the server whose --data-dir
-// is DIR/server), so a missing or partial record still leaves nothing
+// (PREFIX-underlay, PREFIX-h<N>, PREFIX-lan, PREFIX-boot, PREFIX-ctl, the
+// server whose --data-dir is DIR/server), so a missing or partial record still leaves nothing
 // behind. Running it again does nothing. It goes on after a failed step
 // and returns every failure.
 func Down(ctx context.Context, cfg Config) error {
@@ -82,7 +82,7 @@ func Down(ctx context.Context, cfg Config) error {
 		}
 	}
 	ours := func(name string) bool {
-		return slices.Contains(nss, name) || name == n.underlay() || n.isHostNetns(name)
+		return slices.Contains(nss, name) || n.isOurs(name)
 	}
 	// Agents first, with everything inside the namespaces. Sweep again in
 	// case something started a process while the others were stopping.
@@ -91,6 +91,14 @@ func Down(ctx context.Context, cfg Config) error {
 		for _, h := range st.Hosts {
 			if h.Agent.alive() {
 				ps = append(ps, *h.Agent)
+			}
+		}
+		if p := st.Provisioning; p != nil && p.Boot.alive() {
+			ps = append(ps, *p.Boot)
+		}
+		for _, m := range st.Machines {
+			if m.QEMU.alive() {
+				ps = append(ps, *m.QEMU)
 			}
 		}
 		ps = uniqueProcs(append(ps, processesInside(ids, ours)...))
@@ -153,7 +161,9 @@ func removeFiles(dir string, st *State) error {
 				case e.Name() == serverLog,
 					e.Name() == serverSubdir && exists(filepath.Join(p, "ca.crt")),
 					e.Name() == guestSubdir && (exists(filepath.Join(p, "vmlinuz")) || exists(filepath.Join(p, "initrd.img"))),
-					hostDirName.MatchString(e.Name()) && exists(filepath.Join(p, agentLog)):
+					hostDirName.MatchString(e.Name()) && exists(filepath.Join(p, agentLog)),
+					e.Name() == bootSubdir && exists(filepath.Join(p, bootLog)),
+					e.Name() == machinesSubdir && onlyMachines(p):
 					paths = append(paths, p)
 				}
 			}
@@ -180,6 +190,21 @@ func removeFiles(dir string, st *State) error {
 		_ = os.Remove(dir)
 	}
 	return errors.Join(errs...)
+}
+
+// onlyMachines reports whether dir holds machine directories and
+// nothing else.
+func onlyMachines(dir string) bool {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return false
+	}
+	for _, e := range entries {
+		if !e.IsDir() || !exists(filepath.Join(dir, e.Name(), machineDisk)) {
+			return false
+		}
+	}
+	return true
 }
 
 func exists(p string) bool {

@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 
 	"github.com/vishvananda/netlink"
@@ -16,7 +17,8 @@ import (
 
 // BuildNetwork makes the underlay: a namespace holding the bridge, the
 // root namespace's veth onto it, and one namespace per host with its eth0
-// on the bridge. Each piece is recorded as soon as it exists.
+// on the bridge; then the provisioning network (buildProvisioning). Each
+// piece is recorded as soon as it exists.
 func (s *Sandbox) BuildNetwork() error {
 	under, err := s.newNetns(s.names.underlay())
 	if err != nil {
@@ -49,7 +51,7 @@ func (s *Sandbox) BuildNetwork() error {
 			return err
 		}
 	}
-	return nil
+	return s.buildProvisioning(under, uh)
 }
 
 // connectRoot plugs the root namespace into the underlay with one veth,
@@ -85,7 +87,7 @@ func (s *Sandbox) connectRoot(under netns.NsHandle, uh *netlink.Handle) error {
 	if err := s.State.save(); err != nil {
 		return err
 	}
-	if err := plugIntoBridge(uh, ctlPeerName); err != nil {
+	if err := plugIntoBridge(uh, ctlPeerName, bridgeName); err != nil {
 		return err
 	}
 	// Best effort: without IPv6 in the kernel there is nothing to turn off.
@@ -135,7 +137,7 @@ func (s *Sandbox) addHost(i int, under netns.NsHandle, uh *netlink.Handle) error
 	if err := uh.LinkAdd(veth); err != nil {
 		return fmt.Errorf("creating veth %s (%s) – %s (%s): %w", hostLinkName, nsName, port, s.names.underlay(), err)
 	}
-	if err := plugIntoBridge(uh, port); err != nil {
+	if err := plugIntoBridge(uh, port, bridgeName); err != nil {
 		return err
 	}
 	hh, err := netlink.NewHandleAt(hostNs)
@@ -146,15 +148,122 @@ func (s *Sandbox) addHost(i int, under netns.NsHandle, uh *netlink.Handle) error
 	if err := linkUp(hh, "lo"); err != nil {
 		return fmt.Errorf("%s: %w", nsName, err)
 	}
-	eth, err := hh.LinkByName(hostLinkName)
+	return addressUp(hh, nsName, hostLinkName, netip.PrefixFrom(addr, s.cfg.Underlay.Bits()))
+}
+
+// buildProvisioning makes the provisioning network: PREFIX-lan with the
+// bridge prov0, and PREFIX-boot with one veth on prov0 (prov, .2) and one
+// on the underlay (underlay, .9). See the package comment for the picture.
+func (s *Sandbox) buildProvisioning(under netns.NsHandle, uh *netlink.Handle) error {
+	p := &Provisioning{
+		CIDR:                s.cfg.Provisioning.String(),
+		Netns:               s.names.lan(),
+		Bridge:              provBridgeName,
+		BootNetns:           s.names.boot(),
+		BootInterface:       bootProvLink,
+		BootAddress:         addrAt(s.cfg.Provisioning, bootProvOffset).String(),
+		BootUnderlayLink:    bootUnderlayLink,
+		BootUnderlayAddress: addrAt(s.cfg.Underlay, bootUnderlayOffset).String(),
+		PoolStart:           addrAt(s.cfg.Provisioning, poolStartOffset).String(),
+		PoolEnd:             addrAt(s.cfg.Provisioning, poolEndOffset).String(),
+		HTTPListen:          net.JoinHostPort(addrAt(s.cfg.Provisioning, bootProvOffset).String(), strconv.Itoa(bootHTTPPort)),
+		BootDir:             filepath.Join(s.cfg.Dir, bootSubdir),
+	}
+	s.State.Provisioning = p
+	if err := s.State.save(); err != nil {
+		return err
+	}
+
+	lan, err := s.newNetns(p.Netns)
 	if err != nil {
-		return fmt.Errorf("%s in %s: %w", hostLinkName, nsName, err)
+		return err
 	}
-	if err := hh.AddrAdd(eth, ipNet(addr, s.cfg.Underlay.Bits())); err != nil {
-		return fmt.Errorf("addressing %s in %s with %s: %w", hostLinkName, nsName, addr, err)
+	defer lan.Close()
+	lh, err := netlink.NewHandleAt(lan)
+	if err != nil {
+		return fmt.Errorf("netlink in %s: %w", p.Netns, err)
 	}
-	if err := hh.LinkSetUp(eth); err != nil {
-		return fmt.Errorf("bringing %s up in %s: %w", hostLinkName, nsName, err)
+	defer lh.Close()
+	if err := linkUp(lh, "lo"); err != nil {
+		return fmt.Errorf("%s: %w", p.Netns, err)
+	}
+	if err := lh.LinkAdd(&netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: provBridgeName}}); err != nil {
+		return fmt.Errorf("creating bridge %s in %s: %w", provBridgeName, p.Netns, err)
+	}
+	// Not even an IPv6 link-local address: PREFIX-lan is the wire, not a
+	// party on it. Best effort, as for the root's veth.
+	_ = InNetns(p.Netns, func() error {
+		return os.WriteFile("/proc/sys/net/ipv6/conf/"+provBridgeName+"/disable_ipv6", []byte("1"), 0o644)
+	})
+	if err := linkUp(lh, provBridgeName); err != nil {
+		return fmt.Errorf("%s: %w", p.Netns, err)
+	}
+
+	boot, err := s.newNetns(p.BootNetns)
+	if err != nil {
+		return err
+	}
+	defer boot.Close()
+	bh, err := netlink.NewHandleAt(boot)
+	if err != nil {
+		return fmt.Errorf("netlink in %s: %w", p.BootNetns, err)
+	}
+	defer bh.Close()
+	if err := linkUp(bh, "lo"); err != nil {
+		return fmt.Errorf("%s: %w", p.BootNetns, err)
+	}
+	// The boot service is on two networks; it must never route between
+	// them. A new namespace starts with forwarding off; make sure.
+	if err := InNetns(p.BootNetns, func() error {
+		return os.WriteFile("/proc/sys/net/ipv4/ip_forward", []byte("0"), 0o644)
+	}); err != nil {
+		return fmt.Errorf("turning forwarding off in %s: %w", p.BootNetns, err)
+	}
+	links := []struct {
+		name, peerNs string
+		peer         *netlink.Handle
+		bridge       string
+		addr         netip.Prefix
+	}{
+		{p.BootInterface, p.Netns, lh, provBridgeName, netip.PrefixFrom(netip.MustParseAddr(p.BootAddress), s.cfg.Provisioning.Bits())},
+		{p.BootUnderlayLink, s.names.underlay(), uh, bridgeName, netip.PrefixFrom(netip.MustParseAddr(p.BootUnderlayAddress), s.cfg.Underlay.Bits())},
+	}
+	for _, l := range links {
+		peerNs, err := netns.GetFromPath(filepath.Join(netnsDir, l.peerNs))
+		if err != nil {
+			return fmt.Errorf("network namespace %s: %w", l.peerNs, err)
+		}
+		veth := &netlink.Veth{
+			LinkAttrs:     netlink.LinkAttrs{Name: l.name, Namespace: netlink.NsFd(boot)},
+			PeerName:      bootPortName,
+			PeerNamespace: netlink.NsFd(peerNs),
+		}
+		err = bh.LinkAdd(veth)
+		peerNs.Close()
+		if err != nil {
+			return fmt.Errorf("creating veth %s (%s) – %s (%s): %w", l.name, p.BootNetns, bootPortName, l.peerNs, err)
+		}
+		if err := plugIntoBridge(l.peer, bootPortName, l.bridge); err != nil {
+			return err
+		}
+		if err := addressUp(bh, p.BootNetns, l.name, l.addr); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// addressUp gives a link its address and brings it up.
+func addressUp(h *netlink.Handle, nsName, link string, addr netip.Prefix) error {
+	l, err := h.LinkByName(link)
+	if err != nil {
+		return fmt.Errorf("%s in %s: %w", link, nsName, err)
+	}
+	if err := h.AddrAdd(l, ipNet(addr.Addr(), addr.Bits())); err != nil {
+		return fmt.Errorf("addressing %s in %s with %s: %w", link, nsName, addr, err)
+	}
+	if err := h.LinkSetUp(l); err != nil {
+		return fmt.Errorf("bringing %s up in %s: %w", link, nsName, err)
 	}
 	return nil
 }
@@ -163,6 +272,9 @@ func (s *Sandbox) addHost(i int, under netns.NsHandle, uh *netlink.Handle) error
 // handle on it.
 func (s *Sandbox) newNetns(name string) (netns.NsHandle, error) {
 	var ns netns.NsHandle
+	if err := sharedNetnsDir(); err != nil {
+		return ns, err
+	}
 	err := onThrowawayThread(func() error {
 		var err error
 		ns, err = netns.NewNamed(name)
@@ -176,6 +288,27 @@ func (s *Sandbox) newNetns(name string) (netns.NsHandle, error) {
 	}
 	s.State.Namespaces = append(s.State.Namespaces, name)
 	return ns, s.State.save()
+}
+
+// sharedNetnsDir makes /run/netns a shared mount point of its own, as
+// iproute2 does before it adds a namespace. Without it, the first
+// `ip netns add` after the sandbox was built bind-mounts /run/netns over
+// itself and hides the sandbox's namespaces from `down`.
+func sharedNetnsDir() error {
+	if err := os.MkdirAll(netnsDir, 0o755); err != nil {
+		return err
+	}
+	if err := unix.Mount("", netnsDir, "none", unix.MS_SHARED|unix.MS_REC, ""); err == nil {
+		return nil
+	}
+	// Not a mount point yet: make it one, then shared.
+	if err := unix.Mount(netnsDir, netnsDir, "none", unix.MS_BIND|unix.MS_REC, ""); err != nil {
+		return fmt.Errorf("making %s a mount point: %w", netnsDir, err)
+	}
+	if err := unix.Mount("", netnsDir, "none", unix.MS_SHARED|unix.MS_REC, ""); err != nil {
+		return fmt.Errorf("sharing %s: %w", netnsDir, err)
+	}
+	return nil
 }
 
 // checkUnderlayFree refuses an underlay that overlaps a network the root
@@ -213,21 +346,21 @@ func linkUp(h *netlink.Handle, name string) error {
 	return nil
 }
 
-// plugIntoBridge attaches a link of the underlay namespace to its bridge
+// plugIntoBridge attaches a link to a bridge in the same namespace (h's)
 // and brings it up.
-func plugIntoBridge(uh *netlink.Handle, name string) error {
-	l, err := uh.LinkByName(name)
+func plugIntoBridge(h *netlink.Handle, name, bridge string) error {
+	l, err := h.LinkByName(name)
 	if err != nil {
-		return fmt.Errorf("link %s in the underlay: %w", name, err)
+		return fmt.Errorf("link %s: %w", name, err)
 	}
-	br, err := uh.LinkByName(bridgeName)
+	br, err := h.LinkByName(bridge)
 	if err != nil {
-		return fmt.Errorf("bridge %s: %w", bridgeName, err)
+		return fmt.Errorf("bridge %s: %w", bridge, err)
 	}
-	if err := uh.LinkSetMaster(l, br); err != nil {
-		return fmt.Errorf("attaching %s to %s: %w", name, bridgeName, err)
+	if err := h.LinkSetMaster(l, br); err != nil {
+		return fmt.Errorf("attaching %s to %s: %w", name, bridge, err)
 	}
-	if err := uh.LinkSetUp(l); err != nil {
+	if err := h.LinkSetUp(l); err != nil {
 		return fmt.Errorf("bringing %s up: %w", name, err)
 	}
 	return nil
@@ -252,7 +385,7 @@ func namespacesNamed(n names) []string {
 	entries, _ := os.ReadDir(netnsDir)
 	var out []string
 	for _, e := range entries {
-		if e.Name() == n.underlay() || n.isHostNetns(e.Name()) {
+		if n.isOurs(e.Name()) {
 			out = append(out, e.Name())
 		}
 	}

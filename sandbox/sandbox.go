@@ -10,7 +10,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -23,9 +22,9 @@ import (
 )
 
 // Sandbox is a sandbox being built. Its steps run in this order: New,
-// BuildNetwork, StartServer, StartAgents, BuildTestGuest, WaitReady (Up
-// runs them all). Each records what it made before going on, so Down can
-// remove a sandbox stopped at any step.
+// BuildNetwork, StartServer, StartAgents, StartBootService,
+// BuildTestGuest, WaitReady (Up runs them all). Each records what it made
+// before going on, so Down can remove a sandbox stopped at any step.
 type Sandbox struct {
 	cfg   Config
 	names names
@@ -34,22 +33,29 @@ type Sandbox struct {
 }
 
 // Up builds a whole sandbox: the network, the server, an agent per host,
-// the test guest, and waits until every Host is Ready. When a step fails,
-// what was made stays (its logs explain the failure) and the error says
-// which step failed and to run Down.
+// the boot service, the test guest, and waits until every Host is Ready.
+// When a step fails, what was made stays (its logs explain the failure)
+// and the error says which step failed and to run Down.
 func Up(ctx context.Context, cfg Config) (*Sandbox, error) {
 	s, err := New(cfg)
 	if err != nil {
 		return nil, err
 	}
+	// Machines are added once Up is done, not while it writes the record.
+	unlock, err := lockState(ctx, s.cfg.Dir)
+	if err != nil {
+		return s, err
+	}
+	defer unlock()
 	steps := []struct {
 		what string
 		run  func(context.Context) error
 		skip bool
 	}{
-		{what: "building the underlay and " + plural(s.cfg.Hosts, "host namespace"), run: func(context.Context) error { return s.BuildNetwork() }},
+		{what: "building the underlay, " + plural(s.cfg.Hosts, "host namespace") + " and the provisioning network", run: func(context.Context) error { return s.BuildNetwork() }},
 		{what: "starting the server", run: s.StartServer},
 		{what: "starting " + plural(s.cfg.Hosts, "agent"), run: s.StartAgents},
+		{what: "starting the boot service", run: s.StartBootService, skip: !s.cfg.BootService},
 		{what: "building the test guest", run: s.BuildTestGuest, skip: !s.cfg.TestGuest},
 		{what: "waiting for every host to be Ready", run: s.WaitReady},
 	}
@@ -110,14 +116,19 @@ func New(cfg Config) (*Sandbox, error) {
 
 // downCommand is the command that removes this sandbox.
 func (s *Sandbox) downCommand() string {
-	cmd := "hearth sandbox down"
-	if s.cfg.Dir != DefaultDir {
-		cmd += " --dir " + s.cfg.Dir
-	}
+	cmd := "hearth sandbox down" + s.dirFlag()
 	if s.cfg.Prefix != DefaultPrefix {
 		cmd += " --prefix " + s.cfg.Prefix
 	}
 	return cmd
+}
+
+// dirFlag is " --dir DIR", or "" for the default directory.
+func (s *Sandbox) dirFlag() string {
+	if s.cfg.Dir != DefaultDir {
+		return " --dir " + s.cfg.Dir
+	}
+	return ""
 }
 
 // Executable is the hearth binary the sandbox runs.
@@ -130,12 +141,7 @@ func (s *Sandbox) Command(netnsName string, argv ...string) *exec.Cmd {
 }
 
 // addPath records a file or directory made under Dir.
-func (s *Sandbox) addPath(p string) error {
-	if !slices.Contains(s.State.Paths, p) {
-		s.State.Paths = append(s.State.Paths, p)
-	}
-	return s.State.save()
-}
+func (s *Sandbox) addPath(p string) error { return s.State.addPath(p) }
 
 // serverHostPort is where the server listens: .1 of the underlay.
 func (s *Sandbox) serverHostPort() string {
@@ -210,12 +216,17 @@ func (s *Sandbox) Client() (*client.Client, error) {
 
 // JoinToken makes a join token for the sandbox's hosts.
 func (s *Sandbox) JoinToken(ctx context.Context) (string, error) {
+	return s.joinToken(ctx, "hearth sandbox hosts")
+}
+
+// joinToken makes a join token for the sandbox's site.
+func (s *Sandbox) joinToken(ctx context.Context, description string) (string, error) {
 	c, err := s.Client()
 	if err != nil {
 		return "", err
 	}
 	var resp server.TokenResponse
-	req := server.TokenRequest{TTL: "24h", Site: s.cfg.Site, Description: "hearth sandbox hosts"}
+	req := server.TokenRequest{TTL: "24h", Site: s.cfg.Site, Description: description}
 	if err := c.Do(ctx, http.MethodPost, api.PathPrefix+"/jointokens", req, &resp); err != nil {
 		return "", fmt.Errorf("making a join token: %w", err)
 	}
@@ -378,6 +389,11 @@ func (s *Sandbox) PrintSummary(w io.Writer) {
 	fmt.Fprintf(w, "# server  %s  log %s\n", s.State.ServerURL, s.State.Server.Log)
 	for _, h := range s.State.Hosts {
 		fmt.Fprintf(w, "# %-6s  %-15s  netns %s  log %s\n", h.Name, h.Address, h.Netns, h.Log())
+	}
+	if p := s.State.Provisioning; p != nil {
+		fmt.Fprintf(w, "# provisioning  %s  netns %s, bridge %s\n", p.CIDR, p.Netns, p.Bridge)
+		fmt.Fprintf(w, "# boot service  %s  %s\n", p.BootAddress, bootStatus(p))
+		fmt.Fprintf(w, "# a machine that network-boots: hearth sandbox machine add NAME [--uefi]%s\n", s.dirFlag())
 	}
 	if g := s.State.TestGuest; g != nil {
 		fmt.Fprintf(w, "# test guest  file://%s  file://%s\n", g.Kernel, g.Initrd)

@@ -8,10 +8,12 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"maps"
 	"math/big"
 	"net"
 	"net/http"
 	"net/netip"
+	"net/url"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -101,6 +103,11 @@ func helperMain(args []string) int {
 		return fakeAgentMain(args[1:])
 	case "test-failing-agent":
 		fmt.Println("the stand-in agent gives up at once")
+		return 3
+	case "test-boot":
+		return fakeBootMain(args[1:])
+	case "test-failing-boot":
+		fmt.Println("the stand-in boot service gives up at once")
 		return 3
 	case "server":
 		return serverMain(args[1:])
@@ -217,6 +224,56 @@ func fakeAgentMain(args []string) int {
 	}
 }
 
+// fakeBootMain stands in for `hearth boot` (same flags): it checks that
+// it runs where the sandbox says, with both networks, and serves HTTP on
+// --http-listen.
+func fakeBootMain(args []string) int {
+	fs := flag.NewFlagSet("test-boot", flag.ContinueOnError)
+	srv := fs.String("server", "", "")
+	fs.String("join-token", "", "")
+	caFile := fs.String("ca-file", "", "")
+	fs.String("name", "", "")
+	fs.String("data-dir", "", "")
+	iface := fs.String("interface", "", "")
+	address := fs.String("address", "", "")
+	fs.String("dhcp-mode", "", "")
+	fs.String("pool-start", "", "")
+	fs.String("pool-end", "", "")
+	httpListen := fs.String("http-listen", "", "")
+	fs.String("site", "", "")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if !hasAddress(*address) {
+		fmt.Printf("%s is not an address of this namespace\n", *address)
+		return 1
+	}
+	if _, err := net.InterfaceByName(*iface); err != nil {
+		fmt.Printf("interface %s: %v\n", *iface, err)
+		return 1
+	}
+	if _, err := os.Stat(*caFile); err != nil {
+		fmt.Println(err)
+		return 1
+	}
+	u, err := url.Parse(*srv)
+	if err != nil {
+		fmt.Println(err)
+		return 1
+	}
+	if c, err := net.DialTimeout("tcp", u.Host, 5*time.Second); err != nil {
+		fmt.Printf("the server at %s: %v\n", u.Host, err)
+		return 1
+	} else {
+		c.Close()
+	}
+	fmt.Println("the stand-in boot service serves", *httpListen)
+	if err := http.ListenAndServe(*httpListen, http.NotFoundHandler()); err != nil {
+		fmt.Println(err)
+	}
+	return 1
+}
+
 func hasAddress(addr string) bool {
 	addrs, _ := net.InterfaceAddrs()
 	for _, a := range addrs {
@@ -227,9 +284,10 @@ func hasAddress(addr string) bool {
 	return false
 }
 
-// testConfig is a sandbox of two hosts with names and an underlay of its
-// own (198.18.0.0/15 is reserved for benchmarks, so it is nobody's LAN),
-// so a test never meets a real sandbox or another test.
+// testConfig is a sandbox of two hosts with names, an underlay and a
+// provisioning network of its own (198.18.0.0/15 is reserved for
+// benchmarks, so it is nobody's LAN), so a test never meets a real sandbox
+// or another test.
 func testConfig(t *testing.T) sandbox.Config {
 	t.Helper()
 	if os.Geteuid() != 0 {
@@ -243,12 +301,13 @@ func testConfig(t *testing.T) sandbox.Config {
 		t.Fatal(err)
 	}
 	return sandbox.Config{
-		Dir:        t.TempDir(),
-		Hosts:      2,
-		Prefix:     "hst" + hex.EncodeToString(b),
-		Underlay:   netip.MustParsePrefix(fmt.Sprintf("198.18.%d.0/24", third.Int64())),
-		Executable: exe,
-		Progress:   testWriter{t},
+		Dir:          t.TempDir(),
+		Hosts:        2,
+		Prefix:       "hst" + hex.EncodeToString(b),
+		Underlay:     netip.MustParsePrefix(fmt.Sprintf("198.18.%d.0/24", third.Int64())),
+		Provisioning: netip.MustParsePrefix(fmt.Sprintf("198.19.%d.0/24", third.Int64())),
+		Executable:   exe,
+		Progress:     testWriter{t},
 	}
 }
 
@@ -413,7 +472,7 @@ func TestNetworkAndDown(t *testing.T) {
 		t.Errorf("New on an existing sandbox: got %v, want an error saying a sandbox is already up", err)
 	}
 
-	want := []string{cfg.Prefix + "-underlay", cfg.Prefix + "-h1", cfg.Prefix + "-h2"}
+	want := []string{cfg.Prefix + "-underlay", cfg.Prefix + "-h1", cfg.Prefix + "-h2", cfg.Prefix + "-lan", cfg.Prefix + "-boot"}
 	if got := s.State.Namespaces; !slices.Equal(got, want) {
 		t.Errorf("recorded namespaces: got %v, want %v", got, want)
 	}
@@ -458,6 +517,8 @@ func TestNetworkAndDown(t *testing.T) {
 	if !errors.Is(err, unix.ENETUNREACH) {
 		t.Errorf("from %s to 192.0.2.1: got %v, want network is unreachable", h1.Name, err)
 	}
+
+	checkProvisioning(t, cfg, s)
 
 	// The root namespace gained the connected route of the underlay and
 	// nothing else: no IPv6 route, no default route, no forwarding.
@@ -531,6 +592,121 @@ func TestNetworkAndDown(t *testing.T) {
 	down(t, cfg)
 }
 
+// checkProvisioning checks the provisioning network BuildNetwork made:
+// prov0 in PREFIX-lan, PREFIX-boot on it at .2 and on the underlay at .9,
+// reaching the root's .1, not forwarding, and unreachable from the hosts.
+func checkProvisioning(t *testing.T, cfg sandbox.Config, s *sandbox.Sandbox) {
+	t.Helper()
+	p := s.State.Provisioning
+	want := sandbox.Provisioning{
+		CIDR:                cfg.Provisioning.String(),
+		Netns:               cfg.Prefix + "-lan",
+		Bridge:              "prov0",
+		BootNetns:           cfg.Prefix + "-boot",
+		BootInterface:       "prov",
+		BootAddress:         addrPlus(cfg.Provisioning, 2),
+		BootUnderlayLink:    "underlay",
+		BootUnderlayAddress: addrPlus(cfg.Underlay, 9),
+		PoolStart:           addrPlus(cfg.Provisioning, 100),
+		PoolEnd:             addrPlus(cfg.Provisioning, 199),
+		HTTPListen:          addrPlus(cfg.Provisioning, 2) + ":8080",
+		BootDir:             filepath.Join(cfg.Dir, "boot"),
+	}
+	if p == nil || *p != want {
+		t.Fatalf("provisioning: got %+v, want %+v", p, want)
+	}
+	if st, err := sandbox.LoadState(cfg.Dir); err != nil || st.Provisioning == nil || *st.Provisioning != want {
+		t.Errorf("sandbox.json's provisioning: got %+v, %v", st.Provisioning, err)
+	}
+	var bridge string
+	var ports []string
+	err := sandbox.InNetns(p.Netns, func() error {
+		l, err := netlink.LinkByName("prov0")
+		if err != nil {
+			return err
+		}
+		bridge = l.Type()
+		links, err := netlink.LinkList()
+		for _, o := range links {
+			if o.Attrs().MasterIndex == l.Attrs().Index {
+				ports = append(ports, o.Attrs().Name)
+			}
+		}
+		return err
+	})
+	if err != nil || bridge != "bridge" || !slices.Equal(ports, []string{"boot"}) {
+		t.Errorf("prov0 in %s: %s with ports %v, %v; want a bridge with port boot", p.Netns, bridge, ports, err)
+	}
+	var addrs []string
+	err = sandbox.InNetns(p.BootNetns, func() error {
+		for _, name := range []string{"prov", "underlay"} {
+			l, err := netlink.LinkByName(name)
+			if err != nil {
+				return err
+			}
+			as, err := netlink.AddrList(l, netlink.FAMILY_V4)
+			if err != nil {
+				return err
+			}
+			for _, a := range as {
+				addrs = append(addrs, name+" "+a.IPNet.String())
+			}
+		}
+		return nil
+	})
+	wantAddrs := []string{
+		fmt.Sprintf("prov %s/24", p.BootAddress),
+		fmt.Sprintf("underlay %s/24", p.BootUnderlayAddress),
+	}
+	if err != nil || !slices.Equal(addrs, wantAddrs) {
+		t.Errorf("addresses in %s: got %v, %v; want %v", p.BootNetns, addrs, err, wantAddrs)
+	}
+	var forwarding []byte
+	err = sandbox.InNetns(p.BootNetns, func() (err error) {
+		forwarding, err = os.ReadFile("/proc/sys/net/ipv4/ip_forward")
+		return err
+	})
+	if err != nil || strings.TrimSpace(string(forwarding)) != "0" {
+		t.Errorf("ip_forward in %s: %q, %v; want 0", p.BootNetns, forwarding, err)
+	}
+
+	// The boot service reaches the root namespace's .1, where the server
+	// listens.
+	ln, err := net.Listen("tcp", addrPlus(cfg.Underlay, 1)+":0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		if c, err := ln.Accept(); err == nil {
+			c.Close()
+		}
+	}()
+	err = sandbox.InNetns(p.BootNetns, func() error {
+		c, err := net.DialTimeout("tcp", ln.Addr().String(), 5*time.Second)
+		if err == nil {
+			c.Close()
+		}
+		return err
+	})
+	if err != nil {
+		t.Errorf("from %s to the root namespace's %s: %v", p.BootNetns, ln.Addr(), err)
+	}
+	// A host does not reach the provisioning network: it has no route
+	// there.
+	err = sandbox.InNetns(s.State.Hosts[0].Netns, func() error {
+		c, err := net.DialTimeout("udp", p.BootAddress+":67", time.Second)
+		if err == nil {
+			_, err = c.Write([]byte("x"))
+			c.Close()
+		}
+		return err
+	})
+	if !errors.Is(err, unix.ENETUNREACH) {
+		t.Errorf("from %s to %s: got %v, want network is unreachable", s.State.Hosts[0].Name, p.BootAddress, err)
+	}
+}
+
 func addrPlus(p netip.Prefix, n int) string {
 	a := p.Addr()
 	for range n {
@@ -592,10 +768,15 @@ func TestUpWithStandInAgents(t *testing.T) {
 		argv[1] = "test-agent"
 		return argv
 	}
+	// The test binary has no `boot` command: Up goes on without one.
+	cfg.BootService = true
 	t.Cleanup(func() { sandbox.Down(context.Background(), cfg) })
 	s, err := sandbox.Up(context.Background(), cfg)
 	if err != nil {
 		t.Fatalf("Up: %v", err)
+	}
+	if p := s.State.Provisioning; p == nil || p.Boot != nil || !strings.Contains(p.BootSkipped, "has no boot command") {
+		t.Errorf("provisioning: got %+v, want no boot service, skipped as the binary has no boot command", p)
 	}
 	var out strings.Builder
 	s.PrintSummary(&out)
@@ -631,7 +812,7 @@ func TestUpWithStandInAgents(t *testing.T) {
 		t.Errorf("PrintStatus: %v", err)
 	}
 	t.Logf("status:\n%s", status.String())
-	if !strings.Contains(status.String(), "answering") || strings.Count(status.String(), "Host Ready") != 2 {
+	if !strings.Contains(status.String(), "answering") || strings.Count(status.String(), "Host Ready") != 2 || !strings.Contains(status.String(), "not started: ") {
 		t.Errorf("status does not show the server answering and two Ready hosts:\n%s", status.String())
 	}
 	if _, err := sandbox.Up(context.Background(), cfg); err == nil || !strings.Contains(err.Error(), "a sandbox is already up in "+cfg.Dir+"; run hearth sandbox down") {
@@ -675,6 +856,97 @@ func TestUpReportsAFailingAgent(t *testing.T) {
 	} {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("Up with an agent that exits: got %v, want an error containing %q", err, want)
+		}
+	}
+	down(t, cfg)
+	if ns := netnsNames(t, cfg.Prefix); len(ns) > 0 {
+		t.Errorf("namespaces left after down: %v", ns)
+	}
+}
+
+func TestUpWithStandInBootService(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a server")
+	}
+	cfg := testConfig(t)
+	cfg.Hosts = 1
+	cfg.Port = freePort(t)
+	cfg.ReadyTimeout = 60 * time.Second
+	cfg.AgentCommand = func(h sandbox.Host, j sandbox.Join) []string {
+		argv := sandbox.DefaultAgentCommand(cfg.Executable)(h, j)
+		argv[1] = "test-agent"
+		return argv
+	}
+	cfg.BootService = true
+	cfg.BootCommand = func(p sandbox.Provisioning, j sandbox.Join) []string {
+		argv := sandbox.DefaultBootCommand(cfg.Executable)(p, j)
+		argv[1] = "test-boot"
+		return argv
+	}
+	t.Cleanup(func() { sandbox.Down(context.Background(), cfg) })
+	s, err := sandbox.Up(context.Background(), cfg)
+	if err != nil {
+		t.Fatalf("Up: %v", err)
+	}
+	p := s.State.Provisioning
+	if p == nil || p.Boot == nil || procGone(p.Boot.PID) {
+		t.Fatalf("provisioning: got %+v, want a running boot service", p)
+	}
+	st, err := sandbox.LoadState(cfg.Dir)
+	if err != nil || st.Provisioning == nil || st.Provisioning.Boot == nil || *st.Provisioning.Boot != *p.Boot {
+		t.Errorf("sandbox.json's boot service: got %+v, %v; want %+v", st.Provisioning, err, p.Boot)
+	}
+	// The stand-in checked its addresses and the server; the HTTP it
+	// serves is on the provisioning network only.
+	if log, _ := os.ReadFile(p.BootLog()); !strings.Contains(string(log), "the stand-in boot service serves "+p.HTTPListen) {
+		t.Errorf("%s: %q", p.BootLog(), log)
+	}
+	var summary strings.Builder
+	s.PrintSummary(&summary)
+	if !strings.Contains(summary.String(), "# boot service  "+p.BootAddress+"  netns "+p.BootNetns+", running") {
+		t.Errorf("summary does not show the boot service running:\n%s", summary.String())
+	}
+	pid := p.Boot.PID
+	down(t, cfg)
+	if !eventually(func() bool { return procGone(pid) }) {
+		t.Errorf("the boot service (pid %d) survived down", pid)
+	}
+	if ns := netnsNames(t, cfg.Prefix); len(ns) > 0 {
+		t.Errorf("namespaces left after down: %v", ns)
+	}
+	if entries, _ := os.ReadDir(cfg.Dir); len(entries) > 0 {
+		t.Errorf("files left in %s: %v", cfg.Dir, entries)
+	}
+}
+
+func TestUpReportsAFailingBootService(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a server")
+	}
+	cfg := testConfig(t)
+	cfg.Hosts = 1
+	cfg.Port = freePort(t)
+	cfg.AgentCommand = func(h sandbox.Host, j sandbox.Join) []string {
+		argv := sandbox.DefaultAgentCommand(cfg.Executable)(h, j)
+		argv[1] = "test-agent"
+		return argv
+	}
+	cfg.BootService = true
+	cfg.BootCommand = func(p sandbox.Provisioning, j sandbox.Join) []string {
+		return []string{cfg.Executable, "test-failing-boot"}
+	}
+	t.Cleanup(func() { sandbox.Down(context.Background(), cfg) })
+	_, err := sandbox.Up(context.Background(), cfg)
+	log := filepath.Join(cfg.Dir, "boot", "boot.log")
+	for _, want := range []string{
+		"sandbox up failed starting the boot service",
+		"the boot service exited; the end of " + log,
+		"the stand-in boot service gives up at once",
+		"--boot-service=false",
+		"hearth sandbox down --dir " + cfg.Dir + " --prefix " + cfg.Prefix,
+	} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("Up with a boot service that exits: got %v, want an error containing %q", err, want)
 		}
 	}
 	down(t, cfg)
@@ -729,5 +1001,341 @@ func TestBuildTestGuest(t *testing.T) {
 		if _, err := os.Stat(p); err != nil {
 			t.Errorf("the build cache after down: %v", err)
 		}
+	}
+}
+
+// dhcpRequest is what a test reads from a DHCP client's packet.
+type dhcpRequest struct {
+	mac     string
+	msgType byte   // option 53: 1 is DHCPDISCOVER
+	arch    int    // option 93, -1 if absent
+	iPXE    bool   // option 175 (iPXE's encapsulated options)
+	vendor  string // option 60
+}
+
+// parseDHCPRequest reads a BOOTREQUEST from an Ethernet client.
+func parseDHCPRequest(b []byte) (dhcpRequest, bool) {
+	r := dhcpRequest{arch: -1}
+	if len(b) < 240 || b[0] != 1 || b[1] != 1 || b[2] != 6 || string(b[236:240]) != "\x63\x82\x53\x63" {
+		return r, false
+	}
+	r.mac = net.HardwareAddr(b[28:34]).String()
+	for opts := b[240:]; len(opts) > 0 && opts[0] != 255; {
+		if opts[0] == 0 {
+			opts = opts[1:]
+			continue
+		}
+		if len(opts) < 2 || len(opts) < 2+int(opts[1]) {
+			break
+		}
+		code, val := opts[0], opts[2:2+int(opts[1])]
+		switch {
+		case code == 53 && len(val) == 1:
+			r.msgType = val[0]
+		case code == 93 && len(val) == 2:
+			r.arch = int(val[0])<<8 | int(val[1])
+		case code == 175:
+			r.iPXE = true
+		case code == 60:
+			r.vendor = string(val)
+		}
+		opts = opts[2+len(val):]
+	}
+	return r, true
+}
+
+// listenDHCP listens on port 67 on the boot service's link in its
+// namespace, as a DHCP server would, and sends every DHCP request that
+// arrives to the returned channel.
+func listenDHCP(t *testing.T, p *sandbox.Provisioning) <-chan dhcpRequest {
+	t.Helper()
+	var pc net.PacketConn
+	err := sandbox.InNetns(p.BootNetns, func() error {
+		lc := net.ListenConfig{Control: func(network, address string, c syscall.RawConn) error {
+			var serr error
+			err := c.Control(func(fd uintptr) {
+				for _, o := range []int{unix.SO_REUSEADDR, unix.SO_BROADCAST} {
+					if serr == nil {
+						serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, o, 1)
+					}
+				}
+				if serr == nil {
+					serr = unix.BindToDevice(int(fd), p.BootInterface)
+				}
+			})
+			if err != nil {
+				return err
+			}
+			return serr
+		}}
+		var err error
+		pc, err = lc.ListenPacket(context.Background(), "udp4", "0.0.0.0:67")
+		return err
+	})
+	if err != nil {
+		t.Fatalf("listening for DHCP in %s: %v", p.BootNetns, err)
+	}
+	t.Cleanup(func() { pc.Close() })
+	ch := make(chan dhcpRequest, 100)
+	go func() {
+		buf := make([]byte, 1500)
+		for {
+			n, _, err := pc.ReadFrom(buf)
+			if err != nil {
+				close(ch)
+				return
+			}
+			if r, ok := parseDHCPRequest(buf[:n]); ok {
+				select {
+				case ch <- r:
+				default:
+				}
+			}
+		}
+	}()
+	return ch
+}
+
+// waitDiscover waits for a DHCPDISCOVER from each MAC, and returns the
+// first of each.
+func waitDiscover(t *testing.T, ch <-chan dhcpRequest, timeout time.Duration, macs ...string) map[string]dhcpRequest {
+	t.Helper()
+	got := map[string]dhcpRequest{}
+	deadline := time.After(timeout)
+	for len(got) < len(macs) {
+		select {
+		case r, ok := <-ch:
+			if !ok {
+				t.Fatal("the DHCP listener stopped")
+			}
+			if _, seen := got[r.mac]; !seen && r.msgType == 1 && slices.Contains(macs, r.mac) {
+				got[r.mac] = r
+			}
+		case <-deadline:
+			t.Fatalf("after %v, DHCPDISCOVERs from %v of %v only", timeout, slices.Collect(maps.Keys(got)), macs)
+		}
+	}
+	return got
+}
+
+func tapsIn(t *testing.T, netnsName string) map[string]string {
+	t.Helper()
+	taps := map[string]string{}
+	err := sandbox.InNetns(netnsName, func() error {
+		links, err := netlink.LinkList()
+		byIndex := map[int]string{}
+		for _, l := range links {
+			byIndex[l.Attrs().Index] = l.Attrs().Name
+		}
+		for _, l := range links {
+			if l.Type() == "tuntap" {
+				taps[l.Attrs().Name] = byIndex[l.Attrs().MasterIndex]
+			}
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return taps
+}
+
+// TestMachines adds a BIOS and a UEFI machine to the provisioning network
+// and sees each send DHCPDISCOVER from its MAC, as its firmware
+// network-boots; then removes one, then the sandbox.
+func TestMachines(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs QEMU machines")
+	}
+	if _, err := exec.LookPath("qemu-system-x86_64"); err != nil {
+		t.Skip("qemu-system-x86_64 is not installed (Debian: qemu-system-x86)")
+	}
+	uefi := true
+	if _, err := os.Stat(sandbox.OVMFCode); err != nil {
+		t.Logf("no UEFI machine: %v (Debian: ovmf)", err)
+		uefi = false
+	}
+	cfg := testConfig(t)
+	cfg.Hosts = 1
+	s, err := sandbox.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sandbox.Down(context.Background(), cfg) })
+	if err := s.BuildNetwork(); err != nil {
+		t.Fatalf("BuildNetwork: %v", err)
+	}
+	p := s.State.Provisioning
+	discovers := listenDHCP(t, p)
+
+	ctx := context.Background()
+	bios, err := sandbox.AddMachine(ctx, sandbox.MachineConfig{Dir: cfg.Dir, Name: "pxe-bios"})
+	if err != nil {
+		t.Fatalf("AddMachine pxe-bios: %v", err)
+	}
+	want := sandbox.Machine{
+		Name: "pxe-bios", MAC: sandbox.MachineMAC("pxe-bios"), Firmware: "bios", Memory: "512M", DiskSize: "8G",
+		Tap: "m-pxe-bios", Dir: filepath.Join(cfg.Dir, "machines", "pxe-bios"), QEMU: bios.QEMU,
+	}
+	if *bios != want || bios.QEMU == nil || !strings.HasPrefix(bios.MAC, "52:54:00:") {
+		t.Errorf("pxe-bios: got %+v, want %+v with a QEMU process", bios, want)
+	}
+	if _, err := sandbox.AddMachine(ctx, sandbox.MachineConfig{Dir: cfg.Dir, Name: "pxe-bios"}); err == nil || !strings.Contains(err.Error(), "machine pxe-bios exists already") {
+		t.Errorf("AddMachine pxe-bios again: got %v, want an error saying it exists", err)
+	}
+	macs := []string{bios.MAC}
+	var efi *sandbox.Machine
+	if uefi {
+		efi, err = sandbox.AddMachine(ctx, sandbox.MachineConfig{Dir: cfg.Dir, Name: "pxe-uefi", UEFI: true, DiskSize: "1G", Memory: "256M", MAC: "52:54:00:AB:CD:EF"})
+		if err != nil {
+			t.Fatalf("AddMachine pxe-uefi: %v", err)
+		}
+		if efi.MAC != "52:54:00:ab:cd:ef" || efi.Firmware != "uefi" || efi.DiskSize != "1G" {
+			t.Errorf("pxe-uefi: got %+v", efi)
+		}
+		macs = append(macs, efi.MAC)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			for _, m := range []*sandbox.Machine{bios, efi} {
+				if m != nil {
+					b, _ := os.ReadFile(m.Console())
+					q, _ := os.ReadFile(m.QEMU.Log)
+					t.Logf("%s's console:\n%s\nQEMU said:\n%s", m.Name, b, q)
+				}
+			}
+		}
+	})
+
+	// Everything is where the record says.
+	st, err := sandbox.LoadState(cfg.Dir)
+	if err != nil || len(st.Machines) != len(macs) || st.Machines[0].Name != bios.Name || st.Machines[0].QEMU == nil || *st.Machines[0].QEMU != *bios.QEMU {
+		t.Errorf("sandbox.json's machines: got %+v, %v", st.Machines, err)
+	}
+	if got := netnsOf(bios.QEMU.PID); got != netnsOf(os.Getpid()) && got != "" {
+		var lanNs string
+		sandbox.InNetns(p.Netns, func() error { lanNs, _ = os.Readlink("/proc/thread-self/ns/net"); return nil })
+		if got != lanNs {
+			t.Errorf("pxe-bios's QEMU runs in %s, want %s (%s)", got, lanNs, p.Netns)
+		}
+	} else {
+		t.Errorf("pxe-bios's QEMU runs in the root namespace")
+	}
+	wantTaps := map[string]string{"m-pxe-bios": "prov0"}
+	if uefi {
+		wantTaps["m-pxe-uefi"] = "prov0"
+	}
+	if got := tapsIn(t, p.Netns); !maps.Equal(got, wantTaps) {
+		t.Errorf("taps in %s (and their bridges): got %v, want %v", p.Netns, got, wantTaps)
+	}
+	// -U: QEMU holds the image's lock.
+	info, err := exec.Command("qemu-img", "info", "-U", "--output", "json", bios.Disk()).Output()
+	if err != nil || !strings.Contains(string(info), `"virtual-size": 8589934592`) || !strings.Contains(string(info), `"format": "qcow2"`) {
+		t.Errorf("qemu-img info %s: %v\n%s; want an 8G qcow2", bios.Disk(), err, info)
+	}
+
+	// The firmware network-boots: BIOS through QEMU's iPXE ROM, UEFI
+	// through OVMF's own PXE client.
+	timeout := 60 * time.Second
+	if uefi {
+		timeout = 3 * time.Minute // OVMF under TCG on a busy machine
+	}
+	got := waitDiscover(t, discovers, timeout, macs...)
+	if r := got[bios.MAC]; r.arch != 0 || !r.iPXE {
+		t.Errorf("pxe-bios's DHCPDISCOVER: %+v, want arch 0 from iPXE (option 175)", r)
+	}
+	if uefi {
+		if r := got[efi.MAC]; r.arch != 7 || r.iPXE || !strings.HasPrefix(r.vendor, "PXEClient:Arch:00007") {
+			t.Errorf("pxe-uefi's DHCPDISCOVER: %+v, want arch 7 from OVMF's own PXE client (no option 175)", r)
+		}
+	}
+	if b, err := os.ReadFile(bios.Console()); err != nil || !strings.Contains(string(b), "iPXE") {
+		t.Errorf("pxe-bios's console log %s shows no iPXE: %v", bios.Console(), err)
+	}
+
+	var list strings.Builder
+	if err := sandbox.PrintMachines(&list, cfg.Dir); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("machine list:\n%s", list.String())
+	for _, m := range []*sandbox.Machine{bios, efi} {
+		if m != nil && !strings.Contains(list.String(), m.Console()) {
+			t.Errorf("machine list lacks %s's console %s", m.Name, m.Console())
+		}
+	}
+
+	if err := sandbox.RemoveMachine(ctx, cfg.Dir, "pxe-bios"); err != nil {
+		t.Fatalf("RemoveMachine: %v", err)
+	}
+	if !procGone(bios.QEMU.PID) {
+		t.Errorf("pxe-bios's QEMU (pid %d) survived machine rm", bios.QEMU.PID)
+	}
+	if _, ok := tapsIn(t, p.Netns)["m-pxe-bios"]; ok {
+		t.Error("tap m-pxe-bios left after machine rm")
+	}
+	if _, err := os.Stat(bios.Dir); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("%s after machine rm: %v, want it gone", bios.Dir, err)
+	}
+	if st, _ := sandbox.LoadState(cfg.Dir); slices.ContainsFunc(st.Machines, func(m sandbox.Machine) bool { return m.Name == "pxe-bios" }) {
+		t.Error("pxe-bios still recorded after machine rm")
+	}
+	if err := sandbox.RemoveMachine(ctx, cfg.Dir, "pxe-bios"); err == nil || !strings.Contains(err.Error(), "no machine pxe-bios") {
+		t.Errorf("RemoveMachine pxe-bios again: got %v, want an error saying there is none", err)
+	}
+
+	down(t, cfg)
+	if efi != nil && !eventually(func() bool { return procGone(efi.QEMU.PID) }) {
+		t.Errorf("pxe-uefi's QEMU (pid %d) survived down", efi.QEMU.PID)
+	}
+	if ns := netnsNames(t, cfg.Prefix); len(ns) > 0 {
+		t.Errorf("namespaces left after down: %v", ns)
+	}
+	if entries, _ := os.ReadDir(cfg.Dir); len(entries) > 0 {
+		t.Errorf("files left in %s: %v", cfg.Dir, entries)
+	}
+}
+
+func TestMachineConfigErrors(t *testing.T) {
+	for _, tt := range []struct {
+		cfg  sandbox.MachineConfig
+		want string
+	}{
+		{sandbox.MachineConfig{Name: "Node_1"}, `machine name "Node_1"`},
+		{sandbox.MachineConfig{Name: ""}, `machine name ""`},
+		{sandbox.MachineConfig{Name: "n1", DiskSize: "8 GB"}, `--disk "8 GB"`},
+		{sandbox.MachineConfig{Name: "n1", Memory: "-1"}, `--memory "-1"`},
+		{sandbox.MachineConfig{Name: "n1", MAC: "52:54:00:12:34"}, `--mac "52:54:00:12:34"`},
+		{sandbox.MachineConfig{Name: "n1", MAC: "01:00:5e:00:00:01"}, "multicast"},
+	} {
+		if _, err := sandbox.AddMachine(context.Background(), tt.cfg); err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("AddMachine(%+v): got %v, want an error containing %q", tt.cfg, err, tt.want)
+		}
+	}
+}
+
+func TestMachineMAC(t *testing.T) {
+	a, b := sandbox.MachineMAC("node1"), sandbox.MachineMAC("node2")
+	if a != sandbox.MachineMAC("node1") || a == b {
+		t.Errorf("MachineMAC: node1 %s, node2 %s: want one MAC per name, always the same", a, b)
+	}
+	for _, m := range []string{a, b} {
+		if hw, err := net.ParseMAC(m); err != nil || !strings.HasPrefix(m, "52:54:00:") || len(hw) != 6 {
+			t.Errorf("MachineMAC = %q, want 52:54:00:xx:xx:xx", m)
+		}
+	}
+}
+
+func TestDefaultBootCommand(t *testing.T) {
+	p := sandbox.Provisioning{
+		BootInterface: "prov", BootAddress: "172.31.252.2", PoolStart: "172.31.252.100", PoolEnd: "172.31.252.199",
+		HTTPListen: "172.31.252.2:8080", BootDir: "/d/boot",
+	}
+	j := sandbox.Join{Server: "https://172.31.255.1:8443", Token: "tok", CAFile: "/d/server/ca.crt", Site: "sandbox"}
+	got := strings.Join(sandbox.DefaultBootCommand("/bin/hearth")(p, j), " ")
+	want := "/bin/hearth boot --server https://172.31.255.1:8443 --join-token tok --ca-file /d/server/ca.crt --name boot --data-dir /d/boot" +
+		" --interface prov --address 172.31.252.2 --dhcp-mode full --pool-start 172.31.252.100 --pool-end 172.31.252.199 --http-listen 172.31.252.2:8080" +
+		" --site sandbox"
+	if got != want {
+		t.Errorf("DefaultBootCommand:\ngot  %s\nwant %s", got, want)
 	}
 }

@@ -1,10 +1,15 @@
 package sandbox
 
 import (
+	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
+	"syscall"
+	"time"
 )
 
 // State is DIR/sandbox.json: everything a sandbox made, written after
@@ -33,7 +38,68 @@ type State struct {
 	Hosts       []Host   `json:"hosts,omitempty"`
 	// TestGuest is where VMs find the test guest's kernel and initrd.
 	TestGuest *Guest `json:"testGuest,omitempty"`
+	// Provisioning is the network machines network-boot on, with its
+	// boot service; Machines are the machines on it.
+	Provisioning *Provisioning `json:"provisioning,omitempty"`
+	Machines     []Machine     `json:"machines,omitempty"`
 }
+
+// Provisioning is the provisioning network and its boot service.
+type Provisioning struct {
+	CIDR string `json:"cidr"`
+	// Netns holds Bridge, the machines' taps and their QEMU processes.
+	Netns  string `json:"netns"`
+	Bridge string `json:"bridge"`
+	// BootNetns is the boot service's namespace. Its link BootInterface
+	// has BootAddress on the provisioning network, its link
+	// BootUnderlayLink has BootUnderlayAddress on the underlay.
+	BootNetns           string `json:"bootNetns"`
+	BootInterface       string `json:"bootInterface"`
+	BootAddress         string `json:"bootAddress"`
+	BootUnderlayLink    string `json:"bootUnderlayLink"`
+	BootUnderlayAddress string `json:"bootUnderlayAddress"`
+	// PoolStart and PoolEnd bound the addresses the boot service's DHCP
+	// hands out; HTTPListen is where it serves HTTP.
+	PoolStart  string `json:"poolStart"`
+	PoolEnd    string `json:"poolEnd"`
+	HTTPListen string `json:"httpListen"`
+	// BootDir is the boot service's data directory; its log is
+	// BootDir/boot.log.
+	BootDir string `json:"bootDir"`
+	// Boot is the boot service's process; BootSkipped says why there is
+	// none when Up did not start one.
+	Boot        *Process `json:"boot,omitempty"`
+	BootSkipped string   `json:"bootSkipped,omitempty"`
+}
+
+// BootLog is the path of the boot service's log.
+func (p Provisioning) BootLog() string { return filepath.Join(p.BootDir, bootLog) }
+
+// Machine is a QEMU machine on the provisioning network that boots like
+// a real one: from the network first, then from its disk.
+type Machine struct {
+	Name string `json:"name"`
+	MAC  string `json:"mac"`
+	// Firmware is "bios" (SeaBIOS with QEMU's iPXE option ROM) or "uefi"
+	// (OVMF).
+	Firmware string `json:"firmware"`
+	// Memory is QEMU's -m (512M), DiskSize the disk's virtual size (8G).
+	Memory   string `json:"memory"`
+	DiskSize string `json:"diskSize"`
+	// Tap is the machine's link on the provisioning bridge, in
+	// Provisioning.Netns.
+	Tap string `json:"tap"`
+	// Dir holds the disk, the UEFI variables, the console log and QEMU's
+	// own log.
+	Dir  string   `json:"dir"`
+	QEMU *Process `json:"qemu,omitempty"`
+}
+
+// Console is the path of the machine's serial console log.
+func (m Machine) Console() string { return filepath.Join(m.Dir, machineConsole) }
+
+// Disk is the path of the machine's disk.
+func (m Machine) Disk() string { return filepath.Join(m.Dir, machineDisk) }
 
 // Host is one sandbox host: a network namespace with an agent.
 type Host struct {
@@ -95,4 +161,41 @@ func (st *State) save() error {
 		return fmt.Errorf("recording the sandbox: %w", err)
 	}
 	return nil
+}
+
+// addPath records a file or directory made under Dir.
+func (st *State) addPath(p string) error {
+	if !slices.Contains(st.Paths, p) {
+		st.Paths = append(st.Paths, p)
+	}
+	return st.save()
+}
+
+// lockState takes an exclusive lock on the sandbox's directory, so that
+// Up and the commands that change a sandbox after it is up (machine add,
+// machine rm) do not overwrite each other's sandbox.json. The lock is a
+// flock on the directory itself: it leaves no file behind, and it goes
+// with the process, however that ends. Down does not take it: it must
+// work whatever else runs.
+func lockState(ctx context.Context, dir string) (unlock func(), err error) {
+	f, err := os.Open(dir)
+	if err != nil {
+		return nil, err
+	}
+	for {
+		err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
+		if err == nil {
+			return func() { f.Close() }, nil
+		}
+		if !errors.Is(err, syscall.EWOULDBLOCK) {
+			f.Close()
+			return nil, fmt.Errorf("locking %s: %w", dir, err)
+		}
+		select {
+		case <-ctx.Done():
+			f.Close()
+			return nil, fmt.Errorf("waiting for another sandbox command on %s: %w", dir, ctx.Err())
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
 }

@@ -14,7 +14,8 @@ import (
 )
 
 // PrintStatus writes what of the sandbox in dir is up: its namespaces,
-// the server and each host's agent and Host phase.
+// the server, each host's agent and Host phase, the provisioning network
+// with its boot service, and the machines.
 func PrintStatus(ctx context.Context, w io.Writer, dir string) error {
 	if dir == "" {
 		dir = DefaultDir
@@ -66,6 +67,21 @@ func PrintStatus(ctx context.Context, w io.Writer, dir string) error {
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s, %s%s, log %s\n", h.Name, h.Address, netns, agent, phase, h.Log())
 	}
+	if p := st.Provisioning; p != nil {
+		netns := "netns " + p.Netns
+		if !exists(filepath.Join(netnsDir, p.Netns)) {
+			netns += " (missing)"
+		}
+		fmt.Fprintf(tw, "provisioning\t%s\t%s, bridge %s\n", p.CIDR, netns, p.Bridge)
+		fmt.Fprintf(tw, "boot service\t%s\t%s\n", p.BootAddress, bootStatus(p))
+	}
+	for _, m := range st.Machines {
+		state := "not started"
+		if m.QEMU != nil {
+			state = running(m.QEMU)
+		}
+		fmt.Fprintf(tw, "machine %s\t%s\t%s, %s, console %s\n", m.Name, m.MAC, m.Firmware, state, m.Console())
+	}
 	if g := st.TestGuest; g != nil {
 		fmt.Fprintf(tw, "test guest\t\tfile://%s file://%s\n", g.Kernel, g.Initrd)
 	}
@@ -77,4 +93,16 @@ func running(p *Process) string {
 		return fmt.Sprintf("running (pid %d)", p.PID)
 	}
 	return fmt.Sprintf("not running (was pid %d)", p.PID)
+}
+
+// bootStatus says whether the boot service runs, and where its log is.
+func bootStatus(p *Provisioning) string {
+	switch {
+	case p.Boot != nil:
+		return "netns " + p.BootNetns + ", " + running(p.Boot) + ", http " + p.HTTPListen + ", log " + p.BootLog()
+	case p.BootSkipped != "":
+		return "netns " + p.BootNetns + ", not started: " + p.BootSkipped
+	default:
+		return "netns " + p.BootNetns + ", not started"
+	}
 }

@@ -4,6 +4,34 @@
 // hostname, runs DHCP, powers off on the ACPI power button, and reports each
 // step on the serial console as a "HEARTH-GUEST key=value" line.
 //
+// Booted from the network as a bare-metal "installer", it reads the kernel
+// command line:
+//
+//	hearth.hostname=NAME  the hostname, when there is no NoCloud seed
+//	                      (bare metal has none; a seed's hostname wins)
+//	hearth.report=URL     after DHCP (and the user-data script, if any),
+//	                      POST a report to URL
+//	hearth.token=TOKEN    sent with the report as
+//	                      "Authorization: Bearer TOKEN"
+//
+// The report is one POST from busybox wget, form-encoded
+// (application/x-www-form-urlencoded), with these fields:
+//
+//	ip            eth0's address from DHCP ("" if DHCP failed)
+//	hostname      the hostname set ("" if none)
+//	mac           eth0's MAC
+//	ssh_host_key  "ssh-ed25519 BASE64 root@HOSTNAME": a random Ed25519
+//	              public key in authorized_keys format, made at each boot
+//	              (the guest runs no SSH server; it stands in for the host
+//	              key an installed system reports)
+//	result        "ok", or "failed" when the user-data script exited
+//	              non-zero
+//	message       only with result=failed: why
+//
+// It tries three times (20 s each, 2 s apart) and prints
+// "HEARTH-GUEST report=ok" once the server answered 2xx, else
+// "HEARTH-GUEST report=failed".
+//
 // The guest is built from Debian packages on first use and cached. Building
 // needs apt (apt-get, apt-cache; lists fetched with apt-get update, which
 // Build runs by itself as root when they are missing) and dpkg (dpkg-deb),
@@ -43,13 +71,19 @@ import (
 //	seed=DEVICE|none    where the NoCloud seed was found
 //	instance-id=ID      from meta-data
 //	hostname=NAME       user-data's hostname (or its fqdn's first label),
-//	                    else meta-data's local-hostname, as cloud-init does
+//	                    else meta-data's local-hostname, as cloud-init does;
+//	                    without a seed, hearth.hostname= from the kernel
+//	                    command line
 //	ssh-key=KEY         one per key, from user-data's ssh_authorized_keys
 //	                    and meta-data's public-keys
 //	ip=ADDR             eth0's address from DHCP
 //	gateway=ADDR        eth0's default gateway from DHCP
 //	dhcp=failed         eth0 exists but got no lease
 //	script-exit=N       a user-data script (#!) ran and exited with N
+//	ssh-host-key=KEY    the host key the report carries (with
+//	                    hearth.report= only)
+//	report=ok|failed    whether the report was taken (with
+//	                    hearth.report= only)
 //	ready               all of the above is done
 //	poweroff            the ACPI power button was pressed; the guest
 //	                    powers off and QEMU exits

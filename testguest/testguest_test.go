@@ -3,9 +3,14 @@ package testguest_test
 import (
 	"bufio"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -105,6 +110,12 @@ type vm struct {
 
 func bootGuest(t *testing.T, g testguest.Guest, seed cloudinit.Seed, devices ...string) *vm {
 	t.Helper()
+	return bootGuestCmdline(t, g, seed, "", devices...)
+}
+
+// bootGuestCmdline boots the guest with more kernel parameters.
+func bootGuestCmdline(t *testing.T, g testguest.Guest, seed cloudinit.Seed, cmdline string, devices ...string) *vm {
+	t.Helper()
 	qemu, err := exec.LookPath("qemu-system-x86_64")
 	if err != nil {
 		t.Skip("qemu-system-x86_64 not found: install Debian's qemu-system-x86 to boot the test guest")
@@ -126,7 +137,7 @@ func bootGuest(t *testing.T, g testguest.Guest, seed cloudinit.Seed, devices ...
 		"-serial", "file:" + v.log,
 		"-qmp", "unix:" + v.qmp + ",server=on,wait=off",
 		"-kernel", g.Kernel, "-initrd", g.Initrd,
-		"-append", "console=ttyS0 panic=-1",
+		"-append", strings.TrimSpace("console=ttyS0 panic=-1 " + cmdline),
 	}
 	for _, d := range devices {
 		args = append(args, strings.ReplaceAll(d, "SEED", iso))
@@ -237,7 +248,9 @@ func TestBoot(t *testing.T) {
 		t.Skip("qemu-system-x86_64 not found: install Debian's qemu-system-x86 to boot the test guest")
 	}
 	g := buildGuest(t)
-	v := bootGuest(t, g, cloudinit.Seed{InstanceID: "uid-guest-1", Hostname: "guest-1", SSHKeys: []string{testKey}},
+	// A seed's hostname wins over the kernel command line's.
+	v := bootGuestCmdline(t, g, cloudinit.Seed{InstanceID: "uid-guest-1", Hostname: "guest-1", SSHKeys: []string{testKey}},
+		"hearth.hostname=not-this-one",
 		"-drive", "file=SEED,if=virtio,format=raw,readonly=on",
 		"-netdev", "user,id=n0", "-device", "virtio-net-pci,netdev=n0")
 
@@ -260,7 +273,7 @@ func TestBoot(t *testing.T) {
 			t.Errorf("marker %s = %q, want %q", c.key, got, c.want)
 		}
 	}
-	for _, bad := range []string{"module-failed", "acpi", "dhcp"} {
+	for _, bad := range []string{"module-failed", "acpi", "dhcp", "report", "ssh-host-key"} {
 		if got, ok := m[bad]; ok {
 			t.Errorf("marker %s = %q, want none", bad, got)
 		}
@@ -313,5 +326,90 @@ func TestBootCDROMScript(t *testing.T) {
 		if got, ok := m[absent]; ok {
 			t.Errorf("marker %s = %q, want none without a NIC", absent, got)
 		}
+	}
+}
+
+// TestBootReport boots the guest as bare metal does, without a seed and
+// with the hostname and a report URL on the kernel command line, on QEMU's
+// user network, where 10.0.2.2 is the host's loopback: the guest's report
+// reaches a server on 127.0.0.1.
+func TestBootReport(t *testing.T) {
+	if _, err := exec.LookPath("qemu-system-x86_64"); err != nil {
+		t.Skip("qemu-system-x86_64 not found: install Debian's qemu-system-x86 to boot the test guest")
+	}
+	g := buildGuest(t)
+	type report struct {
+		method, path, auth, contentType string
+		form                            url.Values
+	}
+	reports := make(chan report, 10)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		r.ParseForm()
+		reports <- report{r.Method, r.URL.Path, r.Header.Get("Authorization"), r.Header.Get("Content-Type"), r.PostForm}
+		io.WriteString(w, "ok\n")
+	}))
+	defer srv.Close()
+	port := srv.Listener.Addr().(*net.TCPAddr).Port
+
+	v := bootGuestCmdline(t, g, cloudinit.Seed{},
+		fmt.Sprintf("hearth.report=http://10.0.2.2:%d/machines/metal-1/report hearth.token=secret-1 hearth.hostname=metal-1", port),
+		"-netdev", "user,id=n0", "-device", "virtio-net-pci,netdev=n0,mac=52:54:00:12:34:99")
+	m := v.waitMarker(t, "ready", 120*time.Second)
+	for _, c := range []struct {
+		key  string
+		want []string
+	}{
+		{"seed", []string{"none"}},
+		{"hostname", []string{"metal-1"}},
+		{"ip", []string{"10.0.2.15"}},
+		{"report", []string{"ok"}},
+	} {
+		if got := m[c.key]; strings.Join(got, "\n") != strings.Join(c.want, "\n") {
+			t.Errorf("marker %s = %q, want %q", c.key, got, c.want)
+		}
+	}
+
+	var r report
+	select {
+	case r = <-reports:
+	default:
+		t.Fatal("the guest says report=ok, but no report arrived")
+	}
+	if r.method != http.MethodPost || r.path != "/machines/metal-1/report" {
+		t.Errorf("report: %s %s, want POST /machines/metal-1/report", r.method, r.path)
+	}
+	if r.auth != "Bearer secret-1" {
+		t.Errorf("Authorization = %q, want %q", r.auth, "Bearer secret-1")
+	}
+	if r.contentType != "application/x-www-form-urlencoded" {
+		t.Errorf("Content-Type = %q, want a form", r.contentType)
+	}
+	for key, want := range map[string]string{"ip": "10.0.2.15", "hostname": "metal-1", "mac": "52:54:00:12:34:99", "result": "ok"} {
+		if got := r.form[key]; len(got) != 1 || got[0] != want {
+			t.Errorf("report field %s = %q, want %q", key, got, want)
+		}
+	}
+	if _, ok := r.form["message"]; ok {
+		t.Errorf("report field message = %q, want none with result ok", r.form["message"])
+	}
+	// The host key is an Ed25519 public key as an SSH server would show
+	// it, and the one the console shows.
+	key := r.form.Get("ssh_host_key")
+	f := strings.Fields(key)
+	if len(f) != 3 || f[0] != "ssh-ed25519" || f[2] != "root@metal-1" {
+		t.Fatalf("ssh_host_key = %q, want \"ssh-ed25519 BASE64 root@metal-1\"", key)
+	}
+	blob, err := base64.StdEncoding.DecodeString(f[1])
+	wantHeader := "\x00\x00\x00\x0bssh-ed25519\x00\x00\x00\x20"
+	if err != nil || len(blob) != len(wantHeader)+32 || string(blob[:len(wantHeader)]) != wantHeader {
+		t.Errorf("ssh_host_key's key %q (%v): want an SSH wire-format Ed25519 public key", f[1], err)
+	}
+	if got := m["ssh-host-key"]; len(got) != 1 || got[0] != key {
+		t.Errorf("marker ssh-host-key = %q, want the reported %q", got, key)
+	}
+	select {
+	case extra := <-reports:
+		t.Errorf("a second report: %+v", extra)
+	default:
 	}
 }

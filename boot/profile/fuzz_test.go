@@ -112,7 +112,7 @@ func FuzzTemplateValues(f *testing.F) {
 				t.Fatalf("kernel boot runs %q:\n%s", cmds, IPXEScript(plan))
 			}
 			kernel := cmds[1]
-			keys := []string{"hostname=", "name=", "uuid=", "rack=", "ip=", "tags=", "ks="}
+			keys := []string{"initrd=initrd0", "hostname=", "name=", "uuid=", "rack=", "ip=", "tags=", "ks="}
 			if len(kernel) != 2+len(keys) {
 				t.Fatalf("kernel line has words %q", kernel)
 			}

@@ -231,13 +231,22 @@ func IPXEScript(plan BootPlan) string {
 		}
 		line("#!ipxe")
 		line("echo", echoText("Hearth: "+plan.Message))
+		// Each initrd is loaded under a name of its own, and the kernel
+		// is told those names (initrd=NAME): under UEFI, iPXE hands the
+		// kernel only the initrds its command line names (BIOS ignores it).
 		kernel := []string{"kernel", plan.Kernel}
+		var initrds [][]string
+		for i, u := range plan.Initrds {
+			name := fmt.Sprintf("initrd%d", i)
+			kernel = append(kernel, "initrd="+name)
+			initrds = append(initrds, []string{"initrd", "--name", name, u})
+		}
 		if plan.Args != "" {
 			kernel = append(kernel, plan.Args)
 		}
 		line(kernel...)
-		for _, u := range plan.Initrds {
-			line("initrd", u)
+		for _, l := range initrds {
+			line(l...)
 		}
 		line("boot")
 		return b.String()

@@ -81,9 +81,9 @@ func TestRenderBootVariants(t *testing.T) {
 	}
 	want := `#!ipxe
 echo Hearth: machine node1: installing profile debian
-kernel http://mirror/amd64/linux auto=true url=http://10.0.0.2:8080/machines/node1/files/preseed.cfg hostname=node1 BOOTIF=01-52:54:00:aa:bb:01 console=ttyS0
-initrd http://mirror/amd64/initrd.gz
-initrd http://mirror/firmware.cpio.gz
+kernel http://mirror/amd64/linux initrd=initrd0 initrd=initrd1 auto=true url=http://10.0.0.2:8080/machines/node1/files/preseed.cfg hostname=node1 BOOTIF=01-52:54:00:aa:bb:01 console=ttyS0
+initrd --name initrd0 http://mirror/amd64/initrd.gz
+initrd --name initrd1 http://mirror/firmware.cpio.gz
 boot
 `
 	if got := IPXEScript(plan); got != want {

@@ -166,6 +166,15 @@ func authorizeHost(p *Principal, r Request) error {
 		return forbid(p, r, "a host may only write its own Host")
 	case r.Kind.Kind == "Event" && r.Verb == Create:
 		return nil
+	case r.Kind.Kind == "Event" && r.Verb == Update:
+		// A repeated event is recorded by bumping its count: a host may
+		// change the events it wrote, and keep them its own.
+		for _, o := range []api.Object{r.Stored, r.New} {
+			if ev, ok := o.(*api.Event); !ok || ev.Spec.Source != p.Name {
+				return forbid(p, r, "a host may only change events it recorded")
+			}
+		}
+		return nil
 	case r.Kind.Kind == "Machine" && r.Verb == Create:
 		return authorizeDiscovery(p, r)
 	case r.Kind.Kind == "Machine" && r.Verb == UpdateStatus:
