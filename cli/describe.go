@@ -187,7 +187,7 @@ func describe(w io.Writer, k *api.KindInfo, obj api.Object, events []*api.Event,
 	}
 	multi("Owner References", owners)
 
-	if spec := indentYAML(obj.SpecAny(), "  "); spec != "" {
+	if spec := indentYAML(maskSecrets(obj).SpecAny(), "  "); spec != "" {
 		fmt.Fprintf(w, "Spec:\n%s", spec)
 	} else {
 		field("Spec", "<none>")
@@ -242,4 +242,15 @@ func writeIndentedTable(w io.Writer, rows [][]string) {
 	for _, line := range strings.Split(strings.TrimRight(buf.String(), "\n"), "\n") {
 		fmt.Fprintln(w, "  "+line)
 	}
+}
+
+// maskSecrets hides credentials a person reading a description does not
+// need to see on screen (a BMC password).
+func maskSecrets(obj api.Object) api.Object {
+	if m, ok := obj.(*api.Machine); ok && m.Spec.Power.Password != "" {
+		c := api.DeepCopy(m).(*api.Machine)
+		c.Spec.Power.Password = "********"
+		return c
+	}
+	return obj
 }
