@@ -258,9 +258,17 @@ func (s *Service) event(name, typ, reason, format string, args ...any) {
 	})
 }
 
-// machine returns a cached Machine by name.
+// machine returns a Machine by name: from the cache, or, for a machine
+// discovered a moment ago that the cache has not caught up with, from the
+// API (its iPXE asks for its script right after the DHCP answer that
+// created it).
 func (s *Service) machine(name string) *api.Machine {
 	if o, ok := s.machines.Get(name); ok {
+		return o.(*api.Machine)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if o, err := s.c.Get(ctx, "Machine", "", name); err == nil {
 		return o.(*api.Machine)
 	}
 	return nil

@@ -85,5 +85,6 @@ plane's, the agent's and the guest's shares. The VMs are deleted afterwards.`,
 	vf.BoolVar(&vc.Keep, "keep", false, "leave the VMs in place")
 	cmd.AddCommand(vms)
 	cmd.AddCommand(newBenchDHCPCmd(g))
+	cmd.AddCommand(newBenchPXECmd(g))
 	return cmd
 }
