@@ -69,7 +69,7 @@ func (v *vmController) run(ctx context.Context) error {
 	if err := v.inf.WaitSynced(ctx); err != nil {
 		return nil
 	}
-	go v.collectOrphans(ctx)
+	go every(ctx, v.a.cfg.Resync, v.collectOrphans)
 	return v.ctl.Run(ctx)
 }
 
@@ -321,20 +321,21 @@ func (v *vmController) teardown(ctx context.Context, uid string) error {
 	return os.RemoveAll(dir)
 }
 
-// collectOrphans removes VMs that exist on disk but not in the API (deleted
-// while the agent was down, or moved to another host).
-func (v *vmController) collectOrphans(ctx context.Context) {
+// every runs fn now and then every d until ctx ends.
+func every(ctx context.Context, d time.Duration, fn func(context.Context)) {
 	for {
-		v.collectOrphansOnce(ctx)
+		fn(ctx)
 		select {
 		case <-ctx.Done():
 			return
-		case <-time.After(v.a.cfg.Resync):
+		case <-time.After(d):
 		}
 	}
 }
 
-func (v *vmController) collectOrphansOnce(ctx context.Context) {
+// collectOrphans removes VMs that exist on disk but not in the API (deleted
+// while the agent was down, or moved to another host).
+func (v *vmController) collectOrphans(ctx context.Context) {
 	entries, err := os.ReadDir(filepath.Join(v.a.cfg.DataDir, "vms"))
 	if err != nil {
 		return

@@ -143,7 +143,7 @@ func (v *volumeController) run(ctx context.Context) error {
 			return nil
 		}
 	}
-	go v.sweep(ctx)
+	go every(ctx, v.a.cfg.Resync, v.sweep)
 	errc := make(chan error, 1)
 	go func() { errc <- v.snapCtl.Run(ctx) }()
 	err := v.volCtl.Run(ctx)
@@ -477,21 +477,10 @@ func (v *volumeController) removeSnapshotFile(ctx context.Context, path string) 
 // sweep takes it for the leftover of a crash.
 const sweepStale = time.Hour
 
-// sweep removes, every resync, the files of volumes and snapshots the API
-// no longer has (deleted while the agent was down), snapshot files no
-// volume needs any more, and cached images nothing needs.
+// sweep removes the files of volumes and snapshots the API no longer has
+// (deleted while the agent was down), snapshot files no volume needs any
+// more, and cached images nothing needs. It runs every resync.
 func (v *volumeController) sweep(ctx context.Context) {
-	for {
-		v.sweepOnce(ctx)
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(v.a.cfg.Resync):
-		}
-	}
-}
-
-func (v *volumeController) sweepOnce(ctx context.Context) {
 	liveVols, liveSnaps := map[string]bool{}, map[string]bool{}
 	for _, o := range v.vols.List() {
 		if o.GetMetadata().DeletionTimestamp == nil {

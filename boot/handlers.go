@@ -63,10 +63,16 @@ func (s *Service) Observe(ctx context.Context, ev dhcp.Event) {
 	if m := s.machineByMAC(ev.Request.MAC.String()); m != nil {
 		name = m.Metadata.Name
 	}
-	if ev.IP.IsValid() && (ev.Reply == dhcp.MsgAck || ev.Proxy) {
-		s.mu.Lock()
-		s.byIP[ev.IP] = name
-		s.mu.Unlock()
+	// Learn the machine's address, so its TFTP and HTTP requests land on
+	// its timeline too: from our ACK in full mode; in proxy mode from the
+	// address it asks the network's own DHCP server for, or already has.
+	for _, ip := range []netip.Addr{ev.IP, ev.Request.RequestedIP, ev.Request.ClientIP} {
+		if ip.IsValid() && !ip.IsUnspecified() && (ev.Reply == dhcp.MsgAck || ev.Proxy || s.cfg.DHCPMode == dhcp.ModeProxy) {
+			s.mu.Lock()
+			s.byIP[ip] = name
+			s.mu.Unlock()
+			break
+		}
 	}
 	what := fmt.Sprintf("DHCP %s", msgName(ev.Request.Type))
 	if ev.Request.Port == 4011 {

@@ -57,6 +57,13 @@ underlay, to reach the server:
 with its log in DIR/boot/boot.log. Up waits until it serves HTTP. If this
 hearth has no boot command, up says so and goes on without it.
 
+With --home-router the provisioning network gets a home router, as a real
+LAN has: dnsmasq (/usr/sbin/dnsmasq, Debian's dnsmasq-base) in a namespace
+PREFIX-router, at .1 of --provisioning-cidr, handing out .50-.99 with no PXE
+options at all (leases in DIR/router/leases, log DIR/router/dnsmasq.log).
+The boot service then runs with --dhcp-mode proxy and no pool: it answers
+only PXE clients, with boot files, on ports 67 and 4011.
+
 Progress goes to stderr. Stdout is a summary as shell comments and, last, the
 line that points the CLI at the sandbox, so this works:
 
@@ -89,6 +96,7 @@ line that points the CLI at the sandbox, so this works:
 	f.StringVar(&cidr, "underlay-cidr", sandbox.DefaultUnderlayCIDR, "the hosts' network (this machine gets .1, host N .(10+N))")
 	f.StringVar(&provCIDR, "provisioning-cidr", sandbox.DefaultProvisioningCIDR, "the network machines network-boot on (the boot service gets .2, its DHCP pool .100-.199)")
 	f.BoolVar(&cfg.BootService, "boot-service", true, "start hearth boot on the provisioning network")
+	f.BoolVar(&cfg.HomeRouter, "home-router", false, "start dnsmasq as the provisioning network's home router (PREFIX-router, .1, DHCP .50-.99, no PXE options) and run the boot service in proxy DHCP mode beside it")
 	f.StringVar(&cfg.Prefix, "prefix", sandbox.DefaultPrefix, "start of the names of the namespaces and links it makes (another sandbox needs another prefix and CIDR)")
 	f.IntVar(&cfg.Port, "port", sandbox.DefaultPort, "the server's port on the underlay's .1")
 	f.StringVar(&cfg.Site, "site", sandbox.DefaultSite, "the site every host joins")
@@ -106,8 +114,8 @@ func newSandboxDownCmd(g *globals) *cobra.Command {
 namespaces (the VMs too), then the server, delete the namespaces and the
 veth, and remove the files it made under DIR. It follows DIR/sandbox.json
 and, if that is missing, the naming scheme (PREFIX-underlay, PREFIX-hN,
-PREFIX-lan, PREFIX-boot, PREFIX-ctl). The boot service and the machines go
-with it. Running it again does nothing.`,
+PREFIX-lan, PREFIX-boot, PREFIX-router, PREFIX-ctl). The boot service, the
+home router and the machines go with it. Running it again does nothing.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			cfg.Progress = g.errOut

@@ -5,6 +5,7 @@ import (
 	"crypto/sha1"
 	"errors"
 	"fmt"
+	"hearth.dev/hearth/dirlock"
 	"io"
 	"net"
 	"os"
@@ -707,26 +708,14 @@ func removeRuntimeFiles(dir string) {
 // lockDir holds an exclusive flock on the VM's directory, so two drivers
 // (or two agents) cannot start the same VM at once.
 func lockDir(ctx context.Context, dir string) (unlock func(), err error) {
-	f, err := os.Open(dir)
+	unlock, err = dirlock.Lock(ctx, dir, 50*time.Millisecond)
+	if errors.Is(err, dirlock.ErrBusy) {
+		return nil, fmt.Errorf("lock %s: another start holds it: %w", dir, ctx.Err())
+	}
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("lock %s: %w", dir, err)
 	}
-	for {
-		err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
-		if err == nil {
-			return func() { f.Close() }, nil
-		}
-		if !errors.Is(err, syscall.EWOULDBLOCK) {
-			f.Close()
-			return nil, fmt.Errorf("lock %s: %w", dir, err)
-		}
-		select {
-		case <-ctx.Done():
-			f.Close()
-			return nil, fmt.Errorf("lock %s: another start holds it: %w", dir, ctx.Err())
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
+	return unlock, nil
 }
 
 // maxStderr is how large qemu.stderr may grow before a start empties it.

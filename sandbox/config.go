@@ -28,6 +28,12 @@
 // machines' QEMUs never share a namespace with the hosts' wiring, and Down
 // finds them by that namespace.
 //
+// With Config.HomeRouter the provisioning network also gets what a real
+// LAN has, a home router: a namespace PREFIX-router whose veth lan (.1,
+// peer router on prov0) carries dnsmasq handing out .50 to .99 with no
+// PXE options, and the boot service answers in proxy DHCP mode beside it.
+// PREFIX-router does not forward either.
+//
 // Sandbox traffic never leaves the namespaces the sandbox made: nothing is
 // bridged, routed or NATed to the machine's real interfaces (see
 // connectRoot for why).
@@ -80,6 +86,18 @@ const (
 	bootSubdir       = "boot"
 	bootLog          = "boot.log"
 	machinesSubdir   = "machines"
+
+	// The home router (--home-router): dnsmasq in PREFIX-router, its
+	// link routerLink on prov0 through routerPortName in PREFIX-lan.
+	routerLink     = "lan"
+	routerPortName = "router"
+	routerSubdir   = "router"
+	routerLog      = "router.log"
+	routerDNSMasq  = "dnsmasq.log"
+	routerLeases   = "leases"
+	routerPID      = "dnsmasq.pid"
+	// DefaultDNSMasq is Debian's dnsmasq (package dnsmasq-base).
+	DefaultDNSMasq = "/usr/sbin/dnsmasq"
 )
 
 // Config says what sandbox to build.
@@ -119,6 +137,14 @@ type Config struct {
 	// output in DIR/boot/boot.log, and must serve HTTP on
 	// p.HTTPListen: Up waits for that.
 	BootCommand func(p Provisioning, j Join) []string
+	// HomeRouter starts dnsmasq as the provisioning network's home
+	// router: in a namespace PREFIX-router at .1, handing out .50 to .99
+	// with no PXE options at all. The boot service then runs in proxy
+	// DHCP mode beside it instead of full mode.
+	HomeRouter bool
+	// DNSMasq is the dnsmasq binary of the home router (default
+	// DefaultDNSMasq).
+	DNSMasq string
 	// TestGuest builds the test guest and links its kernel and initrd to
 	// DIR/testguest/ so VMs can boot.
 	TestGuest bool
@@ -161,11 +187,26 @@ func DefaultAgentCommand(exe string) func(h Host, j Join) []string {
 }
 
 // DefaultBootCommand runs `hearth boot` on the provisioning network, in
-// full DHCP mode: it is the only DHCP server there. It gets no --router:
-// nothing routes out of the provisioning network. Machines it discovers
-// join the hosts' site.
+// full DHCP mode: it is the only DHCP server there; or, beside a home
+// router (p.DHCPMode "proxy"), in proxy mode, without a pool. It gets no
+// --router: nothing routes out of the provisioning network. Machines it
+// discovers join the hosts' site.
 func DefaultBootCommand(exe string) func(p Provisioning, j Join) []string {
 	return func(p Provisioning, j Join) []string {
+		if p.DHCPMode == "proxy" {
+			return []string{exe, "boot",
+				"--server", j.Server,
+				"--join-token", j.Token,
+				"--ca-file", j.CAFile,
+				"--name", "boot",
+				"--data-dir", p.BootDir,
+				"--interface", p.BootInterface,
+				"--address", p.BootAddress,
+				"--dhcp-mode", "proxy",
+				"--http-listen", p.HTTPListen,
+				"--site", j.Site,
+			}
+		}
 		return []string{exe, "boot",
 			"--server", j.Server,
 			"--join-token", j.Token,
@@ -246,6 +287,9 @@ func (c Config) withDefaults() (Config, error) {
 		c.BootCommand = DefaultBootCommand(c.Executable)
 		c.defaultBootCommand = true
 	}
+	if c.DNSMasq == "" {
+		c.DNSMasq = DefaultDNSMasq
+	}
 	if c.ReadyTimeout == 0 {
 		c.ReadyTimeout = DefaultReadyTimeout
 	}
@@ -281,13 +325,14 @@ func (n names) underlay() string       { return string(n) + "-underlay" }
 func (n names) lan() string            { return string(n) + "-lan" }
 func (n names) boot() string           { return string(n) + "-boot" }
 func (n names) ctl() string            { return string(n) + "-ctl" }
+func (n names) router() string         { return string(n) + "-router" }
 func (n names) host(i int) string      { return "h" + strconv.Itoa(i) }
 func (n names) hostNetns(i int) string { return string(n) + "-" + n.host(i) }
 
 // isOurs reports whether a namespace of this name is one a sandbox with
 // this prefix makes.
 func (n names) isOurs(name string) bool {
-	return name == n.underlay() || name == n.lan() || name == n.boot() || n.isHostNetns(name)
+	return name == n.underlay() || name == n.lan() || name == n.boot() || name == n.router() || n.isHostNetns(name)
 }
 
 // isHostNetns reports whether name is PREFIX-h<digits>.
@@ -309,13 +354,16 @@ const (
 	bootUnderlayOffset = 9
 )
 
-// Addresses in the provisioning network. .1 is left free for a router
-// should the provisioning network ever get one.
+// Addresses in the provisioning network. .1 is the home router's
+// (--home-router), which hands out .50 to .99.
 const (
-	bootProvOffset  = 2
-	poolStartOffset = 100
-	poolEndOffset   = 199
-	bootHTTPPort    = 8080
+	routerOffset      = 1
+	routerStartOffset = 50
+	routerEndOffset   = 99
+	bootProvOffset    = 2
+	poolStartOffset   = 100
+	poolEndOffset     = 199
+	bootHTTPPort      = 8080
 )
 
 func offsetFits(p netip.Prefix, off int) bool {

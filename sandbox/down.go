@@ -33,7 +33,7 @@ const (
 //   - removes the files it made under Dir, and Dir if Up made it.
 //
 // It works from DIR/sandbox.json, and also from the naming scheme alone
-// (PREFIX-underlay, PREFIX-h<N>, PREFIX-lan, PREFIX-boot, PREFIX-ctl, the
+// (PREFIX-underlay, PREFIX-h<N>, PREFIX-lan, PREFIX-boot, PREFIX-router, PREFIX-ctl, the
 // server whose --data-dir is DIR/server), so a missing or partial record still leaves nothing
 // behind. Running it again does nothing. It goes on after a failed step
 // and returns every failure.
@@ -95,6 +95,9 @@ func Down(ctx context.Context, cfg Config) error {
 		}
 		if p := st.Provisioning; p != nil && p.Boot.alive() {
 			ps = append(ps, *p.Boot)
+		}
+		if p := st.Provisioning; p != nil && p.Router != nil && p.Router.DNSMasq.alive() {
+			ps = append(ps, *p.Router.DNSMasq)
 		}
 		for _, m := range st.Machines {
 			if m.QEMU.alive() {
@@ -163,6 +166,7 @@ func removeFiles(dir string, st *State) error {
 					e.Name() == guestSubdir && (exists(filepath.Join(p, "vmlinuz")) || exists(filepath.Join(p, "initrd.img"))),
 					hostDirName.MatchString(e.Name()) && exists(filepath.Join(p, agentLog)),
 					e.Name() == bootSubdir && exists(filepath.Join(p, bootLog)),
+					e.Name() == routerSubdir && exists(filepath.Join(p, routerLog)),
 					e.Name() == machinesSubdir && onlyMachines(p):
 					paths = append(paths, p)
 				}

@@ -168,6 +168,10 @@ func (s *Sandbox) buildProvisioning(under netns.NsHandle, uh *netlink.Handle) er
 		PoolEnd:             addrAt(s.cfg.Provisioning, poolEndOffset).String(),
 		HTTPListen:          net.JoinHostPort(addrAt(s.cfg.Provisioning, bootProvOffset).String(), strconv.Itoa(bootHTTPPort)),
 		BootDir:             filepath.Join(s.cfg.Dir, bootSubdir),
+		DHCPMode:            "full",
+	}
+	if s.cfg.HomeRouter {
+		p.DHCPMode = "proxy"
 	}
 	s.State.Provisioning = p
 	if err := s.State.save(); err != nil {
@@ -250,7 +254,59 @@ func (s *Sandbox) buildProvisioning(under netns.NsHandle, uh *netlink.Handle) er
 			return err
 		}
 	}
+	if s.cfg.HomeRouter {
+		return s.buildRouter(p, lan, lh)
+	}
 	return nil
+}
+
+// buildRouter makes the home router's namespace, PREFIX-router, with one
+// veth on prov0 (lan, .1 of the provisioning network; its peer in
+// PREFIX-lan is router). Like PREFIX-boot it does not forward and has no
+// other link: the "router" only hands out addresses (StartHomeRouter).
+func (s *Sandbox) buildRouter(p *Provisioning, lan netns.NsHandle, lh *netlink.Handle) error {
+	r := &Router{
+		Netns:      s.names.router(),
+		Interface:  routerLink,
+		Address:    addrAt(s.cfg.Provisioning, routerOffset).String(),
+		RangeStart: addrAt(s.cfg.Provisioning, routerStartOffset).String(),
+		RangeEnd:   addrAt(s.cfg.Provisioning, routerEndOffset).String(),
+		Dir:        filepath.Join(s.cfg.Dir, routerSubdir),
+	}
+	p.Router = r
+	if err := s.State.save(); err != nil {
+		return err
+	}
+	rns, err := s.newNetns(r.Netns)
+	if err != nil {
+		return err
+	}
+	defer rns.Close()
+	rh, err := netlink.NewHandleAt(rns)
+	if err != nil {
+		return fmt.Errorf("netlink in %s: %w", r.Netns, err)
+	}
+	defer rh.Close()
+	if err := linkUp(rh, "lo"); err != nil {
+		return fmt.Errorf("%s: %w", r.Netns, err)
+	}
+	if err := InNetns(r.Netns, func() error {
+		return os.WriteFile("/proc/sys/net/ipv4/ip_forward", []byte("0"), 0o644)
+	}); err != nil {
+		return fmt.Errorf("turning forwarding off in %s: %w", r.Netns, err)
+	}
+	veth := &netlink.Veth{
+		LinkAttrs:     netlink.LinkAttrs{Name: r.Interface, Namespace: netlink.NsFd(rns)},
+		PeerName:      routerPortName,
+		PeerNamespace: netlink.NsFd(lan),
+	}
+	if err := rh.LinkAdd(veth); err != nil {
+		return fmt.Errorf("creating veth %s (%s) – %s (%s): %w", r.Interface, r.Netns, routerPortName, p.Netns, err)
+	}
+	if err := plugIntoBridge(lh, routerPortName, provBridgeName); err != nil {
+		return err
+	}
+	return addressUp(rh, r.Netns, r.Interface, netip.PrefixFrom(netip.MustParseAddr(r.Address), s.cfg.Provisioning.Bits()))
 }
 
 // addressUp gives a link its address and brings it up.

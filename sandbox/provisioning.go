@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -90,4 +91,118 @@ func hasCommand(ctx context.Context, exe, command string) bool {
 	defer cancel()
 	out, err := exec.CommandContext(ctx, exe, command, "--help").CombinedOutput()
 	return err == nil && !strings.Contains(string(out), "unknown command")
+}
+
+// StartHomeRouter starts dnsmasq in PREFIX-router as the provisioning
+// network's home router: DHCP only (no DNS: --port=0), addresses .50 to
+// .99 of the provisioning network, and no PXE option whatsoever, so the
+// boot service, in proxy mode, is what tells machines what to boot. Its
+// own log is DIR/router/dnsmasq.log, its leases DIR/router/leases, and
+// what it prints DIR/router/router.log. Up waits until it listens on
+// port 67.
+func (s *Sandbox) StartHomeRouter(ctx context.Context) error {
+	p := s.State.Provisioning
+	if p == nil || p.Router == nil {
+		return errors.New("the sandbox has no home router's namespace yet")
+	}
+	r := p.Router
+	if _, err := os.Stat(s.cfg.DNSMasq); err != nil {
+		return fmt.Errorf("--home-router needs dnsmasq (%v): on Debian, apt-get install dnsmasq-base", err)
+	}
+	if err := os.MkdirAll(r.Dir, 0o755); err != nil {
+		return err
+	}
+	if err := s.addPath(r.Dir); err != nil {
+		return err
+	}
+	for _, f := range []string{r.Leases(), r.Log()} {
+		if err := touch(f); err != nil {
+			return err
+		}
+	}
+	// dnsmasq drops root for nobody once it has its sockets; it must
+	// still write its leases and its log.
+	_ = os.Chmod(r.Dir, 0o777)
+	for _, f := range []string{r.Leases(), r.Log()} {
+		_ = os.Chmod(f, 0o666)
+	}
+	mask := net.IP(net.CIDRMask(s.cfg.Provisioning.Bits(), 32)).String()
+	argv := s.Command(r.Netns, s.cfg.DNSMasq,
+		"--no-daemon",
+		"--conf-file=/dev/null",
+		"--no-hosts",
+		"--no-resolv",
+		"--port=0",
+		"--interface="+r.Interface,
+		"--bind-interfaces",
+		"--dhcp-range="+r.RangeStart+","+r.RangeEnd+","+mask+",1h",
+		"--dhcp-authoritative",
+		"--log-dhcp",
+		"--dhcp-leasefile="+r.Leases(),
+		"--pid-file="+filepath.Join(r.Dir, routerPID),
+		"--log-facility="+r.Log(),
+	).Args
+	logPath := filepath.Join(r.Dir, routerLog)
+	proc, err := startDaemon(argv, logPath)
+	if proc != nil {
+		r.DNSMasq = proc
+		if serr := s.State.save(); serr != nil {
+			return serr
+		}
+	}
+	failed := func(what string) error {
+		return fmt.Errorf("the home router (dnsmasq) %s; the end of %s:\n%s\nand of %s:\n%s",
+			what, logPath, logTail(logPath, 10), r.Log(), logTail(r.Log(), 10))
+	}
+	if err != nil {
+		return failed("did not start (" + err.Error() + ")")
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if !proc.alive() {
+			return failed("exited")
+		}
+		if listensUDP(r.Netns, 67) {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return failed("does not listen on UDP port 67 after 30s")
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// listensUDP reports whether something in the namespace has a UDP socket
+// bound to port.
+func listensUDP(netnsName string, port int) bool {
+	found := false
+	_ = InNetns(netnsName, func() error {
+		// The thread's namespace, not the process's.
+		data, err := os.ReadFile("/proc/thread-self/net/udp")
+		if err != nil {
+			return err
+		}
+		want := fmt.Sprintf(":%04X ", port)
+		for _, line := range strings.Split(string(data), "\n")[1:] {
+			f := strings.Fields(line)
+			if len(f) > 2 && strings.HasSuffix(f[1]+" ", want) {
+				found = true
+			}
+		}
+		return nil
+	})
+	return found
+}
+
+// touch makes an empty file unless it exists.
+func touch(path string) error {
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY, 0o644)
+	if err != nil {
+		return err
+	}
+	return f.Close()
 }

@@ -55,6 +55,7 @@ func Up(ctx context.Context, cfg Config) (*Sandbox, error) {
 		{what: "building the underlay, " + plural(s.cfg.Hosts, "host namespace") + " and the provisioning network", run: func(context.Context) error { return s.BuildNetwork() }},
 		{what: "starting the server", run: s.StartServer},
 		{what: "starting " + plural(s.cfg.Hosts, "agent"), run: s.StartAgents},
+		{what: "starting the home router (dnsmasq)", run: s.StartHomeRouter, skip: !s.cfg.HomeRouter},
 		{what: "starting the boot service", run: s.StartBootService, skip: !s.cfg.BootService},
 		{what: "building the test guest", run: s.BuildTestGuest, skip: !s.cfg.TestGuest},
 		{what: "waiting for every host to be Ready", run: s.WaitReady},
@@ -392,6 +393,9 @@ func (s *Sandbox) PrintSummary(w io.Writer) {
 	}
 	if p := s.State.Provisioning; p != nil {
 		fmt.Fprintf(w, "# provisioning  %s  netns %s, bridge %s\n", p.CIDR, p.Netns, p.Bridge)
+		if r := p.Router; r != nil {
+			fmt.Fprintf(w, "# home router  %s  %s\n", r.Address, routerStatus(r))
+		}
 		fmt.Fprintf(w, "# boot service  %s  %s\n", p.BootAddress, bootStatus(p))
 		fmt.Fprintf(w, "# a machine that network-boots: hearth sandbox machine add NAME [--uefi]%s\n", s.dirFlag())
 	}

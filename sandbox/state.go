@@ -5,10 +5,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hearth.dev/hearth/dirlock"
 	"os"
 	"path/filepath"
 	"slices"
-	"syscall"
 	"time"
 )
 
@@ -58,8 +58,13 @@ type Provisioning struct {
 	BootAddress         string `json:"bootAddress"`
 	BootUnderlayLink    string `json:"bootUnderlayLink"`
 	BootUnderlayAddress string `json:"bootUnderlayAddress"`
+	// DHCPMode is the boot service's DHCP mode: "full" (PoolStart to
+	// PoolEnd), or "proxy" beside the home router (Router).
+	DHCPMode string `json:"dhcpMode,omitempty"`
+	// Router is the home router (--home-router), if any.
+	Router *Router `json:"router,omitempty"`
 	// PoolStart and PoolEnd bound the addresses the boot service's DHCP
-	// hands out; HTTPListen is where it serves HTTP.
+	// hands out in full mode; HTTPListen is where it serves HTTP.
 	PoolStart  string `json:"poolStart"`
 	PoolEnd    string `json:"poolEnd"`
 	HTTPListen string `json:"httpListen"`
@@ -71,6 +76,28 @@ type Provisioning struct {
 	Boot        *Process `json:"boot,omitempty"`
 	BootSkipped string   `json:"bootSkipped,omitempty"`
 }
+
+// Router is the provisioning network's home router: dnsmasq handing out
+// addresses, with no PXE options, like the DHCP server of a home router.
+type Router struct {
+	// Netns holds Interface, a veth on the provisioning bridge with
+	// Address.
+	Netns     string `json:"netns"`
+	Interface string `json:"interface"`
+	Address   string `json:"address"`
+	// RangeStart and RangeEnd bound the addresses dnsmasq hands out.
+	RangeStart string `json:"rangeStart"`
+	RangeEnd   string `json:"rangeEnd"`
+	// Dir holds dnsmasq's lease file, pid file and logs.
+	Dir     string   `json:"dir"`
+	DNSMasq *Process `json:"dnsmasq,omitempty"`
+}
+
+// Leases is the path of the home router's lease file.
+func (r Router) Leases() string { return filepath.Join(r.Dir, routerLeases) }
+
+// Log is the path of dnsmasq's own log (--log-facility).
+func (r Router) Log() string { return filepath.Join(r.Dir, routerDNSMasq) }
 
 // BootLog is the path of the boot service's log.
 func (p Provisioning) BootLog() string { return filepath.Join(p.BootDir, bootLog) }
@@ -178,24 +205,12 @@ func (st *State) addPath(p string) error {
 // with the process, however that ends. Down does not take it: it must
 // work whatever else runs.
 func lockState(ctx context.Context, dir string) (unlock func(), err error) {
-	f, err := os.Open(dir)
+	unlock, err = dirlock.Lock(ctx, dir, 100*time.Millisecond)
+	if errors.Is(err, dirlock.ErrBusy) {
+		return nil, fmt.Errorf("waiting for another sandbox command on %s: %w", dir, ctx.Err())
+	}
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("locking %s: %w", dir, err)
 	}
-	for {
-		err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
-		if err == nil {
-			return func() { f.Close() }, nil
-		}
-		if !errors.Is(err, syscall.EWOULDBLOCK) {
-			f.Close()
-			return nil, fmt.Errorf("locking %s: %w", dir, err)
-		}
-		select {
-		case <-ctx.Done():
-			f.Close()
-			return nil, fmt.Errorf("waiting for another sandbox command on %s: %w", dir, ctx.Err())
-		case <-time.After(100 * time.Millisecond):
-		}
-	}
+	return unlock, nil
 }

@@ -73,6 +73,9 @@ func PrintStatus(ctx context.Context, w io.Writer, dir string) error {
 			netns += " (missing)"
 		}
 		fmt.Fprintf(tw, "provisioning\t%s\t%s, bridge %s\n", p.CIDR, netns, p.Bridge)
+		if r := p.Router; r != nil {
+			fmt.Fprintf(tw, "home router\t%s\t%s\n", r.Address, routerStatus(r))
+		}
 		fmt.Fprintf(tw, "boot service\t%s\t%s\n", p.BootAddress, bootStatus(p))
 	}
 	for _, m := range st.Machines {
@@ -105,4 +108,12 @@ func bootStatus(p *Provisioning) string {
 	default:
 		return "netns " + p.BootNetns + ", not started"
 	}
+}
+
+func routerStatus(r *Router) string {
+	s := "netns " + r.Netns + ", dhcp " + r.RangeStart + "-" + r.RangeEnd
+	if r.DNSMasq == nil {
+		return s + ", dnsmasq not started"
+	}
+	return s + ", dnsmasq " + running(r.DNSMasq) + ", log " + r.Log()
 }

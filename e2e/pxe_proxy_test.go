@@ -1,0 +1,160 @@
+package e2e
+
+import (
+	"fmt"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	api "hearth.dev/hearth/api/v1alpha1"
+)
+
+// upProxySandbox is upSandbox with a home router (dnsmasq) on the
+// provisioning network and the boot service in proxy DHCP mode. Its
+// prefix and CIDRs differ from upSandbox's, so both run in one go test.
+func upProxySandbox(t *testing.T) *sandboxLab {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("the sandbox needs root (network namespaces); CI runs as root")
+	}
+	if _, err := exec.LookPath("qemu-system-x86_64"); err != nil {
+		t.Skip("qemu-system-x86_64 is not installed; .ci/run installs it")
+	}
+	if _, err := os.Stat("/usr/sbin/dnsmasq"); err != nil {
+		t.Skip("dnsmasq is not installed (apt-get install dnsmasq-base)")
+	}
+	s := &sandboxLab{t: t, dir: t.TempDir(), prefix: fmt.Sprintf("hsp%d", os.Getpid()%10000)}
+	out, err := exec.Command(hearthBin, "sandbox", "up", "--hosts", "1", "--home-router",
+		"--dir", s.dir, "--prefix", s.prefix,
+		"--underlay-cidr", "172.31.249.0/24", "--provisioning-cidr", "172.31.248.0/24").CombinedOutput()
+	t.Cleanup(func() { s.down() })
+	if err != nil {
+		t.Fatalf("sandbox up --home-router: %v\n%s\n%s", err, out, s.logs())
+	}
+	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+	last := lines[len(lines)-1]
+	cfg, ok := strings.CutPrefix(last, "export HEARTH_CONFIG=")
+	if !ok {
+		t.Fatalf("sandbox up's last line is %q, want export HEARTH_CONFIG=…", last)
+	}
+	s.config = cfg
+	if !strings.Contains(string(out), "home router") {
+		t.Errorf("sandbox up's summary does not mention the home router:\n%s", out)
+	}
+	return s
+}
+
+// TestSandboxPXEProxy: the boot service in proxy mode beside a separate
+// DHCP server, dnsmasq acting as the home router (addresses .50-.99, no
+// PXE options). BIOS (iPXE ROM) and UEFI (OVMF, whose PXE client asks the
+// ProxyDHCP server on port 4011) machines get their address from the
+// router and their boot files from Hearth, install, and report back.
+func TestSandboxPXEProxy(t *testing.T) {
+	s := upProxySandbox(t)
+	st := s.must("", "sandbox", "status", "--dir", s.dir)
+	if !strings.Contains(st, "home router") || !strings.Contains(st, "172.31.248.1") {
+		t.Errorf("sandbox status does not show the home router:\n%s", st)
+	}
+	s.must(s.installProfile(), "apply", "-f", "-")
+	routerRange := func(a string) bool {
+		ip, err := netip.ParseAddr(a)
+		if err != nil {
+			return false
+		}
+		b := ip.As4()
+		return ip.Is4() && b[0] == 172 && b[1] == 31 && b[2] == 248 && b[3] >= 50 && b[3] <= 99
+	}
+	for _, fw := range []string{"bios", "uefi"} {
+		t.Run(fw, func(t *testing.T) {
+			name := "pxp-" + fw
+			args := []string{"sandbox", "machine", "add", name, "--dir", s.dir}
+			if fw == "uefi" {
+				args = append(args, "--uefi")
+			}
+			s.must("", args...)
+			mac := s.macOf(name)
+			var m *api.Machine
+			console := filepath.Join(s.dir, "machines", name, "console.log")
+			explain := func() string {
+				var b strings.Builder
+				if m != nil {
+					out, _ := s.hearth("", "describe", "machine", m.Metadata.Name)
+					fmt.Fprintf(&b, "--- describe machine %s\n%s\n", m.Metadata.Name, out)
+				}
+				data, _ := os.ReadFile(console)
+				if len(data) > 4000 {
+					data = data[len(data)-4000:]
+				}
+				fmt.Fprintf(&b, "--- %s\n%s\n", console, data)
+				for _, f := range []string{"leases", "dnsmasq.log"} {
+					data, _ := os.ReadFile(filepath.Join(s.dir, "router", f))
+					if len(data) > 3000 {
+						data = data[len(data)-3000:]
+					}
+					fmt.Fprintf(&b, "--- router/%s\n%s\n", f, data)
+				}
+				return b.String()
+			}
+			deadline := time.Now().Add(5 * time.Minute)
+			for {
+				var err error
+				m, err = s.machine(mac)
+				if err == nil && m.Status.Phase == api.MachineInstalled {
+					break
+				}
+				if time.Now().After(deadline) {
+					if err == nil {
+						err = fmt.Errorf("machine %s is %q (conditions %+v)", m.Metadata.Name, m.Status.Phase, m.Status.Conditions)
+					}
+					t.Fatalf("%s machine not Installed after 5m: %v\n%s", fw, err, explain())
+				}
+				time.Sleep(2 * time.Second)
+			}
+			if m.Status.Firmware != fw || m.Status.InstalledAt == nil {
+				t.Fatalf("machine status: %+v", m.Status)
+			}
+			var fromRouter []string
+			for _, a := range m.Status.Addresses {
+				if routerRange(a) {
+					fromRouter = append(fromRouter, a)
+				}
+			}
+			if len(fromRouter) == 0 {
+				t.Errorf("no address of machine %s is from the home router's range 172.31.248.50-99: %v\n%s", m.Metadata.Name, m.Status.Addresses, explain())
+			}
+			if leases, _ := os.ReadFile(filepath.Join(s.dir, "router", "leases")); !strings.Contains(strings.ToLower(string(leases)), mac) {
+				t.Errorf("the home router's leases lack %s:\n%s", mac, leases)
+			}
+			timeline := s.must("", "describe", "machine", m.Metadata.Name)
+			for _, step := range []string{"Discovered", "(proxy)", "boot.ipxe: boot", "Report"} {
+				if !strings.Contains(timeline, step) {
+					t.Errorf("the boot timeline lacks %q:\n%s", step, timeline)
+				}
+			}
+			if fw == "uefi" && !strings.Contains(timeline, "DHCP DISCOVER from firmware → OFFER, boot ipxe.efi") &&
+				!strings.Contains(timeline, "(port 4011) from firmware → ACK") {
+				t.Errorf("UEFI firmware got no ipxe.efi from the ProxyDHCP server (port 67 or 4011):\n%s", timeline)
+			}
+			// Not asserted yet, reported: in proxy mode the boot service
+			// learns no address at DISCOVER, so TFTP and artifact
+			// requests are not put on the machine's timeline, and the
+			// port-67 proxy OFFER tells PXE clients to use its boot file
+			// (PXE_DISCOVERY_CONTROL "use boot file"), so firmware
+			// skips port 4011.
+			notes := []string{"artifact"}
+			if fw == "uefi" {
+				notes = append(notes, "TFTP", "(port 4011)")
+			}
+			for _, step := range notes {
+				if !strings.Contains(timeline, step) {
+					t.Logf("note: the %s timeline has no %q", fw, step)
+				}
+			}
+			s.must("", "sandbox", "machine", "rm", name, "--dir", s.dir)
+		})
+	}
+}
