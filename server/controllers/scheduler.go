@@ -293,15 +293,18 @@ func (s *Scheduler) Reconcile(ctx context.Context, key string) (reconcile.Result
 	return reconcile.Result{}, nil
 }
 
-// markScheduled records on a placed VM that it is placed, until its
-// agent takes the phase over.
+// markScheduled records on a placed VM that it is placed: the Scheduled
+// condition always (the agent may have started the VM before this write
+// lands), the phase only until the agent takes the phase over.
 func (s *Scheduler) markScheduled(ctx context.Context, vm *api.VirtualMachine) error {
 	return s.writeVMStatus(ctx, vm, func(vm *api.VirtualMachine, st *api.VirtualMachineStatus) bool {
-		if st.Phase != "" && st.Phase != api.VMPending && st.Phase != api.VMScheduled {
-			return false // the agent reports the VM's life from here
+		changed := false
+		if st.Phase == "" || st.Phase == api.VMPending {
+			st.Phase, changed = api.VMScheduled, true
 		}
-		changed := st.Phase != api.VMScheduled
-		st.Phase = api.VMScheduled
+		if c := st.Condition(ConditionScheduled); c != nil && c.Status == api.ConditionTrue {
+			return changed // placed once is placed: the message names the host it was put on
+		}
 		c := api.Condition{Type: ConditionScheduled, Status: api.ConditionTrue, Reason: "Scheduled",
 			Message: "placed on " + vm.Spec.Host, ObservedGeneration: vm.Metadata.Generation}
 		return st.SetCondition(c, s.Now().UTC()) || changed
