@@ -169,6 +169,13 @@ func Run(ctx context.Context, cfg Config) error {
 		}
 		go func() { errc <- ds.Serve(ctx) }()
 	}
+	if cfg.Interface != "" {
+		go func() {
+			if err := announceNoIPv6(ctx, cfg.Interface); err != nil {
+				slog.Warn("not answering IPv6 router solicitations; firmware may wait for IPv6", "err", err)
+			}
+		}()
+	}
 	slog.Info("boot service ready", "http", s.bootURL, "tftp", cfg.TFTPListen, "dhcp", cfg.DHCPMode, "interface", cfg.Interface)
 	select {
 	case <-ctx.Done():
