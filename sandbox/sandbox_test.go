@@ -607,6 +607,7 @@ func checkProvisioning(t *testing.T, cfg sandbox.Config, s *sandbox.Sandbox) {
 		BootAddress:         addrPlus(cfg.Provisioning, 2),
 		BootUnderlayLink:    "underlay",
 		BootUnderlayAddress: addrPlus(cfg.Underlay, 9),
+		DHCPMode:            "full",
 		PoolStart:           addrPlus(cfg.Provisioning, 100),
 		PoolEnd:             addrPlus(cfg.Provisioning, 199),
 		HTTPListen:          addrPlus(cfg.Provisioning, 2) + ":8080",
