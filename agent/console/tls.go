@@ -12,7 +12,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
-	"io/fs"
+	"hearth.dev/hearth/server/pki"
 	"math/big"
 	"net"
 	"os"
@@ -51,7 +51,7 @@ const (
 // is what the server trusts.
 func LoadOrCreateCert(dir string, sans []string) (tls.Certificate, string, error) {
 	certPath, keyPath := filepath.Join(dir, CertFile), filepath.Join(dir, KeyFile)
-	cert, err := loadCert(certPath, keyPath)
+	cert, err := pki.LoadKeyPair(certPath, keyPath)
 	if err != nil {
 		return tls.Certificate{}, "", err
 	}
@@ -65,13 +65,13 @@ func LoadOrCreateCert(dir string, sans []string) (tls.Certificate, string, error
 		}
 		// The key goes first: stopped between the two, the old certificate
 		// does not match the new key and the next start makes a new pair.
-		if err := writeFileAtomic(keyPath, keyPEM, 0o600); err != nil {
+		if err := pki.WriteFileAtomic(keyPath, keyPEM, 0o600); err != nil {
 			return tls.Certificate{}, "", fmt.Errorf("agent certificate key: %w", err)
 		}
-		if err := writeFileAtomic(certPath, certPEM, 0o644); err != nil {
+		if err := pki.WriteFileAtomic(certPath, certPEM, 0o644); err != nil {
 			return tls.Certificate{}, "", fmt.Errorf("agent certificate: %w", err)
 		}
-		pair, err := keyPair(certPEM, keyPEM)
+		pair, err := pki.KeyPair(certPEM, keyPEM)
 		if err != nil {
 			return tls.Certificate{}, "", fmt.Errorf("agent certificate just made: %w", err)
 		}
@@ -112,44 +112,6 @@ func ServerTLS(cert tls.Certificate, caPEM []byte) (*tls.Config, error) {
 			return nil
 		},
 	}, nil
-}
-
-// loadCert reads the pair, or returns nil when it is missing or not a
-// valid pair (it is then made anew); other errors, such as permissions,
-// are returned, as overwriting would hide them.
-func loadCert(certPath, keyPath string) (*tls.Certificate, error) {
-	certPEM, err := os.ReadFile(certPath)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, fmt.Errorf("agent certificate: %w", err)
-	}
-	keyPEM, err := os.ReadFile(keyPath)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, fmt.Errorf("agent certificate key: %w", err)
-	}
-	cert, err := keyPair(certPEM, keyPEM)
-	if err != nil {
-		return nil, nil
-	}
-	return &cert, nil
-}
-
-func keyPair(certPEM, keyPEM []byte) (tls.Certificate, error) {
-	cert, err := tls.X509KeyPair(certPEM, keyPEM)
-	if err != nil {
-		return tls.Certificate{}, err
-	}
-	if cert.Leaf == nil {
-		if cert.Leaf, err = x509.ParseCertificate(cert.Certificate[0]); err != nil {
-			return tls.Certificate{}, err
-		}
-	}
-	return cert, nil
 }
 
 // certGood reports whether leaf may be kept at time now.
@@ -216,32 +178,4 @@ func selfSigned(sans []string) (certPEM, keyPEM []byte, err error) {
 	}
 	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
 		pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), nil
-}
-
-// writeFileAtomic replaces path with data through a temporary file and a
-// rename, so a reader sees the old file or the new one, never half of one.
-func writeFileAtomic(path string, data []byte, perm fs.FileMode) (err error) {
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return err
-	}
-	defer func() {
-		if err != nil {
-			tmp.Close()
-			os.Remove(tmp.Name())
-		}
-	}()
-	if err := tmp.Chmod(perm); err != nil {
-		return err
-	}
-	if _, err := tmp.Write(data); err != nil {
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), path)
 }

@@ -92,7 +92,7 @@ func LoadOrCreateServing(dir string, ca *CA, commonName string, dnsNames []strin
 	certPath := filepath.Join(dir, ServingCertFile)
 	keyPath := filepath.Join(dir, ServingKeyFile)
 
-	cert, err := loadServing(certPath, keyPath)
+	cert, err := LoadKeyPair(certPath, keyPath)
 	if err != nil {
 		return tls.Certificate{}, err
 	}
@@ -109,47 +109,47 @@ func LoadOrCreateServing(dir string, ca *CA, commonName string, dnsNames []strin
 	}
 	// The key goes first: if we stop between the two renames, the old
 	// certificate no longer matches the new key, and the next call reissues.
-	if err := writeFileAtomic(keyPath, keyPEM, 0o600); err != nil {
+	if err := WriteFileAtomic(keyPath, keyPEM, 0o600); err != nil {
 		return tls.Certificate{}, fmt.Errorf("write serving key: %w", err)
 	}
-	if err := writeFileAtomic(certPath, certPEM, 0o644); err != nil {
+	if err := WriteFileAtomic(certPath, certPEM, 0o644); err != nil {
 		return tls.Certificate{}, fmt.Errorf("write serving certificate: %w", err)
 	}
-	fresh, err := keyPair(certPEM, keyPEM)
+	fresh, err := KeyPair(certPEM, keyPEM)
 	if err != nil {
 		return tls.Certificate{}, fmt.Errorf("load issued serving certificate: %w", err)
 	}
 	return fresh, nil
 }
 
-// loadServing reads the key pair at certPath and keyPath. It returns nil and
+// LoadKeyPair reads the key pair at certPath and keyPath. It returns nil and
 // no error when the files are missing or do not form a valid key pair, since
 // the caller then simply issues a new one; other read errors (such as
 // permissions) are returned, as overwriting would hide them.
-func loadServing(certPath, keyPath string) (*tls.Certificate, error) {
+func LoadKeyPair(certPath, keyPath string) (*tls.Certificate, error) {
 	certPEM, err := os.ReadFile(certPath)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("read serving certificate: %w", err)
+		return nil, fmt.Errorf("read certificate: %w", err)
 	}
 	keyPEM, err := os.ReadFile(keyPath)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("read serving key: %w", err)
+		return nil, fmt.Errorf("read key: %w", err)
 	}
-	cert, err := keyPair(certPEM, keyPEM)
+	cert, err := KeyPair(certPEM, keyPEM)
 	if err != nil {
 		return nil, nil
 	}
 	return &cert, nil
 }
 
-// keyPair parses a PEM key pair into a tls.Certificate with Leaf set.
-func keyPair(certPEM, keyPEM []byte) (tls.Certificate, error) {
+// KeyPair parses a PEM key pair into a tls.Certificate with Leaf set.
+func KeyPair(certPEM, keyPEM []byte) (tls.Certificate, error) {
 	cert, err := tls.X509KeyPair(certPEM, keyPEM)
 	if err != nil {
 		return tls.Certificate{}, err
@@ -205,10 +205,10 @@ func hasIP(cert *x509.Certificate, ip net.IP) bool {
 	return false
 }
 
-// writeFileAtomic writes data to path through a temporary file in the same
+// WriteFileAtomic writes data to path through a temporary file in the same
 // directory and a rename, so a reader sees either the old or the new file,
 // never a partial one.
-func writeFileAtomic(path string, data []byte, perm fs.FileMode) (err error) {
+func WriteFileAtomic(path string, data []byte, perm fs.FileMode) (err error) {
 	dir := filepath.Dir(path)
 	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
 	if err != nil {
