@@ -43,6 +43,8 @@ The sandbox is up: a server and 2 hosts. Try:
   export HEARTH_CONFIG=$HEARTH_CONFIG
   $hearth console vm/web-1 --tenant demo     # Ctrl-] to leave
   $hearth get vm -A -w
+  $hearth sandbox machine add node1 --dir $dir   # a bare-metal machine that network-boots
+  $hearth get machines -w                        # it is discovered; give it a MachineProfile
 Remove everything with: $hearth sandbox down --dir $dir
 export HEARTH_CONFIG=$HEARTH_CONFIG
 MSG
