@@ -308,6 +308,7 @@ func extraSchemas(serverVersion string) map[string]map[string]any {
 	version := open("The server's version.")
 	version["example"] = map[string]any{"version": serverVersion}
 	return map[string]map[string]any{
+		"ImageContent":     {"type": "string", "format": "binary", "description": "An image's bytes (qcow2, raw or ISO)."},
 		"WhoAmI":           open("Who the server takes the caller to be: the user or host, its role and tenant."),
 		"TokenRequest":     open("What a new token is for: a description and, optionally, when it expires."),
 		"Token":            open("A new token. Its secret is shown this once; the server keeps only its hash."),
@@ -366,6 +367,43 @@ func (b *builder) extraPaths() {
 		okCode:      "200", okText: "The host is registered.", okSchema: "JoinResponse",
 		errors: []int{400, 401, 403, 409, 422},
 	})
+	vm := api.PathPrefix + "/tenants/{tenant}/virtualmachines/{name}"
+	vmParams := []any{tenantParam, nameParam}
+	b.add(vm+"/log", "get", vmParams, operation{
+		id: "readVirtualMachineLog", summary: "Read a VM's serial console log", tags: []string{"VirtualMachine"},
+		description: "Plain text. Query follow=1 streams new output; tail=BYTES returns only the end. Needs the right to read the VM.",
+		params: []any{queryParam("follow", "boolean", "Keep the response open and stream new output."),
+			queryParam("tail", "integer", "Only the last this many bytes.")},
+		okCode: "200", okText: "The console log (text/plain).",
+		errors: []int{400, 401, 403, 404, 503},
+	})
+	b.add(vm+"/console", "get", vmParams, operation{
+		id: "attachVirtualMachineConsole", summary: "Attach to a VM's serial console", tags: []string{"VirtualMachine"},
+		description: "A websocket upgrade; binary messages carry the console both ways. Needs the right to change the VM.",
+		okCode:      "101", okText: "Switching to the websocket protocol.",
+		errors: []int{400, 401, 403, 404, 503},
+	})
+	for _, img := range []struct {
+		path   string
+		params []any
+		id     string
+	}{
+		{api.PathPrefix + "/tenants/{tenant}/images/{name}/content", []any{tenantParam, nameParam}, ""},
+		{api.PathPrefix + "/images/{name}/content", []any{nameParam}, "Cluster"},
+	} {
+		b.add(img.path, "put", img.params, operation{
+			id: "upload" + img.id + "ImageContent", summary: "Upload an Image's content", tags: []string{"Image"},
+			description: "The body is the image, streamed; it is checked against spec.source.checksum when set.",
+			body:        "ImageContent", bodyType: "application/octet-stream",
+			okCode: "200", okText: "The Image, with its checksum and size recorded.", okSchema: "Image",
+			errors: []int{400, 401, 403, 404, 409, 422},
+		})
+		b.add(img.path, "get", img.params, operation{
+			id: "download" + img.id + "ImageContent", summary: "Download an uploaded Image's content (Range requests allowed)", tags: []string{"Image"},
+			okCode: "200", okText: "The image (application/octet-stream).",
+			errors: []int{401, 403, 404},
+		})
+	}
 	b.add("/healthz", "get", nil, operation{
 		id: "checkHealth", summary: "Say whether the server can serve", tags: []string{tagServer},
 		okCode: "200", okText: "The server is healthy.",
