@@ -1,9 +1,6 @@
 package pki
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"errors"
@@ -21,31 +18,8 @@ func (ca *CA) IssueClient(commonName string, validity time.Duration) (certPEM, k
 	if validity <= 0 {
 		return nil, nil, fmt.Errorf("issue client certificate %q: validity %v is not positive", commonName, validity)
 	}
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return nil, nil, fmt.Errorf("issue client certificate %q: generate key: %w", commonName, err)
-	}
-	serial, err := randomSerial()
-	if err != nil {
-		return nil, nil, fmt.Errorf("issue client certificate %q: %w", commonName, err)
-	}
-	now := time.Now()
-	tmpl := &x509.Certificate{
-		SerialNumber:          serial,
-		Subject:               pkix.Name{CommonName: commonName},
-		NotBefore:             now.Add(-clockSkew),
-		NotAfter:              now.Add(validity),
-		KeyUsage:              x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
-		BasicConstraintsValid: true,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, key.Public(), ca.Key)
-	if err != nil {
-		return nil, nil, fmt.Errorf("issue client certificate %q: sign: %w", commonName, err)
-	}
-	keyPEM, err = encodeKey(key)
-	if err != nil {
-		return nil, nil, fmt.Errorf("issue client certificate %q: %w", commonName, err)
-	}
-	return encodeCert(der), keyPEM, nil
+	return ca.issue("client certificate", &x509.Certificate{
+		Subject:     pkix.Name{CommonName: commonName},
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+	}, validity)
 }

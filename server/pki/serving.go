@@ -46,33 +46,37 @@ func (ca *CA) IssueServing(commonName string, dnsNames []string, ips []net.IP, v
 	if len(dnsNames) == 0 && len(ips) == 0 {
 		return nil, nil, fmt.Errorf("issue serving certificate %q: no DNS names or IP addresses given; a client could not verify it", commonName)
 	}
+	return ca.issue("serving certificate", &x509.Certificate{
+		Subject:     pkix.Name{CommonName: commonName},
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
+		DNSNames:    dnsNames,
+		IPAddresses: ips,
+	}, validity)
+}
+
+// issue signs a leaf certificate from tmpl with a new P-256 key: it sets
+// the serial number, the validity (from a little in the past, for clock
+// skew) and the key usage every leaf here shares. what names the kind of
+// certificate in errors.
+func (ca *CA) issue(what string, tmpl *x509.Certificate, validity time.Duration) (certPEM, keyPEM []byte, err error) {
+	name := tmpl.Subject.CommonName
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
-		return nil, nil, fmt.Errorf("issue serving certificate %q: generate key: %w", commonName, err)
+		return nil, nil, fmt.Errorf("issue %s %q: generate key: %w", what, name, err)
 	}
-	serial, err := randomSerial()
-	if err != nil {
-		return nil, nil, fmt.Errorf("issue serving certificate %q: %w", commonName, err)
+	if tmpl.SerialNumber, err = randomSerial(); err != nil {
+		return nil, nil, fmt.Errorf("issue %s %q: %w", what, name, err)
 	}
 	now := time.Now()
-	tmpl := &x509.Certificate{
-		SerialNumber:          serial,
-		Subject:               pkix.Name{CommonName: commonName},
-		NotBefore:             now.Add(-clockSkew),
-		NotAfter:              now.Add(validity),
-		KeyUsage:              x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
-		BasicConstraintsValid: true,
-		DNSNames:              dnsNames,
-		IPAddresses:           ips,
-	}
+	tmpl.NotBefore, tmpl.NotAfter = now.Add(-clockSkew), now.Add(validity)
+	tmpl.KeyUsage, tmpl.BasicConstraintsValid = x509.KeyUsageDigitalSignature, true
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, key.Public(), ca.Key)
 	if err != nil {
-		return nil, nil, fmt.Errorf("issue serving certificate %q: sign: %w", commonName, err)
+		return nil, nil, fmt.Errorf("issue %s %q: sign: %w", what, name, err)
 	}
 	keyPEM, err = encodeKey(key)
 	if err != nil {
-		return nil, nil, fmt.Errorf("issue serving certificate %q: %w", commonName, err)
+		return nil, nil, fmt.Errorf("issue %s %q: %w", what, name, err)
 	}
 	return encodeCert(der), keyPEM, nil
 }
