@@ -114,10 +114,8 @@ func printError(w io.Writer, err error) {
 
 // objectFromMessage takes `Network "x" is invalid: …` and returns `Network "x"`.
 func objectFromMessage(msg string) string {
-	for i := 0; i+len(" is invalid") <= len(msg); i++ {
-		if msg[i:i+len(" is invalid")] == " is invalid" {
-			return msg[:i]
-		}
+	if i := strings.Index(msg, " is invalid"); i >= 0 {
+		return msg[:i]
 	}
 	return "the object"
 }

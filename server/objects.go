@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"maps"
 	"net/http"
 	"reflect"
 	"slices"
@@ -328,20 +329,8 @@ func (s *Server) mergeSpecUpdate(ctx context.Context, p *auth.Principal, t targe
 }
 
 func metaEqual(a, b *api.ObjectMeta) bool {
-	return mapsEqual(a.Labels, b.Labels) && mapsEqual(a.Annotations, b.Annotations) &&
+	return maps.Equal(a.Labels, b.Labels) && maps.Equal(a.Annotations, b.Annotations) &&
 		slices.Equal(a.Finalizers, b.Finalizers) && slices.Equal(a.OwnerReferences, b.OwnerReferences)
-}
-
-func mapsEqual(a, b map[string]string) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for k, v := range a {
-		if w, ok := b[k]; !ok || w != v {
-			return false
-		}
-	}
-	return true
 }
 
 // mergeStatusUpdate takes only the status of in, keeping everything else
