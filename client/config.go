@@ -3,6 +3,7 @@ package client
 import (
 	"errors"
 	"fmt"
+	"hearth.dev/hearth/atomicfile"
 	"os"
 	"path/filepath"
 
@@ -80,11 +81,7 @@ func (c *Config) Save(path string) error {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return err
 	}
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, data, 0o600); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
+	return atomicfile.Write(path, data, 0o600)
 }
 
 // Current returns the context in use, or the named one when name is set.

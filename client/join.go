@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"hearth.dev/hearth/atomicfile"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -52,10 +53,7 @@ func Join(ctx context.Context, cfg JoinConfig) (*Client, *Credentials, error) {
 		if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 			return nil, nil, err
 		}
-		if err := os.WriteFile(path+".tmp", data, 0o600); err != nil {
-			return nil, nil, err
-		}
-		if err := os.Rename(path+".tmp", path); err != nil {
+		if err := atomicfile.Write(path, data, 0o600); err != nil {
 			return nil, nil, err
 		}
 	}

@@ -12,6 +12,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"hearth.dev/hearth/atomicfile"
 	"hearth.dev/hearth/server/pki"
 	"math/big"
 	"net"
@@ -65,10 +66,10 @@ func LoadOrCreateCert(dir string, sans []string) (tls.Certificate, string, error
 		}
 		// The key goes first: stopped between the two, the old certificate
 		// does not match the new key and the next start makes a new pair.
-		if err := pki.WriteFileAtomic(keyPath, keyPEM, 0o600); err != nil {
+		if err := atomicfile.Write(keyPath, keyPEM, 0o600); err != nil {
 			return tls.Certificate{}, "", fmt.Errorf("agent certificate key: %w", err)
 		}
-		if err := pki.WriteFileAtomic(certPath, certPEM, 0o644); err != nil {
+		if err := atomicfile.Write(certPath, certPEM, 0o644); err != nil {
 			return tls.Certificate{}, "", fmt.Errorf("agent certificate: %w", err)
 		}
 		pair, err := pki.KeyPair(certPEM, keyPEM)
