@@ -78,6 +78,8 @@ type Service struct {
 
 	mu        sync.Mutex
 	byIP      map[netip.Addr]string // address → machine name, from DHCP
+	byMAC     map[string]string     // lowercase MAC → machine name, from the cache
+	macOf     map[string]string     // machine name → its MAC, to unindex deletions
 	artifacts map[string]artifact   // id → where it comes from
 	creating  map[string]chan struct{}
 	updates   chan func(context.Context)
@@ -127,10 +129,23 @@ func Run(ctx context.Context, cfg Config) error {
 		sites:     client.NewInformer(c, "Site", "", client.ListOptions{}),
 		images:    &storage.ImageCache{Dir: filepath.Join(cfg.DataDir, "artifacts")},
 		byIP:      map[netip.Addr]string{},
+		byMAC:     map[string]string{},
+		macOf:     map[string]string{},
 		artifacts: map[string]artifact{},
 		creating:  map[string]chan struct{}{},
 		updates:   make(chan func(context.Context), 1024),
 	}
+	// Every DHCP packet looks its machine up by MAC: keep an index.
+	s.machines.OnChange(func(name string, obj api.Object) {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		delete(s.byMAC, s.macOf[name])
+		delete(s.macOf, name)
+		if m, ok := obj.(*api.Machine); ok {
+			mac := strings.ToLower(m.Spec.MAC)
+			s.byMAC[mac], s.macOf[name] = name, mac
+		}
+	})
 	for _, inf := range []*client.Informer{s.machines, s.profiles, s.keys, s.sites} {
 		go inf.Run(ctx)
 		if err := inf.WaitSynced(ctx); err != nil {
@@ -283,10 +298,14 @@ func (s *Service) machine(name string) *api.Machine {
 
 // machineByMAC finds a Machine by its MAC.
 func (s *Service) machineByMAC(mac string) *api.Machine {
-	for _, o := range s.machines.List() {
-		if m := o.(*api.Machine); strings.EqualFold(m.Spec.MAC, mac) {
-			return m
-		}
+	s.mu.Lock()
+	name, ok := s.byMAC[strings.ToLower(mac)]
+	s.mu.Unlock()
+	if !ok {
+		return nil
+	}
+	if o, ok := s.machines.Get(name); ok {
+		return o.(*api.Machine)
 	}
 	return nil
 }
