@@ -15,6 +15,7 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/server/v3/embed"
+	"go.etcd.io/etcd/server/v3/etcdserver/api/v3client"
 	"go.uber.org/zap"
 )
 
@@ -112,12 +113,10 @@ func Start(ctx context.Context, cfg Config) (*Etcd, error) {
 		e.Close()
 		return nil, fmt.Errorf("embedded etcd did not become ready in 5 minutes (are the other members of --etcd-initial-cluster up?)")
 	}
-	c, err := clientv3.New(clientv3.Config{Endpoints: []string{clientURL.String()}, DialTimeout: 10 * time.Second, Logger: zap.NewNop()})
-	if err != nil {
-		e.Close()
-		return nil, err
-	}
-	return &Etcd{Client: c, server: e}, nil
+	// The API server calls its member directly, not through gRPC over a
+	// socket: no marshalling, no loopback round trip. Writes still go
+	// through raft (forwarded to the leader in a cluster).
+	return &Etcd{Client: v3client.New(e.Server), server: e}, nil
 }
 
 // Embedded reports whether this process runs an etcd member.
