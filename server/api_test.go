@@ -456,3 +456,60 @@ func TestGenerationAndVNI(t *testing.T) {
 		t.Fatalf("the freed VNI %d was not reused: got %d", va, got)
 	}
 }
+
+// TestBindingSchedules checks that the write that gives a VM its host
+// also makes it Scheduled, whether the scheduler binds it (a patch of
+// spec.host) or its creator names the host, and that later writes leave
+// the condition alone.
+func TestBindingSchedules(t *testing.T) {
+	env := servertest.Start(t, servertest.WithoutControllers())
+	env.Tenant("lab")
+	ctx := servertest.Ctx(t)
+	scheduled := func(obj api.Object, host string) {
+		t.Helper()
+		vm := obj.(*api.VirtualMachine)
+		c := vm.Status.Condition(api.ConditionScheduled)
+		if vm.Status.Phase != api.VMScheduled || c == nil || c.Status != api.ConditionTrue || c.Message != "placed on "+host ||
+			c.LastTransitionTime == nil || c.ObservedGeneration != vm.Metadata.Generation {
+			t.Fatalf("VM %s: phase %q, Scheduled %+v; want Scheduled, True, placed on %s at generation %d",
+				vm.Metadata.Name, vm.Status.Phase, c, host, vm.Metadata.Generation)
+		}
+	}
+
+	vm := servertest.Example("VirtualMachine", "lab").(*api.VirtualMachine)
+	vm.Spec.Host = ""
+	created, err := env.Admin.Create(ctx, vm)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st := created.(*api.VirtualMachine).Status; st.Phase != "" || len(st.Conditions) != 0 {
+		t.Fatalf("a VM without a host has status %+v, want none", st)
+	}
+	bound, err := env.Admin.Patch(ctx, "VirtualMachine", "lab", vm.Metadata.Name, map[string]any{"spec": map[string]any{"host": "h1"}}, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	scheduled(bound, "h1")
+	// The agent takes the phase over; a later spec change keeps the
+	// condition as it was.
+	if _, err := env.Admin.Patch(ctx, "VirtualMachine", "lab", vm.Metadata.Name, map[string]any{"status": map[string]any{"phase": api.VMRunning}}, true); err != nil {
+		t.Fatal(err)
+	}
+	later, err := env.Admin.Patch(ctx, "VirtualMachine", "lab", vm.Metadata.Name, map[string]any{"spec": map[string]any{"cpus": 2}}, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lvm := later.(*api.VirtualMachine)
+	if lvm.Status.Phase != api.VMRunning || !reflect.DeepEqual(lvm.Status.Condition(api.ConditionScheduled), bound.(*api.VirtualMachine).Status.Condition(api.ConditionScheduled)) {
+		t.Fatalf("after a later spec change: phase %q, Scheduled %+v; want Running and the condition unchanged", lvm.Status.Phase, lvm.Status.Condition(api.ConditionScheduled))
+	}
+
+	pinned := servertest.Example("VirtualMachine", "lab").(*api.VirtualMachine)
+	pinned.Metadata.Name = "pinned"
+	pinned.Spec.Host = "h2"
+	got, err := env.Admin.Create(ctx, pinned)
+	if err != nil {
+		t.Fatal(err)
+	}
+	scheduled(got, "h2")
+}

@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"sigs.k8s.io/yaml"
 
@@ -256,6 +257,8 @@ func (s *Server) create(w http.ResponseWriter, r *http.Request, p *auth.Principa
 	}
 	clearStatus(obj)
 	m := obj.GetMetadata()
+	m.Generation = 1 // as the store writes it; the status may record it
+	api.FollowSpec(obj, nil, time.Now())
 	if m.DeletionTimestamp != nil {
 		return api.NewInvalid(t.kind.Kind, m.Name, api.FieldErrors{{Field: "metadata.deletionTimestamp", Detail: "is set by the server when an object is deleted"}})
 	}
@@ -319,6 +322,9 @@ func (s *Server) mergeSpecUpdate(ctx context.Context, p *auth.Principal, t targe
 		nm.Generation++
 	}
 	nm.UpdateTimestamp, nm.DeletionTimestamp = cm.UpdateTimestamp, cm.DeletionTimestamp
+	if specChanged {
+		api.FollowSpec(next, cur, time.Now())
+	}
 	if !specChanged && metaEqual(nm, cm) {
 		return nil, store.ErrUnchanged
 	}

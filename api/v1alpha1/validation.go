@@ -7,6 +7,7 @@ import (
 	"regexp"
 	"strings"
 	"text/template/parse"
+	"time"
 )
 
 // FieldError is one thing wrong with an object, at a field path such as
@@ -269,4 +270,27 @@ func NormalizeArch(a string) string {
 // ValidateArch checks an architecture name (after NormalizeArch).
 func ValidateArch(path, a string) FieldErrors {
 	return ValidateOneOf(path, a, ArchX86_64, ArchARM64)
+}
+
+// SpecFollower is a status part of which follows from the spec, written
+// by the server in the same transaction as the spec change so that the
+// two never disagree and no second write is needed: a VirtualMachine
+// bound to a host is Scheduled in the write that binds it. oldSpec is nil
+// on a create.
+type SpecFollower interface {
+	FollowSpec(m *ObjectMeta, spec, oldSpec any, now time.Time)
+}
+
+// FollowSpec updates what obj's status derives from its spec, given the
+// stored object (nil on a create).
+func FollowSpec(obj, old Object, now time.Time) {
+	f, ok := obj.StatusAny().(SpecFollower)
+	if !ok {
+		return
+	}
+	var oldSpec any
+	if old != nil {
+		oldSpec = old.SpecAny()
+	}
+	f.FollowSpec(obj.GetMetadata(), obj.SpecAny(), oldSpec, now.UTC())
 }

@@ -415,6 +415,28 @@ func (s *VirtualMachineSpec) ValidateUpdate(path string, old any) FieldErrors {
 	return es
 }
 
+// ConditionScheduled is True once the VM is bound to a host.
+const ConditionScheduled = "Scheduled"
+
+// FollowSpec makes a VM that just got its host Scheduled, in the write
+// that binds it (the scheduler's or its creator's, who may name the host):
+// phase Scheduled until the agent takes the phase over, and the Scheduled
+// condition naming the host.
+func (s *VirtualMachineStatus) FollowSpec(m *ObjectMeta, spec, oldSpec any, now time.Time) {
+	vs := spec.(*VirtualMachineSpec)
+	if vs.Host == "" {
+		return
+	}
+	if o, ok := oldSpec.(*VirtualMachineSpec); ok && o.Host != "" {
+		return
+	}
+	if s.Phase == "" || s.Phase == VMPending {
+		s.Phase = VMScheduled
+	}
+	s.SetCondition(Condition{Type: ConditionScheduled, Status: ConditionTrue, Reason: "Scheduled",
+		Message: "placed on " + vs.Host, ObservedGeneration: m.Generation}, now)
+}
+
 // FirstIP returns the first address allocated to the VM, for tables.
 func (s *VirtualMachineStatus) FirstIP() string {
 	for _, i := range s.Interfaces {

@@ -22,17 +22,22 @@ import (
 // scheduler spreads VMs carrying the same value over hosts.
 const VMSetLabel = "hearth.dev/vmset"
 
-// ConditionScheduled is the VM condition the scheduler owns.
-const ConditionScheduled = "Scheduled"
+// ConditionScheduled is the VM condition that says where it was placed.
+// The API server sets it in the write that binds the VM (see
+// api.SpecFollower); the scheduler sets it False with the reason a VM
+// cannot be placed.
+const ConditionScheduled = api.ConditionScheduled
 
 // Scheduler places VirtualMachines that name no host (spec.host) on a
 // Ready host with room for them, and keeps every Host's
 // status.allocatedCPUs and allocatedMemory equal to what its VMs ask for.
 //
-// It decides one VM at a time (one worker), so two decisions never both
-// count the same free memory. A binding it has made but its cache has not
-// seen yet is remembered ("assumed") and counted, so VMs created together
-// do not all land on the host that looked emptiest.
+// It decides one VM at a time (under decide), so two decisions never both
+// count the same free memory, but writes bindings from several workers at
+// once, so a slow write does not hold up the VMs behind it. A binding it
+// has decided but its cache has not seen yet is remembered ("assumed") and
+// counted, so VMs created together do not all land on the host that
+// looked emptiest.
 type Scheduler struct {
 	Client   *client.Client
 	Recorder *client.Recorder
@@ -49,7 +54,10 @@ type Scheduler struct {
 	ctl     *reconcile.Controller // VM keys
 	alloc   *reconcile.Controller // host names
 
-	mu sync.Mutex
+	// decide is held from reading the snapshot to recording the
+	// assumption.
+	decide sync.Mutex
+	mu     sync.Mutex
 	// assumed are bindings made but not yet in the VM cache, by VM key.
 	assumed map[string]assumption
 	// seenVMs and seenHosts hold the scheduling-relevant fingerprint of
@@ -80,6 +88,10 @@ type warning struct {
 	at  time.Time
 }
 
+// bindWorkers is how many VMs are reconciled at once (decisions are still
+// made one at a time).
+const bindWorkers = 4
+
 // warnEvery is how often an unchanged FailedScheduling event is recorded
 // again (the recorder then bumps its count) while a VM stays pending.
 const warnEvery = 5 * time.Minute
@@ -100,7 +112,7 @@ func (s *Scheduler) Run(ctx context.Context) error {
 	s.hosts = client.NewInformer(s.Client, "Host", "", client.ListOptions{})
 	s.vms = client.NewInformer(s.Client, "VirtualMachine", "", client.ListOptions{AllTenants: true})
 	s.volumes = client.NewInformer(s.Client, "Volume", "", client.ListOptions{AllTenants: true})
-	s.ctl = &reconcile.Controller{Name: "scheduler", Reconciler: s, Workers: 1, Resync: s.Resync, List: s.pendingKeys}
+	s.ctl = &reconcile.Controller{Name: "scheduler", Reconciler: s, Workers: bindWorkers, Resync: s.Resync, List: s.pendingKeys}
 	s.alloc = &reconcile.Controller{Name: "host-allocation", Reconciler: reconcile.ReconcilerFunc(s.reconcileAllocation), Workers: 1,
 		Resync: time.Minute, List: func(context.Context) ([]string, error) { return s.hosts.Keys(), nil }}
 	s.hosts.OnChange(s.hostChanged)
@@ -256,16 +268,21 @@ func (s *Scheduler) Reconcile(ctx context.Context, key string) (reconcile.Result
 		// Bound already; the cache will bring the VM with its host.
 		return reconcile.Result{}, nil
 	}
+	s.decide.Lock()
 	host, why := schedule(vm, s.snapshot())
+	if host != "" {
+		// Assume before binding: the cache may bring the bound VM
+		// (which ends the assumption) before Patch returns, and the
+		// next decision must count it.
+		s.mu.Lock()
+		s.assumed[key] = assumption{uid: vm.Metadata.UID, host: host}
+		delete(s.warned, key)
+		s.mu.Unlock()
+	}
+	s.decide.Unlock()
 	if host == "" {
 		return reconcile.Result{}, s.markUnschedulable(ctx, key, vm, why)
 	}
-	// Assume before binding: the cache may bring the bound VM (which
-	// ends the assumption) before Patch returns.
-	s.mu.Lock()
-	s.assumed[key] = assumption{uid: vm.Metadata.UID, host: host}
-	delete(s.warned, key)
-	s.mu.Unlock()
 	patch := map[string]any{
 		"metadata": map[string]any{"resourceVersion": vm.Metadata.ResourceVersion},
 		"spec":     map[string]any{"host": host},
@@ -288,14 +305,14 @@ func (s *Scheduler) Reconcile(ctx context.Context, key string) (reconcile.Result
 	}
 	s.alloc.Enqueue(host)
 	s.Recorder.Eventf(ctx, out, api.EventNormal, "Scheduled", "placed on %s", host)
-	// The cache brings the bound VM back to Reconcile, which then writes
-	// the Scheduled condition (markScheduled).
+	// The API server made the VM Scheduled in the binding write itself.
 	return reconcile.Result{}, nil
 }
 
-// markScheduled records on a placed VM that it is placed: the Scheduled
-// condition always (the agent may have started the VM before this write
-// lands), the phase only until the agent takes the phase over.
+// markScheduled records on a placed VM that it is placed, when the
+// binding write did not (objects stored before the API server did it):
+// the Scheduled condition always, the phase only until the agent takes
+// the phase over.
 func (s *Scheduler) markScheduled(ctx context.Context, vm *api.VirtualMachine) error {
 	return s.writeVMStatus(ctx, vm, func(vm *api.VirtualMachine, st *api.VirtualMachineStatus) bool {
 		changed := false
