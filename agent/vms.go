@@ -290,9 +290,10 @@ func (v *vmController) writeStatus(ctx context.Context, vm *api.VirtualMachine, 
 	if string(a) == string(b) {
 		return nil
 	}
-	// Others write this status too (the scheduler's Scheduled condition):
-	// the write is conditional on the version read, and a conflict means
-	// the informer brings the newer one and the reconcile runs again.
+	// The write is conditional on the version read: should anyone else
+	// have written the VM since, the informer brings the newer version
+	// and the reconcile runs again. The version written goes into the
+	// cache at once, so this agent's own next write is not the stale one.
 	patch := map[string]any{"metadata": map[string]any{"resourceVersion": vm.Metadata.ResourceVersion}, "status": json.RawMessage(b)}
 	out, err := v.a.c.Patch(ctx, "VirtualMachine", vm.Metadata.Tenant, vm.Metadata.Name, patch, true)
 	switch {
@@ -301,6 +302,7 @@ func (v *vmController) writeStatus(ctx context.Context, vm *api.VirtualMachine, 
 	case err != nil:
 		return err
 	}
+	v.inf.Observe(out)
 	vm.Metadata.ResourceVersion = out.GetMetadata().ResourceVersion
 	vm.Status = st
 	return nil

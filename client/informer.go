@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"sort"
+	"strconv"
 	"sync"
 	"time"
 
@@ -21,8 +22,10 @@ type Informer struct {
 	tenant string
 	opts   ListOptions
 
-	mu       sync.RWMutex
-	items    map[string]api.Object
+	mu    sync.RWMutex
+	items map[string]api.Object
+	// seen is the newest store revision the cache reflects.
+	seen     int64
 	handlers []func(key string, obj api.Object)
 	synced   chan struct{}
 	once     sync.Once
@@ -66,6 +69,47 @@ func (in *Informer) Get(key string) (api.Object, bool) {
 	defer in.mu.RUnlock()
 	o, ok := in.items[key]
 	return o, ok
+}
+
+// Observe puts an object the caller has just written into the cache, if
+// the watch has not yet brought that version or a later one, so that the
+// caller's next Get does not hand it the version its write replaced (and
+// a write conditional on it does not fail with a conflict). Handlers are
+// not called: the watch brings the same version later and calls them.
+func (in *Informer) Observe(obj api.Object) {
+	rv, err := strconv.ParseInt(obj.GetMetadata().ResourceVersion, 10, 64)
+	if err != nil {
+		return
+	}
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	if rv <= in.seen {
+		return // the cache is already as new, or newer (the object may be gone)
+	}
+	key := Key(obj)
+	if !in.newer(key, obj) {
+		in.items[key] = obj
+	}
+}
+
+// newer reports whether the cached object under key is a later version
+// than obj. Callers hold mu.
+func (in *Informer) newer(key string, obj api.Object) bool {
+	cur, ok := in.items[key]
+	if !ok {
+		return false
+	}
+	crv, err1 := strconv.ParseInt(cur.GetMetadata().ResourceVersion, 10, 64)
+	orv, err2 := strconv.ParseInt(obj.GetMetadata().ResourceVersion, 10, 64)
+	return err1 == nil && err2 == nil && crv > orv
+}
+
+// advance records that the cache reflects the store at revision rv.
+// Callers hold mu.
+func (in *Informer) advance(rv string) {
+	if n, err := strconv.ParseInt(rv, 10, 64); err == nil && n > in.seen {
+		in.seen = n
+	}
 }
 
 // List returns every cached object, sorted by key.
@@ -137,13 +181,18 @@ func (in *Informer) Run(ctx context.Context) {
 		for ev := range events {
 			rv = ev.ResourceVersion
 			if ev.Object == nil {
+				in.mu.Lock()
+				in.advance(rv)
+				in.mu.Unlock()
 				continue
 			}
 			key := Key(ev.Object)
 			in.mu.Lock()
+			in.advance(rv)
 			if ev.Type == "DELETED" {
 				delete(in.items, key)
-			} else {
+			} else if !in.newer(key, ev.Object) {
+				// A version Observe put in is newer still: keep it.
 				in.items[key] = ev.Object
 			}
 			in.mu.Unlock()
@@ -173,6 +222,8 @@ func (in *Informer) relist(ctx context.Context) (string, error) {
 	in.mu.Lock()
 	old := in.items
 	in.items = fresh
+	in.seen = 0
+	in.advance(rv)
 	in.mu.Unlock()
 	for k, o := range fresh {
 		if prev, ok := old[k]; !ok || prev.GetMetadata().ResourceVersion != o.GetMetadata().ResourceVersion {

@@ -1,0 +1,136 @@
+package client_test
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"testing"
+	"time"
+
+	api "hearth.dev/hearth/api/v1alpha1"
+	"hearth.dev/hearth/client"
+	"hearth.dev/hearth/server/servertest"
+)
+
+// TestInformerObserve checks that a version the caller wrote replaces an
+// older cached one at once, that the watch does not put an older version
+// back over it, and that neither an old version nor one of a deleted
+// object is taken once the watch has passed it.
+func TestInformerObserve(t *testing.T) {
+	env := servertest.Start(t, servertest.WithoutControllers())
+	env.Tenant("lab")
+	ctx := servertest.Ctx(t)
+	inf := client.NewInformer(env.Admin, "SSHKey", "lab", client.ListOptions{})
+	ictx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go inf.Run(ictx)
+	if err := inf.WaitSynced(ctx); err != nil {
+		t.Fatal(err)
+	}
+	key := servertest.Example("SSHKey", "lab")
+	created, err := env.Admin.Create(ctx, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k := client.Key(created)
+	rvOf := func() int64 {
+		o, ok := inf.Get(k)
+		if !ok {
+			return 0
+		}
+		n, _ := strconv.ParseInt(o.GetMetadata().ResourceVersion, 10, 64)
+		return n
+	}
+	servertest.Eventually(t, 10*time.Second, func() error {
+		if rvOf() == 0 {
+			return fmt.Errorf("the informer has not seen the key yet")
+		}
+		return nil
+	})
+
+	// A version from the future (as a write the watch has not brought
+	// yet looks) is taken, and stays over what the watch brings before it.
+	future := api.DeepCopy(created)
+	future.GetMetadata().ResourceVersion = "999999999"
+	future.GetMetadata().Labels = map[string]string{"observed": "yes"}
+	inf.Observe(future)
+	if o, _ := inf.Get(k); o.GetMetadata().Labels["observed"] != "yes" {
+		t.Fatalf("Observe of a newer version: the cache still has %s", servertest.JSON(o))
+	}
+	if _, err := env.Admin.Patch(ctx, "SSHKey", "lab", created.GetMetadata().Name, map[string]any{"metadata": map[string]any{"labels": map[string]string{"by": "watch"}}}, false); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond)
+	if o, _ := inf.Get(k); o.GetMetadata().Labels["observed"] != "yes" {
+		t.Fatalf("the watch put an older version over an observed newer one: %s", servertest.JSON(o))
+	}
+
+	// Once the watch has passed a version, observing it changes nothing.
+	inf2 := client.NewInformer(env.Admin, "SSHKey", "lab", client.ListOptions{})
+	go inf2.Run(ictx)
+	if err := inf2.WaitSynced(ctx); err != nil {
+		t.Fatal(err)
+	}
+	inf2.Observe(created)
+	if o, _ := inf2.Get(k); o.GetMetadata().ResourceVersion == created.GetMetadata().ResourceVersion {
+		t.Fatalf("Observe of an older version replaced the cached one")
+	}
+	if _, err := env.Admin.Delete(ctx, "SSHKey", "lab", created.GetMetadata().Name); err != nil {
+		t.Fatal(err)
+	}
+	servertest.Eventually(t, 10*time.Second, func() error {
+		if _, ok := inf2.Get(k); ok {
+			return fmt.Errorf("the informer still has the deleted key")
+		}
+		return nil
+	})
+	inf2.Observe(created)
+	if _, ok := inf2.Get(k); ok {
+		t.Fatalf("Observe brought a deleted object back")
+	}
+}
+
+// TestRecorderBackground checks that a background recorder writes every
+// event queued, with the moment Eventf was called, even those still
+// queued when its context ends, and that a repeat bumps the count.
+func TestRecorderBackground(t *testing.T) {
+	env := servertest.Start(t, servertest.WithoutControllers())
+	env.Tenant("lab")
+	ctx := servertest.Ctx(t)
+	obj, err := env.Admin.Create(ctx, servertest.Example("SSHKey", "lab"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rctx, cancel := context.WithCancel(ctx)
+	rec := client.NewRecorder(env.Admin, "test").Background(rctx)
+	before := time.Now().Add(-time.Millisecond)
+	for i := range 5 {
+		rec.Eventf(ctx, obj, api.EventNormal, "Step", "step %d", i)
+	}
+	rec.Eventf(ctx, obj, api.EventNormal, "Step", "step %d", 4)
+	after := time.Now().Add(time.Millisecond)
+	cancel() // what is queued is still written
+	servertest.Eventually(t, 10*time.Second, func() error {
+		evs, _, err := env.Admin.List(ctx, "Event", "lab", client.ListOptions{})
+		if err != nil {
+			return err
+		}
+		if len(evs) != 5 {
+			return fmt.Errorf("%d events, want 5", len(evs))
+		}
+		for _, o := range evs {
+			ev := o.(*api.Event)
+			want := 1
+			if ev.Spec.Message == "step 4" {
+				want = 2
+			}
+			if ev.Spec.Count != want {
+				return fmt.Errorf("event %q has count %d, want %d", ev.Spec.Message, ev.Spec.Count, want)
+			}
+			if ft := *ev.Spec.FirstTimestamp; ft.Before(before) || ft.After(after) {
+				return fmt.Errorf("event %q at %v, not when Eventf was called (%v to %v)", ev.Spec.Message, ft, before, after)
+			}
+		}
+		return nil
+	})
+}
