@@ -121,7 +121,7 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
-	s := &Service{cfg: cfg, c: c, rec: client.NewRecorder(c, "host/"+cfg.Name), key: key,
+	s := &Service{cfg: cfg, c: c, rec: client.NewRecorder(c, "host/"+cfg.Name).Background(ctx), key: key,
 		bootURL:   "http://" + cfg.HTTPListen,
 		machines:  client.NewInformer(c, "Machine", "", client.ListOptions{}),
 		profiles:  client.NewInformer(c, "MachineProfile", "", client.ListOptions{}),

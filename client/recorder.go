@@ -16,6 +16,10 @@ import (
 // the same object within a short time bumps the count of the existing
 // Event instead of writing another, so a flapping host does not flood the
 // store.
+//
+// By default Eventf writes before it returns. Background makes it queue
+// instead, for one goroutine to write in order: a controller then does
+// not wait for an event's write before its next step.
 type Recorder struct {
 	c      *Client
 	source string
@@ -23,7 +27,21 @@ type Recorder struct {
 
 	mu     sync.Mutex
 	recent map[string]*api.Event // by object uid + reason + message
+
+	queue chan pendingEvent // nil: write at once
 }
+
+// pendingEvent is an event as Eventf saw it, the object's identity
+// copied since the caller may change the object afterwards.
+type pendingEvent struct {
+	ref              api.ObjectReference
+	typ, reason, msg string
+	at               time.Time
+}
+
+// queueLength bounds the events waiting to be written; beyond it they are
+// dropped (and logged), never waited for.
+const queueLength = 1024
 
 // NewRecorder returns a recorder that signs its events with source.
 func NewRecorder(c *Client, source string) *Recorder {
@@ -36,15 +54,60 @@ const dedupWindow = 10 * time.Minute
 // Eventf records an event about obj. Failures are logged, not returned:
 // an event is never worth failing a reconcile for.
 func (r *Recorder) Eventf(ctx context.Context, obj api.Object, typ, reason, format string, args ...any) {
-	if err := r.record(ctx, obj, typ, reason, fmt.Sprintf(format, args...)); err != nil {
-		slog.Warn("recording event failed", "object", api.Ref(obj), "reason", reason, "err", err)
+	m := obj.GetMetadata()
+	ev := pendingEvent{ref: api.ObjectReference{Kind: obj.GetTypeMeta().Kind, Name: m.Name, Tenant: m.Tenant, UID: m.UID},
+		typ: typ, reason: reason, msg: fmt.Sprintf(format, args...), at: r.now().UTC().Truncate(time.Millisecond)}
+	if r.queue != nil {
+		select {
+		case r.queue <- ev:
+		default:
+			slog.Warn("dropping an event: too many waiting to be written", "object", api.Ref(obj), "reason", reason)
+		}
+		return
+	}
+	r.write(ctx, ev)
+}
+
+// Background starts writing events from a queue until ctx ends, then
+// writes what is still queued (for at most a few seconds), and returns r.
+func (r *Recorder) Background(ctx context.Context) *Recorder {
+	r.queue = make(chan pendingEvent, queueLength)
+	// Writes outlive ctx a little, so that the event being written and
+	// those queued when it ends are not lost.
+	wctx := context.WithoutCancel(ctx)
+	go func() {
+		for {
+			select {
+			case ev := <-r.queue:
+				r.write(wctx, ev)
+			case <-ctx.Done():
+				dctx, cancel := context.WithTimeout(wctx, 3*time.Second)
+				defer cancel()
+				for {
+					select {
+					case ev := <-r.queue:
+						r.write(dctx, ev)
+					default:
+						return
+					}
+				}
+			}
+		}
+	}()
+	return r
+}
+
+func (r *Recorder) write(ctx context.Context, ev pendingEvent) {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := r.record(ctx, ev); err != nil {
+		slog.Warn("recording event failed", "object", ev.ref.Kind+"/"+ev.ref.Name, "reason", ev.reason, "err", err)
 	}
 }
 
-func (r *Recorder) record(ctx context.Context, obj api.Object, typ, reason, msg string) error {
-	m := obj.GetMetadata()
-	now := r.now().UTC().Truncate(time.Millisecond)
-	dedup := m.UID + "\x00" + reason + "\x00" + msg
+func (r *Recorder) record(ctx context.Context, pe pendingEvent) error {
+	now, typ, reason, msg := pe.at, pe.typ, pe.reason, pe.msg
+	dedup := pe.ref.UID + "\x00" + reason + "\x00" + msg
 	r.mu.Lock()
 	prev := r.recent[dedup]
 	r.mu.Unlock()
@@ -60,10 +123,10 @@ func (r *Recorder) record(ctx context.Context, obj api.Object, typ, reason, msg 
 		}
 	}
 	ev := &api.Event{TypeMeta: api.TypeMeta{APIVersion: api.APIVersion, Kind: "Event"}}
-	ev.Metadata.Name = eventName(m.Name)
-	ev.Metadata.Tenant = m.Tenant
+	ev.Metadata.Name = eventName(pe.ref.Name)
+	ev.Metadata.Tenant = pe.ref.Tenant
 	ev.Spec = api.EventSpec{
-		InvolvedObject: api.ObjectReference{Kind: obj.GetTypeMeta().Kind, Name: m.Name, Tenant: m.Tenant, UID: m.UID},
+		InvolvedObject: pe.ref,
 		Type:           typ, Reason: reason, Message: msg, Source: r.source, Count: 1,
 		FirstTimestamp: &now, LastTimestamp: &now,
 	}

@@ -363,7 +363,7 @@ func (s *Server) leadOnce(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	rec := client.NewRecorder(c, "hearth-server")
+	rec := client.NewRecorder(c, "hearth-server").Background(lctx)
 	var wg sync.WaitGroup
 	for _, run := range append(defaultControllers(), s.cfg.Controllers...) {
 		wg.Add(1)
