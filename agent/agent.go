@@ -57,6 +57,8 @@ type Config struct {
 	ShutdownTimeout time.Duration
 	// Resync is how often every VM is compared again even without changes.
 	Resync time.Duration
+	// VMNice is the CPU niceness VMs run at (see compute.QEMUOptions.Nice).
+	VMNice int
 }
 
 // Agent is a running node agent.
@@ -92,6 +94,9 @@ func Run(ctx context.Context, cfg Config) error {
 	if cfg.DataDir == "" {
 		cfg.DataDir = "/var/lib/hearth-agent"
 	}
+	if cfg.VMNice < 0 || cfg.VMNice > 19 {
+		return fmt.Errorf("vm-nice: %d is not a niceness from 0 to 19", cfg.VMNice)
+	}
 	if cfg.ShutdownTimeout == 0 {
 		cfg.ShutdownTimeout = 60 * time.Second
 	}
@@ -114,12 +119,12 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	// Uploaded images come from the API server with the host's
 	// credential; the client keeps it from going anywhere else.
-	a := &Agent{cfg: cfg, c: c, ca: []byte(creds.CA), rec: client.NewRecorder(c, "host/"+cfg.Name),
+	a := &Agent{cfg: cfg, c: c, ca: []byte(creds.CA), rec: client.NewRecorder(c, "host/"+cfg.Name).Background(ctx),
 		images:   &storage.ImageCache{Dir: filepath.Join(cfg.DataDir, "images"), Client: c.HTTPClient()},
 		imgs:     newImageState(),
 		imageInf: client.NewInformer(c, "Image", "", client.ListOptions{AllTenants: true})}
 	if cfg.Driver == nil {
-		cfg.Driver = compute.NewQEMU(compute.QEMUOptions{})
+		cfg.Driver = compute.NewQEMU(compute.QEMUOptions{Nice: cfg.VMNice})
 		a.cfg.Driver = cfg.Driver
 	}
 	a.kvm, a.kvmWhy = compute.DetectKVM(ctx)

@@ -48,6 +48,12 @@ type QEMUOptions struct {
 	// QMPTimeout bounds each control-socket conversation (Lookup, Pause,
 	// ...) when ctx has no deadline of its own. Default 10s.
 	QMPTimeout time.Duration
+	// Nice is the CPU niceness of every thread of a VM's process (0-19;
+	// 0 leaves them as the agent is). Guests that keep every core busy
+	// then still leave the host's own services (the agent, the server when
+	// it shares the machine) the CPU they need to answer in time; a guest
+	// on an otherwise idle host still gets all of it.
+	Nice int
 }
 
 // QEMU runs each VM as its own qemu-system-x86_64 process, started in a new
@@ -182,6 +188,11 @@ func (q *QEMU) Start(ctx context.Context, spec Spec) (Info, error) {
 				return abort(err)
 			}
 		}
+	}
+	// The process is still paused (-S): every thread that runs guest
+	// code exists now, and threads made later inherit the niceness.
+	if err := renice(cmd.Process.Pid, q.opts.Nice); err != nil {
+		return abort(err)
 	}
 	if err := c.Execute(ctx, "cont", nil, nil); err != nil {
 		return abort(err)
@@ -758,4 +769,35 @@ func stderrTail(path string, offset int64) string {
 		}
 	}
 	return strings.Join(lines, " | ")
+}
+
+// renice sets the niceness of every thread of process pid (Linux keeps it
+// per thread) and of its session's autogroup. QEMU runs in a session of
+// its own, and where the kernel groups sessions for CPU scheduling
+// (sched_autogroup, on by default in Debian's kernels) a thread's own
+// niceness only weighs against threads of the same session: without the
+// group's, fifty busy guests would get fifty shares of the CPU to the
+// agent's one, however nice their threads.
+func renice(pid, nice int) error {
+	if nice == 0 {
+		return nil
+	}
+	ag := fmt.Sprintf("/proc/%d/autogroup", pid)
+	if err := os.WriteFile(ag, []byte(strconv.Itoa(nice)), 0); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("setting the niceness of QEMU's autogroup: %w", err)
+	}
+	tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	if err != nil {
+		return err
+	}
+	for _, t := range tasks {
+		tid, err := strconv.Atoi(t.Name())
+		if err != nil {
+			continue
+		}
+		if err := syscall.Setpriority(syscall.PRIO_PROCESS, tid, nice); err != nil && !errors.Is(err, syscall.ESRCH) {
+			return fmt.Errorf("setting the niceness of thread %d of QEMU: %w", tid, err)
+		}
+	}
+	return nil
 }

@@ -328,6 +328,40 @@ func TestKill(t *testing.T) {
 	}
 }
 
+// TestNice starts a VM at a niceness and finds every thread of its
+// process, and its session's autogroup where the kernel has them, at it.
+func TestNice(t *testing.T) {
+	spec := testSpec(t)
+	d := NewQEMU(QEMUOptions{Nice: 7})
+	info := start(t, d, spec)
+	defer d.Kill(context.Background(), spec.ID, spec.Dir)
+	tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", info.PID))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(tasks) < 2 {
+		t.Fatalf("QEMU has %d threads, want its vCPU thread beside the main one", len(tasks))
+	}
+	for _, task := range tasks {
+		stat := readFile(fmt.Sprintf("/proc/%d/task/%s/stat", info.PID, task.Name()))
+		// Fields after the parenthesised command: state is 3rd, nice 19th.
+		f := strings.Fields(stat[strings.LastIndexByte(stat, ')')+2:])
+		if len(f) < 17 {
+			t.Fatalf("thread %s of QEMU: short stat %q", task.Name(), stat)
+		}
+		if f[16] != "7" {
+			t.Errorf("thread %s of QEMU: nice %s, want 7", task.Name(), f[16])
+		}
+	}
+	if ag, err := os.ReadFile(fmt.Sprintf("/proc/%d/autogroup", info.PID)); err == nil {
+		if !strings.HasSuffix(strings.TrimSpace(string(ag)), "nice 7") {
+			t.Errorf("autogroup of QEMU: %q, want nice 7", ag)
+		}
+	} else {
+		t.Logf("no autogroup here: %v", err)
+	}
+}
+
 // TestOutlivesStarter starts the VM from another process, kills that
 // process with SIGKILL as an agent might be, and finds the VM still
 // running, adopted by a new driver.
