@@ -83,6 +83,7 @@ plane's, the agent's and the guest's shares. The VMs are deleted afterwards.`,
 	vc.Memory = 128 << 20
 	vf.DurationVar(&vc.Timeout, "timeout", 10*time.Minute, "give up after this long")
 	vf.BoolVar(&vc.Keep, "keep", false, "leave the VMs in place")
+	vf.BoolVar(&vc.Timeline, "timeline", false, "also print every VM's moments, in the order they were created")
 	cmd.AddCommand(vms)
 	cmd.AddCommand(newBenchDHCPCmd(g))
 	cmd.AddCommand(newBenchPXECmd(g))
