@@ -252,9 +252,6 @@ func (s *Server) create(w http.ResponseWriter, r *http.Request, p *auth.Principa
 	if es := api.Prepare(obj, nil); len(es) > 0 {
 		return api.NewInvalid(t.kind.Kind, obj.GetMetadata().Name, es)
 	}
-	if err := s.admit(r.Context(), p, obj, nil); err != nil {
-		return err
-	}
 	clearStatus(obj)
 	m := obj.GetMetadata()
 	m.Generation = 1 // as the store writes it; the status may record it
@@ -262,12 +259,26 @@ func (s *Server) create(w http.ResponseWriter, r *http.Request, p *auth.Principa
 	if m.DeletionTimestamp != nil {
 		return api.NewInvalid(t.kind.Kind, m.Name, api.FieldErrors{{Field: "metadata.deletionTimestamp", Detail: "is set by the server when an object is deleted"}})
 	}
-	created, err := s.store.Create(r.Context(), obj)
-	if err != nil {
-		return err
+	for attempt := 0; ; attempt++ {
+		// The admission checks guard the write (store.Guard): if what
+		// they read changes before it commits, they run again.
+		ctx := store.WithGuards(r.Context())
+		if err := s.admit(ctx, p, obj, nil); err != nil {
+			return err
+		}
+		created, err := s.store.Create(ctx, obj)
+		if errors.Is(err, store.ErrGuardChanged) {
+			if attempt < 16 {
+				continue
+			}
+			return api.NewUnavailable("too many writes at once in tenant %s; try again", m.Tenant)
+		}
+		if err != nil {
+			return err
+		}
+		writeJSON(w, http.StatusCreated, created)
+		return nil
 	}
-	writeJSON(w, http.StatusCreated, created)
-	return nil
 }
 
 // admit runs the checks that need other objects: the tenant exists, and
@@ -366,11 +377,12 @@ func (s *Server) replace(w http.ResponseWriter, r *http.Request, p *auth.Princip
 	if err != nil {
 		return err
 	}
-	out, err := s.store.Update(r.Context(), t.kind, t.tenant, t.name, pre, func(cur api.Object) (api.Object, error) {
+	ctx := store.WithGuards(r.Context())
+	out, err := s.store.Update(ctx, t.kind, t.tenant, t.name, pre, func(cur api.Object) (api.Object, error) {
 		if t.status {
 			return mergeStatusUpdate(p, t, in, cur)
 		}
-		return s.mergeSpecUpdate(r.Context(), p, t, in, cur)
+		return s.mergeSpecUpdate(ctx, p, t, in, cur)
 	})
 	if err != nil {
 		return s.hideForbidden(r.Context(), p, t, err)
@@ -398,7 +410,8 @@ func (s *Server) patch(w http.ResponseWriter, r *http.Request, p *auth.Principal
 			}
 		}
 	}
-	out, err := s.store.Update(r.Context(), t.kind, t.tenant, t.name, pre, func(cur api.Object) (api.Object, error) {
+	ctx := store.WithGuards(r.Context())
+	out, err := s.store.Update(ctx, t.kind, t.tenant, t.name, pre, func(cur api.Object) (api.Object, error) {
 		curJSON, err := json.Marshal(cur)
 		if err != nil {
 			return nil, err
@@ -418,7 +431,7 @@ func (s *Server) patch(w http.ResponseWriter, r *http.Request, p *auth.Principal
 		if t.status {
 			return mergeStatusUpdate(p, t, in, cur)
 		}
-		return s.mergeSpecUpdate(r.Context(), p, t, in, cur)
+		return s.mergeSpecUpdate(ctx, p, t, in, cur)
 	})
 	if err != nil {
 		return s.hideForbidden(r.Context(), p, t, err)

@@ -111,3 +111,6 @@ func IsConflict(err error) bool      { return ReasonOf(err) == ReasonConflict }
 func IsAlreadyExists(err error) bool { return ReasonOf(err) == ReasonAlreadyExists }
 func IsGone(err error) bool          { return ReasonOf(err) == ReasonGone }
 func IsForbidden(err error) bool     { return ReasonOf(err) == ReasonForbidden }
+
+// IsQuotaExceeded reports a write refused for a tenant's quota.
+func IsQuotaExceeded(err error) bool { return ReasonOf(err) == ReasonQuota }

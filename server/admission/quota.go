@@ -33,18 +33,15 @@ import (
 // second time. A cdrom uses its image read-only and costs nothing.
 // Objects being deleted still count: they hold what they use until gone.
 //
-// Known race: two creates in the same tenant at the same moment can both
-// read the usage before either is written, and both pass. Closing it
-// needs the check inside the store's create transaction: a store.Hooks
-// OnCreate for the three kinds that reads a per-tenant key
-// (/hearth/quota/<tenant>), computes usage, and returns a compare on that
-// key's mod revision and a put of it, so the second of two racing creates
-// fails its compare and is re-checked (OnCreate runs again). Updates
-// would need the same hook in store.Update, and Network's hooks would
-// have to be chained with its VNI allocator.
+// Two writes at once cannot both pass on the same free room: a checked
+// write is guarded (store.Guard) by a per-tenant key it touches, so the
+// second of two racing writes fails its transaction and is checked again.
 type Quota struct {
 	store *store.Store
 }
+
+// QuotaGuardPrefix is where the per-tenant guard keys live.
+const QuotaGuardPrefix = "/hearth/guards/quota/"
 
 // NewQuota returns the quota check over a store.
 func NewQuota(st *store.Store) *Quota { return &Quota{store: st} }
@@ -126,6 +123,15 @@ func (q *Quota) Admit(ctx context.Context, obj, old api.Object) error {
 	if len(checked) == 0 {
 		return nil
 	}
+	// Writes that grow a tenant's limited usage are serialised through
+	// one key per tenant: read its revision before the usage, and the
+	// write commits only if no other such write came in between.
+	guard := QuotaGuardPrefix + m.Tenant
+	rev, err := q.store.GuardRevision(ctx, guard)
+	if err != nil {
+		return err
+	}
+	store.Guard(ctx, guard, rev)
 	used, err := q.tenantUsage(ctx, m.Tenant, kinds, kind, m.Name, images)
 	if err != nil {
 		return err

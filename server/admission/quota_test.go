@@ -1,7 +1,9 @@
 package admission_test
 
 import (
+	"fmt"
 	"net/http"
+	"sync"
 	"testing"
 
 	api "hearth.dev/hearth/api/v1alpha1"
@@ -150,4 +152,72 @@ func TestQuotaVolumesAndNetworks(t *testing.T) {
 	}
 	_, err = env.Admin.Create(ctx, net("net2"))
 	wantQuotaError(t, err, "tenant lab: quota exceeded for networks: requested 1, used 1 of 1")
+}
+
+// TestQuotaRacingWrites: many creates and growing updates at once never
+// take a tenant past its quota, and every write refused is refused for
+// the quota.
+func TestQuotaRacingWrites(t *testing.T) {
+	env := servertest.Start(t, servertest.WithoutControllers())
+	quotaTenant(t, env, api.Quota{VMs: 3, Memory: 8 << 30})
+	ctx := servertest.Ctx(t)
+	user := env.User("alice", "lab", api.RoleTenantAdmin)
+
+	const writers = 12
+	var wg sync.WaitGroup
+	errs := make(chan error, writers)
+	for i := range writers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, err := user.Create(ctx, newVM(fmt.Sprintf("vm%d", i), 1, 1<<30))
+			errs <- err
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	ok := 0
+	for err := range errs {
+		if err == nil {
+			ok++
+		} else if !api.IsQuotaExceeded(err) {
+			t.Errorf("a racing create failed for another reason than the quota: %v", err)
+		}
+	}
+	if n := countVMs(t, env); ok != 3 || n != 3 {
+		t.Fatalf("%d racing creates passed and %d VMs exist with a quota of 3", ok, n)
+	}
+
+	// Three VMs of 1Gi each; all grow to 4Gi at once: 8Gi allows one.
+	vms, _, err := user.List(ctx, "VirtualMachine", "lab", client.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	errs = make(chan error, len(vms))
+	for _, vm := range vms {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, err := user.Patch(ctx, "VirtualMachine", "lab", vm.GetMetadata().Name, map[string]any{"spec": map[string]any{"memory": "4Gi"}}, false)
+			errs <- err
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	ok = 0
+	for err := range errs {
+		if err == nil {
+			ok++
+		} else if !api.IsQuotaExceeded(err) {
+			t.Errorf("a racing update failed for another reason than the quota: %v", err)
+		}
+	}
+	vms, _, _ = user.List(ctx, "VirtualMachine", "lab", client.ListOptions{})
+	var total api.Bytes
+	for _, vm := range vms {
+		total += vm.(*api.VirtualMachine).Spec.Memory
+	}
+	if ok != 1 || total != 6<<30 {
+		t.Fatalf("%d racing growths passed, %s of memory used; want 1 and 6Gi", ok, total)
+	}
 }

@@ -190,6 +190,8 @@ func (s *Store) Create(ctx context.Context, obj api.Object) (api.Object, error) 
 		if err != nil {
 			return nil, err
 		}
+		gcmps, gops := guardOps(ctx)
+		cmps, ops = append(cmps, gcmps...), append(ops, gops...)
 		resp, err := s.c.Txn(ctx).If(cmps...).Then(append(ops, clientv3.OpPut(key, val))...).Commit()
 		if err != nil {
 			return nil, unavailable(err)
@@ -198,10 +200,13 @@ func (s *Store) Create(ctx context.Context, obj api.Object) (api.Object, error) 
 			m.ResourceVersion = strconv.FormatInt(resp.Header.Revision, 10)
 			return obj, nil
 		}
-		// Either the name is taken or an allocation raced; only the
-		// latter is worth another try.
+		// Either the name is taken, a guard changed, or an allocation
+		// raced; only the last is worth another try here.
 		if g, err := s.c.Get(ctx, key, clientv3.WithCountOnly()); err == nil && g.Count > 0 {
 			return nil, api.NewAlreadyExists(k.Kind, m.Tenant, m.Name)
+		}
+		if len(gcmps) > 0 {
+			return nil, ErrGuardChanged
 		}
 		if attempt >= 16 {
 			return nil, api.NewUnavailable("could not allocate for %s %q: too much contention", k.Kind, m.Name)
@@ -256,10 +261,10 @@ func (s *Store) Update(ctx context.Context, k *api.KindInfo, tenant, name string
 		if om.DeletionTimestamp != nil {
 			nm.DeletionTimestamp = om.DeletionTimestamp
 		}
-		cmp := clientv3.Compare(clientv3.ModRevision(key), "=", kv.ModRevision)
-		var txn clientv3.Txn
+		cmps, ops := guardOps(ctx)
+		cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(key), "=", kv.ModRevision))
 		if nm.DeletionTimestamp != nil && len(nm.Finalizers) == 0 {
-			txn = s.c.Txn(ctx).If(cmp).Then(s.deleteOps(k, key, next)...)
+			ops = append(ops, s.deleteOps(k, key, next)...)
 		} else {
 			now := s.now().UTC().Truncate(time.Second)
 			nm.UpdateTimestamp = &now
@@ -267,8 +272,9 @@ func (s *Store) Update(ctx context.Context, k *api.KindInfo, tenant, name string
 			if err != nil {
 				return nil, err
 			}
-			txn = s.c.Txn(ctx).If(cmp).Then(clientv3.OpPut(key, val))
+			ops = append(ops, clientv3.OpPut(key, val))
 		}
+		txn := s.c.Txn(ctx).If(cmps...).Then(ops...)
 		tresp, err := txn.Commit()
 		if err != nil {
 			return nil, unavailable(err)
@@ -277,9 +283,8 @@ func (s *Store) Update(ctx context.Context, k *api.KindInfo, tenant, name string
 			nm.ResourceVersion = strconv.FormatInt(tresp.Header.Revision, 10)
 			return next, nil
 		}
-		if precondition != 0 {
-			return nil, api.NewConflict(k.Kind, name, precondition, tresp.Header.Revision)
-		}
+		// The object or a guard changed: read again (a changed object
+		// fails the precondition there) and apply fn again.
 		if attempt >= 16 {
 			return nil, api.NewUnavailable("%s %q is changing too fast to update; try again", k.Kind, name)
 		}
