@@ -5,11 +5,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"hearth.dev/hearth/dirlock"
 	"os"
 	"path/filepath"
 	"slices"
 	"time"
+
+	"hearth.dev/hearth/atomicfile"
+	"hearth.dev/hearth/dirlock"
 )
 
 // State is DIR/sandbox.json: everything a sandbox made, written after
@@ -180,11 +182,7 @@ func (st *State) save() error {
 	if err != nil {
 		return err
 	}
-	tmp := statePath(st.Dir) + ".tmp"
-	if err := os.WriteFile(tmp, append(data, '\n'), 0o644); err != nil {
-		return fmt.Errorf("recording the sandbox: %w", err)
-	}
-	if err := os.Rename(tmp, statePath(st.Dir)); err != nil {
+	if err := atomicfile.Write(statePath(st.Dir), append(data, '\n'), 0o644); err != nil {
 		return fmt.Errorf("recording the sandbox: %w", err)
 	}
 	return nil
