@@ -141,6 +141,7 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	s.db, s.etcd = db, db.Client
 	s.store = store.New(s.etcd)
 	installHooks(s.store)
+	s.store.SetHooks("Tenant", admission.TenantHooks{})
 	s.AddAdmitter(admission.NewQuota(s.store).Admit)
 	ok := false
 	defer func() {

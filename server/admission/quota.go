@@ -11,6 +11,8 @@ import (
 	"strconv"
 	"strings"
 
+	clientv3 "go.etcd.io/etcd/client/v3"
+
 	api "hearth.dev/hearth/api/v1alpha1"
 	"hearth.dev/hearth/server/store"
 )
@@ -42,6 +44,20 @@ type Quota struct {
 
 // QuotaGuardPrefix is where the per-tenant guard keys live.
 const QuotaGuardPrefix = "/hearth/guards/quota/"
+
+// TenantHooks removes a tenant's quota guard key with the tenant (install
+// with store.SetHooks("Tenant", …)).
+type TenantHooks struct{}
+
+// OnCreate holds nothing.
+func (TenantHooks) OnCreate(context.Context, clientv3.KV, api.Object) ([]clientv3.Cmp, []clientv3.Op, error) {
+	return nil, nil, nil
+}
+
+// OnDelete deletes the tenant's guard key.
+func (TenantHooks) OnDelete(obj api.Object) []clientv3.Op {
+	return []clientv3.Op{clientv3.OpDelete(QuotaGuardPrefix + obj.GetMetadata().Name)}
+}
 
 // NewQuota returns the quota check over a store.
 func NewQuota(st *store.Store) *Quota { return &Quota{store: st} }

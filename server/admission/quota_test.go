@@ -5,9 +5,11 @@ import (
 	"net/http"
 	"sync"
 	"testing"
+	"time"
 
 	api "hearth.dev/hearth/api/v1alpha1"
 	"hearth.dev/hearth/client"
+	"hearth.dev/hearth/server/admission"
 	"hearth.dev/hearth/server/servertest"
 )
 
@@ -220,4 +222,23 @@ func TestQuotaRacingWrites(t *testing.T) {
 	if ok != 1 || total != 6<<30 {
 		t.Fatalf("%d racing growths passed, %s of memory used; want 1 and 6Gi", ok, total)
 	}
+
+	// The tenant's guard key goes with the tenant.
+	guard := admission.QuotaGuardPrefix + "lab"
+	if resp, err := env.Server.Etcd().Get(ctx, guard); err != nil || len(resp.Kvs) != 1 {
+		t.Fatalf("guard key %s: %v, %v; want it there", guard, resp, err)
+	}
+	if _, err := env.Admin.Delete(ctx, "Tenant", "", "lab"); err != nil {
+		t.Fatal(err)
+	}
+	servertest.Eventually(t, 10*time.Second, func() error {
+		resp, err := env.Server.Etcd().Get(ctx, guard)
+		if err != nil {
+			return err
+		}
+		if len(resp.Kvs) != 0 {
+			return fmt.Errorf("guard key %s outlived its tenant", guard)
+		}
+		return nil
+	})
 }
