@@ -5,7 +5,11 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -272,4 +276,148 @@ func TestHAThreeMembers(t *testing.T) {
 		resp.Body.Close()
 	}
 	t.Logf("restarted member's etcd health: %s", strings.TrimSpace(ready.String()))
+}
+
+// startThree starts a three-member control plane of embedded etcd
+// members and waits until every server answers.
+func startThree(t *testing.T) ([]member, []*proc) {
+	t.Helper()
+	ms := []member{newMember(t, "s1"), newMember(t, "s2"), newMember(t, "s3")}
+	var entries []string
+	for _, m := range ms {
+		entries = append(entries, m.peerEntry())
+	}
+	cluster := strings.Join(entries, ",")
+	procs := make([]*proc, 3)
+	for i, m := range ms {
+		procs[i] = start(t, m, cluster, false)
+	}
+	for _, p := range procs {
+		p.waitReady()
+	}
+	return ms, procs
+}
+
+// TestHAImageContent: an image uploaded to one server of a three-member
+// control plane can be downloaded from the others, which fetch the bytes
+// from a server that holds them (once, however many ask at the same
+// time), keep them and serve them with ranges, also after the server that
+// received the upload has stopped.
+func TestHAImageContent(t *testing.T) {
+	ms, procs := startThree(t)
+	ctx := servertest.Ctx(t)
+	content := make([]byte, 3<<20)
+	if _, err := rand.Read(content); err != nil {
+		t.Fatal(err)
+	}
+	h := sha256.Sum256(content)
+	sumHex := hex.EncodeToString(h[:])
+	img := &api.Image{TypeMeta: api.TypeMeta{APIVersion: api.APIVersion, Kind: "Image"},
+		Metadata: api.ObjectMeta{Name: "uploaded", Tenant: "default"},
+		Spec:     api.ImageSpec{Format: api.FormatRaw, Source: api.ImageSource{Upload: true, Checksum: "sha256:" + sumHex}}}
+	c1 := procs[0].client()
+	if _, err := c1.Create(ctx, img); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c1.UploadImage(ctx, "default", "uploaded", bytes.NewReader(content)); err != nil {
+		t.Fatal(err)
+	}
+	path := client.ImageContentPath("default", "uploaded")
+	download := func(p *proc, header map[string]string) (*http.Response, []byte, error) {
+		c := p.client()
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, c.Server()+path, nil)
+		for k, v := range header {
+			req.Header.Set(k, v)
+		}
+		resp, err := c.HTTPClient().Do(req)
+		if err != nil {
+			return nil, nil, err
+		}
+		defer resp.Body.Close()
+		body, err := io.ReadAll(resp.Body)
+		return resp, body, err
+	}
+	holders := func(port, want int) {
+		t.Helper()
+		servertest.Eventually(t, 10*time.Second, func() error {
+			n, err := localCount(ctx, port, "/hearth/image-content/"+sumHex+"/")
+			if err != nil {
+				return err
+			}
+			if n != int64(want) {
+				return fmt.Errorf("%d servers recorded as holding the content, want %d", n, want)
+			}
+			return nil
+		})
+	}
+	holders(ms[0].client, 1)
+
+	// Server 2 has no copy: four downloads at once share one fetch.
+	errs := make(chan error, 4)
+	for range 4 {
+		go func() {
+			resp, body, err := download(procs[1], nil)
+			switch {
+			case err != nil:
+				errs <- err
+			case resp.StatusCode != http.StatusOK:
+				errs <- fmt.Errorf("GET from server 2: %s: %s", resp.Status, body)
+			case !bytes.Equal(body, content):
+				errs <- fmt.Errorf("GET from server 2: %d bytes, not the %d uploaded", len(body), len(content))
+			default:
+				errs <- nil
+			}
+		}()
+	}
+	for range 4 {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(ms[1].dataDir, "images", sumHex)); err != nil {
+		t.Fatalf("server 2 kept no copy: %v", err)
+	}
+	holders(ms[1].client, 2)
+	resp, body, err := download(procs[1], map[string]string{"Range": "bytes=1000-1999"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != http.StatusPartialContent || !bytes.Equal(body, content[1000:2000]) {
+		t.Fatalf("ranged GET from server 2: %s, %d bytes", resp.Status, len(body))
+	}
+	if etag := resp.Header.Get("ETag"); etag != `"`+sumHex+`"` {
+		t.Fatalf("ETag from server 2: %s, want the checksum", etag)
+	}
+
+	// With the server that received the upload stopped, server 3 gets it
+	// from server 2.
+	procs[0].stop()
+	resp, body, err = download(procs[2], nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != http.StatusOK || !bytes.Equal(body, content) {
+		t.Fatalf("GET from server 3 with server 1 down: %s, %d bytes: %.300s", resp.Status, len(body), body)
+	}
+	holders(ms[2].client, 3)
+
+	// Once they have exited their logs are complete: server 2 fetched
+	// once, server 3 from server 2.
+	procs[1].kill9()
+	procs[2].kill9()
+	fetches := func(p *proc) []string {
+		var lines []string
+		for _, l := range strings.Split(p.log.String(), "\n") {
+			if strings.Contains(l, "fetched uploaded image content from a peer") {
+				lines = append(lines, l)
+			}
+		}
+		return lines
+	}
+	if f := fetches(procs[1]); len(f) != 1 {
+		t.Fatalf("server 2 fetched the content %d times, want once:\n%s", len(f), strings.Join(f, "\n"))
+	}
+	if f := fetches(procs[2]); len(f) != 1 || !strings.Contains(f[0], "peer="+procs[1].url) {
+		t.Fatalf("server 3's fetches %q, want one from server 2 (%s)", f, procs[1].url)
+	}
 }

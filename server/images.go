@@ -36,16 +36,19 @@ import (
 // checksum, size and phase Ready. Uploading needs the right to update the
 // Image; downloading, the right to read it (hosts read everything).
 //
-// The file lives on the server that received the upload. A single server
-// (the usual homelab) has everything; in an HA control plane, agents must
-// reach that server, or the image must be uploaded to each (uploading the
-// same bytes again is allowed and only restores the file).
+// The file is kept by the server that received the upload, which records
+// in etcd that it holds it. In an HA control plane, a server asked for
+// content it does not have fetches it from one that does (imagepeers.go),
+// checks it against the Image's checksum, keeps it and serves it, so
+// agents may download from any server. Uploading the same bytes again is
+// allowed and only restores the file.
 
 const subresourceContent = "content"
 
-// imageContentMu orders an upload's rename and status write against the
-// sweep of unreferenced files, so the sweep never deletes a file whose
-// Image is about to name it.
+// imageContentMu orders an upload's rename, holder record and status
+// write, and a fetched copy's rename and record, against the sweep of
+// unreferenced files, so the sweep never deletes a file whose Image is
+// about to name it and always sees files and records agree.
 var imageContentMu sync.Mutex
 
 // isImageContent reports whether a request path is an Image's content.
@@ -138,6 +141,12 @@ func (s *Server) uploadImage(w http.ResponseWriter, r *http.Request, p *auth.Pri
 	if err := os.Rename(tmp.Name(), filepath.Join(dir, strings.TrimPrefix(sum, "sha256:"))); err != nil {
 		return err
 	}
+	// Recorded before the status names the file, so other servers can find
+	// it as soon as anyone can ask for it. Should the status write fail, the
+	// sweep removes both.
+	if err := s.recordImageHolder(ctx, strings.TrimPrefix(sum, "sha256:")); err != nil {
+		return fmt.Errorf("recording that this server holds the upload: %w", err)
+	}
 	now := time.Now().UTC()
 	out, err := s.store.Update(ctx, t.kind, t.tenant, t.name, 0, func(cur api.Object) (api.Object, error) {
 		ci := cur.(*api.Image)
@@ -197,10 +206,23 @@ func (s *Server) downloadImage(w http.ResponseWriter, r *http.Request, p *auth.P
 		return &api.Status{Kind: "Status", Code: http.StatusNotFound, Reason: api.ReasonNotFound,
 			Message: fmt.Sprintf("%s has no content yet: upload it with `hearth image upload %s FILE`", ref, t.name)}
 	}
-	f, err := os.Open(filepath.Join(s.imageDir(), strings.TrimPrefix(sum, "sha256:")))
+	file := filepath.Join(s.imageDir(), strings.TrimPrefix(sum, "sha256:"))
+	f, err := os.Open(file)
 	if errors.Is(err, fs.ErrNotExist) {
-		return &api.Status{Kind: "Status", Code: http.StatusNotFound, Reason: api.ReasonNotFound,
-			Message: fmt.Sprintf("the content (%s) of %s is not on this server (%s): uploads stay on the server that received them; upload it here again", sum, ref, s.cfg.AdvertiseURL)}
+		if r.Header.Get(peerFetchHeader) != "" {
+			// Another server asking: answer from this disk only.
+			return &api.Status{Kind: "Status", Code: http.StatusNotFound, Reason: api.ReasonNotFound,
+				Message: fmt.Sprintf("the content (%s) of %s is not on this server (%s)", sum, ref, s.cfg.AdvertiseURL)}
+		}
+		if err := s.fetchImageContent(r, ref, sum); err != nil {
+			return err
+		}
+		f, err = os.Open(file)
+		if errors.Is(err, fs.ErrNotExist) {
+			// Swept between the fetch and here: its Image went away.
+			return &api.Status{Kind: "Status", Code: http.StatusNotFound, Reason: api.ReasonNotFound,
+				Message: fmt.Sprintf("the content (%s) of %s was removed from this server (%s) as soon as it was fetched: no Image names it any more", sum, ref, s.cfg.AdvertiseURL)}
+		}
 	}
 	if err != nil {
 		return err
@@ -244,17 +266,30 @@ func (s *Server) collectImageContent(ctx context.Context) {
 	}
 }
 
-// uploadStale is how old a hidden upload file must be before the sweep
-// takes it for the leftover of a crash rather than an upload under way.
+// uploadStale is how old a hidden file (an upload, or a copy fetched from
+// another server) must be before the sweep takes it for the leftover of a
+// crash rather than a transfer under way.
 const uploadStale = 24 * time.Hour
 
+// sweepImageContent deletes the files no Image names, with this server's
+// records of holding them, and keeps the records true to the disk: a kept
+// file without a record gets one (say, kept from before records existed),
+// and a record whose file is gone is deleted.
 func (s *Server) sweepImageContent(ctx context.Context, k *api.KindInfo) {
-	entries, err := os.ReadDir(s.imageDir())
-	if err != nil || len(entries) == 0 {
-		return
-	}
 	imageContentMu.Lock()
 	defer imageContentMu.Unlock()
+	entries, err := os.ReadDir(s.imageDir())
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return
+	}
+	held, err := s.recordedImageHolds(ctx)
+	if err != nil {
+		slog.Warn("sweeping uploaded image content: reading this server's records", "err", err)
+		return
+	}
+	if len(entries) == 0 && len(held) == 0 {
+		return
+	}
 	objs, _, err := s.store.List(ctx, k, store.KindPrefix(k), nil)
 	if err != nil {
 		return
@@ -265,17 +300,35 @@ func (s *Server) sweepImageContent(ctx context.Context, k *api.KindInfo) {
 			keep[strings.TrimPrefix(sum, "sha256:")] = true
 		}
 	}
+	present := map[string]bool{}
 	for _, e := range entries {
 		name := e.Name()
-		if strings.HasPrefix(name, ".upload-") {
+		switch {
+		case strings.HasPrefix(name, "."):
 			if fi, err := e.Info(); err != nil || time.Since(fi.ModTime()) < uploadStale {
 				continue
 			}
-		} else if keep[name] {
+		case keep[name]:
+			present[name] = true
+			if !held[name] {
+				if err := s.recordImageHolder(ctx, name); err != nil {
+					slog.Warn("recording uploaded image content this server holds", "file", name, "err", err)
+				}
+			}
 			continue
 		}
-		if err := os.Remove(filepath.Join(s.imageDir(), name)); err == nil {
-			slog.Info("removed uploaded image content no Image uses", "file", name)
+		if err := os.Remove(filepath.Join(s.imageDir(), name)); err != nil {
+			present[name] = true // still here, so still held
+			continue
+		}
+		slog.Info("removed uploaded image content no Image uses", "file", name)
+	}
+	for name := range held {
+		if present[name] {
+			continue
+		}
+		if err := s.forgetImageHolder(ctx, name); err != nil {
+			slog.Warn("deleting the record of uploaded image content this server no longer holds", "file", name, "err", err)
 		}
 	}
 }

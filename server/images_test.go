@@ -7,11 +7,14 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
 
 	api "hearth.dev/hearth/api/v1alpha1"
 	"hearth.dev/hearth/client"
@@ -188,4 +191,79 @@ func TestImageHostStatus(t *testing.T) {
 	if got := k.Columns[0].Get(o); got != "Ready (downloading 10%)" {
 		t.Fatalf("STATUS column %q, want %q", got, "Ready (downloading 10%)")
 	}
+}
+
+// TestImageContentHolders: a server records in etcd that it holds an
+// upload, and deletes the record with the file; a server that lacks the
+// content says which holders it tried, and answers another server from
+// its own disk only.
+func TestImageContentHolders(t *testing.T) {
+	env := servertest.Start(t, servertest.WithoutControllers())
+	ctx := servertest.Ctx(t)
+	etcd := env.Server.Etcd()
+	content := bytes.Repeat([]byte("held\n"), 1000)
+	sum := sumOf(content)
+	sumHex := strings.TrimPrefix(sum, "sha256:")
+	if _, err := env.Admin.Create(ctx, uploadImage("", "held", sum)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := env.Admin.UploadImage(ctx, "", "held", bytes.NewReader(content)); err != nil {
+		t.Fatal(err)
+	}
+	prefix := "/hearth/image-content/" + sumHex + "/"
+	resp, err := etcd.Get(ctx, prefix, clientv3.WithPrefix())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(resp.Kvs) != 1 || string(resp.Kvs[0].Value) != env.Server.URL() ||
+		string(resp.Kvs[0].Key) != prefix+url.QueryEscape(env.Server.URL()) {
+		t.Fatalf("holder records after the upload: %v, want this server's", resp.Kvs)
+	}
+
+	// The file lost (as on a server that never had it): nobody else holds it.
+	file := filepath.Join(env.DataDir, "images", sumHex)
+	if err := os.Remove(file); err != nil {
+		t.Fatal(err)
+	}
+	path := client.ImageContentPath("", "held")
+	if resp, body := get(t, env.Admin, path, nil); resp.StatusCode != http.StatusNotFound || !strings.Contains(string(body), "no other server") {
+		t.Fatalf("GET with no other holder: %s %s, want 404 saying no other server holds it", resp.Status, body)
+	}
+	// A holder that cannot be reached is named, with why.
+	gone := fmt.Sprintf("https://127.0.0.1:%d", servertest.FreePort(t))
+	if _, err := etcd.Put(ctx, prefix+url.QueryEscape(gone), gone); err != nil {
+		t.Fatal(err)
+	}
+	if resp, body := get(t, env.Admin, path, nil); resp.StatusCode != http.StatusServiceUnavailable || !strings.Contains(string(body), gone) {
+		t.Fatalf("GET with an unreachable holder: %s %s, want 503 naming %s", resp.Status, body, gone)
+	}
+	// Another server asking is answered from this disk only.
+	if resp, body := get(t, env.Admin, path, map[string]string{"Hearth-Peer-Fetch": "1"}); resp.StatusCode != http.StatusNotFound || strings.Contains(string(body), gone) {
+		t.Fatalf("peer GET: %s %s, want a plain 404", resp.Status, body)
+	}
+
+	// Uploaded again, the file is back; deleting the Image removes the file
+	// and this server's record (another server's is its own to delete).
+	if _, err := env.Admin.UploadImage(ctx, "", "held", bytes.NewReader(content)); err != nil {
+		t.Fatal(err)
+	}
+	if resp, body := get(t, env.Admin, path, nil); resp.StatusCode != http.StatusOK || !bytes.Equal(body, content) {
+		t.Fatalf("GET after uploading again: %s, %d bytes", resp.Status, len(body))
+	}
+	if _, err := env.Admin.Delete(ctx, "Image", "", "held"); err != nil {
+		t.Fatal(err)
+	}
+	servertest.Eventually(t, 10*time.Second, func() error {
+		if _, err := os.Stat(file); err == nil {
+			return fmt.Errorf("%s is still there", file)
+		}
+		resp, err := etcd.Get(ctx, prefix, clientv3.WithPrefix())
+		if err != nil {
+			return err
+		}
+		if len(resp.Kvs) != 1 || string(resp.Kvs[0].Value) != gone {
+			return fmt.Errorf("holder records %v, want only %s's", resp.Kvs, gone)
+		}
+		return nil
+	})
 }
