@@ -59,6 +59,28 @@ type Config struct {
 	Resync time.Duration
 	// VMNice is the CPU niceness VMs run at (see compute.QEMUOptions.Nice).
 	VMNice int
+	// ConsoleLogMax caps each VM's console log, in bytes (default
+	// DefaultConsoleLogMax, at least MinConsoleLogMax): past it, the agent
+	// keeps the log as console.log.1 and empties console.log, so a VM's
+	// logs take at most about three times this on disk.
+	ConsoleLogMax int64
+}
+
+const (
+	// DefaultConsoleLogMax is the default cap of a VM's console log.
+	DefaultConsoleLogMax = 8 << 20
+	// MinConsoleLogMax is the smallest cap accepted. The log is checked
+	// every few seconds, so a smaller one would not hold anyway.
+	MinConsoleLogMax = 4 << 10
+)
+
+// CheckConsoleLogMax says what is wrong with n as --console-log-max.
+func CheckConsoleLogMax(n int64) error {
+	if n < MinConsoleLogMax {
+		return fmt.Errorf("--console-log-max: %d bytes is too small a console log: want at least %s (the default is %s)",
+			n, api.Bytes(MinConsoleLogMax), api.Bytes(DefaultConsoleLogMax))
+	}
+	return nil
 }
 
 // Agent is a running node agent.
@@ -96,6 +118,12 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	if cfg.VMNice < 0 || cfg.VMNice > 19 {
 		return fmt.Errorf("vm-nice: %d is not a niceness from 0 to 19", cfg.VMNice)
+	}
+	if cfg.ConsoleLogMax == 0 {
+		cfg.ConsoleLogMax = DefaultConsoleLogMax
+	}
+	if err := CheckConsoleLogMax(cfg.ConsoleLogMax); err != nil {
+		return err
 	}
 	if cfg.ShutdownTimeout == 0 {
 		cfg.ShutdownTimeout = 60 * time.Second

@@ -3,6 +3,7 @@ package agent_test
 import (
 	"context"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -31,6 +32,8 @@ type lab struct {
 	join    string
 	stop    context.CancelFunc
 	done    chan error
+	// opts change the agent's configuration.
+	opts []func(*agent.Config)
 }
 
 func needQEMU(t *testing.T) {
@@ -43,7 +46,7 @@ func needQEMU(t *testing.T) {
 	}
 }
 
-func newLab(t *testing.T) *lab {
+func newLab(t *testing.T, opts ...func(*agent.Config)) *lab {
 	needQEMU(t)
 	ctx := servertest.Ctx(t)
 	guest, err := testguest.Build(ctx, "")
@@ -61,7 +64,7 @@ func newLab(t *testing.T) *lab {
 	if _, err := env.Admin.Create(ctx, key); err != nil {
 		t.Fatal(err)
 	}
-	l := &lab{env: env, guest: guest, dataDir: t.TempDir(), join: jt.Token}
+	l := &lab{env: env, guest: guest, dataDir: t.TempDir(), join: jt.Token, opts: opts}
 	l.startAgent(t)
 	t.Cleanup(func() {
 		l.stopAgent()
@@ -86,6 +89,9 @@ func (l *lab) startAgent(t *testing.T) {
 	cfg := agent.Config{Server: l.env.Server.URL(), JoinToken: l.join, CAFile: filepath.Join(l.env.DataDir, "ca.crt"),
 		Name: "h1", DataDir: l.dataDir, Address: "127.0.0.1", Listen: fmt.Sprintf("127.0.0.1:%d", servertest.FreePort(t)),
 		ShutdownTimeout: 5 * time.Second, Resync: 2 * time.Second}
+	for _, o := range l.opts {
+		o(&cfg)
+	}
 	go func() { l.done <- agent.Run(ctx, cfg) }()
 }
 
@@ -283,4 +289,121 @@ func TestQEMUKilledIsRestarted(t *testing.T) {
 		}
 		return fmt.Errorf("no Restarted event among %d", len(evs))
 	})
+}
+
+// TestConsoleLogCapped: with a small cap, the agent rotates a booting
+// VM's console log; QEMU keeps writing at the start of the emptied log;
+// the VM still goes Running; `hearth logs` serves console.log.1 followed
+// by console.log, whole, by tail and followed; deleting the VM leaves
+// neither file.
+func TestConsoleLogCapped(t *testing.T) {
+	const max = 4 << 10
+	l := newLab(t, func(c *agent.Config) { c.ConsoleLogMax = max })
+	ctx := servertest.Ctx(t)
+	if _, err := l.env.Admin.Create(ctx, l.vm("vm4")); err != nil {
+		t.Fatal(err)
+	}
+	vm := l.waitPhase(t, "vm4", api.VMRunning)
+	dir := filepath.Dir(vm.Status.ConsoleLog)
+	read := func(name string) string {
+		b, _ := os.ReadFile(filepath.Join(dir, name))
+		return string(b)
+	}
+	logs := func(follow bool, tail int64) io.ReadCloser {
+		t.Helper()
+		rc, err := l.env.Admin.Logs(ctx, "lab", "vm4", follow, tail)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return rc
+	}
+	// The guest prints tens of KiB while it boots, then goes quiet once
+	// ready, and the agent looks every two seconds: the log ends up capped.
+	servertest.Eventually(t, 120*time.Second, func() error {
+		cur, prev := read(compute.ConsoleLog), read(compute.ConsoleLogPrevious)
+		if prev == "" {
+			return fmt.Errorf("no %s yet (%s holds %d bytes)", compute.ConsoleLogPrevious, compute.ConsoleLog, len(cur))
+		}
+		if len(cur) > max {
+			return fmt.Errorf("%s holds %d bytes, over the cap", compute.ConsoleLog, len(cur))
+		}
+		if !strings.Contains(prev+cur, testguest.Marker+" ready") {
+			return fmt.Errorf("the guest is not ready yet")
+		}
+		return nil
+	})
+	cur, prev := read(compute.ConsoleLog), read(compute.ConsoleLogPrevious)
+	t.Logf("capped: %s %d bytes, %s %d bytes", compute.ConsoleLogPrevious, len(prev), compute.ConsoleLog, len(cur))
+	if len(prev) > 2*max {
+		t.Errorf("%s holds %d bytes, more than twice the cap", compute.ConsoleLogPrevious, len(prev))
+	}
+	for name, s := range map[string]string{compute.ConsoleLog: cur, compute.ConsoleLogPrevious: prev} {
+		if strings.ContainsRune(s, 0) {
+			t.Errorf("%s has NUL bytes: QEMU wrote past the end of the emptied log", name)
+		}
+	}
+	body := func(rc io.ReadCloser) string {
+		defer rc.Close()
+		b, err := io.ReadAll(rc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(b)
+	}
+	if got := body(logs(false, -1)); got != prev+cur {
+		t.Errorf("hearth logs served %d bytes, want %s then %s (%d bytes):\n%s", len(got), compute.ConsoleLogPrevious, compute.ConsoleLog, len(prev+cur), tail(got))
+	}
+	n := int64(len(cur)) + 100
+	if got := body(logs(false, n)); got != (prev + cur)[int64(len(prev+cur))-n:] {
+		t.Errorf("hearth logs --tail %d = %q, want the last %d bytes of both files", n, got, n)
+	}
+
+	// Followed: the power button's marker, written after the rotations,
+	// arrives.
+	rc := logs(true, 0)
+	defer rc.Close()
+	if _, err := l.env.Admin.Patch(ctx, "VirtualMachine", "lab", "vm4", map[string]any{"spec": map[string]any{"powerState": "Stopped"}}, false); err != nil {
+		t.Fatal(err)
+	}
+	followed := make(chan string, 1)
+	go func() {
+		var got strings.Builder
+		buf := make([]byte, 4096)
+		for !strings.Contains(got.String(), testguest.Marker+" poweroff") {
+			n, err := rc.Read(buf)
+			got.Write(buf[:n])
+			if err != nil {
+				break
+			}
+		}
+		followed <- got.String()
+	}()
+	select {
+	case got := <-followed:
+		if !strings.Contains(got, testguest.Marker+" poweroff") || strings.ContainsRune(got, 0) {
+			t.Errorf("followed log: %q, want the power-off marker", got)
+		}
+	case <-time.After(60 * time.Second):
+		t.Fatalf("the followed log never showed the power-off marker")
+	}
+	l.waitPhase(t, "vm4", api.VMStopped)
+
+	if _, err := l.env.Admin.Delete(ctx, "VirtualMachine", "lab", "vm4"); err != nil {
+		t.Fatal(err)
+	}
+	servertest.Eventually(t, 30*time.Second, func() error {
+		if _, err := os.Stat(dir); err == nil {
+			return fmt.Errorf("VM directory %s still there: %v", dir, ls(dir))
+		}
+		return nil
+	})
+}
+
+func ls(dir string) []string {
+	entries, _ := os.ReadDir(dir)
+	var names []string
+	for _, e := range entries {
+		names = append(names, e.Name())
+	}
+	return names
 }

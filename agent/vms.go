@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"hearth.dev/hearth/atomicfile"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -13,7 +12,9 @@ import (
 	"sync"
 	"time"
 
+	"hearth.dev/hearth/agent/console"
 	api "hearth.dev/hearth/api/v1alpha1"
+	"hearth.dev/hearth/atomicfile"
 	"hearth.dev/hearth/client"
 	"hearth.dev/hearth/compute"
 	"hearth.dev/hearth/reconcile"
@@ -47,10 +48,21 @@ type vmController struct {
 	mu       sync.Mutex
 	uids     map[string]string // key → uid of VMs seen on this host
 	watching map[string]bool   // uids with a goroutine waiting for their process
+
+	// dirMu keeps capConsoleLogs out of a VM directory teardown is
+	// removing, so no console.log.1 is made in one that goes.
+	dirMu sync.Mutex
+	// logErrs is the last error capping each VM's console log, so a
+	// lasting one is logged once (capConsoleLogs only).
+	logErrs map[string]string
 }
 
+// consoleLogCheck is how often every VM's console log is measured against
+// Config.ConsoleLogMax: a stat per VM.
+const consoleLogCheck = 2 * time.Second
+
 func newVMController(a *Agent) *vmController {
-	v := &vmController{a: a, uids: map[string]string{}, watching: map[string]bool{}}
+	v := &vmController{a: a, uids: map[string]string{}, watching: map[string]bool{}, logErrs: map[string]string{}}
 	v.inf = client.NewInformer(a.c, "VirtualMachine", "", client.ListOptions{AllTenants: true, FieldSelector: "spec.host=" + a.cfg.Name})
 	v.ctl = &reconcile.Controller{Name: "vms", Reconciler: v, Workers: 16, Resync: a.cfg.Resync,
 		List: func(context.Context) ([]string, error) { return v.inf.Keys(), nil }}
@@ -71,6 +83,7 @@ func (v *vmController) run(ctx context.Context) error {
 		return nil
 	}
 	go every(ctx, v.a.cfg.Resync, v.collectOrphans)
+	go every(ctx, consoleLogCheck, v.capConsoleLogs)
 	return v.ctl.Run(ctx)
 }
 
@@ -228,14 +241,64 @@ func (v *vmController) Reconcile(ctx context.Context, key string) (reconcile.Res
 	return reconcile.Result{}, nil
 }
 
-// firstOutput reports when the console log first had output since the
-// start, using the log's modification time as the moment.
+// firstOutput reports whether the guest has written to its console since
+// the start, by the modification time of the console log. A rotation
+// (console.RotateLog) may have moved that output to console.log.1 and
+// emptied console.log, whose time is then the rotation's: so an empty
+// console.log says nothing, and console.log.1, which carries the time of
+// the last output it holds, is looked at too. console.log comes first:
+// a rotation renames console.log.1 into place before it empties
+// console.log, so output is found in one or the other.
 func firstOutput(dir string, since *time.Time) (time.Time, bool) {
-	fi, err := os.Stat(filepath.Join(dir, compute.ConsoleLog))
-	if err != nil || fi.Size() == 0 || (since != nil && fi.ModTime().Before(*since)) {
-		return time.Time{}, false
+	for _, name := range []string{compute.ConsoleLog, compute.ConsoleLogPrevious} {
+		fi, err := os.Stat(filepath.Join(dir, name))
+		if err == nil && fi.Size() > 0 && (since == nil || !fi.ModTime().Before(*since)) {
+			return time.Now().UTC(), true
+		}
 	}
-	return time.Now().UTC(), true
+	return time.Time{}, false
+}
+
+// capConsoleLogs rotates the console log of every VM directory on this
+// host that has outgrown Config.ConsoleLogMax (see console.RotateLog).
+// Only running VMs' logs grow, but a stopped VM's is capped alike (and
+// without loss, as nothing writes it).
+func (v *vmController) capConsoleLogs(ctx context.Context) {
+	entries, err := os.ReadDir(filepath.Join(v.a.cfg.DataDir, "vms"))
+	if err != nil {
+		return
+	}
+	seen := map[string]bool{}
+	for _, e := range entries {
+		if ctx.Err() != nil {
+			return
+		}
+		if !e.IsDir() {
+			continue
+		}
+		uid := e.Name()
+		seen[uid] = true
+		v.dirMu.Lock()
+		rotated, err := console.RotateLog(v.dir(uid), v.a.cfg.ConsoleLogMax)
+		v.dirMu.Unlock()
+		switch {
+		case err != nil:
+			if v.logErrs[uid] != err.Error() {
+				slog.Warn("capping a VM's console log", "uid", uid, "err", err)
+				v.logErrs[uid] = err.Error()
+			}
+		case rotated:
+			slog.Debug("rotated a VM's console log", "uid", uid, "max", v.a.cfg.ConsoleLogMax)
+			delete(v.logErrs, uid)
+		default:
+			delete(v.logErrs, uid)
+		}
+	}
+	for uid := range v.logErrs {
+		if !seen[uid] {
+			delete(v.logErrs, uid)
+		}
+	}
 }
 
 // needsRestart compares what the VM was started with against what its
@@ -321,6 +384,8 @@ func (v *vmController) teardown(ctx context.Context, uid string) error {
 		}
 	}
 	slog.Info("removed VM", "uid", uid)
+	v.dirMu.Lock()
+	defer v.dirMu.Unlock()
 	return os.RemoveAll(dir)
 }
 

@@ -1,18 +1,20 @@
 package cli
 
 import (
+	"fmt"
 	"strings"
 
 	"github.com/spf13/cobra"
 
 	"hearth.dev/hearth/agent"
+	api "hearth.dev/hearth/api/v1alpha1"
 )
 
 func init() { commands = append(commands, newAgentCmd) }
 
 func newAgentCmd(g *globals) *cobra.Command {
 	var cfg agent.Config
-	var labels string
+	var labels, logMax string
 	cmd := &cobra.Command{
 		Use:   "agent",
 		Short: "Run the node agent: register this host and run what is placed on it",
@@ -31,6 +33,20 @@ and adopts them.`,
 					cfg.Labels[strings.TrimSpace(k)] = strings.TrimSpace(v)
 				}
 			}
+			// Incus and Proxmox users write 8MiB, 8MB: the same as 8Mi, 8M.
+			size := logMax
+			if n := len(size); n > 1 && size[n-1] == 'B' && strings.ContainsRune("iKkMGTPE", rune(size[n-2])) {
+				size = size[:n-1]
+			}
+			b, err := api.ParseBytes(size)
+			if err != nil {
+				return fmt.Errorf("--console-log-max: %w", err)
+			}
+			// Checked here too: 0 in agent.Config means the default.
+			if err := agent.CheckConsoleLogMax(int64(b)); err != nil {
+				return err
+			}
+			cfg.ConsoleLogMax = int64(b)
 			return agent.Run(cmd.Context(), cfg)
 		},
 	}
@@ -45,6 +61,8 @@ and adopts them.`,
 	f.StringVar(&labels, "labels", "", "host labels, k=v,…")
 	f.StringVar(&cfg.Listen, "listen", "", "address for console connections from the server (default ADDRESS:9443)")
 	f.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", 0, "how long a guest gets to power off before it is killed (default 60s)")
+	f.StringVar(&logMax, "console-log-max", api.Bytes(agent.DefaultConsoleLogMax).String(),
+		"cap of each VM's console log, such as 8Mi: past it the log is kept as console.log.1 (replacing the older one) and console.log starts again empty")
 	f.IntVar(&cfg.VMNice, "vm-nice", 10, "CPU niceness of the VMs (0-19): when guests keep every core busy, the host's own services still get CPU in time")
 	return cmd
 }

@@ -118,4 +118,8 @@ const (
 	QMPSocket     = "qmp.sock"
 	ConsoleSocket = "console.sock"
 	ConsoleLog    = "console.log"
+	// ConsoleLogPrevious is what the agent keeps of the console log when
+	// it caps it: the log as it was at the last rotation. The log a person
+	// sees is this file followed by ConsoleLog.
+	ConsoleLogPrevious = "console.log.1"
 )

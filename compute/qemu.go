@@ -442,6 +442,10 @@ func (q *QEMU) commandLine(spec Spec) ([]string, error) {
 		"-m", strconv.FormatInt(spec.MemoryMiB, 10)+"M",
 		"-chardev", "socket,id=qmp,server=on,wait=off,path="+qemuEscape(filepath.Join(dir, QMPSocket)),
 		"-mon", "chardev=qmp,mode=control",
+		// logappend=on keeps the log across restarts, and makes QEMU
+		// open it with O_APPEND: every write lands at the file's end, so
+		// the agent can cap the log by copying it aside and truncating it
+		// in place while QEMU keeps writing (TestConsoleLogAppends).
 		"-chardev", "socket,id=ser0,server=on,wait=off,path="+qemuEscape(filepath.Join(dir, ConsoleSocket))+
 			",logfile="+qemuEscape(filepath.Join(dir, ConsoleLog))+",logappend=on",
 		"-serial", "chardev:ser0",

@@ -522,3 +522,66 @@ func TestLookupStale(t *testing.T) {
 		t.Errorf("Kill left the stale pid file")
 	}
 }
+
+// TestConsoleLogAppends: QEMU writes the console log with O_APPEND
+// (logappend=on), so the agent may cap a running VM's log by copying it
+// aside and truncating it in place (agent/console.RotateLog): what the
+// guest prints next starts the file again, with no hole of NULs where
+// the old output was.
+func TestConsoleLogAppends(t *testing.T) {
+	spec := testSpec(t)
+	d := NewQEMU(QEMUOptions{})
+	info := start(t, d, spec)
+	waitConsole(t, spec.Dir, guestSeed, 90*time.Second)
+
+	logPath := filepath.Join(spec.Dir, ConsoleLog)
+	fds, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", info.PID))
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, fd := range fds {
+		if target, _ := os.Readlink(fmt.Sprintf("/proc/%d/fd/%s", info.PID, fd.Name())); target != logPath {
+			continue
+		}
+		found = true
+		fdinfo := readFile(fmt.Sprintf("/proc/%d/fdinfo/%s", info.PID, fd.Name()))
+		var flags int64
+		for _, l := range strings.Split(fdinfo, "\n") {
+			if v, ok := strings.CutPrefix(l, "flags:"); ok {
+				flags, err = strconv.ParseInt(strings.TrimSpace(v), 8, 64)
+				if err != nil {
+					t.Fatalf("fdinfo flags %q: %v", v, err)
+				}
+			}
+		}
+		if flags&syscall.O_APPEND == 0 {
+			t.Errorf("QEMU holds %s without O_APPEND (flags %#o)", logPath, flags)
+		}
+	}
+	if !found {
+		t.Fatalf("QEMU (pid %d) does not hold %s open", info.PID, logPath)
+	}
+
+	before, err := os.Stat(logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(logPath, 0); err != nil {
+		t.Fatal(err)
+	}
+	// The guest prints on the power button.
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := d.Shutdown(ctx, spec.ID, spec.Dir, 30*time.Second); err != nil {
+		t.Fatalf("Shutdown: %v", err)
+	}
+	log := readFile(logPath)
+	if !strings.Contains(log, guestPowerOff) {
+		t.Fatalf("console log after the truncation has no %q: %q", guestPowerOff, tail([]byte(log), 2000))
+	}
+	if strings.ContainsRune(log, 0) || int64(len(log)) >= before.Size() {
+		t.Errorf("QEMU wrote past the end of the truncated log: %d bytes (%d before), starting %q",
+			len(log), before.Size(), log[:min(len(log), 40)])
+	}
+}

@@ -8,8 +8,9 @@
 // is the server's job; the agent trusts the server.
 //
 // The console log is the file QEMU writes everything the guest prints on
-// its serial port to (compute.ConsoleLog); the console is QEMU's serial
-// chardev socket (compute.ConsoleSocket), bridged to a websocket.
+// its serial port to (compute.ConsoleLog), capped by the agent with
+// RotateLog; the console is QEMU's serial chardev socket
+// (compute.ConsoleSocket), bridged to a websocket.
 package console
 
 import (
@@ -41,11 +42,13 @@ const followPoll = 250 * time.Millisecond
 //	GET /v1/vms/{uid}/log[?follow=1][&tail=BYTES]
 //	GET /v1/vms/{uid}/console (a websocket)
 //
-// The log is the whole console log, or its last BYTES bytes with tail; a
-// VM that has written nothing yet has an empty log. With follow, new output
-// streams until the client goes or the VM's directory does; a log that
-// QEMU truncates or replaces (the VM restarted) is followed from its new
-// beginning.
+// The log is compute.ConsoleLogPrevious (what the agent kept when it last
+// capped the log, see RotateLog) followed by compute.ConsoleLog, or the
+// last BYTES bytes of the two with tail; a VM that has written nothing yet
+// has an empty log. With follow, new output streams until the client goes
+// or the VM's directory does. A rotation while someone follows loses
+// nothing for them (beyond what RotateLog itself may lose); a log that is
+// truncated or replaced otherwise is followed from its new beginning.
 //
 // The console carries the serial port's bytes in binary messages both
 // ways. QEMU's socket chardev serves one client at a time, so the agent is
@@ -141,7 +144,7 @@ func (h *handler) serveLog(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	t := &logTail{path: filepath.Join(dir, compute.ConsoleLog)}
+	t := newLogTail(dir)
 	defer t.close()
 	if err := t.open(tail); err != nil {
 		writeError(w, api.NewInternal("console log of VM %s: %v", uid, err))
@@ -170,9 +173,6 @@ func (h *handler) serveLog(w http.ResponseWriter, r *http.Request) {
 		} else if _, err := os.Stat(dir); errors.Is(err, fs.ErrNotExist) {
 			gone = true
 		}
-		if err := t.reopenIfReplaced(); err != nil {
-			return
-		}
 		if err := t.copyTo(w); err != nil {
 			return
 		}
@@ -183,79 +183,230 @@ func (h *handler) serveLog(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// logTail reads a log file from an offset on, following truncation and
-// replacement.
+// logTail reads a VM's console log as one stream: compute.ConsoleLogPrevious
+// (what the agent kept at the last rotation, see RotateLog) followed by
+// compute.ConsoleLog, from an offset on. It follows rotation, truncation and
+// replacement of the log.
+//
+// A rotation copies the log to the kept file and empties it, so the kept
+// file begins with what was already sent from the log: the rest is sent
+// from the kept file at the log's offset, and the log is read again from
+// its start. What is read from the log is sent only once it is known that
+// no rotation emptied the log meanwhile (otherwise the bytes at that
+// offset may be new output); the read is then redone from the kept file.
+// Should the log have been rotated twice since the last look (a follower
+// too slow to take the output), the kept file is sent whole: what the
+// first of those rotations kept is gone, and the stream jumps over it.
 type logTail struct {
-	path string
-	f    *os.File // nil while the file does not exist
+	dir, path, prevPath string
+	// f is the log, nil while it does not exist; off is how much of it
+	// was sent.
+	f   *os.File
+	off int64
+	// prev is the kept log as last seen, nil while there is none. It stays
+	// open so that its identity cannot pass to a file made later, which is
+	// how a rotation by anyone else is noticed.
+	prev *os.File
+	// sendPrev says prev has bytes to send from prevOff, before f's.
+	sendPrev bool
+	prevOff  int64
+	// count is RotateLog's count of rotations of dir when last looked.
+	count uint64
+	buf   []byte
 }
 
-// open opens the log positioned tail bytes before its end (tail < 0: at
-// its start). A missing log is an empty one.
-func (t *logTail) open(tail int64) error {
-	f, err := os.Open(t.path)
+func newLogTail(dir string) *logTail {
+	return &logTail{dir: dir, path: filepath.Join(dir, compute.ConsoleLog),
+		prevPath: filepath.Join(dir, compute.ConsoleLogPrevious)}
+}
+
+// openOptional opens path; a missing file is a nil one.
+func openOptional(path string) (*os.File, error) {
+	f, err := os.Open(path)
 	if errors.Is(err, fs.ErrNotExist) {
-		return nil
+		return nil, nil
 	}
+	return f, err
+}
+
+// statOptional stats path; a missing file is a nil FileInfo.
+func statOptional(path string) (fs.FileInfo, error) {
+	fi, err := os.Stat(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	return fi, err
+}
+
+// is reports whether fi (nil: no file) is the open file f (nil: none).
+func is(fi fs.FileInfo, f *os.File) bool {
+	if fi == nil || f == nil {
+		return fi == nil && f == nil
+	}
+	cur, err := f.Stat()
+	return err == nil && os.SameFile(fi, cur)
+}
+
+func fileSize(f *os.File) (int64, error) {
+	if f == nil {
+		return 0, nil
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		return 0, err
+	}
+	return fi.Size(), nil
+}
+
+// open opens both files, positioned tail bytes before the end of the two
+// together (tail < 0: at the start of the kept one). Missing files are
+// empty ones.
+func (t *logTail) open(tail int64) error {
+	t.close()
+	var size, prevSize int64
+	err := func() error {
+		rotation.RLock()
+		defer rotation.RUnlock()
+		t.count = rotation.count[t.dir]
+		var err error
+		if t.prev, err = openOptional(t.prevPath); err != nil {
+			return err
+		}
+		if t.f, err = openOptional(t.path); err != nil {
+			return err
+		}
+		if size, err = fileSize(t.f); err != nil {
+			return err
+		}
+		prevSize, err = fileSize(t.prev)
+		return err
+	}()
 	if err != nil {
 		return err
 	}
-	if tail >= 0 {
-		fi, err := f.Stat()
-		if err != nil {
-			f.Close()
-			return err
-		}
-		if off := fi.Size() - tail; off > 0 {
-			if _, err := f.Seek(off, io.SeekStart); err != nil {
-				f.Close()
-				return err
-			}
-		}
+	t.off, t.prevOff = 0, 0
+	switch {
+	case tail < 0:
+	case tail <= size:
+		t.off, t.prevOff = size-tail, prevSize
+	default:
+		t.prevOff = max(0, prevSize-(tail-size))
 	}
-	t.f = f
+	t.sendPrev = t.prev != nil && t.prevOff < prevSize
 	return nil
 }
 
-// reopenIfReplaced notices a log that appeared, was replaced (a new file at
-// the path) or was truncated (QEMU opens it afresh on every start), and
-// moves to the new beginning. What the old file still held is read first.
-func (t *logTail) reopenIfReplaced() error {
-	fi, err := os.Stat(t.path)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil // keep reading what is open, if anything
-	}
+// look notes, under the rotation's read lock, what happened to the files
+// since the last look, and returns the log's size and the rotation count.
+// restarted reports that the log is read from a new start.
+func (t *logTail) look() (size int64, count uint64, restarted bool, err error) {
+	rotation.RLock()
+	defer rotation.RUnlock()
+	count = rotation.count[t.dir]
+	fi, err := statOptional(t.path)
 	if err != nil {
-		return err
+		return 0, 0, false, err
 	}
-	if t.f == nil {
-		return t.open(-1)
-	}
-	cur, err := t.f.Stat()
+	pfi, err := statOptional(t.prevPath)
 	if err != nil {
-		return err
+		return 0, 0, false, err
 	}
-	if !os.SameFile(fi, cur) {
-		t.close()
-		return t.open(-1)
+	if count != t.count || (pfi != nil && !is(pfi, t.prev)) {
+		prev, err := openOptional(t.prevPath)
+		if err != nil {
+			return 0, 0, false, err
+		}
+		if prev != nil {
+			psize, err := fileSize(prev)
+			if err != nil {
+				prev.Close()
+				return 0, 0, false, err
+			}
+			if t.prev != nil {
+				t.prev.Close()
+			}
+			t.prev, t.prevOff, t.sendPrev = prev, 0, true
+			if count-t.count <= 1 && t.off <= psize {
+				t.prevOff = t.off
+			}
+		}
+		t.off, restarted = 0, true
 	}
-	off, err := t.f.Seek(0, io.SeekCurrent)
-	if err != nil {
-		return err
+	t.count = count
+	switch {
+	case fi == nil:
+		// Keep reading what is open, if anything.
+	case !is(fi, t.f):
+		if t.f != nil {
+			t.f.Close()
+		}
+		if t.f, err = openOptional(t.path); err != nil {
+			return 0, 0, false, err
+		}
+		t.off, restarted = 0, true
+	case fi.Size() < t.off:
+		// Truncated by someone else.
+		t.off, restarted = 0, true
 	}
-	if cur.Size() < off {
-		_, err = t.f.Seek(0, io.SeekStart)
+	size, err = fileSize(t.f)
+	return size, count, restarted, err
+}
+
+// flushPrev sends what is due from the kept file, which nobody writes.
+func (t *logTail) flushPrev(w io.Writer) error {
+	if !t.sendPrev {
+		return nil
 	}
+	t.sendPrev = false
+	_, err := io.Copy(w, io.NewSectionReader(t.prev, t.prevOff, 1<<62))
 	return err
 }
 
-// copyTo writes what the log holds past the current offset.
+// copyTo sends what the log holds past what was sent, up to its end as it
+// is now.
 func (t *logTail) copyTo(w io.Writer) error {
-	if t.f == nil {
-		return nil
+	if t.buf == nil {
+		t.buf = make([]byte, 64<<10)
 	}
-	_, err := io.Copy(w, t.f)
-	return err
+	end := int64(-1)
+	for {
+		if err := t.flushPrev(w); err != nil {
+			return err
+		}
+		size, count, restarted, err := t.look()
+		if err != nil {
+			return err
+		}
+		if err := t.flushPrev(w); err != nil {
+			return err
+		}
+		if end < 0 || restarted {
+			end = size
+		}
+		end = min(end, size)
+		if t.f == nil || t.off >= end {
+			return nil
+		}
+		n, rerr := t.f.ReadAt(t.buf[:min(int64(len(t.buf)), end-t.off)], t.off)
+		rotation.RLock()
+		same := rotation.count[t.dir] == count
+		rotation.RUnlock()
+		if !same {
+			continue // rotated meanwhile: look again
+		}
+		if n > 0 {
+			if _, err := w.Write(t.buf[:n]); err != nil {
+				return err
+			}
+			t.off += int64(n)
+		}
+		if errors.Is(rerr, io.EOF) {
+			return nil // truncated meanwhile: the next look tells
+		}
+		if rerr != nil {
+			return rerr
+		}
+	}
 }
 
 func (t *logTail) close() {
@@ -263,4 +414,9 @@ func (t *logTail) close() {
 		t.f.Close()
 		t.f = nil
 	}
+	if t.prev != nil {
+		t.prev.Close()
+		t.prev = nil
+	}
+	t.sendPrev = false
 }
