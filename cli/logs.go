@@ -21,8 +21,10 @@ func newLogsCmd(g *globals) *cobra.Command {
 		Use:   "logs vm/NAME | virtualmachine NAME | NAME",
 		Short: "Print a VM's serial console log",
 		Long: `Print what a VM has written to its serial console (kernel messages, the
-login prompt, cloud-init's progress) since it last started. The log is kept
-by the VM's host even when nobody is attached; ` + "`hearth console`" + ` attaches.`,
+login prompt, cloud-init's progress), across restarts. The log is kept by
+the VM's host even when nobody is attached, up to the agent's
+--console-log-max (8Mi by default; the previous part is kept beside it, so
+up to twice that is shown); ` + "`hearth console`" + ` attaches.`,
 		Example: `  hearth logs vm/web-1
   hearth logs vm/web-1 -f
   hearth logs virtualmachine web-1 --tail 4Ki -t lab`,
