@@ -220,19 +220,7 @@ drain:
 // TestHAThreeMembers runs three servers as one embedded etcd cluster,
 // stops one, keeps writing, restarts it and checks it catches up.
 func TestHAThreeMembers(t *testing.T) {
-	ms := []member{newMember(t, "s1"), newMember(t, "s2"), newMember(t, "s3")}
-	var entries []string
-	for _, m := range ms {
-		entries = append(entries, m.peerEntry())
-	}
-	cluster := strings.Join(entries, ",")
-	procs := make([]*proc, 3)
-	for i, m := range ms {
-		procs[i] = start(t, m, cluster, false)
-	}
-	for _, p := range procs {
-		p.waitReady()
-	}
+	ms, procs, cluster := startThree(t)
 	ctx := servertest.Ctx(t)
 	c1 := procs[0].client()
 	if _, err := c1.Create(ctx, network("before", "default")); err != nil {
@@ -279,23 +267,24 @@ func TestHAThreeMembers(t *testing.T) {
 }
 
 // startThree starts a three-member control plane of embedded etcd
-// members and waits until every server answers.
-func startThree(t *testing.T) ([]member, []*proc) {
+// members and waits until every server answers. cluster is the members'
+// --etcd-initial-cluster, for restarting one.
+func startThree(t *testing.T) (ms []member, procs []*proc, cluster string) {
 	t.Helper()
-	ms := []member{newMember(t, "s1"), newMember(t, "s2"), newMember(t, "s3")}
+	ms = []member{newMember(t, "s1"), newMember(t, "s2"), newMember(t, "s3")}
 	var entries []string
 	for _, m := range ms {
 		entries = append(entries, m.peerEntry())
 	}
-	cluster := strings.Join(entries, ",")
-	procs := make([]*proc, 3)
+	cluster = strings.Join(entries, ",")
+	procs = make([]*proc, 3)
 	for i, m := range ms {
 		procs[i] = start(t, m, cluster, false)
 	}
 	for _, p := range procs {
 		p.waitReady()
 	}
-	return ms, procs
+	return ms, procs, cluster
 }
 
 // TestHAImageContent: an image uploaded to one server of a three-member
@@ -304,7 +293,7 @@ func startThree(t *testing.T) ([]member, []*proc) {
 // time), keep them and serve them with ranges, also after the server that
 // received the upload has stopped.
 func TestHAImageContent(t *testing.T) {
-	ms, procs := startThree(t)
+	ms, procs, _ := startThree(t)
 	ctx := servertest.Ctx(t)
 	content := make([]byte, 3<<20)
 	if _, err := rand.Read(content); err != nil {
