@@ -343,3 +343,82 @@ func TestTokens(t *testing.T) {
 type errString string
 
 func (e errString) Error() string { return string(e) }
+
+// TestCredentialsOnlyForAdmins: a Machine's BMC password and webhook
+// header values read back to cluster admins only; a cluster viewer and a
+// host get them blanked from get, list and watch, and the stored object
+// keeps them.
+func TestCredentialsOnlyForAdmins(t *testing.T) {
+	env := servertest.Start(t, servertest.WithoutControllers())
+	ctx := servertest.Ctx(t)
+	viewer := env.User("auditor", "", api.RoleViewer)
+	host := env.Host("boot")
+	m := &api.Machine{TypeMeta: api.TypeMeta{APIVersion: api.APIVersion, Kind: "Machine"},
+		Metadata: api.ObjectMeta{Name: "node1"},
+		Spec:     api.MachineSpec{MAC: "52:54:00:aa:bb:01", Power: api.MachinePower{Driver: "ipmi", Address: "bmc1", Username: "hearth", Password: "s3cret"}}}
+	hook := &api.Machine{TypeMeta: m.TypeMeta, Metadata: api.ObjectMeta{Name: "node2"},
+		Spec: api.MachineSpec{MAC: "52:54:00:aa:bb:02", Power: api.MachinePower{Driver: "webhook",
+			Webhook: &api.PowerWebhook{OnURL: "http://plug/on", OffURL: "http://plug/off", Headers: map[string]string{"Authorization": "Bearer t0ken"}}}}}
+	for _, o := range []api.Object{m, hook} {
+		if _, err := env.Admin.Create(ctx, o); err != nil {
+			t.Fatal(err)
+		}
+	}
+	hidden := func(who string, o api.Object) {
+		t.Helper()
+		s := o.(*api.Machine).Spec
+		if s.Power.Password != "" || (s.Power.Webhook != nil && s.Power.Webhook.Headers["Authorization"] != "") {
+			t.Errorf("%s reads credentials of %s: %+v", who, o.GetMetadata().Name, s.Power)
+		}
+		if s.Power.Webhook != nil {
+			if _, ok := s.Power.Webhook.Headers["Authorization"]; !ok {
+				t.Errorf("%s does not see that %s has an Authorization header", who, o.GetMetadata().Name)
+			}
+		}
+	}
+	for who, c := range map[string]*client.Client{"viewer": viewer, "host": host} {
+		for _, name := range []string{"node1", "node2"} {
+			o, err := c.Get(ctx, "Machine", "", name)
+			if err != nil {
+				t.Fatalf("%s get %s: %v", who, name, err)
+			}
+			hidden(who, o)
+		}
+		objs, rv, err := c.List(ctx, "Machine", "", client.ListOptions{})
+		if err != nil || len(objs) != 2 {
+			t.Fatalf("%s list: %d machines, %v", who, len(objs), err)
+		}
+		for _, o := range objs {
+			hidden(who, o)
+		}
+		wctx, cancel := context.WithCancel(ctx)
+		events, _, err := c.WatchOnce(wctx, "Machine", "", client.ListOptions{ResourceVersion: rv})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := env.Admin.Patch(ctx, "Machine", "", "node1", map[string]any{"metadata": map[string]any{"labels": map[string]string{"seen-by": who}}}, false); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case ev := <-events:
+			hidden(who+" (watch)", ev.Object)
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%s's watch brought nothing", who)
+		}
+		cancel()
+	}
+	o, err := env.Admin.Get(ctx, "Machine", "", "node1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.(*api.Machine).Spec.Power.Password != "s3cret" {
+		t.Fatalf("the admin reads password %q, want the stored one", o.(*api.Machine).Spec.Power.Password)
+	}
+	o, err = env.Admin.Get(ctx, "Machine", "", "node2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.(*api.Machine).Spec.Power.Webhook.Headers["Authorization"] != "Bearer t0ken" {
+		t.Fatalf("the admin reads headers %v, want the stored ones", o.(*api.Machine).Spec.Power.Webhook.Headers)
+	}
+}

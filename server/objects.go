@@ -111,7 +111,7 @@ func (s *Server) get(w http.ResponseWriter, r *http.Request, p *auth.Principal, 
 	if !auth.VisibleTo(p, obj) {
 		return api.NewNotFound(t.kind.Kind, t.tenant, t.name)
 	}
-	writeJSON(w, http.StatusOK, obj)
+	writeJSON(w, http.StatusOK, shown(p, obj))
 	return nil
 }
 
@@ -145,7 +145,7 @@ func (s *Server) list(w http.ResponseWriter, r *http.Request, p *auth.Principal,
 		rev = max(rev, rv)
 		for _, o := range objs {
 			if auth.VisibleTo(p, o) && filter.fields(o) {
-				items = append(items, o)
+				items = append(items, shown(p, o))
 			}
 		}
 	}
@@ -276,7 +276,7 @@ func (s *Server) create(w http.ResponseWriter, r *http.Request, p *auth.Principa
 		if err != nil {
 			return err
 		}
-		writeJSON(w, http.StatusCreated, created)
+		writeJSON(w, http.StatusCreated, shown(p, created))
 		return nil
 	}
 }
@@ -387,7 +387,7 @@ func (s *Server) replace(w http.ResponseWriter, r *http.Request, p *auth.Princip
 	if err != nil {
 		return s.hideForbidden(r.Context(), p, t, err)
 	}
-	writeJSON(w, http.StatusOK, out)
+	writeJSON(w, http.StatusOK, shown(p, out))
 	return nil
 }
 
@@ -436,7 +436,7 @@ func (s *Server) patch(w http.ResponseWriter, r *http.Request, p *auth.Principal
 	if err != nil {
 		return s.hideForbidden(r.Context(), p, t, err)
 	}
-	writeJSON(w, http.StatusOK, out)
+	writeJSON(w, http.StatusOK, shown(p, out))
 	return nil
 }
 
@@ -478,7 +478,7 @@ func (s *Server) delete(w http.ResponseWriter, r *http.Request, p *auth.Principa
 	if !deleted {
 		code = http.StatusAccepted // waiting on finalizers
 	}
-	writeJSON(w, code, obj)
+	writeJSON(w, code, shown(p, obj))
 	return nil
 }
 

@@ -105,7 +105,7 @@ func (s *Server) watch(w http.ResponseWriter, r *http.Request, p *auth.Principal
 	withPrev := len(f.labels) > 0 || r.URL.Query().Get("fieldSelector") != "" || t.kind == s.userKind
 	// A watcher that sees everything it asked for gets the stored bytes
 	// passed through: no decode and re-encode per event and watcher.
-	raw := !withPrev && p.GlobalReader()
+	raw := !withPrev && p.GlobalReader() && (seesCredentials(p) || !hasCredentials(t.kind))
 	events, err := s.store.Watch(ctx, t.kind, prefix, from, store.WatchOptions{Prev: withPrev, Raw: raw})
 	if err != nil {
 		return err
@@ -162,12 +162,12 @@ func (s *Server) watch(w http.ResponseWriter, r *http.Request, p *auth.Principal
 			}
 			switch {
 			case now && ev.Type == store.Modified && !before:
-				out = api.WatchEvent{Type: string(store.Added), Object: ev.Object}
+				out = api.WatchEvent{Type: string(store.Added), Object: shown(p, ev.Object)}
 			case now:
-				out = api.WatchEvent{Type: string(ev.Type), Object: ev.Object}
+				out = api.WatchEvent{Type: string(ev.Type), Object: shown(p, ev.Object)}
 			case before && ev.Type == store.Modified:
 				// It no longer matches: to this watcher it is gone.
-				out = api.WatchEvent{Type: string(store.Deleted), Object: ev.Object}
+				out = api.WatchEvent{Type: string(store.Deleted), Object: shown(p, ev.Object)}
 			default:
 				continue
 			}

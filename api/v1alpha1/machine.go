@@ -56,7 +56,8 @@ type MachinePower struct {
 	Address  string `json:"address,omitempty"`
 	Username string `json:"username,omitempty"`
 	// Password for the BMC. It is stored in the object, so give Hearth a
-	// BMC account that can do no more than power control.
+	// BMC account that can do no more than power control. Only cluster
+	// admins read it back; everyone else sees it empty.
 	Password string `json:"password,omitempty"`
 	// InsecureSkipVerify accepts a Redfish BMC's self-signed certificate.
 	InsecureSkipVerify bool `json:"insecureSkipVerify,omitempty"`
@@ -85,7 +86,8 @@ type PowerWebhook struct {
 	// BodyTemplate is a Go template for the request body of the on and off
 	// calls; it gets the machine and the wanted state ("on" or "off").
 	BodyTemplate string `json:"bodyTemplate,omitempty"`
-	// Headers are sent with every call (an API token, say).
+	// Headers are sent with every call (an API token, say). Only cluster
+	// admins read their values back; everyone else sees them empty.
 	Headers map[string]string `json:"headers,omitempty"`
 	// StatusURL, when set, is fetched with GET to read the power state:
 	// the machine is on when the response body matches StatusOnMatch.
@@ -93,6 +95,21 @@ type PowerWebhook struct {
 	// StatusOnMatch is a regular expression (default DefaultStatusOnMatch,
 	// which knows the common smart plugs' answers).
 	StatusOnMatch string `json:"statusOnMatch,omitempty"`
+}
+
+// Redact blanks the power credentials: the BMC password and the values
+// of the webhook's headers (their names stay, to show they are set).
+func (s *MachineSpec) Redact() {
+	s.Power.Password = ""
+	if w := s.Power.Webhook; w != nil && len(w.Headers) > 0 {
+		h := make(map[string]string, len(w.Headers))
+		for k := range w.Headers {
+			h[k] = ""
+		}
+		c := *w
+		c.Headers = h
+		s.Power.Webhook = &c
+	}
 }
 
 type MachineStatus struct {

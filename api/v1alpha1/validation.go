@@ -272,6 +272,13 @@ func ValidateArch(path, a string) FieldErrors {
 	return ValidateOneOf(path, a, ArchX86_64, ArchARM64)
 }
 
+// Redactor is a spec that holds credentials (a BMC password, a smart
+// plug's API token). The API serves them only to cluster admins; for
+// anyone else Redact blanks them, in a copy.
+type Redactor interface {
+	Redact()
+}
+
 // SpecFollower is a status part of which follows from the spec, written
 // by the server in the same transaction as the spec change so that the
 // two never disagree and no second write is needed: a VirtualMachine
