@@ -378,9 +378,11 @@ func TestHAImageContent(t *testing.T) {
 		t.Fatalf("ETag from server 2: %s, want the checksum", etag)
 	}
 
-	// With the server that received the upload stopped, server 3 gets it
-	// from server 2.
+	// With the server that received the upload stopped, its record goes
+	// with it (the lease is revoked), and server 3 gets the content from
+	// server 2.
 	procs[0].stop()
+	holders(ms[1].client, 1)
 	resp, body, err = download(procs[2], nil)
 	if err != nil {
 		t.Fatal(err)
@@ -388,7 +390,7 @@ func TestHAImageContent(t *testing.T) {
 	if resp.StatusCode != http.StatusOK || !bytes.Equal(body, content) {
 		t.Fatalf("GET from server 3 with server 1 down: %s, %d bytes: %.300s", resp.Status, len(body), body)
 	}
-	holders(ms[2].client, 3)
+	holders(ms[2].client, 2)
 
 	// Once they have exited their logs are complete: server 2 fetched
 	// once, server 3 from server 2.

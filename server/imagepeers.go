@@ -44,6 +44,10 @@ import (
 // disk only, so servers with stale records never ask each other in a
 // circle.
 //
+// The records live on a lease of the server's (holderLease), revoked when
+// it closes and expiring a minute after it stops renewing it, so a server
+// that is gone for good is not asked for long.
+//
 // The sweep of unreferenced files (sweepImageContent) deletes a server's
 // record with its file, records files it keeps but has no record of (kept
 // from before, or after a lost write), and drops records of files that are
@@ -68,12 +72,68 @@ func (s *Server) imageHolderKey(sumHex string) string {
 	return imageHoldersPrefix + sumHex + s.imageHolderSuffix()
 }
 
+// holderLeaseTTL is how long the records of a server that stopped
+// renewing them (gone for good, or cut off) outlive it, in seconds.
+const holderLeaseTTL = 60
+
+// holderLease is the etcd lease this server's holder records live on, so
+// that a server that is gone takes its records with it and nobody keeps
+// asking it. When the lease is lost (the server was cut off from etcd for
+// longer than the TTL) the next record takes a new one, and lost wakes
+// the sweep, which records again what this server holds.
+type holderLease struct {
+	mu   sync.Mutex
+	id   clientv3.LeaseID
+	lost chan struct{}
+}
+
+// holderLeaseID returns the live lease for holder records, granting one
+// (kept alive until ctx of the server ends) if there is none.
+func (s *Server) holderLeaseID(ctx context.Context) (clientv3.LeaseID, error) {
+	hl := &s.holders
+	hl.mu.Lock()
+	defer hl.mu.Unlock()
+	if hl.id != 0 {
+		return hl.id, nil
+	}
+	resp, err := s.etcd.Grant(ctx, holderLeaseTTL)
+	if err != nil {
+		return 0, err
+	}
+	alive, err := s.etcd.KeepAlive(s.runCtx, resp.ID)
+	if err != nil {
+		return 0, err
+	}
+	hl.id = resp.ID
+	go func() {
+		for range alive {
+		}
+		hl.mu.Lock()
+		if hl.id == resp.ID {
+			hl.id = 0
+		}
+		hl.mu.Unlock()
+		if s.runCtx.Err() == nil {
+			slog.Warn("lost the lease of this server's image holder records; recording them again")
+			select {
+			case hl.lost <- struct{}{}:
+			default:
+			}
+		}
+	}()
+	return hl.id, nil
+}
+
 // recordImageHolder says in etcd that this server holds the file sumHex.
 // Call it with imageContentMu held, once the file is in place.
 func (s *Server) recordImageHolder(ctx context.Context, sumHex string) error {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
-	_, err := s.etcd.Put(ctx, s.imageHolderKey(sumHex), s.cfg.AdvertiseURL)
+	lease, err := s.holderLeaseID(ctx)
+	if err != nil {
+		return err
+	}
+	_, err = s.etcd.Put(ctx, s.imageHolderKey(sumHex), s.cfg.AdvertiseURL, clientv3.WithLease(lease))
 	return err
 }
 

@@ -252,6 +252,13 @@ func (s *Server) collectImageContent(ctx context.Context) {
 	for ctx.Err() == nil {
 		s.sweepImageContent(ctx, k)
 		wctx, cancel := context.WithTimeout(ctx, imageSweepEvery)
+		go func() {
+			select {
+			case <-s.holders.lost: // record again what this server holds
+				cancel()
+			case <-wctx.Done():
+			}
+		}()
 		for resp := range s.etcd.Watch(wctx, store.KindPrefix(k), clientv3.WithPrefix(), clientv3.WithFilterPut()) {
 			if len(resp.Events) > 0 {
 				break

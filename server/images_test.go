@@ -219,6 +219,12 @@ func TestImageContentHolders(t *testing.T) {
 		string(resp.Kvs[0].Key) != prefix+url.QueryEscape(env.Server.URL()) {
 		t.Fatalf("holder records after the upload: %v, want this server's", resp.Kvs)
 	}
+	// The record lives on a lease, so it goes when the server does.
+	if lease := clientv3.LeaseID(resp.Kvs[0].Lease); lease == 0 {
+		t.Fatalf("the holder record has no lease: it would outlive a server gone for good")
+	} else if ttl, err := etcd.TimeToLive(ctx, lease); err != nil || ttl.TTL <= 0 {
+		t.Fatalf("the holder record's lease: %+v, %v; want it alive", ttl, err)
+	}
 
 	// The file lost (as on a server that never had it): nobody else holds it.
 	file := filepath.Join(env.DataDir, "images", sumHex)

@@ -84,8 +84,12 @@ type Server struct {
 	listener      net.Listener
 	httpServer    *http.Server
 	internalToken string
-	wg            sync.WaitGroup
-	stop          context.CancelFunc
+	// runCtx ends when the server closes.
+	runCtx context.Context
+	// holders is the lease of this server's image holder records.
+	holders holderLease
+	wg      sync.WaitGroup
+	stop    context.CancelFunc
 }
 
 // Store returns the object store (for in-process tests and tools).
@@ -165,6 +169,8 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	}
 	s.authn = auth.NewAuthenticator(s.etcd, store.KindPrefix(uk))
 	runCtx, cancel := context.WithCancel(context.Background())
+	s.runCtx = runCtx
+	s.holders.lost = make(chan struct{}, 1)
 	s.authn.Run(runCtx)
 	s.tenants = store.NewMirror(s.etcd, store.KindPrefix(tk), func([]byte) (struct{}, error) { return struct{}{}, nil })
 	go s.tenants.Run(runCtx)
@@ -239,12 +245,20 @@ func advertiseURL(addr string) string {
 
 // Close stops the server: controllers, API, then etcd.
 func (s *Server) Close() error {
+	s.holders.mu.Lock()
+	holderLease := s.holders.id
+	s.holders.mu.Unlock()
 	s.stop()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	_ = s.httpServer.Shutdown(ctx)
 	s.httpServer.Close()
 	s.wg.Wait()
+	// This server's image holder records go with it at once, rather than
+	// when their lease runs out.
+	if holderLease != 0 {
+		_, _ = s.etcd.Revoke(ctx, holderLease)
+	}
 	s.db.Close()
 	return nil
 }
