@@ -178,7 +178,8 @@ func (l *lab) waitPhase(t *testing.T, name, phase string) *api.VirtualMachine {
 func alive(pid int) bool { return pid > 0 && syscall.Kill(pid, 0) == nil }
 
 // TestVMLifecycle: a VM boots with its seed (hostname, SSH key on the
-// console), stops, starts, and on deletion leaves no process or file.
+// console), stops, starts, restarts when asked, and on deletion leaves no
+// process or file.
 func TestVMLifecycle(t *testing.T) {
 	l := newLab(t)
 	ctx := servertest.Ctx(t)
@@ -208,7 +209,40 @@ func TestVMLifecycle(t *testing.T) {
 	if vm.Status.PID == firstPID || !alive(vm.Status.PID) {
 		t.Fatalf("after start: pid %d (was %d)", vm.Status.PID, firstPID)
 	}
+
+	// A restart asked for (`hearth vm restart`) happens once: a new
+	// process, the guest up again, and no crash counted.
+	startedPID := vm.Status.PID
+	if _, err := l.env.Admin.Patch(ctx, "VirtualMachine", "lab", "vm1", map[string]any{"spec": map[string]any{"restartRequested": time.Now().UTC()}}, false); err != nil {
+		t.Fatal(err)
+	}
+	servertest.Eventually(t, 120*time.Second, func() error {
+		vm = l.get(t, "vm1")
+		if vm.Status.PID == startedPID || !alive(vm.Status.PID) || vm.Status.Phase != api.VMRunning || alive(startedPID) {
+			return fmt.Errorf("pid %d (was %d, alive %v), phase %s", vm.Status.PID, startedPID, alive(startedPID), vm.Status.Phase)
+		}
+		return nil
+	})
+	if vm.Status.RestartCount != 0 {
+		t.Fatalf("a requested restart was counted as a crash: restartCount %d", vm.Status.RestartCount)
+	}
 	pid := vm.Status.PID
+	time.Sleep(2 * time.Second)
+	if vm = l.get(t, "vm1"); vm.Status.PID != pid {
+		t.Fatalf("one restart asked for, but the VM restarted again: pid %d, then %d", pid, vm.Status.PID)
+	}
+	servertest.Eventually(t, 10*time.Second, func() error {
+		evs, _, err := l.env.Admin.List(ctx, "Event", "lab", client.ListOptions{FieldSelector: "involvedObject.name=vm1"})
+		if err != nil {
+			return err
+		}
+		for _, e := range evs {
+			if ev := e.(*api.Event).Spec; ev.Reason == "Restarting" && strings.Contains(ev.Message, "as asked") {
+				return nil
+			}
+		}
+		return fmt.Errorf("no Restarting event saying it was asked for, among %d", len(evs))
+	})
 	if _, err := l.env.Admin.Delete(ctx, "VirtualMachine", "lab", "vm1"); err != nil {
 		t.Fatal(err)
 	}

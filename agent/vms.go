@@ -37,6 +37,9 @@ const specFile = "spec.json"
 type startedSpec struct {
 	compute.Spec
 	VMDisks []api.VMDisk `json:"vmDisks,omitempty"`
+	// RestartRequested is the VM's spec.restartRequested at the start: a
+	// different one asks for a restart.
+	RestartRequested *time.Time `json:"restartRequested,omitempty"`
 }
 
 // vmController converges the VMs placed on this host.
@@ -171,7 +174,7 @@ func (v *vmController) Reconcile(ctx context.Context, key string) (reconcile.Res
 			v.a.rec.Eventf(ctx, vm, api.EventWarning, "StartFailed", "%v", err)
 			return reconcile.Result{}, err
 		}
-		if err := writeJSONFile(filepath.Join(dir, specFile), startedSpec{Spec: spec, VMDisks: vm.Spec.Disks}); err != nil {
+		if err := writeJSONFile(filepath.Join(dir, specFile), startedSpec{Spec: spec, VMDisks: vm.Spec.Disks, RestartRequested: vm.Spec.RestartRequested}); err != nil {
 			return reconcile.Result{}, err
 		}
 		if err := os.WriteFile(filepath.Join(dir, startedMarker), nil, 0o600); err != nil {
@@ -184,11 +187,9 @@ func (v *vmController) Reconcile(ctx context.Context, key string) (reconcile.Res
 		now := time.Now().UTC()
 		st.StartedAt, st.FirstOutputAt = &now, nil
 		running = true
-	} else if changed, err := v.needsRestart(ctx, vm, dir); err != nil {
-		return reconcile.Result{}, err
-	} else if changed {
-		// The VM's hardware changed: a cold restart applies it.
-		v.a.rec.Eventf(ctx, vm, api.EventNormal, "Restarting", "restarting to apply a changed spec (generation %d)", vm.Metadata.Generation)
+	} else if why := restartReason(vm, dir); why != "" {
+		// Asked for, or the VM's hardware changed: a cold restart.
+		v.a.rec.Eventf(ctx, vm, api.EventNormal, "Restarting", "%s", why)
 		os.Remove(filepath.Join(dir, startedMarker))
 		if err := drv.Shutdown(ctx, uid, dir, v.a.cfg.ShutdownTimeout); err != nil {
 			return reconcile.Result{}, err
@@ -301,12 +302,16 @@ func (v *vmController) capConsoleLogs(ctx context.Context) {
 	}
 }
 
-// needsRestart compares what the VM was started with against what its
-// object asks for now.
-func (v *vmController) needsRestart(ctx context.Context, vm *api.VirtualMachine, dir string) (bool, error) {
+// restartReason says why the running VM in dir must be restarted (a
+// restart was asked for, or its hardware changed since it started), or ""
+// when it need not be.
+func restartReason(vm *api.VirtualMachine, dir string) string {
 	old, ok := readStartedSpec(dir)
 	if !ok {
-		return false, nil // started by an older agent: leave it be
+		return "" // started by an older agent: leave it be
+	}
+	if r := vm.Spec.RestartRequested; r != nil && (old.RestartRequested == nil || !old.RestartRequested.Equal(*r)) {
+		return "restarting as asked (spec.restartRequested " + r.UTC().Format(time.RFC3339) + ")"
 	}
 	disksChanged := len(old.Disks) != len(vm.Spec.Disks)
 	if old.VMDisks != nil || len(vm.Spec.Disks) == 0 {
@@ -314,8 +319,11 @@ func (v *vmController) needsRestart(ctx context.Context, vm *api.VirtualMachine,
 		// size of a cloned disk: the disk list as the VM asks for it.
 		disksChanged = !slices.Equal(old.VMDisks, vm.Spec.Disks)
 	}
-	return old.CPUs != vm.Spec.CPUs || old.MemoryMiB != int64(vm.Spec.Memory>>20) || old.Firmware != vm.Spec.Firmware ||
-		disksChanged || old.Boot.From != bootFrom(vm) || old.Boot.Cmdline != vm.Spec.Boot.Cmdline, nil
+	if old.CPUs != vm.Spec.CPUs || old.MemoryMiB != int64(vm.Spec.Memory>>20) || old.Firmware != vm.Spec.Firmware ||
+		disksChanged || old.Boot.From != bootFrom(vm) || old.Boot.Cmdline != vm.Spec.Boot.Cmdline {
+		return fmt.Sprintf("restarting to apply a changed spec (generation %d)", vm.Metadata.Generation)
+	}
+	return ""
 }
 
 // readStartedSpec reads what the VM in dir was started with.

@@ -414,3 +414,57 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// TestE2EVMPowerVerbs: `hearth vm start|stop|restart|pause|resume` set the
+// VM's spec, name each VM they touched, and a missing VM is named with
+// its tenant while the others still change.
+func TestE2EVMPowerVerbs(t *testing.T) {
+	hearth(t, `apiVersion: hearth.dev/v1alpha1
+kind: Tenant
+metadata: {name: power}
+---
+apiVersion: hearth.dev/v1alpha1
+kind: VirtualMachine
+metadata: {name: a, tenant: power}
+spec: {boot: {from: kernel, kernel: {url: "file:///srv/vmlinuz"}}}
+---
+apiVersion: hearth.dev/v1alpha1
+kind: VirtualMachine
+metadata: {name: b, tenant: power}
+spec: {boot: {from: kernel, kernel: {url: "file:///srv/vmlinuz"}}}
+`, "apply", "-f", "-")
+	c := adminClient(t)
+	ctx := context.Background()
+	spec := func(name string) api.VirtualMachineSpec {
+		t.Helper()
+		o, err := c.Get(ctx, "VirtualMachine", "power", name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return o.(*api.VirtualMachine).Spec
+	}
+	for _, step := range []struct{ verb, done, state string }{
+		{"stop", "stopped", api.PowerStopped},
+		{"start", "started", api.PowerRunning},
+		{"pause", "paused", api.PowerPaused},
+		{"resume", "resumed", api.PowerRunning},
+	} {
+		out := hearth(t, "", "vm", step.verb, "a", "b", "-t", "power")
+		wantContains(t, "vm "+step.verb, out, "virtualmachine/a "+step.done, "virtualmachine/b "+step.done)
+		for _, n := range []string{"a", "b"} {
+			if got := spec(n).PowerState; got != step.state {
+				t.Fatalf("after vm %s: %s has powerState %q, want %q", step.verb, n, got, step.state)
+			}
+		}
+	}
+	before := time.Now().Add(-time.Second)
+	out, errOut, err := hearthErr(t, "", "vm", "restart", "a", "nosuch", "-t", "power")
+	if err == nil {
+		t.Fatalf("vm restart of a missing VM succeeded:\n%s", out)
+	}
+	wantContains(t, "vm restart", out, "virtualmachine/a restart requested")
+	wantContains(t, "vm restart errors", errOut, `virtualmachine "nosuch" not found in tenant power`)
+	if r := spec("a").RestartRequested; r == nil || r.Before(before) {
+		t.Fatalf("after vm restart: restartRequested %v, want about now", r)
+	}
+}

@@ -3,6 +3,7 @@ package cli
 import (
 	"context"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -35,9 +36,10 @@ by hand or by its profile's autoApprove; see where each machine stands with
 	return cmd
 }
 
-func completeMachines(g *globals) cobra.CompletionFunc {
+// completeNames completes names of objects of kind.
+func completeNames(g *globals, kind string) cobra.CompletionFunc {
 	return func(cmd *cobra.Command, args []string, toComplete string) ([]string, cobra.ShellCompDirective) {
-		return g.nameCompletions(cmd.Context(), "Machine", toComplete), cobra.ShellCompDirectiveNoFileComp
+		return g.nameCompletions(cmd.Context(), kind, toComplete), cobra.ShellCompDirectiveNoFileComp
 	}
 }
 
@@ -51,9 +53,9 @@ discovered machine gets a script that waits and asks again, so a stray
 machine on the provisioning network is never installed over.`,
 		Example:           "  hearth machine approve node1 node2",
 		Args:              cobra.MinimumNArgs(1),
-		ValidArgsFunction: completeMachines(g),
+		ValidArgsFunction: completeNames(g, "Machine"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return patchMachines(cmd.Context(), g, args, map[string]any{"spec": map[string]any{"approved": true}}, "approved")
+			return patchEach(cmd.Context(), g, "Machine", args, map[string]any{"spec": map[string]any{"approved": true}}, "approved")
 		},
 	}
 }
@@ -69,27 +71,37 @@ first (an installer may put the installed system first in the firmware's
 boot order) needs a one-time network boot from its BMC or boot menu.`,
 		Example:           "  hearth machine reinstall node1",
 		Args:              cobra.MinimumNArgs(1),
-		ValidArgsFunction: completeMachines(g),
+		ValidArgsFunction: completeNames(g, "Machine"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			now := time.Now().UTC().Format(time.RFC3339Nano)
-			return patchMachines(cmd.Context(), g, args, map[string]any{"spec": map[string]any{"reinstallRequested": now}}, "reinstall requested")
+			return patchEach(cmd.Context(), g, "Machine", args, map[string]any{"spec": map[string]any{"reinstallRequested": now}}, "reinstall requested")
 		},
 	}
 }
 
-// patchMachines merge-patches each named machine and prints
-// "machine/NAME done" for each. It goes on past a failure: with one name
-// the error is returned, with several each is printed as it happens.
-func patchMachines(ctx context.Context, g *globals, names []string, patch map[string]any, done string) error {
+// patchEach merge-patches each named object of kind (in the context's or
+// --tenant's tenant, for tenant-scoped kinds) and prints "kind/NAME done"
+// for each. It goes on past a failure: with one name the error is
+// returned, with several each is printed as it happens.
+func patchEach(ctx context.Context, g *globals, kind string, names []string, patch map[string]any, done string) error {
+	k, err := api.KindByName(kind)
+	if err != nil {
+		return err
+	}
 	c, err := g.client()
 	if err != nil {
 		return err
 	}
+	noun := strings.ToLower(k.Kind)
 	failed := 0
 	for _, name := range names {
-		if _, err := c.Patch(ctx, "Machine", "", name, patch, false); err != nil {
+		if _, err := c.Patch(ctx, k.Kind, g.readTenant(k), name, patch, false); err != nil {
 			if api.IsNotFound(err) {
-				err = fmt.Errorf("machine %q not found (see `hearth get machines`)", name)
+				where := ""
+				if t := g.shownTenant(c, k); t != "" {
+					where = " in tenant " + t
+				}
+				err = fmt.Errorf("%s %q not found%s (see `hearth get %s`)", noun, name, where, k.Plural)
 			}
 			if len(names) == 1 {
 				return err
@@ -98,10 +110,10 @@ func patchMachines(ctx context.Context, g *globals, names []string, patch map[st
 			failed++
 			continue
 		}
-		fmt.Fprintf(g.out, "machine/%s %s\n", name, done)
+		fmt.Fprintf(g.out, "%s/%s %s\n", noun, name, done)
 	}
 	if failed > 0 {
-		return fmt.Errorf("%d of %d machines failed", failed, len(names))
+		return fmt.Errorf("%d of %d %s failed", failed, len(names), k.Plural)
 	}
 	return nil
 }

@@ -26,6 +26,13 @@ type VirtualMachineSpec struct {
 	// PowerState is what the agent keeps the VM in: Running, Stopped or
 	// Paused (default Running).
 	PowerState string `json:"powerState,omitempty"`
+	// RestartRequested asks for a restart: when it changes, the host's
+	// agent shuts the running VM down (ACPI, then a kill after its
+	// shutdown timeout) and starts it again, once. A time rather than a
+	// flag (`hearth vm restart` sets it to now), so nothing has to clear
+	// it afterwards; only a change counts, so clocks need not agree. A
+	// stopped VM ignores it.
+	RestartRequested *time.Time `json:"restartRequested,omitempty"`
 	// RestartPolicy says what happens when the guest stops by itself
 	// (default Always): Always starts it again, OnFailure only when QEMU
 	// failed or the guest crashed, Never leaves it Stopped.
