@@ -85,6 +85,8 @@ type holderLease struct {
 	mu   sync.Mutex
 	id   clientv3.LeaseID
 	lost chan struct{}
+	// closed is set when the server closes: no more records.
+	closed bool
 }
 
 // holderLeaseID returns the live lease for holder records, granting one
@@ -93,6 +95,9 @@ func (s *Server) holderLeaseID(ctx context.Context) (clientv3.LeaseID, error) {
 	hl := &s.holders
 	hl.mu.Lock()
 	defer hl.mu.Unlock()
+	if hl.closed {
+		return 0, errors.New("the server is closing")
+	}
 	if hl.id != 0 {
 		return hl.id, nil
 	}

@@ -245,8 +245,15 @@ func advertiseURL(addr string) string {
 
 // Close stops the server: controllers, API, then etcd.
 func (s *Server) Close() error {
+	// This server's image holder records go first, at once, rather than
+	// when their lease runs out; none are made from now on.
 	s.holders.mu.Lock()
-	holderLease := s.holders.id
+	s.holders.closed = true
+	if id := s.holders.id; id != 0 {
+		rctx, rcancel := context.WithTimeout(context.Background(), 3*time.Second)
+		_, _ = s.etcd.Revoke(rctx, id)
+		rcancel()
+	}
 	s.holders.mu.Unlock()
 	s.stop()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -254,11 +261,6 @@ func (s *Server) Close() error {
 	_ = s.httpServer.Shutdown(ctx)
 	s.httpServer.Close()
 	s.wg.Wait()
-	// This server's image holder records go with it at once, rather than
-	// when their lease runs out.
-	if holderLease != 0 {
-		_, _ = s.etcd.Revoke(ctx, holderLease)
-	}
 	s.db.Close()
 	return nil
 }
