@@ -437,11 +437,23 @@ func (s *VirtualMachineStatus) FollowSpec(m *ObjectMeta, spec, oldSpec any, now 
 	if o, ok := oldSpec.(*VirtualMachineSpec); ok && o.Host != "" {
 		return
 	}
+	s.SetScheduled(vs.Host, m.Generation, now)
+}
+
+// SetScheduled records that the VM was placed on host: phase Scheduled
+// until the agent takes the phase over, and the Scheduled condition True
+// naming the host (once True it stays as it is: placed once is placed). It
+// reports whether anything changed.
+func (s *VirtualMachineStatus) SetScheduled(host string, generation int64, now time.Time) bool {
+	changed := false
 	if s.Phase == "" || s.Phase == VMPending {
-		s.Phase = VMScheduled
+		s.Phase, changed = VMScheduled, true
 	}
-	s.SetCondition(Condition{Type: ConditionScheduled, Status: ConditionTrue, Reason: "Scheduled",
-		Message: "placed on " + vs.Host, ObservedGeneration: m.Generation}, now)
+	if c := s.Condition(ConditionScheduled); c != nil && c.Status == ConditionTrue {
+		return changed
+	}
+	return s.SetCondition(Condition{Type: ConditionScheduled, Status: ConditionTrue, Reason: "Scheduled",
+		Message: "placed on " + host, ObservedGeneration: generation}, now) || changed
 }
 
 // FirstIP returns the first address allocated to the VM, for tables.

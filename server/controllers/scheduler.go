@@ -315,16 +315,7 @@ func (s *Scheduler) Reconcile(ctx context.Context, key string) (reconcile.Result
 // the phase over.
 func (s *Scheduler) markScheduled(ctx context.Context, vm *api.VirtualMachine) error {
 	return s.writeVMStatus(ctx, vm, func(vm *api.VirtualMachine, st *api.VirtualMachineStatus) bool {
-		changed := false
-		if st.Phase == "" || st.Phase == api.VMPending {
-			st.Phase, changed = api.VMScheduled, true
-		}
-		if c := st.Condition(ConditionScheduled); c != nil && c.Status == api.ConditionTrue {
-			return changed // placed once is placed: the message names the host it was put on
-		}
-		c := api.Condition{Type: ConditionScheduled, Status: api.ConditionTrue, Reason: "Scheduled",
-			Message: "placed on " + vm.Spec.Host, ObservedGeneration: vm.Metadata.Generation}
-		return st.SetCondition(c, s.Now().UTC()) || changed
+		return st.SetScheduled(vm.Spec.Host, vm.Metadata.Generation, s.Now().UTC())
 	})
 }
 
