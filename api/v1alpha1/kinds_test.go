@@ -333,6 +333,14 @@ func TestInvalidObjects(t *testing.T) {
 			}
 		}, want: []string{"spec.disks[1].bootIndex", "spec.disks[1].volume", "spec.disks[2].image",
 			"spec.disks[3].bus", "spec.disks[3].size", "spec.disks[4].bootIndex", "spec.disks[4].bus", "spec.disks[4].volume"}},
+		{name: "disks QEMU cannot make", kind: "VirtualMachine", edit: func(o Object) {
+			s := &o.(*VirtualMachine).Spec
+			s.Disks = []VMDisk{
+				{Volume: "web-1-root"},
+				{Volume: "tools", Bus: "ide", ReadOnly: true},
+				{Volume: "data", Device: "cdrom", Bus: "scsi"},
+			}
+		}, want: []string{"spec.disks[1].readOnly", "spec.disks[2].image"}},
 		{name: "kernel boot without kernel", kind: "VirtualMachine", edit: func(o Object) {
 			o.(*VirtualMachine).Spec.Boot = VMBoot{From: BootFromKernel, Initrd: &BootFile{URL: "ftp://x/initrd"}}
 		}, want: []string{"spec.boot.initrd.url", "spec.boot.kernel"}},
