@@ -221,7 +221,7 @@ func (a *Agent) checkHost(ctx context.Context) error {
 		return nil
 	}
 	if h := obj.(*api.Host); a.cfg.Address != "" && h.Spec.Address != a.cfg.Address {
-		slog.Warn("the Host's spec.address differs from --address; a cluster admin changes it with `hearth edit host` (hosts do not write their spec)",
+		slog.Warn("the Host's spec.address differs from --address; a cluster admin changes it (hearth apply); hosts do not write their spec",
 			"host", a.cfg.Name, "spec.address", h.Spec.Address, "address", a.cfg.Address)
 	}
 	return nil
