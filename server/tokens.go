@@ -194,9 +194,6 @@ func (s *Server) issueToken(w http.ResponseWriter, r *http.Request, rec auth.Tok
 		}
 	}
 	rec.Description, rec.Site, rec.Labels, rec.Host, rec.Reusable = req.Description, req.Site, req.Labels, req.Host, req.Reusable
-	if rec.Kind == auth.UserToken && rec.Host != "" {
-		rec.Host = ""
-	}
 	ttl := time.Duration(0)
 	if req.TTL != "" {
 		d, err := time.ParseDuration(req.TTL)
