@@ -5,9 +5,10 @@
 // Unknown machines that network-boot become Machines; every step of a
 // machine's boot is an event on its timeline.
 //
-// The service talks to the API with a host credential (it may run inside
-// an agent) and keeps what it serves in informer caches, so a machine's
-// DHCP answer needs no API round trip.
+// The service talks to the API with a boot service's credential (it may
+// discover Machines and write what it observes of them, and acts as no
+// Host) and keeps what it serves in informer caches, so a machine's DHCP
+// answer needs no API round trip.
 package boot
 
 import (
@@ -38,7 +39,10 @@ import (
 // Config is what `hearth boot` takes.
 type Config struct {
 	Server, JoinToken, CAFile string
-	// Name of the service's host credential (default "boot").
+	// JoinTokenFile holds the join token instead of JoinToken.
+	JoinTokenFile string
+	// Name of the service's credential (default "boot"); its events'
+	// source is boot/NAME.
 	Name    string
 	DataDir string
 	// Interface is the provisioning network's interface, and Address this
@@ -113,15 +117,19 @@ func Run(ctx context.Context, cfg Config) error {
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return err
 	}
-	c, _, err := client.Join(ctx, client.JoinConfig{Server: cfg.Server, JoinToken: cfg.JoinToken, CAFile: cfg.CAFile, Name: cfg.Name, DataDir: cfg.DataDir})
+	c, _, err := client.WaitJoined(ctx, client.JoinConfig{Server: cfg.Server, JoinToken: cfg.JoinToken, JoinTokenFile: cfg.JoinTokenFile,
+		CAFile: cfg.CAFile, Name: cfg.Name, Boot: true, DataDir: cfg.DataDir})
 	if err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
 		return err
 	}
 	key, err := loadKey(filepath.Join(cfg.DataDir, "report.key"))
 	if err != nil {
 		return err
 	}
-	s := &Service{cfg: cfg, c: c, rec: client.NewRecorder(c, "host/"+cfg.Name).Background(ctx), key: key,
+	s := &Service{cfg: cfg, c: c, rec: client.NewRecorder(c, "boot/"+cfg.Name).Background(ctx), key: key,
 		bootURL:   "http://" + cfg.HTTPListen,
 		machines:  client.NewInformer(c, "Machine", "", client.ListOptions{}),
 		profiles:  client.NewInformer(c, "MachineProfile", "", client.ListOptions{}),

@@ -17,6 +17,7 @@ import (
 	"github.com/vishvananda/netlink"
 
 	api "hearth.dev/hearth/api/v1alpha1"
+	"hearth.dev/hearth/atomicfile"
 	"hearth.dev/hearth/client"
 	"hearth.dev/hearth/server"
 )
@@ -215,38 +216,32 @@ func (s *Sandbox) Client() (*client.Client, error) {
 	return client.FromConfig(s.State.AdminConfig, "")
 }
 
-// JoinToken makes a join token for the sandbox's hosts.
-func (s *Sandbox) JoinToken(ctx context.Context) (string, error) {
-	return s.joinToken(ctx, "hearth sandbox hosts")
-}
-
-// joinToken makes a join token for the sandbox's site.
-func (s *Sandbox) joinToken(ctx context.Context, description string) (string, error) {
+// joinTokenFile makes a single-use join token for the sandbox's site and
+// writes it to a file only root reads, in dir: agents and the boot
+// service read it from there, out of sight of ps. It returns the file.
+func (s *Sandbox) joinTokenFile(ctx context.Context, dir, description string) (string, error) {
 	c, err := s.Client()
 	if err != nil {
 		return "", err
 	}
 	var resp server.TokenResponse
-	req := server.TokenRequest{TTL: "24h", Site: s.cfg.Site, Description: description}
+	req := server.TokenRequest{TTL: "1h", Site: s.cfg.Site, Description: description}
 	if err := c.Do(ctx, http.MethodPost, api.PathPrefix+"/jointokens", req, &resp); err != nil {
 		return "", fmt.Errorf("making a join token: %w", err)
 	}
-	return resp.Token, nil
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", err
+	}
+	path := filepath.Join(dir, "join-token")
+	if err := atomicfile.Write(path, []byte(resp.Token+"\n"), 0o600); err != nil {
+		return "", fmt.Errorf("writing the join token: %w", err)
+	}
+	return path, nil
 }
 
-// StartAgents makes a join token and starts each host's agent inside the
-// host's namespace.
+// StartAgents starts each host's agent inside the host's namespace, each
+// with a join token of its own.
 func (s *Sandbox) StartAgents(ctx context.Context) error {
-	token, err := s.JoinToken(ctx)
-	if err != nil {
-		return err
-	}
-	j := Join{
-		Server: s.State.ServerURL,
-		Token:  token,
-		CAFile: filepath.Join(s.cfg.Dir, serverSubdir, "ca.crt"),
-		Site:   s.cfg.Site,
-	}
 	for i := range s.State.Hosts {
 		h := &s.State.Hosts[i]
 		// A firewall in the root namespace could drop the hosts' packets
@@ -259,6 +254,16 @@ func (s *Sandbox) StartAgents(ctx context.Context) error {
 		}
 		if err := s.addPath(h.Dir); err != nil {
 			return err
+		}
+		tokenFile, err := s.joinTokenFile(ctx, h.Dir, "hearth sandbox host "+h.Name)
+		if err != nil {
+			return fmt.Errorf("agent of %s: %w", h.Name, err)
+		}
+		j := Join{
+			Server:    s.State.ServerURL,
+			TokenFile: tokenFile,
+			CAFile:    filepath.Join(s.cfg.Dir, serverSubdir, "ca.crt"),
+			Site:      s.cfg.Site,
 		}
 		argv := s.Command(h.Netns, s.cfg.AgentCommand(*h, j)...).Args
 		p, err := startDaemon(argv, h.Log())

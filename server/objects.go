@@ -246,6 +246,11 @@ func (s *Server) create(w http.ResponseWriter, r *http.Request, p *auth.Principa
 	}
 	req := t.request(auth.Create)
 	req.Name, req.New = obj.GetMetadata().Name, obj
+	if ev, ok := obj.(*api.Event); ok && p.HostCredential() {
+		if req.Involved, err = s.involvedObject(r.Context(), ev.Spec.InvolvedObject); err != nil {
+			return err
+		}
+	}
 	if err := auth.Authorize(p, req); err != nil {
 		return err
 	}
@@ -279,6 +284,20 @@ func (s *Server) create(w http.ResponseWriter, r *http.Request, p *auth.Principa
 		writeJSON(w, http.StatusCreated, shown(p, created))
 		return nil
 	}
+}
+
+// involvedObject reads the object an event is about, or returns nil if
+// there is none (or the reference is not one an object could have).
+func (s *Server) involvedObject(ctx context.Context, ref api.ObjectReference) (api.Object, error) {
+	k, err := api.KindByName(ref.Kind)
+	if err != nil || ref.Name == "" || (k.Scope == api.ClusterScoped && ref.Tenant != "") || (k.Scope == api.TenantScoped && ref.Tenant == "") {
+		return nil, nil
+	}
+	obj, err := s.store.Get(ctx, k, ref.Tenant, ref.Name)
+	if api.IsNotFound(err) {
+		return nil, nil
+	}
+	return obj, err
 }
 
 // admit runs the checks that need other objects: the tenant exists, and

@@ -146,6 +146,9 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	s.store = store.New(s.etcd)
 	installHooks(s.store)
 	s.store.SetHooks("Tenant", admission.TenantHooks{})
+	// A User's or Host's tokens go with it.
+	s.store.SetHooks("User", tokenOwnerHooks{s})
+	s.store.SetHooks("Host", tokenOwnerHooks{s})
 	s.AddAdmitter(admission.NewQuota(s.store).Admit)
 	ok := false
 	defer func() {
@@ -167,7 +170,8 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s.authn = auth.NewAuthenticator(s.etcd, store.KindPrefix(uk))
+	hk, _ := api.KindByName("Host")
+	s.authn = auth.NewAuthenticator(s.etcd, store.KindPrefix(uk), store.KindPrefix(hk))
 	runCtx, cancel := context.WithCancel(context.Background())
 	s.runCtx = runCtx
 	s.holders.lost = make(chan struct{}, 1)
@@ -210,6 +214,11 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		cancel()
 		s.httpServer.Close()
 		return nil, err
+	}
+	if err := s.bindLegacyTokens(ctx); err != nil {
+		cancel()
+		s.httpServer.Close()
+		return nil, fmt.Errorf("binding tokens to their owners' uids: %w", err)
 	}
 	s.wg.Add(1)
 	go func() {
@@ -325,7 +334,11 @@ func (s *Server) bootstrap(ctx context.Context) error {
 	if _, err := os.Stat(path); err == nil {
 		return nil
 	}
-	secret, _, err := s.saveToken(ctx, auth.TokenRecord{Kind: auth.UserToken, User: "admin", Description: "admin.conf in " + s.cfg.DataDir})
+	owner, err := s.readOwner(ctx, s.userKind, "admin")
+	if err != nil {
+		return fmt.Errorf("bootstrap: %w", err)
+	}
+	secret, _, err := s.saveToken(ctx, auth.TokenRecord{Kind: auth.UserToken, User: "admin", Description: "admin.conf in " + s.cfg.DataDir}, &owner)
 	if err != nil {
 		return err
 	}

@@ -133,6 +133,15 @@ func (s *Server) watch(w http.ResponseWriter, r *http.Request, p *auth.Principal
 				return nil
 			}
 		case <-bookmarks.C:
+			// A watch outlives the check of the token it began with: a
+			// token revoked since (its User or Host deleted) ends it, and
+			// a caller whose role changed watches again under the new one.
+			if q, err := s.authn.Authenticate(ctx, r.Header.Get("Authorization")); err != nil {
+				ev = store.Event{Type: store.Error, Err: err}
+				break
+			} else if q.Role != p.Role || q.Tenant != p.Tenant || q.Host != p.Host || q.Boot != p.Boot || q.Name != p.Name {
+				return nil
+			}
 			// etcd's own progress notices are rare; a client that sees
 			// nothing for a while still learns how far it has got.
 			if lastRev > 0 {

@@ -55,8 +55,8 @@ func (TenantHooks) OnCreate(context.Context, clientv3.KV, api.Object) ([]clientv
 }
 
 // OnDelete deletes the tenant's guard key.
-func (TenantHooks) OnDelete(obj api.Object) []clientv3.Op {
-	return []clientv3.Op{clientv3.OpDelete(QuotaGuardPrefix + obj.GetMetadata().Name)}
+func (TenantHooks) OnDelete(_ context.Context, _ clientv3.KV, obj api.Object) ([]clientv3.Cmp, []clientv3.Op, error) {
+	return nil, []clientv3.Op{clientv3.OpDelete(QuotaGuardPrefix + obj.GetMetadata().Name)}, nil
 }
 
 // NewQuota returns the quota check over a store.

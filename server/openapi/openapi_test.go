@@ -222,7 +222,7 @@ func TestOperations(t *testing.T) {
 		"listNetworks", "listNetworksAllTenants", "createNetwork", "readNetwork", "replaceNetwork",
 		"patchNetwork", "deleteNetwork", "readNetworkStatus", "replaceNetworkStatus", "patchNetworkStatus",
 		"listHosts", "createHost", "whoAmI", "createUserToken", "listUserTokens", "deleteUserToken",
-		"createJoinToken", "listJoinTokens", "joinHost", "checkHealth", "readVersion",
+		"createJoinToken", "listJoinTokens", "deleteJoinToken", "listHostTokens", "deleteHostToken", "joinHost", "checkHealth", "readVersion",
 	} {
 		if _, ok := ids[id]; !ok {
 			t.Errorf("no operation %s", id)

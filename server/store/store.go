@@ -37,8 +37,12 @@ type Hooks interface {
 	// returns the comparisons and writes to commit with it. It is called
 	// again if the transaction loses a race.
 	OnCreate(ctx context.Context, kv clientv3.KV, obj api.Object) ([]clientv3.Cmp, []clientv3.Op, error)
-	// OnDelete returns the writes that release obj's allocations.
-	OnDelete(obj api.Object) []clientv3.Op
+	// OnDelete returns the comparisons and writes that release obj's
+	// allocations, committed with its deletion. It may read what obj
+	// holds through kv; a comparison that guards that read (nothing was
+	// added since) makes a lost race read again. It is called again if
+	// the transaction loses a race.
+	OnDelete(ctx context.Context, kv clientv3.KV, obj api.Object) ([]clientv3.Cmp, []clientv3.Op, error)
 }
 
 // Store reads and writes objects in etcd.
@@ -264,7 +268,11 @@ func (s *Store) Update(ctx context.Context, k *api.KindInfo, tenant, name string
 		cmps, ops := guardOps(ctx)
 		cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(key), "=", kv.ModRevision))
 		if nm.DeletionTimestamp != nil && len(nm.Finalizers) == 0 {
-			ops = append(ops, s.deleteOps(k, key, next)...)
+			dcmps, dops, err := s.deleteOps(ctx, k, key, next)
+			if err != nil {
+				return nil, err
+			}
+			cmps, ops = append(cmps, dcmps...), append(ops, dops...)
 		} else {
 			now := s.now().UTC().Truncate(time.Second)
 			nm.UpdateTimestamp = &now
@@ -315,12 +323,14 @@ func (s *Store) Delete(ctx context.Context, k *api.KindInfo, tenant, name string
 	return obj, len(obj.GetMetadata().Finalizers) == 0, nil
 }
 
-func (s *Store) deleteOps(k *api.KindInfo, key string, obj api.Object) []clientv3.Op {
+func (s *Store) deleteOps(ctx context.Context, k *api.KindInfo, key string, obj api.Object) ([]clientv3.Cmp, []clientv3.Op, error) {
 	ops := []clientv3.Op{clientv3.OpDelete(key)}
-	if h := s.hooks[k.Kind]; h != nil {
-		ops = append(ops, h.OnDelete(obj)...)
+	h := s.hooks[k.Kind]
+	if h == nil {
+		return nil, ops, nil
 	}
-	return ops
+	cmps, hops, err := h.OnDelete(ctx, s.c, obj)
+	return cmps, append(ops, hops...), err
 }
 
 func newUID() string {
