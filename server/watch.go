@@ -118,8 +118,10 @@ func (s *Server) watch(w http.ResponseWriter, r *http.Request, p *auth.Principal
 		flusher.Flush()
 	}
 	enc := json.NewEncoder(w)
+	// Field selectors match the object as this watcher is shown it (see
+	// list).
 	visible := func(o api.Object) bool {
-		return o != nil && auth.VisibleTo(p, o) && f.labels.Matches(o.GetMetadata().Labels) && f.fields(o)
+		return o != nil && auth.VisibleTo(p, o) && f.labels.Matches(o.GetMetadata().Labels) && f.fields(shown(p, o))
 	}
 	bookmarks := time.NewTicker(s.bookmarkEvery)
 	defer bookmarks.Stop()
