@@ -296,7 +296,7 @@ func (s *Server) admit(ctx context.Context, p *auth.Principal, obj, old api.Obje
 		}
 	}
 	for _, a := range s.admitters {
-		if err := a(ctx, obj, old); err != nil {
+		if err := a(ctx, p, obj, old); err != nil {
 			return err
 		}
 	}

@@ -60,8 +60,8 @@ type Config struct {
 type ControllerFunc func(ctx context.Context, c *client.Client, rec *client.Recorder) error
 
 // Admitter checks an object against others before it is written (quotas,
-// references). old is nil on create.
-type Admitter func(ctx context.Context, obj, old api.Object) error
+// references). p is the caller; old is nil on create.
+type Admitter func(ctx context.Context, p *auth.Principal, obj, old api.Object) error
 
 // Server is a running control plane member.
 type Server struct {
@@ -175,7 +175,7 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	s.tenants = store.NewMirror(s.etcd, store.KindPrefix(tk), func([]byte) (struct{}, error) { return struct{}{}, nil })
 	go s.tenants.Run(runCtx)
 	s.internalToken = auth.NewSecret("internal")
-	s.authn.AddInternal(s.internalToken, &auth.Principal{Name: "system:controllers", Role: api.RoleClusterAdmin})
+	s.authn.AddInternal(s.internalToken, &auth.Principal{Name: "system:controllers", Role: api.RoleClusterAdmin, Internal: true})
 	wctx, wcancel := context.WithTimeout(ctx, 30*time.Second)
 	defer wcancel()
 	if err := s.authn.WaitReady(wctx); err != nil {

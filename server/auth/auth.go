@@ -89,8 +89,12 @@ type Principal struct {
 	// Host is set for host credentials: the one Host it may act as.
 	Host string
 	// Join marks a join token, good only for registering a host.
-	Join   bool
-	Record *TokenRecord
+	Join bool
+	// Internal marks the server's own controllers (a process-local
+	// secret, never stored). Only their writes may carry the marks that
+	// tell server-made objects from a client's (api.AnnotationOwnerDisk).
+	Internal bool
+	Record   *TokenRecord
 }
 
 // GlobalReader reports whether p may read every tenant's objects.
