@@ -60,6 +60,7 @@ and adopts them.`,
 	f.StringVar(&cfg.Site, "site", "", "site the host belongs to")
 	f.StringVar(&labels, "labels", "", "host labels, k=v,…")
 	f.StringVar(&cfg.Listen, "listen", "", "address for console connections from the server (default ADDRESS:9443)")
+	addLimitFlags(f, "console-", &cfg.ConsoleLimits)
 	f.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", 0, "how long a guest gets to power off before it is killed (default 60s)")
 	f.StringVar(&logMax, "console-log-max", api.Bytes(agent.DefaultConsoleLogMax).String(),
 		"cap of each VM's console log, such as 8Mi: past it the log is kept as console.log.1 (replacing the older one) and console.log starts again empty")

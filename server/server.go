@@ -30,6 +30,7 @@ import (
 	"hearth.dev/hearth/server/openapi"
 	"hearth.dev/hearth/server/pki"
 	"hearth.dev/hearth/server/store"
+	"hearth.dev/hearth/serving"
 	"hearth.dev/hearth/version"
 )
 
@@ -50,6 +51,10 @@ type Config struct {
 	Etcd    etcd.Config
 	// AccessLog logs every request.
 	AccessLog bool
+	// Limits are the API's timeouts and connection limit (zero fields
+	// take serving's defaults). Watches, logs, consoles and image
+	// content get deadlines that move with their progress instead.
+	Limits serving.Limits
 	// DisableControllers runs only the API (tests of the API alone).
 	DisableControllers bool
 	// Controllers run on the leader; each gets a client and a recorder.
@@ -83,6 +88,7 @@ type Server struct {
 	bookmarkEvery time.Duration
 	listener      net.Listener
 	httpServer    *http.Server
+	limits        serving.Limits
 	internalToken string
 	// runCtx ends when the server closes.
 	runCtx context.Context
@@ -193,16 +199,17 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	if s.cfg.AdvertiseURL == "" {
 		s.cfg.AdvertiseURL = advertiseURL(ln.Addr().String())
 	}
-	s.httpServer = &http.Server{
-		Handler:           s,
-		TLSConfig:         &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12},
-		ReadHeaderTimeout: 10 * time.Second,
-		ErrorLog:          slog.NewLogLogger(slog.Default().Handler(), slog.LevelDebug),
-	}
+	hs := serving.New("the API server", ln, s, cfg.Limits, func(w http.ResponseWriter, msg string) {
+		writeError(w, api.NewUnavailable("%s", msg))
+	})
+	s.limits = hs.Limits
+	s.httpServer = hs.Server
+	s.httpServer.TLSConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	s.httpServer.ErrorLog = slog.NewLogLogger(slog.Default().Handler(), slog.LevelDebug)
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
-		if err := s.httpServer.ServeTLS(ln, "", ""); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		if err := s.httpServer.ServeTLS(hs.Listener, "", ""); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			slog.Error("API server stopped", "err", err)
 		}
 	}()

@@ -17,6 +17,7 @@ import (
 	"hearth.dev/hearth/client"
 	"hearth.dev/hearth/server"
 	"hearth.dev/hearth/server/etcd"
+	"hearth.dev/hearth/serving"
 )
 
 // Env is a running server and an admin client for it.
@@ -43,6 +44,9 @@ type Option func(*server.Config)
 
 // WithoutControllers runs the API alone.
 func WithoutControllers() Option { return func(c *server.Config) { c.DisableControllers = true } }
+
+// WithLimits sets the API's timeouts and connection limit.
+func WithLimits(l serving.Limits) Option { return func(c *server.Config) { c.Limits = l } }
 
 // Start starts a server that is stopped when the test ends.
 func Start(t testing.TB, opts ...Option) *Env {
