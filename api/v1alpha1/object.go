@@ -373,6 +373,9 @@ func Prepare(obj, old Object) FieldErrors {
 	if v, ok := spec.(Validator); ok {
 		es = append(es, v.Validate("spec")...)
 	}
+	if cv, ok := spec.(CreateValidator); ok && old == nil {
+		es = append(es, cv.ValidateCreate("spec")...)
+	}
 	if old != nil {
 		om := old.GetMetadata()
 		if m.Tenant != om.Tenant {

@@ -42,6 +42,10 @@ type KindInfo struct {
 	// objects every tenant may read (shared Images). Without it, tenant
 	// users see only their tenant's objects.
 	SharedReadable bool
+	// Confidential marks a kind whose objects are credentials (Secrets):
+	// only cluster admins read or write them (not hosts, not cluster
+	// viewers), and the server encrypts them at rest.
+	Confidential bool
 	// New returns an empty object of the kind with TypeMeta set.
 	New func() Object
 	// PlacedOn returns the host an object is placed on ("" for none). A
