@@ -360,8 +360,10 @@ func TestCredentialsOnlyForAdmins(t *testing.T) {
 	hook := &api.Machine{TypeMeta: m.TypeMeta, Metadata: api.ObjectMeta{Name: "node2"},
 		Spec: api.MachineSpec{MAC: "52:54:00:aa:bb:02", Power: api.MachinePower{Driver: "webhook",
 			Webhook: &api.PowerWebhook{OnURL: "http://plug/on", OffURL: "http://plug/off", Headers: map[string]string{"Authorization": "Bearer t0ken"}}}}}
+	// Inline credentials are no longer accepted; these are machines an
+	// older Hearth stored, written to the store directly.
 	for _, o := range []api.Object{m, hook} {
-		if _, err := env.Admin.Create(ctx, o); err != nil {
+		if _, err := env.Server.Store().Create(ctx, o); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -438,8 +440,8 @@ func TestFieldSelectorCannotProbeCredentials(t *testing.T) {
 			Webhook: &api.PowerWebhook{OnURL: "http://plug/on", OffURL: "http://plug/off", Headers: map[string]string{"Authorization": "Bearer t0ken"}}}}}
 	ipmi := &api.Machine{TypeMeta: m.TypeMeta, Metadata: api.ObjectMeta{Name: "node2"},
 		Spec: api.MachineSpec{MAC: "52:54:00:aa:bb:02", Power: api.MachinePower{Driver: "ipmi", Address: "bmc2", Username: "hearth", Password: "s3cret"}}}
-	for _, o := range []api.Object{m, ipmi} {
-		if _, err := env.Admin.Create(ctx, o); err != nil {
+	for _, o := range []api.Object{m, ipmi} { // as an older Hearth stored them
+		if _, err := env.Server.Store().Create(ctx, o); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -55,6 +55,10 @@ type Config struct {
 	// take serving's defaults). Watches, logs, consoles and image
 	// content get deadlines that move with their progress instead.
 	Limits serving.Limits
+	// SecretsKeyFile holds the key Secrets are encrypted with in etcd
+	// (default DATA-DIR/secrets.key, made by the first server). Every
+	// server of a cluster needs the same file.
+	SecretsKeyFile string
 	// DisableControllers runs only the API (tests of the API alone).
 	DisableControllers bool
 	// Controllers run on the leader; each gets a client and a recorder.
@@ -159,6 +163,18 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 			s.db.Close()
 		}
 	}()
+	if cfg.SecretsKeyFile == "" {
+		cfg.SecretsKeyFile = filepath.Join(cfg.DataDir, "secrets.key")
+	}
+	sk, err := loadSecretsKey(ctx, s.etcd, cfg.SecretsKeyFile)
+	if err != nil {
+		return nil, err
+	}
+	for _, k := range api.Kinds() {
+		if k.Confidential {
+			s.store.SetSealer(k.Kind, sk)
+		}
+	}
 	if s.ca, err = s.loadOrCreateCA(ctx); err != nil {
 		return nil, err
 	}

@@ -26,6 +26,9 @@ type Env struct {
 	Server  *server.Server
 	Admin   *client.Client
 	DataDir string
+	// EtcdURL is where the embedded etcd serves clients, for a second
+	// server of the same cluster (etcd.Config.Endpoints).
+	EtcdURL string
 }
 
 // FreePort returns a loopback port nobody listens on right now.
@@ -72,7 +75,7 @@ func Start(t testing.TB, opts ...Option) *Env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &Env{T: t, Server: s, Admin: admin, DataDir: dir}
+	return &Env{T: t, Server: s, Admin: admin, DataDir: dir, EtcdURL: cfg.Etcd.ClientURL}
 }
 
 // Ctx is a context for one test step.
