@@ -86,7 +86,9 @@ func decodeFast(data []byte, obj any) bool {
 	if ok {
 		dec := json.NewDecoder(bytes.NewReader(data))
 		dec.DisallowUnknownFields()
-		if dec.Decode(obj) == nil && !dec.More() {
+		// Nothing but space may follow the object: dec.More would not
+		// notice a stray '}' or ']'.
+		if dec.Decode(obj) == nil && len(bytes.TrimSpace(data[dec.InputOffset():])) == 0 {
 			return true
 		}
 	}
