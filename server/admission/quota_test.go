@@ -329,3 +329,24 @@ func TestQuotaOwnerReferenceExemptsNothing(t *testing.T) {
 		t.Fatalf("%d volumes of %s in all after the refusals; want web-disk0 and data, 10Gi", len(vols), total)
 	}
 }
+
+// TestQuotaSizesPastInt64: a size too large for 64 bits is refused as
+// invalid rather than wrapping to a negative size, which would count as
+// room in the volume quota (and leave a VM that nothing can decode).
+func TestQuotaSizesPastInt64(t *testing.T) {
+	env := servertest.Start(t, servertest.WithoutControllers())
+	quotaTenant(t, env, api.Quota{VolumeGiB: 10})
+	ctx := servertest.Ctx(t)
+	user := env.User("alice", "lab", api.RoleTenantAdmin)
+	vm := map[string]any{"apiVersion": api.APIVersion, "kind": "VirtualMachine", "metadata": map[string]any{"name": "huge"},
+		"spec": map[string]any{"cpus": 1, "memory": "1Gi", "boot": map[string]any{"from": "kernel", "kernel": map[string]any{"url": "file:///srv/vmlinuz"}},
+			"disks": []any{map[string]any{"image": "debian-12", "size": "1e19"}}}}
+	err := user.Do(ctx, http.MethodPost, api.PathPrefix+"/tenants/lab/virtualmachines", vm, nil)
+	if st, ok := err.(*api.Status); !ok || st.Code != http.StatusUnprocessableEntity || !strings.Contains(st.Message, "too large") {
+		t.Fatalf("a disk of 1e19 bytes: %v, want 422 saying it is too large", err)
+	}
+	vms, _, err := env.Admin.List(ctx, "VirtualMachine", "lab", client.ListOptions{})
+	if err != nil || len(vms) != 0 {
+		t.Fatalf("after the refusal: %d VMs, %v", len(vms), err)
+	}
+}
