@@ -63,7 +63,7 @@ type MachinePower struct {
 	// plain text. Deprecated: no new inline password is accepted (use
 	// passwordSecret); one stored by an older Hearth keeps working until
 	// it is removed. Only cluster admins read it back.
-	Password string `json:"password,omitempty"`
+	Password string `json:"password,omitempty" openapi:"deprecated"`
 	// InsecureSkipVerify accepts a Redfish BMC's self-signed certificate.
 	InsecureSkipVerify bool `json:"insecureSkipVerify,omitempty"`
 	// WOL configures Wake-on-LAN (driver wol). WoL can only turn a machine

@@ -27,7 +27,7 @@ type SecretSpec struct {
 	// StringData is a write-only convenience: plain-text values that the
 	// server moves into Data (replacing a key of the same name) when the
 	// secret is written. It is never stored or shown.
-	StringData map[string]string `json:"stringData,omitempty"`
+	StringData map[string]string `json:"stringData,omitempty" openapi:"writeOnly"`
 }
 
 type SecretStatus struct {
