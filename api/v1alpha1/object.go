@@ -2,6 +2,7 @@ package v1alpha1
 
 import (
 	"bytes"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -205,6 +206,13 @@ func unknownFields(path string, v any, t reflect.Type) FieldErrors {
 	}
 	var es FieldErrors
 	switch val := v.(type) {
+	case string:
+		// encoding/json reports bad base64 without the field's path.
+		if t.Kind() == reflect.Slice && t.Elem().Kind() == reflect.Uint8 {
+			if _, err := base64.StdEncoding.DecodeString(val); err != nil {
+				es = append(es, FieldError{Field: path, Detail: "is not base64 (give plain text in stringData instead)"})
+			}
+		}
 	case map[string]any:
 		switch t.Kind() {
 		case reflect.Map:

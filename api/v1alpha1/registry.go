@@ -103,6 +103,9 @@ func KindByName(name string) (*KindInfo, error) {
 	return nil, fmt.Errorf("unknown kind %q (see `hearth api-resources`)", name)
 }
 
+// KindOf returns the kind of obj, or nil for a kind not registered.
+func KindOf(obj Object) *KindInfo { return kinds[obj.GetTypeMeta().Kind] }
+
 // KindByPlural finds a kind by its plural name as used in URLs.
 func KindByPlural(plural string) (*KindInfo, bool) {
 	for _, k := range kinds {

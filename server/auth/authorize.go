@@ -131,7 +131,7 @@ func authorizeUserAdmin(p *Principal, r Request) error {
 // VisibleTo reports whether an object may appear in p's lists and watches.
 // It is the filter for requests Authorize allowed as a whole.
 func VisibleTo(p *Principal, obj api.Object) bool {
-	if k, err := api.KindByName(obj.GetTypeMeta().Kind); err == nil && k.Confidential {
+	if k := api.KindOf(obj); k != nil && k.Confidential {
 		return p.Host == "" && !p.Join && p.Role == api.RoleClusterAdmin
 	}
 	if p.GlobalReader() {
