@@ -290,9 +290,9 @@ func (s *Server) vmConsole(w http.ResponseWriter, r *http.Request, p *auth.Princ
 		}
 		return unreachable(ep, err)
 	}
-	// The websocket outlives the request's deadlines: the bridge bounds
-	// each message's write, and pings find a peer that is gone.
-	serving.For(w, 0).Lift()
+	// The websocket outlives the request's deadlines (net/http clears
+	// them when Accept takes the connection over): the bridge bounds each
+	// message's write, and pings find a peer that is gone.
 	user, err := websocket.Accept(w, r, nil)
 	if err != nil {
 		agent.CloseNow()

@@ -4,7 +4,9 @@
 // client gets a clear 503 and the connection is closed), and deadlines
 // for the routes that legitimately live long (watches, followed logs,
 // uploads, downloads, consoles) which move with the request's progress
-// instead of a fixed cap. The API server, the boot service and the
+// instead of a fixed cap. (A connection taken over by a websocket loses
+// its deadlines in net/http's Hijack; the websocket's owner bounds its
+// writes and pings its peer.) The API server, the boot service and the
 // agent's console endpoint all use it.
 package serving
 
@@ -238,10 +240,3 @@ func (s *streamWriter) FlushError() error {
 
 // Unwrap lets http.ResponseController reach the connection.
 func (s *streamWriter) Unwrap() http.ResponseWriter { return s.ResponseWriter }
-
-// Lift removes the request's deadlines, for a connection that is about to
-// be taken over (a websocket) and keeps its own.
-func (d *Deadlines) Lift() {
-	_ = d.rc.SetReadDeadline(time.Time{})
-	_ = d.rc.SetWriteDeadline(time.Time{})
-}
