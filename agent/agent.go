@@ -24,6 +24,7 @@ import (
 	api "hearth.dev/hearth/api/v1alpha1"
 	"hearth.dev/hearth/client"
 	"hearth.dev/hearth/compute"
+	"hearth.dev/hearth/serving"
 	"hearth.dev/hearth/storage"
 	"hearth.dev/hearth/version"
 )
@@ -51,6 +52,9 @@ type Config struct {
 	// Listen is the agent's HTTPS address for consoles (default
 	// ADDRESS:9443).
 	Listen string
+	// ConsoleLimits are the console endpoint's timeouts and connection
+	// limit (zero fields take serving's defaults).
+	ConsoleLimits serving.Limits
 	// Driver runs VMs (default QEMU).
 	Driver compute.Driver
 	// ShutdownTimeout is how long a guest gets to power off (ACPI) before
@@ -344,9 +348,9 @@ func (a *Agent) startConsole(ctx context.Context) (net.Listener, error) {
 	if err != nil {
 		return nil, fmt.Errorf("--listen %s: %w", a.cfg.Listen, err)
 	}
-	srv := &http.Server{Handler: console.Handler(a.vmDir), ReadHeaderTimeout: 10 * time.Second}
+	srv := serving.New("the agent's console endpoint", ln, console.Handler(a.vmDir), a.cfg.ConsoleLimits, nil)
 	go func() {
-		if err := srv.Serve(tls.NewListener(ln, tlsConf)); err != nil && !errors.Is(err, http.ErrServerClosed) && ctx.Err() == nil {
+		if err := srv.Serve(tls.NewListener(srv.Listener, tlsConf)); err != nil && !errors.Is(err, http.ErrServerClosed) && ctx.Err() == nil {
 			slog.Error("console listener stopped", "err", err)
 		}
 	}()

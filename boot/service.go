@@ -33,6 +33,7 @@ import (
 	"hearth.dev/hearth/boot/dhcp"
 	"hearth.dev/hearth/boot/tftp"
 	"hearth.dev/hearth/client"
+	"hearth.dev/hearth/serving"
 	"hearth.dev/hearth/storage"
 )
 
@@ -58,6 +59,10 @@ type Config struct {
 	HTTPListen string
 	// TFTPListen (default ADDRESS:69).
 	TFTPListen string
+	// HTTPLimits are the HTTP side's timeouts and connection limit (zero
+	// fields take serving's defaults); artifact downloads get deadlines
+	// that move with their progress.
+	HTTPLimits serving.Limits
 	// IPXEDir holds the iPXE binaries (Debian's ipxe package: /usr/lib/ipxe).
 	IPXEDir string
 	// UEFIBinary is ipxe.efi (default, with its own drivers) or snponly.efi
@@ -87,6 +92,7 @@ type Service struct {
 	artifacts map[string]artifact   // id → where it comes from
 	creating  map[string]chan struct{}
 	updates   chan func(context.Context)
+	limits    serving.Limits
 }
 
 type artifact struct{ url, checksum string }
@@ -167,8 +173,9 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return fmt.Errorf("--http-listen: %w", err)
 	}
-	hs := &http.Server{Handler: s.routes(), ReadHeaderTimeout: 10 * time.Second}
-	go func() { errc <- ignoreClosed(hs.Serve(hl)) }()
+	hs := serving.New("the boot service", hl, s.routes(), cfg.HTTPLimits, nil)
+	s.limits = hs.Limits
+	go func() { errc <- ignoreClosed(hs.Serve(hs.Listener)) }()
 	defer hs.Close()
 
 	tl, err := net.ListenPacket("udp4", cfg.TFTPListen)

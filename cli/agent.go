@@ -75,6 +75,7 @@ and adopts them.`,
 	_ = f.MarkDeprecated("site", "a Host's site comes from its join token (hearth token create --join --site SITE); this flag is ignored")
 	_ = f.MarkDeprecated("labels", "a Host's labels come from its join token (hearth token create --join --label k=v); this flag is ignored")
 	f.StringVar(&cfg.Listen, "listen", "", "address for console connections from the server (default ADDRESS:9443)")
+	addLimitFlags(f, "console-", &cfg.ConsoleLimits)
 	f.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", 0, "how long a guest gets to power off before it is killed (default 60s)")
 	f.StringVar(&logMax, "console-log-max", api.Bytes(agent.DefaultConsoleLogMax).String(),
 		"cap of each VM's console log, such as 8Mi: past it the log is kept as console.log.1 (replacing the older one) and console.log starts again empty")

@@ -44,6 +44,8 @@ or point every server at an external cluster with --etcd-endpoints.`,
 	f.StringVar(&cfg.AdvertiseURL, "advertise-url", "", "URL clients and agents use to reach this server (default from --listen)")
 	f.StringVar(&sans, "tls-san", "", "extra names or IPs for the serving certificate, comma-separated")
 	f.BoolVar(&cfg.AccessLog, "access-log", false, "log every API request")
+	addLimitFlags(f, "", &cfg.Limits)
+	f.StringVar(&cfg.SecretsKeyFile, "secrets-key-file", "", "key Secrets are encrypted with in etcd (default DATA-DIR/secrets.key, made by the first server); every server of a cluster needs the same file")
 	f.StringVar(&endpoints, "etcd-endpoints", "", "use this external etcd cluster (comma-separated URLs) instead of the embedded one")
 	f.StringVar(&cfg.Etcd.Name, "etcd-name", "default", "name of this embedded etcd member")
 	f.StringVar(&cfg.Etcd.ClientURL, "etcd-client-url", "http://127.0.0.1:2379", "where the embedded etcd serves clients")

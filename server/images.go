@@ -21,6 +21,7 @@ import (
 	api "hearth.dev/hearth/api/v1alpha1"
 	"hearth.dev/hearth/server/auth"
 	"hearth.dev/hearth/server/store"
+	"hearth.dev/hearth/serving"
 )
 
 // The bytes of an Image uploaded through the API (spec.source.upload) are
@@ -114,7 +115,10 @@ func (s *Server) uploadImage(w http.ResponseWriter, r *http.Request, p *auth.Pri
 	}
 	defer os.Remove(tmp.Name()) // a no-op once renamed
 	h := sha256.New()
-	n, err := io.CopyBuffer(io.MultiWriter(tmp, h), r.Body, make([]byte, 1<<20))
+	// An upload takes as long as it needs while bytes keep coming; a
+	// pause of the read timeout ends it.
+	body := serving.For(w, s.limits.ReadTimeout).Body(r.Body)
+	n, err := io.CopyBuffer(io.MultiWriter(tmp, h), body, make([]byte, 1<<20))
 	if err == nil {
 		err = tmp.Sync()
 	}
@@ -186,6 +190,9 @@ func imageRef(t target) string {
 
 func (s *Server) downloadImage(w http.ResponseWriter, r *http.Request, p *auth.Principal, t target) error {
 	ctx := r.Context()
+	// A download (and the fetch from another server before it) takes as
+	// long as it needs while each write goes through in the write timeout.
+	w = serving.For(w, s.limits.WriteTimeout).Stream(w)
 	if err := auth.Authorize(p, t.request(auth.Get)); err != nil {
 		return err
 	}

@@ -144,8 +144,13 @@ func (s *Server) list(w http.ResponseWriter, r *http.Request, p *auth.Principal,
 		}
 		rev = max(rev, rv)
 		for _, o := range objs {
-			if auth.VisibleTo(p, o) && filter.fields(o) {
-				items = append(items, shown(p, o))
+			if !auth.VisibleTo(p, o) {
+				continue
+			}
+			// Field selectors see what the caller is shown, so a selector
+			// on a redacted field cannot test guesses of its value.
+			if o = shown(p, o); filter.fields(o) {
+				items = append(items, o)
 			}
 		}
 	}
@@ -310,7 +315,7 @@ func (s *Server) admit(ctx context.Context, p *auth.Principal, obj, old api.Obje
 		}
 	}
 	for _, a := range s.admitters {
-		if err := a(ctx, obj, old); err != nil {
+		if err := a(ctx, p, obj, old); err != nil {
 			return err
 		}
 	}

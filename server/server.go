@@ -30,6 +30,7 @@ import (
 	"hearth.dev/hearth/server/openapi"
 	"hearth.dev/hearth/server/pki"
 	"hearth.dev/hearth/server/store"
+	"hearth.dev/hearth/serving"
 	"hearth.dev/hearth/version"
 )
 
@@ -50,6 +51,14 @@ type Config struct {
 	Etcd    etcd.Config
 	// AccessLog logs every request.
 	AccessLog bool
+	// Limits are the API's timeouts and connection limit (zero fields
+	// take serving's defaults). Watches, logs, consoles and image
+	// content get deadlines that move with their progress instead.
+	Limits serving.Limits
+	// SecretsKeyFile holds the key Secrets are encrypted with in etcd
+	// (default DATA-DIR/secrets.key, made by the first server). Every
+	// server of a cluster needs the same file.
+	SecretsKeyFile string
 	// DisableControllers runs only the API (tests of the API alone).
 	DisableControllers bool
 	// Controllers run on the leader; each gets a client and a recorder.
@@ -60,8 +69,8 @@ type Config struct {
 type ControllerFunc func(ctx context.Context, c *client.Client, rec *client.Recorder) error
 
 // Admitter checks an object against others before it is written (quotas,
-// references). old is nil on create.
-type Admitter func(ctx context.Context, obj, old api.Object) error
+// references). p is the caller; old is nil on create.
+type Admitter func(ctx context.Context, p *auth.Principal, obj, old api.Object) error
 
 // Server is a running control plane member.
 type Server struct {
@@ -83,6 +92,7 @@ type Server struct {
 	bookmarkEvery time.Duration
 	listener      net.Listener
 	httpServer    *http.Server
+	limits        serving.Limits
 	internalToken string
 	// runCtx ends when the server closes.
 	runCtx context.Context
@@ -156,6 +166,18 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 			s.db.Close()
 		}
 	}()
+	if cfg.SecretsKeyFile == "" {
+		cfg.SecretsKeyFile = filepath.Join(cfg.DataDir, "secrets.key")
+	}
+	sk, err := loadSecretsKey(ctx, s.etcd, cfg.SecretsKeyFile)
+	if err != nil {
+		return nil, err
+	}
+	for _, k := range api.Kinds() {
+		if k.Confidential {
+			s.store.SetSealer(k.Kind, sk)
+		}
+	}
 	if s.ca, err = s.loadOrCreateCA(ctx); err != nil {
 		return nil, err
 	}
@@ -179,7 +201,7 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	s.tenants = store.NewMirror(s.etcd, store.KindPrefix(tk), func([]byte) (struct{}, error) { return struct{}{}, nil })
 	go s.tenants.Run(runCtx)
 	s.internalToken = auth.NewSecret("internal")
-	s.authn.AddInternal(s.internalToken, &auth.Principal{Name: "system:controllers", Role: api.RoleClusterAdmin})
+	s.authn.AddInternal(s.internalToken, &auth.Principal{Name: "system:controllers", Role: api.RoleClusterAdmin, Internal: true})
 	wctx, wcancel := context.WithTimeout(ctx, 30*time.Second)
 	defer wcancel()
 	if err := s.authn.WaitReady(wctx); err != nil {
@@ -197,16 +219,17 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	if s.cfg.AdvertiseURL == "" {
 		s.cfg.AdvertiseURL = advertiseURL(ln.Addr().String())
 	}
-	s.httpServer = &http.Server{
-		Handler:           s,
-		TLSConfig:         &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12},
-		ReadHeaderTimeout: 10 * time.Second,
-		ErrorLog:          slog.NewLogLogger(slog.Default().Handler(), slog.LevelDebug),
-	}
+	hs := serving.New("the API server", ln, s, cfg.Limits, func(w http.ResponseWriter, msg string) {
+		writeError(w, api.NewUnavailable("%s", msg))
+	})
+	s.limits = hs.Limits
+	s.httpServer = hs.Server
+	s.httpServer.TLSConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	s.httpServer.ErrorLog = slog.NewLogLogger(slog.Default().Handler(), slog.LevelDebug)
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
-		if err := s.httpServer.ServeTLS(ln, "", ""); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		if err := s.httpServer.ServeTLS(hs.Listener, "", ""); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			slog.Error("API server stopped", "err", err)
 		}
 	}()

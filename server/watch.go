@@ -11,6 +11,7 @@ import (
 	api "hearth.dev/hearth/api/v1alpha1"
 	"hearth.dev/hearth/server/auth"
 	"hearth.dev/hearth/server/store"
+	"hearth.dev/hearth/serving"
 )
 
 // filter is a list's or watch's label and field selectors.
@@ -110,6 +111,9 @@ func (s *Server) watch(w http.ResponseWriter, r *http.Request, p *auth.Principal
 	if err != nil {
 		return err
 	}
+	// A watch lasts as long as its client wants; each write has the
+	// write timeout, so a client that stops reading is let go.
+	w = serving.For(w, s.limits.WriteTimeout).Stream(w)
 	flusher, _ := w.(http.Flusher)
 	w.Header().Set("Content-Type", "application/json; stream=watch")
 	w.Header().Set("Cache-Control", "no-store")
@@ -118,8 +122,10 @@ func (s *Server) watch(w http.ResponseWriter, r *http.Request, p *auth.Principal
 		flusher.Flush()
 	}
 	enc := json.NewEncoder(w)
+	// Field selectors match the object as this watcher is shown it (see
+	// list).
 	visible := func(o api.Object) bool {
-		return o != nil && auth.VisibleTo(p, o) && f.labels.Matches(o.GetMetadata().Labels) && f.fields(o)
+		return o != nil && auth.VisibleTo(p, o) && f.labels.Matches(o.GetMetadata().Labels) && f.fields(shown(p, o))
 	}
 	bookmarks := time.NewTicker(s.bookmarkEvery)
 	defer bookmarks.Stop()

@@ -119,8 +119,12 @@ type Principal struct {
 	// Boot is set for a boot service's credential: its name.
 	Boot string
 	// Join marks a join token, good only for registering a host.
-	Join   bool
-	Record *TokenRecord
+	Join bool
+	// Internal marks the server's own controllers (a process-local
+	// secret, never stored). Only their writes may carry the marks that
+	// tell server-made objects from a client's (api.AnnotationOwnerDisk).
+	Internal bool
+	Record   *TokenRecord
 	// TokenHash is the hash of the token presented ("" for the server's
 	// own credential): its record is at TokenPrefix + TokenHash.
 	TokenHash string

@@ -505,3 +505,33 @@ func TestHandler(t *testing.T) {
 		t.Errorf("POST: status %d, want 405", rec.Code)
 	}
 }
+
+// TestDocumentSecrets: the Secret kind is marked confidential, its
+// stringData write-only, and Machines' power settings show the Secret
+// references beside the deprecated inline password.
+func TestDocumentSecrets(t *testing.T) {
+	doc := decoded(t)
+	schemas := schemasOf(t, doc)
+	if got := dig(t, schemas, "Secret", "x-hearth-confidential"); got != true {
+		t.Errorf("Secret x-hearth-confidential = %v, want true", got)
+	}
+	if got := dig(t, schemas, "SecretSpec", "properties", "stringData", "writeOnly"); got != true {
+		t.Errorf("SecretSpec.stringData writeOnly = %v, want true", got)
+	}
+	if got := dig(t, schemas, "SecretSpec", "properties", "data", "additionalProperties", "format"); got != "byte" {
+		t.Errorf("SecretSpec.data values have format %v, want byte (base64)", got)
+	}
+	power := dig(t, schemas, "MachinePower", "properties").(map[string]any)
+	if got := dig(t, power, "passwordSecret", "$ref"); got != schemaPrefix+"SecretKeyRef" {
+		t.Errorf("MachinePower.passwordSecret = %v, want a SecretKeyRef", got)
+	}
+	if got := dig(t, power, "password", "deprecated"); got != true {
+		t.Errorf("MachinePower.password deprecated = %v, want true", got)
+	}
+	if got := dig(t, schemas, "PowerWebhook", "properties", "secretHeaders", "items", "$ref"); got != schemaPrefix+"SecretHeader" {
+		t.Errorf("PowerWebhook.secretHeaders items = %v, want SecretHeader", got)
+	}
+	if _, ok := schemas["Machine"].(map[string]any)["x-hearth-confidential"]; ok {
+		t.Error("Machine is marked confidential")
+	}
+}

@@ -18,6 +18,7 @@ import (
 	"hearth.dev/hearth/client"
 	"hearth.dev/hearth/server"
 	"hearth.dev/hearth/server/etcd"
+	"hearth.dev/hearth/serving"
 )
 
 // Env is a running server and an admin client for it.
@@ -27,6 +28,9 @@ type Env struct {
 	Admin   *client.Client
 	DataDir string
 	close   sync.Once
+	// EtcdURL is where the embedded etcd serves clients, for a second
+	// server of the same cluster (etcd.Config.Endpoints).
+	EtcdURL string
 }
 
 // FreePort returns a loopback port nobody listens on right now.
@@ -49,6 +53,8 @@ func WithoutControllers() Option { return func(c *server.Config) { c.DisableCont
 // InDir keeps the server's data (etcd included) in dir, so a test can
 // stop a server and start another on what it left.
 func InDir(dir string) Option { return func(c *server.Config) { c.DataDir, c.Etcd.DataDir = dir, dir } }
+// WithLimits sets the API's timeouts and connection limit.
+func WithLimits(l serving.Limits) Option { return func(c *server.Config) { c.Limits = l } }
 
 // Start starts a server that is stopped when the test ends.
 func Start(t testing.TB, opts ...Option) *Env {
@@ -69,7 +75,7 @@ func Start(t testing.TB, opts ...Option) *Env {
 	if err != nil {
 		t.Fatalf("starting server: %v", err)
 	}
-	e := &Env{T: t, Server: s, DataDir: cfg.DataDir}
+	e := &Env{T: t, Server: s, DataDir: cfg.DataDir, EtcdURL: cfg.Etcd.ClientURL}
 	t.Cleanup(e.Close)
 	conf, err := client.LoadConfig(filepath.Join(cfg.DataDir, "admin.conf"))
 	if err != nil {
