@@ -94,6 +94,13 @@ func (a *Authenticator) Authenticate(ctx context.Context, header string) (*Princ
 		}
 		return nil, api.NewUnauthorized("the token is not valid (revoked, its owner deleted, or never issued)")
 	}
+	if rec.UID == "" && (rec.Kind == UserToken || rec.Kind == HostToken) {
+		// The copy may be behind the start-up binding of a token stored
+		// before tokens were bound to their owner's uid.
+		if fresh, ok := a.tokens.Read(ctx, hash); ok {
+			rec = fresh
+		}
+	}
 	if rec.Expired(a.now()) {
 		return nil, api.NewUnauthorized("the token %s expired at %s", rec.ID, rec.Expires.Format(time.RFC3339))
 	}

@@ -48,7 +48,7 @@ func Authorize(p *Principal, r Request) error {
 	if p.Join {
 		return forbid(p, r, "a join token may only register a host")
 	}
-	if r.Kind.Confidential && (p.Host != "" || p.Role != api.RoleClusterAdmin) {
+	if r.Kind.Confidential && (p.HostCredential() || p.Role != api.RoleClusterAdmin) {
 		// No host runs anything that needs a Secret today (power drivers
 		// run in the CLI, with the person's own credential), so no host
 		// credential reads them: a host is not trusted with the keys to
@@ -138,7 +138,7 @@ func authorizeUserAdmin(p *Principal, r Request) error {
 // It is the filter for requests Authorize allowed as a whole.
 func VisibleTo(p *Principal, obj api.Object) bool {
 	if k := api.KindOf(obj); k != nil && k.Confidential {
-		return p.Host == "" && !p.Join && p.Role == api.RoleClusterAdmin
+		return !p.HostCredential() && !p.Join && p.Role == api.RoleClusterAdmin
 	}
 	if p.GlobalReader() {
 		return obj.GetTypeMeta().Kind != "User" || !p.HostCredential()
