@@ -51,10 +51,7 @@ func Start(t testing.TB, opts ...Option) *Env {
 	cfg := server.Config{
 		DataDir: dir,
 		Listen:  "127.0.0.1:0",
-		Etcd: etcd.Config{
-			ClientURL: fmt.Sprintf("http://127.0.0.1:%d", FreePort(t)),
-			PeerURL:   fmt.Sprintf("http://127.0.0.1:%d", FreePort(t)),
-		},
+		Etcd:    etcd.Config{PeerURL: fmt.Sprintf("https://127.0.0.1:%d", FreePort(t))},
 	}
 	for _, o := range opts {
 		o(&cfg)
