@@ -175,25 +175,34 @@ func Start(ctx context.Context, cfg Config) (*Etcd, error) {
 	// The socket was made with the process's umask; the data directory
 	// (0700, checked above) kept others out until now.
 	if err := os.Chmod(socket, 0o600); err != nil {
-		e.Close()
+		abort(e)
 		return nil, fmt.Errorf("embedded etcd: restricting its socket: %w", err)
 	}
 	select {
 	case <-e.Server.ReadyNotify():
 	case err := <-e.Err():
-		e.Close()
+		abort(e)
 		return nil, fmt.Errorf("embedded etcd: %w", err)
 	case <-ctx.Done():
-		e.Close()
+		abort(e)
 		return nil, ctx.Err()
 	case <-time.After(5 * time.Minute):
-		e.Close()
+		abort(e)
 		return nil, fmt.Errorf("embedded etcd did not become ready in 5 minutes (are the other members of --etcd-initial-cluster up, and do they share this server's CA? see %s)", filepath.Join(cfg.DataDir, "etcd.log"))
 	}
 	// The API server calls its member directly, not through gRPC over a
 	// socket: no marshalling, no round trip. Writes still go through raft
 	// (forwarded to the leader in a cluster).
 	return &Etcd{Client: v3client.New(e.Server), server: e, socket: socket}, nil
+}
+
+// abort stops a member that may not be ready. etcd's Close alone waits
+// for the client listeners to finish serving, which they start only once
+// the member is ready (it has found a quorum), so a member still waiting
+// for its peers would never stop.
+func abort(e *embed.Etcd) {
+	e.Server.HardStop()
+	e.Close()
 }
 
 // connect is a client of an external cluster.
