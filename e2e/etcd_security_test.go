@@ -219,8 +219,12 @@ func TestHARefusesPlainPeers(t *testing.T) {
 		{"no CA for an HA member", noCA, "--ca-cert"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			out, err := exec.Command(hearthBin, c.m.args(initialCluster(ms))...).CombinedOutput()
-			if err == nil || !strings.Contains(string(out), c.want) {
+			// A server that does not refuse waits for its peers:
+			// the context ends it.
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			out, err := exec.CommandContext(ctx, hearthBin, c.m.args(initialCluster(ms))...).CombinedOutput()
+			if err == nil || ctx.Err() != nil || !strings.Contains(string(out), c.want) {
 				t.Fatalf("hearth server: %v: %s; want it refused, naming %s", err, out, c.want)
 			}
 			if c, err := net.DialTimeout("tcp", net.JoinHostPort(c.m.peerIP, fmt.Sprint(c.m.peer)), time.Second); err == nil {
