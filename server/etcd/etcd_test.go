@@ -199,7 +199,8 @@ func TestSocketOnlyForOwner(t *testing.T) {
 	}{{dataDir, os.ModeDir | 0o700}, {sock, os.ModeSocket | 0o600}} {
 		fi, err := os.Lstat(c.path)
 		if err != nil {
-			t.Fatal(err)
+			t.Error(err)
+			continue
 		}
 		if fi.Mode() != c.mode {
 			t.Errorf("%s has mode %v, want %v", c.path, fi.Mode(), c.mode)

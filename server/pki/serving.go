@@ -19,8 +19,7 @@ import (
 )
 
 // Names of the serving certificate and key files in the directory given to
-// LoadOrCreateServing. They are exported because etcd takes its peer TLS
-// certificate as file paths.
+// LoadOrCreateServing.
 const (
 	ServingCertFile = "server.crt"
 	ServingKeyFile  = "server.key"
@@ -38,8 +37,8 @@ const (
 
 // IssueServing issues a certificate for a server reachable as dnsNames and
 // ips, valid for validity from now. It allows both server and client
-// authentication so that the same certificate serves the API and etcd peer
-// TLS, where each member is a client of the others.
+// authentication. (etcd members do not use it: they have peer
+// certificates of their own, see IssuePeer.)
 func (ca *CA) IssueServing(commonName string, dnsNames []string, ips []net.IP, validity time.Duration) (certPEM, keyPEM []byte, err error) {
 	if validity <= 0 {
 		return nil, nil, fmt.Errorf("issue serving certificate %q: validity %v is not positive", commonName, validity)
