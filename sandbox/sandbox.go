@@ -164,10 +164,9 @@ func (s *Sandbox) StartServer(ctx context.Context) error {
 	argv := []string{s.cfg.Executable, "server",
 		"--data-dir", dataDir,
 		"--listen", s.serverHostPort(),
-		// Port 0 lets etcd pick free ports, so a sandbox never collides
-		// with an etcd or another server already on the machine.
-		"--etcd-client-url", "http://127.0.0.1:0",
-		"--etcd-peer-url", "http://127.0.0.1:0",
+		// Port 0 lets etcd pick a free peer port, so a sandbox never
+		// collides with an etcd or another server already on the machine.
+		"--etcd-peer-url", "https://127.0.0.1:0",
 	}
 	p, err := startDaemon(argv, logPath)
 	if p != nil {

@@ -129,7 +129,6 @@ func serverMain(args []string) int {
 	var cfg server.Config
 	fs.StringVar(&cfg.DataDir, "data-dir", "", "")
 	fs.StringVar(&cfg.Listen, "listen", "", "")
-	fs.StringVar(&cfg.Etcd.ClientURL, "etcd-client-url", "", "")
 	fs.StringVar(&cfg.Etcd.PeerURL, "etcd-peer-url", "", "")
 	if err := fs.Parse(args); err != nil {
 		return 2

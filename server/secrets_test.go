@@ -145,6 +145,9 @@ func TestSecretsKeyAcrossServers(t *testing.T) {
 		t.Fatal(err)
 	}
 	withKey := t.TempDir()
+	if err := os.Chmod(withKey, 0o700); err != nil { // a server refuses a data directory others may enter
+		t.Fatal(err)
+	}
 	if err := os.WriteFile(filepath.Join(withKey, "secrets.key"), key, 0o600); err != nil {
 		t.Fatal(err)
 	}

@@ -7,7 +7,6 @@ package server
 import (
 	"context"
 	"crypto/tls"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -48,7 +47,12 @@ type Config struct {
 	AdvertiseURL string
 	// TLSSANs are extra names and addresses for the serving certificate.
 	TLSSANs []string
-	Etcd    etcd.Config
+	// CACertFile and CAKeyFile are the cluster CA to use (--ca-cert,
+	// --ca-key): every member of an HA control plane is given the same one
+	// for its first start, which keeps a copy in DATA-DIR/pki. Without
+	// them a lone server makes its own.
+	CACertFile, CAKeyFile string
+	Etcd                  etcd.Config
 	// AccessLog logs every request.
 	AccessLog bool
 	// Limits are the API's timeouts and connection limit (zero fields
@@ -108,6 +112,10 @@ func (s *Server) Store() *store.Store { return s.store }
 // Etcd returns the etcd client.
 func (s *Server) Etcd() *clientv3.Client { return s.etcd }
 
+// EtcdSocket returns the embedded etcd member's client socket, the one
+// way to reach it from outside this process ("" with an external etcd).
+func (s *Server) EtcdSocket() string { return s.db.Socket() }
+
 // URL returns the server's advertised URL.
 func (s *Server) URL() string { return s.cfg.AdvertiseURL }
 
@@ -142,12 +150,29 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	if cfg.Etcd.DataDir == "" {
 		cfg.Etcd.DataDir = cfg.DataDir
 	}
-	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
-		return nil, fmt.Errorf("data directory: %w", err)
+	// The data directory holds keys, tokens and etcd's socket.
+	if err := pki.PrivateDir(cfg.DataDir); err != nil {
+		return nil, fmt.Errorf("--data-dir: %w", err)
 	}
 	tk, _ := api.KindByName("Tenant")
 	uk, _ := api.KindByName("User")
 	s := &Server{cfg: cfg, tenantKind: tk, userKind: uk, bookmarkEvery: 5 * time.Second, metrics: newMetrics()}
+	// An embedded member needs the CA before etcd runs (peer TLS); with
+	// an external etcd the CA comes from etcd alone.
+	var wantCA *pki.CA
+	migrate := false
+	var err error
+	if len(cfg.Etcd.Endpoints) == 0 {
+		if wantCA, migrate, err = cfg.memberCA(); err != nil {
+			return nil, err
+		}
+		cfg.Etcd.CA = wantCA
+		if migrate {
+			wantCA = nil
+		}
+	} else if wantCA, err = cfg.givenCA(); err != nil {
+		return nil, err
+	}
 	db, err := etcd.Start(ctx, cfg.Etcd)
 	if err != nil {
 		return nil, err
@@ -178,8 +203,16 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 			s.store.SetSealer(k.Kind, sk)
 		}
 	}
-	if s.ca, err = s.loadOrCreateCA(ctx); err != nil {
+	if s.ca, err = s.loadOrCreateCA(ctx, wantCA); err != nil {
 		return nil, err
+	}
+	if migrate {
+		// From the next start on, the member's peer certificate comes
+		// from the cluster CA.
+		if err := pki.WriteCAFiles(filepath.Join(cfg.DataDir, "pki"), s.ca); err != nil {
+			return nil, err
+		}
+		slog.Info("kept the cluster CA in the data directory for peer TLS", "dir", filepath.Join(cfg.DataDir, "pki"))
 	}
 	if err := os.WriteFile(filepath.Join(cfg.DataDir, "ca.crt"), s.ca.CertPEM, 0o644); err != nil {
 		return nil, err
@@ -302,41 +335,6 @@ func (s *Server) ready(ctx context.Context) error {
 	defer cancel()
 	_, err := s.etcd.Get(ctx, "/hearth/ready-probe")
 	return err
-}
-
-const caKey = "/hearth/pki/ca"
-
-// loadOrCreateCA reads the cluster CA from etcd, creating it if this is
-// the first server, so every server of an HA control plane shares it.
-func (s *Server) loadOrCreateCA(ctx context.Context) (*pki.CA, error) {
-	type stored struct{ Cert, Key string }
-	for {
-		resp, err := s.etcd.Get(ctx, caKey)
-		if err != nil {
-			return nil, fmt.Errorf("reading the CA from etcd: %w", err)
-		}
-		if len(resp.Kvs) > 0 {
-			var st stored
-			if err := json.Unmarshal(resp.Kvs[0].Value, &st); err != nil {
-				return nil, fmt.Errorf("the CA in etcd is corrupt: %w", err)
-			}
-			return pki.ParseCA([]byte(st.Cert), []byte(st.Key))
-		}
-		ca, err := pki.NewCA("hearth-ca", 10*365*24*time.Hour)
-		if err != nil {
-			return nil, err
-		}
-		data, _ := json.Marshal(stored{Cert: string(ca.CertPEM), Key: string(ca.KeyPEM)})
-		tr, err := s.etcd.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(caKey), "=", 0)).
-			Then(clientv3.OpPut(caKey, string(data))).Commit()
-		if err != nil {
-			return nil, fmt.Errorf("storing the CA: %w", err)
-		}
-		if tr.Succeeded {
-			return ca, nil
-		}
-		// Another server created it first: use theirs.
-	}
 }
 
 // bootstrap makes a new cluster usable: a default tenant, an admin user,

@@ -63,10 +63,7 @@ func Start(t testing.TB, opts ...Option) *Env {
 	cfg := server.Config{
 		DataDir: dir,
 		Listen:  "127.0.0.1:0",
-		Etcd: etcd.Config{
-			ClientURL: fmt.Sprintf("http://127.0.0.1:%d", FreePort(t)),
-			PeerURL:   fmt.Sprintf("http://127.0.0.1:%d", FreePort(t)),
-		},
+		Etcd:    etcd.Config{PeerURL: fmt.Sprintf("https://127.0.0.1:%d", FreePort(t))},
 	}
 	for _, o := range opts {
 		o(&cfg)
@@ -75,7 +72,7 @@ func Start(t testing.TB, opts ...Option) *Env {
 	if err != nil {
 		t.Fatalf("starting server: %v", err)
 	}
-	e := &Env{T: t, Server: s, DataDir: cfg.DataDir, EtcdURL: cfg.Etcd.ClientURL}
+	e := &Env{T: t, Server: s, DataDir: cfg.DataDir, EtcdURL: "unix://" + etcd.SocketPath(cfg.DataDir)}
 	t.Cleanup(e.Close)
 	conf, err := client.LoadConfig(filepath.Join(cfg.DataDir, "admin.conf"))
 	if err != nil {
