@@ -220,7 +220,7 @@ func (c *tcluster) vm(name string) *tvm {
 
 func (c *tcluster) mustPing(from string, to netip.Addr) {
 	c.t.Helper()
-	if err := c.vm(from).ns.Ping(to, 15); err != nil {
+	if err := c.vm(from).ns.Ping(to, 50); err != nil {
 		c.t.Fatal(err)
 	}
 }

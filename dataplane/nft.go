@@ -381,7 +381,7 @@ func nat(t expr.NATType, to netip.Addr) []expr.Any {
 	b := to.As4()
 	return []expr.Any{
 		&expr.Immediate{Register: 1, Data: b[:]},
-		&expr.NAT{Type: t, Family: unix.NFPROTO_IPV4, RegAddrMin: 1, RegAddrMax: 1, Specified: true},
+		&expr.NAT{Type: t, Family: unix.NFPROTO_IPV4, RegAddrMin: 1, RegAddrMax: 1},
 	}
 }
 

@@ -1,8 +1,12 @@
 package dataplane_test
 
 import (
+	"hearth.dev/hearth/dataplane"
+	"hearth.dev/hearth/dataplane/dataplanetest"
 	"net/netip"
+	"strings"
 	"testing"
+	"time"
 )
 
 // Two VMs of one network on different hosts reach each other over the
@@ -17,4 +21,229 @@ func TestTwoHostsOneNetwork(t *testing.T) {
 	c.mustPing("b", netip.MustParseAddr("10.0.0.2"))
 	c.mustPing("a", netip.MustParseAddr("10.0.0.1"))
 	c.mustPing("b", netip.MustParseAddr("10.0.0.1"))
+}
+
+// Two tenants use the same CIDR on the same hosts: each VM reaches its
+// own network's VM with the address, never the other tenant's, sees none
+// of the other tenant's frames, and gets no ARP answer from it.
+func TestSameCIDRTenantsAreIsolated(t *testing.T) {
+	c := newCluster(t, 2)
+	c.addNet("red", 200, false, "10.0.0.0/24")
+	c.addNet("green", 201, false, "10.0.0.0/24")
+	a1 := c.addVM("a1", "red", 0, "10.0.0.2")
+	a2 := c.addVM("a2", "red", 1, "10.0.0.3")
+	b1 := c.addVM("b1", "green", 0, "10.0.0.3") // a2's address, on a1's host
+	c.addVM("b2", "green", 1, "10.0.0.4")
+	c.apply()
+
+	capB1, err := b1.ns.Capture(dataplanetest.VMLink)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.mustPing("a1", a2.addr)
+	if mac, err := a1.ns.Neighbour(a2.addr); err != nil || mac.String() != a2.mac.String() {
+		t.Errorf("a1 has %v for %s, want a2's %s (b1 is %s)", mac, a2.addr, a2.mac, b1.mac)
+	}
+	c.mustPing("b1", netip.MustParseAddr("10.0.0.4"))
+	// 10.0.0.4 exists only in green.
+	c.mustNotPing("a1", netip.MustParseAddr("10.0.0.4"))
+	if mac, _ := a1.ns.Neighbour(netip.MustParseAddr("10.0.0.4")); mac != nil {
+		t.Errorf("a1 got an ARP answer for green's 10.0.0.4: %s", mac)
+	}
+	for _, raw := range capB1.Stop() {
+		f, ok := dataplanetest.ParseFrame(raw)
+		if !ok {
+			continue
+		}
+		if f.Src.String() == a1.mac.String() || f.Src.String() == a2.mac.String() {
+			t.Errorf("b1 saw red's frame %s", f)
+		}
+		if target, ok := f.ARPTarget(); ok && target == netip.MustParseAddr("10.0.0.4") && f.Src.String() != b1.mac.String() {
+			t.Errorf("b1 saw an ARP for 10.0.0.4 it did not send: %s", f)
+		}
+	}
+}
+
+// A network's subnets route to each other on one host and across hosts,
+// every host routing its own VMs' traffic: the gateway's MAC, ARP for
+// the gateways and DHCP never cross the VXLAN, and routed frames cross
+// with the sending host's routed MAC.
+func TestDistributedRouting(t *testing.T) {
+	c := newCluster(t, 2)
+	c.addNet("multi", 300, false, "10.1.0.0/24", "10.1.1.0/24")
+	c.addVM("v1", "multi", 0, "10.1.0.2")
+	v2 := c.addVM("v2", "multi", 0, "10.1.1.2")
+	v3 := c.addVM("v3", "multi", 1, "10.1.1.3")
+	c.addVM("v4", "multi", 1, "10.1.0.3")
+	c.apply()
+
+	var caps []*dataplanetest.Capture
+	for _, h := range c.lab.Hosts {
+		cp, err := h.Capture(dataplanetest.UnderlayLink)
+		if err != nil {
+			t.Fatal(err)
+		}
+		caps = append(caps, cp)
+	}
+	c.mustPing("v1", v2.addr) // same host, other subnet
+	c.mustPing("v1", v3.addr) // other host, other subnet
+	c.mustPing("v3", netip.MustParseAddr("10.1.0.2"))
+	c.mustPing("v4", v2.addr)
+	c.mustPing("v4", netip.MustParseAddr("10.1.0.2")) // other host, same subnet
+	c.mustPing("v1", netip.MustParseAddr("10.1.0.1"))
+	c.mustPing("v3", netip.MustParseAddr("10.1.1.1"))
+	v1 := c.vm("v1")
+	if err := v1.ns.BroadcastUDP(dataplanetest.VMLink, 68, 67); err != nil {
+		t.Fatal(err)
+	}
+	if err := v1.ns.BroadcastUDP(dataplanetest.VMLink, 9998, 9999); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(200 * time.Millisecond)
+
+	gw := dataplane.GatewayMAC(300).String()
+	routed := map[string]bool{}
+	sawControl := false
+	for i, cp := range caps {
+		for _, raw := range cp.Stop() {
+			outer, ok := dataplanetest.ParseFrame(raw)
+			if !ok {
+				continue
+			}
+			f, ok := dataplanetest.VXLANInner(outer, 4789)
+			if !ok {
+				continue
+			}
+			if f.VNI != 300 {
+				t.Errorf("%s: a VXLAN frame with VNI %d", c.lab.Hosts[i].Name, f.VNI)
+			}
+			if f.Src.String() == gw || f.Dst.String() == gw {
+				t.Errorf("%s: the gateway MAC crossed the VXLAN: %s", c.lab.Hosts[i].Name, f)
+			}
+			if target, ok := f.ARPTarget(); ok && (target == netip.MustParseAddr("10.1.0.1") || target == netip.MustParseAddr("10.1.1.1")) {
+				t.Errorf("%s: ARP for a gateway crossed the VXLAN: %s", c.lab.Hosts[i].Name, f)
+			}
+			if port, ok := f.UDPDstPort(); ok {
+				switch port {
+				case 67, 68:
+					t.Errorf("%s: DHCP crossed the VXLAN: %s", c.lab.Hosts[i].Name, f)
+				case 9999:
+					sawControl = true
+				}
+			}
+			routed[f.Src.String()] = true
+		}
+	}
+	if !sawControl {
+		t.Error("the control broadcast (UDP 9999) did not cross the VXLAN: the capture proves nothing")
+	}
+	for _, h := range c.lab.Hosts {
+		if mac := dataplane.RoutedMAC(h.Underlay).String(); !routed[mac] {
+			t.Errorf("no routed frame from %s (source %s) crossed the VXLAN", h.Name, mac)
+		}
+	}
+	// The gateway MAC is pinned to the router's port on every bridge.
+	for _, h := range c.lab.Hosts {
+		out, err := h.Bridge("fdb", "show", "br", "hbr300")
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, line := range strings.Split(out, "\n") {
+			if strings.HasPrefix(line, gw+" ") && !strings.Contains(line, "dev hri300") {
+				t.Errorf("%s: gateway MAC learned elsewhere: %s", h.Name, line)
+			}
+		}
+		if !strings.Contains(out, gw+" dev hri300") || !strings.Contains(out, "sticky") {
+			t.Errorf("%s: gateway MAC not pinned to hri300:\n%s", h.Name, out)
+		}
+	}
+}
+
+// A network with an external network reaches the internet through SNAT
+// to its host's external address, a VM with a floating IP through the
+// floating IP, and the internet reaches that VM through it, but never a
+// tenant address directly. The floating IP follows its VM to another
+// host, and the internet learns where it went at once (gratuitous ARP).
+func TestSNATAndFloatingIP(t *testing.T) {
+	c := newCluster(t, 2)
+	out := c.addNet("out", 400, true, "10.2.0.0/24")
+	o1 := c.addVM("o1", "out", 0, "10.2.0.2")
+	o1.fip = netip.MustParseAddr("203.0.113.100")
+	c.addVM("o2", "out", 1, "10.2.0.3")
+	c.apply()
+
+	inet := c.lab.Internet
+	srv, err := inet.ServeUDP(7000, "internet")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	vmSrv, err := o1.ns.ServeUDP(7001, "o1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer vmSrv.Close()
+
+	ask := func(from *dataplanetest.Namespace, to netip.Addr, port int, want string) {
+		t.Helper()
+		got, err := from.AskUDP(to, port)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got != want {
+			t.Errorf("%s asking %s:%d got %q, want %q", from.Name, to, port, got, want)
+		}
+	}
+	h2Addr := c.externalAddr(out, 1).Addr()
+	ask(c.vm("o2").ns, c.lab.InternetGateway, 7000, "internet "+h2Addr.String()) // SNAT to h2's address
+	ask(o1.ns, c.lab.InternetGateway, 7000, "internet 203.0.113.100")            // leaves from its floating IP
+	ask(inet, o1.fip, 7001, "o1 "+c.lab.InternetGateway.String())                // DNAT, source kept
+
+	// The internet cannot reach a tenant address directly, even with a
+	// route to it through the router; nor anything on the router but ping.
+	h1Addr := c.externalAddr(out, 0).Addr()
+	if _, err := inet.IP("route", "add", "10.2.0.0/24", "via", h1Addr.String()); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := inet.AskUDPFor(o1.addr, 7001, 1500*time.Millisecond); err == nil {
+		t.Errorf("the internet reached %s directly: %q", o1.addr, got)
+	}
+	if err := inet.Ping(h1Addr, 5); err != nil {
+		t.Errorf("the router's external address does not answer ping: %v", err)
+	}
+	if _, err := inet.IP("route", "del", "10.2.0.0/24"); err != nil {
+		t.Fatal(err)
+	}
+
+	// The floating IP follows o1 to the second host.
+	before, err := inet.Neighbour(o1.fip)
+	if err != nil || before == nil {
+		t.Fatalf("the internet has no neighbour entry for %s: %v", o1.fip, err)
+	}
+	o1.host = 1
+	c.apply()
+	router := &dataplanetest.Namespace{Name: c.planes[1].RouterNetns(400)}
+	want, err := router.MACOf("external")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want.String() == before.String() {
+		t.Fatalf("both hosts' external legs have MAC %s", want)
+	}
+	deadline := time.Now().Add(3 * time.Second)
+	for {
+		got, err := inet.Neighbour(o1.fip)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.String() == want.String() {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after the move the internet still has %s for %s, want %s (the second host's router)", got, o1.fip, want)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	ask(inet, o1.fip, 7001, "o1 "+c.lab.InternetGateway.String())
+	ask(o1.ns, c.lab.InternetGateway, 7000, "internet 203.0.113.100")
 }

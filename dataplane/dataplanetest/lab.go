@@ -17,6 +17,7 @@ import (
 	"net/netip"
 	"os/exec"
 	"strings"
+	"time"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -251,6 +252,9 @@ func (n *Namespace) Configure(addr netip.Prefix, gw netip.Addr) error {
 	if err := h.LinkSetUp(l); err != nil {
 		return err
 	}
+	if err := n.WaitOperUp(VMLink); err != nil {
+		return err
+	}
 	if gw.IsValid() {
 		dst := netip.PrefixFrom(netip.IPv4Unspecified(), 0)
 		if gw.Is6() {
@@ -347,7 +351,40 @@ func veth(a *Namespace, aName string, b *Namespace, bName, bridge string, mtu in
 	if err := linkUp(a, aName); err != nil {
 		return err
 	}
-	return enslave(b, bName, bridge)
+	if err := enslave(b, bName, bridge); err != nil {
+		return err
+	}
+	if err := a.WaitOperUp(aName); err != nil {
+		return err
+	}
+	return b.WaitOperUp(bName)
+}
+
+// WaitOperUp waits until a link in the namespace carries packets. A link
+// is set up at once but starts carrying packets only when the kernel's
+// linkwatch gets to it, which takes up to a second, and longer when the
+// machine is busy making and deleting namespaces; until then a bridge
+// drops what it would forward to it.
+func (n *Namespace) WaitOperUp(link string) error {
+	h, err := n.Handle()
+	if err != nil {
+		return err
+	}
+	defer h.Close()
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		l, err := h.LinkByName(link)
+		if err != nil {
+			return fmt.Errorf("%s: %s: %w", n.Name, link, err)
+		}
+		if l.Attrs().OperState == netlink.OperUp || l.Attrs().OperState == netlink.OperUnknown && l.Attrs().RawFlags&unix.IFF_RUNNING != 0 {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%s: %s is still %v after 15s", n.Name, link, l.Attrs().OperState)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }
 
 func enslave(n *Namespace, link, bridge string) error {
@@ -368,4 +405,18 @@ func enslave(n *Namespace, link, bridge string) error {
 		return fmt.Errorf("%s: %s into %s: %w", n.Name, link, bridge, err)
 	}
 	return h.LinkSetUp(l)
+}
+
+// MACOf returns the hardware address of a link in a namespace known by
+// name only (a Plane's router, say).
+func (n *Namespace) MACOf(link string) (net.HardwareAddr, error) {
+	out, err := n.IP("-br", "link", "show", link)
+	if err != nil {
+		return nil, err
+	}
+	f := strings.Fields(out)
+	if len(f) < 3 {
+		return nil, fmt.Errorf("%s: cannot read %s's MAC from %q", n.Name, link, out)
+	}
+	return net.ParseMAC(f[2])
 }

@@ -81,7 +81,8 @@ func (p *Pinger) Ping(dst netip.Addr, timeout time.Duration) (time.Duration, err
 }
 
 // Ping pings dst from the namespace until it answers or tries run out
-// (one a 200ms), which absorbs a link still coming up.
+// (one each 200ms): a path may take a moment to carry packets (see
+// WaitOperUp).
 func (n *Namespace) Ping(dst netip.Addr, tries int) error {
 	p, err := n.NewPinger()
 	if err != nil {
@@ -304,8 +305,14 @@ func (s *UDPServer) Close() error {
 }
 
 // AskUDP sends a datagram from the namespace to dst:port and returns the
-// answer (tries a few times: a path may still be coming up).
+// answer, trying for up to 10s: a path may still be coming up.
 func (n *Namespace) AskUDP(dst netip.Addr, port int) (string, error) {
+	return n.AskUDPFor(dst, port, 10*time.Second)
+}
+
+// AskUDPFor is AskUDP trying for up to total: to show something is not
+// reachable, once something else showed the path works.
+func (n *Namespace) AskUDPFor(dst netip.Addr, port int, total time.Duration) (string, error) {
 	var c *net.UDPConn
 	err := netns.Do(n.NS, func() error {
 		var err error
@@ -318,7 +325,7 @@ func (n *Namespace) AskUDP(dst netip.Addr, port int) (string, error) {
 	defer c.Close()
 	buf := make([]byte, 1500)
 	var last error
-	for range 10 {
+	for deadline := time.Now().Add(total); time.Now().Before(deadline); {
 		if _, err := c.WriteToUDP([]byte("who"), &net.UDPAddr{IP: dst.AsSlice(), Port: port}); err != nil {
 			last = err
 			time.Sleep(200 * time.Millisecond)
@@ -335,3 +342,28 @@ func (n *Namespace) AskUDP(dst netip.Addr, port int) (string, error) {
 }
 
 func htons(v uint16) uint16 { return v<<8 | v>>8 }
+
+// BroadcastUDP sends one datagram from srcPort to 255.255.255.255:dstPort
+// out of a link in the namespace, like a DHCP client's DISCOVER.
+func (n *Namespace) BroadcastUDP(link string, srcPort, dstPort int) error {
+	return netns.Do(n.NS, func() error {
+		fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			return err
+		}
+		defer unix.Close(fd)
+		if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_BROADCAST, 1); err != nil {
+			return err
+		}
+		if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEADDR, 1); err != nil {
+			return err
+		}
+		if err := unix.BindToDevice(fd, link); err != nil {
+			return err
+		}
+		if err := unix.Bind(fd, &unix.SockaddrInet4{Port: srcPort}); err != nil {
+			return err
+		}
+		return unix.Sendto(fd, []byte("hearth-broadcast"), 0, &unix.SockaddrInet4{Port: dstPort, Addr: [4]byte{255, 255, 255, 255}})
+	})
+}
