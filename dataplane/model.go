@@ -136,6 +136,14 @@ func (p *Linux) model(n *Network, underlay Underlay, underlayIndex, externalMTU 
 	for k, v := range routerSysctls {
 		r.sysctls[k] = v
 	}
+	// A network without IPv6 subnets has no IPv6 on its router's leg:
+	// no link-local address, neighbour discovery or MLD among the VMs.
+	r.sysctls["net/ipv6/conf/"+internalLink+"/disable_ipv6"] = "1"
+	for _, s := range n.Subnets {
+		if s.CIDR.Addr().Is6() {
+			r.sysctls["net/ipv6/conf/"+internalLink+"/disable_ipv6"] = "0"
+		}
+	}
 	r.links["lo"] = linkModel{up: true}
 	r.links[internalLink] = linkModel{kind: "veth", mtu: n.MTU, up: true, mac: GatewayMAC(vni).String()}
 	for _, s := range n.Subnets {

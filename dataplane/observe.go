@@ -1,12 +1,14 @@
 package dataplane
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
 
 	"github.com/google/nftables"
 	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netlink/nl"
 	"golang.org/x/sys/unix"
 
 	"hearth.dev/hearth/netns"
@@ -66,7 +68,7 @@ func (p *Linux) observe(vni uint32, want, prev *netModel, links map[string]netli
 		return nil, err
 	}
 	if vx, ok := m.links[vxlanName(vni)]; ok {
-		entries, err := p.fdbNL.NeighList(vx.index, unix.AF_BRIDGE)
+		entries, err := p.fdbOf(vx.index)
 		if err != nil {
 			return nil, fmt.Errorf("reading the FDB of %s: %w", vxlanName(vni), err)
 		}
@@ -82,7 +84,7 @@ func (p *Linux) observe(vni uint32, want, prev *netModel, links map[string]netli
 		}
 	}
 	if rl, ok := m.links[routerLink(vni)]; ok {
-		entries, err := p.fdbNL.NeighList(rl.index, unix.AF_BRIDGE)
+		entries, err := p.fdbOf(rl.index)
 		if err != nil {
 			return nil, fmt.Errorf("reading the FDB of %s: %w", routerLink(vni), err)
 		}
@@ -270,4 +272,36 @@ func routerRouteKey(rt netlink.Route, ifnames map[int]string) (string, string, b
 		return key, "dev " + ifnames[rt.LinkIndex], true
 	}
 	return key, routeValue(gw.Unmap(), ifnames[rt.LinkIndex]), true
+}
+
+// fdbOf dumps the bridge FDB entries of one device. The request carries
+// an ifinfomsg naming the device, as `bridge fdb show dev X` sends it, so
+// the kernel filters (an ndmsg would dump every device's entries, and a
+// strictly checked one is refused); vishvananda/netlink only sends
+// ndmsg, so the request is made here, on a socket opened in the host
+// namespace.
+func (p *Linux) fdbOf(index int) ([]netlink.Neigh, error) {
+	var out []netlink.Neigh
+	err := netns.Do(p.host, func() error {
+		req := nl.NewNetlinkRequest(unix.RTM_GETNEIGH, unix.NLM_F_DUMP)
+		msg := nl.NewIfInfomsg(unix.AF_BRIDGE)
+		msg.Index = int32(index)
+		req.AddData(msg)
+		msgs, err := req.Execute(unix.NETLINK_ROUTE, unix.RTM_NEWNEIGH)
+		if err != nil && !errors.Is(err, netlink.ErrDumpInterrupted) {
+			return err
+		}
+		for _, m := range msgs {
+			n, err := netlink.NeighDeserialize(m)
+			if err != nil || n.LinkIndex != index {
+				continue
+			}
+			out = append(out, *n)
+		}
+		if err != nil {
+			return err // interrupted: the caller reads again later
+		}
+		return nil
+	})
+	return out, err
 }

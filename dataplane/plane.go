@@ -81,11 +81,10 @@ type Config struct {
 
 // Linux is the Plane of a Linux host: netlink and nftables.
 type Linux struct {
-	cfg   Config
-	host  netns.Handle
-	nl    *netlink.Handle
-	fdbNL *netlink.Handle // strict checking: FDB dumps filtered by device in the kernel
-	nft   *nftables.Conn
+	cfg  Config
+	host netns.Handle
+	nl   *netlink.Handle
+	nft  *nftables.Conn
 
 	changes chan struct{}
 	garps   sync.WaitGroup
@@ -174,12 +173,6 @@ func New(cfg Config) (p *Linux, err error) {
 		if p.nl, err = netlink.NewHandle(unix.NETLINK_ROUTE); err != nil {
 			return err
 		}
-		if p.fdbNL, err = netlink.NewHandle(unix.NETLINK_ROUTE); err != nil {
-			return err
-		}
-		if err := p.fdbNL.SetStrictCheck(true); err != nil {
-			return err
-		}
 		p.nft, err = nftables.New(nftables.AsLasting())
 		return err
 	})
@@ -226,9 +219,6 @@ func (p *Linux) Close() error {
 	}
 	if p.nl != nil {
 		p.nl.Close()
-	}
-	if p.fdbNL != nil {
-		p.fdbNL.Close()
 	}
 	if p.nft != nil {
 		p.nft.CloseLasting()

@@ -284,7 +284,7 @@ func (p *Linux) event(s *eventSock, m *syscall.NetlinkMessage, touched map[uint3
 // markDirty notes that a network may have drifted from what the Plane
 // made.
 func (p *Linux) markDirty(vni uint32, touched map[uint32]bool, why string) {
-	if touched[vni] || p.known[vni] == nil || p.dirty[vni] {
+	if touched[vni] || p.known[vni] == nil {
 		return
 	}
 	p.dirty[vni] = true
@@ -518,7 +518,9 @@ func (p *Linux) routerEvent(vni uint32, m *syscall.NetlinkMessage, touched map[u
 		}
 	case unix.RTM_NEWNEIGH, unix.RTM_DELNEIGH:
 		e, ok := parseNeighEvent(m)
-		if !ok || e.state&unix.NUD_PERMANENT == 0 || !e.dst.IsValid() {
+		// A deleted entry is reported in the state it was left in
+		// (failed), so only additions are told apart by state.
+		if !ok || !e.dst.IsValid() || !e.deleted && e.state&unix.NUD_PERMANENT == 0 {
 			return
 		}
 		key := addrKey{r.ifnames[e.index], e.dst.String()}
