@@ -231,8 +231,14 @@ func (l *Lab) Close() error {
 func (h *Host) RouterPrefix() string { return h.Name + "-" }
 
 // Configure gives a VM's NIC (named VMLink, made by the Plane) an
-// address and a default route, and brings it up.
+// address and a default route, and brings it up. A VM given an IPv4
+// address has no IPv6.
 func (n *Namespace) Configure(addr netip.Prefix, gw netip.Addr) error {
+	if addr.Addr().Is4() {
+		if err := disableIPv6(n, VMLink); err != nil {
+			return err
+		}
+	}
 	h, err := n.Handle()
 	if err != nil {
 		return err
@@ -309,10 +315,7 @@ func addBridge(n *Namespace, name string, mtu int, addr netip.Prefix) error {
 	if err := h.LinkAdd(&netlink.Bridge{LinkAttrs: attrs}); err != nil {
 		return fmt.Errorf("%s: bridge %s: %w", n.Name, name, err)
 	}
-	// The lab's bridges have no IPv6: nothing but the test's traffic.
-	if err := netns.Do(n.NS, func() error {
-		return netns.WriteSysctl("net/ipv6/conf/"+name+"/disable_ipv6", "1")
-	}); err != nil {
+	if err := disableIPv6(n, name); err != nil {
 		return err
 	}
 	if addr.IsValid() {
@@ -321,6 +324,12 @@ func addBridge(n *Namespace, name string, mtu int, addr netip.Prefix) error {
 		}
 	}
 	return linkUp(n, name)
+}
+
+func disableIPv6(n *Namespace, link string) error {
+	return netns.Do(n.NS, func() error {
+		return netns.WriteSysctl("net/ipv6/conf/"+link+"/disable_ipv6", "1")
+	})
 }
 
 func addAddr(n *Namespace, link string, addr netip.Prefix) error {
@@ -347,6 +356,14 @@ func veth(a *Namespace, aName string, b *Namespace, bName, bridge string, mtu in
 	attrs.Name, attrs.MTU = aName, mtu
 	if err := h.LinkAdd(&netlink.Veth{LinkAttrs: attrs, PeerName: bName, PeerNamespace: netlink.NsFd(b.NS), PeerTxQLen: -1}); err != nil {
 		return fmt.Errorf("%s: veth %s/%s: %w", a.Name, aName, bName, err)
+	}
+	// The lab's own links have no IPv6: their neighbour discovery and
+	// multicast would be noise in tests that count what changes.
+	if err := disableIPv6(a, aName); err != nil {
+		return err
+	}
+	if err := disableIPv6(b, bName); err != nil {
+		return err
 	}
 	if err := linkUp(a, aName); err != nil {
 		return err
