@@ -1,9 +1,13 @@
 package dataplane_test
 
 import (
+	"context"
+	"errors"
 	"hearth.dev/hearth/dataplane"
 	"hearth.dev/hearth/dataplane/dataplanetest"
+	"hearth.dev/hearth/netns"
 	"net/netip"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -246,4 +250,83 @@ func TestSNATAndFloatingIP(t *testing.T) {
 	}
 	ask(inet, o1.fip, 7001, "o1 "+c.lab.InternetGateway.String())
 	ask(o1.ns, c.lab.InternetGateway, 7000, "internet 203.0.113.100")
+}
+
+// A state that is wrong changes nothing: invalid input is refused whole
+// with field paths; a network the host cannot carry (an MTU too large
+// for the underlay, an external device that is not there) fails alone,
+// and the others are made.
+func TestBadStateChangesNothing(t *testing.T) {
+	c := newCluster(t, 1)
+	c.addNet("ok", 800, false, "10.10.0.0/24")
+	c.addNet("big", 801, false, "10.11.0.0/24")
+	c.addNet("noext", 802, true, "10.12.0.0/24")
+	c.addVM("ok1", "ok", 0, "10.10.0.2")
+	c.addVM("big1", "big", 0, "10.11.0.2")
+	c.addVM("noext1", "noext", 0, "10.12.0.2")
+	h := c.lab.Hosts[0]
+	before := hostInventory(t, h, c.lab.Prefix)
+
+	bad := c.state(0)
+	bad.Networks[0].Ports[0].MAC = dataplane.GatewayMAC(800)
+	err := c.planes[0].Apply(context.Background(), bad)
+	var fes dataplane.FieldErrors
+	if !errors.As(err, &fes) || len(fes) != 1 || fes[0].Field != "networks[0].ports[0].mac" {
+		t.Fatalf("Apply of an invalid state: %v, want one field error at networks[0].ports[0].mac", err)
+	}
+	if after := hostInventory(t, h, c.lab.Prefix); after != before {
+		t.Errorf("an invalid state changed the host:\n%s", after)
+	}
+
+	s := c.state(0)
+	s.Networks[1].MTU = 1460 // the underlay is 1500: at most 1450
+	s.Networks[2].External.Device = "nosuchbr"
+	// A network that fails half-way through being made is taken apart.
+	halfway := s.Networks[0]
+	halfway.Name, halfway.VNI = "test/halfway", 803
+	halfway.Ports = []dataplane.Port{{Name: dataplane.PortName("halfway"), MAC: []byte{0x52, 0x54, 0, 9, 9, 9},
+		Veth: &dataplane.VethPeer{Netns: netns.Path(c.lab.Prefix + "no-such-vm")}}}
+	s.Networks = append(s.Networks, halfway)
+	err = c.planes[0].Apply(context.Background(), s)
+	var nes []*dataplane.NetworkError
+	for _, e := range unwrapAll(err) {
+		var ne *dataplane.NetworkError
+		if errors.As(e, &ne) {
+			nes = append(nes, ne)
+		}
+	}
+	if len(nes) != 3 || nes[0].VNI != 801 || !strings.Contains(nes[0].Error(), "at most 1450") ||
+		nes[1].VNI != 802 || !strings.Contains(nes[1].Error(), "external.device") ||
+		nes[2].VNI != 803 || !strings.Contains(nes[2].Error(), "veth.netns") {
+		t.Fatalf("Apply: %v; want errors for VNI 801 (MTU), 802 (external device) and 803 (a port's namespace)", err)
+	}
+	links, err := h.IP("-br", "link")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range []string{"hbr800", "hvx800"} {
+		if !strings.Contains(links, l) {
+			t.Errorf("%s was not made though its network is fine", l)
+		}
+	}
+	for _, l := range []string{"hbr801", "hbr802", "hvx802", "hri802", "hbr803", "hvx803", "hri803"} {
+		if strings.Contains(links, l) {
+			t.Errorf("%s was made (or left half-made) for a network that failed", l)
+		}
+	}
+	for _, vni := range []uint32{802, 803} {
+		if _, err := os.Stat(netns.Path(c.planes[0].RouterNetns(vni))); err == nil {
+			t.Errorf("the failed network %d's router namespace was left behind", vni)
+		}
+	}
+}
+
+func unwrapAll(err error) []error {
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		return j.Unwrap()
+	}
+	if err == nil {
+		return nil
+	}
+	return []error{err}
 }
