@@ -54,9 +54,11 @@ func ValidName(name string) error {
 	return nil
 }
 
-// Current opens the network namespace of the calling process.
+// Current opens the network namespace the calling goroutine runs in:
+// the process's, since no goroutine but Do's ever runs elsewhere. (Not
+// /proc/self/ns/net, which is the main thread's: see Do.)
 func Current() (Handle, error) {
-	return OpenPath("/proc/self/ns/net")
+	return OpenPath("/proc/thread-self/ns/net")
 }
 
 // Open opens the named namespace.
@@ -92,6 +94,17 @@ func Do(ns Handle, fn func() error) error {
 		// Never unlocked: the runtime ends a thread whose goroutine exits
 		// while locked to it.
 		runtime.LockOSThread()
+		if unix.Gettid() == unix.Getpid() {
+			// The main thread is never ended: the runtime parks it for
+			// good instead, and a main thread parked in a namespace
+			// would keep the namespace alive after its deletion. Hold
+			// this thread (so the work cannot land on it) and do the
+			// work on another.
+			err := Do(ns, fn)
+			runtime.UnlockOSThread()
+			done <- err
+			return
+		}
 		if ns.IsOpen() {
 			if err := vnetns.Set(ns); err != nil {
 				done <- fmt.Errorf("entering network namespace: %w", err)
