@@ -21,7 +21,7 @@ func validState() HostState {
 				Addresses: []netip.Addr{netip.MustParseAddr("10.0.0.2")}}},
 			Remote: []RemotePort{{Host: netip.MustParseAddr("192.0.2.2"), MAC: net.HardwareAddr{0x52, 0x54, 0, 0, 0, 2},
 				Addresses: []netip.Addr{netip.MustParseAddr("10.0.0.3")}}},
-			External: &External{Device: "br-ext", Address: netip.MustParsePrefix("198.51.100.10/24"), Gateway: netip.MustParseAddr("198.51.100.1")},
+			External:    &External{Device: "br-ext", Address: netip.MustParsePrefix("198.51.100.10/24"), Gateway: netip.MustParseAddr("198.51.100.1")},
 			FloatingIPs: []FloatingIP{{External: netip.MustParseAddr("198.51.100.50"), Internal: netip.MustParseAddr("10.0.0.2")}},
 		}},
 	}
