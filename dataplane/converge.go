@@ -54,11 +54,11 @@ func (p *Linux) convergeNetwork(n *Network, k *applied, read bool, links map[str
 	err := c.run()
 	if err != nil {
 		if fresh {
-			var ports []string
+			ports := []string{}
 			for _, port := range n.Ports {
 				ports = append(ports, port.Name)
 			}
-			if uerr := p.teardown(n.VNI, ports); uerr != nil {
+			if uerr := p.teardown(map[uint32][]string{n.VNI: ports})[n.VNI]; uerr != nil {
 				err = fmt.Errorf("%w (and undoing: %v)", err, uerr)
 			}
 		}

@@ -13,6 +13,7 @@ import (
 
 	"github.com/google/nftables"
 	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netlink/nl"
 	"golang.org/x/sys/unix"
 
 	"hearth.dev/hearth/netns"
@@ -86,9 +87,10 @@ type Linux struct {
 	nl   *netlink.Handle
 	nft  *nftables.Conn
 
-	changes chan struct{}
-	garps   sync.WaitGroup
-	watch   *watcher
+	changes   chan struct{}
+	garps     sync.WaitGroup
+	closeOnce sync.Once
+	watch     *watcher
 
 	mu     sync.Mutex
 	closed bool
@@ -204,8 +206,13 @@ func (p *Linux) logf(format string, args ...any) {
 	}
 }
 
-// Close implements Plane.
+// Close implements Plane. Closing twice does nothing more.
 func (p *Linux) Close() error {
+	p.closeOnce.Do(p.close)
+	return nil
+}
+
+func (p *Linux) close() {
 	if p.watch != nil {
 		p.watch.stop()
 	}
@@ -226,7 +233,6 @@ func (p *Linux) Close() error {
 	if p.host.IsOpen() {
 		p.host.Close()
 	}
-	return nil
 }
 
 // Apply implements Plane.
@@ -254,20 +260,26 @@ func (p *Linux) Apply(ctx context.Context, s HostState) error {
 	var errs []error
 
 	// Networks no longer wanted go first, freeing their names.
-	for _, vni := range sortedKeys(p.known) {
+	gone := map[uint32][]string{}
+	for vni, k := range p.known {
 		if desired[vni] == nil {
 			touched[vni] = true
-			var ports []string
-			for _, port := range p.known[vni].spec.Ports {
-				ports = append(ports, port.Name)
+			for _, port := range k.spec.Ports {
+				gone[vni] = append(gone[vni], port.Name)
 			}
-			if err := p.teardown(vni, ports); err != nil {
-				errs = append(errs, &NetworkError{Network: p.known[vni].spec.Name, VNI: vni, Err: err})
-				continue
+			if gone[vni] == nil {
+				gone[vni] = []string{}
 			}
-			delete(p.known, vni)
-			delete(p.dirty, vni)
 		}
+	}
+	failed := p.teardown(gone)
+	for _, vni := range sortedKeys(gone) {
+		if err := failed[vni]; err != nil {
+			errs = append(errs, &NetworkError{Network: p.known[vni].spec.Name, VNI: vni, Err: err})
+			continue
+		}
+		delete(p.known, vni)
+		delete(p.dirty, vni)
 	}
 	var links map[string]netlink.Link
 	if full {
@@ -375,45 +387,93 @@ func (p *Linux) checkAgainstHost(s *HostState) map[uint32]string {
 	return bad
 }
 
-// teardown removes everything of a network: its links, its ports',
-// its table and its router.
-func (p *Linux) teardown(vni uint32, ports []string) error {
-	names := []string{routerLink(vni), externalLeg(vni), vxlanName(vni), bridgeName(vni)}
-	for _, port := range ports {
-		names = append(names, port)
-		delete(p.portNet, port)
+// teardown removes networks: their links (and their ports', by name), their
+// tables and their routers. It returns what failed, by VNI.
+func (p *Linux) teardown(nets map[uint32][]string) map[uint32]error {
+	links := func(vni uint32) []string {
+		return append([]string{routerLink(vni), externalLeg(vni), vxlanName(vni), bridgeName(vni)}, nets[vni]...)
 	}
-	var errs []error
-	for _, name := range names {
-		if err := p.deleteLinkByName(name); err != nil {
+	var all []string
+	for vni, ports := range nets {
+		all = append(all, links(vni)...)
+		for _, port := range ports {
+			delete(p.portNet, port)
+		}
+	}
+	batch := p.deleteLinks(all)
+	failed := map[uint32]error{}
+	for vni := range nets {
+		var errs []error
+		if batch != nil {
+			// Find whose links would not go.
+			errs = append(errs, p.deleteLinks(links(vni)))
+		}
+		if err := deleteTable(p.nft, l2TableName(vni), nftables.TableFamilyBridge); err != nil {
 			errs = append(errs, err)
 		}
-	}
-	if err := deleteTable(p.nft, l2TableName(vni), nftables.TableFamilyBridge); err != nil {
-		errs = append(errs, err)
-	}
-	if err := p.deleteRouter(vni); err != nil {
-		errs = append(errs, err)
-	}
-	if len(errs) == 0 {
+		if err := p.deleteRouter(vni); err != nil {
+			errs = append(errs, err)
+		}
+		if err := errors.Join(errs...); err != nil {
+			failed[vni] = err
+			continue
+		}
 		p.logf("dataplane: removed network VNI %d", vni)
 	}
-	return errors.Join(errs...)
+	return failed
 }
 
-func (p *Linux) deleteLinkByName(name string) error {
-	l, err := p.nl.LinkByName(name)
-	if err != nil {
-		if isNotFound(err) {
+// doomedGroup is the device group links are put in just before they
+// are deleted together: Linux frees a device only after an RCU grace
+// period (tens of milliseconds on a busy host), one per request, so a
+// thousand links deleted one by one take half a minute, and one request
+// for a group of them one grace period. The number is Hearth's
+// ("hear"); nothing should use it.
+const doomedGroup = 0x68656172
+
+// deleteLinks deletes the host links named that exist.
+func (p *Linux) deleteLinks(names []string) error {
+	var doomed []netlink.Link
+	for _, name := range names {
+		l, err := p.nl.LinkByName(name)
+		if err != nil {
+			if isNotFound(err) {
+				continue
+			}
+			return fmt.Errorf("link %s: %w", name, err)
+		}
+		doomed = append(doomed, l)
+	}
+	if len(doomed) > 1 {
+		err := func() error {
+			for _, l := range doomed {
+				if err := p.nl.LinkSetGroup(l, doomedGroup); err != nil {
+					return err
+				}
+			}
+			return netns.Do(p.host, func() error {
+				req := nl.NewNetlinkRequest(unix.RTM_DELLINK, unix.NLM_F_ACK)
+				req.AddData(nl.NewIfInfomsg(unix.AF_UNSPEC))
+				req.AddData(nl.NewRtAttr(unix.IFLA_GROUP, nl.Uint32Attr(doomedGroup)))
+				_, err := req.Execute(unix.NETLINK_ROUTE, 0)
+				return err
+			})
+		}()
+		if err == nil {
+			p.logf("dataplane: deleted links %v", names)
 			return nil
 		}
-		return fmt.Errorf("link %s: %w", name, err)
+		p.logf("dataplane: deleting %d links at once: %v; one by one", len(doomed), err)
 	}
-	if err := p.nl.LinkDel(l); err != nil && !isNotFound(err) {
-		return fmt.Errorf("deleting link %s: %w", name, err)
+	var errs []error
+	for _, l := range doomed {
+		if err := p.nl.LinkDel(l); err != nil && !isNotFound(err) {
+			errs = append(errs, fmt.Errorf("deleting link %s: %w", l.Attrs().Name, err))
+			continue
+		}
+		p.logf("dataplane: deleted link %s", l.Attrs().Name)
 	}
-	p.logf("dataplane: deleted link %s", name)
-	return nil
+	return errors.Join(errs...)
 }
 
 // sweep removes what is Hearth's on the host but belongs to no wanted
@@ -438,6 +498,7 @@ func (p *Linux) sweep(desired map[uint32]*Network, touched map[uint32]bool) (map
 	}
 	links := map[string]netlink.Link{}
 	var errs []error
+	var stray []string
 	for _, l := range all {
 		name := l.Attrs().Name
 		p.ifnames[l.Attrs().Index] = name
@@ -447,11 +508,10 @@ func (p *Linux) sweep(desired map[uint32]*Network, touched map[uint32]bool) (map
 			continue
 		}
 		touched[vni] = true
-		if err := p.nl.LinkDel(l); err != nil && !isNotFound(err) {
-			errs = append(errs, fmt.Errorf("deleting stray link %s: %w", name, err))
-			continue
-		}
-		p.logf("dataplane: deleted stray link %s", name)
+		stray = append(stray, name)
+	}
+	if err := p.deleteLinks(stray); err != nil {
+		errs = append(errs, fmt.Errorf("deleting stray links: %w", err))
 	}
 	names, err := netns.List()
 	if err != nil {

@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 )
 
@@ -179,7 +180,7 @@ func (s *HostState) Validate() error {
 	externals := map[netip.Addr]string{}
 	for i := range s.Networks {
 		n := &s.Networks[i]
-		np := fmt.Sprintf("networks[%d]", i)
+		np := "networks[" + strconv.Itoa(i) + "]"
 		if n.Name == "" {
 			es.add(np+".name", "is required")
 		}
@@ -204,7 +205,7 @@ func (n *Network) validate(np string, underlay netip.Addr, ports map[string]stri
 	var es FieldErrors
 	peers := map[netip.Addr]bool{}
 	for j, p := range n.Peers {
-		pp := fmt.Sprintf("%s.peers[%d]", np, j)
+		pp := index(np+".peers", j)
 		switch {
 		case !p.IsValid():
 			es.add(pp, "is not an address")
@@ -220,7 +221,7 @@ func (n *Network) validate(np string, underlay netip.Addr, ports map[string]stri
 
 	gateways := map[netip.Addr]bool{}
 	for j, sn := range n.Subnets {
-		sp := fmt.Sprintf("%s.subnets[%d]", np, j)
+		sp := index(np+".subnets", j)
 		if !sn.CIDR.IsValid() {
 			es.add(sp+".cidr", "is required")
 			continue
@@ -247,20 +248,29 @@ func (n *Network) validate(np string, underlay netip.Addr, ports map[string]stri
 		gateways[sn.Gateway] = true
 	}
 
-	macs := map[string]string{}
-	addrs := map[netip.Addr]string{}
-	checkNIC := func(path string, mac net.HardwareAddr, as []netip.Addr) {
+	// Paths are made only for errors (and kept as the kind and index of
+	// the NIC first using a MAC or address): a host may have a thousand
+	// NICs, and Apply validates every time.
+	type nicRef struct {
+		kind string
+		i    int
+	}
+	macs := map[[6]byte]nicRef{}
+	addrs := map[netip.Addr]nicRef{}
+	checkNIC := func(kind string, i int, mac net.HardwareAddr, as []netip.Addr) {
+		path := func() string { return index(np+"."+kind, i) }
+		ref := nicRef{kind, i}
 		if msg := validNICMAC(mac, n.VNI); msg != "" {
-			es.add(path+".mac", "%s", msg)
-		} else if o, dup := macs[mac.String()]; dup {
-			es.add(path+".mac", "%s is already used by %s", mac, o)
+			es.add(path()+".mac", "%s", msg)
+		} else if o, dup := macs[[6]byte(mac)]; dup {
+			es.add(path()+".mac", "%s is already used by %s", mac, index(np+"."+o.kind, o.i))
 		} else {
-			macs[mac.String()] = path
+			macs[[6]byte(mac)] = ref
 		}
 		for k, a := range as {
-			ap := fmt.Sprintf("%s.addresses[%d]", path, k)
+			ap := func() string { return index(path()+".addresses", k) }
 			if !a.IsValid() {
-				es.add(ap, "is not an address")
+				es.add(ap(), "is not an address")
 				continue
 			}
 			var in *Subnet
@@ -271,22 +281,22 @@ func (n *Network) validate(np string, underlay netip.Addr, ports map[string]stri
 			}
 			switch {
 			case in == nil:
-				es.add(ap, "%s is in none of the network's subnets", a)
+				es.add(ap(), "%s is in none of the network's subnets", a)
 			case gateways[a]:
-				es.add(ap, "%s is the gateway's address", a)
+				es.add(ap(), "%s is the gateway's address", a)
 			case reservedIn(in.CIDR, a):
-				es.add(ap, "%s is the network or broadcast address of %s", a, in.CIDR)
+				es.add(ap(), "%s is the network or broadcast address of %s", a, in.CIDR)
 			default:
 				if o, dup := addrs[a]; dup {
-					es.add(ap, "%s is already used by %s", a, o)
+					es.add(ap(), "%s is already used by %s", a, index(np+"."+o.kind, o.i))
 				}
-				addrs[a] = path
+				addrs[a] = ref
 			}
 		}
 	}
 	local := map[netip.Addr]bool{}
 	for j, p := range n.Ports {
-		pp := fmt.Sprintf("%s.ports[%d]", np, j)
+		pp := index(np+".ports", j)
 		if !IsPortName(p.Name) {
 			es.add(pp+".name", "%q is not a port device name (make one with dataplane.PortName)", p.Name)
 		} else if o, dup := ports[p.Name]; dup {
@@ -294,7 +304,7 @@ func (n *Network) validate(np string, underlay netip.Addr, ports map[string]stri
 		} else {
 			ports[p.Name] = pp
 		}
-		checkNIC(pp, p.MAC, p.Addresses)
+		checkNIC("ports", j, p.MAC, p.Addresses)
 		for _, a := range p.Addresses {
 			local[a] = true
 		}
@@ -310,11 +320,11 @@ func (n *Network) validate(np string, underlay netip.Addr, ports map[string]stri
 		}
 	}
 	for j, r := range n.Remote {
-		rp := fmt.Sprintf("%s.remote[%d]", np, j)
+		rp := index(np+".remote", j)
 		if !peers[r.Host] {
 			es.add(rp+".host", "%v is not one of peers: the network's frames would go to a host that does not carry it", r.Host)
 		}
-		checkNIC(rp, r.MAC, r.Addresses)
+		checkNIC("remote", j, r.MAC, r.Addresses)
 	}
 
 	if x := n.External; x != nil {
@@ -348,7 +358,7 @@ func (n *Network) validate(np string, underlay netip.Addr, ports map[string]stri
 	}
 	internals := map[netip.Addr]int{}
 	for j, f := range n.FloatingIPs {
-		fp := fmt.Sprintf("%s.floatingIPs[%d]", np, j)
+		fp := index(np+".floatingIPs", j)
 		if n.External == nil {
 			es.add(fp, "needs external: a floating IP lives on the router's external leg")
 			continue
@@ -385,6 +395,8 @@ func (n *Network) validate(np string, underlay netip.Addr, ports map[string]stri
 	}
 	return es
 }
+
+func index(path string, i int) string { return path + "[" + strconv.Itoa(i) + "]" }
 
 // reservedIn reports whether a is the network address of an IPv4 prefix
 // (or the subnet-router anycast address of an IPv6 one) or its IPv4

@@ -232,12 +232,22 @@ func (w *watcher) loop() {
 // drain reads every event already queued; those about the networks in
 // touched (which the Plane has just changed itself) are dropped. p.mu is
 // held.
+//
+// Only the host's sockets and the touched networks' routers' can hold
+// events of the Plane's making; the others are left to the watcher.
 func (p *Linux) drain(touched map[uint32]bool) {
 	if p.watch == nil {
 		return
 	}
-	for _, s := range p.watch.all() {
+	for _, s := range p.watch.host {
 		p.readEvents(s, touched)
+	}
+	for vni := range touched {
+		if r := p.routers[vni]; r != nil {
+			for _, s := range r.events {
+				p.readEvents(s, touched)
+			}
+		}
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"sync"
 	"syscall"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 
@@ -90,7 +91,9 @@ func (w *Watch) read(fd int) {
 		}
 		w.mu.Lock()
 		for _, m := range msgs {
-			w.msgs = append(w.msgs, describe(m))
+			if !kernelOwn(m) {
+				w.msgs = append(w.msgs, describe(m))
+			}
 		}
 		w.mu.Unlock()
 	}
@@ -127,6 +130,17 @@ func (w *Watch) close() {
 		unix.Close(fd)
 	}
 	w.fds = nil
+}
+
+// kernelOwn tells the notifications the kernel makes by itself, which no
+// Plane caused: neighbour entries it learns or ages (ARP, bridge
+// learning). A Plane makes only permanent and static entries.
+func kernelOwn(m syscall.NetlinkMessage) bool {
+	if m.Header.Type != unix.RTM_NEWNEIGH || len(m.Data) < unix.SizeofNdMsg {
+		return false
+	}
+	nd := (*unix.NdMsg)(unsafe.Pointer(&m.Data[0]))
+	return nd.State&(unix.NUD_PERMANENT|unix.NUD_NOARP) == 0
 }
 
 func describe(m syscall.NetlinkMessage) string {
