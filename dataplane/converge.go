@@ -578,10 +578,10 @@ func (c *converger) tables() error {
 		c.have.router.rules = c.want.router.rules
 	}
 	if !sameIDs(c.want.l2Rules, c.have.l2Rules) {
-		if err := writeTable(c.p.nft, l2Rules(c.n, c.p.ul.address)); err != nil {
+		if err := writeL2(c.p.nft, c.n, c.p.ul.address); err != nil {
 			return err
 		}
-		c.logf("wrote nftables table %s", l2TableName(c.vni))
+		c.logf("wrote chains %s and %s of nftables table %s", outChain(c.vni), inChain(c.vni), hostTable)
 		c.have.l2Rules = c.want.l2Rules
 	}
 	return nil

@@ -4,11 +4,14 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/google/nftables"
+	"github.com/mdlayher/netlink"
+	"golang.org/x/sys/unix"
 
 	"hearth.dev/hearth/dataplane"
 	"hearth.dev/hearth/dataplane/dataplanetest"
@@ -39,13 +42,28 @@ func TestSelfHealing(t *testing.T) {
 	peer := c.lab.Hosts[1].Underlay.String()
 	gw := dataplane.GatewayMAC(500).String()
 	l2Rules := func() int {
-		n, err := countRules(h.Path(), "hearth-l2-500", nftables.TableFamilyBridge)
+		n, err := countRules(h.Path(), "hearth-host", nftables.TableFamilyBridge, "out-500", "in-500")
 		if err != nil {
 			t.Fatal(err)
 		}
 		return n
 	}
 	wantL2 := l2Rules()
+	checkL2 := func() error {
+		if got := l2Rules(); got != wantL2 {
+			return fmt.Errorf("chains out-500 and in-500 have %d rules, want %d", got, wantL2)
+		}
+		for m, want := range map[string]string{"vxout": "out-500", "vxin": "in-500"} {
+			got, err := mapJump(h.Path(), m, "hvx500")
+			if err != nil {
+				return err
+			}
+			if got != want {
+				return fmt.Errorf("map %s sends hvx500 to %q, want %q", m, got, want)
+			}
+		}
+		return nil
+	}
 	contains := func(ns *dataplanetest.Namespace, args []string, want string) func() error {
 		return func() error {
 			var out string
@@ -118,13 +136,45 @@ func TestSelfHealing(t *testing.T) {
 			func() error { _, err := h.IP("link", "set", dataplane.PortName("s1"), "mtu", "1300"); return err },
 			contains(h.Namespace, []string{"link", "show", dataplane.PortName("s1")}, "mtu 1450")},
 		{"l2 rule deleted",
-			func() error { return deleteFirstRule(h.Path(), "hearth-l2-500", nftables.TableFamilyBridge, "vxlan") },
+			func() error { return deleteFirstRule(h.Path(), "hearth-host", nftables.TableFamilyBridge, "out-500") },
+			checkL2},
+		{"l2 map element deleted",
 			func() error {
-				if got := l2Rules(); got != wantL2 {
-					return fmt.Errorf("hearth-l2-500 has %d rules, want %d", got, wantL2)
+				return netns.DoPath(h.Path(), func() error {
+					conn, err := nftables.New()
+					if err != nil {
+						return err
+					}
+					set, err := conn.GetSetByName(&nftables.Table{Name: "hearth-host", Family: nftables.TableFamilyBridge}, "vxout")
+					if err != nil {
+						return err
+					}
+					key := make([]byte, 16)
+					copy(key, "hvx500")
+					if err := conn.SetDeleteElements(set, []nftables.SetElement{{Key: key}}); err != nil {
+						return err
+					}
+					return conn.Flush()
+				})
+			},
+			func() error {
+				if err := checkL2(); err != nil {
+					return err
 				}
-				return nil
+				return contains(h.Namespace, []string{"bridge", "fdb", "show", "dev", "hvx500"}, "")()
 			}},
+		{"host table deleted",
+			func() error {
+				return netns.DoPath(h.Path(), func() error {
+					conn, err := nftables.New()
+					if err != nil {
+						return err
+					}
+					conn.DelTable(&nftables.Table{Name: "hearth-host", Family: nftables.TableFamilyBridge})
+					return conn.Flush()
+				})
+			},
+			checkL2},
 		{"router NAT rule deleted",
 			func() error {
 				return deleteFirstRule(netns.Path(router.Name), "hearth-router", nftables.TableFamilyINet, "postrouting")
@@ -168,8 +218,8 @@ func TestSelfHealing(t *testing.T) {
 
 func (vm *tvm) addrGateway(c *tcluster) netip.Addr { return c.net(vm.net).subnetOf(vm.addr).Gateway }
 
-// countRules counts the rules of a table (all chains) in a namespace.
-func countRules(nsPath, table string, family nftables.TableFamily) (int, error) {
+// countRules counts the rules of chains of a table in a namespace.
+func countRules(nsPath, table string, family nftables.TableFamily, chainNames ...string) (int, error) {
 	n := 0
 	err := netns.DoPath(nsPath, func() error {
 		conn, err := nftables.New()
@@ -181,7 +231,7 @@ func countRules(nsPath, table string, family nftables.TableFamily) (int, error) 
 			return err
 		}
 		for _, ch := range chains {
-			if ch.Table.Name != table {
+			if ch.Table.Name != table || !slices.Contains(chainNames, ch.Name) {
 				continue
 			}
 			rules, err := conn.GetRules(ch.Table, ch)
@@ -214,4 +264,41 @@ func deleteFirstRule(nsPath, table string, family nftables.TableFamily, chain st
 		}
 		return conn.Flush()
 	})
+}
+
+// mapJump returns the chain a verdict map of hearth-host jumps to for a
+// device.
+func mapJump(nsPath, set, dev string) (string, error) {
+	chain := ""
+	err := netns.DoPath(nsPath, func() error {
+		conn, err := nftables.New()
+		if err != nil {
+			return err
+		}
+		s, err := conn.GetSetByName(&nftables.Table{Name: "hearth-host", Family: nftables.TableFamilyBridge}, set)
+		if err != nil {
+			return err
+		}
+		elems, err := conn.GetSetElements(s)
+		if err != nil {
+			return err
+		}
+		for _, e := range elems {
+			if strings.TrimRight(string(e.Key), "\x00") != dev {
+				continue
+			}
+			// The verdict comes back as NFTA_DATA_VERDICT's attributes.
+			ad, err := netlink.NewAttributeDecoder(e.Val)
+			if err != nil {
+				return err
+			}
+			for ad.Next() {
+				if ad.Type() == unix.NFTA_VERDICT_CHAIN {
+					chain = ad.String()
+				}
+			}
+		}
+		return nil
+	})
+	return chain, err
 }

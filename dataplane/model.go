@@ -21,8 +21,8 @@ type netModel struct {
 	// gwFDB: the gateway MAC is pinned, static and sticky, to the
 	// router's port on the bridge.
 	gwFDB bool
-	// l2Rules are the rule ids of the network's l2 table, chain by chain;
-	// nil when there is no table.
+	// l2Rules are the ids of the network's chains, rules and map
+	// elements in hostTable (l2IDs); nil when it has none.
 	l2Rules []string
 	router  routerModel
 	// ipv6Off are the host links with IPv6 disabled (sysctl).
@@ -123,7 +123,7 @@ func (p *Linux) model(n *Network, underlay Underlay, underlayIndex, externalMTU 
 	for _, r := range n.Remote {
 		m.fdb[fdbEntry{mac: r.MAC.String(), dst: r.Host}] = true
 	}
-	m.l2Rules = ruleIDs(l2Rules(n, underlay.Address))
+	m.l2Rules = l2IDs(n, underlay.Address)
 
 	r := routerModel{
 		exists:  true,

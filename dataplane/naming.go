@@ -44,14 +44,11 @@ const (
 	internalLink = "internal" // the router's leg on the network, holding the gateways
 	externalLink = "external" // the router's leg on the external network
 
-	// nftables tables. l2TablePrefix+VNI (bridge family, host namespace)
-	// keeps gateway, router and DHCP frames off the VXLAN device;
-	// hostTable (bridge family) keeps tenant frames from the host itself;
-	// routerTable (inet family, in each router namespace) holds NAT and
-	// the external leg's filter.
-	l2TablePrefix = "hearth-l2-"
-	hostTable     = "hearth-host"
-	routerTable   = "hearth-router"
+	// nftables tables: hostTable (bridge family, host namespace; see
+	// l2.go) and routerTable (inet family, in each router namespace: NAT
+	// and the external leg's filter).
+	hostTable   = "hearth-host"
+	routerTable = "hearth-router"
 
 	// DefaultNetnsPrefix starts the names of router namespaces.
 	DefaultNetnsPrefix = "hearth-"
@@ -62,7 +59,6 @@ func bridgeName(vni uint32) string  { return bridgePrefix + strconv.FormatUint(u
 func vxlanName(vni uint32) string   { return vxlanPrefix + strconv.FormatUint(uint64(vni), 10) }
 func routerLink(vni uint32) string  { return routerPrefix + strconv.FormatUint(uint64(vni), 10) }
 func externalLeg(vni uint32) string { return externalPrefix + strconv.FormatUint(uint64(vni), 10) }
-func l2TableName(vni uint32) string { return l2TablePrefix + strconv.FormatUint(uint64(vni), 10) }
 func routerNetns(prefix string, vni uint32) string {
 	return prefix + routerNetnsInfix + strconv.FormatUint(uint64(vni), 10)
 }
@@ -140,15 +136,6 @@ func parseVNI(s string) (uint32, bool) {
 // routerNetnsVNI parses a router namespace's name.
 func routerNetnsVNI(prefix, name string) (uint32, bool) {
 	rest, ok := strings.CutPrefix(name, prefix+routerNetnsInfix)
-	if !ok {
-		return 0, false
-	}
-	return parseVNI(rest)
-}
-
-// l2TableVNI parses an l2 table's name.
-func l2TableVNI(name string) (uint32, bool) {
-	rest, ok := strings.CutPrefix(name, l2TablePrefix)
 	if !ok {
 		return 0, false
 	}

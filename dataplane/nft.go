@@ -149,13 +149,6 @@ func deleteTable(c *nftables.Conn, name string, family nftables.TableFamily) err
 }
 
 var (
-	l2Chains = []nftChain{
-		{name: "vxlan", typ: nftables.ChainTypeFilter, hook: nftables.ChainHookForward, priority: nftables.ChainPriorityFilter},
-	}
-	hostChains = []nftChain{
-		{name: "input", typ: nftables.ChainTypeFilter, hook: nftables.ChainHookInput, priority: nftables.ChainPriorityFilter},
-		{name: "output", typ: nftables.ChainTypeFilter, hook: nftables.ChainHookOutput, priority: nftables.ChainPriorityFilter},
-	}
 	routerChains = []nftChain{
 		{name: "prerouting", typ: nftables.ChainTypeNAT, hook: nftables.ChainHookPrerouting, priority: nftables.ChainPriorityNATDest},
 		{name: "postrouting", typ: nftables.ChainTypeNAT, hook: nftables.ChainHookPostrouting, priority: nftables.ChainPriorityNATSource},
@@ -163,93 +156,6 @@ var (
 		{name: "input", typ: nftables.ChainTypeFilter, hook: nftables.ChainHookInput, priority: nftables.ChainPriorityFilter},
 	}
 )
-
-// l2Rules is the network's l2 table: what must not cross its VXLAN
-// device, so that every host serves its own VMs.
-//
-//   - The gateway MAC stays on the host: frames to it never leave (the
-//     bridge also pins it to the router's port), frames from it (the
-//     router's ARP, neighbour discovery and multicast) never leave, and
-//     frames from another host claiming it are dropped. Routed packets do
-//     cross, to reach VMs on other hosts: their source MAC is rewritten
-//     to this host's RoutedMAC on the way out, so no bridge ever learns
-//     the gateway MAC behind its VXLAN port.
-//   - ARP for a gateway address is answered by the local router only.
-//   - DHCP (v4 and v6) and router solicitations and advertisements stay
-//     on the host: the VM's own host answers them.
-func l2Rules(n *Network, underlay netip.Addr) *nftTable {
-	vx := vxlanName(n.VNI)
-	gw := GatewayMAC(n.VNI)
-	out := func(parts ...[]expr.Any) []expr.Any {
-		return cat(append([][]expr.Any{ifname(expr.MetaKeyOIFNAME, vx)}, parts...)...)
-	}
-	in := func(parts ...[]expr.Any) []expr.Any {
-		return cat(append([][]expr.Any{ifname(expr.MetaKeyIIFNAME, vx)}, parts...)...)
-	}
-	var rules []nftRule
-	add := func(name string, es []expr.Any) {
-		rules = append(rules, nftRule{chain: "vxlan", name: name, exprs: es})
-	}
-	dropIt := []expr.Any{drop()}
-
-	add("out-to-gateway", out(etherAddr(0, gw), dropIt))
-	add("out-gateway-multicast", out(etherAddr(6, gw), etherMulticast(), dropIt))
-	add("out-gateway-arp", out(etherAddr(6, gw), etherType(unix.ETH_P_ARP), dropIt))
-	add("out-gateway-nd", out(etherAddr(6, gw), etherType(unix.ETH_P_IPV6), l4(unix.IPPROTO_ICMPV6), transportRange(0, 1, 133, 137), dropIt))
-	routed := RoutedMAC(underlay)
-	for _, t := range []struct {
-		name string
-		typ  uint16
-	}{{"out-routed-ip", unix.ETH_P_IP}, {"out-routed-ip6", unix.ETH_P_IPV6}} {
-		add(t.name, out(etherAddr(6, gw), etherType(t.typ), []expr.Any{
-			&expr.Immediate{Register: 1, Data: routed},
-			&expr.Payload{OperationType: expr.PayloadWrite, SourceRegister: 1, Base: expr.PayloadBaseLLHeader, Offset: 6, Len: 6},
-		}))
-	}
-	add("out-gateway-other", out(etherAddr(6, gw), dropIt))
-	add("in-from-gateway", in(etherAddr(6, gw), dropIt))
-	add("in-to-gateway", in(etherAddr(0, gw), dropIt))
-	for _, s := range n.Subnets {
-		if !s.Gateway.Is4() {
-			continue
-		}
-		add("out-arp-"+s.Gateway.String(), out(etherType(unix.ETH_P_ARP), arpTarget(s.Gateway), dropIt))
-		add("in-arp-"+s.Gateway.String(), in(etherType(unix.ETH_P_ARP), arpTarget(s.Gateway), dropIt))
-	}
-	for _, dir := range []struct {
-		name string
-		f    func(...[]expr.Any) []expr.Any
-	}{{"out", out}, {"in", in}} {
-		add(dir.name+"-dhcp", dir.f(etherType(unix.ETH_P_IP), l4(unix.IPPROTO_UDP), transportRange(2, 2, 67, 68), dropIt))
-		add(dir.name+"-dhcp6", dir.f(etherType(unix.ETH_P_IPV6), l4(unix.IPPROTO_UDP), transportRange(2, 2, 546, 547), dropIt))
-		add(dir.name+"-rs-ra", dir.f(etherType(unix.ETH_P_IPV6), l4(unix.IPPROTO_ICMPV6), transportRange(0, 1, 133, 134), dropIt))
-	}
-	return &nftTable{name: l2TableName(n.VNI), family: nftables.TableFamilyBridge, chains: l2Chains, rules: rules}
-}
-
-// hostRules keeps every tenant frame from the host itself: a tenant
-// bridge has no address, but the kernel would still answer ARP for the
-// host's other addresses on it and accept packets sent to the bridge's
-// MAC. Frames arriving on a port Hearth made (VXLAN devices, router legs,
-// NIC ports) and meant for the host are dropped, and the host sends none
-// out of them.
-func hostRules() *nftTable {
-	var rules []nftRule
-	for _, prefix := range []string{vxlanPrefix, routerPrefix, portPrefix} {
-		rules = append(rules,
-			nftRule{chain: "input", name: "from-" + prefix, exprs: []expr.Any{
-				&expr.Meta{Key: expr.MetaKeyIIFNAME, Register: 1},
-				&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte(prefix)}, // a prefix: no NUL
-				drop(),
-			}},
-			nftRule{chain: "output", name: "to-" + prefix, exprs: []expr.Any{
-				&expr.Meta{Key: expr.MetaKeyOIFNAME, Register: 1},
-				&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte(prefix)},
-				drop(),
-			}})
-	}
-	return &nftTable{name: hostTable, family: nftables.TableFamilyBridge, chains: hostChains, rules: rules}
-}
 
 // routerRules is the router's NAT and its external leg's filter, or nil
 // for a network without External.

@@ -95,7 +95,11 @@ func (p *Linux) observe(vni uint32, want, prev *netModel, links map[string]netli
 			}
 		}
 	}
-	if m.l2Rules, err = readTable(p.nft, l2TableName(vni), nftables.TableFamilyBridge, l2Chains); err != nil {
+	maps, err := readMaps(p.nft)
+	if err != nil {
+		return nil, err
+	}
+	if m.l2Rules, err = readL2(p.nft, vni, maps); err != nil {
 		return nil, err
 	}
 	r, err := p.router(vni)

@@ -408,7 +408,7 @@ func (p *Linux) teardown(nets map[uint32][]string) map[uint32]error {
 			// Find whose links would not go.
 			errs = append(errs, p.deleteLinks(links(vni)))
 		}
-		if err := deleteTable(p.nft, l2TableName(vni), nftables.TableFamilyBridge); err != nil {
+		if err := deleteL2(p.nft, vni); err != nil {
 			errs = append(errs, err)
 		}
 		if err := p.deleteRouter(vni); err != nil {
@@ -525,14 +525,29 @@ func (p *Linux) sweep(desired map[uint32]*Network, touched map[uint32]bool) (map
 			}
 		}
 	}
-	tables, err := p.nft.ListTablesOfFamily(nftables.TableFamilyBridge)
-	if err != nil {
-		errs = append(errs, fmt.Errorf("listing nftables tables: %w", err))
-	}
-	for _, t := range tables {
-		if vni, ok := l2TableVNI(t.Name); ok && desired[vni] == nil {
+	if len(desired) > 0 {
+		// Chains and map elements of networks no longer here (with
+		// none, convergeHostTable deletes the whole table).
+		stale := map[uint32]bool{}
+		if chains, err := p.nft.ListChainsOfTableFamily(nftables.TableFamilyBridge); err == nil {
+			for _, ch := range chains {
+				if vni, ok := netChainVNI(ch.Name); ok && ch.Table.Name == hostTable && desired[vni] == nil {
+					stale[vni] = true
+				}
+			}
+		}
+		if maps, err := readMaps(p.nft); err == nil {
+			for _, m := range maps {
+				for dev := range m {
+					if vni, kind, ok := ownedLink(dev); ok && kind == kindVXLAN && desired[vni] == nil {
+						stale[vni] = true
+					}
+				}
+			}
+		}
+		for vni := range stale {
 			touched[vni] = true
-			if err := deleteTable(p.nft, t.Name, nftables.TableFamilyBridge); err != nil {
+			if err := deleteL2(p.nft, vni); err != nil {
 				errs = append(errs, err)
 			}
 		}
@@ -540,32 +555,43 @@ func (p *Linux) sweep(desired map[uint32]*Network, touched map[uint32]bool) (map
 	return links, errors.Join(errs...)
 }
 
-// convergeHostTable keeps hostTable while the host carries networks.
+// convergeHostTable keeps hostTable while the host carries networks
+// (and deletes it, with every network's chains, once it carries none).
+// When it has to make the table or its maps anew, the networks' chains
+// and map elements are gone: every network is read again.
 func (p *Linux) convergeHostTable(want, read bool) error {
 	var ids []string
 	if want {
-		ids = hostRules().ids()
+		ids = hostRules().hostIDs()
 	}
 	have := p.hostKnown
 	if read || p.hostDirty {
 		var err error
-		if have, err = readTable(p.nft, hostTable, nftables.TableFamilyBridge, hostChains); err != nil {
+		if have, err = readHostTable(p.nft); err != nil {
 			return err
 		}
 	}
-	if slices.Equal(ids, have) && (ids == nil) == (have == nil) {
+	if sameIDs(ids, have) {
 		p.hostKnown, p.hostDirty = have, false
 		return nil
 	}
 	var err error
-	if want {
-		err = writeTable(p.nft, hostRules())
-	} else {
+	switch {
+	case !want:
 		err = deleteTable(p.nft, hostTable, nftables.TableFamilyBridge)
+	case have == nil:
+		err = writeHostTable(p.nft)
+	default:
+		err = fixHostChains(p.nft, have)
 	}
 	if err != nil {
 		p.hostDirty = true
 		return err
+	}
+	if want && (have == nil || !containsString(have, "map:"+vxOutMap) || !containsString(have, "map:"+vxInMap)) {
+		for vni := range p.known {
+			p.dirty[vni] = true
+		}
 	}
 	p.logf("dataplane: wrote nftables table %s", hostTable)
 	p.hostKnown, p.hostDirty = ids, false

@@ -545,17 +545,18 @@ func (p *Linux) nftEvent(s *eventSock, m *syscall.NetlinkMessage, touched map[ui
 	if m.Header.Type>>8 != unix.NFNL_SUBSYS_NFTABLES || len(m.Data) < 4 {
 		return
 	}
+	msg := m.Header.Type & 0xff
+	attrs := parseAttrs(m.Data[4:])
+	// Attribute 1 names the table in every kind of nftables message that
+	// has one (NFTA_TABLE_NAME, NFTA_CHAIN_TABLE, NFTA_RULE_TABLE,
+	// NFTA_SET_ELEM_LIST_TABLE, …).
 	table := ""
-	for _, a := range parseAttrs(m.Data[4:]) {
-		// Attribute 1 names the table in every kind of nftables
-		// message that has one (NFTA_TABLE_NAME, NFTA_CHAIN_TABLE,
-		// NFTA_RULE_TABLE, NFTA_SET_TABLE, …).
+	for _, a := range attrs {
 		if a.typ == 1 {
 			table = cString(a.value)
-			break
 		}
 	}
-	if m.Header.Type&0xff == unix.NFT_MSG_NEWGEN || table == "" {
+	if msg == unix.NFT_MSG_NEWGEN || table == "" {
 		return
 	}
 	if s.router != 0 {
@@ -564,15 +565,68 @@ func (p *Linux) nftEvent(s *eventSock, m *syscall.NetlinkMessage, touched map[ui
 		}
 		return
 	}
-	if table == hostTable && !touched[0] && !p.hostDirty {
+	if table != hostTable {
+		return
+	}
+	// Which network: the chain a rule or chain message names, or the
+	// device a map element is for.
+	chain := ""
+	switch msg {
+	case unix.NFT_MSG_NEWRULE, unix.NFT_MSG_DELRULE:
+		chain = attrString(attrs, unix.NFTA_RULE_CHAIN)
+	case unix.NFT_MSG_NEWCHAIN, unix.NFT_MSG_DELCHAIN:
+		chain = attrString(attrs, unix.NFTA_CHAIN_NAME)
+	case unix.NFT_MSG_NEWSETELEM, unix.NFT_MSG_DELSETELEM:
+		for _, dev := range setElemKeys(attrs) {
+			if vni, kind, ok := ownedLink(dev); ok && kind == kindVXLAN {
+				p.markDirty(vni, touched, "nftables map element for "+dev+" changed")
+			}
+		}
+		return
+	}
+	if vni, ok := netChainVNI(chain); ok {
+		p.markDirty(vni, touched, "nftables chain "+chain+" changed")
+		return
+	}
+	if !touched[0] && !p.hostDirty {
 		p.hostDirty = true
 		p.logf("dataplane: nftables table %s changed behind the Plane's back", hostTable)
 		p.signal()
-		return
 	}
-	if vni, ok := l2TableVNI(table); ok {
-		p.markDirty(vni, touched, "nftables table "+table+" changed")
+}
+
+func attrString(attrs []attr, typ uint16) string {
+	for _, a := range attrs {
+		if a.typ == typ {
+			return cString(a.value)
+		}
 	}
+	return ""
+}
+
+// setElemKeys returns the keys of the elements of a set element message
+// (NFTA_SET_ELEM_LIST_ELEMENTS → NFTA_LIST_ELEM → NFTA_SET_ELEM_KEY →
+// NFTA_DATA_VALUE).
+func setElemKeys(attrs []attr) []string {
+	var keys []string
+	for _, a := range attrs {
+		if a.typ != unix.NFTA_SET_ELEM_LIST_ELEMENTS {
+			continue
+		}
+		for _, el := range parseAttrs(a.value) {
+			for _, k := range parseAttrs(el.value) {
+				if k.typ != unix.NFTA_SET_ELEM_KEY {
+					continue
+				}
+				for _, v := range parseAttrs(k.value) {
+					if v.typ == unix.NFTA_DATA_VALUE {
+						keys = append(keys, cString(v.value))
+					}
+				}
+			}
+		}
+	}
+	return keys
 }
 
 type attr struct {

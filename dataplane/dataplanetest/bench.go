@@ -291,6 +291,9 @@ func RunThroughput(ctx context.Context, cfg ThroughputConfig, w io.Writer) ([]Pa
 		}
 	}
 
+	if HoldForDebug != nil {
+		HoldForDebug()
+	}
 	paths := []struct {
 		name     string
 		from, to *Namespace
@@ -363,6 +366,9 @@ func RunThroughput(ctx context.Context, cfg ThroughputConfig, w io.Writer) ([]Pa
 	return results, nil
 }
 
+// HoldForDebug, when set, is called once the paths are built.
+var HoldForDebug func()
+
 // iperf runs an iperf3 server in one namespace and a client in another,
 // and returns the throughput the receiver saw, in Gbit/s.
 func iperf(ctx context.Context, client, server *Namespace, dst netip.Addr, seconds int) (float64, error) {
@@ -374,34 +380,40 @@ func iperf(ctx context.Context, client, server *Namespace, dst netip.Addr, secon
 	}
 	defer srv.Wait()
 	defer srv.Process.Kill()
-	var out []byte
+	var r struct {
+		Error string `json:"error"`
+		End   struct {
+			SumReceived struct {
+				BitsPerSecond float64 `json:"bits_per_second"`
+			} `json:"sum_received"`
+		} `json:"end"`
+	}
 	var err error
-	for try := 0; try < 20; try++ {
+	for try := 0; try < 50; try++ {
+		time.Sleep(100 * time.Millisecond) // for the server to listen
 		cl := exec.CommandContext(ctx, "iperf3", "-c", dst.String(), "-p", "5201", "-t", fmt.Sprint(seconds), "-J")
 		var b strings.Builder
 		cl.Stdout = &b
 		if err = netns.Do(client.NS, cl.Start); err != nil {
 			return 0, err
 		}
-		err = cl.Wait()
-		out = []byte(b.String())
-		if err == nil {
-			break
+		werr := cl.Wait()
+		r.Error = ""
+		if err = json.Unmarshal([]byte(b.String()), &r); err != nil {
+			err = fmt.Errorf("iperf3: %v; its JSON: %w", werr, err)
+			continue
 		}
-		time.Sleep(100 * time.Millisecond) // the server may not listen yet
+		if strings.Contains(r.Error, "unable to connect") {
+			err = errors.New(r.Error)
+			continue
+		}
+		break
 	}
 	if err != nil {
-		return 0, fmt.Errorf("iperf3: %w: %s %s", err, out, srvOut.String())
+		return 0, err
 	}
-	var r struct {
-		End struct {
-			SumReceived struct {
-				BitsPerSecond float64 `json:"bits_per_second"`
-			} `json:"sum_received"`
-		} `json:"end"`
-	}
-	if err := json.Unmarshal(out, &r); err != nil {
-		return 0, fmt.Errorf("iperf3's JSON: %w", err)
+	if r.Error != "" || r.End.SumReceived.BitsPerSecond == 0 {
+		return 0, fmt.Errorf("iperf3 measured nothing: %q; server: %s", r.Error, srvOut.String())
 	}
 	return r.End.SumReceived.BitsPerSecond / 1e9, nil
 }
