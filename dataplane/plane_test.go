@@ -330,3 +330,55 @@ func unwrapAll(err error) []error {
 	}
 	return []error{err}
 }
+
+// IPv6 subnets route to each other across hosts too.
+func TestIPv6Routing(t *testing.T) {
+	c := newCluster(t, 2)
+	c.addNet("six", 900, false, "fd00:1::/64", "fd00:2::/64")
+	c.addVM("s1", "six", 0, "fd00:1::2")
+	s2 := c.addVM("s2", "six", 1, "fd00:2::3")
+	s3 := c.addVM("s3", "six", 1, "fd00:1::3")
+	c.apply()
+	c.mustPing("s1", netip.MustParseAddr("fd00:1::1"))
+	c.mustPing("s1", s3.addr) // other host, same subnet
+	c.mustPing("s1", s2.addr) // other host, other subnet: routed by each host
+	c.mustPing("s2", netip.MustParseAddr("fd00:1::2"))
+}
+
+// A VM that sends frames claiming the gateway's MAC does not take the
+// gateway over: the bridge keeps it pinned to the router, and the VM's
+// neighbours still reach their gateway and each other across hosts.
+func TestGatewayMACCannotBeTaken(t *testing.T) {
+	c := newCluster(t, 2)
+	c.addNet("pin", 910, false, "10.20.0.0/24")
+	bad := c.addVM("bad", "pin", 0, "10.20.0.2")
+	c.addVM("good", "pin", 0, "10.20.0.3")
+	far := c.addVM("far", "pin", 1, "10.20.0.4")
+	c.apply()
+	gw := dataplane.GatewayMAC(910)
+	// Gratuitous ARPs from the gateway's MAC claiming the gateway's
+	// address (invalid IPv4 frames would not do: the bridge's netfilter
+	// drops them before learning).
+	arp := []byte{0, 1, 8, 0, 6, 4, 0, 1}
+	arp = append(append(arp, gw...), 10, 20, 0, 1)
+	arp = append(append(arp, 0, 0, 0, 0, 0, 0), 10, 20, 0, 1)
+	frame := append(append(append([]byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}, gw...), 0x08, 0x06), arp...)
+	frame = append(frame, make([]byte, 60-len(frame))...)
+	for range 20 {
+		if err := bad.ns.SendFrame(dataplanetest.VMLink, frame); err != nil {
+			t.Fatal(err)
+		}
+	}
+	out, err := c.lab.Hosts[0].Bridge("fdb", "show", "br", "hbr910")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(out, "\n") {
+		if strings.HasPrefix(line, gw.String()+" ") && !strings.Contains(line, "dev hri910") {
+			t.Errorf("the gateway MAC moved: %s", line)
+		}
+	}
+	c.mustPing("good", netip.MustParseAddr("10.20.0.1"))
+	c.mustPing("far", netip.MustParseAddr("10.20.0.1"))
+	c.mustPing("good", far.addr)
+}

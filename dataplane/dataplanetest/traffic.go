@@ -14,64 +14,83 @@ import (
 
 	"golang.org/x/net/icmp"
 	"golang.org/x/net/ipv4"
+	"golang.org/x/net/ipv6"
 	"golang.org/x/sys/unix"
 
 	"hearth.dev/hearth/netns"
 )
 
-// Pinger sends ICMP echo requests from inside a namespace. Its socket is
-// opened in the namespace and used from the calling goroutine.
+// Pinger sends ICMP echo requests from inside a namespace. Its sockets
+// are opened in the namespace and used from the calling goroutine.
 type Pinger struct {
-	conn *icmp.PacketConn
-	id   int
-	seq  int
+	conn, conn6 *icmp.PacketConn
+	id          int
+	seq         int
 }
 
-// NewPinger opens an ICMP socket in the namespace.
+// NewPinger opens ICMP sockets (IPv4 and IPv6) in the namespace.
 func (n *Namespace) NewPinger() (*Pinger, error) {
-	var c *icmp.PacketConn
+	var c, c6 *icmp.PacketConn
 	err := netns.Do(n.NS, func() error {
 		var err error
-		c, err = icmp.ListenPacket("ip4:icmp", "0.0.0.0")
-		return err
+		if c, err = icmp.ListenPacket("ip4:icmp", "0.0.0.0"); err != nil {
+			return err
+		}
+		// IPv6 may be off in the namespace: then only IPv4 pings.
+		c6, _ = icmp.ListenPacket("ip6:ipv6-icmp", "::")
+		return nil
 	})
 	if err != nil {
 		return nil, fmt.Errorf("%s: ICMP socket: %w", n.Name, err)
 	}
-	return &Pinger{conn: c, id: os.Getpid() & 0xffff}, nil
+	return &Pinger{conn: c, conn6: c6, id: os.Getpid() & 0xffff}, nil
 }
 
-// Close closes the socket.
-func (p *Pinger) Close() error { return p.conn.Close() }
+// Close closes the sockets.
+func (p *Pinger) Close() error {
+	if p.conn6 != nil {
+		p.conn6.Close()
+	}
+	return p.conn.Close()
+}
 
 // Ping sends one echo request and waits up to timeout for its reply;
 // it returns the round-trip time.
 func (p *Pinger) Ping(dst netip.Addr, timeout time.Duration) (time.Duration, error) {
 	p.seq++
 	seq := p.seq & 0xffff
-	msg := icmp.Message{Type: ipv4.ICMPTypeEcho, Body: &icmp.Echo{ID: p.id, Seq: seq, Data: []byte("hearth-dataplane")}}
+	conn, proto := p.conn, 1
+	var typ, reply icmp.Type = ipv4.ICMPTypeEcho, ipv4.ICMPTypeEchoReply
+	if dst.Is6() {
+		if p.conn6 == nil {
+			return 0, errors.New("no IPv6 in this namespace")
+		}
+		conn, proto = p.conn6, 58
+		typ, reply = ipv6.ICMPTypeEchoRequest, ipv6.ICMPTypeEchoReply
+	}
+	msg := icmp.Message{Type: typ, Body: &icmp.Echo{ID: p.id, Seq: seq, Data: []byte("hearth-dataplane")}}
 	b, err := msg.Marshal(nil)
 	if err != nil {
 		return 0, err
 	}
 	start := time.Now()
-	if _, err := p.conn.WriteTo(b, &net.IPAddr{IP: dst.AsSlice()}); err != nil {
+	if _, err := conn.WriteTo(b, &net.IPAddr{IP: dst.AsSlice()}); err != nil {
 		return 0, err
 	}
 	deadline := start.Add(timeout)
 	buf := make([]byte, 1500)
 	for {
-		p.conn.SetReadDeadline(deadline)
-		n, from, err := p.conn.ReadFrom(buf)
+		conn.SetReadDeadline(deadline)
+		n, from, err := conn.ReadFrom(buf)
 		if err != nil {
 			return 0, fmt.Errorf("no reply from %s: %w", dst, err)
 		}
 		rtt := time.Since(start)
-		if from.(*net.IPAddr).IP.String() != dst.String() {
+		if a, ok := netip.AddrFromSlice(from.(*net.IPAddr).IP); !ok || a.Unmap() != dst {
 			continue
 		}
-		m, err := icmp.ParseMessage(1, buf[:n])
-		if err != nil || m.Type != ipv4.ICMPTypeEchoReply {
+		m, err := icmp.ParseMessage(proto, buf[:n])
+		if err != nil || m.Type != reply {
 			continue
 		}
 		if e, ok := m.Body.(*icmp.Echo); ok && e.ID == p.id && e.Seq == seq {
@@ -365,5 +384,21 @@ func (n *Namespace) BroadcastUDP(link string, srcPort, dstPort int) error {
 			return err
 		}
 		return unix.Sendto(fd, []byte("hearth-broadcast"), 0, &unix.SockaddrInet4{Port: dstPort, Addr: [4]byte{255, 255, 255, 255}})
+	})
+}
+
+// SendFrame sends a raw Ethernet frame out of a link in the namespace.
+func (n *Namespace) SendFrame(link string, frame []byte) error {
+	return netns.Do(n.NS, func() error {
+		ifi, err := net.InterfaceByName(link)
+		if err != nil {
+			return err
+		}
+		fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			return err
+		}
+		defer unix.Close(fd)
+		return unix.Sendto(fd, frame, 0, &unix.SockaddrLinklayer{Ifindex: ifi.Index, Halen: 6})
 	})
 }
