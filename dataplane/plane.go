@@ -282,15 +282,18 @@ func (p *Linux) Apply(ctx context.Context, s HostState) error {
 		delete(p.dirty, vni)
 	}
 	var links map[string]netlink.Link
+	hostOK := true
 	if full {
 		var err error
 		if links, err = p.sweep(desired, touched); err != nil {
 			errs = append(errs, err)
+			hostOK = false
 		}
 	}
 	touched[0] = true // the host table
 	if err := p.convergeHostTable(len(desired) > 0, full); err != nil {
 		errs = append(errs, err)
+		hostOK = false
 	}
 	p.drain(touched)
 
@@ -328,7 +331,9 @@ func (p *Linux) Apply(ctx context.Context, s HostState) error {
 		delete(p.dirty, n.VNI)
 	}
 	p.drain(touched)
-	if full && len(errs) == 0 {
+	// A network that failed is dirty and read again next time on its
+	// own; only a failed sweep makes the next Apply read everything.
+	if full && hostOK {
 		p.full = false
 		p.lastFull = time.Now()
 	}

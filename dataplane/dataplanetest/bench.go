@@ -192,8 +192,8 @@ type PathResult struct {
 
 // ThroughputConfig says how long to measure.
 type ThroughputConfig struct {
-	Seconds int // per iperf3 run (default 5)
-	Rounds  int // alternating runs per path (default 3)
+	Seconds int // per iperf3 run (default 3)
+	Rounds  int // alternating runs per path (default 7): the machine is shared, and one run says little
 	Pings   int // echo requests per path for the RTT (default 500, 10ms apart)
 }
 
@@ -204,10 +204,10 @@ type ThroughputConfig struct {
 // with the same number of hops, in alternating rounds of one run.
 func RunThroughput(ctx context.Context, cfg ThroughputConfig, w io.Writer) ([]PathResult, error) {
 	if cfg.Seconds == 0 {
-		cfg.Seconds = 5
+		cfg.Seconds = 3
 	}
 	if cfg.Rounds == 0 {
-		cfg.Rounds = 3
+		cfg.Rounds = 7
 	}
 	if cfg.Pings == 0 {
 		cfg.Pings = 500
