@@ -252,6 +252,8 @@ func (p *Linux) Apply(ctx context.Context, s HostState) error {
 	limits := p.checkAgainstHost(&state)
 
 	full := p.full || p.cfg.ResyncInterval > 0 && time.Since(p.lastFull) > p.cfg.ResyncInterval
+	// Cleared now, so that events lost during this Apply set it again.
+	p.full = false
 	desired := map[uint32]*Network{}
 	for i := range state.Networks {
 		desired[state.Networks[i].VNI] = &state.Networks[i]
@@ -333,9 +335,12 @@ func (p *Linux) Apply(ctx context.Context, s HostState) error {
 	p.drain(touched)
 	// A network that failed is dirty and read again next time on its
 	// own; only a failed sweep makes the next Apply read everything.
-	if full && hostOK {
-		p.full = false
-		p.lastFull = time.Now()
+	if full {
+		if hostOK {
+			p.lastFull = time.Now()
+		} else {
+			p.full = true
+		}
 	}
 	return errors.Join(errs...)
 }
