@@ -55,11 +55,15 @@ const (
 	routerNetnsInfix   = "router-"
 )
 
-func bridgeName(vni uint32) string  { return bridgePrefix + strconv.FormatUint(uint64(vni), 10) }
-func vxlanName(vni uint32) string   { return vxlanPrefix + strconv.FormatUint(uint64(vni), 10) }
-func routerLink(vni uint32) string  { return routerPrefix + strconv.FormatUint(uint64(vni), 10) }
-func externalLeg(vni uint32) string { return externalPrefix + strconv.FormatUint(uint64(vni), 10) }
-func routerNetns(prefix string, vni uint32) string {
+func bridgeName(vni uint32) string                 { return bridgePrefix + strconv.FormatUint(uint64(vni), 10) }
+func vxlanName(vni uint32) string                  { return vxlanPrefix + strconv.FormatUint(uint64(vni), 10) }
+func routerLink(vni uint32) string                 { return routerPrefix + strconv.FormatUint(uint64(vni), 10) }
+func externalLeg(vni uint32) string                { return externalPrefix + strconv.FormatUint(uint64(vni), 10) }
+func routerNetns(prefix string, vni uint32) string { return RouterNetnsName(prefix, vni) }
+
+// RouterNetnsName is the name of a network's router namespace for a
+// Plane whose Config.NetnsPrefix is prefix.
+func RouterNetnsName(prefix string, vni uint32) string {
 	return prefix + routerNetnsInfix + strconv.FormatUint(uint64(vni), 10)
 }
 
