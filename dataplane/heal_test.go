@@ -163,6 +163,18 @@ func TestSelfHealing(t *testing.T) {
 				}
 				return contains(h.Namespace, []string{"bridge", "fdb", "show", "dev", "hvx500"}, "")()
 			}},
+		{"host input rule deleted",
+			func() error { return deleteFirstRule(h.Path(), "hearth-host", nftables.TableFamilyBridge, "input") },
+			func() error {
+				n, err := countRules(h.Path(), "hearth-host", nftables.TableFamilyBridge, "input", "output", "forward")
+				if err != nil {
+					return err
+				}
+				if n != 8 {
+					return fmt.Errorf("hearth-host's own chains have %d rules, want 8", n)
+				}
+				return nil
+			}},
 		{"host table deleted",
 			func() error {
 				return netns.DoPath(h.Path(), func() error {

@@ -21,6 +21,7 @@ import (
 type tnet struct {
 	name     string
 	vni      uint32
+	mtu      int
 	subnets  []dataplane.Subnet
 	external bool
 }
@@ -161,7 +162,7 @@ func (c *tcluster) state(host int) dataplane.HostState {
 		if !onHost[host] {
 			continue
 		}
-		dn := dataplane.Network{Name: "test/" + n.name, VNI: n.vni, Subnets: n.subnets}
+		dn := dataplane.Network{Name: "test/" + n.name, VNI: n.vni, MTU: n.mtu, Subnets: n.subnets}
 		for i := range c.lab.Hosts {
 			if i != host && onHost[i] {
 				dn.Peers = append(dn.Peers, c.lab.Hosts[i].Underlay)

@@ -3,6 +3,7 @@ package dataplane_test
 import (
 	"context"
 	"errors"
+	"github.com/google/nftables"
 	"hearth.dev/hearth/dataplane"
 	"hearth.dev/hearth/dataplane/dataplanetest"
 	"hearth.dev/hearth/netns"
@@ -25,6 +26,21 @@ func TestTwoHostsOneNetwork(t *testing.T) {
 	c.mustPing("b", netip.MustParseAddr("10.0.0.2"))
 	c.mustPing("a", netip.MustParseAddr("10.0.0.1"))
 	c.mustPing("b", netip.MustParseAddr("10.0.0.1"))
+
+	// A new MTU is set in place on every link of the network.
+	c.net("blue").mtu = 1400
+	c.apply()
+	h := c.lab.Hosts[0]
+	for _, link := range []string{"hbr100", "hvx100", "hri100", dataplane.PortName("a")} {
+		if out, err := h.IP("link", "show", link); err != nil || !strings.Contains(out, "mtu 1400") {
+			t.Errorf("%s after the MTU changed: %v %s", link, err, out)
+		}
+	}
+	router := &dataplanetest.Namespace{Name: c.planes[0].RouterNetns(100)}
+	if out, err := router.IP("link", "show", "internal"); err != nil || !strings.Contains(out, "mtu 1400") {
+		t.Errorf("the router's internal leg after the MTU changed: %v %s", err, out)
+	}
+	c.mustPing("a", netip.MustParseAddr("10.0.0.3"))
 }
 
 // Two tenants use the same CIDR on the same hosts: each VM reaches its
@@ -250,6 +266,31 @@ func TestSNATAndFloatingIP(t *testing.T) {
 	}
 	ask(inet, o1.fip, 7001, "o1 "+c.lab.InternetGateway.String())
 	ask(o1.ns, c.lab.InternetGateway, 7000, "internet 203.0.113.100")
+
+	// Without its external network, the network loses its way out and
+	// nothing of it is left on the external side.
+	out.external = false
+	o1.fip = netip.Addr{}
+	c.apply()
+	for i, h := range c.lab.Hosts {
+		if links, _ := h.IP("-br", "link"); strings.Contains(links, "hre400") {
+			t.Errorf("%s still has hre400", h.Name)
+		}
+		router := &dataplanetest.Namespace{Name: c.planes[i].RouterNetns(400)}
+		if _, err := os.Stat(netns.Path(router.Name)); err != nil {
+			continue // no VM of the network is left on the host
+		}
+		if routes, _ := router.IP("route"); strings.Contains(routes, "default") {
+			t.Errorf("%s's router still has a default route: %s", h.Name, routes)
+		}
+		if n, err := countRules(netns.Path(router.Name), "hearth-router", nftables.TableFamilyINet, "prerouting", "postrouting", "forward", "input"); err != nil || n != 0 {
+			t.Errorf("%s's router still has %d NAT and filter rules (%v)", h.Name, n, err)
+		}
+	}
+	if got, err := c.vm("o2").ns.AskUDPFor(c.lab.InternetGateway, 7000, time.Second); err == nil {
+		t.Errorf("o2 still reaches the internet: %q", got)
+	}
+	c.mustPing("o1", c.vm("o2").addr)
 }
 
 // A state that is wrong changes nothing: invalid input is refused whole
