@@ -39,8 +39,9 @@ func inode(t *testing.T, path string) uint64 {
 	return st.Ino
 }
 
+// threadNetns is the namespace of the thread the caller runs on.
 func threadNetns(t *testing.T) uint64 {
-	return inode(t, fmt.Sprintf("/proc/self/task/%d/ns/net", unix.Gettid()))
+	return inode(t, "/proc/thread-self/ns/net")
 }
 
 func TestCreateDoDelete(t *testing.T) {
