@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -54,6 +55,13 @@ func requireRoot(t testing.TB) {
 func newCluster(t testing.TB, hosts int) *tcluster {
 	t.Helper()
 	requireRoot(t)
+	// The tests inspect and break things with iproute2's ip and bridge,
+	// as a person would.
+	for _, tool := range []string{"ip", "bridge"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("needs %s (apt-get install iproute2)", tool)
+		}
+	}
 	lab, err := dataplanetest.New(dataplanetest.Config{Hosts: hosts})
 	if err != nil {
 		t.Fatal(err)
