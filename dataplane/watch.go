@@ -150,24 +150,31 @@ func (w *watcher) add(socks ...*eventSock) {
 	w.poke()
 }
 
+// remove stops watching sockets and closes them (under w.mu, where the
+// loop reads their descriptors).
 func (w *watcher) remove(socks ...*eventSock) {
 	w.mu.Lock()
 	for _, s := range socks {
 		delete(w.socks, s)
+		s.close()
 	}
 	w.mu.Unlock()
 	w.poke()
 }
 
-// all returns the sockets being watched: the host's and the routers'.
-func (w *watcher) all() []*eventSock {
+// snapshot returns the sockets being watched (the host's and the
+// routers') and a poll set for them, the wake descriptor first.
+func (w *watcher) snapshot() ([]*eventSock, []unix.PollFd) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	out := make([]*eventSock, 0, len(w.socks))
+	socks := make([]*eventSock, 0, len(w.socks))
+	fds := make([]unix.PollFd, 0, len(w.socks)+1)
+	fds = append(fds, unix.PollFd{Fd: int32(w.wake), Events: unix.POLLIN})
 	for s := range w.socks {
-		out = append(out, s)
+		socks = append(socks, s)
+		fds = append(fds, unix.PollFd{Fd: int32(s.fd), Events: unix.POLLIN})
 	}
-	return out
+	return socks, fds
 }
 
 func (w *watcher) stop() {
@@ -183,12 +190,7 @@ func (w *watcher) stop() {
 func (w *watcher) loop() {
 	defer close(w.stopped)
 	for {
-		socks := w.all()
-		fds := make([]unix.PollFd, 0, len(socks)+1)
-		fds = append(fds, unix.PollFd{Fd: int32(w.wake), Events: unix.POLLIN})
-		for _, s := range socks {
-			fds = append(fds, unix.PollFd{Fd: int32(s.fd), Events: unix.POLLIN})
-		}
+		socks, fds := w.snapshot()
 		_, err := unix.Poll(fds, -1)
 		select {
 		case <-w.done:
