@@ -423,3 +423,46 @@ func TestGatewayMACCannotBeTaken(t *testing.T) {
 	c.mustPing("far", netip.MustParseAddr("10.20.0.1"))
 	c.mustPing("good", far.addr)
 }
+
+// A VM cannot reach its host: the host has no address on the tenant
+// bridge, and though the kernel would answer ARP there for the host's
+// other addresses and take packets sent to the bridge's MAC, nothing a
+// VM sends reaches the host's own stack.
+func TestVMCannotReachItsHost(t *testing.T) {
+	c := newCluster(t, 1)
+	c.addNet("fence", 950, false, "10.30.0.0/24")
+	vm := c.addVM("v", "fence", 0, "10.30.0.2")
+	c.apply()
+	h := c.lab.Hosts[0]
+	srv, err := h.ServeUDP(7100, "host")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	// The VM believes the host's underlay address is on its link, first
+	// by ARP, then at the bridge's MAC.
+	if _, err := vm.ns.IP("route", "add", h.Underlay.String()+"/32", "dev", dataplanetest.VMLink); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := vm.ns.AskUDPFor(h.Underlay, 7100, 1500*time.Millisecond); err == nil {
+		t.Errorf("the VM reached its host by ARP: %q", got)
+	}
+	if mac, _ := vm.ns.Neighbour(h.Underlay); mac != nil {
+		t.Errorf("the host answered the VM's ARP for %s with %s", h.Underlay, mac)
+	}
+	bridgeMAC, err := h.MACOf("hbr950")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := vm.ns.IP("neigh", "replace", h.Underlay.String(), "lladdr", bridgeMAC.String(), "dev", dataplanetest.VMLink, "nud", "permanent"); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := vm.ns.AskUDPFor(h.Underlay, 7100, 1500*time.Millisecond); err == nil {
+		t.Errorf("the VM reached its host at the bridge's MAC: %q", got)
+	}
+	if n := srv.Received(); n > 0 {
+		t.Errorf("the host received %d datagrams from the VM", n)
+	}
+	// The control: the VM's own router does answer.
+	c.mustPing("v", netip.MustParseAddr("10.30.0.1"))
+}

@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/net/icmp"
@@ -286,9 +287,13 @@ func (f Frame) IPv4Src() (netip.Addr, bool) {
 // and FROM the address the datagram came from: who answered, and what
 // address NAT left the asker.
 type UDPServer struct {
-	conn *net.UDPConn
-	done chan struct{}
+	conn     *net.UDPConn
+	done     chan struct{}
+	received atomic.Int64
 }
+
+// Received counts the datagrams the server got.
+func (s *UDPServer) Received() int64 { return s.received.Load() }
 
 // ServeUDP starts a UDPServer in the namespace.
 func (n *Namespace) ServeUDP(port int, name string) (*UDPServer, error) {
@@ -310,6 +315,7 @@ func (n *Namespace) ServeUDP(port int, name string) (*UDPServer, error) {
 			if err != nil {
 				return
 			}
+			s.received.Add(1)
 			c.WriteToUDP([]byte(name+" "+from.IP.String()), from)
 		}
 	}()
