@@ -23,9 +23,10 @@ demo=(qemu-system-x86 qemu-utils ipxe-qemu ovmf ipxe busybox-static iproute2 dns
 # external etcd (--etcd-endpoints); isoinfo to check cloud-init seeds;
 # DHCP clients (udhcpc from busybox-static, dhclient, dhcping) and TFTP
 # clients (tftp-hpa, atftp); a simulated BMC (openipmi's ipmi_sim) and
-# ipmitool; isolinux and syslinux for boot media; git for the checks.
+# ipmitool; isolinux and syslinux for boot media; git for the checks;
+# iperf3, the plain path the data plane's benchmarks compare with.
 test=("${demo[@]}" etcd-server genisoimage isc-dhcp-client dhcping tftp-hpa atftp ipmitool
-	openipmi isolinux syslinux-common syslinux-utils git)
+	openipmi isolinux syslinux-common syslinux-utils git iperf3)
 
 role=${1:-}
 case "$role" in
