@@ -50,7 +50,9 @@ type Config struct {
 	// it in the Host's spec.
 	Address string
 	// Listen is the agent's HTTPS address for consoles (default
-	// ADDRESS:9443).
+	// ADDRESS:9443). Port 0 takes any free port (many agents in one
+	// process, as `hearth bench scale` runs them); the Host's
+	// status.agentURL names the port taken.
 	Listen string
 	// ConsoleLimits are the console endpoint's timeouts and connection
 	// limit (zero fields take serving's defaults).
@@ -182,7 +184,11 @@ func run(ctx context.Context, cfg Config) error {
 		images:   &storage.ImageCache{Dir: filepath.Join(cfg.DataDir, "images"), Client: c.HTTPClient()},
 		imgs:     newImageState(),
 		imageInf: client.NewInformer(c, "Image", "", client.ListOptions{AllTenants: true})}
-	a.kvm, a.kvmWhy = compute.DetectKVM(ctx)
+	if d, ok := cfg.Driver.(compute.KVMDetector); ok {
+		a.kvm, a.kvmWhy = d.DetectKVM(ctx)
+	} else {
+		a.kvm, a.kvmWhy = compute.DetectKVM(ctx)
+	}
 	slog.Info("agent starting", "host", cfg.Name, "server", creds.Server, "kvm", a.kvm, "kvmReason", a.kvmWhy)
 
 	listener, err := a.startConsole(ctx)
@@ -348,6 +354,8 @@ func (a *Agent) startConsole(ctx context.Context) (net.Listener, error) {
 	if err != nil {
 		return nil, fmt.Errorf("--listen %s: %w", a.cfg.Listen, err)
 	}
+	// The address taken, for status.agentURL (the port may have been 0).
+	a.cfg.Listen = net.JoinHostPort(host, fmt.Sprint(ln.Addr().(*net.TCPAddr).Port))
 	srv := serving.New("the agent's console endpoint", ln, console.Handler(a.vmDir), a.cfg.ConsoleLimits, nil)
 	go func() {
 		if err := srv.Serve(tls.NewListener(srv.Listener, tlsConf)); err != nil && !errors.Is(err, http.ErrServerClosed) && ctx.Err() == nil {

@@ -166,6 +166,10 @@ func (v *vmController) Reconcile(ctx context.Context, key string) (reconcile.Res
 			}
 			return reconcile.Result{}, err
 		}
+		// The moment before the launch: a guest may write to its console
+		// before Start returns (QEMU's control socket answers after the
+		// guest has begun), and firstOutput counts output from here.
+		launched := time.Now().UTC()
 		info, err = drv.Start(ctx, spec)
 		if err != nil {
 			st.Phase = api.VMFailed
@@ -181,11 +185,10 @@ func (v *vmController) Reconcile(ctx context.Context, key string) (reconcile.Res
 			return reconcile.Result{}, err
 		}
 		v.a.rec.Eventf(ctx, vm, api.EventNormal, "Started", "QEMU started (pid %d, %s)", info.PID, info.Accelerator)
-		// This agent's clock, now, is more precise than the process start
+		// This agent's clock is more precise than the process start
 		// time the driver derives from /proc (whole-second boot time);
 		// adoption later keeps what is recorded here.
-		now := time.Now().UTC()
-		st.StartedAt, st.FirstOutputAt = &now, nil
+		st.StartedAt, st.FirstOutputAt = &launched, nil
 		running = true
 	} else if why := restartReason(vm, dir); why != "" {
 		// Asked for, or the VM's hardware changed: a cold restart.
