@@ -67,7 +67,7 @@ type ScaleResult struct {
 	// Heartbeats: with every host idle, etcd revisions per second, server
 	// CPU (cores) and etcd database growth per minute.
 	HeartbeatWrites, HeartbeatCPU float64
-	HeartbeatDBGrowth              int64
+	HeartbeatDBGrowth             int64
 	// Created is the backlog's creation time; Placed from uncordoning the
 	// hosts until the last backlog VM was bound; PlacementRate VMs/s.
 	Created, Placed time.Duration
