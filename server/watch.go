@@ -130,6 +130,17 @@ func (s *Server) watch(w http.ResponseWriter, r *http.Request, p *auth.Principal
 	bookmarks := time.NewTicker(s.bookmarkEvery)
 	defer bookmarks.Stop()
 	var lastRev int64
+	// Events written are flushed once no more are waiting: a burst goes
+	// out in few packets. unflushed says something is written and not
+	// yet flushed, which an event this watcher does not see must not
+	// hold back (it would wait for the next event it sees, or a bookmark).
+	unflushed := false
+	flushIfIdle := func() {
+		if unflushed && flusher != nil && len(events) == 0 {
+			flusher.Flush()
+			unflushed = false
+		}
+	}
 	for {
 		var ev store.Event
 		var ok bool
@@ -184,15 +195,15 @@ func (s *Server) watch(w http.ResponseWriter, r *http.Request, p *auth.Principal
 				// It no longer matches: to this watcher it is gone.
 				out = api.WatchEvent{Type: string(store.Deleted), Object: shown(p, ev.Object)}
 			default:
+				flushIfIdle()
 				continue
 			}
 		}
 		if err := enc.Encode(out); err != nil {
 			return nil
 		}
-		if flusher != nil && len(events) == 0 {
-			flusher.Flush()
-		}
+		unflushed = true
+		flushIfIdle()
 		if ev.Type == store.Error {
 			return nil
 		}
