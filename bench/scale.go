@@ -94,6 +94,9 @@ type ScaleResult struct {
 	// BoundTwice are VMs seen on two hosts or started by two agents;
 	// Lost are VMs that never ran.
 	BoundTwice, Lost []string
+	// Retries counts the bench's requests tried again after a 503 or a
+	// timeout: a sign the control plane was overloaded.
+	Retries int64
 }
 
 const scaleTenant = "bench"
@@ -182,8 +185,8 @@ type scaleRun struct {
 	lookups map[string]time.Time
 	// lastBound is the latest binding seen.
 	lastBound time.Time
-	bound     atomic.Int64
-	running   atomic.Int64
+	// retries counts requests tried again after a 503 or a timeout.
+	retries atomic.Int64
 }
 
 // vmTrack is what the bench saw of one VM.
@@ -313,7 +316,6 @@ func (r *scaleRun) vmSeen(key string, obj api.Object) {
 		}
 		if c.Status == api.ConditionTrue && tr.bound.IsZero() && c.LastTransitionTime != nil {
 			tr.bound = *c.LastTransitionTime
-			r.bound.Add(1)
 			if tr.bound.After(r.lastBound) {
 				r.lastBound = tr.bound
 			}
@@ -321,7 +323,6 @@ func (r *scaleRun) vmSeen(key string, obj api.Object) {
 	}
 	if vm.Status.FirstOutputAt != nil && tr.running.IsZero() && vm.Status.Phase == api.VMRunning {
 		tr.running = *vm.Status.FirstOutputAt
-		r.running.Add(1)
 	}
 }
 
@@ -409,7 +410,7 @@ func (r *scaleRun) driverCall(host string) func(computetest.Call) {
 
 // waitHosts waits until every simulated Host satisfies ok.
 func (r *scaleRun) waitHosts(ctx context.Context, ok func(*api.Host) bool, what string) error {
-	last := -1
+	last, lastLog := -1, time.Time{}
 	for {
 		hosts, _, err := r.admin.List(ctx, "Host", "", client.ListOptions{})
 		if err == nil {
@@ -422,9 +423,9 @@ func (r *scaleRun) waitHosts(ctx context.Context, ok func(*api.Host) bool, what 
 			if n >= r.cfg.Hosts {
 				return nil
 			}
-			if n != last {
+			if n != last && time.Since(lastLog) > 5*time.Second {
 				r.logf("%d/%d hosts %s", n, r.cfg.Hosts, what)
-				last = n
+				last, lastLog = n, time.Now()
 			}
 		}
 		select {
@@ -438,8 +439,10 @@ func (r *scaleRun) waitHosts(ctx context.Context, ok func(*api.Host) bool, what 
 // patchHosts applies one merge patch to every simulated Host, 32 at once.
 func (r *scaleRun) patchHosts(ctx context.Context, patch map[string]any) error {
 	return parallel(ctx, len(r.hostNames), 32, func(i int) error {
-		_, err := r.admin.Patch(ctx, "Host", "", r.hostNames[i], patch, false)
-		return err
+		return r.retry(ctx, func() error {
+			_, err := r.admin.Patch(ctx, "Host", "", r.hostNames[i], patch, false)
+			return err
+		})
 	})
 }
 
@@ -540,7 +543,16 @@ func (r *scaleRun) create(ctx context.Context, vm *api.VirtualMachine) error {
 	}
 	tr.sent = time.Now()
 	r.mu.Unlock()
-	out, err := r.admin.Create(ctx, vm)
+	var out api.Object
+	err := r.retry(ctx, func() error {
+		var err error
+		out, err = r.admin.Create(ctx, vm)
+		if api.IsAlreadyExists(err) && r.retries.Load() > 0 {
+			// An earlier try that timed out was written after all.
+			out, err = r.admin.Get(ctx, "VirtualMachine", scaleTenant, vm.Metadata.Name)
+		}
+		return err
+	})
 	if err != nil {
 		return fmt.Errorf("creating VM %s: %w", vm.Metadata.Name, err)
 	}
@@ -548,6 +560,32 @@ func (r *scaleRun) create(ctx context.Context, vm *api.VirtualMachine) error {
 	tr.uid = out.GetMetadata().UID
 	r.mu.Unlock()
 	return nil
+}
+
+// retry calls fn again, after a pause, while it fails as an overloaded
+// server does (503, a timeout), at most ten times; it counts the retries
+// for the report.
+func (r *scaleRun) retry(ctx context.Context, fn func() error) error {
+	for attempt := 0; ; attempt++ {
+		err := fn()
+		if err == nil || attempt == 10 || ctx.Err() != nil || !transient(err) {
+			return err
+		}
+		r.retries.Add(1)
+		time.Sleep(time.Duration(attempt+1) * 200 * time.Millisecond)
+	}
+}
+
+// transient reports whether err is worth trying again: the server said it
+// is unavailable, or the request did not get an answer.
+func transient(err error) bool {
+	switch api.ReasonOf(err) {
+	case api.ReasonUnavailable:
+		return true
+	case "":
+		return true // no answer: a connection or a timeout error
+	}
+	return false
 }
 
 // waitCount waits until get() reaches n, saying how it goes.
@@ -796,6 +834,7 @@ func (r *scaleRun) final(ctx context.Context) {
 			r.res.BoundTwice = append(r.res.BoundTwice, fmt.Sprintf("%s started on %v", byUID[id], hosts))
 		}
 	}
+	r.res.Retries = r.retries.Load()
 	sort.Strings(r.res.BoundTwice)
 	sort.Strings(r.res.Lost)
 }
@@ -855,6 +894,7 @@ func (r *scaleRun) report(w io.Writer) {
 	row("list every VM", "%s (%d VMs, median of 3)", res.ListAll.Round(time.Millisecond), res.ListCount)
 	row("server memory", "RSS %s (peak %s)", mib(res.ServerRSS), mib(res.ServerPeakRSS))
 	row("etcd database", "%s (%s in use)", mib(res.DBSize), mib(res.DBInUse))
+	row("requests retried (503, timeout)", "%d", res.Retries)
 	row("bound or started twice", "%d", len(res.BoundTwice))
 	row("lost (never Running)", "%d", len(res.Lost))
 	tw.Flush()
