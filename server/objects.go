@@ -131,7 +131,7 @@ func (s *Server) list(w http.ResponseWriter, r *http.Request, p *auth.Principal,
 	if err := auth.Authorize(p, t.request(auth.List)); err != nil {
 		return err
 	}
-	filter, err := parseFilter(r)
+	filter, err := parseFilter(r, t.kind)
 	if err != nil {
 		return err
 	}

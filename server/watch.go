@@ -20,10 +20,11 @@ type filter struct {
 	fields func(api.Object) bool
 }
 
-// parseFilter reads ?labelSelector= and ?fieldSelector=. Field selectors
-// are path=value terms on the object's JSON (spec.host=h1,
-// involvedObject.name=web, metadata.name=x); spec. may be left out.
-func parseFilter(r *http.Request) (filter, error) {
+// parseFilter reads ?labelSelector= and ?fieldSelector= for objects of
+// kind k. Field selectors are path=value terms on the object's JSON
+// (spec.host=h1, involvedObject.name=web, metadata.name=x); spec. may be
+// left out.
+func parseFilter(r *http.Request, kind *api.KindInfo) (filter, error) {
 	q := r.URL.Query()
 	sel, err := api.ParseSelector(q.Get("labelSelector"))
 	if err != nil {
@@ -38,6 +39,8 @@ func parseFilter(r *http.Request) (filter, error) {
 		path []string
 		neg  bool
 		val  string
+		// get reads the path without encoding the object, when it can.
+		get func(api.Object) string
 	}
 	var terms []term
 	for _, t := range strings.Split(fs, ",") {
@@ -52,21 +55,20 @@ func parseFilter(r *http.Request) (filter, error) {
 		default:
 			path = append([]string{"spec"}, path...)
 		}
-		terms = append(terms, term{path, neg, strings.TrimSpace(v)})
+		terms = append(terms, term{path, neg, strings.TrimSpace(v), fieldGetter(kind, path)})
 	}
 	f.fields = func(o api.Object) bool {
-		data, _ := json.Marshal(o)
 		var doc any
-		_ = json.Unmarshal(data, &doc)
 		for _, t := range terms {
-			cur := doc
-			for _, p := range t.path {
-				m, _ := cur.(map[string]any)
-				cur = m[p]
-			}
 			got := ""
-			if cur != nil {
-				got = fmt.Sprint(cur)
+			if t.get != nil {
+				got = t.get(o)
+			} else {
+				if doc == nil {
+					data, _ := json.Marshal(o)
+					_ = json.Unmarshal(data, &doc)
+				}
+				got = jsonPath(doc, t.path)
 			}
 			if (got == t.val) == t.neg {
 				return false
@@ -77,6 +79,20 @@ func parseFilter(r *http.Request) (filter, error) {
 	return f, nil
 }
 
+// jsonPath reads path in an object's decoded JSON as a selector compares
+// it: "" when it is missing.
+func jsonPath(doc any, path []string) string {
+	cur := doc
+	for _, p := range path {
+		m, _ := cur.(map[string]any)
+		cur = m[p]
+	}
+	if cur == nil {
+		return ""
+	}
+	return fmt.Sprint(cur)
+}
+
 // watch streams changes as newline-delimited JSON WatchEvents. A client
 // resumes after a disconnect by watching from the last resourceVersion it
 // saw; BOOKMARK events move that point forward when nothing it can see
@@ -85,7 +101,7 @@ func (s *Server) watch(w http.ResponseWriter, r *http.Request, p *auth.Principal
 	if err := auth.Authorize(p, t.request(auth.Watch)); err != nil {
 		return err
 	}
-	f, err := parseFilter(r)
+	f, err := parseFilter(r, t.kind)
 	if err != nil {
 		return err
 	}
