@@ -93,6 +93,8 @@ type Server struct {
 	// learn that its tenant exists.
 	tenants *store.Mirror[struct{}]
 
+	// feeds share one etcd watch per kind among the API's watchers.
+	feeds         feeds
 	bookmarkEvery time.Duration
 	listener      net.Listener
 	httpServer    *http.Server
@@ -157,6 +159,7 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	tk, _ := api.KindByName("Tenant")
 	uk, _ := api.KindByName("User")
 	s := &Server{cfg: cfg, tenantKind: tk, userKind: uk, bookmarkEvery: 5 * time.Second, metrics: newMetrics()}
+	s.feeds.s = s
 	// An embedded member needs the CA before etcd runs (peer TLS); with
 	// an external etcd the CA comes from etcd alone.
 	var wantCA *pki.CA

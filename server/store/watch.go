@@ -34,7 +34,10 @@ type Event struct {
 	Prev   api.Object
 	// Raw is the object's stored JSON with its resourceVersion set, for
 	// watchers that pass objects on without looking inside (WatchRaw).
-	Raw []byte
+	// PrevRaw is the previous state's, with Prev and Raw both asked for.
+	Raw, PrevRaw []byte
+	// Key is the object's etcd key.
+	Key string
 	Rev int64
 	Err error
 }
@@ -45,8 +48,9 @@ type WatchOptions struct {
 	// costs a second decode per event; watchers need it only to tell when
 	// an object stops matching a selector.
 	Prev bool
-	// Raw skips decoding: events carry Raw instead of Object. A watcher
-	// that forwards every event unfiltered saves a decode and an encode.
+	// Raw skips decoding: events carry Raw instead of Object (and, with
+	// Prev, PrevRaw instead of Prev). A watcher that forwards every event
+	// unfiltered saves a decode and an encode.
 	Raw bool
 }
 
@@ -119,7 +123,7 @@ func (s *Store) Watch(ctx context.Context, k *api.KindInfo, prefix string, from 
 }
 
 func (s *Store) translate(k *api.KindInfo, ev *clientv3.Event, o WatchOptions) (Event, error) {
-	e := Event{Rev: ev.Kv.ModRevision}
+	e := Event{Rev: ev.Kv.ModRevision, Key: string(ev.Kv.Key)}
 	switch {
 	case ev.Type == clientv3.EventTypeDelete:
 		e.Type = Deleted
@@ -142,6 +146,13 @@ func (s *Store) translate(k *api.KindInfo, ev *clientv3.Event, o WatchOptions) (
 			return e, err
 		}
 		e.Raw = WithResourceVersion(plain, ev.Kv.ModRevision)
+		if o.Prev && ev.PrevKv != nil && e.Type != Deleted {
+			prev, err := s.open(k, ev.PrevKv.Key, ev.PrevKv.Value)
+			if err != nil {
+				return e, err
+			}
+			e.PrevRaw = WithResourceVersion(prev, ev.PrevKv.ModRevision)
+		}
 		return e, nil
 	}
 	obj, err := s.decode(k, ev.Kv.Key, value, ev.Kv.ModRevision)
