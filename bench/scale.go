@@ -97,6 +97,12 @@ type ScaleResult struct {
 	// Retries counts the bench's requests tried again after a 503 or a
 	// timeout: a sign the control plane was overloaded.
 	Retries int64
+	// LoadStart and LoadEnd are the machine's load average (1 minute)
+	// when the run began and ended: others' work shares the CPUs.
+	LoadStart, LoadEnd string
+	// HostsCPU is the CPU time of this process (the simulated hosts and
+	// the bench) over the run.
+	HostsCPU time.Duration
 }
 
 const scaleTenant = "bench"
@@ -149,9 +155,10 @@ func RunScale(ctx context.Context, cfg ScaleConfig, w io.Writer) (*ScaleResult, 
 	}
 	ctx, cancel := context.WithTimeout(ctx, cfg.Timeout)
 	defer cancel()
-	r := &scaleRun{cfg: cfg, res: &ScaleResult{Hosts: cfg.Hosts, VMs: cfg.VMs}, vms: map[string]*vmTrack{},
+	r := &scaleRun{cfg: cfg, res: &ScaleResult{Hosts: cfg.Hosts, VMs: cfg.VMs}, vms: map[string]*vmTrack{}, counts: map[string]int64{},
 		starts: map[string][]string{}, lookups: map[string]time.Time{}}
 	defer r.close()
+	r.res.LoadStart = loadAverage()
 	if err := r.run(ctx); err != nil {
 		return r.res, err
 	}
@@ -187,6 +194,9 @@ type scaleRun struct {
 	lastBound time.Time
 	// retries counts requests tried again after a 503 or a timeout.
 	retries atomic.Int64
+	// counts are how many VMs of each name prefix ("bl", "run", "fan")
+	// reached each state ("unschedulable", "bound", "running").
+	counts map[string]int64
 }
 
 // vmTrack is what the bench saw of one VM.
@@ -310,12 +320,15 @@ func (r *scaleRun) vmSeen(key string, obj api.Object) {
 	if h := vm.Spec.Host; h != "" && !contains(tr.hosts, h) {
 		tr.hosts = append(tr.hosts, h)
 	}
+	prefix, _, _ := strings.Cut(vm.Metadata.Name, "-")
 	if c := vm.Status.Condition(api.ConditionScheduled); c != nil {
-		if c.Status == api.ConditionFalse {
+		if c.Status == api.ConditionFalse && !tr.unschedBound {
 			tr.unschedBound = true
+			r.counts[prefix+"/unschedulable"]++
 		}
 		if c.Status == api.ConditionTrue && tr.bound.IsZero() && c.LastTransitionTime != nil {
 			tr.bound = *c.LastTransitionTime
+			r.counts[prefix+"/bound"]++
 			if tr.bound.After(r.lastBound) {
 				r.lastBound = tr.bound
 			}
@@ -323,6 +336,7 @@ func (r *scaleRun) vmSeen(key string, obj api.Object) {
 	}
 	if vm.Status.FirstOutputAt != nil && tr.running.IsZero() && vm.Status.Phase == api.VMRunning {
 		tr.running = *vm.Status.FirstOutputAt
+		r.counts[prefix+"/running"]++
 	}
 }
 
@@ -607,21 +621,16 @@ func (r *scaleRun) waitCount(ctx context.Context, what string, n int64, get func
 		select {
 		case <-ctx.Done():
 			return fmt.Errorf("waiting for %d VMs %s (%d so far): %w", n, what, got, ctx.Err())
-		case <-time.After(20 * time.Millisecond):
+		case <-time.After(50 * time.Millisecond):
 		}
 	}
 }
 
-func (r *scaleRun) count(prefix string, ok func(*vmTrack) bool) int64 {
+// count returns how many VMs named prefix-… reached state.
+func (r *scaleRun) count(prefix, state string) int64 {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	var n int64
-	for name, tr := range r.vms {
-		if strings.HasPrefix(name, prefix) && ok(tr) {
-			n++
-		}
-	}
-	return n
+	return r.counts[prefix+"/"+state]
 }
 
 // backlog creates cfg.VMs while the hosts are cordoned, waits until the
@@ -640,7 +649,7 @@ func (r *scaleRun) backlog(ctx context.Context, leader *serverProc) error {
 	r.res.Created = time.Since(start)
 	r.logf("created %d VMs in %s", n, r.res.Created.Round(time.Millisecond))
 	if err := r.waitCount(ctx, "marked unschedulable", int64(n), func() int64 {
-		return r.count("bl-", func(t *vmTrack) bool { return t.unschedBound })
+		return r.count("bl", "unschedulable")
 	}, nil); err != nil {
 		return err
 	}
@@ -652,7 +661,7 @@ func (r *scaleRun) backlog(ctx context.Context, leader *serverProc) error {
 		return err
 	}
 	var killedAt time.Time
-	bound := func() int64 { return r.count("bl-", func(t *vmTrack) bool { return !t.bound.IsZero() }) }
+	bound := func() int64 { return r.count("bl", "bound") }
 	kill := func(got int64) {
 		if r.cfg.KillLeader && killedAt.IsZero() && got >= int64(n)/2 {
 			r.logf("killing the leader, server %s (SIGKILL), with %d/%d bound", leader.name, got, n)
@@ -685,7 +694,7 @@ func (r *scaleRun) backlog(ctx context.Context, leader *serverProc) error {
 	}
 	r.logf("placed %d VMs in %s: %.0f/s", n, r.res.Placed.Round(time.Millisecond), r.res.PlacementRate)
 	if err := r.waitCount(ctx, "Running", int64(n), func() int64 {
-		return r.count("bl-", func(t *vmTrack) bool { return !t.running.IsZero() })
+		return r.count("bl", "running")
 	}, nil); err != nil {
 		return err
 	}
@@ -707,7 +716,7 @@ func (r *scaleRun) createToRunning(ctx context.Context) error {
 		return err
 	}
 	if err := r.waitCount(ctx, "Running", int64(n), func() int64 {
-		return r.count("run-", func(t *vmTrack) bool { return !t.running.IsZero() })
+		return r.count("run", "running")
 	}, nil); err != nil {
 		return err
 	}
@@ -835,6 +844,10 @@ func (r *scaleRun) final(ctx context.Context) {
 		}
 	}
 	r.res.Retries = r.retries.Load()
+	r.res.LoadEnd = loadAverage()
+	if st, err := readProc(os.Getpid()); err == nil {
+		r.res.HostsCPU = st.cpu
+	}
 	sort.Strings(r.res.BoundTwice)
 	sort.Strings(r.res.Lost)
 }
@@ -863,6 +876,19 @@ func (r *scaleRun) close() {
 	}
 }
 
+// loadAverage is the machine's one-minute load average.
+func loadAverage() string {
+	data, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "?"
+	}
+	f := strings.Fields(string(data))
+	if len(f) == 0 {
+		return "?"
+	}
+	return f[0]
+}
+
 func mib(b int64) string { return fmt.Sprintf("%.0f MiB", float64(b)/(1<<20)) }
 
 func (r *scaleRun) report(w io.Writer) {
@@ -871,8 +897,10 @@ func (r *scaleRun) report(w io.Writer) {
 	if cfg.Servers == 3 {
 		ctl = "three servers (HA)"
 	}
-	fmt.Fprintf(w, "Hearth at scale: %d simulated hosts (the agent with compute/computetest), %d VMs, %s, on %d CPUs\n\n",
+	fmt.Fprintf(w, "Hearth at scale: %d simulated hosts (the agent with compute/computetest), %d VMs, %s, on %d CPUs\n",
 		cfg.Hosts, cfg.VMs, ctl, runtime.NumCPU())
+	fmt.Fprintf(w, "load average %s at the start, %s at the end; the simulated hosts used %s of CPU\n\n",
+		res.LoadStart, res.LoadEnd, res.HostsCPU.Round(time.Second))
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	row := func(k, format string, args ...any) { fmt.Fprintf(tw, "%s\t%s\n", k, fmt.Sprintf(format, args...)) }
 	row("hosts joined and Ready", "%s", res.Joined.Round(time.Millisecond))

@@ -17,9 +17,11 @@ import (
 // It is not safe for concurrent use: the Scheduler holds its lock.
 type cluster struct {
 	hosts map[string]*hostState
-	// names are the hosts' names, sorted: decisions go through hosts in
-	// this order, so ties go to the first name.
+	// names are the hosts' names, sorted, and order their states in the
+	// same order: decisions go through hosts in this order, so ties go to
+	// the first name.
 	names []string
+	order []*hostState
 	// vms are every cached VM not being deleted, by key.
 	vms map[string]*vmState
 	// placed indexes the VMs that count on some host by tenant and label
@@ -30,12 +32,18 @@ type cluster struct {
 	// the placed ones whose status does not say so yet. The scheduler
 	// has work on both.
 	pending, unmarked map[string]*vmState
+	// antiTenants counts, per tenant, the placed VMs with anti-affinity
+	// rules: a decision for a tenant with none skips checking them.
+	antiTenants map[string]int
 }
 
 // hostState is one host and what is placed on it.
 type hostState struct {
+	name string
 	obj  *api.Host
 	spec api.HostSpec // defaulted
+	// ready and cordoned are read from obj once, not per decision.
+	ready, cordoned bool
 	// capCPU and capMem are what the VMs may take: capacity less the
 	// reserve, times the overcommit (memory in whole MiB).
 	capCPU float64
@@ -74,7 +82,8 @@ type vmState struct {
 
 func newCluster() *cluster {
 	return &cluster{hosts: map[string]*hostState{}, vms: map[string]*vmState{},
-		placed: map[string]map[string]map[*vmState]struct{}{}, pending: map[string]*vmState{}, unmarked: map[string]*vmState{}}
+		placed: map[string]map[string]map[*vmState]struct{}{}, pending: map[string]*vmState{}, unmarked: map[string]*vmState{},
+		antiTenants: map[string]int{}}
 }
 
 // setHost records a host as cached now (nil: gone).
@@ -87,18 +96,22 @@ func (c *cluster) setHost(name string, h *api.Host) {
 		delete(c.hosts, name)
 		i := sort.SearchStrings(c.names, name)
 		c.names = append(c.names[:i], c.names[i+1:]...)
+		c.order = append(c.order[:i], c.order[i+1:]...)
 		// Its VMs still count there should it come back; they stay
 		// indexed on the orphaned state, which nothing reads.
 		c.orphans(hs)
 		return
 	}
 	if hs == nil {
-		hs = &hostState{vms: map[*vmState]struct{}{}, spread: map[string]int{}, tenants: map[string]*tenantOnHost{}}
+		hs = &hostState{name: name, vms: map[*vmState]struct{}{}, spread: map[string]int{}, tenants: map[string]*tenantOnHost{}}
 		c.hosts[name] = hs
 		i := sort.SearchStrings(c.names, name)
 		c.names = append(c.names, "")
 		copy(c.names[i+1:], c.names[i:])
 		c.names[i] = name
+		c.order = append(c.order, nil)
+		copy(c.order[i+1:], c.order[i:])
+		c.order[i] = hs
 		// VMs that named this host before it was cached count on it now.
 		for _, v := range c.vms {
 			if v.host == name {
@@ -109,6 +122,7 @@ func (c *cluster) setHost(name string, h *api.Host) {
 	hs.obj = h
 	hs.spec = h.Spec
 	hs.spec.Default()
+	hs.ready, hs.cordoned = h.Status.Phase == api.HostReady, hs.spec.Unschedulable
 	hs.capCPU = float64(h.Status.CPUs-hs.spec.ReservedCPUs) * hs.spec.CPUOvercommit
 	hs.capMem = int64(float64(h.Status.Memory-hs.spec.ReservedMemory)*hs.spec.MemoryOvercommit) >> 20 << 20
 }
@@ -178,6 +192,9 @@ func (c *cluster) place(v *vmState) {
 		c.unmarked[v.key] = v
 	}
 	tenant := v.obj.Metadata.Tenant
+	if len(v.obj.Spec.AntiAffinity) > 0 {
+		c.antiTenants[tenant]++
+	}
 	byLabel := c.placed[tenant]
 	if byLabel == nil {
 		byLabel = map[string]map[*vmState]struct{}{}
@@ -225,6 +242,11 @@ func (c *cluster) unplace(v *vmState) {
 		return
 	}
 	tenant := v.obj.Metadata.Tenant
+	if len(v.obj.Spec.AntiAffinity) > 0 {
+		if c.antiTenants[tenant]--; c.antiTenants[tenant] == 0 {
+			delete(c.antiTenants, tenant)
+		}
+	}
 	if byLabel := c.placed[tenant]; byLabel != nil {
 		for k, val := range v.obj.Metadata.Labels {
 			if set := byLabel[k+"="+val]; set != nil {

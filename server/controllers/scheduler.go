@@ -3,6 +3,7 @@ package controllers
 import (
 	"context"
 	"fmt"
+	"maps"
 	"math"
 	"slices"
 	"sort"
@@ -182,47 +183,41 @@ func (s *Scheduler) vmChanged(key string, obj api.Object) {
 		vm = obj.(*api.VirtualMachine)
 	}
 	s.mu.Lock()
-	var before vmSeen
+	var beforeHost string
+	var beforeVM *api.VirtualMachine
 	if v := s.state.vms[key]; v != nil {
-		before = seenOf(v)
+		beforeHost, beforeVM = v.host, v.obj
 	}
 	s.state.setVM(key, vm)
-	var after vmSeen
+	afterHost := ""
 	if v := s.state.vms[key]; v != nil {
-		after = seenOf(v)
+		afterHost = v.host
 	}
 	if vm == nil {
 		delete(s.warned, key)
 		delete(s.waiting, key)
 	}
 	switch {
-	case before == after:
-	case before.host != "" && (after.host != before.host || after.cpus < before.cpus || after.mem < before.mem ||
-		after.labels != before.labels || after.anti != before.anti):
+	case beforeHost != "" && (afterHost != beforeHost || freesRoom(beforeVM, vm)):
 		// Room freed, or a rule or label that kept others away changed.
 		s.retryLocked("")
-	case after.host != "" && before.host == "":
-		s.retryLocked(after.tenant)
+	case afterHost != "" && beforeHost == "":
+		s.retryLocked(vm.Metadata.Tenant)
 	}
 	s.mu.Unlock()
-	for _, h := range []string{before.host, after.host} {
+	for _, h := range []string{beforeHost, afterHost} {
 		if h != "" {
 			s.alloc.EnqueueAfter(h, allocDelay)
 		}
 	}
 }
 
-// vmSeen is what of a VM may change others' placement.
-type vmSeen struct {
-	host, tenant, labels, anti string
-	cpus                       int
-	mem                        api.Bytes
-}
-
-func seenOf(v *vmState) vmSeen {
-	vm := v.obj
-	return vmSeen{host: v.host, tenant: vm.Metadata.Tenant, labels: api.LabelSelector(vm.Metadata.Labels).String(),
-		anti: fmt.Sprint(vm.Spec.AntiAffinity), cpus: vm.Spec.CPUs, mem: vm.Spec.Memory}
+// freesRoom reports whether a placed VM's change may let another VM in:
+// it asks for less, or its labels or anti-affinity rules changed.
+func freesRoom(before, after *api.VirtualMachine) bool {
+	return after == nil || after.Spec.CPUs < before.Spec.CPUs || after.Spec.Memory < before.Spec.Memory ||
+		!maps.Equal(before.Metadata.Labels, after.Metadata.Labels) ||
+		!slices.EqualFunc(before.Spec.AntiAffinity, after.Spec.AntiAffinity, func(a, b api.LabelSelector) bool { return maps.Equal(a, b) })
 }
 
 // volumeChanged tries the waiting VMs again when a volume was bound to a
@@ -263,7 +258,9 @@ func (s *Scheduler) retryLocked(tenant string) {
 	}
 }
 
-// retryLoop enqueues the waiting VMs when asked to, oldest first.
+// retryLoop enqueues the waiting VMs when asked to, oldest first. A VM
+// enqueued waits no more: it is decided again, and waits again if it
+// still fits nowhere.
 func (s *Scheduler) retryLoop(ctx context.Context) {
 	for {
 		select {
@@ -281,6 +278,7 @@ func (s *Scheduler) retryLoop(ctx context.Context) {
 			}
 			if s.retry || (len(v.obj.Spec.Affinity) > 0 && s.retryAffinity[v.obj.Metadata.Tenant]) {
 				vms = append(vms, v.obj)
+				delete(s.waiting, key)
 			}
 		}
 		s.retry = false
@@ -309,16 +307,26 @@ func (s *Scheduler) pendingKeys(context.Context) ([]string, error) {
 
 // oldestFirst returns the VMs' keys, the oldest VM first.
 func oldestFirst(vms []*api.VirtualMachine) []string {
-	sort.SliceStable(vms, func(i, j int) bool {
-		a, b := vms[i].Metadata.CreationTimestamp, vms[j].Metadata.CreationTimestamp
-		if a != nil && b != nil && !a.Equal(*b) {
-			return a.Before(*b)
-		}
-		return client.Key(vms[i]) < client.Key(vms[j])
-	})
-	keys := make([]string, len(vms))
+	type entry struct {
+		at  time.Time
+		key string
+	}
+	es := make([]entry, len(vms))
 	for i, vm := range vms {
-		keys[i] = client.Key(vm)
+		es[i].key = client.Key(vm)
+		if t := vm.Metadata.CreationTimestamp; t != nil {
+			es[i].at = *t
+		}
+	}
+	sort.Slice(es, func(i, j int) bool {
+		if !es[i].at.Equal(es[j].at) {
+			return es[i].at.Before(es[j].at)
+		}
+		return es[i].key < es[j].key
+	})
+	keys := make([]string, len(es))
+	for i, e := range es {
+		keys[i] = e.key
 	}
 	return keys
 }
@@ -532,26 +540,29 @@ func (c *cluster) schedule(vm *api.VirtualMachine, volume func(tenant, name stri
 		firstOfGroup[i] = sel.Matches(vm.Metadata.Labels) && !c.placedAnywhere(tenant, sel)
 	}
 	group := spreadGroup(vm)
+	// Anti-affinity is looked at only when the VM or a placed VM of its
+	// tenant has such rules; likewise affinity and the node selector.
+	checkAnti := len(vm.Spec.AntiAffinity) > 0 || c.antiTenants[tenant] > 0
+	checkAffinity, checkSelector := len(vm.Spec.Affinity) > 0, len(vm.Spec.NodeSelector) > 0
 	var fails [numFailures]int
 	var largestMem int64 = math.MinInt64
 	largestCPU := math.Inf(-1)
 	best, bestSpread, bestFree := "", 0, int64(0)
-	for _, name := range c.names {
-		hs := c.hosts[name]
-		h := hs.obj
+	for _, hs := range c.order {
+		name := hs.name
 		reason := -1
 		switch {
 		case volumeHost != "" && name != volumeHost:
 			reason = failVolume
-		case h.Status.Phase != api.HostReady:
+		case !hs.ready:
 			reason = failNotReady
-		case hs.spec.Unschedulable:
+		case hs.cordoned:
 			reason = failCordoned
-		case !vm.Spec.NodeSelector.Matches(h.Metadata.Labels):
+		case checkSelector && !vm.Spec.NodeSelector.Matches(hs.obj.Metadata.Labels):
 			reason = failSelector
-		case !hs.affinitySatisfied(vm, firstOfGroup):
+		case checkAffinity && !hs.affinitySatisfied(vm, firstOfGroup):
 			reason = failAffinity
-		case hs.antiAffinityViolated(vm, tenant, uid):
+		case checkAnti && hs.antiAffinityViolated(vm, tenant, uid):
 			reason = failAntiAffinity
 		}
 		if reason >= 0 {
