@@ -8,6 +8,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"hearth.dev/hearth/server"
+	"hearth.dev/hearth/server/controllers"
 )
 
 func init() { commands = append(commands, newServerCmd) }
@@ -44,6 +45,7 @@ or point every server at an external cluster with --etcd-endpoints.`,
 	f.StringVar(&cfg.AdvertiseURL, "advertise-url", "", "URL clients and agents use to reach this server (default from --listen)")
 	f.StringVar(&sans, "tls-san", "", "extra names or IPs for the serving certificate, comma-separated")
 	f.BoolVar(&cfg.AccessLog, "access-log", false, "log every API request")
+	f.DurationVar(&cfg.DiscoveredMachineTTL, "discovered-machine-ttl", controllers.DefaultDiscoveredTTL, "delete a machine waiting in Discovered, never approved or changed by a person, after the boot service has not heard from it this long (negative: never)")
 	f.StringVar(&endpoints, "etcd-endpoints", "", "use this external etcd cluster (comma-separated URLs) instead of the embedded one")
 	f.StringVar(&cfg.Etcd.Name, "etcd-name", "default", "name of this embedded etcd member")
 	f.StringVar(&cfg.Etcd.ClientURL, "etcd-client-url", "http://127.0.0.1:2379", "where the embedded etcd serves clients")
