@@ -394,7 +394,7 @@ func (s *Service) serveScript(w http.ResponseWriter, r *http.Request) {
 	boot := ""
 	if action == profile.ActionBoot {
 		if why != "" {
-			s.warn(m, "script", "HTTP", "boot.ipxe: not issuing a boot to %s: %s", addr, why)
+			s.warn(m, "script", "HTTP", "boot.ipxe: refused to issue a boot to %s: %s", addr, why)
 			_, v := s.values(m, p, site, "")
 			plan := profile.WaitPlan(m, fmt.Sprintf("not booting machine %s from %s: %s", name, addr, why), v)
 			plan.Renew = true
