@@ -281,9 +281,11 @@ func (s *Server) create(w http.ResponseWriter, r *http.Request, p *auth.Principa
 	}
 }
 
-// admit runs the checks that need other objects: the tenant exists, and
-// the kind's admission plugins (quotas) agree.
+// admit runs the checks that need other objects or the caller: the tenant
+// exists, and the admission plugins (quotas, fetched URLs) agree. The
+// plugins find the caller in ctx (auth.PrincipalFrom).
 func (s *Server) admit(ctx context.Context, p *auth.Principal, obj, old api.Object) error {
+	ctx = auth.WithPrincipal(ctx, p)
 	m := obj.GetMetadata()
 	if m.Tenant != "" && old == nil {
 		if _, ok := s.tenants.Lookup(ctx, m.Tenant); !ok {

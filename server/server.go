@@ -50,6 +50,13 @@ type Config struct {
 	Etcd    etcd.Config
 	// AccessLog logs every request.
 	AccessLog bool
+	// MaxUploadSize caps one image upload, in bytes (default
+	// DefaultMaxUploadSize).
+	MaxUploadSize int64
+	// UploadReserve is the free space an upload must leave on the data
+	// directory's file system, which etcd needs (default
+	// DefaultUploadReserve).
+	UploadReserve int64
 	// DisableControllers runs only the API (tests of the API alone).
 	DisableControllers bool
 	// Controllers run on the leader; each gets a client and a recorder.
@@ -58,6 +65,12 @@ type Config struct {
 
 // ControllerFunc runs one controller until ctx ends.
 type ControllerFunc func(ctx context.Context, c *client.Client, rec *client.Recorder) error
+
+// Defaults of the upload bounds.
+const (
+	DefaultMaxUploadSize = 64 << 30
+	DefaultUploadReserve = 2 << 30
+)
 
 // Admitter checks an object against others before it is written (quotas,
 // references). old is nil on create.
@@ -74,6 +87,7 @@ type Server struct {
 	openapi    http.Handler
 	metrics    *metrics
 	admitters  []Admitter
+	quota      *admission.Quota
 	tenantKind *api.KindInfo
 	userKind   *api.KindInfo
 	// tenants mirrors Tenant objects so a create need not read etcd to
@@ -132,6 +146,15 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	if cfg.Etcd.DataDir == "" {
 		cfg.Etcd.DataDir = cfg.DataDir
 	}
+	if cfg.MaxUploadSize == 0 {
+		cfg.MaxUploadSize = DefaultMaxUploadSize
+	}
+	if cfg.UploadReserve == 0 {
+		cfg.UploadReserve = DefaultUploadReserve
+	}
+	if cfg.MaxUploadSize < 0 || cfg.UploadReserve < 0 {
+		return nil, fmt.Errorf("--max-upload-size and --upload-reserve cannot be negative")
+	}
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("data directory: %w", err)
 	}
@@ -146,7 +169,8 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	s.store = store.New(s.etcd)
 	installHooks(s.store)
 	s.store.SetHooks("Tenant", admission.TenantHooks{})
-	s.AddAdmitter(admission.NewQuota(s.store).Admit)
+	s.quota = admission.NewQuota(s.store)
+	s.AddAdmitter(s.quota.Admit)
 	ok := false
 	defer func() {
 		if !ok {
@@ -193,6 +217,7 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	if s.cfg.AdvertiseURL == "" {
 		s.cfg.AdvertiseURL = advertiseURL(ln.Addr().String())
 	}
+	s.AddAdmitter(admission.NewURLs(s.ownNames(dns, ips)).Admit)
 	s.httpServer = &http.Server{
 		Handler:           s,
 		TLSConfig:         &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12},
@@ -231,6 +256,25 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	ok = true
 	slog.Info("hearth server ready", "url", s.cfg.AdvertiseURL, "dataDir", cfg.DataDir, "embeddedEtcd", s.db.Embedded())
 	return s, nil
+}
+
+// ownNames are the names and addresses this server (and its etcd) is
+// reached at, which no image URL may point at: its listen and advertised
+// addresses, its certificate's names (all of the machine's addresses when
+// it listens on all of them), and its etcd's URLs.
+func (s *Server) ownNames(dns []string, ips []net.IP) []string {
+	own := append([]string{s.cfg.AdvertiseURL, "https://" + s.cfg.Listen, s.cfg.Etcd.ClientURL, s.cfg.Etcd.PeerURL}, dns...)
+	own = append(own, s.cfg.TLSSANs...)
+	own = append(own, s.cfg.Etcd.Endpoints...)
+	for _, ip := range ips {
+		own = append(own, ip.String())
+	}
+	for _, m := range strings.Split(s.cfg.Etcd.InitialCluster, ",") {
+		if _, peer, ok := strings.Cut(m, "="); ok {
+			own = append(own, peer)
+		}
+	}
+	return own
 }
 
 // advertiseURL turns a bound address into a URL clients can use: an

@@ -17,7 +17,7 @@ func newVM(name string, cpus int, mem api.Bytes) *api.VirtualMachine {
 	return &api.VirtualMachine{TypeMeta: api.TypeMeta{APIVersion: api.APIVersion, Kind: "VirtualMachine"},
 		Metadata: api.ObjectMeta{Name: name, Tenant: "lab"},
 		Spec: api.VirtualMachineSpec{CPUs: cpus, Memory: mem,
-			Boot: api.VMBoot{From: api.BootFromKernel, Kernel: &api.BootFile{URL: "file:///srv/vmlinuz"}}}}
+			Boot: api.VMBoot{From: api.BootFromKernel, Kernel: &api.BootFile{Image: "vmlinuz"}}}}
 }
 
 func quotaTenant(t *testing.T, env *servertest.Env, q api.Quota) {

@@ -12,6 +12,7 @@
 package auth
 
 import (
+	"context"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
@@ -96,4 +97,18 @@ type Principal struct {
 // GlobalReader reports whether p may read every tenant's objects.
 func (p *Principal) GlobalReader() bool {
 	return p.Host != "" || (p.Tenant == "" && (p.Role == api.RoleClusterAdmin || p.Role == api.RoleViewer))
+}
+
+type principalKey struct{}
+
+// WithPrincipal returns ctx carrying the caller p, for checks deeper in a
+// request (admission) that depend on who writes.
+func WithPrincipal(ctx context.Context, p *Principal) context.Context {
+	return context.WithValue(ctx, principalKey{}, p)
+}
+
+// PrincipalFrom returns the caller WithPrincipal put in ctx, or nil.
+func PrincipalFrom(ctx context.Context) *Principal {
+	p, _ := ctx.Value(principalKey{}).(*Principal)
+	return p
 }

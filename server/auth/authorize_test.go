@@ -61,6 +61,12 @@ func TestAuthorizeUsers(t *testing.T) {
 		{"tenant admin leaves other tenants' users", tenantAdmin, Request{Verb: Update, Kind: kind(t, "User"), Name: "x", Stored: user("x", "other", api.RoleTenantMember), New: user("x", "lab", api.RoleTenantMember)}, false, "another tenant"},
 		{"tenant viewer reads", tenantViewer, Request{Verb: Get, Kind: kind(t, "VirtualMachine"), Tenant: "lab", Name: "vm"}, true, ""},
 		{"tenant viewer writes nothing", tenantViewer, Request{Verb: Delete, Kind: kind(t, "VirtualMachine"), Tenant: "lab", Name: "vm"}, false, "viewers"},
+		// Status is what Hearth observed: a tenant's people never write
+		// it, whatever their role (an image's checksum decides which
+		// bytes its readers get).
+		{"member writes no status", member, Request{Verb: UpdateStatus, Kind: kind(t, "Image"), Tenant: "lab", Name: "disk"}, false, "hosts and controllers only"},
+		{"tenant admin writes no status", tenantAdmin, Request{Verb: UpdateStatus, Kind: kind(t, "VirtualMachine"), Tenant: "lab", Name: "vm"}, false, "hosts and controllers only"},
+		{"admin writes status", admin, Request{Verb: UpdateStatus, Kind: kind(t, "Image"), Tenant: "lab", Name: "disk"}, true, ""},
 		{"a join token does nothing else", join, Request{Verb: Get, Kind: kind(t, "Network"), Tenant: "lab", Name: "n"}, false, "only register a host"},
 	}
 	for _, tt := range tests {
@@ -106,6 +112,17 @@ func TestAuthorizeHost(t *testing.T) {
 	}
 	later := now.Add(time.Minute)
 	machine := kind(t, "Machine")
+	// An image's status as a host reports its copy: h1 Ready, and the
+	// checksum and size it found.
+	imageWrite := func(upload bool, oldSum string) Request {
+		img := &api.Image{TypeMeta: api.TypeMeta{Kind: "Image"}, Metadata: api.ObjectMeta{Name: "disk", Tenant: "lab"},
+			Spec: api.ImageSpec{Source: api.ImageSource{Upload: upload, URL: map[bool]string{false: "https://example.org/disk.img"}[upload]}}}
+		img.Status.Checksum = oldSum
+		cur := api.DeepCopy(img).(*api.Image)
+		cur.Status.Hosts = []api.ImageHostStatus{{Host: "h1", Phase: api.ImageReady, Progress: 100}}
+		cur.Status.Checksum, cur.Status.Size, cur.Status.Phase = "sha256:"+strings.Repeat("b", 64), 1000, api.ImageReady
+		return Request{Verb: UpdateStatus, Kind: kind(t, "Image"), Tenant: "lab", Name: "disk", Stored: img, New: cur}
+	}
 	status := func(m *api.Machine) Request {
 		return Request{Verb: UpdateStatus, Kind: machine, Name: "node1", Stored: stored, New: m}
 	}
@@ -124,6 +141,9 @@ func TestAuthorizeHost(t *testing.T) {
 		{"not another Host", Request{Verb: UpdateStatus, Kind: kind(t, "Host"), Name: "h2"}, false, "only write its own Host"},
 		{"does not delete its Host", Request{Verb: Delete, Kind: kind(t, "Host"), Name: "h1"}, false, "only write its own Host"},
 		{"creates Events", Request{Verb: Create, Kind: kind(t, "Event"), Name: "e"}, true, ""},
+		{"fills in a downloaded image's checksum", imageWrite(false, ""), true, ""},
+		{"never an uploaded image's checksum", imageWrite(true, ""), false, "the server's to record from the upload"},
+		{"nor changes it", imageWrite(true, "sha256:"+strings.Repeat("a", 64)), false, "the server's to record from the upload"},
 		{"writes the status of its VM", Request{Verb: UpdateStatus, Kind: kind(t, "VirtualMachine"), Tenant: "lab", Name: "vm", Stored: vm("h1"), New: vm("h1")}, true, ""},
 		{"not of another host's VM", Request{Verb: UpdateStatus, Kind: kind(t, "VirtualMachine"), Tenant: "lab", Name: "vm", Stored: vm("h2"), New: vm("h2")}, false, "not placed on this host"},
 		{"does not move a VM", Request{Verb: UpdateStatus, Kind: kind(t, "VirtualMachine"), Tenant: "lab", Name: "vm", Stored: vm("h1"), New: vm("h2")}, false, "another host"},
