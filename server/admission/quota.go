@@ -1,7 +1,8 @@
 // Package admission holds the server's admission checks: rules that need
-// other objects than the one being written (quotas), run by the API after
-// validation and before the write. Each check has the shape of
-// server.Admitter, func(ctx, obj, old) error, with old nil on a create.
+// other objects than the one being written (quotas) or who writes it (the
+// URLs hosts will fetch), run by the API after validation and before the
+// write. Each check has the shape of server.Admitter, func(ctx, obj, old)
+// error, with old nil on a create; the caller is auth.PrincipalFrom(ctx).
 package admission
 
 import (
@@ -19,7 +20,8 @@ import (
 
 // Quota enforces each tenant's spec.quota on creates and updates of
 // VirtualMachines (vcpus, memory, vms), Volumes (volumeGiB) and Networks
-// (networks).
+// (networks), and, through ImageStorage, which the upload handler asks,
+// on the bytes of uploaded images (imageStorage).
 //
 // Usage is summed from the tenant's objects in etcd, leaving out the
 // stored version of the object being updated and adding the new one. Only

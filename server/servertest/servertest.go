@@ -64,11 +64,11 @@ func Start(t testing.TB, opts ...Option) *Env {
 		t.Fatalf("starting server: %v", err)
 	}
 	t.Cleanup(func() { s.Close() })
-	admin, err := client.FromConfig(filepath.Join(dir, "admin.conf"), "")
+	admin, err := client.FromConfig(filepath.Join(cfg.DataDir, "admin.conf"), "")
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &Env{T: t, Server: s, Admin: admin, DataDir: dir}
+	return &Env{T: t, Server: s, Admin: admin, DataDir: cfg.DataDir}
 }
 
 // Ctx is a context for one test step.
