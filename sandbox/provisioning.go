@@ -39,10 +39,11 @@ func (s *Sandbox) StartBootService(ctx context.Context) error {
 		return fmt.Errorf("the boot service: %w", err)
 	}
 	j := Join{
-		Server: s.State.ServerURL,
-		Token:  token,
-		CAFile: filepath.Join(s.cfg.Dir, serverSubdir, "ca.crt"),
-		Site:   s.cfg.Site,
+		Server:   s.State.ServerURL,
+		Token:    token,
+		CAFile:   filepath.Join(s.cfg.Dir, serverSubdir, "ca.crt"),
+		Site:     s.cfg.Site,
+		FileDirs: s.fileDirs(),
 	}
 	if err := os.MkdirAll(p.BootDir, 0o755); err != nil {
 		return err
