@@ -161,8 +161,11 @@ func Run(ctx context.Context, cfg Config) error {
 	// their Image, the only request that carries the host's credential
 	// (ensureImage).
 	policy := storage.FetchPolicy{Allow: cfg.AllowFetchFrom}
-	if addr, err := netip.ParseAddr(cfg.Address); err == nil && api.FetchAddrRefusal(addr) == "" {
-		policy.Refuse = append(policy.Refuse, addr) // a loopback one is refused anyway
+	listenHost, _, _ := net.SplitHostPort(cfg.Listen)
+	for _, a := range []string{cfg.Address, listenHost} {
+		if addr, err := netip.ParseAddr(a); err == nil && api.FetchAddrRefusal(addr) == "" {
+			policy.Refuse = append(policy.Refuse, addr) // a loopback one is refused anyway
+		}
 	}
 	a := &Agent{cfg: cfg, c: c, ca: []byte(creds.CA), rec: client.NewRecorder(c, "host/"+cfg.Name).Background(ctx),
 		images: &storage.ImageCache{Dir: filepath.Join(cfg.DataDir, "images"), Client: storage.NewFetchClient(policy),
