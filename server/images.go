@@ -156,7 +156,7 @@ func (s *Server) uploadImage(w http.ResponseWriter, r *http.Request, p *auth.Pri
 	sink := &uploadSink{w: io.MultiWriter(tmp, h), limit: limit, s: s, ref: ref}
 	if quotaLeft >= 0 && quotaLeft < limit {
 		sink.limit = quotaLeft
-		sink.over = admission.ImageStorageExceeded(t.tenant, quotaLeft+1, used, quota)
+		sink.over = admission.ImageStorageExceeded(t.tenant, -1, used, quota)
 	}
 	n, err := io.CopyBuffer(sink, r.Body, make([]byte, 1<<20))
 	if err == nil {

@@ -329,8 +329,13 @@ func (q *Quota) ImageStorage(ctx context.Context, tenant, name string) (used, li
 }
 
 // ImageStorageExceeded is the refusal of an upload of requested bytes
-// past the tenant's image storage quota.
+// past the tenant's image storage quota; requested < 0 says only that
+// the upload went on past what was left.
 func ImageStorageExceeded(tenant string, requested, used, limit int64) error {
+	req := showBytes(requested)
+	if requested < 0 {
+		req = "more than the " + showBytes(max(limit-used, 0)) + " left"
+	}
 	return api.NewQuotaExceeded("tenant %s: quota exceeded for imageStorage: requested %s, used %s of %s",
-		tenant, showBytes(requested), showBytes(used), showBytes(limit))
+		tenant, req, showBytes(used), showBytes(limit))
 }
