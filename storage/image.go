@@ -303,7 +303,8 @@ func (c *ImageCache) GC(keep map[string]bool) (removed []string, err error) {
 	parts, _ := filepath.Glob(filepath.Join(c.Dir, "partial", "*.part"))
 	for _, part := range parts {
 		key := strings.TrimSuffix(filepath.Base(part), ".part")
-		if sumHex, _, _ := strings.Cut(key, "-"); isHex(sumHex) && keep["sha256:"+sumHex] {
+		// Keys of fetches with a checksum are "<hex>-<url hash>" (imageKey).
+		if sumHex, _, ok := strings.Cut(key, "-"); ok && isHex(sumHex) && keep["sha256:"+sumHex] {
 			continue
 		}
 		unlock, err := tryLockFile(filepath.Join(c.Dir, "locks", key+".lock"))
