@@ -5,9 +5,10 @@
 // Unknown machines that network-boot become Machines; every step of a
 // machine's boot is an event on its timeline.
 //
-// The service talks to the API with a host credential (it may run inside
-// an agent) and keeps what it serves in informer caches, so a machine's
-// DHCP answer needs no API round trip.
+// The service talks to the API with a boot service's credential (it may
+// discover Machines and write what it observes of them, and acts as no
+// Host) and keeps what it serves in informer caches, so a machine's DHCP
+// answer needs no API round trip.
 package boot
 
 import (
@@ -32,13 +33,17 @@ import (
 	"hearth.dev/hearth/boot/dhcp"
 	"hearth.dev/hearth/boot/tftp"
 	"hearth.dev/hearth/client"
+	"hearth.dev/hearth/serving"
 	"hearth.dev/hearth/storage"
 )
 
 // Config is what `hearth boot` takes.
 type Config struct {
 	Server, JoinToken, CAFile string
-	// Name of the service's host credential (default "boot").
+	// JoinTokenFile holds the join token instead of JoinToken.
+	JoinTokenFile string
+	// Name of the service's credential (default "boot"); its events'
+	// source is boot/NAME.
 	Name    string
 	DataDir string
 	// Interface is the provisioning network's interface, and Address this
@@ -54,6 +59,10 @@ type Config struct {
 	HTTPListen string
 	// TFTPListen (default ADDRESS:69).
 	TFTPListen string
+	// HTTPLimits are the HTTP side's timeouts and connection limit (zero
+	// fields take serving's defaults); artifact downloads get deadlines
+	// that move with their progress.
+	HTTPLimits serving.Limits
 	// IPXEDir holds the iPXE binaries (Debian's ipxe package: /usr/lib/ipxe).
 	IPXEDir string
 	// UEFIBinary is ipxe.efi (default, with its own drivers) or snponly.efi
@@ -90,6 +99,7 @@ type Service struct {
 	artifacts map[string]artifact   // id → where it comes from
 	creating  map[string]chan struct{}
 	updates   chan func(context.Context)
+	limits    serving.Limits
 }
 
 type artifact struct{ url, checksum string }
@@ -120,15 +130,19 @@ func Run(ctx context.Context, cfg Config) error {
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return err
 	}
-	c, _, err := client.Join(ctx, client.JoinConfig{Server: cfg.Server, JoinToken: cfg.JoinToken, CAFile: cfg.CAFile, Name: cfg.Name, DataDir: cfg.DataDir})
+	c, _, err := client.WaitJoined(ctx, client.JoinConfig{Server: cfg.Server, JoinToken: cfg.JoinToken, JoinTokenFile: cfg.JoinTokenFile,
+		CAFile: cfg.CAFile, Name: cfg.Name, Boot: true, DataDir: cfg.DataDir})
 	if err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
 		return err
 	}
 	key, err := loadKey(filepath.Join(cfg.DataDir, "report.key"))
 	if err != nil {
 		return err
 	}
-	s := &Service{cfg: cfg, c: c, rec: client.NewRecorder(c, "host/"+cfg.Name).Background(ctx), key: key,
+	s := &Service{cfg: cfg, c: c, rec: client.NewRecorder(c, "boot/"+cfg.Name).Background(ctx), key: key,
 		bootURL:   "http://" + cfg.HTTPListen,
 		machines:  client.NewInformer(c, "Machine", "", client.ListOptions{}),
 		profiles:  client.NewInformer(c, "MachineProfile", "", client.ListOptions{}),
@@ -166,8 +180,9 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return fmt.Errorf("--http-listen: %w", err)
 	}
-	hs := &http.Server{Handler: s.routes(), ReadHeaderTimeout: 10 * time.Second}
-	go func() { errc <- ignoreClosed(hs.Serve(hl)) }()
+	hs := serving.New("the boot service", hl, s.routes(), cfg.HTTPLimits, nil)
+	s.limits = hs.Limits
+	go func() { errc <- ignoreClosed(hs.Serve(hs.Listener)) }()
 	defer hs.Close()
 
 	tl, err := net.ListenPacket("udp4", cfg.TFTPListen)

@@ -50,7 +50,7 @@ func testServer(t *testing.T) (adminConf string) {
 		if serverErr != nil {
 			return
 		}
-		ports := make([]string, 2)
+		ports := make([]string, 1)
 		for i := range ports {
 			ln, err := net.Listen("tcp", "127.0.0.1:0")
 			if err != nil {
@@ -65,7 +65,7 @@ func testServer(t *testing.T) (adminConf string) {
 		theServer, serverErr = server.Start(context.Background(), server.Config{
 			DataDir: serverDir,
 			Listen:  "127.0.0.1:0",
-			Etcd:    etcd.Config{ClientURL: "http://127.0.0.1:" + ports[0], PeerURL: "http://127.0.0.1:" + ports[1]},
+			Etcd:    etcd.Config{PeerURL: "https://127.0.0.1:" + ports[0]},
 		})
 	})
 	if serverErr != nil {

@@ -52,7 +52,7 @@ The provisioning network is a bridge prov0 in a namespace PREFIX-lan, where
 PREFIX-boot, with prov at .2 of --provisioning-cidr and underlay at .9 of the
 underlay, to reach the server:
 
-  hearth boot --server https://UNDERLAY.1:PORT --join-token TOKEN
+  hearth boot --server https://UNDERLAY.1:PORT --join-token-file DIR/boot/join-token
     --ca-file DIR/server/ca.crt --name boot --data-dir DIR/boot
     --interface prov --address PROV.2 --dhcp-mode full
     --pool-start PROV.100 --pool-end PROV.199 --http-listen PROV.2:8080

@@ -161,12 +161,13 @@ type Config struct {
 	defaultBootCommand bool
 }
 
-// Join is what an agent needs to join the sandbox's cluster.
+// Join is what an agent needs to join the sandbox's cluster. The join
+// token gives the Host its site.
 type Join struct {
 	// Server is the API's URL as the hosts reach it.
 	Server string
-	// Token is a join token.
-	Token string
+	// TokenFile holds a single-use join token, readable by root only.
+	TokenFile string
 	// CAFile is the cluster CA certificate.
 	CAFile string
 	// Site is the site the host joins.
@@ -191,12 +192,11 @@ func DefaultAgentCommand(exe string) func(h Host, j Join) []string {
 	return func(h Host, j Join) []string {
 		return append([]string{exe, "agent",
 			"--server", j.Server,
-			"--join-token", j.Token,
+			"--join-token-file", j.TokenFile,
 			"--ca-file", j.CAFile,
 			"--name", h.Name,
 			"--data-dir", h.Dir,
 			"--address", h.Address,
-			"--site", j.Site,
 		}, j.allowFileDirs()...)
 	}
 }
@@ -211,7 +211,7 @@ func DefaultBootCommand(exe string) func(p Provisioning, j Join) []string {
 		if p.DHCPMode == "proxy" {
 			return append([]string{exe, "boot",
 				"--server", j.Server,
-				"--join-token", j.Token,
+				"--join-token-file", j.TokenFile,
 				"--ca-file", j.CAFile,
 				"--name", "boot",
 				"--data-dir", p.BootDir,
@@ -224,7 +224,7 @@ func DefaultBootCommand(exe string) func(p Provisioning, j Join) []string {
 		}
 		return append([]string{exe, "boot",
 			"--server", j.Server,
-			"--join-token", j.Token,
+			"--join-token-file", j.TokenFile,
 			"--ca-file", j.CAFile,
 			"--name", "boot",
 			"--data-dir", p.BootDir,

@@ -19,6 +19,7 @@ import (
 	"github.com/vishvananda/netlink"
 
 	api "hearth.dev/hearth/api/v1alpha1"
+	"hearth.dev/hearth/atomicfile"
 	"hearth.dev/hearth/client"
 	"hearth.dev/hearth/server"
 )
@@ -167,10 +168,9 @@ func (s *Sandbox) StartServer(ctx context.Context) error {
 	argv := []string{s.cfg.Executable, "server",
 		"--data-dir", dataDir,
 		"--listen", s.serverHostPort(),
-		// Port 0 lets etcd pick free ports, so a sandbox never collides
-		// with an etcd or another server already on the machine.
-		"--etcd-client-url", "http://127.0.0.1:0",
-		"--etcd-peer-url", "http://127.0.0.1:0",
+		// Port 0 lets etcd pick a free peer port, so a sandbox never
+		// collides with an etcd or another server already on the machine.
+		"--etcd-peer-url", "https://127.0.0.1:0",
 	}
 	p, err := startDaemon(argv, logPath)
 	if p != nil {
@@ -219,39 +219,32 @@ func (s *Sandbox) Client() (*client.Client, error) {
 	return client.FromConfig(s.State.AdminConfig, "")
 }
 
-// JoinToken makes a join token for the sandbox's hosts.
-func (s *Sandbox) JoinToken(ctx context.Context) (string, error) {
-	return s.joinToken(ctx, "hearth sandbox hosts")
-}
-
-// joinToken makes a join token for the sandbox's site.
-func (s *Sandbox) joinToken(ctx context.Context, description string) (string, error) {
+// joinTokenFile makes a single-use join token for the sandbox's site and
+// writes it to a file only root reads, in dir: agents and the boot
+// service read it from there, out of sight of ps. It returns the file.
+func (s *Sandbox) joinTokenFile(ctx context.Context, dir, description string) (string, error) {
 	c, err := s.Client()
 	if err != nil {
 		return "", err
 	}
 	var resp server.TokenResponse
-	req := server.TokenRequest{TTL: "24h", Site: s.cfg.Site, Description: description}
+	req := server.TokenRequest{TTL: "1h", Site: s.cfg.Site, Description: description}
 	if err := c.Do(ctx, http.MethodPost, api.PathPrefix+"/jointokens", req, &resp); err != nil {
 		return "", fmt.Errorf("making a join token: %w", err)
 	}
-	return resp.Token, nil
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", err
+	}
+	path := filepath.Join(dir, "join-token")
+	if err := atomicfile.Write(path, []byte(resp.Token+"\n"), 0o600); err != nil {
+		return "", fmt.Errorf("writing the join token: %w", err)
+	}
+	return path, nil
 }
 
-// StartAgents makes a join token and starts each host's agent inside the
-// host's namespace.
+// StartAgents starts each host's agent inside the host's namespace, each
+// with a join token of its own.
 func (s *Sandbox) StartAgents(ctx context.Context) error {
-	token, err := s.JoinToken(ctx)
-	if err != nil {
-		return err
-	}
-	j := Join{
-		Server:   s.State.ServerURL,
-		Token:    token,
-		CAFile:   filepath.Join(s.cfg.Dir, serverSubdir, "ca.crt"),
-		Site:     s.cfg.Site,
-		FileDirs: s.fileDirs(),
-	}
 	for i := range s.State.Hosts {
 		h := &s.State.Hosts[i]
 		// A firewall in the root namespace could drop the hosts' packets
@@ -264,6 +257,17 @@ func (s *Sandbox) StartAgents(ctx context.Context) error {
 		}
 		if err := s.addPath(h.Dir); err != nil {
 			return err
+		}
+		tokenFile, err := s.joinTokenFile(ctx, h.Dir, "hearth sandbox host "+h.Name)
+		if err != nil {
+			return fmt.Errorf("agent of %s: %w", h.Name, err)
+		}
+		j := Join{
+			Server:    s.State.ServerURL,
+			TokenFile: tokenFile,
+			CAFile:    filepath.Join(s.cfg.Dir, serverSubdir, "ca.crt"),
+			Site:      s.cfg.Site,
+			FileDirs:  s.fileDirs(),
 		}
 		argv := s.Command(h.Netns, s.cfg.AgentCommand(*h, j)...).Args
 		p, err := startDaemon(argv, h.Log())

@@ -23,6 +23,7 @@ import (
 	"hearth.dev/hearth/server/admission"
 	"hearth.dev/hearth/server/auth"
 	"hearth.dev/hearth/server/store"
+	"hearth.dev/hearth/serving"
 )
 
 // The bytes of an Image uploaded through the API (spec.source.upload) are
@@ -158,7 +159,15 @@ func (s *Server) uploadImage(w http.ResponseWriter, r *http.Request, p *auth.Pri
 		sink.limit = quotaLeft
 		sink.over = admission.ImageStorageExceeded(t.tenant, -1, used, quota)
 	}
-	n, err := io.CopyBuffer(sink, r.Body, make([]byte, 1<<20))
+	// An upload takes as long as it needs while bytes keep coming; a
+	// pause of the read timeout ends it.
+	body := serving.For(w, s.limits.ReadTimeout).Body(r.Body)
+	n, err := io.CopyBuffer(sink, body, make([]byte, 1<<20))
+	if err != nil {
+		// Refused before the body ended (a bound was reached): the body's
+		// end did not restore the answer's write deadline, so set it here.
+		_ = http.NewResponseController(w).SetWriteDeadline(time.Now().Add(s.limits.WriteTimeout))
+	}
 	if err == nil {
 		err = tmp.Sync()
 	}
@@ -347,6 +356,9 @@ func imageRef(t target) string {
 
 func (s *Server) downloadImage(w http.ResponseWriter, r *http.Request, p *auth.Principal, t target) error {
 	ctx := r.Context()
+	// A download (and the fetch from another server before it) takes as
+	// long as it needs while each write goes through in the write timeout.
+	w = serving.For(w, s.limits.WriteTimeout).Stream(w)
 	if err := auth.Authorize(p, t.request(auth.Get)); err != nil {
 		return err
 	}

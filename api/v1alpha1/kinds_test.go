@@ -241,6 +241,40 @@ func TestInvalidObjects(t *testing.T) {
 		}, want: []string{"spec.power.wol.broadcast", "spec.power.wol.port"}},
 		{name: "mac change", kind: "Machine", update: true, edit: func(o Object) { o.(*Machine).Spec.MAC = "52:54:00:aa:bb:02" },
 			want: []string{"spec.mac"}, detail: "cannot change"},
+		{name: "inline password", kind: "Machine", edit: func(o Object) {
+			o.(*Machine).Spec.Power = MachinePower{Driver: PowerDriverIPMI, Address: "bmc1", Username: "hearth", Password: "s3cret"}
+		}, want: []string{"spec.power.password"}, detail: "stored in plain text; put it in a Secret"},
+		{name: "inline password added", kind: "Machine", update: true, edit: func(o Object) {
+			o.(*Machine).Spec.Power = MachinePower{Driver: PowerDriverIPMI, Address: "bmc1", Password: "s3cret"}
+		}, want: []string{"spec.power.password"}, detail: "stored in plain text"},
+		{name: "inline credential header", kind: "Machine", edit: func(o Object) {
+			o.(*Machine).Spec.Power = MachinePower{Driver: PowerDriverWebhook, Webhook: &PowerWebhook{OnURL: "http://plug/on", OffURL: "http://plug/off",
+				Headers: map[string]string{"Content-Type": "application/json", "X-Api-Key": "k3y"}}}
+		}, want: []string{"spec.power.webhook.headers"}, detail: `"X-Api-Key" looks like a credential`},
+		{name: "bad secret references", kind: "Machine", edit: func(o Object) {
+			o.(*Machine).Spec.Power = MachinePower{Driver: PowerDriverWebhook, PasswordSecret: &SecretKeyRef{Name: "bmc"}, Webhook: &PowerWebhook{
+				OnURL: "http://plug/on", OffURL: "http://plug/off", Headers: map[string]string{"content-type": "text/plain"},
+				SecretHeaders: []SecretHeader{
+					{Name: "Authorization", ValueFrom: HeaderSource{SecretKeyRef: &SecretKeyRef{Name: "Plug Token", Key: "a b"}}},
+					{Name: "authorization", ValueFrom: HeaderSource{SecretKeyRef: &SecretKeyRef{Name: "plug", Key: "token"}}},
+					{Name: "Content-Type"},
+				}}}
+		}, want: []string{"spec.power.passwordSecret", "spec.power.passwordSecret.key", "spec.power.webhook.secretHeaders[0].valueFrom.secretKeyRef.key",
+			"spec.power.webhook.secretHeaders[0].valueFrom.secretKeyRef.name", "spec.power.webhook.secretHeaders[1].name",
+			"spec.power.webhook.secretHeaders[2].name", "spec.power.webhook.secretHeaders[2].valueFrom.secretKeyRef"}},
+		{name: "password twice", kind: "Machine", update: true, edit: func(o Object) {
+			o.(*Machine).Spec.Power = MachinePower{Driver: PowerDriverRedfish, Address: "bmc1", PasswordSecret: &SecretKeyRef{Name: "bmc", Key: "password"}, Password: "x"}
+		}, want: []string{"spec.power.password", "spec.power.password"}},
+
+		// Secret.
+		{name: "bad keys and type", kind: "Secret", edit: func(o Object) {
+			s := &o.(*Secret).Spec
+			s.Type = "not a type"
+			s.StringData = map[string]string{"has space": "x"}
+		}, want: []string{"spec.data", "spec.type"}, detail: `key "has space" is not a secret key`},
+		{name: "too big", kind: "Secret", edit: func(o Object) {
+			o.(*Secret).Spec.Data = map[string][]byte{"big": make([]byte, MaxSecretSize)}
+		}, want: []string{"spec.data"}, detail: "more than the"},
 
 		// MachineProfile.
 		{name: "kernel and script", kind: "MachineProfile", edit: func(o Object) {
@@ -338,6 +372,14 @@ func TestInvalidObjects(t *testing.T) {
 			}
 		}, want: []string{"spec.disks[1].bootIndex", "spec.disks[1].volume", "spec.disks[2].image",
 			"spec.disks[3].bus", "spec.disks[3].size", "spec.disks[4].bootIndex", "spec.disks[4].bus", "spec.disks[4].volume"}},
+		{name: "disks QEMU cannot make", kind: "VirtualMachine", edit: func(o Object) {
+			s := &o.(*VirtualMachine).Spec
+			s.Disks = []VMDisk{
+				{Volume: "web-1-root"},
+				{Volume: "tools", Bus: "ide", ReadOnly: true},
+				{Volume: "data", Device: "cdrom", Bus: "scsi"},
+			}
+		}, want: []string{"spec.disks[1].readOnly", "spec.disks[2].image"}},
 		{name: "kernel boot without kernel", kind: "VirtualMachine", edit: func(o Object) {
 			o.(*VirtualMachine).Spec.Boot = VMBoot{From: BootFromKernel, Initrd: &BootFile{URL: "ftp://x/initrd"}}
 		}, want: []string{"spec.boot.initrd.url", "spec.boot.kernel"}},
@@ -526,6 +568,18 @@ func TestValidUpdates(t *testing.T) {
 			o.(*VirtualMachine).Spec.Boot = VMBoot{From: BootFromKernel, Kernel: &BootFile{Image: "testguest-kernel"},
 				Initrd: &BootFile{URL: "https://boot.lab.example/initrd.img", Checksum: "sha256:" + strings.Repeat("0", 64)}}
 		}},
+		{"Machine", func(old, o Object) {
+			// A password stored before Secrets existed stays while other
+			// things change, and may be swapped for a Secret.
+			inline := MachinePower{Driver: PowerDriverIPMI, Address: "bmc1", Password: "s3cret"}
+			old.(*Machine).Spec.Power, o.(*Machine).Spec.Power = inline, inline
+			o.(*Machine).Spec.Approved = false
+		}},
+		{"Machine", func(old, o Object) {
+			old.(*Machine).Spec.Power = MachinePower{Driver: PowerDriverIPMI, Address: "bmc1", Password: "s3cret"}
+			o.(*Machine).Spec.Power = MachinePower{Driver: PowerDriverIPMI, Address: "bmc1", PasswordSecret: &SecretKeyRef{Name: "node1-bmc", Key: "password"}}
+		}},
+		{"Secret", func(old, o Object) { o.(*Secret).Spec.StringData = map[string]string{"password": "new"} }},
 	} {
 		old := roundTrip(t, example(t, c.kind))
 		if es := Prepare(old, nil); len(es) > 0 {

@@ -55,6 +55,13 @@ type Validator interface {
 	Validate(path string) FieldErrors
 }
 
+// CreateValidator checks what only a new object must meet: rules added
+// after objects that break them were stored, which those objects may keep
+// (their UpdateValidator lets them) but no new object may take up.
+type CreateValidator interface {
+	ValidateCreate(path string) FieldErrors
+}
+
 // UpdateValidator checks what may not change between the stored spec and a
 // new one (a network's VNI, say). old has the same type as the receiver.
 type UpdateValidator interface {

@@ -113,7 +113,7 @@ func fetchURLs(obj api.Object) (urls []fetchURL, fileKind bool) {
 
 // Admit refuses a write that adds a URL the rules above forbid, with an
 // Invalid error naming each field.
-func (u *URLs) Admit(ctx context.Context, obj, old api.Object) error {
+func (u *URLs) Admit(_ context.Context, p *auth.Principal, obj, old api.Object) error {
 	urls, fileKind := fetchURLs(obj)
 	if len(urls) == 0 {
 		return nil
@@ -125,8 +125,7 @@ func (u *URLs) Admit(ctx context.Context, obj, old api.Object) error {
 			had[f] = true
 		}
 	}
-	p := auth.PrincipalFrom(ctx)
-	fileOK := fileKind && p != nil && p.Host == "" && p.Role == api.RoleClusterAdmin
+	fileOK := fileKind && p != nil && !p.HostCredential() && p.Role == api.RoleClusterAdmin
 	var es api.FieldErrors
 	for _, f := range urls {
 		if had[f] {
