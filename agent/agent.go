@@ -1,7 +1,7 @@
-// Package agent is the node agent: one per host. It joins the cluster,
-// registers its Host, keeps a lease, and converges the host to what the API
-// says is placed on it (VMs and their disks). It never takes orders: it
-// watches, compares and writes status.
+// Package agent is the node agent: one per host. It joins the cluster
+// (which registers its Host), keeps a lease, and converges the host to
+// what the API says is placed on it (VMs and their disks). It never takes
+// orders: it watches, compares and writes status.
 package agent
 
 import (
@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -24,6 +25,7 @@ import (
 	api "hearth.dev/hearth/api/v1alpha1"
 	"hearth.dev/hearth/client"
 	"hearth.dev/hearth/compute"
+	"hearth.dev/hearth/serving"
 	"hearth.dev/hearth/storage"
 	"hearth.dev/hearth/version"
 )
@@ -33,8 +35,10 @@ type Config struct {
 	// Server is the API's URL.
 	Server string
 	// JoinToken registers the host the first time; afterwards the host's
-	// own credential in DataDir is used.
-	JoinToken string
+	// own credential in DataDir is used. JoinTokenFile holds it instead
+	// (see client.JoinConfig).
+	JoinToken     string
+	JoinTokenFile string
 	// CAFile is the cluster CA (the server's DATA-DIR/ca.crt), which the
 	// first connection must trust before it has a credential.
 	CAFile string
@@ -43,13 +47,15 @@ type Config struct {
 	// DataDir holds the credential, VM directories and the image cache.
 	DataDir string
 	// Address is the host's underlay IP: other hosts' tunnels and the
-	// server's console connections reach it there.
+	// server's console connections reach it there. The first join records
+	// it in the Host's spec.
 	Address string
-	Site    string
-	Labels  map[string]string
 	// Listen is the agent's HTTPS address for consoles (default
 	// ADDRESS:9443).
 	Listen string
+	// ConsoleLimits are the console endpoint's timeouts and connection
+	// limit (zero fields take serving's defaults).
+	ConsoleLimits serving.Limits
 	// Driver runs VMs (default QEMU).
 	Driver compute.Driver
 	// ShutdownTimeout is how long a guest gets to power off (ACPI) before
@@ -64,6 +70,15 @@ type Config struct {
 	// keeps the log as console.log.1 and empties console.log, so a VM's
 	// logs take at most about three times this on disk.
 	ConsoleLogMax int64
+	// AllowFileDirs are the directories shared Images with a file:// URL
+	// may name files in (--allow-file-dir). With none, the agent reads no
+	// file:// image at all; a tenant's image never may.
+	AllowFileDirs []string
+	// AllowFetchFrom lets downloads reach these addresses although the
+	// fetch policy refuses them (loopback, link-local: see
+	// storage.FetchPolicy). For tests that serve images on loopback; it
+	// is no flag.
+	AllowFetchFrom []netip.Prefix
 }
 
 const (
@@ -101,7 +116,10 @@ type Agent struct {
 	certFP   string
 }
 
-// Run joins (if needed), registers the host and runs until ctx ends.
+// Run joins (if needed: joining registers the Host) and runs until ctx
+// ends. A credential the server refuses (the Host was deleted, or its
+// tokens revoked) is said once, and the agent waits for a new join token
+// rather than exit (see client.WaitJoined); its VMs run on meanwhile.
 func Run(ctx context.Context, cfg Config) error {
 	if cfg.Name == "" {
 		h, err := os.Hostname()
@@ -141,20 +159,50 @@ func Run(ctx context.Context, cfg Config) error {
 	if err := os.MkdirAll(filepath.Join(cfg.DataDir, "vms"), 0o700); err != nil {
 		return err
 	}
-	c, creds, err := client.Join(ctx, client.JoinConfig{Server: cfg.Server, JoinToken: cfg.JoinToken, CAFile: cfg.CAFile, Name: cfg.Name, DataDir: cfg.DataDir})
-	if err != nil {
-		return err
-	}
-	// Uploaded images come from the API server with the host's
-	// credential; the client keeps it from going anywhere else.
-	a := &Agent{cfg: cfg, c: c, ca: []byte(creds.CA), rec: client.NewRecorder(c, "host/"+cfg.Name).Background(ctx),
-		images:   &storage.ImageCache{Dir: filepath.Join(cfg.DataDir, "images"), Client: c.HTTPClient()},
-		imgs:     newImageState(),
-		imageInf: client.NewInformer(c, "Image", "", client.ListOptions{AllTenants: true})}
 	if cfg.Driver == nil {
 		cfg.Driver = compute.NewQEMU(compute.QEMUOptions{Nice: cfg.VMNice})
-		a.cfg.Driver = cfg.Driver
 	}
+	for {
+		err := run(ctx, cfg)
+		if !errors.Is(err, client.ErrRevoked) || ctx.Err() != nil {
+			return err
+		}
+		// Refused while running: the VMs go on; wait for a new join
+		// token (client.WaitJoined says so once) and start again.
+	}
+}
+
+// run joins (or finds its credential refused and waits for a new join
+// token) and runs the agent until ctx ends, or until the server refuses
+// its credential, which it returns as client.ErrRevoked.
+func run(ctx context.Context, cfg Config) error {
+	c, creds, err := client.WaitJoined(ctx, client.JoinConfig{Server: cfg.Server, JoinToken: cfg.JoinToken, JoinTokenFile: cfg.JoinTokenFile,
+		CAFile: cfg.CAFile, Name: cfg.Name, Address: cfg.Address, DataDir: cfg.DataDir})
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return err
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	// Images are fetched with no credential, never from this machine
+	// (its loopback services, its own address) or link-local addresses;
+	// uploaded images come from the API server's content endpoint of
+	// their Image, the only request that carries the host's credential
+	// (ensureImage).
+	policy := storage.FetchPolicy{Allow: cfg.AllowFetchFrom}
+	listenHost, _, _ := net.SplitHostPort(cfg.Listen)
+	for _, a := range []string{cfg.Address, listenHost} {
+		if addr, err := netip.ParseAddr(a); err == nil && api.FetchAddrRefusal(addr) == "" {
+			policy.Refuse = append(policy.Refuse, addr) // a loopback one is refused anyway
+		}
+	}
+	a := &Agent{cfg: cfg, c: c, ca: []byte(creds.CA), rec: client.NewRecorder(c, "host/"+cfg.Name).Background(ctx),
+		images: &storage.ImageCache{Dir: filepath.Join(cfg.DataDir, "images"), Client: storage.NewFetchClient(policy),
+			AllowedFileDirs: cfg.AllowFileDirs},
+		imgs:     newImageState(),
+		imageInf: client.NewInformer(c, "Image", "", client.ListOptions{AllTenants: true})}
 	a.kvm, a.kvmWhy = compute.DetectKVM(ctx)
 	slog.Info("agent starting", "host", cfg.Name, "server", creds.Server, "kvm", a.kvm, "kvmReason", a.kvmWhy)
 
@@ -162,8 +210,11 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
-	defer listener.Close()
-	if err := a.register(ctx); err != nil {
+	defer func() {
+		cancel() // first, so the console server knows it was asked to stop
+		listener.Close()
+	}()
+	if err := a.checkHost(ctx); err != nil {
 		return err
 	}
 	a.vms = newVMController(a)
@@ -181,21 +232,22 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 }
 
-// register creates the Host if it does not exist. An existing Host's spec
-// is the administrator's: the agent only reports status.
-func (a *Agent) register(ctx context.Context) error {
-	_, err := a.c.Get(ctx, "Host", "", a.cfg.Name)
-	if err == nil {
+// checkHost reads the Host that joining made. Its spec is the
+// administrator's: the agent only says where it differs from what the
+// agent was told.
+func (a *Agent) checkHost(ctx context.Context) error {
+	obj, err := a.c.Get(ctx, "Host", "", a.cfg.Name)
+	if api.ReasonOf(err) == api.ReasonUnauthorized {
+		return fmt.Errorf("%w (the server says: %v)", client.ErrRevoked, err)
+	}
+	if err != nil {
+		// The heartbeat retries; nothing here is needed to run.
+		slog.Warn("reading this host's Host", "host", a.cfg.Name, "err", err)
 		return nil
 	}
-	if !api.IsNotFound(err) {
-		return fmt.Errorf("reading Host %s: %w", a.cfg.Name, err)
-	}
-	h := &api.Host{TypeMeta: api.TypeMeta{APIVersion: api.APIVersion, Kind: "Host"},
-		Metadata: api.ObjectMeta{Name: a.cfg.Name, Labels: a.cfg.Labels},
-		Spec:     api.HostSpec{Site: a.cfg.Site, Address: a.cfg.Address}}
-	if _, err := a.c.Create(ctx, h); err != nil && !api.IsAlreadyExists(err) {
-		return fmt.Errorf("registering Host %s: %w", a.cfg.Name, err)
+	if h := obj.(*api.Host); a.cfg.Address != "" && h.Spec.Address != a.cfg.Address {
+		slog.Warn("the Host's spec.address differs from --address; a cluster admin changes it (hearth apply); hosts do not write their spec",
+			"host", a.cfg.Name, "spec.address", h.Spec.Address, "address", a.cfg.Address)
 	}
 	return nil
 }
@@ -253,40 +305,43 @@ func memTotal() int64 {
 
 // heartbeat renews the host's lease by writing status.lastHeartbeat,
 // with the machine's facts on the first beat and whenever a beat failed.
+// A refused credential ends it with client.ErrRevoked.
 func (a *Agent) heartbeat(ctx context.Context) error {
 	full := true
 	for {
 		lease := time.Duration(api.DefaultHostLeaseSeconds) * time.Second
-		if h, err := a.c.Get(ctx, "Host", "", a.cfg.Name); err == nil {
+		h, err := a.c.Get(ctx, "Host", "", a.cfg.Name)
+		if err == nil {
 			lease = time.Duration(h.(*api.Host).Spec.LeaseSeconds) * time.Second
 			if h.CommonStatus().Phase != api.HostReady {
 				full = true
 			}
-		} else if api.IsNotFound(err) {
-			// Deleted by an administrator: register again.
-			if err := a.register(ctx); err != nil {
-				slog.Warn("re-registering host", "err", err)
-			}
-			full = true
 		}
-		now := time.Now().UTC()
-		st := map[string]any{"phase": api.HostReady, "lastHeartbeat": now}
-		if full {
-			for k, v := range a.facts() {
-				if k != "accelerator" {
-					st[k] = v
+		if err == nil || !api.IsNotFound(err) {
+			now := time.Now().UTC()
+			st := map[string]any{"phase": api.HostReady, "lastHeartbeat": now}
+			if full {
+				for k, v := range a.facts() {
+					if k != "accelerator" {
+						st[k] = v
+					}
 				}
+				st["conditions"] = []api.Condition{{Type: "Ready", Status: api.ConditionTrue, Reason: "AgentHeartbeat",
+					Message: "the agent is renewing its lease", LastTransitionTime: &now}}
 			}
-			st["conditions"] = []api.Condition{{Type: "Ready", Status: api.ConditionTrue, Reason: "AgentHeartbeat",
-				Message: "the agent is renewing its lease", LastTransitionTime: &now}}
+			_, err = a.c.Patch(ctx, "Host", "", a.cfg.Name, map[string]any{"status": st}, true)
 		}
-		if _, err := a.c.Patch(ctx, "Host", "", a.cfg.Name, map[string]any{"status": st}, true); err != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
+		switch {
+		case ctx.Err() != nil:
+			return nil
+		case api.ReasonOf(err) == api.ReasonUnauthorized:
+			return fmt.Errorf("%w (the server says: %v)", client.ErrRevoked, err)
+		case err != nil:
+			// A Host not found is one deleted a moment ago: the
+			// credential goes with it, and the next beat is refused.
 			slog.Warn("heartbeat failed", "err", err)
 			full = true
-		} else {
+		default:
 			full = false
 		}
 		every := max(lease/4, time.Second)
@@ -314,9 +369,9 @@ func (a *Agent) startConsole(ctx context.Context) (net.Listener, error) {
 	if err != nil {
 		return nil, fmt.Errorf("--listen %s: %w", a.cfg.Listen, err)
 	}
-	srv := &http.Server{Handler: console.Handler(a.vmDir), ReadHeaderTimeout: 10 * time.Second}
+	srv := serving.New("the agent's console endpoint", ln, console.Handler(a.vmDir), a.cfg.ConsoleLimits, nil)
 	go func() {
-		if err := srv.Serve(tls.NewListener(ln, tlsConf)); err != nil && !errors.Is(err, http.ErrServerClosed) && ctx.Err() == nil {
+		if err := srv.Serve(tls.NewListener(srv.Listener, tlsConf)); err != nil && !errors.Is(err, http.ErrServerClosed) && ctx.Err() == nil {
 			slog.Error("console listener stopped", "err", err)
 		}
 	}()

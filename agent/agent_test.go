@@ -2,8 +2,11 @@ package agent_test
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -19,6 +22,7 @@ import (
 	"hearth.dev/hearth/compute"
 	"hearth.dev/hearth/server"
 	"hearth.dev/hearth/server/servertest"
+	"hearth.dev/hearth/serving"
 	"hearth.dev/hearth/testguest"
 )
 
@@ -64,6 +68,23 @@ func newLab(t *testing.T, opts ...func(*agent.Config)) *lab {
 	if _, err := env.Admin.Create(ctx, key); err != nil {
 		t.Fatal(err)
 	}
+	// The test guest is an administrator's files: shared Images with
+	// file:// URLs, under a directory the agent allows, that VMs boot by
+	// name.
+	for name, path := range map[string]string{testguestKernel: guest.Kernel, testguestInitrd: guest.Initrd} {
+		data, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		img := &api.Image{TypeMeta: api.TypeMeta{APIVersion: api.APIVersion, Kind: "Image"}, Metadata: api.ObjectMeta{Name: name},
+			Spec: api.ImageSpec{Format: api.FormatRaw, Source: api.ImageSource{URL: "file://" + path, Checksum: checksumOf(data)}}}
+		if _, err := env.Admin.Create(ctx, img); err != nil {
+			t.Fatal(err)
+		}
+	}
+	opts = append([]func(*agent.Config){func(c *agent.Config) {
+		c.AllowFileDirs = []string{filepath.Dir(guest.Kernel), filepath.Dir(guest.Initrd)}
+	}}, opts...)
 	l := &lab{env: env, guest: guest, dataDir: t.TempDir(), join: jt.Token, opts: opts}
 	l.startAgent(t)
 	t.Cleanup(func() {
@@ -120,9 +141,20 @@ func (l *lab) vm(name string) *api.VirtualMachine {
 	vm := &api.VirtualMachine{TypeMeta: api.TypeMeta{APIVersion: api.APIVersion, Kind: "VirtualMachine"},
 		Metadata: api.ObjectMeta{Name: name, Tenant: "lab"},
 		Spec: api.VirtualMachineSpec{Host: "h1", CPUs: 1, Memory: 256 << 20,
-			Boot: api.VMBoot{From: api.BootFromKernel, Kernel: &api.BootFile{URL: "file://" + l.guest.Kernel},
-				Initrd: &api.BootFile{URL: "file://" + l.guest.Initrd}, Cmdline: "console=ttyS0 panic=-1"}}}
+			Boot: api.VMBoot{From: api.BootFromKernel, Kernel: &api.BootFile{Image: testguestKernel},
+				Initrd: &api.BootFile{Image: testguestInitrd}, Cmdline: "console=ttyS0 panic=-1"}}}
 	return vm
+}
+
+// The shared Images of the test guest's kernel and initrd.
+const (
+	testguestKernel = "testguest-kernel"
+	testguestInitrd = "testguest-initrd"
+)
+
+func checksumOf(b []byte) string {
+	h := sha256.Sum256(b)
+	return "sha256:" + hex.EncodeToString(h[:])
 }
 
 func (l *lab) get(t *testing.T, name string) *api.VirtualMachine {
@@ -183,7 +215,11 @@ func alive(pid int) bool { return pid > 0 && syscall.Kill(pid, 0) == nil }
 func TestVMLifecycle(t *testing.T) {
 	l := newLab(t)
 	ctx := servertest.Ctx(t)
-	if _, err := l.env.Admin.Create(ctx, l.vm("vm1")); err != nil {
+	vm1 := l.vm("vm1")
+	// A NIC with the API's defaults (model virtio), which QEMU once
+	// refused as a device name.
+	vm1.Spec.NICs = []api.VMNIC{{Network: "lan"}}
+	if _, err := l.env.Admin.Create(ctx, vm1); err != nil {
 		t.Fatal(err)
 	}
 	// The guest prints the key without its comment.
@@ -440,4 +476,69 @@ func ls(dir string) []string {
 		names = append(names, e.Name())
 	}
 	return names
+}
+
+// TestConsoleEndpointLimits: the agent's console endpoint cuts off a
+// client that stalls its TLS handshake after the read timeout, while a
+// followed console log (through the API server) lives on past every
+// timeout and keeps bringing output.
+func TestConsoleEndpointLimits(t *testing.T) {
+	var listen string
+	l := newLab(t, func(c *agent.Config) {
+		c.ConsoleLimits = serving.Limits{ReadHeaderTimeout: time.Second, ReadTimeout: time.Second, WriteTimeout: time.Second, IdleTimeout: time.Second}
+		listen = c.Listen
+	})
+	ctx := servertest.Ctx(t)
+
+	c, err := net.Dial("tcp", listen)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.Write([]byte{0x16, 0x03, 0x01}) // the start of a TLS record, then nothing
+	start := time.Now()
+	c.SetReadDeadline(start.Add(15 * time.Second))
+	if _, err := io.ReadAll(c); err != nil || time.Since(start) > 4*time.Second {
+		t.Fatalf("a stalled handshake: closed after %s (%v), want within 4s", time.Since(start).Round(time.Millisecond), err)
+	}
+
+	vm := l.vm("ticker")
+	vm.Spec.CloudInit.UserData = "#!/bin/sh\nwhile true; do echo tick-$(cat /proc/uptime); sleep 0.5; done\n"
+	if _, err := l.env.Admin.Create(ctx, vm); err != nil {
+		t.Fatal(err)
+	}
+	l.waitConsole(t, "ticker", "tick-")
+	logs, err := l.env.Admin.Logs(ctx, "lab", "ticker", true, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer logs.Close()
+	lines := make(chan time.Time, 1024)
+	go func() {
+		buf := make([]byte, 4096)
+		for {
+			n, err := logs.Read(buf)
+			if n > 0 && strings.Contains(string(buf[:n]), "tick-") {
+				lines <- time.Now()
+			}
+			if err != nil {
+				close(lines)
+				return
+			}
+		}
+	}()
+	followed := time.Now()
+	for {
+		select {
+		case at, ok := <-lines:
+			if !ok {
+				t.Fatalf("the followed log ended after %s", time.Since(followed).Round(time.Millisecond))
+			}
+			if at.Sub(followed) > 4*time.Second {
+				return // output still arrives past four times every timeout
+			}
+		case <-time.After(20 * time.Second):
+			t.Fatal("the followed log brought nothing for 20s")
+		}
+	}
 }

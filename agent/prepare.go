@@ -19,7 +19,8 @@ import (
 
 // prepare resolves a VirtualMachine into a compute.Spec with everything on
 // this host: images downloaded and verified, disks cloned from them, the
-// kernel and initrd fetched, and the NoCloud seed written. Every step is
+// kernel and initrd fetched (from their Images or URLs), and the NoCloud
+// seed written. Every step is
 // idempotent, so a retry after a failure picks up where it stopped.
 func (a *Agent) prepare(ctx context.Context, vm *api.VirtualMachine, dir string) (compute.Spec, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
@@ -27,23 +28,24 @@ func (a *Agent) prepare(ctx context.Context, vm *api.VirtualMachine, dir string)
 	}
 	m := vm.Metadata
 	spec := compute.Spec{
-		ID:        m.UID,
-		Name:      m.Tenant + "/" + m.Name,
-		Dir:       dir,
-		CPUs:      vm.Spec.CPUs,
-		MemoryMiB: int64(vm.Spec.Memory >> 20),
-		Firmware:  vm.Spec.Firmware,
-		KVM:       a.kvm,
-		Boot:      compute.Boot{From: bootFrom(vm), Cmdline: vm.Spec.Boot.Cmdline},
+		ID:          m.UID,
+		Name:        m.Tenant + "/" + m.Name,
+		Dir:         dir,
+		CPUs:        vm.Spec.CPUs,
+		MemoryMiB:   int64(vm.Spec.Memory >> 20),
+		Firmware:    vm.Spec.Firmware,
+		MachineType: vm.Spec.MachineType,
+		KVM:         a.kvm,
+		Boot:        compute.Boot{From: bootFrom(vm), Cmdline: vm.Spec.Boot.Cmdline},
 	}
 	if spec.Boot.From == api.BootFromKernel {
-		k, err := a.fetch(ctx, vm.Spec.Boot.Kernel, "spec.boot.kernel")
+		k, err := a.fetchBoot(ctx, vm, vm.Spec.Boot.Kernel, "spec.boot.kernel")
 		if err != nil {
 			return spec, err
 		}
 		spec.Boot.Kernel = k
 		if vm.Spec.Boot.Initrd != nil {
-			if spec.Boot.Initrd, err = a.fetch(ctx, vm.Spec.Boot.Initrd, "spec.boot.initrd"); err != nil {
+			if spec.Boot.Initrd, err = a.fetchBoot(ctx, vm, vm.Spec.Boot.Initrd, "spec.boot.initrd"); err != nil {
 				return spec, err
 			}
 		}
@@ -56,6 +58,7 @@ func (a *Agent) prepare(ctx context.Context, vm *api.VirtualMachine, dir string)
 		spec.Disks = append(spec.Disks, disk)
 	}
 	removeDetachedClones(dir, vm.Spec.Disks)
+	spec.LocalTime = a.guestOS(ctx, vm) == api.OSWindows
 	for i, n := range vm.Spec.NICs {
 		mac := n.MAC
 		if mac == "" {
@@ -82,6 +85,41 @@ func (a *Agent) prepare(ctx context.Context, vm *api.VirtualMachine, dir string)
 	return spec, nil
 }
 
+// guestOS is the OS type of the image the VM's first disk came from
+// (directly, or through the Volume cloned from it), "" when unknown. It
+// only chooses guest settings such as the clock, so a lookup that fails
+// is no error.
+func (a *Agent) guestOS(ctx context.Context, vm *api.VirtualMachine) string {
+	if len(vm.Spec.Disks) == 0 {
+		return ""
+	}
+	name := vm.Spec.Disks[0].Image
+	if v := vm.Spec.Disks[0].Volume; v != "" {
+		obj, err := a.c.Get(ctx, "Volume", vm.Metadata.Tenant, v)
+		if err != nil {
+			return ""
+		}
+		name = obj.(*api.Volume).Spec.Source.Image
+	}
+	if name == "" {
+		return ""
+	}
+	img, err := a.image(ctx, vm.Metadata.Tenant, name)
+	if err != nil {
+		return ""
+	}
+	return img.Spec.OSType
+}
+
+// imageDiskFormat is the block format of an image's cached file: QEMU
+// reads ISO and raw images as raw.
+func imageDiskFormat(img *api.Image) string {
+	if img.Spec.Format == api.FormatQCOW2 {
+		return storage.FormatQCOW2
+	}
+	return storage.FormatRaw
+}
+
 func bootFrom(vm *api.VirtualMachine) string {
 	if vm.Spec.Boot.From == "" {
 		return api.BootFromDisk
@@ -95,7 +133,8 @@ func bootFrom(vm *api.VirtualMachine) string {
 // waits for this, its next start, to grow).
 func (a *Agent) prepareDisk(ctx context.Context, vm *api.VirtualMachine, dir string, i int, d api.VMDisk) (compute.Disk, error) {
 	field := fmt.Sprintf("spec.disks[%d]", i)
-	disk := compute.Disk{Format: storage.FormatQCOW2, ReadOnly: d.ReadOnly, BootIndex: d.BootIndex}
+	disk := compute.Disk{Format: storage.FormatQCOW2, ReadOnly: d.ReadOnly, BootIndex: d.BootIndex,
+		Bus: d.Bus, CDROM: d.Device == api.DeviceCDROM}
 	switch {
 	case d.Image != "":
 		img, err := a.image(ctx, vm.Metadata.Tenant, d.Image)
@@ -107,6 +146,11 @@ func (a *Agent) prepareDisk(ctx context.Context, vm *api.VirtualMachine, dir str
 		base, err := a.ensureImage(ctx, img, nil)
 		if err != nil {
 			return disk, fmt.Errorf("%s.image %s: %w", field, d.Image, err)
+		}
+		if disk.CDROM {
+			// A CD-ROM is the image itself, read-only: nothing to clone.
+			disk.Path, disk.Format = base, imageDiskFormat(img)
+			return disk, nil
 		}
 		disk.Path = filepath.Join(dir, fmt.Sprintf("disk%d.qcow2", i))
 		if err := cloneDisk(ctx, disk.Path, int64(d.Size), base); err != nil {
@@ -167,7 +211,7 @@ func removeDetachedClones(dir string, disks []api.VMDisk) {
 		if _, err := fmt.Sscanf(filepath.Base(f), "disk%d.qcow2", &i); err != nil {
 			continue
 		}
-		if i >= len(disks) || disks[i].Image == "" {
+		if i >= len(disks) || disks[i].Image == "" || disks[i].Device == api.DeviceCDROM {
 			os.Remove(f)
 		}
 	}

@@ -67,7 +67,7 @@ func freePort() (int, error) {
 }
 
 // RunAPI starts a server with an embedded etcd, measures creates through
-// the API and raw puts to the same etcd over its client port, then watch
+// the API and raw puts to the same etcd over its client socket, then watch
 // delivery, and writes a report to w.
 func RunAPI(ctx context.Context, cfg APIConfig, w io.Writer) error {
 	if cfg.DataDir == "" {
@@ -78,17 +78,12 @@ func RunAPI(ctx context.Context, cfg APIConfig, w io.Writer) error {
 		defer os.RemoveAll(dir)
 		cfg.DataDir = dir
 	}
-	cp, err := freePort()
-	if err != nil {
-		return err
-	}
 	pp, err := freePort()
 	if err != nil {
 		return err
 	}
-	etcdURL := fmt.Sprintf("http://127.0.0.1:%d", cp)
 	srv, err := server.Start(ctx, server.Config{DataDir: cfg.DataDir, Listen: "127.0.0.1:0", DisableControllers: cfg.NoControllers,
-		Etcd: etcd.Config{ClientURL: etcdURL, PeerURL: fmt.Sprintf("http://127.0.0.1:%d", pp)}})
+		Etcd: etcd.Config{PeerURL: fmt.Sprintf("https://127.0.0.1:%d", pp)}})
 	if err != nil {
 		return err
 	}
@@ -97,7 +92,8 @@ func RunAPI(ctx context.Context, cfg APIConfig, w io.Writer) error {
 	if err != nil {
 		return err
 	}
-	ec, err := clientv3.New(clientv3.Config{Endpoints: []string{etcdURL}, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
+	// The embedded member's only client endpoint is its unix socket.
+	ec, err := clientv3.New(clientv3.Config{Endpoints: []string{"unix://" + srv.EtcdSocket()}, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
 	if err != nil {
 		return err
 	}

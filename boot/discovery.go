@@ -195,8 +195,30 @@ func (s *Service) capReached(n int, mac string) {
 	msg := fmt.Sprintf("%d machines are waiting in phase Discovered, the most this boot service discovers (--max-discovered %d): not discovering new MACs (%d refused, the last %s); approve or delete waiting machines, or raise --max-discovered",
 		n, s.cfg.MaxDiscovered, refused, mac)
 	slog.Warn(msg)
-	self := &api.Host{TypeMeta: api.TypeMeta{APIVersion: api.APIVersion, Kind: "Host"}, Metadata: api.ObjectMeta{Name: s.cfg.Name}}
-	s.rec.Eventf(context.Background(), self, api.EventWarning, "DiscoveryCapReached", "%s", msg)
+	// A boot service is no Host and records events only about Machines:
+	// the warning goes on the machine that has waited longest, where a
+	// person deciding which waiting machines to approve or delete looks.
+	if m := s.longestWaiting(); m != nil {
+		s.rec.Eventf(context.Background(), m, api.EventWarning, "DiscoveryCapReached", "%s", msg)
+	}
+}
+
+// longestWaiting is the cached machine that has waited longest in phase
+// Discovered (the oldest; by name among equals), or nil.
+func (s *Service) longestWaiting() *api.Machine {
+	var oldest *api.Machine
+	for _, o := range s.machines.List() {
+		m := o.(*api.Machine)
+		if m.Metadata.DeletionTimestamp != nil || (m.Status.Phase != "" && m.Status.Phase != api.MachineDiscovered) ||
+			m.Metadata.CreationTimestamp == nil {
+			continue
+		}
+		if oldest == nil || m.Metadata.CreationTimestamp.Before(*oldest.Metadata.CreationTimestamp) ||
+			(m.Metadata.CreationTimestamp.Equal(*oldest.Metadata.CreationTimestamp) && m.Metadata.Name < oldest.Metadata.Name) {
+			oldest = m
+		}
+	}
+	return oldest
 }
 
 // refused logs a refusal of kind at most once a minute, with a count.

@@ -22,6 +22,7 @@ import (
 	"hearth.dev/hearth/boot/dhcp"
 	"hearth.dev/hearth/boot/profile"
 	"hearth.dev/hearth/boot/tftp"
+	"hearth.dev/hearth/serving"
 )
 
 // Decide answers one DHCP request: what the machine boots next.
@@ -530,6 +531,9 @@ func (s *Service) serveArtifact(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, fmt.Sprintf("artifact %s is not one of profile %s's", id, p.Metadata.Name), http.StatusNotFound)
 		return
 	}
+	// Fetching the artifact, then sending it to a slow firmware, takes
+	// as long as it needs while each write goes through in time.
+	w = serving.For(w, s.limits.WriteTimeout).Stream(w)
 	path, _, err := s.images.Ensure(r.Context(), a.url, a.checksum, nil)
 	if err != nil {
 		http.Error(w, err.Error(), http.StatusBadGateway)

@@ -11,10 +11,11 @@
 // token) it hands out only within a boot it issued (boots.go), to the
 // address it knows the machine by (clients.go).
 //
-// The service talks to the API with a host credential (it may run inside
-// an agent) and keeps what it serves in informer caches, so a machine's
-// DHCP answer needs no API round trip, and nothing a client sends makes it
-// ask the API about a machine it does not know.
+// The service talks to the API with a boot service's credential (it may
+// discover Machines and write what it observes of them, and acts as no
+// Host) and keeps what it serves in informer caches, so a machine's DHCP
+// answer needs no API round trip, and nothing a client sends makes it ask
+// the API about a machine it does not know.
 package boot
 
 import (
@@ -36,13 +37,17 @@ import (
 	"hearth.dev/hearth/boot/dhcp"
 	"hearth.dev/hearth/boot/tftp"
 	"hearth.dev/hearth/client"
+	"hearth.dev/hearth/serving"
 	"hearth.dev/hearth/storage"
 )
 
 // Config is what `hearth boot` takes.
 type Config struct {
 	Server, JoinToken, CAFile string
-	// Name of the service's host credential (default "boot").
+	// JoinTokenFile holds the join token instead of JoinToken.
+	JoinTokenFile string
+	// Name of the service's credential (default "boot"); its events'
+	// source is boot/NAME.
 	Name    string
 	DataDir string
 	// Interface is the provisioning network's interface, and Address this
@@ -58,6 +63,10 @@ type Config struct {
 	HTTPListen string
 	// TFTPListen (default ADDRESS:69).
 	TFTPListen string
+	// HTTPLimits are the HTTP side's timeouts and connection limit (zero
+	// fields take serving's defaults); artifact downloads get deadlines
+	// that move with their progress.
+	HTTPLimits serving.Limits
 	// IPXEDir holds the iPXE binaries (Debian's ipxe package: /usr/lib/ipxe).
 	IPXEDir string
 	// UEFIBinary is ipxe.efi (default, with its own drivers) or snponly.efi
@@ -69,6 +78,13 @@ type Config struct {
 	// that many wait, no new MAC is discovered. 0 is
 	// DefaultMaxDiscovered; a negative number sets no cap.
 	MaxDiscovered int
+	// AllowFileDirs are the directories profiles' file:// kernels and
+	// initrds may be in (--allow-file-dir). With none, file:// is refused.
+	AllowFileDirs []string
+	// AllowFetchFrom lets artifact downloads reach these addresses
+	// although the fetch policy refuses them (see storage.FetchPolicy):
+	// for tests, and no flag.
+	AllowFetchFrom []netip.Prefix
 }
 
 // Service is a running boot service.
@@ -104,6 +120,10 @@ type Service struct {
 	capRefused  int
 	capReported time.Time
 	refusals    map[string]refusalCount
+
+	// limits are the HTTP server's, once it is built (artifact downloads
+	// stream under its write timeout).
+	limits serving.Limits
 }
 
 // Run serves until ctx ends.
@@ -135,21 +155,25 @@ func Run(ctx context.Context, cfg Config) error {
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return err
 	}
-	c, _, err := client.Join(ctx, client.JoinConfig{Server: cfg.Server, JoinToken: cfg.JoinToken, CAFile: cfg.CAFile, Name: cfg.Name, DataDir: cfg.DataDir})
+	c, _, err := client.WaitJoined(ctx, client.JoinConfig{Server: cfg.Server, JoinToken: cfg.JoinToken, JoinTokenFile: cfg.JoinTokenFile,
+		CAFile: cfg.CAFile, Name: cfg.Name, Boot: true, DataDir: cfg.DataDir})
 	if err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
 		return err
 	}
 	key, err := loadKey(filepath.Join(cfg.DataDir, "report.key"))
 	if err != nil {
 		return err
 	}
-	s := &Service{cfg: cfg, c: c, rec: client.NewRecorder(c, "host/"+cfg.Name).Background(ctx), key: key,
+	s := &Service{cfg: cfg, c: c, rec: client.NewRecorder(c, "boot/"+cfg.Name).Background(ctx), key: key,
 		bootURL:  "http://" + cfg.HTTPListen,
 		machines: client.NewInformer(c, "Machine", "", client.ListOptions{}),
 		profiles: client.NewInformer(c, "MachineProfile", "", client.ListOptions{}),
 		keys:     client.NewInformer(c, "SSHKey", "", client.ListOptions{AllTenants: true}),
 		sites:    client.NewInformer(c, "Site", "", client.ListOptions{}),
-		images:   &storage.ImageCache{Dir: filepath.Join(cfg.DataDir, "artifacts")},
+		images:   newArtifactCache(cfg),
 		boots:    loadBoots(filepath.Join(cfg.DataDir, "boots.json")),
 		sources:  newLimiter(sourceBurst, sourceInterval),
 		everyone: newLimiter(globalBurst, globalInterval),
@@ -254,8 +278,12 @@ func Run(ctx context.Context, cfg Config) error {
 			}()
 		}
 	}
-	hs := &http.Server{Handler: s.routes(), ReadHeaderTimeout: 10 * time.Second, ReadTimeout: time.Minute, MaxHeaderBytes: 16 << 10}
-	go func() { errc <- ignoreClosed(hs.Serve(hl)) }()
+	hs := serving.New("the boot service", hl, s.routes(), cfg.HTTPLimits, nil)
+	// No client of the boot service sends more than a short request line
+	// and a few headers.
+	hs.MaxHeaderBytes = 16 << 10
+	s.limits = hs.Limits
+	go func() { errc <- ignoreClosed(hs.Serve(hs.Listener)) }()
 	defer hs.Close()
 	ts := &tftp.Server{Resolver: s.tftpFiles(), Observe: s.observeTFTP}
 	go func() { errc <- ts.Serve(ctx, tl) }()
@@ -270,6 +298,19 @@ func Run(ctx context.Context, cfg Config) error {
 		}
 		return err
 	}
+}
+
+// newArtifactCache is where profiles' kernels and initrds are fetched to
+// and checked: by a client that never connects to this machine (its own
+// address, loopback) or link-local addresses, and from files only under
+// the directories the administrator allowed.
+func newArtifactCache(cfg Config) *storage.ImageCache {
+	policy := storage.FetchPolicy{Allow: cfg.AllowFetchFrom}
+	if api.FetchAddrRefusal(cfg.Address) == "" {
+		policy.Refuse = append(policy.Refuse, cfg.Address)
+	}
+	return &storage.ImageCache{Dir: filepath.Join(cfg.DataDir, "artifacts"), Client: storage.NewFetchClient(policy),
+		AllowedFileDirs: cfg.AllowFileDirs}
 }
 
 func ignoreClosed(err error) error {

@@ -1,6 +1,7 @@
 package boot_test
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"fmt"
@@ -22,6 +23,7 @@ import (
 	"hearth.dev/hearth/client"
 	"hearth.dev/hearth/server"
 	"hearth.dev/hearth/server/servertest"
+	"hearth.dev/hearth/serving"
 )
 
 // lab is a real control plane and a real boot service (boot.Run): on
@@ -33,6 +35,9 @@ type lab struct {
 	cfg  boot.Config
 	net  *dhcptest.Net // nil on loopback
 	base string        // the boot service's HTTP base URL
+	// files is a directory the service serves file:// artifacts from
+	// (its --allow-file-dir).
+	files string
 
 	stop func()
 }
@@ -54,6 +59,8 @@ func newLab(t *testing.T, n *dhcptest.Net, cfg boot.Config) *lab {
 	if cfg.DataDir == "" {
 		cfg.DataDir = t.TempDir()
 	}
+	files := t.TempDir()
+	cfg.AllowFileDirs = append(cfg.AllowFileDirs, files)
 	if n == nil {
 		cfg.Address = netip.MustParseAddr("127.0.0.1")
 		cfg.HTTPListen = fmt.Sprintf("127.0.0.1:%d", servertest.FreePort(t))
@@ -62,7 +69,7 @@ func newLab(t *testing.T, n *dhcptest.Net, cfg boot.Config) *lab {
 	} else {
 		cfg.Interface, cfg.Address = dhcptest.ServerLink, n.ServerAddr.Addr()
 	}
-	l := &lab{t: t, env: env, cfg: cfg, net: n}
+	l := &lab{t: t, env: env, cfg: cfg, net: n, files: files}
 	l.base = "http://" + cfg.HTTPListen
 	if cfg.HTTPListen == "" {
 		l.base = "http://" + netip.AddrPortFrom(cfg.Address, 8080).String()
@@ -252,7 +259,7 @@ func randomMAC() string {
 // TestDiscoveryFlood: unauthenticated GET /boot.ipxe?mac=<random> requests
 // (the audit's flood made a Machine each) create no Machine unless they
 // come from iPXE, are rate-limited per source, and stop at
-// --max-discovered with a Warning event on the boot service.
+// --max-discovered with a Warning event on the machine waiting longest.
 func TestDiscoveryFlood(t *testing.T) {
 	const max = 10
 	l := newLab(t, nil, boot.Config{MaxDiscovered: max})
@@ -291,7 +298,15 @@ func TestDiscoveryFlood(t *testing.T) {
 	if codes[http.StatusServiceUnavailable] == 0 {
 		t.Errorf("no request was refused for the cap: answers %v", codes)
 	}
-	l.waitEvent("Host", "boot", "--max-discovered 10")
+	// A boot service records events only about Machines: the warning is
+	// on the machine that has waited longest.
+	oldest := l.machines()[0]
+	for _, m := range l.machines() {
+		if c, o := *m.Metadata.CreationTimestamp, *oldest.Metadata.CreationTimestamp; c.Before(o) || c.Equal(o) && m.Metadata.Name < oldest.Metadata.Name {
+			oldest = m
+		}
+	}
+	l.waitEvent("Machine", oldest.Metadata.Name, "--max-discovered 10")
 
 	// A known MAC is still sent to its machine's script.
 	m := l.machines()[0]
@@ -303,9 +318,10 @@ func TestDiscoveryFlood(t *testing.T) {
 
 // ramroot is a stateless profile whose args carry the boot's files URL,
 // report URL and token, and whose file carries the token and a password
-// hash, as the documented preseed does.
-func ramroot(t *testing.T, autoApprove bool) (*api.MachineProfile, string) {
-	dir := t.TempDir()
+// hash, as the documented preseed does. Its kernel and initrd are files
+// in the service's allowed directory.
+func (l *lab) ramroot(autoApprove bool) (*api.MachineProfile, string) {
+	t, dir := l.t, l.files
 	kernel := "kernel bytes " + rand.Text()
 	if err := os.WriteFile(filepath.Join(dir, "vmlinuz"), []byte(kernel), 0o644); err != nil {
 		t.Fatal(err)
@@ -407,7 +423,7 @@ func (l *lab) bootOf(from netip.Addr, name string) bootScript {
 // longer approved.
 func TestFilesOnlyWithinAnApprovedBoot(t *testing.T) {
 	l := newLab(t, nil, boot.Config{})
-	p, kernel := ramroot(t, false)
+	p, kernel := l.ramroot(false)
 	l.create(p)
 	l.create(newMachine("node1", "52:54:00:aa:bb:01", false))
 	machine := netip.MustParseAddr("127.0.0.1")
@@ -487,7 +503,7 @@ const (
 // timeline.
 func TestReportsOncePerBoot(t *testing.T) {
 	l := newLab(t, nil, boot.Config{})
-	p, _ := ramroot(t, true)
+	p, _ := l.ramroot(true)
 	l.create(p)
 	l.create(newMachine("node1", "52:54:00:aa:bb:01", false))
 	l.create(newMachine("node2", "52:54:00:aa:bb:02", false))
@@ -550,12 +566,73 @@ func TestReportsOncePerBoot(t *testing.T) {
 	l.waitEvent("Machine", "node1", "Warning/ReportRefused: refused a report from 127.0.0.1: it names no current boot")
 }
 
+// TestArtifactsStreamAndStayInTheirDirectory: a kernel larger than the
+// socket buffers, read by slow firmware at a pace, is served past the
+// HTTP write timeout (each write within it), and a profile's file://
+// artifact outside the service's --allow-file-dir is not served at all.
+func TestArtifactsStreamAndStayInTheirDirectory(t *testing.T) {
+	l := newLab(t, nil, boot.Config{HTTPLimits: serving.Limits{ReadHeaderTimeout: time.Second, ReadTimeout: time.Second, WriteTimeout: time.Second}})
+	p, _ := l.ramroot(true)
+	kernel := bytes.Repeat([]byte("vmlinuz!"), 4<<20) // 32MiB
+	if err := os.WriteFile(filepath.Join(l.files, "vmlinuz"), kernel, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	l.create(p)
+	l.create(newMachine("node1", "52:54:00:aa:bb:01", false))
+	local := netip.MustParseAddr("127.0.0.1")
+	s := l.bootOf(local, "node1")
+
+	resp, err := l.client(local, false).Get(s.kernel)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(resp.Body)
+		t.Fatalf("GET %s: %d %s", s.kernel, resp.StatusCode, b)
+	}
+	start := time.Now()
+	var got bytes.Buffer
+	for {
+		n, err := io.CopyN(&got, resp.Body, 1<<20)
+		if err == io.EOF || n == 0 {
+			break
+		}
+		if err != nil {
+			t.Fatalf("a kernel read at a pace broke off after %d bytes and %s: %v", got.Len(), time.Since(start).Round(time.Millisecond), err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if !bytes.Equal(got.Bytes(), kernel) {
+		t.Fatalf("a kernel read at a pace for %s: %d bytes, want %d", time.Since(start).Round(time.Millisecond), got.Len(), len(kernel))
+	}
+
+	// The same kernel in a directory the service was not given: refused.
+	outside := t.TempDir()
+	if err := os.WriteFile(filepath.Join(outside, "vmlinuz"), []byte("kernel outside"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	p2, _ := l.ramroot(true)
+	p2.Metadata.Name = "outside"
+	p2.Spec.Kernel.URL = "file://" + outside + "/vmlinuz"
+	l.create(p2)
+	l.patchSpec("node1", map[string]any{"profile": "outside"})
+	servertest.Eventually(t, 15*time.Second, func() error {
+		s = l.bootOf(local, "node1") // ramroot's boot until the change arrives
+		code, body := l.do(request{from: local, url: s.kernel})
+		if code != http.StatusBadGateway || !strings.Contains(body, "allowed for file://") {
+			return fmt.Errorf("GET %s outside --allow-file-dir: %d %q, want 502 saying it is not allowed", s.kernel, code, body)
+		}
+		return nil
+	})
+}
+
 // TestBootsSurviveRestart: a boot issued before the service restarted
 // still serves its files and takes its report; a boot the service lost
 // (its record gone) is refused, saying the machine must boot again.
 func TestBootsSurviveRestart(t *testing.T) {
 	l := newLab(t, nil, boot.Config{})
-	p, _ := ramroot(t, true)
+	p, _ := l.ramroot(true)
 	l.create(p)
 	l.create(newMachine("node1", "52:54:00:aa:bb:01", false))
 	local := netip.MustParseAddr("127.0.0.1")
@@ -745,7 +822,7 @@ func testBootOnTheLAN(t *testing.T, mode dhcp.Mode) {
 	}
 
 	// Its boot, files and kernel go to its address.
-	p, kernel := ramroot(t, true)
+	p, kernel := l.ramroot(true)
 	l.create(p)
 	s := l.bootOf(addr, name)
 	userData := s.args["files"] + "/user-data"

@@ -15,6 +15,7 @@ func init() { commands = append(commands, newBootCmd) }
 
 func newBootCmd(g *globals) *cobra.Command {
 	var cfg boot.Config
+	var jt joinTokenFlags
 	var address, mode, poolStart, poolEnd, router, dns string
 	cmd := &cobra.Command{
 		Use:   "boot",
@@ -39,10 +40,21 @@ A machine's boot files, kernel and initrd are served only to the address
 the machine got by DHCP, within the boot its script started, and its report
 token works once. See docs/BOOT-TEMPLATES.md.
 
-The first start joins with a join token, like an agent.`,
+The first start joins with a join token, like an agent (give it in a
+root-only --join-token-file, or HEARTH_JOIN_TOKEN), and gets a boot
+service's credential: it discovers Machines and records what it sees of
+them, and acts as no Host.
+
+Profiles' kernels and initrds are fetched over http(s) with no credential,
+never from this machine or link-local addresses, and checked against their
+checksums; file:///path ones are served only from a directory given with
+--allow-file-dir (none by default), after resolving ".." and symbolic links.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var err error
+			if cfg.JoinToken, cfg.JoinTokenFile, err = jt.resolve(g.errOut); err != nil {
+				return err
+			}
 			parse := func(flag, s string, into *netip.Addr) {
 				if s == "" || err != nil {
 					return
@@ -79,9 +91,9 @@ The first start joins with a join token, like an agent.`,
 	}
 	f := cmd.Flags()
 	f.StringVar(&cfg.Server, "server", "", "API server URL (first start)")
-	f.StringVar(&cfg.JoinToken, "join-token", "", "join token (first start)")
+	jt.add(f)
 	f.StringVar(&cfg.CAFile, "ca-file", "", "the cluster CA to trust on first start")
-	f.StringVar(&cfg.Name, "name", "boot", "name of this service's host credential")
+	f.StringVar(&cfg.Name, "name", "boot", "name of this service's credential (its events' source is boot/NAME)")
 	f.StringVar(&cfg.DataDir, "data-dir", "/var/lib/hearth-boot", "credential, leases and artifact cache")
 	f.StringVar(&cfg.Interface, "interface", "", "the provisioning network's interface")
 	f.StringVar(&address, "address", "", "this service's IP on that interface")
@@ -92,10 +104,12 @@ The first start joins with a join token, like an agent.`,
 	f.StringVar(&dns, "dns", "", "DNS servers handed out, comma-separated (full mode)")
 	f.StringVar(&cfg.HTTPListen, "http-listen", "", "HTTP address (default ADDRESS:8080)")
 	f.StringVar(&cfg.TFTPListen, "tftp-listen", "", "TFTP address (default ADDRESS:69)")
+	addLimitFlags(f, "http-", &cfg.HTTPLimits)
 	f.StringVar(&cfg.IPXEDir, "ipxe-dir", "/usr/lib/ipxe", "where the iPXE binaries are (Debian's ipxe package)")
 	f.StringVar(&cfg.UEFIBinary, "uefi-binary", "ipxe.efi", "iPXE binary for x86-64 UEFI: ipxe.efi or snponly.efi")
 	f.StringVar(&cfg.Site, "site", "", "site that discovered machines join")
 	f.IntVar(&cfg.MaxDiscovered, "max-discovered", boot.DefaultMaxDiscovered, "most machines waiting in phase Discovered; beyond it no new MAC is discovered (-1: no cap)")
+	f.StringArrayVar(&cfg.AllowFileDirs, "allow-file-dir", nil, "a directory MachineProfiles may name kernels and initrds in with file:// URLs (repeatable; none by default)")
 	cmd.AddCommand(newBootMediaCmd(g))
 	return cmd
 }

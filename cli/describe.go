@@ -187,7 +187,7 @@ func describe(w io.Writer, k *api.KindInfo, obj api.Object, events []*api.Event,
 	}
 	multi("Owner References", owners)
 
-	if spec := indentYAML(maskSecrets(obj).SpecAny(), "  "); spec != "" {
+	if spec := indentYAML(maskedSpec(obj), "  "); spec != "" {
 		fmt.Fprintf(w, "Spec:\n%s", spec)
 	} else {
 		field("Spec", "<none>")
@@ -244,13 +244,31 @@ func writeIndentedTable(w io.Writer, rows [][]string) {
 	}
 }
 
-// maskSecrets hides credentials a person reading a description does not
-// need to see on screen (a BMC password).
-func maskSecrets(obj api.Object) api.Object {
-	if m, ok := obj.(*api.Machine); ok && m.Spec.Power.Password != "" {
-		c := api.DeepCopy(m).(*api.Machine)
-		c.Spec.Power.Password = "********"
-		return c
+// maskedSpec is the spec a description shows: credentials a person reading
+// it does not need on screen are hidden, as kubectl does (a Secret's
+// values become their sizes; a BMC password and webhook header values
+// become stars). `hearth get -o yaml` shows them, to those who may read
+// them.
+func maskedSpec(obj api.Object) any {
+	switch o := obj.(type) {
+	case *api.Secret:
+		data := map[string]string{}
+		for k, v := range o.Spec.Data {
+			data[k] = fmt.Sprintf("%d bytes", len(v))
+		}
+		return map[string]any{"type": o.Spec.Type, "data": data}
+	case *api.Machine:
+		c := api.DeepCopy(o).(*api.Machine)
+		p := &c.Spec.Power
+		if p.Password != "" {
+			p.Password = "********"
+		}
+		if p.Webhook != nil {
+			for k := range p.Webhook.Headers {
+				p.Webhook.Headers[k] = "********"
+			}
+		}
+		return c.SpecAny()
 	}
-	return obj
+	return obj.SpecAny()
 }

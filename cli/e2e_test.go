@@ -50,7 +50,7 @@ func testServer(t *testing.T) (adminConf string) {
 		if serverErr != nil {
 			return
 		}
-		ports := make([]string, 2)
+		ports := make([]string, 1)
 		for i := range ports {
 			ln, err := net.Listen("tcp", "127.0.0.1:0")
 			if err != nil {
@@ -65,7 +65,7 @@ func testServer(t *testing.T) (adminConf string) {
 		theServer, serverErr = server.Start(context.Background(), server.Config{
 			DataDir: serverDir,
 			Listen:  "127.0.0.1:0",
-			Etcd:    etcd.Config{ClientURL: "http://127.0.0.1:" + ports[0], PeerURL: "http://127.0.0.1:" + ports[1]},
+			Etcd:    etcd.Config{PeerURL: "https://127.0.0.1:" + ports[0]},
 		})
 	})
 	if serverErr != nil {
@@ -426,12 +426,12 @@ metadata: {name: power}
 apiVersion: hearth.dev/v1alpha1
 kind: VirtualMachine
 metadata: {name: a, tenant: power}
-spec: {boot: {from: kernel, kernel: {url: "file:///srv/vmlinuz"}}}
+spec: {boot: {from: kernel, kernel: {image: vmlinuz}}}
 ---
 apiVersion: hearth.dev/v1alpha1
 kind: VirtualMachine
 metadata: {name: b, tenant: power}
-spec: {boot: {from: kernel, kernel: {url: "file:///srv/vmlinuz"}}}
+spec: {boot: {from: kernel, kernel: {image: vmlinuz}}}
 `, "apply", "-f", "-")
 	c := adminClient(t)
 	ctx := context.Background()

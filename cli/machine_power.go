@@ -105,7 +105,19 @@ func machinePowerDriver(ctx context.Context, g *globals, o machinePowerOptions, 
 		return nil, nil, nil, err
 	}
 	m := obj.(*api.Machine)
-	d, err := power.For(m, power.Options{Interface: o.iface})
+	// The BMC password and webhook tokens are read from their Secrets
+	// with the caller's own credential, here, and never stored.
+	resolved, err := power.ResolveSecrets(ctx, m, func(ctx context.Context, name string) (*api.Secret, error) {
+		s, err := c.Get(ctx, "Secret", "", name)
+		if err != nil {
+			return nil, err
+		}
+		return s.(*api.Secret), nil
+	})
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	d, err := power.For(resolved, power.Options{Interface: o.iface})
 	if err != nil {
 		return nil, nil, nil, err
 	}

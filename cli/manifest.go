@@ -271,6 +271,7 @@ var kindOrder = []string{
 	"Tenant",
 	"Site",
 	"User",
+	"Secret",
 	"ExternalNetwork",
 	"Image",
 	"MachineProfile",

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	api "hearth.dev/hearth/api/v1alpha1"
 	"hearth.dev/hearth/client"
@@ -19,14 +20,10 @@ import (
 
 func init() { commands = append(commands, newTokenCmd) }
 
-// defaultJoinTTL bounds join tokens made without --ttl: they let any
-// machine become a host, so they should not linger.
-const defaultJoinTTL = 24 * time.Hour
-
 func newTokenCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "token",
-		Short: "Create, list and revoke API tokens and host join tokens",
+		Short: "Create, list and revoke API tokens, join tokens and host credentials",
 		Args:  cobra.NoArgs,
 		RunE:  func(cmd *cobra.Command, args []string) error { return cmd.Help() },
 	}
@@ -54,48 +51,71 @@ func userTokensPath(user string) string {
 	return api.PathPrefix + "/users/" + url.PathEscape(user) + "/tokens"
 }
 
-const joinTokensPath = api.PathPrefix + "/jointokens"
+const (
+	joinTokensPath = api.PathPrefix + "/jointokens"
+	hostTokensPath = api.PathPrefix + "/hosttokens"
+)
 
 func newTokenCreateCmd(g *globals) *cobra.Command {
-	var user, description, site string
-	var join bool
+	var user, description, site, host string
+	var join, reusable bool
 	var ttl time.Duration
 	var labels map[string]string
 	cmd := &cobra.Command{
-		Use:   "create [--user NAME | --join]",
+		Use:   "create [--user NAME | --join [--host NAME]]",
 		Short: "Create a token and print its secret",
 		Long: `Create a token for a user (default: yourself), or with --join a token that
-lets hosts join the cluster (they get --site and --label). Only the secret
-is printed on stdout, so it can be captured; it is shown this once.
+lets a host join the cluster: its agent's first start registers a new Host
+(with --site and --label) and gets the host's own credential in exchange.
+Only the secret is printed on stdout, so it can be captured; it is shown
+this once.
+
+A join token registers one host (or boot service) and is spent; with
+--reusable it registers any number until it expires. It registers only
+hosts whose name is not taken: to join a Host that exists again (a
+reinstalled machine), make one with --host NAME; the host then gets a new
+credential and its old ones are revoked.
 
 User tokens do not expire unless --ttl says so; join tokens expire after
 24h unless --ttl says otherwise.`,
 		Example: `  TOKEN=$(hearth token create --user alice --ttl 720h --description laptop)
-  hearth token create --join --site home --label rack=a`,
+  hearth token create --join --site home --label rack=a > join-token
+  hearth token create --join --host h1`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
 			if join && user != "" {
 				return errors.New("give either --user or --join")
 			}
-			if !join && (site != "" || len(labels) > 0) {
-				return errors.New("--site and --label are for join tokens (--join)")
+			if !join && (site != "" || len(labels) > 0 || host != "" || reusable) {
+				return errors.New("--site, --label, --host and --reusable are for join tokens (--join)")
 			}
 			if ttl < 0 {
 				return fmt.Errorf("--ttl %s is negative", ttl)
 			}
 			if join && !cmd.Flags().Changed("ttl") {
-				ttl = defaultJoinTTL
+				ttl = server.DefaultJoinTTL
+			}
+			if join && cmd.Flags().Changed("ttl") && ttl == 0 {
+				return errors.New("--ttl: join tokens always expire; give a duration such as 24h")
 			}
 			c, err := g.client()
 			if err != nil {
 				return err
 			}
-			req := server.TokenRequest{Description: description, Site: site, Labels: labels}
+			req := server.TokenRequest{Description: description, Site: site, Labels: labels, Host: host, Reusable: reusable}
 			if ttl > 0 {
 				req.TTL = ttl.String()
 			}
 			path, owner := joinTokensPath, "joining hosts"
+			switch {
+			case host != "":
+				owner = "re-joining host " + host
+			case reusable:
+				owner = "joining hosts, reusable"
+			default:
+				owner = "joining one host"
+			}
 			if !join {
 				if user, err = tokenUser(ctx, c, user); err != nil {
 					return err
@@ -122,35 +142,76 @@ User tokens do not expire unless --ttl says so; join tokens expire after
 	f.StringVar(&description, "description", "", "what the token is for, shown by `token list`")
 	f.StringVar(&site, "site", "", "site hosts joining with the token belong to")
 	f.StringToStringVar(&labels, "label", nil, "label hosts joining with the token get, as k=v; repeatable")
+	f.StringVar(&host, "host", "", "make a join token that re-joins this existing Host, and nothing else")
+	f.BoolVar(&reusable, "reusable", false, "let the join token register any number of hosts until it expires (default: one)")
+	_ = cmd.RegisterFlagCompletionFunc("host", func(cmd *cobra.Command, args []string, toComplete string) ([]string, cobra.ShellCompDirective) {
+		return g.nameCompletions(cmd.Context(), "Host", toComplete), cobra.ShellCompDirectiveNoFileComp
+	})
 	_ = cmd.RegisterFlagCompletionFunc("user", func(cmd *cobra.Command, args []string, toComplete string) ([]string, cobra.ShellCompDirective) {
 		return g.nameCompletions(cmd.Context(), "User", toComplete), cobra.ShellCompDirectiveNoFileComp
 	})
 	return cmd
 }
 
+// tokenSet is which tokens list and delete are about: a user's, the join
+// tokens, or the credentials of hosts and boot services.
+type tokenSet struct {
+	user        string
+	join, hosts bool
+}
+
+func (ts *tokenSet) flags(f *pflag.FlagSet, verb string) {
+	f.StringVar(&ts.user, "user", "", "user whose tokens to "+verb+" (default: yours)")
+	f.BoolVar(&ts.join, "join", false, verb+" join tokens instead")
+	f.BoolVar(&ts.hosts, "hosts", false, verb+" the credentials of hosts and boot services instead (cluster admins)")
+}
+
+// path returns the collection of the chosen tokens, and what to call it.
+func (ts *tokenSet) path(ctx context.Context, c *client.Client) (string, string, error) {
+	n := 0
+	for _, b := range []bool{ts.user != "", ts.join, ts.hosts} {
+		if b {
+			n++
+		}
+	}
+	switch {
+	case n > 1:
+		return "", "", errors.New("give one of --user, --join and --hosts")
+	case ts.join:
+		return joinTokensPath, "join token", nil
+	case ts.hosts:
+		return hostTokensPath, "host credential", nil
+	}
+	user, err := tokenUser(ctx, c, ts.user)
+	if err != nil {
+		return "", "", err
+	}
+	ts.user = user
+	return userTokensPath(user), "token of user " + user, nil
+}
+
 func newTokenListCmd(g *globals) *cobra.Command {
-	var user string
-	var join bool
-	var output string
+	var ts tokenSet
+	var output, host string
 	cmd := &cobra.Command{
-		Use:   "list [--user NAME | --join]",
-		Short: "List a user's tokens (default: yours), or the join tokens",
+		Use:   "list [--user NAME | --join | --hosts [--host NAME]]",
+		Short: "List a user's tokens (default: yours), the join tokens, or hosts' credentials",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
-			if join && user != "" {
-				return errors.New("give either --user or --join")
-			}
 			c, err := g.client()
 			if err != nil {
 				return err
 			}
-			path := joinTokensPath
-			if !join {
-				if user, err = tokenUser(ctx, c, user); err != nil {
-					return err
-				}
-				path = userTokensPath(user)
+			if host != "" {
+				ts.hosts = true
+			}
+			path, _, err := ts.path(ctx, c)
+			if err != nil {
+				return err
+			}
+			if host != "" {
+				path += "?host=" + url.QueryEscape(host)
 			}
 			var list struct {
 				Items []auth.TokenRecord `json:"items"`
@@ -162,17 +223,23 @@ func newTokenListCmd(g *globals) *cobra.Command {
 				return printValue(g.out, output, list)
 			}
 			if len(list.Items) == 0 {
-				if join {
+				switch {
+				case ts.join:
 					fmt.Fprintln(g.errOut, "No join tokens.")
-				} else {
-					fmt.Fprintf(g.errOut, "No tokens for user %s.\n", user)
+				case ts.hosts:
+					fmt.Fprintln(g.errOut, "No host credentials.")
+				default:
+					fmt.Fprintf(g.errOut, "No tokens for user %s.\n", ts.user)
 				}
 				return nil
 			}
 			now := time.Now()
 			header := []string{"ID", "DESCRIPTION", "AGE", "EXPIRES"}
-			if join {
-				header = []string{"ID", "SITE", "LABELS", "DESCRIPTION", "AGE", "EXPIRES"}
+			switch {
+			case ts.join:
+				header = []string{"ID", "USES", "HOST", "SITE", "LABELS", "DESCRIPTION", "AGE", "EXPIRES"}
+			case ts.hosts:
+				header = []string{"ID", "KIND", "HOST", "DESCRIPTION", "AGE"}
 			}
 			rows := [][]string{header}
 			for _, t := range list.Items {
@@ -184,13 +251,24 @@ func newTokenListCmd(g *globals) *cobra.Command {
 				case t.Expires != nil:
 					exp = "in " + api.Age(&now, *t.Expires)
 				}
-				if join {
+				switch {
+				case ts.join:
 					labels := ""
 					if len(t.Labels) > 0 {
 						labels = formatLabels(t.Labels)
 					}
-					rows = append(rows, []string{t.ID, t.Site, labels, t.Description, api.Age(&created, now), exp})
-				} else {
+					uses := "once"
+					if t.Reusable {
+						uses = fmt.Sprintf("reusable (%d)", t.Uses)
+					}
+					host := "(new)"
+					if t.Host != "" {
+						host = t.Host
+					}
+					rows = append(rows, []string{t.ID, uses, host, t.Site, labels, t.Description, api.Age(&created, now), exp})
+				case ts.hosts:
+					rows = append(rows, []string{t.ID, string(t.Kind), t.Host, t.Description, api.Age(&created, now)})
+				default:
 					rows = append(rows, []string{t.ID, t.Description, api.Age(&created, now), exp})
 				}
 			}
@@ -198,33 +276,51 @@ func newTokenListCmd(g *globals) *cobra.Command {
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&user, "user", "", "user whose tokens to list (default: yours)")
-	f.BoolVar(&join, "join", false, "list join tokens instead")
+	ts.flags(f, "list")
+	f.StringVar(&host, "host", "", "with --hosts: only this host's credentials")
 	f.StringVarP(&output, "output", "o", "", "yaml or json instead of a table")
 	return cmd
 }
 
 func newTokenDeleteCmd(g *globals) *cobra.Command {
-	var user string
+	var ts tokenSet
 	cmd := &cobra.Command{
-		Use:     "delete [--user NAME] ID...",
+		Use:     "delete [--user NAME | --join | --hosts] ID...",
 		Aliases: []string{"revoke"},
-		Short:   "Revoke tokens of a user (default: yours) by ID",
-		Args:    cobra.MinimumNArgs(1),
+		Short:   "Revoke tokens by ID: a user's (default: yours), join tokens, or hosts' credentials",
+		Long: `Revoke tokens by the ID that token list shows. They are refused at once.
+
+A host whose credential is revoked stops with "host credential revoked or
+Host deleted" and waits for a new join token (hearth token create --join
+--host NAME) in its --join-token-file. Deleting a Host revokes its
+credentials too.`,
+		Example: `  hearth token delete 3f9a1c2b7d4e
+  hearth token delete --join 5e6f7a8b9c0d
+  hearth token list --hosts --host h1
+  hearth token delete --hosts 0a1b2c3d4e5f`,
+		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
 			c, err := g.client()
 			if err != nil {
 				return err
 			}
-			if user, err = tokenUser(ctx, c, user); err != nil {
+			path, what, err := ts.path(ctx, c)
+			if err != nil {
 				return err
+			}
+			list := "hearth token list --user " + ts.user
+			switch {
+			case ts.join:
+				list = "hearth token list --join"
+			case ts.hosts:
+				list = "hearth token list --hosts"
 			}
 			var failed []string
 			for _, id := range args {
-				err := c.Do(ctx, http.MethodDelete, userTokensPath(user)+"/"+url.PathEscape(id), nil, nil)
+				err := c.Do(ctx, http.MethodDelete, path+"/"+url.PathEscape(id), nil, nil)
 				if api.IsNotFound(err) {
-					err = fmt.Errorf("user %s has no token %s (see `hearth token list --user %s`)", user, id, user)
+					err = fmt.Errorf("no %s has id %s (see `%s`)", what, id, list)
 				}
 				if err != nil {
 					if len(args) == 1 {
@@ -242,6 +338,6 @@ func newTokenDeleteCmd(g *globals) *cobra.Command {
 			return nil
 		},
 	}
-	cmd.Flags().StringVar(&user, "user", "", "user whose token to revoke (default: yours)")
+	ts.flags(cmd.Flags(), "revoke")
 	return cmd
 }

@@ -26,6 +26,11 @@ type Spec struct {
 	MemoryMiB int64
 	// Firmware is "bios" (SeaBIOS) or "uefi" (OVMF).
 	Firmware string
+	// MachineType is QEMU's machine: "q35" (the default) or "pc".
+	MachineType string
+	// LocalTime starts the guest's clock at local time rather than UTC
+	// (Windows keeps local time in its real-time clock).
+	LocalTime bool
 	// KVM uses hardware virtualisation; false runs under TCG.
 	KVM   bool
 	Boot  Boot
@@ -47,9 +52,14 @@ type Boot struct {
 
 // Disk is one block device.
 type Disk struct {
-	Path      string
-	Format    string // "qcow2" or "raw"
-	ReadOnly  bool
+	Path     string
+	Format   string // "qcow2" or "raw"
+	ReadOnly bool
+	// Bus is "virtio" (the default), "scsi" (a virtio-scsi controller)
+	// or "ide" (the machine's own IDE/AHCI ports).
+	Bus string
+	// CDROM makes the disk a read-only CD-ROM drive (on scsi or ide).
+	CDROM     bool
 	BootIndex int // 0: not a boot device
 }
 
@@ -58,10 +68,12 @@ type NIC struct {
 	// Tap is an existing tap device to attach to. Empty means no backend
 	// on the host (the NIC exists but is unplugged), which the agent uses
 	// until the VM's network is wired.
-	Tap       string
-	MAC       string
-	Model     string // "virtio-net-pci" by default
-	BootIndex int    // > 0 to PXE-boot from this NIC
+	Tap string
+	MAC string
+	// Model is the device the guest sees: "virtio" (the default),
+	// "e1000" or "rtl8139" — the API's names (NICModels).
+	Model     string
+	BootIndex int // > 0 to PXE-boot from this NIC
 }
 
 // State is a VM's run state as the hypervisor sees it.

@@ -1,6 +1,7 @@
 package compute
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha1"
 	"errors"
@@ -423,7 +424,11 @@ func (q *QEMU) commandLine(spec Spec) ([]string, error) {
 
 	// graphics=off makes SeaBIOS and iPXE print to the serial port, so
 	// the console log shows why a disk or network boot went wrong.
-	machine := "q35,graphics=off"
+	machine := spec.MachineType
+	if machine == "" {
+		machine = "q35"
+	}
+	machine += ",graphics=off"
 	if spec.Firmware == "uefi" {
 		args = append(args,
 			"-blockdev", "driver=file,node-name=fw-code,read-only=on,filename="+qemuEscape(q.opts.OVMFCode),
@@ -436,6 +441,9 @@ func (q *QEMU) commandLine(spec Spec) ([]string, error) {
 		args = append(args, "-accel", "kvm", "-cpu", "host")
 	} else {
 		args = append(args, "-accel", "tcg,thread=multi", "-cpu", "max")
+	}
+	if spec.LocalTime {
+		args = append(args, "-rtc", "base=localtime")
 	}
 	args = append(args,
 		"-smp", strconv.Itoa(spec.CPUs),
@@ -482,16 +490,37 @@ func (q *QEMU) commandLine(spec Spec) ([]string, error) {
 		nicBoot[0] = 1
 	}
 
+	if slices.ContainsFunc(spec.Disks, func(d Disk) bool { return d.Bus == "scsi" }) {
+		args = append(args, "-device", "virtio-scsi-pci,id=scsi0")
+	}
+	ide := 0 // IDE ports used so far
 	for i, d := range spec.Disks {
 		node := fmt.Sprintf("disk%d", i)
 		bd := "driver=" + d.Format + ",node-name=" + node +
 			",file.driver=file,file.filename=" + qemuEscape(d.Path)
-		if d.ReadOnly {
+		if d.ReadOnly || d.CDROM {
 			bd += ",read-only=on"
 		} else {
 			bd += ",discard=unmap"
 		}
-		dev := "virtio-blk-pci,id=" + node + "-dev,drive=" + node
+		var dev string
+		switch d.Bus {
+		case "scsi":
+			dev = "scsi-hd,bus=scsi0.0"
+			if d.CDROM {
+				dev = "scsi-cd,bus=scsi0.0"
+			}
+		case "ide":
+			dev = "ide-hd,"
+			if d.CDROM {
+				dev = "ide-cd,"
+			}
+			dev += ideAddress(machine, ide)
+			ide++
+		default:
+			dev = "virtio-blk-pci"
+		}
+		dev += ",id=" + node + "-dev,drive=" + node
 		if diskBoot[i] > 0 {
 			dev += ",bootindex=" + strconv.Itoa(diskBoot[i])
 		}
@@ -504,11 +533,7 @@ func (q *QEMU) commandLine(spec Spec) ([]string, error) {
 		)
 	}
 	for i, n := range spec.NICs {
-		model := n.Model
-		if model == "" {
-			model = "virtio-net-pci"
-		}
-		dev := model + ",id=" + nicID(i) + ",mac=" + n.MAC
+		dev := nicDevices[n.Model] + ",id=" + nicID(i) + ",mac=" + n.MAC
 		if n.Tap != "" {
 			netdev := fmt.Sprintf("net%d", i)
 			nd := "tap,id=" + netdev + ",ifname=" + n.Tap + ",script=no,downscript=no"
@@ -534,11 +559,36 @@ func (q *QEMU) commandLine(spec Spec) ([]string, error) {
 
 func positive(i int) bool { return i > 0 }
 
+// nicDevices maps the NIC models the API offers to QEMU's devices.
+var nicDevices = map[string]string{
+	"":        "virtio-net-pci",
+	"virtio":  "virtio-net-pci",
+	"e1000":   "e1000",
+	"rtl8139": "rtl8139",
+}
+
+// ideAddress places the n-th IDE drive: q35's AHCI controller has six
+// ports of one unit each (ide.0 … ide.5); the pc machine's IDE controller
+// has two buses of two units.
+func ideAddress(machine string, n int) string {
+	if strings.HasPrefix(machine, "pc") {
+		return fmt.Sprintf("bus=ide.%d,unit=%d", n/2, n%2)
+	}
+	return fmt.Sprintf("bus=ide.%d", n)
+}
+
+// ideSlots is how many IDE drives a machine type takes.
+func ideSlots(machine string) int {
+	if machine == "pc" {
+		return 4
+	}
+	return 6
+}
+
 func nicID(i int) string { return fmt.Sprintf("nic%d", i) }
 
 var (
-	nicModelRE = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]*$`)
-	tapRE      = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,15}$`)
+	tapRE = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,15}$`)
 )
 
 // maxSocketPath is what fits in sun_path with its terminating NUL.
@@ -601,6 +651,14 @@ func validate(spec Spec) error {
 		}
 		bootIndex[i] = who
 	}
+	switch spec.MachineType {
+	case "", "q35", "pc":
+	case "virt":
+		bad("machineType virt is for arm64 hosts; this host runs x86_64 guests (use q35 or pc)")
+	default:
+		bad("machineType %q: want q35 or pc", spec.MachineType)
+	}
+	ide := 0
 	for i, d := range spec.Disks {
 		who := fmt.Sprintf("disks[%d]", i)
 		if !filepath.IsAbs(d.Path) {
@@ -608,6 +666,22 @@ func validate(spec Spec) error {
 		}
 		if d.Format != "qcow2" && d.Format != "raw" {
 			bad("%s: format %q: want qcow2 or raw", who, d.Format)
+		}
+		switch d.Bus {
+		case "", "virtio":
+			if d.CDROM {
+				bad("%s: a cdrom cannot be on virtio (use scsi or ide)", who)
+			}
+		case "scsi":
+		case "ide":
+			if d.ReadOnly && !d.CDROM {
+				bad("%s: an IDE disk cannot be read-only (use virtio or scsi, or a cdrom)", who)
+			}
+			if ide++; ide > ideSlots(spec.MachineType) {
+				bad("%s: more IDE drives than the %s machine has ports (%d)", who, cmp.Or(spec.MachineType, "q35"), ideSlots(spec.MachineType))
+			}
+		default:
+			bad("%s: bus %q: want virtio, scsi or ide", who, d.Bus)
 		}
 		useIndex(d.BootIndex, who)
 	}
@@ -622,8 +696,8 @@ func validate(spec Spec) error {
 		if n.Tap != "" && !tapRE.MatchString(n.Tap) {
 			bad("%s: tap %q is not an interface name", who, n.Tap)
 		}
-		if n.Model != "" && !nicModelRE.MatchString(n.Model) {
-			bad("%s: model %q is not a QEMU device name", who, n.Model)
+		if _, ok := nicDevices[n.Model]; !ok {
+			bad("%s: model %q: want virtio, e1000 or rtl8139", who, n.Model)
 		}
 		useIndex(n.BootIndex, who)
 	}

@@ -10,6 +10,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -53,30 +54,64 @@ type proc struct {
 	url     string
 }
 
-// serverArgs are the flags of one embedded member on loopback ports.
+// member is one embedded etcd member: its API on a loopback port, its
+// peer port on peerIP (a loopback address of its own in the HA tests, as
+// if each member had its own machine).
 type member struct {
-	name              string
-	api, client, peer int
-	dataDir           string
+	name     string
+	api      int
+	peerIP   string
+	peer     int
+	dataDir  string
+	caDir    string // --ca-cert/--ca-key from here, if set
+	peerHTTP bool   // give a plain http peer URL (to see it refused)
 }
 
 func newMember(t *testing.T, name string) member {
-	return member{name: name, api: servertest.FreePort(t), client: servertest.FreePort(t), peer: servertest.FreePort(t), dataDir: filepath.Join(t.TempDir(), name)}
+	return newMemberOn(t, name, "127.0.0.1")
+}
+
+func newMemberOn(t *testing.T, name, peerIP string) member {
+	return member{name: name, api: servertest.FreePort(t), peerIP: peerIP, peer: freePortOn(t, peerIP), dataDir: filepath.Join(t.TempDir(), name)}
+}
+
+// freePortOn returns a port nobody listens on right now at ip.
+func freePortOn(t *testing.T, ip string) int {
+	t.Helper()
+	l, err := net.Listen("tcp", net.JoinHostPort(ip, "0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+func (m member) peerURL() string {
+	scheme := "https"
+	if m.peerHTTP {
+		scheme = "http"
+	}
+	return fmt.Sprintf("%s://%s", scheme, net.JoinHostPort(m.peerIP, fmt.Sprint(m.peer)))
 }
 
 func (m member) args(initialCluster string) []string {
 	a := []string{"server", "--data-dir", m.dataDir,
 		"--listen", fmt.Sprintf("127.0.0.1:%d", m.api),
 		"--etcd-name", m.name,
-		"--etcd-client-url", fmt.Sprintf("http://127.0.0.1:%d", m.client),
-		"--etcd-peer-url", fmt.Sprintf("http://127.0.0.1:%d", m.peer)}
+		"--etcd-peer-url", m.peerURL()}
 	if initialCluster != "" {
 		a = append(a, "--etcd-initial-cluster", initialCluster)
+	}
+	if m.caDir != "" {
+		a = append(a, "--ca-cert", filepath.Join(m.caDir, "ca.crt"), "--ca-key", filepath.Join(m.caDir, "ca.key"))
 	}
 	return a
 }
 
-func (m member) peerEntry() string { return fmt.Sprintf("%s=http://127.0.0.1:%d", m.name, m.peer) }
+func (m member) peerEntry() string { return m.name + "=" + m.peerURL() }
+
+// socket is the member's etcd client socket.
+func (m member) socket() string { return filepath.Join(m.dataDir, "etcd.sock") }
 
 // start runs the server and waits until /readyz answers.
 func start(t *testing.T, m member, initialCluster string, wait bool) *proc {
@@ -94,6 +129,9 @@ func start(t *testing.T, m member, initialCluster string, wait bool) *proc {
 		}
 		if t.Failed() {
 			t.Logf("log of %s:\n%s", m.name, p.log.String())
+			if etcdLog, err := os.ReadFile(filepath.Join(m.dataDir, "etcd.log")); err == nil && len(etcdLog) > 0 {
+				t.Logf("etcd log of %s:\n%s", m.name, etcdLog)
+			}
 		}
 	})
 	if wait {
@@ -245,7 +283,7 @@ func TestHAThreeMembers(t *testing.T) {
 	// The restarted member's own copy of etcd has caught up: read it
 	// locally (serializable), not through the leader.
 	servertest.Eventually(t, 30*time.Second, func() error {
-		resp, err := localCount(ctx, ms[2].client, "/hearth/objects/networks/default/during-")
+		resp, err := localCount(ctx, ms[2].socket(), "/hearth/objects/networks/default/during-")
 		if err != nil {
 			return err
 		}
@@ -258,7 +296,7 @@ func TestHAThreeMembers(t *testing.T) {
 		t.Fatalf("restarted server's API: %v", err)
 	}
 	var ready bytes.Buffer
-	resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/health", ms[2].client))
+	resp, err := socketHTTP(ms[2].socket()).Get("http://etcd/health")
 	if err == nil {
 		ready.ReadFrom(resp.Body)
 		resp.Body.Close()
@@ -267,16 +305,18 @@ func TestHAThreeMembers(t *testing.T) {
 }
 
 // startThree starts a three-member control plane of embedded etcd
-// members and waits until every server answers. cluster is the members'
+// members and waits until every server answers. Each member has a
+// loopback address of its own for its peer port, and all are given one
+// CA made with `hearth server ca create`. cluster is the members'
 // --etcd-initial-cluster, for restarting one.
 func startThree(t *testing.T) (ms []member, procs []*proc, cluster string) {
 	t.Helper()
-	ms = []member{newMember(t, "s1"), newMember(t, "s2"), newMember(t, "s3")}
-	var entries []string
-	for _, m := range ms {
-		entries = append(entries, m.peerEntry())
+	caDir := createCA(t)
+	ms = threeMembers(t)
+	for i := range ms {
+		ms[i].caDir = caDir
 	}
-	cluster = strings.Join(entries, ",")
+	cluster = initialCluster(ms)
 	procs = make([]*proc, 3)
 	for i, m := range ms {
 		procs[i] = start(t, m, cluster, false)
@@ -285,6 +325,30 @@ func startThree(t *testing.T) (ms []member, procs []*proc, cluster string) {
 		p.waitReady()
 	}
 	return ms, procs, cluster
+}
+
+// threeMembers are members s1, s2, s3 with peer ports on 127.0.0.11-13.
+func threeMembers(t *testing.T) []member {
+	return []member{newMemberOn(t, "s1", "127.0.0.11"), newMemberOn(t, "s2", "127.0.0.12"), newMemberOn(t, "s3", "127.0.0.13")}
+}
+
+func initialCluster(ms []member) string {
+	var entries []string
+	for _, m := range ms {
+		entries = append(entries, m.peerEntry())
+	}
+	return strings.Join(entries, ",")
+}
+
+// createCA makes a cluster CA with `hearth server ca create` and returns
+// its directory.
+func createCA(t *testing.T) string {
+	t.Helper()
+	dir := filepath.Join(t.TempDir(), "ca")
+	if out, err := exec.Command(hearthBin, "server", "ca", "create", dir).CombinedOutput(); err != nil {
+		t.Fatalf("hearth server ca create: %v\n%s", err, out)
+	}
+	return dir
 }
 
 // TestHAImageContent: an image uploaded to one server of a three-member
@@ -311,14 +375,9 @@ func TestHAImageContent(t *testing.T) {
 	if _, err := c1.UploadImage(ctx, "default", "uploaded", bytes.NewReader(content)); err != nil {
 		t.Fatal(err)
 	}
-	path := client.ImageContentPath("default", "uploaded")
-	download := func(p *proc, header map[string]string) (*http.Response, []byte, error) {
-		c := p.client()
-		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, c.Server()+path, nil)
-		for k, v := range header {
-			req.Header.Set(k, v)
-		}
-		resp, err := c.HTTPClient().Do(req)
+	// offset > 0 asks for the rest from there.
+	download := func(p *proc, offset int64) (*http.Response, []byte, error) {
+		resp, err := p.client().DownloadImage(ctx, "default", "uploaded", offset, "")
 		if err != nil {
 			return nil, nil, err
 		}
@@ -326,10 +385,10 @@ func TestHAImageContent(t *testing.T) {
 		body, err := io.ReadAll(resp.Body)
 		return resp, body, err
 	}
-	holders := func(port, want int) {
+	holders := func(socket string, want int) {
 		t.Helper()
 		servertest.Eventually(t, 10*time.Second, func() error {
-			n, err := localCount(ctx, port, "/hearth/image-content/"+sumHex+"/")
+			n, err := localCount(ctx, socket, "/hearth/image-content/"+sumHex+"/")
 			if err != nil {
 				return err
 			}
@@ -339,13 +398,13 @@ func TestHAImageContent(t *testing.T) {
 			return nil
 		})
 	}
-	holders(ms[0].client, 1)
+	holders(ms[0].socket(), 1)
 
 	// Server 2 has no copy: four downloads at once share one fetch.
 	errs := make(chan error, 4)
 	for range 4 {
 		go func() {
-			resp, body, err := download(procs[1], nil)
+			resp, body, err := download(procs[1], 0)
 			switch {
 			case err != nil:
 				errs <- err
@@ -366,12 +425,12 @@ func TestHAImageContent(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(ms[1].dataDir, "images", sumHex)); err != nil {
 		t.Fatalf("server 2 kept no copy: %v", err)
 	}
-	holders(ms[1].client, 2)
-	resp, body, err := download(procs[1], map[string]string{"Range": "bytes=1000-1999"})
+	holders(ms[1].socket(), 2)
+	resp, body, err := download(procs[1], 1000)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if resp.StatusCode != http.StatusPartialContent || !bytes.Equal(body, content[1000:2000]) {
+	if resp.StatusCode != http.StatusPartialContent || !bytes.Equal(body, content[1000:]) {
 		t.Fatalf("ranged GET from server 2: %s, %d bytes", resp.Status, len(body))
 	}
 	if etag := resp.Header.Get("ETag"); etag != `"`+sumHex+`"` {
@@ -382,15 +441,15 @@ func TestHAImageContent(t *testing.T) {
 	// with it (the lease is revoked), and server 3 gets the content from
 	// server 2.
 	procs[0].stop()
-	holders(ms[1].client, 1)
-	resp, body, err = download(procs[2], nil)
+	holders(ms[1].socket(), 1)
+	resp, body, err = download(procs[2], 0)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if resp.StatusCode != http.StatusOK || !bytes.Equal(body, content) {
 		t.Fatalf("GET from server 3 with server 1 down: %s, %d bytes: %.300s", resp.Status, len(body), body)
 	}
-	holders(ms[2].client, 2)
+	holders(ms[2].socket(), 2)
 
 	// Once they have exited their logs are complete: server 2 fetched
 	// once, server 3 from server 2.

@@ -2,16 +2,18 @@ package e2e
 
 import (
 	"context"
-	"fmt"
+	"net"
+	"net/http"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 )
 
-// localCount counts keys under prefix in one etcd member's own store.
-func localCount(ctx context.Context, clientPort int, prefix string) (int64, error) {
-	c, err := clientv3.New(clientv3.Config{Endpoints: []string{fmt.Sprintf("http://127.0.0.1:%d", clientPort)}, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
+// localCount counts keys under prefix in one etcd member's own store,
+// through its client socket.
+func localCount(ctx context.Context, socket string, prefix string) (int64, error) {
+	c, err := clientv3.New(clientv3.Config{Endpoints: []string{"unix://" + socket}, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
 	if err != nil {
 		return 0, err
 	}
@@ -21,4 +23,14 @@ func localCount(ctx context.Context, clientPort int, prefix string) (int64, erro
 		return 0, err
 	}
 	return resp.Count, nil
+}
+
+// socketHTTP is an HTTP client of etcd's HTTP endpoints (/health,
+// /metrics) on a member's client socket; the URL's host is ignored.
+func socketHTTP(socket string) *http.Client {
+	return &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			return (&net.Dialer{}).DialContext(ctx, "unix", socket)
+		},
+	}}
 }

@@ -95,7 +95,8 @@ const (
 	defaultHTTPTimeout = 30 * time.Second
 )
 
-// For returns the driver m's spec.power asks for. The settings are checked
+// For returns the driver m's spec.power asks for, once ResolveSecrets has
+// filled in the values its Secrets hold. The settings are checked
 // first (with the API's own defaults and validation, so an object made by
 // hand gets the same answers as one from the server), and errors name the
 // field to fix.
@@ -120,6 +121,9 @@ func For(m *api.Machine, o Options) (Driver, error) {
 	}
 	spec.Default()
 	name := m.Metadata.Name
+	if p.PasswordSecret != nil || (p.Webhook != nil && len(p.Webhook.SecretHeaders) > 0) {
+		return nil, fmt.Errorf("machine %s: spec.power refers to Secrets; read them first (power.ResolveSecrets)", name)
+	}
 	if err := spec.Validate("spec").Err(); err != nil {
 		return nil, fmt.Errorf("machine %s: %w", name, err)
 	}

@@ -34,21 +34,22 @@ func (s *Sandbox) StartBootService(ctx context.Context) error {
 	if err := s.dialFrom(p.BootNetns, s.serverHostPort()); err != nil {
 		return fmt.Errorf("the boot service's namespace %s cannot reach the server at %s (%v): does a firewall in the root namespace drop traffic on %s?", p.BootNetns, s.serverHostPort(), err, s.names.ctl())
 	}
-	token, err := s.joinToken(ctx, "hearth sandbox boot service")
-	if err != nil {
-		return fmt.Errorf("the boot service: %w", err)
-	}
-	j := Join{
-		Server: s.State.ServerURL,
-		Token:  token,
-		CAFile: filepath.Join(s.cfg.Dir, serverSubdir, "ca.crt"),
-		Site:   s.cfg.Site,
-	}
 	if err := os.MkdirAll(p.BootDir, 0o755); err != nil {
 		return err
 	}
 	if err := s.addPath(p.BootDir); err != nil {
 		return err
+	}
+	tokenFile, err := s.joinTokenFile(ctx, p.BootDir, "hearth sandbox boot service")
+	if err != nil {
+		return fmt.Errorf("the boot service: %w", err)
+	}
+	j := Join{
+		Server:    s.State.ServerURL,
+		TokenFile: tokenFile,
+		CAFile:    filepath.Join(s.cfg.Dir, serverSubdir, "ca.crt"),
+		Site:      s.cfg.Site,
+		FileDirs:  s.fileDirs(),
 	}
 	argv := s.Command(p.BootNetns, s.cfg.BootCommand(*p, j)...).Args
 	proc, err := startDaemon(argv, p.BootLog())

@@ -129,7 +129,6 @@ func serverMain(args []string) int {
 	var cfg server.Config
 	fs.StringVar(&cfg.DataDir, "data-dir", "", "")
 	fs.StringVar(&cfg.Listen, "listen", "", "")
-	fs.StringVar(&cfg.Etcd.ClientURL, "etcd-client-url", "", "")
 	fs.StringVar(&cfg.Etcd.PeerURL, "etcd-peer-url", "", "")
 	if err := fs.Parse(args); err != nil {
 		return 2
@@ -170,18 +169,17 @@ func listenMain(addr string) int {
 	}
 }
 
-// fakeAgentMain stands in for `hearth agent` (same flags): it joins,
-// registers its Host and keeps it Ready. It refuses to run outside its
+// fakeAgentMain stands in for `hearth agent` (same flags): it joins
+// (which registers its Host) and keeps its Host Ready. It refuses to run outside its
 // host's namespace, so a Ready Host proves where it ran.
 func fakeAgentMain(args []string) int {
 	fs := flag.NewFlagSet("test-agent", flag.ContinueOnError)
 	srv := fs.String("server", "", "")
-	token := fs.String("join-token", "", "")
+	tokenFile := fs.String("join-token-file", "", "")
 	caFile := fs.String("ca-file", "", "")
 	name := fs.String("name", "", "")
 	fs.String("data-dir", "", "")
 	address := fs.String("address", "", "")
-	site := fs.String("site", "", "")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -196,24 +194,22 @@ func fakeAgentMain(args []string) int {
 	if err != nil {
 		return fail("%v", err)
 	}
+	token, err := os.ReadFile(*tokenFile)
+	if err != nil {
+		return fail("%v", err)
+	}
 	ctx := context.Background()
-	jc, err := client.New(&client.Context{Server: *srv, Token: *token, CertificateAuthority: string(ca)})
+	jc, err := client.New(&client.Context{Server: *srv, Token: strings.TrimSpace(string(token)), CertificateAuthority: string(ca)})
 	if err != nil {
 		return fail("%v", err)
 	}
 	var jr server.JoinResponse
-	if err := jc.Do(ctx, http.MethodPost, api.PathPrefix+"/join", server.JoinRequest{Host: *name}, &jr); err != nil {
+	if err := jc.Do(ctx, http.MethodPost, api.PathPrefix+"/join", server.JoinRequest{Host: *name, Address: *address}, &jr); err != nil {
 		return fail("join: %v", err)
 	}
 	c, err := client.New(&client.Context{Server: *srv, Token: jr.Token, CertificateAuthority: string(ca)})
 	if err != nil {
 		return fail("%v", err)
-	}
-	h := &api.Host{TypeMeta: api.TypeMeta{APIVersion: api.APIVersion, Kind: "Host"},
-		Metadata: api.ObjectMeta{Name: *name},
-		Spec:     api.HostSpec{Site: *site, Address: *address}}
-	if _, err := c.Create(ctx, h); err != nil {
-		return fail("registering: %v", err)
 	}
 	for {
 		status := map[string]any{"status": map[string]any{"phase": api.HostReady, "lastHeartbeat": time.Now().UTC()}}
@@ -230,7 +226,7 @@ func fakeAgentMain(args []string) int {
 func fakeBootMain(args []string) int {
 	fs := flag.NewFlagSet("test-boot", flag.ContinueOnError)
 	srv := fs.String("server", "", "")
-	fs.String("join-token", "", "")
+	tokenFile := fs.String("join-token-file", "", "")
 	caFile := fs.String("ca-file", "", "")
 	fs.String("name", "", "")
 	fs.String("data-dir", "", "")
@@ -252,9 +248,11 @@ func fakeBootMain(args []string) int {
 		fmt.Printf("interface %s: %v\n", *iface, err)
 		return 1
 	}
-	if _, err := os.Stat(*caFile); err != nil {
-		fmt.Println(err)
-		return 1
+	for _, f := range []string{*caFile, *tokenFile} {
+		if _, err := os.Stat(f); err != nil {
+			fmt.Println(err)
+			return 1
+		}
 	}
 	u, err := url.Parse(*srv)
 	if err != nil {
@@ -1331,9 +1329,9 @@ func TestDefaultBootCommand(t *testing.T) {
 		BootInterface: "prov", BootAddress: "172.31.252.2", PoolStart: "172.31.252.100", PoolEnd: "172.31.252.199",
 		HTTPListen: "172.31.252.2:8080", BootDir: "/d/boot",
 	}
-	j := sandbox.Join{Server: "https://172.31.255.1:8443", Token: "tok", CAFile: "/d/server/ca.crt", Site: "sandbox"}
+	j := sandbox.Join{Server: "https://172.31.255.1:8443", TokenFile: "/d/boot/join-token", CAFile: "/d/server/ca.crt", Site: "sandbox"}
 	got := strings.Join(sandbox.DefaultBootCommand("/bin/hearth")(p, j), " ")
-	want := "/bin/hearth boot --server https://172.31.255.1:8443 --join-token tok --ca-file /d/server/ca.crt --name boot --data-dir /d/boot" +
+	want := "/bin/hearth boot --server https://172.31.255.1:8443 --join-token-file /d/boot/join-token --ca-file /d/server/ca.crt --name boot --data-dir /d/boot" +
 		" --interface prov --address 172.31.252.2 --dhcp-mode full --pool-start 172.31.252.100 --pool-end 172.31.252.199 --http-listen 172.31.252.2:8080" +
 		" --site sandbox"
 	if got != want {

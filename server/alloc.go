@@ -57,9 +57,9 @@ func (a *vniAllocator) OnCreate(ctx context.Context, kv clientv3.KV, obj api.Obj
 	return []clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(key), "=", 0)}, []clientv3.Op{clientv3.OpPut(key, owner)}, nil
 }
 
-func (a *vniAllocator) OnDelete(obj api.Object) []clientv3.Op {
+func (a *vniAllocator) OnDelete(_ context.Context, _ clientv3.KV, obj api.Object) ([]clientv3.Cmp, []clientv3.Op, error) {
 	if vni := obj.(*api.Network).Status.VNI; vni != 0 {
-		return []clientv3.Op{clientv3.OpDelete(a.key(vni))}
+		return nil, []clientv3.Op{clientv3.OpDelete(a.key(vni))}, nil
 	}
-	return nil
+	return nil, nil, nil
 }

@@ -19,6 +19,7 @@ import (
 	"hearth.dev/hearth/agent/console"
 	api "hearth.dev/hearth/api/v1alpha1"
 	"hearth.dev/hearth/server/auth"
+	"hearth.dev/hearth/serving"
 )
 
 // VM consoles and console logs are subresources of VirtualMachines:
@@ -44,6 +45,10 @@ const (
 	maxConsoleMessage = 1 << 20
 	// consoleWriteTimeout bounds passing one message on.
 	consoleWriteTimeout = 30 * time.Second
+	// consolePingEvery is how often both ends of a console are pinged;
+	// one that does not answer within consoleWriteTimeout is taken for
+	// gone, so a vanished peer does not hold the console open.
+	consolePingEvery = 30 * time.Second
 )
 
 // serveVMConsole handles the log and console subresources of a VM. It
@@ -238,6 +243,8 @@ func (s *Server) vmLog(w http.ResponseWriter, r *http.Request, p *auth.Principal
 	if resp.StatusCode != http.StatusOK {
 		return agentError(ep, resp.StatusCode, resp.Body)
 	}
+	// A followed log lasts as long as its reader wants (see watch).
+	w = serving.For(w, s.limits.WriteTimeout).Stream(w)
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	w.Header().Set("X-Content-Type-Options", "nosniff")
 	w.Header().Set("Cache-Control", "no-store")
@@ -283,6 +290,9 @@ func (s *Server) vmConsole(w http.ResponseWriter, r *http.Request, p *auth.Princ
 		}
 		return unreachable(ep, err)
 	}
+	// The websocket outlives the request's deadlines (net/http clears
+	// them when Accept takes the connection over): the bridge bounds each
+	// message's write, and pings find a peer that is gone.
 	user, err := websocket.Accept(w, r, nil)
 	if err != nil {
 		agent.CloseNow()
@@ -300,9 +310,10 @@ func bridge(ctx context.Context, a, b *websocket.Conn) {
 	b.SetReadLimit(maxConsoleMessage)
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	errc := make(chan error, 2)
+	errc := make(chan error, 3)
 	go func() { errc <- pipe(ctx, a, b) }()
 	go func() { errc <- pipe(ctx, b, a) }()
+	go func() { errc <- keepAlive(ctx, a, b) }()
 	err := <-errc
 	code, reason := websocket.StatusGoingAway, "the other end of the console went away"
 	var ce websocket.CloseError
@@ -318,6 +329,29 @@ func bridge(ctx context.Context, a, b *websocket.Conn) {
 	b.Close(code, reason)
 	cancel()
 	<-errc
+	<-errc
+}
+
+// keepAlive pings both websockets now and then, and returns when one does
+// not answer (or ctx ends).
+func keepAlive(ctx context.Context, conns ...*websocket.Conn) error {
+	t := time.NewTicker(consolePingEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
+		}
+		for _, c := range conns {
+			pctx, cancel := context.WithTimeout(ctx, consoleWriteTimeout)
+			err := c.Ping(pctx)
+			cancel()
+			if err != nil {
+				return err
+			}
+		}
+	}
 }
 
 // pipe copies messages from one websocket to the other, keeping their type.

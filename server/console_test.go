@@ -13,6 +13,7 @@ import (
 	api "hearth.dev/hearth/api/v1alpha1"
 	"hearth.dev/hearth/client"
 	"hearth.dev/hearth/server/servertest"
+	"hearth.dev/hearth/serving"
 )
 
 // consoleLab is a tenant's VM on a host whose agent serves its console.
@@ -174,4 +175,42 @@ func TestVMLogAndConsole(t *testing.T) {
 		_, err = member.Console(ctx, "a", "web-4")
 		wantCode(t, "console of a VM the agent does not know", err, http.StatusServiceUnavailable, "has not started on host h1")
 	})
+}
+
+// TestConsoleOutlivesTimeouts: with every API timeout at one second, a
+// console and a followed log stay open and work three seconds on.
+func TestConsoleOutlivesTimeouts(t *testing.T) {
+	env := servertest.Start(t, servertest.WithoutControllers(), servertest.WithLimits(serving.Limits{
+		ReadHeaderTimeout: time.Second, ReadTimeout: time.Second, WriteTimeout: time.Second, IdleTimeout: time.Second}))
+	ctx := servertest.Ctx(t)
+	env.Tenant("a")
+	agent := consoletest.StartAgent(t, env.Server.CAPEM())
+	hostWithAgent(t, env, "h1", agent, agent.Fingerprint)
+	vm := consoletest.NewVM(t, lab)
+	agent.Add(vmOn(t, env, "a", "web-1", "h1"), vm)
+
+	rc, err := env.Admin.Logs(ctx, "a", "web-1", true, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Close()
+	conn, err := env.Admin.Console(ctx, "a", "web-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	time.Sleep(3 * time.Second)
+
+	vm.AppendLog(t, "late\n")
+	if line, err := bufio.NewReader(rc).ReadString('\n'); err != nil || line != "late\n" {
+		t.Errorf("followed log after 3s: %q, %v; want the new line", line, err)
+	}
+	conn.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := conn.Write([]byte("hello\r")); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 6)
+	if _, err := io.ReadFull(conn, buf); err != nil || string(buf) != "hello\r" {
+		t.Errorf("console echo after 3s: %q, %v; want %q", buf, err, "hello\r")
+	}
 }

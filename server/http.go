@@ -113,5 +113,9 @@ func (s *Server) route(w http.ResponseWriter, r *http.Request) {
 
 // whoami describes the caller, for `hearth whoami` and the dashboard.
 func whoami(p *auth.Principal) map[string]any {
-	return map[string]any{"name": p.Name, "role": p.Role, "tenant": p.Tenant, "host": p.Host}
+	who := map[string]any{"name": p.Name, "role": p.Role, "tenant": p.Tenant, "host": p.Host}
+	if p.Boot != "" {
+		who["boot"] = p.Boot // a boot service's credential
+	}
+	return who
 }

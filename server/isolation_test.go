@@ -3,6 +3,7 @@ package server_test
 import (
 	"context"
 	"net/http"
+	"strconv"
 	"testing"
 	"time"
 
@@ -230,18 +231,14 @@ func TestWatchIsolation(t *testing.T) {
 	}
 }
 
-// TestHostCredential: a joined host writes its own Host and the status of
-// objects placed on it, and nothing else.
+// TestHostCredential: a joined host writes its own Host's status and the
+// status of objects placed on it, and nothing else.
 func TestHostCredential(t *testing.T) {
 	env := servertest.Start(t, servertest.WithoutControllers())
 	env.Tenant("lab")
 	ctx := servertest.Ctx(t)
 	h1 := env.Host("h1")
 
-	host := servertest.Example("Host", "")
-	if _, err := h1.Create(ctx, host); err != nil {
-		t.Fatalf("host creating its own Host: %v", err)
-	}
 	if _, err := h1.Patch(ctx, "Host", "", "h1", map[string]any{"status": map[string]any{"phase": "Ready", "cpus": 4}}, true); err != nil {
 		t.Fatalf("host writing its own status: %v", err)
 	}
@@ -359,8 +356,10 @@ func TestCredentialsOnlyForAdmins(t *testing.T) {
 	hook := &api.Machine{TypeMeta: m.TypeMeta, Metadata: api.ObjectMeta{Name: "node2"},
 		Spec: api.MachineSpec{MAC: "52:54:00:aa:bb:02", Power: api.MachinePower{Driver: "webhook",
 			Webhook: &api.PowerWebhook{OnURL: "http://plug/on", OffURL: "http://plug/off", Headers: map[string]string{"Authorization": "Bearer t0ken"}}}}}
+	// Inline credentials are no longer accepted; these are machines an
+	// older Hearth stored, written to the store directly.
 	for _, o := range []api.Object{m, hook} {
-		if _, err := env.Admin.Create(ctx, o); err != nil {
+		if _, err := env.Server.Store().Create(ctx, o); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -420,5 +419,74 @@ func TestCredentialsOnlyForAdmins(t *testing.T) {
 	}
 	if o.(*api.Machine).Spec.Power.Webhook.Headers["Authorization"] != "Bearer t0ken" {
 		t.Fatalf("the admin reads headers %v, want the stored ones", o.(*api.Machine).Spec.Power.Webhook.Headers)
+	}
+}
+
+// TestFieldSelectorCannotProbeCredentials: a field selector matches the
+// object as the caller is shown it, so a viewer cannot test guesses of a
+// redacted BMC password or webhook header (list and watch), while an
+// admin's selector still sees the stored values.
+func TestFieldSelectorCannotProbeCredentials(t *testing.T) {
+	env := servertest.Start(t, servertest.WithoutControllers())
+	ctx := servertest.Ctx(t)
+	viewer := env.User("auditor", "", api.RoleViewer)
+	m := &api.Machine{TypeMeta: api.TypeMeta{APIVersion: api.APIVersion, Kind: "Machine"},
+		Metadata: api.ObjectMeta{Name: "node1"},
+		Spec: api.MachineSpec{MAC: "52:54:00:aa:bb:01", Power: api.MachinePower{Driver: "webhook",
+			Webhook: &api.PowerWebhook{OnURL: "http://plug/on", OffURL: "http://plug/off", Headers: map[string]string{"Authorization": "Bearer t0ken"}}}}}
+	ipmi := &api.Machine{TypeMeta: m.TypeMeta, Metadata: api.ObjectMeta{Name: "node2"},
+		Spec: api.MachineSpec{MAC: "52:54:00:aa:bb:02", Power: api.MachinePower{Driver: "ipmi", Address: "bmc2", Username: "hearth", Password: "s3cret"}}}
+	for _, o := range []api.Object{m, ipmi} { // as an older Hearth stored them
+		if _, err := env.Server.Store().Create(ctx, o); err != nil {
+			t.Fatal(err)
+		}
+	}
+	right := []string{"spec.power.password=s3cret", "power.password=s3cret", "spec.power.webhook.headers.Authorization=Bearer t0ken"}
+	for _, sel := range right {
+		objs, _, err := viewer.List(ctx, "Machine", "", client.ListOptions{FieldSelector: sel})
+		if err != nil {
+			t.Fatalf("viewer list %s: %v", sel, err)
+		}
+		if len(objs) != 0 {
+			t.Errorf("viewer list with the right guess %q finds %d machines; want none, like a wrong guess", sel, len(objs))
+		}
+		objs, _, err = env.Admin.List(ctx, "Machine", "", client.ListOptions{FieldSelector: sel})
+		if err != nil || len(objs) != 1 {
+			t.Errorf("admin list %s: %d machines, %v; want 1", sel, len(objs), err)
+		}
+	}
+
+	// A watch with the right guess sees nothing of a change, though its
+	// bookmarks show the change went by.
+	_, rv, err := viewer.List(ctx, "Machine", "", client.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	events, _, err := viewer.WatchOnce(wctx, "Machine", "", client.ListOptions{ResourceVersion: rv, FieldSelector: "spec.power.password=s3cret"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	changed, err := env.Admin.Patch(ctx, "Machine", "", "node2", map[string]any{"metadata": map[string]any{"labels": map[string]string{"touched": "yes"}}}, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, _ := strconv.ParseInt(changed.GetMetadata().ResourceVersion, 10, 64)
+	for {
+		select {
+		case ev, ok := <-events:
+			if !ok {
+				t.Fatal("the watch ended")
+			}
+			if ev.Type != "BOOKMARK" {
+				t.Fatalf("the viewer's watch with the right password guess got %s %s", ev.Type, ev.Object.GetMetadata().Name)
+			}
+			if got, _ := strconv.ParseInt(ev.ResourceVersion, 10, 64); got >= want {
+				return
+			}
+		case <-time.After(20 * time.Second):
+			t.Fatal("no bookmark past the change")
+		}
 	}
 }

@@ -144,8 +144,13 @@ func (s *Server) list(w http.ResponseWriter, r *http.Request, p *auth.Principal,
 		}
 		rev = max(rev, rv)
 		for _, o := range objs {
-			if auth.VisibleTo(p, o) && filter.fields(o) {
-				items = append(items, shown(p, o))
+			if !auth.VisibleTo(p, o) {
+				continue
+			}
+			// Field selectors see what the caller is shown, so a selector
+			// on a redacted field cannot test guesses of its value.
+			if o = shown(p, o); filter.fields(o) {
+				items = append(items, o)
 			}
 		}
 	}
@@ -246,6 +251,11 @@ func (s *Server) create(w http.ResponseWriter, r *http.Request, p *auth.Principa
 	}
 	req := t.request(auth.Create)
 	req.Name, req.New = obj.GetMetadata().Name, obj
+	if ev, ok := obj.(*api.Event); ok && p.HostCredential() {
+		if req.Involved, err = s.involvedObject(r.Context(), ev.Spec.InvolvedObject); err != nil {
+			return err
+		}
+	}
 	if err := auth.Authorize(p, req); err != nil {
 		return err
 	}
@@ -281,8 +291,22 @@ func (s *Server) create(w http.ResponseWriter, r *http.Request, p *auth.Principa
 	}
 }
 
-// admit runs the checks that need other objects: the tenant exists, and
-// the kind's admission plugins (quotas) agree.
+// involvedObject reads the object an event is about, or returns nil if
+// there is none (or the reference is not one an object could have).
+func (s *Server) involvedObject(ctx context.Context, ref api.ObjectReference) (api.Object, error) {
+	k, err := api.KindByName(ref.Kind)
+	if err != nil || ref.Name == "" || (k.Scope == api.ClusterScoped && ref.Tenant != "") || (k.Scope == api.TenantScoped && ref.Tenant == "") {
+		return nil, nil
+	}
+	obj, err := s.store.Get(ctx, k, ref.Tenant, ref.Name)
+	if api.IsNotFound(err) {
+		return nil, nil
+	}
+	return obj, err
+}
+
+// admit runs the checks that need other objects or the caller: the tenant
+// exists, and the admission plugins (quotas, fetched URLs) agree.
 func (s *Server) admit(ctx context.Context, p *auth.Principal, obj, old api.Object) error {
 	m := obj.GetMetadata()
 	if m.Tenant != "" && old == nil {
@@ -291,7 +315,7 @@ func (s *Server) admit(ctx context.Context, p *auth.Principal, obj, old api.Obje
 		}
 	}
 	for _, a := range s.admitters {
-		if err := a(ctx, obj, old); err != nil {
+		if err := a(ctx, p, obj, old); err != nil {
 			return err
 		}
 	}

@@ -12,7 +12,7 @@ import (
 
 // seesCredentials reports whether p reads credentials in specs.
 func seesCredentials(p *auth.Principal) bool {
-	return p.Host == "" && !p.Join && p.Role == api.RoleClusterAdmin
+	return !p.HostCredential() && !p.Join && p.Role == api.RoleClusterAdmin
 }
 
 // hasCredentials reports whether objects of kind k may hold credentials.

@@ -7,7 +7,6 @@ package server
 import (
 	"context"
 	"crypto/tls"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -30,6 +29,7 @@ import (
 	"hearth.dev/hearth/server/openapi"
 	"hearth.dev/hearth/server/pki"
 	"hearth.dev/hearth/server/store"
+	"hearth.dev/hearth/serving"
 	"hearth.dev/hearth/version"
 )
 
@@ -47,9 +47,29 @@ type Config struct {
 	AdvertiseURL string
 	// TLSSANs are extra names and addresses for the serving certificate.
 	TLSSANs []string
-	Etcd    etcd.Config
+	// CACertFile and CAKeyFile are the cluster CA to use (--ca-cert,
+	// --ca-key): every member of an HA control plane is given the same one
+	// for its first start, which keeps a copy in DATA-DIR/pki. Without
+	// them a lone server makes its own.
+	CACertFile, CAKeyFile string
+	Etcd                  etcd.Config
 	// AccessLog logs every request.
 	AccessLog bool
+	// MaxUploadSize caps one image upload, in bytes (default
+	// DefaultMaxUploadSize).
+	MaxUploadSize int64
+	// UploadReserve is the free space an upload must leave on the data
+	// directory's file system, which etcd needs (default
+	// DefaultUploadReserve).
+	UploadReserve int64
+	// Limits are the API's timeouts and connection limit (zero fields
+	// take serving's defaults). Watches, logs, consoles and image
+	// content get deadlines that move with their progress instead.
+	Limits serving.Limits
+	// SecretsKeyFile holds the key Secrets are encrypted with in etcd
+	// (default DATA-DIR/secrets.key, made by the first server). Every
+	// server of a cluster needs the same file.
+	SecretsKeyFile string
 	// DisableControllers runs only the API (tests of the API alone).
 	DisableControllers bool
 	// DiscoveredMachineTTL is how long a Machine waiting in phase
@@ -64,9 +84,15 @@ type Config struct {
 // ControllerFunc runs one controller until ctx ends.
 type ControllerFunc func(ctx context.Context, c *client.Client, rec *client.Recorder) error
 
+// Defaults of the upload bounds.
+const (
+	DefaultMaxUploadSize = 64 << 30
+	DefaultUploadReserve = 2 << 30
+)
+
 // Admitter checks an object against others before it is written (quotas,
-// references). old is nil on create.
-type Admitter func(ctx context.Context, obj, old api.Object) error
+// references). p is the caller; old is nil on create.
+type Admitter func(ctx context.Context, p *auth.Principal, obj, old api.Object) error
 
 // Server is a running control plane member.
 type Server struct {
@@ -79,6 +105,7 @@ type Server struct {
 	openapi    http.Handler
 	metrics    *metrics
 	admitters  []Admitter
+	quota      *admission.Quota
 	tenantKind *api.KindInfo
 	userKind   *api.KindInfo
 	// tenants mirrors Tenant objects so a create need not read etcd to
@@ -88,6 +115,7 @@ type Server struct {
 	bookmarkEvery time.Duration
 	listener      net.Listener
 	httpServer    *http.Server
+	limits        serving.Limits
 	internalToken string
 	// runCtx ends when the server closes.
 	runCtx context.Context
@@ -102,6 +130,10 @@ func (s *Server) Store() *store.Store { return s.store }
 
 // Etcd returns the etcd client.
 func (s *Server) Etcd() *clientv3.Client { return s.etcd }
+
+// EtcdSocket returns the embedded etcd member's client socket, the one
+// way to reach it from outside this process ("" with an external etcd).
+func (s *Server) EtcdSocket() string { return s.db.Socket() }
 
 // URL returns the server's advertised URL.
 func (s *Server) URL() string { return s.cfg.AdvertiseURL }
@@ -137,12 +169,38 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	if cfg.Etcd.DataDir == "" {
 		cfg.Etcd.DataDir = cfg.DataDir
 	}
-	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
-		return nil, fmt.Errorf("data directory: %w", err)
+	if cfg.MaxUploadSize == 0 {
+		cfg.MaxUploadSize = DefaultMaxUploadSize
+	}
+	if cfg.UploadReserve == 0 {
+		cfg.UploadReserve = DefaultUploadReserve
+	}
+	if cfg.MaxUploadSize < 0 || cfg.UploadReserve < 0 {
+		return nil, fmt.Errorf("--max-upload-size and --upload-reserve cannot be negative")
+	}
+	// The data directory holds keys, tokens and etcd's socket.
+	if err := pki.PrivateDir(cfg.DataDir); err != nil {
+		return nil, fmt.Errorf("--data-dir: %w", err)
 	}
 	tk, _ := api.KindByName("Tenant")
 	uk, _ := api.KindByName("User")
 	s := &Server{cfg: cfg, tenantKind: tk, userKind: uk, bookmarkEvery: 5 * time.Second, metrics: newMetrics()}
+	// An embedded member needs the CA before etcd runs (peer TLS); with
+	// an external etcd the CA comes from etcd alone.
+	var wantCA *pki.CA
+	migrate := false
+	var err error
+	if len(cfg.Etcd.Endpoints) == 0 {
+		if wantCA, migrate, err = cfg.memberCA(); err != nil {
+			return nil, err
+		}
+		cfg.Etcd.CA = wantCA
+		if migrate {
+			wantCA = nil
+		}
+	} else if wantCA, err = cfg.givenCA(); err != nil {
+		return nil, err
+	}
 	db, err := etcd.Start(ctx, cfg.Etcd)
 	if err != nil {
 		return nil, err
@@ -151,15 +209,39 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	s.store = store.New(s.etcd)
 	installHooks(s.store)
 	s.store.SetHooks("Tenant", admission.TenantHooks{})
-	s.AddAdmitter(admission.NewQuota(s.store).Admit)
+	// A User's or Host's tokens go with it.
+	s.store.SetHooks("User", tokenOwnerHooks{s})
+	s.store.SetHooks("Host", tokenOwnerHooks{s})
+	s.quota = admission.NewQuota(s.store)
+	s.AddAdmitter(s.quota.Admit)
 	ok := false
 	defer func() {
 		if !ok {
 			s.db.Close()
 		}
 	}()
-	if s.ca, err = s.loadOrCreateCA(ctx); err != nil {
+	if cfg.SecretsKeyFile == "" {
+		cfg.SecretsKeyFile = filepath.Join(cfg.DataDir, "secrets.key")
+	}
+	sk, err := loadSecretsKey(ctx, s.etcd, cfg.SecretsKeyFile)
+	if err != nil {
 		return nil, err
+	}
+	for _, k := range api.Kinds() {
+		if k.Confidential {
+			s.store.SetSealer(k.Kind, sk)
+		}
+	}
+	if s.ca, err = s.loadOrCreateCA(ctx, wantCA); err != nil {
+		return nil, err
+	}
+	if migrate {
+		// From the next start on, the member's peer certificate comes
+		// from the cluster CA.
+		if err := pki.WriteCAFiles(filepath.Join(cfg.DataDir, "pki"), s.ca); err != nil {
+			return nil, err
+		}
+		slog.Info("kept the cluster CA in the data directory for peer TLS", "dir", filepath.Join(cfg.DataDir, "pki"))
 	}
 	if err := os.WriteFile(filepath.Join(cfg.DataDir, "ca.crt"), s.ca.CertPEM, 0o644); err != nil {
 		return nil, err
@@ -172,7 +254,8 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s.authn = auth.NewAuthenticator(s.etcd, store.KindPrefix(uk))
+	hk, _ := api.KindByName("Host")
+	s.authn = auth.NewAuthenticator(s.etcd, store.KindPrefix(uk), store.KindPrefix(hk))
 	runCtx, cancel := context.WithCancel(context.Background())
 	s.runCtx = runCtx
 	s.holders.lost = make(chan struct{}, 1)
@@ -180,7 +263,7 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	s.tenants = store.NewMirror(s.etcd, store.KindPrefix(tk), func([]byte) (struct{}, error) { return struct{}{}, nil })
 	go s.tenants.Run(runCtx)
 	s.internalToken = auth.NewSecret("internal")
-	s.authn.AddInternal(s.internalToken, &auth.Principal{Name: "system:controllers", Role: api.RoleClusterAdmin})
+	s.authn.AddInternal(s.internalToken, &auth.Principal{Name: "system:controllers", Role: api.RoleClusterAdmin, Internal: true})
 	wctx, wcancel := context.WithTimeout(ctx, 30*time.Second)
 	defer wcancel()
 	if err := s.authn.WaitReady(wctx); err != nil {
@@ -198,16 +281,18 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	if s.cfg.AdvertiseURL == "" {
 		s.cfg.AdvertiseURL = advertiseURL(ln.Addr().String())
 	}
-	s.httpServer = &http.Server{
-		Handler:           s,
-		TLSConfig:         &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12},
-		ReadHeaderTimeout: 10 * time.Second,
-		ErrorLog:          slog.NewLogLogger(slog.Default().Handler(), slog.LevelDebug),
-	}
+	s.AddAdmitter(admission.NewURLs(s.ownNames(dns, ips)).Admit)
+	hs := serving.New("the API server", ln, s, cfg.Limits, func(w http.ResponseWriter, msg string) {
+		writeError(w, api.NewUnavailable("%s", msg))
+	})
+	s.limits = hs.Limits
+	s.httpServer = hs.Server
+	s.httpServer.TLSConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	s.httpServer.ErrorLog = slog.NewLogLogger(slog.Default().Handler(), slog.LevelDebug)
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
-		if err := s.httpServer.ServeTLS(ln, "", ""); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		if err := s.httpServer.ServeTLS(hs.Listener, "", ""); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			slog.Error("API server stopped", "err", err)
 		}
 	}()
@@ -215,6 +300,11 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		cancel()
 		s.httpServer.Close()
 		return nil, err
+	}
+	if err := s.bindLegacyTokens(ctx); err != nil {
+		cancel()
+		s.httpServer.Close()
+		return nil, fmt.Errorf("binding tokens to their owners' uids: %w", err)
 	}
 	s.wg.Add(1)
 	go func() {
@@ -236,6 +326,25 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	ok = true
 	slog.Info("hearth server ready", "url", s.cfg.AdvertiseURL, "dataDir", cfg.DataDir, "embeddedEtcd", s.db.Embedded())
 	return s, nil
+}
+
+// ownNames are the names and addresses this server (and its etcd) is
+// reached at, which no image URL may point at: its listen and advertised
+// addresses, its certificate's names (all of the machine's addresses when
+// it listens on all of them), and its etcd's URLs.
+func (s *Server) ownNames(dns []string, ips []net.IP) []string {
+	own := append([]string{s.cfg.AdvertiseURL, "https://" + s.cfg.Listen, s.cfg.Etcd.PeerURL}, dns...)
+	own = append(own, s.cfg.TLSSANs...)
+	own = append(own, s.cfg.Etcd.Endpoints...)
+	for _, ip := range ips {
+		own = append(own, ip.String())
+	}
+	for _, m := range strings.Split(s.cfg.Etcd.InitialCluster, ",") {
+		if _, peer, ok := strings.Cut(m, "="); ok {
+			own = append(own, peer)
+		}
+	}
+	return own
 }
 
 // advertiseURL turns a bound address into a URL clients can use: an
@@ -277,41 +386,6 @@ func (s *Server) ready(ctx context.Context) error {
 	return err
 }
 
-const caKey = "/hearth/pki/ca"
-
-// loadOrCreateCA reads the cluster CA from etcd, creating it if this is
-// the first server, so every server of an HA control plane shares it.
-func (s *Server) loadOrCreateCA(ctx context.Context) (*pki.CA, error) {
-	type stored struct{ Cert, Key string }
-	for {
-		resp, err := s.etcd.Get(ctx, caKey)
-		if err != nil {
-			return nil, fmt.Errorf("reading the CA from etcd: %w", err)
-		}
-		if len(resp.Kvs) > 0 {
-			var st stored
-			if err := json.Unmarshal(resp.Kvs[0].Value, &st); err != nil {
-				return nil, fmt.Errorf("the CA in etcd is corrupt: %w", err)
-			}
-			return pki.ParseCA([]byte(st.Cert), []byte(st.Key))
-		}
-		ca, err := pki.NewCA("hearth-ca", 10*365*24*time.Hour)
-		if err != nil {
-			return nil, err
-		}
-		data, _ := json.Marshal(stored{Cert: string(ca.CertPEM), Key: string(ca.KeyPEM)})
-		tr, err := s.etcd.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(caKey), "=", 0)).
-			Then(clientv3.OpPut(caKey, string(data))).Commit()
-		if err != nil {
-			return nil, fmt.Errorf("storing the CA: %w", err)
-		}
-		if tr.Succeeded {
-			return ca, nil
-		}
-		// Another server created it first: use theirs.
-	}
-}
-
 // bootstrap makes a new cluster usable: a default tenant, an admin user,
 // and an admin.conf with a token for it, written once per data directory.
 func (s *Server) bootstrap(ctx context.Context) error {
@@ -330,7 +404,11 @@ func (s *Server) bootstrap(ctx context.Context) error {
 	if _, err := os.Stat(path); err == nil {
 		return nil
 	}
-	secret, _, err := s.saveToken(ctx, auth.TokenRecord{Kind: auth.UserToken, User: "admin", Description: "admin.conf in " + s.cfg.DataDir})
+	owner, err := s.readOwner(ctx, s.userKind, "admin")
+	if err != nil {
+		return fmt.Errorf("bootstrap: %w", err)
+	}
+	secret, _, err := s.saveToken(ctx, auth.TokenRecord{Kind: auth.UserToken, User: "admin", Description: "admin.conf in " + s.cfg.DataDir}, &owner)
 	if err != nil {
 		return err
 	}

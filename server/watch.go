@@ -11,6 +11,7 @@ import (
 	api "hearth.dev/hearth/api/v1alpha1"
 	"hearth.dev/hearth/server/auth"
 	"hearth.dev/hearth/server/store"
+	"hearth.dev/hearth/serving"
 )
 
 // filter is a list's or watch's label and field selectors.
@@ -110,6 +111,9 @@ func (s *Server) watch(w http.ResponseWriter, r *http.Request, p *auth.Principal
 	if err != nil {
 		return err
 	}
+	// A watch lasts as long as its client wants; each write has the
+	// write timeout, so a client that stops reading is let go.
+	w = serving.For(w, s.limits.WriteTimeout).Stream(w)
 	flusher, _ := w.(http.Flusher)
 	w.Header().Set("Content-Type", "application/json; stream=watch")
 	w.Header().Set("Cache-Control", "no-store")
@@ -118,8 +122,10 @@ func (s *Server) watch(w http.ResponseWriter, r *http.Request, p *auth.Principal
 		flusher.Flush()
 	}
 	enc := json.NewEncoder(w)
+	// Field selectors match the object as this watcher is shown it (see
+	// list).
 	visible := func(o api.Object) bool {
-		return o != nil && auth.VisibleTo(p, o) && f.labels.Matches(o.GetMetadata().Labels) && f.fields(o)
+		return o != nil && auth.VisibleTo(p, o) && f.labels.Matches(o.GetMetadata().Labels) && f.fields(shown(p, o))
 	}
 	bookmarks := time.NewTicker(s.bookmarkEvery)
 	defer bookmarks.Stop()
@@ -133,6 +139,15 @@ func (s *Server) watch(w http.ResponseWriter, r *http.Request, p *auth.Principal
 				return nil
 			}
 		case <-bookmarks.C:
+			// A watch outlives the check of the token it began with: a
+			// token revoked since (its User or Host deleted) ends it, and
+			// a caller whose role changed watches again under the new one.
+			if q, err := s.authn.Authenticate(ctx, r.Header.Get("Authorization")); err != nil {
+				ev = store.Event{Type: store.Error, Err: err}
+				break
+			} else if q.Role != p.Role || q.Tenant != p.Tenant || q.Host != p.Host || q.Boot != p.Boot || q.Name != p.Name {
+				return nil
+			}
 			// etcd's own progress notices are rare; a client that sees
 			// nothing for a while still learns how far it has got.
 			if lastRev > 0 {

@@ -27,6 +27,7 @@ import (
 
 	api "hearth.dev/hearth/api/v1alpha1"
 	"hearth.dev/hearth/compute"
+	"hearth.dev/hearth/serving"
 )
 
 // Resolver finds the runtime directory of the VM with this uid on this host.
@@ -150,6 +151,9 @@ func (h *handler) serveLog(w http.ResponseWriter, r *http.Request) {
 		writeError(w, api.NewInternal("console log of VM %s: %v", uid, err))
 		return
 	}
+	// A log (followed or long) takes as long as its reader wants, while
+	// each write goes through within writeTimeout.
+	w = serving.For(w, writeTimeout).Stream(w)
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	w.Header().Set("X-Content-Type-Options", "nosniff")
 	w.Header().Set("Cache-Control", "no-store")

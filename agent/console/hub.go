@@ -53,6 +53,9 @@ func (h *handler) serveConsole(w http.ResponseWriter, r *http.Request) {
 		writeError(w, st)
 		return
 	}
+	// The console outlives the request's deadlines (net/http clears them
+	// when Accept takes the connection over); writes have their own
+	// timeout, and the server pings.
 	c, err := websocket.Accept(w, r, nil)
 	if err != nil {
 		h.leave(hb, v) // Accept has answered the request

@@ -3,6 +3,7 @@ package v1alpha1
 import (
 	"encoding/json"
 	"reflect"
+	"strings"
 	"testing"
 )
 
@@ -40,5 +41,15 @@ func TestScanKeys(t *testing.T) {
 	want := []string{"a", `b\"c`, "d", "g", "i"}
 	if !reflect.DeepEqual(got, want) {
 		t.Fatalf("got %q, want %q", got, want)
+	}
+}
+
+// TestDecodeBadBase64: a Secret value that is not base64 is refused with
+// its field path.
+func TestDecodeBadBase64(t *testing.T) {
+	_, err := Decode([]byte(`{"apiVersion":"hearth.dev/v1alpha1","kind":"Secret","metadata":{"name":"s"},"spec":{"data":{"password":"not base64!"}}}`))
+	es, ok := err.(FieldErrors)
+	if !ok || len(es) != 1 || es[0].Field != "spec.data.password" || !strings.Contains(es[0].Detail, "is not base64") {
+		t.Fatalf("got %v, want one error at spec.data.password saying it is not base64", err)
 	}
 }

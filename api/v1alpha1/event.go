@@ -17,7 +17,8 @@ type EventSpec struct {
 	Type    string `json:"type"`
 	Reason  string `json:"reason"`
 	Message string `json:"message,omitempty"`
-	// Source names who reported it: "controller/host-liveness", "host/h1".
+	// Source names who reported it: "hearth-server", "host/h1",
+	// "boot/boot". Hosts and boot services must give their own name.
 	Source string `json:"source,omitempty"`
 	// Count is how many times the same event repeated; the times say when
 	// it was first and last seen.

@@ -73,6 +73,8 @@ func Examples() map[string]Object {
 					Template: "d-i passwd/root-login boolean false\n{{ range .SSHKeys }}# key {{ . }}\n{{ end }}"}},
 				Tenant: "lab",
 			}},
+		"Secret": &Secret{TypeMeta: tm("Secret"), Metadata: meta("node1-bmc"),
+			Spec: SecretSpec{Type: SecretOpaque, Data: map[string][]byte{"password": []byte("correct horse battery staple")}}},
 		"Event": &Event{TypeMeta: tm("Event"), Metadata: meta("h1-ready"),
 			Spec: EventSpec{InvolvedObject: ObjectReference{Kind: "Host", Name: "h1"}, Reason: "Ready",
 				Message: "host h1 is ready", Source: "controller/host-liveness"}},

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/http"
 	"regexp"
+	"sort"
 	"strings"
 	"time"
 )
@@ -55,10 +56,14 @@ type MachinePower struct {
 	// for redfish.
 	Address  string `json:"address,omitempty"`
 	Username string `json:"username,omitempty"`
-	// Password for the BMC. It is stored in the object, so give Hearth a
-	// BMC account that can do no more than power control. Only cluster
-	// admins read it back; everyone else sees it empty.
-	Password string `json:"password,omitempty"`
+	// PasswordSecret names the Secret key that holds the BMC's password.
+	// Give Hearth a BMC account that can do no more than power control.
+	PasswordSecret *SecretKeyRef `json:"passwordSecret,omitempty"`
+	// Password is the BMC's password written into the Machine itself, in
+	// plain text. Deprecated: no new inline password is accepted (use
+	// passwordSecret); one stored by an older Hearth keeps working until
+	// it is removed. Only cluster admins read it back.
+	Password string `json:"password,omitempty" openapi:"deprecated"`
 	// InsecureSkipVerify accepts a Redfish BMC's self-signed certificate.
 	InsecureSkipVerify bool `json:"insecureSkipVerify,omitempty"`
 	// WOL configures Wake-on-LAN (driver wol). WoL can only turn a machine
@@ -86,15 +91,33 @@ type PowerWebhook struct {
 	// BodyTemplate is a Go template for the request body of the on and off
 	// calls; it gets the machine and the wanted state ("on" or "off").
 	BodyTemplate string `json:"bodyTemplate,omitempty"`
-	// Headers are sent with every call (an API token, say). Only cluster
-	// admins read their values back; everyone else sees them empty.
+	// Headers are sent with every call, with their values written here
+	// (Content-Type, say). Credentials (an API token) go in SecretHeaders:
+	// a header whose name looks like one (Authorization, X-Api-Key, …) is
+	// not accepted here any more. Only cluster admins read these values
+	// back; everyone else sees them empty.
 	Headers map[string]string `json:"headers,omitempty"`
+	// SecretHeaders are sent with every call, with their values read from
+	// Secrets when the driver runs.
+	SecretHeaders []SecretHeader `json:"secretHeaders,omitempty"`
 	// StatusURL, when set, is fetched with GET to read the power state:
 	// the machine is on when the response body matches StatusOnMatch.
 	StatusURL string `json:"statusURL,omitempty"`
 	// StatusOnMatch is a regular expression (default DefaultStatusOnMatch,
 	// which knows the common smart plugs' answers).
 	StatusOnMatch string `json:"statusOnMatch,omitempty"`
+}
+
+// SecretHeader is an HTTP header whose value is in a Secret.
+type SecretHeader struct {
+	// Name of the header (Authorization, say).
+	Name      string       `json:"name"`
+	ValueFrom HeaderSource `json:"valueFrom"`
+}
+
+// HeaderSource says where a header's value comes from.
+type HeaderSource struct {
+	SecretKeyRef *SecretKeyRef `json:"secretKeyRef,omitempty"`
 }
 
 // Redact blanks the power credentials: the BMC password and the values
@@ -258,6 +281,15 @@ func (p *MachinePower) validate(path string) FieldErrors {
 				es.Add(path+"."+f.name, "is only used by the ipmi and redfish drivers")
 			}
 		}
+		if p.PasswordSecret != nil {
+			es.Add(path+".passwordSecret", "is only used by the ipmi and redfish drivers")
+		}
+	}
+	if ref := p.PasswordSecret; ref != nil {
+		es = append(es, ref.validate(path+".passwordSecret")...)
+		if p.Password != "" {
+			es.Add(path+".password", "is set beside passwordSecret; keep only passwordSecret")
+		}
 	}
 	switch p.Driver {
 	case PowerDriverIPMI:
@@ -296,6 +328,24 @@ func (p *MachinePower) validate(path string) FieldErrors {
 				es.Add(wp+".headers", "%q is not an HTTP header name", k)
 			}
 		}
+		seen := map[string]bool{}
+		for i, h := range w.SecretHeaders {
+			hp := fmt.Sprintf("%s.secretHeaders[%d]", wp, i)
+			switch {
+			case !headerName.MatchString(h.Name):
+				es.Add(hp+".name", "%q is not an HTTP header name", h.Name)
+			case seen[http.CanonicalHeaderKey(h.Name)]:
+				es.Add(hp+".name", "%q is given twice", h.Name)
+			case hasHeader(w.Headers, h.Name):
+				es.Add(hp+".name", "%q is also in headers; give it once", h.Name)
+			}
+			seen[http.CanonicalHeaderKey(h.Name)] = true
+			if h.ValueFrom.SecretKeyRef == nil {
+				es.Add(hp+".valueFrom.secretKeyRef", "is required (the Secret and key that hold the value)")
+			} else {
+				es = append(es, h.ValueFrom.SecretKeyRef.validate(hp+".valueFrom.secretKeyRef")...)
+			}
+		}
 		if w.StatusURL != "" {
 			es = append(es, ValidateURL(wp+".statusURL", w.StatusURL)...)
 		}
@@ -313,11 +363,61 @@ func (p *MachinePower) validate(path string) FieldErrors {
 
 var headerName = regexp.MustCompile("^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 
+func hasHeader(h map[string]string, name string) bool {
+	for k := range h {
+		if http.CanonicalHeaderKey(k) == http.CanonicalHeaderKey(name) {
+			return true
+		}
+	}
+	return false
+}
+
+// credentialHeader matches header names that carry credentials, which
+// belong in secretHeaders.
+var credentialHeader = regexp.MustCompile(`(?i)auth|token|key|secret|pass|cookie|session|signature|credential`)
+
+// ValidateCreate refuses credentials written into a new Machine: they
+// would be stored in plain text.
+func (s *MachineSpec) ValidateCreate(path string) FieldErrors {
+	return s.inlineCredentials(path, nil)
+}
+
 func (s *MachineSpec) ValidateUpdate(path string, old any) FieldErrors {
 	o := old.(*MachineSpec)
 	var es FieldErrors
 	if s.MAC != o.MAC {
 		es.Add(path+".mac", "cannot change (was %q): the MAC is how the machine is known at boot; delete the machine and let it be discovered again", o.MAC)
+	}
+	return append(es, s.inlineCredentials(path, o)...)
+}
+
+// inlineCredentials refuses a BMC password or a credential header written
+// into the Machine, unless old (the stored spec, nil on a create) already
+// had that very value: machines stored before Secrets existed keep
+// working, but no new credential enters etcd in plain text.
+func (s *MachineSpec) inlineCredentials(path string, old *MachineSpec) FieldErrors {
+	var es FieldErrors
+	p := s.Power
+	if p.Password != "" && (old == nil || old.Power.Password != p.Password) {
+		es.Add(path+".power.password", "a password written into the Machine is stored in plain text; put it in a Secret "+
+			"(kind: Secret, spec.stringData: {password: …}) and refer to it with spec.power.passwordSecret: {name: SECRET, key: password}")
+	}
+	if w := p.Webhook; w != nil {
+		var names []string
+		for k := range w.Headers {
+			names = append(names, k)
+		}
+		sort.Strings(names)
+		for _, k := range names {
+			if !credentialHeader.MatchString(k) || w.Headers[k] == "" {
+				continue
+			}
+			if old != nil && old.Power.Webhook != nil && old.Power.Webhook.Headers[k] == w.Headers[k] {
+				continue
+			}
+			es.Add(path+".power.webhook.headers", "%q looks like a credential, and a value written into the Machine is stored in plain text; "+
+				"put it in a Secret and list it under secretHeaders: [{name: %s, valueFrom: {secretKeyRef: {name: SECRET, key: KEY}}}]", k, k)
+		}
 	}
 	return es
 }

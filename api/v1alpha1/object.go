@@ -2,6 +2,7 @@ package v1alpha1
 
 import (
 	"bytes"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -86,7 +87,9 @@ func decodeFast(data []byte, obj any) bool {
 	if ok {
 		dec := json.NewDecoder(bytes.NewReader(data))
 		dec.DisallowUnknownFields()
-		if dec.Decode(obj) == nil && !dec.More() {
+		// Nothing but space may follow the object: dec.More would not
+		// notice a stray '}' or ']'.
+		if dec.Decode(obj) == nil && len(bytes.TrimSpace(data[dec.InputOffset():])) == 0 {
 			return true
 		}
 	}
@@ -203,6 +206,13 @@ func unknownFields(path string, v any, t reflect.Type) FieldErrors {
 	}
 	var es FieldErrors
 	switch val := v.(type) {
+	case string:
+		// encoding/json reports bad base64 without the field's path.
+		if t.Kind() == reflect.Slice && t.Elem().Kind() == reflect.Uint8 {
+			if _, err := base64.StdEncoding.DecodeString(val); err != nil {
+				es = append(es, FieldError{Field: path, Detail: "is not base64 (give plain text in stringData instead)"})
+			}
+		}
 	case map[string]any:
 		switch t.Kind() {
 		case reflect.Map:
@@ -372,6 +382,9 @@ func Prepare(obj, old Object) FieldErrors {
 	}
 	if v, ok := spec.(Validator); ok {
 		es = append(es, v.Validate("spec")...)
+	}
+	if cv, ok := spec.(CreateValidator); ok && old == nil {
+		es = append(es, cv.ValidateCreate("spec")...)
 	}
 	if old != nil {
 		om := old.GetMetadata()

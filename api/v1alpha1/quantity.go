@@ -3,6 +3,7 @@ package v1alpha1
 import (
 	"encoding/json"
 	"fmt"
+	"math"
 	"strconv"
 	"strings"
 )
@@ -44,10 +45,15 @@ func ParseBytes(s string) (Bytes, error) {
 		return Bytes(n * mult), nil
 	}
 	f, err := strconv.ParseFloat(num, 64)
-	if err != nil || f < 0 {
+	if err != nil || f < 0 || math.IsNaN(f) || math.IsInf(f, 0) {
 		return 0, fmt.Errorf("%q is not a size (want a number with an optional unit such as Mi, Gi, G)", s)
 	}
-	return Bytes(f * float64(mult)), nil
+	// A float past int64 would convert to a negative size, which a quota
+	// would count as room.
+	if v := f * float64(mult); v < math.MaxInt64 {
+		return Bytes(v), nil
+	}
+	return 0, fmt.Errorf("%q is too large", s)
 }
 
 // String writes b in the largest binary unit that divides it exactly.

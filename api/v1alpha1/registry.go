@@ -42,6 +42,10 @@ type KindInfo struct {
 	// objects every tenant may read (shared Images). Without it, tenant
 	// users see only their tenant's objects.
 	SharedReadable bool
+	// Confidential marks a kind whose objects are credentials (Secrets):
+	// only cluster admins read or write them (not hosts, not cluster
+	// viewers), and the server encrypts them at rest.
+	Confidential bool
 	// New returns an empty object of the kind with TypeMeta set.
 	New func() Object
 	// PlacedOn returns the host an object is placed on ("" for none). A
@@ -98,6 +102,9 @@ func KindByName(name string) (*KindInfo, error) {
 	}
 	return nil, fmt.Errorf("unknown kind %q (see `hearth api-resources`)", name)
 }
+
+// KindOf returns the kind of obj, or nil for a kind not registered.
+func KindOf(obj Object) *KindInfo { return kinds[obj.GetTypeMeta().Kind] }
 
 // KindByPlural finds a kind by its plural name as used in URLs.
 func KindByPlural(plural string) (*KindInfo, bool) {

@@ -64,7 +64,9 @@ type VirtualMachineSpec struct {
 type VMBoot struct {
 	// From is disk, kernel or network (default disk). kernel boots
 	// Kernel and Initrd directly (QEMU -kernel); network PXE-boots from the
-	// first NIC.
+	// first NIC. Kernel and Initrd come from an http(s) URL or an Image
+	// (never file://: a shared Image with a file:// URL, made by an
+	// administrator, is how a VM boots a file that lives on the hosts).
 	From   string    `json:"from,omitempty"`
 	Kernel *BootFile `json:"kernel,omitempty"`
 	Initrd *BootFile `json:"initrd,omitempty"`
@@ -193,6 +195,40 @@ const (
 	BootFromNetwork = "network"
 )
 
+// NIC models (spec.nics[].model): the device the guest sees.
+const (
+	NICVirtio  = "virtio"
+	NICE1000   = "e1000"
+	NICRTL8139 = "rtl8139"
+)
+
+// Disk buses and devices (spec.disks[].bus and .device).
+const (
+	BusVirtio   = "virtio"
+	BusSCSI     = "scsi"
+	BusIDE      = "ide"
+	DeviceDisk  = "disk"
+	DeviceCDROM = "cdrom"
+)
+
+// Machine types (spec.machineType).
+const (
+	MachineQ35  = "q35"
+	MachinePC   = "pc"
+	MachineVirt = "virt"
+)
+
+// What the API accepts for each choice of a VM's hardware. Hosts must run
+// every one of them: the compute driver's tests start a real QEMU with
+// each (compute TestEveryHardwareChoiceStarts).
+var (
+	NICModels    = []string{NICVirtio, NICE1000, NICRTL8139}
+	DiskBuses    = []string{BusVirtio, BusSCSI, BusIDE}
+	DiskDevices  = []string{DeviceDisk, DeviceCDROM}
+	MachineTypes = []string{MachineQ35, MachinePC, MachineVirt}
+	Firmwares    = []string{FirmwareBIOS, FirmwareUEFI}
+)
+
 // Limits on a VM's size.
 const (
 	MinVMMemory = 64 << 20
@@ -224,13 +260,13 @@ func (s *VirtualMachineSpec) Default() {
 	for i := range s.Disks {
 		d := &s.Disks[i]
 		if d.Device == "" {
-			d.Device = "disk"
+			d.Device = DeviceDisk
 		}
 		if d.Bus == "" {
-			if d.Device == "cdrom" {
-				d.Bus = "ide"
+			if d.Device == DeviceCDROM {
+				d.Bus = BusIDE
 			} else {
-				d.Bus = "virtio"
+				d.Bus = BusVirtio
 			}
 		}
 	}
@@ -238,7 +274,7 @@ func (s *VirtualMachineSpec) Default() {
 		n := &s.NICs[i]
 		n.MAC = strings.ToLower(n.MAC)
 		if n.Model == "" {
-			n.Model = "virtio"
+			n.Model = NICVirtio
 		}
 	}
 }
@@ -260,9 +296,9 @@ func (s *VirtualMachineSpec) Validate(path string) FieldErrors {
 	es = append(es, ValidateOneOf(path+".powerState", s.PowerState, PowerRunning, PowerStopped, PowerPaused)...)
 	es = append(es, ValidateOneOf(path+".restartPolicy", s.RestartPolicy, RestartAlways, RestartOnFailure, RestartNever)...)
 	if s.MachineType != "" {
-		es = append(es, ValidateOneOf(path+".machineType", s.MachineType, "q35", "pc", "virt")...)
+		es = append(es, ValidateOneOf(path+".machineType", s.MachineType, MachineTypes...)...)
 	}
-	es = append(es, ValidateOneOf(path+".firmware", s.Firmware, FirmwareBIOS, FirmwareUEFI)...)
+	es = append(es, ValidateOneOf(path+".firmware", s.Firmware, Firmwares...)...)
 	es = append(es, s.validateBoot(path+".boot")...)
 
 	vols := map[string]int{}
@@ -287,13 +323,19 @@ func (s *VirtualMachineSpec) Validate(path string) FieldErrors {
 		if d.Size != 0 && d.Image == "" {
 			es.Add(dp+".size", "is only used with image; resize a volume on the Volume")
 		}
-		if d.Size != 0 && d.Device == "cdrom" {
+		if d.Size != 0 && d.Device == DeviceCDROM {
 			es.Add(dp+".size", "cannot be set for a cdrom")
 		}
-		es = append(es, ValidateOneOf(dp+".device", d.Device, "disk", "cdrom")...)
-		es = append(es, ValidateOneOf(dp+".bus", d.Bus, "virtio", "scsi", "ide")...)
-		if d.Device == "cdrom" && d.Bus == "virtio" {
+		es = append(es, ValidateOneOf(dp+".device", d.Device, DiskDevices...)...)
+		es = append(es, ValidateOneOf(dp+".bus", d.Bus, DiskBuses...)...)
+		if d.Device == DeviceCDROM && d.Bus == BusVirtio {
 			es.Add(dp+".bus", "a cdrom cannot be on virtio (use scsi or ide)")
+		}
+		if d.ReadOnly && d.Device == DeviceDisk && d.Bus == BusIDE {
+			es.Add(dp+".readOnly", "an IDE disk cannot be read-only (use bus virtio or scsi, or device cdrom)")
+		}
+		if d.Device == DeviceCDROM && d.Image == "" {
+			es.Add(dp+".image", "is required for a cdrom: it holds the image itself, read-only")
 		}
 		if d.BootIndex < 0 {
 			es.Add(dp+".bootIndex", "%d is negative", d.BootIndex)
@@ -340,7 +382,7 @@ func (s *VirtualMachineSpec) Validate(path string) FieldErrors {
 		for j, g := range n.SecurityGroups {
 			es = append(es, ValidateName(fmt.Sprintf("%s.securityGroups[%d]", np, j), g)...)
 		}
-		es = append(es, ValidateOneOf(np+".model", n.Model, "virtio", "e1000", "rtl8139")...)
+		es = append(es, ValidateOneOf(np+".model", n.Model, NICModels...)...)
 	}
 
 	ci := s.CloudInit
@@ -385,10 +427,10 @@ func (s *VirtualMachineSpec) validateBoot(path string) FieldErrors {
 		if b.Kernel == nil {
 			es.Add(path+".kernel", "is required to boot from kernel")
 		} else {
-			es = append(es, b.Kernel.validate(path+".kernel")...)
+			es = append(es, b.Kernel.validateVM(path+".kernel")...)
 		}
 		if b.Initrd != nil {
-			es = append(es, b.Initrd.validate(path+".initrd")...)
+			es = append(es, b.Initrd.validateVM(path+".initrd")...)
 		}
 	} else {
 		for _, f := range []struct {

@@ -1,5 +1,10 @@
 package v1alpha1
 
+import (
+	"strconv"
+	"strings"
+)
+
 // Volume is a virtual disk. Local volumes are qcow2 or raw files on one
 // host (thin clones of a cached image when made from one); nfs and rbd
 // volumes live on shared storage, so a VM using them can run on any host
@@ -43,6 +48,33 @@ type VolumeStatus struct {
 	// spec.size is empty); ActualSize is what it takes on storage.
 	Size       Bytes `json:"size,omitempty"`
 	ActualSize Bytes `json:"actualSize,omitempty"`
+}
+
+// AnnotationOwnerDisk marks a Volume that Hearth's controllers made for
+// one image disk of the VirtualMachine that controls it (its controller
+// ownerReference). Its value is "<the VM's uid>/<the disk's index in
+// spec.disks>". The VM's quota already counts that disk, so the Volume
+// costs only what it grows beyond the disk's size. Only the controllers
+// may set or change it; a client may remove it, after which the Volume
+// counts in full. An ownerReference alone exempts nothing.
+const AnnotationOwnerDisk = "hearth.dev/owner-disk"
+
+// OwnerDisk formats the AnnotationOwnerDisk value for disk index of the VM
+// with uid.
+func OwnerDisk(uid string, index int) string { return uid + "/" + strconv.Itoa(index) }
+
+// ParseOwnerDisk reads an AnnotationOwnerDisk value; ok is false when it is
+// malformed.
+func ParseOwnerDisk(v string) (uid string, index int, ok bool) {
+	uid, idx, found := strings.Cut(v, "/")
+	if !found || uid == "" {
+		return "", 0, false
+	}
+	n, err := strconv.Atoi(idx)
+	if err != nil || n < 0 || strconv.Itoa(n) != idx {
+		return "", 0, false
+	}
+	return uid, n, true
 }
 
 // Volume phases.

@@ -1,7 +1,8 @@
 // Package admission holds the server's admission checks: rules that need
-// other objects than the one being written (quotas), run by the API after
-// validation and before the write. Each check has the shape of
-// server.Admitter, func(ctx, obj, old) error, with old nil on a create.
+// other objects than the one being written (quotas) or who writes it (the
+// URLs hosts will fetch), run by the API after validation and before the
+// write. Each check has the shape of server.Admitter, func(ctx, principal,
+// obj, old) error, with old nil on a create.
 package admission
 
 import (
@@ -14,12 +15,14 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	api "hearth.dev/hearth/api/v1alpha1"
+	"hearth.dev/hearth/server/auth"
 	"hearth.dev/hearth/server/store"
 )
 
 // Quota enforces each tenant's spec.quota on creates and updates of
 // VirtualMachines (vcpus, memory, vms), Volumes (volumeGiB) and Networks
-// (networks).
+// (networks), and, through ImageStorage, which the upload handler asks,
+// on the bytes of uploaded images (imageStorage).
 //
 // Usage is summed from the tenant's objects in etcd, leaving out the
 // stored version of the object being updated and adding the new one. Only
@@ -30,10 +33,13 @@ import (
 // Volume GiB counts Volumes and the disks VMs clone from an image (the
 // disk's size, or the image's virtual size when it has none): the
 // volume is made for the VM, so the VM is what asks for the space, and
-// refusing the VM is clearer than a VM that never starts. A Volume
-// controlled by a VirtualMachine is that VM's disk and is not counted a
-// second time. A cdrom uses its image read-only and costs nothing.
-// Objects being deleted still count: they hold what they use until gone.
+// refusing the VM is clearer than a VM that never starts. A Volume that
+// Hearth's controllers made for such a disk (api.AnnotationOwnerDisk,
+// which only they may write) is not counted a second time, up to the size
+// the VM counts for the disk; an ownerReference a client wrote exempts
+// nothing, since anyone may write one. A cdrom uses its image read-only
+// and costs nothing. Objects being deleted still count: they hold what
+// they use until gone, and growing one is checked like any other growth.
 //
 // Two writes at once cannot both pass on the same free room: a checked
 // write is guarded (store.Guard) by a per-tenant key it touches, so the
@@ -55,8 +61,8 @@ func (TenantHooks) OnCreate(context.Context, clientv3.KV, api.Object) ([]clientv
 }
 
 // OnDelete deletes the tenant's guard key.
-func (TenantHooks) OnDelete(obj api.Object) []clientv3.Op {
-	return []clientv3.Op{clientv3.OpDelete(QuotaGuardPrefix + obj.GetMetadata().Name)}
+func (TenantHooks) OnDelete(_ context.Context, _ clientv3.KV, obj api.Object) ([]clientv3.Cmp, []clientv3.Op, error) {
+	return nil, []clientv3.Op{clientv3.OpDelete(QuotaGuardPrefix + obj.GetMetadata().Name)}, nil
 }
 
 // NewQuota returns the quota check over a store.
@@ -90,8 +96,12 @@ var dimensions = []dimension{
 }
 
 // Admit refuses a create or update that would take the tenant past its
-// quota, with a 403 QuotaExceeded that names the quota and the numbers.
-func (q *Quota) Admit(ctx context.Context, obj, old api.Object) error {
+// quota, with a 403 QuotaExceeded that names the quota and the numbers,
+// and a client's write of the controllers' quota mark.
+func (q *Quota) Admit(ctx context.Context, p *auth.Principal, obj, old api.Object) error {
+	if err := checkOwnerDiskMark(p, obj, old); err != nil {
+		return err
+	}
 	kind := obj.GetTypeMeta().Kind
 	m := obj.GetMetadata()
 	var relevant []dimension
@@ -100,7 +110,7 @@ func (q *Quota) Admit(ctx context.Context, obj, old api.Object) error {
 			relevant = append(relevant, d)
 		}
 	}
-	if len(relevant) == 0 || m.Tenant == "" || m.DeletionTimestamp != nil {
+	if len(relevant) == 0 || m.Tenant == "" {
 		return nil
 	}
 	tk, _ := api.KindByName("Tenant")
@@ -112,7 +122,15 @@ func (q *Quota) Admit(ctx context.Context, obj, old api.Object) error {
 		return err
 	}
 	quota := t.(*api.Tenant).Spec.Quota
-	images := &imageSizes{q: q, tenant: m.Tenant, skip: quota.VolumeGiB == 0}
+	images := &lookups{q: q, tenant: m.Tenant, skip: quota.VolumeGiB == 0}
+	if vm, ok := obj.(*api.VirtualMachine); ok && old != nil {
+		// Volumes made for this VM's disks are covered by what it asks
+		// for now, not by what is stored (with the stored uid: the store
+		// keeps it whatever the client sent).
+		c := *vm
+		c.Metadata.UID = old.GetMetadata().UID
+		images.vms = map[string]*api.VirtualMachine{m.Name: &c}
+	}
 	// On a create the status is the client's and about to be cleared;
 	// on an update it is the stored one.
 	requested, err := q.usageOf(ctx, obj, images, old != nil)
@@ -167,7 +185,7 @@ func (q *Quota) Admit(ctx context.Context, obj, old api.Object) error {
 
 // tenantUsage sums the tenant's stored objects of the given kinds, leaving
 // out the object kind/name (the stored version of the one being written).
-func (q *Quota) tenantUsage(ctx context.Context, tenant string, kinds map[string]bool, skipKind, skipName string, images *imageSizes) (usage, error) {
+func (q *Quota) tenantUsage(ctx context.Context, tenant string, kinds map[string]bool, skipKind, skipName string, images *lookups) (usage, error) {
 	var total usage
 	for kind := range kinds {
 		k, err := api.KindByName(kind)
@@ -206,31 +224,19 @@ func (q *Quota) tenantUsage(ctx context.Context, tenant string, kinds map[string
 
 // usageOf is what one object takes. trustStatus says whether its status
 // was written by Hearth (stored objects) rather than sent by a client.
-func (q *Quota) usageOf(ctx context.Context, obj api.Object, images *imageSizes, trustStatus bool) (usage, error) {
+func (q *Quota) usageOf(ctx context.Context, obj api.Object, images *lookups, trustStatus bool) (usage, error) {
 	switch o := obj.(type) {
 	case *api.VirtualMachine:
 		u := usage{vms: 1, vcpus: int64(o.Spec.CPUs), memory: int64(o.Spec.Memory)}
 		for _, d := range o.Spec.Disks {
-			if d.Image == "" || d.Device == "cdrom" {
-				continue
-			}
-			size := int64(d.Size)
-			if size == 0 {
-				s, err := images.size(ctx, d.Image)
-				if err != nil {
-					return usage{}, err
-				}
-				size = s
+			size, err := diskSize(ctx, d, images)
+			if err != nil {
+				return usage{}, err
 			}
 			u.volume += size
 		}
 		return u, nil
 	case *api.Volume:
-		for _, ref := range o.Metadata.OwnerReferences {
-			if ref.Kind == "VirtualMachine" && ref.Controller {
-				return usage{}, nil // counted as its VM's disk
-			}
-		}
 		size := int64(o.Spec.Size)
 		if size == 0 && trustStatus {
 			size = int64(o.Status.Size)
@@ -242,25 +248,121 @@ func (q *Quota) usageOf(ctx context.Context, obj api.Object, images *imageSizes,
 			}
 			size = s
 		}
-		return usage{volume: size}, nil
+		covered, err := coveredByOwner(ctx, o, images)
+		if err != nil {
+			return usage{}, err
+		}
+		return usage{volume: max(0, size-covered)}, nil
 	case *api.Network:
 		return usage{networks: 1}, nil
 	}
 	return usage{}, nil
 }
 
-// imageSizes looks up, once per admission, the virtual size of the images
-// a tenant's disks are cloned from: the tenant's own image of a name, else
-// the shared one. An image not yet fetched has no size and counts 0.
-type imageSizes struct {
+// diskSize is the volume space a VM's disk asks for: an image disk's
+// size, or its image's virtual size when it has none. A disk that names a
+// Volume costs nothing here (the Volume counts), nor does a cdrom.
+func diskSize(ctx context.Context, d api.VMDisk, images *lookups) (int64, error) {
+	if d.Image == "" || d.Device == "cdrom" {
+		return 0, nil
+	}
+	if d.Size != 0 {
+		return int64(d.Size), nil
+	}
+	return images.size(ctx, d.Image)
+}
+
+// coveredByOwner is how much of a Volume its VM's quota already counts:
+// the size of the VM disk the controllers made it for. That needs their
+// mark (api.AnnotationOwnerDisk, which no client can write), a controller
+// ownerReference to the VM the mark names, that VM still stored with that
+// uid, and the disk still one the VM counts. Anything short of that
+// covers nothing: an ownerReference anyone may write.
+func coveredByOwner(ctx context.Context, vol *api.Volume, l *lookups) (int64, error) {
+	mark, ok := vol.Metadata.Annotations[api.AnnotationOwnerDisk]
+	if !ok || l.skip {
+		return 0, nil
+	}
+	uid, index, ok := api.ParseOwnerDisk(mark)
+	if !ok {
+		return 0, nil
+	}
+	owner := ""
+	for _, ref := range vol.Metadata.OwnerReferences {
+		if ref.Kind == "VirtualMachine" && ref.Controller && ref.UID == uid {
+			owner = ref.Name
+		}
+	}
+	if owner == "" {
+		return 0, nil
+	}
+	vm, err := l.vm(ctx, owner)
+	if err != nil || vm == nil || vm.Metadata.UID != uid || index >= len(vm.Spec.Disks) {
+		return 0, err
+	}
+	return diskSize(ctx, vm.Spec.Disks[index], l)
+}
+
+// checkOwnerDiskMark refuses a client's write that adds or changes the
+// controllers' quota mark (api.AnnotationOwnerDisk). Removing it is
+// allowed: the Volume then counts in full, and the write is checked as
+// the growth it is.
+func checkOwnerDiskMark(p *auth.Principal, obj, old api.Object) error {
+	if p.Internal {
+		return nil
+	}
+	v, set := obj.GetMetadata().Annotations[api.AnnotationOwnerDisk]
+	if !set {
+		return nil
+	}
+	if old != nil {
+		if was, ok := old.GetMetadata().Annotations[api.AnnotationOwnerDisk]; ok && was == v {
+			return nil
+		}
+	}
+	m := obj.GetMetadata()
+	return api.NewInvalid(obj.GetTypeMeta().Kind, m.Name, api.FieldErrors{{
+		Field:  "metadata.annotations[" + api.AnnotationOwnerDisk + "]",
+		Detail: "is written only by Hearth's controllers, on a volume they make for a VM's disk; remove it",
+	}})
+}
+
+// lookups reads, once per admission, what usage depends on besides the
+// objects summed: the virtual size of the images a tenant's disks are
+// cloned from (the tenant's own image of a name, else the shared one; an
+// image not yet fetched has no size and counts 0), and the VMs that own
+// volumes made for their disks.
+type lookups struct {
 	q      *Quota
 	tenant string
 	// skip answers 0 without reading images, when no volume quota is set.
 	skip  bool
 	sizes map[string]int64
+	// vms by name; nil entries are VMs that do not exist.
+	vms map[string]*api.VirtualMachine
 }
 
-func (s *imageSizes) size(ctx context.Context, name string) (int64, error) {
+func (s *lookups) vm(ctx context.Context, name string) (*api.VirtualMachine, error) {
+	if vm, ok := s.vms[name]; ok {
+		return vm, nil
+	}
+	if s.vms == nil {
+		s.vms = map[string]*api.VirtualMachine{}
+	}
+	k, _ := api.KindByName("VirtualMachine")
+	o, err := s.q.store.Get(ctx, k, s.tenant, name)
+	if api.IsNotFound(err) {
+		s.vms[name] = nil
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	s.vms[name] = o.(*api.VirtualMachine)
+	return s.vms[name], nil
+}
+
+func (s *lookups) size(ctx context.Context, name string) (int64, error) {
 	if s.skip {
 		return 0, nil
 	}
@@ -280,4 +382,60 @@ func (s *imageSizes) size(ctx context.Context, name string) (int64, error) {
 		}
 	}
 	return s.sizes[name], nil
+}
+
+// ImageStorage returns what the tenant's uploaded images take (their
+// recorded sizes, leaving out the image name, whose content is being
+// uploaded) and its spec.quota.imageStorage (0: no limit). With a limit it
+// also guards the write in ctx (store.WithGuards) by the tenant's quota
+// key, like the checks of Admit, so two uploads that finish at once are
+// checked one after the other. Uploads are not objects being written, so
+// the upload handler asks this itself: before it streams (to stop at the
+// room left) and in the write that records the upload.
+func (q *Quota) ImageStorage(ctx context.Context, tenant, name string) (used, limit int64, err error) {
+	if tenant == "" {
+		return 0, 0, nil // shared images are the cluster admins'
+	}
+	tk, _ := api.KindByName("Tenant")
+	t, err := q.store.Get(ctx, tk, "", tenant)
+	if api.IsNotFound(err) {
+		return 0, 0, nil
+	}
+	if err != nil {
+		return 0, 0, err
+	}
+	limit = int64(t.(*api.Tenant).Spec.Quota.ImageStorage)
+	if limit == 0 {
+		return 0, 0, nil
+	}
+	guard := QuotaGuardPrefix + tenant
+	rev, err := q.store.GuardRevision(ctx, guard)
+	if err != nil {
+		return 0, 0, err
+	}
+	store.Guard(ctx, guard, rev)
+	k, _ := api.KindByName("Image")
+	objs, _, err := q.store.List(ctx, k, store.TenantPrefix(k, tenant), nil)
+	if err != nil {
+		return 0, 0, err
+	}
+	for _, o := range objs {
+		img := o.(*api.Image)
+		if img.Spec.Source.Upload && img.Metadata.Name != name {
+			used += int64(img.Status.Size)
+		}
+	}
+	return used, limit, nil
+}
+
+// ImageStorageExceeded is the refusal of an upload of requested bytes
+// past the tenant's image storage quota; requested < 0 says only that
+// the upload went on past what was left.
+func ImageStorageExceeded(tenant string, requested, used, limit int64) error {
+	req := showBytes(requested)
+	if requested < 0 {
+		req = "more than the " + showBytes(max(limit-used, 0)) + " left"
+	}
+	return api.NewQuotaExceeded("tenant %s: quota exceeded for imageStorage: requested %s, used %s of %s",
+		tenant, req, showBytes(used), showBytes(limit))
 }

@@ -3,6 +3,7 @@ package admission_test
 import (
 	"fmt"
 	"net/http"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -17,7 +18,7 @@ func newVM(name string, cpus int, mem api.Bytes) *api.VirtualMachine {
 	return &api.VirtualMachine{TypeMeta: api.TypeMeta{APIVersion: api.APIVersion, Kind: "VirtualMachine"},
 		Metadata: api.ObjectMeta{Name: name, Tenant: "lab"},
 		Spec: api.VirtualMachineSpec{CPUs: cpus, Memory: mem,
-			Boot: api.VMBoot{From: api.BootFromKernel, Kernel: &api.BootFile{URL: "file:///srv/vmlinuz"}}}}
+			Boot: api.VMBoot{From: api.BootFromKernel, Kernel: &api.BootFile{Image: "vmlinuz"}}}}
 }
 
 func quotaTenant(t *testing.T, env *servertest.Env, q api.Quota) {
@@ -241,4 +242,111 @@ func TestQuotaRacingWrites(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// TestQuotaOwnerReferenceExemptsNothing: an ownerReference a tenant writes
+// pointing at its own VM exempts nothing from the volume quota; only a
+// volume the server's controllers made for a VM's disk (their mark, which
+// no client may write) is covered by the VM's count, and only up to the
+// disk's size. Growing a volume that is being deleted is checked too.
+func TestQuotaOwnerReferenceExemptsNothing(t *testing.T) {
+	env := servertest.Start(t, servertest.WithoutControllers())
+	quotaTenant(t, env, api.Quota{VolumeGiB: 10})
+	ctx := servertest.Ctx(t)
+	user := env.User("alice", "lab", api.RoleTenantAdmin)
+	internal, err := env.Server.InternalClient()
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	vm := newVM("web", 1, 1<<30)
+	vm.Spec.Disks = []api.VMDisk{{Image: "debian-12", Size: 8 << 30}}
+	created, err := user.Create(ctx, vm)
+	if err != nil {
+		t.Fatal(err)
+	}
+	uid := created.GetMetadata().UID
+	owned := func(name string, size api.Bytes, mark string) *api.Volume {
+		v := &api.Volume{TypeMeta: api.TypeMeta{APIVersion: api.APIVersion, Kind: "Volume"},
+			Metadata: api.ObjectMeta{Name: name, Tenant: "lab", OwnerReferences: []api.OwnerReference{
+				{Kind: "VirtualMachine", Name: "web", UID: uid, Controller: true}}},
+			Spec: api.VolumeSpec{Size: size}}
+		if mark != "" {
+			v.Metadata.Annotations = map[string]string{api.AnnotationOwnerDisk: mark}
+		}
+		return v
+	}
+
+	// The audit's bypass: 500Gi volumes "owned" by the tenant's own VM.
+	for _, name := range []string{"big1", "big2", "big3"} {
+		_, err := user.Create(ctx, owned(name, 500<<30, ""))
+		wantQuotaError(t, err, "tenant lab: quota exceeded for volumeGiB: requested 500Gi, used 8Gi of 10Gi")
+	}
+	// The controllers' mark is not the tenant's to write.
+	_, err = user.Create(ctx, owned("web-disk0", 8<<30, api.OwnerDisk(uid, 0)))
+	if api.ReasonOf(err) != api.ReasonInvalid || !strings.Contains(err.Error(), "metadata.annotations["+api.AnnotationOwnerDisk+"]") {
+		t.Fatalf("a tenant's volume with the controllers' mark: got %v, want Invalid naming the annotation", err)
+	}
+
+	// A volume the controllers made for the VM's disk is the disk the VM
+	// already counts.
+	if _, err := internal.Create(ctx, owned("web-disk0", 8<<30, api.OwnerDisk(uid, 0))); err != nil {
+		t.Fatalf("the controllers' volume for web's disk: %v", err)
+	}
+	if _, err := user.Create(ctx, owned("data", 2<<30, "")); err != nil {
+		t.Fatalf("2Gi beside web's 8Gi disk in a 10Gi quota: %v", err)
+	}
+	_, err = user.Create(ctx, owned("more", 1<<30, ""))
+	wantQuotaError(t, err, "tenant lab: quota exceeded for volumeGiB: requested 1Gi, used 10Gi of 10Gi")
+	// Growing it past the disk's size counts the difference.
+	_, err = user.Patch(ctx, "Volume", "lab", "web-disk0", map[string]any{"spec": map[string]any{"size": "500Gi"}}, false)
+	wantQuotaError(t, err, "tenant lab: quota exceeded for volumeGiB: requested 492Gi, used 10Gi of 10Gi")
+	// Pointing the mark at another disk is refused.
+	_, err = user.Patch(ctx, "Volume", "lab", "web-disk0", map[string]any{"metadata": map[string]any{"annotations": map[string]any{api.AnnotationOwnerDisk: api.OwnerDisk(uid, 1)}}}, false)
+	if api.ReasonOf(err) != api.ReasonInvalid {
+		t.Fatalf("a tenant changing the controllers' mark: got %v, want Invalid", err)
+	}
+
+	// An object being deleted still holds its space: growing it is checked.
+	if _, err := user.Patch(ctx, "Volume", "lab", "data", map[string]any{"metadata": map[string]any{"finalizers": []string{"example.com/hold"}}}, false); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := user.Delete(ctx, "Volume", "lab", "data"); err != nil {
+		t.Fatal(err)
+	}
+	_, err = user.Patch(ctx, "Volume", "lab", "data", map[string]any{"spec": map[string]any{"size": "500Gi"}}, false)
+	wantQuotaError(t, err, "tenant lab: quota exceeded for volumeGiB: requested 500Gi, used 8Gi of 10Gi")
+
+	vols, _, err := env.Admin.List(ctx, "Volume", "lab", client.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var total api.Bytes
+	for _, v := range vols {
+		total += v.(*api.Volume).Spec.Size
+	}
+	if len(vols) != 2 || total != 10<<30 {
+		t.Fatalf("%d volumes of %s in all after the refusals; want web-disk0 and data, 10Gi", len(vols), total)
+	}
+}
+
+// TestQuotaSizesPastInt64: a size too large for 64 bits is refused as
+// invalid rather than wrapping to a negative size, which would count as
+// room in the volume quota (and leave a VM that nothing can decode).
+func TestQuotaSizesPastInt64(t *testing.T) {
+	env := servertest.Start(t, servertest.WithoutControllers())
+	quotaTenant(t, env, api.Quota{VolumeGiB: 10})
+	ctx := servertest.Ctx(t)
+	user := env.User("alice", "lab", api.RoleTenantAdmin)
+	vm := map[string]any{"apiVersion": api.APIVersion, "kind": "VirtualMachine", "metadata": map[string]any{"name": "huge"},
+		"spec": map[string]any{"cpus": 1, "memory": "1Gi", "boot": map[string]any{"from": "kernel", "kernel": map[string]any{"image": "vmlinuz"}},
+			"disks": []any{map[string]any{"image": "debian-12", "size": "1e19"}}}}
+	err := user.Do(ctx, http.MethodPost, api.PathPrefix+"/tenants/lab/virtualmachines", vm, nil)
+	if st, ok := err.(*api.Status); !ok || st.Code != http.StatusUnprocessableEntity || !strings.Contains(st.Message, "too large") {
+		t.Fatalf("a disk of 1e19 bytes: %v, want 422 saying it is too large", err)
+	}
+	vms, _, err := env.Admin.List(ctx, "VirtualMachine", "lab", client.ListOptions{})
+	if err != nil || len(vms) != 0 {
+		t.Fatalf("after the refusal: %d VMs, %v", len(vms), err)
+	}
 }

@@ -6,9 +6,17 @@
 // checking a token costs no etcd round trip and revoking one takes effect
 // at once.
 //
-// There are three kinds of token: a user's (acting with the User's role), a
-// host's (an agent acting only as its Host), and a join token (good only for
-// registering a new host, which gets a host token in exchange).
+// There are four kinds of token: a user's (acting with the User's role), a
+// host's (an agent acting only as its Host), a boot service's (discovering
+// Machines and recording what it observes of them), and a join token (good
+// only for registering a new host or boot service, which gets a token of
+// its own in exchange).
+//
+// A user's or host's token is bound to the uid of its User or Host, not
+// just the name: it is deleted in the transaction that deletes its owner
+// (see OwnerPrefix), and the Authenticator refuses it if the object of
+// that name has another uid, so a User or Host made again under an old
+// name never inherits the old one's tokens.
 package auth
 
 import (
@@ -24,27 +32,46 @@ import (
 // TokenPrefix is the etcd prefix under which token records are kept, by hash.
 const TokenPrefix = "/hearth/tokens/"
 
+// OwnerPrefix indexes the tokens of each User and Host by the owner's uid:
+// OwnerPrefix + uid + "/" + hash, written and deleted with the token
+// record, so deleting the owner can find and delete its tokens in its own
+// transaction.
+const OwnerPrefix = "/hearth/token-owners/"
+
+// OwnerKey is the index key of the token with hash owned by uid.
+func OwnerKey(uid, hash string) string { return OwnerPrefix + uid + "/" + hash }
+
 // TokenKind says what a token stands for.
 type TokenKind string
 
 const (
 	UserToken TokenKind = "user"
 	HostToken TokenKind = "host"
+	BootToken TokenKind = "boot"
 	JoinToken TokenKind = "join"
 )
 
 // TokenRecord is what etcd holds for a token: never the secret itself.
 type TokenRecord struct {
-	ID          string     `json:"id"`
-	Kind        TokenKind  `json:"kind"`
-	User        string     `json:"user,omitempty"`
-	Host        string     `json:"host,omitempty"`
+	ID   string    `json:"id"`
+	Kind TokenKind `json:"kind"`
+	User string    `json:"user,omitempty"`
+	// Host is the host of a host token, the name of a boot service's
+	// token, and, on a join token, the one existing Host it may re-join
+	// (empty: it registers new hosts only).
+	Host string `json:"host,omitempty"`
+	// UID is the uid of the User or Host a user or host token belongs to.
+	UID         string     `json:"uid,omitempty"`
 	Description string     `json:"description,omitempty"`
 	Created     time.Time  `json:"created"`
 	Expires     *time.Time `json:"expires,omitempty"`
 	// Site and Labels are given to hosts that join with a join token.
 	Site   string            `json:"site,omitempty"`
 	Labels map[string]string `json:"labels,omitempty"`
+	// Reusable join tokens register any number of hosts until they
+	// expire; others are spent by the first join. Uses counts the joins.
+	Reusable bool `json:"reusable,omitempty"`
+	Uses     int  `json:"uses,omitempty"`
 }
 
 // Expired reports whether the token has run out at now.
@@ -81,19 +108,33 @@ func IDOf(hash string) string { return hash[:12] }
 
 // Principal is an authenticated caller.
 type Principal struct {
-	// Name is the user name, or "host/NAME" for a host.
+	// Name is the user name, "host/NAME" for a host, or "boot/NAME" for a
+	// boot service.
 	Name string
 	Role api.Role
 	// Tenant is the user's tenant ("" for cluster-wide users and hosts).
 	Tenant string
 	// Host is set for host credentials: the one Host it may act as.
 	Host string
+	// Boot is set for a boot service's credential: its name.
+	Boot string
 	// Join marks a join token, good only for registering a host.
-	Join   bool
-	Record *TokenRecord
+	Join bool
+	// Internal marks the server's own controllers (a process-local
+	// secret, never stored). Only their writes may carry the marks that
+	// tell server-made objects from a client's (api.AnnotationOwnerDisk).
+	Internal bool
+	Record   *TokenRecord
+	// TokenHash is the hash of the token presented ("" for the server's
+	// own credential): its record is at TokenPrefix + TokenHash.
+	TokenHash string
 }
+
+// HostCredential reports whether p is a host's or a boot service's
+// credential rather than a person's.
+func (p *Principal) HostCredential() bool { return p.Host != "" || p.Boot != "" }
 
 // GlobalReader reports whether p may read every tenant's objects.
 func (p *Principal) GlobalReader() bool {
-	return p.Host != "" || (p.Tenant == "" && (p.Role == api.RoleClusterAdmin || p.Role == api.RoleViewer))
+	return p.HostCredential() || (p.Tenant == "" && (p.Role == api.RoleClusterAdmin || p.Role == api.RoleViewer))
 }

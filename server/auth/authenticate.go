@@ -16,15 +16,18 @@ import (
 type Authenticator struct {
 	tokens *store.Mirror[*TokenRecord]
 	users  *store.Mirror[*api.User]
+	// hostUIDs maps Host names to uids, all a host token is checked
+	// against.
+	hostUIDs *store.Mirror[string]
 	// internal maps process-local secrets (the server's own controllers)
 	// to principals; they are never stored.
 	internal map[string]*Principal
 	now      func() time.Time
 }
 
-// NewAuthenticator mirrors token records and users from etcd. usersPrefix
-// is where User objects are stored.
-func NewAuthenticator(c *clientv3.Client, usersPrefix string) *Authenticator {
+// NewAuthenticator mirrors token records, users and hosts' uids from etcd.
+// usersPrefix and hostsPrefix are where User and Host objects are stored.
+func NewAuthenticator(c *clientv3.Client, usersPrefix, hostsPrefix string) *Authenticator {
 	return &Authenticator{
 		tokens: store.NewMirror(c, TokenPrefix, func(b []byte) (*TokenRecord, error) {
 			var r TokenRecord
@@ -33,6 +36,14 @@ func NewAuthenticator(c *clientv3.Client, usersPrefix string) *Authenticator {
 		users: store.NewMirror(c, usersPrefix, func(b []byte) (*api.User, error) {
 			var u api.User
 			return &u, json.Unmarshal(b, &u)
+		}),
+		hostUIDs: store.NewMirror(c, hostsPrefix, func(b []byte) (string, error) {
+			var h struct {
+				Metadata struct {
+					UID string `json:"uid"`
+				} `json:"metadata"`
+			}
+			return h.Metadata.UID, json.Unmarshal(b, &h)
 		}),
 		internal: map[string]*Principal{},
 		now:      time.Now,
@@ -43,14 +54,18 @@ func NewAuthenticator(c *clientv3.Client, usersPrefix string) *Authenticator {
 func (a *Authenticator) Run(ctx context.Context) {
 	go a.tokens.Run(ctx)
 	go a.users.Run(ctx)
+	go a.hostUIDs.Run(ctx)
 }
 
-// WaitReady blocks until both mirrors have loaded.
+// WaitReady blocks until the mirrors have loaded.
 func (a *Authenticator) WaitReady(ctx context.Context) error {
 	if err := a.tokens.WaitReady(ctx); err != nil {
 		return err
 	}
-	return a.users.WaitReady(ctx)
+	if err := a.users.WaitReady(ctx); err != nil {
+		return err
+	}
+	return a.hostUIDs.WaitReady(ctx)
 }
 
 // AddInternal registers a process-local secret for p.
@@ -62,29 +77,61 @@ func (a *Authenticator) Authenticate(ctx context.Context, header string) (*Princ
 	if !ok || secret == "" {
 		return nil, api.NewUnauthorized("no bearer token: log in with `hearth login` or set HEARTH_CONFIG")
 	}
-	hash := Hash(strings.TrimSpace(secret))
+	secret = strings.TrimSpace(secret)
+	hash := Hash(secret)
 	if p, ok := a.internal[hash]; ok {
 		return p, nil
 	}
 	rec, ok := a.tokens.Lookup(ctx, hash)
 	if !ok {
-		return nil, api.NewUnauthorized("the token is not valid (revoked, or never issued)")
+		// The secret says what kind of token it was (NewSecret), which
+		// tells a host whose Host was deleted what to do.
+		switch {
+		case strings.HasPrefix(secret, "hearth-"+string(HostToken)+"-"):
+			return nil, api.NewUnauthorized("host credential revoked or Host deleted: re-join with a new join token")
+		case strings.HasPrefix(secret, "hearth-"+string(JoinToken)+"-"):
+			return nil, api.NewUnauthorized("the join token is not valid: used already (join tokens register one host unless made --reusable), revoked, or never issued")
+		}
+		return nil, api.NewUnauthorized("the token is not valid (revoked, its owner deleted, or never issued)")
+	}
+	if rec.UID == "" && (rec.Kind == UserToken || rec.Kind == HostToken) {
+		// The copy may be behind the start-up binding of a token stored
+		// before tokens were bound to their owner's uid.
+		if fresh, ok := a.tokens.Read(ctx, hash); ok {
+			rec = fresh
+		}
 	}
 	if rec.Expired(a.now()) {
 		return nil, api.NewUnauthorized("the token %s expired at %s", rec.ID, rec.Expires.Format(time.RFC3339))
 	}
 	switch rec.Kind {
 	case JoinToken:
-		return &Principal{Name: "join/" + rec.ID, Join: true, Record: rec}, nil
+		return &Principal{Name: "join/" + rec.ID, Join: true, Record: rec, TokenHash: hash}, nil
+	case BootToken:
+		return &Principal{Name: "boot/" + rec.Host, Boot: rec.Host, Record: rec, TokenHash: hash}, nil
 	case HostToken:
-		return &Principal{Name: "host/" + rec.Host, Host: rec.Host, Record: rec}, nil
+		uid, ok := a.hostUIDs.Lookup(ctx, rec.Host)
+		if ok && uid != rec.UID {
+			// The copy may be behind a Host deleted and made again.
+			uid, ok = a.hostUIDs.Read(ctx, rec.Host)
+		}
+		if !ok || rec.UID == "" || uid != rec.UID {
+			return nil, api.NewUnauthorized("host credential revoked or Host deleted: the token %s was issued to a Host %s that no longer exists; re-join with a new join token", rec.ID, rec.Host)
+		}
+		return &Principal{Name: "host/" + rec.Host, Host: rec.Host, Record: rec, TokenHash: hash}, nil
+	case UserToken:
+	default:
+		return nil, api.NewUnauthorized("the token %s is of no kind this server knows (%q)", rec.ID, rec.Kind)
 	}
 	u, ok := a.users.Lookup(ctx, rec.User)
-	if !ok {
-		return nil, api.NewUnauthorized("the token's user %q no longer exists", rec.User)
+	if ok && u.Metadata.UID != rec.UID {
+		u, ok = a.users.Read(ctx, rec.User)
+	}
+	if !ok || rec.UID == "" || u.Metadata.UID != rec.UID {
+		return nil, api.NewUnauthorized("the token's user %q no longer exists (a User of that name made since does not inherit its tokens)", rec.User)
 	}
 	if u.Spec.Disabled {
 		return nil, api.NewUnauthorized("user %q is disabled", rec.User)
 	}
-	return &Principal{Name: u.Metadata.Name, Role: u.Spec.Role, Tenant: u.Spec.Tenant, Record: rec}, nil
+	return &Principal{Name: u.Metadata.Name, Role: u.Spec.Role, Tenant: u.Spec.Tenant, Record: rec, TokenHash: hash}, nil
 }

@@ -37,6 +37,9 @@ type Request struct {
 	// Stored is the object as stored, for requests on an existing object;
 	// New is the object being written. Either may be nil.
 	Stored, New api.Object
+	// Involved is, for an Event a host or boot service creates, the object
+	// the event is about as stored (nil if there is none).
+	Involved api.Object
 }
 
 // Authorize returns nil if p may do r, or a Forbidden error that says what
@@ -45,14 +48,30 @@ func Authorize(p *Principal, r Request) error {
 	if p.Join {
 		return forbid(p, r, "a join token may only register a host")
 	}
+	if r.Kind.Confidential && (p.HostCredential() || p.Role != api.RoleClusterAdmin) {
+		// No host runs anything that needs a Secret today (power drivers
+		// run in the CLI, with the person's own credential), so no host
+		// credential reads them: a host is not trusted with the keys to
+		// every other machine.
+		return forbid(p, r, r.Kind.Plural+" are read and written by cluster admins only")
+	}
 	if p.Host != "" {
 		return authorizeHost(p, r)
+	}
+	if p.Boot != "" {
+		return authorizeBoot(p, r)
 	}
 	if p.Role == api.RoleClusterAdmin {
 		return nil
 	}
 	if r.Verb.write() && p.Role == api.RoleViewer {
 		return forbid(p, r, "viewers may not change anything")
+	}
+	if r.Verb == UpdateStatus {
+		// Status is what Hearth observed and decided (an image's checksum,
+		// a VM's phase): hosts, boot services and controllers write it,
+		// never the people whose objects it describes.
+		return forbid(p, r, "status is written by hosts, boot services and controllers only")
 	}
 	if p.Tenant == "" {
 		// A cluster-wide viewer reads everything.
@@ -124,8 +143,11 @@ func authorizeUserAdmin(p *Principal, r Request) error {
 // VisibleTo reports whether an object may appear in p's lists and watches.
 // It is the filter for requests Authorize allowed as a whole.
 func VisibleTo(p *Principal, obj api.Object) bool {
+	if k := api.KindOf(obj); k != nil && k.Confidential {
+		return !p.HostCredential() && !p.Join && p.Role == api.RoleClusterAdmin
+	}
 	if p.GlobalReader() {
-		return obj.GetTypeMeta().Kind != "User" || p.Host == ""
+		return obj.GetTypeMeta().Kind != "User" || !p.HostCredential()
 	}
 	m := obj.GetMetadata()
 	switch obj.GetTypeMeta().Kind {
@@ -149,8 +171,11 @@ func VisibleTo(p *Principal, obj api.Object) bool {
 	return m.Tenant == p.Tenant
 }
 
-// authorizeHost lets an agent read what it needs and write only its own
-// Host and the status of objects placed on it.
+// authorizeHost lets an agent read what it needs and write only the status
+// of its own Host and of objects placed on it, and events about them.
+// A Host's spec, labels and annotations are the administrator's: a host
+// that could write them could un-cordon itself, raise its overcommit or
+// take labels that attract VMs. The Host itself is made by /join.
 func authorizeHost(p *Principal, r Request) error {
 	if r.Kind.Kind == "User" {
 		return forbid(p, r, "hosts do not read users")
@@ -159,26 +184,21 @@ func authorizeHost(p *Principal, r Request) error {
 		return nil
 	}
 	switch {
-	case r.Kind.Kind == "Host":
-		if r.Name == p.Host && r.Verb != Delete {
-			return nil
-		}
-		return forbid(p, r, "a host may only write its own Host")
-	case r.Kind.Kind == "Event" && r.Verb == Create:
-		return nil
-	case r.Kind.Kind == "Event" && r.Verb == Update:
-		// A repeated event is recorded by bumping its count: a host may
-		// change the events it wrote, and keep them its own.
-		for _, o := range []api.Object{r.Stored, r.New} {
-			if ev, ok := o.(*api.Event); !ok || ev.Spec.Source != p.Name {
-				return forbid(p, r, "a host may only change events it recorded")
+	case r.Kind.Kind == "Event" && (r.Verb == Create || r.Verb == Update):
+		return authorizeEvent(p, r, func(obj api.Object) string {
+			k, err := api.KindByName(obj.GetTypeMeta().Kind)
+			switch {
+			case err != nil:
+				return "it is about an object of no known kind"
+			case k.Kind == "Image":
+				return "" // hosts fetch images and may say how it went
+			case k.PlacedOn == nil || k.PlacedOn(obj) != p.Host:
+				return "a host records events only about its own Host, objects placed on it and Images"
 			}
-		}
-		return nil
-	case r.Kind.Kind == "Machine" && r.Verb == Create:
-		return authorizeDiscovery(p, r)
-	case r.Kind.Kind == "Machine" && r.Verb == UpdateStatus:
-		return authorizeMachineFacts(p, r)
+			return ""
+		})
+	case r.Kind.Kind == "Host" && r.Verb != UpdateStatus:
+		return forbid(p, r, "a host writes only its own Host's status: its spec and metadata are the administrator's, and /join makes it")
 	case r.Kind.Kind == "Image" && r.Verb == UpdateStatus && r.Stored != nil && r.New != nil:
 		if why := imageStatusByHost(p.Host, r.Stored.(*api.Image), r.New.(*api.Image)); why != "" {
 			return forbid(p, r, why)
@@ -194,6 +214,72 @@ func authorizeHost(p *Principal, r Request) error {
 		return nil
 	}
 	return forbid(p, r, "hosts may only write the status of objects placed on them")
+}
+
+// authorizeBoot lets a boot service read what it needs, discover Machines,
+// write what it observes of them, and record their timelines.
+func authorizeBoot(p *Principal, r Request) error {
+	if r.Kind.Kind == "User" {
+		return forbid(p, r, "boot services do not read users")
+	}
+	if !r.Verb.write() {
+		return nil
+	}
+	switch {
+	case r.Kind.Kind == "Event" && (r.Verb == Create || r.Verb == Update):
+		return authorizeEvent(p, r, func(obj api.Object) string {
+			if obj.GetTypeMeta().Kind != "Machine" {
+				return "a boot service records events only about Machines"
+			}
+			return ""
+		})
+	case r.Kind.Kind == "Machine" && r.Verb == Create:
+		return authorizeDiscovery(p, r)
+	case r.Kind.Kind == "Machine" && r.Verb == UpdateStatus:
+		return authorizeMachineFacts(p, r)
+	}
+	return forbid(p, r, "boot services may only discover Machines and write what they observe of them")
+}
+
+// authorizeEvent lets a host credential record an event about an object
+// it looks after (about says why obj is not one, or "") and change the
+// events it recorded. An event names its recorder as its source and lives
+// in the tenant of the object it is about, so a host can neither speak
+// for the server nor write into a tenant that has nothing on it.
+func authorizeEvent(p *Principal, r Request, about func(obj api.Object) string) error {
+	if r.Verb == Update {
+		// A repeated event is recorded by bumping its count: a host may
+		// change the events it wrote, and keep them its own and about the
+		// same object.
+		old, ok1 := r.Stored.(*api.Event)
+		cur, ok2 := r.New.(*api.Event)
+		switch {
+		case !ok1 || !ok2 || old.Spec.Source != p.Name:
+			return forbid(p, r, "it may only change events it recorded")
+		case cur.Spec.Source != old.Spec.Source || cur.Spec.InvolvedObject != old.Spec.InvolvedObject:
+			return forbid(p, r, "an event's source and involvedObject do not change")
+		}
+		return nil
+	}
+	ev, ok := r.New.(*api.Event)
+	if !ok {
+		return forbid(p, r, "it may only create events")
+	}
+	ref := ev.Spec.InvolvedObject
+	switch {
+	case ev.Spec.Source != p.Name:
+		return forbid(p, r, "it records events under its own name: spec.source must be "+p.Name)
+	case ev.Metadata.Tenant != ref.Tenant:
+		return forbid(p, r, "an event belongs to the tenant of the object it is about: metadata.tenant must be spec.involvedObject.tenant")
+	case r.Involved == nil:
+		return forbid(p, r, "it is about "+ref.Kind+" "+ref.Name+", which does not exist")
+	case ref.UID != "" && ref.UID != r.Involved.GetMetadata().UID:
+		return forbid(p, r, "it is about another "+ref.Kind+" "+ref.Name+" (spec.involvedObject.uid differs)")
+	}
+	if why := about(r.Involved); why != "" {
+		return forbid(p, r, why)
+	}
+	return nil
 }
 
 // imageStatusByHost says what is wrong with a host's write of an Image's
@@ -227,6 +313,11 @@ func imageStatusByHost(host string, old, cur *api.Image) string {
 		return only + ": it changes conditions"
 	}
 	o, c := old.Status, cur.Status
+	if cur.Spec.Source.Upload && (o.Checksum != c.Checksum || o.Size != c.Size) {
+		// The server's upload handler records what it received; a host
+		// naming other bytes would hand them to whoever reads the image.
+		return "status.checksum and size of an uploaded image are the server's to record from the upload"
+	}
 	fixed := func(a, b any, zero any) bool { return a != b && a != zero }
 	if fixed(o.Checksum, c.Checksum, "") || fixed(o.Size, c.Size, api.Bytes(0)) || fixed(o.VirtualSize, c.VirtualSize, api.Bytes(0)) {
 		return only + ": checksum, size and virtualSize cannot change once set"
@@ -242,8 +333,8 @@ func imageStatusByHost(host string, old, cur *api.Image) string {
 	return ""
 }
 
-// A host may run a boot service (`hearth boot`, alone or inside its
-// agent), which needs two writes on Machines, and no more:
+// A boot service (`hearth boot`) needs two writes on Machines, and no
+// more:
 //
 //   - Create the Machine for a MAC it has not seen (discovery). The new
 //     machine must be unapproved, name no profile, carry no labels,
@@ -257,8 +348,8 @@ func imageStatusByHost(host string, old, cur *api.Image) string {
 //     the matched profile are the machine controller's, which derives them
 //     from these facts and the spec.
 //
-// Machines have no host they are placed on, so any host credential may do
-// this for any machine.
+// Machines have no host they are placed on, so any boot service may do
+// this for any machine. Agents' host credentials may not.
 
 // machineFacts are the Machine status fields a host may write.
 var machineFacts = map[string]bool{
@@ -269,7 +360,7 @@ var machineFacts = map[string]bool{
 func authorizeDiscovery(p *Principal, r Request) error {
 	m, ok := r.New.(*api.Machine)
 	if !ok {
-		return forbid(p, r, "hosts may only create discovered machines")
+		return forbid(p, r, "boot services may only create discovered machines")
 	}
 	var set []string
 	md, spec := m.Metadata, m.Spec
@@ -298,7 +389,7 @@ func authorizeDiscovery(p *Principal, r Request) error {
 
 func authorizeMachineFacts(p *Principal, r Request) error {
 	if r.Stored == nil || r.New == nil {
-		return forbid(p, r, "hosts may only write the observed facts of a Machine's status")
+		return forbid(p, r, "boot services may only write the observed facts of a Machine's status")
 	}
 	before, err1 := statusFields(r.Stored)
 	after, err2 := statusFields(r.New)
@@ -323,7 +414,7 @@ func authorizeMachineFacts(p *Principal, r Request) error {
 			facts = append(facts, k)
 		}
 		sort.Strings(facts)
-		return forbid(p, r, "hosts may write only the facts they observe ("+strings.Join(facts, ", ")+"), not status."+strings.Join(changed, ", status."))
+		return forbid(p, r, "boot services may write only the facts they observe ("+strings.Join(facts, ", ")+"), not status."+strings.Join(changed, ", status."))
 	}
 	return nil
 }

@@ -61,6 +61,12 @@ func TestAuthorizeUsers(t *testing.T) {
 		{"tenant admin leaves other tenants' users", tenantAdmin, Request{Verb: Update, Kind: kind(t, "User"), Name: "x", Stored: user("x", "other", api.RoleTenantMember), New: user("x", "lab", api.RoleTenantMember)}, false, "another tenant"},
 		{"tenant viewer reads", tenantViewer, Request{Verb: Get, Kind: kind(t, "VirtualMachine"), Tenant: "lab", Name: "vm"}, true, ""},
 		{"tenant viewer writes nothing", tenantViewer, Request{Verb: Delete, Kind: kind(t, "VirtualMachine"), Tenant: "lab", Name: "vm"}, false, "viewers"},
+		// Status is what Hearth observed: a tenant's people never write
+		// it, whatever their role (an image's checksum decides which
+		// bytes its readers get).
+		{"member writes no status", member, Request{Verb: UpdateStatus, Kind: kind(t, "Image"), Tenant: "lab", Name: "disk"}, false, "boot services and controllers only"},
+		{"tenant admin writes no status", tenantAdmin, Request{Verb: UpdateStatus, Kind: kind(t, "VirtualMachine"), Tenant: "lab", Name: "vm"}, false, "boot services and controllers only"},
+		{"admin writes status", admin, Request{Verb: UpdateStatus, Kind: kind(t, "Image"), Tenant: "lab", Name: "disk"}, true, ""},
 		{"a join token does nothing else", join, Request{Verb: Get, Kind: kind(t, "Network"), Tenant: "lab", Name: "n"}, false, "only register a host"},
 	}
 	for _, tt := range tests {
@@ -74,13 +80,28 @@ func TestAuthorizeUsers(t *testing.T) {
 	}
 }
 
-// TestAuthorizeHost covers what a host credential may do: read what its
-// agent and boot service need, write its own Host, the status of objects
-// placed on it, Events, and discovered Machines and their observed facts.
+// TestAuthorizeHost covers what host credentials may do: an agent's reads
+// what it needs and writes its own Host's status, the status of objects
+// placed on it and events about them; a boot service's creates discovered
+// Machines and writes their observed facts and events.
 func TestAuthorizeHost(t *testing.T) {
 	h1 := &Principal{Name: "host/h1", Host: "h1"}
+	boot := &Principal{Name: "boot/boot", Boot: "boot"}
+	host := func(name string) *api.Host {
+		return &api.Host{TypeMeta: api.TypeMeta{Kind: "Host"}, Metadata: api.ObjectMeta{Name: name, UID: "uid-" + name}}
+	}
+	event := func(source, tenant string, about api.Object) *api.Event {
+		m := about.GetMetadata()
+		ev := &api.Event{TypeMeta: api.TypeMeta{Kind: "Event"}, Metadata: api.ObjectMeta{Name: "e", Tenant: tenant},
+			Spec: api.EventSpec{Source: source, Reason: "Started",
+				InvolvedObject: api.ObjectReference{Kind: about.GetTypeMeta().Kind, Name: m.Name, Tenant: m.Tenant, UID: m.UID}}}
+		return ev
+	}
+	newEvent := func(ev *api.Event, about api.Object) Request {
+		return Request{Verb: Create, Kind: kind(t, "Event"), Tenant: ev.Metadata.Tenant, Name: "e", New: ev, Involved: about}
+	}
 	vm := func(host string) *api.VirtualMachine {
-		return &api.VirtualMachine{Metadata: api.ObjectMeta{Name: "vm", Tenant: "lab"}, Spec: api.VirtualMachineSpec{Host: host}}
+		return &api.VirtualMachine{TypeMeta: api.TypeMeta{Kind: "VirtualMachine"}, Metadata: api.ObjectMeta{Name: "vm", Tenant: "lab", UID: "uid-vm"}, Spec: api.VirtualMachineSpec{Host: host}}
 	}
 	now := time.Date(2025, 1, 2, 3, 4, 5, 0, time.UTC)
 	stored := &api.Machine{TypeMeta: api.TypeMeta{Kind: "Machine"}, Metadata: api.ObjectMeta{Name: "node1"},
@@ -106,59 +127,99 @@ func TestAuthorizeHost(t *testing.T) {
 	}
 	later := now.Add(time.Minute)
 	machine := kind(t, "Machine")
+	// An image's status as a host reports its copy: h1 Ready, and the
+	// checksum and size it found.
+	imageWrite := func(upload bool, oldSum string) Request {
+		img := &api.Image{TypeMeta: api.TypeMeta{Kind: "Image"}, Metadata: api.ObjectMeta{Name: "disk", Tenant: "lab"},
+			Spec: api.ImageSpec{Source: api.ImageSource{Upload: upload, URL: map[bool]string{false: "https://example.org/disk.img"}[upload]}}}
+		img.Status.Checksum = oldSum
+		cur := api.DeepCopy(img).(*api.Image)
+		cur.Status.Hosts = []api.ImageHostStatus{{Host: "h1", Phase: api.ImageReady, Progress: 100}}
+		cur.Status.Checksum, cur.Status.Size, cur.Status.Phase = "sha256:"+strings.Repeat("b", 64), 1000, api.ImageReady
+		return Request{Verb: UpdateStatus, Kind: kind(t, "Image"), Tenant: "lab", Name: "disk", Stored: img, New: cur}
+	}
 	status := func(m *api.Machine) Request {
 		return Request{Verb: UpdateStatus, Kind: machine, Name: "node1", Stored: stored, New: m}
 	}
 	create := func(m *api.Machine) Request {
 		return Request{Verb: Create, Kind: machine, Name: m.Metadata.Name, New: m}
 	}
+	image := &api.Image{TypeMeta: api.TypeMeta{Kind: "Image"}, Metadata: api.ObjectMeta{Name: "debian", Tenant: "lab", UID: "uid-img"}}
 	tests := []struct {
 		name string
+		who  *Principal
 		r    Request
 		ok   bool
 		why  string
 	}{
-		{"reads VMs across tenants", Request{Verb: List, Kind: kind(t, "VirtualMachine"), AllTenants: true}, true, ""},
-		{"reads no users", Request{Verb: Get, Kind: kind(t, "User"), Name: "admin"}, false, "hosts do not read users"},
-		{"writes its own Host", Request{Verb: Update, Kind: kind(t, "Host"), Name: "h1"}, true, ""},
-		{"not another Host", Request{Verb: UpdateStatus, Kind: kind(t, "Host"), Name: "h2"}, false, "only write its own Host"},
-		{"does not delete its Host", Request{Verb: Delete, Kind: kind(t, "Host"), Name: "h1"}, false, "only write its own Host"},
-		{"creates Events", Request{Verb: Create, Kind: kind(t, "Event"), Name: "e"}, true, ""},
-		{"writes the status of its VM", Request{Verb: UpdateStatus, Kind: kind(t, "VirtualMachine"), Tenant: "lab", Name: "vm", Stored: vm("h1"), New: vm("h1")}, true, ""},
-		{"not of another host's VM", Request{Verb: UpdateStatus, Kind: kind(t, "VirtualMachine"), Tenant: "lab", Name: "vm", Stored: vm("h2"), New: vm("h2")}, false, "not placed on this host"},
-		{"does not move a VM", Request{Verb: UpdateStatus, Kind: kind(t, "VirtualMachine"), Tenant: "lab", Name: "vm", Stored: vm("h1"), New: vm("h2")}, false, "another host"},
-		{"does not change a VM's spec", Request{Verb: Update, Kind: kind(t, "VirtualMachine"), Tenant: "lab", Name: "vm", Stored: vm("h1"), New: vm("h1")}, false, "placed on them"},
-		{"creates no networks", Request{Verb: Create, Kind: kind(t, "Network"), Tenant: "lab", Name: "n"}, false, "placed on them"},
+		{"reads VMs across tenants", h1, Request{Verb: List, Kind: kind(t, "VirtualMachine"), AllTenants: true}, true, ""},
+		{"reads no users", h1, Request{Verb: Get, Kind: kind(t, "User"), Name: "admin"}, false, "hosts do not read users"},
+		{"writes its own Host's status", h1, Request{Verb: UpdateStatus, Kind: kind(t, "Host"), Name: "h1", Stored: host("h1"), New: host("h1")}, true, ""},
+		{"not its own Host's spec", h1, Request{Verb: Update, Kind: kind(t, "Host"), Name: "h1", Stored: host("h1"), New: host("h1")}, false, "spec and metadata are the administrator's"},
+		{"does not create its Host", h1, Request{Verb: Create, Kind: kind(t, "Host"), Name: "h1", New: host("h1")}, false, "/join makes it"},
+		{"not another Host's status", h1, Request{Verb: UpdateStatus, Kind: kind(t, "Host"), Name: "h2", Stored: host("h2"), New: host("h2")}, false, "not placed on this host"},
+		{"does not delete its Host", h1, Request{Verb: Delete, Kind: kind(t, "Host"), Name: "h1", Stored: host("h1")}, false, "administrator's"},
+		{"creates no machines", h1, create(discovered(nil)), false, "placed on them"},
+		{"writes no machine facts", h1, status(withStatus(func(s *api.MachineStatus) { s.LastSeen = &later })), false, "placed on them"},
+		{"fills in a downloaded image's checksum", h1, imageWrite(false, ""), true, ""},
+		{"never an uploaded image's checksum", h1, imageWrite(true, ""), false, "the server's to record from the upload"},
+		{"nor changes it", h1, imageWrite(true, "sha256:"+strings.Repeat("a", 64)), false, "the server's to record from the upload"},
 
-		{"reads machines", Request{Verb: List, Kind: machine}, true, ""},
-		{"creates a discovered machine", create(discovered(nil)), true, ""},
-		{"with power driver none", create(discovered(func(m *api.Machine) { m.Spec.Power.Driver = api.PowerDriverNone })), true, ""},
-		{"not an approved one", create(discovered(func(m *api.Machine) { m.Spec.Approved = true })), false, "without spec.approved"},
-		{"not with a profile", create(discovered(func(m *api.Machine) { m.Spec.Profile = "debian" })), false, "without spec.profile"},
-		{"not with labels", create(discovered(func(m *api.Machine) { m.Metadata.Labels = map[string]string{"role": "storage"} })), false, "without metadata.labels"},
-		{"not with power settings", create(discovered(func(m *api.Machine) {
+		{"events about its VM", h1, newEvent(event("host/h1", "lab", vm("h1")), vm("h1")), true, ""},
+		{"events about its Host", h1, newEvent(event("host/h1", "", host("h1")), host("h1")), true, ""},
+		{"events about an Image", h1, newEvent(event("host/h1", "lab", image), image), true, ""},
+		{"no events about another host's VM", h1, newEvent(event("host/h1", "lab", vm("h2")), vm("h2")), false, "only about its own Host, objects placed on it"},
+		{"no events about another Host", h1, newEvent(event("host/h1", "", host("h2")), host("h2")), false, "only about its own Host"},
+		{"no events about machines", h1, newEvent(event("host/h1", "", stored), stored), false, "only about its own Host"},
+		{"no events under another source", h1, newEvent(event("hearth-server", "lab", vm("h1")), vm("h1")), false, "spec.source must be host/h1"},
+		{"no events in another tenant", h1, newEvent(event("host/h1", "other", vm("h1")), vm("h1")), false, "tenant of the object it is about"},
+		{"no events about nothing", h1, newEvent(event("host/h1", "lab", vm("h1")), nil), false, "does not exist"},
+		{"no events about a VM of another uid", h1, newEvent(event("host/h1", "lab", vm("h1")), func() api.Object { v := vm("h1"); v.Metadata.UID = "new"; return v }()), false, "another VirtualMachine vm"},
+		{"bumps its own event", h1, Request{Verb: Update, Kind: kind(t, "Event"), Tenant: "lab", Name: "e", Stored: event("host/h1", "lab", vm("h1")), New: event("host/h1", "lab", vm("h1"))}, true, ""},
+		{"not another's event", h1, Request{Verb: Update, Kind: kind(t, "Event"), Tenant: "lab", Name: "e", Stored: event("hearth-server", "lab", vm("h1")), New: event("host/h1", "lab", vm("h1"))}, false, "events it recorded"},
+		{"not to another object", h1, Request{Verb: Update, Kind: kind(t, "Event"), Tenant: "lab", Name: "e", Stored: event("host/h1", "lab", vm("h1")), New: event("host/h1", "lab", image)}, false, "do not change"},
+
+		{"boot: events about a machine", boot, newEvent(event("boot/boot", "", stored), stored), true, ""},
+		{"boot: not about a VM", boot, newEvent(event("boot/boot", "lab", vm("h1")), vm("h1")), false, "only about Machines"},
+		{"boot: not as a host", boot, newEvent(event("host/boot", "", stored), stored), false, "spec.source must be boot/boot"},
+		{"boot: reads no users", boot, Request{Verb: List, Kind: kind(t, "User")}, false, "do not read users"},
+		{"boot: writes no Host", boot, Request{Verb: UpdateStatus, Kind: kind(t, "Host"), Name: "boot", Stored: host("boot"), New: host("boot")}, false, "only discover Machines"},
+		{"boot: writes no VM status", boot, Request{Verb: UpdateStatus, Kind: kind(t, "VirtualMachine"), Tenant: "lab", Name: "vm", Stored: vm("boot"), New: vm("boot")}, false, "only discover Machines"},
+		{"writes the status of its VM", h1, Request{Verb: UpdateStatus, Kind: kind(t, "VirtualMachine"), Tenant: "lab", Name: "vm", Stored: vm("h1"), New: vm("h1")}, true, ""},
+		{"not of another host's VM", h1, Request{Verb: UpdateStatus, Kind: kind(t, "VirtualMachine"), Tenant: "lab", Name: "vm", Stored: vm("h2"), New: vm("h2")}, false, "not placed on this host"},
+		{"does not move a VM", h1, Request{Verb: UpdateStatus, Kind: kind(t, "VirtualMachine"), Tenant: "lab", Name: "vm", Stored: vm("h1"), New: vm("h2")}, false, "another host"},
+		{"does not change a VM's spec", h1, Request{Verb: Update, Kind: kind(t, "VirtualMachine"), Tenant: "lab", Name: "vm", Stored: vm("h1"), New: vm("h1")}, false, "placed on them"},
+		{"creates no networks", h1, Request{Verb: Create, Kind: kind(t, "Network"), Tenant: "lab", Name: "n"}, false, "placed on them"},
+
+		{"reads machines", boot, Request{Verb: List, Kind: machine}, true, ""},
+		{"creates a discovered machine", boot, create(discovered(nil)), true, ""},
+		{"with power driver none", boot, create(discovered(func(m *api.Machine) { m.Spec.Power.Driver = api.PowerDriverNone })), true, ""},
+		{"not an approved one", boot, create(discovered(func(m *api.Machine) { m.Spec.Approved = true })), false, "without spec.approved"},
+		{"not with a profile", boot, create(discovered(func(m *api.Machine) { m.Spec.Profile = "debian" })), false, "without spec.profile"},
+		{"not with labels", boot, create(discovered(func(m *api.Machine) { m.Metadata.Labels = map[string]string{"role": "storage"} })), false, "without metadata.labels"},
+		{"not with power settings", boot, create(discovered(func(m *api.Machine) {
 			m.Spec.Power = api.MachinePower{Driver: api.PowerDriverWebhook, Webhook: &api.PowerWebhook{OnURL: "http://x/on", OffURL: "http://x/off"}}
 		})), false, "without spec.power"},
-		{"not asking for a reinstall", create(discovered(func(m *api.Machine) { m.Spec.ReinstallRequested = &now })), false, "without spec.reinstallRequested"},
-		{"names every field it refuses", create(discovered(func(m *api.Machine) { m.Spec.Approved = true; m.Spec.Profile = "x" })), false, "without spec.approved, spec.profile: those are a person's to set"},
-		{"does not change a machine's spec", Request{Verb: Update, Kind: machine, Name: "node1", Stored: stored, New: stored}, false, "placed on them"},
-		{"does not delete a machine", Request{Verb: Delete, Kind: machine, Name: "node1", Stored: stored}, false, "placed on them"},
+		{"not asking for a reinstall", boot, create(discovered(func(m *api.Machine) { m.Spec.ReinstallRequested = &now })), false, "without spec.reinstallRequested"},
+		{"names every field it refuses", boot, create(discovered(func(m *api.Machine) { m.Spec.Approved = true; m.Spec.Profile = "x" })), false, "without spec.approved, spec.profile: those are a person's to set"},
+		{"does not change a machine's spec", boot, Request{Verb: Update, Kind: machine, Name: "node1", Stored: stored, New: stored}, false, "only discover Machines"},
+		{"does not delete a machine", boot, Request{Verb: Delete, Kind: machine, Name: "node1", Stored: stored}, false, "only discover Machines"},
 
-		{"writes observed facts", status(withStatus(func(s *api.MachineStatus) {
+		{"writes observed facts", boot, status(withStatus(func(s *api.MachineStatus) {
 			s.LastSeen, s.LastBoot, s.InstalledAt = &later, &later, &later
 			s.Addresses = []string{"10.0.0.5"}
 			s.SSHHostKeys = []string{"ssh-ed25519 AAAA root@node1"}
 			s.VendorClass, s.UUID, s.Firmware, s.PowerState = "PXEClient:Arch:00007", "4c4c4544", api.FirmwareUEFI, api.MachinePowerOn
 		})), true, ""},
-		{"clears facts", status(withStatus(func(s *api.MachineStatus) { s.LastSeen = nil; s.SSHHostKeys = nil })), true, ""},
-		{"an unchanged status", status(withStatus(func(*api.MachineStatus) {})), true, ""},
-		{"not the phase", status(withStatus(func(s *api.MachineStatus) { s.Phase = api.MachineInstalled })), false, "not status.phase"},
-		{"not the matched profile", status(withStatus(func(s *api.MachineStatus) { s.MatchedProfile = "" })), false, "not status.matchedProfile"},
-		{"not conditions", status(withStatus(func(s *api.MachineStatus) { s.Conditions = nil; s.ObservedGeneration = 3 })), false, "not status.conditions, status.observedGeneration"},
-		{"facts and more", status(withStatus(func(s *api.MachineStatus) { s.LastSeen = &later; s.Phase = api.MachineReady })), false, "not status.phase"},
+		{"clears facts", boot, status(withStatus(func(s *api.MachineStatus) { s.LastSeen = nil; s.SSHHostKeys = nil })), true, ""},
+		{"an unchanged status", boot, status(withStatus(func(*api.MachineStatus) {})), true, ""},
+		{"not the phase", boot, status(withStatus(func(s *api.MachineStatus) { s.Phase = api.MachineInstalled })), false, "not status.phase"},
+		{"not the matched profile", boot, status(withStatus(func(s *api.MachineStatus) { s.MatchedProfile = "" })), false, "not status.matchedProfile"},
+		{"not conditions", boot, status(withStatus(func(s *api.MachineStatus) { s.Conditions = nil; s.ObservedGeneration = 3 })), false, "not status.conditions, status.observedGeneration"},
+		{"facts and more", boot, status(withStatus(func(s *api.MachineStatus) { s.LastSeen = &later; s.Phase = api.MachineReady })), false, "not status.phase"},
 	}
 	for _, tt := range tests {
-		err := Authorize(h1, tt.r)
+		err := Authorize(tt.who, tt.r)
 		if (err == nil) != tt.ok || (err != nil && !strings.Contains(err.Error(), tt.why)) {
 			t.Errorf("%s: Authorize = %v, want ok=%v (%q)", tt.name, err, tt.ok, tt.why)
 		}

@@ -16,9 +16,7 @@ func TestHostLiveness(t *testing.T) {
 	env := servertest.Start(t)
 	ctx := servertest.Ctx(t)
 	h := env.Host("h1")
-	host := servertest.Example("Host", "")
-	host.(*api.Host).Spec.LeaseSeconds = 5
-	if _, err := h.Create(ctx, host); err != nil {
+	if _, err := env.Admin.Patch(ctx, "Host", "", "h1", map[string]any{"spec": map[string]any{"leaseSeconds": 5}}, false); err != nil {
 		t.Fatal(err)
 	}
 	now := time.Now().UTC()

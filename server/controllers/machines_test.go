@@ -110,7 +110,7 @@ func machineEvents(t *testing.T, c *client.Client, name string, reasons ...strin
 func TestMachineLifecycle(t *testing.T) {
 	env := servertest.Start(t)
 	ctx := servertest.Ctx(t)
-	boot := env.Host("boot1")
+	boot := env.BootService("boot1")
 	if _, err := env.Admin.Create(ctx, machineProfile("debian", api.MachineSelector{Architectures: []string{api.ArchX86_64}},
 		func(s *api.MachineProfileSpec) { s.Install = true })); err != nil {
 		t.Fatal(err)
@@ -197,7 +197,7 @@ func TestMachineLifecycle(t *testing.T) {
 func TestMachineProfileConflict(t *testing.T) {
 	env := servertest.Start(t)
 	ctx := servertest.Ctx(t)
-	boot := env.Host("boot1")
+	boot := env.BootService("boot1")
 	sel := api.MachineSelector{Architectures: []string{api.ArchX86_64}, Sites: []string{"home"}}
 	for _, n := range []string{"alpha", "beta"} {
 		if _, err := env.Admin.Create(ctx, machineProfile(n, sel, nil)); err != nil {
@@ -248,7 +248,7 @@ func TestMachineProfileConflict(t *testing.T) {
 func TestMachineStateless(t *testing.T) {
 	env := servertest.Start(t)
 	ctx := servertest.Ctx(t)
-	boot := env.Host("boot1")
+	boot := env.BootService("boot1")
 	const mac = "52:54:00:aa:bb:03"
 	if _, err := env.Admin.Create(ctx, machineProfile("ramroot", api.MachineSelector{MACs: []string{mac}},
 		func(s *api.MachineProfileSpec) { s.AutoApprove = true })); err != nil {
@@ -299,7 +299,7 @@ func TestStaleDiscoveredMachinesAreCollected(t *testing.T) {
 	const ttl = time.Hour
 	env := servertest.Start(t, func(c *server.Config) { c.DiscoveredMachineTTL = ttl })
 	ctx := servertest.Ctx(t)
-	boot := env.Host("boot1")
+	boot := env.BootService("boot1")
 	now := time.Now().UTC()
 	machines := []struct {
 		name     string

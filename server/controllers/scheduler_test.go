@@ -8,6 +8,7 @@ import (
 
 	api "hearth.dev/hearth/api/v1alpha1"
 	"hearth.dev/hearth/client"
+	"hearth.dev/hearth/server"
 	"hearth.dev/hearth/server/controllers"
 	"hearth.dev/hearth/server/servertest"
 )
@@ -18,11 +19,15 @@ import (
 func addHost(t *testing.T, env *servertest.Env, name, phase string, cpus int, mem api.Bytes, labels map[string]string) {
 	t.Helper()
 	ctx := servertest.Ctx(t)
-	h := env.Host(name)
-	host := &api.Host{TypeMeta: api.TypeMeta{APIVersion: api.APIVersion, Kind: "Host"},
-		Metadata: api.ObjectMeta{Name: name, Labels: labels}, Spec: api.HostSpec{LeaseSeconds: 3600}}
-	if _, err := h.Create(ctx, host); err != nil {
-		t.Fatalf("creating host %s: %v", name, err)
+	jt := env.JoinToken(server.TokenRequest{Labels: labels})
+	jr, err := env.Join(jt.Token, server.JoinRequest{Host: name})
+	if err != nil {
+		t.Fatalf("joining host %s: %v", name, err)
+	}
+	h := env.ClientWithToken(jr.Token, "")
+	// The lease is the administrator's to set, not the host's.
+	if _, err := env.Admin.Patch(ctx, "Host", "", name, map[string]any{"spec": map[string]any{"leaseSeconds": 3600}}, false); err != nil {
+		t.Fatalf("setting host %s's lease: %v", name, err)
 	}
 	st := map[string]any{"phase": phase, "cpus": cpus, "memory": mem, "lastHeartbeat": time.Now().UTC()}
 	if _, err := h.Patch(ctx, "Host", "", name, map[string]any{"status": st}, true); err != nil {
@@ -35,7 +40,7 @@ func newVM(tenant, name string, cpus int, mem api.Bytes, labels map[string]strin
 	return &api.VirtualMachine{TypeMeta: api.TypeMeta{APIVersion: api.APIVersion, Kind: "VirtualMachine"},
 		Metadata: api.ObjectMeta{Name: name, Tenant: tenant, Labels: labels},
 		Spec: api.VirtualMachineSpec{CPUs: cpus, Memory: mem,
-			Boot: api.VMBoot{From: api.BootFromKernel, Kernel: &api.BootFile{URL: "file:///srv/vmlinuz"}}}}
+			Boot: api.VMBoot{From: api.BootFromKernel, Kernel: &api.BootFile{Image: "vmlinuz"}}}}
 }
 
 func getVM(ctx context.Context, env *servertest.Env, tenant, name string) (*api.VirtualMachine, error) {

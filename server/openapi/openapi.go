@@ -90,6 +90,10 @@ func kindSchema(s *schemas, k *api.KindInfo, t reflect.Type) map[string]any {
 	schema := s.structSchema(t)
 	schema["description"] = k.Description
 	schema["x-hearth-scope"] = k.Scope.String()
+	if k.Confidential {
+		// Read and written by cluster admins only, and sealed at rest.
+		schema["x-hearth-confidential"] = true
+	}
 	props := schema["properties"].(map[string]any)
 	if _, ok := props["apiVersion"]; ok {
 		props["apiVersion"] = map[string]any{"type": "string", "enum": []any{api.APIVersion}}

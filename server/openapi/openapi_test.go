@@ -222,7 +222,7 @@ func TestOperations(t *testing.T) {
 		"listNetworks", "listNetworksAllTenants", "createNetwork", "readNetwork", "replaceNetwork",
 		"patchNetwork", "deleteNetwork", "readNetworkStatus", "replaceNetworkStatus", "patchNetworkStatus",
 		"listHosts", "createHost", "whoAmI", "createUserToken", "listUserTokens", "deleteUserToken",
-		"createJoinToken", "listJoinTokens", "joinHost", "checkHealth", "readVersion",
+		"createJoinToken", "listJoinTokens", "deleteJoinToken", "listHostTokens", "deleteHostToken", "joinHost", "checkHealth", "readVersion",
 	} {
 		if _, ok := ids[id]; !ok {
 			t.Errorf("no operation %s", id)
@@ -503,5 +503,35 @@ func TestHandler(t *testing.T) {
 	h.ServeHTTP(rec, httptest.NewRequest(http.MethodPost, "/openapi/v3", nil))
 	if rec.Code != http.StatusMethodNotAllowed {
 		t.Errorf("POST: status %d, want 405", rec.Code)
+	}
+}
+
+// TestDocumentSecrets: the Secret kind is marked confidential, its
+// stringData write-only, and Machines' power settings show the Secret
+// references beside the deprecated inline password.
+func TestDocumentSecrets(t *testing.T) {
+	doc := decoded(t)
+	schemas := schemasOf(t, doc)
+	if got := dig(t, schemas, "Secret", "x-hearth-confidential"); got != true {
+		t.Errorf("Secret x-hearth-confidential = %v, want true", got)
+	}
+	if got := dig(t, schemas, "SecretSpec", "properties", "stringData", "writeOnly"); got != true {
+		t.Errorf("SecretSpec.stringData writeOnly = %v, want true", got)
+	}
+	if got := dig(t, schemas, "SecretSpec", "properties", "data", "additionalProperties", "format"); got != "byte" {
+		t.Errorf("SecretSpec.data values have format %v, want byte (base64)", got)
+	}
+	power := dig(t, schemas, "MachinePower", "properties").(map[string]any)
+	if got := dig(t, power, "passwordSecret", "$ref"); got != schemaPrefix+"SecretKeyRef" {
+		t.Errorf("MachinePower.passwordSecret = %v, want a SecretKeyRef", got)
+	}
+	if got := dig(t, power, "password", "deprecated"); got != true {
+		t.Errorf("MachinePower.password deprecated = %v, want true", got)
+	}
+	if got := dig(t, schemas, "PowerWebhook", "properties", "secretHeaders", "items", "$ref"); got != schemaPrefix+"SecretHeader" {
+		t.Errorf("PowerWebhook.secretHeaders items = %v, want SecretHeader", got)
+	}
+	if _, ok := schemas["Machine"].(map[string]any)["x-hearth-confidential"]; ok {
+		t.Error("Machine is marked confidential")
 	}
 }

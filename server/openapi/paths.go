@@ -313,11 +313,13 @@ func extraSchemas(serverVersion string) map[string]map[string]any {
 		"TokenRequest":     open("What a new token is for: a description and, optionally, when it expires."),
 		"Token":            open("A new token. Its secret is shown this once; the server keeps only its hash."),
 		"TokenList":        open("A user's tokens, by id, without their secrets."),
-		"JoinTokenRequest": open("What a new join token is for: the site and labels its hosts get, and when it expires."),
+		"JoinTokenRequest": open("What a new join token is for: the site and labels of the Hosts it makes (site, labels), when it expires (ttl, default 24h), whether it registers more than one host (reusable), and host, to make a token that re-joins that existing Host and nothing else."),
 		"JoinToken":        open("A new join token. Its secret is shown this once."),
-		"JoinTokenList":    open("The join tokens, by id, without their secrets."),
-		"JoinRequest":      open("What a joining host reports about itself."),
-		"JoinResponse":     open("The joined Host's own token, which replaces the join token."),
+		"JoinTokenList":    open("The join tokens, by id, without their secrets; uses counts a reusable token's joins."),
+		"JoinRequest":      open("What a joining host reports about itself: its name (host) and underlay address (address), or boot: true for a boot service's credential."),
+		"JoinResponse":     open("The joined host's own token (kind host or boot), which replaces the join token, with the cluster CA and the site and labels its Host got."),
+		"HostTokenList":    open("The credentials of hosts (kind host) and boot services (kind boot), by id, without their secrets."),
+		"TokenRecord":      open("A token as stored, without its secret."),
 		"Version":          version,
 	}
 }
@@ -360,9 +362,26 @@ func (b *builder) extraPaths() {
 		okCode: "200", okText: "The join tokens, without secrets.", okSchema: "JoinTokenList",
 		errors: []int{401, 403},
 	})
+	b.add(api.PathPrefix+"/jointokens/{id}", "delete", []any{idParam}, operation{
+		id: "deleteJoinToken", summary: "Revoke a join token", tags: []string{tagJoin},
+		okCode: "200", okText: "The join token is revoked; joins with it are refused from now on.", okSchema: "TokenRecord",
+		errors: []int{401, 403, 404},
+	})
+	b.add(api.PathPrefix+"/hosttokens", "get", nil, operation{
+		id: "listHostTokens", summary: "List the credentials of hosts and boot services", tags: []string{tagJoin},
+		params: []any{queryParam("host", "string", "Only the credentials of this host (or boot service).")},
+		okCode: "200", okText: "The credentials, without secrets.", okSchema: "HostTokenList",
+		errors: []int{401, 403},
+	})
+	b.add(api.PathPrefix+"/hosttokens/{id}", "delete", []any{idParam}, operation{
+		id: "deleteHostToken", summary: "Revoke a host's or boot service's credential", tags: []string{tagJoin},
+		description: "Deleting a Host revokes its credentials as well.",
+		okCode:      "200", okText: "The credential is revoked; it is refused from now on.", okSchema: "TokenRecord",
+		errors: []int{401, 403, 404},
+	})
 	b.add(api.PathPrefix+"/join", "post", nil, operation{
-		id: "joinHost", summary: "Register a new host", tags: []string{tagJoin},
-		description: "The bearer token is a join token; the host gets a token of its own in exchange.",
+		id: "joinHost", summary: "Register a new host (its Host is made here) or boot service", tags: []string{tagJoin},
+		description: "The bearer token is a join token, spent by this join unless reusable; the host gets a token of its own in exchange. A new host's Host is created with the join token's site and labels and the address given. A name already taken is refused (409) unless the join token was made to re-join that Host, which then gets a new credential and loses its old ones.",
 		body:        "JoinRequest",
 		okCode:      "200", okText: "The host is registered.", okSchema: "JoinResponse",
 		errors: []int{400, 401, 403, 409, 422},

@@ -4,6 +4,7 @@ import (
 	"encoding"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"reflect"
 	"regexp"
 	"strings"
@@ -228,6 +229,15 @@ func (s *schemas) addFields(t reflect.Type, props map[string]any, depths map[str
 				reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64, reflect.Uintptr,
 				reflect.Float32, reflect.Float64:
 				schema = map[string]any{"type": "string"}
+			}
+		}
+		// `openapi:"writeOnly,deprecated"` on a field says what reflection
+		// cannot see: a field the server takes but never shows (a
+		// Secret's stringData), or one kept only for old objects.
+		for _, o := range strings.Split(f.Tag.Get("openapi"), ",") {
+			if o == "writeOnly" || o == "deprecated" {
+				schema = maps.Clone(schema)
+				schema[o] = true
 			}
 		}
 		props[name] = schema

@@ -19,8 +19,7 @@ import (
 )
 
 // Names of the serving certificate and key files in the directory given to
-// LoadOrCreateServing. They are exported because etcd takes its peer TLS
-// certificate as file paths.
+// LoadOrCreateServing.
 const (
 	ServingCertFile = "server.crt"
 	ServingKeyFile  = "server.key"
@@ -38,8 +37,8 @@ const (
 
 // IssueServing issues a certificate for a server reachable as dnsNames and
 // ips, valid for validity from now. It allows both server and client
-// authentication so that the same certificate serves the API and etcd peer
-// TLS, where each member is a client of the others.
+// authentication. (etcd members do not use it: they have peer
+// certificates of their own, see IssuePeer.)
 func (ca *CA) IssueServing(commonName string, dnsNames []string, ips []net.IP, validity time.Duration) (certPEM, keyPEM []byte, err error) {
 	if validity <= 0 {
 		return nil, nil, fmt.Errorf("issue serving certificate %q: validity %v is not positive", commonName, validity)
@@ -91,38 +90,46 @@ func (ca *CA) issue(what string, tmpl *x509.Certificate, validity time.Duration)
 //
 // The files are replaced atomically; the key is readable by its owner only.
 func LoadOrCreateServing(dir string, ca *CA, commonName string, dnsNames []string, ips []net.IP) (tls.Certificate, error) {
-	if ca == nil {
-		return tls.Certificate{}, errors.New("load serving certificate: no CA given")
-	}
-	certPath := filepath.Join(dir, ServingCertFile)
-	keyPath := filepath.Join(dir, ServingKeyFile)
+	return loadOrCreateLeaf("serving certificate", filepath.Join(dir, ServingCertFile), filepath.Join(dir, ServingKeyFile),
+		ca, commonName, dnsNames, ips, func() ([]byte, []byte, error) {
+			return ca.IssueServing(commonName, dnsNames, ips, servingValidity)
+		})
+}
 
+// loadOrCreateLeaf is LoadOrCreateServing for any leaf certificate kept at
+// certPath and keyPath: issue makes a new one when the files are not a
+// good certificate for commonName, dnsNames and ips from ca. what names
+// the certificate in errors.
+func loadOrCreateLeaf(what, certPath, keyPath string, ca *CA, commonName string, dnsNames []string, ips []net.IP, issue func() (certPEM, keyPEM []byte, err error)) (tls.Certificate, error) {
+	if ca == nil {
+		return tls.Certificate{}, fmt.Errorf("load %s: no CA given", what)
+	}
 	cert, err := LoadKeyPair(certPath, keyPath)
 	if err != nil {
 		return tls.Certificate{}, err
 	}
-	if cert != nil && reissueReason(cert.Leaf, ca, dnsNames, ips, time.Now()) == "" {
+	if cert != nil && cert.Leaf.Subject.CommonName == commonName && reissueReason(cert.Leaf, ca, dnsNames, ips, time.Now()) == "" {
 		return *cert, nil
 	}
 
-	certPEM, keyPEM, err := ca.IssueServing(commonName, dnsNames, ips, servingValidity)
+	certPEM, keyPEM, err := issue()
 	if err != nil {
 		return tls.Certificate{}, err
 	}
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return tls.Certificate{}, fmt.Errorf("write serving certificate: %w", err)
+	if err := os.MkdirAll(filepath.Dir(certPath), 0o700); err != nil {
+		return tls.Certificate{}, fmt.Errorf("write %s: %w", what, err)
 	}
 	// The key goes first: if we stop between the two renames, the old
 	// certificate no longer matches the new key, and the next call reissues.
 	if err := atomicfile.Write(keyPath, keyPEM, 0o600); err != nil {
-		return tls.Certificate{}, fmt.Errorf("write serving key: %w", err)
+		return tls.Certificate{}, fmt.Errorf("write %s key: %w", what, err)
 	}
 	if err := atomicfile.Write(certPath, certPEM, 0o644); err != nil {
-		return tls.Certificate{}, fmt.Errorf("write serving certificate: %w", err)
+		return tls.Certificate{}, fmt.Errorf("write %s: %w", what, err)
 	}
 	fresh, err := KeyPair(certPEM, keyPEM)
 	if err != nil {
-		return tls.Certificate{}, fmt.Errorf("load issued serving certificate: %w", err)
+		return tls.Certificate{}, fmt.Errorf("load issued %s: %w", what, err)
 	}
 	return fresh, nil
 }

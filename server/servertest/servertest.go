@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
@@ -17,6 +18,7 @@ import (
 	"hearth.dev/hearth/client"
 	"hearth.dev/hearth/server"
 	"hearth.dev/hearth/server/etcd"
+	"hearth.dev/hearth/serving"
 )
 
 // Env is a running server and an admin client for it.
@@ -25,6 +27,10 @@ type Env struct {
 	Server  *server.Server
 	Admin   *client.Client
 	DataDir string
+	close   sync.Once
+	// EtcdURL is where the embedded etcd serves clients, for a second
+	// server of the same cluster (etcd.Config.Endpoints).
+	EtcdURL string
 }
 
 // FreePort returns a loopback port nobody listens on right now.
@@ -44,6 +50,13 @@ type Option func(*server.Config)
 // WithoutControllers runs the API alone.
 func WithoutControllers() Option { return func(c *server.Config) { c.DisableControllers = true } }
 
+// InDir keeps the server's data (etcd included) in dir, so a test can
+// stop a server and start another on what it left.
+func InDir(dir string) Option { return func(c *server.Config) { c.DataDir, c.Etcd.DataDir = dir, dir } }
+
+// WithLimits sets the API's timeouts and connection limit.
+func WithLimits(l serving.Limits) Option { return func(c *server.Config) { c.Limits = l } }
+
 // Start starts a server that is stopped when the test ends.
 func Start(t testing.TB, opts ...Option) *Env {
 	t.Helper()
@@ -51,10 +64,7 @@ func Start(t testing.TB, opts ...Option) *Env {
 	cfg := server.Config{
 		DataDir: dir,
 		Listen:  "127.0.0.1:0",
-		Etcd: etcd.Config{
-			ClientURL: fmt.Sprintf("http://127.0.0.1:%d", FreePort(t)),
-			PeerURL:   fmt.Sprintf("http://127.0.0.1:%d", FreePort(t)),
-		},
+		Etcd:    etcd.Config{PeerURL: fmt.Sprintf("https://127.0.0.1:%d", FreePort(t))},
 	}
 	for _, o := range opts {
 		o(&cfg)
@@ -63,13 +73,27 @@ func Start(t testing.TB, opts ...Option) *Env {
 	if err != nil {
 		t.Fatalf("starting server: %v", err)
 	}
-	t.Cleanup(func() { s.Close() })
-	admin, err := client.FromConfig(filepath.Join(dir, "admin.conf"), "")
+	e := &Env{T: t, Server: s, DataDir: cfg.DataDir, EtcdURL: "unix://" + etcd.SocketPath(cfg.DataDir)}
+	t.Cleanup(e.Close)
+	conf, err := client.LoadConfig(filepath.Join(cfg.DataDir, "admin.conf"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &Env{T: t, Server: s, Admin: admin, DataDir: dir}
+	cur, err := conf.Current("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A server started again in the same directory (InDir) keeps the
+	// admin.conf of the first, whose port was another.
+	cur.Server = s.URL()
+	if e.Admin, err = client.New(cur); err != nil {
+		t.Fatal(err)
+	}
+	return e
 }
+
+// Close stops the server (once; the test's end does it too).
+func (e *Env) Close() { e.close.Do(func() { e.Server.Close() }) }
 
 // Ctx is a context for one test step.
 func Ctx(t testing.TB) context.Context {
@@ -112,18 +136,41 @@ func (e *Env) User(name, tenant string, role api.Role) *client.Client {
 	return e.ClientWithToken(tok.Token, tenant)
 }
 
-// Host joins a host with a join token, as an agent does, and returns a
-// client acting as that host.
-func (e *Env) Host(name string) *client.Client {
+// JoinToken makes a join token as a cluster admin would.
+func (e *Env) JoinToken(req server.TokenRequest) server.TokenResponse {
 	e.T.Helper()
 	var jt server.TokenResponse
-	if err := e.Admin.Do(Ctx(e.T), http.MethodPost, api.PathPrefix+"/jointokens", map[string]string{"ttl": "1h"}, &jt); err != nil {
+	if err := e.Admin.Do(Ctx(e.T), http.MethodPost, api.PathPrefix+"/jointokens", req, &jt); err != nil {
 		e.T.Fatalf("join token: %v", err)
 	}
-	joiner := e.ClientWithToken(jt.Token, "")
+	return jt
+}
+
+// Join joins with a join token and returns what /join answered.
+func (e *Env) Join(joinToken string, req server.JoinRequest) (server.JoinResponse, error) {
 	var jr server.JoinResponse
-	if err := joiner.Do(Ctx(e.T), http.MethodPost, api.PathPrefix+"/join", server.JoinRequest{Host: name}, &jr); err != nil {
+	err := e.ClientWithToken(joinToken, "").Do(Ctx(e.T), http.MethodPost, api.PathPrefix+"/join", req, &jr)
+	return jr, err
+}
+
+// Host joins a new host with a fresh join token, as an agent does (which
+// creates its Host), and returns a client acting as that host.
+func (e *Env) Host(name string) *client.Client {
+	e.T.Helper()
+	jr, err := e.Join(e.JoinToken(server.TokenRequest{TTL: "1h"}).Token, server.JoinRequest{Host: name, Address: "127.0.0.1"})
+	if err != nil {
 		e.T.Fatalf("join %s: %v", name, err)
+	}
+	return e.ClientWithToken(jr.Token, "")
+}
+
+// BootService joins a boot service with a fresh join token, as `hearth
+// boot` does, and returns a client acting as it.
+func (e *Env) BootService(name string) *client.Client {
+	e.T.Helper()
+	jr, err := e.Join(e.JoinToken(server.TokenRequest{TTL: "1h"}).Token, server.JoinRequest{Host: name, Boot: true})
+	if err != nil {
+		e.T.Fatalf("join boot service %s: %v", name, err)
 	}
 	return e.ClientWithToken(jr.Token, "")
 }

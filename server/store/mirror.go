@@ -43,6 +43,13 @@ func (m *Mirror[T]) Lookup(ctx context.Context, name string) (T, bool) {
 	if v, ok := m.Get(name); ok {
 		return v, true
 	}
+	return m.Read(ctx, name)
+}
+
+// Read returns the item under prefix+name as etcd has it now, bypassing
+// the copy: for a caller that found the copy behind (an object deleted
+// and made again a moment ago).
+func (m *Mirror[T]) Read(ctx context.Context, name string) (T, bool) {
 	var zero T
 	resp, err := m.c.Get(ctx, m.prefix+name)
 	if err != nil || len(resp.Kvs) == 0 {

@@ -37,20 +37,25 @@ type Hooks interface {
 	// returns the comparisons and writes to commit with it. It is called
 	// again if the transaction loses a race.
 	OnCreate(ctx context.Context, kv clientv3.KV, obj api.Object) ([]clientv3.Cmp, []clientv3.Op, error)
-	// OnDelete returns the writes that release obj's allocations.
-	OnDelete(obj api.Object) []clientv3.Op
+	// OnDelete returns the comparisons and writes that release obj's
+	// allocations, committed with its deletion. It may read what obj
+	// holds through kv; a comparison that guards that read (nothing was
+	// added since) makes a lost race read again. It is called again if
+	// the transaction loses a race.
+	OnDelete(ctx context.Context, kv clientv3.KV, obj api.Object) ([]clientv3.Cmp, []clientv3.Op, error)
 }
 
 // Store reads and writes objects in etcd.
 type Store struct {
-	c     *clientv3.Client
-	hooks map[string]Hooks
-	now   func() time.Time
+	c       *clientv3.Client
+	hooks   map[string]Hooks
+	sealers map[string]Sealer
+	now     func() time.Time
 }
 
 // New returns a store on an etcd client.
 func New(c *clientv3.Client) *Store {
-	return &Store{c: c, hooks: map[string]Hooks{}, now: time.Now}
+	return &Store{c: c, hooks: map[string]Hooks{}, sealers: map[string]Sealer{}, now: time.Now}
 }
 
 // Client returns the etcd client, for the few callers (auth, leader
@@ -95,18 +100,36 @@ func keyOf(obj api.Object) (*api.KindInfo, string, error) {
 	return k, Key(k, m.Tenant, m.Name), nil
 }
 
-// encode writes an object without its resourceVersion, which etcd keeps.
-func encode(obj api.Object) (string, error) {
+// encode writes an object without its resourceVersion, which etcd keeps,
+// sealed if its kind has a Sealer.
+func (s *Store) encode(k *api.KindInfo, key string, obj api.Object) (string, error) {
+	data, err := encode(obj)
+	if err != nil {
+		return "", err
+	}
+	if sl := s.sealers[k.Kind]; sl != nil {
+		sealed, err := sl.Seal(key, data)
+		return string(sealed), err
+	}
+	return string(data), nil
+}
+
+func encode(obj api.Object) ([]byte, error) {
 	m := obj.GetMetadata()
 	rv := m.ResourceVersion
 	m.ResourceVersion = ""
 	data, err := json.Marshal(obj)
 	m.ResourceVersion = rv
-	return string(data), err
+	return data, err
 }
 
-// decode reads a stored object and sets its resourceVersion.
-func decode(k *api.KindInfo, value []byte, modRev int64) (api.Object, error) {
+// decode reads a stored object (opening it if it is sealed) and sets its
+// resourceVersion.
+func (s *Store) decode(k *api.KindInfo, key, value []byte, modRev int64) (api.Object, error) {
+	value, err := s.open(k, key, value)
+	if err != nil {
+		return nil, err
+	}
 	obj := k.New()
 	if err := json.Unmarshal(value, obj); err != nil {
 		return nil, fmt.Errorf("decoding stored %s: %w", k.Kind, err)
@@ -136,7 +159,7 @@ func (s *Store) Get(ctx context.Context, k *api.KindInfo, tenant, name string) (
 	if len(resp.Kvs) == 0 {
 		return nil, api.NewNotFound(k.Kind, tenant, name)
 	}
-	return decode(k, resp.Kvs[0].Value, resp.Kvs[0].ModRevision)
+	return s.decode(k, resp.Kvs[0].Key, resp.Kvs[0].Value, resp.Kvs[0].ModRevision)
 }
 
 // List reads every object under a prefix (see KindPrefix and
@@ -149,7 +172,7 @@ func (s *Store) List(ctx context.Context, k *api.KindInfo, prefix string, sel ap
 	}
 	out := make([]api.Object, 0, len(resp.Kvs))
 	for _, kv := range resp.Kvs {
-		obj, err := decode(k, kv.Value, kv.ModRevision)
+		obj, err := s.decode(k, kv.Key, kv.Value, kv.ModRevision)
 		if err != nil {
 			return nil, 0, err
 		}
@@ -186,7 +209,7 @@ func (s *Store) Create(ctx context.Context, obj api.Object) (api.Object, error) 
 			}
 			cmps, ops = append(cmps, c...), o
 		}
-		val, err := encode(obj)
+		val, err := s.encode(k, key, obj)
 		if err != nil {
 			return nil, err
 		}
@@ -242,7 +265,7 @@ func (s *Store) Update(ctx context.Context, k *api.KindInfo, tenant, name string
 		if precondition != 0 && kv.ModRevision != precondition {
 			return nil, api.NewConflict(k.Kind, name, precondition, kv.ModRevision)
 		}
-		cur, err := decode(k, kv.Value, kv.ModRevision)
+		cur, err := s.decode(k, kv.Key, kv.Value, kv.ModRevision)
 		if err != nil {
 			return nil, err
 		}
@@ -264,11 +287,15 @@ func (s *Store) Update(ctx context.Context, k *api.KindInfo, tenant, name string
 		cmps, ops := guardOps(ctx)
 		cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(key), "=", kv.ModRevision))
 		if nm.DeletionTimestamp != nil && len(nm.Finalizers) == 0 {
-			ops = append(ops, s.deleteOps(k, key, next)...)
+			dcmps, dops, err := s.deleteOps(ctx, k, key, next)
+			if err != nil {
+				return nil, err
+			}
+			cmps, ops = append(cmps, dcmps...), append(ops, dops...)
 		} else {
 			now := s.now().UTC().Truncate(time.Second)
 			nm.UpdateTimestamp = &now
-			val, err := encode(next)
+			val, err := s.encode(k, key, next)
 			if err != nil {
 				return nil, err
 			}
@@ -315,12 +342,14 @@ func (s *Store) Delete(ctx context.Context, k *api.KindInfo, tenant, name string
 	return obj, len(obj.GetMetadata().Finalizers) == 0, nil
 }
 
-func (s *Store) deleteOps(k *api.KindInfo, key string, obj api.Object) []clientv3.Op {
+func (s *Store) deleteOps(ctx context.Context, k *api.KindInfo, key string, obj api.Object) ([]clientv3.Cmp, []clientv3.Op, error) {
 	ops := []clientv3.Op{clientv3.OpDelete(key)}
-	if h := s.hooks[k.Kind]; h != nil {
-		ops = append(ops, h.OnDelete(obj)...)
+	h := s.hooks[k.Kind]
+	if h == nil {
+		return nil, ops, nil
 	}
-	return ops
+	cmps, hops, err := h.OnDelete(ctx, s.c, obj)
+	return cmps, append(ops, hops...), err
 }
 
 func newUID() string {

@@ -101,7 +101,7 @@ func (s *Store) Watch(ctx context.Context, k *api.KindInfo, prefix string, from 
 				continue
 			}
 			for _, ev := range resp.Events {
-				e, err := translate(k, ev, o)
+				e, err := s.translate(k, ev, o)
 				if err != nil {
 					send(Event{Type: Error, Err: err})
 					return
@@ -118,7 +118,7 @@ func (s *Store) Watch(ctx context.Context, k *api.KindInfo, prefix string, from 
 	return out, nil
 }
 
-func translate(k *api.KindInfo, ev *clientv3.Event, o WatchOptions) (Event, error) {
+func (s *Store) translate(k *api.KindInfo, ev *clientv3.Event, o WatchOptions) (Event, error) {
 	e := Event{Rev: ev.Kv.ModRevision}
 	switch {
 	case ev.Type == clientv3.EventTypeDelete:
@@ -137,16 +137,20 @@ func translate(k *api.KindInfo, ev *clientv3.Event, o WatchOptions) (Event, erro
 		value = ev.PrevKv.Value
 	}
 	if o.Raw {
-		e.Raw = WithResourceVersion(value, ev.Kv.ModRevision)
+		plain, err := s.open(k, ev.Kv.Key, value)
+		if err != nil {
+			return e, err
+		}
+		e.Raw = WithResourceVersion(plain, ev.Kv.ModRevision)
 		return e, nil
 	}
-	obj, err := decode(k, value, ev.Kv.ModRevision)
+	obj, err := s.decode(k, ev.Kv.Key, value, ev.Kv.ModRevision)
 	if err != nil {
 		return e, err
 	}
 	e.Object = obj
 	if o.Prev && ev.PrevKv != nil && e.Type != Deleted {
-		if e.Prev, err = decode(k, ev.PrevKv.Value, ev.PrevKv.ModRevision); err != nil {
+		if e.Prev, err = s.decode(k, ev.PrevKv.Key, ev.PrevKv.Value, ev.PrevKv.ModRevision); err != nil {
 			return e, err
 		}
 	}

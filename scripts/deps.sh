@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# Installs the Debian packages a role needs, only those missing, and says
+# which before it does. Safe to run again: nothing installed is installed
+# twice, and an interrupted apt-get leaves dpkg to finish on the next run.
+#
+#   scripts/deps.sh test   # the peers the tests run against
+#   scripts/deps.sh demo   # what the sandbox demo runs
+#
+# Root installs directly; anyone else through sudo. Off Debian (no
+# apt-get) it only lists what it would want.
+set -euo pipefail
+
+# What the sandbox demo runs: QEMU and qemu-img for VMs and volumes, the
+# firmware VMs and network-booted machines start with (SeaBIOS with QEMU's
+# iPXE ROMs, OVMF), the iPXE binaries the boot service serves, busybox for
+# the test guest (built from Debian's kernel and busybox packages with
+# apt-get download), iproute2 for the namespaces, dnsmasq as the home
+# router of `sandbox up --home-router`.
+demo=(qemu-system-x86 qemu-utils ipxe-qemu ovmf ipxe busybox-static iproute2 dnsmasq-base
+	ca-certificates)
+
+# The tests need the demo's packages and real peers to test against: an
+# external etcd (--etcd-endpoints); isoinfo to check cloud-init seeds;
+# DHCP clients (udhcpc from busybox-static, dhclient, dhcping) and TFTP
+# clients (tftp-hpa, atftp); a simulated BMC (openipmi's ipmi_sim) and
+# ipmitool; isolinux and syslinux for boot media; git for the checks;
+# iperf3, the plain path the data plane's benchmarks compare with.
+test=("${demo[@]}" etcd-server genisoimage isc-dhcp-client dhcping tftp-hpa atftp ipmitool
+	openipmi isolinux syslinux-common syslinux-utils git iperf3)
+
+role=${1:-}
+case "$role" in
+test) want=("${test[@]}") ;;
+demo) want=("${demo[@]}") ;;
+*)
+	echo "usage: $0 test|demo" >&2
+	exit 2
+	;;
+esac
+
+need=()
+for pkg in "${want[@]}"; do
+	dpkg-query -W -f '${db:Status-Status}' "$pkg" 2>/dev/null | grep -qx installed || need+=("$pkg")
+done
+((${#need[@]})) || exit 0
+
+if ! command -v apt-get >/dev/null; then
+	echo "missing (install them with your package manager): ${need[*]}" >&2
+	exit 0
+fi
+sudo=()
+if [ "$(id -u)" != 0 ]; then
+	if ! command -v sudo >/dev/null; then
+		echo "missing Debian packages: ${need[*]}" >&2
+		echo "install them as root: apt-get install --no-install-recommends ${need[*]}" >&2
+		exit 1
+	fi
+	sudo=(sudo)
+fi
+echo "installing Debian packages the ${role} needs: ${need[*]}" >&2
+export DEBIAN_FRONTEND=noninteractive
+# A run cut short by Ctrl-C may have left dpkg half-way: finish it first.
+"${sudo[@]}" dpkg --configure -a >/dev/null 2>&1 || true
+"${sudo[@]}" apt-get update -q >&2
+"${sudo[@]}" apt-get install -y -q --no-install-recommends "${need[@]}" >&2
+
+# Debian's etcd package starts a daemon on the default ports where systemd
+# runs; the tests start their own etcd on their own ports. Leave the machine
+# as quiet as it was: stop the daemon this run installed.
+if [[ " ${need[*]} " == *" etcd-server "* ]] && command -v systemctl >/dev/null &&
+	systemctl is-active --quiet etcd 2>/dev/null; then
+	"${sudo[@]}" systemctl disable --now etcd >/dev/null 2>&1 || true
+fi

@@ -1,0 +1,242 @@
+// Package serving holds what every Hearth HTTP server shares so that a
+// slow or hostile client cannot hold it up: timeouts for headers, bodies,
+// answers and idle connections, a limit on open connections (beyond it a
+// client gets a clear 503 and the connection is closed), and deadlines
+// for the routes that legitimately live long (watches, followed logs,
+// uploads, downloads, consoles) which move with the request's progress
+// instead of a fixed cap. (A connection taken over by a websocket loses
+// its deadlines in net/http's Hijack; the websocket's owner bounds its
+// writes and pings its peer.) The API server, the boot service and the
+// agent's console endpoint all use it.
+package serving
+
+import (
+	"context"
+	"crypto/tls"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Limits are a server's timeouts and connection limit. Zero fields take
+// the defaults below.
+type Limits struct {
+	// ReadHeaderTimeout bounds reading a request's headers.
+	ReadHeaderTimeout time.Duration
+	// ReadTimeout bounds reading a whole request, body included, and is
+	// how long a long-lived upload may go without a byte arriving.
+	ReadTimeout time.Duration
+	// WriteTimeout bounds writing an answer, and is how long one write of
+	// a long-lived answer (a watch event, a download's next piece) may
+	// take before the client is taken for gone.
+	WriteTimeout time.Duration
+	// IdleTimeout is how long a kept-alive connection may wait for its
+	// next request.
+	IdleTimeout time.Duration
+	// MaxConnections is how many connections may be open at once
+	// (negative: no limit). A connection beyond it gets a 503 to its
+	// first request and is closed.
+	MaxConnections int
+}
+
+// Defaults for Limits.
+const (
+	DefaultReadHeaderTimeout = 10 * time.Second
+	DefaultReadTimeout       = time.Minute
+	DefaultWriteTimeout      = time.Minute
+	DefaultIdleTimeout       = 2 * time.Minute
+	DefaultMaxConnections    = 4096
+)
+
+// WithDefaults fills in the zero fields.
+func (l Limits) WithDefaults() Limits {
+	set := func(d *time.Duration, def time.Duration) {
+		if *d <= 0 {
+			*d = def
+		}
+	}
+	set(&l.ReadHeaderTimeout, DefaultReadHeaderTimeout)
+	set(&l.ReadTimeout, DefaultReadTimeout)
+	set(&l.WriteTimeout, DefaultWriteTimeout)
+	set(&l.IdleTimeout, DefaultIdleTimeout)
+	if l.MaxConnections == 0 {
+		l.MaxConnections = DefaultMaxConnections
+	}
+	return l
+}
+
+// Server is an http.Server with the limits applied, and the listener to
+// serve it on.
+type Server struct {
+	*http.Server
+	Limits Limits
+	// Listener counts connections against MaxConnections; serve on it
+	// (Serve, or ServeTLS when TLSConfig is set).
+	Listener net.Listener
+	name     string
+	open     atomic.Int64
+	// lastReject rate-limits the log line about refused connections.
+	lastReject atomic.Int64
+}
+
+// New wraps ln and h with the limits. name says which server it is in
+// logs and in the 503's message ("the API server", "the boot service").
+// reject, when not nil, writes the 503 in the server's own format (the
+// API's Status); it gets the message to show.
+func New(name string, ln net.Listener, h http.Handler, l Limits, reject func(w http.ResponseWriter, msg string)) *Server {
+	l = l.WithDefaults()
+	s := &Server{Limits: l, name: name}
+	if reject == nil {
+		reject = func(w http.ResponseWriter, msg string) { http.Error(w, msg, http.StatusServiceUnavailable) }
+	}
+	s.Listener = &listener{Listener: ln, s: s}
+	s.Server = &http.Server{
+		ReadHeaderTimeout: l.ReadHeaderTimeout,
+		ReadTimeout:       l.ReadTimeout,
+		WriteTimeout:      l.WriteTimeout,
+		IdleTimeout:       l.IdleTimeout,
+		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
+			if tc, ok := c.(*tls.Conn); ok {
+				c = tc.NetConn()
+			}
+			if lc, ok := c.(*conn); ok && lc.over {
+				return context.WithValue(ctx, overKey{}, true)
+			}
+			return ctx
+		},
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if over, _ := r.Context().Value(overKey{}).(bool); over {
+				s.logReject()
+				w.Header().Set("Connection", "close")
+				w.Header().Set("Retry-After", "1")
+				reject(w, fmt.Sprintf("%s has %d connections open, its limit; try again shortly", s.name, s.Limits.MaxConnections))
+				return
+			}
+			h.ServeHTTP(w, r)
+		}),
+	}
+	return s
+}
+
+// Open is the number of connections open now.
+func (s *Server) Open() int64 { return s.open.Load() }
+
+func (s *Server) logReject() {
+	now := time.Now().UnixNano()
+	last := s.lastReject.Load()
+	if now-last < int64(time.Minute) || !s.lastReject.CompareAndSwap(last, now) {
+		return
+	}
+	slog.Warn("refusing connections over the limit", "server", s.name, "maxConnections", s.Limits.MaxConnections)
+}
+
+type overKey struct{}
+
+// listener counts open connections. Connections over the limit are still
+// accepted, so that they can be told why (a 503) rather than wait in the
+// kernel's queue; they are marked and closed after that one answer.
+type listener struct {
+	net.Listener
+	s *Server
+}
+
+func (l *listener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	n := l.s.open.Add(1)
+	return &conn{Conn: c, s: l.s, over: l.s.Limits.MaxConnections > 0 && n > int64(l.s.Limits.MaxConnections)}, nil
+}
+
+type conn struct {
+	net.Conn
+	s    *Server
+	over bool
+	once sync.Once
+}
+
+func (c *conn) Close() error {
+	c.once.Do(func() { c.s.open.Add(-1) })
+	return c.Conn.Close()
+}
+
+// Deadlines moves one request's connection deadlines as the request makes
+// progress, for routes that may rightly last longer than the server's
+// fixed timeouts. Stall is how long it may go without progress.
+type Deadlines struct {
+	rc    *http.ResponseController
+	stall time.Duration
+}
+
+// For returns the deadlines of the request w answers.
+func For(w http.ResponseWriter, stall time.Duration) *Deadlines {
+	return &Deadlines{rc: http.NewResponseController(w), stall: stall}
+}
+
+// Body wraps an upload's body: the answer's write deadline is lifted while
+// it is read, each read must bring a byte within stall, and once the body
+// is done the answer has stall to be written.
+func (d *Deadlines) Body(body io.Reader) io.Reader {
+	_ = d.rc.SetWriteDeadline(time.Time{})
+	return &progressReader{r: body, d: d}
+}
+
+type progressReader struct {
+	r    io.Reader
+	d    *Deadlines
+	done bool
+}
+
+func (p *progressReader) Read(b []byte) (int, error) {
+	_ = p.d.rc.SetReadDeadline(time.Now().Add(p.d.stall))
+	n, err := p.r.Read(b)
+	if err != nil && !p.done {
+		p.done = true
+		_ = p.d.rc.SetWriteDeadline(time.Now().Add(p.d.stall))
+	}
+	return n, err
+}
+
+// Stream prepares a long answer (a watch, a followed log, a download):
+// the request's read deadline is lifted (its body is read, and the
+// deadline would end the request while it streams), and the returned
+// writer gives each write and flush stall to finish, with no deadline in
+// between, so a quiet stream lives on while a client that stops reading
+// is let go.
+func (d *Deadlines) Stream(w http.ResponseWriter) http.ResponseWriter {
+	_ = d.rc.SetReadDeadline(time.Time{})
+	_ = d.rc.SetWriteDeadline(time.Time{})
+	return &streamWriter{ResponseWriter: w, d: d}
+}
+
+type streamWriter struct {
+	http.ResponseWriter
+	d *Deadlines
+}
+
+func (s *streamWriter) Write(b []byte) (int, error) {
+	_ = s.d.rc.SetWriteDeadline(time.Now().Add(s.d.stall))
+	defer s.d.rc.SetWriteDeadline(time.Time{})
+	return s.ResponseWriter.Write(b)
+}
+
+// Flush sends what is buffered, within stall.
+func (s *streamWriter) Flush() {
+	_ = s.FlushError()
+}
+
+// FlushError is Flush with its error (http.ResponseController uses it).
+func (s *streamWriter) FlushError() error {
+	_ = s.d.rc.SetWriteDeadline(time.Now().Add(s.d.stall))
+	defer s.d.rc.SetWriteDeadline(time.Time{})
+	return s.d.rc.Flush()
+}
+
+// Unwrap lets http.ResponseController reach the connection.
+func (s *streamWriter) Unwrap() http.ResponseWriter { return s.ResponseWriter }

@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# The test suite, as CI runs it (.ci/run calls exactly this):
+#
+#   ./test.sh                 # everything; as root for the full set
+#   ./test.sh ./server/...    # the checks, then the tests of some packages
+#
+# 1. installs the Debian packages the tests run against, where missing
+#    (scripts/deps.sh: it says which before it does);
+# 2. checks formatting (gofmt) and go vet;
+# 3. runs the tests (go test; as root the tests that need network
+#    namespaces and QEMU run too, otherwise they say why they skip);
+# 4. fuzzes every fuzz target for FUZZTIME (default 10s; 0 skips it), so
+#    the decoders a stranger reaches get new inputs on every run.
+set -euo pipefail
+cd "$(dirname "$0")"
+export PATH="$PATH:/usr/local/go/bin"
+
+scripts/deps.sh test
+go mod download
+
+echo "== gofmt, go vet" >&2
+unformatted=$(gofmt -l $(git ls-files -co --exclude-standard '*.go'))
+if [ -n "$unformatted" ]; then
+	echo "not gofmt-formatted (run gofmt -w):" >&2
+	echo "$unformatted" >&2
+	exit 1
+fi
+go vet ./...
+
+echo "== go test" >&2
+pkgs=("$@")
+((${#pkgs[@]})) || pkgs=(./...)
+go test "${pkgs[@]}"
+
+fuzztime=${FUZZTIME:-10s}
+if [ "$fuzztime" != 0 ]; then
+	echo "== fuzzing each target for $fuzztime" >&2
+	# Every `func FuzzX(f *testing.F)` in the chosen packages.
+	targets=()
+	for dir in $(go list -f '{{.Dir}}' "${pkgs[@]}"); do
+		for fn in $(grep -ho '^func Fuzz[A-Za-z0-9_]*(f \*testing\.F)' "$dir"/*_test.go 2>/dev/null |
+			sed 's/^func \(Fuzz[A-Za-z0-9_]*\).*/\1/'); do
+			targets+=("$dir:$fn")
+		done
+	done
+	for t in "${targets[@]}"; do
+		dir=${t%:*} fn=${t##*:}
+		echo "-- $fn (${dir#"$PWD"/})" >&2
+		go test -run '^$' -fuzz "^${fn}\$" -fuzztime "$fuzztime" "$dir"
+	done
+fi
