@@ -75,6 +75,12 @@ func (t target) request(v auth.Verb) auth.Request {
 // serveObjects handles every verb on every kind.
 func (s *Server) serveObjects(w http.ResponseWriter, r *http.Request, p *auth.Principal, t target) {
 	var err error
+	if r.Method != http.MethodGet {
+		if r, err = withDryRun(r); err != nil {
+			writeError(w, err)
+			return
+		}
+	}
 	switch {
 	case t.name == "" && r.Method == http.MethodGet:
 		if r.URL.Query().Get("watch") == "1" || r.URL.Query().Get("watch") == "true" {
