@@ -292,6 +292,7 @@ func (s *Server) create(w http.ResponseWriter, r *http.Request, p *auth.Principa
 		if err != nil {
 			return err
 		}
+		s.writeWarnings(r.Context(), w, p, created)
 		writeJSON(w, http.StatusCreated, shown(p, created))
 		return nil
 	}
@@ -417,6 +418,9 @@ func (s *Server) replace(w http.ResponseWriter, r *http.Request, p *auth.Princip
 	if err != nil {
 		return s.hideForbidden(r.Context(), p, t, err)
 	}
+	if !t.status {
+		s.writeWarnings(r.Context(), w, p, out)
+	}
 	writeJSON(w, http.StatusOK, shown(p, out))
 	return nil
 }
@@ -465,6 +469,9 @@ func (s *Server) patch(w http.ResponseWriter, r *http.Request, p *auth.Principal
 	})
 	if err != nil {
 		return s.hideForbidden(r.Context(), p, t, err)
+	}
+	if !t.status {
+		s.writeWarnings(r.Context(), w, p, out)
 	}
 	writeJSON(w, http.StatusOK, shown(p, out))
 	return nil
