@@ -246,6 +246,56 @@ func TestOperations(t *testing.T) {
 	if _, ok := dig(t, list, "responses").(map[string]any)["410"]; !ok {
 		t.Error("listNetworks has no 410 response for a compacted watch")
 	}
+
+	// Every write of an object takes dryRun=All; spec writes may answer
+	// with Warning headers.
+	writes := 0
+	for path, item := range paths {
+		if !strings.Contains(path, "{name}") || strings.HasSuffix(path, "/content") || strings.HasSuffix(path, "/log") ||
+			strings.HasSuffix(path, "/console") || strings.Contains(path, "/tokens") {
+			continue
+		}
+		for method, op := range item.(map[string]any) {
+			if method == "get" || method == "parameters" {
+				continue
+			}
+			writes++
+			where := strings.ToUpper(method) + " " + path
+			var dry map[string]any
+			ps, _ := op.(map[string]any)["parameters"].([]any)
+			for _, p := range ps {
+				if p := p.(map[string]any); p["name"] == "dryRun" {
+					dry = p
+				}
+			}
+			if dry == nil {
+				t.Errorf("%s takes no dryRun parameter", where)
+				continue
+			}
+			if dry["in"] != "query" || !reflect.DeepEqual(dig(t, dry, "schema", "enum"), []any{"All"}) {
+				t.Errorf("%s dryRun = %v, want a query parameter with the one value All", where, dry)
+			}
+			if method == "delete" || strings.HasSuffix(path, "/status") {
+				continue
+			}
+			ok := dig(t, op, "responses", "200")
+			dig(t, ok, "headers", "Warning", "schema")
+		}
+	}
+	for _, create := range []string{api.PathPrefix + "/tenants/{tenant}/networks", api.PathPrefix + "/hosts"} {
+		op := dig(t, paths, create, "post")
+		found := false
+		for _, p := range op.(map[string]any)["parameters"].([]any) {
+			found = found || p.(map[string]any)["name"] == "dryRun"
+		}
+		if !found {
+			t.Errorf("POST %s takes no dryRun parameter", create)
+		}
+		dig(t, op, "responses", "201", "headers", "Warning")
+	}
+	if writes < 100 {
+		t.Errorf("checked dryRun on %d writes; the document lists too few", writes)
+	}
 }
 
 func TestSecurity(t *testing.T) {
