@@ -167,3 +167,9 @@ func Ref(o Object) string {
 	}
 	return o.GetTypeMeta().Kind + "/" + m.Name
 }
+
+// LastAppliedAnnotation holds, as JSON, the configuration `hearth apply`
+// last wrote for an object: what its file said, and nothing the server or
+// another writer added. The next apply compares with it to tell a field
+// the file stopped setting (removed) from one it never set (left alone).
+const LastAppliedAnnotation = "hearth.dev/last-applied-configuration"
