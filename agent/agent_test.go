@@ -381,7 +381,11 @@ func TestConsoleLogCapped(t *testing.T) {
 	}
 	logs := func(follow bool, tail int64) io.ReadCloser {
 		t.Helper()
-		rc, err := l.env.Admin.Logs(ctx, "lab", "vm4", follow, tail)
+		o := client.LogOptions{Follow: follow}
+		if tail >= 0 {
+			o.TailBytes = &tail
+		}
+		rc, err := l.env.Admin.Logs(ctx, "lab", "vm4", o)
 		if err != nil {
 			t.Fatal(err)
 		}
