@@ -2,12 +2,17 @@ package cli
 
 import (
 	"context"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	api "hearth.dev/hearth/api/v1alpha1"
 	"hearth.dev/hearth/client"
+	"hearth.dev/hearth/server/pki"
 )
 
 // fakeAgent stands in for the agent of the VMs of tenant: whenever a VM's
@@ -124,5 +129,39 @@ func TestAgainKeepsWhereTo(t *testing.T) {
 		if got := c.g.again("console", "vm/web-1"); got != c.want {
 			t.Errorf("again = %q, want %q", got, c.want)
 		}
+	}
+}
+
+// TestE2ELoginSaysWhatToDoAboutTheCA: logging in without the cluster's CA
+// says to pass --ca-file and where the server keeps it, not just x509.
+func TestE2ELoginSaysWhatToDoAboutTheCA(t *testing.T) {
+	testServer(t)
+	conf := filepath.Join(t.TempDir(), "c.conf")
+	_, errOut, err := runCLI(context.Background(), t, "", "--config", conf, "login", theServer.URL(), "--token", "whatever")
+	if err == nil {
+		t.Fatal("login without the CA succeeded")
+	}
+	wantContains(t, "login without --ca-file", errOut, "pass --ca-file", "DATA-DIR/ca.crt", "x509")
+
+	other, err := pki.NewCA("another-ca", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	caFile := writeFile(t, t.TempDir(), "other.crt", string(other.CertPEM))
+	_, errOut, err = runCLI(context.Background(), t, "", "--config", conf, "login", theServer.URL(), "--token", "whatever", "--ca-file", caFile)
+	if err == nil {
+		t.Fatal("login with another CA succeeded")
+	}
+	wantContains(t, "login with another cluster's CA", errOut, "not signed by the CA in "+caFile)
+}
+
+func TestExplainTLSHostname(t *testing.T) {
+	err := explainTLS("https://hearth.lan:8443", "ca.crt", fmt.Errorf("GET: %w", x509.HostnameError{Host: "hearth.lan", Certificate: &x509.Certificate{}}))
+	if !strings.Contains(err.Error(), "not valid for hearth.lan") || !strings.Contains(err.Error(), "--tls-san hearth.lan") {
+		t.Errorf("got %v", err)
+	}
+	plain := errors.New("connection refused")
+	if got := explainTLS("https://hearth.lan:8443", "", plain); got != plain {
+		t.Errorf("other errors changed: %v", got)
 	}
 }
