@@ -141,8 +141,8 @@ func explainTLS(server, caFile string, err error) error {
 	var host x509.HostnameError
 	switch {
 	case errors.As(err, &unknown) && caFile == "":
-		return fmt.Errorf("the server's certificate is signed by Hearth's own CA, which this machine does not trust: "+
-			"pass --ca-file with a copy of it (the server writes it to DATA-DIR/ca.crt, /var/lib/hearth/ca.crt by default) (%w)", err)
+		return fmt.Errorf("the server's certificate is not signed by a CA this machine trusts (Hearth signs it with its cluster's own CA): "+
+			"pass --ca-file with a copy of that CA (the server writes it to DATA-DIR/ca.crt, /var/lib/hearth/ca.crt by default) (%w)", err)
 	case errors.As(err, &unknown):
 		return fmt.Errorf("the server's certificate is not signed by the CA in %s: is it the CA of this server's cluster (its DATA-DIR/ca.crt)? (%w)", caFile, err)
 	case errors.As(err, &host):
