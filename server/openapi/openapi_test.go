@@ -298,6 +298,41 @@ func TestOperations(t *testing.T) {
 	}
 }
 
+// TestDescriptionsFromDocComments: fields and types carry their Go doc
+// comments; a described reference keeps its $ref inside allOf.
+func TestDescriptionsFromDocComments(t *testing.T) {
+	doc := decoded(t)
+	vm := dig(t, schemasOf(t, doc), "VirtualMachine", "properties").(map[string]any)
+	spec := resolve(t, doc, vm["spec"])
+	props := dig(t, spec, "properties").(map[string]any)
+	if d, _ := dig(t, props, "host", "description").(string); !strings.HasPrefix(d, "Host runs the VM.") {
+		t.Errorf("spec.host description = %q", d)
+	}
+	if got := dig(t, props, "host", "type"); got != "string" {
+		t.Errorf("spec.host type = %v after describing it", got)
+	}
+	if d, _ := dig(t, props, "memory", "description").(string); !strings.HasPrefix(d, "Memory is the guest's RAM") {
+		t.Errorf("spec.memory description = %q, want the field's, not Bytes'", d)
+	}
+	// cloudInit is a described struct: allOf its $ref.
+	ci := dig(t, props, "cloudInit").(map[string]any)
+	if d, _ := ci["description"].(string); !strings.HasPrefix(d, "CloudInit is handed to the guest") {
+		t.Errorf("spec.cloudInit description = %q", d)
+	}
+	if got := dig(t, ci, "allOf").([]any); len(got) != 1 || got[0].(map[string]any)["$ref"] != schemaPrefix+"CloudInit" {
+		t.Errorf("spec.cloudInit allOf = %v", got)
+	}
+	if d, _ := dig(t, schemasOf(t, doc), "VMBoot", "description").(string); d != "VMBoot says what the VM boots." {
+		t.Errorf("VMBoot description = %q", d)
+	}
+	// Types of other packages get none.
+	s := newSchemas()
+	s.of(reflect.TypeFor[sample]())
+	if _, ok := s.defs["sample"].(map[string]any)["description"]; ok {
+		t.Error("a type outside the API got a description")
+	}
+}
+
 func TestSecurity(t *testing.T) {
 	doc := decoded(t)
 	scheme := dig(t, doc, "components", "securitySchemes", "bearer").(map[string]any)
