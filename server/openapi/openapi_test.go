@@ -51,10 +51,14 @@ func schemasOf(t *testing.T, doc map[string]any) map[string]any {
 	return dig(t, doc, "components", "schemas").(map[string]any)
 }
 
-// resolve follows a schema's $ref, if it has one.
+// resolve follows a schema's $ref, if it has one, also when it is
+// wrapped in allOf to carry a description.
 func resolve(t *testing.T, doc map[string]any, schema any) map[string]any {
 	t.Helper()
 	m := schema.(map[string]any)
+	if all, ok := m["allOf"].([]any); ok && len(all) == 1 {
+		m = all[0].(map[string]any)
+	}
 	if r, ok := m["$ref"].(string); ok {
 		return dig(t, schemasOf(t, doc), strings.TrimPrefix(r, schemaPrefix)).(map[string]any)
 	}

@@ -262,7 +262,8 @@ func docOf(t reflect.Type, field string) string {
 	if t.PkgPath() != apiPackage {
 		return ""
 	}
-	return api.FieldDoc(t.Name(), field)
+	name, _, _ := strings.Cut(t.Name(), "[") // a generic type's instances share its comments
+	return api.FieldDoc(name, field)
 }
 
 // described returns schema with a description. A $ref takes no siblings
