@@ -165,3 +165,24 @@ func TestExplainTLSHostname(t *testing.T) {
 		t.Errorf("other errors changed: %v", got)
 	}
 }
+
+// TestE2EExplain: explain reads the served OpenAPI document: a kind and
+// its fields, a field deep down with its doc comment, lists' elements,
+// and a mistyped field named with the ones there are.
+func TestE2EExplain(t *testing.T) {
+	out := hearth(t, "", "explain", "vm")
+	wantContains(t, "explain vm", out, "KIND:     VirtualMachine", "VERSION:  hearth.dev/v1alpha1", "DESCRIPTION:",
+		"spec\t<VirtualMachineSpec>", "Spec is what the object should be", "status\t<VirtualMachineStatus>")
+	out = hearth(t, "", "explain", "virtualmachine.spec.host")
+	wantContains(t, "explain a field", out, "FIELD:    host <string>", "Host runs the VM. Empty until the scheduler places it")
+	out = hearth(t, "", "explain", "vm.spec.nics")
+	wantContains(t, "explain a list", out, "FIELD:    nics <[]VMNIC>", "VMNIC is a network interface of the VM.",
+		"network\t<string>", "Network names a Network of the same tenant.")
+	out = hearth(t, "", "explain", "subnet.spec.dhcp")
+	wantContains(t, "explain a nested struct", out, "rangeStart\t<string>", "leaseSeconds\t<integer>")
+	_, errOut, err := hearthErr(t, "", "explain", "vm.spec.nic")
+	if err == nil {
+		t.Fatal("explain of a missing field succeeded")
+	}
+	wantContains(t, "explain of a missing field", errOut, `VirtualMachine.spec has no field "nic"`, "nics")
+}
