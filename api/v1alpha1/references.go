@@ -143,11 +143,14 @@ func missingMessage(k *KindInfo, name string, where []string) string {
 }
 
 // ResolvedCondition is the ResolvedRefs condition for a set of unresolved
-// references (none: True).
-func ResolvedCondition(missing []Unresolved, generation int64) Condition {
+// references (none: True). It carries no observedGeneration: it changes
+// only when what the names resolve to changes, so a spec change that
+// leaves them alone (a VM stopped) costs no status write that would race
+// the agent's.
+func ResolvedCondition(missing []Unresolved) Condition {
 	if len(missing) == 0 {
 		return Condition{Type: ConditionResolvedRefs, Status: ConditionTrue, Reason: ReasonResolved,
-			Message: "every object it names exists", ObservedGeneration: generation}
+			Message: "every object it names exists"}
 	}
 	msg := ""
 	for i, u := range missing {
@@ -156,8 +159,7 @@ func ResolvedCondition(missing []Unresolved, generation int64) Condition {
 		}
 		msg += u.String()
 	}
-	return Condition{Type: ConditionResolvedRefs, Status: ConditionFalse, Reason: ReasonMissingObject,
-		Message: msg, ObservedGeneration: generation}
+	return Condition{Type: ConditionResolvedRefs, Status: ConditionFalse, Reason: ReasonMissingObject, Message: msg}
 }
 
 // References of a VM: the networks, subnets and security groups of its

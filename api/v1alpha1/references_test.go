@@ -66,7 +66,7 @@ func TestExampleReferencesResolve(t *testing.T) {
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("unresolved in a set, shared images not allowed:\n got %q\nwant %q", got, want)
 	}
-	if c := ResolvedCondition(nil, 3); c.Status != ConditionTrue || c.ObservedGeneration != 3 {
+	if c := ResolvedCondition(nil); c.Status != ConditionTrue || c.Reason != ReasonResolved {
 		t.Errorf("ResolvedCondition(none) = %+v", c)
 	}
 }

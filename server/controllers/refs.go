@@ -150,7 +150,7 @@ func (c *References) reconcile(ctx context.Context, key string) (reconcile.Resul
 		return reconcile.Result{}, err
 	}
 	m := obj.GetMetadata()
-	cond := api.ResolvedCondition(missing, m.Generation)
+	cond := api.ResolvedCondition(missing)
 	st := obj.CommonStatus()
 	old := st.Condition(api.ConditionResolvedRefs)
 	next := api.CommonStatus{Phase: st.Phase, Conditions: slices.Clone(st.Conditions)}
