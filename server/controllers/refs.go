@@ -15,10 +15,13 @@ import (
 // References keeps the ResolvedRefs condition of the objects that name
 // others: VirtualMachines (networks, subnets, security groups, volumes,
 // images, SSH keys), Subnets (their network) and FloatingIPs (their VM).
-// The condition is True when every name resolves, and False with reason
-// MissingObject and a message naming each missing object, worded as the
-// server's warnings are (api.ResolveReferences). A Subnet's phase follows:
-// Pending while its network is missing, Ready once it exists.
+// The condition is False with reason MissingObject and a message naming
+// each missing object, worded as the server's warnings are
+// (api.ResolveReferences), and True once they all resolve. An object whose
+// names resolve from the start gets no condition (a Subnet gets True): a
+// write there would race the agent's first status write of a new VM, for
+// no news. A Subnet's phase follows: Pending while its network is missing,
+// Ready once it exists.
 //
 // Names are looked up as the object's tenant could: in the tenant, and for
 // images among the shared ones too; never among cluster objects a tenant
@@ -153,6 +156,14 @@ func (c *References) reconcile(ctx context.Context, key string) (reconcile.Resul
 	cond := api.ResolvedCondition(missing)
 	st := obj.CommonStatus()
 	old := st.Condition(api.ConditionResolvedRefs)
+	if kind != "Subnet" && old == nil && len(missing) == 0 {
+		// No news is good news: an object whose names all resolve from
+		// the start is not written at all, so a new VM's status is its
+		// agent's alone while it starts (a write here would race the
+		// agent's first). Subnets have no other writer of their status
+		// and get their phase.
+		return reconcile.Result{}, nil
+	}
 	next := api.CommonStatus{Phase: st.Phase, Conditions: slices.Clone(st.Conditions)}
 	changed := next.SetCondition(cond, c.Now().UTC())
 	if kind == "Subnet" {

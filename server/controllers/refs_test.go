@@ -156,6 +156,18 @@ func TestReferencesCondition(t *testing.T) {
 		}
 	}
 
+	// A VM whose names resolve from the start is left alone: its status
+	// is its agent's.
+	fine, err := env.Admin.Create(servertest.Ctx(t), &api.VirtualMachine{TypeMeta: tm("VirtualMachine"), Metadata: meta("web-3"),
+		Spec: api.VirtualMachineSpec{Boot: api.VMBoot{From: api.BootFromNetwork}, NICs: []api.VMNIC{{Network: "lan", Subnet: "lan-a"}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(500 * time.Millisecond)
+	if got := mustGetVM(t, env, "web-3"); got.Metadata.ResourceVersion != fine.GetMetadata().ResourceVersion || got.Status.Condition(api.ConditionResolvedRefs) != nil {
+		t.Errorf("a VM whose names resolve was written: %+v", got.Status)
+	}
+
 	// A spec change that names nothing new costs no status write (the
 	// agent's would race it).
 	before := mustGetVM(t, env, "web-1").Metadata.ResourceVersion
