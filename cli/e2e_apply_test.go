@@ -166,7 +166,7 @@ spec:
 			c.Message == `spec.nics[0].network: network "lan" does not exist in tenant `+tenant
 	})
 	out = hearth(t, "", "describe", "vm", "web-1", "-t", tenant)
-	wantContains(t, "describe", out, "ResolvedRefs", "MissingReferences")
+	wantContains(t, "describe", out, "ResolvedRefs", "MissingReferences", "hearth.dev/last-applied-configuration=(what apply last wrote")
 
 	// A dry run of the network with its VM warns about nothing: the
 	// network is in the files.
