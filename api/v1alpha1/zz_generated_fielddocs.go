@@ -25,7 +25,7 @@ var fieldDocs = map[string]string{
 	"Defaulter":                           "Defaulter fills in defaults on a spec before validation.",
 	"Event":                               "Event records something that happened to an object: a host going NotReady, a VM restarted, a machine's DHCP request. Events belong to the tenant of the object they are about (none for cluster objects) and expire after a while.",
 	"EventSpec.Count":                     "Count is how many times the same event repeated; the times say when it was first and last seen.",
-	"EventSpec.Source":                    "Source names who reported it: \"controller/host-liveness\", \"host/h1\".",
+	"EventSpec.Source":                    "Source names who reported it: \"hearth-server\", \"host/h1\", \"boot/boot\". Hosts and boot services must give their own name.",
 	"EventSpec.Type":                      "Type is Normal or Warning.",
 	"ExternalNetwork":                     "ExternalNetwork is a network outside Hearth that tenant networks route to: the home LAN, a provider's public range. Networks that name it get SNAT to it through their router, and floating IPs come from its range.",
 	"ExternalNetworkSpec.CIDR":            "CIDR of the outside network, the one routers and floating IPs take addresses in.",
