@@ -186,8 +186,8 @@ func applyOne(ctx context.Context, c *client.Client, m *manifest) (string, error
 		if err != nil {
 			return "", err
 		}
-		curMap, err := objectMap(cur)
-		if err != nil {
+		var curMap map[string]any
+		if curMap, err = objectMap(cur); err != nil {
 			return "", err
 		}
 		patch := threeWayPatch(lastApplied(cur), curMap, desired)
