@@ -300,6 +300,16 @@ func TestOperations(t *testing.T) {
 	if writes < 100 {
 		t.Errorf("checked dryRun on %d writes; the document lists too few", writes)
 	}
+
+	logParams := map[string]bool{}
+	for _, p := range dig(t, paths, api.PathPrefix+"/tenants/{tenant}/virtualmachines/{name}/log", "get", "parameters").([]any) {
+		logParams[p.(map[string]any)["name"].(string)] = true
+	}
+	for _, want := range []string{"follow", "tail", "tailLines"} {
+		if !logParams[want] {
+			t.Errorf("readVirtualMachineLog has no %s parameter", want)
+		}
+	}
 }
 
 // TestDescriptionsFromDocComments: fields and types carry their Go doc

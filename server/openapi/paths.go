@@ -418,8 +418,9 @@ func (b *builder) extraPaths() {
 	vmParams := []any{tenantParam, nameParam}
 	b.add(vm+"/log", "get", vmParams, operation{
 		id: "readVirtualMachineLog", summary: "Read a VM's serial console log", tags: []string{"VirtualMachine"},
-		description: "Plain text. Query follow=1 streams new output; tail=BYTES returns only the end. Needs the right to read the VM.",
+		description: "Plain text. Query follow=1 streams new output; tailLines=N or tail=BYTES (not both) returns only the end. Needs the right to read the VM.",
 		params: []any{queryParam("follow", "boolean", "Keep the response open and stream new output."),
+			queryParam("tailLines", "integer", "Only the last this many lines (a last line without a newline counts)."),
 			queryParam("tail", "integer", "Only the last this many bytes.")},
 		okCode: "200", okText: "The console log (text/plain).",
 		errors: []int{400, 401, 403, 404, 503},
