@@ -512,7 +512,7 @@ func TestConsoleEndpointLimits(t *testing.T) {
 		t.Fatal(err)
 	}
 	l.waitConsole(t, "ticker", "tick-")
-	logs, err := l.env.Admin.Logs(ctx, "lab", "ticker", true, 0)
+	logs, err := l.env.Admin.Logs(ctx, "lab", "ticker", client.LogOptions{Follow: true, TailBytes: new(int64)})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -193,7 +193,7 @@ func TestConsoleOutlivesTimeouts(t *testing.T) {
 	vm := consoletest.NewVM(t, lab)
 	agent.Add(vmOn(t, env, "a", "web-1", "h1"), vm)
 
-	rc, err := env.Admin.Logs(ctx, "a", "web-1", true, 0)
+	rc, err := env.Admin.Logs(ctx, "a", "web-1", client.LogOptions{Follow: true, TailBytes: new(int64)})
 	if err != nil {
 		t.Fatal(err)
 	}
