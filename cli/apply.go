@@ -160,7 +160,7 @@ func applyOne(ctx context.Context, c *client.Client, m *manifest) (string, error
 	if err != nil {
 		return "", err
 	}
-	desired, err := withLastApplied(cfg)
+	desired, err := withLastApplied(m.Obj, cfg)
 	if err != nil {
 		return "", err
 	}

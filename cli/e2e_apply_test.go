@@ -2,13 +2,16 @@ package cli
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"maps"
+	"net/http"
 	"strings"
 	"sync"
 	"testing"
 
 	api "hearth.dev/hearth/api/v1alpha1"
+	"hearth.dev/hearth/client"
 )
 
 // declarativeLab is a tenant with a quota and a VM, as a person writes it:
@@ -239,5 +242,82 @@ spec: {network: lan, cidr: 10.0.0.0/16}
 	_, errOut, err = hearthErr(t, "", "get", "vm", "web-1", "-t", "nosuch")
 	if err == nil || !strings.Contains(errOut, `tenant "nosuch" does not exist`) {
 		t.Errorf("get vm web-1 -t nosuch: %v\n%s", err, errOut)
+	}
+}
+
+// TestE2EApplyRecordsNoCredentials: what apply records on an object is
+// read by everyone who may read the object, so it holds no credential:
+// not a Secret's values (which viewers may not read at all), not a power
+// webhook's header values (which the server blanks for a cluster viewer).
+// A security regression test: recording the file as it is would hand both
+// out.
+func TestE2EApplyRecordsNoCredentials(t *testing.T) {
+	manifest := `apiVersion: hearth.dev/v1alpha1
+kind: Secret
+metadata: {name: e2e-rec}
+spec:
+  stringData: {token: "Bearer rec-s3cret"}
+  data: {other: cmVjLXNlY3JldC10d28=}
+---
+apiVersion: hearth.dev/v1alpha1
+kind: Machine
+metadata: {name: e2e-rec-node}
+spec:
+  mac: "52:54:00:e2:e2:09"
+  power:
+    driver: webhook
+    webhook:
+      onURL: http://plug.invalid/on
+      offURL: http://plug.invalid/off
+      headers: {X-Plug-Room: rec-h3ader}
+`
+	hearth(t, manifest, "apply", "-f", "-")
+	t.Cleanup(func() { hearthErr(t, manifest, "delete", "-f", "-") })
+	out := hearth(t, manifest, "apply", "-f", "-")
+	if out != "secret/e2e-rec unchanged\nmachine/e2e-rec-node unchanged\n" {
+		t.Errorf("second apply:\n%s", out)
+	}
+	secrets := []string{"rec-s3cret", "cmVjLXNlY3JldC10d28", "rec-h3ader"}
+	c := adminClient(t)
+	ctx := context.Background()
+	for _, kn := range [][2]string{{"Secret", "e2e-rec"}, {"Machine", "e2e-rec-node"}} {
+		o, err := c.Get(ctx, kn[0], "", kn[1])
+		if err != nil {
+			t.Fatal(err)
+		}
+		rec := o.GetMetadata().Annotations[api.LastAppliedAnnotation]
+		if rec == "" {
+			t.Fatalf("%s %s has no last-applied configuration", kn[0], kn[1])
+		}
+		for _, s := range secrets {
+			if strings.Contains(rec, s) {
+				t.Errorf("%s %s records %q for everyone who reads it: %s", kn[0], kn[1], s, rec)
+			}
+		}
+	}
+
+	// A cluster viewer reads the machine with its header blanked, and
+	// its annotations tell no more.
+	hearth(t, "apiVersion: hearth.dev/v1alpha1\nkind: User\nmetadata: {name: e2e-rec-viewer}\nspec: {role: viewer}\n", "apply", "-f", "-")
+	var tok struct {
+		Token string `json:"token"`
+	}
+	if err := c.Do(ctx, http.MethodPost, api.PathPrefix+"/users/e2e-rec-viewer/tokens", map[string]string{"description": "e2e"}, &tok); err != nil {
+		t.Fatal(err)
+	}
+	viewer, err := client.New(&client.Context{Name: "viewer", Server: theServer.URL(), CertificateAuthority: string(theServer.CAPEM()), Token: tok.Token})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m api.Object
+	waitFor(t, "the viewer's token", func() bool {
+		m, err = viewer.Get(ctx, "Machine", "", "e2e-rec-node")
+		return err == nil
+	})
+	data, _ := json.Marshal(m)
+	for _, s := range secrets {
+		if strings.Contains(string(data), s) {
+			t.Errorf("a cluster viewer reads %q in the machine: %s", s, data)
+		}
 	}
 }

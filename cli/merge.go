@@ -60,10 +60,15 @@ func appliedConfig(m *manifest) (map[string]any, error) {
 	return cfg, nil
 }
 
-// withLastApplied returns a copy of cfg that records cfg itself in its
-// LastAppliedAnnotation: the object apply writes.
-func withLastApplied(cfg map[string]any) (map[string]any, error) {
-	data, err := json.Marshal(cfg) // map keys sorted: the same file gives the same text
+// withLastApplied returns a copy of cfg, the object apply writes, that
+// records in its LastAppliedAnnotation what apply may keep of cfg (see
+// recordable): obj is the object cfg decodes to.
+func withLastApplied(obj api.Object, cfg map[string]any) (map[string]any, error) {
+	rec, err := recordable(obj, cfg)
+	if err != nil {
+		return nil, err
+	}
+	data, err := json.Marshal(rec) // map keys sorted: the same file gives the same text
 	if err != nil {
 		return nil, err
 	}
@@ -76,6 +81,59 @@ func withLastApplied(cfg map[string]any) (map[string]any, error) {
 	}
 	ann[api.LastAppliedAnnotation] = string(data)
 	return out, nil
+}
+
+// recordable is what apply records of cfg: cfg, except for credentials,
+// what an api.Redactor spec blanks (a smart plug's header values, a
+// Secret's values): they are recorded as redacted, and fields redaction
+// drops (a Secret's write-only stringData) not at all. The annotation is
+// read by everyone who may read the object: holding the spec's words it
+// would hand out what the server redacts from the spec. A blanked value
+// still says the file set the field, so dropping it from the file removes
+// it.
+func recordable(obj api.Object, cfg map[string]any) (map[string]any, error) {
+	if _, ok := obj.SpecAny().(api.Redactor); !ok {
+		return cfg, nil
+	}
+	redacted := api.DeepCopy(obj)
+	redacted.SpecAny().(api.Redactor).Redact()
+	orig, err := objectMap(obj)
+	if err != nil {
+		return nil, err
+	}
+	red, err := objectMap(redacted)
+	if err != nil {
+		return nil, err
+	}
+	out := deepCopyMap(cfg)
+	if spec, ok := out["spec"].(map[string]any); ok {
+		os, _ := orig["spec"].(map[string]any)
+		rs, _ := red["spec"].(map[string]any)
+		maskRedacted(spec, os, rs)
+	}
+	return out, nil
+}
+
+// maskRedacted replaces each field of m whose value redaction changed
+// (orig before, red after) with the redacted value, and removes those
+// redaction removed.
+func maskRedacted(m, orig, red map[string]any) {
+	for k, v := range m {
+		rv, kept := red[k]
+		if _, had := orig[k]; had && !kept {
+			delete(m, k)
+			continue
+		}
+		if sub, ok := v.(map[string]any); ok {
+			os, _ := orig[k].(map[string]any)
+			rs, _ := rv.(map[string]any)
+			maskRedacted(sub, os, rs)
+			continue
+		}
+		if !reflect.DeepEqual(orig[k], rv) {
+			m[k] = rv
+		}
+	}
 }
 
 // lastApplied reads the configuration apply last wrote for obj (nil if

@@ -3,6 +3,7 @@ package cli
 import (
 	"encoding/json"
 	"reflect"
+	"strings"
 	"testing"
 
 	api "hearth.dev/hearth/api/v1alpha1"
@@ -84,7 +85,7 @@ status:
 		g, _ := json.Marshal(cfg)
 		t.Fatalf("appliedConfig = %s", g)
 	}
-	desired, err := withLastApplied(cfg)
+	desired, err := withLastApplied(ms[0].Obj, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -94,5 +95,63 @@ status:
 	}
 	if _, ok := cfg["metadata"].(map[string]any)["annotations"]; ok {
 		t.Error("withLastApplied changed its argument")
+	}
+}
+
+// TestRecordableKeepsNoCredentials: what apply records of a Secret or of
+// a Machine with inline credentials holds none of their values, but still
+// says which fields the file set.
+func TestRecordableKeepsNoCredentials(t *testing.T) {
+	ms := parseManifests("creds.yaml", []byte(`apiVersion: hearth.dev/v1alpha1
+kind: Secret
+metadata: {name: plug}
+spec:
+  stringData: {token: "Bearer sup3r"}
+  data: {other: c2VjcmV0LXR3bw==}
+---
+apiVersion: hearth.dev/v1alpha1
+kind: Machine
+metadata: {name: node1}
+spec:
+  mac: "52:54:00:aa:bb:01"
+  power:
+    driver: webhook
+    webhook:
+      onURL: http://plug.lan/on
+      offURL: http://plug.lan/off
+      headers: {X-Room: garage-plugt0ken}
+`))
+	if bad := validateManifests(ms, "lab"); len(bad) > 0 {
+		t.Fatalf("invalid: %v", (&manifestErrors{bad: bad, total: 2}).Error())
+	}
+	for _, m := range ms {
+		cfg, err := appliedConfig(m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		desired, err := withLastApplied(m.Obj, cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rec := desired["metadata"].(map[string]any)["annotations"].(map[string]any)[api.LastAppliedAnnotation].(string)
+		for _, secret := range []string{"sup3r", "c2VjcmV0LXR3bw", "plugt0ken"} {
+			if strings.Contains(rec, secret) {
+				t.Errorf("%s: the recorded configuration holds %q: %s", m.Source, secret, rec)
+			}
+		}
+		// The values still go to the server, and the record still names
+		// the fields.
+		data, _ := json.Marshal(desired["spec"])
+		switch m.Obj.GetTypeMeta().Kind {
+		case "Secret":
+			// stringData is write-only: not recorded at all.
+			if !strings.Contains(string(data), "sup3r") || strings.Contains(rec, "stringData") || !strings.Contains(rec, `"data":{"other":null}`) {
+				t.Errorf("secret: sent %s, recorded %s", data, rec)
+			}
+		case "Machine":
+			if !strings.Contains(string(data), "plugt0ken") || !strings.Contains(rec, `"headers":{"X-Room":""}`) || !strings.Contains(rec, `"onURL":"http://plug.lan/on"`) {
+				t.Errorf("machine: sent %s, recorded %s", data, rec)
+			}
+		}
 	}
 }
