@@ -51,6 +51,15 @@ func schemasOf(t *testing.T, doc map[string]any) map[string]any {
 	return dig(t, doc, "components", "schemas").(map[string]any)
 }
 
+// refOf is a schema's $ref, also when a description wraps it in allOf.
+func refOf(schema any) any {
+	m, _ := schema.(map[string]any)
+	if all, ok := m["allOf"].([]any); ok && len(all) == 1 {
+		m, _ = all[0].(map[string]any)
+	}
+	return m["$ref"]
+}
+
 // resolve follows a schema's $ref, if it has one, also when it is
 // wrapped in allOf to carry a description.
 func resolve(t *testing.T, doc map[string]any, schema any) map[string]any {
@@ -621,7 +630,7 @@ func TestDocumentSecrets(t *testing.T) {
 		t.Errorf("SecretSpec.data values have format %v, want byte (base64)", got)
 	}
 	power := dig(t, schemas, "MachinePower", "properties").(map[string]any)
-	if got := dig(t, power, "passwordSecret", "$ref"); got != schemaPrefix+"SecretKeyRef" {
+	if got := refOf(power["passwordSecret"]); got != schemaPrefix+"SecretKeyRef" {
 		t.Errorf("MachinePower.passwordSecret = %v, want a SecretKeyRef", got)
 	}
 	if got := dig(t, power, "password", "deprecated"); got != true {
