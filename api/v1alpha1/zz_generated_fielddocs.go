@@ -5,8 +5,10 @@ package v1alpha1
 // fieldDocs are the doc comments of the package's types ("Type") and
 // their fields ("Type.Field"); see FieldDoc.
 var fieldDocs = map[string]string{
-	"BootFile":                            "BootFile is a file fetched over HTTP: a kernel, an initrd.",
-	"BootFile.Checksum":                   "Checksum (\"sha256:…\"), when set, is verified before the file is served or used, and lets it be cached safely.",
+	"BootFile":                            "BootFile is a kernel or an initrd: fetched from a URL, or, for a VirtualMachine, taken from an Image. Exactly one of URL and Image is set.",
+	"BootFile.Checksum":                   "Checksum (\"sha256:…\"), when set, is verified before the file is served or used, and lets it be cached safely. With Image, the Image's checksum is used instead.",
+	"BootFile.Image":                      "Image names an Image holding the file (a VirtualMachine's kernel and initrd only): the VM tenant's own image of that name, else a shared one, as for disks. The host fetches it into its image cache like any image, so a shared Image with a file:// URL is how an administrator hands VMs a kernel that lives on the hosts.",
+	"BootFile.URL":                        "URL is where the file comes from: http(s), or, in a MachineProfile only, file:///path under a directory the boot service allows (`hearth boot --allow-file-dir`).",
 	"Bytes":                               "Bytes is a size in bytes written the way people write sizes: \"512Mi\", \"20Gi\", \"1T\", or a plain number of bytes. It is stored and shown in the largest binary unit that divides it exactly.",
 	"CloudInit":                           "CloudInit is the VM's cloud-init data.",
 	"CloudInit.Disabled":                  "Disabled gives the VM no NoCloud seed (for images without cloud-init).",
@@ -148,6 +150,7 @@ var fieldDocs = map[string]string{
 	"ProfileFile.Template":                "Template is a Go template; it gets the machine, the profile and the selected SSH keys.",
 	"Quota":                               "Quota limits a tenant's use. A zero field is no limit.",
 	"Quota.FloatingIPs":                   "FloatingIPs caps the addresses a tenant may hold on external networks.",
+	"Quota.ImageStorage":                  "ImageStorage caps the bytes of the tenant's uploaded images (`hearth image upload`), which the API servers keep beside etcd.",
 	"Reason":                              "Reason is a machine-readable cause of an API error.",
 	"Redactor":                            "Redactor is a spec that holds credentials (a BMC password, a smart plug's API token). The API serves them only to cluster admins; for anyone else Redact blanks them, in a copy.",
 	"Reference":                           "Reference is one name an object gives another object.",
@@ -218,7 +221,7 @@ var fieldDocs = map[string]string{
 	"UserSpec.Tenant":                     "Tenant the user belongs to; empty for cluster-wide users (cluster-admin, or a viewer of everything).",
 	"VMBoot":                              "VMBoot says what the VM boots.",
 	"VMBoot.Cmdline":                      "Cmdline is the kernel command line.",
-	"VMBoot.From":                         "From is disk, kernel or network (default disk). kernel boots Kernel and Initrd directly (QEMU -kernel); network PXE-boots from the first NIC.",
+	"VMBoot.From":                         "From is disk, kernel or network (default disk). kernel boots Kernel and Initrd directly (QEMU -kernel); network PXE-boots from the first NIC. Kernel and Initrd come from an http(s) URL or an Image (never file://: a shared Image with a file:// URL, made by an administrator, is how a VM boots a file that lives on the hosts).",
 	"VMDisk":                              "VMDisk is a disk of the VM: an existing Volume, or a volume the VM owns, cloned from an image when the VM is created and deleted with it (what a VirtualMachineSet's template needs, since replicas cannot share a volume).",
 	"VMDisk.BootIndex":                    "BootIndex orders boot devices, 1 first; 0 leaves the disk out of the boot order.",
 	"VMDisk.Bus":                          "Bus is virtio, scsi or ide (default virtio; ide for a cdrom).",
