@@ -33,7 +33,7 @@ spec:
   memory: 256Mi
   boot:
     from: kernel
-    kernel: {url: "file:///srv/vmlinuz"}
+    kernel: {image: vmlinuz}
     cmdline: console=ttyS0
 %[2]s`, tenant, vmExtra)
 }
@@ -156,7 +156,7 @@ func TestE2EApplyWarnsAndSubnetsDoNotOverlap(t *testing.T) {
 kind: VirtualMachine
 metadata: {name: web-1}
 spec:
-  boot: {from: kernel, kernel: {url: "file:///srv/vmlinuz"}}
+  boot: {from: network}
   nics: [{network: lan}]
 `)
 	out, errOut := hearthOK(t, "apply", "-f", vm, "-t", tenant)

@@ -59,7 +59,7 @@ metadata: {name: e2e-wait}
 apiVersion: hearth.dev/v1alpha1
 kind: VirtualMachine
 metadata: {name: a, tenant: e2e-wait}
-spec: {host: elsewhere, boot: {from: kernel, kernel: {url: "file:///srv/vmlinuz"}}}
+spec: {host: elsewhere, boot: {from: kernel, kernel: {image: vmlinuz}}}
 `, "apply", "-f", "-")
 	stop := fakeAgent(t, tenant)
 	out := hearth(t, "", "vm", "stop", "a", "--wait", "--timeout", "20s", "-t", tenant)
@@ -95,7 +95,7 @@ metadata: {name: e2e-complete}
 apiVersion: hearth.dev/v1alpha1
 kind: VirtualMachine
 metadata: {name: web-1, tenant: e2e-complete}
-spec: {host: elsewhere, boot: {from: kernel, kernel: {url: "file:///srv/vmlinuz"}}}
+spec: {host: elsewhere, boot: {from: kernel, kernel: {image: vmlinuz}}}
 `, "apply", "-f", "-")
 	for _, c := range []struct {
 		args []string

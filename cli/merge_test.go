@@ -67,7 +67,7 @@ metadata:
 spec:
   cpus: 2
   host: null
-  boot: {from: kernel, kernel: {url: "file:///k"}}
+  boot: {from: kernel, kernel: {image: k}}
 status:
   phase: Running
 `))
@@ -80,7 +80,7 @@ status:
 	}
 	want := jsonMap(t, `{"apiVersion":"hearth.dev/v1alpha1","kind":"VirtualMachine",
 		"metadata":{"name":"web-1","tenant":"lab","labels":{"app":"web"}},
-		"spec":{"cpus":2,"boot":{"from":"kernel","kernel":{"url":"file:///k"}}}}`)
+		"spec":{"cpus":2,"boot":{"from":"kernel","kernel":{"image":"k"}}}}`)
 	if !reflect.DeepEqual(cfg, want) {
 		g, _ := json.Marshal(cfg)
 		t.Fatalf("appliedConfig = %s", g)

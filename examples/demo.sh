@@ -23,15 +23,10 @@ read -r -a up_args <<<"${HEARTH_SANDBOX_ARGS:-}"
 export HEARTH_CONFIG=$("$hearth" sandbox up --hosts 2 --dir "$dir" "${up_args[@]}" | tee /dev/stderr | tail -n1 | sed 's/^export HEARTH_CONFIG=//')
 
 run() { echo; echo "\$ hearth $*"; "$hearth" "$@"; }
-# The example VMs boot the test guest the sandbox built into its directory.
-apply_vms() {
-	echo; echo "\$ hearth apply -f examples/sandbox/lab.yaml"
-	sed "s|/var/lib/hearth-sandbox/|$dir/|g" examples/sandbox/lab.yaml | "$hearth" apply -f -
-}
 run get hosts -o wide
 run get images
 run apply -f examples/lab.yaml
-apply_vms
+run apply -f examples/sandbox/lab.yaml
 echo; echo "waiting for the VMs to boot…"
 for _ in $(seq 120); do
 	running=$("$hearth" get vm -A -o json | grep -c '"phase": "Running"' || true)
@@ -44,7 +39,7 @@ for _ in $(seq 60); do
 done
 run get vm -A -o wide
 # Applying again changes nothing: the hosts the scheduler chose stay.
-apply_vms
+run apply -f examples/sandbox/lab.yaml
 echo; echo "\$ hearth logs vm/web-1 --tenant demo | grep HEARTH-GUEST"
 "$hearth" logs vm/web-1 --tenant demo | grep HEARTH-GUEST
 run describe vm web-1 --tenant demo

@@ -35,7 +35,7 @@ func TestDryRun(t *testing.T) {
 	vm := func(name string, cpus int) *api.VirtualMachine {
 		return &api.VirtualMachine{TypeMeta: api.TypeMeta{APIVersion: api.APIVersion, Kind: "VirtualMachine"},
 			Metadata: api.ObjectMeta{Name: name, Tenant: "lab"},
-			Spec:     api.VirtualMachineSpec{CPUs: cpus, Boot: api.VMBoot{From: api.BootFromKernel, Kernel: &api.BootFile{URL: "file:///srv/vmlinuz"}}}}
+			Spec:     api.VirtualMachineSpec{CPUs: cpus, Boot: api.VMBoot{From: api.BootFromKernel, Kernel: &api.BootFile{Image: "vmlinuz"}}}}
 	}
 	before := revision(t, env)
 
@@ -114,8 +114,12 @@ func TestDryRun(t *testing.T) {
 	if _, err := dry.Patch(ctx, "VirtualMachine", "lab", "a", map[string]any{"spec": map[string]any{"powerState": api.PowerStopped}}, false); err != nil {
 		t.Errorf("dry-run patch: %v", err)
 	}
-	if _, err := dry.Patch(ctx, "VirtualMachine", "lab", "a", map[string]any{"status": map[string]any{"phase": "Running"}}, true); err != nil {
+	// Status is written by controllers (here, the admin): dry runs too.
+	if _, err := env.Admin.DryRun().Patch(ctx, "VirtualMachine", "lab", "a", map[string]any{"status": map[string]any{"phase": "Running"}}, true); err != nil {
 		t.Errorf("dry-run status patch: %v", err)
+	}
+	if _, err := dry.Patch(ctx, "VirtualMachine", "lab", "a", map[string]any{"status": map[string]any{"phase": "Running"}}, true); !api.IsForbidden(err) {
+		t.Errorf("a tenant's dry-run status patch: got %v, want Forbidden as for the real one", err)
 	}
 	if _, err := dry.Delete(ctx, "VirtualMachine", "lab", "a"); err != nil {
 		t.Errorf("dry-run delete: %v", err)

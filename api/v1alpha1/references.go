@@ -162,14 +162,23 @@ func ResolvedCondition(missing []Unresolved) Condition {
 	return Condition{Type: ConditionResolvedRefs, Status: ConditionFalse, Reason: ReasonMissingObject, Message: msg}
 }
 
-// References of a VM: the networks, subnets and security groups of its
-// NICs, the volumes and images of its disks, and its SSH keys.
+// References of a VM: the images of its kernel and initrd, the networks,
+// subnets and security groups of its NICs, the volumes and images of its
+// disks, and its SSH keys.
 func (s *VirtualMachineSpec) References() []Reference {
 	return s.references("spec")
 }
 
 func (s *VirtualMachineSpec) references(path string) []Reference {
 	var out []Reference
+	for _, f := range []struct {
+		name string
+		file *BootFile
+	}{{"kernel", s.Boot.Kernel}, {"initrd", s.Boot.Initrd}} {
+		if f.file != nil && f.file.Image != "" {
+			out = append(out, Reference{Field: path + ".boot." + f.name + ".image", Kind: "Image", Name: f.file.Image})
+		}
+	}
 	for i, n := range s.NICs {
 		np := fmt.Sprintf("%s.nics[%d]", path, i)
 		out = append(out, Reference{Field: np + ".network", Kind: "Network", Name: n.Network})

@@ -66,6 +66,13 @@ func TestExampleReferencesResolve(t *testing.T) {
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("unresolved in a set, shared images not allowed:\n got %q\nwant %q", got, want)
 	}
+	// A kernel booted from an Image names it too.
+	kvm := &VirtualMachine{TypeMeta: TypeMeta{Kind: "VirtualMachine"}, Metadata: ObjectMeta{Name: "k", Tenant: "lab"},
+		Spec: VirtualMachineSpec{Boot: VMBoot{From: BootFromKernel, Kernel: &BootFile{Image: "vmlinuz"}, Initrd: &BootFile{URL: "https://x/initrd"}}}}
+	missing, _ = ResolveReferences(kvm, none, nil)
+	if len(missing) != 1 || missing[0].String() != `spec.boot.kernel.image: image "vmlinuz" does not exist in tenant lab or among the shared images` {
+		t.Errorf("unresolved kernel image: %v", missing)
+	}
 	if c := ResolvedCondition(nil); c.Status != ConditionTrue || c.Reason != ReasonResolved {
 		t.Errorf("ResolvedCondition(none) = %+v", c)
 	}
