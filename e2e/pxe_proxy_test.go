@@ -151,6 +151,11 @@ func TestSandboxPXEProxy(t *testing.T) {
 					t.Errorf("the %s timeline lacks %q:\n%s", fw, step, timeline)
 				}
 			}
+			// The boot service knows the machine by the address it asked
+			// the home router for: its own requests are never refused.
+			if strings.Contains(timeline, "refused") {
+				t.Errorf("the boot service refused the machine's own requests:\n%s", timeline)
+			}
 			// Reported, not asserted: the port-67 proxy OFFER tells PXE
 			// clients to use its boot file (PXE discovery control "use
 			// boot file"), so OVMF skips the port-4011 exchange, which is
