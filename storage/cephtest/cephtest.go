@@ -50,8 +50,8 @@ type Cluster struct {
 	Conf string
 	// FSID is the cluster's id.
 	FSID string
-	// Monitors are the monitor's addresses (msgr v1, "127.0.0.1:PORT"),
-	// as a client configuration lists them.
+	// Monitors are the monitor's addresses ("127.0.0.1:PORT", its msgr2
+	// port), as a client configuration lists them.
 	Monitors []string
 	// Pool is a replicated pool of size 1 with the rbd application on it.
 	Pool string
@@ -174,7 +174,7 @@ func (c *Cluster) bootstrap(ctx context.Context) error {
 		return err
 	}
 	c.FSID = newUUID()
-	c.Monitors = []string{"127.0.0.1:" + strconv.Itoa(v1)}
+	c.Monitors = []string{"127.0.0.1:" + strconv.Itoa(v2)}
 	monAddrs := fmt.Sprintf("[v2:127.0.0.1:%d,v1:127.0.0.1:%d]", v2, v1)
 	d := c.Dir
 	// Everything the daemons write stays in Dir. The health warnings that
