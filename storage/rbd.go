@@ -19,6 +19,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 )
 
 // RBD is the driver for a Ceph RBD pool. It drives Ceph with the rbd and
@@ -47,6 +48,10 @@ import (
 // object) read: it is never on a command line, where any user of the host
 // could read it in /proc.
 type RBD struct {
+	// imported remembers the images found or imported in the pool (their
+	// snapshot's spec → size), so that a clone of one costs one rbd call.
+	imported sync.Map
+
 	cfg     RBDConfig
 	conf    string // ceph.conf: monitors, and the keyring
 	keyring string // the keyring, for the rbd and ceph programs
@@ -350,11 +355,31 @@ func (r *RBD) CloneImage(ctx context.Context, img Image, id string, size int64) 
 	if err := ValidID(id); err != nil {
 		return err
 	}
+	hex, err := img.id()
+	if err != nil {
+		return err
+	}
+	if v, ok := r.imported.Load(hex); ok {
+		known := v.(rbdImage)
+		err := r.clone(ctx, known.base, known.size, rbdVolume(id), size)
+		if !errors.Is(err, fs.ErrNotExist) {
+			return err
+		}
+		// Deleted since (by another host's DeleteImage): import it again.
+		r.imported.Delete(hex)
+	}
 	base, baseSize, err := r.ensureImage(ctx, img)
 	if err != nil {
 		return err
 	}
+	r.imported.Store(hex, rbdImage{base, baseSize})
 	return r.clone(ctx, base, baseSize, rbdVolume(id), size)
+}
+
+// rbdImage is an image known to be in the pool.
+type rbdImage struct {
+	base string // pool/image@snap
+	size int64
 }
 
 // ensureImage imports img into the pool unless it is there, and returns
@@ -608,6 +633,7 @@ func (r *RBD) DeleteImage(ctx context.Context, img Image) error {
 	if err != nil {
 		return err
 	}
+	r.imported.Delete(hex)
 	if err := r.removeImage(ctx, rbdImagePrefix+hex); err != nil {
 		return fmt.Errorf("delete image %s from pool %s: %w", img.Checksum, r.cfg.Pool, err)
 	}
