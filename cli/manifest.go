@@ -272,6 +272,7 @@ var kindOrder = []string{
 	"Site",
 	"User",
 	"Secret",
+	"StoragePool",
 	"ExternalNetwork",
 	"Image",
 	"MachineProfile",

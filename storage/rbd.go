@@ -744,3 +744,42 @@ func randomHex(n int) string {
 	rand.Read(b)
 	return hex.EncodeToString(b)
 }
+
+// ParseCephKey returns the cephx key in value, which is either the key
+// itself (as `ceph auth get-key` prints it) or a keyring file (as `ceph
+// auth get` prints it, "[client.NAME]\n\tkey = …"), for the key of user
+// if it names several. A StoragePool's keyring Secret may hold either.
+func ParseCephKey(value, user string) (string, error) {
+	v := strings.TrimSpace(value)
+	if !strings.ContainsAny(v, "[ \t\n") { // one word: the key itself
+		if b, err := base64.StdEncoding.DecodeString(v); err == nil && len(b) >= 16 && cephKeyB64.MatchString(v) {
+			return v, nil
+		}
+		return "", errors.New("the keyring secret holds neither a cephx key nor a keyring")
+	}
+	section, keys := "", map[string]string{}
+	for _, line := range strings.Split(v, "\n") {
+		line = strings.TrimSpace(line)
+		switch {
+		case strings.HasPrefix(line, "[") && strings.HasSuffix(line, "]"):
+			section = strings.TrimSpace(line[1 : len(line)-1])
+		case strings.HasPrefix(line, "key"):
+			if k, val, ok := strings.Cut(line, "="); ok && strings.TrimSpace(k) == "key" {
+				keys[section] = strings.TrimSpace(val)
+			}
+		}
+	}
+	key, ok := keys["client."+user]
+	if !ok && len(keys) == 1 {
+		for _, k := range keys {
+			key, ok = k, true
+		}
+	}
+	if !ok {
+		return "", fmt.Errorf("the keyring holds no key for client.%s", user)
+	}
+	if b, err := base64.StdEncoding.DecodeString(key); err != nil || len(b) < 16 || !cephKeyB64.MatchString(key) {
+		return "", fmt.Errorf("the keyring's key for client.%s is not a cephx key", user)
+	}
+	return key, nil
+}

@@ -182,3 +182,30 @@ func TestRBDConfigValidate(t *testing.T) {
 		}
 	}
 }
+
+func TestParseCephKey(t *testing.T) {
+	const key = "AQBLKxVrAAAAABAAv6lO0Pb2VlNnOWmDfP7Aqg=="
+	const other = "AQCMLhVrAAAAABAAD6BqT/3vGx0bBoVn4wq1lA=="
+	for _, tc := range []struct {
+		name, value, user, want, err string
+	}{
+		{"bare key", key + "\n", "hearth", key, ""},
+		{"keyring", "[client.hearth]\n\tkey = " + key + "\n\tcaps mon = \"profile rbd\"\n", "hearth", key, ""},
+		{"keyring of several", "[client.admin]\n\tkey = " + other + "\n[client.hearth]\n\tkey = " + key + "\n", "hearth", key, ""},
+		{"keyring of one other user", "[client.x]\nkey = " + key + "\n", "hearth", key, ""},
+		{"no such user", "[client.a]\nkey = " + key + "\n[client.b]\nkey = " + other + "\n", "hearth", "", "no key for client.hearth"},
+		{"not a key", "hunter2", "hearth", "", "neither"},
+		{"bad key in keyring", "[client.hearth]\nkey = not base64!\n", "hearth", "", "not a cephx key"},
+	} {
+		got, err := ParseCephKey(tc.value, tc.user)
+		switch {
+		case tc.err != "" && (err == nil || !strings.Contains(err.Error(), tc.err)):
+			t.Errorf("%s: got %q, %v; want an error saying %q", tc.name, got, err, tc.err)
+		case tc.err == "" && (err != nil || got != tc.want):
+			t.Errorf("%s: got %q, %v; want %q", tc.name, got, err, tc.want)
+		}
+		if err != nil && strings.Contains(err.Error(), key) {
+			t.Errorf("%s: the error shows the key: %v", tc.name, err)
+		}
+	}
+}
