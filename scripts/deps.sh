@@ -81,10 +81,10 @@ if [[ " ${need[*]} " == *" etcd-server "* ]] && command -v systemctl >/dev/null 
 fi
 # Likewise NFS-Ganesha and rpcbind, which Debian starts on install: the
 # tests run their own in a network namespace.
-for unit in nfs-ganesha:nfs-ganesha rpcbind:rpcbind; do
-	pkg=${unit%%:*} svc=${unit#*:}
+for pkg_units in "nfs-ganesha:nfs-ganesha" "rpcbind:rpcbind rpcbind.socket"; do
+	pkg=${pkg_units%%:*} units=${pkg_units#*:}
 	if [[ " ${need[*]} " == *" $pkg "* ]] && command -v systemctl >/dev/null &&
-		systemctl is-active --quiet "$svc" 2>/dev/null; then
-		"${sudo[@]}" systemctl disable --now "$svc" rpcbind.socket >/dev/null 2>&1 || true
+		systemctl is-active --quiet ${units%% *} 2>/dev/null; then
+		"${sudo[@]}" systemctl disable --now $units >/dev/null 2>&1 || true
 	fi
 done
