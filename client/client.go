@@ -135,16 +135,22 @@ func (c *Client) send(ctx context.Context, hc *http.Client, method, path, conten
 		return nil, fmt.Errorf("%s %s: %w", method, c.base, err)
 	}
 	if resp.StatusCode >= 400 {
-		defer resp.Body.Close()
-		data, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-		var st api.Status
-		if json.Unmarshal(data, &st) == nil && st.Message != "" {
-			return nil, &st
-		}
-		return nil, &api.Status{Kind: "Status", Code: resp.StatusCode, Reason: api.ReasonInternal,
-			Message: fmt.Sprintf("%s %s: %s: %s", method, path, resp.Status, strings.TrimSpace(string(data)))}
+		return nil, errorOf(resp, method, path)
 	}
 	return resp, nil
+}
+
+// errorOf reads an error answer, closes it, and returns it as the
+// server's *api.Status.
+func errorOf(resp *http.Response, method, path string) error {
+	defer resp.Body.Close()
+	data, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	var st api.Status
+	if json.Unmarshal(data, &st) == nil && st.Message != "" {
+		return &st
+	}
+	return &api.Status{Kind: "Status", Code: resp.StatusCode, Reason: api.ReasonInternal,
+		Message: fmt.Sprintf("%s %s: %s: %s", method, path, resp.Status, strings.TrimSpace(string(data)))}
 }
 
 // tenantFor picks the tenant a call addresses for kind k.

@@ -20,6 +20,7 @@ export HEARTH_CONFIG=$("$hearth" sandbox up --hosts 2 --dir "$dir" | tee /dev/st
 
 run() { echo; echo "\$ hearth $*"; "$hearth" "$@"; }
 run get hosts -o wide
+run get images
 run apply -f examples/lab.yaml
 run apply -f examples/sandbox/lab.yaml
 echo; echo "waiting for the VMs to boot…"

@@ -305,8 +305,8 @@ func (s *Server) involvedObject(ctx context.Context, ref api.ObjectReference) (a
 	return obj, err
 }
 
-// admit runs the checks that need other objects: the tenant exists, and
-// the kind's admission plugins (quotas) agree.
+// admit runs the checks that need other objects or the caller: the tenant
+// exists, and the admission plugins (quotas, fetched URLs) agree.
 func (s *Server) admit(ctx context.Context, p *auth.Principal, obj, old api.Object) error {
 	m := obj.GetMetadata()
 	if m.Tenant != "" && old == nil {
