@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -254,6 +255,12 @@ func testBootTwice(t *testing.T, host1, host2 Driver) {
 	}
 	if got := m["script-exit"]; got[0] != "0" {
 		t.Fatalf("first boot: the user-data script exited %s", got[0])
+	}
+	if host1.Kind() == "rbd" {
+		// Ceph knows the volume is open (a watcher): it refuses to delete it.
+		if err := host2.DeleteVolume(ctx, id); !errors.Is(err, ErrBusy) {
+			t.Fatalf("delete a volume a running VM has open: got %v, want ErrBusy", err)
+		}
 	}
 	first.powerOff(t)
 

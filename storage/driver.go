@@ -42,20 +42,25 @@ type Driver interface {
 	CloneImage(ctx context.Context, img Image, id string, size int64) error
 	// Snapshot takes a snapshot of volume vol that new volumes can be
 	// cloned from. The volume should be quiet: a snapshot of a disk a
-	// running guest writes is crash-consistent at best, and the local
-	// and nfs drivers refuse a disk QEMU holds.
+	// running guest writes is crash-consistent at best (rbd), or torn
+	// (nfs, whose copy takes a while). The local driver refuses a disk
+	// QEMU holds; the nfs driver cannot tell (QEMU's NFS client takes no
+	// locks), so the caller stops the VM first.
 	Snapshot(ctx context.Context, vol, snap string) error
 	// CloneSnapshot makes volume id from snapshot snap of volume vol, as
 	// CloneImage does from an image.
 	CloneSnapshot(ctx context.Context, vol, snap, id string, size int64) error
 	// Resize grows volume id to size bytes. Growing a volume a running
 	// VM uses changes the disk under QEMU, which sees the new size only
-	// when told (QMP block_resize), so the caller resizes through QEMU
-	// instead where the driver cannot (the local and nfs drivers refuse
-	// a volume QEMU holds).
+	// when told (QMP block_resize); so for a running VM the caller
+	// resizes through QEMU instead (the local driver refuses a volume
+	// QEMU holds; rbd grows it, and QEMU must then be told; nfs cannot
+	// tell and must not be asked).
 	Resize(ctx context.Context, id string, size int64) error
-	// DeleteVolume deletes volume id. It fails with an error wrapping
-	// ErrBusy while a VM has it open or (rbd) snapshots of it remain.
+	// DeleteVolume deletes volume id. On rbd it fails with an error
+	// wrapping ErrBusy while a VM has it open or snapshots of it remain;
+	// the local and nfs drivers cannot tell whether a VM has it open, so
+	// the caller must not delete an attached volume.
 	DeleteVolume(ctx context.Context, id string) error
 	// DeleteSnapshot deletes snapshot snap of volume vol. It fails with an
 	// error wrapping ErrBusy while (rbd) volumes cloned from it remain.
