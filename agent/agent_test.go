@@ -381,7 +381,11 @@ func TestConsoleLogCapped(t *testing.T) {
 	}
 	logs := func(follow bool, tail int64) io.ReadCloser {
 		t.Helper()
-		rc, err := l.env.Admin.Logs(ctx, "lab", "vm4", follow, tail)
+		o := client.LogOptions{Follow: follow}
+		if tail >= 0 {
+			o.TailBytes = &tail
+		}
+		rc, err := l.env.Admin.Logs(ctx, "lab", "vm4", o)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -508,7 +512,7 @@ func TestConsoleEndpointLimits(t *testing.T) {
 		t.Fatal(err)
 	}
 	l.waitConsole(t, "ticker", "tick-")
-	logs, err := l.env.Admin.Logs(ctx, "lab", "ticker", true, 0)
+	logs, err := l.env.Admin.Logs(ctx, "lab", "ticker", client.LogOptions{Follow: true, TailBytes: new(int64)})
 	if err != nil {
 		t.Fatal(err)
 	}

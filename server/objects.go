@@ -75,6 +75,12 @@ func (t target) request(v auth.Verb) auth.Request {
 // serveObjects handles every verb on every kind.
 func (s *Server) serveObjects(w http.ResponseWriter, r *http.Request, p *auth.Principal, t target) {
 	var err error
+	if r.Method != http.MethodGet {
+		if r, err = withDryRun(r); err != nil {
+			writeError(w, err)
+			return
+		}
+	}
 	switch {
 	case t.name == "" && r.Method == http.MethodGet:
 		if r.URL.Query().Get("watch") == "1" || r.URL.Query().Get("watch") == "true" {
@@ -286,6 +292,7 @@ func (s *Server) create(w http.ResponseWriter, r *http.Request, p *auth.Principa
 		if err != nil {
 			return err
 		}
+		s.writeWarnings(r.Context(), w, p, created)
 		writeJSON(w, http.StatusCreated, shown(p, created))
 		return nil
 	}
@@ -411,6 +418,9 @@ func (s *Server) replace(w http.ResponseWriter, r *http.Request, p *auth.Princip
 	if err != nil {
 		return s.hideForbidden(r.Context(), p, t, err)
 	}
+	if !t.status {
+		s.writeWarnings(r.Context(), w, p, out)
+	}
 	writeJSON(w, http.StatusOK, shown(p, out))
 	return nil
 }
@@ -459,6 +469,9 @@ func (s *Server) patch(w http.ResponseWriter, r *http.Request, p *auth.Principal
 	})
 	if err != nil {
 		return s.hideForbidden(r.Context(), p, t, err)
+	}
+	if !t.status {
+		s.writeWarnings(r.Context(), w, p, out)
 	}
 	writeJSON(w, http.StatusOK, shown(p, out))
 	return nil

@@ -209,6 +209,7 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	s.store.SetHooks("Host", tokenOwnerHooks{s})
 	s.quota = admission.NewQuota(s.store)
 	s.AddAdmitter(s.quota.Admit)
+	s.AddAdmitter(admission.NewSubnets(s.store).Admit)
 	ok := false
 	defer func() {
 		if !ok {

@@ -1,8 +1,9 @@
 // Package admission holds the server's admission checks: rules that need
-// other objects than the one being written (quotas) or who writes it (the
-// URLs hosts will fetch), run by the API after validation and before the
-// write. Each check has the shape of server.Admitter, func(ctx, principal,
-// obj, old) error, with old nil on a create.
+// other objects than the one being written (quotas, overlapping subnets)
+// or who writes it (the URLs hosts will fetch), run by the API after
+// validation and before the write. Each check has the shape of
+// server.Admitter, func(ctx, principal, obj, old) error, with old nil on a
+// create.
 package admission
 
 import (
@@ -51,8 +52,8 @@ type Quota struct {
 // QuotaGuardPrefix is where the per-tenant guard keys live.
 const QuotaGuardPrefix = "/hearth/guards/quota/"
 
-// TenantHooks removes a tenant's quota guard key with the tenant (install
-// with store.SetHooks("Tenant", …)).
+// TenantHooks removes a tenant's guard keys (quota, subnets) with the
+// tenant (install with store.SetHooks("Tenant", …)).
 type TenantHooks struct{}
 
 // OnCreate holds nothing.
@@ -60,9 +61,10 @@ func (TenantHooks) OnCreate(context.Context, clientv3.KV, api.Object) ([]clientv
 	return nil, nil, nil
 }
 
-// OnDelete deletes the tenant's guard key.
+// OnDelete deletes the tenant's guard keys.
 func (TenantHooks) OnDelete(_ context.Context, _ clientv3.KV, obj api.Object) ([]clientv3.Cmp, []clientv3.Op, error) {
-	return nil, []clientv3.Op{clientv3.OpDelete(QuotaGuardPrefix + obj.GetMetadata().Name)}, nil
+	return nil, []clientv3.Op{clientv3.OpDelete(QuotaGuardPrefix + obj.GetMetadata().Name),
+		clientv3.OpDelete(SubnetGuardPrefix + obj.GetMetadata().Name)}, nil
 }
 
 // NewQuota returns the quota check over a store.
