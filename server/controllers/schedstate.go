@@ -44,8 +44,7 @@ type hostState struct {
 	spec api.HostSpec // defaulted
 	// ready and cordoned are read from obj once, not per decision.
 	ready, cordoned bool
-	// capCPU and capMem are what the VMs may take: capacity less the
-	// reserve, times the overcommit (memory in whole MiB).
+	// capCPU and capMem are what the VMs may take (api.HostSpec.Allocatable).
 	capCPU float64
 	capMem int64
 	// usedCPU and usedMem are the sums over vms.
@@ -123,8 +122,8 @@ func (c *cluster) setHost(name string, h *api.Host) {
 	hs.spec = h.Spec
 	hs.spec.Default()
 	hs.ready, hs.cordoned = h.Status.Phase == api.HostReady, hs.spec.Unschedulable
-	hs.capCPU = float64(h.Status.CPUs-hs.spec.ReservedCPUs) * hs.spec.CPUOvercommit
-	hs.capMem = int64(float64(h.Status.Memory-hs.spec.ReservedMemory)*hs.spec.MemoryOvercommit) >> 20 << 20
+	cpu, mem := hs.spec.Allocatable(&h.Status)
+	hs.capCPU, hs.capMem = cpu, int64(mem)
 }
 
 // orphans forgets a removed host's VMs' contributions: a host cached
