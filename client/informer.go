@@ -25,8 +25,12 @@ type Informer struct {
 	mu    sync.RWMutex
 	items map[string]api.Object
 	// seen is the newest store revision the cache reflects.
-	seen     int64
+	seen int64
+	// hmu is held while handlers are called, and while one registered
+	// late is told what the cache holds, so it never misses a change.
+	hmu      sync.Mutex
 	handlers []func(key string, obj api.Object)
+	started  bool
 	synced   chan struct{}
 	once     sync.Once
 }
@@ -57,10 +61,26 @@ func SplitKey(key string) (tenant, name string) {
 }
 
 // OnChange registers a handler called with the key of every object that
-// is added, changed or deleted (obj is nil for deletions). Register
-// before Run.
+// is added, changed or deleted (obj is nil for deletions). A handler
+// registered after Run started (several controllers sharing one
+// informer) is first called with every object in the cache. Handlers
+// must not register handlers.
 func (in *Informer) OnChange(fn func(key string, obj api.Object)) {
+	in.hmu.Lock()
+	defer in.hmu.Unlock()
 	in.handlers = append(in.handlers, fn)
+	if !in.started {
+		return
+	}
+	in.mu.RLock()
+	items := make(map[string]api.Object, len(in.items))
+	for k, o := range in.items {
+		items[k] = o
+	}
+	in.mu.RUnlock()
+	for k, o := range items {
+		fn(k, o)
+	}
 }
 
 // Get returns a cached object; callers must not change it.
@@ -148,6 +168,9 @@ func (in *Informer) WaitSynced(ctx context.Context) error {
 
 // Run keeps the cache current until ctx ends.
 func (in *Informer) Run(ctx context.Context) {
+	in.hmu.Lock()
+	in.started = true
+	in.hmu.Unlock()
 	rv := ""
 	backoff := 100 * time.Millisecond
 	for ctx.Err() == nil {
@@ -240,6 +263,8 @@ func (in *Informer) relist(ctx context.Context) (string, error) {
 }
 
 func (in *Informer) notify(key string, obj api.Object) {
+	in.hmu.Lock()
+	defer in.hmu.Unlock()
 	for _, h := range in.handlers {
 		h(key, obj)
 	}

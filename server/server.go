@@ -25,6 +25,7 @@ import (
 	"hearth.dev/hearth/client"
 	"hearth.dev/hearth/server/admission"
 	"hearth.dev/hearth/server/auth"
+	"hearth.dev/hearth/server/controllers"
 	"hearth.dev/hearth/server/etcd"
 	"hearth.dev/hearth/server/openapi"
 	"hearth.dev/hearth/server/pki"
@@ -468,8 +469,10 @@ func (s *Server) leadOnce(ctx context.Context) error {
 		return err
 	}
 	rec := client.NewRecorder(c, "hearth-server").Background(lctx)
+	// One informer per kind, shared by the term's controllers.
+	shared := controllers.NewInformers(lctx, c)
 	var wg sync.WaitGroup
-	for _, run := range append(defaultControllers(s.cfg), s.cfg.Controllers...) {
+	for _, run := range append(defaultControllers(s.cfg, shared), s.cfg.Controllers...) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()

@@ -19,7 +19,10 @@ type HostLiveness struct {
 	Client   *client.Client
 	Recorder *client.Recorder
 	Now      func() time.Time
-	hosts    *client.Informer
+	// Informers, when set, are shared with the term's other controllers.
+	Informers *Informers
+
+	hosts *client.Informer
 }
 
 // Run runs the controller until ctx ends.
@@ -27,11 +30,10 @@ func (h *HostLiveness) Run(ctx context.Context) error {
 	if h.Now == nil {
 		h.Now = time.Now
 	}
-	h.hosts = client.NewInformer(h.Client, "Host", "", client.ListOptions{})
-	ctl := &reconcile.Controller{Name: "host-liveness", Reconciler: h, Workers: 2, Resync: time.Minute,
+	h.hosts = h.Informers.informer(ctx, h.Client, "Host")
+	ctl := &reconcile.Controller{Name: "host-liveness", Reconciler: h, Workers: 2, Resync: time.Minute, SpreadResync: true,
 		List: func(context.Context) ([]string, error) { return h.hosts.Keys(), nil }}
 	h.hosts.OnChange(func(key string, _ api.Object) { ctl.Enqueue(key) })
-	go h.hosts.Run(ctx)
 	if err := h.hosts.WaitSynced(ctx); err != nil {
 		return nil
 	}

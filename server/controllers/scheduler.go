@@ -54,6 +54,8 @@ type Scheduler struct {
 	// change (default 30s).
 	Resync time.Duration
 	Now    func() time.Time
+	// Informers, when set, are shared with the term's other controllers.
+	Informers *Informers
 
 	hosts *client.Informer
 	vms   *client.Informer
@@ -120,18 +122,15 @@ func (s *Scheduler) Run(ctx context.Context) error {
 	s.retryAffinity = map[string]bool{}
 	s.kick = make(chan struct{}, 1)
 	s.warned = map[string]warning{}
-	s.hosts = client.NewInformer(s.Client, "Host", "", client.ListOptions{})
-	s.vms = client.NewInformer(s.Client, "VirtualMachine", "", client.ListOptions{AllTenants: true})
-	s.volumes = client.NewInformer(s.Client, "Volume", "", client.ListOptions{AllTenants: true})
+	s.hosts = s.Informers.informer(ctx, s.Client, "Host")
+	s.vms = s.Informers.informer(ctx, s.Client, "VirtualMachine")
+	s.volumes = s.Informers.informer(ctx, s.Client, "Volume")
 	s.ctl = &reconcile.Controller{Name: "scheduler", Reconciler: s, Workers: bindWorkers, Resync: s.Resync, List: s.pendingKeys}
 	s.alloc = &reconcile.Controller{Name: "host-allocation", Reconciler: reconcile.ReconcilerFunc(s.reconcileAllocation), Workers: 1,
-		Resync: time.Minute, List: func(context.Context) ([]string, error) { return s.hosts.Keys(), nil }}
+		Resync: time.Minute, SpreadResync: true, List: func(context.Context) ([]string, error) { return s.hosts.Keys(), nil }}
 	s.hosts.OnChange(s.hostChanged)
 	s.vms.OnChange(s.vmChanged)
 	s.volumes.OnChange(s.volumeChanged)
-	go s.hosts.Run(ctx)
-	go s.vms.Run(ctx)
-	go s.volumes.Run(ctx)
 	if s.hosts.WaitSynced(ctx) != nil || s.vms.WaitSynced(ctx) != nil || s.volumes.WaitSynced(ctx) != nil {
 		return nil
 	}
