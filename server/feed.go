@@ -33,8 +33,13 @@ import (
 const feedRing = 4096
 
 // feedQueue is how many changes a watcher may have waiting to be written
-// before the feed drops it.
-const feedQueue = 1024
+// before the feed drops it; feedQueueIndexed for one found by an index
+// (an agent's), which is given only changes of its own objects, so a
+// thousand of them hold less memory.
+const (
+	feedQueue        = 1024
+	feedQueueIndexed = 256
+)
 
 // feeds holds the server's feeds, started at their kind's first watch.
 type feeds struct {
@@ -151,7 +156,11 @@ func (f *feed) subscribe(ctx context.Context, w *feedWatcher, from int64, index 
 	case <-ctx.Done():
 		return false, ctx.Err()
 	}
-	w.ch = make(chan *feedEvent, feedQueue)
+	queue := feedQueue
+	if w.indexPath != "" {
+		queue = feedQueueIndexed
+	}
+	w.ch = make(chan *feedEvent, queue)
 	w.gone = make(chan struct{})
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -168,7 +177,7 @@ func (f *feed) subscribe(ctx context.Context, w *feedWatcher, from int64, index 
 			replay = append(replay, e)
 		}
 	}
-	if len(replay) > feedQueue {
+	if len(replay) > queue {
 		return false, nil
 	}
 	for _, e := range replay {
@@ -256,7 +265,7 @@ func (f *feed) offer(ev store.Event) {
 		select {
 		case w.ch <- e:
 		default:
-			f.dropLocked(w, api.NewUnavailable("this watch fell %d changes behind and was ended: watch again from the last resourceVersion received", feedQueue))
+			f.dropLocked(w, api.NewUnavailable("this watch fell %d changes behind and was ended: watch again from the last resourceVersion received", cap(w.ch)))
 		}
 	}
 	for w := range f.all {
