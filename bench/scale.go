@@ -175,7 +175,6 @@ type scaleRun struct {
 	admin  *client.Client
 	adminP *serverProc
 	ec     *clientv3.Client
-	kernel string
 
 	agentsCancel context.CancelFunc
 	agentsDone   sync.WaitGroup
@@ -247,8 +246,11 @@ func (r *scaleRun) run(ctx context.Context) error {
 	if _, err := r.admin.Create(ctx, t); err != nil && !api.IsAlreadyExists(err) {
 		return err
 	}
-	r.kernel = filepath.Join(cfg.Dir, "vmlinuz")
-	if err := os.WriteFile(r.kernel, []byte("not a kernel: the simulated hosts start no guest\n"), 0o644); err != nil {
+	// The VMs boot from their network: nothing for a simulated host to
+	// fetch (a kernel would come from an Image every host reports on, or
+	// a URL off this machine).
+	n := &api.Network{TypeMeta: api.TypeMeta{APIVersion: api.APIVersion, Kind: "Network"}, Metadata: api.ObjectMeta{Name: "net", Tenant: scaleTenant}}
+	if _, err := r.admin.Create(ctx, n); err != nil && !api.IsAlreadyExists(err) {
 		return err
 	}
 
@@ -544,7 +546,8 @@ func (r *scaleRun) newVM(name, host string) *api.VirtualMachine {
 	return &api.VirtualMachine{TypeMeta: api.TypeMeta{APIVersion: api.APIVersion, Kind: "VirtualMachine"},
 		Metadata: api.ObjectMeta{Name: name, Tenant: scaleTenant},
 		Spec: api.VirtualMachineSpec{CPUs: 1, Memory: 64 << 20, Host: host,
-			Boot:      api.VMBoot{From: api.BootFromKernel, Kernel: &api.BootFile{URL: "file://" + r.kernel}},
+			Boot:      api.VMBoot{From: api.BootFromNetwork},
+			NICs:      []api.VMNIC{{Network: "net"}},
 			CloudInit: api.CloudInit{Disabled: true}}}
 }
 
