@@ -309,34 +309,50 @@ func memTotal() int64 {
 	return 0
 }
 
-// heartbeat renews the host's lease by writing status.lastHeartbeat,
-// with the machine's facts on the first beat and whenever a beat failed.
-// A refused credential ends it with client.ErrRevoked.
+// statusEvery is how often an agent whose server keeps host leases still
+// writes its Host's status (phase and lastHeartbeat): for people reading
+// it, and as the lease of last resort. Between, beats renew the lease and
+// write nothing.
+const statusEvery = 5 * time.Minute
+
+// heartbeat renews the host's lease every quarter of it: through the
+// server's host lease (POST .../hosts/NAME/heartbeat, no write), with its
+// status (phase Ready, status.lastHeartbeat) written on the first beat,
+// every statusEvery, when the Host is not Ready, and whenever a beat
+// failed, the machine's facts with it. A server without host leases (an
+// older one) gets the status written at every beat, as it expects. A
+// refused credential ends it with client.ErrRevoked.
 func (a *Agent) heartbeat(ctx context.Context) error {
-	full := true
+	full, leases, again := true, true, false
+	var wrote time.Time
+	lease := time.Duration(api.DefaultHostLeaseSeconds) * time.Second
 	for {
-		lease := time.Duration(api.DefaultHostLeaseSeconds) * time.Second
-		h, err := a.c.Get(ctx, "Host", "", a.cfg.Name)
-		if err == nil {
-			lease = time.Duration(h.(*api.Host).Spec.LeaseSeconds) * time.Second
-			if h.CommonStatus().Phase != api.HostReady {
-				full = true
+		var err error
+		if full || !leases || time.Since(wrote) >= statusEvery {
+			var h *api.Host
+			if h, err = a.writeHostStatus(ctx, full); err == nil {
+				wrote, full = time.Now(), false
+				lease = time.Duration(h.Spec.LeaseSeconds) * time.Second
 			}
 		}
-		if err == nil || !api.IsNotFound(err) {
-			now := time.Now().UTC()
-			st := map[string]any{"phase": api.HostReady, "lastHeartbeat": now}
-			if full {
-				for k, v := range a.facts() {
-					if k != "accelerator" {
-						st[k] = v
-					}
+		if err == nil && leases {
+			var hb client.HostHeartbeat
+			hb, err = a.c.RenewHostLease(ctx, a.cfg.Name)
+			switch {
+			case err == nil:
+				lease = time.Duration(hb.LeaseSeconds) * time.Second
+				if hb.Phase != api.HostReady && !again {
+					// Marked NotReady while away: say Ready at once.
+					full, again = true, true
+					continue
 				}
-				st["conditions"] = []api.Condition{{Type: "Ready", Status: api.ConditionTrue, Reason: "AgentHeartbeat",
-					Message: "the agent is renewing its lease", LastTransitionTime: &now}}
+			case api.IsNotFound(err) && strings.Contains(err.Error(), "no such endpoint"):
+				slog.Info("the server keeps no host leases (an older server): writing the Host's status at every heartbeat")
+				leases, err = false, nil
+				continue
 			}
-			_, err = a.c.Patch(ctx, "Host", "", a.cfg.Name, map[string]any{"status": st}, true)
 		}
+		again = false
 		switch {
 		case ctx.Err() != nil:
 			return nil
@@ -347,8 +363,6 @@ func (a *Agent) heartbeat(ctx context.Context) error {
 			// credential goes with it, and the next beat is refused.
 			slog.Warn("heartbeat failed", "err", err)
 			full = true
-		default:
-			full = false
 		}
 		every := max(lease/4, time.Second)
 		select {
@@ -357,6 +371,29 @@ func (a *Agent) heartbeat(ctx context.Context) error {
 		case <-time.After(every):
 		}
 	}
+}
+
+// writeHostStatus writes the Host's phase (Ready) and lastHeartbeat, with
+// the machine's facts and the Ready condition when full.
+func (a *Agent) writeHostStatus(ctx context.Context, full bool) (*api.Host, error) {
+	now := time.Now().UTC()
+	st := map[string]any{"phase": api.HostReady, "lastHeartbeat": now}
+	if full {
+		for k, v := range a.facts() {
+			if k != "accelerator" {
+				st[k] = v
+			}
+		}
+		st["conditions"] = []api.Condition{{Type: "Ready", Status: api.ConditionTrue, Reason: "AgentHeartbeat",
+			Message: "the agent is renewing its lease", LastTransitionTime: &now}}
+	}
+	out, err := a.c.Patch(ctx, "Host", "", a.cfg.Name, map[string]any{"status": st}, true)
+	if err != nil {
+		return nil, err
+	}
+	h := out.(*api.Host)
+	h.Spec.Default()
+	return h, nil
 }
 
 // startConsole serves VM consoles and logs to the server over mutual TLS.

@@ -10,10 +10,11 @@ import (
 // defaultControllers are the controllers every control plane runs.
 // They share one informer per kind (shared), so each object is decoded
 // and kept once.
-func defaultControllers(cfg Config, shared *controllers.Informers) []ControllerFunc {
+// Host liveness reads the hosts' leases (leases) beside their status.
+func defaultControllers(cfg Config, shared *controllers.Informers, leases controllers.HostLeases) []ControllerFunc {
 	return []ControllerFunc{
 		func(ctx context.Context, c *client.Client, rec *client.Recorder) error {
-			return (&controllers.HostLiveness{Client: c, Recorder: rec, Informers: shared}).Run(ctx)
+			return (&controllers.HostLiveness{Client: c, Recorder: rec, Informers: shared, Leases: leases}).Run(ctx)
 		},
 		func(ctx context.Context, c *client.Client, rec *client.Recorder) error {
 			return (&controllers.GarbageCollector{Client: c, Recorder: rec, Informers: shared}).Run(ctx)

@@ -114,7 +114,9 @@ type Server struct {
 	tenants *store.Mirror[struct{}]
 
 	// feeds share one etcd watch per kind among the API's watchers.
-	feeds         feeds
+	feeds feeds
+	// hostLeases are the hosts' etcd leases, for host liveness.
+	hostLeases    *hostLeases
 	bookmarkEvery time.Duration
 	listener      net.Listener
 	httpServer    *http.Server
@@ -267,6 +269,8 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	s.authn.Run(runCtx)
 	s.tenants = store.NewMirror(s.etcd, store.KindPrefix(tk), func([]byte) (struct{}, error) { return struct{}{}, nil })
 	go s.tenants.Run(runCtx)
+	s.hostLeases = newHostLeases(s.etcd)
+	go s.hostLeases.run(runCtx)
 	s.internalToken = auth.NewSecret("internal")
 	s.authn.AddInternal(s.internalToken, &auth.Principal{Name: "system:controllers", Role: api.RoleClusterAdmin, Internal: true})
 	wctx, wcancel := context.WithTimeout(ctx, 30*time.Second)
@@ -472,7 +476,7 @@ func (s *Server) leadOnce(ctx context.Context) error {
 	// One informer per kind, shared by the term's controllers.
 	shared := controllers.NewInformers(lctx, c)
 	var wg sync.WaitGroup
-	for _, run := range append(defaultControllers(s.cfg, shared), s.cfg.Controllers...) {
+	for _, run := range append(defaultControllers(s.cfg, shared, s.hostLeases), s.cfg.Controllers...) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()

@@ -13,16 +13,31 @@ import (
 	"hearth.dev/hearth/reconcile"
 )
 
-// HostLiveness marks a Host NotReady when its agent has not renewed its
-// lease (status.lastHeartbeat) within spec.leaseSeconds.
+// HostLiveness marks a Host NotReady when its agent has renewed its lease
+// neither through the API server's host lease (Leases: an etcd lease the
+// agent renews with POST .../hosts/NAME/heartbeat, which writes nothing)
+// nor by writing status.lastHeartbeat, within spec.leaseSeconds.
 type HostLiveness struct {
 	Client   *client.Client
 	Recorder *client.Recorder
 	Now      func() time.Time
 	// Informers, when set, are shared with the term's other controllers.
 	Informers *Informers
+	// Leases are the hosts' leases; nil reads status.lastHeartbeat only.
+	Leases HostLeases
 
 	hosts *client.Informer
+}
+
+// HostLeases are the hosts' leases as the API server keeps them in etcd.
+type HostLeases interface {
+	// Alive reports whether the Host name with uid holds a lease.
+	Alive(name, uid string) bool
+	// OnChange calls fn with a host's name when its lease is granted or
+	// runs out, until stop is called.
+	OnChange(fn func(host string)) (stop func())
+	// WaitSynced waits until the leases are known.
+	WaitSynced(ctx context.Context) error
 }
 
 // Run runs the controller until ctx ends.
@@ -34,6 +49,13 @@ func (h *HostLiveness) Run(ctx context.Context) error {
 	ctl := &reconcile.Controller{Name: "host-liveness", Reconciler: h, Workers: 2, Resync: time.Minute, SpreadResync: true,
 		List: func(context.Context) ([]string, error) { return h.hosts.Keys(), nil }}
 	h.hosts.OnChange(func(key string, _ api.Object) { ctl.Enqueue(key) })
+	if h.Leases != nil {
+		stop := h.Leases.OnChange(ctl.Enqueue)
+		defer stop()
+		if err := h.Leases.WaitSynced(ctx); err != nil {
+			return nil
+		}
+	}
 	if err := h.hosts.WaitSynced(ctx); err != nil {
 		return nil
 	}
@@ -60,12 +82,17 @@ func (h *HostLiveness) Reconcile(ctx context.Context, key string) (reconcile.Res
 		// Look again just after the lease would run out.
 		return reconcile.Result{RequeueAfter: lease - since + 100*time.Millisecond}, nil
 	}
+	if h.Leases != nil && h.Leases.Alive(host.Metadata.Name, host.Metadata.UID) {
+		// Renewed through its lease, whose end comes as a change; look
+		// again now and then all the same.
+		return reconcile.Result{RequeueAfter: lease}, nil
+	}
 	if host.Status.Phase == api.HostNotReady {
 		return reconcile.Result{}, nil
 	}
 	msg := "the agent has never reported"
 	if host.Status.LastHeartbeat != nil {
-		msg = fmt.Sprintf("no heartbeat from the agent for %s (lease %s)", since.Round(time.Second), lease)
+		msg = fmt.Sprintf("no heartbeat from the agent within its lease (%s); its last status report was %s ago", lease, since.Round(time.Second))
 	}
 	st := host.Status
 	st.Phase = api.HostNotReady
