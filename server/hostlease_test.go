@@ -68,7 +68,7 @@ func TestHostLeaseHeartbeat(t *testing.T) {
 	others := map[string]interface {
 		Do(ctx context.Context, method, path string, body any, out any) error
 	}{
-		"another host":   env.Host("h2"),
+		"another host":    env.Host("h2"),
 		"a cluster admin": env.Admin,
 		"a boot service":  env.BootService("boot1"),
 		"a viewer":        env.User("auditor", "", api.RoleViewer),
