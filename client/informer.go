@@ -29,7 +29,8 @@ type Informer struct {
 	// hmu is held while handlers are called, and while one registered
 	// late is told what the cache holds, so it never misses a change.
 	hmu      sync.Mutex
-	handlers []func(key string, obj api.Object)
+	handlers []handler
+	nextID   int
 	started  bool
 	synced   chan struct{}
 	once     sync.Once
@@ -60,17 +61,47 @@ func SplitKey(key string) (tenant, name string) {
 	return "", key
 }
 
+type handler struct {
+	id int
+	fn func(key string, obj api.Object)
+}
+
 // OnChange registers a handler called with the key of every object that
 // is added, changed or deleted (obj is nil for deletions). A handler
 // registered after Run started (several controllers sharing one
 // informer) is first called with every object in the cache. Handlers
 // must not register handlers.
 func (in *Informer) OnChange(fn func(key string, obj api.Object)) {
+	in.onChange(fn)
+}
+
+// OnChangeUntil is OnChange for a handler that goes away when ctx ends:
+// a controller of one leadership term on an informer that outlives it.
+// The handler is removed shortly after ctx ends, not at that instant, so
+// it may still be called once or twice after (a controller's Enqueue on
+// a stopped queue does nothing).
+func (in *Informer) OnChangeUntil(ctx context.Context, fn func(key string, obj api.Object)) {
+	id := in.onChange(fn)
+	context.AfterFunc(ctx, func() {
+		in.hmu.Lock()
+		defer in.hmu.Unlock()
+		for i, h := range in.handlers {
+			if h.id == id {
+				in.handlers = append(in.handlers[:i:i], in.handlers[i+1:]...)
+				return
+			}
+		}
+	})
+}
+
+func (in *Informer) onChange(fn func(key string, obj api.Object)) int {
 	in.hmu.Lock()
 	defer in.hmu.Unlock()
-	in.handlers = append(in.handlers, fn)
+	in.nextID++
+	id := in.nextID
+	in.handlers = append(in.handlers, handler{id, fn})
 	if !in.started {
-		return
+		return id
 	}
 	in.mu.RLock()
 	items := make(map[string]api.Object, len(in.items))
@@ -81,6 +112,7 @@ func (in *Informer) OnChange(fn func(key string, obj api.Object)) {
 	for k, o := range items {
 		fn(k, o)
 	}
+	return id
 }
 
 // Get returns a cached object; callers must not change it.
@@ -266,7 +298,7 @@ func (in *Informer) notify(key string, obj api.Object) {
 	in.hmu.Lock()
 	defer in.hmu.Unlock()
 	for _, h := range in.handlers {
-		h(key, obj)
+		h.fn(key, obj)
 	}
 }
 
