@@ -116,7 +116,10 @@ type Server struct {
 	// feeds share one etcd watch per kind among the API's watchers.
 	feeds feeds
 	// hostLeases are the hosts' etcd leases, for host liveness.
-	hostLeases    *hostLeases
+	hostLeases *hostLeases
+	// informers are the controllers' caches, kept warm while this server
+	// is not the leader, so that it leads at once when it becomes one.
+	informers     *controllers.Informers
 	bookmarkEvery time.Duration
 	listener      net.Listener
 	httpServer    *http.Server
@@ -321,6 +324,14 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		s.collectImageContent(runCtx)
 	}()
 	if !cfg.DisableControllers {
+		ic, err := s.InternalClient()
+		if err != nil {
+			cancel()
+			s.httpServer.Close()
+			return nil, err
+		}
+		s.informers = controllers.NewInformers(runCtx, ic)
+		s.informers.Warm()
 		s.wg.Add(1)
 		go func() {
 			defer s.wg.Done()
@@ -473,10 +484,8 @@ func (s *Server) leadOnce(ctx context.Context) error {
 		return err
 	}
 	rec := client.NewRecorder(c, "hearth-server").Background(lctx)
-	// One informer per kind, shared by the term's controllers.
-	shared := controllers.NewInformers(lctx, c)
 	var wg sync.WaitGroup
-	for _, run := range append(defaultControllers(s.cfg, shared, s.hostLeases), s.cfg.Controllers...) {
+	for _, run := range append(defaultControllers(s.cfg, s.informers, s.hostLeases), s.cfg.Controllers...) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()

@@ -51,7 +51,7 @@ func (g *GarbageCollector) Run(ctx context.Context) error {
 	for _, k := range api.Kinds() {
 		inf := g.Informers.informer(ctx, g.Client, k.Kind)
 		kind := k.Kind
-		inf.OnChange(func(key string, obj api.Object) {
+		inf.OnChangeUntil(ctx, func(key string, obj api.Object) {
 			g.index(kind+"|"+key, obj)
 			g.ctl.Enqueue(kind + "|" + key)
 			if obj == nil {

@@ -8,13 +8,16 @@ import (
 	"hearth.dev/hearth/client"
 )
 
-// Informers shares one informer per kind among the controllers of a
-// leader's term: a VM is then decoded and kept in memory once, however
-// many controllers look at VMs (the scheduler, VM sets, volume placement
-// and the garbage collector all do). Each informer caches its kind in
-// every tenant and runs from its first use until the term's context
-// ends. A controller left without one (tests that run it alone) makes
-// its own.
+// Informers shares one informer per kind among the controllers: a VM is
+// then decoded and kept in memory once, however many controllers look at
+// VMs (the scheduler, VM sets, volume placement, references and the
+// garbage collector all do). Each informer caches its kind in every
+// tenant and runs from its first use until the Informers' context ends;
+// a server keeps them for its whole life (Warm), so that a server that
+// becomes the leader starts with its caches filled and places VMs at
+// once. Controllers register their handlers until their term ends
+// (client.Informer.OnChangeUntil). A controller left without one (tests
+// that run it alone) makes its own.
 type Informers struct {
 	c   *client.Client
 	ctx context.Context
@@ -51,4 +54,12 @@ func (f *Informers) informer(ctx context.Context, c *client.Client, kind string)
 		go inf.Run(f.ctx)
 	}
 	return inf
+}
+
+// Warm starts the informers of every kind the controllers read, before
+// any controller asks.
+func (f *Informers) Warm() {
+	for _, k := range api.Kinds() {
+		f.informer(f.ctx, f.c, k.Kind)
+	}
 }

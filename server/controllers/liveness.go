@@ -48,7 +48,7 @@ func (h *HostLiveness) Run(ctx context.Context) error {
 	h.hosts = h.Informers.informer(ctx, h.Client, "Host")
 	ctl := &reconcile.Controller{Name: "host-liveness", Reconciler: h, Workers: 2, Resync: time.Minute, SpreadResync: true,
 		List: func(context.Context) ([]string, error) { return h.hosts.Keys(), nil }}
-	h.hosts.OnChange(func(key string, _ api.Object) { ctl.Enqueue(key) })
+	h.hosts.OnChangeUntil(ctx, func(key string, _ api.Object) { ctl.Enqueue(key) })
 	if h.Leases != nil {
 		stop := h.Leases.OnChange(ctl.Enqueue)
 		defer stop()

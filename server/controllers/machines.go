@@ -117,7 +117,7 @@ func (c *Machines) Run(ctx context.Context) error {
 		List: func(context.Context) ([]string, error) { return c.machines.Keys(), nil }}
 	c.counts = &reconcile.Controller{Name: "machineprofile-counts", Reconciler: reconcile.ReconcilerFunc(c.reconcileCount), Workers: 1,
 		Resync: c.Resync, List: func(context.Context) ([]string, error) { return c.profiles.Keys(), nil }}
-	c.machines.OnChange(func(key string, obj api.Object) {
+	c.machines.OnChangeUntil(ctx, func(key string, obj api.Object) {
 		c.ctl.Enqueue(key)
 		// The counts of the profile it matched and the one it matches.
 		var now []string
@@ -132,7 +132,7 @@ func (c *Machines) Run(ctx context.Context) error {
 			c.counts.Enqueue(p)
 		}
 	})
-	c.profiles.OnChange(c.profileChanged)
+	c.profiles.OnChangeUntil(ctx, c.profileChanged)
 	if c.machines.WaitSynced(ctx) != nil || c.profiles.WaitSynced(ctx) != nil {
 		return nil
 	}

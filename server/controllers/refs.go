@@ -89,13 +89,13 @@ func (c *References) Run(ctx context.Context) error {
 			return keys, nil
 		}}
 	for _, kind := range referringKinds {
-		c.informers[kind].OnChange(func(key string, obj api.Object) {
+		c.informers[kind].OnChangeUntil(ctx, func(key string, obj api.Object) {
 			c.index(kind+":"+key, obj)
 			c.ctl.Enqueue(kind + ":" + key)
 		})
 	}
 	for _, kind := range namedKinds {
-		c.informers[kind].OnChange(func(key string, obj api.Object) { c.enqueueReferrers(kind, key) })
+		c.informers[kind].OnChangeUntil(ctx, func(key string, obj api.Object) { c.enqueueReferrers(kind, key) })
 	}
 	for _, inf := range c.informers {
 		if inf.WaitSynced(ctx) != nil {

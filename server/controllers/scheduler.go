@@ -128,9 +128,9 @@ func (s *Scheduler) Run(ctx context.Context) error {
 	s.ctl = &reconcile.Controller{Name: "scheduler", Reconciler: s, Workers: bindWorkers, Resync: s.Resync, List: s.pendingKeys}
 	s.alloc = &reconcile.Controller{Name: "host-allocation", Reconciler: reconcile.ReconcilerFunc(s.reconcileAllocation), Workers: 1,
 		Resync: time.Minute, SpreadResync: true, List: func(context.Context) ([]string, error) { return s.hosts.Keys(), nil }}
-	s.hosts.OnChange(s.hostChanged)
-	s.vms.OnChange(s.vmChanged)
-	s.volumes.OnChange(s.volumeChanged)
+	s.hosts.OnChangeUntil(ctx, s.hostChanged)
+	s.vms.OnChangeUntil(ctx, s.vmChanged)
+	s.volumes.OnChangeUntil(ctx, s.volumeChanged)
 	if s.hosts.WaitSynced(ctx) != nil || s.vms.WaitSynced(ctx) != nil || s.volumes.WaitSynced(ctx) != nil {
 		return nil
 	}

@@ -71,8 +71,8 @@ func (c *VMSets) Run(ctx context.Context) error {
 	c.vms = c.Informers.informer(ctx, c.Client, "VirtualMachine")
 	c.ctl = &reconcile.Controller{Name: "vmset", Reconciler: c, Workers: 2, Resync: time.Minute, SpreadResync: true,
 		List: func(context.Context) ([]string, error) { return c.sets.Keys(), nil }}
-	c.sets.OnChange(func(key string, _ api.Object) { c.ctl.Enqueue(key) })
-	c.vms.OnChange(c.vmChanged)
+	c.sets.OnChangeUntil(ctx, func(key string, _ api.Object) { c.ctl.Enqueue(key) })
+	c.vms.OnChangeUntil(ctx, c.vmChanged)
 	if c.sets.WaitSynced(ctx) != nil || c.vms.WaitSynced(ctx) != nil {
 		return nil
 	}

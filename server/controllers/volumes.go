@@ -64,7 +64,7 @@ func (c *VolumePlacement) Run(ctx context.Context) error {
 	c.snapCtl = &reconcile.Controller{Name: "snapshot-placement", Reconciler: reconcile.ReconcilerFunc(c.reconcileSnapshot),
 		Resync: c.Resync, List: func(context.Context) ([]string, error) { return unbound(c.snaps), nil }}
 
-	c.vols.OnChange(func(key string, obj api.Object) {
+	c.vols.OnChangeUntil(ctx, func(key string, obj api.Object) {
 		var from []string
 		if obj != nil {
 			if v := obj.(*api.Volume); v.Spec.Source.Snapshot != "" {
@@ -78,7 +78,7 @@ func (c *VolumePlacement) Run(ctx context.Context) error {
 			c.snapCtl.Enqueue(k)
 		}
 	})
-	c.snaps.OnChange(func(key string, obj api.Object) {
+	c.snaps.OnChangeUntil(ctx, func(key string, obj api.Object) {
 		var of []string
 		if obj != nil {
 			s := obj.(*api.Snapshot)
@@ -91,7 +91,7 @@ func (c *VolumePlacement) Run(ctx context.Context) error {
 			c.volCtl.Enqueue(k)
 		}
 	})
-	c.vms.OnChange(func(key string, obj api.Object) {
+	c.vms.OnChangeUntil(ctx, func(key string, obj api.Object) {
 		var uses []string
 		if obj != nil {
 			vm := obj.(*api.VirtualMachine)
