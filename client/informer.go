@@ -26,6 +26,11 @@ type Informer struct {
 
 	mu    sync.RWMutex
 	items map[string]api.Object
+	// told is the version of each object the handlers were last told
+	// about: a Change's Old. It differs from items after Observe, which
+	// changes the cache without telling anyone, so that the watch's
+	// event of a write still shows what the write changed.
+	told map[string]api.Object
 	// seen is the newest store revision the cache reflects.
 	seen     int64
 	handlers []func(Change)
@@ -35,7 +40,7 @@ type Informer struct {
 
 // NewInformer caches kind (in tenant, or all tenants with opts.AllTenants).
 func NewInformer(c *Client, kind, tenant string, opts ListOptions) *Informer {
-	return &Informer{c: c, kind: kind, tenant: tenant, opts: opts, items: map[string]api.Object{}, synced: make(chan struct{})}
+	return &Informer{c: c, kind: kind, tenant: tenant, opts: opts, items: map[string]api.Object{}, told: map[string]api.Object{}, synced: make(chan struct{})}
 }
 
 // Key is how informers and controllers name objects: "tenant/name", or
@@ -76,10 +81,11 @@ func (in *Informer) OnUpdate(fn func(Change)) {
 // Change is one change an informer saw.
 type Change struct {
 	Key string
-	// Old is the version cached before (nil when the object is new to
-	// the cache); New the version now (nil when it was deleted). After a
-	// relist, Old is the version last seen, which may be several writes
-	// behind New.
+	// Old is the version the handlers were told about before (nil when
+	// the object is new); New the version now (nil when it was deleted).
+	// Old may be several writes behind New (after a relist), and is
+	// never a version the caller put in with Observe: the change of a
+	// caller's own write shows what the write changed.
 	Old, New api.Object
 }
 
@@ -224,12 +230,16 @@ func (in *Informer) Run(ctx context.Context) {
 			key := Key(ev.Object)
 			in.mu.Lock()
 			in.advance(rv)
-			old := in.items[key]
+			old := in.told[key]
 			if ev.Type == "DELETED" {
 				delete(in.items, key)
-			} else if !in.newer(key, ev.Object) {
-				// A version Observe put in is newer still: keep it.
-				in.items[key] = ev.Object
+				delete(in.told, key)
+			} else {
+				if !in.newer(key, ev.Object) {
+					// A version Observe put in is newer still: keep it.
+					in.items[key] = ev.Object
+				}
+				in.told[key] = ev.Object
 			}
 			in.mu.Unlock()
 			obj := ev.Object
@@ -256,8 +266,9 @@ func (in *Informer) relist(ctx context.Context) (string, error) {
 		fresh[Key(o)] = o
 	}
 	in.mu.Lock()
-	old := in.items
+	old := in.told
 	in.items = fresh
+	in.told = maps.Clone(fresh)
 	in.seen = 0
 	in.advance(rv)
 	in.mu.Unlock()

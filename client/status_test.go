@@ -107,7 +107,8 @@ func TestWriteStatus(t *testing.T) {
 }
 
 // TestChangeStatusOnly: an informer tells a status write (anyone's) from
-// a change of spec or metadata, and says what it had before.
+// a change of spec or metadata, and says what it had before, also when
+// the writer put its write into the cache first.
 func TestChangeStatusOnly(t *testing.T) {
 	env := servertest.Start(t, servertest.WithoutControllers())
 	env.Tenant("lab")
@@ -181,5 +182,52 @@ func TestChangeStatusOnly(t *testing.T) {
 	}
 	if seen[0].Old != nil || seen[len(seen)-1].New != nil || seen[len(seen)-1].Old == nil {
 		t.Errorf("the create should have no Old, the delete an Old and no New")
+	}
+	// The status write went into the cache at once (Observe), and its
+	// change still shows what it changed, for whoever watches that.
+	if w := seen[1]; w.Old.CommonStatus().Phase == w.New.CommonStatus().Phase {
+		t.Errorf("the change of a status write the writer observed: phase %q before and after", w.New.CommonStatus().Phase)
+	}
+}
+
+// TestChangeOldIsWhatHandlersSaw: a version put into the cache by Observe
+// is not what the next change's Old says: handlers are told the change
+// from the version they were last told about.
+func TestChangeOldIsWhatHandlersSaw(t *testing.T) {
+	env := servertest.Start(t, servertest.WithoutControllers())
+	env.Tenant("lab")
+	ctx := servertest.Ctx(t)
+	c := env.Admin
+	inf := client.NewInformer(c, "VirtualMachine", "lab", client.ListOptions{})
+	changes := make(chan client.Change, 10)
+	inf.OnUpdate(func(ch client.Change) { changes <- ch })
+	ictx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go inf.Run(ictx)
+	if err := inf.WaitSynced(ctx); err != nil {
+		t.Fatal(err)
+	}
+	created, err := c.Create(ctx, servertest.Example("VirtualMachine", "lab"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	<-changes
+	future := api.DeepCopy(created).(*api.VirtualMachine)
+	future.Metadata.ResourceVersion = "999999999"
+	future.Status.Phase = "Observed"
+	inf.Observe(future)
+	if _, _, err := client.WriteStatus(ctx, c, nil, created.(*api.VirtualMachine), func(vm *api.VirtualMachine) { vm.Status.Phase = api.VMStarting }); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case ch := <-changes:
+		if got := ch.Old.CommonStatus().Phase; got != created.CommonStatus().Phase {
+			t.Errorf("Old has phase %q, want %q, the version the handlers saw", got, created.CommonStatus().Phase)
+		}
+		if got := ch.New.CommonStatus().Phase; got != api.VMStarting {
+			t.Errorf("New has phase %q, want Starting", got)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no change after the status write")
 	}
 }
