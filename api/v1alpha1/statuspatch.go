@@ -52,6 +52,7 @@ type MachineFacts struct {
 	Firmware    string     `json:"firmware,omitempty"`
 	Addresses   []string   `json:"addresses,omitempty"`
 	SSHHostKeys *[]string  `json:"sshHostKeys,omitempty"`
+	InstalledAt *time.Time `json:"installedAt,omitempty"`
 	LastBoot    *time.Time `json:"lastBoot,omitempty"`
 	LastSeen    *time.Time `json:"lastSeen,omitempty"`
 }
