@@ -438,7 +438,7 @@ func TestFailingVMsDoNotSpin(t *testing.T) {
 	sum := sha256.Sum256(img)
 	if _, err := l.env.Admin.Create(ctx, &api.Image{TypeMeta: api.TypeMeta{APIVersion: api.APIVersion, Kind: "Image"},
 		Metadata: api.ObjectMeta{Name: "x", Tenant: "lab"},
-		Spec: api.ImageSpec{Format: api.FormatRaw, Source: api.ImageSource{Upload: true, Checksum: "sha256:" + hex.EncodeToString(sum[:])}}}); err != nil {
+		Spec:     api.ImageSpec{Format: api.FormatRaw, Source: api.ImageSource{Upload: true, Checksum: "sha256:" + hex.EncodeToString(sum[:])}}}); err != nil {
 		t.Fatal(err)
 	}
 	l.wait(t, "img", func(vm *api.VirtualMachine) error {
