@@ -157,10 +157,14 @@ func (q *Queue) addLocked(key string, now bool) {
 // AddAfter adds key once d has passed; d <= 0 adds it now. A key has at
 // most one pending AddAfter: the sooner of the pending and the new time
 // wins, so a retry scheduled in a second is not pushed back by a later
-// RequeueAfter of an hour, nor the other way round.
+// RequeueAfter of an hour, nor the other way round. A key backing off
+// after a failure keeps its retry, as with Add.
 func (q *Queue) AddAfter(key string, d time.Duration) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
+	if q.backingOffLocked(key) {
+		return // its retry brings it, not sooner
+	}
 	q.addAfterLocked(key, d)
 }
 

@@ -402,3 +402,31 @@ func TestQueueAddNowCutsBackoffShort(t *testing.T) {
 	q.AddNow("b")
 	wantLen(t, q, 1)
 }
+
+// TestQueueAddAfterWaitsForBackoff: an AddAfter sooner than a failed
+// key's retry (a resync spread over its period, say) does not bring it
+// sooner; a failure after a long RequeueAfter still retries at its
+// backoff.
+func TestQueueAddAfterWaitsForBackoff(t *testing.T) {
+	clk := newFakeClock()
+	q := reconcile.NewQueue(reconcile.QueueOptions{Clock: clk})
+	q.Add("a")
+	failOnce(t, q, "a") // retry in 50ms
+	q.AddAfter("a", 10*time.Millisecond)
+	clk.Advance(10 * time.Millisecond)
+	wantLen(t, q, 0)
+	clk.Advance(40 * time.Millisecond)
+	wantLen(t, q, 1)
+	mustGet(t, q, "a")
+	q.Forget("a")
+	q.Done("a")
+
+	// A success asked to look again in an hour; the next look fails.
+	q.AddAfter("a", time.Hour)
+	q.Add("a")
+	if d := failOnce(t, q, "a"); d != 50*time.Millisecond {
+		t.Fatalf("backoff %v, want 50ms", d)
+	}
+	clk.Advance(50 * time.Millisecond)
+	wantLen(t, q, 1)
+}
