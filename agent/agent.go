@@ -104,6 +104,9 @@ type Agent struct {
 	vms      *vmController
 	volumes  *volumeController
 	certFP   string
+	// checks are the host's checks (hostchecks.go), reported with the
+	// heartbeat.
+	checks *hostChecks
 }
 
 // Run joins (if needed: joining registers the Host) and runs until ctx
@@ -183,6 +186,9 @@ func run(ctx context.Context, cfg Config) error {
 		imgs:     newImageState(),
 		imageInf: client.NewInformer(c, "Image", "", client.ListOptions{AllTenants: true})}
 	a.kvm, a.kvmWhy = compute.DetectKVM(ctx)
+	a.checks = newHostChecks(cfg)
+	a.checks.run(ctx)
+	go a.checks.loop(ctx)
 	slog.Info("agent starting", "host", cfg.Name, "server", creds.Server, "kvm", a.kvm, "kvmReason", a.kvmWhy)
 
 	listener, err := a.startConsole(ctx)
@@ -292,21 +298,21 @@ func (a *Agent) heartbeat(ctx context.Context) error {
 		h, err := a.c.Get(ctx, "Host", "", a.cfg.Name)
 		if err == nil {
 			lease = time.Duration(h.(*api.Host).Spec.LeaseSeconds) * time.Second
-			if h.CommonStatus().Phase != api.HostReady {
+			if phase, changed := a.checks.phase(); changed || h.CommonStatus().Phase != phase {
 				full = true
 			}
 		}
 		if err == nil || !api.IsNotFound(err) {
 			now := time.Now().UTC()
-			st := map[string]any{"phase": api.HostReady, "lastHeartbeat": now}
+			phase, _ := a.checks.phase()
+			st := map[string]any{"phase": phase, "lastHeartbeat": now}
 			if full {
 				for k, v := range a.facts() {
 					if k != "accelerator" {
 						st[k] = v
 					}
 				}
-				st["conditions"] = []api.Condition{{Type: "Ready", Status: api.ConditionTrue, Reason: "AgentHeartbeat",
-					Message: "the agent is renewing its lease", LastTransitionTime: &now}}
+				st["phase"], st["conditions"] = a.checks.status(now)
 			}
 			_, err = a.c.Patch(ctx, "Host", "", a.cfg.Name, map[string]any{"status": st}, true)
 		}
