@@ -15,18 +15,24 @@ set -euo pipefail
 # iPXE ROMs, OVMF), the iPXE binaries the boot service serves, busybox for
 # the test guest (built from Debian's kernel and busybox packages with
 # apt-get download), iproute2 for the namespaces, dnsmasq as the home
-# router of `sandbox up --home-router`.
+# router of `sandbox up --home-router`; ca-certificates for Go's module
+# downloads; git, which go build runs to stamp the binary with the
+# checkout's commit (it refuses to build a git checkout without it).
 demo=(qemu-system-x86 qemu-utils ipxe-qemu ovmf ipxe busybox-static iproute2 dnsmasq-base
-	ca-certificates)
+	ca-certificates git)
 
 # The tests need the demo's packages and real peers to test against: an
 # external etcd (--etcd-endpoints); isoinfo to check cloud-init seeds;
 # DHCP clients (udhcpc from busybox-static, dhclient, dhcping) and TFTP
 # clients (tftp-hpa, atftp); a simulated BMC (openipmi's ipmi_sim) and
-# ipmitool; isolinux and syslinux for boot media; git for the checks;
-# iperf3, the plain path the data plane's benchmarks compare with.
+# ipmitool; isolinux and syslinux for boot media; iperf3, the plain path
+# the data plane's benchmarks compare with; qemu-block-extra, QEMU's RBD
+# driver that hearth doctor looks for (and Ceph volumes use); lintian and
+# mmdebstrap, which check the Debian package and build the throwaway
+# Debian roots it and the README's commands are installed into
+# (packaging/).
 test=("${demo[@]}" etcd-server genisoimage isc-dhcp-client dhcping tftp-hpa atftp ipmitool
-	openipmi isolinux syslinux-common syslinux-utils git iperf3)
+	openipmi isolinux syslinux-common syslinux-utils iperf3 qemu-block-extra lintian mmdebstrap)
 
 role=${1:-}
 case "$role" in
@@ -57,11 +63,13 @@ if [ "$(id -u)" != 0 ]; then
 	fi
 	sudo=(sudo)
 fi
-echo "installing Debian packages the ${role} needs: ${need[*]}" >&2
+echo "installing the Debian packages the ${role} needs that are missing: ${need[*]}" >&2
 export DEBIAN_FRONTEND=noninteractive
-# A run cut short by Ctrl-C may have left dpkg half-way: finish it first.
-"${sudo[@]}" dpkg --configure -a >/dev/null 2>&1 || true
+# A run cut short by Ctrl-C may have left dpkg half-way: finish what it
+# unpacked, and what apt had left to do, first.
+"${sudo[@]}" dpkg --configure -a >&2
 "${sudo[@]}" apt-get update -q >&2
+"${sudo[@]}" apt-get install -y -q --no-install-recommends -f >&2
 "${sudo[@]}" apt-get install -y -q --no-install-recommends "${need[@]}" >&2
 
 # Debian's etcd package starts a daemon on the default ports where systemd
