@@ -84,6 +84,17 @@ func (s Status) String() string {
 // MarshalText makes a Status read as its name in JSON.
 func (s Status) MarshalText() ([]byte, error) { return []byte(strings.ToLower(s.String())), nil }
 
+// UnmarshalText reads a Status's name.
+func (s *Status) UnmarshalText(b []byte) error {
+	for _, st := range []Status{OK, Skipped, Warn, Fail} {
+		if strings.EqualFold(st.String(), string(b)) {
+			*s = st
+			return nil
+		}
+	}
+	return fmt.Errorf("%q is not a doctor status (ok, skip, warn, fail)", b)
+}
+
 // Finding is the outcome of one check.
 type Finding struct {
 	// Check names what was checked: "vxlan", "kvm", "fsync"…

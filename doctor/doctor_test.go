@@ -528,3 +528,28 @@ func TestRunEveryRole(t *testing.T) {
 		}
 	}
 }
+
+// TestReportJSON: a report read back from `hearth doctor -o json` is the
+// report (the package test reads it so).
+func TestReportJSON(t *testing.T) {
+	rep := Report{Roles: []Role{Agent}, Findings: map[Role][]Finding{Agent: {
+		{Check: "kvm", Condition: condKVM, Status: Warn, Message: "m", Fix: "f"},
+		{Check: "qemu", Condition: condQEMU, Status: OK, Message: "q"},
+		{Check: "x", Condition: condQEMU, Status: Fail, Message: "x"},
+		{Check: "y", Condition: condQEMU, Status: Skipped, Message: "y"},
+	}}}
+	b, err := json.Marshal(rep)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var back Report
+	if err := json.Unmarshal(b, &back); err != nil {
+		t.Fatalf("%v\n%s", err, b)
+	}
+	if fmt.Sprint(back) != fmt.Sprint(rep) {
+		t.Errorf("got %+v\nwant %+v", back, rep)
+	}
+	if !strings.Contains(string(b), `"status":"warn"`) {
+		t.Errorf("statuses are not named in JSON: %s", b)
+	}
+}

@@ -57,7 +57,10 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-config=$("$hearth" sandbox up --hosts 2 --dir "$dir" | tee /dev/stderr | tail -n1)
+# HEARTH_SANDBOX_ARGS adds flags of `hearth sandbox up` (--prefix and
+# --underlay-cidr let a second sandbox share the machine).
+# shellcheck disable=SC2086
+config=$("$hearth" sandbox up --hosts 2 --dir "$dir" ${HEARTH_SANDBOX_ARGS:-} | tee /dev/stderr | tail -n1)
 export HEARTH_CONFIG=${config#export HEARTH_CONFIG=}
 
 run() {
