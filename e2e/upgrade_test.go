@@ -219,26 +219,6 @@ func TestUpgradeFromOldDataDir(t *testing.T) {
 	}
 }
 
-// clientWithToken is a client of p's server with another token.
-func (p *proc) clientWithToken(token, tenant string) *client.Client {
-	p.t.Helper()
-	conf, err := client.LoadConfig(filepath.Join(p.dataDir, "admin.conf"))
-	if err != nil {
-		p.t.Fatal(err)
-	}
-	cur, err := conf.Current("")
-	if err != nil {
-		p.t.Fatal(err)
-	}
-	ctx := *cur
-	ctx.Token, ctx.Tenant = token, tenant
-	c, err := client.New(&ctx)
-	if err != nil {
-		p.t.Fatal(err)
-	}
-	return c
-}
-
 // extractFixture unpacks a data directory fixture into dir (mode 0700, as
 // a server keeps it) and returns the values recorded beside it
 // (fixture.json: tokens, uids).

@@ -130,6 +130,22 @@ func depsInterruptedThenRerun(t *testing.T, r *debRoot, role string, want []stri
 func TestFreshMachineDemo(t *testing.T) {
 	needFreshMachineTests(t)
 	r := checkoutRoot(t)
+
+	// Before anything is installed, hearth doctor names every missing
+	// piece with what to install. (Built without VCS stamping: git is
+	// one of the missing pieces.)
+	r.must(20*time.Minute, []string{"GOFLAGS=-buildvcs=false"}, "sh", "-c", "cd /src && /usr/local/go/bin/go build -o /tmp/hearth ./cmd/hearth")
+	out, err := r.run(5*time.Minute, nil, "/tmp/hearth", "doctor", "--role", "sandbox")
+	if err == nil {
+		t.Errorf("hearth doctor --role sandbox passed on a fresh root:\n%s", out)
+	}
+	for _, want := range []string{"apt-get install qemu-system-x86", "apt-get install qemu-utils", "apt-get install ipxe"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("hearth doctor on a fresh root does not say %q:\n%s", want, out)
+		}
+	}
+	t.Logf("hearth doctor --role sandbox on a fresh root:\n%s", out)
+
 	r.withAptCache(func() {
 		depsInterruptedThenRerun(t, r, "demo", []string{"qemu-system-x86", "qemu-utils", "ipxe-qemu", "ovmf", "ipxe", "git", "ca-certificates"})
 	})
@@ -144,7 +160,10 @@ func TestFreshMachineDemo(t *testing.T) {
 	t.Cleanup(func() {
 		r.run(5*time.Minute, nil, "/src/bin/hearth", "sandbox", "down", "--dir", "/var/lib/hearth-sandbox-test", "--prefix", prefix)
 	})
-	out, err := r.run(20*time.Minute, env, "/src/examples/demo.sh")
+	if out, err := r.run(5*time.Minute, nil, "/tmp/hearth", "doctor", "--role", "sandbox"); err != nil {
+		t.Errorf("hearth doctor --role sandbox after deps.sh demo: %v\n%s", err, out)
+	}
+	out, err = r.run(20*time.Minute, env, "/src/examples/demo.sh")
 	if err != nil {
 		t.Fatal(err)
 	}
