@@ -154,6 +154,9 @@ func newDebRoot(t *testing.T, binds ...bind) *debRoot {
 		time.Sleep(20 * time.Millisecond)
 	}
 	mounts := [][]string{
+		// The root is a mount point of its own, as / is on a machine
+		// (the sandbox makes its mounts private from /).
+		{"--bind", r.dir, r.dir},
 		{"-t", "proc", "proc", r.path("/proc")},
 		{"--rbind", "/sys", r.path("/sys")},
 		{"--rbind", "/dev", r.path("/dev")},

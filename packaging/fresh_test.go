@@ -64,9 +64,12 @@ func checkoutRoot(t *testing.T) *debRoot {
 	return newDebRoot(t, binds...)
 }
 
-// depsInterrupted runs scripts/deps.sh ROLE in the root and interrupts it
-// as Ctrl-C would (SIGINT to its whole process group) once dpkg is
-// unpacking, then checks that running it again finishes the job.
+// depsInterruptedThenRerun runs scripts/deps.sh ROLE in the root and
+// kills it and everything it started (SIGKILL to its process group) once
+// dpkg is unpacking: harder than Ctrl-C, which apt and dpkg hold off
+// while they unpack, and what a closed terminal or a power cut does. Then
+// it checks that running it again finishes the job (dpkg's audit finds
+// nothing half-done) and that a third run does nothing.
 func depsInterruptedThenRerun(t *testing.T, r *debRoot, role string, want []string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
@@ -90,11 +93,16 @@ func depsInterruptedThenRerun(t *testing.T, r *debRoot, role string, want []stri
 		if !interrupted && strings.HasPrefix(line, "Unpacking ") {
 			// Well into dpkg's work.
 			time.Sleep(2 * time.Second)
-			syscall.Kill(-cmd.Process.Pid, syscall.SIGINT)
+			syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
 			interrupted = true
 		}
 	}
 	err = cmd.Wait()
+	if interrupted {
+		// What dpkg left: packages unpacked but not configured.
+		audit, _ := r.run(time.Minute, nil, "dpkg", "--audit")
+		t.Logf("dpkg --audit after the kill:\n%s", tailOf(audit, 1500))
+	}
 	if !interrupted {
 		t.Fatalf("deps.sh %s never unpacked anything (err %v):\n%s", role, err, tailOf(said.String(), 3000))
 	}
@@ -102,7 +110,7 @@ func depsInterruptedThenRerun(t *testing.T, r *debRoot, role string, want []stri
 	if !strings.HasPrefix(first, "installing the Debian packages the "+role+" needs that are missing: ") {
 		t.Errorf("deps.sh %s did not first say what it installs; it began with %q", role, first)
 	}
-	t.Logf("deps.sh %s interrupted while unpacking (exit %v)", role, err)
+	t.Logf("deps.sh %s killed while unpacking (%v)", role, err)
 
 	out := r.must(30*time.Minute, nil, "/src/scripts/deps.sh", role)
 	t.Logf("deps.sh %s again: %s", role, tailOf(out, 400))
