@@ -35,6 +35,10 @@ go build -o bin/.hearth.new ./cmd/hearth
 mv -f bin/.hearth.new bin/hearth
 hearth=$PWD/bin/hearth
 dir=${HEARTH_SANDBOX_DIR:-/var/lib/hearth-sandbox}
+# To run beside another sandbox, give it its own directory, prefix and
+# underlay, e.g. HEARTH_SANDBOX_DIR=/var/lib/hs2
+# HEARTH_SANDBOX_ARGS="--prefix hs2 --underlay-cidr 172.31.250.0/24".
+read -r -a up_args <<<"${HEARTH_SANDBOX_ARGS:-}"
 
 if [ -e "$dir/sandbox.json" ]; then
 	echo "taking down the sandbox an earlier run left in $dir" >&2
@@ -57,10 +61,7 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-# HEARTH_SANDBOX_ARGS adds flags of `hearth sandbox up` (--prefix and
-# --underlay-cidr let a second sandbox share the machine).
-# shellcheck disable=SC2086
-config=$("$hearth" sandbox up --hosts 2 --dir "$dir" ${HEARTH_SANDBOX_ARGS:-} | tee /dev/stderr | tail -n1)
+config=$("$hearth" sandbox up --hosts 2 --dir "$dir" "${up_args[@]}" | tee /dev/stderr | tail -n1)
 export HEARTH_CONFIG=${config#export HEARTH_CONFIG=}
 
 run() {
@@ -69,6 +70,7 @@ run() {
 	"$hearth" "$@"
 }
 run get hosts -o wide
+run get images
 run apply -f examples/lab.yaml
 run apply -f examples/sandbox/lab.yaml
 echo
@@ -86,6 +88,8 @@ up=true
 trap - EXIT INT TERM
 
 run get vm -A -o wide
+# Applying again changes nothing: the hosts the scheduler chose stay.
+run apply -f examples/sandbox/lab.yaml
 echo
 echo "\$ hearth logs vm/web-1 --tenant demo | grep HEARTH-GUEST"
 "$hearth" logs vm/web-1 --tenant demo | grep HEARTH-GUEST || true
