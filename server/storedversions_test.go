@@ -109,3 +109,47 @@ func TestObjectsFromANewerHearth(t *testing.T) {
 		t.Errorf("the watch ended with %v; want the refusal", err)
 	}
 }
+
+// TestAPIVersionIsChecked: a tenant cannot store an object under another
+// apiVersion, by create, update or merge patch (api.Prepare refuses it,
+// and the store would too). Stored, such an object would be refused by
+// every server (as if a newer Hearth had written it), and every list of
+// its kind, other tenants' and the controllers' included, would fail.
+func TestAPIVersionIsChecked(t *testing.T) {
+	env := servertest.Start(t)
+	ctx := servertest.Ctx(t)
+	env.Tenant("t1")
+	env.Tenant("t2")
+	member := env.User("mallory", "t1", api.RoleTenantMember)
+	other := env.User("bob", "t2", api.RoleTenantMember)
+
+	n := servertest.Example("Network", "t1").(*api.Network)
+	n.Metadata.Name = "n1"
+	n.APIVersion = "hearth.dev/v9"
+	if _, err := member.Create(ctx, n); err == nil || !strings.Contains(err.Error(), "apiVersion") {
+		t.Errorf("create with apiVersion hearth.dev/v9: %v, want refused naming apiVersion", err)
+	}
+	n.APIVersion = api.APIVersion
+	if _, err := member.Create(ctx, n); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := member.Patch(ctx, "Network", "t1", "n1", map[string]any{"apiVersion": "hearth.dev/v9"}, false); err == nil {
+		t.Error("a merge patch changed the apiVersion")
+	}
+	o, err := member.Get(ctx, "Network", "t1", "n1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	o.GetTypeMeta().APIVersion = "hearth.dev/v9"
+	if _, err := member.Update(ctx, o); err == nil {
+		t.Error("an update changed the apiVersion")
+	}
+	for _, c := range []*client.Client{member, other, env.Admin} {
+		if _, _, err := c.List(ctx, "Network", "", client.ListOptions{AllTenants: c == env.Admin}); err != nil {
+			t.Errorf("listing networks afterwards: %v", err)
+		}
+	}
+	if o, err := env.Admin.Get(ctx, "Network", "t1", "n1"); err != nil || o.GetTypeMeta().APIVersion != api.APIVersion {
+		t.Errorf("n1 afterwards: %v, %+v", err, o)
+	}
+}

@@ -117,6 +117,15 @@ func (s *Store) encode(k *api.KindInfo, key string, obj api.Object) (string, err
 }
 
 func encode(obj api.Object) ([]byte, error) {
+	// Every stored object says what it is in this version's words:
+	// decode refuses any other apiVersion, so none may be stored.
+	tm := obj.GetTypeMeta()
+	if tm.APIVersion == "" {
+		tm.APIVersion = api.APIVersion
+	}
+	if tm.APIVersion != api.APIVersion {
+		return nil, api.NewBadRequest("apiVersion %q is not served here (want %q)", tm.APIVersion, api.APIVersion)
+	}
 	m := obj.GetMetadata()
 	rv := m.ResourceVersion
 	m.ResourceVersion = ""
