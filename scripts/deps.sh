@@ -65,12 +65,38 @@ if [ "$(id -u)" != 0 ]; then
 fi
 echo "installing the Debian packages the ${role} needs that are missing: ${need[*]}" >&2
 export DEBIAN_FRONTEND=noninteractive
-# A run cut short by Ctrl-C may have left dpkg half-way: finish what it
-# unpacked, and what apt had left to do, first.
-"${sudo[@]}" dpkg --configure -a >&2
-"${sudo[@]}" apt-get update -q >&2
-"${sudo[@]}" apt-get install -y -q --no-install-recommends -f >&2
-"${sudo[@]}" apt-get install -y -q --no-install-recommends "${need[@]}" >&2
+
+# Another package manager may be at work: unattended-upgrades on a fresh
+# machine, or the dpkg of a run that was killed, which goes on without
+# it. Wait for it (10 minutes at most) rather than fail.
+wait_lock=(-o DPkg::Lock::Timeout=600)
+configure_pending() {
+	local out said=false
+	for _ in $(seq 120); do
+		if out=$("${sudo[@]}" dpkg --configure -a 2>&1); then
+			[ -z "$out" ] || echo "$out" >&2
+			return 0
+		fi
+		if [[ "$out" != *lock* ]]; then
+			echo "$out" >&2
+			return 1
+		fi
+		if [ "$said" = false ]; then
+			echo "waiting for another package manager to finish…" >&2
+			said=true
+		fi
+		sleep 5
+	done
+	echo "$out" >&2
+	return 1
+}
+
+# A run cut short (Ctrl-C, a closed terminal) may have left dpkg
+# half-way: finish what it unpacked, and what apt had left to do, first.
+configure_pending
+"${sudo[@]}" apt-get "${wait_lock[@]}" update -q >&2
+"${sudo[@]}" apt-get "${wait_lock[@]}" install -y -q --no-install-recommends -f >&2
+"${sudo[@]}" apt-get "${wait_lock[@]}" install -y -q --no-install-recommends "${need[@]}" >&2
 
 # Debian's etcd package starts a daemon on the default ports where systemd
 # runs; the tests start their own etcd on their own ports. Leave the machine
