@@ -72,6 +72,11 @@ type Config struct {
 	SecretsKeyFile string
 	// DisableControllers runs only the API (tests of the API alone).
 	DisableControllers bool
+	// DiscoveredMachineTTL is how long a Machine waiting in phase
+	// Discovered, untouched by a person, may go unseen by the boot
+	// service before the machines controller deletes it (default a day;
+	// negative: never).
+	DiscoveredMachineTTL time.Duration
 	// Controllers run on the leader; each gets a client and a recorder.
 	Controllers []ControllerFunc
 }
@@ -461,7 +466,7 @@ func (s *Server) leadOnce(ctx context.Context) error {
 	}
 	rec := client.NewRecorder(c, "hearth-server").Background(lctx)
 	var wg sync.WaitGroup
-	for _, run := range append(defaultControllers(), s.cfg.Controllers...) {
+	for _, run := range append(defaultControllers(s.cfg), s.cfg.Controllers...) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
