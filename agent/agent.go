@@ -114,6 +114,9 @@ type Agent struct {
 	vms     *vmController
 	volumes *volumeController
 	certFP  string
+	// checks are the host's checks (hostchecks.go), reported with the
+	// heartbeat.
+	checks *hostChecks
 }
 
 // Run joins (if needed: joining registers the Host) and runs until ctx
@@ -208,6 +211,9 @@ func run(ctx context.Context, cfg Config) error {
 	} else {
 		a.kvm, a.kvmWhy = compute.DetectKVM(ctx)
 	}
+	a.checks = newHostChecks(cfg)
+	a.checks.run(ctx)
+	go a.checks.loop(ctx)
 	slog.Info("agent starting", "host", cfg.Name, "server", creds.Server, "kvm", a.kvm, "kvmReason", a.kvmWhy)
 
 	listener, err := a.startConsole(ctx)
@@ -313,18 +319,18 @@ func (a *Agent) heartbeat(ctx context.Context) error {
 		h, err := a.c.Get(ctx, "Host", "", a.cfg.Name)
 		if err == nil {
 			lease = time.Duration(h.(*api.Host).Spec.LeaseSeconds) * time.Second
-			if h.CommonStatus().Phase != api.HostReady {
+			if phase, changed := a.checks.phase(); changed || h.CommonStatus().Phase != phase {
 				full = true
 			}
 		}
 		if err == nil || !api.IsNotFound(err) {
 			now := time.Now().UTC()
-			beat := api.HostHeartbeat{Phase: api.HostReady, LastHeartbeat: now}
+			phase, _ := a.checks.phase()
+			beat := api.HostHeartbeat{Phase: phase, LastHeartbeat: now}
 			if full {
 				facts := a.facts()
 				beat.HostFacts = &facts
-				beat.Conditions = []api.Condition{{Type: api.ConditionReady, Status: api.ConditionTrue, Reason: api.ReasonAgentHeartbeat,
-					Message: "the agent is renewing its lease", LastTransitionTime: &now}}
+				beat.Phase, beat.Conditions = a.checks.status(now)
 			}
 			_, err = a.c.PatchStatus(ctx, "Host", "", a.cfg.Name, beat)
 		}

@@ -9,6 +9,7 @@
 package store
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -16,6 +17,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -115,6 +117,15 @@ func (s *Store) encode(k *api.KindInfo, key string, obj api.Object) (string, err
 }
 
 func encode(obj api.Object) ([]byte, error) {
+	// Every stored object says what it is in this version's words:
+	// decode refuses any other apiVersion, so none may be stored.
+	tm := obj.GetTypeMeta()
+	if tm.APIVersion == "" {
+		tm.APIVersion = api.APIVersion
+	}
+	if tm.APIVersion != api.APIVersion {
+		return nil, api.NewBadRequest("apiVersion %q is not served here (want %q)", tm.APIVersion, api.APIVersion)
+	}
 	m := obj.GetMetadata()
 	rv := m.ResourceVersion
 	m.ResourceVersion = ""
@@ -125,18 +136,49 @@ func encode(obj api.Object) ([]byte, error) {
 
 // decode reads a stored object (opening it if it is sealed) and sets its
 // resourceVersion.
+//
+// It reads strictly. During a rolling upgrade, or after a downgrade, etcd
+// may hold objects written by a newer Hearth: another apiVersion, or
+// fields this server does not know. Decoding those leniently would drop
+// what it does not know, and the next write of the object would erase it
+// for good; so such an object is refused, with what is unknown and what
+// to do, and stays as it is in etcd until a server that knows it writes
+// it. An object with no apiVersion is this version's (every one stored
+// so far has one).
 func (s *Store) decode(k *api.KindInfo, key, value []byte, modRev int64) (api.Object, error) {
 	value, err := s.open(k, key, value)
 	if err != nil {
 		return nil, err
 	}
 	obj := k.New()
-	if err := json.Unmarshal(value, obj); err != nil {
-		return nil, fmt.Errorf("decoding stored %s: %w", k.Kind, err)
+	dec := json.NewDecoder(bytes.NewReader(value))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(obj); err != nil {
+		// Read again for the field's path (api.DecodeInto names it).
+		if perr := api.DecodeInto(value, k.New()); perr != nil {
+			err = perr
+		}
+		return nil, newerObject(k, key, err.Error())
+	}
+	if v := obj.GetTypeMeta().APIVersion; v != api.APIVersion {
+		return nil, newerObject(k, key, fmt.Sprintf("apiVersion %q", v))
 	}
 	obj.GetMetadata().ResourceVersion = strconv.FormatInt(modRev, 10)
 	return obj, nil
 }
+
+// newerObject is the error for a stored object this server cannot read
+// without losing part of it.
+func newerObject(k *api.KindInfo, key []byte, what string) error {
+	name := strings.TrimPrefix(string(key), KindPrefix(k))
+	return api.NewInternal("stored %s %s has %s, which this server (API %s) does not know: "+
+		"it was written by a newer Hearth, and is left as it is rather than read in part; "+
+		"upgrade this server to the version of the others", k.Kind, name, what, api.APIVersion)
+}
+
+// storedPrefix is how every object this version stores begins (encode
+// writes apiVersion first).
+var storedPrefix = []byte(`{"apiVersion":"` + api.APIVersion + `",`)
 
 // ParseRV parses a resourceVersion; "" is 0.
 func ParseRV(rv string) (int64, error) {
