@@ -10,10 +10,10 @@ import (
 	"github.com/spf13/cobra"
 
 	api "hearth.dev/hearth/api/v1alpha1"
+	"hearth.dev/hearth/pki"
 	"hearth.dev/hearth/server"
 	"hearth.dev/hearth/server/controllers"
 	"hearth.dev/hearth/server/etcd"
-	"hearth.dev/hearth/server/pki"
 )
 
 func init() { commands = append(commands, newServerCmd) }

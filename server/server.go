@@ -23,11 +23,11 @@ import (
 
 	api "hearth.dev/hearth/api/v1alpha1"
 	"hearth.dev/hearth/client"
+	"hearth.dev/hearth/pki"
 	"hearth.dev/hearth/server/admission"
 	"hearth.dev/hearth/server/auth"
 	"hearth.dev/hearth/server/etcd"
 	"hearth.dev/hearth/server/openapi"
-	"hearth.dev/hearth/server/pki"
 	"hearth.dev/hearth/server/store"
 	"hearth.dev/hearth/serving"
 	"hearth.dev/hearth/version"

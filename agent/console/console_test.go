@@ -21,7 +21,7 @@ import (
 	"hearth.dev/hearth/agent/console"
 	"hearth.dev/hearth/agent/console/consoletest"
 	"hearth.dev/hearth/compute"
-	"hearth.dev/hearth/server/pki"
+	"hearth.dev/hearth/pki"
 )
 
 const bootLog = "Linux version 6.1\nWelcome to the lab\nlogin: "

@@ -13,7 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"hearth.dev/hearth/atomicfile"
-	"hearth.dev/hearth/server/pki"
+	"hearth.dev/hearth/pki"
 	"math/big"
 	"net"
 	"os"
