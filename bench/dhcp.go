@@ -18,8 +18,8 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"hearth.dev/hearth/boot/dhcp"
-	"hearth.dev/hearth/boot/dhcp/dhcptest"
+	"hearth.dev/hearth/dhcp"
+	"hearth.dev/hearth/dhcp/dhcptest"
 )
 
 // DHCPConfig says how hard perfdhcp pushes each DHCP server.
@@ -175,7 +175,7 @@ func startDHCPServer(ctx context.Context, n *dhcptest.Net, name, dir string) (st
 			cancel()
 			return nil, "", err
 		}
-		return func() { cancel(); <-done }, "in this process (boot/dhcp), no Handler, lease file", nil
+		return func() { cancel(); <-done }, "in this process (dhcp), no Handler, lease file", nil
 	case "dnsmasq":
 		argv := []string{"dnsmasq", "--no-daemon", "--conf-file=/dev/null", "--no-hosts", "--no-resolv", "--port=0",
 			"--interface=" + dhcptest.ServerLink, "--bind-interfaces", "--user=root", "--group=root",

@@ -12,7 +12,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	api "hearth.dev/hearth/api/v1alpha1"
-	"hearth.dev/hearth/boot/dhcp"
+	"hearth.dev/hearth/dhcp"
 )
 
 // Telling a machine from another client on the provisioning network.

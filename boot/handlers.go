@@ -19,9 +19,9 @@ import (
 	"time"
 
 	api "hearth.dev/hearth/api/v1alpha1"
-	"hearth.dev/hearth/boot/dhcp"
 	"hearth.dev/hearth/boot/profile"
 	"hearth.dev/hearth/boot/tftp"
+	"hearth.dev/hearth/dhcp"
 	"hearth.dev/hearth/serving"
 )
 

@@ -34,9 +34,9 @@ import (
 	"time"
 
 	api "hearth.dev/hearth/api/v1alpha1"
-	"hearth.dev/hearth/boot/dhcp"
 	"hearth.dev/hearth/boot/tftp"
 	"hearth.dev/hearth/client"
+	"hearth.dev/hearth/dhcp"
 	"hearth.dev/hearth/serving"
 	"hearth.dev/hearth/storage"
 )

@@ -18,9 +18,9 @@ import (
 
 	api "hearth.dev/hearth/api/v1alpha1"
 	"hearth.dev/hearth/boot"
-	"hearth.dev/hearth/boot/dhcp"
-	"hearth.dev/hearth/boot/dhcp/dhcptest"
 	"hearth.dev/hearth/client"
+	"hearth.dev/hearth/dhcp"
+	"hearth.dev/hearth/dhcp/dhcptest"
 	"hearth.dev/hearth/server"
 	"hearth.dev/hearth/server/servertest"
 	"hearth.dev/hearth/serving"

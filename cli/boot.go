@@ -8,7 +8,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"hearth.dev/hearth/boot"
-	"hearth.dev/hearth/boot/dhcp"
+	"hearth.dev/hearth/dhcp"
 )
 
 func init() { commands = append(commands, newBootCmd) }

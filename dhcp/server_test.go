@@ -15,7 +15,7 @@ import (
 	"testing"
 	"time"
 
-	"hearth.dev/hearth/boot/dhcp/dhcptest"
+	"hearth.dev/hearth/dhcp/dhcptest"
 )
 
 // These tests run Hearth's server and real clients in two network
