@@ -21,7 +21,6 @@ import (
 	"hearth.dev/hearth/client"
 	"hearth.dev/hearth/dhcp"
 	"hearth.dev/hearth/dhcp/dhcptest"
-	"hearth.dev/hearth/server"
 	"hearth.dev/hearth/server/servertest"
 	"hearth.dev/hearth/serving"
 )
@@ -47,7 +46,7 @@ type lab struct {
 func newLab(t *testing.T, n *dhcptest.Net, cfg boot.Config) *lab {
 	t.Helper()
 	env := servertest.Start(t)
-	var jt server.TokenResponse
+	var jt api.TokenResponse
 	if err := env.Admin.Do(servertest.Ctx(t), http.MethodPost, api.PathPrefix+"/jointokens", map[string]string{"ttl": "1h"}, &jt); err != nil {
 		t.Fatal(err)
 	}

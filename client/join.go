@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -47,8 +46,8 @@ type Credentials struct {
 	CA     string `json:"ca"`
 	// Name is the host (or boot service) the credential acts as, and Kind
 	// host or boot.
-	Name string `json:"name,omitempty"`
-	Kind string `json:"kind,omitempty"`
+	Name string        `json:"name,omitempty"`
+	Kind api.TokenKind `json:"kind,omitempty"`
 	// Site and Labels come from the join token.
 	Site   string            `json:"site,omitempty"`
 	Labels map[string]string `json:"labels,omitempty"`
@@ -201,25 +200,12 @@ func join(ctx context.Context, cfg JoinConfig, token string, out *Credentials) e
 	if err != nil {
 		return err
 	}
-	var resp struct {
-		Token  string            `json:"token"`
-		CA     string            `json:"ca"`
-		Kind   string            `json:"kind"`
-		Host   string            `json:"host"`
-		Site   string            `json:"site"`
-		Labels map[string]string `json:"labels"`
-	}
-	req := map[string]any{"host": cfg.Name}
-	if cfg.Address != "" {
-		req["address"] = cfg.Address
-	}
-	if cfg.Boot {
-		req["boot"] = true
-	}
+	req := api.JoinRequest{Host: cfg.Name, Address: cfg.Address, Boot: cfg.Boot}
+	var resp *api.JoinResponse
 	// The server may still be starting (the sandbox starts everything at
 	// once): retry what may pass, not a refused token or a name taken.
 	for attempt := 0; ; attempt++ {
-		err = joiner.Do(ctx, http.MethodPost, api.PathPrefix+"/join", req, &resp)
+		resp, err = joiner.Join(ctx, req)
 		r := api.ReasonOf(err)
 		if err == nil || attempt >= 30 || r == api.ReasonUnauthorized || r == api.ReasonForbidden || r == api.ReasonInvalid || r == api.ReasonAlreadyExists {
 			break

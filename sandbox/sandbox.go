@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -21,7 +20,6 @@ import (
 	api "hearth.dev/hearth/api/v1alpha1"
 	"hearth.dev/hearth/atomicfile"
 	"hearth.dev/hearth/client"
-	"hearth.dev/hearth/server"
 )
 
 // Sandbox is a sandbox being built. Its steps run in this order: New,
@@ -227,9 +225,8 @@ func (s *Sandbox) joinTokenFile(ctx context.Context, dir, description string) (s
 	if err != nil {
 		return "", err
 	}
-	var resp server.TokenResponse
-	req := server.TokenRequest{TTL: "1h", Site: s.cfg.Site, Description: description}
-	if err := c.Do(ctx, http.MethodPost, api.PathPrefix+"/jointokens", req, &resp); err != nil {
+	resp, err := c.CreateToken(ctx, client.JoinTokens(), api.TokenRequest{TTL: "1h", Site: s.cfg.Site, Description: description})
+	if err != nil {
 		return "", fmt.Errorf("making a join token: %w", err)
 	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {

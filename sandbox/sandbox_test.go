@@ -203,8 +203,8 @@ func fakeAgentMain(args []string) int {
 	if err != nil {
 		return fail("%v", err)
 	}
-	var jr server.JoinResponse
-	if err := jc.Do(ctx, http.MethodPost, api.PathPrefix+"/join", server.JoinRequest{Host: *name, Address: *address}, &jr); err != nil {
+	jr, err := jc.Join(ctx, api.JoinRequest{Host: *name, Address: *address})
+	if err != nil {
 		return fail("join: %v", err)
 	}
 	c, err := client.New(&client.Context{Server: *srv, Token: jr.Token, CertificateAuthority: string(ca)})

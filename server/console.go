@@ -10,14 +10,13 @@ import (
 	"net"
 	"net/http"
 	"net/url"
-	"strconv"
 	"strings"
 	"time"
 
 	"github.com/coder/websocket"
 
-	"hearth.dev/hearth/agent/console"
 	api "hearth.dev/hearth/api/v1alpha1"
+	"hearth.dev/hearth/pki"
 	"hearth.dev/hearth/server/auth"
 	"hearth.dev/hearth/serving"
 )
@@ -31,7 +30,7 @@ import (
 // into the guest, the right to change it. The server authorizes the caller
 // exactly as for the VM itself, then proxies to the agent of the VM's host
 // over TLS in both directions: it presents a client certificate from the
-// cluster CA (common name console.ServerCommonName) and accepts only the
+// cluster CA (common name pki.ServerCommonName) and accepts only the
 // agent certificate whose fingerprint the Host's status publishes.
 
 const (
@@ -147,7 +146,7 @@ func (s *Server) vmAgent(ctx context.Context, p *auth.Principal, t target, verb 
 // the pinned agent certificate (agents' certificates are self-signed, and
 // the pin published through the API is what vouches for them).
 func (s *Server) agentClient(ep agentEndpoint) (*http.Client, error) {
-	certPEM, keyPEM, err := s.ca.IssueClient(console.ServerCommonName, agentClientValidity)
+	certPEM, keyPEM, err := s.ca.IssueClient(pki.ServerCommonName, agentClientValidity)
 	if err != nil {
 		return nil, err
 	}
@@ -165,7 +164,7 @@ func (s *Server) agentClient(ep agentEndpoint) (*http.Client, error) {
 			if len(cs.PeerCertificates) == 0 {
 				return errors.New("the agent presented no certificate")
 			}
-			if got := console.Fingerprint(cs.PeerCertificates[0].Raw); got != ep.pin {
+			if got := pki.Fingerprint(cs.PeerCertificates[0].Raw); got != ep.pin {
 				return fmt.Errorf("the agent's certificate (sha256 %s) is not the one host %s publishes (%s)", got, ep.host, ep.pin)
 			}
 			return nil
@@ -203,21 +202,9 @@ func unreachable(ep agentEndpoint, err error) error {
 
 // vmLog streams a VM's console log from its agent.
 func (s *Server) vmLog(w http.ResponseWriter, r *http.Request, p *auth.Principal, t target) error {
-	q := r.URL.Query()
-	follow, err := console.ParseFollow(q.Get("follow"))
+	o, err := api.ParseLogOptions(r.URL.Query())
 	if err != nil {
 		return err
-	}
-	tail, err := console.ParseTail(q.Get("tail"))
-	if err != nil {
-		return err
-	}
-	lines, err := console.ParseTailLines(q.Get("tailLines"))
-	if err != nil {
-		return err
-	}
-	if tail >= 0 && lines >= 0 {
-		return api.NewBadRequest("give tail (bytes) or tailLines, not both")
 	}
 	ep, err := s.vmAgent(r.Context(), p, t, auth.Get)
 	if err != nil {
@@ -227,16 +214,7 @@ func (s *Server) vmLog(w http.ResponseWriter, r *http.Request, p *auth.Principal
 	if err != nil {
 		return err
 	}
-	aq := url.Values{}
-	if follow {
-		aq.Set("follow", "1")
-	}
-	if tail >= 0 {
-		aq.Set("tail", strconv.FormatInt(tail, 10))
-	}
-	if lines >= 0 {
-		aq.Set("tailLines", strconv.FormatInt(lines, 10))
-	}
+	aq := o.Query()
 	u := ep.path(subresourceLog)
 	if len(aq) > 0 {
 		u += "?" + aq.Encode()

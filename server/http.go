@@ -112,10 +112,6 @@ func (s *Server) route(w http.ResponseWriter, r *http.Request) {
 }
 
 // whoami describes the caller, for `hearth whoami` and the dashboard.
-func whoami(p *auth.Principal) map[string]any {
-	who := map[string]any{"name": p.Name, "role": p.Role, "tenant": p.Tenant, "host": p.Host}
-	if p.Boot != "" {
-		who["boot"] = p.Boot // a boot service's credential
-	}
-	return who
+func whoami(p *auth.Principal) api.WhoAmI {
+	return api.WhoAmI{Name: p.Name, Role: p.Role, Tenant: p.Tenant, Host: p.Host, Boot: p.Boot}
 }

@@ -409,7 +409,7 @@ func (s *Server) bootstrap(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("bootstrap: %w", err)
 	}
-	secret, _, err := s.saveToken(ctx, auth.TokenRecord{Kind: auth.UserToken, User: "admin", Description: "admin.conf in " + s.cfg.DataDir}, &owner)
+	secret, _, err := s.saveToken(ctx, api.TokenRecord{Kind: api.UserToken, User: "admin", Description: "admin.conf in " + s.cfg.DataDir}, &owner)
 	if err != nil {
 		return err
 	}
