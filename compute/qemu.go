@@ -6,7 +6,7 @@ import (
 	"crypto/sha1"
 	"errors"
 	"fmt"
-	"hearth.dev/hearth/dirlock"
+	"hearth.dev/hearth/flock"
 	"io"
 	"net"
 	"os"
@@ -797,8 +797,8 @@ func removeRuntimeFiles(dir string) {
 // lockDir holds an exclusive flock on the VM's directory, so two drivers
 // (or two agents) cannot start the same VM at once.
 func lockDir(ctx context.Context, dir string) (unlock func(), err error) {
-	unlock, err = dirlock.Lock(ctx, dir, 50*time.Millisecond)
-	if errors.Is(err, dirlock.ErrBusy) {
+	unlock, err = flock.Lock(ctx, dir, 50*time.Millisecond)
+	if errors.Is(err, flock.ErrBusy) {
 		return nil, fmt.Errorf("lock %s: another start holds it: %w", dir, ctx.Err())
 	}
 	if err != nil {

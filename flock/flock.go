@@ -1,8 +1,8 @@
-// Package dirlock serialises processes on a directory with flock(2): the
+// Package flock serialises processes on a directory with flock(2): the
 // lock leaves no file behind and goes with the process, however it ends.
 // The compute driver locks a VM's directory to start it; the sandbox locks
 // its directory while it changes sandbox.json.
-package dirlock
+package flock
 
 import (
 	"context"
