@@ -21,6 +21,7 @@ import (
 	"hearth.dev/hearth/client"
 	"hearth.dev/hearth/dhcp"
 	"hearth.dev/hearth/dhcp/dhcptest"
+	"hearth.dev/hearth/netns"
 	"hearth.dev/hearth/server/servertest"
 	"hearth.dev/hearth/serving"
 )
@@ -96,7 +97,7 @@ func (l *lab) start() {
 	done := make(chan error, 1)
 	go func() {
 		if l.net != nil {
-			done <- dhcptest.Do(l.net.Server, func() error { return boot.Run(ctx, l.cfg) })
+			done <- netns.Do(l.net.Server, func() error { return boot.Run(ctx, l.cfg) })
 			return
 		}
 		done <- boot.Run(ctx, l.cfg)

@@ -20,6 +20,7 @@ import (
 	api "hearth.dev/hearth/api/v1alpha1"
 	"hearth.dev/hearth/atomicfile"
 	"hearth.dev/hearth/client"
+	"hearth.dev/hearth/netns"
 )
 
 // Sandbox is a sandbox being built. Its steps run in this order: New,
@@ -283,7 +284,7 @@ func (s *Sandbox) StartAgents(ctx context.Context) error {
 
 // dialFrom connects to addr from inside a namespace.
 func (s *Sandbox) dialFrom(netnsName, addr string) error {
-	return InNetns(netnsName, func() error {
+	return netns.DoNamed(netnsName, func() error {
 		c, err := net.DialTimeout("tcp", addr, 5*time.Second)
 		if err != nil {
 			return err
