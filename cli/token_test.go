@@ -61,7 +61,7 @@ func TestE2EJoinAndHostTokens(t *testing.T) {
 	out = hearth(t, "", "get", "host", host, "-o", "wide")
 	wantContains(t, "get host", out, host, "home")
 
-	out, errOut = hearthOK(t, "token", "create", "--join", "--host", host)
+	_, errOut = hearthOK(t, "token", "create", "--join", "--host", host)
 	wantContains(t, "token create --join --host stderr", errOut, "for re-joining host "+host)
 	out = hearth(t, "", "token", "list", "--join")
 	wantContains(t, "token list --join", out, host)

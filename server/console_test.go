@@ -16,13 +16,6 @@ import (
 	"hearth.dev/hearth/serving"
 )
 
-// consoleLab is a tenant's VM on a host whose agent serves its console.
-type consoleLab struct {
-	env   *servertest.Env
-	agent *consoletest.Agent
-	vm    *consoletest.VM
-}
-
 // hostWithAgent creates a Host whose status points at agent (nil: no
 // agent endpoint published yet).
 func hostWithAgent(t *testing.T, env *servertest.Env, name string, agent *consoletest.Agent, pin string) {
