@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"path"
 	"strings"
 	"time"
 
@@ -50,28 +51,17 @@ const (
 	consolePingEvery = 30 * time.Second
 )
 
-// serveVMConsole handles the log and console subresources of a VM. It
-// reports whether the path was one of them.
-func (s *Server) serveVMConsole(w http.ResponseWriter, r *http.Request, p *auth.Principal, segs []string) bool {
-	if len(segs) != 5 || segs[0] != "tenants" || segs[2] != "virtualmachines" ||
-		(segs[4] != subresourceLog && segs[4] != subresourceConsole) {
-		return false
-	}
+// serveVMConsole handles the log and console subresources of a VM.
+func (s *Server) serveVMConsole(w http.ResponseWriter, r *http.Request, p *auth.Principal) error {
 	k, _ := api.KindByPlural("virtualmachines")
-	t := target{kind: k, tenant: segs[1], name: segs[3]}
-	var err error
+	t := target{kind: k, tenant: r.PathValue("tenant"), name: r.PathValue("name")}
 	switch {
 	case r.Method != http.MethodGet:
-		err = &api.Status{Kind: "Status", Code: http.StatusMethodNotAllowed, Reason: api.ReasonBadRequest, Message: r.Method + " is not allowed on " + r.URL.Path}
-	case segs[4] == subresourceLog:
-		err = s.vmLog(w, r, p, t)
-	default:
-		err = s.vmConsole(w, r, p, t)
+		return &api.Status{Kind: "Status", Code: http.StatusMethodNotAllowed, Reason: api.ReasonBadRequest, Message: r.Method + " is not allowed on " + r.URL.Path}
+	case path.Base(r.URL.Path) == subresourceLog:
+		return s.vmLog(w, r, p, t)
 	}
-	if err != nil {
-		writeError(w, err)
-	}
-	return true
+	return s.vmConsole(w, r, p, t)
 }
 
 // agentEndpoint is where a VM's console is served.

@@ -103,6 +103,7 @@ type Server struct {
 	authn      *auth.Authenticator
 	ca         *pki.CA
 	openapi    http.Handler
+	mux        *http.ServeMux // the route table (routes.go)
 	metrics    *metrics
 	admitters  []Admitter
 	quota      *admission.Quota
@@ -272,6 +273,7 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		return nil, fmt.Errorf("loading tokens from etcd: %w", err)
 	}
 	s.openapi = openapi.Handler(Version)
+	s.mux = s.newMux()
 
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {

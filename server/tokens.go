@@ -16,63 +16,51 @@ import (
 	"hearth.dev/hearth/server/store"
 )
 
-// serveSpecial handles the endpoints that are not plain objects. It
-// reports whether it handled the request.
-func (s *Server) serveSpecial(w http.ResponseWriter, r *http.Request, p *auth.Principal, segs []string) bool {
-	var err error
-	admin := func(what string) error {
-		if p.Role != api.RoleClusterAdmin || p.HostCredential() {
-			return api.NewForbidden("%s may not manage %s: only cluster admins may", p.Name, what)
-		}
-		return nil
+// tokenAdmin refuses anyone but a cluster admin (a person) the
+// management of what.
+func tokenAdmin(p *auth.Principal, what string) error {
+	if p.Role != api.RoleClusterAdmin || p.HostCredential() {
+		return api.NewForbidden("%s may not manage %s: only cluster admins may", p.Name, what)
 	}
+	return nil
+}
+
+// joinTokens issues, lists and revokes join tokens (cluster admins).
+func (s *Server) joinTokens(w http.ResponseWriter, r *http.Request, p *auth.Principal) error {
+	if err := tokenAdmin(p, "join tokens"); err != nil {
+		return err
+	}
+	isJoin := func(t *api.TokenRecord) bool { return t.Kind == api.JoinToken }
+	id := r.PathValue("id")
 	switch {
-	case len(segs) == 1 && segs[0] == "whoami" && r.Method == http.MethodGet:
-		writeJSON(w, http.StatusOK, whoami(p))
-	case len(segs) == 1 && segs[0] == "join" && r.Method == http.MethodPost:
-		err = s.join(w, r, p)
-	case len(segs) <= 2 && segs[0] == "jointokens":
-		if err = admin("join tokens"); err != nil {
-			break
-		}
-		isJoin := func(t *api.TokenRecord) bool { return t.Kind == api.JoinToken }
-		switch {
-		case len(segs) == 1 && r.Method == http.MethodPost:
-			err = s.issueToken(w, r, api.TokenRecord{Kind: api.JoinToken})
-		case len(segs) == 1 && r.Method == http.MethodGet:
-			err = s.listTokens(w, r.Context(), isJoin)
-		case len(segs) == 2 && r.Method == http.MethodDelete:
-			err = s.revokeToken(w, r.Context(), "join token", segs[1], isJoin)
-		default:
-			err = methodNotAllowed(r)
-		}
-	case len(segs) <= 2 && segs[0] == "hosttokens":
-		if err = admin("host credentials"); err != nil {
-			break
-		}
-		host := r.URL.Query().Get("host")
-		isHost := func(t *api.TokenRecord) bool {
-			return (t.Kind == api.HostToken || t.Kind == api.BootToken) && (host == "" || t.Host == host)
-		}
-		switch {
-		case len(segs) == 1 && r.Method == http.MethodGet:
-			err = s.listTokens(w, r.Context(), isHost)
-		case len(segs) == 2 && r.Method == http.MethodDelete:
-			err = s.revokeToken(w, r.Context(), "host credential", segs[1], isHost)
-		default:
-			err = methodNotAllowed(r)
-		}
-	case len(segs) >= 3 && segs[0] == "users" && segs[2] == "tokens":
-		err = s.userTokens(w, r, p, segs[1], segs[3:])
-	case isImageContent(segs):
-		err = s.serveImageContent(w, r, p, segs)
-	default:
-		return false
+	case id == "" && r.Method == http.MethodPost:
+		return s.issueToken(w, r, api.TokenRecord{Kind: api.JoinToken})
+	case id == "" && r.Method == http.MethodGet:
+		return s.listTokens(w, r.Context(), isJoin)
+	case id != "" && r.Method == http.MethodDelete:
+		return s.revokeToken(w, r.Context(), "join token", id, isJoin)
 	}
-	if err != nil {
-		writeError(w, err)
+	return methodNotAllowed(r)
+}
+
+// hostTokens lists and revokes the credentials of hosts and boot
+// services (cluster admins).
+func (s *Server) hostTokens(w http.ResponseWriter, r *http.Request, p *auth.Principal) error {
+	if err := tokenAdmin(p, "host credentials"); err != nil {
+		return err
 	}
-	return true
+	host := r.URL.Query().Get("host")
+	isHost := func(t *api.TokenRecord) bool {
+		return (t.Kind == api.HostToken || t.Kind == api.BootToken) && (host == "" || t.Host == host)
+	}
+	id := r.PathValue("id")
+	switch {
+	case id == "" && r.Method == http.MethodGet:
+		return s.listTokens(w, r.Context(), isHost)
+	case id != "" && r.Method == http.MethodDelete:
+		return s.revokeToken(w, r.Context(), "host credential", id, isHost)
+	}
+	return methodNotAllowed(r)
 }
 
 func methodNotAllowed(r *http.Request) error {
@@ -81,7 +69,12 @@ func methodNotAllowed(r *http.Request) error {
 
 // userTokens lists, issues and revokes a user's tokens. Whoever may
 // change the User may manage its tokens; users may manage their own.
-func (s *Server) userTokens(w http.ResponseWriter, r *http.Request, p *auth.Principal, user string, rest []string) error {
+func (s *Server) userTokens(w http.ResponseWriter, r *http.Request, p *auth.Principal) error {
+	user := r.PathValue("user")
+	var rest []string
+	if id := r.PathValue("id"); id != "" {
+		rest = strings.Split(id, "/")
+	}
 	u, err := s.store.Get(r.Context(), s.userKind, "", user)
 	if err != nil {
 		if api.IsNotFound(err) && p.Role != api.RoleClusterAdmin {

@@ -464,6 +464,32 @@ func (b *builder) extraPaths() {
 		okCode: "200", okText: "The server is healthy.",
 		public: true,
 	})
+	b.add("/livez", "get", nil, operation{
+		id: "checkLive", summary: "Say whether the server process is alive (as /healthz)", tags: []string{tagServer},
+		okCode: "200", okText: "The server is alive.",
+		public: true,
+	})
+	b.add("/readyz", "get", nil, operation{
+		id: "checkReady", summary: "Say whether the server can serve requests: its etcd answers", tags: []string{tagServer},
+		okCode: "200", okText: "The server is ready (when it is not: 503, with the reason as text).",
+		public: true,
+	})
+	b.add("/metrics", "get", nil, operation{
+		id: "readMetrics", summary: "Read the server's Prometheus metrics (text exposition format)", tags: []string{tagServer},
+		okCode: "200", okText: "The metrics.",
+		public: true,
+	})
+	for _, path := range []string{"/openapi/v3", "/openapi.json"} {
+		id := "readOpenAPI"
+		if path == "/openapi.json" {
+			id = "readOpenAPIJSON"
+		}
+		b.add(path, "get", nil, operation{
+			id: id, summary: "Read this OpenAPI document", tags: []string{tagServer},
+			okCode: "200", okText: "The document (application/json).",
+			public: true,
+		})
+	}
 	b.add("/version", "get", nil, operation{
 		id: "readVersion", summary: "Say which version the server runs", tags: []string{tagServer},
 		okCode: "200", okText: "The server's version.", okSchema: "Version",
