@@ -53,6 +53,10 @@ type Credentials struct {
 	Labels map[string]string `json:"labels,omitempty"`
 }
 
+// ErrNotJoined says a host has no credential yet and nothing to join
+// with: it needs the server's URL and a join token.
+var ErrNotJoined = errors.New("this host has not joined yet")
+
 // ErrRevoked says the server refuses a host's credential: its Host was
 // deleted or the credential revoked. Only a new join token helps.
 var ErrRevoked = errors.New("host credential revoked or Host deleted: re-join with a new join token")
@@ -72,7 +76,7 @@ func Join(ctx context.Context, cfg JoinConfig) (*Client, *Credentials, error) {
 			return nil, nil, fmt.Errorf("%s: %w", path, err)
 		}
 		if creds.Name != "" && creds.Name != cfg.Name {
-			return nil, nil, fmt.Errorf("%s holds the credential of %s, not %s: give --name %s, or another --data-dir", path, creds.Name, cfg.Name, creds.Name)
+			return nil, nil, fmt.Errorf("%s holds the credential of %s, not %s: run as %s, or keep this host's credential in another data directory", path, creds.Name, cfg.Name, creds.Name)
 		}
 		c, err := credentialClient(cfg, &creds)
 		if err != nil {
@@ -134,7 +138,7 @@ func WaitJoined(ctx context.Context, cfg JoinConfig) (*Client, *Credentials, err
 		if msg := err.Error(); msg != said {
 			how := "write a new join token (`hearth token create --join`, or `--join --host " + cfg.Name + "` if the Host still exists) to the join token file"
 			if cfg.JoinTokenFile == "" {
-				how = "restart with --join-token-file holding a new join token"
+				how = "restart it with a join token file that holds a new join token"
 			}
 			slog.Error(msg, "host", cfg.Name, "then", how)
 			said = msg
@@ -175,24 +179,24 @@ func joinToken(cfg JoinConfig) (string, error) {
 		return "", nil
 	}
 	if err != nil {
-		return "", fmt.Errorf("--join-token-file: %w", err)
+		return "", fmt.Errorf("join token file: %w", err)
 	}
 	return strings.TrimSpace(string(data)), nil
 }
 
 func join(ctx context.Context, cfg JoinConfig, token string, out *Credentials) error {
 	if token == "" || cfg.Server == "" {
-		from := "--join-token-file (or HEARTH_JOIN_TOKEN)"
+		need := "the server's URL and a join token (from `hearth token create --join`)"
 		if cfg.JoinTokenFile != "" {
-			from = "a join token in " + cfg.JoinTokenFile
+			need += ", which the join token file " + cfg.JoinTokenFile + " does not hold yet"
 		}
-		return fmt.Errorf("this host has not joined yet: give --server and %s, from `hearth token create --join`", from)
+		return fmt.Errorf("%w: it needs %s", ErrNotJoined, need)
 	}
 	caPEM := ""
 	if cfg.CAFile != "" {
 		data, err := os.ReadFile(cfg.CAFile)
 		if err != nil {
-			return fmt.Errorf("--ca-file: %w", err)
+			return fmt.Errorf("cluster CA file: %w", err)
 		}
 		caPEM = string(data)
 	}
