@@ -89,10 +89,11 @@ const (
 	MinConsoleLogMax = 4 << 10
 )
 
-// CheckConsoleLogMax says what is wrong with n as --console-log-max.
+// CheckConsoleLogMax says what is wrong with n as a console log cap
+// (Config.ConsoleLogMax).
 func CheckConsoleLogMax(n int64) error {
 	if n < MinConsoleLogMax {
-		return fmt.Errorf("--console-log-max: %d bytes is too small a console log: want at least %s (the default is %s)",
+		return fmt.Errorf("a console log cap of %d bytes is too small: want at least %s (the default is %s)",
 			n, api.Bytes(MinConsoleLogMax), api.Bytes(DefaultConsoleLogMax))
 	}
 	return nil
@@ -131,7 +132,7 @@ func Run(ctx context.Context, cfg Config) error {
 		}
 		cfg.Name = strings.ToLower(strings.Split(h, ".")[0])
 	}
-	if es := api.ValidateName("--name", cfg.Name); len(es) > 0 {
+	if es := api.ValidateName("name", cfg.Name); len(es) > 0 {
 		return es
 	}
 	if cfg.DataDir == "" {
@@ -257,7 +258,7 @@ func (a *Agent) checkHost(ctx context.Context) error {
 		return nil
 	}
 	if h := obj.(*api.Host); a.cfg.Address != "" && h.Spec.Address != a.cfg.Address {
-		slog.Warn("the Host's spec.address differs from --address; a cluster admin changes it (hearth apply); hosts do not write their spec",
+		slog.Warn("the Host's spec.address differs from the address this agent was given; a cluster admin changes it (hearth apply); hosts do not write their spec",
 			"host", a.cfg.Name, "spec.address", h.Spec.Address, "address", a.cfg.Address)
 	}
 	return nil
@@ -370,7 +371,7 @@ func (a *Agent) startConsole(ctx context.Context) (net.Listener, error) {
 	}
 	ln, err := net.Listen("tcp", a.cfg.Listen)
 	if err != nil {
-		return nil, fmt.Errorf("--listen %s: %w", a.cfg.Listen, err)
+		return nil, fmt.Errorf("console endpoint on %s: %w", a.cfg.Listen, err)
 	}
 	srv := serving.New("the agent's console endpoint", ln, console.Handler(a.vmDir), a.cfg.ConsoleLimits, nil)
 	go func() {

@@ -188,7 +188,7 @@ spec: {network: lan, cidr: 10.0.0.0/16}
 	if strings.Contains(errOut, "Warning") {
 		t.Errorf("a dry run warned about an object in its own files:\n%s", errOut)
 	}
-	out, errOut = hearthOK(t, "apply", "-f", netFile, "-f", vm, "-t", tenant)
+	_, errOut = hearthOK(t, "apply", "-f", netFile, "-f", vm, "-t", tenant)
 	if strings.Contains(errOut, "Warning") {
 		t.Errorf("apply warned once the network exists:\n%s", errOut)
 	}

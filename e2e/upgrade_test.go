@@ -20,7 +20,7 @@ import (
 
 	api "hearth.dev/hearth/api/v1alpha1"
 	"hearth.dev/hearth/client"
-	"hearth.dev/hearth/dirlock"
+	"hearth.dev/hearth/flock"
 	"hearth.dev/hearth/server/servertest"
 )
 
@@ -63,7 +63,7 @@ func oldHearth(t *testing.T, commit string) string {
 	bin := filepath.Join(dir, "hearth-"+commit)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
 	defer cancel()
-	unlock, err := dirlock.Lock(ctx, dir, time.Second)
+	unlock, err := flock.Lock(ctx, dir, time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -14,7 +14,7 @@ import (
 	"testing"
 	"time"
 
-	"hearth.dev/hearth/dirlock"
+	"hearth.dev/hearth/flock"
 )
 
 // The throwaway Debian roots are made by mmdebstrap from Debian's
@@ -70,7 +70,7 @@ func baseTarball(t *testing.T) string {
 	path := filepath.Join(dir, debianSuite()+"-minbase.tar")
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
 	defer cancel()
-	unlock, err := dirlock.Lock(ctx, dir, time.Second)
+	unlock, err := flock.Lock(ctx, dir, time.Second)
 	if err != nil {
 		t.Fatalf("locking %s: %v", dir, err)
 	}

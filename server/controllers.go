@@ -7,6 +7,10 @@ import (
 	"hearth.dev/hearth/server/controllers"
 )
 
+// DefaultDiscoveredMachineTTL is the default of
+// Config.DiscoveredMachineTTL.
+const DefaultDiscoveredMachineTTL = controllers.DefaultDiscoveredTTL
+
 // defaultControllers are the controllers every control plane runs.
 func defaultControllers(cfg Config) []ControllerFunc {
 	return []ControllerFunc{
