@@ -48,12 +48,16 @@ does, and leaves alone what the file never set: the host the scheduler
 chose, the power state ` + "`hearth vm stop`" + ` set, labels added by hand.
 Applying an unchanged file changes nothing and says "unchanged".
 
-The server warns about names that name no object (a VM's network that
-does not exist yet); apply prints each warning and goes on.
+The server warns about names that name no object (a VM's security group
+that does not exist yet); apply prints each warning and goes on. A VM's
+NICs take their addresses in their network's subnet, so a VM whose
+network or subnet does not exist is refused.
 
 --dry-run sends every write to the server as a dry run: it is checked as
 the real apply would be (permissions, validation, quotas, overlapping
-subnets) and fails where it would fail, but nothing is written.
+subnets, addresses) and fails where it would fail, but nothing is
+written. A VM whose network or subnet the same files create is reported
+as not fully checked.
 
 With --prune -l SELECTOR, objects of the kinds in the files, in the tenants
 the files touch, that match the selector and are not in the files are
