@@ -214,7 +214,7 @@ func init() {
 			}},
 			{Name: "MTU", Get: func(o Object) string { return strconv.Itoa(o.(*Network).Spec.MTU) }},
 			{Name: "EXTERNAL", Get: func(o Object) string { return o.(*Network).Spec.ExternalNetwork }},
-			{Name: "HOSTS", Get: func(o Object) string { return strconv.Itoa(len(o.(*Network).Status.Hosts)) }},
+			{Name: "HOSTS", Wide: true, Get: func(o Object) string { return strconv.Itoa(len(o.(*Network).Status.Hosts)) }},
 			{Name: "PORTS", Wide: true, Get: func(o Object) string { return strconv.Itoa(len(o.(*Network).Status.Ports)) }},
 		},
 	})
