@@ -30,8 +30,8 @@ import (
 //   - Subnet.status.allocated and available, and ExternalNetwork.status
 //     .allocated and available: what is held and what is left.
 //   - FloatingIP.status.targetIP, host and phase: Associated once its
-//     target NIC exists, has its address, runs on a host and is on a
-//     network that routes to the floating IP's external network (else
+//     target NIC exists, has its address, runs on a host the external
+//     network reaches and is on a network that routes to it (else
 //     Allocated, with the Associated condition saying why). Of two
 //     floating IPs pointed at one NIC, the older keeps it.
 //
@@ -401,6 +401,14 @@ func (c *Networks) serves(x *api.ExternalNetwork, host string) bool {
 	return ok && o.(*api.Host).Spec.Site == x.Spec.Site
 }
 
+// servesName is serves for an external network by name; one that is not
+// (yet) in the cache is taken to reach every host, so a floating IP is not
+// held back by a cache that is late.
+func (c *Networks) servesName(name, host string) bool {
+	x, ok := c.externalNetwork(name)
+	return !ok || c.serves(x, host)
+}
+
 func (c *Networks) reconcileSubnet(ctx context.Context, key string) (reconcile.Result, error) {
 	obj, ok := c.subnets.Get(key)
 	if !ok || obj.GetMetadata().DeletionTimestamp != nil {
@@ -521,6 +529,8 @@ func (c *Networks) reconcileFloatingIP(ctx context.Context, key string) (reconci
 					tg.VM, tg.NIC, ifc.Network, f.Spec.ExternalNetwork)
 			case vm.Spec.Host == "":
 				reason, why = "NotPlaced", fmt.Sprintf("VM %q is not placed on a host yet", tg.VM)
+			case !c.servesName(f.Spec.ExternalNetwork, vm.Spec.Host):
+				reason, why = "HostNotServed", fmt.Sprintf("external network %q does not reach host %s, where VM %q runs", f.Spec.ExternalNetwork, vm.Spec.Host, tg.VM)
 			default:
 				if other := c.olderClaim(f); other != "" {
 					reason, why = "TargetTaken", fmt.Sprintf("VM %q nics[%d] already has floating IP %q", tg.VM, tg.NIC, other)

@@ -314,4 +314,16 @@ func TestFloatingIPStatus(t *testing.T) {
 	}
 	want("lab", "second", api.FloatingIPAllocated, "", "", "NotRouted")
 	want("other", "steal", api.FloatingIPAllocated, "", "", "TargetNotFound")
+
+	// An external network of one site does not reach a VM elsewhere.
+	o.create(
+		&api.ExternalNetwork{TypeMeta: tmeta("ExternalNetwork"), Metadata: api.ObjectMeta{Name: "homelan"},
+			Spec: api.ExternalNetworkSpec{CIDR: "198.51.100.0/24", Site: "home"}},
+		&api.Host{TypeMeta: tmeta("Host"), Metadata: api.ObjectMeta{Name: "h2"}, Spec: api.HostSpec{Site: "away"}},
+		&api.Network{TypeMeta: tmeta("Network"), Metadata: api.ObjectMeta{Name: "home", Tenant: "lab"}, Spec: api.NetworkSpec{ExternalNetwork: "homelan"}},
+		&api.Subnet{TypeMeta: tmeta("Subnet"), Metadata: api.ObjectMeta{Name: "home-a", Tenant: "lab"}, Spec: api.SubnetSpec{Network: "home", CIDR: "10.5.0.0/24"}},
+		nvm("lab", "away", "h2", api.VMNIC{Network: "home"}),
+		nfip("lab", "far", "homelan", "away"),
+	)
+	want("lab", "far", api.FloatingIPAllocated, "", "", "HostNotServed")
 }
