@@ -334,6 +334,54 @@ func TestConcurrentNICAllocations(t *testing.T) {
 	}
 }
 
+// TestConcurrentFloatingIPs: floating IPs created at once, by two
+// tenants, never share an address, and none is left held once they are
+// deleted.
+func TestConcurrentFloatingIPs(t *testing.T) {
+	env := servertest.Start(t, servertest.WithoutControllers())
+	env.Tenant("a")
+	env.Tenant("b")
+	ctx := servertest.Ctx(t)
+	mustCreate(t, env.Admin, externalNet("uplink", "192.0.2.0/24", "192.0.2.100", "192.0.2.140"))
+	users := []*client.Client{env.User("alice", "a", api.RoleTenantAdmin), env.User("bob", "b", api.RoleTenantAdmin)}
+	const n = 30
+	var wg sync.WaitGroup
+	got := make([]string, n)
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			tenant := []string{"a", "b"}[i%2]
+			o, err := users[i%2].Create(ctx, floatingIP(tenant, fmt.Sprintf("f%02d", i), "uplink", ""))
+			if err != nil {
+				t.Errorf("f%02d: %v", i, err)
+				return
+			}
+			got[i] = o.(*api.FloatingIP).Status.Address
+		}()
+	}
+	wg.Wait()
+	seen := map[string]int{}
+	for i, a := range got {
+		if j, dup := seen[a]; dup && a != "" {
+			t.Errorf("f%02d and f%02d both got %s", j, i, a)
+		}
+		seen[a] = i
+	}
+	if keys := ipamKeys(t, env); len(keys) != n {
+		t.Errorf("%d keys for %d floating IPs", len(keys), n)
+	}
+	for i := range n {
+		tenant := []string{"a", "b"}[i%2]
+		if _, err := env.Admin.Delete(ctx, "FloatingIP", tenant, fmt.Sprintf("f%02d", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if left := ipamKeys(t, env); len(left) != 0 {
+		t.Errorf("left after deleting every floating IP: %v", left)
+	}
+}
+
 // TestDeleteInUse: a subnet or network whose addresses VMs hold cannot be
 // deleted (409 naming the VMs), and a delete racing a VM's create never
 // lets both succeed: there is never an address in a subnet that is gone.
