@@ -106,15 +106,15 @@ func routerAddresses(ctx context.Context, kv clientv3.KV, t *txn, o, n *api.Netw
 	if err != nil {
 		return err
 	}
-	oldX := x
-	if o.Spec.ExternalNetwork != n.Spec.ExternalNetwork {
-		// The addresses of the old one's routers are in it; it cannot be
-		// gone while they are held (its delete refuses).
+	// The old routers' addresses are in the external network the old
+	// version named; it cannot be gone while they are held (its delete
+	// refuses), though it may be being deleted.
+	var oldX *found[*api.ExternalNetwork]
+	if o.Spec.ExternalNetwork != "" {
 		obj, _, err := getObject(ctx, kv, "ExternalNetwork", "", o.Spec.ExternalNetwork)
 		if err != nil {
 			return err
 		}
-		oldX = nil
 		if obj != nil {
 			oldX = &found[*api.ExternalNetwork]{obj: obj.(*api.ExternalNetwork)}
 		}
