@@ -218,6 +218,16 @@ func TestVMLifecycle(t *testing.T) {
 	// A NIC with the API's defaults (model virtio), which QEMU once
 	// refused as a device name.
 	vm1.Spec.NICs = []api.VMNIC{{Network: "lan"}}
+	// Its address comes from the network's subnet, which must exist.
+	for _, o := range []api.Object{
+		&api.Network{TypeMeta: api.TypeMeta{APIVersion: api.APIVersion, Kind: "Network"}, Metadata: api.ObjectMeta{Name: "lan", Tenant: "lab"}},
+		&api.Subnet{TypeMeta: api.TypeMeta{APIVersion: api.APIVersion, Kind: "Subnet"}, Metadata: api.ObjectMeta{Name: "lan-a", Tenant: "lab"},
+			Spec: api.SubnetSpec{Network: "lan", CIDR: "10.0.0.0/24"}},
+	} {
+		if _, err := l.env.Admin.Create(ctx, o); err != nil {
+			t.Fatal(err)
+		}
+	}
 	if _, err := l.env.Admin.Create(ctx, vm1); err != nil {
 		t.Fatal(err)
 	}

@@ -39,6 +39,7 @@ func hostWithAgent(t *testing.T, env *servertest.Env, name string, agent *consol
 func vmOn(t *testing.T, env *servertest.Env, tenant, name, host string) string {
 	t.Helper()
 	ctx := servertest.Ctx(t)
+	env.Needs("VirtualMachine", tenant)
 	vm := servertest.Example("VirtualMachine", tenant).(*api.VirtualMachine)
 	vm.Metadata.Name = name
 	vm.Spec.Host = host

@@ -35,5 +35,8 @@ func defaultControllers(cfg Config) []ControllerFunc {
 		func(ctx context.Context, c *client.Client, rec *client.Recorder) error {
 			return (&controllers.References{Client: c, Recorder: rec}).Run(ctx)
 		},
+		func(ctx context.Context, c *client.Client, rec *client.Recorder) error {
+			return (&controllers.Networks{Client: c, Recorder: rec}).Run(ctx)
+		},
 	}
 }

@@ -216,6 +216,7 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	s.quota = admission.NewQuota(s.store)
 	s.AddAdmitter(s.quota.Admit)
 	s.AddAdmitter(admission.NewSubnets(s.store).Admit)
+	s.AddAdmitter(admission.NewFloatingIPs(s.store).Admit)
 	ok := false
 	defer func() {
 		if !ok {

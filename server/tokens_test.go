@@ -519,6 +519,7 @@ func TestHostEvents(t *testing.T) {
 	env.Host("h2")
 	boot := env.BootService("boot")
 	objs := map[string]api.Object{}
+	env.Needs("VirtualMachine", "lab")
 	for _, placed := range []struct{ name, host string }{{"on-h1", "h1"}, {"on-h2", "h2"}} {
 		vm := servertest.Example("VirtualMachine", "lab")
 		vm.GetMetadata().Name = placed.name

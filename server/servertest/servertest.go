@@ -186,6 +186,26 @@ func Example(kind, tenant string) api.Object {
 	return obj
 }
 
+// Needs creates, unless they exist, the objects an Example of kind must
+// find when it is created (in tenant): the network and subnet its VM's
+// NICs take their addresses from, the external network a floating IP's
+// address comes from.
+func (e *Env) Needs(kind, tenant string) {
+	e.T.Helper()
+	var objs []api.Object
+	switch kind {
+	case "VirtualMachine":
+		objs = []api.Object{Example("ExternalNetwork", ""), Example("Network", tenant), Example("Subnet", tenant)}
+	case "FloatingIP":
+		objs = []api.Object{Example("ExternalNetwork", "")}
+	}
+	for _, o := range objs {
+		if _, err := e.Admin.Create(Ctx(e.T), o); err != nil && !api.IsAlreadyExists(err) {
+			e.T.Fatalf("creating %s, which a %s needs: %v", api.Ref(o), kind, err)
+		}
+	}
+}
+
 // Eventually retries fn until it returns nil or the timeout passes.
 func Eventually(t testing.TB, timeout time.Duration, fn func() error) {
 	t.Helper()
