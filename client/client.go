@@ -441,19 +441,10 @@ func (c *Client) WhoAmI(ctx context.Context) (map[string]any, error) {
 	return out, c.Do(ctx, http.MethodGet, api.PathPrefix+"/whoami", nil, &out)
 }
 
-// HostHeartbeat is what renewing a host's lease answers.
-type HostHeartbeat struct {
-	// LeaseSeconds is the lease renewed (the Host's spec.leaseSeconds).
-	LeaseSeconds int `json:"leaseSeconds"`
-	// Phase is the Host's: an agent whose Host is not Ready reports its
-	// status again.
-	Phase string `json:"phase,omitempty"`
-}
-
 // RenewHostLease renews the lease of host (the caller's own Host) on the
 // server, which writes nothing to do it (see the server's host leases).
-func (c *Client) RenewHostLease(ctx context.Context, host string) (HostHeartbeat, error) {
-	var out HostHeartbeat
-	err := c.Do(ctx, http.MethodPost, api.PathPrefix+"/hosts/"+url.PathEscape(host)+"/heartbeat", nil, &out)
+func (c *Client) RenewHostLease(ctx context.Context, host string) (api.HostLeaseRenewal, error) {
+	var out api.HostLeaseRenewal
+	err := c.Do(ctx, http.MethodPost, api.HostLeasePath(host), nil, &out)
 	return out, err
 }

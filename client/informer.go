@@ -3,6 +3,8 @@ package client
 import (
 	"context"
 	"log/slog"
+	"maps"
+	"slices"
 	"sort"
 	"strconv"
 	"sync"
@@ -24,6 +26,11 @@ type Informer struct {
 
 	mu    sync.RWMutex
 	items map[string]api.Object
+	// told is the version of each object the handlers were last told
+	// about: a Change's Old. It differs from items after Observe, which
+	// changes the cache without telling anyone, so that the watch's
+	// event of a write still shows what the write changed.
+	told map[string]api.Object
 	// seen is the newest store revision the cache reflects.
 	seen int64
 	// hmu is held while handlers are called, and while one registered
@@ -38,7 +45,7 @@ type Informer struct {
 
 // NewInformer caches kind (in tenant, or all tenants with opts.AllTenants).
 func NewInformer(c *Client, kind, tenant string, opts ListOptions) *Informer {
-	return &Informer{c: c, kind: kind, tenant: tenant, opts: opts, items: map[string]api.Object{}, synced: make(chan struct{})}
+	return &Informer{c: c, kind: kind, tenant: tenant, opts: opts, items: map[string]api.Object{}, told: map[string]api.Object{}, synced: make(chan struct{})}
 }
 
 // Key is how informers and controllers name objects: "tenant/name", or
@@ -63,7 +70,7 @@ func SplitKey(key string) (tenant, name string) {
 
 type handler struct {
 	id int
-	fn func(key string, obj api.Object)
+	fn func(Change)
 }
 
 // OnChange registers a handler called with the key of every object that
@@ -72,16 +79,30 @@ type handler struct {
 // informer) is first called with every object in the cache. Handlers
 // must not register handlers.
 func (in *Informer) OnChange(fn func(key string, obj api.Object)) {
-	in.onChange(fn)
+	in.onUpdate(func(ch Change) { fn(ch.Key, ch.New) })
 }
 
 // OnChangeUntil is OnChange for a handler that goes away when ctx ends:
 // a controller of one leadership term on an informer that outlives it.
-// The handler is removed shortly after ctx ends, not at that instant, so
-// it may still be called once or twice after (a controller's Enqueue on
-// a stopped queue does nothing).
 func (in *Informer) OnChangeUntil(ctx context.Context, fn func(key string, obj api.Object)) {
-	id := in.onChange(fn)
+	in.OnUpdateUntil(ctx, func(ch Change) { fn(ch.Key, ch.New) })
+}
+
+// OnUpdate is OnChange with the version the cache held before the change
+// as well, for handlers that act only on some changes: a controller that
+// writes an object's status reconciles it again when its spec or metadata
+// change, not at the echo of its own status write. A handler registered
+// late is first told of every cached object as new (Old nil).
+func (in *Informer) OnUpdate(fn func(Change)) {
+	in.onUpdate(fn)
+}
+
+// OnUpdateUntil is OnUpdate for a handler that goes away when ctx ends.
+// It is removed shortly after ctx ends, not at that instant, so it may
+// still be called once or twice after (a controller's Enqueue on a
+// stopped queue does nothing).
+func (in *Informer) OnUpdateUntil(ctx context.Context, fn func(Change)) {
+	id := in.onUpdate(fn)
 	context.AfterFunc(ctx, func() {
 		in.hmu.Lock()
 		defer in.hmu.Unlock()
@@ -94,7 +115,7 @@ func (in *Informer) OnChangeUntil(ctx context.Context, fn func(key string, obj a
 	})
 }
 
-func (in *Informer) onChange(fn func(key string, obj api.Object)) int {
+func (in *Informer) onUpdate(fn func(Change)) int {
 	in.hmu.Lock()
 	defer in.hmu.Unlock()
 	in.nextID++
@@ -104,15 +125,38 @@ func (in *Informer) onChange(fn func(key string, obj api.Object)) int {
 		return id
 	}
 	in.mu.RLock()
-	items := make(map[string]api.Object, len(in.items))
-	for k, o := range in.items {
-		items[k] = o
-	}
+	told := maps.Clone(in.told)
 	in.mu.RUnlock()
-	for k, o := range items {
-		fn(k, o)
+	for k, o := range told {
+		fn(Change{Key: k, New: o})
 	}
 	return id
+}
+
+// Change is one change an informer saw.
+type Change struct {
+	Key string
+	// Old is the version the handlers were told about before (nil when
+	// the object is new); New the version now (nil when it was deleted).
+	// Old may be several writes behind New (after a relist), and is
+	// never a version the caller put in with Observe: the change of a
+	// caller's own write shows what the write changed.
+	Old, New api.Object
+}
+
+// StatusOnly reports whether the change left everything but the status
+// as it was: the same object (uid), spec (generation), labels,
+// annotations, finalizers, owners and deletion mark. Writes of /status,
+// the writer's own included, are such changes.
+func (ch Change) StatusOnly() bool {
+	if ch.Old == nil || ch.New == nil {
+		return false
+	}
+	a, b := ch.Old.GetMetadata(), ch.New.GetMetadata()
+	return a.UID == b.UID && a.Generation == b.Generation &&
+		(a.DeletionTimestamp == nil) == (b.DeletionTimestamp == nil) &&
+		maps.Equal(a.Labels, b.Labels) && maps.Equal(a.Annotations, b.Annotations) &&
+		slices.Equal(a.Finalizers, b.Finalizers) && slices.Equal(a.OwnerReferences, b.OwnerReferences)
 }
 
 // Get returns a cached object; callers must not change it.
@@ -244,18 +288,23 @@ func (in *Informer) Run(ctx context.Context) {
 			key := Key(ev.Object)
 			in.mu.Lock()
 			in.advance(rv)
+			old := in.told[key]
 			if ev.Type == "DELETED" {
 				delete(in.items, key)
-			} else if !in.newer(key, ev.Object) {
-				// A version Observe put in is newer still: keep it.
-				in.items[key] = ev.Object
+				delete(in.told, key)
+			} else {
+				if !in.newer(key, ev.Object) {
+					// A version Observe put in is newer still: keep it.
+					in.items[key] = ev.Object
+				}
+				in.told[key] = ev.Object
 			}
 			in.mu.Unlock()
 			obj := ev.Object
 			if ev.Type == "DELETED" {
 				obj = nil
 			}
-			in.notify(key, obj)
+			in.notify(Change{Key: key, Old: old, New: obj})
 		}
 		if api.IsGone(werr()) {
 			rv = ""
@@ -275,30 +324,31 @@ func (in *Informer) relist(ctx context.Context) (string, error) {
 		fresh[Key(o)] = o
 	}
 	in.mu.Lock()
-	old := in.items
+	old := in.told
 	in.items = fresh
+	in.told = maps.Clone(fresh)
 	in.seen = 0
 	in.advance(rv)
 	in.mu.Unlock()
 	for k, o := range fresh {
 		if prev, ok := old[k]; !ok || prev.GetMetadata().ResourceVersion != o.GetMetadata().ResourceVersion {
-			in.notify(k, o)
+			in.notify(Change{Key: k, Old: prev, New: o})
 		}
 	}
-	for k := range old {
+	for k, prev := range old {
 		if _, ok := fresh[k]; !ok {
-			in.notify(k, nil)
+			in.notify(Change{Key: k, Old: prev})
 		}
 	}
 	in.once.Do(func() { close(in.synced) })
 	return rv, nil
 }
 
-func (in *Informer) notify(key string, obj api.Object) {
+func (in *Informer) notify(ch Change) {
 	in.hmu.Lock()
 	defer in.hmu.Unlock()
 	for _, h := range in.handlers {
-		h.fn(key, obj)
+		h.fn(ch)
 	}
 }
 

@@ -7,6 +7,10 @@ import (
 	"hearth.dev/hearth/server/controllers"
 )
 
+// DefaultDiscoveredMachineTTL is the default of
+// Config.DiscoveredMachineTTL.
+const DefaultDiscoveredMachineTTL = controllers.DefaultDiscoveredTTL
+
 // defaultControllers are the controllers every control plane runs.
 // They share one informer per kind (shared), so each object is decoded
 // and kept once.
@@ -33,6 +37,9 @@ func defaultControllers(cfg Config, shared *controllers.Informers, leases contro
 		},
 		func(ctx context.Context, c *client.Client, rec *client.Recorder) error {
 			return (&controllers.References{Client: c, Recorder: rec, Informers: shared}).Run(ctx)
+		},
+		func(ctx context.Context, c *client.Client, rec *client.Recorder) error {
+			return (&controllers.Networks{Client: c, Recorder: rec}).Run(ctx)
 		},
 	}
 }

@@ -17,7 +17,7 @@ import (
 )
 
 // Host leases: an agent renews its Host's lease with POST
-// .../hosts/NAME/heartbeat, which renews an etcd lease the server keeps
+// api.HostLeasePath (.../hosts/NAME/heartbeat), which renews an etcd lease the server keeps
 // for the host and writes nothing: a thousand hosts beating every ten
 // seconds cost etcd no revisions and no database growth. The lease
 // carries one key, /hearth/host-leases/NAME, written when the lease is
@@ -39,60 +39,42 @@ type hostLeaseRecord struct {
 	Lease        int64  `json:"lease"`
 }
 
-// HeartbeatResponse is what a heartbeat answers: the lease it renewed and
-// the Host's phase, so that an agent whose Host is not Ready (marked
-// NotReady while it was away) writes its status again.
-type HeartbeatResponse struct {
-	LeaseSeconds int    `json:"leaseSeconds"`
-	Phase        string `json:"phase,omitempty"`
-}
-
-// serveHostHeartbeat serves POST .../hosts/NAME/heartbeat. Only the host
-// itself may renew its lease.
-func (s *Server) serveHostHeartbeat(w http.ResponseWriter, r *http.Request, p *auth.Principal, segs []string) bool {
-	if len(segs) != 3 || segs[0] != "hosts" || segs[2] != "heartbeat" {
-		return false
+// serveHostHeartbeat serves POST api.HostLeasePath. Only the host itself
+// may renew its lease.
+func (s *Server) serveHostHeartbeat(w http.ResponseWriter, r *http.Request, p *auth.Principal) error {
+	name := r.PathValue("name")
+	if p.Host == "" || p.Host != name {
+		return api.NewForbidden("%s may not renew the lease of host %s: only that host's own credential may", p.Name, name)
 	}
-	name := segs[1]
-	var err error
-	switch {
-	case r.Method != http.MethodPost:
-		err = methodNotAllowed(r)
-	case p.Host == "" || p.Host != name:
-		err = api.NewForbidden("%s may not renew the lease of host %s: only that host's own credential may", p.Name, name)
-	default:
-		var resp HeartbeatResponse
-		if resp, err = s.renewHostLease(r.Context(), name); err == nil {
-			writeJSON(w, http.StatusOK, resp)
-		}
-	}
+	resp, err := s.renewHostLease(r.Context(), name)
 	if err != nil {
-		writeError(w, err)
+		return err
 	}
-	return true
+	writeJSON(w, http.StatusOK, resp)
+	return nil
 }
 
 // renewHostLease renews the host's etcd lease, granting one (and writing
 // its key) when there is none, it ran out, or spec.leaseSeconds changed.
-func (s *Server) renewHostLease(ctx context.Context, name string) (HeartbeatResponse, error) {
+func (s *Server) renewHostLease(ctx context.Context, name string) (api.HostLeaseRenewal, error) {
 	hk, _ := api.KindByName("Host")
 	hostKey := store.Key(hk, "", name)
 	leaseKey := HostLeasePrefix + name
 	for attempt := 0; attempt < 3; attempt++ {
 		resp, err := s.etcd.Txn(ctx).Then(clientv3.OpGet(hostKey), clientv3.OpGet(leaseKey)).Commit()
 		if err != nil {
-			return HeartbeatResponse{}, api.NewUnavailable("etcd: %v", err)
+			return api.HostLeaseRenewal{}, api.NewUnavailable("etcd: %v", err)
 		}
 		hosts, leases := resp.Responses[0].GetResponseRange().Kvs, resp.Responses[1].GetResponseRange().Kvs
 		if len(hosts) == 0 {
-			return HeartbeatResponse{}, api.NewNotFound("Host", "", name)
+			return api.HostLeaseRenewal{}, api.NewNotFound("Host", "", name)
 		}
 		var h api.Host
 		if err := json.Unmarshal(hosts[0].Value, &h); err != nil {
-			return HeartbeatResponse{}, api.NewInternal("decoding Host %s: %v", name, err)
+			return api.HostLeaseRenewal{}, api.NewInternal("decoding Host %s: %v", name, err)
 		}
 		h.Spec.Default()
-		out := HeartbeatResponse{LeaseSeconds: h.Spec.LeaseSeconds, Phase: h.Status.Phase}
+		out := api.HostLeaseRenewal{LeaseSeconds: h.Spec.LeaseSeconds, Phase: h.Status.Phase}
 		var rec hostLeaseRecord
 		if len(leases) == 1 && json.Unmarshal(leases[0].Value, &rec) == nil &&
 			rec.UID == h.Metadata.UID && rec.LeaseSeconds == h.Spec.LeaseSeconds {
@@ -103,7 +85,7 @@ func (s *Server) renewHostLease(ctx context.Context, name string) (HeartbeatResp
 		}
 		g, err := s.etcd.Grant(ctx, int64(h.Spec.LeaseSeconds))
 		if err != nil {
-			return HeartbeatResponse{}, api.NewUnavailable("etcd: granting a lease: %v", err)
+			return api.HostLeaseRenewal{}, api.NewUnavailable("etcd: granting a lease: %v", err)
 		}
 		data, _ := json.Marshal(hostLeaseRecord{UID: h.Metadata.UID, LeaseSeconds: h.Spec.LeaseSeconds, Lease: int64(g.ID)})
 		leaseRev := int64(0)
@@ -119,7 +101,7 @@ func (s *Server) renewHostLease(ctx context.Context, name string) (HeartbeatResp
 		if err != nil || !tx.Succeeded {
 			_, _ = s.etcd.Revoke(context.WithoutCancel(ctx), g.ID)
 			if err != nil {
-				return HeartbeatResponse{}, api.NewUnavailable("etcd: %v", err)
+				return api.HostLeaseRenewal{}, api.NewUnavailable("etcd: %v", err)
 			}
 			continue // raced: read again
 		}
@@ -128,7 +110,7 @@ func (s *Server) renewHostLease(ctx context.Context, name string) (HeartbeatResp
 		}
 		return out, nil
 	}
-	return HeartbeatResponse{}, api.NewUnavailable("renewing the lease of host %s: too much contention; try again", name)
+	return api.HostLeaseRenewal{}, api.NewUnavailable("renewing the lease of host %s: too much contention; try again", name)
 }
 
 // hostLeases is what this server knows of every host lease key, for the

@@ -26,7 +26,8 @@ type GarbageCollector struct {
 	informers map[string]*client.Informer // by kind
 	ctl       *reconcile.Controller
 
-	// dependents files every object (gcKey) under its owners ("Kind/name")
+	// dependents files every object ("Kind|tenant/name", as the
+	// controller's keys name it) under its owners ("Kind/name")
 	// and its tenant ("Tenant/name"): a deletion then looks at its
 	// dependents only.
 	dependents keyIndex
@@ -34,9 +35,6 @@ type GarbageCollector struct {
 
 // DefaultEventTTL is how long events are kept.
 const DefaultEventTTL = time.Hour
-
-// gcKey names an object of any kind: "Kind|tenant/name".
-func gcKey(kind string, obj api.Object) string { return kind + "|" + client.Key(obj) }
 
 // Run runs the collector until ctx ends.
 func (g *GarbageCollector) Run(ctx context.Context) error {

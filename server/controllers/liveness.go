@@ -48,7 +48,7 @@ func (h *HostLiveness) Run(ctx context.Context) error {
 	h.hosts = h.Informers.informer(ctx, h.Client, "Host")
 	ctl := &reconcile.Controller{Name: "host-liveness", Reconciler: h, Workers: 2, Resync: time.Minute, SpreadResync: true,
 		List: func(context.Context) ([]string, error) { return h.hosts.Keys(), nil }}
-	h.hosts.OnChangeUntil(ctx, func(key string, _ api.Object) { ctl.Enqueue(key) })
+	h.hosts.OnUpdateUntil(ctx, enqueueOwn(ctl, ""))
 	if h.Leases != nil {
 		stop := h.Leases.OnChange(ctl.Enqueue)
 		defer stop()
@@ -90,23 +90,40 @@ func (h *HostLiveness) Reconcile(ctx context.Context, key string) (reconcile.Res
 	if host.Status.Phase == api.HostNotReady {
 		return reconcile.Result{}, nil
 	}
-	msg := "the agent has never reported"
-	if host.Status.LastHeartbeat != nil {
-		msg = fmt.Sprintf("no heartbeat from the agent within its lease (%s); its last status report was %s ago", lease, since.Round(time.Second))
-	}
-	st := host.Status
-	st.Phase = api.HostNotReady
-	st.SetCondition(api.Condition{Type: "Ready", Status: api.ConditionFalse, Reason: "LeaseExpired", Message: msg}, now)
-	patch := map[string]any{
-		"metadata": map[string]any{"resourceVersion": host.Metadata.ResourceVersion},
-		"status":   map[string]any{"phase": st.Phase, "conditions": st.Conditions},
-	}
-	if _, err := h.Client.Patch(ctx, "Host", "", host.Metadata.Name, patch, true); err != nil {
-		if api.IsConflict(err) || api.IsNotFound(err) {
-			return reconcile.Result{}, nil // the informer brings the newer state
+	// The lease is checked again on the Host as it is when written: a
+	// heartbeat that came meanwhile (a conflict, read again) wins.
+	var msg string
+	_, wrote, err := client.WriteStatus(ctx, h.Client, h.hosts, host, func(host *api.Host) {
+		msg = leaseExpired(host, lease, now, h.Leases != nil)
+		if msg == "" || host.Status.Phase == api.HostNotReady || h.Leases != nil && h.Leases.Alive(host.Metadata.Name, host.Metadata.UID) {
+			return
 		}
+		host.Status.Phase = api.HostNotReady
+		host.Status.SetCondition(api.Condition{Type: api.ConditionReady, Status: api.ConditionFalse, Reason: api.ReasonLeaseExpired, Message: msg}, now)
+	})
+	switch {
+	case api.IsNotFound(err):
+		return reconcile.Result{}, nil
+	case err != nil:
 		return reconcile.Result{}, err
+	case wrote:
+		h.Recorder.Eventf(ctx, host, api.EventWarning, "HostNotReady", "%s", msg)
 	}
-	h.Recorder.Eventf(ctx, host, api.EventWarning, "HostNotReady", "%s", msg)
 	return reconcile.Result{}, nil
+}
+
+// leaseExpired says how a host's lease ran out, or "" while it holds.
+// With host leases (leases), status.lastHeartbeat is only the last
+// status report: the lease itself ran out unseen.
+func leaseExpired(host *api.Host, lease time.Duration, now time.Time, leases bool) string {
+	hb := host.Status.LastHeartbeat
+	switch {
+	case hb == nil:
+		return "the agent has never reported"
+	case leases && now.Sub(*hb) > lease:
+		return fmt.Sprintf("no heartbeat from the agent within its lease (%s); its last status report was %s ago", lease, now.Sub(*hb).Round(time.Second))
+	case now.Sub(*hb) > lease:
+		return fmt.Sprintf("no heartbeat from the agent for %s (lease %s)", now.Sub(*hb).Round(time.Second), lease)
+	}
+	return ""
 }

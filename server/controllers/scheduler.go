@@ -64,6 +64,8 @@ type Scheduler struct {
 	volumes *client.Informer
 	ctl     *reconcile.Controller // VM keys
 	alloc   *reconcile.Controller // host names
+	// own is how a VM's own changes reach ctl (enqueueOwn).
+	own func(client.Change)
 
 	// mu guards everything below; a decision holds it from reading the
 	// cluster to recording the binding it assumes.
@@ -126,10 +128,11 @@ func (s *Scheduler) Run(ctx context.Context) error {
 	s.vms = s.Informers.informer(ctx, s.Client, "VirtualMachine")
 	s.volumes = s.Informers.informer(ctx, s.Client, "Volume")
 	s.ctl = &reconcile.Controller{Name: "scheduler", Reconciler: s, Workers: bindWorkers, Resync: s.Resync, List: s.pendingKeys}
+	s.own = enqueueOwn(s.ctl, "")
 	s.alloc = &reconcile.Controller{Name: "host-allocation", Reconciler: reconcile.ReconcilerFunc(s.reconcileAllocation), Workers: 1,
 		Resync: time.Minute, SpreadResync: true, List: func(context.Context) ([]string, error) { return s.hosts.Keys(), nil }}
 	s.hosts.OnChangeUntil(ctx, s.hostChanged)
-	s.vms.OnChangeUntil(ctx, s.vmChanged)
+	s.vms.OnUpdateUntil(ctx, s.vmChanged)
 	s.volumes.OnChangeUntil(ctx, s.volumeChanged)
 	if s.hosts.WaitSynced(ctx) != nil || s.vms.WaitSynced(ctx) != nil || s.volumes.WaitSynced(ctx) != nil {
 		return nil
@@ -175,8 +178,9 @@ func (s *Scheduler) hostChanged(key string, obj api.Object) {
 // recounts the hosts it was and is on. A placed VM that went or changed
 // in a way that frees room or lifts a rule tries the waiting VMs again;
 // one newly placed tries those whose affinity it may satisfy.
-func (s *Scheduler) vmChanged(key string, obj api.Object) {
-	s.ctl.Enqueue(key)
+func (s *Scheduler) vmChanged(ch client.Change) {
+	key, obj := ch.Key, ch.New
+	s.own(ch)
 	var vm *api.VirtualMachine
 	if obj != nil {
 		vm = obj.(*api.VirtualMachine)
@@ -420,7 +424,7 @@ func (s *Scheduler) markUnschedulable(ctx context.Context, key string, vm *api.V
 		}
 		changed := st.Phase != api.VMPending
 		st.Phase = api.VMPending
-		c := api.Condition{Type: ConditionScheduled, Status: api.ConditionFalse, Reason: "Unschedulable",
+		c := api.Condition{Type: ConditionScheduled, Status: api.ConditionFalse, Reason: api.ReasonUnschedulable,
 			Message: why, ObservedGeneration: vm.Metadata.Generation}
 		return st.SetCondition(c, s.Now().UTC()) || changed
 	})
@@ -438,42 +442,22 @@ func (s *Scheduler) markUnschedulable(ctx context.Context, key string, vm *api.V
 	return err
 }
 
-// writeVMStatus applies change to a copy of the VM's status and writes the
-// phase and conditions if it reports a change. The write is conditional on
-// the VM's resourceVersion, because the VM's agent writes status too; on a
-// conflict it reads the VM again and re-applies change.
+// writeVMStatus applies change to the VM's phase and conditions and
+// writes them if it reports a change (client.WriteStatus: conditional on
+// the resourceVersion, because the VM's agent writes status too, and on a
+// conflict change is applied again to the VM as it is then).
 func (s *Scheduler) writeVMStatus(ctx context.Context, vm *api.VirtualMachine, change func(*api.VirtualMachine, *api.VirtualMachineStatus) bool) error {
-	for attempt := 0; ; attempt++ {
-		st := vm.Status
-		st.Conditions = slices.Clone(vm.Status.Conditions)
-		if !change(vm, &st) {
-			return nil
-		}
-		patch := map[string]any{
-			"metadata": map[string]any{"resourceVersion": vm.Metadata.ResourceVersion},
-			"status":   map[string]any{"phase": st.Phase, "conditions": st.Conditions},
-		}
-		_, err := s.Client.Patch(ctx, "VirtualMachine", vm.Metadata.Tenant, vm.Metadata.Name, patch, true)
-		if err == nil || api.IsNotFound(err) {
-			return nil
-		}
-		if !api.IsConflict(err) || attempt >= 4 {
-			return fmt.Errorf("writing the status of VirtualMachine %s/%s: %w", vm.Metadata.Tenant, vm.Metadata.Name, err)
-		}
-		fresh, err := s.Client.Get(ctx, "VirtualMachine", vm.Metadata.Tenant, vm.Metadata.Name)
-		if api.IsNotFound(err) {
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-		vm = fresh.(*api.VirtualMachine)
+	_, _, err := client.WriteStatus(ctx, s.Client, s.vms, vm, func(vm *api.VirtualMachine) { change(vm, &vm.Status) })
+	if err != nil && !api.IsNotFound(err) {
+		return fmt.Errorf("writing the status of VirtualMachine %s/%s: %w", vm.Metadata.Tenant, vm.Metadata.Name, err)
 	}
+	return nil
 }
 
 // reconcileAllocation writes what a host's VMs ask for into its status.
-// It merge-patches only the two allocation fields, without a
-// resourceVersion, so it never overwrites what the agent reports.
+// It merge-patches only the two allocation fields (api.HostAllocation),
+// without a resourceVersion, so it never overwrites what the agent
+// reports.
 func (s *Scheduler) reconcileAllocation(ctx context.Context, key string) (reconcile.Result, error) {
 	obj, ok := s.hosts.Get(key)
 	if !ok {
@@ -491,8 +475,7 @@ func (s *Scheduler) reconcileAllocation(ctx context.Context, key string) (reconc
 	if h.Status.AllocatedCPUs == cpus && h.Status.AllocatedMemory == mem {
 		return reconcile.Result{}, nil
 	}
-	patch := map[string]any{"status": map[string]any{"allocatedCPUs": cpus, "allocatedMemory": mem}}
-	if _, err := s.Client.Patch(ctx, "Host", "", key, patch, true); err != nil && !api.IsNotFound(err) {
+	if _, err := s.Client.PatchStatus(ctx, "Host", "", key, api.HostAllocation{AllocatedCPUs: cpus, AllocatedMemory: mem}); err != nil && !api.IsNotFound(err) {
 		return reconcile.Result{}, fmt.Errorf("writing the allocation of host %s: %w", key, err)
 	}
 	return reconcile.Result{}, nil

@@ -14,7 +14,7 @@ import (
 
 // ConditionBound is the condition VolumePlacement writes on a Volume or
 // Snapshot it has not bound to a host yet.
-const ConditionBound = "Bound"
+const ConditionBound = api.ConditionBound
 
 // VolumePlacement binds local storage to hosts. A local Volume's data is a
 // file on one host, so it is made where it is first needed:
@@ -64,28 +64,31 @@ func (c *VolumePlacement) Run(ctx context.Context) error {
 	c.snapCtl = &reconcile.Controller{Name: "snapshot-placement", Reconciler: reconcile.ReconcilerFunc(c.reconcileSnapshot),
 		Resync: c.Resync, List: func(context.Context) ([]string, error) { return unbound(c.snaps), nil }}
 
-	c.vols.OnChangeUntil(ctx, func(key string, obj api.Object) {
+	ownVol, ownSnap := enqueueOwn(c.volCtl, ""), enqueueOwn(c.snapCtl, "")
+	c.vols.OnUpdateUntil(ctx, func(ch client.Change) {
+		key := ch.Key
 		var from []string
-		if obj != nil {
-			if v := obj.(*api.Volume); v.Spec.Source.Snapshot != "" {
+		if ch.New != nil {
+			if v := ch.New.(*api.Volume); v.Spec.Source.Snapshot != "" {
 				from = []string{v.Metadata.Tenant + "/" + v.Spec.Source.Snapshot}
 			}
 		}
 		c.volsFrom.set(key, from)
-		c.volCtl.Enqueue(key)
+		ownVol(ch)
 		// Snapshots of the volume may now have a host to go to.
 		for _, k := range c.snapsOf.keys(key) {
 			c.snapCtl.Enqueue(k)
 		}
 	})
-	c.snaps.OnChangeUntil(ctx, func(key string, obj api.Object) {
+	c.snaps.OnUpdateUntil(ctx, func(ch client.Change) {
+		key := ch.Key
 		var of []string
-		if obj != nil {
-			s := obj.(*api.Snapshot)
+		if ch.New != nil {
+			s := ch.New.(*api.Snapshot)
 			of = []string{s.Metadata.Tenant + "/" + s.Spec.Volume}
 		}
 		c.snapsOf.set(key, of)
-		c.snapCtl.Enqueue(key)
+		ownSnap(ch)
 		// Volumes made from the snapshot may now have a host to go to.
 		for _, k := range c.volsFrom.keys(key) {
 			c.volCtl.Enqueue(k)
@@ -128,18 +131,22 @@ func (c *VolumePlacement) Run(ctx context.Context) error {
 func unbound(inf *client.Informer) []string {
 	var keys []string
 	for _, o := range inf.List() {
-		host := ""
-		switch x := o.(type) {
-		case *api.Volume:
-			host = x.Spec.Host
-		case *api.Snapshot:
-			host = x.Spec.Host
-		}
-		if host == "" && o.GetMetadata().DeletionTimestamp == nil {
+		if placedOn(o) == "" && o.GetMetadata().DeletionTimestamp == nil {
 			keys = append(keys, client.Key(o))
 		}
 	}
 	return keys
+}
+
+// placedOn is the host of a Volume or Snapshot ("" while unbound).
+func placedOn(o api.Object) string {
+	switch x := o.(type) {
+	case *api.Volume:
+		return x.Spec.Host
+	case *api.Snapshot:
+		return x.Spec.Host
+	}
+	return ""
 }
 
 func (c *VolumePlacement) reconcileVolume(ctx context.Context, key string) (reconcile.Result, error) {
@@ -223,18 +230,21 @@ func (c *VolumePlacement) bind(ctx context.Context, obj api.Object, host, why st
 // phase and the Bound condition are written; the agent owns the rest of
 // the status once there is a host.
 func (c *VolumePlacement) markPending(ctx context.Context, obj api.Object, why string) error {
-	st := obj.CommonStatus()
-	next := api.CommonStatus{Phase: st.Phase, Conditions: slices.Clone(st.Conditions)}
-	changed := next.Phase != api.VolumePending // Snapshots say Pending too
-	next.Phase = api.VolumePending
-	cond := api.Condition{Type: ConditionBound, Status: api.ConditionFalse, Reason: "Waiting", Message: why,
-		ObservedGeneration: obj.GetMetadata().Generation}
-	if !next.SetCondition(cond, c.Now().UTC()) && !changed {
-		return nil
+	cache := c.vols
+	if obj.GetTypeMeta().Kind == "Snapshot" {
+		cache = c.snaps
 	}
-	m := obj.GetMetadata()
-	patch := map[string]any{"status": map[string]any{"phase": next.Phase, "conditions": next.Conditions}}
-	if _, err := c.Client.Patch(ctx, obj.GetTypeMeta().Kind, m.Tenant, m.Name, patch, true); err != nil && !api.IsNotFound(err) {
+	now := c.Now().UTC()
+	_, _, err := client.WriteStatus(ctx, c.Client, cache, obj, func(obj api.Object) {
+		if placedOn(obj) != "" {
+			return // bound meanwhile: the status is its agent's now
+		}
+		st := obj.CommonStatus()
+		st.Phase = api.VolumePending // Snapshots say Pending too
+		st.SetCondition(api.Condition{Type: ConditionBound, Status: api.ConditionFalse, Reason: api.ReasonWaiting, Message: why,
+			ObservedGeneration: obj.GetMetadata().Generation}, now)
+	})
+	if err != nil && !api.IsNotFound(err) {
 		return err
 	}
 	return nil

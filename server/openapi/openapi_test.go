@@ -265,7 +265,7 @@ func TestOperations(t *testing.T) {
 	writes := 0
 	for path, item := range paths {
 		if !strings.Contains(path, "{name}") || strings.HasSuffix(path, "/content") || strings.HasSuffix(path, "/log") ||
-			strings.HasSuffix(path, "/console") || strings.Contains(path, "/tokens") {
+			strings.HasSuffix(path, "/console") || strings.Contains(path, "/tokens") || strings.HasSuffix(path, "/heartbeat") {
 			continue
 		}
 		for method, op := range item.(map[string]any) {
@@ -496,6 +496,8 @@ type inner struct {
 type unexportedEmbedded struct {
 	Hidden int `json:"hidden"`
 }
+
+//lint:file-ignore SA5008 sample.Dash's "-," names the field "-", as encoding/json does, which the schema must follow
 
 type sample struct {
 	inner               `json:",inline"`
