@@ -99,6 +99,10 @@ type feedEvent struct {
 	// given objects (a watch that reads etcd directly decodes them
 	// itself); otherwise they are decoded from raw and prevRaw.
 	givenObj, givenPrev api.Object
+	// err, for a change of an object this server cannot read (a newer
+	// Hearth's): it ends every watch whose prefix holds the object, as
+	// a watch of its own from etcd would end, and as a list refuses.
+	err error
 
 	objOnce, prevOnce sync.Once
 	obj, prev         api.Object
@@ -173,6 +177,11 @@ func (f *feed) subscribe(ctx context.Context, w *feedWatcher, from int64, index 
 	// Changes the feed has seen since from, then the live ones.
 	var replay []*feedEvent
 	for _, e := range f.ring {
+		if e.rev > from && strings.HasPrefix(e.key, w.prefix) && e.err != nil {
+			// An object this server cannot read: a watch from etcd
+			// says so.
+			return false, nil
+		}
 		if e.rev > from && strings.HasPrefix(e.key, w.prefix) && w.match(e) {
 			replay = append(replay, e)
 		}
@@ -226,6 +235,25 @@ func (f *feed) removeLocked(w *feedWatcher) {
 	}
 }
 
+// dropUnreadableLocked ends, with e.err, every watcher whose prefix holds
+// the object of e, which this server cannot read. Callers hold mu.
+func (f *feed) dropUnreadableLocked(e *feedEvent) {
+	for w := range f.all {
+		if strings.HasPrefix(e.key, w.prefix) {
+			f.dropLocked(w, e.err)
+		}
+	}
+	for _, ix := range f.indexes {
+		for _, set := range ix.byValue {
+			for w := range set {
+				if strings.HasPrefix(e.key, w.prefix) {
+					f.dropLocked(w, e.err)
+				}
+			}
+		}
+	}
+}
+
 // dropLocked ends a watcher with err. Callers hold mu.
 func (f *feed) dropLocked(w *feedWatcher, err error) {
 	f.removeLocked(w)
@@ -247,7 +275,7 @@ func (f *feed) progress(w *feedWatcher) (int64, bool) {
 
 // offer gives one change to every watcher it concerns.
 func (f *feed) offer(ev store.Event) {
-	e := &feedEvent{typ: ev.Type, rev: ev.Rev, key: ev.Key, k: f.k, raw: ev.Raw, prevRaw: ev.PrevRaw}
+	e := &feedEvent{typ: ev.Type, rev: ev.Rev, key: ev.Key, k: f.k, raw: ev.Raw, prevRaw: ev.PrevRaw, err: ev.Err}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	// The ring keeps the bytes only: a replay decodes again, rather than
@@ -257,7 +285,14 @@ func (f *feed) offer(ev store.Event) {
 		copy(f.ring, f.ring[1:])
 		f.ring = f.ring[:feedRing-1]
 	}
-	f.ring = append(f.ring, &feedEvent{typ: e.typ, rev: e.rev, key: e.key, k: e.k, raw: e.raw, prevRaw: e.prevRaw})
+	f.ring = append(f.ring, &feedEvent{typ: e.typ, rev: e.rev, key: e.key, k: e.k, raw: e.raw, prevRaw: e.prevRaw, err: e.err})
+	if e.err != nil {
+		// Whether it matches a watcher's selector cannot be known
+		// without reading it: every watch of its prefix ends.
+		f.dropUnreadableLocked(e)
+		f.rev = max(f.rev, e.rev)
+		return
+	}
 	give := func(w *feedWatcher) {
 		if !strings.HasPrefix(e.key, w.prefix) || !w.match(e) {
 			return
@@ -317,7 +352,7 @@ func (f *feed) run(ctx context.Context) {
 		f.mu.Lock()
 		from := f.rev
 		f.mu.Unlock()
-		events, err := f.store.Watch(ctx, f.k, store.KindPrefix(f.k), from, store.WatchOptions{Prev: true, Raw: true})
+		events, err := f.store.Watch(ctx, f.k, store.KindPrefix(f.k), from, store.WatchOptions{Prev: true, Raw: true, GoOn: true})
 		if err != nil {
 			if api.IsGone(err) {
 				f.gone(ctx, err)
@@ -328,6 +363,10 @@ func (f *feed) run(ctx context.Context) {
 		for ev := range events {
 			switch ev.Type {
 			case store.Error:
+				if ev.Key != "" {
+					f.offer(ev) // an object this server cannot read
+					continue
+				}
 				if api.IsGone(ev.Err) {
 					f.gone(ctx, ev.Err)
 				} else if ctx.Err() == nil {

@@ -52,6 +52,12 @@ type WatchOptions struct {
 	// Prev, PrevRaw instead of Prev). A watcher that forwards every event
 	// unfiltered saves a decode and an encode.
 	Raw bool
+	// GoOn makes a change this server cannot read (an object a newer
+	// Hearth wrote) an Error event with the object's Key and Rev, after
+	// which the watch goes on, rather than the end of the watch: for a
+	// watcher that serves many (the server's watch feeds), which ends
+	// only the watches that would see the object.
+	GoOn bool
 }
 
 // Watch streams changes under prefix after revision from (0: from now).
@@ -106,6 +112,12 @@ func (s *Store) Watch(ctx context.Context, k *api.KindInfo, prefix string, from 
 			}
 			for _, ev := range resp.Events {
 				e, err := s.translate(k, ev, o)
+				if err != nil && o.GoOn {
+					if !send(Event{Type: Error, Err: err, Key: string(ev.Kv.Key), Rev: ev.Kv.ModRevision}) {
+						return
+					}
+					continue
+				}
 				if err != nil {
 					send(Event{Type: Error, Err: err})
 					return
@@ -144,6 +156,13 @@ func (s *Store) translate(k *api.KindInfo, ev *clientv3.Event, o WatchOptions) (
 		plain, err := s.open(k, ev.Kv.Key, value)
 		if err != nil {
 			return e, err
+		}
+		// Passed on unread, so nothing is dropped; but an object of
+		// another apiVersion is refused as decode refuses it.
+		if !bytes.HasPrefix(plain, storedPrefix) {
+			if _, err := s.decode(k, ev.Kv.Key, value, ev.Kv.ModRevision); err != nil {
+				return e, err
+			}
 		}
 		e.Raw = WithResourceVersion(plain, ev.Kv.ModRevision)
 		if o.Prev && ev.PrevKv != nil && e.Type != Deleted {
