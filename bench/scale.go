@@ -48,6 +48,13 @@ type ScaleConfig struct {
 	// BootDelay is how long a simulated guest takes to write its first
 	// console output (0: at once).
 	BootDelay time.Duration
+	// VMsPerNetwork is how many of the bench's VMs share a network (and
+	// its one subnet): the VMs go round-robin over as many networks as
+	// that takes (default 250). A network's status lists every NIC on it
+	// and a subnet's addresses are allocated from its held ones, so one
+	// network of ten thousand VMs would measure that network, not the
+	// control plane.
+	VMsPerNetwork int
 	// Binary is the hearth binary the servers run (default this one).
 	Binary string
 	// Dir is the work directory (default a temporary one, removed after).
@@ -127,6 +134,12 @@ func RunScale(ctx context.Context, cfg ScaleConfig, w io.Writer) (*ScaleResult, 
 	if cfg.Rate <= 0 {
 		cfg.Rate = 200
 	}
+	if cfg.VMsPerNetwork <= 0 {
+		cfg.VMsPerNetwork = 250
+	}
+	if cfg.VMsPerNetwork > 500 {
+		return nil, fmt.Errorf("--vms-per-network %d: at most 500 (each network has one /23 subnet)", cfg.VMsPerNetwork)
+	}
 	if cfg.HeartbeatWindow == 0 {
 		cfg.HeartbeatWindow = 30 * time.Second
 	}
@@ -189,6 +202,9 @@ type scaleRun struct {
 	lookups map[string]time.Time
 	// lastBound is the latest binding seen.
 	lastBound time.Time
+	// networks are the bench's networks; nextNIC picks the next VM's.
+	networks []string
+	nextNIC  atomic.Int64
 	// retries counts requests tried again after a 503 or a timeout.
 	retries atomic.Int64
 	// counts are how many VMs of each name prefix ("bl", "run", "fan")
@@ -247,8 +263,7 @@ func (r *scaleRun) run(ctx context.Context) error {
 	// The VMs boot from their network: nothing for a simulated host to
 	// fetch (a kernel would come from an Image every host reports on, or
 	// a URL off this machine).
-	n := &api.Network{TypeMeta: api.TypeMeta{APIVersion: api.APIVersion, Kind: "Network"}, Metadata: api.ObjectMeta{Name: "net", Tenant: scaleTenant}}
-	if _, err := r.admin.Create(ctx, n); err != nil && !api.IsAlreadyExists(err) {
+	if err := r.makeNetworks(ctx); err != nil {
 		return err
 	}
 
@@ -541,12 +556,49 @@ func (r *scaleRun) measureHeartbeats(ctx context.Context) error {
 	return nil
 }
 
+// makeNetworks makes the bench tenant's networks, each with one /23
+// subnet, enough for every VM the run makes at VMsPerNetwork each. The
+// addresses are the simulated tenant's own: nothing is sent to them.
+func (r *scaleRun) makeNetworks(ctx context.Context) error {
+	total := r.cfg.VMs + r.cfg.RunningVMs + r.cfg.Hosts
+	n := max(1, (total+r.cfg.VMsPerNetwork-1)/r.cfg.VMsPerNetwork)
+	if n > 1<<14 {
+		return fmt.Errorf("%d networks of /23 do not fit in 10.0.0.0/8: raise --vms-per-network", n)
+	}
+	r.logf("making %d networks of up to %d VMs", n, r.cfg.VMsPerNetwork)
+	r.networks = make([]string, n)
+	return parallel(ctx, n, 16, func(i int) error {
+		name := fmt.Sprintf("net-%05d", i)
+		r.networks[i] = name
+		third := i * 2 // a /23 is two /24s
+		cidr := fmt.Sprintf("10.%d.%d.0/23", third/256, third%256)
+		objs := []api.Object{
+			&api.Network{TypeMeta: api.TypeMeta{APIVersion: api.APIVersion, Kind: "Network"}, Metadata: api.ObjectMeta{Name: name, Tenant: scaleTenant}},
+			&api.Subnet{TypeMeta: api.TypeMeta{APIVersion: api.APIVersion, Kind: "Subnet"}, Metadata: api.ObjectMeta{Name: name + "-a", Tenant: scaleTenant},
+				Spec: api.SubnetSpec{Network: name, CIDR: cidr}},
+		}
+		for _, o := range objs {
+			if err := r.retry(ctx, func() error {
+				_, err := r.admin.Create(ctx, o)
+				if api.IsAlreadyExists(err) {
+					return nil
+				}
+				return err
+			}); err != nil {
+				return fmt.Errorf("making %s %s: %w", o.GetTypeMeta().Kind, o.GetMetadata().Name, err)
+			}
+		}
+		return nil
+	})
+}
+
 func (r *scaleRun) newVM(name, host string) *api.VirtualMachine {
+	net := r.networks[int(r.nextNIC.Add(1)-1)%len(r.networks)]
 	return &api.VirtualMachine{TypeMeta: api.TypeMeta{APIVersion: api.APIVersion, Kind: "VirtualMachine"},
 		Metadata: api.ObjectMeta{Name: name, Tenant: scaleTenant},
 		Spec: api.VirtualMachineSpec{CPUs: 1, Memory: 64 << 20, Host: host,
 			Boot:      api.VMBoot{From: api.BootFromNetwork},
-			NICs:      []api.VMNIC{{Network: "net"}},
+			NICs:      []api.VMNIC{{Network: net}},
 			CloudInit: api.CloudInit{Disabled: true}}}
 }
 
