@@ -39,7 +39,7 @@ func defaultControllers(cfg Config, shared *controllers.Informers, leases contro
 			return (&controllers.References{Client: c, Recorder: rec, Informers: shared}).Run(ctx)
 		},
 		func(ctx context.Context, c *client.Client, rec *client.Recorder) error {
-			return (&controllers.Networks{Client: c, Recorder: rec}).Run(ctx)
+			return (&controllers.Networks{Client: c, Recorder: rec, Informers: shared}).Run(ctx)
 		},
 	}
 }
