@@ -29,8 +29,13 @@ import (
 // before feeds.
 
 // feedRing is how many changes of a kind a feed keeps for watchers that
-// resume.
-const feedRing = 4096
+// resume, and feedRingBytes how many bytes of objects at most: a kind
+// whose objects are large (a Network's status lists every port on it)
+// keeps fewer changes rather than hundreds of megabytes.
+const (
+	feedRing      = 4096
+	feedRingBytes = 16 << 20
+)
 
 // feedQueue is how many changes a watcher may have waiting to be written
 // before the feed drops it; feedQueueIndexed for one found by an index
@@ -78,6 +83,7 @@ type feed struct {
 	// come, so a watch from validFrom or later is served from memory.
 	validFrom int64
 	ring      []*feedEvent // oldest first, at most feedRing
+	ringBytes int          // the objects' bytes in ring
 	all       map[*feedWatcher]struct{}
 	indexes   map[string]*feedIndex // by joined field path
 }
@@ -280,12 +286,22 @@ func (f *feed) offer(ev store.Event) {
 	defer f.mu.Unlock()
 	// The ring keeps the bytes only: a replay decodes again, rather than
 	// every remembered change holding its decoded objects.
-	if len(f.ring) == feedRing {
-		f.validFrom = f.ring[0].rev
-		copy(f.ring, f.ring[1:])
-		f.ring = f.ring[:feedRing-1]
+	size := len(e.raw) + len(e.prevRaw)
+	drop := 0
+	for n, bytes := len(f.ring), f.ringBytes; drop < n && (n-drop >= feedRing || bytes+size > feedRingBytes); drop++ {
+		bytes -= len(f.ring[drop].raw) + len(f.ring[drop].prevRaw)
+	}
+	if drop > 0 {
+		f.validFrom = f.ring[drop-1].rev
+		for _, old := range f.ring[:drop] {
+			f.ringBytes -= len(old.raw) + len(old.prevRaw)
+		}
+		n := copy(f.ring, f.ring[drop:])
+		clear(f.ring[n:])
+		f.ring = f.ring[:n]
 	}
 	f.ring = append(f.ring, &feedEvent{typ: e.typ, rev: e.rev, key: e.key, k: e.k, raw: e.raw, prevRaw: e.prevRaw, err: e.err})
+	f.ringBytes += size
 	if e.err != nil {
 		// Whether it matches a watcher's selector cannot be known
 		// without reading it: every watch of its prefix ends.
@@ -422,7 +438,7 @@ func (f *feed) restart(rev int64, err error) {
 			}
 		}
 	}
-	f.rev, f.validFrom, f.ring = rev, rev, nil
+	f.rev, f.validFrom, f.ring, f.ringBytes = rev, rev, nil, 0
 	if !f.started() {
 		close(f.ready)
 	}

@@ -222,3 +222,34 @@ func TestFeedResumeAndDrop(t *testing.T) {
 		t.Fatalf("progress %d, %v; want %d", rev, ok, last)
 	}
 }
+
+// TestFeedRingBytes: a feed of large objects keeps at most feedRingBytes
+// of them, not feedRing changes; a watch from a change it let go is
+// refused (the API then reads etcd), one from a change it kept is given
+// every change since.
+func TestFeedRingBytes(t *testing.T) {
+	f := newTestFeed(t, "VirtualMachine")
+	admin := &auth.Principal{Name: "admin", Role: api.RoleClusterAdmin}
+	big := map[string]string{"pad": strings.Repeat("x", 256<<10)}
+	const changes = 200 // 50 MiB in all
+	for rev := int64(2); rev < 2+changes; rev++ {
+		f.offer(store.Event{Type: store.Added, Rev: rev, Key: store.Key(f.k, "lab", fmt.Sprint("vm", rev)),
+			Raw: vmJSON(t, fmt.Sprint("vm", rev), "h1", big, rev)})
+	}
+	f.mu.Lock()
+	kept, bytes, validFrom := len(f.ring), f.ringBytes, f.validFrom
+	f.mu.Unlock()
+	if bytes > feedRingBytes || kept >= changes || kept == 0 {
+		t.Fatalf("the ring keeps %d changes, %d bytes; want at most %d bytes", kept, bytes, feedRingBytes)
+	}
+	if _, ok := testWatcher(t, f, admin, "", "", validFrom-1); ok {
+		t.Fatalf("a watch from %d, before what the ring keeps (%d), was served from it", validFrom-1, validFrom)
+	}
+	w, ok := testWatcher(t, f, admin, "", "", validFrom)
+	if !ok {
+		t.Fatal("a watch from the ring's oldest change was refused")
+	}
+	if n := len(w.ch); n != kept {
+		t.Fatalf("a watch from %d was given %d changes, want %d", validFrom, n, kept)
+	}
+}
