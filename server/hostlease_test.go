@@ -2,7 +2,9 @@ package server_test
 
 import (
 	"context"
+	"fmt"
 	"testing"
+	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
@@ -80,11 +82,20 @@ func TestHostLeaseHeartbeat(t *testing.T) {
 		}
 	}
 
-	// A deleted Host's credential renews nothing.
+	// A deleted Host's credential renews nothing: NotFound until the
+	// server has seen its credential revoked, then refused.
 	if _, err := env.Admin.Delete(ctx, "Host", "", "h1"); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := h1.RenewHostLease(ctx, "h1"); api.ReasonOf(err) != api.ReasonUnauthorized {
-		t.Fatalf("renewing the lease of a deleted Host: %v, want 401", err)
-	}
+	servertest.Eventually(t, 10*time.Second, func() error {
+		_, err := h1.RenewHostLease(ctx, "h1")
+		switch {
+		case api.ReasonOf(err) == api.ReasonUnauthorized:
+			return nil
+		case api.IsNotFound(err):
+			return fmt.Errorf("renewing the lease of a deleted Host: %v, want 401", err)
+		}
+		t.Fatalf("renewing the lease of a deleted Host: %v, want NotFound and then 401", err)
+		return nil
+	})
 }
