@@ -293,7 +293,7 @@ func (s *Server) vmConsole(w http.ResponseWriter, r *http.Request, p *auth.Princ
 	// The websocket outlives the request's deadlines (net/http clears
 	// them when Accept takes the connection over): the bridge bounds each
 	// message's write, and pings find a peer that is gone.
-	user, err := websocket.Accept(w, r, nil)
+	user, err := websocket.Accept(w, r, &websocket.AcceptOptions{Subprotocols: []string{ConsoleProtocol}})
 	if err != nil {
 		agent.CloseNow()
 		return nil // Accept has answered

@@ -89,12 +89,15 @@ func (s *Server) route(w http.ResponseWriter, r *http.Request) {
 		s.metrics.ServeHTTP(w, r)
 		return
 	}
+	if s.serveUI(w, r) {
+		return
+	}
 	rest, ok := strings.CutPrefix(r.URL.Path, api.PathPrefix+"/")
 	if !ok {
 		writeError(w, &api.Status{Kind: "Status", Code: http.StatusNotFound, Reason: api.ReasonNotFound, Message: "no such endpoint: " + r.URL.Path})
 		return
 	}
-	p, err := s.authn.Authenticate(r.Context(), r.Header.Get("Authorization"))
+	p, err := s.authn.Authenticate(r.Context(), authorization(r))
 	if err != nil {
 		writeError(w, err)
 		return
