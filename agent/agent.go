@@ -24,6 +24,7 @@ import (
 	api "hearth.dev/hearth/api/v1alpha1"
 	"hearth.dev/hearth/client"
 	"hearth.dev/hearth/compute"
+	"hearth.dev/hearth/reconcile"
 	"hearth.dev/hearth/serving"
 	"hearth.dev/hearth/storage"
 	"hearth.dev/hearth/version"
@@ -64,6 +65,12 @@ type Config struct {
 	Resync time.Duration
 	// VMNice is the CPU niceness VMs run at (see compute.QEMUOptions.Nice).
 	VMNice int
+	// MetricsListen is where the agent serves Prometheus metrics over
+	// plain HTTP (GET /metrics); empty serves none.
+	MetricsListen string
+	// StatsInterval is how often the host and its VMs are measured for
+	// the metrics and the stats history (default DefaultStatsInterval).
+	StatsInterval time.Duration
 	// ConsoleLogMax caps each VM's console log, in bytes (default
 	// DefaultConsoleLogMax, at least MinConsoleLogMax): past it, the agent
 	// keeps the log as console.log.1 and empties console.log, so a VM's
@@ -104,6 +111,7 @@ type Agent struct {
 	vms      *vmController
 	volumes  *volumeController
 	certFP   string
+	mon      *monitor
 }
 
 // Run joins (if needed: joining registers the Host) and runs until ctx
@@ -138,6 +146,9 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	if cfg.Resync == 0 {
 		cfg.Resync = 30 * time.Second
+	}
+	if cfg.StatsInterval == 0 {
+		cfg.StatsInterval = DefaultStatsInterval
 	}
 	if cfg.Listen == "" {
 		host := cfg.Address
@@ -182,6 +193,14 @@ func run(ctx context.Context, cfg Config) error {
 		images:   &storage.ImageCache{Dir: filepath.Join(cfg.DataDir, "images"), Client: c.HTTPClient()},
 		imgs:     newImageState(),
 		imageInf: client.NewInformer(c, "Image", "", client.ListOptions{AllTenants: true})}
+	a.mon = newMonitor(a, cfg.StatsInterval)
+	ctlMetrics := reconcile.NewMetrics()
+	ctx = reconcile.WithMetrics(ctx, ctlMetrics)
+	if cfg.MetricsListen != "" {
+		if err := a.serveMetrics(ctx, cfg.MetricsListen, a.newRegistry(ctlMetrics)); err != nil {
+			return err
+		}
+	}
 	a.kvm, a.kvmWhy = compute.DetectKVM(ctx)
 	slog.Info("agent starting", "host", cfg.Name, "server", creds.Server, "kvm", a.kvm, "kvmReason", a.kvmWhy)
 
@@ -199,6 +218,7 @@ func run(ctx context.Context, cfg Config) error {
 	a.vms = newVMController(a)
 	a.volumes = newVolumeController(a)
 	go a.imageInf.Run(ctx)
+	go a.mon.run(ctx)
 	errc := make(chan error, 3)
 	go func() { errc <- a.heartbeat(ctx) }()
 	go func() { errc <- a.vms.run(ctx) }()
@@ -348,7 +368,7 @@ func (a *Agent) startConsole(ctx context.Context) (net.Listener, error) {
 	if err != nil {
 		return nil, fmt.Errorf("--listen %s: %w", a.cfg.Listen, err)
 	}
-	srv := serving.New("the agent's console endpoint", ln, console.Handler(a.vmDir), a.cfg.ConsoleLimits, nil)
+	srv := serving.New("the agent's console endpoint", ln, a.endpoint(), a.cfg.ConsoleLimits, nil)
 	go func() {
 		if err := srv.Serve(tls.NewListener(srv.Listener, tlsConf)); err != nil && !errors.Is(err, http.ErrServerClosed) && ctx.Err() == nil {
 			slog.Error("console listener stopped", "err", err)

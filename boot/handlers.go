@@ -60,6 +60,7 @@ func (s *Service) Decide(ctx context.Context, req dhcp.Request) dhcp.Decision {
 
 // Observe puts each DHCP step on the machine's timeline.
 func (s *Service) Observe(ctx context.Context, ev dhcp.Event) {
+	s.metrics.observeDHCP(ev)
 	name := machineName(ev.Request.MAC.String())
 	if m := s.machineByMAC(ev.Request.MAC.String()); m != nil {
 		name = m.Metadata.Name
@@ -147,6 +148,7 @@ func (s *Service) tftpFiles() tftp.Resolver {
 }
 
 func (s *Service) observeTFTP(ev tftp.Event) {
+	s.metrics.observeTFTP(ev)
 	s.mu.Lock()
 	name := s.byIP[ev.Client.Addr()]
 	s.mu.Unlock()
@@ -162,7 +164,7 @@ func (s *Service) observeTFTP(ev tftp.Event) {
 }
 
 // routes is the HTTP side.
-func (s *Service) routes() http.Handler {
+func (s *Service) routes() *http.ServeMux {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /boot.ipxe", s.serveEntry)
 	mux.HandleFunc("GET /machines/{name}/boot.ipxe", s.serveScript)

@@ -70,6 +70,9 @@ type Config struct {
 	UEFIBinary string
 	// Site that discovered machines join.
 	Site string
+	// MetricsListen is where Prometheus metrics are served over plain
+	// HTTP (GET /metrics); empty serves none.
+	MetricsListen string
 }
 
 // Service is a running boot service.
@@ -93,6 +96,7 @@ type Service struct {
 	creating  map[string]chan struct{}
 	updates   chan func(context.Context)
 	limits    serving.Limits
+	metrics   *metrics
 }
 
 type artifact struct{ url, checksum string }
@@ -148,6 +152,12 @@ func Run(ctx context.Context, cfg Config) error {
 		artifacts: map[string]artifact{},
 		creating:  map[string]chan struct{}{},
 		updates:   make(chan func(context.Context), 1024),
+		metrics:   newMetrics(),
+	}
+	if cfg.MetricsListen != "" {
+		if err := s.metrics.serve(ctx, cfg.MetricsListen); err != nil {
+			return err
+		}
 	}
 	// Every DHCP packet looks its machine up by MAC: keep an index.
 	s.machines.OnChange(func(name string, obj api.Object) {
@@ -173,7 +183,7 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return fmt.Errorf("--http-listen: %w", err)
 	}
-	hs := serving.New("the boot service", hl, s.routes(), cfg.HTTPLimits, nil)
+	hs := serving.New("the boot service", hl, s.metrics.around(s.routes()), cfg.HTTPLimits, nil)
 	s.limits = hs.Limits
 	go func() { errc <- ignoreClosed(hs.Serve(hs.Listener)) }()
 	defer hs.Close()
@@ -197,6 +207,7 @@ func Run(ctx context.Context, cfg Config) error {
 		if err != nil {
 			return err
 		}
+		s.metrics.setLeases(ds)
 		go func() { errc <- ds.Serve(ctx) }()
 	}
 	if cfg.Interface != "" {

@@ -3,11 +3,15 @@ package server
 import (
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	dto "github.com/prometheus/client_model/go"
+
+	"hearth.dev/hearth/reconcile"
 )
 
 // metrics are the API's Prometheus metrics, on their own registry so
@@ -17,6 +21,8 @@ type metrics struct {
 	requests *prometheus.CounterVec
 	latency  *prometheus.HistogramVec
 	handler  http.Handler
+	// controllers are the leader's controllers (reconcile.WithMetrics).
+	controllers *reconcile.Metrics
 }
 
 func newMetrics() *metrics {
@@ -28,9 +34,35 @@ func newMetrics() *metrics {
 		Name: "hearth_api_request_duration_seconds", Help: "API request latency by method (watches count their whole life).",
 		Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16),
 	}, []string{"method"})
-	m.reg.MustRegister(m.requests, m.latency, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m.controllers = reconcile.NewMetrics()
+	m.reg.MustRegister(m.requests, m.latency, m.controllers, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m.handler = promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{})
 	return m
+}
+
+// withEmbeddedEtcd adds the embedded etcd member's own metrics (etcd_*:
+// database size, WAL fsync and backend commit latency, leader changes,
+// proposals), which etcd registers in the process's default registry.
+// They are the process's: one server per process, as in production.
+func (m *metrics) withEmbeddedEtcd() {
+	m.handler = promhttp.HandlerFor(prometheus.Gatherers{m.reg, prefixGatherer{prometheus.DefaultGatherer, "etcd_"}}, promhttp.HandlerOpts{})
+}
+
+// prefixGatherer passes on the metric families whose names start with prefix.
+type prefixGatherer struct {
+	g      prometheus.Gatherer
+	prefix string
+}
+
+func (p prefixGatherer) Gather() ([]*dto.MetricFamily, error) {
+	mfs, err := p.g.Gather()
+	out := mfs[:0]
+	for _, mf := range mfs {
+		if strings.HasPrefix(mf.GetName(), p.prefix) {
+			out = append(out, mf)
+		}
+	}
+	return out, err
 }
 
 func (m *metrics) observe(method string, code int, d time.Duration) {

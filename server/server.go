@@ -23,6 +23,7 @@ import (
 
 	api "hearth.dev/hearth/api/v1alpha1"
 	"hearth.dev/hearth/client"
+	"hearth.dev/hearth/reconcile"
 	"hearth.dev/hearth/server/admission"
 	"hearth.dev/hearth/server/auth"
 	"hearth.dev/hearth/server/etcd"
@@ -178,6 +179,9 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s.db, s.etcd = db, db.Client
+	if db.Embedded() {
+		s.metrics.withEmbeddedEtcd()
+	}
 	s.store = store.New(s.etcd)
 	installHooks(s.store)
 	s.store.SetHooks("Tenant", admission.TenantHooks{})
@@ -400,7 +404,7 @@ func (s *Server) leadOnce(ctx context.Context) error {
 		return err
 	}
 	slog.Info("leading: starting controllers")
-	lctx, cancel := context.WithCancel(ctx)
+	lctx, cancel := context.WithCancel(reconcile.WithMetrics(ctx, s.metrics.controllers))
 	defer cancel()
 	go func() {
 		select {

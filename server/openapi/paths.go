@@ -306,6 +306,28 @@ func extraSchemas(serverVersion string) map[string]map[string]any {
 		return map[string]any{"type": "object", "description": description, "additionalProperties": true}
 	}
 	version := open("The server's version.")
+	num := map[string]any{"type": "number"}
+	stats := map[string]any{
+		"type":        "object",
+		"description": "The recent history of a host's or a VM's key figures, kept in memory by the host's agent: one sample per interval for the last hour, oldest first.",
+		"properties": map[string]any{
+			"kind":     map[string]any{"type": "string", "example": "Stats"},
+			"object":   map[string]any{"type": "string", "description": "What the samples are of: Host/NAME or VirtualMachine/UID."},
+			"interval": map[string]any{"type": "string", "description": "Time between samples, such as 10s."},
+			"samples": map[string]any{"type": "array", "items": map[string]any{
+				"type": "object",
+				"properties": map[string]any{
+					"time":      map[string]any{"type": "string", "format": "date-time"},
+					"cpu":       map[string]any{"type": "number", "description": "Percent of the host's CPUs in use, or of the VM's vCPUs."},
+					"memory":    map[string]any{"type": "integer", "description": "Bytes in use: the host's total less what is available, or the VM's resident memory."},
+					"diskRead":  num,
+					"diskWrite": num,
+					"netRx":     num,
+					"netTx":     num,
+				},
+			}},
+		},
+	}
 	version["example"] = map[string]any{"version": serverVersion}
 	return map[string]map[string]any{
 		"ImageContent":     {"type": "string", "format": "binary", "description": "An image's bytes (qcow2, raw or ISO)."},
@@ -320,6 +342,7 @@ func extraSchemas(serverVersion string) map[string]map[string]any {
 		"JoinResponse":     open("The joined host's own token (kind host or boot), which replaces the join token, with the cluster CA and the site and labels its Host got."),
 		"HostTokenList":    open("The credentials of hosts (kind host) and boot services (kind boot), by id, without their secrets."),
 		"TokenRecord":      open("A token as stored, without its secret."),
+		"Stats":            stats,
 		"Version":          version,
 	}
 }
@@ -401,6 +424,18 @@ func (b *builder) extraPaths() {
 		description: "A websocket upgrade; binary messages carry the console both ways. Needs the right to change the VM.",
 		okCode:      "101", okText: "Switching to the websocket protocol.",
 		errors: []int{400, 401, 403, 404, 503},
+	})
+	b.add(vm+"/stats", "get", vmParams, operation{
+		id: "readVirtualMachineStats", summary: "Read the last hour of a VM's CPU, memory, disk and network figures", tags: []string{"VirtualMachine"},
+		description: "Kept in memory by the agent of the VM's host (sampled every 10 s by default; rates in bytes per second) and lost when the VM stops or the agent restarts. Needs the right to read the VM.",
+		okCode:      "200", okText: "The samples.", okSchema: "Stats",
+		errors: []int{401, 403, 404, 503},
+	})
+	b.add(api.PathPrefix+"/hosts/{name}/stats", "get", []any{nameParam}, operation{
+		id: "readHostStats", summary: "Read the last hour of a host's CPU, memory, disk and network figures", tags: []string{"Host"},
+		description: "Kept in memory by the host's agent (sampled every 10 s by default; rates in bytes per second). Needs the right to read the Host.",
+		okCode:      "200", okText: "The samples.", okSchema: "Stats",
+		errors: []int{401, 403, 404, 503},
 	})
 	for _, img := range []struct {
 		path   string
