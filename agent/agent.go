@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -76,6 +77,15 @@ type Config struct {
 	// keeps the log as console.log.1 and empties console.log, so a VM's
 	// logs take at most about three times this on disk.
 	ConsoleLogMax int64
+	// AllowFileDirs are the directories shared Images with a file:// URL
+	// may name files in (--allow-file-dir). With none, the agent reads no
+	// file:// image at all; a tenant's image never may.
+	AllowFileDirs []string
+	// AllowFetchFrom lets downloads reach these addresses although the
+	// fetch policy refuses them (loopback, link-local: see
+	// storage.FetchPolicy). For tests that serve images on loopback; it
+	// is no flag.
+	AllowFetchFrom []netip.Prefix
 }
 
 const (
@@ -187,10 +197,21 @@ func run(ctx context.Context, cfg Config) error {
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	// Uploaded images come from the API server with the host's
-	// credential; the client keeps it from going anywhere else.
+	// Images are fetched with no credential, never from this machine
+	// (its loopback services, its own address) or link-local addresses;
+	// uploaded images come from the API server's content endpoint of
+	// their Image, the only request that carries the host's credential
+	// (ensureImage).
+	policy := storage.FetchPolicy{Allow: cfg.AllowFetchFrom}
+	listenHost, _, _ := net.SplitHostPort(cfg.Listen)
+	for _, a := range []string{cfg.Address, listenHost} {
+		if addr, err := netip.ParseAddr(a); err == nil && api.FetchAddrRefusal(addr) == "" {
+			policy.Refuse = append(policy.Refuse, addr) // a loopback one is refused anyway
+		}
+	}
 	a := &Agent{cfg: cfg, c: c, ca: []byte(creds.CA), rec: client.NewRecorder(c, "host/"+cfg.Name).Background(ctx),
-		images:   &storage.ImageCache{Dir: filepath.Join(cfg.DataDir, "images"), Client: c.HTTPClient()},
+		images: &storage.ImageCache{Dir: filepath.Join(cfg.DataDir, "images"), Client: storage.NewFetchClient(policy),
+			AllowedFileDirs: cfg.AllowFileDirs},
 		imgs:     newImageState(),
 		imageInf: client.NewInformer(c, "Image", "", client.ListOptions{AllTenants: true})}
 	a.mon = newMonitor(a, cfg.StatsInterval)

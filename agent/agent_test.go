@@ -2,6 +2,8 @@ package agent_test
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"io"
 	"net"
@@ -66,6 +68,23 @@ func newLab(t *testing.T, opts ...func(*agent.Config)) *lab {
 	if _, err := env.Admin.Create(ctx, key); err != nil {
 		t.Fatal(err)
 	}
+	// The test guest is an administrator's files: shared Images with
+	// file:// URLs, under a directory the agent allows, that VMs boot by
+	// name.
+	for name, path := range map[string]string{testguestKernel: guest.Kernel, testguestInitrd: guest.Initrd} {
+		data, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		img := &api.Image{TypeMeta: api.TypeMeta{APIVersion: api.APIVersion, Kind: "Image"}, Metadata: api.ObjectMeta{Name: name},
+			Spec: api.ImageSpec{Format: api.FormatRaw, Source: api.ImageSource{URL: "file://" + path, Checksum: checksumOf(data)}}}
+		if _, err := env.Admin.Create(ctx, img); err != nil {
+			t.Fatal(err)
+		}
+	}
+	opts = append([]func(*agent.Config){func(c *agent.Config) {
+		c.AllowFileDirs = []string{filepath.Dir(guest.Kernel), filepath.Dir(guest.Initrd)}
+	}}, opts...)
 	l := &lab{env: env, guest: guest, dataDir: t.TempDir(), join: jt.Token, opts: opts}
 	l.startAgent(t)
 	t.Cleanup(func() {
@@ -122,9 +141,20 @@ func (l *lab) vm(name string) *api.VirtualMachine {
 	vm := &api.VirtualMachine{TypeMeta: api.TypeMeta{APIVersion: api.APIVersion, Kind: "VirtualMachine"},
 		Metadata: api.ObjectMeta{Name: name, Tenant: "lab"},
 		Spec: api.VirtualMachineSpec{Host: "h1", CPUs: 1, Memory: 256 << 20,
-			Boot: api.VMBoot{From: api.BootFromKernel, Kernel: &api.BootFile{URL: "file://" + l.guest.Kernel},
-				Initrd: &api.BootFile{URL: "file://" + l.guest.Initrd}, Cmdline: "console=ttyS0 panic=-1"}}}
+			Boot: api.VMBoot{From: api.BootFromKernel, Kernel: &api.BootFile{Image: testguestKernel},
+				Initrd: &api.BootFile{Image: testguestInitrd}, Cmdline: "console=ttyS0 panic=-1"}}}
 	return vm
+}
+
+// The shared Images of the test guest's kernel and initrd.
+const (
+	testguestKernel = "testguest-kernel"
+	testguestInitrd = "testguest-initrd"
+)
+
+func checksumOf(b []byte) string {
+	h := sha256.Sum256(b)
+	return "sha256:" + hex.EncodeToString(h[:])
 }
 
 func (l *lab) get(t *testing.T, name string) *api.VirtualMachine {
@@ -351,7 +381,11 @@ func TestConsoleLogCapped(t *testing.T) {
 	}
 	logs := func(follow bool, tail int64) io.ReadCloser {
 		t.Helper()
-		rc, err := l.env.Admin.Logs(ctx, "lab", "vm4", follow, tail)
+		o := client.LogOptions{Follow: follow}
+		if tail >= 0 {
+			o.TailBytes = &tail
+		}
+		rc, err := l.env.Admin.Logs(ctx, "lab", "vm4", o)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -478,7 +512,7 @@ func TestConsoleEndpointLimits(t *testing.T) {
 		t.Fatal(err)
 	}
 	l.waitConsole(t, "ticker", "tick-")
-	logs, err := l.env.Admin.Logs(ctx, "lab", "ticker", true, 0)
+	logs, err := l.env.Admin.Logs(ctx, "lab", "ticker", client.LogOptions{Follow: true, TailBytes: new(int64)})
 	if err != nil {
 		t.Fatal(err)
 	}

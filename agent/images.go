@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
@@ -27,9 +29,19 @@ import (
 // host checks its copy against the same checksum. The server lets a host
 // write nothing else of an Image's status (auth.imageStatusByHost).
 //
-// Uploaded images are fetched from the API server's content endpoint with
-// the host's own credential; they are keyed by the checksum the server
-// recorded, like any other image.
+// Uploaded images are fetched from the API server's content endpoint of
+// their own Image with the host's credential (client.DownloadImage, the
+// only download that carries it); they are keyed by the checksum the
+// server recorded, like any other image. Every other image is fetched
+// from its URL with no credential, by a client that never connects to
+// this machine or link-local addresses (storage.NewFetchClient).
+//
+// file:// images are a cluster administrator's: the agent reads one only
+// for a shared Image (no tenant), and only under --allow-file-dir
+// (storage.ImageCache.AllowedFileDirs). A tenant's Image with a file://
+// URL is refused here too, should one ever reach etcd, and so is a VM
+// whose kernel or initrd URL is file://: the API refuses both, and the
+// agent does not rely on it.
 
 // imageReportEvery is the least time between two progress reports of one
 // fetch: each is an etcd write, and people read percentages no faster.
@@ -68,7 +80,7 @@ type imageState struct {
 	failures map[string]imageFailure // by image uid
 
 	bootMu   sync.Mutex
-	bootSums map[string]string // kernel and initrd URL → checksum fetched
+	bootSums map[string]string // kernel and initrd URL (or "image UID") → checksum fetched
 
 	backingMu sync.Mutex
 	backing   map[string]string // disk file → its backing file ("" for none)
@@ -125,13 +137,26 @@ func (a *Agent) imageSource(img *api.Image) (url, sum string, err error) {
 	return src.URL, sum, nil
 }
 
+// imageAllowed says why this host will not fetch img from src, or nil:
+// a file:// URL is for shared images only.
+func imageAllowed(img *api.Image, src string) error {
+	u, err := url.Parse(src)
+	if err != nil {
+		return fmt.Errorf("spec.source.url %q is not a URL", src)
+	}
+	if u.Scheme == "file" && img.Metadata.Tenant != "" {
+		return fmt.Errorf("spec.source.url %s: a tenant's image cannot name a file on the hosts (only shared images, made by cluster admins, may); refusing it: upload the image or serve it over http(s)", src)
+	}
+	return nil
+}
+
 // ensureImage makes img be in this host's cache and returns the cached
 // file. It reports on the Image's status.hosts as it goes, and tells
 // progress (if not nil) the percentage fetched, or -1 while the size is
 // unknown. Call it with a.imgs.mu held for reading, and clone from the
 // file before letting go.
 func (a *Agent) ensureImage(ctx context.Context, img *api.Image, progress func(pct int)) (string, error) {
-	url, sum, err := a.imageSource(img)
+	src, sum, err := a.imageSource(img)
 	if err != nil {
 		return "", err
 	}
@@ -141,6 +166,19 @@ func (a *Agent) ensureImage(ctx context.Context, img *api.Image, progress func(p
 	a.imgs.failMu.Unlock()
 	if failed && f.sum == sum && time.Since(f.at) < imageRetryAfter {
 		return "", f.err
+	}
+	if err := imageAllowed(img, src); err != nil {
+		a.imageFailed(ctx, img, sum, err)
+		return "", err
+	}
+	// An upload comes from its own Image's content endpoint, with the
+	// host's credential; anything else from its URL, without.
+	var get storage.Getter
+	if img.Spec.Source.Upload {
+		tenant, name := img.Metadata.Tenant, img.Metadata.Name
+		get = func(ctx context.Context, offset int64, ifRange string) (*http.Response, error) {
+			return a.c.DownloadImage(ctx, tenant, name, offset, ifRange)
+		}
 	}
 
 	// The cache calls report from the download itself; the status is
@@ -174,15 +212,17 @@ func (a *Agent) ensureImage(ctx context.Context, img *api.Image, progress func(p
 			a.setImageHost(ctx, img, api.ImageHostStatus{Host: a.cfg.Name, Phase: api.ImageDownloading, Progress: max(pct, 0)}, nil)
 		}
 	})
-	path, got, err := a.images.Ensure(ctx, url, sum, report)
+	var path, got string
+	if get != nil {
+		path, got, err = a.images.EnsureFrom(ctx, src, sum, get, report)
+	} else {
+		path, got, err = a.images.Ensure(ctx, src, sum, report)
+	}
 	close(stop)
 	wg.Wait()
 	if err != nil {
 		if ctx.Err() == nil {
-			a.imgs.failMu.Lock()
-			a.imgs.failures[uid] = imageFailure{sum: sum, err: err, at: time.Now()}
-			a.imgs.failMu.Unlock()
-			a.setImageHost(ctx, img, api.ImageHostStatus{Host: a.cfg.Name, Phase: api.ImageFailed, Message: err.Error()}, nil)
+			a.imageFailed(ctx, img, sum, err)
 		}
 		return "", err
 	}
@@ -204,6 +244,15 @@ func (a *Agent) ensureImage(ctx context.Context, img *api.Image, progress func(p
 		st.Phase = api.ImageReady
 	})
 	return path, nil
+}
+
+// imageFailed remembers that fetching img failed, so it is not tried
+// again at once, and reports it on the Image.
+func (a *Agent) imageFailed(ctx context.Context, img *api.Image, sum string, err error) {
+	a.imgs.failMu.Lock()
+	a.imgs.failures[img.Metadata.UID] = imageFailure{sum: sum, err: err, at: time.Now()}
+	a.imgs.failMu.Unlock()
+	a.setImageHost(ctx, img, api.ImageHostStatus{Host: a.cfg.Name, Phase: api.ImageFailed, Message: err.Error()}, nil)
 }
 
 func percent(done, total int64) int {
@@ -260,11 +309,38 @@ func (a *Agent) setImageHost(ctx context.Context, img *api.Image, entry api.Imag
 	}
 }
 
-// fetch returns a local path for a kernel or initrd, and remembers its
-// checksum so the cache sweep keeps it.
-func (a *Agent) fetch(ctx context.Context, f *api.BootFile, field string) (string, error) {
+// fetchBoot returns a local path for a VM's kernel or initrd: the cached
+// copy of the Image it names (the VM tenant's own, else a shared one), or
+// of its http(s) URL, whose checksum it remembers so the cache sweep
+// keeps it. A file:// URL is refused: a VM boots a host's file only
+// through a shared Image.
+func (a *Agent) fetchBoot(ctx context.Context, vm *api.VirtualMachine, f *api.BootFile, field string) (string, error) {
 	if f == nil {
 		return "", fmt.Errorf("%s is not set", field)
+	}
+	if f.Image != "" {
+		img, err := a.image(ctx, vm.Metadata.Tenant, f.Image)
+		if err != nil {
+			return "", fmt.Errorf("%s.image: %w", field, err)
+		}
+		a.imgs.mu.RLock()
+		defer a.imgs.mu.RUnlock()
+		path, err := a.ensureImage(ctx, img, nil)
+		if err != nil {
+			return "", fmt.Errorf("%s.image %s: %w", field, f.Image, err)
+		}
+		// Nothing is cloned from a kernel to hold it in the cache: keep
+		// it for the sweep as a URL's is kept, even before the Image's
+		// status names its checksum.
+		if filepath.Dir(path) == filepath.Join(a.images.Dir, "sha256") {
+			a.imgs.bootMu.Lock()
+			a.imgs.bootSums["image "+img.Metadata.UID] = "sha256:" + filepath.Base(path)
+			a.imgs.bootMu.Unlock()
+		}
+		return path, nil
+	}
+	if u, err := url.Parse(f.URL); err != nil || (u.Scheme != "http" && u.Scheme != "https") {
+		return "", fmt.Errorf("%s.url %s: a VM's kernel and initrd come from an http(s) URL or an Image; refusing it (a file of the host is offered as a shared Image)", field, f.URL)
 	}
 	a.imgs.mu.RLock()
 	defer a.imgs.mu.RUnlock()

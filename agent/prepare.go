@@ -19,7 +19,8 @@ import (
 
 // prepare resolves a VirtualMachine into a compute.Spec with everything on
 // this host: images downloaded and verified, disks cloned from them, the
-// kernel and initrd fetched, and the NoCloud seed written. Every step is
+// kernel and initrd fetched (from their Images or URLs), and the NoCloud
+// seed written. Every step is
 // idempotent, so a retry after a failure picks up where it stopped.
 func (a *Agent) prepare(ctx context.Context, vm *api.VirtualMachine, dir string) (compute.Spec, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
@@ -38,13 +39,13 @@ func (a *Agent) prepare(ctx context.Context, vm *api.VirtualMachine, dir string)
 		Boot:        compute.Boot{From: bootFrom(vm), Cmdline: vm.Spec.Boot.Cmdline},
 	}
 	if spec.Boot.From == api.BootFromKernel {
-		k, err := a.fetch(ctx, vm.Spec.Boot.Kernel, "spec.boot.kernel")
+		k, err := a.fetchBoot(ctx, vm, vm.Spec.Boot.Kernel, "spec.boot.kernel")
 		if err != nil {
 			return spec, err
 		}
 		spec.Boot.Kernel = k
 		if vm.Spec.Boot.Initrd != nil {
-			if spec.Boot.Initrd, err = a.fetch(ctx, vm.Spec.Boot.Initrd, "spec.boot.initrd"); err != nil {
+			if spec.Boot.Initrd, err = a.fetchBoot(ctx, vm, vm.Spec.Boot.Initrd, "spec.boot.initrd"); err != nil {
 				return spec, err
 			}
 		}

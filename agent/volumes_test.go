@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -14,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"hearth.dev/hearth/agent"
 	api "hearth.dev/hearth/api/v1alpha1"
 	"hearth.dev/hearth/server/servertest"
 	"hearth.dev/hearth/storage"
@@ -32,6 +34,31 @@ func (l *lab) create(t *testing.T, obj api.Object) {
 	t.Helper()
 	if _, err := l.env.Admin.Create(servertest.Ctx(t), obj); err != nil {
 		t.Fatalf("creating %s: %v", api.Ref(obj), err)
+	}
+}
+
+// store writes obj straight into etcd, past the API's admission checks:
+// for objects the API refuses (an image URL on loopback, where a test's
+// web server is; a tenant's file:// image) to see what the agent makes of
+// them should they get there.
+func (l *lab) store(t *testing.T, obj api.Object) {
+	t.Helper()
+	if es := api.Prepare(obj, nil); len(es) > 0 {
+		t.Fatalf("%s: %v", api.Ref(obj), es)
+	}
+	l.storeInvalid(t, obj)
+}
+
+// storeInvalid writes obj straight into etcd with its defaults but not
+// validated: for what the API's validation itself refuses (a VM's
+// file:// kernel).
+func (l *lab) storeInvalid(t *testing.T, obj api.Object) {
+	t.Helper()
+	if d, ok := obj.SpecAny().(api.Defaulter); ok {
+		d.Default()
+	}
+	if _, err := l.env.Server.Store().Create(servertest.Ctx(t), obj); err != nil {
+		t.Fatalf("storing %s: %v", api.Ref(obj), err)
 	}
 }
 
@@ -128,7 +155,9 @@ func waitGone(t *testing.T, paths ...string) {
 // real qcow2 files, and nothing left once the objects are deleted.
 func TestVolumeFiles(t *testing.T) {
 	needQEMUImg(t)
-	l := newLab(t)
+	// The image "web server" of this test is on loopback, which agents
+	// never fetch from unless told to.
+	l := newLab(t, func(c *agent.Config) { c.AllowFetchFrom = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")} })
 	ctx := servertest.Ctx(t)
 
 	// A blank volume, then grown.
@@ -174,7 +203,7 @@ func TestVolumeFiles(t *testing.T) {
 	checksum := "sha256:" + hex.EncodeToString(sum[:])
 	web := httptest.NewServer(http.FileServer(http.Dir(imgDir)))
 	defer web.Close()
-	l.create(t, &api.Image{TypeMeta: api.TypeMeta{APIVersion: api.APIVersion, Kind: "Image"}, Metadata: api.ObjectMeta{Name: "tiny"},
+	l.store(t, &api.Image{TypeMeta: api.TypeMeta{APIVersion: api.APIVersion, Kind: "Image"}, Metadata: api.ObjectMeta{Name: "tiny"},
 		Spec: api.ImageSpec{Source: api.ImageSource{URL: web.URL + "/tiny.qcow2", Checksum: checksum}}})
 	l.create(t, volume("cloned", 48*mi, api.VolumeSource{Image: "tiny"}))
 	cloned := l.waitVolume(t, "cloned", phase(api.VolumeAvailable, 48*mi))

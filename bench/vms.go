@@ -20,10 +20,12 @@ type VMConfig struct {
 	Rate float64
 	// Tenant to create the VMs in (created if missing).
 	Tenant string
-	// Kernel and Initrd are the guest's boot files (URLs, file:// allowed).
-	Kernel, Initrd string
-	Memory         api.Bytes
-	Timeout        time.Duration
+	// KernelImage and InitrdImage name the Images of the guest's kernel
+	// and initrd (the sandbox's shared testguest-kernel and
+	// testguest-initrd).
+	KernelImage, InitrdImage string
+	Memory                   api.Bytes
+	Timeout                  time.Duration
 	// Keep leaves the VMs in place afterwards.
 	Keep bool
 	// Timeline also prints each VM's moments.
@@ -111,7 +113,7 @@ func RunVMs(ctx context.Context, c *client.Client, cfg VMConfig, w io.Writer) er
 		vm := &api.VirtualMachine{TypeMeta: api.TypeMeta{APIVersion: api.APIVersion, Kind: "VirtualMachine"},
 			Metadata: api.ObjectMeta{Name: name, Tenant: cfg.Tenant, Labels: map[string]string{"hearth.dev/bench": run}},
 			Spec: api.VirtualMachineSpec{CPUs: 1, Memory: cfg.Memory,
-				Boot: api.VMBoot{From: api.BootFromKernel, Kernel: &api.BootFile{URL: cfg.Kernel}, Initrd: &api.BootFile{URL: cfg.Initrd},
+				Boot: api.VMBoot{From: api.BootFromKernel, Kernel: &api.BootFile{Image: cfg.KernelImage}, Initrd: &api.BootFile{Image: cfg.InitrdImage},
 					Cmdline: "console=ttyS0 panic=-1 quiet"}}}
 		mu.Lock()
 		if times[name] == nil {

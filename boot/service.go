@@ -73,6 +73,13 @@ type Config struct {
 	// MetricsListen is where Prometheus metrics are served over plain
 	// HTTP (GET /metrics); empty serves none.
 	MetricsListen string
+	// AllowFileDirs are the directories profiles' file:// kernels and
+	// initrds may be in (--allow-file-dir). With none, file:// is refused.
+	AllowFileDirs []string
+	// AllowFetchFrom lets artifact downloads reach these addresses
+	// although the fetch policy refuses them (see storage.FetchPolicy):
+	// for tests, and no flag.
+	AllowFetchFrom []netip.Prefix
 }
 
 // Service is a running boot service.
@@ -145,7 +152,7 @@ func Run(ctx context.Context, cfg Config) error {
 		profiles:  client.NewInformer(c, "MachineProfile", "", client.ListOptions{}),
 		keys:      client.NewInformer(c, "SSHKey", "", client.ListOptions{AllTenants: true}),
 		sites:     client.NewInformer(c, "Site", "", client.ListOptions{}),
-		images:    &storage.ImageCache{Dir: filepath.Join(cfg.DataDir, "artifacts")},
+		images:    newArtifactCache(cfg),
 		byIP:      map[netip.Addr]string{},
 		byMAC:     map[string]string{},
 		macOf:     map[string]string{},
@@ -227,6 +234,19 @@ func Run(ctx context.Context, cfg Config) error {
 		}
 		return err
 	}
+}
+
+// newArtifactCache is where profiles' kernels and initrds are fetched to
+// and checked: by a client that never connects to this machine (its own
+// address, loopback) or link-local addresses, and from files only under
+// the directories the administrator allowed.
+func newArtifactCache(cfg Config) *storage.ImageCache {
+	policy := storage.FetchPolicy{Allow: cfg.AllowFetchFrom}
+	if api.FetchAddrRefusal(cfg.Address) == "" {
+		policy.Refuse = append(policy.Refuse, cfg.Address)
+	}
+	return &storage.ImageCache{Dir: filepath.Join(cfg.DataDir, "artifacts"), Client: storage.NewFetchClient(policy),
+		AllowedFileDirs: cfg.AllowFileDirs}
 }
 
 func ignoreClosed(err error) error {

@@ -36,7 +36,15 @@ revoked), the agent says so once and waits for a new join token in
 --join-token-file; its VMs run on.
 
 VMs run as QEMU processes that outlive the agent: a restarted agent finds
-and adopts them.`,
+and adopts them.
+
+Images are fetched from their URLs with no credential, and never from this
+machine (loopback, its own --address) or link-local addresses such as the
+metadata service, whatever a name resolves to or a server redirects to.
+A shared Image (made by a cluster admin) may name a file on the hosts with
+file:///path; the agent reads it only under a directory given with
+--allow-file-dir (none by default), after resolving ".." and symbolic
+links. Tenants' images never read host files.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var err error
@@ -80,6 +88,7 @@ and adopts them.`,
 	f.StringVar(&logMax, "console-log-max", api.Bytes(agent.DefaultConsoleLogMax).String(),
 		"cap of each VM's console log, such as 8Mi: past it the log is kept as console.log.1 (replacing the older one) and console.log starts again empty")
 	f.StringVar(&cfg.MetricsListen, "metrics-listen", "", "address to serve Prometheus metrics on over plain HTTP (GET /metrics), such as 10.0.0.5:9464; none when empty. VM series carry tenant and VM names: use a management network")
+	f.StringArrayVar(&cfg.AllowFileDirs, "allow-file-dir", nil, "a directory shared Images may name files in with file:// URLs (repeatable; none by default)")
 	f.IntVar(&cfg.VMNice, "vm-nice", 10, "CPU niceness of the VMs (0-19): when guests keep every core busy, the host's own services still get CPU in time")
 	return cmd
 }

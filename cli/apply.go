@@ -2,11 +2,12 @@ package cli
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"maps"
-	"reflect"
 	"slices"
+	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -40,6 +41,20 @@ subnets; ...), so one file can describe a whole lab.
 Tenant-scoped objects without metadata.tenant go to --tenant, or to the
 context's tenant.
 
+Apply is declarative, as kubectl's is: each object remembers what its file
+last said (annotation hearth.dev/last-applied-configuration). Re-applying
+sets what the file sets, removes what the file set before and no longer
+does, and leaves alone what the file never set: the host the scheduler
+chose, the power state ` + "`hearth vm stop`" + ` set, labels added by hand.
+Applying an unchanged file changes nothing and says "unchanged".
+
+The server warns about names that name no object (a VM's network that
+does not exist yet); apply prints each warning and goes on.
+
+--dry-run sends every write to the server as a dry run: it is checked as
+the real apply would be (permissions, validation, quotas, overlapping
+subnets) and fails where it would fail, but nothing is written.
+
 With --prune -l SELECTOR, objects of the kinds in the files, in the tenants
 the files touch, that match the selector and are not in the files are
 deleted afterwards.`,
@@ -55,7 +70,7 @@ deleted afterwards.`,
 	f.StringArrayVarP(&o.files, "filename", "f", nil, "file, directory or - (stdin) to apply; repeatable")
 	f.BoolVar(&o.prune, "prune", false, "delete objects matching -l that are not in the files")
 	f.StringVarP(&o.selector, "selector", "l", "", "label selector that --prune deletes within")
-	f.BoolVar(&o.dryRun, "dry-run", false, "print what would happen without changing anything")
+	f.BoolVar(&o.dryRun, "dry-run", false, "have the server check every change as the real apply would, and write nothing")
 	_ = cmd.MarkFlagRequired("filename")
 	_ = cmd.MarkFlagFilename("filename", "yaml", "yml", "json")
 	return cmd
@@ -89,13 +104,34 @@ func runApply(ctx context.Context, g *globals, o applyOptions) error {
 	}
 	sortManifests(ms)
 
+	if err := checkTenantsExist(ctx, c, ms); err != nil {
+		return err
+	}
+
 	suffix := ""
+	w := c
 	if o.dryRun {
 		suffix = " (dry run)"
+		w = c.DryRun()
 	}
+	newTenants := tenantsCreatedBy(ctx, c, ms)
 	failed := 0
 	for _, m := range ms {
-		result, err := applyOne(ctx, c, m.Obj, o.dryRun)
+		// A dry run cannot ask the server about objects in a tenant the
+		// same apply would create: there is no such tenant to check
+		// against yet. They were validated above; say what was not done.
+		if t := m.Obj.GetMetadata().Tenant; o.dryRun && newTenants[t] {
+			fmt.Fprintf(g.out, "%s created%s; not checked by the server, since tenant %s is new\n", displayName(m.Obj), suffix, t)
+			continue
+		}
+		var warnings []string
+		result, err := applyOne(ctx, w.WithWarnings(func(msg string) { warnings = append(warnings, msg) }), m)
+		for _, msg := range warnings {
+			if o.dryRun && namesObjectInFiles(m.Obj, msg, ms) {
+				continue // the real apply creates it first
+			}
+			fmt.Fprintf(g.errOut, "Warning: %s: %s\n", warningName(m.Obj), msg)
+		}
 		if err != nil {
 			failed++
 			printError(g.errOut, fmt.Errorf("%s: %w", m.Source, err))
@@ -115,19 +151,29 @@ func runApply(ctx context.Context, g *globals, o applyOptions) error {
 	return nil
 }
 
-// applyOne creates obj, or updates the stored object to match it. It
-// returns "created", "configured" or "unchanged".
-func applyOne(ctx context.Context, c *client.Client, obj api.Object, dryRun bool) (string, error) {
-	kind, md := obj.GetTypeMeta().Kind, obj.GetMetadata()
-	var err error
+// applyOne creates the manifest's object, or patches the stored one to
+// match it (see merge.go). It returns "created", "configured" or
+// "unchanged". c may be a dry-run client: the path is the same, and the
+// server checks and answers as it would, writing nothing.
+func applyOne(ctx context.Context, c *client.Client, m *manifest) (string, error) {
+	cfg, err := appliedConfig(m)
+	if err != nil {
+		return "", err
+	}
+	desired, err := withLastApplied(m.Obj, cfg)
+	if err != nil {
+		return "", err
+	}
+	kind, md := m.Obj.GetTypeMeta().Kind, m.Obj.GetMetadata()
 	// A conflict means someone wrote the object between our read and
 	// our write: read it again and retry.
 	for attempt := 0; attempt < 5; attempt++ {
 		var cur api.Object
 		cur, err = c.Get(ctx, kind, md.Tenant, md.Name)
 		if api.IsNotFound(err) {
-			if dryRun {
-				return "created", nil
+			obj, derr := decodeAs(kind, desired)
+			if derr != nil {
+				return "", derr
 			}
 			if _, err = c.Create(ctx, obj); api.IsAlreadyExists(err) {
 				continue
@@ -140,54 +186,119 @@ func applyOne(ctx context.Context, c *client.Client, obj api.Object, dryRun bool
 		if err != nil {
 			return "", err
 		}
-		next := desired(obj, cur)
-		if dryRun {
-			if wouldChange(next, cur) {
-				return "configured", nil
-			}
-			return "unchanged", nil
+		var curMap map[string]any
+		if curMap, err = objectMap(cur); err != nil {
+			return "", err
 		}
+		patch := threeWayPatch(lastApplied(cur), curMap, desired)
+		// Conditional on the version the patch was computed from.
+		pm, _ := patch["metadata"].(map[string]any)
+		if pm == nil {
+			pm = map[string]any{}
+			patch["metadata"] = pm
+		}
+		pm["resourceVersion"] = cur.GetMetadata().ResourceVersion
 		var out api.Object
-		out, err = c.Update(ctx, next)
+		out, err = c.Patch(ctx, kind, md.Tenant, md.Name, patch, false)
 		if api.IsConflict(err) {
 			continue
 		}
 		if err != nil {
 			return "", err
 		}
-		if out.GetMetadata().ResourceVersion == cur.GetMetadata().ResourceVersion {
-			return "unchanged", nil
+		if changed(cur, out) {
+			return "configured", nil
 		}
-		return "configured", nil
+		return "unchanged", nil
 	}
 	return "", err
 }
 
-// desired is the object to write over cur: the file's spec, labels and
-// annotations, on cur's resourceVersion and status. Finalizers and owner
-// references belong to controllers unless the file sets them.
-func desired(obj, cur api.Object) api.Object {
-	next := api.DeepCopy(obj)
-	nm, cm := next.GetMetadata(), cur.GetMetadata()
-	nm.ResourceVersion = cm.ResourceVersion
-	if nm.Finalizers == nil {
-		nm.Finalizers = cm.Finalizers
+// decodeAs decodes a configuration as an object of kind.
+func decodeAs(kind string, cfg map[string]any) (api.Object, error) {
+	obj, err := api.NewObject(kind)
+	if err != nil {
+		return nil, err
 	}
-	if nm.OwnerReferences == nil {
-		nm.OwnerReferences = cm.OwnerReferences
+	data, err := json.Marshal(cfg)
+	if err != nil {
+		return nil, err
 	}
-	reflect.ValueOf(next.StatusAny()).Elem().Set(reflect.ValueOf(cur.StatusAny()).Elem())
-	return next
+	return obj, api.DecodeInto(data, obj)
 }
 
-// wouldChange guesses, for --dry-run, whether an update would change
-// anything: the spec after defaults, labels or annotations.
-func wouldChange(next, cur api.Object) bool {
-	d := api.DeepCopy(next)
-	api.Prepare(d, cur)
-	nm, cm := d.GetMetadata(), cur.GetMetadata()
-	return !api.SpecEqual(d, cur) || !maps.Equal(nm.Labels, cm.Labels) || !maps.Equal(nm.Annotations, cm.Annotations) ||
-		!slices.Equal(nm.Finalizers, cm.Finalizers)
+// changed reports whether a write (or a dry run's answer) differs from the
+// object it started from in anything apply sets: spec or metadata.
+func changed(before, after api.Object) bool {
+	b, a := before.GetMetadata(), after.GetMetadata()
+	return !api.SpecEqual(before, after) || !maps.Equal(b.Labels, a.Labels) || !maps.Equal(b.Annotations, a.Annotations) ||
+		!slices.Equal(b.Finalizers, a.Finalizers) || !slices.Equal(b.OwnerReferences, a.OwnerReferences)
+}
+
+// warningName names an object in a warning: `VirtualMachine demo/web-1`.
+func warningName(obj api.Object) string {
+	m := obj.GetMetadata()
+	if m.Tenant == "" {
+		return obj.GetTypeMeta().Kind + " " + m.Name
+	}
+	return obj.GetTypeMeta().Kind + " " + m.Tenant + "/" + m.Name
+}
+
+// checkTenantsExist refuses, before anything is written, files whose
+// objects go to a tenant that neither exists nor is in the files: the
+// usual cause is a --tenant typo, and every object would fail alike.
+func checkTenantsExist(ctx context.Context, c *client.Client, ms []*manifest) error {
+	defined := map[string]bool{}
+	for _, m := range ms {
+		if m.Obj.GetTypeMeta().Kind == "Tenant" {
+			defined[m.Obj.GetMetadata().Name] = true
+		}
+	}
+	checked := map[string]bool{}
+	for _, m := range ms {
+		t := m.Obj.GetMetadata().Tenant
+		if t == "" || defined[t] || checked[t] {
+			continue
+		}
+		checked[t] = true
+		if err := tenantExists(ctx, c, t); err != nil {
+			return fmt.Errorf("%s: %w; nothing was changed", m.Source, err)
+		}
+	}
+	return nil
+}
+
+// tenantsCreatedBy returns the tenants the files define that do not exist
+// yet.
+func tenantsCreatedBy(ctx context.Context, c *client.Client, ms []*manifest) map[string]bool {
+	out := map[string]bool{}
+	for _, m := range ms {
+		if m.Obj.GetTypeMeta().Kind != "Tenant" {
+			continue
+		}
+		if _, err := c.Get(ctx, "Tenant", "", m.Obj.GetMetadata().Name); api.IsNotFound(err) {
+			out[m.Obj.GetMetadata().Name] = true
+		}
+	}
+	return out
+}
+
+// namesObjectInFiles reports whether a warning about obj is about a
+// reference to an object the files define: a dry run warns about it
+// because it was not created, which the real apply does first.
+func namesObjectInFiles(obj api.Object, warning string, ms []*manifest) bool {
+	for _, r := range api.ReferencesOf(obj) {
+		if !strings.HasPrefix(warning, r.Field+": ") {
+			continue
+		}
+		for _, m := range ms {
+			mm := m.Obj.GetMetadata()
+			if m.Obj.GetTypeMeta().Kind == r.Kind && mm.Name == r.Name && (mm.Tenant == obj.GetMetadata().Tenant || mm.Tenant == "") {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // prune deletes objects of the files' kinds, in the tenants the files
@@ -221,9 +332,9 @@ func prune(ctx context.Context, g *globals, c *client.Client, ms []*manifest, se
 		}
 		return -1
 	})
-	suffix := ""
+	suffix, deleter := "", c
 	if dryRun {
-		suffix = " (dry run)"
+		suffix, deleter = " (dry run)", c.DryRun()
 	}
 	var failed int
 	for _, kind := range order {
@@ -251,12 +362,10 @@ func prune(ctx context.Context, g *globals, c *client.Client, ms []*manifest, se
 				if md.Tenant != t || keep[objectKey(obj)] || md.DeletionTimestamp != nil || controlled(md) {
 					continue
 				}
-				if !dryRun {
-					if _, err := c.Delete(ctx, kind, md.Tenant, md.Name); err != nil && !api.IsNotFound(err) {
-						failed++
-						printError(g.errOut, fmt.Errorf("pruning %s: %w", displayName(obj), err))
-						continue
-					}
+				if _, err := deleter.Delete(ctx, kind, md.Tenant, md.Name); err != nil && !api.IsNotFound(err) {
+					failed++
+					printError(g.errOut, fmt.Errorf("pruning %s: %w", displayName(obj), err))
+					continue
 				}
 				fmt.Fprintf(g.out, "%s pruned%s\n", displayName(obj), suffix)
 			}

@@ -78,8 +78,8 @@ plane's, the agent's and the guest's shares. The VMs are deleted afterwards.`,
 	vf.IntVar(&vc.Count, "count", 50, "VMs to create")
 	vf.Float64Var(&vc.Rate, "rate", 5, "creates per second")
 	vf.StringVar(&vc.Tenant, "bench-tenant", "bench", "tenant for the VMs (created if missing)")
-	vf.StringVar(&vc.Kernel, "kernel", "file:///var/lib/hearth-sandbox/testguest/vmlinuz", "guest kernel URL")
-	vf.StringVar(&vc.Initrd, "initrd", "file:///var/lib/hearth-sandbox/testguest/initrd.img", "guest initrd URL")
+	vf.StringVar(&vc.KernelImage, "kernel-image", "testguest-kernel", "Image of the guest's kernel (the sandbox makes testguest-kernel)")
+	vf.StringVar(&vc.InitrdImage, "initrd-image", "testguest-initrd", "Image of the guest's initrd")
 	vc.Memory = 128 << 20
 	vf.DurationVar(&vc.Timeout, "timeout", 10*time.Minute, "give up after this long")
 	vf.BoolVar(&vc.Keep, "keep", false, "leave the VMs in place")

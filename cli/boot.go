@@ -34,7 +34,12 @@ approve them with hearth machine approve NAME, or let a profile approve them.
 The first start joins with a join token, like an agent (give it in a
 root-only --join-token-file, or HEARTH_JOIN_TOKEN), and gets a boot
 service's credential: it discovers Machines and records what it sees of
-them, and acts as no Host.`,
+them, and acts as no Host.
+
+Profiles' kernels and initrds are fetched over http(s) with no credential,
+never from this machine or link-local addresses, and checked against their
+checksums; file:///path ones are served only from a directory given with
+--allow-file-dir (none by default), after resolving ".." and symbolic links.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var err error
@@ -95,6 +100,7 @@ them, and acts as no Host.`,
 	f.StringVar(&cfg.IPXEDir, "ipxe-dir", "/usr/lib/ipxe", "where the iPXE binaries are (Debian's ipxe package)")
 	f.StringVar(&cfg.UEFIBinary, "uefi-binary", "ipxe.efi", "iPXE binary for x86-64 UEFI: ipxe.efi or snponly.efi")
 	f.StringVar(&cfg.Site, "site", "", "site that discovered machines join")
+	f.StringArrayVar(&cfg.AllowFileDirs, "allow-file-dir", nil, "a directory MachineProfiles may name kernels and initrds in with file:// URLs (repeatable; none by default)")
 	cmd.AddCommand(newBootMediaCmd(g))
 	return cmd
 }

@@ -8,9 +8,12 @@ import (
 	"io"
 	"net"
 	"os"
+	"strings"
 
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
+
+	api "hearth.dev/hearth/api/v1alpha1"
 )
 
 func init() { commands = append(commands, newConsoleCmd) }
@@ -35,7 +38,7 @@ command is interrupted.`,
 		Example: `  hearth console vm/web-1
   echo root | hearth console vm/web-1 -t lab`,
 		Args:              cobra.RangeArgs(1, 2),
-		ValidArgsFunction: completeKindAndNames(g, 1),
+		ValidArgsFunction: completeVMs(g),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			name, err := vmName(args)
 			if err != nil {
@@ -127,7 +130,7 @@ func consoleTerminal(ctx context.Context, g *globals, in *os.File, conn net.Conn
 	select {
 	case <-detached:
 		conn.Close()
-		fmt.Fprintf(g.errOut, "\r\nDetached; VM %s keeps running. Attach again with: hearth console vm/%s\r\n", name, name)
+		fmt.Fprintf(g.errOut, "\r\nDetached; VM %s keeps running. Attach again with: %s\r\n", name, g.again("console", "vm/"+name))
 		return nil
 	case err := <-out:
 		if err != nil && !errors.Is(err, net.ErrClosed) && ctx.Err() == nil {
@@ -138,5 +141,57 @@ func consoleTerminal(ctx context.Context, g *globals, in *os.File, conn net.Conn
 	case <-ctx.Done():
 		conn.Close()
 		return nil
+	}
+}
+
+// again is the command line that runs a hearth command again with the
+// flags that chose where this one went (--config, --context, --tenant), so
+// a hint printed to a person works when pasted.
+func (g *globals) again(args ...string) string {
+	line := append([]string{"hearth"}, args...)
+	for _, f := range []struct{ flag, value string }{{"--config", g.config}, {"--context", g.context}, {"--tenant", g.tenant}} {
+		if f.value != "" {
+			line = append(line, f.flag, shellQuote(f.value))
+		}
+	}
+	return strings.Join(line, " ")
+}
+
+// shellQuote quotes s for a POSIX shell if it needs it.
+func shellQuote(s string) string {
+	if s != "" && strings.IndexFunc(s, func(r rune) bool {
+		return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("-_./:=@+,", r))
+	}) < 0 {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}
+
+// completeVMs completes the VM argument of logs and console: VM names,
+// vm/NAME once a kind and a slash are typed, and names after
+// "virtualmachine" (or any other way of saying it) as the first argument.
+func completeVMs(g *globals) cobra.CompletionFunc {
+	isVM := func(kind string) bool {
+		k, err := api.KindByName(kind)
+		return err == nil && k.Kind == "VirtualMachine"
+	}
+	return func(cmd *cobra.Command, args []string, toComplete string) ([]string, cobra.ShellCompDirective) {
+		switch {
+		case len(args) == 1 && !strings.Contains(args[0], "/") && isVM(args[0]):
+			return g.nameCompletions(cmd.Context(), "VirtualMachine", toComplete), cobra.ShellCompDirectiveNoFileComp
+		case len(args) > 0:
+			return nil, cobra.ShellCompDirectiveNoFileComp
+		}
+		if kind, prefix, ok := strings.Cut(toComplete, "/"); ok {
+			if !isVM(kind) {
+				return nil, cobra.ShellCompDirectiveNoFileComp
+			}
+			var out []string
+			for _, n := range g.nameCompletions(cmd.Context(), "VirtualMachine", prefix) {
+				out = append(out, kind+"/"+n)
+			}
+			return out, cobra.ShellCompDirectiveNoFileComp
+		}
+		return g.nameCompletions(cmd.Context(), "VirtualMachine", toComplete), cobra.ShellCompDirectiveNoFileComp
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"sort"
 	"strconv"
 	"strings"
@@ -165,7 +166,14 @@ func describe(w io.Writer, k *api.KindInfo, obj api.Object, events []*api.Event,
 		field("Tenant", t)
 	}
 	multi("Labels", pairs(m.Labels))
-	multi("Annotations", pairs(m.Annotations))
+	// What apply recorded is the whole file over again: say that it is
+	// there, and where to read it.
+	ann := m.Annotations
+	if v, ok := ann[api.LastAppliedAnnotation]; ok {
+		ann = maps.Clone(ann)
+		ann[api.LastAppliedAnnotation] = fmt.Sprintf("(what apply last wrote, %d bytes: see -o yaml)", len(v))
+	}
+	multi("Annotations", pairs(ann))
 	field("UID", m.UID)
 	field("Created", when(m.CreationTimestamp))
 	if m.UpdateTimestamp != nil {

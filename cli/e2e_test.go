@@ -426,12 +426,12 @@ metadata: {name: power}
 apiVersion: hearth.dev/v1alpha1
 kind: VirtualMachine
 metadata: {name: a, tenant: power}
-spec: {boot: {from: kernel, kernel: {url: "file:///srv/vmlinuz"}}}
+spec: {boot: {from: kernel, kernel: {image: vmlinuz}}}
 ---
 apiVersion: hearth.dev/v1alpha1
 kind: VirtualMachine
 metadata: {name: b, tenant: power}
-spec: {boot: {from: kernel, kernel: {url: "file:///srv/vmlinuz"}}}
+spec: {boot: {from: kernel, kernel: {image: vmlinuz}}}
 `, "apply", "-f", "-")
 	c := adminClient(t)
 	ctx := context.Background()

@@ -94,6 +94,14 @@ func runGet(ctx context.Context, g *globals, o getOptions, args []string) error 
 			failed = append(failed, fe...)
 		}
 		all = append(all, objs...)
+		if len(objs) == 0 && !o.allTenants {
+			// Nothing found may mean the tenant is a typo.
+			if t := g.shownTenant(c, t.kind); t != "" {
+				if err := tenantExists(ctx, c, t); err != nil {
+					return err
+				}
+			}
+		}
 		if o.output != "table" && o.output != "wide" {
 			continue
 		}
@@ -258,6 +266,13 @@ func watchGet(ctx context.Context, g *globals, c *client.Client, o getOptions, t
 	rv, err := list(ctx)
 	if err != nil {
 		return err
+	}
+	if len(seen) == 0 && !o.allTenants {
+		if t := g.shownTenant(c, t.kind); t != "" {
+			if err := tenantExists(ctx, c, t); err != nil {
+				return err
+			}
+		}
 	}
 	if len(seen) == 0 && (o.output == "table" || o.output == "wide") {
 		g.noResources(c, t.kind, o.allTenants)

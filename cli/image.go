@@ -14,6 +14,7 @@ import (
 	"golang.org/x/term"
 
 	api "hearth.dev/hearth/api/v1alpha1"
+	"hearth.dev/hearth/client"
 )
 
 func init() { commands = append(commands, newImageCmd) }
@@ -93,7 +94,7 @@ func runImageUpload(ctx context.Context, g *globals, name, file, format, checksu
 	}
 
 	bar := newProgressBar(g.errOut, fi.Size())
-	img, err := c.UploadImage(ctx, tenant, name, io.TeeReader(f, bar))
+	img, err := c.UploadImage(ctx, tenant, name, client.WithSize(io.TeeReader(f, bar), fi.Size()))
 	bar.finish(err == nil)
 	if err != nil {
 		return fmt.Errorf("uploading %s to %s: %w", file, ref, err)

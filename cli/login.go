@@ -2,6 +2,7 @@ package cli
 
 import (
 	"bufio"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"net/url"
@@ -80,7 +81,7 @@ token would go to whoever answers.
 			}
 			who, err := c.WhoAmI(cmd.Context())
 			if err != nil {
-				return fmt.Errorf("logging in to %s: %w", server, err)
+				return fmt.Errorf("logging in to %s: %w", server, explainTLS(server, caFile, err))
 			}
 			name, _ := who["name"].(string)
 			role, _ := who["role"].(string)
@@ -131,4 +132,23 @@ func normalizeServer(s string) (string, error) {
 		return "", fmt.Errorf("server %q has no host", s)
 	}
 	return strings.TrimRight(u.Scheme+"://"+u.Host+u.Path, "/"), nil
+}
+
+// explainTLS turns a failed verification of the server's certificate into
+// what to do about it; other errors pass as they are.
+func explainTLS(server, caFile string, err error) error {
+	var unknown x509.UnknownAuthorityError
+	var host x509.HostnameError
+	switch {
+	case errors.As(err, &unknown) && caFile == "":
+		return fmt.Errorf("the server's certificate is not signed by a CA this machine trusts (Hearth signs it with its cluster's own CA): "+
+			"pass --ca-file with a copy of that CA (the server writes it to DATA-DIR/ca.crt, /var/lib/hearth/ca.crt by default) (%w)", err)
+	case errors.As(err, &unknown):
+		return fmt.Errorf("the server's certificate is not signed by the CA in %s: is it the CA of this server's cluster (its DATA-DIR/ca.crt)? (%w)", caFile, err)
+	case errors.As(err, &host):
+		u, _ := url.Parse(server)
+		return fmt.Errorf("the server's certificate is not valid for %s: log in with a name or address it was issued for, or start the server with --tls-san %s (%w)",
+			u.Hostname(), u.Hostname(), err)
+	}
+	return err
 }

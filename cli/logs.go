@@ -10,13 +10,15 @@ import (
 	"github.com/spf13/cobra"
 
 	api "hearth.dev/hearth/api/v1alpha1"
+	"hearth.dev/hearth/client"
 )
 
 func init() { commands = append(commands, newLogsCmd) }
 
 func newLogsCmd(g *globals) *cobra.Command {
 	var follow bool
-	var tail string
+	var tail int64
+	var tailBytes string
 	cmd := &cobra.Command{
 		Use:   "logs vm/NAME | virtualmachine NAME | NAME",
 		Short: "Print a VM's serial console log",
@@ -26,38 +28,46 @@ the VM's host even when nobody is attached, up to the agent's
 --console-log-max (8Mi by default; the previous part is kept beside it, so
 up to twice that is shown); ` + "`hearth console`" + ` attaches.`,
 		Example: `  hearth logs vm/web-1
-  hearth logs vm/web-1 -f
-  hearth logs virtualmachine web-1 --tail 4Ki -t lab`,
+  hearth logs vm/web-1 -f --tail 20
+  hearth logs virtualmachine web-1 --tail-bytes 4Ki -t lab`,
 		Args:              cobra.RangeArgs(1, 2),
-		ValidArgsFunction: completeKindAndNames(g, 1),
+		ValidArgsFunction: completeVMs(g),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			name, err := vmName(args)
 			if err != nil {
 				return err
 			}
-			n := int64(-1)
-			if tail != "" {
-				b, err := api.ParseBytes(tail)
-				if err != nil {
-					return fmt.Errorf("--tail: %w", err)
-				}
-				n = int64(b)
+			o := client.LogOptions{Follow: follow}
+			if tail >= 0 {
+				o.TailLines = &tail
 			}
-			return runLogs(cmd.Context(), g, name, follow, n)
+			if tailBytes != "" {
+				if o.TailLines != nil {
+					return errors.New("--tail counts lines and --tail-bytes bytes: give one")
+				}
+				b, err := api.ParseBytes(tailBytes)
+				if err != nil {
+					return fmt.Errorf("--tail-bytes: %w", err)
+				}
+				n := int64(b)
+				o.TailBytes = &n
+			}
+			return runLogs(cmd.Context(), g, name, o)
 		},
 	}
 	f := cmd.Flags()
 	f.BoolVarP(&follow, "follow", "f", false, "keep printing new output until interrupted or the VM is deleted")
-	f.StringVar(&tail, "tail", "", "print only the last BYTES of the log, such as 2048 or 4Ki (default: all of it)")
+	f.Int64Var(&tail, "tail", -1, "print only the last N lines of the log (default: all of it; 0 with -f: only what comes next)")
+	f.StringVar(&tailBytes, "tail-bytes", "", "print only the last BYTES of the log, such as 2048 or 4Ki")
 	return cmd
 }
 
-func runLogs(ctx context.Context, g *globals, name string, follow bool, tail int64) error {
+func runLogs(ctx context.Context, g *globals, name string, o client.LogOptions) error {
 	c, err := g.client()
 	if err != nil {
 		return err
 	}
-	rc, err := c.Logs(ctx, "", name, follow, tail)
+	rc, err := c.Logs(ctx, "", name, o)
 	if err != nil {
 		return err
 	}

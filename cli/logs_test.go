@@ -54,9 +54,22 @@ func TestE2ELogsAndConsole(t *testing.T) {
 	if out != "Linux version 6.1\nlogin: " {
 		t.Errorf("hearth logs vm/web-1 = %q, want the whole log", out)
 	}
-	out = hearth(t, "", "logs", "virtualmachine", "web-1", "--tail", "7", "-t", tenant)
+	out = hearth(t, "", "logs", "virtualmachine", "web-1", "--tail-bytes", "7", "-t", tenant)
 	if out != "login: " {
-		t.Errorf("hearth logs --tail 7 = %q, want the last 7 bytes", out)
+		t.Errorf("hearth logs --tail-bytes 7 = %q, want the last 7 bytes", out)
+	}
+	for _, c := range []struct{ n, want string }{
+		{"0", ""},
+		{"1", "login: "},
+		{"2", "Linux version 6.1\nlogin: "},
+		{"5", "Linux version 6.1\nlogin: "},
+	} {
+		if out = hearth(t, "", "logs", "vm/web-1", "--tail", c.n, "-t", tenant); out != c.want {
+			t.Errorf("hearth logs --tail %s = %q, want %q", c.n, out, c.want)
+		}
+	}
+	if _, _, err := hearthErr(t, "", "logs", "vm/web-1", "--tail", "1", "--tail-bytes", "7", "-t", tenant); err == nil {
+		t.Error("hearth logs --tail --tail-bytes: want a refusal")
 	}
 	if _, _, err := hearthErr(t, "", "logs", "network/net1", "-t", tenant); err == nil || !strings.Contains(err.Error(), "only VirtualMachines") {
 		t.Errorf("hearth logs network/net1: %v, want a refusal", err)

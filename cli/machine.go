@@ -55,7 +55,8 @@ machine on the provisioning network is never installed over.`,
 		Args:              cobra.MinimumNArgs(1),
 		ValidArgsFunction: completeNames(g, "Machine"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return patchEach(cmd.Context(), g, "Machine", args, map[string]any{"spec": map[string]any{"approved": true}}, "approved")
+			_, err := patchEach(cmd.Context(), g, "Machine", args, map[string]any{"spec": map[string]any{"approved": true}}, "approved")
+			return err
 		},
 	}
 }
@@ -74,7 +75,8 @@ boot order) needs a one-time network boot from its BMC or boot menu.`,
 		ValidArgsFunction: completeNames(g, "Machine"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			now := time.Now().UTC().Format(time.RFC3339Nano)
-			return patchEach(cmd.Context(), g, "Machine", args, map[string]any{"spec": map[string]any{"reinstallRequested": now}}, "reinstall requested")
+			_, err := patchEach(cmd.Context(), g, "Machine", args, map[string]any{"spec": map[string]any{"reinstallRequested": now}}, "reinstall requested")
+			return err
 		},
 	}
 }
@@ -82,20 +84,23 @@ boot order) needs a one-time network boot from its BMC or boot menu.`,
 // patchEach merge-patches each named object of kind (in the context's or
 // --tenant's tenant, for tenant-scoped kinds) and prints "kind/NAME done"
 // for each. It goes on past a failure: with one name the error is
-// returned, with several each is printed as it happens.
-func patchEach(ctx context.Context, g *globals, kind string, names []string, patch map[string]any, done string) error {
+// returned, with several each is printed as it happens. It returns the
+// objects as patched.
+func patchEach(ctx context.Context, g *globals, kind string, names []string, patch map[string]any, done string) ([]api.Object, error) {
 	k, err := api.KindByName(kind)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	c, err := g.client()
 	if err != nil {
-		return err
+		return nil, err
 	}
 	noun := strings.ToLower(k.Kind)
 	failed := 0
+	var patched []api.Object
 	for _, name := range names {
-		if _, err := c.Patch(ctx, k.Kind, g.readTenant(k), name, patch, false); err != nil {
+		out, err := c.Patch(ctx, k.Kind, g.readTenant(k), name, patch, false)
+		if err != nil {
 			if api.IsNotFound(err) {
 				where := ""
 				if t := g.shownTenant(c, k); t != "" {
@@ -104,16 +109,17 @@ func patchEach(ctx context.Context, g *globals, kind string, names []string, pat
 				err = fmt.Errorf("%s %q not found%s (see `hearth get %s`)", noun, name, where, k.Plural)
 			}
 			if len(names) == 1 {
-				return err
+				return nil, err
 			}
 			printError(g.errOut, err)
 			failed++
 			continue
 		}
 		fmt.Fprintf(g.out, "%s/%s %s\n", noun, name, done)
+		patched = append(patched, out)
 	}
 	if failed > 0 {
-		return fmt.Errorf("%d of %d %s failed", failed, len(names), k.Plural)
+		return patched, fmt.Errorf("%d of %d %s failed", failed, len(names), k.Plural)
 	}
-	return nil
+	return patched, nil
 }

@@ -25,6 +25,9 @@ type manifest struct {
 	// Source is "lab.yaml (document 2)", or "- (document 1)" for stdin.
 	Source string
 	Obj    api.Object
+	// Raw is the document as JSON: the fields it sets, which apply
+	// records and compares (see appliedConfig).
+	Raw json.RawMessage
 	// Errs are what is wrong with the document; an object with errors is
 	// never sent.
 	Errs api.FieldErrors
@@ -156,7 +159,7 @@ func parseManifests(name string, data []byte) []*manifest {
 // of unknown fields, it still decodes the rest leniently so validation
 // can report the other mistakes of the document in the same run.
 func decodeManifest(src string, js []byte) *manifest {
-	m := &manifest{Source: src}
+	m := &manifest{Source: src, Raw: js}
 	obj, err := api.Decode(js)
 	if err != nil {
 		var fes api.FieldErrors

@@ -163,3 +163,13 @@ func completeObjectRef(g *globals) cobra.CompletionFunc {
 		return out, cobra.ShellCompDirectiveNoFileComp | cobra.ShellCompDirectiveNoSpace
 	}
 }
+
+// tenantExists returns an error a person can act on when tenant does not
+// exist. Any other answer (a tenant user may not read other tenants) is
+// left for the command's own request to report.
+func tenantExists(ctx context.Context, c *client.Client, tenant string) error {
+	if _, err := c.Get(ctx, "Tenant", "", tenant); api.IsNotFound(err) {
+		return fmt.Errorf("tenant %q does not exist (see `hearth get tenants`; it comes from --tenant, metadata.tenant or the context)", tenant)
+	}
+	return nil
+}

@@ -41,7 +41,11 @@ PREFIX-hN per host with eth0 at .(10+N) of the underlay, and a veth PREFIX-ctl
 at .1 that lets this machine reach the hosts (and nothing more: no forwarding,
 no NAT, no route but the underlay's). Then start hearth server on .1, an agent
 in each host, build the test guest into DIR/testguest, and wait until every
-Host is Ready.
+Host is Ready. The test guest becomes the shared Images testguest-kernel and
+testguest-initrd (file:// URLs into DIR/testguest, which the agents and the
+boot service are started to allow with --allow-file-dir): VMs boot it with
+boot: {from: kernel, kernel: {image: testguest-kernel}, initrd: {image:
+testguest-initrd}}.
 
 The provisioning network is a bridge prov0 in a namespace PREFIX-lan, where
 "hearth sandbox machine add" puts machines. The boot service runs in
@@ -52,7 +56,7 @@ underlay, to reach the server:
     --ca-file DIR/server/ca.crt --name boot --data-dir DIR/boot
     --interface prov --address PROV.2 --dhcp-mode full
     --pool-start PROV.100 --pool-end PROV.199 --http-listen PROV.2:8080
-    --site SITE
+    --site SITE --allow-file-dir DIR/testguest
 
 with its log in DIR/boot/boot.log. Up waits until it serves HTTP. If this
 hearth has no boot command, up says so and goes on without it.
@@ -100,7 +104,7 @@ line that points the CLI at the sandbox, so this works:
 	f.StringVar(&cfg.Prefix, "prefix", sandbox.DefaultPrefix, "start of the names of the namespaces and links it makes (another sandbox needs another prefix and CIDR)")
 	f.IntVar(&cfg.Port, "port", sandbox.DefaultPort, "the server's port on the underlay's .1")
 	f.StringVar(&cfg.Site, "site", sandbox.DefaultSite, "the site every host joins")
-	f.BoolVar(&cfg.TestGuest, "test-guest", true, "build the test guest into DIR/testguest so VMs can boot")
+	f.BoolVar(&cfg.TestGuest, "test-guest", true, "build the test guest into DIR/testguest and make it the shared Images testguest-kernel and testguest-initrd, so VMs can boot")
 	f.DurationVar(&cfg.ReadyTimeout, "timeout", sandbox.DefaultReadyTimeout, "how long to wait for the server and each host")
 	return cmd
 }

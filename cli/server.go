@@ -9,6 +9,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	api "hearth.dev/hearth/api/v1alpha1"
 	"hearth.dev/hearth/server"
 	"hearth.dev/hearth/server/etcd"
 	"hearth.dev/hearth/server/pki"
@@ -18,7 +19,7 @@ func init() { commands = append(commands, newServerCmd) }
 
 func newServerCmd(g *globals) *cobra.Command {
 	var cfg server.Config
-	var endpoints, sans, clientURL string
+	var endpoints, sans, clientURL, maxUpload, reserve string
 	cmd := &cobra.Command{
 		Use:   "server",
 		Short: "Run the control plane: API, embedded etcd and controllers",
@@ -37,11 +38,27 @@ server's own address, the same --etcd-initial-cluster, and the same CA
 (make it once with "hearth server ca create DIR", give each server
 --ca-cert and --ca-key); or point every server at an external cluster with
 --etcd-endpoints (and --etcd-cafile, --etcd-certfile, --etcd-keyfile for
-one that requires TLS).`,
+one that requires TLS).
+
+Images uploaded through the API (hearth image upload) are kept in
+DATA-DIR/images, beside etcd: one upload may be at most --max-upload-size,
+a tenant's uploads together at most its quota's imageStorage, and no
+upload may leave less than --upload-reserve free on that file system, so
+etcd never finds its disk full.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if cmd.Flags().Changed("etcd-client-url") {
 				return fmt.Errorf("--etcd-client-url %s: the embedded etcd no longer has a TCP client port; it serves clients only on %s, which only this server's user can use (etcdctl --endpoints unix://%[2]s): remove the flag", clientURL, etcd.SocketPath(cfg.DataDir))
+			}
+			for _, b := range []struct {
+				flag, value string
+				into        *int64
+			}{{"max-upload-size", maxUpload, &cfg.MaxUploadSize}, {"upload-reserve", reserve, &cfg.UploadReserve}} {
+				n, err := api.ParseBytes(b.value)
+				if err != nil {
+					return fmt.Errorf("--%s: %w", b.flag, err)
+				}
+				*b.into = int64(n)
 			}
 			cfg.Etcd.Endpoints = server.ParseList(endpoints)
 			cfg.TLSSANs = server.ParseList(sans)
@@ -62,6 +79,8 @@ one that requires TLS).`,
 	f.StringVar(&cfg.CACertFile, "ca-cert", "", "the cluster CA's certificate, for the first start of an HA member (with --ca-key; see hearth server ca create)")
 	f.StringVar(&cfg.CAKeyFile, "ca-key", "", "the cluster CA's key, for the first start of an HA member (with --ca-cert)")
 	f.BoolVar(&cfg.AccessLog, "access-log", false, "log every API request")
+	f.StringVar(&maxUpload, "max-upload-size", api.Bytes(server.DefaultMaxUploadSize).String(), "the largest image upload taken (413 beyond it)")
+	f.StringVar(&reserve, "upload-reserve", api.Bytes(server.DefaultUploadReserve).String(), "free space an upload must leave on the data directory's file system, for etcd (507 otherwise)")
 	addLimitFlags(f, "", &cfg.Limits)
 	f.StringVar(&cfg.SecretsKeyFile, "secrets-key-file", "", "key Secrets are encrypted with in etcd (default DATA-DIR/secrets.key, made by the first server); every server of a cluster needs the same file")
 	f.StringVar(&endpoints, "etcd-endpoints", "", "use this external etcd cluster (comma-separated URLs) instead of the embedded one")

@@ -1,11 +1,16 @@
 package cli
 
 import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
 
 	api "hearth.dev/hearth/api/v1alpha1"
+	"hearth.dev/hearth/client"
 )
 
 func init() { commands = append(commands, newVMGroupCmd) }
@@ -41,17 +46,154 @@ the host's agent converges (watch it with ` + "`hearth get vm -w`" + `, and why 
 ` + "`hearth describe vm NAME`" + `).`,
 	}
 	for _, v := range vmVerbs {
-		cmd.AddCommand(&cobra.Command{
-			Use:               v.use + " NAME...",
-			Short:             v.short,
-			Long:              v.long,
-			Example:           "  hearth vm " + v.use + " web-1 web-2 -t lab",
+		var wait bool
+		var timeout time.Duration
+		verb := &cobra.Command{
+			Use:   v.use + " NAME...",
+			Short: v.short,
+			Long: v.long + `
+
+With --wait, wait until each VM's agent has acted on the change and the
+VM is in the phase its power state asks for (Running, Stopped or Paused),
+or say where it is stuck once --timeout has passed.`,
+			Example:           "  hearth vm " + v.use + " web-1 web-2 -t lab\n  hearth vm " + v.use + " web-1 --wait --timeout 2m",
 			Args:              cobra.MinimumNArgs(1),
 			ValidArgsFunction: completeNames(g, "VirtualMachine"),
 			RunE: func(cmd *cobra.Command, args []string) error {
-				return patchEach(cmd.Context(), g, "VirtualMachine", args, map[string]any{"spec": v.spec()}, v.done)
+				patched, err := patchEach(cmd.Context(), g, "VirtualMachine", args, map[string]any{"spec": v.spec()}, v.done)
+				if !wait || len(patched) == 0 {
+					return err
+				}
+				werr := waitVMs(cmd.Context(), g, patched, timeout)
+				if err != nil {
+					return err
+				}
+				return werr
 			},
-		})
+		}
+		verb.Flags().BoolVar(&wait, "wait", false, "wait until each VM reaches the phase its power state asks for")
+		verb.Flags().DurationVar(&timeout, "timeout", 5*time.Minute, "with --wait, how long to wait in all")
+		cmd.AddCommand(verb)
 	}
 	return cmd
+}
+
+// phaseFor is the phase a VM kept in a power state ends up in.
+func phaseFor(powerState string) string {
+	switch powerState {
+	case api.PowerStopped:
+		return api.VMStopped
+	case api.PowerPaused:
+		return api.VMPaused
+	}
+	return api.VMRunning
+}
+
+// vmSettled says whether a VM's agent has acted on generation gen of its
+// spec and the VM is where its power state asks; an error when it
+// failed instead.
+func vmSettled(vm *api.VirtualMachine, gen int64) (bool, error) {
+	if vm.Status.ObservedGeneration < gen {
+		return false, nil
+	}
+	switch vm.Status.Phase {
+	case phaseFor(vm.Spec.PowerState):
+		return true, nil
+	case api.VMFailed:
+		return false, fmt.Errorf("virtualmachine/%s failed: %s", vm.Metadata.Name, vmWhy(vm))
+	}
+	return false, nil
+}
+
+// vmWhy says why a VM is in its phase: its conditions that are not True.
+func vmWhy(vm *api.VirtualMachine) string {
+	var why []string
+	for _, c := range vm.Status.Conditions {
+		if c.Status != api.ConditionTrue {
+			why = append(why, fmt.Sprintf("%s=%s %s: %s", c.Type, c.Status, c.Reason, c.Message))
+		}
+	}
+	if len(why) == 0 {
+		return "no condition says why"
+	}
+	return strings.Join(why, "; ")
+}
+
+// waitVMs waits, within timeout in all, until every VM in vms (as the
+// verb patched them) has settled, printing each as it does.
+func waitVMs(ctx context.Context, g *globals, vms []api.Object, timeout time.Duration) error {
+	c, err := g.client()
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	for _, o := range vms {
+		vm := o.(*api.VirtualMachine)
+		if err := waitVM(ctx, g, c, vm); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func waitVM(ctx context.Context, g *globals, c *client.Client, patched *api.VirtualMachine) error {
+	m := patched.Metadata
+	want := phaseFor(patched.Spec.PowerState)
+	last := patched
+	var settled bool
+	var failure error
+	check := func(vm *api.VirtualMachine) {
+		last = vm
+		settled, failure = vmSettled(vm, m.Generation)
+	}
+	wctx, stop := context.WithCancel(ctx)
+	defer stop()
+	relist := func(ctx context.Context) (string, error) {
+		o, err := c.Get(ctx, "VirtualMachine", m.Tenant, m.Name)
+		if err != nil {
+			return "", err
+		}
+		if check(o.(*api.VirtualMachine)); settled || failure != nil {
+			stop()
+		}
+		return o.GetMetadata().ResourceVersion, nil
+	}
+	rv, err := relist(wctx)
+	if err != nil {
+		return err
+	}
+	if !settled && failure == nil {
+		err = follow(wctx, c, "VirtualMachine", m.Tenant, client.ListOptions{FieldSelector: "metadata.name=" + m.Name}, rv,
+			func(ev client.Event) {
+				if ev.Type == "DELETED" {
+					failure = fmt.Errorf("virtualmachine/%s was deleted", m.Name)
+					stop()
+					return
+				}
+				if check(ev.Object.(*api.VirtualMachine)); settled || failure != nil {
+					stop()
+				}
+			}, relist)
+		if err != nil {
+			return err
+		}
+	}
+	switch {
+	case failure != nil:
+		return failure
+	case settled:
+		fmt.Fprintf(g.out, "virtualmachine/%s is %s\n", m.Name, want)
+		return nil
+	case ctx.Err() != nil && errors.Is(ctx.Err(), context.DeadlineExceeded):
+		phase := last.Status.Phase
+		if phase == "" {
+			phase = "without a phase"
+		}
+		if last.Status.ObservedGeneration < m.Generation {
+			phase += ", its agent not having seen the change yet"
+		}
+		return fmt.Errorf("timed out waiting for virtualmachine/%s to be %s: it is %s (%s)", m.Name, want, phase, vmWhy(last))
+	}
+	return ctx.Err()
 }

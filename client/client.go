@@ -29,6 +29,74 @@ type Client struct {
 	stream *http.Client // no overall timeout, for watches
 	// Tenant is the default tenant for tenant-scoped calls given "".
 	Tenant string
+	// dryRun makes writes dry runs (see DryRun).
+	dryRun bool
+	// warn receives the server's warnings (see WithWarnings).
+	warn func(string)
+}
+
+// DryRun returns a copy of the client whose creates, updates, patches and
+// deletes are dry runs: the server runs every check a real write would
+// (authorization, validation, admission such as quotas) and answers as it
+// would, but writes nothing. Reads are unaffected.
+func (c *Client) DryRun() *Client {
+	cc := *c
+	cc.dryRun = true
+	return &cc
+}
+
+// WithWarnings returns a copy of the client that calls warn with each
+// warning the server sends with an answer (a name in a spec that names no
+// object, say). A client without one drops them.
+func (c *Client) WithWarnings(warn func(msg string)) *Client {
+	cc := *c
+	cc.warn = warn
+	return &cc
+}
+
+// writePath adds the dry-run parameter to the path of a write.
+func (c *Client) writePath(path string) string {
+	if !c.dryRun {
+		return path
+	}
+	sep := "?"
+	if strings.Contains(path, "?") {
+		sep = "&"
+	}
+	return path + sep + "dryRun=All"
+}
+
+// warnings hands the Warning headers of an answer to the handler.
+func (c *Client) warnings(h http.Header) {
+	if c.warn == nil {
+		return
+	}
+	for _, v := range h.Values("Warning") {
+		if text, ok := parseWarning(v); ok {
+			c.warn(text)
+		}
+	}
+}
+
+// parseWarning reads a Warning header's value, `299 - "text"` (RFC 7234;
+// a date may follow the text), and returns the text.
+func parseWarning(v string) (text string, ok bool) {
+	_, rest, found := strings.Cut(v, " - ")
+	if !found {
+		return "", false
+	}
+	i := strings.LastIndexByte(rest, '"')
+	if !strings.HasPrefix(rest, `"`) || i < 1 {
+		return "", false
+	}
+	var b strings.Builder
+	for j := 1; j < i; j++ {
+		if rest[j] == '\\' && j+1 < i {
+			j++
+		}
+		b.WriteByte(rest[j])
+	}
+	return b.String(), true
 }
 
 // New returns a client for a context.
@@ -134,17 +202,24 @@ func (c *Client) send(ctx context.Context, hc *http.Client, method, path, conten
 	if err != nil {
 		return nil, fmt.Errorf("%s %s: %w", method, c.base, err)
 	}
+	c.warnings(resp.Header)
 	if resp.StatusCode >= 400 {
-		defer resp.Body.Close()
-		data, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-		var st api.Status
-		if json.Unmarshal(data, &st) == nil && st.Message != "" {
-			return nil, &st
-		}
-		return nil, &api.Status{Kind: "Status", Code: resp.StatusCode, Reason: api.ReasonInternal,
-			Message: fmt.Sprintf("%s %s: %s: %s", method, path, resp.Status, strings.TrimSpace(string(data)))}
+		return nil, errorOf(resp, method, path)
 	}
 	return resp, nil
+}
+
+// errorOf reads an error answer, closes it, and returns it as the
+// server's *api.Status.
+func errorOf(resp *http.Response, method, path string) error {
+	defer resp.Body.Close()
+	data, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	var st api.Status
+	if json.Unmarshal(data, &st) == nil && st.Message != "" {
+		return &st
+	}
+	return &api.Status{Kind: "Status", Code: resp.StatusCode, Reason: api.ReasonInternal,
+		Message: fmt.Sprintf("%s %s: %s: %s", method, path, resp.Status, strings.TrimSpace(string(data)))}
 }
 
 // tenantFor picks the tenant a call addresses for kind k.
@@ -243,7 +318,7 @@ func (c *Client) Create(ctx context.Context, obj api.Object) (api.Object, error)
 	}
 	out := k.New()
 	m := obj.GetMetadata()
-	return out, c.Do(ctx, http.MethodPost, api.CollectionPath(k, c.tenantFor(k, m.Tenant)), obj, out)
+	return out, c.Do(ctx, http.MethodPost, c.writePath(api.CollectionPath(k, c.tenantFor(k, m.Tenant))), obj, out)
 }
 
 // Update replaces an object's spec and metadata; with a resourceVersion
@@ -264,7 +339,7 @@ func (c *Client) put(ctx context.Context, obj api.Object, sub string) (api.Objec
 	}
 	m := obj.GetMetadata()
 	out := k.New()
-	return out, c.Do(ctx, http.MethodPut, api.ObjectPath(k, c.tenantFor(k, m.Tenant), m.Name)+sub, obj, out)
+	return out, c.Do(ctx, http.MethodPut, c.writePath(api.ObjectPath(k, c.tenantFor(k, m.Tenant), m.Name)+sub), obj, out)
 }
 
 // Patch applies a JSON merge patch to an object (status=true: to its status).
@@ -277,7 +352,7 @@ func (c *Client) Patch(ctx context.Context, kind, tenant, name string, patch any
 	if status {
 		path += "/status"
 	}
-	resp, err := c.send(ctx, c.http, http.MethodPatch, path, "application/merge-patch+json", patch)
+	resp, err := c.send(ctx, c.http, http.MethodPatch, c.writePath(path), "application/merge-patch+json", patch)
 	if err != nil {
 		return nil, err
 	}
@@ -293,7 +368,7 @@ func (c *Client) Delete(ctx context.Context, kind, tenant, name string) (api.Obj
 		return nil, err
 	}
 	out := k.New()
-	return out, c.Do(ctx, http.MethodDelete, api.ObjectPath(k, c.tenantFor(k, tenant), name), nil, out)
+	return out, c.Do(ctx, http.MethodDelete, c.writePath(api.ObjectPath(k, c.tenantFor(k, tenant), name)), nil, out)
 }
 
 // Event is one change seen by a watch.

@@ -24,20 +24,33 @@ func vmPath(c *Client, tenant, name, sub string) (string, error) {
 	return api.ObjectPath(k, c.tenantFor(k, tenant), name) + "/" + sub, nil
 }
 
-// Logs reads the serial console log of a VM: all of it when tail < 0, else
-// its last tail bytes. With follow, new output streams until ctx ends or
-// the VM goes away. Close the reader when done.
-func (c *Client) Logs(ctx context.Context, tenant, name string, follow bool, tail int64) (io.ReadCloser, error) {
+// LogOptions choose what Logs reads; the zero value reads the whole log.
+type LogOptions struct {
+	// Follow streams new output until ctx ends or the VM goes away.
+	Follow bool
+	// TailLines, if set, reads only the last this many lines (0: none, to
+	// follow only what comes next).
+	TailLines *int64
+	// TailBytes, if set, reads only the last this many bytes. Set at most
+	// one of the two.
+	TailBytes *int64
+}
+
+// Logs reads the serial console log of a VM. Close the reader when done.
+func (c *Client) Logs(ctx context.Context, tenant, name string, o LogOptions) (io.ReadCloser, error) {
 	path, err := vmPath(c, tenant, name, "log")
 	if err != nil {
 		return nil, err
 	}
 	q := url.Values{}
-	if follow {
+	if o.Follow {
 		q.Set("follow", "1")
 	}
-	if tail >= 0 {
-		q.Set("tail", strconv.FormatInt(tail, 10))
+	if o.TailBytes != nil {
+		q.Set("tail", strconv.FormatInt(*o.TailBytes, 10))
+	}
+	if o.TailLines != nil {
+		q.Set("tailLines", strconv.FormatInt(*o.TailLines, 10))
 	}
 	if len(q) > 0 {
 		path += "?" + q.Encode()

@@ -2,9 +2,10 @@ package client
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"net/http"
-	"net/url"
+	"strconv"
 
 	api "hearth.dev/hearth/api/v1alpha1"
 )
@@ -19,46 +20,88 @@ func ImageContentPath(tenant, name string) string {
 // UploadImage sends body as the content of the Image name (in tenant, or
 // shared for "") and returns the Image with the checksum and size the
 // server recorded. The Image must exist with spec.source.upload set. The
-// upload has no time limit but ctx's.
+// upload has no time limit but ctx's. A body whose size is known (it has
+// a Size() int64 method, as *bytes.Reader and WithSize's have) is sent
+// with a Content-Length, so a server that cannot take that much (its
+// upload limit, the tenant's quota, its disk) says so before a byte is
+// sent rather than after.
 func (c *Client) UploadImage(ctx context.Context, tenant, name string, body io.Reader) (*api.Image, error) {
-	resp, err := c.send(ctx, c.stream, http.MethodPut, ImageContentPath(tenant, name), "application/octet-stream", body)
+	path := ImageContentPath(tenant, name)
+	req, err := http.NewRequestWithContext(ctx, http.MethodPut, c.base+path, body)
 	if err != nil {
 		return nil, err
+	}
+	if s, ok := body.(interface{ Size() int64 }); ok {
+		req.ContentLength = s.Size()
+		if req.ContentLength == 0 {
+			req.Body = http.NoBody
+		}
+	}
+	req.Header.Set("Content-Type", "application/octet-stream")
+	req.Header.Set("Accept", "application/json")
+	if c.token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.token)
+	}
+	resp, err := c.stream.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("PUT %s: %w", c.base, err)
+	}
+	if resp.StatusCode >= 400 {
+		return nil, errorOf(resp, http.MethodPut, path)
 	}
 	img := &api.Image{}
 	return img, decodeBody(resp, img)
 }
 
-// HTTPClient returns an http.Client for plain requests, such as image
-// downloads, that may go to the API server or anywhere else. Requests to
-// the server's own origin trust the cluster CA and carry this client's
-// credential; requests to any other origin (and redirects to one) go out
-// through http.DefaultTransport without it, so the credential never
-// reaches a third party. It has no overall timeout, since images are
-// large: bound each request with its context.
-func (c *Client) HTTPClient() *http.Client {
-	u, _ := url.Parse(c.base)
-	return &http.Client{Transport: &originAuth{scheme: u.Scheme, host: u.Host, token: c.token,
-		server: c.stream.Transport, other: http.DefaultTransport}}
+// WithSize gives r a Size, for UploadImage: r must deliver exactly size
+// bytes.
+func WithSize(r io.Reader, size int64) io.Reader { return sizedReader{r, size} }
+
+type sizedReader struct {
+	io.Reader
+	size int64
 }
 
-// originAuth routes requests for the API server's origin through the
-// client's transport with its bearer token, and everything else through
-// another transport untouched.
-type originAuth struct {
-	scheme, host  string
-	token         string
-	server, other http.RoundTripper
-}
+func (s sizedReader) Size() int64 { return s.size }
 
-func (t *originAuth) RoundTrip(req *http.Request) (*http.Response, error) {
-	if req.URL.Scheme != t.scheme || req.URL.Host != t.host {
-		return t.other.RoundTrip(req)
+// DownloadImage requests the uploaded content of the Image name (in
+// tenant, or shared for "") from byte offset on (0: all of it), sending
+// ifRange as If-Range when resuming, so a broken download goes on where
+// it stopped. It returns the response when it is 200, 206 or 416 (the
+// range is past the end: start again) for the caller to read and close,
+// and the server's error otherwise.
+//
+// This is the only request besides the API's own that carries the
+// client's credential, and it goes only to the API server, to the content
+// path of that one Image, following no redirect: an image's URL is
+// written by tenants, so the general downloads of agents (storage's fetch
+// client) carry no credential at all.
+func (c *Client) DownloadImage(ctx context.Context, tenant, name string, offset int64, ifRange string) (*http.Response, error) {
+	path := ImageContentPath(tenant, name)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.base+path, nil)
+	if err != nil {
+		return nil, err
 	}
-	if t.token != "" && req.Header.Get("Authorization") == "" {
-		// A RoundTripper must not change the caller's request.
-		req = req.Clone(req.Context())
-		req.Header.Set("Authorization", "Bearer "+t.token)
+	// The bytes must arrive as stored, for ranges and checksums to hold.
+	req.Header.Set("Accept-Encoding", "identity")
+	if offset > 0 {
+		req.Header.Set("Range", "bytes="+strconv.FormatInt(offset, 10)+"-")
+		if ifRange != "" {
+			req.Header.Set("If-Range", ifRange)
+		}
 	}
-	return t.server.RoundTrip(req)
+	if c.token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.token)
+	}
+	hc := &http.Client{Transport: c.stream.Transport,
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("GET %s%s: %w", c.base, path, err)
+	}
+	switch resp.StatusCode {
+	case http.StatusOK, http.StatusPartialContent, http.StatusRequestedRangeNotSatisfiable:
+		return resp, nil
+	}
+	return nil, errorOf(resp, http.MethodGet, path)
 }

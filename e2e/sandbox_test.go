@@ -116,10 +116,10 @@ spec:
   memory: 192Mi
   boot:
     from: kernel
-    kernel: {url: "file://%s/testguest/vmlinuz"}
-    initrd: {url: "file://%s/testguest/initrd.img"}
+    kernel: {image: testguest-kernel}
+    initrd: {image: testguest-initrd}
     cmdline: console=ttyS0 panic=-1
-%s`, name, s.dir, s.dir, extra)
+%s`, name, extra)
 }
 
 // TestSandboxVMs: in a sandbox of two hosts, a VM applied with the CLI is
@@ -176,10 +176,10 @@ spec:
       memory: 128Mi
       boot:
         from: kernel
-        kernel: {url: "file://%s/testguest/vmlinuz"}
-        initrd: {url: "file://%s/testguest/initrd.img"}
+        kernel: {image: testguest-kernel}
+        initrd: {image: testguest-initrd}
         cmdline: console=ttyS0 panic=-1
-`, n, s.dir, s.dir)
+`, n)
 	}
 	s.must(set(4), "apply", "-f", "-")
 	servertest.Eventually(t, 4*time.Minute, func() error {
@@ -213,6 +213,13 @@ spec:
 	out, err := s.hearth(strings.Replace(s.guestYAML("huge", ""), "192Mi", "4Gi", 1), "apply", "-f", "-")
 	if err == nil || !strings.Contains(out, "quota exceeded for memory") {
 		t.Fatalf("over-quota VM: err %v, output:\n%s", err, out)
+	}
+	// A host's file as a kernel, even one the agents allow for the
+	// shared images:
+	hostFile := strings.Replace(s.guestYAML("peek", ""), "{image: testguest-kernel}", `{url: "file://`+s.dir+`/server/admin.conf"}`, 1)
+	out, err = s.hearth(hostFile, "apply", "-f", "-")
+	if err == nil || !strings.Contains(out, "spec.boot.kernel.url") || !strings.Contains(out, "cannot boot a file of its host") {
+		t.Fatalf("a VM booting a host file: err %v, output:\n%s", err, out)
 	}
 	// Within quota but larger than any host's free memory: pending, with
 	// a host-by-host reason.

@@ -14,12 +14,17 @@ fi
 go build -o bin/hearth ./cmd/hearth
 hearth=$PWD/bin/hearth
 dir=${HEARTH_SANDBOX_DIR:-/var/lib/hearth-sandbox}
+# To run beside another sandbox, give it its own directory, prefix and
+# underlay, e.g. HEARTH_SANDBOX_DIR=/var/lib/hs2
+# HEARTH_SANDBOX_ARGS="--prefix hs2 --underlay-cidr 172.31.250.0/24".
+read -r -a up_args <<<"${HEARTH_SANDBOX_ARGS:-}"
 
 "$hearth" sandbox down --dir "$dir" >/dev/null 2>&1 || true
-export HEARTH_CONFIG=$("$hearth" sandbox up --hosts 2 --dir "$dir" | tee /dev/stderr | tail -n1 | sed 's/^export HEARTH_CONFIG=//')
+export HEARTH_CONFIG=$("$hearth" sandbox up --hosts 2 --dir "$dir" "${up_args[@]}" | tee /dev/stderr | tail -n1 | sed 's/^export HEARTH_CONFIG=//')
 
 run() { echo; echo "\$ hearth $*"; "$hearth" "$@"; }
 run get hosts -o wide
+run get images
 run apply -f examples/lab.yaml
 run apply -f examples/sandbox/lab.yaml
 echo; echo "waiting for the VMs to boot…"
@@ -33,6 +38,8 @@ for _ in $(seq 60); do
 	sleep 1
 done
 run get vm -A -o wide
+# Applying again changes nothing: the hosts the scheduler chose stay.
+run apply -f examples/sandbox/lab.yaml
 echo; echo "\$ hearth logs vm/web-1 --tenant demo | grep HEARTH-GUEST"
 "$hearth" logs vm/web-1 --tenant demo | grep HEARTH-GUEST
 run describe vm web-1 --tenant demo

@@ -145,8 +145,10 @@ type Config struct {
 	// DNSMasq is the dnsmasq binary of the home router (default
 	// DefaultDNSMasq).
 	DNSMasq string
-	// TestGuest builds the test guest and links its kernel and initrd to
-	// DIR/testguest/ so VMs can boot.
+	// TestGuest builds the test guest, links its kernel and initrd to
+	// DIR/testguest/ and makes them the shared Images testguest-kernel
+	// and testguest-initrd (file:// URLs the agents allow), so VMs can
+	// boot them by name.
 	TestGuest bool
 	// ReadyTimeout bounds the wait for the server and every Host to be
 	// Ready.
@@ -170,19 +172,32 @@ type Join struct {
 	CAFile string
 	// Site is the site the host joins.
 	Site string
+	// FileDirs are the sandbox's directories of files that shared Images
+	// and MachineProfiles name with file:// URLs (the test guest's):
+	// agents and the boot service get them as --allow-file-dir.
+	FileDirs []string
+}
+
+// allowFileDirs is FileDirs as the agent's and boot service's flags.
+func (j Join) allowFileDirs() []string {
+	var args []string
+	for _, d := range j.FileDirs {
+		args = append(args, "--allow-file-dir", d)
+	}
+	return args
 }
 
 // DefaultAgentCommand runs `hearth agent` for host h.
 func DefaultAgentCommand(exe string) func(h Host, j Join) []string {
 	return func(h Host, j Join) []string {
-		return []string{exe, "agent",
+		return append([]string{exe, "agent",
 			"--server", j.Server,
 			"--join-token-file", j.TokenFile,
 			"--ca-file", j.CAFile,
 			"--name", h.Name,
 			"--data-dir", h.Dir,
 			"--address", h.Address,
-		}
+		}, j.allowFileDirs()...)
 	}
 }
 
@@ -194,7 +209,7 @@ func DefaultAgentCommand(exe string) func(h Host, j Join) []string {
 func DefaultBootCommand(exe string) func(p Provisioning, j Join) []string {
 	return func(p Provisioning, j Join) []string {
 		if p.DHCPMode == "proxy" {
-			return []string{exe, "boot",
+			return append([]string{exe, "boot",
 				"--server", j.Server,
 				"--join-token-file", j.TokenFile,
 				"--ca-file", j.CAFile,
@@ -205,9 +220,9 @@ func DefaultBootCommand(exe string) func(p Provisioning, j Join) []string {
 				"--dhcp-mode", "proxy",
 				"--http-listen", p.HTTPListen,
 				"--site", j.Site,
-			}
+			}, j.allowFileDirs()...)
 		}
-		return []string{exe, "boot",
+		return append([]string{exe, "boot",
 			"--server", j.Server,
 			"--join-token-file", j.TokenFile,
 			"--ca-file", j.CAFile,
@@ -220,7 +235,7 @@ func DefaultBootCommand(exe string) func(p Provisioning, j Join) []string {
 			"--pool-end", p.PoolEnd,
 			"--http-listen", p.HTTPListen,
 			"--site", j.Site,
-		}
+		}, j.allowFileDirs()...)
 	}
 }
 

@@ -49,6 +49,7 @@ func (s *Sandbox) StartBootService(ctx context.Context) error {
 		TokenFile: tokenFile,
 		CAFile:    filepath.Join(s.cfg.Dir, serverSubdir, "ca.crt"),
 		Site:      s.cfg.Site,
+		FileDirs:  s.fileDirs(),
 	}
 	argv := s.Command(p.BootNetns, s.cfg.BootCommand(*p, j)...).Args
 	proc, err := startDaemon(argv, p.BootLog())

@@ -2,6 +2,8 @@ package sandbox
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -24,8 +26,9 @@ import (
 
 // Sandbox is a sandbox being built. Its steps run in this order: New,
 // BuildNetwork, StartServer, StartAgents, StartBootService,
-// BuildTestGuest, WaitReady (Up runs them all). Each records what it made
-// before going on, so Down can remove a sandbox stopped at any step.
+// BuildTestGuest, PublishTestGuest, WaitReady (Up runs them all). Each
+// records what it made before going on, so Down can remove a sandbox
+// stopped at any step.
 type Sandbox struct {
 	cfg   Config
 	names names
@@ -59,6 +62,7 @@ func Up(ctx context.Context, cfg Config) (*Sandbox, error) {
 		{what: "starting the home router (dnsmasq)", run: s.StartHomeRouter, skip: !s.cfg.HomeRouter},
 		{what: "starting the boot service", run: s.StartBootService, skip: !s.cfg.BootService},
 		{what: "building the test guest", run: s.BuildTestGuest, skip: !s.cfg.TestGuest},
+		{what: "making the test guest's shared images " + GuestKernelImage + " and " + GuestInitrdImage, run: s.PublishTestGuest, skip: !s.cfg.TestGuest},
 		{what: "waiting for every host to be Ready", run: s.WaitReady},
 	}
 	for _, step := range steps {
@@ -263,6 +267,7 @@ func (s *Sandbox) StartAgents(ctx context.Context) error {
 			TokenFile: tokenFile,
 			CAFile:    filepath.Join(s.cfg.Dir, serverSubdir, "ca.crt"),
 			Site:      s.cfg.Site,
+			FileDirs:  s.fileDirs(),
 		}
 		argv := s.Command(h.Netns, s.cfg.AgentCommand(*h, j)...).Args
 		p, err := startDaemon(argv, h.Log())
@@ -290,9 +295,25 @@ func (s *Sandbox) dialFrom(netnsName, addr string) error {
 	})
 }
 
+// fileDirs are the directories whose files the sandbox's shared Images
+// and profiles name (file://): the test guest's, when it builds one.
+func (s *Sandbox) fileDirs() []string {
+	if !s.cfg.TestGuest {
+		return nil
+	}
+	return []string{filepath.Join(s.cfg.Dir, guestSubdir)}
+}
+
+// The shared Images of the test guest, which VMs boot by name
+// (spec.boot.kernel.image).
+const (
+	GuestKernelImage = "testguest-kernel"
+	GuestInitrdImage = "testguest-initrd"
+)
+
 // BuildTestGuest builds the test guest (a small kernel and initramfs VMs
-// boot in a couple of seconds) and links it into DIR/testguest, where the
-// examples find it as file://DIR/testguest/vmlinuz and initrd.img.
+// boot in a couple of seconds) and links it into DIR/testguest, where
+// PublishTestGuest's images and the examples' profiles find it.
 func (s *Sandbox) BuildTestGuest(ctx context.Context) error {
 	kernel, initrd, err := buildTestGuest(ctx)
 	if err != nil {
@@ -314,6 +335,68 @@ func (s *Sandbox) BuildTestGuest(ctx context.Context) error {
 	}
 	s.State.TestGuest = g
 	return s.State.save()
+}
+
+// PublishTestGuest makes the test guest the shared Images
+// testguest-kernel and testguest-initrd: file:// URLs into DIR/testguest
+// (which the agents are started to allow) with the files' checksums. VMs
+// boot it by naming them, since a VM cannot name a host's file itself.
+func (s *Sandbox) PublishTestGuest(ctx context.Context) error {
+	g := s.State.TestGuest
+	if g == nil {
+		return errors.New("the test guest is not built yet")
+	}
+	c, err := s.Client()
+	if err != nil {
+		return err
+	}
+	for name, path := range map[string]string{GuestKernelImage: g.Kernel, GuestInitrdImage: g.Initrd} {
+		if err := sharedFileImage(ctx, c, name, path); err != nil {
+			return err
+		}
+	}
+	g.KernelImage, g.InitrdImage = GuestKernelImage, GuestInitrdImage
+	return s.State.save()
+}
+
+// sharedFileImage makes (or, for a rebuilt file, replaces) the shared
+// Image name of the file at path.
+func sharedFileImage(ctx context.Context, c *client.Client, name, path string) error {
+	sum, err := fileChecksum(path)
+	if err != nil {
+		return err
+	}
+	img := &api.Image{TypeMeta: api.TypeMeta{APIVersion: api.APIVersion, Kind: "Image"},
+		Metadata: api.ObjectMeta{Name: name, Labels: map[string]string{"hearth.dev/sandbox": "testguest"}},
+		Spec: api.ImageSpec{Description: "the sandbox's test guest (" + filepath.Base(path) + ")", Format: api.FormatRaw,
+			Source: api.ImageSource{URL: "file://" + path, Checksum: sum}}}
+	if o, err := c.Get(ctx, "Image", "", name); err == nil {
+		if o.(*api.Image).Spec.Source == img.Spec.Source {
+			return nil
+		}
+		// An image's content cannot change: a new build is a new Image.
+		if _, err := c.Delete(ctx, "Image", "", name); err != nil && !api.IsNotFound(err) {
+			return fmt.Errorf("replacing the shared image %s: %w", name, err)
+		}
+	}
+	if _, err := c.Create(ctx, img); err != nil {
+		return fmt.Errorf("making the shared image %s of %s: %w", name, path, err)
+	}
+	return nil
+}
+
+// fileChecksum is a file's "sha256:…".
+func fileChecksum(path string) (string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return "", fmt.Errorf("hashing %s: %w", path, err)
+	}
+	return "sha256:" + hex.EncodeToString(h.Sum(nil)), nil
 }
 
 // linkOrCopy hard-links src to dst, or copies it when they are on
@@ -404,7 +487,7 @@ func (s *Sandbox) PrintSummary(w io.Writer) {
 		fmt.Fprintf(w, "# a machine that network-boots: hearth sandbox machine add NAME [--uefi]%s\n", s.dirFlag())
 	}
 	if g := s.State.TestGuest; g != nil {
-		fmt.Fprintf(w, "# test guest  file://%s  file://%s\n", g.Kernel, g.Initrd)
+		fmt.Fprintf(w, "# test guest  shared images %s, %s (file://%s)\n", g.KernelImage, g.InitrdImage, filepath.Dir(g.Kernel))
 	}
 	fmt.Fprintf(w, "# a shell on %s: hearth sandbox exec-in %s -- bash;  tear down: %s\n", s.State.Hosts[0].Name, s.State.Hosts[0].Netns, s.downCommand())
 	fmt.Fprintf(w, "export HEARTH_CONFIG=%s\n", s.State.AdminConfig)

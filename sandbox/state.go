@@ -38,7 +38,8 @@ type State struct {
 	ServerURL   string   `json:"serverURL,omitempty"`
 	AdminConfig string   `json:"adminConfig,omitempty"`
 	Hosts       []Host   `json:"hosts,omitempty"`
-	// TestGuest is where VMs find the test guest's kernel and initrd.
+	// TestGuest is the test guest's kernel and initrd, and their shared
+	// Images.
 	TestGuest *Guest `json:"testGuest,omitempty"`
 	// Provisioning is the network machines network-boot on, with its
 	// boot service; Machines are the machines on it.
@@ -144,10 +145,13 @@ type Host struct {
 // Log is the path of the host's agent log.
 func (h Host) Log() string { return filepath.Join(h.Dir, agentLog) }
 
-// Guest is the test guest's kernel and initrd.
+// Guest is the test guest's kernel and initrd, and the shared Images
+// that stand for them (VMs boot those by name).
 type Guest struct {
-	Kernel string `json:"kernel"`
-	Initrd string `json:"initrd"`
+	Kernel      string `json:"kernel"`
+	Initrd      string `json:"initrd"`
+	KernelImage string `json:"kernelImage,omitempty"`
+	InitrdImage string `json:"initrdImage,omitempty"`
 }
 
 // Process is a daemon the sandbox started.

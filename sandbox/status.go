@@ -86,7 +86,7 @@ func PrintStatus(ctx context.Context, w io.Writer, dir string) error {
 		fmt.Fprintf(tw, "machine %s\t%s\t%s, %s, console %s\n", m.Name, m.MAC, m.Firmware, state, m.Console())
 	}
 	if g := st.TestGuest; g != nil {
-		fmt.Fprintf(tw, "test guest\t\tfile://%s file://%s\n", g.Kernel, g.Initrd)
+		fmt.Fprintf(tw, "test guest\t%s, %s\tfile://%s file://%s\n", g.KernelImage, g.InitrdImage, g.Kernel, g.Initrd)
 	}
 	return tw.Flush()
 }

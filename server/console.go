@@ -24,7 +24,7 @@ import (
 
 // VM consoles and console logs are subresources of VirtualMachines:
 //
-//	GET /apis/hearth.dev/v1alpha1/tenants/T/virtualmachines/NAME/log[?follow=1][&tail=BYTES]
+//	GET /apis/hearth.dev/v1alpha1/tenants/T/virtualmachines/NAME/log[?follow=1][&tail=BYTES|&tailLines=N]
 //	GET /apis/hearth.dev/v1alpha1/tenants/T/virtualmachines/NAME/console (websocket)
 //
 // Reading the log needs the right to get the VM; the console, which types
@@ -212,6 +212,13 @@ func (s *Server) vmLog(w http.ResponseWriter, r *http.Request, p *auth.Principal
 	if err != nil {
 		return err
 	}
+	lines, err := console.ParseTailLines(q.Get("tailLines"))
+	if err != nil {
+		return err
+	}
+	if tail >= 0 && lines >= 0 {
+		return api.NewBadRequest("give tail (bytes) or tailLines, not both")
+	}
 	ep, err := s.vmAgent(r.Context(), p, t, auth.Get)
 	if err != nil {
 		return err
@@ -226,6 +233,9 @@ func (s *Server) vmLog(w http.ResponseWriter, r *http.Request, p *auth.Principal
 	}
 	if tail >= 0 {
 		aq.Set("tail", strconv.FormatInt(tail, 10))
+	}
+	if lines >= 0 {
+		aq.Set("tailLines", strconv.FormatInt(lines, 10))
 	}
 	u := ep.path(subresourceLog)
 	if len(aq) > 0 {

@@ -60,7 +60,11 @@ func vmOn(t *testing.T, env *servertest.Env, tenant, name, host string) string {
 }
 
 func readLog(ctx context.Context, c *client.Client, tenant, name string, tail int64) (string, error) {
-	rc, err := c.Logs(ctx, tenant, name, false, tail)
+	o := client.LogOptions{}
+	if tail >= 0 {
+		o.TailBytes = &tail
+	}
+	rc, err := c.Logs(ctx, tenant, name, o)
 	if err != nil {
 		return "", err
 	}
@@ -108,7 +112,7 @@ func TestVMLogAndConsole(t *testing.T) {
 	t.Run("follow", func(t *testing.T) {
 		fctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		defer cancel()
-		rc, err := member.Logs(fctx, "a", "web-1", true, 0)
+		rc, err := member.Logs(fctx, "a", "web-1", client.LogOptions{Follow: true, TailBytes: new(int64)})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -189,7 +193,7 @@ func TestConsoleOutlivesTimeouts(t *testing.T) {
 	vm := consoletest.NewVM(t, lab)
 	agent.Add(vmOn(t, env, "a", "web-1", "h1"), vm)
 
-	rc, err := env.Admin.Logs(ctx, "a", "web-1", true, 0)
+	rc, err := env.Admin.Logs(ctx, "a", "web-1", client.LogOptions{Follow: true, TailBytes: new(int64)})
 	if err != nil {
 		t.Fatal(err)
 	}

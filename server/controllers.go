@@ -28,5 +28,8 @@ func defaultControllers() []ControllerFunc {
 		func(ctx context.Context, c *client.Client, rec *client.Recorder) error {
 			return (&controllers.VolumePlacement{Client: c, Recorder: rec}).Run(ctx)
 		},
+		func(ctx context.Context, c *client.Client, rec *client.Recorder) error {
+			return (&controllers.References{Client: c, Recorder: rec}).Run(ctx)
+		},
 	}
 }

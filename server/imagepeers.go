@@ -345,6 +345,10 @@ func (s *Server) fetchFromPeer(ctx context.Context, c *http.Client, peer, path, 
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return 0, err
 	}
+	// A copy takes the disk etcd lives on like an upload does.
+	if err := s.checkUploadRoom("a copy of sha256:"+sumHex, max(resp.ContentLength, 0)); err != nil {
+		return 0, err
+	}
 	tmp, err := os.CreateTemp(dir, ".fetch-*")
 	if err != nil {
 		return 0, err

@@ -3,6 +3,8 @@ package server_test
 import (
 	"bytes"
 	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/hex"
 	"fmt"
 	"io"
@@ -33,13 +35,18 @@ func sumOf(b []byte) string {
 }
 
 // get fetches a URL of the API with a client's credential.
-func get(t *testing.T, c *client.Client, path string, header map[string]string) (*http.Response, []byte) {
+func get(t *testing.T, env *servertest.Env, c *client.Client, path string, header map[string]string) (*http.Response, []byte) {
 	t.Helper()
 	req, _ := http.NewRequestWithContext(servertest.Ctx(t), http.MethodGet, c.Server()+path, nil)
+	req.Header.Set("Authorization", "Bearer "+tokenOf(t, c))
 	for k, v := range header {
 		req.Header.Set(k, v)
 	}
-	resp, err := c.HTTPClient().Do(req)
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(env.Server.CAPEM())
+	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+	defer hc.CloseIdleConnections()
+	resp, err := hc.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -91,11 +98,11 @@ func TestImageUpload(t *testing.T) {
 	// Hosts and the tenant read it, with ranges; hosts cannot upload, and a
 	// tenant cannot upload a shared image.
 	path := client.ImageContentPath("lab", "disk")
-	resp, body := get(t, host, path, nil)
+	resp, body := get(t, env, host, path, nil)
 	if resp.StatusCode != http.StatusOK || !bytes.Equal(body, content) {
 		t.Fatalf("host GET: %s, %d bytes", resp.Status, len(body))
 	}
-	resp, body = get(t, alice, path, map[string]string{"Range": "bytes=19-37"})
+	resp, body = get(t, env, alice, path, map[string]string{"Range": "bytes=19-37"})
 	if resp.StatusCode != http.StatusPartialContent || string(body) != "hearth image bytes\n" {
 		t.Fatalf("ranged GET: %s, %q", resp.Status, body)
 	}
@@ -120,7 +127,7 @@ func TestImageUpload(t *testing.T) {
 	}
 	env.Tenant("other")
 	bob := env.User("bob", "other", api.RoleTenantAdmin)
-	if resp, _ := get(t, bob, path, nil); resp.StatusCode != http.StatusForbidden {
+	if resp, _ := get(t, env, bob, path, nil); resp.StatusCode != http.StatusForbidden {
 		t.Fatalf("another tenant's GET: %s, want 403", resp.Status)
 	}
 
@@ -232,7 +239,7 @@ func TestImageContentHolders(t *testing.T) {
 		t.Fatal(err)
 	}
 	path := client.ImageContentPath("", "held")
-	if resp, body := get(t, env.Admin, path, nil); resp.StatusCode != http.StatusNotFound || !strings.Contains(string(body), "no other server") {
+	if resp, body := get(t, env, env.Admin, path, nil); resp.StatusCode != http.StatusNotFound || !strings.Contains(string(body), "no other server") {
 		t.Fatalf("GET with no other holder: %s %s, want 404 saying no other server holds it", resp.Status, body)
 	}
 	// A holder that cannot be reached is named, with why.
@@ -240,11 +247,11 @@ func TestImageContentHolders(t *testing.T) {
 	if _, err := etcd.Put(ctx, prefix+url.QueryEscape(gone), gone); err != nil {
 		t.Fatal(err)
 	}
-	if resp, body := get(t, env.Admin, path, nil); resp.StatusCode != http.StatusServiceUnavailable || !strings.Contains(string(body), gone) {
+	if resp, body := get(t, env, env.Admin, path, nil); resp.StatusCode != http.StatusServiceUnavailable || !strings.Contains(string(body), gone) {
 		t.Fatalf("GET with an unreachable holder: %s %s, want 503 naming %s", resp.Status, body, gone)
 	}
 	// Another server asking is answered from this disk only.
-	if resp, body := get(t, env.Admin, path, map[string]string{"Hearth-Peer-Fetch": "1"}); resp.StatusCode != http.StatusNotFound || strings.Contains(string(body), gone) {
+	if resp, body := get(t, env, env.Admin, path, map[string]string{"Hearth-Peer-Fetch": "1"}); resp.StatusCode != http.StatusNotFound || strings.Contains(string(body), gone) {
 		t.Fatalf("peer GET: %s %s, want a plain 404", resp.Status, body)
 	}
 
@@ -253,7 +260,7 @@ func TestImageContentHolders(t *testing.T) {
 	if _, err := env.Admin.UploadImage(ctx, "", "held", bytes.NewReader(content)); err != nil {
 		t.Fatal(err)
 	}
-	if resp, body := get(t, env.Admin, path, nil); resp.StatusCode != http.StatusOK || !bytes.Equal(body, content) {
+	if resp, body := get(t, env, env.Admin, path, nil); resp.StatusCode != http.StatusOK || !bytes.Equal(body, content) {
 		t.Fatalf("GET after uploading again: %s, %d bytes", resp.Status, len(body))
 	}
 	if _, err := env.Admin.Delete(ctx, "Image", "", "held"); err != nil {

@@ -57,7 +57,7 @@ func closedWithin(t *testing.T, c net.Conn, limit time.Duration) string {
 // after connecting after the header timeout; a watch lives on past every
 // timeout and still gets its events; an upload that keeps sending lasts
 // longer than the read timeout and succeeds, while one that stalls is
-// ended.
+// ended; a download read at a pace lasts longer than the write timeout.
 func TestSlowClientsAreCut(t *testing.T) {
 	limits := serving.Limits{ReadHeaderTimeout: time.Second, ReadTimeout: time.Second, WriteTimeout: time.Second, IdleTimeout: time.Second}
 	env := servertest.Start(t, servertest.WithoutControllers(), servertest.WithLimits(limits))
@@ -146,6 +146,37 @@ func TestSlowClientsAreCut(t *testing.T) {
 		}
 		if o.(*api.Image).Status.Checksum != "" {
 			t.Fatalf("a stalled upload was kept: %+v", o.(*api.Image).Status)
+		}
+	})
+	t.Run("slow download", func(t *testing.T) {
+		// More than the socket buffers hold, read at a pace: the answer's
+		// writes go on past the write timeout, each within it.
+		data := bytes.Repeat([]byte("hearth!\n"), 4<<20) // 32MiB
+		if _, err := env.Admin.Create(ctx, uploadImage("default", "big", sumOf(data))); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := env.Admin.UploadImage(ctx, "default", "big", bytes.NewReader(data)); err != nil {
+			t.Fatal(err)
+		}
+		resp, err := env.Admin.DownloadImage(ctx, "default", "big", 0, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		start := time.Now()
+		var got bytes.Buffer
+		for {
+			n, err := io.CopyN(&got, resp.Body, 1<<20)
+			if err == io.EOF || n == 0 {
+				break
+			}
+			if err != nil {
+				t.Fatalf("a download read at a pace broke off after %d bytes and %s: %v", got.Len(), time.Since(start).Round(time.Millisecond), err)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		if !bytes.Equal(got.Bytes(), data) {
+			t.Fatalf("a download read at a pace for %s: %d bytes, want the %d uploaded", time.Since(start).Round(time.Millisecond), got.Len(), len(data))
 		}
 	})
 }

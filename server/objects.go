@@ -75,6 +75,12 @@ func (t target) request(v auth.Verb) auth.Request {
 // serveObjects handles every verb on every kind.
 func (s *Server) serveObjects(w http.ResponseWriter, r *http.Request, p *auth.Principal, t target) {
 	var err error
+	if r.Method != http.MethodGet {
+		if r, err = withDryRun(r); err != nil {
+			writeError(w, err)
+			return
+		}
+	}
 	switch {
 	case t.name == "" && r.Method == http.MethodGet:
 		if r.URL.Query().Get("watch") == "1" || r.URL.Query().Get("watch") == "true" {
@@ -286,6 +292,7 @@ func (s *Server) create(w http.ResponseWriter, r *http.Request, p *auth.Principa
 		if err != nil {
 			return err
 		}
+		s.writeWarnings(r.Context(), w, p, created)
 		writeJSON(w, http.StatusCreated, shown(p, created))
 		return nil
 	}
@@ -305,8 +312,8 @@ func (s *Server) involvedObject(ctx context.Context, ref api.ObjectReference) (a
 	return obj, err
 }
 
-// admit runs the checks that need other objects: the tenant exists, and
-// the kind's admission plugins (quotas) agree.
+// admit runs the checks that need other objects or the caller: the tenant
+// exists, and the admission plugins (quotas, fetched URLs) agree.
 func (s *Server) admit(ctx context.Context, p *auth.Principal, obj, old api.Object) error {
 	m := obj.GetMetadata()
 	if m.Tenant != "" && old == nil {
@@ -411,6 +418,9 @@ func (s *Server) replace(w http.ResponseWriter, r *http.Request, p *auth.Princip
 	if err != nil {
 		return s.hideForbidden(r.Context(), p, t, err)
 	}
+	if !t.status {
+		s.writeWarnings(r.Context(), w, p, out)
+	}
 	writeJSON(w, http.StatusOK, shown(p, out))
 	return nil
 }
@@ -459,6 +469,9 @@ func (s *Server) patch(w http.ResponseWriter, r *http.Request, p *auth.Principal
 	})
 	if err != nil {
 		return s.hideForbidden(r.Context(), p, t, err)
+	}
+	if !t.status {
+		s.writeWarnings(r.Context(), w, p, out)
 	}
 	writeJSON(w, http.StatusOK, shown(p, out))
 	return nil

@@ -4,11 +4,13 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"regexp"
 	"strings"
 	"testing"
 
+	api "hearth.dev/hearth/api/v1alpha1"
 	"hearth.dev/hearth/server/servertest"
 )
 
@@ -65,5 +67,47 @@ func TestOpenAPISecurityMatchesServer(t *testing.T) {
 	}
 	if public == 0 || checked < 20 {
 		t.Fatalf("checked %d GETs, %d public: the document lists too few", checked, public)
+	}
+}
+
+// TestOpenAPIDryRunMatchesServer sends every write the served document
+// says takes dryRun to the server with a bad value: each one reads the
+// parameter (and refuses the value, naming it) rather than ignoring it.
+func TestOpenAPIDryRunMatchesServer(t *testing.T) {
+	env := servertest.Start(t, servertest.WithoutControllers())
+	ctx := servertest.Ctx(t)
+	var doc struct {
+		Paths map[string]map[string]json.RawMessage `json:"paths"`
+	}
+	if err := env.Admin.Do(ctx, http.MethodGet, "/openapi/v3", nil, &doc); err != nil {
+		t.Fatal(err)
+	}
+	param := regexp.MustCompile(`\{[^}]+\}`)
+	checked := 0
+	for path, ops := range doc.Paths {
+		for method, raw := range ops {
+			var op struct {
+				Parameters []struct{ Name string } `json:"parameters"`
+			}
+			if method == "parameters" || json.Unmarshal(raw, &op) != nil {
+				continue
+			}
+			takes := false
+			for _, p := range op.Parameters {
+				takes = takes || p.Name == "dryRun"
+			}
+			if !takes {
+				continue
+			}
+			checked++
+			err := env.Admin.Do(ctx, strings.ToUpper(method), param.ReplaceAllString(path, "x")+"?dryRun=Some", map[string]any{}, nil)
+			var st *api.Status
+			if !errors.As(err, &st) || st.Code != http.StatusBadRequest || !strings.Contains(st.Message, "dryRun") {
+				t.Errorf("%s %s?dryRun=Some: got %v, want 400 naming dryRun", strings.ToUpper(method), path, err)
+			}
+		}
+	}
+	if checked < 100 {
+		t.Fatalf("checked %d writes with dryRun: the document lists too few", checked)
 	}
 }

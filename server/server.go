@@ -56,6 +56,13 @@ type Config struct {
 	Etcd                  etcd.Config
 	// AccessLog logs every request.
 	AccessLog bool
+	// MaxUploadSize caps one image upload, in bytes (default
+	// DefaultMaxUploadSize).
+	MaxUploadSize int64
+	// UploadReserve is the free space an upload must leave on the data
+	// directory's file system, which etcd needs (default
+	// DefaultUploadReserve).
+	UploadReserve int64
 	// Limits are the API's timeouts and connection limit (zero fields
 	// take serving's defaults). Watches, logs, consoles and image
 	// content get deadlines that move with their progress instead.
@@ -73,6 +80,12 @@ type Config struct {
 // ControllerFunc runs one controller until ctx ends.
 type ControllerFunc func(ctx context.Context, c *client.Client, rec *client.Recorder) error
 
+// Defaults of the upload bounds.
+const (
+	DefaultMaxUploadSize = 64 << 30
+	DefaultUploadReserve = 2 << 30
+)
+
 // Admitter checks an object against others before it is written (quotas,
 // references). p is the caller; old is nil on create.
 type Admitter func(ctx context.Context, p *auth.Principal, obj, old api.Object) error
@@ -88,6 +101,7 @@ type Server struct {
 	openapi    http.Handler
 	metrics    *metrics
 	admitters  []Admitter
+	quota      *admission.Quota
 	tenantKind *api.KindInfo
 	userKind   *api.KindInfo
 	// tenants mirrors Tenant objects so a create need not read etcd to
@@ -151,6 +165,15 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	if cfg.Etcd.DataDir == "" {
 		cfg.Etcd.DataDir = cfg.DataDir
 	}
+	if cfg.MaxUploadSize == 0 {
+		cfg.MaxUploadSize = DefaultMaxUploadSize
+	}
+	if cfg.UploadReserve == 0 {
+		cfg.UploadReserve = DefaultUploadReserve
+	}
+	if cfg.MaxUploadSize < 0 || cfg.UploadReserve < 0 {
+		return nil, fmt.Errorf("--max-upload-size and --upload-reserve cannot be negative")
+	}
 	// The data directory holds keys, tokens and etcd's socket.
 	if err := pki.PrivateDir(cfg.DataDir); err != nil {
 		return nil, fmt.Errorf("--data-dir: %w", err)
@@ -188,7 +211,9 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	// A User's or Host's tokens go with it.
 	s.store.SetHooks("User", tokenOwnerHooks{s})
 	s.store.SetHooks("Host", tokenOwnerHooks{s})
-	s.AddAdmitter(admission.NewQuota(s.store).Admit)
+	s.quota = admission.NewQuota(s.store)
+	s.AddAdmitter(s.quota.Admit)
+	s.AddAdmitter(admission.NewSubnets(s.store).Admit)
 	ok := false
 	defer func() {
 		if !ok {
@@ -256,6 +281,7 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	if s.cfg.AdvertiseURL == "" {
 		s.cfg.AdvertiseURL = advertiseURL(ln.Addr().String())
 	}
+	s.AddAdmitter(admission.NewURLs(s.ownNames(dns, ips)).Admit)
 	hs := serving.New("the API server", ln, s, cfg.Limits, func(w http.ResponseWriter, msg string) {
 		writeError(w, api.NewUnavailable("%s", msg))
 	})
@@ -300,6 +326,25 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	ok = true
 	slog.Info("hearth server ready", "url", s.cfg.AdvertiseURL, "dataDir", cfg.DataDir, "embeddedEtcd", s.db.Embedded())
 	return s, nil
+}
+
+// ownNames are the names and addresses this server (and its etcd) is
+// reached at, which no image URL may point at: its listen and advertised
+// addresses, its certificate's names (all of the machine's addresses when
+// it listens on all of them), and its etcd's URLs.
+func (s *Server) ownNames(dns []string, ips []net.IP) []string {
+	own := append([]string{s.cfg.AdvertiseURL, "https://" + s.cfg.Listen, s.cfg.Etcd.PeerURL}, dns...)
+	own = append(own, s.cfg.TLSSANs...)
+	own = append(own, s.cfg.Etcd.Endpoints...)
+	for _, ip := range ips {
+		own = append(own, ip.String())
+	}
+	for _, m := range strings.Split(s.cfg.Etcd.InitialCluster, ",") {
+		if _, peer, ok := strings.Cut(m, "="); ok {
+			own = append(own, peer)
+		}
+	}
+	return own
 }
 
 // advertiseURL turns a bound address into a URL clients can use: an

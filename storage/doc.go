@@ -3,7 +3,12 @@
 //
 // ImageCache fetches each image once per host, checks its SHA-256 before
 // anything uses it, and keeps it under its checksum so that images with the
-// same bytes share one file. Volumes are qcow2 (thin clones of a cached
+// same bytes share one file; a copy is handed out only to a source that
+// gave it on this host, so a checksum alone never opens another tenant's
+// image. What the cache may read is bounded too: file:// images only
+// under the directories it is told to allow, and downloads (through
+// NewFetchClient) never to the machine itself or link-local addresses,
+// checked on every connection after DNS and redirects. Volumes are qcow2 (thin clones of a cached
 // image when made from one) or raw files made, grown and copied by
 // qemu-img, which the design allows to be run as a program: its image
 // formats are not worth reimplementing.

@@ -41,7 +41,7 @@ func (m partMeta) validator() string {
 //
 // When the transfer breaks, part is kept for the next call if the server
 // takes ranges; otherwise it is deleted, as there is nothing to resume.
-func (c *ImageCache) download(ctx context.Context, rawURL, part string, verified bool, report Progress) (sum string, resumed bool, err error) {
+func (c *ImageCache) download(ctx context.Context, rawURL string, get Getter, part string, verified bool, report Progress) (sum string, resumed bool, err error) {
 	f, err := os.OpenFile(part, os.O_RDWR|os.O_CREATE, 0o644)
 	if err != nil {
 		return "", false, err
@@ -63,7 +63,7 @@ func (c *ImageCache) download(ctx context.Context, rawURL, part string, verified
 		}
 	}
 
-	resp, err := c.get(ctx, rawURL, offset, ifRange)
+	resp, err := get(ctx, offset, ifRange)
 	if err != nil {
 		return "", false, err
 	}
@@ -74,7 +74,7 @@ func (c *ImageCache) download(ctx context.Context, rawURL, part string, verified
 		offset = 0
 		if resp.StatusCode != http.StatusOK {
 			resp.Body.Close()
-			if resp, err = c.get(ctx, rawURL, 0, ""); err != nil {
+			if resp, err = get(ctx, 0, ""); err != nil {
 				return "", false, err
 			}
 		}

@@ -37,8 +37,15 @@ type ImageCache struct {
 	Dir string
 	// Client fetches http(s) images; nil means http.DefaultClient. It
 	// should have no overall timeout (images are large); Ensure's context
-	// bounds a download.
+	// bounds a download. Agents and the boot service use NewFetchClient,
+	// which never connects to their own machine.
 	Client *http.Client
+	// AllowedFileDirs are the directories file:// images may be in (the
+	// agent's and the boot service's --allow-file-dir). A file's path is
+	// cleaned and its symbolic links resolved before it is compared, so
+	// neither ".." nor a link leads out of them. With none, file:// is
+	// refused.
+	AllowedFileDirs []string
 
 	mu      sync.Mutex
 	flights map[string]*flight // downloads under way, by flightKey
@@ -65,23 +72,49 @@ const ProgressInterval = 250 * time.Millisecond
 // that is cut off is resumed from where it stopped (HTTP Range) by the next
 // call, if the server supports ranges.
 //
-// With a checksum, a cached copy is used without asking the server anything:
-// every file in the cache was hashed as it was written, and its name is
-// its checksum. Without one (the image's author gave none) the first
-// download on this host is trusted, the checksum of what arrived is
-// returned, and later calls with the same URL and no checksum reuse that
-// copy rather than fetching the URL again, because an Image's content is
-// fixed once volumes are cloned from it. Callers should record the returned
-// checksum (image status) and pass it on later calls and on other hosts, so
-// every host clones the same bytes.
+// A cached copy is used without asking the server anything when this URL
+// gave it on this host: every file in the cache was hashed as it was
+// written, and its name is its checksum. Another URL with the same
+// checksum is fetched (and checked) once itself: the cache is shared by
+// every tenant on the host, and knowing an image's checksum must not be
+// enough to get its bytes. Without a checksum (the image's author gave
+// none) the first download on this host is trusted, the checksum of what
+// arrived is returned, and later calls with the same URL and no checksum
+// reuse that copy rather than fetching the URL again, because an Image's
+// content is fixed once volumes are cloned from it. Callers should record
+// the returned checksum (image status) and pass it on later calls and on
+// other hosts, so every host clones the same bytes.
 //
-// A file:// image is used where it is, not copied. It is hashed (again only
-// when the file changes) so that Ensure can check it against checksum, or
-// return its checksum when none was given.
+// A file:// image is used where it is, not copied, and only when it lies
+// under one of AllowedFileDirs once its path is cleaned and its links
+// resolved; the path returned is the resolved one. It is hashed (again
+// only when the file changes) so that Ensure can check it against
+// checksum, or return its checksum when none was given.
 //
 // progress, if not nil, hears how the fetch or hashing goes. It is not
 // called for an image already here, nor after Ensure returns.
 func (c *ImageCache) Ensure(ctx context.Context, rawURL, checksum string, progress Progress) (path, sum string, err error) {
+	return c.ensure(ctx, rawURL, checksum, nil, progress)
+}
+
+// Getter requests an image's bytes from byte offset on (0: all of them),
+// sending ifRange as If-Range when it is not empty, and returns the
+// response: 200, 206 for a range, or another status the download judges.
+type Getter func(ctx context.Context, offset int64, ifRange string) (*http.Response, error)
+
+// EnsureFrom is Ensure for an image whose bytes come from get rather than
+// from a plain GET: an upload, which only the API server's content
+// endpoint of that one Image may be asked for, with a credential that
+// must go nowhere else. source is the image's URL as errors, resuming and
+// the cache's records of what each source gave know it.
+func (c *ImageCache) EnsureFrom(ctx context.Context, source, checksum string, get Getter, progress Progress) (path, sum string, err error) {
+	if get == nil {
+		return "", "", fmt.Errorf("image %s: no getter", source)
+	}
+	return c.ensure(ctx, source, checksum, get, progress)
+}
+
+func (c *ImageCache) ensure(ctx context.Context, rawURL, checksum string, get Getter, progress Progress) (path, sum string, err error) {
 	if checksum != "" {
 		if es := v1alpha1.ValidateChecksum("checksum", checksum); len(es) > 0 {
 			return "", "", fmt.Errorf("image %s: %w", rawURL, es)
@@ -94,36 +127,77 @@ func (c *ImageCache) Ensure(ctx context.Context, rawURL, checksum string, progre
 	if err != nil {
 		return "", "", fmt.Errorf("image %s: %w", rawURL, err)
 	}
-	switch u.Scheme {
-	case "file":
+	switch {
+	case u.Scheme == "file" && get == nil:
 		if u.Host != "" || !filepath.IsAbs(u.Path) {
 			return "", "", fmt.Errorf("image %s: a file URL must be file:///absolute/path", rawURL)
 		}
-		return c.ensureLocal(ctx, filepath.Clean(u.Path), checksum, progress)
-	case "http", "https":
+		path, err := c.allowedFile(u.Path)
+		if err != nil {
+			return "", "", fmt.Errorf("image %s: %w", rawURL, err)
+		}
+		return c.ensureLocal(ctx, path, checksum, progress)
+	case u.Scheme == "http" || u.Scheme == "https":
 	default:
 		return "", "", fmt.Errorf("image %s: cannot fetch %q URLs (use http, https or file:///absolute/path)", rawURL, u.Scheme)
 	}
-
-	// The common case: the image is here, and nothing needs a lock.
-	if checksum != "" {
-		if p := c.imagePath(checksum); exists(p) {
-			return p, checksum, nil
+	if get == nil {
+		get = func(ctx context.Context, offset int64, ifRange string) (*http.Response, error) {
+			return c.get(ctx, rawURL, offset, ifRange)
 		}
 	}
-	key := "url-" + hashString(rawURL)
-	if checksum != "" {
-		key = hexOf(checksum)
+
+	// The common case: this URL gave the image before, and nothing needs
+	// a lock.
+	if checksum != "" && c.urlSum(rawURL) == checksum {
+		return c.imagePath(checksum), checksum, nil
 	}
+	key := imageKey(rawURL, checksum)
 	return c.join(ctx, key, progress, func(ctx context.Context, report Progress) (string, string, error) {
-		return c.fetch(ctx, key, rawURL, checksum, report)
+		return c.fetch(ctx, key, rawURL, checksum, get, report)
 	})
+}
+
+// imageKey names one fetch: its flight, lock file and partial file. It
+// holds the URL as well as the checksum, so that a fetch of the same
+// bytes from another URL is a fetch of its own rather than a way to wait
+// for, and share, what the first one gets. A key that starts with the
+// checksum's hex digits lets GC keep an interrupted download of an image
+// still needed.
+func imageKey(rawURL, checksum string) string {
+	if checksum == "" {
+		return "url-" + hashString(rawURL)
+	}
+	return hexOf(checksum) + "-" + hashString(rawURL)[:16]
+}
+
+// allowedFile resolves the path of a file:// image (cleaned, symbolic
+// links followed) and returns it if it lies under one of
+// AllowedFileDirs, which are resolved the same way.
+func (c *ImageCache) allowedFile(p string) (string, error) {
+	if len(c.AllowedFileDirs) == 0 {
+		return "", errors.New("file:// images are not allowed here: no directory is allowed for them (--allow-file-dir); serve the file over http(s), or upload it")
+	}
+	resolved, err := filepath.EvalSymlinks(filepath.Clean(p))
+	if err != nil {
+		return "", fmt.Errorf("image file: %w", err)
+	}
+	for _, d := range c.AllowedFileDirs {
+		dir, err := filepath.EvalSymlinks(filepath.Clean(d))
+		if err != nil {
+			continue // not there (yet): nothing is under it
+		}
+		if rel, err := filepath.Rel(dir, resolved); err == nil && rel != ".." && !strings.HasPrefix(rel, "../") && rel != "." {
+			return resolved, nil
+		}
+	}
+	return "", fmt.Errorf("%s (resolved: %s) is not under a directory allowed for file:// images (%s)", p, resolved, strings.Join(c.AllowedFileDirs, ", "))
 }
 
 // fetch makes the image with the given key be in the cache. It runs once
 // at a time per key in this process (join) and holds the key's lock file,
 // so that it also runs once at a time across processes.
-func (c *ImageCache) fetch(ctx context.Context, key, rawURL, checksum string, report Progress) (string, string, error) {
+func (c *ImageCache) fetch(ctx context.Context, key, rawURL, checksum string, get Getter, report Progress) (string, string, error) {
 	if err := c.makeDirs(); err != nil {
 		return "", "", err
 	}
@@ -134,11 +208,7 @@ func (c *ImageCache) fetch(ctx context.Context, key, rawURL, checksum string, re
 	defer unlock()
 
 	// Another process may have fetched it while we waited for the lock.
-	if checksum != "" {
-		if p := c.imagePath(checksum); exists(p) {
-			return p, checksum, nil
-		}
-	} else if sum := c.urlSum(rawURL); sum != "" {
+	if sum := c.urlSum(rawURL); sum != "" && (checksum == "" || sum == checksum) {
 		return c.imagePath(sum), sum, nil
 	}
 
@@ -146,7 +216,7 @@ func (c *ImageCache) fetch(ctx context.Context, key, rawURL, checksum string, re
 	var sum string
 	for attempt := 0; ; attempt++ {
 		var resumed bool
-		sum, resumed, err = c.download(ctx, rawURL, part, checksum != "", report)
+		sum, resumed, err = c.download(ctx, rawURL, get, part, checksum != "", report)
 		if err != nil {
 			return "", "", fmt.Errorf("image %s: %w", rawURL, err)
 		}
@@ -233,7 +303,8 @@ func (c *ImageCache) GC(keep map[string]bool) (removed []string, err error) {
 	parts, _ := filepath.Glob(filepath.Join(c.Dir, "partial", "*.part"))
 	for _, part := range parts {
 		key := strings.TrimSuffix(filepath.Base(part), ".part")
-		if isHex(key) && keep["sha256:"+key] {
+		// Keys of fetches with a checksum are "<hex>-<url hash>" (imageKey).
+		if sumHex, _, ok := strings.Cut(key, "-"); ok && isHex(sumHex) && keep["sha256:"+sumHex] {
 			continue
 		}
 		unlock, err := tryLockFile(filepath.Join(c.Dir, "locks", key+".lock"))

@@ -211,15 +211,17 @@ func TestEnsureDownloadsVerifiesAndCaches(t *testing.T) {
 		t.Errorf("Inspect = %+v, want qcow2 of %d bytes", info, img.virtualSize)
 	}
 
-	// Cached: neither the same URL nor another with the same bytes is fetched.
-	for _, u := range []string{base + "/a.qcow2", base + "/mirror/a.qcow2"} {
+	// Cached: the same URL is not fetched again. Another URL with the
+	// same checksum is, once: knowing a checksum must not be enough to get
+	// the bytes of another tenant's image out of the host's cache.
+	for i, u := range []string{base + "/a.qcow2", base + "/mirror/a.qcow2", base + "/mirror/a.qcow2"} {
 		p, s, err := c.Ensure(ctx, u, img.sum, nil)
 		if err != nil || p != path || s != img.sum {
 			t.Errorf("Ensure(%s) again = %s, %s, %v; want %s, %s", u, p, s, err, path, img.sum)
 		}
-	}
-	if got := srv.count(); got != 1 {
-		t.Errorf("server saw %d requests, want 1", got)
+		if want := min(i+1, 2); srv.count() != want {
+			t.Errorf("after Ensure(%s): server saw %d requests, want %d", u, srv.count(), want)
+		}
 	}
 	if got := dirFiles(t, filepath.Join(c.Dir, "partial")); len(got) != 0 {
 		t.Errorf("partial files left: %v", got)
@@ -296,7 +298,7 @@ func TestEnsureRejectsBadInput(t *testing.T) {
 		{base + "/img", "md5:abc", "not a checksum"},
 		{"ftp://example.com/img", "", `cannot fetch "ftp" URLs`},
 		{"file://host/img", "", "file:///absolute/path"},
-		{"file:///nonexistent/img", "", "no such file"},
+		{"file:///nonexistent/img", "", "not allowed here"},
 	} {
 		_, _, err := c.Ensure(t.Context(), tc.url, tc.checksum, nil)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
@@ -345,7 +347,7 @@ func TestEnsureConcurrentCallsShareOneDownload(t *testing.T) {
 			paths[i], _, errs[i] = c.Ensure(t.Context(), u, img.sum, progs[i].record)
 		})
 	}
-	key := strings.TrimPrefix(img.sum, "sha256:")
+	key := imageKey(u, img.sum)
 	waitFor(t, "every caller to join the download", func() bool { return c.waiters(key) == n })
 	close(srv.gate)
 	wg.Wait()
@@ -376,7 +378,7 @@ func TestEnsureLockFileStopsSecondProcess(t *testing.T) {
 	go func() { _, _, err := a.Ensure(t.Context(), u, img.sum, nil); errc <- err }()
 	waitFor(t, "the first download to start", func() bool { return srv.count() == 1 })
 	go func() { _, _, err := b.Ensure(t.Context(), u, img.sum, nil); errc <- err }()
-	key := strings.TrimPrefix(img.sum, "sha256:")
+	key := imageKey(u, img.sum)
 	waitFor(t, "the second process to wait", func() bool { return b.waiters(key) == 1 })
 	time.Sleep(2 * lockPoll) // let it find the lock taken
 	close(srv.gate)
@@ -400,7 +402,7 @@ func TestEnsureCallerGivingUpDoesNotStopOthers(t *testing.T) {
 	errc := make(chan error, 2)
 	go func() { _, _, err := c.Ensure(impatient, u, img.sum, nil); errc <- err }()
 	go func() { _, _, err := c.Ensure(t.Context(), u, img.sum, nil); errc <- err }()
-	key := strings.TrimPrefix(img.sum, "sha256:")
+	key := imageKey(u, img.sum)
 	waitFor(t, "both callers to join", func() bool { return c.waiters(key) == 2 })
 	cancel()
 	if err := <-errc; !errors.Is(err, context.Canceled) {
@@ -427,7 +429,7 @@ func TestEnsureResumesInterruptedDownload(t *testing.T) {
 			srv := &imageServer{data: img.data, ranges: tc.ranges, abortAfter: half}
 			u := serve(t, srv) + "/img"
 			c := &ImageCache{Dir: t.TempDir()}
-			part := filepath.Join(c.Dir, "partial", strings.TrimPrefix(img.sum, "sha256:")+".part")
+			part := filepath.Join(c.Dir, "partial", imageKey(u, img.sum)+".part")
 
 			if _, _, err := c.Ensure(t.Context(), u, img.sum, nil); err == nil {
 				t.Fatal("Ensure succeeded through a broken download")
@@ -476,7 +478,7 @@ func TestEnsureRestartsWhenResumedBytesAreStale(t *testing.T) {
 	if err := c.makeDirs(); err != nil {
 		t.Fatal(err)
 	}
-	part := filepath.Join(c.Dir, "partial", strings.TrimPrefix(img.sum, "sha256:")+".part")
+	part := filepath.Join(c.Dir, "partial", imageKey(u, img.sum)+".part")
 	if err := os.WriteFile(part, bytes.Repeat([]byte{0xee}, 1000), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -494,7 +496,7 @@ func TestEnsureRestartsWhenResumedBytesAreStale(t *testing.T) {
 
 func TestEnsureFileURL(t *testing.T) {
 	img := makeImage(t, 1<<20, 9)
-	c := &ImageCache{Dir: t.TempDir()}
+	c := &ImageCache{Dir: t.TempDir(), AllowedFileDirs: []string{filepath.Dir(img.path)}}
 	u := "file://" + img.path
 
 	var prog progressLog

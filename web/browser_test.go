@@ -2,6 +2,8 @@ package web_test
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"net/http"
 	"os"
@@ -119,9 +121,20 @@ func TestBrowser(t *testing.T) {
 		if err != nil {
 			t.Fatalf("building the test guest: %v", err)
 		}
-		startAgent(t, env, "h1")
-		vars["HEARTH_KERNEL"] = "file://" + guest.Kernel
-		vars["HEARTH_INITRD"] = "file://" + guest.Initrd
+		// The test guest is an administrator's files: shared Images with
+		// file:// URLs under a directory the agent allows.
+		for name, path := range map[string]string{"testguest-kernel": guest.Kernel, "testguest-initrd": guest.Initrd} {
+			data, err := os.ReadFile(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			sum := sha256.Sum256(data)
+			create(t, env, &api.Image{TypeMeta: tm("Image"), Metadata: meta(name, ""),
+				Spec: api.ImageSpec{Format: api.FormatRaw, Source: api.ImageSource{URL: "file://" + path, Checksum: "sha256:" + hex.EncodeToString(sum[:])}}})
+		}
+		startAgent(t, env, "h1", filepath.Dir(guest.Kernel), filepath.Dir(guest.Initrd))
+		vars["HEARTH_KERNEL"] = "testguest-kernel"
+		vars["HEARTH_INITRD"] = "testguest-initrd"
 		vars["HEARTH_GUEST_MARKER"] = testguest.Marker
 	} else {
 		t.Log("no QEMU or not root: the browser tests skip the VM that boots and its console (CI runs them as root)")
@@ -185,7 +198,7 @@ func seedPerf(t *testing.T, env *servertest.Env, n int) {
 
 // startAgent runs a real agent for host name until the test ends, and
 // waits for its Host to be Ready.
-func startAgent(t *testing.T, env *servertest.Env, name string) {
+func startAgent(t *testing.T, env *servertest.Env, name string, allowFileDirs ...string) {
 	t.Helper()
 	jt := env.JoinToken(server.TokenRequest{TTL: "1h"})
 	dir := t.TempDir()
@@ -193,7 +206,7 @@ func startAgent(t *testing.T, env *servertest.Env, name string) {
 	done := make(chan error, 1)
 	cfg := agent.Config{Server: env.Server.URL(), JoinToken: jt.Token, CAFile: filepath.Join(env.DataDir, "ca.crt"),
 		Name: name, DataDir: dir, Address: "127.0.0.1", Listen: fmt.Sprintf("127.0.0.1:%d", servertest.FreePort(t)),
-		ShutdownTimeout: 5 * time.Second, Resync: 2 * time.Second}
+		ShutdownTimeout: 5 * time.Second, Resync: 2 * time.Second, AllowFileDirs: allowFileDirs, StatsInterval: time.Second}
 	go func() { done <- agent.Run(actx, cfg) }()
 	t.Cleanup(func() {
 		cancel()

@@ -40,12 +40,13 @@ const followPoll = 250 * time.Millisecond
 
 // Handler serves, for the VM with metadata.uid UID:
 //
-//	GET /v1/vms/{uid}/log[?follow=1][&tail=BYTES]
+//	GET /v1/vms/{uid}/log[?follow=1][&tail=BYTES|&tailLines=LINES]
 //	GET /v1/vms/{uid}/console (a websocket)
 //
 // The log is compute.ConsoleLogPrevious (what the agent kept when it last
 // capped the log, see RotateLog) followed by compute.ConsoleLog, or the
-// last BYTES bytes of the two with tail; a VM that has written nothing yet
+// last BYTES bytes or LINES lines of the two with tail or tailLines (not
+// both); a VM that has written nothing yet
 // has an empty log. With follow, new output streams until the client goes
 // or the VM's directory does. A rotation while someone follows loses
 // nothing for them (beyond what RotateLog itself may lose); a log that is
@@ -141,13 +142,22 @@ func (h *handler) serveLog(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
+	lines, err := ParseTailLines(q.Get("tailLines"))
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	if tail >= 0 && lines >= 0 {
+		writeError(w, api.NewBadRequest("give tail (bytes) or tailLines, not both"))
+		return
+	}
 	uid, dir, ok := h.vmDir(w, r)
 	if !ok {
 		return
 	}
 	t := newLogTail(dir)
 	defer t.close()
-	if err := t.open(tail); err != nil {
+	if err := t.open(tail, lines); err != nil {
 		writeError(w, api.NewInternal("console log of VM %s: %v", uid, err))
 		return
 	}
@@ -262,10 +272,10 @@ func fileSize(f *os.File) (int64, error) {
 	return fi.Size(), nil
 }
 
-// open opens both files, positioned tail bytes before the end of the two
-// together (tail < 0: at the start of the kept one). Missing files are
-// empty ones.
-func (t *logTail) open(tail int64) error {
+// open opens both files, positioned tail bytes, or the start of the last
+// lines lines, before the end of the two together (both < 0: at the start
+// of the kept one). Missing files are empty ones.
+func (t *logTail) open(tail, lines int64) error {
 	t.close()
 	var size, prevSize int64
 	err := func() error {
@@ -282,7 +292,14 @@ func (t *logTail) open(tail int64) error {
 		if size, err = fileSize(t.f); err != nil {
 			return err
 		}
-		prevSize, err = fileSize(t.prev)
+		if prevSize, err = fileSize(t.prev); err != nil {
+			return err
+		}
+		// Counted under the rotation's lock, so the two files are the
+		// log as it was at one moment.
+		if lines >= 0 {
+			tail, err = linesTail(t.prev, prevSize, t.f, size, lines)
+		}
 		return err
 	}()
 	if err != nil {

@@ -73,6 +73,12 @@ func TestLog(t *testing.T) {
 		{"/v1/vms/u1/log?tail=7", 200, "login: "},
 		{"/v1/vms/u1/log?tail=0", 200, ""},
 		{"/v1/vms/u1/log?tail=100000", 200, bootLog},
+		{"/v1/vms/u1/log?tailLines=1", 200, "login: "},
+		{"/v1/vms/u1/log?tailLines=2", 200, "Welcome to the lab\nlogin: "},
+		{"/v1/vms/u1/log?tailLines=100", 200, bootLog},
+		{"/v1/vms/u2/log?tailLines=5", 200, ""},
+		{"/v1/vms/u1/log?tailLines=x", 400, "want a number of lines"},
+		{"/v1/vms/u1/log?tail=7&tailLines=1", 400, "not both"},
 		{"/v1/vms/u2/log", 200, ""}, // not started yet: nothing written
 		{"/v1/vms/u1/log?tail=-1", 400, "want a number of bytes"},
 		{"/v1/vms/u1/log?follow=maybe", 400, "follow"},

@@ -162,8 +162,14 @@ func TestLogAcrossRotation(t *testing.T) {
 		{"/v1/vms/u1/log?tail=7", "root\n# "},
 		{"/v1/vms/u1/log?tail=14", "login: root\n# "},
 		{"/v1/vms/u1/log?tail=1000", "old boot\nlogin: root\n# "},
+		{"/v1/vms/u1/log?tailLines=0", ""},
+		{"/v1/vms/u1/log?tailLines=1", "# "},
+		{"/v1/vms/u1/log?tailLines=2", "login: root\n# "},
+		{"/v1/vms/u1/log?tailLines=3", "old boot\nlogin: root\n# "},
+		{"/v1/vms/u1/log?tailLines=99", "old boot\nlogin: root\n# "},
 		{"/v1/vms/u2/log", "kept"},
 		{"/v1/vms/u2/log?tail=2", "pt"},
+		{"/v1/vms/u2/log?tailLines=1", "kept"},
 	} {
 		if code, body := get(t, srv.URL+tt.path); code != 200 || body != tt.want {
 			t.Errorf("GET %s = %d %q, want %q", tt.path, code, body, tt.want)

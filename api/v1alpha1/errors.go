@@ -19,10 +19,15 @@ const (
 	ReasonForbidden     Reason = "Forbidden"
 	// ReasonGone answers a watch from a resourceVersion etcd has compacted:
 	// list again and watch from the list's resourceVersion.
-	ReasonGone        Reason = "Gone"
-	ReasonQuota       Reason = "QuotaExceeded"
-	ReasonInternal    Reason = "InternalError"
-	ReasonUnavailable Reason = "ServiceUnavailable"
+	ReasonGone  Reason = "Gone"
+	ReasonQuota Reason = "QuotaExceeded"
+	// ReasonTooLarge refuses an upload over the server's limit (413);
+	// ReasonInsufficientStorage one that would leave the server's disk,
+	// which etcd shares, too full (507).
+	ReasonTooLarge            Reason = "RequestEntityTooLarge"
+	ReasonInsufficientStorage Reason = "InsufficientStorage"
+	ReasonInternal            Reason = "InternalError"
+	ReasonUnavailable         Reason = "ServiceUnavailable"
 )
 
 // Status is the body of every API error, and what clients decode them to.
@@ -86,6 +91,14 @@ func NewGone(format string, args ...any) *Status {
 
 func NewQuotaExceeded(format string, args ...any) *Status {
 	return newStatus(http.StatusForbidden, ReasonQuota, format, args...)
+}
+
+func NewTooLarge(format string, args ...any) *Status {
+	return newStatus(http.StatusRequestEntityTooLarge, ReasonTooLarge, format, args...)
+}
+
+func NewInsufficientStorage(format string, args ...any) *Status {
+	return newStatus(http.StatusInsufficientStorage, ReasonInsufficientStorage, format, args...)
 }
 
 func NewInternal(format string, args ...any) *Status {

@@ -51,6 +51,15 @@ type HostStatus struct {
 	AllocatedMemory Bytes `json:"allocatedMemory,omitempty"`
 }
 
+// Allocatable is what the scheduler may place on a host of this spec and
+// status: its capacity less the reserve, times the overcommit. Memory is
+// rounded down to whole MiB, as VMs are sized in MiB.
+func (s *HostSpec) Allocatable(st *HostStatus) (cpus float64, memory Bytes) {
+	cpus = float64(st.CPUs-s.ReservedCPUs) * s.CPUOvercommit
+	memory = Bytes(int64(float64(st.Memory-s.ReservedMemory)*s.MemoryOvercommit) >> 20 << 20)
+	return cpus, memory
+}
+
 // Host phases.
 const (
 	HostReady    = "Ready"
@@ -104,13 +113,22 @@ func init() {
 		Columns: []Column{
 			{Name: "STATUS", Get: func(o Object) string { return o.CommonStatus().Phase }},
 			{Name: "SITE", Get: func(o Object) string { return o.(*Host).Spec.Site }},
-			{Name: "CPUS", Get: func(o Object) string {
+			// What VMs ask for of what the scheduler may place (capacity
+			// less the reserve, times the overcommit), not of the bare
+			// capacity: 6/8 on a 2-CPU host with the default 4x overcommit.
+			{Name: "CPUS (USED/ALLOCATABLE)", Get: func(o Object) string {
 				h := o.(*Host)
-				return fmt.Sprintf("%d/%d", h.Status.AllocatedCPUs, h.Status.CPUs)
+				cpus, _ := h.Spec.Allocatable(&h.Status)
+				return fmt.Sprintf("%d/%s", h.Status.AllocatedCPUs, strconv.FormatFloat(cpus, 'f', -1, 64))
 			}},
-			{Name: "MEMORY", Get: func(o Object) string {
+			{Name: "MEMORY (USED/ALLOCATABLE)", Get: func(o Object) string {
 				h := o.(*Host)
-				return h.Status.AllocatedMemory.Human() + "/" + h.Status.Memory.Human()
+				_, mem := h.Spec.Allocatable(&h.Status)
+				return h.Status.AllocatedMemory.Human() + "/" + mem.Human()
+			}},
+			{Name: "CAPACITY", Wide: true, Get: func(o Object) string {
+				h := o.(*Host)
+				return fmt.Sprintf("%d CPUs, %s", h.Status.CPUs, h.Status.Memory.Human())
 			}},
 			{Name: "ADDRESS", Wide: true, Get: func(o Object) string { return o.(*Host).Spec.Address }},
 			{Name: "KVM", Wide: true, Get: func(o Object) string { return strconv.FormatBool(o.(*Host).Status.KVM) }},

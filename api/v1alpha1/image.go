@@ -164,9 +164,16 @@ func init() {
 			{Name: "STATUS", Get: func(o Object) string { return o.(*Image).Status.summary() }},
 			{Name: "FORMAT", Get: func(o Object) string { return o.(*Image).Spec.Format }},
 			{Name: "ARCH", Get: func(o Object) string { return o.(*Image).Spec.Architecture }},
+			// Sizes of files are rounded for people (200Mi, not 205120Ki).
 			{Name: "SIZE", Get: func(o Object) string {
 				if s := o.(*Image).Status.Size; s != 0 {
-					return s.String()
+					return s.Human()
+				}
+				return ""
+			}},
+			{Name: "VIRTUAL SIZE", Wide: true, Get: func(o Object) string {
+				if s := o.(*Image).Status.VirtualSize; s != 0 {
+					return s.Human()
 				}
 				return ""
 			}},

@@ -2,6 +2,7 @@ package v1alpha1
 
 import (
 	"encoding/json"
+	"net/netip"
 	"regexp"
 	"slices"
 	"strings"
@@ -296,6 +297,10 @@ func TestInvalidObjects(t *testing.T) {
 			}
 		}, want: []string{"spec.variants.amd64", "spec.variants.arm64.kernel", "spec.variants.ppc64",
 			"spec.variants.x86_64.initrds[1].url", "spec.variants.x86_64.kernel.checksum"}},
+		{name: "image in a profile", kind: "MachineProfile", edit: func(o Object) {
+			s := &o.(*MachineProfile).Spec
+			s.Kernel = &BootFile{Image: "linux"}
+		}, want: []string{"spec.kernel.image", "spec.kernel.url"}, detail: "is only for VirtualMachines"},
 		{name: "bad urls and templates", kind: "MachineProfile", edit: func(o Object) {
 			s := &o.(*MachineProfile).Spec
 			s.Kernel.URL = "ftp://srv/linux"
@@ -378,6 +383,23 @@ func TestInvalidObjects(t *testing.T) {
 		{name: "kernel boot without kernel", kind: "VirtualMachine", edit: func(o Object) {
 			o.(*VirtualMachine).Spec.Boot = VMBoot{From: BootFromKernel, Initrd: &BootFile{URL: "ftp://x/initrd"}}
 		}, want: []string{"spec.boot.initrd.url", "spec.boot.kernel"}},
+		// A VM never boots a file of its host, whoever writes it: a
+		// shared Image stands for such a file.
+		{name: "kernel from a host file", kind: "VirtualMachine", edit: func(o Object) {
+			o.(*VirtualMachine).Spec.Boot = VMBoot{From: BootFromKernel, Kernel: &BootFile{URL: "file:///var/lib/hearth-agent/credentials.json"},
+				Initrd: &BootFile{URL: "file:///etc/shadow"}}
+		}, want: []string{"spec.boot.initrd.url", "spec.boot.kernel.url"}, detail: "cannot boot a file of its host"},
+		{name: "kernel from a local path", kind: "VirtualMachine", edit: func(o Object) {
+			o.(*VirtualMachine).Spec.Boot = VMBoot{From: BootFromKernel, Kernel: &BootFile{URL: "/etc/shadow"}}
+		}, want: []string{"spec.boot.kernel.url"}, detail: "is not an http or https URL"},
+		{name: "boot file from url and image", kind: "VirtualMachine", edit: func(o Object) {
+			o.(*VirtualMachine).Spec.Boot = VMBoot{From: BootFromKernel, Kernel: &BootFile{URL: "https://boot/linux", Image: "linux"},
+				Initrd: &BootFile{}}
+		}, want: []string{"spec.boot.initrd.url", "spec.boot.kernel.image"}, detail: "not both"},
+		{name: "boot image with a checksum", kind: "VirtualMachine", edit: func(o Object) {
+			o.(*VirtualMachine).Spec.Boot = VMBoot{From: BootFromKernel, Kernel: &BootFile{Image: "Linux"},
+				Initrd: &BootFile{Image: "initrd", Checksum: "sha256:" + strings.Repeat("a", 64)}}
+		}, want: []string{"spec.boot.initrd.checksum", "spec.boot.kernel.image"}},
 		{name: "disk boot with a kernel line and no disks", kind: "VirtualMachine", edit: func(o Object) {
 			s := &o.(*VirtualMachine).Spec
 			s.Disks, s.Boot = nil, VMBoot{Cmdline: "console=ttyS0"}
@@ -542,6 +564,10 @@ func TestValidUpdates(t *testing.T) {
 		{"FloatingIP", func(old, o Object) { o.(*FloatingIP).Spec.Target = nil }},
 		{"VirtualMachineSet", func(old, o Object) { n := 5; o.(*VirtualMachineSet).Spec.Replicas = &n }},
 		{"Machine", func(old, o Object) { o.(*Machine).Spec.MAC = "52:54:00:AA:BB:01" }}, // same MAC, other case
+		{"VirtualMachine", func(old, o Object) { // a kernel and initrd from Images, or an http URL
+			o.(*VirtualMachine).Spec.Boot = VMBoot{From: BootFromKernel, Kernel: &BootFile{Image: "testguest-kernel"},
+				Initrd: &BootFile{URL: "https://boot.lab.example/initrd.img", Checksum: "sha256:" + strings.Repeat("0", 64)}}
+		}},
 		{"Machine", func(old, o Object) {
 			// A password stored before Secrets existed stays while other
 			// things change, and may be swapped for a Secret.
@@ -829,6 +855,38 @@ func TestValidateHelpers(t *testing.T) {
 	for _, bad := range []string{"", "example.com/x", "ftp://x", "http://", "http//x"} {
 		if es := ValidateURL("u", bad); len(es) == 0 {
 			t.Errorf("%q should not be a URL", bad)
+		}
+	}
+}
+
+// TestFetchAddrRefusal: the addresses no download of Hearth's may reach
+// (the fetching machine itself, link-local and metadata), and some a lab
+// serves images from.
+func TestFetchAddrRefusal(t *testing.T) {
+	for _, c := range []struct {
+		addr string
+		want string // part of the reason; "" for allowed
+	}{
+		{"127.0.0.1", "loopback"},
+		{"127.1.2.3", "loopback"},
+		{"::1", "loopback"},
+		{"::ffff:127.0.0.1", "loopback"},
+		{"0.0.0.0", "unspecified"},
+		{"0.1.2.3", "unspecified"},
+		{"::", "unspecified"},
+		{"169.254.169.254", "metadata"},
+		{"::ffff:169.254.169.254", "metadata"},
+		{"169.254.10.1", "link-local"},
+		{"fe80::1", "link-local"},
+		{"192.168.1.10", ""},
+		{"10.0.0.1", ""},
+		{"172.31.255.1", ""},
+		{"2001:db8::1", ""},
+		{"151.101.2.132", ""},
+	} {
+		got := FetchAddrRefusal(netip.MustParseAddr(c.addr))
+		if (c.want == "") != (got == "") || !strings.Contains(got, c.want) {
+			t.Errorf("FetchAddrRefusal(%s) = %q, want %q", c.addr, got, c.want)
 		}
 	}
 }

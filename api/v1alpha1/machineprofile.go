@@ -3,6 +3,7 @@ package v1alpha1
 import (
 	"fmt"
 	"mime"
+	"net/url"
 	"regexp"
 	"sort"
 	"strconv"
@@ -82,11 +83,22 @@ func (b *ProfileBoot) IsZero() bool {
 	return b.Kernel == nil && len(b.Initrds) == 0 && b.Args == "" && b.IPXEScript == ""
 }
 
-// BootFile is a file fetched over HTTP: a kernel, an initrd.
+// BootFile is a kernel or an initrd: fetched from a URL, or, for a
+// VirtualMachine, taken from an Image. Exactly one of URL and Image is set.
 type BootFile struct {
-	URL string `json:"url"`
+	// URL is where the file comes from: http(s), or, in a MachineProfile
+	// only, file:///path under a directory the boot service allows
+	// (`hearth boot --allow-file-dir`).
+	URL string `json:"url,omitempty"`
+	// Image names an Image holding the file (a VirtualMachine's kernel
+	// and initrd only): the VM tenant's own image of that name, else a
+	// shared one, as for disks. The host fetches it into its image cache
+	// like any image, so a shared Image with a file:// URL is how an
+	// administrator hands VMs a kernel that lives on the hosts.
+	Image string `json:"image,omitempty"`
 	// Checksum ("sha256:…"), when set, is verified before the file is
-	// served or used, and lets it be cached safely.
+	// served or used, and lets it be cached safely. With Image, the
+	// Image's checksum is used instead.
 	Checksum string `json:"checksum,omitempty"`
 }
 
@@ -272,9 +284,44 @@ func (b *ProfileBoot) validate(path string) FieldErrors {
 	return es
 }
 
+// validate checks a profile's boot file: a URL (http, https or file),
+// since the boot service serves profiles' files by URL only.
 func (f *BootFile) validate(path string) FieldErrors {
-	es := ValidateArtifactURL(path+".url", f.URL)
+	var es FieldErrors
+	if f.Image != "" {
+		es.Add(path+".image", "is only for VirtualMachines; a profile's kernel and initrds are given by url")
+	}
+	es = append(es, ValidateArtifactURL(path+".url", f.URL)...)
 	if f.Checksum != "" {
+		es = append(es, ValidateChecksum(path+".checksum", f.Checksum)...)
+	}
+	return es
+}
+
+// validateVM checks a VirtualMachine's kernel or initrd: exactly one of
+// an http(s) URL and an Image. file:// is refused whoever writes it: VMs
+// belong to tenants, and a file on the host is not theirs to boot (an
+// administrator offers one as a shared Image instead).
+func (f *BootFile) validateVM(path string) FieldErrors {
+	var es FieldErrors
+	switch {
+	case f.URL != "" && f.Image != "":
+		es.Add(path+".image", "cannot be set with url: a boot file comes from a URL or from an Image, not both")
+	case f.URL == "" && f.Image == "":
+		es.Add(path+".url", "is required (or set image to boot a file held by an Image)")
+	case f.Image != "":
+		es = append(es, ValidateName(path+".image", f.Image)...)
+		if f.Checksum != "" {
+			es.Add(path+".checksum", "is only used with url; the Image's own checksum applies to an image")
+		}
+	default:
+		if u, err := url.Parse(f.URL); err == nil && u.Scheme == "file" {
+			es.Add(path+".url", "%q: a VirtualMachine cannot boot a file of its host; ask an administrator for a shared Image of it and name that in %s.image", f.URL, path)
+		} else {
+			es = append(es, ValidateURL(path+".url", f.URL)...)
+		}
+	}
+	if f.Checksum != "" && f.Image == "" {
 		es = append(es, ValidateChecksum(path+".checksum", f.Checksum)...)
 	}
 	return es

@@ -142,9 +142,15 @@ func (t *TypeMeta) GetTypeMeta() *TypeMeta { return t }
 // so the methods the generic machinery needs are written once.
 type Resource[S any, T any] struct {
 	TypeMeta `json:",inline"`
+	// Metadata names the object and carries its labels, annotations and
+	// the server's bookkeeping (uid, resourceVersion, generation).
 	Metadata ObjectMeta `json:"metadata"`
-	Spec     S          `json:"spec"`
-	Status   T          `json:"status"`
+	// Spec is what the object should be: written by people, apply and
+	// controllers that own a field (the scheduler's spec.host).
+	Spec S `json:"spec"`
+	// Status is what Hearth observed and did, written only through the
+	// object's /status by the controllers and agents responsible.
+	Status T `json:"status"`
 }
 
 func (r *Resource[S, T]) GetMetadata() *ObjectMeta { return &r.Metadata }
@@ -167,3 +173,9 @@ func Ref(o Object) string {
 	}
 	return o.GetTypeMeta().Kind + "/" + m.Name
 }
+
+// LastAppliedAnnotation holds, as JSON, the configuration `hearth apply`
+// last wrote for an object: what its file said, and nothing the server or
+// another writer added. The next apply compares with it to tell a field
+// the file stopped setting (removed) from one it never set (left alone).
+const LastAppliedAnnotation = "hearth.dev/last-applied-configuration"

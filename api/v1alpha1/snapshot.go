@@ -72,7 +72,7 @@ func init() {
 			{Name: "READY", Get: func(o Object) string { return strconv.FormatBool(o.(*Snapshot).Status.ReadyToUse) }},
 			{Name: "SIZE", Get: func(o Object) string {
 				if s := o.(*Snapshot).Status.Size; s != 0 {
-					return s.String()
+					return s.Human()
 				}
 				return ""
 			}},

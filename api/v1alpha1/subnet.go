@@ -44,11 +44,22 @@ type Route struct {
 	Gateway     string `json:"gateway"`
 }
 
+// SubnetStatus says whether the subnet can be used: phase Ready once its
+// network exists, Pending (with the ResolvedRefs condition naming the
+// network) while it does not.
 type SubnetStatus struct {
 	CommonStatus `json:",inline"`
 	// Allocated counts addresses IPAM has handed out.
 	Allocated int `json:"allocated,omitempty"`
 }
+
+// Subnet phases.
+const (
+	// SubnetPending: the subnet's network does not exist (yet).
+	SubnetPending = "Pending"
+	// SubnetReady: the subnet is on an existing network.
+	SubnetReady = "Ready"
+)
 
 func (s *SubnetSpec) Default() {
 	if p, err := netip.ParsePrefix(s.CIDR); err == nil && p.Addr().Is4() && p.Bits() <= 30 && s.Gateway == "" {
@@ -125,6 +136,7 @@ func init() {
 		Kind: "Subnet", Plural: "subnets", ShortNames: []string{"subnet", "sn"}, Scope: TenantScoped,
 		Description: "An IP range on a network with its gateway, DHCP, DNS and metadata services.",
 		Columns: []Column{
+			{Name: "STATUS", Get: func(o Object) string { return o.CommonStatus().Phase }},
 			{Name: "NETWORK", Get: func(o Object) string { return o.(*Subnet).Spec.Network }},
 			{Name: "CIDR", Get: func(o Object) string { return o.(*Subnet).Spec.CIDR }},
 			{Name: "GATEWAY", Get: func(o Object) string { return o.(*Subnet).Spec.Gateway }},

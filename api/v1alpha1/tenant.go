@@ -20,6 +20,9 @@ type Quota struct {
 	Networks  int   `json:"networks,omitempty"`
 	// FloatingIPs caps the addresses a tenant may hold on external networks.
 	FloatingIPs int `json:"floatingIPs,omitempty"`
+	// ImageStorage caps the bytes of the tenant's uploaded images (`hearth
+	// image upload`), which the API servers keep beside etcd.
+	ImageStorage Bytes `json:"imageStorage,omitempty"`
 }
 
 // TenantStatus reports what a tenant uses against its quota.
@@ -34,7 +37,7 @@ func (s *TenantSpec) Validate(path string) FieldErrors {
 	for _, f := range []struct {
 		name string
 		v    int64
-	}{{"vcpus", int64(q.VCPUs)}, {"memory", int64(q.Memory)}, {"volumeGiB", q.VolumeGiB}, {"vms", int64(q.VMs)}, {"networks", int64(q.Networks)}, {"floatingIPs", int64(q.FloatingIPs)}} {
+	}{{"vcpus", int64(q.VCPUs)}, {"memory", int64(q.Memory)}, {"volumeGiB", q.VolumeGiB}, {"vms", int64(q.VMs)}, {"networks", int64(q.Networks)}, {"floatingIPs", int64(q.FloatingIPs)}, {"imageStorage", int64(q.ImageStorage)}} {
 		if f.v < 0 {
 			es.Add(path+".quota."+f.name, "%d is negative", f.v)
 		}

@@ -198,10 +198,14 @@ func ValidateURL(path, s string) FieldErrors {
 	return es
 }
 
-// ValidateArtifactURL checks where a kernel, initrd or image comes from:
-// an http or https URL, or file:///absolute/path for a file already on the
-// machine that uses it (a host for VMs and images, the boot service for
-// profiles), which is how a lab without a web server serves its own builds.
+// ValidateArtifactURL checks the form of where a kernel, initrd or image
+// comes from: an http or https URL, or file:///absolute/path for a file
+// already on the machine that uses it (a host for shared images, the boot
+// service for profiles), which is how a lab without a web server serves
+// its own builds. Who may write file:// URLs (cluster admins, in shared
+// Images and MachineProfiles) is the API server's to check
+// (server/admission), and the agents and the boot service read such files
+// only under the directories they are told to allow.
 func ValidateArtifactURL(path, s string) FieldErrors {
 	if u, err := url.Parse(s); err == nil && u.Scheme == "file" {
 		var es FieldErrors
@@ -212,6 +216,37 @@ func ValidateArtifactURL(path, s string) FieldErrors {
 	}
 	return ValidateURL(path, s)
 }
+
+// FetchAddrRefusal says why Hearth never fetches an image, kernel or
+// initrd from the address ip, or "" if it may. Refused are the addresses
+// that reach the fetching machine itself or its cloud's services rather
+// than a server of the lab: loopback (where etcd, the agent's endpoints
+// and anything else local listen), unspecified ("this host"), link-local
+// (169.254.0.0/16, fe80::/10) and with it the metadata address
+// 169.254.169.254. An IPv4 address written as IPv6 (::ffff:127.0.0.1) is
+// judged as IPv4.
+//
+// It is the one policy of both places that check: the API server on the
+// addresses written in a URL, and the downloads of agents and the boot
+// service on every address they connect to, after DNS and redirects.
+func FetchAddrRefusal(ip netip.Addr) string {
+	ip = ip.Unmap()
+	switch {
+	case !ip.IsValid():
+		return "is not an IP address"
+	case ip == metadataAddr:
+		return "is the metadata address, which answers with the fetching machine's own secrets"
+	case ip.IsUnspecified() || (ip.Is4() && ip.As4()[0] == 0):
+		return "is an unspecified address (this host)"
+	case ip.IsLoopback():
+		return "is a loopback address (this host)"
+	case ip.IsLinkLocalUnicast():
+		return "is a link-local address"
+	}
+	return ""
+}
+
+var metadataAddr = netip.AddrFrom4([4]byte{169, 254, 169, 254})
 
 var checksumRE = regexp.MustCompile(`^sha256:[0-9a-f]{64}$`)
 

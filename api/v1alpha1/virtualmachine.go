@@ -64,7 +64,9 @@ type VirtualMachineSpec struct {
 type VMBoot struct {
 	// From is disk, kernel or network (default disk). kernel boots
 	// Kernel and Initrd directly (QEMU -kernel); network PXE-boots from the
-	// first NIC.
+	// first NIC. Kernel and Initrd come from an http(s) URL or an Image
+	// (never file://: a shared Image with a file:// URL, made by an
+	// administrator, is how a VM boots a file that lives on the hosts).
 	From   string    `json:"from,omitempty"`
 	Kernel *BootFile `json:"kernel,omitempty"`
 	Initrd *BootFile `json:"initrd,omitempty"`
@@ -425,10 +427,10 @@ func (s *VirtualMachineSpec) validateBoot(path string) FieldErrors {
 		if b.Kernel == nil {
 			es.Add(path+".kernel", "is required to boot from kernel")
 		} else {
-			es = append(es, b.Kernel.validate(path+".kernel")...)
+			es = append(es, b.Kernel.validateVM(path+".kernel")...)
 		}
 		if b.Initrd != nil {
-			es = append(es, b.Initrd.validate(path+".initrd")...)
+			es = append(es, b.Initrd.validateVM(path+".initrd")...)
 		}
 	} else {
 		for _, f := range []struct {

@@ -177,7 +177,7 @@ func init() {
 					return v.Spec.Size.String()
 				}
 				if v.Status.Size != 0 {
-					return v.Status.Size.String()
+					return v.Status.Size.Human()
 				}
 				return ""
 			}},

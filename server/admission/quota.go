@@ -1,5 +1,6 @@
 // Package admission holds the server's admission checks: rules that need
-// other objects than the one being written (quotas), run by the API after
+// other objects than the one being written (quotas, overlapping subnets)
+// or who writes it (the URLs hosts will fetch), run by the API after
 // validation and before the write. Each check has the shape of
 // server.Admitter, func(ctx, principal, obj, old) error, with old nil on a
 // create.
@@ -21,7 +22,8 @@ import (
 
 // Quota enforces each tenant's spec.quota on creates and updates of
 // VirtualMachines (vcpus, memory, vms), Volumes (volumeGiB) and Networks
-// (networks).
+// (networks), and, through ImageStorage, which the upload handler asks,
+// on the bytes of uploaded images (imageStorage).
 //
 // Usage is summed from the tenant's objects in etcd, leaving out the
 // stored version of the object being updated and adding the new one. Only
@@ -50,8 +52,8 @@ type Quota struct {
 // QuotaGuardPrefix is where the per-tenant guard keys live.
 const QuotaGuardPrefix = "/hearth/guards/quota/"
 
-// TenantHooks removes a tenant's quota guard key with the tenant (install
-// with store.SetHooks("Tenant", …)).
+// TenantHooks removes a tenant's guard keys (quota, subnets) with the
+// tenant (install with store.SetHooks("Tenant", …)).
 type TenantHooks struct{}
 
 // OnCreate holds nothing.
@@ -59,9 +61,10 @@ func (TenantHooks) OnCreate(context.Context, clientv3.KV, api.Object) ([]clientv
 	return nil, nil, nil
 }
 
-// OnDelete deletes the tenant's guard key.
+// OnDelete deletes the tenant's guard keys.
 func (TenantHooks) OnDelete(_ context.Context, _ clientv3.KV, obj api.Object) ([]clientv3.Cmp, []clientv3.Op, error) {
-	return nil, []clientv3.Op{clientv3.OpDelete(QuotaGuardPrefix + obj.GetMetadata().Name)}, nil
+	return nil, []clientv3.Op{clientv3.OpDelete(QuotaGuardPrefix + obj.GetMetadata().Name),
+		clientv3.OpDelete(SubnetGuardPrefix + obj.GetMetadata().Name)}, nil
 }
 
 // NewQuota returns the quota check over a store.
@@ -381,4 +384,60 @@ func (s *lookups) size(ctx context.Context, name string) (int64, error) {
 		}
 	}
 	return s.sizes[name], nil
+}
+
+// ImageStorage returns what the tenant's uploaded images take (their
+// recorded sizes, leaving out the image name, whose content is being
+// uploaded) and its spec.quota.imageStorage (0: no limit). With a limit it
+// also guards the write in ctx (store.WithGuards) by the tenant's quota
+// key, like the checks of Admit, so two uploads that finish at once are
+// checked one after the other. Uploads are not objects being written, so
+// the upload handler asks this itself: before it streams (to stop at the
+// room left) and in the write that records the upload.
+func (q *Quota) ImageStorage(ctx context.Context, tenant, name string) (used, limit int64, err error) {
+	if tenant == "" {
+		return 0, 0, nil // shared images are the cluster admins'
+	}
+	tk, _ := api.KindByName("Tenant")
+	t, err := q.store.Get(ctx, tk, "", tenant)
+	if api.IsNotFound(err) {
+		return 0, 0, nil
+	}
+	if err != nil {
+		return 0, 0, err
+	}
+	limit = int64(t.(*api.Tenant).Spec.Quota.ImageStorage)
+	if limit == 0 {
+		return 0, 0, nil
+	}
+	guard := QuotaGuardPrefix + tenant
+	rev, err := q.store.GuardRevision(ctx, guard)
+	if err != nil {
+		return 0, 0, err
+	}
+	store.Guard(ctx, guard, rev)
+	k, _ := api.KindByName("Image")
+	objs, _, err := q.store.List(ctx, k, store.TenantPrefix(k, tenant), nil)
+	if err != nil {
+		return 0, 0, err
+	}
+	for _, o := range objs {
+		img := o.(*api.Image)
+		if img.Spec.Source.Upload && img.Metadata.Name != name {
+			used += int64(img.Status.Size)
+		}
+	}
+	return used, limit, nil
+}
+
+// ImageStorageExceeded is the refusal of an upload of requested bytes
+// past the tenant's image storage quota; requested < 0 says only that
+// the upload went on past what was left.
+func ImageStorageExceeded(tenant string, requested, used, limit int64) error {
+	req := showBytes(requested)
+	if requested < 0 {
+		req = "more than the " + showBytes(max(limit-used, 0)) + " left"
+	}
+	return api.NewQuotaExceeded("tenant %s: quota exceeded for imageStorage: requested %s, used %s of %s",
+		tenant, req, showBytes(used), showBytes(limit))
 }

@@ -18,7 +18,7 @@ func newVM(name string, cpus int, mem api.Bytes) *api.VirtualMachine {
 	return &api.VirtualMachine{TypeMeta: api.TypeMeta{APIVersion: api.APIVersion, Kind: "VirtualMachine"},
 		Metadata: api.ObjectMeta{Name: name, Tenant: "lab"},
 		Spec: api.VirtualMachineSpec{CPUs: cpus, Memory: mem,
-			Boot: api.VMBoot{From: api.BootFromKernel, Kernel: &api.BootFile{URL: "file:///srv/vmlinuz"}}}}
+			Boot: api.VMBoot{From: api.BootFromKernel, Kernel: &api.BootFile{Image: "vmlinuz"}}}}
 }
 
 func quotaTenant(t *testing.T, env *servertest.Env, q api.Quota) {
@@ -339,7 +339,7 @@ func TestQuotaSizesPastInt64(t *testing.T) {
 	ctx := servertest.Ctx(t)
 	user := env.User("alice", "lab", api.RoleTenantAdmin)
 	vm := map[string]any{"apiVersion": api.APIVersion, "kind": "VirtualMachine", "metadata": map[string]any{"name": "huge"},
-		"spec": map[string]any{"cpus": 1, "memory": "1Gi", "boot": map[string]any{"from": "kernel", "kernel": map[string]any{"url": "file:///srv/vmlinuz"}},
+		"spec": map[string]any{"cpus": 1, "memory": "1Gi", "boot": map[string]any{"from": "kernel", "kernel": map[string]any{"image": "vmlinuz"}},
 			"disks": []any{map[string]any{"image": "debian-12", "size": "1e19"}}}}
 	err := user.Do(ctx, http.MethodPost, api.PathPrefix+"/tenants/lab/virtualmachines", vm, nil)
 	if st, ok := err.(*api.Status); !ok || st.Code != http.StatusUnprocessableEntity || !strings.Contains(st.Message, "too large") {

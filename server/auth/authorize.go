@@ -67,6 +67,12 @@ func Authorize(p *Principal, r Request) error {
 	if r.Verb.write() && p.Role == api.RoleViewer {
 		return forbid(p, r, "viewers may not change anything")
 	}
+	if r.Verb == UpdateStatus {
+		// Status is what Hearth observed and decided (an image's checksum,
+		// a VM's phase): hosts, boot services and controllers write it,
+		// never the people whose objects it describes.
+		return forbid(p, r, "status is written by hosts, boot services and controllers only")
+	}
 	if p.Tenant == "" {
 		// A cluster-wide viewer reads everything.
 		if p.Role == api.RoleViewer {
@@ -307,6 +313,11 @@ func imageStatusByHost(host string, old, cur *api.Image) string {
 		return only + ": it changes conditions"
 	}
 	o, c := old.Status, cur.Status
+	if cur.Spec.Source.Upload && (o.Checksum != c.Checksum || o.Size != c.Size) {
+		// The server's upload handler records what it received; a host
+		// naming other bytes would hand them to whoever reads the image.
+		return "status.checksum and size of an uploaded image are the server's to record from the upload"
+	}
 	fixed := func(a, b any, zero any) bool { return a != b && a != zero }
 	if fixed(o.Checksum, c.Checksum, "") || fixed(o.Size, c.Size, api.Bytes(0)) || fixed(o.VirtualSize, c.VirtualSize, api.Bytes(0)) {
 		return only + ": checksum, size and virtualSize cannot change once set"

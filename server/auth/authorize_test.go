@@ -61,6 +61,12 @@ func TestAuthorizeUsers(t *testing.T) {
 		{"tenant admin leaves other tenants' users", tenantAdmin, Request{Verb: Update, Kind: kind(t, "User"), Name: "x", Stored: user("x", "other", api.RoleTenantMember), New: user("x", "lab", api.RoleTenantMember)}, false, "another tenant"},
 		{"tenant viewer reads", tenantViewer, Request{Verb: Get, Kind: kind(t, "VirtualMachine"), Tenant: "lab", Name: "vm"}, true, ""},
 		{"tenant viewer writes nothing", tenantViewer, Request{Verb: Delete, Kind: kind(t, "VirtualMachine"), Tenant: "lab", Name: "vm"}, false, "viewers"},
+		// Status is what Hearth observed: a tenant's people never write
+		// it, whatever their role (an image's checksum decides which
+		// bytes its readers get).
+		{"member writes no status", member, Request{Verb: UpdateStatus, Kind: kind(t, "Image"), Tenant: "lab", Name: "disk"}, false, "boot services and controllers only"},
+		{"tenant admin writes no status", tenantAdmin, Request{Verb: UpdateStatus, Kind: kind(t, "VirtualMachine"), Tenant: "lab", Name: "vm"}, false, "boot services and controllers only"},
+		{"admin writes status", admin, Request{Verb: UpdateStatus, Kind: kind(t, "Image"), Tenant: "lab", Name: "disk"}, true, ""},
 		{"a join token does nothing else", join, Request{Verb: Get, Kind: kind(t, "Network"), Tenant: "lab", Name: "n"}, false, "only register a host"},
 	}
 	for _, tt := range tests {
@@ -121,6 +127,17 @@ func TestAuthorizeHost(t *testing.T) {
 	}
 	later := now.Add(time.Minute)
 	machine := kind(t, "Machine")
+	// An image's status as a host reports its copy: h1 Ready, and the
+	// checksum and size it found.
+	imageWrite := func(upload bool, oldSum string) Request {
+		img := &api.Image{TypeMeta: api.TypeMeta{Kind: "Image"}, Metadata: api.ObjectMeta{Name: "disk", Tenant: "lab"},
+			Spec: api.ImageSpec{Source: api.ImageSource{Upload: upload, URL: map[bool]string{false: "https://example.org/disk.img"}[upload]}}}
+		img.Status.Checksum = oldSum
+		cur := api.DeepCopy(img).(*api.Image)
+		cur.Status.Hosts = []api.ImageHostStatus{{Host: "h1", Phase: api.ImageReady, Progress: 100}}
+		cur.Status.Checksum, cur.Status.Size, cur.Status.Phase = "sha256:"+strings.Repeat("b", 64), 1000, api.ImageReady
+		return Request{Verb: UpdateStatus, Kind: kind(t, "Image"), Tenant: "lab", Name: "disk", Stored: img, New: cur}
+	}
 	status := func(m *api.Machine) Request {
 		return Request{Verb: UpdateStatus, Kind: machine, Name: "node1", Stored: stored, New: m}
 	}
@@ -144,6 +161,9 @@ func TestAuthorizeHost(t *testing.T) {
 		{"does not delete its Host", h1, Request{Verb: Delete, Kind: kind(t, "Host"), Name: "h1", Stored: host("h1")}, false, "administrator's"},
 		{"creates no machines", h1, create(discovered(nil)), false, "placed on them"},
 		{"writes no machine facts", h1, status(withStatus(func(s *api.MachineStatus) { s.LastSeen = &later })), false, "placed on them"},
+		{"fills in a downloaded image's checksum", h1, imageWrite(false, ""), true, ""},
+		{"never an uploaded image's checksum", h1, imageWrite(true, ""), false, "the server's to record from the upload"},
+		{"nor changes it", h1, imageWrite(true, "sha256:"+strings.Repeat("a", 64)), false, "the server's to record from the upload"},
 
 		{"events about its VM", h1, newEvent(event("host/h1", "lab", vm("h1")), vm("h1")), true, ""},
 		{"events about its Host", h1, newEvent(event("host/h1", "", host("h1")), host("h1")), true, ""},

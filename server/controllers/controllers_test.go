@@ -85,6 +85,7 @@ func TestGarbageCollection(t *testing.T) {
 	}
 	keep := servertest.Example("Subnet", "lab")
 	keep.GetMetadata().Name = "unowned"
+	keep.(*api.Subnet).Spec.CIDR = "10.0.1.0/24" // subnets of a network may not overlap
 	if _, err := env.Admin.Create(ctx, keep); err != nil {
 		t.Fatal(err)
 	}
@@ -113,6 +114,7 @@ func TestGarbageCollection(t *testing.T) {
 	}
 	stale := servertest.Example("Subnet", "lab")
 	stale.GetMetadata().Name = "stale"
+	stale.(*api.Subnet).Spec.CIDR = "10.0.2.0/24"
 	stale.GetMetadata().OwnerReferences = []api.OwnerReference{ref} // the old uid
 	if _, err := env.Admin.Create(ctx, stale); err != nil {
 		t.Fatal(err)

@@ -589,12 +589,11 @@ func volumesHost(vm *api.VirtualMachine, p *placement) (host, why string) {
 	return host, ""
 }
 
-// free is what is left on a host for scheduling: capacity less the
-// reserve, times the overcommit, less what the placed VMs ask for. Memory
-// capacity is rounded down to whole MiB, as VMs are sized in MiB.
+// free is what is left on a host for scheduling: what is allocatable
+// (api.HostSpec.Allocatable) less what the placed VMs ask for.
 func free(h *api.Host, spec api.HostSpec, placed []*api.VirtualMachine) (cpu float64, mem int64) {
-	cpu = float64(h.Status.CPUs-spec.ReservedCPUs) * spec.CPUOvercommit
-	mem = int64(float64(h.Status.Memory-spec.ReservedMemory)*spec.MemoryOvercommit) >> 20 << 20
+	cpu, m := spec.Allocatable(&h.Status)
+	mem = int64(m)
 	for _, vm := range placed {
 		cpu -= float64(vm.Spec.CPUs)
 		mem -= int64(vm.Spec.Memory)

@@ -40,7 +40,7 @@ func newVM(tenant, name string, cpus int, mem api.Bytes, labels map[string]strin
 	return &api.VirtualMachine{TypeMeta: api.TypeMeta{APIVersion: api.APIVersion, Kind: "VirtualMachine"},
 		Metadata: api.ObjectMeta{Name: name, Tenant: tenant, Labels: labels},
 		Spec: api.VirtualMachineSpec{CPUs: cpus, Memory: mem,
-			Boot: api.VMBoot{From: api.BootFromKernel, Kernel: &api.BootFile{URL: "file:///srv/vmlinuz"}}}}
+			Boot: api.VMBoot{From: api.BootFromKernel, Kernel: &api.BootFile{Image: "vmlinuz"}}}}
 }
 
 func getVM(ctx context.Context, env *servertest.Env, tenant, name string) (*api.VirtualMachine, error) {

@@ -8,7 +8,9 @@
 // create, read, replace, patch, delete and status paths its scope calls
 // for. Schemas follow encoding/json: fields are named by their json tags,
 // embedded structs without a name are flattened, api.Bytes is a string
-// such as "4Gi" and time.Time a date-time string.
+// such as "4Gi" and time.Time a date-time string. Types and fields are
+// described by their Go doc comments (api.FieldDoc), which is what
+// `hearth explain` shows.
 package openapi
 
 import (

@@ -51,10 +51,23 @@ func schemasOf(t *testing.T, doc map[string]any) map[string]any {
 	return dig(t, doc, "components", "schemas").(map[string]any)
 }
 
-// resolve follows a schema's $ref, if it has one.
+// refOf is a schema's $ref, also when a description wraps it in allOf.
+func refOf(schema any) any {
+	m, _ := schema.(map[string]any)
+	if all, ok := m["allOf"].([]any); ok && len(all) == 1 {
+		m, _ = all[0].(map[string]any)
+	}
+	return m["$ref"]
+}
+
+// resolve follows a schema's $ref, if it has one, also when it is
+// wrapped in allOf to carry a description.
 func resolve(t *testing.T, doc map[string]any, schema any) map[string]any {
 	t.Helper()
 	m := schema.(map[string]any)
+	if all, ok := m["allOf"].([]any); ok && len(all) == 1 {
+		m = all[0].(map[string]any)
+	}
 	if r, ok := m["$ref"].(string); ok {
 		return dig(t, schemasOf(t, doc), strings.TrimPrefix(r, schemaPrefix)).(map[string]any)
 	}
@@ -245,6 +258,101 @@ func TestOperations(t *testing.T) {
 	}
 	if _, ok := dig(t, list, "responses").(map[string]any)["410"]; !ok {
 		t.Error("listNetworks has no 410 response for a compacted watch")
+	}
+
+	// Every write of an object takes dryRun=All; spec writes may answer
+	// with Warning headers.
+	writes := 0
+	for path, item := range paths {
+		if !strings.Contains(path, "{name}") || strings.HasSuffix(path, "/content") || strings.HasSuffix(path, "/log") ||
+			strings.HasSuffix(path, "/console") || strings.Contains(path, "/tokens") {
+			continue
+		}
+		for method, op := range item.(map[string]any) {
+			if method == "get" || method == "parameters" {
+				continue
+			}
+			writes++
+			where := strings.ToUpper(method) + " " + path
+			var dry map[string]any
+			ps, _ := op.(map[string]any)["parameters"].([]any)
+			for _, p := range ps {
+				if p := p.(map[string]any); p["name"] == "dryRun" {
+					dry = p
+				}
+			}
+			if dry == nil {
+				t.Errorf("%s takes no dryRun parameter", where)
+				continue
+			}
+			if dry["in"] != "query" || !reflect.DeepEqual(dig(t, dry, "schema", "enum"), []any{"All"}) {
+				t.Errorf("%s dryRun = %v, want a query parameter with the one value All", where, dry)
+			}
+			if method == "delete" || strings.HasSuffix(path, "/status") {
+				continue
+			}
+			ok := dig(t, op, "responses", "200")
+			dig(t, ok, "headers", "Warning", "schema")
+		}
+	}
+	for _, create := range []string{api.PathPrefix + "/tenants/{tenant}/networks", api.PathPrefix + "/hosts"} {
+		op := dig(t, paths, create, "post")
+		found := false
+		for _, p := range op.(map[string]any)["parameters"].([]any) {
+			found = found || p.(map[string]any)["name"] == "dryRun"
+		}
+		if !found {
+			t.Errorf("POST %s takes no dryRun parameter", create)
+		}
+		dig(t, op, "responses", "201", "headers", "Warning")
+	}
+	if writes < 100 {
+		t.Errorf("checked dryRun on %d writes; the document lists too few", writes)
+	}
+
+	logParams := map[string]bool{}
+	for _, p := range dig(t, paths, api.PathPrefix+"/tenants/{tenant}/virtualmachines/{name}/log", "get", "parameters").([]any) {
+		logParams[p.(map[string]any)["name"].(string)] = true
+	}
+	for _, want := range []string{"follow", "tail", "tailLines"} {
+		if !logParams[want] {
+			t.Errorf("readVirtualMachineLog has no %s parameter", want)
+		}
+	}
+}
+
+// TestDescriptionsFromDocComments: fields and types carry their Go doc
+// comments; a described reference keeps its $ref inside allOf.
+func TestDescriptionsFromDocComments(t *testing.T) {
+	doc := decoded(t)
+	vm := dig(t, schemasOf(t, doc), "VirtualMachine", "properties").(map[string]any)
+	spec := resolve(t, doc, vm["spec"])
+	props := dig(t, spec, "properties").(map[string]any)
+	if d, _ := dig(t, props, "host", "description").(string); !strings.HasPrefix(d, "Host runs the VM.") {
+		t.Errorf("spec.host description = %q", d)
+	}
+	if got := dig(t, props, "host", "type"); got != "string" {
+		t.Errorf("spec.host type = %v after describing it", got)
+	}
+	if d, _ := dig(t, props, "memory", "description").(string); !strings.HasPrefix(d, "Memory is the guest's RAM") {
+		t.Errorf("spec.memory description = %q, want the field's, not Bytes'", d)
+	}
+	// cloudInit is a described struct: allOf its $ref.
+	ci := dig(t, props, "cloudInit").(map[string]any)
+	if d, _ := ci["description"].(string); !strings.HasPrefix(d, "CloudInit is handed to the guest") {
+		t.Errorf("spec.cloudInit description = %q", d)
+	}
+	if got := dig(t, ci, "allOf").([]any); len(got) != 1 || got[0].(map[string]any)["$ref"] != schemaPrefix+"CloudInit" {
+		t.Errorf("spec.cloudInit allOf = %v", got)
+	}
+	if d, _ := dig(t, schemasOf(t, doc), "VMBoot", "description").(string); d != "VMBoot says what the VM boots." {
+		t.Errorf("VMBoot description = %q", d)
+	}
+	// Types of other packages get none.
+	s := newSchemas()
+	s.of(reflect.TypeFor[sample]())
+	if _, ok := s.defs["sample"].(map[string]any)["description"]; ok {
+		t.Error("a type outside the API got a description")
 	}
 }
 
@@ -522,7 +630,7 @@ func TestDocumentSecrets(t *testing.T) {
 		t.Errorf("SecretSpec.data values have format %v, want byte (base64)", got)
 	}
 	power := dig(t, schemas, "MachinePower", "properties").(map[string]any)
-	if got := dig(t, power, "passwordSecret", "$ref"); got != schemaPrefix+"SecretKeyRef" {
+	if got := refOf(power["passwordSecret"]); got != schemaPrefix+"SecretKeyRef" {
 		t.Errorf("MachinePower.passwordSecret = %v, want a SecretKeyRef", got)
 	}
 	if got := dig(t, power, "password", "deprecated"); got != true {

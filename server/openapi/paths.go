@@ -11,7 +11,7 @@ import (
 // errorText says what each error status means in this API. Every error
 // body is a Status.
 var errorText = map[int]string{
-	http.StatusBadRequest:          "The request is malformed: bad JSON, a bad labelSelector or resourceVersion.",
+	http.StatusBadRequest:          "The request is malformed: bad JSON, a bad labelSelector, resourceVersion or dryRun.",
 	http.StatusUnauthorized:        "No bearer token, or one the server does not accept.",
 	http.StatusForbidden:           "The caller's role does not allow this, or a quota would be exceeded.",
 	http.StatusNotFound:            "The object (or its tenant) does not exist.",
@@ -40,6 +40,8 @@ type operation struct {
 	errors                   []int
 	// public operations need no bearer token.
 	public bool
+	// warns marks writes whose answer may carry Warning headers.
+	warns bool
 }
 
 func (b *builder) add(path, method string, pathParams []any, o operation) {
@@ -58,6 +60,9 @@ func (b *builder) operation(o operation) map[string]any {
 	ok := map[string]any{"description": o.okText}
 	if o.okSchema != "" {
 		ok["content"] = jsonContent(o.okSchema)
+	}
+	if o.warns {
+		ok["headers"] = map[string]any{"Warning": warningHeader}
 	}
 	responses := map[string]any{o.okCode: ok}
 	for _, code := range o.errors {
@@ -114,9 +119,23 @@ func queryParam(name, typ, description string) map[string]any {
 	}
 }
 
+// enumParam limits a parameter to values.
+func enumParam(p map[string]any, values ...any) map[string]any {
+	p["schema"].(map[string]any)["enum"] = values
+	return p
+}
+
 var (
 	tenantParam = pathParam("tenant", "The tenant the objects belong to.")
 	nameParam   = pathParam("name", "The object's metadata.name.")
+
+	// dryRunParam is taken by every write of an object.
+	dryRunParam = enumParam(queryParam("dryRun", "string", "All: run the write as far as the write itself (authorization, defaults, validation, admission checks such as quotas and subnet overlaps, and the store's conditions such as a stale resourceVersion or a taken name) and answer as the write would, but change nothing. A dry run fails exactly where the write would."), "All")
+
+	warningHeader = map[string]any{
+		"description": `Advice about the write, one header each, as Kubernetes sends it: 299 - "TEXT". Today: a name in the spec that names no object, such as 299 - "spec.nics[0].network: network \"lan\" does not exist in tenant demo".`,
+		"schema":      map[string]any{"type": "string"},
+	}
 
 	listParams = []any{
 		queryParam("labelSelector", "string", `Only objects whose labels match, in kubectl's syntax: "app=web,tier!=db,env in (prod,staging),canary,!legacy".`),
@@ -191,6 +210,8 @@ func (b *builder) objectPaths(k *api.KindInfo, sc scope) {
 	b.add(sc.prefix, "post", sc.params, operation{
 		id:       "create" + kind,
 		summary:  "Create a " + k.Kind + sc.where,
+		params:   []any{dryRunParam},
+		warns:    true,
 		tags:     tags,
 		body:     k.Kind,
 		okCode:   "201",
@@ -213,6 +234,8 @@ func (b *builder) objectPaths(k *api.KindInfo, sc scope) {
 		id:          "replace" + kind,
 		summary:     "Replace a " + k.Kind + sc.where,
 		description: conditional,
+		params:      []any{dryRunParam},
+		warns:       true,
 		tags:        tags,
 		body:        k.Kind,
 		okCode:      "200",
@@ -224,6 +247,8 @@ func (b *builder) objectPaths(k *api.KindInfo, sc scope) {
 		id:          "patch" + kind,
 		summary:     "Change part of a " + k.Kind + sc.where + " with a JSON merge patch (RFC 7396)",
 		description: conditional,
+		params:      []any{dryRunParam},
+		warns:       true,
 		tags:        tags,
 		body:        k.Kind,
 		bodyType:    "application/merge-patch+json",
@@ -236,11 +261,12 @@ func (b *builder) objectPaths(k *api.KindInfo, sc scope) {
 		id:          "delete" + kind,
 		summary:     "Delete a " + k.Kind + sc.where,
 		description: "An object with finalizers is only marked for deletion (metadata.deletionTimestamp) until they are removed.",
+		params:      []any{dryRunParam},
 		tags:        tags,
 		okCode:      "200",
 		okText:      "The " + k.Kind + " as deleted, or as marked for deletion.",
 		okSchema:    k.Kind,
-		errors:      []int{401, 403, 404, 409},
+		errors:      []int{400, 401, 403, 404, 409},
 	})
 
 	status := object + "/status"
@@ -257,6 +283,7 @@ func (b *builder) objectPaths(k *api.KindInfo, sc scope) {
 		id:          "replace" + kind + "Status",
 		summary:     "Replace the status of a " + k.Kind + sc.where,
 		description: conditional,
+		params:      []any{dryRunParam},
 		tags:        tags,
 		body:        k.Kind,
 		okCode:      "200",
@@ -268,6 +295,7 @@ func (b *builder) objectPaths(k *api.KindInfo, sc scope) {
 		id:          "patch" + kind + "Status",
 		summary:     "Change part of the status of a " + k.Kind + sc.where + " with a JSON merge patch (RFC 7396)",
 		description: conditional,
+		params:      []any{dryRunParam},
 		tags:        tags,
 		body:        k.Kind,
 		bodyType:    "application/merge-patch+json",
@@ -413,8 +441,9 @@ func (b *builder) extraPaths() {
 	vmParams := []any{tenantParam, nameParam}
 	b.add(vm+"/log", "get", vmParams, operation{
 		id: "readVirtualMachineLog", summary: "Read a VM's serial console log", tags: []string{"VirtualMachine"},
-		description: "Plain text. Query follow=1 streams new output; tail=BYTES returns only the end. Needs the right to read the VM.",
+		description: "Plain text. Query follow=1 streams new output; tailLines=N or tail=BYTES (not both) returns only the end. Needs the right to read the VM.",
 		params: []any{queryParam("follow", "boolean", "Keep the response open and stream new output."),
+			queryParam("tailLines", "integer", "Only the last this many lines (a last line without a newline counts)."),
 			queryParam("tail", "integer", "Only the last this many bytes.")},
 		okCode: "200", okText: "The console log (text/plain).",
 		errors: []int{400, 401, 403, 404, 503},

@@ -140,7 +140,11 @@ func (s *schemas) of(t reflect.Type) map[string]any {
 		}
 		name := s.uniqueName(t)
 		s.claimType(name, t) // before recursing, for types that refer to themselves
-		s.defs[name] = s.structSchema(t)
+		schema := s.structSchema(t)
+		if d := docOf(t, ""); d != "" {
+			schema["description"] = d
+		}
+		s.defs[name] = schema
 		return ref(name)
 	}
 	return nil
@@ -231,6 +235,9 @@ func (s *schemas) addFields(t reflect.Type, props map[string]any, depths map[str
 				schema = map[string]any{"type": "string"}
 			}
 		}
+		if d := docOf(t, f.Name); d != "" {
+			schema = described(schema, d)
+		}
 		// `openapi:"writeOnly,deprecated"` on a field says what reflection
 		// cannot see: a field the server takes but never shows (a
 		// Secret's stringData), or one kept only for old objects.
@@ -243,6 +250,31 @@ func (s *schemas) addFields(t reflect.Type, props map[string]any, depths map[str
 		props[name] = schema
 		depths[name] = depth
 	}
+}
+
+// apiPackage is the package whose doc comments describe the schemas.
+var apiPackage = reflect.TypeFor[api.ObjectMeta]().PkgPath()
+
+// docOf is the doc comment of field of struct type t (of t itself for
+// ""), as written in the API's Go source (api.FieldDoc); none for types
+// of other packages.
+func docOf(t reflect.Type, field string) string {
+	if t.PkgPath() != apiPackage {
+		return ""
+	}
+	name, _, _ := strings.Cut(t.Name(), "[") // a generic type's instances share its comments
+	return api.FieldDoc(name, field)
+}
+
+// described returns schema with a description. A $ref takes no siblings
+// in OpenAPI 3.0, so a described reference is wrapped in allOf.
+func described(schema map[string]any, description string) map[string]any {
+	if _, isRef := schema["$ref"]; isRef {
+		return map[string]any{"allOf": []any{schema}, "description": description}
+	}
+	out := maps.Clone(schema)
+	out["description"] = description
+	return out
 }
 
 func hasOption(opts, want string) bool {

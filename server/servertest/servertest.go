@@ -53,6 +53,7 @@ func WithoutControllers() Option { return func(c *server.Config) { c.DisableCont
 // InDir keeps the server's data (etcd included) in dir, so a test can
 // stop a server and start another on what it left.
 func InDir(dir string) Option { return func(c *server.Config) { c.DataDir, c.Etcd.DataDir = dir, dir } }
+
 // WithLimits sets the API's timeouts and connection limit.
 func WithLimits(l serving.Limits) Option { return func(c *server.Config) { c.Limits = l } }
 

@@ -184,7 +184,8 @@ func (s *Store) List(ctx context.Context, k *api.KindInfo, prefix string, sel ap
 }
 
 // Create writes a new object. The store sets uid, generation and the
-// creation time; a name already taken is AlreadyExists.
+// creation time; a name already taken is AlreadyExists. In a dry run
+// (WithDryRun) it writes nothing and the answer has no resourceVersion.
 func (s *Store) Create(ctx context.Context, obj api.Object) (api.Object, error) {
 	k, key, err := keyOf(obj)
 	if err != nil {
@@ -215,12 +216,18 @@ func (s *Store) Create(ctx context.Context, obj api.Object) (api.Object, error) 
 		}
 		gcmps, gops := guardOps(ctx)
 		cmps, ops = append(cmps, gcmps...), append(ops, gops...)
-		resp, err := s.c.Txn(ctx).If(cmps...).Then(append(ops, clientv3.OpPut(key, val))...).Commit()
+		ops = append(ops, clientv3.OpPut(key, val))
+		if IsDryRun(ctx) {
+			ops = nil // the comparisons alone: see WithDryRun
+		}
+		resp, err := s.c.Txn(ctx).If(cmps...).Then(ops...).Commit()
 		if err != nil {
 			return nil, unavailable(err)
 		}
 		if resp.Succeeded {
-			m.ResourceVersion = strconv.FormatInt(resp.Header.Revision, 10)
+			if !IsDryRun(ctx) {
+				m.ResourceVersion = strconv.FormatInt(resp.Header.Revision, 10)
+			}
 			return obj, nil
 		}
 		// Either the name is taken, a guard changed, or an allocation
@@ -250,7 +257,9 @@ var ErrUnchanged = errors.New("unchanged")
 // Update reads the object, applies fn and writes the result if nobody
 // wrote in between. With a non-zero precondition the stored revision must
 // equal it (409 otherwise); with zero, a lost race re-reads and re-applies
-// fn. A result with a deletionTimestamp and no finalizers is deleted.
+// fn. A result with a deletionTimestamp and no finalizers is deleted. In
+// a dry run (WithDryRun) it writes nothing and the answer carries the
+// resourceVersion it was computed from.
 func (s *Store) Update(ctx context.Context, k *api.KindInfo, tenant, name string, precondition int64, fn UpdateFunc) (api.Object, error) {
 	key := Key(k, tenant, name)
 	for attempt := 0; ; attempt++ {
@@ -301,13 +310,20 @@ func (s *Store) Update(ctx context.Context, k *api.KindInfo, tenant, name string
 			}
 			ops = append(ops, clientv3.OpPut(key, val))
 		}
+		if IsDryRun(ctx) {
+			ops = nil // the comparisons alone: see WithDryRun
+		}
 		txn := s.c.Txn(ctx).If(cmps...).Then(ops...)
 		tresp, err := txn.Commit()
 		if err != nil {
 			return nil, unavailable(err)
 		}
 		if tresp.Succeeded {
-			nm.ResourceVersion = strconv.FormatInt(tresp.Header.Revision, 10)
+			// A dry run answers with the revision it was computed on.
+			nm.ResourceVersion = strconv.FormatInt(kv.ModRevision, 10)
+			if !IsDryRun(ctx) {
+				nm.ResourceVersion = strconv.FormatInt(tresp.Header.Revision, 10)
+			}
 			return next, nil
 		}
 		// The object or a guard changed: read again (a changed object

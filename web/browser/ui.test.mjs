@@ -186,13 +186,15 @@ test('a VM made with the form reaches Running live, and its console shows the gu
   await page.getByLabel('Name').fill('web1');
   await page.getByLabel('Memory').fill('256Mi');
   await page.getByLabel('Boot from').selectOption('kernel');
-  await page.getByLabel('Kernel URL').fill(env.HEARTH_KERNEL);
-  await page.getByLabel('Initrd URL').fill(env.HEARTH_INITRD);
+  await page.getByLabel('Kernel', { exact: true }).fill(env.HEARTH_KERNEL);
+  await page.getByLabel('Initrd', { exact: true }).fill(env.HEARTH_INITRD);
   await page.getByLabel('Kernel command line').fill('console=ttyS0 panic=-1');
   await page.getByRole('button', { name: 'Create VM' }).click();
   await page.getByRole('heading', { name: /web1/ }).waitFor();
   // The phase moves on screen without a reload: Pending or Starting, then Running.
   await page.locator('h1 [data-phase="Running"]').waitFor({ timeout: 120000 });
+  // The VM's graphs fill in from its agent's samples.
+  await page.waitForFunction(() => document.querySelectorAll('.chart path.line').length >= 6, null, { timeout: 40000 });
   await page.locator('.term[data-state="open"]').waitFor({ timeout: 30000 })
     .catch(async e => { throw new Error(e.message + '\nthe console says: ' + await page.locator('.console').innerText()); });
   await page.evaluate(() => scrollTo(0, 0));
@@ -222,6 +224,8 @@ test('a VM made with the form reaches Running live, and its console shows the gu
   await page.goto(UI + '#/k/hosts/_/h1');
   await page.getByRole('heading', { name: /h1/ }).waitFor();
   await page.locator('.chips').getByText('red/web1').waitFor();
+  // The host's graphs: its agent's last samples, through the API.
+  await page.waitForFunction(() => [...document.querySelectorAll('.chart path.line')].length >= 6, null, { timeout: 30000 });
   await shot(page, 'host-detail');
   assert.deepEqual(page.log.errors, []);
   await page.context().close();

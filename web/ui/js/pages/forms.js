@@ -40,7 +40,9 @@ export function NewVM({ tenant, tenants, navigate }) {
     e.preventDefault();
     const spec = { cpus: v.cpus === '' ? undefined : v.cpus, memory: v.memory || undefined, boot: { from: v.from } };
     if (v.from === 'disk' && v.image) spec.disks = [{ image: v.image, size: v.size || undefined }];
-    if (v.from === 'kernel') { spec.boot.kernel = { url: v.kernel }; if (v.initrd) spec.boot.initrd = { url: v.initrd }; spec.boot.cmdline = v.cmdline; }
+    // A kernel or initrd is an Image by name, or an http(s) URL.
+    const file = x => /^https?:\/\//.test(x) ? { url: x } : { image: x };
+    if (v.from === 'kernel') { spec.boot.kernel = file(v.kernel); if (v.initrd) spec.boot.initrd = file(v.initrd); spec.boot.cmdline = v.cmdline; }
     if (v.network) spec.nics = [{ network: v.network }];
     if (v.userData) spec.cloudInit = { userData: v.userData };
     const obj = { apiVersion: 'hearth.dev/v1alpha1', kind: 'VirtualMachine', metadata: { name: v.name, tenant: t }, spec };
@@ -54,7 +56,7 @@ export function NewVM({ tenant, tenants, navigate }) {
   return html`<section aria-labelledby="nv"><h1 id="nv">New virtual machine</h1>
     <form class="form" onSubmit=${submit} novalidate>
       <${ErrorBox} error=${error && !errors.length ? error : (error ? { reason: error.reason, message: 'The server refused the VM: see the fields marked below.' } : null)} />
-      ${unplaced(errors, ['metadata.name', 'metadata.tenant', 'spec.cpus', 'spec.memory', 'spec.boot.from', 'spec.disks[0].image', 'spec.disks[0].size', 'spec.boot.kernel.url', 'spec.boot.initrd.url', 'spec.boot.cmdline', 'spec.nics[0].network', 'spec.cloudInit.userData'])}
+      ${unplaced(errors, ['metadata.name', 'metadata.tenant', 'spec.cpus', 'spec.memory', 'spec.boot.from', 'spec.disks[0].image', 'spec.disks[0].size', 'spec.boot.kernel.url', 'spec.boot.initrd.url', 'spec.boot.kernel.image', 'spec.boot.initrd.image', 'spec.boot.kernel', 'spec.boot.initrd', 'spec.boot.cmdline', 'spec.nics[0].network', 'spec.cloudInit.userData'])}
       <${Field} label="Name" field="metadata.name" errors=${errors} hint="Lower-case letters, digits and dashes.">${inp(v.name, set('name'), 'text', { required: true, autocomplete: 'off' })}</${Field}>
       <${Field} label="Tenant" field="metadata.tenant" errors=${errors}>${(id, d) => tenants.length > 1 || !tenant
         ? html`<select id=${id} aria-describedby=${d} value=${v.tenant} onChange=${e => set('tenant')(e.target.value)}>
@@ -71,8 +73,9 @@ export function NewVM({ tenant, tenants, navigate }) {
           <option value="">No disk</option>${[...images.items.values()].map(i => html`<option value=${i.metadata.name}>${i.metadata.name}${i.metadata.tenant ? '' : ' (shared)'}</option>`)}</select>`}</${Field}>
         <${Field} label="Disk size" field="spec.disks[0].size" errors=${errors}>${inp(v.size, set('size'))}</${Field}></div>` : null}
       ${v.from === 'kernel' ? html`
-        <${Field} label="Kernel URL" field="spec.boot.kernel.url" errors=${errors} hint="http(s):// or file:// on the host.">${inp(v.kernel, set('kernel'))}</${Field}>
-        <${Field} label="Initrd URL" field="spec.boot.initrd.url" errors=${errors}>${inp(v.initrd, set('initrd'))}</${Field}>
+        <${Field} label="Kernel" field=${/^https?:/.test(v.kernel) ? 'spec.boot.kernel.url' : 'spec.boot.kernel.image'} errors=${errors} hint="An image's name, or an http(s):// URL.">${inp(v.kernel, set('kernel'), 'text', { list: 'image-names' })}</${Field}>
+        <${Field} label="Initrd" field=${/^https?:/.test(v.initrd) ? 'spec.boot.initrd.url' : 'spec.boot.initrd.image'} errors=${errors} hint="An image's name, or an http(s):// URL; may be empty.">${inp(v.initrd, set('initrd'), 'text', { list: 'image-names' })}</${Field}>
+        <datalist id="image-names">${[...images.items.values()].map(i => html`<option value=${i.metadata.name} />`)}</datalist>
         <${Field} label="Kernel command line" field="spec.boot.cmdline" errors=${errors}>${inp(v.cmdline, set('cmdline'))}</${Field}>` : null}
       <${Field} label="Network" field="spec.nics[0].network" errors=${errors}>${id => html`<select id=${id} value=${v.network} onChange=${e => set('network')(e.target.value)}>
         <option value="">None</option>${[...nets.items.values()].map(n => html`<option value=${n.metadata.name}>${n.metadata.name}</option>`)}</select>`}</${Field}>
