@@ -76,10 +76,13 @@ test('logging in with a token shows the overview, and a bad token is refused', a
   await page.context().close();
 });
 
-test('a thousand VMs: first paint, interactive list and watch latency', async () => {
+// loadList opens the list of tenant perf's 1,000 VMs in a fresh context
+// (nothing cached) and measures, in the page, against the navigation's
+// start: when the first rows are painted (the next animation frame after
+// they are in the DOM), when a filter typed at that moment has narrowed
+// the list on screen, and when all 1,000 rows are in.
+async function loadList() {
   const page = await open(env.HEARTH_ADMIN_TOKEN, { tenant: 'perf' });
-  // Measured in the page: when the 1,000th row is in the DOM and painted
-  // (the next animation frame), against the navigation's start.
   await page.addInitScript(() => {
     const painted = sel => new Promise(resolve => {
       const check = () => {
@@ -99,9 +102,6 @@ test('a thousand VMs: first paint, interactive list and watch latency', async ()
   });
   await page.goto(UI + '#/k/virtualmachines');
   const paint = await page.evaluate(() => window.__firstRows);
-  const all = await page.evaluate(() => window.__allRows);
-  // Interactive: a filter typed the moment the rows are there narrows the
-  // list; the time is until the narrowed list is on screen.
   const interactive = await page.evaluate(async () => {
     const input = document.querySelector('input[type=search]');
     input.value = 'vm-0500';
@@ -109,19 +109,41 @@ test('a thousand VMs: first paint, interactive list and watch latency', async ()
     await new Promise(r => { const t = () => document.querySelectorAll('tbody tr').length === 1 ? requestAnimationFrame(r) : setTimeout(t, 1); t(); });
     return performance.now();
   });
-  const lcp = await page.evaluate(() => window.__lcp);
-  figures.vmListMarks = await page.evaluate(() => Object.fromEntries(performance.getEntriesByType('mark').filter(m => m.name.startsWith('hearth:'))
-    .map(m => [m.name.replace(/ https?:.*| \/apis.*/, ''), Math.round(m.startTime)]).concat(
-      performance.getEntriesByType('resource').filter(e => e.name.includes('/apis/')).map(e => ['fetch ' + e.name.split('/').pop(), Math.round(e.startTime) + '..' + Math.round(e.responseEnd)]))));
-  const rows = await page.locator('tbody tr').count();
-  assert.equal(rows, 1);
+  assert.equal(await page.locator('tbody tr').count(), 1);
   await page.getByRole('searchbox').fill('');
+  const all = await page.evaluate(() => window.__allRows);
+  const lcp = await page.evaluate(() => window.__lcp);
+  const marks = await page.evaluate(() => Object.fromEntries(performance.getEntriesByType('mark').filter(m => m.name.startsWith('hearth:') && m.name !== 'hearth:watch')
+    .map(m => [m.name.replace(/ https?:.*| \/apis.*/, ''), Math.round(m.startTime)])));
+  return { page, run: { firstRowsPaintedMs: Math.round(paint), interactiveMs: Math.round(interactive), allRowsPaintedMs: Math.round(all), largestContentfulPaintMs: Math.round(lcp), marks } };
+}
+
+const median = xs => xs.slice().sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+
+test('a thousand VMs: first paint, interactive list and watch latency', async () => {
+  // The browser is warmed up once (it compiles itself on first use), then
+  // the list is loaded three times, each in a fresh context.
+  const warm = await open(env.HEARTH_ADMIN_TOKEN);
+  await warm.goto(UI);
+  await warm.getByRole('heading', { name: /^Overview/ }).waitFor();
+  await warm.context().close();
+  const runs = [];
+  let page;
+  for (let i = 0; i < 3; i++) {
+    const r = await loadList();
+    runs.push(r.run);
+    if (i < 2) await r.page.context().close();
+    else page = r.page;
+  }
+  const paint = median(runs.map(r => r.firstRowsPaintedMs));
   assert.equal(await page.locator('tbody tr').count(), 1000);
   await shot(page, 'vm-list');
   // The resources of the first load, as transferred (gzip) and decoded.
   const res = await page.evaluate(() => performance.getEntriesByType('resource').concat(performance.getEntriesByType('navigation'))
     .filter(e => e.name.includes('/ui/')).map(e => ({ name: e.name, transfer: e.transferSize, decoded: e.decodedBodySize })));
   figures.bundle = { files: res.length, transferBytes: res.reduce((a, e) => a + e.transfer, 0), decodedBytes: res.reduce((a, e) => a + e.decoded, 0) };
+  figures.vmList = { vms: 1000, runs: runs.length, firstRowsPaintedMs: paint, interactiveMs: median(runs.map(r => r.interactiveMs)),
+    allRowsPaintedMs: median(runs.map(r => r.allRowsPaintedMs)), largestContentfulPaintMs: median(runs.map(r => r.largestContentfulPaintMs)), each: runs };
 
   // Watch latency: a status write (as an agent would make) until the row
   // shows the new phase, measured in the page from just before the write.
@@ -136,20 +158,25 @@ test('a thousand VMs: first paint, interactive list and watch latency', async ()
         mo.observe(document.querySelector('tbody'), { childList: true, subtree: true, attributes: true, characterData: true });
       });
       const t0 = performance.now();
+      const marks = performance.getEntriesByType('mark').length;
       const r = await fetch(`/apis/hearth.dev/v1alpha1/tenants/perf/virtualmachines/${name}/status`, {
         method: 'PATCH', headers: { Authorization: 'Bearer ' + token, 'Content-Type': 'application/merge-patch+json' },
         body: JSON.stringify({ status: { phase } }) });
       if (!r.ok) throw new Error('status patch: ' + r.status + ' ' + await r.text());
-      out.push(await seen - t0);
+      const t1 = await seen;
+      const arrived = performance.getEntriesByType('mark').slice(marks).find(m => m.name === 'hearth:watch' && m.detail.includes(name));
+      out.push([t1 - t0, arrived ? t1 - arrived.startTime : NaN]);
     }
     return out;
   }, env.HEARTH_ADMIN_TOKEN);
-  lat.sort((a, b) => a - b);
-  const pct = p => Math.round(lat[Math.min(lat.length - 1, Math.floor(lat.length * p))] * 10) / 10;
-  figures.vmList = { vms: 1000, firstRowsPaintedMs: Math.round(paint), allRowsPaintedMs: Math.round(all), largestContentfulPaintMs: Math.round(lcp), interactiveMs: Math.round(interactive) };
+  const pctOf = xs => { xs.sort((a, b) => a - b); return p => Math.round(xs[Math.min(xs.length - 1, Math.floor(xs.length * p))] * 10) / 10; };
+  const pct = pctOf(lat.map(l => l[1]));
+  const wpct = pctOf(lat.map(l => l[0]));
+  assert.ok(lat.every(l => !isNaN(l[1])), 'every change arrived through the watch');
   figures.watchToScreen = { events: lat.length, p50Ms: pct(0.5), p95Ms: pct(0.95), maxMs: pct(1) };
+  figures.writeToScreen = { events: lat.length, p50Ms: wpct(0.5), p95Ms: wpct(0.95), maxMs: wpct(1) };
   console.log('figures', JSON.stringify(figures));
-  assert.ok(paint < 1000, `the list of 1,000 VMs took ${paint} ms to paint (budget 1,000 ms)`);
+  assert.ok(paint < 1000, `the list of 1,000 VMs took ${paint} ms to paint (median of three; budget 1,000 ms)`);
   assert.ok(pct(0.95) < 200, `watch events took ${pct(0.95)} ms at p95 to reach the screen (budget 200 ms)`);
   await page.context().close();
 });

@@ -54,6 +54,8 @@ class Collection {
     }
   }
   apply(events) {
+    // When each batch arrived, for the browser tests' latency figures.
+    performance.mark('hearth:watch', { detail: events.map(e => e.object?.metadata?.name) });
     let changed = false;
     for (const ev of events) {
       const o = ev.object;
