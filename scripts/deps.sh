@@ -24,9 +24,12 @@ demo=(qemu-system-x86 qemu-utils ipxe-qemu ovmf ipxe busybox-static iproute2 dns
 # DHCP clients (udhcpc from busybox-static, dhclient, dhcping) and TFTP
 # clients (tftp-hpa, atftp); a simulated BMC (openipmi's ipmi_sim) and
 # ipmitool; isolinux and syslinux for boot media; git for the checks;
-# iperf3, the plain path the data plane's benchmarks compare with.
+# iperf3, the plain path the data plane's benchmarks compare with;
+# chromium and nodejs for the dashboard's browser tests (playwright-core
+# from npm drives Debian's chromium: web/browser); prometheus, which the
+# agent tests run against a server, an agent and a boot service.
 test=("${demo[@]}" etcd-server genisoimage isc-dhcp-client dhcping tftp-hpa atftp ipmitool
-	openipmi isolinux syslinux-common syslinux-utils git iperf3)
+	openipmi isolinux syslinux-common syslinux-utils git iperf3 chromium nodejs prometheus)
 
 role=${1:-}
 case "$role" in
@@ -70,4 +73,11 @@ export DEBIAN_FRONTEND=noninteractive
 if [[ " ${need[*]} " == *" etcd-server "* ]] && command -v systemctl >/dev/null &&
 	systemctl is-active --quiet etcd 2>/dev/null; then
 	"${sudo[@]}" systemctl disable --now etcd >/dev/null 2>&1 || true
+fi
+# Prometheus's package starts a daemon (and its node exporter) too; the
+# tests run their own.
+if [[ " ${need[*]} " == *" prometheus "* ]] && command -v systemctl >/dev/null; then
+	for unit in prometheus prometheus-node-exporter; do
+		systemctl is-active --quiet "$unit" 2>/dev/null && "${sudo[@]}" systemctl disable --now "$unit" >/dev/null 2>&1 || true
+	done
 fi
