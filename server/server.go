@@ -75,6 +75,8 @@ type Config struct {
 	DisableControllers bool
 	// Controllers run on the leader; each gets a client and a recorder.
 	Controllers []ControllerFunc
+	// Sensors is how machines' BMC sensors are read (sensors.go).
+	Sensors SensorOptions
 }
 
 // ControllerFunc runs one controller until ctx ends.
@@ -117,6 +119,7 @@ type Server struct {
 	runCtx context.Context
 	// holders is the lease of this server's image holder records.
 	holders holderLease
+	sensors sensorCache
 	wg      sync.WaitGroup
 	stop    context.CancelFunc
 }
@@ -205,6 +208,7 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	if db.Embedded() {
 		s.metrics.withEmbeddedEtcd()
 	}
+	s.metrics.reg.MustRegister(&s.sensors)
 	s.store = store.New(s.etcd)
 	installHooks(s.store)
 	s.store.SetHooks("Tenant", admission.TenantHooks{})
@@ -465,7 +469,7 @@ func (s *Server) leadOnce(ctx context.Context) error {
 	}
 	rec := client.NewRecorder(c, "hearth-server").Background(lctx)
 	var wg sync.WaitGroup
-	for _, run := range append(defaultControllers(), s.cfg.Controllers...) {
+	for _, run := range append(append(defaultControllers(), s.pollSensors), s.cfg.Controllers...) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()

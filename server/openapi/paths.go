@@ -371,6 +371,7 @@ func extraSchemas(serverVersion string) map[string]map[string]any {
 		"HostTokenList":    open("The credentials of hosts (kind host) and boot services (kind boot), by id, without their secrets."),
 		"TokenRecord":      open("A token as stored, without its secret."),
 		"Stats":            stats,
+		"SensorReadings":   open("A machine's BMC sensors as last read (ipmitool sdr): machine, time, sensors (name, value and unit for numbers, reading for other states, status: ok, nc, cr, nr or ns), and error when the BMC could not be read."),
 		"Version":          version,
 	}
 }
@@ -459,6 +460,12 @@ func (b *builder) extraPaths() {
 		description: "Kept in memory by the agent of the VM's host (sampled every 10 s by default; rates in bytes per second) and lost when the VM stops or the agent restarts. Needs the right to read the VM.",
 		okCode:      "200", okText: "The samples.", okSchema: "Stats",
 		errors: []int{401, 403, 404, 503},
+	})
+	b.add(api.PathPrefix+"/machines/{name}/sensors", "get", []any{nameParam}, operation{
+		id: "readMachineSensors", summary: "Read a machine's BMC sensors (temperatures, fans, power drawn)", tags: []string{"Machine"},
+		description: "For machines with IPMI power. The leader reads every such BMC every 30 s; a reading older than twice that is taken again before answering. Needs the right to read the Machine.",
+		okCode:      "200", okText: "The readings.", okSchema: "SensorReadings",
+		errors: []int{400, 401, 403, 404},
 	})
 	b.add(api.PathPrefix+"/hosts/{name}/stats", "get", []any{nameParam}, operation{
 		id: "readHostStats", summary: "Read the last hour of a host's CPU, memory, disk and network figures", tags: []string{"Host"},

@@ -1,0 +1,151 @@
+package server_test
+
+import (
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	api "hearth.dev/hearth/api/v1alpha1"
+	"hearth.dev/hearth/server"
+	"hearth.dev/hearth/server/servertest"
+)
+
+// bmcSim runs openipmi's ipmi_sim on loopback as a BMC (user admin,
+// password pw) with three sensors in its SDR repository, and returns its
+// address. The records' M factors make the raw readings 45 degrees C,
+// 5400 RPM and 120 Watts.
+func bmcSim(t *testing.T) string {
+	t.Helper()
+	for _, prog := range []string{"ipmi_sim", "ipmitool"} {
+		if _, err := exec.LookPath(prog); err != nil {
+			t.Skipf("%s is not installed (apt-get install openipmi ipmitool): %v", prog, err)
+		}
+	}
+	dir := t.TempDir()
+	pc, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := pc.LocalAddr().(*net.UDPAddr).Port
+	pc.Close()
+	lan := fmt.Sprintf("name \"hearth-test\"\nset_working_mc 0x20\n  startlan 1\n    addr 127.0.0.1 %d\n    priv_limit admin\n"+
+		"    allowed_auths_admin none md2 md5 straight\n    guid a123456789abcdefa123456789abcdef\n  endlan\n"+
+		"  user 2 true \"admin\" \"pw\" admin 10 none md2 md5 straight\n", port)
+	var cmds strings.Builder
+	cmds.WriteString("mc_setbmc 0x20\nmc_add 0x20 0 no-device-sdrs 0x23 9 8 0x9f 0x1291 0xf02 persist_sdr\n")
+	for i, s := range []struct {
+		typ, unit, m, raw int
+		name              string
+	}{{0x01, 1, 1, 45, "CPU Temp"}, {0x04, 18, 50, 108, "FAN 1"}, {0x0b, 6, 2, 60, "PS1 Power"}} {
+		num := i + 1
+		rec := []int{0x20, 0x00, num, 0x03, 0x01, 0x7f, 0x68, s.typ, 0x01, 0, 0, 0, 0, 0, 0, 0x00, s.unit, 0x00, 0x00,
+			s.m, 0, 0, 0, 0, 0, 0x00, 0, 0, 0, 0xff, 0x00, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xc0 | len(s.name)}
+		for _, c := range s.name {
+			rec = append(rec, int(c))
+		}
+		rec = append([]int{num, 0, 0x51, 0x01, len(rec)}, rec...)
+		cmds.WriteString("main_sdr_add 0x20")
+		for _, x := range rec {
+			fmt.Fprintf(&cmds, " 0x%02x", x)
+		}
+		fmt.Fprintf(&cmds, "\nsensor_add 0x20 0 %d %d 0x01\nsensor_set_value 0x20 0 %d %d 0\n", num, s.typ, num, s.raw)
+	}
+	cmds.WriteString("mc_enable 0x20\n")
+	for name, content := range map[string]string{"lan.conf": lan, "cmds.sim": cmds.String()} {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	os.Mkdir(filepath.Join(dir, "state"), 0o755)
+	sim := exec.Command("ipmi_sim", "-c", filepath.Join(dir, "lan.conf"), "-f", filepath.Join(dir, "cmds.sim"), "-n", "-p", "-s", filepath.Join(dir, "state"))
+	if err := sim.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		sim.Process.Kill()
+		sim.Wait()
+	})
+	return fmt.Sprintf("127.0.0.1:%d", port)
+}
+
+// TestMachineSensors: the server reads an IPMI machine's sensors from its
+// BMC (ipmi_sim) with the password from the machine's Secret, serves them
+// to whoever may read the Machine and to Prometheus, and to no tenant.
+func TestMachineSensors(t *testing.T) {
+	addr := bmcSim(t)
+	// ipmi_sim does not answer Get Channel Cipher Suites: name suite 3, as
+	// the power tests do, or ipmitool waits ten seconds for it each time.
+	tool := filepath.Join(t.TempDir(), "ipmitool")
+	if err := os.WriteFile(tool, []byte("#!/bin/sh\nexec ipmitool -C 3 \"$@\"\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	env := servertest.Start(t, func(c *server.Config) { c.Sensors = server.SensorOptions{Interval: time.Second, IPMITool: tool} })
+	ctx := servertest.Ctx(t)
+	env.Tenant("a")
+	tenant := env.User("a-admin", "a", api.RoleTenantAdmin)
+	viewer := env.User("watcher", "", api.RoleViewer)
+	sec := &api.Secret{TypeMeta: api.TypeMeta{APIVersion: api.APIVersion, Kind: "Secret"}, Metadata: api.ObjectMeta{Name: "bmc"},
+		Spec: api.SecretSpec{StringData: map[string]string{"password": "pw"}}}
+	m := &api.Machine{TypeMeta: api.TypeMeta{APIVersion: api.APIVersion, Kind: "Machine"}, Metadata: api.ObjectMeta{Name: "node1"},
+		Spec: api.MachineSpec{MAC: "52:54:00:12:34:56", Power: api.MachinePower{Driver: api.PowerDriverIPMI, Address: addr, Username: "admin",
+			PasswordSecret: &api.SecretKeyRef{Name: "bmc", Key: "password"}}}}
+	plain := &api.Machine{TypeMeta: api.TypeMeta{APIVersion: api.APIVersion, Kind: "Machine"}, Metadata: api.ObjectMeta{Name: "node2"},
+		Spec: api.MachineSpec{MAC: "52:54:00:12:34:57"}}
+	for _, o := range []api.Object{sec, m, plain} {
+		if _, err := env.Admin.Create(ctx, o); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var got server.SensorReadings
+	servertest.Eventually(t, 30*time.Second, func() error {
+		if err := viewer.Do(ctx, http.MethodGet, api.PathPrefix+"/machines/node1/sensors", nil, &got); err != nil {
+			return err
+		}
+		if got.Error != "" || len(got.Sensors) != 3 {
+			return fmt.Errorf("readings %+v", got)
+		}
+		return nil
+	})
+	want := map[string]string{"CPU Temp": "45 degrees C ok", "FAN 1": "5400 RPM ok", "PS1 Power": "120 Watts ok"}
+	for _, s := range got.Sensors {
+		if s.Value == nil || fmt.Sprintf("%g %s %s", *s.Value, s.Unit, s.Status) != want[s.Name] {
+			t.Errorf("sensor %+v, want %s", s, want[s.Name])
+		}
+	}
+	err := tenant.Do(ctx, http.MethodGet, api.PathPrefix+"/machines/node1/sensors", nil, &got)
+	wantCode(t, "a tenant reads a machine's sensors", err, http.StatusForbidden, "cluster infrastructure")
+	err = env.Admin.Do(ctx, http.MethodGet, api.PathPrefix+"/machines/node2/sensors", nil, &got)
+	wantCode(t, "sensors of a machine without IPMI", err, http.StatusBadRequest, "has no IPMI power")
+	err = viewer.Do(ctx, http.MethodGet, api.PathPrefix+"/machines/nope/sensors", nil, &got)
+	wantCode(t, "sensors of no machine", err, http.StatusNotFound, "not found")
+
+	// The leader reads them for Prometheus too.
+	hc := httpsClient(env)
+	servertest.Eventually(t, 30*time.Second, func() error {
+		resp, err := hc.Get(env.Server.URL() + "/metrics")
+		if err != nil {
+			return err
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		for _, line := range []string{`hearth_machine_sensor{machine="node1",sensor="CPU Temp",unit="degrees C"} 45`,
+			`hearth_machine_sensor{machine="node1",sensor="FAN 1",unit="RPM"} 5400`,
+			`hearth_machine_sensor_ok{machine="node1",sensor="PS1 Power"} 1`} {
+			if !strings.Contains(string(body), line) {
+				return fmt.Errorf("/metrics lacks %s", line)
+			}
+		}
+		return nil
+	})
+	// The password is the Secret's: it is not in what anyone reads.
+	if strings.Contains(servertest.JSON(got), "pw\"") {
+		t.Errorf("the readings carry the BMC's password: %s", servertest.JSON(got))
+	}
+}
