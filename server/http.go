@@ -103,7 +103,7 @@ func (s *Server) route(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	segs := strings.Split(strings.Trim(rest, "/"), "/")
-	if s.serveSpecial(w, r, p, segs) || s.serveVMConsole(w, r, p, segs) || s.serveStats(w, r, p, segs) || s.serveSensors(w, r, p, segs) {
+	if s.serveSpecial(w, r, p, segs) || s.serveVMConsole(w, r, p, segs) || s.serveStats(w, r, p, segs) || s.serveSensors(w, r, p, segs) || s.serveMachinePower(w, r, p, segs) {
 		return
 	}
 	t, ok := parseTarget(segs)

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	api "hearth.dev/hearth/api/v1alpha1"
+	"hearth.dev/hearth/client"
 	"hearth.dev/hearth/server"
 	"hearth.dev/hearth/server/servertest"
 )
@@ -37,7 +38,7 @@ func bmcSim(t *testing.T) string {
 	pc.Close()
 	lan := fmt.Sprintf("name \"hearth-test\"\nset_working_mc 0x20\n  startlan 1\n    addr 127.0.0.1 %d\n    priv_limit admin\n"+
 		"    allowed_auths_admin none md2 md5 straight\n    guid a123456789abcdefa123456789abcdef\n  endlan\n"+
-		"  user 2 true \"admin\" \"pw\" admin 10 none md2 md5 straight\n", port)
+		"  chassis_control \"%s\"\n  user 2 true \"admin\" \"pw\" admin 10 none md2 md5 straight\n", port, filepath.Join(dir, "chassis.sh"))
 	var cmds strings.Builder
 	cmds.WriteString("mc_setbmc 0x20\nmc_add 0x20 0 no-device-sdrs 0x23 9 8 0x9f 0x1291 0xf02 persist_sdr\n")
 	for i, s := range []struct {
@@ -58,8 +59,12 @@ func bmcSim(t *testing.T) string {
 		fmt.Fprintf(&cmds, "\nsensor_add 0x20 0 %d %d 0x01\nsensor_set_value 0x20 0 %d %d 0\n", num, s.typ, num, s.raw)
 	}
 	cmds.WriteString("mc_enable 0x20\n")
-	for name, content := range map[string]string{"lan.conf": lan, "cmds.sim": cmds.String()} {
-		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o644); err != nil {
+	// The chassis: ipmi_sim asks this script for the power state and to
+	// change it, and it keeps the state in a file.
+	chassis := "#!/bin/sh\nd=$(dirname \"$0\")\ncase $1 in\nget) echo \"power:$(cat \"$d/power\" 2>/dev/null || echo 0)\" ;;\n" +
+		"set) [ \"$2\" = power ] && echo \"$3\" > \"$d/power\" ;;\nesac\n"
+	for name, content := range map[string]string{"lan.conf": lan, "cmds.sim": cmds.String(), "chassis.sh": chassis} {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o755); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -147,5 +152,60 @@ func TestMachineSensors(t *testing.T) {
 	// The password is the Secret's: it is not in what anyone reads.
 	if strings.Contains(servertest.JSON(got), "pw\"") {
 		t.Errorf("the readings carry the BMC's password: %s", servertest.JSON(got))
+	}
+}
+
+// TestMachinePowerThroughAPI: a cluster admin switches an IPMI machine on
+// through the API (the dashboard's power buttons); the server reads the
+// BMC's password from the Secret with the caller's right to it, and the
+// action is on the machine's timeline. Whoever may not read the Secret
+// (a cluster viewer, a tenant) cannot.
+func TestMachinePowerThroughAPI(t *testing.T) {
+	addr := bmcSim(t)
+	tool := filepath.Join(t.TempDir(), "ipmitool")
+	if err := os.WriteFile(tool, []byte("#!/bin/sh\nexec ipmitool -C 3 \"$@\"\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	env := servertest.Start(t, func(c *server.Config) { c.Sensors = server.SensorOptions{IPMITool: tool} })
+	ctx := servertest.Ctx(t)
+	env.Tenant("a")
+	tenant := env.User("a-admin", "a", api.RoleTenantAdmin)
+	viewer := env.User("watcher", "", api.RoleViewer)
+	sec := &api.Secret{TypeMeta: api.TypeMeta{APIVersion: api.APIVersion, Kind: "Secret"}, Metadata: api.ObjectMeta{Name: "bmc"},
+		Spec: api.SecretSpec{StringData: map[string]string{"password": "pw"}}}
+	m := &api.Machine{TypeMeta: api.TypeMeta{APIVersion: api.APIVersion, Kind: "Machine"}, Metadata: api.ObjectMeta{Name: "node1"},
+		Spec: api.MachineSpec{MAC: "52:54:00:12:34:56", Power: api.MachinePower{Driver: api.PowerDriverIPMI, Address: addr, Username: "admin",
+			PasswordSecret: &api.SecretKeyRef{Name: "bmc", Key: "password"}}}}
+	for _, o := range []api.Object{sec, m} {
+		if _, err := env.Admin.Create(ctx, o); err != nil {
+			t.Fatal(err)
+		}
+	}
+	path := api.PathPrefix + "/machines/node1/power"
+	var got server.PowerResponse
+	servertest.Eventually(t, 20*time.Second, func() error { // until ipmi_sim answers
+		return env.Admin.Do(ctx, http.MethodPost, path, server.PowerRequest{Action: "status"}, &got)
+	})
+	if got.State != "Off" {
+		t.Fatalf("status: %+v, want Off", got)
+	}
+	if err := env.Admin.Do(ctx, http.MethodPost, path, server.PowerRequest{Action: "on"}, &got); err != nil || got.State != "On" {
+		t.Fatalf("power on: %+v, %v; want On", got, err)
+	}
+	servertest.Eventually(t, 10*time.Second, func() error {
+		evs, _, err := env.Admin.List(ctx, "Event", "", client.ListOptions{FieldSelector: "involvedObject.name=node1,reason=PowerOn"})
+		if err != nil || len(evs) == 0 {
+			return fmt.Errorf("no PowerOn event on the machine yet (%v)", err)
+		}
+		return nil
+	})
+	err := viewer.Do(ctx, http.MethodPost, path, server.PowerRequest{Action: "off"}, &got)
+	wantCode(t, "a cluster viewer switches a machine off", err, http.StatusForbidden, "viewers may not change anything")
+	err = tenant.Do(ctx, http.MethodPost, path, server.PowerRequest{Action: "off"}, &got)
+	wantCode(t, "a tenant switches a machine off", err, http.StatusForbidden, "cluster infrastructure")
+	err = env.Admin.Do(ctx, http.MethodPost, path, server.PowerRequest{Action: "explode"}, &got)
+	wantCode(t, "an unknown action", err, http.StatusUnprocessableEntity, "want on, off, cycle or status")
+	if err := env.Admin.Do(ctx, http.MethodPost, path, server.PowerRequest{Action: "status"}, &got); err != nil || got.State != "On" {
+		t.Errorf("after the refused requests: %+v, %v; want still On", got, err)
 	}
 }

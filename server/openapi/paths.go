@@ -371,6 +371,8 @@ func extraSchemas(serverVersion string) map[string]map[string]any {
 		"HostTokenList":    open("The credentials of hosts (kind host) and boot services (kind boot), by id, without their secrets."),
 		"TokenRecord":      open("A token as stored, without its secret."),
 		"Stats":            stats,
+		"PowerRequest":     open("A power action: action (on, off, cycle or status) and networkBoot, to boot from the network this once (IPMI and Redfish)."),
+		"PowerResponse":    open("What was done: machine, action, driver, and the power state read afterwards (On, Off) when the driver can read it."),
 		"SensorReadings":   open("A machine's BMC sensors as last read (ipmitool sdr): machine, time, sensors (name, value and unit for numbers, reading for other states, status: ok, nc, cr, nr or ns), and error when the BMC could not be read."),
 		"Version":          version,
 	}
@@ -466,6 +468,15 @@ func (b *builder) extraPaths() {
 		description: "For machines with IPMI power. The leader reads every such BMC every 30 s; a reading older than twice that is taken again before answering. Needs the right to read the Machine.",
 		okCode:      "200", okText: "The readings.", okSchema: "SensorReadings",
 		errors: []int{400, 401, 403, 404},
+	})
+	b.add(api.PathPrefix+"/machines/{name}/power", "post", []any{nameParam}, operation{
+		id: "powerMachine", summary: "Switch a machine on, off or through a cycle, or read its power state", tags: []string{"Machine"},
+		description: "The server drives the machine's BMC, plug or Wake-on-LAN as `hearth machine power` does, with the caller's right to the Secrets its power settings name (cluster admins). Each action is an event on the machine. A dry run checks everything and reaches no machine.",
+		params:      []any{dryRunParam},
+		warns:       true,
+		body:        "PowerRequest",
+		okCode:      "200", okText: "Done.", okSchema: "PowerResponse",
+		errors: []int{400, 401, 403, 404, 422, 503},
 	})
 	b.add(api.PathPrefix+"/hosts/{name}/stats", "get", []any{nameParam}, operation{
 		id: "readHostStats", summary: "Read the last hour of a host's CPU, memory, disk and network figures", tags: []string{"Host"},
