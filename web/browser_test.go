@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"net/http/httptest"
 	"os/exec"
 	"path/filepath"
 	"sync"
@@ -112,6 +113,25 @@ func TestBrowser(t *testing.T) {
 		}
 	}
 	seedPerf(t, env, 1000)
+
+	// A smart plug on loopback, for the machine page's power buttons.
+	var plugMu sync.Mutex
+	plugOn := false
+	plug := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		plugMu.Lock()
+		defer plugMu.Unlock()
+		switch r.URL.Path {
+		case "/on":
+			plugOn = true
+		case "/off":
+			plugOn = false
+		}
+		fmt.Fprintf(w, `{"on": %v}`, plugOn)
+	}))
+	t.Cleanup(plug.Close)
+	create(t, env, &api.Machine{TypeMeta: tm("Machine"), Metadata: meta("plug1", ""), Spec: api.MachineSpec{MAC: "52:54:00:aa:bb:02",
+		Power: api.MachinePower{Driver: api.PowerDriverWebhook, Webhook: &api.PowerWebhook{OnURL: plug.URL + "/on", OffURL: plug.URL + "/off",
+			StatusURL: plug.URL + "/status", StatusOnMatch: `"on": true`}}}})
 
 	// As root with QEMU: a real host whose VMs boot the test guest, for
 	// the console test.

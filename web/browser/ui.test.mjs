@@ -269,6 +269,29 @@ test('a machine\'s boot timeline renders', async () => {
   await page.context().close();
 });
 
+test('an image uploads with a progress bar', async () => {
+  const page = await open(env.HEARTH_RED_TOKEN);
+  await page.goto(UI + '#/new/images');
+  await page.getByLabel('Name').fill('tiny-disk');
+  await page.getByLabel(/^File/).setInputFiles({ name: 'tiny.raw', mimeType: 'application/octet-stream', buffer: Buffer.alloc(3 << 20, 7) });
+  await page.getByRole('button', { name: 'Upload' }).click();
+  await page.getByRole('heading', { name: /tiny-disk/ }).waitFor({ timeout: 60000 });
+  await page.locator('dd', { hasText: /^3Mi$/ }).waitFor();
+  await page.context().close();
+});
+
+test('a machine\'s power buttons switch its plug through the API', async () => {
+  const page = await open(env.HEARTH_ADMIN_TOKEN);
+  await page.goto(UI + '#/k/machines/_/plug1');
+  await page.getByRole('button', { name: 'Read power' }).click();
+  await page.locator('[data-power="Off"]').waitFor();
+  await page.getByRole('button', { name: 'Power on' }).click();
+  await page.locator('[data-power="On"]').waitFor();
+  // The action is on the machine's timeline, live.
+  await page.locator('ol.timeline li', { hasText: 'PowerOn' }).waitFor();
+  await page.context().close();
+});
+
 // Every page a tenant's user can reach, and what it asks the API.
 test('a tenant user sees only their tenant, in every page and every request', async () => {
   // A tenant chosen earlier on this browser (say by an admin) is ignored.

@@ -60,7 +60,8 @@ export const whoami = () => request('GET', 'whoami');
 // watch streams a collection's changes from rv, calling onEvent for each
 // newline-delimited WatchEvent, until signal aborts or the server ends it.
 export async function watch(collection, rv, onEvent, signal) {
-  const res = await fetch(collection + '?watch=1&resourceVersion=' + encodeURIComponent(rv), {
+  const sep = collection.includes('?') ? '&' : '?';
+  const res = await fetch(collection + sep + 'watch=1&resourceVersion=' + encodeURIComponent(rv), {
     headers: { Authorization: 'Bearer ' + token() }, signal,
   });
   if (!res.ok) throw await errorOf(res);

@@ -41,7 +41,7 @@ export function eventsURL(kind, tenant, name) {
 const evTime = e => e.spec.lastTimestamp || e.spec.firstTimestamp || e.metadata.creationTimestamp;
 
 export function useEvents(kind, tenant, name) {
-  const c = useCollection(eventsURL(kind, tenant, name).replace('?', '?'));
+  const c = useCollection(eventsURL(kind, tenant, name));
   const evs = [...c.items.values()].sort((a, b) => Date.parse(evTime(a)) - Date.parse(evTime(b)));
   return { evs, error: c.error, loaded: c.loaded };
 }

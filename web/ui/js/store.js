@@ -40,8 +40,14 @@ class Collection {
           this.rv = list.metadata.resourceVersion; this.loaded = true; this.error = null;
           this.notify();
         }
+        const began = Date.now();
         await watch(this.url, this.rv, evs => this.apply(evs), ctl.signal);
-        delay = 500; // ended cleanly (a server going away): resume
+        // Ended cleanly (a server going away): resume, at once after a
+        // long watch, a little later each time after short ones.
+        if (Date.now() - began < 5000) {
+          await new Promise(r => setTimeout(r, delay));
+          delay = Math.min(delay * 2, 10000);
+        } else delay = 500;
       } catch (e) {
         if (ctl.signal.aborted) return;
         if (e.code === 410) { this.rv = ''; continue; }

@@ -1,6 +1,6 @@
 // Detail pages: every kind gets its facts, conditions, events and YAML;
 // VMs, hosts and machines get their own sections and actions.
-import { html, useState, age, bytes, useNow } from '../lib.js';
+import { html, useState, useEffect, age, bytes, useNow } from '../lib.js';
 import { request, path } from '../api.js';
 import { useObject, useCollection } from '../store.js';
 import { toYAML } from '../yaml.js';
@@ -130,16 +130,31 @@ function Host({ obj, name }) {
       <ul class="chips">${list.map(v => html`<li><${Link} to=${detailPath(byPlural.virtualmachines, v)}>${v.metadata.tenant}/${v.metadata.name}</${Link}> <${Badge} phase=${v.status?.phase} /></li>`)}</ul></section>`;
 }
 
-function Machine({ obj, name, writer }) {
+function Machine({ obj, name, writer, me }) {
   const act = useAction();
+  const [power, setPower] = useState(null);
   const s = obj.spec, st = obj.status || {};
   const mPath = path(byPlural.machines, '', name);
   const patch = spec => act.run(() => request('PATCH', mPath, { spec }, { contentType: 'application/merge-patch+json' }));
+  // Power goes through the API, which needs the right to the machine's
+  // Secrets (cluster admins): the answer says what the BMC said.
+  const doPower = (action, networkBoot) => act.run(async () => {
+    setPower(null);
+    setPower(await request('POST', mPath + '/power', { action, networkBoot }));
+  });
+  const hasPower = s.power?.driver && s.power.driver !== 'none';
   const { evs } = useEvents('Machine', '', name);
   return html`
     ${writer ? html`<div class="row actions" role="toolbar" aria-label="Provisioning">
       <button type="button" disabled=${act.busy || s.approved} onClick=${() => patch({ approved: true })}>Approve</button>
       <button type="button" disabled=${act.busy || !s.approved} onClick=${() => patch({ reinstallRequested: new Date().toISOString() })}>Reinstall</button>
+    </div>` : null}
+    ${writer && hasPower && me.role === 'cluster-admin' ? html`<div class="row actions" role="toolbar" aria-label="Power">
+      <button type="button" disabled=${act.busy} onClick=${() => doPower('on')}>Power on</button>
+      <${ConfirmButton} label="Power off" cls="danger" question=${`Cut ${name}'s power now? Its operating system is not asked to shut down.`} onConfirm=${() => doPower('off')} />
+      <${ConfirmButton} label="Power cycle" question=${`Turn ${name} off and on again?`} onConfirm=${() => doPower('cycle')} />
+      <button type="button" disabled=${act.busy} onClick=${() => doPower('status')}>Read power</button>
+      ${power ? html`<span class="muted" role="status" data-power=${power.state || ''}>${power.action}: done${power.state ? ', the machine is ' + power.state : ''} (${power.driver})</span>` : null}
     </div>` : null}
     <${ErrorBox} error=${act.error} />
     <section aria-label="Summary"><${Facts} rows=${[
@@ -148,12 +163,35 @@ function Machine({ obj, name, writer }) {
       ['Power driver', s.power?.driver], ['Power', st.powerState], ['Installed', st.installedAt && `${age(st.installedAt)} ago`],
       ['Last boot', st.lastBoot && `${age(st.lastBoot)} ago`], ['Last seen', st.lastSeen && `${age(st.lastSeen)} ago`],
     ]} /></section>
+    ${s.power?.driver === 'ipmi' ? html`<section aria-labelledby="sn"><h2 id="sn">Sensors</h2><${Sensors} url=${mPath + '/sensors'} /></section>` : null}
     <section aria-labelledby="tl"><h2 id="tl">Boot timeline</h2>
       ${evs.length ? html`<ol class="timeline">${evs.map(e => html`<li key=${e.metadata.name} class=${e.spec.type === 'Warning' ? 'warn' : ''}>
         <time datetime=${e.spec.firstTimestamp}>${new Date(e.spec.lastTimestamp || e.spec.firstTimestamp).toLocaleTimeString()}</time>
         <strong>${e.spec.reason}</strong> <span>${e.spec.message}</span>${e.spec.count > 1 ? html` <span class="muted">×${e.spec.count}</span>` : ''}</li>`)}</ol>`
         : html`<p class="muted">Nothing yet: the timeline fills as the machine boots (DHCP, TFTP, HTTP, report).</p>`}
     </section>`;
+}
+
+// Sensors shows a machine's BMC readings (IPMI), read again every 30 s.
+function Sensors({ url }) {
+  const [data, setData] = useState(null);
+  const [error, setError] = useState(null);
+  useEffect(() => {
+    let stop = false, t;
+    const load = async () => {
+      try { const d = await request('GET', url); if (!stop) { setData(d); setError(null); } } catch (e) { if (!stop) setError(e); }
+      if (!stop) t = setTimeout(load, 30000);
+    };
+    load();
+    return () => { stop = true; clearTimeout(t); };
+  }, [url]);
+  if (error) return html`<${ErrorBox} error=${error} />`;
+  if (!data) return html`<p class="muted">Reading the BMC…</p>`;
+  if (data.error) return html`<p class="warn">The BMC could not be read: ${data.error}</p>`;
+  return html`<table class="grid"><thead><tr><th scope="col">Sensor</th><th scope="col">Reading</th><th scope="col">Status</th></tr></thead>
+    <tbody>${data.sensors.map(x => html`<tr><td>${x.name}</td><td>${x.value != null ? x.value + ' ' + x.unit : x.reading}</td>
+      <td class=${x.status === 'ok' ? 'ok' : x.status === 'ns' ? '' : 'warn'}>${x.status}</td></tr>`)}</tbody></table>
+    <p class="muted">Read ${new Date(data.time).toLocaleTimeString()}.</p>`;
 }
 
 function Image({ obj }) {
