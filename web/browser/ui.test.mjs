@@ -57,7 +57,12 @@ async function open(token, { width = 1280, height = 860, tenant } = {}) {
   return page;
 }
 
-const shot = (page, name) => page.screenshot({ path: join(shots, name + '.png') });
+// shot saves a screenshot of the page as a person lands on it (scrolled
+// to the top), for docs/screenshots.
+const shot = async (page, name, { top = true } = {}) => {
+  if (top) await page.evaluate(() => scrollTo(0, 0));
+  await page.screenshot({ path: join(shots, name + '.png') });
+};
 
 test('logging in with a token shows the overview, and a bad token is refused', async () => {
   const page = await open();
@@ -224,7 +229,6 @@ test('a VM made with the form reaches Running live, and its console shows the gu
   await page.waitForFunction(() => document.querySelectorAll('.chart path.line').length >= 6, null, { timeout: 40000 });
   await page.locator('.term[data-state="open"]').waitFor({ timeout: 30000 })
     .catch(async e => { throw new Error(e.message + '\nthe console says: ' + await page.locator('.console').innerText()); });
-  await page.evaluate(() => scrollTo(0, 0));
   await shot(page, 'vm-detail');
   // The console was attached while the guest booted: its output shows
   // live, up to the test guest's "ready".
@@ -243,7 +247,7 @@ test('a VM made with the form reaches Running live, and its console shows the gu
       throw new Error(e.message + '\nthe console says: ' + await page.locator('.console p').innerText() + '\nand holds:\n' + await page.evaluate(() => document.querySelector('.term').screenText().slice(-3000)));
     });
   await page.locator('.term').scrollIntoViewIfNeeded();
-  await shot(page, 'vm-console');
+  await shot(page, 'vm-console', { top: false });
   await page.locator('h1 [data-phase="Stopped"]').waitFor({ timeout: 60000 });
   // Its log through the API holds the boot's markers.
   await page.getByRole('tab', { name: 'Log' }).click();

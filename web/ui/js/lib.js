@@ -20,7 +20,8 @@ export function age(ts, now = Date.now()) {
 // bytes writes a size with a binary unit (4Gi, 512Mi).
 export function bytes(n) {
   if (n == null || n === '') return '';
-  if (typeof n === 'string') return n;
+  if (typeof n === 'string') n = parseBytes(n);
+  if (isNaN(n)) return '';
   const units = ['', 'Ki', 'Mi', 'Gi', 'Ti', 'Pi'];
   let i = 0;
   while (Math.abs(n) >= 1024 && i < units.length - 1) { n /= 1024; i++; }

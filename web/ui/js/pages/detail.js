@@ -1,6 +1,6 @@
 // Detail pages: every kind gets its facts, conditions, events and YAML;
 // VMs, hosts and machines get their own sections and actions.
-import { html, useState, useEffect, age, bytes, useNow } from '../lib.js';
+import { html, useState, useEffect, age, bytes, parseBytes, useNow } from '../lib.js';
 import { request, path } from '../api.js';
 import { useObject, useCollection } from '../store.js';
 import { toYAML } from '../yaml.js';
@@ -108,7 +108,8 @@ const hostSeries = [
 ];
 
 function Meter({ label, used, total, fmt = String }) {
-  const pct = total ? Math.min(100, Math.round(used / total * 100)) : 0;
+  const u = parseBytes(used), t = parseBytes(total);
+  const pct = t ? Math.min(100, Math.round(u / t * 100)) : 0;
   return html`<div class="meter"><span>${label}: ${fmt(used)} of ${fmt(total)} allocated</span>
     <progress max="100" value=${pct} aria-label=${`${label} allocated: ${pct}%`}>${pct}%</progress></div>`;
 }
