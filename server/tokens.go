@@ -362,6 +362,7 @@ func (s *Server) revokeToken(w http.ResponseWriter, ctx context.Context, what, i
 			if _, err := s.etcd.Txn(ctx).Then(deleteTokenOps(t)...).Commit(); err != nil {
 				return api.NewUnavailable("etcd: %v", err)
 			}
+			s.authn.Forget(strings.TrimPrefix(t.key, auth.TokenPrefix))
 			writeJSON(w, http.StatusOK, t.rec)
 			return nil
 		}

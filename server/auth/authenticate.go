@@ -68,6 +68,11 @@ func (a *Authenticator) WaitReady(ctx context.Context) error {
 	return a.hostUIDs.WaitReady(ctx)
 }
 
+// Forget stops honouring the token stored under hash at once, on this
+// server: the caller has just deleted its record (revocation), which the
+// mirror would otherwise learn only from its watch, a moment later.
+func (a *Authenticator) Forget(hash string) { a.tokens.Forget(hash) }
+
 // AddInternal registers a process-local secret for p.
 func (a *Authenticator) AddInternal(secret string, p *Principal) { a.internal[Hash(secret)] = p }
 

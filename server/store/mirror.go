@@ -62,6 +62,16 @@ func (m *Mirror[T]) Read(ctx context.Context, name string) (T, bool) {
 	return v, true
 }
 
+// Forget drops the item under prefix+name at once, for a server that has
+// just deleted it and must not honour it for the moment its own watch
+// takes to say so (a revoked token). The watch's delete follows and
+// changes nothing more.
+func (m *Mirror[T]) Forget(name string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	delete(m.items, name)
+}
+
 // Each calls fn for every item.
 func (m *Mirror[T]) Each(fn func(name string, v T)) {
 	m.mu.RLock()
