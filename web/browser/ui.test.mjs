@@ -201,7 +201,16 @@ test('a bad field is refused by the server and shown at the field', async () => 
   assert.equal(r.items.filter(v => v.metadata.name.toLowerCase().includes('valid')).length, 0);
 
   // The YAML editor points at the line of the field the server names.
-  await page.goto(UI + '#/new/networks');
+  // The form of another kind: a subnet with a CIDR that is none.
+  await page.goto(UI + '#/new/subnets');
+  await page.getByLabel('Name').fill('red-sub2');
+  await page.getByLabel('Network').selectOption('red-net');
+  await page.getByLabel('CIDR').fill('10.1.0.0/33');
+  await page.getByRole('button', { name: 'Create' }).click();
+  await page.locator('[data-field="spec.cidr"] .field-error').waitFor();
+  assert.equal(await page.getByLabel('CIDR').getAttribute('aria-invalid'), 'true');
+
+  await page.goto(UI + '#/new/networks/yaml');
   const ta = page.getByLabel('YAML');
   await ta.waitFor();
   await ta.fill('apiVersion: hearth.dev/v1alpha1\nkind: Network\nmetadata:\n  name: red-net2\n  tenant: red\nspec:\n  mtu: 99999999\n');

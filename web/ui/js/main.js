@@ -8,7 +8,7 @@ import { useCollection } from './store.js';
 import { ErrorBox, Link, Badge } from './components.js';
 import { ListPage, collectionURL } from './pages/list.js';
 import { DetailPage } from './pages/detail.js';
-import { NewVM, YAMLEditor, ImageUpload } from './pages/forms.js';
+import { NewVM, YAMLEditor, ImageUpload, SimpleForm, hasSimpleForm } from './pages/forms.js';
 import { Topology } from './pages/topology.js';
 
 const TENANT_KEY = 'hearth.tenant';
@@ -93,6 +93,7 @@ function Page({ route, me, tenant }) {
     const kind = byPlural[seg[1]];
     if (kind.kind === 'VirtualMachine' && seg[2] !== 'yaml') return html`<${TenantList} me=${me}>${ts => html`<${NewVM} tenant=${tenant || me.tenant} tenants=${tenantNames || ts} navigate=${navigate} />`}</${TenantList}>`;
     if (kind.kind === 'Image' && seg[2] !== 'yaml') return html`<${ImageUpload} tenant=${tenant || me.tenant} navigate=${navigate} />`;
+    if (hasSimpleForm(kind.plural) && seg[2] !== 'yaml') return html`<${SimpleForm} key=${route} kind=${kind} tenant=${tenant} me=${me} navigate=${navigate} />`;
     return html`<${YAMLEditor} key=${route} kind=${kind} tenant=${tenant} me=${me} navigate=${navigate} />`;
   }
   if (seg[0] === 'edit' && byPlural[seg[1]]) return html`<${YAMLEditor} key=${route} kind=${byPlural[seg[1]]} tenant=${seg[2] === '_' ? '' : seg[2]} name=${seg[3]} me=${me} navigate=${navigate} />`;

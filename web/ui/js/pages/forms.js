@@ -181,3 +181,72 @@ export function ImageUpload({ tenant, navigate }) {
       <${Link} class="button" to="/new/images/yaml">Or describe a URL in YAML</${Link}></div>
     </form></section>`;
 }
+
+// Forms for the other common kinds: each field names the path the server
+// uses in its errors, and the object is built from those paths.
+const simple = {
+  networks: [['Description', 'spec.description'], ['MTU', 'spec.mtu', 'number'], ['DNS domain', 'spec.dnsDomain']],
+  subnets: [['Network', 'spec.network', 'select', 'networks'], ['CIDR', 'spec.cidr', 'text', null, 'Such as 10.0.0.0/24.'], ['Gateway', 'spec.gateway', 'text', null, 'Default: the first address.']],
+  sshkeys: [['Public key', 'spec.publicKey', 'textarea', null, 'One line, as in ~/.ssh/id_ed25519.pub.']],
+  volumes: [['Size', 'spec.size', 'text', null, 'Such as 20Gi.'], ['From image', 'spec.source.image', 'select', 'images']],
+  securitygroups: [['Description', 'spec.description']],
+  tenants: [['Display name', 'spec.displayName'], ['vCPU quota', 'spec.quota.vcpus', 'number'], ['Memory quota', 'spec.quota.memory', 'text', null, 'Such as 32Gi.'], ['VM quota', 'spec.quota.vms', 'number']],
+  users: [['Full name', 'spec.fullName'], ['Role', 'spec.role', 'choice', ['tenant-member', 'tenant-admin', 'viewer', 'cluster-admin']], ['Tenant', 'spec.tenant', 'text', null, 'Empty for a cluster-wide user.']],
+};
+export const hasSimpleForm = plural => plural in simple;
+
+function setPath(obj, p, v) {
+  const parts = p.split('.');
+  let o = obj;
+  for (const k of parts.slice(0, -1)) o = o[k] ??= {};
+  o[parts[parts.length - 1]] = v;
+}
+
+export function SimpleForm({ kind, tenant, navigate, me }) {
+  const fields = simple[kind.plural];
+  const [name, setName] = useState('');
+  const [vals, setVals] = useState({});
+  const [error, setError] = useState(null);
+  const [busy, setBusy] = useState(false);
+  const objTenant = kind.scope === 'cluster' ? '' : (tenant || me.tenant || '');
+  const refs = {
+    networks: useCollection(objTenant && kind.plural === 'subnets' ? collectionURL(byPlural.networks, objTenant) : null),
+    images: useCollection(objTenant && kind.plural === 'volumes' ? collectionURL(byPlural.images, objTenant) : null),
+  };
+  const errors = error?.fields || [];
+  const submit = async e => {
+    e.preventDefault();
+    const obj = { apiVersion: 'hearth.dev/v1alpha1', kind: kind.kind, metadata: { name }, spec: {} };
+    if (objTenant) obj.metadata.tenant = objTenant;
+    for (const [, p, type] of fields) {
+      const v = vals[p];
+      if (v === undefined || v === '') continue;
+      setPath(obj, p, type === 'number' ? Number(v) : v);
+    }
+    setBusy(true); setError(null);
+    try {
+      if (kind.scope !== 'cluster' && !objTenant) throw Object.assign(new Error('choose a tenant in the header first'), { reason: 'Invalid' });
+      const o = await request('POST', path(kind, objTenant), obj);
+      navigate(`/k/${kind.plural}/${o.metadata.tenant || '_'}/${o.metadata.name}`);
+    } catch (err) { setError(err); setBusy(false); }
+  };
+  return html`<section aria-labelledby="sf"><h1 id="sf">New ${kind.kind}${objTenant ? ' in tenant ' + objTenant : ''}</h1>
+    <form class="form" onSubmit=${submit} novalidate>
+      <${ErrorBox} error=${error && !errors.length ? error : (error ? { reason: error.reason, message: 'The server refused it: see the fields marked below.' } : null)} />
+      ${unplaced(errors, ['metadata.name', ...fields.map(f => f[1])])}
+      <${Field} label="Name" field="metadata.name" errors=${errors}>${inp(name, setName, 'text', { autocomplete: 'off' })}</${Field}>
+      ${fields.map(([label, p, type = 'text', opts, hint]) => html`<${Field} key=${p} label=${label} field=${p} errors=${errors} hint=${hint}>${(id, d, bad) => {
+        const v = vals[p] ?? '', set = x => setVals(o => ({ ...o, [p]: x }));
+        if (type === 'textarea') return html`<textarea id=${id} rows="3" aria-describedby=${d} aria-invalid=${bad ? 'true' : undefined} value=${v} onInput=${e => set(e.target.value)}></textarea>`;
+        if (type === 'select' || type === 'choice') {
+          const options = type === 'choice' ? opts : [...refs[opts].items.values()].map(o => o.metadata.name);
+          return html`<select id=${id} aria-describedby=${d} aria-invalid=${bad ? 'true' : undefined} value=${v} onChange=${e => set(e.target.value)}>
+            <option value="">${type === 'choice' ? 'Choose…' : 'None'}</option>${options.map(o => html`<option value=${o}>${o}</option>`)}</select>`;
+        }
+        return inp(v, set, type)(id, d, bad);
+      }}</${Field}>`)}
+      <div class="row"><button class="primary" type="submit" disabled=${busy}>Create</button>
+        <${Link} class="button" to=${`/new/${kind.plural}/yaml`}>Write YAML instead</${Link}>
+        <${Link} class="button" to=${'/k/' + kind.plural}>Cancel</${Link}></div>
+    </form></section>`;
+}
