@@ -244,10 +244,11 @@ test('a VM made with the form reaches Running live, and its console shows the gu
   const held = () => page.evaluate(() => document.querySelector('.term').screenText().slice(-3000));
   await page.waitForFunction(m => document.querySelector('.term')?.screenText?.().includes(m + ' ready'), env.HEARTH_GUEST_MARKER, { timeout: 120000 })
     .catch(async e => { throw new Error(e.message + '\nthe console says: ' + await page.locator('.console p').innerText() + '\nand holds:\n' + await held()); });
-  // Typing reaches the guest's serial port (its init reads nothing, but
-  // the agent takes the keystrokes without closing the console).
+  // Typing reaches the guest: the terminal does not echo by itself, the
+  // guest's tty does, so the word on screen has been to the guest and back.
   await page.locator('.term').click();
-  await page.keyboard.type('hello');
+  await page.keyboard.type('hello-from-the-browser');
+  await page.waitForFunction(() => document.querySelector('.term').screenText().includes('hello-from-the-browser'), null, { timeout: 30000 });
   // Stopping presses the ACPI button; the guest says so on its console.
   await page.getByRole('button', { name: 'Stop' }).click();
   await page.waitForFunction(m => document.querySelector('.term')?.screenText?.().includes(m + ' poweroff'), env.HEARTH_GUEST_MARKER, { timeout: 60000 })
