@@ -249,6 +249,11 @@ test('a VM made with the form reaches Running live, and its console shows the gu
   await page.locator('.term').click();
   await page.keyboard.type('hello-from-the-browser');
   await page.waitForFunction(() => document.querySelector('.term').screenText().includes('hello-from-the-browser'), null, { timeout: 30000 });
+  // Pasting does the same with the clipboard's text.
+  await page.context().grantPermissions(['clipboard-read', 'clipboard-write']);
+  await page.evaluate(() => navigator.clipboard.writeText('pasted-line'));
+  await page.getByRole('button', { name: 'Paste' }).click();
+  await page.waitForFunction(() => document.querySelector('.term').screenText().includes('pasted-line'), null, { timeout: 30000 });
   // Stopping presses the ACPI button; the guest says so on its console.
   await page.getByRole('button', { name: 'Stop' }).click();
   await page.waitForFunction(m => document.querySelector('.term')?.screenText?.().includes(m + ' poweroff'), env.HEARTH_GUEST_MARKER, { timeout: 60000 })

@@ -68,9 +68,16 @@ export function Console({ tenant, name, running }) {
     connect();
     return () => { stopped = true; clearTimeout(timer); sub?.dispose(); ws?.close(); };
   }, [ready, tenant, name, running, attempt]);
+  // Paste types the clipboard into the guest as xterm.js pastes (line ends
+  // as Enter, bracketed when the guest asked for it).
+  const paste = async () => {
+    try { term.current?.paste(await navigator.clipboard.readText()); term.current?.focus(); }
+    catch (e) { setWhy('the browser did not give the clipboard: ' + e.message); }
+  };
   return html`<div class="console">
     <p class="muted" aria-live="polite"><span class=${'dot ' + state}></span> Console ${state}${why ? ': ' + why : ''}
-      ${state === 'closed' && running ? html` <button type="button" onClick=${() => setAttempt(attempt + 1)}>Reconnect</button>` : null}</p>
+      ${state === 'closed' && running ? html` <button type="button" onClick=${() => setAttempt(attempt + 1)}>Reconnect</button>` : null}
+      ${state === 'open' ? html` <button type="button" onClick=${paste} title="Type the clipboard's text into the console (Ctrl+Shift+V in the terminal does the same)">Paste</button>` : null}</p>
     <div class="term" ref=${box} data-state=${state} aria-label=${`Serial console of ${name}`}></div>
   </div>`;
 }
