@@ -17,20 +17,31 @@ import (
 // (iPXE does) otherwise waits for an advertisement that never comes on a
 // network without an IPv6 router; this one tells it at once that there is
 // no IPv6 here, and does not make this service anyone's router.
-func announceNoIPv6(ctx context.Context, ifname string) error {
+//
+// The socket is opened before it returns, in the calling thread's network
+// namespace; serve answers until ctx ends.
+func announceNoIPv6(ctx context.Context, ifname string) (serve func() error, err error) {
 	ifi, err := net.InterfaceByName(ifname)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	c, err := icmp.ListenPacket("ip6:ipv6-icmp", "::")
 	if err != nil {
-		return fmt.Errorf("router advertisements: %w", err)
+		return nil, fmt.Errorf("router advertisements: %w", err)
 	}
-	defer c.Close()
 	p := c.IPv6PacketConn()
 	if err := p.JoinGroup(ifi, &net.IPAddr{IP: net.ParseIP("ff02::2")}); err != nil {
-		return fmt.Errorf("router advertisements: joining ff02::2 on %s: %w", ifname, err)
+		c.Close()
+		return nil, fmt.Errorf("router advertisements: joining ff02::2 on %s: %w", ifname, err)
 	}
+	return func() error {
+		defer c.Close()
+		return answerSolicitations(ctx, c, p, ifi)
+	}, nil
+}
+
+func answerSolicitations(ctx context.Context, c *icmp.PacketConn, p *ipv6.PacketConn, ifi *net.Interface) error {
+	ifname := ifi.Name
 	var filter ipv6.ICMPFilter
 	filter.SetAll(true)
 	filter.Accept(ipv6.ICMPTypeRouterSolicitation)

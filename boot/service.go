@@ -2,21 +2,25 @@
 // provisioning network. It answers DHCP (full, proxy or off), serves the
 // iPXE binaries over TFTP and, over HTTP, each machine's iPXE script, its
 // rendered files, the artifacts it boots and the callback it reports to.
-// Unknown machines that network-boot become Machines; every step of a
-// machine's boot is an event on its timeline.
+// Unknown machines that network-boot become Machines (discovery.go says
+// which, and how many); every step of a machine's boot is an event on its
+// timeline.
+//
+// Every client on the provisioning network is unauthenticated. What the
+// service hands out that matters (a boot's files, artifacts and report
+// token) it hands out only within a boot it issued (boots.go), to the
+// address it knows the machine by (clients.go).
 //
 // The service talks to the API with a boot service's credential (it may
 // discover Machines and write what it observes of them, and acts as no
 // Host) and keeps what it serves in informer caches, so a machine's DHCP
-// answer needs no API round trip.
+// answer needs no API round trip, and nothing a client sends makes it ask
+// the API about a machine it does not know.
 package boot
 
 import (
 	"context"
-	"crypto/hmac"
 	"crypto/rand"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -70,6 +74,10 @@ type Config struct {
 	UEFIBinary string
 	// Site that discovered machines join.
 	Site string
+	// MaxDiscovered caps the machines waiting in phase Discovered: while
+	// that many wait, no new MAC is discovered. 0 is
+	// DefaultMaxDiscovered; a negative number sets no cap.
+	MaxDiscovered int
 	// MetricsListen is where Prometheus metrics are served over plain
 	// HTTP (GET /metrics); empty serves none.
 	MetricsListen string
@@ -88,25 +96,39 @@ type Service struct {
 	c        *client.Client
 	rec      *client.Recorder
 	bootURL  string
-	key      []byte // signs machines' report tokens
+	key      []byte // signs the boots' report tokens
 	machines *client.Informer
 	profiles *client.Informer
 	keys     *client.Informer
 	sites    *client.Informer
 	images   *storage.ImageCache
+	boots    *bootTable
+	dhcp     *dhcp.Server // nil with DHCP off
+	link     *linkView    // nil without an interface
 
-	mu        sync.Mutex
-	byIP      map[netip.Addr]string // address → machine name, from DHCP
-	byMAC     map[string]string     // lowercase MAC → machine name, from the cache
-	macOf     map[string]string     // machine name → its MAC, to unindex deletions
-	artifacts map[string]artifact   // id → where it comes from
-	creating  map[string]chan struct{}
-	updates   chan func(context.Context)
-	limits    serving.Limits
-	metrics   *metrics
+	// sources and everyone limit discoveries (discovery.go); warnings
+	// limit the Warning events that refused requests record per machine.
+	sources, everyone, warnings *limiter
+
+	mu       sync.Mutex
+	byIP     map[netip.Addr]string // address → machine name, from DHCP
+	learned  map[string]netip.Addr // lowercase MAC → its address, from DHCP (known machines only)
+	byMAC    map[string]string     // lowercase MAC → machine name, from the cache
+	macOf    map[string]string     // machine name → its MAC, to unindex deletions
+	fresh    map[string]*api.Machine
+	creating map[string]chan struct{}
+	seen     map[string]time.Time // machine name → when lastSeen was last written
+	updates  chan func(context.Context)
+
+	capRefused  int
+	capReported time.Time
+	refusals    map[string]refusalCount
+
+	// limits are the HTTP server's, once it is built (artifact downloads
+	// stream under its write timeout).
+	limits  serving.Limits
+	metrics *metrics
 }
-
-type artifact struct{ url, checksum string }
 
 // Run serves until ctx ends.
 func Run(ctx context.Context, cfg Config) error {
@@ -131,6 +153,9 @@ func Run(ctx context.Context, cfg Config) error {
 	if cfg.UEFIBinary == "" {
 		cfg.UEFIBinary = "ipxe.efi"
 	}
+	if cfg.MaxDiscovered == 0 {
+		cfg.MaxDiscovered = DefaultMaxDiscovered
+	}
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return err
 	}
@@ -147,35 +172,56 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	s := &Service{cfg: cfg, c: c, rec: client.NewRecorder(c, "boot/"+cfg.Name).Background(ctx), key: key,
-		bootURL:   "http://" + cfg.HTTPListen,
-		machines:  client.NewInformer(c, "Machine", "", client.ListOptions{}),
-		profiles:  client.NewInformer(c, "MachineProfile", "", client.ListOptions{}),
-		keys:      client.NewInformer(c, "SSHKey", "", client.ListOptions{AllTenants: true}),
-		sites:     client.NewInformer(c, "Site", "", client.ListOptions{}),
-		images:    newArtifactCache(cfg),
-		byIP:      map[netip.Addr]string{},
-		byMAC:     map[string]string{},
-		macOf:     map[string]string{},
-		artifacts: map[string]artifact{},
-		creating:  map[string]chan struct{}{},
-		updates:   make(chan func(context.Context), 1024),
-		metrics:   newMetrics(),
+		bootURL:  "http://" + cfg.HTTPListen,
+		machines: client.NewInformer(c, "Machine", "", client.ListOptions{}),
+		profiles: client.NewInformer(c, "MachineProfile", "", client.ListOptions{}),
+		keys:     client.NewInformer(c, "SSHKey", "", client.ListOptions{AllTenants: true}),
+		sites:    client.NewInformer(c, "Site", "", client.ListOptions{}),
+		images:   newArtifactCache(cfg),
+		boots:    loadBoots(filepath.Join(cfg.DataDir, "boots.json")),
+		sources:  newLimiter(sourceBurst, sourceInterval),
+		everyone: newLimiter(globalBurst, globalInterval),
+		warnings: newLimiter(warningBurst, warningInterval),
+		byIP:     map[netip.Addr]string{},
+		learned:  map[string]netip.Addr{},
+		byMAC:    map[string]string{},
+		macOf:    map[string]string{},
+		fresh:    map[string]*api.Machine{},
+		creating: map[string]chan struct{}{},
+		seen:     map[string]time.Time{},
+		updates:  make(chan func(context.Context), 1024),
+		refusals: map[string]refusalCount{},
+		metrics:  newMetrics(),
 	}
 	if cfg.MetricsListen != "" {
 		if err := s.metrics.serve(ctx, cfg.MetricsListen); err != nil {
 			return err
 		}
 	}
-	// Every DHCP packet looks its machine up by MAC: keep an index.
+	// Every DHCP packet looks its machine up by MAC: keep an index. A
+	// machine that is gone takes what was learned about it along.
 	s.machines.OnChange(func(name string, obj api.Object) {
 		s.mu.Lock()
 		defer s.mu.Unlock()
-		delete(s.byMAC, s.macOf[name])
-		delete(s.macOf, name)
+		delete(s.fresh, name)
 		if m, ok := obj.(*api.Machine); ok {
+			if old := s.macOf[name]; old != strings.ToLower(m.Spec.MAC) {
+				s.forgetLocked(name)
+			}
 			mac := strings.ToLower(m.Spec.MAC)
 			s.byMAC[mac], s.macOf[name] = name, mac
+			return
 		}
+		s.forgetLocked(name)
+		delete(s.seen, name)
+		// Not under s.mu: forget writes the boots file.
+		go s.boots.forget(func(n, uid string) bool {
+			if n != name {
+				return true
+			}
+			o, ok := s.machines.Get(n)
+			return ok && o.GetMetadata().UID == uid
+		})
 	})
 	for _, inf := range []*client.Informer{s.machines, s.profiles, s.keys, s.sites} {
 		go inf.Run(ctx)
@@ -183,47 +229,76 @@ func Run(ctx context.Context, cfg Config) error {
 			return err
 		}
 	}
+	// Boots of machines deleted (or deleted and discovered again) while
+	// the service was down end now.
+	s.boots.forget(func(name, uid string) bool {
+		o, ok := s.machines.Get(name)
+		return ok && o.GetMetadata().UID == uid
+	})
 	go s.writer(ctx)
 
-	errc := make(chan error, 3)
+	// Every socket on the provisioning network is opened here, before any
+	// goroutine serves it: in the network namespace this goroutine runs in
+	// (a test may run the service in one it entered).
+	errc := make(chan error, 4)
 	hl, err := net.Listen("tcp", cfg.HTTPListen)
 	if err != nil {
 		return fmt.Errorf("--http-listen: %w", err)
 	}
-	hs := serving.New("the boot service", hl, s.metrics.around(s.routes()), cfg.HTTPLimits, nil)
-	s.limits = hs.Limits
-	go func() { errc <- ignoreClosed(hs.Serve(hs.Listener)) }()
-	defer hs.Close()
-
+	defer hl.Close()
 	tl, err := net.ListenPacket("udp4", cfg.TFTPListen)
 	if err != nil {
 		return fmt.Errorf("tftp %s: %w", cfg.TFTPListen, err)
 	}
 	defer tl.Close()
-	ts := &tftp.Server{Resolver: s.tftpFiles(), Observe: s.observeTFTP}
-	go func() { errc <- ts.Serve(ctx, tl) }()
-
-	if cfg.DHCPMode != dhcp.ModeOff && cfg.DHCPMode != "" {
-		prefix, err := interfacePrefix(cfg.Interface, cfg.Address)
-		if err != nil {
+	var prefix netip.Prefix
+	if cfg.Interface != "" {
+		if prefix, err = interfacePrefix(cfg.Interface, cfg.Address); err != nil {
 			return err
 		}
-		ds, err := dhcp.New(dhcp.Config{Interface: cfg.Interface, ServerIP: cfg.Address, Mode: cfg.DHCPMode,
+		if s.link, err = newLinkView(cfg.Interface, prefix); err != nil {
+			return err
+		}
+		defer s.link.close()
+	}
+	if cfg.DHCPMode != dhcp.ModeOff && cfg.DHCPMode != "" {
+		if cfg.Interface == "" {
+			return fmt.Errorf("--dhcp-mode %s needs --interface", cfg.DHCPMode)
+		}
+		s.dhcp, err = dhcp.New(dhcp.Config{Interface: cfg.Interface, ServerIP: cfg.Address, Mode: cfg.DHCPMode,
 			Subnet: prefix, Router: cfg.Router, DNS: cfg.DNS, PoolStart: cfg.PoolStart, PoolEnd: cfg.PoolEnd,
 			Handler: s, LeaseFile: filepath.Join(cfg.DataDir, "leases.jsonl")})
 		if err != nil {
 			return err
 		}
-		s.metrics.setLeases(ds)
-		go func() { errc <- ds.Serve(ctx) }()
+		if err := s.dhcp.Listen(ctx); err != nil {
+			return err
+		}
+		s.metrics.setLeases(s.dhcp)
+		go func() { errc <- s.dhcp.Serve(ctx) }()
 	}
 	if cfg.Interface != "" {
-		go func() {
-			if err := announceNoIPv6(ctx, cfg.Interface); err != nil {
-				slog.Warn("not answering IPv6 router solicitations; firmware may wait for IPv6", "err", err)
-			}
-		}()
+		serveRA, err := announceNoIPv6(ctx, cfg.Interface)
+		if err != nil {
+			slog.Warn("not answering IPv6 router solicitations; firmware may wait for IPv6", "err", err)
+		} else {
+			go func() {
+				if err := serveRA(); err != nil {
+					slog.Warn("answering IPv6 router solicitations stopped; firmware may wait for IPv6", "err", err)
+				}
+			}()
+		}
 	}
+	hs := serving.New("the boot service", hl, s.metrics.around(s.routes()), cfg.HTTPLimits, nil)
+	// No client of the boot service sends more than a short request line
+	// and a few headers.
+	hs.MaxHeaderBytes = 16 << 10
+	s.limits = hs.Limits
+	go func() { errc <- ignoreClosed(hs.Serve(hs.Listener)) }()
+	defer hs.Close()
+	ts := &tftp.Server{Resolver: s.tftpFiles(), Observe: s.observeTFTP}
+	go func() { errc <- ts.Serve(ctx, tl) }()
+
 	slog.Info("boot service ready", "http", s.bootURL, "tftp", cfg.TFTPListen, "dhcp", cfg.DHCPMode, "interface", cfg.Interface)
 	select {
 	case <-ctx.Done():
@@ -286,14 +361,6 @@ func loadKey(path string) ([]byte, error) {
 	return b, os.WriteFile(path, b, 0o600)
 }
 
-// reportToken is a machine's secret for its report: an HMAC of its uid,
-// so a token dies with the Machine object it was made for.
-func (s *Service) reportToken(m *api.Machine) string {
-	h := hmac.New(sha256.New, s.key)
-	h.Write([]byte("report\x00" + m.Metadata.UID))
-	return hex.EncodeToString(h.Sum(nil))
-}
-
 // writer applies status updates and events in order, off the DHCP path.
 func (s *Service) writer(ctx context.Context) {
 	for {
@@ -327,33 +394,59 @@ func (s *Service) event(name, typ, reason, format string, args ...any) {
 }
 
 // machine returns a Machine by name: from the cache, or, for a machine
-// discovered a moment ago that the cache has not caught up with, from the
-// API (its iPXE asks for its script right after the DHCP answer that
-// created it).
+// this service discovered a moment ago that the cache has not caught up
+// with, as it was created (its iPXE asks for its script right after the
+// DHCP answer that created it). It never asks the API: a name a client
+// sends is no reason for a round trip.
 func (s *Service) machine(name string) *api.Machine {
 	if o, ok := s.machines.Get(name); ok {
 		return o.(*api.Machine)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if o, err := s.c.Get(ctx, "Machine", "", name); err == nil {
-		return o.(*api.Machine)
-	}
-	return nil
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.fresh[name]
 }
 
 // machineByMAC finds a Machine by its MAC.
 func (s *Service) machineByMAC(mac string) *api.Machine {
+	mac = strings.ToLower(mac)
 	s.mu.Lock()
-	name, ok := s.byMAC[strings.ToLower(mac)]
+	name, ok := s.byMAC[mac]
+	if !ok {
+		for n, m := range s.fresh {
+			if m.Spec.MAC == mac {
+				name, ok = n, true
+			}
+		}
+	}
 	s.mu.Unlock()
 	if !ok {
 		return nil
 	}
-	if o, ok := s.machines.Get(name); ok {
-		return o.(*api.Machine)
+	return s.machine(name)
+}
+
+// forgetLocked drops what the service learned about a machine's address.
+func (s *Service) forgetLocked(name string) {
+	mac := s.macOf[name]
+	if a, ok := s.learned[mac]; ok && s.byIP[a] == name {
+		delete(s.byIP, a)
 	}
-	return nil
+	delete(s.learned, mac)
+	delete(s.byMAC, mac)
+	delete(s.macOf, name)
+}
+
+// learn records the address DHCP gave or saw for a known machine.
+func (s *Service) learn(name, mac string, ip netip.Addr) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	mac = strings.ToLower(mac)
+	if old, ok := s.learned[mac]; ok && old != ip && s.byIP[old] == name {
+		delete(s.byIP, old)
+	}
+	s.learned[mac] = ip
+	s.byIP[ip] = name
 }
 
 // machineName is the name a discovered machine gets from its MAC.
@@ -377,59 +470,4 @@ func firmwareOf(req dhcp.Request) (arch, firmware string) {
 		return "arm64", "uefi"
 	}
 	return "", ""
-}
-
-// discover returns the Machine for a MAC, creating it (Discovered) the
-// first time the MAC network-boots.
-func (s *Service) discover(ctx context.Context, req dhcp.Request) (*api.Machine, error) {
-	mac := req.MAC.String()
-	if m := s.machineByMAC(mac); m != nil {
-		return m, nil
-	}
-	name := machineName(mac)
-	s.mu.Lock()
-	wait, busy := s.creating[name]
-	if !busy {
-		wait = make(chan struct{})
-		s.creating[name] = wait
-	}
-	s.mu.Unlock()
-	if busy {
-		select {
-		case <-wait:
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		}
-		if m := s.machine(name); m != nil {
-			return m, nil
-		}
-	}
-	defer func() {
-		s.mu.Lock()
-		delete(s.creating, name)
-		s.mu.Unlock()
-		close(wait)
-	}()
-	arch, fw := firmwareOf(req)
-	m := &api.Machine{TypeMeta: api.TypeMeta{APIVersion: api.APIVersion, Kind: "Machine"},
-		Metadata: api.ObjectMeta{Name: name},
-		Spec:     api.MachineSpec{MAC: strings.ToLower(mac), Architecture: arch, Site: s.cfg.Site}}
-	out, err := s.c.Create(ctx, m)
-	if api.IsAlreadyExists(err) {
-		o, gerr := s.c.Get(ctx, "Machine", "", name)
-		if gerr != nil {
-			return nil, gerr
-		}
-		return o.(*api.Machine), nil
-	}
-	if err != nil {
-		return nil, err
-	}
-	now := time.Now().UTC()
-	st := map[string]any{"vendorClass": req.VendorClass, "uuid": req.UUID, "firmware": fw, "lastSeen": now}
-	if _, err := s.c.Patch(ctx, "Machine", "", name, map[string]any{"status": st}, true); err != nil {
-		slog.Warn("writing a discovered machine's status", "machine", name, "err", err)
-	}
-	s.rec.Eventf(ctx, out, api.EventNormal, "Discovered", "network-booted for the first time (MAC %s, %s %s, vendor class %q)", mac, arch, fw, req.VendorClass)
-	return out.(*api.Machine), nil
 }

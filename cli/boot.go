@@ -31,6 +31,15 @@ rendered files, boot artifacts and report callback.
 
 Machines that network-boot for the first time become Machines (Discovered);
 approve them with hearth machine approve NAME, or let a profile approve them.
+Only network-boot clients are discovered (PXE firmware and iPXE, by their
+DHCP options; over HTTP, iPXE asking for its own MAC), at a bounded rate,
+and at most --max-discovered wait in Discovered at once; the server forgets
+those never approved and not seen for its --discovered-machine-ttl.
+
+A machine's boot files, kernel and initrd are served only to the address
+the machine got by DHCP, within the boot its script started, and its report
+token works once. See docs/BOOT-TEMPLATES.md.
+
 The first start joins with a join token, like an agent (give it in a
 root-only --join-token-file, or HEARTH_JOIN_TOKEN), and gets a boot
 service's credential: it discovers Machines and records what it sees of
@@ -100,6 +109,7 @@ checksums; file:///path ones are served only from a directory given with
 	f.StringVar(&cfg.IPXEDir, "ipxe-dir", "/usr/lib/ipxe", "where the iPXE binaries are (Debian's ipxe package)")
 	f.StringVar(&cfg.UEFIBinary, "uefi-binary", "ipxe.efi", "iPXE binary for x86-64 UEFI: ipxe.efi or snponly.efi")
 	f.StringVar(&cfg.Site, "site", "", "site that discovered machines join")
+	f.IntVar(&cfg.MaxDiscovered, "max-discovered", boot.DefaultMaxDiscovered, "most machines waiting in phase Discovered; beyond it no new MAC is discovered (-1: no cap)")
 	f.StringArrayVar(&cfg.AllowFileDirs, "allow-file-dir", nil, "a directory MachineProfiles may name kernels and initrds in with file:// URLs (repeatable; none by default)")
 	cmd.AddCommand(newBootMediaCmd(g))
 	return cmd

@@ -275,6 +275,7 @@ var kindOrder = []string{
 	"Site",
 	"User",
 	"Secret",
+	"StoragePool",
 	"ExternalNetwork",
 	"Image",
 	"MachineProfile",

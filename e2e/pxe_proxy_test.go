@@ -15,7 +15,8 @@ import (
 
 // upProxySandbox is upSandbox with a home router (dnsmasq) on the
 // provisioning network and the boot service in proxy DHCP mode. Its
-// prefix and CIDRs differ from upSandbox's, so both run in one go test.
+// prefix differs from upSandbox's, and its networks are reserved like
+// every sandbox's (reserveSubnets), so both run in one go test.
 func upProxySandbox(t *testing.T) *sandboxLab {
 	t.Helper()
 	if os.Geteuid() != 0 {
@@ -28,21 +29,8 @@ func upProxySandbox(t *testing.T) *sandboxLab {
 		t.Skip("dnsmasq is not installed (apt-get install dnsmasq-base)")
 	}
 	s := &sandboxLab{t: t, dir: t.TempDir(), prefix: fmt.Sprintf("hsp%d", os.Getpid()%10000)}
-	out, err := exec.Command(hearthBin, "sandbox", "up", "--hosts", "1", "--home-router",
-		"--dir", s.dir, "--prefix", s.prefix,
-		"--underlay-cidr", "172.31.249.0/24", "--provisioning-cidr", "172.31.248.0/24").CombinedOutput()
-	t.Cleanup(func() { s.down() })
-	if err != nil {
-		t.Fatalf("sandbox up --home-router: %v\n%s\n%s", err, out, s.logs())
-	}
-	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
-	last := lines[len(lines)-1]
-	cfg, ok := strings.CutPrefix(last, "export HEARTH_CONFIG=")
-	if !ok {
-		t.Fatalf("sandbox up's last line is %q, want export HEARTH_CONFIG=…", last)
-	}
-	s.config = cfg
-	if !strings.Contains(string(out), "home router") {
+	out := s.up("--hosts", "1", "--home-router")
+	if !strings.Contains(out, "home router") {
 		t.Errorf("sandbox up's summary does not mention the home router:\n%s", out)
 	}
 	return s
@@ -56,7 +44,8 @@ func upProxySandbox(t *testing.T) *sandboxLab {
 func TestSandboxPXEProxy(t *testing.T) {
 	s := upProxySandbox(t)
 	st := s.must("", "sandbox", "status", "--dir", s.dir)
-	if !strings.Contains(st, "home router") || !strings.Contains(st, "172.31.248.1") {
+	router := s.provisioning.Addr().Next() // the sandbox gives the home router .1
+	if !strings.Contains(st, "home router") || !strings.Contains(st, router.String()) {
 		t.Errorf("sandbox status does not show the home router:\n%s", st)
 	}
 	s.must(s.installProfile(), "apply", "-f", "-")
@@ -65,8 +54,7 @@ func TestSandboxPXEProxy(t *testing.T) {
 		if err != nil {
 			return false
 		}
-		b := ip.As4()
-		return ip.Is4() && b[0] == 172 && b[1] == 31 && b[2] == 248 && b[3] >= 50 && b[3] <= 99
+		return s.provisioning.Contains(ip) && ip.As4()[3] >= 50 && ip.As4()[3] <= 99
 	}
 	for _, fw := range []string{"bios", "uefi"} {
 		t.Run(fw, func(t *testing.T) {
@@ -124,7 +112,7 @@ func TestSandboxPXEProxy(t *testing.T) {
 				}
 			}
 			if len(fromRouter) == 0 {
-				t.Errorf("no address of machine %s is from the home router's range 172.31.248.50-99: %v\n%s", m.Metadata.Name, m.Status.Addresses, explain())
+				t.Errorf("no address of machine %s is from the home router's range .50-.99 of %s: %v\n%s", m.Metadata.Name, s.provisioning, m.Status.Addresses, explain())
 			}
 			if leases, _ := os.ReadFile(filepath.Join(s.dir, "router", "leases")); !strings.Contains(strings.ToLower(string(leases)), mac) {
 				t.Errorf("the home router's leases lack %s:\n%s", mac, leases)
@@ -150,6 +138,11 @@ func TestSandboxPXEProxy(t *testing.T) {
 				if !strings.Contains(timeline, step) {
 					t.Errorf("the %s timeline lacks %q:\n%s", fw, step, timeline)
 				}
+			}
+			// The boot service knows the machine by the address it asked
+			// the home router for: its own requests are never refused.
+			if strings.Contains(timeline, "refused") {
+				t.Errorf("the boot service refused the machine's own requests:\n%s", timeline)
 			}
 			// Reported, not asserted: the port-67 proxy OFFER tells PXE
 			// clients to use its boot file (PXE discovery control "use

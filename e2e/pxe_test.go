@@ -103,6 +103,11 @@ func TestSandboxPXE(t *testing.T) {
 			if fw == "uefi" && !strings.Contains(timeline, "TFTP") {
 				t.Errorf("UEFI firmware fetched no iPXE over TFTP:\n%s", timeline)
 			}
+			// The machine's own requests (its boot's kernel, initrd and
+			// report, from the address DHCP gave it) are never refused.
+			if strings.Contains(timeline, "refused") {
+				t.Errorf("the boot service refused the machine's own requests:\n%s", timeline)
+			}
 			// The next boot of an installed machine is from its disk.
 			s.must("", "sandbox", "machine", "rm", name, "--dir", s.dir)
 			s.must("", args...)

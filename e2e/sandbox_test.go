@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -22,6 +23,9 @@ type sandboxLab struct {
 	dir    string
 	prefix string
 	config string
+	// underlay and provisioning are the sandbox's networks, free /24s
+	// reserved for it (reserveSubnets).
+	underlay, provisioning netip.Prefix
 }
 
 func upSandbox(t *testing.T, hosts int) *sandboxLab {
@@ -33,11 +37,24 @@ func upSandbox(t *testing.T, hosts int) *sandboxLab {
 		t.Skip("qemu-system-x86_64 is not installed; .ci/run installs it")
 	}
 	s := &sandboxLab{t: t, dir: t.TempDir(), prefix: fmt.Sprintf("hst%d", os.Getpid()%10000)}
-	out, err := exec.Command(hearthBin, "sandbox", "up", "--hosts", fmt.Sprint(hosts), "--dir", s.dir,
-		"--prefix", s.prefix, "--underlay-cidr", "172.31.254.0/24").CombinedOutput()
+	s.up("--hosts", fmt.Sprint(hosts))
+	return s
+}
+
+// up runs `sandbox up` with args on two free /24s of its own (underlay
+// and provisioning network), and reads the config it prints.
+func (s *sandboxLab) up(args ...string) string {
+	t := s.t
+	t.Helper()
+	subnets, release := reserveSubnets(t, 2)
+	s.underlay, s.provisioning = subnets[0], subnets[1]
+	args = append([]string{"sandbox", "up", "--dir", s.dir, "--prefix", s.prefix,
+		"--underlay-cidr", s.underlay.String(), "--provisioning-cidr", s.provisioning.String()}, args...)
+	out, err := exec.Command(hearthBin, args...).CombinedOutput()
+	release()
 	t.Cleanup(func() { s.down() })
 	if err != nil {
-		t.Fatalf("sandbox up: %v\n%s\n%s", err, out, s.logs())
+		t.Fatalf("%s: %v\n%s\n%s", strings.Join(args[:2], " "), err, out, s.logs())
 	}
 	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
 	last := lines[len(lines)-1]
@@ -46,7 +63,7 @@ func upSandbox(t *testing.T, hosts int) *sandboxLab {
 		t.Fatalf("sandbox up's last line is %q, want export HEARTH_CONFIG=…", last)
 	}
 	s.config = cfg
-	return s
+	return string(out)
 }
 
 func (s *sandboxLab) logs() string {

@@ -27,9 +27,18 @@ demo=(qemu-system-x86 qemu-utils ipxe-qemu ovmf ipxe busybox-static iproute2 dns
 # iperf3, the plain path the data plane's benchmarks compare with;
 # chromium and nodejs for the dashboard's browser tests (playwright-core
 # from npm drives Debian's chromium: web/browser); prometheus, which the
-# agent tests run against a server, an agent and a boot service.
+# agent tests run against a server, an agent and a boot service; shared
+# storage to test the rbd and nfs drivers against
+# (storage/cephtest, storage/nfstest): a single-node Ceph (ceph-mon,
+# ceph-mgr, ceph-osd; ceph-common for the rbd and ceph programs the driver
+# runs) and NFS-Ganesha with its VFS backend and rpcbind (userspace,
+# because kernels without nfsd exist, this test machine's among them);
+# qemu-block-extra, QEMU's rbd and nfs block drivers (librbd, libnfs),
+# which the drivers' volumes are opened with.
 test=("${demo[@]}" etcd-server genisoimage isc-dhcp-client dhcping tftp-hpa atftp ipmitool
-	openipmi isolinux syslinux-common syslinux-utils git iperf3 chromium nodejs prometheus)
+	openipmi isolinux syslinux-common syslinux-utils git iperf3
+	ceph-mon ceph-mgr ceph-osd ceph-common qemu-block-extra nfs-ganesha nfs-ganesha-vfs rpcbind
+	chromium nodejs prometheus)
 
 role=${1:-}
 case "$role" in
@@ -74,6 +83,15 @@ if [[ " ${need[*]} " == *" etcd-server "* ]] && command -v systemctl >/dev/null 
 	systemctl is-active --quiet etcd 2>/dev/null; then
 	"${sudo[@]}" systemctl disable --now etcd >/dev/null 2>&1 || true
 fi
+# Likewise NFS-Ganesha and rpcbind, which Debian starts on install: the
+# tests run their own in a network namespace.
+for pkg_units in "nfs-ganesha:nfs-ganesha" "rpcbind:rpcbind rpcbind.socket"; do
+	pkg=${pkg_units%%:*} units=${pkg_units#*:}
+	if [[ " ${need[*]} " == *" $pkg "* ]] && command -v systemctl >/dev/null &&
+		systemctl is-active --quiet ${units%% *} 2>/dev/null; then
+		"${sudo[@]}" systemctl disable --now $units >/dev/null 2>&1 || true
+	fi
+done
 # Prometheus's package starts a daemon (and its node exporter) too; the
 # tests run their own.
 if [[ " ${need[*]} " == *" prometheus "* ]] && command -v systemctl >/dev/null; then

@@ -8,7 +8,7 @@ import (
 )
 
 // defaultControllers are the controllers every control plane runs.
-func defaultControllers() []ControllerFunc {
+func defaultControllers(cfg Config) []ControllerFunc {
 	return []ControllerFunc{
 		func(ctx context.Context, c *client.Client, rec *client.Recorder) error {
 			return (&controllers.HostLiveness{Client: c, Recorder: rec}).Run(ctx)
@@ -23,7 +23,7 @@ func defaultControllers() []ControllerFunc {
 			return (&controllers.VMSets{Client: c, Recorder: rec}).Run(ctx)
 		},
 		func(ctx context.Context, c *client.Client, rec *client.Recorder) error {
-			return (&controllers.Machines{Client: c, Recorder: rec}).Run(ctx)
+			return (&controllers.Machines{Client: c, Recorder: rec, DiscoveredTTL: cfg.DiscoveredMachineTTL}).Run(ctx)
 		},
 		func(ctx context.Context, c *client.Client, rec *client.Recorder) error {
 			return (&controllers.VolumePlacement{Client: c, Recorder: rec}).Run(ctx)

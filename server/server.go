@@ -73,6 +73,11 @@ type Config struct {
 	SecretsKeyFile string
 	// DisableControllers runs only the API (tests of the API alone).
 	DisableControllers bool
+	// DiscoveredMachineTTL is how long a Machine waiting in phase
+	// Discovered, untouched by a person, may go unseen by the boot
+	// service before the machines controller deletes it (default a day;
+	// negative: never).
+	DiscoveredMachineTTL time.Duration
 	// Controllers run on the leader; each gets a client and a recorder.
 	Controllers []ControllerFunc
 	// Sensors is how machines' BMC sensors are read (sensors.go).
@@ -469,7 +474,7 @@ func (s *Server) leadOnce(ctx context.Context) error {
 	}
 	rec := client.NewRecorder(c, "hearth-server").Background(lctx)
 	var wg sync.WaitGroup
-	for _, run := range append(append(defaultControllers(), s.pollSensors), s.cfg.Controllers...) {
+	for _, run := range append(append(defaultControllers(s.cfg), s.pollSensors), s.cfg.Controllers...) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()

@@ -1,5 +1,12 @@
 // Package storage keeps a host's disks: the images volumes are cloned
-// from, and the volumes and snapshots themselves, as files on the host.
+// from, and the volumes and snapshots themselves, as files on the host or
+// in a shared pool that every host reaches.
+//
+// Driver is what a pool offers whatever it is: Local (files made by the
+// functions below), RBD (a Ceph pool, driven with the rbd program and
+// opened by QEMU through librbd) and NFS (qcow2 files on a share that QEMU
+// opens with its own NFS client). Each says how QEMU attaches a volume
+// (Attachment) and whether a VM on it can run on any host (Shared).
 //
 // ImageCache fetches each image once per host, checks its SHA-256 before
 // anything uses it, and keeps it under its checksum so that images with the

@@ -56,6 +56,12 @@ func inspect(ctx context.Context, path, format string) (Info, error) {
 	if _, err := os.Stat(path); err != nil {
 		return Info{}, err
 	}
+	return qemuImgInfo(ctx, path, format)
+}
+
+// qemuImgInfo runs qemu-img info on name (a path or a URL qemu-img
+// opens, such as nfs://…), as inspect does.
+func qemuImgInfo(ctx context.Context, path, format string) (Info, error) {
 	args := []string{"info", "--output=json", "-U"}
 	if format != "" {
 		args = append(args, "-f", format)

@@ -465,6 +465,34 @@ func TestInvalidObjects(t *testing.T) {
 		{name: "other volume", kind: "Snapshot", update: true, edit: func(o Object) { o.(*Snapshot).Spec.Volume = "other" },
 			want: []string{"spec.volume"}},
 
+		// StoragePool.
+		{name: "no driver", kind: "StoragePool", edit: func(o Object) { o.(*StoragePool).Spec.Driver = "" },
+			want: []string{"spec.driver", "spec.rbd"}, detail: "is required: local, rbd or nfs"},
+		{name: "bad rbd settings", kind: "StoragePool", edit: func(o Object) {
+			o.(*StoragePool).Spec.RBD = &RBDPoolSpec{Monitors: []string{"mon1:99999", "a,b"}, Pool: "rbd\nkeyring = /etc/shadow",
+				User: "client.hearth", KeyringSecret: &SecretKeyRef{Name: "Ceph"}}
+		}, want: []string{"spec.rbd.keyringSecret.key", "spec.rbd.keyringSecret.name", "spec.rbd.monitors[0]", "spec.rbd.monitors[1]",
+			"spec.rbd.pool", "spec.rbd.user"}, detail: "has no port from 1 to 65535"},
+		{name: "rbd without settings", kind: "StoragePool", edit: func(o Object) { o.(*StoragePool).Spec.RBD = nil },
+			want: []string{"spec.rbd"}, detail: "is required for driver rbd"},
+		{name: "nfs settings on an rbd pool", kind: "StoragePool", edit: func(o Object) {
+			o.(*StoragePool).Spec.NFS = &NFSPoolSpec{Server: "nas", Export: "/srv"}
+		}, want: []string{"spec.nfs"}, detail: "give only the settings of the pool's driver"},
+		{name: "bad nfs settings", kind: "StoragePool", edit: func(o Object) {
+			s := &o.(*StoragePool).Spec
+			s.Driver, s.RBD, s.NFS = PoolDriverNFS, nil, &NFSPoolSpec{Server: "2001:db8::1", Export: "/srv/../etc"}
+		}, want: []string{"spec.nfs.export", "spec.nfs.server"}, detail: "is not a host name or IPv4 address"},
+		{name: "local path", kind: "StoragePool", edit: func(o Object) {
+			s := &o.(*StoragePool).Spec
+			s.Driver, s.RBD, s.Local = PoolDriverLocal, nil, &LocalPoolSpec{Path: "volumes/"}
+		}, want: []string{"spec.local.path"}},
+		{name: "other ceph pool", kind: "StoragePool", update: true, edit: func(o Object) { o.(*StoragePool).Spec.RBD.Pool = "other" },
+			want: []string{"spec.rbd.pool"}, detail: "cannot change"},
+		{name: "other driver", kind: "StoragePool", update: true, edit: func(o Object) {
+			s := &o.(*StoragePool).Spec
+			s.Driver, s.RBD, s.NFS = PoolDriverNFS, nil, &NFSPoolSpec{Server: "nas", Export: "/srv"}
+		}, want: []string{"spec.driver"}, detail: "cannot change"},
+
 		// FloatingIP.
 		{name: "bad fip", kind: "FloatingIP", edit: func(o Object) {
 			s := &o.(*FloatingIP).Spec

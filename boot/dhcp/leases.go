@@ -464,6 +464,17 @@ func (t *leaseTable) snapshot(now time.Time) []Lease {
 	return out
 }
 
+// bound returns hw's binding if it has one that has not expired.
+func (t *leaseTable) bound(hw hwKey, now time.Time) (Lease, bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	l := t.byHW[hw]
+	if l == nil || l.state != bound || l.expires <= now.UnixNano() {
+		return Lease{}, false
+	}
+	return l.export(), true
+}
+
 func (l *lease) export() Lease {
 	return Lease{MAC: l.hw.mac(), IP: addrOf(l.ip), Expires: time.Unix(0, l.expires), Hostname: l.hostname, Reserved: l.reserved}
 }

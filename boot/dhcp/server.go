@@ -171,6 +171,10 @@ type Server struct {
 	mask    [4]byte // of Subnet, for option 1
 	ready   chan struct{}
 	served  atomic.Bool
+
+	mu    sync.Mutex
+	conns []*net.UDPConn // opened by Listen, one per port
+	ports []int
 }
 
 // New checks cfg and, in full mode, loads the lease file.
@@ -252,15 +256,51 @@ func (s *Server) Ready() <-chan struct{} { return s.ready }
 // Leases returns the current bindings (full mode).
 func (s *Server) Leases() []Lease { return s.leases.snapshot(s.now()) }
 
+// LeaseOf returns the binding of the client with hardware address mac, if
+// it holds one that has not expired (full mode).
+func (s *Server) LeaseOf(mac net.HardwareAddr) (Lease, bool) {
+	return s.leases.bound(keyOf(mac), s.now())
+}
+
+// Listen opens the server's sockets, in the network namespace of the
+// calling thread. Serve calls it when it has not been called; call it
+// first to open the sockets in a namespace the calling goroutine entered
+// (a goroutine that then runs Serve may be on another thread). It fails
+// when a socket cannot be opened.
+func (s *Server) Listen(ctx context.Context) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.conns != nil || s.cfg.Mode == ModeOff {
+		return nil
+	}
+	s.ports = []int{ServerPort}
+	if s.cfg.Mode == ModeProxy {
+		s.ports = append(s.ports, PXEPort)
+	}
+	var conns []*net.UDPConn
+	for _, port := range s.ports {
+		c, err := listenUDP(ctx, s.cfg.Interface, port)
+		if err != nil {
+			for _, c := range conns {
+				c.Close()
+			}
+			return err
+		}
+		conns = append(conns, c)
+	}
+	s.conns = conns
+	return nil
+}
+
 // Serve answers clients until ctx ends, then writes out the leases and
 // returns nil; it returns an error if it cannot listen. It may be called
 // once; to serve again, make a new Server from the same Config (it reads
 // the lease file back).
 //
-// Sockets are opened in the network namespace of the calling thread: to
-// serve inside a namespace, call Serve from a goroutine locked to a
-// thread that entered it. They keep working there whatever thread reads
-// them afterwards.
+// Sockets are opened in the network namespace of the calling thread
+// (unless Listen opened them already): to serve inside a namespace, call
+// Listen or Serve from a goroutine locked to a thread that entered it.
+// They keep working there whatever thread reads them afterwards.
 func (s *Server) Serve(ctx context.Context) error {
 	if s.served.Swap(true) {
 		return errors.New("dhcp: Serve called twice")
@@ -270,23 +310,17 @@ func (s *Server) Serve(ctx context.Context) error {
 		<-ctx.Done()
 		return nil
 	}
-	ports := []int{ServerPort}
-	if s.cfg.Mode == ModeProxy {
-		ports = append(ports, PXEPort)
+	if err := s.Listen(ctx); err != nil {
+		return err
 	}
-	var conns []*net.UDPConn
+	s.mu.Lock()
+	conns, ports := s.conns, s.ports
+	s.mu.Unlock()
 	defer func() {
 		for _, c := range conns {
 			c.Close()
 		}
 	}()
-	for _, port := range ports {
-		c, err := listenUDP(ctx, s.cfg.Interface, port)
-		if err != nil {
-			return err
-		}
-		conns = append(conns, c)
-	}
 	var file *leaseFile
 	if s.cfg.LeaseFile != "" && s.cfg.Mode == ModeFull {
 		f, err := openLeaseFile(s.cfg.LeaseFile, s.leases)

@@ -100,7 +100,7 @@ func FuzzTemplateValues(f *testing.F) {
 			"rack={{ .Machine.Labels.rack }} ip={{ index .Machine.IPs 0 }} tags={{ join \",\" .Site.Tags }} ks={{ .FilesURL }}/ks.cfg"
 		p.Spec.Variants = map[string]api.ProfileBoot{api.ArchARM64: {IPXEScript: "#!ipxe\necho {{ .Machine.Hostname }} {{ .Machine.UUID }}\nchain {{ .URLs.Script }}\n"}}
 		p.Spec.Files = []api.ProfileFile{{Name: "ks.cfg", Template: "x"}}
-		v := NewValues(m, p, site, ServerValues{BootURL: "http://10.0.0.2:8080"})
+		v := NewValues(m, p, site, ServerValues{BootURL: "http://10.0.0.2:8080"}, "b1")
 		v.Token = "t0k"
 
 		// Kernel boot: echo, kernel with exactly the seven arguments

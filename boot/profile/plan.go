@@ -89,6 +89,11 @@ type BootPlan struct {
 	// RetryAfter (ActionWait).
 	RetryURL   string
 	RetryAfter time.Duration
+	// Renew makes a waiting machine run DHCP again before it asks
+	// (ActionWait): the boot service did not recognise the address the
+	// machine asked from as the one DHCP gave it (it restarted, say), and
+	// learns it from the new exchange.
+	Renew bool
 }
 
 // WaitPlan is a plan that tells the machine's console message and asks
@@ -273,6 +278,10 @@ func waitScript(plan BootPlan) string {
 		return b.String()
 	}
 	fmt.Fprintf(&b, "echo Asking again in %d seconds.\nsleep %d\n", secs, secs)
+	if plan.Renew {
+		// A failed DHCP is not fatal: the chain below says more.
+		b.WriteString("dhcp ||\n")
+	}
 	fmt.Fprintf(&b, "chain --replace --autofree %s || goto retry\n", plan.RetryURL)
 	return b.String()
 }
@@ -309,6 +318,10 @@ func unsafePlan(plan BootPlan) string {
 	}
 	return ""
 }
+
+// EchoText is s made safe as the words of an iPXE echo (see echoText),
+// for scripts the boot service writes itself.
+func EchoText(s string) string { return echoText(s) }
 
 // echoText makes s safe as the words of an iPXE echo: what iPXE would
 // read as a line break, a command separator, a setting or a continuation

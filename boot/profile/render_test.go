@@ -31,7 +31,7 @@ func fixture() (*api.Machine, *api.MachineProfile, *api.Site) {
 
 func fixtureValues() Values {
 	m, p, site := fixture()
-	v := NewValues(m, p, site, ServerValues{BootURL: "http://10.0.0.2:8080/", APIURL: "https://10.0.0.2:6443"})
+	v := NewValues(m, p, site, ServerValues{BootURL: "http://10.0.0.2:8080/", APIURL: "https://10.0.0.2:6443"}, "b1")
 	v.SSHKeys = []string{keyAlice, keyBob}
 	v.Token = "hearth-machine-s3cret"
 	return v
@@ -60,15 +60,16 @@ func TestRenderValues(t *testing.T) {
 		{"{{ .Server.BootURL }} {{ .Server.APIURL }}", "http://10.0.0.2:8080/ https://10.0.0.2:6443"},
 		{"{{ .URLs.Kernel }} {{ join \" \" .URLs.Initrds }}", "http://mirror/linux http://mirror/initrd.gz"},
 		{"{{ .URLs.Script }}", "http://10.0.0.2:8080/machines/node1/boot.ipxe"},
-		{"{{ .URLs.FilesBase }}", "http://10.0.0.2:8080/machines/node1/files"},
-		{`{{ index .URLs.Files "user-data" }}`, "http://10.0.0.2:8080/machines/node1/files/user-data"},
-		{`{{ index .URLs.Files "preseed.cfg" }}`, "http://10.0.0.2:8080/machines/node1/files/preseed.cfg"},
-		{"{{ .URLs.Metadata }}", "http://10.0.0.2:8080/machines/node1/files/meta-data"},
-		{"{{ .URLs.Report }}", "http://10.0.0.2:8080/machines/node1/report"},
+		{"{{ .URLs.Boot }}", "http://10.0.0.2:8080/machines/node1/boots/b1"},
+		{"{{ .URLs.FilesBase }}", "http://10.0.0.2:8080/machines/node1/boots/b1/files"},
+		{`{{ index .URLs.Files "user-data" }}`, "http://10.0.0.2:8080/machines/node1/boots/b1/files/user-data"},
+		{`{{ index .URLs.Files "preseed.cfg" }}`, "http://10.0.0.2:8080/machines/node1/boots/b1/files/preseed.cfg"},
+		{"{{ .URLs.Metadata }}", "http://10.0.0.2:8080/machines/node1/boots/b1/files/meta-data"},
+		{"{{ .URLs.Report }}", "http://10.0.0.2:8080/machines/node1/boots/b1/report"},
 		{"{{ range .SSHKeys }}{{ . }}\n{{ end }}", keyAlice + "\n" + keyBob + "\n"},
 		{"{{ .Token }}", "hearth-machine-s3cret"},
 		// The short forms the API's example profile uses.
-		{"url={{ .FilesURL }}/preseed.cfg hostname={{ .Hostname }}", "url=http://10.0.0.2:8080/machines/node1/files/preseed.cfg hostname=n1.lab.example"},
+		{"url={{ .FilesURL }}/preseed.cfg hostname={{ .Hostname }}", "url=http://10.0.0.2:8080/machines/node1/boots/b1/files/preseed.cfg hostname=n1.lab.example"},
 	}
 	for _, tt := range tests {
 		got, err := Render(tt.tmpl, v)

@@ -22,8 +22,9 @@ type Values struct {
 	// sshKeySelector, one authorized_keys line each, sorted by key name.
 	SSHKeys []string
 	// Token authenticates the machine's report (URLs.Report) as a bearer
-	// token. It is a per-machine secret: use it only in the report call.
-	// The boot service leaves it empty where nothing needs it.
+	// token. It is a secret of one boot, good for one report: use it only
+	// in the report call. The boot service leaves it empty where nothing
+	// needs it.
 	Token string
 }
 
@@ -78,7 +79,9 @@ type URLValues struct {
 	// Script is the machine's iPXE script: what it chains to.
 	Script string
 	// FilesBase is where the profile's rendered files live:
-	// FilesBase + "/" + name is Files[name].
+	// FilesBase + "/" + name is Files[name]. It, Files, Metadata and
+	// Report are under the boot (Boot): they are served only within the
+	// boot the service issued, to the machine's own address.
 	FilesBase string
 	// Files maps each of the profile's files to its URL.
 	Files map[string]string
@@ -87,8 +90,11 @@ type URLValues struct {
 	// FilesBase + "/" finds it beside a user-data file.
 	Metadata string
 	// Report is where the booted system or the installer reports back
-	// (POST, with Token).
+	// (POST, with Token), once.
 	Report string
+	// Boot is the base of the boot's URLs
+	// (BootURL/machines/NAME/boots/ID).
+	Boot string
 }
 
 // Hostname is .Machine.Hostname, kept short for kernel args.
@@ -102,6 +108,7 @@ func (v Values) FilesURL() string { return v.URLs.FilesBase }
 const (
 	machinesPath = "/machines/"
 	scriptName   = "boot.ipxe"
+	bootsDir     = "boots"
 	filesDir     = "files"
 	reportName   = "report"
 	// MetadataFile is the name of the generated NoCloud meta-data, served
@@ -114,11 +121,21 @@ func MachineURL(bootURL, machine string) string {
 	return strings.TrimRight(bootURL, "/") + machinesPath + url.PathEscape(machine)
 }
 
+// BootURL is the base of the URLs of one boot of a machine: the boot
+// service issues a boot (a random id) when it serves the machine its
+// profile's boot, and serves the boot's files, artifacts and report
+// under this base only.
+func BootURL(bootURL, machine, boot string) string {
+	return MachineURL(bootURL, machine) + "/" + bootsDir + "/" + url.PathEscape(boot)
+}
+
 // NewValues gathers the values for machine m booting profile p (nil while
-// it has none) at site (nil when it has none or it is unknown). URLs.Kernel
-// and Initrds are filled by RenderBoot for the architecture's boot;
-// SSHKeys and Token are the caller's to set.
-func NewValues(m *api.Machine, p *api.MachineProfile, site *api.Site, srv ServerValues) Values {
+// it has none) at site (nil when it has none or it is unknown), in the
+// boot with id boot ("" while none is issued: the files and report URLs
+// then name no boot, and nothing serves them). URLs.Kernel and Initrds
+// are filled by RenderBoot for the architecture's boot; SSHKeys and Token
+// are the caller's to set.
+func NewValues(m *api.Machine, p *api.MachineProfile, site *api.Site, srv ServerValues, boot string) Values {
 	v := Values{
 		Machine: MachineValues{
 			Name: m.Metadata.Name, UID: m.Metadata.UID, MAC: m.Spec.MAC, Arch: m.Spec.Architecture,
@@ -138,9 +155,10 @@ func NewValues(m *api.Machine, p *api.MachineProfile, site *api.Site, srv Server
 	} else if m.Spec.Site != "" {
 		v.Site.Name = m.Spec.Site
 	}
-	base := MachineURL(srv.BootURL, m.Metadata.Name)
+	base := BootURL(srv.BootURL, m.Metadata.Name, boot)
 	v.URLs = URLValues{
-		Script:    base + "/" + scriptName,
+		Script:    MachineURL(srv.BootURL, m.Metadata.Name) + "/" + scriptName,
+		Boot:      base,
 		FilesBase: base + "/" + filesDir,
 		Report:    base + "/" + reportName,
 		Files:     map[string]string{},

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
+	"net/url"
 	"slices"
 	"sync"
 	"time"
@@ -48,6 +50,16 @@ const (
 //     service clears status.sshHostKeys when it serves a stateless boot:
 //     a RAM root makes new host keys every time.)
 //
+// It also forgets machines nobody wants: a machine waiting in phase
+// Discovered that carries nothing a person gave it (discovered, never
+// approved, no profile, labels, annotations, hostname, description,
+// power settings or other spec change since it was created) and that the
+// boot service has not heard from (status.lastSeen, else its creation)
+// for DiscoveredTTL is deleted, with a DiscoveredExpired event. The boot
+// service bounds how many wait (its --max-discovered); this keeps the
+// ones that went away from holding those places for ever. It discovers
+// them again if they network-boot.
+//
 // It also keeps every MachineProfile's status.machines. Each change of
 // condition or phase is recorded as an Event on the machine (its boot
 // timeline). It is level-triggered: the status it writes depends only on
@@ -60,6 +72,10 @@ type Machines struct {
 	// (default a minute).
 	Resync time.Duration
 	Now    func() time.Time
+	// DiscoveredTTL is how long an untouched Discovered machine may go
+	// unseen before it is deleted (default DefaultDiscoveredTTL; negative:
+	// never).
+	DiscoveredTTL time.Duration
 
 	machines *client.Informer
 	profiles *client.Informer
@@ -73,10 +89,16 @@ type Machines struct {
 	profileGen map[string]int64
 }
 
+// DefaultDiscoveredTTL is the default of Machines.DiscoveredTTL.
+const DefaultDiscoveredTTL = 24 * time.Hour
+
 // Run runs the controller until ctx ends.
 func (c *Machines) Run(ctx context.Context) error {
 	if c.Now == nil {
 		c.Now = time.Now
+	}
+	if c.DiscoveredTTL == 0 {
+		c.DiscoveredTTL = DefaultDiscoveredTTL
 	}
 	if c.Resync == 0 {
 		c.Resync = time.Minute
@@ -157,9 +179,19 @@ func (c *Machines) Reconcile(ctx context.Context, key string) (reconcile.Result,
 		return reconcile.Result{}, nil
 	}
 	p, matchErr := profile.Match(m, c.profileList())
-	st := machineStatus(m, p, matchErr, c.Now().UTC())
+	now := c.Now().UTC()
+	st := machineStatus(m, p, matchErr, now)
+	var result reconcile.Result
+	if st.Phase == api.MachineDiscovered && c.DiscoveredTTL > 0 && untouched(m) {
+		seen := lastSignOfLife(m)
+		if left := seen.Add(c.DiscoveredTTL).Sub(now); left > 0 {
+			result.RequeueAfter = left
+		} else {
+			return reconcile.Result{}, c.forget(ctx, m, seen)
+		}
+	}
 	if !machineStatusChanged(m.Status, st) {
-		return reconcile.Result{}, nil
+		return result, nil
 	}
 	// Conditional on the resourceVersion: the boot service writes this
 	// status too, and a phase computed from facts it has since changed
@@ -176,7 +208,48 @@ func (c *Machines) Reconcile(ctx context.Context, key string) (reconcile.Result,
 		return reconcile.Result{}, fmt.Errorf("writing the status of Machine %s: %w", m.Metadata.Name, err)
 	}
 	c.recordTransitions(ctx, m, m.Status, st)
-	return reconcile.Result{}, nil
+	return result, nil
+}
+
+// untouched reports whether m carries nothing a person gave it: what the
+// boot service creates on discovery (MAC, architecture, site) and no
+// more, never changed since.
+func untouched(m *api.Machine) bool {
+	md, spec := m.Metadata, m.Spec
+	return md.Generation <= 1 && len(md.Labels) == 0 && len(md.Annotations) == 0 && len(md.Finalizers) == 0 &&
+		len(md.OwnerReferences) == 0 && md.DeletionTimestamp == nil &&
+		!spec.Approved && spec.Profile == "" && spec.Hostname == "" && spec.Description == "" && spec.ReinstallRequested == nil &&
+		(spec.Power.Driver == "" || spec.Power.Driver == api.PowerDriverNone) && spec.Power.Address == "" &&
+		spec.Power.WOL == nil && spec.Power.Webhook == nil
+}
+
+// lastSignOfLife is when the boot service last heard from m, or when m
+// was created if it never wrote.
+func lastSignOfLife(m *api.Machine) time.Time {
+	switch {
+	case m.Status.LastSeen != nil:
+		return *m.Status.LastSeen
+	case m.Metadata.CreationTimestamp != nil:
+		return *m.Metadata.CreationTimestamp
+	}
+	return time.Time{}
+}
+
+// forget deletes a stale Discovered machine, if it is still the version
+// the decision was made on (a person approving it meanwhile wins).
+func (c *Machines) forget(ctx context.Context, m *api.Machine, seen time.Time) error {
+	k, _ := api.KindByName("Machine")
+	path := api.ObjectPath(k, "", m.Metadata.Name) + "?resourceVersion=" + url.QueryEscape(m.Metadata.ResourceVersion)
+	if err := c.Client.Do(ctx, http.MethodDelete, path, nil, nil); err != nil {
+		if api.IsConflict(err) || api.IsNotFound(err) {
+			return nil // the informer brings the newer state
+		}
+		return fmt.Errorf("deleting stale discovered Machine %s: %w", m.Metadata.Name, err)
+	}
+	c.Recorder.Eventf(ctx, m, api.EventNormal, "DiscoveredExpired",
+		"deleted: it waited in phase Discovered, never approved, and the boot service has not heard from it since %s (over %s, the server's --discovered-machine-ttl); it is discovered again if it network-boots",
+		seen.UTC().Format(time.RFC3339), c.DiscoveredTTL)
+	return nil
 }
 
 // machineStatus is the status machine m should have with profile p (nil

@@ -10,6 +10,7 @@ import (
 
 	api "hearth.dev/hearth/api/v1alpha1"
 	"hearth.dev/hearth/client"
+	"hearth.dev/hearth/server"
 	"hearth.dev/hearth/server/controllers"
 	"hearth.dev/hearth/server/servertest"
 )
@@ -288,4 +289,72 @@ func TestMachineStateless(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// TestStaleDiscoveredMachinesAreCollected: a machine waiting in
+// Discovered that nobody touched and the boot service has not heard from
+// for the server's --discovered-machine-ttl is deleted, with an event;
+// one seen lately, or one a person labelled, named or approved, stays.
+func TestStaleDiscoveredMachinesAreCollected(t *testing.T) {
+	const ttl = time.Hour
+	env := servertest.Start(t, func(c *server.Config) { c.DiscoveredMachineTTL = ttl })
+	ctx := servertest.Ctx(t)
+	boot := env.BootService("boot1")
+	now := time.Now().UTC()
+	machines := []struct {
+		name     string
+		lastSeen time.Time
+		person   map[string]any // a person's merge patch
+		kept     bool
+	}{
+		{"stale", now.Add(-2 * ttl), nil, false},
+		{"stale-soon", now.Add(-ttl + 3*time.Second), nil, false}, // collected when its time comes
+		{"recent", now, nil, true},
+		{"labelled", now.Add(-2 * ttl), map[string]any{"metadata": map[string]any{"labels": map[string]any{"rack": "r1"}}}, true},
+		{"named", now.Add(-2 * ttl), map[string]any{"spec": map[string]any{"hostname": "db1"}}, true},
+		{"approved", now.Add(-2 * ttl), map[string]any{"spec": map[string]any{"approved": true}}, true},
+	}
+	for i, m := range machines {
+		// A person's changes come first, so nothing is collected before
+		// the person's mark is on it.
+		obj := discovered(m.name, fmt.Sprintf("52:54:00:aa:cc:%02x", i), "")
+		if m.person != nil {
+			if _, err := env.Admin.Create(ctx, obj); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := env.Admin.Patch(ctx, "Machine", "", m.name, m.person, false); err != nil {
+				t.Fatal(err)
+			}
+		} else if _, err := boot.Create(ctx, obj); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := boot.Patch(ctx, "Machine", "", m.name, map[string]any{"status": map[string]any{"lastSeen": m.lastSeen}}, true); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, m := range machines {
+		if m.kept {
+			continue
+		}
+		servertest.Eventually(t, 20*time.Second, func() error {
+			if _, err := env.Admin.Get(ctx, "Machine", "", m.name); !api.IsNotFound(err) {
+				return fmt.Errorf("machine %s is still there (%v)", m.name, err)
+			}
+			return nil
+		})
+		evs := machineEvents(t, env.Admin, m.name, "Normal/DiscoveredExpired")
+		for _, e := range evs {
+			if e.Spec.Reason == "DiscoveredExpired" && !strings.Contains(e.Spec.Message, "--discovered-machine-ttl") {
+				t.Errorf("event: %s", e.Spec.Message)
+			}
+		}
+	}
+	for _, m := range machines {
+		if !m.kept {
+			continue
+		}
+		if _, err := env.Admin.Get(ctx, "Machine", "", m.name); err != nil {
+			t.Errorf("machine %s was collected: %v", m.name, err)
+		}
+	}
 }

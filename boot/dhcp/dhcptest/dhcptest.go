@@ -11,16 +11,19 @@
 package dhcptest
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net"
 	"net/netip"
 	"os/exec"
 	"runtime"
+	"syscall"
 	"time"
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
 )
 
 // Link names inside the namespaces.
@@ -200,4 +203,78 @@ func withLink(ns netns.NsHandle, link string, fn func(*netlink.Handle, netlink.L
 		return fmt.Errorf("link %s: %w", link, err)
 	}
 	return nil
+}
+
+// ListenUDP opens a UDP socket on port of every address in ns, bound to
+// link, that may send and receive broadcasts: a DHCP client's socket
+// (port 68) before it has an address.
+func ListenUDP(ns netns.NsHandle, link string, port int) (*net.UDPConn, error) {
+	var conn *net.UDPConn
+	err := Do(ns, func() error {
+		lc := net.ListenConfig{Control: func(network, address string, rc syscall.RawConn) error {
+			var serr error
+			err := rc.Control(func(fd uintptr) {
+				s := int(fd)
+				if serr = unix.SetsockoptInt(s, unix.SOL_SOCKET, unix.SO_REUSEADDR, 1); serr != nil {
+					return
+				}
+				if serr = unix.SetsockoptInt(s, unix.SOL_SOCKET, unix.SO_BROADCAST, 1); serr != nil {
+					return
+				}
+				serr = unix.BindToDevice(s, link)
+			})
+			if err != nil {
+				return err
+			}
+			return serr
+		}}
+		pc, err := lc.ListenPacket(context.Background(), "udp4", fmt.Sprintf("0.0.0.0:%d", port))
+		if err != nil {
+			return fmt.Errorf("listening on %s port %d: %w", link, port, err)
+		}
+		conn = pc.(*net.UDPConn)
+		return nil
+	})
+	return conn, err
+}
+
+// DialContext dials from ns: its DialContext fits an http.Transport, so a
+// test's HTTP requests come from a namespace's client. local, when valid,
+// is the source address.
+func DialContext(ns netns.NsHandle, local netip.Addr) func(ctx context.Context, network, addr string) (net.Conn, error) {
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		d := net.Dialer{}
+		if local.IsValid() {
+			d.LocalAddr = &net.TCPAddr{IP: local.AsSlice()}
+		}
+		var c net.Conn
+		err := Do(ns, func() error {
+			var err error
+			c, err = d.DialContext(ctx, network, addr)
+			return err
+		})
+		return c, err
+	}
+}
+
+// SetMAC changes the hardware address of link in ns.
+func (n *Net) SetMAC(ns netns.NsHandle, link string, mac net.HardwareAddr) error {
+	return withLink(ns, link, func(h *netlink.Handle, l netlink.Link) error { return h.LinkSetHardwareAddr(l, mac) })
+}
+
+// FlushNeighbours forgets what ns's kernel resolved on link, so the next
+// packet to a neighbour asks ARP again.
+func (n *Net) FlushNeighbours(ns netns.NsHandle, link string) error {
+	return withLink(ns, link, func(h *netlink.Handle, l netlink.Link) error {
+		neighs, err := h.NeighList(l.Attrs().Index, netlink.FAMILY_V4)
+		if err != nil {
+			return err
+		}
+		for i := range neighs {
+			if err := h.NeighDel(&neighs[i]); err != nil && !errors.Is(err, syscall.ENOENT) {
+				return err
+			}
+		}
+		return nil
+	})
 }
