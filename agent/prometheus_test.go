@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"hearth.dev/hearth/agent"
+	api "hearth.dev/hearth/api/v1alpha1"
 	"hearth.dev/hearth/boot"
 	"hearth.dev/hearth/boot/dhcp"
 	"hearth.dev/hearth/server"
@@ -103,16 +104,27 @@ func TestPrometheusScrapesEverything(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Prometheus reads the server's metrics as a cluster viewer.
+	var tok server.TokenResponse
+	l.env.User("prometheus", "", api.RoleViewer)
+	if err := l.env.Admin.Do(ctx, http.MethodPost, api.PathPrefix+"/users/prometheus/tokens", map[string]string{"description": "prometheus"}, &tok); err != nil {
+		t.Fatal(err)
+	}
+	tokenFile := filepath.Join(dir, "hearth-token")
+	if err := os.WriteFile(tokenFile, []byte(tok.Token+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	serverAddr := strings.TrimPrefix(l.env.Server.URL(), "https://")
 	conf := strings.NewReplacer(
 		"scrape_interval: 15s", "scrape_interval: 1s",
 		"evaluation_interval: 15s", "evaluation_interval: 1s",
 		"/etc/prometheus/hearth-ca.crt", filepath.Join(l.env.DataDir, "ca.crt"),
+		"/etc/prometheus/hearth-token", tokenFile,
 		`"server1.lab:8443"`, `"`+serverAddr+`"`,
 		`"host1.lab:9464", "host2.lab:9464"`, `"`+agentMetrics+`"`,
 		`"boot.lab:9465"`, `"`+bootMetrics+`"`,
 	).Replace(string(cfg))
-	if strings.Contains(conf, ".lab:") {
+	if strings.Contains(conf, ".lab:") || strings.Contains(conf, "/etc/prometheus") {
 		t.Fatalf("docs/prometheus/prometheus.yml changed: the test could not point every target at the lab:\n%s", conf)
 	}
 	for name, data := range map[string]string{"prometheus.yml": conf, "alerts.yml": string(alerts)} {

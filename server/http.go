@@ -86,7 +86,7 @@ func (s *Server) route(w http.ResponseWriter, r *http.Request) {
 		s.openapi.ServeHTTP(w, r)
 		return
 	case "/metrics":
-		s.metrics.ServeHTTP(w, r)
+		s.serveMetrics(w, r)
 		return
 	}
 	if s.serveUI(w, r) {

@@ -11,6 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	dto "github.com/prometheus/client_model/go"
 
+	api "hearth.dev/hearth/api/v1alpha1"
 	"hearth.dev/hearth/reconcile"
 )
 
@@ -71,3 +72,21 @@ func (m *metrics) observe(method string, code int, d time.Duration) {
 }
 
 func (m *metrics) ServeHTTP(w http.ResponseWriter, r *http.Request) { m.handler.ServeHTTP(w, r) }
+
+// serveMetrics answers Prometheus. The figures name machines and their
+// sensors, controllers and the store's health, which are the cluster's
+// business: the caller needs a cluster-wide user's token (an admin's or a
+// viewer's, such as a viewer made for Prometheus), not a tenant's or a
+// host's.
+func (s *Server) serveMetrics(w http.ResponseWriter, r *http.Request) {
+	p, err := s.authn.Authenticate(r.Context(), authorization(r))
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	if p.HostCredential() || p.Tenant != "" || (p.Role != api.RoleClusterAdmin && p.Role != api.RoleViewer) {
+		writeError(w, api.NewForbidden("%s may not read the server's metrics: they are for cluster-wide users (make Prometheus a viewer: hearth apply a User with role viewer and no tenant, then hearth token create --user NAME)", p.Name))
+		return
+	}
+	s.metrics.ServeHTTP(w, r)
+}

@@ -134,7 +134,9 @@ func TestMachineSensors(t *testing.T) {
 	// The leader reads them for Prometheus too.
 	hc := httpsClient(env)
 	servertest.Eventually(t, 30*time.Second, func() error {
-		resp, err := hc.Get(env.Server.URL() + "/metrics")
+		req, _ := http.NewRequest(http.MethodGet, env.Server.URL()+"/metrics", nil)
+		req.Header.Set("Authorization", "Bearer "+tokenOf(t, viewer))
+		resp, err := hc.Do(req)
 		if err != nil {
 			return err
 		}

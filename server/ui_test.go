@@ -155,3 +155,45 @@ func TestConsoleTokenInSubprotocol(t *testing.T) {
 		t.Errorf("a list with the token only in Sec-WebSocket-Protocol: %d, want 401", resp.StatusCode)
 	}
 }
+
+// TestMetricsNeedClusterReader: the server's metrics name machines, their
+// sensors and the controllers, so only cluster-wide users read them: no
+// token is 401, a tenant's or a host's token 403, a viewer's 200.
+func TestMetricsNeedClusterReader(t *testing.T) {
+	env := servertest.Start(t, servertest.WithoutControllers())
+	env.Tenant("a")
+	hc := httpsClient(env)
+	get := func(token string) int {
+		req, _ := http.NewRequest(http.MethodGet, env.Server.URL()+"/metrics", nil)
+		if token != "" {
+			req.Header.Set("Authorization", "Bearer "+token)
+		}
+		resp, err := hc.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode == http.StatusOK && !strings.Contains(string(body), "hearth_api_requests_total") {
+			t.Errorf("/metrics answered 200 without the API's metrics")
+		}
+		return resp.StatusCode
+	}
+	for _, c := range []struct {
+		who   string
+		token string
+		code  int
+	}{
+		{"no one", "", http.StatusUnauthorized},
+		{"a tenant's admin", tokenOf(t, env.User("a-admin", "a", api.RoleTenantAdmin)), http.StatusForbidden},
+		{"a tenant's viewer", tokenOf(t, env.User("a-viewer", "a", api.RoleViewer)), http.StatusForbidden},
+		{"a host", tokenOf(t, env.Host("h1")), http.StatusForbidden},
+		{"a boot service", tokenOf(t, env.BootService("boot1")), http.StatusForbidden},
+		{"a cluster viewer", tokenOf(t, env.User("prometheus", "", api.RoleViewer)), http.StatusOK},
+		{"a cluster admin", tokenOf(t, env.Admin), http.StatusOK},
+	} {
+		if got := get(c.token); got != c.code {
+			t.Errorf("/metrics for %s: %d, want %d", c.who, got, c.code)
+		}
+	}
+}
