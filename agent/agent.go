@@ -115,13 +115,13 @@ type Agent struct {
 	kvmWhy string
 	images *storage.ImageCache
 	imgs   *imageState
-	// imageInf caches every Image (shared and tenants'), for lookups and
-	// the cache sweep.
-	imageInf *client.Informer
-	vms      *vmController
-	volumes  *volumeController
-	certFP   string
-	mon      *monitor
+	// cache is the agent's one set of informers, which every controller
+	// reads (cache.go).
+	cache   *cache
+	vms     *vmController
+	volumes *volumeController
+	certFP  string
+	mon     *monitor
 }
 
 // Run joins (if needed: joining registers the Host) and runs until ctx
@@ -212,8 +212,8 @@ func run(ctx context.Context, cfg Config) error {
 	a := &Agent{cfg: cfg, c: c, ca: []byte(creds.CA), rec: client.NewRecorder(c, "host/"+cfg.Name).Background(ctx),
 		images: &storage.ImageCache{Dir: filepath.Join(cfg.DataDir, "images"), Client: storage.NewFetchClient(policy),
 			AllowedFileDirs: cfg.AllowFileDirs},
-		imgs:     newImageState(),
-		imageInf: client.NewInformer(c, "Image", "", client.ListOptions{AllTenants: true})}
+		imgs:  newImageState(),
+		cache: newCache(c, cfg.Name)}
 	a.mon = newMonitor(a, cfg.StatsInterval)
 	ctlMetrics := reconcile.NewMetrics()
 	ctx = reconcile.WithMetrics(ctx, ctlMetrics)
@@ -222,7 +222,11 @@ func run(ctx context.Context, cfg Config) error {
 			return err
 		}
 	}
-	a.kvm, a.kvmWhy = compute.DetectKVM(ctx)
+	if d, ok := cfg.Driver.(compute.KVMDetector); ok {
+		a.kvm, a.kvmWhy = d.DetectKVM(ctx)
+	} else {
+		a.kvm, a.kvmWhy = compute.DetectKVM(ctx)
+	}
 	slog.Info("agent starting", "host", cfg.Name, "server", creds.Server, "kvm", a.kvm, "kvmReason", a.kvmWhy)
 
 	listener, err := a.startConsole(ctx)
@@ -238,7 +242,8 @@ func run(ctx context.Context, cfg Config) error {
 	}
 	a.vms = newVMController(a)
 	a.volumes = newVolumeController(a)
-	go a.imageInf.Run(ctx)
+	a.wire()
+	a.cache.run(ctx)
 	go a.mon.run(ctx)
 	errc := make(chan error, 3)
 	go func() { errc <- a.heartbeat(ctx) }()
@@ -273,7 +278,7 @@ func (a *Agent) checkHost(ctx context.Context) error {
 }
 
 // facts are what the agent reports about the machine.
-func (a *Agent) facts() map[string]any {
+func (a *Agent) facts() api.HostFacts {
 	var u unix.Utsname
 	_ = unix.Uname(&u)
 	var st unix.Statfs_t
@@ -281,21 +286,16 @@ func (a *Agent) facts() map[string]any {
 	if unix.Statfs(a.cfg.DataDir, &st) == nil {
 		disk = int64(st.Blocks) * st.Bsize
 	}
-	accel := "tcg"
-	if a.kvm {
-		accel = "kvm"
-	}
-	return map[string]any{
-		"cpus":            runtime.NumCPU(),
-		"memory":          memTotal(),
-		"disk":            disk,
-		"architecture":    archName(runtime.GOARCH),
-		"kvm":             a.kvm,
-		"kernelVersion":   unix.ByteSliceToString(u.Release[:]),
-		"agentVersion":    version.Version,
-		"agentURL":        "https://" + a.cfg.Listen,
-		"agentCertSHA256": a.certFP,
-		"accelerator":     accel,
+	return api.HostFacts{
+		CPUs:            runtime.NumCPU(),
+		Memory:          api.Bytes(memTotal()),
+		Disk:            api.Bytes(disk),
+		Architecture:    archName(runtime.GOARCH),
+		KVM:             a.kvm,
+		KernelVersion:   unix.ByteSliceToString(u.Release[:]),
+		AgentVersion:    version.Version,
+		AgentURL:        "https://" + a.cfg.Listen,
+		AgentCertSHA256: a.certFP,
 	}
 }
 
@@ -339,17 +339,14 @@ func (a *Agent) heartbeat(ctx context.Context) error {
 		}
 		if err == nil || !api.IsNotFound(err) {
 			now := time.Now().UTC()
-			st := map[string]any{"phase": api.HostReady, "lastHeartbeat": now}
+			beat := api.HostHeartbeat{Phase: api.HostReady, LastHeartbeat: now}
 			if full {
-				for k, v := range a.facts() {
-					if k != "accelerator" {
-						st[k] = v
-					}
-				}
-				st["conditions"] = []api.Condition{{Type: "Ready", Status: api.ConditionTrue, Reason: "AgentHeartbeat",
+				facts := a.facts()
+				beat.HostFacts = &facts
+				beat.Conditions = []api.Condition{{Type: api.ConditionReady, Status: api.ConditionTrue, Reason: api.ReasonAgentHeartbeat,
 					Message: "the agent is renewing its lease", LastTransitionTime: &now}}
 			}
-			_, err = a.c.Patch(ctx, "Host", "", a.cfg.Name, map[string]any{"status": st}, true)
+			_, err = a.c.PatchStatus(ctx, "Host", "", a.cfg.Name, beat)
 		}
 		switch {
 		case ctx.Err() != nil:

@@ -195,12 +195,12 @@ func (m *monitor) sample(ctx context.Context) {
 
 // placedVMs are the VMs the API places on this host.
 func (m *monitor) placedVMs() []*api.VirtualMachine {
-	if m.a.vms == nil {
+	if m.a.cache == nil {
 		return nil
 	}
 	var out []*api.VirtualMachine
-	for _, key := range m.a.vms.inf.Keys() {
-		if o, ok := m.a.vms.inf.Get(key); ok {
+	for _, key := range m.a.cache.vms.Keys() {
+		if o, ok := m.a.cache.vms.Get(key); ok {
 			out = append(out, o.(*api.VirtualMachine))
 		}
 	}

@@ -15,6 +15,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -116,14 +117,23 @@ func (s *Service) Observe(ctx context.Context, ev dhcp.Event) {
 		s.event(name, api.EventNormal, "DHCP", "%s", msg)
 	}
 	if ev.Reply == dhcp.MsgAck {
-		ip := ev.IP
-		s.later(func(ctx context.Context) {
-			now := time.Now().UTC()
-			st := map[string]any{"lastSeen": now}
-			if ip.IsValid() {
-				st["addresses"] = []string{ip.String()}
+		// A new address is written at once; the same one again (a
+		// renewal, firmware that asks over and over) only refreshes
+		// lastSeen now and then (touch), not at every packet.
+		m := s.machine(name)
+		if !ev.IP.IsValid() || (m != nil && slices.Equal(m.Status.Addresses, []string{ev.IP.String()})) {
+			if m != nil {
+				s.touch(m)
 			}
-			_, _ = s.c.Patch(ctx, "Machine", "", name, map[string]any{"status": st}, true)
+			return
+		}
+		now := time.Now().UTC()
+		s.mu.Lock()
+		s.seen[name] = now
+		s.mu.Unlock()
+		facts := api.MachineFacts{LastSeen: &now, Addresses: []string{ev.IP.String()}}
+		s.later(func(ctx context.Context) {
+			_, _ = s.c.PatchStatus(ctx, "Machine", "", name, facts)
 		})
 	}
 }
@@ -369,8 +379,9 @@ func (s *Service) touch(m *api.Machine) {
 	}
 	s.mu.Unlock()
 	if due {
+		seen := now.UTC()
 		s.later(func(ctx context.Context) {
-			_, _ = s.c.Patch(ctx, "Machine", "", name, map[string]any{"status": map[string]any{"lastSeen": now.UTC()}}, true)
+			_, _ = s.c.PatchStatus(ctx, "Machine", "", name, api.MachineFacts{LastSeen: &seen})
 		})
 	}
 }
@@ -425,11 +436,12 @@ func (s *Service) serveScript(w http.ResponseWriter, r *http.Request) {
 		// is Ready again only once this boot reports its host keys.
 		stateless := p != nil && !p.Spec.Install
 		s.later(func(ctx context.Context) {
-			st := map[string]any{"lastBoot": time.Now().UTC()}
+			now := time.Now().UTC()
+			facts := api.MachineFacts{LastBoot: &now}
 			if stateless {
-				st["sshHostKeys"] = nil
+				facts.SSHHostKeys = new([]string) // null: cleared
 			}
-			if _, err := s.c.Patch(ctx, "Machine", "", name, map[string]any{"status": st}, true); err != nil {
+			if _, err := s.c.PatchStatus(ctx, "Machine", "", name, facts); err != nil {
 				slog.Warn("recording a machine's boot", "machine", name, "err", err)
 			}
 		})
@@ -601,18 +613,16 @@ func (s *Service) serveReport(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	p, _ := s.profileOf(m)
-	st := map[string]any{"lastSeen": now.UTC()}
-	if len(rep.IPs) > 0 {
-		st["addresses"] = rep.IPs
-	}
+	seen := now.UTC()
+	facts := api.MachineFacts{LastSeen: &seen, Addresses: rep.IPs}
 	if len(rep.SSHHostKeys) > 0 {
-		st["sshHostKeys"] = rep.SSHHostKeys
+		facts.SSHHostKeys = &rep.SSHHostKeys
 	}
 	ok := rep.Result == "" || rep.Result == "ok"
 	if ok && p != nil && p.Spec.Install {
-		st["installedAt"] = now.UTC()
+		facts.InstalledAt = &seen
 	}
-	if _, err := s.c.Patch(r.Context(), "Machine", "", name, map[string]any{"status": st}, true); err != nil {
+	if _, err := s.c.PatchStatus(r.Context(), "Machine", "", name, facts); err != nil {
 		s.boots.unspend(b.ID) // it may report again
 		http.Error(w, err.Error(), http.StatusServiceUnavailable)
 		return

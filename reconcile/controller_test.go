@@ -432,3 +432,37 @@ func TestControllerRunRejectsBadConfig(t *testing.T) {
 		})
 	}
 }
+
+// TestControllerFailingKeyDoesNotSpin: a reconcile that fails and, each
+// time, makes a write its own watch brings back (an Enqueue of its key)
+// runs only at its backoff: in 10s of a 5s cap, a handful of times, not
+// thousands.
+func TestControllerFailingKeyDoesNotSpin(t *testing.T) {
+	clk := newFakeClock()
+	var n atomic.Int32
+	var c *reconcile.Controller
+	c = &reconcile.Controller{
+		Name:   "test",
+		Clock:  clk,
+		Logger: discardLogger(),
+		Reconciler: reconcile.ReconcilerFunc(func(ctx context.Context, key string) (reconcile.Result, error) {
+			n.Add(1)
+			c.Enqueue(key) // the echo of this reconcile's status write
+			go c.Enqueue(key)
+			return reconcile.Result{}, errors.New(`image "x" does not exist in tenant demo`)
+		}),
+	}
+	start(t, c)
+	c.Enqueue("demo/web")
+	deadline := clk.Now().Add(10 * time.Second)
+	for clk.Now().Before(deadline) {
+		clk.WaitForTimers(t, 1)
+		d, _ := clk.NextIn()
+		clk.Advance(d)
+		time.Sleep(time.Millisecond) // let the echo goroutine run
+	}
+	// 50ms doubling: 50+100+…+6400ms ≈ 12.7s, so at most 8 tries in 10s.
+	if got := n.Load(); got > 9 {
+		t.Fatalf("%d reconciles in 10s of backoff: the echoes cut the backoff short", got)
+	}
+}

@@ -233,7 +233,7 @@ func (s *Server) uploadImage(w http.ResponseWriter, r *http.Request, p *auth.Pri
 		st := &ci.Status
 		changed := st.Checksum != sum || st.Size != api.Bytes(n) || st.Phase != api.ImageReady
 		st.Checksum, st.Size, st.Phase = sum, api.Bytes(n), api.ImageReady
-		if st.SetCondition(api.Condition{Type: "Uploaded", Status: api.ConditionTrue, Reason: "Uploaded",
+		if st.SetCondition(api.Condition{Type: api.ConditionUploaded, Status: api.ConditionTrue, Reason: api.ReasonUploaded,
 			Message: fmt.Sprintf("%d bytes with checksum %s", n, sum)}, now) || changed {
 			return ci, nil
 		}

@@ -494,7 +494,7 @@ func (s *VirtualMachineStatus) SetScheduled(host string, generation int64, now t
 	if c := s.Condition(ConditionScheduled); c != nil && c.Status == ConditionTrue {
 		return changed
 	}
-	return s.SetCondition(Condition{Type: ConditionScheduled, Status: ConditionTrue, Reason: "Scheduled",
+	return s.SetCondition(Condition{Type: ConditionScheduled, Status: ConditionTrue, Reason: ReasonScheduled,
 		Message: "placed on " + host, ObservedGeneration: generation}, now) || changed
 }
 

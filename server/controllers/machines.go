@@ -20,13 +20,13 @@ import (
 const (
 	// ConditionProfileMatched: True with the profile the machine boots,
 	// False with why it has none (no match, a tie, a missing spec.profile).
-	ConditionProfileMatched = "ProfileMatched"
+	ConditionProfileMatched = api.ConditionProfileMatched
 	// ConditionApproved: True once the machine may boot its profile (by
 	// hand or by the profile's autoApprove).
-	ConditionApproved = "Approved"
+	ConditionApproved = api.ConditionApproved
 	// ConditionInstalled: for machines of an install profile, whether the
 	// installer has reported success (and no reinstall was asked since).
-	ConditionInstalled = "Installed"
+	ConditionInstalled = api.ConditionInstalled
 )
 
 // Machines moves bare-metal Machines through their lifecycle, from what
@@ -110,8 +110,9 @@ func (c *Machines) Run(ctx context.Context) error {
 		List: func(context.Context) ([]string, error) { return c.machines.Keys(), nil }}
 	c.counts = &reconcile.Controller{Name: "machineprofile-counts", Reconciler: reconcile.ReconcilerFunc(c.reconcileCount), Workers: 1,
 		Resync: c.Resync, List: func(context.Context) ([]string, error) { return c.profiles.Keys(), nil }}
-	c.machines.OnChange(func(key string, _ api.Object) {
-		c.ctl.Enqueue(key)
+	own := enqueueOwn(c.ctl, "")
+	c.machines.OnUpdate(func(ch client.Change) {
+		own(ch)
 		for _, p := range c.profiles.Keys() {
 			c.counts.Enqueue(p)
 		}
@@ -178,8 +179,9 @@ func (c *Machines) Reconcile(ctx context.Context, key string) (reconcile.Result,
 	if m.Metadata.DeletionTimestamp != nil {
 		return reconcile.Result{}, nil
 	}
-	p, matchErr := profile.Match(m, c.profileList())
+	profiles := c.profileList()
 	now := c.Now().UTC()
+	p, matchErr := profile.Match(m, profiles)
 	st := machineStatus(m, p, matchErr, now)
 	var result reconcile.Result
 	if st.Phase == api.MachineDiscovered && c.DiscoveredTTL > 0 && untouched(m) {
@@ -193,21 +195,27 @@ func (c *Machines) Reconcile(ctx context.Context, key string) (reconcile.Result,
 	if !machineStatusChanged(m.Status, st) {
 		return result, nil
 	}
-	// Conditional on the resourceVersion: the boot service writes this
-	// status too, and a phase computed from facts it has since changed
-	// must not land.
-	patch := map[string]any{
-		"metadata": map[string]any{"resourceVersion": m.Metadata.ResourceVersion},
-		"status": map[string]any{"phase": st.Phase, "conditions": st.Conditions,
-			"matchedProfile": st.MatchedProfile, "observedGeneration": st.ObservedGeneration},
-	}
-	if _, err := c.Client.Patch(ctx, "Machine", "", m.Metadata.Name, patch, true); err != nil {
-		if api.IsConflict(err) || api.IsNotFound(err) {
-			return reconcile.Result{}, nil // the informer brings the newer state
+	// Conditional on the resourceVersion (client.WriteStatus): the boot
+	// service writes this status too, and a phase computed from facts it
+	// has since changed must not land; after a conflict the status is
+	// computed again from the machine as it is then.
+	var before api.MachineStatus
+	out, wrote, err := client.WriteStatus(ctx, c.Client, c.machines, m, func(m *api.Machine) {
+		before = m.Status
+		before.Conditions = slices.Clone(m.Status.Conditions)
+		p, matchErr := profile.Match(m, profiles)
+		if st := machineStatus(m, p, matchErr, now); machineStatusChanged(m.Status, st) {
+			m.Status = st
 		}
+	})
+	switch {
+	case api.IsNotFound(err):
+		return reconcile.Result{}, nil
+	case err != nil:
 		return reconcile.Result{}, fmt.Errorf("writing the status of Machine %s: %w", m.Metadata.Name, err)
+	case wrote:
+		c.recordTransitions(ctx, out, before, out.Status)
 	}
-	c.recordTransitions(ctx, m, m.Status, st)
 	return result, nil
 }
 
@@ -283,20 +291,20 @@ func machineStatus(m *api.Machine, p *api.MachineProfile, matchErr error, now ti
 	} else {
 		st.MatchedProfile = p.Metadata.Name
 		if m.Spec.Profile != "" {
-			set(ConditionProfileMatched, true, "Named", "profile %s, named by spec.profile", p.Metadata.Name)
+			set(ConditionProfileMatched, true, api.ReasonNamed, "profile %s, named by spec.profile", p.Metadata.Name)
 		} else {
-			set(ConditionProfileMatched, true, "Matched", "profile %s selects it (specificity %d, priority %d)",
+			set(ConditionProfileMatched, true, api.ReasonMatched, "profile %s selects it (specificity %d, priority %d)",
 				p.Metadata.Name, profile.Specificity(p.Spec.Selector), p.Spec.Priority)
 		}
 	}
 
 	switch {
 	case m.Spec.Approved:
-		set(ConditionApproved, true, "Approved", "approved (spec.approved)")
+		set(ConditionApproved, true, api.ReasonApproved, "approved (spec.approved)")
 	case p != nil && p.Spec.AutoApprove:
-		set(ConditionApproved, true, "AutoApproved", "approved by profile %s (autoApprove)", p.Metadata.Name)
+		set(ConditionApproved, true, api.ReasonAutoApproved, "approved by profile %s (autoApprove)", p.Metadata.Name)
 	default:
-		set(ConditionApproved, false, "WaitingForApproval", "waiting for approval: hearth machine approve %s", name)
+		set(ConditionApproved, false, api.ReasonWaitingForApproval, "waiting for approval: hearth machine approve %s", name)
 	}
 	// It has booted its profile when it fetched its boot after it was
 	// approved and after any pending reinstall request.
@@ -310,13 +318,13 @@ func machineStatus(m *api.Machine, p *api.MachineProfile, matchErr error, now ti
 	if install {
 		switch {
 		case profile.Installed(m):
-			set(ConditionInstalled, true, "Installed", "the installer of profile %s reported success at %s",
+			set(ConditionInstalled, true, api.ReasonInstalled, "the installer of profile %s reported success at %s",
 				p.Metadata.Name, m.Status.InstalledAt.UTC().Format(time.RFC3339))
 		case profile.ReinstallPending(m):
-			set(ConditionInstalled, false, "ReinstallRequested", "reinstall requested at %s: it boots the installer of profile %s on its next network boot",
+			set(ConditionInstalled, false, api.ReasonReinstallRequested, "reinstall requested at %s: it boots the installer of profile %s on its next network boot",
 				m.Spec.ReinstallRequested.UTC().Format(time.RFC3339), p.Metadata.Name)
 		default:
-			set(ConditionInstalled, false, "NotInstalled", "the installer of profile %s has not reported success yet", p.Metadata.Name)
+			set(ConditionInstalled, false, api.ReasonNotInstalled, "the installer of profile %s has not reported success yet", p.Metadata.Name)
 		}
 	} else {
 		st.Conditions = slices.DeleteFunc(st.Conditions, func(c api.Condition) bool { return c.Type == ConditionInstalled })
@@ -381,7 +389,7 @@ func (c *Machines) recordTransitions(ctx context.Context, m *api.Machine, old, c
 			c.Recorder.Eventf(ctx, m, api.EventNormal, "Approved", "%s", a.Message)
 		}
 	}
-	if in := changed(ConditionInstalled); in != nil && in.Reason == "ReinstallRequested" {
+	if in := changed(ConditionInstalled); in != nil && in.Reason == api.ReasonReinstallRequested {
 		c.Recorder.Eventf(ctx, m, api.EventNormal, "ReinstallRequested", "%s", in.Message)
 	}
 	if cur.Phase == old.Phase {
@@ -403,8 +411,9 @@ func (c *Machines) recordTransitions(ctx context.Context, m *api.Machine, old, c
 }
 
 // reconcileCount writes how many machines boot a profile into its
-// status.machines. It merge-patches that one field without a
-// resourceVersion, so it never overwrites another writer's status.
+// status.machines. It merge-patches that one field
+// (api.MachineProfileCount) without a resourceVersion, so it never
+// overwrites another writer's status.
 func (c *Machines) reconcileCount(ctx context.Context, key string) (reconcile.Result, error) {
 	obj, ok := c.profiles.Get(key)
 	if !ok {
@@ -420,8 +429,7 @@ func (c *Machines) reconcileCount(ctx context.Context, key string) (reconcile.Re
 	if p.Status.Machines == n {
 		return reconcile.Result{}, nil
 	}
-	patch := map[string]any{"status": map[string]any{"machines": n}}
-	if _, err := c.Client.Patch(ctx, "MachineProfile", "", key, patch, true); err != nil && !api.IsNotFound(err) {
+	if _, err := c.Client.PatchStatus(ctx, "MachineProfile", "", key, api.MachineProfileCount{Machines: n}); err != nil && !api.IsNotFound(err) {
 		return reconcile.Result{}, fmt.Errorf("writing the machine count of MachineProfile %s: %w", key, err)
 	}
 	return reconcile.Result{}, nil
