@@ -96,10 +96,11 @@ const (
 	MinConsoleLogMax = 4 << 10
 )
 
-// CheckConsoleLogMax says what is wrong with n as --console-log-max.
+// CheckConsoleLogMax says what is wrong with n as a console log cap
+// (Config.ConsoleLogMax).
 func CheckConsoleLogMax(n int64) error {
 	if n < MinConsoleLogMax {
-		return fmt.Errorf("--console-log-max: %d bytes is too small a console log: want at least %s (the default is %s)",
+		return fmt.Errorf("a console log cap of %d bytes is too small: want at least %s (the default is %s)",
 			n, api.Bytes(MinConsoleLogMax), api.Bytes(DefaultConsoleLogMax))
 	}
 	return nil
@@ -122,6 +123,9 @@ type Agent struct {
 	volumes *volumeController
 	certFP  string
 	mon     *monitor
+	// checks are the host's checks (hostchecks.go), reported with the
+	// heartbeat.
+	checks *hostChecks
 }
 
 // Run joins (if needed: joining registers the Host) and runs until ctx
@@ -136,7 +140,7 @@ func Run(ctx context.Context, cfg Config) error {
 		}
 		cfg.Name = strings.ToLower(strings.Split(h, ".")[0])
 	}
-	if es := api.ValidateName("--name", cfg.Name); len(es) > 0 {
+	if es := api.ValidateName("name", cfg.Name); len(es) > 0 {
 		return es
 	}
 	if cfg.DataDir == "" {
@@ -227,6 +231,9 @@ func run(ctx context.Context, cfg Config) error {
 	} else {
 		a.kvm, a.kvmWhy = compute.DetectKVM(ctx)
 	}
+	a.checks = newHostChecks(cfg)
+	a.checks.run(ctx)
+	go a.checks.loop(ctx)
 	slog.Info("agent starting", "host", cfg.Name, "server", creds.Server, "kvm", a.kvm, "kvmReason", a.kvmWhy)
 
 	listener, err := a.startConsole(ctx)
@@ -271,7 +278,7 @@ func (a *Agent) checkHost(ctx context.Context) error {
 		return nil
 	}
 	if h := obj.(*api.Host); a.cfg.Address != "" && h.Spec.Address != a.cfg.Address {
-		slog.Warn("the Host's spec.address differs from --address; a cluster admin changes it (hearth apply); hosts do not write their spec",
+		slog.Warn("the Host's spec.address differs from the address this agent was given; a cluster admin changes it (hearth apply); hosts do not write their spec",
 			"host", a.cfg.Name, "spec.address", h.Spec.Address, "address", a.cfg.Address)
 	}
 	return nil
@@ -333,18 +340,18 @@ func (a *Agent) heartbeat(ctx context.Context) error {
 		h, err := a.c.Get(ctx, "Host", "", a.cfg.Name)
 		if err == nil {
 			lease = time.Duration(h.(*api.Host).Spec.LeaseSeconds) * time.Second
-			if h.CommonStatus().Phase != api.HostReady {
+			if phase, changed := a.checks.phase(); changed || h.CommonStatus().Phase != phase {
 				full = true
 			}
 		}
 		if err == nil || !api.IsNotFound(err) {
 			now := time.Now().UTC()
-			beat := api.HostHeartbeat{Phase: api.HostReady, LastHeartbeat: now}
+			phase, _ := a.checks.phase()
+			beat := api.HostHeartbeat{Phase: phase, LastHeartbeat: now}
 			if full {
 				facts := a.facts()
 				beat.HostFacts = &facts
-				beat.Conditions = []api.Condition{{Type: api.ConditionReady, Status: api.ConditionTrue, Reason: api.ReasonAgentHeartbeat,
-					Message: "the agent is renewing its lease", LastTransitionTime: &now}}
+				beat.Phase, beat.Conditions = a.checks.status(now)
 			}
 			_, err = a.c.PatchStatus(ctx, "Host", "", a.cfg.Name, beat)
 		}
@@ -384,7 +391,7 @@ func (a *Agent) startConsole(ctx context.Context) (net.Listener, error) {
 	}
 	ln, err := net.Listen("tcp", a.cfg.Listen)
 	if err != nil {
-		return nil, fmt.Errorf("--listen %s: %w", a.cfg.Listen, err)
+		return nil, fmt.Errorf("console endpoint on %s: %w", a.cfg.Listen, err)
 	}
 	srv := serving.New("the agent's console endpoint", ln, a.endpoint(), a.cfg.ConsoleLimits, nil)
 	go func() {

@@ -18,7 +18,6 @@ import (
 	api "hearth.dev/hearth/api/v1alpha1"
 	"hearth.dev/hearth/client"
 	"hearth.dev/hearth/compute/computetest"
-	"hearth.dev/hearth/server"
 	"hearth.dev/hearth/server/servertest"
 )
 
@@ -47,7 +46,7 @@ func newFakeLab(t *testing.T, cfg func(*Config)) *fakeLab {
 	env := servertest.Start(t)
 	env.Tenant("lab")
 	l := &fakeLab{env: env, drv: &computetest.Driver{}, dataDir: t.TempDir(), cfg: cfg,
-		join: env.JoinToken(server.TokenRequest{TTL: "1h"}).Token}
+		join: env.JoinToken(api.TokenRequest{TTL: "1h"}).Token}
 	ctx := servertest.Ctx(t)
 	network, err := env.Admin.Create(ctx, servertest.Example("Network", "lab"))
 	if err != nil {

@@ -18,8 +18,7 @@ import (
 	"hearth.dev/hearth/agent"
 	api "hearth.dev/hearth/api/v1alpha1"
 	"hearth.dev/hearth/boot"
-	"hearth.dev/hearth/boot/dhcp"
-	"hearth.dev/hearth/server"
+	"hearth.dev/hearth/dhcp"
 	"hearth.dev/hearth/server/servertest"
 	"hearth.dev/hearth/testguest"
 )
@@ -77,7 +76,7 @@ func TestPrometheusScrapesEverything(t *testing.T) {
 	bctx, bcancel := context.WithCancel(context.Background())
 	bdone := make(chan error, 1)
 	go func() {
-		bdone <- boot.Run(bctx, boot.Config{Server: l.env.Server.URL(), JoinToken: l.env.JoinToken(server.TokenRequest{TTL: "1h"}).Token,
+		bdone <- boot.Run(bctx, boot.Config{Server: l.env.Server.URL(), JoinToken: l.env.JoinToken(api.TokenRequest{TTL: "1h"}).Token,
 			CAFile: filepath.Join(l.env.DataDir, "ca.crt"), Name: "boot1", DataDir: t.TempDir(), Address: netip.MustParseAddr("127.0.0.1"),
 			DHCPMode: dhcp.ModeOff, HTTPListen: bootHTTP, TFTPListen: fmt.Sprintf("127.0.0.1:%d", servertest.FreePort(t)), MetricsListen: bootMetrics})
 	}()
@@ -105,7 +104,7 @@ func TestPrometheusScrapesEverything(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Prometheus reads the server's metrics as a cluster viewer.
-	var tok server.TokenResponse
+	var tok api.TokenResponse
 	l.env.User("prometheus", "", api.RoleViewer)
 	if err := l.env.Admin.Do(ctx, http.MethodPost, api.PathPrefix+"/users/prometheus/tokens", map[string]string{"description": "prometheus"}, &tok); err != nil {
 		t.Fatal(err)

@@ -33,34 +33,6 @@ const (
 	StatsHistory = 360
 )
 
-// Sample is one moment of a host's or a VM's key figures. Rates are over
-// the interval before Time.
-type Sample struct {
-	Time time.Time `json:"time"`
-	// CPU is the percentage of the host's CPUs in use, or of the VM's
-	// vCPUs (its vCPU threads' time).
-	CPU float64 `json:"cpu"`
-	// Memory is bytes in use: the host's total less what is available, or
-	// the resident memory of the VM's QEMU.
-	Memory int64 `json:"memory"`
-	// Disk and network throughput in bytes per second, as the VM sees it
-	// (NetRx is what the guest received).
-	DiskRead  float64 `json:"diskRead"`
-	DiskWrite float64 `json:"diskWrite"`
-	NetRx     float64 `json:"netRx"`
-	NetTx     float64 `json:"netTx"`
-}
-
-// Stats is what the agent's stats endpoints answer (and the API passes
-// on): the samples it holds, oldest first.
-type Stats struct {
-	Kind     string   `json:"kind"`
-	Object   string   `json:"object"`
-	Interval string   `json:"interval"`
-	Samples  []Sample `json:"samples"`
-}
-
-// hostCounters are the host's cumulative counters at one moment.
 type hostCounters struct {
 	at                      time.Time
 	cpu                     map[string]float64 // seconds by mode (/proc/stat)
@@ -88,14 +60,14 @@ type vmCounters struct {
 
 // ring keeps the last StatsHistory samples.
 type ring struct {
-	buf  []Sample
+	buf  []api.StatsSample
 	next int
 	full bool
 }
 
-func (r *ring) add(s Sample) {
+func (r *ring) add(s api.StatsSample) {
 	if r.buf == nil {
-		r.buf = make([]Sample, StatsHistory)
+		r.buf = make([]api.StatsSample, StatsHistory)
 	}
 	r.buf[r.next] = s
 	r.next = (r.next + 1) % len(r.buf)
@@ -104,11 +76,11 @@ func (r *ring) add(s Sample) {
 	}
 }
 
-func (r *ring) samples() []Sample {
+func (r *ring) samples() []api.StatsSample {
 	if !r.full {
-		return append([]Sample{}, r.buf[:r.next]...)
+		return append([]api.StatsSample{}, r.buf[:r.next]...)
 	}
-	return append(append([]Sample{}, r.buf[r.next:]...), r.buf[:r.next]...)
+	return append(append([]api.StatsSample{}, r.buf[r.next:]...), r.buf[:r.next]...)
 }
 
 // monitor samples the host and its VMs.
@@ -223,9 +195,9 @@ func delta(a, b uint64) uint64 {
 	return b - a
 }
 
-func hostSample(p, c hostCounters) Sample {
+func hostSample(p, c hostCounters) api.StatsSample {
 	secs := c.at.Sub(p.at).Seconds()
-	s := Sample{Time: c.at.UTC(), Memory: c.memTotal - c.memAvailable}
+	s := api.StatsSample{Time: c.at.UTC(), Memory: c.memTotal - c.memAvailable}
 	if all := c.allSeconds - p.allSeconds; all > 0 {
 		s.CPU = 100 * (c.busySeconds - p.busySeconds) / all
 	}
@@ -242,9 +214,9 @@ func hostSample(p, c hostCounters) Sample {
 	return s
 }
 
-func vmSample(p, c *vmCounters) Sample {
+func vmSample(p, c *vmCounters) api.StatsSample {
 	secs := c.at.Sub(p.at).Seconds()
-	s := Sample{Time: c.at.UTC(), Memory: c.rss}
+	s := api.StatsSample{Time: c.at.UTC(), Memory: c.rss}
 	if secs > 0 && c.vcpus > 0 {
 		s.CPU = 100 * (c.vcpuSeconds - p.vcpuSeconds) / secs / float64(c.vcpus)
 	}
@@ -391,14 +363,14 @@ func (m *monitor) readVM(ctx context.Context, vm *api.VirtualMachine, now time.T
 	if err == nil {
 		defer qmp.Close()
 		m.mu.Lock()
-		tids, known := m.vcpuTID[uid], m.vcpuPID[uid] == info.PID
+		known := m.vcpuPID[uid] == info.PID
 		m.mu.Unlock()
 		if !known {
 			var cpus []struct {
 				ThreadID int `json:"thread-id"`
 			}
 			if qmp.Execute(qctx, "query-cpus-fast", nil, &cpus) == nil {
-				tids = nil
+				var tids []int
 				for _, cpu := range cpus {
 					tids = append(tids, cpu.ThreadID)
 				}
@@ -511,7 +483,7 @@ func (a *Agent) endpoint() http.Handler {
 
 func (m *monitor) serveHost(w http.ResponseWriter, r *http.Request) {
 	m.mu.Lock()
-	st := Stats{Kind: "Stats", Object: "Host/" + m.a.cfg.Name, Interval: m.interval.String(), Samples: m.hostH.samples()}
+	st := api.Stats{Kind: "Stats", Object: "Host/" + m.a.cfg.Name, Interval: m.interval.String(), Samples: m.hostH.samples()}
 	m.mu.Unlock()
 	writeStats(w, st)
 }
@@ -524,7 +496,7 @@ func (m *monitor) serveVM(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	m.mu.Lock()
-	st := Stats{Kind: "Stats", Object: "VirtualMachine/" + uid, Interval: m.interval.String(), Samples: []Sample{}}
+	st := api.Stats{Kind: "Stats", Object: "VirtualMachine/" + uid, Interval: m.interval.String(), Samples: []api.StatsSample{}}
 	if r := m.vmH[uid]; r != nil {
 		st.Samples = r.samples()
 	}
@@ -532,9 +504,9 @@ func (m *monitor) serveVM(w http.ResponseWriter, r *http.Request) {
 	writeStats(w, st)
 }
 
-func writeStats(w http.ResponseWriter, st Stats) {
+func writeStats(w http.ResponseWriter, st api.Stats) {
 	if st.Samples == nil {
-		st.Samples = []Sample{}
+		st.Samples = []api.StatsSample{}
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")

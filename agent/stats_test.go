@@ -79,7 +79,7 @@ func TestMetricsAndStats(t *testing.T) {
 	}
 
 	// The history through the API.
-	var vmStats, hostStats agent.Stats
+	var vmStats, hostStats api.Stats
 	servertest.Eventually(t, 30*time.Second, func() error {
 		if err := l.env.Admin.Do(ctx, http.MethodGet, api.PathPrefix+"/tenants/lab/virtualmachines/m1/stats", nil, &vmStats); err != nil {
 			return err
@@ -101,7 +101,7 @@ func TestMetricsAndStats(t *testing.T) {
 	}
 	l.env.Tenant("other")
 	other := l.env.User("o-admin", "other", api.RoleTenantAdmin)
-	var out agent.Stats
+	var out api.Stats
 	if err := other.Do(ctx, http.MethodGet, api.PathPrefix+"/tenants/lab/virtualmachines/m1/stats", nil, &out); api.ReasonOf(err) != api.ReasonForbidden {
 		t.Errorf("another tenant reads m1's stats: %v, want Forbidden", err)
 	}

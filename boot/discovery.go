@@ -11,7 +11,7 @@ import (
 	"time"
 
 	api "hearth.dev/hearth/api/v1alpha1"
-	"hearth.dev/hearth/boot/dhcp"
+	"hearth.dev/hearth/dhcp"
 )
 
 // Discovery turns an unknown MAC that network-boots into a Machine. Anyone

@@ -20,9 +20,9 @@ import (
 	"time"
 
 	api "hearth.dev/hearth/api/v1alpha1"
-	"hearth.dev/hearth/boot/dhcp"
 	"hearth.dev/hearth/boot/profile"
 	"hearth.dev/hearth/boot/tftp"
+	"hearth.dev/hearth/dhcp"
 	"hearth.dev/hearth/serving"
 )
 
@@ -90,7 +90,7 @@ func (s *Service) Observe(ctx context.Context, ev dhcp.Event) {
 			break
 		}
 	}
-	what := fmt.Sprintf("DHCP %s", msgName(ev.Request.Type))
+	what := fmt.Sprintf("DHCP %s", ev.Request.Type)
 	if ev.Request.Port == 4011 {
 		what += " (port 4011)"
 	}
@@ -104,7 +104,7 @@ func (s *Service) Observe(ctx context.Context, ev dhcp.Event) {
 	case ev.Reply == 0:
 		s.event(name, api.EventNormal, "DHCP", "%s from %s", what, client)
 	default:
-		msg := fmt.Sprintf("%s from %s → %s", what, client, msgName(ev.Reply))
+		msg := fmt.Sprintf("%s from %s → %s", what, client, ev.Reply)
 		if ev.IP.IsValid() {
 			msg += " " + ev.IP.String()
 		}
@@ -136,28 +136,6 @@ func (s *Service) Observe(ctx context.Context, ev dhcp.Event) {
 			_, _ = s.c.PatchStatus(ctx, "Machine", "", name, facts)
 		})
 	}
-}
-
-func msgName(t dhcp.MessageType) string {
-	switch t {
-	case dhcp.MsgDiscover:
-		return "DISCOVER"
-	case dhcp.MsgOffer:
-		return "OFFER"
-	case dhcp.MsgRequest:
-		return "REQUEST"
-	case dhcp.MsgAck:
-		return "ACK"
-	case dhcp.MsgNak:
-		return "NAK"
-	case dhcp.MsgRelease:
-		return "RELEASE"
-	case dhcp.MsgDecline:
-		return "DECLINE"
-	case dhcp.MsgInform:
-		return "INFORM"
-	}
-	return fmt.Sprintf("type %d", t)
 }
 
 // tftpFiles serves the iPXE binaries by name. Debian's ipxe.efi is a
@@ -291,7 +269,7 @@ func (s *Service) profileOf(m *api.Machine) (*api.MachineProfile, *api.Site) {
 	for _, o := range s.profiles.List() {
 		profiles = append(profiles, o.(*api.MachineProfile))
 	}
-	p, _ := profile.Match(m, profiles)
+	p, _ := api.MatchProfile(m, profiles)
 	var site *api.Site
 	if o, ok := s.sites.Get(m.Spec.Site); ok {
 		site = o.(*api.Site)
@@ -474,7 +452,7 @@ func (s *Service) bootOf(w http.ResponseWriter, r *http.Request, what string) (m
 		return
 	}
 	p, site = s.profileOf(m)
-	if p == nil || !profile.Approved(m, p) {
+	if p == nil || !api.MachineMayBoot(m, p) {
 		refuse(http.StatusForbidden, "approval", "the machine is not approved for a profile")
 		return
 	}

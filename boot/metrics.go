@@ -14,8 +14,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
-	"hearth.dev/hearth/boot/dhcp"
 	"hearth.dev/hearth/boot/tftp"
+	"hearth.dev/hearth/dhcp"
 	"hearth.dev/hearth/serving"
 )
 

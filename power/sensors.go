@@ -4,22 +4,13 @@ import (
 	"context"
 	"strconv"
 	"strings"
+
+	api "hearth.dev/hearth/api/v1alpha1"
 )
 
-// Sensor is one reading of a machine's BMC: a temperature, a fan's speed,
-// the power drawn, or a discrete state.
-type Sensor struct {
-	Name string `json:"name"`
-	// Value and Unit are set for numeric readings ("45", "degrees C").
-	Value *float64 `json:"value,omitempty"`
-	Unit  string   `json:"unit,omitempty"`
-	// Reading is the BMC's text for readings that are not numbers
-	// ("0x01", "Not Readable").
-	Reading string `json:"reading,omitempty"`
-	// Status is ipmitool's: ok, ns (no reading), nc, cr, nr (non-critical,
-	// critical, non-recoverable thresholds crossed).
-	Status string `json:"status"`
-}
+// Sensor is one reading of a machine's BMC (the API's type: the server
+// serves it as it is).
+type Sensor = api.Sensor
 
 // SensorReader is a Driver that can read its machine's sensors: IPMI.
 type SensorReader interface {

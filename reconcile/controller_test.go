@@ -228,6 +228,7 @@ func TestControllerRecoversPanic(t *testing.T) {
 			calls <- i
 			if i == 1 {
 				var m map[string]int
+				//lint:ignore SA5000 a runtime panic on purpose, as a buggy reconciler's would be
 				m["nil map"] = 1 // Panics.
 			}
 			return reconcile.Result{}, nil

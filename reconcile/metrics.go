@@ -96,9 +96,9 @@ func (m *Metrics) Describe(ch chan<- *prometheus.Desc) {
 // name (there should be one) are added together.
 func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
 	type agg struct {
-		rec, errs, depth, count, inf uint64
-		sum                          float64
-		buckets                      [16]uint64
+		rec, errs, depth, inf uint64
+		sum                   float64
+		buckets               [16]uint64
 	}
 	by := map[string]*agg{}
 	m.mu.Lock()

@@ -25,36 +25,9 @@ import (
 // and drives the BMC, plug or Wake-on-LAN from where it runs. Each action
 // is an event on the machine's timeline, as the CLI's are.
 
-// PowerRequest asks for a power action.
-type PowerRequest struct {
-	Action string `json:"action"`
-	// NetworkBoot boots from the network this once (IPMI and Redfish).
-	NetworkBoot bool `json:"networkBoot,omitempty"`
-}
-
-// PowerResponse says what was done, and the power state read afterwards
-// when the driver can read it.
-type PowerResponse struct {
-	Kind    string `json:"kind"`
-	Machine string `json:"machine"`
-	Action  string `json:"action"`
-	State   string `json:"state,omitempty"`
-	Driver  string `json:"driver"`
-}
-
-const subresourcePower = "power"
-
-func (s *Server) serveMachinePower(w http.ResponseWriter, r *http.Request, p *auth.Principal, segs []string) bool {
-	if len(segs) != 3 || segs[0] != "machines" || segs[2] != subresourcePower {
-		return false
-	}
-	if err := s.machinePower(w, r, p, segs[1]); err != nil {
-		writeError(w, err)
-	}
-	return true
-}
-
-func (s *Server) machinePower(w http.ResponseWriter, r *http.Request, p *auth.Principal, name string) error {
+// machinePower handles POST machines/NAME/power.
+func (s *Server) machinePower(w http.ResponseWriter, r *http.Request, p *auth.Principal) error {
+	name := r.PathValue("name")
 	k, _ := api.KindByName("Machine")
 	t := target{kind: k, name: name}
 	if err := auth.Authorize(p, t.request(auth.Update)); err != nil {
@@ -73,7 +46,7 @@ func (s *Server) machinePower(w http.ResponseWriter, r *http.Request, p *auth.Pr
 	if err != nil {
 		return err
 	}
-	var req PowerRequest
+	var req api.PowerRequest
 	if err := json.Unmarshal(data, &req); err != nil {
 		return api.NewBadRequest("the body is not a power request: %v", err)
 	}
@@ -112,7 +85,7 @@ func (s *Server) machinePower(w http.ResponseWriter, r *http.Request, p *auth.Pr
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), time.Minute)
 	defer cancel()
-	resp := PowerResponse{Kind: "PowerResponse", Machine: name, Action: req.Action, Driver: fmt.Sprint(d)}
+	resp := api.PowerResponse{Kind: "PowerResponse", Machine: name, Action: req.Action, Driver: fmt.Sprint(d)}
 	if dry {
 		writeJSON(w, http.StatusOK, resp)
 		return nil

@@ -13,6 +13,7 @@ import (
 
 	api "hearth.dev/hearth/api/v1alpha1"
 	"hearth.dev/hearth/reconcile"
+	"hearth.dev/hearth/server/auth"
 )
 
 // metrics are the API's Prometheus metrics, on their own registry so
@@ -78,15 +79,10 @@ func (m *metrics) ServeHTTP(w http.ResponseWriter, r *http.Request) { m.handler.
 // business: the caller needs a cluster-wide user's token (an admin's or a
 // viewer's, such as a viewer made for Prometheus), not a tenant's or a
 // host's.
-func (s *Server) serveMetrics(w http.ResponseWriter, r *http.Request) {
-	p, err := s.authn.Authenticate(r.Context(), authorization(r))
-	if err != nil {
-		writeError(w, err)
-		return
-	}
+func (s *Server) serveMetrics(w http.ResponseWriter, r *http.Request, p *auth.Principal) error {
 	if p.HostCredential() || p.Tenant != "" || (p.Role != api.RoleClusterAdmin && p.Role != api.RoleViewer) {
-		writeError(w, api.NewForbidden("%s may not read the server's metrics: they are for cluster-wide users (make Prometheus a viewer: hearth apply a User with role viewer and no tenant, then hearth token create --user NAME)", p.Name))
-		return
+		return api.NewForbidden("%s may not read the server's metrics: they are for cluster-wide users (make Prometheus a viewer: hearth apply a User with role viewer and no tenant, then hearth token create --user NAME)", p.Name)
 	}
 	s.metrics.ServeHTTP(w, r)
+	return nil
 }

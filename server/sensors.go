@@ -38,36 +38,24 @@ type SensorOptions struct {
 	IPMITool string
 }
 
-// SensorReadings are one machine's sensors at one moment.
-type SensorReadings struct {
-	Kind    string         `json:"kind"`
-	Machine string         `json:"machine"`
-	Time    time.Time      `json:"time"`
-	Sensors []power.Sensor `json:"sensors"`
-	// Error says why the BMC could not be read, if it could not.
-	Error string `json:"error,omitempty"`
-}
-
-const subresourceSensors = "sensors"
-
 // sensorCache holds the last reading of each machine.
 type sensorCache struct {
 	mu sync.Mutex
-	by map[string]SensorReadings
+	by map[string]api.SensorReadings
 }
 
-func (c *sensorCache) get(name string) (SensorReadings, bool) {
+func (c *sensorCache) get(name string) (api.SensorReadings, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	r, ok := c.by[name]
 	return r, ok
 }
 
-func (c *sensorCache) put(r SensorReadings) {
+func (c *sensorCache) put(r api.SensorReadings) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.by == nil {
-		c.by = map[string]SensorReadings{}
+		c.by = map[string]api.SensorReadings{}
 	}
 	c.by[r.Machine] = r
 }
@@ -131,8 +119,8 @@ func (s *Server) sensorInterval() time.Duration {
 }
 
 // readSensors reads one machine's BMC with the server's own credential.
-func (s *Server) readSensors(ctx context.Context, c *client.Client, m *api.Machine) SensorReadings {
-	r := SensorReadings{Kind: "SensorReadings", Machine: m.Metadata.Name, Time: time.Now().UTC(), Sensors: []power.Sensor{}}
+func (s *Server) readSensors(ctx context.Context, c *client.Client, m *api.Machine) api.SensorReadings {
+	r := api.SensorReadings{Kind: "SensorReadings", Machine: m.Metadata.Name, Time: time.Now().UTC(), Sensors: []api.Sensor{}}
 	resolved, err := power.ResolveSecrets(ctx, m, func(ctx context.Context, name string) (*api.Secret, error) {
 		o, err := c.Get(ctx, "Secret", "", name)
 		if err != nil {
@@ -154,7 +142,7 @@ func (s *Server) readSensors(ctx context.Context, c *client.Client, m *api.Machi
 		}
 	}
 	if err != nil {
-		r.Error, r.Sensors = err.Error(), []power.Sensor{}
+		r.Error, r.Sensors = err.Error(), []api.Sensor{}
 	}
 	return r
 }
@@ -214,19 +202,9 @@ func (s *Server) pollSensors(ctx context.Context, c *client.Client, _ *client.Re
 	}
 }
 
-// serveSensors handles GET /machines/NAME/sensors and reports whether the
-// path was it.
-func (s *Server) serveSensors(w http.ResponseWriter, r *http.Request, p *auth.Principal, segs []string) bool {
-	if len(segs) != 3 || segs[0] != "machines" || segs[2] != subresourceSensors {
-		return false
-	}
-	if err := s.machineSensors(w, r, p, segs[1]); err != nil {
-		writeError(w, err)
-	}
-	return true
-}
-
-func (s *Server) machineSensors(w http.ResponseWriter, r *http.Request, p *auth.Principal, name string) error {
+// machineSensors handles GET machines/NAME/sensors.
+func (s *Server) machineSensors(w http.ResponseWriter, r *http.Request, p *auth.Principal) error {
+	name := r.PathValue("name")
 	k, _ := api.KindByName("Machine")
 	t := target{kind: k, name: name}
 	if err := auth.Authorize(p, t.request(auth.Get)); err != nil {

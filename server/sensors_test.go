@@ -108,7 +108,7 @@ func TestMachineSensors(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	var got server.SensorReadings
+	var got api.SensorReadings
 	servertest.Eventually(t, 30*time.Second, func() error {
 		if err := viewer.Do(ctx, http.MethodGet, api.PathPrefix+"/machines/node1/sensors", nil, &got); err != nil {
 			return err
@@ -184,14 +184,14 @@ func TestMachinePowerThroughAPI(t *testing.T) {
 		}
 	}
 	path := api.PathPrefix + "/machines/node1/power"
-	var got server.PowerResponse
+	var got api.PowerResponse
 	servertest.Eventually(t, 20*time.Second, func() error { // until ipmi_sim answers
-		return env.Admin.Do(ctx, http.MethodPost, path, server.PowerRequest{Action: "status"}, &got)
+		return env.Admin.Do(ctx, http.MethodPost, path, api.PowerRequest{Action: "status"}, &got)
 	})
 	if got.State != "Off" {
 		t.Fatalf("status: %+v, want Off", got)
 	}
-	if err := env.Admin.Do(ctx, http.MethodPost, path, server.PowerRequest{Action: "on"}, &got); err != nil || got.State != "On" {
+	if err := env.Admin.Do(ctx, http.MethodPost, path, api.PowerRequest{Action: "on"}, &got); err != nil || got.State != "On" {
 		t.Fatalf("power on: %+v, %v; want On", got, err)
 	}
 	servertest.Eventually(t, 10*time.Second, func() error {
@@ -201,13 +201,13 @@ func TestMachinePowerThroughAPI(t *testing.T) {
 		}
 		return nil
 	})
-	err := viewer.Do(ctx, http.MethodPost, path, server.PowerRequest{Action: "off"}, &got)
+	err := viewer.Do(ctx, http.MethodPost, path, api.PowerRequest{Action: "off"}, &got)
 	wantCode(t, "a cluster viewer switches a machine off", err, http.StatusForbidden, "viewers may not change anything")
-	err = tenant.Do(ctx, http.MethodPost, path, server.PowerRequest{Action: "off"}, &got)
+	err = tenant.Do(ctx, http.MethodPost, path, api.PowerRequest{Action: "off"}, &got)
 	wantCode(t, "a tenant switches a machine off", err, http.StatusForbidden, "cluster infrastructure")
-	err = env.Admin.Do(ctx, http.MethodPost, path, server.PowerRequest{Action: "explode"}, &got)
+	err = env.Admin.Do(ctx, http.MethodPost, path, api.PowerRequest{Action: "explode"}, &got)
 	wantCode(t, "an unknown action", err, http.StatusUnprocessableEntity, "want on, off, cycle or status")
-	if err := env.Admin.Do(ctx, http.MethodPost, path, server.PowerRequest{Action: "status"}, &got); err != nil || got.State != "On" {
+	if err := env.Admin.Do(ctx, http.MethodPost, path, api.PowerRequest{Action: "status"}, &got); err != nil || got.State != "On" {
 		t.Errorf("after the refused requests: %+v, %v; want still On", got, err)
 	}
 }

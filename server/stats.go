@@ -20,36 +20,30 @@ import (
 // Reading them needs the right to get the Host or the VM; the server
 // authorizes the caller exactly as for the object, then asks the agent
 // over mutual TLS as it does for console logs.
-const subresourceStats = "stats"
-
-// serveStats handles the stats subresources and reports whether the path
-// was one of them.
-func (s *Server) serveStats(w http.ResponseWriter, r *http.Request, p *auth.Principal, segs []string) bool {
-	var ep agentEndpoint
-	var agentPath string
-	var err error
-	switch {
-	case len(segs) == 3 && segs[0] == "hosts" && segs[2] == subresourceStats:
-		k, _ := api.KindByName("Host")
-		ep, err = s.hostAgent(r, p, target{kind: k, name: segs[1]})
-		agentPath = ep.url + "/v1/stats/host"
-	case len(segs) == 5 && segs[0] == "tenants" && segs[2] == "virtualmachines" && segs[4] == subresourceStats:
-		k, _ := api.KindByPlural("virtualmachines")
-		ep, err = s.vmAgent(r.Context(), p, target{kind: k, tenant: segs[1], name: segs[3]}, auth.Get)
-		agentPath = ep.path(subresourceStats)
-	default:
-		return false
-	}
-	if err == nil && r.Method != http.MethodGet {
-		err = methodNotAllowed(r)
-	}
-	if err == nil {
-		err = s.proxyStats(w, r, ep, agentPath)
-	}
+// serveHostStats handles GET hosts/NAME/stats.
+func (s *Server) serveHostStats(w http.ResponseWriter, r *http.Request, p *auth.Principal) error {
+	k, _ := api.KindByName("Host")
+	ep, err := s.hostAgent(r, p, target{kind: k, name: r.PathValue("name")})
 	if err != nil {
-		writeError(w, err)
+		return err
 	}
-	return true
+	if r.Method != http.MethodGet {
+		return methodNotAllowed(r)
+	}
+	return s.proxyStats(w, r, ep, ep.url+"/v1/stats/host")
+}
+
+// serveVMStats handles GET tenants/T/virtualmachines/NAME/stats.
+func (s *Server) serveVMStats(w http.ResponseWriter, r *http.Request, p *auth.Principal) error {
+	k, _ := api.KindByPlural("virtualmachines")
+	ep, err := s.vmAgent(r.Context(), p, target{kind: k, tenant: r.PathValue("tenant"), name: r.PathValue("name")}, auth.Get)
+	if err != nil {
+		return err
+	}
+	if r.Method != http.MethodGet {
+		return methodNotAllowed(r)
+	}
+	return s.proxyStats(w, r, ep, ep.path(api.SubresourceStats))
 }
 
 // hostAgent authorizes p to get the Host and finds its agent.

@@ -13,20 +13,12 @@ import (
 // and reaches nothing the API does not serve.
 var dashboard = web.Handler()
 
-// serveUI serves the dashboard's files and reports whether the path was
-// one of them.
-func (s *Server) serveUI(w http.ResponseWriter, r *http.Request) bool {
-	switch {
-	case r.URL.Path == "/" && (r.Method == http.MethodGet || r.Method == http.MethodHead):
-		http.Redirect(w, r, web.Prefix, http.StatusFound)
-	case r.URL.Path == "/ui":
-		http.Redirect(w, r, web.Prefix, http.StatusMovedPermanently)
-	case strings.HasPrefix(r.URL.Path, web.Prefix):
-		dashboard.ServeHTTP(w, r)
-	default:
-		return false
-	}
-	return true
+// uiRoutes serves the dashboard at /ui/, and sends browsers that ask
+// for / or /ui there.
+func (s *Server) uiRoutes(mux *http.ServeMux) {
+	mux.Handle("GET "+web.Prefix, dashboard)
+	mux.Handle("GET /{$}", http.RedirectHandler(web.Prefix, http.StatusFound))
+	mux.Handle("GET "+strings.TrimSuffix(web.Prefix, "/"), http.RedirectHandler(web.Prefix, http.StatusMovedPermanently))
 }
 
 // Browsers cannot set headers on a websocket, so a browser's console

@@ -18,7 +18,6 @@ import (
 	"hearth.dev/hearth/agent"
 	api "hearth.dev/hearth/api/v1alpha1"
 	"hearth.dev/hearth/compute"
-	"hearth.dev/hearth/server"
 	"hearth.dev/hearth/server/servertest"
 	"hearth.dev/hearth/testguest"
 )
@@ -57,7 +56,7 @@ func needBrowser(t *testing.T) string {
 func userToken(t *testing.T, env *servertest.Env, name, tenant string, role api.Role) string {
 	t.Helper()
 	env.User(name, tenant, role)
-	var tok server.TokenResponse
+	var tok api.TokenResponse
 	if err := env.Admin.Do(servertest.Ctx(t), http.MethodPost, api.PathPrefix+"/users/"+name+"/tokens", map[string]string{"description": "browser test"}, &tok); err != nil {
 		t.Fatal(err)
 	}
@@ -220,7 +219,7 @@ func seedPerf(t *testing.T, env *servertest.Env, n int) {
 // waits for its Host to be Ready.
 func startAgent(t *testing.T, env *servertest.Env, name string, allowFileDirs ...string) {
 	t.Helper()
-	jt := env.JoinToken(server.TokenRequest{TTL: "1h"})
+	jt := env.JoinToken(api.TokenRequest{TTL: "1h"})
 	dir := t.TempDir()
 	actx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)

@@ -97,7 +97,7 @@ const (
 )
 
 // Reasons of a Machine's conditions (the machines controller). The
-// ProfileMatched reasons of a failed match are boot/profile's.
+// ProfileMatched reasons of a failed match are MatchProfile's (machinelifecycle.go).
 const (
 	ReasonNamed              = "Named"   // ProfileMatched: spec.profile names it
 	ReasonMatched            = "Matched" // ProfileMatched: its selector picked it

@@ -11,7 +11,6 @@ import (
 	"time"
 
 	api "hearth.dev/hearth/api/v1alpha1"
-	"hearth.dev/hearth/boot/profile"
 	"hearth.dev/hearth/client"
 	"hearth.dev/hearth/reconcile"
 )
@@ -33,7 +32,7 @@ const (
 // the API says and what the boot service reported (status.lastBoot,
 // installedAt, sshHostKeys). For every machine it writes:
 //
-//   - status.matchedProfile and ProfileMatched, from profile.Match over
+//   - status.matchedProfile and ProfileMatched, from api.MatchProfile over
 //     every MachineProfile;
 //   - Approved: spec.approved or the profile's autoApprove;
 //   - status.phase:
@@ -181,7 +180,7 @@ func (c *Machines) Reconcile(ctx context.Context, key string) (reconcile.Result,
 	}
 	profiles := c.profileList()
 	now := c.Now().UTC()
-	p, matchErr := profile.Match(m, profiles)
+	p, matchErr := api.MatchProfile(m, profiles)
 	st := machineStatus(m, p, matchErr, now)
 	var result reconcile.Result
 	if st.Phase == api.MachineDiscovered && c.DiscoveredTTL > 0 && untouched(m) {
@@ -203,7 +202,7 @@ func (c *Machines) Reconcile(ctx context.Context, key string) (reconcile.Result,
 	out, wrote, err := client.WriteStatus(ctx, c.Client, c.machines, m, func(m *api.Machine) {
 		before = m.Status
 		before.Conditions = slices.Clone(m.Status.Conditions)
-		p, matchErr := profile.Match(m, profiles)
+		p, matchErr := api.MatchProfile(m, profiles)
 		if st := machineStatus(m, p, matchErr, now); machineStatusChanged(m.Status, st) {
 			m.Status = st
 		}
@@ -261,7 +260,7 @@ func (c *Machines) forget(ctx context.Context, m *api.Machine, seen time.Time) e
 }
 
 // machineStatus is the status machine m should have with profile p (nil
-// when profile.Match failed with matchErr). It changes only the fields
+// when api.MatchProfile failed with matchErr). It changes only the fields
 // the controller owns: phase, conditions, matchedProfile and
 // observedGeneration.
 func machineStatus(m *api.Machine, p *api.MachineProfile, matchErr error, now time.Time) api.MachineStatus {
@@ -280,8 +279,8 @@ func machineStatus(m *api.Machine, p *api.MachineProfile, matchErr error, now ti
 
 	if p == nil {
 		st.MatchedProfile = ""
-		reason, msg := profile.ReasonNoMatch, "machine "+name+" has no profile"
-		var me *profile.MatchError
+		reason, msg := api.ReasonNoMatch, "machine "+name+" has no profile"
+		var me *api.ProfileMatchError
 		if errors.As(matchErr, &me) {
 			reason, msg = me.Reason, me.Message
 		} else if matchErr != nil {
@@ -294,7 +293,7 @@ func machineStatus(m *api.Machine, p *api.MachineProfile, matchErr error, now ti
 			set(ConditionProfileMatched, true, api.ReasonNamed, "profile %s, named by spec.profile", p.Metadata.Name)
 		} else {
 			set(ConditionProfileMatched, true, api.ReasonMatched, "profile %s selects it (specificity %d, priority %d)",
-				p.Metadata.Name, profile.Specificity(p.Spec.Selector), p.Spec.Priority)
+				p.Metadata.Name, p.Spec.Selector.Specificity(), p.Spec.Priority)
 		}
 	}
 
@@ -309,7 +308,7 @@ func machineStatus(m *api.Machine, p *api.MachineProfile, matchErr error, now ti
 	// It has booted its profile when it fetched its boot after it was
 	// approved and after any pending reinstall request.
 	since := st.Condition(ConditionApproved).LastTransitionTime
-	if profile.ReinstallPending(m) && (since == nil || m.Spec.ReinstallRequested.After(*since)) {
+	if api.MachineReinstallPending(m) && (since == nil || m.Spec.ReinstallRequested.After(*since)) {
 		since = m.Spec.ReinstallRequested
 	}
 	booted := m.Status.LastBoot != nil && (since == nil || m.Status.LastBoot.After(*since))
@@ -317,10 +316,10 @@ func machineStatus(m *api.Machine, p *api.MachineProfile, matchErr error, now ti
 	install := p != nil && p.Spec.Install
 	if install {
 		switch {
-		case profile.Installed(m):
+		case api.MachineInstallDone(m):
 			set(ConditionInstalled, true, api.ReasonInstalled, "the installer of profile %s reported success at %s",
 				p.Metadata.Name, m.Status.InstalledAt.UTC().Format(time.RFC3339))
-		case profile.ReinstallPending(m):
+		case api.MachineReinstallPending(m):
 			set(ConditionInstalled, false, api.ReasonReinstallRequested, "reinstall requested at %s: it boots the installer of profile %s on its next network boot",
 				m.Spec.ReinstallRequested.UTC().Format(time.RFC3339), p.Metadata.Name)
 		default:
@@ -331,9 +330,9 @@ func machineStatus(m *api.Machine, p *api.MachineProfile, matchErr error, now ti
 	}
 
 	switch {
-	case p == nil || !profile.Approved(m, p):
+	case p == nil || !api.MachineMayBoot(m, p):
 		st.Phase = api.MachineDiscovered
-	case install && profile.Installed(m):
+	case install && api.MachineInstallDone(m):
 		st.Phase = api.MachineInstalled
 	case !booted:
 		st.Phase = api.MachineApproved

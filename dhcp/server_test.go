@@ -15,7 +15,8 @@ import (
 	"testing"
 	"time"
 
-	"hearth.dev/hearth/boot/dhcp/dhcptest"
+	"hearth.dev/hearth/dhcp/dhcptest"
+	"hearth.dev/hearth/netns"
 )
 
 // These tests run Hearth's server and real clients in two network
@@ -75,7 +76,7 @@ func serve(t *testing.T, n *dhcptest.Net, cfg Config) (*Server, func()) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- dhcptest.Do(n.Server, func() error { return s.Serve(ctx) }) }()
+	go func() { done <- netns.Do(n.Server, func() error { return s.Serve(ctx) }) }()
 	select {
 	case <-s.Ready():
 	case err := <-done:
@@ -108,7 +109,7 @@ func run(t *testing.T, n *dhcptest.Net, timeout time.Duration, argv ...string) (
 	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := dhcptest.Start(n.Client, cmd); err != nil {
+	if err := netns.Start(n.Client, cmd); err != nil {
 		t.Fatal(err)
 	}
 	err := cmd.Wait()
@@ -152,7 +153,7 @@ exit 0
 	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := dhcptest.Start(n.Client, cmd); err != nil {
+	if err := netns.Start(n.Client, cmd); err != nil {
 		t.Fatal(err)
 	}
 	exited := make(chan error, 1)
@@ -318,7 +319,7 @@ func TestDhclient(t *testing.T) {
 	cmd := exec.CommandContext(ctx, "dhclient", "-4", "-1", "-d", "-v", "-lf", leases, "-pf", pidFile, "-sf", "/bin/true", dhcptest.ClientLink)
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := dhcptest.Start(n.Client, cmd); err != nil {
+	if err := netns.Start(n.Client, cmd); err != nil {
 		t.Fatal(err)
 	}
 	var b []byte
@@ -364,7 +365,7 @@ type testClient struct {
 func newTestClient(t *testing.T, n *dhcptest.Net, port int) *testClient {
 	t.Helper()
 	c := &testClient{t: t, buf: make([]byte, 4096)}
-	err := dhcptest.Do(n.Client, func() error {
+	err := netns.Do(n.Client, func() error {
 		var err error
 		c.conn, err = listenUDP(context.Background(), dhcptest.ClientLink, port)
 		return err
@@ -625,5 +626,3 @@ func newNetB(b *testing.B) *dhcptest.Net {
 	b.Cleanup(func() { n.Close() })
 	return n
 }
-
-var doIn = dhcptest.Do

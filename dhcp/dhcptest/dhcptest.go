@@ -7,7 +7,8 @@
 //
 // The namespaces are anonymous: they live as long as the Net's handles and
 // the processes started in them, and leave nothing behind in /run/netns
-// when a test dies.
+// when a test dies. Run code in them with netns.Do, and processes with
+// netns.Start.
 package dhcptest
 
 import (
@@ -16,14 +17,13 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"os/exec"
-	"runtime"
 	"syscall"
 	"time"
 
 	"github.com/vishvananda/netlink"
-	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
+
+	"hearth.dev/hearth/netns"
 )
 
 // Link names inside the namespaces.
@@ -34,7 +34,7 @@ const (
 
 // Net is a server namespace and a client namespace joined by a veth.
 type Net struct {
-	Server, Client netns.NsHandle
+	Server, Client netns.Handle
 	// ServerAddr is the address of ServerLink.
 	ServerAddr netip.Prefix
 	// ClientMAC is the hardware address of ClientLink.
@@ -44,16 +44,16 @@ type Net struct {
 // New builds the network; serverAddr goes on the server's end. The
 // client's end has no address, like a machine that has not booted yet.
 func New(serverAddr netip.Prefix, clientMAC net.HardwareAddr) (n *Net, err error) {
-	n = &Net{ServerAddr: serverAddr, ClientMAC: clientMAC, Server: -1, Client: -1}
+	n = &Net{ServerAddr: serverAddr, ClientMAC: clientMAC, Server: netns.None(), Client: netns.None()}
 	defer func() {
 		if err != nil {
 			n.Close()
 		}
 	}()
-	if n.Server, err = newNetns(); err != nil {
+	if n.Server, err = netns.New(); err != nil {
 		return nil, err
 	}
-	if n.Client, err = newNetns(); err != nil {
+	if n.Client, err = netns.New(); err != nil {
 		return nil, err
 	}
 	sh, err := netlink.NewHandleAt(n.Server)
@@ -73,7 +73,7 @@ func New(serverAddr netip.Prefix, clientMAC net.HardwareAddr) (n *Net, err error
 	if err := n.AddAddr(n.Server, ServerLink, serverAddr); err != nil {
 		return nil, err
 	}
-	for _, ns := range []netns.NsHandle{n.Server, n.Client} {
+	for _, ns := range []netns.Handle{n.Server, n.Client} {
 		for _, name := range []string{"lo", ServerLink, ClientLink} {
 			if (name == ServerLink && ns == n.Client) || (name == ClientLink && ns == n.Server) {
 				continue
@@ -95,7 +95,7 @@ func New(serverAddr netip.Prefix, clientMAC net.HardwareAddr) (n *Net, err error
 	return n, nil
 }
 
-func waitOperUp(ns netns.NsHandle, link string) error {
+func waitOperUp(ns netns.Handle, link string) error {
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		var state netlink.LinkOperState
@@ -120,76 +120,34 @@ func waitOperUp(ns netns.NsHandle, link string) error {
 // process started in them is left.
 func (n *Net) Close() error {
 	var errs []error
-	for _, ns := range []*netns.NsHandle{&n.Server, &n.Client} {
-		if *ns >= 0 {
+	for _, ns := range []*netns.Handle{&n.Server, &n.Client} {
+		if ns.IsOpen() {
 			errs = append(errs, ns.Close())
-			*ns = -1
+			*ns = netns.None()
 		}
 	}
 	return errors.Join(errs...)
 }
 
-// newNetns makes an anonymous network namespace from a throwaway thread.
-func newNetns() (netns.NsHandle, error) {
-	var ns netns.NsHandle
-	err := Do(-1, func() error {
-		var err error
-		ns, err = netns.New()
-		return err
-	})
-	if err != nil {
-		return -1, fmt.Errorf("creating a network namespace: %w", err)
-	}
-	return ns, nil
-}
-
-// Do runs fn on an OS thread inside ns (or, for ns < 0, on a thread fn
-// may move to another namespace itself). The thread is thrown away
-// afterwards, so no other goroutine ever runs in the wrong namespace.
-// Sockets fn opens stay in ns and may be used from any goroutine later;
-// processes fn starts run in ns, as do their children.
-func Do(ns netns.NsHandle, fn func() error) error {
-	done := make(chan error, 1)
-	go func() {
-		// Never unlocked: the runtime ends a thread whose goroutine exits
-		// while locked to it.
-		runtime.LockOSThread()
-		if ns >= 0 {
-			if err := netns.Set(ns); err != nil {
-				done <- fmt.Errorf("entering network namespace: %w", err)
-				return
-			}
-		}
-		done <- fn()
-	}()
-	return <-done
-}
-
-// Start starts cmd inside ns: it is forked from a thread in ns, and a
-// child inherits its parent thread's network namespace.
-func Start(ns netns.NsHandle, cmd *exec.Cmd) error {
-	return Do(ns, cmd.Start)
-}
-
 // AddAddr puts an address on a link in ns.
-func (n *Net) AddAddr(ns netns.NsHandle, link string, p netip.Prefix) error {
+func (n *Net) AddAddr(ns netns.Handle, link string, p netip.Prefix) error {
 	return withLink(ns, link, func(h *netlink.Handle, l netlink.Link) error {
 		return h.AddrAdd(l, &netlink.Addr{IPNet: &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}})
 	})
 }
 
 // DelAddr removes an address from a link in ns.
-func (n *Net) DelAddr(ns netns.NsHandle, link string, p netip.Prefix) error {
+func (n *Net) DelAddr(ns netns.Handle, link string, p netip.Prefix) error {
 	return withLink(ns, link, func(h *netlink.Handle, l netlink.Link) error {
 		return h.AddrDel(l, &netlink.Addr{IPNet: &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}})
 	})
 }
 
-func linkUp(ns netns.NsHandle, link string) error {
+func linkUp(ns netns.Handle, link string) error {
 	return withLink(ns, link, func(h *netlink.Handle, l netlink.Link) error { return h.LinkSetUp(l) })
 }
 
-func withLink(ns netns.NsHandle, link string, fn func(*netlink.Handle, netlink.Link) error) error {
+func withLink(ns netns.Handle, link string, fn func(*netlink.Handle, netlink.Link) error) error {
 	h, err := netlink.NewHandleAt(ns)
 	if err != nil {
 		return fmt.Errorf("netlink in namespace: %w", err)
@@ -208,9 +166,9 @@ func withLink(ns netns.NsHandle, link string, fn func(*netlink.Handle, netlink.L
 // ListenUDP opens a UDP socket on port of every address in ns, bound to
 // link, that may send and receive broadcasts: a DHCP client's socket
 // (port 68) before it has an address.
-func ListenUDP(ns netns.NsHandle, link string, port int) (*net.UDPConn, error) {
+func ListenUDP(ns netns.Handle, link string, port int) (*net.UDPConn, error) {
 	var conn *net.UDPConn
-	err := Do(ns, func() error {
+	err := netns.Do(ns, func() error {
 		lc := net.ListenConfig{Control: func(network, address string, rc syscall.RawConn) error {
 			var serr error
 			err := rc.Control(func(fd uintptr) {
@@ -241,14 +199,14 @@ func ListenUDP(ns netns.NsHandle, link string, port int) (*net.UDPConn, error) {
 // DialContext dials from ns: its DialContext fits an http.Transport, so a
 // test's HTTP requests come from a namespace's client. local, when valid,
 // is the source address.
-func DialContext(ns netns.NsHandle, local netip.Addr) func(ctx context.Context, network, addr string) (net.Conn, error) {
+func DialContext(ns netns.Handle, local netip.Addr) func(ctx context.Context, network, addr string) (net.Conn, error) {
 	return func(ctx context.Context, network, addr string) (net.Conn, error) {
 		d := net.Dialer{}
 		if local.IsValid() {
 			d.LocalAddr = &net.TCPAddr{IP: local.AsSlice()}
 		}
 		var c net.Conn
-		err := Do(ns, func() error {
+		err := netns.Do(ns, func() error {
 			var err error
 			c, err = d.DialContext(ctx, network, addr)
 			return err
@@ -258,13 +216,13 @@ func DialContext(ns netns.NsHandle, local netip.Addr) func(ctx context.Context, 
 }
 
 // SetMAC changes the hardware address of link in ns.
-func (n *Net) SetMAC(ns netns.NsHandle, link string, mac net.HardwareAddr) error {
+func (n *Net) SetMAC(ns netns.Handle, link string, mac net.HardwareAddr) error {
 	return withLink(ns, link, func(h *netlink.Handle, l netlink.Link) error { return h.LinkSetHardwareAddr(l, mac) })
 }
 
 // FlushNeighbours forgets what ns's kernel resolved on link, so the next
 // packet to a neighbour asks ARP again.
-func (n *Net) FlushNeighbours(ns netns.NsHandle, link string) error {
+func (n *Net) FlushNeighbours(ns netns.Handle, link string) error {
 	return withLink(ns, link, func(h *netlink.Handle, l netlink.Link) error {
 		neighs, err := h.NeighList(l.Attrs().Index, netlink.FAMILY_V4)
 		if err != nil {

@@ -5,6 +5,8 @@ import (
 	"net"
 	"net/netip"
 	"testing"
+
+	"hearth.dev/hearth/netns"
 )
 
 // BenchmarkDORA runs a DISCOVER and a REQUEST through the server's packet
@@ -22,7 +24,7 @@ func BenchmarkDORA(b *testing.B) {
 		b.Fatal(err)
 	}
 	var conn *net.UDPConn
-	if err := doIn(n.Server, func() error {
+	if err := netns.Do(n.Server, func() error {
 		var err error
 		conn, err = net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 		return err

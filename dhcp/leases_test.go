@@ -188,10 +188,9 @@ func TestLeaseFilePersists(t *testing.T) {
 }
 
 func BenchmarkOfferAck(b *testing.B) {
-	lt := testTable("10.0.0.2", "10.0.0.254")
 	cfg := Config{ServerIP: ip("10.1.0.1"), Subnet: netip.MustParsePrefix("10.1.0.0/16"),
 		PoolStart: ip("10.1.0.2"), PoolEnd: ip("10.1.255.254"), LeaseTime: time.Hour}
-	lt = newLeaseTable(&cfg, false)
+	lt := newLeaseTable(&cfg, false)
 	now := time.Now()
 	b.ReportAllocs()
 	i := 0
