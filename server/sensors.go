@@ -25,10 +25,11 @@ import (
 // answers the last reading, reading the BMC then if it has none fresh
 // (another server is the leader, or the machine is new). The right to get
 // the Machine is the right to its readings (cluster admins and viewers:
-// tenants never read Machines). The server reads the BMC's password from
-// its Secret with its own credential: only cluster admins write Machines,
-// so no one can point the server at a BMC they could not reach
-// themselves, and the password never leaves the server.
+// tenants never read Machines; hosts and boot services, which read
+// Machines for their own work, get no readings). The server reads the
+// BMC's password from its Secret with its own credential: only cluster
+// admins write Machines, so no one can point the server at a BMC they
+// could not reach themselves, and the password never leaves the server.
 
 // SensorOptions are how machines' sensors are read.
 type SensorOptions struct {
@@ -205,6 +206,9 @@ func (s *Server) pollSensors(ctx context.Context, c *client.Client, _ *client.Re
 // machineSensors handles GET machines/NAME/sensors.
 func (s *Server) machineSensors(w http.ResponseWriter, r *http.Request, p *auth.Principal) error {
 	name := r.PathValue("name")
+	if err := forPeople(p, "a machine's sensors"); err != nil {
+		return err
+	}
 	k, _ := api.KindByName("Machine")
 	t := target{kind: k, name: name}
 	if err := auth.Authorize(p, t.request(auth.Get)); err != nil {

@@ -126,6 +126,10 @@ func TestMachineSensors(t *testing.T) {
 	}
 	err := tenant.Do(ctx, http.MethodGet, api.PathPrefix+"/machines/node1/sensors", nil, &got)
 	wantCode(t, "a tenant reads a machine's sensors", err, http.StatusForbidden, "cluster infrastructure")
+	for who, c := range map[string]*client.Client{"a host": env.Host("h1"), "a boot service": env.BootService("boot1")} {
+		err = c.Do(ctx, http.MethodGet, api.PathPrefix+"/machines/node1/sensors", nil, &got)
+		wantCode(t, who+" reads a machine's sensors", err, http.StatusForbidden, "not hosts or boot services")
+	}
 	err = env.Admin.Do(ctx, http.MethodGet, api.PathPrefix+"/machines/node2/sensors", nil, &got)
 	wantCode(t, "sensors of a machine without IPMI", err, http.StatusBadRequest, "has no IPMI power")
 	err = viewer.Do(ctx, http.MethodGet, api.PathPrefix+"/machines/nope/sensors", nil, &got)
@@ -205,6 +209,15 @@ func TestMachinePowerThroughAPI(t *testing.T) {
 	wantCode(t, "a cluster viewer switches a machine off", err, http.StatusForbidden, "viewers may not change anything")
 	err = tenant.Do(ctx, http.MethodPost, path, api.PowerRequest{Action: "off"}, &got)
 	wantCode(t, "a tenant switches a machine off", err, http.StatusForbidden, "cluster infrastructure")
+	// A boot service discovers Machines and writes what it observes of
+	// them; a host reads them: neither drives a BMC.
+	err = env.Host("h1").Do(ctx, http.MethodPost, path, api.PowerRequest{Action: "off"}, &got)
+	wantCode(t, "a host switches a machine off", err, http.StatusForbidden, "hosts may only write the status")
+	err = env.BootService("boot1").Do(ctx, http.MethodPost, path, api.PowerRequest{Action: "off"}, &got)
+	wantCode(t, "a boot service switches a machine off", err, http.StatusForbidden, "boot services may only discover Machines")
+	// Another tenant's objects named in the path reach nothing either.
+	err = tenant.Do(ctx, http.MethodPost, api.PathPrefix+"/machines/nope/power", api.PowerRequest{Action: "off"}, &got)
+	wantCode(t, "a tenant powers a machine that does not exist", err, http.StatusForbidden, "cluster infrastructure")
 	err = env.Admin.Do(ctx, http.MethodPost, path, api.PowerRequest{Action: "explode"}, &got)
 	wantCode(t, "an unknown action", err, http.StatusUnprocessableEntity, "want on, off, cycle or status")
 	if err := env.Admin.Do(ctx, http.MethodPost, path, api.PowerRequest{Action: "status"}, &got); err != nil || got.State != "On" {

@@ -19,9 +19,14 @@ import (
 //
 // Reading them needs the right to get the Host or the VM; the server
 // authorizes the caller exactly as for the object, then asks the agent
-// over mutual TLS as it does for console logs.
+// over mutual TLS as it does for console logs. They are for people: a
+// host's or boot service's credential reads no figures (an agent has its
+// own, and has no business with another host's or its VMs').
 // serveHostStats handles GET hosts/NAME/stats.
 func (s *Server) serveHostStats(w http.ResponseWriter, r *http.Request, p *auth.Principal) error {
+	if err := forPeople(p, "a host's figures"); err != nil {
+		return err
+	}
 	k, _ := api.KindByName("Host")
 	ep, err := s.hostAgent(r, p, target{kind: k, name: r.PathValue("name")})
 	if err != nil {
@@ -35,6 +40,9 @@ func (s *Server) serveHostStats(w http.ResponseWriter, r *http.Request, p *auth.
 
 // serveVMStats handles GET tenants/T/virtualmachines/NAME/stats.
 func (s *Server) serveVMStats(w http.ResponseWriter, r *http.Request, p *auth.Principal) error {
+	if err := forPeople(p, "a VM's figures"); err != nil {
+		return err
+	}
 	k, _ := api.KindByPlural("virtualmachines")
 	ep, err := s.vmAgent(r.Context(), p, target{kind: k, tenant: r.PathValue("tenant"), name: r.PathValue("name")}, auth.Get)
 	if err != nil {
@@ -44,6 +52,15 @@ func (s *Server) serveVMStats(w http.ResponseWriter, r *http.Request, p *auth.Pr
 		return methodNotAllowed(r)
 	}
 	return s.proxyStats(w, r, ep, ep.path(api.SubresourceStats))
+}
+
+// forPeople refuses hosts' and boot services' credentials what is
+// served for people only (what says what it is).
+func forPeople(p *auth.Principal, what string) error {
+	if p.HostCredential() {
+		return api.NewForbidden("%s may not read %s: they are for users, not hosts or boot services", p.Name, what)
+	}
+	return nil
 }
 
 // hostAgent authorizes p to get the Host and finds its agent.

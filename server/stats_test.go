@@ -7,13 +7,14 @@ import (
 
 	"hearth.dev/hearth/agent/console/consoletest"
 	api "hearth.dev/hearth/api/v1alpha1"
+	"hearth.dev/hearth/client"
 	"hearth.dev/hearth/server/servertest"
 )
 
 // TestStatsAuthorized: a VM's stats are authorized like the VM and a
 // host's like the Host, before the server asks any agent: another tenant
-// gets 403 whether the VM exists or not, and a tenant user gets no
-// host's figures. (The figures themselves are tested with a real agent
+// gets 403 whether the VM exists or not, a tenant user gets no host's
+// figures, and host and boot service credentials get none at all. (The figures themselves are tested with a real agent
 // in package agent.)
 func TestStatsAuthorized(t *testing.T) {
 	env := servertest.Start(t, servertest.WithoutControllers())
@@ -35,6 +36,14 @@ func TestStatsAuthorized(t *testing.T) {
 	}
 	err := intruder.Do(ctx, http.MethodGet, api.PathPrefix+"/hosts/h1/stats", nil, &out)
 	wantCode(t, "a tenant user reads a host's stats", err, http.StatusForbidden, "cluster infrastructure")
+	// Hosts and boot services read every Host and VM for their work, but
+	// no figures: not another host's, nor the VMs on it.
+	for who, c := range map[string]*client.Client{"another host": env.Host("h3"), "a boot service": env.BootService("boot1")} {
+		err = c.Do(ctx, http.MethodGet, api.PathPrefix+"/hosts/h1/stats", nil, &out)
+		wantCode(t, who+" reads host h1's stats", err, http.StatusForbidden, "not hosts or boot services")
+		err = c.Do(ctx, http.MethodGet, strings.Replace(vmStats, "%s", "web-1", 1), nil, &out)
+		wantCode(t, who+" reads the stats of a VM on h1", err, http.StatusForbidden, "not hosts or boot services")
+	}
 	// The VM's own tenant may read them: this agent is a stand-in without
 	// stats, which the server reports as the agent's answer.
 	err = viewer.Do(ctx, http.MethodGet, strings.Replace(vmStats, "%s", "web-1", 1), nil, &out)
