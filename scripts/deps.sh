@@ -27,9 +27,11 @@ demo=(qemu-system-x86 qemu-utils ipxe-qemu ovmf ipxe busybox-static iproute2 dns
 # clients (tftp-hpa, atftp); a simulated BMC (openipmi's ipmi_sim) and
 # ipmitool; isolinux and syslinux for boot media; iperf3, the plain path
 # the data plane's benchmarks compare with; chromium and nodejs for the
-# dashboard's browser tests (playwright-core from npm, installed by
-# ./test.sh from web/browser/package-lock.json, drives Debian's chromium:
-# web/browser); prometheus, which the agent tests run against a server, an
+# dashboard's browser tests (web/browser: playwright-core, which ./test.sh
+# installs with npm from web/browser/package-lock.json, drives Debian's
+# chromium over its DevTools protocol, so no chromedriver; npm comes with
+# the machine's NodeSource nodejs, which conflicts with Debian's npm
+# package); prometheus, which the agent tests run against a server, an
 # agent and a boot service; shared storage to test the rbd and nfs drivers
 # against (storage/cephtest, storage/nfstest): a single-node Ceph
 # (ceph-mon, ceph-mgr, ceph-osd; ceph-common for the rbd and ceph programs
@@ -43,7 +45,7 @@ demo=(qemu-system-x86 qemu-utils ipxe-qemu ovmf ipxe busybox-static iproute2 dns
 test=("${demo[@]}" etcd-server genisoimage isc-dhcp-client dhcping tftp-hpa atftp ipmitool
 	openipmi isolinux syslinux-common syslinux-utils iperf3
 	ceph-mon ceph-mgr ceph-osd ceph-common qemu-block-extra nfs-ganesha nfs-ganesha-vfs rpcbind
-	lintian mmdebstrap chromium nodejs npm prometheus)
+	lintian mmdebstrap chromium nodejs prometheus)
 
 role=${1:-}
 case "$role" in

@@ -26,22 +26,23 @@ import (
 // download of `playwright install` is not what the tests use).
 const chromium = "/usr/bin/chromium"
 
-// needBrowser skips when node or chromium is truly missing, and installs
-// the test script's npm packages (playwright-core) when they are not.
+// needBrowser skips when chromium or node is truly missing, and installs
+// the test script's npm packages (playwright-core) from the lockfile when
+// they are not there yet (./test.sh installs them first).
 func needBrowser(t *testing.T) string {
 	t.Helper()
+	if _, err := os.Stat(chromium); err != nil {
+		t.Skipf("chromium is not installed (%v): the dashboard's browser tests drive it (apt-get install chromium, or scripts/deps.sh test)", err)
+	}
 	node, err := exec.LookPath("node")
 	if err != nil {
-		t.Skip("node is not installed (apt-get install nodejs npm): the dashboard's browser tests need it")
-	}
-	if _, err := os.Stat(chromium); err != nil {
-		t.Skip("chromium is not installed (apt-get install chromium; scripts/deps.sh test does it): the dashboard's browser tests need it")
+		t.Skip("node is not installed: the dashboard's browser tests run in it (apt-get install nodejs, or scripts/deps.sh test)")
 	}
 	dir, _ := filepath.Abs("browser")
-	if _, err := os.Stat(filepath.Join(dir, "node_modules", "playwright-core")); err != nil {
+	if _, err := os.Stat(filepath.Join(dir, "node_modules", "playwright-core", "package.json")); err != nil {
 		npm, err := exec.LookPath("npm")
 		if err != nil {
-			t.Skip("npm is not installed (apt-get install npm): needed once to install playwright-core for the browser tests")
+			t.Fatalf("playwright-core is not installed in %s and there is no npm to install it: install npm, then run npm ci there (./test.sh does)", dir)
 		}
 		cmd := exec.Command(npm, "ci", "--no-audit", "--no-fund")
 		cmd.Dir = dir
