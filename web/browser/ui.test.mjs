@@ -277,7 +277,7 @@ test('a VM made with the form reaches Running live, and its console shows the gu
   await page.context().close();
 });
 
-test('a machine\'s boot timeline renders', async () => {
+test('a machine\'s boot timeline renders, and it is approved and reinstalled', async () => {
   const page = await open(env.HEARTH_ADMIN_TOKEN);
   await page.goto(UI + '#/k/machines/_/node1');
   const items = page.locator('ol.timeline li');
@@ -285,6 +285,17 @@ test('a machine\'s boot timeline renders', async () => {
   const text = await page.locator('ol.timeline').innerText();
   assert.ok(text.indexOf('DHCPOffer') < text.indexOf('TFTPServed') && text.indexOf('TFTPServed') < text.indexOf('HTTPScript'), text);
   await shot(page, 'machine-timeline');
+  // Approve and Reinstall write the Machine's spec through the API, and
+  // the page follows the change through its watch.
+  const machine = () => page.evaluate(async t => (await fetch('/apis/hearth.dev/v1alpha1/machines/node1',
+    { headers: { Authorization: 'Bearer ' + t } })).json(), env.HEARTH_ADMIN_TOKEN);
+  await page.getByRole('button', { name: 'Approve' }).click();
+  await page.locator('dd', { hasText: /^yes$/ }).waitFor();
+  assert.equal((await machine()).spec.approved, true);
+  const reinstall = page.getByRole('button', { name: 'Reinstall' });
+  await reinstall.click();
+  for (let i = 0; i < 50 && !(await machine()).spec.reinstallRequested; i++) await page.waitForTimeout(100);
+  assert.ok((await machine()).spec.reinstallRequested, 'Reinstall did not set spec.reinstallRequested');
   await page.context().close();
 });
 
