@@ -222,9 +222,11 @@ func run(ctx context.Context, cfg Config) error {
 	ctlMetrics := reconcile.NewMetrics()
 	ctx = reconcile.WithMetrics(ctx, ctlMetrics)
 	if cfg.MetricsListen != "" {
-		if err := a.serveMetrics(ctx, cfg.MetricsListen, a.newRegistry(ctlMetrics)); err != nil {
+		stop, err := a.serveMetrics(cfg.MetricsListen, a.newRegistry(ctlMetrics))
+		if err != nil {
 			return err
 		}
+		defer stop()
 	}
 	if d, ok := cfg.Driver.(compute.KVMDetector); ok {
 		a.kvm, a.kvmWhy = d.DetectKVM(ctx)

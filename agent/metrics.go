@@ -1,7 +1,6 @@
 package agent
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -133,24 +132,27 @@ func (a *Agent) newRegistry(ctl *reconcile.Metrics) *prometheus.Registry {
 	return reg
 }
 
-// serveMetrics serves /metrics on addr until ctx ends.
-func (a *Agent) serveMetrics(ctx context.Context, addr string, reg *prometheus.Registry) error {
+// serveMetrics serves /metrics on addr until stop is called, which closes
+// the listener before it returns: a run that ends (a refused credential)
+// frees the address for the next.
+func (a *Agent) serveMetrics(addr string, reg *prometheus.Registry) (stop func(), err error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
-		return fmt.Errorf("--metrics-listen %s: %w", addr, err)
+		return nil, fmt.Errorf("metrics endpoint on %s: %w", addr, err)
 	}
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	srv := serving.New("the agent's metrics endpoint", ln, mux, serving.Limits{}, nil)
+	done := make(chan struct{})
 	go func() {
-		if err := srv.Serve(srv.Listener); err != nil && !errors.Is(err, http.ErrServerClosed) && ctx.Err() == nil {
+		defer close(done)
+		if err := srv.Serve(srv.Listener); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			slog.Error("metrics listener stopped", "err", err)
 		}
 	}()
-	go func() {
-		<-ctx.Done()
-		srv.Close()
-	}()
 	slog.Info("serving metrics", "url", "http://"+ln.Addr().String()+"/metrics")
-	return nil
+	return func() {
+		srv.Close()
+		<-done
+	}, nil
 }

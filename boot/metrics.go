@@ -121,7 +121,7 @@ func (m *metrics) around(mux *http.ServeMux) http.Handler {
 func (m *metrics) serve(ctx context.Context, addr string) error {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
-		return errors.New("--metrics-listen " + addr + ": " + err.Error())
+		return errors.New("metrics endpoint on " + addr + ": " + err.Error())
 	}
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{}))

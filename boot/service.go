@@ -81,6 +81,10 @@ type Config struct {
 	// MetricsListen is where Prometheus metrics are served over plain
 	// HTTP (GET /metrics); empty serves none.
 	MetricsListen string
+	// CredentialCheck is how often the service asks whether its
+	// credential still holds (default 30s): once refused, it stops
+	// serving and waits for a new join token.
+	CredentialCheck time.Duration
 	// AllowFileDirs are the directories profiles' file:// kernels and
 	// initrds may be in (--allow-file-dir). With none, file:// is refused.
 	AllowFileDirs []string
@@ -130,8 +134,31 @@ type Service struct {
 	metrics *metrics
 }
 
-// Run serves until ctx ends.
+// Run serves until ctx ends. A credential the server refuses while the
+// service runs (its boot credential revoked) stops serving: nothing is
+// handed out on the strength of a credential that no longer holds. Run
+// then waits for a new join token (client.WaitJoined says so once) and
+// serves again.
+//
+// The metrics endpoint outlives the runs, so its counters go on across a
+// new credential and its address is not listened on twice.
 func Run(ctx context.Context, cfg Config) error {
+	m := newMetrics()
+	if cfg.MetricsListen != "" {
+		if err := m.serve(ctx, cfg.MetricsListen); err != nil {
+			return err
+		}
+	}
+	for {
+		err := run(ctx, cfg, m)
+		if !errors.Is(err, client.ErrRevoked) || ctx.Err() != nil {
+			return err
+		}
+		slog.Error("boot service stopped serving: its credential was refused", "err", err)
+	}
+}
+
+func run(ctx context.Context, cfg Config, m *metrics) error {
 	if cfg.Name == "" {
 		cfg.Name = "boot"
 	}
@@ -156,6 +183,9 @@ func Run(ctx context.Context, cfg Config) error {
 	if cfg.MaxDiscovered == 0 {
 		cfg.MaxDiscovered = DefaultMaxDiscovered
 	}
+	if cfg.CredentialCheck == 0 {
+		cfg.CredentialCheck = 30 * time.Second
+	}
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return err
 	}
@@ -167,6 +197,10 @@ func Run(ctx context.Context, cfg Config) error {
 		}
 		return err
 	}
+	// Everything started below ends with this run, which a refused
+	// credential ends early.
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	key, err := loadKey(filepath.Join(cfg.DataDir, "report.key"))
 	if err != nil {
 		return err
@@ -191,12 +225,7 @@ func Run(ctx context.Context, cfg Config) error {
 		seen:     map[string]time.Time{},
 		updates:  make(chan func(context.Context), 1024),
 		refusals: map[string]refusalCount{},
-		metrics:  newMetrics(),
-	}
-	if cfg.MetricsListen != "" {
-		if err := s.metrics.serve(ctx, cfg.MetricsListen); err != nil {
-			return err
-		}
+		metrics:  m,
 	}
 	// Every DHCP packet looks its machine up by MAC: keep an index. A
 	// machine that is gone takes what was learned about it along.
@@ -240,7 +269,8 @@ func Run(ctx context.Context, cfg Config) error {
 	// Every socket on the provisioning network is opened here, before any
 	// goroutine serves it: in the network namespace this goroutine runs in
 	// (a test may run the service in one it entered).
-	errc := make(chan error, 4)
+	errc := make(chan error, 5)
+	go func() { errc <- client.UntilRevoked(ctx, c, cfg.CredentialCheck) }()
 	hl, err := net.Listen("tcp", cfg.HTTPListen)
 	if err != nil {
 		return fmt.Errorf("HTTP listener: %w", err)
