@@ -87,8 +87,9 @@ func bearerProtocol(token string) string {
 // TestConsoleTokenInSubprotocol: a browser's console carries its token as
 // a websocket subprotocol. It authenticates the console exactly like the
 // header (another tenant's token is refused, none is 401), is never
-// echoed back, and counts for nothing on a request that is not a
-// websocket upgrade.
+// echoed back, holds when checked again while the console is open, ends
+// it when it no longer holds, and counts for nothing on a request that is
+// not a websocket upgrade.
 func TestConsoleTokenInSubprotocol(t *testing.T) {
 	env := servertest.Start(t, servertest.WithoutControllers())
 	ctx := servertest.Ctx(t)
@@ -140,6 +141,36 @@ func TestConsoleTokenInSubprotocol(t *testing.T) {
 				code = resp.StatusCode
 			}
 			t.Errorf("console with %s: %d, %v; want %d", c.what, code, err, c.code)
+		}
+	}
+
+	// The console's credential is checked again while it is open (every
+	// 5 s, as watches check theirs): the token in the subprotocol holds
+	// as the header would, and the console ends once it no longer does.
+	leaver := env.User("a-leaver", "a", api.RoleTenantMember)
+	conn, _, err = dial("hearth.console.v1", bearerProtocol(tokenOf(t, leaver)))
+	if err != nil {
+		t.Fatalf("console with the token in a subprotocol: %v", err)
+	}
+	defer conn.CloseNow()
+	time.Sleep(6 * time.Second)
+	if err := conn.Write(ctx, websocket.MessageBinary, []byte("still\r")); err != nil {
+		t.Fatalf("the console ended past its credential's check: %v", err)
+	}
+	if _, data, err := conn.Read(ctx); err != nil || string(data) != "still\r" {
+		t.Fatalf("the console past its credential's check: %q, %v (want its echo)", data, err)
+	}
+	if _, err := env.Admin.Delete(ctx, "User", "a", "a-leaver"); err != nil {
+		t.Fatal(err)
+	}
+	rctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	for {
+		if _, _, err := conn.Read(rctx); err != nil {
+			if rctx.Err() != nil {
+				t.Fatalf("the console outlived its deleted User's token by 15s")
+			}
+			break
 		}
 	}
 
