@@ -93,9 +93,18 @@ func TestBrowser(t *testing.T) {
 	blueTok := userToken(t, env, "bruno", "blue", api.RoleTenantAdmin)
 
 	// Objects of both tenants, named so that a leak is easy to spot.
+	// Red's network routes out through an external network; a VM on it
+	// (placed on a host that never comes, so it only has its address and
+	// the network a router there) has a floating IP: the topology's every
+	// column.
 	create(t, env,
-		&api.Network{TypeMeta: tm("Network"), Metadata: meta("red-net", "red")},
+		&api.ExternalNetwork{TypeMeta: tm("ExternalNetwork"), Metadata: meta("lab-ext", ""), Spec: api.ExternalNetworkSpec{CIDR: "198.51.100.0/24"}},
+		&api.Network{TypeMeta: tm("Network"), Metadata: meta("red-net", "red"), Spec: api.NetworkSpec{ExternalNetwork: "lab-ext"}},
 		&api.Subnet{TypeMeta: tm("Subnet"), Metadata: meta("red-sub", "red"), Spec: api.SubnetSpec{Network: "red-net", CIDR: "10.1.0.0/24"}},
+		&api.VirtualMachine{TypeMeta: tm("VirtualMachine"), Metadata: meta("red-web", "red"),
+			Spec: api.VirtualMachineSpec{Host: "red-host", PowerState: api.PowerStopped, CPUs: 1, Memory: 128 << 20, NICs: []api.VMNIC{{Network: "red-net"}},
+				Boot: api.VMBoot{From: api.BootFromKernel, Kernel: &api.BootFile{URL: "http://boot.invalid/vmlinuz"}}}},
+		&api.FloatingIP{TypeMeta: tm("FloatingIP"), Metadata: meta("red-fip", "red"), Spec: api.FloatingIPSpec{ExternalNetwork: "lab-ext", Target: &api.FloatingIPTarget{VM: "red-web"}}},
 		&api.Network{TypeMeta: tm("Network"), Metadata: meta("blue-secret-net", "blue")},
 		&api.Subnet{TypeMeta: tm("Subnet"), Metadata: meta("blue-secret-sub", "blue"), Spec: api.SubnetSpec{Network: "blue-secret-net", CIDR: "10.1.0.0/24"}},
 		&api.SSHKey{TypeMeta: tm("SSHKey"), Metadata: meta("blue-secret-key", "blue"), Spec: api.SSHKeySpec{PublicKey: "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIIcCK0mzKXM8xFOUST82s2fipGzyqvJ2kSYsHaThbzek blue@x"}},

@@ -341,7 +341,12 @@ test('a tenant user sees only their tenant, in every page and every request', as
   await page.goto(UI + '#/k/networks');
   await page.locator('tr[data-name="red-net"]').waitFor();
   await page.goto(UI + '#/topology');
-  await page.locator('[data-node="net:red/red-net"]').waitFor();
+  // Every column: the host that carries red-net, its router there, the
+  // network, its subnet, the VM on it and the VM's floating IP.
+  for (const node of ['host:red-host', 'rtr:red/red-net@red-host', 'net:red/red-net', 'sub:red/red-sub', 'vm:red/red-web', 'fip:red/red-fip']) {
+    await page.locator(`[data-node="${node}"]`).waitFor({ timeout: 15000 })
+      .catch(e => { throw new Error(`the topology has no ${node}: ${e.message}`); });
+  }
   await shot(page, 'topology');
   // Asking for another tenant's VM by its URL shows the API's refusal.
   await page.goto(UI + '#/k/virtualmachines/blue/blue-secret-vm');
