@@ -186,6 +186,18 @@ test('a thousand VMs: first paint, interactive list and watch latency', async ()
   await page.context().close();
 });
 
+test('a cluster admin sees every tenant and can switch to one', async () => {
+  const page = await open(env.HEARTH_ADMIN_TOKEN, { tenant: '' });
+  await page.goto(UI + '#/k/networks');
+  await page.locator('tr[data-name="red-net"]').waitFor();
+  await page.locator('tr[data-name="blue-secret-net"]').waitFor();
+  await page.getByLabel('Tenant').selectOption('blue');
+  await page.locator('tr[data-name="red-net"]').waitFor({ state: 'detached' });
+  assert.equal(await page.locator('tr[data-name="blue-secret-net"]').count(), 1);
+  assert.ok(page.log.requests.some(r => r.url.includes('/tenants/blue/networks')), 'switching to blue did not ask for its networks');
+  await page.context().close();
+});
+
 test('a bad field is refused by the server and shown at the field', async () => {
   const page = await open(env.HEARTH_ADMIN_TOKEN, { tenant: 'red' });
   await page.goto(UI + '#/new/virtualmachines');
