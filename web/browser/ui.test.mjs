@@ -198,6 +198,36 @@ test('a cluster admin sees every tenant and can switch to one', async () => {
   await page.context().close();
 });
 
+test('a VM is started and deleted from its page; a refused delete is not shown as done', async () => {
+  const page = await open(env.HEARTH_RED_TOKEN);
+  const get = p => page.evaluate(async ([p, t]) => {
+    const r = await fetch('/apis/hearth.dev/v1alpha1/tenants/red/' + p, { headers: { Authorization: 'Bearer ' + t } });
+    return { status: r.status, body: await r.json() };
+  }, [p, env.HEARTH_RED_TOKEN]);
+  await page.goto(UI + '#/k/virtualmachines/red/red-spare');
+  const start = page.getByRole('button', { name: 'Start', exact: true });
+  await start.click();
+  // The button follows the stored spec, through the watch.
+  await page.waitForFunction(() => [...document.querySelectorAll('button')].find(b => b.textContent === 'Start')?.disabled);
+  assert.equal((await get('virtualmachines/red-spare')).body.spec.powerState, 'Running');
+  await page.getByRole('button', { name: 'Delete' }).click();
+  await page.getByRole('dialog').getByRole('button', { name: 'Delete' }).click();
+  await page.waitForURL(/#\/k\/virtualmachines$/);
+  const gone = await get('virtualmachines/red-spare');
+  assert.ok(gone.status === 404 || gone.body.metadata?.deletionTimestamp, `red-spare after Delete: ${JSON.stringify(gone)}`);
+
+  // red-net carries red-web: the API refuses to delete it, and the page
+  // says why and stays.
+  await page.goto(UI + '#/k/networks/red/red-net');
+  await page.getByRole('heading', { name: /red-net/ }).waitFor();
+  await page.getByRole('button', { name: 'Delete' }).click();
+  await page.getByRole('dialog').getByRole('button', { name: 'Delete' }).click();
+  await page.getByRole('alert').filter({ hasText: /in use/ }).waitFor();
+  assert.match(page.url(), /#\/k\/networks\/red\/red-net$/);
+  assert.equal((await get('networks/red-net')).status, 200);
+  await page.context().close();
+});
+
 test('a bad field is refused by the server and shown at the field', async () => {
   const page = await open(env.HEARTH_ADMIN_TOKEN, { tenant: 'red' });
   await page.goto(UI + '#/new/virtualmachines');
