@@ -355,10 +355,14 @@ test('an image uploads with a progress bar', async () => {
 test('a machine\'s power buttons switch its plug through the API', async () => {
   const page = await open(env.HEARTH_ADMIN_TOKEN);
   await page.goto(UI + '#/k/machines/_/plug1');
+  // On failure, say what the page showed instead (an error box, say).
+  const showing = async (sel) => page.locator(sel).waitFor().catch(async e => {
+    throw new Error(`${e.message}\nthe page shows:\n${await page.locator('main').innerText()}\nAPI answers: ${JSON.stringify(page.log.bodies.filter(b => b.url.includes('/power')))}`);
+  });
   await page.getByRole('button', { name: 'Read power' }).click();
-  await page.locator('[data-power="Off"]').waitFor();
+  await showing('[data-power="Off"]');
   await page.getByRole('button', { name: 'Power on' }).click();
-  await page.locator('[data-power="On"]').waitFor();
+  await showing('[data-power="On"]');
   // The action is on the machine's timeline, live.
   await page.locator('ol.timeline li', { hasText: 'PowerOn' }).waitFor();
   await page.context().close();
