@@ -41,7 +41,9 @@ go run honnef.co/go/tools/cmd/staticcheck@v0.8.2 ./...
 echo "== go test" >&2
 pkgs=("$@")
 ((${#pkgs[@]})) || pkgs=(./...)
-go test "${pkgs[@]}"
+# e2e boots real guests under TCG: a package may take longer than go
+# test's default 10 minutes on a 2-core machine.
+go test -timeout 40m "${pkgs[@]}"
 
 fuzztime=${FUZZTIME:-10s}
 if [ "$fuzztime" != 0 ]; then
