@@ -75,6 +75,14 @@ func TestCommandLine(t *testing.T) {
 			},
 		},
 		{
+			// A guest power-off keeps the process (status "shutdown") and a
+			// guest panic ends it with a failure: the agent tells the two
+			// apart by that (StatusShutdown).
+			name: "power-off is not a crash",
+			flag: "-action", want: []string{"shutdown=pause,panic=exit-failure"},
+			wantS: []string{"-device pvpanic "},
+		},
+		{
 			name:  "first disk boots by default",
 			edit:  func(s *Spec) { s.Disks = []Disk{{Path: "/v/a", Format: "raw"}, {Path: "/v/b", Format: "raw"}} },
 			wantS: []string{"drive=disk0,bootindex=1", "drive=disk1 "},

@@ -86,6 +86,13 @@ const (
 	Stopped State = "stopped"
 )
 
+// StatusShutdown is Info.Status of a VM whose guest powered itself off.
+// The QEMU driver keeps such a process (its State is Paused) rather than
+// let it end, so that a power-off is told from a crash; the VM will not
+// run again, and Shutdown or Kill ends the process. Wait returns when a
+// VM reaches it.
+const StatusShutdown = "shutdown"
+
 // Info describes a VM process.
 type Info struct {
 	PID       int
@@ -111,15 +118,17 @@ type Driver interface {
 	// no process runs for it (or the process there is not the VM with id).
 	Lookup(ctx context.Context, id, dir string) (info Info, ok bool, err error)
 	// Shutdown asks the guest to power off (ACPI), waits up to timeout,
-	// then kills the process. It returns once the process is gone.
+	// then kills the process; a process whose guest has powered off
+	// (StatusShutdown) ends at once. It returns once the process is gone.
 	Shutdown(ctx context.Context, id, dir string, timeout time.Duration) error
 	// Kill stops the process at once.
 	Kill(ctx context.Context, id, dir string) error
 	// Pause and Resume freeze and thaw the VM's CPUs.
 	Pause(ctx context.Context, id, dir string) error
 	Resume(ctx context.Context, id, dir string) error
-	// Wait returns when the VM's process exits (or ctx ends), whoever
-	// started it.
+	// Wait returns when the VM's process exits or its guest has powered
+	// off (Lookup then says StatusShutdown), or ctx ends, whoever started
+	// it.
 	Wait(ctx context.Context, id, dir string) error
 }
 
