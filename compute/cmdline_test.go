@@ -75,11 +75,10 @@ func TestCommandLine(t *testing.T) {
 			},
 		},
 		{
-			// A guest power-off keeps the process (status "shutdown") and a
-			// guest panic ends it with a failure: the agent tells the two
-			// apart by that (StatusShutdown).
+			// A guest power-off and a guest panic keep the process, in
+			// two statuses the agent tells apart (GuestStopped).
 			name: "power-off is not a crash",
-			flag: "-action", want: []string{"shutdown=pause,panic=exit-failure"},
+			flag: "-action", want: []string{"shutdown=pause,panic=pause"},
 			wantS: []string{"-device pvpanic "},
 		},
 		{

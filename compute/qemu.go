@@ -73,14 +73,13 @@ type QEMUOptions struct {
 //   - QEMU serves one QMP client at a time; the driver connects per call.
 //     Anything else that keeps the QMP socket open makes driver calls wait
 //     until their context ends.
-//   - A guest reboot stays inside the process. A guest power-off does not
-//     end it: QEMU runs with -action shutdown=pause and keeps the process,
-//     in status "shutdown" (StatusShutdown), so the agent can tell a guest
-//     that powered itself off from a QEMU that died, even for a process
-//     an earlier agent started. Shutdown or Kill then ends it. A guest
-//     kernel panic, told by the pvpanic device, makes QEMU exit with a
-//     failure status (-action panic=exit-failure): a crash, as a QEMU
-//     that died is.
+//   - A guest reboot stays inside the process. A guest power-off or a
+//     guest kernel panic (told by the pvpanic device) does not end it:
+//     QEMU runs with -action shutdown=pause,panic=pause and keeps the
+//     process, in status "shutdown" or "guest-panicked" (GuestStopped),
+//     so the agent can tell a guest that powered itself off from a crash,
+//     even for a process an earlier agent started. Shutdown or Kill then
+//     ends it.
 //   - Lookup reporting Status "prelaunch" means an agent died between
 //     spawning QEMU and letting it run: Kill and Start again.
 type QEMU struct {
@@ -244,8 +243,8 @@ func (q *QEMU) Lookup(ctx context.Context, id, dir string) (Info, bool, error) {
 
 // Shutdown presses the VM's ACPI power button and waits up to timeout for
 // the guest to power off, then kills the process. A guest that has
-// powered off (now or before: StatusShutdown) is told to quit, so the
-// process ends at once and cleanly. A VM paused by Pause is resumed first
+// stopped (powered off now or before, or panicked: GuestStopped) is told
+// to quit, so the process ends at once and cleanly. A VM paused by Pause is resumed first
 // so its guest can hear the button; one that never ran, crashed or hung in
 // QEMU is killed at once. If ctx ends first, Shutdown returns ctx's error
 // and leaves the process as it is.
@@ -303,8 +302,8 @@ func (q *QEMU) powerButton(ctx context.Context, dir string, deadline time.Time) 
 		if err := c.Execute(qctx, "cont", nil, nil); err != nil {
 			return false
 		}
-	case StatusShutdown:
-		return true // powered off already: waitPoweredOff tells it to quit
+	case StatusShutdown, StatusGuestPanicked:
+		return true // stopped already: waitPoweredOff tells it to quit
 	default:
 		return false
 	}
@@ -317,8 +316,8 @@ func (q *QEMU) powerButton(ctx context.Context, dir string, deadline time.Time) 
 const statusPoll = time.Second
 
 // waitPoweredOff waits until the process p is gone, telling QEMU to quit
-// once its guest has powered off (it keeps the process: -action
-// shutdown=pause). It returns ctx's error if ctx ends first.
+// once its guest has stopped (it keeps the process: -action
+// shutdown=pause,panic=pause). It returns ctx's error if ctx ends first.
 func (q *QEMU) waitPoweredOff(ctx context.Context, dir string, p process.ID) error {
 	t := time.NewTicker(100 * time.Millisecond)
 	defer t.Stop()
@@ -326,7 +325,7 @@ func (q *QEMU) waitPoweredOff(ctx context.Context, dir string, p process.ID) err
 	for p.Alive() {
 		if time.Since(asked) >= statusPoll/2 {
 			asked = time.Now()
-			if q.status(ctx, dir) == StatusShutdown {
+			if GuestStopped(q.status(ctx, dir)) {
 				q.quit(ctx, dir)
 			}
 		}
@@ -361,8 +360,8 @@ func (q *QEMU) status(ctx context.Context, dir string) string {
 	return st.Status
 }
 
-// quit tells QEMU to exit, as it does after the guest powered off
-// without -action shutdown=pause.
+// quit tells QEMU to exit, as it does by itself after the guest powered
+// off without -action shutdown=pause.
 func (q *QEMU) quit(ctx context.Context, dir string) {
 	qctx, cancel := q.qmpContext(ctx)
 	defer cancel()
@@ -421,8 +420,8 @@ func (q *QEMU) simple(ctx context.Context, id, dir, verb, command string) error 
 	return nil
 }
 
-// Wait returns when the VM's process is gone or its guest has powered
-// off (QEMU keeps the process then, in StatusShutdown). The process need
+// Wait returns when the VM's process is gone or its guest has stopped by
+// itself (QEMU keeps the process then: GuestStopped). The process need
 // not be this agent's child, so Wait watches /proc rather than waiting on
 // it, and asks QEMU its status every statusPoll.
 func (q *QEMU) Wait(ctx context.Context, id, dir string) error {
@@ -439,7 +438,7 @@ func (q *QEMU) Wait(ctx context.Context, id, dir string) error {
 	for p.Alive() {
 		if time.Since(asked) >= statusPoll {
 			asked = time.Now()
-			if q.status(ctx, dir) == StatusShutdown {
+			if GuestStopped(q.status(ctx, dir)) {
 				return nil
 			}
 		}
@@ -510,12 +509,13 @@ func (q *QEMU) commandLine(spec Spec) ([]string, error) {
 		// Paused until Start has wired the VM up over QMP.
 		"-S",
 		// A guest that powers off leaves the process in status
-		// "shutdown" rather than ending it, and a guest kernel that
-		// panics (told by the pvpanic device below) ends it with a
-		// failure: so a power-off is never mistaken for a crash, even by
-		// an agent that did not start the process and has no exit
-		// status (see StatusShutdown).
-		"-action", "shutdown=pause,panic=exit-failure",
+		// "shutdown" rather than ending it, and one whose kernel panics
+		// (told by the pvpanic device below) in "guest-panicked": so a
+		// power-off is never mistaken for a crash, even by an agent
+		// that did not start the process and has no exit status (see
+		// GuestStopped). panic=exit-failure would not do: with
+		// shutdown=pause, QEMU 7.2 turns it into status "shutdown" too.
+		"-action", "shutdown=pause,panic=pause",
 	}
 
 	// graphics=off makes SeaBIOS and iPXE print to the serial port, so
