@@ -356,8 +356,9 @@ func TestRestartPolicyNever(t *testing.T) {
 // a crash. Under OnFailure its QEMU is ended and the VM stays Stopped
 // (GuestShutdown), not counted and not started again at the next resync,
 // also when the power-off happened while the agent was down (the process
-// adopted, no exit status to go by), until a restart is asked for. Under
-// Always it comes back, counted.
+// adopted, no exit status to go by), until a restart is asked for; a
+// guest kernel panic is a crash, restarted. Under Always a power-off
+// comes back, counted.
 func TestRestartPolicyGuestShutdown(t *testing.T) {
 	l := newFakeLab(t, nil)
 	ctx := servertest.Ctx(t)
@@ -407,6 +408,19 @@ func TestRestartPolicyGuestShutdown(t *testing.T) {
 	l.patchSpec(t, "once", map[string]any{"restartRequested": time.Now().UTC()})
 	vm = l.wait(t, "once", phase(api.VMRunning))
 
+	// A guest kernel panic is a crash: OnFailure restarts it, counted.
+	pid := vm.Status.PID
+	l.drv.Panic(uid)
+	vm = l.wait(t, "once", func(vm *api.VirtualMachine) error {
+		if vm.Status.RestartCount != 1 || vm.Status.PID == pid || vm.Status.Phase != api.VMRunning {
+			return fmt.Errorf("restarts %d, pid %d (panicked %d)", vm.Status.RestartCount, vm.Status.PID, pid)
+		}
+		return nil
+	})
+	if e := l.events(t, "once")["Restarted"]; len(e) != 1 || e[0].Spec.Type != api.EventWarning || !strings.Contains(e[0].Spec.Message, "panicked") {
+		t.Errorf("want one Warning Restarted event saying the kernel panicked, got %+v", e)
+	}
+
 	// The guest powers off while the agent is down: the new agent adopts
 	// the process and finds the guest off from what QEMU says.
 	l.stopAgent()
@@ -414,23 +428,29 @@ func TestRestartPolicyGuestShutdown(t *testing.T) {
 	l.startAgent(t)
 	l.wait(t, "once", leftOff)
 	time.Sleep(3 * time.Second) // a resync or so
-	if n := len(l.drv.CallsTo(computetest.OpStart, uid)); n != 2 {
-		t.Fatalf("%d starts, want 2 (the first and the one asked for)", n)
+	if n := len(l.drv.CallsTo(computetest.OpStart, uid)); n != 3 {
+		t.Fatalf("%d starts, want 3 (the first, the one asked for, after the panic)", n)
 	}
 
 	// Under Always it comes back, counted.
 	l.patchSpec(t, "once", map[string]any{"restartPolicy": api.RestartAlways})
 	vm = l.wait(t, "once", phase(api.VMRunning))
-	pid := vm.Status.PID
+	pid = vm.Status.PID
 	l.drv.PowerOff(uid)
 	vm = l.wait(t, "once", func(vm *api.VirtualMachine) error {
-		if vm.Status.RestartCount != 1 || vm.Status.PID == pid || vm.Status.Phase != api.VMRunning {
+		if vm.Status.RestartCount != 2 || vm.Status.PID == pid || vm.Status.Phase != api.VMRunning {
 			return fmt.Errorf("restarts %d, pid %d (powered off %d)", vm.Status.RestartCount, vm.Status.PID, pid)
 		}
 		return nil
 	})
-	if e := l.events(t, "once")["Restarted"]; len(e) != 1 || e[0].Spec.Type != api.EventNormal || !strings.Contains(e[0].Spec.Message, "powered itself off") {
-		t.Errorf("want one Normal Restarted event saying the guest powered off, got %+v", e)
+	var normal []*api.Event
+	for _, e := range l.events(t, "once")["Restarted"] {
+		if e.Spec.Type == api.EventNormal && strings.Contains(e.Spec.Message, "powered itself off") {
+			normal = append(normal, e)
+		}
+	}
+	if len(normal) != 1 {
+		t.Errorf("want one Normal Restarted event saying the guest powered off, got %+v", l.events(t, "once")["Restarted"])
 	}
 	seen.checkAll(t)
 }

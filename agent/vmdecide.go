@@ -66,10 +66,11 @@ type vmPlan struct {
 	// a changed spec does not.
 	Crashed bool
 	Count   bool
-	// GuestOff: the guest powered itself off (compute.StatusShutdown).
-	// QEMU keeps such a process, so it is ended first, whatever comes
-	// next.
-	GuestOff bool
+	// End: the guest stopped by itself but QEMU keeps its process
+	// (compute.GuestStopped), so it is ended first, whatever comes next.
+	// GuestOff: it powered itself off (compute.StatusShutdown), which
+	// is not a crash; else it crashed.
+	End, GuestOff bool
 	// Crashes is the quick-crash count after this decision, and
 	// RestartIn how long a crashed VM waits before it starts again (zero
 	// for the first crash after a stable run: at once).
@@ -114,10 +115,10 @@ func decide(vm *api.VirtualMachine, f vmFacts) vmPlan {
 		if why := restartReason(vm, f.Started); why != "" {
 			return vmPlan{Action: restart, Why: why}
 		}
-		if f.Info.Status == compute.StatusShutdown {
-			// Whatever was asked (Running or Paused), the guest is off:
-			// QEMU cannot resume it, only end it.
-			return stoppedByItself(vm, f, true)
+		if compute.GuestStopped(f.Info.Status) {
+			// Whatever was asked (Running or Paused), the guest powered
+			// off or panicked: QEMU cannot resume it, only end it.
+			return stoppedByItself(vm, f, f.Info.Status)
 		}
 		switch {
 		case vm.Spec.PowerState == api.PowerPaused && f.Info.State == compute.Running:
@@ -140,24 +141,30 @@ func decide(vm *api.VirtualMachine, f vmFacts) vmPlan {
 		return vmPlan{Action: start, Crashes: f.Crashes}
 	}
 	// The process went away without the agent stopping it.
-	return stoppedByItself(vm, f, false)
+	return stoppedByItself(vm, f, "")
 }
 
 // stoppedByItself is what the restart policy says of a VM that stopped
-// without the agent stopping it: its QEMU exited (a crash: a QEMU that
-// died or was killed, or a guest kernel panic, which the pvpanic device
-// makes QEMU exit for), or, guestOff, its guest powered itself off.
-// Always starts both again; OnFailure only a crash; Never neither. A VM
+// without the agent stopping it, as status says: "" when its QEMU exited
+// (a crash: it died or was killed), else the status QEMU keeps the
+// process in (compute.GuestStopped): the guest powered itself off
+// (compute.StatusShutdown) or its kernel panicked, a crash. Always
+// starts it again; OnFailure only after a crash; Never not at all. A VM
 // that keeps stopping soon after its start waits longer each time
 // (crashBackoff), whichever way it stopped.
-func stoppedByItself(vm *api.VirtualMachine, f vmFacts, guestOff bool) vmPlan {
+func stoppedByItself(vm *api.VirtualMachine, f vmFacts, status string) vmPlan {
 	policy := vm.Spec.RestartPolicy
+	guestOff := status == compute.StatusShutdown
 	what := "QEMU exited unexpectedly"
-	if guestOff {
+	switch status {
+	case compute.StatusShutdown:
 		what = "the guest powered itself off"
+	case compute.StatusGuestPanicked:
+		what = "the guest's kernel panicked"
 	}
+	end := status != ""
 	if policy == api.RestartNever || (guestOff && policy == api.RestartOnFailure) {
-		return vmPlan{Action: giveUp, Crashed: true, GuestOff: guestOff,
+		return vmPlan{Action: giveUp, Crashed: true, End: end, GuestOff: guestOff,
 			Why: fmt.Sprintf("%s; not restarting it (restart policy %s)", what, policy)}
 	}
 	crashes := 1
@@ -165,7 +172,7 @@ func stoppedByItself(vm *api.VirtualMachine, f vmFacts, guestOff bool) vmPlan {
 		crashes = f.Crashes + 1
 	}
 	in := crashBackoff(crashes)
-	plan := vmPlan{Action: start, Crashed: true, Count: true, GuestOff: guestOff, Crashes: crashes, RestartIn: in}
+	plan := vmPlan{Action: start, Crashed: true, Count: true, End: end, GuestOff: guestOff, Crashes: crashes, RestartIn: in}
 	n := vm.Status.RestartCount + 1
 	if in > 0 {
 		plan.Action = wait

@@ -64,6 +64,9 @@ func TestDecide(t *testing.T) {
 	off := runningInfo() // QEMU keeps a guest that powered off, paused
 	off.State, off.Status = compute.Paused, compute.StatusShutdown
 	offRunning := vmFacts{Running: true, Info: off, Marker: true, Started: started(vm)}
+	panicked := off // QEMU keeps a guest whose kernel panicked too
+	panicked.Status = compute.StatusGuestPanicked
+	panickedRunning := vmFacts{Running: true, Info: panicked, Marker: true, Started: started(vm)}
 	// The status a power-off left a VM in under OnFailure or Never.
 	leftOff := func(vm *api.VirtualMachine) {
 		vm.Status.Phase = api.VMStopped
@@ -110,22 +113,28 @@ func TestDecide(t *testing.T) {
 			vmFacts{Crashes: 2, NotBefore: now.Add(-time.Second)}, vmPlan{Action: start, Crashes: 2}},
 
 		{"guest powered off, policy Always: a fresh QEMU at once, counted", testVM(ran(time.Hour)),
-			offRunning, vmPlan{Action: start, Crashed: true, Count: true, GuestOff: true, Crashes: 1}},
+			offRunning, vmPlan{Action: start, Crashed: true, Count: true, End: true, GuestOff: true, Crashes: 1}},
 		{"guest powered off, policy OnFailure: ended and left stopped, not counted", testVM(policy(api.RestartOnFailure), ran(time.Hour)),
-			offRunning, vmPlan{Action: giveUp, Crashed: true, GuestOff: true}},
+			offRunning, vmPlan{Action: giveUp, Crashed: true, End: true, GuestOff: true}},
 		{"guest powered off, policy Never: ended and left stopped", testVM(policy(api.RestartNever), ran(time.Hour)),
-			offRunning, vmPlan{Action: giveUp, Crashed: true, GuestOff: true}},
+			offRunning, vmPlan{Action: giveUp, Crashed: true, End: true, GuestOff: true}},
 		{"guest powered off in a VM an older agent started (adopted, nothing recorded)", testVM(policy(api.RestartOnFailure)),
-			vmFacts{Running: true, Info: off}, vmPlan{Action: giveUp, Crashed: true, GuestOff: true}},
+			vmFacts{Running: true, Info: off}, vmPlan{Action: giveUp, Crashed: true, End: true, GuestOff: true}},
 		{"guest powered off while paused is asked: still off", testVM(policy(api.RestartOnFailure), power(api.PowerPaused)),
-			offRunning, vmPlan{Action: giveUp, Crashed: true, GuestOff: true}},
+			offRunning, vmPlan{Action: giveUp, Crashed: true, End: true, GuestOff: true}},
 		{"guest powers off soon after each start, policy Always: backs off as a crash loop", testVM(ran(time.Minute)),
 			vmFacts{Running: true, Info: off, Marker: true, Started: started(vm), Crashes: 2},
-			vmPlan{Action: wait, Crashed: true, Count: true, GuestOff: true, Crashes: 3, RestartIn: 20 * time.Second}},
+			vmPlan{Action: wait, Crashed: true, Count: true, End: true, GuestOff: true, Crashes: 3, RestartIn: 20 * time.Second}},
 		{"guest powered off, asked to stop: a stop", testVM(power(api.PowerStopped), policy(api.RestartOnFailure)),
 			offRunning, vmPlan{Action: stop}},
 		{"guest powered off as a restart is asked for: the restart, not counted", testVM(asked(0), policy(api.RestartNever)),
 			offRunning, vmPlan{Action: restart, Why: "restarting as asked (spec.restartRequested 2026-01-02T03:04:05Z)"}},
+		{"guest kernel panicked, policy OnFailure: a crash, restarted, counted", testVM(policy(api.RestartOnFailure), ran(time.Hour)),
+			panickedRunning, vmPlan{Action: start, Crashed: true, Count: true, End: true, Crashes: 1}},
+		{"guest kernel panicked, policy Never: ended and left Failed", testVM(policy(api.RestartNever), ran(time.Hour)),
+			panickedRunning, vmPlan{Action: giveUp, Crashed: true, End: true}},
+		{"guest kernel panicked in a VM adopted from an older agent: a crash", testVM(policy(api.RestartOnFailure), ran(time.Hour)),
+			vmFacts{Running: true, Info: panicked}, vmPlan{Action: start, Crashed: true, Count: true, End: true, Crashes: 1}},
 		{"left off (policy OnFailure): stays so at every resync", testVM(policy(api.RestartOnFailure), leftOff),
 			vmFacts{Started: started(vm)}, vmPlan{Action: keep}},
 		{"left off (policy Never): stays so", testVM(policy(api.RestartNever), leftOff),
@@ -216,6 +225,8 @@ func TestCrashMessages(t *testing.T) {
 			"the guest powered itself off, 2 times in a row within 10m0s of starting; starting it again in 10s (restart policy Always, restart 3)"},
 		{api.RestartOnFailure, vmFacts{Running: true, Info: off, Marker: true, Now: t0.Add(time.Hour)},
 			"the guest powered itself off; not restarting it (restart policy OnFailure)"},
+		{api.RestartOnFailure, vmFacts{Running: true, Info: compute.Info{State: compute.Paused, Status: compute.StatusGuestPanicked}, Marker: true, Now: t0.Add(time.Hour)},
+			"the guest's kernel panicked; restarting it (restart policy OnFailure, restart 3)"},
 	} {
 		vm := testVM(func(vm *api.VirtualMachine) {
 			vm.Status.RestartCount, vm.Status.StartedAt, vm.Spec.RestartPolicy = 2, at(0), tc.policy

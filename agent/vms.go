@@ -186,9 +186,10 @@ func (v *vmController) carryOut(ctx context.Context, vm *api.VirtualMachine, dir
 	uid, drv := vm.Metadata.UID, v.a.cfg.Driver
 	s := vmState{Running: f.Running, Info: f.Info, RestartCount: vm.Status.RestartCount}
 	marker := filepath.Join(dir, startedMarker)
-	if plan.GuestOff {
-		// QEMU keeps the process of a guest that powered off: end it
-		// (at once: Shutdown tells it to quit) before the policy's word.
+	if plan.End {
+		// QEMU keeps the process of a guest that powered off or
+		// panicked: end it (at once: Shutdown tells it to quit) before
+		// the policy's word.
 		os.Remove(marker)
 		if err := drv.Shutdown(ctx, uid, dir, v.a.cfg.ShutdownTimeout); err != nil {
 			return reconcile.Result{}, err

@@ -8,7 +8,7 @@
 // console log, which is how the agent learns a guest is alive, at once or
 // after a delay. Each VM can be made to fail to start, crash later, power
 // itself off later, ignore the ACPI power button or hang in shutdown
-// (Behavior; Crash and PowerOff do it at once), and every call is
+// (Behavior; Crash, PowerOff and Panic do it at once), and every call is
 // recorded (Calls) with its time, so a test can say what the agent asked
 // for and in which order.
 package computetest
@@ -105,7 +105,7 @@ type vm struct {
 	behave  Behavior
 	info    compute.Info
 	exited  chan struct{}
-	off     chan struct{} // closed when the guest powers itself off
+	off     chan struct{} // closed when the guest stops by itself (compute.GuestStopped)
 	timers  []*time.Timer
 	stopped bool // exited (by shutdown, kill or crash)
 }
@@ -183,20 +183,35 @@ func (d *Driver) PowerOff(id string) bool {
 	defer d.mu.Unlock()
 	for _, v := range d.vms {
 		if v.spec.ID == id {
-			v.powerOffLocked()
+			v.guestStoppedLocked(compute.StatusShutdown)
 			return true
 		}
 	}
 	return false
 }
 
-// powerOffLocked leaves the VM's process paused in StatusShutdown.
-// Callers hold the driver's mu.
-func (v *vm) powerOffLocked() {
-	if v.stopped || v.info.Status == compute.StatusShutdown {
+// Panic makes the guest kernel of the running VM id panic, as the QEMU
+// driver's guests tell it through pvpanic: the process stays, in
+// compute.StatusGuestPanicked. It reports whether there was one.
+func (d *Driver) Panic(id string) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for _, v := range d.vms {
+		if v.spec.ID == id {
+			v.guestStoppedLocked(compute.StatusGuestPanicked)
+			return true
+		}
+	}
+	return false
+}
+
+// guestStoppedLocked leaves the VM's process paused in status (one of
+// compute.GuestStopped's). Callers hold the driver's mu.
+func (v *vm) guestStoppedLocked(status string) {
+	if v.stopped || compute.GuestStopped(v.info.Status) {
 		return
 	}
-	v.info.State, v.info.Status = compute.Paused, compute.StatusShutdown
+	v.info.State, v.info.Status = compute.Paused, status
 	close(v.off)
 }
 
@@ -273,7 +288,7 @@ func (d *Driver) start(spec compute.Spec) (compute.Info, error) {
 	if b.PowerOffAfter > 0 {
 		v.timers = append(v.timers, time.AfterFunc(b.PowerOffAfter, func() {
 			d.mu.Lock()
-			v.powerOffLocked()
+			v.guestStoppedLocked(compute.StatusShutdown)
 			d.mu.Unlock()
 		}))
 	}
@@ -353,7 +368,7 @@ func (d *Driver) stop(ctx context.Context, id, dir string, timeout time.Duration
 		}
 	}
 	d.mu.Lock()
-	off := v.info.Status == compute.StatusShutdown
+	off := compute.GuestStopped(v.info.Status)
 	d.mu.Unlock()
 	if !kill && v.behave.IgnoreACPI && !off {
 		t := time.NewTimer(timeout)
@@ -393,16 +408,16 @@ func (d *Driver) setState(id, dir, verb string, st compute.State) error {
 	if !ok {
 		return fmt.Errorf("%s vm %s: %w", verb, id, compute.ErrNotRunning)
 	}
-	if v.info.Status == compute.StatusShutdown {
-		// As QEMU answers cont after a power-off.
-		return fmt.Errorf("%s vm %s: the guest has powered off", verb, id)
+	if compute.GuestStopped(v.info.Status) {
+		// As QEMU answers cont after a power-off or a panic.
+		return fmt.Errorf("%s vm %s: the guest has stopped (%s)", verb, id, v.info.Status)
 	}
 	v.info.State, v.info.Status = st, map[compute.State]string{compute.Paused: "paused", compute.Running: "running"}[st]
 	return nil
 }
 
-// Wait returns when the VM's process exits or its guest powers off, or
-// ctx ends; at once when it is not running.
+// Wait returns when the VM's process exits or its guest stops by itself
+// (powers off or panics), or ctx ends; at once when it is not running.
 func (d *Driver) Wait(ctx context.Context, id, dir string) error {
 	d.record(Call{Op: OpWait, ID: id, Dir: dir})
 	d.mu.Lock()

@@ -214,8 +214,8 @@ func TestCrash(t *testing.T) {
 	}
 }
 
-// TestPowerOff: PowerOff turns a running guest off on demand, keeping
-// its process, and wakes its waiter.
+// TestPowerOff: PowerOff turns a running guest off on demand, and Panic
+// makes its kernel panic, each keeping its process; its waiter wakes.
 func TestPowerOff(t *testing.T) {
 	ctx := context.Background()
 	d := &computetest.Driver{}
@@ -240,6 +240,21 @@ func TestPowerOff(t *testing.T) {
 	}
 	if d.PowerOff("other") {
 		t.Fatal("PowerOff found a VM that does not run")
+	}
+
+	// A panic likewise, in its own status.
+	s2 := spec(t, "u2")
+	if _, err := d.Start(ctx, s2); err != nil {
+		t.Fatal(err)
+	}
+	if !d.Panic("u2") {
+		t.Fatal("Panic found no VM")
+	}
+	if err := d.Wait(ctx, "u2", s2.Dir); err != nil {
+		t.Fatal(err)
+	}
+	if info, ok, _ := d.Lookup(ctx, "u2", s2.Dir); !ok || info.Status != compute.StatusGuestPanicked {
+		t.Fatalf("after Panic: %+v, %v; want the process in status %q", info, ok, compute.StatusGuestPanicked)
 	}
 }
 
