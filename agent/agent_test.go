@@ -403,7 +403,7 @@ func TestGuestPowerOffAndPanic(t *testing.T) {
 			if vm.Status.RestartCount < 1 {
 				return fmt.Errorf("%s: restarts %d, phase %s, conditions %+v", name, vm.Status.RestartCount, vm.Status.Phase, vm.Status.Conditions)
 			}
-			evs, _, err := l.env.Admin.List(ctx, "Event", "lab", client.ListOptions{FieldSelector: "involvedObject.name=" + name})
+			evs, _, err := l.env.Admin.List(servertest.Ctx(t), "Event", "lab", client.ListOptions{FieldSelector: "involvedObject.name=" + name})
 			if err != nil {
 				return err
 			}
