@@ -284,7 +284,7 @@ func TestVMLifecycle(t *testing.T) {
 		t.Fatalf("one restart asked for, but the VM restarted again: pid %d, then %d", pid, vm.Status.PID)
 	}
 	servertest.Eventually(t, 10*time.Second, func() error {
-		evs, _, err := l.env.Admin.List(ctx, "Event", "lab", client.ListOptions{FieldSelector: "involvedObject.name=vm1"})
+		evs, _, err := l.env.Admin.List(servertest.Ctx(t), "Event", "lab", client.ListOptions{FieldSelector: "involvedObject.name=vm1"})
 		if err != nil {
 			return err
 		}
@@ -295,7 +295,7 @@ func TestVMLifecycle(t *testing.T) {
 		}
 		return fmt.Errorf("no Restarting event saying it was asked for, among %d", len(evs))
 	})
-	if _, err := l.env.Admin.Delete(ctx, "VirtualMachine", "lab", "vm1"); err != nil {
+	if _, err := l.env.Admin.Delete(servertest.Ctx(t), "VirtualMachine", "lab", "vm1"); err != nil {
 		t.Fatal(err)
 	}
 	servertest.Eventually(t, 30*time.Second, func() error {

@@ -131,8 +131,8 @@ func decide(vm *api.VirtualMachine, f vmFacts) vmPlan {
 	if !f.Marker {
 		if givenUp(vm) && restartReason(vm, f.Started) == "" {
 			// It crashed or powered off and its policy said to leave it:
-			// it stays so until a person asks (hearth vm restart, or a
-			// stop and a start, or a changed spec).
+			// it stays so until a person asks (hearth vm start or
+			// restart, or a stop and a start, or a changed spec).
 			return vmPlan{Action: keep}
 		}
 		if f.Now.Before(f.NotBefore) {

@@ -323,7 +323,7 @@ func (q *QEMU) waitPoweredOff(ctx context.Context, dir string, p process.ID) err
 	defer t.Stop()
 	var asked time.Time
 	for p.Alive() {
-		if time.Since(asked) >= statusPoll/2 {
+		if time.Since(asked) >= statusPoll/4 {
 			asked = time.Now()
 			if GuestStopped(q.status(ctx, dir)) {
 				q.quit(ctx, dir)
