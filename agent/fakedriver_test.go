@@ -407,7 +407,7 @@ func TestRestartPolicyGuestShutdown(t *testing.T) {
 	// A guest kernel panic is a crash: OnFailure restarts it, counted.
 	pid := vm.Status.PID
 	l.drv.Panic(uid)
-	vm = l.wait(t, "once", func(vm *api.VirtualMachine) error {
+	l.wait(t, "once", func(vm *api.VirtualMachine) error {
 		if vm.Status.RestartCount != 1 || vm.Status.PID == pid || vm.Status.Phase != api.VMRunning {
 			return fmt.Errorf("restarts %d, pid %d (panicked %d)", vm.Status.RestartCount, vm.Status.PID, pid)
 		}
@@ -433,7 +433,7 @@ func TestRestartPolicyGuestShutdown(t *testing.T) {
 	vm = l.wait(t, "once", phase(api.VMRunning))
 	pid = vm.Status.PID
 	l.drv.PowerOff(uid)
-	vm = l.wait(t, "once", func(vm *api.VirtualMachine) error {
+	l.wait(t, "once", func(vm *api.VirtualMachine) error {
 		if vm.Status.RestartCount != 2 || vm.Status.PID == pid || vm.Status.Phase != api.VMRunning {
 			return fmt.Errorf("restarts %d, pid %d (powered off %d)", vm.Status.RestartCount, vm.Status.PID, pid)
 		}
