@@ -49,6 +49,10 @@ const (
 	ReasonVMPaused    = "Paused"      // its CPUs are paused
 	ReasonVMStopped   = "Stopped"     // no process, as asked
 	ReasonCrashed     = "Crashed"     // QEMU exited without the agent stopping it
+	// ReasonGuestShutdown: the guest powered itself off (phase Stopped
+	// under restart policies OnFailure and Never, which leave it so until
+	// a person asks; phase Starting while Always waits to start it again).
+	ReasonGuestShutdown = "GuestShutdown"
 
 	ReasonImageNotFound    = "ImageNotFound"    // a disk, kernel or initrd names no Image the VM's tenant may use
 	ReasonVolumeNotFound   = "VolumeNotFound"   // a disk names no Volume of the tenant

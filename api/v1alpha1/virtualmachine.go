@@ -33,9 +33,14 @@ type VirtualMachineSpec struct {
 	// it afterwards; only a change counts, so clocks need not agree. A
 	// stopped VM ignores it.
 	RestartRequested *time.Time `json:"restartRequested,omitempty"`
-	// RestartPolicy says what happens when the guest stops by itself
+	// RestartPolicy says what happens when the VM stops by itself
 	// (default Always): Always starts it again, OnFailure only when QEMU
-	// failed or the guest crashed, Never leaves it Stopped.
+	// failed or the guest crashed (its kernel panicked), not when the
+	// guest powered itself off, and Never in neither case. A VM so left
+	// is Stopped with reason GuestShutdown after a power-off, Failed with
+	// reason Crashed after a crash, until a person asks (`hearth vm start`
+	// or `restart`, a changed spec). Restarts by the policy count in
+	// status.restartCount and back off when they come soon after a start.
 	RestartPolicy string `json:"restartPolicy,omitempty"`
 	// MachineType is QEMU's machine type: q35 or pc on x86_64, virt on
 	// arm64 (default: the host architecture's usual one).

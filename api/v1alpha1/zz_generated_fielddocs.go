@@ -351,7 +351,7 @@ var fieldDocs = map[string]string{
 	"VirtualMachineSpec.Memory":           "Memory is the guest's RAM (default 512Mi).",
 	"VirtualMachineSpec.NodeSelector":     "NodeSelector restricts the VM to hosts carrying these labels.",
 	"VirtualMachineSpec.PowerState":       "PowerState is what the agent keeps the VM in: Running, Stopped or Paused (default Running).",
-	"VirtualMachineSpec.RestartPolicy":    "RestartPolicy says what happens when the guest stops by itself (default Always): Always starts it again, OnFailure only when QEMU failed or the guest crashed, Never leaves it Stopped.",
+	"VirtualMachineSpec.RestartPolicy":    "RestartPolicy says what happens when the VM stops by itself (default Always): Always starts it again, OnFailure only when QEMU failed or the guest crashed (its kernel panicked), not when the guest powered itself off, and Never in neither case. A VM so left is Stopped with reason GuestShutdown after a power-off, Failed with reason Crashed after a crash, until a person asks (`hearth vm start` or `restart`, a changed spec). Restarts by the policy count in status.restartCount and back off when they come soon after a start.",
 	"VirtualMachineSpec.RestartRequested": "RestartRequested asks for a restart: when it changes, the host's agent shuts the running VM down (ACPI, then a kill after its shutdown timeout) and starts it again, once. A time rather than a flag (`hearth vm restart` sets it to now), so nothing has to clear it afterwards; only a change counts, so clocks need not agree. A stopped VM ignores it.",
 	"VirtualMachineStatus.Accelerator":    "Accelerator is kvm or tcg: KVM where it really works on the host.",
 	"VirtualMachineStatus.ConsoleLog":     "ConsoleLog is the path of the serial console log on the host.",
