@@ -48,11 +48,9 @@ func newFakeLab(t *testing.T, cfg func(*Config)) *fakeLab {
 	l := &fakeLab{env: env, drv: &computetest.Driver{}, dataDir: t.TempDir(), cfg: cfg,
 		join: env.JoinToken(api.TokenRequest{TTL: "1h"}).Token}
 	ctx := servertest.Ctx(t)
-	network, err := env.Admin.Create(ctx, servertest.Example("Network", "lab"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	l.network = network.GetMetadata().Name
+	// The lab's VMs' NICs take their addresses from its subnet.
+	env.Needs("VirtualMachine", "lab")
+	l.network = servertest.Example("Network", "lab").GetMetadata().Name
 	l.startAgent(t)
 	t.Cleanup(l.stopAgent)
 	servertest.Eventually(t, 30*time.Second, func() error {
