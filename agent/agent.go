@@ -132,7 +132,7 @@ type Agent struct {
 	// net runs tenant networks (network.go); nil when they are off.
 	net      *netController
 	underlay dataplane.Underlay
-	certFP  string
+	certFP   string
 	// checks are the host's checks (hostchecks.go), reported with the
 	// heartbeat.
 	checks *hostChecks
