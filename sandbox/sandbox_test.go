@@ -181,6 +181,8 @@ func fakeAgentMain(args []string) int {
 	name := fs.String("name", "", "")
 	fs.String("data-dir", "", "")
 	address := fs.String("address", "", "")
+	fs.String("underlay-device", "", "")
+	fs.String("external-interface", "", "")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
