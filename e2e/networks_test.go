@@ -1,0 +1,151 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	api "hearth.dev/hearth/api/v1alpha1"
+	"hearth.dev/hearth/netns"
+	"hearth.dev/hearth/server/servertest"
+)
+
+// TestSandboxNetworks applies examples/sandbox/networks.yaml to a sandbox
+// of two hosts and checks, inside the real guests (their user-data
+// scripts print what answered on their consoles), that: every VM gets
+// its allocated address by DHCP; red/a on h1 reaches red/b on h2 at
+// 10.10.1.11, while blue/x holds the same address on h1 itself (so
+// tenants with the same CIDR never see each other); red/a reaches red/c in
+// red's other subnet; red/a reaches the internet namespace's web server
+// through SNAT; blue/x never reaches red/a; and the internet namespace
+// reaches red/a through its floating IP. One sandbox serves every check:
+// TCG guests are slow.
+func TestSandboxNetworks(t *testing.T) {
+	s := upSandbox(t, 2)
+	lab, err := os.ReadFile("../examples/sandbox/networks.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.must(string(lab), "apply", "-f", "-")
+
+	console := func(tenant, vm string) string {
+		out, _ := s.hearth("", "logs", "vm/"+vm, "--tenant", tenant)
+		return out
+	}
+	want := map[string][]string{
+		"red/a":  {"HEARTH-GUEST ip=10.10.1.10", "HEARTH-GUEST gateway=10.10.1.1"},
+		"red/b":  {"HEARTH-GUEST ip=10.10.1.11"},
+		"red/c":  {"HEARTH-GUEST ip=10.10.2.10", "HEARTH-GUEST gateway=10.10.2.1"},
+		"blue/x": {"HEARTH-GUEST ip=10.10.1.11"},
+	}
+	t.Run("DHCP", func(t *testing.T) {
+		servertest.Eventually(t, 4*time.Minute, func() error {
+			for key, lines := range want {
+				tenant, vm, _ := strings.Cut(key, "/")
+				out := console(tenant, vm)
+				for _, l := range lines {
+					if !strings.Contains(out, l) {
+						return fmt.Errorf("%s's console lacks %q:\n%s", key, l, tail(out))
+					}
+				}
+			}
+			return nil
+		})
+	})
+
+	// What red/a and blue/x found, from their consoles.
+	results := func(tenant, vm string, keys ...string) map[string]string {
+		got := map[string]string{}
+		servertest.Eventually(t, 5*time.Minute, func() error {
+			out := console(tenant, vm)
+			for _, line := range strings.Split(out, "\n") {
+				if rest, ok := strings.CutPrefix(strings.TrimSpace(line), "NETTEST "); ok {
+					k, v, _ := strings.Cut(rest, "=")
+					got[k] = v
+				}
+			}
+			for _, k := range keys {
+				if _, ok := got[k]; !ok {
+					return fmt.Errorf("%s/%s has not said %s yet:\n%s", tenant, vm, k, tail(out))
+				}
+			}
+			return nil
+		})
+		return got
+	}
+	red := results("red", "a", "peer", "other-subnet", "internet")
+	for k, v := range map[string]string{"peer": "red-b", "other-subnet": "red-c", "internet": "hearth-sandbox-internet"} {
+		t.Run("red/a "+k, func(t *testing.T) {
+			if red[k] != v {
+				t.Errorf("red/a's %s check got %q, want %q", k, red[k], v)
+			}
+		})
+	}
+	t.Run("isolation", func(t *testing.T) {
+		if got := results("blue", "x", "red-a")["red-a"]; got != "none" {
+			t.Errorf("blue/x reached red/a's address and got %q, want nothing", got)
+		}
+	})
+
+	t.Run("floating IP", func(t *testing.T) {
+		var addr string
+		servertest.Eventually(t, time.Minute, func() error {
+			out := s.must("", "get", "fip", "a", "--tenant", "red", "-o", "json")
+			f, err := api.Decode([]byte(out))
+			if err != nil {
+				return err
+			}
+			st := f.(*api.FloatingIP).Status
+			if st.Phase != api.FloatingIPAssociated {
+				return fmt.Errorf("floating IP is %s", st.Phase)
+			}
+			addr = st.Address
+			return nil
+		})
+		servertest.Eventually(t, time.Minute, func() error {
+			body, err := getIn(s.prefix+"-internet", "http://"+addr+"/")
+			if err != nil {
+				return err
+			}
+			if strings.TrimSpace(body) != "red-a" {
+				return fmt.Errorf("the floating IP %s answered %q, want red-a", addr, body)
+			}
+			return nil
+		})
+	})
+}
+
+// getIn fetches url from inside a network namespace: the connection is
+// made there (a socket stays in the namespace it was made in).
+func getIn(nsName, url string) (string, error) {
+	tr := &http.Transport{DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+		var c net.Conn
+		err := netns.DoNamed(nsName, func() error {
+			var err error
+			c, err = (&net.Dialer{Timeout: 5 * time.Second}).DialContext(ctx, network, addr)
+			return err
+		})
+		return c, err
+	}}
+	defer tr.CloseIdleConnections()
+	resp, err := (&http.Client{Transport: tr, Timeout: 10 * time.Second}).Get(url)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return string(b), err
+}
+
+func tail(s string) string {
+	if len(s) > 1500 {
+		return s[len(s)-1500:]
+	}
+	return s
+}
