@@ -2,12 +2,15 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -93,6 +96,7 @@ func TestSandboxNetworks(t *testing.T) {
 		}
 	})
 
+	var fip string
 	t.Run("floating IP", func(t *testing.T) {
 		var addr string
 		servertest.Eventually(t, time.Minute, func() error {
@@ -118,7 +122,147 @@ func TestSandboxNetworks(t *testing.T) {
 			}
 			return nil
 		})
+		fip = addr
 	})
+
+	// The agent of h1, where red/a runs, restarts while the internet
+	// fetches red/a through its floating IP every 200ms: no fetch fails.
+	t.Run("agent restart", func(t *testing.T) {
+		if fip == "" {
+			t.Skip("no floating IP to watch")
+		}
+		stop := make(chan struct{})
+		done := make(chan [2]int)
+		go func() {
+			ok, failed := 0, 0
+			for {
+				select {
+				case <-stop:
+					done <- [2]int{ok, failed}
+					return
+				case <-time.After(200 * time.Millisecond):
+				}
+				if body, err := getIn(s.prefix+"-internet", "http://"+fip+"/"); err == nil && strings.TrimSpace(body) == "red-a" {
+					ok++
+				} else {
+					failed++
+				}
+			}
+		}()
+		restartAgent(t, s)
+		// The new agent's first Apply comes once its cache is synced,
+		// and another one netResync (10s) later.
+		time.Sleep(25 * time.Second)
+		close(stop)
+		n := <-done
+		if n[1] > 0 || n[0] == 0 {
+			t.Errorf("%d fetches answered and %d failed across the agent's restart, want none failed", n[0], n[1])
+		}
+	})
+
+	// Deleting everything leaves nothing of the networks on the hosts.
+	t.Run("teardown", func(t *testing.T) {
+		s.must("", "delete", "fip", "a", "--tenant", "red")
+		s.must("", "delete", "vm", "a", "b", "c", "--tenant", "red")
+		s.must("", "delete", "vm", "x", "--tenant", "blue")
+		servertest.Eventually(t, 3*time.Minute, func() error {
+			if n := len(s.vms("red", "")) + len(s.vms("blue", "")); n > 0 {
+				return fmt.Errorf("%d VMs left", n)
+			}
+			return nil
+		})
+		s.must("", "delete", "subnet", "one", "two", "--tenant", "red")
+		s.must("", "delete", "subnet", "one", "--tenant", "blue")
+		s.must("", "delete", "network", "net", "--tenant", "red")
+		s.must("", "delete", "network", "net", "--tenant", "blue")
+		servertest.Eventually(t, time.Minute, func() error {
+			for _, h := range []string{"h1", "h2"} {
+				var left []string
+				err := netns.DoNamed(s.prefix+"-"+h, func() error {
+					ifs, err := net.Interfaces()
+					for _, i := range ifs {
+						for _, p := range []string{"hbr", "hvx", "hri", "hre", "ht"} {
+							if strings.HasPrefix(i.Name, p) {
+								left = append(left, i.Name)
+							}
+						}
+					}
+					return err
+				})
+				if err != nil {
+					return err
+				}
+				if len(left) > 0 {
+					return fmt.Errorf("host %s still has %v", h, left)
+				}
+			}
+			return nil
+		})
+	})
+}
+
+// restartAgent stops h1's agent and starts it again the way a host's
+// service manager would: in the same network and mount namespaces (the
+// sandbox gives each agent a /run/netns of its own, where its routers'
+// namespaces are named; a VM's QEMU keeps that mount namespace).
+func restartAgent(t *testing.T, s *sandboxLab) {
+	t.Helper()
+	data, err := os.ReadFile(s.dir + "/sandbox.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var st struct {
+		Hosts []struct {
+			Name  string
+			Dir   string
+			Agent struct{ PID int }
+		}
+	}
+	if err := json.Unmarshal(data, &st); err != nil {
+		t.Fatal(err)
+	}
+	h := st.Hosts[0]
+	pid := h.Agent.PID
+	cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+	if err != nil {
+		t.Fatalf("agent of %s: %v", h.Name, err)
+	}
+	argv := strings.Split(strings.TrimRight(string(cmdline), "\x00"), "\x00")
+	mnt, _ := os.Readlink(fmt.Sprintf("/proc/%d/ns/mnt", pid))
+	holder := 0
+	procs, _ := os.ReadDir("/proc")
+	for _, p := range procs {
+		var other int
+		if _, err := fmt.Sscan(p.Name(), &other); err != nil || other == pid {
+			continue
+		}
+		if m, _ := os.Readlink("/proc/" + p.Name() + "/ns/mnt"); m == mnt {
+			holder = other
+			break
+		}
+	}
+	if holder == 0 {
+		t.Fatalf("no process but the agent of %s holds its mount namespace", h.Name)
+	}
+	_ = syscall.Kill(pid, syscall.SIGTERM)
+	servertest.Eventually(t, 30*time.Second, func() error {
+		if _, err := os.Stat(fmt.Sprintf("/proc/%d", pid)); err == nil {
+			return fmt.Errorf("the agent (%d) still runs", pid)
+		}
+		return nil
+	})
+	logf, err := os.OpenFile(h.Dir+"/agent.log", os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer logf.Close()
+	cmd := exec.Command("nsenter", append([]string{"-t", fmt.Sprint(holder), "-m", "-n", "--"}, argv...)...)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go cmd.Wait()
 }
 
 // getIn fetches url from inside a network namespace: the connection is
