@@ -2,6 +2,7 @@ package agent
 
 import (
 	"encoding/json"
+	"errors"
 	"net"
 	"net/netip"
 	"reflect"
@@ -272,6 +273,19 @@ func TestHostNetState(t *testing.T) {
 			want: []dataplane.Network{nsBlue(), func() dataplane.Network { n := nsRed(); n.Remote = nil; return n }()},
 		},
 		{
+			name: "another tenant's subnet naming a network of the same name is not on it",
+			change: func(in *netInputs) {
+				in.Subnets = append(in.Subnets, nsSubnet("blue", "extra", "net", "10.99.0.0/24"))
+			},
+			want: []dataplane.Network{func() dataplane.Network {
+				n := nsBlue()
+				// Blue's own network gets it (subnets in name order); red's
+				// is as before.
+				n.Subnets = append([]dataplane.Subnet{{CIDR: netip.MustParsePrefix("10.99.0.0/24"), Gateway: netip.MustParseAddr("10.99.0.1")}}, n.Subnets...)
+				return n
+			}(), nsRed()},
+		},
+		{
 			name: "two networks with one VNI: the later one goes",
 			change: func(in *netInputs) {
 				in.Networks[1].Status.VNI = 100
@@ -339,4 +353,48 @@ func TestHostNetStateDHCP(t *testing.T) {
 func js(v any) string {
 	b, _ := json.Marshal(v)
 	return string(b)
+}
+
+// TestNetPorts: a VM's NICs are plugged into their ports only once the
+// plane has them; until then the VM waits, saying which NIC and why.
+func TestNetPorts(t *testing.T) {
+	vm := nsVM("red", "a", "uid-red-a", "h1", "net one 192.168.1.10 52:54:00:00:00:0a", "net one 192.168.1.12 52:54:00:00:00:0d")
+	tap0, tap1 := dataplane.PortName("uid-red-a/0"), dataplane.PortName("uid-red-a/1")
+	tests := []struct {
+		name    string
+		vm      *api.VirtualMachine
+		vmPorts []string
+		ready   []string
+		want    []string
+		wait    string
+	}{
+		{name: "every port there", vm: vm, vmPorts: []string{tap0, tap1}, ready: []string{tap0, tap1}, want: []string{tap0, tap1}},
+		{name: "one port not made yet", vm: vm, vmPorts: []string{tap0, tap1}, ready: []string{tap0}, wait: "spec.nics[1]: waiting for its port on network net"},
+		{name: "a NIC whose network is not carried", vm: vm, vmPorts: []string{tap0, ""}, ready: []string{tap0}, wait: "spec.nics[1]: waiting for its port"},
+		{name: "not allocated yet", vm: func() *api.VirtualMachine {
+			v := nsVM("red", "a", "uid-red-a", "h1", "net one 192.168.1.10 52:54:00:00:00:0a")
+			v.Status.Interfaces = nil
+			return v
+		}(), wait: "spec.nics[0]: the server has not allocated its address yet"},
+		{name: "no NICs", vm: nsVM("red", "a", "uid-red-a", "h1"), want: []string{}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			n := &netController{ready: map[string]bool{}, vmPorts: map[string][]string{"red/a": tt.vmPorts}}
+			for _, p := range tt.ready {
+				n.ready[p] = true
+			}
+			got, err := n.ports(tt.vm)
+			if tt.wait != "" {
+				var rw *reasonWait
+				if !errors.As(err, &rw) || rw.reason != api.ReasonWaitingForNetwork || !strings.Contains(err.Error(), tt.wait) {
+					t.Fatalf("ports = %q, %v; want a %s wait saying %q", got, err, api.ReasonWaitingForNetwork, tt.wait)
+				}
+				return
+			}
+			if err != nil || !reflect.DeepEqual(got, tt.want) {
+				t.Errorf("ports = %q, %v; want %q", got, err, tt.want)
+			}
+		})
+	}
 }
