@@ -48,7 +48,6 @@ func newFakeLab(t *testing.T, cfg func(*Config)) *fakeLab {
 	l := &fakeLab{env: env, drv: &computetest.Driver{}, dataDir: t.TempDir(), cfg: cfg,
 		join: env.JoinToken(api.TokenRequest{TTL: "1h"}).Token}
 	ctx := servertest.Ctx(t)
-	// The lab's VMs' NICs take their addresses from its subnet.
 	env.Needs("VirtualMachine", "lab")
 	l.network = servertest.Example("Network", "lab").GetMetadata().Name
 	l.startAgent(t)
