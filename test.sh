@@ -34,7 +34,9 @@ go run honnef.co/go/tools/cmd/staticcheck@v0.8.2 ./...
 echo "== go test" >&2
 pkgs=("$@")
 ((${#pkgs[@]})) || pkgs=(./...)
-go test "${pkgs[@]}"
+# The e2e package boots many TCG guests one sandbox after another: more
+# than go test's default 10 minutes on a loaded 2-core machine.
+go test -timeout 40m "${pkgs[@]}"
 
 fuzztime=${FUZZTIME:-10s}
 if [ "$fuzztime" != 0 ]; then
