@@ -26,13 +26,13 @@ Run a command on a host with: hearth sandbox exec-in PREFIX-hN -- COMMAND…`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error { return cmd.Help() },
 	}
-	cmd.AddCommand(newSandboxUpCmd(g), newSandboxDownCmd(g), newSandboxStatusCmd(g), newSandboxMachineCmd(g), newSandboxExecInCmd())
+	cmd.AddCommand(newSandboxUpCmd(g), newSandboxDownCmd(g), newSandboxStatusCmd(g), newSandboxMachineCmd(g), newSandboxExecInCmd(), newSandboxServeInternetCmd())
 	return cmd
 }
 
 func newSandboxUpCmd(g *globals) *cobra.Command {
 	var cfg sandbox.Config
-	var cidr, provCIDR string
+	var cidr, provCIDR, extCIDR string
 	cmd := &cobra.Command{
 		Use:   "up [--hosts N] [--dir DIR]",
 		Short: "Build the sandbox and wait until every host is Ready",
@@ -85,6 +85,9 @@ line that points the CLI at the sandbox, so this works:
 			if cfg.Provisioning, err = netip.ParsePrefix(provCIDR); err != nil {
 				return fmt.Errorf("--provisioning-cidr %q: %w", provCIDR, err)
 			}
+			if cfg.External, err = netip.ParsePrefix(extCIDR); err != nil {
+				return fmt.Errorf("--external-cidr %q: %w", extCIDR, err)
+			}
 			cfg.Progress = g.errOut
 			s, err := sandbox.Up(cmd.Context(), cfg)
 			if err != nil {
@@ -99,6 +102,7 @@ line that points the CLI at the sandbox, so this works:
 	f.StringVar(&cfg.Dir, "dir", sandbox.DefaultDir, "where the server's and agents' data, the logs and sandbox.json live")
 	f.StringVar(&cidr, "underlay-cidr", sandbox.DefaultUnderlayCIDR, "the hosts' network (this machine gets .1, host N .(10+N))")
 	f.StringVar(&provCIDR, "provisioning-cidr", sandbox.DefaultProvisioningCIDR, "the network machines network-boot on (the boot service gets .2, its DHCP pool .100-.199)")
+	f.StringVar(&extCIDR, "external-cidr", sandbox.DefaultExternalCIDR, "the sandbox's internet (namespace PREFIX-internet, .1, HTTP on port 80), the ExternalNetwork internet")
 	f.BoolVar(&cfg.BootService, "boot-service", true, "start hearth boot on the provisioning network")
 	f.BoolVar(&cfg.HomeRouter, "home-router", false, "start dnsmasq as the provisioning network's home router (PREFIX-router, .1, DHCP .50-.99, no PXE options) and run the boot service in proxy DHCP mode beside it")
 	f.StringVar(&cfg.Prefix, "prefix", sandbox.DefaultPrefix, "start of the names of the namespaces and links it makes (another sandbox needs another prefix and CIDR)")
@@ -257,6 +261,18 @@ func newSandboxExecInCmd() *cobra.Command {
 				argv = argv[1:]
 			}
 			return sandbox.ExecIn(ns, argv)
+		},
+	}
+}
+
+func newSandboxServeInternetCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:    "serve-internet ADDR:PORT",
+		Short:  "Serve the sandbox internet's web site (inside PREFIX-internet)",
+		Hidden: true,
+		Args:   cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return sandbox.ServeInternet(cmd.Context(), args[0])
 		},
 	}
 }

@@ -73,6 +73,8 @@ run get hosts -o wide
 run get images
 run apply -f examples/lab.yaml
 run apply -f examples/sandbox/lab.yaml
+# Two tenants with the same CIDR, two subnets, NAT and a floating IP.
+run apply -f examples/sandbox/networks.yaml
 echo
 echo "waiting for the VMs to boot…"
 for _ in $(seq 120); do
@@ -101,6 +103,8 @@ The sandbox is up: a server and 2 hosts. Try:
   export HEARTH_CONFIG=$HEARTH_CONFIG
   $hearth console vm/web-1 --tenant demo     # Ctrl-] to leave
   $hearth get vm -A -w
+  $hearth logs vm/a --tenant red | grep NETTEST   # what red/a reached: its peer, the other subnet, the internet
+  $hearth get fip --tenant red                   # then: $hearth sandbox exec-in PREFIX-internet -- wget -qO- http://ADDRESS/
   $hearth sandbox machine add node1 --dir $dir   # a bare-metal machine that network-boots
   $hearth get machines -w                        # it is discovered; give it a MachineProfile
 Remove everything with: $hearth sandbox down --dir $dir

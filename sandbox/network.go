@@ -52,6 +52,9 @@ func (s *Sandbox) BuildNetwork() error {
 			return err
 		}
 	}
+	if err := s.buildInternet(); err != nil {
+		return err
+	}
 	return s.buildProvisioning(under, uh)
 }
 

@@ -181,6 +181,8 @@ func fakeAgentMain(args []string) int {
 	name := fs.String("name", "", "")
 	fs.String("data-dir", "", "")
 	address := fs.String("address", "", "")
+	fs.String("underlay-device", "", "")
+	fs.String("external-interface", "", "")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -471,7 +473,7 @@ func TestNetworkAndDown(t *testing.T) {
 		t.Errorf("New on an existing sandbox: got %v, want an error saying a sandbox is already up", err)
 	}
 
-	want := []string{cfg.Prefix + "-underlay", cfg.Prefix + "-h1", cfg.Prefix + "-h2", cfg.Prefix + "-lan", cfg.Prefix + "-boot"}
+	want := []string{cfg.Prefix + "-underlay", cfg.Prefix + "-h1", cfg.Prefix + "-h2", cfg.Prefix + "-internet", cfg.Prefix + "-lan", cfg.Prefix + "-boot"}
 	if got := s.State.Namespaces; !slices.Equal(got, want) {
 		t.Errorf("recorded namespaces: got %v, want %v", got, want)
 	}
@@ -495,8 +497,10 @@ func TestNetworkAndDown(t *testing.T) {
 		got, err = readFrom(h2.Address + ":7777")
 		return err
 	})
-	if err != nil || got != "interfaces eth0 lo" {
-		t.Errorf("from %s to %s:7777: got %q, %v; want %q", h1.Name, h2.Address, got, err, "interfaces eth0 lo")
+	// Its interfaces: the underlay's eth0, and ext0 with its uplink to
+	// the sandbox's internet.
+	if want := "interfaces eth0 ext0 lo uplink"; err != nil || got != want {
+		t.Errorf("from %s to %s:7777: got %q, %v; want %q", h1.Name, h2.Address, got, err, want)
 	}
 
 	// The root namespace reaches a host through its veth.

@@ -45,6 +45,9 @@ type State struct {
 	// boot service; Machines are the machines on it.
 	Provisioning *Provisioning `json:"provisioning,omitempty"`
 	Machines     []Machine     `json:"machines,omitempty"`
+	// Internet is the namespace standing for the internet, with its
+	// HTTP server (internet.go).
+	Internet *Internet `json:"internet,omitempty"`
 }
 
 // Provisioning is the provisioning network and its boot service.

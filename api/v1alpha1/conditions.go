@@ -54,14 +54,15 @@ const (
 	// a person asks; phase Starting while Always waits to start it again).
 	ReasonGuestShutdown = "GuestShutdown"
 
-	ReasonImageNotFound    = "ImageNotFound"    // a disk, kernel or initrd names no Image the VM's tenant may use
-	ReasonVolumeNotFound   = "VolumeNotFound"   // a disk names no Volume of the tenant
-	ReasonVolumeNotReady   = "VolumeNotReady"   // a Volume it names is not made on this host yet (a wait; a Snapshot's too)
-	ReasonSSHKeyNotFound   = "SSHKeyNotFound"   // spec.cloudInit.sshKeys names no SSHKey of the tenant
-	ReasonWaitingForImage  = "WaitingForImage"  // an uploaded image's bytes have not arrived yet (a wait)
-	ReasonImageFetchFailed = "ImageFetchFailed" // an image could not be fetched or did not match its checksum
-	ReasonPrepareFailed    = "PrepareFailed"    // anything else that kept its disks, boot files or seed from being made
-	ReasonStartFailed      = "StartFailed"      // QEMU did not start
+	ReasonImageNotFound     = "ImageNotFound"     // a disk, kernel or initrd names no Image the VM's tenant may use
+	ReasonVolumeNotFound    = "VolumeNotFound"    // a disk names no Volume of the tenant
+	ReasonVolumeNotReady    = "VolumeNotReady"    // a Volume it names is not made on this host yet (a wait; a Snapshot's too)
+	ReasonSSHKeyNotFound    = "SSHKeyNotFound"    // spec.cloudInit.sshKeys names no SSHKey of the tenant
+	ReasonWaitingForImage   = "WaitingForImage"   // an uploaded image's bytes have not arrived yet (a wait)
+	ReasonImageFetchFailed  = "ImageFetchFailed"  // an image could not be fetched or did not match its checksum
+	ReasonWaitingForNetwork = "WaitingForNetwork" // a NIC's port on its network is not on the host yet (a wait)
+	ReasonPrepareFailed     = "PrepareFailed"     // anything else that kept its disks, boot files or seed from being made
+	ReasonStartFailed       = "StartFailed"       // QEMU did not start
 )
 
 // Reasons of a Host's Ready condition.
