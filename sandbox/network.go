@@ -169,6 +169,7 @@ func (s *Sandbox) buildProvisioning(under netns.NsHandle, uh *netlink.Handle) er
 		HTTPListen:          net.JoinHostPort(addrAt(s.cfg.Provisioning, bootProvOffset).String(), strconv.Itoa(bootHTTPPort)),
 		BootDir:             filepath.Join(s.cfg.Dir, bootSubdir),
 		DHCPMode:            "full",
+		Site:                s.cfg.Site,
 	}
 	if s.cfg.HomeRouter {
 		p.DHCPMode = "proxy"

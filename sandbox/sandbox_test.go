@@ -2,6 +2,7 @@ package sandbox_test
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -606,6 +607,7 @@ func checkProvisioning(t *testing.T, cfg sandbox.Config, s *sandbox.Sandbox) {
 		BootUnderlayLink:    "underlay",
 		BootUnderlayAddress: addrPlus(cfg.Underlay, 9),
 		DHCPMode:            "full",
+		Site:                cmp.Or(cfg.Site, sandbox.DefaultSite),
 		PoolStart:           addrPlus(cfg.Provisioning, 100),
 		PoolEnd:             addrPlus(cfg.Provisioning, 199),
 		HTTPListen:          addrPlus(cfg.Provisioning, 2) + ":8080",
