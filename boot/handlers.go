@@ -114,6 +114,11 @@ func (s *Service) Observe(ctx context.Context, ev dhcp.Event) {
 		}
 		s.event(name, api.EventNormal, "DHCP", "%s", msg)
 	}
+	if facts := newFirmwareFacts(m, ev.Request); ev.Reply != 0 && len(facts) > 0 {
+		s.later(func(ctx context.Context) {
+			_, _ = s.c.Patch(ctx, "Machine", "", name, map[string]any{"status": facts}, true)
+		})
+	}
 	if ev.Reply == dhcp.MsgAck {
 		ip := ev.IP
 		s.later(func(ctx context.Context) {
@@ -125,6 +130,36 @@ func (s *Service) Observe(ctx context.Context, ev dhcp.Event) {
 			_, _ = s.c.Patch(ctx, "Machine", "", name, map[string]any{"status": st}, true)
 		})
 	}
+}
+
+// newFirmwareFacts are what a boot client's request says about the
+// machine's firmware (status.firmware, uuid and vendorClass) that its
+// status does not say yet: discovery records them, but a machine a
+// person declared up front was never discovered. A field already set
+// changes only by a request from the firmware itself, not from iPXE,
+// whose vendor class differs from the firmware's: a machine switched from
+// BIOS to UEFI is seen as such, and a boot's chain of clients does not
+// rewrite the status at every step. An operating system's DHCP client
+// says nothing here.
+func newFirmwareFacts(m *api.Machine, req dhcp.Request) map[string]any {
+	if !isBootClient(req) {
+		return nil
+	}
+	f := factsOf(req)
+	facts := map[string]any{}
+	for _, x := range []struct {
+		field     string
+		have, got string
+	}{
+		{"firmware", m.Status.Firmware, f.firmware},
+		{"uuid", m.Status.UUID, f.uuid},
+		{"vendorClass", m.Status.VendorClass, f.vendorClass},
+	} {
+		if x.got != "" && x.got != x.have && (x.have == "" || !req.IsIPXE) {
+			facts[x.field] = x.got
+		}
+	}
+	return facts
 }
 
 func msgName(t dhcp.MessageType) string {

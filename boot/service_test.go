@@ -896,3 +896,53 @@ func mustMAC(s string) net.HardwareAddr {
 	}
 	return hw
 }
+
+// TestDeclaredMachine: a Machine a person wrote before it ever
+// network-booted (as `hearth sandbox machine add` does) is recognised by
+// its MAC under its own name, not discovered again, and its first DHCP
+// request records what its firmware said, as discovery would have.
+func TestDeclaredMachine(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to make network namespaces; CI runs as root")
+	}
+	const mac = "52:54:00:12:34:57"
+	hw, _ := net.ParseMAC(mac)
+	server := netip.MustParsePrefix("10.79.0.1/24")
+	n, err := dhcptest.New(server, hw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { n.Close() })
+	l := newLab(t, n, boot.Config{DHCPMode: dhcp.ModeFull,
+		PoolStart: netip.MustParseAddr("10.79.0.100"), PoolEnd: netip.MustParseAddr("10.79.0.149")})
+	// Declared while the service is down, so that it knows the machine
+	// from its start.
+	l.stop()
+	l.create(&api.Machine{TypeMeta: api.TypeMeta{APIVersion: api.APIVersion, Kind: "Machine"},
+		Metadata: api.ObjectMeta{Name: "node1"}, Spec: api.MachineSpec{MAC: mac, Architecture: api.ArchX86_64}})
+	l.start()
+
+	c := newDHCPClient(t, n)
+	c.getAddress(dhcp.ModeFull, mac, netip.Addr{}, server.Addr())
+	servertest.Eventually(t, 10*time.Second, func() error {
+		m := l.machine("node1")
+		if m.Status.Firmware != "bios" || m.Status.VendorClass != "PXEClient:Arch:00000:UNDI:002001" || len(m.Status.Addresses) == 0 {
+			return fmt.Errorf("node1's status %s, want firmware bios, the vendor class and an address", servertest.JSON(m.Status))
+		}
+		return nil
+	})
+	if ms := l.machines(); len(ms) != 1 {
+		t.Errorf("%d machines, want only node1: the DHCP of a declared machine discovered another", len(ms))
+	}
+
+	// What a later iPXE in the chain says does not rewrite what the
+	// firmware said, and an operating system's DHCP says nothing.
+	p := c.packet(dhcp.MsgDiscover, mac, true)
+	p.SetString(dhcp.OptVendorClass, "PXEClient:Arch:00000:UNDI:002001 iPXE")
+	c.exchange(p, 2*time.Second)
+	c.exchange(c.packet(dhcp.MsgDiscover, mac, false), 2*time.Second)
+	time.Sleep(time.Second)
+	if m := l.machine("node1"); m.Status.VendorClass != "PXEClient:Arch:00000:UNDI:002001" || m.Status.Firmware != "bios" {
+		t.Errorf("node1's firmware facts after iPXE and an OS asked: %s", servertest.JSON(m.Status))
+	}
+}
