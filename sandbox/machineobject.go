@@ -66,14 +66,20 @@ func registerMachine(ctx context.Context, c *client.Client, m Machine, site stri
 				other.Metadata.Name, m.MAC, other.Metadata.Name)
 		}
 	}
+	// The first step of its boot timeline (where a discovered machine's
+	// is the boot service's Discovered).
+	added := func(obj api.Object, how string) {
+		client.NewRecorder(c, "sandbox").Eventf(ctx, obj, api.EventNormal, "Added",
+			"%s by hearth sandbox machine add: QEMU with %s firmware and MAC %s on the sandbox's provisioning network, powered on next", how, m.Firmware, m.MAC)
+	}
 	if o, err := c.Get(ctx, "Machine", "", m.Name); err == nil {
-		if o.GetMetadata().Labels[MachineLabel] == MachineLabelValue {
-			return false, nil
+		if o.GetMetadata().Labels[MachineLabel] != MachineLabelValue {
+			patch := map[string]any{"metadata": map[string]any{"labels": map[string]string{MachineLabel: MachineLabelValue}}}
+			if o, err = c.Patch(ctx, "Machine", "", m.Name, patch, false); err != nil {
+				return false, fmt.Errorf("labelling Machine %s: %w", m.Name, err)
+			}
 		}
-		patch := map[string]any{"metadata": map[string]any{"labels": map[string]string{MachineLabel: MachineLabelValue}}}
-		if _, err := c.Patch(ctx, "Machine", "", m.Name, patch, false); err != nil {
-			return false, fmt.Errorf("labelling Machine %s: %w", m.Name, err)
-		}
+		added(o, "kept (it was there already, with this MAC) and labelled "+MachineLabel+"="+MachineLabelValue)
 		return false, nil
 	} else if !api.IsNotFound(err) {
 		return false, fmt.Errorf("reading Machine %s: %w", m.Name, err)
@@ -82,9 +88,11 @@ func registerMachine(ctx context.Context, c *client.Client, m Machine, site stri
 		Metadata: api.ObjectMeta{Name: m.Name, Labels: map[string]string{MachineLabel: MachineLabelValue}},
 		Spec: api.MachineSpec{MAC: m.MAC, Architecture: api.ArchX86_64, Site: site,
 			Description: fmt.Sprintf("sandbox machine (QEMU, %s); console %s", m.Firmware, m.Console())}}
-	if _, err := c.Create(ctx, obj); err != nil {
+	out, err := c.Create(ctx, obj)
+	if err != nil {
 		return false, fmt.Errorf("creating Machine %s: %w", m.Name, err)
 	}
+	added(out, "created")
 	return true, nil
 }
 
