@@ -20,7 +20,12 @@ dir=${HEARTH_SANDBOX_DIR:-/var/lib/hearth-sandbox}
 read -r -a up_args <<<"${HEARTH_SANDBOX_ARGS:-}"
 
 "$hearth" sandbox down --dir "$dir" >/dev/null 2>&1 || true
-export HEARTH_CONFIG=$("$hearth" sandbox up --hosts 2 --dir "$dir" "${up_args[@]}" | tee /dev/stderr | tail -n1 | sed 's/^export HEARTH_CONFIG=//')
+# Progress goes to stderr as it happens; the summary (stdout) is shown
+# once up is done. (Not tee /dev/stderr: with the output redirected to a
+# file, that opens the file again from its start and writes over it.)
+summary=$("$hearth" sandbox up --hosts 2 --dir "$dir" "${up_args[@]}")
+echo "$summary"
+export HEARTH_CONFIG=$(tail -n1 <<<"$summary" | sed 's/^export HEARTH_CONFIG=//')
 
 run() { echo; echo "\$ hearth $*"; "$hearth" "$@"; }
 run get hosts -o wide
@@ -44,14 +49,27 @@ echo; echo "\$ hearth logs vm/web-1 --tenant demo | grep HEARTH-GUEST"
 "$hearth" logs vm/web-1 --tenant demo | grep HEARTH-GUEST
 run describe vm web-1 --tenant demo
 
+# The example profile names the kernel under the default sandbox
+# directory: with another, the command rewrites it.
+profile=$PWD/examples/sandbox/machines.yaml
+apply_profile="$hearth apply -f $profile"
+if [ "$(realpath -m "$dir")" != /var/lib/hearth-sandbox ]; then
+	apply_profile="sed 's|/var/lib/hearth-sandbox/|$(realpath -m "$dir")/|' $profile | $hearth apply -f -"
+fi
+
 cat <<MSG
 
 The sandbox is up: a server and 2 hosts. Try:
   export HEARTH_CONFIG=$HEARTH_CONFIG
   $hearth console vm/web-1 --tenant demo     # Ctrl-] to leave
   $hearth get vm -A -w
-  $hearth sandbox machine add node1 --dir $dir   # a bare-metal machine that network-boots
-  $hearth get machines -w                        # it is discovered; give it a MachineProfile
+A bare-metal machine that network-boots, and a MachineProfile that boots it
+until it reports back (phase Ready):
+  $hearth sandbox machine add node1 --dir $dir
+  $apply_profile
+  $hearth get machines -w
+  $hearth describe machine node1                 # its boot timeline
+More examples of every kind: $PWD/examples/README.md
 Remove everything with: $hearth sandbox down --dir $dir
 export HEARTH_CONFIG=$HEARTH_CONFIG
 MSG
