@@ -68,7 +68,7 @@ until it reports back (phase Ready):
   $hearth sandbox machine add node1 --dir $dir
   $apply_profile
   $hearth get machines -w
-  $hearth describe machine node1                 # its boot timeline
+  $hearth describe machine node1   # its boot timeline
 More examples of every kind: $PWD/examples/README.md
 Remove everything with: $hearth sandbox down --dir $dir
 export HEARTH_CONFIG=$HEARTH_CONFIG
