@@ -1265,6 +1265,29 @@ func TestMachines(t *testing.T) {
 		}
 	}
 
+	// A power cycle: a new QEMU on the same disk and tap.
+	diskBefore, err := os.Stat(bios.Disk())
+	if err != nil {
+		t.Fatal(err)
+	}
+	restarted, err := sandbox.RestartMachine(ctx, cfg.Dir, "pxe-bios")
+	if err != nil {
+		t.Fatalf("RestartMachine: %v", err)
+	}
+	if restarted.QEMU == nil || restarted.QEMU.PID == bios.QEMU.PID || !procGone(bios.QEMU.PID) || procGone(restarted.QEMU.PID) {
+		t.Errorf("after RestartMachine: QEMU %+v, the old one (pid %d) gone: %v", restarted.QEMU, bios.QEMU.PID, procGone(bios.QEMU.PID))
+	}
+	if diskAfter, err := os.Stat(bios.Disk()); err != nil || !os.SameFile(diskBefore, diskAfter) {
+		t.Errorf("pxe-bios's disk after RestartMachine: %v, want the same file", err)
+	}
+	if st, _ := sandbox.LoadState(cfg.Dir); st == nil || st.Machines[0].QEMU == nil || *st.Machines[0].QEMU != *restarted.QEMU {
+		t.Errorf("sandbox.json does not record the restarted QEMU %+v", restarted.QEMU)
+	}
+	if _, ok := tapsIn(t, p.Netns)["m-pxe-bios"]; !ok {
+		t.Error("tap m-pxe-bios gone after RestartMachine")
+	}
+	bios = restarted
+
 	if err := sandbox.RemoveMachine(ctx, cfg.Dir, "pxe-bios"); err != nil {
 		t.Fatalf("RemoveMachine: %v", err)
 	}
