@@ -135,12 +135,12 @@ func (s *Service) Observe(ctx context.Context, ev dhcp.Event) {
 // newFirmwareFacts are what a boot client's request says about the
 // machine's firmware (status.firmware, uuid and vendorClass) that its
 // status does not say yet: discovery records them, but a machine a
-// person declared up front was never discovered. A field already set
-// changes only by a request from the firmware itself, not from iPXE,
-// whose vendor class differs from the firmware's: a machine switched from
-// BIOS to UEFI is seen as such, and a boot's chain of clients does not
-// rewrite the status at every step. An operating system's DHCP client
-// says nothing here.
+// person declared up front was never discovered, so its first boot
+// fills them in. A field once set is never rewritten, as after
+// discovery: anyone on the provisioning network can send DHCP in a known
+// machine's name (the MAC is in the packet), and must not change what
+// the power drivers read (status.firmware picks a BMC's boot option). An
+// operating system's DHCP client says nothing here.
 func newFirmwareFacts(m *api.Machine, req dhcp.Request) map[string]any {
 	if !isBootClient(req) {
 		return nil
@@ -155,7 +155,7 @@ func newFirmwareFacts(m *api.Machine, req dhcp.Request) map[string]any {
 		{"uuid", m.Status.UUID, f.uuid},
 		{"vendorClass", m.Status.VendorClass, f.vendorClass},
 	} {
-		if x.got != "" && x.got != x.have && (x.have == "" || !req.IsIPXE) {
+		if x.got != "" && x.have == "" {
 			facts[x.field] = x.got
 		}
 	}

@@ -935,14 +935,16 @@ func TestDeclaredMachine(t *testing.T) {
 		t.Errorf("%d machines, want only node1: the DHCP of a declared machine discovered another", len(ms))
 	}
 
-	// What a later iPXE in the chain says does not rewrite what the
-	// firmware said, and an operating system's DHCP says nothing.
-	p := c.packet(dhcp.MsgDiscover, mac, true)
-	p.SetString(dhcp.OptVendorClass, "PXEClient:Arch:00000:UNDI:002001 iPXE")
-	c.exchange(p, 2*time.Second)
+	// Once recorded, they stay: a client on the link sending DHCP in
+	// node1's name (UEFI firmware, another UUID and vendor class) does
+	// not rewrite them, nor does an operating system's DHCP.
+	forged := c.packet(dhcp.MsgDiscover, mac, false)
+	forged.SetOption(dhcp.OptClientArch, []byte{0, 7})
+	forged.SetString(dhcp.OptVendorClass, "PXEClient:Arch:00007:UNDI:003016")
+	c.exchange(forged, 2*time.Second)
 	c.exchange(c.packet(dhcp.MsgDiscover, mac, false), 2*time.Second)
 	time.Sleep(time.Second)
 	if m := l.machine("node1"); m.Status.VendorClass != "PXEClient:Arch:00000:UNDI:002001" || m.Status.Firmware != "bios" {
-		t.Errorf("node1's firmware facts after iPXE and an OS asked: %s", servertest.JSON(m.Status))
+		t.Errorf("node1's firmware facts after a forged DHCP request and an OS's: %s", servertest.JSON(m.Status))
 	}
 }
