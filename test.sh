@@ -6,7 +6,7 @@
 #
 # 1. installs the Debian packages the tests run against, where missing
 #    (scripts/deps.sh: it says which before it does);
-# 2. checks formatting (gofmt) and go vet;
+# 2. checks formatting (gofmt), go vet and staticcheck;
 # 3. runs the tests (go test; as root the tests that need network
 #    namespaces and QEMU run too, otherwise they say why they skip);
 # 4. fuzzes every fuzz target for FUZZTIME (default 10s; 0 skips it), so
@@ -18,7 +18,7 @@ export PATH="$PATH:/usr/local/go/bin"
 scripts/deps.sh test
 go mod download
 
-echo "== gofmt, go vet" >&2
+echo "== gofmt, go vet, staticcheck" >&2
 unformatted=$(gofmt -l $(git ls-files -co --exclude-standard '*.go'))
 if [ -n "$unformatted" ]; then
 	echo "not gofmt-formatted (run gofmt -w):" >&2
@@ -26,6 +26,10 @@ if [ -n "$unformatted" ]; then
 	exit 1
 fi
 go vet ./...
+# staticcheck at a pinned version: go run fetches it through the module
+# proxy (once; it is not a dependency of the module). A finding fails the
+# run; a deliberate exception carries a //lint:ignore with its reason.
+go run honnef.co/go/tools/cmd/staticcheck@v0.8.2 ./...
 
 echo "== go test" >&2
 pkgs=("$@")

@@ -89,10 +89,11 @@ const (
 	MinConsoleLogMax = 4 << 10
 )
 
-// CheckConsoleLogMax says what is wrong with n as --console-log-max.
+// CheckConsoleLogMax says what is wrong with n as a console log cap
+// (Config.ConsoleLogMax).
 func CheckConsoleLogMax(n int64) error {
 	if n < MinConsoleLogMax {
-		return fmt.Errorf("--console-log-max: %d bytes is too small a console log: want at least %s (the default is %s)",
+		return fmt.Errorf("a console log cap of %d bytes is too small: want at least %s (the default is %s)",
 			n, api.Bytes(MinConsoleLogMax), api.Bytes(DefaultConsoleLogMax))
 	}
 	return nil
@@ -108,12 +109,15 @@ type Agent struct {
 	kvmWhy string
 	images *storage.ImageCache
 	imgs   *imageState
-	// imageInf caches every Image (shared and tenants'), for lookups and
-	// the cache sweep.
-	imageInf *client.Informer
-	vms      *vmController
-	volumes  *volumeController
-	certFP   string
+	// cache is the agent's one set of informers, which every controller
+	// reads (cache.go).
+	cache   *cache
+	vms     *vmController
+	volumes *volumeController
+	certFP  string
+	// checks are the host's checks (hostchecks.go), reported with the
+	// heartbeat.
+	checks *hostChecks
 }
 
 // Run joins (if needed: joining registers the Host) and runs until ctx
@@ -128,7 +132,7 @@ func Run(ctx context.Context, cfg Config) error {
 		}
 		cfg.Name = strings.ToLower(strings.Split(h, ".")[0])
 	}
-	if es := api.ValidateName("--name", cfg.Name); len(es) > 0 {
+	if es := api.ValidateName("name", cfg.Name); len(es) > 0 {
 		return es
 	}
 	if cfg.DataDir == "" {
@@ -201,9 +205,16 @@ func run(ctx context.Context, cfg Config) error {
 	a := &Agent{cfg: cfg, c: c, ca: []byte(creds.CA), rec: client.NewRecorder(c, "host/"+cfg.Name).Background(ctx),
 		images: &storage.ImageCache{Dir: filepath.Join(cfg.DataDir, "images"), Client: storage.NewFetchClient(policy),
 			AllowedFileDirs: cfg.AllowFileDirs},
-		imgs:     newImageState(),
-		imageInf: client.NewInformer(c, "Image", "", client.ListOptions{AllTenants: true})}
-	a.kvm, a.kvmWhy = compute.DetectKVM(ctx)
+		imgs:  newImageState(),
+		cache: newCache(c, cfg.Name)}
+	if d, ok := cfg.Driver.(compute.KVMDetector); ok {
+		a.kvm, a.kvmWhy = d.DetectKVM(ctx)
+	} else {
+		a.kvm, a.kvmWhy = compute.DetectKVM(ctx)
+	}
+	a.checks = newHostChecks(cfg)
+	a.checks.run(ctx)
+	go a.checks.loop(ctx)
 	slog.Info("agent starting", "host", cfg.Name, "server", creds.Server, "kvm", a.kvm, "kvmReason", a.kvmWhy)
 
 	listener, err := a.startConsole(ctx)
@@ -219,7 +230,8 @@ func run(ctx context.Context, cfg Config) error {
 	}
 	a.vms = newVMController(a)
 	a.volumes = newVolumeController(a)
-	go a.imageInf.Run(ctx)
+	a.wire()
+	a.cache.run(ctx)
 	errc := make(chan error, 3)
 	go func() { errc <- a.heartbeat(ctx) }()
 	go func() { errc <- a.vms.run(ctx) }()
@@ -246,14 +258,14 @@ func (a *Agent) checkHost(ctx context.Context) error {
 		return nil
 	}
 	if h := obj.(*api.Host); a.cfg.Address != "" && h.Spec.Address != a.cfg.Address {
-		slog.Warn("the Host's spec.address differs from --address; a cluster admin changes it (hearth apply); hosts do not write their spec",
+		slog.Warn("the Host's spec.address differs from the address this agent was given; a cluster admin changes it (hearth apply); hosts do not write their spec",
 			"host", a.cfg.Name, "spec.address", h.Spec.Address, "address", a.cfg.Address)
 	}
 	return nil
 }
 
 // facts are what the agent reports about the machine.
-func (a *Agent) facts() map[string]any {
+func (a *Agent) facts() api.HostFacts {
 	var u unix.Utsname
 	_ = unix.Uname(&u)
 	var st unix.Statfs_t
@@ -261,21 +273,16 @@ func (a *Agent) facts() map[string]any {
 	if unix.Statfs(a.cfg.DataDir, &st) == nil {
 		disk = int64(st.Blocks) * st.Bsize
 	}
-	accel := "tcg"
-	if a.kvm {
-		accel = "kvm"
-	}
-	return map[string]any{
-		"cpus":            runtime.NumCPU(),
-		"memory":          memTotal(),
-		"disk":            disk,
-		"architecture":    archName(runtime.GOARCH),
-		"kvm":             a.kvm,
-		"kernelVersion":   unix.ByteSliceToString(u.Release[:]),
-		"agentVersion":    version.Version,
-		"agentURL":        "https://" + a.cfg.Listen,
-		"agentCertSHA256": a.certFP,
-		"accelerator":     accel,
+	return api.HostFacts{
+		CPUs:            runtime.NumCPU(),
+		Memory:          api.Bytes(memTotal()),
+		Disk:            api.Bytes(disk),
+		Architecture:    archName(runtime.GOARCH),
+		KVM:             a.kvm,
+		KernelVersion:   unix.ByteSliceToString(u.Release[:]),
+		AgentVersion:    version.Version,
+		AgentURL:        "https://" + a.cfg.Listen,
+		AgentCertSHA256: a.certFP,
 	}
 }
 
@@ -313,23 +320,20 @@ func (a *Agent) heartbeat(ctx context.Context) error {
 		h, err := a.c.Get(ctx, "Host", "", a.cfg.Name)
 		if err == nil {
 			lease = time.Duration(h.(*api.Host).Spec.LeaseSeconds) * time.Second
-			if h.CommonStatus().Phase != api.HostReady {
+			if phase, changed := a.checks.phase(); changed || h.CommonStatus().Phase != phase {
 				full = true
 			}
 		}
 		if err == nil || !api.IsNotFound(err) {
 			now := time.Now().UTC()
-			st := map[string]any{"phase": api.HostReady, "lastHeartbeat": now}
+			phase, _ := a.checks.phase()
+			beat := api.HostHeartbeat{Phase: phase, LastHeartbeat: now}
 			if full {
-				for k, v := range a.facts() {
-					if k != "accelerator" {
-						st[k] = v
-					}
-				}
-				st["conditions"] = []api.Condition{{Type: "Ready", Status: api.ConditionTrue, Reason: "AgentHeartbeat",
-					Message: "the agent is renewing its lease", LastTransitionTime: &now}}
+				facts := a.facts()
+				beat.HostFacts = &facts
+				beat.Phase, beat.Conditions = a.checks.status(now)
 			}
-			_, err = a.c.Patch(ctx, "Host", "", a.cfg.Name, map[string]any{"status": st}, true)
+			_, err = a.c.PatchStatus(ctx, "Host", "", a.cfg.Name, beat)
 		}
 		switch {
 		case ctx.Err() != nil:
@@ -367,7 +371,7 @@ func (a *Agent) startConsole(ctx context.Context) (net.Listener, error) {
 	}
 	ln, err := net.Listen("tcp", a.cfg.Listen)
 	if err != nil {
-		return nil, fmt.Errorf("--listen %s: %w", a.cfg.Listen, err)
+		return nil, fmt.Errorf("console endpoint on %s: %w", a.cfg.Listen, err)
 	}
 	srv := serving.New("the agent's console endpoint", ln, console.Handler(a.vmDir), a.cfg.ConsoleLimits, nil)
 	go func() {

@@ -20,7 +20,6 @@ import (
 	api "hearth.dev/hearth/api/v1alpha1"
 	"hearth.dev/hearth/client"
 	"hearth.dev/hearth/compute"
-	"hearth.dev/hearth/server"
 	"hearth.dev/hearth/server/servertest"
 	"hearth.dev/hearth/serving"
 	"hearth.dev/hearth/testguest"
@@ -59,7 +58,7 @@ func newLab(t *testing.T, opts ...func(*agent.Config)) *lab {
 	}
 	env := servertest.Start(t)
 	env.Tenant("lab")
-	var jt server.TokenResponse
+	var jt api.TokenResponse
 	if err := env.Admin.Do(ctx, http.MethodPost, api.PathPrefix+"/jointokens", map[string]string{"ttl": "1h"}, &jt); err != nil {
 		t.Fatal(err)
 	}
@@ -219,6 +218,16 @@ func TestVMLifecycle(t *testing.T) {
 	// A NIC with the API's defaults (model virtio), which QEMU once
 	// refused as a device name.
 	vm1.Spec.NICs = []api.VMNIC{{Network: "lan"}}
+	// Its address comes from the network's subnet, which must exist.
+	for _, o := range []api.Object{
+		&api.Network{TypeMeta: api.TypeMeta{APIVersion: api.APIVersion, Kind: "Network"}, Metadata: api.ObjectMeta{Name: "lan", Tenant: "lab"}},
+		&api.Subnet{TypeMeta: api.TypeMeta{APIVersion: api.APIVersion, Kind: "Subnet"}, Metadata: api.ObjectMeta{Name: "lan-a", Tenant: "lab"},
+			Spec: api.SubnetSpec{Network: "lan", CIDR: "10.0.0.0/24"}},
+	} {
+		if _, err := l.env.Admin.Create(ctx, o); err != nil {
+			t.Fatal(err)
+		}
+	}
 	if _, err := l.env.Admin.Create(ctx, vm1); err != nil {
 		t.Fatal(err)
 	}
@@ -381,7 +390,7 @@ func TestConsoleLogCapped(t *testing.T) {
 	}
 	logs := func(follow bool, tail int64) io.ReadCloser {
 		t.Helper()
-		o := client.LogOptions{Follow: follow}
+		o := api.LogOptions{Follow: follow}
 		if tail >= 0 {
 			o.TailBytes = &tail
 		}
@@ -512,7 +521,7 @@ func TestConsoleEndpointLimits(t *testing.T) {
 		t.Fatal(err)
 	}
 	l.waitConsole(t, "ticker", "tick-")
-	logs, err := l.env.Admin.Logs(ctx, "lab", "ticker", client.LogOptions{Follow: true, TailBytes: new(int64)})
+	logs, err := l.env.Admin.Logs(ctx, "lab", "ticker", api.LogOptions{Follow: true, TailBytes: new(int64)})
 	if err != nil {
 		t.Fatal(err)
 	}

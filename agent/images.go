@@ -53,20 +53,48 @@ const imageReportEvery = time.Second
 const imageRetryAfter = 2 * time.Minute
 
 // errWaiting marks an error that is a wait, not a failure: an uploaded
-// image whose bytes have not arrived yet, a snapshot not yet taken.
+// image whose bytes have not arrived yet, a snapshot not yet taken
+// (errors.Is(err, errWaiting)).
 var errWaiting = errors.New("waiting")
 
-// errImageNotFound is wrapped by the error of an image lookup that found
-// no Image of that name.
-var errImageNotFound = errors.New("image not found")
+// waitError is a wait, said in its own words.
+type waitError struct{ msg string }
+
+func (e *waitError) Error() string        { return e.msg }
+func (e *waitError) Is(target error) bool { return target == errWaiting }
 
 func waiting(format string, args ...any) error {
-	return fmt.Errorf("%w: %s", errWaiting, fmt.Sprintf(format, args...))
+	return &waitError{msg: fmt.Sprintf(format, args...)}
 }
 
-// waitMessage is the text of a waiting error without its marker.
-func waitMessage(err error) string {
-	return strings.TrimPrefix(err.Error(), errWaiting.Error()+": ")
+// errFetch marks an error that is a failed fetch of an image: its URL
+// refused, unreachable, or the bytes not what its checksum says
+// (errors.Is(err, errFetch)).
+var errFetch = errors.New("fetching an image failed")
+
+type fetchError struct{ err error }
+
+func (e *fetchError) Error() string        { return e.err.Error() }
+func (e *fetchError) Unwrap() error        { return e.err }
+func (e *fetchError) Is(target error) bool { return target == errFetch }
+
+// waitMessage is the text of a waiting error.
+func waitMessage(err error) string { return err.Error() }
+
+// notFoundError is a name in a spec that names no object where its
+// tenant would find one. It says so in the words of the ResolvedRefs
+// condition and the API's warnings (api.MissingMessage).
+type notFoundError struct{ kind, tenant, name string }
+
+func (e *notFoundError) Error() string { return api.MissingMessage(e.kind, e.tenant, e.name) }
+
+// missingKind returns the kind of the object err says is missing, or "".
+func missingKind(err error) string {
+	var nf *notFoundError
+	if errors.As(err, &nf) {
+		return nf.kind
+	}
+	return ""
 }
 
 // imageState is what the agent keeps about images between reconciles.
@@ -98,13 +126,11 @@ func newImageState() *imageState {
 
 // image finds an Image by name: the tenant's own first, then a shared one.
 // It reads the cache, and asks the API only for an image the cache does
-// not have (yet).
+// not have (yet). An image that does not exist is a *notFoundError.
 func (a *Agent) image(ctx context.Context, tenant, name string) (*api.Image, error) {
-	if a.imageInf != nil {
-		for _, key := range []string{tenant + "/" + name, name} {
-			if o, ok := a.imageInf.Get(key); ok {
-				return api.DeepCopy(o).(*api.Image), nil
-			}
+	for _, key := range []string{tenant + "/" + name, name} {
+		if o, ok := a.cache.images.Get(key); ok {
+			return api.DeepCopy(o).(*api.Image), nil
 		}
 	}
 	obj, err := a.c.Get(ctx, "Image", tenant, name)
@@ -112,7 +138,7 @@ func (a *Agent) image(ctx context.Context, tenant, name string) (*api.Image, err
 		obj, err = a.c.Get(ctx, "Image", "", name)
 	}
 	if api.IsNotFound(err) {
-		return nil, fmt.Errorf("%w: %q is neither an image of tenant %s nor a shared one", errImageNotFound, name, tenant)
+		return nil, &notFoundError{kind: "Image", tenant: tenant, name: name}
 	}
 	if err != nil {
 		return nil, err
@@ -165,11 +191,11 @@ func (a *Agent) ensureImage(ctx context.Context, img *api.Image, progress func(p
 	f, failed := a.imgs.failures[uid]
 	a.imgs.failMu.Unlock()
 	if failed && f.sum == sum && time.Since(f.at) < imageRetryAfter {
-		return "", f.err
+		return "", &fetchError{f.err}
 	}
 	if err := imageAllowed(img, src); err != nil {
 		a.imageFailed(ctx, img, sum, err)
-		return "", err
+		return "", &fetchError{err}
 	}
 	// An upload comes from its own Image's content endpoint, with the
 	// host's credential; anything else from its URL, without.
@@ -224,7 +250,7 @@ func (a *Agent) ensureImage(ctx context.Context, img *api.Image, progress func(p
 		if ctx.Err() == nil {
 			a.imageFailed(ctx, img, sum, err)
 		}
-		return "", err
+		return "", &fetchError{err}
 	}
 	a.imgs.failMu.Lock()
 	delete(a.imgs.failures, uid)
@@ -264,18 +290,17 @@ func percent(done, total int64) int {
 
 // setImageHost writes this host's entry of the image's status.hosts, and
 // lets fill (if not nil) fill in image-wide fields, unless that changes
-// nothing. Hosts share the list, so the write is conditional on the
-// resourceVersion read, and read again after a conflict. A failure is
-// logged, not returned: the report is for people, and the next one
-// repairs it.
+// nothing. Hosts share the list: client.WriteStatus reads again and
+// re-applies after a conflict, so no host drops another's entry. A
+// failure is logged, not returned: the report is for people, and the
+// next one repairs it.
 func (a *Agent) setImageHost(ctx context.Context, img *api.Image, entry api.ImageHostStatus, fill func(*api.ImageStatus)) {
 	cur := img
-	if o, ok := a.imageInf.Get(client.Key(img)); ok && o.GetMetadata().UID == img.Metadata.UID {
+	if o, ok := a.cache.images.Get(client.Key(img)); ok && o.GetMetadata().UID == img.Metadata.UID {
 		cur = o.(*api.Image)
 	}
-	for attempt := 0; attempt < 8; attempt++ {
-		st := cur.Status
-		st.Hosts = slices.Clone(st.Hosts)
+	_, _, err := client.WriteStatus(ctx, a.c, a.cache.images, cur, func(img *api.Image) {
+		st := &img.Status
 		i := slices.IndexFunc(st.Hosts, func(h api.ImageHostStatus) bool { return h.Host == entry.Host })
 		if i < 0 {
 			st.Hosts = append(st.Hosts, entry)
@@ -283,29 +308,11 @@ func (a *Agent) setImageHost(ctx context.Context, img *api.Image, entry api.Imag
 			st.Hosts[i] = entry
 		}
 		if fill != nil {
-			fill(&st)
+			fill(st)
 		}
-		if statusEqual(cur.Status, st) {
-			return
-		}
-		patch := map[string]any{
-			"metadata": map[string]any{"resourceVersion": cur.Metadata.ResourceVersion},
-			"status": map[string]any{"hosts": st.Hosts, "checksum": st.Checksum, "size": st.Size,
-				"virtualSize": st.VirtualSize, "phase": st.Phase},
-		}
-		_, err := a.c.Patch(ctx, "Image", img.Metadata.Tenant, img.Metadata.Name, patch, true)
-		if err == nil || api.IsNotFound(err) {
-			return
-		}
-		if !api.IsConflict(err) {
-			slog.Warn("reporting image status", "image", client.Key(img), "err", err)
-			return
-		}
-		o, err := a.c.Get(ctx, "Image", img.Metadata.Tenant, img.Metadata.Name)
-		if err != nil || o.GetMetadata().UID != img.Metadata.UID {
-			return
-		}
-		cur = o.(*api.Image)
+	})
+	if err != nil && !api.IsNotFound(err) {
+		slog.Warn("reporting image status", "image", client.Key(img), "err", err)
 	}
 }
 
@@ -346,7 +353,7 @@ func (a *Agent) fetchBoot(ctx context.Context, vm *api.VirtualMachine, f *api.Bo
 	defer a.imgs.mu.RUnlock()
 	path, sum, err := a.images.Ensure(ctx, f.URL, f.Checksum, nil)
 	if err != nil {
-		return "", fmt.Errorf("%s %s: %w", field, f.URL, err)
+		return "", fmt.Errorf("%s %s: %w", field, f.URL, &fetchError{err})
 	}
 	a.imgs.bootMu.Lock()
 	a.imgs.bootSums[f.URL] = sum
@@ -364,12 +371,12 @@ func (a *Agent) collectImages(ctx context.Context) {
 	}
 	defer a.imgs.mu.Unlock()
 	keep := map[string]bool{}
-	for _, o := range a.imageInf.List() {
+	for _, o := range a.cache.images.List() {
 		img := o.(*api.Image)
 		keep[img.Spec.Source.Checksum] = true
 		keep[img.Status.Checksum] = true
 	}
-	for _, o := range a.vms.inf.List() {
+	for _, o := range a.cache.vms.List() {
 		b := o.(*api.VirtualMachine).Spec.Boot
 		for _, f := range []*api.BootFile{b.Kernel, b.Initrd} {
 			if f != nil {

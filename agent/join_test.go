@@ -14,7 +14,6 @@ import (
 
 	"hearth.dev/hearth/agent"
 	api "hearth.dev/hearth/api/v1alpha1"
-	"hearth.dev/hearth/server"
 	"hearth.dev/hearth/server/servertest"
 )
 
@@ -47,13 +46,13 @@ func TestAgentHostDeleted(t *testing.T) {
 	ctx := servertest.Ctx(t)
 	dir := t.TempDir()
 	tokenFile := filepath.Join(dir, "join-token")
-	writeToken := func(req server.TokenRequest) {
+	writeToken := func(req api.TokenRequest) {
 		t.Helper()
 		if err := os.WriteFile(tokenFile, []byte(env.JoinToken(req).Token+"\n"), 0o600); err != nil {
 			t.Fatal(err)
 		}
 	}
-	writeToken(server.TokenRequest{Site: "home", Labels: map[string]string{"rack": "a"}})
+	writeToken(api.TokenRequest{Site: "home", Labels: map[string]string{"rack": "a"}})
 
 	var logs syncBuffer
 	prev := slog.Default()
@@ -124,7 +123,7 @@ func TestAgentHostDeleted(t *testing.T) {
 	}
 
 	// A new join token in the file: the agent joins again by itself.
-	writeToken(server.TokenRequest{Site: "home"})
+	writeToken(api.TokenRequest{Site: "home"})
 	h = ready()
 	if len(h.Metadata.Labels) != 0 || h.Spec.Site != "home" {
 		t.Errorf("the Host made by joining again: %s", servertest.JSON(h))

@@ -95,11 +95,11 @@ func (a *Agent) guestOS(ctx context.Context, vm *api.VirtualMachine) string {
 	}
 	name := vm.Spec.Disks[0].Image
 	if v := vm.Spec.Disks[0].Volume; v != "" {
-		obj, err := a.c.Get(ctx, "Volume", vm.Metadata.Tenant, v)
+		vol, err := a.volume(ctx, vm.Metadata.Tenant, v)
 		if err != nil {
 			return ""
 		}
-		name = obj.(*api.Volume).Spec.Source.Image
+		name = vol.Spec.Source.Image
 	}
 	if name == "" {
 		return ""
@@ -157,18 +157,21 @@ func (a *Agent) prepareDisk(ctx context.Context, vm *api.VirtualMachine, dir str
 			return disk, fmt.Errorf("%s: %w", field, err)
 		}
 	case d.Volume != "":
-		obj, err := a.c.Get(ctx, "Volume", vm.Metadata.Tenant, d.Volume)
+		vol, err := a.volume(ctx, vm.Metadata.Tenant, d.Volume)
 		if err != nil {
 			return disk, fmt.Errorf("%s.volume: %w", field, err)
 		}
-		vol := obj.(*api.Volume)
 		if vol.Spec.Host != "" && vol.Spec.Host != a.cfg.Name {
 			return disk, fmt.Errorf("%s.volume: volume %s lives on host %s, not %s", field, d.Volume, vol.Spec.Host, a.cfg.Name)
 		}
 		disk.Path, disk.Format = a.volumePath(vol), volumeFormat(vol)
 		info, err := storage.VolumeInfo(ctx, disk.Path)
 		if err != nil {
-			return disk, fmt.Errorf("%s.volume: volume %s is not on this host yet", field, d.Volume)
+			why := "its phase is " + vol.Status.Phase
+			if c := vol.Status.Condition(api.ConditionReady); c != nil && c.Message != "" {
+				why = c.Message
+			}
+			return disk, waitingFor(api.ReasonVolumeNotReady, "%s.volume: volume %s is not made on this host yet (%s)", field, d.Volume, why)
 		}
 		if want := int64(vol.Spec.Size); want > info.VirtualSize {
 			if err := storage.ResizeVolume(ctx, disk.Path, want); err != nil {
@@ -239,7 +242,7 @@ func (a *Agent) sshKeys(ctx context.Context, vm *api.VirtualMachine) ([]string, 
 	for i, n := range vm.Spec.CloudInit.SSHKeys {
 		k, ok := byName[n]
 		if !ok {
-			return nil, fmt.Errorf("spec.cloudInit.sshKeys[%d]: SSHKey %q not found in tenant %s", i, n, vm.Metadata.Tenant)
+			return nil, fmt.Errorf("spec.cloudInit.sshKeys[%d]: %w", i, &notFoundError{kind: "SSHKey", tenant: vm.Metadata.Tenant, name: n})
 		}
 		keys = append(keys, k)
 	}
@@ -251,4 +254,58 @@ func (a *Agent) sshKeys(ctx context.Context, vm *api.VirtualMachine) ([]string, 
 func stableMAC(uid string, i int) string {
 	h := sha256.Sum256([]byte(fmt.Sprintf("%s/%d", uid, i)))
 	return fmt.Sprintf("52:54:00:%02x:%02x:%02x", h[0], h[1], h[2])
+}
+
+// volume finds a Volume of the tenant: in the cache when it is placed on
+// this host, else from the API (one not placed yet). One that does not
+// exist is a *notFoundError.
+func (a *Agent) volume(ctx context.Context, tenant, name string) (*api.Volume, error) {
+	if o, ok := a.cache.volumes.Get(tenant + "/" + name); ok {
+		return o.(*api.Volume), nil
+	}
+	obj, err := a.c.Get(ctx, "Volume", tenant, name)
+	if api.IsNotFound(err) {
+		return nil, &notFoundError{kind: "Volume", tenant: tenant, name: name}
+	}
+	if err != nil {
+		return nil, err
+	}
+	return obj.(*api.Volume), nil
+}
+
+// reasonWait is a wait with the reason a VM's conditions give it.
+type reasonWait struct {
+	reason string
+	waitError
+}
+
+func (e *reasonWait) Unwrap() error { return &e.waitError }
+
+// waitingFor is a wait that a VM reports with reason.
+func waitingFor(reason, format string, args ...any) error {
+	return &reasonWait{reason: reason, waitError: waitError{msg: fmt.Sprintf(format, args...)}}
+}
+
+// classify says how a VM reports an error of prepare: a missing object by
+// its kind, a wait (a volume being made, an upload to come) as a wait, a
+// failed download as such, anything else as PrepareFailed. The message
+// is the error's, which names the field.
+func classify(err error) vmFailure {
+	f := vmFailure{Reason: api.ReasonPrepareFailed, Message: err.Error()}
+	var rw *reasonWait
+	switch kind := missingKind(err); {
+	case kind == "Image":
+		f.Reason = api.ReasonImageNotFound
+	case kind == "Volume":
+		f.Reason = api.ReasonVolumeNotFound
+	case kind == "SSHKey":
+		f.Reason = api.ReasonSSHKeyNotFound
+	case errors.As(err, &rw):
+		f.Reason, f.Wait = rw.reason, true
+	case errors.Is(err, errWaiting):
+		f.Reason, f.Wait = api.ReasonWaitingForImage, true
+	case errors.Is(err, errFetch):
+		f.Reason = api.ReasonImageFetchFailed
+	}
+	return f
 }

@@ -42,15 +42,20 @@ type startedSpec struct {
 	RestartRequested *time.Time `json:"restartRequested,omitempty"`
 }
 
-// vmController converges the VMs placed on this host.
+// vmController converges the VMs placed on this host: it reads them from
+// the agent's cache, decides (decide), acts (carryOut) and reports
+// (vmStatus, written with client.WriteStatus).
 type vmController struct {
 	a   *Agent
-	inf *client.Informer
 	ctl *reconcile.Controller
 
 	mu       sync.Mutex
 	uids     map[string]string // key → uid of VMs seen on this host
 	watching map[string]bool   // uids with a goroutine waiting for their process
+	// crashes is each VM's crash-loop backoff: its quick crashes in a row
+	// and when it may start again (decide), by uid. It lives as long as
+	// the agent: a restarted agent starts a crashed VM at once.
+	crashes map[string]crashLoop
 
 	// dirMu keeps capConsoleLogs out of a VM directory teardown is
 	// removing, so no console.log.1 is made in one that goes.
@@ -60,29 +65,66 @@ type vmController struct {
 	logErrs map[string]string
 }
 
+type crashLoop struct {
+	n         int
+	notBefore time.Time
+}
+
 // consoleLogCheck is how often every VM's console log is measured against
 // Config.ConsoleLogMax: a stat per VM.
 const consoleLogCheck = 2 * time.Second
 
 func newVMController(a *Agent) *vmController {
-	v := &vmController{a: a, uids: map[string]string{}, watching: map[string]bool{}, logErrs: map[string]string{}}
-	v.inf = client.NewInformer(a.c, "VirtualMachine", "", client.ListOptions{AllTenants: true, FieldSelector: "spec.host=" + a.cfg.Name})
+	v := &vmController{a: a, uids: map[string]string{}, watching: map[string]bool{}, crashes: map[string]crashLoop{}, logErrs: map[string]string{}}
 	v.ctl = &reconcile.Controller{Name: "vms", Reconciler: v, Workers: 16, Resync: a.cfg.Resync,
-		List: func(context.Context) ([]string, error) { return v.inf.Keys(), nil }}
-	v.inf.OnChange(func(key string, obj api.Object) {
-		if obj != nil {
-			v.mu.Lock()
-			v.uids[key] = obj.GetMetadata().UID
-			v.mu.Unlock()
-		}
-		v.ctl.Enqueue(key)
-	})
+		List: func(context.Context) ([]string, error) { return a.cache.vms.Keys(), nil }}
 	return v
 }
 
+// vmChanged hears of a change to a VM placed here.
+func (v *vmController) vmChanged(ch client.Change) {
+	if ch.New != nil {
+		v.mu.Lock()
+		v.uids[ch.Key] = ch.New.GetMetadata().UID
+		v.mu.Unlock()
+	}
+	ownChange(ch, v.ctl.EnqueueNow)
+}
+
+// volumeChanged starts the VMs waiting for a volume once it is made here
+// (or tells them it went): a VM's disks are its volumes' files.
+func (v *vmController) volumeChanged(ch client.Change) {
+	if ch.StatusOnly() && ch.Old.CommonStatus().Phase == ch.New.CommonStatus().Phase {
+		return
+	}
+	tenant, name := client.SplitKey(ch.Key)
+	for _, o := range v.a.cache.vms.List() {
+		vm := o.(*api.VirtualMachine)
+		if vm.Metadata.Tenant == tenant && slices.ContainsFunc(vm.Spec.Disks, func(d api.VMDisk) bool { return d.Volume == name }) {
+			v.ctl.EnqueueNow(client.Key(vm))
+		}
+	}
+}
+
+// imageChanged tries the VMs that name an image again when what it
+// offers changed: a missing image created, an upload arrived.
+func (v *vmController) imageChanged(ch client.Change) {
+	if !imageOffers(ch) {
+		return
+	}
+	for _, o := range v.a.cache.vms.List() {
+		vm := o.(*api.VirtualMachine)
+		for _, r := range vm.Spec.References() {
+			if r.Kind == "Image" && imageNamedBy(ch.Key, vm.Metadata.Tenant, r.Name) {
+				v.ctl.EnqueueNow(client.Key(vm))
+				break
+			}
+		}
+	}
+}
+
 func (v *vmController) run(ctx context.Context) error {
-	go v.inf.Run(ctx)
-	if err := v.inf.WaitSynced(ctx); err != nil {
+	if err := v.a.cache.waitSynced(ctx); err != nil {
 		return nil
 	}
 	go every(ctx, v.a.cfg.Resync, v.collectOrphans)
@@ -90,15 +132,19 @@ func (v *vmController) run(ctx context.Context) error {
 	return v.ctl.Run(ctx)
 }
 
-func (v *vmController) dir(uid string) string { return filepath.Join(v.a.cfg.DataDir, "vms", uid) }
+func (v *vmController) dir(uid string) string { return v.a.vmPath(uid) }
+
+// vmPath is the directory of the VM with uid on this host.
+func (a *Agent) vmPath(uid string) string { return filepath.Join(a.cfg.DataDir, "vms", uid) }
 
 // Reconcile makes one VM's process match its object.
 func (v *vmController) Reconcile(ctx context.Context, key string) (reconcile.Result, error) {
-	obj, ok := v.inf.Get(key)
+	obj, ok := v.a.cache.vms.Get(key)
 	if !ok || obj.GetMetadata().DeletionTimestamp != nil || obj.(*api.VirtualMachine).Spec.Host != v.a.cfg.Name {
 		v.mu.Lock()
 		uid := v.uids[key]
 		delete(v.uids, key)
+		delete(v.crashes, uid)
 		v.mu.Unlock()
 		if uid != "" {
 			return reconcile.Result{}, v.teardown(ctx, uid)
@@ -106,140 +152,211 @@ func (v *vmController) Reconcile(ctx context.Context, key string) (reconcile.Res
 		return reconcile.Result{}, nil
 	}
 	vm := api.DeepCopy(obj).(*api.VirtualMachine)
-	uid, dir := vm.Metadata.UID, v.dir(vm.Metadata.UID)
-	drv := v.a.cfg.Driver
-	info, running, err := drv.Lookup(ctx, uid, dir)
+	dir := v.dir(vm.Metadata.UID)
+	f, err := v.observe(ctx, vm, dir)
 	if err != nil {
 		return reconcile.Result{}, err
 	}
-	st := vm.Status
-	// st is changed below and compared with vm.Status: it must not share
-	// the conditions' backing array.
-	st.Conditions = append([]api.Condition(nil), vm.Status.Conditions...)
-	st.Host = v.a.cfg.Name
-	st.ObservedGeneration = vm.Metadata.Generation
+	return v.carryOut(ctx, vm, dir, f, decide(vm, f))
+}
 
-	switch vm.Spec.PowerState {
-	case api.PowerStopped:
-		if running {
-			if err := drv.Shutdown(ctx, uid, dir, v.a.cfg.ShutdownTimeout); err != nil {
-				return reconcile.Result{}, err
-			}
-			v.a.rec.Eventf(ctx, vm, api.EventNormal, "Stopped", "the VM was shut down")
+// observe finds what runs for the VM and what the agent recorded of it.
+func (v *vmController) observe(ctx context.Context, vm *api.VirtualMachine, dir string) (vmFacts, error) {
+	uid := vm.Metadata.UID
+	info, running, err := v.a.cfg.Driver.Lookup(ctx, uid, dir)
+	if err != nil {
+		return vmFacts{}, err
+	}
+	f := vmFacts{Running: running, Info: info, Now: time.Now()}
+	if _, err := os.Stat(filepath.Join(dir, startedMarker)); err == nil {
+		f.Marker = true
+	}
+	if s, ok := readStartedSpec(dir); ok {
+		f.Started = &s
+	}
+	v.mu.Lock()
+	c := v.crashes[uid]
+	v.mu.Unlock()
+	f.Crashes, f.NotBefore = c.n, c.notBefore
+	return f, nil
+}
+
+// carryOut acts on a plan and reports the VM's status.
+func (v *vmController) carryOut(ctx context.Context, vm *api.VirtualMachine, dir string, f vmFacts, plan vmPlan) (reconcile.Result, error) {
+	uid, drv := vm.Metadata.UID, v.a.cfg.Driver
+	s := vmState{Running: f.Running, Info: f.Info, RestartCount: vm.Status.RestartCount}
+	marker := filepath.Join(dir, startedMarker)
+	if plan.Crashed {
+		v.mu.Lock()
+		v.crashes[uid] = crashLoop{n: plan.Crashes, notBefore: f.Now.Add(plan.RestartIn)}
+		v.mu.Unlock()
+		// Told once, whatever comes of it: the marker goes, so the next
+		// look finds no crash but a VM to start.
+		os.Remove(marker)
+		if plan.Count {
+			s.RestartCount++
 		}
-		os.Remove(filepath.Join(dir, startedMarker))
-		st.Phase, st.PID, st.StartedAt, st.FirstOutputAt = api.VMStopped, 0, nil, nil
-		return reconcile.Result{}, v.writeStatus(ctx, vm, st)
+		reason := "Restarted"
+		if plan.Action != start {
+			reason = "Crashed"
+		}
+		v.a.rec.Eventf(ctx, vm, api.EventWarning, reason, "%s", plan.Why)
 	}
 
-	if !running {
-		if _, err := os.Stat(filepath.Join(dir, startedMarker)); err == nil {
-			// The process went away without us stopping it.
-			if vm.Spec.RestartPolicy == api.RestartNever {
-				os.Remove(filepath.Join(dir, startedMarker))
-				v.a.rec.Eventf(ctx, vm, api.EventWarning, "Crashed", "QEMU exited unexpectedly; not restarting (restart policy Never)")
-				st.Phase, st.PID = api.VMFailed, 0
-				st.SetCondition(api.Condition{Type: "Running", Status: api.ConditionFalse, Reason: "Crashed", Message: "QEMU exited unexpectedly"}, time.Now())
-				return reconcile.Result{}, v.writeStatus(ctx, vm, st)
-			}
-			st.RestartCount++
-			v.a.rec.Eventf(ctx, vm, api.EventWarning, "Restarted", "QEMU exited unexpectedly; restarting it (restart policy %s, restart %d)", vm.Spec.RestartPolicy, st.RestartCount)
+	switch plan.Action {
+	case keep:
+		switch {
+		case vm.Spec.PowerState == api.PowerStopped:
+			os.Remove(marker) // a stopped VM that crashed did not crash
+		case !s.Running && givenUp(vm):
+			c := vm.Status.Condition(api.ConditionReady)
+			s.Failure = &vmFailure{Reason: c.Reason, Message: c.Message}
 		}
-		// Say at once that this host has taken the VM up: downloads and
-		// disk clones can take a while, and the moment is the end of the
-		// control plane's share of create→Running.
-		if c := st.Condition("Running"); c == nil || c.Reason != "Preparing" {
-			st.Phase = api.VMStarting
-			st.SetCondition(api.Condition{Type: "Running", Status: api.ConditionFalse, Reason: "Preparing",
-				Message: "preparing disks, boot files and the cloud-init seed"}, time.Now())
-			if err := v.writeStatus(ctx, vm, st); err != nil {
-				return reconcile.Result{}, err
-			}
-			st.Conditions = append([]api.Condition(nil), st.Conditions...)
+	case giveUp, wait:
+		if plan.Crashed {
+			s.Failure = &vmFailure{Reason: api.ReasonCrashed, Message: plan.Why}
+		} else {
+			// Waiting out a crash loop: nothing to report again.
+			return reconcile.Result{RequeueAfter: plan.RestartIn}, nil
 		}
-		spec, err := v.a.prepare(ctx, vm, dir)
-		if err != nil {
-			st.Phase = api.VMFailed
-			st.SetCondition(api.Condition{Type: "Running", Status: api.ConditionFalse, Reason: "PrepareFailed", Message: err.Error()}, time.Now())
-			if werr := v.writeStatus(ctx, vm, st); werr != nil {
-				slog.Warn("writing VM status", "vm", key, "err", werr)
-			}
-			return reconcile.Result{}, err
-		}
-		info, err = drv.Start(ctx, spec)
-		if err != nil {
-			st.Phase = api.VMFailed
-			st.SetCondition(api.Condition{Type: "Running", Status: api.ConditionFalse, Reason: "StartFailed", Message: err.Error()}, time.Now())
-			_ = v.writeStatus(ctx, vm, st)
-			v.a.rec.Eventf(ctx, vm, api.EventWarning, "StartFailed", "%v", err)
-			return reconcile.Result{}, err
-		}
-		if err := writeJSONFile(filepath.Join(dir, specFile), startedSpec{Spec: spec, VMDisks: vm.Spec.Disks, RestartRequested: vm.Spec.RestartRequested}); err != nil {
-			return reconcile.Result{}, err
-		}
-		if err := os.WriteFile(filepath.Join(dir, startedMarker), nil, 0o600); err != nil {
-			return reconcile.Result{}, err
-		}
-		v.a.rec.Eventf(ctx, vm, api.EventNormal, "Started", "QEMU started (pid %d, %s)", info.PID, info.Accelerator)
-		// This agent's clock, now, is more precise than the process start
-		// time the driver derives from /proc (whole-second boot time);
-		// adoption later keeps what is recorded here.
-		now := time.Now().UTC()
-		st.StartedAt, st.FirstOutputAt = &now, nil
-		running = true
-	} else if why := restartReason(vm, dir); why != "" {
-		// Asked for, or the VM's hardware changed: a cold restart.
-		v.a.rec.Eventf(ctx, vm, api.EventNormal, "Restarting", "%s", why)
-		os.Remove(filepath.Join(dir, startedMarker))
+	case stop:
+		os.Remove(marker)
 		if err := drv.Shutdown(ctx, uid, dir, v.a.cfg.ShutdownTimeout); err != nil {
 			return reconcile.Result{}, err
 		}
-		return reconcile.Result{RequeueAfter: time.Millisecond}, nil
-	}
-	v.watch(key, uid, dir)
-
-	switch {
-	case vm.Spec.PowerState == api.PowerPaused && info.State == compute.Running:
+		v.a.rec.Eventf(ctx, vm, api.EventNormal, "Stopped", "the VM was shut down")
+		s.Running = false
+	case restart:
+		v.a.rec.Eventf(ctx, vm, api.EventNormal, "Restarting", "%s", plan.Why)
+		os.Remove(marker)
+		if err := drv.Shutdown(ctx, uid, dir, v.a.cfg.ShutdownTimeout); err != nil {
+			return reconcile.Result{}, err
+		}
+		s.Running = false
+		fallthrough
+	case start:
+		var err error
+		if s, err = v.start(ctx, vm, dir, s); err != nil {
+			return reconcile.Result{}, err
+		}
+		if vm.Spec.PowerState == api.PowerPaused {
+			if err := drv.Pause(ctx, uid, dir); err != nil {
+				return reconcile.Result{}, err
+			}
+			s.Info.State = compute.Paused
+		}
+	case pause:
 		if err := drv.Pause(ctx, uid, dir); err != nil {
 			return reconcile.Result{}, err
 		}
-		info.State = compute.Paused
-	case vm.Spec.PowerState == api.PowerRunning && info.State == compute.Paused:
+		s.Info.State = compute.Paused
+	case resume:
 		if err := drv.Resume(ctx, uid, dir); err != nil {
 			return reconcile.Result{}, err
 		}
-		info.State = compute.Running
+		s.Info.State = compute.Running
 	}
-	st.PID, st.Accelerator = info.PID, info.Accelerator
-	if st.StartedAt == nil && !info.StartedAt.IsZero() {
-		st.StartedAt = &info.StartedAt
-	}
-	st.ConsoleLog = filepath.Join(dir, compute.ConsoleLog)
-	if st.FirstOutputAt == nil {
-		if t, ok := firstOutput(dir, st.StartedAt); ok {
-			st.FirstOutputAt = &t
+
+	if s.Running {
+		v.watch(client.Key(vm), uid, dir)
+		s.FirstOutputAt = vm.Status.FirstOutputAt
+		if s.StartedAt != nil {
+			s.FirstOutputAt = nil // a new run
+		}
+		since := s.StartedAt
+		if since == nil {
+			since = vm.Status.StartedAt
+		}
+		if s.FirstOutputAt == nil {
+			if t, ok := firstOutput(dir, since); ok {
+				s.FirstOutputAt = &t
+			}
 		}
 	}
-	now := time.Now()
-	switch {
-	case info.State == compute.Paused:
-		st.Phase = api.VMPaused
-	case st.FirstOutputAt != nil:
-		st.Phase = api.VMRunning
-		st.SetCondition(api.Condition{Type: "Running", Status: api.ConditionTrue, Reason: "GuestOutput", Message: "QEMU runs and the guest writes to its console"}, now)
-	default:
-		st.Phase = api.VMStarting
-		st.SetCondition(api.Condition{Type: "Running", Status: api.ConditionFalse, Reason: "Booting", Message: "QEMU runs; waiting for the guest's first console output"}, now)
-	}
-	if err := v.writeStatus(ctx, vm, st); err != nil {
+	if err := v.report(ctx, vm, dir, s); err != nil {
 		return reconcile.Result{}, err
 	}
-	if st.FirstOutputAt == nil {
+	switch {
+	case plan.Action == wait:
+		return reconcile.Result{RequeueAfter: plan.RestartIn}, nil
+	case s.Running && s.FirstOutputAt == nil:
 		// Look for the guest's first words soon; the console log is
 		// written by QEMU, not by us, so there is no event to wait for.
 		return reconcile.Result{RequeueAfter: 100 * time.Millisecond}, nil
 	}
 	return reconcile.Result{}, nil
+}
+
+// start prepares the VM's files and starts it. A failure is reported in
+// the VM's status (once: a retry that fails the same way writes nothing)
+// and returned, so the VM backs off.
+func (v *vmController) start(ctx context.Context, vm *api.VirtualMachine, dir string, s vmState) (vmState, error) {
+	if announcePreparing(vm.Status) {
+		p := s
+		p.Preparing = true
+		if err := v.report(ctx, vm, dir, p); err != nil {
+			return s, err
+		}
+	}
+	spec, err := v.a.prepare(ctx, vm, dir)
+	if err != nil {
+		f := classify(err)
+		s.Failure = &f
+		if werr := v.report(ctx, vm, dir, s); werr != nil {
+			slog.Warn("writing VM status", "vm", client.Key(vm), "err", werr)
+		}
+		return s, err
+	}
+	// The moment before the launch: a guest may write to its console
+	// before Start returns (QEMU's control socket answers after the
+	// guest has begun), and firstOutput counts output from here. This
+	// agent's clock is also more precise than the process start time the
+	// driver derives from /proc (whole-second boot time); adoption later
+	// keeps what is recorded here.
+	launched := time.Now().UTC()
+	info, err := v.a.cfg.Driver.Start(ctx, spec)
+	if err != nil {
+		s.Failure = &vmFailure{Reason: api.ReasonStartFailed, Message: err.Error()}
+		if werr := v.report(ctx, vm, dir, s); werr != nil {
+			slog.Warn("writing VM status", "vm", client.Key(vm), "err", werr)
+		}
+		return s, err
+	}
+	if err := writeJSONFile(filepath.Join(dir, specFile), startedSpec{Spec: spec, VMDisks: vm.Spec.Disks, RestartRequested: vm.Spec.RestartRequested}); err != nil {
+		return s, err
+	}
+	if err := os.WriteFile(filepath.Join(dir, startedMarker), nil, 0o600); err != nil {
+		return s, err
+	}
+	v.a.rec.Eventf(ctx, vm, api.EventNormal, "Started", "QEMU started (pid %d, %s)", info.PID, info.Accelerator)
+	s.Running, s.Info, s.StartedAt, s.Failure = true, info, &launched, nil
+	return s, nil
+}
+
+// report writes the VM's status for state s, if that changes it, and
+// tells a new failure in a Warning event. vm is updated to what was
+// written, so a later report of the same reconcile starts from it.
+func (v *vmController) report(ctx context.Context, vm *api.VirtualMachine, dir string, s vmState) error {
+	now := time.Now()
+	consoleLog := filepath.Join(dir, compute.ConsoleLog)
+	before := vm.Status
+	out, wrote, err := client.WriteStatus(ctx, v.a.c, v.a.cache.vms, vm, func(cur *api.VirtualMachine) {
+		cur.Status = vmStatus(cur, s, v.a.cfg.Name, consoleLog, now)
+	})
+	switch {
+	case api.IsNotFound(err):
+		return nil
+	case err != nil:
+		return err
+	}
+	*vm = *out
+	if !wrote {
+		return nil
+	}
+	if reason, msg, ok := failureEvent(before, out.Status); ok {
+		v.a.rec.Eventf(ctx, vm, api.EventWarning, reason, "%s", msg)
+	}
+	return nil
 }
 
 // firstOutput reports whether the guest has written to its console since
@@ -302,30 +419,6 @@ func (v *vmController) capConsoleLogs(ctx context.Context) {
 	}
 }
 
-// restartReason says why the running VM in dir must be restarted (a
-// restart was asked for, or its hardware changed since it started), or ""
-// when it need not be.
-func restartReason(vm *api.VirtualMachine, dir string) string {
-	old, ok := readStartedSpec(dir)
-	if !ok {
-		return "" // started by an older agent: leave it be
-	}
-	if r := vm.Spec.RestartRequested; r != nil && (old.RestartRequested == nil || !old.RestartRequested.Equal(*r)) {
-		return "restarting as asked (spec.restartRequested " + r.UTC().Format(time.RFC3339) + ")"
-	}
-	disksChanged := len(old.Disks) != len(vm.Spec.Disks)
-	if old.VMDisks != nil || len(vm.Spec.Disks) == 0 {
-		// Attaching, detaching or swapping a volume, or another image or
-		// size of a cloned disk: the disk list as the VM asks for it.
-		disksChanged = !slices.Equal(old.VMDisks, vm.Spec.Disks)
-	}
-	if old.CPUs != vm.Spec.CPUs || old.MemoryMiB != int64(vm.Spec.Memory>>20) || old.Firmware != vm.Spec.Firmware ||
-		disksChanged || old.Boot.From != bootFrom(vm) || old.Boot.Cmdline != vm.Spec.Boot.Cmdline {
-		return fmt.Sprintf("restarting to apply a changed spec (generation %d)", vm.Metadata.Generation)
-	}
-	return ""
-}
-
 // readStartedSpec reads what the VM in dir was started with.
 func readStartedSpec(dir string) (startedSpec, bool) {
 	var s startedSpec
@@ -350,33 +443,8 @@ func (v *vmController) watch(key, uid, dir string) {
 		v.mu.Lock()
 		delete(v.watching, uid)
 		v.mu.Unlock()
-		v.ctl.Enqueue(key)
+		v.ctl.EnqueueNow(key) // news from the host: not held by a backoff
 	}()
-}
-
-// writeStatus writes the VM's status if it changed.
-func (v *vmController) writeStatus(ctx context.Context, vm *api.VirtualMachine, st api.VirtualMachineStatus) error {
-	a, _ := json.Marshal(vm.Status)
-	b, _ := json.Marshal(st)
-	if string(a) == string(b) {
-		return nil
-	}
-	// The write is conditional on the version read: should anyone else
-	// have written the VM since, the informer brings the newer version
-	// and the reconcile runs again. The version written goes into the
-	// cache at once, so this agent's own next write is not the stale one.
-	patch := map[string]any{"metadata": map[string]any{"resourceVersion": vm.Metadata.ResourceVersion}, "status": json.RawMessage(b)}
-	out, err := v.a.c.Patch(ctx, "VirtualMachine", vm.Metadata.Tenant, vm.Metadata.Name, patch, true)
-	switch {
-	case api.IsNotFound(err):
-		return nil
-	case err != nil:
-		return err
-	}
-	v.inf.Observe(out)
-	vm.Metadata.ResourceVersion = out.GetMetadata().ResourceVersion
-	vm.Status = st
-	return nil
 }
 
 // teardown stops a VM that should no longer be here and removes its files.
@@ -417,7 +485,7 @@ func (v *vmController) collectOrphans(ctx context.Context) {
 		return
 	}
 	live := map[string]bool{}
-	for _, o := range v.inf.List() {
+	for _, o := range v.a.cache.vms.List() {
 		if o.GetMetadata().DeletionTimestamp == nil {
 			live[o.GetMetadata().UID] = true
 		}

@@ -2,7 +2,6 @@ package agent
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -33,99 +32,117 @@ import (
 
 // volumeController converges the Volumes and Snapshots placed on this
 // host: it makes and grows volume files, takes snapshots, reports their
-// status, and removes the files of objects that are gone.
+// status, and removes the files of objects that are gone. It reads the
+// agent's cache and owns the status of the volumes and snapshots placed
+// here.
 type volumeController struct {
 	a       *Agent
-	vols    *client.Informer
-	snaps   *client.Informer
 	volCtl  *reconcile.Controller
 	snapCtl *reconcile.Controller
 
 	mu        sync.Mutex
 	volFiles  map[string]string      // volume key → file, for volumes seen here
 	snapFiles map[string]string      // snapshot key → file
-	vmVolumes map[string][]string    // VM key → volume keys its disks named when last seen
 	busy      map[string]*sync.Mutex // volume file → held while qemu-img works on it
 }
 
 func newVolumeController(a *Agent) *volumeController {
-	v := &volumeController{a: a, volFiles: map[string]string{}, snapFiles: map[string]string{}, vmVolumes: map[string][]string{}, busy: map[string]*sync.Mutex{}}
-	here := client.ListOptions{AllTenants: true, FieldSelector: "spec.host=" + a.cfg.Name}
-	v.vols = client.NewInformer(a.c, "Volume", "", here)
-	v.snaps = client.NewInformer(a.c, "Snapshot", "", here)
+	v := &volumeController{a: a, volFiles: map[string]string{}, snapFiles: map[string]string{}, busy: map[string]*sync.Mutex{}}
 	v.volCtl = &reconcile.Controller{Name: "volumes", Reconciler: reconcile.ReconcilerFunc(v.reconcileVolume), Workers: 4,
-		Resync: a.cfg.Resync, List: func(context.Context) ([]string, error) { return v.vols.Keys(), nil }}
+		Resync: a.cfg.Resync, List: func(context.Context) ([]string, error) { return a.cache.volumes.Keys(), nil }}
 	v.snapCtl = &reconcile.Controller{Name: "snapshots", Reconciler: reconcile.ReconcilerFunc(v.reconcileSnapshot), Workers: 2,
-		Resync: a.cfg.Resync, List: func(context.Context) ([]string, error) { return v.snaps.Keys(), nil }}
-
-	v.vols.OnChange(func(key string, obj api.Object) {
-		if obj != nil {
-			v.mu.Lock()
-			v.volFiles[key] = a.volumePath(obj.(*api.Volume))
-			v.mu.Unlock()
-		}
-		v.enqueueVolume(key)
-	})
-	v.snaps.OnChange(func(key string, obj api.Object) {
-		if obj != nil {
-			v.mu.Lock()
-			v.snapFiles[key] = a.snapshotPath(obj.GetMetadata().UID)
-			v.mu.Unlock()
-		}
-		v.snapCtl.Enqueue(key)
-		// Volumes waiting for this snapshot to be taken.
-		tenant, name := client.SplitKey(key)
-		for _, o := range v.vols.List() {
-			if vol := o.(*api.Volume); vol.Metadata.Tenant == tenant && vol.Spec.Source.Snapshot == name {
-				v.volCtl.Enqueue(client.Key(vol))
-			}
-		}
-	})
-	// A VM that attaches, detaches, starts or stops changes its volumes'
-	// status, and may let a snapshot be taken or a resize be applied.
-	a.vms.inf.OnChange(func(key string, obj api.Object) {
-		var now []string
-		if obj != nil {
-			vm := obj.(*api.VirtualMachine)
-			for _, d := range vm.Spec.Disks {
-				if d.Volume != "" {
-					now = append(now, vm.Metadata.Tenant+"/"+d.Volume)
-				}
-			}
-		}
-		v.mu.Lock()
-		before := v.vmVolumes[key]
-		if obj == nil {
-			delete(v.vmVolumes, key)
-		} else {
-			v.vmVolumes[key] = now
-		}
-		v.mu.Unlock()
-		for _, k := range append(before, now...) {
-			v.enqueueVolume(k)
-		}
-	})
-	// Volumes waiting for an image: it may have been created or uploaded.
-	a.imageInf.OnChange(func(key string, obj api.Object) {
-		tenant, name := client.SplitKey(key)
-		for _, o := range v.vols.List() {
-			vol := o.(*api.Volume)
-			if vol.Spec.Source.Image == name && (tenant == "" || tenant == vol.Metadata.Tenant) &&
-				vol.Status.Phase != api.VolumeAvailable && vol.Status.Phase != api.VolumeInUse {
-				v.volCtl.Enqueue(client.Key(vol))
-			}
-		}
-	})
+		Resync: a.cfg.Resync, List: func(context.Context) ([]string, error) { return a.cache.snapshots.Keys(), nil }}
 	return v
 }
 
-// enqueueVolume reconciles a volume and the snapshots of it not yet taken.
-func (v *volumeController) enqueueVolume(key string) {
-	v.volCtl.Enqueue(key)
-	tenant, name := client.SplitKey(key)
-	for _, o := range v.snaps.List() {
+// volumeChanged hears of a change to a volume placed here, and tells the
+// snapshots of it not yet taken when it came, went or its phase changed
+// (its file was made).
+func (v *volumeController) volumeChanged(ch client.Change) {
+	if ch.New != nil {
+		v.mu.Lock()
+		v.volFiles[ch.Key] = v.a.volumePath(ch.New.(*api.Volume))
+		v.mu.Unlock()
+	}
+	ownChange(ch, v.volCtl.EnqueueNow)
+	if ch.StatusOnly() && ch.Old.CommonStatus().Phase == ch.New.CommonStatus().Phase {
+		return
+	}
+	tenant, name := client.SplitKey(ch.Key)
+	for _, o := range v.a.cache.snapshots.List() {
 		if s := o.(*api.Snapshot); s.Metadata.Tenant == tenant && s.Spec.Volume == name && !s.Status.ReadyToUse {
-			v.snapCtl.Enqueue(client.Key(s))
+			v.snapCtl.EnqueueNow(client.Key(s))
+		}
+	}
+}
+
+// snapshotChanged hears of a change to a snapshot placed here, and tells
+// the volumes made from it when it came, went or was taken.
+func (v *volumeController) snapshotChanged(ch client.Change) {
+	if ch.New != nil {
+		v.mu.Lock()
+		v.snapFiles[ch.Key] = v.a.snapshotPath(ch.New.GetMetadata().UID)
+		v.mu.Unlock()
+	}
+	ownChange(ch, v.snapCtl.EnqueueNow)
+	if ch.StatusOnly() && ch.Old.(*api.Snapshot).Status.ReadyToUse == ch.New.(*api.Snapshot).Status.ReadyToUse {
+		return
+	}
+	tenant, name := client.SplitKey(ch.Key)
+	for _, o := range v.a.cache.volumes.List() {
+		if vol := o.(*api.Volume); vol.Metadata.Tenant == tenant && vol.Spec.Source.Snapshot == name {
+			v.volCtl.EnqueueNow(client.Key(vol))
+		}
+	}
+}
+
+// vmChanged tells the volumes a VM lists, before and after the change,
+// when it attaches, detaches, starts or stops: that changes their status,
+// and may let a snapshot be taken or a resize be applied.
+func (v *volumeController) vmChanged(ch client.Change) {
+	if ch.StatusOnly() && ch.Old.CommonStatus().Phase == ch.New.CommonStatus().Phase {
+		return
+	}
+	keys := map[string]bool{}
+	for _, o := range []api.Object{ch.Old, ch.New} {
+		if o == nil {
+			continue
+		}
+		vm := o.(*api.VirtualMachine)
+		for _, d := range vm.Spec.Disks {
+			if d.Volume != "" {
+				keys[vm.Metadata.Tenant+"/"+d.Volume] = true
+			}
+		}
+	}
+	for k := range keys {
+		v.volCtl.EnqueueNow(k)
+		v.enqueueSnapshotsOf(k)
+	}
+}
+
+// imageChanged tries the volumes waiting for an image again when what it
+// offers changed (it was created, or its upload arrived).
+func (v *volumeController) imageChanged(ch client.Change) {
+	if !imageOffers(ch) {
+		return
+	}
+	for _, o := range v.a.cache.volumes.List() {
+		vol := o.(*api.Volume)
+		if imageNamedBy(ch.Key, vol.Metadata.Tenant, vol.Spec.Source.Image) &&
+			vol.Status.Phase != api.VolumeAvailable && vol.Status.Phase != api.VolumeInUse {
+			v.volCtl.EnqueueNow(client.Key(vol))
+		}
+	}
+}
+
+// enqueueSnapshotsOf reconciles the snapshots not yet taken of the volume
+// at key.
+func (v *volumeController) enqueueSnapshotsOf(key string) {
+	tenant, name := client.SplitKey(key)
+	for _, o := range v.a.cache.snapshots.List() {
+		if s := o.(*api.Snapshot); s.Metadata.Tenant == tenant && s.Spec.Volume == name && !s.Status.ReadyToUse {
+			v.snapCtl.EnqueueNow(client.Key(s))
 		}
 	}
 }
@@ -136,12 +153,8 @@ func (v *volumeController) run(ctx context.Context) error {
 			return err
 		}
 	}
-	go v.vols.Run(ctx)
-	go v.snaps.Run(ctx)
-	for _, inf := range []*client.Informer{v.vols, v.snaps, v.a.imageInf, v.a.vms.inf} {
-		if inf.WaitSynced(ctx) != nil {
-			return nil
-		}
+	if v.a.cache.waitSynced(ctx) != nil {
+		return nil
 	}
 	go every(ctx, v.a.cfg.Resync, v.sweep)
 	errc := make(chan error, 1)
@@ -185,20 +198,19 @@ func (a *Agent) snapshotPath(uid string) string {
 	return filepath.Join(a.cfg.DataDir, "snapshots", uid+".qcow2")
 }
 
-// Volume condition types.
+// The conditions of a volume here: Ready says whether the volume's file
+// is there, and while it is not, what it waits for (an image download
+// with its progress, an upload, a snapshot) or why making it failed;
+// Resized is False while a larger spec.size waits for the running VM
+// that holds the volume to restart.
 const (
-	// condReady says whether the volume's file is there, and while it is
-	// not, what it waits for (an image download with its progress, an
-	// upload, a snapshot) or why making it failed.
-	condReady = "Ready"
-	// condResized is False while a larger spec.size waits for the
-	// running VM that holds the volume to restart.
-	condResized = "Resized"
+	condReady   = api.ConditionReady
+	condResized = api.ConditionResized
 )
 
 // reconcileVolume makes one volume's file match its object.
 func (v *volumeController) reconcileVolume(ctx context.Context, key string) (reconcile.Result, error) {
-	obj, ok := v.vols.Get(key)
+	obj, ok := v.a.cache.volumes.Get(key)
 	if !ok || obj.GetMetadata().DeletionTimestamp != nil || obj.(*api.Volume).Spec.Host != v.a.cfg.Name {
 		v.mu.Lock()
 		path := v.volFiles[key]
@@ -233,25 +245,28 @@ func (v *volumeController) reconcileVolume(ctx context.Context, key string) (rec
 	info, err := storage.VolumeInfo(ctx, path)
 	if errors.Is(err, os.ErrNotExist) {
 		err = v.create(ctx, vol, path, &st)
-		var werr error
 		switch {
+		case missingKind(err) == "Image":
+			// Not a failure of the volume: it waits for the image, and
+			// hears when it is made (the cache's wiring).
+			st.Phase = api.VolumePending
+			st.SetCondition(api.Condition{Type: condReady, Status: api.ConditionFalse, Reason: api.ReasonImageNotFound, Message: err.Error()}, now)
+			return reconcile.Result{}, v.writeVolumeStatus(ctx, vol, st)
 		case errors.Is(err, errWaiting):
 			st.Phase = api.VolumePending
-			st.SetCondition(api.Condition{Type: condReady, Status: api.ConditionFalse, Reason: "Waiting", Message: waitMessage(err)}, now)
+			st.SetCondition(api.Condition{Type: condReady, Status: api.ConditionFalse, Reason: api.ReasonWaiting, Message: waitMessage(err)}, now)
 			return reconcile.Result{}, v.writeVolumeStatus(ctx, vol, st)
 		case err != nil:
 			st.Phase = api.VolumeFailed
-			st.SetCondition(api.Condition{Type: condReady, Status: api.ConditionFalse, Reason: "CreateFailed", Message: err.Error()}, now)
-			if werr = v.writeVolumeStatus(ctx, vol, st); werr != nil {
+			st.SetCondition(api.Condition{Type: condReady, Status: api.ConditionFalse, Reason: api.ReasonCreateFailed, Message: err.Error()}, now)
+			if werr := v.writeVolumeStatus(ctx, vol, st); werr != nil {
 				slog.Warn("writing volume status", "volume", key, "err", werr)
 			}
 			return reconcile.Result{}, err
 		}
+		// VMs waiting for the volume hear of it when its status says
+		// it is made (the cache's wiring).
 		v.a.rec.Eventf(ctx, vol, api.EventNormal, "Created", "made %s", describeVolume(vol))
-		// VMs waiting for the volume can start now.
-		for _, u := range users {
-			v.a.vms.ctl.Enqueue(vol.Metadata.Tenant + "/" + u)
-		}
 		if info, err = storage.VolumeInfo(ctx, path); err != nil {
 			return reconcile.Result{}, err
 		}
@@ -261,7 +276,7 @@ func (v *volumeController) reconcileVolume(ctx context.Context, key string) (rec
 
 	if want := int64(vol.Spec.Size); want > info.VirtualSize {
 		if vm, running := v.runningUser(ctx, path); running {
-			st.SetCondition(api.Condition{Type: condResized, Status: api.ConditionFalse, Reason: "PendingRestart",
+			st.SetCondition(api.Condition{Type: condResized, Status: api.ConditionFalse, Reason: api.ReasonPendingRestart,
 				Message: fmt.Sprintf("grows from %s to %s when VM %s next starts: the disk of a running VM grows when it restarts", api.Bytes(info.VirtualSize), vol.Spec.Size, vm)}, now)
 		} else {
 			if err := storage.ResizeVolume(ctx, path, want); err != nil {
@@ -285,7 +300,7 @@ func (v *volumeController) reconcileVolume(ctx context.Context, key string) (rec
 	if len(users) > 1 {
 		msg += fmt.Sprintf("; VMs %s all list it, but a volume serves one VM at a time", strings.Join(users, ", "))
 	}
-	st.SetCondition(api.Condition{Type: condReady, Status: api.ConditionTrue, Reason: "Created", Message: msg}, now)
+	st.SetCondition(api.Condition{Type: condReady, Status: api.ConditionTrue, Reason: api.ReasonCreated, Message: msg}, now)
 	return reconcile.Result{}, v.writeVolumeStatus(ctx, vol, st)
 }
 
@@ -297,8 +312,8 @@ func (v *volumeController) create(ctx context.Context, vol *api.Volume, path str
 	switch {
 	case src.Image != "":
 		img, err := v.a.image(ctx, vol.Metadata.Tenant, src.Image)
-		if errors.Is(err, errImageNotFound) {
-			return waiting("%v", err)
+		if missingKind(err) != "" {
+			return fmt.Errorf("spec.source.image: %w", err)
 		}
 		if err != nil {
 			return err
@@ -311,7 +326,7 @@ func (v *volumeController) create(ctx context.Context, vol *api.Volume, path str
 				msg += fmt.Sprintf(": %d%%", pct)
 			}
 			st.Phase = api.VolumePending
-			st.SetCondition(api.Condition{Type: condReady, Status: api.ConditionFalse, Reason: "DownloadingImage", Message: msg}, time.Now())
+			st.SetCondition(api.Condition{Type: condReady, Status: api.ConditionFalse, Reason: api.ReasonDownloadingImage, Message: msg}, time.Now())
 			if err := v.writeVolumeStatus(ctx, vol, *st); err != nil {
 				slog.Warn("reporting download progress", "volume", client.Key(vol), "err", err)
 			}
@@ -339,7 +354,7 @@ func (v *volumeController) create(ctx context.Context, vol *api.Volume, path str
 // snapshot finds a Snapshot of the tenant, in the cache when it is on this
 // host, else from the API.
 func (v *volumeController) snapshot(ctx context.Context, tenant, name string) (*api.Snapshot, error) {
-	if o, ok := v.snaps.Get(tenant + "/" + name); ok {
+	if o, ok := v.a.cache.snapshots.Get(tenant + "/" + name); ok {
 		return o.(*api.Snapshot), nil
 	}
 	o, err := v.a.c.Get(ctx, "Snapshot", tenant, name)
@@ -356,7 +371,7 @@ func (v *volumeController) snapshot(ctx context.Context, tenant, name string) (*
 // volume, sorted.
 func (v *volumeController) users(vol *api.Volume) []string {
 	var out []string
-	for _, o := range v.a.vms.inf.List() {
+	for _, o := range v.a.cache.vms.List() {
 		vm := o.(*api.VirtualMachine)
 		if vm.Metadata.Tenant != vol.Metadata.Tenant || vm.Metadata.DeletionTimestamp != nil {
 			continue
@@ -374,9 +389,9 @@ func (v *volumeController) users(vol *api.Volume) []string {
 // copy it. The started spec, not the VM's current one, says what the
 // process holds.
 func (v *volumeController) runningUser(ctx context.Context, path string) (string, bool) {
-	for _, o := range v.a.vms.inf.List() {
+	for _, o := range v.a.cache.vms.List() {
 		vm := o.(*api.VirtualMachine)
-		dir := v.a.vms.dir(vm.Metadata.UID)
+		dir := v.a.vmPath(vm.Metadata.UID)
 		s, ok := readStartedSpec(dir)
 		if !ok || !slices.ContainsFunc(s.Disks, func(d compute.Disk) bool { return d.Path == path }) {
 			continue
@@ -390,7 +405,7 @@ func (v *volumeController) runningUser(ctx context.Context, path string) (string
 
 // reconcileSnapshot takes one snapshot, once, and reports it.
 func (v *volumeController) reconcileSnapshot(ctx context.Context, key string) (reconcile.Result, error) {
-	obj, ok := v.snaps.Get(key)
+	obj, ok := v.a.cache.snapshots.Get(key)
 	if !ok || obj.GetMetadata().DeletionTimestamp != nil || obj.(*api.Snapshot).Spec.Host != v.a.cfg.Name {
 		v.mu.Lock()
 		path := v.snapFiles[key]
@@ -415,25 +430,25 @@ func (v *volumeController) reconcileSnapshot(ctx context.Context, key string) (r
 
 	if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
 		if st.ReadyToUse {
-			return pending(api.SnapshotFailed, "FileMissing", "the snapshot's file "+path+" is gone from "+v.a.cfg.Name)
+			return pending(api.SnapshotFailed, api.ReasonFileMissing, "the snapshot's file "+path+" is gone from "+v.a.cfg.Name)
 		}
-		o, ok := v.vols.Get(snap.Metadata.Tenant + "/" + snap.Spec.Volume)
+		o, ok := v.a.cache.volumes.Get(snap.Metadata.Tenant + "/" + snap.Spec.Volume)
 		if !ok {
-			return pending(api.SnapshotFailed, "VolumeMissing", fmt.Sprintf("volume %s is not on %s (deleted?)", snap.Spec.Volume, v.a.cfg.Name))
+			return pending(api.SnapshotFailed, api.ReasonVolumeMissing, fmt.Sprintf("volume %s is not on %s (deleted?)", snap.Spec.Volume, v.a.cfg.Name))
 		}
 		volPath := v.a.volumePath(o.(*api.Volume))
 		if _, err := os.Stat(volPath); err != nil {
-			return pending(api.SnapshotPending, "VolumeNotReady", fmt.Sprintf("volume %s has not been made yet", snap.Spec.Volume))
+			return pending(api.SnapshotPending, api.ReasonVolumeNotReady, fmt.Sprintf("volume %s has not been made yet", snap.Spec.Volume))
 		}
 		defer v.hold(volPath)()
 		if vm, running := v.runningUser(ctx, volPath); running {
-			return pending(api.SnapshotPending, "VolumeInUse", fmt.Sprintf(
+			return pending(api.SnapshotPending, api.ReasonVolumeInUse, fmt.Sprintf(
 				"volume %s is in use by the running VM %s: stop the VM (spec.powerState: Stopped) and the snapshot is taken then; Hearth copies a volume only while nothing writes to it",
 				snap.Spec.Volume, vm))
 		}
 		if err := storage.Snapshot(ctx, volPath, path); err != nil {
 			st.Phase = api.SnapshotFailed
-			st.SetCondition(api.Condition{Type: condReady, Status: api.ConditionFalse, Reason: "SnapshotFailed", Message: err.Error()}, now)
+			st.SetCondition(api.Condition{Type: condReady, Status: api.ConditionFalse, Reason: api.ReasonSnapshotFailed, Message: err.Error()}, now)
 			_ = v.writeSnapshotStatus(ctx, snap, st)
 			return reconcile.Result{}, err
 		}
@@ -454,7 +469,7 @@ func (v *volumeController) reconcileSnapshot(ctx context.Context, key string) (r
 		}
 	}
 	st.Phase, st.ReadyToUse, st.Size = api.SnapshotReady, true, api.Bytes(info.VirtualSize)
-	st.SetCondition(api.Condition{Type: condReady, Status: api.ConditionTrue, Reason: "Taken",
+	st.SetCondition(api.Condition{Type: condReady, Status: api.ConditionTrue, Reason: api.ReasonTaken,
 		Message: "the snapshot's file is on " + v.a.cfg.Name}, now)
 	return reconcile.Result{}, v.writeSnapshotStatus(ctx, snap, st)
 }
@@ -482,12 +497,12 @@ const sweepStale = time.Hour
 // more, and cached images nothing needs. It runs every resync.
 func (v *volumeController) sweep(ctx context.Context) {
 	liveVols, liveSnaps := map[string]bool{}, map[string]bool{}
-	for _, o := range v.vols.List() {
+	for _, o := range v.a.cache.volumes.List() {
 		if o.GetMetadata().DeletionTimestamp == nil {
 			liveVols[o.GetMetadata().UID] = true
 		}
 	}
-	for _, o := range v.snaps.List() {
+	for _, o := range v.a.cache.snapshots.List() {
 		if o.GetMetadata().DeletionTimestamp == nil {
 			liveSnaps[o.GetMetadata().UID] = true
 		}
@@ -529,42 +544,41 @@ func (v *volumeController) orphans(dir string, live map[string]bool) []string {
 	return out
 }
 
-// writeVolumeStatus replaces the volume's status if it changed. The whole
-// status is written (PUT), so fields that emptied (attachedTo after a
-// detach) are emptied in the API too.
+// writeVolumeStatus makes the volume's status st (client.WriteStatus):
+// the agent owns the status of a volume placed on its host, so the whole
+// status is its, and fields that emptied (attachedTo after a detach) are
+// emptied in the API too. vol becomes what was written. A Ready
+// condition that turns False with a problem it did not have before is
+// told in a Warning event, once, not at each retry.
 func (v *volumeController) writeVolumeStatus(ctx context.Context, vol *api.Volume, st api.VolumeStatus) error {
-	if statusEqual(vol.Status, st) {
+	before := vol.Status.Condition(condReady)
+	out, wrote, err := client.WriteStatus(ctx, v.a.c, v.a.cache.volumes, vol, func(cur *api.Volume) { cur.Status = st })
+	switch {
+	case api.IsNotFound(err):
 		return nil
-	}
-	out := api.DeepCopy(vol).(*api.Volume)
-	out.Metadata.ResourceVersion = ""
-	out.Status = st
-	if _, err := v.a.c.UpdateStatus(ctx, out); err != nil && !api.IsNotFound(err) {
+	case err != nil:
 		return err
 	}
-	vol.Status = st
-	vol.Status.Conditions = slices.Clone(st.Conditions)
+	*vol = *out
+	if c := vol.Status.Condition(condReady); wrote && c != nil && c.Status == api.ConditionFalse &&
+		(c.Reason == api.ReasonImageNotFound || c.Reason == api.ReasonCreateFailed) &&
+		(before == nil || before.Reason != c.Reason || before.Message != c.Message) {
+		v.a.rec.Eventf(ctx, vol, api.EventWarning, c.Reason, "%s", c.Message)
+	}
 	return nil
 }
 
+// writeSnapshotStatus is writeVolumeStatus for a snapshot.
 func (v *volumeController) writeSnapshotStatus(ctx context.Context, snap *api.Snapshot, st api.SnapshotStatus) error {
-	if statusEqual(snap.Status, st) {
+	out, _, err := client.WriteStatus(ctx, v.a.c, v.a.cache.snapshots, snap, func(cur *api.Snapshot) { cur.Status = st })
+	switch {
+	case api.IsNotFound(err):
 		return nil
-	}
-	out := api.DeepCopy(snap).(*api.Snapshot)
-	out.Metadata.ResourceVersion = ""
-	out.Status = st
-	if _, err := v.a.c.UpdateStatus(ctx, out); err != nil && !api.IsNotFound(err) {
+	case err != nil:
 		return err
 	}
-	snap.Status = st
+	*snap = *out
 	return nil
-}
-
-func statusEqual(a, b any) bool {
-	x, _ := json.Marshal(a)
-	y, _ := json.Marshal(b)
-	return string(x) == string(y)
 }
 
 func removeCondition(st *api.CommonStatus, typ string) {

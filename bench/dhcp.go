@@ -18,8 +18,9 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"hearth.dev/hearth/boot/dhcp"
-	"hearth.dev/hearth/boot/dhcp/dhcptest"
+	"hearth.dev/hearth/dhcp"
+	"hearth.dev/hearth/dhcp/dhcptest"
+	"hearth.dev/hearth/netns"
 )
 
 // DHCPConfig says how hard perfdhcp pushes each DHCP server.
@@ -135,7 +136,7 @@ func benchOneDHCP(ctx context.Context, n *dhcptest.Net, name, dir string, perf [
 	cmd := exec.CommandContext(ctx, perf[0], perf[1:]...)
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := dhcptest.Start(n.Client, cmd); err != nil {
+	if err := netns.Start(n.Client, cmd); err != nil {
 		return perfStats{}, err
 	}
 	err = cmd.Wait()
@@ -168,14 +169,14 @@ func startDHCPServer(ctx context.Context, n *dhcptest.Net, name, dir string) (st
 		}
 		ctx, cancel := context.WithCancel(ctx)
 		done := make(chan error, 1)
-		go func() { done <- dhcptest.Do(n.Server, func() error { return s.Serve(ctx) }) }()
+		go func() { done <- netns.Do(n.Server, func() error { return s.Serve(ctx) }) }()
 		select {
 		case <-s.Ready():
 		case err := <-done:
 			cancel()
 			return nil, "", err
 		}
-		return func() { cancel(); <-done }, "in this process (boot/dhcp), no Handler, lease file", nil
+		return func() { cancel(); <-done }, "in this process (dhcp), no Handler, lease file", nil
 	case "dnsmasq":
 		argv := []string{"dnsmasq", "--no-daemon", "--conf-file=/dev/null", "--no-hosts", "--no-resolv", "--port=0",
 			"--interface=" + dhcptest.ServerLink, "--bind-interfaces", "--user=root", "--group=root",
@@ -218,7 +219,7 @@ func startProcess(n *dhcptest.Net, argv, env []string, dir string) (func(), erro
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Stdout, cmd.Stderr = log, log
 	cmd.Env = append(os.Environ(), env...)
-	if err := dhcptest.Start(n.Server, cmd); err != nil {
+	if err := netns.Start(n.Server, cmd); err != nil {
 		log.Close()
 		return nil, err
 	}
@@ -245,7 +246,7 @@ func versionLine(argv ...string) string {
 // waitDHCP sends DISCOVERs from the client side until a server answers.
 func waitDHCP(ctx context.Context, n *dhcptest.Net, timeout time.Duration) error {
 	var conn *net.UDPConn
-	err := dhcptest.Do(n.Client, func() error {
+	err := netns.Do(n.Client, func() error {
 		var err error
 		conn, err = net.ListenUDP("udp4", &net.UDPAddr{IP: dhcpRelayAddr.Addr().AsSlice(), Port: dhcp.ServerPort})
 		return err

@@ -86,7 +86,7 @@ func RunVMs(ctx context.Context, c *client.Client, cfg VMConfig, w io.Writer) er
 			if c := vm.Status.Condition(api.ConditionScheduled); c != nil && c.Status == api.ConditionTrue && c.LastTransitionTime != nil {
 				tm.scheduled = *c.LastTransitionTime
 			}
-			if c := vm.Status.Condition("Running"); c != nil && tm.taken.IsZero() && c.LastTransitionTime != nil {
+			if c := vm.Status.Condition(api.ConditionRunning); c != nil && tm.taken.IsZero() && c.LastTransitionTime != nil {
 				tm.taken = *c.LastTransitionTime
 			}
 			if vm.Status.StartedAt != nil {

@@ -12,7 +12,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	api "hearth.dev/hearth/api/v1alpha1"
-	"hearth.dev/hearth/boot/dhcp"
+	"hearth.dev/hearth/dhcp"
 )
 
 // Telling a machine from another client on the provisioning network.
@@ -48,7 +48,7 @@ type linkView struct {
 func newLinkView(ifname string, prefix netip.Prefix) (*linkView, error) {
 	ifi, err := net.InterfaceByName(ifname)
 	if err != nil {
-		return nil, fmt.Errorf("--interface %s: %w", ifname, err)
+		return nil, fmt.Errorf("interface %s: %w", ifname, err)
 	}
 	h, err := netlink.NewHandle(unix.NETLINK_ROUTE)
 	if err != nil {

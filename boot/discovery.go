@@ -11,7 +11,7 @@ import (
 	"time"
 
 	api "hearth.dev/hearth/api/v1alpha1"
-	"hearth.dev/hearth/boot/dhcp"
+	"hearth.dev/hearth/dhcp"
 )
 
 // Discovery turns an unknown MAC that network-boots into a Machine. Anyone
@@ -132,11 +132,12 @@ func (s *Service) discover(ctx context.Context, hw net.HardwareAddr, source stri
 		return nil, err
 	}
 	s.remember(out.(*api.Machine))
-	st := map[string]any{"lastSeen": now.UTC()}
+	seen := now.UTC()
+	st := api.MachineFacts{LastSeen: &seen}
 	if facts.via == "DHCP" {
-		st["vendorClass"], st["uuid"], st["firmware"] = facts.vendorClass, facts.uuid, facts.firmware
+		st.VendorClass, st.UUID, st.Firmware = facts.vendorClass, facts.uuid, facts.firmware
 	}
-	if _, err := s.c.Patch(ctx, "Machine", "", name, map[string]any{"status": st}, true); err != nil {
+	if _, err := s.c.PatchStatus(ctx, "Machine", "", name, st); err != nil {
 		slog.Warn("writing a discovered machine's status", "machine", name, "err", err)
 	}
 	if facts.via == "DHCP" {

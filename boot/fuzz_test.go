@@ -14,14 +14,14 @@ import (
 	"time"
 
 	api "hearth.dev/hearth/api/v1alpha1"
-	"hearth.dev/hearth/boot/dhcp"
 	"hearth.dev/hearth/boot/profile"
 	"hearth.dev/hearth/client"
+	"hearth.dev/hearth/dhcp"
 	"hearth.dev/hearth/storage"
 )
 
 // The decoders an unauthenticated client on the provisioning network
-// reaches over HTTP, fuzzed (DHCP's and TFTP's are FuzzParse in boot/dhcp
+// reaches over HTTP, fuzzed (DHCP's and TFTP's are FuzzParse in dhcp
 // and FuzzParseRequest in boot/tftp). The seeds run with go test; CI runs
 // each with -fuzz for a while.
 

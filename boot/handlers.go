@@ -15,13 +15,14 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
 	api "hearth.dev/hearth/api/v1alpha1"
-	"hearth.dev/hearth/boot/dhcp"
 	"hearth.dev/hearth/boot/profile"
 	"hearth.dev/hearth/boot/tftp"
+	"hearth.dev/hearth/dhcp"
 	"hearth.dev/hearth/serving"
 )
 
@@ -88,7 +89,7 @@ func (s *Service) Observe(ctx context.Context, ev dhcp.Event) {
 			break
 		}
 	}
-	what := fmt.Sprintf("DHCP %s", msgName(ev.Request.Type))
+	what := fmt.Sprintf("DHCP %s", ev.Request.Type)
 	if ev.Request.Port == 4011 {
 		what += " (port 4011)"
 	}
@@ -102,7 +103,7 @@ func (s *Service) Observe(ctx context.Context, ev dhcp.Event) {
 	case ev.Reply == 0:
 		s.event(name, api.EventNormal, "DHCP", "%s from %s", what, client)
 	default:
-		msg := fmt.Sprintf("%s from %s → %s", what, client, msgName(ev.Reply))
+		msg := fmt.Sprintf("%s from %s → %s", what, client, ev.Reply)
 		if ev.IP.IsValid() {
 			msg += " " + ev.IP.String()
 		}
@@ -114,20 +115,29 @@ func (s *Service) Observe(ctx context.Context, ev dhcp.Event) {
 		}
 		s.event(name, api.EventNormal, "DHCP", "%s", msg)
 	}
-	if facts := newFirmwareFacts(m, ev.Request); ev.Reply != 0 && len(facts) > 0 {
+	if facts, ok := newFirmwareFacts(m, ev.Request); ev.Reply != 0 && ok {
 		s.later(func(ctx context.Context) {
-			_, _ = s.c.Patch(ctx, "Machine", "", name, map[string]any{"status": facts}, true)
+			_, _ = s.c.PatchStatus(ctx, "Machine", "", name, facts)
 		})
 	}
 	if ev.Reply == dhcp.MsgAck {
-		ip := ev.IP
-		s.later(func(ctx context.Context) {
-			now := time.Now().UTC()
-			st := map[string]any{"lastSeen": now}
-			if ip.IsValid() {
-				st["addresses"] = []string{ip.String()}
+		// A new address is written at once; the same one again (a
+		// renewal, firmware that asks over and over) only refreshes
+		// lastSeen now and then (touch), not at every packet.
+		m := s.machine(name)
+		if !ev.IP.IsValid() || (m != nil && slices.Equal(m.Status.Addresses, []string{ev.IP.String()})) {
+			if m != nil {
+				s.touch(m)
 			}
-			_, _ = s.c.Patch(ctx, "Machine", "", name, map[string]any{"status": st}, true)
+			return
+		}
+		now := time.Now().UTC()
+		s.mu.Lock()
+		s.seen[name] = now
+		s.mu.Unlock()
+		facts := api.MachineFacts{LastSeen: &now, Addresses: []string{ev.IP.String()}}
+		s.later(func(ctx context.Context) {
+			_, _ = s.c.PatchStatus(ctx, "Machine", "", name, facts)
 		})
 	}
 }
@@ -141,47 +151,25 @@ func (s *Service) Observe(ctx context.Context, ev dhcp.Event) {
 // machine's name (the MAC is in the packet), and must not change what
 // the power drivers read (status.firmware picks a BMC's boot option). An
 // operating system's DHCP client says nothing here.
-func newFirmwareFacts(m *api.Machine, req dhcp.Request) map[string]any {
+func newFirmwareFacts(m *api.Machine, req dhcp.Request) (api.MachineFacts, bool) {
+	var facts api.MachineFacts
 	if !isBootClient(req) {
-		return nil
+		return facts, false
 	}
 	f := factsOf(req)
-	facts := map[string]any{}
 	for _, x := range []struct {
-		field     string
+		set       *string
 		have, got string
 	}{
-		{"firmware", m.Status.Firmware, f.firmware},
-		{"uuid", m.Status.UUID, f.uuid},
-		{"vendorClass", m.Status.VendorClass, f.vendorClass},
+		{&facts.Firmware, m.Status.Firmware, f.firmware},
+		{&facts.UUID, m.Status.UUID, f.uuid},
+		{&facts.VendorClass, m.Status.VendorClass, f.vendorClass},
 	} {
 		if x.got != "" && x.have == "" {
-			facts[x.field] = x.got
+			*x.set = x.got
 		}
 	}
-	return facts
-}
-
-func msgName(t dhcp.MessageType) string {
-	switch t {
-	case dhcp.MsgDiscover:
-		return "DISCOVER"
-	case dhcp.MsgOffer:
-		return "OFFER"
-	case dhcp.MsgRequest:
-		return "REQUEST"
-	case dhcp.MsgAck:
-		return "ACK"
-	case dhcp.MsgNak:
-		return "NAK"
-	case dhcp.MsgRelease:
-		return "RELEASE"
-	case dhcp.MsgDecline:
-		return "DECLINE"
-	case dhcp.MsgInform:
-		return "INFORM"
-	}
-	return fmt.Sprintf("type %d", t)
+	return facts, facts.Firmware != "" || facts.UUID != "" || facts.VendorClass != ""
 }
 
 // tftpFiles serves the iPXE binaries by name. Debian's ipxe.efi is a
@@ -314,7 +302,7 @@ func (s *Service) profileOf(m *api.Machine) (*api.MachineProfile, *api.Site) {
 	for _, o := range s.profiles.List() {
 		profiles = append(profiles, o.(*api.MachineProfile))
 	}
-	p, _ := profile.Match(m, profiles)
+	p, _ := api.MatchProfile(m, profiles)
 	var site *api.Site
 	if o, ok := s.sites.Get(m.Spec.Site); ok {
 		site = o.(*api.Site)
@@ -402,8 +390,9 @@ func (s *Service) touch(m *api.Machine) {
 	}
 	s.mu.Unlock()
 	if due {
+		seen := now.UTC()
 		s.later(func(ctx context.Context) {
-			_, _ = s.c.Patch(ctx, "Machine", "", name, map[string]any{"status": map[string]any{"lastSeen": now.UTC()}}, true)
+			_, _ = s.c.PatchStatus(ctx, "Machine", "", name, api.MachineFacts{LastSeen: &seen})
 		})
 	}
 }
@@ -458,11 +447,12 @@ func (s *Service) serveScript(w http.ResponseWriter, r *http.Request) {
 		// is Ready again only once this boot reports its host keys.
 		stateless := p != nil && !p.Spec.Install
 		s.later(func(ctx context.Context) {
-			st := map[string]any{"lastBoot": time.Now().UTC()}
+			now := time.Now().UTC()
+			facts := api.MachineFacts{LastBoot: &now}
 			if stateless {
-				st["sshHostKeys"] = nil
+				facts.SSHHostKeys = new([]string) // null: cleared
 			}
-			if _, err := s.c.Patch(ctx, "Machine", "", name, map[string]any{"status": st}, true); err != nil {
+			if _, err := s.c.PatchStatus(ctx, "Machine", "", name, facts); err != nil {
 				slog.Warn("recording a machine's boot", "machine", name, "err", err)
 			}
 		})
@@ -495,7 +485,7 @@ func (s *Service) bootOf(w http.ResponseWriter, r *http.Request, what string) (m
 		return
 	}
 	p, site = s.profileOf(m)
-	if p == nil || !profile.Approved(m, p) {
+	if p == nil || !api.MachineMayBoot(m, p) {
 		refuse(http.StatusForbidden, "approval", "the machine is not approved for a profile")
 		return
 	}
@@ -634,18 +624,16 @@ func (s *Service) serveReport(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	p, _ := s.profileOf(m)
-	st := map[string]any{"lastSeen": now.UTC()}
-	if len(rep.IPs) > 0 {
-		st["addresses"] = rep.IPs
-	}
+	seen := now.UTC()
+	facts := api.MachineFacts{LastSeen: &seen, Addresses: rep.IPs}
 	if len(rep.SSHHostKeys) > 0 {
-		st["sshHostKeys"] = rep.SSHHostKeys
+		facts.SSHHostKeys = &rep.SSHHostKeys
 	}
 	ok := rep.Result == "" || rep.Result == "ok"
 	if ok && p != nil && p.Spec.Install {
-		st["installedAt"] = now.UTC()
+		facts.InstalledAt = &seen
 	}
-	if _, err := s.c.Patch(r.Context(), "Machine", "", name, map[string]any{"status": st}, true); err != nil {
+	if _, err := s.c.PatchStatus(r.Context(), "Machine", "", name, facts); err != nil {
 		s.boots.unspend(b.ID) // it may report again
 		http.Error(w, err.Error(), http.StatusServiceUnavailable)
 		return

@@ -34,9 +34,9 @@ import (
 	"time"
 
 	api "hearth.dev/hearth/api/v1alpha1"
-	"hearth.dev/hearth/boot/dhcp"
 	"hearth.dev/hearth/boot/tftp"
 	"hearth.dev/hearth/client"
+	"hearth.dev/hearth/dhcp"
 	"hearth.dev/hearth/serving"
 	"hearth.dev/hearth/storage"
 )
@@ -135,7 +135,7 @@ func Run(ctx context.Context, cfg Config) error {
 		cfg.DataDir = "/var/lib/hearth-boot"
 	}
 	if !cfg.Address.IsValid() {
-		return fmt.Errorf("--address is required: this service's IP on the provisioning network")
+		return fmt.Errorf("no address: the boot service needs its IP on the provisioning network")
 	}
 	if cfg.HTTPListen == "" {
 		cfg.HTTPListen = netip.AddrPortFrom(cfg.Address, 8080).String()
@@ -233,7 +233,7 @@ func Run(ctx context.Context, cfg Config) error {
 	errc := make(chan error, 4)
 	hl, err := net.Listen("tcp", cfg.HTTPListen)
 	if err != nil {
-		return fmt.Errorf("--http-listen: %w", err)
+		return fmt.Errorf("HTTP listener: %w", err)
 	}
 	defer hl.Close()
 	tl, err := net.ListenPacket("udp4", cfg.TFTPListen)
@@ -253,7 +253,7 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	if cfg.DHCPMode != dhcp.ModeOff && cfg.DHCPMode != "" {
 		if cfg.Interface == "" {
-			return fmt.Errorf("--dhcp-mode %s needs --interface", cfg.DHCPMode)
+			return fmt.Errorf("DHCP in %s mode needs the interface of the provisioning network to serve on", cfg.DHCPMode)
 		}
 		s.dhcp, err = dhcp.New(dhcp.Config{Interface: cfg.Interface, ServerIP: cfg.Address, Mode: cfg.DHCPMode,
 			Subnet: prefix, Router: cfg.Router, DNS: cfg.DNS, PoolStart: cfg.PoolStart, PoolEnd: cfg.PoolEnd,
@@ -324,7 +324,7 @@ func ignoreClosed(err error) error {
 func interfacePrefix(name string, addr netip.Addr) (netip.Prefix, error) {
 	ifi, err := net.InterfaceByName(name)
 	if err != nil {
-		return netip.Prefix{}, fmt.Errorf("--interface %s: %w", name, err)
+		return netip.Prefix{}, fmt.Errorf("interface %s: %w", name, err)
 	}
 	addrs, err := ifi.Addrs()
 	if err != nil {
@@ -335,7 +335,7 @@ func interfacePrefix(name string, addr netip.Addr) (netip.Prefix, error) {
 			return p.Masked(), nil
 		}
 	}
-	return netip.Prefix{}, fmt.Errorf("--address %s is not an address of interface %s", addr, name)
+	return netip.Prefix{}, fmt.Errorf("address %s is not an address of interface %s", addr, name)
 }
 
 // loadKey reads or creates the key that signs report tokens.

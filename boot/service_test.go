@@ -18,10 +18,10 @@ import (
 
 	api "hearth.dev/hearth/api/v1alpha1"
 	"hearth.dev/hearth/boot"
-	"hearth.dev/hearth/boot/dhcp"
-	"hearth.dev/hearth/boot/dhcp/dhcptest"
 	"hearth.dev/hearth/client"
-	"hearth.dev/hearth/server"
+	"hearth.dev/hearth/dhcp"
+	"hearth.dev/hearth/dhcp/dhcptest"
+	"hearth.dev/hearth/netns"
 	"hearth.dev/hearth/server/servertest"
 	"hearth.dev/hearth/serving"
 )
@@ -47,7 +47,7 @@ type lab struct {
 func newLab(t *testing.T, n *dhcptest.Net, cfg boot.Config) *lab {
 	t.Helper()
 	env := servertest.Start(t)
-	var jt server.TokenResponse
+	var jt api.TokenResponse
 	if err := env.Admin.Do(servertest.Ctx(t), http.MethodPost, api.PathPrefix+"/jointokens", map[string]string{"ttl": "1h"}, &jt); err != nil {
 		t.Fatal(err)
 	}
@@ -97,7 +97,7 @@ func (l *lab) start() {
 	done := make(chan error, 1)
 	go func() {
 		if l.net != nil {
-			done <- dhcptest.Do(l.net.Server, func() error { return boot.Run(ctx, l.cfg) })
+			done <- netns.Do(l.net.Server, func() error { return boot.Run(ctx, l.cfg) })
 			return
 		}
 		done <- boot.Run(ctx, l.cfg)

@@ -12,6 +12,7 @@ import (
 
 	"hearth.dev/hearth/agent"
 	api "hearth.dev/hearth/api/v1alpha1"
+	"hearth.dev/hearth/client"
 )
 
 func init() { commands = append(commands, newAgentCmd) }
@@ -62,10 +63,10 @@ links. Tenants' images never read host files.`,
 			}
 			// Checked here too: 0 in agent.Config means the default.
 			if err := agent.CheckConsoleLogMax(int64(b)); err != nil {
-				return err
+				return fmt.Errorf("--console-log-max: %w", err)
 			}
 			cfg.ConsoleLogMax = int64(b)
-			return agent.Run(cmd.Context(), cfg)
+			return joinFlagsError(agent.Run(cmd.Context(), cfg))
 		},
 	}
 	f := cmd.Flags()
@@ -104,6 +105,15 @@ func (j *joinTokenFlags) add(f *pflag.FlagSet) {
 // environment, or the file that holds it. HEARTH_JOIN_TOKEN is removed
 // from the environment once read, so processes started later (QEMU) do
 // not inherit it.
+// joinFlagsError says which flags give what a host process that has not
+// joined lacks; the client says it in its own words.
+func joinFlagsError(err error) error {
+	if errors.Is(err, client.ErrNotJoined) {
+		return fmt.Errorf("%w: give --server and --join-token-file (or HEARTH_JOIN_TOKEN)", err)
+	}
+	return err
+}
+
 func (j *joinTokenFlags) resolve(errOut io.Writer) (token, file string, err error) {
 	env := os.Getenv("HEARTH_JOIN_TOKEN")
 	os.Unsetenv("HEARTH_JOIN_TOKEN")

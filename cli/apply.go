@@ -48,12 +48,16 @@ does, and leaves alone what the file never set: the host the scheduler
 chose, the power state ` + "`hearth vm stop`" + ` set, labels added by hand.
 Applying an unchanged file changes nothing and says "unchanged".
 
-The server warns about names that name no object (a VM's network that
-does not exist yet); apply prints each warning and goes on.
+The server warns about names that name no object (a VM's security group
+that does not exist yet); apply prints each warning and goes on. A VM's
+NICs take their addresses in their network's subnet, so a VM whose
+network or subnet does not exist is refused.
 
 --dry-run sends every write to the server as a dry run: it is checked as
 the real apply would be (permissions, validation, quotas, overlapping
-subnets) and fails where it would fail, but nothing is written.
+subnets, addresses) and fails where it would fail, but nothing is
+written. A VM whose network or subnet the same files create is reported
+as not fully checked.
 
 With --prune -l SELECTOR, objects of the kinds in the files, in the tenants
 the files touch, that match the selector and are not in the files are
@@ -131,6 +135,16 @@ func runApply(ctx context.Context, g *globals, o applyOptions) error {
 				continue // the real apply creates it first
 			}
 			fmt.Fprintf(g.errOut, "Warning: %s: %s\n", warningName(m.Obj), msg)
+		}
+		if err != nil && o.dryRun {
+			// The server refuses what names objects that must exist
+			// (a NIC's network and subnet, where IPAM takes its
+			// address); when the files make them, the real apply
+			// creates them first.
+			if names := refusedForObjectsInFiles(m.Obj, err, ms); names != "" {
+				fmt.Fprintf(g.out, "%s created%s; not fully checked by the server, since it needs %s, which the files create\n", displayName(m.Obj), suffix, names)
+				continue
+			}
 		}
 		if err != nil {
 			failed++
@@ -299,6 +313,54 @@ func namesObjectInFiles(obj api.Object, warning string, ms []*manifest) bool {
 		}
 	}
 	return false
+}
+
+// refusedForObjectsInFiles returns the objects an invalid answer was about,
+// when every field it refused is a reference to an object the files
+// define ("" otherwise).
+func refusedForObjectsInFiles(obj api.Object, err error, ms []*manifest) string {
+	st, ok := err.(*api.Status)
+	if !ok || st.Reason != api.ReasonInvalid || len(st.Fields) == 0 {
+		return ""
+	}
+	var names []string
+	for _, f := range st.Fields {
+		if sn := subnetInFilesFor(obj, f.Field, ms); sn != "" {
+			// A NIC without a subnet takes the network's only one.
+			names = append(names, "subnet/"+sn)
+			continue
+		}
+		if !namesObjectInFiles(obj, f.Error(), ms) {
+			return ""
+		}
+		for _, r := range api.ReferencesOf(obj) {
+			if r.Field == f.Field {
+				names = append(names, strings.ToLower(r.Kind)+"/"+r.Name)
+			}
+		}
+	}
+	slices.Sort(names)
+	return strings.Join(slices.Compact(names), ", ")
+}
+
+// subnetInFilesFor names a subnet the files define on the network of the
+// VM NIC whose subnet field is field, if the NIC names no subnet itself.
+func subnetInFilesFor(obj api.Object, field string, ms []*manifest) string {
+	vm, ok := obj.(*api.VirtualMachine)
+	if !ok {
+		return ""
+	}
+	for i, n := range vm.Spec.NICs {
+		if field != fmt.Sprintf("spec.nics[%d].subnet", i) || n.Subnet != "" {
+			continue
+		}
+		for _, m := range ms {
+			if sn, ok := m.Obj.(*api.Subnet); ok && sn.Spec.Network == n.Network && sn.Metadata.Tenant == vm.Metadata.Tenant {
+				return sn.Metadata.Name
+			}
+		}
+	}
+	return ""
 }
 
 // prune deletes objects of the files' kinds, in the tenants the files

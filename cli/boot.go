@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"errors"
 	"fmt"
 	"net/netip"
 	"strings"
@@ -8,7 +9,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"hearth.dev/hearth/boot"
-	"hearth.dev/hearth/boot/dhcp"
+	"hearth.dev/hearth/dhcp"
 )
 
 func init() { commands = append(commands, newBootCmd) }
@@ -63,6 +64,9 @@ checksums; file:///path ones are served only from a directory given with
 					err = fmt.Errorf("--%s: %q is not an IP address", flag, s)
 				}
 			}
+			if address == "" {
+				return errors.New("--address is required: this service's IP on the provisioning network")
+			}
 			parse("address", address, &cfg.Address)
 			parse("pool-start", poolStart, &cfg.PoolStart)
 			parse("pool-end", poolEnd, &cfg.PoolEnd)
@@ -86,7 +90,10 @@ checksums; file:///path ones are served only from a directory given with
 			if cfg.DHCPMode == dhcp.ModeFull && (!cfg.PoolStart.IsValid() || !cfg.PoolEnd.IsValid()) {
 				return fmt.Errorf("--dhcp-mode full needs --pool-start and --pool-end")
 			}
-			return boot.Run(cmd.Context(), cfg)
+			if cfg.DHCPMode != dhcp.ModeOff && cfg.Interface == "" {
+				return fmt.Errorf("--dhcp-mode %s needs --interface", cfg.DHCPMode)
+			}
+			return joinFlagsError(boot.Run(cmd.Context(), cfg))
 		},
 	}
 	f := cmd.Flags()

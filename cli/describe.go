@@ -65,7 +65,8 @@ becoming Ready). Without names, describe every object of the kind.`,
 					}
 					first = false
 					events, everr := eventsFor(ctx, c, obj)
-					describe(g.out, t.kind, obj, events, everr, time.Now())
+					allocs, aerr := allocationsOf(ctx, c, obj)
+					describe(g.out, t.kind, obj, describeExtra{allocations: allocs, allocationsErr: aerr, events: events, eventsErr: everr}, time.Now())
 				}
 			}
 			return nil
@@ -125,7 +126,17 @@ func sortEvents(evs []*api.Event) {
 const labelWidth = len("Owner References:") + 2
 
 // describe writes one object for people.
-func describe(w io.Writer, k *api.KindInfo, obj api.Object, events []*api.Event, eventsErr error, now time.Time) {
+// describeExtra is what describe shows besides the object: who holds the
+// addresses it hands out (allocationsOf), and the events about it.
+type describeExtra struct {
+	allocations    [][]string
+	allocationsErr error
+	events         []*api.Event
+	eventsErr      error
+}
+
+func describe(w io.Writer, k *api.KindInfo, obj api.Object, x describeExtra, now time.Time) {
+	events, eventsErr := x.events, x.eventsErr
 	m := obj.GetMetadata()
 	field := func(name, value string) { fmt.Fprintf(w, "%-*s%s\n", labelWidth, name+":", value) }
 	multi := func(name string, values []string) {
@@ -222,6 +233,16 @@ func describe(w io.Writer, k *api.KindInfo, obj api.Object, events []*api.Event,
 		}
 		fmt.Fprintln(w, "Conditions:")
 		writeIndentedTable(w, rows)
+	}
+
+	switch {
+	case x.allocationsErr != nil:
+		field("Allocations", fmt.Sprintf("<cannot list: %v>", x.allocationsErr))
+	case len(x.allocations) == 1:
+		field("Allocations", "<none>")
+	case len(x.allocations) > 1:
+		fmt.Fprintln(w, "Allocations:")
+		writeIndentedTable(w, x.allocations)
 	}
 
 	switch {

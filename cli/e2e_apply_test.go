@@ -144,10 +144,13 @@ func TestE2EApplyIsDeclarative(t *testing.T) {
 }
 
 // TestE2EApplyWarnsAndSubnetsDoNotOverlap: a VM naming a network that does
-// not exist is created with a warning that names the field, and gets the
-// ResolvedRefs condition; a subnet overlapping another of its network is
-// refused, also when two applies race; --tenant of a tenant that does not
-// exist says so.
+// not exist is refused, naming the field and what to do (its NIC takes an
+// address there); a dry run of files that create the network says the VM
+// could not be checked fully; a VM naming a missing security group is
+// created with a warning that names the field, and gets the ResolvedRefs
+// condition; a subnet overlapping another of its network is refused,
+// also when two applies race; --tenant of a tenant that does not exist
+// says so.
 func TestE2EApplyWarnsAndSubnetsDoNotOverlap(t *testing.T) {
 	const tenant = "e2e-refs"
 	dir := t.TempDir()
@@ -157,22 +160,17 @@ kind: VirtualMachine
 metadata: {name: web-1}
 spec:
   boot: {from: network}
-  nics: [{network: lan}]
+  nics: [{network: lan, securityGroups: [web]}]
 `)
-	out, errOut := hearthOK(t, "apply", "-f", vm, "-t", tenant)
-	wantContains(t, "apply of a VM on a missing network", out, "virtualmachine/web-1 created")
-	warning := `Warning: VirtualMachine ` + tenant + `/web-1: spec.nics[0].network: network "lan" does not exist in tenant ` + tenant
-	wantContains(t, "apply's warnings", errOut, warning)
-	waitFor(t, "the ResolvedRefs condition", func() bool {
-		c := getVM(t, tenant, "web-1").Status.Condition(api.ConditionResolvedRefs)
-		return c != nil && c.Status == api.ConditionFalse && c.Reason == api.ReasonMissingObject &&
-			c.Message == `spec.nics[0].network: network "lan" does not exist in tenant `+tenant
-	})
-	out = hearth(t, "", "describe", "vm", "web-1", "-t", tenant)
-	wantContains(t, "describe", out, "ResolvedRefs", "MissingReferences", "hearth.dev/last-applied-configuration=(what apply last wrote")
+	_, errOut, err := hearthErr(t, "", "apply", "-f", vm, "-t", tenant)
+	if err == nil {
+		t.Fatalf("apply of a VM on a missing network succeeded")
+	}
+	wantContains(t, "apply of a VM on a missing network", errOut,
+		`spec.nics[0].network: network "lan" does not exist in tenant `+tenant+`; create it (and a subnet on it) first`)
 
-	// A dry run of the network with its VM warns about nothing: the
-	// network is in the files.
+	// A dry run of the network with its VM refuses nothing and warns
+	// about nothing: the network is in the files.
 	netFile := writeFile(t, dir, "net.yaml", `apiVersion: hearth.dev/v1alpha1
 kind: Network
 metadata: {name: lan}
@@ -183,14 +181,27 @@ kind: Subnet
 metadata: {name: a}
 spec: {network: lan, cidr: 10.0.0.0/16}
 `)
-	out, errOut = hearthOK(t, "apply", "-f", netFile, "-f", vm, "-t", tenant, "--dry-run")
-	wantContains(t, "dry run of the network", out, "network/lan created (dry run)", "subnet/a created (dry run)")
+	out, errOut := hearthOK(t, "apply", "-f", netFile, "-f", vm, "-t", tenant, "--dry-run")
+	wantContains(t, "dry run of the network", out, "network/lan created (dry run)", "subnet/a created (dry run)",
+		"virtualmachine/web-1 created (dry run); not fully checked by the server, since it needs network/lan, which the files create")
 	if strings.Contains(errOut, "Warning") {
 		t.Errorf("a dry run warned about an object in its own files:\n%s", errOut)
 	}
 	out, errOut = hearthOK(t, "apply", "-f", netFile, "-f", vm, "-t", tenant)
+	wantContains(t, "apply of the network and the VM", out, "virtualmachine/web-1 created")
+	warning := `Warning: VirtualMachine ` + tenant + `/web-1: spec.nics[0].securityGroups[0]: security group "web" does not exist in tenant ` + tenant
+	wantContains(t, "apply's warnings", errOut, warning)
+	waitFor(t, "the ResolvedRefs condition", func() bool {
+		c := getVM(t, tenant, "web-1").Status.Condition(api.ConditionResolvedRefs)
+		return c != nil && c.Status == api.ConditionFalse && c.Reason == api.ReasonMissingObject &&
+			c.Message == `spec.nics[0].securityGroups[0]: security group "web" does not exist in tenant `+tenant
+	})
+	out = hearth(t, "", "describe", "vm", "web-1", "-t", tenant)
+	wantContains(t, "describe", out, "ResolvedRefs", "MissingReferences", "hearth.dev/last-applied-configuration=(what apply last wrote")
+	sg := writeFile(t, dir, "sg.yaml", "apiVersion: hearth.dev/v1alpha1\nkind: SecurityGroup\nmetadata: {name: web}\nspec: {rules: [{ports: \"22\"}]}\n")
+	_, errOut = hearthOK(t, "apply", "-f", sg, "-f", netFile, "-f", vm, "-t", tenant)
 	if strings.Contains(errOut, "Warning") {
-		t.Errorf("apply warned once the network exists:\n%s", errOut)
+		t.Errorf("apply warned once the security group exists:\n%s", errOut)
 	}
 	waitFor(t, "ResolvedRefs=True", func() bool {
 		c := getVM(t, tenant, "web-1").Status.Condition(api.ConditionResolvedRefs)
@@ -227,11 +238,17 @@ spec: {network: lan, cidr: 10.0.0.0/16}
 		o, err := adminClient(t).Get(context.Background(), "Subnet", tenant, "a")
 		return err == nil && o.CommonStatus().Phase == api.SubnetReady
 	})
+	// It counts what is used and free: web-1's NIC holds 10.0.0.2 of
+	// 10.0.0.1 to 10.0.255.254, less the gateway.
+	waitFor(t, "subnet a's counts", func() bool {
+		o, err := adminClient(t).Get(context.Background(), "Subnet", tenant, "a")
+		return err == nil && o.(*api.Subnet).Status.Allocated == 1
+	})
 	out = hearth(t, "", "get", "subnets", "-t", tenant)
-	wantContains(t, "get subnets", out, "STATUS", "Ready")
+	wantContains(t, "get subnets", out, "STATUS", "Ready", "USED", "FREE", " 1 ", "65532")
 
 	// A tenant that does not exist is named as such.
-	_, errOut, err := hearthErr(t, "", "get", "vms", "-t", "nosuch")
+	_, errOut, err = hearthErr(t, "", "get", "vms", "-t", "nosuch")
 	if err == nil || !strings.Contains(errOut, `tenant "nosuch" does not exist`) || strings.Contains(errOut, "No resources found") {
 		t.Errorf("get -t nosuch: %v\n%s", err, errOut)
 	}

@@ -12,7 +12,7 @@ import (
 
 	api "hearth.dev/hearth/api/v1alpha1"
 	"hearth.dev/hearth/client"
-	"hearth.dev/hearth/server/pki"
+	"hearth.dev/hearth/pki"
 )
 
 // fakeAgent stands in for the agent of the VMs of tenant: whenever a VM's

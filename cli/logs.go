@@ -10,7 +10,6 @@ import (
 	"github.com/spf13/cobra"
 
 	api "hearth.dev/hearth/api/v1alpha1"
-	"hearth.dev/hearth/client"
 )
 
 func init() { commands = append(commands, newLogsCmd) }
@@ -37,7 +36,7 @@ up to twice that is shown); ` + "`hearth console`" + ` attaches.`,
 			if err != nil {
 				return err
 			}
-			o := client.LogOptions{Follow: follow}
+			o := api.LogOptions{Follow: follow}
 			if tail >= 0 {
 				o.TailLines = &tail
 			}
@@ -62,7 +61,7 @@ up to twice that is shown); ` + "`hearth console`" + ` attaches.`,
 	return cmd
 }
 
-func runLogs(ctx context.Context, g *globals, name string, o client.LogOptions) error {
+func runLogs(ctx context.Context, g *globals, name string, o api.LogOptions) error {
 	c, err := g.client()
 	if err != nil {
 		return err

@@ -22,6 +22,10 @@ func consoleVM(t *testing.T, tenant, name, log string) *consoletest.VM {
 	objs := []api.Object{
 		&api.Tenant{TypeMeta: api.TypeMeta{APIVersion: api.APIVersion, Kind: "Tenant"}, Metadata: api.ObjectMeta{Name: tenant}},
 		&api.Host{TypeMeta: api.TypeMeta{APIVersion: api.APIVersion, Kind: "Host"}, Metadata: api.ObjectMeta{Name: host}},
+		// The VM's NIC takes its address on net1.
+		&api.Network{TypeMeta: api.TypeMeta{APIVersion: api.APIVersion, Kind: "Network"}, Metadata: api.ObjectMeta{Name: "net1", Tenant: tenant}},
+		&api.Subnet{TypeMeta: api.TypeMeta{APIVersion: api.APIVersion, Kind: "Subnet"}, Metadata: api.ObjectMeta{Name: "net1-a", Tenant: tenant},
+			Spec: api.SubnetSpec{Network: "net1", CIDR: "10.0.0.0/24"}},
 		&api.VirtualMachine{TypeMeta: api.TypeMeta{APIVersion: api.APIVersion, Kind: "VirtualMachine"}, Metadata: api.ObjectMeta{Name: name, Tenant: tenant},
 			Spec: api.VirtualMachineSpec{Host: host, Boot: api.VMBoot{From: api.BootFromNetwork}, NICs: []api.VMNIC{{Network: "net1"}}}},
 	}

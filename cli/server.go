@@ -10,10 +10,9 @@ import (
 	"github.com/spf13/cobra"
 
 	api "hearth.dev/hearth/api/v1alpha1"
+	"hearth.dev/hearth/pki"
 	"hearth.dev/hearth/server"
-	"hearth.dev/hearth/server/controllers"
 	"hearth.dev/hearth/server/etcd"
-	"hearth.dev/hearth/server/pki"
 )
 
 func init() { commands = append(commands, newServerCmd) }
@@ -80,7 +79,7 @@ etcd never finds its disk full.`,
 	f.StringVar(&cfg.CACertFile, "ca-cert", "", "the cluster CA's certificate, for the first start of an HA member (with --ca-key; see hearth server ca create)")
 	f.StringVar(&cfg.CAKeyFile, "ca-key", "", "the cluster CA's key, for the first start of an HA member (with --ca-cert)")
 	f.BoolVar(&cfg.AccessLog, "access-log", false, "log every API request")
-	f.DurationVar(&cfg.DiscoveredMachineTTL, "discovered-machine-ttl", controllers.DefaultDiscoveredTTL, "delete a machine waiting in Discovered, never approved or changed by a person, after the boot service has not heard from it this long (negative: never)")
+	f.DurationVar(&cfg.DiscoveredMachineTTL, "discovered-machine-ttl", server.DefaultDiscoveredMachineTTL, "delete a machine waiting in Discovered, never approved or changed by a person, after the boot service has not heard from it this long (negative: never)")
 	f.StringVar(&maxUpload, "max-upload-size", api.Bytes(server.DefaultMaxUploadSize).String(), "the largest image upload taken (413 beyond it)")
 	f.StringVar(&reserve, "upload-reserve", api.Bytes(server.DefaultUploadReserve).String(), "free space an upload must leave on the data directory's file system, for etcd (507 otherwise)")
 	addLimitFlags(f, "", &cfg.Limits)

@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/http"
-	"net/url"
 	"strings"
 	"time"
 
@@ -14,8 +12,6 @@ import (
 
 	api "hearth.dev/hearth/api/v1alpha1"
 	"hearth.dev/hearth/client"
-	"hearth.dev/hearth/server"
-	"hearth.dev/hearth/server/auth"
 )
 
 func init() { commands = append(commands, newTokenCmd) }
@@ -46,15 +42,6 @@ func tokenUser(ctx context.Context, c *client.Client, user string) (string, erro
 	}
 	return name, nil
 }
-
-func userTokensPath(user string) string {
-	return api.PathPrefix + "/users/" + url.PathEscape(user) + "/tokens"
-}
-
-const (
-	joinTokensPath = api.PathPrefix + "/jointokens"
-	hostTokensPath = api.PathPrefix + "/hosttokens"
-)
 
 func newTokenCreateCmd(g *globals) *cobra.Command {
 	var user, description, site, host string
@@ -94,7 +81,7 @@ User tokens do not expire unless --ttl says so; join tokens expire after
 				return fmt.Errorf("--ttl %s is negative", ttl)
 			}
 			if join && !cmd.Flags().Changed("ttl") {
-				ttl = server.DefaultJoinTTL
+				ttl = api.DefaultJoinTTL
 			}
 			if join && cmd.Flags().Changed("ttl") && ttl == 0 {
 				return errors.New("--ttl: join tokens always expire; give a duration such as 24h")
@@ -103,11 +90,11 @@ User tokens do not expire unless --ttl says so; join tokens expire after
 			if err != nil {
 				return err
 			}
-			req := server.TokenRequest{Description: description, Site: site, Labels: labels, Host: host, Reusable: reusable}
+			req := api.TokenRequest{Description: description, Site: site, Labels: labels, Host: host, Reusable: reusable}
 			if ttl > 0 {
 				req.TTL = ttl.String()
 			}
-			path, owner := joinTokensPath, "joining hosts"
+			set, owner := client.JoinTokens(), "joining hosts"
 			switch {
 			case host != "":
 				owner = "re-joining host " + host
@@ -120,10 +107,10 @@ User tokens do not expire unless --ttl says so; join tokens expire after
 				if user, err = tokenUser(ctx, c, user); err != nil {
 					return err
 				}
-				path, owner = userTokensPath(user), "user "+user
+				set, owner = client.UserTokens(user), "user "+user
 			}
-			var resp server.TokenResponse
-			if err := c.Do(ctx, http.MethodPost, path, req, &resp); err != nil {
+			resp, err := c.CreateToken(ctx, set, req)
+			if err != nil {
 				return err
 			}
 			fmt.Fprintln(g.out, resp.Token)
@@ -166,8 +153,8 @@ func (ts *tokenSet) flags(f *pflag.FlagSet, verb string) {
 	f.BoolVar(&ts.hosts, "hosts", false, verb+" the credentials of hosts and boot services instead (cluster admins)")
 }
 
-// path returns the collection of the chosen tokens, and what to call it.
-func (ts *tokenSet) path(ctx context.Context, c *client.Client) (string, string, error) {
+// set returns the chosen tokens, and what to call one of them.
+func (ts *tokenSet) set(ctx context.Context, c *client.Client, host string) (client.TokenSet, string, error) {
 	n := 0
 	for _, b := range []bool{ts.user != "", ts.join, ts.hosts} {
 		if b {
@@ -176,18 +163,18 @@ func (ts *tokenSet) path(ctx context.Context, c *client.Client) (string, string,
 	}
 	switch {
 	case n > 1:
-		return "", "", errors.New("give one of --user, --join and --hosts")
+		return client.TokenSet{}, "", errors.New("give one of --user, --join and --hosts")
 	case ts.join:
-		return joinTokensPath, "join token", nil
+		return client.JoinTokens(), "join token", nil
 	case ts.hosts:
-		return hostTokensPath, "host credential", nil
+		return client.HostCredentials(host), "host credential", nil
 	}
 	user, err := tokenUser(ctx, c, ts.user)
 	if err != nil {
-		return "", "", err
+		return client.TokenSet{}, "", err
 	}
 	ts.user = user
-	return userTokensPath(user), "token of user " + user, nil
+	return client.UserTokens(user), "token of user " + user, nil
 }
 
 func newTokenListCmd(g *globals) *cobra.Command {
@@ -206,23 +193,18 @@ func newTokenListCmd(g *globals) *cobra.Command {
 			if host != "" {
 				ts.hosts = true
 			}
-			path, _, err := ts.path(ctx, c)
+			set, _, err := ts.set(ctx, c, host)
 			if err != nil {
 				return err
 			}
-			if host != "" {
-				path += "?host=" + url.QueryEscape(host)
-			}
-			var list struct {
-				Items []auth.TokenRecord `json:"items"`
-			}
-			if err := c.Do(ctx, http.MethodGet, path, nil, &list); err != nil {
+			items, err := c.ListTokens(ctx, set)
+			if err != nil {
 				return err
 			}
 			if output == "yaml" || output == "json" {
-				return printValue(g.out, output, list)
+				return printValue(g.out, output, api.TokenList{Items: items})
 			}
-			if len(list.Items) == 0 {
+			if len(items) == 0 {
 				switch {
 				case ts.join:
 					fmt.Fprintln(g.errOut, "No join tokens.")
@@ -242,7 +224,7 @@ func newTokenListCmd(g *globals) *cobra.Command {
 				header = []string{"ID", "KIND", "HOST", "DESCRIPTION", "AGE"}
 			}
 			rows := [][]string{header}
-			for _, t := range list.Items {
+			for _, t := range items {
 				created := t.Created
 				exp := "never"
 				switch {
@@ -305,7 +287,7 @@ credentials too.`,
 			if err != nil {
 				return err
 			}
-			path, what, err := ts.path(ctx, c)
+			set, what, err := ts.set(ctx, c, "")
 			if err != nil {
 				return err
 			}
@@ -318,7 +300,7 @@ credentials too.`,
 			}
 			var failed []string
 			for _, id := range args {
-				err := c.Do(ctx, http.MethodDelete, path+"/"+url.PathEscape(id), nil, nil)
+				err := c.RevokeToken(ctx, set, id)
 				if api.IsNotFound(err) {
 					err = fmt.Errorf("no %s has id %s (see `%s`)", what, id, list)
 				}

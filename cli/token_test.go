@@ -10,8 +10,6 @@ import (
 
 	api "hearth.dev/hearth/api/v1alpha1"
 	"hearth.dev/hearth/client"
-	"hearth.dev/hearth/server"
-	"hearth.dev/hearth/server/auth"
 )
 
 // TestE2EJoinAndHostTokens: join tokens made, listed and revoked with the
@@ -22,7 +20,7 @@ func TestE2EJoinAndHostTokens(t *testing.T) {
 	out, errOut := hearthOK(t, "token", "create", "--join", "--site", "home", "--label", "rack=a", "--description", "e2e join")
 	secret := strings.TrimSpace(out)
 	wantContains(t, "token create --join stderr", errOut, "for joining one host", "expires")
-	var joins struct{ Items []auth.TokenRecord }
+	var joins struct{ Items []api.TokenRecord }
 	if err := json.Unmarshal([]byte(hearth(t, "", "token", "list", "--join", "-o", "json")), &joins); err != nil {
 		t.Fatal(err)
 	}
@@ -53,8 +51,8 @@ func TestE2EJoinAndHostTokens(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var jr server.JoinResponse
-	if err := joiner.Do(t.Context(), http.MethodPost, api.PathPrefix+"/join", server.JoinRequest{Host: host}, &jr); err != nil {
+	var jr api.JoinResponse
+	if err := joiner.Do(t.Context(), http.MethodPost, api.PathPrefix+"/join", api.JoinRequest{Host: host}, &jr); err != nil {
 		t.Fatalf("joining with the join token: %v", err)
 	}
 	if out := hearth(t, "", "token", "list", "--join"); strings.Contains(out, id) {
@@ -63,11 +61,11 @@ func TestE2EJoinAndHostTokens(t *testing.T) {
 	out = hearth(t, "", "get", "host", host, "-o", "wide")
 	wantContains(t, "get host", out, host, "home")
 
-	out, errOut = hearthOK(t, "token", "create", "--join", "--host", host)
+	_, errOut = hearthOK(t, "token", "create", "--join", "--host", host)
 	wantContains(t, "token create --join --host stderr", errOut, "for re-joining host "+host)
 	out = hearth(t, "", "token", "list", "--join")
 	wantContains(t, "token list --join", out, host)
-	var rejoin struct{ Items []auth.TokenRecord }
+	var rejoin struct{ Items []api.TokenRecord }
 	_ = json.Unmarshal([]byte(hearth(t, "", "token", "list", "--join", "-o", "json")), &rejoin)
 	for _, r := range rejoin.Items {
 		if r.Host == host {
@@ -81,7 +79,7 @@ func TestE2EJoinAndHostTokens(t *testing.T) {
 
 	out = hearth(t, "", "token", "list", "--hosts", "--host", host)
 	wantContains(t, "token list --hosts", out, "KIND", "HOST", "host", host)
-	var creds struct{ Items []auth.TokenRecord }
+	var creds struct{ Items []api.TokenRecord }
 	if err := json.Unmarshal([]byte(hearth(t, "", "token", "list", "--hosts", "--host", host, "-o", "json")), &creds); err != nil || len(creds.Items) != 1 {
 		t.Fatalf("the host's credentials: %v %+v", err, creds.Items)
 	}

@@ -7,8 +7,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"net/url"
-	"strconv"
 	"strings"
 
 	"github.com/coder/websocket"
@@ -24,35 +22,14 @@ func vmPath(c *Client, tenant, name, sub string) (string, error) {
 	return api.ObjectPath(k, c.tenantFor(k, tenant), name) + "/" + sub, nil
 }
 
-// LogOptions choose what Logs reads; the zero value reads the whole log.
-type LogOptions struct {
-	// Follow streams new output until ctx ends or the VM goes away.
-	Follow bool
-	// TailLines, if set, reads only the last this many lines (0: none, to
-	// follow only what comes next).
-	TailLines *int64
-	// TailBytes, if set, reads only the last this many bytes. Set at most
-	// one of the two.
-	TailBytes *int64
-}
-
-// Logs reads the serial console log of a VM. Close the reader when done.
-func (c *Client) Logs(ctx context.Context, tenant, name string, o LogOptions) (io.ReadCloser, error) {
+// Logs reads the serial console log of a VM (the whole log with the zero
+// options). Close the reader when done.
+func (c *Client) Logs(ctx context.Context, tenant, name string, o api.LogOptions) (io.ReadCloser, error) {
 	path, err := vmPath(c, tenant, name, "log")
 	if err != nil {
 		return nil, err
 	}
-	q := url.Values{}
-	if o.Follow {
-		q.Set("follow", "1")
-	}
-	if o.TailBytes != nil {
-		q.Set("tail", strconv.FormatInt(*o.TailBytes, 10))
-	}
-	if o.TailLines != nil {
-		q.Set("tailLines", strconv.FormatInt(*o.TailLines, 10))
-	}
-	if len(q) > 0 {
+	if q := o.Query(); len(q) > 0 {
 		path += "?" + q.Encode()
 	}
 	resp, err := c.send(ctx, c.stream, http.MethodGet, path, "", nil)

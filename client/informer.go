@@ -3,6 +3,8 @@ package client
 import (
 	"context"
 	"log/slog"
+	"maps"
+	"slices"
 	"sort"
 	"strconv"
 	"sync"
@@ -24,16 +26,21 @@ type Informer struct {
 
 	mu    sync.RWMutex
 	items map[string]api.Object
+	// told is the version of each object the handlers were last told
+	// about: a Change's Old. It differs from items after Observe, which
+	// changes the cache without telling anyone, so that the watch's
+	// event of a write still shows what the write changed.
+	told map[string]api.Object
 	// seen is the newest store revision the cache reflects.
 	seen     int64
-	handlers []func(key string, obj api.Object)
+	handlers []func(Change)
 	synced   chan struct{}
 	once     sync.Once
 }
 
 // NewInformer caches kind (in tenant, or all tenants with opts.AllTenants).
 func NewInformer(c *Client, kind, tenant string, opts ListOptions) *Informer {
-	return &Informer{c: c, kind: kind, tenant: tenant, opts: opts, items: map[string]api.Object{}, synced: make(chan struct{})}
+	return &Informer{c: c, kind: kind, tenant: tenant, opts: opts, items: map[string]api.Object{}, told: map[string]api.Object{}, synced: make(chan struct{})}
 }
 
 // Key is how informers and controllers name objects: "tenant/name", or
@@ -60,7 +67,41 @@ func SplitKey(key string) (tenant, name string) {
 // is added, changed or deleted (obj is nil for deletions). Register
 // before Run.
 func (in *Informer) OnChange(fn func(key string, obj api.Object)) {
+	in.handlers = append(in.handlers, func(ch Change) { fn(ch.Key, ch.New) })
+}
+
+// OnUpdate is OnChange with the version the cache held before the change
+// as well, for handlers that act only on some changes: a controller that
+// writes an object's status reconciles it again when its spec or metadata
+// change, not at the echo of its own status write. Register before Run.
+func (in *Informer) OnUpdate(fn func(Change)) {
 	in.handlers = append(in.handlers, fn)
+}
+
+// Change is one change an informer saw.
+type Change struct {
+	Key string
+	// Old is the version the handlers were told about before (nil when
+	// the object is new); New the version now (nil when it was deleted).
+	// Old may be several writes behind New (after a relist), and is
+	// never a version the caller put in with Observe: the change of a
+	// caller's own write shows what the write changed.
+	Old, New api.Object
+}
+
+// StatusOnly reports whether the change left everything but the status
+// as it was: the same object (uid), spec (generation), labels,
+// annotations, finalizers, owners and deletion mark. Writes of /status,
+// the writer's own included, are such changes.
+func (ch Change) StatusOnly() bool {
+	if ch.Old == nil || ch.New == nil {
+		return false
+	}
+	a, b := ch.Old.GetMetadata(), ch.New.GetMetadata()
+	return a.UID == b.UID && a.Generation == b.Generation &&
+		(a.DeletionTimestamp == nil) == (b.DeletionTimestamp == nil) &&
+		maps.Equal(a.Labels, b.Labels) && maps.Equal(a.Annotations, b.Annotations) &&
+		slices.Equal(a.Finalizers, b.Finalizers) && slices.Equal(a.OwnerReferences, b.OwnerReferences)
 }
 
 // Get returns a cached object; callers must not change it.
@@ -189,18 +230,23 @@ func (in *Informer) Run(ctx context.Context) {
 			key := Key(ev.Object)
 			in.mu.Lock()
 			in.advance(rv)
+			old := in.told[key]
 			if ev.Type == "DELETED" {
 				delete(in.items, key)
-			} else if !in.newer(key, ev.Object) {
-				// A version Observe put in is newer still: keep it.
-				in.items[key] = ev.Object
+				delete(in.told, key)
+			} else {
+				if !in.newer(key, ev.Object) {
+					// A version Observe put in is newer still: keep it.
+					in.items[key] = ev.Object
+				}
+				in.told[key] = ev.Object
 			}
 			in.mu.Unlock()
 			obj := ev.Object
 			if ev.Type == "DELETED" {
 				obj = nil
 			}
-			in.notify(key, obj)
+			in.notify(Change{Key: key, Old: old, New: obj})
 		}
 		if api.IsGone(werr()) {
 			rv = ""
@@ -220,28 +266,29 @@ func (in *Informer) relist(ctx context.Context) (string, error) {
 		fresh[Key(o)] = o
 	}
 	in.mu.Lock()
-	old := in.items
+	old := in.told
 	in.items = fresh
+	in.told = maps.Clone(fresh)
 	in.seen = 0
 	in.advance(rv)
 	in.mu.Unlock()
 	for k, o := range fresh {
 		if prev, ok := old[k]; !ok || prev.GetMetadata().ResourceVersion != o.GetMetadata().ResourceVersion {
-			in.notify(k, o)
+			in.notify(Change{Key: k, Old: prev, New: o})
 		}
 	}
-	for k := range old {
+	for k, prev := range old {
 		if _, ok := fresh[k]; !ok {
-			in.notify(k, nil)
+			in.notify(Change{Key: k, Old: prev})
 		}
 	}
 	in.once.Do(func() { close(in.synced) })
 	return rv, nil
 }
 
-func (in *Informer) notify(key string, obj api.Object) {
+func (in *Informer) notify(ch Change) {
 	for _, h := range in.handlers {
-		h(key, obj)
+		h(ch)
 	}
 }
 

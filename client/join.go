@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -47,12 +46,16 @@ type Credentials struct {
 	CA     string `json:"ca"`
 	// Name is the host (or boot service) the credential acts as, and Kind
 	// host or boot.
-	Name string `json:"name,omitempty"`
-	Kind string `json:"kind,omitempty"`
+	Name string        `json:"name,omitempty"`
+	Kind api.TokenKind `json:"kind,omitempty"`
 	// Site and Labels come from the join token.
 	Site   string            `json:"site,omitempty"`
 	Labels map[string]string `json:"labels,omitempty"`
 }
+
+// ErrNotJoined says a host has no credential yet and nothing to join
+// with: it needs the server's URL and a join token.
+var ErrNotJoined = errors.New("this host has not joined yet")
 
 // ErrRevoked says the server refuses a host's credential: its Host was
 // deleted or the credential revoked. Only a new join token helps.
@@ -73,7 +76,7 @@ func Join(ctx context.Context, cfg JoinConfig) (*Client, *Credentials, error) {
 			return nil, nil, fmt.Errorf("%s: %w", path, err)
 		}
 		if creds.Name != "" && creds.Name != cfg.Name {
-			return nil, nil, fmt.Errorf("%s holds the credential of %s, not %s: give --name %s, or another --data-dir", path, creds.Name, cfg.Name, creds.Name)
+			return nil, nil, fmt.Errorf("%s holds the credential of %s, not %s: run as %s, or keep this host's credential in another data directory", path, creds.Name, cfg.Name, creds.Name)
 		}
 		c, err := credentialClient(cfg, &creds)
 		if err != nil {
@@ -135,7 +138,7 @@ func WaitJoined(ctx context.Context, cfg JoinConfig) (*Client, *Credentials, err
 		if msg := err.Error(); msg != said {
 			how := "write a new join token (`hearth token create --join`, or `--join --host " + cfg.Name + "` if the Host still exists) to the join token file"
 			if cfg.JoinTokenFile == "" {
-				how = "restart with --join-token-file holding a new join token"
+				how = "restart it with a join token file that holds a new join token"
 			}
 			slog.Error(msg, "host", cfg.Name, "then", how)
 			said = msg
@@ -176,24 +179,24 @@ func joinToken(cfg JoinConfig) (string, error) {
 		return "", nil
 	}
 	if err != nil {
-		return "", fmt.Errorf("--join-token-file: %w", err)
+		return "", fmt.Errorf("join token file: %w", err)
 	}
 	return strings.TrimSpace(string(data)), nil
 }
 
 func join(ctx context.Context, cfg JoinConfig, token string, out *Credentials) error {
 	if token == "" || cfg.Server == "" {
-		from := "--join-token-file (or HEARTH_JOIN_TOKEN)"
+		need := "the server's URL and a join token (from `hearth token create --join`)"
 		if cfg.JoinTokenFile != "" {
-			from = "a join token in " + cfg.JoinTokenFile
+			need += ", which the join token file " + cfg.JoinTokenFile + " does not hold yet"
 		}
-		return fmt.Errorf("this host has not joined yet: give --server and %s, from `hearth token create --join`", from)
+		return fmt.Errorf("%w: it needs %s", ErrNotJoined, need)
 	}
 	caPEM := ""
 	if cfg.CAFile != "" {
 		data, err := os.ReadFile(cfg.CAFile)
 		if err != nil {
-			return fmt.Errorf("--ca-file: %w", err)
+			return fmt.Errorf("cluster CA file: %w", err)
 		}
 		caPEM = string(data)
 	}
@@ -201,25 +204,12 @@ func join(ctx context.Context, cfg JoinConfig, token string, out *Credentials) e
 	if err != nil {
 		return err
 	}
-	var resp struct {
-		Token  string            `json:"token"`
-		CA     string            `json:"ca"`
-		Kind   string            `json:"kind"`
-		Host   string            `json:"host"`
-		Site   string            `json:"site"`
-		Labels map[string]string `json:"labels"`
-	}
-	req := map[string]any{"host": cfg.Name}
-	if cfg.Address != "" {
-		req["address"] = cfg.Address
-	}
-	if cfg.Boot {
-		req["boot"] = true
-	}
+	req := api.JoinRequest{Host: cfg.Name, Address: cfg.Address, Boot: cfg.Boot}
+	var resp *api.JoinResponse
 	// The server may still be starting (the sandbox starts everything at
 	// once): retry what may pass, not a refused token or a name taken.
 	for attempt := 0; ; attempt++ {
-		err = joiner.Do(ctx, http.MethodPost, api.PathPrefix+"/join", req, &resp)
+		resp, err = joiner.Join(ctx, req)
 		r := api.ReasonOf(err)
 		if err == nil || attempt >= 30 || r == api.ReasonUnauthorized || r == api.ReasonForbidden || r == api.ReasonInvalid || r == api.ReasonAlreadyExists {
 			break

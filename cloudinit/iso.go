@@ -4,11 +4,11 @@ import (
 	"bytes"
 	"encoding/binary"
 	"fmt"
-	"os"
-	"path/filepath"
 	"sort"
 	"strings"
 	"unicode/utf16"
+
+	"hearth.dev/hearth/atomicfile"
 )
 
 // WriteISO writes the seed to path as an ISO9660 image with volume label
@@ -28,19 +28,7 @@ func (s Seed) WriteISO(path string) error {
 	if err != nil {
 		return fmt.Errorf("build seed image %s: %w", path, err)
 	}
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
-	if err != nil {
-		return fmt.Errorf("write seed image: %w", err)
-	}
-	defer os.Remove(tmp.Name()) // after a successful rename this fails harmlessly
-	if _, err := tmp.Write(img); err != nil {
-		tmp.Close()
-		return fmt.Errorf("write seed image %s: %w", tmp.Name(), err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("write seed image %s: %w", tmp.Name(), err)
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
+	if err := atomicfile.Write(path, img, 0o600); err != nil {
 		return fmt.Errorf("write seed image: %w", err)
 	}
 	return nil

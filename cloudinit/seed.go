@@ -33,17 +33,12 @@ type Seed struct {
 // cloudConfigHeader is how cloud-init recognises a #cloud-config document.
 const cloudConfigHeader = "#cloud-config"
 
-// metaData is meta-data as NoCloud reads it. Field order is alphabetical,
-// which is also the order the YAML encoder writes keys in.
-type metaData struct {
-	InstanceID    string   `json:"instance-id"`
-	LocalHostname string   `json:"local-hostname,omitempty"`
-	PublicKeys    []string `json:"public-keys,omitempty"`
-}
-
-// MetaData returns the meta-data document: instance-id, local-hostname and
-// public-keys. cloud-init cannot run without an instance-id, so an empty
-// InstanceID falls back to the hostname.
+// MetaData returns the meta-data document: instance-id, local-hostname
+// (unless empty) and public-keys. cloud-init cannot run without an
+// instance-id, so an empty InstanceID falls back to the hostname. Every
+// value is written with Quote, so any string reads back as itself and
+// none can add keys or fail to render: the boot service serves it for
+// machines whose values come partly from their firmware.
 func (s Seed) MetaData() []byte {
 	id := s.InstanceID
 	if id == "" {
@@ -52,16 +47,18 @@ func (s Seed) MetaData() []byte {
 	if id == "" {
 		id = "hearth"
 	}
-	b, err := yaml.Marshal(metaData{
-		InstanceID:    id,
-		LocalHostname: s.Hostname,
-		PublicKeys:    s.keys(),
-	})
-	if err != nil {
-		// Strings and string slices always marshal.
-		panic("cloudinit: marshal meta-data: " + err.Error())
+	var b bytes.Buffer
+	b.WriteString("instance-id: " + Quote(id) + "\n")
+	if s.Hostname != "" {
+		b.WriteString("local-hostname: " + Quote(s.Hostname) + "\n")
 	}
-	return b
+	if keys := s.keys(); len(keys) > 0 {
+		b.WriteString("public-keys:\n")
+		for _, k := range keys {
+			b.WriteString("- " + Quote(k) + "\n")
+		}
+	}
+	return b.Bytes()
 }
 
 // UserDataBytes returns the user-data document. An empty UserData becomes a

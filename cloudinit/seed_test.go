@@ -21,27 +21,32 @@ func TestMetaData(t *testing.T) {
 		{
 			name: "full",
 			seed: Seed{InstanceID: "0b6e-uid", Hostname: "vm1", SSHKeys: []string{key1, key2}},
-			want: "instance-id: 0b6e-uid\nlocal-hostname: vm1\npublic-keys:\n- " + key1 + "\n- " + key2 + "\n",
+			want: "instance-id: \"0b6e-uid\"\nlocal-hostname: \"vm1\"\npublic-keys:\n- \"" + key1 + "\"\n- \"" + key2 + "\"\n",
 		},
 		{
 			name: "no keys",
 			seed: Seed{InstanceID: "0b6e-uid", Hostname: "vm1"},
-			want: "instance-id: 0b6e-uid\nlocal-hostname: vm1\n",
+			want: "instance-id: \"0b6e-uid\"\nlocal-hostname: \"vm1\"\n",
 		},
 		{
 			name: "blank keys dropped and keys trimmed",
 			seed: Seed{InstanceID: "i", Hostname: "vm1", SSHKeys: []string{"", "  ", " " + key1 + "\n"}},
-			want: "instance-id: i\nlocal-hostname: vm1\npublic-keys:\n- " + key1 + "\n",
+			want: "instance-id: \"i\"\nlocal-hostname: \"vm1\"\npublic-keys:\n- \"" + key1 + "\"\n",
 		},
 		{
 			name: "instance id falls back to the hostname",
 			seed: Seed{Hostname: "vm1"},
-			want: "instance-id: vm1\nlocal-hostname: vm1\n",
+			want: "instance-id: \"vm1\"\nlocal-hostname: \"vm1\"\n",
 		},
 		{
 			name: "values that look like numbers stay strings",
 			seed: Seed{InstanceID: "12345", Hostname: "007"},
 			want: "instance-id: \"12345\"\nlocal-hostname: \"007\"\n",
+		},
+		{
+			name: "a value cannot add keys, and control characters are escaped",
+			seed: Seed{InstanceID: "i", Hostname: "evil\ninstance-id: other\x00"},
+			want: "instance-id: \"i\"\nlocal-hostname: \"evil\\ninstance-id: other\\u0000\"\n",
 		},
 	}
 	for _, tt := range tests {
@@ -56,6 +61,9 @@ func TestMetaData(t *testing.T) {
 			}
 			if id, _ := md["instance-id"].(string); id == "" {
 				t.Errorf("instance-id = %v, want a non-empty string", md["instance-id"])
+			}
+			if h, _ := md["local-hostname"].(string); h != tt.seed.Hostname || len(md) > 3 {
+				t.Errorf("meta-data read back as %v, want local-hostname %q and no other keys", md, tt.seed.Hostname)
 			}
 		})
 	}

@@ -123,6 +123,16 @@ type Driver interface {
 	Wait(ctx context.Context, id, dir string) error
 }
 
+// KVMDetector is a Driver that can say whether its VMs may use KVM on
+// this host, and why or why not (see DetectKVM). The agent asks its
+// driver when the driver is one; a driver that runs no hypervisor (a
+// simulated host) answers without probing anything.
+type KVMDetector interface {
+	DetectKVM(ctx context.Context) (ok bool, reason string)
+}
+
+var _ KVMDetector = (*QEMU)(nil)
+
 // Runtime file names inside a VM's directory, shared by the driver, the
 // agent (which serves the console) and tests.
 const (

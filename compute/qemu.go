@@ -6,7 +6,8 @@ import (
 	"crypto/sha1"
 	"errors"
 	"fmt"
-	"hearth.dev/hearth/dirlock"
+	"hearth.dev/hearth/flock"
+	"hearth.dev/hearth/process"
 	"io"
 	"net"
 	"os"
@@ -127,7 +128,7 @@ func (q *QEMU) Start(ctx context.Context, spec Spec) (Info, error) {
 	if p, ok, err := findProcess(spec.ID, spec.Dir); err != nil {
 		return fail(err)
 	} else if ok {
-		return fail(fmt.Errorf("already running as pid %d", p.pid))
+		return fail(fmt.Errorf("already running as pid %d", p.PID))
 	}
 	removeRuntimeFiles(spec.Dir)
 
@@ -202,7 +203,7 @@ func (q *QEMU) Start(ctx context.Context, spec Spec) (Info, error) {
 	if err != nil {
 		return abort(err)
 	}
-	if !ok || p.pid != cmd.Process.Pid {
+	if !ok || p.PID != cmd.Process.Pid {
 		return abort(fmt.Errorf("pid file %s does not name the process started (pid %d)", filepath.Join(spec.Dir, PIDFile), cmd.Process.Pid))
 	}
 	info, err := query(ctx, c, p)
@@ -225,12 +226,12 @@ func (q *QEMU) Lookup(ctx context.Context, id, dir string) (Info, bool, error) {
 	defer cancel()
 	c, err := DialQMP(ctx, filepath.Join(dir, QMPSocket))
 	if err != nil {
-		return p.info(), true, fmt.Errorf("lookup vm %s: %w", id, err)
+		return infoOf(p), true, fmt.Errorf("lookup vm %s: %w", id, err)
 	}
 	defer c.Close()
 	info, err := query(ctx, c, p)
 	if err != nil {
-		return p.info(), true, fmt.Errorf("lookup vm %s: %w", id, err)
+		return infoOf(p), true, fmt.Errorf("lookup vm %s: %w", id, err)
 	}
 	return info, true, nil
 }
@@ -252,7 +253,7 @@ func (q *QEMU) Shutdown(ctx context.Context, id, dir string, timeout time.Durati
 	deadline := time.Now().Add(timeout)
 	if q.powerButton(ctx, dir, deadline) {
 		wctx, cancel := context.WithDeadline(ctx, deadline)
-		err := waitGone(wctx, p)
+		err := process.WaitGone(wctx, p)
 		cancel()
 		if err == nil {
 			removeRuntimeFiles(dir)
@@ -262,7 +263,7 @@ func (q *QEMU) Shutdown(ctx context.Context, id, dir string, timeout time.Durati
 			return fmt.Errorf("shut down vm %s: %w", id, ctx.Err())
 		}
 	}
-	if err := killAndWait(ctx, p); err != nil {
+	if err := process.Kill(ctx, p); err != nil {
 		return fmt.Errorf("shut down vm %s: %w", id, err)
 	}
 	removeRuntimeFiles(dir)
@@ -308,7 +309,7 @@ func (q *QEMU) Kill(ctx context.Context, id, dir string) error {
 		return fmt.Errorf("kill vm %s: %w", id, err)
 	}
 	if ok {
-		if err := killAndWait(ctx, p); err != nil {
+		if err := process.Kill(ctx, p); err != nil {
 			return fmt.Errorf("kill vm %s: %w", id, err)
 		}
 	}
@@ -357,7 +358,7 @@ func (q *QEMU) Wait(ctx context.Context, id, dir string) error {
 	if !ok {
 		return nil
 	}
-	if err := waitGone(ctx, p); err != nil {
+	if err := process.WaitGone(ctx, p); err != nil {
 		return fmt.Errorf("wait for vm %s: %w", id, err)
 	}
 	return nil
@@ -756,8 +757,8 @@ type qmpStatus struct {
 	Running bool   `json:"running"`
 }
 
-func query(ctx context.Context, c *QMPClient, p process) (Info, error) {
-	info := p.info()
+func query(ctx context.Context, c *QMPClient, p process.ID) (Info, error) {
+	info := infoOf(p)
 	var st qmpStatus
 	if err := c.Execute(ctx, "query-status", nil, &st); err != nil {
 		return info, err
@@ -797,8 +798,8 @@ func removeRuntimeFiles(dir string) {
 // lockDir holds an exclusive flock on the VM's directory, so two drivers
 // (or two agents) cannot start the same VM at once.
 func lockDir(ctx context.Context, dir string) (unlock func(), err error) {
-	unlock, err = dirlock.Lock(ctx, dir, 50*time.Millisecond)
-	if errors.Is(err, dirlock.ErrBusy) {
+	unlock, err = flock.Lock(ctx, dir, 50*time.Millisecond)
+	if errors.Is(err, flock.ErrBusy) {
 		return nil, fmt.Errorf("lock %s: another start holds it: %w", dir, ctx.Err())
 	}
 	if err != nil {

@@ -15,6 +15,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"hearth.dev/hearth/process"
 )
 
 // helperEnv makes the test binary a short-lived process that starts a VM
@@ -97,11 +99,11 @@ func testSpec(t *testing.T) Spec {
 // killForCleanup leaves no QEMU behind, even when the driver is broken.
 func killForCleanup(t *testing.T, spec Spec) {
 	if p, ok, _ := findProcess(spec.ID, spec.Dir); ok {
-		syscall.Kill(p.pid, syscall.SIGKILL)
+		syscall.Kill(p.PID, syscall.SIGKILL)
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
-		if waitGone(ctx, p) != nil {
-			t.Errorf("cleanup: pid %d still alive", p.pid)
+		if process.WaitGone(ctx, p) != nil {
+			t.Errorf("cleanup: pid %d still alive", p.PID)
 		}
 	}
 }
@@ -157,7 +159,7 @@ func lookup(t *testing.T, d *QEMU, spec Spec) (Info, bool) {
 }
 
 func pidAlive(pid int) bool {
-	_, ok := procStart(pid)
+	_, ok := process.Of(pid)
 	return ok
 }
 

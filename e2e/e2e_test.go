@@ -159,7 +159,29 @@ func (p *proc) waitReady() {
 }
 
 func (p *proc) client() *client.Client {
-	c, err := client.FromConfig(filepath.Join(p.dataDir, "admin.conf"), "")
+	return p.clientWithToken("", "")
+}
+
+// clientWithToken is a client of p's server with the admin.conf's
+// credential, or with token (and tenant) when given. It talks to p's own
+// URL: admin.conf names the server of the data directory's first start,
+// which may have listened elsewhere (a data directory from a fixture).
+func (p *proc) clientWithToken(token, tenant string) *client.Client {
+	p.t.Helper()
+	conf, err := client.LoadConfig(filepath.Join(p.dataDir, "admin.conf"))
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	cur, err := conf.Current("")
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	ctx := *cur
+	ctx.Server = p.url
+	if token != "" {
+		ctx.Token, ctx.Tenant = token, tenant
+	}
+	c, err := client.New(&ctx)
 	if err != nil {
 		p.t.Fatal(err)
 	}

@@ -14,7 +14,7 @@ import (
 	"testing"
 	"time"
 
-	"hearth.dev/hearth/server/pki"
+	"hearth.dev/hearth/pki"
 	"hearth.dev/hearth/server/servertest"
 )
 

@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"hearth.dev/hearth/server/pki"
+	"hearth.dev/hearth/pki"
 	"hearth.dev/hearth/server/servertest"
 )
 

@@ -147,7 +147,7 @@ func TestSandboxPXEProxy(t *testing.T) {
 			// Reported, not asserted: the port-67 proxy OFFER tells PXE
 			// clients to use its boot file (PXE discovery control "use
 			// boot file"), so OVMF skips the port-4011 exchange, which is
-			// tested with crafted packets in boot/dhcp.
+			// tested with crafted packets in dhcp.
 			if fw == "uefi" && !strings.Contains(timeline, "(port 4011)") {
 				t.Logf("note: the uefi firmware did not use port 4011")
 			}

@@ -11,7 +11,7 @@ import (
 
 	"github.com/vishvananda/netlink"
 
-	"hearth.dev/hearth/dirlock"
+	"hearth.dev/hearth/flock"
 )
 
 // reserveSubnets picks n /24s of 172.31.0.0/16 that no route of the root
@@ -29,7 +29,7 @@ func reserveSubnets(t *testing.T, n int) (subnets []netip.Prefix, release func()
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
-	unlock, err := dirlock.Lock(ctx, dir, 100*time.Millisecond)
+	unlock, err := flock.Lock(ctx, dir, 100*time.Millisecond)
 	if err != nil {
 		t.Fatalf("waiting for the e2e subnet lock: %v", err)
 	}

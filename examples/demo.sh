@@ -1,9 +1,16 @@
 #!/usr/bin/env bash
 # The demo: a whole Hearth lab on this machine (needs root for network
-# namespaces). It builds hearth, brings up a sandbox of two hosts (a
-# server, and an agent in a network namespace per host), applies the
-# example lab, waits for its VMs to boot and shows them. Nothing leaves
-# the namespaces it creates. `hearth sandbox down` removes it all.
+# namespaces). It installs the Debian packages the demo runs that are
+# missing (scripts/deps.sh demo says which, before), builds hearth,
+# brings up a sandbox of two hosts (a server, and an agent in a network
+# namespace per host), applies the example lab, waits for its VMs to boot
+# and shows them. Nothing leaves the namespaces it creates.
+#
+# Safe to run again: installed packages are not installed twice, the
+# binary is replaced whole, and a sandbox left by an earlier run (up, or
+# half-built by one cut short) is taken down before a new one goes up.
+# Ctrl-C while it builds takes down what it built. Once it is up, it stays
+# up for you to use; `hearth sandbox down` removes it all.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -11,7 +18,21 @@ if [ "$(id -u)" != 0 ]; then
 	echo "the sandbox needs root (network namespaces): run sudo $0" >&2
 	exit 1
 fi
-go build -o bin/hearth ./cmd/hearth
+# sudo resets PATH; Go's own installer puts go in /usr/local/go/bin.
+export PATH="$PATH:/usr/local/go/bin"
+if ! command -v go >/dev/null; then
+	echo "the demo builds hearth with Go 1.26, which is not installed: see https://go.dev/doc/install" >&2
+	exit 1
+fi
+
+scripts/deps.sh demo
+
+echo "building bin/hearth" >&2
+mkdir -p bin
+# Built beside the old binary and renamed over it, so an interrupted build
+# never leaves half a binary behind.
+go build -o bin/.hearth.new ./cmd/hearth
+mv -f bin/.hearth.new bin/hearth
 hearth=$PWD/bin/hearth
 dir=${HEARTH_SANDBOX_DIR:-/var/lib/hearth-sandbox}
 # To run beside another sandbox, give it its own directory, prefix and
@@ -19,20 +40,46 @@ dir=${HEARTH_SANDBOX_DIR:-/var/lib/hearth-sandbox}
 # HEARTH_SANDBOX_ARGS="--prefix hs2 --underlay-cidr 172.31.250.0/24".
 read -r -a up_args <<<"${HEARTH_SANDBOX_ARGS:-}"
 
+if [ -e "$dir/sandbox.json" ]; then
+	echo "taking down the sandbox an earlier run left in $dir" >&2
+fi
 "$hearth" sandbox down --dir "$dir" >/dev/null 2>&1 || true
+
+# From here until the lab is up, an interruption or a failure takes down
+# what was built, so nothing is left half-done.
+up=false
+cleanup() {
+	status=$?
+	if [ "$up" != true ]; then
+		echo >&2
+		echo "the demo stopped before the lab was up: taking the sandbox down" >&2
+		"$hearth" sandbox down --dir "$dir" >/dev/null 2>&1 || true
+		echo "run $0 again to start over" >&2
+	fi
+	exit "$status"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
 # Progress goes to stderr as it happens; the summary (stdout) is shown
 # once up is done. (Not tee /dev/stderr: with the output redirected to a
 # file, that opens the file again from its start and writes over it.)
 summary=$("$hearth" sandbox up --hosts 2 --dir "$dir" "${up_args[@]}")
 echo "$summary"
-export HEARTH_CONFIG=$(tail -n1 <<<"$summary" | sed 's/^export HEARTH_CONFIG=//')
+config=$(tail -n1 <<<"$summary")
+export HEARTH_CONFIG=${config#export HEARTH_CONFIG=}
 
-run() { echo; echo "\$ hearth $*"; "$hearth" "$@"; }
+run() {
+	echo
+	echo "\$ hearth $*"
+	"$hearth" "$@"
+}
 run get hosts -o wide
 run get images
 run apply -f examples/lab.yaml
 run apply -f examples/sandbox/lab.yaml
-echo; echo "waiting for the VMs to boot…"
+echo
+echo "waiting for the VMs to boot…"
 for _ in $(seq 120); do
 	running=$("$hearth" get vm -A -o json | grep -c '"phase": "Running"' || true)
 	[ "$running" -ge 3 ] && break
@@ -42,11 +89,15 @@ for _ in $(seq 60); do
 	"$hearth" logs vm/web-1 --tenant demo 2>/dev/null | grep -q "HEARTH-GUEST ready" && break
 	sleep 1
 done
+up=true
+trap - EXIT INT TERM
+
 run get vm -A -o wide
 # Applying again changes nothing: the hosts the scheduler chose stay.
 run apply -f examples/sandbox/lab.yaml
-echo; echo "\$ hearth logs vm/web-1 --tenant demo | grep HEARTH-GUEST"
-"$hearth" logs vm/web-1 --tenant demo | grep HEARTH-GUEST
+echo
+echo "\$ hearth logs vm/web-1 --tenant demo | grep HEARTH-GUEST"
+"$hearth" logs vm/web-1 --tenant demo | grep HEARTH-GUEST || true
 run describe vm web-1 --tenant demo
 
 # The example profile names the kernel under the default sandbox

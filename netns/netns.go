@@ -116,6 +116,19 @@ func Do(ns Handle, fn func() error) error {
 	return <-done
 }
 
+// Enter moves the calling OS thread into ns for good. It is only for a
+// caller about to replace the process with execve(2), which keeps only
+// the calling thread, so the new program runs in ns from its first
+// instruction (the sandbox's exec-in): lock the goroutine to its thread
+// first (runtime.LockOSThread) and never unlock it. Everything else uses
+// Do.
+func Enter(ns Handle) error {
+	if err := vnetns.Set(ns); err != nil {
+		return fmt.Errorf("entering network namespace: %w", err)
+	}
+	return nil
+}
+
 // DoNamed runs fn inside the named namespace, as Do.
 func DoNamed(name string, fn func() error) error {
 	ns, err := Open(name)

@@ -6,15 +6,14 @@ import (
 	"errors"
 	"net"
 	"os"
-	"runtime"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/vishvananda/netlink"
-	"github.com/vishvananda/netns"
 
 	api "hearth.dev/hearth/api/v1alpha1"
+	"hearth.dev/hearth/netns"
 )
 
 func TestMagicPacket(t *testing.T) {
@@ -35,49 +34,23 @@ func TestMagicPacket(t *testing.T) {
 
 // newNetns makes an empty network namespace for the test, so its
 // broadcasts cannot reach the machine's real network.
-func newNetns(t *testing.T) netns.NsHandle {
+func newNetns(t *testing.T) netns.Handle {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("needs root to make network namespaces")
 	}
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	orig, err := netns.Get()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer orig.Close()
-	ns, err := netns.New() // moves this thread into it
+	ns, err := netns.New()
 	if err != nil {
 		t.Skipf("cannot make a network namespace: %v", err)
-	}
-	if err := netns.Set(orig); err != nil {
-		t.Fatal(err)
 	}
 	t.Cleanup(func() { ns.Close() })
 	return ns
 }
 
-// inNetns runs fn on an OS thread inside ns. The thread stays locked to
-// its goroutine until that ends, and then the runtime discards it, so no
-// other goroutine ever runs in the namespace.
-func inNetns(ns netns.NsHandle, fn func() error) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		if err := netns.Set(ns); err != nil {
-			errc <- err
-			return
-		}
-		errc <- fn()
-	}()
-	return <-errc
-}
-
 // wolPair makes two namespaces joined by a veth pair: a (wol0,
 // 10.99.0.1/24), where the packet is sent from, and b (wol1, 10.99.0.2/24),
 // where the "machine" listens.
-func wolPair(t *testing.T) (a, b netns.NsHandle) {
+func wolPair(t *testing.T) (a, b netns.Handle) {
 	a, b = newNetns(t), newNetns(t)
 	ha, err := netlink.NewHandleAt(a)
 	if err != nil {
@@ -152,7 +125,7 @@ func TestWakeOnLAN(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			var conn net.PacketConn
-			if err := inNetns(b, func() (err error) {
+			if err := netns.Do(b, func() (err error) {
 				conn, err = net.ListenUDP("udp4", &net.UDPAddr{Port: tt.port})
 				return err
 			}); err != nil {
@@ -168,7 +141,7 @@ func TestWakeOnLAN(t *testing.T) {
 			}
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			defer cancel()
-			if err := inNetns(a, func() error { return d.On(ctx) }); err != nil {
+			if err := netns.Do(a, func() error { return d.On(ctx) }); err != nil {
 				t.Fatalf("On: %v", err)
 			}
 			buf := make([]byte, 1500)
@@ -191,7 +164,7 @@ func TestWakeOnLAN(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		err = inNetns(a, func() error { return d.On(context.Background()) })
+		err = netns.Do(a, func() error { return d.On(context.Background()) })
 		if err == nil || !strings.Contains(err.Error(), "nosuch0") {
 			t.Errorf("On = %v, want an error naming nosuch0", err)
 		}

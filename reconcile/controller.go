@@ -127,11 +127,25 @@ func (c *Controller) init() {
 	})
 }
 
-// Enqueue asks for key to be reconciled. It may be called before Run;
-// after Run has returned it does nothing.
+// Enqueue asks for key to be reconciled: something it depends on may
+// have changed. A key backing off after a failure waits for its retry,
+// so a controller's own writes, seen by its own watches, never cut its
+// backoff short. It may be called before Run; after Run has returned it
+// does nothing.
 func (c *Controller) Enqueue(key string) {
 	c.init()
 	c.queue.Add(key)
+}
+
+// EnqueueNow asks for key to be reconciled at once, even while it backs
+// off: what it asks for changed (its spec or metadata, an object it names
+// appeared or changed). Its failure count is kept until a reconcile
+// succeeds. Call it for changes others make, never for the echo of the
+// controller's own status write (client.Change.StatusOnly tells them
+// apart).
+func (c *Controller) EnqueueNow(key string) {
+	c.init()
+	c.queue.AddNow(key)
 }
 
 // EnqueueAfter asks for key to be reconciled once d has passed.

@@ -228,6 +228,7 @@ func TestControllerRecoversPanic(t *testing.T) {
 			calls <- i
 			if i == 1 {
 				var m map[string]int
+				//lint:ignore SA5000 a runtime panic on purpose, as a buggy reconciler's would be
 				m["nil map"] = 1 // Panics.
 			}
 			return reconcile.Result{}, nil
@@ -430,5 +431,39 @@ func TestControllerRunRejectsBadConfig(t *testing.T) {
 				t.Errorf("Run() = %v, want an error naming the controller and containing %q", err, tt.want)
 			}
 		})
+	}
+}
+
+// TestControllerFailingKeyDoesNotSpin: a reconcile that fails and, each
+// time, makes a write its own watch brings back (an Enqueue of its key)
+// runs only at its backoff: in 10s of a 5s cap, a handful of times, not
+// thousands.
+func TestControllerFailingKeyDoesNotSpin(t *testing.T) {
+	clk := newFakeClock()
+	var n atomic.Int32
+	var c *reconcile.Controller
+	c = &reconcile.Controller{
+		Name:   "test",
+		Clock:  clk,
+		Logger: discardLogger(),
+		Reconciler: reconcile.ReconcilerFunc(func(ctx context.Context, key string) (reconcile.Result, error) {
+			n.Add(1)
+			c.Enqueue(key) // the echo of this reconcile's status write
+			go c.Enqueue(key)
+			return reconcile.Result{}, errors.New(`image "x" does not exist in tenant demo`)
+		}),
+	}
+	start(t, c)
+	c.Enqueue("demo/web")
+	deadline := clk.Now().Add(10 * time.Second)
+	for clk.Now().Before(deadline) {
+		clk.WaitForTimers(t, 1)
+		d, _ := clk.NextIn()
+		clk.Advance(d)
+		time.Sleep(time.Millisecond) // let the echo goroutine run
+	}
+	// 50ms doubling: 50+100+…+6400ms ≈ 12.7s, so at most 8 tries in 10s.
+	if got := n.Load(); got > 9 {
+		t.Fatalf("%d reconciles in 10s of backoff: the echoes cut the backoff short", got)
 	}
 }

@@ -12,7 +12,10 @@
 //
 //   - Queue holds keys waiting to be reconciled. A key waits at most once, is
 //     never handed to two workers at the same time, and failed keys come back
-//     with per-key exponential backoff.
+//     with per-key exponential backoff, which holds whatever enqueues them
+//     meanwhile (a failing reconcile's own writes, seen by its own watches,
+//     cannot make it spin) until a change to what the key asks for
+//     (EnqueueNow) or a success.
 //   - Controller runs workers over a Queue, retries errors, honours
 //     Result.RequeueAfter, recovers panics and periodically lists every key
 //     to repair drift. Errors wrapped with Terminal are logged, not retried.

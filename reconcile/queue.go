@@ -38,6 +38,14 @@ type QueueOptions struct {
 // Keys carry no payload because a reconcile reads the current state itself;
 // adding a key twice therefore loses nothing.
 //
+// A key that failed backs off until its retry, whatever else adds it: Add
+// of a key whose retry is pending does nothing (the retry brings it), so
+// the writes a failing reconcile makes — which its controller's own
+// watches see — cannot cut its backoff short and make it spin. Only
+// AddNow, for a change to what the key asks for (its spec, an object it
+// names appearing), hands it out before its retry; its failure count is
+// kept until Forget, so a key that keeps failing waits ever longer.
+//
 // Queue is safe for concurrent use.
 type Queue struct {
 	clock     Clock
@@ -50,6 +58,7 @@ type Queue struct {
 	ready        []string               // keys Get may hand out, oldest first
 	dirty        map[string]struct{}    // keys that need processing: in ready, or processing and added again
 	processing   map[string]struct{}    // keys between Get and Done
+	urgent       map[string]struct{}    // processing keys AddNow added again: Done hands them out even while backing off
 	delayed      map[string]*delayedKey // keys waiting for a timer, at most one timer each
 	failures     map[string]int         // consecutive AddRateLimited calls since Forget
 	shuttingDown bool
@@ -71,6 +80,7 @@ func NewQueue(opts QueueOptions) *Queue {
 		jitter:     opts.Jitter,
 		dirty:      make(map[string]struct{}),
 		processing: make(map[string]struct{}),
+		urgent:     make(map[string]struct{}),
 		delayed:    make(map[string]*delayedKey),
 		failures:   make(map[string]int),
 	}
@@ -89,25 +99,57 @@ func NewQueue(opts QueueOptions) *Queue {
 }
 
 // Add makes key wait for processing. It does nothing if key is already
-// waiting or the queue is shut down. If key is being processed, it waits
-// until Done and is then handed out once more.
+// waiting, is backing off (its retry brings it), or the queue is shut
+// down. If key is being processed, it waits until Done and is then handed
+// out once more, unless that processing failed: then its retry brings it.
 func (q *Queue) Add(key string) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	q.addLocked(key)
+	q.addLocked(key, false)
 }
 
-func (q *Queue) addLocked(key string) {
+// AddNow is Add for a change to what key asks for: it hands key out
+// without waiting for a pending retry. Its failure count stays until
+// Forget, so should it fail again it backs off longer than before.
+func (q *Queue) AddNow(key string) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	q.addLocked(key, true)
+}
+
+// backingOffLocked reports whether key failed and waits for its retry.
+// Callers hold mu.
+func (q *Queue) backingOffLocked(key string) bool {
+	if q.failures[key] == 0 {
+		return false
+	}
+	_, pending := q.delayed[key]
+	return pending
+}
+
+func (q *Queue) addLocked(key string, now bool) {
 	if q.shuttingDown {
 		return
+	}
+	_, processing := q.processing[key]
+	if now && processing {
+		q.urgent[key] = struct{}{}
 	}
 	if _, ok := q.dirty[key]; ok {
 		return
 	}
-	q.dirty[key] = struct{}{}
-	if _, ok := q.processing[key]; ok {
+	if processing {
+		q.dirty[key] = struct{}{}
 		return // Done puts it in ready.
 	}
+	if q.backingOffLocked(key) {
+		if !now {
+			return // its retry brings it
+		}
+		q.delayed[key].timer.Stop()
+		delete(q.delayed, key)
+	}
+	q.dirty[key] = struct{}{}
 	q.ready = append(q.ready, key)
 	q.cond.Signal()
 }
@@ -115,10 +157,14 @@ func (q *Queue) addLocked(key string) {
 // AddAfter adds key once d has passed; d <= 0 adds it now. A key has at
 // most one pending AddAfter: the sooner of the pending and the new time
 // wins, so a retry scheduled in a second is not pushed back by a later
-// RequeueAfter of an hour, nor the other way round.
+// RequeueAfter of an hour, nor the other way round. A key backing off
+// after a failure keeps its retry, as with Add.
 func (q *Queue) AddAfter(key string, d time.Duration) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
+	if q.backingOffLocked(key) {
+		return // its retry brings it, not sooner
+	}
 	q.addAfterLocked(key, d)
 }
 
@@ -127,7 +173,7 @@ func (q *Queue) addAfterLocked(key string, d time.Duration) {
 		return
 	}
 	if d <= 0 {
-		q.addLocked(key)
+		q.addLocked(key, false)
 		return
 	}
 	at := q.clock.Now().Add(d)
@@ -150,7 +196,7 @@ func (q *Queue) fire(key string, dk *delayedKey) {
 		return // Replaced by a sooner AddAfter, or shut down.
 	}
 	delete(q.delayed, key)
-	q.addLocked(key)
+	q.addLocked(key, false)
 }
 
 // AddRateLimited adds key after its backoff: BaseDelay after the first
@@ -221,7 +267,8 @@ func (q *Queue) Get() (key string, shutdown bool) {
 }
 
 // Done marks key as processed. If it was added while being processed, it
-// waits again now.
+// waits again now; but if the processing failed (AddRateLimited before
+// Done), only an AddNow meanwhile does: an Add waits for the retry.
 func (q *Queue) Done(key string) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
@@ -229,10 +276,21 @@ func (q *Queue) Done(key string) {
 		return
 	}
 	delete(q.processing, key)
-	if _, ok := q.dirty[key]; ok && !q.shuttingDown {
-		q.ready = append(q.ready, key)
-		q.cond.Signal()
+	_, urgent := q.urgent[key]
+	delete(q.urgent, key)
+	if _, ok := q.dirty[key]; !ok || q.shuttingDown {
+		return
 	}
+	if q.backingOffLocked(key) {
+		if !urgent {
+			delete(q.dirty, key) // the retry brings it
+			return
+		}
+		q.delayed[key].timer.Stop()
+		delete(q.delayed, key)
+	}
+	q.ready = append(q.ready, key)
+	q.cond.Signal()
 }
 
 // Len reports how many keys are waiting to be handed out by Get, not
@@ -256,6 +314,7 @@ func (q *Queue) ShutDown() {
 	}
 	q.ready = nil
 	clear(q.dirty)
+	clear(q.urgent)
 	q.cond.Broadcast()
 }
 

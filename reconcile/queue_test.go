@@ -312,3 +312,121 @@ func TestQueueNeverHandsOutAKeyTwice(t *testing.T) {
 	q.ShutDown()
 	wg.Wait()
 }
+
+// failOnce hands key out, fails it and marks it done, as a Controller's
+// worker does with a reconcile that returned an error.
+func failOnce(t *testing.T, q *reconcile.Queue, key string) time.Duration {
+	t.Helper()
+	mustGet(t, q, key)
+	d := q.AddRateLimited(key)
+	q.Done(key)
+	return d
+}
+
+// TestQueueAddWaitsForBackoff: a failed key is handed out at its retry
+// and not before, however often it is Added meanwhile (its controller's
+// own writes coming back through its watches), and also when it was
+// Added while it was processed.
+func TestQueueAddWaitsForBackoff(t *testing.T) {
+	clk := newFakeClock()
+	q := reconcile.NewQueue(reconcile.QueueOptions{Clock: clk})
+	q.Add("a")
+	mustGet(t, q, "a")
+	q.Add("a") // the echo of a status write, while processing
+	q.AddRateLimited("a")
+	q.Done("a")
+	wantLen(t, q, 0)
+	for range 10 {
+		q.Add("a")
+	}
+	clk.Advance(49 * time.Millisecond)
+	wantLen(t, q, 0)
+	clk.Advance(time.Millisecond)
+	wantLen(t, q, 1)
+
+	// The second failure waits 100ms, Adds or not.
+	if d := failOnce(t, q, "a"); d != 100*time.Millisecond {
+		t.Fatalf("second backoff %v, want 100ms", d)
+	}
+	q.Add("a")
+	clk.Advance(99 * time.Millisecond)
+	wantLen(t, q, 0)
+	clk.Advance(time.Millisecond)
+	mustGet(t, q, "a")
+
+	// Success: Forget, and an Add is handed out at once again.
+	q.Forget("a")
+	q.Done("a")
+	q.Add("a")
+	wantLen(t, q, 1)
+}
+
+// TestQueueAddNowCutsBackoffShort: a change to what a key asks for
+// (AddNow) hands it out before its retry, while it waits or while it is
+// processed, without forgetting its failures; the retry it replaced does
+// not hand it out a second time.
+func TestQueueAddNowCutsBackoffShort(t *testing.T) {
+	clk := newFakeClock()
+	q := reconcile.NewQueue(reconcile.QueueOptions{Clock: clk})
+	q.Add("a")
+	failOnce(t, q, "a")
+	failOnce2 := func() {
+		clk.Advance(time.Hour)
+		failOnce(t, q, "a")
+	}
+	failOnce2() // two failures: the retry is 100ms away
+	q.AddNow("a")
+	wantLen(t, q, 1)
+	if got := clk.Pending(); got != 0 {
+		t.Errorf("%d timers pending after AddNow: the replaced retry would hand the key out again", got)
+	}
+	if d := failOnce(t, q, "a"); d != 200*time.Millisecond {
+		t.Errorf("backoff after AddNow and a third failure = %v, want 200ms: the failures are kept", d)
+	}
+
+	// AddNow while processing a reconcile that then fails.
+	clk.Advance(time.Hour)
+	mustGet(t, q, "a")
+	q.AddNow("a")
+	q.AddRateLimited("a")
+	q.Done("a")
+	wantLen(t, q, 1)
+	mustGet(t, q, "a")
+	q.Done("a")
+	if q.Len() != 0 || clk.Pending() != 0 {
+		t.Errorf("after the AddNow'd key was handed out: %d waiting, %d timers; want none", q.Len(), clk.Pending())
+	}
+
+	// On a key that is not backing off, AddNow is Add.
+	q.AddNow("b")
+	q.AddNow("b")
+	wantLen(t, q, 1)
+}
+
+// TestQueueAddAfterWaitsForBackoff: an AddAfter sooner than a failed
+// key's retry (a resync spread over its period, say) does not bring it
+// sooner; a failure after a long RequeueAfter still retries at its
+// backoff.
+func TestQueueAddAfterWaitsForBackoff(t *testing.T) {
+	clk := newFakeClock()
+	q := reconcile.NewQueue(reconcile.QueueOptions{Clock: clk})
+	q.Add("a")
+	failOnce(t, q, "a") // retry in 50ms
+	q.AddAfter("a", 10*time.Millisecond)
+	clk.Advance(10 * time.Millisecond)
+	wantLen(t, q, 0)
+	clk.Advance(40 * time.Millisecond)
+	wantLen(t, q, 1)
+	mustGet(t, q, "a")
+	q.Forget("a")
+	q.Done("a")
+
+	// A success asked to look again in an hour; the next look fails.
+	q.AddAfter("a", time.Hour)
+	q.Add("a")
+	if d := failOnce(t, q, "a"); d != 50*time.Millisecond {
+		t.Fatalf("backoff %v, want 50ms", d)
+	}
+	clk.Advance(50 * time.Millisecond)
+	wantLen(t, q, 1)
+}

@@ -13,6 +13,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"hearth.dev/hearth/netns"
 )
 
 // How long processes get to stop after SIGTERM before they are killed.
@@ -77,7 +79,7 @@ func Down(ctx context.Context, cfg Config) error {
 	nss := union(st.Namespaces, namespacesNamed(n))
 	ids := map[nsID]bool{}
 	for _, name := range nss {
-		if id, err := nsOf(filepath.Join(netnsDir, name)); err == nil {
+		if id, err := nsOf(netns.Path(name)); err == nil {
 			ids[id] = true
 		}
 	}

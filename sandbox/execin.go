@@ -5,21 +5,17 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"runtime"
 
-	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
+
+	"hearth.dev/hearth/netns"
 )
 
 // ExecInCommand is the hidden subcommand of the hearth binary that runs a
 // command inside a network namespace: `hearth sandbox exec-in NETNS --
 // CMD ARGS…`. The cli package registers it; Command builds it.
 var ExecInCommand = []string{"sandbox", "exec-in"}
-
-// netnsDir is where named network namespaces are bind-mounted, as
-// iproute2 and github.com/vishvananda/netns do it.
-const netnsDir = "/run/netns"
 
 // Command returns a command that runs argv inside the named network
 // namespace, through exe's exec-in subcommand (see ExecIn).
@@ -51,9 +47,9 @@ func ExecIn(netnsName string, argv []string) error {
 	if err != nil {
 		return fmt.Errorf("exec-in: %w", err)
 	}
-	target, err := netns.GetFromPath(filepath.Join(netnsDir, netnsName))
+	target, err := netns.Open(netnsName)
 	if err != nil {
-		return fmt.Errorf("exec-in: network namespace %s: %w", netnsName, err)
+		return fmt.Errorf("exec-in: %w", err)
 	}
 	// Never unlocked: this thread either becomes the new program or the
 	// process exits with the error.
@@ -66,8 +62,8 @@ func ExecIn(netnsName string, argv []string) error {
 	if err := unix.Mount("", "/", "", unix.MS_SLAVE|unix.MS_REC, ""); err != nil {
 		return fmt.Errorf("exec-in: making mounts private: %w", err)
 	}
-	if err := netns.Set(target); err != nil {
-		return fmt.Errorf("exec-in: entering network namespace %s: %w", netnsName, err)
+	if err := netns.Enter(target); err != nil {
+		return fmt.Errorf("exec-in: %s: %w", netnsName, err)
 	}
 	// sysfs shows the network namespace of whoever mounts it.
 	if err := unix.Unmount("/sys", unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) {
@@ -76,42 +72,12 @@ func ExecIn(netnsName string, argv []string) error {
 	if err := unix.Mount(netnsName, "/sys", "sysfs", 0, ""); err != nil {
 		return fmt.Errorf("exec-in: mounting /sys: %w", err)
 	}
-	if err := os.MkdirAll(netnsDir, 0o755); err != nil {
+	if err := os.MkdirAll(netns.Dir, 0o755); err != nil {
 		return fmt.Errorf("exec-in: %w", err)
 	}
-	if err := unix.Mount("tmpfs", netnsDir, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, "mode=0755"); err != nil {
-		return fmt.Errorf("exec-in: a private %s: %w", netnsDir, err)
+	if err := unix.Mount("tmpfs", netns.Dir, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, "mode=0755"); err != nil {
+		return fmt.Errorf("exec-in: a private %s: %w", netns.Dir, err)
 	}
 	err = unix.Exec(path, argv, os.Environ())
 	return fmt.Errorf("exec-in: running %s: %w", path, err)
-}
-
-// InNetns runs fn on an OS thread inside the named network namespace: a
-// socket fn opens lives there and keeps working afterwards from any
-// goroutine. fn must not start goroutines that expect to be there too.
-func InNetns(netnsName string, fn func() error) error {
-	target, err := netns.GetFromPath(filepath.Join(netnsDir, netnsName))
-	if err != nil {
-		return fmt.Errorf("network namespace %s: %w", netnsName, err)
-	}
-	defer target.Close()
-	return onThrowawayThread(func() error {
-		if err := netns.Set(target); err != nil {
-			return fmt.Errorf("entering network namespace %s: %w", netnsName, err)
-		}
-		return fn()
-	})
-}
-
-// onThrowawayThread runs fn on an OS thread that ends with it, so fn may
-// change the thread's namespaces and never put them back: the Go runtime
-// ends a thread whose goroutine exits while locked to it, and no other
-// goroutine ever runs in the wrong namespace.
-func onThrowawayThread(fn func() error) error {
-	done := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		done <- fn()
-	}()
-	return <-done
 }

@@ -21,6 +21,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"hearth.dev/hearth/compute"
+	"hearth.dev/hearth/netns"
 )
 
 // Defaults of `hearth sandbox machine add`.
@@ -203,7 +204,7 @@ func AddMachine(ctx context.Context, cfg MachineConfig) (*Machine, error) {
 	if p == nil {
 		return nil, fmt.Errorf("the sandbox in %s has no provisioning network (it was built by an older hearth, or is still being built): run hearth sandbox down and up again", cfg.Dir)
 	}
-	if !exists(filepath.Join(netnsDir, p.Netns)) {
+	if !exists(netns.Path(p.Netns)) {
 		return nil, fmt.Errorf("the provisioning network's namespace %s is gone: run hearth sandbox down and up again", p.Netns)
 	}
 	m := Machine{
@@ -375,7 +376,7 @@ func qemuEscape(s string) string { return strings.ReplaceAll(s, ",", ",,") }
 // it in the calling thread's namespace: so all of it runs on a thread
 // inside the namespace.
 func addTap(netnsName, tap, bridge string) error {
-	return InNetns(netnsName, func() error {
+	return netns.DoNamed(netnsName, func() error {
 		t := &netlink.Tuntap{
 			LinkAttrs: netlink.LinkAttrs{Name: tap},
 			Mode:      netlink.TUNTAP_MODE_TAP,
@@ -404,10 +405,10 @@ func addTap(netnsName, tap, bridge string) error {
 // deleteTap deletes a tap in a namespace; a missing tap or namespace is
 // fine, anything else by the name is left alone.
 func deleteTap(netnsName, tap string) error {
-	if !exists(filepath.Join(netnsDir, netnsName)) {
+	if !exists(netns.Path(netnsName)) {
 		return nil
 	}
-	return InNetns(netnsName, func() error {
+	return netns.DoNamed(netnsName, func() error {
 		l, err := netlink.LinkByName(tap)
 		if err != nil {
 			var nf netlink.LinkNotFoundError

@@ -11,8 +11,9 @@ import (
 	"strings"
 
 	"github.com/vishvananda/netlink"
-	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
+
+	"hearth.dev/hearth/netns"
 )
 
 // BuildNetwork makes the underlay: a namespace holding the bridge, the
@@ -73,7 +74,7 @@ func (s *Sandbox) BuildNetwork() error {
 //
 // So a packet from a host can reach the root namespace's own sockets on
 // .1 and nothing beyond.
-func (s *Sandbox) connectRoot(under netns.NsHandle, uh *netlink.Handle) error {
+func (s *Sandbox) connectRoot(under netns.Handle, uh *netlink.Handle) error {
 	name := s.names.ctl()
 	veth := &netlink.Veth{
 		LinkAttrs:     netlink.LinkAttrs{Name: name},
@@ -108,7 +109,7 @@ func (s *Sandbox) connectRoot(under netns.NsHandle, uh *netlink.Handle) error {
 
 // addHost makes host i's namespace with lo up and eth0 on the underlay
 // bridge.
-func (s *Sandbox) addHost(i int, under netns.NsHandle, uh *netlink.Handle) error {
+func (s *Sandbox) addHost(i int, under netns.Handle, uh *netlink.Handle) error {
 	nsName := s.names.hostNetns(i)
 	hostNs, err := s.newNetns(nsName)
 	if err != nil {
@@ -154,7 +155,7 @@ func (s *Sandbox) addHost(i int, under netns.NsHandle, uh *netlink.Handle) error
 // buildProvisioning makes the provisioning network: PREFIX-lan with the
 // bridge prov0, and PREFIX-boot with one veth on prov0 (prov, .2) and one
 // on the underlay (underlay, .9). See the package comment for the picture.
-func (s *Sandbox) buildProvisioning(under netns.NsHandle, uh *netlink.Handle) error {
+func (s *Sandbox) buildProvisioning(under netns.Handle, uh *netlink.Handle) error {
 	p := &Provisioning{
 		CIDR:                s.cfg.Provisioning.String(),
 		Netns:               s.names.lan(),
@@ -197,7 +198,7 @@ func (s *Sandbox) buildProvisioning(under netns.NsHandle, uh *netlink.Handle) er
 	}
 	// Not even an IPv6 link-local address: PREFIX-lan is the wire, not a
 	// party on it. Best effort, as for the root's veth.
-	_ = InNetns(p.Netns, func() error {
+	_ = netns.DoNamed(p.Netns, func() error {
 		return os.WriteFile("/proc/sys/net/ipv6/conf/"+provBridgeName+"/disable_ipv6", []byte("1"), 0o644)
 	})
 	if err := linkUp(lh, provBridgeName); err != nil {
@@ -219,7 +220,7 @@ func (s *Sandbox) buildProvisioning(under netns.NsHandle, uh *netlink.Handle) er
 	}
 	// The boot service is on two networks; it must never route between
 	// them. A new namespace starts with forwarding off; make sure.
-	if err := InNetns(p.BootNetns, func() error {
+	if err := netns.DoNamed(p.BootNetns, func() error {
 		return os.WriteFile("/proc/sys/net/ipv4/ip_forward", []byte("0"), 0o644)
 	}); err != nil {
 		return fmt.Errorf("turning forwarding off in %s: %w", p.BootNetns, err)
@@ -234,9 +235,9 @@ func (s *Sandbox) buildProvisioning(under netns.NsHandle, uh *netlink.Handle) er
 		{p.BootUnderlayLink, s.names.underlay(), uh, bridgeName, netip.PrefixFrom(netip.MustParseAddr(p.BootUnderlayAddress), s.cfg.Underlay.Bits())},
 	}
 	for _, l := range links {
-		peerNs, err := netns.GetFromPath(filepath.Join(netnsDir, l.peerNs))
+		peerNs, err := netns.Open(l.peerNs)
 		if err != nil {
-			return fmt.Errorf("network namespace %s: %w", l.peerNs, err)
+			return err
 		}
 		veth := &netlink.Veth{
 			LinkAttrs:     netlink.LinkAttrs{Name: l.name, Namespace: netlink.NsFd(boot)},
@@ -265,7 +266,7 @@ func (s *Sandbox) buildProvisioning(under netns.NsHandle, uh *netlink.Handle) er
 // veth on prov0 (lan, .1 of the provisioning network; its peer in
 // PREFIX-lan is router). Like PREFIX-boot it does not forward and has no
 // other link: the "router" only hands out addresses (StartHomeRouter).
-func (s *Sandbox) buildRouter(p *Provisioning, lan netns.NsHandle, lh *netlink.Handle) error {
+func (s *Sandbox) buildRouter(p *Provisioning, lan netns.Handle, lh *netlink.Handle) error {
 	r := &Router{
 		Netns:      s.names.router(),
 		Interface:  routerLink,
@@ -291,7 +292,7 @@ func (s *Sandbox) buildRouter(p *Provisioning, lan netns.NsHandle, lh *netlink.H
 	if err := linkUp(rh, "lo"); err != nil {
 		return fmt.Errorf("%s: %w", r.Netns, err)
 	}
-	if err := InNetns(r.Netns, func() error {
+	if err := netns.DoNamed(r.Netns, func() error {
 		return os.WriteFile("/proc/sys/net/ipv4/ip_forward", []byte("0"), 0o644)
 	}); err != nil {
 		return fmt.Errorf("turning forwarding off in %s: %w", r.Netns, err)
@@ -327,45 +328,16 @@ func addressUp(h *netlink.Handle, nsName, link string, addr netip.Prefix) error 
 
 // newNetns creates a named network namespace, records it, and returns a
 // handle on it.
-func (s *Sandbox) newNetns(name string) (netns.NsHandle, error) {
-	var ns netns.NsHandle
-	if err := sharedNetnsDir(); err != nil {
-		return ns, err
-	}
-	err := onThrowawayThread(func() error {
-		var err error
-		ns, err = netns.NewNamed(name)
-		return err
-	})
+func (s *Sandbox) newNetns(name string) (netns.Handle, error) {
+	ns, err := netns.Create(name)
 	if err != nil {
 		if errors.Is(err, os.ErrExist) {
 			return ns, fmt.Errorf("network namespace %s exists already: a sandbox with prefix %q is up (run hearth sandbox down --prefix %s)", name, s.cfg.Prefix, s.cfg.Prefix)
 		}
-		return ns, fmt.Errorf("creating network namespace %s: %w", name, err)
+		return ns, err
 	}
 	s.State.Namespaces = append(s.State.Namespaces, name)
 	return ns, s.State.save()
-}
-
-// sharedNetnsDir makes /run/netns a shared mount point of its own, as
-// iproute2 does before it adds a namespace. Without it, the first
-// `ip netns add` after the sandbox was built bind-mounts /run/netns over
-// itself and hides the sandbox's namespaces from `down`.
-func sharedNetnsDir() error {
-	if err := os.MkdirAll(netnsDir, 0o755); err != nil {
-		return err
-	}
-	if err := unix.Mount("", netnsDir, "none", unix.MS_SHARED|unix.MS_REC, ""); err == nil {
-		return nil
-	}
-	// Not a mount point yet: make it one, then shared.
-	if err := unix.Mount(netnsDir, netnsDir, "none", unix.MS_BIND|unix.MS_REC, ""); err != nil {
-		return fmt.Errorf("making %s a mount point: %w", netnsDir, err)
-	}
-	if err := unix.Mount("", netnsDir, "none", unix.MS_SHARED|unix.MS_REC, ""); err != nil {
-		return fmt.Errorf("sharing %s: %w", netnsDir, err)
-	}
-	return nil
 }
 
 // checkUnderlayFree refuses an underlay that overlaps a network the root
@@ -439,7 +411,7 @@ func netipPrefix(n *net.IPNet) (netip.Prefix, bool) {
 // namespacesNamed lists the named network namespaces a sandbox with this
 // prefix may have made, whether or not they were recorded.
 func namespacesNamed(n names) []string {
-	entries, _ := os.ReadDir(netnsDir)
+	entries, _ := os.ReadDir(netns.Dir)
 	var out []string
 	for _, e := range entries {
 		if n.isOurs(e.Name()) {
@@ -449,15 +421,12 @@ func namespacesNamed(n names) []string {
 	return out
 }
 
-// deleteNetns unmounts and removes a named namespace. The kernel frees it,
-// with every link inside, once no process and no mount holds it.
+// deleteNetns unmounts and removes a named namespace, if it is there.
+// The kernel frees it, with every link inside, once no process and no
+// mount holds it.
 func deleteNetns(name string) error {
-	path := filepath.Join(netnsDir, name)
-	if err := unix.Unmount(path, unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) {
-		return fmt.Errorf("unmounting %s: %w", path, err)
-	}
-	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return fmt.Errorf("removing %s: %w", path, err)
+	if err := netns.Delete(name); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
 	}
 	return nil
 }

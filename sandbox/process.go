@@ -1,7 +1,6 @@
 package sandbox
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -12,6 +11,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"hearth.dev/hearth/process"
 )
 
 // startDaemon starts argv in a session of its own, detached from the
@@ -37,47 +38,18 @@ func startDaemon(argv []string, logPath string) (*Process, error) {
 	// running after Up); once `hearth sandbox up` exits, init does.
 	go cmd.Wait()
 	p := &Process{PID: cmd.Process.Pid, Log: logPath}
-	if p.StartTime, err = procStartTime(p.PID); err != nil {
+	id, ok := process.Of(p.PID)
+	if !ok {
 		return p, fmt.Errorf("%s exited at once; see %s", argv[0], logPath)
 	}
+	p.StartTime = id.Start
 	return p, nil
-}
-
-// procStat returns a process's state letter and start time from
-// /proc/PID/stat.
-func procStat(pid int) (state byte, start uint64, err error) {
-	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return 0, 0, err
-	}
-	// The command name (field 2) may hold spaces and parentheses; the
-	// fields after its last ')' are plain.
-	i := bytes.LastIndexByte(data, ')')
-	if i < 0 {
-		return 0, 0, fmt.Errorf("/proc/%d/stat: unexpected format", pid)
-	}
-	f := strings.Fields(string(data[i+1:]))
-	// f[0] is field 3 (state); field 22 (starttime) is f[19].
-	if len(f) < 20 || len(f[0]) != 1 {
-		return 0, 0, fmt.Errorf("/proc/%d/stat: unexpected format", pid)
-	}
-	start, err = strconv.ParseUint(f[19], 10, 64)
-	return f[0][0], start, err
-}
-
-func procStartTime(pid int) (uint64, error) {
-	_, start, err := procStat(pid)
-	return start, err
 }
 
 // alive reports whether the recorded process still runs. A zombie has
 // exited: it only waits for its parent to notice.
 func (p *Process) alive() bool {
-	if p == nil || p.PID <= 0 {
-		return false
-	}
-	state, start, err := procStat(p.PID)
-	return err == nil && start == p.StartTime && state != 'Z'
+	return p != nil && process.ID{PID: p.PID, Start: p.StartTime}.Alive()
 }
 
 // nsID names a namespace: the device and inode of its nsfs file.
@@ -111,11 +83,11 @@ func processes() []proc {
 		base := "/proc/" + e.Name() + "/ns/"
 		net, err1 := nsOf(base + "net")
 		mnt, err2 := nsOf(base + "mnt")
-		state, start, err3 := procStat(pid)
-		if err1 != nil || err2 != nil || err3 != nil || state == 'Z' {
+		id, alive := process.Of(pid)
+		if err1 != nil || err2 != nil || !alive {
 			continue
 		}
-		ps = append(ps, proc{Process: Process{PID: pid, StartTime: start}, netns: net, mntns: mnt})
+		ps = append(ps, proc{Process: Process{PID: pid, StartTime: id.Start}, netns: net, mntns: mnt})
 	}
 	return ps
 }

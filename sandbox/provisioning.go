@@ -10,6 +10,8 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"hearth.dev/hearth/netns"
 )
 
 // StartBootService starts the boot service (cfg.BootCommand, by default
@@ -181,7 +183,7 @@ func (s *Sandbox) StartHomeRouter(ctx context.Context) error {
 // bound to port.
 func listensUDP(netnsName string, port int) bool {
 	found := false
-	_ = InNetns(netnsName, func() error {
+	_ = netns.DoNamed(netnsName, func() error {
 		// The thread's namespace, not the process's.
 		data, err := os.ReadFile("/proc/thread-self/net/udp")
 		if err != nil {

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -21,7 +20,7 @@ import (
 	api "hearth.dev/hearth/api/v1alpha1"
 	"hearth.dev/hearth/atomicfile"
 	"hearth.dev/hearth/client"
-	"hearth.dev/hearth/server"
+	"hearth.dev/hearth/netns"
 )
 
 // Sandbox is a sandbox being built. Its steps run in this order: New,
@@ -227,9 +226,8 @@ func (s *Sandbox) joinTokenFile(ctx context.Context, dir, description string) (s
 	if err != nil {
 		return "", err
 	}
-	var resp server.TokenResponse
-	req := server.TokenRequest{TTL: "1h", Site: s.cfg.Site, Description: description}
-	if err := c.Do(ctx, http.MethodPost, api.PathPrefix+"/jointokens", req, &resp); err != nil {
+	resp, err := c.CreateToken(ctx, client.JoinTokens(), api.TokenRequest{TTL: "1h", Site: s.cfg.Site, Description: description})
+	if err != nil {
 		return "", fmt.Errorf("making a join token: %w", err)
 	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
@@ -286,7 +284,7 @@ func (s *Sandbox) StartAgents(ctx context.Context) error {
 
 // dialFrom connects to addr from inside a namespace.
 func (s *Sandbox) dialFrom(netnsName, addr string) error {
-	return InNetns(netnsName, func() error {
+	return netns.DoNamed(netnsName, func() error {
 		c, err := net.DialTimeout("tcp", addr, 5*time.Second)
 		if err != nil {
 			return err

@@ -32,6 +32,7 @@ import (
 
 	api "hearth.dev/hearth/api/v1alpha1"
 	"hearth.dev/hearth/client"
+	"hearth.dev/hearth/netns"
 	"hearth.dev/hearth/sandbox"
 	"hearth.dev/hearth/server"
 	"hearth.dev/hearth/testguest"
@@ -204,8 +205,8 @@ func fakeAgentMain(args []string) int {
 	if err != nil {
 		return fail("%v", err)
 	}
-	var jr server.JoinResponse
-	if err := jc.Do(ctx, http.MethodPost, api.PathPrefix+"/join", server.JoinRequest{Host: *name, Address: *address}, &jr); err != nil {
+	jr, err := jc.Join(ctx, api.JoinRequest{Host: *name, Address: *address})
+	if err != nil {
 		return fail("join: %v", err)
 	}
 	c, err := client.New(&client.Context{Server: *srv, Token: jr.Token, CertificateAuthority: string(ca)})
@@ -491,7 +492,7 @@ func TestNetworkAndDown(t *testing.T) {
 		t.Fatalf("listener in %s: %s", h2.Netns, said)
 	}
 	var got string
-	err = sandbox.InNetns(h1.Netns, func() (err error) {
+	err = netns.DoNamed(h1.Netns, func() (err error) {
 		got, err = readFrom(h2.Address + ":7777")
 		return err
 	})
@@ -505,7 +506,7 @@ func TestNetworkAndDown(t *testing.T) {
 	}
 
 	// A host reaches nothing beyond the underlay: it has no route there.
-	err = sandbox.InNetns(h1.Netns, func() error {
+	err = netns.DoNamed(h1.Netns, func() error {
 		c, err := net.DialTimeout("udp", "192.0.2.1:53", time.Second)
 		if err == nil {
 			_, err = c.Write([]byte("x"))
@@ -621,7 +622,7 @@ func checkProvisioning(t *testing.T, cfg sandbox.Config, s *sandbox.Sandbox) {
 	}
 	var bridge string
 	var ports []string
-	err := sandbox.InNetns(p.Netns, func() error {
+	err := netns.DoNamed(p.Netns, func() error {
 		l, err := netlink.LinkByName("prov0")
 		if err != nil {
 			return err
@@ -639,7 +640,7 @@ func checkProvisioning(t *testing.T, cfg sandbox.Config, s *sandbox.Sandbox) {
 		t.Errorf("prov0 in %s: %s with ports %v, %v; want a bridge with port boot", p.Netns, bridge, ports, err)
 	}
 	var addrs []string
-	err = sandbox.InNetns(p.BootNetns, func() error {
+	err = netns.DoNamed(p.BootNetns, func() error {
 		for _, name := range []string{"prov", "underlay"} {
 			l, err := netlink.LinkByName(name)
 			if err != nil {
@@ -663,7 +664,7 @@ func checkProvisioning(t *testing.T, cfg sandbox.Config, s *sandbox.Sandbox) {
 		t.Errorf("addresses in %s: got %v, %v; want %v", p.BootNetns, addrs, err, wantAddrs)
 	}
 	var forwarding []byte
-	err = sandbox.InNetns(p.BootNetns, func() (err error) {
+	err = netns.DoNamed(p.BootNetns, func() (err error) {
 		forwarding, err = os.ReadFile("/proc/sys/net/ipv4/ip_forward")
 		return err
 	})
@@ -683,7 +684,7 @@ func checkProvisioning(t *testing.T, cfg sandbox.Config, s *sandbox.Sandbox) {
 			c.Close()
 		}
 	}()
-	err = sandbox.InNetns(p.BootNetns, func() error {
+	err = netns.DoNamed(p.BootNetns, func() error {
 		c, err := net.DialTimeout("tcp", ln.Addr().String(), 5*time.Second)
 		if err == nil {
 			c.Close()
@@ -695,7 +696,7 @@ func checkProvisioning(t *testing.T, cfg sandbox.Config, s *sandbox.Sandbox) {
 	}
 	// A host does not reach the provisioning network: it has no route
 	// there.
-	err = sandbox.InNetns(s.State.Hosts[0].Netns, func() error {
+	err = netns.DoNamed(s.State.Hosts[0].Netns, func() error {
 		c, err := net.DialTimeout("udp", p.BootAddress+":67", time.Second)
 		if err == nil {
 			_, err = c.Write([]byte("x"))
@@ -1051,7 +1052,7 @@ func parseDHCPRequest(b []byte) (dhcpRequest, bool) {
 func listenDHCP(t *testing.T, p *sandbox.Provisioning) <-chan dhcpRequest {
 	t.Helper()
 	var pc net.PacketConn
-	err := sandbox.InNetns(p.BootNetns, func() error {
+	err := netns.DoNamed(p.BootNetns, func() error {
 		lc := net.ListenConfig{Control: func(network, address string, c syscall.RawConn) error {
 			var serr error
 			err := c.Control(func(fd uintptr) {
@@ -1122,7 +1123,7 @@ func waitDiscover(t *testing.T, ch <-chan dhcpRequest, timeout time.Duration, ma
 func tapsIn(t *testing.T, netnsName string) map[string]string {
 	t.Helper()
 	taps := map[string]string{}
-	err := sandbox.InNetns(netnsName, func() error {
+	err := netns.DoNamed(netnsName, func() error {
 		links, err := netlink.LinkList()
 		byIndex := map[int]string{}
 		for _, l := range links {
@@ -1215,7 +1216,7 @@ func TestMachines(t *testing.T) {
 	}
 	if got := netnsOf(bios.QEMU.PID); got != netnsOf(os.Getpid()) && got != "" {
 		var lanNs string
-		sandbox.InNetns(p.Netns, func() error { lanNs, _ = os.Readlink("/proc/thread-self/ns/net"); return nil })
+		netns.DoNamed(p.Netns, func() error { lanNs, _ = os.Readlink("/proc/thread-self/ns/net"); return nil })
 		if got != lanNs {
 			t.Errorf("pxe-bios's QEMU runs in %s, want %s (%s)", got, lanNs, p.Netns)
 		}

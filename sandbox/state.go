@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"hearth.dev/hearth/atomicfile"
-	"hearth.dev/hearth/dirlock"
+	"hearth.dev/hearth/flock"
 )
 
 // State is DIR/sandbox.json: everything a sandbox made, written after
@@ -210,8 +210,8 @@ func (st *State) addPath(p string) error {
 // with the process, however that ends. Down does not take it: it must
 // work whatever else runs.
 func lockState(ctx context.Context, dir string) (unlock func(), err error) {
-	unlock, err = dirlock.Lock(ctx, dir, 100*time.Millisecond)
-	if errors.Is(err, dirlock.ErrBusy) {
+	unlock, err = flock.Lock(ctx, dir, 100*time.Millisecond)
+	if errors.Is(err, flock.ErrBusy) {
 		return nil, fmt.Errorf("waiting for another sandbox command on %s: %w", dir, ctx.Err())
 	}
 	if err != nil {

@@ -6,11 +6,11 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"text/tabwriter"
 	"time"
 
 	"hearth.dev/hearth/client"
+	"hearth.dev/hearth/netns"
 )
 
 // PrintStatus writes what of the sandbox in dir is up: its namespaces,
@@ -49,9 +49,9 @@ func PrintStatus(ctx context.Context, w io.Writer, dir string) error {
 	}
 	fmt.Fprintf(tw, "server\t%s\t%s\n", st.ServerURL, server)
 	for _, h := range st.Hosts {
-		netns := "netns " + h.Netns
-		if !exists(filepath.Join(netnsDir, h.Netns)) {
-			netns += " (missing)"
+		ns := "netns " + h.Netns
+		if !exists(netns.Path(h.Netns)) {
+			ns += " (missing)"
 		}
 		agent := "agent not started"
 		if h.Agent != nil {
@@ -65,14 +65,14 @@ func PrintStatus(ctx context.Context, w io.Writer, dir string) error {
 			}
 			cancel()
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s, %s%s, log %s\n", h.Name, h.Address, netns, agent, phase, h.Log())
+		fmt.Fprintf(tw, "%s\t%s\t%s, %s%s, log %s\n", h.Name, h.Address, ns, agent, phase, h.Log())
 	}
 	if p := st.Provisioning; p != nil {
-		netns := "netns " + p.Netns
-		if !exists(filepath.Join(netnsDir, p.Netns)) {
-			netns += " (missing)"
+		ns := "netns " + p.Netns
+		if !exists(netns.Path(p.Netns)) {
+			ns += " (missing)"
 		}
-		fmt.Fprintf(tw, "provisioning\t%s\t%s, bridge %s\n", p.CIDR, netns, p.Bridge)
+		fmt.Fprintf(tw, "provisioning\t%s\t%s, bridge %s\n", p.CIDR, ns, p.Bridge)
 		if r := p.Router; r != nil {
 			fmt.Fprintf(tw, "home router\t%s\t%s\n", r.Address, routerStatus(r))
 		}

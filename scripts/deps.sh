@@ -15,26 +15,31 @@ set -euo pipefail
 # iPXE ROMs, OVMF), the iPXE binaries the boot service serves, busybox for
 # the test guest (built from Debian's kernel and busybox packages with
 # apt-get download), iproute2 for the namespaces, dnsmasq as the home
-# router of `sandbox up --home-router`.
+# router of `sandbox up --home-router`; ca-certificates for Go's module
+# downloads; git, which go build runs to stamp the binary with the
+# checkout's commit (it refuses to build a git checkout without it).
 demo=(qemu-system-x86 qemu-utils ipxe-qemu ovmf ipxe busybox-static iproute2 dnsmasq-base
-	ca-certificates)
+	ca-certificates git)
 
 # The tests need the demo's packages and real peers to test against: an
 # external etcd (--etcd-endpoints); isoinfo to check cloud-init seeds;
 # DHCP clients (udhcpc from busybox-static, dhclient, dhcping) and TFTP
 # clients (tftp-hpa, atftp); a simulated BMC (openipmi's ipmi_sim) and
-# ipmitool; isolinux and syslinux for boot media; git for the checks;
-# iperf3, the plain path the data plane's benchmarks compare with;
-# shared storage to test the rbd and nfs drivers against
-# (storage/cephtest, storage/nfstest): a single-node Ceph (ceph-mon,
-# ceph-mgr, ceph-osd; ceph-common for the rbd and ceph programs the driver
-# runs) and NFS-Ganesha with its VFS backend and rpcbind (userspace,
-# because kernels without nfsd exist, this test machine's among them);
-# qemu-block-extra, QEMU's rbd and nfs block drivers (librbd, libnfs),
-# which the drivers' volumes are opened with.
+# ipmitool; isolinux and syslinux for boot media; iperf3, the plain path
+# the data plane's benchmarks compare with; shared storage to test the rbd
+# and nfs drivers against (storage/cephtest, storage/nfstest): a
+# single-node Ceph (ceph-mon, ceph-mgr, ceph-osd; ceph-common for the rbd
+# and ceph programs the driver runs) and NFS-Ganesha with its VFS backend
+# and rpcbind (userspace, because kernels without nfsd exist, this test
+# machine's among them); qemu-block-extra, QEMU's rbd and nfs block
+# drivers (librbd, libnfs), which the drivers' volumes are opened with and
+# hearth doctor looks for; lintian and mmdebstrap, which check the Debian
+# package and build the throwaway Debian roots it and the README's
+# commands are installed into (packaging/).
 test=("${demo[@]}" etcd-server genisoimage isc-dhcp-client dhcping tftp-hpa atftp ipmitool
-	openipmi isolinux syslinux-common syslinux-utils git iperf3
-	ceph-mon ceph-mgr ceph-osd ceph-common qemu-block-extra nfs-ganesha nfs-ganesha-vfs rpcbind)
+	openipmi isolinux syslinux-common syslinux-utils iperf3
+	ceph-mon ceph-mgr ceph-osd ceph-common qemu-block-extra nfs-ganesha nfs-ganesha-vfs rpcbind
+	lintian mmdebstrap)
 
 role=${1:-}
 case "$role" in
@@ -65,12 +70,40 @@ if [ "$(id -u)" != 0 ]; then
 	fi
 	sudo=(sudo)
 fi
-echo "installing Debian packages the ${role} needs: ${need[*]}" >&2
+echo "installing the Debian packages the ${role} needs that are missing: ${need[*]}" >&2
 export DEBIAN_FRONTEND=noninteractive
-# A run cut short by Ctrl-C may have left dpkg half-way: finish it first.
-"${sudo[@]}" dpkg --configure -a >/dev/null 2>&1 || true
-"${sudo[@]}" apt-get update -q >&2
-"${sudo[@]}" apt-get install -y -q --no-install-recommends "${need[@]}" >&2
+
+# Another package manager may be at work: unattended-upgrades on a fresh
+# machine, or the dpkg of a run that was killed, which goes on without
+# it. Wait for it (10 minutes at most) rather than fail.
+wait_lock=(-o DPkg::Lock::Timeout=600)
+configure_pending() {
+	local out said=false
+	for _ in $(seq 120); do
+		if out=$("${sudo[@]}" dpkg --configure -a 2>&1); then
+			[ -z "$out" ] || echo "$out" >&2
+			return 0
+		fi
+		if [[ "$out" != *lock* ]]; then
+			echo "$out" >&2
+			return 1
+		fi
+		if [ "$said" = false ]; then
+			echo "waiting for another package manager to finish…" >&2
+			said=true
+		fi
+		sleep 5
+	done
+	echo "$out" >&2
+	return 1
+}
+
+# A run cut short (Ctrl-C, a closed terminal) may have left dpkg
+# half-way: finish what it unpacked, and what apt had left to do, first.
+configure_pending
+"${sudo[@]}" apt-get "${wait_lock[@]}" update -q >&2
+"${sudo[@]}" apt-get "${wait_lock[@]}" install -y -q --no-install-recommends -f >&2
+"${sudo[@]}" apt-get "${wait_lock[@]}" install -y -q --no-install-recommends "${need[@]}" >&2
 
 # Debian's etcd package starts a daemon on the default ports where systemd
 # runs; the tests start their own etcd on their own ports. Leave the machine

@@ -9,12 +9,15 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	api "hearth.dev/hearth/api/v1alpha1"
+	"hearth.dev/hearth/server/ipam"
 	"hearth.dev/hearth/server/store"
 )
 
-// installHooks registers the allocations objects hold.
+// installHooks registers the allocations objects hold: VNIs here, and
+// addresses (package ipam).
 func installHooks(s *store.Store) {
 	s.SetHooks("Network", &vniAllocator{prefix: "/hearth/alloc/vni/", min: 4096, max: 1<<24 - 1})
+	ipam.Install(s)
 }
 
 // vniAllocator gives every Network its own VXLAN network identifier. The

@@ -33,6 +33,7 @@ func TestCRUDEveryKind(t *testing.T) {
 			ctx := servertest.Ctx(t)
 			c := env.Admin
 			tenant := tenantOf(k)
+			env.Needs(k.Kind, tenant)
 			obj := servertest.Example(k.Kind, tenant)
 			name := obj.GetMetadata().Name
 			if k.Kind == "Tenant" {
@@ -239,6 +240,7 @@ func TestWatchEveryKind(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			env.Needs(k.Kind, tenant)
 			obj := servertest.Example(k.Kind, tenant)
 			if k.Kind == "Tenant" {
 				obj.GetMetadata().Name = "watched"
@@ -476,6 +478,7 @@ func TestBindingSchedules(t *testing.T) {
 		}
 	}
 
+	env.Needs("VirtualMachine", "lab")
 	vm := servertest.Example("VirtualMachine", "lab").(*api.VirtualMachine)
 	vm.Spec.Host = ""
 	created, err := env.Admin.Create(ctx, vm)

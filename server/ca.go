@@ -13,7 +13,7 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
-	"hearth.dev/hearth/server/pki"
+	"hearth.dev/hearth/pki"
 )
 
 // The cluster CA lives in two places. etcd holds it at caKey, so servers

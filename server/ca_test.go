@@ -18,9 +18,9 @@ import (
 	"go.etcd.io/etcd/server/v3/embed"
 	"go.etcd.io/etcd/server/v3/etcdserver/api/v3client"
 
+	"hearth.dev/hearth/pki"
 	"hearth.dev/hearth/server"
 	"hearth.dev/hearth/server/etcd"
-	"hearth.dev/hearth/server/pki"
 	"hearth.dev/hearth/server/servertest"
 )
 

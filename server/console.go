@@ -10,14 +10,14 @@ import (
 	"net"
 	"net/http"
 	"net/url"
-	"strconv"
+	"path"
 	"strings"
 	"time"
 
 	"github.com/coder/websocket"
 
-	"hearth.dev/hearth/agent/console"
 	api "hearth.dev/hearth/api/v1alpha1"
+	"hearth.dev/hearth/pki"
 	"hearth.dev/hearth/server/auth"
 	"hearth.dev/hearth/serving"
 )
@@ -31,7 +31,7 @@ import (
 // into the guest, the right to change it. The server authorizes the caller
 // exactly as for the VM itself, then proxies to the agent of the VM's host
 // over TLS in both directions: it presents a client certificate from the
-// cluster CA (common name console.ServerCommonName) and accepts only the
+// cluster CA (common name pki.ServerCommonName) and accepts only the
 // agent certificate whose fingerprint the Host's status publishes.
 
 const (
@@ -51,28 +51,17 @@ const (
 	consolePingEvery = 30 * time.Second
 )
 
-// serveVMConsole handles the log and console subresources of a VM. It
-// reports whether the path was one of them.
-func (s *Server) serveVMConsole(w http.ResponseWriter, r *http.Request, p *auth.Principal, segs []string) bool {
-	if len(segs) != 5 || segs[0] != "tenants" || segs[2] != "virtualmachines" ||
-		(segs[4] != subresourceLog && segs[4] != subresourceConsole) {
-		return false
-	}
+// serveVMConsole handles the log and console subresources of a VM.
+func (s *Server) serveVMConsole(w http.ResponseWriter, r *http.Request, p *auth.Principal) error {
 	k, _ := api.KindByPlural("virtualmachines")
-	t := target{kind: k, tenant: segs[1], name: segs[3]}
-	var err error
+	t := target{kind: k, tenant: r.PathValue("tenant"), name: r.PathValue("name")}
 	switch {
 	case r.Method != http.MethodGet:
-		err = &api.Status{Kind: "Status", Code: http.StatusMethodNotAllowed, Reason: api.ReasonBadRequest, Message: r.Method + " is not allowed on " + r.URL.Path}
-	case segs[4] == subresourceLog:
-		err = s.vmLog(w, r, p, t)
-	default:
-		err = s.vmConsole(w, r, p, t)
+		return &api.Status{Kind: "Status", Code: http.StatusMethodNotAllowed, Reason: api.ReasonBadRequest, Message: r.Method + " is not allowed on " + r.URL.Path}
+	case path.Base(r.URL.Path) == subresourceLog:
+		return s.vmLog(w, r, p, t)
 	}
-	if err != nil {
-		writeError(w, err)
-	}
-	return true
+	return s.vmConsole(w, r, p, t)
 }
 
 // agentEndpoint is where a VM's console is served.
@@ -147,7 +136,7 @@ func (s *Server) vmAgent(ctx context.Context, p *auth.Principal, t target, verb 
 // the pinned agent certificate (agents' certificates are self-signed, and
 // the pin published through the API is what vouches for them).
 func (s *Server) agentClient(ep agentEndpoint) (*http.Client, error) {
-	certPEM, keyPEM, err := s.ca.IssueClient(console.ServerCommonName, agentClientValidity)
+	certPEM, keyPEM, err := s.ca.IssueClient(pki.ServerCommonName, agentClientValidity)
 	if err != nil {
 		return nil, err
 	}
@@ -165,7 +154,7 @@ func (s *Server) agentClient(ep agentEndpoint) (*http.Client, error) {
 			if len(cs.PeerCertificates) == 0 {
 				return errors.New("the agent presented no certificate")
 			}
-			if got := console.Fingerprint(cs.PeerCertificates[0].Raw); got != ep.pin {
+			if got := pki.Fingerprint(cs.PeerCertificates[0].Raw); got != ep.pin {
 				return fmt.Errorf("the agent's certificate (sha256 %s) is not the one host %s publishes (%s)", got, ep.host, ep.pin)
 			}
 			return nil
@@ -203,21 +192,9 @@ func unreachable(ep agentEndpoint, err error) error {
 
 // vmLog streams a VM's console log from its agent.
 func (s *Server) vmLog(w http.ResponseWriter, r *http.Request, p *auth.Principal, t target) error {
-	q := r.URL.Query()
-	follow, err := console.ParseFollow(q.Get("follow"))
+	o, err := api.ParseLogOptions(r.URL.Query())
 	if err != nil {
 		return err
-	}
-	tail, err := console.ParseTail(q.Get("tail"))
-	if err != nil {
-		return err
-	}
-	lines, err := console.ParseTailLines(q.Get("tailLines"))
-	if err != nil {
-		return err
-	}
-	if tail >= 0 && lines >= 0 {
-		return api.NewBadRequest("give tail (bytes) or tailLines, not both")
 	}
 	ep, err := s.vmAgent(r.Context(), p, t, auth.Get)
 	if err != nil {
@@ -227,16 +204,7 @@ func (s *Server) vmLog(w http.ResponseWriter, r *http.Request, p *auth.Principal
 	if err != nil {
 		return err
 	}
-	aq := url.Values{}
-	if follow {
-		aq.Set("follow", "1")
-	}
-	if tail >= 0 {
-		aq.Set("tail", strconv.FormatInt(tail, 10))
-	}
-	if lines >= 0 {
-		aq.Set("tailLines", strconv.FormatInt(lines, 10))
-	}
+	aq := o.Query()
 	u := ep.path(subresourceLog)
 	if len(aq) > 0 {
 		u += "?" + aq.Encode()

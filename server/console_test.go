@@ -16,13 +16,6 @@ import (
 	"hearth.dev/hearth/serving"
 )
 
-// consoleLab is a tenant's VM on a host whose agent serves its console.
-type consoleLab struct {
-	env   *servertest.Env
-	agent *consoletest.Agent
-	vm    *consoletest.VM
-}
-
 // hostWithAgent creates a Host whose status points at agent (nil: no
 // agent endpoint published yet).
 func hostWithAgent(t *testing.T, env *servertest.Env, name string, agent *consoletest.Agent, pin string) {
@@ -46,6 +39,7 @@ func hostWithAgent(t *testing.T, env *servertest.Env, name string, agent *consol
 func vmOn(t *testing.T, env *servertest.Env, tenant, name, host string) string {
 	t.Helper()
 	ctx := servertest.Ctx(t)
+	env.Needs("VirtualMachine", tenant)
 	vm := servertest.Example("VirtualMachine", tenant).(*api.VirtualMachine)
 	vm.Metadata.Name = name
 	vm.Spec.Host = host
@@ -60,7 +54,7 @@ func vmOn(t *testing.T, env *servertest.Env, tenant, name, host string) string {
 }
 
 func readLog(ctx context.Context, c *client.Client, tenant, name string, tail int64) (string, error) {
-	o := client.LogOptions{}
+	o := api.LogOptions{}
 	if tail >= 0 {
 		o.TailBytes = &tail
 	}
@@ -112,7 +106,7 @@ func TestVMLogAndConsole(t *testing.T) {
 	t.Run("follow", func(t *testing.T) {
 		fctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		defer cancel()
-		rc, err := member.Logs(fctx, "a", "web-1", client.LogOptions{Follow: true, TailBytes: new(int64)})
+		rc, err := member.Logs(fctx, "a", "web-1", api.LogOptions{Follow: true, TailBytes: new(int64)})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -193,7 +187,7 @@ func TestConsoleOutlivesTimeouts(t *testing.T) {
 	vm := consoletest.NewVM(t, lab)
 	agent.Add(vmOn(t, env, "a", "web-1", "h1"), vm)
 
-	rc, err := env.Admin.Logs(ctx, "a", "web-1", client.LogOptions{Follow: true, TailBytes: new(int64)})
+	rc, err := env.Admin.Logs(ctx, "a", "web-1", api.LogOptions{Follow: true, TailBytes: new(int64)})
 	if err != nil {
 		t.Fatal(err)
 	}

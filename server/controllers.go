@@ -7,6 +7,10 @@ import (
 	"hearth.dev/hearth/server/controllers"
 )
 
+// DefaultDiscoveredMachineTTL is the default of
+// Config.DiscoveredMachineTTL.
+const DefaultDiscoveredMachineTTL = controllers.DefaultDiscoveredTTL
+
 // defaultControllers are the controllers every control plane runs.
 func defaultControllers(cfg Config) []ControllerFunc {
 	return []ControllerFunc{
@@ -30,6 +34,9 @@ func defaultControllers(cfg Config) []ControllerFunc {
 		},
 		func(ctx context.Context, c *client.Client, rec *client.Recorder) error {
 			return (&controllers.References{Client: c, Recorder: rec}).Run(ctx)
+		},
+		func(ctx context.Context, c *client.Client, rec *client.Recorder) error {
+			return (&controllers.Networks{Client: c, Recorder: rec}).Run(ctx)
 		},
 	}
 }

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
-	"strings"
 	"time"
 
 	api "hearth.dev/hearth/api/v1alpha1"
@@ -55,8 +54,8 @@ func (r *statusRecorder) Flush() {
 // Unwrap lets http.ResponseController reach the connection (websockets).
 func (r *statusRecorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
 
-// ServeHTTP routes a request: unauthenticated endpoints first, then the
-// bearer token, then the API.
+// ServeHTTP serves a request by the route table (routes.go), counting
+// it and logging it.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	rec := &statusRecorder{ResponseWriter: w, code: http.StatusOK}
@@ -67,55 +66,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-func (s *Server) route(w http.ResponseWriter, r *http.Request) {
-	switch r.URL.Path {
-	case "/healthz", "/livez":
-		w.Write([]byte("ok\n"))
-		return
-	case "/readyz":
-		if err := s.ready(r.Context()); err != nil {
-			http.Error(w, err.Error(), http.StatusServiceUnavailable)
-			return
-		}
-		w.Write([]byte("ok\n"))
-		return
-	case "/version":
-		writeJSON(w, http.StatusOK, map[string]string{"version": Version, "apiVersion": api.APIVersion})
-		return
-	case "/openapi/v3", "/openapi.json":
-		s.openapi.ServeHTTP(w, r)
-		return
-	case "/metrics":
-		s.metrics.ServeHTTP(w, r)
-		return
-	}
-	rest, ok := strings.CutPrefix(r.URL.Path, api.PathPrefix+"/")
-	if !ok {
-		writeError(w, &api.Status{Kind: "Status", Code: http.StatusNotFound, Reason: api.ReasonNotFound, Message: "no such endpoint: " + r.URL.Path})
-		return
-	}
-	p, err := s.authn.Authenticate(r.Context(), r.Header.Get("Authorization"))
-	if err != nil {
-		writeError(w, err)
-		return
-	}
-	segs := strings.Split(strings.Trim(rest, "/"), "/")
-	if s.serveSpecial(w, r, p, segs) || s.serveVMConsole(w, r, p, segs) {
-		return
-	}
-	t, ok := parseTarget(segs)
-	if !ok {
-		writeError(w, &api.Status{Kind: "Status", Code: http.StatusNotFound, Reason: api.ReasonNotFound, Message: "no such endpoint: " + r.URL.Path + " (see /openapi/v3)"})
-		return
-	}
-	s.serveObjects(w, r, p, t)
-}
-
 // whoami describes the caller, for `hearth whoami` and the dashboard.
-func whoami(p *auth.Principal) map[string]any {
-	who := map[string]any{"name": p.Name, "role": p.Role, "tenant": p.Tenant, "host": p.Host}
-	if p.Boot != "" {
-		who["boot"] = p.Boot // a boot service's credential
-	}
-	return who
+func whoami(p *auth.Principal) api.WhoAmI {
+	return api.WhoAmI{Name: p.Name, Role: p.Role, Tenant: p.Tenant, Host: p.Host, Boot: p.Boot}
 }

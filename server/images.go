@@ -73,26 +73,9 @@ const subresourceContent = "content"
 // about to name it and always sees files and records agree.
 var imageContentMu sync.Mutex
 
-// isImageContent reports whether a request path is an Image's content.
-func isImageContent(segs []string) bool {
-	_, ok := imageContentTarget(segs)
-	return ok
-}
-
-func imageContentTarget(segs []string) (target, bool) {
+func (s *Server) serveImageContent(w http.ResponseWriter, r *http.Request, p *auth.Principal) error {
 	k, _ := api.KindByName("Image")
-	switch {
-	case len(segs) == 5 && segs[0] == "tenants" && segs[2] == k.Plural && segs[4] == subresourceContent:
-		return target{kind: k, tenant: segs[1], name: segs[3]}, true
-	case len(segs) == 3 && segs[0] == k.Plural && segs[2] == subresourceContent:
-		return target{kind: k, name: segs[1]}, true
-	}
-	return target{}, false
-}
-
-// serveImageContent handles uploads and downloads of an Image's bytes.
-func (s *Server) serveImageContent(w http.ResponseWriter, r *http.Request, p *auth.Principal, segs []string) error {
-	t, _ := imageContentTarget(segs)
+	t := target{kind: k, tenant: r.PathValue("tenant"), name: r.PathValue("name")}
 	switch r.Method {
 	case http.MethodPut:
 		return s.uploadImage(w, r, p, t)
@@ -233,7 +216,7 @@ func (s *Server) uploadImage(w http.ResponseWriter, r *http.Request, p *auth.Pri
 		st := &ci.Status
 		changed := st.Checksum != sum || st.Size != api.Bytes(n) || st.Phase != api.ImageReady
 		st.Checksum, st.Size, st.Phase = sum, api.Bytes(n), api.ImageReady
-		if st.SetCondition(api.Condition{Type: "Uploaded", Status: api.ConditionTrue, Reason: "Uploaded",
+		if st.SetCondition(api.Condition{Type: api.ConditionUploaded, Status: api.ConditionTrue, Reason: api.ReasonUploaded,
 			Message: fmt.Sprintf("%d bytes with checksum %s", n, sum)}, now) || changed {
 			return ci, nil
 		}

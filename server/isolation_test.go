@@ -122,6 +122,8 @@ func TestViewerAndMember(t *testing.T) {
 			continue
 		}
 		t.Run(k.Kind, func(t *testing.T) {
+			env.Needs(k.Kind, "a")
+			env.Needs(k.Kind, "b")
 			mine := servertest.Example(k.Kind, "a")
 			if _, err := member.Create(ctx, mine); err != nil {
 				t.Fatalf("member create in own tenant: %v", err)
@@ -254,6 +256,7 @@ func TestHostCredential(t *testing.T) {
 		t.Errorf("host deleting its own Host: got %v, want Forbidden", err)
 	}
 
+	env.Needs("VirtualMachine", "lab")
 	for _, placed := range []struct{ name, host string }{{"on-h1", "h1"}, {"on-h2", "h2"}} {
 		vm := servertest.Example("VirtualMachine", "lab")
 		vm.GetMetadata().Name = placed.name

@@ -32,44 +32,19 @@ type target struct {
 	status     bool
 }
 
-// parseTarget reads /tenants/T/plural/name/status and the shorter forms.
-// ok is false when the path names no kind.
-func parseTarget(segs []string) (t target, ok bool) {
-	if len(segs) >= 3 && segs[0] == "tenants" && segs[2] != "status" {
-		t.tenant = segs[1]
-		segs = segs[2:]
-	}
-	if len(segs) == 0 || len(segs) > 3 {
-		return t, false
-	}
-	k, found := api.KindByPlural(segs[0])
-	if !found {
-		return t, false
-	}
-	t.kind = k
-	if len(segs) >= 2 {
-		t.name = segs[1]
-	}
-	if len(segs) == 3 {
-		if segs[2] != "status" {
-			return t, false
-		}
-		t.status = true
-	}
-	if t.tenant != "" && k.Scope == api.ClusterScoped {
-		return t, false
-	}
-	if t.tenant == "" && k.Scope == api.TenantScoped {
-		if t.name != "" {
-			return t, false
-		}
-		t.allTenants = true
-	}
-	return t, true
-}
-
 func (t target) request(v auth.Verb) auth.Request {
 	return auth.Request{Verb: v, Kind: t.kind, Tenant: t.tenant, AllTenants: t.allTenants, Name: t.name}
+}
+
+// objectRoute serves the objects of kind k at a route: its collection,
+// an object (path value name), or an object's status.
+func (s *Server) objectRoute(k *api.KindInfo, status bool) func(w http.ResponseWriter, r *http.Request, p *auth.Principal) error {
+	return func(w http.ResponseWriter, r *http.Request, p *auth.Principal) error {
+		t := target{kind: k, tenant: r.PathValue("tenant"), name: r.PathValue("name"), status: status}
+		t.allTenants = t.tenant == "" && k.Scope == api.TenantScoped
+		s.serveObjects(w, r, p, t)
+		return nil
+	}
 }
 
 // serveObjects handles every verb on every kind.

@@ -23,11 +23,11 @@ import (
 
 	api "hearth.dev/hearth/api/v1alpha1"
 	"hearth.dev/hearth/client"
+	"hearth.dev/hearth/pki"
 	"hearth.dev/hearth/server/admission"
 	"hearth.dev/hearth/server/auth"
 	"hearth.dev/hearth/server/etcd"
 	"hearth.dev/hearth/server/openapi"
-	"hearth.dev/hearth/server/pki"
 	"hearth.dev/hearth/server/store"
 	"hearth.dev/hearth/serving"
 	"hearth.dev/hearth/version"
@@ -103,6 +103,7 @@ type Server struct {
 	authn      *auth.Authenticator
 	ca         *pki.CA
 	openapi    http.Handler
+	mux        *http.ServeMux // the route table (routes.go)
 	metrics    *metrics
 	admitters  []Admitter
 	quota      *admission.Quota
@@ -215,6 +216,7 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	s.quota = admission.NewQuota(s.store)
 	s.AddAdmitter(s.quota.Admit)
 	s.AddAdmitter(admission.NewSubnets(s.store).Admit)
+	s.AddAdmitter(admission.NewFloatingIPs(s.store).Admit)
 	ok := false
 	defer func() {
 		if !ok {
@@ -272,6 +274,7 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		return nil, fmt.Errorf("loading tokens from etcd: %w", err)
 	}
 	s.openapi = openapi.Handler(Version)
+	s.mux = s.newMux()
 
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
@@ -409,7 +412,7 @@ func (s *Server) bootstrap(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("bootstrap: %w", err)
 	}
-	secret, _, err := s.saveToken(ctx, auth.TokenRecord{Kind: auth.UserToken, User: "admin", Description: "admin.conf in " + s.cfg.DataDir}, &owner)
+	secret, _, err := s.saveToken(ctx, api.TokenRecord{Kind: api.UserToken, User: "admin", Description: "admin.conf in " + s.cfg.DataDir}, &owner)
 	if err != nil {
 		return err
 	}

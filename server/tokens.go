@@ -16,113 +16,51 @@ import (
 	"hearth.dev/hearth/server/store"
 )
 
-// DefaultJoinTTL is how long a join token lives when its request names no
-// TTL: a join token lets a machine become a host, so it should not linger.
-const DefaultJoinTTL = 24 * time.Hour
-
-// TokenRequest asks for a new token.
-type TokenRequest struct {
-	Description string `json:"description,omitempty"`
-	// TTL such as "24h"; empty means no expiry for a user's token and
-	// DefaultJoinTTL for a join token.
-	TTL string `json:"ttl,omitempty"`
-	// Site and Labels are given to hosts joining with a join token.
-	Site   string            `json:"site,omitempty"`
-	Labels map[string]string `json:"labels,omitempty"`
-	// Host makes a join token that re-joins this existing Host, and
-	// nothing else: the host gets a new credential and its old ones are
-	// revoked. Without it, a join token registers new hosts only.
-	Host string `json:"host,omitempty"`
-	// Reusable join tokens register hosts until they expire; others are
-	// spent by the first join.
-	Reusable bool `json:"reusable,omitempty"`
-}
-
-// TokenResponse carries a new token's secret, shown only this once.
-type TokenResponse struct {
-	auth.TokenRecord
-	Token string `json:"token"`
-}
-
-// JoinRequest registers a host, or a boot service, with a join token.
-type JoinRequest struct {
-	Host string `json:"host"`
-	// Address is the host's underlay IP: the new Host's spec.address.
-	Address string `json:"address,omitempty"`
-	// Boot asks for a boot service's credential named Host instead of a
-	// Host: it discovers Machines and records their timelines, and acts
-	// as no Host.
-	Boot bool `json:"boot,omitempty"`
-}
-
-// JoinResponse gives a joining host its own credential.
-type JoinResponse struct {
-	Token string `json:"token"`
-	CA    string `json:"ca"`
-	// Kind is host or boot, and Host the name the credential acts as.
-	Kind   auth.TokenKind    `json:"kind"`
-	Host   string            `json:"host"`
-	Site   string            `json:"site,omitempty"`
-	Labels map[string]string `json:"labels,omitempty"`
-}
-
-// serveSpecial handles the endpoints that are not plain objects. It
-// reports whether it handled the request.
-func (s *Server) serveSpecial(w http.ResponseWriter, r *http.Request, p *auth.Principal, segs []string) bool {
-	var err error
-	admin := func(what string) error {
-		if p.Role != api.RoleClusterAdmin || p.HostCredential() {
-			return api.NewForbidden("%s may not manage %s: only cluster admins may", p.Name, what)
-		}
-		return nil
+// tokenAdmin refuses anyone but a cluster admin (a person) the
+// management of what.
+func tokenAdmin(p *auth.Principal, what string) error {
+	if p.Role != api.RoleClusterAdmin || p.HostCredential() {
+		return api.NewForbidden("%s may not manage %s: only cluster admins may", p.Name, what)
 	}
+	return nil
+}
+
+// joinTokens issues, lists and revokes join tokens (cluster admins).
+func (s *Server) joinTokens(w http.ResponseWriter, r *http.Request, p *auth.Principal) error {
+	if err := tokenAdmin(p, "join tokens"); err != nil {
+		return err
+	}
+	isJoin := func(t *api.TokenRecord) bool { return t.Kind == api.JoinToken }
+	id := r.PathValue("id")
 	switch {
-	case len(segs) == 1 && segs[0] == "whoami" && r.Method == http.MethodGet:
-		writeJSON(w, http.StatusOK, whoami(p))
-	case len(segs) == 1 && segs[0] == "join" && r.Method == http.MethodPost:
-		err = s.join(w, r, p)
-	case len(segs) <= 2 && segs[0] == "jointokens":
-		if err = admin("join tokens"); err != nil {
-			break
-		}
-		isJoin := func(t *auth.TokenRecord) bool { return t.Kind == auth.JoinToken }
-		switch {
-		case len(segs) == 1 && r.Method == http.MethodPost:
-			err = s.issueToken(w, r, auth.TokenRecord{Kind: auth.JoinToken})
-		case len(segs) == 1 && r.Method == http.MethodGet:
-			err = s.listTokens(w, r.Context(), isJoin)
-		case len(segs) == 2 && r.Method == http.MethodDelete:
-			err = s.revokeToken(w, r.Context(), "join token", segs[1], isJoin)
-		default:
-			err = methodNotAllowed(r)
-		}
-	case len(segs) <= 2 && segs[0] == "hosttokens":
-		if err = admin("host credentials"); err != nil {
-			break
-		}
-		host := r.URL.Query().Get("host")
-		isHost := func(t *auth.TokenRecord) bool {
-			return (t.Kind == auth.HostToken || t.Kind == auth.BootToken) && (host == "" || t.Host == host)
-		}
-		switch {
-		case len(segs) == 1 && r.Method == http.MethodGet:
-			err = s.listTokens(w, r.Context(), isHost)
-		case len(segs) == 2 && r.Method == http.MethodDelete:
-			err = s.revokeToken(w, r.Context(), "host credential", segs[1], isHost)
-		default:
-			err = methodNotAllowed(r)
-		}
-	case len(segs) >= 3 && segs[0] == "users" && segs[2] == "tokens":
-		err = s.userTokens(w, r, p, segs[1], segs[3:])
-	case isImageContent(segs):
-		err = s.serveImageContent(w, r, p, segs)
-	default:
-		return false
+	case id == "" && r.Method == http.MethodPost:
+		return s.issueToken(w, r, api.TokenRecord{Kind: api.JoinToken})
+	case id == "" && r.Method == http.MethodGet:
+		return s.listTokens(w, r.Context(), isJoin)
+	case id != "" && r.Method == http.MethodDelete:
+		return s.revokeToken(w, r.Context(), "join token", id, isJoin)
 	}
-	if err != nil {
-		writeError(w, err)
+	return methodNotAllowed(r)
+}
+
+// hostTokens lists and revokes the credentials of hosts and boot
+// services (cluster admins).
+func (s *Server) hostTokens(w http.ResponseWriter, r *http.Request, p *auth.Principal) error {
+	if err := tokenAdmin(p, "host credentials"); err != nil {
+		return err
 	}
-	return true
+	host := r.URL.Query().Get("host")
+	isHost := func(t *api.TokenRecord) bool {
+		return (t.Kind == api.HostToken || t.Kind == api.BootToken) && (host == "" || t.Host == host)
+	}
+	id := r.PathValue("id")
+	switch {
+	case id == "" && r.Method == http.MethodGet:
+		return s.listTokens(w, r.Context(), isHost)
+	case id != "" && r.Method == http.MethodDelete:
+		return s.revokeToken(w, r.Context(), "host credential", id, isHost)
+	}
+	return methodNotAllowed(r)
 }
 
 func methodNotAllowed(r *http.Request) error {
@@ -131,7 +69,12 @@ func methodNotAllowed(r *http.Request) error {
 
 // userTokens lists, issues and revokes a user's tokens. Whoever may
 // change the User may manage its tokens; users may manage their own.
-func (s *Server) userTokens(w http.ResponseWriter, r *http.Request, p *auth.Principal, user string, rest []string) error {
+func (s *Server) userTokens(w http.ResponseWriter, r *http.Request, p *auth.Principal) error {
+	user := r.PathValue("user")
+	var rest []string
+	if id := r.PathValue("id"); id != "" {
+		rest = strings.Split(id, "/")
+	}
 	u, err := s.store.Get(r.Context(), s.userKind, "", user)
 	if err != nil {
 		if api.IsNotFound(err) && p.Role != api.RoleClusterAdmin {
@@ -145,10 +88,10 @@ func (s *Server) userTokens(w http.ResponseWriter, r *http.Request, p *auth.Prin
 		}
 	}
 	uid := u.GetMetadata().UID
-	mine := func(t *auth.TokenRecord) bool { return t.Kind == auth.UserToken && t.User == user && t.UID == uid }
+	mine := func(t *api.TokenRecord) bool { return t.Kind == api.UserToken && t.User == user && t.UID == uid }
 	switch {
 	case len(rest) == 0 && r.Method == http.MethodPost:
-		return s.issueToken(w, r, auth.TokenRecord{Kind: auth.UserToken, User: user})
+		return s.issueToken(w, r, api.TokenRecord{Kind: api.UserToken, User: user})
 	case len(rest) == 0 && r.Method == http.MethodGet:
 		return s.listTokens(w, r.Context(), mine)
 	case len(rest) == 1 && r.Method == http.MethodDelete:
@@ -157,8 +100,8 @@ func (s *Server) userTokens(w http.ResponseWriter, r *http.Request, p *auth.Prin
 	return api.NewBadRequest("%s is not allowed on %s", r.Method, r.URL.Path)
 }
 
-func (s *Server) issueToken(w http.ResponseWriter, r *http.Request, rec auth.TokenRecord) error {
-	var req TokenRequest
+func (s *Server) issueToken(w http.ResponseWriter, r *http.Request, rec api.TokenRecord) error {
+	var req api.TokenRequest
 	if data, err := readBody(r); err != nil {
 		return err
 	} else if len(data) > 0 {
@@ -167,7 +110,7 @@ func (s *Server) issueToken(w http.ResponseWriter, r *http.Request, rec auth.Tok
 		}
 	}
 	var es api.FieldErrors
-	if rec.Kind != auth.JoinToken {
+	if rec.Kind != api.JoinToken {
 		for _, f := range []struct {
 			name string
 			set  bool
@@ -201,8 +144,8 @@ func (s *Server) issueToken(w http.ResponseWriter, r *http.Request, rec auth.Tok
 			es.Add("ttl", "%s is not a positive duration such as 24h", req.TTL)
 		}
 		ttl = d
-	} else if rec.Kind == auth.JoinToken {
-		ttl = DefaultJoinTTL
+	} else if rec.Kind == api.JoinToken {
+		ttl = api.DefaultJoinTTL
 	}
 	if len(es) > 0 {
 		return api.NewInvalid("Token", "", es)
@@ -212,7 +155,7 @@ func (s *Server) issueToken(w http.ResponseWriter, r *http.Request, rec auth.Tok
 		rec.Expires = &exp
 	}
 	var owner *tokenOwner
-	if rec.Kind == auth.UserToken {
+	if rec.Kind == api.UserToken {
 		o, err := s.readOwner(r.Context(), s.userKind, rec.User)
 		if err != nil {
 			return err
@@ -223,7 +166,7 @@ func (s *Server) issueToken(w http.ResponseWriter, r *http.Request, rec auth.Tok
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusCreated, TokenResponse{TokenRecord: saved, Token: secret})
+	writeJSON(w, http.StatusCreated, api.TokenResponse{TokenRecord: saved, Token: secret})
 	return nil
 }
 
@@ -262,7 +205,7 @@ func (o *tokenOwner) exists() clientv3.Cmp {
 
 // newToken makes a token for rec: its secret, its hash and the record as
 // it will be stored.
-func newToken(rec auth.TokenRecord) (secret, hash string, out auth.TokenRecord) {
+func newToken(rec api.TokenRecord) (secret, hash string, out api.TokenRecord) {
 	secret = auth.NewSecret(rec.Kind)
 	hash = auth.Hash(secret)
 	rec.ID = auth.IDOf(hash)
@@ -272,7 +215,7 @@ func newToken(rec auth.TokenRecord) (secret, hash string, out auth.TokenRecord) 
 
 // tokenOps writes a token's record and, for a token with an owner, its
 // entry in the owner's index.
-func tokenOps(hash string, rec auth.TokenRecord) []clientv3.Op {
+func tokenOps(hash string, rec api.TokenRecord) []clientv3.Op {
 	data, _ := json.Marshal(rec)
 	ops := []clientv3.Op{clientv3.OpPut(auth.TokenPrefix+hash, string(data))}
 	if rec.UID != "" {
@@ -284,7 +227,7 @@ func tokenOps(hash string, rec auth.TokenRecord) []clientv3.Op {
 // saveToken stores a new token's record under its hash, bound to owner
 // if there is one, and returns the secret. The write is acknowledged only
 // once etcd has it.
-func (s *Server) saveToken(ctx context.Context, rec auth.TokenRecord, owner *tokenOwner) (string, auth.TokenRecord, error) {
+func (s *Server) saveToken(ctx context.Context, rec api.TokenRecord, owner *tokenOwner) (string, api.TokenRecord, error) {
 	var cmps []clientv3.Cmp
 	if owner != nil {
 		rec.UID = owner.uid
@@ -304,12 +247,12 @@ func (s *Server) saveToken(ctx context.Context, rec auth.TokenRecord, owner *tok
 
 // listTokens reads the token records from etcd itself, so a token issued a
 // moment ago is listed even before the in-memory mirror has it.
-func (s *Server) listTokens(w http.ResponseWriter, ctx context.Context, match func(*auth.TokenRecord) bool) error {
+func (s *Server) listTokens(w http.ResponseWriter, ctx context.Context, match func(*api.TokenRecord) bool) error {
 	recs, err := s.tokenRecords(ctx)
 	if err != nil {
 		return err
 	}
-	out := []*auth.TokenRecord{}
+	out := []*api.TokenRecord{}
 	for _, t := range recs {
 		if match(t.rec) {
 			out = append(out, t.rec)
@@ -323,7 +266,7 @@ func (s *Server) listTokens(w http.ResponseWriter, ctx context.Context, match fu
 type storedToken struct {
 	key    string
 	modRev int64
-	rec    *auth.TokenRecord
+	rec    *api.TokenRecord
 }
 
 func (s *Server) tokenRecords(ctx context.Context) ([]storedToken, error) {
@@ -333,7 +276,7 @@ func (s *Server) tokenRecords(ctx context.Context) ([]storedToken, error) {
 	}
 	out := make([]storedToken, 0, len(resp.Kvs))
 	for _, kv := range resp.Kvs {
-		var rec auth.TokenRecord
+		var rec api.TokenRecord
 		if json.Unmarshal(kv.Value, &rec) == nil {
 			out = append(out, storedToken{string(kv.Key), kv.ModRevision, &rec})
 		}
@@ -352,7 +295,7 @@ func deleteTokenOps(t storedToken) []clientv3.Op {
 
 // revokeToken deletes the token with id that match accepts; what names it
 // for the error when there is none.
-func (s *Server) revokeToken(w http.ResponseWriter, ctx context.Context, what, id string, match func(*auth.TokenRecord) bool) error {
+func (s *Server) revokeToken(w http.ResponseWriter, ctx context.Context, what, id string, match func(*api.TokenRecord) bool) error {
 	recs, err := s.tokenRecords(ctx)
 	if err != nil {
 		return err
@@ -423,7 +366,7 @@ type pendingJoinKey struct{}
 type pendingJoin struct {
 	p    *auth.Principal
 	hash string
-	rec  auth.TokenRecord
+	rec  api.TokenRecord
 }
 
 // spendJoinToken returns the comparisons and writes that use p's join
@@ -440,7 +383,7 @@ func (s *Server) spendJoinToken(ctx context.Context, kv clientv3.KV, p *auth.Pri
 	if err != nil {
 		return nil, nil, api.NewUnavailable("etcd: %v", err)
 	}
-	var rec auth.TokenRecord
+	var rec api.TokenRecord
 	if len(resp.Kvs) == 0 || json.Unmarshal(resp.Kvs[0].Value, &rec) != nil {
 		return nil, nil, api.NewUnauthorized("the join token %s was used already, or revoked: single-use join tokens register one host (make another with `hearth token create --join`)", p.Record.ID)
 	}
@@ -466,7 +409,7 @@ func (s *Server) join(w http.ResponseWriter, r *http.Request, p *auth.Principal)
 	if !p.Join && (p.Role != api.RoleClusterAdmin || p.HostCredential()) {
 		return api.NewForbidden("%s may not register hosts: use a join token (`hearth token create --join`)", p.Name)
 	}
-	var req JoinRequest
+	var req api.JoinRequest
 	data, err := readBody(r)
 	if err != nil {
 		return err
@@ -482,19 +425,19 @@ func (s *Server) join(w http.ResponseWriter, r *http.Request, p *auth.Principal)
 	if len(es) > 0 {
 		return api.NewInvalid("Host", req.Host, es)
 	}
-	var jt auth.TokenRecord // a cluster admin joins with none
+	var jt api.TokenRecord // a cluster admin joins with none
 	if p.Join {
 		jt = *p.Record
 	}
 	if jt.Host != "" && (req.Boot || req.Host != jt.Host) {
 		return api.NewForbidden("the join token %s re-joins host %s and nothing else", jt.ID, jt.Host)
 	}
-	resp := JoinResponse{CA: string(s.ca.CertPEM), Host: req.Host, Site: jt.Site, Labels: jt.Labels}
+	resp := api.JoinResponse{CA: string(s.ca.CertPEM), Host: req.Host, Site: jt.Site, Labels: jt.Labels}
 	if req.Boot {
-		resp.Kind = auth.BootToken
+		resp.Kind = api.BootToken
 		resp.Token, err = s.joinBoot(r.Context(), p, req.Host)
 	} else {
-		resp.Kind = auth.HostToken
+		resp.Kind = api.HostToken
 		resp.Token, err = s.joinHost(r.Context(), p, jt, req)
 	}
 	if err != nil {
@@ -506,7 +449,7 @@ func (s *Server) join(w http.ResponseWriter, r *http.Request, p *auth.Principal)
 
 // joinBoot makes a boot service's credential.
 func (s *Server) joinBoot(ctx context.Context, p *auth.Principal, name string) (string, error) {
-	secret, hash, rec := newToken(auth.TokenRecord{Kind: auth.BootToken, Host: name, Description: "joined with " + p.Name})
+	secret, hash, rec := newToken(api.TokenRecord{Kind: api.BootToken, Host: name, Description: "joined with " + p.Name})
 	for attempt := 0; attempt < 16; attempt++ {
 		cmps, ops, err := s.spendJoinToken(ctx, s.etcd, p)
 		if err != nil {
@@ -525,9 +468,9 @@ func (s *Server) joinBoot(ctx context.Context, p *auth.Principal, name string) (
 
 // joinHost creates the Host and its credential, or re-joins an existing
 // Host when the join token was made for it.
-func (s *Server) joinHost(ctx context.Context, p *auth.Principal, jt auth.TokenRecord, req JoinRequest) (string, error) {
+func (s *Server) joinHost(ctx context.Context, p *auth.Principal, jt api.TokenRecord, req api.JoinRequest) (string, error) {
 	hk, _ := api.KindByName("Host")
-	secret, hash, rec := newToken(auth.TokenRecord{Kind: auth.HostToken, Host: req.Host, Description: "joined with " + p.Name})
+	secret, hash, rec := newToken(api.TokenRecord{Kind: api.HostToken, Host: req.Host, Description: "joined with " + p.Name})
 	for attempt := 0; attempt < 16; attempt++ {
 		owner, err := s.readOwner(ctx, hk, req.Host)
 		switch {
@@ -595,9 +538,9 @@ func (s *Server) bindLegacyTokens(ctx context.Context) error {
 		switch {
 		case t.rec.UID != "":
 			continue
-		case t.rec.Kind == auth.UserToken:
+		case t.rec.Kind == api.UserToken:
 			k, name = s.userKind, t.rec.User
-		case t.rec.Kind == auth.HostToken:
+		case t.rec.Kind == api.HostToken:
 			k, name = hk, t.rec.Host
 		default:
 			continue

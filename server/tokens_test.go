@@ -14,21 +14,20 @@ import (
 
 	api "hearth.dev/hearth/api/v1alpha1"
 	"hearth.dev/hearth/client"
-	"hearth.dev/hearth/server"
 	"hearth.dev/hearth/server/auth"
 	"hearth.dev/hearth/server/servertest"
 )
 
 // storedTokens reads every token record from etcd.
-func storedTokens(t *testing.T, env *servertest.Env) map[string]auth.TokenRecord {
+func storedTokens(t *testing.T, env *servertest.Env) map[string]api.TokenRecord {
 	t.Helper()
 	resp, err := env.Server.Etcd().Get(servertest.Ctx(t), auth.TokenPrefix, clientv3.WithPrefix())
 	if err != nil {
 		t.Fatal(err)
 	}
-	out := map[string]auth.TokenRecord{}
+	out := map[string]api.TokenRecord{}
 	for _, kv := range resp.Kvs {
-		var rec auth.TokenRecord
+		var rec api.TokenRecord
 		if err := json.Unmarshal(kv.Value, &rec); err != nil {
 			t.Fatal(err)
 		}
@@ -146,13 +145,13 @@ func TestUserTokensBoundToUID(t *testing.T) {
 }
 
 // storedTokensBefore reads the record of hash as etcd had it at rev.
-func storedTokensBefore(t *testing.T, env *servertest.Env, rev int64, hash string) auth.TokenRecord {
+func storedTokensBefore(t *testing.T, env *servertest.Env, rev int64, hash string) api.TokenRecord {
 	t.Helper()
 	resp, err := env.Server.Etcd().Get(servertest.Ctx(t), auth.TokenPrefix+hash, clientv3.WithRev(rev))
 	if err != nil || len(resp.Kvs) != 1 {
 		t.Fatalf("token %s at revision %d: %v", hash, rev, err)
 	}
-	var rec auth.TokenRecord
+	var rec api.TokenRecord
 	if err := json.Unmarshal(resp.Kvs[0].Value, &rec); err != nil {
 		t.Fatal(err)
 	}
@@ -202,7 +201,7 @@ func TestHostCredentialBoundToHost(t *testing.T) {
 	}
 	var hash string
 	for h, rec := range storedTokens(t, env) {
-		if rec.Kind == auth.HostToken && rec.Host == "h1" {
+		if rec.Kind == api.HostToken && rec.Host == "h1" {
 			hash = h
 		}
 	}
@@ -232,11 +231,11 @@ func TestHostCredentialBoundToHost(t *testing.T) {
 
 	// A plain join token does not take an existing name over, and is not
 	// spent by trying.
-	plain := env.JoinToken(server.TokenRequest{})
-	if _, err := env.Join(plain.Token, server.JoinRequest{Host: "h1"}); !api.IsAlreadyExists(err) || !strings.Contains(err.Error(), "hearth token create --join --host h1") {
+	plain := env.JoinToken(api.TokenRequest{})
+	if _, err := env.Join(plain.Token, api.JoinRequest{Host: "h1"}); !api.IsAlreadyExists(err) || !strings.Contains(err.Error(), "hearth token create --join --host h1") {
 		t.Fatalf("joining as the existing h1 with a plain join token: got %v, want AlreadyExists saying how", err)
 	}
-	if _, err := env.Join(plain.Token, server.JoinRequest{Host: "h9"}); err != nil {
+	if _, err := env.Join(plain.Token, api.JoinRequest{Host: "h9"}); err != nil {
 		t.Fatalf("the refused join spent the token: %v", err)
 	}
 
@@ -247,11 +246,11 @@ func TestHostCredentialBoundToHost(t *testing.T) {
 		t.Fatal(err)
 	}
 	before, _ := env.Admin.Get(ctx, "Host", "", "h1")
-	first, err := env.Join(env.JoinToken(server.TokenRequest{Host: "h1"}).Token, server.JoinRequest{Host: "h1"})
+	first, err := env.Join(env.JoinToken(api.TokenRequest{Host: "h1"}).Token, api.JoinRequest{Host: "h1"})
 	if err != nil {
 		t.Fatalf("re-joining h1 with a token made for it: %v", err)
 	}
-	second, err := env.Join(env.JoinToken(server.TokenRequest{Host: "h1"}).Token, server.JoinRequest{Host: "h1", Address: "192.0.2.99"})
+	second, err := env.Join(env.JoinToken(api.TokenRequest{Host: "h1"}).Token, api.JoinRequest{Host: "h1", Address: "192.0.2.99"})
 	if err != nil {
 		t.Fatalf("re-joining h1 again: %v", err)
 	}
@@ -267,8 +266,8 @@ func TestHostCredentialBoundToHost(t *testing.T) {
 		t.Errorf("re-joining changed the Host: %s", servertest.JSON(ah))
 	}
 	// A token made for h1 joins nothing else.
-	for _, req := range []server.JoinRequest{{Host: "h2"}, {Host: "h1", Boot: true}} {
-		if _, err := env.Join(env.JoinToken(server.TokenRequest{Host: "h1"}).Token, req); !api.IsForbidden(err) {
+	for _, req := range []api.JoinRequest{{Host: "h2"}, {Host: "h1", Boot: true}} {
+		if _, err := env.Join(env.JoinToken(api.TokenRequest{Host: "h1"}).Token, req); !api.IsForbidden(err) {
 			t.Errorf("joining %+v with a token made for h1: got %v, want Forbidden", req, err)
 		}
 	}
@@ -280,12 +279,12 @@ func TestHostCredentialBoundToHost(t *testing.T) {
 func TestJoinMakesTheHost(t *testing.T) {
 	env := servertest.Start(t, servertest.WithoutControllers())
 	ctx := servertest.Ctx(t)
-	jt := env.JoinToken(server.TokenRequest{Site: "home", Labels: map[string]string{"rack": "a"}})
-	jr, err := env.Join(jt.Token, server.JoinRequest{Host: "h1", Address: "192.0.2.21"})
+	jt := env.JoinToken(api.TokenRequest{Site: "home", Labels: map[string]string{"rack": "a"}})
+	jr, err := env.Join(jt.Token, api.JoinRequest{Host: "h1", Address: "192.0.2.21"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if jr.Kind != auth.HostToken || jr.Host != "h1" || jr.Site != "home" || jr.Labels["rack"] != "a" {
+	if jr.Kind != api.HostToken || jr.Host != "h1" || jr.Site != "home" || jr.Labels["rack"] != "a" {
 		t.Errorf("join response: %+v", jr)
 	}
 	obj, err := env.Admin.Get(ctx, "Host", "", "h1")
@@ -296,8 +295,8 @@ func TestJoinMakesTheHost(t *testing.T) {
 	if h.Spec.Site != "home" || h.Metadata.Labels["rack"] != "a" || h.Spec.Address != "192.0.2.21" || h.Spec.CPUOvercommit != 4 {
 		t.Errorf("the Host join made: %s", servertest.JSON(h))
 	}
-	for _, bad := range []server.JoinRequest{{Host: "Not_A_Name"}, {Host: "h2", Address: "nowhere"}} {
-		if _, err := env.Join(env.JoinToken(server.TokenRequest{}).Token, bad); api.ReasonOf(err) != api.ReasonInvalid {
+	for _, bad := range []api.JoinRequest{{Host: "Not_A_Name"}, {Host: "h2", Address: "nowhere"}} {
+		if _, err := env.Join(env.JoinToken(api.TokenRequest{}).Token, bad); api.ReasonOf(err) != api.ReasonInvalid {
 			t.Errorf("join %+v: got %v, want Invalid", bad, err)
 		}
 	}
@@ -346,24 +345,24 @@ func TestJoinTokens(t *testing.T) {
 	env := servertest.Start(t, servertest.WithoutControllers())
 	ctx := servertest.Ctx(t)
 
-	jt := env.JoinToken(server.TokenRequest{})
-	if jt.Expires == nil || jt.Expires.Sub(time.Now()) < 23*time.Hour || jt.Expires.Sub(time.Now()) > 25*time.Hour {
+	jt := env.JoinToken(api.TokenRequest{})
+	if jt.Expires == nil || time.Until(*jt.Expires) < 23*time.Hour || time.Until(*jt.Expires) > 25*time.Hour {
 		t.Errorf("a join token made without a TTL expires at %v, want in 24h", jt.Expires)
 	}
-	if _, err := env.Join(jt.Token, server.JoinRequest{Host: "h1"}); err != nil {
+	if _, err := env.Join(jt.Token, api.JoinRequest{Host: "h1"}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := env.Join(jt.Token, server.JoinRequest{Host: "h2"}); api.ReasonOf(err) != api.ReasonUnauthorized {
+	if _, err := env.Join(jt.Token, api.JoinRequest{Host: "h2"}); api.ReasonOf(err) != api.ReasonUnauthorized {
 		t.Errorf("a second join with a single-use token: got %v, want Unauthorized", err)
 	}
 
-	reusable := env.JoinToken(server.TokenRequest{Reusable: true, TTL: "1h"})
+	reusable := env.JoinToken(api.TokenRequest{Reusable: true, TTL: "1h"})
 	for _, h := range []string{"r1", "r2", "r3"} {
-		if _, err := env.Join(reusable.Token, server.JoinRequest{Host: h}); err != nil {
+		if _, err := env.Join(reusable.Token, api.JoinRequest{Host: h}); err != nil {
 			t.Fatalf("joining %s with a reusable token: %v", h, err)
 		}
 	}
-	var list struct{ Items []auth.TokenRecord }
+	var list struct{ Items []api.TokenRecord }
 	if err := env.Admin.Do(ctx, http.MethodGet, api.PathPrefix+"/jointokens", nil, &list); err != nil {
 		t.Fatal(err)
 	}
@@ -376,7 +375,7 @@ func TestJoinTokens(t *testing.T) {
 		t.Fatalf("revoking a join token: %v", err)
 	}
 	servertest.Eventually(t, 5*time.Second, func() error {
-		if _, err := env.Join(reusable.Token, server.JoinRequest{Host: "r4"}); api.ReasonOf(err) != api.ReasonUnauthorized {
+		if _, err := env.Join(reusable.Token, api.JoinRequest{Host: "r4"}); api.ReasonOf(err) != api.ReasonUnauthorized {
 			return fmt.Errorf("joining with a revoked join token: got %v, want Unauthorized", err)
 		}
 		return nil
@@ -386,7 +385,7 @@ func TestJoinTokens(t *testing.T) {
 	}
 	// User tokens are not join tokens.
 	alice := env.User("alice", "", api.RoleViewer)
-	var mine struct{ Items []auth.TokenRecord }
+	var mine struct{ Items []api.TokenRecord }
 	if err := env.Admin.Do(ctx, http.MethodGet, api.PathPrefix+"/users/alice/tokens", nil, &mine); err != nil || len(mine.Items) != 1 {
 		t.Fatal(err, mine)
 	}
@@ -413,7 +412,7 @@ func TestSingleUseJoinTokenRace(t *testing.T) {
 	env := servertest.Start(t, servertest.WithoutControllers())
 	ctx := servertest.Ctx(t)
 	for round, sameName := range []bool{false, true, false} {
-		jt := env.JoinToken(server.TokenRequest{})
+		jt := env.JoinToken(api.TokenRequest{})
 		const racers = 8
 		errs := make([]error, racers)
 		var wg sync.WaitGroup
@@ -427,7 +426,7 @@ func TestSingleUseJoinTokenRace(t *testing.T) {
 			go func() {
 				defer wg.Done()
 				<-start
-				_, errs[i] = env.Join(jt.Token, server.JoinRequest{Host: name})
+				_, errs[i] = env.Join(jt.Token, api.JoinRequest{Host: name})
 			}()
 		}
 		close(start)
@@ -473,11 +472,11 @@ func TestHostCredentialsRevocable(t *testing.T) {
 			t.Errorf("%s listing host credentials: got %v, want Forbidden", who, err)
 		}
 	}
-	var list struct{ Items []auth.TokenRecord }
+	var list struct{ Items []api.TokenRecord }
 	if err := env.Admin.Do(ctx, http.MethodGet, api.PathPrefix+"/hosttokens?host=h1", nil, &list); err != nil {
 		t.Fatal(err)
 	}
-	if len(list.Items) != 1 || list.Items[0].Host != "h1" || list.Items[0].Kind != auth.HostToken {
+	if len(list.Items) != 1 || list.Items[0].Host != "h1" || list.Items[0].Kind != api.HostToken {
 		t.Fatalf("h1's credentials: %+v", list.Items)
 	}
 	if err := h2.Do(ctx, http.MethodDelete, api.PathPrefix+"/hosttokens/"+list.Items[0].ID, nil, nil); !api.IsForbidden(err) {
@@ -495,7 +494,7 @@ func TestHostCredentialsRevocable(t *testing.T) {
 	}
 	var bootID string
 	for _, r := range list.Items {
-		if r.Kind == auth.BootToken && r.Host == "boot" {
+		if r.Kind == api.BootToken && r.Host == "boot" {
 			bootID = r.ID
 		}
 	}
@@ -520,6 +519,7 @@ func TestHostEvents(t *testing.T) {
 	env.Host("h2")
 	boot := env.BootService("boot")
 	objs := map[string]api.Object{}
+	env.Needs("VirtualMachine", "lab")
 	for _, placed := range []struct{ name, host string }{{"on-h1", "h1"}, {"on-h2", "h2"}} {
 		vm := servertest.Example("VirtualMachine", "lab")
 		vm.GetMetadata().Name = placed.name
@@ -633,11 +633,11 @@ func TestLegacyTokensBound(t *testing.T) {
 	env.Tenant("a")
 	env.User("alice", "a", api.RoleTenantMember)
 	env.Host("h1")
-	legacy := map[string]auth.TokenRecord{
-		"alice": {Kind: auth.UserToken, User: "alice"},
-		"gone":  {Kind: auth.UserToken, User: "nobody"},
-		"h1":    {Kind: auth.HostToken, Host: "h1"},
-		"ghost": {Kind: auth.HostToken, Host: "ghost"},
+	legacy := map[string]api.TokenRecord{
+		"alice": {Kind: api.UserToken, User: "alice"},
+		"gone":  {Kind: api.UserToken, User: "nobody"},
+		"h1":    {Kind: api.HostToken, Host: "h1"},
+		"ghost": {Kind: api.HostToken, Host: "ghost"},
 	}
 	secrets := map[string]string{}
 	for name, rec := range legacy {
@@ -664,7 +664,7 @@ func TestLegacyTokensBound(t *testing.T) {
 		}
 	}
 	for hash, rec := range storedTokens(t, env) {
-		if rec.Kind != auth.JoinToken && rec.UID == "" {
+		if rec.Kind != api.JoinToken && rec.UID == "" {
 			t.Errorf("token %s (%s) is still not bound to a uid", hash[:12], rec.Kind)
 		}
 	}

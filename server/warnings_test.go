@@ -46,7 +46,10 @@ func TestWarningsNameMissingReferences(t *testing.T) {
 	user, w := warned(env.User("alice", "lab", api.RoleTenantAdmin))
 	admin, aw := warned(env.Admin)
 
-	// "other" has a network called lan; lab does not.
+	// "other" has a network called lan; lab does not. A NIC needs its
+	// network and subnet to exist (IPAM takes its address there), so it
+	// is refused, in the words of the warnings, which tell nothing of
+	// other's.
 	if _, err := env.Admin.Create(ctx, &api.Network{TypeMeta: api.TypeMeta{APIVersion: api.APIVersion, Kind: "Network"},
 		Metadata: api.ObjectMeta{Name: "lan", Tenant: "other"}}); err != nil {
 		t.Fatal(err)
@@ -58,13 +61,27 @@ func TestWarningsNameMissingReferences(t *testing.T) {
 			NICs:      []api.VMNIC{{Network: "lan", Subnet: "lan-a", SecurityGroups: []string{"web"}}},
 			CloudInit: api.CloudInit{SSHKeys: []string{"alice"}},
 		}}
+	_, err := user.Create(ctx, vm)
+	if st, ok := err.(*api.Status); !ok || len(st.Fields) != 1 ||
+		st.Fields[0].Error() != `spec.nics[0].network: network "lan" does not exist in tenant lab; create it (and a subnet on it) first` {
+		t.Fatalf("create on a missing network: got %v, want a 422 on spec.nics[0].network", err)
+	}
+	w.take()
+	for _, o := range []api.Object{
+		&api.Network{TypeMeta: api.TypeMeta{APIVersion: api.APIVersion, Kind: "Network"}, Metadata: api.ObjectMeta{Name: "lan", Tenant: "lab"}},
+		&api.Subnet{TypeMeta: api.TypeMeta{APIVersion: api.APIVersion, Kind: "Subnet"}, Metadata: api.ObjectMeta{Name: "lan-a", Tenant: "lab"},
+			Spec: api.SubnetSpec{Network: "lan", CIDR: "10.0.0.0/24"}},
+	} {
+		if _, err := user.Create(ctx, o); err != nil {
+			t.Fatal(err)
+		}
+	}
+	w.take()
 	created, err := user.Create(ctx, vm)
 	if err != nil {
 		t.Fatalf("create: %v", err)
 	}
 	want := []string{
-		`spec.nics[0].network: network "lan" does not exist in tenant lab`,
-		`spec.nics[0].subnet: subnet "lan-a" does not exist in tenant lab`,
 		`spec.nics[0].securityGroups[0]: security group "web" does not exist in tenant lab`,
 		`spec.disks[0].volume: volume "root" does not exist in tenant lab`,
 		`spec.disks[1].image: image "debian-12" does not exist in tenant lab or among the shared images`,
@@ -74,28 +91,17 @@ func TestWarningsNameMissingReferences(t *testing.T) {
 		t.Fatalf("warnings on create:\n got %q\nwant %q", got, want)
 	}
 
-	// Make some of them exist: a shared image, the network, a subnet on
-	// another network. Re-writing the unchanged VM warns about the rest.
+	// Make one of them exist: a shared image. Re-writing the unchanged
+	// VM warns about the rest.
 	img := servertest.Example("Image", "")
 	if _, err := env.Admin.Create(ctx, img); err != nil {
 		t.Fatal(err)
-	}
-	for _, o := range []api.Object{
-		&api.Network{TypeMeta: api.TypeMeta{APIVersion: api.APIVersion, Kind: "Network"}, Metadata: api.ObjectMeta{Name: "lan", Tenant: "lab"}},
-		&api.Network{TypeMeta: api.TypeMeta{APIVersion: api.APIVersion, Kind: "Network"}, Metadata: api.ObjectMeta{Name: "dmz", Tenant: "lab"}},
-		&api.Subnet{TypeMeta: api.TypeMeta{APIVersion: api.APIVersion, Kind: "Subnet"}, Metadata: api.ObjectMeta{Name: "lan-a", Tenant: "lab"},
-			Spec: api.SubnetSpec{Network: "dmz", CIDR: "10.0.0.0/24"}},
-	} {
-		if _, err := user.Create(ctx, o); err != nil {
-			t.Fatal(err)
-		}
 	}
 	w.take()
 	if _, err := user.Update(ctx, created); err != nil {
 		t.Fatalf("update: %v", err)
 	}
 	want = []string{
-		`spec.nics[0].subnet: subnet "lan-a" is on network "dmz", not "lan"`,
 		`spec.nics[0].securityGroups[0]: security group "web" does not exist in tenant lab`,
 		`spec.disks[0].volume: volume "root" does not exist in tenant lab`,
 		`spec.cloudInit.sshKeys[0]: SSH key "alice" does not exist in tenant lab`,
@@ -117,11 +123,22 @@ func TestWarningsNameMissingReferences(t *testing.T) {
 		t.Errorf("a status write was warned about: %q", got)
 	}
 
-	// External networks are cluster objects a tenant cannot read: a
-	// tenant's floating IP is not told whether one exists; an admin is.
+	// External networks are cluster objects a tenant cannot read, but
+	// may name: a floating IP's address comes from one, so one that does
+	// not exist is refused (saying no more than that), and one that does
+	// is not warned about.
 	fip := &api.FloatingIP{TypeMeta: api.TypeMeta{APIVersion: api.APIVersion, Kind: "FloatingIP"},
 		Metadata: api.ObjectMeta{Name: "web", Tenant: "lab"},
 		Spec:     api.FloatingIPSpec{ExternalNetwork: "uplink", Target: &api.FloatingIPTarget{VM: "web-2"}}}
+	_, err = user.Create(ctx, fip)
+	if st, ok := err.(*api.Status); !ok || len(st.Fields) != 1 || st.Fields[0].Error() != `spec.externalNetwork: external network "uplink" not found` {
+		t.Fatalf("a floating IP on a missing external network: got %v", err)
+	}
+	if _, err := env.Admin.Create(ctx, &api.ExternalNetwork{TypeMeta: api.TypeMeta{APIVersion: api.APIVersion, Kind: "ExternalNetwork"},
+		Metadata: api.ObjectMeta{Name: "uplink"}, Spec: api.ExternalNetworkSpec{CIDR: "192.0.2.0/24"}}); err != nil {
+		t.Fatal(err)
+	}
+	w.take()
 	if _, err := user.Create(ctx, fip); err != nil {
 		t.Fatal(err)
 	}
@@ -140,10 +157,7 @@ func TestWarningsNameMissingReferences(t *testing.T) {
 	if _, err := admin.Update(ctx, mustGet(t, env.Admin, "FloatingIP", "lab", "web")); err != nil {
 		t.Fatal(err)
 	}
-	if got, want := aw.take(), []string{
-		`spec.externalNetwork: external network "uplink" does not exist`,
-		`spec.target.vm: VM "web-2" does not exist in tenant lab`,
-	}; !reflect.DeepEqual(got, want) {
+	if got, want := aw.take(), []string{`spec.target.vm: VM "web-2" does not exist in tenant lab`}; !reflect.DeepEqual(got, want) {
 		t.Errorf("an admin's floating IP warnings:\n got %q\nwant %q", got, want)
 	}
 

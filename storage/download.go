@@ -13,6 +13,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"hearth.dev/hearth/atomicfile"
 )
 
 // partMeta is kept beside a partial download (<part>.meta) to decide
@@ -174,7 +176,7 @@ func writeMeta(part string, m partMeta) error {
 	if err != nil {
 		return err
 	}
-	return writeFileAtomic(part+".meta", b)
+	return atomicfile.Write(part+".meta", b, 0o600)
 }
 
 func removePartial(part string) {

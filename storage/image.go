@@ -18,6 +18,8 @@ import (
 	"time"
 
 	"hearth.dev/hearth/api/v1alpha1"
+	"hearth.dev/hearth/atomicfile"
+	"hearth.dev/hearth/flock"
 )
 
 // ImageCache keeps the images this host's volumes are cloned from. It
@@ -307,7 +309,7 @@ func (c *ImageCache) GC(keep map[string]bool) (removed []string, err error) {
 		if sumHex, _, ok := strings.Cut(key, "-"); ok && isHex(sumHex) && keep["sha256:"+sumHex] {
 			continue
 		}
-		unlock, err := tryLockFile(filepath.Join(c.Dir, "locks", key+".lock"))
+		unlock, err := flock.TryLock(filepath.Join(c.Dir, "locks", key+".lock"))
 		if err != nil {
 			continue // being downloaded
 		}
@@ -350,7 +352,7 @@ func (c *ImageCache) urlSum(rawURL string) string {
 // setURLSum records that rawURL gave the image sum. The file holds the
 // checksum and, for people reading the cache, the URL.
 func (c *ImageCache) setURLSum(rawURL, sum string) error {
-	return writeFileAtomic(filepath.Join(c.Dir, "urls", hashString(rawURL)), []byte(sum+"\n"+rawURL+"\n"))
+	return atomicfile.Write(filepath.Join(c.Dir, "urls", hashString(rawURL)), []byte(sum+"\n"+rawURL+"\n"), 0o600)
 }
 
 func readURLSum(path string) string {
@@ -460,26 +462,4 @@ func isHex(s string) bool {
 func exists(path string) bool {
 	_, err := os.Stat(path)
 	return err == nil
-}
-
-// writeFileAtomic writes a small file whole or not at all.
-func writeFileAtomic(path string, data []byte) error {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return err
-	}
-	_, err = f.Write(data)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(f.Name(), path)
-	}
-	if err != nil {
-		os.Remove(f.Name())
-	}
-	return err
 }

@@ -57,8 +57,9 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
-	"syscall"
 	"time"
+
+	"hearth.dev/hearth/flock"
 )
 
 // Marker starts every line the guest's init prints for tests, as
@@ -202,30 +203,17 @@ func kernelPackage() string {
 	return "linux-image-cloud-" + runtime.GOARCH
 }
 
-// lockFile takes an exclusive flock on path, waiting until ctx is done.
-// flock locks belong to the open file, so goroutines of one process
-// exclude each other as well as processes do.
+// lockFile takes an exclusive lock on path (see flock), waiting until
+// ctx is done: one build at a time, across processes and goroutines.
 func lockFile(ctx context.Context, path string) (func(), error) {
-	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o644)
+	unlock, err := flock.Lock(ctx, path, 200*time.Millisecond)
+	if errors.Is(err, flock.ErrBusy) {
+		return nil, fmt.Errorf("test guest: waiting for another build (%s): %w", path, ctx.Err())
+	}
 	if err != nil {
-		return nil, fmt.Errorf("test guest lock: %w", err)
+		return nil, fmt.Errorf("test guest lock %s: %w", path, err)
 	}
-	for {
-		err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
-		if err == nil {
-			return func() { f.Close() }, nil
-		}
-		if !errors.Is(err, syscall.EWOULDBLOCK) {
-			f.Close()
-			return nil, fmt.Errorf("test guest lock %s: %w", path, err)
-		}
-		select {
-		case <-ctx.Done():
-			f.Close()
-			return nil, fmt.Errorf("test guest: waiting for another build (%s): %w", path, ctx.Err())
-		case <-time.After(200 * time.Millisecond):
-		}
-	}
+	return unlock, nil
 }
 
 // build downloads and unpacks the packages in work and writes vmlinuz,

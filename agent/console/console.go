@@ -2,7 +2,7 @@
 // on one host, for the control plane to proxy to people. The agent mounts
 // Handler on its own HTTPS listener (ServerTLS): only a server holding a
 // client certificate from the cluster CA, with the common name
-// ServerCommonName, may connect, and the server in turn pins the agent's
+// pki.ServerCommonName, may connect, and the server in turn pins the agent's
 // self-signed certificate (LoadOrCreateCert) by the fingerprint the agent
 // publishes in its Host's status. Authorization of people (tenants, roles)
 // is the server's job; the agent trusts the server.
@@ -21,7 +21,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"strconv"
 	"sync"
 	"time"
 
@@ -104,51 +103,10 @@ func (h *handler) vmDir(w http.ResponseWriter, r *http.Request) (uid, dir string
 	return uid, dir, ok
 }
 
-// ParseTail reads a tail parameter: absent means the whole log (-1),
-// otherwise a number of bytes, at least 0. The server and the agent read
-// it alike.
-func ParseTail(s string) (int64, error) {
-	if s == "" {
-		return -1, nil
-	}
-	n, err := strconv.ParseInt(s, 10, 64)
-	if err != nil || n < 0 {
-		return 0, api.NewBadRequest("tail=%q: want a number of bytes, 0 or more", s)
-	}
-	return n, nil
-}
-
-// ParseFollow reads a follow parameter.
-func ParseFollow(s string) (bool, error) {
-	if s == "" {
-		return false, nil
-	}
-	b, err := strconv.ParseBool(s)
-	if err != nil {
-		return false, api.NewBadRequest("follow=%q: want 1, true, 0 or false", s)
-	}
-	return b, nil
-}
-
 func (h *handler) serveLog(w http.ResponseWriter, r *http.Request) {
-	q := r.URL.Query()
-	follow, err := ParseFollow(q.Get("follow"))
+	o, err := api.ParseLogOptions(r.URL.Query())
 	if err != nil {
 		writeError(w, err)
-		return
-	}
-	tail, err := ParseTail(q.Get("tail"))
-	if err != nil {
-		writeError(w, err)
-		return
-	}
-	lines, err := ParseTailLines(q.Get("tailLines"))
-	if err != nil {
-		writeError(w, err)
-		return
-	}
-	if tail >= 0 && lines >= 0 {
-		writeError(w, api.NewBadRequest("give tail (bytes) or tailLines, not both"))
 		return
 	}
 	uid, dir, ok := h.vmDir(w, r)
@@ -157,7 +115,7 @@ func (h *handler) serveLog(w http.ResponseWriter, r *http.Request) {
 	}
 	t := newLogTail(dir)
 	defer t.close()
-	if err := t.open(tail, lines); err != nil {
+	if err := t.open(orNone(o.TailBytes), orNone(o.TailLines)); err != nil {
 		writeError(w, api.NewInternal("console log of VM %s: %v", uid, err))
 		return
 	}
@@ -169,7 +127,7 @@ func (h *handler) serveLog(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(http.StatusOK)
 	rc := http.NewResponseController(w)
-	if err := t.copyTo(w); err != nil || !follow {
+	if err := t.copyTo(w); err != nil || !o.Follow {
 		return
 	}
 	_ = rc.Flush()
@@ -195,6 +153,14 @@ func (h *handler) serveLog(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+}
+
+// orNone is n, or -1 for no limit.
+func orNone(n *int64) int64 {
+	if n == nil {
+		return -1
+	}
+	return *n
 }
 
 // logTail reads a VM's console log as one stream: compute.ConsoleLogPrevious

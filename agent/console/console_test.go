@@ -21,7 +21,7 @@ import (
 	"hearth.dev/hearth/agent/console"
 	"hearth.dev/hearth/agent/console/consoletest"
 	"hearth.dev/hearth/compute"
-	"hearth.dev/hearth/server/pki"
+	"hearth.dev/hearth/pki"
 )
 
 const bootLog = "Linux version 6.1\nWelcome to the lab\nlogin: "
@@ -242,13 +242,13 @@ func TestLoadOrCreateCert(t *testing.T) {
 		t.Fatal(err)
 	}
 	leaf := cert.Leaf
-	if fp != console.Fingerprint(leaf.Raw) || len(fp) != 64 {
+	if fp != pki.Fingerprint(leaf.Raw) || len(fp) != 64 {
 		t.Errorf("fingerprint %q is not the hex SHA-256 of the certificate", fp)
 	}
 	if k, ok := leaf.PublicKey.(*ecdsa.PublicKey); !ok || k.Curve != elliptic.P256() {
 		t.Errorf("key is %T, want ECDSA P-256", leaf.PublicKey)
 	}
-	if years := leaf.NotAfter.Sub(time.Now()).Hours() / 24 / 365; years < 9.9 {
+	if years := time.Until(leaf.NotAfter).Hours() / 24 / 365; years < 9.9 {
 		t.Errorf("valid for %.1f years, want 10", years)
 	}
 	if len(leaf.IPAddresses) != 1 || leaf.IPAddresses[0].String() != "192.168.1.10" || len(leaf.DNSNames) != 1 || leaf.DNSNames[0] != "h1.lan" {
@@ -301,9 +301,9 @@ func TestMutualTLS(t *testing.T) {
 		certs []tls.Certificate
 		ok    bool
 	}{
-		{"the server's certificate", []tls.Certificate{clientCert(t, ca, console.ServerCommonName)}, true},
+		{"the server's certificate", []tls.Certificate{clientCert(t, ca, pki.ServerCommonName)}, true},
 		{"another name from the CA", []tls.Certificate{clientCert(t, ca, "hearth-agent")}, false},
-		{"the server's name from another CA", []tls.Certificate{clientCert(t, otherCA, console.ServerCommonName)}, false},
+		{"the server's name from another CA", []tls.Certificate{clientCert(t, otherCA, pki.ServerCommonName)}, false},
 		{"no certificate", nil, false},
 	}
 	for _, tt := range tests {
@@ -312,7 +312,7 @@ func TestMutualTLS(t *testing.T) {
 				Certificates:       tt.certs,
 				InsecureSkipVerify: true, // pinned below, as the server does
 				VerifyConnection: func(cs tls.ConnectionState) error {
-					if console.Fingerprint(cs.PeerCertificates[0].Raw) != agent.Fingerprint {
+					if pki.Fingerprint(cs.PeerCertificates[0].Raw) != agent.Fingerprint {
 						return errors.New("pin mismatch")
 					}
 					return nil

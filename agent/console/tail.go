@@ -3,24 +3,7 @@ package console
 import (
 	"io"
 	"os"
-	"strconv"
-
-	api "hearth.dev/hearth/api/v1alpha1"
 )
-
-// ParseTailLines reads a tailLines parameter: absent means no line limit
-// (-1), otherwise a number of lines, at least 0. The server and the agent
-// read it alike.
-func ParseTailLines(s string) (int64, error) {
-	if s == "" {
-		return -1, nil
-	}
-	n, err := strconv.ParseInt(s, 10, 64)
-	if err != nil || n < 0 {
-		return 0, api.NewBadRequest("tailLines=%q: want a number of lines, 0 or more", s)
-	}
-	return n, nil
-}
 
 // tailChunk is how much of a log is read at a time looking for lines from
 // its end.

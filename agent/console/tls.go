@@ -4,16 +4,14 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
-	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
-	"encoding/hex"
 	"encoding/pem"
 	"errors"
 	"fmt"
 	"hearth.dev/hearth/atomicfile"
-	"hearth.dev/hearth/server/pki"
+	"hearth.dev/hearth/pki"
 	"math/big"
 	"net"
 	"os"
@@ -22,10 +20,6 @@ import (
 	"strings"
 	"time"
 )
-
-// ServerCommonName is the common name of the client certificate the
-// control plane presents to agents; ServerTLS accepts no other.
-const ServerCommonName = "hearth-server"
 
 // Files LoadOrCreateCert keeps in its directory.
 const (
@@ -78,19 +72,12 @@ func LoadOrCreateCert(dir string, sans []string) (tls.Certificate, string, error
 		}
 		cert = &pair
 	}
-	return *cert, Fingerprint(cert.Leaf.Raw), nil
-}
-
-// Fingerprint is the hex SHA-256 of a DER certificate, the form of
-// Host status.agentCertSHA256.
-func Fingerprint(der []byte) string {
-	sum := sha256.Sum256(der)
-	return hex.EncodeToString(sum[:])
+	return *cert, pki.Fingerprint(cert.Leaf.Raw), nil
 }
 
 // ServerTLS returns the TLS configuration of the agent's listener: cert,
 // and a client certificate required, verified against the cluster CA
-// (caPEM), whose common name is ServerCommonName. Only the control plane
+// (caPEM), whose common name is pki.ServerCommonName. Only the control plane
 // holds such a certificate, so nothing else reaches the consoles.
 func ServerTLS(cert tls.Certificate, caPEM []byte) (*tls.Config, error) {
 	pool := x509.NewCertPool()
@@ -107,8 +94,8 @@ func ServerTLS(cert tls.Certificate, caPEM []byte) (*tls.Config, error) {
 			if len(cs.PeerCertificates) == 0 {
 				return errors.New("no client certificate")
 			}
-			if cn := cs.PeerCertificates[0].Subject.CommonName; cn != ServerCommonName {
-				return fmt.Errorf("client certificate %q is not the control plane's (%q)", cn, ServerCommonName)
+			if cn := cs.PeerCertificates[0].Subject.CommonName; cn != pki.ServerCommonName {
+				return fmt.Errorf("client certificate %q is not the control plane's (%q)", cn, pki.ServerCommonName)
 			}
 			return nil
 		},

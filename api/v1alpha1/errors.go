@@ -28,6 +28,9 @@ const (
 	ReasonInsufficientStorage Reason = "InsufficientStorage"
 	ReasonInternal            Reason = "InternalError"
 	ReasonUnavailable         Reason = "ServiceUnavailable"
+	// ReasonInUse refuses to delete an object that others still hold
+	// something of (a subnet whose addresses VMs hold): delete those first.
+	ReasonInUse Reason = "InUse"
 )
 
 // Status is the body of every API error, and what clients decode them to.
@@ -64,6 +67,11 @@ func NewAlreadyExists(kind, tenant, name string) *Status {
 func NewConflict(kind, name string, want, have int64) *Status {
 	return newStatus(http.StatusConflict, ReasonConflict,
 		"%s %q was changed since you read it (your resourceVersion %d, now %d): read it again and retry", kind, name, want, have)
+}
+
+// NewInUse refuses to delete an object that others still use (409).
+func NewInUse(format string, args ...any) *Status {
+	return newStatus(http.StatusConflict, ReasonInUse, format, args...)
 }
 
 // NewInvalid reports every bad field of an object.
@@ -127,3 +135,6 @@ func IsForbidden(err error) bool     { return ReasonOf(err) == ReasonForbidden }
 
 // IsQuotaExceeded reports a write refused for a tenant's quota.
 func IsQuotaExceeded(err error) bool { return ReasonOf(err) == ReasonQuota }
+
+// IsInUse reports a delete refused because others still use the object.
+func IsInUse(err error) bool { return ReasonOf(err) == ReasonInUse }

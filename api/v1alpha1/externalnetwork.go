@@ -39,8 +39,9 @@ type ExternalNetworkSpec struct {
 
 type ExternalNetworkStatus struct {
 	CommonStatus `json:",inline"`
-	// Allocated counts addresses taken for routers and floating IPs;
-	// Available is what is left in the range.
+	// Allocated counts addresses taken for routers (one per host of each
+	// network that names this one) and floating IPs; Available is what is
+	// left in the range.
 	Allocated int `json:"allocated,omitempty"`
 	Available int `json:"available,omitempty"`
 }
@@ -105,6 +106,9 @@ func (s *ExternalNetworkSpec) ValidateUpdate(path string, old any) FieldErrors {
 	if s.CIDR != o.CIDR {
 		es.Add(path+".cidr", "cannot change (was %q): routers and floating IPs hold addresses in it", o.CIDR)
 	}
+	if s.Gateway != o.Gateway && o.Gateway != "" && s.CIDR == o.CIDR {
+		es.Add(path+".gateway", "cannot change (was %q): routers and floating IPs hold addresses beside it; create a new external network", o.Gateway)
+	}
 	return es
 }
 
@@ -116,6 +120,7 @@ func init() {
 			{Name: "CIDR", Get: func(o Object) string { return o.(*ExternalNetwork).Spec.CIDR }},
 			{Name: "GATEWAY", Get: func(o Object) string { return o.(*ExternalNetwork).Spec.Gateway }},
 			{Name: "SITE", Get: func(o Object) string { return o.(*ExternalNetwork).Spec.Site }},
+			{Name: "USED", Get: func(o Object) string { return strconv.Itoa(o.(*ExternalNetwork).Status.Allocated) }},
 			{Name: "AVAILABLE", Get: func(o Object) string { return strconv.Itoa(o.(*ExternalNetwork).Status.Available) }},
 			{Name: "RANGE", Wide: true, Get: func(o Object) string {
 				s := o.(*ExternalNetwork).Spec

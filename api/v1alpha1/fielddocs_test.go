@@ -9,6 +9,7 @@ import (
 	"go/parser"
 	"go/token"
 	"os"
+	"path/filepath"
 	"sort"
 	"strings"
 	"testing"
@@ -22,49 +23,55 @@ const fieldDocsFile = "zz_generated_fielddocs.go"
 // their fields and writes them as a Go map.
 func generateFieldDocs() ([]byte, error) {
 	fset := token.NewFileSet()
-	pkgs, err := parser.ParseDir(fset, ".", func(fi os.FileInfo) bool {
-		n := fi.Name()
-		return !strings.HasSuffix(n, "_test.go") && n != fieldDocsFile
-	}, parser.ParseComments)
+	names, err := filepath.Glob("*.go")
 	if err != nil {
 		return nil, err
 	}
+	var files []*ast.File
+	for _, n := range names {
+		if strings.HasSuffix(n, "_test.go") || n == fieldDocsFile {
+			continue
+		}
+		f, err := parser.ParseFile(fset, n, nil, parser.ParseComments)
+		if err != nil {
+			return nil, err
+		}
+		files = append(files, f)
+	}
 	docs := map[string]string{}
-	for _, pkg := range pkgs {
-		for _, f := range pkg.Files {
-			for _, decl := range f.Decls {
-				gd, ok := decl.(*ast.GenDecl)
-				if !ok || gd.Tok != token.TYPE {
+	for _, f := range files {
+		for _, decl := range f.Decls {
+			gd, ok := decl.(*ast.GenDecl)
+			if !ok || gd.Tok != token.TYPE {
+				continue
+			}
+			for _, spec := range gd.Specs {
+				ts := spec.(*ast.TypeSpec)
+				if !ts.Name.IsExported() {
 					continue
 				}
-				for _, spec := range gd.Specs {
-					ts := spec.(*ast.TypeSpec)
-					if !ts.Name.IsExported() {
+				doc := ts.Doc
+				if doc == nil && len(gd.Specs) == 1 {
+					doc = gd.Doc
+				}
+				if text := cleanDoc(doc); text != "" {
+					docs[ts.Name.Name] = text
+				}
+				st, ok := ts.Type.(*ast.StructType)
+				if !ok {
+					continue
+				}
+				for _, field := range st.Fields.List {
+					text := cleanDoc(field.Doc)
+					if text == "" {
+						text = cleanDoc(field.Comment)
+					}
+					if text == "" {
 						continue
 					}
-					doc := ts.Doc
-					if doc == nil && len(gd.Specs) == 1 {
-						doc = gd.Doc
-					}
-					if text := cleanDoc(doc); text != "" {
-						docs[ts.Name.Name] = text
-					}
-					st, ok := ts.Type.(*ast.StructType)
-					if !ok {
-						continue
-					}
-					for _, field := range st.Fields.List {
-						text := cleanDoc(field.Doc)
-						if text == "" {
-							text = cleanDoc(field.Comment)
-						}
-						if text == "" {
-							continue
-						}
-						for _, name := range field.Names {
-							if name.IsExported() {
-								docs[ts.Name.Name+"."+name.Name] = text
-							}
+					for _, name := range field.Names {
+						if name.IsExported() {
+							docs[ts.Name.Name+"."+name.Name] = text
 						}
 					}
 				}

@@ -31,11 +31,22 @@ type FloatingIPTarget struct {
 
 type FloatingIPStatus struct {
 	CommonStatus `json:",inline"`
-	// Address allocated to the floating IP.
+	// Address allocated to the floating IP, in the transaction that
+	// created it (spec.address if that was free); only the server writes
+	// it, and it is released when the floating IP is deleted.
 	Address string `json:"address,omitempty"`
-	// TargetIP is the VM address the floating IP is translated to.
+	// TargetIP is the VM address the floating IP is translated to: the
+	// target NIC's address, once the target exists, is placed and its
+	// network routes to the external network.
 	TargetIP string `json:"targetIP,omitempty"`
+	// Host runs the target VM: the host whose router translates the
+	// address and answers for it on the external network.
+	Host string `json:"host,omitempty"`
 }
+
+// ConditionAssociated says whether a floating IP with a target reaches
+// it, and why not.
+const ConditionAssociated = "Associated"
 
 // FloatingIP phases.
 const (
@@ -107,7 +118,9 @@ func init() {
 				}
 				return ""
 			}},
+			{Name: "STATUS", Get: func(o Object) string { return o.CommonStatus().Phase }},
 			{Name: "TARGET IP", Wide: true, Get: func(o Object) string { return o.(*FloatingIP).Status.TargetIP }},
+			{Name: "HOST", Wide: true, Get: func(o Object) string { return o.(*FloatingIP).Status.Host }},
 		},
 	})
 }

@@ -3,6 +3,7 @@ package v1alpha1
 import (
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -66,6 +67,44 @@ const (
 	HostNotReady = "NotReady"
 )
 
+// The agent checks its host at start (package doctor) and reports each
+// kind of check as a condition (KernelFeatures, QEMU, KVM, DiskImages,
+// DataDir, ClockSync, BridgeFiltering…) with one of these reasons. A
+// failure means the host cannot run VMs: the agent then also sets Ready
+// to False with reason HostChecksFailed and the phase NotReady, so the
+// scheduler places nothing there.
+const (
+	HostCheckPassed  = "Passed"
+	HostCheckWarning = "Warning"
+	HostCheckFailed  = "Failed"
+	HostCheckSkipped = "NotChecked"
+	HostChecksFailed = "HostChecksFailed"
+)
+
+// hostProblems lists the types of a host's check conditions with reason,
+// in the order the agent wrote them.
+func hostProblems(h *Host, reason string) []string {
+	var out []string
+	for _, c := range h.Status.Conditions {
+		if c.Type != "Ready" && c.Status == ConditionFalse && c.Reason == reason {
+			out = append(out, c.Type)
+		}
+	}
+	return out
+}
+
+// hostStatus is the STATUS column: the phase, and for a host whose checks
+// failed, which (hearth describe host says why and what to do).
+func hostStatus(h *Host) string {
+	phase := h.Status.Phase
+	if r := h.Status.Condition("Ready"); r != nil && r.Status == ConditionFalse && r.Reason == HostChecksFailed {
+		if failed := hostProblems(h, HostCheckFailed); len(failed) > 0 {
+			return phase + " (" + strings.Join(failed, ", ") + ")"
+		}
+	}
+	return phase
+}
+
 // DefaultHostLeaseSeconds is how long a Host stays Ready without a heartbeat.
 const DefaultHostLeaseSeconds = 40
 
@@ -111,7 +150,7 @@ func init() {
 		Description: "A machine running the Hearth agent, with its capacity and liveness.",
 		PlacedOn:    func(o Object) string { return o.GetMetadata().Name },
 		Columns: []Column{
-			{Name: "STATUS", Get: func(o Object) string { return o.CommonStatus().Phase }},
+			{Name: "STATUS", Get: func(o Object) string { return hostStatus(o.(*Host)) }},
 			{Name: "SITE", Get: func(o Object) string { return o.(*Host).Spec.Site }},
 			// What VMs ask for of what the scheduler may place (capacity
 			// less the reserve, times the overcommit), not of the bare
@@ -133,6 +172,12 @@ func init() {
 			{Name: "ADDRESS", Wide: true, Get: func(o Object) string { return o.(*Host).Spec.Address }},
 			{Name: "KVM", Wide: true, Get: func(o Object) string { return strconv.FormatBool(o.(*Host).Status.KVM) }},
 			{Name: "ARCH", Wide: true, Get: func(o Object) string { return o.(*Host).Status.Architecture }},
+			{Name: "WARNINGS", Wide: true, Get: func(o Object) string {
+				if w := hostProblems(o.(*Host), HostCheckWarning); len(w) > 0 {
+					return strings.Join(w, ",")
+				}
+				return "<none>"
+			}},
 		},
 	})
 }

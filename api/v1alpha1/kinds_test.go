@@ -187,6 +187,8 @@ func TestInvalidObjects(t *testing.T) {
 			want: []string{"spec.mtu"}},
 		{name: "cidr /33", kind: "Subnet", edit: func(o Object) { o.(*Subnet).Spec.CIDR = "10.0.0.0/33" },
 			want: []string{"spec.cidr"}, detail: `"10.0.0.0/33" is not a CIDR`},
+		{name: "gateway change", kind: "Subnet", update: true, edit: func(o Object) { o.(*Subnet).Spec.Gateway = "10.0.0.254" },
+			want: []string{"spec.gateway"}, detail: "cannot change"},
 
 		// Site.
 		{name: "bad tags", kind: "Site", edit: func(o Object) { o.(*Site).Spec.Tags = []string{"home", "home", "has space", ""} },
@@ -361,6 +363,10 @@ func TestInvalidObjects(t *testing.T) {
 			}
 		}, want: []string{"spec.nics[0].mac", "spec.nics[1].ip", "spec.nics[1].mac", "spec.nics[2].model",
 			"spec.nics[2].network", "spec.nics[2].securityGroups[0]", "spec.nics[4].mac"}},
+		{name: "nics with Hearth's MACs", kind: "VirtualMachine", edit: func(o Object) {
+			s := &o.(*VirtualMachine).Spec
+			s.NICs = []VMNIC{{Network: "net1", MAC: "02:68:67:00:10:00"}, {Network: "net1", MAC: "06:68:0a:00:00:01"}, {Network: "net1", MAC: "00:00:00:00:00:00"}}
+		}, want: []string{"spec.nics[0].mac", "spec.nics[1].mac", "spec.nics[2].mac"}},
 		{name: "bad disks", kind: "VirtualMachine", edit: func(o Object) {
 			s := &o.(*VirtualMachine).Spec
 			s.Disks = []VMDisk{

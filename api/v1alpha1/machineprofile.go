@@ -16,7 +16,7 @@ import (
 // machine. Machines pick a profile by name (spec.profile) or by the
 // profiles' selectors: among matching profiles the most specific selector
 // wins (MACs, then labels, then architectures and sites), then the higher
-// priority; a tie is an error shown on the machine (see boot/profile.Match).
+// priority; a tie is an error shown on the machine (see MatchProfile).
 type MachineProfile = Resource[MachineProfileSpec, MachineProfileStatus]
 
 type MachineProfileSpec struct {

@@ -34,3 +34,22 @@ type WatchEvent struct {
 	// apiVersion, kind and metadata.resourceVersion).
 	Object any `json:"object"`
 }
+
+// The paths of the endpoints that are not objects.
+const (
+	// WhoAmIPath says who the caller is (WhoAmI).
+	WhoAmIPath = PathPrefix + "/whoami"
+	// JoinPath exchanges a join token for a host's or boot service's
+	// credential (JoinRequest, JoinResponse).
+	JoinPath = PathPrefix + "/join"
+	// JoinTokensPath is the collection of join tokens, and HostTokensPath
+	// that of hosts' and boot services' credentials (cluster admins
+	// only); a token is revoked at the collection's path + "/" + its id.
+	JoinTokensPath = PathPrefix + "/jointokens"
+	HostTokensPath = PathPrefix + "/hosttokens"
+)
+
+// UserTokensPath is the collection of a User's tokens.
+func UserTokensPath(user string) string {
+	return PathPrefix + "/users/" + url.PathEscape(user) + "/tokens"
+}

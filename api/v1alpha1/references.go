@@ -127,6 +127,26 @@ var nouns = map[string]string{
 	"VirtualMachine": "VM",
 }
 
+// MissingMessage says that no object of kind is called name where an
+// object of tenant would find one: `image "x" does not exist in tenant
+// demo or among the shared images`. It is worded as the ResolvedRefs
+// condition and the write warnings are, for others who find a name
+// missing (the agent).
+func MissingMessage(kind, tenant, name string) string {
+	k, ok := kinds[kind]
+	if !ok {
+		return kind + " " + strconv.Quote(name) + " does not exist"
+	}
+	where := []string{tenant}
+	switch {
+	case k.Scope == ClusterScoped:
+		where = []string{""}
+	case k.SharedReadable && tenant != "":
+		where = []string{tenant, ""}
+	}
+	return missingMessage(k, name, where)
+}
+
 func missingMessage(k *KindInfo, name string, where []string) string {
 	noun := nouns[k.Kind]
 	if noun == "" {

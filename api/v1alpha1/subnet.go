@@ -3,6 +3,7 @@ package v1alpha1
 import (
 	"fmt"
 	"net/netip"
+	"strconv"
 	"strings"
 )
 
@@ -49,8 +50,11 @@ type Route struct {
 // network) while it does not.
 type SubnetStatus struct {
 	CommonStatus `json:",inline"`
-	// Allocated counts addresses IPAM has handed out.
+	// Allocated counts the addresses NICs hold in the subnet.
 	Allocated int `json:"allocated,omitempty"`
+	// Available counts the addresses of the DHCP range that are still
+	// free to hand out (the gateway aside).
+	Available int `json:"available,omitempty"`
 }
 
 // Subnet phases.
@@ -128,6 +132,11 @@ func (s *SubnetSpec) ValidateUpdate(path string, old any) FieldErrors {
 	if s.CIDR != o.CIDR {
 		es.Add(path+".cidr", "cannot change (was %q); create a new subnet", o.CIDR)
 	}
+	if s.Gateway != o.Gateway && o.Gateway != "" && s.CIDR == o.CIDR {
+		// IPAM never hands out the gateway's address; a new one could
+		// be a NIC's already.
+		es.Add(path+".gateway", "cannot change (was %q): VMs route through it and NICs hold addresses beside it; create a new subnet", o.Gateway)
+	}
 	return es
 }
 
@@ -140,6 +149,8 @@ func init() {
 			{Name: "NETWORK", Get: func(o Object) string { return o.(*Subnet).Spec.Network }},
 			{Name: "CIDR", Get: func(o Object) string { return o.(*Subnet).Spec.CIDR }},
 			{Name: "GATEWAY", Get: func(o Object) string { return o.(*Subnet).Spec.Gateway }},
+			{Name: "USED", Get: func(o Object) string { return strconv.Itoa(o.(*Subnet).Status.Allocated) }},
+			{Name: "FREE", Get: func(o Object) string { return strconv.Itoa(o.(*Subnet).Status.Available) }},
 			{Name: "DHCP", Wide: true, Get: func(o Object) string {
 				if o.(*Subnet).Spec.DHCP.Disabled {
 					return "off"

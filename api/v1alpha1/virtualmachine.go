@@ -141,7 +141,9 @@ type VirtualMachineStatus struct {
 	// Accelerator is kvm or tcg: KVM where it really works on the host.
 	Accelerator string `json:"accelerator,omitempty"`
 	// Interfaces are the VM's NICs in the order of spec.nics, with the
-	// addresses allocated to them.
+	// addresses the server allocated to them in the transaction that
+	// created the VM or changed its NICs. Only the server writes them: a
+	// status write by anyone else keeps them as they are.
 	Interfaces []VMInterfaceStatus `json:"interfaces,omitempty"`
 	StartedAt  *time.Time          `json:"startedAt,omitempty"`
 	// RestartCount counts restarts by the restart policy.
@@ -153,14 +155,20 @@ type VirtualMachineStatus struct {
 	ConsoleLog string `json:"consoleLog,omitempty"`
 }
 
-// VMInterfaceStatus is one NIC as allocated and plugged.
+// VMInterfaceStatus is one NIC as allocated. The host derives the NIC's
+// tap device from the VM's uid and the NIC's index.
 type VMInterfaceStatus struct {
+	// Network is the NIC's network (spec.nics[i].network).
 	Network string `json:"network,omitempty"`
-	Subnet  string `json:"subnet,omitempty"`
-	IP      string `json:"ip,omitempty"`
-	MAC     string `json:"mac,omitempty"`
-	// Device is the tap device on the host.
-	Device string `json:"device,omitempty"`
+	// Subnet is the subnet the address came from: spec.nics[i].subnet,
+	// or the network's only subnet.
+	Subnet string `json:"subnet,omitempty"`
+	// IP is the NIC's address in Subnet: spec.nics[i].ip, or the lowest
+	// free one in the subnet's DHCP range.
+	IP string `json:"ip,omitempty"`
+	// MAC is the NIC's Ethernet address, unique on its network:
+	// spec.nics[i].mac, or one picked at random in 52:54:00:xx:xx:xx.
+	MAC string `json:"mac,omitempty"`
 }
 
 // VM phases.
@@ -371,6 +379,10 @@ func (s *VirtualMachineSpec) Validate(path string) FieldErrors {
 				// which a NIC cannot own.
 				if b, _ := strconv.ParseUint(m[:2], 16, 8); b&1 == 1 {
 					es.Add(np+".mac", "%q is a multicast address", n.MAC)
+				} else if ReservedMAC(m) {
+					es.Add(np+".mac", "%q is in a range Hearth keeps for its routers and bridges (%s)", n.MAC, ReservedMACRanges)
+				} else if m == "00:00:00:00:00:00" {
+					es.Add(np+".mac", "%q is not a NIC's address", n.MAC)
 				}
 				if j, dup := macs[m]; dup {
 					es.Add(np+".mac", "%q is already used by nics[%d]", n.MAC, j)
@@ -494,7 +506,7 @@ func (s *VirtualMachineStatus) SetScheduled(host string, generation int64, now t
 	if c := s.Condition(ConditionScheduled); c != nil && c.Status == ConditionTrue {
 		return changed
 	}
-	return s.SetCondition(Condition{Type: ConditionScheduled, Status: ConditionTrue, Reason: "Scheduled",
+	return s.SetCondition(Condition{Type: ConditionScheduled, Status: ConditionTrue, Reason: ReasonScheduled,
 		Message: "placed on " + host, ObservedGeneration: generation}, now) || changed
 }
 
@@ -508,6 +520,18 @@ func (s *VirtualMachineStatus) FirstIP() string {
 	return ""
 }
 
+// interfaceList joins one field of every interface for a table, with
+// "-" for an interface that has none.
+func (s *VirtualMachineStatus) interfaceList(field func(VMInterfaceStatus) string) string {
+	parts := make([]string, len(s.Interfaces))
+	for i, ifc := range s.Interfaces {
+		if parts[i] = field(ifc); parts[i] == "" {
+			parts[i] = "-"
+		}
+	}
+	return strings.Join(parts, ",")
+}
+
 func init() {
 	register[VirtualMachineSpec, VirtualMachineStatus](KindInfo{
 		Kind: "VirtualMachine", Plural: "virtualmachines", ShortNames: []string{"virtualmachine", "vm", "vms"}, Scope: TenantScoped,
@@ -519,6 +543,12 @@ func init() {
 			{Name: "CPUS", Get: func(o Object) string { return strconv.Itoa(o.(*VirtualMachine).Spec.CPUs) }},
 			{Name: "MEMORY", Get: func(o Object) string { return o.(*VirtualMachine).Spec.Memory.String() }},
 			{Name: "IP", Get: func(o Object) string { return o.(*VirtualMachine).Status.FirstIP() }},
+			{Name: "IPS", Wide: true, Get: func(o Object) string {
+				return o.(*VirtualMachine).Status.interfaceList(func(i VMInterfaceStatus) string { return i.IP })
+			}},
+			{Name: "MACS", Wide: true, Get: func(o Object) string {
+				return o.(*VirtualMachine).Status.interfaceList(func(i VMInterfaceStatus) string { return i.MAC })
+			}},
 			{Name: "POWER", Wide: true, Get: func(o Object) string { return o.(*VirtualMachine).Spec.PowerState }},
 			{Name: "RESTARTS", Wide: true, Get: func(o Object) string { return strconv.Itoa(o.(*VirtualMachine).Status.RestartCount) }},
 			{Name: "ACCEL", Wide: true, Get: func(o Object) string { return o.(*VirtualMachine).Status.Accelerator }},

@@ -1,38 +1,22 @@
-// Package profile decides how a bare-metal Machine boots: which
-// MachineProfile it gets, whether it may boot it yet, and what its
-// templates render to. It is pure (no I/O, no clock), so the server's
-// machine controller and the boot service, which both need these answers,
-// reach the same ones.
+// Package profile decides what a bare-metal Machine's next network boot
+// does and what its profile's templates render to, for the boot service.
+// It is pure (no I/O, no clock).
 //
 // # Matching
 //
-// Match picks a machine's profile. A machine that names a profile in
-// spec.profile gets that one, whatever the selectors say; it is an error
-// if the profile does not exist. Otherwise every profile whose selector
-// matches the machine (api.MachineSelector.Matches), that is not being
-// deleted, and that can boot the machine's architecture (a variant for it
-// or a default boot; not checked while the architecture is unknown) is a
-// candidate, and the most specific candidate wins:
-//
-//	specificity = 100 if the selector lists MACs
-//	            + 10 × the number of label requirements (counted up to 9)
-//	            + 1 if it lists architectures
-//	            + 1 if it lists sites
-//
-// Read it as digits: hundreds say the machine is named by MAC, tens how
-// many labels it must carry, units whether architecture and site narrow it
-// further. So a MAC beats any labels, one more label beats any
-// architecture and site, and an empty selector (a catch-all) has 0.
-// Between equally specific candidates the higher spec.priority wins. Two
-// or more candidates equal in both are a conflict, never settled by name:
-//
-//	machine node1 matches profiles a and b equally (specificity 2, priority 0): make one more specific or set priority
+// Which profile a machine boots is api.MatchProfile: spec.profile if it
+// names one, else the most specific matching selector, then the highest
+// priority; a tie is an error, never settled by name. It lives in the API
+// package with the other lifecycle predicates (api.MachineMayBoot,
+// api.MachineInstallDone, api.MachineReinstallPending), because the
+// server's machine controller needs the same answers and does not import
+// the boot service.
 //
 // # Approval and what a boot does
 //
 // A machine may boot its profile once it is approved: spec.approved, or
-// the profile's autoApprove (Approved). Next says what its next network
-// boot does: wait (not approved, or no profile: an iPXE script that says
+// the profile's autoApprove (api.MachineMayBoot). Next says what its next
+// network boot does: wait (not approved, or no profile: an iPXE script that says
 // why and asks again after a pause), boot the profile, or boot the local
 // disk (an install profile whose installer has reported success, status
 // installedAt, and no reinstall requested since: spec.reinstallRequested

@@ -13,6 +13,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	api "hearth.dev/hearth/api/v1alpha1"
+	"hearth.dev/hearth/cloudinit"
 )
 
 // ipxeCommands reads a script the way iPXE does (src/image/script.c and
@@ -186,11 +187,12 @@ func FuzzTemplateValues(f *testing.F) {
 			t.Fatalf("YAML read back as %+v, want hostname %q and rack %q:\n%s", doc, v.Machine.Hostname, label, out)
 		}
 		var back string
-		if err := json.Unmarshal([]byte(jsonString(hostname)), &back); err != nil || back != hostname {
+		if err := json.Unmarshal([]byte(cloudinit.Quote(hostname)), &back); err != nil || back != hostname {
 			t.Fatalf("quote %q read back as JSON %q (%v)", hostname, back, err)
 		}
 		var meta map[string]string
-		if err := yaml.Unmarshal([]byte(MetaData(v)), &meta); err != nil || len(meta) != 2 || meta["local-hostname"] != v.Machine.Hostname {
+		// An empty hostname is left out rather than written empty.
+		if err := yaml.Unmarshal([]byte(MetaData(v)), &meta); err != nil || len(meta) != 1+min(len(v.Machine.Hostname), 1) || meta["instance-id"] != v.Machine.UID || meta["local-hostname"] != v.Machine.Hostname {
 			t.Fatalf("meta-data read back as %v (%v):\n%s", meta, err, MetaData(v))
 		}
 	})

@@ -26,26 +26,6 @@ const (
 // DefaultRetry is how long a waiting machine pauses before asking again.
 const DefaultRetry = 10 * time.Second
 
-// Approved reports whether m may boot profile p: approved by hand
-// (spec.approved) or by the profile's autoApprove.
-func Approved(m *api.Machine, p *api.MachineProfile) bool {
-	return m.Spec.Approved || (p != nil && p.Spec.AutoApprove)
-}
-
-// ReinstallPending reports whether a reinstall was asked for after the
-// machine was last installed (spec.reinstallRequested after
-// status.installedAt).
-func ReinstallPending(m *api.Machine) bool {
-	r, at := m.Spec.ReinstallRequested, m.Status.InstalledAt
-	return r != nil && at != nil && r.After(*at)
-}
-
-// Installed reports whether m's installer has reported success and no
-// reinstall was asked for since.
-func Installed(m *api.Machine) bool {
-	return m.Status.InstalledAt != nil && !ReinstallPending(m)
-}
-
 // Next says what m's next network boot does with profile p (nil while it
 // has none), and why, in words for its console and its events.
 func Next(m *api.Machine, p *api.MachineProfile) (Action, string) {
@@ -53,11 +33,11 @@ func Next(m *api.Machine, p *api.MachineProfile) (Action, string) {
 	switch {
 	case p == nil:
 		return ActionWait, fmt.Sprintf("machine %s (%s) has no profile", name, m.Spec.MAC)
-	case !Approved(m, p):
+	case !api.MachineMayBoot(m, p):
 		return ActionWait, fmt.Sprintf("machine %s (%s) is waiting for approval: hearth machine approve %s", name, m.Spec.MAC, name)
-	case p.Spec.Install && Installed(m):
+	case p.Spec.Install && api.MachineInstallDone(m):
 		return ActionLocal, fmt.Sprintf("machine %s is installed (profile %s): booting from its local disk", name, p.Metadata.Name)
-	case p.Spec.Install && ReinstallPending(m):
+	case p.Spec.Install && api.MachineReinstallPending(m):
 		return ActionBoot, fmt.Sprintf("machine %s: reinstalling profile %s", name, p.Metadata.Name)
 	case p.Spec.Install:
 		return ActionBoot, fmt.Sprintf("machine %s: installing profile %s", name, p.Metadata.Name)

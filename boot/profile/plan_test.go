@@ -9,6 +9,21 @@ import (
 	api "hearth.dev/hearth/api/v1alpha1"
 )
 
+func machine(name string, labels map[string]string, mac, arch, site string) *api.Machine {
+	m := &api.Machine{TypeMeta: api.TypeMeta{APIVersion: api.APIVersion, Kind: "Machine"},
+		Metadata: api.ObjectMeta{Name: name, UID: "uid-" + name, Labels: labels},
+		Spec:     api.MachineSpec{MAC: mac, Architecture: arch, Site: site}}
+	return m
+}
+
+// prof makes a profile that boots a kernel by default.
+func prof(name string, sel api.MachineSelector, priority int) *api.MachineProfile {
+	return &api.MachineProfile{TypeMeta: api.TypeMeta{APIVersion: api.APIVersion, Kind: "MachineProfile"},
+		Metadata: api.ObjectMeta{Name: name},
+		Spec: api.MachineProfileSpec{Selector: sel, Priority: priority,
+			ProfileBoot: api.ProfileBoot{Kernel: &api.BootFile{URL: "http://mirror/" + name + "/linux"}}}}
+}
+
 // multiArch is a profile with a default kernel boot (x86_64) and an arm64
 // variant that boots by script.
 func multiArch() *api.MachineProfile {
@@ -185,7 +200,7 @@ exit
 	}
 
 	// No profile: the Match error is the message.
-	_, err := Match(m, nil)
+	_, err := api.MatchProfile(m, nil)
 	plan := WaitPlan(m, err.Error(), NewValues(m, nil, nil, srv, "b1"))
 	if got := IPXEScript(plan); !strings.Contains(got, "\necho Hearth: machine node1 matches no profile: give it labels") || !strings.Contains(got, "chain --replace --autofree http://10.0.0.2:8080/machines/node1/boot.ipxe || goto retry\n") {
 		t.Errorf("no-profile script:\n%s", got)

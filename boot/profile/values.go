@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	api "hearth.dev/hearth/api/v1alpha1"
+	"hearth.dev/hearth/cloudinit"
 )
 
 // Values is what a profile's templates get, as the dot. Every field is
@@ -195,13 +196,13 @@ func SelectSSHKeys(p *api.MachineProfile, keys []*api.SSHKey) []string {
 }
 
 // MetaData renders the NoCloud meta-data the boot service serves at
-// URLs.Metadata when the profile has no file of that name. Its values are
-// written as JSON strings, which YAML reads as they are, so nothing in
-// them can add keys.
+// URLs.Metadata when the profile has no file of that name: the machine's
+// instance-id (its uid) and local-hostname, written by cloudinit as a
+// VM's seed is, so nothing in the values can add keys.
 func MetaData(v Values) string {
 	id := v.Machine.UID
 	if id == "" {
 		id = v.Machine.Name
 	}
-	return "instance-id: " + jsonString(id) + "\nlocal-hostname: " + jsonString(v.Machine.Hostname) + "\n"
+	return string(cloudinit.Seed{InstanceID: id, Hostname: v.Machine.Hostname}.MetaData())
 }

@@ -21,9 +21,10 @@ import (
 )
 
 // Quota enforces each tenant's spec.quota on creates and updates of
-// VirtualMachines (vcpus, memory, vms), Volumes (volumeGiB) and Networks
-// (networks), and, through ImageStorage, which the upload handler asks,
-// on the bytes of uploaded images (imageStorage).
+// VirtualMachines (vcpus, memory, vms), Volumes (volumeGiB), Networks
+// (networks) and FloatingIPs (floatingIPs), and, through ImageStorage,
+// which the upload handler asks, on the bytes of uploaded images
+// (imageStorage).
 //
 // Usage is summed from the tenant's objects in etcd, leaving out the
 // stored version of the object being updated and adding the new one. Only
@@ -74,6 +75,7 @@ func NewQuota(st *store.Store) *Quota { return &Quota{store: st} }
 type usage struct {
 	vcpus, vms, networks int64
 	memory, volume       int64
+	floatingIPs          int64
 }
 
 // dimension is one quota field, how to read it, and how to show amounts.
@@ -95,6 +97,7 @@ var dimensions = []dimension{
 	{"memory", func(q api.Quota) int64 { return int64(q.Memory) }, func(u usage) int64 { return u.memory }, showBytes, []string{"VirtualMachine"}},
 	{"volumeGiB", func(q api.Quota) int64 { return q.VolumeGiB << 30 }, func(u usage) int64 { return u.volume }, showBytes, []string{"Volume", "VirtualMachine"}},
 	{"networks", func(q api.Quota) int64 { return int64(q.Networks) }, func(u usage) int64 { return u.networks }, count, []string{"Network"}},
+	{"floatingIPs", func(q api.Quota) int64 { return int64(q.FloatingIPs) }, func(u usage) int64 { return u.floatingIPs }, count, []string{"FloatingIP"}},
 }
 
 // Admit refuses a create or update that would take the tenant past its
@@ -218,6 +221,8 @@ func (q *Quota) tenantUsage(ctx context.Context, tenant string, kinds map[string
 				total.volume += u.volume
 			case "Network":
 				total.networks += u.networks
+			case "FloatingIP":
+				total.floatingIPs += u.floatingIPs
 			}
 		}
 	}
@@ -257,6 +262,8 @@ func (q *Quota) usageOf(ctx context.Context, obj api.Object, images *lookups, tr
 		return usage{volume: max(0, size-covered)}, nil
 	case *api.Network:
 		return usage{networks: 1}, nil
+	case *api.FloatingIP:
+		return usage{floatingIPs: 1}, nil
 	}
 	return usage{}, nil
 }

@@ -24,7 +24,6 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"math/big"
-	"time"
 
 	api "hearth.dev/hearth/api/v1alpha1"
 )
@@ -41,49 +40,11 @@ const OwnerPrefix = "/hearth/token-owners/"
 // OwnerKey is the index key of the token with hash owned by uid.
 func OwnerKey(uid, hash string) string { return OwnerPrefix + uid + "/" + hash }
 
-// TokenKind says what a token stands for.
-type TokenKind string
-
-const (
-	UserToken TokenKind = "user"
-	HostToken TokenKind = "host"
-	BootToken TokenKind = "boot"
-	JoinToken TokenKind = "join"
-)
-
-// TokenRecord is what etcd holds for a token: never the secret itself.
-type TokenRecord struct {
-	ID   string    `json:"id"`
-	Kind TokenKind `json:"kind"`
-	User string    `json:"user,omitempty"`
-	// Host is the host of a host token, the name of a boot service's
-	// token, and, on a join token, the one existing Host it may re-join
-	// (empty: it registers new hosts only).
-	Host string `json:"host,omitempty"`
-	// UID is the uid of the User or Host a user or host token belongs to.
-	UID         string     `json:"uid,omitempty"`
-	Description string     `json:"description,omitempty"`
-	Created     time.Time  `json:"created"`
-	Expires     *time.Time `json:"expires,omitempty"`
-	// Site and Labels are given to hosts that join with a join token.
-	Site   string            `json:"site,omitempty"`
-	Labels map[string]string `json:"labels,omitempty"`
-	// Reusable join tokens register any number of hosts until they
-	// expire; others are spent by the first join. Uses counts the joins.
-	Reusable bool `json:"reusable,omitempty"`
-	Uses     int  `json:"uses,omitempty"`
-}
-
-// Expired reports whether the token has run out at now.
-func (r *TokenRecord) Expired(now time.Time) bool {
-	return r.Expires != nil && now.After(*r.Expires)
-}
-
 const alphabet = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
 
 // NewSecret returns a new token secret: a kind prefix and 40 random
 // characters (238 bits), recognisable in logs and by secret scanners.
-func NewSecret(kind TokenKind) string {
+func NewSecret(kind api.TokenKind) string {
 	b := make([]byte, 40)
 	max := big.NewInt(int64(len(alphabet)))
 	for i := range b {
@@ -124,7 +85,7 @@ type Principal struct {
 	// secret, never stored). Only their writes may carry the marks that
 	// tell server-made objects from a client's (api.AnnotationOwnerDisk).
 	Internal bool
-	Record   *TokenRecord
+	Record   *api.TokenRecord
 	// TokenHash is the hash of the token presented ("" for the server's
 	// own credential): its record is at TokenPrefix + TokenHash.
 	TokenHash string

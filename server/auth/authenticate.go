@@ -14,7 +14,7 @@ import (
 
 // Authenticator turns bearer tokens into Principals.
 type Authenticator struct {
-	tokens *store.Mirror[*TokenRecord]
+	tokens *store.Mirror[*api.TokenRecord]
 	users  *store.Mirror[*api.User]
 	// hostUIDs maps Host names to uids, all a host token is checked
 	// against.
@@ -29,8 +29,8 @@ type Authenticator struct {
 // usersPrefix and hostsPrefix are where User and Host objects are stored.
 func NewAuthenticator(c *clientv3.Client, usersPrefix, hostsPrefix string) *Authenticator {
 	return &Authenticator{
-		tokens: store.NewMirror(c, TokenPrefix, func(b []byte) (*TokenRecord, error) {
-			var r TokenRecord
+		tokens: store.NewMirror(c, TokenPrefix, func(b []byte) (*api.TokenRecord, error) {
+			var r api.TokenRecord
 			return &r, json.Unmarshal(b, &r)
 		}),
 		users: store.NewMirror(c, usersPrefix, func(b []byte) (*api.User, error) {
@@ -92,14 +92,14 @@ func (a *Authenticator) Authenticate(ctx context.Context, header string) (*Princ
 		// The secret says what kind of token it was (NewSecret), which
 		// tells a host whose Host was deleted what to do.
 		switch {
-		case strings.HasPrefix(secret, "hearth-"+string(HostToken)+"-"):
+		case strings.HasPrefix(secret, "hearth-"+string(api.HostToken)+"-"):
 			return nil, api.NewUnauthorized("host credential revoked or Host deleted: re-join with a new join token")
-		case strings.HasPrefix(secret, "hearth-"+string(JoinToken)+"-"):
+		case strings.HasPrefix(secret, "hearth-"+string(api.JoinToken)+"-"):
 			return nil, api.NewUnauthorized("the join token is not valid: used already (join tokens register one host unless made --reusable), revoked, or never issued")
 		}
 		return nil, api.NewUnauthorized("the token is not valid (revoked, its owner deleted, or never issued)")
 	}
-	if rec.UID == "" && (rec.Kind == UserToken || rec.Kind == HostToken) {
+	if rec.UID == "" && (rec.Kind == api.UserToken || rec.Kind == api.HostToken) {
 		// The copy may be behind the start-up binding of a token stored
 		// before tokens were bound to their owner's uid.
 		if fresh, ok := a.tokens.Read(ctx, hash); ok {
@@ -110,11 +110,11 @@ func (a *Authenticator) Authenticate(ctx context.Context, header string) (*Princ
 		return nil, api.NewUnauthorized("the token %s expired at %s", rec.ID, rec.Expires.Format(time.RFC3339))
 	}
 	switch rec.Kind {
-	case JoinToken:
+	case api.JoinToken:
 		return &Principal{Name: "join/" + rec.ID, Join: true, Record: rec, TokenHash: hash}, nil
-	case BootToken:
+	case api.BootToken:
 		return &Principal{Name: "boot/" + rec.Host, Boot: rec.Host, Record: rec, TokenHash: hash}, nil
-	case HostToken:
+	case api.HostToken:
 		uid, ok := a.hostUIDs.Lookup(ctx, rec.Host)
 		if ok && uid != rec.UID {
 			// The copy may be behind a Host deleted and made again.
@@ -124,7 +124,7 @@ func (a *Authenticator) Authenticate(ctx context.Context, header string) (*Princ
 			return nil, api.NewUnauthorized("host credential revoked or Host deleted: the token %s was issued to a Host %s that no longer exists; re-join with a new join token", rec.ID, rec.Host)
 		}
 		return &Principal{Name: "host/" + rec.Host, Host: rec.Host, Record: rec, TokenHash: hash}, nil
-	case UserToken:
+	case api.UserToken:
 	default:
 		return nil, api.NewUnauthorized("the token %s is of no kind this server knows (%q)", rec.ID, rec.Kind)
 	}

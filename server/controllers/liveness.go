@@ -30,7 +30,7 @@ func (h *HostLiveness) Run(ctx context.Context) error {
 	h.hosts = client.NewInformer(h.Client, "Host", "", client.ListOptions{})
 	ctl := &reconcile.Controller{Name: "host-liveness", Reconciler: h, Workers: 2, Resync: time.Minute,
 		List: func(context.Context) ([]string, error) { return h.hosts.Keys(), nil }}
-	h.hosts.OnChange(func(key string, _ api.Object) { ctl.Enqueue(key) })
+	h.hosts.OnUpdate(enqueueOwn(ctl, ""))
 	go h.hosts.Run(ctx)
 	if err := h.hosts.WaitSynced(ctx); err != nil {
 		return nil
@@ -61,23 +61,36 @@ func (h *HostLiveness) Reconcile(ctx context.Context, key string) (reconcile.Res
 	if host.Status.Phase == api.HostNotReady {
 		return reconcile.Result{}, nil
 	}
-	msg := "the agent has never reported"
-	if host.Status.LastHeartbeat != nil {
-		msg = fmt.Sprintf("no heartbeat from the agent for %s (lease %s)", since.Round(time.Second), lease)
-	}
-	st := host.Status
-	st.Phase = api.HostNotReady
-	st.SetCondition(api.Condition{Type: "Ready", Status: api.ConditionFalse, Reason: "LeaseExpired", Message: msg}, now)
-	patch := map[string]any{
-		"metadata": map[string]any{"resourceVersion": host.Metadata.ResourceVersion},
-		"status":   map[string]any{"phase": st.Phase, "conditions": st.Conditions},
-	}
-	if _, err := h.Client.Patch(ctx, "Host", "", host.Metadata.Name, patch, true); err != nil {
-		if api.IsConflict(err) || api.IsNotFound(err) {
-			return reconcile.Result{}, nil // the informer brings the newer state
+	// The lease is checked again on the Host as it is when written: a
+	// heartbeat that came meanwhile (a conflict, read again) wins.
+	var msg string
+	_, wrote, err := client.WriteStatus(ctx, h.Client, h.hosts, host, func(host *api.Host) {
+		msg = leaseExpired(host, lease, now)
+		if msg == "" || host.Status.Phase == api.HostNotReady {
+			return
 		}
+		host.Status.Phase = api.HostNotReady
+		host.Status.SetCondition(api.Condition{Type: api.ConditionReady, Status: api.ConditionFalse, Reason: api.ReasonLeaseExpired, Message: msg}, now)
+	})
+	switch {
+	case api.IsNotFound(err):
+		return reconcile.Result{}, nil
+	case err != nil:
 		return reconcile.Result{}, err
+	case wrote:
+		h.Recorder.Eventf(ctx, host, api.EventWarning, "HostNotReady", "%s", msg)
 	}
-	h.Recorder.Eventf(ctx, host, api.EventWarning, "HostNotReady", "%s", msg)
 	return reconcile.Result{}, nil
+}
+
+// leaseExpired says how a host's lease ran out, or "" while it holds.
+func leaseExpired(host *api.Host, lease time.Duration, now time.Time) string {
+	hb := host.Status.LastHeartbeat
+	switch {
+	case hb == nil:
+		return "the agent has never reported"
+	case now.Sub(*hb) > lease:
+		return fmt.Sprintf("no heartbeat from the agent for %s (lease %s)", now.Sub(*hb).Round(time.Second), lease)
+	}
+	return ""
 }

@@ -11,7 +11,6 @@ import (
 	"time"
 
 	api "hearth.dev/hearth/api/v1alpha1"
-	"hearth.dev/hearth/boot/profile"
 	"hearth.dev/hearth/client"
 	"hearth.dev/hearth/reconcile"
 )
@@ -20,28 +19,28 @@ import (
 const (
 	// ConditionProfileMatched: True with the profile the machine boots,
 	// False with why it has none (no match, a tie, a missing spec.profile).
-	ConditionProfileMatched = "ProfileMatched"
+	ConditionProfileMatched = api.ConditionProfileMatched
 	// ConditionApproved: True once the machine may boot its profile (by
 	// hand or by the profile's autoApprove).
-	ConditionApproved = "Approved"
+	ConditionApproved = api.ConditionApproved
 	// ConditionInstalled: for machines of an install profile, whether the
 	// installer has reported success (and no reinstall was asked since).
-	ConditionInstalled = "Installed"
+	ConditionInstalled = api.ConditionInstalled
 	// ConditionReported: whether the system a machine booted from its
 	// profile has reported back to the boot service, which Ready (a
 	// stateless profile's SSH host keys) and Installed (an installer's
 	// success) wait for; False with reason ReasonWaitingForReport while
 	// it is Provisioning. Absent until it boots its profile.
-	ConditionReported = "Reported"
+	ConditionReported = api.ConditionReported
 	// ReasonWaitingForReport: booted, no report yet.
-	ReasonWaitingForReport = "WaitingForReport"
+	ReasonWaitingForReport = api.ReasonWaitingForReport
 )
 
 // Machines moves bare-metal Machines through their lifecycle, from what
 // the API says and what the boot service reported (status.lastBoot,
 // installedAt, sshHostKeys). For every machine it writes:
 //
-//   - status.matchedProfile and ProfileMatched, from profile.Match over
+//   - status.matchedProfile and ProfileMatched, from api.MatchProfile over
 //     every MachineProfile;
 //   - Approved: spec.approved or the profile's autoApprove;
 //   - status.phase:
@@ -120,8 +119,9 @@ func (c *Machines) Run(ctx context.Context) error {
 		List: func(context.Context) ([]string, error) { return c.machines.Keys(), nil }}
 	c.counts = &reconcile.Controller{Name: "machineprofile-counts", Reconciler: reconcile.ReconcilerFunc(c.reconcileCount), Workers: 1,
 		Resync: c.Resync, List: func(context.Context) ([]string, error) { return c.profiles.Keys(), nil }}
-	c.machines.OnChange(func(key string, _ api.Object) {
-		c.ctl.Enqueue(key)
+	own := enqueueOwn(c.ctl, "")
+	c.machines.OnUpdate(func(ch client.Change) {
+		own(ch)
 		for _, p := range c.profiles.Keys() {
 			c.counts.Enqueue(p)
 		}
@@ -188,8 +188,9 @@ func (c *Machines) Reconcile(ctx context.Context, key string) (reconcile.Result,
 	if m.Metadata.DeletionTimestamp != nil {
 		return reconcile.Result{}, nil
 	}
-	p, matchErr := profile.Match(m, c.profileList())
+	profiles := c.profileList()
 	now := c.Now().UTC()
+	p, matchErr := api.MatchProfile(m, profiles)
 	st := machineStatus(m, p, matchErr, now)
 	var result reconcile.Result
 	if st.Phase == api.MachineDiscovered && c.DiscoveredTTL > 0 && untouched(m) {
@@ -203,21 +204,27 @@ func (c *Machines) Reconcile(ctx context.Context, key string) (reconcile.Result,
 	if !machineStatusChanged(m.Status, st) {
 		return result, nil
 	}
-	// Conditional on the resourceVersion: the boot service writes this
-	// status too, and a phase computed from facts it has since changed
-	// must not land.
-	patch := map[string]any{
-		"metadata": map[string]any{"resourceVersion": m.Metadata.ResourceVersion},
-		"status": map[string]any{"phase": st.Phase, "conditions": st.Conditions,
-			"matchedProfile": st.MatchedProfile, "observedGeneration": st.ObservedGeneration},
-	}
-	if _, err := c.Client.Patch(ctx, "Machine", "", m.Metadata.Name, patch, true); err != nil {
-		if api.IsConflict(err) || api.IsNotFound(err) {
-			return reconcile.Result{}, nil // the informer brings the newer state
+	// Conditional on the resourceVersion (client.WriteStatus): the boot
+	// service writes this status too, and a phase computed from facts it
+	// has since changed must not land; after a conflict the status is
+	// computed again from the machine as it is then.
+	var before api.MachineStatus
+	out, wrote, err := client.WriteStatus(ctx, c.Client, c.machines, m, func(m *api.Machine) {
+		before = m.Status
+		before.Conditions = slices.Clone(m.Status.Conditions)
+		p, matchErr := api.MatchProfile(m, profiles)
+		if st := machineStatus(m, p, matchErr, now); machineStatusChanged(m.Status, st) {
+			m.Status = st
 		}
+	})
+	switch {
+	case api.IsNotFound(err):
+		return reconcile.Result{}, nil
+	case err != nil:
 		return reconcile.Result{}, fmt.Errorf("writing the status of Machine %s: %w", m.Metadata.Name, err)
+	case wrote:
+		c.recordTransitions(ctx, out, before, out.Status)
 	}
-	c.recordTransitions(ctx, m, m.Status, st)
 	return result, nil
 }
 
@@ -263,7 +270,7 @@ func (c *Machines) forget(ctx context.Context, m *api.Machine, seen time.Time) e
 }
 
 // machineStatus is the status machine m should have with profile p (nil
-// when profile.Match failed with matchErr). It changes only the fields
+// when api.MatchProfile failed with matchErr). It changes only the fields
 // the controller owns: phase, conditions, matchedProfile and
 // observedGeneration.
 func machineStatus(m *api.Machine, p *api.MachineProfile, matchErr error, now time.Time) api.MachineStatus {
@@ -282,8 +289,8 @@ func machineStatus(m *api.Machine, p *api.MachineProfile, matchErr error, now ti
 
 	if p == nil {
 		st.MatchedProfile = ""
-		reason, msg := profile.ReasonNoMatch, "machine "+name+" has no profile"
-		var me *profile.MatchError
+		reason, msg := api.ReasonNoMatch, "machine "+name+" has no profile"
+		var me *api.ProfileMatchError
 		if errors.As(matchErr, &me) {
 			reason, msg = me.Reason, me.Message
 		} else if matchErr != nil {
@@ -293,25 +300,25 @@ func machineStatus(m *api.Machine, p *api.MachineProfile, matchErr error, now ti
 	} else {
 		st.MatchedProfile = p.Metadata.Name
 		if m.Spec.Profile != "" {
-			set(ConditionProfileMatched, true, "Named", "profile %s, named by spec.profile", p.Metadata.Name)
+			set(ConditionProfileMatched, true, api.ReasonNamed, "profile %s, named by spec.profile", p.Metadata.Name)
 		} else {
-			set(ConditionProfileMatched, true, "Matched", "profile %s selects it (specificity %d, priority %d)",
-				p.Metadata.Name, profile.Specificity(p.Spec.Selector), p.Spec.Priority)
+			set(ConditionProfileMatched, true, api.ReasonMatched, "profile %s selects it (specificity %d, priority %d)",
+				p.Metadata.Name, p.Spec.Selector.Specificity(), p.Spec.Priority)
 		}
 	}
 
 	switch {
 	case m.Spec.Approved:
-		set(ConditionApproved, true, "Approved", "approved (spec.approved)")
+		set(ConditionApproved, true, api.ReasonApproved, "approved (spec.approved)")
 	case p != nil && p.Spec.AutoApprove:
-		set(ConditionApproved, true, "AutoApproved", "approved by profile %s (autoApprove)", p.Metadata.Name)
+		set(ConditionApproved, true, api.ReasonAutoApproved, "approved by profile %s (autoApprove)", p.Metadata.Name)
 	default:
-		set(ConditionApproved, false, "WaitingForApproval", "waiting for approval: hearth machine approve %s", name)
+		set(ConditionApproved, false, api.ReasonWaitingForApproval, "waiting for approval: hearth machine approve %s", name)
 	}
 	// It has booted its profile when it fetched its boot after it was
 	// approved and after any pending reinstall request.
 	since := st.Condition(ConditionApproved).LastTransitionTime
-	if profile.ReinstallPending(m) && (since == nil || m.Spec.ReinstallRequested.After(*since)) {
+	if api.MachineReinstallPending(m) && (since == nil || m.Spec.ReinstallRequested.After(*since)) {
 		since = m.Spec.ReinstallRequested
 	}
 	booted := m.Status.LastBoot != nil && (since == nil || m.Status.LastBoot.After(*since))
@@ -319,23 +326,23 @@ func machineStatus(m *api.Machine, p *api.MachineProfile, matchErr error, now ti
 	install := p != nil && p.Spec.Install
 	if install {
 		switch {
-		case profile.Installed(m):
-			set(ConditionInstalled, true, "Installed", "the installer of profile %s reported success at %s",
+		case api.MachineInstallDone(m):
+			set(ConditionInstalled, true, api.ReasonInstalled, "the installer of profile %s reported success at %s",
 				p.Metadata.Name, m.Status.InstalledAt.UTC().Format(time.RFC3339))
-		case profile.ReinstallPending(m):
-			set(ConditionInstalled, false, "ReinstallRequested", "reinstall requested at %s: it boots the installer of profile %s on its next network boot",
+		case api.MachineReinstallPending(m):
+			set(ConditionInstalled, false, api.ReasonReinstallRequested, "reinstall requested at %s: it boots the installer of profile %s on its next network boot",
 				m.Spec.ReinstallRequested.UTC().Format(time.RFC3339), p.Metadata.Name)
 		default:
-			set(ConditionInstalled, false, "NotInstalled", "the installer of profile %s has not reported success yet", p.Metadata.Name)
+			set(ConditionInstalled, false, api.ReasonNotInstalled, "the installer of profile %s has not reported success yet", p.Metadata.Name)
 		}
 	} else {
 		st.Conditions = slices.DeleteFunc(st.Conditions, func(c api.Condition) bool { return c.Type == ConditionInstalled })
 	}
 
 	switch {
-	case p == nil || !profile.Approved(m, p):
+	case p == nil || !api.MachineMayBoot(m, p):
 		st.Phase = api.MachineDiscovered
-	case install && profile.Installed(m):
+	case install && api.MachineInstallDone(m):
 		st.Phase = api.MachineInstalled
 	case !booted:
 		st.Phase = api.MachineApproved
@@ -359,9 +366,9 @@ func machineStatus(m *api.Machine, p *api.MachineProfile, matchErr error, now ti
 			set(ConditionReported, false, ReasonWaitingForReport, "booted profile %s at %s; waiting for the booted system to report its SSH host keys (%s)", p.Metadata.Name, at, how)
 		}
 	case api.MachineReady:
-		set(ConditionReported, true, "Reported", "the booted system reported %d SSH host keys", len(m.Status.SSHHostKeys))
+		set(ConditionReported, true, api.ReasonReported, "the booted system reported %d SSH host keys", len(m.Status.SSHHostKeys))
 	case api.MachineInstalled:
-		set(ConditionReported, true, "Reported", "the installer reported success at %s", m.Status.InstalledAt.UTC().Format(time.RFC3339))
+		set(ConditionReported, true, api.ReasonReported, "the installer reported success at %s", m.Status.InstalledAt.UTC().Format(time.RFC3339))
 	default:
 		st.Conditions = slices.DeleteFunc(st.Conditions, func(c api.Condition) bool { return c.Type == ConditionReported })
 	}
@@ -412,7 +419,7 @@ func (c *Machines) recordTransitions(ctx context.Context, m *api.Machine, old, c
 			c.Recorder.Eventf(ctx, m, api.EventNormal, "Approved", "%s", a.Message)
 		}
 	}
-	if in := changed(ConditionInstalled); in != nil && in.Reason == "ReinstallRequested" {
+	if in := changed(ConditionInstalled); in != nil && in.Reason == api.ReasonReinstallRequested {
 		c.Recorder.Eventf(ctx, m, api.EventNormal, "ReinstallRequested", "%s", in.Message)
 	}
 	if cur.Phase == old.Phase {
@@ -434,8 +441,9 @@ func (c *Machines) recordTransitions(ctx context.Context, m *api.Machine, old, c
 }
 
 // reconcileCount writes how many machines boot a profile into its
-// status.machines. It merge-patches that one field without a
-// resourceVersion, so it never overwrites another writer's status.
+// status.machines. It merge-patches that one field
+// (api.MachineProfileCount) without a resourceVersion, so it never
+// overwrites another writer's status.
 func (c *Machines) reconcileCount(ctx context.Context, key string) (reconcile.Result, error) {
 	obj, ok := c.profiles.Get(key)
 	if !ok {
@@ -451,8 +459,7 @@ func (c *Machines) reconcileCount(ctx context.Context, key string) (reconcile.Re
 	if p.Status.Machines == n {
 		return reconcile.Result{}, nil
 	}
-	patch := map[string]any{"status": map[string]any{"machines": n}}
-	if _, err := c.Client.Patch(ctx, "MachineProfile", "", key, patch, true); err != nil && !api.IsNotFound(err) {
+	if _, err := c.Client.PatchStatus(ctx, "MachineProfile", "", key, api.MachineProfileCount{Machines: n}); err != nil && !api.IsNotFound(err) {
 		return reconcile.Result{}, fmt.Errorf("writing the machine count of MachineProfile %s: %w", key, err)
 	}
 	return reconcile.Result{}, nil

@@ -6,7 +6,6 @@ import (
 	"time"
 
 	api "hearth.dev/hearth/api/v1alpha1"
-	"hearth.dev/hearth/boot/profile"
 )
 
 // TestMachineStatus covers the phase and conditions for each state,
@@ -82,7 +81,7 @@ func TestMachineStatus(t *testing.T) {
 		tt.m(m)
 		var matchErr error
 		if tt.p == nil {
-			matchErr = &profile.MatchError{Reason: profile.ReasonNoMatch, Message: "machine node1 matches no profile"}
+			matchErr = &api.ProfileMatchError{Reason: api.ReasonNoMatch, Message: "machine node1 matches no profile"}
 		}
 		now := t0.Add(5 * time.Hour)
 		if m.Status.Condition(ConditionApproved) == nil {
@@ -112,7 +111,7 @@ func TestMachineStatus(t *testing.T) {
 			t.Errorf("%s: observedGeneration %d", tt.name, st.ObservedGeneration)
 		}
 		if tt.p == nil {
-			if pm := st.Condition(ConditionProfileMatched); pm == nil || pm.Status != api.ConditionFalse || pm.Reason != profile.ReasonNoMatch || st.MatchedProfile != "" {
+			if pm := st.Condition(ConditionProfileMatched); pm == nil || pm.Status != api.ConditionFalse || pm.Reason != api.ReasonNoMatch || st.MatchedProfile != "" {
 				t.Errorf("%s: ProfileMatched %+v, matched %q", tt.name, pm, st.MatchedProfile)
 			}
 		} else if st.MatchedProfile != tt.p.Metadata.Name {

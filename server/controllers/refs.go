@@ -83,7 +83,7 @@ func (c *References) Run(ctx context.Context) error {
 			return keys, nil
 		}}
 	for _, kind := range referringKinds {
-		c.informers[kind].OnChange(func(key string, obj api.Object) { c.ctl.Enqueue(kind + ":" + key) })
+		c.informers[kind].OnUpdate(enqueueOwn(c.ctl, kind+":"))
 	}
 	for _, kind := range namedKinds {
 		c.informers[kind].OnChange(func(key string, obj api.Object) { c.enqueueReferrers(kind, key) })
@@ -152,48 +152,42 @@ func (c *References) reconcile(ctx context.Context, key string) (reconcile.Resul
 	if err != nil {
 		return reconcile.Result{}, err
 	}
-	m := obj.GetMetadata()
 	cond := api.ResolvedCondition(missing)
-	st := obj.CommonStatus()
-	old := st.Condition(api.ConditionResolvedRefs)
-	if kind != "Subnet" && old == nil && len(missing) == 0 {
-		// No news is good news: an object whose names all resolve from
-		// the start is not written at all, so a new VM's status is its
-		// agent's alone while it starts (a write here would race the
-		// agent's first). Subnets have no other writer of their status
-		// and get their phase.
-		return reconcile.Result{}, nil
-	}
-	next := api.CommonStatus{Phase: st.Phase, Conditions: slices.Clone(st.Conditions)}
-	changed := next.SetCondition(cond, c.Now().UTC())
-	if kind == "Subnet" {
-		phase := api.SubnetReady
-		if len(missing) > 0 {
-			phase = api.SubnetPending
+	now := c.Now().UTC()
+	var old *api.Condition
+	// Only the condition (and a Subnet's phase) is this controller's:
+	// after a conflict it is set again on the object as it is then.
+	out, wrote, err := client.WriteStatus(ctx, c.Client, inf, obj, func(obj api.Object) {
+		st := obj.CommonStatus()
+		old = nil
+		if o := st.Condition(api.ConditionResolvedRefs); o != nil {
+			cp := *o
+			old = &cp
 		}
-		changed = changed || next.Phase != phase
-		next.Phase = phase
-	}
-	if !changed {
-		return reconcile.Result{}, nil
-	}
-	status := map[string]any{"conditions": next.Conditions}
-	if kind == "Subnet" {
-		status["phase"] = next.Phase
-	}
-	patch := map[string]any{"metadata": map[string]any{"resourceVersion": m.ResourceVersion}, "status": status}
-	out, err := c.Client.Patch(ctx, kind, m.Tenant, m.Name, patch, true)
+		if kind != "Subnet" && old == nil && len(missing) == 0 {
+			// No news is good news: an object whose names all resolve
+			// from the start is not written at all, so a new VM's
+			// status is its agent's alone while it starts (a write here
+			// would race the agent's first). Subnets have no other
+			// writer of their status and get their phase.
+			return
+		}
+		st.SetCondition(cond, now)
+		if kind == "Subnet" {
+			st.Phase = api.SubnetReady
+			if len(missing) > 0 {
+				st.Phase = api.SubnetPending
+			}
+		}
+	})
 	switch {
 	case api.IsNotFound(err):
 		return reconcile.Result{}, nil
-	case api.IsConflict(err):
-		// Someone wrote it since the cache saw it: the watch brings the
-		// newer version, and it is decided again on that.
-		return reconcile.Result{RequeueAfter: 200 * time.Millisecond}, nil
 	case err != nil:
 		return reconcile.Result{}, fmt.Errorf("writing the ResolvedRefs condition of %s %s: %w", kind, objKey, err)
+	case !wrote:
+		return reconcile.Result{}, nil
 	}
-	inf.Observe(out)
 	// An event for each change of the condition's message, not for a
 	// change of the observed generation alone.
 	switch {

@@ -98,17 +98,23 @@ func TestReferencesCondition(t *testing.T) {
 	meta := func(name string) api.ObjectMeta { return api.ObjectMeta{Name: name, Tenant: "lab"} }
 
 	// The subnet first, so that the VM's first look already finds it.
+	// A NIC's network and subnet must exist for the VM to be created at
+	// all (its address comes from there): the VM's NIC is on mgmt, and
+	// names a security group that does not exist yet.
 	create(
+		&api.Network{TypeMeta: tm("Network"), Metadata: meta("mgmt")},
+		&api.Subnet{TypeMeta: tm("Subnet"), Metadata: meta("mgmt-a"), Spec: api.SubnetSpec{Network: "mgmt", CIDR: "10.9.0.0/24"}},
 		&api.Subnet{TypeMeta: tm("Subnet"), Metadata: meta("lan-a"), Spec: api.SubnetSpec{Network: "lan", CIDR: "10.0.0.0/24"}},
+		&api.ExternalNetwork{TypeMeta: tm("ExternalNetwork"), Metadata: api.ObjectMeta{Name: "uplink"}, Spec: api.ExternalNetworkSpec{CIDR: "192.0.2.0/24"}},
 		&api.VirtualMachine{TypeMeta: tm("VirtualMachine"), Metadata: meta("web-1"), Spec: api.VirtualMachineSpec{
 			Disks:     []api.VMDisk{{Image: "debian-12"}},
-			NICs:      []api.VMNIC{{Network: "lan", Subnet: "lan-a"}},
+			NICs:      []api.VMNIC{{Network: "mgmt", SecurityGroups: []string{"web"}}},
 			CloudInit: api.CloudInit{SSHKeys: []string{"alice"}},
 		}},
 		&api.FloatingIP{TypeMeta: tm("FloatingIP"), Metadata: meta("web"),
 			Spec: api.FloatingIPSpec{ExternalNetwork: "uplink", Target: &api.FloatingIPTarget{VM: "web-2"}}},
 	)
-	vmMissing := `spec.nics[0].network: network "lan" does not exist in tenant lab; ` +
+	vmMissing := `spec.nics[0].securityGroups[0]: security group "web" does not exist in tenant lab; ` +
 		`spec.disks[0].image: image "debian-12" does not exist in tenant lab or among the shared images; ` +
 		`spec.cloudInit.sshKeys[0]: SSH key "alice" does not exist in tenant lab`
 	vm := resolvedRefs(t, env, "VirtualMachine", "lab", "web-1", api.ConditionFalse, vmMissing)
@@ -127,13 +133,14 @@ func TestReferencesCondition(t *testing.T) {
 	time.Sleep(time.Second)
 	onceEach(t, events(t, env, "VirtualMachine", "lab", "web-1", "MissingReferences"), vmMissing)
 
-	// The network appears: the subnet is Ready, and the VM's message
-	// (and so its event) changes once.
+	// The network appears: the subnet is Ready. The security group
+	// appears: the VM's message (and so its event) changes once.
 	create(&api.Network{TypeMeta: tm("Network"), Metadata: meta("lan")})
 	sn = resolvedRefs(t, env, "Subnet", "lab", "lan-a", api.ConditionTrue, "every object it names exists")
 	if sn.CommonStatus().Phase != api.SubnetReady {
 		t.Errorf("a subnet on an existing network is %q, want Ready", sn.CommonStatus().Phase)
 	}
+	create(servertest.Example("SecurityGroup", "lab"))
 	vmMissing2 := `spec.disks[0].image: image "debian-12" does not exist in tenant lab or among the shared images; ` +
 		`spec.cloudInit.sshKeys[0]: SSH key "alice" does not exist in tenant lab`
 	resolvedRefs(t, env, "VirtualMachine", "lab", "web-1", api.ConditionFalse, vmMissing2)

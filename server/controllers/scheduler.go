@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"math"
-	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -116,7 +115,7 @@ func (s *Scheduler) Run(ctx context.Context) error {
 	s.alloc = &reconcile.Controller{Name: "host-allocation", Reconciler: reconcile.ReconcilerFunc(s.reconcileAllocation), Workers: 1,
 		Resync: time.Minute, List: func(context.Context) ([]string, error) { return s.hosts.Keys(), nil }}
 	s.hosts.OnChange(s.hostChanged)
-	s.vms.OnChange(s.vmChanged)
+	s.vms.OnUpdate(s.vmChanged)
 	s.volumes.OnChange(s.volumeChanged)
 	go s.hosts.Run(ctx)
 	go s.vms.Run(ctx)
@@ -161,8 +160,9 @@ func (s *Scheduler) hostChanged(key string, obj api.Object) {
 // vmChanged reconciles the VM itself, recounts the hosts it was and is on,
 // and, when a placed VM came, went or changed in a way that frees or
 // takes room or changes (anti-)affinity, tries the pending VMs again.
-func (s *Scheduler) vmChanged(key string, obj api.Object) {
-	s.ctl.Enqueue(key)
+func (s *Scheduler) vmChanged(ch client.Change) {
+	key, obj := ch.Key, ch.New
+	enqueueOwn(s.ctl, "")(ch)
 	var cur vmSeen
 	if obj != nil {
 		vm := obj.(*api.VirtualMachine)
@@ -329,7 +329,7 @@ func (s *Scheduler) markUnschedulable(ctx context.Context, key string, vm *api.V
 		}
 		changed := st.Phase != api.VMPending
 		st.Phase = api.VMPending
-		c := api.Condition{Type: ConditionScheduled, Status: api.ConditionFalse, Reason: "Unschedulable",
+		c := api.Condition{Type: ConditionScheduled, Status: api.ConditionFalse, Reason: api.ReasonUnschedulable,
 			Message: why, ObservedGeneration: vm.Metadata.Generation}
 		return st.SetCondition(c, s.Now().UTC()) || changed
 	})
@@ -347,42 +347,22 @@ func (s *Scheduler) markUnschedulable(ctx context.Context, key string, vm *api.V
 	return err
 }
 
-// writeVMStatus applies change to a copy of the VM's status and writes the
-// phase and conditions if it reports a change. The write is conditional on
-// the VM's resourceVersion, because the VM's agent writes status too; on a
-// conflict it reads the VM again and re-applies change.
+// writeVMStatus applies change to the VM's phase and conditions and
+// writes them if it reports a change (client.WriteStatus: conditional on
+// the resourceVersion, because the VM's agent writes status too, and on a
+// conflict change is applied again to the VM as it is then).
 func (s *Scheduler) writeVMStatus(ctx context.Context, vm *api.VirtualMachine, change func(*api.VirtualMachine, *api.VirtualMachineStatus) bool) error {
-	for attempt := 0; ; attempt++ {
-		st := vm.Status
-		st.Conditions = slices.Clone(vm.Status.Conditions)
-		if !change(vm, &st) {
-			return nil
-		}
-		patch := map[string]any{
-			"metadata": map[string]any{"resourceVersion": vm.Metadata.ResourceVersion},
-			"status":   map[string]any{"phase": st.Phase, "conditions": st.Conditions},
-		}
-		_, err := s.Client.Patch(ctx, "VirtualMachine", vm.Metadata.Tenant, vm.Metadata.Name, patch, true)
-		if err == nil || api.IsNotFound(err) {
-			return nil
-		}
-		if !api.IsConflict(err) || attempt >= 4 {
-			return fmt.Errorf("writing the status of VirtualMachine %s/%s: %w", vm.Metadata.Tenant, vm.Metadata.Name, err)
-		}
-		fresh, err := s.Client.Get(ctx, "VirtualMachine", vm.Metadata.Tenant, vm.Metadata.Name)
-		if api.IsNotFound(err) {
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-		vm = fresh.(*api.VirtualMachine)
+	_, _, err := client.WriteStatus(ctx, s.Client, s.vms, vm, func(vm *api.VirtualMachine) { change(vm, &vm.Status) })
+	if err != nil && !api.IsNotFound(err) {
+		return fmt.Errorf("writing the status of VirtualMachine %s/%s: %w", vm.Metadata.Tenant, vm.Metadata.Name, err)
 	}
+	return nil
 }
 
 // reconcileAllocation writes what a host's VMs ask for into its status.
-// It merge-patches only the two allocation fields, without a
-// resourceVersion, so it never overwrites what the agent reports.
+// It merge-patches only the two allocation fields (api.HostAllocation),
+// without a resourceVersion, so it never overwrites what the agent
+// reports.
 func (s *Scheduler) reconcileAllocation(ctx context.Context, key string) (reconcile.Result, error) {
 	obj, ok := s.hosts.Get(key)
 	if !ok {
@@ -398,8 +378,7 @@ func (s *Scheduler) reconcileAllocation(ctx context.Context, key string) (reconc
 	if h.Status.AllocatedCPUs == cpus && h.Status.AllocatedMemory == mem {
 		return reconcile.Result{}, nil
 	}
-	patch := map[string]any{"status": map[string]any{"allocatedCPUs": cpus, "allocatedMemory": mem}}
-	if _, err := s.Client.Patch(ctx, "Host", "", key, patch, true); err != nil && !api.IsNotFound(err) {
+	if _, err := s.Client.PatchStatus(ctx, "Host", "", key, api.HostAllocation{AllocatedCPUs: cpus, AllocatedMemory: mem}); err != nil && !api.IsNotFound(err) {
 		return reconcile.Result{}, fmt.Errorf("writing the allocation of host %s: %w", key, err)
 	}
 	return reconcile.Result{}, nil

@@ -8,7 +8,6 @@ import (
 
 	api "hearth.dev/hearth/api/v1alpha1"
 	"hearth.dev/hearth/client"
-	"hearth.dev/hearth/server"
 	"hearth.dev/hearth/server/controllers"
 	"hearth.dev/hearth/server/servertest"
 )
@@ -19,8 +18,8 @@ import (
 func addHost(t *testing.T, env *servertest.Env, name, phase string, cpus int, mem api.Bytes, labels map[string]string) {
 	t.Helper()
 	ctx := servertest.Ctx(t)
-	jt := env.JoinToken(server.TokenRequest{Labels: labels})
-	jr, err := env.Join(jt.Token, server.JoinRequest{Host: name})
+	jt := env.JoinToken(api.TokenRequest{Labels: labels})
+	jr, err := env.Join(jt.Token, api.JoinRequest{Host: name})
 	if err != nil {
 		t.Fatalf("joining host %s: %v", name, err)
 	}

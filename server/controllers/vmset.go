@@ -49,7 +49,13 @@ func (c *VMSets) Run(ctx context.Context) error {
 	c.vms = client.NewInformer(c.Client, "VirtualMachine", "", client.ListOptions{AllTenants: true})
 	c.ctl = &reconcile.Controller{Name: "vmset", Reconciler: c, Workers: 2, Resync: time.Minute,
 		List: func(context.Context) ([]string, error) { return c.sets.Keys(), nil }}
-	c.sets.OnChange(func(key string, _ api.Object) { c.ctl.Enqueue(key) })
+	// A set's own status writes (its echo) ask nothing of it; a change
+	// of its spec is worked on at once, even while it backs off.
+	c.sets.OnUpdate(func(ch client.Change) {
+		if !ch.StatusOnly() {
+			c.ctl.EnqueueNow(ch.Key)
+		}
+	})
 	c.vms.OnChange(c.vmChanged)
 	go c.sets.Run(ctx)
 	go c.vms.Run(ctx)
@@ -111,11 +117,18 @@ func (c *VMSets) Reconcile(ctx context.Context, key string) (reconcile.Result, e
 
 	want := set.Spec.DesiredReplicas()
 	var failure error
+	// A failure is told in an event once, not at each retry: not when
+	// the set's ReplicaFailure condition says so already.
+	warn := func(reason string, msg string) {
+		if rf := set.Status.Condition(api.ConditionReplicaFailure); rf == nil || rf.Status != api.ConditionTrue || rf.Message != failure.Error() {
+			c.Recorder.Eventf(ctx, set, api.EventWarning, reason, "%s", msg)
+		}
+	}
 	for len(vms) < want && failure == nil {
 		vm, err := c.create(ctx, set)
 		if err != nil {
 			failure = fmt.Errorf("creating a VM: %w", err)
-			c.Recorder.Eventf(ctx, set, api.EventWarning, "FailedCreate", "%v", err)
+			warn("FailedCreate", err.Error())
 			break
 		}
 		vms = append(vms, vm)
@@ -124,7 +137,7 @@ func (c *VMSets) Reconcile(ctx context.Context, key string) (reconcile.Result, e
 	for _, victim := range scaleDownVictims(vms, len(vms)-want) {
 		if _, err := c.Client.Delete(ctx, "VirtualMachine", tenant, victim.Metadata.Name); err != nil && !api.IsNotFound(err) {
 			failure = fmt.Errorf("deleting VM %s: %w", victim.Metadata.Name, err)
-			c.Recorder.Eventf(ctx, set, api.EventWarning, "FailedDelete", "%v", failure)
+			warn("FailedDelete", failure.Error())
 			break
 		}
 		vms = slices.DeleteFunc(vms, func(vm *api.VirtualMachine) bool { return vm == victim })
@@ -252,28 +265,22 @@ func (c *VMSets) writeStatus(ctx context.Context, set *api.VirtualMachineSet, vm
 	}
 	st.ObservedGeneration = set.Metadata.Generation
 	now := c.Now().UTC()
-	ready := api.Condition{Type: "Ready", Status: api.ConditionTrue, Reason: "AllReplicasReady",
+	ready := api.Condition{Type: api.ConditionReady, Status: api.ConditionTrue, Reason: api.ReasonAllReplicasReady,
 		Message: fmt.Sprintf("%d of %d replicas are Running", st.ReadyReplicas, want), ObservedGeneration: set.Metadata.Generation}
 	if st.ReadyReplicas != want || st.Replicas != want {
-		ready.Status, ready.Reason = api.ConditionFalse, "ReplicasNotReady"
+		ready.Status, ready.Reason = api.ConditionFalse, api.ReasonReplicasNotReady
 	}
-	changed := st.SetCondition(ready, now)
+	st.SetCondition(ready, now)
 	if failure != nil {
-		changed = st.SetCondition(api.Condition{Type: "ReplicaFailure", Status: api.ConditionTrue, Reason: "FailedScale",
-			Message: failure.Error(), ObservedGeneration: set.Metadata.Generation}, now) || changed
-	} else if st.Condition("ReplicaFailure") != nil {
-		changed = st.SetCondition(api.Condition{Type: "ReplicaFailure", Status: api.ConditionFalse, Reason: "Scaled",
-			ObservedGeneration: set.Metadata.Generation}, now) || changed
+		st.SetCondition(api.Condition{Type: api.ConditionReplicaFailure, Status: api.ConditionTrue, Reason: api.ReasonFailedScale,
+			Message: failure.Error(), ObservedGeneration: set.Metadata.Generation}, now)
+	} else if st.Condition(api.ConditionReplicaFailure) != nil {
+		st.SetCondition(api.Condition{Type: api.ConditionReplicaFailure, Status: api.ConditionFalse, Reason: api.ReasonScaled,
+			ObservedGeneration: set.Metadata.Generation}, now)
 	}
-	old := set.Status
-	if !changed && st.Replicas == old.Replicas && st.ReadyReplicas == old.ReadyReplicas && st.ObservedGeneration == old.ObservedGeneration {
-		return nil
-	}
-	patch := map[string]any{"status": map[string]any{
-		"replicas": st.Replicas, "readyReplicas": st.ReadyReplicas,
-		"observedGeneration": st.ObservedGeneration, "conditions": st.Conditions,
-	}}
-	if _, err := c.Client.Patch(ctx, "VirtualMachineSet", set.Metadata.Tenant, set.Metadata.Name, patch, true); err != nil && !api.IsNotFound(err) {
+	// The set's status is this controller's alone: the whole of it is
+	// written, only when it changed.
+	if _, _, err := client.WriteStatus(ctx, c.Client, c.sets, set, func(set *api.VirtualMachineSet) { set.Status = st }); err != nil && !api.IsNotFound(err) {
 		return fmt.Errorf("writing the status of VirtualMachineSet %s/%s: %w", set.Metadata.Tenant, set.Metadata.Name, err)
 	}
 	return nil

@@ -1,8 +1,10 @@
 package controllers_test
 
 import (
+	"context"
 	"fmt"
 	"regexp"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -155,4 +157,61 @@ func TestVMSetSpreadsAndScales(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// TestVMSetFailureToldOnce: a set its tenant's quota cannot hold says so
+// in its ReplicaFailure condition and one FailedCreate event, and does
+// not try again at the echo of its own status write: the event is not
+// bumped at every retry, and the set's status is written a few times,
+// not at each try.
+func TestVMSetFailureToldOnce(t *testing.T) {
+	env := servertest.Start(t)
+	ctx := servertest.Ctx(t)
+	tenant := &api.Tenant{TypeMeta: api.TypeMeta{APIVersion: api.APIVersion, Kind: "Tenant"}, Metadata: api.ObjectMeta{Name: "small"},
+		Spec: api.TenantSpec{Quota: api.Quota{VMs: 1}}}
+	if _, err := env.Admin.Create(ctx, tenant); err != nil {
+		t.Fatal(err)
+	}
+	addHost(t, env, "h1", api.HostReady, 8, 16<<30, nil)
+	three := 3
+	set := &api.VirtualMachineSet{TypeMeta: api.TypeMeta{APIVersion: api.APIVersion, Kind: "VirtualMachineSet"},
+		Metadata: api.ObjectMeta{Name: "many", Tenant: "small"},
+		Spec: api.VirtualMachineSetSpec{Replicas: &three, Template: api.VMTemplate{
+			Metadata: api.TemplateMeta{Labels: map[string]string{"app": "many"}}, Spec: newVM("small", "", 1, 1<<30, nil).Spec}}}
+	if _, err := env.Admin.Create(ctx, set); err != nil {
+		t.Fatal(err)
+	}
+	var writes atomic.Int32
+	inf := client.NewInformer(env.Admin, "VirtualMachineSet", "small", client.ListOptions{})
+	inf.OnChange(func(string, api.Object) { writes.Add(1) })
+	ictx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go inf.Run(ictx)
+	servertest.Eventually(t, 15*time.Second, func() error {
+		o, err := env.Admin.Get(ctx, "VirtualMachineSet", "small", "many")
+		if err != nil {
+			return err
+		}
+		if c := o.CommonStatus().Condition(api.ConditionReplicaFailure); c == nil || c.Status != api.ConditionTrue || c.Reason != api.ReasonFailedScale {
+			return fmt.Errorf("ReplicaFailure %+v", c)
+		}
+		return nil
+	})
+	time.Sleep(5 * time.Second)
+	evs, _, err := env.Admin.List(ctx, "Event", "small", client.ListOptions{FieldSelector: "involvedObject.name=many"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	failed := 0
+	for _, o := range evs {
+		if e := o.(*api.Event); e.Spec.Reason == "FailedCreate" {
+			failed += e.Spec.Count
+		}
+	}
+	if failed != 1 {
+		t.Errorf("%d FailedCreate events (counts summed), want 1", failed)
+	}
+	if n := writes.Load(); n > 4 {
+		t.Errorf("the set was written %d times while it failed the same way", n)
+	}
 }

@@ -14,7 +14,7 @@ import (
 
 // ConditionBound is the condition VolumePlacement writes on a Volume or
 // Snapshot it has not bound to a host yet.
-const ConditionBound = "Bound"
+const ConditionBound = api.ConditionBound
 
 // VolumePlacement binds local storage to hosts. A local Volume's data is a
 // file on one host, so it is made where it is first needed:
@@ -58,8 +58,10 @@ func (c *VolumePlacement) Run(ctx context.Context) error {
 	c.snapCtl = &reconcile.Controller{Name: "snapshot-placement", Reconciler: reconcile.ReconcilerFunc(c.reconcileSnapshot),
 		Resync: c.Resync, List: func(context.Context) ([]string, error) { return unbound(c.snaps), nil }}
 
-	c.vols.OnChange(func(key string, obj api.Object) {
-		c.volCtl.Enqueue(key)
+	ownVol, ownSnap := enqueueOwn(c.volCtl, ""), enqueueOwn(c.snapCtl, "")
+	c.vols.OnUpdate(func(ch client.Change) {
+		ownVol(ch)
+		key := ch.Key
 		// Snapshots of the volume may now have a host to go to.
 		tenant, name := client.SplitKey(key)
 		for _, o := range c.snaps.List() {
@@ -68,8 +70,9 @@ func (c *VolumePlacement) Run(ctx context.Context) error {
 			}
 		}
 	})
-	c.snaps.OnChange(func(key string, obj api.Object) {
-		c.snapCtl.Enqueue(key)
+	c.snaps.OnUpdate(func(ch client.Change) {
+		ownSnap(ch)
+		key := ch.Key
 		tenant, name := client.SplitKey(key)
 		for _, o := range c.vols.List() {
 			if v := o.(*api.Volume); v.Metadata.Tenant == tenant && v.Spec.Source.Snapshot == name && v.Spec.Host == "" {
@@ -113,18 +116,22 @@ func (c *VolumePlacement) Run(ctx context.Context) error {
 func unbound(inf *client.Informer) []string {
 	var keys []string
 	for _, o := range inf.List() {
-		host := ""
-		switch x := o.(type) {
-		case *api.Volume:
-			host = x.Spec.Host
-		case *api.Snapshot:
-			host = x.Spec.Host
-		}
-		if host == "" && o.GetMetadata().DeletionTimestamp == nil {
+		if placedOn(o) == "" && o.GetMetadata().DeletionTimestamp == nil {
 			keys = append(keys, client.Key(o))
 		}
 	}
 	return keys
+}
+
+// placedOn is the host of a Volume or Snapshot ("" while unbound).
+func placedOn(o api.Object) string {
+	switch x := o.(type) {
+	case *api.Volume:
+		return x.Spec.Host
+	case *api.Snapshot:
+		return x.Spec.Host
+	}
+	return ""
 }
 
 func (c *VolumePlacement) reconcileVolume(ctx context.Context, key string) (reconcile.Result, error) {
@@ -204,18 +211,21 @@ func (c *VolumePlacement) bind(ctx context.Context, obj api.Object, host, why st
 // phase and the Bound condition are written; the agent owns the rest of
 // the status once there is a host.
 func (c *VolumePlacement) markPending(ctx context.Context, obj api.Object, why string) error {
-	st := obj.CommonStatus()
-	next := api.CommonStatus{Phase: st.Phase, Conditions: slices.Clone(st.Conditions)}
-	changed := next.Phase != api.VolumePending // Snapshots say Pending too
-	next.Phase = api.VolumePending
-	cond := api.Condition{Type: ConditionBound, Status: api.ConditionFalse, Reason: "Waiting", Message: why,
-		ObservedGeneration: obj.GetMetadata().Generation}
-	if !next.SetCondition(cond, c.Now().UTC()) && !changed {
-		return nil
+	cache := c.vols
+	if obj.GetTypeMeta().Kind == "Snapshot" {
+		cache = c.snaps
 	}
-	m := obj.GetMetadata()
-	patch := map[string]any{"status": map[string]any{"phase": next.Phase, "conditions": next.Conditions}}
-	if _, err := c.Client.Patch(ctx, obj.GetTypeMeta().Kind, m.Tenant, m.Name, patch, true); err != nil && !api.IsNotFound(err) {
+	now := c.Now().UTC()
+	_, _, err := client.WriteStatus(ctx, c.Client, cache, obj, func(obj api.Object) {
+		if placedOn(obj) != "" {
+			return // bound meanwhile: the status is its agent's now
+		}
+		st := obj.CommonStatus()
+		st.Phase = api.VolumePending // Snapshots say Pending too
+		st.SetCondition(api.Condition{Type: ConditionBound, Status: api.ConditionFalse, Reason: api.ReasonWaiting, Message: why,
+			ObservedGeneration: obj.GetMetadata().Generation}, now)
+	})
+	if err != nil && !api.IsNotFound(err) {
 		return err
 	}
 	return nil

@@ -21,7 +21,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 
-	"hearth.dev/hearth/server/pki"
+	"hearth.dev/hearth/pki"
 )
 
 // TestMain doubles as the child process the socket tests run under

@@ -40,6 +40,9 @@ func Document(serverVersion string) map[string]any {
 	for name, schema := range extraSchemas(serverVersion) {
 		s.define(name, schema)
 	}
+	for _, t := range extraTypes {
+		s.name(t)
+	}
 	listMeta := s.name(reflect.TypeFor[api.ListMeta]())
 	for _, k := range kinds {
 		s.define(k.Kind+"List", listSchema(k, listMeta))

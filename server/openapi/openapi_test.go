@@ -497,6 +497,8 @@ type unexportedEmbedded struct {
 	Hidden int `json:"hidden"`
 }
 
+//lint:file-ignore SA5008 sample.Dash's "-," names the field "-", as encoding/json does, which the schema must follow
+
 type sample struct {
 	inner               `json:",inline"`
 	*unexportedEmbedded        // no tag: flattened too

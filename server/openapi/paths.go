@@ -2,6 +2,7 @@ package openapi
 
 import (
 	"net/http"
+	"reflect"
 	"strconv"
 	"strings"
 
@@ -327,29 +328,34 @@ const (
 	tagServer = "Server"
 )
 
-// extraSchemas are the bodies of the endpoints that are not kinds. They
-// are left open (any properties) until their types settle.
+// extraSchemas are the bodies of the endpoints that are not kinds and
+// have no Go type: an image's bytes, and the version.
 func extraSchemas(serverVersion string) map[string]map[string]any {
-	open := func(description string) map[string]any {
-		return map[string]any{"type": "object", "description": description, "additionalProperties": true}
-	}
-	version := open("The server's version.")
-	version["example"] = map[string]any{"version": serverVersion}
 	return map[string]map[string]any{
-		"ImageContent":     {"type": "string", "format": "binary", "description": "An image's bytes (qcow2, raw or ISO)."},
-		"WhoAmI":           open("Who the server takes the caller to be: the user or host, its role and tenant."),
-		"TokenRequest":     open("What a new token is for: a description and, optionally, when it expires."),
-		"Token":            open("A new token. Its secret is shown this once; the server keeps only its hash."),
-		"TokenList":        open("A user's tokens, by id, without their secrets."),
-		"JoinTokenRequest": open("What a new join token is for: the site and labels of the Hosts it makes (site, labels), when it expires (ttl, default 24h), whether it registers more than one host (reusable), and host, to make a token that re-joins that existing Host and nothing else."),
-		"JoinToken":        open("A new join token. Its secret is shown this once."),
-		"JoinTokenList":    open("The join tokens, by id, without their secrets; uses counts a reusable token's joins."),
-		"JoinRequest":      open("What a joining host reports about itself: its name (host) and underlay address (address), or boot: true for a boot service's credential."),
-		"JoinResponse":     open("The joined host's own token (kind host or boot), which replaces the join token, with the cluster CA and the site and labels its Host got."),
-		"HostTokenList":    open("The credentials of hosts (kind host) and boot services (kind boot), by id, without their secrets."),
-		"TokenRecord":      open("A token as stored, without its secret."),
-		"Version":          version,
+		"ImageContent": {"type": "string", "format": "binary", "description": "An image's bytes (qcow2, raw or ISO)."},
+		"Version": {
+			"type":        "object",
+			"description": "The server's version.",
+			"properties": map[string]any{
+				"version":    map[string]any{"type": "string", "description": "The server's build."},
+				"apiVersion": map[string]any{"type": "string", "enum": []any{api.APIVersion}},
+			},
+			"example": map[string]any{"version": serverVersion, "apiVersion": api.APIVersion},
+		},
 	}
+}
+
+// extraTypes are the Go types of the bodies of the endpoints that are
+// not kinds (api/v1alpha1/tokens.go), written by reflection as the kinds
+// are and named after their types.
+var extraTypes = []reflect.Type{
+	reflect.TypeFor[api.WhoAmI](),
+	reflect.TypeFor[api.TokenRequest](),
+	reflect.TypeFor[api.TokenResponse](),
+	reflect.TypeFor[api.TokenRecord](),
+	reflect.TypeFor[api.TokenList](),
+	reflect.TypeFor[api.JoinRequest](),
+	reflect.TypeFor[api.JoinResponse](),
 }
 
 // extraPaths writes the endpoints that are not kinds.
@@ -366,28 +372,29 @@ func (b *builder) extraPaths() {
 	b.add(tokens, "post", userParams, operation{
 		id: "createUserToken", summary: "Create a bearer token for a User", tags: []string{tagAuth},
 		body:   "TokenRequest",
-		okCode: "201", okText: "The token, with its secret.", okSchema: "Token",
+		okCode: "201", okText: "The token, with its secret, shown this once: the server keeps only its hash.", okSchema: "TokenResponse",
 		errors: []int{400, 401, 403, 404, 422},
 	})
 	b.add(tokens, "get", userParams, operation{
 		id: "listUserTokens", summary: "List a User's tokens", tags: []string{tagAuth},
-		okCode: "200", okText: "The tokens, without secrets.", okSchema: "TokenList",
+		okCode: "200", okText: "The User's tokens, oldest first, without their secrets.", okSchema: "TokenList",
 		errors: []int{401, 403, 404},
 	})
 	b.add(tokens+"/{id}", "delete", append(append([]any{}, userParams...), idParam), operation{
 		id: "deleteUserToken", summary: "Revoke one of a User's tokens", tags: []string{tagAuth},
-		okCode: "200", okText: "The token is revoked; it is refused from now on.",
+		okCode: "200", okText: "The token is revoked; it is refused from now on.", okSchema: "TokenRecord",
 		errors: []int{401, 403, 404},
 	})
 	b.add(api.PathPrefix+"/jointokens", "post", nil, operation{
 		id: "createJoinToken", summary: "Create a join token, good only for registering hosts", tags: []string{tagJoin},
-		body:   "JoinTokenRequest",
-		okCode: "201", okText: "The join token, with its secret.", okSchema: "JoinToken",
+		description: "Site and labels are given to the Hosts it makes; ttl defaults to 24h; reusable tokens register hosts until they expire, others one; host makes a token that re-joins that existing Host and nothing else.",
+		body:        "TokenRequest",
+		okCode:      "201", okText: "The join token, with its secret, shown this once.", okSchema: "TokenResponse",
 		errors: []int{400, 401, 403, 422},
 	})
 	b.add(api.PathPrefix+"/jointokens", "get", nil, operation{
 		id: "listJoinTokens", summary: "List join tokens", tags: []string{tagJoin},
-		okCode: "200", okText: "The join tokens, without secrets.", okSchema: "JoinTokenList",
+		okCode: "200", okText: "The join tokens, oldest first, without their secrets; uses counts a reusable token's joins.", okSchema: "TokenList",
 		errors: []int{401, 403},
 	})
 	b.add(api.PathPrefix+"/jointokens/{id}", "delete", []any{idParam}, operation{
@@ -398,7 +405,7 @@ func (b *builder) extraPaths() {
 	b.add(api.PathPrefix+"/hosttokens", "get", nil, operation{
 		id: "listHostTokens", summary: "List the credentials of hosts and boot services", tags: []string{tagJoin},
 		params: []any{queryParam("host", "string", "Only the credentials of this host (or boot service).")},
-		okCode: "200", okText: "The credentials, without secrets.", okSchema: "HostTokenList",
+		okCode: "200", okText: "The credentials of hosts (kind host) and boot services (kind boot), oldest first, without their secrets.", okSchema: "TokenList",
 		errors: []int{401, 403},
 	})
 	b.add(api.PathPrefix+"/hosttokens/{id}", "delete", []any{idParam}, operation{
@@ -457,6 +464,32 @@ func (b *builder) extraPaths() {
 		okCode: "200", okText: "The server is healthy.",
 		public: true,
 	})
+	b.add("/livez", "get", nil, operation{
+		id: "checkLive", summary: "Say whether the server process is alive (as /healthz)", tags: []string{tagServer},
+		okCode: "200", okText: "The server is alive.",
+		public: true,
+	})
+	b.add("/readyz", "get", nil, operation{
+		id: "checkReady", summary: "Say whether the server can serve requests: its etcd answers", tags: []string{tagServer},
+		okCode: "200", okText: "The server is ready (when it is not: 503, with the reason as text).",
+		public: true,
+	})
+	b.add("/metrics", "get", nil, operation{
+		id: "readMetrics", summary: "Read the server's Prometheus metrics (text exposition format)", tags: []string{tagServer},
+		okCode: "200", okText: "The metrics.",
+		public: true,
+	})
+	for _, path := range []string{"/openapi/v3", "/openapi.json"} {
+		id := "readOpenAPI"
+		if path == "/openapi.json" {
+			id = "readOpenAPIJSON"
+		}
+		b.add(path, "get", nil, operation{
+			id: id, summary: "Read this OpenAPI document", tags: []string{tagServer},
+			okCode: "200", okText: "The document (application/json).",
+			public: true,
+		})
+	}
 	b.add("/version", "get", nil, operation{
 		id: "readVersion", summary: "Say which version the server runs", tags: []string{tagServer},
 		okCode: "200", okText: "The server's version.", okSchema: "Version",

@@ -129,7 +129,7 @@ func (e *Env) User(name, tenant string, role api.Role) *client.Client {
 	if _, err := e.Admin.Create(Ctx(e.T), u); err != nil && !api.IsAlreadyExists(err) {
 		e.T.Fatalf("creating user %s: %v", name, err)
 	}
-	var tok server.TokenResponse
+	var tok api.TokenResponse
 	if err := e.Admin.Do(Ctx(e.T), http.MethodPost, api.PathPrefix+"/users/"+name+"/tokens", map[string]string{"description": "test"}, &tok); err != nil {
 		e.T.Fatalf("token for %s: %v", name, err)
 	}
@@ -137,9 +137,9 @@ func (e *Env) User(name, tenant string, role api.Role) *client.Client {
 }
 
 // JoinToken makes a join token as a cluster admin would.
-func (e *Env) JoinToken(req server.TokenRequest) server.TokenResponse {
+func (e *Env) JoinToken(req api.TokenRequest) api.TokenResponse {
 	e.T.Helper()
-	var jt server.TokenResponse
+	var jt api.TokenResponse
 	if err := e.Admin.Do(Ctx(e.T), http.MethodPost, api.PathPrefix+"/jointokens", req, &jt); err != nil {
 		e.T.Fatalf("join token: %v", err)
 	}
@@ -147,8 +147,8 @@ func (e *Env) JoinToken(req server.TokenRequest) server.TokenResponse {
 }
 
 // Join joins with a join token and returns what /join answered.
-func (e *Env) Join(joinToken string, req server.JoinRequest) (server.JoinResponse, error) {
-	var jr server.JoinResponse
+func (e *Env) Join(joinToken string, req api.JoinRequest) (api.JoinResponse, error) {
+	var jr api.JoinResponse
 	err := e.ClientWithToken(joinToken, "").Do(Ctx(e.T), http.MethodPost, api.PathPrefix+"/join", req, &jr)
 	return jr, err
 }
@@ -157,7 +157,7 @@ func (e *Env) Join(joinToken string, req server.JoinRequest) (server.JoinRespons
 // creates its Host), and returns a client acting as that host.
 func (e *Env) Host(name string) *client.Client {
 	e.T.Helper()
-	jr, err := e.Join(e.JoinToken(server.TokenRequest{TTL: "1h"}).Token, server.JoinRequest{Host: name, Address: "127.0.0.1"})
+	jr, err := e.Join(e.JoinToken(api.TokenRequest{TTL: "1h"}).Token, api.JoinRequest{Host: name, Address: "127.0.0.1"})
 	if err != nil {
 		e.T.Fatalf("join %s: %v", name, err)
 	}
@@ -168,7 +168,7 @@ func (e *Env) Host(name string) *client.Client {
 // boot` does, and returns a client acting as it.
 func (e *Env) BootService(name string) *client.Client {
 	e.T.Helper()
-	jr, err := e.Join(e.JoinToken(server.TokenRequest{TTL: "1h"}).Token, server.JoinRequest{Host: name, Boot: true})
+	jr, err := e.Join(e.JoinToken(api.TokenRequest{TTL: "1h"}).Token, api.JoinRequest{Host: name, Boot: true})
 	if err != nil {
 		e.T.Fatalf("join boot service %s: %v", name, err)
 	}
@@ -184,6 +184,26 @@ func Example(kind, tenant string) api.Object {
 		obj.GetMetadata().Tenant = tenant
 	}
 	return obj
+}
+
+// Needs creates, unless they exist, the objects an Example of kind must
+// find when it is created (in tenant): the network and subnet its VM's
+// NICs take their addresses from, the external network a floating IP's
+// address comes from.
+func (e *Env) Needs(kind, tenant string) {
+	e.T.Helper()
+	var objs []api.Object
+	switch kind {
+	case "VirtualMachine":
+		objs = []api.Object{Example("ExternalNetwork", ""), Example("Network", tenant), Example("Subnet", tenant)}
+	case "FloatingIP":
+		objs = []api.Object{Example("ExternalNetwork", "")}
+	}
+	for _, o := range objs {
+		if _, err := e.Admin.Create(Ctx(e.T), o); err != nil && !api.IsAlreadyExists(err) {
+			e.T.Fatalf("creating %s, which a %s needs: %v", api.Ref(o), kind, err)
+		}
+	}
 }
 
 // Eventually retries fn until it returns nil or the timeout passes.

@@ -9,6 +9,7 @@
 package store
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -16,6 +17,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -45,25 +47,54 @@ type Hooks interface {
 	OnDelete(ctx context.Context, kv clientv3.KV, obj api.Object) ([]clientv3.Cmp, []clientv3.Op, error)
 }
 
+// UpdateHooks is what Hooks may also implement to take part in updates
+// (spec and status writes alike) of objects that are not being deleted:
+// reallocate what a changed spec asks for, release what it no longer
+// does, and keep the fields the allocations own as the allocator wrote
+// them whoever writes the status. OnUpdate may change next; old is the
+// stored object. It is called again if the transaction loses a race.
+type UpdateHooks interface {
+	OnUpdate(ctx context.Context, kv clientv3.KV, old, next api.Object) ([]clientv3.Cmp, []clientv3.Op, error)
+}
+
 // Store reads and writes objects in etcd.
 type Store struct {
 	c       *clientv3.Client
-	hooks   map[string]Hooks
+	hooks   map[string][]Hooks
 	sealers map[string]Sealer
 	now     func() time.Time
 }
 
 // New returns a store on an etcd client.
 func New(c *clientv3.Client) *Store {
-	return &Store{c: c, hooks: map[string]Hooks{}, sealers: map[string]Sealer{}, now: time.Now}
+	return &Store{c: c, hooks: map[string][]Hooks{}, sealers: map[string]Sealer{}, now: time.Now}
 }
 
 // Client returns the etcd client, for the few callers (auth, leader
 // election) that keep their own keys.
 func (s *Store) Client() *clientv3.Client { return s.c }
 
-// SetHooks installs allocation hooks for a kind.
-func (s *Store) SetHooks(kind string, h Hooks) { s.hooks[kind] = h }
+// SetHooks installs allocation hooks for a kind, after any it has: each
+// adds its comparisons and writes to the same transaction, in order.
+func (s *Store) SetHooks(kind string, h Hooks) { s.hooks[kind] = append(s.hooks[kind], h) }
+
+type attemptKey struct{}
+
+// Attempt is how many times the transaction of the write a hook is called
+// for has lost a race already (0 the first time). Allocators use it to
+// spread racing writers over free values instead of all asking again for
+// the lowest.
+func Attempt(ctx context.Context) int {
+	n, _ := ctx.Value(attemptKey{}).(int)
+	return n
+}
+
+func withAttempt(ctx context.Context, n int) context.Context {
+	if n == 0 {
+		return ctx
+	}
+	return context.WithValue(ctx, attemptKey{}, n)
+}
 
 // KindPrefix is the etcd prefix of every object of a kind.
 func KindPrefix(k *api.KindInfo) string { return Prefix + k.Plural + "/" }
@@ -115,6 +146,15 @@ func (s *Store) encode(k *api.KindInfo, key string, obj api.Object) (string, err
 }
 
 func encode(obj api.Object) ([]byte, error) {
+	// Every stored object says what it is in this version's words:
+	// decode refuses any other apiVersion, so none may be stored.
+	tm := obj.GetTypeMeta()
+	if tm.APIVersion == "" {
+		tm.APIVersion = api.APIVersion
+	}
+	if tm.APIVersion != api.APIVersion {
+		return nil, api.NewBadRequest("apiVersion %q is not served here (want %q)", tm.APIVersion, api.APIVersion)
+	}
 	m := obj.GetMetadata()
 	rv := m.ResourceVersion
 	m.ResourceVersion = ""
@@ -125,18 +165,49 @@ func encode(obj api.Object) ([]byte, error) {
 
 // decode reads a stored object (opening it if it is sealed) and sets its
 // resourceVersion.
+//
+// It reads strictly. During a rolling upgrade, or after a downgrade, etcd
+// may hold objects written by a newer Hearth: another apiVersion, or
+// fields this server does not know. Decoding those leniently would drop
+// what it does not know, and the next write of the object would erase it
+// for good; so such an object is refused, with what is unknown and what
+// to do, and stays as it is in etcd until a server that knows it writes
+// it. An object with no apiVersion is this version's (every one stored
+// so far has one).
 func (s *Store) decode(k *api.KindInfo, key, value []byte, modRev int64) (api.Object, error) {
 	value, err := s.open(k, key, value)
 	if err != nil {
 		return nil, err
 	}
 	obj := k.New()
-	if err := json.Unmarshal(value, obj); err != nil {
-		return nil, fmt.Errorf("decoding stored %s: %w", k.Kind, err)
+	dec := json.NewDecoder(bytes.NewReader(value))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(obj); err != nil {
+		// Read again for the field's path (api.DecodeInto names it).
+		if perr := api.DecodeInto(value, k.New()); perr != nil {
+			err = perr
+		}
+		return nil, newerObject(k, key, err.Error())
+	}
+	if v := obj.GetTypeMeta().APIVersion; v != api.APIVersion {
+		return nil, newerObject(k, key, fmt.Sprintf("apiVersion %q", v))
 	}
 	obj.GetMetadata().ResourceVersion = strconv.FormatInt(modRev, 10)
 	return obj, nil
 }
+
+// newerObject is the error for a stored object this server cannot read
+// without losing part of it.
+func newerObject(k *api.KindInfo, key []byte, what string) error {
+	name := strings.TrimPrefix(string(key), KindPrefix(k))
+	return api.NewInternal("stored %s %s has %s, which this server (API %s) does not know: "+
+		"it was written by a newer Hearth, and is left as it is rather than read in part; "+
+		"upgrade this server to the version of the others", k.Kind, name, what, api.APIVersion)
+}
+
+// storedPrefix is how every object this version stores begins (encode
+// writes apiVersion first).
+var storedPrefix = []byte(`{"apiVersion":"` + api.APIVersion + `",`)
 
 // ParseRV parses a resourceVersion; "" is 0.
 func ParseRV(rv string) (int64, error) {
@@ -199,16 +270,15 @@ func (s *Store) Create(ctx context.Context, obj api.Object) (api.Object, error) 
 	m.UpdateTimestamp = &now
 	m.DeletionTimestamp = nil
 	m.ResourceVersion = ""
-	hooks := s.hooks[k.Kind]
 	for attempt := 0; ; attempt++ {
 		cmps := []clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(key), "=", 0)}
 		var ops []clientv3.Op
-		if hooks != nil {
-			c, o, err := hooks.OnCreate(ctx, s.c, obj)
+		for _, h := range s.hooks[k.Kind] {
+			c, o, err := h.OnCreate(withAttempt(ctx, attempt), s.c, obj)
 			if err != nil {
 				return nil, err
 			}
-			cmps, ops = append(cmps, c...), o
+			cmps, ops = append(cmps, c...), append(ops, o...)
 		}
 		val, err := s.encode(k, key, obj)
 		if err != nil {
@@ -295,13 +365,23 @@ func (s *Store) Update(ctx context.Context, k *api.KindInfo, tenant, name string
 		}
 		cmps, ops := guardOps(ctx)
 		cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(key), "=", kv.ModRevision))
+		hctx := withAttempt(ctx, attempt)
 		if nm.DeletionTimestamp != nil && len(nm.Finalizers) == 0 {
-			dcmps, dops, err := s.deleteOps(ctx, k, key, next)
+			dcmps, dops, err := s.deleteOps(hctx, k, key, next)
 			if err != nil {
 				return nil, err
 			}
 			cmps, ops = append(cmps, dcmps...), append(ops, dops...)
 		} else {
+			for _, h := range s.hooks[k.Kind] {
+				if uh, ok := h.(UpdateHooks); ok {
+					c, o, err := uh.OnUpdate(hctx, s.c, old, next)
+					if err != nil {
+						return nil, err
+					}
+					cmps, ops = append(cmps, c...), append(ops, o...)
+				}
+			}
 			now := s.now().UTC().Truncate(time.Second)
 			nm.UpdateTimestamp = &now
 			val, err := s.encode(k, key, next)
@@ -360,12 +440,15 @@ func (s *Store) Delete(ctx context.Context, k *api.KindInfo, tenant, name string
 
 func (s *Store) deleteOps(ctx context.Context, k *api.KindInfo, key string, obj api.Object) ([]clientv3.Cmp, []clientv3.Op, error) {
 	ops := []clientv3.Op{clientv3.OpDelete(key)}
-	h := s.hooks[k.Kind]
-	if h == nil {
-		return nil, ops, nil
+	var cmps []clientv3.Cmp
+	for _, h := range s.hooks[k.Kind] {
+		c, o, err := h.OnDelete(ctx, s.c, obj)
+		if err != nil {
+			return nil, nil, err
+		}
+		cmps, ops = append(cmps, c...), append(ops, o...)
 	}
-	cmps, hops, err := h.OnDelete(ctx, s.c, obj)
-	return cmps, append(ops, hops...), err
+	return cmps, ops, nil
 }
 
 func newUID() string {

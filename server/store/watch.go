@@ -141,6 +141,13 @@ func (s *Store) translate(k *api.KindInfo, ev *clientv3.Event, o WatchOptions) (
 		if err != nil {
 			return e, err
 		}
+		// Passed on unread, so nothing is dropped; but an object of
+		// another apiVersion is refused as decode refuses it.
+		if !bytes.HasPrefix(plain, storedPrefix) {
+			if _, err := s.decode(k, ev.Kv.Key, value, ev.Kv.ModRevision); err != nil {
+				return e, err
+			}
+		}
 		e.Raw = WithResourceVersion(plain, ev.Kv.ModRevision)
 		return e, nil
 	}

@@ -12,7 +12,6 @@
 package peer
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -22,6 +21,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"hearth.dev/hearth/process"
 )
 
 // ownerFile, in a harness's directory, holds "PID STARTTIME" of the
@@ -48,23 +49,14 @@ func NewDir(prefix string) (string, error) {
 	return dir, nil
 }
 
-// processID is "PID STARTTIME", STARTTIME being field 22 of
-// /proc/PID/stat (clock ticks after boot).
+// processID is "PID STARTTIME", STARTTIME being the process's start in
+// clock ticks after boot (see package process).
 func processID(pid int) (string, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return "", err
+	id, ok := process.Of(pid)
+	if !ok {
+		return "", fmt.Errorf("process %d: gone", pid)
 	}
-	// The command name (field 2) is in parentheses and may hold spaces.
-	i := bytes.LastIndexByte(b, ')')
-	if i < 0 {
-		return "", fmt.Errorf("/proc/%d/stat: unexpected format", pid)
-	}
-	f := strings.Fields(string(b[i+1:]))
-	if len(f) < 20 {
-		return "", fmt.Errorf("/proc/%d/stat: unexpected format", pid)
-	}
-	return strconv.Itoa(pid) + " " + f[19], nil
+	return strconv.Itoa(id.PID) + " " + strconv.FormatUint(id.Start, 10), nil
 }
 
 // alive reports whether the process an owner file names still runs.

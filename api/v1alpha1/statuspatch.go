@@ -1,0 +1,64 @@
+package v1alpha1
+
+import "time"
+
+// Status patches: the parts of a status that a writer merge-patches
+// without reading the object first (client.PatchStatus), because it owns
+// those fields alone and writes them often. Everything else writes status
+// through client.WriteStatus (read, change, write conditional on the
+// resourceVersion). Their JSON names are the status's own, which a test
+// checks (TestStatusPatchFields), so the compiler and the test catch what
+// a map[string]any would not.
+
+// HostHeartbeat is what an agent writes into its Host's status with every
+// beat: its lease, and with the first beat (and after one that failed)
+// its phase, the Ready condition and the machine's facts.
+type HostHeartbeat struct {
+	Phase         string      `json:"phase"`
+	LastHeartbeat time.Time   `json:"lastHeartbeat"`
+	Conditions    []Condition `json:"conditions,omitempty"`
+	// Facts are sent when set: their fields are the status's own.
+	*HostFacts `json:",omitempty"`
+}
+
+// HostFacts are what an agent reports about its machine. Every field is
+// sent, false and zero included, so a fact that became false is written.
+type HostFacts struct {
+	CPUs            int    `json:"cpus"`
+	Memory          Bytes  `json:"memory"`
+	Disk            Bytes  `json:"disk"`
+	Architecture    string `json:"architecture"`
+	KVM             bool   `json:"kvm"`
+	KernelVersion   string `json:"kernelVersion"`
+	AgentVersion    string `json:"agentVersion"`
+	AgentURL        string `json:"agentURL"`
+	AgentCertSHA256 string `json:"agentCertSHA256"`
+}
+
+// HostAllocation is what the scheduler writes into a Host's status: what
+// the VMs placed on it ask for.
+type HostAllocation struct {
+	AllocatedCPUs   int   `json:"allocatedCPUs"`
+	AllocatedMemory Bytes `json:"allocatedMemory"`
+}
+
+// MachineFacts are what a boot service observed of a Machine, the only
+// part of its status it may write. Unset fields are left as they are;
+// SSHHostKeys set to a pointer to nil clears the keys (a stateless boot
+// makes new ones).
+type MachineFacts struct {
+	VendorClass string     `json:"vendorClass,omitempty"`
+	UUID        string     `json:"uuid,omitempty"`
+	Firmware    string     `json:"firmware,omitempty"`
+	Addresses   []string   `json:"addresses,omitempty"`
+	SSHHostKeys *[]string  `json:"sshHostKeys,omitempty"`
+	InstalledAt *time.Time `json:"installedAt,omitempty"`
+	LastBoot    *time.Time `json:"lastBoot,omitempty"`
+	LastSeen    *time.Time `json:"lastSeen,omitempty"`
+}
+
+// MachineProfileCount is what the machines controller writes into a
+// MachineProfile's status: how many machines boot it.
+type MachineProfileCount struct {
+	Machines int `json:"machines"`
+}
