@@ -78,19 +78,51 @@ run get hosts -o wide
 run get images
 run apply -f examples/lab.yaml
 run apply -f examples/sandbox/lab.yaml
+
+# The guests are emulated (TCG) where KVM is missing or unusable, and the
+# machine may be busy: a boot can take minutes. Wait up to
+# HEARTH_DEMO_WAIT seconds (default 300), saying how far it got every 15 s.
+wait=${HEARTH_DEMO_WAIT:-300}
 echo
-echo "waiting for the VMs to boot…"
-for _ in $(seq 120); do
-	running=$("$hearth" get vm -A -o json | grep -c '"phase": "Running"' || true)
-	[ "$running" -ge 3 ] && break
-	sleep 1
+echo "waiting up to ${wait}s for the 3 VMs to run and web-1's guest to say it is ready…"
+start=$SECONDS
+running=0
+ready=false
+next=15
+while :; do
+	running=$("$hearth" get vm -A -o json 2>/dev/null | grep -c '"phase": "Running"' || true)
+	if [ "$running" -ge 3 ] && "$hearth" logs vm/web-1 --tenant demo 2>/dev/null | grep -q "HEARTH-GUEST ready"; then
+		ready=true
+		break
+	fi
+	waited=$((SECONDS - start))
+	[ "$waited" -ge "$wait" ] && break
+	if [ "$waited" -ge "$next" ]; then
+		echo "  ${waited}s: $running of 3 VMs running" >&2
+		next=$((next + 15))
+	fi
+	sleep 2
 done
-for _ in $(seq 60); do
-	"$hearth" logs vm/web-1 --tenant demo 2>/dev/null | grep -q "HEARTH-GUEST ready" && break
-	sleep 1
-done
+# The lab is up (a slow guest is no reason to take it down: it is what to
+# look at).
 up=true
 trap - EXIT INT TERM
+if [ "$ready" != true ]; then
+	cat >&2 <<MSG
+
+web-1's guest did not say "HEARTH-GUEST ready" within ${wait}s ($running of 3 VMs running).
+The sandbox stays up so you can see why:
+  export HEARTH_CONFIG=$HEARTH_CONFIG
+  $hearth get vm -A -o wide                  # phases; a Failed VM says why
+  $hearth describe vm web-1 --tenant demo    # its conditions and events
+  $hearth logs vm/web-1 --tenant demo        # its serial console: how far the guest booted
+  $hearth get hosts -o wide                  # are both hosts Ready?
+A guest emulated on a busy machine may just be slow: wait, then run the
+logs command again, or rerun with HEARTH_DEMO_WAIT=900.
+Remove everything with: $hearth sandbox down --dir $dir
+MSG
+	exit 1
+fi
 
 run get vm -A -o wide
 # Applying again changes nothing: the hosts the scheduler chose stay.
