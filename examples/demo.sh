@@ -98,7 +98,11 @@ while :; do
 	waited=$((SECONDS - start))
 	[ "$waited" -ge "$wait" ] && break
 	if [ "$waited" -ge "$next" ]; then
-		echo "  ${waited}s: $running of 3 VMs running" >&2
+		if [ "$running" -ge 3 ]; then
+			echo "  ${waited}s: 3 of 3 VMs running; web-1's guest is still booting" >&2
+		else
+			echo "  ${waited}s: $running of 3 VMs running" >&2
+		fi
 		next=$((next + 15))
 	fi
 	sleep 2
