@@ -10,7 +10,10 @@
 # binary is replaced whole, and a sandbox left by an earlier run (up, or
 # half-built by one cut short) is taken down before a new one goes up.
 # Ctrl-C while it builds takes down what it built. Once it is up, it stays
-# up for you to use; `hearth sandbox down` removes it all.
+# up for you to use; `hearth sandbox down` removes it all. It waits up to
+# HEARTH_DEMO_WAIT seconds (default 300) for the guests to boot; a guest
+# that does not leaves the lab up, with the commands that show why, and
+# the demo fails.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
