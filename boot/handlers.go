@@ -93,9 +93,14 @@ func (s *Service) Observe(ctx context.Context, ev dhcp.Event) {
 	if ev.Request.Port == 4011 {
 		what += " (port 4011)"
 	}
+	// Who asks: the firmware's PXE, iPXE, or (no PXE options) the system
+	// the machine booted, whose DHCP is on the timeline too.
 	client := "firmware"
-	if ev.Request.IsIPXE {
+	switch {
+	case ev.Request.IsIPXE:
 		client = "iPXE"
+	case !isBootClient(ev.Request):
+		client = "the booted system"
 	}
 	switch {
 	case ev.Reply == 0 && ev.Reason != "":

@@ -947,4 +947,6 @@ func TestDeclaredMachine(t *testing.T) {
 	if m := l.machine("node1"); m.Status.VendorClass != "PXEClient:Arch:00000:UNDI:002001" || m.Status.Firmware != "bios" {
 		t.Errorf("node1's firmware facts after a forged DHCP request and an OS's: %s", servertest.JSON(m.Status))
 	}
+	// The timeline says the booted system asked, not its firmware.
+	l.waitEvent("Machine", "node1", "DHCP DISCOVER from the booted system")
 }
