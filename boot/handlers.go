@@ -450,11 +450,16 @@ func (s *Service) serveScript(w http.ResponseWriter, r *http.Request) {
 		// The profile's boot starts now: the machine controller moves an
 		// approved machine to Provisioning on it, and a stateless machine
 		// is Ready again only once this boot reports its host keys.
+		// The record waits in the update queue, behind other writes, and
+		// a quick system may report before it is written: then its keys
+		// are this boot's and stay (recordMu orders the two writes).
 		stateless := p != nil && !p.Spec.Install
+		now := time.Now().UTC()
 		s.later(func(ctx context.Context) {
-			now := time.Now().UTC()
+			s.recordMu.Lock()
+			defer s.recordMu.Unlock()
 			facts := api.MachineFacts{LastBoot: &now}
-			if stateless {
+			if b, _ := s.boots.lookup(boot); stateless && b.Reported == nil {
 				facts.SSHHostKeys = new([]string) // null: cleared
 			}
 			if _, err := s.c.PatchStatus(ctx, "Machine", "", name, facts); err != nil {
@@ -623,6 +628,8 @@ func (s *Service) serveReport(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, err.Error(), http.StatusBadRequest)
 		return
 	}
+	s.recordMu.Lock()
+	defer s.recordMu.Unlock()
 	now := time.Now()
 	if !s.boots.spend(b.ID, now) {
 		refuse("used", "this boot's token was used already")

@@ -496,6 +496,49 @@ const (
 	hostKeyB = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGm3sWw5R4mP0pX1oV2n8K6t9YvJq3zLr4cB5dE7fH1a root@evil"
 )
 
+// TestReportBeforeItsBootIsRecorded: a system that reports before the
+// service has written its boot's record (the record waits in the update
+// queue behind other writes; here a busy neighbour's) keeps the host keys
+// it reported: its own boot's record does not clear them afterwards, and
+// the machine comes to Ready.
+func TestReportBeforeItsBootIsRecorded(t *testing.T) {
+	l := newLab(t, nil, boot.Config{})
+	p, _ := l.ramroot(true)
+	l.create(p)
+	l.create(newMachine("node1", "52:54:00:aa:bb:11", false))
+	l.create(newMachine("busy", "52:54:00:aa:bb:12", false))
+	local := netip.MustParseAddr("127.0.0.1")
+	l.bootOf(local, "busy")
+	l.bootOf(local, "node1")
+
+	// A neighbour that fetches its script over and over queues a write
+	// or two each time, ahead of node1's next boot record.
+	for range 300 {
+		l.do(request{from: local, url: "/machines/busy/boot.ipxe", userAgent: ipxeAgent})
+	}
+	fetched := time.Now()
+	s := l.bootOf(local, "node1")
+	if code, body := l.report(local, s.args["hearth.report"], s.args["hearth.token"], hostKeyA); code != http.StatusOK {
+		t.Fatalf("the report: %d %s", code, body)
+	}
+	servertest.Eventually(t, 60*time.Second, func() error {
+		m := l.machine("node1")
+		if m.Status.LastBoot == nil || m.Status.LastBoot.Before(fetched) {
+			return fmt.Errorf("node1's boot is not recorded yet (lastBoot %v)", m.Status.LastBoot)
+		}
+		return nil
+	})
+	if m := l.machine("node1"); len(m.Status.SSHHostKeys) != 1 || m.Status.SSHHostKeys[0] != hostKeyA {
+		t.Fatalf("node1's host keys after its boot was recorded: %q, want the key it reported", m.Status.SSHHostKeys)
+	}
+	servertest.Eventually(t, 15*time.Second, func() error {
+		if m := l.machine("node1"); m.Status.Phase != api.MachineReady {
+			return fmt.Errorf("node1 is %s, want Ready", m.Status.Phase)
+		}
+		return nil
+	})
+}
+
 // TestReportsOncePerBoot: a report is taken with its boot's token, once;
 // a replay, a report with another boot's token (an ended boot of the same
 // machine, or another machine's) or naming another machine's boot is
