@@ -11,7 +11,7 @@
 # half-built by one cut short) is taken down before a new one goes up.
 # Ctrl-C while it builds takes down what it built. Once it is up, it stays
 # up for you to use; `hearth sandbox down` removes it all. It waits up to
-# HEARTH_DEMO_WAIT seconds (default 300) for the guests to boot; a guest
+# HEARTH_DEMO_WAIT seconds (default 600) for the guests to boot; a guest
 # that does not leaves the lab up, with the commands that show why, and
 # the demo fails.
 set -euo pipefail
@@ -84,8 +84,9 @@ run apply -f examples/sandbox/lab.yaml
 
 # The guests are emulated (TCG) where KVM is missing or unusable, and the
 # machine may be busy: a boot can take minutes. Wait up to
-# HEARTH_DEMO_WAIT seconds (default 300), saying how far it got every 15 s.
-wait=${HEARTH_DEMO_WAIT:-300}
+# HEARTH_DEMO_WAIT seconds (default 600: 300 was seen to fall short on a
+# machine loaded 10 times over), saying how far it got every 15 s.
+wait=${HEARTH_DEMO_WAIT:-600}
 echo
 echo "waiting up to ${wait}s for the 3 VMs to run and web-1's guest to say it is ready…"
 start=$SECONDS
@@ -125,7 +126,7 @@ The sandbox stays up so you can see why:
   $hearth logs vm/web-1 --tenant demo        # its serial console: how far the guest booted
   $hearth get hosts -o wide                  # are both hosts Ready?
 A guest emulated on a busy machine may just be slow: wait, then run the
-logs command again, or rerun with HEARTH_DEMO_WAIT=900.
+logs command again, or rerun with HEARTH_DEMO_WAIT=1800.
 Remove everything with: $hearth sandbox down --dir $dir
 MSG
 	exit 1
