@@ -2,6 +2,7 @@ package sandbox_test
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -611,6 +612,7 @@ func checkProvisioning(t *testing.T, cfg sandbox.Config, s *sandbox.Sandbox) {
 		BootUnderlayLink:    "underlay",
 		BootUnderlayAddress: addrPlus(cfg.Underlay, 9),
 		DHCPMode:            "full",
+		Site:                cmp.Or(cfg.Site, sandbox.DefaultSite),
 		PoolStart:           addrPlus(cfg.Provisioning, 100),
 		PoolEnd:             addrPlus(cfg.Provisioning, 199),
 		HTTPListen:          addrPlus(cfg.Provisioning, 2) + ":8080",
@@ -1267,6 +1269,29 @@ func TestMachines(t *testing.T) {
 			t.Errorf("machine list lacks %s's console %s", m.Name, m.Console())
 		}
 	}
+
+	// A power cycle: a new QEMU on the same disk and tap.
+	diskBefore, err := os.Stat(bios.Disk())
+	if err != nil {
+		t.Fatal(err)
+	}
+	restarted, err := sandbox.RestartMachine(ctx, cfg.Dir, "pxe-bios")
+	if err != nil {
+		t.Fatalf("RestartMachine: %v", err)
+	}
+	if restarted.QEMU == nil || restarted.QEMU.PID == bios.QEMU.PID || !procGone(bios.QEMU.PID) || procGone(restarted.QEMU.PID) {
+		t.Errorf("after RestartMachine: QEMU %+v, the old one (pid %d) gone: %v", restarted.QEMU, bios.QEMU.PID, procGone(bios.QEMU.PID))
+	}
+	if diskAfter, err := os.Stat(bios.Disk()); err != nil || !os.SameFile(diskBefore, diskAfter) {
+		t.Errorf("pxe-bios's disk after RestartMachine: %v, want the same file", err)
+	}
+	if st, _ := sandbox.LoadState(cfg.Dir); st == nil || st.Machines[0].QEMU == nil || *st.Machines[0].QEMU != *restarted.QEMU {
+		t.Errorf("sandbox.json does not record the restarted QEMU %+v", restarted.QEMU)
+	}
+	if _, ok := tapsIn(t, p.Netns)["m-pxe-bios"]; !ok {
+		t.Error("tap m-pxe-bios gone after RestartMachine")
+	}
+	bios = restarted
 
 	if err := sandbox.RemoveMachine(ctx, cfg.Dir, "pxe-bios"); err != nil {
 		t.Fatalf("RemoveMachine: %v", err)

@@ -74,6 +74,9 @@ type Provisioning struct {
 	PoolStart  string `json:"poolStart"`
 	PoolEnd    string `json:"poolEnd"`
 	HTTPListen string `json:"httpListen"`
+	// Site is the boot service's site, which the machines on the network
+	// join.
+	Site string `json:"site,omitempty"`
 	// BootDir is the boot service's data directory; its log is
 	// BootDir/boot.log.
 	BootDir string `json:"bootDir"`

@@ -35,6 +35,10 @@ const (
 	ConditionProfileMatched = "ProfileMatched"
 	ConditionApproved       = "Approved"
 	ConditionInstalled      = "Installed"
+	// ConditionReported says whether the system a Machine booted from its
+	// profile has reported back to the boot service (the machines
+	// controller): Ready and Installed wait for it.
+	ConditionReported = "Reported"
 )
 
 // Reasons of a VirtualMachine's Running and Ready conditions (its agent).
@@ -112,6 +116,8 @@ const (
 	ReasonInstalled          = "Installed"
 	ReasonReinstallRequested = "ReinstallRequested"
 	ReasonNotInstalled       = "NotInstalled"
+	ReasonReported           = "Reported"         // Reported: the report came
+	ReasonWaitingForReport   = "WaitingForReport" // Reported: booted, no report yet
 )
 
 // ReasonUploaded is the reason of an Image's Uploaded condition.

@@ -72,9 +72,11 @@ type VMBoot struct {
 	// first NIC. Kernel and Initrd come from an http(s) URL or an Image
 	// (never file://: a shared Image with a file:// URL, made by an
 	// administrator, is how a VM boots a file that lives on the hosts).
-	From   string    `json:"from,omitempty"`
+	From string `json:"from,omitempty"`
+	// Kernel and Initrd are the files a kernel boot loads (from:
+	// kernel): a URL or an Image each.
 	Kernel *BootFile `json:"kernel,omitempty"`
-	Initrd *BootFile `json:"initrd,omitempty"`
+	Initrd *BootFile `json:"initrd,omitempty"` // see Kernel
 	// Cmdline is the kernel command line.
 	Cmdline string `json:"cmdline,omitempty"`
 }
@@ -98,8 +100,9 @@ type VMDisk struct {
 	Device string `json:"device,omitempty"`
 	// BootIndex orders boot devices, 1 first; 0 leaves the disk out of the
 	// boot order.
-	BootIndex int  `json:"bootIndex,omitempty"`
-	ReadOnly  bool `json:"readOnly,omitempty"`
+	BootIndex int `json:"bootIndex,omitempty"`
+	// ReadOnly attaches the disk read-only (a cdrom always is).
+	ReadOnly bool `json:"readOnly,omitempty"`
 }
 
 // VMNIC is a network interface of the VM.
