@@ -1019,7 +1019,7 @@ func TestRevokedBootServiceStopsServing(t *testing.T) {
 	if err := l.env.Admin.Do(ctx, http.MethodDelete, api.PathPrefix+"/hosttokens/"+id, nil, nil); err != nil {
 		t.Fatal(err)
 	}
-	servertest.Eventually(t, 10*time.Second, func() error {
+	servertest.Eventually(t, 45*time.Second, func() error {
 		resp, err := hc.Get(l.base + "/healthz")
 		if err != nil {
 			return nil // no longer listening
