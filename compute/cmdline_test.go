@@ -75,6 +75,13 @@ func TestCommandLine(t *testing.T) {
 			},
 		},
 		{
+			// A guest power-off and a guest panic keep the process, in
+			// two statuses the agent tells apart (GuestStopped).
+			name: "power-off is not a crash",
+			flag: "-action", want: []string{"shutdown=pause,panic=pause"},
+			wantS: []string{"-device pvpanic "},
+		},
+		{
 			name:  "first disk boots by default",
 			edit:  func(s *Spec) { s.Disks = []Disk{{Path: "/v/a", Format: "raw"}, {Path: "/v/b", Format: "raw"}} },
 			wantS: []string{"drive=disk0,bootindex=1", "drive=disk1 "},
