@@ -450,10 +450,16 @@ func TestInvalidObjects(t *testing.T) {
 			want: []string{"spec.size"}, detail: "is required for an empty volume"},
 		{name: "two sources", kind: "Volume", edit: func(o Object) { o.(*Volume).Spec.Source.Snapshot = "snap" },
 			want: []string{"spec.source.snapshot"}},
-		{name: "rbd on a host as qcow2", kind: "Volume", edit: func(o Object) {
+		{name: "rbd without a pool as qcow2", kind: "Volume", edit: func(o Object) {
 			s := &o.(*Volume).Spec
 			s.Backend, s.Format, s.Host = BackendRBD, FormatQCOW2, "h1"
-		}, want: []string{"spec.format", "spec.host"}},
+		}, want: []string{"spec.format", "spec.pool"}},
+		{name: "pool that is a path", kind: "Volume", edit: func(o Object) {
+			s := &o.(*Volume).Spec
+			s.Pool, s.Backend, s.Format = "../../etc", "", ""
+		}, want: []string{"spec.pool"}},
+		{name: "other pool", kind: "Volume", update: true, edit: func(o Object) { o.(*Volume).Spec.Pool = "ceph" },
+			want: []string{"spec.pool"}, detail: "cannot change"},
 		{name: "tiny and odd", kind: "Volume", edit: func(o Object) {
 			s := &o.(*Volume).Spec
 			s.Size, s.Backend, s.Format = 4096, "iscsi", "vdi"
@@ -463,7 +469,7 @@ func TestInvalidObjects(t *testing.T) {
 		{name: "new source and backend", kind: "Volume", update: true, edit: func(o Object) {
 			s := &o.(*Volume).Spec
 			s.Source, s.Backend = VolumeSource{Image: "ubuntu-24"}, BackendNFS
-		}, want: []string{"spec.backend", "spec.source"}},
+		}, want: []string{"spec.backend", "spec.pool", "spec.source"}},
 
 		// Snapshot.
 		{name: "no volume", kind: "Snapshot", edit: func(o Object) { o.(*Snapshot).Spec.Volume = "" },
@@ -658,7 +664,7 @@ func TestDefaults(t *testing.T) {
 	}
 
 	vol := &Volume{TypeMeta: TypeMeta{APIVersion: APIVersion, Kind: "Volume"}, Metadata: ObjectMeta{Name: "v", Tenant: testTenant},
-		Spec: VolumeSpec{Size: 1 << 30, Backend: BackendRBD}}
+		Spec: VolumeSpec{Size: 1 << 30, Backend: BackendRBD, Pool: "ceph"}}
 	if es := Prepare(vol, nil); len(es) > 0 || vol.Spec.Format != FormatRaw {
 		t.Errorf("rbd volume: format %q, %v", vol.Spec.Format, es)
 	}
