@@ -50,10 +50,18 @@ type Boot struct {
 	Cmdline string
 }
 
-// Disk is one block device.
+// Disk is one block device: a file on this host (Path), or a volume on
+// shared storage that QEMU opens itself (Protocol).
 type Disk struct {
-	Path     string
-	Format   string // "qcow2" or "raw"
+	Path string
+	// Protocol, when set, replaces Path: the options of the format
+	// node's protocol node, as -blockdev's JSON form takes them
+	// ({"driver": "rbd", …}, {"driver": "nfs", …}; storage.Attachment),
+	// and Secrets the secret objects it names, whose values QEMU reads
+	// from files so that no key is on its command line.
+	Protocol map[string]any `json:",omitempty"`
+	Secrets  []Secret       `json:",omitempty"`
+	Format   string         // "qcow2" or "raw"
 	ReadOnly bool
 	// Bus is "virtio" (the default), "scsi" (a virtio-scsi controller)
 	// or "ide" (the machine's own IDE/AHCI ports).
@@ -61,6 +69,11 @@ type Disk struct {
 	// CDROM makes the disk a read-only CD-ROM drive (on scsi or ide).
 	CDROM     bool
 	BootIndex int // 0: not a boot device
+}
+
+// Secret is a QEMU secret object read from a file (base64, mode 0600).
+type Secret struct {
+	ID, File string
 }
 
 // NIC is one network interface.

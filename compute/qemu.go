@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"crypto/sha1"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"hearth.dev/hearth/flock"
@@ -495,6 +496,7 @@ func (q *QEMU) commandLine(spec Spec) ([]string, error) {
 		args = append(args, "-device", "virtio-scsi-pci,id=scsi0")
 	}
 	ide := 0 // IDE ports used so far
+	secrets := map[string]bool{}
 	for i, d := range spec.Disks {
 		node := fmt.Sprintf("disk%d", i)
 		bd := "driver=" + d.Format + ",node-name=" + node +
@@ -503,6 +505,27 @@ func (q *QEMU) commandLine(spec Spec) ([]string, error) {
 			bd += ",read-only=on"
 		} else {
 			bd += ",discard=unmap"
+		}
+		if d.Protocol != nil {
+			// Shared storage: the JSON form, since the protocol node's
+			// options nest (an NFS server, RBD's auth settings).
+			for _, sec := range d.Secrets {
+				if !secrets[sec.ID] {
+					secrets[sec.ID] = true
+					args = append(args, "-object", "secret,id="+qemuEscape(sec.ID)+",format=base64,file="+qemuEscape(sec.File))
+				}
+			}
+			opts := map[string]any{"driver": d.Format, "node-name": node, "file": d.Protocol}
+			if d.ReadOnly || d.CDROM {
+				opts["read-only"] = true
+			} else {
+				opts["discard"] = "unmap"
+			}
+			b, err := json.Marshal(opts)
+			if err != nil {
+				return nil, fmt.Errorf("disks[%d]: %w", i, err)
+			}
+			bd = string(b)
 		}
 		var dev string
 		switch d.Bus {
@@ -662,7 +685,17 @@ func validate(spec Spec) error {
 	ide := 0
 	for i, d := range spec.Disks {
 		who := fmt.Sprintf("disks[%d]", i)
-		if !filepath.IsAbs(d.Path) {
+		switch {
+		case d.Protocol != nil:
+			if drv, _ := d.Protocol["driver"].(string); drv != "rbd" && drv != "nfs" {
+				bad("%s: protocol driver %q: want rbd or nfs (a file is a path)", who, drv)
+			}
+			for _, sec := range d.Secrets {
+				if sec.ID == "" || !filepath.IsAbs(sec.File) {
+					bad("%s: secret %q needs an id and an absolute file", who, sec.ID)
+				}
+			}
+		case !filepath.IsAbs(d.Path):
 			bad("%s: path %q is not absolute", who, d.Path)
 		}
 		if d.Format != "qcow2" && d.Format != "raw" {
