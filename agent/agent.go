@@ -114,7 +114,9 @@ type Agent struct {
 	cache   *cache
 	vms     *vmController
 	volumes *volumeController
-	certFP  string
+	// pools are the drivers of the StoragePools volumes name (pools.go).
+	pools  *poolDrivers
+	certFP string
 	// checks are the host's checks (hostchecks.go), reported with the
 	// heartbeat.
 	checks *hostChecks
@@ -207,6 +209,7 @@ func run(ctx context.Context, cfg Config) error {
 			AllowedFileDirs: cfg.AllowFileDirs},
 		imgs:  newImageState(),
 		cache: newCache(c, cfg.Name)}
+	a.pools = newPoolDrivers(a)
 	if d, ok := cfg.Driver.(compute.KVMDetector); ok {
 		a.kvm, a.kvmWhy = d.DetectKVM(ctx)
 	} else {

@@ -19,8 +19,9 @@ import (
 type cache struct {
 	// vms, volumes and snapshots are those placed on this host
 	// (spec.host); images are every Image the host can read, shared and
-	// tenants', since a VM or volume here may name any.
-	vms, volumes, snapshots, images *client.Informer
+	// tenants', since a VM or volume here may name any; pools are every
+	// StoragePool.
+	vms, volumes, snapshots, images, pools *client.Informer
 }
 
 func newCache(c *client.Client, host string) *cache {
@@ -30,11 +31,12 @@ func newCache(c *client.Client, host string) *cache {
 		volumes:   client.NewInformer(c, "Volume", "", here),
 		snapshots: client.NewInformer(c, "Snapshot", "", here),
 		images:    client.NewInformer(c, "Image", "", client.ListOptions{AllTenants: true}),
+		pools:     client.NewInformer(c, "StoragePool", "", client.ListOptions{}),
 	}
 }
 
 func (c *cache) informers() []*client.Informer {
-	return []*client.Informer{c.vms, c.volumes, c.snapshots, c.images}
+	return []*client.Informer{c.vms, c.volumes, c.snapshots, c.images, c.pools}
 }
 
 // run keeps every informer current until ctx ends.
@@ -66,6 +68,7 @@ func (a *Agent) wire() {
 		a.vms.volumeChanged(ch)
 	})
 	a.cache.snapshots.OnUpdate(a.volumes.snapshotChanged)
+	a.cache.pools.OnUpdate(a.volumes.poolChanged)
 	a.cache.images.OnUpdate(func(ch client.Change) {
 		a.vms.imageChanged(ch)
 		a.volumes.imageChanged(ch)
