@@ -54,7 +54,8 @@ func (l *lab) addAgent(t *testing.T, name string) (dataDir string) {
 	dataDir = t.TempDir()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	cfg := agent.Config{Server: l.env.Server.URL(), JoinToken: l.join, CAFile: filepath.Join(l.env.DataDir, "ca.crt"),
+	join := l.env.JoinToken(api.TokenRequest{TTL: "1h"}).Token
+	cfg := agent.Config{Server: l.env.Server.URL(), JoinToken: join, CAFile: filepath.Join(l.env.DataDir, "ca.crt"),
 		Name: name, DataDir: dataDir, Address: "127.0.0.1", Listen: fmt.Sprintf("127.0.0.1:%d", servertest.FreePort(t)),
 		ShutdownTimeout: 5 * time.Second, Resync: 2 * time.Second}
 	for _, o := range l.opts {
@@ -226,7 +227,9 @@ func testVolumeMovesHosts(t *testing.T, makePool func(*testing.T, *lab) sharedPo
 	bootDiskImage(t, l, imgDir)
 	p := makePool(t, l)
 	h2Dir := l.addAgent(t, "h2")
-	ctx := servertest.Ctx(t)
+	// Two boots under TCG take longer than servertest.Ctx's 30 s.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
 
 	vol := volume("root", 64<<20, api.VolumeSource{Image: "bootdisk"})
 	vol.Spec.Host, vol.Spec.Pool = "", p.pool.Metadata.Name

@@ -154,9 +154,15 @@ func (v *volumeController) createInPool(ctx context.Context, d storage.Driver, v
 		if err != nil {
 			return fmt.Errorf("image %s: %w", src.Image, err)
 		}
-		// The cache keeps an image under its checksum's hex, which names
-		// it in the pool too, so equal images are imported once.
-		return d.CloneImage(ctx, storage.Image{Checksum: "sha256:" + filepath.Base(base), Path: base}, id, size)
+		// The checksum names the image in the pool, so equal images are
+		// imported once. The cache keeps a downloaded image under its
+		// checksum's hex; a file:// image is used where it is, checked
+		// against the checksum its Image gives.
+		_, sum, _ := v.a.imageSource(img)
+		if filepath.Dir(base) == filepath.Join(v.a.images.Dir, "sha256") {
+			sum = "sha256:" + filepath.Base(base)
+		}
+		return d.CloneImage(ctx, storage.Image{Checksum: sum, Path: base}, id, size)
 	}
 	return d.CreateVolume(ctx, id, size)
 }
