@@ -342,4 +342,3 @@ func checkKeyHidden(t *testing.T, vm *api.VirtualMachine, dataDir string, p shar
 		t.Errorf("the rbd key is on QEMU's command line")
 	}
 }
-

@@ -247,4 +247,6 @@ func init() {
 }
 
 // Shared reports whether every host reaches the pool's volumes.
-func (s *StoragePoolSpec) Shared() bool { return s.Driver == PoolDriverNFS || s.Driver == PoolDriverRBD }
+func (s *StoragePoolSpec) Shared() bool {
+	return s.Driver == PoolDriverNFS || s.Driver == PoolDriverRBD
+}
