@@ -39,6 +39,13 @@ type Spec struct {
 	// Seed is the path of a NoCloud seed image (label "cidata"), attached
 	// read-only; "" for none.
 	Seed string
+	// Incoming, when set, starts the VM as the destination of a live
+	// migration: QEMU listens on this URI ("tcp:HOST:PORT") for the
+	// source's state instead of booting, and stays paused once it has
+	// it, until Resume (QEMU.Migrate on the source says when). The spec
+	// must describe the same devices as the source's, with its disks on
+	// shared storage.
+	Incoming string
 }
 
 // Boot says how the VM boots.

@@ -197,7 +197,13 @@ func (q *QEMU) Start(ctx context.Context, spec Spec) (Info, error) {
 	if err := renice(cmd.Process.Pid, q.opts.Nice); err != nil {
 		return abort(err)
 	}
-	if err := c.Execute(ctx, "cont", nil, nil); err != nil {
+	if spec.Incoming != "" {
+		// Started with -incoming defer: listen now, and stay paused (-S)
+		// when the state has arrived, until the source has let go.
+		if err := c.Execute(ctx, "migrate-incoming", map[string]any{"uri": spec.Incoming}, nil); err != nil {
+			return abort(err)
+		}
+	} else if err := c.Execute(ctx, "cont", nil, nil); err != nil {
 		return abort(err)
 	}
 	p, ok, err := findProcess(spec.ID, spec.Dir)
@@ -550,6 +556,9 @@ func (q *QEMU) commandLine(spec Spec) ([]string, error) {
 		}
 		args = append(args, "-blockdev", bd, "-device", dev)
 	}
+	if spec.Incoming != "" {
+		args = append(args, "-incoming", "defer")
+	}
 	if spec.Seed != "" {
 		args = append(args,
 			"-blockdev", "driver=raw,node-name=seed,read-only=on,file.driver=file,file.filename="+qemuEscape(spec.Seed),
@@ -718,6 +727,9 @@ func validate(spec Spec) error {
 			bad("%s: bus %q: want virtio, scsi or ide", who, d.Bus)
 		}
 		useIndex(d.BootIndex, who)
+	}
+	if spec.Incoming != "" && !incomingRE.MatchString(spec.Incoming) {
+		bad("incoming %q: want tcp:HOST:PORT", spec.Incoming)
 	}
 	if spec.Seed != "" && !filepath.IsAbs(spec.Seed) {
 		bad("seed %q is not an absolute path", spec.Seed)
@@ -912,4 +924,86 @@ func renice(pid, nice int) error {
 		}
 	}
 	return nil
+}
+
+// incomingRE is what a migration's listening URI may be: TCP on an IPv4
+// address or host name and a port.
+var incomingRE = regexp.MustCompile(`^tcp:[A-Za-z0-9.-]+:[0-9]{1,5}$`)
+
+// Migration is what QEMU reports of a finished live migration.
+type Migration struct {
+	// Total is the whole migration, from the migrate command to the
+	// destination having everything; Downtime the part with the guest
+	// stopped (QEMU's own figure); Setup the part before RAM was sent.
+	Total, Downtime, Setup time.Duration
+	// Transferred is the bytes of RAM sent, with pages sent again after
+	// the guest dirtied them.
+	Transferred int64
+}
+
+// Migrate live-migrates the VM to a destination QEMU started with
+// Spec.Incoming = uri, and returns once the destination has the whole
+// state. The source is left paused ("postmigrate"): the caller resumes
+// the destination (Resume) and then kills the source, so that exactly
+// one of them runs the guest. If ctx ends first, the migration is
+// cancelled and the source keeps running.
+func (q *QEMU) Migrate(ctx context.Context, id, dir, uri string) (Migration, error) {
+	fail := func(err error) (Migration, error) {
+		return Migration{}, fmt.Errorf("migrate vm %s to %s: %w", id, uri, err)
+	}
+	if !incomingRE.MatchString(uri) {
+		return fail(fmt.Errorf("%q is not tcp:HOST:PORT", uri))
+	}
+	if _, ok, err := findProcess(id, dir); err != nil {
+		return fail(err)
+	} else if !ok {
+		return fail(ErrNotRunning)
+	}
+	// One connection for the whole migration: QMP serves one client at a
+	// time, and nothing else should touch the VM meanwhile.
+	dctx, cancel := q.qmpContext(ctx)
+	c, err := DialQMP(dctx, filepath.Join(dir, QMPSocket))
+	cancel()
+	if err != nil {
+		return fail(err)
+	}
+	defer c.Close()
+	call := func(command string, args, result any) error {
+		qctx, cancel := context.WithTimeout(context.Background(), q.opts.QMPTimeout)
+		defer cancel()
+		return c.Execute(qctx, command, args, result)
+	}
+	if err := call("migrate", map[string]any{"uri": uri}, nil); err != nil {
+		return fail(err)
+	}
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		var st struct {
+			Status    string `json:"status"`
+			Total     int64  `json:"total-time"`
+			Downtime  int64  `json:"downtime"`
+			Setup     int64  `json:"setup-time"`
+			ErrorDesc string `json:"error-desc"`
+			RAM       struct {
+				Transferred int64 `json:"transferred"`
+			} `json:"ram"`
+		}
+		if err := call("query-migrate", nil, &st); err != nil {
+			return fail(err)
+		}
+		switch st.Status {
+		case "completed":
+			return Migration{Total: time.Duration(st.Total) * time.Millisecond, Downtime: time.Duration(st.Downtime) * time.Millisecond,
+				Setup: time.Duration(st.Setup) * time.Millisecond, Transferred: st.RAM.Transferred}, nil
+		case "failed", "cancelled":
+			return fail(fmt.Errorf("%s: %s", st.Status, st.ErrorDesc))
+		}
+		select {
+		case <-ctx.Done():
+			_ = call("migrate_cancel", nil, nil)
+			return fail(ctx.Err())
+		case <-tick.C:
+		}
+	}
 }
