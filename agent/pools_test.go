@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -340,5 +341,113 @@ func checkKeyHidden(t *testing.T, vm *api.VirtualMachine, dataDir string, p shar
 	}
 	if strings.Contains(string(cmdline), p.key) {
 		t.Errorf("the rbd key is on QEMU's command line")
+	}
+}
+
+// tickScript is user-data that fills 16 MiB of the guest's RAM with a
+// random pattern, then every half second prints a counter and whether
+// the pattern is intact, rewriting part of it each time (dirtying
+// memory).
+const tickScript = `#!/bin/sh
+dd if=/dev/urandom of=/dev/shm/pattern bs=1M count=16 2>/dev/null
+want=$(md5sum </dev/shm/pattern)
+(
+i=0
+while :; do
+	i=$((i+1))
+	dd if=/dev/shm/pattern of=/dev/shm/copy bs=1M count=4 2>/dev/null
+	dd if=/dev/shm/copy of=/dev/shm/pattern bs=1M count=4 conv=notrunc 2>/dev/null
+	if [ "$(md5sum </dev/shm/pattern)" = "$want" ]; then ok=ok; else ok=bad; fi
+	echo "HEARTH-GUEST tick=$i memory=$ok" >/dev/ttyS0
+	sleep 0.5
+done
+) </dev/null >/dev/null 2>&1 &
+`
+
+var tickRE = regexp.MustCompile(`HEARTH-GUEST tick=(\d+) memory=(\w+)`)
+
+// consoleTicks returns the counter values in a console log and whether
+// every memory check passed.
+func consoleTicks(path string) (n []int, ok bool) {
+	b, _ := os.ReadFile(path)
+	ok = true
+	for _, m := range tickRE.FindAllStringSubmatch(string(b), -1) {
+		i, _ := strconv.Atoi(m[1])
+		n = append(n, i)
+		ok = ok && m[2] == "ok"
+	}
+	return n, ok
+}
+
+// TestLiveMigrationBetweenHosts: a running VM whose disk is an RBD
+// volume moves live from h1 to h2 when its spec.host changes: it is
+// Running on h2 afterwards, its guest's counter carries on from where it
+// was on h1 (no reboot) with its memory pattern intact, and h1 runs no
+// QEMU for it any more.
+func TestLiveMigrationBetweenHosts(t *testing.T) {
+	requireSharedBoot(t)
+	l := newLab(t)
+	p := rbdPool(t, l)
+	l.addAgent(t, "h2")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+
+	vol := volume("data", 64<<20, api.VolumeSource{})
+	vol.Spec.Host, vol.Spec.Pool = "", p.pool.Metadata.Name
+	l.create(t, vol)
+	vm := l.vm("mover")
+	vm.Spec.Disks = []api.VMDisk{{Volume: "data"}}
+	vm.Spec.CloudInit.UserData = tickScript
+	l.create(t, vm)
+	var h1Log string
+	servertest.Eventually(t, 4*time.Minute, func() error {
+		vm := l.get(t, "mover")
+		h1Log = vm.Status.ConsoleLog
+		if n, _ := consoleTicks(h1Log); len(n) < 3 {
+			return fmt.Errorf("the guest has not counted to 3 yet (phase %q, %+v)", vm.Status.Phase, vm.Status.Conditions)
+		}
+		return nil
+	})
+	h1PID := l.get(t, "mover").Status.PID
+	// h1's console log goes with h1's copy of the VM: the count so far.
+	before, _ := consoleTicks(h1Log)
+	last := before[len(before)-1]
+
+	if _, err := l.env.Admin.Patch(ctx, "VirtualMachine", "lab", "mover", map[string]any{"spec": map[string]any{"host": "h2"}}, false); err != nil {
+		t.Fatal(err)
+	}
+	sawMigrating := false
+	var moved *api.VirtualMachine
+	servertest.Eventually(t, 3*time.Minute, func() error {
+		moved = l.get(t, "mover")
+		if moved.Status.Phase == api.VMMigrating {
+			sawMigrating = true
+		}
+		if moved.Status.Host != "h2" || moved.Status.Phase != api.VMRunning || moved.Status.Migration != nil {
+			return fmt.Errorf("VM on %q, phase %q, migration %+v", moved.Status.Host, moved.Status.Phase, moved.Status.Migration)
+		}
+		return nil
+	})
+	t.Logf("saw phase Migrating: %v", sawMigrating)
+	servertest.Eventually(t, time.Minute, func() error {
+		after, ok := consoleTicks(moved.Status.ConsoleLog)
+		if !ok {
+			return fmt.Errorf("the guest's memory pattern changed across the move")
+		}
+		if len(after) < 3 {
+			return fmt.Errorf("the guest printed %v on h2 so far", after)
+		}
+		// It counted on while it moved; a guest that started again
+		// would count from 1.
+		if after[0] <= last {
+			return fmt.Errorf("the counter was at %d on h1 before the move and went %v on h2: the guest did not carry on", last, after)
+		}
+		return nil
+	})
+	if alive(h1PID) {
+		t.Errorf("h1's QEMU (pid %d) still runs after the move", h1PID)
+	}
+	if moved.Status.PID == h1PID {
+		t.Errorf("status.pid is still h1's")
 	}
 }

@@ -165,3 +165,11 @@ const (
 	// sees is this file followed by ConsoleLog.
 	ConsoleLogPrevious = "console.log.1"
 )
+
+// Migrator is a Driver that can live-migrate a VM to a destination
+// started with Spec.Incoming (QEMU.Migrate).
+type Migrator interface {
+	Migrate(ctx context.Context, id, dir, uri string) (Migration, error)
+}
+
+var _ Migrator = (*QEMU)(nil)

@@ -418,8 +418,6 @@ func TestInvalidObjects(t *testing.T) {
 			s.AntiAffinity = []LabelSelector{{}}
 			s.Host = "H1"
 		}, want: []string{"spec.antiAffinity[0]", "spec.cloudInit.sshKeys[0]", "spec.cloudInit.userData", "spec.host", "spec.nodeSelector.zone"}},
-		{name: "host change", kind: "VirtualMachine", update: true, edit: func(o Object) { o.(*VirtualMachine).Spec.Host = "h2" },
-			want: []string{"spec.host"}, detail: `cannot change (was "h1")`},
 
 		// VirtualMachineSet.
 		{name: "bad replicas and template", kind: "VirtualMachineSet", edit: func(o Object) {
