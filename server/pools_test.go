@@ -131,3 +131,54 @@ func TestHostReadsPoolKeyringsOnly(t *testing.T) {
 		t.Errorf("after a tenant's try at a pool, the host reads the BMC password: %v", err)
 	}
 }
+
+// TestMigrationAdmission: changing a placed VM's spec.host asks to move
+// it, which only works for VMs whose disks are all Volumes in shared
+// pools; a VM with a disk cloned from an image, a local volume or NICs
+// is refused with the reason on spec.host, and nothing changes.
+func TestMigrationAdmission(t *testing.T) {
+	env := servertest.Start(t)
+	ctx := servertest.Ctx(t)
+	env.Tenant("a")
+	alice := env.User("alice", "a", api.RoleTenantAdmin)
+	if _, err := env.Admin.Create(ctx, storagePool("ceph", api.StoragePoolSpec{Driver: api.PoolDriverRBD,
+		RBD: &api.RBDPoolSpec{Monitors: []string{"192.0.2.1"}, Pool: "vms"}})); err != nil {
+		t.Fatal(err)
+	}
+	shared := poolVolume("shared", "a", "ceph")
+	local := &api.Volume{TypeMeta: api.TypeMeta{APIVersion: api.APIVersion, Kind: "Volume"}, Metadata: api.ObjectMeta{Name: "local", Tenant: "a"},
+		Spec: api.VolumeSpec{Size: 1 << 30}}
+	for _, v := range []*api.Volume{shared, local} {
+		if _, err := alice.Create(ctx, v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	vm := func(name string, disks ...api.VMDisk) *api.VirtualMachine {
+		return &api.VirtualMachine{TypeMeta: api.TypeMeta{APIVersion: api.APIVersion, Kind: "VirtualMachine"}, Metadata: api.ObjectMeta{Name: name, Tenant: "a"},
+			Spec: api.VirtualMachineSpec{Host: "h1", CPUs: 1, Memory: 256 << 20, Disks: disks}}
+	}
+	for _, tt := range []struct {
+		vm   *api.VirtualMachine
+		want string // "" means the move is accepted
+	}{
+		{vm("on-shared", api.VMDisk{Volume: "shared"}), ""},
+		{vm("on-local", api.VMDisk{Volume: "local"}), "lives on h1's disk"},
+		{vm("on-image", api.VMDisk{Image: "debian", Size: 1 << 30}), "clone of image debian"},
+	} {
+		if _, err := alice.Create(ctx, tt.vm); err != nil {
+			t.Fatalf("%s: %v", tt.vm.Metadata.Name, err)
+		}
+		_, err := alice.Patch(ctx, "VirtualMachine", "a", tt.vm.Metadata.Name, map[string]any{"spec": map[string]any{"host": "h2"}}, false)
+		got, gerr := env.Admin.Get(ctx, "VirtualMachine", "a", tt.vm.Metadata.Name)
+		if gerr != nil {
+			t.Fatal(gerr)
+		}
+		host := got.(*api.VirtualMachine).Spec.Host
+		switch {
+		case tt.want == "" && (err != nil || host != "h2"):
+			t.Errorf("%s: move = %v, host %q; want it moving to h2", tt.vm.Metadata.Name, err, host)
+		case tt.want != "" && (err == nil || !strings.Contains(err.Error(), "spec.host") || !strings.Contains(err.Error(), tt.want) || host != "h1"):
+			t.Errorf("%s: move = %v, host %q; want a 422 on spec.host saying %q, and the VM left on h1", tt.vm.Metadata.Name, err, host, tt.want)
+		}
+	}
+}
