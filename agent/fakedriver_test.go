@@ -48,11 +48,8 @@ func newFakeLab(t *testing.T, cfg func(*Config)) *fakeLab {
 	l := &fakeLab{env: env, drv: &computetest.Driver{}, dataDir: t.TempDir(), cfg: cfg,
 		join: env.JoinToken(api.TokenRequest{TTL: "1h"}).Token}
 	ctx := servertest.Ctx(t)
-	network, err := env.Admin.Create(ctx, servertest.Example("Network", "lab"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	l.network = network.GetMetadata().Name
+	env.Needs("VirtualMachine", "lab")
+	l.network = servertest.Example("Network", "lab").GetMetadata().Name
 	l.startAgent(t)
 	t.Cleanup(l.stopAgent)
 	servertest.Eventually(t, 30*time.Second, func() error {

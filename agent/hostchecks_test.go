@@ -107,6 +107,7 @@ func TestHostChecksReported(t *testing.T) {
 
 	// The scheduler places nothing on it.
 	env.Tenant("t1")
+	env.Needs("VirtualMachine", "t1")
 	vm := servertest.Example("VirtualMachine", "t1").(*api.VirtualMachine)
 	vm.Metadata.Name = "v1"
 	vm.Spec.Host = ""

@@ -78,6 +78,10 @@ type Config struct {
 	// that many wait, no new MAC is discovered. 0 is
 	// DefaultMaxDiscovered; a negative number sets no cap.
 	MaxDiscovered int
+	// CredentialCheck is how often the service asks whether its
+	// credential still holds (default 30s): once refused, it stops
+	// serving and waits for a new join token.
+	CredentialCheck time.Duration
 	// AllowFileDirs are the directories profiles' file:// kernels and
 	// initrds may be in (--allow-file-dir). With none, file:// is refused.
 	AllowFileDirs []string
@@ -126,8 +130,22 @@ type Service struct {
 	limits serving.Limits
 }
 
-// Run serves until ctx ends.
+// Run serves until ctx ends. A credential the server refuses while the
+// service runs (its boot credential revoked) stops serving: nothing is
+// handed out on the strength of a credential that no longer holds. Run
+// then waits for a new join token (client.WaitJoined says so once) and
+// serves again.
 func Run(ctx context.Context, cfg Config) error {
+	for {
+		err := run(ctx, cfg)
+		if !errors.Is(err, client.ErrRevoked) || ctx.Err() != nil {
+			return err
+		}
+		slog.Error("boot service stopped serving: its credential was refused", "err", err)
+	}
+}
+
+func run(ctx context.Context, cfg Config) error {
 	if cfg.Name == "" {
 		cfg.Name = "boot"
 	}
@@ -152,6 +170,9 @@ func Run(ctx context.Context, cfg Config) error {
 	if cfg.MaxDiscovered == 0 {
 		cfg.MaxDiscovered = DefaultMaxDiscovered
 	}
+	if cfg.CredentialCheck == 0 {
+		cfg.CredentialCheck = 30 * time.Second
+	}
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return err
 	}
@@ -163,6 +184,10 @@ func Run(ctx context.Context, cfg Config) error {
 		}
 		return err
 	}
+	// Everything started below ends with this run, which a refused
+	// credential ends early.
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	key, err := loadKey(filepath.Join(cfg.DataDir, "report.key"))
 	if err != nil {
 		return err
@@ -230,7 +255,8 @@ func Run(ctx context.Context, cfg Config) error {
 	// Every socket on the provisioning network is opened here, before any
 	// goroutine serves it: in the network namespace this goroutine runs in
 	// (a test may run the service in one it entered).
-	errc := make(chan error, 4)
+	errc := make(chan error, 5)
+	go func() { errc <- client.UntilRevoked(ctx, c, cfg.CredentialCheck) }()
 	hl, err := net.Listen("tcp", cfg.HTTPListen)
 	if err != nil {
 		return fmt.Errorf("HTTP listener: %w", err)

@@ -896,3 +896,36 @@ func mustMAC(s string) net.HardwareAddr {
 	}
 	return hw
 }
+
+// TestRevokedBootServiceStopsServing: a boot service whose credential is
+// revoked while it runs stops serving (nothing is handed out on a
+// credential that no longer holds) and waits for a new join token.
+func TestRevokedBootServiceStopsServing(t *testing.T) {
+	l := newLab(t, nil, boot.Config{CredentialCheck: 200 * time.Millisecond})
+	ctx := servertest.Ctx(t)
+	hc := l.client(netip.Addr{}, true)
+	var list struct{ Items []api.TokenRecord }
+	if err := l.env.Admin.Do(ctx, http.MethodGet, api.PathPrefix+"/hosttokens", nil, &list); err != nil {
+		t.Fatal(err)
+	}
+	var id string
+	for _, r := range list.Items {
+		if r.Kind == api.BootToken && r.Host == l.cfg.Name {
+			id = r.ID
+		}
+	}
+	if id == "" {
+		t.Fatalf("no boot credential among %+v", list.Items)
+	}
+	if err := l.env.Admin.Do(ctx, http.MethodDelete, api.PathPrefix+"/hosttokens/"+id, nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	servertest.Eventually(t, 10*time.Second, func() error {
+		resp, err := hc.Get(l.base + "/healthz")
+		if err != nil {
+			return nil // no longer listening
+		}
+		resp.Body.Close()
+		return fmt.Errorf("the boot service still answers %s after its credential was revoked", resp.Status)
+	})
+}

@@ -168,6 +168,27 @@ func checkCredential(ctx context.Context, c *Client) error {
 	return nil
 }
 
+// UntilRevoked asks the server every so often whether c's credential
+// still holds, and returns an error wrapping ErrRevoked once it is
+// refused (its Host or boot service deleted, the credential revoked); nil
+// when ctx ends. A service that holds no watch open runs it beside its
+// work, so that a revoked credential stops it rather than leaving it
+// serving on its last view.
+func UntilRevoked(ctx context.Context, c *Client, every time.Duration) error {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+			if refused := checkCredential(ctx, c); refused != nil && ctx.Err() == nil {
+				return fmt.Errorf("%w (the server says: %v)", ErrRevoked, refused)
+			}
+		}
+	}
+}
+
 // joinToken reads the join token from the config: the token itself, or
 // the file that holds it (a missing file is no token).
 func joinToken(cfg JoinConfig) (string, error) {

@@ -21,6 +21,7 @@ import (
 func TestWriteStatus(t *testing.T) {
 	env := servertest.Start(t, servertest.WithoutControllers())
 	env.Tenant("lab")
+	env.Needs("VirtualMachine", "lab")
 	ctx := servertest.Ctx(t)
 	c := env.Admin
 	inf := client.NewInformer(c, "VirtualMachine", "lab", client.ListOptions{})
@@ -112,6 +113,7 @@ func TestWriteStatus(t *testing.T) {
 func TestChangeStatusOnly(t *testing.T) {
 	env := servertest.Start(t, servertest.WithoutControllers())
 	env.Tenant("lab")
+	env.Needs("VirtualMachine", "lab")
 	ctx := servertest.Ctx(t)
 	c := env.Admin
 	inf := client.NewInformer(c, "VirtualMachine", "lab", client.ListOptions{})
@@ -196,6 +198,7 @@ func TestChangeStatusOnly(t *testing.T) {
 func TestChangeOldIsWhatHandlersSaw(t *testing.T) {
 	env := servertest.Start(t, servertest.WithoutControllers())
 	env.Tenant("lab")
+	env.Needs("VirtualMachine", "lab")
 	ctx := servertest.Ctx(t)
 	c := env.Admin
 	inf := client.NewInformer(c, "VirtualMachine", "lab", client.ListOptions{})

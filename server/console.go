@@ -209,7 +209,10 @@ func (s *Server) vmLog(w http.ResponseWriter, r *http.Request, p *auth.Principal
 	if len(aq) > 0 {
 		u += "?" + aq.Encode()
 	}
-	req, err := http.NewRequestWithContext(r.Context(), http.MethodGet, u, nil)
+	// A followed log ends when the caller's credential no longer holds.
+	ctx, stop := s.whileCredentialHolds(r.Context(), r, p)
+	defer stop()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 	if err != nil {
 		return err
 	}
@@ -276,8 +279,47 @@ func (s *Server) vmConsole(w http.ResponseWriter, r *http.Request, p *auth.Princ
 		agent.CloseNow()
 		return nil // Accept has answered
 	}
-	bridge(context.WithoutCancel(r.Context()), user, agent)
+	// The console ends when the caller's credential no longer holds (a
+	// revoked token, a deleted User or Host, a changed role).
+	ctx, stop := s.whileCredentialHolds(context.WithoutCancel(r.Context()), r, p)
+	defer stop()
+	bridge(ctx, user, agent)
 	return nil
+}
+
+// stillHolds authenticates r's credential again and reports whether it
+// still names the principal p that began a long request. An error is a
+// credential that no longer authenticates at all.
+func (s *Server) stillHolds(ctx context.Context, r *http.Request, p *auth.Principal) (bool, error) {
+	q, err := s.authn.Authenticate(ctx, r.Header.Get("Authorization"))
+	if err != nil {
+		return false, err
+	}
+	return q.Role == p.Role && q.Tenant == p.Tenant && q.Host == p.Host && q.Boot == p.Boot && q.Name == p.Name, nil
+}
+
+// whileCredentialHolds returns a context that is cancelled when r's
+// credential stops naming p, checked as often as watches check theirs:
+// streams that outlive their request's check (followed logs, consoles)
+// end with the token that opened them.
+func (s *Server) whileCredentialHolds(parent context.Context, r *http.Request, p *auth.Principal) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancel(parent)
+	go func() {
+		t := time.NewTicker(s.bookmarkEvery)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				if same, err := s.stillHolds(ctx, r, p); ctx.Err() == nil && (err != nil || !same) {
+					cancel()
+					return
+				}
+			}
+		}
+	}()
+	return ctx, cancel
 }
 
 // bridge copies messages both ways until one side closes or fails, then

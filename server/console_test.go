@@ -3,6 +3,7 @@ package server_test
 import (
 	"bufio"
 	"context"
+	"fmt"
 	"io"
 	"net/http"
 	"strings"
@@ -150,6 +151,44 @@ func TestVMLogAndConsole(t *testing.T) {
 		wantCode(t, "a viewer opens the console", err, http.StatusForbidden, "needs the right to change the VM")
 		_, err = readLog(ctx, member, "a", "nope", -1)
 		wantCode(t, "log of a VM that does not exist", err, http.StatusNotFound, "not found")
+	})
+
+	// A followed log and a console end once the credential that opened
+	// them no longer holds (here: its User is deleted, and its tokens
+	// with it), as watches do.
+	t.Run("revoked", func(t *testing.T) {
+		leaver := env.User("a-leaver", "a", api.RoleTenantMember)
+		rc, err := leaver.Logs(ctx, "a", "web-1", api.LogOptions{Follow: true, TailBytes: new(int64)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer rc.Close()
+		conn, err := leaver.Console(ctx, "a", "web-1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		if _, err := env.Admin.Delete(ctx, "User", "a", "a-leaver"); err != nil {
+			t.Fatal(err)
+		}
+		ended := make(chan string, 2)
+		go func() {
+			_, err := io.Copy(io.Discard, rc)
+			ended <- fmt.Sprintf("followed log: %v", err)
+		}()
+		go func() {
+			_, err := io.Copy(io.Discard, conn)
+			ended <- fmt.Sprintf("console: %v", err)
+		}()
+		deadline := time.After(15 * time.Second)
+		for range 2 {
+			select {
+			case what := <-ended:
+				t.Logf("ended: %s", what)
+			case <-deadline:
+				t.Fatalf("a followed log or a console outlived its deleted User's token by 15s")
+			}
+		}
 	})
 
 	t.Run("unavailable", func(t *testing.T) {

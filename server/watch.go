@@ -142,10 +142,10 @@ func (s *Server) watch(w http.ResponseWriter, r *http.Request, p *auth.Principal
 			// A watch outlives the check of the token it began with: a
 			// token revoked since (its User or Host deleted) ends it, and
 			// a caller whose role changed watches again under the new one.
-			if q, err := s.authn.Authenticate(ctx, r.Header.Get("Authorization")); err != nil {
+			if same, err := s.stillHolds(ctx, r, p); err != nil {
 				ev = store.Event{Type: store.Error, Err: err}
 				break
-			} else if q.Role != p.Role || q.Tenant != p.Tenant || q.Host != p.Host || q.Boot != p.Boot || q.Name != p.Name {
+			} else if !same {
 				return nil
 			}
 			// etcd's own progress notices are rare; a client that sees

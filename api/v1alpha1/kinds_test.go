@@ -433,6 +433,9 @@ func TestInvalidObjects(t *testing.T) {
 		{name: "no labels", kind: "VirtualMachineSet", edit: func(o Object) {
 			o.(*VirtualMachineSet).Spec.Template.Metadata.Labels = nil
 		}, want: []string{"spec.selector"}},
+		{name: "controllers' mark on the template", kind: "VirtualMachineSet", edit: func(o Object) {
+			o.(*VirtualMachineSet).Spec.Template.Metadata.Annotations = map[string]string{AnnotationOwnerDisk: "uid/0"}
+		}, want: []string{"spec.template.metadata.annotations[" + AnnotationOwnerDisk + "]"}},
 		{name: "shared volume", kind: "VirtualMachineSet", edit: func(o Object) {
 			s := &o.(*VirtualMachineSet).Spec
 			s.Template.Spec.Disks = []VMDisk{{Volume: "web-1-root"}, {Volume: "tools", ReadOnly: true}}

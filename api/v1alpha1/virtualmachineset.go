@@ -72,6 +72,11 @@ func (s *VirtualMachineSetSpec) Validate(path string) FieldErrors {
 	}
 	tp := path + ".template"
 	es = append(es, ValidateLabels(tp+".metadata.labels", s.Template.Metadata.Labels)...)
+	if _, set := s.Template.Metadata.Annotations[AnnotationOwnerDisk]; set {
+		// The set's controller makes its VMs with the cluster's authority:
+		// a mark only controllers may write must not ride in on a template.
+		es.Add(tp+".metadata.annotations["+AnnotationOwnerDisk+"]", "is written only by Hearth's controllers; remove it")
+	}
 	if len(s.Selector) == 0 {
 		es.Add(path+".selector", "is required: set it or spec.template.metadata.labels, so the set can tell its VMs apart")
 	} else {
