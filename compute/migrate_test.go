@@ -160,9 +160,10 @@ func TestLiveMigration(t *testing.T) {
 				t.Fatalf("round %d: the guest's memory pattern changed across the move:\n%s", round, readFile(filepath.Join(dirs[to], ConsoleLog)))
 			}
 			if len(after) >= 3 {
-				// A tick or two printed during the switch may be lost,
-				// but the counter goes on: it did not start again.
-				if after[0] <= 1 || after[0] < last || after[0] > last+4 {
+				// The guest counted on while it moved (and a tick
+				// printed during the switch may be lost); one that
+				// started again would count from 1.
+				if after[0] <= last {
 					t.Fatalf("round %d: the counter was at %d on the source and is at %v on the destination: the guest did not carry on", round, last, after)
 				}
 				break
