@@ -129,7 +129,10 @@ func (v *vmController) migrateOut(ctx context.Context, key, uid string) (res rec
 	_, running, err := v.a.cfg.Driver.Lookup(ctx, uid, dir)
 	switch {
 	case err != nil && running:
-		return res, true, err // it runs, but does not answer: try again
+		// It runs, but does not answer (a busy host): look again soon,
+		// not after an error's growing backoff, as the destination waits.
+		slog.Warn("VM left this host; its QEMU does not answer yet", "vm", key, "err", err)
+		return reconcile.Result{RequeueAfter: time.Second}, true, nil
 	case !running:
 		return res, false, nil
 	}
@@ -156,7 +159,11 @@ func (v *vmController) migrateOut(ctx context.Context, key, uid string) (res rec
 	defer cancel()
 	stats, err := mig.Migrate(mctx, uid, dir, m.Incoming)
 	if err != nil {
-		return res, true, fmt.Errorf("migrating VM %s to %s: %w", key, vm.Spec.Host, err)
+		// The source still runs the VM: try again while the destination
+		// waits (it gives up after migrateTimeout, and starts waiting
+		// afresh).
+		slog.Warn("migrating VM failed; trying again", "vm", key, "to", vm.Spec.Host, "err", err)
+		return reconcile.Result{RequeueAfter: 2 * time.Second}, true, nil
 	}
 	slog.Info("migrated VM", "vm", key, "to", vm.Spec.Host, "downtime", stats.Downtime, "total", stats.Total, "transferred", stats.Transferred)
 	// The destination has the whole state: this copy must never run

@@ -418,7 +418,7 @@ func TestLiveMigrationBetweenHosts(t *testing.T) {
 	}
 	sawMigrating := false
 	var moved *api.VirtualMachine
-	servertest.Eventually(t, 3*time.Minute, func() error {
+	servertest.Eventually(t, 5*time.Minute, func() error {
 		moved = l.get(t, "mover")
 		if moved.Status.Phase == api.VMMigrating {
 			sawMigrating = true
