@@ -501,6 +501,13 @@ func (v *vmController) collectOrphans(ctx context.Context) {
 			live[o.GetMetadata().UID] = true
 		}
 	}
+	// A VM that left the cache but that Reconcile has not let go of yet
+	// may be moving to another host (migrateOut): not an orphan.
+	v.mu.Lock()
+	for _, uid := range v.uids {
+		live[uid] = true
+	}
+	v.mu.Unlock()
 	for _, e := range entries {
 		if e.IsDir() && !live[e.Name()] {
 			if err := v.teardown(ctx, e.Name()); err != nil {

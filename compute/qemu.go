@@ -10,6 +10,7 @@ import (
 	"hearth.dev/hearth/flock"
 	"hearth.dev/hearth/process"
 	"io"
+	"log/slog"
 	"net"
 	"os"
 	"os/exec"
@@ -973,9 +974,16 @@ func (q *QEMU) Migrate(ctx context.Context, id, dir, uri string) (Migration, err
 		defer cancel()
 		return c.Execute(qctx, command, args, result)
 	}
+	// A guest that dirties memory faster than it can be sent would
+	// never converge: auto-converge slows its vCPUs until it does.
+	caps := []map[string]any{{"capability": "auto-converge", "state": true}}
+	if err := call("migrate-set-capabilities", map[string]any{"capabilities": caps}, nil); err != nil {
+		return fail(err)
+	}
 	if err := call("migrate", map[string]any{"uri": uri}, nil); err != nil {
 		return fail(err)
 	}
+	lastSaid := time.Now()
 	tick := time.NewTicker(50 * time.Millisecond)
 	defer tick.Stop()
 	for {
@@ -998,6 +1006,10 @@ func (q *QEMU) Migrate(ctx context.Context, id, dir, uri string) (Migration, err
 				Setup: time.Duration(st.Setup) * time.Millisecond, Transferred: st.RAM.Transferred}, nil
 		case "failed", "cancelled":
 			return fail(fmt.Errorf("%s: %s", st.Status, st.ErrorDesc))
+		}
+		if time.Since(lastSaid) > 10*time.Second {
+			lastSaid = time.Now()
+			slog.Info("migration under way", "vm", id, "to", uri, "status", st.Status, "ms", st.Total, "sent", st.RAM.Transferred)
 		}
 		select {
 		case <-ctx.Done():
