@@ -17,6 +17,13 @@ export PATH="$PATH:/usr/local/go/bin"
 
 scripts/deps.sh test
 go mod download
+# The dashboard's browser tests (web/browser_test.go) drive chromium with
+# playwright-core: the lockfile's exact version, from the npm registry.
+if command -v npm >/dev/null; then
+	(cd web/browser && npm ci --no-audit --no-fund --loglevel=error >&2)
+else
+	echo "npm is missing: the dashboard's browser tests will say how to install playwright-core" >&2
+fi
 
 echo "== gofmt, go vet, staticcheck" >&2
 unformatted=$(gofmt -l $(git ls-files -co --exclude-standard '*.go'))
@@ -34,7 +41,9 @@ go run honnef.co/go/tools/cmd/staticcheck@v0.8.2 ./...
 echo "== go test" >&2
 pkgs=("$@")
 ((${#pkgs[@]})) || pkgs=(./...)
-go test "${pkgs[@]}"
+# e2e boots real guests under TCG: a package may take longer than go
+# test's default 10 minutes on a 2-core machine.
+go test -timeout 40m "${pkgs[@]}"
 
 fuzztime=${FUZZTIME:-10s}
 if [ "$fuzztime" != 0 ]; then

@@ -25,6 +25,7 @@ import (
 	api "hearth.dev/hearth/api/v1alpha1"
 	"hearth.dev/hearth/client"
 	"hearth.dev/hearth/compute"
+	"hearth.dev/hearth/reconcile"
 	"hearth.dev/hearth/serving"
 	"hearth.dev/hearth/storage"
 	"hearth.dev/hearth/version"
@@ -65,6 +66,12 @@ type Config struct {
 	Resync time.Duration
 	// VMNice is the CPU niceness VMs run at (see compute.QEMUOptions.Nice).
 	VMNice int
+	// MetricsListen is where the agent serves Prometheus metrics over
+	// plain HTTP (GET /metrics); empty serves none.
+	MetricsListen string
+	// StatsInterval is how often the host and its VMs are measured for
+	// the metrics and the stats history (default DefaultStatsInterval).
+	StatsInterval time.Duration
 	// ConsoleLogMax caps each VM's console log, in bytes (default
 	// DefaultConsoleLogMax, at least MinConsoleLogMax): past it, the agent
 	// keeps the log as console.log.1 and empties console.log, so a VM's
@@ -117,6 +124,7 @@ type Agent struct {
 	// pools are the drivers of the StoragePools volumes name (pools.go).
 	pools  *poolDrivers
 	certFP string
+	mon    *monitor
 	// checks are the host's checks (hostchecks.go), reported with the
 	// heartbeat.
 	checks *hostChecks
@@ -154,6 +162,9 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	if cfg.Resync == 0 {
 		cfg.Resync = 30 * time.Second
+	}
+	if cfg.StatsInterval == 0 {
+		cfg.StatsInterval = DefaultStatsInterval
 	}
 	if cfg.Listen == "" {
 		host := cfg.Address
@@ -210,6 +221,16 @@ func run(ctx context.Context, cfg Config) error {
 		imgs:  newImageState(),
 		cache: newCache(c, cfg.Name)}
 	a.pools = newPoolDrivers(a)
+	a.mon = newMonitor(a, cfg.StatsInterval)
+	ctlMetrics := reconcile.NewMetrics()
+	ctx = reconcile.WithMetrics(ctx, ctlMetrics)
+	if cfg.MetricsListen != "" {
+		stop, err := a.serveMetrics(cfg.MetricsListen, a.newRegistry(ctlMetrics))
+		if err != nil {
+			return err
+		}
+		defer stop()
+	}
 	if d, ok := cfg.Driver.(compute.KVMDetector); ok {
 		a.kvm, a.kvmWhy = d.DetectKVM(ctx)
 	} else {
@@ -235,6 +256,7 @@ func run(ctx context.Context, cfg Config) error {
 	a.volumes = newVolumeController(a)
 	a.wire()
 	a.cache.run(ctx)
+	go a.mon.run(ctx)
 	errc := make(chan error, 3)
 	go func() { errc <- a.heartbeat(ctx) }()
 	go func() { errc <- a.vms.run(ctx) }()
@@ -376,7 +398,7 @@ func (a *Agent) startConsole(ctx context.Context) (net.Listener, error) {
 	if err != nil {
 		return nil, fmt.Errorf("console endpoint on %s: %w", a.cfg.Listen, err)
 	}
-	srv := serving.New("the agent's console endpoint", ln, console.Handler(a.vmDir), a.cfg.ConsoleLimits, nil)
+	srv := serving.New("the agent's console endpoint", ln, a.endpoint(), a.cfg.ConsoleLimits, nil)
 	go func() {
 		if err := srv.Serve(tls.NewListener(srv.Listener, tlsConf)); err != nil && !errors.Is(err, http.ErrServerClosed) && ctx.Err() == nil {
 			slog.Error("console listener stopped", "err", err)

@@ -74,6 +74,7 @@ func (s *Service) Decide(ctx context.Context, req dhcp.Request) dhcp.Decision {
 // Observe puts each DHCP step of a known machine on its timeline. Other
 // clients' packets are neither recorded nor remembered.
 func (s *Service) Observe(ctx context.Context, ev dhcp.Event) {
+	s.metrics.observeDHCP(ev)
 	m := s.machineByMAC(ev.Request.MAC.String())
 	if m == nil {
 		return
@@ -148,6 +149,7 @@ func (s *Service) tftpFiles() tftp.Resolver {
 }
 
 func (s *Service) observeTFTP(ev tftp.Event) {
+	s.metrics.observeTFTP(ev)
 	s.mu.Lock()
 	name := s.byIP[ev.Client.Addr()]
 	s.mu.Unlock()
@@ -177,7 +179,7 @@ const (
 // routes is the HTTP side. The files, artifacts and report of a boot
 // live under the boot (profile.BootURL); the paths before boots existed
 // answer with what changed.
-func (s *Service) routes() http.Handler {
+func (s *Service) routes() *http.ServeMux {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /boot.ipxe", s.serveEntry)
 	mux.HandleFunc("GET /machines/{name}/boot.ipxe", s.serveScript)

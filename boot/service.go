@@ -78,6 +78,9 @@ type Config struct {
 	// that many wait, no new MAC is discovered. 0 is
 	// DefaultMaxDiscovered; a negative number sets no cap.
 	MaxDiscovered int
+	// MetricsListen is where Prometheus metrics are served over plain
+	// HTTP (GET /metrics); empty serves none.
+	MetricsListen string
 	// CredentialCheck is how often the service asks whether its
 	// credential still holds (default 30s): once refused, it stops
 	// serving and waits for a new join token.
@@ -127,7 +130,8 @@ type Service struct {
 
 	// limits are the HTTP server's, once it is built (artifact downloads
 	// stream under its write timeout).
-	limits serving.Limits
+	limits  serving.Limits
+	metrics *metrics
 }
 
 // Run serves until ctx ends. A credential the server refuses while the
@@ -135,9 +139,18 @@ type Service struct {
 // handed out on the strength of a credential that no longer holds. Run
 // then waits for a new join token (client.WaitJoined says so once) and
 // serves again.
+//
+// The metrics endpoint outlives the runs, so its counters go on across a
+// new credential and its address is not listened on twice.
 func Run(ctx context.Context, cfg Config) error {
+	m := newMetrics()
+	if cfg.MetricsListen != "" {
+		if err := m.serve(ctx, cfg.MetricsListen); err != nil {
+			return err
+		}
+	}
 	for {
-		err := run(ctx, cfg)
+		err := run(ctx, cfg, m)
 		if !errors.Is(err, client.ErrRevoked) || ctx.Err() != nil {
 			return err
 		}
@@ -145,7 +158,7 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 }
 
-func run(ctx context.Context, cfg Config) error {
+func run(ctx context.Context, cfg Config, m *metrics) error {
 	if cfg.Name == "" {
 		cfg.Name = "boot"
 	}
@@ -212,6 +225,7 @@ func run(ctx context.Context, cfg Config) error {
 		seen:     map[string]time.Time{},
 		updates:  make(chan func(context.Context), 1024),
 		refusals: map[string]refusalCount{},
+		metrics:  m,
 	}
 	// Every DHCP packet looks its machine up by MAC: keep an index. A
 	// machine that is gone takes what was learned about it along.
@@ -290,6 +304,7 @@ func run(ctx context.Context, cfg Config) error {
 		if err := s.dhcp.Listen(ctx); err != nil {
 			return err
 		}
+		s.metrics.setLeases(s.dhcp)
 		go func() { errc <- s.dhcp.Serve(ctx) }()
 	}
 	if cfg.Interface != "" {
@@ -304,7 +319,7 @@ func run(ctx context.Context, cfg Config) error {
 			}()
 		}
 	}
-	hs := serving.New("the boot service", hl, s.routes(), cfg.HTTPLimits, nil)
+	hs := serving.New("the boot service", hl, s.metrics.around(s.routes()), cfg.HTTPLimits, nil)
 	// No client of the boot service sends more than a short request line
 	// and a few headers.
 	hs.MaxHeaderBytes = 16 << 10

@@ -899,9 +899,11 @@ func mustMAC(s string) net.HardwareAddr {
 
 // TestRevokedBootServiceStopsServing: a boot service whose credential is
 // revoked while it runs stops serving (nothing is handed out on a
-// credential that no longer holds) and waits for a new join token.
+// credential that no longer holds) and waits for a new join token. Its
+// metrics endpoint stays, so Prometheus sees it waiting rather than gone.
 func TestRevokedBootServiceStopsServing(t *testing.T) {
-	l := newLab(t, nil, boot.Config{CredentialCheck: 200 * time.Millisecond})
+	metrics := fmt.Sprintf("127.0.0.1:%d", servertest.FreePort(t))
+	l := newLab(t, nil, boot.Config{CredentialCheck: 200 * time.Millisecond, MetricsListen: metrics})
 	ctx := servertest.Ctx(t)
 	hc := l.client(netip.Addr{}, true)
 	var list struct{ Items []api.TokenRecord }
@@ -928,4 +930,13 @@ func TestRevokedBootServiceStopsServing(t *testing.T) {
 		resp.Body.Close()
 		return fmt.Errorf("the boot service still answers %s after its credential was revoked", resp.Status)
 	})
+	resp, err := hc.Get("http://" + metrics + "/metrics")
+	if err != nil {
+		t.Fatalf("the metrics endpoint of a boot service waiting for a new join token: %v", err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || !strings.Contains(string(body), "hearth_boot_http_requests_total") {
+		t.Errorf("the metrics of a boot service waiting for a new join token: %s\n%.300s", resp.Status, body)
+	}
 }

@@ -88,6 +88,7 @@ links. Tenants' images never read host files.`,
 	f.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", 0, "how long a guest gets to power off before it is killed (default 60s)")
 	f.StringVar(&logMax, "console-log-max", api.Bytes(agent.DefaultConsoleLogMax).String(),
 		"cap of each VM's console log, such as 8Mi: past it the log is kept as console.log.1 (replacing the older one) and console.log starts again empty")
+	f.StringVar(&cfg.MetricsListen, "metrics-listen", "", "address to serve Prometheus metrics on over plain HTTP (GET /metrics), such as 10.0.0.5:9464; none when empty. VM series carry tenant and VM names: use a management network")
 	f.StringArrayVar(&cfg.AllowFileDirs, "allow-file-dir", nil, "a directory shared Images may name files in with file:// URLs (repeatable; none by default)")
 	f.IntVar(&cfg.VMNice, "vm-nice", 10, "CPU niceness of the VMs (0-19): when guests keep every core busy, the host's own services still get CPU in time")
 	return cmd

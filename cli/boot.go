@@ -111,6 +111,7 @@ checksums; file:///path ones are served only from a directory given with
 	f.StringVar(&dns, "dns", "", "DNS servers handed out, comma-separated (full mode)")
 	f.StringVar(&cfg.HTTPListen, "http-listen", "", "HTTP address (default ADDRESS:8080)")
 	f.StringVar(&cfg.TFTPListen, "tftp-listen", "", "TFTP address (default ADDRESS:69)")
+	f.StringVar(&cfg.MetricsListen, "metrics-listen", "", "address to serve Prometheus metrics on over plain HTTP (GET /metrics); none when empty. Keep it off the provisioning network")
 	addLimitFlags(f, "http-", &cfg.HTTPLimits)
 	f.StringVar(&cfg.IPXEDir, "ipxe-dir", "/usr/lib/ipxe", "where the iPXE binaries are (Debian's ipxe package)")
 	f.StringVar(&cfg.UEFIBinary, "uefi-binary", "ipxe.efi", "iPXE binary for x86-64 UEFI: ipxe.efi or snponly.efi")

@@ -77,7 +77,7 @@ set_working_mc 0x20
   chassis_control "%s"
   user 2 true "admin" "%s" admin 10 none md2 md5 straight
 `, port, script, simPassword)
-	cmds := "mc_setbmc 0x20\nmc_add 0x20 0 no-device-sdrs 0x23 9 8 0x9f 0x1291 0xf02 persist_sdr\nmc_enable 0x20\n"
+	cmds := "mc_setbmc 0x20\nmc_add 0x20 0 no-device-sdrs 0x23 9 8 0x9f 0x1291 0xf02 persist_sdr\n" + simSensors + "mc_enable 0x20\n"
 	for name, content := range map[string]string{"chassis.sh": chassisScript, "lan.conf": lanConf, "cmds.sim": cmds} {
 		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o755); err != nil {
 			t.Fatal(err)

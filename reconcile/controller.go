@@ -98,6 +98,7 @@ type Controller struct {
 	ran            atomic.Bool
 	reconcileCount atomic.Int64
 	errorCount     atomic.Int64
+	latency        latency
 }
 
 // Stats is a snapshot of a Controller's counters, for metrics and status
@@ -179,6 +180,10 @@ func (c *Controller) Run(ctx context.Context) error {
 		return fmt.Errorf("controller %q: Run was already called; a Controller runs once", c.Name)
 	}
 	c.init()
+	if m := metricsFrom(ctx); m != nil {
+		m.add(c)
+		defer m.remove(c)
+	}
 
 	workers := max(c.Workers, 1)
 	c.log.Info("controller starting", "workers", workers, "resync", c.Resync)
@@ -217,7 +222,9 @@ func (c *Controller) work(ctx context.Context) {
 // process reconciles key once and decides when it is seen again.
 func (c *Controller) process(ctx context.Context, key string) {
 	c.reconcileCount.Add(1)
+	start := c.clock.Now()
 	res, err := c.reconcile(ctx, key)
+	c.latency.observe(c.clock.Now().Sub(start))
 	switch {
 	case err == nil:
 		c.queue.Forget(key)

@@ -26,20 +26,26 @@ demo=(qemu-system-x86 qemu-utils ipxe-qemu ovmf ipxe busybox-static iproute2 dns
 # DHCP clients (udhcpc from busybox-static, dhclient, dhcping) and TFTP
 # clients (tftp-hpa, atftp); a simulated BMC (openipmi's ipmi_sim) and
 # ipmitool; isolinux and syslinux for boot media; iperf3, the plain path
-# the data plane's benchmarks compare with; shared storage to test the rbd
-# and nfs drivers against (storage/cephtest, storage/nfstest): a
-# single-node Ceph (ceph-mon, ceph-mgr, ceph-osd; ceph-common for the rbd
-# and ceph programs the driver runs) and NFS-Ganesha with its VFS backend
-# and rpcbind (userspace, because kernels without nfsd exist, this test
-# machine's among them); qemu-block-extra, QEMU's rbd and nfs block
-# drivers (librbd, libnfs), which the drivers' volumes are opened with and
-# hearth doctor looks for; lintian and mmdebstrap, which check the Debian
-# package and build the throwaway Debian roots it and the README's
-# commands are installed into (packaging/).
+# the data plane's benchmarks compare with; chromium and nodejs for the
+# dashboard's browser tests (web/browser: playwright-core, which ./test.sh
+# installs with npm from web/browser/package-lock.json, drives Debian's
+# chromium over its DevTools protocol, so no chromedriver; npm comes with
+# the machine's NodeSource nodejs, which conflicts with Debian's npm
+# package); prometheus, which the agent tests run against a server, an
+# agent and a boot service; shared storage to test the rbd and nfs drivers
+# against (storage/cephtest, storage/nfstest): a single-node Ceph
+# (ceph-mon, ceph-mgr, ceph-osd; ceph-common for the rbd and ceph programs
+# the driver runs) and NFS-Ganesha with its VFS backend and rpcbind
+# (userspace, because kernels without nfsd exist, this test machine's
+# among them); qemu-block-extra, QEMU's rbd and nfs block drivers (librbd,
+# libnfs), which the drivers' volumes are opened with and hearth doctor
+# looks for; lintian and mmdebstrap, which check the Debian package and
+# build the throwaway Debian roots it and the README's commands are
+# installed into (packaging/).
 test=("${demo[@]}" etcd-server genisoimage isc-dhcp-client dhcping tftp-hpa atftp ipmitool
 	openipmi isolinux syslinux-common syslinux-utils iperf3
 	ceph-mon ceph-mgr ceph-osd ceph-common qemu-block-extra nfs-ganesha nfs-ganesha-vfs rpcbind
-	lintian mmdebstrap)
+	lintian mmdebstrap chromium nodejs prometheus)
 
 role=${1:-}
 case "$role" in
@@ -121,3 +127,10 @@ for pkg_units in "nfs-ganesha:nfs-ganesha" "rpcbind:rpcbind rpcbind.socket"; do
 		"${sudo[@]}" systemctl disable --now $units >/dev/null 2>&1 || true
 	fi
 done
+# Prometheus's package starts a daemon (and its node exporter) too; the
+# tests run their own.
+if [[ " ${need[*]} " == *" prometheus "* ]] && command -v systemctl >/dev/null; then
+	for unit in prometheus prometheus-node-exporter; do
+		systemctl is-active --quiet "$unit" 2>/dev/null && "${sudo[@]}" systemctl disable --now "$unit" >/dev/null 2>&1 || true
+	done
+fi

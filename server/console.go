@@ -274,7 +274,7 @@ func (s *Server) vmConsole(w http.ResponseWriter, r *http.Request, p *auth.Princ
 	// The websocket outlives the request's deadlines (net/http clears
 	// them when Accept takes the connection over): the bridge bounds each
 	// message's write, and pings find a peer that is gone.
-	user, err := websocket.Accept(w, r, nil)
+	user, err := websocket.Accept(w, r, &websocket.AcceptOptions{Subprotocols: []string{ConsoleProtocol}})
 	if err != nil {
 		agent.CloseNow()
 		return nil // Accept has answered
@@ -287,11 +287,12 @@ func (s *Server) vmConsole(w http.ResponseWriter, r *http.Request, p *auth.Princ
 	return nil
 }
 
-// stillHolds authenticates r's credential again and reports whether it
-// still names the principal p that began a long request. An error is a
+// stillHolds authenticates r's credential again (the header, or a
+// browser console's subprotocol: ui.go) and reports whether it still
+// names the principal p that began a long request. An error is a
 // credential that no longer authenticates at all.
 func (s *Server) stillHolds(ctx context.Context, r *http.Request, p *auth.Principal) (bool, error) {
-	q, err := s.authn.Authenticate(ctx, r.Header.Get("Authorization"))
+	q, err := s.authn.Authenticate(ctx, authorization(r))
 	if err != nil {
 		return false, err
 	}

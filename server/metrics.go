@@ -3,11 +3,17 @@ package server
 import (
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	dto "github.com/prometheus/client_model/go"
+
+	api "hearth.dev/hearth/api/v1alpha1"
+	"hearth.dev/hearth/reconcile"
+	"hearth.dev/hearth/server/auth"
 )
 
 // metrics are the API's Prometheus metrics, on their own registry so
@@ -17,6 +23,8 @@ type metrics struct {
 	requests *prometheus.CounterVec
 	latency  *prometheus.HistogramVec
 	handler  http.Handler
+	// controllers are the leader's controllers (reconcile.WithMetrics).
+	controllers *reconcile.Metrics
 }
 
 func newMetrics() *metrics {
@@ -28,9 +36,35 @@ func newMetrics() *metrics {
 		Name: "hearth_api_request_duration_seconds", Help: "API request latency by method (watches count their whole life).",
 		Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16),
 	}, []string{"method"})
-	m.reg.MustRegister(m.requests, m.latency, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m.controllers = reconcile.NewMetrics()
+	m.reg.MustRegister(m.requests, m.latency, m.controllers, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m.handler = promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{})
 	return m
+}
+
+// withEmbeddedEtcd adds the embedded etcd member's own metrics (etcd_*:
+// database size, WAL fsync and backend commit latency, leader changes,
+// proposals), which etcd registers in the process's default registry.
+// They are the process's: one server per process, as in production.
+func (m *metrics) withEmbeddedEtcd() {
+	m.handler = promhttp.HandlerFor(prometheus.Gatherers{m.reg, prefixGatherer{prometheus.DefaultGatherer, "etcd_"}}, promhttp.HandlerOpts{})
+}
+
+// prefixGatherer passes on the metric families whose names start with prefix.
+type prefixGatherer struct {
+	g      prometheus.Gatherer
+	prefix string
+}
+
+func (p prefixGatherer) Gather() ([]*dto.MetricFamily, error) {
+	mfs, err := p.g.Gather()
+	out := mfs[:0]
+	for _, mf := range mfs {
+		if strings.HasPrefix(mf.GetName(), p.prefix) {
+			out = append(out, mf)
+		}
+	}
+	return out, err
 }
 
 func (m *metrics) observe(method string, code int, d time.Duration) {
@@ -39,3 +73,16 @@ func (m *metrics) observe(method string, code int, d time.Duration) {
 }
 
 func (m *metrics) ServeHTTP(w http.ResponseWriter, r *http.Request) { m.handler.ServeHTTP(w, r) }
+
+// serveMetrics answers Prometheus. The figures name machines and their
+// sensors, controllers and the store's health, which are the cluster's
+// business: the caller needs a cluster-wide user's token (an admin's or a
+// viewer's, such as a viewer made for Prometheus), not a tenant's or a
+// host's.
+func (s *Server) serveMetrics(w http.ResponseWriter, r *http.Request, p *auth.Principal) error {
+	if p.HostCredential() || p.Tenant != "" || (p.Role != api.RoleClusterAdmin && p.Role != api.RoleViewer) {
+		return api.NewForbidden("%s may not read the server's metrics: they are for cluster-wide users (make Prometheus a viewer: hearth apply a User with role viewer and no tenant, then hearth token create --user NAME)", p.Name)
+	}
+	s.metrics.ServeHTTP(w, r)
+	return nil
+}

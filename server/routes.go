@@ -48,7 +48,8 @@ func (s *Server) routes() []route {
 		}},
 		{pattern: "/openapi/v3", methods: get, public: s.serveOpenAPI},
 		{pattern: "/openapi.json", methods: get, public: s.serveOpenAPI},
-		{pattern: "/metrics", methods: get, public: s.serveMetrics},
+		// Prometheus's figures, for cluster-wide users (metrics.go).
+		{pattern: "GET /metrics", methods: get, handler: s.serveMetrics},
 
 		// Who the caller is, tokens, joining (tokens.go).
 		{pattern: "GET " + api.WhoAmIPath, methods: get, handler: func(w http.ResponseWriter, r *http.Request, p *auth.Principal) error {
@@ -66,6 +67,15 @@ func (s *Server) routes() []route {
 		// A VM's console log and console (console.go).
 		{pattern: p + "/tenants/{tenant}/virtualmachines/{name}/" + subresourceLog, methods: get, handler: s.serveVMConsole},
 		{pattern: p + "/tenants/{tenant}/virtualmachines/{name}/" + subresourceConsole, methods: get, handler: s.serveVMConsole},
+
+		// The recent figures of a host and a VM, kept by their agent
+		// (stats.go).
+		{pattern: p + "/hosts/{name}/" + api.SubresourceStats, methods: get, handler: s.serveHostStats},
+		{pattern: p + "/tenants/{tenant}/virtualmachines/{name}/" + api.SubresourceStats, methods: get, handler: s.serveVMStats},
+
+		// A machine's BMC sensors (sensors.go) and power (machinepower.go).
+		{pattern: p + "/machines/{name}/" + api.SubresourceSensors, methods: get, handler: s.machineSensors},
+		{pattern: p + "/machines/{name}/" + api.SubresourcePower, methods: []string{http.MethodPost}, handler: s.machinePower},
 
 		// An uploaded image's bytes (images.go).
 		{pattern: p + "/tenants/{tenant}/images/{name}/" + subresourceContent, methods: []string{http.MethodPut, http.MethodGet}, handler: s.serveImageContent},
@@ -108,6 +118,9 @@ func (s *Server) newMux() *http.ServeMux {
 		}
 		mux.Handle(rt.pattern, h)
 	}
+	// The dashboard's files (ui.go) are no endpoint of the API: it is a
+	// client of the routes above, like the CLI.
+	s.uiRoutes(mux)
 	mux.Handle(api.PathPrefix+"/", s.authenticated(noSuchAPIEndpoint))
 	// Not under PathPrefix+"/": without this, the mux would redirect to
 	// it.
@@ -128,7 +141,7 @@ func noSuchAPIEndpoint(w http.ResponseWriter, r *http.Request, p *auth.Principal
 // and answers its error.
 func (s *Server) authenticated(h func(w http.ResponseWriter, r *http.Request, p *auth.Principal) error) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		p, err := s.authn.Authenticate(r.Context(), r.Header.Get("Authorization"))
+		p, err := s.authn.Authenticate(r.Context(), authorization(r))
 		if err == nil {
 			err = h(w, r, p)
 		}
@@ -153,7 +166,8 @@ func (s *Server) route(w http.ResponseWriter, r *http.Request) {
 			s.authenticated(noSuchAPIEndpoint).ServeHTTP(w, r)
 			return
 		}
-	} else if path.Clean(p) != p {
+	} else if c := path.Clean(p); c != p && c+"/" != p {
+		// A trailing slash is clean: the dashboard's directories have one.
 		noSuchEndpoint(w, r)
 		return
 	}
@@ -169,4 +183,3 @@ func (s *Server) serveReady(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) serveOpenAPI(w http.ResponseWriter, r *http.Request) { s.openapi.ServeHTTP(w, r) }
-func (s *Server) serveMetrics(w http.ResponseWriter, r *http.Request) { s.metrics.ServeHTTP(w, r) }

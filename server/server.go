@@ -24,6 +24,7 @@ import (
 	api "hearth.dev/hearth/api/v1alpha1"
 	"hearth.dev/hearth/client"
 	"hearth.dev/hearth/pki"
+	"hearth.dev/hearth/reconcile"
 	"hearth.dev/hearth/server/admission"
 	"hearth.dev/hearth/server/auth"
 	"hearth.dev/hearth/server/etcd"
@@ -79,6 +80,8 @@ type Config struct {
 	DiscoveredMachineTTL time.Duration
 	// Controllers run on the leader; each gets a client and a recorder.
 	Controllers []ControllerFunc
+	// Sensors is how machines' BMC sensors are read (sensors.go).
+	Sensors SensorOptions
 }
 
 // ControllerFunc runs one controller until ctx ends.
@@ -122,6 +125,7 @@ type Server struct {
 	runCtx context.Context
 	// holders is the lease of this server's image holder records.
 	holders holderLease
+	sensors sensorCache
 	wg      sync.WaitGroup
 	stop    context.CancelFunc
 }
@@ -207,6 +211,10 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s.db, s.etcd = db, db.Client
+	if db.Embedded() {
+		s.metrics.withEmbeddedEtcd()
+	}
+	s.metrics.reg.MustRegister(&s.sensors)
 	s.store = store.New(s.etcd)
 	installHooks(s.store)
 	s.store.SetHooks("Tenant", admission.TenantHooks{})
@@ -455,7 +463,7 @@ func (s *Server) leadOnce(ctx context.Context) error {
 		return err
 	}
 	slog.Info("leading: starting controllers")
-	lctx, cancel := context.WithCancel(ctx)
+	lctx, cancel := context.WithCancel(reconcile.WithMetrics(ctx, s.metrics.controllers))
 	defer cancel()
 	go func() {
 		select {
@@ -471,7 +479,7 @@ func (s *Server) leadOnce(ctx context.Context) error {
 	}
 	rec := client.NewRecorder(c, "hearth-server").Background(lctx)
 	var wg sync.WaitGroup
-	for _, run := range append(defaultControllers(s.cfg), s.cfg.Controllers...) {
+	for _, run := range append(append(defaultControllers(s.cfg), s.pollSensors), s.cfg.Controllers...) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()

@@ -346,7 +346,7 @@ func extraSchemas(serverVersion string) map[string]map[string]any {
 }
 
 // extraTypes are the Go types of the bodies of the endpoints that are
-// not kinds (api/v1alpha1/tokens.go), written by reflection as the kinds
+// not kinds (api/v1alpha1/tokens.go, observe.go), written by reflection as the kinds
 // are and named after their types.
 var extraTypes = []reflect.Type{
 	reflect.TypeFor[api.WhoAmI](),
@@ -356,6 +356,10 @@ var extraTypes = []reflect.Type{
 	reflect.TypeFor[api.TokenList](),
 	reflect.TypeFor[api.JoinRequest](),
 	reflect.TypeFor[api.JoinResponse](),
+	reflect.TypeFor[api.Stats](),
+	reflect.TypeFor[api.SensorReadings](),
+	reflect.TypeFor[api.PowerRequest](),
+	reflect.TypeFor[api.PowerResponse](),
 }
 
 // extraPaths writes the endpoints that are not kinds.
@@ -438,6 +442,33 @@ func (b *builder) extraPaths() {
 		okCode:      "101", okText: "Switching to the websocket protocol.",
 		errors: []int{400, 401, 403, 404, 503},
 	})
+	b.add(vm+"/stats", "get", vmParams, operation{
+		id: "readVirtualMachineStats", summary: "Read the last hour of a VM's CPU, memory, disk and network figures", tags: []string{"VirtualMachine"},
+		description: "Kept in memory by the agent of the VM's host (sampled every 10 s by default; rates in bytes per second) and lost when the VM stops or the agent restarts. Needs the right to read the VM.",
+		okCode:      "200", okText: "The samples.", okSchema: "Stats",
+		errors: []int{401, 403, 404, 503},
+	})
+	b.add(api.PathPrefix+"/machines/{name}/sensors", "get", []any{nameParam}, operation{
+		id: "readMachineSensors", summary: "Read a machine's BMC sensors (temperatures, fans, power drawn)", tags: []string{"Machine"},
+		description: "For machines with IPMI power. The leader reads every such BMC every 30 s; a reading older than twice that is taken again before answering. Needs the right to read the Machine.",
+		okCode:      "200", okText: "The readings.", okSchema: "SensorReadings",
+		errors: []int{400, 401, 403, 404},
+	})
+	b.add(api.PathPrefix+"/machines/{name}/power", "post", []any{nameParam}, operation{
+		id: "powerMachine", summary: "Switch a machine on, off or through a cycle, or read its power state", tags: []string{"Machine"},
+		description: "The server drives the machine's BMC, plug or Wake-on-LAN as `hearth machine power` does, with the caller's right to the Secrets its power settings name (cluster admins). Each action is an event on the machine. A dry run checks everything and reaches no machine.",
+		params:      []any{dryRunParam},
+		warns:       true,
+		body:        "PowerRequest",
+		okCode:      "200", okText: "Done.", okSchema: "PowerResponse",
+		errors: []int{400, 401, 403, 404, 422, 503},
+	})
+	b.add(api.PathPrefix+"/hosts/{name}/stats", "get", []any{nameParam}, operation{
+		id: "readHostStats", summary: "Read the last hour of a host's CPU, memory, disk and network figures", tags: []string{"Host"},
+		description: "Kept in memory by the host's agent (sampled every 10 s by default; rates in bytes per second). Needs the right to read the Host.",
+		okCode:      "200", okText: "The samples.", okSchema: "Stats",
+		errors: []int{401, 403, 404, 503},
+	})
 	for _, img := range []struct {
 		path   string
 		params []any
@@ -476,8 +507,9 @@ func (b *builder) extraPaths() {
 	})
 	b.add("/metrics", "get", nil, operation{
 		id: "readMetrics", summary: "Read the server's Prometheus metrics (text exposition format)", tags: []string{tagServer},
-		okCode: "200", okText: "The metrics.",
-		public: true,
+		description: "For cluster-wide users (cluster admins and viewers): the figures name machines, their sensors and the store's health. Give Prometheus a viewer's token.",
+		okCode:      "200", okText: "The metrics.",
+		errors: []int{401, 403},
 	})
 	for _, path := range []string{"/openapi/v3", "/openapi.json"} {
 		id := "readOpenAPI"
