@@ -25,6 +25,7 @@ import (
 	api "hearth.dev/hearth/api/v1alpha1"
 	"hearth.dev/hearth/client"
 	"hearth.dev/hearth/compute"
+	"hearth.dev/hearth/dataplane"
 	"hearth.dev/hearth/reconcile"
 	"hearth.dev/hearth/serving"
 	"hearth.dev/hearth/storage"
@@ -81,6 +82,20 @@ type Config struct {
 	// may name files in (--allow-file-dir). With none, the agent reads no
 	// file:// image at all; a tenant's image never may.
 	AllowFileDirs []string
+	// UnderlayDevice is the link holding Address that tenant networks'
+	// VXLAN rides on. Setting it turns tenant networking on: the agent
+	// then makes its networks (package dataplane), plugs every NIC into
+	// its network and serves DHCP; without it, VMs' NICs are unplugged.
+	UnderlayDevice string
+	// ExternalInterfaces are this host's links to external networks (a
+	// bridge the routers' external legs are plugged into), by the
+	// ExternalNetwork's name; the entry "" is for any external network
+	// without its own entry or spec.interface.
+	ExternalInterfaces map[string]string
+	// NetnsPrefix starts the names of the network namespaces of the
+	// routers (default "hearth-"): hosts simulated on one machine (the
+	// sandbox) each need their own.
+	NetnsPrefix string
 	// AllowFetchFrom lets downloads reach these addresses although the
 	// fetch policy refuses them (loopback, link-local: see
 	// storage.FetchPolicy). For tests that serve images on loopback; it
@@ -122,9 +137,12 @@ type Agent struct {
 	vms     *vmController
 	volumes *volumeController
 	// pools are the drivers of the StoragePools volumes name (pools.go).
-	pools  *poolDrivers
-	certFP string
-	mon    *monitor
+	pools *poolDrivers
+	// net runs tenant networks (network.go); nil when they are off.
+	net      *netController
+	underlay dataplane.Underlay
+	certFP   string
+	mon      *monitor
 	// checks are the host's checks (hostchecks.go), reported with the
 	// heartbeat.
 	checks *hostChecks
@@ -219,7 +237,7 @@ func run(ctx context.Context, cfg Config) error {
 		images: &storage.ImageCache{Dir: filepath.Join(cfg.DataDir, "images"), Client: storage.NewFetchClient(policy),
 			AllowedFileDirs: cfg.AllowFileDirs},
 		imgs:  newImageState(),
-		cache: newCache(c, cfg.Name)}
+		cache: newCache(c, cfg.Name, cfg.UnderlayDevice != "")}
 	a.pools = newPoolDrivers(a)
 	a.mon = newMonitor(a, cfg.StatsInterval)
 	ctlMetrics := reconcile.NewMetrics()
@@ -254,19 +272,49 @@ func run(ctx context.Context, cfg Config) error {
 	}
 	a.vms = newVMController(a)
 	a.volumes = newVolumeController(a)
+	if cfg.UnderlayDevice != "" {
+		plane, err := a.startNetworking()
+		if err != nil {
+			return err
+		}
+		defer plane.Close()
+	} else {
+		slog.Info("tenant networking is off (no underlay device): VMs' NICs are unplugged")
+	}
 	a.wire()
 	a.cache.run(ctx)
 	go a.mon.run(ctx)
-	errc := make(chan error, 3)
+	errc := make(chan error, 4)
 	go func() { errc <- a.heartbeat(ctx) }()
 	go func() { errc <- a.vms.run(ctx) }()
 	go func() { errc <- a.volumes.run(ctx) }()
+	if a.net != nil {
+		go func() { errc <- a.net.run(ctx) }()
+	}
 	select {
 	case <-ctx.Done():
 		return nil
 	case err := <-errc:
 		return err
 	}
+}
+
+// startNetworking makes the host's data plane. It changes nothing on the
+// host: the network controller's first Apply, once the cache is synced,
+// does.
+func (a *Agent) startNetworking() (dataplane.Plane, error) {
+	addr, err := netip.ParseAddr(a.cfg.Address)
+	if err != nil {
+		return nil, fmt.Errorf("address: %q is not an IP address; tenant networks need this host's underlay address (with the underlay device %s)", a.cfg.Address, a.cfg.UnderlayDevice)
+	}
+	a.underlay = dataplane.Underlay{Device: a.cfg.UnderlayDevice, Address: addr.Unmap()}
+	plane, err := dataplane.New(dataplane.Config{NetnsPrefix: a.cfg.NetnsPrefix,
+		Logf: func(format string, args ...any) { slog.Debug(fmt.Sprintf(format, args...)) }})
+	if err != nil {
+		return nil, err
+	}
+	a.net = newNetController(a, plane)
+	return plane, nil
 }
 
 // checkHost reads the Host that joining made. Its spec is the

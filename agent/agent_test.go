@@ -156,6 +156,13 @@ func checksumOf(b []byte) string {
 	return "sha256:" + hex.EncodeToString(h[:])
 }
 
+func (l *lab) patchSpec(t *testing.T, name string, spec map[string]any) {
+	t.Helper()
+	if _, err := l.env.Admin.Patch(servertest.Ctx(t), "VirtualMachine", "lab", name, map[string]any{"spec": spec}, false); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func (l *lab) get(t *testing.T, name string) *api.VirtualMachine {
 	t.Helper()
 	o, err := l.env.Admin.Get(servertest.Ctx(t), "VirtualMachine", "lab", name)
@@ -277,7 +284,7 @@ func TestVMLifecycle(t *testing.T) {
 		t.Fatalf("one restart asked for, but the VM restarted again: pid %d, then %d", pid, vm.Status.PID)
 	}
 	servertest.Eventually(t, 10*time.Second, func() error {
-		evs, _, err := l.env.Admin.List(ctx, "Event", "lab", client.ListOptions{FieldSelector: "involvedObject.name=vm1"})
+		evs, _, err := l.env.Admin.List(servertest.Ctx(t), "Event", "lab", client.ListOptions{FieldSelector: "involvedObject.name=vm1"})
 		if err != nil {
 			return err
 		}
@@ -288,7 +295,7 @@ func TestVMLifecycle(t *testing.T) {
 		}
 		return fmt.Errorf("no Restarting event saying it was asked for, among %d", len(evs))
 	})
-	if _, err := l.env.Admin.Delete(ctx, "VirtualMachine", "lab", "vm1"); err != nil {
+	if _, err := l.env.Admin.Delete(servertest.Ctx(t), "VirtualMachine", "lab", "vm1"); err != nil {
 		t.Fatal(err)
 	}
 	servertest.Eventually(t, 30*time.Second, func() error {
@@ -368,6 +375,77 @@ func TestQEMUKilledIsRestarted(t *testing.T) {
 		}
 		return fmt.Errorf("no Restarted event among %d", len(evs))
 	})
+}
+
+// TestGuestPowerOffAndPanic runs the restart policies on real guests
+// whose user-data script powers them off, or panics their kernel. A
+// power-off under Always comes back, counted; under OnFailure the VM's
+// QEMU is ended and the VM stays Stopped (GuestShutdown), also across
+// resyncs. A kernel panic (pvpanic) under OnFailure is a crash:
+// restarted, counted.
+func TestGuestPowerOffAndPanic(t *testing.T) {
+	l := newLab(t)
+	ctx := servertest.Ctx(t)
+	off := l.vm("off")
+	off.Spec.CloudInit.UserData = "#!/bin/sh\necho powering-off\npoweroff -f\n"
+	panics := l.vm("panics")
+	panics.Spec.RestartPolicy = api.RestartOnFailure
+	panics.Spec.CloudInit.UserData = "#!/bin/sh\necho panicking\necho c >/proc/sysrq-trigger\n"
+	for _, vm := range []*api.VirtualMachine{off, panics} {
+		if _, err := l.env.Admin.Create(ctx, vm); err != nil {
+			t.Fatal(err)
+		}
+	}
+	restarted := func(name, why string) {
+		t.Helper()
+		servertest.Eventually(t, 240*time.Second, func() error {
+			vm := l.get(t, name)
+			if vm.Status.RestartCount < 1 {
+				return fmt.Errorf("%s: restarts %d, phase %s, conditions %+v", name, vm.Status.RestartCount, vm.Status.Phase, vm.Status.Conditions)
+			}
+			evs, _, err := l.env.Admin.List(servertest.Ctx(t), "Event", "lab", client.ListOptions{FieldSelector: "involvedObject.name=" + name})
+			if err != nil {
+				return err
+			}
+			for _, o := range evs {
+				if e := o.(*api.Event); e.Spec.Reason == "Restarted" && strings.Contains(e.Spec.Message, why) {
+					return nil
+				}
+			}
+			return fmt.Errorf("%s: no Restarted event saying %q among %d", name, why, len(evs))
+		})
+	}
+
+	// Always: the guest powered off, and a fresh QEMU runs it again.
+	restarted("off", "powered itself off")
+	// OnFailure: the next power-off (the script runs at every boot)
+	// leaves it Stopped.
+	l.patchSpec(t, "off", map[string]any{"restartPolicy": api.RestartOnFailure})
+	var vm *api.VirtualMachine
+	servertest.Eventually(t, 240*time.Second, func() error {
+		vm = l.get(t, "off")
+		c := vm.Status.Condition(api.ConditionReady)
+		if vm.Status.Phase != api.VMStopped || c == nil || c.Reason != api.ReasonGuestShutdown || vm.Status.ObservedGeneration != vm.Metadata.Generation {
+			return fmt.Errorf("phase %s, conditions %+v; want Stopped, GuestShutdown", vm.Status.Phase, vm.Status.Conditions)
+		}
+		return nil
+	})
+	restarts := vm.Status.RestartCount
+	pidFile := filepath.Join(l.dataDir, "vms", vm.Metadata.UID, compute.PIDFile)
+	time.Sleep(5 * time.Second) // two resyncs
+	vm = l.get(t, "off")
+	if c := vm.Status.Condition(api.ConditionReady); vm.Status.Phase != api.VMStopped || c.Reason != api.ReasonGuestShutdown || vm.Status.RestartCount != restarts {
+		t.Errorf("after two resyncs: phase %s, Ready %+v, restarts %d (were %d); want it left Stopped", vm.Status.Phase, c, vm.Status.RestartCount, restarts)
+	}
+	if _, err := os.Stat(pidFile); err == nil {
+		t.Errorf("a QEMU still runs for the powered-off VM (%s is there)", pidFile)
+	}
+
+	// OnFailure: a kernel panic is a crash, and restarted.
+	restarted("panics", "kernel panicked")
+	if vm := l.get(t, "panics"); vm.Status.Phase == api.VMStopped {
+		t.Errorf("the panicking VM is Stopped: %+v", vm.Status.Conditions)
+	}
 }
 
 // TestConsoleLogCapped: with a small cap, the agent rotates a booting

@@ -14,29 +14,44 @@ import (
 // remembers of its objects). What one kind's change means for another
 // controller's keys is said in one place, wire, so every cross-enqueue is
 // explicit there.
-//
-// The network data plane adds Networks, Subnets and SecurityGroups here.
 type cache struct {
 	// vms, volumes and snapshots are those placed on this host
 	// (spec.host); images are every Image the host can read, shared and
 	// tenants', since a VM or volume here may name any; pools are every
 	// StoragePool.
 	vms, volumes, snapshots, images, pools *client.Informer
+	// With tenant networking on (netController): every tenant's
+	// Networks, Subnets and FloatingIPs, every ExternalNetwork, and the
+	// Hosts (their underlay addresses). Nil when it is off.
+	networks, subnets, floatingIPs, externalNetworks, hosts *client.Informer
 }
 
-func newCache(c *client.Client, host string) *cache {
+func newCache(c *client.Client, host string, networking bool) *cache {
 	here := client.ListOptions{AllTenants: true, FieldSelector: "spec.host=" + host}
-	return &cache{
+	all := client.ListOptions{AllTenants: true}
+	ca := &cache{
 		vms:       client.NewInformer(c, "VirtualMachine", "", here),
 		volumes:   client.NewInformer(c, "Volume", "", here),
 		snapshots: client.NewInformer(c, "Snapshot", "", here),
-		images:    client.NewInformer(c, "Image", "", client.ListOptions{AllTenants: true}),
+		images:    client.NewInformer(c, "Image", "", all),
 		pools:     client.NewInformer(c, "StoragePool", "", client.ListOptions{}),
 	}
+	if networking {
+		ca.networks = client.NewInformer(c, "Network", "", all)
+		ca.subnets = client.NewInformer(c, "Subnet", "", all)
+		ca.floatingIPs = client.NewInformer(c, "FloatingIP", "", all)
+		ca.externalNetworks = client.NewInformer(c, "ExternalNetwork", "", all)
+		ca.hosts = client.NewInformer(c, "Host", "", all)
+	}
+	return ca
 }
 
 func (c *cache) informers() []*client.Informer {
-	return []*client.Informer{c.vms, c.volumes, c.snapshots, c.images, c.pools}
+	infs := []*client.Informer{c.vms, c.volumes, c.snapshots, c.images, c.pools}
+	if c.networks != nil {
+		infs = append(infs, c.networks, c.subnets, c.floatingIPs, c.externalNetworks, c.hosts)
+	}
+	return infs
 }
 
 // run keeps every informer current until ctx ends.
@@ -69,6 +84,9 @@ func (a *Agent) wire() {
 	})
 	a.cache.snapshots.OnUpdate(a.volumes.snapshotChanged)
 	a.cache.pools.OnUpdate(a.volumes.poolChanged)
+	if a.net != nil {
+		a.wireNetwork()
+	}
 	a.cache.images.OnUpdate(func(ch client.Change) {
 		a.vms.imageChanged(ch)
 		a.volumes.imageChanged(ch)

@@ -348,6 +348,109 @@ func TestRestartPolicyNever(t *testing.T) {
 	}
 }
 
+// TestRestartPolicyGuestShutdown: a guest that powers itself off is not
+// a crash. Under OnFailure its QEMU is ended and the VM stays Stopped
+// (GuestShutdown), not counted and not started again at the next resync,
+// also when the power-off happened while the agent was down (the process
+// adopted, no exit status to go by), until a restart is asked for; a
+// guest kernel panic is a crash, restarted. Under Always a power-off
+// comes back, counted.
+func TestRestartPolicyGuestShutdown(t *testing.T) {
+	l := newFakeLab(t, nil)
+	ctx := servertest.Ctx(t)
+	seen := l.recordVersions(t, "once")
+	vm := l.vm("once")
+	vm.Spec.RestartPolicy = api.RestartOnFailure
+	if _, err := l.env.Admin.Create(ctx, vm); err != nil {
+		t.Fatal(err)
+	}
+	uid := l.wait(t, "once", phase(api.VMRunning)).Metadata.UID
+	leftOff := func(vm *api.VirtualMachine) error {
+		c := vm.Status.Condition(api.ConditionReady)
+		if vm.Status.Phase != api.VMStopped || c == nil || c.Reason != api.ReasonGuestShutdown {
+			return fmt.Errorf("want phase Stopped, Ready GuestShutdown")
+		}
+		return nil
+	}
+	if !l.drv.PowerOff(uid) {
+		t.Fatal("nothing to power off")
+	}
+	vm = l.wait(t, "once", leftOff)
+	if c := vm.Status.Condition(api.ConditionReady); !strings.Contains(c.Message, "powered itself off") || !strings.Contains(c.Message, "restart policy OnFailure") {
+		t.Errorf("Ready %+v, want the power-off and the policy named", c)
+	}
+	if vm.Status.RestartCount != 0 || vm.Status.PID != 0 {
+		t.Errorf("restartCount %d, pid %d: want neither", vm.Status.RestartCount, vm.Status.PID)
+	}
+	servertest.Eventually(t, 10*time.Second, func() error {
+		if slices.Contains(l.drv.Running(), uid) {
+			return fmt.Errorf("the powered-off guest's process was not ended")
+		}
+		return nil
+	})
+	time.Sleep(5 * time.Second) // two resyncs
+	if n := len(l.drv.CallsTo(computetest.OpStart, uid)); n != 1 {
+		t.Fatalf("a powered-off VM with policy OnFailure was started %d times", n)
+	}
+	evs := l.events(t, "once")
+	if e := evs[api.ReasonGuestShutdown]; len(e) != 1 || e[0].Spec.Type != api.EventNormal {
+		t.Errorf("want one Normal GuestShutdown event, got %v", evs)
+	}
+	if len(evs["Crashed"]) != 0 || len(evs["Restarted"]) != 0 {
+		t.Errorf("a power-off was told as a crash: %v", evs)
+	}
+
+	// Asked for, it starts again.
+	l.patchSpec(t, "once", map[string]any{"restartRequested": time.Now().UTC()})
+	vm = l.wait(t, "once", phase(api.VMRunning))
+
+	// A guest kernel panic is a crash: OnFailure restarts it, counted.
+	pid := vm.Status.PID
+	l.drv.Panic(uid)
+	l.wait(t, "once", func(vm *api.VirtualMachine) error {
+		if vm.Status.RestartCount != 1 || vm.Status.PID == pid || vm.Status.Phase != api.VMRunning {
+			return fmt.Errorf("restarts %d, pid %d (panicked %d)", vm.Status.RestartCount, vm.Status.PID, pid)
+		}
+		return nil
+	})
+	if e := l.events(t, "once")["Restarted"]; len(e) != 1 || e[0].Spec.Type != api.EventWarning || !strings.Contains(e[0].Spec.Message, "panicked") {
+		t.Errorf("want one Warning Restarted event saying the kernel panicked, got %+v", e)
+	}
+
+	// The guest powers off while the agent is down: the new agent adopts
+	// the process and finds the guest off from what QEMU says.
+	l.stopAgent()
+	l.drv.PowerOff(uid)
+	l.startAgent(t)
+	l.wait(t, "once", leftOff)
+	time.Sleep(3 * time.Second) // a resync or so
+	if n := len(l.drv.CallsTo(computetest.OpStart, uid)); n != 3 {
+		t.Fatalf("%d starts, want 3 (the first, the one asked for, after the panic)", n)
+	}
+
+	// Under Always it comes back, counted.
+	l.patchSpec(t, "once", map[string]any{"restartPolicy": api.RestartAlways})
+	vm = l.wait(t, "once", phase(api.VMRunning))
+	pid = vm.Status.PID
+	l.drv.PowerOff(uid)
+	l.wait(t, "once", func(vm *api.VirtualMachine) error {
+		if vm.Status.RestartCount != 2 || vm.Status.PID == pid || vm.Status.Phase != api.VMRunning {
+			return fmt.Errorf("restarts %d, pid %d (powered off %d)", vm.Status.RestartCount, vm.Status.PID, pid)
+		}
+		return nil
+	})
+	var normal []*api.Event
+	for _, e := range l.events(t, "once")["Restarted"] {
+		if e.Spec.Type == api.EventNormal && strings.Contains(e.Spec.Message, "powered itself off") {
+			normal = append(normal, e)
+		}
+	}
+	if len(normal) != 1 {
+		t.Errorf("want one Normal Restarted event saying the guest powered off, got %+v", l.events(t, "once")["Restarted"])
+	}
+	seen.checkAll(t)
+}
+
 // TestFailingVMsDoNotSpin: a VM naming a missing Image, and one naming a
 // missing Volume, each fail once: one Ready=False condition saying why,
 // one Warning event, a few writes, and retries that back off (the

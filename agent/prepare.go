@@ -59,16 +59,34 @@ func (a *Agent) prepare(ctx context.Context, vm *api.VirtualMachine, dir string)
 	}
 	removeDetachedClones(dir, vm.Spec.Disks)
 	spec.LocalTime = a.guestOS(ctx, vm) == api.OSWindows
+	// With tenant networking on, each NIC is plugged into its port (a tap
+	// the data plane made on the network's bridge): the VM waits until
+	// they are all there. Without it, NICs are unplugged.
+	var taps []string
+	if a.net != nil {
+		var err error
+		if taps, err = a.net.ports(vm); err != nil {
+			return spec, err
+		}
+	}
 	for i, n := range vm.Spec.NICs {
+		// The server's allocation is the NIC's address: it is what DHCP
+		// and the other hosts know it by.
 		mac := n.MAC
-		if mac == "" {
+		if i < len(vm.Status.Interfaces) && vm.Status.Interfaces[i].MAC != "" {
+			mac = vm.Status.Interfaces[i].MAC
+		} else if mac == "" {
 			mac = stableMAC(m.UID, i)
 		}
 		boot := 0
 		if spec.Boot.From == api.BootFromNetwork && i == 0 {
 			boot = 1
 		}
-		spec.NICs = append(spec.NICs, compute.NIC{MAC: mac, Model: n.Model, BootIndex: boot})
+		nic := compute.NIC{MAC: mac, Model: n.Model, BootIndex: boot}
+		if taps != nil {
+			nic.Tap = taps[i]
+		}
+		spec.NICs = append(spec.NICs, nic)
 	}
 	if !vm.Spec.CloudInit.Disabled {
 		keys, err := a.sshKeys(ctx, vm)

@@ -49,7 +49,7 @@ const (
 	pause                   // freeze its CPUs
 	resume                  // thaw them
 	wait                    // crashed: start it again at facts.NotBefore
-	giveUp                  // crashed, and its restart policy says to leave it
+	giveUp                  // crashed or powered off, and its restart policy says to leave it
 )
 
 func (a vmAction) String() string {
@@ -59,11 +59,18 @@ func (a vmAction) String() string {
 // vmPlan is what decide chose.
 type vmPlan struct {
 	Action vmAction
-	// Crashed: the process went away without the agent stopping it. A
-	// crash restart (Count) adds one to status.restartCount; a restart
-	// asked for or for a changed spec does not.
+	// Crashed: the VM stopped without the agent stopping it, and its
+	// restart policy applies: the process went away (a crash), or, with
+	// GuestOff, its guest powered itself off. A restart by the policy
+	// (Count) adds one to status.restartCount; a restart asked for or for
+	// a changed spec does not.
 	Crashed bool
 	Count   bool
+	// End: the guest stopped by itself but QEMU keeps its process
+	// (compute.GuestStopped), so it is ended first, whatever comes next.
+	// GuestOff: it powered itself off (compute.StatusShutdown), which
+	// is not a crash; else it crashed.
+	End, GuestOff bool
 	// Crashes is the quick-crash count after this decision, and
 	// RestartIn how long a crashed VM waits before it starts again (zero
 	// for the first crash after a stable run: at once).
@@ -108,6 +115,11 @@ func decide(vm *api.VirtualMachine, f vmFacts) vmPlan {
 		if why := restartReason(vm, f.Started); why != "" {
 			return vmPlan{Action: restart, Why: why}
 		}
+		if compute.GuestStopped(f.Info.Status) {
+			// Whatever was asked (Running or Paused), the guest powered
+			// off or panicked: QEMU cannot resume it, only end it.
+			return stoppedByItself(vm, f, f.Info.Status)
+		}
 		switch {
 		case vm.Spec.PowerState == api.PowerPaused && f.Info.State == compute.Running:
 			return vmPlan{Action: pause}
@@ -118,9 +130,9 @@ func decide(vm *api.VirtualMachine, f vmFacts) vmPlan {
 	}
 	if !f.Marker {
 		if givenUp(vm) && restartReason(vm, f.Started) == "" {
-			// It crashed and its policy said to leave it: it stays so
-			// until a person asks (hearth vm restart, or a stop and a
-			// start, or a changed spec).
+			// It crashed or powered off and its policy said to leave it:
+			// it stays so until a person asks (hearth vm start or
+			// restart, or a stop and a start, or a changed spec).
 			return vmPlan{Action: keep}
 		}
 		if f.Now.Before(f.NotBefore) {
@@ -129,31 +141,66 @@ func decide(vm *api.VirtualMachine, f vmFacts) vmPlan {
 		return vmPlan{Action: start, Crashes: f.Crashes}
 	}
 	// The process went away without the agent stopping it.
-	if vm.Spec.RestartPolicy == api.RestartNever {
-		return vmPlan{Action: giveUp, Crashed: true, Why: "QEMU exited unexpectedly; not restarting it (restart policy Never)"}
+	return stoppedByItself(vm, f, "")
+}
+
+// stoppedByItself is what the restart policy says of a VM that stopped
+// without the agent stopping it, as status says: "" when its QEMU exited
+// (a crash: it died or was killed), else the status QEMU keeps the
+// process in (compute.GuestStopped): the guest powered itself off
+// (compute.StatusShutdown) or its kernel panicked, a crash. Always
+// starts it again; OnFailure only after a crash; Never not at all. A VM
+// that keeps stopping soon after its start waits longer each time
+// (crashBackoff), whichever way it stopped.
+func stoppedByItself(vm *api.VirtualMachine, f vmFacts, status string) vmPlan {
+	policy := vm.Spec.RestartPolicy
+	guestOff := status == compute.StatusShutdown
+	what := "QEMU exited unexpectedly"
+	switch status {
+	case compute.StatusShutdown:
+		what = "the guest powered itself off"
+	case compute.StatusGuestPanicked:
+		what = "the guest's kernel panicked"
+	}
+	end := status != ""
+	if policy == api.RestartNever || (guestOff && policy == api.RestartOnFailure) {
+		return vmPlan{Action: giveUp, Crashed: true, End: end, GuestOff: guestOff,
+			Why: fmt.Sprintf("%s; not restarting it (restart policy %s)", what, policy)}
 	}
 	crashes := 1
 	if s := vm.Status.StartedAt; s != nil && f.Now.Sub(*s) < stableRun {
 		crashes = f.Crashes + 1
 	}
 	in := crashBackoff(crashes)
-	plan := vmPlan{Action: start, Crashed: true, Count: true, Crashes: crashes, RestartIn: in}
+	plan := vmPlan{Action: start, Crashed: true, Count: true, End: end, GuestOff: guestOff, Crashes: crashes, RestartIn: in}
 	n := vm.Status.RestartCount + 1
 	if in > 0 {
 		plan.Action = wait
-		plan.Why = fmt.Sprintf("QEMU exited unexpectedly, %d times in a row within %s of starting; starting it again in %s (restart policy %s, restart %d)",
-			crashes, stableRun, in, vm.Spec.RestartPolicy, n)
+		plan.Why = fmt.Sprintf("%s, %d times in a row within %s of starting; starting it again in %s (restart policy %s, restart %d)",
+			what, crashes, stableRun, in, policy, n)
 	} else {
-		plan.Why = fmt.Sprintf("QEMU exited unexpectedly; restarting it (restart policy %s, restart %d)", vm.Spec.RestartPolicy, n)
+		plan.Why = fmt.Sprintf("%s; restarting it (restart policy %s, restart %d)", what, policy, n)
 	}
 	return plan
 }
 
-// givenUp reports whether the VM's status says it crashed and its
-// restart policy left it so.
+// givenUp reports whether the VM's status says it stopped by itself and
+// its restart policy left it so: crashed under Never (phase Failed,
+// reason Crashed), or powered off under OnFailure or Never (phase
+// Stopped, reason GuestShutdown). A policy changed since to one that
+// starts it again lets it start.
 func givenUp(vm *api.VirtualMachine) bool {
 	c := vm.Status.Condition(api.ConditionReady)
-	return vm.Spec.RestartPolicy == api.RestartNever && vm.Status.Phase == api.VMFailed && c != nil && c.Reason == api.ReasonCrashed
+	if c == nil {
+		return false
+	}
+	switch policy := vm.Spec.RestartPolicy; {
+	case c.Reason == api.ReasonCrashed:
+		return policy == api.RestartNever && vm.Status.Phase == api.VMFailed
+	case c.Reason == api.ReasonGuestShutdown:
+		return policy != api.RestartAlways && vm.Status.Phase == api.VMStopped
+	}
+	return false
 }
 
 // restartReason says why the running VM must be restarted (a restart was
@@ -260,8 +307,13 @@ func vmStatus(vm *api.VirtualMachine, s vmState, host, consoleLog string, now ti
 		switch {
 		case s.Failure != nil:
 			phase = api.VMFailed
-			if s.Failure.Wait {
+			switch {
+			case s.Failure.Wait:
 				phase = api.VMStarting
+			case s.Failure.Reason == api.ReasonGuestShutdown:
+				// Not a failure: the guest powered itself off, and its
+				// restart policy leaves it so.
+				phase = api.VMStopped
 			}
 			set(&running, false, s.Failure.Reason, s.Failure.Message)
 			set(&ready, false, s.Failure.Reason, s.Failure.Message)
@@ -344,8 +396,8 @@ func failureEvent(old, cur api.VirtualMachineStatus) (reason, msg string, ok boo
 		return "", "", false
 	}
 	switch c.Reason {
-	case api.ReasonPreparing, api.ReasonBooting, api.ReasonVMPaused, api.ReasonVMStopped, api.ReasonCrashed:
-		return "", "", false // steps, and crashes, whose events carry out says
+	case api.ReasonPreparing, api.ReasonBooting, api.ReasonVMPaused, api.ReasonVMStopped, api.ReasonCrashed, api.ReasonGuestShutdown:
+		return "", "", false // steps, and crashes and power-offs, whose events carryOut says
 	}
 	if o := old.Condition(api.ConditionReady); o != nil && o.Status == c.Status && o.Reason == c.Reason && o.Message == c.Message {
 		return "", "", false

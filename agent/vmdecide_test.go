@@ -61,6 +61,17 @@ func TestDecide(t *testing.T) {
 	}
 	paused := runningInfo()
 	paused.State = compute.Paused
+	off := runningInfo() // QEMU keeps a guest that powered off, paused
+	off.State, off.Status = compute.Paused, compute.StatusShutdown
+	offRunning := vmFacts{Running: true, Info: off, Marker: true, Started: started(vm)}
+	panicked := off // QEMU keeps a guest whose kernel panicked too
+	panicked.Status = compute.StatusGuestPanicked
+	panickedRunning := vmFacts{Running: true, Info: panicked, Marker: true, Started: started(vm)}
+	// The status a power-off left a VM in under OnFailure or Never.
+	leftOff := func(vm *api.VirtualMachine) {
+		vm.Status.Phase = api.VMStopped
+		vm.Status.SetCondition(api.Condition{Type: api.ConditionReady, Status: api.ConditionFalse, Reason: api.ReasonGuestShutdown, Message: "the guest powered itself off"}, t0)
+	}
 
 	for _, tc := range []struct {
 		name string
@@ -100,6 +111,42 @@ func TestDecide(t *testing.T) {
 			vmFacts{Crashes: 2, NotBefore: now.Add(7 * time.Second)}, vmPlan{Action: wait, Crashes: 2, RestartIn: 7 * time.Second}},
 		{"a crash loop's wait is over: start, not counted again", vm,
 			vmFacts{Crashes: 2, NotBefore: now.Add(-time.Second)}, vmPlan{Action: start, Crashes: 2}},
+
+		{"guest powered off, policy Always: a fresh QEMU at once, counted", testVM(ran(time.Hour)),
+			offRunning, vmPlan{Action: start, Crashed: true, Count: true, End: true, GuestOff: true, Crashes: 1}},
+		{"guest powered off, policy OnFailure: ended and left stopped, not counted", testVM(policy(api.RestartOnFailure), ran(time.Hour)),
+			offRunning, vmPlan{Action: giveUp, Crashed: true, End: true, GuestOff: true}},
+		{"guest powered off, policy Never: ended and left stopped", testVM(policy(api.RestartNever), ran(time.Hour)),
+			offRunning, vmPlan{Action: giveUp, Crashed: true, End: true, GuestOff: true}},
+		{"guest powered off in a VM an older agent started (adopted, nothing recorded)", testVM(policy(api.RestartOnFailure)),
+			vmFacts{Running: true, Info: off}, vmPlan{Action: giveUp, Crashed: true, End: true, GuestOff: true}},
+		{"guest powered off while paused is asked: still off", testVM(policy(api.RestartOnFailure), power(api.PowerPaused)),
+			offRunning, vmPlan{Action: giveUp, Crashed: true, End: true, GuestOff: true}},
+		{"guest powers off soon after each start, policy Always: backs off as a crash loop", testVM(ran(time.Minute)),
+			vmFacts{Running: true, Info: off, Marker: true, Started: started(vm), Crashes: 2},
+			vmPlan{Action: wait, Crashed: true, Count: true, End: true, GuestOff: true, Crashes: 3, RestartIn: 20 * time.Second}},
+		{"guest powered off, asked to stop: a stop", testVM(power(api.PowerStopped), policy(api.RestartOnFailure)),
+			offRunning, vmPlan{Action: stop}},
+		{"guest powered off as a restart is asked for: the restart, not counted", testVM(asked(0), policy(api.RestartNever)),
+			offRunning, vmPlan{Action: restart, Why: "restarting as asked (spec.restartRequested 2026-01-02T03:04:05Z)"}},
+		{"guest kernel panicked, policy OnFailure: a crash, restarted, counted", testVM(policy(api.RestartOnFailure), ran(time.Hour)),
+			panickedRunning, vmPlan{Action: start, Crashed: true, Count: true, End: true, Crashes: 1}},
+		{"guest kernel panicked, policy Never: ended and left Failed", testVM(policy(api.RestartNever), ran(time.Hour)),
+			panickedRunning, vmPlan{Action: giveUp, Crashed: true, End: true}},
+		{"guest kernel panicked in a VM adopted from an older agent: a crash", testVM(policy(api.RestartOnFailure), ran(time.Hour)),
+			vmFacts{Running: true, Info: panicked}, vmPlan{Action: start, Crashed: true, Count: true, End: true, Crashes: 1}},
+		{"left off (policy OnFailure): stays so at every resync", testVM(policy(api.RestartOnFailure), leftOff),
+			vmFacts{Started: started(vm)}, vmPlan{Action: keep}},
+		{"left off (policy Never): stays so", testVM(policy(api.RestartNever), leftOff),
+			vmFacts{Started: started(vm)}, vmPlan{Action: keep}},
+		{"left off, then a restart asked for: starts, not counted", testVM(policy(api.RestartOnFailure), leftOff, asked(0)),
+			vmFacts{Started: started(vm)}, vmPlan{Action: start}},
+		{"left off, then the policy changed to Always: starts", testVM(leftOff),
+			vmFacts{Started: started(vm)}, vmPlan{Action: start}},
+		{"left off, then a changed spec: starts", testVM(policy(api.RestartOnFailure), leftOff, func(vm *api.VirtualMachine) { vm.Spec.CPUs = 4 }),
+			vmFacts{Started: started(vm)}, vmPlan{Action: start}},
+		{"a crash under OnFailure is not held by an old power-off", testVM(policy(api.RestartOnFailure), ran(time.Hour), leftOff),
+			vmFacts{Marker: true, Started: started(vm)}, vmPlan{Action: start, Crashed: true, Count: true, Crashes: 1}},
 
 		{"restart asked for (spec.restartRequested): not counted", testVM(asked(0)),
 			vmFacts{Running: true, Info: runningInfo(), Marker: true, Started: started(vm)},
@@ -163,6 +210,31 @@ func TestCrashMessages(t *testing.T) {
 	if got := decide(never, vmFacts{Marker: true}).Why; !strings.Contains(got, "restart policy Never") {
 		t.Errorf("Why = %q, want the policy named", got)
 	}
+
+	// A power-off says so, not that QEMU crashed.
+	off := runningInfo()
+	off.State, off.Status = compute.Paused, compute.StatusShutdown
+	for _, tc := range []struct {
+		policy string
+		f      vmFacts
+		want   string
+	}{
+		{api.RestartAlways, vmFacts{Running: true, Info: off, Marker: true, Now: t0.Add(time.Hour)},
+			"the guest powered itself off; restarting it (restart policy Always, restart 3)"},
+		{api.RestartAlways, vmFacts{Running: true, Info: off, Marker: true, Now: t0.Add(time.Minute), Crashes: 1},
+			"the guest powered itself off, 2 times in a row within 10m0s of starting; starting it again in 10s (restart policy Always, restart 3)"},
+		{api.RestartOnFailure, vmFacts{Running: true, Info: off, Marker: true, Now: t0.Add(time.Hour)},
+			"the guest powered itself off; not restarting it (restart policy OnFailure)"},
+		{api.RestartOnFailure, vmFacts{Running: true, Info: compute.Info{State: compute.Paused, Status: compute.StatusGuestPanicked}, Marker: true, Now: t0.Add(time.Hour)},
+			"the guest's kernel panicked; restarting it (restart policy OnFailure, restart 3)"},
+	} {
+		vm := testVM(func(vm *api.VirtualMachine) {
+			vm.Status.RestartCount, vm.Status.StartedAt, vm.Spec.RestartPolicy = 2, at(0), tc.policy
+		})
+		if got := decide(vm, tc.f).Why; got != tc.want {
+			t.Errorf("Why = %q\nwant  %q", got, tc.want)
+		}
+	}
 }
 
 // TestCrashBackoff: exponential from 10s, capped at 5 minutes.
@@ -209,6 +281,10 @@ func statusCases() []statusCase {
 		{"start failed", api.PowerRunning, vmState{Failure: &vmFailure{Reason: api.ReasonStartFailed, Message: "qemu exited during start"}}, api.VMFailed, "False/StartFailed", "False/StartFailed", false},
 		{"crashed (policy Never)", api.PowerRunning, vmState{Failure: &vmFailure{Reason: api.ReasonCrashed, Message: "QEMU exited unexpectedly"}, RestartCount: 1}, api.VMFailed, "False/Crashed", "False/Crashed", false},
 		{"between a shutdown and the start", api.PowerRunning, vmState{}, api.VMStarting, "False/Preparing", "False/Preparing", false},
+		{"powered itself off (policy OnFailure or Never)", api.PowerRunning, vmState{Failure: &vmFailure{Reason: api.ReasonGuestShutdown, Message: "the guest powered itself off; not restarting it (restart policy OnFailure)"}},
+			api.VMStopped, "False/GuestShutdown", "False/GuestShutdown", false},
+		{"powered itself off again soon (policy Always, waiting)", api.PowerRunning, vmState{Failure: &vmFailure{Reason: api.ReasonGuestShutdown, Message: "the guest powered itself off, 2 times in a row", Wait: true}, RestartCount: 2},
+			api.VMStarting, "False/GuestShutdown", "False/GuestShutdown", false},
 	}
 }
 
@@ -323,6 +399,8 @@ func TestFailureEvents(t *testing.T) {
 		{vmState{Preparing: true}, ""},
 		{vmState{Running: true, Info: runningInfo(), StartedAt: at(0)}, ""},
 		{missing, "ImageNotFound"}, // failing again after a success is news
+		// A power-off is not a failure: carryOut says it in a Normal event.
+		{vmState{Failure: &vmFailure{Reason: api.ReasonGuestShutdown, Message: "the guest powered itself off"}}, ""},
 	}
 	for i, step := range steps {
 		st := vmStatus(vm, step.s, "h1", "console.log", t0.Add(time.Duration(i)*time.Second))

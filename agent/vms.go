@@ -197,6 +197,16 @@ func (v *vmController) carryOut(ctx context.Context, vm *api.VirtualMachine, dir
 	uid, drv := vm.Metadata.UID, v.a.cfg.Driver
 	s := vmState{Running: f.Running, Info: f.Info, RestartCount: vm.Status.RestartCount}
 	marker := filepath.Join(dir, startedMarker)
+	if plan.End {
+		// QEMU keeps the process of a guest that powered off or
+		// panicked: end it (at once: Shutdown tells it to quit) before
+		// the policy's word.
+		os.Remove(marker)
+		if err := drv.Shutdown(ctx, uid, dir, v.a.cfg.ShutdownTimeout); err != nil {
+			return reconcile.Result{}, err
+		}
+		s.Running = false
+	}
 	if plan.Crashed {
 		v.mu.Lock()
 		v.crashes[uid] = crashLoop{n: plan.Crashes, notBefore: f.Now.Add(plan.RestartIn)}
@@ -207,11 +217,17 @@ func (v *vmController) carryOut(ctx context.Context, vm *api.VirtualMachine, dir
 		if plan.Count {
 			s.RestartCount++
 		}
-		reason := "Restarted"
-		if plan.Action != start {
+		kind, reason := api.EventWarning, "Restarted"
+		switch {
+		case plan.GuestOff:
+			kind = api.EventNormal // the guest's own doing, not a failure
+			if plan.Action != start {
+				reason = api.ReasonGuestShutdown
+			}
+		case plan.Action != start:
 			reason = "Crashed"
 		}
-		v.a.rec.Eventf(ctx, vm, api.EventWarning, reason, "%s", plan.Why)
+		v.a.rec.Eventf(ctx, vm, kind, reason, "%s", plan.Why)
 	}
 
 	switch plan.Action {
@@ -224,9 +240,12 @@ func (v *vmController) carryOut(ctx context.Context, vm *api.VirtualMachine, dir
 			s.Failure = &vmFailure{Reason: c.Reason, Message: c.Message}
 		}
 	case giveUp, wait:
-		if plan.Crashed {
+		switch {
+		case plan.GuestOff:
+			s.Failure = &vmFailure{Reason: api.ReasonGuestShutdown, Message: plan.Why, Wait: plan.Action == wait}
+		case plan.Crashed:
 			s.Failure = &vmFailure{Reason: api.ReasonCrashed, Message: plan.Why}
-		} else {
+		default:
 			// Waiting out a crash loop: nothing to report again.
 			return reconcile.Result{RequeueAfter: plan.RestartIn}, nil
 		}

@@ -94,9 +94,14 @@ func (s *Service) Observe(ctx context.Context, ev dhcp.Event) {
 	if ev.Request.Port == 4011 {
 		what += " (port 4011)"
 	}
+	// Who asks: the firmware's PXE, iPXE, or (no PXE options) the system
+	// the machine booted, whose DHCP is on the timeline too.
 	client := "firmware"
-	if ev.Request.IsIPXE {
+	switch {
+	case ev.Request.IsIPXE:
 		client = "iPXE"
+	case !isBootClient(ev.Request):
+		client = "the booted system"
 	}
 	switch {
 	case ev.Reply == 0 && ev.Reason != "":
@@ -115,6 +120,11 @@ func (s *Service) Observe(ctx context.Context, ev dhcp.Event) {
 			msg += " (proxy)"
 		}
 		s.event(name, api.EventNormal, "DHCP", "%s", msg)
+	}
+	if facts, ok := newFirmwareFacts(m, ev.Request); ev.Reply != 0 && ok {
+		s.later(func(ctx context.Context) {
+			_, _ = s.c.PatchStatus(ctx, "Machine", "", name, facts)
+		})
 	}
 	if ev.Reply == dhcp.MsgAck {
 		// A new address is written at once; the same one again (a
@@ -136,6 +146,36 @@ func (s *Service) Observe(ctx context.Context, ev dhcp.Event) {
 			_, _ = s.c.PatchStatus(ctx, "Machine", "", name, facts)
 		})
 	}
+}
+
+// newFirmwareFacts are what a boot client's request says about the
+// machine's firmware (status.firmware, uuid and vendorClass) that its
+// status does not say yet: discovery records them, but a machine a
+// person declared up front was never discovered, so its first boot
+// fills them in. A field once set is never rewritten, as after
+// discovery: anyone on the provisioning network can send DHCP in a known
+// machine's name (the MAC is in the packet), and must not change what
+// the power drivers read (status.firmware picks a BMC's boot option). An
+// operating system's DHCP client says nothing here.
+func newFirmwareFacts(m *api.Machine, req dhcp.Request) (api.MachineFacts, bool) {
+	var facts api.MachineFacts
+	if !isBootClient(req) {
+		return facts, false
+	}
+	f := factsOf(req)
+	for _, x := range []struct {
+		set       *string
+		have, got string
+	}{
+		{&facts.Firmware, m.Status.Firmware, f.firmware},
+		{&facts.UUID, m.Status.UUID, f.uuid},
+		{&facts.VendorClass, m.Status.VendorClass, f.vendorClass},
+	} {
+		if x.got != "" && x.have == "" {
+			*x.set = x.got
+		}
+	}
+	return facts, facts.Firmware != "" || facts.UUID != "" || facts.VendorClass != ""
 }
 
 // tftpFiles serves the iPXE binaries by name. Debian's ipxe.efi is a
@@ -412,11 +452,16 @@ func (s *Service) serveScript(w http.ResponseWriter, r *http.Request) {
 		// The profile's boot starts now: the machine controller moves an
 		// approved machine to Provisioning on it, and a stateless machine
 		// is Ready again only once this boot reports its host keys.
+		// The record waits in the update queue, behind other writes, and
+		// a quick system may report before it is written: then its keys
+		// are this boot's and stay (recordMu orders the two writes).
 		stateless := p != nil && !p.Spec.Install
+		now := time.Now().UTC()
 		s.later(func(ctx context.Context) {
-			now := time.Now().UTC()
+			s.recordMu.Lock()
+			defer s.recordMu.Unlock()
 			facts := api.MachineFacts{LastBoot: &now}
-			if stateless {
+			if b, _ := s.boots.lookup(boot); stateless && b.Reported == nil {
 				facts.SSHHostKeys = new([]string) // null: cleared
 			}
 			if _, err := s.c.PatchStatus(ctx, "Machine", "", name, facts); err != nil {
@@ -585,6 +630,8 @@ func (s *Service) serveReport(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, err.Error(), http.StatusBadRequest)
 		return
 	}
+	s.recordMu.Lock()
+	defer s.recordMu.Unlock()
 	now := time.Now()
 	if !s.boots.spend(b.ID, now) {
 		refuse("used", "this boot's token was used already")

@@ -128,6 +128,12 @@ type Service struct {
 	capReported time.Time
 	refusals    map[string]refusalCount
 
+	// recordMu orders the write that records a boot (it clears a
+	// stateless machine's host keys, from the update queue) and the
+	// write of that boot's report, so a report that comes first is not
+	// cleared by its own boot's record.
+	recordMu sync.Mutex
+
 	// limits are the HTTP server's, once it is built (artifact downloads
 	// stream under its write timeout).
 	limits  serving.Limits

@@ -496,6 +496,49 @@ const (
 	hostKeyB = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGm3sWw5R4mP0pX1oV2n8K6t9YvJq3zLr4cB5dE7fH1a root@evil"
 )
 
+// TestReportBeforeItsBootIsRecorded: a system that reports before the
+// service has written its boot's record (the record waits in the update
+// queue behind other writes; here a busy neighbour's) keeps the host keys
+// it reported: its own boot's record does not clear them afterwards, and
+// the machine comes to Ready.
+func TestReportBeforeItsBootIsRecorded(t *testing.T) {
+	l := newLab(t, nil, boot.Config{})
+	p, _ := l.ramroot(true)
+	l.create(p)
+	l.create(newMachine("node1", "52:54:00:aa:bb:11", false))
+	l.create(newMachine("busy", "52:54:00:aa:bb:12", false))
+	local := netip.MustParseAddr("127.0.0.1")
+	l.bootOf(local, "busy")
+	l.bootOf(local, "node1")
+
+	// A neighbour that fetches its script over and over queues a write
+	// or two each time, ahead of node1's next boot record.
+	for range 300 {
+		l.do(request{from: local, url: "/machines/busy/boot.ipxe", userAgent: ipxeAgent})
+	}
+	fetched := time.Now()
+	s := l.bootOf(local, "node1")
+	if code, body := l.report(local, s.args["hearth.report"], s.args["hearth.token"], hostKeyA); code != http.StatusOK {
+		t.Fatalf("the report: %d %s", code, body)
+	}
+	servertest.Eventually(t, 60*time.Second, func() error {
+		m := l.machine("node1")
+		if m.Status.LastBoot == nil || m.Status.LastBoot.Before(fetched) {
+			return fmt.Errorf("node1's boot is not recorded yet (lastBoot %v)", m.Status.LastBoot)
+		}
+		return nil
+	})
+	if m := l.machine("node1"); len(m.Status.SSHHostKeys) != 1 || m.Status.SSHHostKeys[0] != hostKeyA {
+		t.Fatalf("node1's host keys after its boot was recorded: %q, want the key it reported", m.Status.SSHHostKeys)
+	}
+	servertest.Eventually(t, 15*time.Second, func() error {
+		if m := l.machine("node1"); m.Status.Phase != api.MachineReady {
+			return fmt.Errorf("node1 is %s, want Ready", m.Status.Phase)
+		}
+		return nil
+	})
+}
+
 // TestReportsOncePerBoot: a report is taken with its boot's token, once;
 // a replay, a report with another boot's token (an ended boot of the same
 // machine, or another machine's) or naming another machine's boot is
@@ -897,6 +940,60 @@ func mustMAC(s string) net.HardwareAddr {
 	return hw
 }
 
+// TestDeclaredMachine: a Machine a person wrote before it ever
+// network-booted (as `hearth sandbox machine add` does) is recognised by
+// its MAC under its own name, not discovered again, and its first DHCP
+// request records what its firmware said, as discovery would have.
+func TestDeclaredMachine(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to make network namespaces; CI runs as root")
+	}
+	const mac = "52:54:00:12:34:57"
+	hw, _ := net.ParseMAC(mac)
+	server := netip.MustParsePrefix("10.79.0.1/24")
+	n, err := dhcptest.New(server, hw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { n.Close() })
+	l := newLab(t, n, boot.Config{DHCPMode: dhcp.ModeFull,
+		PoolStart: netip.MustParseAddr("10.79.0.100"), PoolEnd: netip.MustParseAddr("10.79.0.149")})
+	// Declared while the service is down, so that it knows the machine
+	// from its start.
+	l.stop()
+	l.create(&api.Machine{TypeMeta: api.TypeMeta{APIVersion: api.APIVersion, Kind: "Machine"},
+		Metadata: api.ObjectMeta{Name: "node1"}, Spec: api.MachineSpec{MAC: mac, Architecture: api.ArchX86_64}})
+	l.start()
+
+	c := newDHCPClient(t, n)
+	c.getAddress(dhcp.ModeFull, mac, netip.Addr{}, server.Addr())
+	servertest.Eventually(t, 10*time.Second, func() error {
+		m := l.machine("node1")
+		if m.Status.Firmware != "bios" || m.Status.VendorClass != "PXEClient:Arch:00000:UNDI:002001" || len(m.Status.Addresses) == 0 {
+			return fmt.Errorf("node1's status %s, want firmware bios, the vendor class and an address", servertest.JSON(m.Status))
+		}
+		return nil
+	})
+	if ms := l.machines(); len(ms) != 1 {
+		t.Errorf("%d machines, want only node1: the DHCP of a declared machine discovered another", len(ms))
+	}
+
+	// Once recorded, they stay: a client on the link sending DHCP in
+	// node1's name (UEFI firmware, another UUID and vendor class) does
+	// not rewrite them, nor does an operating system's DHCP.
+	forged := c.packet(dhcp.MsgDiscover, mac, false)
+	forged.SetOption(dhcp.OptClientArch, []byte{0, 7})
+	forged.SetString(dhcp.OptVendorClass, "PXEClient:Arch:00007:UNDI:003016")
+	c.exchange(forged, 2*time.Second)
+	c.exchange(c.packet(dhcp.MsgDiscover, mac, false), 2*time.Second)
+	time.Sleep(time.Second)
+	if m := l.machine("node1"); m.Status.VendorClass != "PXEClient:Arch:00000:UNDI:002001" || m.Status.Firmware != "bios" {
+		t.Errorf("node1's firmware facts after a forged DHCP request and an OS's: %s", servertest.JSON(m.Status))
+	}
+	// The timeline says the booted system asked, not its firmware.
+	l.waitEvent("Machine", "node1", "DHCP DISCOVER from the booted system")
+}
+
 // TestRevokedBootServiceStopsServing: a boot service whose credential is
 // revoked while it runs stops serving (nothing is handed out on a
 // credential that no longer holds) and waits for a new join token. Its
@@ -922,7 +1019,7 @@ func TestRevokedBootServiceStopsServing(t *testing.T) {
 	if err := l.env.Admin.Do(ctx, http.MethodDelete, api.PathPrefix+"/hosttokens/"+id, nil, nil); err != nil {
 		t.Fatal(err)
 	}
-	servertest.Eventually(t, 10*time.Second, func() error {
+	servertest.Eventually(t, 45*time.Second, func() error {
 		resp, err := hc.Get(l.base + "/healthz")
 		if err != nil {
 			return nil // no longer listening

@@ -21,6 +21,7 @@ func newAgentCmd(g *globals) *cobra.Command {
 	var cfg agent.Config
 	var jt joinTokenFlags
 	var logMax string
+	var externals []string
 	cmd := &cobra.Command{
 		Use:   "agent",
 		Short: "Run the node agent: register this host and run what is placed on it",
@@ -66,6 +67,9 @@ links. Tenants' images never read host files.`,
 				return fmt.Errorf("--console-log-max: %w", err)
 			}
 			cfg.ConsoleLogMax = int64(b)
+			if cfg.ExternalInterfaces, err = parseExternalInterfaces(externals); err != nil {
+				return err
+			}
 			return joinFlagsError(agent.Run(cmd.Context(), cfg))
 		},
 	}
@@ -90,8 +94,40 @@ links. Tenants' images never read host files.`,
 		"cap of each VM's console log, such as 8Mi: past it the log is kept as console.log.1 (replacing the older one) and console.log starts again empty")
 	f.StringVar(&cfg.MetricsListen, "metrics-listen", "", "address to serve Prometheus metrics on over plain HTTP (GET /metrics), such as 10.0.0.5:9464; none when empty. VM series carry tenant and VM names: use a management network")
 	f.StringArrayVar(&cfg.AllowFileDirs, "allow-file-dir", nil, "a directory shared Images may name files in with file:// URLs (repeatable; none by default)")
+	f.StringVar(&cfg.UnderlayDevice, "underlay-device", "",
+		"the link holding --address that tenant networks' VXLAN rides on; turns tenant networking on (without it, VMs' NICs are unplugged)")
+	f.StringArrayVar(&externals, "external-interface", nil,
+		"this host's link (usually a bridge) to an external network, as NAME=DEVICE for the ExternalNetwork NAME or DEVICE for any (repeatable)")
+	f.StringVar(&cfg.NetnsPrefix, "netns-prefix", "", "start of the names of the routers' network namespaces (default hearth-)")
 	f.IntVar(&cfg.VMNice, "vm-nice", 10, "CPU niceness of the VMs (0-19): when guests keep every core busy, the host's own services still get CPU in time")
 	return cmd
+}
+
+// parseExternalInterfaces reads --external-interface values.
+func parseExternalInterfaces(vals []string) (map[string]string, error) {
+	if len(vals) == 0 {
+		return nil, nil
+	}
+	m := map[string]string{}
+	for _, v := range vals {
+		name, dev, found := strings.Cut(v, "=")
+		if !found {
+			name, dev = "", v
+		}
+		if dev == "" || strings.ContainsAny(dev, "/ ") || len(dev) > 15 {
+			return nil, fmt.Errorf("--external-interface %q: want NAME=DEVICE or DEVICE, with a link name of at most 15 characters", v)
+		}
+		if name != "" {
+			if es := api.ValidateName("--external-interface", name); len(es) > 0 {
+				return nil, es
+			}
+		}
+		if _, dup := m[name]; dup {
+			return nil, fmt.Errorf("--external-interface %q: external network %q has a device already", v, name)
+		}
+		m[name] = dev
+	}
+	return m, nil
 }
 
 // joinTokenFlags are how a host process is given its join token.

@@ -85,6 +85,47 @@ spec: {host: elsewhere, boot: {from: kernel, kernel: {image: vmlinuz}}}
 		"timed out waiting for virtualmachine/a to be Paused: it is Running, its agent not having seen the change yet")
 }
 
+// TestE2EVMStartHeld: `hearth vm start` of a VM its restart policy left
+// stopped (spec.powerState Running already) asks for a restart, which is
+// what starts it; of any other VM it only sets the power state.
+func TestE2EVMStartHeld(t *testing.T) {
+	const tenant = "e2e-held"
+	hearth(t, `apiVersion: hearth.dev/v1alpha1
+kind: Tenant
+metadata: {name: e2e-held}
+---
+apiVersion: hearth.dev/v1alpha1
+kind: VirtualMachine
+metadata: {name: held, tenant: e2e-held}
+spec: {host: elsewhere, restartPolicy: OnFailure, boot: {from: kernel, kernel: {image: vmlinuz}}}
+---
+apiVersion: hearth.dev/v1alpha1
+kind: VirtualMachine
+metadata: {name: off-always, tenant: e2e-held}
+spec: {host: elsewhere, boot: {from: kernel, kernel: {image: vmlinuz}}}
+`, "apply", "-f", "-")
+	c := adminClient(t)
+	ctx := context.Background()
+	for _, name := range []string{"held", "off-always"} {
+		// As the agent leaves a VM whose guest powered itself off.
+		cond := map[string]any{"type": api.ConditionReady, "status": "False", "reason": api.ReasonGuestShutdown, "message": "the guest powered itself off"}
+		if _, err := c.Patch(ctx, "VirtualMachine", tenant, name, map[string]any{"status": map[string]any{
+			"phase": api.VMStopped, "conditions": []any{cond}}}, true); err != nil {
+			t.Fatal(err)
+		}
+	}
+	hearth(t, "", "vm", "start", "held", "off-always", "-t", tenant)
+	for name, want := range map[string]bool{"held": true, "off-always": false} {
+		o, err := c.Get(ctx, "VirtualMachine", tenant, name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := o.(*api.VirtualMachine).Spec.RestartRequested != nil; got != want {
+			t.Errorf("%s: restartRequested set %v, want %v", name, got, want)
+		}
+	}
+}
+
 // TestE2ECompletesVMs: console and logs complete VM names, not kinds.
 func TestE2ECompletesVMs(t *testing.T) {
 	const tenant = "e2e-complete"

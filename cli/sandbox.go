@@ -26,13 +26,13 @@ Run a command on a host with: hearth sandbox exec-in PREFIX-hN -- COMMAND…`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error { return cmd.Help() },
 	}
-	cmd.AddCommand(newSandboxUpCmd(g), newSandboxDownCmd(g), newSandboxStatusCmd(g), newSandboxMachineCmd(g), newSandboxExecInCmd())
+	cmd.AddCommand(newSandboxUpCmd(g), newSandboxDownCmd(g), newSandboxStatusCmd(g), newSandboxMachineCmd(g), newSandboxExecInCmd(), newSandboxServeInternetCmd())
 	return cmd
 }
 
 func newSandboxUpCmd(g *globals) *cobra.Command {
 	var cfg sandbox.Config
-	var cidr, provCIDR string
+	var cidr, provCIDR, extCIDR string
 	cmd := &cobra.Command{
 		Use:   "up [--hosts N] [--dir DIR]",
 		Short: "Build the sandbox and wait until every host is Ready",
@@ -85,6 +85,9 @@ line that points the CLI at the sandbox, so this works:
 			if cfg.Provisioning, err = netip.ParsePrefix(provCIDR); err != nil {
 				return fmt.Errorf("--provisioning-cidr %q: %w", provCIDR, err)
 			}
+			if cfg.External, err = netip.ParsePrefix(extCIDR); err != nil {
+				return fmt.Errorf("--external-cidr %q: %w", extCIDR, err)
+			}
 			cfg.Progress = g.errOut
 			s, err := sandbox.Up(cmd.Context(), cfg)
 			if err != nil {
@@ -99,6 +102,7 @@ line that points the CLI at the sandbox, so this works:
 	f.StringVar(&cfg.Dir, "dir", sandbox.DefaultDir, "where the server's and agents' data, the logs and sandbox.json live")
 	f.StringVar(&cidr, "underlay-cidr", sandbox.DefaultUnderlayCIDR, "the hosts' network (this machine gets .1, host N .(10+N))")
 	f.StringVar(&provCIDR, "provisioning-cidr", sandbox.DefaultProvisioningCIDR, "the network machines network-boot on (the boot service gets .2, its DHCP pool .100-.199)")
+	f.StringVar(&extCIDR, "external-cidr", sandbox.DefaultExternalCIDR, "the sandbox's internet (namespace PREFIX-internet, .1, HTTP on port 80), the ExternalNetwork internet")
 	f.BoolVar(&cfg.BootService, "boot-service", true, "start hearth boot on the provisioning network")
 	f.BoolVar(&cfg.HomeRouter, "home-router", false, "start dnsmasq as the provisioning network's home router (PREFIX-router, .1, DHCP .50-.99, no PXE options) and run the boot service in proxy DHCP mode beside it")
 	f.StringVar(&cfg.Prefix, "prefix", sandbox.DefaultPrefix, "start of the names of the namespaces and links it makes (another sandbox needs another prefix and CIDR)")
@@ -157,7 +161,7 @@ func newSandboxMachineCmd(g *globals) *cobra.Command {
 		Args:  cobra.NoArgs,
 		RunE:  func(cmd *cobra.Command, args []string) error { return cmd.Help() },
 	}
-	cmd.AddCommand(newSandboxMachineAddCmd(g), newSandboxMachineRmCmd(g), newSandboxMachineListCmd(g))
+	cmd.AddCommand(newSandboxMachineAddCmd(g), newSandboxMachineRmCmd(g), newSandboxMachineRestartCmd(g), newSandboxMachineListCmd(g))
 	return cmd
 }
 
@@ -178,7 +182,13 @@ over HTTP at once. --uefi machines run OVMF (/usr/share/OVMF/OVMF_CODE_4M.fd,
 with a copy of its variable store) and its own PXE client, which fetches
 iPXE over TFTP first, as real UEFI firmware does. The MAC is
 52:54:00 and three bytes of a hash of NAME unless --mac is given, so a machine
-added again under its name is the same machine to the boot service.`,
+added again under its name is the same machine to the boot service.
+
+Before it is powered on, the sandbox's administrator creates its Machine in
+the API: named NAME, with its MAC, labelled hearth.dev/sandbox=machine (what
+examples/sandbox/machines.yaml's profile selects) and not approved, so
+"hearth describe machine NAME" follows it from its first DHCP packet. A
+Machine of that name and MAC made beforehand is kept (and labelled).`,
 		Example: `  hearth sandbox machine add node1
   hearth sandbox machine add node2 --uefi --disk 20G --memory 1G
   tail -f /var/lib/hearth-sandbox/machines/node1/console.log`,
@@ -189,7 +199,7 @@ added again under its name is the same machine to the boot service.`,
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(g.out, "machine %s (%s, %s) is on, pid %d\nconsole: %s\n", m.Name, m.MAC, m.Firmware, m.QEMU.PID, m.Console())
+			fmt.Fprintf(g.out, "machine %s (%s, %s) is on, pid %d\nconsole: %s\nfollow it with: hearth describe machine %s\n", m.Name, m.MAC, m.Firmware, m.QEMU.PID, m.Console(), m.Name)
 			return nil
 		},
 	}
@@ -207,13 +217,42 @@ func newSandboxMachineRmCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:     "rm NAME [--dir DIR]",
 		Aliases: []string{"remove", "delete"},
-		Short:   "Power a machine off and remove it: its QEMU, tap and files",
-		Args:    cobra.ExactArgs(1),
+		Short:   "Power a machine off and remove it: its QEMU, tap, files and Machine object",
+		Long: `Power the machine off and remove it from the sandbox, as if it were carried
+out of the lab: stop its QEMU, delete its tap and DIR/machines/NAME, and
+delete its Machine objects from the API (every Machine with its MAC), which
+would otherwise stay in their last phase for ever. To boot it again with its
+disk, use "hearth sandbox machine restart NAME" instead.`,
+		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := sandbox.RemoveMachine(cmd.Context(), dir, args[0]); err != nil {
 				return err
 			}
 			fmt.Fprintf(g.errOut, "machine %s removed\n", args[0])
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&dir, "dir", sandbox.DefaultDir, "the sandbox's directory")
+	return cmd
+}
+
+func newSandboxMachineRestartCmd(g *globals) *cobra.Command {
+	var dir string
+	cmd := &cobra.Command{
+		Use:     "restart NAME [--dir DIR]",
+		Aliases: []string{"reset", "reboot"},
+		Short:   "Power-cycle a machine: it boots again from the network, then its disk",
+		Long: `Power-cycle the machine, as its reset button does: stop its QEMU and start it
+again on the same disk and tap. It network-boots again, so the boot service
+decides what it boots: its profile, or, once an install profile's installer
+reported, its disk. Its console log goes on in the same file.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			m, err := sandbox.RestartMachine(cmd.Context(), dir, args[0])
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(g.out, "machine %s restarted, pid %d\nconsole: %s\n", m.Name, m.QEMU.PID, m.Console())
 			return nil
 		},
 	}
@@ -257,6 +296,18 @@ func newSandboxExecInCmd() *cobra.Command {
 				argv = argv[1:]
 			}
 			return sandbox.ExecIn(ns, argv)
+		},
+	}
+}
+
+func newSandboxServeInternetCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:    "serve-internet ADDR:PORT",
+		Short:  "Serve the sandbox internet's web site (inside PREFIX-internet)",
+		Hidden: true,
+		Args:   cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return sandbox.ServeInternet(cmd.Context(), args[0])
 		},
 	}
 }

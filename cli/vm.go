@@ -21,7 +21,7 @@ var vmVerbs = []struct {
 	use, short, long, done string
 	spec                   func() map[string]any
 }{
-	{"start", "Start stopped VMs", "Set spec.powerState to Running: the host's agent starts the VM (or resumes\na paused one).",
+	{"start", "Start stopped VMs", "Set spec.powerState to Running: the host's agent starts the VM (or resumes\na paused one). A VM whose restart policy left it stopped (its guest powered\nitself off under OnFailure or Never, or it crashed under Never) has\nspec.powerState Running already: start also sets spec.restartRequested,\nwhich starts it.",
 		"started", func() map[string]any { return map[string]any{"powerState": api.PowerRunning} }},
 	{"stop", "Shut VMs down", "Set spec.powerState to Stopped: the host's agent presses the ACPI power\nbutton and kills QEMU if the guest has not powered off within the agent's\n--shutdown-timeout. The VM keeps its disks and its host.",
 		"stopped", func() map[string]any { return map[string]any{"powerState": api.PowerStopped} }},
@@ -60,6 +60,9 @@ or say where it is stuck once --timeout has passed.`,
 			Args:              cobra.MinimumNArgs(1),
 			ValidArgsFunction: completeNames(g, "VirtualMachine"),
 			RunE: func(cmd *cobra.Command, args []string) error {
+				if v.use == "start" {
+					restartHeld(cmd.Context(), g, args)
+				}
 				patched, err := patchEach(cmd.Context(), g, "VirtualMachine", args, map[string]any{"spec": v.spec()}, v.done)
 				if !wait || len(patched) == 0 {
 					return err
@@ -77,6 +80,36 @@ or say where it is stuck once --timeout has passed.`,
 	}
 	cmd.AddCommand(newVMMigrateCmd(g))
 	return cmd
+}
+
+// restartHeld asks for a restart of each named VM that its restart
+// policy left stopped while its spec.powerState is Running, so that
+// `hearth vm start` starts it: setting Running again changes nothing.
+// A VM it cannot read is left to patchEach, which says why.
+func restartHeld(ctx context.Context, g *globals, names []string) {
+	c, err := g.client()
+	if err != nil {
+		return
+	}
+	k, _ := api.KindByName("VirtualMachine")
+	for _, name := range names {
+		o, err := c.Get(ctx, k.Kind, g.readTenant(k), name)
+		if err != nil {
+			continue
+		}
+		vm := o.(*api.VirtualMachine)
+		ready := vm.Status.Condition(api.ConditionReady)
+		policy := vm.Spec.RestartPolicy
+		held := vm.Spec.PowerState == api.PowerRunning && ready != nil &&
+			((vm.Status.Phase == api.VMStopped && ready.Reason == api.ReasonGuestShutdown && policy != api.RestartAlways) ||
+				(vm.Status.Phase == api.VMFailed && ready.Reason == api.ReasonCrashed && policy == api.RestartNever))
+		if held {
+			patch := map[string]any{"spec": map[string]any{"restartRequested": time.Now().UTC().Format(time.RFC3339Nano)}}
+			if _, err := c.Patch(ctx, k.Kind, g.readTenant(k), name, patch, false); err != nil {
+				printError(g.errOut, err)
+			}
+		}
+	}
 }
 
 // phaseFor is the phase a VM kept in a power state ends up in.

@@ -75,6 +75,13 @@ func TestCommandLine(t *testing.T) {
 			},
 		},
 		{
+			// A guest power-off and a guest panic keep the process, in
+			// two statuses the agent tells apart (GuestStopped).
+			name: "power-off is not a crash",
+			flag: "-action", want: []string{"shutdown=pause,panic=pause"},
+			wantS: []string{"-device pvpanic "},
+		},
+		{
 			name: "shared storage",
 			edit: func(s *Spec) {
 				rbd := map[string]any{"driver": "rbd", "pool": "vms", "image": "hearth-vol-a", "user": "hearth", "key-secret": "pool-key"}

@@ -106,6 +106,26 @@ const (
 	Stopped State = "stopped"
 )
 
+// Info.Status of a VM whose guest stopped by itself. The QEMU driver
+// keeps such a process (its State is Paused) rather than let it end, so
+// that how the guest stopped can be told, also of a process an earlier
+// agent started (there is no exit status to go by then). The guest will
+// not run again in it: Shutdown or Kill ends the process, at once. Wait
+// returns when a VM reaches one of them (GuestStopped).
+const (
+	// StatusShutdown: the guest powered itself off.
+	StatusShutdown = "shutdown"
+	// StatusGuestPanicked: the guest's kernel panicked and said so
+	// through the pvpanic device: a crash.
+	StatusGuestPanicked = "guest-panicked"
+)
+
+// GuestStopped reports whether a VM in status (Info.Status) has a guest
+// that stopped by itself: StatusShutdown or StatusGuestPanicked.
+func GuestStopped(status string) bool {
+	return status == StatusShutdown || status == StatusGuestPanicked
+}
+
 // Info describes a VM process.
 type Info struct {
 	PID       int
@@ -131,14 +151,16 @@ type Driver interface {
 	// no process runs for it (or the process there is not the VM with id).
 	Lookup(ctx context.Context, id, dir string) (info Info, ok bool, err error)
 	// Shutdown asks the guest to power off (ACPI), waits up to timeout,
-	// then kills the process. It returns once the process is gone.
+	// then kills the process; a process whose guest stopped by itself
+	// (GuestStopped) ends at once. It returns once the process is gone.
 	Shutdown(ctx context.Context, id, dir string, timeout time.Duration) error
 	// Kill stops the process at once.
 	Kill(ctx context.Context, id, dir string) error
 	// Pause and Resume freeze and thaw the VM's CPUs.
 	Pause(ctx context.Context, id, dir string) error
 	Resume(ctx context.Context, id, dir string) error
-	// Wait returns when the VM's process exits (or ctx ends), whoever
+	// Wait returns when the VM's process exits or its guest stopped by
+	// itself (Lookup then says so: GuestStopped), or ctx ends, whoever
 	// started it.
 	Wait(ctx context.Context, id, dir string) error
 }

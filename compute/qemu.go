@@ -75,8 +75,13 @@ type QEMUOptions struct {
 //   - QEMU serves one QMP client at a time; the driver connects per call.
 //     Anything else that keeps the QMP socket open makes driver calls wait
 //     until their context ends.
-//   - A guest reboot stays inside the process; a guest power-off ends it
-//     (QEMU then removes its pid file and sockets itself).
+//   - A guest reboot stays inside the process. A guest power-off or a
+//     guest kernel panic (told by the pvpanic device) does not end it:
+//     QEMU runs with -action shutdown=pause,panic=pause and keeps the
+//     process, in status "shutdown" or "guest-panicked" (GuestStopped),
+//     so the agent can tell a guest that powered itself off from a crash,
+//     even for a process an earlier agent started. Shutdown or Kill then
+//     ends it.
 //   - Lookup reporting Status "prelaunch" means an agent died between
 //     spawning QEMU and letting it run: Kill and Start again.
 type QEMU struct {
@@ -245,7 +250,9 @@ func (q *QEMU) Lookup(ctx context.Context, id, dir string) (Info, bool, error) {
 }
 
 // Shutdown presses the VM's ACPI power button and waits up to timeout for
-// the process to exit, then kills it. A VM paused by Pause is resumed first
+// the guest to power off, then kills the process. A guest that has
+// stopped (powered off now or before, or panicked: GuestStopped) is told
+// to quit, so the process ends at once and cleanly. A VM paused by Pause is resumed first
 // so its guest can hear the button; one that never ran, crashed or hung in
 // QEMU is killed at once. If ctx ends first, Shutdown returns ctx's error
 // and leaves the process as it is.
@@ -261,7 +268,7 @@ func (q *QEMU) Shutdown(ctx context.Context, id, dir string, timeout time.Durati
 	deadline := time.Now().Add(timeout)
 	if q.powerButton(ctx, dir, deadline) {
 		wctx, cancel := context.WithDeadline(ctx, deadline)
-		err := process.WaitGone(wctx, p)
+		err := q.waitPoweredOff(wctx, dir, p)
 		cancel()
 		if err == nil {
 			removeRuntimeFiles(dir)
@@ -303,10 +310,75 @@ func (q *QEMU) powerButton(ctx context.Context, dir string, deadline time.Time) 
 		if err := c.Execute(qctx, "cont", nil, nil); err != nil {
 			return false
 		}
+	case StatusShutdown, StatusGuestPanicked:
+		return true // stopped already: waitPoweredOff tells it to quit
 	default:
 		return false
 	}
 	return c.Execute(qctx, "system_powerdown", nil, nil) == nil
+}
+
+// statusPoll is how often waitPoweredOff and Wait ask QEMU for its
+// status while they watch a process: a QMP conversation each, so not at
+// every look at /proc.
+const statusPoll = time.Second
+
+// waitPoweredOff waits until the process p is gone, telling QEMU to quit
+// once its guest has stopped (it keeps the process: -action
+// shutdown=pause,panic=pause). It returns ctx's error if ctx ends first.
+func (q *QEMU) waitPoweredOff(ctx context.Context, dir string, p process.ID) error {
+	t := time.NewTicker(100 * time.Millisecond)
+	defer t.Stop()
+	var asked time.Time
+	for p.Alive() {
+		if time.Since(asked) >= statusPoll/4 {
+			asked = time.Now()
+			if GuestStopped(q.status(ctx, dir)) {
+				q.quit(ctx, dir)
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
+	return nil
+}
+
+// status is the VM's QMP status, or "" when QEMU does not answer (it is
+// going, busy with another client, or hung).
+func (q *QEMU) status(ctx context.Context, dir string) string {
+	qctx, cancel := q.qmpContext(ctx)
+	defer cancel()
+	if dl, ok := qctx.Deadline(); !ok || time.Until(dl) > statusPoll {
+		var c2 context.CancelFunc
+		qctx, c2 = context.WithTimeout(qctx, statusPoll)
+		defer c2()
+	}
+	c, err := DialQMP(qctx, filepath.Join(dir, QMPSocket))
+	if err != nil {
+		return ""
+	}
+	defer c.Close()
+	var st qmpStatus
+	if err := c.Execute(qctx, "query-status", nil, &st); err != nil {
+		return ""
+	}
+	return st.Status
+}
+
+// quit tells QEMU to exit, as it does by itself after the guest powered
+// off without -action shutdown=pause.
+func (q *QEMU) quit(ctx context.Context, dir string) {
+	qctx, cancel := q.qmpContext(ctx)
+	defer cancel()
+	c, err := DialQMP(qctx, filepath.Join(dir, QMPSocket))
+	if err != nil {
+		return
+	}
+	defer c.Close()
+	_ = c.Execute(qctx, "quit", nil, nil)
 }
 
 // Kill stops the VM's process at once (SIGKILL) and removes its pid file
@@ -356,8 +428,10 @@ func (q *QEMU) simple(ctx context.Context, id, dir, verb, command string) error 
 	return nil
 }
 
-// Wait returns when the VM's process is gone. The process need not be
-// this agent's child, so Wait watches /proc rather than waiting on it.
+// Wait returns when the VM's process is gone or its guest has stopped by
+// itself (QEMU keeps the process then: GuestStopped). The process need
+// not be this agent's child, so Wait watches /proc rather than waiting on
+// it, and asks QEMU its status every statusPoll.
 func (q *QEMU) Wait(ctx context.Context, id, dir string) error {
 	p, ok, err := findProcess(id, dir)
 	if err != nil {
@@ -366,8 +440,21 @@ func (q *QEMU) Wait(ctx context.Context, id, dir string) error {
 	if !ok {
 		return nil
 	}
-	if err := process.WaitGone(ctx, p); err != nil {
-		return fmt.Errorf("wait for vm %s: %w", id, err)
+	t := time.NewTicker(100 * time.Millisecond)
+	defer t.Stop()
+	var asked time.Time
+	for p.Alive() {
+		if time.Since(asked) >= statusPoll {
+			asked = time.Now()
+			if GuestStopped(q.status(ctx, dir)) {
+				return nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("wait for vm %s: %w", id, ctx.Err())
+		case <-t.C:
+		}
 	}
 	return nil
 }
@@ -429,6 +516,14 @@ func (q *QEMU) commandLine(spec Spec) ([]string, error) {
 		"-pidfile", filepath.Join(dir, PIDFile),
 		// Paused until Start has wired the VM up over QMP.
 		"-S",
+		// A guest that powers off leaves the process in status
+		// "shutdown" rather than ending it, and one whose kernel panics
+		// (told by the pvpanic device below) in "guest-panicked": so a
+		// power-off is never mistaken for a crash, even by an agent
+		// that did not start the process and has no exit status (see
+		// GuestStopped). panic=exit-failure would not do: with
+		// shutdown=pause, QEMU 7.2 turns it into status "shutdown" too.
+		"-action", "shutdown=pause,panic=pause",
 	}
 
 	// graphics=off makes SeaBIOS and iPXE print to the serial port, so
@@ -470,6 +565,10 @@ func (q *QEMU) commandLine(spec Spec) ([]string, error) {
 		// wait for entropy.
 		"-object", "rng-random,id=rng0,filename=/dev/urandom",
 		"-device", "virtio-rng-pci,rng=rng0",
+		// The ISA pvpanic device (on pc's ISA bus and q35's LPC bridge):
+		// Linux (pvpanic-mmio) and Windows (virtio-win) guests tell QEMU
+		// through it that their kernel panicked.
+		"-device", "pvpanic",
 	)
 
 	boot := spec.Boot

@@ -331,6 +331,112 @@ func TestLifecycle(t *testing.T) {
 	assertStopped(t, d, spec, again.PID)
 }
 
+// TestGuestPowersOff: a guest that powers itself off (here on the power
+// button pressed over QMP, without Shutdown: the guest's acpid runs
+// poweroff) leaves its QEMU alive in StatusShutdown, for this driver and
+// a new one (an agent restarted since), and Wait returns; Shutdown then
+// ends the process at once (QMP quit), not after its timeout.
+func TestGuestPowersOff(t *testing.T) {
+	spec := testSpec(t)
+	d := NewQEMU(QEMUOptions{})
+	info := start(t, d, spec)
+	waitConsole(t, spec.Dir, guestSeed, 90*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	waited := make(chan error, 1)
+	go func() { waited <- d.Wait(ctx, spec.ID, spec.Dir) }()
+
+	c, err := DialQMP(ctx, filepath.Join(spec.Dir, QMPSocket))
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = c.Execute(ctx, "system_powerdown", nil, nil)
+	c.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitConsole(t, spec.Dir, guestPowerOff, 30*time.Second)
+	select {
+	case err := <-waited:
+		if err != nil {
+			t.Fatalf("Wait: %v", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("Wait did not return when the guest powered off")
+	}
+	for _, drv := range []*QEMU{d, NewQEMU(QEMUOptions{})} {
+		got, ok := lookup(t, drv, spec)
+		if !ok || got.PID != info.PID || got.Status != StatusShutdown || got.State != Paused {
+			t.Fatalf("Lookup after the guest powered off = %+v, %v; want pid %d alive in status %q", got, ok, info.PID, StatusShutdown)
+		}
+	}
+	if err := d.Wait(ctx, spec.ID, spec.Dir); err != nil {
+		t.Errorf("Wait on a powered-off guest: %v", err)
+	}
+	if err := d.Resume(ctx, spec.ID, spec.Dir); err == nil {
+		t.Errorf("Resume of a powered-off guest succeeded")
+	}
+
+	const timeout = time.Minute
+	begin := time.Now()
+	if err := d.Shutdown(ctx, spec.ID, spec.Dir, timeout); err != nil {
+		t.Fatalf("Shutdown: %v", err)
+	}
+	if took := time.Since(begin); took > 15*time.Second {
+		t.Errorf("Shutdown of a powered-off guest took %v: it was not told to quit", took)
+	}
+	assertStopped(t, d, spec, info.PID)
+	if log := readFile(filepath.Join(spec.Dir, StderrFile)); strings.Contains(log, "terminating on signal 9") {
+		t.Errorf("QEMU was killed, not told to quit:\n%s", log)
+	}
+}
+
+// TestGuestPanics: a guest kernel that panics (told by pvpanic) leaves
+// its QEMU in StatusGuestPanicked: not a reboot inside the process (the
+// guest runs with panic=-1), nor a power-off; Wait returns and Shutdown
+// ends it at once. The panic is an NMI the guest is told to panic on, as
+// `virsh inject-nmi` crashes a hung guest.
+func TestGuestPanics(t *testing.T) {
+	spec := testSpec(t)
+	spec.Boot.Cmdline += " unknown_nmi_panic=1"
+	d := NewQEMU(QEMUOptions{})
+	info := start(t, d, spec)
+	// The drivers, pvpanic's among them, are loaded before the seed.
+	waitConsole(t, spec.Dir, guestSeed, 90*time.Second)
+	if log := readFile(filepath.Join(spec.Dir, ConsoleLog)); strings.Contains(log, "module-failed=pvpanic") {
+		t.Fatalf("the test guest could not load its pvpanic driver:\n%s", tail([]byte(log), 2000))
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	c, err := DialQMP(ctx, filepath.Join(spec.Dir, QMPSocket))
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = c.Execute(ctx, "inject-nmi", nil, nil)
+	c.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	wctx, wcancel := context.WithTimeout(ctx, 60*time.Second)
+	defer wcancel()
+	if err := d.Wait(wctx, spec.ID, spec.Dir); err != nil {
+		t.Fatalf("Wait: %v; console:\n%s", err, tail([]byte(readFile(filepath.Join(spec.Dir, ConsoleLog))), 2000))
+	}
+	if got, ok := lookup(t, NewQEMU(QEMUOptions{}), spec); !ok || got.PID != info.PID || got.Status != StatusGuestPanicked {
+		t.Fatalf("Lookup after the panic = %+v, %v; want pid %d in status %q", got, ok, info.PID, StatusGuestPanicked)
+	}
+	// (The console shows no "Kernel panic": pvpanic's notifier runs, and
+	// QEMU pauses the guest, before the kernel flushes its console.)
+	begin := time.Now()
+	if err := d.Shutdown(ctx, spec.ID, spec.Dir, time.Minute); err != nil {
+		t.Fatalf("Shutdown: %v", err)
+	}
+	if took := time.Since(begin); took > 15*time.Second {
+		t.Errorf("Shutdown of a panicked guest took %v", took)
+	}
+	assertStopped(t, d, spec, info.PID)
+}
+
 func TestKill(t *testing.T) {
 	spec := testSpec(t)
 	d := NewQEMU(QEMUOptions{})

@@ -61,6 +61,11 @@ func routerLink(vni uint32) string                 { return routerPrefix + strco
 func externalLeg(vni uint32) string                { return externalPrefix + strconv.FormatUint(uint64(vni), 10) }
 func routerNetns(prefix string, vni uint32) string { return RouterNetnsName(prefix, vni) }
 
+// RouterInternalLink is the name, inside a router namespace, of the
+// router's leg on the network's bridge: the link that holds the subnets'
+// gateways, where the network's DHCP server listens.
+const RouterInternalLink = internalLink
+
 // RouterNetnsName is the name of a network's router namespace for a
 // Plane whose Config.NetnsPrefix is prefix.
 func RouterNetnsName(prefix string, vni uint32) string {

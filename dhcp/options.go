@@ -19,6 +19,7 @@ const (
 	OptDNS             OptionCode = 6
 	OptHostname        OptionCode = 12
 	OptDomainName      OptionCode = 15
+	OptInterfaceMTU    OptionCode = 26
 	OptBroadcastAddr   OptionCode = 28
 	OptVendorSpecific  OptionCode = 43 // PXE options in ProxyDHCP answers
 	OptRequestedIP     OptionCode = 50
@@ -36,9 +37,10 @@ const (
 	OptTFTPServerName  OptionCode = 66
 	OptBootFileName    OptionCode = 67
 	OptUserClass       OptionCode = 77
-	OptClientArch      OptionCode = 93 // RFC 4578
-	OptClientNDI       OptionCode = 94 // RFC 4578
-	OptClientMachineID OptionCode = 97 // RFC 4578: type 0 and a UUID
+	OptClientArch      OptionCode = 93  // RFC 4578
+	OptClientNDI       OptionCode = 94  // RFC 4578
+	OptClientMachineID OptionCode = 97  // RFC 4578: type 0 and a UUID
+	OptClasslessRoutes OptionCode = 121 // RFC 3442
 	OptIPXEEncap       OptionCode = 175
 	OptEnd             OptionCode = 255
 )

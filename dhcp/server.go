@@ -72,6 +72,13 @@ type Config struct {
 	Router netip.Addr
 	DNS    []netip.Addr
 	Domain string
+	// MTU, when set, is the interface MTU clients are told (option 26):
+	// a tenant network's, below the underlay's by VXLAN's overhead.
+	MTU int
+	// Routes, when set, are sent as classless static routes (option 121,
+	// RFC 3442), led by a default route through Router: a client that
+	// takes option 121 ignores option 3.
+	Routes []Route
 	// PoolStart and PoolEnd bound the dynamic pool, inclusive; both zero
 	// for none (every client needs a reservation, as on a tenant
 	// network). Keep reservations outside it: a reservation inside takes
@@ -87,6 +94,32 @@ type Config struct {
 	// journal of JSON lines rewritten when it grows; "" keeps them in
 	// memory only.
 	LeaseFile string
+}
+
+// Route is a classless static route: Destination through Gateway.
+type Route struct {
+	Destination netip.Prefix
+	Gateway     netip.Addr
+}
+
+// classlessRoutes encodes option 121: per route the prefix length, the
+// significant octets of the destination and the gateway.
+func classlessRoutes(router netip.Addr, routes []Route) []byte {
+	var b []byte
+	add := func(dst netip.Prefix, gw netip.Addr) {
+		a := dst.Masked().Addr().As4()
+		g := gw.As4()
+		b = append(b, byte(dst.Bits()))
+		b = append(b, a[:(dst.Bits()+7)/8]...)
+		b = append(b, g[:]...)
+	}
+	if router.IsValid() {
+		add(netip.PrefixFrom(netip.IPv4Unspecified(), 0), router)
+	}
+	for _, r := range routes {
+		add(r.Destination, r.Gateway)
+	}
+	return b
 }
 
 // Request is what a client asked, decoded.
@@ -238,6 +271,14 @@ func (c *Config) check() error {
 	for i, d := range c.DNS {
 		if !d.Is4() {
 			return bad("dns[%d] %v: want an IPv4 address", i, d)
+		}
+	}
+	if c.MTU != 0 && (c.MTU < 68 || c.MTU > 65535) {
+		return bad("mtu %d: want 68 to 65535, or 0 to send none", c.MTU)
+	}
+	for i, r := range c.Routes {
+		if !r.Destination.Addr().Is4() || !r.Gateway.Is4() {
+			return bad("routes[%d] %v via %v: want an IPv4 prefix and gateway", i, r.Destination, r.Gateway)
 		}
 	}
 	switch {
@@ -609,6 +650,12 @@ func (w *worker) answer(ev *Event, t MessageType, yiaddr netip.Addr, d *Decision
 	}
 	if s.cfg.Domain != "" {
 		r.SetString(OptDomainName, s.cfg.Domain)
+	}
+	if s.cfg.MTU > 0 {
+		r.SetOption(OptInterfaceMTU, []byte{byte(s.cfg.MTU >> 8), byte(s.cfg.MTU)})
+	}
+	if len(s.cfg.Routes) > 0 {
+		r.SetOption(OptClasslessRoutes, classlessRoutes(s.cfg.Router, s.cfg.Routes))
 	}
 	if d.Hostname != "" {
 		r.SetString(OptHostname, d.Hostname)

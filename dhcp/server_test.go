@@ -134,7 +134,7 @@ case "$1" in
 deconfig) busybox ip addr flush dev "$interface" ;;
 bound)
 	busybox ip addr add "$ip/$mask" dev "$interface"
-	printf 'ip=%s\nhostname=%s\nboot_file=%s\nsiaddr=%s\nrouter=%s\ndomain=%s\n' "$ip" "$hostname" "$boot_file" "$siaddr" "$router" "$domain" > `+outFile+`.tmp
+	printf 'ip=%s\nhostname=%s\nboot_file=%s\nsiaddr=%s\nrouter=%s\ndomain=%s\nmtu=%s\nstaticroutes=%s\nmask=%s\ndns=%s\n' "$ip" "$hostname" "$boot_file" "$siaddr" "$router" "$domain" "$mtu" "$staticroutes" "$mask" "$dns" > `+outFile+`.tmp
 	mv `+outFile+`.tmp `+outFile+` ;;
 esac
 exit 0
@@ -302,6 +302,39 @@ func TestReservationAndBootFile(t *testing.T) {
 	h.waitEvents(t, 2)
 	if tl := h.timeline(); !slices.Equal(tl, []string{"DISCOVER>OFFER", "REQUEST>ACK"}) {
 		t.Errorf("timeline %v", tl)
+	}
+}
+
+// TestMTUAndClasslessRoutes: a tenant subnet's options reach the client:
+// the network's MTU (26) and classless routes (121) led by the default
+// route, as udhcpc reads them.
+func TestMTUAndClasslessRoutes(t *testing.T) {
+	n := newNet(t)
+	cfg := fullConfig()
+	cfg.PoolStart, cfg.PoolEnd = netip.Addr{}, netip.Addr{}
+	cfg.MTU = 1450
+	cfg.Routes = []Route{{Destination: netip.MustParsePrefix("10.99.0.0/16"), Gateway: ip("10.77.0.254")}}
+	cfg.Handler = &fakeHandler{decide: func(r Request) Decision { return Decision{IP: ip("10.77.0.42")} }}
+	serve(t, n, cfg)
+	got := udhcpc(t, n, false)
+	want := map[string]string{"ip": "10.77.0.42", "mtu": "1450", "router": "10.77.0.1", "mask": "24",
+		"staticroutes": "0.0.0.0/0 10.77.0.1 10.99.0.0/16 10.77.0.254"}
+	for k, v := range want {
+		if got[k] != v {
+			t.Errorf("%s: got %q, want %q", k, got[k], v)
+		}
+	}
+}
+
+func TestClasslessRoutesEncoding(t *testing.T) {
+	got := classlessRoutes(ip("10.0.0.1"), []Route{
+		{Destination: netip.MustParsePrefix("10.99.0.0/16"), Gateway: ip("10.0.0.254")},
+		{Destination: netip.MustParsePrefix("192.168.7.128/25"), Gateway: ip("10.0.0.2")},
+		{Destination: netip.MustParsePrefix("172.16.0.0/12"), Gateway: ip("10.0.0.3")},
+	})
+	want := []byte{0, 10, 0, 0, 1, 16, 10, 99, 10, 0, 0, 254, 25, 192, 168, 7, 128, 10, 0, 0, 2, 12, 172, 16, 10, 0, 0, 3}
+	if !bytes.Equal(got, want) {
+		t.Errorf("option 121 = %v, want %v", got, want)
 	}
 }
 

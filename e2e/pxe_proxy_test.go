@@ -118,7 +118,7 @@ func TestSandboxPXEProxy(t *testing.T) {
 				t.Errorf("the home router's leases lack %s:\n%s", mac, leases)
 			}
 			timeline := s.must("", "describe", "machine", m.Metadata.Name)
-			for _, step := range []string{"Discovered", "(proxy)", "boot.ipxe: boot", "Report"} {
+			for _, step := range []string{"Added", "(proxy)", "boot.ipxe: boot", "Report"} {
 				if !strings.Contains(timeline, step) {
 					t.Errorf("the boot timeline lacks %q:\n%s", step, timeline)
 				}

@@ -10,7 +10,10 @@
 # binary is replaced whole, and a sandbox left by an earlier run (up, or
 # half-built by one cut short) is taken down before a new one goes up.
 # Ctrl-C while it builds takes down what it built. Once it is up, it stays
-# up for you to use; `hearth sandbox down` removes it all.
+# up for you to use; `hearth sandbox down` removes it all. It waits up to
+# HEARTH_DEMO_WAIT seconds (default 600) for the guests to boot; a guest
+# that does not leaves the lab up, with the commands that show why, and
+# the demo fails.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -61,7 +64,12 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-config=$("$hearth" sandbox up --hosts 2 --dir "$dir" "${up_args[@]}" | tee /dev/stderr | tail -n1)
+# Progress goes to stderr as it happens; the summary (stdout) is shown
+# once up is done. (Not tee /dev/stderr: with the output redirected to a
+# file, that opens the file again from its start and writes over it.)
+summary=$("$hearth" sandbox up --hosts 2 --dir "$dir" "${up_args[@]}")
+echo "$summary"
+config=$(tail -n1 <<<"$summary")
 export HEARTH_CONFIG=${config#export HEARTH_CONFIG=}
 
 run() {
@@ -73,19 +81,58 @@ run get hosts -o wide
 run get images
 run apply -f examples/lab.yaml
 run apply -f examples/sandbox/lab.yaml
+# Two tenants with the same CIDR, two subnets, NAT and a floating IP.
+run apply -f examples/sandbox/networks.yaml
+
+# The guests are emulated (TCG) where KVM is missing or unusable, and the
+# machine may be busy: a boot can take minutes. Wait up to
+# HEARTH_DEMO_WAIT seconds (default 600: 300 was seen to fall short on a
+# machine loaded 10 times over), saying how far it got every 15 s.
+wait=${HEARTH_DEMO_WAIT:-600}
 echo
-echo "waiting for the VMs to boot…"
-for _ in $(seq 120); do
-	running=$("$hearth" get vm -A -o json | grep -c '"phase": "Running"' || true)
-	[ "$running" -ge 3 ] && break
-	sleep 1
+echo "waiting up to ${wait}s for the 3 VMs of tenant demo to run and web-1's guest to say it is ready…"
+start=$SECONDS
+running=0
+ready=false
+next=15
+while :; do
+	running=$("$hearth" get vm --tenant demo -o json 2>/dev/null | grep -c '"phase": "Running"' || true)
+	if [ "$running" -ge 3 ] && "$hearth" logs vm/web-1 --tenant demo 2>/dev/null | grep -q "HEARTH-GUEST ready"; then
+		ready=true
+		break
+	fi
+	waited=$((SECONDS - start))
+	[ "$waited" -ge "$wait" ] && break
+	if [ "$waited" -ge "$next" ]; then
+		if [ "$running" -ge 3 ]; then
+			echo "  ${waited}s: 3 of 3 VMs running; web-1's guest is still booting" >&2
+		else
+			echo "  ${waited}s: $running of 3 VMs running" >&2
+		fi
+		next=$((next + 15))
+	fi
+	sleep 2
 done
-for _ in $(seq 60); do
-	"$hearth" logs vm/web-1 --tenant demo 2>/dev/null | grep -q "HEARTH-GUEST ready" && break
-	sleep 1
-done
+# The lab is up (a slow guest is no reason to take it down: it is what to
+# look at).
 up=true
 trap - EXIT INT TERM
+if [ "$ready" != true ]; then
+	cat >&2 <<MSG
+
+web-1's guest did not say "HEARTH-GUEST ready" within ${wait}s ($running of 3 VMs running).
+The sandbox stays up so you can see why:
+  export HEARTH_CONFIG=$HEARTH_CONFIG
+  $hearth get vm -A -o wide                  # phases; a Failed VM says why
+  $hearth describe vm web-1 --tenant demo    # its conditions and events
+  $hearth logs vm/web-1 --tenant demo        # its serial console: how far the guest booted
+  $hearth get hosts -o wide                  # are both hosts Ready?
+A guest emulated on a busy machine may just be slow: wait, then run the
+logs command again, or rerun with HEARTH_DEMO_WAIT=1800.
+Remove everything with: $hearth sandbox down --dir $dir
+MSG
+	exit 1
+fi
 
 run get vm -A -o wide
 # Applying again changes nothing: the hosts the scheduler chose stay.
@@ -95,14 +142,31 @@ echo "\$ hearth logs vm/web-1 --tenant demo | grep HEARTH-GUEST"
 "$hearth" logs vm/web-1 --tenant demo | grep HEARTH-GUEST || true
 run describe vm web-1 --tenant demo
 
+# The example profile names the kernel under the default sandbox
+# directory: with another, the command rewrites it.
+profile=$PWD/examples/sandbox/machines.yaml
+apply_profile="$hearth apply -f $profile"
+if [ "$(realpath -m "$dir")" != /var/lib/hearth-sandbox ]; then
+	apply_profile="sed 's|/var/lib/hearth-sandbox/|$(realpath -m "$dir")/|' $profile | $hearth apply -f -"
+fi
+
 cat <<MSG
 
 The sandbox is up: a server and 2 hosts. Try:
   export HEARTH_CONFIG=$HEARTH_CONFIG
   $hearth console vm/web-1 --tenant demo     # Ctrl-] to leave
   $hearth get vm -A -w
-  $hearth sandbox machine add node1 --dir $dir   # a bare-metal machine that network-boots
-  $hearth get machines -w                        # it is discovered; give it a MachineProfile
+Tenant networks: two tenants with the same CIDR, two subnets, NAT and a
+floating IP:
+  $hearth logs vm/a --tenant red | grep NETTEST   # what red/a reached: its peer, the other subnet, the internet
+  $hearth get fip --tenant red                   # then: $hearth sandbox exec-in PREFIX-internet -- wget -qO- http://ADDRESS/
+A bare-metal machine that network-boots, and a MachineProfile that boots it
+until it reports back (phase Ready):
+  $hearth sandbox machine add node1 --dir $dir
+  $apply_profile
+  $hearth get machines -w
+  $hearth describe machine node1   # its boot timeline
+More examples of every kind: $PWD/examples/README.md
 Remove everything with: $hearth sandbox down --dir $dir
 export HEARTH_CONFIG=$HEARTH_CONFIG
 MSG

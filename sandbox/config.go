@@ -117,6 +117,10 @@ type Config struct {
 	// Provisioning is the network machines network-boot on (at least a
 	// /24): the boot service is .2, its DHCP pool .100 to .199.
 	Provisioning netip.Prefix
+	// External is the sandbox's internet (PREFIX-internet): the
+	// ExternalNetwork "internet" that tenant networks route out to. Its
+	// .1 is the internet's own address.
+	External netip.Prefix
 	// Port is where the server listens on the underlay's .1.
 	Port int
 	// Site is the site every host joins.
@@ -197,6 +201,8 @@ func DefaultAgentCommand(exe string) func(h Host, j Join) []string {
 			"--name", h.Name,
 			"--data-dir", h.Dir,
 			"--address", h.Address,
+			"--underlay-device", hostLinkName,
+			"--external-interface", ExternalNetworkName + "=" + HostExternalBridge,
 		}, j.allowFileDirs()...)
 	}
 }
@@ -282,6 +288,16 @@ func (c Config) withDefaults() (Config, error) {
 	if c.Provisioning.Overlaps(c.Underlay) {
 		return c, fmt.Errorf("--provisioning-cidr %s overlaps --underlay-cidr %s: the boot service sits on both, so they must differ", c.Provisioning, c.Underlay)
 	}
+	if !c.External.IsValid() {
+		c.External = netip.MustParsePrefix(DefaultExternalCIDR)
+	}
+	c.External = c.External.Masked()
+	if !c.External.Addr().Is4() || !offsetFits(c.External, externalRangeEnd) {
+		return c, fmt.Errorf("--external-cidr %s: want an IPv4 /24 or larger (routers and floating IPs take .%d to .%d)", c.External, externalRangeStart, externalRangeEnd)
+	}
+	if c.External.Overlaps(c.Underlay) || c.External.Overlaps(c.Provisioning) {
+		return c, fmt.Errorf("--external-cidr %s overlaps the underlay %s or the provisioning network %s", c.External, c.Underlay, c.Provisioning)
+	}
 	if c.Port == 0 {
 		c.Port = DefaultPort
 	}
@@ -341,13 +357,14 @@ func (n names) lan() string            { return string(n) + "-lan" }
 func (n names) boot() string           { return string(n) + "-boot" }
 func (n names) ctl() string            { return string(n) + "-ctl" }
 func (n names) router() string         { return string(n) + "-router" }
+func (n names) internet() string       { return string(n) + "-internet" }
 func (n names) host(i int) string      { return "h" + strconv.Itoa(i) }
 func (n names) hostNetns(i int) string { return string(n) + "-" + n.host(i) }
 
 // isOurs reports whether a namespace of this name is one a sandbox with
 // this prefix makes.
 func (n names) isOurs(name string) bool {
-	return name == n.underlay() || name == n.lan() || name == n.boot() || name == n.router() || n.isHostNetns(name)
+	return name == n.underlay() || name == n.lan() || name == n.boot() || name == n.router() || name == n.internet() || n.isHostNetns(name)
 }
 
 // isHostNetns reports whether name is PREFIX-h<digits>.

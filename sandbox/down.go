@@ -101,6 +101,9 @@ func Down(ctx context.Context, cfg Config) error {
 		if p := st.Provisioning; p != nil && p.Router != nil && p.Router.DNSMasq.alive() {
 			ps = append(ps, *p.Router.DNSMasq)
 		}
+		if in := st.Internet; in != nil && in.HTTP.alive() {
+			ps = append(ps, *in.HTTP)
+		}
 		for _, m := range st.Machines {
 			if m.QEMU.alive() {
 				ps = append(ps, *m.QEMU)

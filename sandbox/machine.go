@@ -229,6 +229,18 @@ func AddMachine(ctx context.Context, cfg MachineConfig) (*Machine, error) {
 	if exists(m.Dir) {
 		return nil, fmt.Errorf("%s exists, but no machine %s is recorded: remove it or choose another name", m.Dir, m.Name)
 	}
+	// Its Machine object first, so that the boot service knows it by
+	// name from its first DHCP packet on.
+	c, err := machineClient(st)
+	if err != nil {
+		return nil, err
+	}
+	created := false
+	if c != nil {
+		if created, err = registerMachine(ctx, c, m, p.Site); err != nil {
+			return nil, fmt.Errorf("machine %s: %w", m.Name, err)
+		}
+	}
 	st.Machines = append(st.Machines, m)
 	if err := st.addPath(filepath.Join(cfg.Dir, machinesSubdir)); err != nil {
 		return nil, err
@@ -237,6 +249,11 @@ func AddMachine(ctx context.Context, cfg MachineConfig) (*Machine, error) {
 	if err := startMachine(ctx, cfg, st, rec); err != nil {
 		if rerr := removeMachine(ctx, st, m.Name); rerr != nil {
 			err = fmt.Errorf("%w; removing what was made: %v", err, rerr)
+		}
+		if created {
+			if rerr := unregisterMachine(ctx, c, m); rerr != nil {
+				err = fmt.Errorf("%w; %v", err, rerr)
+			}
 		}
 		return nil, fmt.Errorf("machine %s: %w", m.Name, err)
 	}
@@ -261,6 +278,14 @@ func startMachine(ctx context.Context, cfg MachineConfig, st *State, m *Machine)
 	if err := addTap(p.Netns, m.Tap, p.Bridge); err != nil {
 		return err
 	}
+	return launchMachine(ctx, cfg, st, m)
+}
+
+// launchMachine starts the machine's QEMU on its disk and tap, which
+// exist, and records the process (in m, which is in st) as soon as it
+// runs.
+func launchMachine(ctx context.Context, cfg MachineConfig, st *State, m *Machine) error {
+	p := st.Provisioning
 	kvm, _ := compute.DetectKVM(ctx)
 	argv := Command(cfg.Executable, p.Netns, append([]string{cfg.QEMU}, machineQEMUArgs(*m, kvm)...)...).Args
 	logPath := filepath.Join(m.Dir, machineQEMULog)
@@ -402,39 +427,99 @@ func deleteTap(netnsName, tap string) error {
 	})
 }
 
-// RemoveMachine powers the machine off (stops its QEMU) and removes its
-// tap, its files and its record.
+// RemoveMachine powers the machine off (stops its QEMU), removes its
+// tap, its files and its record, and deletes its Machine objects from the
+// sandbox's server: the machine is gone from the lab, as one carried out
+// of the rack.
 func RemoveMachine(ctx context.Context, dir, name string) error {
+	if os.Geteuid() != 0 {
+		return errors.New("removing a machine deletes its tap in the sandbox's namespaces: run it as root")
+	}
+	st, m, unlock, err := lockMachine(ctx, dir, name)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	if err := removeMachine(ctx, st, name); err != nil {
+		return err
+	}
+	c, err := machineClient(st)
+	if err != nil || c == nil {
+		return err
+	}
+	if err := unregisterMachine(ctx, c, m); err != nil {
+		return fmt.Errorf("machine %s is removed, but its Machine object is not: %w; delete it with hearth delete machine %s", name, err, name)
+	}
+	return nil
+}
+
+// RestartMachine power-cycles a machine, as its reset button does: QEMU
+// stops and starts again on the same disk, so the machine network-boots
+// again (and an installed one boots its disk, if its profile says so).
+// Its console log goes on in the same file.
+func RestartMachine(ctx context.Context, dir, name string) (*Machine, error) {
+	if os.Geteuid() != 0 {
+		return nil, errors.New("restarting a machine starts QEMU in the sandbox's namespaces: run it as root")
+	}
+	st, m, unlock, err := lockMachine(ctx, dir, name)
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
+	cfg, err := MachineConfig{Dir: st.Dir, Name: name}.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	if m.QEMU.alive() {
+		if left := terminate(ctx, []Process{*m.QEMU}, 5*time.Second); len(left) > 0 {
+			return nil, fmt.Errorf("machine %s: could not stop QEMU (%s)", name, pids(left))
+		}
+	}
+	i := slices.IndexFunc(st.Machines, func(o Machine) bool { return o.Name == name })
+	rec := &st.Machines[i]
+	rec.QEMU = nil
+	if err := st.save(); err != nil {
+		return nil, err
+	}
+	if err := launchMachine(ctx, cfg, st, rec); err != nil {
+		return nil, fmt.Errorf("machine %s: %w", name, err)
+	}
+	return rec, nil
+}
+
+// lockMachine locks the sandbox in dir and finds its machine name, with
+// an error that lists the machines there are when it has none of that
+// name.
+func lockMachine(ctx context.Context, dir, name string) (*State, Machine, func(), error) {
 	if dir == "" {
 		dir = DefaultDir
 	}
 	dir, err := filepath.Abs(dir)
 	if err != nil {
-		return err
-	}
-	if os.Geteuid() != 0 {
-		return errors.New("removing a machine deletes its tap in the sandbox's namespaces: run it as root")
+		return nil, Machine{}, nil, err
 	}
 	unlock, err := lockState(ctx, dir)
 	if err != nil {
-		return err
+		return nil, Machine{}, nil, err
 	}
-	defer unlock()
 	st, err := loadUpState(dir)
 	if err != nil {
-		return err
+		unlock()
+		return nil, Machine{}, nil, err
 	}
-	if !slices.ContainsFunc(st.Machines, func(m Machine) bool { return m.Name == name }) {
+	i := slices.IndexFunc(st.Machines, func(m Machine) bool { return m.Name == name })
+	if i < 0 {
+		unlock()
 		var known []string
 		for _, m := range st.Machines {
 			known = append(known, m.Name)
 		}
 		if len(known) == 0 {
-			return fmt.Errorf("no machine %s: the sandbox in %s has no machines", name, dir)
+			return nil, Machine{}, nil, fmt.Errorf("no machine %s: the sandbox in %s has no machines", name, dir)
 		}
-		return fmt.Errorf("no machine %s in the sandbox in %s (it has %s)", name, dir, strings.Join(known, ", "))
+		return nil, Machine{}, nil, fmt.Errorf("no machine %s in the sandbox in %s (it has %s)", name, dir, strings.Join(known, ", "))
 	}
-	return removeMachine(ctx, st, name)
+	return st, st.Machines[i], unlock, nil
 }
 
 // removeMachine stops the machine's QEMU, deletes its tap and directory,

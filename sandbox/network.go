@@ -52,6 +52,9 @@ func (s *Sandbox) BuildNetwork() error {
 			return err
 		}
 	}
+	if err := s.buildInternet(); err != nil {
+		return err
+	}
 	return s.buildProvisioning(under, uh)
 }
 
@@ -170,6 +173,7 @@ func (s *Sandbox) buildProvisioning(under netns.Handle, uh *netlink.Handle) erro
 		HTTPListen:          net.JoinHostPort(addrAt(s.cfg.Provisioning, bootProvOffset).String(), strconv.Itoa(bootHTTPPort)),
 		BootDir:             filepath.Join(s.cfg.Dir, bootSubdir),
 		DHCPMode:            "full",
+		Site:                s.cfg.Site,
 	}
 	if s.cfg.HomeRouter {
 		p.DHCPMode = "proxy"

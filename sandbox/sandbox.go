@@ -57,6 +57,7 @@ func Up(ctx context.Context, cfg Config) (*Sandbox, error) {
 	}{
 		{what: "building the underlay, " + plural(s.cfg.Hosts, "host namespace") + " and the provisioning network", run: func(context.Context) error { return s.BuildNetwork() }},
 		{what: "starting the server", run: s.StartServer},
+		{what: "starting the internet's HTTP server and making the external network " + ExternalNetworkName, run: s.StartInternet},
 		{what: "starting " + plural(s.cfg.Hosts, "agent"), run: s.StartAgents},
 		{what: "starting the home router (dnsmasq)", run: s.StartHomeRouter, skip: !s.cfg.HomeRouter},
 		{what: "starting the boot service", run: s.StartBootService, skip: !s.cfg.BootService},
@@ -475,6 +476,9 @@ func (s *Sandbox) PrintSummary(w io.Writer) {
 	fmt.Fprintf(w, "# server  %s  log %s\n", s.State.ServerURL, s.State.Server.Log)
 	for _, h := range s.State.Hosts {
 		fmt.Fprintf(w, "# %-6s  %-15s  netns %s  log %s\n", h.Name, h.Address, h.Netns, h.Log())
+	}
+	if in := s.State.Internet; in != nil {
+		fmt.Fprintf(w, "# internet  %s  netns %s, external network %s, %s answers %s\n", in.CIDR, in.Netns, ExternalNetworkName, in.URL(), InternetGreeting)
 	}
 	if p := s.State.Provisioning; p != nil {
 		fmt.Fprintf(w, "# provisioning  %s  netns %s, bridge %s\n", p.CIDR, p.Netns, p.Bridge)

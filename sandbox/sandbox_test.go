@@ -2,6 +2,7 @@ package sandbox_test
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -181,6 +182,8 @@ func fakeAgentMain(args []string) int {
 	name := fs.String("name", "", "")
 	fs.String("data-dir", "", "")
 	address := fs.String("address", "", "")
+	fs.String("underlay-device", "", "")
+	fs.String("external-interface", "", "")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -471,7 +474,7 @@ func TestNetworkAndDown(t *testing.T) {
 		t.Errorf("New on an existing sandbox: got %v, want an error saying a sandbox is already up", err)
 	}
 
-	want := []string{cfg.Prefix + "-underlay", cfg.Prefix + "-h1", cfg.Prefix + "-h2", cfg.Prefix + "-lan", cfg.Prefix + "-boot"}
+	want := []string{cfg.Prefix + "-underlay", cfg.Prefix + "-h1", cfg.Prefix + "-h2", cfg.Prefix + "-internet", cfg.Prefix + "-lan", cfg.Prefix + "-boot"}
 	if got := s.State.Namespaces; !slices.Equal(got, want) {
 		t.Errorf("recorded namespaces: got %v, want %v", got, want)
 	}
@@ -495,8 +498,10 @@ func TestNetworkAndDown(t *testing.T) {
 		got, err = readFrom(h2.Address + ":7777")
 		return err
 	})
-	if err != nil || got != "interfaces eth0 lo" {
-		t.Errorf("from %s to %s:7777: got %q, %v; want %q", h1.Name, h2.Address, got, err, "interfaces eth0 lo")
+	// Its interfaces: the underlay's eth0, and ext0 with its uplink to
+	// the sandbox's internet.
+	if want := "interfaces eth0 ext0 lo uplink"; err != nil || got != want {
+		t.Errorf("from %s to %s:7777: got %q, %v; want %q", h1.Name, h2.Address, got, err, want)
 	}
 
 	// The root namespace reaches a host through its veth.
@@ -607,6 +612,7 @@ func checkProvisioning(t *testing.T, cfg sandbox.Config, s *sandbox.Sandbox) {
 		BootUnderlayLink:    "underlay",
 		BootUnderlayAddress: addrPlus(cfg.Underlay, 9),
 		DHCPMode:            "full",
+		Site:                cmp.Or(cfg.Site, sandbox.DefaultSite),
 		PoolStart:           addrPlus(cfg.Provisioning, 100),
 		PoolEnd:             addrPlus(cfg.Provisioning, 199),
 		HTTPListen:          addrPlus(cfg.Provisioning, 2) + ":8080",
@@ -1263,6 +1269,29 @@ func TestMachines(t *testing.T) {
 			t.Errorf("machine list lacks %s's console %s", m.Name, m.Console())
 		}
 	}
+
+	// A power cycle: a new QEMU on the same disk and tap.
+	diskBefore, err := os.Stat(bios.Disk())
+	if err != nil {
+		t.Fatal(err)
+	}
+	restarted, err := sandbox.RestartMachine(ctx, cfg.Dir, "pxe-bios")
+	if err != nil {
+		t.Fatalf("RestartMachine: %v", err)
+	}
+	if restarted.QEMU == nil || restarted.QEMU.PID == bios.QEMU.PID || !procGone(bios.QEMU.PID) || procGone(restarted.QEMU.PID) {
+		t.Errorf("after RestartMachine: QEMU %+v, the old one (pid %d) gone: %v", restarted.QEMU, bios.QEMU.PID, procGone(bios.QEMU.PID))
+	}
+	if diskAfter, err := os.Stat(bios.Disk()); err != nil || !os.SameFile(diskBefore, diskAfter) {
+		t.Errorf("pxe-bios's disk after RestartMachine: %v, want the same file", err)
+	}
+	if st, _ := sandbox.LoadState(cfg.Dir); st == nil || st.Machines[0].QEMU == nil || *st.Machines[0].QEMU != *restarted.QEMU {
+		t.Errorf("sandbox.json does not record the restarted QEMU %+v", restarted.QEMU)
+	}
+	if _, ok := tapsIn(t, p.Netns)["m-pxe-bios"]; !ok {
+		t.Error("tap m-pxe-bios gone after RestartMachine")
+	}
+	bios = restarted
 
 	if err := sandbox.RemoveMachine(ctx, cfg.Dir, "pxe-bios"); err != nil {
 		t.Fatalf("RemoveMachine: %v", err)

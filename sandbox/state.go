@@ -45,6 +45,9 @@ type State struct {
 	// boot service; Machines are the machines on it.
 	Provisioning *Provisioning `json:"provisioning,omitempty"`
 	Machines     []Machine     `json:"machines,omitempty"`
+	// Internet is the namespace standing for the internet, with its
+	// HTTP server (internet.go).
+	Internet *Internet `json:"internet,omitempty"`
 }
 
 // Provisioning is the provisioning network and its boot service.
@@ -71,6 +74,9 @@ type Provisioning struct {
 	PoolStart  string `json:"poolStart"`
 	PoolEnd    string `json:"poolEnd"`
 	HTTPListen string `json:"httpListen"`
+	// Site is the boot service's site, which the machines on the network
+	// join.
+	Site string `json:"site,omitempty"`
 	// BootDir is the boot service's data directory; its log is
 	// BootDir/boot.log.
 	BootDir string `json:"bootDir"`

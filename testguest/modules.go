@@ -30,6 +30,7 @@ var wantedModules = []wantedModule{
 	{"evdev", true},           // … reported to acpid as /dev/input/event*
 	{"virtio_rng", false},     // entropy, so nothing waits for it
 	{"virtio_console", false}, // hvc consoles, when a driver adds one
+	{"pvpanic_mmio", false},   // tells QEMU's pvpanic device of a kernel panic
 }
 
 type wantedModule struct {

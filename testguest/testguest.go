@@ -87,7 +87,8 @@ import (
 //	                    hearth.report= only)
 //	ready               all of the above is done
 //	poweroff            the ACPI power button was pressed; the guest
-//	                    powers off and QEMU exits
+//	                    powers off (QEMU exits, or under Hearth's
+//	                    driver keeps the process in status shutdown)
 //
 // The power button works from the seed= line on (acpid starts before the
 // seed search). ParseMarkers collects the markers from a console log.

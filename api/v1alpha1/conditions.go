@@ -35,6 +35,10 @@ const (
 	ConditionProfileMatched = "ProfileMatched"
 	ConditionApproved       = "Approved"
 	ConditionInstalled      = "Installed"
+	// ConditionReported says whether the system a Machine booted from its
+	// profile has reported back to the boot service (the machines
+	// controller): Ready and Installed wait for it.
+	ConditionReported = "Reported"
 )
 
 // Reasons of a VirtualMachine's Running and Ready conditions (its agent).
@@ -49,15 +53,20 @@ const (
 	ReasonVMPaused    = "Paused"      // its CPUs are paused
 	ReasonVMStopped   = "Stopped"     // no process, as asked
 	ReasonCrashed     = "Crashed"     // QEMU exited without the agent stopping it
+	// ReasonGuestShutdown: the guest powered itself off (phase Stopped
+	// under restart policies OnFailure and Never, which leave it so until
+	// a person asks; phase Starting while Always waits to start it again).
+	ReasonGuestShutdown = "GuestShutdown"
 
-	ReasonImageNotFound    = "ImageNotFound"    // a disk, kernel or initrd names no Image the VM's tenant may use
-	ReasonVolumeNotFound   = "VolumeNotFound"   // a disk names no Volume of the tenant
-	ReasonVolumeNotReady   = "VolumeNotReady"   // a Volume it names is not made on this host yet (a wait; a Snapshot's too)
-	ReasonSSHKeyNotFound   = "SSHKeyNotFound"   // spec.cloudInit.sshKeys names no SSHKey of the tenant
-	ReasonWaitingForImage  = "WaitingForImage"  // an uploaded image's bytes have not arrived yet (a wait)
-	ReasonImageFetchFailed = "ImageFetchFailed" // an image could not be fetched or did not match its checksum
-	ReasonPrepareFailed    = "PrepareFailed"    // anything else that kept its disks, boot files or seed from being made
-	ReasonStartFailed      = "StartFailed"      // QEMU did not start
+	ReasonImageNotFound     = "ImageNotFound"     // a disk, kernel or initrd names no Image the VM's tenant may use
+	ReasonVolumeNotFound    = "VolumeNotFound"    // a disk names no Volume of the tenant
+	ReasonVolumeNotReady    = "VolumeNotReady"    // a Volume it names is not made on this host yet (a wait; a Snapshot's too)
+	ReasonSSHKeyNotFound    = "SSHKeyNotFound"    // spec.cloudInit.sshKeys names no SSHKey of the tenant
+	ReasonWaitingForImage   = "WaitingForImage"   // an uploaded image's bytes have not arrived yet (a wait)
+	ReasonImageFetchFailed  = "ImageFetchFailed"  // an image could not be fetched or did not match its checksum
+	ReasonWaitingForNetwork = "WaitingForNetwork" // a NIC's port on its network is not on the host yet (a wait)
+	ReasonPrepareFailed     = "PrepareFailed"     // anything else that kept its disks, boot files or seed from being made
+	ReasonStartFailed       = "StartFailed"       // QEMU did not start
 )
 
 // Reasons of a Host's Ready condition.
@@ -107,6 +116,8 @@ const (
 	ReasonInstalled          = "Installed"
 	ReasonReinstallRequested = "ReinstallRequested"
 	ReasonNotInstalled       = "NotInstalled"
+	ReasonReported           = "Reported"         // Reported: the report came
+	ReasonWaitingForReport   = "WaitingForReport" // Reported: booted, no report yet
 )
 
 // ReasonUploaded is the reason of an Image's Uploaded condition.

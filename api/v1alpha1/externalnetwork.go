@@ -13,6 +13,7 @@ import (
 type ExternalNetwork = Resource[ExternalNetworkSpec, ExternalNetworkStatus]
 
 type ExternalNetworkSpec struct {
+	// Description is free text for people.
 	Description string `json:"description,omitempty"`
 	// Site whose hosts are attached to this network; empty means every
 	// site's hosts are.
@@ -27,7 +28,7 @@ type ExternalNetworkSpec struct {
 	// routers and floating IPs, so it leaves the rest of the LAN alone
 	// (default: the whole CIDR less network, gateway and broadcast).
 	RangeStart string `json:"rangeStart,omitempty"`
-	RangeEnd   string `json:"rangeEnd,omitempty"`
+	RangeEnd   string `json:"rangeEnd,omitempty"` // see RangeStart
 	// Interface is the host interface (usually a bridge) attached to the
 	// network. Empty means the agent uses the interface that holds an
 	// address in CIDR.

@@ -16,8 +16,9 @@ type FloatingIPSpec struct {
 	Address string `json:"address,omitempty"`
 	// Target is the VM NIC the address points at; none leaves it held but
 	// unused.
-	Target      *FloatingIPTarget `json:"target,omitempty"`
-	Description string            `json:"description,omitempty"`
+	Target *FloatingIPTarget `json:"target,omitempty"`
+	// Description is free text for people.
+	Description string `json:"description,omitempty"`
 }
 
 // FloatingIPTarget names a VM's NIC.

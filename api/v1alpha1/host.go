@@ -23,10 +23,10 @@ type HostSpec struct {
 	// CPUOvercommit and MemoryOvercommit multiply capacity for scheduling
 	// (1.0 = none). Defaults: 4 for CPU, 1 for memory.
 	CPUOvercommit    float64 `json:"cpuOvercommit,omitempty"`
-	MemoryOvercommit float64 `json:"memoryOvercommit,omitempty"`
+	MemoryOvercommit float64 `json:"memoryOvercommit,omitempty"` // see CPUOvercommit
 	// Reserved is kept back for the host itself.
 	ReservedCPUs   int   `json:"reservedCPUs,omitempty"`
-	ReservedMemory Bytes `json:"reservedMemory,omitempty"`
+	ReservedMemory Bytes `json:"reservedMemory,omitempty"` // see ReservedCPUs
 	// LeaseSeconds is how long the host stays Ready without a heartbeat.
 	LeaseSeconds int `json:"leaseSeconds,omitempty"`
 }

@@ -10,6 +10,7 @@ import "fmt"
 type Image = Resource[ImageSpec, ImageStatus]
 
 type ImageSpec struct {
+	// Description is free text for people.
 	Description string      `json:"description,omitempty"`
 	Source      ImageSource `json:"source"`
 	// Format is qcow2, raw or iso (default qcow2).
@@ -24,11 +25,16 @@ type ImageSpec struct {
 // ImageSource says where an image's bytes come from: a URL, or an upload
 // through the API (`hearth image upload`). Exactly one is set.
 type ImageSource struct {
+	// URL is where hosts fetch the image from: http(s), or, for a shared
+	// image (no tenant), file:// under a directory the agents allow
+	// (`hearth agent --allow-file-dir`).
 	URL string `json:"url,omitempty"`
 	// Checksum ("sha256:…") is verified after download or upload. Without
 	// it Hearth records the checksum of what it got in status.
 	Checksum string `json:"checksum,omitempty"`
-	Upload   bool   `json:"upload,omitempty"`
+	// Upload says the bytes come through the API (`hearth image upload
+	// NAME FILE`) rather than from a URL.
+	Upload bool `json:"upload,omitempty"`
 }
 
 type ImageStatus struct {

@@ -33,10 +33,12 @@ type MachineSpec struct {
 	// boot file, so a stray machine on the provisioning network is never
 	// installed over. A profile with autoApprove approves its machines
 	// without this.
-	Approved bool   `json:"approved,omitempty"`
-	Site     string `json:"site,omitempty"`
+	Approved bool `json:"approved,omitempty"`
+	// Site the machine is in, for profiles' selector.sites.
+	Site string `json:"site,omitempty"`
 	// Hostname the machine is given (default its name).
-	Hostname    string `json:"hostname,omitempty"`
+	Hostname string `json:"hostname,omitempty"`
+	// Description is free text for people.
 	Description string `json:"description,omitempty"`
 	// Power says how Hearth turns the machine on and off.
 	Power MachinePower `json:"power,omitempty"`
@@ -54,7 +56,8 @@ type MachinePower struct {
 	Driver string `json:"driver,omitempty"`
 	// Address of the BMC: host or host:port for ipmi, host or https URL
 	// for redfish.
-	Address  string `json:"address,omitempty"`
+	Address string `json:"address,omitempty"`
+	// Username is the BMC account's (ipmi, redfish).
 	Username string `json:"username,omitempty"`
 	// PasswordSecret names the Secret key that holds the BMC's password.
 	// Give Hearth a BMC account that can do no more than power control.
@@ -84,8 +87,9 @@ type WakeOnLAN struct {
 
 // PowerWebhook switches power by calling URLs.
 type PowerWebhook struct {
+	// OnURL and OffURL are called to turn the machine on and off.
 	OnURL  string `json:"onURL"`
-	OffURL string `json:"offURL"`
+	OffURL string `json:"offURL"` // see OnURL
 	// Method is the HTTP method for the on and off calls (default POST).
 	Method string `json:"method,omitempty"`
 	// BodyTemplate is a Go template for the request body of the on and off

@@ -20,6 +20,7 @@ import (
 type MachineProfile = Resource[MachineProfileSpec, MachineProfileStatus]
 
 type MachineProfileSpec struct {
+	// Description is free text for people.
 	Description string `json:"description,omitempty"`
 	// Selector picks the machines the profile applies to. An empty selector
 	// matches every machine: a catch-all profile, usually with a low
@@ -60,16 +61,20 @@ type MachineSelector struct {
 	// Labels the machine must carry (metadata.labels).
 	Labels LabelSelector `json:"labels,omitempty"`
 	// MACs name machines one by one.
-	MACs          []string `json:"macs,omitempty"`
+	MACs []string `json:"macs,omitempty"`
+	// Architectures the machine's spec.architecture must be one of.
 	Architectures []string `json:"architectures,omitempty"`
-	Sites         []string `json:"sites,omitempty"`
+	// Sites the machine's spec.site must be one of.
+	Sites []string `json:"sites,omitempty"`
 }
 
 // ProfileBoot is one way to boot: a kernel with initrds and arguments, or
 // an iPXE script. Exactly one of Kernel and IPXEScript is set.
 type ProfileBoot struct {
+	// Kernel the machine boots, and the Initrds loaded beside it, in
+	// order.
 	Kernel  *BootFile  `json:"kernel,omitempty"`
-	Initrds []BootFile `json:"initrds,omitempty"`
+	Initrds []BootFile `json:"initrds,omitempty"` // see Kernel
 	// Args is the kernel command line, a Go template rendered per machine.
 	Args string `json:"args,omitempty"`
 	// IPXEScript is a Go template rendered per machine into an iPXE script,

@@ -13,6 +13,7 @@ import (
 type Network = Resource[NetworkSpec, NetworkStatus]
 
 type NetworkSpec struct {
+	// Description is free text for people.
 	Description string `json:"description,omitempty"`
 	// MTU inside the network. Default 1450: a 1500-byte underlay less the
 	// 50 bytes of VXLAN encapsulation.

@@ -14,8 +14,11 @@ import (
 type SecurityGroup = Resource[SecurityGroupSpec, SecurityGroupStatus]
 
 type SecurityGroupSpec struct {
-	Description string              `json:"description,omitempty"`
-	Rules       []SecurityGroupRule `json:"rules,omitempty"`
+	// Description is free text for people.
+	Description string `json:"description,omitempty"`
+	// Rules are the traffic the group allows: into its NICs, and out of
+	// them once it has egress rules.
+	Rules []SecurityGroupRule `json:"rules,omitempty"`
 }
 
 // SecurityGroupRule allows one kind of traffic.
@@ -34,6 +37,7 @@ type SecurityGroupRule struct {
 	// RemoteGroup instead names a SecurityGroup of the same tenant: the
 	// addresses of every NIC in it.
 	RemoteGroup string `json:"remoteGroup,omitempty"`
+	// Description says what the rule is for, for people.
 	Description string `json:"description,omitempty"`
 }
 

@@ -13,6 +13,7 @@ import (
 type Site = Resource[SiteSpec, SiteStatus]
 
 type SiteSpec struct {
+	// Description is free text for people.
 	Description string `json:"description,omitempty"`
 	// Tags describe the site ("home", "colo", "eu") so people and
 	// selectors can group sites.

@@ -12,7 +12,8 @@ type Snapshot = Resource[SnapshotSpec, SnapshotStatus]
 
 type SnapshotSpec struct {
 	// Volume names the Volume (same tenant) to snapshot.
-	Volume      string `json:"volume"`
+	Volume string `json:"volume"`
+	// Description is free text for people.
 	Description string `json:"description,omitempty"`
 	// Host holds a snapshot of a local volume: the volume's host. The
 	// server fills it in, as the scheduler does a VM's host, so that host's

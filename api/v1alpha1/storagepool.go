@@ -17,6 +17,7 @@ import (
 type StoragePool = Resource[StoragePoolSpec, StoragePoolStatus]
 
 type StoragePoolSpec struct {
+	// Description is free text for people.
 	Description string `json:"description,omitempty"`
 	// Driver is local, rbd or nfs; its settings are in the field of the
 	// same name (local's are optional).

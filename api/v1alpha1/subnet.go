@@ -15,10 +15,13 @@ type Subnet = Resource[SubnetSpec, SubnetStatus]
 type SubnetSpec struct {
 	// Network is the name of the Network (same tenant) the subnet is on.
 	Network string `json:"network"`
-	CIDR    string `json:"cidr"`
+	// CIDR is the subnet's addresses ("10.0.1.0/24"); it must not overlap
+	// another subnet of the same network. It cannot change.
+	CIDR string `json:"cidr"`
 	// Gateway defaults to the first address of the CIDR.
 	Gateway string `json:"gateway,omitempty"`
-	DHCP    DHCP   `json:"dhcp,omitempty"`
+	// DHCP configures the subnet's DHCP service (on by default).
+	DHCP DHCP `json:"dhcp,omitempty"`
 	// DNSServers handed out by DHCP; default the gateway, where Hearth's
 	// DNS answers.
 	DNSServers []string `json:"dnsServers,omitempty"`
@@ -34,15 +37,17 @@ type DHCP struct {
 	// RangeStart and RangeEnd bound dynamic allocation (default: the
 	// whole CIDR less network, gateway and broadcast addresses).
 	RangeStart string `json:"rangeStart,omitempty"`
-	RangeEnd   string `json:"rangeEnd,omitempty"`
+	RangeEnd   string `json:"rangeEnd,omitempty"` // see RangeStart
 	// LeaseSeconds default 3600.
 	LeaseSeconds int `json:"leaseSeconds,omitempty"`
 }
 
 // Route is a destination and the next hop to reach it.
 type Route struct {
+	// Destination is a CIDR ("192.168.50.0/24").
 	Destination string `json:"destination"`
-	Gateway     string `json:"gateway"`
+	// Gateway is the next hop, an address in the subnet.
+	Gateway string `json:"gateway"`
 }
 
 // SubnetStatus says whether the subnet can be used: phase Ready once its

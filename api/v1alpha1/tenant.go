@@ -6,6 +6,7 @@ package v1alpha1
 type Tenant = Resource[TenantSpec, TenantStatus]
 
 type TenantSpec struct {
+	// DisplayName is a longer name for people, shown by describe.
 	DisplayName string `json:"displayName,omitempty"`
 	// Quota caps what the tenant may use; zero fields mean no limit.
 	Quota Quota `json:"quota,omitempty"`
@@ -13,11 +14,17 @@ type TenantSpec struct {
 
 // Quota limits a tenant's use. A zero field is no limit.
 type Quota struct {
-	VCPUs     int   `json:"vcpus,omitempty"`
-	Memory    Bytes `json:"memory,omitempty"`
+	// VCPUs caps the virtual CPUs of the tenant's VMs.
+	VCPUs int `json:"vcpus,omitempty"`
+	// Memory caps the memory of the tenant's VMs ("8Gi").
+	Memory Bytes `json:"memory,omitempty"`
+	// VolumeGiB caps the size of the tenant's volumes, the disks its VMs
+	// clone from images included, in GiB.
 	VolumeGiB int64 `json:"volumeGiB,omitempty"`
-	VMs       int   `json:"vms,omitempty"`
-	Networks  int   `json:"networks,omitempty"`
+	// VMs caps how many VMs the tenant has.
+	VMs int `json:"vms,omitempty"`
+	// Networks caps how many Networks the tenant has.
+	Networks int `json:"networks,omitempty"`
 	// FloatingIPs caps the addresses a tenant may hold on external networks.
 	FloatingIPs int `json:"floatingIPs,omitempty"`
 	// ImageStorage caps the bytes of the tenant's uploaded images (`hearth

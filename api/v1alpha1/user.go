@@ -21,10 +21,16 @@ type User = Resource[UserSpec, UserStatus]
 type UserSpec struct {
 	// Tenant the user belongs to; empty for cluster-wide users
 	// (cluster-admin, or a viewer of everything).
-	Tenant   string `json:"tenant,omitempty"`
-	Role     Role   `json:"role"`
+	Tenant string `json:"tenant,omitempty"`
+	// Role is cluster-admin (anything anywhere), tenant-admin (everything
+	// in its tenant, its users included), tenant-member (the tenant's
+	// resources, not its users) or viewer (reads only: its tenant's
+	// objects, or with no tenant everything).
+	Role Role `json:"role"`
+	// FullName and Email say who the user is, for people; Hearth sends
+	// nothing to the address.
 	FullName string `json:"fullName,omitempty"`
-	Email    string `json:"email,omitempty"`
+	Email    string `json:"email,omitempty"` // see FullName
 	// Disabled users' tokens are refused.
 	Disabled bool `json:"disabled,omitempty"`
 }

@@ -33,9 +33,14 @@ type VirtualMachineSpec struct {
 	// it afterwards; only a change counts, so clocks need not agree. A
 	// stopped VM ignores it.
 	RestartRequested *time.Time `json:"restartRequested,omitempty"`
-	// RestartPolicy says what happens when the guest stops by itself
+	// RestartPolicy says what happens when the VM stops by itself
 	// (default Always): Always starts it again, OnFailure only when QEMU
-	// failed or the guest crashed, Never leaves it Stopped.
+	// failed or the guest crashed (its kernel panicked), not when the
+	// guest powered itself off, and Never in neither case. A VM so left
+	// is Stopped with reason GuestShutdown after a power-off, Failed with
+	// reason Crashed after a crash, until a person asks (`hearth vm start`
+	// or `restart`, a changed spec). Restarts by the policy count in
+	// status.restartCount and back off when they come soon after a start.
 	RestartPolicy string `json:"restartPolicy,omitempty"`
 	// MachineType is QEMU's machine type: q35 or pc on x86_64, virt on
 	// arm64 (default: the host architecture's usual one).
@@ -67,9 +72,11 @@ type VMBoot struct {
 	// first NIC. Kernel and Initrd come from an http(s) URL or an Image
 	// (never file://: a shared Image with a file:// URL, made by an
 	// administrator, is how a VM boots a file that lives on the hosts).
-	From   string    `json:"from,omitempty"`
+	From string `json:"from,omitempty"`
+	// Kernel and Initrd are the files a kernel boot loads (from:
+	// kernel): a URL or an Image each.
 	Kernel *BootFile `json:"kernel,omitempty"`
-	Initrd *BootFile `json:"initrd,omitempty"`
+	Initrd *BootFile `json:"initrd,omitempty"` // see Kernel
 	// Cmdline is the kernel command line.
 	Cmdline string `json:"cmdline,omitempty"`
 }
@@ -93,8 +100,9 @@ type VMDisk struct {
 	Device string `json:"device,omitempty"`
 	// BootIndex orders boot devices, 1 first; 0 leaves the disk out of the
 	// boot order.
-	BootIndex int  `json:"bootIndex,omitempty"`
-	ReadOnly  bool `json:"readOnly,omitempty"`
+	BootIndex int `json:"bootIndex,omitempty"`
+	// ReadOnly attaches the disk read-only (a cdrom always is).
+	ReadOnly bool `json:"readOnly,omitempty"`
 }
 
 // VMNIC is a network interface of the VM.

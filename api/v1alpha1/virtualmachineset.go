@@ -23,13 +23,17 @@ type VirtualMachineSetSpec struct {
 
 // VMTemplate is what each of a set's VMs is made from.
 type VMTemplate struct {
-	Metadata TemplateMeta       `json:"metadata,omitempty"`
-	Spec     VirtualMachineSpec `json:"spec"`
+	Metadata TemplateMeta `json:"metadata,omitempty"`
+	// Spec is each VM's spec, as a VirtualMachine's (hearth explain
+	// vm.spec).
+	Spec VirtualMachineSpec `json:"spec"`
 }
 
 // TemplateMeta is the metadata a template gives the objects made from it.
 type TemplateMeta struct {
-	Labels      map[string]string `json:"labels,omitempty"`
+	// Labels each VM gets; the set's selector must match them.
+	Labels map[string]string `json:"labels,omitempty"`
+	// Annotations each VM gets.
 	Annotations map[string]string `json:"annotations,omitempty"`
 }
 

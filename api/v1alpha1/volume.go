@@ -40,7 +40,10 @@ type VolumeSpec struct {
 // image name means the tenant's own image of that name if it has one, else
 // the shared image.
 type VolumeSource struct {
-	Image    string `json:"image,omitempty"`
+	// Image names an Image to clone the volume from (the tenant's own,
+	// else a shared one).
+	Image string `json:"image,omitempty"`
+	// Snapshot names a Snapshot of the same tenant to clone it from.
 	Snapshot string `json:"snapshot,omitempty"`
 }
 

@@ -6,8 +6,9 @@
 // driver finds a pid file, so an agent restarted on the same Driver adopts
 // what the last one started. Its "guest" appends a line to the VM's
 // console log, which is how the agent learns a guest is alive, at once or
-// after a delay. Each VM can be made to fail to start, crash later, ignore
-// the ACPI power button or hang in shutdown (Behavior), and every call is
+// after a delay. Each VM can be made to fail to start, crash later, power
+// itself off later, ignore the ACPI power button or hang in shutdown
+// (Behavior; Crash, PowerOff and Panic do it at once), and every call is
 // recorded (Calls) with its time, so a test can say what the agent asked
 // for and in which order.
 package computetest
@@ -36,6 +37,11 @@ type Behavior struct {
 	// CrashAfter makes the process exit by itself this long after it
 	// started, as a QEMU that crashed or was killed; zero never.
 	CrashAfter time.Duration
+	// PowerOffAfter makes the guest power itself off this long after it
+	// started; zero never. As with the QEMU driver, the process stays,
+	// paused in compute.StatusShutdown, until Shutdown or Kill ends it
+	// (at once), and Wait returns.
+	PowerOffAfter time.Duration
 	// IgnoreACPI makes the guest ignore the power button: Shutdown waits
 	// its whole timeout, then kills the process, as the QEMU driver does.
 	IgnoreACPI bool
@@ -99,6 +105,7 @@ type vm struct {
 	behave  Behavior
 	info    compute.Info
 	exited  chan struct{}
+	off     chan struct{} // closed when the guest stops by itself (compute.GuestStopped)
 	timers  []*time.Timer
 	stopped bool // exited (by shutdown, kill or crash)
 }
@@ -168,6 +175,46 @@ func (d *Driver) Crash(id string) bool {
 	return false
 }
 
+// PowerOff makes the guest of the running VM id power itself off, as a
+// guest that ran poweroff: the process stays, in compute.StatusShutdown.
+// It reports whether there was one.
+func (d *Driver) PowerOff(id string) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for _, v := range d.vms {
+		if v.spec.ID == id {
+			v.guestStoppedLocked(compute.StatusShutdown)
+			return true
+		}
+	}
+	return false
+}
+
+// Panic makes the guest kernel of the running VM id panic, as the QEMU
+// driver's guests tell it through pvpanic: the process stays, in
+// compute.StatusGuestPanicked. It reports whether there was one.
+func (d *Driver) Panic(id string) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for _, v := range d.vms {
+		if v.spec.ID == id {
+			v.guestStoppedLocked(compute.StatusGuestPanicked)
+			return true
+		}
+	}
+	return false
+}
+
+// guestStoppedLocked leaves the VM's process paused in status (one of
+// compute.GuestStopped's). Callers hold the driver's mu.
+func (v *vm) guestStoppedLocked(status string) {
+	if v.stopped || compute.GuestStopped(v.info.Status) {
+		return
+	}
+	v.info.State, v.info.Status = compute.Paused, status
+	close(v.off)
+}
+
 // find returns the running VM in dir with id. Callers hold mu.
 func (d *Driver) findLocked(id, dir string) (*vm, bool) {
 	v, ok := d.vms[filepath.Clean(dir)]
@@ -222,7 +269,7 @@ func (d *Driver) start(spec compute.Spec) (compute.Info, error) {
 	if spec.KVM {
 		accel = "kvm"
 	}
-	v := &vm{spec: spec, behave: b, exited: make(chan struct{}),
+	v := &vm{spec: spec, behave: b, exited: make(chan struct{}), off: make(chan struct{}),
 		info: compute.Info{PID: 100000 + d.nextPID, State: compute.Running, StartedAt: time.Now(), Accelerator: accel, Status: "running"}}
 	d.vms[key] = v
 	switch {
@@ -236,6 +283,13 @@ func (d *Driver) start(spec compute.Spec) (compute.Info, error) {
 			if alive {
 				writeConsole(spec.Dir)
 			}
+		}))
+	}
+	if b.PowerOffAfter > 0 {
+		v.timers = append(v.timers, time.AfterFunc(b.PowerOffAfter, func() {
+			d.mu.Lock()
+			v.guestStoppedLocked(compute.StatusShutdown)
+			d.mu.Unlock()
 		}))
 	}
 	if b.CrashAfter > 0 {
@@ -279,7 +333,8 @@ func (d *Driver) Lookup(ctx context.Context, id, dir string) (compute.Info, bool
 
 // Shutdown presses the power button: the VM exits at once unless its
 // guest ignores ACPI (then it is killed after timeout) or its shutdown
-// hangs (then Shutdown returns ctx's error when ctx ends).
+// hangs (then Shutdown returns ctx's error when ctx ends). A guest that
+// powered itself off has no button to ignore: it exits at once.
 func (d *Driver) Shutdown(ctx context.Context, id, dir string, timeout time.Duration) error {
 	err := d.stop(ctx, id, dir, timeout, false)
 	d.record(Call{Op: OpShutdown, ID: id, Dir: dir, Err: err})
@@ -312,7 +367,10 @@ func (d *Driver) stop(ctx context.Context, id, dir string, timeout time.Duration
 			return fmt.Errorf("%s vm %s: %w", verb, id, ctx.Err())
 		}
 	}
-	if !kill && v.behave.IgnoreACPI {
+	d.mu.Lock()
+	off := compute.GuestStopped(v.info.Status)
+	d.mu.Unlock()
+	if !kill && v.behave.IgnoreACPI && !off {
 		t := time.NewTimer(timeout)
 		defer t.Stop()
 		select {
@@ -350,12 +408,16 @@ func (d *Driver) setState(id, dir, verb string, st compute.State) error {
 	if !ok {
 		return fmt.Errorf("%s vm %s: %w", verb, id, compute.ErrNotRunning)
 	}
+	if compute.GuestStopped(v.info.Status) {
+		// As QEMU answers cont after a power-off or a panic.
+		return fmt.Errorf("%s vm %s: the guest has stopped (%s)", verb, id, v.info.Status)
+	}
 	v.info.State, v.info.Status = st, map[compute.State]string{compute.Paused: "paused", compute.Running: "running"}[st]
 	return nil
 }
 
-// Wait returns when the VM's process exits, or ctx ends; at once when it
-// is not running.
+// Wait returns when the VM's process exits or its guest stops by itself
+// (powers off or panics), or ctx ends; at once when it is not running.
 func (d *Driver) Wait(ctx context.Context, id, dir string) error {
 	d.record(Call{Op: OpWait, ID: id, Dir: dir})
 	d.mu.Lock()
@@ -366,6 +428,8 @@ func (d *Driver) Wait(ctx context.Context, id, dir string) error {
 	}
 	select {
 	case <-v.exited:
+		return nil
+	case <-v.off:
 		return nil
 	case <-ctx.Done():
 		return fmt.Errorf("wait for vm %s: %w", id, ctx.Err())

@@ -128,6 +128,32 @@ func TestBehaviors(t *testing.T) {
 					t.Fatal("a crashed VM is still running")
 				}
 			}},
+		{name: "powers itself off", b: computetest.Behavior{PowerOffAfter: 100 * time.Millisecond, IgnoreACPI: true},
+			check: func(t *testing.T, d *computetest.Driver, s compute.Spec) {
+				if err := d.Wait(context.Background(), s.ID, s.Dir); err != nil {
+					t.Fatal(err)
+				}
+				// As QEMU with -action shutdown=pause: the process stays,
+				// paused, saying the guest is off, and cannot resume.
+				info, ok, _ := d.Lookup(context.Background(), s.ID, s.Dir)
+				if !ok || info.Status != compute.StatusShutdown || info.State != compute.Paused {
+					t.Fatalf("after the power-off: %+v, %v; want the process, paused in status %q", info, ok, compute.StatusShutdown)
+				}
+				if err := d.Resume(context.Background(), s.ID, s.Dir); err == nil {
+					t.Fatal("a powered-off guest resumed")
+				}
+				// A guest that is off has no power button to ignore.
+				start := time.Now()
+				if err := d.Shutdown(context.Background(), s.ID, s.Dir, time.Minute); err != nil {
+					t.Fatal(err)
+				}
+				if took := time.Since(start); took > 10*time.Second {
+					t.Fatalf("Shutdown of a powered-off guest took %v", took)
+				}
+				if _, ok, _ := d.Lookup(context.Background(), s.ID, s.Dir); ok {
+					t.Fatal("still running after Shutdown")
+				}
+			}},
 		{name: "ignores ACPI", b: computetest.Behavior{IgnoreACPI: true},
 			check: func(t *testing.T, d *computetest.Driver, s compute.Spec) {
 				start := time.Now()
@@ -185,6 +211,50 @@ func TestCrash(t *testing.T) {
 	}
 	if len(d.Running()) != 0 || d.Crash("u1") {
 		t.Fatal("the crashed VM is still running")
+	}
+}
+
+// TestPowerOff: PowerOff turns a running guest off on demand, and Panic
+// makes its kernel panic, each keeping its process; its waiter wakes.
+func TestPowerOff(t *testing.T) {
+	ctx := context.Background()
+	d := &computetest.Driver{}
+	s := spec(t, "u1")
+	if _, err := d.Start(ctx, s); err != nil {
+		t.Fatal(err)
+	}
+	waited := make(chan error, 1)
+	go func() { waited <- d.Wait(ctx, "u1", s.Dir) }()
+	waitFor(t, func() bool { return len(d.CallsTo(computetest.OpWait, "u1")) == 1 })
+	if !d.PowerOff("u1") {
+		t.Fatal("PowerOff found no VM")
+	}
+	if err := <-waited; err != nil {
+		t.Fatal(err)
+	}
+	if info, ok, _ := d.Lookup(ctx, "u1", s.Dir); !ok || info.Status != compute.StatusShutdown {
+		t.Fatalf("after PowerOff: %+v, %v; want the process in status %q", info, ok, compute.StatusShutdown)
+	}
+	if err := d.Wait(ctx, "u1", s.Dir); err != nil {
+		t.Fatalf("Wait on a powered-off guest: %v", err)
+	}
+	if d.PowerOff("other") {
+		t.Fatal("PowerOff found a VM that does not run")
+	}
+
+	// A panic likewise, in its own status.
+	s2 := spec(t, "u2")
+	if _, err := d.Start(ctx, s2); err != nil {
+		t.Fatal(err)
+	}
+	if !d.Panic("u2") {
+		t.Fatal("Panic found no VM")
+	}
+	if err := d.Wait(ctx, "u2", s2.Dir); err != nil {
+		t.Fatal(err)
+	}
+	if info, ok, _ := d.Lookup(ctx, "u2", s2.Dir); !ok || info.Status != compute.StatusGuestPanicked {
+		t.Fatalf("after Panic: %+v, %v; want the process in status %q", info, ok, compute.StatusGuestPanicked)
 	}
 }
 

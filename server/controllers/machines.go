@@ -26,6 +26,14 @@ const (
 	// ConditionInstalled: for machines of an install profile, whether the
 	// installer has reported success (and no reinstall was asked since).
 	ConditionInstalled = api.ConditionInstalled
+	// ConditionReported: whether the system a machine booted from its
+	// profile has reported back to the boot service, which Ready (a
+	// stateless profile's SSH host keys) and Installed (an installer's
+	// success) wait for; False with reason ReasonWaitingForReport while
+	// it is Provisioning. Absent until it boots its profile.
+	ConditionReported = api.ConditionReported
+	// ReasonWaitingForReport: booted, no report yet.
+	ReasonWaitingForReport = api.ReasonWaitingForReport
 )
 
 // Machines moves bare-metal Machines through their lifecycle, from what
@@ -48,6 +56,8 @@ const (
 //     booted system reports its SSH host keys, then Ready. (The boot
 //     service clears status.sshHostKeys when it serves a stateless boot:
 //     a RAM root makes new host keys every time.)
+//   - Reported: False (WaitingForReport, saying what the report takes)
+//     while Provisioning, True once Ready or Installed.
 //
 // It also forgets machines nobody wants: a machine waiting in phase
 // Discovered that carries nothing a person gave it (discovered, never
@@ -340,6 +350,27 @@ func machineStatus(m *api.Machine, p *api.MachineProfile, matchErr error, now ti
 		st.Phase = api.MachineReady
 	default:
 		st.Phase = api.MachineProvisioning
+	}
+
+	// What the phase waits for, said where a person looks: a machine that
+	// booted and never reports (its profile's kernel args or installer do
+	// not call the report URL) would otherwise sit in Provisioning with no
+	// word why.
+	const how = "a POST to the boot's report URL with its token, {{ .URLs.Report }} and {{ .Token }} in the profile's templates: see \"Reaching Ready\" in docs/BOOT-TEMPLATES.md"
+	switch st.Phase {
+	case api.MachineProvisioning:
+		at := m.Status.LastBoot.UTC().Format(time.RFC3339)
+		if install {
+			set(ConditionReported, false, ReasonWaitingForReport, "booted the installer of profile %s at %s; waiting for it to report success (%s)", p.Metadata.Name, at, how)
+		} else {
+			set(ConditionReported, false, ReasonWaitingForReport, "booted profile %s at %s; waiting for the booted system to report its SSH host keys (%s)", p.Metadata.Name, at, how)
+		}
+	case api.MachineReady:
+		set(ConditionReported, true, api.ReasonReported, "the booted system reported %d SSH host keys", len(m.Status.SSHHostKeys))
+	case api.MachineInstalled:
+		set(ConditionReported, true, api.ReasonReported, "the installer reported success at %s", m.Status.InstalledAt.UTC().Format(time.RFC3339))
+	default:
+		st.Conditions = slices.DeleteFunc(st.Conditions, func(c api.Condition) bool { return c.Type == ConditionReported })
 	}
 	return st
 }

@@ -268,11 +268,11 @@ func TestMachineStateless(t *testing.T) {
 		if _, err := boot.Patch(ctx, "Machine", "", name, map[string]any{"status": map[string]any{"lastBoot": time.Now().UTC(), "sshHostKeys": nil}}, true); err != nil {
 			t.Fatal(err)
 		}
-		waitMachine(t, env.Admin, name, phase(api.MachineProvisioning))
+		waitMachine(t, env.Admin, name, all(phase(api.MachineProvisioning), condition(controllers.ConditionReported, api.ConditionFalse, controllers.ReasonWaitingForReport)))
 		if _, err := boot.Patch(ctx, "Machine", "", name, map[string]any{"status": map[string]any{"sshHostKeys": keys, "lastSeen": time.Now().UTC()}}, true); err != nil {
 			t.Fatal(err)
 		}
-		waitMachine(t, env.Admin, name, phase(api.MachineReady))
+		waitMachine(t, env.Admin, name, all(phase(api.MachineReady), condition(controllers.ConditionReported, api.ConditionTrue, "Reported")))
 	}
 	machineEvents(t, env.Admin, name, "Normal/ProfileMatched", "Normal/Approved", "Normal/Booting", "Normal/Ready")
 	// The event follows the status write that made the machine Ready, so

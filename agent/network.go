@@ -1,0 +1,268 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	api "hearth.dev/hearth/api/v1alpha1"
+	"hearth.dev/hearth/client"
+	"hearth.dev/hearth/dataplane"
+)
+
+// netController keeps the host's tenant networks (package dataplane) what
+// the API says: it computes the whole desired state (hostNetState) from
+// the cache and hands it to the Plane whenever one of the objects it is
+// computed from changes, whenever the Plane says someone changed what it
+// made (Changes), and every netResync. It also runs each network's DHCP
+// (netdhcp.go), and tells the VM controller when a VM's ports are there:
+// a VM starts only once its taps exist (prepare).
+//
+// Its first Apply waits for the cache to be synced: an Apply from an
+// empty cache would remove every network, so a restarted agent changes
+// nothing until it knows the whole state, and then (the Plane adopts what
+// is there) only what differs: running VMs see no flap.
+type netController struct {
+	a     *Agent
+	plane dataplane.Plane
+	kick  chan struct{}
+	dhcp  *dhcpServers
+
+	mu sync.Mutex
+	// ready are the ports of the networks the last Apply converged, by
+	// name; vmPorts is what each VM's NICs got from the last state.
+	ready   map[string]bool
+	vmPorts map[string][]string
+	// problems is what was last said, so a lasting problem is logged once.
+	problems map[string]bool
+	lastErr  string
+}
+
+// netResync is how often the state is applied without a change: the
+// Plane reads the host again on its own schedule, and an Apply of the same
+// state costs next to nothing.
+const netResync = 10 * time.Second
+
+// netDebounce gathers a burst of changes (a VM created writes several
+// objects) into one Apply.
+const netDebounce = 50 * time.Millisecond
+
+func newNetController(a *Agent, plane dataplane.Plane) *netController {
+	return &netController{a: a, plane: plane, kick: make(chan struct{}, 1), dhcp: newDHCPServers(plane),
+		ready: map[string]bool{}, vmPorts: map[string][]string{}, problems: map[string]bool{}}
+}
+
+// changed asks for an Apply soon.
+func (n *netController) changed() {
+	select {
+	case n.kick <- struct{}{}:
+	default:
+	}
+}
+
+func (n *netController) run(ctx context.Context) error {
+	if err := n.a.cache.waitSynced(ctx); err != nil {
+		return nil
+	}
+	defer n.dhcp.stopAll()
+	t := time.NewTicker(netResync)
+	defer t.Stop()
+	for {
+		n.apply(ctx)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-n.kick:
+		case <-n.plane.Changes():
+		case <-t.C:
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(netDebounce):
+		}
+	}
+}
+
+// inputs reads what hostNetState needs from the cache.
+func (n *netController) inputs() netInputs {
+	c := n.a.cache
+	in := netInputs{Host: n.a.cfg.Name, Underlay: n.a.underlay, HostAddresses: map[string]netip.Addr{},
+		ExternalDevices: n.a.cfg.ExternalInterfaces}
+	for _, o := range c.vms.List() {
+		in.VMs = append(in.VMs, o.(*api.VirtualMachine))
+	}
+	for _, o := range c.networks.List() {
+		in.Networks = append(in.Networks, o.(*api.Network))
+	}
+	for _, o := range c.subnets.List() {
+		in.Subnets = append(in.Subnets, o.(*api.Subnet))
+	}
+	for _, o := range c.floatingIPs.List() {
+		in.FloatingIPs = append(in.FloatingIPs, o.(*api.FloatingIP))
+	}
+	for _, o := range c.externalNetworks.List() {
+		in.ExternalNetworks = append(in.ExternalNetworks, o.(*api.ExternalNetwork))
+	}
+	for _, o := range c.hosts.List() {
+		h := o.(*api.Host)
+		if a, err := netip.ParseAddr(h.Spec.Address); err == nil {
+			in.HostAddresses[h.Metadata.Name] = a.Unmap()
+		}
+	}
+	return in
+}
+
+// apply computes the state and applies it.
+func (n *netController) apply(ctx context.Context) {
+	st := hostNetState(n.inputs())
+	n.report(st.Problems)
+	err := n.plane.Apply(ctx, st.State)
+	failed := map[uint32]bool{}
+	var fe dataplane.FieldErrors
+	switch {
+	case err == nil:
+	case errors.As(err, &fe):
+		// hostNetState makes only valid states but for what needs the
+		// host (the underlay device): nothing was changed.
+		for _, nw := range st.State.Networks {
+			failed[nw.VNI] = true
+		}
+	default:
+		for _, e := range unjoin(err) {
+			var ne *dataplane.NetworkError
+			if errors.As(e, &ne) {
+				failed[ne.VNI] = true
+			}
+		}
+	}
+	msg := ""
+	if err != nil {
+		msg = err.Error()
+	}
+	n.mu.Lock()
+	if msg != n.lastErr {
+		if msg != "" {
+			slog.Warn("applying the host's network state", "err", msg)
+		} else if n.lastErr != "" {
+			slog.Info("the host's network state is applied again")
+		}
+		n.lastErr = msg
+	}
+	ready := map[string]bool{}
+	for _, nw := range st.State.Networks {
+		if failed[nw.VNI] {
+			continue
+		}
+		for _, p := range nw.Ports {
+			ready[p.Name] = true
+		}
+	}
+	// A VM whose ports changed or became ready may start now.
+	var wake []string
+	for key, ports := range st.Ports {
+		old := n.vmPorts[key]
+		if !slices.Equal(ports, old) || hasAll(ports, ready) != hasAll(old, n.ready) {
+			wake = append(wake, key)
+		}
+	}
+	n.ready, n.vmPorts = ready, st.Ports
+	n.mu.Unlock()
+	for _, key := range wake {
+		n.a.vms.ctl.EnqueueNow(key)
+	}
+	n.dhcp.sync(ctx, st, failed)
+}
+
+// ports says what a VM's NICs are plugged into: the tap of each NIC that
+// is on a network ("" for a NIC on none), and why not when a port is not
+// there yet.
+func (n *netController) ports(vm *api.VirtualMachine) ([]string, error) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	taps := make([]string, len(vm.Spec.NICs))
+	got := n.vmPorts[vmKey(vm)]
+	for i, nic := range vm.Spec.NICs {
+		if nic.Network == "" {
+			continue
+		}
+		if i >= len(vm.Status.Interfaces) || vm.Status.Interfaces[i].MAC == "" {
+			return nil, waitingFor(api.ReasonWaitingForNetwork, "spec.nics[%d]: the server has not allocated its address yet", i)
+		}
+		if i >= len(got) || got[i] == "" || !n.ready[got[i]] {
+			return nil, waitingFor(api.ReasonWaitingForNetwork, "spec.nics[%d]: waiting for its port on network %s on this host (the host's network events say why)", i, nic.Network)
+		}
+		taps[i] = got[i]
+	}
+	return taps, nil
+}
+
+func hasAll(ports []string, ready map[string]bool) bool {
+	for _, p := range ports {
+		if p != "" && !ready[p] {
+			return false
+		}
+	}
+	return true
+}
+
+// report logs the problems that are new.
+func (n *netController) report(ps []netProblem) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	now := map[string]bool{}
+	for _, p := range ps {
+		s := p.String()
+		now[s] = true
+		if !n.problems[s] {
+			slog.Warn("tenant network: left out of this host's state", "kind", p.Kind, "object", p.Key, "problem", p.Message)
+		}
+	}
+	n.problems = now
+}
+
+func unjoin(err error) []error {
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		return j.Unwrap()
+	}
+	return []error{err}
+}
+
+// wireNetwork registers the network controller's interest: any change of
+// the kinds the state is computed from, but a VM's only when it can change
+// the state (placement, NICs, interfaces, coming or going), not its
+// status heartbeat.
+func (a *Agent) wireNetwork() {
+	c := a.cache
+	kick := func(client.Change) { a.net.changed() }
+	c.networks.OnUpdate(kick)
+	c.subnets.OnUpdate(kick)
+	c.floatingIPs.OnUpdate(kick)
+	c.externalNetworks.OnUpdate(kick)
+	c.hosts.OnUpdate(func(ch client.Change) {
+		if ch.Old == nil || ch.New == nil || ch.Old.(*api.Host).Spec.Address != ch.New.(*api.Host).Spec.Address {
+			a.net.changed()
+		}
+	})
+	c.vms.OnUpdate(func(ch client.Change) {
+		if ch.Old == nil || ch.New == nil || vmNetworking(ch.Old.(*api.VirtualMachine)) != vmNetworking(ch.New.(*api.VirtualMachine)) {
+			a.net.changed()
+		}
+	})
+}
+
+// vmNetworking is what of a VM the host's network state depends on.
+func vmNetworking(vm *api.VirtualMachine) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s %s %d", vm.Spec.Host, vm.Metadata.UID, len(vm.Spec.NICs))
+	for _, i := range vm.Status.Interfaces {
+		fmt.Fprintf(&b, " %s/%s/%s/%s", i.Network, i.Subnet, i.IP, i.MAC)
+	}
+	return b.String()
+}

@@ -1,0 +1,297 @@
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	api "hearth.dev/hearth/api/v1alpha1"
+	"hearth.dev/hearth/netns"
+	"hearth.dev/hearth/server/servertest"
+)
+
+// TestSandboxNetworks applies examples/sandbox/networks.yaml to a sandbox
+// of two hosts and checks, inside the real guests (their user-data
+// scripts print what answered on their consoles), that: every VM gets
+// its allocated address by DHCP; red/a on h1 reaches red/b on h2 at
+// 10.10.1.11, while blue/x holds the same address on h1 itself (so
+// tenants with the same CIDR never see each other); red/a reaches red/c in
+// red's other subnet; red/a reaches the internet namespace's web server
+// through SNAT; blue/x never reaches red/a; and the internet namespace
+// reaches red/a through its floating IP. One sandbox serves every check:
+// TCG guests are slow.
+func TestSandboxNetworks(t *testing.T) {
+	s := upSandbox(t, 2)
+	lab, err := os.ReadFile("../examples/sandbox/networks.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.must(string(lab), "apply", "-f", "-")
+
+	console := func(tenant, vm string) string {
+		out, _ := s.hearth("", "logs", "vm/"+vm, "--tenant", tenant)
+		return out
+	}
+	want := map[string][]string{
+		"red/a":  {"HEARTH-GUEST ip=10.10.1.10", "HEARTH-GUEST gateway=10.10.1.1"},
+		"red/b":  {"HEARTH-GUEST ip=10.10.1.11"},
+		"red/c":  {"HEARTH-GUEST ip=10.10.2.10", "HEARTH-GUEST gateway=10.10.2.1"},
+		"blue/x": {"HEARTH-GUEST ip=10.10.1.11"},
+	}
+	// Four TCG guests boot at once: on a loaded 2-core machine the
+	// kernel alone can take minutes.
+	t.Run("DHCP", func(t *testing.T) {
+		servertest.Eventually(t, 8*time.Minute, func() error {
+			for key, lines := range want {
+				tenant, vm, _ := strings.Cut(key, "/")
+				out := console(tenant, vm)
+				for _, l := range lines {
+					if !strings.Contains(out, l) {
+						return fmt.Errorf("%s's console lacks %q:\n%s", key, l, tail(out))
+					}
+				}
+			}
+			return nil
+		})
+	})
+
+	// What red/a and blue/x found, from their consoles.
+	results := func(tenant, vm string, keys ...string) map[string]string {
+		got := map[string]string{}
+		servertest.Eventually(t, 5*time.Minute, func() error {
+			out := console(tenant, vm)
+			for _, line := range strings.Split(out, "\n") {
+				if rest, ok := strings.CutPrefix(strings.TrimSpace(line), "NETTEST "); ok {
+					k, v, _ := strings.Cut(rest, "=")
+					got[k] = v
+				}
+			}
+			for _, k := range keys {
+				if _, ok := got[k]; !ok {
+					return fmt.Errorf("%s/%s has not said %s yet:\n%s", tenant, vm, k, tail(out))
+				}
+			}
+			return nil
+		})
+		return got
+	}
+	red := results("red", "a", "peer", "other-subnet", "internet")
+	for k, v := range map[string]string{"peer": "red-b", "other-subnet": "red-c", "internet": "hearth-sandbox-internet"} {
+		t.Run("red/a "+k, func(t *testing.T) {
+			if red[k] != v {
+				t.Errorf("red/a's %s check got %q, want %q", k, red[k], v)
+			}
+		})
+	}
+	t.Run("isolation", func(t *testing.T) {
+		if got := results("blue", "x", "red-a")["red-a"]; got != "none" {
+			t.Errorf("blue/x reached red/a's address and got %q, want nothing", got)
+		}
+	})
+
+	var fip string
+	t.Run("floating IP", func(t *testing.T) {
+		var addr string
+		servertest.Eventually(t, time.Minute, func() error {
+			out := s.must("", "get", "fip", "a", "--tenant", "red", "-o", "json")
+			f, err := api.Decode([]byte(out))
+			if err != nil {
+				return err
+			}
+			st := f.(*api.FloatingIP).Status
+			if st.Phase != api.FloatingIPAssociated {
+				return fmt.Errorf("floating IP is %s", st.Phase)
+			}
+			addr = st.Address
+			return nil
+		})
+		servertest.Eventually(t, time.Minute, func() error {
+			body, err := getIn(s.prefix+"-internet", "http://"+addr+"/")
+			if err != nil {
+				return err
+			}
+			if strings.TrimSpace(body) != "red-a" {
+				return fmt.Errorf("the floating IP %s answered %q, want red-a", addr, body)
+			}
+			return nil
+		})
+		fip = addr
+	})
+
+	// The agent of h1, where red/a runs, restarts while the internet
+	// fetches red/a through its floating IP every 200ms: no fetch fails.
+	t.Run("agent restart", func(t *testing.T) {
+		if fip == "" {
+			t.Skip("no floating IP to watch")
+		}
+		stop := make(chan struct{})
+		done := make(chan [2]int)
+		go func() {
+			ok, failed := 0, 0
+			for {
+				select {
+				case <-stop:
+					done <- [2]int{ok, failed}
+					return
+				case <-time.After(200 * time.Millisecond):
+				}
+				if body, err := getIn(s.prefix+"-internet", "http://"+fip+"/"); err == nil && strings.TrimSpace(body) == "red-a" {
+					ok++
+				} else {
+					failed++
+				}
+			}
+		}()
+		restartAgent(t, s)
+		// The new agent's first Apply comes once its cache is synced,
+		// and another one netResync (10s) later.
+		time.Sleep(25 * time.Second)
+		close(stop)
+		n := <-done
+		if n[1] > 0 || n[0] == 0 {
+			t.Errorf("%d fetches answered and %d failed across the agent's restart, want none failed", n[0], n[1])
+		}
+	})
+
+	// Deleting everything leaves nothing of the networks on the hosts.
+	t.Run("teardown", func(t *testing.T) {
+		s.must("", "delete", "fip", "a", "--tenant", "red")
+		s.must("", "delete", "vm", "a", "b", "c", "--tenant", "red")
+		s.must("", "delete", "vm", "x", "--tenant", "blue")
+		servertest.Eventually(t, 3*time.Minute, func() error {
+			if n := len(s.vms("red", "")) + len(s.vms("blue", "")); n > 0 {
+				return fmt.Errorf("%d VMs left", n)
+			}
+			return nil
+		})
+		s.must("", "delete", "subnet", "one", "two", "--tenant", "red")
+		s.must("", "delete", "subnet", "one", "--tenant", "blue")
+		s.must("", "delete", "network", "net", "--tenant", "red")
+		s.must("", "delete", "network", "net", "--tenant", "blue")
+		servertest.Eventually(t, time.Minute, func() error {
+			for _, h := range []string{"h1", "h2"} {
+				var left []string
+				err := netns.DoNamed(s.prefix+"-"+h, func() error {
+					ifs, err := net.Interfaces()
+					for _, i := range ifs {
+						for _, p := range []string{"hbr", "hvx", "hri", "hre", "ht"} {
+							if strings.HasPrefix(i.Name, p) {
+								left = append(left, i.Name)
+							}
+						}
+					}
+					return err
+				})
+				if err != nil {
+					return err
+				}
+				if len(left) > 0 {
+					return fmt.Errorf("host %s still has %v", h, left)
+				}
+			}
+			return nil
+		})
+	})
+}
+
+// restartAgent stops h1's agent and starts it again the way a host's
+// service manager would: in the same network and mount namespaces (the
+// sandbox gives each agent a /run/netns of its own, where its routers'
+// namespaces are named; a VM's QEMU keeps that mount namespace).
+func restartAgent(t *testing.T, s *sandboxLab) {
+	t.Helper()
+	data, err := os.ReadFile(s.dir + "/sandbox.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var st struct {
+		Hosts []struct {
+			Name  string
+			Dir   string
+			Agent struct{ PID int }
+		}
+	}
+	if err := json.Unmarshal(data, &st); err != nil {
+		t.Fatal(err)
+	}
+	h := st.Hosts[0]
+	pid := h.Agent.PID
+	cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+	if err != nil {
+		t.Fatalf("agent of %s: %v", h.Name, err)
+	}
+	argv := strings.Split(strings.TrimRight(string(cmdline), "\x00"), "\x00")
+	mnt, _ := os.Readlink(fmt.Sprintf("/proc/%d/ns/mnt", pid))
+	holder := 0
+	procs, _ := os.ReadDir("/proc")
+	for _, p := range procs {
+		var other int
+		if _, err := fmt.Sscan(p.Name(), &other); err != nil || other == pid {
+			continue
+		}
+		if m, _ := os.Readlink("/proc/" + p.Name() + "/ns/mnt"); m == mnt {
+			holder = other
+			break
+		}
+	}
+	if holder == 0 {
+		t.Fatalf("no process but the agent of %s holds its mount namespace", h.Name)
+	}
+	_ = syscall.Kill(pid, syscall.SIGTERM)
+	servertest.Eventually(t, 30*time.Second, func() error {
+		if _, err := os.Stat(fmt.Sprintf("/proc/%d", pid)); err == nil {
+			return fmt.Errorf("the agent (%d) still runs", pid)
+		}
+		return nil
+	})
+	logf, err := os.OpenFile(h.Dir+"/agent.log", os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer logf.Close()
+	cmd := exec.Command("nsenter", append([]string{"-t", fmt.Sprint(holder), "-m", "-n", "--"}, argv...)...)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go cmd.Wait()
+}
+
+// getIn fetches url from inside a network namespace: the connection is
+// made there (a socket stays in the namespace it was made in).
+func getIn(nsName, url string) (string, error) {
+	tr := &http.Transport{DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+		var c net.Conn
+		err := netns.DoNamed(nsName, func() error {
+			var err error
+			c, err = (&net.Dialer{Timeout: 5 * time.Second}).DialContext(ctx, network, addr)
+			return err
+		})
+		return c, err
+	}}
+	defer tr.CloseIdleConnections()
+	resp, err := (&http.Client{Transport: tr, Timeout: 10 * time.Second}).Get(url)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return string(b), err
+}
+
+func tail(s string) string {
+	if len(s) > 1500 {
+		return s[len(s)-1500:]
+	}
+	return s
+}
