@@ -144,6 +144,8 @@ type Agent struct {
 	cache   *cache
 	vms     *vmController
 	volumes *volumeController
+	// pools are the drivers of the StoragePools volumes name (pools.go).
+	pools *poolDrivers
 	// net runs tenant networks (network.go); nil when they are off.
 	net      *netController
 	underlay dataplane.Underlay
@@ -244,6 +246,7 @@ func run(ctx context.Context, cfg Config) error {
 			AllowedFileDirs: cfg.AllowFileDirs},
 		imgs:  newImageState(),
 		cache: newCache(c, cfg.Name, cfg.UnderlayDevice != "")}
+	a.pools = newPoolDrivers(a)
 	a.mon = newMonitor(a, cfg.StatsInterval)
 	ctlMetrics := reconcile.NewMetrics()
 	ctx = reconcile.WithMetrics(ctx, ctlMetrics)

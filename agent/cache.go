@@ -17,8 +17,9 @@ import (
 type cache struct {
 	// vms, volumes and snapshots are those placed on this host
 	// (spec.host); images are every Image the host can read, shared and
-	// tenants', since a VM or volume here may name any.
-	vms, volumes, snapshots, images *client.Informer
+	// tenants', since a VM or volume here may name any; pools are every
+	// StoragePool.
+	vms, volumes, snapshots, images, pools *client.Informer
 	// With tenant networking on (netController): every tenant's
 	// Networks, Subnets and FloatingIPs, every ExternalNetwork, and the
 	// Hosts (their underlay addresses). Nil when it is off.
@@ -33,6 +34,7 @@ func newCache(c *client.Client, host string, networking bool) *cache {
 		volumes:   client.NewInformer(c, "Volume", "", here),
 		snapshots: client.NewInformer(c, "Snapshot", "", here),
 		images:    client.NewInformer(c, "Image", "", all),
+		pools:     client.NewInformer(c, "StoragePool", "", client.ListOptions{}),
 	}
 	if networking {
 		ca.networks = client.NewInformer(c, "Network", "", all)
@@ -45,7 +47,7 @@ func newCache(c *client.Client, host string, networking bool) *cache {
 }
 
 func (c *cache) informers() []*client.Informer {
-	infs := []*client.Informer{c.vms, c.volumes, c.snapshots, c.images}
+	infs := []*client.Informer{c.vms, c.volumes, c.snapshots, c.images, c.pools}
 	if c.networks != nil {
 		infs = append(infs, c.networks, c.subnets, c.floatingIPs, c.externalNetworks, c.hosts)
 	}
@@ -81,6 +83,7 @@ func (a *Agent) wire() {
 		a.vms.volumeChanged(ch)
 	})
 	a.cache.snapshots.OnUpdate(a.volumes.snapshotChanged)
+	a.cache.pools.OnUpdate(a.volumes.poolChanged)
 	if a.net != nil {
 		a.wireNetwork()
 	}

@@ -414,10 +414,18 @@ func (a *Agent) collectImages(ctx context.Context) {
 // this host. A file's backing never changes, so each file is asked once.
 func (a *Agent) backingFiles(ctx context.Context) ([]string, error) {
 	var files []string
-	for _, pattern := range []string{
+	patterns := []string{
 		filepath.Join(a.cfg.DataDir, "volumes", "*"),
 		filepath.Join(a.cfg.DataDir, "vms", "*", "disk*.qcow2"),
-	} {
+		// Local pools' volumes are clones of cached images too.
+		filepath.Join(a.cfg.DataDir, "pools", "*", "volumes", "*"),
+	}
+	for _, o := range a.cache.pools.List() {
+		if l := o.(*api.StoragePool).Spec.Local; l != nil && l.Path != "" {
+			patterns = append(patterns, filepath.Join(l.Path, "volumes", "*"))
+		}
+	}
+	for _, pattern := range patterns {
 		m, _ := filepath.Glob(pattern)
 		files = append(files, m...)
 	}

@@ -179,8 +179,11 @@ func (a *Agent) prepareDisk(ctx context.Context, vm *api.VirtualMachine, dir str
 		if err != nil {
 			return disk, fmt.Errorf("%s.volume: %w", field, err)
 		}
-		if vol.Spec.Host != "" && vol.Spec.Host != a.cfg.Name {
+		if vol.Spec.Host != "" && vol.Spec.Host != a.cfg.Name && !vol.Spec.Shared() {
 			return disk, fmt.Errorf("%s.volume: volume %s lives on host %s, not %s", field, d.Volume, vol.Spec.Host, a.cfg.Name)
+		}
+		if vol.Spec.Pool != "" {
+			return disk, a.preparePoolDisk(ctx, vol, field, &disk)
 		}
 		disk.Path, disk.Format = a.volumePath(vol), volumeFormat(vol)
 		info, err := storage.VolumeInfo(ctx, disk.Path)

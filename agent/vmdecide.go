@@ -261,6 +261,7 @@ func vmStatus(vm *api.VirtualMachine, s vmState, host, consoleLog string, now ti
 	st := vm.Status
 	st.Conditions = slices.Clone(vm.Status.Conditions)
 	st.Host, st.ObservedGeneration, st.RestartCount = host, vm.Metadata.Generation, s.RestartCount
+	st.Migration = nil // a VM this host reports is not moving here any more
 	asked := vm.Spec.PowerState
 	var phase string
 	var running, ready api.Condition

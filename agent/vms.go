@@ -143,6 +143,14 @@ func (v *vmController) Reconcile(ctx context.Context, key string) (reconcile.Res
 	if !ok || obj.GetMetadata().DeletionTimestamp != nil || obj.(*api.VirtualMachine).Spec.Host != v.a.cfg.Name {
 		v.mu.Lock()
 		uid := v.uids[key]
+		v.mu.Unlock()
+		if uid != "" && (!ok || obj.GetMetadata().DeletionTimestamp == nil) {
+			// Gone from here but not deleted: it may be moving away.
+			if res, handled, err := v.migrateOut(ctx, key, uid); handled {
+				return res, err
+			}
+		}
+		v.mu.Lock()
 		delete(v.uids, key)
 		delete(v.crashes, uid)
 		v.mu.Unlock()
@@ -156,6 +164,9 @@ func (v *vmController) Reconcile(ctx context.Context, key string) (reconcile.Res
 	f, err := v.observe(ctx, vm, dir)
 	if err != nil {
 		return reconcile.Result{}, err
+	}
+	if v.incoming(vm) {
+		return v.migrateIn(ctx, vm, dir, f)
 	}
 	return v.carryOut(ctx, vm, dir, f, decide(vm, f))
 }
@@ -509,6 +520,13 @@ func (v *vmController) collectOrphans(ctx context.Context) {
 			live[o.GetMetadata().UID] = true
 		}
 	}
+	// A VM that left the cache but that Reconcile has not let go of yet
+	// may be moving to another host (migrateOut): not an orphan.
+	v.mu.Lock()
+	for _, uid := range v.uids {
+		live[uid] = true
+	}
+	v.mu.Unlock()
 	for _, e := range entries {
 		if e.IsDir() && !live[e.Name()] {
 			if err := v.teardown(ctx, e.Name()); err != nil {

@@ -42,12 +42,14 @@ type volumeController struct {
 
 	mu        sync.Mutex
 	volFiles  map[string]string      // volume key → file, for volumes seen here
+	poolVols  map[string]*api.Volume // volume key → the last seen of a volume in a pool
 	snapFiles map[string]string      // snapshot key → file
 	busy      map[string]*sync.Mutex // volume file → held while qemu-img works on it
 }
 
 func newVolumeController(a *Agent) *volumeController {
-	v := &volumeController{a: a, volFiles: map[string]string{}, snapFiles: map[string]string{}, busy: map[string]*sync.Mutex{}}
+	v := &volumeController{a: a, volFiles: map[string]string{}, poolVols: map[string]*api.Volume{},
+		snapFiles: map[string]string{}, busy: map[string]*sync.Mutex{}}
 	v.volCtl = &reconcile.Controller{Name: "volumes", Reconciler: reconcile.ReconcilerFunc(v.reconcileVolume), Workers: 4,
 		Resync: a.cfg.Resync, List: func(context.Context) ([]string, error) { return a.cache.volumes.Keys(), nil }}
 	v.snapCtl = &reconcile.Controller{Name: "snapshots", Reconciler: reconcile.ReconcilerFunc(v.reconcileSnapshot), Workers: 2,
@@ -61,7 +63,11 @@ func newVolumeController(a *Agent) *volumeController {
 func (v *volumeController) volumeChanged(ch client.Change) {
 	if ch.New != nil {
 		v.mu.Lock()
-		v.volFiles[ch.Key] = v.a.volumePath(ch.New.(*api.Volume))
+		if vol := ch.New.(*api.Volume); vol.Spec.Pool != "" {
+			v.poolVols[ch.Key] = vol
+		} else {
+			v.volFiles[ch.Key] = v.a.volumePath(vol)
+		}
 		v.mu.Unlock()
 	}
 	ownChange(ch, v.volCtl.EnqueueNow)
@@ -118,6 +124,19 @@ func (v *volumeController) vmChanged(ch client.Change) {
 	for k := range keys {
 		v.volCtl.EnqueueNow(k)
 		v.enqueueSnapshotsOf(k)
+	}
+}
+
+// poolChanged tries the volumes in a pool again when the pool came, went
+// or changed.
+func (v *volumeController) poolChanged(ch client.Change) {
+	if ch.StatusOnly() {
+		return
+	}
+	for _, o := range v.a.cache.volumes.List() {
+		if o.(*api.Volume).Spec.Pool == ch.Key {
+			v.volCtl.EnqueueNow(client.Key(o))
+		}
 	}
 }
 
@@ -211,7 +230,17 @@ const (
 // reconcileVolume makes one volume's file match its object.
 func (v *volumeController) reconcileVolume(ctx context.Context, key string) (reconcile.Result, error) {
 	obj, ok := v.a.cache.volumes.Get(key)
-	if !ok || obj.GetMetadata().DeletionTimestamp != nil || obj.(*api.Volume).Spec.Host != v.a.cfg.Name {
+	gone := !ok || obj.GetMetadata().DeletionTimestamp != nil || obj.(*api.Volume).Spec.Host != v.a.cfg.Name
+	v.mu.Lock()
+	last := v.poolVols[key]
+	v.mu.Unlock()
+	if gone && last != nil {
+		return reconcile.Result{}, v.deletePoolVolume(ctx, key, last)
+	}
+	if ok && !gone && obj.(*api.Volume).Spec.Pool != "" {
+		return v.reconcilePoolVolume(ctx, api.DeepCopy(obj).(*api.Volume))
+	}
+	if gone {
 		v.mu.Lock()
 		path := v.volFiles[key]
 		delete(v.volFiles, key)

@@ -117,7 +117,7 @@ func TestE2EApplyIsDeclarative(t *testing.T) {
 	// with the same message, and nothing is written.
 	gen := getVM(t, tenant, "web-1").Metadata.Generation
 	for _, c := range []struct{ extra, want string }{
-		{"  host: h2\n", `spec.host: cannot change (was "h1")`},
+		{"  host: h2\n  firmware: uefi\n", `spec.host: cannot change from "h1" to "h2": a UEFI VM's variable store is a file on its host`},
 		{"  cpus: 8\n", "quota exceeded for vcpus: requested 8, used 0 of 4"},
 	} {
 		bad := writeFile(t, dir, "bad.yaml", edited+c.extra)

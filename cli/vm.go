@@ -40,7 +40,7 @@ var vmVerbs = []struct {
 func newVMGroupCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "vm",
-		Short: "Start, stop, restart, pause and resume VMs",
+		Short: "Start, stop, restart, pause, resume and migrate VMs",
 		Long: `Change the power state of VMs. Each verb sets the VM's spec and returns;
 the host's agent converges (watch it with ` + "`hearth get vm -w`" + `, and why with
 ` + "`hearth describe vm NAME`" + `).`,
@@ -78,6 +78,7 @@ or say where it is stuck once --timeout has passed.`,
 		verb.Flags().DurationVar(&timeout, "timeout", 5*time.Minute, "with --wait, how long to wait in all")
 		cmd.AddCommand(verb)
 	}
+	cmd.AddCommand(newVMMigrateCmd(g))
 	return cmd
 }
 

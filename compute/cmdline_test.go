@@ -82,6 +82,23 @@ func TestCommandLine(t *testing.T) {
 			wantS: []string{"-device pvpanic "},
 		},
 		{
+			name: "shared storage",
+			edit: func(s *Spec) {
+				rbd := map[string]any{"driver": "rbd", "pool": "vms", "image": "hearth-vol-a", "user": "hearth", "key-secret": "pool-key"}
+				s.Disks = []Disk{
+					{Format: "raw", Protocol: rbd, Secrets: []Secret{{ID: "pool-key", File: "/p/key"}}},
+					{Format: "raw", Protocol: rbd, Secrets: []Secret{{ID: "pool-key", File: "/p/key"}}, ReadOnly: true},
+				}
+			},
+			flag: "-object",
+			// One secret object for both disks; the key itself is nowhere.
+			want: []string{"rng-random,id=rng0,filename=/dev/urandom", "secret,id=pool-key,format=base64,file=/p/key"},
+			wantS: []string{
+				`{"discard":"unmap","driver":"raw","file":{"driver":"rbd","image":"hearth-vol-a","key-secret":"pool-key","pool":"vms","user":"hearth"},"node-name":"disk0"}`,
+				`"node-name":"disk1","read-only":true}`,
+			},
+		},
+		{
 			name:  "first disk boots by default",
 			edit:  func(s *Spec) { s.Disks = []Disk{{Path: "/v/a", Format: "raw"}, {Path: "/v/b", Format: "raw"}} },
 			wantS: []string{"drive=disk0,bootindex=1", "drive=disk1 "},
@@ -168,6 +185,9 @@ func TestValidate(t *testing.T) {
 		{"network without nic", func(s *Spec) { s.Boot = Boot{From: "network"} }, "needs a nic"},
 		{"disk format", func(s *Spec) { s.Disks = []Disk{{Path: "/a", Format: "vmdk"}} }, `disks[0]: format "vmdk"`},
 		{"disk path", func(s *Spec) { s.Disks = []Disk{{Path: "a", Format: "raw"}} }, "disks[0]: path"},
+		{"file as a protocol", func(s *Spec) {
+			s.Disks = []Disk{{Format: "raw", Protocol: map[string]any{"driver": "file", "filename": "/etc/shadow"}}}
+		}, `protocol driver "file"`},
 		{"bad mac", func(s *Spec) { s.NICs = []NIC{{MAC: "nope"}} }, `nics[0]: mac "nope"`},
 		{"bad tap", func(s *Spec) { s.NICs = []NIC{{MAC: "52:54:00:00:00:01", Tap: "a,b"}} }, `nics[0]: tap "a,b"`},
 		{"bad model", func(s *Spec) { s.NICs = []NIC{{MAC: "52:54:00:00:00:01", Model: "e1000,x=y"}} }, "nics[0]: model"},

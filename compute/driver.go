@@ -39,6 +39,13 @@ type Spec struct {
 	// Seed is the path of a NoCloud seed image (label "cidata"), attached
 	// read-only; "" for none.
 	Seed string
+	// Incoming, when set, starts the VM as the destination of a live
+	// migration: QEMU listens on this URI ("tcp:HOST:PORT") for the
+	// source's state instead of booting, and stays paused once it has
+	// it, until Resume (QEMU.Migrate on the source says when). The spec
+	// must describe the same devices as the source's, with its disks on
+	// shared storage.
+	Incoming string
 }
 
 // Boot says how the VM boots.
@@ -50,10 +57,18 @@ type Boot struct {
 	Cmdline string
 }
 
-// Disk is one block device.
+// Disk is one block device: a file on this host (Path), or a volume on
+// shared storage that QEMU opens itself (Protocol).
 type Disk struct {
-	Path     string
-	Format   string // "qcow2" or "raw"
+	Path string
+	// Protocol, when set, replaces Path: the options of the format
+	// node's protocol node, as -blockdev's JSON form takes them
+	// ({"driver": "rbd", …}, {"driver": "nfs", …}; storage.Attachment),
+	// and Secrets the secret objects it names, whose values QEMU reads
+	// from files so that no key is on its command line.
+	Protocol map[string]any `json:",omitempty"`
+	Secrets  []Secret       `json:",omitempty"`
+	Format   string         // "qcow2" or "raw"
 	ReadOnly bool
 	// Bus is "virtio" (the default), "scsi" (a virtio-scsi controller)
 	// or "ide" (the machine's own IDE/AHCI ports).
@@ -61,6 +76,11 @@ type Disk struct {
 	// CDROM makes the disk a read-only CD-ROM drive (on scsi or ide).
 	CDROM     bool
 	BootIndex int // 0: not a boot device
+}
+
+// Secret is a QEMU secret object read from a file (base64, mode 0600).
+type Secret struct {
+	ID, File string
 }
 
 // NIC is one network interface.
@@ -167,3 +187,11 @@ const (
 	// sees is this file followed by ConsoleLog.
 	ConsoleLogPrevious = "console.log.1"
 )
+
+// Migrator is a Driver that can live-migrate a VM to a destination
+// started with Spec.Incoming (QEMU.Migrate).
+type Migrator interface {
+	Migrate(ctx context.Context, id, dir, uri string) (Migration, error)
+}
+
+var _ Migrator = (*QEMU)(nil)

@@ -4,11 +4,13 @@ import (
 	"cmp"
 	"context"
 	"crypto/sha1"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"hearth.dev/hearth/flock"
 	"hearth.dev/hearth/process"
 	"io"
+	"log/slog"
 	"net"
 	"os"
 	"os/exec"
@@ -201,7 +203,13 @@ func (q *QEMU) Start(ctx context.Context, spec Spec) (Info, error) {
 	if err := renice(cmd.Process.Pid, q.opts.Nice); err != nil {
 		return abort(err)
 	}
-	if err := c.Execute(ctx, "cont", nil, nil); err != nil {
+	if spec.Incoming != "" {
+		// Started with -incoming defer: listen now, and stay paused (-S)
+		// when the state has arrived, until the source has let go.
+		if err := c.Execute(ctx, "migrate-incoming", map[string]any{"uri": spec.Incoming}, nil); err != nil {
+			return abort(err)
+		}
+	} else if err := c.Execute(ctx, "cont", nil, nil); err != nil {
 		return abort(err)
 	}
 	p, ok, err := findProcess(spec.ID, spec.Dir)
@@ -594,6 +602,7 @@ func (q *QEMU) commandLine(spec Spec) ([]string, error) {
 		args = append(args, "-device", "virtio-scsi-pci,id=scsi0")
 	}
 	ide := 0 // IDE ports used so far
+	secrets := map[string]bool{}
 	for i, d := range spec.Disks {
 		node := fmt.Sprintf("disk%d", i)
 		bd := "driver=" + d.Format + ",node-name=" + node +
@@ -602,6 +611,27 @@ func (q *QEMU) commandLine(spec Spec) ([]string, error) {
 			bd += ",read-only=on"
 		} else {
 			bd += ",discard=unmap"
+		}
+		if d.Protocol != nil {
+			// Shared storage: the JSON form, since the protocol node's
+			// options nest (an NFS server, RBD's auth settings).
+			for _, sec := range d.Secrets {
+				if !secrets[sec.ID] {
+					secrets[sec.ID] = true
+					args = append(args, "-object", "secret,id="+qemuEscape(sec.ID)+",format=base64,file="+qemuEscape(sec.File))
+				}
+			}
+			opts := map[string]any{"driver": d.Format, "node-name": node, "file": d.Protocol}
+			if d.ReadOnly || d.CDROM {
+				opts["read-only"] = true
+			} else {
+				opts["discard"] = "unmap"
+			}
+			b, err := json.Marshal(opts)
+			if err != nil {
+				return nil, fmt.Errorf("disks[%d]: %w", i, err)
+			}
+			bd = string(b)
 		}
 		var dev string
 		switch d.Bus {
@@ -625,6 +655,9 @@ func (q *QEMU) commandLine(spec Spec) ([]string, error) {
 			dev += ",bootindex=" + strconv.Itoa(diskBoot[i])
 		}
 		args = append(args, "-blockdev", bd, "-device", dev)
+	}
+	if spec.Incoming != "" {
+		args = append(args, "-incoming", "defer")
 	}
 	if spec.Seed != "" {
 		args = append(args,
@@ -761,7 +794,17 @@ func validate(spec Spec) error {
 	ide := 0
 	for i, d := range spec.Disks {
 		who := fmt.Sprintf("disks[%d]", i)
-		if !filepath.IsAbs(d.Path) {
+		switch {
+		case d.Protocol != nil:
+			if drv, _ := d.Protocol["driver"].(string); drv != "rbd" && drv != "nfs" {
+				bad("%s: protocol driver %q: want rbd or nfs (a file is a path)", who, drv)
+			}
+			for _, sec := range d.Secrets {
+				if sec.ID == "" || !filepath.IsAbs(sec.File) {
+					bad("%s: secret %q needs an id and an absolute file", who, sec.ID)
+				}
+			}
+		case !filepath.IsAbs(d.Path):
 			bad("%s: path %q is not absolute", who, d.Path)
 		}
 		if d.Format != "qcow2" && d.Format != "raw" {
@@ -784,6 +827,9 @@ func validate(spec Spec) error {
 			bad("%s: bus %q: want virtio, scsi or ide", who, d.Bus)
 		}
 		useIndex(d.BootIndex, who)
+	}
+	if spec.Incoming != "" && !incomingRE.MatchString(spec.Incoming) {
+		bad("incoming %q: want tcp:HOST:PORT", spec.Incoming)
 	}
 	if spec.Seed != "" && !filepath.IsAbs(spec.Seed) {
 		bad("seed %q is not an absolute path", spec.Seed)
@@ -978,4 +1024,97 @@ func renice(pid, nice int) error {
 		}
 	}
 	return nil
+}
+
+// incomingRE is what a migration's listening URI may be: TCP on an IPv4
+// address or host name and a port.
+var incomingRE = regexp.MustCompile(`^tcp:[A-Za-z0-9.-]+:[0-9]{1,5}$`)
+
+// Migration is what QEMU reports of a finished live migration.
+type Migration struct {
+	// Total is the whole migration, from the migrate command to the
+	// destination having everything; Downtime the part with the guest
+	// stopped (QEMU's own figure); Setup the part before RAM was sent.
+	Total, Downtime, Setup time.Duration
+	// Transferred is the bytes of RAM sent, with pages sent again after
+	// the guest dirtied them.
+	Transferred int64
+}
+
+// Migrate live-migrates the VM to a destination QEMU started with
+// Spec.Incoming = uri, and returns once the destination has the whole
+// state. The source is left paused ("postmigrate"): the caller resumes
+// the destination (Resume) and then kills the source, so that exactly
+// one of them runs the guest. If ctx ends first, the migration is
+// cancelled and the source keeps running.
+func (q *QEMU) Migrate(ctx context.Context, id, dir, uri string) (Migration, error) {
+	fail := func(err error) (Migration, error) {
+		return Migration{}, fmt.Errorf("migrate vm %s to %s: %w", id, uri, err)
+	}
+	if !incomingRE.MatchString(uri) {
+		return fail(fmt.Errorf("%q is not tcp:HOST:PORT", uri))
+	}
+	if _, ok, err := findProcess(id, dir); err != nil {
+		return fail(err)
+	} else if !ok {
+		return fail(ErrNotRunning)
+	}
+	// One connection for the whole migration: QMP serves one client at a
+	// time, and nothing else should touch the VM meanwhile.
+	dctx, cancel := q.qmpContext(ctx)
+	c, err := DialQMP(dctx, filepath.Join(dir, QMPSocket))
+	cancel()
+	if err != nil {
+		return fail(err)
+	}
+	defer c.Close()
+	call := func(command string, args, result any) error {
+		qctx, cancel := context.WithTimeout(context.Background(), q.opts.QMPTimeout)
+		defer cancel()
+		return c.Execute(qctx, command, args, result)
+	}
+	// A guest that dirties memory faster than it can be sent would
+	// never converge: auto-converge slows its vCPUs until it does.
+	caps := []map[string]any{{"capability": "auto-converge", "state": true}}
+	if err := call("migrate-set-capabilities", map[string]any{"capabilities": caps}, nil); err != nil {
+		return fail(err)
+	}
+	if err := call("migrate", map[string]any{"uri": uri}, nil); err != nil {
+		return fail(err)
+	}
+	lastSaid := time.Now()
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		var st struct {
+			Status    string `json:"status"`
+			Total     int64  `json:"total-time"`
+			Downtime  int64  `json:"downtime"`
+			Setup     int64  `json:"setup-time"`
+			ErrorDesc string `json:"error-desc"`
+			RAM       struct {
+				Transferred int64 `json:"transferred"`
+			} `json:"ram"`
+		}
+		if err := call("query-migrate", nil, &st); err != nil {
+			return fail(err)
+		}
+		switch st.Status {
+		case "completed":
+			return Migration{Total: time.Duration(st.Total) * time.Millisecond, Downtime: time.Duration(st.Downtime) * time.Millisecond,
+				Setup: time.Duration(st.Setup) * time.Millisecond, Transferred: st.RAM.Transferred}, nil
+		case "failed", "cancelled":
+			return fail(fmt.Errorf("%s: %s", st.Status, st.ErrorDesc))
+		}
+		if time.Since(lastSaid) > 10*time.Second {
+			lastSaid = time.Now()
+			slog.Info("migration under way", "vm", id, "to", uri, "status", st.Status, "ms", st.Total, "sent", st.RAM.Transferred)
+		}
+		select {
+		case <-ctx.Done():
+			_ = call("migrate_cancel", nil, nil)
+			return fail(ctx.Err())
+		case <-tick.C:
+		}
+	}
 }

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hearth.dev/hearth/storage/cephtest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -27,7 +28,15 @@ func TestMain(m *testing.M) {
 	if s := os.Getenv(helperEnv); s != "" {
 		os.Exit(startHelper(s))
 	}
-	os.Exit(m.Run())
+	code := m.Run()
+	// The migration tests share one Ceph (storage/cephtest).
+	if err := cephtest.Stop(); err != nil {
+		fmt.Fprintln(os.Stderr, "stopping the test Ceph:", err)
+		if code == 0 {
+			code = 1
+		}
+	}
+	os.Exit(code)
 }
 
 func startHelper(specJSON string) int {

@@ -234,6 +234,8 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	s.AddAdmitter(s.quota.Admit)
 	s.AddAdmitter(admission.NewSubnets(s.store).Admit)
 	s.AddAdmitter(admission.NewFloatingIPs(s.store).Admit)
+	s.AddAdmitter(admission.NewPools(s.store).Admit)
+	s.AddAdmitter(admission.NewMigrations(s.store).Admit)
 	ok := false
 	defer func() {
 		if !ok {

@@ -44,31 +44,9 @@ var bootImage = sync.OnceValues(func() (Image, error) {
 	if err != nil {
 		return Image{}, err
 	}
-	tree := filepath.Join(dir, "tree")
-	files := map[string]string{
-		"isolinux/isolinux.bin": "/usr/lib/ISOLINUX/isolinux.bin",
-		"isolinux/ldlinux.c32":  "/usr/lib/syslinux/modules/bios/ldlinux.c32",
-		"vmlinuz":               g.Kernel,
-		"initrd.img":            g.Initrd,
-	}
-	for dst, src := range files {
-		if err := copyTo(src, filepath.Join(tree, dst)); err != nil {
-			return Image{}, err
-		}
-	}
-	cfg := "DEFAULT guest\nPROMPT 0\nTIMEOUT 0\nLABEL guest\n  KERNEL /vmlinuz\n  INITRD /initrd.img\n  APPEND console=ttyS0 panic=-1\n"
-	if err := os.WriteFile(filepath.Join(tree, "isolinux/isolinux.cfg"), []byte(cfg), 0o644); err != nil {
+	iso, err := testguest.BootDisk(ctx, g, dir)
+	if err != nil {
 		return Image{}, err
-	}
-	iso := filepath.Join(dir, "guest.img")
-	for _, c := range [][]string{
-		{"genisoimage", "-quiet", "-o", iso, "-V", "GUEST", "-J", "-R", "-b", "isolinux/isolinux.bin", "-c", "isolinux/boot.cat",
-			"-no-emul-boot", "-boot-load-size", "4", "-boot-info-table", tree},
-		{"isohybrid", iso},
-	} {
-		if out, err := exec.CommandContext(ctx, c[0], c[1:]...).CombinedOutput(); err != nil {
-			return Image{}, fmt.Errorf("%s: %v: %s", c[0], err, out)
-		}
 	}
 	f, err := os.Open(iso)
 	if err != nil {
@@ -81,17 +59,6 @@ var bootImage = sync.OnceValues(func() (Image, error) {
 	}
 	return Image{Checksum: "sha256:" + hex.EncodeToString(h.Sum(nil)), Path: iso}, nil
 })
-
-func copyTo(src, dst string) error {
-	data, err := os.ReadFile(src)
-	if err != nil {
-		return fmt.Errorf("%w (install Debian's isolinux and syslinux-common)", err)
-	}
-	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
-		return err
-	}
-	return os.WriteFile(dst, data, 0o644)
-}
 
 // requireBoot skips a test that boots QEMU where QEMU or the tools that
 // make the boot image are missing.

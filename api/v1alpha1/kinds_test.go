@@ -418,8 +418,6 @@ func TestInvalidObjects(t *testing.T) {
 			s.AntiAffinity = []LabelSelector{{}}
 			s.Host = "H1"
 		}, want: []string{"spec.antiAffinity[0]", "spec.cloudInit.sshKeys[0]", "spec.cloudInit.userData", "spec.host", "spec.nodeSelector.zone"}},
-		{name: "host change", kind: "VirtualMachine", update: true, edit: func(o Object) { o.(*VirtualMachine).Spec.Host = "h2" },
-			want: []string{"spec.host"}, detail: `cannot change (was "h1")`},
 
 		// VirtualMachineSet.
 		{name: "bad replicas and template", kind: "VirtualMachineSet", edit: func(o Object) {
@@ -453,10 +451,16 @@ func TestInvalidObjects(t *testing.T) {
 			want: []string{"spec.size"}, detail: "is required for an empty volume"},
 		{name: "two sources", kind: "Volume", edit: func(o Object) { o.(*Volume).Spec.Source.Snapshot = "snap" },
 			want: []string{"spec.source.snapshot"}},
-		{name: "rbd on a host as qcow2", kind: "Volume", edit: func(o Object) {
+		{name: "rbd without a pool as qcow2", kind: "Volume", edit: func(o Object) {
 			s := &o.(*Volume).Spec
 			s.Backend, s.Format, s.Host = BackendRBD, FormatQCOW2, "h1"
-		}, want: []string{"spec.format", "spec.host"}},
+		}, want: []string{"spec.format", "spec.pool"}},
+		{name: "pool that is a path", kind: "Volume", edit: func(o Object) {
+			s := &o.(*Volume).Spec
+			s.Pool, s.Backend, s.Format = "../../etc", "", ""
+		}, want: []string{"spec.pool"}},
+		{name: "other pool", kind: "Volume", update: true, edit: func(o Object) { o.(*Volume).Spec.Pool = "ceph" },
+			want: []string{"spec.pool"}, detail: "cannot change"},
 		{name: "tiny and odd", kind: "Volume", edit: func(o Object) {
 			s := &o.(*Volume).Spec
 			s.Size, s.Backend, s.Format = 4096, "iscsi", "vdi"
@@ -466,7 +470,7 @@ func TestInvalidObjects(t *testing.T) {
 		{name: "new source and backend", kind: "Volume", update: true, edit: func(o Object) {
 			s := &o.(*Volume).Spec
 			s.Source, s.Backend = VolumeSource{Image: "ubuntu-24"}, BackendNFS
-		}, want: []string{"spec.backend", "spec.source"}},
+		}, want: []string{"spec.backend", "spec.pool", "spec.source"}},
 
 		// Snapshot.
 		{name: "no volume", kind: "Snapshot", edit: func(o Object) { o.(*Snapshot).Spec.Volume = "" },
@@ -661,7 +665,7 @@ func TestDefaults(t *testing.T) {
 	}
 
 	vol := &Volume{TypeMeta: TypeMeta{APIVersion: APIVersion, Kind: "Volume"}, Metadata: ObjectMeta{Name: "v", Tenant: testTenant},
-		Spec: VolumeSpec{Size: 1 << 30, Backend: BackendRBD}}
+		Spec: VolumeSpec{Size: 1 << 30, Backend: BackendRBD, Pool: "ceph"}}
 	if es := Prepare(vol, nil); len(es) > 0 || vol.Spec.Format != FormatRaw {
 		t.Errorf("rbd volume: format %q, %v", vol.Spec.Format, es)
 	}

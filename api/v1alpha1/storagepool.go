@@ -246,3 +246,8 @@ func init() {
 		},
 	})
 }
+
+// Shared reports whether every host reaches the pool's volumes.
+func (s *StoragePoolSpec) Shared() bool {
+	return s.Driver == PoolDriverNFS || s.Driver == PoolDriverRBD
+}

@@ -161,6 +161,21 @@ type VirtualMachineStatus struct {
 	FirstOutputAt *time.Time `json:"firstOutputAt,omitempty"`
 	// ConsoleLog is the path of the serial console log on the host.
 	ConsoleLog string `json:"consoleLog,omitempty"`
+	// Migration is set while the VM moves to its new spec.host, live:
+	// the destination's agent writes it when its QEMU listens, and the
+	// source's agent, which reads it, sends the VM there.
+	Migration *VMMigration `json:"migration,omitempty"`
+}
+
+// VMMigration is a live migration under way.
+type VMMigration struct {
+	// From is the host the VM runs on until the move is done.
+	From string `json:"from"`
+	// Incoming is where the destination's QEMU listens for the VM's
+	// state ("tcp:ADDRESS:PORT", on the destination host's address).
+	Incoming string `json:"incoming,omitempty"`
+	// StartedAt is when the destination started waiting.
+	StartedAt *time.Time `json:"startedAt,omitempty"`
 }
 
 // VMInterfaceStatus is one NIC as allocated. The host derives the NIC's
@@ -188,6 +203,9 @@ const (
 	VMStopped   = "Stopped"
 	VMPaused    = "Paused"
 	VMFailed    = "Failed"
+	// VMMigrating: moving to another host, live; it runs on status.host
+	// until the destination has it.
+	VMMigrating = "Migrating"
 )
 
 // Power states a VM is kept in (spec.powerState).
@@ -475,13 +493,11 @@ func (s *VirtualMachineSpec) validateBoot(path string) FieldErrors {
 	return es
 }
 
+// ValidateUpdate has nothing to refuse on its own: a new host is a
+// request to move the VM there (live when it runs), which admission
+// (server/admission.Migrations) checks against the VM's disks.
 func (s *VirtualMachineSpec) ValidateUpdate(path string, old any) FieldErrors {
-	o := old.(*VirtualMachineSpec)
-	var es FieldErrors
-	if o.Host != "" && s.Host != o.Host {
-		es.Add(path+".host", "cannot change (was %q): Hearth does not migrate VMs; delete and re-create the VM", o.Host)
-	}
-	return es
+	return nil
 }
 
 // ConditionScheduled is True once the VM is bound to a host.

@@ -6,9 +6,9 @@ import (
 )
 
 // Volume is a virtual disk. Local volumes are qcow2 or raw files on one
-// host (thin clones of a cached image when made from one); nfs and rbd
-// volumes live on shared storage, so a VM using them can run on any host
-// and survive the loss of one.
+// host (thin clones of a cached image when made from one); volumes in an
+// nfs or rbd StoragePool live on shared storage, so a VM using them can
+// run on any host and survive the loss of one.
 type Volume = Resource[VolumeSpec, VolumeStatus]
 
 type VolumeSpec struct {
@@ -18,14 +18,20 @@ type VolumeSpec struct {
 	Size Bytes `json:"size,omitempty"`
 	// Source, when set, gives the volume its first contents.
 	Source VolumeSource `json:"source,omitempty"`
-	// Host holds a local volume. Empty until the scheduler places the
-	// volume, usually beside the VM that uses it; it cannot change
-	// afterwards, since the data is there.
+	// Host holds a local volume, or manages a shared one (makes, grows
+	// and deletes it, and reports its status; VMs on any host attach it).
+	// Empty until the scheduler places the volume, beside the VM that
+	// uses it; it cannot change afterwards.
 	Host string `json:"host,omitempty"`
-	// Backend is local, nfs or rbd (default local). Where the nfs share and
-	// the Ceph cluster are is the installation's storage configuration.
+	// Pool names the StoragePool the volume lives in. Empty means the
+	// volume's host's own disk (the agent's data directory), as before
+	// pools existed. It cannot change.
+	Pool string `json:"pool,omitempty"`
+	// Backend is local, nfs or rbd: the driver of the volume's pool, which
+	// the server fills in from the pool (default local without a pool).
 	Backend string `json:"backend,omitempty"`
-	// Format is qcow2 or raw (default qcow2; rbd volumes are always raw).
+	// Format is qcow2 or raw (default qcow2; rbd volumes are always raw,
+	// nfs volumes always qcow2).
 	Format string `json:"format,omitempty"`
 }
 
@@ -99,6 +105,14 @@ const (
 const MinVolumeSize = 1 << 20
 
 func (s *VolumeSpec) Default() {
+	if s.Pool != "" {
+		// The pool's driver decides both; admission fills them in
+		// (server/admission.Pools), since defaulting cannot read the pool.
+		if s.Backend == BackendRBD && s.Format == "" {
+			s.Format = FormatRaw
+		}
+		return
+	}
 	if s.Backend == "" {
 		s.Backend = BackendLocal
 	}
@@ -128,17 +142,27 @@ func (s *VolumeSpec) Validate(path string) FieldErrors {
 	case s.Size != 0 && s.Size < MinVolumeSize:
 		es.Add(path+".size", "%s is below the minimum of %s", s.Size, Bytes(MinVolumeSize))
 	}
-	es = append(es, ValidateOneOf(path+".backend", s.Backend, BackendLocal, BackendNFS, BackendRBD)...)
-	es = append(es, ValidateOneOf(path+".format", s.Format, FormatQCOW2, FormatRaw)...)
+	if s.Pool != "" {
+		es = append(es, ValidateName(path+".pool", s.Pool)...)
+	}
+	// With a pool, an empty backend or format is the pool's to fill in.
+	if s.Pool == "" || s.Backend != "" {
+		es = append(es, ValidateOneOf(path+".backend", s.Backend, BackendLocal, BackendNFS, BackendRBD)...)
+	}
+	if s.Pool == "" || s.Format != "" {
+		es = append(es, ValidateOneOf(path+".format", s.Format, FormatQCOW2, FormatRaw)...)
+	}
+	if s.Pool == "" && (s.Backend == BackendNFS || s.Backend == BackendRBD) {
+		es.Add(path+".pool", "is required for a %s volume: name a StoragePool of driver %s (hearth get storagepools)", s.Backend, s.Backend)
+	}
 	if s.Backend == BackendRBD && s.Format == FormatQCOW2 {
 		es.Add(path+".format", "rbd volumes are raw (Ceph does the thin provisioning)")
 	}
+	if s.Backend == BackendNFS && s.Format == FormatRaw {
+		es.Add(path+".format", "nfs volumes are qcow2 (a raw file on the share would be a full copy)")
+	}
 	if s.Host != "" {
-		if s.Backend != BackendLocal && s.Backend != "" {
-			es.Add(path+".host", "only local volumes are placed on a host; %s volumes are reachable from every host", s.Backend)
-		} else {
-			es = append(es, ValidateName(path+".host", s.Host)...)
-		}
+		es = append(es, ValidateName(path+".host", s.Host)...)
 	}
 	return es
 }
@@ -155,10 +179,15 @@ func (s *VolumeSpec) ValidateUpdate(path string, old any) FieldErrors {
 	if s.Source != o.Source {
 		es.Add(path+".source", "cannot change: it only says what the volume started from")
 	}
-	if s.Backend != o.Backend {
+	if s.Pool != o.Pool {
+		es.Add(path+".pool", "cannot change (was %q); copy the data to a new volume", o.Pool)
+	}
+	// With a pool, a write that leaves backend or format out keeps them
+	// (admission fills them in from the pool again).
+	if s.Backend != o.Backend && (s.Pool == "" || s.Backend != "") {
 		es.Add(path+".backend", "cannot change (was %q); copy the data to a new volume", o.Backend)
 	}
-	if s.Format != o.Format {
+	if s.Format != o.Format && (s.Pool == "" || s.Format != "") {
 		es.Add(path+".format", "cannot change (was %q)", o.Format)
 	}
 	if o.Host != "" && s.Host != o.Host {
@@ -185,6 +214,7 @@ func init() {
 				return ""
 			}},
 			{Name: "BACKEND", Get: func(o Object) string { return o.(*Volume).Spec.Backend }},
+			{Name: "POOL", Wide: true, Get: func(o Object) string { return o.(*Volume).Spec.Pool }},
 			{Name: "HOST", Get: func(o Object) string { return o.(*Volume).Spec.Host }},
 			{Name: "ATTACHED TO", Get: func(o Object) string { return o.(*Volume).Status.AttachedTo }},
 			{Name: "SOURCE", Wide: true, Get: func(o Object) string {
@@ -201,3 +231,7 @@ func init() {
 		},
 	})
 }
+
+// Shared reports whether the volume is on shared storage (an nfs or rbd
+// pool), which every host reaches: a VM using it may start on any host.
+func (s *VolumeSpec) Shared() bool { return s.Backend == BackendNFS || s.Backend == BackendRBD }

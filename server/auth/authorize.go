@@ -40,6 +40,10 @@ type Request struct {
 	// Involved is, for an Event a host or boot service creates, the object
 	// the event is about as stored (nil if there is none).
 	Involved api.Object
+	// PoolKeyring is, for a Get of a Secret, whether a StoragePool names
+	// it as its keyringSecret: the one Secret a host may read, as it
+	// needs the key to open the pool's volumes.
+	PoolKeyring bool
 }
 
 // Authorize returns nil if p may do r, or a Forbidden error that says what
@@ -48,11 +52,17 @@ func Authorize(p *Principal, r Request) error {
 	if p.Join {
 		return forbid(p, r, "a join token may only register a host")
 	}
+	if r.Kind.Confidential && p.Host != "" && r.Verb == Get && r.PoolKeyring {
+		// A host opens the volumes of every storage pool (a VM on shared
+		// storage may start on any host), so it reads the pools' keys,
+		// one by one, and nothing else: not a BMC password, not a list.
+		return nil
+	}
 	if r.Kind.Confidential && (p.HostCredential() || p.Role != api.RoleClusterAdmin) {
-		// No host runs anything that needs a Secret today (power drivers
-		// run in the CLI, with the person's own credential), so no host
-		// credential reads them: a host is not trusted with the keys to
-		// every other machine.
+		// Power drivers run in the CLI, with the person's own
+		// credential, so no host credential reads Secrets other than
+		// storage pools' keys (above): a host is not trusted with the
+		// keys to every other machine.
 		return forbid(p, r, r.Kind.Plural+" are read and written by cluster admins only")
 	}
 	if p.Host != "" {

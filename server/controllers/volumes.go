@@ -27,8 +27,11 @@ const ConditionBound = api.ConditionBound
 //   - a Snapshot goes to its volume's host, once the volume has one.
 //
 // Once bound, the host cannot change (validation refuses it), and the
-// scheduler sends every VM that uses the volume there. Volumes on shared
-// backends (nfs, rbd) are reachable from every host and never bound.
+// scheduler sends every VM that uses a local volume there. Volumes in
+// shared pools (nfs, rbd) are bound the same way, to the host of the
+// first VM that uses them, but only so that one agent makes, grows,
+// deletes and reports each: every host reaches them, so the scheduler
+// lets VMs using them go anywhere.
 type VolumePlacement struct {
 	Client   *client.Client
 	Recorder *client.Recorder
@@ -155,8 +158,11 @@ func (c *VolumePlacement) reconcileVolume(ctx context.Context, key string) (reco
 		return reconcile.Result{}, nil
 	}
 	vol := obj.(*api.Volume)
-	if vol.Spec.Host != "" || vol.Metadata.DeletionTimestamp != nil || (vol.Spec.Backend != "" && vol.Spec.Backend != api.BackendLocal) {
+	if vol.Spec.Host != "" || vol.Metadata.DeletionTimestamp != nil {
 		return reconcile.Result{}, nil
+	}
+	if vol.Spec.Shared() && vol.Spec.Source.Snapshot != "" {
+		return reconcile.Result{}, c.markPending(ctx, vol, fmt.Sprintf("volumes on %s storage cannot be made from a snapshot yet", vol.Spec.Backend))
 	}
 	host, why := c.volumeHost(vol)
 	if host == "" {

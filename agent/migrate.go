@@ -1,0 +1,185 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	api "hearth.dev/hearth/api/v1alpha1"
+	"hearth.dev/hearth/client"
+	"hearth.dev/hearth/compute"
+	"hearth.dev/hearth/reconcile"
+)
+
+// Live migration. A VM's spec.host changed (admission checked it can
+// move: shared volumes only) while it runs on its old host:
+//
+//  1. The destination's agent, to which the VM now belongs, sees a VM
+//     whose status.host is another host and that runs there. It prepares
+//     the VM as for a start, starts QEMU with the same devices, paused
+//     and listening on its underlay address (Spec.Incoming), and writes
+//     status.migration {from, incoming} with phase Migrating. status.host
+//     stays the source's: the VM runs there until the move is done.
+//  2. The source's agent no longer has the VM in its cache (its
+//     spec.host is not this host), and before tearing it down asks the
+//     API where it went. A VM that exists, whose migration names this
+//     host as From and says where the destination listens, is sent there
+//     (QMP migrate); the source's QEMU is then left paused, and killed.
+//     Without that, the source waits (the destination is getting ready).
+//  3. The destination's QEMU has the whole state once its run state
+//     leaves "inmigrate"; the agent resumes it and reports it as usual:
+//     Running on the new host, with no migration.
+//
+// The migration stream goes between the hosts' underlay addresses, never
+// a tenant network. Only the agent the VM belongs to writes its status,
+// at every step.
+
+// migrateTimeout bounds a migration: a destination still waiting after it
+// gives up (kills its QEMU), and the VM starts over from step 1.
+const migrateTimeout = 5 * time.Minute
+
+// incoming reports whether vm is on its way here from another host that
+// still runs it.
+func (v *vmController) incoming(vm *api.VirtualMachine) bool {
+	st := vm.Status
+	if _, ok := v.a.cfg.Driver.(compute.Migrator); !ok || st.Host == "" || st.Host == v.a.cfg.Name {
+		return false
+	}
+	if vm.Spec.PowerState != "" && vm.Spec.PowerState != api.PowerRunning {
+		return false
+	}
+	return st.Phase == api.VMRunning || st.Phase == api.VMMigrating
+}
+
+// migrateIn is the destination's part (steps 1 and 3).
+func (v *vmController) migrateIn(ctx context.Context, vm *api.VirtualMachine, dir string, f vmFacts) (reconcile.Result, error) {
+	uid, drv := vm.Metadata.UID, v.a.cfg.Driver
+	m := vm.Status.Migration
+	if f.Running {
+		if f.Info.Status == "inmigrate" {
+			if m != nil && m.StartedAt != nil && time.Since(*m.StartedAt) > migrateTimeout {
+				slog.Warn("giving up waiting for a live migration", "vm", client.Key(vm), "from", m.From)
+				return reconcile.Result{}, drv.Kill(ctx, uid, dir)
+			}
+			return reconcile.Result{RequeueAfter: 250 * time.Millisecond}, nil
+		}
+		// The state is all here: run the guest, and say so.
+		if err := drv.Resume(ctx, uid, dir); err != nil {
+			return reconcile.Result{}, err
+		}
+		from := vm.Status.Host
+		info, _, err := drv.Lookup(ctx, uid, dir)
+		if err != nil {
+			return reconcile.Result{}, err
+		}
+		if err := v.report(ctx, vm, dir, vmState{Running: true, Info: info, StartedAt: vm.Status.StartedAt,
+			FirstOutputAt: vm.Status.FirstOutputAt, RestartCount: vm.Status.RestartCount}); err != nil {
+			return reconcile.Result{}, err
+		}
+		v.a.rec.Eventf(ctx, vm, api.EventNormal, "Migrated", "moved live from %s", from)
+		return reconcile.Result{}, nil
+	}
+
+	spec, err := v.a.prepare(ctx, vm, dir)
+	if err != nil {
+		return reconcile.Result{}, fmt.Errorf("preparing to receive VM %s from %s: %w", client.Key(vm), vm.Status.Host, err)
+	}
+	port, err := freePort(v.a.cfg.Address)
+	if err != nil {
+		return reconcile.Result{}, err
+	}
+	spec.Incoming = "tcp:" + net.JoinHostPort(v.a.cfg.Address, strconv.Itoa(port))
+	if _, err := drv.Start(ctx, spec); err != nil {
+		return reconcile.Result{}, fmt.Errorf("starting QEMU to receive VM %s: %w", client.Key(vm), err)
+	}
+	spec.Incoming = ""
+	if err := writeJSONFile(filepath.Join(dir, specFile), startedSpec{Spec: spec, VMDisks: vm.Spec.Disks, RestartRequested: vm.Spec.RestartRequested}); err != nil {
+		return reconcile.Result{}, err
+	}
+	if err := os.WriteFile(filepath.Join(dir, startedMarker), nil, 0o600); err != nil {
+		return reconcile.Result{}, err
+	}
+	now := time.Now().UTC().Truncate(time.Second)
+	incoming := "tcp:" + net.JoinHostPort(v.a.cfg.Address, strconv.Itoa(port))
+	_, _, err = client.WriteStatus(ctx, v.a.c, v.a.cache.vms, vm, func(cur *api.VirtualMachine) {
+		cur.Status.Phase = api.VMMigrating
+		cur.Status.Migration = &api.VMMigration{From: cur.Status.Host, Incoming: incoming, StartedAt: &now}
+	})
+	if err != nil {
+		return reconcile.Result{}, err
+	}
+	v.a.rec.Eventf(ctx, vm, api.EventNormal, "Migrating", "waiting for the VM from %s on %s", vm.Status.Host, incoming)
+	return reconcile.Result{RequeueAfter: 250 * time.Millisecond}, nil
+}
+
+// migrateOut is the source's part (step 2), for a VM that left this
+// host's cache while its process runs here. handled is false when the VM
+// is not moving (it was deleted, or stopped): the caller tears it down.
+func (v *vmController) migrateOut(ctx context.Context, key, uid string) (res reconcile.Result, handled bool, err error) {
+	mig, ok := v.a.cfg.Driver.(compute.Migrator)
+	if !ok {
+		return res, false, nil
+	}
+	dir := v.dir(uid)
+	_, running, err := v.a.cfg.Driver.Lookup(ctx, uid, dir)
+	switch {
+	case err != nil && running:
+		// It runs, but does not answer (a busy host): look again soon,
+		// not after an error's growing backoff, as the destination waits.
+		slog.Warn("VM left this host; its QEMU does not answer yet", "vm", key, "err", err)
+		return reconcile.Result{RequeueAfter: time.Second}, true, nil
+	case !running:
+		return res, false, nil
+	}
+	tenant, name := client.SplitKey(key)
+	o, err := v.a.c.Get(ctx, "VirtualMachine", tenant, name)
+	if err != nil {
+		if api.IsNotFound(err) {
+			return res, false, nil
+		}
+		return res, true, err
+	}
+	vm := o.(*api.VirtualMachine)
+	if vm.Metadata.UID != uid || vm.Metadata.DeletionTimestamp != nil || vm.Spec.Host == v.a.cfg.Name || vm.Spec.Host == "" ||
+		vm.Status.Host != v.a.cfg.Name || (vm.Spec.PowerState != "" && vm.Spec.PowerState != api.PowerRunning) {
+		slog.Info("VM left this host without moving live", "vm", key, "host", vm.Spec.Host, "statusHost", vm.Status.Host, "powerState", vm.Spec.PowerState)
+		return res, false, nil
+	}
+	m := vm.Status.Migration
+	if m == nil || m.From != v.a.cfg.Name || m.Incoming == "" {
+		// The destination is getting ready.
+		return reconcile.Result{RequeueAfter: 250 * time.Millisecond}, true, nil
+	}
+	mctx, cancel := context.WithTimeout(ctx, migrateTimeout)
+	defer cancel()
+	stats, err := mig.Migrate(mctx, uid, dir, m.Incoming)
+	if err != nil {
+		// The source still runs the VM: try again while the destination
+		// waits (it gives up after migrateTimeout, and starts waiting
+		// afresh).
+		slog.Warn("migrating VM failed; trying again", "vm", key, "to", vm.Spec.Host, "err", err)
+		return reconcile.Result{RequeueAfter: 2 * time.Second}, true, nil
+	}
+	slog.Info("migrated VM", "vm", key, "to", vm.Spec.Host, "downtime", stats.Downtime, "total", stats.Total, "transferred", stats.Transferred)
+	// The destination has the whole state: this copy must never run
+	// again.
+	if err := v.a.cfg.Driver.Kill(ctx, uid, dir); err != nil {
+		return res, true, err
+	}
+	return res, false, nil // and the caller tears down what is left
+}
+
+// freePort returns a TCP port free on addr now.
+func freePort(addr string) (int, error) {
+	l, err := net.Listen("tcp", net.JoinHostPort(addr, "0"))
+	if err != nil {
+		return 0, fmt.Errorf("finding a port for an incoming migration on %s: %w", addr, err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}

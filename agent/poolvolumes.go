@@ -1,0 +1,263 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	api "hearth.dev/hearth/api/v1alpha1"
+	"hearth.dev/hearth/client"
+	"hearth.dev/hearth/compute"
+	"hearth.dev/hearth/reconcile"
+	"hearth.dev/hearth/storage"
+)
+
+// reconcilePoolVolume makes one volume that names a pool match its
+// object, through the pool's driver: the agent of the volume's host
+// (spec.host) makes, grows and deletes it and reports its status, for a
+// shared volume as for a local one; VMs on any host attach a shared one.
+func (v *volumeController) reconcilePoolVolume(ctx context.Context, vol *api.Volume) (reconcile.Result, error) {
+	key := vol.Metadata.Tenant + "/" + vol.Metadata.Name
+	defer v.hold("pool:" + key)()
+	st := vol.Status
+	st.Conditions = slices.Clone(st.Conditions)
+	st.ObservedGeneration = vol.Metadata.Generation
+	now := time.Now()
+	fail := func(phase, reason string, err error) (reconcile.Result, error) {
+		st.Phase = phase
+		st.SetCondition(api.Condition{Type: condReady, Status: api.ConditionFalse, Reason: reason, Message: err.Error()}, now)
+		if werr := v.writeVolumeStatus(ctx, vol, st); werr != nil {
+			return reconcile.Result{}, werr
+		}
+		if phase == api.VolumePending {
+			return reconcile.Result{}, nil // it hears of what it waits for
+		}
+		return reconcile.Result{}, err
+	}
+
+	d, err := v.a.pools.forVolume(ctx, vol)
+	switch {
+	case errors.Is(err, errWaiting):
+		return fail(api.VolumePending, api.ReasonWaiting, err)
+	case err != nil:
+		return fail(api.VolumeFailed, api.ReasonCreateFailed, err)
+	}
+	id := vol.Metadata.UID
+	att, err := d.Attachment(id)
+	if err != nil {
+		return fail(api.VolumeFailed, api.ReasonCreateFailed, err)
+	}
+	st.Path = location(att)
+	users, err := v.poolUsers(ctx, vol, d.Shared())
+	if err != nil {
+		return reconcile.Result{}, err
+	}
+	st.AttachedTo = ""
+	if len(users) > 0 {
+		st.AttachedTo = users[0].Metadata.Name
+	}
+
+	stat, err := d.Stat(ctx, id)
+	if errors.Is(err, fs.ErrNotExist) {
+		err = v.createInPool(ctx, d, vol, &st)
+		switch {
+		case missingKind(err) == "Image":
+			st.Phase = api.VolumePending
+			st.SetCondition(api.Condition{Type: condReady, Status: api.ConditionFalse, Reason: api.ReasonImageNotFound, Message: err.Error()}, now)
+			return reconcile.Result{}, v.writeVolumeStatus(ctx, vol, st)
+		case errors.Is(err, errWaiting):
+			return fail(api.VolumePending, api.ReasonWaiting, err)
+		case err != nil:
+			return fail(api.VolumeFailed, api.ReasonCreateFailed, err)
+		}
+		v.a.rec.Eventf(ctx, vol, api.EventNormal, "Created", "made %s in pool %s", describeVolume(vol), vol.Spec.Pool)
+		if stat, err = d.Stat(ctx, id); err != nil {
+			return reconcile.Result{}, err
+		}
+	} else if err != nil {
+		return fail(api.VolumeFailed, api.ReasonCreateFailed, err)
+	}
+
+	if want := int64(vol.Spec.Size); want > stat.Size {
+		if vm := runningOf(users); vm != "" {
+			st.SetCondition(api.Condition{Type: condResized, Status: api.ConditionFalse, Reason: api.ReasonPendingRestart,
+				Message: fmt.Sprintf("grows from %s to %s when VM %s next starts: the disk of a running VM grows when it restarts", api.Bytes(stat.Size), vol.Spec.Size, vm)}, now)
+		} else {
+			if err := d.Resize(ctx, id, want); err != nil {
+				return reconcile.Result{}, err
+			}
+			v.a.rec.Eventf(ctx, vol, api.EventNormal, "Resized", "grew from %s to %s", api.Bytes(stat.Size), vol.Spec.Size)
+			if stat, err = d.Stat(ctx, id); err != nil {
+				return reconcile.Result{}, err
+			}
+		}
+	}
+	if int64(vol.Spec.Size) <= stat.Size {
+		removeCondition(&st.CommonStatus, condResized)
+	}
+	st.Size, st.ActualSize = api.Bytes(stat.Size), api.Bytes(stat.Allocated)
+	st.Phase = api.VolumeAvailable
+	if st.AttachedTo != "" {
+		st.Phase = api.VolumeInUse
+	}
+	msg := "the volume is in " + d.Kind() + " pool " + vol.Spec.Pool
+	if !d.Shared() {
+		msg += " on " + v.a.cfg.Name
+	}
+	if len(users) > 1 {
+		names := make([]string, len(users))
+		for i, u := range users {
+			names[i] = u.Metadata.Name
+		}
+		msg += fmt.Sprintf("; VMs %s all list it, but a volume serves one VM at a time", strings.Join(names, ", "))
+	}
+	st.SetCondition(api.Condition{Type: condReady, Status: api.ConditionTrue, Reason: api.ReasonCreated, Message: msg}, now)
+	return reconcile.Result{}, v.writeVolumeStatus(ctx, vol, st)
+}
+
+// createInPool makes a volume in its pool: blank, or a copy-on-write clone
+// of its image, which the pool imports the first time (rbd, nfs).
+func (v *volumeController) createInPool(ctx context.Context, d storage.Driver, vol *api.Volume, st *api.VolumeStatus) error {
+	size, id := int64(vol.Spec.Size), vol.Metadata.UID
+	src := vol.Spec.Source
+	switch {
+	case src.Snapshot != "":
+		return fmt.Errorf("spec.source.snapshot: volumes in a storage pool cannot be made from a snapshot yet")
+	case src.Image != "":
+		img, err := v.a.image(ctx, vol.Metadata.Tenant, src.Image)
+		if missingKind(err) != "" {
+			return fmt.Errorf("spec.source.image: %w", err)
+		}
+		if err != nil {
+			return err
+		}
+		v.a.imgs.mu.RLock()
+		defer v.a.imgs.mu.RUnlock()
+		base, err := v.a.ensureImage(ctx, img, func(pct int) {
+			msg := "downloading image " + src.Image
+			if pct >= 0 {
+				msg += fmt.Sprintf(": %d%%", pct)
+			}
+			st.Phase = api.VolumePending
+			st.SetCondition(api.Condition{Type: condReady, Status: api.ConditionFalse, Reason: api.ReasonDownloadingImage, Message: msg}, time.Now())
+			if err := v.writeVolumeStatus(ctx, vol, *st); err != nil {
+				slog.Warn("reporting download progress", "volume", vol.Metadata.Tenant+"/"+vol.Metadata.Name, "err", err)
+			}
+		})
+		if err != nil {
+			return fmt.Errorf("image %s: %w", src.Image, err)
+		}
+		// The checksum names the image in the pool, so equal images are
+		// imported once. The cache keeps a downloaded image under its
+		// checksum's hex; a file:// image is used where it is, checked
+		// against the checksum its Image gives.
+		_, sum, _ := v.a.imageSource(img)
+		if filepath.Dir(base) == filepath.Join(v.a.images.Dir, "sha256") {
+			sum = "sha256:" + filepath.Base(base)
+		}
+		return d.CloneImage(ctx, storage.Image{Checksum: sum, Path: base}, id, size)
+	}
+	return d.CreateVolume(ctx, id, size)
+}
+
+// deletePoolVolume deletes a volume that is gone from the API (or from
+// this host) from its pool. On rbd a volume some QEMU still has open is
+// busy: the delete is tried again, with backoff, until it is let go.
+func (v *volumeController) deletePoolVolume(ctx context.Context, key string, last *api.Volume) error {
+	d, err := v.a.pools.forVolume(ctx, last)
+	if err != nil {
+		return fmt.Errorf("deleting volume %s from pool %s: %w", key, last.Spec.Pool, err)
+	}
+	if err := d.DeleteVolume(ctx, last.Metadata.UID); err != nil {
+		return fmt.Errorf("deleting volume %s from pool %s: %w", key, last.Spec.Pool, err)
+	}
+	v.mu.Lock()
+	if v.poolVols[key] == last {
+		delete(v.poolVols, key)
+	}
+	v.mu.Unlock()
+	slog.Info("removed volume", "volume", key, "pool", last.Spec.Pool)
+	return nil
+}
+
+// poolUsers returns the VMs whose disks list the volume, oldest first:
+// those on this host, or, for a shared volume, on any host (from the
+// API), since any host may run them.
+func (v *volumeController) poolUsers(ctx context.Context, vol *api.Volume, shared bool) ([]*api.VirtualMachine, error) {
+	var vms []api.Object
+	if shared {
+		objs, _, err := v.a.c.List(ctx, "VirtualMachine", vol.Metadata.Tenant, client.ListOptions{})
+		if err != nil {
+			return nil, fmt.Errorf("listing the VMs that may use volume %s: %w", vol.Metadata.Name, err)
+		}
+		vms = objs
+	} else {
+		vms = v.a.cache.vms.List()
+	}
+	var out []*api.VirtualMachine
+	for _, o := range vms {
+		vm := o.(*api.VirtualMachine)
+		if vm.Metadata.Tenant != vol.Metadata.Tenant || vm.Metadata.DeletionTimestamp != nil {
+			continue
+		}
+		if slices.ContainsFunc(vm.Spec.Disks, func(d api.VMDisk) bool { return d.Volume == vol.Metadata.Name }) {
+			out = append(out, vm)
+		}
+	}
+	slices.SortFunc(out, func(a, b *api.VirtualMachine) int { return strings.Compare(a.Metadata.Name, b.Metadata.Name) })
+	return out, nil
+}
+
+// runningOf names a VM of vms that runs (or is starting or moving), "" if
+// none does: its disk must not change under it.
+func runningOf(vms []*api.VirtualMachine) string {
+	for _, vm := range vms {
+		switch vm.Status.Phase {
+		case api.VMRunning, api.VMStarting, api.VMPaused:
+			return vm.Metadata.Name
+		}
+	}
+	return ""
+}
+
+// preparePoolDisk makes disk the volume vol in its pool, as this host
+// reaches it, once the volume's host has made it; grown first if its spec
+// asks for more (the VM is not running, so nothing holds it).
+func (a *Agent) preparePoolDisk(ctx context.Context, vol *api.Volume, field string, disk *compute.Disk) error {
+	d, err := a.pools.forVolume(ctx, vol)
+	if errors.Is(err, errWaiting) {
+		return waitingFor(api.ReasonVolumeNotReady, "%s.volume: %v", field, err)
+	}
+	if err != nil {
+		return fmt.Errorf("%s.volume %s: %w", field, vol.Metadata.Name, err)
+	}
+	id := vol.Metadata.UID
+	stat, err := d.Stat(ctx, id)
+	if errors.Is(err, fs.ErrNotExist) {
+		why := "its phase is " + vol.Status.Phase
+		if c := vol.Status.Condition(api.ConditionReady); c != nil && c.Message != "" {
+			why = c.Message
+		}
+		return waitingFor(api.ReasonVolumeNotReady, "%s.volume: volume %s is not made in pool %s yet (%s)", field, vol.Metadata.Name, vol.Spec.Pool, why)
+	}
+	if err != nil {
+		return fmt.Errorf("%s.volume %s: %w", field, vol.Metadata.Name, err)
+	}
+	if want := int64(vol.Spec.Size); want > stat.Size {
+		if err := d.Resize(ctx, id, want); err != nil {
+			return fmt.Errorf("%s.volume %s: %w", field, vol.Metadata.Name, err)
+		}
+	}
+	att, err := d.Attachment(id)
+	if err != nil {
+		return fmt.Errorf("%s.volume %s: %w", field, vol.Metadata.Name, err)
+	}
+	poolDisk(att, disk)
+	return nil
+}

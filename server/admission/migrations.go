@@ -1,0 +1,71 @@
+package admission
+
+import (
+	"context"
+	"fmt"
+
+	api "hearth.dev/hearth/api/v1alpha1"
+	"hearth.dev/hearth/server/auth"
+	"hearth.dev/hearth/server/store"
+)
+
+// Migrations checks a change of a placed VM's spec.host, which asks to
+// move the VM there (live, when it runs: the agents move it over QMP).
+// A VM can move only if the new host can open everything it uses: every
+// disk a Volume in a shared pool (rbd, nfs), no disk cloned from an image
+// into the VM's directory, no UEFI variable store (a file on the host),
+// and no NICs, whose ports the data plane does not move yet. The volumes
+// are looked up in the VM's own tenant.
+type Migrations struct {
+	store *store.Store
+}
+
+// NewMigrations returns the migration check over a store.
+func NewMigrations(st *store.Store) *Migrations { return &Migrations{store: st} }
+
+// Admit refuses a move that cannot work, with a 422 on spec.host that
+// names what keeps the VM where it is.
+func (m *Migrations) Admit(ctx context.Context, _ *auth.Principal, obj, old api.Object) error {
+	vm, ok := obj.(*api.VirtualMachine)
+	o, ok2 := old.(*api.VirtualMachine)
+	if !ok || !ok2 || o.Spec.Host == "" || vm.Spec.Host == o.Spec.Host {
+		return nil
+	}
+	refuse := func(format string, args ...any) error {
+		var es api.FieldErrors
+		es.Add("spec.host", "cannot change from %q to %q: %s", o.Spec.Host, vm.Spec.Host, fmt.Sprintf(format, args...))
+		return api.NewInvalid("VirtualMachine", vm.Metadata.Name, es)
+	}
+	if vm.Spec.Host == "" {
+		return refuse("name the host to move the VM to")
+	}
+	if o.Status.Migration != nil {
+		return refuse("the VM is still moving from %s", o.Status.Migration.From)
+	}
+	if vm.Spec.Firmware == api.FirmwareUEFI {
+		return refuse("a UEFI VM's variable store is a file on its host")
+	}
+	if len(vm.Spec.NICs) > 0 {
+		return refuse("VMs with NICs cannot move yet (the data plane does not move their ports)")
+	}
+	vk, _ := api.KindByName("Volume")
+	for i, d := range vm.Spec.Disks {
+		switch {
+		case d.Image != "" && d.Device != api.DeviceCDROM:
+			return refuse("disks[%d] is a clone of image %s on %s; only VMs whose disks are Volumes in shared pools move", i, d.Image, o.Spec.Host)
+		case d.Volume == "":
+			continue
+		}
+		vo, err := m.store.Get(ctx, vk, vm.Metadata.Tenant, d.Volume)
+		if api.IsNotFound(err) {
+			return refuse("disks[%d]: volume %s does not exist", i, d.Volume)
+		}
+		if err != nil {
+			return err
+		}
+		if vol := vo.(*api.Volume); !vol.Spec.Shared() {
+			return refuse("disks[%d]: volume %s lives on %s's disk; only volumes in shared pools (rbd, nfs) move with a VM", i, d.Volume, o.Spec.Host)
+		}
+	}
+	return nil
+}
