@@ -53,13 +53,21 @@ type Config struct {
 	// it in the Host's spec.
 	Address string
 	// Listen is the agent's HTTPS address for consoles (default
-	// ADDRESS:9443).
+	// ADDRESS:9443). Port 0 takes any free port (many agents in one
+	// process, as `hearth bench scale` runs them); the Host's
+	// status.agentURL names the port taken.
 	Listen string
 	// ConsoleLimits are the console endpoint's timeouts and connection
 	// limit (zero fields take serving's defaults).
 	ConsoleLimits serving.Limits
 	// Driver runs VMs (default QEMU).
 	Driver compute.Driver
+	// NoHostChecks leaves out the host checks (QEMU, KVM, the kernel,
+	// disk space: `hearth doctor --role agent`), for a simulated host
+	// whose Driver runs no hypervisor: a thousand of them in one
+	// process (`hearth bench scale`) would each run QEMU to check the
+	// same machine. The Host is then Ready while it beats.
+	NoHostChecks bool
 	// ShutdownTimeout is how long a guest gets to power off (ACPI) before
 	// it is killed.
 	ShutdownTimeout time.Duration
@@ -255,8 +263,10 @@ func run(ctx context.Context, cfg Config) error {
 		a.kvm, a.kvmWhy = compute.DetectKVM(ctx)
 	}
 	a.checks = newHostChecks(cfg)
-	a.checks.run(ctx)
-	go a.checks.loop(ctx)
+	if !cfg.NoHostChecks {
+		a.checks.run(ctx)
+		go a.checks.loop(ctx)
+	}
 	slog.Info("agent starting", "host", cfg.Name, "server", creds.Server, "kvm", a.kvm, "kvmReason", a.kvmWhy)
 
 	listener, err := a.startConsole(ctx)
@@ -383,31 +393,52 @@ func memTotal() int64 {
 	return 0
 }
 
-// heartbeat renews the host's lease by writing status.lastHeartbeat,
-// with the machine's facts on the first beat and whenever a beat failed.
-// A refused credential ends it with client.ErrRevoked.
+// statusEvery is how often an agent whose server keeps host leases still
+// writes its Host's status (phase and lastHeartbeat): for people reading
+// it, and as the lease of last resort. Between, beats renew the lease and
+// write nothing.
+const statusEvery = 5 * time.Minute
+
+// heartbeat renews the host's lease every quarter of it: through the
+// server's host lease (POST .../hosts/NAME/heartbeat, no write), with its
+// status (phase, status.lastHeartbeat) written on the first beat, every
+// statusEvery, when the Host's phase is not the one its checks give
+// (marked NotReady while away) or the checks changed, and whenever a beat
+// failed, the machine's facts and conditions with it. A server without host leases (an
+// older one) gets the status written at every beat, as it expects. A
+// refused credential ends it with client.ErrRevoked.
 func (a *Agent) heartbeat(ctx context.Context) error {
-	full := true
+	full, leases, again := true, true, false
+	var wrote time.Time
+	lease := time.Duration(api.DefaultHostLeaseSeconds) * time.Second
 	for {
-		lease := time.Duration(api.DefaultHostLeaseSeconds) * time.Second
-		h, err := a.c.Get(ctx, "Host", "", a.cfg.Name)
-		if err == nil {
-			lease = time.Duration(h.(*api.Host).Spec.LeaseSeconds) * time.Second
-			if phase, changed := a.checks.phase(); changed || h.CommonStatus().Phase != phase {
-				full = true
+		var err error
+		if full || !leases || time.Since(wrote) >= statusEvery {
+			var h *api.Host
+			if h, err = a.writeHostStatus(ctx, full); err == nil {
+				wrote, full = time.Now(), false
+				lease = time.Duration(h.Spec.LeaseSeconds) * time.Second
 			}
 		}
-		if err == nil || !api.IsNotFound(err) {
-			now := time.Now().UTC()
-			phase, _ := a.checks.phase()
-			beat := api.HostHeartbeat{Phase: phase, LastHeartbeat: now}
-			if full {
-				facts := a.facts()
-				beat.HostFacts = &facts
-				beat.Phase, beat.Conditions = a.checks.status(now)
+		if err == nil && leases {
+			var hb api.HostLeaseRenewal
+			hb, err = a.c.RenewHostLease(ctx, a.cfg.Name)
+			switch {
+			case err == nil:
+				lease = time.Duration(hb.LeaseSeconds) * time.Second
+				if phase, changed := a.checks.phase(); (changed || hb.Phase != phase) && !again {
+					// Marked NotReady while away, or the host's checks
+					// changed: say so at once.
+					full, again = true, true
+					continue
+				}
+			case api.IsNotFound(err) && strings.Contains(err.Error(), "no such endpoint"):
+				slog.Info("the server keeps no host leases (an older server): writing the Host's status at every heartbeat")
+				leases, err = false, nil
+				continue
 			}
-			_, err = a.c.PatchStatus(ctx, "Host", "", a.cfg.Name, beat)
 		}
+		again = false
 		switch {
 		case ctx.Err() != nil:
 			return nil
@@ -418,8 +449,6 @@ func (a *Agent) heartbeat(ctx context.Context) error {
 			// credential goes with it, and the next beat is refused.
 			slog.Warn("heartbeat failed", "err", err)
 			full = true
-		default:
-			full = false
 		}
 		every := max(lease/4, time.Second)
 		select {
@@ -428,6 +457,26 @@ func (a *Agent) heartbeat(ctx context.Context) error {
 		case <-time.After(every):
 		}
 	}
+}
+
+// writeHostStatus writes the Host's phase (from the host's checks) and
+// lastHeartbeat, with the machine's facts and the conditions when full.
+func (a *Agent) writeHostStatus(ctx context.Context, full bool) (*api.Host, error) {
+	now := time.Now().UTC()
+	phase, _ := a.checks.phase()
+	beat := api.HostHeartbeat{Phase: phase, LastHeartbeat: now}
+	if full {
+		facts := a.facts()
+		beat.HostFacts = &facts
+		beat.Phase, beat.Conditions = a.checks.status(now)
+	}
+	out, err := a.c.PatchStatus(ctx, "Host", "", a.cfg.Name, beat)
+	if err != nil {
+		return nil, err
+	}
+	h := out.(*api.Host)
+	h.Spec.Default()
+	return h, nil
 }
 
 // startConsole serves VM consoles and logs to the server over mutual TLS.
@@ -446,6 +495,8 @@ func (a *Agent) startConsole(ctx context.Context) (net.Listener, error) {
 	if err != nil {
 		return nil, fmt.Errorf("console endpoint on %s: %w", a.cfg.Listen, err)
 	}
+	// The address taken, for status.agentURL (the port may have been 0).
+	a.cfg.Listen = net.JoinHostPort(host, fmt.Sprint(ln.Addr().(*net.TCPAddr).Port))
 	srv := serving.New("the agent's console endpoint", ln, a.endpoint(), a.cfg.ConsoleLimits, nil)
 	go func() {
 		if err := srv.Serve(tls.NewListener(srv.Listener, tlsConf)); err != nil && !errors.Is(err, http.ErrServerClosed) && ctx.Err() == nil {

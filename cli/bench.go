@@ -87,5 +87,6 @@ plane's, the agent's and the guest's shares. The VMs are deleted afterwards.`,
 	cmd.AddCommand(vms)
 	cmd.AddCommand(newBenchDHCPCmd(g))
 	cmd.AddCommand(newBenchPXECmd(g))
+	cmd.AddCommand(newBenchScaleCmd(g))
 	return cmd
 }

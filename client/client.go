@@ -440,3 +440,11 @@ func (c *Client) WhoAmI(ctx context.Context) (map[string]any, error) {
 	var out map[string]any
 	return out, c.Do(ctx, http.MethodGet, api.PathPrefix+"/whoami", nil, &out)
 }
+
+// RenewHostLease renews the lease of host (the caller's own Host) on the
+// server, which writes nothing to do it (see the server's host leases).
+func (c *Client) RenewHostLease(ctx context.Context, host string) (api.HostLeaseRenewal, error) {
+	var out api.HostLeaseRenewal
+	err := c.Do(ctx, http.MethodPost, api.HostLeasePath(host), nil, &out)
+	return out, err
+}

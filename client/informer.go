@@ -32,8 +32,13 @@ type Informer struct {
 	// event of a write still shows what the write changed.
 	told map[string]api.Object
 	// seen is the newest store revision the cache reflects.
-	seen     int64
-	handlers []func(Change)
+	seen int64
+	// hmu is held while handlers are called, and while one registered
+	// late is told what the cache holds, so it never misses a change.
+	hmu      sync.Mutex
+	handlers []handler
+	nextID   int
+	started  bool
 	synced   chan struct{}
 	once     sync.Once
 }
@@ -63,19 +68,69 @@ func SplitKey(key string) (tenant, name string) {
 	return "", key
 }
 
+type handler struct {
+	id int
+	fn func(Change)
+}
+
 // OnChange registers a handler called with the key of every object that
-// is added, changed or deleted (obj is nil for deletions). Register
-// before Run.
+// is added, changed or deleted (obj is nil for deletions). A handler
+// registered after Run started (several controllers sharing one
+// informer) is first called with every object in the cache. Handlers
+// must not register handlers.
 func (in *Informer) OnChange(fn func(key string, obj api.Object)) {
-	in.handlers = append(in.handlers, func(ch Change) { fn(ch.Key, ch.New) })
+	in.onUpdate(func(ch Change) { fn(ch.Key, ch.New) })
+}
+
+// OnChangeUntil is OnChange for a handler that goes away when ctx ends:
+// a controller of one leadership term on an informer that outlives it.
+func (in *Informer) OnChangeUntil(ctx context.Context, fn func(key string, obj api.Object)) {
+	in.OnUpdateUntil(ctx, func(ch Change) { fn(ch.Key, ch.New) })
 }
 
 // OnUpdate is OnChange with the version the cache held before the change
 // as well, for handlers that act only on some changes: a controller that
 // writes an object's status reconciles it again when its spec or metadata
-// change, not at the echo of its own status write. Register before Run.
+// change, not at the echo of its own status write. A handler registered
+// late is first told of every cached object as new (Old nil).
 func (in *Informer) OnUpdate(fn func(Change)) {
-	in.handlers = append(in.handlers, fn)
+	in.onUpdate(fn)
+}
+
+// OnUpdateUntil is OnUpdate for a handler that goes away when ctx ends.
+// It is removed shortly after ctx ends, not at that instant, so it may
+// still be called once or twice after (a controller's Enqueue on a
+// stopped queue does nothing).
+func (in *Informer) OnUpdateUntil(ctx context.Context, fn func(Change)) {
+	id := in.onUpdate(fn)
+	context.AfterFunc(ctx, func() {
+		in.hmu.Lock()
+		defer in.hmu.Unlock()
+		for i, h := range in.handlers {
+			if h.id == id {
+				in.handlers = append(in.handlers[:i:i], in.handlers[i+1:]...)
+				return
+			}
+		}
+	})
+}
+
+func (in *Informer) onUpdate(fn func(Change)) int {
+	in.hmu.Lock()
+	defer in.hmu.Unlock()
+	in.nextID++
+	id := in.nextID
+	in.handlers = append(in.handlers, handler{id, fn})
+	if !in.started {
+		return id
+	}
+	in.mu.RLock()
+	told := maps.Clone(in.told)
+	in.mu.RUnlock()
+	for k, o := range told {
+		fn(Change{Key: k, New: o})
+	}
+	return id
 }
 
 // Change is one change an informer saw.
@@ -189,6 +244,9 @@ func (in *Informer) WaitSynced(ctx context.Context) error {
 
 // Run keeps the cache current until ctx ends.
 func (in *Informer) Run(ctx context.Context) {
+	in.hmu.Lock()
+	in.started = true
+	in.hmu.Unlock()
 	rv := ""
 	backoff := 100 * time.Millisecond
 	for ctx.Err() == nil {
@@ -287,8 +345,10 @@ func (in *Informer) relist(ctx context.Context) (string, error) {
 }
 
 func (in *Informer) notify(ch Change) {
+	in.hmu.Lock()
+	defer in.hmu.Unlock()
 	for _, h := range in.handlers {
-		h(ch)
+		h.fn(ch)
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strconv"
+	"sync"
 	"testing"
 	"time"
 
@@ -130,6 +131,70 @@ func TestRecorderBackground(t *testing.T) {
 			if ft := *ev.Spec.FirstTimestamp; ft.Before(before) || ft.After(after) {
 				return fmt.Errorf("event %q at %v, not when Eventf was called (%v to %v)", ev.Spec.Message, ft, before, after)
 			}
+		}
+		return nil
+	})
+}
+
+// TestInformerOnChangeUntil checks that a handler registered late hears
+// of every cached object first, and that once its context ends it is
+// no longer called while the informer and its other handlers go on.
+func TestInformerOnChangeUntil(t *testing.T) {
+	env := servertest.Start(t, servertest.WithoutControllers())
+	env.Tenant("lab")
+	ctx := servertest.Ctx(t)
+	inf := client.NewInformer(env.Admin, "SSHKey", "lab", client.ListOptions{})
+	go inf.Run(ctx)
+	if err := inf.WaitSynced(ctx); err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	create := func() string {
+		n++
+		key := servertest.Example("SSHKey", "lab")
+		key.GetMetadata().Name = fmt.Sprintf("key-%d", n)
+		o, err := env.Admin.Create(ctx, key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return client.Key(o)
+	}
+	first := create()
+
+	var mu sync.Mutex
+	term, all := map[string]bool{}, map[string]bool{}
+	seen := func(m map[string]bool, k string) bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return m[k]
+	}
+	tctx, endTerm := context.WithCancel(ctx)
+	inf.OnChangeUntil(tctx, func(key string, _ api.Object) { mu.Lock(); term[key] = true; mu.Unlock() })
+	// Registered after: handlers are called in order, so once this one
+	// has seen a key, the term's handler has had its turn at it.
+	inf.OnChange(func(key string, _ api.Object) { mu.Lock(); all[key] = true; mu.Unlock() })
+	servertest.Eventually(t, 10*time.Second, func() error {
+		if !seen(term, first) {
+			return fmt.Errorf("the late handler was not told of %s, already cached", first)
+		}
+		return nil
+	})
+	during := create()
+	servertest.Eventually(t, 10*time.Second, func() error {
+		if !seen(term, during) {
+			return fmt.Errorf("the term's handler did not hear of %s", during)
+		}
+		return nil
+	})
+
+	endTerm()
+	servertest.Eventually(t, 10*time.Second, func() error {
+		k := create()
+		for !seen(all, k) {
+			time.Sleep(20 * time.Millisecond)
+		}
+		if seen(term, k) {
+			return fmt.Errorf("the handler of an ended term still heard of %s", k)
 		}
 		return nil
 	})

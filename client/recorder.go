@@ -18,8 +18,11 @@ import (
 // store.
 //
 // By default Eventf writes before it returns. Background makes it queue
-// instead, for one goroutine to write in order: a controller then does
-// not wait for an event's write before its next step.
+// instead, for a few goroutines to write: a controller then does not wait
+// for an event's write before its next step. The events of one object are
+// written by one goroutine, in order (its timeline); those of different
+// objects are written side by side, so a controller that places a
+// thousand VMs a second is not held to one write at a time.
 type Recorder struct {
 	c      *Client
 	source string
@@ -28,7 +31,10 @@ type Recorder struct {
 	mu     sync.Mutex
 	recent map[string]*api.Event // by object uid + reason + message
 
-	queue chan pendingEvent // nil: write at once
+	queues []chan pendingEvent // nil: write at once
+	// dropped counts events dropped since the last warning said so.
+	dropped  int
+	warnedAt time.Time
 }
 
 // pendingEvent is an event as Eventf saw it, the object's identity
@@ -39,9 +45,15 @@ type pendingEvent struct {
 	at               time.Time
 }
 
-// queueLength bounds the events waiting to be written; beyond it they are
-// dropped (and logged), never waited for.
+// queueLength bounds the events waiting for each writer; beyond it they
+// are dropped (and counted in a warning now and then), never waited for.
 const queueLength = 1024
+
+// writers is how many goroutines write a background recorder's events.
+const writers = 8
+
+// dropWarnEvery is how often dropped events are reported.
+const dropWarnEvery = 10 * time.Second
 
 // NewRecorder returns a recorder that signs its events with source.
 func NewRecorder(c *Client, source string) *Recorder {
@@ -57,43 +69,69 @@ func (r *Recorder) Eventf(ctx context.Context, obj api.Object, typ, reason, form
 	m := obj.GetMetadata()
 	ev := pendingEvent{ref: api.ObjectReference{Kind: obj.GetTypeMeta().Kind, Name: m.Name, Tenant: m.Tenant, UID: m.UID},
 		typ: typ, reason: reason, msg: fmt.Sprintf(format, args...), at: r.now().UTC().Truncate(time.Millisecond)}
-	if r.queue != nil {
+	if r.queues != nil {
 		select {
-		case r.queue <- ev:
+		case r.queues[writerOf(m.UID, m.Tenant+"/"+m.Name)] <- ev:
 		default:
-			slog.Warn("dropping an event: too many waiting to be written", "object", api.Ref(obj), "reason", reason)
+			r.mu.Lock()
+			r.dropped++
+			n, now := r.dropped, r.now()
+			warn := now.Sub(r.warnedAt) >= dropWarnEvery
+			if warn {
+				r.dropped, r.warnedAt = 0, now
+			}
+			r.mu.Unlock()
+			if warn {
+				slog.Warn("dropping events: too many waiting to be written", "dropped", n, "last", api.Ref(obj), "reason", reason)
+			}
 		}
 		return
 	}
 	r.write(ctx, ev)
 }
 
+// writerOf picks the writer of an object's events (by uid, else by name).
+func writerOf(uid, name string) int {
+	if uid == "" {
+		uid = name
+	}
+	var h uint32 = 2166136261 // FNV-1a
+	for i := 0; i < len(uid); i++ {
+		h = (h ^ uint32(uid[i])) * 16777619
+	}
+	return int(h % writers)
+}
+
 // Background starts writing events from a queue until ctx ends, then
 // writes what is still queued (for at most a few seconds), and returns r.
 func (r *Recorder) Background(ctx context.Context) *Recorder {
-	r.queue = make(chan pendingEvent, queueLength)
+	r.queues = make([]chan pendingEvent, writers)
 	// Writes outlive ctx a little, so that the event being written and
 	// those queued when it ends are not lost.
 	wctx := context.WithoutCancel(ctx)
-	go func() {
-		for {
-			select {
-			case ev := <-r.queue:
-				r.write(wctx, ev)
-			case <-ctx.Done():
-				dctx, cancel := context.WithTimeout(wctx, 3*time.Second)
-				defer cancel()
-				for {
-					select {
-					case ev := <-r.queue:
-						r.write(dctx, ev)
-					default:
-						return
+	for i := range r.queues {
+		q := make(chan pendingEvent, queueLength)
+		r.queues[i] = q
+		go func() {
+			for {
+				select {
+				case ev := <-q:
+					r.write(wctx, ev)
+				case <-ctx.Done():
+					dctx, cancel := context.WithTimeout(wctx, 3*time.Second)
+					defer cancel()
+					for {
+						select {
+						case ev := <-q:
+							r.write(dctx, ev)
+						default:
+							return
+						}
 					}
 				}
 			}
-		}
-	}()
+		}()
+	}
 	return r
 }
 

@@ -86,6 +86,11 @@ type Controller struct {
 	// List returns every key that should be reconciled. Optional, but
 	// required when Resync is set.
 	List func(ctx context.Context) ([]string, error)
+	// SpreadResync spreads each resync's keys evenly over the Resync
+	// period instead of queueing them all at once, so a controller of
+	// many objects repairs drift as a trickle rather than a burst. The
+	// first listing, at Run, is never spread.
+	SpreadResync bool
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
 	// Clock defaults to RealClock.
@@ -263,7 +268,7 @@ func (c *Controller) reconcile(ctx context.Context, key string) (res Result, err
 // resyncLoop enqueues every listed key now and then every Resync until ctx
 // is done.
 func (c *Controller) resyncLoop(ctx context.Context) {
-	c.resync(ctx)
+	c.resync(ctx, false)
 	if c.Resync <= 0 {
 		return
 	}
@@ -281,11 +286,11 @@ func (c *Controller) resyncLoop(ctx context.Context) {
 			return
 		case <-tick:
 		}
-		c.resync(ctx)
+		c.resync(ctx, c.SpreadResync)
 	}
 }
 
-func (c *Controller) resync(ctx context.Context) {
+func (c *Controller) resync(ctx context.Context, spread bool) {
 	keys, err := c.List(ctx)
 	if err != nil {
 		if ctx.Err() == nil {
@@ -293,7 +298,13 @@ func (c *Controller) resync(ctx context.Context) {
 		}
 		return
 	}
-	for _, key := range keys {
+	for i, key := range keys {
+		if spread {
+			// Key i of n after i/n of the period; a key already waiting
+			// keeps its earlier turn.
+			c.queue.AddAfter(key, c.Resync*time.Duration(i)/time.Duration(len(keys)))
+			continue
+		}
 		c.queue.Add(key)
 	}
 }

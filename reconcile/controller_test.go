@@ -434,6 +434,43 @@ func TestControllerRunRejectsBadConfig(t *testing.T) {
 	}
 }
 
+// TestControllerSpreadResync: with SpreadResync, the keys of a periodic
+// resync come one at a time over the period rather than all at once; the
+// listing at Run is not spread.
+func TestControllerSpreadResync(t *testing.T) {
+	clk := newFakeClock()
+	calls := make(chan string, 10)
+	keys := []string{"k0", "k1", "k2", "k3"}
+	c := &reconcile.Controller{
+		Name:         "test",
+		Clock:        clk,
+		Resync:       4 * time.Minute,
+		SpreadResync: true,
+		List:         func(context.Context) ([]string, error) { return keys, nil },
+		Reconciler: reconcile.ReconcilerFunc(func(ctx context.Context, key string) (reconcile.Result, error) {
+			calls <- key
+			return reconcile.Result{}, nil
+		}),
+	}
+	start(t, c)
+	for range keys {
+		recv(t, calls) // at start, all at once
+	}
+	clk.WaitForTimers(t, 1)
+	clk.Advance(4 * time.Minute) // the resync: k0 now, the others later
+	if got := recv(t, calls); got != "k0" {
+		t.Fatalf("first key of the resync: %s, want k0", got)
+	}
+	wantNothing(t, calls)
+	for _, want := range keys[1:] {
+		clk.Advance(time.Minute)
+		if got := recv(t, calls); got != want {
+			t.Fatalf("got %s, want %s a minute after the last", got, want)
+		}
+		wantNothing(t, calls)
+	}
+}
+
 // TestControllerFailingKeyDoesNotSpin: a reconcile that fails and, each
 // time, makes a write its own watch brings back (an Enqueue of its key)
 // runs only at its backoff: in 10s of a 5s cap, a handful of times, not

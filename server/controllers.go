@@ -12,31 +12,34 @@ import (
 const DefaultDiscoveredMachineTTL = controllers.DefaultDiscoveredTTL
 
 // defaultControllers are the controllers every control plane runs.
-func defaultControllers(cfg Config) []ControllerFunc {
+// They share one informer per kind (shared), so each object is decoded
+// and kept once.
+// Host liveness reads the hosts' leases (leases) beside their status.
+func defaultControllers(cfg Config, shared *controllers.Informers, leases controllers.HostLeases) []ControllerFunc {
 	return []ControllerFunc{
 		func(ctx context.Context, c *client.Client, rec *client.Recorder) error {
-			return (&controllers.HostLiveness{Client: c, Recorder: rec}).Run(ctx)
+			return (&controllers.HostLiveness{Client: c, Recorder: rec, Informers: shared, Leases: leases}).Run(ctx)
 		},
 		func(ctx context.Context, c *client.Client, rec *client.Recorder) error {
-			return (&controllers.GarbageCollector{Client: c, Recorder: rec}).Run(ctx)
+			return (&controllers.GarbageCollector{Client: c, Recorder: rec, Informers: shared}).Run(ctx)
 		},
 		func(ctx context.Context, c *client.Client, rec *client.Recorder) error {
-			return (&controllers.Scheduler{Client: c, Recorder: rec}).Run(ctx)
+			return (&controllers.Scheduler{Client: c, Recorder: rec, Informers: shared}).Run(ctx)
 		},
 		func(ctx context.Context, c *client.Client, rec *client.Recorder) error {
-			return (&controllers.VMSets{Client: c, Recorder: rec}).Run(ctx)
+			return (&controllers.VMSets{Client: c, Recorder: rec, Informers: shared}).Run(ctx)
 		},
 		func(ctx context.Context, c *client.Client, rec *client.Recorder) error {
-			return (&controllers.Machines{Client: c, Recorder: rec, DiscoveredTTL: cfg.DiscoveredMachineTTL}).Run(ctx)
+			return (&controllers.Machines{Client: c, Recorder: rec, DiscoveredTTL: cfg.DiscoveredMachineTTL, Informers: shared}).Run(ctx)
 		},
 		func(ctx context.Context, c *client.Client, rec *client.Recorder) error {
-			return (&controllers.VolumePlacement{Client: c, Recorder: rec}).Run(ctx)
+			return (&controllers.VolumePlacement{Client: c, Recorder: rec, Informers: shared}).Run(ctx)
 		},
 		func(ctx context.Context, c *client.Client, rec *client.Recorder) error {
-			return (&controllers.References{Client: c, Recorder: rec}).Run(ctx)
+			return (&controllers.References{Client: c, Recorder: rec, Informers: shared}).Run(ctx)
 		},
 		func(ctx context.Context, c *client.Client, rec *client.Recorder) error {
-			return (&controllers.Networks{Client: c, Recorder: rec}).Run(ctx)
+			return (&controllers.Networks{Client: c, Recorder: rec, Informers: shared}).Run(ctx)
 		},
 	}
 }

@@ -99,14 +99,15 @@ func FuzzParseFilter(f *testing.F) {
 	f.Fuzz(func(t *testing.T, labels, fields string) {
 		q := url.Values{"labelSelector": {labels}, "fieldSelector": {fields}}
 		r, _ := http.NewRequest(http.MethodGet, "https://hearth/?"+q.Encode(), nil)
-		flt, err := parseFilter(r)
-		if err != nil {
-			if st, ok := err.(*api.Status); !ok || st.Code != http.StatusBadRequest {
-				t.Fatalf("parseFilter refused with %v, want a 400", err)
-			}
-			return
-		}
 		for _, o := range objs {
+			k, _ := api.KindByName(o.GetTypeMeta().Kind)
+			flt, err := parseFilter(r, k)
+			if err != nil {
+				if st, ok := err.(*api.Status); !ok || st.Code != http.StatusBadRequest {
+					t.Fatalf("parseFilter refused with %v, want a 400", err)
+				}
+				return
+			}
 			_ = flt.labels.Matches(o.GetMetadata().Labels)
 			_ = flt.fields(shown(viewer, o))
 		}

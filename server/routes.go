@@ -64,6 +64,9 @@ func (s *Server) routes() []route {
 		{pattern: p + "/users/{user}/tokens", methods: list, handler: s.userTokens},
 		{pattern: p + "/users/{user}/tokens/{id...}", methods: []string{http.MethodDelete}, handler: s.userTokens},
 
+		// A host renews its lease (hostlease.go).
+		{pattern: "POST " + p + "/hosts/{name}/heartbeat", methods: []string{http.MethodPost}, handler: s.serveHostHeartbeat},
+
 		// A VM's console log and console (console.go).
 		{pattern: p + "/tenants/{tenant}/virtualmachines/{name}/" + subresourceLog, methods: get, handler: s.serveVMConsole},
 		{pattern: p + "/tenants/{tenant}/virtualmachines/{name}/" + subresourceConsole, methods: get, handler: s.serveVMConsole},

@@ -27,6 +27,7 @@ import (
 	"hearth.dev/hearth/reconcile"
 	"hearth.dev/hearth/server/admission"
 	"hearth.dev/hearth/server/auth"
+	"hearth.dev/hearth/server/controllers"
 	"hearth.dev/hearth/server/etcd"
 	"hearth.dev/hearth/server/openapi"
 	"hearth.dev/hearth/server/store"
@@ -116,6 +117,13 @@ type Server struct {
 	// learn that its tenant exists.
 	tenants *store.Mirror[struct{}]
 
+	// feeds share one etcd watch per kind among the API's watchers.
+	feeds feeds
+	// hostLeases are the hosts' etcd leases, for host liveness.
+	hostLeases *hostLeases
+	// informers are the controllers' caches, kept warm while this server
+	// is not the leader, so that it leads at once when it becomes one.
+	informers     *controllers.Informers
 	bookmarkEvery time.Duration
 	listener      net.Listener
 	httpServer    *http.Server
@@ -190,6 +198,7 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	tk, _ := api.KindByName("Tenant")
 	uk, _ := api.KindByName("User")
 	s := &Server{cfg: cfg, tenantKind: tk, userKind: uk, bookmarkEvery: 5 * time.Second, metrics: newMetrics()}
+	s.feeds.s = s
 	// An embedded member needs the CA before etcd runs (peer TLS); with
 	// an external etcd the CA comes from etcd alone.
 	var wantCA *pki.CA
@@ -275,6 +284,8 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	s.authn.Run(runCtx)
 	s.tenants = store.NewMirror(s.etcd, store.KindPrefix(tk), func([]byte) (struct{}, error) { return struct{}{}, nil })
 	go s.tenants.Run(runCtx)
+	s.hostLeases = newHostLeases(s.etcd)
+	go s.hostLeases.run(runCtx)
 	s.internalToken = auth.NewSecret("internal")
 	s.authn.AddInternal(s.internalToken, &auth.Principal{Name: "system:controllers", Role: api.RoleClusterAdmin, Internal: true})
 	wctx, wcancel := context.WithTimeout(ctx, 30*time.Second)
@@ -326,6 +337,14 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		s.collectImageContent(runCtx)
 	}()
 	if !cfg.DisableControllers {
+		ic, err := s.InternalClient()
+		if err != nil {
+			cancel()
+			s.httpServer.Close()
+			return nil, err
+		}
+		s.informers = controllers.NewInformers(runCtx, ic)
+		s.informers.Warm()
 		s.wg.Add(1)
 		go func() {
 			defer s.wg.Done()
@@ -479,7 +498,7 @@ func (s *Server) leadOnce(ctx context.Context) error {
 	}
 	rec := client.NewRecorder(c, "hearth-server").Background(lctx)
 	var wg sync.WaitGroup
-	for _, run := range append(append(defaultControllers(s.cfg), s.pollSensors), s.cfg.Controllers...) {
+	for _, run := range append(append(defaultControllers(s.cfg, s.informers, s.hostLeases), s.pollSensors), s.cfg.Controllers...) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -18,12 +19,19 @@ import (
 type filter struct {
 	labels api.Selector
 	fields func(api.Object) bool
+	// index is a field the selector requires to equal indexValue, which
+	// indexGet reads without encoding: a watch feed finds the watcher by
+	// it. nil when the selector has no such term.
+	index      []string
+	indexValue string
+	indexGet   func(api.Object) string
 }
 
-// parseFilter reads ?labelSelector= and ?fieldSelector=. Field selectors
-// are path=value terms on the object's JSON (spec.host=h1,
-// involvedObject.name=web, metadata.name=x); spec. may be left out.
-func parseFilter(r *http.Request) (filter, error) {
+// parseFilter reads ?labelSelector= and ?fieldSelector= for objects of
+// kind k. Field selectors are path=value terms on the object's JSON
+// (spec.host=h1, involvedObject.name=web, metadata.name=x); spec. may be
+// left out.
+func parseFilter(r *http.Request, kind *api.KindInfo) (filter, error) {
 	q := r.URL.Query()
 	sel, err := api.ParseSelector(q.Get("labelSelector"))
 	if err != nil {
@@ -38,6 +46,8 @@ func parseFilter(r *http.Request) (filter, error) {
 		path []string
 		neg  bool
 		val  string
+		// get reads the path without encoding the object, when it can.
+		get func(api.Object) string
 	}
 	var terms []term
 	for _, t := range strings.Split(fs, ",") {
@@ -52,21 +62,24 @@ func parseFilter(r *http.Request) (filter, error) {
 		default:
 			path = append([]string{"spec"}, path...)
 		}
-		terms = append(terms, term{path, neg, strings.TrimSpace(v)})
+		tm := term{path, neg, strings.TrimSpace(v), fieldGetter(kind, path)}
+		terms = append(terms, tm)
+		if f.index == nil && !tm.neg && tm.get != nil {
+			f.index, f.indexValue, f.indexGet = tm.path, tm.val, tm.get
+		}
 	}
 	f.fields = func(o api.Object) bool {
-		data, _ := json.Marshal(o)
 		var doc any
-		_ = json.Unmarshal(data, &doc)
 		for _, t := range terms {
-			cur := doc
-			for _, p := range t.path {
-				m, _ := cur.(map[string]any)
-				cur = m[p]
-			}
 			got := ""
-			if cur != nil {
-				got = fmt.Sprint(cur)
+			if t.get != nil {
+				got = t.get(o)
+			} else {
+				if doc == nil {
+					data, _ := json.Marshal(o)
+					_ = json.Unmarshal(data, &doc)
+				}
+				got = jsonPath(doc, t.path)
 			}
 			if (got == t.val) == t.neg {
 				return false
@@ -77,15 +90,30 @@ func parseFilter(r *http.Request) (filter, error) {
 	return f, nil
 }
 
+// jsonPath reads path in an object's decoded JSON as a selector compares
+// it: "" when it is missing.
+func jsonPath(doc any, path []string) string {
+	cur := doc
+	for _, p := range path {
+		m, _ := cur.(map[string]any)
+		cur = m[p]
+	}
+	if cur == nil {
+		return ""
+	}
+	return fmt.Sprint(cur)
+}
+
 // watch streams changes as newline-delimited JSON WatchEvents. A client
 // resumes after a disconnect by watching from the last resourceVersion it
 // saw; BOOKMARK events move that point forward when nothing it can see
-// changes.
+// changes. Changes come from the kind's feed (feed.go), or from etcd
+// directly for a watch from further back than the feed remembers.
 func (s *Server) watch(w http.ResponseWriter, r *http.Request, p *auth.Principal, t target) error {
 	if err := auth.Authorize(p, t.request(auth.Watch)); err != nil {
 		return err
 	}
-	f, err := parseFilter(r)
+	f, err := parseFilter(r, t.kind)
 	if err != nil {
 		return err
 	}
@@ -107,10 +135,16 @@ func (s *Server) watch(w http.ResponseWriter, r *http.Request, p *auth.Principal
 	// A watcher that sees everything it asked for gets the stored bytes
 	// passed through: no decode and re-encode per event and watcher.
 	raw := !withPrev && p.GlobalReader() && (seesCredentials(p) || !hasCredentials(t.kind))
-	events, err := s.store.Watch(ctx, t.kind, prefix, from, store.WatchOptions{Prev: withPrev, Raw: raw})
+	// Field selectors match the object as this watcher is shown it (see
+	// list).
+	visible := func(o api.Object) bool {
+		return o != nil && auth.VisibleTo(p, o) && f.labels.Matches(o.GetMetadata().Labels) && f.fields(shown(p, o))
+	}
+	src, err := s.watchSource(ctx, t.kind, prefix, from, withPrev, raw, visible, f, p)
 	if err != nil {
 		return err
 	}
+	defer src.stop()
 	// A watch lasts as long as its client wants; each write has the
 	// write timeout, so a client that stops reading is let go.
 	w = serving.For(w, s.limits.WriteTimeout).Stream(w)
@@ -122,81 +156,161 @@ func (s *Server) watch(w http.ResponseWriter, r *http.Request, p *auth.Principal
 		flusher.Flush()
 	}
 	enc := json.NewEncoder(w)
-	// Field selectors match the object as this watcher is shown it (see
-	// list).
-	visible := func(o api.Object) bool {
-		return o != nil && auth.VisibleTo(p, o) && f.labels.Matches(o.GetMetadata().Labels) && f.fields(shown(p, o))
-	}
 	bookmarks := time.NewTicker(s.bookmarkEvery)
 	defer bookmarks.Stop()
 	var lastRev int64
+	// Events written are flushed once no more are waiting: a burst goes
+	// out in few packets. unflushed says something is written and not
+	// yet flushed, which an event this watcher does not see must not
+	// hold back (it would wait for the next event it sees, or a bookmark).
+	unflushed := false
+	flushIfIdle := func() {
+		if unflushed && flusher != nil && len(src.ch) == 0 {
+			flusher.Flush()
+			unflushed = false
+		}
+	}
+	gone := src.gone
 	for {
-		var ev store.Event
-		var ok bool
+		var out api.WatchEvent
+		var ev *feedEvent
+		ending := false
 		select {
-		case ev, ok = <-events:
-			if !ok {
-				return nil
+		case ev = <-src.ch:
+		case <-gone:
+			// Write what was given before the end, then the error.
+			select {
+			case ev = <-src.ch:
+			default:
+				ending = true
 			}
 		case <-bookmarks.C:
 			// A watch outlives the check of the token it began with: a
 			// token revoked since (its User or Host deleted) ends it, and
 			// a caller whose role changed watches again under the new one.
 			if same, err := s.stillHolds(ctx, r, p); err != nil {
-				ev = store.Event{Type: store.Error, Err: err}
+				out, ending = api.WatchEvent{Type: string(store.Error), Object: statusOf(err)}, true
 				break
 			} else if !same {
 				return nil
 			}
 			// etcd's own progress notices are rare; a client that sees
 			// nothing for a while still learns how far it has got.
-			if lastRev > 0 {
-				ev = store.Event{Type: store.Bookmark, Rev: lastRev}
-			} else {
+			if rev, ok := src.progress(); ok && rev > lastRev {
+				lastRev = rev
+			}
+			if lastRev == 0 {
 				continue
 			}
+			out = bookmark(t.kind, lastRev)
 		case <-ctx.Done():
 			return nil
 		}
-		var out api.WatchEvent
 		switch {
-		case raw && ev.Raw != nil:
-			lastRev = ev.Rev
-			out = api.WatchEvent{Type: string(ev.Type), Object: json.RawMessage(ev.Raw)}
-		case ev.Type == store.Error:
-			out = api.WatchEvent{Type: string(store.Error), Object: statusOf(ev.Err)}
-		case ev.Type == store.Bookmark:
-			lastRev = max(lastRev, ev.Rev)
+		case ev == nil && ending && out.Type == "":
+			if src.err() == nil {
+				return nil // the request ended
+			}
+			out = api.WatchEvent{Type: string(store.Error), Object: statusOf(src.err())}
+		case ev == nil:
+		case ev.typ == store.Bookmark:
+			lastRev = max(lastRev, ev.rev)
 			out = bookmark(t.kind, lastRev)
+		case raw && ev.raw != nil:
+			lastRev = ev.rev
+			out = api.WatchEvent{Type: string(ev.typ), Object: json.RawMessage(ev.raw)}
 		default:
-			lastRev = ev.Rev
-			now, before := visible(ev.Object), visible(ev.Prev)
-			if !withPrev && ev.Type == store.Modified {
+			lastRev = ev.rev
+			obj := ev.object()
+			now, before := visible(obj), visible(ev.previous())
+			if !withPrev && ev.typ == store.Modified {
 				// Nothing this watcher filters on can have changed.
 				before = now
 			}
 			switch {
-			case now && ev.Type == store.Modified && !before:
-				out = api.WatchEvent{Type: string(store.Added), Object: shown(p, ev.Object)}
+			case now && ev.typ == store.Modified && !before:
+				out = api.WatchEvent{Type: string(store.Added), Object: shown(p, obj)}
 			case now:
-				out = api.WatchEvent{Type: string(ev.Type), Object: shown(p, ev.Object)}
-			case before && ev.Type == store.Modified:
+				out = api.WatchEvent{Type: string(ev.typ), Object: shown(p, obj)}
+			case before && ev.typ == store.Modified:
 				// It no longer matches: to this watcher it is gone.
-				out = api.WatchEvent{Type: string(store.Deleted), Object: shown(p, ev.Object)}
+				out = api.WatchEvent{Type: string(store.Deleted), Object: shown(p, obj)}
 			default:
+				flushIfIdle()
 				continue
 			}
 		}
 		if err := enc.Encode(out); err != nil {
 			return nil
 		}
-		if flusher != nil && len(events) == 0 {
-			flusher.Flush()
-		}
-		if ev.Type == store.Error {
+		unflushed = true
+		flushIfIdle()
+		if ending {
+			if flusher != nil {
+				flusher.Flush()
+			}
 			return nil
 		}
 	}
+}
+
+// watchSource is where one API watch's changes come from.
+type watchSource struct {
+	ch <-chan *feedEvent
+	// gone is closed when no more changes come; err says why.
+	gone <-chan struct{}
+	err  func() error
+	// progress is the revision the watcher has seen every change up to,
+	// once it has written every change it was given.
+	progress func() (int64, bool)
+	stop     func()
+}
+
+// watchSource subscribes to the kind's feed, or, for a watch from before
+// what the feed remembers, watches etcd directly.
+func (s *Server) watchSource(ctx context.Context, k *api.KindInfo, prefix string, from int64, withPrev, raw bool,
+	visible func(api.Object) bool, f filter, p *auth.Principal) (*watchSource, error) {
+	fw := &feedWatcher{prefix: prefix, match: func(e *feedEvent) bool {
+		return raw || visible(e.object()) || (withPrev && visible(e.previous()))
+	}}
+	// An index is exact only where the selector sees the object as
+	// stored (not a copy with credentials blanked).
+	if !raw && f.index != nil && (seesCredentials(p) || !hasCredentials(k)) {
+		fw.indexPath, fw.indexValue = strings.Join(f.index, "."), f.indexValue
+	}
+	fd := s.feeds.feedFor(k)
+	ok, err := fd.subscribe(ctx, fw, from, f.indexGet)
+	if err != nil {
+		return nil, err
+	}
+	if ok {
+		return &watchSource{ch: fw.ch, gone: fw.gone, err: func() error { return fw.err },
+			progress: func() (int64, bool) { return fd.progress(fw) }, stop: func() { fd.unsubscribe(fw) }}, nil
+	}
+	events, err := s.store.Watch(ctx, k, prefix, from, store.WatchOptions{Prev: withPrev, Raw: raw})
+	if err != nil {
+		return nil, err
+	}
+	ch := make(chan *feedEvent, 64)
+	gone := make(chan struct{})
+	var werr error
+	go func() {
+		defer close(gone)
+		for ev := range events {
+			if ev.Type == store.Error {
+				werr = ev.Err
+				return
+			}
+			e := &feedEvent{typ: ev.Type, rev: ev.Rev, key: ev.Key, k: k, raw: ev.Raw, givenObj: ev.Object, givenPrev: ev.Prev}
+			select {
+			case ch <- e:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	return &watchSource{ch: ch, gone: gone, err: func() error { return werr },
+		progress: func() (int64, bool) { return 0, false }, stop: func() {}}, nil
 }
 
 func bookmark(k *api.KindInfo, rev int64) api.WatchEvent {

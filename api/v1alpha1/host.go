@@ -2,13 +2,15 @@ package v1alpha1
 
 import (
 	"fmt"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
 )
 
 // Host is a machine that runs `hearth agent`. The agent registers it,
-// reports its capacity and renews its lease by writing status.lastHeartbeat;
+// reports its capacity, and renews its lease through HostLeasePath (and,
+// now and then or with an older server, by writing status.lastHeartbeat);
 // a Host whose lease runs out becomes NotReady.
 type Host = Resource[HostSpec, HostStatus]
 
@@ -180,4 +182,20 @@ func init() {
 			}},
 		},
 	})
+}
+
+// HostLeasePath is where a host renews its lease (POST, no body; the
+// answer is a HostLeaseRenewal). Only the host's own credential may.
+func HostLeasePath(host string) string {
+	return PathPrefix + "/hosts/" + url.PathEscape(host) + "/heartbeat"
+}
+
+// HostLeaseRenewal is what renewing a host's lease answers.
+type HostLeaseRenewal struct {
+	// LeaseSeconds is the lease renewed (the Host's spec.leaseSeconds).
+	LeaseSeconds int `json:"leaseSeconds"`
+	// Phase is the Host's: an agent whose Host's phase is not what it
+	// would write (marked NotReady while it was away) writes its status
+	// again.
+	Phase string `json:"phase,omitempty"`
 }

@@ -143,3 +143,48 @@ func TestGarbageCollection(t *testing.T) {
 		return nil
 	})
 }
+
+// TestHostLivenessLease: a host that renews its lease through the API
+// server (which writes nothing) stays Ready long after its last status
+// write, and becomes NotReady soon after it stops renewing.
+func TestHostLivenessLease(t *testing.T) {
+	env := servertest.Start(t)
+	ctx := servertest.Ctx(t)
+	h := env.Host("h1")
+	if _, err := env.Admin.Patch(ctx, "Host", "", "h1", map[string]any{"spec": map[string]any{"leaseSeconds": 5}}, false); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.Patch(ctx, "Host", "", "h1", map[string]any{"status": map[string]any{"phase": api.HostReady, "lastHeartbeat": time.Now().UTC()}}, true); err != nil {
+		t.Fatal(err)
+	}
+	// Renew every second for three leases' worth.
+	deadline := time.Now().Add(15 * time.Second)
+	for time.Now().Before(deadline) {
+		if _, err := h.RenewHostLease(ctx, "h1"); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(time.Second)
+	}
+	got, err := env.Admin.Get(ctx, "Host", "", "h1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st := got.CommonStatus(); st.Phase != api.HostReady {
+		t.Fatalf("a host renewing its lease went %s (%+v)", st.Phase, st.Condition("Ready"))
+	}
+	stopped := time.Now()
+	servertest.Eventually(t, 15*time.Second, func() error {
+		got, err := env.Admin.Get(ctx, "Host", "", "h1")
+		if err != nil {
+			return err
+		}
+		st := got.CommonStatus()
+		if c := st.Condition("Ready"); st.Phase != api.HostNotReady || c == nil || c.Reason != "LeaseExpired" {
+			return fmt.Errorf("phase %q, Ready %+v", st.Phase, c)
+		}
+		return nil
+	})
+	if took := time.Since(stopped); took > 9*time.Second {
+		t.Fatalf("NotReady %s after the last renewal of a 5s lease", took.Round(time.Second))
+	}
+}

@@ -20,15 +20,21 @@ type GarbageCollector struct {
 	EventTTL time.Duration
 	Now      func() time.Time
 
+	// Informers, when set, are shared with the term's other controllers.
+	Informers *Informers
+
 	informers map[string]*client.Informer // by kind
 	ctl       *reconcile.Controller
+
+	// dependents files every object ("Kind|tenant/name", as the
+	// controller's keys name it) under its owners ("Kind/name")
+	// and its tenant ("Tenant/name"): a deletion then looks at its
+	// dependents only.
+	dependents keyIndex
 }
 
 // DefaultEventTTL is how long events are kept.
 const DefaultEventTTL = time.Hour
-
-// gcKey names an object of any kind: "Kind|tenant/name".
-func gcKey(kind string, obj api.Object) string { return kind + "|" + client.Key(obj) }
 
 // Run runs the collector until ctx ends.
 func (g *GarbageCollector) Run(ctx context.Context) error {
@@ -39,18 +45,18 @@ func (g *GarbageCollector) Run(ctx context.Context) error {
 		g.EventTTL = DefaultEventTTL
 	}
 	g.informers = map[string]*client.Informer{}
-	g.ctl = &reconcile.Controller{Name: "garbage-collector", Reconciler: g, Workers: 2, Resync: time.Minute, List: g.allKeys}
+	g.ctl = &reconcile.Controller{Name: "garbage-collector", Reconciler: g, Workers: 2, Resync: time.Minute, SpreadResync: true, List: g.allKeys}
 	for _, k := range api.Kinds() {
-		inf := client.NewInformer(g.Client, k.Kind, "", client.ListOptions{AllTenants: k.Scope == api.TenantScoped})
+		inf := g.Informers.informer(ctx, g.Client, k.Kind)
 		kind := k.Kind
-		inf.OnChange(func(key string, obj api.Object) {
+		inf.OnChangeUntil(ctx, func(key string, obj api.Object) {
+			g.index(kind+"|"+key, obj)
 			g.ctl.Enqueue(kind + "|" + key)
 			if obj == nil {
 				g.enqueueDependents(kind, key)
 			}
 		})
 		g.informers[kind] = inf
-		go inf.Run(ctx)
 	}
 	for _, inf := range g.informers {
 		if err := inf.WaitSynced(ctx); err != nil {
@@ -70,21 +76,28 @@ func (g *GarbageCollector) allKeys(context.Context) ([]string, error) {
 	return out, nil
 }
 
+// index files the object at gk under its owners and its tenant (obj nil:
+// it is gone).
+func (g *GarbageCollector) index(gk string, obj api.Object) {
+	var names []string
+	if obj != nil {
+		m := obj.GetMetadata()
+		if m.Tenant != "" {
+			names = append(names, "Tenant/"+m.Tenant)
+		}
+		for _, ref := range m.OwnerReferences {
+			names = append(names, ref.Kind+"/"+ref.Name)
+		}
+	}
+	g.dependents.set(gk, names)
+}
+
 // enqueueDependents looks again at everything that named a deleted object
 // as its owner, or lived in a deleted tenant.
 func (g *GarbageCollector) enqueueDependents(kind, key string) {
 	_, name := client.SplitKey(key)
-	for dk, inf := range g.informers {
-		for _, o := range inf.List() {
-			m := o.GetMetadata()
-			hit := kind == "Tenant" && m.Tenant == name
-			for _, ref := range m.OwnerReferences {
-				hit = hit || (ref.Kind == kind && ref.Name == name)
-			}
-			if hit {
-				g.ctl.Enqueue(gcKey(dk, o))
-			}
-		}
+	for _, gk := range g.dependents.keys(kind + "/" + name) {
+		g.ctl.Enqueue(gk)
 	}
 }
 

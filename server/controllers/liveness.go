@@ -13,13 +13,31 @@ import (
 	"hearth.dev/hearth/reconcile"
 )
 
-// HostLiveness marks a Host NotReady when its agent has not renewed its
-// lease (status.lastHeartbeat) within spec.leaseSeconds.
+// HostLiveness marks a Host NotReady when its agent has renewed its lease
+// neither through the API server's host lease (Leases: an etcd lease the
+// agent renews with POST .../hosts/NAME/heartbeat, which writes nothing)
+// nor by writing status.lastHeartbeat, within spec.leaseSeconds.
 type HostLiveness struct {
 	Client   *client.Client
 	Recorder *client.Recorder
 	Now      func() time.Time
-	hosts    *client.Informer
+	// Informers, when set, are shared with the term's other controllers.
+	Informers *Informers
+	// Leases are the hosts' leases; nil reads status.lastHeartbeat only.
+	Leases HostLeases
+
+	hosts *client.Informer
+}
+
+// HostLeases are the hosts' leases as the API server keeps them in etcd.
+type HostLeases interface {
+	// Alive reports whether the Host name with uid holds a lease.
+	Alive(name, uid string) bool
+	// OnChange calls fn with a host's name when its lease is granted or
+	// runs out, until stop is called.
+	OnChange(fn func(host string)) (stop func())
+	// WaitSynced waits until the leases are known.
+	WaitSynced(ctx context.Context) error
 }
 
 // Run runs the controller until ctx ends.
@@ -27,11 +45,17 @@ func (h *HostLiveness) Run(ctx context.Context) error {
 	if h.Now == nil {
 		h.Now = time.Now
 	}
-	h.hosts = client.NewInformer(h.Client, "Host", "", client.ListOptions{})
-	ctl := &reconcile.Controller{Name: "host-liveness", Reconciler: h, Workers: 2, Resync: time.Minute,
+	h.hosts = h.Informers.informer(ctx, h.Client, "Host")
+	ctl := &reconcile.Controller{Name: "host-liveness", Reconciler: h, Workers: 2, Resync: time.Minute, SpreadResync: true,
 		List: func(context.Context) ([]string, error) { return h.hosts.Keys(), nil }}
-	h.hosts.OnUpdate(enqueueOwn(ctl, ""))
-	go h.hosts.Run(ctx)
+	h.hosts.OnUpdateUntil(ctx, enqueueOwn(ctl, ""))
+	if h.Leases != nil {
+		stop := h.Leases.OnChange(ctl.Enqueue)
+		defer stop()
+		if err := h.Leases.WaitSynced(ctx); err != nil {
+			return nil
+		}
+	}
 	if err := h.hosts.WaitSynced(ctx); err != nil {
 		return nil
 	}
@@ -58,6 +82,11 @@ func (h *HostLiveness) Reconcile(ctx context.Context, key string) (reconcile.Res
 		// Look again just after the lease would run out.
 		return reconcile.Result{RequeueAfter: lease - since + 100*time.Millisecond}, nil
 	}
+	if h.Leases != nil && h.Leases.Alive(host.Metadata.Name, host.Metadata.UID) {
+		// Renewed through its lease, whose end comes as a change; look
+		// again now and then all the same.
+		return reconcile.Result{RequeueAfter: lease}, nil
+	}
 	if host.Status.Phase == api.HostNotReady {
 		return reconcile.Result{}, nil
 	}
@@ -65,8 +94,8 @@ func (h *HostLiveness) Reconcile(ctx context.Context, key string) (reconcile.Res
 	// heartbeat that came meanwhile (a conflict, read again) wins.
 	var msg string
 	_, wrote, err := client.WriteStatus(ctx, h.Client, h.hosts, host, func(host *api.Host) {
-		msg = leaseExpired(host, lease, now)
-		if msg == "" || host.Status.Phase == api.HostNotReady {
+		msg = leaseExpired(host, lease, now, h.Leases != nil)
+		if msg == "" || host.Status.Phase == api.HostNotReady || h.Leases != nil && h.Leases.Alive(host.Metadata.Name, host.Metadata.UID) {
 			return
 		}
 		host.Status.Phase = api.HostNotReady
@@ -84,11 +113,15 @@ func (h *HostLiveness) Reconcile(ctx context.Context, key string) (reconcile.Res
 }
 
 // leaseExpired says how a host's lease ran out, or "" while it holds.
-func leaseExpired(host *api.Host, lease time.Duration, now time.Time) string {
+// With host leases (leases), status.lastHeartbeat is only the last
+// status report: the lease itself ran out unseen.
+func leaseExpired(host *api.Host, lease time.Duration, now time.Time, leases bool) string {
 	hb := host.Status.LastHeartbeat
 	switch {
 	case hb == nil:
 		return "the agent has never reported"
+	case leases && now.Sub(*hb) > lease:
+		return fmt.Sprintf("no heartbeat from the agent within its lease (%s); its last status report was %s ago", lease, now.Sub(*hb).Round(time.Second))
 	case now.Sub(*hb) > lease:
 		return fmt.Sprintf("no heartbeat from the agent for %s (lease %s)", now.Sub(*hb).Round(time.Second), lease)
 	}

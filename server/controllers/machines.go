@@ -86,6 +86,13 @@ type Machines struct {
 	// never).
 	DiscoveredTTL time.Duration
 
+	// Informers, when set, are shared with the term's other controllers.
+	Informers *Informers
+
+	// byProfile files every machine under the profile it matched, so
+	// a profile's count is a look-up, not a walk over every machine.
+	byProfile keyIndex
+
 	machines *client.Informer
 	profiles *client.Informer
 	ctl      *reconcile.Controller // machine names
@@ -113,22 +120,29 @@ func (c *Machines) Run(ctx context.Context) error {
 		c.Resync = time.Minute
 	}
 	c.profileGen = map[string]int64{}
-	c.machines = client.NewInformer(c.Client, "Machine", "", client.ListOptions{})
-	c.profiles = client.NewInformer(c.Client, "MachineProfile", "", client.ListOptions{})
-	c.ctl = &reconcile.Controller{Name: "machines", Reconciler: c, Workers: 2, Resync: c.Resync,
+	c.machines = c.Informers.informer(ctx, c.Client, "Machine")
+	c.profiles = c.Informers.informer(ctx, c.Client, "MachineProfile")
+	c.ctl = &reconcile.Controller{Name: "machines", Reconciler: c, Workers: 2, Resync: c.Resync, SpreadResync: true,
 		List: func(context.Context) ([]string, error) { return c.machines.Keys(), nil }}
 	c.counts = &reconcile.Controller{Name: "machineprofile-counts", Reconciler: reconcile.ReconcilerFunc(c.reconcileCount), Workers: 1,
 		Resync: c.Resync, List: func(context.Context) ([]string, error) { return c.profiles.Keys(), nil }}
 	own := enqueueOwn(c.ctl, "")
-	c.machines.OnUpdate(func(ch client.Change) {
+	c.machines.OnUpdateUntil(ctx, func(ch client.Change) {
 		own(ch)
-		for _, p := range c.profiles.Keys() {
+		// The counts of the profile it matched and the one it matches.
+		var now []string
+		if ch.New != nil {
+			if m := ch.New.(*api.Machine); m.Status.MatchedProfile != "" && m.Metadata.DeletionTimestamp == nil {
+				now = []string{m.Status.MatchedProfile}
+			}
+		}
+		before := c.byProfile.namesOf(ch.Key)
+		c.byProfile.set(ch.Key, now)
+		for _, p := range append(before, now...) {
 			c.counts.Enqueue(p)
 		}
 	})
-	c.profiles.OnChange(c.profileChanged)
-	go c.machines.Run(ctx)
-	go c.profiles.Run(ctx)
+	c.profiles.OnChangeUntil(ctx, c.profileChanged)
 	if c.machines.WaitSynced(ctx) != nil || c.profiles.WaitSynced(ctx) != nil {
 		return nil
 	}
@@ -450,12 +464,7 @@ func (c *Machines) reconcileCount(ctx context.Context, key string) (reconcile.Re
 		return reconcile.Result{}, nil
 	}
 	p := obj.(*api.MachineProfile)
-	n := 0
-	for _, o := range c.machines.List() {
-		if m := o.(*api.Machine); m.Status.MatchedProfile == key && m.Metadata.DeletionTimestamp == nil {
-			n++
-		}
-	}
+	n := len(c.byProfile.keys(key))
 	if p.Status.Machines == n {
 		return reconcile.Result{}, nil
 	}

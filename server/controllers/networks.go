@@ -47,6 +47,8 @@ type Networks struct {
 	// Resync is how often everything is looked at again (default 5m).
 	Resync time.Duration
 	Now    func() time.Time
+	// Informers, when set, are shared with the other controllers.
+	Informers *Informers
 
 	vms, nets, subnets, fips, exts, hosts *client.Informer
 	ctl                                   *reconcile.Controller
@@ -75,13 +77,12 @@ func (c *Networks) Run(ctx context.Context) error {
 	if c.Resync == 0 {
 		c.Resync = 5 * time.Minute
 	}
-	all := client.ListOptions{AllTenants: true}
-	c.vms = client.NewInformer(c.Client, "VirtualMachine", "", all)
-	c.nets = client.NewInformer(c.Client, "Network", "", all)
-	c.subnets = client.NewInformer(c.Client, "Subnet", "", all)
-	c.fips = client.NewInformer(c.Client, "FloatingIP", "", all)
-	c.exts = client.NewInformer(c.Client, "ExternalNetwork", "", client.ListOptions{})
-	c.hosts = client.NewInformer(c.Client, "Host", "", client.ListOptions{})
+	c.vms = c.Informers.informer(ctx, c.Client, "VirtualMachine")
+	c.nets = c.Informers.informer(ctx, c.Client, "Network")
+	c.subnets = c.Informers.informer(ctx, c.Client, "Subnet")
+	c.fips = c.Informers.informer(ctx, c.Client, "FloatingIP")
+	c.exts = c.Informers.informer(ctx, c.Client, "ExternalNetwork")
+	c.hosts = c.Informers.informer(ctx, c.Client, "Host")
 	c.vmNets, c.vmSubnets, c.fipVM, c.netExt, c.fipExt = newIndex(), newIndex(), newIndex(), newIndex(), newIndex()
 	c.seen, c.tried = map[string]string{}, map[string]string{}
 	c.ctl = &reconcile.Controller{Name: "networks", Reconciler: reconcile.ReconcilerFunc(c.reconcile), Resync: c.Resync,
@@ -94,22 +95,18 @@ func (c *Networks) Run(ctx context.Context) error {
 			}
 			return keys, nil
 		}}
-	c.vms.OnChange(c.vmChanged)
-	c.nets.OnChange(c.networkChanged)
-	c.subnets.OnChange(func(key string, _ api.Object) { c.ctl.Enqueue("subnet:" + key) })
-	c.fips.OnChange(c.floatingIPChanged)
-	c.exts.OnChange(func(key string, _ api.Object) {
+	c.vms.OnChangeUntil(ctx, c.vmChanged)
+	c.nets.OnChangeUntil(ctx, c.networkChanged)
+	c.subnets.OnChangeUntil(ctx, func(key string, _ api.Object) { c.ctl.Enqueue("subnet:" + key) })
+	c.fips.OnChangeUntil(ctx, c.floatingIPChanged)
+	c.exts.OnChangeUntil(ctx, func(key string, _ api.Object) {
 		c.ctl.Enqueue("ext:" + key)
 		// Routers may get addresses now (it appeared, or freed some).
 		for _, n := range c.netExt.of(key) {
 			c.ctl.Enqueue("net:" + n)
 		}
 	})
-	infs := []*client.Informer{c.vms, c.nets, c.subnets, c.fips, c.exts, c.hosts}
-	for _, inf := range infs {
-		go inf.Run(ctx)
-	}
-	for _, inf := range infs {
+	for _, inf := range []*client.Informer{c.vms, c.nets, c.subnets, c.fips, c.exts, c.hosts} {
 		if inf.WaitSynced(ctx) != nil {
 			return nil
 		}

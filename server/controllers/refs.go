@@ -41,10 +41,17 @@ type References struct {
 	// change (default 1m).
 	Resync time.Duration
 	Now    func() time.Time
+	// Informers, when set, are shared with the term's other controllers.
+	Informers *Informers
 
 	// informers by kind: the referring kinds and the kinds they name.
 	informers map[string]*client.Informer
 	ctl       *reconcile.Controller
+
+	// referrers files every referring object (refKey) under the kinds
+	// and names it names ("Kind/name", any tenant): a change then looks
+	// at the objects that name the changed one, not at every one.
+	referrers keyIndex
 }
 
 // referringKinds are the kinds whose ResolvedRefs condition is kept.
@@ -65,14 +72,13 @@ func (c *References) Run(ctx context.Context) error {
 	if c.Resync == 0 {
 		c.Resync = time.Minute
 	}
-	all := client.ListOptions{AllTenants: true}
 	c.informers = map[string]*client.Informer{}
 	for _, kind := range append(slices.Clone(referringKinds), namedKinds...) {
 		if c.informers[kind] == nil {
-			c.informers[kind] = client.NewInformer(c.Client, kind, "", all)
+			c.informers[kind] = c.Informers.informer(ctx, c.Client, kind)
 		}
 	}
-	c.ctl = &reconcile.Controller{Name: "references", Reconciler: reconcile.ReconcilerFunc(c.reconcile), Resync: c.Resync,
+	c.ctl = &reconcile.Controller{Name: "references", Reconciler: reconcile.ReconcilerFunc(c.reconcile), Resync: c.Resync, SpreadResync: true,
 		List: func(context.Context) ([]string, error) {
 			var keys []string
 			for _, kind := range referringKinds {
@@ -83,13 +89,14 @@ func (c *References) Run(ctx context.Context) error {
 			return keys, nil
 		}}
 	for _, kind := range referringKinds {
-		c.informers[kind].OnUpdate(enqueueOwn(c.ctl, kind+":"))
+		own := enqueueOwn(c.ctl, kind+":")
+		c.informers[kind].OnUpdateUntil(ctx, func(ch client.Change) {
+			c.index(kind+":"+ch.Key, ch.New)
+			own(ch)
+		})
 	}
 	for _, kind := range namedKinds {
-		c.informers[kind].OnChange(func(key string, obj api.Object) { c.enqueueReferrers(kind, key) })
-	}
-	for _, inf := range c.informers {
-		go inf.Run(ctx)
+		c.informers[kind].OnChangeUntil(ctx, func(key string, obj api.Object) { c.enqueueReferrers(kind, key) })
 	}
 	for _, inf := range c.informers {
 		if inf.WaitSynced(ctx) != nil {
@@ -99,21 +106,28 @@ func (c *References) Run(ctx context.Context) error {
 	return c.ctl.Run(ctx)
 }
 
+// index files the referring object at rk under what it names now (obj
+// nil: it is gone).
+func (c *References) index(rk string, obj api.Object) {
+	var names []string
+	if obj != nil {
+		for _, r := range api.ReferencesOf(obj) {
+			if r.Name != "" {
+				names = append(names, r.Kind+"/"+r.Name)
+			}
+		}
+	}
+	c.referrers.set(rk, names)
+}
+
 // enqueueReferrers enqueues every object that names the object of kind at
 // key: in its tenant, or in every tenant for a shared (tenantless) image.
 func (c *References) enqueueReferrers(kind, key string) {
 	tenant, name := client.SplitKey(key)
-	for _, rk := range referringKinds {
-		for _, o := range c.informers[rk].List() {
-			if tenant != "" && o.GetMetadata().Tenant != tenant {
-				continue
-			}
-			for _, r := range api.ReferencesOf(o) {
-				if r.Kind == kind && r.Name == name {
-					c.ctl.Enqueue(refKey(rk, o))
-					break
-				}
-			}
+	for _, rk := range c.referrers.keys(kind + "/" + name) {
+		_, objKey, _ := strings.Cut(rk, ":")
+		if t, _ := client.SplitKey(objKey); tenant == "" || t == tenant {
+			c.ctl.Enqueue(rk)
 		}
 	}
 }

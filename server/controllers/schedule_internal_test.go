@@ -22,12 +22,15 @@ func vm(tenant, name string, cpus int, mem api.Bytes, hostName string, labels ma
 		Spec: api.VirtualMachineSpec{CPUs: cpus, Memory: mem, Host: hostName}}
 }
 
-func place(hosts []*api.Host, vms ...*api.VirtualMachine) *placement {
-	p := &placement{hosts: hosts, onHost: map[string][]*api.VirtualMachine{}}
-	for _, v := range vms {
-		p.onHost[v.Spec.Host] = append(p.onHost[v.Spec.Host], v)
+func place(hosts []*api.Host, vms ...*api.VirtualMachine) *cluster {
+	c := newCluster()
+	for _, h := range hosts {
+		c.setHost(h.Metadata.Name, h)
 	}
-	return p
+	for _, v := range vms {
+		c.setVM(v.Metadata.Tenant+"/"+v.Metadata.Name, v)
+	}
+	return c
 }
 
 // TestSchedule covers the choice and the summary of why nothing fits.
@@ -51,7 +54,7 @@ func TestSchedule(t *testing.T) {
 	tests := []struct {
 		name     string
 		vm       *api.VirtualMachine
-		p        *placement
+		p        *cluster
 		wantHost string
 		wantWhy  string
 	}{
@@ -92,7 +95,7 @@ func TestSchedule(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			gotHost, gotWhy := schedule(tt.vm, tt.p)
+			gotHost, gotWhy := tt.p.schedule(tt.vm, nil)
 			if gotHost != tt.wantHost || gotWhy != tt.wantWhy {
 				t.Errorf("schedule = %q, %q; want %q, %q", gotHost, gotWhy, tt.wantHost, tt.wantWhy)
 			}

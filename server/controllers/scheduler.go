@@ -3,7 +3,9 @@ package controllers
 import (
 	"context"
 	"fmt"
+	"maps"
 	"math"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -31,12 +33,20 @@ const ConditionScheduled = api.ConditionScheduled
 // Ready host with room for them, and keeps every Host's
 // status.allocatedCPUs and allocatedMemory equal to what its VMs ask for.
 //
-// It decides one VM at a time (under decide), so two decisions never both
-// count the same free memory, but writes bindings from several workers at
-// once, so a slow write does not hold up the VMs behind it. A binding it
-// has decided but its cache has not seen yet is remembered ("assumed") and
-// counted, so VMs created together do not all land on the host that
-// looked emptiest.
+// It keeps the cluster as a cluster (schedstate.go): every host's room
+// and what is placed on it, changed one informer event at a time, so a
+// decision costs the same however many VMs there are (it still looks at
+// every host, which keeps the "0/N hosts: …" summary exact). Decisions
+// are made one at a time (under mu), so two never both count the same
+// free memory, but bindings are written from several workers at once, so
+// a slow write does not hold up the VMs behind it. A binding decided but
+// not yet in the cache is counted as assumed, so VMs created together do
+// not all land on the host that looked emptiest.
+//
+// VMs no host can take wait; they are tried again when something that
+// could make room or satisfy them changes (a host, a VM leaving or
+// shrinking, a volume's binding, a placement that affinity asks for), a
+// burst of such changes making one pass.
 type Scheduler struct {
 	Client   *client.Client
 	Recorder *client.Recorder
@@ -44,6 +54,8 @@ type Scheduler struct {
 	// change (default 30s).
 	Resync time.Duration
 	Now    func() time.Time
+	// Informers, when set, are shared with the term's other controllers.
+	Informers *Informers
 
 	hosts *client.Informer
 	vms   *client.Informer
@@ -52,34 +64,32 @@ type Scheduler struct {
 	volumes *client.Informer
 	ctl     *reconcile.Controller // VM keys
 	alloc   *reconcile.Controller // host names
+	// own is how a VM's own changes reach ctl (enqueueOwn).
+	own func(client.Change)
 
-	// decide is held from reading the snapshot to recording the
-	// assumption.
-	decide sync.Mutex
-	mu     sync.Mutex
-	// assumed are bindings made but not yet in the VM cache, by VM key.
-	assumed map[string]assumption
-	// seenVMs and seenHosts hold the scheduling-relevant fingerprint of
-	// every cached VM and host, so that a heartbeat does not make every
-	// pending VM be tried again.
-	seenVMs   map[string]vmSeen
+	// mu guards everything below; a decision holds it from reading the
+	// cluster to recording the binding it assumes.
+	mu    sync.Mutex
+	state *cluster
+	// seenHosts holds the scheduling-relevant fingerprint of every cached
+	// host, so that a heartbeat does not make the waiting VMs be tried
+	// again.
 	seenHosts map[string]string
 	// seenVolumeHosts is the host of every cached volume, so that only a
-	// binding, not a status report, tries the pending VMs again.
+	// binding, not a status report, tries the waiting VMs again.
 	seenVolumeHosts map[string]string
+	// waiting are the VMs last found unschedulable; retry says they
+	// should all be tried again (retryAffinity: those with affinity
+	// rules in these tenants).
+	waiting       map[string]bool
+	retry         bool
+	retryAffinity map[string]bool
+	kick          chan struct{}
 	// warned is the last FailedScheduling event per VM key.
 	warned map[string]warning
-	// synced is set once both caches are filled; before, the first
+	// synced is set once the caches are filled; before, the first
 	// resync is about to try every pending VM anyway.
 	synced atomic.Bool
-}
-
-type assumption struct {
-	uid, host string
-}
-
-type vmSeen struct {
-	host, fingerprint string
 }
 
 type warning struct {
@@ -88,12 +98,16 @@ type warning struct {
 }
 
 // bindWorkers is how many VMs are reconciled at once (decisions are still
-// made one at a time).
-const bindWorkers = 4
+// made one at a time; the writes overlap).
+const bindWorkers = 16
 
 // warnEvery is how often an unchanged FailedScheduling event is recorded
 // again (the recorder then bumps its count) while a VM stays pending.
 const warnEvery = 5 * time.Minute
+
+// allocDelay gathers a host's allocation changes into one write: a burst
+// of bindings to a host is one Host write, not one each.
+const allocDelay = 500 * time.Millisecond
 
 // Run runs the scheduler until ctx ends.
 func (s *Scheduler) Run(ctx context.Context) error {
@@ -103,27 +117,28 @@ func (s *Scheduler) Run(ctx context.Context) error {
 	if s.Resync == 0 {
 		s.Resync = 30 * time.Second
 	}
-	s.assumed = map[string]assumption{}
-	s.seenVMs = map[string]vmSeen{}
+	s.state = newCluster()
 	s.seenHosts = map[string]string{}
 	s.seenVolumeHosts = map[string]string{}
+	s.waiting = map[string]bool{}
+	s.retryAffinity = map[string]bool{}
+	s.kick = make(chan struct{}, 1)
 	s.warned = map[string]warning{}
-	s.hosts = client.NewInformer(s.Client, "Host", "", client.ListOptions{})
-	s.vms = client.NewInformer(s.Client, "VirtualMachine", "", client.ListOptions{AllTenants: true})
-	s.volumes = client.NewInformer(s.Client, "Volume", "", client.ListOptions{AllTenants: true})
+	s.hosts = s.Informers.informer(ctx, s.Client, "Host")
+	s.vms = s.Informers.informer(ctx, s.Client, "VirtualMachine")
+	s.volumes = s.Informers.informer(ctx, s.Client, "Volume")
 	s.ctl = &reconcile.Controller{Name: "scheduler", Reconciler: s, Workers: bindWorkers, Resync: s.Resync, List: s.pendingKeys}
+	s.own = enqueueOwn(s.ctl, "")
 	s.alloc = &reconcile.Controller{Name: "host-allocation", Reconciler: reconcile.ReconcilerFunc(s.reconcileAllocation), Workers: 1,
-		Resync: time.Minute, List: func(context.Context) ([]string, error) { return s.hosts.Keys(), nil }}
-	s.hosts.OnChange(s.hostChanged)
-	s.vms.OnUpdate(s.vmChanged)
-	s.volumes.OnChange(s.volumeChanged)
-	go s.hosts.Run(ctx)
-	go s.vms.Run(ctx)
-	go s.volumes.Run(ctx)
+		Resync: time.Minute, SpreadResync: true, List: func(context.Context) ([]string, error) { return s.hosts.Keys(), nil }}
+	s.hosts.OnChangeUntil(ctx, s.hostChanged)
+	s.vms.OnUpdateUntil(ctx, s.vmChanged)
+	s.volumes.OnChangeUntil(ctx, s.volumeChanged)
 	if s.hosts.WaitSynced(ctx) != nil || s.vms.WaitSynced(ctx) != nil || s.volumes.WaitSynced(ctx) != nil {
 		return nil
 	}
 	s.synced.Store(true)
+	go s.retryLoop(ctx)
 	errc := make(chan error, 1)
 	go func() { errc <- s.alloc.Run(ctx) }()
 	err := s.ctl.Run(ctx)
@@ -133,70 +148,82 @@ func (s *Scheduler) Run(ctx context.Context) error {
 	return err
 }
 
-// hostChanged recounts the host's allocation and, when something the
-// scheduler looks at changed (phase, cordon, labels, capacity), tries the
-// pending VMs again.
+// hostChanged counts the host's new state and recounts its allocation;
+// when something the scheduler looks at changed (phase, cordon, labels,
+// capacity), the waiting VMs are tried again.
 func (s *Scheduler) hostChanged(key string, obj api.Object) {
-	s.alloc.Enqueue(key)
+	s.alloc.EnqueueAfter(key, allocDelay)
 	fp := ""
+	var h *api.Host
 	if obj != nil {
-		h := obj.(*api.Host)
+		h = obj.(*api.Host)
 		fp = fmt.Sprint(h.Status.Phase, h.Spec.Unschedulable, api.LabelSelector(h.Metadata.Labels).String(),
 			h.Status.CPUs, int64(h.Status.Memory), h.Spec.CPUOvercommit, h.Spec.MemoryOvercommit, h.Spec.ReservedCPUs, int64(h.Spec.ReservedMemory))
 	}
 	s.mu.Lock()
+	s.state.setHost(key, h)
 	prev, seen := s.seenHosts[key]
 	if obj == nil {
 		delete(s.seenHosts, key)
 	} else {
 		s.seenHosts[key] = fp
 	}
-	s.mu.Unlock()
 	if !seen || prev != fp {
-		s.enqueuePending()
+		s.retryLocked("")
 	}
+	s.mu.Unlock()
 }
 
-// vmChanged reconciles the VM itself, recounts the hosts it was and is on,
-// and, when a placed VM came, went or changed in a way that frees or
-// takes room or changes (anti-)affinity, tries the pending VMs again.
+// vmChanged counts the VM's new state, reconciles the VM itself and
+// recounts the hosts it was and is on. A placed VM that went or changed
+// in a way that frees room or lifts a rule tries the waiting VMs again;
+// one newly placed tries those whose affinity it may satisfy.
 func (s *Scheduler) vmChanged(ch client.Change) {
 	key, obj := ch.Key, ch.New
-	enqueueOwn(s.ctl, "")(ch)
-	var cur vmSeen
+	s.own(ch)
+	var vm *api.VirtualMachine
 	if obj != nil {
-		vm := obj.(*api.VirtualMachine)
-		cur.host = vm.Spec.Host
-		cur.fingerprint = fmt.Sprint(vm.Spec.Host, vm.Metadata.DeletionTimestamp != nil, vm.Spec.CPUs, int64(vm.Spec.Memory),
-			api.LabelSelector(vm.Metadata.Labels).String(), vm.Spec.AntiAffinity)
+		vm = obj.(*api.VirtualMachine)
 	}
 	s.mu.Lock()
-	prev := s.seenVMs[key]
-	if obj == nil {
-		delete(s.seenVMs, key)
-		delete(s.warned, key)
-	} else {
-		s.seenVMs[key] = cur
+	var beforeHost string
+	var beforeVM *api.VirtualMachine
+	if v := s.state.vms[key]; v != nil {
+		beforeHost, beforeVM = v.host, v.obj
 	}
-	if a, ok := s.assumed[key]; ok && (obj == nil || cur.host != "" || obj.GetMetadata().UID != a.uid) {
-		// The cache has caught up with the binding (or the VM is gone).
-		delete(s.assumed, key)
+	s.state.setVM(key, vm)
+	afterHost := ""
+	if v := s.state.vms[key]; v != nil {
+		afterHost = v.host
+	}
+	if vm == nil {
+		delete(s.warned, key)
+		delete(s.waiting, key)
+	}
+	switch {
+	case beforeHost != "" && (afterHost != beforeHost || freesRoom(beforeVM, vm)):
+		// Room freed, or a rule or label that kept others away changed.
+		s.retryLocked("")
+	case afterHost != "" && beforeHost == "":
+		s.retryLocked(vm.Metadata.Tenant)
 	}
 	s.mu.Unlock()
-	if prev.fingerprint == cur.fingerprint {
-		return
-	}
-	for _, h := range []string{prev.host, cur.host} {
+	for _, h := range []string{beforeHost, afterHost} {
 		if h != "" {
-			s.alloc.Enqueue(h)
+			s.alloc.EnqueueAfter(h, allocDelay)
 		}
-	}
-	if prev.host != "" || cur.host != "" {
-		s.enqueuePending()
 	}
 }
 
-// volumeChanged tries the pending VMs again when a volume was bound to a
+// freesRoom reports whether a placed VM's change may let another VM in:
+// it asks for less, or its labels or anti-affinity rules changed.
+func freesRoom(before, after *api.VirtualMachine) bool {
+	return after == nil || after.Spec.CPUs < before.Spec.CPUs || after.Spec.Memory < before.Spec.Memory ||
+		!maps.Equal(before.Metadata.Labels, after.Metadata.Labels) ||
+		!slices.EqualFunc(before.Spec.AntiAffinity, after.Spec.AntiAffinity, func(a, b api.LabelSelector) bool { return maps.Equal(a, b) })
+}
+
+// volumeChanged tries the waiting VMs again when a volume was bound to a
 // host or went away: either may decide where a VM that uses it can go.
 func (s *Scheduler) volumeChanged(key string, obj api.Object) {
 	host, exists := "", obj != nil
@@ -204,82 +231,139 @@ func (s *Scheduler) volumeChanged(key string, obj api.Object) {
 		host = obj.(*api.Volume).Spec.Host
 	}
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	prev, seen := s.seenVolumeHosts[key]
 	if exists {
 		s.seenVolumeHosts[key] = host
 	} else {
 		delete(s.seenVolumeHosts, key)
 	}
-	s.mu.Unlock()
 	if prev != host || seen != exists {
-		s.enqueuePending()
+		s.retryLocked("")
 	}
 }
 
-// enqueuePending queues every VM waiting for a host, oldest first.
-func (s *Scheduler) enqueuePending() {
-	if !s.synced.Load() {
+// retryLocked asks for the waiting VMs to be tried again: all of them, or
+// (tenant set) those with affinity rules in that tenant. retryLoop does
+// it, so a burst of changes makes one pass. Callers hold mu.
+func (s *Scheduler) retryLocked(tenant string) {
+	if len(s.waiting) == 0 {
 		return
 	}
-	keys, _ := s.pendingKeys(context.Background())
-	for _, k := range keys {
-		s.ctl.Enqueue(k)
+	if tenant == "" {
+		s.retry = true
+	} else {
+		s.retryAffinity[tenant] = true
+	}
+	select {
+	case s.kick <- struct{}{}:
+	default:
+	}
+}
+
+// retryLoop enqueues the waiting VMs when asked to, oldest first. A VM
+// enqueued waits no more: it is decided again, and waits again if it
+// still fits nowhere.
+func (s *Scheduler) retryLoop(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-s.kick:
+		}
+		s.mu.Lock()
+		var vms []*api.VirtualMachine
+		for key := range s.waiting {
+			v := s.state.pending[key]
+			if v == nil {
+				delete(s.waiting, key)
+				continue
+			}
+			if s.retry || (len(v.obj.Spec.Affinity) > 0 && s.retryAffinity[v.obj.Metadata.Tenant]) {
+				vms = append(vms, v.obj)
+				delete(s.waiting, key)
+			}
+		}
+		s.retry = false
+		clear(s.retryAffinity)
+		s.mu.Unlock()
+		for _, k := range oldestFirst(vms) {
+			s.ctl.Enqueue(k)
+		}
 	}
 }
 
 // pendingKeys lists the VMs the scheduler still has work on: those with
 // no host, and placed ones whose status does not say so yet.
 func (s *Scheduler) pendingKeys(context.Context) ([]string, error) {
-	var vms []*api.VirtualMachine
-	for _, o := range s.vms.List() {
-		vm := o.(*api.VirtualMachine)
-		if vm.Metadata.DeletionTimestamp == nil && (vm.Spec.Host == "" || vm.Status.Phase == "" || vm.Status.Phase == api.VMPending) {
-			vms = append(vms, vm)
+	s.mu.Lock()
+	vms := make([]*api.VirtualMachine, 0, len(s.state.pending)+len(s.state.unmarked))
+	for _, v := range s.state.pending {
+		vms = append(vms, v.obj)
+	}
+	for _, v := range s.state.unmarked {
+		vms = append(vms, v.obj)
+	}
+	s.mu.Unlock()
+	return oldestFirst(vms), nil
+}
+
+// oldestFirst returns the VMs' keys, the oldest VM first.
+func oldestFirst(vms []*api.VirtualMachine) []string {
+	type entry struct {
+		at  time.Time
+		key string
+	}
+	es := make([]entry, len(vms))
+	for i, vm := range vms {
+		es[i].key = client.Key(vm)
+		if t := vm.Metadata.CreationTimestamp; t != nil {
+			es[i].at = *t
 		}
 	}
-	sort.SliceStable(vms, func(i, j int) bool {
-		a, b := vms[i].Metadata.CreationTimestamp, vms[j].Metadata.CreationTimestamp
-		return a != nil && b != nil && a.Before(*b)
+	sort.Slice(es, func(i, j int) bool {
+		if !es[i].at.Equal(es[j].at) {
+			return es[i].at.Before(es[j].at)
+		}
+		return es[i].key < es[j].key
 	})
-	keys := make([]string, len(vms))
-	for i, vm := range vms {
-		keys[i] = client.Key(vm)
+	keys := make([]string, len(es))
+	for i, e := range es {
+		keys[i] = e.key
 	}
-	return keys, nil
+	return keys
 }
 
 // Reconcile places one VM, or records why it cannot be placed.
 func (s *Scheduler) Reconcile(ctx context.Context, key string) (reconcile.Result, error) {
-	obj, ok := s.vms.Get(key)
-	if !ok {
+	s.mu.Lock()
+	v := s.state.vms[key]
+	if v == nil {
+		s.mu.Unlock()
 		return reconcile.Result{}, nil
 	}
-	vm := obj.(*api.VirtualMachine)
-	if vm.Metadata.DeletionTimestamp != nil {
-		return reconcile.Result{}, nil
-	}
+	vm := v.obj
 	if vm.Spec.Host != "" {
+		s.mu.Unlock()
 		return reconcile.Result{}, s.markScheduled(ctx, vm)
 	}
-	s.mu.Lock()
-	a, bound := s.assumed[key]
-	s.mu.Unlock()
-	if bound && a.uid == vm.Metadata.UID {
+	if v.assumed != "" {
 		// Bound already; the cache will bring the VM with its host.
+		s.mu.Unlock()
 		return reconcile.Result{}, nil
 	}
-	s.decide.Lock()
-	host, why := schedule(vm, s.snapshot())
+	host, why := s.state.schedule(vm, s.volume)
 	if host != "" {
 		// Assume before binding: the cache may bring the bound VM
 		// (which ends the assumption) before Patch returns, and the
 		// next decision must count it.
-		s.mu.Lock()
-		s.assumed[key] = assumption{uid: vm.Metadata.UID, host: host}
+		s.state.assume(key, host)
 		delete(s.warned, key)
-		s.mu.Unlock()
+		delete(s.waiting, key)
+	} else {
+		s.waiting[key] = true
 	}
-	s.decide.Unlock()
+	s.mu.Unlock()
 	if host == "" {
 		return reconcile.Result{}, s.markUnschedulable(ctx, key, vm, why)
 	}
@@ -290,7 +374,9 @@ func (s *Scheduler) Reconcile(ctx context.Context, key string) (reconcile.Result
 	out, err := s.Client.Patch(ctx, "VirtualMachine", vm.Metadata.Tenant, vm.Metadata.Name, patch, false)
 	if err != nil {
 		s.mu.Lock()
-		delete(s.assumed, key)
+		if v := s.state.vms[key]; v != nil && v.obj.Metadata.UID == vm.Metadata.UID && v.assumed == host {
+			s.state.assume(key, "")
+		}
 		s.mu.Unlock()
 	}
 	switch {
@@ -303,10 +389,19 @@ func (s *Scheduler) Reconcile(ctx context.Context, key string) (reconcile.Result
 	case err != nil:
 		return reconcile.Result{}, fmt.Errorf("binding %s to host %s: %w", key, host, err)
 	}
-	s.alloc.Enqueue(host)
+	s.alloc.EnqueueAfter(host, allocDelay)
 	s.Recorder.Eventf(ctx, out, api.EventNormal, "Scheduled", "placed on %s", host)
 	// The API server made the VM Scheduled in the binding write itself.
 	return reconcile.Result{}, nil
+}
+
+// volume finds a cached Volume.
+func (s *Scheduler) volume(tenant, name string) (*api.Volume, bool) {
+	o, ok := s.volumes.Get(tenant + "/" + name)
+	if !ok {
+		return nil, false
+	}
+	return o.(*api.Volume), true
 }
 
 // markScheduled records on a placed VM that it is placed, when the
@@ -369,12 +464,14 @@ func (s *Scheduler) reconcileAllocation(ctx context.Context, key string) (reconc
 		return reconcile.Result{}, nil
 	}
 	h := obj.(*api.Host)
-	var cpus int
-	var mem api.Bytes
-	for _, vm := range s.snapshot().onHost[key] {
-		cpus += vm.Spec.CPUs
-		mem += vm.Spec.Memory
+	s.mu.Lock()
+	hs := s.state.hosts[key]
+	if hs == nil {
+		s.mu.Unlock()
+		return reconcile.Result{}, nil
 	}
+	cpus, mem := hs.usedCPU, api.Bytes(hs.usedMem)
+	s.mu.Unlock()
 	if h.Status.AllocatedCPUs == cpus && h.Status.AllocatedMemory == mem {
 		return reconcile.Result{}, nil
 	}
@@ -382,46 +479,6 @@ func (s *Scheduler) reconcileAllocation(ctx context.Context, key string) (reconc
 		return reconcile.Result{}, fmt.Errorf("writing the allocation of host %s: %w", key, err)
 	}
 	return reconcile.Result{}, nil
-}
-
-// placement is the cluster as the scheduler sees it at one moment.
-type placement struct {
-	// hosts sorted by name.
-	hosts []*api.Host
-	// onHost holds the VMs placed on each host, not being deleted.
-	onHost map[string][]*api.VirtualMachine
-	// volume finds a Volume by tenant and name; nil finds none.
-	volume func(tenant, name string) (*api.Volume, bool)
-}
-
-// snapshot builds the placement from the caches and the assumed bindings.
-func (s *Scheduler) snapshot() *placement {
-	p := &placement{onHost: map[string][]*api.VirtualMachine{}, volume: func(tenant, name string) (*api.Volume, bool) {
-		o, ok := s.volumes.Get(tenant + "/" + name)
-		if !ok {
-			return nil, false
-		}
-		return o.(*api.Volume), true
-	}}
-	for _, o := range s.hosts.List() {
-		p.hosts = append(p.hosts, o.(*api.Host))
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for _, o := range s.vms.List() {
-		vm := o.(*api.VirtualMachine)
-		if vm.Metadata.DeletionTimestamp != nil {
-			continue
-		}
-		host := vm.Spec.Host
-		if a, ok := s.assumed[client.Key(vm)]; ok && host == "" && a.uid == vm.Metadata.UID {
-			host = a.host
-		}
-		if host != "" {
-			p.onHost[host] = append(p.onHost[host], vm)
-		}
-	}
-	return p
 }
 
 // Why a host cannot take a VM, in the order the summary lists them when
@@ -445,44 +502,56 @@ const (
 // the fewest VMs of its spread group, then the most free memory, then the
 // first by name. With none it returns "" and a summary such as
 // "0/3 hosts: 2 lack memory (need 4Gi, largest free 2Gi), 1 NotReady".
-func schedule(vm *api.VirtualMachine, p *placement) (string, string) {
-	volumeHost, why := volumesHost(vm, p)
+// volume finds a Volume by tenant and name (nil finds none).
+//
+// It looks at every host, each in a time that does not depend on how
+// many VMs there are: room and spread counts are sums kept by the
+// cluster, and (anti-)affinity reads the host's VMs of the VM's tenant
+// only when the VM or one of them has such rules.
+func (c *cluster) schedule(vm *api.VirtualMachine, volume func(tenant, name string) (*api.Volume, bool)) (string, string) {
+	volumeHost, why := volumesHost(vm, volume)
 	if why != "" {
 		return "", why
 	}
+	tenant, uid := vm.Metadata.Tenant, vm.Metadata.UID
+	// An affinity selector no placed VM of the tenant matches but the VM
+	// itself does is satisfied anywhere, so the first VM of a group that
+	// wants to be together can be placed: the same for every host.
+	firstOfGroup := make([]bool, len(vm.Spec.Affinity))
+	for i, sel := range vm.Spec.Affinity {
+		firstOfGroup[i] = sel.Matches(vm.Metadata.Labels) && !c.placedAnywhere(tenant, sel)
+	}
+	group := spreadGroup(vm)
+	// Anti-affinity is looked at only when the VM or a placed VM of its
+	// tenant has such rules; likewise affinity and the node selector.
+	checkAnti := len(vm.Spec.AntiAffinity) > 0 || c.antiTenants[tenant] > 0
+	checkAffinity, checkSelector := len(vm.Spec.Affinity) > 0, len(vm.Spec.NodeSelector) > 0
 	var fails [numFailures]int
 	var largestMem int64 = math.MinInt64
 	largestCPU := math.Inf(-1)
-	type fit struct {
-		name    string
-		spread  int
-		freeMem int64
-	}
-	var fits []fit
-	for _, h := range p.hosts {
-		spec := h.Spec
-		spec.Default()
-		placed := p.onHost[h.Metadata.Name]
+	best, bestSpread, bestFree := "", 0, int64(0)
+	for _, hs := range c.order {
+		name := hs.name
 		reason := -1
 		switch {
-		case volumeHost != "" && h.Metadata.Name != volumeHost:
+		case volumeHost != "" && name != volumeHost:
 			reason = failVolume
-		case h.Status.Phase != api.HostReady:
+		case !hs.ready:
 			reason = failNotReady
-		case spec.Unschedulable:
+		case hs.cordoned:
 			reason = failCordoned
-		case !vm.Spec.NodeSelector.Matches(h.Metadata.Labels):
+		case checkSelector && !vm.Spec.NodeSelector.Matches(hs.obj.Metadata.Labels):
 			reason = failSelector
-		case !affinitySatisfied(vm, placed, p):
+		case checkAffinity && !hs.affinitySatisfied(vm, firstOfGroup):
 			reason = failAffinity
-		case antiAffinityViolated(vm, placed):
+		case checkAnti && hs.antiAffinityViolated(vm, tenant, uid):
 			reason = failAntiAffinity
 		}
 		if reason >= 0 {
 			fails[reason]++
 			continue
 		}
-		freeCPU, freeMem := free(h, spec, placed)
+		freeCPU, freeMem := hs.free()
 		if int64(vm.Spec.Memory) > freeMem {
 			fails[failMemory]++
 			largestMem = max(largestMem, freeMem)
@@ -493,22 +562,20 @@ func schedule(vm *api.VirtualMachine, p *placement) (string, string) {
 			largestCPU = max(largestCPU, freeCPU)
 			continue
 		}
-		fits = append(fits, fit{name: h.Metadata.Name, spread: spreadCount(vm, placed), freeMem: freeMem - int64(vm.Spec.Memory)})
+		spread := 0
+		if group != "" {
+			spread = hs.spread[group]
+		}
+		left := freeMem - int64(vm.Spec.Memory)
+		// Hosts come by name, so a tie keeps the first.
+		if best == "" || spread < bestSpread || (spread == bestSpread && left > bestFree) {
+			best, bestSpread, bestFree = name, spread, left
+		}
 	}
-	if len(fits) > 0 {
-		sort.Slice(fits, func(i, j int) bool {
-			a, b := fits[i], fits[j]
-			if a.spread != b.spread {
-				return a.spread < b.spread
-			}
-			if a.freeMem != b.freeMem {
-				return a.freeMem > b.freeMem
-			}
-			return a.name < b.name
-		})
-		return fits[0].name, ""
+	if best != "" {
+		return best, ""
 	}
-	if len(p.hosts) == 0 {
+	if len(c.names) == 0 {
 		return "", "0/0 hosts: no host has registered (run `hearth agent` on one)"
 	}
 	text := [numFailures]string{
@@ -534,15 +601,15 @@ func schedule(vm *api.VirtualMachine, p *placement) (string, string) {
 	for i, r := range order {
 		parts[i] = fmt.Sprintf("%d %s", fails[r], text[r])
 	}
-	return "", fmt.Sprintf("0/%d hosts: %s", len(p.hosts), strings.Join(parts, ", "))
+	return "", fmt.Sprintf("0/%d hosts: %s", len(c.names), strings.Join(parts, ", "))
 }
 
 // volumesHost returns the host that holds the local volumes vm's disks
 // name, "" if none is bound yet (an unbound volume is made where the VM
 // goes), or why no host can do: the volumes are bound to different hosts,
 // or one waits to be bound to its snapshot's host.
-func volumesHost(vm *api.VirtualMachine, p *placement) (host, why string) {
-	if p.volume == nil {
+func volumesHost(vm *api.VirtualMachine, volume func(tenant, name string) (*api.Volume, bool)) (host, why string) {
+	if volume == nil {
 		return "", ""
 	}
 	var first string
@@ -550,7 +617,7 @@ func volumesHost(vm *api.VirtualMachine, p *placement) (host, why string) {
 		if d.Volume == "" {
 			continue
 		}
-		vol, ok := p.volume(vm.Metadata.Tenant, d.Volume)
+		vol, ok := volume(vm.Metadata.Tenant, d.Volume)
 		if !ok || (vol.Spec.Backend != "" && vol.Spec.Backend != api.BackendLocal) {
 			continue
 		}
@@ -568,64 +635,37 @@ func volumesHost(vm *api.VirtualMachine, p *placement) (host, why string) {
 	return host, ""
 }
 
-// free is what is left on a host for scheduling: what is allocatable
-// (api.HostSpec.Allocatable) less what the placed VMs ask for.
-func free(h *api.Host, spec api.HostSpec, placed []*api.VirtualMachine) (cpu float64, mem int64) {
-	cpu, m := spec.Allocatable(&h.Status)
-	mem = int64(m)
-	for _, vm := range placed {
-		cpu -= float64(vm.Spec.CPUs)
-		mem -= int64(vm.Spec.Memory)
-	}
-	return cpu, mem
-}
-
 // affinitySatisfied reports whether, for every affinity selector, the host
-// runs a VM of the VM's tenant that matches it. A selector no placed VM of
-// the tenant matches but the VM itself does is satisfied anywhere, so the
-// first VM of a group that wants to be together can be placed.
-func affinitySatisfied(vm *api.VirtualMachine, placed []*api.VirtualMachine, p *placement) bool {
-	for _, sel := range vm.Spec.Affinity {
-		if !anyMatch(vm.Metadata.Tenant, sel, placed) && !(sel.Matches(vm.Metadata.Labels) && !placedAnywhere(vm.Metadata.Tenant, sel, p)) {
+// runs a VM of the VM's tenant that matches it, or the selector is one
+// the VM may start a group with (firstOfGroup, see schedule).
+func (hs *hostState) affinitySatisfied(vm *api.VirtualMachine, firstOfGroup []bool) bool {
+	for i, sel := range vm.Spec.Affinity {
+		if !firstOfGroup[i] && !hs.anyMatch(vm.Metadata.Tenant, sel, "") {
 			return false
 		}
 	}
 	return true
 }
 
-func placedAnywhere(tenant string, sel api.LabelSelector, p *placement) bool {
-	for _, placed := range p.onHost {
-		if anyMatch(tenant, sel, placed) {
-			return true
-		}
-	}
-	return false
-}
-
-func anyMatch(tenant string, sel api.LabelSelector, vms []*api.VirtualMachine) bool {
-	for _, o := range vms {
-		if o.Metadata.Tenant == tenant && sel.Matches(o.Metadata.Labels) {
-			return true
-		}
-	}
-	return false
-}
-
 // antiAffinityViolated reports whether the host runs a VM of the VM's
 // tenant that one of its anti-affinity selectors matches, or whose own
 // anti-affinity matches the VM: the rule holds both ways, as a person
 // who wrote it on either VM expects.
-func antiAffinityViolated(vm *api.VirtualMachine, placed []*api.VirtualMachine) bool {
-	for _, o := range placed {
-		if o.Metadata.Tenant != vm.Metadata.Tenant || o.Metadata.UID == vm.Metadata.UID {
+func (hs *hostState) antiAffinityViolated(vm *api.VirtualMachine, tenant, uid string) bool {
+	for _, sel := range vm.Spec.AntiAffinity {
+		if hs.anyMatch(tenant, sel, uid) {
+			return true
+		}
+	}
+	t := hs.tenants[tenant]
+	if t == nil {
+		return false
+	}
+	for o := range t.anti {
+		if o.obj.Metadata.UID == uid {
 			continue
 		}
-		for _, sel := range vm.Spec.AntiAffinity {
-			if sel.Matches(o.Metadata.Labels) {
-				return true
-			}
-		}
-		for _, sel := range o.Spec.AntiAffinity {
+		for _, sel := range o.obj.Spec.AntiAffinity {
 			if sel.Matches(vm.Metadata.Labels) {
 				return true
 			}
@@ -644,18 +684,4 @@ func spreadGroup(vm *api.VirtualMachine) string {
 		return ""
 	}
 	return vm.Metadata.Tenant + "\x00labels\x00" + api.LabelSelector(vm.Metadata.Labels).String()
-}
-
-func spreadCount(vm *api.VirtualMachine, placed []*api.VirtualMachine) int {
-	g := spreadGroup(vm)
-	if g == "" {
-		return 0
-	}
-	n := 0
-	for _, o := range placed {
-		if spreadGroup(o) == g {
-			n++
-		}
-	}
-	return n
 }

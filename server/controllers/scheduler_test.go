@@ -3,6 +3,8 @@ package controllers_test
 import (
 	"context"
 	"fmt"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -244,4 +246,102 @@ func TestSchedulerAntiAffinity(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitPlaced(t, env, "other", "db-1")
+}
+
+// TestSchedulerRacingCreates: VMs created all at once never push a host
+// past its overcommit, and VMs that must not share a host never do, even
+// though bindings are written by several workers at once; the ones left
+// over say why.
+func TestSchedulerRacingCreates(t *testing.T) {
+	env := servertest.Start(t)
+	env.Tenant("lab")
+	ctx := servertest.Ctx(t)
+	for _, h := range []string{"h1", "h2", "h3"} {
+		addHost(t, env, h, api.HostReady, 4, 64<<30, nil)
+		// Four VMs of one CPU each fit, no more.
+		if _, err := env.Admin.Patch(ctx, "Host", "", h, map[string]any{"spec": map[string]any{"cpuOvercommit": 1}}, false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, 40)
+	for i := range 30 {
+		wg.Go(func() {
+			_, err := env.Admin.Create(ctx, newVM("lab", fmt.Sprintf("w%02d", i), 1, 1<<30, nil))
+			errs <- err
+		})
+	}
+	for i := range 6 {
+		wg.Go(func() {
+			vm := newVM("lab", fmt.Sprintf("db%d", i), 1, 1<<30, map[string]string{"app": "db"})
+			vm.Spec.AntiAffinity = []api.LabelSelector{{"app": "db"}}
+			_, err := env.Admin.Create(ctx, vm)
+			errs <- err
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Twelve slots for 36 VMs: wait until every VM is either placed or
+	// says why not, then count.
+	var placed map[string][]string
+	servertest.Eventually(t, 30*time.Second, func() error {
+		objs, _, err := env.Admin.List(ctx, "VirtualMachine", "lab", client.ListOptions{})
+		if err != nil {
+			return err
+		}
+		placed = map[string][]string{}
+		for _, o := range objs {
+			vm := o.(*api.VirtualMachine)
+			c := vm.Status.Condition(controllers.ConditionScheduled)
+			if c == nil {
+				return fmt.Errorf("VM %s not decided yet", vm.Metadata.Name)
+			}
+			if vm.Spec.Host == "" {
+				if c.Status != api.ConditionFalse || !strings.HasPrefix(c.Message, "0/3 hosts: ") {
+					return fmt.Errorf("VM %s pending with %+v", vm.Metadata.Name, c)
+				}
+				continue
+			}
+			placed[vm.Spec.Host] = append(placed[vm.Spec.Host], vm.Metadata.Name)
+		}
+		n := 0
+		for _, vms := range placed {
+			n += len(vms)
+		}
+		if n != 12 {
+			return fmt.Errorf("%d VMs placed, want 12 (three hosts of four CPUs)", n)
+		}
+		return nil
+	})
+	for h, vms := range placed {
+		if len(vms) > 4 {
+			t.Errorf("host %s holds %d one-CPU VMs past its 4 CPUs: %v", h, len(vms), vms)
+		}
+		dbs := 0
+		for _, name := range vms {
+			if strings.HasPrefix(name, "db") {
+				dbs++
+			}
+		}
+		if dbs > 1 {
+			t.Errorf("host %s holds %d VMs that must not share a host: %v", h, dbs, vms)
+		}
+	}
+	servertest.Eventually(t, 10*time.Second, func() error {
+		for h, vms := range placed {
+			cpus, _, err := hostAllocation(ctx, env, h)
+			if err != nil {
+				return err
+			}
+			if cpus != len(vms) {
+				return fmt.Errorf("host %s allocated %d CPUs, holds %d VMs", h, cpus, len(vms))
+			}
+		}
+		return nil
+	})
 }

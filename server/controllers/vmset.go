@@ -20,14 +20,19 @@ import (
 // Spreading them over hosts is the scheduler's job (VMs carrying the same
 // VMSetLabel are one spread group).
 //
-// It counts a set's VMs by asking the API, not its cache, so VMs it made a
-// moment ago are never made twice. Like a Kubernetes ReplicaSet it does
-// not change existing VMs when the template changes: delete them to get
-// new ones.
+// It counts a set's VMs in its cache, found through an index of VMs by
+// set (not by listing every VM), plus the VMs it made that the cache has
+// not shown yet and less those it deleted that the cache still shows
+// (expectations, as a Kubernetes ReplicaSet keeps them), so VMs it made a
+// moment ago are never made twice. An expectation the cache never meets
+// lapses after expectFor. Like a Kubernetes ReplicaSet it does not change
+// existing VMs when the template changes: delete them to get new ones.
 type VMSets struct {
 	Client   *client.Client
 	Recorder *client.Recorder
 	Now      func() time.Time
+	// Informers, when set, are shared with the term's other controllers.
+	Informers *Informers
 
 	sets *client.Informer
 	vms  *client.Informer
@@ -37,7 +42,23 @@ type VMSets struct {
 	// setOf remembers the set of every cached VM that has one, so a VM's
 	// deletion can be traced to its set.
 	setOf map[string]string
+	// expect holds, by set key, VMs made or deleted that the cache has
+	// not caught up with.
+	expect map[string]*expectations
+	// members files every cached VM under its set ("tenant/name").
+	members keyIndex
 }
+
+// expectations are a set's writes the cache has not shown yet.
+type expectations struct {
+	created map[string]*api.VirtualMachine // by VM name
+	deleted map[string]time.Time           // by VM name
+	at      map[string]time.Time           // when each creation was made
+}
+
+// expectFor is how long an expectation waits for the cache: a VM made but
+// never seen (deleted at once by someone else) is made again after it.
+const expectFor = 2 * time.Minute
 
 // Run runs the controller until ctx ends.
 func (c *VMSets) Run(ctx context.Context) error {
@@ -45,20 +66,19 @@ func (c *VMSets) Run(ctx context.Context) error {
 		c.Now = time.Now
 	}
 	c.setOf = map[string]string{}
-	c.sets = client.NewInformer(c.Client, "VirtualMachineSet", "", client.ListOptions{AllTenants: true})
-	c.vms = client.NewInformer(c.Client, "VirtualMachine", "", client.ListOptions{AllTenants: true})
-	c.ctl = &reconcile.Controller{Name: "vmset", Reconciler: c, Workers: 2, Resync: time.Minute,
+	c.expect = map[string]*expectations{}
+	c.sets = c.Informers.informer(ctx, c.Client, "VirtualMachineSet")
+	c.vms = c.Informers.informer(ctx, c.Client, "VirtualMachine")
+	c.ctl = &reconcile.Controller{Name: "vmset", Reconciler: c, Workers: 2, Resync: time.Minute, SpreadResync: true,
 		List: func(context.Context) ([]string, error) { return c.sets.Keys(), nil }}
 	// A set's own status writes (its echo) ask nothing of it; a change
 	// of its spec is worked on at once, even while it backs off.
-	c.sets.OnUpdate(func(ch client.Change) {
+	c.sets.OnUpdateUntil(ctx, func(ch client.Change) {
 		if !ch.StatusOnly() {
 			c.ctl.EnqueueNow(ch.Key)
 		}
 	})
-	c.vms.OnChange(c.vmChanged)
-	go c.sets.Run(ctx)
-	go c.vms.Run(ctx)
+	c.vms.OnChangeUntil(ctx, c.vmChanged)
 	if c.sets.WaitSynced(ctx) != nil || c.vms.WaitSynced(ctx) != nil {
 		return nil
 	}
@@ -70,16 +90,58 @@ func (c *VMSets) Run(ctx context.Context) error {
 func (c *VMSets) vmChanged(key string, obj api.Object) {
 	c.mu.Lock()
 	set := c.setOf[key]
+	now := ""
 	if obj == nil {
 		delete(c.setOf, key)
 	} else if s := ownerSet(obj); s != "" {
 		set = obj.GetMetadata().Tenant + "/" + s
+		now = set
 		c.setOf[key] = set
+	} else {
+		delete(c.setOf, key)
+	}
+	// The cache has caught up with a creation or a deletion.
+	if e := c.expect[set]; e != nil {
+		_, name := client.SplitKey(key)
+		if obj != nil {
+			delete(e.created, name)
+			delete(e.at, name)
+		} else {
+			delete(e.deleted, name)
+		}
 	}
 	c.mu.Unlock()
+	if now != "" {
+		c.members.set(key, []string{now})
+	} else {
+		c.members.set(key, nil)
+	}
 	if set != "" {
 		c.ctl.Enqueue(set)
 	}
+}
+
+// expectationsOf returns the set's expectations, the lapsed ones dropped.
+// Callers hold mu.
+func (c *VMSets) expectationsOfLocked(key string) *expectations {
+	e := c.expect[key]
+	if e == nil {
+		e = &expectations{created: map[string]*api.VirtualMachine{}, deleted: map[string]time.Time{}, at: map[string]time.Time{}}
+		c.expect[key] = e
+	}
+	now := c.Now()
+	for name, at := range e.at {
+		if now.Sub(at) > expectFor {
+			delete(e.created, name)
+			delete(e.at, name)
+		}
+	}
+	for name, at := range e.deleted {
+		if now.Sub(at) > expectFor {
+			delete(e.deleted, name)
+		}
+	}
+	return e
 }
 
 // ownerSet returns the name of the VirtualMachineSet that controls obj.
@@ -96,6 +158,9 @@ func ownerSet(obj api.Object) string {
 func (c *VMSets) Reconcile(ctx context.Context, key string) (reconcile.Result, error) {
 	obj, ok := c.sets.Get(key)
 	if !ok {
+		c.mu.Lock()
+		delete(c.expect, key)
+		c.mu.Unlock()
 		return reconcile.Result{}, nil // its VMs go with it (garbage collector)
 	}
 	set := obj.(*api.VirtualMachineSet)
@@ -103,17 +168,43 @@ func (c *VMSets) Reconcile(ctx context.Context, key string) (reconcile.Result, e
 		return reconcile.Result{}, nil
 	}
 	tenant, name := set.Metadata.Tenant, set.Metadata.Name
-	listed, _, err := c.Client.List(ctx, "VirtualMachine", tenant, client.ListOptions{LabelSelector: VMSetLabel + "=" + name})
-	if err != nil {
-		return reconcile.Result{}, err
-	}
+	// The set's VMs: those the cache holds (owned by this very set and
+	// still carrying its label), less those deleted that it still shows,
+	// plus those made that it does not show yet.
 	var vms []*api.VirtualMachine
-	for _, o := range listed {
+	c.mu.Lock()
+	e := c.expectationsOfLocked(key)
+	seen := map[string]bool{}
+	for _, k := range c.members.keys(key) {
+		o, ok := c.vms.Get(k)
+		if !ok {
+			continue
+		}
 		vm := o.(*api.VirtualMachine)
-		if vm.Metadata.DeletionTimestamp == nil && ownedBy(vm, set) {
+		seen[vm.Metadata.Name] = true
+		if _, gone := e.deleted[vm.Metadata.Name]; gone {
+			continue
+		}
+		if vm.Metadata.DeletionTimestamp == nil && ownedBy(vm, set) && vm.Metadata.Labels[VMSetLabel] == name {
 			vms = append(vms, vm)
 		}
 	}
+	for n, vm := range e.created {
+		switch {
+		case seen[n]: // the cache has it (its event came before the creation was noted)
+			delete(e.created, n)
+			delete(e.at, n)
+		case ownedBy(vm, set):
+			vms = append(vms, vm)
+		}
+	}
+	for n := range e.deleted {
+		if !seen[n] {
+			delete(e.deleted, n)
+		}
+	}
+	c.mu.Unlock()
+	sort.Slice(vms, func(i, j int) bool { return vms[i].Metadata.Name < vms[j].Metadata.Name })
 
 	want := set.Spec.DesiredReplicas()
 	var failure error
@@ -132,6 +223,9 @@ func (c *VMSets) Reconcile(ctx context.Context, key string) (reconcile.Result, e
 			break
 		}
 		vms = append(vms, vm)
+		c.mu.Lock()
+		e.created[vm.Metadata.Name], e.at[vm.Metadata.Name] = vm, c.Now()
+		c.mu.Unlock()
 		c.Recorder.Eventf(ctx, set, api.EventNormal, "SuccessfulCreate", "created VM %s", vm.Metadata.Name)
 	}
 	for _, victim := range scaleDownVictims(vms, len(vms)-want) {
@@ -141,6 +235,11 @@ func (c *VMSets) Reconcile(ctx context.Context, key string) (reconcile.Result, e
 			break
 		}
 		vms = slices.DeleteFunc(vms, func(vm *api.VirtualMachine) bool { return vm == victim })
+		c.mu.Lock()
+		e.deleted[victim.Metadata.Name] = c.Now()
+		delete(e.created, victim.Metadata.Name)
+		delete(e.at, victim.Metadata.Name)
+		c.mu.Unlock()
 		c.Recorder.Eventf(ctx, set, api.EventNormal, "SuccessfulDelete", "deleted VM %s", victim.Metadata.Name)
 	}
 

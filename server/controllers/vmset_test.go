@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"regexp"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -157,6 +158,146 @@ func TestVMSetSpreadsAndScales(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// TestVMSetMakesEachReplicaOnce: a set counted from its cache never makes
+// a VM too many, even while its VMs' status changes make it reconcile
+// over and over before the cache shows what it made; scaling up makes
+// exactly the difference and scaling down makes none.
+func TestVMSetMakesEachReplicaOnce(t *testing.T) {
+	env := servertest.Start(t)
+	env.Tenant("lab")
+	ctx := servertest.Ctx(t)
+	addHost(t, env, "h1", api.HostReady, 64, 256<<30, nil)
+	_, rv, err := env.Admin.List(ctx, "VirtualMachine", "lab", client.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Every VM ever made, from a watch started before the set.
+	made := map[string]bool{}
+	deleted := map[string]bool{}
+	var mu sync.Mutex
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	events, _, err := env.Admin.WatchOnce(wctx, "VirtualMachine", "lab", client.ListOptions{ResourceVersion: rv})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		for ev := range events {
+			if ev.Object == nil {
+				continue
+			}
+			mu.Lock()
+			switch ev.Type {
+			case "ADDED":
+				made[ev.Object.GetMetadata().Name] = true
+			case "DELETED":
+				deleted[ev.Object.GetMetadata().Name] = true
+			}
+			mu.Unlock()
+			// Churn: each new VM's status changes at once, as its agent's
+			// would, which makes the set reconcile again.
+			if ev.Type == "ADDED" {
+				go env.Admin.Patch(ctx, "VirtualMachine", "lab", ev.Object.GetMetadata().Name, map[string]any{"status": map[string]any{"phase": api.VMRunning}}, true)
+			}
+		}
+	}()
+	count := func() (int, int) {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(made), len(deleted)
+	}
+	replicas := func(n int) {
+		t.Helper()
+		o, err := env.Admin.Get(ctx, "VirtualMachineSet", "lab", "burst")
+		if api.IsNotFound(err) {
+			set := &api.VirtualMachineSet{TypeMeta: api.TypeMeta{APIVersion: api.APIVersion, Kind: "VirtualMachineSet"},
+				Metadata: api.ObjectMeta{Name: "burst", Tenant: "lab"},
+				Spec: api.VirtualMachineSetSpec{Replicas: &n, Template: api.VMTemplate{Metadata: api.TemplateMeta{Labels: map[string]string{"app": "burst"}},
+					Spec: newVM("lab", "", 1, 64<<20, nil).Spec}}}
+			if _, err := env.Admin.Create(ctx, set); err != nil {
+				t.Fatal(err)
+			}
+			return
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = o
+		if _, err := env.Admin.Patch(ctx, "VirtualMachineSet", "lab", "burst", map[string]any{"spec": map[string]any{"replicas": n}}, false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	settle := func(wantMade, wantDeleted int) {
+		t.Helper()
+		servertest.Eventually(t, 20*time.Second, func() error {
+			if m, d := count(); m != wantMade || d != wantDeleted {
+				return fmt.Errorf("%d VMs made, %d deleted; want %d and %d", m, d, wantMade, wantDeleted)
+			}
+			return nil
+		})
+		// And nothing more after a while of status churn and resyncs.
+		time.Sleep(2 * time.Second)
+		if m, d := count(); m != wantMade || d != wantDeleted {
+			t.Fatalf("%d VMs made, %d deleted; want %d and %d", m, d, wantMade, wantDeleted)
+		}
+	}
+	replicas(12)
+	settle(12, 0)
+	replicas(20)
+	settle(20, 0)
+	replicas(5)
+	settle(20, 15)
+}
+
+// TestVMSetExpectations: a set counts the VMs it made that its cache does
+// not show yet, so reconciling again and again before the cache catches
+// up (here: never) makes no VM twice; once ExpectFor has passed without
+// the cache showing them, it trusts the cache again.
+func TestVMSetExpectations(t *testing.T) {
+	env := servertest.Start(t, servertest.WithoutControllers())
+	env.Tenant("lab")
+	ctx := servertest.Ctx(t)
+	three := 3
+	set := &api.VirtualMachineSet{TypeMeta: api.TypeMeta{APIVersion: api.APIVersion, Kind: "VirtualMachineSet"},
+		Metadata: api.ObjectMeta{Name: "web", Tenant: "lab"},
+		Spec: api.VirtualMachineSetSpec{Replicas: &three, Template: api.VMTemplate{
+			Metadata: api.TemplateMeta{Labels: map[string]string{"app": "web"}},
+			Spec:     newVM("lab", "", 1, 64<<20, nil).Spec}}}
+	if _, err := env.Admin.Create(ctx, set); err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	// A VM cache that never catches up: never started.
+	never := client.NewInformer(env.Admin, "VirtualMachine", "", client.ListOptions{AllTenants: true})
+	c, err := controllers.NewVMSetsWithCache(ctx, env.Admin, never, func() time.Time { return now })
+	if err != nil {
+		t.Fatal(err)
+	}
+	count := func() int {
+		t.Helper()
+		objs, _, err := env.Admin.List(ctx, "VirtualMachine", "lab", client.ListOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(objs)
+	}
+	for range 3 {
+		if _, err := c.Reconcile(ctx, "lab/web"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := count(); n != 3 {
+		t.Fatalf("%d VMs after three reconciles with a cache that shows none; want 3", n)
+	}
+	now = now.Add(controllers.ExpectFor + time.Second)
+	if _, err := c.Reconcile(ctx, "lab/web"); err != nil {
+		t.Fatal(err)
+	}
+	if n := count(); n != 6 {
+		t.Fatalf("%d VMs once the expectations lapsed; want 6 (the cache is trusted again)", n)
+	}
 }
 
 // TestVMSetFailureToldOnce: a set its tenant's quota cannot hold says so

@@ -39,9 +39,16 @@ type VolumePlacement struct {
 	// again even without a change (default 30s).
 	Resync time.Duration
 	Now    func() time.Time
+	// Informers, when set, are shared with the term's other controllers.
+	Informers *Informers
 
 	vols, snaps, vms *client.Informer
 	volCtl, snapCtl  *reconcile.Controller
+	// snapsOf files snapshots under their volume, volsFrom volumes under
+	// the snapshot they start from, and users VMs under the volumes their
+	// disks name (all "tenant/name"), so a change looks only at what it
+	// concerns.
+	snapsOf, volsFrom, users keyIndex
 }
 
 // Run runs the controller until ctx ends.
@@ -52,54 +59,62 @@ func (c *VolumePlacement) Run(ctx context.Context) error {
 	if c.Resync == 0 {
 		c.Resync = 30 * time.Second
 	}
-	all := client.ListOptions{AllTenants: true}
-	c.vols = client.NewInformer(c.Client, "Volume", "", all)
-	c.snaps = client.NewInformer(c.Client, "Snapshot", "", all)
-	c.vms = client.NewInformer(c.Client, "VirtualMachine", "", all)
+	c.vols = c.Informers.informer(ctx, c.Client, "Volume")
+	c.snaps = c.Informers.informer(ctx, c.Client, "Snapshot")
+	c.vms = c.Informers.informer(ctx, c.Client, "VirtualMachine")
 	c.volCtl = &reconcile.Controller{Name: "volume-placement", Reconciler: reconcile.ReconcilerFunc(c.reconcileVolume),
 		Resync: c.Resync, List: func(context.Context) ([]string, error) { return unbound(c.vols), nil }}
 	c.snapCtl = &reconcile.Controller{Name: "snapshot-placement", Reconciler: reconcile.ReconcilerFunc(c.reconcileSnapshot),
 		Resync: c.Resync, List: func(context.Context) ([]string, error) { return unbound(c.snaps), nil }}
 
 	ownVol, ownSnap := enqueueOwn(c.volCtl, ""), enqueueOwn(c.snapCtl, "")
-	c.vols.OnUpdate(func(ch client.Change) {
+	c.vols.OnUpdateUntil(ctx, func(ch client.Change) {
+		key := ch.Key
+		var from []string
+		if ch.New != nil {
+			if v := ch.New.(*api.Volume); v.Spec.Source.Snapshot != "" {
+				from = []string{v.Metadata.Tenant + "/" + v.Spec.Source.Snapshot}
+			}
+		}
+		c.volsFrom.set(key, from)
 		ownVol(ch)
-		key := ch.Key
 		// Snapshots of the volume may now have a host to go to.
-		tenant, name := client.SplitKey(key)
-		for _, o := range c.snaps.List() {
-			if s := o.(*api.Snapshot); s.Metadata.Tenant == tenant && s.Spec.Volume == name && s.Spec.Host == "" {
-				c.snapCtl.Enqueue(client.Key(s))
-			}
+		for _, k := range c.snapsOf.keys(key) {
+			c.snapCtl.Enqueue(k)
 		}
 	})
-	c.snaps.OnUpdate(func(ch client.Change) {
-		ownSnap(ch)
+	c.snaps.OnUpdateUntil(ctx, func(ch client.Change) {
 		key := ch.Key
-		tenant, name := client.SplitKey(key)
-		for _, o := range c.vols.List() {
-			if v := o.(*api.Volume); v.Metadata.Tenant == tenant && v.Spec.Source.Snapshot == name && v.Spec.Host == "" {
-				c.volCtl.Enqueue(client.Key(v))
-			}
+		var of []string
+		if ch.New != nil {
+			s := ch.New.(*api.Snapshot)
+			of = []string{s.Metadata.Tenant + "/" + s.Spec.Volume}
+		}
+		c.snapsOf.set(key, of)
+		ownSnap(ch)
+		// Volumes made from the snapshot may now have a host to go to.
+		for _, k := range c.volsFrom.keys(key) {
+			c.volCtl.Enqueue(k)
 		}
 	})
-	c.vms.OnChange(func(key string, obj api.Object) {
-		if obj == nil {
-			return // a VM going away binds nothing
-		}
-		vm := obj.(*api.VirtualMachine)
-		if vm.Spec.Host == "" {
-			return
-		}
-		for _, d := range vm.Spec.Disks {
-			if d.Volume != "" {
-				c.volCtl.Enqueue(vm.Metadata.Tenant + "/" + d.Volume)
+	c.vms.OnChangeUntil(ctx, func(key string, obj api.Object) {
+		var uses []string
+		if obj != nil {
+			vm := obj.(*api.VirtualMachine)
+			for _, d := range vm.Spec.Disks {
+				if d.Volume != "" {
+					uses = append(uses, vm.Metadata.Tenant+"/"+d.Volume)
+				}
 			}
 		}
+		c.users.set(key, uses)
+		if obj == nil || obj.(*api.VirtualMachine).Spec.Host == "" {
+			return // a VM going away, or not placed, binds nothing
+		}
+		for _, k := range uses {
+			c.volCtl.Enqueue(k)
+		}
 	})
-	for _, inf := range []*client.Informer{c.vols, c.snaps, c.vms} {
-		go inf.Run(ctx)
-	}
 	for _, inf := range []*client.Informer{c.vols, c.snaps, c.vms} {
 		if inf.WaitSynced(ctx) != nil {
 			return nil
@@ -172,7 +187,11 @@ func (c *VolumePlacement) volumeHost(vol *api.Volume) (host, why string) {
 		return h, fmt.Sprintf("snapshot %s, which it starts from, is on %s", snap, h)
 	}
 	var users []*api.VirtualMachine
-	for _, o := range c.vms.List() {
+	for _, k := range c.users.keys(t + "/" + vol.Metadata.Name) {
+		o, ok := c.vms.Get(k)
+		if !ok {
+			continue
+		}
 		vm := o.(*api.VirtualMachine)
 		if vm.Metadata.Tenant == t && vm.Spec.Host != "" && vm.Metadata.DeletionTimestamp == nil &&
 			slices.ContainsFunc(vm.Spec.Disks, func(d api.VMDisk) bool { return d.Volume == vol.Metadata.Name }) {

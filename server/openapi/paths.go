@@ -356,6 +356,7 @@ var extraTypes = []reflect.Type{
 	reflect.TypeFor[api.TokenList](),
 	reflect.TypeFor[api.JoinRequest](),
 	reflect.TypeFor[api.JoinResponse](),
+	reflect.TypeFor[api.HostLeaseRenewal](),
 	reflect.TypeFor[api.Stats](),
 	reflect.TypeFor[api.SensorReadings](),
 	reflect.TypeFor[api.PowerRequest](),
@@ -424,6 +425,12 @@ func (b *builder) extraPaths() {
 		body:        "JoinRequest",
 		okCode:      "200", okText: "The host is registered.", okSchema: "JoinResponse",
 		errors: []int{400, 401, 403, 409, 422},
+	})
+	b.add(api.PathPrefix+"/hosts/{name}/heartbeat", "post", []any{nameParam}, operation{
+		id: "renewHostLease", summary: "Renew a host's lease (its own credential only)", tags: []string{"Host"},
+		description: "The agent's heartbeat: the server renews an etcd lease it keeps for the host and writes nothing to the Host. A Host whose lease runs out (and whose status.lastHeartbeat is as old) becomes NotReady.",
+		okCode:      "200", okText: "The lease is renewed for the Host's spec.leaseSeconds.", okSchema: "HostLeaseRenewal",
+		errors: []int{401, 403, 404, 503},
 	})
 	vm := api.PathPrefix + "/tenants/{tenant}/virtualmachines/{name}"
 	vmParams := []any{tenantParam, nameParam}

@@ -34,7 +34,10 @@ type Event struct {
 	Prev   api.Object
 	// Raw is the object's stored JSON with its resourceVersion set, for
 	// watchers that pass objects on without looking inside (WatchRaw).
-	Raw []byte
+	// PrevRaw is the previous state's, with Prev and Raw both asked for.
+	Raw, PrevRaw []byte
+	// Key is the object's etcd key.
+	Key string
 	Rev int64
 	Err error
 }
@@ -45,9 +48,16 @@ type WatchOptions struct {
 	// costs a second decode per event; watchers need it only to tell when
 	// an object stops matching a selector.
 	Prev bool
-	// Raw skips decoding: events carry Raw instead of Object. A watcher
-	// that forwards every event unfiltered saves a decode and an encode.
+	// Raw skips decoding: events carry Raw instead of Object (and, with
+	// Prev, PrevRaw instead of Prev). A watcher that forwards every event
+	// unfiltered saves a decode and an encode.
 	Raw bool
+	// GoOn makes a change this server cannot read (an object a newer
+	// Hearth wrote) an Error event with the object's Key and Rev, after
+	// which the watch goes on, rather than the end of the watch: for a
+	// watcher that serves many (the server's watch feeds), which ends
+	// only the watches that would see the object.
+	GoOn bool
 }
 
 // Watch streams changes under prefix after revision from (0: from now).
@@ -102,6 +112,12 @@ func (s *Store) Watch(ctx context.Context, k *api.KindInfo, prefix string, from 
 			}
 			for _, ev := range resp.Events {
 				e, err := s.translate(k, ev, o)
+				if err != nil && o.GoOn {
+					if !send(Event{Type: Error, Err: err, Key: string(ev.Kv.Key), Rev: ev.Kv.ModRevision}) {
+						return
+					}
+					continue
+				}
 				if err != nil {
 					send(Event{Type: Error, Err: err})
 					return
@@ -119,7 +135,7 @@ func (s *Store) Watch(ctx context.Context, k *api.KindInfo, prefix string, from 
 }
 
 func (s *Store) translate(k *api.KindInfo, ev *clientv3.Event, o WatchOptions) (Event, error) {
-	e := Event{Rev: ev.Kv.ModRevision}
+	e := Event{Rev: ev.Kv.ModRevision, Key: string(ev.Kv.Key)}
 	switch {
 	case ev.Type == clientv3.EventTypeDelete:
 		e.Type = Deleted
@@ -149,6 +165,13 @@ func (s *Store) translate(k *api.KindInfo, ev *clientv3.Event, o WatchOptions) (
 			}
 		}
 		e.Raw = WithResourceVersion(plain, ev.Kv.ModRevision)
+		if o.Prev && ev.PrevKv != nil && e.Type != Deleted {
+			prev, err := s.open(k, ev.PrevKv.Key, ev.PrevKv.Value)
+			if err != nil {
+				return e, err
+			}
+			e.PrevRaw = WithResourceVersion(prev, ev.PrevKv.ModRevision)
+		}
 		return e, nil
 	}
 	obj, err := s.decode(k, ev.Kv.Key, value, ev.Kv.ModRevision)

@@ -1,0 +1,990 @@
+package bench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"runtime"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"text/tabwriter"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"hearth.dev/hearth/agent"
+	api "hearth.dev/hearth/api/v1alpha1"
+	"hearth.dev/hearth/client"
+	"hearth.dev/hearth/compute"
+	"hearth.dev/hearth/compute/computetest"
+)
+
+// ScaleConfig says how big a cluster `hearth bench scale` simulates.
+type ScaleConfig struct {
+	// Hosts is how many simulated hosts join: the real agent, in this
+	// process, with the fake compute driver (compute/computetest).
+	Hosts int
+	// VMs is the backlog: VMs created while every host is cordoned, then
+	// placed at once when the hosts are uncordoned.
+	VMs int
+	// RunningVMs are created afterwards at Rate per second to measure
+	// create→Running (default min(VMs, 2000)).
+	RunningVMs int
+	Rate       float64
+	// Servers is 1, or 3 for an HA control plane (embedded etcd members).
+	Servers int
+	// KillLeader SIGKILLs the leading server (its etcd member with it)
+	// when half the backlog is bound; needs Servers 3.
+	KillLeader bool
+	// HeartbeatWindow is how long the idle hosts' heartbeats are measured
+	// (default 30s: three beats of the default 40s lease).
+	HeartbeatWindow time.Duration
+	// BootDelay is how long a simulated guest takes to write its first
+	// console output (0: at once).
+	BootDelay time.Duration
+	// VMsPerNetwork is how many of the bench's VMs share a network (and
+	// its one subnet): the VMs go round-robin over as many networks as
+	// that takes (default 250). A network's status lists every NIC on it
+	// and a subnet's addresses are allocated from its held ones, so one
+	// network of ten thousand VMs would measure that network, not the
+	// control plane.
+	VMsPerNetwork int
+	// Binary is the hearth binary the servers run (default this one).
+	Binary string
+	// Dir is the work directory (default a temporary one, removed after).
+	Dir     string
+	Timeout time.Duration
+	// Logf, if set, hears progress as it happens.
+	Logf func(format string, args ...any)
+}
+
+// ScaleResult is what a run measured, and what it found wrong.
+type ScaleResult struct {
+	Hosts, VMs int
+	// Joined is the time from starting the agents to every Host Ready.
+	Joined time.Duration
+	// Heartbeats: with every host idle, etcd revisions per second, server
+	// CPU (cores) and etcd database growth per minute.
+	HeartbeatWrites, HeartbeatCPU float64
+	HeartbeatDBGrowth             int64
+	// Created is the backlog's creation time; Placed from uncordoning the
+	// hosts until the last backlog VM was bound; PlacementRate VMs/s.
+	Created, Placed time.Duration
+	PlacementRate   float64
+	// BacklogRunning is from uncordoning until every backlog VM ran.
+	BacklogRunning time.Duration
+	// PlacementWrites is etcd revisions per second while placing.
+	PlacementWrites, PlacementCPU float64
+	// CreateToRunning p50, p95, max at Rate.
+	RunP50, RunP95, RunMax time.Duration
+	// Fanout is from sending a create that names a host to that host's
+	// agent looking the VM up, one VM per host.
+	FanP50, FanP99, FanMax time.Duration
+	// ListAll is the median time to list every VM, of ListCount.
+	ListAll   time.Duration
+	ListCount int
+	// Server memory at the end (the sum over live servers) and its peak.
+	ServerRSS, ServerPeakRSS int64
+	DBSize, DBInUse          int64
+	// LeaderKilled names the server killed; Gap is from the kill to the
+	// next binding.
+	LeaderKilled string
+	Gap          time.Duration
+	// BoundTwice are VMs seen on two hosts or started by two agents;
+	// Lost are VMs that never ran.
+	BoundTwice, Lost []string
+	// Retries counts the bench's requests tried again after a 503 or a
+	// timeout: a sign the control plane was overloaded.
+	Retries int64
+	// LoadStart and LoadEnd are the machine's load average (1 minute)
+	// when the run began and ended: others' work shares the CPUs.
+	LoadStart, LoadEnd string
+	// HostsCPU is the CPU time of this process (the simulated hosts and
+	// the bench) over the run.
+	HostsCPU time.Duration
+}
+
+const scaleTenant = "bench"
+
+// RunScale runs servers as child processes and cfg.Hosts simulated hosts
+// in this process, then measures placement, create→Running, watch
+// delivery, listing and the cost of heartbeats, and writes a report to w.
+func RunScale(ctx context.Context, cfg ScaleConfig, w io.Writer) (*ScaleResult, error) {
+	if cfg.Hosts < 1 || cfg.VMs < 0 {
+		return nil, fmt.Errorf("--hosts must be at least 1 and --vms at least 0")
+	}
+	if cfg.Servers == 0 {
+		cfg.Servers = 1
+	}
+	if cfg.Servers != 1 && cfg.Servers != 3 {
+		return nil, fmt.Errorf("--servers %d: run 1, or 3 (an HA control plane)", cfg.Servers)
+	}
+	if cfg.KillLeader && cfg.Servers != 3 {
+		return nil, fmt.Errorf("--kill-leader needs --servers 3: a lone server's death stops the cluster")
+	}
+	if cfg.RunningVMs == 0 {
+		cfg.RunningVMs = min(cfg.VMs, 2000)
+	}
+	if cfg.Rate <= 0 {
+		cfg.Rate = 200
+	}
+	if cfg.VMsPerNetwork <= 0 {
+		cfg.VMsPerNetwork = 250
+	}
+	if cfg.VMsPerNetwork > 500 {
+		return nil, fmt.Errorf("--vms-per-network %d: at most 500 (each network has one /23 subnet)", cfg.VMsPerNetwork)
+	}
+	if cfg.HeartbeatWindow == 0 {
+		cfg.HeartbeatWindow = 30 * time.Second
+	}
+	if cfg.Timeout == 0 {
+		cfg.Timeout = 30 * time.Minute
+	}
+	if cfg.Logf == nil {
+		cfg.Logf = func(string, ...any) {}
+	}
+	if cfg.Binary == "" {
+		exe, err := os.Executable()
+		if err != nil {
+			return nil, err
+		}
+		cfg.Binary = exe
+	}
+	if cfg.Dir == "" {
+		dir, err := os.MkdirTemp("", "hearth-scale-")
+		if err != nil {
+			return nil, err
+		}
+		defer os.RemoveAll(dir)
+		cfg.Dir = dir
+	}
+	ctx, cancel := context.WithTimeout(ctx, cfg.Timeout)
+	defer cancel()
+	r := &scaleRun{cfg: cfg, res: &ScaleResult{Hosts: cfg.Hosts, VMs: cfg.VMs}, vms: map[string]*vmTrack{}, counts: map[string]int64{},
+		starts: map[string][]string{}, lookups: map[string]time.Time{}}
+	defer r.close()
+	r.res.LoadStart = loadAverage()
+	if err := r.run(ctx); err != nil {
+		return r.res, err
+	}
+	r.report(w)
+	return r.res, nil
+}
+
+// scaleRun is one run's state.
+type scaleRun struct {
+	cfg     ScaleConfig
+	res     *ScaleResult
+	servers []*serverProc
+	// admin talks to a server that stays up; ec to its etcd member.
+	admin  *client.Client
+	adminP *serverProc
+	ec     *clientv3.Client
+
+	agentsCancel context.CancelFunc
+	agentsDone   sync.WaitGroup
+	logFile      *os.File
+	oldLog       *slog.Logger
+	hostNames    []string
+
+	mu sync.Mutex
+	// vms are every bench VM as the bench's informer saw it, by name.
+	vms map[string]*vmTrack
+	// starts are the hosts whose driver started each VM id; lookups the
+	// first time an agent looked each VM id up.
+	starts  map[string][]string
+	lookups map[string]time.Time
+	// lastBound is the latest binding seen.
+	lastBound time.Time
+	// networks are the bench's networks; nextNIC picks the next VM's.
+	networks []string
+	nextNIC  atomic.Int64
+	// retries counts requests tried again after a 503 or a timeout.
+	retries atomic.Int64
+	// counts are how many VMs of each name prefix ("bl", "run", "fan")
+	// reached each state ("unschedulable", "bound", "running").
+	counts map[string]int64
+}
+
+// vmTrack is what the bench saw of one VM.
+type vmTrack struct {
+	uid          string
+	sent         time.Time
+	hosts        []string
+	bound        time.Time // the Scheduled condition's time
+	running      time.Time // status.firstOutputAt
+	unschedBound bool      // seen Scheduled=False
+}
+
+func (r *scaleRun) logf(format string, args ...any) { r.cfg.Logf(format, args...) }
+
+func (r *scaleRun) run(ctx context.Context) error {
+	cfg := r.cfg
+	r.logf("starting %d server(s) from %s in %s", cfg.Servers, cfg.Binary, cfg.Dir)
+	var err error
+	// Agents hold about six connections each (four watches, writes).
+	r.servers, err = startServers(ctx, cfg.Binary, cfg.Dir, cfg.Servers, 8*cfg.Hosts+1024)
+	if err != nil {
+		return err
+	}
+	// The bench and the agents talk to servers that will survive: the
+	// client has one server URL (an HA deployment puts a load balancer
+	// in front), so agents of a killed server would lose their API.
+	leader, err := r.leader(ctx, r.servers[0])
+	if err != nil {
+		return err
+	}
+	survivors := r.servers
+	if cfg.KillLeader {
+		survivors = nil
+		for _, p := range r.servers {
+			if p != leader {
+				survivors = append(survivors, p)
+			}
+		}
+	}
+	r.adminP = survivors[0]
+	if r.admin, err = r.adminP.client(); err != nil {
+		return err
+	}
+	if r.ec, err = r.adminP.etcd(); err != nil {
+		return err
+	}
+	t := &api.Tenant{TypeMeta: api.TypeMeta{APIVersion: api.APIVersion, Kind: "Tenant"}, Metadata: api.ObjectMeta{Name: scaleTenant}}
+	if _, err := r.admin.Create(ctx, t); err != nil && !api.IsAlreadyExists(err) {
+		return err
+	}
+	// The VMs boot from their network: nothing for a simulated host to
+	// fetch (a kernel would come from an Image every host reports on, or
+	// a URL off this machine).
+	if err := r.makeNetworks(ctx); err != nil {
+		return err
+	}
+
+	inf := client.NewInformer(r.admin, "VirtualMachine", scaleTenant, client.ListOptions{})
+	inf.OnChange(r.vmSeen)
+	go inf.Run(ctx)
+	if err := inf.WaitSynced(ctx); err != nil {
+		return err
+	}
+
+	if err := r.startAgents(ctx, survivors); err != nil {
+		return err
+	}
+	if err := r.measureHeartbeats(ctx); err != nil {
+		return err
+	}
+	if err := r.backlog(ctx, leader); err != nil {
+		return err
+	}
+	if err := r.createToRunning(ctx); err != nil {
+		return err
+	}
+	if err := r.fanout(ctx); err != nil {
+		return err
+	}
+	if err := r.listAll(ctx); err != nil {
+		return err
+	}
+	r.final(ctx)
+	return nil
+}
+
+// leader reads which server leads (runs the controllers) from the
+// election key.
+func (r *scaleRun) leader(ctx context.Context, via *serverProc) (*serverProc, error) {
+	ec, err := via.etcd()
+	if err != nil {
+		return nil, err
+	}
+	defer ec.Close()
+	for ctx.Err() == nil {
+		resp, err := ec.Get(ctx, "/hearth/leader", clientv3.WithPrefix(), clientv3.WithSort(clientv3.SortByCreateRevision, clientv3.SortAscend), clientv3.WithLimit(1))
+		if err == nil && len(resp.Kvs) == 1 {
+			for _, p := range r.servers {
+				if p.url == string(resp.Kvs[0].Value) {
+					return p, nil
+				}
+			}
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	return nil, ctx.Err()
+}
+
+// vmSeen records the moments of a bench VM.
+func (r *scaleRun) vmSeen(key string, obj api.Object) {
+	if obj == nil {
+		return
+	}
+	vm := obj.(*api.VirtualMachine)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	tr := r.vms[vm.Metadata.Name]
+	if tr == nil {
+		tr = &vmTrack{}
+		r.vms[vm.Metadata.Name] = tr
+	}
+	tr.uid = vm.Metadata.UID
+	if h := vm.Spec.Host; h != "" && !contains(tr.hosts, h) {
+		tr.hosts = append(tr.hosts, h)
+	}
+	prefix, _, _ := strings.Cut(vm.Metadata.Name, "-")
+	if c := vm.Status.Condition(api.ConditionScheduled); c != nil {
+		if c.Status == api.ConditionFalse && !tr.unschedBound {
+			tr.unschedBound = true
+			r.counts[prefix+"/unschedulable"]++
+		}
+		if c.Status == api.ConditionTrue && tr.bound.IsZero() && c.LastTransitionTime != nil {
+			tr.bound = *c.LastTransitionTime
+			r.counts[prefix+"/bound"]++
+			if tr.bound.After(r.lastBound) {
+				r.lastBound = tr.bound
+			}
+		}
+	}
+	if vm.Status.FirstOutputAt != nil && tr.running.IsZero() && vm.Status.Phase == api.VMRunning {
+		tr.running = *vm.Status.FirstOutputAt
+		r.counts[prefix+"/running"]++
+	}
+}
+
+func contains(s []string, v string) bool {
+	for _, x := range s {
+		if x == v {
+			return true
+		}
+	}
+	return false
+}
+
+// startAgents starts the simulated hosts with a reusable join token and
+// waits until every Host is Ready.
+func (r *scaleRun) startAgents(ctx context.Context, servers []*serverProc) error {
+	jt, err := r.admin.CreateToken(ctx, client.JoinTokens(), api.TokenRequest{Description: "hearth bench scale", TTL: "24h", Reusable: true})
+	if err != nil {
+		return fmt.Errorf("making a reusable join token: %w", err)
+	}
+	// The agents' logs (a thousand "agent starting") go to a file; only
+	// warnings are kept.
+	if r.logFile, err = os.Create(filepath.Join(r.cfg.Dir, "agents.log")); err != nil {
+		return err
+	}
+	r.oldLog = slog.Default()
+	slog.SetDefault(slog.New(slog.NewTextHandler(r.logFile, &slog.HandlerOptions{Level: slog.LevelWarn})))
+
+	actx, cancel := context.WithCancel(context.Background())
+	r.agentsCancel = cancel
+	start := time.Now()
+	r.logf("starting %d simulated hosts", r.cfg.Hosts)
+	for i := range r.cfg.Hosts {
+		name := fmt.Sprintf("sim-%05d", i)
+		r.hostNames = append(r.hostNames, name)
+		drv := &computetest.Driver{NoHistory: true, OnCall: r.driverCall(name),
+			Behave: func(compute.Spec) computetest.Behavior { return computetest.Behavior{BootDelay: r.cfg.BootDelay} }}
+		acfg := agent.Config{
+			Server:    servers[i%len(servers)].url,
+			JoinToken: jt.Token,
+			CAFile:    filepath.Join(servers[0].dir, "ca.crt"),
+			Name:      name,
+			DataDir:   filepath.Join(r.cfg.Dir, "hosts", name),
+			Listen:    "127.0.0.1:0",
+			Driver:    drv,
+			// One machine under every simulated host: checking it
+			// a thousand times tells nothing new.
+			NoHostChecks: true,
+		}
+		r.agentsDone.Add(1)
+		go func() {
+			defer r.agentsDone.Done()
+			if err := agent.Run(actx, acfg); err != nil && actx.Err() == nil {
+				slog.Error("simulated host stopped", "host", name, "err", err)
+			}
+		}()
+	}
+	err = r.waitHosts(ctx, func(h *api.Host) bool { return h.Status.Phase == api.HostReady }, "Ready")
+	if err != nil {
+		return err
+	}
+	r.res.Joined = time.Since(start)
+	r.logf("%d hosts Ready in %s", r.cfg.Hosts, r.res.Joined.Round(time.Millisecond))
+	// What an administrator of such hosts sets: room for many small VMs
+	// (each reports this machine's CPUs), and cordoned for the backlog.
+	return r.patchHosts(ctx, map[string]any{"spec": map[string]any{"cpuOvercommit": 64, "unschedulable": true}})
+}
+
+func (r *scaleRun) driverCall(host string) func(computetest.Call) {
+	return func(c computetest.Call) {
+		switch {
+		case c.Op == computetest.OpLookup:
+			r.mu.Lock()
+			if _, ok := r.lookups[c.ID]; !ok {
+				r.lookups[c.ID] = c.At
+			}
+			r.mu.Unlock()
+		case c.Op == computetest.OpStart && c.Err == nil:
+			r.mu.Lock()
+			if !contains(r.starts[c.ID], host) {
+				r.starts[c.ID] = append(r.starts[c.ID], host)
+			}
+			r.mu.Unlock()
+		}
+	}
+}
+
+// waitHosts waits until every simulated Host satisfies ok.
+func (r *scaleRun) waitHosts(ctx context.Context, ok func(*api.Host) bool, what string) error {
+	last, lastLog := -1, time.Time{}
+	for {
+		hosts, _, err := r.admin.List(ctx, "Host", "", client.ListOptions{})
+		if err == nil {
+			n := 0
+			for _, o := range hosts {
+				if ok(o.(*api.Host)) {
+					n++
+				}
+			}
+			if n >= r.cfg.Hosts {
+				return nil
+			}
+			if n != last && time.Since(lastLog) > 5*time.Second {
+				r.logf("%d/%d hosts %s", n, r.cfg.Hosts, what)
+				last, lastLog = n, time.Now()
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("waiting for %d hosts to be %s: %w", r.cfg.Hosts, what, ctx.Err())
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+// patchHosts applies one merge patch to every simulated Host, 32 at once.
+func (r *scaleRun) patchHosts(ctx context.Context, patch map[string]any) error {
+	return parallel(ctx, len(r.hostNames), 32, func(i int) error {
+		return r.retry(ctx, func() error {
+			_, err := r.admin.Patch(ctx, "Host", "", r.hostNames[i], patch, false)
+			return err
+		})
+	})
+}
+
+// parallel runs fn(0..n-1) over workers goroutines and returns the first
+// error.
+func parallel(ctx context.Context, n, workers int, fn func(i int) error) error {
+	var next atomic.Int64
+	var first error
+	var once sync.Once
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Go(func() {
+			for {
+				i := int(next.Add(1)) - 1
+				if i >= n || ctx.Err() != nil {
+					return
+				}
+				if err := fn(i); err != nil {
+					once.Do(func() { first = err })
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if first == nil {
+		first = ctx.Err()
+	}
+	return first
+}
+
+// sample is a moment's server CPU (summed over live servers), etcd
+// revision and database size.
+type sample struct {
+	at          time.Time
+	cpu         time.Duration
+	rev         int64
+	db, dbInUse int64
+}
+
+func (r *scaleRun) sample(ctx context.Context) sample {
+	s := sample{at: time.Now()}
+	for _, p := range r.servers {
+		if p.alive() {
+			if st, err := readProc(p.cmd.Process.Pid); err == nil {
+				s.cpu += st.cpu
+			}
+		}
+	}
+	if resp, err := r.ec.Get(ctx, "/hearth/bench-probe"); err == nil {
+		s.rev = resp.Header.Revision
+	}
+	if st, err := r.ec.Status(ctx, r.ec.Endpoints()[0]); err == nil {
+		s.db, s.dbInUse = st.DbSize, st.DbSizeInUse
+	}
+	return s
+}
+
+// rates are what happened between two samples: etcd revisions (writes)
+// per second and server CPU in cores.
+func rates(a, b sample) (writes, cores float64) {
+	d := b.at.Sub(a.at).Seconds()
+	return float64(b.rev-a.rev) / d, (b.cpu - a.cpu).Seconds() / d
+}
+
+// measureHeartbeats watches idle hosts: every write then is a heartbeat
+// (or what follows one).
+func (r *scaleRun) measureHeartbeats(ctx context.Context) error {
+	// Let the joins' and patches' aftermath settle first.
+	time.Sleep(3 * time.Second)
+	a := r.sample(ctx)
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(r.cfg.HeartbeatWindow):
+	}
+	b := r.sample(ctx)
+	r.res.HeartbeatWrites, r.res.HeartbeatCPU = rates(a, b)
+	r.res.HeartbeatDBGrowth = int64(float64(b.db-a.db) / b.at.Sub(a.at).Minutes())
+	r.logf("idle: %.1f etcd writes/s, server CPU %.2f cores", r.res.HeartbeatWrites, r.res.HeartbeatCPU)
+	return nil
+}
+
+// makeNetworks makes the bench tenant's networks, each with one /23
+// subnet, enough for every VM the run makes at VMsPerNetwork each. The
+// addresses are the simulated tenant's own: nothing is sent to them.
+func (r *scaleRun) makeNetworks(ctx context.Context) error {
+	total := r.cfg.VMs + r.cfg.RunningVMs + r.cfg.Hosts
+	n := max(1, (total+r.cfg.VMsPerNetwork-1)/r.cfg.VMsPerNetwork)
+	if n > 1<<14 {
+		return fmt.Errorf("%d networks of /23 do not fit in 10.0.0.0/8: raise --vms-per-network", n)
+	}
+	r.logf("making %d networks of up to %d VMs", n, r.cfg.VMsPerNetwork)
+	r.networks = make([]string, n)
+	return parallel(ctx, n, 16, func(i int) error {
+		name := fmt.Sprintf("net-%05d", i)
+		r.networks[i] = name
+		third := i * 2 // a /23 is two /24s
+		cidr := fmt.Sprintf("10.%d.%d.0/23", third/256, third%256)
+		objs := []api.Object{
+			&api.Network{TypeMeta: api.TypeMeta{APIVersion: api.APIVersion, Kind: "Network"}, Metadata: api.ObjectMeta{Name: name, Tenant: scaleTenant}},
+			&api.Subnet{TypeMeta: api.TypeMeta{APIVersion: api.APIVersion, Kind: "Subnet"}, Metadata: api.ObjectMeta{Name: name + "-a", Tenant: scaleTenant},
+				Spec: api.SubnetSpec{Network: name, CIDR: cidr}},
+		}
+		for _, o := range objs {
+			if err := r.retry(ctx, func() error {
+				_, err := r.admin.Create(ctx, o)
+				if api.IsAlreadyExists(err) {
+					return nil
+				}
+				return err
+			}); err != nil {
+				return fmt.Errorf("making %s %s: %w", o.GetTypeMeta().Kind, o.GetMetadata().Name, err)
+			}
+		}
+		return nil
+	})
+}
+
+func (r *scaleRun) newVM(name, host string) *api.VirtualMachine {
+	net := r.networks[int(r.nextNIC.Add(1)-1)%len(r.networks)]
+	return &api.VirtualMachine{TypeMeta: api.TypeMeta{APIVersion: api.APIVersion, Kind: "VirtualMachine"},
+		Metadata: api.ObjectMeta{Name: name, Tenant: scaleTenant},
+		Spec: api.VirtualMachineSpec{CPUs: 1, Memory: 64 << 20, Host: host,
+			Boot:      api.VMBoot{From: api.BootFromNetwork},
+			NICs:      []api.VMNIC{{Network: net}},
+			CloudInit: api.CloudInit{Disabled: true}}}
+}
+
+func (r *scaleRun) create(ctx context.Context, vm *api.VirtualMachine) error {
+	r.mu.Lock()
+	tr := r.vms[vm.Metadata.Name]
+	if tr == nil {
+		tr = &vmTrack{}
+		r.vms[vm.Metadata.Name] = tr
+	}
+	tr.sent = time.Now()
+	r.mu.Unlock()
+	var out api.Object
+	err := r.retry(ctx, func() error {
+		var err error
+		out, err = r.admin.Create(ctx, vm)
+		if api.IsAlreadyExists(err) && r.retries.Load() > 0 {
+			// An earlier try that timed out was written after all.
+			out, err = r.admin.Get(ctx, "VirtualMachine", scaleTenant, vm.Metadata.Name)
+		}
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("creating VM %s: %w", vm.Metadata.Name, err)
+	}
+	r.mu.Lock()
+	tr.uid = out.GetMetadata().UID
+	r.mu.Unlock()
+	return nil
+}
+
+// retry calls fn again, after a pause, while it fails as an overloaded
+// server does (503, a timeout), at most ten times; it counts the retries
+// for the report.
+func (r *scaleRun) retry(ctx context.Context, fn func() error) error {
+	for attempt := 0; ; attempt++ {
+		err := fn()
+		if err == nil || attempt == 10 || ctx.Err() != nil || !transient(err) {
+			return err
+		}
+		r.retries.Add(1)
+		time.Sleep(time.Duration(attempt+1) * 200 * time.Millisecond)
+	}
+}
+
+// transient reports whether err is worth trying again: the server said it
+// is unavailable, or the request did not get an answer.
+func transient(err error) bool {
+	switch api.ReasonOf(err) {
+	case api.ReasonUnavailable:
+		return true
+	case "":
+		return true // no answer: a connection or a timeout error
+	}
+	return false
+}
+
+// waitCount waits until get() reaches n, saying how it goes.
+func (r *scaleRun) waitCount(ctx context.Context, what string, n int64, get func() int64, during func(int64)) error {
+	last := int64(-1)
+	lastLog := time.Now()
+	for {
+		got := get()
+		if during != nil {
+			during(got)
+		}
+		if got >= n {
+			return nil
+		}
+		if got != last && time.Since(lastLog) > 5*time.Second {
+			r.logf("%d/%d %s", got, n, what)
+			last, lastLog = got, time.Now()
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("waiting for %d VMs %s (%d so far): %w", n, what, got, ctx.Err())
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// count returns how many VMs named prefix-… reached state.
+func (r *scaleRun) count(prefix, state string) int64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.counts[prefix+"/"+state]
+}
+
+// backlog creates cfg.VMs while the hosts are cordoned, waits until the
+// scheduler has said why each cannot be placed, uncordons the hosts and
+// times placing them all.
+func (r *scaleRun) backlog(ctx context.Context, leader *serverProc) error {
+	n := r.cfg.VMs
+	if n == 0 {
+		return r.patchHosts(ctx, map[string]any{"spec": map[string]any{"unschedulable": false}})
+	}
+	r.logf("creating a backlog of %d VMs on cordoned hosts", n)
+	start := time.Now()
+	if err := parallel(ctx, n, 32, func(i int) error { return r.create(ctx, r.newVM(fmt.Sprintf("bl-%05d", i), "")) }); err != nil {
+		return err
+	}
+	r.res.Created = time.Since(start)
+	r.logf("created %d VMs in %s", n, r.res.Created.Round(time.Millisecond))
+	if err := r.waitCount(ctx, "marked unschedulable", int64(n), func() int64 {
+		return r.count("bl", "unschedulable")
+	}, nil); err != nil {
+		return err
+	}
+
+	r.logf("uncordoning %d hosts", r.cfg.Hosts)
+	a := r.sample(ctx)
+	t0 := time.Now()
+	if err := r.patchHosts(ctx, map[string]any{"spec": map[string]any{"unschedulable": false}}); err != nil {
+		return err
+	}
+	var killedAt time.Time
+	bound := func() int64 { return r.count("bl", "bound") }
+	kill := func(got int64) {
+		if r.cfg.KillLeader && killedAt.IsZero() && got >= int64(n)/2 {
+			r.logf("killing the leader, server %s (SIGKILL), with %d/%d bound", leader.name, got, n)
+			killedAt = time.Now()
+			leader.kill()
+			r.res.LeaderKilled = leader.name
+		}
+	}
+	if err := r.waitCount(ctx, "bound", int64(n), bound, kill); err != nil {
+		return err
+	}
+	b := r.sample(ctx)
+	r.mu.Lock()
+	last := r.lastBound
+	var after time.Time
+	if !killedAt.IsZero() {
+		for name, tr := range r.vms {
+			if strings.HasPrefix(name, "bl-") && tr.bound.After(killedAt) && (after.IsZero() || tr.bound.Before(after)) {
+				after = tr.bound
+			}
+		}
+	}
+	r.mu.Unlock()
+	r.res.Placed = last.Sub(t0)
+	r.res.PlacementRate = float64(n) / r.res.Placed.Seconds()
+	r.res.PlacementWrites, r.res.PlacementCPU = rates(a, b)
+	if !killedAt.IsZero() {
+		r.res.Gap = after.Sub(killedAt)
+		r.logf("placement resumed %s after the leader was killed", r.res.Gap.Round(time.Millisecond))
+	}
+	r.logf("placed %d VMs in %s: %.0f/s", n, r.res.Placed.Round(time.Millisecond), r.res.PlacementRate)
+	if err := r.waitCount(ctx, "Running", int64(n), func() int64 {
+		return r.count("bl", "running")
+	}, nil); err != nil {
+		return err
+	}
+	r.res.BacklogRunning = time.Since(t0)
+	r.logf("all %d Running %s after uncordoning", n, r.res.BacklogRunning.Round(time.Millisecond))
+	return nil
+}
+
+// createToRunning creates cfg.RunningVMs at cfg.Rate (open loop: each
+// create at its time, whatever the others do) and measures each from
+// sending its create to its guest's first output.
+func (r *scaleRun) createToRunning(ctx context.Context) error {
+	n := r.cfg.RunningVMs
+	if n == 0 {
+		return nil
+	}
+	r.logf("creating %d VMs at %.0f/s", n, r.cfg.Rate)
+	if err := r.atRate(ctx, n, "run-%05d", func(int) string { return "" }); err != nil {
+		return err
+	}
+	if err := r.waitCount(ctx, "Running", int64(n), func() int64 {
+		return r.count("run", "running")
+	}, nil); err != nil {
+		return err
+	}
+	var d []time.Duration
+	r.mu.Lock()
+	for name, tr := range r.vms {
+		if strings.HasPrefix(name, "run-") {
+			d = append(d, tr.running.Sub(tr.sent))
+		}
+	}
+	r.mu.Unlock()
+	r.res.RunP50, r.res.RunP95, r.res.RunMax = pct(d, 50), pct(d, 95), pct(d, 100)
+	r.logf("create→Running p50 %s p95 %s", secs(r.res.RunP50), secs(r.res.RunP95))
+	return nil
+}
+
+// atRate creates n VMs named by format at cfg.Rate per second.
+func (r *scaleRun) atRate(ctx context.Context, n int, format string, host func(int) string) error {
+	gap := time.Duration(float64(time.Second) / r.cfg.Rate)
+	sem := make(chan struct{}, 256)
+	var wg sync.WaitGroup
+	var first error
+	var once sync.Once
+	start := time.Now()
+	for i := range n {
+		time.Sleep(time.Until(start.Add(time.Duration(i) * gap)))
+		if ctx.Err() != nil {
+			break
+		}
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			if err := r.create(ctx, r.newVM(fmt.Sprintf(format, i), host(i))); err != nil {
+				once.Do(func() { first = err })
+			}
+		})
+	}
+	wg.Wait()
+	if first == nil {
+		first = ctx.Err()
+	}
+	return first
+}
+
+// fanout creates one VM bound to each host at cfg.Rate and measures from
+// sending the create to the host's agent looking the VM up: the API
+// server must match every VM event against every agent's watch.
+func (r *scaleRun) fanout(ctx context.Context) error {
+	n := r.cfg.Hosts
+	r.logf("creating %d VMs, one bound to each host, at %.0f/s", n, r.cfg.Rate)
+	if err := r.atRate(ctx, n, "fan-%05d", func(i int) string { return r.hostNames[i] }); err != nil {
+		return err
+	}
+	seen := func() int64 {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		var k int64
+		for name, tr := range r.vms {
+			if _, ok := r.lookups[tr.uid]; ok && tr.uid != "" && strings.HasPrefix(name, "fan-") {
+				k++
+			}
+		}
+		return k
+	}
+	if err := r.waitCount(ctx, "seen by their agents", int64(n), seen, nil); err != nil {
+		return err
+	}
+	var d []time.Duration
+	r.mu.Lock()
+	for name, tr := range r.vms {
+		if strings.HasPrefix(name, "fan-") {
+			d = append(d, r.lookups[tr.uid].Sub(tr.sent))
+		}
+	}
+	r.mu.Unlock()
+	r.res.FanP50, r.res.FanP99, r.res.FanMax = pct(d, 50), pct(d, 99), pct(d, 100)
+	r.logf("create→agent p50 %s p99 %s", ms(r.res.FanP50), ms(r.res.FanP99))
+	return nil
+}
+
+// listAll lists every VM three times and keeps the median.
+func (r *scaleRun) listAll(ctx context.Context) error {
+	var d []time.Duration
+	for range 3 {
+		t0 := time.Now()
+		objs, _, err := r.admin.List(ctx, "VirtualMachine", "", client.ListOptions{AllTenants: true})
+		if err != nil {
+			return fmt.Errorf("listing every VM: %w", err)
+		}
+		d = append(d, time.Since(t0))
+		r.res.ListCount = len(objs)
+	}
+	r.res.ListAll = pct(d, 50)
+	return nil
+}
+
+// final reads the servers' memory and etcd's size, and checks that no VM
+// was bound or started twice and none was lost.
+func (r *scaleRun) final(ctx context.Context) {
+	for _, p := range r.servers {
+		if p.alive() {
+			if st, err := readProc(p.cmd.Process.Pid); err == nil {
+				r.res.ServerRSS += st.rss
+				r.res.ServerPeakRSS += st.peak
+			}
+		}
+	}
+	s := r.sample(ctx)
+	r.res.DBSize, r.res.DBInUse = s.db, s.dbInUse
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	byUID := map[string]string{}
+	for name, tr := range r.vms {
+		byUID[tr.uid] = name
+		if len(tr.hosts) > 1 {
+			r.res.BoundTwice = append(r.res.BoundTwice, fmt.Sprintf("%s on %v", name, tr.hosts))
+		}
+		if tr.running.IsZero() && !strings.HasPrefix(name, "fan-") {
+			r.res.Lost = append(r.res.Lost, name)
+		}
+	}
+	for id, hosts := range r.starts {
+		if len(hosts) > 1 {
+			r.res.BoundTwice = append(r.res.BoundTwice, fmt.Sprintf("%s started on %v", byUID[id], hosts))
+		}
+	}
+	r.res.Retries = r.retries.Load()
+	r.res.LoadEnd = loadAverage()
+	if st, err := readProc(os.Getpid()); err == nil {
+		r.res.HostsCPU = st.cpu
+	}
+	sort.Strings(r.res.BoundTwice)
+	sort.Strings(r.res.Lost)
+}
+
+func (r *scaleRun) close() {
+	if r.agentsCancel != nil {
+		r.agentsCancel()
+		done := make(chan struct{})
+		go func() { r.agentsDone.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(30 * time.Second):
+		}
+	}
+	if r.oldLog != nil {
+		slog.SetDefault(r.oldLog)
+	}
+	if r.logFile != nil {
+		r.logFile.Close()
+	}
+	if r.ec != nil {
+		r.ec.Close()
+	}
+	for _, p := range r.servers {
+		p.stop()
+	}
+}
+
+// loadAverage is the machine's one-minute load average.
+func loadAverage() string {
+	data, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "?"
+	}
+	f := strings.Fields(string(data))
+	if len(f) == 0 {
+		return "?"
+	}
+	return f[0]
+}
+
+func mib(b int64) string { return fmt.Sprintf("%.0f MiB", float64(b)/(1<<20)) }
+
+func (r *scaleRun) report(w io.Writer) {
+	res, cfg := r.res, r.cfg
+	ctl := "one server"
+	if cfg.Servers == 3 {
+		ctl = "three servers (HA)"
+	}
+	fmt.Fprintf(w, "Hearth at scale: %d simulated hosts (the agent with compute/computetest), %d VMs, %s, on %d CPUs\n",
+		cfg.Hosts, cfg.VMs, ctl, runtime.NumCPU())
+	fmt.Fprintf(w, "load average %s at the start, %s at the end; the simulated hosts used %s of CPU\n\n",
+		res.LoadStart, res.LoadEnd, res.HostsCPU.Round(time.Second))
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	row := func(k, format string, args ...any) { fmt.Fprintf(tw, "%s\t%s\n", k, fmt.Sprintf(format, args...)) }
+	row("hosts joined and Ready", "%s", res.Joined.Round(time.Millisecond))
+	row("idle hosts' heartbeats", "%.1f etcd writes/s, server CPU %.2f cores, etcd DB %+.1f MiB/min",
+		res.HeartbeatWrites, res.HeartbeatCPU, float64(res.HeartbeatDBGrowth)/(1<<20))
+	if cfg.VMs > 0 {
+		row("backlog created", "%d VMs in %s (%.0f/s)", cfg.VMs, res.Created.Round(time.Millisecond), float64(cfg.VMs)/res.Created.Seconds())
+		row("placement (pending → bound)", "%d in %s: %.0f/s (%.0f etcd writes/s, server CPU %.2f cores)",
+			cfg.VMs, res.Placed.Round(time.Millisecond), res.PlacementRate, res.PlacementWrites, res.PlacementCPU)
+		row("backlog Running", "%s after uncordoning", res.BacklogRunning.Round(time.Millisecond))
+	}
+	if res.LeaderKilled != "" {
+		row("leader killed", "server %s (SIGKILL) half-way; placement resumed after %s", res.LeaderKilled, res.Gap.Round(time.Millisecond))
+	}
+	if cfg.RunningVMs > 0 {
+		row(fmt.Sprintf("create→Running at %.0f/s", cfg.Rate), "p50 %s, p95 %s, max %s (%d VMs)", secs(res.RunP50), secs(res.RunP95), secs(res.RunMax), cfg.RunningVMs)
+	}
+	row("watch to each agent", "p50 %s, p99 %s, max %s (create naming a host → its agent looks the VM up; %d hosts)", ms(res.FanP50), ms(res.FanP99), ms(res.FanMax), cfg.Hosts)
+	row("list every VM", "%s (%d VMs, median of 3)", res.ListAll.Round(time.Millisecond), res.ListCount)
+	row("server memory", "RSS %s (peak %s)", mib(res.ServerRSS), mib(res.ServerPeakRSS))
+	row("etcd database", "%s (%s in use)", mib(res.DBSize), mib(res.DBInUse))
+	row("requests retried (503, timeout)", "%d", res.Retries)
+	row("bound or started twice", "%d", len(res.BoundTwice))
+	row("lost (never Running)", "%d", len(res.Lost))
+	tw.Flush()
+	for _, s := range append(res.BoundTwice, res.Lost...) {
+		fmt.Fprintln(w, "  ", s)
+	}
+}
+
+// ErrScaleFaults is returned (wrapped) when a run saw VMs bound twice or
+// lost.
+var ErrScaleFaults = errors.New("VMs bound twice or lost")

@@ -1,0 +1,78 @@
+package cli
+
+import (
+	"fmt"
+	"os"
+	"runtime/pprof"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"hearth.dev/hearth/bench"
+)
+
+func newBenchScaleCmd(g *globals) *cobra.Command {
+	var cfg bench.ScaleConfig
+	var cpuProfile string
+	cmd := &cobra.Command{
+		Use:   "scale",
+		Short: "Simulate --hosts hosts and --vms VMs on a real control plane and measure it",
+		Long: `Starts a real control plane (one server, or three with --servers 3, as
+child processes with embedded etcd, in a temporary directory) and --hosts
+simulated hosts in this process: the real agent with a fake compute driver
+(compute/computetest), each with its own data directory and console port,
+joining with one reusable join token, heartbeating and taking VMs up to
+Running. Then it measures:
+
+  - heartbeats: etcd writes, server CPU and database growth with idle hosts;
+  - placement: --vms VMs created while every host is cordoned, then the
+    hosts uncordoned, timed until the last is bound (and until all run);
+  - create→Running p50/p95 of --running-vms VMs created at --rate per second;
+  - watch delivery: one VM bound to each host at its create, timed until
+    that host's agent looks it up;
+  - listing every VM, the servers' memory and etcd's size.
+
+With --servers 3 --kill-leader the leading server is killed (SIGKILL)
+half-way through placement: the run checks that placement resumes and that
+no VM is bound twice or lost. Agents then talk to the other two servers.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if cpuProfile != "" {
+				f, err := os.Create(cpuProfile)
+				if err != nil {
+					return err
+				}
+				defer f.Close()
+				if err := pprof.StartCPUProfile(f); err != nil {
+					return err
+				}
+				defer pprof.StopCPUProfile()
+			}
+			cfg.Logf = func(format string, args ...any) {
+				fmt.Fprintf(g.errOut, "%s "+format+"\n", append([]any{time.Now().Format("15:04:05")}, args...)...)
+			}
+			res, err := bench.RunScale(cmd.Context(), cfg, g.out)
+			if err != nil {
+				return err
+			}
+			if len(res.BoundTwice) > 0 || len(res.Lost) > 0 {
+				return fmt.Errorf("%w: %d bound twice, %d lost", bench.ErrScaleFaults, len(res.BoundTwice), len(res.Lost))
+			}
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.IntVar(&cfg.Hosts, "hosts", 100, "simulated hosts")
+	f.IntVar(&cfg.VMs, "vms", 1000, "VMs in the backlog placed at once")
+	f.IntVar(&cfg.RunningVMs, "running-vms", 0, "VMs created at --rate for create→Running (default min(--vms, 2000))")
+	f.Float64Var(&cfg.Rate, "rate", 200, "creates per second for create→Running and watch delivery")
+	f.IntVar(&cfg.Servers, "servers", 1, "servers: 1, or 3 for an HA control plane")
+	f.BoolVar(&cfg.KillLeader, "kill-leader", false, "kill the leading server half-way through placement (needs --servers 3)")
+	f.DurationVar(&cfg.HeartbeatWindow, "heartbeat-window", 30*time.Second, "how long idle hosts' heartbeats are measured")
+	f.IntVar(&cfg.VMsPerNetwork, "vms-per-network", 250, "VMs per network (each with one /23 subnet; at most 500)")
+	f.DurationVar(&cfg.BootDelay, "boot-delay", 0, "how long a simulated guest takes to write its first console output")
+	f.StringVar(&cfg.Dir, "dir", "", "work directory, kept afterwards (default a temporary one, removed)")
+	f.DurationVar(&cfg.Timeout, "timeout", 30*time.Minute, "give up after this long")
+	f.StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of this process (the simulated hosts) to this file")
+	return cmd
+}

@@ -1,0 +1,255 @@
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"math/rand/v2"
+	"net/http"
+	"net/url"
+	"strings"
+	"testing"
+
+	api "hearth.dev/hearth/api/v1alpha1"
+	"hearth.dev/hearth/server/auth"
+	"hearth.dev/hearth/server/store"
+)
+
+// newTestFeed is a feed with no etcd behind it: tests offer it changes.
+func newTestFeed(t *testing.T, kind string) *feed {
+	k, err := api.KindByName(kind)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &feed{k: k, ready: make(chan struct{}), all: map[*feedWatcher]struct{}{}, indexes: map[string]*feedIndex{}}
+	f.restart(1, nil)
+	return f
+}
+
+// testWatcher subscribes a watcher with the given selectors, made as the
+// API's watch handler makes it.
+func testWatcher(t *testing.T, f *feed, p *auth.Principal, labels, fields string, from int64) (*feedWatcher, bool) {
+	t.Helper()
+	q := url.Values{"labelSelector": {labels}, "fieldSelector": {fields}}
+	r, _ := http.NewRequest(http.MethodGet, "https://hearth/?"+q.Encode(), nil)
+	flt, err := parseFilter(r, f.k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	visible := func(o api.Object) bool {
+		return o != nil && auth.VisibleTo(p, o) && flt.labels.Matches(o.GetMetadata().Labels) && flt.fields(shown(p, o))
+	}
+	withPrev := labels != "" || fields != ""
+	raw := !withPrev && p.GlobalReader()
+	w := &feedWatcher{prefix: store.KindPrefix(f.k), match: func(e *feedEvent) bool {
+		return raw || visible(e.object()) || (withPrev && visible(e.previous()))
+	}}
+	if !raw && flt.index != nil {
+		w.indexPath, w.indexValue = strings.Join(flt.index, "."), flt.indexValue
+	}
+	ok, err := f.subscribe(context.Background(), w, from, flt.indexGet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return w, ok
+}
+
+func vmJSON(t *testing.T, name, host string, labels map[string]string, rev int64) []byte {
+	vm := &api.VirtualMachine{TypeMeta: api.TypeMeta{APIVersion: api.APIVersion, Kind: "VirtualMachine"},
+		Metadata: api.ObjectMeta{Name: name, Tenant: "lab", UID: "uid-" + name, Labels: labels, ResourceVersion: fmt.Sprint(rev)},
+		Spec:     api.VirtualMachineSpec{Host: host}}
+	data, err := json.Marshal(vm)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return data
+}
+
+// TestFeedIndexMatchesEveryWatcher: with random changes of VMs (created,
+// bound, relabelled, deleted), the watchers a feed offers each change to
+// through its spec.host index are exactly those a check of every watcher
+// finds, and each receives its changes in order.
+func TestFeedIndexMatchesEveryWatcher(t *testing.T) {
+	f := newTestFeed(t, "VirtualMachine")
+	admin := &auth.Principal{Name: "admin", Role: api.RoleClusterAdmin}
+	type sub struct {
+		w    *feedWatcher
+		got  []int64
+		want []int64
+	}
+	var subs []*sub
+	add := func(labels, fields string) {
+		w, ok := testWatcher(t, f, admin, labels, fields, 0)
+		if !ok {
+			t.Fatal("a watch from now was refused")
+		}
+		subs = append(subs, &sub{w: w})
+	}
+	for h := range 10 {
+		add("", fmt.Sprintf("spec.host=h%d", h))
+	}
+	add("", "spec.host=")                     // indexed on the empty value: unplaced VMs
+	add("app=db", "spec.host=h1")             // index and labels
+	add("app=db", "")                         // labels only
+	add("", "spec.host!=h2")                  // a negation: not indexed
+	add("", "spec.host=h3,metadata.name=vm3") // two terms
+	add("", "")                               // everything, passed through
+	indexed := 0
+	for _, s := range subs {
+		if s.w.indexPath != "" {
+			indexed++
+		}
+	}
+	if indexed != 13 {
+		t.Fatalf("%d watchers indexed, want 13", indexed)
+	}
+
+	rng := rand.New(rand.NewPCG(1, 2))
+	type vmState struct {
+		host   string
+		labels map[string]string
+		raw    []byte
+	}
+	vms := map[string]*vmState{}
+	rev := int64(1)
+	for step := range 3000 {
+		rev++
+		name := fmt.Sprintf("vm%d", rng.IntN(40))
+		cur := vms[name]
+		host := ""
+		if rng.IntN(3) > 0 {
+			host = fmt.Sprintf("h%d", rng.IntN(12))
+		}
+		labels := map[string]string{}
+		if rng.IntN(2) == 0 {
+			labels["app"] = "db"
+		}
+		ev := store.Event{Rev: rev, Key: store.Key(f.k, "lab", name)}
+		switch {
+		case cur == nil:
+			ev.Type, ev.Raw = store.Added, vmJSON(t, name, host, labels, rev)
+			vms[name] = &vmState{host, labels, ev.Raw}
+		case rng.IntN(5) == 0:
+			ev.Type, ev.Raw = store.Deleted, vmJSON(t, name, cur.host, cur.labels, rev)
+			delete(vms, name)
+		default:
+			ev.Type, ev.Raw, ev.PrevRaw = store.Modified, vmJSON(t, name, host, labels, rev), cur.raw
+			vms[name] = &vmState{host, labels, ev.Raw}
+		}
+		// What a check of every watcher finds.
+		probe := &feedEvent{typ: ev.Type, rev: ev.Rev, key: ev.Key, k: f.k, raw: ev.Raw, prevRaw: ev.PrevRaw}
+		for _, s := range subs {
+			if s.w.match(probe) {
+				s.want = append(s.want, rev)
+			}
+		}
+		f.offer(ev)
+		for _, s := range subs {
+			for len(s.w.ch) > 0 {
+				s.got = append(s.got, (<-s.w.ch).rev)
+			}
+		}
+		_ = step
+	}
+	for i, s := range subs {
+		if fmt.Sprint(s.got) != fmt.Sprint(s.want) {
+			t.Errorf("watcher %d (%s=%s): got %d changes, want %d\n got %v\nwant %v", i, s.w.indexPath, s.w.indexValue, len(s.got), len(s.want), s.got, s.want)
+		}
+		if len(s.want) == 0 {
+			t.Errorf("watcher %d saw nothing: the test proves little", i)
+		}
+	}
+}
+
+// TestFeedResumeAndDrop: a watch from a revision the ring still holds is
+// given what it missed; one from before it is refused (the API then
+// reads etcd); a watcher that lets feedQueue changes pile up is dropped
+// with an error, and the feed goes on for the others.
+func TestFeedResumeAndDrop(t *testing.T) {
+	f := newTestFeed(t, "VirtualMachine")
+	admin := &auth.Principal{Name: "admin", Role: api.RoleClusterAdmin}
+	offer := func(rev int64, host string) {
+		f.offer(store.Event{Type: store.Added, Rev: rev, Key: store.Key(f.k, "lab", fmt.Sprint("vm", rev)),
+			Raw: vmJSON(t, fmt.Sprint("vm", rev), host, nil, rev)})
+	}
+	slow, _ := testWatcher(t, f, admin, "", "", 0)
+	busy, _ := testWatcher(t, f, admin, "", "spec.host=h1", 0)
+	for rev := int64(2); rev < int64(2+feedRing+10); rev++ {
+		host := "h2"
+		if rev%10 == 0 {
+			host = "h1"
+		}
+		offer(rev, host)
+		for len(busy.ch) > 0 {
+			<-busy.ch
+		}
+	}
+	select {
+	case <-slow.gone:
+		if !strings.Contains(slow.err.Error(), "fell") {
+			t.Fatalf("dropped with %v", slow.err)
+		}
+	default:
+		t.Fatal("a watcher that read nothing was not dropped")
+	}
+	select {
+	case <-busy.gone:
+		t.Fatalf("a watcher that kept up was dropped: %v", busy.err)
+	default:
+	}
+	last := int64(2 + feedRing + 9)
+	// Resume from the middle of the ring: the h1 changes after it.
+	w, ok := testWatcher(t, f, admin, "", "spec.host=h1", last-25)
+	if !ok {
+		t.Fatal("a watch from inside the ring was refused")
+	}
+	var got, want []int64
+	for len(w.ch) > 0 {
+		got = append(got, (<-w.ch).rev)
+	}
+	for rev := last - 24; rev <= last; rev++ {
+		if rev%10 == 0 {
+			want = append(want, rev)
+		}
+	}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("resumed with %v, want the two h1 changes after %d", got, last-25)
+	}
+	if _, ok := testWatcher(t, f, admin, "", "", 5); ok {
+		t.Fatal("a watch from before the ring was served from it")
+	}
+	if rev, ok := f.progress(busy); !ok || rev != last {
+		t.Fatalf("progress %d, %v; want %d", rev, ok, last)
+	}
+}
+
+// TestFeedRingBytes: a feed of large objects keeps at most feedRingBytes
+// of them, not feedRing changes; a watch from a change it let go is
+// refused (the API then reads etcd), one from a change it kept is given
+// every change since.
+func TestFeedRingBytes(t *testing.T) {
+	f := newTestFeed(t, "VirtualMachine")
+	admin := &auth.Principal{Name: "admin", Role: api.RoleClusterAdmin}
+	big := map[string]string{"pad": strings.Repeat("x", 256<<10)}
+	const changes = 200 // 50 MiB in all
+	for rev := int64(2); rev < 2+changes; rev++ {
+		f.offer(store.Event{Type: store.Added, Rev: rev, Key: store.Key(f.k, "lab", fmt.Sprint("vm", rev)),
+			Raw: vmJSON(t, fmt.Sprint("vm", rev), "h1", big, rev)})
+	}
+	f.mu.Lock()
+	kept, bytes, validFrom := len(f.ring), f.ringBytes, f.validFrom
+	f.mu.Unlock()
+	if bytes > feedRingBytes || kept >= changes || kept == 0 {
+		t.Fatalf("the ring keeps %d changes, %d bytes; want at most %d bytes", kept, bytes, feedRingBytes)
+	}
+	if _, ok := testWatcher(t, f, admin, "", "", validFrom-1); ok {
+		t.Fatalf("a watch from %d, before what the ring keeps (%d), was served from it", validFrom-1, validFrom)
+	}
+	w, ok := testWatcher(t, f, admin, "", "", validFrom)
+	if !ok {
+		t.Fatal("a watch from the ring's oldest change was refused")
+	}
+	if n := len(w.ch); n != kept {
+		t.Fatalf("a watch from %d was given %d changes, want %d", validFrom, n, kept)
+	}
+}
