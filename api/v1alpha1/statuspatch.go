@@ -62,3 +62,27 @@ type MachineFacts struct {
 type MachineProfileCount struct {
 	Machines int `json:"machines"`
 }
+
+// Binding is the spec patch that places an object on a host (the
+// scheduler's VMs, volume placement's Volumes), conditional on the
+// version the decision was made on: a changed object is decided again,
+// never bound on a stale view.
+type Binding struct {
+	Metadata BindingVersion `json:"metadata"`
+	Spec     BindingHost    `json:"spec"`
+}
+
+// BindingVersion is the resourceVersion a Binding is conditional on.
+type BindingVersion struct {
+	ResourceVersion string `json:"resourceVersion"`
+}
+
+// BindingHost is the host a Binding places its object on.
+type BindingHost struct {
+	Host string `json:"host"`
+}
+
+// BindTo is the Binding of an object at resourceVersion rv to host.
+func BindTo(rv, host string) Binding {
+	return Binding{Metadata: BindingVersion{ResourceVersion: rv}, Spec: BindingHost{Host: host}}
+}

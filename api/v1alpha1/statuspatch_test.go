@@ -19,6 +19,9 @@ func TestStatusPatchFields(t *testing.T) {
 		{HostAllocation{}, HostStatus{}},
 		{MachineFacts{}, MachineStatus{}},
 		{MachineProfileCount{}, MachineProfileStatus{}},
+		{BindingHost{}, VirtualMachineSpec{}},
+		{BindingHost{}, VolumeSpec{}},
+		{BindingVersion{}, ObjectMeta{}},
 	} {
 		status := patchFields(reflect.TypeOf(tc.status))
 		patch := patchFields(reflect.TypeOf(tc.patch))

@@ -5,6 +5,9 @@ package v1alpha1
 // fieldDocs are the doc comments of the package's types ("Type") and
 // their fields ("Type.Field"); see FieldDoc.
 var fieldDocs = map[string]string{
+	"Binding":                             "Binding is the spec patch that places an object on a host (the scheduler's VMs, volume placement's Volumes), conditional on the version the decision was made on: a changed object is decided again, never bound on a stale view.",
+	"BindingHost":                         "BindingHost is the host a Binding places its object on.",
+	"BindingVersion":                      "BindingVersion is the resourceVersion a Binding is conditional on.",
 	"BootFile":                            "BootFile is a kernel or an initrd: fetched from a URL, or, for a VirtualMachine, taken from an Image. Exactly one of URL and Image is set.",
 	"BootFile.Checksum":                   "Checksum (\"sha256:…\"), when set, is verified before the file is served or used, and lets it be cached safely. With Image, the Image's checksum is used instead.",
 	"BootFile.Image":                      "Image names an Image holding the file (a VirtualMachine's kernel and initrd only): the VM tenant's own image of that name, else a shared one, as for disks. The host fetches it into its image cache like any image, so a shared Image with a file:// URL is how an administrator hands VMs a kernel that lives on the hosts.",

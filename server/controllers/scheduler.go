@@ -367,10 +367,7 @@ func (s *Scheduler) Reconcile(ctx context.Context, key string) (reconcile.Result
 	if host == "" {
 		return reconcile.Result{}, s.markUnschedulable(ctx, key, vm, why)
 	}
-	patch := map[string]any{
-		"metadata": map[string]any{"resourceVersion": vm.Metadata.ResourceVersion},
-		"spec":     map[string]any{"host": host},
-	}
+	patch := api.BindTo(vm.Metadata.ResourceVersion, host)
 	out, err := s.Client.Patch(ctx, "VirtualMachine", vm.Metadata.Tenant, vm.Metadata.Name, patch, false)
 	if err != nil {
 		s.mu.Lock()

@@ -214,10 +214,7 @@ func (c *VolumePlacement) volumeHost(vol *api.Volume) (host, why string) {
 // bind sets spec.host, conditional on the version decided on.
 func (c *VolumePlacement) bind(ctx context.Context, obj api.Object, host, why string) (reconcile.Result, error) {
 	kind, m := obj.GetTypeMeta().Kind, obj.GetMetadata()
-	patch := map[string]any{
-		"metadata": map[string]any{"resourceVersion": m.ResourceVersion},
-		"spec":     map[string]any{"host": host},
-	}
+	patch := api.BindTo(m.ResourceVersion, host)
 	out, err := c.Client.Patch(ctx, kind, m.Tenant, m.Name, patch, false)
 	switch {
 	case api.IsConflict(err):
