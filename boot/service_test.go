@@ -10,7 +10,9 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -816,7 +818,7 @@ func testBootOnTheLAN(t *testing.T, mode dhcp.Mode) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { n.Close() })
-	cfg := boot.Config{DHCPMode: mode}
+	cfg := boot.Config{DHCPMode: mode, MetricsListen: netip.AddrPortFrom(server.Addr(), 9100).String()}
 	if mode == dhcp.ModeFull {
 		cfg.PoolStart, cfg.PoolEnd = netip.MustParseAddr("10.78.0.100"), netip.MustParseAddr("10.78.0.149")
 	}
@@ -930,6 +932,81 @@ func testBootOnTheLAN(t *testing.T, mode dhcp.Mode) {
 	if code, body := l.do(request{from: addr, url: s.args["files"] + "/user-data"}); code != http.StatusOK {
 		t.Errorf("GET the file of the machine's new boot: %d %s", code, body)
 	}
+
+	// What it served is counted: the DISCOVERs and what was answered.
+	answer := "OFFER"
+	if mode == dhcp.ModeProxy {
+		answer = "proxy"
+	}
+	m := l.metrics("http://" + cfg.MetricsListen + "/metrics")
+	wantCounted(t, m, `hearth_boot_dhcp_messages_total{reply="`+answer+`",type="DISCOVER"}`)
+	wantCounted(t, m, `hearth_boot_http_requests_total{`)
+}
+
+// metrics reads the boot service's metrics page from its own side.
+func (l *lab) metrics(url string) string {
+	l.t.Helper()
+	resp, err := l.client(netip.Addr{}, true).Get(url)
+	if err != nil {
+		l.t.Fatalf("GET %s: %v", url, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		l.t.Fatalf("GET %s: %s %v", url, resp.Status, err)
+	}
+	return string(b)
+}
+
+// wantCounted fails unless a series starting with prefix has a value
+// above zero on the metrics page m.
+func wantCounted(t *testing.T, m, prefix string) {
+	t.Helper()
+	for _, line := range strings.Split(m, "\n") {
+		if !strings.HasPrefix(line, prefix) {
+			continue
+		}
+		f := strings.Fields(line)
+		if v, err := strconv.ParseFloat(f[len(f)-1], 64); err == nil && v > 0 {
+			return
+		}
+	}
+	t.Errorf("no series %s… counted above zero in:\n%s", prefix, m)
+}
+
+// TestBootMetricsCountTFTP: a TFTP transfer by a real client (tftp-hpa)
+// is counted, with its bytes.
+func TestBootMetricsCountTFTP(t *testing.T) {
+	bin, err := exec.LookPath("tftp")
+	if err != nil {
+		t.Skip("tftp not found: install Debian's tftp-hpa package (scripts/deps.sh test does)")
+	}
+	dir := t.TempDir()
+	want := bytes.Repeat([]byte("iPXE"), 3000) // a few blocks
+	if err := os.WriteFile(filepath.Join(dir, "ipxe.pxe"), want, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	metrics := fmt.Sprintf("127.0.0.1:%d", servertest.FreePort(t))
+	l := newLab(t, nil, boot.Config{IPXEDir: dir, MetricsListen: metrics})
+	host, port, _ := net.SplitHostPort(l.cfg.TFTPListen)
+	local := filepath.Join(t.TempDir(), "got")
+	ctx, cancel := context.WithTimeout(servertest.Ctx(t), time.Minute)
+	defer cancel()
+	if out, err := exec.CommandContext(ctx, bin, "-m", "binary", host, port, "-c", "get", "ipxe.pxe", local).CombinedOutput(); err != nil {
+		t.Fatalf("tftp get: %v\n%s", err, out)
+	}
+	if got, err := os.ReadFile(local); err != nil || !bytes.Equal(got, want) {
+		t.Fatalf("tftp got %d bytes (%v), want %d", len(got), err, len(want))
+	}
+	servertest.Eventually(t, 10*time.Second, func() error {
+		m := l.metrics("http://" + metrics + "/metrics")
+		for _, series := range []string{`hearth_boot_tftp_transfers_total{event="completed"} 1`, fmt.Sprintf("hearth_boot_tftp_sent_bytes_total %d", len(want))} {
+			if !strings.Contains(m, series+"\n") {
+				return fmt.Errorf("no %q in the metrics:\n%s", series, m)
+			}
+		}
+		return nil
+	})
 }
 
 func mustMAC(s string) net.HardwareAddr {
