@@ -36,6 +36,10 @@ func TestSandboxNetworks(t *testing.T) {
 		t.Fatal(err)
 	}
 	s.must(string(lab), "apply", "-f", "-")
+	// A second apply changes nothing (issue 9's promise, for this example).
+	if out := s.must(string(lab), "apply", "-f", "-"); strings.Contains(out, " created") || strings.Contains(out, " configured") || !strings.Contains(out, "floatingip/a unchanged") {
+		t.Errorf("applying examples/sandbox/networks.yaml again changed something:\n%s", out)
+	}
 
 	console := func(tenant, vm string) string {
 		out, _ := s.hearth("", "logs", "vm/"+vm, "--tenant", tenant)

@@ -108,6 +108,10 @@ type debRoot struct {
 }
 
 // bind is a host path to show inside the root.
+// hostCAFile is where a root keeps the machine's trusted certificate
+// authorities (see newDebRoot).
+const hostCAFile = "/etc/hearth-test-host-ca.pem"
+
 type bind struct {
 	host, inRoot string
 	readOnly     bool
@@ -130,6 +134,15 @@ func newDebRoot(t *testing.T, binds ...bind) *debRoot {
 	}
 	if resolv, err := os.ReadFile("/etc/resolv.conf"); err == nil {
 		os.WriteFile(filepath.Join(r.dir, "etc", "resolv.conf"), resolv, 0o644)
+	}
+	// The machine's network comes with the root: its resolver, and the
+	// certificate authorities its programs are told to trust (an egress
+	// proxy may sign what it forwards), so that Go's module proxy and
+	// npm's registry answer in the root as they do on the machine.
+	if ca := os.Getenv("SSL_CERT_FILE"); ca != "" {
+		if pem, err := os.ReadFile(ca); err == nil {
+			os.WriteFile(r.path(hostCAFile), pem, 0o644)
+		}
 	}
 	r.holder = exec.Command("unshare", "--mount", "--propagation", "private", "--", "sleep", "infinity")
 	if err := r.holder.Start(); err != nil {
@@ -203,6 +216,9 @@ func (r *debRoot) command(ctx context.Context, extra []string, args ...string) *
 		if v, ok := os.LookupEnv(k); ok {
 			env = append(env, k+"="+v)
 		}
+	}
+	if _, err := os.Stat(r.path(hostCAFile)); err == nil {
+		env = append(env, "SSL_CERT_FILE="+hostCAFile, "NODE_EXTRA_CA_CERTS="+hostCAFile)
 	}
 	env = append(env, extra...)
 	argv := append([]string{"-t", strconv.Itoa(r.holder.Process.Pid), "-m", "--", "chroot", r.dir, "/usr/bin/env", "-i"}, env...)

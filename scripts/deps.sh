@@ -29,8 +29,9 @@ demo=(qemu-system-x86 qemu-utils ipxe-qemu ovmf ipxe busybox-static iproute2 dns
 # the data plane's benchmarks compare with; chromium and nodejs for the
 # dashboard's browser tests (web/browser: playwright-core, which ./test.sh
 # installs with npm from web/browser/package-lock.json, drives Debian's
-# chromium over its DevTools protocol, so no chromedriver; npm comes with
-# the machine's NodeSource nodejs, which conflicts with Debian's npm
+# chromium over its DevTools protocol, so no chromedriver; npm is Debian's
+# where no npm is installed, and none is asked for where one is: a
+# NodeSource nodejs brings its own, which conflicts with Debian's npm
 # package); prometheus, which the agent tests run against a server, an
 # agent and a boot service; shared storage to test the rbd and nfs drivers
 # against (storage/cephtest, storage/nfstest): a single-node Ceph
@@ -46,6 +47,8 @@ test=("${demo[@]}" etcd-server genisoimage isc-dhcp-client dhcping tftp-hpa atft
 	openipmi isolinux syslinux-common syslinux-utils iperf3
 	ceph-mon ceph-mgr ceph-osd ceph-common qemu-block-extra nfs-ganesha nfs-ganesha-vfs rpcbind
 	lintian mmdebstrap chromium nodejs prometheus)
+
+command -v npm >/dev/null || test+=(npm)
 
 role=${1:-}
 case "$role" in
