@@ -193,6 +193,9 @@ test('a cluster admin sees every tenant and can switch to one', async () => {
   await page.locator('tr[data-name="blue-secret-net"]').waitFor();
   await page.getByLabel('Tenant').selectOption('blue');
   await page.locator('tr[data-name="red-net"]').waitFor({ state: 'detached' });
+  // The list is read again for blue: its row comes back once it has.
+  await page.locator('tr[data-name="blue-secret-net"]').waitFor();
+  assert.equal(await page.locator('tr[data-name="red-net"]').count(), 0);
   assert.equal(await page.locator('tr[data-name="blue-secret-net"]').count(), 1);
   assert.ok(page.log.requests.some(r => r.url.includes('/tenants/blue/networks')), 'switching to blue did not ask for its networks');
   await page.context().close();
