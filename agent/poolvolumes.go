@@ -84,18 +84,15 @@ func (v *volumeController) reconcilePoolVolume(ctx context.Context, vol *api.Vol
 		return fail(api.VolumeFailed, api.ReasonCreateFailed, err)
 	}
 
-	if want := int64(vol.Spec.Size); want > stat.Size {
-		if vm := runningOf(users); vm != "" {
-			st.SetCondition(api.Condition{Type: condResized, Status: api.ConditionFalse, Reason: api.ReasonPendingRestart,
-				Message: fmt.Sprintf("grows from %s to %s when VM %s next starts: the disk of a running VM grows when it restarts", api.Bytes(stat.Size), vol.Spec.Size, vm)}, now)
-		} else {
-			if err := d.Resize(ctx, id, want); err != nil {
-				return reconcile.Result{}, err
-			}
-			v.a.rec.Eventf(ctx, vol, api.EventNormal, "Resized", "grew from %s to %s", api.Bytes(stat.Size), vol.Spec.Size)
-			if stat, err = d.Stat(ctx, id); err != nil {
-				return reconcile.Result{}, err
-			}
+	grown, err := v.grow(ctx, vol, &st, now, stat.Size,
+		func() string { return runningOf(users) },
+		func(want int64) error { return d.Resize(ctx, id, want) })
+	if err != nil {
+		return reconcile.Result{}, err
+	}
+	if grown {
+		if stat, err = d.Stat(ctx, id); err != nil {
+			return reconcile.Result{}, err
 		}
 	}
 	if int64(vol.Spec.Size) <= stat.Size {

@@ -303,18 +303,15 @@ func (v *volumeController) reconcileVolume(ctx context.Context, key string) (rec
 		return reconcile.Result{}, err
 	}
 
-	if want := int64(vol.Spec.Size); want > info.VirtualSize {
-		if vm, running := v.runningUser(ctx, path); running {
-			st.SetCondition(api.Condition{Type: condResized, Status: api.ConditionFalse, Reason: api.ReasonPendingRestart,
-				Message: fmt.Sprintf("grows from %s to %s when VM %s next starts: the disk of a running VM grows when it restarts", api.Bytes(info.VirtualSize), vol.Spec.Size, vm)}, now)
-		} else {
-			if err := storage.ResizeVolume(ctx, path, want); err != nil {
-				return reconcile.Result{}, err
-			}
-			v.a.rec.Eventf(ctx, vol, api.EventNormal, "Resized", "grew from %s to %s", api.Bytes(info.VirtualSize), vol.Spec.Size)
-			if info, err = storage.VolumeInfo(ctx, path); err != nil {
-				return reconcile.Result{}, err
-			}
+	grown, err := v.grow(ctx, vol, &st, now, info.VirtualSize,
+		func() string { vm, _ := v.runningUser(ctx, path); return vm },
+		func(want int64) error { return storage.ResizeVolume(ctx, path, want) })
+	if err != nil {
+		return reconcile.Result{}, err
+	}
+	if grown {
+		if info, err = storage.VolumeInfo(ctx, path); err != nil {
+			return reconcile.Result{}, err
 		}
 	}
 	if int64(vol.Spec.Size) <= info.VirtualSize {
@@ -417,6 +414,28 @@ func (v *volumeController) users(vol *api.Volume) []string {
 // file at path as a disk: QEMU holds it, so qemu-img may not change or
 // copy it. The started spec, not the VM's current one, says what the
 // process holds.
+// grow makes a volume of size bytes as large as its spec asks, unless a
+// VM runs on it (running names it, or is ""): then the Resized condition
+// says it grows at the VM's next start. It reports whether it resized, so
+// the caller reads the volume's size again.
+func (v *volumeController) grow(ctx context.Context, vol *api.Volume, st *api.VolumeStatus, now time.Time, size int64,
+	running func() string, resize func(want int64) error) (bool, error) {
+	want := int64(vol.Spec.Size)
+	if want <= size {
+		return false, nil
+	}
+	if vm := running(); vm != "" {
+		st.SetCondition(api.Condition{Type: condResized, Status: api.ConditionFalse, Reason: api.ReasonPendingRestart,
+			Message: fmt.Sprintf("grows from %s to %s when VM %s next starts: the disk of a running VM grows when it restarts", api.Bytes(size), vol.Spec.Size, vm)}, now)
+		return false, nil
+	}
+	if err := resize(want); err != nil {
+		return false, err
+	}
+	v.a.rec.Eventf(ctx, vol, api.EventNormal, "Resized", "grew from %s to %s", api.Bytes(size), vol.Spec.Size)
+	return true, nil
+}
+
 func (v *volumeController) runningUser(ctx context.Context, path string) (string, bool) {
 	for _, o := range v.a.cache.vms.List() {
 		vm := o.(*api.VirtualMachine)
