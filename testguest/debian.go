@@ -35,6 +35,9 @@ import (
 //
 //	status=LINE        each line of `cloud-init status --long --wait`
 //	status-exit=N      its exit code (0: done without errors)
+//	network-config=ds|fallback  whether cloud-init applied the
+//	                   datasource's network config or, having none, DHCP
+//	                   on the first NIC
 //	hostname=NAME      the hostname cloud-init set
 //	ssh-key=FILE KEY   each line of each authorized_keys file
 //	ip=DEV ADDR/LEN    each global IPv4 address, with its interface
