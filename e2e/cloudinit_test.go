@@ -54,6 +54,9 @@ func TestSandboxCloudInit(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if n := strings.Count(string(lab), "cmdline: "+testguest.DebianCmdline); n != 2 {
+		t.Errorf("examples/sandbox/cloudinit.yaml boots %d VMs with cmdline %q, want 2", n, testguest.DebianCmdline)
+	}
 	s.must(string(lab), "apply", "-f", "-")
 	if out := s.must(string(lab), "apply", "-f", "-"); strings.Contains(out, " created") || strings.Contains(out, " configured") || !strings.Contains(out, "virtualmachine/seeded unchanged") {
 		t.Errorf("applying examples/sandbox/cloudinit.yaml again changed something:\n%s", out)
