@@ -154,6 +154,20 @@ func TestSandboxCloudInit(t *testing.T) {
 			}
 		})
 	}
+	// Every machine made from the image has SSH host keys of its own.
+	hostKeys := map[string]string{}
+	for _, g := range guests {
+		keys := testguest.ParseCloudInitMarkers(consoles[g.name])["ssh-host-key"]
+		if len(keys) == 0 {
+			t.Errorf("%s reports no SSH host key", g.name)
+		}
+		for _, k := range keys {
+			if other, ok := hostKeys[k]; ok {
+				t.Errorf("%s and %s have the same SSH host key %s", other, g.name, k)
+			}
+			hostKeys[k] = g.name
+		}
+	}
 	if !metadataService {
 		t.Run("metadata", func(t *testing.T) {
 			t.Skip("Hearth's metadata service at 169.254.169.254 (issue 12, branch dnsmeta) is not on this branch: the VM without a seed disk would have nothing to read")

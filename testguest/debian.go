@@ -40,6 +40,7 @@ import (
 //	                   on the first NIC
 //	hostname=NAME      the hostname cloud-init set
 //	ssh-key=FILE KEY   each line of each authorized_keys file
+//	ssh-host-key=KEY   each SSH host public key (type and key)
 //	ip=DEV ADDR/LEN    each global IPv4 address, with its interface
 //	done               all of the above is printed
 //
