@@ -28,12 +28,12 @@ const metadataService = false
 // cloud-init made of it: the hostname, the tenant's SSH key in the default
 // user's authorized_keys, the address Hearth allocated (by DHCP),
 // user-data's runcmd having run, and `cloud-init status --long` done
-// without errors, naming the datasource. Two VMs boot at once: "seeded"
-// reads the NoCloud seed disk the agent attaches, with a network config
-// that renames its NIC hearth0 (applied from the datasource, not
-// cloud-init's fallback); "metadata" has no seed disk and finds its data
-// at Hearth's metadata service (NoCloud over HTTP,
-// ds=nocloud-net;s=http://169.254.169.254/nocloud/).
+// without errors, naming the datasource; and that no two guests share SSH
+// host keys. Two VMs boot at once: "seeded" reads the NoCloud seed disk
+// the agent attaches, with a network config that renames its NIC hearth0
+// (applied from the datasource, not cloud-init's fallback); "metadata"
+// boots with ci.ds=Ec2, which leaves cloud-init EC2's datasource alone,
+// and finds everything at Hearth's metadata service at 169.254.169.254.
 func TestSandboxCloudInit(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("the sandbox needs root (network namespaces), and so does building the Debian image (mmdebstrap); CI runs as root")
@@ -66,19 +66,22 @@ func TestSandboxCloudInit(t *testing.T) {
 		name, ip, nic string
 		// networkConfig is where cloud-init's network config came from.
 		networkConfig string
-		// datasource is what `cloud-init status --long` must name.
-		datasource []string
+		// datasource is what `cloud-init status --long` must name, and
+		// notDatasource what it must not.
+		datasource    []string
+		notDatasource string
 	}
 	guests := []guest{
 		{name: "seeded", ip: "10.20.1.10", nic: "hearth0", networkConfig: "ds",
 			datasource: []string{"DataSourceNoCloud", "seed=/dev/vd"}},
 	}
 	if metadataService {
-		// cloud-init 22.4 reads meta-data, user-data and vendor-data
-		// over HTTP, not network-config: its network comes from its
-		// fallback, DHCP on the first NIC.
+		// EC2's datasource alone (ci.ds=Ec2): the seed disk is there
+		// but unread. Hearth's EC2 tree has no network/interfaces, so
+		// the network config is cloud-init's fallback, DHCP on the
+		// first NIC.
 		guests = append(guests, guest{name: "metadata", ip: "10.20.1.11", nic: "", networkConfig: "fallback",
-			datasource: []string{"DataSourceNoCloudNet", "http://169.254.169.254/nocloud/"}})
+			datasource: []string{"DataSourceEc2"}, notDatasource: "NoCloud"})
 	} else {
 		// Not worth the CPU of a guest that has nothing to find.
 		s.must("", "delete", "vm", "metadata", "--tenant", "cloud")
@@ -123,6 +126,9 @@ func TestSandboxCloudInit(t *testing.T) {
 				if !strings.Contains(status, want) {
 					t.Errorf("cloud-init status --long does not name %q (the datasource):\n%s", want, status)
 				}
+			}
+			if g.notDatasource != "" && strings.Contains(status, g.notDatasource) {
+				t.Errorf("cloud-init status --long names %q, want another datasource:\n%s", g.notDatasource, status)
 			}
 			if got := m["hostname"]; len(got) != 1 || got[0] != g.name {
 				t.Errorf("hostname %v, want %s", got, g.name)
@@ -170,7 +176,7 @@ func TestSandboxCloudInit(t *testing.T) {
 	}
 	if !metadataService {
 		t.Run("metadata", func(t *testing.T) {
-			t.Skip("Hearth's metadata service at 169.254.169.254 (issue 12, branch dnsmeta) is not on this branch: the VM without a seed disk would have nothing to read")
+			t.Skip("Hearth's metadata service at 169.254.169.254 (issue 12, branch dnsmeta) is not on this branch: the VM whose only datasource is EC2 would have nothing to read")
 		})
 	}
 }
