@@ -56,8 +56,11 @@ const CloudInitMarker = "HEARTH-CLOUDINIT"
 // DebianCmdline is the kernel command line a VM boots the Debian image's
 // kernel with: the root file system by its label, the serial console,
 // quiet (every line on an emulated serial port costs time under TCG;
-// warnings, failed units and cloud-init's own lines still show).
-const DebianCmdline = "root=LABEL=hearth-root ro console=ttyS0 panic=-1 quiet"
+// warnings, failed units and cloud-init's own lines still show), and
+// no_timer_check: on a busy host an emulated CPU can be too slow for the
+// kernel's check of the IO-APIC timer, which then panics ("IO-APIC + timer
+// doesn't work!").
+const DebianCmdline = "root=LABEL=hearth-root ro console=ttyS0 panic=-1 quiet no_timer_check"
 
 // debianSuite is the Debian release of the image: its cloud-init (22.4)
 // is the one Hearth's seed and metadata are checked against.
