@@ -166,6 +166,20 @@ func TestSandboxNetworks(t *testing.T) {
 		}
 	})
 
+	// The convergence benchmark (docs/BENCHMARKS.md §6) works on this
+	// sandbox, three runs: a VM on a new network is reached from the
+	// other host, and the internet reaches it through a floating IP. It
+	// deletes what it made (the teardown below checks the hosts).
+	t.Run("convergence benchmark", func(t *testing.T) {
+		out := s.must("", "bench", "net", "--sandbox-dir", s.dir, "--runs", "3")
+		for _, want := range []string{"peer on the other host reaches it", "FloatingIP create→internet reaches the VM"} {
+			if !strings.Contains(out, want) {
+				t.Errorf("hearth bench net printed no %q row:\n%s", want, out)
+			}
+		}
+		t.Logf("hearth bench net --runs 3:\n%s", out)
+	})
+
 	// Deleting everything leaves nothing of the networks on the hosts.
 	t.Run("teardown", func(t *testing.T) {
 		s.must("", "delete", "fip", "a", "--tenant", "red")
