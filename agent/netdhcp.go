@@ -57,8 +57,10 @@ func newDHCPServers(plane dataplane.Plane) *dhcpServers {
 }
 
 // sync starts, updates and stops servers to match st, leaving alone the
-// networks whose Apply failed (their router may not be there).
-func (d *dhcpServers) sync(ctx context.Context, st netState, failed map[uint32]bool) {
+// networks whose Apply failed (their router may not be there), and
+// returns why servers could not start, by subnet key (the next sync tries
+// again).
+func (d *dhcpServers) sync(ctx context.Context, st netState, failed map[uint32]bool) map[string]error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	want := map[dhcpID]dhcpSubnet{}
@@ -77,6 +79,7 @@ func (d *dhcpServers) sync(ctx context.Context, st netState, failed map[uint32]b
 			delete(d.running, id)
 		}
 	}
+	var errs map[string]error
 	for id, w := range want {
 		if failed[id.vni] {
 			continue
@@ -88,11 +91,15 @@ func (d *dhcpServers) sync(ctx context.Context, st netState, failed map[uint32]b
 		}
 		r, err := startSubnetDHCP(ctx, d.plane.RouterNetns(id.vni), w)
 		if err != nil {
-			slog.Warn("starting DHCP", "subnet", w.Key, "vni", id.vni, "err", err)
+			if errs == nil {
+				errs = map[string]error{}
+			}
+			errs[w.Key] = err
 			continue
 		}
 		d.running[id] = r
 	}
+	return errs
 }
 
 func (d *dhcpServers) stopAll() {
