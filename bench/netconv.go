@@ -49,10 +49,8 @@ type NetResult struct {
 	// Asked is the VM create→the first of the peer's ARP requests
 	// reaching the VM (flooded to its host over VXLAN).
 	Asked []time.Duration
-	// Carrier is the VM's tap attached→its link up (the kernel's link
-	// watch noticing the carrier, which QEMU waits for as well: it is
-	// not the data plane's, and a guest boots meanwhile); Rest the link
-	// up→the peer reaching the VM.
+	// Carrier is the VM's tap attached (as QEMU attaches at start)→its
+	// link operationally up; Rest the link up→the peer reaching the VM.
 	Carrier, Rest []time.Duration
 }
 
@@ -113,7 +111,7 @@ func RunNet(ctx context.Context, c *client.Client, cfg NetConfig, w io.Writer) (
 		{"VM create→its port in Network status.ports", res.Published},
 		{"VM create→peer's ARP reaches it", res.Asked},
 		{"VM create→peer on the other host reaches it", res.Reach},
-		{"  of which: tap attached→its link up (kernel link watch)", res.Carrier},
+		{"  tap attached→its link up", res.Carrier},
 		{"  link up→peer reaches it", res.Rest},
 		{"FloatingIP create→internet reaches the VM", res.FIP},
 	} {

@@ -60,9 +60,7 @@ func tapExists(nsName, name string) (bool, error) {
 }
 
 // waitOperUp waits until link name in namespace nsName is operationally
-// up: for a tap, once the kernel has noticed its carrier (its link watch
-// runs at most once a second for such events), which is when the bridge
-// starts forwarding to and from it.
+// up: for a tap, once the kernel has noticed that someone attached.
 func waitOperUp(ctx context.Context, nsName, name string) error {
 	ns, err := netns.Open(nsName)
 	if err != nil {
