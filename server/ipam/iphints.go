@@ -198,8 +198,10 @@ func (h *ipHints) pick(uid string, first, last netip.Addr, skip func(netip.Addr)
 			return a, false, false, nil
 		}
 		verified++
-		// Read without the lock: other writes go on meanwhile, and
-		// the transaction is the arbiter anyway.
+		// Read without the lock: other writes go on meanwhile (kept
+		// off this address by its pending mark), and the transaction
+		// is the arbiter anyway.
+		s.pending[i] = now
 		h.mu.Unlock()
 		held, err := isHeld(a)
 		if err != nil {
@@ -211,11 +213,10 @@ func (h *ipHints) pick(uid string, first, last netip.Addr, skip func(netip.Addr)
 			return a, false, false, nil // rebuilt meanwhile
 		}
 		if !held {
-			s.pending[i] = now
 			h.mu.Unlock()
 			return a, true, true, nil
 		}
-		s.set(a, true)
+		s.set(a, true) // and no longer pending
 	}
 	h.mu.Unlock()
 	// Nothing free by the hints: a full read says for sure.
