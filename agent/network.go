@@ -213,7 +213,7 @@ func (n *netController) ports(vm *api.VirtualMachine) ([]string, error) {
 			return nil, waitingFor(api.ReasonWaitingForNetwork, "spec.nics[%d]: the server has not allocated its address yet", i)
 		}
 		if i >= len(got) || got[i] == "" || !n.ready[got[i]] {
-			return nil, waitingFor(api.ReasonWaitingForNetwork, "spec.nics[%d]: waiting for its port on network %s on this host (the host's network events say why)", i, nic.Network)
+			return nil, waitingFor(api.ReasonWaitingForNetwork, "spec.nics[%d]: waiting for its port on network %s on this host (if it lasts, the host's NetworkReady condition tells a cluster admin why)", i, nic.Network)
 		}
 		taps[i] = got[i]
 	}
