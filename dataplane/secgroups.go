@@ -126,7 +126,7 @@ func (s *HostState) validateSecurity() FieldErrors {
 		np := index("networks", i)
 		if n.VNI != 0 {
 			z := ConntrackZone(n.VNI)
-			if j, dup := zones[z]; dup {
+			if j, dup := zones[z]; dup && s.Networks[j].VNI != n.VNI {
 				es.add(np+".vni", "%d has the conntrack zone of networks[%d] (VNI %d): they cannot be on one host", n.VNI, j, s.Networks[j].VNI)
 			}
 			zones[z] = i
