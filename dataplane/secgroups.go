@@ -432,12 +432,22 @@ func writeSG(c *nftables.Conn, m *sgModel) error {
 	c.AddTable(tab)
 	c.DelTable(tab)
 	c.AddTable(tab)
+	// Chains, then the sets and maps (whose elements jump to chains),
+	// then the rules (which look the sets up).
+	for _, ch := range m.table.chains {
+		nc := &nftables.Chain{Name: ch.name, Table: tab, Type: ch.typ, Hooknum: ch.hook, Priority: ch.priority}
+		if ch.hook != nil {
+			accept := nftables.ChainPolicyAccept
+			nc.Policy = &accept
+		}
+		c.AddChain(nc)
+	}
 	for _, st := range m.sets {
 		if err := c.AddSet(st.set, st.elems); err != nil {
 			return fmt.Errorf("writing nftables set %s: %w", st.set.Name, err)
 		}
 	}
-	addChains(c, tab, m.table)
+	addChainRules(c, tab, m.table)
 	if err := c.Flush(); err != nil {
 		return fmt.Errorf("writing nftables table %s: %w", sgTable, err)
 	}
