@@ -117,7 +117,7 @@ func TestHostNetStateSecurityGroups(t *testing.T) {
 				withGroups(in, "red", "b", "admin")
 				withGroups(in, "blue", "a", "ops")
 			},
-			wantPorts: map[string]*dataplane.PortSecurity{redA: nil, redC: nil, blueA: {Ingress: []dataplane.SecurityRule{{Group: "blue/admin"}}}},
+			wantPorts:  map[string]*dataplane.PortSecurity{redA: nil, redC: nil, blueA: {Ingress: []dataplane.SecurityRule{{Group: "blue/admin"}}}},
 			wantGroups: []dataplane.AddressGroup{{Name: "blue/admin"}},
 		},
 	}
