@@ -179,7 +179,7 @@ func New(cfg Config) (p *Linux, err error) {
 		if p.nl, err = netlink.NewHandle(unix.NETLINK_ROUTE); err != nil {
 			return err
 		}
-		p.nft, err = nftables.New(nftables.AsLasting())
+		p.nft, err = nftables.New(nftables.AsLasting(), nftables.WithSockOptions(largeSendBuffer))
 		return err
 	})
 	if err != nil {

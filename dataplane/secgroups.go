@@ -16,6 +16,7 @@ import (
 	"github.com/google/nftables"
 	"github.com/google/nftables/binaryutil"
 	"github.com/google/nftables/expr"
+	mnl "github.com/mdlayher/netlink"
 	"github.com/vishvananda/netlink/nl"
 	"golang.org/x/sys/unix"
 
@@ -450,6 +451,31 @@ func writeSG(c *nftables.Conn, m *sgModel) error {
 	addChainRules(c, tab, m.table)
 	if err := c.Flush(); err != nil {
 		return fmt.Errorf("writing nftables table %s: %w", sgTable, err)
+	}
+	return nil
+}
+
+// largeSendBuffer (and receive buffer) lets one transaction (one netlink message) hold a whole
+// hearth-sg of many thousands of rules: a batch is applied only if it
+// arrives whole, and the default socket buffer (about 200 KiB) takes
+// about a thousand rules. The host's wmem_max does not bind root
+// (SO_SNDBUFFORCE), as with nft itself.
+func largeSendBuffer(c *mnl.Conn) error {
+	raw, err := c.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var serr error
+	if err := raw.Control(func(fd uintptr) {
+		// And the receive buffer, for the kernel's answer to each
+		// message of it.
+		serr = errors.Join(unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_SNDBUFFORCE, 64<<20),
+			unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, 64<<20))
+	}); err != nil {
+		return err
+	}
+	if serr != nil {
+		return fmt.Errorf("enlarging the nftables socket's buffers: %w", serr)
 	}
 	return nil
 }
