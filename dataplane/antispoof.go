@@ -28,8 +28,9 @@ import (
 //   - it is IPv4 from one of its addresses, or a DHCP client's request
 //     from 0.0.0.0 to port 67; never a DHCP server's answer (source port
 //     67): only the router answers DHCP;
-//   - it is IPv6 from one of its addresses or its link-local address
-//     (EUI-64, from the MAC), where a neighbour advertisement's target
+//   - it is IPv6 from one of its addresses, its link-local address or
+//     its SLAAC address in each /64 subnet (both EUI-64, from the MAC:
+//     what a guest makes by itself), where a neighbour advertisement's target
 //     must be one of those too; or duplicate address detection (a
 //     neighbour solicitation from :: for one of them, an MLD report
 //     from ::); never a router advertisement, a redirect or a DHCPv6
@@ -54,12 +55,22 @@ func antiSpoofRules(n *Network) ([]nftChain, []nftRule) {
 	for _, p := range n.Ports {
 		ch := portChain(n.VNI, p.Name)
 		chains = append(chains, nftChain{name: ch})
-		rules = append(rules, portRules(ch, p)...)
+		rules = append(rules, portRules(ch, p, n.Subnets)...)
 	}
 	return chains, rules
 }
 
-func portRules(chain string, p Port) []nftRule {
+// SLAAC is the address a NIC with this MAC gives itself by stateless
+// autoconfiguration in a /64 (modified EUI-64, RFC 4862), which its port
+// lets it use whether or not the state lists it.
+func SLAAC(prefix netip.Prefix, mac net.HardwareAddr) netip.Addr {
+	b := prefix.Masked().Addr().As16()
+	ll := LinkLocal(mac).As16()
+	copy(b[8:], ll[8:])
+	return netip.AddrFrom16(b)
+}
+
+func portRules(chain string, p Port, subnets []Subnet) []nftRule {
 	var rules []nftRule
 	add := func(name string, parts ...[]expr.Any) {
 		rules = append(rules, nftRule{chain: chain, name: name, exprs: cat(parts...)})
@@ -71,6 +82,13 @@ func portRules(chain string, p Port) []nftRule {
 			v4 = append(v4, a)
 		} else {
 			v6 = append(v6, a)
+		}
+	}
+	for _, s := range subnets {
+		if s.CIDR.Addr().Is6() && s.CIDR.Bits() == 64 {
+			if a := SLAAC(s.CIDR, p.MAC); !slices.Contains(v6, a) {
+				v6 = append(v6, a)
+			}
 		}
 	}
 	v6 = append(v6, LinkLocal(p.MAC))

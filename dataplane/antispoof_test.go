@@ -23,7 +23,7 @@ import (
 // and pings still flow.
 func TestAntiSpoofing(t *testing.T) {
 	c := newCluster(t, 2)
-	c.addNet("spoof", 100, false, "10.20.0.0/24")
+	c.addNet("spoof", 100, false, "10.20.0.0/24", "fd00:20::/64")
 	attacker := c.addVM("attacker", "spoof", 0, "10.20.0.10")
 	local := c.addVM("local", "spoof", 0, "10.20.0.11")
 	remote := c.addVM("remote", "spoof", 1, "10.20.0.12")
@@ -53,6 +53,11 @@ func TestAntiSpoofing(t *testing.T) {
 			{"DHCP discover from 0.0.0.0", udpFrame(attacker.mac, bcast, netip.IPv4Unspecified(), netip.MustParseAddr("255.255.255.255"), 68, 67), victim == local},
 			{"rogue router advertisement", raFrame(attacker.mac), false},
 			{"VLAN-tagged frame", vlanFrame(attacker.mac, victim.mac), false},
+			{"IPv6 from its SLAAC address", udp6Frame(attacker.mac, victim.mac, slaac(attacker), slaac(victim)), true},
+			{"IPv6 from a forged address", udp6Frame(attacker.mac, victim.mac, netip.MustParseAddr("fd00:20::99"), slaac(victim)), false},
+			{"IPv6 from a peer's address", udp6Frame(attacker.mac, victim.mac, slaac(c.peerOf(victim)), slaac(victim)), false},
+			{"neighbour advertisement for itself", naFrame(attacker.mac, victim.mac, dataplane.LinkLocal(attacker.mac), slaac(attacker)), true},
+			{"neighbour advertisement for a peer's address", naFrame(attacker.mac, victim.mac, dataplane.LinkLocal(attacker.mac), slaac(c.peerOf(victim))), false},
 		}
 		for _, tc := range cases {
 			t.Run(victim.name+"/"+tc.name, func(t *testing.T) {
@@ -172,6 +177,36 @@ func raFrame(srcMAC net.HardwareAddr) []byte {
 	all := netip.MustParseAddr("ff02::1").As16()
 	ip = append(append(ip, ll[:]...), all[:]...)
 	return append(append(ether(srcMAC, net.HardwareAddr{0x33, 0x33, 0, 0, 0, 1}, unix.ETH_P_IPV6), ip...), icmp...)
+}
+
+func slaac(vm *tvm) netip.Addr {
+	return dataplane.SLAAC(netip.MustParsePrefix("fd00:20::/64"), vm.mac)
+}
+
+func ip6Frame(srcMAC, dstMAC net.HardwareAddr, src, dst netip.Addr, proto byte, payload []byte) []byte {
+	ip := []byte{0x60, 0, 0, 0}
+	ip = binary.BigEndian.AppendUint16(ip, uint16(len(payload)))
+	ip = append(ip, proto, 255)
+	s, d := src.As16(), dst.As16()
+	ip = append(append(ip, s[:]...), d[:]...)
+	return append(append(ether(srcMAC, dstMAC, unix.ETH_P_IPV6), ip...), payload...)
+}
+
+func udp6Frame(srcMAC, dstMAC net.HardwareAddr, src, dst netip.Addr) []byte {
+	payload := []byte(fmt.Sprintf("hearth-spoof6-%s", src))
+	udp := binary.BigEndian.AppendUint16(nil, 4000)
+	udp = binary.BigEndian.AppendUint16(udp, 4001)
+	udp = binary.BigEndian.AppendUint16(udp, uint16(8+len(payload)))
+	udp = append(append(udp, 0, 0), payload...)
+	return ip6Frame(srcMAC, dstMAC, src, dst, unix.IPPROTO_UDP, udp)
+}
+
+// naFrame is a neighbour advertisement (solicited, override) for target.
+func naFrame(srcMAC, dstMAC net.HardwareAddr, src, target netip.Addr) []byte {
+	t := target.As16()
+	icmp := append([]byte{136, 0, 0, 0, 0x60, 0, 0, 0}, t[:]...)
+	icmp = append(append(icmp, 2, 1), srcMAC...) // target link-layer address option
+	return ip6Frame(srcMAC, dstMAC, src, dataplane.LinkLocal(dstMAC), unix.IPPROTO_ICMPV6, icmp)
 }
 
 // vlanFrame is an 802.1Q-tagged frame (VLAN 5) carrying IPv4.

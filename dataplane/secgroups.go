@@ -54,7 +54,9 @@ import (
 //     both ends' rules are checked when two filtered VMs on one host
 //     talk), then a drop. A port without egress rules has no eg- chain:
 //     everything goes out. DHCP, DHCPv6 and neighbour discovery always
-//     pass (anti-spoofing already keeps servers' answers from VMs).
+//     pass (anti-spoofing already keeps servers' answers from VMs), and
+//     so do a port's requests to its network's own services: DNS on the
+//     gateways, metadata at MetadataAddress.
 //   - remote groups are named sets of addresses, g-HASH-4 and g-HASH-6,
 //     shared by every rule that names the group.
 //
@@ -66,6 +68,11 @@ import (
 // bridge); unicast is.
 
 const sgTable = "hearth-sg"
+
+// MetadataAddress is where a network's VMs find the metadata service (in
+// their router): a port's egress rules always let it through, as they do
+// DHCP, neighbour discovery and DNS to the subnets' gateways.
+var MetadataAddress = netip.AddrFrom4([4]byte{169, 254, 169, 254})
 
 // PortSecurity is what a port's security groups allow, as rules on its
 // host. With it, new traffic into the port passes only if an Ingress rule
@@ -278,6 +285,20 @@ func sgRules(s *HostState) *sgModel {
 				add(ch, "dhcp", ipv4(), l4(unix.IPPROTO_UDP), transportRange(2, 2, 67, 67), pass)
 				add(ch, "dhcp6", ipv6(), l4(unix.IPPROTO_UDP), transportRange(2, 2, 547, 547), pass)
 				add(ch, "nd", ipv6(), l4(unix.IPPROTO_ICMPV6), transportRange(0, 1, 133, 136), pass)
+				// The network's own services: DNS on the gateways and
+				// metadata, which the router serves.
+				for _, sn := range n.Subnets {
+					gw := sn.Gateway
+					dst := ipAddr(16, gw)
+					fam := ipv4()
+					if gw.Is6() {
+						b := gw.As16()
+						dst, fam = nhCmp(24, b[:], expr.CmpOpEq), ipv6()
+					}
+					add(ch, "dns-udp-"+gw.String(), fam, dst, l4(unix.IPPROTO_UDP), transportRange(2, 2, 53, 53), pass)
+					add(ch, "dns-tcp-"+gw.String(), fam, dst, l4(unix.IPPROTO_TCP), transportRange(2, 2, 53, 53), pass)
+				}
+				add(ch, "metadata", ipv4(), ipAddr(16, MetadataAddress), l4(unix.IPPROTO_TCP), transportRange(2, 2, 80, 80), pass)
 				for i, r := range sec.Egress {
 					for _, rule := range ruleExprs(r, false) {
 						add(ch, "rule-"+strconv.Itoa(i)+rule.suffix, rule.exprs, pass)

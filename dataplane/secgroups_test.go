@@ -91,6 +91,27 @@ func TestSecurityGroups(t *testing.T) {
 	if err := dial(server.ns, client.addr, 90); err == nil {
 		t.Errorf("server reached client:90, which no egress rule allows")
 	}
+	// Its network's own services stay reachable: DNS on the gateway.
+	gw := netip.MustParseAddr("10.30.0.1")
+	var dns net.Listener
+	if err := netns.DoNamed(c.planes[0].RouterNetns(200), func() error {
+		var err error
+		dns, err = net.Listen("tcp", "10.30.0.1:53")
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer dns.Close()
+	go func() {
+		for {
+			conn, err := dns.Accept()
+			if err != nil {
+				return
+			}
+			conn.Close()
+		}
+	}()
+	dialFrom(t, server.ns, gw, 53, 0).Close()
 	echo(t, conn, "after egress rules")
 
 	// Without groups the port is unfiltered again.
