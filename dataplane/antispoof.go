@@ -40,13 +40,25 @@ import (
 // dropped. Frames pass the chain by returning to the forward chain,
 // never by accepting, so the rest of the host's rules still see them.
 
-const portFromMap = "portfrom"
+const (
+	portFromMap = "portfrom"
+	portToMap   = "portto"
+)
+
+// portMaps are the ports' verdict maps: portfrom by the frame's input
+// port (anti-spoofing), portto by its output port (the broadcast filter
+// of ports with security groups).
+var portMaps = []string{portFromMap, portToMap}
 
 // portChain names a port's anti-spoofing chain. The VNI in the name is
 // how a chain left by a network that is gone is found.
 func portChain(vni uint32, port string) string { return portChainPrefix(vni) + port }
 
 func portChainPrefix(vni uint32) string { return "port-" + vniString(vni) + "-" }
+
+// portInChain names the chain of frames going out to a port with
+// security groups.
+func portInChain(vni uint32, port string) string { return portChain(vni, port) + "-in" }
 
 // antiSpoofRules are the chains of a network's ports, in port order.
 func antiSpoofRules(n *Network) ([]nftChain, []nftRule) {
@@ -56,8 +68,38 @@ func antiSpoofRules(n *Network) ([]nftChain, []nftRule) {
 		ch := portChain(n.VNI, p.Name)
 		chains = append(chains, nftChain{name: ch})
 		rules = append(rules, portRules(ch, p, n.Subnets)...)
+		if p.Security != nil {
+			in := portInChain(n.VNI, p.Name)
+			chains = append(chains, nftChain{name: in})
+			rules = append(rules, broadcastRules(in)...)
+		}
 	}
 	return chains, rules
+}
+
+// broadcastRules keep broadcast and multicast IP from a port with
+// security groups. Its ingress rules are matched in hearth-sg by the
+// frame's destination MAC, which a broadcast does not have, so here, where
+// the bridge knows the port a frame goes out of, only what a NIC needs
+// from its network passes: ARP, DHCP's answers, IPv6 neighbour discovery
+// and MLD. Unicast frames return to be filtered by hearth-sg.
+func broadcastRules(chain string) []nftRule {
+	var rules []nftRule
+	add := func(name string, parts ...[]expr.Any) {
+		rules = append(rules, nftRule{chain: chain, name: name, exprs: cat(parts...)})
+	}
+	pass := []expr.Any{&expr.Verdict{Kind: expr.VerdictReturn}}
+	add("unicast", []expr.Any{
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseLLHeader, Offset: 0, Len: 1},
+		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 1, Mask: []byte{1}, Xor: []byte{0}},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{0}},
+	}, pass)
+	add("arp", etherType(unix.ETH_P_ARP), pass)
+	add("dhcp", etherType(unix.ETH_P_IP), l4(unix.IPPROTO_UDP), transportRange(0, 2, 67, 67), transportRange(2, 2, 68, 68), pass)
+	add("nd-mld", etherType(unix.ETH_P_IPV6), l4(unix.IPPROTO_ICMPV6), transportRange(0, 1, 130, 137), pass)
+	add("mld2", etherType(unix.ETH_P_IPV6), l4(unix.IPPROTO_ICMPV6), transportRange(0, 1, 143, 143), pass)
+	add("other", []expr.Any{drop()})
+	return rules
 }
 
 // SLAAC is the address a NIC with this MAC gives itself by stateless

@@ -95,7 +95,9 @@
 // established and related packets through first, and sends new ones
 // through the rules of the port they come from (by source MAC) and the
 // port they go to (by destination MAC): MACs are trustworthy because of
-// anti-spoofing. Remote groups are nftables sets of addresses. The table
+// anti-spoofing; broadcast and multicast IP, which have no port's MAC,
+// are kept from filtered ports in hostTable, where the port is known.
+// Remote groups are nftables sets of addresses. The table
 // is rewritten whole in one transaction (one netlink message, however
 // many rules) when anything in it changes, before the networks converge,
 // so a new port's rules are in force before its link is up, and

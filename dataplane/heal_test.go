@@ -170,8 +170,8 @@ func TestSelfHealing(t *testing.T) {
 				if err != nil {
 					return err
 				}
-				if n != 9 {
-					return fmt.Errorf("hearth-host's own chains have %d rules, want 9", n)
+				if n != 10 {
+					return fmt.Errorf("hearth-host's own chains have %d rules, want 10", n)
 				}
 				return nil
 			}},

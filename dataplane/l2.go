@@ -70,7 +70,7 @@ func hostRules() *nftTable {
 	for _, m := range []struct {
 		key expr.MetaKey
 		set string
-	}{{expr.MetaKeyIIFNAME, portFromMap}, {expr.MetaKeyOIFNAME, vxOutMap}, {expr.MetaKeyIIFNAME, vxInMap}} {
+	}{{expr.MetaKeyIIFNAME, portFromMap}, {expr.MetaKeyOIFNAME, portToMap}, {expr.MetaKeyOIFNAME, vxOutMap}, {expr.MetaKeyIIFNAME, vxInMap}} {
 		rules = append(rules, nftRule{chain: "forward", name: "dispatch-" + m.set, exprs: []expr.Any{
 			&expr.Meta{Key: m.key, Register: 1},
 			&expr.Lookup{SourceRegister: 1, SetName: m.set, IsDestRegSet: true, DestRegister: 0},
@@ -81,7 +81,7 @@ func hostRules() *nftTable {
 
 // hostMaps are hostTable's verdict maps: the VXLAN devices' and the
 // ports' (antispoof.go).
-var hostMaps = []string{vxOutMap, vxInMap, portFromMap}
+var hostMaps = []string{vxOutMap, vxInMap, portFromMap, portToMap}
 
 func (t *nftTable) hostIDs() []string {
 	ids := t.ids()
@@ -259,6 +259,11 @@ func l2IDs(n *Network, underlay netip.Addr) []string {
 	for _, p := range n.Ports {
 		ids = append(ids, "map:"+portFromMap+":"+p.Name+":"+portChain(n.VNI, p.Name))
 	}
+	for _, p := range n.Ports {
+		if p.Security != nil {
+			ids = append(ids, "map:"+portToMap+":"+p.Name+":"+portInChain(n.VNI, p.Name))
+		}
+	}
 	return ids
 }
 
@@ -296,8 +301,10 @@ func readL2(c *nftables.Conn, vni uint32, maps map[string]map[string]string) ([]
 			ids = append(ids, "map:"+m+":"+vx+":"+chain)
 		}
 	}
-	for _, port := range portsOf(maps, vni) {
-		ids = append(ids, "map:"+portFromMap+":"+port+":"+maps[portFromMap][port])
+	for _, m := range portMaps {
+		for _, port := range portsOf(maps, m, vni) {
+			ids = append(ids, "map:"+m+":"+port+":"+maps[m][port])
+		}
 	}
 	return ids, nil
 }
@@ -322,11 +329,11 @@ func listPortChains(c *nftables.Conn, vni uint32) ([]string, error) {
 	return out, nil
 }
 
-// portsOf lists the ports whose portfrom element jumps to a chain of the
+// portsOf lists the ports whose element in map m jumps to a chain of the
 // network, sorted.
-func portsOf(maps map[string]map[string]string, vni uint32) []string {
+func portsOf(maps map[string]map[string]string, m string, vni uint32) []string {
 	var out []string
-	for port, chain := range maps[portFromMap] {
+	for port, chain := range maps[m] {
 		if strings.HasPrefix(chain, portChainPrefix(vni)) {
 			out = append(out, port)
 		}
@@ -388,9 +395,11 @@ func writeL2(c *nftables.Conn, n *Network, underlay netip.Addr, have []string) e
 		if wantElems[id] {
 			continue
 		}
-		if rest, ok := strings.CutPrefix(id, "map:"+portFromMap+":"); ok {
-			port, _, _ := strings.Cut(rest, ":")
-			c.SetDeleteElements(vxMap(portFromMap), []nftables.SetElement{{Key: ifnameKey(port)}})
+		for _, m := range portMaps {
+			if rest, ok := strings.CutPrefix(id, "map:"+m+":"); ok {
+				port, _, _ := strings.Cut(rest, ":")
+				c.SetDeleteElements(vxMap(m), []nftables.SetElement{{Key: ifnameKey(port)}})
+			}
 		}
 	}
 	wantChains := map[string]bool{}
@@ -441,6 +450,11 @@ func writeL2(c *nftables.Conn, n *Network, underlay netip.Addr, have []string) e
 		if err := elem(portFromMap, p.Name, ifnameKey(p.Name), portChain(n.VNI, p.Name)); err != nil {
 			return err
 		}
+		if p.Security != nil {
+			if err := elem(portToMap, p.Name, ifnameKey(p.Name), portInChain(n.VNI, p.Name)); err != nil {
+				return err
+			}
+		}
 	}
 	if err := c.Flush(); err != nil {
 		return fmt.Errorf("writing the l2 rules of VNI %d: %w", n.VNI, err)
@@ -475,10 +489,12 @@ func deleteL2(c *nftables.Conn, vni uint32) error {
 		try("map element "+m, func() { c.SetDeleteElements(vxMap(m), []nftables.SetElement{{Key: vx}}) })
 	}
 	if maps, err := readMaps(c); err == nil {
-		for _, port := range portsOf(maps, vni) {
-			try("map element "+portFromMap+" "+port, func() {
-				c.SetDeleteElements(vxMap(portFromMap), []nftables.SetElement{{Key: ifnameKey(port)}})
-			})
+		for _, m := range portMaps {
+			for _, port := range portsOf(maps, m, vni) {
+				try("map element "+m+" "+port, func() {
+					c.SetDeleteElements(vxMap(m), []nftables.SetElement{{Key: ifnameKey(port)}})
+				})
+			}
 		}
 	} else {
 		errs = append(errs, err)

@@ -63,9 +63,10 @@ import (
 // The table is written whole, in one transaction, when anything in it
 // changes: packets see the old rules or the new, never a mix. Conntrack
 // entries are not the table's, so connections outlive the rewrite.
-// Broadcast and multicast IP to a filtered port are not matched by its
-// ingress rules (the bridge knows the port, the inet hooks only the
-// bridge); unicast is.
+// Broadcast and multicast IP cannot be matched here by the port they go
+// to (the inet hooks know the bridge, not the port), so hostTable keeps
+// them from filtered ports (antispoof.go's broadcastRules): only ARP,
+// DHCP's answers, neighbour discovery and MLD reach them.
 
 const sgTable = "hearth-sg"
 

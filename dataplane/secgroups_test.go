@@ -42,6 +42,15 @@ func TestSecurityGroups(t *testing.T) {
 		}
 		c.mustNotPing(from.name, server.addr)
 	}
+	// Broadcast IP does not reach the filtered server (its rules match
+	// unicast by MAC), and does reach an unfiltered VM.
+	bcast := udpFrame(client.mac, net.HardwareAddr{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}, client.addr, netip.MustParseAddr("10.30.0.255"), 5000, 5001)
+	if deliver(t, client.ns, server.ns, bcast) {
+		t.Errorf("a UDP broadcast reached the filtered server")
+	}
+	if !deliver(t, client.ns, far.ns, bcast) {
+		t.Errorf("a UDP broadcast did not reach the unfiltered far VM")
+	}
 	// Unfiltered VMs stay unfiltered, and the server's replies and its
 	// own traffic out (no egress rules) pass.
 	c.mustPing("server", client.addr)
