@@ -33,7 +33,7 @@ import (
 //     what a guest makes by itself), where a neighbour advertisement's target
 //     must be one of those too; or duplicate address detection (a
 //     neighbour solicitation from :: for one of them, an MLD report
-//     from ::); never a router advertisement, a redirect or a DHCPv6
+//     from ::), or a router solicitation from ::; never a router advertisement, a redirect or a DHCPv6
 //     server's answer (source port 547).
 //
 // Everything else (other ether types, VLAN tags, forged addresses) is
@@ -168,6 +168,7 @@ func portRules(chain string, p Port, subnets []Subnet) []nftRule {
 		add("dad-"+t.String(), ip6, nhCmp(8, unspecified, expr.CmpOpEq), icmp6(135), transportCmp(8, b[:]), pass)
 	}
 	add("mld-dad", ip6, nhCmp(8, unspecified, expr.CmpOpEq), icmp6(143), pass)
+	add("rs-unspecified", ip6, nhCmp(8, unspecified, expr.CmpOpEq), icmp6(133), pass)
 	for _, s := range v6 {
 		sb := s.As16()
 		src := nhCmp(8, sb[:], expr.CmpOpEq)
