@@ -30,11 +30,11 @@ import (
 //     67): only the router answers DHCP;
 //   - it is IPv6 from one of its addresses, its link-local address or
 //     its SLAAC address in each /64 subnet (both EUI-64, from the MAC:
-//     what a guest makes by itself), where a neighbour advertisement's target
-//     must be one of those too; or duplicate address detection (a
-//     neighbour solicitation from :: for one of them, an MLD report
-//     from ::), or a router solicitation from ::; never a router advertisement, a redirect or a DHCPv6
-//     server's answer (source port 547).
+//     what a guest makes by itself), where a neighbour advertisement's
+//     target must be one of those too; or from :: a neighbour
+//     solicitation for one of them (duplicate address detection), an
+//     MLD report or a router solicitation; never a router advertisement,
+//     a redirect or a DHCPv6 server's answer (source port 547).
 //
 // Everything else (other ether types, VLAN tags, forged addresses) is
 // dropped. Frames pass the chain by returning to the forward chain,
