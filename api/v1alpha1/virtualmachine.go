@@ -192,6 +192,24 @@ type VMInterfaceStatus struct {
 	// MAC is the NIC's Ethernet address, unique on its network:
 	// spec.nics[i].mac, or one picked at random in 52:54:00:xx:xx:xx.
 	MAC string `json:"mac,omitempty"`
+	// IPv6Subnet and IPv6 are the NIC's second address on a dual-stack
+	// network: when IP is an IPv4 address and the network has exactly one
+	// IPv6 subnet, the NIC also has an address there (by the subnet's
+	// ipv6Mode: the EUI-64 of MAC, or IPAM's pick for DHCPv6).
+	IPv6Subnet string `json:"ipv6Subnet,omitempty"`
+	IPv6       string `json:"ipv6,omitempty"` // see IPv6Subnet
+}
+
+// Addresses are the NIC's addresses: IP, then IPv6 on a dual-stack
+// network.
+func (i VMInterfaceStatus) Addresses() []string {
+	var out []string
+	for _, a := range []string{i.IP, i.IPv6} {
+		if a != "" {
+			out = append(out, a)
+		}
+	}
+	return out
 }
 
 // VM phases.

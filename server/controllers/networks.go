@@ -273,9 +273,7 @@ func (c *Networks) reconcileNetwork(ctx context.Context, key string) (reconcile.
 				continue
 			}
 			p := api.NetworkPort{VM: vm.Metadata.Name, NIC: i, Host: vm.Spec.Host, MAC: ifc.MAC}
-			if ifc.IP != "" {
-				p.IPs = []string{ifc.IP}
-			}
+			p.IPs = ifc.Addresses()
 			ports = append(ports, p)
 			hostSet[vm.Spec.Host] = true
 		}
