@@ -33,6 +33,7 @@ type netController struct {
 	plane dataplane.Plane
 	kick  chan struct{}
 	dhcp  *dhcpServers
+	ra    *raServers
 
 	mu sync.Mutex
 	// ready are the ports of the networks the last Apply converged, by
@@ -54,7 +55,7 @@ const netResync = 10 * time.Second
 const netDebounce = 50 * time.Millisecond
 
 func newNetController(a *Agent, plane dataplane.Plane) *netController {
-	return &netController{a: a, plane: plane, kick: make(chan struct{}, 1), dhcp: newDHCPServers(plane),
+	return &netController{a: a, plane: plane, kick: make(chan struct{}, 1), dhcp: newDHCPServers(plane), ra: newRAServers(plane),
 		ready: map[string]bool{}, vmPorts: map[string][]string{}, problems: map[string]bool{}}
 }
 
@@ -71,6 +72,7 @@ func (n *netController) run(ctx context.Context) error {
 		return nil
 	}
 	defer n.dhcp.stopAll()
+	defer n.ra.stopAll()
 	t := time.NewTicker(netResync)
 	defer t.Stop()
 	for {
@@ -178,6 +180,7 @@ func (n *netController) apply(ctx context.Context) {
 		n.a.vms.ctl.EnqueueNow(key)
 	}
 	n.dhcp.sync(ctx, st, failed)
+	n.ra.sync(ctx, st, failed)
 }
 
 // ports says what a VM's NICs are plugged into: the tap of each NIC that
