@@ -1,0 +1,184 @@
+package agent
+
+import (
+	"context"
+	"net/netip"
+	"os"
+	"os/exec"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/vishvananda/netlink"
+
+	api "hearth.dev/hearth/api/v1alpha1"
+	"hearth.dev/hearth/dataplane"
+	"hearth.dev/hearth/dataplane/dataplanetest"
+)
+
+// TestIPv6SLAACAcrossHosts runs the agent's network state and router
+// advertisements on two simulated hosts (network namespaces, with
+// namespaces plugged in like VM taps): one network with two IPv6
+// subnets, a VM in the first on host 0, one in the first and one in the
+// second on host 1. Each VM's kernel makes, from its host's
+// advertisement, exactly the address IPAM computed (the EUI-64 of its
+// MAC in its own subnet, and none in the other) and a default route to
+// the router; then they ping each other across hosts, across subnets,
+// and both.
+func TestIPv6SLAACAcrossHosts(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: makes network namespaces, bridges, VXLAN devices and nftables tables")
+	}
+	if _, err := exec.LookPath("ip"); err != nil {
+		t.Skip("needs ip (apt-get install iproute2)")
+	}
+	lab, err := dataplanetest.New(dataplanetest.Config{Hosts: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	var planes []*dataplane.Linux
+	var ras []*raServers
+	t.Cleanup(func() {
+		for _, r := range ras {
+			r.stopAll()
+		}
+		cancel()
+		for _, p := range planes {
+			p.Close()
+		}
+		if err := lab.Close(); err != nil {
+			t.Errorf("closing the lab: %v", err)
+		}
+	})
+
+	const vni = 4601
+	hosts := []string{"h0", "h1"}
+	hostAddrs := map[string]netip.Addr{}
+	for i, h := range lab.Hosts {
+		hostAddrs[hosts[i]] = h.Underlay
+	}
+	type vmSpec struct {
+		name, subnet, host string
+		mac                string
+	}
+	specs := []vmSpec{
+		{"a1", "six-a", "h0", "52:54:00:66:00:01"},
+		{"a2", "six-a", "h1", "52:54:00:66:00:02"},
+		{"b1", "six-b", "h1", "52:54:00:66:00:03"},
+	}
+	subnets := []*api.Subnet{nsSubnet("lab", "six-a", "six", "fd00:6a::/64"), nsSubnet("lab", "six-b", "six", "fd00:6b::/64")}
+	cidr := map[string]netip.Prefix{"six-a": netip.MustParsePrefix("fd00:6a::/64"), "six-b": netip.MustParsePrefix("fd00:6b::/64")}
+	network := nsNet("lab", "six", vni, func(n *api.Network) { n.Spec.MTU = 1400; n.Status.Hosts = hosts })
+	var vms []*api.VirtualMachine
+	want := map[string]netip.Addr{}
+	ns := map[string]*dataplanetest.Namespace{}
+	for _, s := range specs {
+		a, _ := api.EUI64(cidr[s.subnet], hw(s.mac))
+		want[s.name] = a
+		vms = append(vms, nsVM("lab", s.name, "uid-"+s.name, s.host, "six "+s.subnet+" "+a.String()+" "+s.mac))
+		network.Status.Ports = append(network.Status.Ports, api.NetworkPort{VM: s.name, Host: s.host, MAC: s.mac, IPs: []string{a.String()}})
+		if ns[s.name], err = lab.NewVM(s.name); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	for i, h := range lab.Hosts {
+		p, err := dataplane.New(dataplane.Config{HostNetns: h.Path(), NetnsPrefix: h.RouterPrefix()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		planes = append(planes, p)
+		st := hostNetState(netInputs{Host: hosts[i], Underlay: h.DataplaneUnderlay(), VMs: vms,
+			Networks: []*api.Network{network}, Subnets: subnets, HostAddresses: hostAddrs})
+		if len(st.Problems) > 0 {
+			t.Fatalf("%s: problems %v", hosts[i], st.Problems)
+		}
+		// The VMs are namespaces: their ports are veths into them.
+		for j := range st.State.Networks {
+			for k := range st.State.Networks[j].Ports {
+				port := &st.State.Networks[j].Ports[k]
+				for _, vm := range vms {
+					if port.Name == dataplane.PortName(portKey(vm.Metadata.UID, 0)) {
+						port.Veth = &dataplane.VethPeer{Netns: ns[vm.Metadata.Name].Path()}
+					}
+				}
+			}
+		}
+		if err := p.Apply(ctx, st.State); err != nil {
+			t.Fatalf("%s: Apply: %v", hosts[i], err)
+		}
+		r := newRAServers(p)
+		r.sync(ctx, st, nil)
+		if len(r.running) != 1 {
+			t.Fatalf("%s: %d advertisement servers, want 1", hosts[i], len(r.running))
+		}
+		ras = append(ras, r)
+	}
+
+	// The VMs bring their NIC up with the kernel's defaults: IPv6 on,
+	// router advertisements accepted, SLAAC.
+	for _, s := range specs {
+		h, err := ns[s.name].Handle()
+		if err != nil {
+			t.Fatal(err)
+		}
+		l, err := h.LinkByName(dataplanetest.VMLink)
+		if err == nil {
+			err = h.LinkSetUp(l)
+		}
+		h.Close()
+		if err != nil {
+			t.Fatalf("%s: %v", s.name, err)
+		}
+	}
+	for _, s := range specs {
+		got := waitGlobalAddrs(t, ns[s.name], want[s.name])
+		if !slices.Equal(got, []netip.Addr{want[s.name]}) {
+			t.Errorf("%s has global addresses %v, want only IPAM's %s (its own subnet's prefix only)", s.name, got, want[s.name])
+		}
+	}
+	for _, c := range []struct{ from, to string }{
+		{"a1", "a2"}, // across hosts, same subnet
+		{"a1", "b1"}, // across hosts and subnets
+		{"a2", "b1"}, // across subnets on one host
+		{"b1", "a1"},
+	} {
+		if err := ns[c.from].Ping(want[c.to], 50); err != nil {
+			t.Errorf("%s to %s: %v", c.from, c.to, err)
+		}
+	}
+}
+
+// waitGlobalAddrs waits up to 20s for addr to be among the global IPv6
+// addresses on a VM's NIC, and returns them all.
+func waitGlobalAddrs(t *testing.T, n *dataplanetest.Namespace, addr netip.Addr) []netip.Addr {
+	t.Helper()
+	h, err := n.Handle()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		l, err := h.LinkByName(dataplanetest.VMLink)
+		if err != nil {
+			t.Fatal(err)
+		}
+		list, err := h.AddrList(l, netlink.FAMILY_V6)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []netip.Addr
+		for _, a := range list {
+			ip, _ := netip.AddrFromSlice(a.IP)
+			if ip.IsGlobalUnicast() && !ip.IsLinkLocalUnicast() {
+				got = append(got, ip)
+			}
+		}
+		if slices.Contains(got, addr) || time.Now().After(deadline) {
+			return got
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
