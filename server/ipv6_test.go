@@ -33,6 +33,10 @@ func TestIPv6NICAddresses(t *testing.T) {
 	mustCreate(t, c, network("lab", "dual", ""))
 	mustCreate(t, c, subnet("lab", "dual-4", "dual", "10.5.0.0/24"))
 	mustCreate(t, c, subnet("lab", "dual-6", "dual", "fd00:5::/64"))
+	mustCreate(t, c, network("lab", "multi", ""))
+	mustCreate(t, c, subnet("lab", "m4", "multi", "10.6.0.0/24"))
+	mustCreate(t, c, subnet("lab", "m6a", "multi", "fd00:6a::/64"))
+	mustCreate(t, c, subnet("lab", "m6b", "multi", "fd00:6b::/64"))
 
 	eui := func(prefix, mac string) string {
 		hw, _ := net.ParseMAC(mac)
@@ -51,6 +55,8 @@ func TestIPv6NICAddresses(t *testing.T) {
 	d1 := mustCreate(t, c, nicVM("lab", "d1", api.VMNIC{Network: "stateful"}))
 	d2 := mustCreate(t, c, nicVM("lab", "d2", api.VMNIC{Network: "stateful", IP: "fd00:7::40"}))
 	ds := mustCreate(t, c, nicVM("lab", "ds", api.VMNIC{Network: "dual"}))
+	m1 := mustCreate(t, c, nicVM("lab", "m1", api.VMNIC{Network: "multi", Subnet: "m4", IPv6Subnet: "m6b"}))
+	m2 := mustCreate(t, c, nicVM("lab", "m2", api.VMNIC{Network: "multi", Subnet: "m4"}))
 	for _, tc := range []struct {
 		vm                api.Object
 		subnet, ip        string
@@ -62,6 +68,8 @@ func TestIPv6NICAddresses(t *testing.T) {
 		{vm: d1, subnet: "stateful-a", ip: "fd00:7::2"},
 		{vm: d2, subnet: "stateful-a", ip: "fd00:7::40"},
 		{vm: ds, subnet: "dual-4", ip: "10.5.0.2", ipv6Subnet: "dual-6", v6From: "fd00:5::/64"},
+		{vm: m1, subnet: "m4", ip: "10.6.0.2", ipv6Subnet: "m6b", v6From: "fd00:6b::/64"},
+		{vm: m2, subnet: "m4", ip: "10.6.0.3"}, // two IPv6 subnets, none named: IPv4 only
 	} {
 		ifs := ifaces(t, tc.vm)
 		name := tc.vm.GetMetadata().Name
@@ -109,6 +117,10 @@ func TestIPv6NICAddresses(t *testing.T) {
 		{"slaac mac taken", []api.VMNIC{{Network: "six", MAC: "52:54:00:12:34:56"}}, "spec.nics[0].mac", "already used on this network by VM s1"},
 		{"dhcpv6 taken", []api.VMNIC{{Network: "stateful", IP: "fd00:7::40"}}, "spec.nics[0].ip", "already used in subnet stateful-a by VM d2"},
 		{"dhcpv6 gateway", []api.VMNIC{{Network: "stateful", IP: "fd00:7::1"}}, "spec.nics[0].ip", "gateway"},
+		{"no ipv6 subnet", []api.VMNIC{{Network: "multi", Subnet: "m4", IPv6Subnet: "nope"}}, "spec.nics[0].ipv6Subnet", `subnet "nope" does not exist in tenant lab`},
+		{"ipv6 subnet is ipv4", []api.VMNIC{{Network: "dual", Subnet: "dual-4", IPv6Subnet: "dual-4"}}, "spec.nics[0].ipv6Subnet", "is not an IPv6 subnet"},
+		{"ipv6 subnet elsewhere", []api.VMNIC{{Network: "multi", Subnet: "m4", IPv6Subnet: "dual-6"}}, "spec.nics[0].ipv6Subnet", `is on network "dual", not "multi"`},
+		{"ipv6 subnet on ipv6", []api.VMNIC{{Network: "multi", Subnet: "m6a", IPv6Subnet: "m6b"}}, "spec.nics[0].ipv6Subnet", "subnet m6a is IPv6 already"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := c.Create(ctx, nicVM("lab", "bad", tc.nics...))
@@ -117,6 +129,21 @@ func TestIPv6NICAddresses(t *testing.T) {
 				t.Errorf("a refused create changed the allocations:\nbefore %v\nafter  %v", before, after)
 			}
 		})
+	}
+
+	// Naming another IPv6 subnet moves the second address; the first
+	// and the MAC stay.
+	m1.Spec.NICs[0].IPv6Subnet = "m6a"
+	moved, err := c.Update(ctx, m1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	was := ifaces(t, m1)[0]
+	if got := ifaces(t, moved)[0]; got.IP != was.IP || got.MAC != was.MAC || got.IPv6Subnet != "m6a" || got.IPv6 != eui("fd00:6a::/64", was.MAC) {
+		t.Errorf("after naming m6a: %+v, want %s and %s kept and the EUI-64 in m6a", got, was.IP, was.MAC)
+	}
+	if _, ok := findKey(ipamKeys(t, env), ipam.IPPrefix, "/"+was.IPv6); ok {
+		t.Errorf("the address in m6b (%s) is still held", was.IPv6)
 	}
 
 	if _, err := c.Delete(ctx, "VirtualMachine", "lab", "ds"); err != nil {

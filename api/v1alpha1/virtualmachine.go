@@ -122,6 +122,10 @@ type VMNIC struct {
 	SecurityGroups []string `json:"securityGroups,omitempty"`
 	// Model is the emulated device: virtio, e1000 or rtl8139 (default virtio).
 	Model string `json:"model,omitempty"`
+	// IPv6Subnet names the IPv6 subnet of Network in which a NIC whose
+	// address is IPv4 also takes an IPv6 address (status.interfaces[i].ipv6);
+	// empty means the network's only IPv6 subnet, if it has exactly one.
+	IPv6Subnet string `json:"ipv6Subnet,omitempty"`
 }
 
 // CloudInit is the VM's cloud-init data.
@@ -410,6 +414,9 @@ func (s *VirtualMachineSpec) Validate(path string) FieldErrors {
 		}
 		if n.Subnet != "" {
 			es = append(es, ValidateName(np+".subnet", n.Subnet)...)
+		}
+		if n.IPv6Subnet != "" {
+			es = append(es, ValidateName(np+".ipv6Subnet", n.IPv6Subnet)...)
 		}
 		if n.IP != "" {
 			_, e := ValidateIP(np+".ip", n.IP)

@@ -386,6 +386,7 @@ var fieldDocs = map[string]string{
 	"VMMigration.StartedAt":               "StartedAt is when the destination started waiting.",
 	"VMNIC":                               "VMNIC is a network interface of the VM.",
 	"VMNIC.IP":                            "IP asks for this address; empty lets IPAM pick one.",
+	"VMNIC.IPv6Subnet":                    "IPv6Subnet names the IPv6 subnet of Network in which a NIC whose address is IPv4 also takes an IPv6 address (status.interfaces[i].ipv6); empty means the network's only IPv6 subnet, if it has exactly one.",
 	"VMNIC.MAC":                           "MAC asks for this address; empty lets Hearth allocate one in 52:54:00:xx:xx:xx. Stored in lowercase.",
 	"VMNIC.Model":                         "Model is the emulated device: virtio, e1000 or rtl8139 (default virtio).",
 	"VMNIC.Network":                       "Network names a Network of the same tenant.",

@@ -19,11 +19,12 @@ import (
 //     counts and its delete guard see it. A static spec.nics[i].ip must
 //     be that address. MACs are unique on a network, so EUI-64 addresses
 //     are unique in its subnets.
-//   - A network with exactly one IPv4 and one IPv6 subnet is dual-stack:
-//     a NIC without spec.nics[i].subnet takes its address (IP) in the
-//     IPv4 one, and every NIC whose address is IPv4 also takes one in
-//     the network's only IPv6 subnet (IPv6Subnet, IPv6), whichever
-//     subnets the network has besides.
+//   - Dual stack: a NIC whose address (IP) is IPv4 also takes one
+//     (IPv6Subnet, IPv6) in the IPv6 subnet spec.nics[i].ipv6Subnet
+//     names, or, without one, in the network's only IPv6 subnet if it
+//     has exactly one. On a network with exactly one IPv4 and one IPv6
+//     subnet, a NIC without spec.nics[i].subnet takes its address in the
+//     IPv4 one.
 
 // slaac reports whether NICs of the subnet make their own addresses.
 func slaac(sn *api.Subnet) bool {
@@ -89,17 +90,52 @@ func (r *resolver) byFamily(names []string) (v4, v6 []string) {
 }
 
 // dualStack is the IPv6 subnet a NIC whose address is in sn also takes
-// an address in: the network's only IPv6 subnet, when sn is IPv4.
-func (r *resolver) dualStack(network string, sn *api.Subnet) (*found[*api.Subnet], error) {
-	if p, err := netip.ParsePrefix(sn.Spec.CIDR); err != nil || p.Addr().Is6() && !p.Addr().Is4In6() {
+// an address in, when sn is IPv4: spec.nics[i].ipv6Subnet, or the
+// network's only IPv6 subnet. What is wrong with the one named is added
+// to es.
+func (r *resolver) dualStack(np string, nic api.VMNIC, sn *api.Subnet, es *api.FieldErrors) (*found[*api.Subnet], error) {
+	v4 := false
+	if p, err := netip.ParsePrefix(sn.Spec.CIDR); err == nil {
+		v4 = p.Addr().Is4() || p.Addr().Is4In6()
+	}
+	if nic.IPv6Subnet != "" {
+		f, err := r.subnet(nic.IPv6Subnet)
+		if err != nil {
+			return nil, err
+		}
+		var p netip.Prefix
+		if f != nil {
+			p, _ = netip.ParsePrefix(f.obj.Spec.CIDR)
+		}
+		switch {
+		case !v4:
+			es.Add(np+".ipv6Subnet", "is for a NIC whose address is IPv4; subnet %s is IPv6 already", sn.Metadata.Name)
+		case f == nil:
+			es.Add(np+".ipv6Subnet", "subnet %q does not exist in tenant %s; create it first", nic.IPv6Subnet, r.tenant)
+		case f.obj.Spec.Network != nic.Network:
+			es.Add(np+".ipv6Subnet", "subnet %q is on network %q, not %q", nic.IPv6Subnet, f.obj.Spec.Network, nic.Network)
+		case !p.Addr().Is6() || p.Addr().Is4In6():
+			es.Add(np+".ipv6Subnet", "subnet %q (%s) is not an IPv6 subnet", nic.IPv6Subnet, f.obj.Spec.CIDR)
+		case f.obj.Metadata.DeletionTimestamp != nil:
+			es.Add(np+".ipv6Subnet", "subnet %q is being deleted", nic.IPv6Subnet)
+		default:
+			return f, nil
+		}
 		return nil, nil
 	}
-	names, err := r.subnetsOf(network)
+	if !v4 {
+		return nil, nil
+	}
+	names, err := r.subnetsOf(nic.Network)
 	if err != nil {
 		return nil, err
 	}
 	if _, v6 := r.byFamily(names); len(v6) == 1 {
-		return r.subnet(v6[0])
+		f, err := r.subnet(v6[0])
+		if err != nil || f == nil || f.obj.Metadata.DeletionTimestamp != nil {
+			return nil, err
+		}
+		return f, nil
 	}
 	return nil, nil
 }

@@ -38,12 +38,12 @@ import (
 type NICs struct{}
 
 // nicRequest is what of a NIC decides its addresses.
-type nicRequest struct{ Network, Subnet, IP, MAC string }
+type nicRequest struct{ Network, Subnet, IP, MAC, IPv6Subnet string }
 
 func requests(nics []api.VMNIC) []nicRequest {
 	out := make([]nicRequest, len(nics))
 	for i, n := range nics {
-		out[i] = nicRequest{n.Network, n.Subnet, n.IP, n.MAC}
+		out[i] = nicRequest{n.Network, n.Subnet, n.IP, n.MAC, n.IPv6Subnet}
 	}
 	return out
 }
@@ -277,11 +277,11 @@ func allocateNICs(ctx context.Context, kv clientv3.KV, vm *api.VirtualMachine, o
 			continue
 		}
 		targets[i] = resolved{net: n, sn: sn}
-		if sn6, err := r.dualStack(nic.Network, sn.obj); err != nil {
+		sn6, err := r.dualStack(np, nic, sn.obj, &es)
+		if err != nil {
 			return nil, nil, err
-		} else if sn6 != nil && sn6.obj.Metadata.DeletionTimestamp == nil {
-			targets[i].sn6 = sn6
 		}
+		targets[i].sn6 = sn6
 	}
 	if len(es) > 0 {
 		return nil, nil, api.NewInvalid("VirtualMachine", vm.Metadata.Name, es)
