@@ -139,6 +139,9 @@ func (c *Networks) vmChanged(key string, obj api.Object) {
 		for _, ifc := range vm.Status.Interfaces {
 			nets = append(nets, t+"/"+ifc.Network)
 			subnets = append(subnets, t+"/"+ifc.Subnet)
+			if ifc.IPv6Subnet != "" {
+				subnets = append(subnets, t+"/"+ifc.IPv6Subnet)
+			}
 		}
 		what = fmt.Sprintf("%s|%v|%t", vm.Spec.Host, vm.Status.Interfaces, vm.Metadata.DeletionTimestamp != nil)
 	}
@@ -421,8 +424,11 @@ func (c *Networks) reconcileSubnet(ctx context.Context, key string) (reconcile.R
 			continue
 		}
 		for _, ifc := range o.(*api.VirtualMachine).Status.Interfaces {
-			if ifc.Subnet == sn.Metadata.Name && ifc.Network == sn.Spec.Network {
-				if a, err := netip.ParseAddr(ifc.IP); err == nil {
+			if ifc.Network != sn.Spec.Network {
+				continue
+			}
+			for _, h := range [][2]string{{ifc.Subnet, ifc.IP}, {ifc.IPv6Subnet, ifc.IPv6}} {
+				if a, err := netip.ParseAddr(h[1]); err == nil && h[0] == sn.Metadata.Name {
 					held = append(held, a)
 				}
 			}

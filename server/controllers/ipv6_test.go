@@ -1,0 +1,46 @@
+package controllers_test
+
+import (
+	"fmt"
+	"reflect"
+	"testing"
+	"time"
+
+	api "hearth.dev/hearth/api/v1alpha1"
+	"hearth.dev/hearth/server/servertest"
+)
+
+// TestNetworkStatusIPv6: a dual-stack NIC's port carries both its
+// addresses (the hosts' routers get a neighbour entry for each), and the
+// IPv6 subnet counts the address it holds.
+func TestNetworkStatusIPv6(t *testing.T) {
+	env := networksEnv(t)
+	env.Tenant("lab")
+	o := netObjs{t, env}
+	six := &api.Subnet{TypeMeta: tmeta("Subnet"), Metadata: api.ObjectMeta{Name: "dual-6", Tenant: "lab"},
+		Spec: api.SubnetSpec{Network: "dual", CIDR: "fd00:9::/120", IPv6Mode: api.IPv6ModeDHCPv6}}
+	o.create(
+		&api.Host{TypeMeta: tmeta("Host"), Metadata: api.ObjectMeta{Name: "h1"}, Spec: api.HostSpec{Address: "10.99.0.1"}},
+		&api.Network{TypeMeta: tmeta("Network"), Metadata: api.ObjectMeta{Name: "dual", Tenant: "lab"}},
+		&api.Subnet{TypeMeta: tmeta("Subnet"), Metadata: api.ObjectMeta{Name: "dual-4", Tenant: "lab"}, Spec: api.SubnetSpec{Network: "dual", CIDR: "10.9.0.0/24"}},
+		six,
+		nvm("lab", "web", "h1", api.VMNIC{Network: "dual"}),
+	)
+	ifc := o.get("VirtualMachine", "lab", "web").(*api.VirtualMachine).Status.Interfaces[0]
+	if ifc.IP != "10.9.0.2" || ifc.IPv6 != "fd00:9::2" {
+		t.Fatalf("web's interface %+v, want 10.9.0.2 and fd00:9::2", ifc)
+	}
+	want := []api.NetworkPort{{VM: "web", NIC: 0, Host: "h1", MAC: ifc.MAC, IPs: []string{"10.9.0.2", "fd00:9::2"}}}
+	servertest.Eventually(t, 10*time.Second, func() error {
+		n := o.get("Network", "lab", "dual").(*api.Network)
+		if !reflect.DeepEqual(n.Status.Ports, want) {
+			return fmt.Errorf("ports %+v, want %+v", n.Status.Ports, want)
+		}
+		// fd00:9::1 to ::ff less the gateway is 254; web holds one.
+		s := o.get("Subnet", "lab", "dual-6").(*api.Subnet)
+		if s.Status.Allocated != 1 || s.Status.Available != 253 {
+			return fmt.Errorf("dual-6: allocated %d available %d, want 1 and 253", s.Status.Allocated, s.Status.Available)
+		}
+		return nil
+	})
+}
