@@ -43,7 +43,8 @@ import (
 // every raInterval the NICs get one anyway.
 //
 // A subnet in mode slaac advertises its prefix as autonomous; one in mode
-// dhcpv6 sets the managed flag instead (the address comes from DHCPv6);
+// dhcpv6 sets the managed flag instead (the address comes from DHCPv6,
+// netdhcp6.go, served here too);
 // one with DHCP disabled advertises the router and the prefix on-link
 // only, for guests with static addresses.
 
@@ -226,6 +227,7 @@ type raServer struct {
 	cfg    atomic.Pointer[raNetwork]
 	ns     netns.Handle
 	fd     int // AF_PACKET socket on the router's leg
+	dhcp6  int // AF_PACKET socket DHCPv6 requests are read on
 	ifidx  int
 	rs     *ndp.Conn
 	poke   chan struct{}
@@ -235,7 +237,7 @@ type raServer struct {
 }
 
 func startRA(ctx context.Context, nsName string, vni uint32, n *raNetwork) (*raServer, error) {
-	r := &raServer{vni: vni, fd: -1, poke: make(chan struct{}, 1), done: make(chan struct{})}
+	r := &raServer{vni: vni, fd: -1, dhcp6: -1, poke: make(chan struct{}, 1), done: make(chan struct{})}
 	r.cfg.Store(n)
 	var err error
 	if r.ns, err = netns.Open(nsName); err != nil {
@@ -261,6 +263,9 @@ func startRA(ctx context.Context, nsName string, vni uint32, n *raNetwork) (*raS
 			return fmt.Errorf("ICMPv6 socket: %w", err)
 		}
 		r.rs = c
+		if r.dhcp6, err = openDHCP6(ifi.Index); err != nil {
+			return fmt.Errorf("DHCPv6 socket: %w", err)
+		}
 		var f ipv6.ICMPFilter
 		f.SetAll(true)
 		f.Accept(ipv6.ICMPTypeRouterSolicitation)
@@ -273,9 +278,15 @@ func startRA(ctx context.Context, nsName string, vni uint32, n *raNetwork) (*raS
 	sctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	r.cancel = cancel
 	go r.readSolicitations()
+	dhcp6Done := make(chan struct{})
+	go func() {
+		defer close(dhcp6Done)
+		r.serveDHCP6(sctx.Done())
+	}()
 	go func() {
 		defer close(r.done)
 		r.run(sctx)
+		<-dhcp6Done
 	}()
 	go func() {
 		select {
@@ -293,6 +304,9 @@ func (r *raServer) close() {
 	}
 	if r.fd >= 0 {
 		unix.Close(r.fd)
+	}
+	if r.dhcp6 >= 0 {
+		unix.Close(r.dhcp6)
 	}
 	if r.ns.IsOpen() {
 		r.ns.Close()

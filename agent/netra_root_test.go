@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"net"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -9,11 +10,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/insomniacslk/dhcp/dhcpv6/nclient6"
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 
 	api "hearth.dev/hearth/api/v1alpha1"
 	"hearth.dev/hearth/dataplane"
 	"hearth.dev/hearth/dataplane/dataplanetest"
+	"hearth.dev/hearth/netns"
 )
 
 // TestIPv6SLAACAcrossHosts runs the agent's network state and router
@@ -66,15 +70,21 @@ func TestIPv6SLAACAcrossHosts(t *testing.T) {
 		{"a1", "six-a", "h0", "52:54:00:66:00:01"},
 		{"a2", "six-a", "h1", "52:54:00:66:00:02"},
 		{"b1", "six-b", "h1", "52:54:00:66:00:03"},
+		{"c1", "six-c", "h0", "52:54:00:66:00:04"}, // stateful DHCPv6
 	}
-	subnets := []*api.Subnet{nsSubnet("lab", "six-a", "six", "fd00:6a::/64"), nsSubnet("lab", "six-b", "six", "fd00:6b::/64")}
+	stateful := nsSubnet("lab", "six-c", "six", "fd00:6c::/120")
+	stateful.Spec.IPv6Mode = api.IPv6ModeDHCPv6
+	subnets := []*api.Subnet{nsSubnet("lab", "six-a", "six", "fd00:6a::/64"), nsSubnet("lab", "six-b", "six", "fd00:6b::/64"), stateful}
 	cidr := map[string]netip.Prefix{"six-a": netip.MustParsePrefix("fd00:6a::/64"), "six-b": netip.MustParsePrefix("fd00:6b::/64")}
 	network := nsNet("lab", "six", vni, func(n *api.Network) { n.Spec.MTU = 1400; n.Status.Hosts = hosts })
 	var vms []*api.VirtualMachine
 	want := map[string]netip.Addr{}
 	ns := map[string]*dataplanetest.Namespace{}
 	for _, s := range specs {
-		a, _ := api.EUI64(cidr[s.subnet], hw(s.mac))
+		a, ok := api.EUI64(cidr[s.subnet], hw(s.mac))
+		if !ok {
+			a = netip.MustParseAddr("fd00:6c::10") // IPAM's pick in the DHCPv6 subnet
+		}
 		want[s.name] = a
 		vms = append(vms, nsVM("lab", s.name, "uid-"+s.name, s.host, "six "+s.subnet+" "+a.String()+" "+s.mac))
 		network.Status.Ports = append(network.Status.Ports, api.NetworkPort{VM: s.name, Host: s.host, MAC: s.mac, IPs: []string{a.String()}})
@@ -132,6 +142,18 @@ func TestIPv6SLAACAcrossHosts(t *testing.T) {
 			t.Fatalf("%s: %v", s.name, err)
 		}
 	}
+	// c1's subnet is stateful: no SLAAC address; it asks DHCPv6, and
+	// its host's router answers with IPAM's address.
+	c1 := dhcp6Lease(t, ns["c1"])
+	if c1 != want["c1"] {
+		t.Fatalf("c1 got %s by DHCPv6, want IPAM's %s", c1, want["c1"])
+	}
+	if got := globalAddrs(t, ns["c1"]); len(got) != 0 {
+		t.Errorf("c1 made addresses %v by SLAAC in a dhcpv6 subnet", got)
+	}
+	if err := addAddr6(ns["c1"], c1); err != nil {
+		t.Fatal(err)
+	}
 	for _, s := range specs {
 		got := waitGlobalAddrs(t, ns[s.name], want[s.name])
 		if !slices.Equal(got, []netip.Addr{want[s.name]}) {
@@ -143,6 +165,8 @@ func TestIPv6SLAACAcrossHosts(t *testing.T) {
 		{"a1", "b1"}, // across hosts and subnets
 		{"a2", "b1"}, // across subnets on one host
 		{"b1", "a1"},
+		{"c1", "a1"}, // from the DHCPv6 subnet, on one host
+		{"c1", "b1"}, // and across hosts
 	} {
 		if err := ns[c.from].Ping(want[c.to], 50); err != nil {
 			t.Errorf("%s to %s: %v", c.from, c.to, err)
@@ -154,31 +178,94 @@ func TestIPv6SLAACAcrossHosts(t *testing.T) {
 // addresses on a VM's NIC, and returns them all.
 func waitGlobalAddrs(t *testing.T, n *dataplanetest.Namespace, addr netip.Addr) []netip.Addr {
 	t.Helper()
-	h, err := n.Handle()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer h.Close()
 	deadline := time.Now().Add(20 * time.Second)
 	for {
-		l, err := h.LinkByName(dataplanetest.VMLink)
-		if err != nil {
-			t.Fatal(err)
-		}
-		list, err := h.AddrList(l, netlink.FAMILY_V6)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var got []netip.Addr
-		for _, a := range list {
-			ip, _ := netip.AddrFromSlice(a.IP)
-			if ip.IsGlobalUnicast() && !ip.IsLinkLocalUnicast() {
-				got = append(got, ip)
-			}
-		}
+		got := globalAddrs(t, n)
 		if slices.Contains(got, addr) || time.Now().After(deadline) {
 			return got
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+}
+
+// globalAddrs lists the global IPv6 addresses on a VM's NIC.
+func globalAddrs(t *testing.T, n *dataplanetest.Namespace) []netip.Addr {
+	t.Helper()
+	h, err := n.Handle()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	l, err := h.LinkByName(dataplanetest.VMLink)
+	if err != nil {
+		t.Fatal(err)
+	}
+	list, err := h.AddrList(l, netlink.FAMILY_V6)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []netip.Addr
+	for _, a := range list {
+		ip, _ := netip.AddrFromSlice(a.IP)
+		if ip.IsGlobalUnicast() && !ip.IsLinkLocalUnicast() {
+			got = append(got, ip)
+		}
+	}
+	return got
+}
+
+// dhcp6Lease runs a DHCPv6 exchange (solicit, advertise, request, reply)
+// from a VM's NIC and returns the address it was given.
+func dhcp6Lease(t *testing.T, n *dataplanetest.Namespace) netip.Addr {
+	t.Helper()
+	var c *nclient6.Client
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		// The client binds the NIC's link-local address, which is
+		// usable once duplicate address detection is done.
+		err := netns.Do(n.NS, func() error {
+			var err error
+			c, err = nclient6.New(dataplanetest.VMLink, nclient6.WithTimeout(time.Second), nclient6.WithRetry(5))
+			return err
+		})
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: DHCPv6 client: %v", n.Name, err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	adv, err := c.Solicit(ctx)
+	if err != nil {
+		t.Fatalf("%s: solicit: %v", n.Name, err)
+	}
+	reply, err := c.Request(ctx, adv)
+	if err != nil {
+		t.Fatalf("%s: request: %v", n.Name, err)
+	}
+	ia := reply.Options.OneIANA()
+	if ia == nil || ia.Options.OneAddress() == nil {
+		t.Fatalf("%s: reply without an address: %s", n.Name, reply.Summary())
+	}
+	a, _ := netip.AddrFromSlice(ia.Options.OneAddress().IPv6Addr)
+	return a
+}
+
+// addAddr6 puts an address a DHCPv6 client got on a VM's NIC, as the
+// client would (a /128: the prefix is on-link from the advertisement).
+func addAddr6(n *dataplanetest.Namespace, a netip.Addr) error {
+	h, err := n.Handle()
+	if err != nil {
+		return err
+	}
+	defer h.Close()
+	l, err := h.LinkByName(dataplanetest.VMLink)
+	if err != nil {
+		return err
+	}
+	return h.AddrAdd(l, &netlink.Addr{IPNet: &net.IPNet{IP: a.AsSlice(), Mask: net.CIDRMask(128, 128)}, Flags: unix.IFA_F_NODAD})
 }
