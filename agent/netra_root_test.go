@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -126,6 +127,23 @@ func TestIPv6SLAACAcrossHosts(t *testing.T) {
 		ras = append(ras, r)
 	}
 
+	// The hosts themselves stay out of the tenants' IPv6: no Hearth link
+	// in a host's namespace has IPv6 on (the router's leg in its own
+	// namespace is the only IPv6 among the VMs).
+	for i, h := range lab.Hosts {
+		for _, port := range planesPorts(t, h) {
+			var v string
+			err := netns.Do(h.NS, func() error {
+				var err error
+				v, err = netns.ReadSysctl("net/ipv6/conf/" + port + "/disable_ipv6")
+				return err
+			})
+			if err != nil || strings.TrimSpace(v) != "1" {
+				t.Errorf("%s: %s has disable_ipv6 %q (%v), want 1", hosts[i], port, v, err)
+			}
+		}
+	}
+
 	// The VMs bring their NIC up with the kernel's defaults: IPv6 on,
 	// router advertisements accepted, SLAAC.
 	for _, s := range specs {
@@ -172,6 +190,33 @@ func TestIPv6SLAACAcrossHosts(t *testing.T) {
 			t.Errorf("%s to %s: %v", c.from, c.to, err)
 		}
 	}
+}
+
+// planesPorts lists the links of the network's bridge in a host's
+// namespace: the bridge, the VXLAN device, the router's leg and the
+// ports.
+func planesPorts(t *testing.T, h *dataplanetest.Host) []string {
+	t.Helper()
+	nl, err := h.Handle()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nl.Close()
+	links, err := nl.LinkList()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, l := range links {
+		name := l.Attrs().Name
+		if strings.HasPrefix(name, "hbr") || strings.HasPrefix(name, "hvx") || strings.HasPrefix(name, "hri") || dataplane.IsPortName(name) {
+			out = append(out, name)
+		}
+	}
+	if len(out) < 4 {
+		t.Fatalf("%s: Hearth links %v, want a bridge, a VXLAN device, a router leg and ports", h.Name, out)
+	}
+	return out
 }
 
 // waitGlobalAddrs waits up to 20s for addr to be among the global IPv6
