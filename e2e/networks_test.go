@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"os/exec"
 	"strings"
@@ -94,6 +95,11 @@ func TestSandboxNetworks(t *testing.T) {
 		// (the same IPv6 subnet, and the other one).
 		"ipv6": "fd00:10:1::5054:ff:fe10:10a", "ipv6-peer": "red-b", "ipv6-other-subnet": "red-c"} {
 		t.Run("red/a "+k, func(t *testing.T) {
+			got, err1 := netip.ParseAddr(red[k])
+			want, err2 := netip.ParseAddr(v)
+			if err1 == nil && err2 == nil && got == want {
+				return // busybox writes addresses in full
+			}
 			if red[k] != v {
 				t.Errorf("red/a's %s check got %q, want %q", k, red[k], v)
 			}
