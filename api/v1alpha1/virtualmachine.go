@@ -593,7 +593,8 @@ func init() {
 			{Name: "MEMORY", Get: func(o Object) string { return o.(*VirtualMachine).Spec.Memory.String() }},
 			{Name: "IP", Get: func(o Object) string { return o.(*VirtualMachine).Status.FirstIP() }},
 			{Name: "IPS", Wide: true, Get: func(o Object) string {
-				return o.(*VirtualMachine).Status.interfaceList(func(i VMInterfaceStatus) string { return i.IP })
+				// A dual-stack NIC shows both: 10.0.0.2+fd00::5054:ff:fe00:1.
+				return o.(*VirtualMachine).Status.interfaceList(func(i VMInterfaceStatus) string { return strings.Join(i.Addresses(), "+") })
 			}},
 			{Name: "MACS", Wide: true, Get: func(o Object) string {
 				return o.(*VirtualMachine).Status.interfaceList(func(i VMInterfaceStatus) string { return i.MAC })
