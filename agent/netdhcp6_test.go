@@ -140,3 +140,49 @@ func TestDHCP6Frames(t *testing.T) {
 		t.Errorf("the socket filter does not assemble: %v", err)
 	}
 }
+
+// FuzzDHCP6Request: whatever frame a guest sends the DHCPv6 server, it
+// is parsed and answered without a panic, and an answer only ever
+// carries the asking NIC's own lease.
+func FuzzDHCP6Request(f *testing.F) {
+	const vni = 77
+	mac := hw("52:54:00:00:00:01")
+	n := &raNetwork{
+		Subnets: []raSubnet{{Key: "t/s", CIDR: netip.MustParsePrefix("fd00:7::/120"), Mode: api.IPv6ModeDHCPv6, Lease: 600}},
+		Ports:   map[string]raPort{mac.String(): {Subnet: 0, Address: netip.MustParseAddr("fd00:7::10")}},
+	}
+	for _, mk := range []func() (*dhcpv6.Message, error){
+		func() (*dhcpv6.Message, error) { return dhcpv6.NewSolicit(mac) },
+		func() (*dhcpv6.Message, error) { return dhcpv6.NewSolicit(mac, dhcpv6.WithRapidCommit) },
+	} {
+		m, err := mk()
+		if err != nil {
+			f.Fatal(err)
+		}
+		fr := dhcp6Frame(vni, mac, netip.MustParseAddr("fe80::1"), 547, m)
+		copy(fr[6:12], mac)
+		copy(fr[22:38], netip.MustParseAddr("fe80::5054:ff:fe00:1").AsSlice())
+		f.Add(fr)
+	}
+	f.Fuzz(func(t *testing.T, frame []byte) {
+		from, ip, port, msg, ok := parseDHCP6Request(frame)
+		if !ok {
+			return
+		}
+		reply, ok := dhcp6Reply(n, vni, from, msg)
+		if !ok {
+			return
+		}
+		if from.String() != mac.String() {
+			t.Fatalf("answered %s, which has no lease", from)
+		}
+		if ia := reply.Options.OneIANA(); ia != nil {
+			for _, a := range ia.Options.Addresses() {
+				if !a.IPv6Addr.Equal(net.ParseIP("fd00:7::10")) {
+					t.Fatalf("offered %s, not the NIC's lease", a.IPv6Addr)
+				}
+			}
+		}
+		_ = dhcp6Frame(vni, from, ip, port, reply)
+	})
+}

@@ -66,18 +66,25 @@ func TestIPv6SLAACAcrossHosts(t *testing.T) {
 	type vmSpec struct {
 		name, subnet, host string
 		mac                string
+		tenant             string
 	}
 	specs := []vmSpec{
-		{"a1", "six-a", "h0", "52:54:00:66:00:01"},
-		{"a2", "six-a", "h1", "52:54:00:66:00:02"},
-		{"b1", "six-b", "h1", "52:54:00:66:00:03"},
-		{"c1", "six-c", "h0", "52:54:00:66:00:04"}, // stateful DHCPv6
+		{"a1", "six-a", "h0", "52:54:00:66:00:01", "lab"},
+		{"a2", "six-a", "h1", "52:54:00:66:00:02", "lab"},
+		{"b1", "six-b", "h1", "52:54:00:66:00:03", "lab"},
+		{"c1", "six-c", "h0", "52:54:00:66:00:04", "lab"}, // stateful DHCPv6
+		// Another tenant's network with the same name and CIDR, beside
+		// a1 on h0.
+		{"x1", "six-a", "h0", "52:54:00:66:00:05", "other"},
 	}
 	stateful := nsSubnet("lab", "six-c", "six", "fd00:6c::/120")
 	stateful.Spec.IPv6Mode = api.IPv6ModeDHCPv6
-	subnets := []*api.Subnet{nsSubnet("lab", "six-a", "six", "fd00:6a::/64"), nsSubnet("lab", "six-b", "six", "fd00:6b::/64"), stateful}
+	subnets := []*api.Subnet{nsSubnet("lab", "six-a", "six", "fd00:6a::/64"), nsSubnet("lab", "six-b", "six", "fd00:6b::/64"), stateful,
+		nsSubnet("other", "six-a", "six", "fd00:6a::/64")}
 	cidr := map[string]netip.Prefix{"six-a": netip.MustParsePrefix("fd00:6a::/64"), "six-b": netip.MustParsePrefix("fd00:6b::/64")}
 	network := nsNet("lab", "six", vni, func(n *api.Network) { n.Spec.MTU = 1400; n.Status.Hosts = hosts })
+	others := nsNet("other", "six", vni+1, func(n *api.Network) { n.Status.Hosts = []string{"h0"} })
+	networks := map[string]*api.Network{"lab": network, "other": others}
 	var vms []*api.VirtualMachine
 	want := map[string]netip.Addr{}
 	ns := map[string]*dataplanetest.Namespace{}
@@ -87,8 +94,9 @@ func TestIPv6SLAACAcrossHosts(t *testing.T) {
 			a = netip.MustParseAddr("fd00:6c::10") // IPAM's pick in the DHCPv6 subnet
 		}
 		want[s.name] = a
-		vms = append(vms, nsVM("lab", s.name, "uid-"+s.name, s.host, "six "+s.subnet+" "+a.String()+" "+s.mac))
-		network.Status.Ports = append(network.Status.Ports, api.NetworkPort{VM: s.name, Host: s.host, MAC: s.mac, IPs: []string{a.String()}})
+		vms = append(vms, nsVM(s.tenant, s.name, "uid-"+s.name, s.host, "six "+s.subnet+" "+a.String()+" "+s.mac))
+		n := networks[s.tenant]
+		n.Status.Ports = append(n.Status.Ports, api.NetworkPort{VM: s.name, Host: s.host, MAC: s.mac, IPs: []string{a.String()}})
 		if ns[s.name], err = lab.NewVM(s.name); err != nil {
 			t.Fatal(err)
 		}
@@ -101,7 +109,7 @@ func TestIPv6SLAACAcrossHosts(t *testing.T) {
 		}
 		planes = append(planes, p)
 		st := hostNetState(netInputs{Host: hosts[i], Underlay: h.DataplaneUnderlay(), VMs: vms,
-			Networks: []*api.Network{network}, Subnets: subnets, HostAddresses: hostAddrs})
+			Networks: []*api.Network{network, others}, Subnets: subnets, HostAddresses: hostAddrs})
 		if len(st.Problems) > 0 {
 			t.Fatalf("%s: problems %v", hosts[i], st.Problems)
 		}
@@ -121,8 +129,8 @@ func TestIPv6SLAACAcrossHosts(t *testing.T) {
 		}
 		r := newRAServers(p)
 		r.sync(ctx, st, nil)
-		if len(r.running) != 1 {
-			t.Fatalf("%s: %d advertisement servers, want 1", hosts[i], len(r.running))
+		if len(r.running) != len(st.State.Networks) {
+			t.Fatalf("%s: %d advertisement servers, want one per network (%d)", hosts[i], len(r.running), len(st.State.Networks))
 		}
 		ras = append(ras, r)
 	}
@@ -188,6 +196,13 @@ func TestIPv6SLAACAcrossHosts(t *testing.T) {
 	} {
 		if err := ns[c.from].Ping(want[c.to], 50); err != nil {
 			t.Errorf("%s to %s: %v", c.from, c.to, err)
+		}
+	}
+	// The other tenant's x1 got its address from its own network's
+	// router and reaches none of lab's VMs, nor they it.
+	for _, c := range []struct{ from, to string }{{"x1", "a1"}, {"x1", "a2"}, {"x1", "b1"}, {"a1", "x1"}, {"b1", "x1"}} {
+		if err := ns[c.from].Ping(want[c.to], 3); err == nil {
+			t.Errorf("%s (%s) reached %s (%s) in another tenant's network", c.from, want[c.from], c.to, want[c.to])
 		}
 	}
 }
