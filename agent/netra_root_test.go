@@ -44,6 +44,7 @@ func TestIPv6SLAACAcrossHosts(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	var planes []*dataplane.Linux
 	var ras []*raServers
+	var states []netState
 	t.Cleanup(func() {
 		for _, r := range ras {
 			r.stopAll()
@@ -133,6 +134,7 @@ func TestIPv6SLAACAcrossHosts(t *testing.T) {
 			t.Fatalf("%s: %d advertisement servers, want one per network (%d)", hosts[i], len(r.running), len(st.State.Networks))
 		}
 		ras = append(ras, r)
+		states = append(states, st)
 	}
 
 	// The hosts themselves stay out of the tenants' IPv6: no Hearth link
@@ -204,6 +206,36 @@ func TestIPv6SLAACAcrossHosts(t *testing.T) {
 		if err := ns[c.from].Ping(want[c.to], 3); err == nil {
 			t.Errorf("%s (%s) reached %s (%s) in another tenant's network", c.from, want[c.from], c.to, want[c.to])
 		}
+	}
+
+	// Someone deletes h0's router leg; the plane makes it again, and
+	// the advertisements follow the new leg: a1, its address gone and
+	// its link bounced, makes it again.
+	if _, err := lab.Hosts[0].IP("link", "del", "hri4601"); err != nil {
+		t.Fatal(err)
+	}
+	if err := planes[0].Apply(ctx, states[0].State); err != nil {
+		t.Fatal(err)
+	}
+	old := ras[0].running[vni]
+	ras[0].sync(ctx, states[0], nil)
+	if ras[0].running[vni] == old {
+		t.Errorf("the advertisement server stayed on the deleted leg")
+	}
+	if _, err := ns["a1"].IP("addr", "flush", "dev", dataplanetest.VMLink, "scope", "global"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ns["a1"].IP("link", "set", dataplanetest.VMLink, "down"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ns["a1"].IP("link", "set", dataplanetest.VMLink, "up"); err != nil {
+		t.Fatal(err)
+	}
+	if got := waitGlobalAddrs(t, ns["a1"], want["a1"]); !slices.Contains(got, want["a1"]) {
+		t.Fatalf("a1 has %v after its router's leg was made again, want %s", got, want["a1"])
+	}
+	if err := ns["a1"].Ping(want["b1"], 50); err != nil {
+		t.Errorf("a1 to b1 after the repair: %v", err)
 	}
 }
 
