@@ -33,7 +33,9 @@ type SubnetSpec struct {
 	// must be a /64, and each NIC's address is the EUI-64 of its MAC,
 	// which IPAM computes so it is known before the guest boots) or
 	// dhcpv6 (stateful DHCPv6 from the router hands out IPAM's address).
-	// IPv4 subnets have none.
+	// With dhcp.disabled the router advertises itself and the prefix
+	// on-link only, for guests with static addresses. IPv4 subnets have
+	// none.
 	IPv6Mode string `json:"ipv6Mode,omitempty"`
 }
 

@@ -318,7 +318,7 @@ var fieldDocs = map[string]string{
 	"SubnetSpec.DHCP":                     "DHCP configures the subnet's DHCP service (on by default).",
 	"SubnetSpec.DNSServers":               "DNSServers handed out by DHCP; default the gateway, where Hearth's DNS answers.",
 	"SubnetSpec.Gateway":                  "Gateway defaults to the first address of the CIDR.",
-	"SubnetSpec.IPv6Mode":                 "IPv6Mode is how the NICs of an IPv6 subnet configure their address from the router's advertisements: slaac (the default; the prefix must be a /64, and each NIC's address is the EUI-64 of its MAC, which IPAM computes so it is known before the guest boots) or dhcpv6 (stateful DHCPv6 from the router hands out IPAM's address). IPv4 subnets have none.",
+	"SubnetSpec.IPv6Mode":                 "IPv6Mode is how the NICs of an IPv6 subnet configure their address from the router's advertisements: slaac (the default; the prefix must be a /64, and each NIC's address is the EUI-64 of its MAC, which IPAM computes so it is known before the guest boots) or dhcpv6 (stateful DHCPv6 from the router hands out IPAM's address). With dhcp.disabled the router advertises itself and the prefix on-link only, for guests with static addresses. IPv4 subnets have none.",
 	"SubnetSpec.Network":                  "Network is the name of the Network (same tenant) the subnet is on.",
 	"SubnetSpec.Routes":                   "Routes handed out by DHCP (option 121) besides the default route.",
 	"SubnetStatus":                        "SubnetStatus says whether the subnet can be used: phase Ready once its network exists, Pending (with the ResolvedRefs condition naming the network) while it does not.",
