@@ -173,3 +173,30 @@ func TestHostNetStateIPv6(t *testing.T) {
 		t.Errorf("DHCP of dual: %+v, want the IPv4 subnet only", got.Subnets[301])
 	}
 }
+
+// TestHostNetStateIPv6FloatingIP: a floating IP pointed at an IPv6-only
+// NIC is a problem of its own, and its network is still carried (the
+// data plane refuses IPv6 floating IPs, which would drop the network).
+func TestHostNetStateIPv6FloatingIP(t *testing.T) {
+	six := nsNet("red", "six", 300, func(n *api.Network) {
+		n.Spec.ExternalNetwork = "internet"
+		n.Status.Hosts = []string{"h1"}
+		n.Status.Routers = []api.NetworkRouter{{Host: "h1", ExternalAddress: "203.0.113.10"}}
+	})
+	in := netInputs{
+		Host: "h1", Underlay: nsUnderlay, HostAddresses: nsHosts,
+		VMs:              []*api.VirtualMachine{nsVM("red", "a", "uid-a", "h1", "six six-a fd00:a::5054:ff:fe00:10a 52:54:00:00:01:0a")},
+		Networks:         []*api.Network{six},
+		Subnets:          []*api.Subnet{nsSubnet("red", "six-a", "six", "fd00:a::/64")},
+		FloatingIPs:      []*api.FloatingIP{nsFIP("red", "f", "a", "203.0.113.50", "fd00:a::5054:ff:fe00:10a", "h1")},
+		ExternalNetworks: []*api.ExternalNetwork{nsExt()},
+		ExternalDevices:  map[string]string{"": "hext"},
+	}
+	got := hostNetState(in)
+	if len(got.State.Networks) != 1 || len(got.State.Networks[0].FloatingIPs) != 0 {
+		t.Fatalf("networks %+v, want six carried without the floating IP", got.State.Networks)
+	}
+	if len(got.Problems) != 1 || got.Problems[0].Kind != "FloatingIP" || got.Problems[0].Key != "red/f" {
+		t.Errorf("problems %v, want one about floating IP red/f", got.Problems)
+	}
+}

@@ -361,7 +361,7 @@ func hostNetState(in netInputs) netState {
 						problem("FloatingIP", fk, "is on external network %s, but network %s routes to %s", f.Spec.ExternalNetwork, key, n.Spec.ExternalNetwork)
 					case err1 != nil || !dn.External.Address.Contains(ext.Unmap()):
 						problem("FloatingIP", fk, "status.address: %q is not in external network %s", f.Status.Address, n.Spec.ExternalNetwork)
-					case err2 != nil || internal.Unmap() != l.ip || !localIPs[l.ip]:
+					case err2 != nil || internal.Unmap() != l.ip || !localIPs[l.ip] || !l.ip.Is4():
 						problem("FloatingIP", fk, "status.targetIP: %q is not the address of VM %s nics[%d]", f.Status.TargetIP, vmKey(l.vm), l.nic)
 					default:
 						dn.FloatingIPs = append(dn.FloatingIPs, dataplane.FloatingIP{External: ext.Unmap(), Internal: internal.Unmap()})

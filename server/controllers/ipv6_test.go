@@ -30,6 +30,24 @@ func TestNetworkStatusIPv6(t *testing.T) {
 	if ifc.IP != "10.9.0.2" || ifc.IPv6 != "fd00:9::2" {
 		t.Fatalf("web's interface %+v, want 10.9.0.2 and fd00:9::2", ifc)
 	}
+	// A floating IP cannot point at an IPv6-only NIC.
+	o.create(
+		&api.ExternalNetwork{TypeMeta: tmeta("ExternalNetwork"), Metadata: api.ObjectMeta{Name: "uplink6"},
+			Spec: api.ExternalNetworkSpec{CIDR: "192.0.2.0/24"}},
+		&api.Network{TypeMeta: tmeta("Network"), Metadata: api.ObjectMeta{Name: "only6", Tenant: "lab"}, Spec: api.NetworkSpec{ExternalNetwork: "uplink6"}},
+		&api.Subnet{TypeMeta: tmeta("Subnet"), Metadata: api.ObjectMeta{Name: "only6-a", Tenant: "lab"}, Spec: api.SubnetSpec{Network: "only6", CIDR: "fd00:a::/64"}},
+		nvm("lab", "v6", "h1", api.VMNIC{Network: "only6"}),
+		nfip("lab", "f6", "uplink6", "v6"),
+	)
+	servertest.Eventually(t, 10*time.Second, func() error {
+		f := o.get("FloatingIP", "lab", "f6").(*api.FloatingIP)
+		c := f.Status.Condition(api.ConditionAssociated)
+		if f.Status.Phase == api.FloatingIPAssociated || c == nil || c.Reason != "NotIPv4" {
+			return fmt.Errorf("floating IP f6: phase %s condition %+v, want not associated, NotIPv4", f.Status.Phase, c)
+		}
+		return nil
+	})
+
 	want := []api.NetworkPort{{VM: "web", NIC: 0, Host: "h1", MAC: ifc.MAC, IPs: []string{"10.9.0.2", "fd00:9::2"}}}
 	servertest.Eventually(t, 10*time.Second, func() error {
 		n := o.get("Network", "lab", "dual").(*api.Network)

@@ -445,6 +445,11 @@ func (c *Networks) reconcileSubnet(ctx context.Context, key string) (reconcile.R
 	return res, err
 }
 
+func isIPv4(s string) bool {
+	a, err := netip.ParseAddr(s)
+	return err == nil && a.Unmap().Is4()
+}
+
 // freeAddresses counts the addresses from first to last that are neither the
 // gateway nor held.
 func freeAddresses(p netip.Prefix, first, last netip.Addr, gateway string, held []netip.Addr) int {
@@ -528,6 +533,10 @@ func (c *Networks) reconcileFloatingIP(ctx context.Context, key string) (reconci
 			case !ok || no.(*api.Network).Spec.ExternalNetwork != f.Spec.ExternalNetwork:
 				reason, why = "NotRouted", fmt.Sprintf("VM %q nics[%d] is on network %q, which does not route to external network %q",
 					tg.VM, tg.NIC, ifc.Network, f.Spec.ExternalNetwork)
+			case !isIPv4(ifc.IP):
+				// Floating IPs are IPv4 NAT; an IPv6 NIC is reached
+				// without one.
+				reason, why = "NotIPv4", fmt.Sprintf("VM %q nics[%d] has the IPv6 address %s; floating IPs translate to IPv4 addresses only", tg.VM, tg.NIC, ifc.IP)
 			case vm.Spec.Host == "":
 				reason, why = "NotPlaced", fmt.Sprintf("VM %q is not placed on a host yet", tg.VM)
 			case !c.servesName(f.Spec.ExternalNetwork, vm.Spec.Host):
