@@ -122,6 +122,10 @@ type VMNIC struct {
 	SecurityGroups []string `json:"securityGroups,omitempty"`
 	// Model is the emulated device: virtio, e1000 or rtl8139 (default virtio).
 	Model string `json:"model,omitempty"`
+	// IPv6Subnet names the IPv6 subnet of Network in which a NIC whose
+	// address is IPv4 also takes an IPv6 address (status.interfaces[i].ipv6);
+	// empty means the network's only IPv6 subnet, if it has exactly one.
+	IPv6Subnet string `json:"ipv6Subnet,omitempty"`
 }
 
 // CloudInit is the VM's cloud-init data.
@@ -192,6 +196,24 @@ type VMInterfaceStatus struct {
 	// MAC is the NIC's Ethernet address, unique on its network:
 	// spec.nics[i].mac, or one picked at random in 52:54:00:xx:xx:xx.
 	MAC string `json:"mac,omitempty"`
+	// IPv6Subnet and IPv6 are the NIC's second address on a dual-stack
+	// network: when IP is an IPv4 address and the network has exactly one
+	// IPv6 subnet, the NIC also has an address there (by the subnet's
+	// ipv6Mode: the EUI-64 of MAC, or IPAM's pick for DHCPv6).
+	IPv6Subnet string `json:"ipv6Subnet,omitempty"`
+	IPv6       string `json:"ipv6,omitempty"` // see IPv6Subnet
+}
+
+// Addresses are the NIC's addresses: IP, then IPv6 on a dual-stack
+// network.
+func (i VMInterfaceStatus) Addresses() []string {
+	var out []string
+	for _, a := range []string{i.IP, i.IPv6} {
+		if a != "" {
+			out = append(out, a)
+		}
+	}
+	return out
 }
 
 // VM phases.
@@ -393,6 +415,9 @@ func (s *VirtualMachineSpec) Validate(path string) FieldErrors {
 		if n.Subnet != "" {
 			es = append(es, ValidateName(np+".subnet", n.Subnet)...)
 		}
+		if n.IPv6Subnet != "" {
+			es = append(es, ValidateName(np+".ipv6Subnet", n.IPv6Subnet)...)
+		}
 		if n.IP != "" {
 			_, e := ValidateIP(np+".ip", n.IP)
 			es = append(es, e...)
@@ -568,7 +593,8 @@ func init() {
 			{Name: "MEMORY", Get: func(o Object) string { return o.(*VirtualMachine).Spec.Memory.String() }},
 			{Name: "IP", Get: func(o Object) string { return o.(*VirtualMachine).Status.FirstIP() }},
 			{Name: "IPS", Wide: true, Get: func(o Object) string {
-				return o.(*VirtualMachine).Status.interfaceList(func(i VMInterfaceStatus) string { return i.IP })
+				// A dual-stack NIC shows both: 10.0.0.2+fd00::5054:ff:fe00:1.
+				return o.(*VirtualMachine).Status.interfaceList(func(i VMInterfaceStatus) string { return strings.Join(i.Addresses(), "+") })
 			}},
 			{Name: "MACS", Wide: true, Get: func(o Object) string {
 				return o.(*VirtualMachine).Status.interfaceList(func(i VMInterfaceStatus) string { return i.MAC })
