@@ -90,6 +90,16 @@ type Scheduler struct {
 	// synced is set once the caches are filled; before, the first
 	// resync is about to try every pending VM anyway.
 	synced atomic.Bool
+	// bindq takes decided bindings to bindLoop, which writes them in
+	// batches.
+	bindq chan *pendingBinding
+}
+
+// pendingBinding is a decided binding waiting for its batch to be
+// written; done hears what became of it.
+type pendingBinding struct {
+	item api.BindingItem
+	done chan error
 }
 
 type warning struct {
@@ -98,8 +108,17 @@ type warning struct {
 }
 
 // bindWorkers is how many VMs are reconciled at once (decisions are still
-// made one at a time; the writes overlap).
-const bindWorkers = 16
+// made one at a time; the writes overlap, and the bindings of those
+// waiting together are written as one batch).
+const bindWorkers = 64
+
+// maxBindBatch is the most bindings written in one request, and
+// bindsInFlight how many such requests are written at once: while they
+// are, the next batch gathers.
+const (
+	maxBindBatch  = 64
+	bindsInFlight = 2
+)
 
 // warnEvery is how often an unchanged FailedScheduling event is recorded
 // again (the recorder then bumps its count) while a VM stays pending.
@@ -124,6 +143,7 @@ func (s *Scheduler) Run(ctx context.Context) error {
 	s.retryAffinity = map[string]bool{}
 	s.kick = make(chan struct{}, 1)
 	s.warned = map[string]warning{}
+	s.bindq = make(chan *pendingBinding, bindWorkers)
 	s.hosts = s.Informers.informer(ctx, s.Client, "Host")
 	s.vms = s.Informers.informer(ctx, s.Client, "VirtualMachine")
 	s.volumes = s.Informers.informer(ctx, s.Client, "Volume")
@@ -139,6 +159,7 @@ func (s *Scheduler) Run(ctx context.Context) error {
 	}
 	s.synced.Store(true)
 	go s.retryLoop(ctx)
+	go s.bindLoop(ctx)
 	errc := make(chan error, 1)
 	go func() { errc <- s.alloc.Run(ctx) }()
 	err := s.ctl.Run(ctx)
@@ -367,8 +388,7 @@ func (s *Scheduler) Reconcile(ctx context.Context, key string) (reconcile.Result
 	if host == "" {
 		return reconcile.Result{}, s.markUnschedulable(ctx, key, vm, why)
 	}
-	patch := api.BindTo(vm.Metadata.ResourceVersion, host)
-	out, err := s.Client.Patch(ctx, "VirtualMachine", vm.Metadata.Tenant, vm.Metadata.Name, patch, false)
+	err := s.bind(ctx, api.BindingItem{Tenant: vm.Metadata.Tenant, Name: vm.Metadata.Name, ResourceVersion: vm.Metadata.ResourceVersion, Host: host})
 	if err != nil {
 		s.mu.Lock()
 		if v := s.state.vms[key]; v != nil && v.obj.Metadata.UID == vm.Metadata.UID && v.assumed == host {
@@ -387,9 +407,85 @@ func (s *Scheduler) Reconcile(ctx context.Context, key string) (reconcile.Result
 		return reconcile.Result{}, fmt.Errorf("binding %s to host %s: %w", key, host, err)
 	}
 	s.alloc.EnqueueAfter(host, allocDelay)
-	s.Recorder.Eventf(ctx, out, api.EventNormal, "Scheduled", "placed on %s", host)
-	// The API server made the VM Scheduled in the binding write itself.
+	// The API server made the VM Scheduled, and recorded its Scheduled
+	// event, in the binding's write itself.
 	return reconcile.Result{}, nil
+}
+
+// bind writes one binding, in a batch with those decided at about the
+// same time (bindLoop), and says what became of it.
+func (s *Scheduler) bind(ctx context.Context, item api.BindingItem) error {
+	b := &pendingBinding{item: item, done: make(chan error, 1)}
+	select {
+	case s.bindq <- b:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	select {
+	case err := <-b.done:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// bindLoop writes the bindings bind is given, in batches: the first
+// waiting, and every other waiting by the time a request may be sent
+// (bindsInFlight at once), at most maxBindBatch. Under load the batches
+// grow by themselves; a lone binding goes at once. Each binding of a
+// batch succeeds or fails on its own (api.BindingRequest), so one VM
+// changed since its decision does not hold up the others.
+func (s *Scheduler) bindLoop(ctx context.Context) {
+	slots := make(chan struct{}, bindsInFlight)
+	for {
+		var first *pendingBinding
+		select {
+		case <-ctx.Done():
+			return
+		case first = <-s.bindq:
+		}
+		select {
+		case slots <- struct{}{}:
+		case <-ctx.Done():
+			first.done <- ctx.Err()
+			return
+		}
+		batch := []*pendingBinding{first}
+	gather:
+		for len(batch) < maxBindBatch {
+			select {
+			case b := <-s.bindq:
+				batch = append(batch, b)
+			default:
+				break gather
+			}
+		}
+		go func() {
+			defer func() { <-slots }()
+			s.writeBindings(ctx, batch)
+		}()
+	}
+}
+
+// writeBindings writes one batch and tells each binding what became of it.
+func (s *Scheduler) writeBindings(ctx context.Context, batch []*pendingBinding) {
+	items := make([]api.BindingItem, len(batch))
+	for i, b := range batch {
+		items[i] = b.item
+	}
+	out, err := s.Client.Bind(ctx, items)
+	for i, b := range batch {
+		switch {
+		case err != nil:
+			// The request's error, not this VM's: %v, so that no
+			// Conflict or NotFound of the request passes for the VM's.
+			b.done <- fmt.Errorf("writing a batch of %d bindings: %v", len(batch), err)
+		case out.Items[i].Error != nil:
+			b.done <- out.Items[i].Error
+		default:
+			b.done <- nil
+		}
+	}
 }
 
 // volume finds a cached Volume.
