@@ -2,6 +2,7 @@ package server_test
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"strings"
 	"testing"
@@ -9,6 +10,7 @@ import (
 	api "hearth.dev/hearth/api/v1alpha1"
 	"hearth.dev/hearth/client"
 	"hearth.dev/hearth/server/servertest"
+	"hearth.dev/hearth/server/store"
 )
 
 // bindingVM is a VM that needs nothing but a host.
@@ -191,5 +193,46 @@ func TestBindingsTenantIsolation(t *testing.T) {
 	}
 	if vm := storedVM(t, env, "lab", "mine"); vm.Spec.Host != "" {
 		t.Errorf("a viewer bound a VM to %q", vm.Spec.Host)
+	}
+}
+
+// TestListPages: a list is read from etcd a page at a time and written as
+// it comes; every object is there once, in order, the label selector
+// applies on every page, and the list names one revision.
+func TestListPages(t *testing.T) {
+	defer func(n int64) { store.ListPage = n }(store.ListPage)
+	store.ListPage = 2
+	env := servertest.Start(t, servertest.WithoutControllers())
+	env.Tenant("lab")
+	ctx := servertest.Ctx(t)
+	var want []string
+	for i := range 7 {
+		vm := bindingVM("lab", fmt.Sprintf("vm%d", i))
+		if i%2 == 0 {
+			vm.Metadata.Labels = map[string]string{"even": "yes"}
+		}
+		if _, err := env.Admin.Create(ctx, vm); err != nil {
+			t.Fatal(err)
+		}
+		want = append(want, vm.Metadata.Name)
+	}
+	for _, tc := range []struct {
+		sel  string
+		want []string
+	}{{"", want}, {"even=yes", []string{"vm0", "vm2", "vm4", "vm6"}}} {
+		objs, rv, err := env.Admin.List(ctx, "VirtualMachine", "", client.ListOptions{AllTenants: true, LabelSelector: tc.sel})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []string
+		for _, o := range objs {
+			got = append(got, o.GetMetadata().Name)
+		}
+		if strings.Join(got, ",") != strings.Join(tc.want, ",") {
+			t.Errorf("list %q: %v, want %v", tc.sel, got, tc.want)
+		}
+		if rv == "" {
+			t.Errorf("list %q names no resourceVersion", tc.sel)
+		}
 	}
 }

@@ -20,6 +20,7 @@ import (
 	"strings"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	api "hearth.dev/hearth/api/v1alpha1"
@@ -263,18 +264,63 @@ func (s *Store) ListRaw(ctx context.Context, k *api.KindInfo, prefix string, sel
 	if err != nil {
 		return nil, 0, unavailable(err)
 	}
-	out := make([][]byte, 0, len(resp.Kvs))
-	for _, kv := range resp.Kvs {
+	out, err := s.rawItems(k, resp.Kvs, sel)
+	return out, resp.Header.Revision, err
+}
+
+// ListPage is how many objects ListRawPages reads from etcd at a time
+// (a variable for tests).
+var ListPage int64 = 500
+
+// ListRawPages reads what ListRaw reads, ListPage objects at a time, all
+// at one revision (rev, or with 0 the latest, which the first page
+// reads), and gives each page's objects to fn as it comes: a list of ten
+// thousand objects is written out as it is read, and never held whole in
+// memory, neither as etcd's answer nor as its copy. It returns the
+// revision read at.
+func (s *Store) ListRawPages(ctx context.Context, k *api.KindInfo, prefix string, sel api.Selector, rev int64, fn func(rev int64, items [][]byte) error) (int64, error) {
+	end := clientv3.GetPrefixRangeEnd(prefix)
+	key := prefix
+	for {
+		opts := []clientv3.OpOption{clientv3.WithRange(end), clientv3.WithLimit(ListPage)}
+		if rev != 0 {
+			opts = append(opts, clientv3.WithRev(rev))
+		}
+		resp, err := s.c.Get(ctx, key, opts...)
+		if err != nil {
+			return rev, unavailable(err)
+		}
+		if rev == 0 {
+			rev = resp.Header.Revision
+		}
+		items, err := s.rawItems(k, resp.Kvs, sel)
+		if err != nil {
+			return rev, err
+		}
+		if err := fn(rev, items); err != nil {
+			return rev, err
+		}
+		if !resp.More || len(resp.Kvs) == 0 {
+			return rev, nil
+		}
+		key = string(resp.Kvs[len(resp.Kvs)-1].Key) + "\x00"
+	}
+}
+
+// rawItems is ListRaw's work on the keys read.
+func (s *Store) rawItems(k *api.KindInfo, kvs []*mvccpb.KeyValue, sel api.Selector) ([][]byte, error) {
+	out := make([][]byte, 0, len(kvs))
+	for _, kv := range kvs {
 		plain, err := s.open(k, kv.Key, kv.Value)
 		if err != nil {
-			return nil, 0, err
+			return nil, err
 		}
 		// Passed on unread, so nothing is dropped; but an object of
 		// another apiVersion is refused as decode refuses it (as a raw
 		// watch does).
 		if !bytes.HasPrefix(plain, storedPrefix) {
 			if _, err := s.decode(k, kv.Key, kv.Value, kv.ModRevision); err != nil {
-				return nil, 0, err
+				return nil, err
 			}
 		}
 		if len(sel) > 0 {
@@ -284,7 +330,7 @@ func (s *Store) ListRaw(ctx context.Context, k *api.KindInfo, prefix string, sel
 				} `json:"metadata"`
 			}
 			if err := json.Unmarshal(plain, &labels); err != nil {
-				return nil, 0, fmt.Errorf("decoding stored %s: %w", k.Kind, err)
+				return nil, fmt.Errorf("decoding stored %s: %w", k.Kind, err)
 			}
 			if !sel.Matches(labels.Metadata.Labels) {
 				continue
@@ -292,7 +338,7 @@ func (s *Store) ListRaw(ctx context.Context, k *api.KindInfo, prefix string, sel
 		}
 		out = append(out, WithResourceVersion(plain, kv.ModRevision))
 	}
-	return out, resp.Header.Revision, nil
+	return out, nil
 }
 
 // Create writes a new object. The store sets uid, generation and the
