@@ -24,17 +24,12 @@ func NewVMSetsWithCache(ctx context.Context, c *client.Client, vms *client.Infor
 }
 
 // WriteBindings writes items as the scheduler's binder writes a batch
-// (one request) and returns what became of each.
+// (one request) and returns what became of each: nil, or the error the
+// scheduler acts on.
 func WriteBindings(ctx context.Context, c *client.Client, items []api.BindingItem) []error {
-	s := &Scheduler{Client: c}
 	batch := make([]*pendingBinding, len(items))
 	for i, it := range items {
-		batch[i] = &pendingBinding{item: it, done: make(chan error, 1)}
+		batch[i] = &pendingBinding{item: it}
 	}
-	s.writeBindings(ctx, batch)
-	errs := make([]error, len(items))
-	for i, b := range batch {
-		errs[i] = <-b.done
-	}
-	return errs
+	return (&Scheduler{Client: c}).sendBindings(ctx, batch)
 }

@@ -93,13 +93,16 @@ type Scheduler struct {
 	// bindq takes decided bindings to bindLoop, which writes them in
 	// batches.
 	bindq chan *pendingBinding
+	// bindFailed holds, by VM key, why its binding could not be written,
+	// for Reconcile to return (and so back off).
+	bindFailed map[string]error
 }
 
 // pendingBinding is a decided binding waiting for its batch to be
-// written; done hears what became of it.
+// written: of the VM with key and uid.
 type pendingBinding struct {
-	item api.BindingItem
-	done chan error
+	key, uid string
+	item     api.BindingItem
 }
 
 type warning struct {
@@ -108,15 +111,15 @@ type warning struct {
 }
 
 // bindWorkers is how many VMs are reconciled at once (decisions are still
-// made one at a time; the writes overlap, and the bindings of those
-// waiting together are written as one batch).
-const bindWorkers = 64
+// made one at a time, and bindings are written in batches by bindLoop,
+// without a worker waiting for them: the workers write status).
+const bindWorkers = 16
 
 // maxBindBatch is the most bindings written in one request, and
 // bindsInFlight how many such requests are written at once: while they
-// are, the next batch gathers.
+// are, the next batch gathers, so under load the batches grow.
 const (
-	maxBindBatch  = 64
+	maxBindBatch  = 256
 	bindsInFlight = 2
 )
 
@@ -143,7 +146,8 @@ func (s *Scheduler) Run(ctx context.Context) error {
 	s.retryAffinity = map[string]bool{}
 	s.kick = make(chan struct{}, 1)
 	s.warned = map[string]warning{}
-	s.bindq = make(chan *pendingBinding, bindWorkers)
+	s.bindq = make(chan *pendingBinding, maxBindBatch*bindsInFlight)
+	s.bindFailed = map[string]error{}
 	s.hosts = s.Informers.informer(ctx, s.Client, "Host")
 	s.vms = s.Informers.informer(ctx, s.Client, "VirtualMachine")
 	s.volumes = s.Informers.informer(ctx, s.Client, "Volume")
@@ -358,6 +362,11 @@ func oldestFirst(vms []*api.VirtualMachine) []string {
 // Reconcile places one VM, or records why it cannot be placed.
 func (s *Scheduler) Reconcile(ctx context.Context, key string) (reconcile.Result, error) {
 	s.mu.Lock()
+	if err := s.bindFailed[key]; err != nil {
+		delete(s.bindFailed, key)
+		s.mu.Unlock()
+		return reconcile.Result{}, err
+	}
 	v := s.state.vms[key]
 	if v == nil {
 		s.mu.Unlock()
@@ -388,45 +397,45 @@ func (s *Scheduler) Reconcile(ctx context.Context, key string) (reconcile.Result
 	if host == "" {
 		return reconcile.Result{}, s.markUnschedulable(ctx, key, vm, why)
 	}
-	err := s.bind(ctx, api.BindingItem{Tenant: vm.Metadata.Tenant, Name: vm.Metadata.Name, ResourceVersion: vm.Metadata.ResourceVersion, Host: host})
-	if err != nil {
-		s.mu.Lock()
-		if v := s.state.vms[key]; v != nil && v.obj.Metadata.UID == vm.Metadata.UID && v.assumed == host {
-			s.state.assume(key, "")
-		}
-		s.mu.Unlock()
-	}
-	switch {
-	case api.IsConflict(err):
-		// The VM changed since the cache saw it: decide again on the
-		// newer version, which the cache is about to bring.
-		return reconcile.Result{RequeueAfter: 200 * time.Millisecond}, nil
-	case api.IsNotFound(err):
-		return reconcile.Result{}, nil
-	case err != nil:
-		return reconcile.Result{}, fmt.Errorf("binding %s to host %s: %w", key, host, err)
-	}
-	s.alloc.EnqueueAfter(host, allocDelay)
-	// The API server made the VM Scheduled, and recorded its Scheduled
-	// event, in the binding's write itself.
-	return reconcile.Result{}, nil
-}
-
-// bind writes one binding, in a batch with those decided at about the
-// same time (bindLoop), and says what became of it.
-func (s *Scheduler) bind(ctx context.Context, item api.BindingItem) error {
-	b := &pendingBinding{item: item, done: make(chan error, 1)}
+	// The binding is written in a batch with others (bindLoop); the VM
+	// counts as assumed on host until the cache brings it bound, or the
+	// write fails (bound says what then).
+	b := &pendingBinding{key: key, uid: vm.Metadata.UID,
+		item: api.BindingItem{Tenant: vm.Metadata.Tenant, Name: vm.Metadata.Name, ResourceVersion: vm.Metadata.ResourceVersion, Host: host}}
 	select {
 	case s.bindq <- b:
 	case <-ctx.Done():
-		return ctx.Err()
+		s.bound(ctx, b, ctx.Err())
 	}
-	select {
-	case err := <-b.done:
-		return err
-	case <-ctx.Done():
-		return ctx.Err()
+	return reconcile.Result{}, nil
+}
+
+// bound learns what became of a binding. Written, the host's allocation
+// is recounted (the API server made the VM Scheduled, and recorded its
+// Scheduled event, in the binding's write itself). Not written, the
+// assumption is dropped and the VM decided again: soon after a Conflict
+// (it changed since the decision: the cache is about to bring the newer
+// version), not at all when it is gone, and after any other error as a
+// failed Reconcile is, backing off, which Reconcile returns.
+func (s *Scheduler) bound(ctx context.Context, b *pendingBinding, err error) {
+	host := b.item.Host
+	if err == nil {
+		s.alloc.EnqueueAfter(host, allocDelay)
+		return
 	}
+	s.mu.Lock()
+	if v := s.state.vms[b.key]; v != nil && v.obj.Metadata.UID == b.uid && v.assumed == host {
+		s.state.assume(b.key, "")
+	}
+	switch {
+	case api.IsConflict(err):
+		s.ctl.EnqueueAfter(b.key, 200*time.Millisecond)
+	case api.IsNotFound(err) || ctx.Err() != nil:
+	default:
+		s.bindFailed[b.key] = fmt.Errorf("binding %s to host %s: %w", b.key, host, err)
+		s.ctl.Enqueue(b.key)
+	}
+	s.mu.Unlock()
 }
 
 // bindLoop writes the bindings bind is given, in batches: the first
@@ -447,7 +456,7 @@ func (s *Scheduler) bindLoop(ctx context.Context) {
 		select {
 		case slots <- struct{}{}:
 		case <-ctx.Done():
-			first.done <- ctx.Err()
+			s.bound(ctx, first, ctx.Err())
 			return
 		}
 		batch := []*pendingBinding{first}
@@ -467,25 +476,33 @@ func (s *Scheduler) bindLoop(ctx context.Context) {
 	}
 }
 
-// writeBindings writes one batch and tells each binding what became of it.
+// writeBindings writes one batch and acts on what became of each binding.
 func (s *Scheduler) writeBindings(ctx context.Context, batch []*pendingBinding) {
+	for i, err := range s.sendBindings(ctx, batch) {
+		s.bound(ctx, batch[i], err)
+	}
+}
+
+// sendBindings writes one batch, in one request, and returns what became
+// of each binding.
+func (s *Scheduler) sendBindings(ctx context.Context, batch []*pendingBinding) []error {
 	items := make([]api.BindingItem, len(batch))
 	for i, b := range batch {
 		items[i] = b.item
 	}
+	errs := make([]error, len(batch))
 	out, err := s.Client.Bind(ctx, items)
-	for i, b := range batch {
+	for i := range batch {
 		switch {
 		case err != nil:
 			// The request's error, not this VM's: %v, so that no
 			// Conflict or NotFound of the request passes for the VM's.
-			b.done <- fmt.Errorf("writing a batch of %d bindings: %v", len(batch), err)
+			errs[i] = fmt.Errorf("writing a batch of %d bindings: %v", len(batch), err)
 		case out.Items[i].Error != nil:
-			b.done <- out.Items[i].Error
-		default:
-			b.done <- nil
+			errs[i] = out.Items[i].Error
 		}
 	}
+	return errs
 }
 
 // volume finds a cached Volume.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"strconv"
+	"sync"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -20,9 +21,10 @@ import (
 // since it was read fails on its own and the others are written.
 
 // MaxBatch is the most updates one UpdateBatch commits in one
-// transaction; a longer batch is committed in several. etcd refuses a
-// transaction of more than 128 operations (its --max-txn-ops), and each
-// nested transaction counts as one beside its own operations.
+// transaction; a longer batch is committed in several, at once (etcd
+// makes one raft entry of them, as of any concurrent writes). etcd
+// refuses a transaction of more than 128 operations (its --max-txn-ops),
+// and each nested transaction counts as one beside its own operations.
 const MaxBatch = 48
 
 // BatchUpdate is one object's update in a batch: what Update takes.
@@ -55,10 +57,12 @@ type BatchResult struct {
 // precondition, that is a Conflict). Not for dry runs.
 func (s *Store) UpdateBatch(ctx context.Context, k *api.KindInfo, updates []BatchUpdate) []BatchResult {
 	results := make([]BatchResult, len(updates))
+	var wg sync.WaitGroup
 	for start := 0; start < len(updates); start += MaxBatch {
 		end := min(start+MaxBatch, len(updates))
-		s.updateBatch(ctx, k, updates[start:end], results[start:end])
+		wg.Go(func() { s.updateBatch(ctx, k, updates[start:end], results[start:end]) })
 	}
+	wg.Wait()
 	return results
 }
 
