@@ -85,8 +85,10 @@ type Scheduler struct {
 	retry         bool
 	retryAffinity map[string]bool
 	kick          chan struct{}
-	// warned is the last FailedScheduling event per VM key.
+	// warned is the last FailedScheduling event per VM key, and marked
+	// when its Unschedulable condition was last written.
 	warned map[string]warning
+	marked map[string]time.Time
 	// synced is set once the caches are filled; before, the first
 	// resync is about to try every pending VM anyway.
 	synced atomic.Bool
@@ -127,6 +129,14 @@ const (
 // again (the recorder then bumps its count) while a VM stays pending.
 const warnEvery = 5 * time.Minute
 
+// unschedulableRefresh is how soon a waiting VM's "0/N hosts: …" is
+// written again when only the counts in it changed. While hosts change
+// in a burst (a thousand uncordoned at once), every pass over the waiting
+// VMs would otherwise write each one's status, and an event, per pass,
+// costing more writes than the bindings. The message is made exact after
+// it (the VM is decided again then).
+const unschedulableRefresh = 2 * time.Second
+
 // allocDelay gathers a host's allocation changes into one write: a burst
 // of bindings to a host is one Host write, not one each.
 const allocDelay = 500 * time.Millisecond
@@ -146,6 +156,7 @@ func (s *Scheduler) Run(ctx context.Context) error {
 	s.retryAffinity = map[string]bool{}
 	s.kick = make(chan struct{}, 1)
 	s.warned = map[string]warning{}
+	s.marked = map[string]time.Time{}
 	s.bindq = make(chan *pendingBinding, maxBindBatch*bindsInFlight)
 	s.bindFailed = map[string]error{}
 	s.hosts = s.Informers.informer(ctx, s.Client, "Host")
@@ -223,6 +234,7 @@ func (s *Scheduler) vmChanged(ch client.Change) {
 	}
 	if vm == nil {
 		delete(s.warned, key)
+		delete(s.marked, key)
 		delete(s.waiting, key)
 	}
 	switch {
@@ -389,13 +401,14 @@ func (s *Scheduler) Reconcile(ctx context.Context, key string) (reconcile.Result
 		// next decision must count it.
 		s.state.assume(key, host)
 		delete(s.warned, key)
+		delete(s.marked, key)
 		delete(s.waiting, key)
 	} else {
 		s.waiting[key] = true
 	}
 	s.mu.Unlock()
 	if host == "" {
-		return reconcile.Result{}, s.markUnschedulable(ctx, key, vm, why)
+		return s.markUnschedulable(ctx, key, vm, why)
 	}
 	// The binding is written in a batch with others (bindLoop); the VM
 	// counts as assumed on host until the cache brings it bound, or the
@@ -526,8 +539,23 @@ func (s *Scheduler) markScheduled(ctx context.Context, vm *api.VirtualMachine) e
 
 // markUnschedulable records why no host fits: a condition, phase Pending,
 // and a FailedScheduling event (again only when the reason changes or
-// warnEvery has passed).
-func (s *Scheduler) markUnschedulable(ctx context.Context, key string, vm *api.VirtualMachine, why string) error {
+// warnEvery has passed). A VM that says already why it waits, in other
+// words, is told the new ones unschedulableRefresh after it last was,
+// not sooner.
+func (s *Scheduler) markUnschedulable(ctx context.Context, key string, vm *api.VirtualMachine, why string) (reconcile.Result, error) {
+	now := s.Now()
+	if c := vm.Status.Condition(ConditionScheduled); c != nil && c.Status == api.ConditionFalse && c.Reason == api.ReasonUnschedulable &&
+		c.Message != why && vm.Status.Phase == api.VMPending {
+		s.mu.Lock()
+		last := s.marked[key]
+		s.mu.Unlock()
+		if wait := unschedulableRefresh - now.Sub(last); wait > 0 {
+			return reconcile.Result{RequeueAfter: wait}, nil
+		}
+	}
+	s.mu.Lock()
+	s.marked[key] = now
+	s.mu.Unlock()
 	err := s.writeVMStatus(ctx, vm, func(vm *api.VirtualMachine, st *api.VirtualMachineStatus) bool {
 		if vm.Spec.Host != "" {
 			return false
@@ -538,7 +566,6 @@ func (s *Scheduler) markUnschedulable(ctx context.Context, key string, vm *api.V
 			Message: why, ObservedGeneration: vm.Metadata.Generation}
 		return st.SetCondition(c, s.Now().UTC()) || changed
 	})
-	now := s.Now()
 	s.mu.Lock()
 	w, ok := s.warned[key]
 	warn := !ok || w.msg != why || now.Sub(w.at) >= warnEvery
@@ -549,7 +576,7 @@ func (s *Scheduler) markUnschedulable(ctx context.Context, key string, vm *api.V
 	if warn {
 		s.Recorder.Eventf(ctx, vm, api.EventWarning, "FailedScheduling", "%s", why)
 	}
-	return err
+	return reconcile.Result{}, err
 }
 
 // writeVMStatus applies change to the VM's phase and conditions and

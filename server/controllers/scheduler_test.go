@@ -183,6 +183,10 @@ func TestSchedulerUnschedulable(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitUnschedulable(t, env, "lab", "big", "0/3 hosts: 2 lack memory (need 4Gi, largest free 2Gi), 1 NotReady")
+	// The counts change: the message follows (not at once: see
+	// unschedulableRefresh), and is exact.
+	addHost(t, env, "h5", api.HostReady, 4, 3<<30, nil)
+	waitUnschedulable(t, env, "lab", "big", "0/4 hosts: 3 lack memory (need 4Gi, largest free 3Gi), 1 NotReady")
 
 	addHost(t, env, "h4", api.HostReady, 4, 8<<30, nil)
 	if host := waitPlaced(t, env, "lab", "big"); host != "h4" {
