@@ -17,7 +17,7 @@ import (
 // addHost joins a host as its agent would and reports it with the given
 // phase and capacity. The long lease keeps host-liveness from turning it
 // NotReady during the test.
-func addHost(t *testing.T, env *servertest.Env, name, phase string, cpus int, mem api.Bytes, labels map[string]string) {
+func addHost(t testing.TB, env *servertest.Env, name, phase string, cpus int, mem api.Bytes, labels map[string]string) {
 	t.Helper()
 	ctx := servertest.Ctx(t)
 	jt := env.JoinToken(api.TokenRequest{Labels: labels})

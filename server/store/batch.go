@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	api "hearth.dev/hearth/api/v1alpha1"
@@ -80,45 +81,33 @@ func (s *Store) updateBatch(ctx context.Context, k *api.KindInfo, updates []Batc
 		}
 		return
 	}
-	// Prepare each update against what was read; those that fail now
-	// are done.
+	// Prepare each update against what was read, several at once: an
+	// update's checks may read etcd (admission reads the tenant), and
+	// one after the other those reads would take longer than the write.
+	// Those that fail now are done.
+	prepared := make([]preparedUpdate, len(updates))
+	ok := make([]bool, len(updates))
+	next := make(chan int, len(updates))
+	for i := range updates {
+		next <- i
+	}
+	close(next)
+	var wg sync.WaitGroup
+	for range min(prepareWorkers, len(updates)) {
+		wg.Go(func() {
+			for i := range next {
+				ok[i] = s.prepareBatched(ctx, k, keys[i], updates[i], rresp.Responses[i].GetResponseRange().Kvs, &prepared[i], &results[i])
+			}
+		})
+	}
+	wg.Wait()
 	var nested []clientv3.Op
 	var which []int // nested[j] is updates[which[j]]
-	prepared := make([]preparedUpdate, len(updates))
-	for i, u := range updates {
-		uctx := u.Ctx
-		if uctx == nil {
-			uctx = ctx
+	for i := range updates {
+		if ok[i] {
+			nested = append(nested, clientv3.OpTxn(prepared[i].cmps, prepared[i].ops, nil))
+			which = append(which, i)
 		}
-		kvs := rresp.Responses[i].GetResponseRange().Kvs
-		if len(kvs) == 0 {
-			results[i].Err = api.NewNotFound(k.Kind, u.Tenant, u.Name)
-			continue
-		}
-		kv := kvs[0]
-		if u.Precondition != 0 && kv.ModRevision != u.Precondition {
-			results[i].Err = api.NewConflict(k.Kind, u.Name, u.Precondition, kv.ModRevision)
-			continue
-		}
-		w, err := s.prepareUpdate(uctx, k, keys[i], kv.Value, kv.ModRevision, 0, u.Fn)
-		if errors.Is(err, ErrUnchanged) {
-			results[i].Obj = w.old
-			continue
-		}
-		if err == nil && u.Also != nil {
-			var cmps []clientv3.Cmp
-			var ops []clientv3.Op
-			if cmps, ops, err = u.Also(w.next); err == nil {
-				w.cmps, w.ops = append(w.cmps, cmps...), append(w.ops, ops...)
-			}
-		}
-		if err != nil {
-			results[i].Err = err
-			continue
-		}
-		prepared[i] = w
-		nested = append(nested, clientv3.OpTxn(w.cmps, w.ops, nil))
-		which = append(which, i)
 	}
 	if len(nested) == 0 {
 		return
@@ -153,6 +142,46 @@ func (s *Store) updateBatch(ctx context.Context, k *api.KindInfo, updates []Batc
 		}
 		results[i].Obj, results[i].Err = s.updateAlone(uctx, k, u)
 	}
+}
+
+// prepareWorkers is how many updates of one transaction are prepared at
+// once.
+const prepareWorkers = 16
+
+// prepareBatched prepares one update of a batch against kvs, what was
+// read of its key, into w; false if it is done already (res says how).
+func (s *Store) prepareBatched(ctx context.Context, k *api.KindInfo, key string, u BatchUpdate, kvs []*mvccpb.KeyValue, w *preparedUpdate, res *BatchResult) bool {
+	uctx := u.Ctx
+	if uctx == nil {
+		uctx = ctx
+	}
+	if len(kvs) == 0 {
+		res.Err = api.NewNotFound(k.Kind, u.Tenant, u.Name)
+		return false
+	}
+	kv := kvs[0]
+	if u.Precondition != 0 && kv.ModRevision != u.Precondition {
+		res.Err = api.NewConflict(k.Kind, u.Name, u.Precondition, kv.ModRevision)
+		return false
+	}
+	var err error
+	*w, err = s.prepareUpdate(uctx, k, key, kv.Value, kv.ModRevision, 0, u.Fn)
+	if errors.Is(err, ErrUnchanged) {
+		res.Obj = w.old
+		return false
+	}
+	if err == nil && u.Also != nil {
+		var cmps []clientv3.Cmp
+		var ops []clientv3.Op
+		if cmps, ops, err = u.Also(w.next); err == nil {
+			w.cmps, w.ops = append(w.cmps, cmps...), append(w.ops, ops...)
+		}
+	}
+	if err != nil {
+		res.Err = err
+		return false
+	}
+	return true
 }
 
 // updateAlone is an update of a batch that could not be committed with
