@@ -63,6 +63,16 @@ type VirtualMachineSpec struct {
 	// own labels here to spread them over hosts. Both are hard rules; a VM
 	// no host satisfies stays Pending.
 	AntiAffinity []LabelSelector `json:"antiAffinity,omitempty"`
+	// HighAvailability restarts the VM on another host when its host's
+	// lease runs out, once the host is fenced: the Machine backing the
+	// host (the Host's spec.machine, else the Machine of the host's
+	// name) is powered off through its power driver, so the old QEMU
+	// cannot write to the disks any more. Without a way to fence the
+	// host the VM is not restarted, and its HighAvailability condition
+	// says why. Every disk must be a Volume in a shared pool (rbd, nfs)
+	// or a cdrom, and the firmware bios: nothing of the VM may live on
+	// the lost host alone.
+	HighAvailability bool `json:"highAvailability,omitempty"`
 }
 
 // VMBoot says what the VM boots.
@@ -165,6 +175,26 @@ type VirtualMachineStatus struct {
 	// the destination's agent writes it when its QEMU listens, and the
 	// source's agent, which reads it, sends the VM there.
 	Migration *VMMigration `json:"migration,omitempty"`
+	// Failover is set while the VM is restarted elsewhere because its
+	// host was lost (spec.highAvailability): the failover controller
+	// writes it at each step, and only the server may.
+	Failover *VMFailover `json:"failover,omitempty"`
+}
+
+// VMFailover is a restart of a highly available VM on another host after
+// its own was lost.
+type VMFailover struct {
+	// From is the host that was lost.
+	From string `json:"from"`
+	// LostAt is when the failover controller found the host's lease
+	// expired.
+	LostAt *time.Time `json:"lostAt,omitempty"`
+	// Machine is the Machine that was powered off to fence From, and
+	// FencedAt when its power driver confirmed it (or, for drivers that
+	// cannot read the state, when the off call succeeded). The VM is
+	// restarted only once FencedAt is set.
+	Machine  string     `json:"machine,omitempty"`
+	FencedAt *time.Time `json:"fencedAt,omitempty"`
 }
 
 // VMMigration is a live migration under way.

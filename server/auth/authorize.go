@@ -221,6 +221,11 @@ func authorizeHost(p *Principal, r Request) error {
 		if r.New != nil && r.Kind.PlacedOn(r.New) != p.Host {
 			return forbid(p, r, "a host may not move an object to another host")
 		}
+		if vm, ok := r.New.(*api.VirtualMachine); ok && !reflect.DeepEqual(vm.Status.Failover, r.Stored.(*api.VirtualMachine).Status.Failover) {
+			// A failover's record is what lets the server move a VM off
+			// its host without a live migration: the server's to write.
+			return forbid(p, r, "status.failover is written by the server's failover controller only")
+		}
 		return nil
 	}
 	return forbid(p, r, "hosts may only write the status of objects placed on them")
