@@ -45,7 +45,9 @@ func defaultControllers(cfg Config, shared *controllers.Informers, leases contro
 		},
 		func(ctx context.Context, c *client.Client, rec *client.Recorder) error {
 			return (&controllers.Failover{Client: c, Recorder: rec, Informers: shared, Leases: leases,
-				Power: func(ctx context.Context, m *api.Machine) (power.Driver, error) { return machinePowerDriver(ctx, c, m, cfg) }}).Run(ctx)
+				Power: func(ctx context.Context, m *api.Machine) (power.Driver, error) {
+					return machinePowerDriver(ctx, c, m, cfg)
+				}}).Run(ctx)
 		},
 	}
 }
