@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"sort"
 	"strings"
 	"sync"
 	"testing"
@@ -144,6 +145,11 @@ func vmEvents(t *testing.T, env *servertest.Env, tenant, name string) []string {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Oldest first: the recorder writes one object's events in order,
+	// stamped to the millisecond.
+	sort.SliceStable(evs, func(i, j int) bool {
+		return evs[i].(*api.Event).Spec.FirstTimestamp.Before(*evs[j].(*api.Event).Spec.FirstTimestamp)
+	})
 	var out []string
 	for _, e := range evs {
 		ev := e.(*api.Event)
