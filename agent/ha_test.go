@@ -223,3 +223,133 @@ func testHighAvailability(t *testing.T, makePool func(*testing.T, *lab) sharedPo
 		return nil
 	})
 }
+
+// writerScript is the guest's user-data for the storage fence test. On
+// its first boot (nothing at markerOffset) the guest keeps writing
+// "first-N" there, flushed, twice a second. On a later boot it writes
+// "second" once, flushed, and then prints what the disk holds (read past
+// its own cache) twice a second: a writer elsewhere that still reached
+// the disk would show.
+const writerScript = `#!/bin/sh
+at=` + "98304" + `
+have=$(dd if=/dev/vda bs=512 skip=$at count=1 iflag=direct 2>/dev/null | tr -d '\000' | head -c 64)
+echo "HEARTH-GUEST disk-marker=${have:-none}"
+if [ -z "$have" ]; then
+	(
+	i=0
+	while :; do
+		i=$((i+1))
+		printf 'first-%s' $i | dd of=/dev/vda bs=512 seek=$at conv=notrunc,sync,fsync 2>/dev/null
+		echo "HEARTH-GUEST wrote=first-$i" >/dev/ttyS0
+		sleep 0.5
+	done
+	) </dev/null >/dev/null 2>&1 &
+else
+	printf 'second' | dd of=/dev/vda bs=512 seek=$at conv=notrunc,sync,fsync 2>/dev/null
+	echo "HEARTH-GUEST disk-written=second"
+	(
+	while :; do
+		v=$(dd if=/dev/vda bs=512 skip=$at count=1 iflag=direct 2>/dev/null | tr -d '\000' | head -c 64)
+		echo "HEARTH-GUEST seen=$v" >/dev/ttyS0
+		sleep 0.5
+	done
+	) </dev/null >/dev/null 2>&1 &
+fi
+`
+
+// TestHighAvailabilityRBDStorageFence: a highly available VM on an RBD
+// volume whose host dies, and that no power driver can switch off, is
+// restarted on another host whose agent first has Ceph blocklist the old
+// QEMU: that QEMU, frozen while the VM moved and then thawed, writes
+// nothing more to the disk, while the guest on the new host sees only
+// its own write.
+func TestHighAvailabilityRBDStorageFence(t *testing.T) {
+	requireSharedBoot(t)
+	l := newLab(t)
+	p := rbdPool(t, l)
+	l.addAgent(t, "h2")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	if _, err := l.env.Admin.Patch(ctx, "Host", "", "h1", map[string]any{"spec": map[string]any{"leaseSeconds": 5}}, false); err != nil {
+		t.Fatal(err)
+	}
+	vol := volume("data", 64<<20, api.VolumeSource{})
+	vol.Spec.Host, vol.Spec.Pool = "", p.pool.Metadata.Name
+	l.create(t, vol)
+	vm := l.vm("keeper")
+	vm.Spec.Disks = []api.VMDisk{{Volume: "data"}}
+	vm.Spec.HighAvailability = true
+	vm.Spec.CloudInit.UserData = writerScript
+	l.create(t, vm)
+	var first *api.VirtualMachine
+	servertest.Eventually(t, 4*time.Minute, func() error {
+		first = l.get(t, "keeper")
+		data, _ := os.ReadFile(first.Status.ConsoleLog)
+		if n := strings.Count(string(data), "HEARTH-GUEST wrote=first-"); n < 3 {
+			return fmt.Errorf("the guest has written %d times so far (phase %q)", n, first.Status.Phase)
+		}
+		return nil
+	})
+	if c := first.Status.Condition(api.ConditionHighAvailability); c == nil || c.Reason != api.ReasonHAProtected || !strings.Contains(c.Message, "Ceph") {
+		t.Errorf("HighAvailability %+v, want Protected by Ceph", c)
+	}
+
+	// h1 dies: its agent stops, its QEMU hangs mid-write.
+	l.stopAgent()
+	if err := syscall.Kill(first.Status.PID, syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { syscall.Kill(first.Status.PID, syscall.SIGKILL) })
+	var moved *api.VirtualMachine
+	servertest.Eventually(t, 5*time.Minute, func() error {
+		moved = l.get(t, "keeper")
+		data, _ := os.ReadFile(moved.Status.ConsoleLog)
+		if moved.Status.Host != "h2" || !strings.Contains(string(data), "HEARTH-GUEST seen=second") {
+			return fmt.Errorf("VM bound to %q, runs on %q, phase %q, HighAvailability %+v", moved.Spec.Host, moved.Status.Host, moved.Status.Phase,
+				moved.Status.Condition(api.ConditionHighAvailability))
+		}
+		return nil
+	})
+	// The old QEMU wakes up, its guest still writing.
+	if err := syscall.Kill(first.Status.PID, syscall.SIGCONT); err != nil {
+		t.Fatal(err)
+	}
+	thawed := time.Now()
+	time.Sleep(8 * time.Second)
+	data, _ := os.ReadFile(moved.Status.ConsoleLog)
+	var seen []string
+	for _, line := range strings.Split(string(data), "\n") {
+		if _, v, ok := strings.Cut(line, "HEARTH-GUEST seen="); ok {
+			seen = append(seen, strings.TrimSpace(v))
+		}
+	}
+	t.Logf("thawed h1's QEMU at %s; h2's guest saw %d reads since its write", thawed.Format(time.TimeOnly), len(seen))
+	for _, v := range seen {
+		if v != "second" {
+			t.Fatalf("h2's guest read %q from its disk: the old QEMU on h1 wrote after the failover (reads: %v)", v, seen)
+		}
+	}
+	old, _ := os.ReadFile(first.Status.ConsoleLog)
+	t.Logf("h1's guest printed %d writes in all", strings.Count(string(old), "HEARTH-GUEST wrote=first-"))
+
+	servertest.Eventually(t, 30*time.Second, func() error {
+		evs, _, err := l.env.Admin.List(ctx, "Event", "lab", client.ListOptions{FieldSelector: "involvedObject.kind=VirtualMachine,involvedObject.name=keeper"})
+		if err != nil {
+			return err
+		}
+		sort.SliceStable(evs, func(i, j int) bool {
+			return evs[i].(*api.Event).Spec.FirstTimestamp.Before(*evs[j].(*api.Event).Spec.FirstTimestamp)
+		})
+		var steps []string
+		for _, e := range evs {
+			switch r := e.(*api.Event).Spec.Reason; r {
+			case api.ReasonHostLost, api.ReasonFencing, api.ReasonFenced, api.ReasonRestarting, api.ReasonRestarted:
+				steps = append(steps, r)
+			}
+		}
+		if want := "HostLost,Fencing,Restarting,Fenced,Restarted"; strings.Join(steps, ",") != want {
+			return fmt.Errorf("events %v, want %s", steps, want)
+		}
+		return nil
+	})
+}

@@ -64,12 +64,13 @@ type VirtualMachineSpec struct {
 	// no host satisfies stays Pending.
 	AntiAffinity []LabelSelector `json:"antiAffinity,omitempty"`
 	// HighAvailability restarts the VM on another host when its host's
-	// lease runs out, once the host is fenced: the Machine backing the
-	// host (the Host's spec.machine, else the Machine of the host's
-	// name) is powered off through its power driver, so the old QEMU
-	// cannot write to the disks any more. Without a way to fence the
-	// host the VM is not restarted, and its HighAvailability condition
-	// says why. Every disk must be a Volume in a shared pool (rbd, nfs)
+	// lease runs out, once the host is fenced, so the old QEMU cannot
+	// write to the disks any more: the Machine backing the host (the
+	// Host's spec.machine, else the Machine of the host's name) is
+	// powered off through its power driver, or, without one, when every
+	// disk is an RBD volume, Ceph cuts the old host's clients off them.
+	// Without a way to fence the host the VM is not restarted, and its
+	// HighAvailability condition says why. Every disk must be a Volume in a shared pool (rbd, nfs)
 	// or a cdrom, and the firmware bios: nothing of the VM may live on
 	// the lost host alone.
 	HighAvailability bool `json:"highAvailability,omitempty"`
@@ -195,6 +196,11 @@ type VMFailover struct {
 	// restarted only once FencedAt is set.
 	Machine  string     `json:"machine,omitempty"`
 	FencedAt *time.Time `json:"fencedAt,omitempty"`
+	// Storage says From is fenced at the storage instead: no power
+	// driver can switch it off, but every disk is an RBD volume, so the
+	// host the VM restarts on has Ceph blocklist every client that has
+	// one open before it starts the VM (FencedAt stays empty).
+	Storage bool `json:"storage,omitempty"`
 }
 
 // VMMigration is a live migration under way.

@@ -81,9 +81,10 @@ func (m *Migrations) Admit(ctx context.Context, p *auth.Principal, obj, old api.
 // FailoverUnbind reports whether a change of a VM's spec.host from old to
 // vm is the failover controller's unbinding of a VM from the host it
 // fenced: by the server's own controllers, to no host, from the host
-// status.failover names, after it was fenced.
+// status.failover names, after it was fenced (or for the next host to
+// fence it at the storage before it starts the VM).
 func FailoverUnbind(p *auth.Principal, vm, old *api.VirtualMachine) bool {
 	f := old.Status.Failover
 	return p != nil && p.Internal && vm.Spec.Host == "" && old.Spec.HighAvailability &&
-		f != nil && f.From == old.Spec.Host && f.FencedAt != nil
+		f != nil && f.From == old.Spec.Host && (f.FencedAt != nil || f.Storage)
 }

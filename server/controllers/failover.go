@@ -61,8 +61,8 @@ type Failover struct {
 	FenceTimeout time.Duration
 	Now          func() time.Time
 
-	hosts, vms, machines *client.Informer
-	ctl                  *reconcile.Controller
+	hosts, vms, machines, volumes *client.Informer
+	ctl                           *reconcile.Controller
 
 	mu sync.Mutex
 	// byHost holds the keys of the highly available VMs placed on each
@@ -91,6 +91,7 @@ func (f *Failover) Run(ctx context.Context) error {
 	f.hosts = f.Informers.informer(ctx, f.Client, "Host")
 	f.vms = f.Informers.informer(ctx, f.Client, "VirtualMachine")
 	f.machines = f.Informers.informer(ctx, f.Client, "Machine")
+	f.volumes = f.Informers.informer(ctx, f.Client, "Volume")
 	f.ctl = &reconcile.Controller{Name: "failover", Reconciler: f, Workers: 4, Resync: time.Minute, SpreadResync: true,
 		List: func(context.Context) ([]string, error) { return f.haKeys(""), nil }}
 	own := enqueueOwn(f.ctl, "")
@@ -121,7 +122,7 @@ func (f *Failover) Run(ctx context.Context) error {
 			return nil
 		}
 	}
-	if f.hosts.WaitSynced(ctx) != nil || f.vms.WaitSynced(ctx) != nil || f.machines.WaitSynced(ctx) != nil {
+	if f.hosts.WaitSynced(ctx) != nil || f.vms.WaitSynced(ctx) != nil || f.machines.WaitSynced(ctx) != nil || f.volumes.WaitSynced(ctx) != nil {
 		return nil
 	}
 	return f.ctl.Run(ctx)
@@ -237,7 +238,7 @@ func (f *Failover) Reconcile(ctx context.Context, key string) (reconcile.Result,
 		f.Recorder.Eventf(ctx, vm, api.EventWarning, api.ReasonHostLost, "%s", msg)
 		return reconcile.Result{RequeueAfter: 100 * time.Millisecond}, nil
 	}
-	if fo.FencedAt == nil {
+	if fo.FencedAt == nil && !fo.Storage {
 		return f.fence(ctx, vm, host)
 	}
 	return f.restart(ctx, vm)
@@ -295,6 +296,8 @@ func (f *Failover) fencer(ctx context.Context, host *api.Host) (*api.Machine, po
 // condition says ahead whether the host could be fenced.
 func (f *Failover) protect(ctx context.Context, vm *api.VirtualMachine, host *api.Host, fo *api.VMFailover) (reconcile.Result, error) {
 	if fo != nil && fo.FencedAt == nil {
+		// Not fenced yet (a fence at the storage happens only once the
+		// VM has left the host): the host keeps its VM.
 		msg := fmt.Sprintf("host %s renewed its lease before it was fenced: the VM stays there", fo.From)
 		if err := f.write(ctx, vm, api.ReasonHAProtected, msg, endFailover); err != nil {
 			return reconcile.Result{}, err
@@ -312,16 +315,15 @@ func (f *Failover) protect(ctx context.Context, vm *api.VirtualMachine, host *ap
 		return reconcile.Result{}, nil
 	}
 	m, d, why := f.fencer(ctx, host)
-	reason, msg := api.ReasonHAProtected, ""
-	if d == nil {
-		reason = api.ReasonHAUnprotected
-		msg = fmt.Sprintf("would not be restarted elsewhere if host %s were lost: %s", host.Metadata.Name, why)
-	} else {
+	reason, status, msg := api.ReasonHAProtected, api.ConditionTrue, ""
+	switch rbdWhy := f.rbdOnly(vm); {
+	case d != nil:
 		msg = fmt.Sprintf("restarted elsewhere if host %s is lost, after machine %s is powered off (%v)", host.Metadata.Name, m.Metadata.Name, d)
-	}
-	status := api.ConditionTrue
-	if d == nil {
-		status = api.ConditionFalse
+	case rbdWhy == "":
+		msg = fmt.Sprintf("restarted elsewhere if host %s is lost, after Ceph cuts its clients off the VM's RBD disks (%s)", host.Metadata.Name, why)
+	default:
+		reason, status = api.ReasonHAUnprotected, api.ConditionFalse
+		msg = fmt.Sprintf("would not be restarted elsewhere if host %s were lost: %s, and %s", host.Metadata.Name, why, rbdWhy)
 	}
 	_, _, err := client.WriteStatus(ctx, f.Client, f.vms, vm, func(vm *api.VirtualMachine) {
 		if vm.Status.Failover != nil {
@@ -340,8 +342,12 @@ func (f *Failover) protect(ctx context.Context, vm *api.VirtualMachine, host *ap
 func (f *Failover) fence(ctx context.Context, vm *api.VirtualMachine, host *api.Host) (reconcile.Result, error) {
 	key := client.Key(vm)
 	m, d, why := f.fencer(ctx, host)
+	rbdWhy := f.rbdOnly(vm)
+	if d == nil && rbdWhy == "" {
+		return f.fenceAtStorage(ctx, vm, host, why)
+	}
 	if d == nil {
-		msg := fmt.Sprintf("host %s is lost but cannot be fenced, so the VM is NOT restarted elsewhere (its old QEMU may still write to its disks): %s", host.Metadata.Name, why)
+		msg := fmt.Sprintf("host %s is lost but cannot be fenced, so the VM is NOT restarted elsewhere (its old QEMU may still write to its disks): %s, and %s", host.Metadata.Name, why, rbdWhy)
 		if err := f.write(ctx, vm, api.ReasonNotFenced, msg, failingOver(nil)); err != nil {
 			return reconcile.Result{}, err
 		}
@@ -381,6 +387,41 @@ func (f *Failover) fence(ctx context.Context, vm *api.VirtualMachine, host *api.
 	return reconcile.Result{RequeueAfter: 100 * time.Millisecond}, nil
 }
 
+// fenceAtStorage hands the fence to the host the VM restarts on: the
+// VM's disks are all RBD volumes, and that host's agent has Ceph
+// blocklist every client that has one open before it starts the VM
+// (agent fenceDisks), so the lost host's QEMU, alive or not, can never
+// write to them again.
+func (f *Failover) fenceAtStorage(ctx context.Context, vm *api.VirtualMachine, host *api.Host, noPower string) (reconcile.Result, error) {
+	msg := fmt.Sprintf("fencing host %s at the storage (%s): the host the VM restarts on has Ceph cut every client off its RBD disks before it starts it", host.Metadata.Name, noPower)
+	if err := f.write(ctx, vm, api.ReasonFencing, msg, failingOver(func(fo *api.VMFailover) { fo.Storage = true })); err != nil {
+		return reconcile.Result{}, err
+	}
+	f.Recorder.Eventf(ctx, vm, api.EventNormal, api.ReasonFencing, "%s", msg)
+	return reconcile.Result{RequeueAfter: 100 * time.Millisecond}, nil
+}
+
+// rbdOnly says why the VM's disks cannot be fenced at the storage, or ""
+// if they can: every disk but cdroms is an RBD volume.
+func (f *Failover) rbdOnly(vm *api.VirtualMachine) string {
+	for i, d := range vm.Spec.Disks {
+		if d.Device == api.DeviceCDROM {
+			continue
+		}
+		if d.Volume == "" {
+			return fmt.Sprintf("disks[%d] is not a volume", i)
+		}
+		o, ok := f.volumes.Get(vm.Metadata.Tenant + "/" + d.Volume)
+		if !ok {
+			return fmt.Sprintf("volume %s is not known", d.Volume)
+		}
+		if b := o.(*api.Volume).Spec.Backend; b != api.BackendRBD {
+			return fmt.Sprintf("volume %s is on %s, which Hearth cannot fence (only RBD volumes can be)", d.Volume, b)
+		}
+	}
+	return ""
+}
+
 // powerOff switches the machine off and reads its state back until it
 // is Off; a driver that cannot read it is trusted once Off succeeded. It
 // says how it knows.
@@ -412,8 +453,12 @@ func powerOff(ctx context.Context, d power.Driver) (string, error) {
 func (f *Failover) restart(ctx context.Context, vm *api.VirtualMachine) (reconcile.Result, error) {
 	from := vm.Status.Failover.From
 	msg := fmt.Sprintf("restarting on another host: %s is fenced", from)
+	if vm.Status.Failover.FencedAt == nil {
+		msg = fmt.Sprintf("restarting on another host, which fences %s at the storage before it starts the VM", from)
+	}
 	out, _, err := client.WriteStatus(ctx, f.Client, f.vms, vm, func(vm *api.VirtualMachine) {
-		if vm.Status.Failover == nil || vm.Status.Failover.FencedAt == nil || vm.Spec.Host != vm.Status.Failover.From {
+		fo := vm.Status.Failover
+		if fo == nil || (fo.FencedAt == nil && !fo.Storage) || vm.Spec.Host != fo.From {
 			return
 		}
 		st := &vm.Status
@@ -459,7 +504,11 @@ func (f *Failover) finish(ctx context.Context, vm *api.VirtualMachine) (reconcil
 	if fo.LostAt != nil {
 		took = fmt.Sprintf(", %s after %s was found lost", f.Now().Sub(*fo.LostAt).Round(time.Second), fo.From)
 	}
-	msg := fmt.Sprintf("restarted on %s after %s was fenced (machine %s powered off)%s", vm.Spec.Host, fo.From, fo.Machine, took)
+	how := fmt.Sprintf("machine %s powered off", fo.Machine)
+	if fo.FencedAt == nil {
+		how = "its Ceph clients cut off the VM's disks"
+	}
+	msg := fmt.Sprintf("restarted on %s after %s was fenced (%s)%s", vm.Spec.Host, fo.From, how, took)
 	_, wrote, err := client.WriteStatus(ctx, f.Client, f.vms, vm, func(vm *api.VirtualMachine) {
 		if vm.Status.Failover == nil {
 			return
