@@ -70,19 +70,19 @@ func qemuWriters(image string) []int {
 	return pids
 }
 
-// TestHighAvailabilityRBD: a highly available VM on an RBD volume whose
+// TestHAFailoverRBD: a highly available VM on an RBD volume whose
 // host dies (its agent stopped, its QEMU frozen, as a hung machine's
 // would be) comes back on another host, after the failover controller
 // powered the dead host's Machine off through its power driver; the
 // disk never had two QEMUs on it at once, and the guest on the new host
 // reads what it wrote on the old one.
-func TestHighAvailabilityRBD(t *testing.T) {
+func TestHAFailoverRBD(t *testing.T) {
 	requireSharedBoot(t)
 	testHighAvailability(t, rbdPool)
 }
 
-// TestHighAvailabilityNFS is TestHighAvailabilityRBD on an NFS share.
-func TestHighAvailabilityNFS(t *testing.T) {
+// TestHAFailoverNFS is TestHAFailoverRBD on an NFS share.
+func TestHAFailoverNFS(t *testing.T) {
 	requireSharedBoot(t)
 	testHighAvailability(t, nfsPool)
 }
@@ -257,13 +257,13 @@ else
 fi
 `
 
-// TestHighAvailabilityRBDStorageFence: a highly available VM on an RBD
+// TestHAStorageFenceRBD: a highly available VM on an RBD
 // volume whose host dies, and that no power driver can switch off, is
 // restarted on another host whose agent first has Ceph blocklist the old
 // QEMU: that QEMU, frozen while the VM moved and then thawed, writes
 // nothing more to the disk, while the guest on the new host sees only
 // its own write.
-func TestHighAvailabilityRBDStorageFence(t *testing.T) {
+func TestHAStorageFenceRBD(t *testing.T) {
 	requireSharedBoot(t)
 	l := newLab(t)
 	p := rbdPool(t, l)
