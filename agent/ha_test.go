@@ -257,12 +257,15 @@ else
 fi
 `
 
-// TestHAStorageFenceRBD: a highly available VM on an RBD
-// volume whose host dies, and that no power driver can switch off, is
-// restarted on another host whose agent first has Ceph blocklist the old
-// QEMU: that QEMU, frozen while the VM moved and then thawed, writes
-// nothing more to the disk, while the guest on the new host sees only
-// its own write.
+// TestHAStorageFenceRBD: a highly available VM on an RBD volume whose
+// host is lost and that no power driver can switch off is restarted on
+// another host whose agent first has Ceph blocklist the old QEMU. The
+// old host's agent dies but its QEMU runs on, its guest writing to the
+// disk twice a second (a host cut off from the control plane but not
+// from Ceph: the case where librbd's exclusive lock alone would hand the
+// disk back and forth between the two QEMUs). Once the new guest has
+// written, it reads only its own write back, for seconds: the old QEMU
+// writes nothing more.
 func TestHAStorageFenceRBD(t *testing.T) {
 	requireSharedBoot(t)
 	l := newLab(t)
@@ -294,11 +297,8 @@ func TestHAStorageFenceRBD(t *testing.T) {
 		t.Errorf("HighAvailability %+v, want Protected by Ceph", c)
 	}
 
-	// h1 dies: its agent stops, its QEMU hangs mid-write.
+	// h1 is lost: its agent stops; its QEMU runs on, writing.
 	l.stopAgent()
-	if err := syscall.Kill(first.Status.PID, syscall.SIGSTOP); err != nil {
-		t.Fatal(err)
-	}
 	t.Cleanup(func() { syscall.Kill(first.Status.PID, syscall.SIGKILL) })
 	var moved *api.VirtualMachine
 	servertest.Eventually(t, 5*time.Minute, func() error {
@@ -310,11 +310,9 @@ func TestHAStorageFenceRBD(t *testing.T) {
 		}
 		return nil
 	})
-	// The old QEMU wakes up, its guest still writing.
-	if err := syscall.Kill(first.Status.PID, syscall.SIGCONT); err != nil {
-		t.Fatal(err)
+	if !alive(first.Status.PID) {
+		t.Fatalf("h1's QEMU is gone: the test needs it running")
 	}
-	thawed := time.Now()
 	time.Sleep(8 * time.Second)
 	data, _ := os.ReadFile(moved.Status.ConsoleLog)
 	var seen []string
@@ -323,10 +321,10 @@ func TestHAStorageFenceRBD(t *testing.T) {
 			seen = append(seen, strings.TrimSpace(v))
 		}
 	}
-	t.Logf("thawed h1's QEMU at %s; h2's guest saw %d reads since its write", thawed.Format(time.TimeOnly), len(seen))
+	t.Logf("h2's guest read its disk %d times since its write", len(seen))
 	for _, v := range seen {
 		if v != "second" {
-			t.Fatalf("h2's guest read %q from its disk: the old QEMU on h1 wrote after the failover (reads: %v)", v, seen)
+			t.Fatalf("h2's guest read %q from its disk: the old QEMU on h1 wrote after the failover: two writers (reads: %v)", v, seen)
 		}
 	}
 	old, _ := os.ReadFile(first.Status.ConsoleLog)
