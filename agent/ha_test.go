@@ -298,9 +298,18 @@ func TestHAStorageFenceRBD(t *testing.T) {
 	}
 
 	// h1 is lost: its agent stops; its QEMU runs on, writing.
+	died := time.Now()
 	l.stopAgent()
 	t.Cleanup(func() { syscall.Kill(first.Status.PID, syscall.SIGKILL) })
 	var moved *api.VirtualMachine
+	servertest.Eventually(t, 5*time.Minute, func() error {
+		moved = l.get(t, "keeper")
+		if moved.Status.Host != "h2" || moved.Status.Phase != api.VMRunning {
+			return fmt.Errorf("VM bound to %q, runs on %q, phase %q", moved.Spec.Host, moved.Status.Host, moved.Status.Phase)
+		}
+		return nil
+	})
+	t.Logf("HA: from h1's loss to the VM Running on h2: %s (lease 5s, fenced at the storage)", time.Since(died).Round(100*time.Millisecond))
 	servertest.Eventually(t, 5*time.Minute, func() error {
 		moved = l.get(t, "keeper")
 		data, _ := os.ReadFile(moved.Status.ConsoleLog)

@@ -382,3 +382,54 @@ func TestFailoverRecordIsTheServers(t *testing.T) {
 		t.Errorf("VM bound to %q, want h1", got.Spec.Host)
 	}
 }
+
+// TestFailoverAtStorage: a highly available VM whose disks are all RBD
+// volumes, on a host no power driver can switch off, is Protected by
+// Ceph; when the host is lost it is unbound with the fence handed to
+// the storage (status.failover.storage, for the next host's agent to
+// do before it starts the VM), and never marked fenced by the server.
+func TestFailoverAtStorage(t *testing.T) {
+	env := servertest.Start(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	env.Tenant("a")
+	if _, err := env.Admin.Create(ctx, storagePool("ceph", api.StoragePoolSpec{Driver: api.PoolDriverRBD,
+		RBD: &api.RBDPoolSpec{Monitors: []string{"192.0.2.1"}, Pool: "vms"}})); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := env.Admin.Create(ctx, poolVolume("root", "a", "ceph")); err != nil {
+		t.Fatal(err)
+	}
+	h1ctx, stopH1 := context.WithCancel(ctx)
+	readyHost(t, h1ctx, env, "h1", 5)
+	readyHost(t, ctx, env, "h2", 30)
+	if _, err := env.Admin.Create(ctx, haVM("db", "a", "h1", api.VMDisk{Volume: "root"})); err != nil {
+		t.Fatal(err)
+	}
+	servertest.Eventually(t, 20*time.Second, func() error {
+		c := getVM(t, env, "a", "db").Status.Condition(api.ConditionHighAvailability)
+		if c == nil || c.Reason != api.ReasonHAProtected || !strings.Contains(c.Message, "Ceph") {
+			return fmt.Errorf("HighAvailability %+v, want Protected by Ceph", c)
+		}
+		return nil
+	})
+	stopH1()
+	servertest.Eventually(t, time.Minute, func() error {
+		vm := getVM(t, env, "a", "db")
+		fo := vm.Status.Failover
+		if vm.Spec.Host != "h2" || fo == nil || !fo.Storage || fo.FencedAt != nil || fo.From != "h1" {
+			return fmt.Errorf("VM bound to %q, failover %+v; want it on h2, the fence handed to the storage", vm.Spec.Host, fo)
+		}
+		return nil
+	})
+	var steps []string
+	for _, r := range vmEvents(t, env, "a", "db") {
+		switch r {
+		case api.ReasonHostLost, api.ReasonFencing, api.ReasonFenced, api.ReasonRestarting:
+			steps = append(steps, r)
+		}
+	}
+	if want := "HostLost,Fencing,Restarting"; strings.Join(steps, ",") != want {
+		t.Errorf("events %v, want %s (Fenced is the new host's agent's)", steps, want)
+	}
+}
