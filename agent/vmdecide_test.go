@@ -227,6 +227,10 @@ func TestCrashMessages(t *testing.T) {
 			"the guest powered itself off; not restarting it (restart policy OnFailure)"},
 		{api.RestartOnFailure, vmFacts{Running: true, Info: compute.Info{State: compute.Paused, Status: compute.StatusGuestPanicked}, Marker: true, Now: t0.Add(time.Hour)},
 			"the guest's kernel panicked; restarting it (restart policy OnFailure, restart 3)"},
+		// Not shown as Paused and resumed for ever: "cont" cannot run such
+		// a guest again.
+		{api.RestartOnFailure, vmFacts{Running: true, Info: compute.Info{State: compute.Paused, Status: compute.StatusInternalError}, Marker: true, Now: t0.Add(time.Hour)},
+			"QEMU stopped the guest with an internal error (the hypervisor could not run it); restarting it (restart policy OnFailure, restart 3)"},
 	} {
 		vm := testVM(func(vm *api.VirtualMachine) {
 			vm.Status.RestartCount, vm.Status.StartedAt, vm.Spec.RestartPolicy = 2, at(0), tc.policy
@@ -274,6 +278,10 @@ func statusCases() []statusCase {
 		{"paused as asked", api.PowerPaused, vmState{Running: true, Info: paused, StartedAt: at(0), FirstOutputAt: at(time.Second)}, api.VMPaused, "False/Paused", "True/Paused", true},
 		{"paused, not asked", api.PowerRunning, vmState{Running: true, Info: paused, StartedAt: at(0)}, api.VMPaused, "False/Paused", "False/Paused", true},
 		{"running, asked to pause (before the pause)", api.PowerPaused, vmState{Running: true, Info: info, StartedAt: at(0), FirstOutputAt: at(time.Second)}, api.VMRunning, "True/GuestOutput", "False/Running", true},
+		{"asked to power off (a stop)", api.PowerStopped, vmState{Running: true, Info: info, StartedAt: at(0), FirstOutputAt: at(time.Second), ShutdownBy: at(time.Minute)},
+			api.VMRunning, "True/GuestOutput", "False/ShuttingDown", true},
+		{"asked to power off while booting (a restart)", api.PowerRunning, vmState{Running: true, Info: info, StartedAt: at(0), ShutdownBy: at(time.Minute)},
+			api.VMStarting, "False/Booting", "False/ShuttingDown", true},
 		{"stopped", api.PowerStopped, vmState{}, api.VMStopped, "False/Stopped", "True/Stopped", false},
 		{"image not found", api.PowerRunning, vmState{Failure: notFound}, api.VMFailed, "False/ImageNotFound", "False/ImageNotFound", false},
 		{"waiting for a volume", api.PowerRunning, vmState{Failure: &vmFailure{Reason: api.ReasonVolumeNotReady, Message: "spec.disks[1].volume: volume data is not made on this host yet", Wait: true}},
