@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -497,7 +498,8 @@ func (f *Failover) restart(ctx context.Context, vm *api.VirtualMachine) (reconci
 // failover.
 func (f *Failover) finish(ctx context.Context, vm *api.VirtualMachine) (reconcile.Result, error) {
 	fo := vm.Status.Failover
-	if vm.Spec.Host == "" || vm.Status.Host != vm.Spec.Host || vm.Status.Phase != api.VMRunning {
+	stopped := vm.Spec.PowerState != "" && vm.Spec.PowerState != api.PowerRunning
+	if vm.Spec.Host == "" || (!stopped && (vm.Status.Host != vm.Spec.Host || vm.Status.Phase != api.VMRunning)) {
 		return reconcile.Result{}, nil // its changes bring it back
 	}
 	took := ""
@@ -509,6 +511,10 @@ func (f *Failover) finish(ctx context.Context, vm *api.VirtualMachine) (reconcil
 		how = "its Ceph clients cut off the VM's disks"
 	}
 	msg := fmt.Sprintf("restarted on %s after %s was fenced (%s)%s", vm.Spec.Host, fo.From, how, took)
+	if stopped {
+		// Asked to stop meanwhile: placed, and kept as asked.
+		msg = fmt.Sprintf("placed on %s after %s was fenced (%s), and %s there as asked", vm.Spec.Host, fo.From, how, strings.ToLower(vm.Spec.PowerState))
+	}
 	_, wrote, err := client.WriteStatus(ctx, f.Client, f.vms, vm, func(vm *api.VirtualMachine) {
 		if vm.Status.Failover == nil {
 			return
