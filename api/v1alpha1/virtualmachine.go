@@ -612,6 +612,19 @@ func init() {
 			{Name: "POWER", Wide: true, Get: func(o Object) string { return o.(*VirtualMachine).Spec.PowerState }},
 			{Name: "RESTARTS", Wide: true, Get: func(o Object) string { return strconv.Itoa(o.(*VirtualMachine).Status.RestartCount) }},
 			{Name: "ACCEL", Wide: true, Get: func(o Object) string { return o.(*VirtualMachine).Status.Accelerator }},
+			// HA: "-" for a VM without spec.highAvailability, else the
+			// reason of its HighAvailability condition (Protected,
+			// Unprotected, Fencing, …).
+			{Name: "HA", Wide: true, Get: func(o Object) string {
+				vm := o.(*VirtualMachine)
+				if !vm.Spec.HighAvailability {
+					return "-"
+				}
+				if c := vm.Status.Condition(ConditionHighAvailability); c != nil {
+					return c.Reason
+				}
+				return "Unknown"
+			}},
 		},
 	})
 }
