@@ -13,11 +13,12 @@ import (
 const poolUsageEvery = time.Minute
 
 // reportUsage writes the capacity, use and free space of every shared
-// StoragePool (rbd, nfs) into its status (api.StoragePoolUsage) when it
-// changed by a hundredth of the pool's size or more: the server does not
-// reach the storage, the hosts do. Every host that reaches a pool reads
-// the same figures, so the writes are few however many hosts there are.
-// Local pools are a directory on each host: they have no one size.
+// StoragePool (rbd, nfs) this host uses into its status
+// (api.StoragePoolUsage) when it changed by a hundredth of the pool's
+// size or more: the server does not reach the storage, the hosts do.
+// Every host that uses a pool reads the same figures, so the writes are
+// few however many hosts there are. Local pools are a directory on each
+// host: they have no one size.
 func (p *poolDrivers) reportUsage(ctx context.Context) {
 	kick := make(chan struct{}, 1)
 	p.a.cache.pools.OnChange(func(string, api.Object) {
@@ -49,6 +50,15 @@ func (p *poolDrivers) reportPoolUsage(ctx context.Context, pool *api.StoragePool
 		return
 	}
 	name := pool.Metadata.Name
+	p.mu.Lock()
+	_, used := p.drivers[name]
+	p.mu.Unlock()
+	if !used {
+		// Only the pools this host uses: a host reads an rbd pool's key,
+		// and writes it to its disk, only for a pool one of its volumes
+		// or VMs is in, not for every pool of the cluster.
+		return
+	}
 	d, err := p.driver(ctx, pool)
 	if err != nil {
 		slog.Debug("pool usage: no driver", "pool", name, "err", err)

@@ -10,13 +10,16 @@ import (
 )
 
 // TestPoolUsage: the agent writes the size, use and free space of the
-// shared pools it reaches, as Ceph and the NFS server report them, into
-// the pools' status.
+// shared pools it uses (a volume of it is made there), as Ceph and the
+// NFS server report them, into the pools' status.
 func TestPoolUsage(t *testing.T) {
 	needQEMU(t)
 	l := newLab(t)
-	for _, p := range []sharedPool{rbdPool(t, l), nfsPool(t, l)} {
+	for i, p := range []sharedPool{rbdPool(t, l), nfsPool(t, l)} {
 		name := p.pool.Metadata.Name
+		vol := volume(fmt.Sprintf("v%d", i), 16<<20, api.VolumeSource{})
+		vol.Spec.Host, vol.Spec.Pool = "", name
+		l.create(t, vol)
 		var st api.StoragePoolStatus
 		servertest.Eventually(t, time.Minute, func() error {
 			o, err := l.env.Admin.Get(servertest.Ctx(t), "StoragePool", "", name)
