@@ -20,13 +20,7 @@ const poolUsageEvery = time.Minute
 // few however many hosts there are. Local pools are a directory on each
 // host: they have no one size.
 func (p *poolDrivers) reportUsage(ctx context.Context) {
-	kick := make(chan struct{}, 1)
-	p.a.cache.pools.OnChange(func(string, api.Object) {
-		select {
-		case kick <- struct{}{}:
-		default:
-		}
-	})
+	p.a.cache.pools.OnChange(func(string, api.Object) { p.kickUsage() })
 	if p.a.cache.pools.WaitSynced(ctx) != nil {
 		return
 	}
@@ -40,7 +34,7 @@ func (p *poolDrivers) reportUsage(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-		case <-kick:
+		case <-p.usageKick:
 		}
 	}
 }
@@ -96,4 +90,12 @@ func usageChanged(st api.StoragePoolStatus, total, used, avail int64) bool {
 		return b - a
 	}
 	return diff(int64(st.Used), used) > step || diff(int64(st.Available), avail) > step
+}
+
+// kickUsage asks reportUsage to read the pools now.
+func (p *poolDrivers) kickUsage() {
+	select {
+	case p.usageKick <- struct{}{}:
+	default:
+	}
 }

@@ -18,7 +18,7 @@ func TestPoolUsage(t *testing.T) {
 	for i, p := range []sharedPool{rbdPool(t, l), nfsPool(t, l)} {
 		name := p.pool.Metadata.Name
 		vol := volume(fmt.Sprintf("v%d", i), 16<<20, api.VolumeSource{})
-		vol.Spec.Host, vol.Spec.Pool = "", name
+		vol.Spec.Pool = name // made by h1, the volume's host
 		l.create(t, vol)
 		var st api.StoragePoolStatus
 		servertest.Eventually(t, time.Minute, func() error {
