@@ -129,3 +129,13 @@ type BindingOutcome struct {
 	// NotFound: it is gone; Forbidden; Invalid).
 	Error *Status `json:"error,omitempty"`
 }
+
+// StoragePoolUsage is what a host that reaches a shared StoragePool
+// writes into its status: the pool's size and use as the storage reports
+// them (Ceph's `ceph df`, the NFS server's FSSTAT), the only part of a
+// pool's status a host may write.
+type StoragePoolUsage struct {
+	Capacity  Bytes `json:"capacity"`
+	Used      Bytes `json:"used"`
+	Available Bytes `json:"available"`
+}

@@ -63,6 +63,17 @@ type VirtualMachineSpec struct {
 	// own labels here to spread them over hosts. Both are hard rules; a VM
 	// no host satisfies stays Pending.
 	AntiAffinity []LabelSelector `json:"antiAffinity,omitempty"`
+	// HighAvailability restarts the VM on another host when its host's
+	// lease runs out, once the host is fenced, so the old QEMU cannot
+	// write to the disks any more: the Machine backing the host (the
+	// Host's spec.machine, else the Machine of the host's name) is
+	// powered off through its power driver, or, without one, when every
+	// disk is an RBD volume, Ceph cuts the old host's clients off them.
+	// Without a way to fence the host the VM is not restarted, and its
+	// HighAvailability condition says why. Every disk must be a Volume in a shared pool (rbd, nfs)
+	// or a cdrom, and the firmware bios: nothing of the VM may live on
+	// the lost host alone.
+	HighAvailability bool `json:"highAvailability,omitempty"`
 }
 
 // VMBoot says what the VM boots.
@@ -169,6 +180,31 @@ type VirtualMachineStatus struct {
 	// the destination's agent writes it when its QEMU listens, and the
 	// source's agent, which reads it, sends the VM there.
 	Migration *VMMigration `json:"migration,omitempty"`
+	// Failover is set while the VM is restarted elsewhere because its
+	// host was lost (spec.highAvailability): the failover controller
+	// writes it at each step, and only the server may.
+	Failover *VMFailover `json:"failover,omitempty"`
+}
+
+// VMFailover is a restart of a highly available VM on another host after
+// its own was lost.
+type VMFailover struct {
+	// From is the host that was lost.
+	From string `json:"from"`
+	// LostAt is when the failover controller found the host's lease
+	// expired.
+	LostAt *time.Time `json:"lostAt,omitempty"`
+	// Machine is the Machine that was powered off to fence From, and
+	// FencedAt when its power driver confirmed it (or, for drivers that
+	// cannot read the state, when the off call succeeded). The VM is
+	// restarted only once FencedAt is set.
+	Machine  string     `json:"machine,omitempty"`
+	FencedAt *time.Time `json:"fencedAt,omitempty"`
+	// Storage says From is fenced at the storage instead: no power
+	// driver can switch it off, but every disk is an RBD volume, so the
+	// host the VM restarts on has Ceph blocklist every client that has
+	// one open before it starts the VM (FencedAt stays empty).
+	Storage bool `json:"storage,omitempty"`
 }
 
 // VMMigration is a live migration under way.
@@ -602,6 +638,19 @@ func init() {
 			{Name: "POWER", Wide: true, Get: func(o Object) string { return o.(*VirtualMachine).Spec.PowerState }},
 			{Name: "RESTARTS", Wide: true, Get: func(o Object) string { return strconv.Itoa(o.(*VirtualMachine).Status.RestartCount) }},
 			{Name: "ACCEL", Wide: true, Get: func(o Object) string { return o.(*VirtualMachine).Status.Accelerator }},
+			// HA: "-" for a VM without spec.highAvailability, else the
+			// reason of its HighAvailability condition (Protected,
+			// Unprotected, Fencing, …).
+			{Name: "HA", Wide: true, Get: func(o Object) string {
+				vm := o.(*VirtualMachine)
+				if !vm.Spec.HighAvailability {
+					return "-"
+				}
+				if c := vm.Status.Condition(ConditionHighAvailability); c != nil {
+					return c.Reason
+				}
+				return "Unknown"
+			}},
 		},
 	})
 }
