@@ -16,8 +16,11 @@ type VirtualMachine = Resource[VirtualMachineSpec, VirtualMachineStatus]
 
 type VirtualMachineSpec struct {
 	// Host runs the VM. Empty until the scheduler places it; set it to pin
-	// the VM to a host. It cannot change once set: Hearth does not migrate
-	// VMs.
+	// the VM to a host. Changing it asks to move the VM there (live when
+	// it runs: hearth vm migrate), which only a VM whose disks are all on
+	// shared pools and that has no NICs yet can do; otherwise it cannot
+	// change once set. A highly available VM whose
+	// host was lost and fenced is unbound by the server and placed again.
 	Host string `json:"host,omitempty"`
 	// CPUs is the number of virtual CPUs (default 1).
 	CPUs int `json:"cpus,omitempty"`
