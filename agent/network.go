@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"reflect"
 	"slices"
 	"strings"
 	"sync"
@@ -33,6 +34,8 @@ type netController struct {
 	plane dataplane.Plane
 	kick  chan struct{}
 	dhcp  *dhcpServers
+	// services are each network's DNS and metadata servers (netservices.go).
+	services *routerServices
 
 	mu sync.Mutex
 	// ready are the ports of the networks the last Apply converged, by
@@ -54,7 +57,7 @@ const netResync = 10 * time.Second
 const netDebounce = 50 * time.Millisecond
 
 func newNetController(a *Agent, plane dataplane.Plane) *netController {
-	return &netController{a: a, plane: plane, kick: make(chan struct{}, 1), dhcp: newDHCPServers(plane),
+	return &netController{a: a, plane: plane, kick: make(chan struct{}, 1), dhcp: newDHCPServers(plane), services: newRouterServices(plane),
 		ready: map[string]bool{}, vmPorts: map[string][]string{}, problems: map[string]bool{}}
 }
 
@@ -71,6 +74,7 @@ func (n *netController) run(ctx context.Context) error {
 		return nil
 	}
 	defer n.dhcp.stopAll()
+	defer n.services.stopAll()
 	t := time.NewTicker(netResync)
 	defer t.Stop()
 	for {
@@ -110,6 +114,9 @@ func (n *netController) inputs() netInputs {
 	for _, o := range c.externalNetworks.List() {
 		in.ExternalNetworks = append(in.ExternalNetworks, o.(*api.ExternalNetwork))
 	}
+	for _, o := range c.sshKeys.List() {
+		in.SSHKeys = append(in.SSHKeys, o.(*api.SSHKey))
+	}
 	for _, o := range c.hosts.List() {
 		h := o.(*api.Host)
 		if a, err := netip.ParseAddr(h.Spec.Address); err == nil {
@@ -121,7 +128,8 @@ func (n *netController) inputs() netInputs {
 
 // apply computes the state and applies it.
 func (n *netController) apply(ctx context.Context) {
-	st := hostNetState(n.inputs())
+	in := n.inputs()
+	st := hostNetState(in)
 	n.report(st.Problems)
 	err := n.plane.Apply(ctx, st.State)
 	failed := map[uint32]bool{}
@@ -177,6 +185,9 @@ func (n *netController) apply(ctx context.Context) {
 	for _, key := range wake {
 		n.a.vms.ctl.EnqueueNow(key)
 	}
+	// The metadata and DNS tables before the leases: a VM asks for its
+	// metadata the moment it has its address.
+	n.services.sync(ctx, in, st, failed)
 	n.dhcp.sync(ctx, st, failed)
 }
 
@@ -245,13 +256,15 @@ func (a *Agent) wireNetwork() {
 	c.subnets.OnUpdate(kick)
 	c.floatingIPs.OnUpdate(kick)
 	c.externalNetworks.OnUpdate(kick)
+	c.sshKeys.OnUpdate(kick)
 	c.hosts.OnUpdate(func(ch client.Change) {
 		if ch.Old == nil || ch.New == nil || ch.Old.(*api.Host).Spec.Address != ch.New.(*api.Host).Spec.Address {
 			a.net.changed()
 		}
 	})
 	c.vms.OnUpdate(func(ch client.Change) {
-		if ch.Old == nil || ch.New == nil || vmNetworking(ch.Old.(*api.VirtualMachine)) != vmNetworking(ch.New.(*api.VirtualMachine)) {
+		if ch.Old == nil || ch.New == nil || vmNetworking(ch.Old.(*api.VirtualMachine)) != vmNetworking(ch.New.(*api.VirtualMachine)) ||
+			!reflect.DeepEqual(ch.Old.(*api.VirtualMachine).Spec.CloudInit, ch.New.(*api.VirtualMachine).Spec.CloudInit) {
 			a.net.changed()
 		}
 	})

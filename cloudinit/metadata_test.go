@@ -72,7 +72,7 @@ func TestDocumentsOpenStack(t *testing.T) {
 			MAC string `json:"ethernet_mac_address"`
 			MTU int    `json:"mtu"`
 		} `json:"links"`
-		Networks []struct{ Type, Link string } `json:"networks"`
+		Networks []struct{ Type, Link string }    `json:"networks"`
 		Services []struct{ Type, Address string } `json:"services"`
 	}
 	if err := json.Unmarshal(d["openstack/latest/network_data.json"], &nd); err != nil {

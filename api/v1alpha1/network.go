@@ -21,8 +21,10 @@ type NetworkSpec struct {
 	// ExternalNetwork, when set, gives the network a route out: SNAT for
 	// its VMs and floating IPs from that external network.
 	ExternalNetwork string `json:"externalNetwork,omitempty"`
-	// DNSDomain is the domain VM names resolve under (default
-	// NETWORK.TENANT.hearth.internal).
+	// DNSDomain is the domain VM names resolve under, and the search
+	// domain DHCP hands out (default NETWORK.TENANT.hearth). Hearth's DNS
+	// on the network's gateways answers it from the network's own VMs and
+	// floating IPs only.
 	DNSDomain string `json:"dnsDomain,omitempty"`
 }
 
@@ -198,6 +200,9 @@ func (s *NetworkSpec) Validate(path string) FieldErrors {
 	}
 	if s.ExternalNetwork != "" {
 		es = append(es, ValidateName(path+".externalNetwork", s.ExternalNetwork)...)
+	}
+	if s.DNSDomain != "" {
+		es = append(es, ValidateHostname(path+".dnsDomain", strings.TrimSuffix(s.DNSDomain, "."))...)
 	}
 	return es
 }
