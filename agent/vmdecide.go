@@ -161,6 +161,8 @@ func stoppedByItself(vm *api.VirtualMachine, f vmFacts, status string) vmPlan {
 		what = "the guest powered itself off"
 	case compute.StatusGuestPanicked:
 		what = "the guest's kernel panicked"
+	case compute.StatusInternalError:
+		what = "QEMU stopped the guest with an internal error (the hypervisor could not run it)"
 	}
 	end := status != ""
 	if policy == api.RestartNever || (guestOff && policy == api.RestartOnFailure) {

@@ -227,6 +227,10 @@ func TestCrashMessages(t *testing.T) {
 			"the guest powered itself off; not restarting it (restart policy OnFailure)"},
 		{api.RestartOnFailure, vmFacts{Running: true, Info: compute.Info{State: compute.Paused, Status: compute.StatusGuestPanicked}, Marker: true, Now: t0.Add(time.Hour)},
 			"the guest's kernel panicked; restarting it (restart policy OnFailure, restart 3)"},
+		// Not shown as Paused and resumed for ever: "cont" cannot run such
+		// a guest again.
+		{api.RestartOnFailure, vmFacts{Running: true, Info: compute.Info{State: compute.Paused, Status: compute.StatusInternalError}, Marker: true, Now: t0.Add(time.Hour)},
+			"QEMU stopped the guest with an internal error (the hypervisor could not run it); restarting it (restart policy OnFailure, restart 3)"},
 	} {
 		vm := testVM(func(vm *api.VirtualMachine) {
 			vm.Status.RestartCount, vm.Status.StartedAt, vm.Spec.RestartPolicy = 2, at(0), tc.policy

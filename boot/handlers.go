@@ -653,7 +653,7 @@ func (s *Service) serveReport(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if ok {
-		s.rec.Eventf(r.Context(), m, api.EventNormal, "Report", "reported back: ips %v, %d SSH host keys, result ok", rep.IPs, len(rep.SSHHostKeys))
+		s.rec.Eventf(r.Context(), m, api.EventNormal, "Report", "reported back: ips %v, SSH host keys: %d, result ok", rep.IPs, len(rep.SSHHostKeys))
 	} else {
 		s.rec.Eventf(r.Context(), m, api.EventWarning, "Report", "reported failure %q: %s", rep.Result, rep.Message)
 	}

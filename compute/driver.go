@@ -118,12 +118,17 @@ const (
 	// StatusGuestPanicked: the guest's kernel panicked and said so
 	// through the pvpanic device: a crash.
 	StatusGuestPanicked = "guest-panicked"
+	// StatusInternalError: QEMU could not go on running the guest (an
+	// emulation failure under KVM, for one) and stopped it. Like a panic
+	// it is a crash: "cont" cannot resume such a guest.
+	StatusInternalError = "internal-error"
 )
 
 // GuestStopped reports whether a VM in status (Info.Status) has a guest
-// that stopped by itself: StatusShutdown or StatusGuestPanicked.
+// that stopped and cannot run again in its process: StatusShutdown,
+// StatusGuestPanicked or StatusInternalError.
 func GuestStopped(status string) bool {
-	return status == StatusShutdown || status == StatusGuestPanicked
+	return status == StatusShutdown || status == StatusGuestPanicked || status == StatusInternalError
 }
 
 // Info describes a VM process.

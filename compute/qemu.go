@@ -310,7 +310,7 @@ func (q *QEMU) powerButton(ctx context.Context, dir string, deadline time.Time) 
 		if err := c.Execute(qctx, "cont", nil, nil); err != nil {
 			return false
 		}
-	case StatusShutdown, StatusGuestPanicked:
+	case StatusShutdown, StatusGuestPanicked, StatusInternalError:
 		return true // stopped already: waitPoweredOff tells it to quit
 	default:
 		return false

@@ -380,7 +380,7 @@ func machineStatus(m *api.Machine, p *api.MachineProfile, matchErr error, now ti
 			set(ConditionReported, false, ReasonWaitingForReport, "booted profile %s at %s; waiting for the booted system to report its SSH host keys (%s)", p.Metadata.Name, at, how)
 		}
 	case api.MachineReady:
-		set(ConditionReported, true, api.ReasonReported, "the booted system reported %d SSH host keys", len(m.Status.SSHHostKeys))
+		set(ConditionReported, true, api.ReasonReported, "the booted system reported its SSH host keys (%d)", len(m.Status.SSHHostKeys))
 	case api.MachineInstalled:
 		set(ConditionReported, true, api.ReasonReported, "the installer reported success at %s", m.Status.InstalledAt.UTC().Format(time.RFC3339))
 	default:
@@ -450,7 +450,7 @@ func (c *Machines) recordTransitions(ctx context.Context, m *api.Machine, old, c
 	case api.MachineInstalled:
 		c.Recorder.Eventf(ctx, m, api.EventNormal, "Installed", "%s; it boots from its disk from now on", cur.Condition(ConditionInstalled).Message)
 	case api.MachineReady:
-		c.Recorder.Eventf(ctx, m, api.EventNormal, "Ready", "booted profile %s and reported %d SSH host keys", cur.MatchedProfile, len(cur.SSHHostKeys))
+		c.Recorder.Eventf(ctx, m, api.EventNormal, "Ready", "booted profile %s and reported its SSH host keys (%d)", cur.MatchedProfile, len(cur.SSHHostKeys))
 	}
 }
 
