@@ -26,15 +26,16 @@ import (
 // like a VM's tap: tenants red and blue each have a network "net" on
 // 192.168.1.0/24; red has VMs a (.10) and b (.11), blue has a (.10).
 type svcLab struct {
-	t        *testing.T
+	t        testing.TB
 	lab      *dataplanetest.Lab
 	plane    *dataplane.Linux
 	services *routerServices
+	dhcp     *dhcpServers
 	in       netInputs
 	vms      map[string]*dataplanetest.Namespace // by tenant/name
 }
 
-func newSvcLab(t *testing.T) *svcLab {
+func newSvcLab(t testing.TB) *svcLab {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root: makes network namespaces, bridges and nftables tables")
 	}
@@ -51,9 +52,11 @@ func newSvcLab(t *testing.T) *svcLab {
 		lab.Close()
 		t.Fatal(err)
 	}
-	l := &svcLab{t: t, lab: lab, plane: plane, services: newRouterServices(plane), vms: map[string]*dataplanetest.Namespace{}}
+	l := &svcLab{t: t, lab: lab, plane: plane, services: newRouterServices(plane), dhcp: newDHCPServers(plane),
+		vms: map[string]*dataplanetest.Namespace{}}
 	t.Cleanup(func() {
 		l.services.stopAll()
+		l.dhcp.stopAll()
 		plane.Close()
 		if err := lab.Close(); err != nil {
 			t.Errorf("closing the lab: %v", err)
@@ -111,6 +114,7 @@ func (l *svcLab) apply() {
 		l.t.Fatal(err)
 	}
 	l.services.sync(context.Background(), l.in, st, nil)
+	l.dhcp.sync(context.Background(), st, nil)
 }
 
 // in runs fn in the VM's namespace (its sockets stay there).
@@ -252,5 +256,35 @@ func TestRouterServices(t *testing.T) {
 	}
 	if time.Since(start) > time.Second {
 		t.Errorf("b's going took %s to show", time.Since(start))
+	}
+}
+
+// TestRouterServicesDHCP: a VM's lease names the gateway as its DNS
+// server and the network's domain, and routes the metadata address
+// through the gateway; the VM's first metadata request right after it is
+// answered.
+func TestRouterServicesDHCP(t *testing.T) {
+	l := newSvcLab(t)
+	mac := net.HardwareAddr{0x52, 0x54, 0, 0, 0x03, 1}
+	l.in.VMs = append(l.in.VMs, nsVM("red", "d", "uid-red-d", l.in.Host, "net one 192.168.1.20 "+mac.String()))
+	ns, err := l.lab.NewVM("red-d")
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.vms["red/d"] = ns
+	l.apply()
+	got, err := dhcpLease(ns, mac)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := lease{IP: netip.MustParseAddr("192.168.1.20"), Router: netip.MustParseAddr("192.168.1.1"), Prefix: 24,
+		DNS: addrs("192.168.1.1"), Domain: "net.red.hearth",
+		Routes: []string{"0.0.0.0/0 via 192.168.1.1", "169.254.169.254/32 via 192.168.1.1"}}
+	got.At = time.Time{}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("lease = %+v, want %+v", got, want)
+	}
+	if code, body, err := l.metadata("red/d", "/latest/meta-data/local-ipv4", netip.Addr{}); err != nil || code != 200 || body != "192.168.1.20" {
+		t.Errorf("d's first metadata answer: %d %q %v", code, body, err)
 	}
 }
