@@ -8,6 +8,8 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"runtime"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -45,16 +47,19 @@ type routerServices struct {
 
 // networkServices are one network's DNS and metadata servers.
 type networkServices struct {
-	vni            uint32
-	ns             netns.Handle
-	zone           atomic.Pointer[dnsZone]
-	table          atomic.Pointer[metaTable]
-	fwd            *forwarder
-	dnsUDP, dnsTCP *dns.Server
-	meta           *http.Server
-	metaLn         net.Listener
-	once           sync.Once
-	wg             sync.WaitGroup
+	vni   uint32
+	ns    netns.Handle
+	zone  atomic.Pointer[dnsZone]
+	table atomic.Pointer[metaTable]
+	fwd   *forwarder
+	// dnsUDP are one server per CPU on sockets sharing the port
+	// (SO_REUSEPORT), so queries are answered on every core.
+	dnsUDP []*dns.Server
+	dnsTCP *dns.Server
+	meta   *http.Server
+	metaLn net.Listener
+	once   sync.Once
+	wg     sync.WaitGroup
 }
 
 func newRouterServices(plane dataplane.Plane) *routerServices {
@@ -132,15 +137,18 @@ func sameNetns(h netns.Handle, name string) bool {
 }
 
 // internalSocket is how every socket of the services is made: bound to
-// the router's internal leg, and with freebind for an address the
-// router may not hold yet.
-func internalSocket(freebind bool) *net.ListenConfig {
+// the router's internal leg, with freebind for an address the router may
+// not hold yet, and with SO_REUSEPORT for sockets that share a port.
+func internalSocket(freebind, reusePort bool) *net.ListenConfig {
 	return &net.ListenConfig{Control: func(_, _ string, c syscall.RawConn) error {
 		var serr error
 		err := c.Control(func(fd uintptr) {
 			serr = unix.SetsockoptString(int(fd), unix.SOL_SOCKET, unix.SO_BINDTODEVICE, dataplane.RouterInternalLink)
 			if serr == nil && freebind {
 				serr = unix.SetsockoptInt(int(fd), unix.SOL_IP, unix.IP_FREEBIND, 1)
+			}
+			if serr == nil && reusePort {
+				serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEPORT, 1)
 			}
 		})
 		return errors.Join(err, serr)
@@ -155,19 +163,24 @@ func startNetworkServices(nsName string, vni uint32, z *dnsZone, t *metaTable) (
 	if s.ns, err = netns.Open(nsName); err != nil {
 		return nil, fmt.Errorf("the router namespace: %w", err)
 	}
-	var pc, fwdConn net.PacketConn
+	var pcs []net.PacketConn
+	var fwdConn net.PacketConn
 	var tcp net.Listener
 	err = netns.Do(s.ns, func() error {
 		ctx := context.Background()
-		var err error
-		if pc, err = internalSocket(false).ListenPacket(ctx, "udp4", ":53"); err != nil {
-			return fmt.Errorf("DNS on udp port 53: %w", err)
+		for range runtime.GOMAXPROCS(0) {
+			pc, err := internalSocket(false, true).ListenPacket(ctx, "udp4", ":53")
+			if err != nil {
+				return fmt.Errorf("DNS on udp port 53: %w", err)
+			}
+			pcs = append(pcs, pc)
 		}
-		if tcp, err = internalSocket(false).Listen(ctx, "tcp4", ":53"); err != nil {
+		var err error
+		if tcp, err = internalSocket(false, false).Listen(ctx, "tcp4", ":53"); err != nil {
 			return fmt.Errorf("DNS on tcp port 53: %w", err)
 		}
 		addr := netip.AddrPortFrom(dataplane.MetadataAddress, 80).String()
-		if s.metaLn, err = internalSocket(true).Listen(ctx, "tcp4", addr); err != nil {
+		if s.metaLn, err = internalSocket(true, false).Listen(ctx, "tcp4", addr); err != nil {
 			return fmt.Errorf("metadata on %s: %w", addr, err)
 		}
 		// Forwarded queries leave from the namespace, by its routes (the
@@ -178,7 +191,10 @@ func startNetworkServices(nsName string, vni uint32, z *dnsZone, t *metaTable) (
 		return nil
 	})
 	if err != nil {
-		for _, c := range []interface{ Close() error }{pc, tcp, s.metaLn, fwdConn} {
+		for _, pc := range pcs {
+			pc.Close()
+		}
+		for _, c := range []interface{ Close() error }{tcp, s.metaLn, fwdConn} {
 			if c != nil {
 				c.Close()
 			}
@@ -187,11 +203,14 @@ func startNetworkServices(nsName string, vni uint32, z *dnsZone, t *metaTable) (
 		return nil, err
 	}
 	s.fwd = newForwarder(fwdConn)
-	s.dnsUDP = &dns.Server{PacketConn: pc, Handler: s}
+	for _, pc := range pcs {
+		s.dnsUDP = append(s.dnsUDP, &dns.Server{PacketConn: pc, Handler: s})
+	}
 	s.dnsTCP = &dns.Server{Listener: tcp, Handler: s}
 	s.meta = &http.Server{Handler: s.metaHandler(), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: time.Minute, MaxHeaderBytes: 16 << 10}
-	started := make(chan struct{}, 2)
-	for _, srv := range []*dns.Server{s.dnsUDP, s.dnsTCP} {
+	servers := append(slices.Clone(s.dnsUDP), s.dnsTCP)
+	started := make(chan struct{}, len(servers))
+	for _, srv := range servers {
 		srv.NotifyStartedFunc = func() { started <- struct{}{} }
 		s.wg.Add(1)
 		go func() {
@@ -213,8 +232,8 @@ func startNetworkServices(nsName string, vni uint32, z *dnsZone, t *metaTable) (
 		s.fwd.run()
 	}()
 	// Shutdown of a miekg/dns server that has not started yet fails and
-	// leaves it running: wait for both.
-	for range 2 {
+	// leaves it running: wait for all.
+	for range servers {
 		<-started
 	}
 	return s, nil
@@ -222,7 +241,9 @@ func startNetworkServices(nsName string, vni uint32, z *dnsZone, t *metaTable) (
 
 func (s *networkServices) stop() {
 	s.once.Do(func() {
-		s.dnsUDP.Shutdown()
+		for _, srv := range s.dnsUDP {
+			srv.Shutdown()
+		}
 		s.dnsTCP.Shutdown()
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		s.meta.Shutdown(ctx)
