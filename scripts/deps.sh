@@ -42,9 +42,11 @@ demo=(qemu-system-x86 qemu-utils ipxe-qemu ovmf ipxe busybox-static iproute2 dns
 # libnfs), which the drivers' volumes are opened with and hearth doctor
 # looks for; lintian and mmdebstrap, which check the Debian package and
 # build the throwaway Debian roots it and the README's commands are
-# installed into (packaging/).
+# installed into (packaging/); dnsperf and wrk, the load generators of
+# the tenant DNS and metadata benchmarks (BenchmarkNetServices, against
+# dnsmasq from dnsmasq-base).
 test=("${demo[@]}" etcd-server genisoimage isc-dhcp-client dhcping tftp-hpa atftp ipmitool
-	openipmi isolinux syslinux-common syslinux-utils iperf3
+	openipmi isolinux syslinux-common syslinux-utils iperf3 dnsperf wrk
 	ceph-mon ceph-mgr ceph-osd ceph-common qemu-block-extra nfs-ganesha nfs-ganesha-vfs rpcbind
 	lintian mmdebstrap chromium nodejs prometheus)
 
