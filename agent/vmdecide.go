@@ -249,6 +249,9 @@ type vmState struct {
 	StartedAt, FirstOutputAt *time.Time
 	// Preparing: the agent is about to prepare and start the VM.
 	Preparing bool
+	// ShutdownBy, if set, is when the agent kills a guest it asked to
+	// power off (a stop or a restart) that has not done so yet.
+	ShutdownBy *time.Time
 	// Failure, if set, is why it does not run as asked.
 	Failure *vmFailure
 	// RestartCount is status.restartCount to report.
@@ -292,6 +295,20 @@ func vmStatus(vm *api.VirtualMachine, s vmState, host, consoleLog string, now ti
 			} else {
 				set(&ready, false, api.ReasonVMPaused, "paused; resuming it (spec.powerState "+asked+")")
 			}
+		case s.ShutdownBy != nil:
+			// The phase stays what it was (the guest runs until it is
+			// gone); Ready says what the agent waits for, and until when.
+			phase = api.VMStarting
+			if st.FirstOutputAt != nil {
+				phase = api.VMRunning
+			}
+			set(&running, st.FirstOutputAt != nil, api.ReasonGuestOutput, "QEMU runs and the guest writes to its console")
+			if st.FirstOutputAt == nil {
+				set(&running, false, api.ReasonBooting, "QEMU runs; waiting for the guest's first console output")
+			}
+			set(&ready, false, api.ReasonShuttingDown, fmt.Sprintf(
+				"asked the guest to power off (ACPI power button); QEMU is killed at %s if it has not (a guest still booting may not listen yet)",
+				s.ShutdownBy.UTC().Format(time.RFC3339)))
 		case st.FirstOutputAt != nil:
 			phase = api.VMRunning
 			set(&running, true, api.ReasonGuestOutput, "QEMU runs and the guest writes to its console")
@@ -398,7 +415,7 @@ func failureEvent(old, cur api.VirtualMachineStatus) (reason, msg string, ok boo
 		return "", "", false
 	}
 	switch c.Reason {
-	case api.ReasonPreparing, api.ReasonBooting, api.ReasonVMPaused, api.ReasonVMStopped, api.ReasonCrashed, api.ReasonGuestShutdown:
+	case api.ReasonPreparing, api.ReasonBooting, api.ReasonVMPaused, api.ReasonVMStopped, api.ReasonCrashed, api.ReasonGuestShutdown, api.ReasonShuttingDown:
 		return "", "", false // steps, and crashes and power-offs, whose events carryOut says
 	}
 	if o := old.Condition(api.ConditionReady); o != nil && o.Status == c.Status && o.Reason == c.Reason && o.Message == c.Message {

@@ -251,6 +251,7 @@ func (v *vmController) carryOut(ctx context.Context, vm *api.VirtualMachine, dir
 		}
 	case stop:
 		os.Remove(marker)
+		v.announceShutdown(ctx, vm, dir, s)
 		if err := drv.Shutdown(ctx, uid, dir, v.a.cfg.ShutdownTimeout); err != nil {
 			return reconcile.Result{}, err
 		}
@@ -259,6 +260,7 @@ func (v *vmController) carryOut(ctx context.Context, vm *api.VirtualMachine, dir
 	case restart:
 		v.a.rec.Eventf(ctx, vm, api.EventNormal, "Restarting", "%s", plan.Why)
 		os.Remove(marker)
+		v.announceShutdown(ctx, vm, dir, s)
 		if err := drv.Shutdown(ctx, uid, dir, v.a.cfg.ShutdownTimeout); err != nil {
 			return reconcile.Result{}, err
 		}
@@ -315,6 +317,23 @@ func (v *vmController) carryOut(ctx context.Context, vm *api.VirtualMachine, dir
 		return reconcile.Result{RequeueAfter: 100 * time.Millisecond}, nil
 	}
 	return reconcile.Result{}, nil
+}
+
+// announceShutdown reports, before a stop or a restart presses the
+// guest's power button, that the agent waits for it to power off and
+// until when, so a guest that does not listen (one still booting) is not
+// a silent wait of a whole --shutdown-timeout. Only a guest that is
+// running (not paused: QEMU resumes it to press the button, and a paused
+// VM's status says so already) is told of.
+func (v *vmController) announceShutdown(ctx context.Context, vm *api.VirtualMachine, dir string, s vmState) {
+	if !s.Running || s.Info.State != compute.Running {
+		return
+	}
+	by := time.Now().Add(v.a.cfg.ShutdownTimeout)
+	s.ShutdownBy = &by
+	if err := v.report(ctx, vm, dir, s); err != nil {
+		slog.Warn("writing VM status", "vm", client.Key(vm), "err", err)
+	}
 }
 
 // start prepares the VM's files and starts it. A failure is reported in

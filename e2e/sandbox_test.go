@@ -13,6 +13,7 @@ import (
 	"time"
 
 	api "hearth.dev/hearth/api/v1alpha1"
+	"hearth.dev/hearth/sandbox"
 	"hearth.dev/hearth/server/servertest"
 )
 
@@ -80,12 +81,13 @@ func (s *sandboxLab) logs() string {
 }
 
 func (s *sandboxLab) down() {
+	// The logs first: down removes the directory it made.
+	if s.t.Failed() {
+		s.t.Logf("sandbox logs:\n%s", s.logs())
+	}
 	out, err := exec.Command(hearthBin, "sandbox", "down", "--dir", s.dir, "--prefix", s.prefix).CombinedOutput()
 	if err != nil {
 		s.t.Errorf("sandbox down: %v\n%s", err, out)
-	}
-	if s.t.Failed() {
-		s.t.Logf("sandbox logs:\n%s", s.logs())
 	}
 }
 
@@ -252,4 +254,40 @@ metadata: {name: big}
 		}
 		return nil
 	})
+
+	// Prometheus, with docs/prometheus's configuration and a viewer's
+	// token made as docs/OBSERVABILITY.md says, scrapes the whole
+	// sandbox (its server, both agents and the boot service, at the
+	// addresses `sandbox status` prints), and a guest's figures move.
+	st, err := sandbox.LoadState(s.dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	status := s.must("", "sandbox", "status", "--dir", s.dir)
+	lab := servertest.PrometheusLab{Server: strings.TrimPrefix(st.ServerURL, "https://"), CAFile: filepath.Join(s.dir, "server", "ca.crt")}
+	for _, h := range st.Hosts {
+		lab.Agents = append(lab.Agents, h.Metrics)
+	}
+	if st.Provisioning != nil {
+		lab.Boot = st.Provisioning.BootMetrics
+	}
+	for _, addr := range append([]string{lab.Boot}, lab.Agents...) {
+		if addr == "" || !strings.Contains(status, "http://"+addr+"/metrics") {
+			t.Fatalf("sandbox status does not say where metrics are served (%q):\n%s", addr, status)
+		}
+	}
+	s.must(`{"apiVersion": "hearth.dev/v1alpha1", "kind": "User", "metadata": {"name": "prometheus"}, "spec": {"role": "viewer"}}`, "apply", "-f", "-")
+	lab.TokenFile = filepath.Join(t.TempDir(), "hearth-token")
+	// The secret is stdout's one line (must returns stderr's note too).
+	created := strings.Fields(s.must("", "token", "create", "--user", "prometheus", "--description", "prometheus"))
+	if err := os.WriteFile(lab.TokenFile, []byte(created[0]+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	prom := servertest.StartPrometheus(t, "../docs", lab)
+	prom.WaitTargetsUp(t, time.Minute, map[string]int{"hearth-server": 1, "hearth-agent": len(st.Hosts), "hearth-boot": 1})
+	prom.WaitPositive(t, time.Minute,
+		`increase(hearth_vm_vcpu_seconds_total{tenant="demo",vm="web-1"}[10s])`,
+		`hearth_host_memory_bytes{host="`+vm.Spec.Host+`"}`,
+		`hearth_controller_reconciles_total{job="hearth-server",controller="scheduler"}`,
+		`process_start_time_seconds{job="hearth-boot"}`)
 }

@@ -203,7 +203,7 @@ func DefaultAgentCommand(exe string) func(h Host, j Join) []string {
 			"--address", h.Address,
 			"--underlay-device", hostLinkName,
 			"--external-interface", ExternalNetworkName + "=" + HostExternalBridge,
-		}, j.allowFileDirs()...)
+		}, append(metricsFlag(h.Metrics), j.allowFileDirs()...)...)
 	}
 }
 
@@ -226,7 +226,7 @@ func DefaultBootCommand(exe string) func(p Provisioning, j Join) []string {
 				"--dhcp-mode", "proxy",
 				"--http-listen", p.HTTPListen,
 				"--site", j.Site,
-			}, j.allowFileDirs()...)
+			}, append(metricsFlag(p.BootMetrics), j.allowFileDirs()...)...)
 		}
 		return append([]string{exe, "boot",
 			"--server", j.Server,
@@ -241,8 +241,17 @@ func DefaultBootCommand(exe string) func(p Provisioning, j Join) []string {
 			"--pool-end", p.PoolEnd,
 			"--http-listen", p.HTTPListen,
 			"--site", j.Site,
-		}, j.allowFileDirs()...)
+		}, append(metricsFlag(p.BootMetrics), j.allowFileDirs()...)...)
 	}
+}
+
+// metricsFlag is --metrics-listen ADDR, or nothing for a sandbox made
+// before the sandbox served metrics.
+func metricsFlag(addr string) []string {
+	if addr == "" {
+		return nil
+	}
+	return []string{"--metrics-listen", addr}
 }
 
 // withDefaults fills what was left empty and checks the rest.
@@ -396,6 +405,11 @@ const (
 	poolStartOffset   = 100
 	poolEndOffset     = 199
 	bootHTTPPort      = 8080
+	// Prometheus metrics (plain HTTP), on the underlay only: agents on
+	// their host's address, the boot service on its underlay leg (never
+	// on the provisioning network). The ports of docs/prometheus.
+	agentMetricsPort = 9464
+	bootMetricsPort  = 9465
 )
 
 func offsetFits(p netip.Prefix, off int) bool {

@@ -125,6 +125,7 @@ func (s *Sandbox) addHost(i int, under netns.Handle, uh *netlink.Handle) error {
 		Netns:   nsName,
 		Address: addr.String(),
 		Dir:     filepath.Join(s.cfg.Dir, s.names.host(i)),
+		Metrics: net.JoinHostPort(addr.String(), strconv.Itoa(agentMetricsPort)),
 	}
 	s.State.Hosts = append(s.State.Hosts, h)
 	if err := s.State.save(); err != nil {
@@ -168,6 +169,7 @@ func (s *Sandbox) buildProvisioning(under netns.Handle, uh *netlink.Handle) erro
 		BootAddress:         addrAt(s.cfg.Provisioning, bootProvOffset).String(),
 		BootUnderlayLink:    bootUnderlayLink,
 		BootUnderlayAddress: addrAt(s.cfg.Underlay, bootUnderlayOffset).String(),
+		BootMetrics:         net.JoinHostPort(addrAt(s.cfg.Underlay, bootUnderlayOffset).String(), strconv.Itoa(bootMetricsPort)),
 		PoolStart:           addrAt(s.cfg.Provisioning, poolStartOffset).String(),
 		PoolEnd:             addrAt(s.cfg.Provisioning, poolEndOffset).String(),
 		HTTPListen:          net.JoinHostPort(addrAt(s.cfg.Provisioning, bootProvOffset).String(), strconv.Itoa(bootHTTPPort)),

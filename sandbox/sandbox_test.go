@@ -1357,13 +1357,13 @@ func TestMachineMAC(t *testing.T) {
 func TestDefaultBootCommand(t *testing.T) {
 	p := sandbox.Provisioning{
 		BootInterface: "prov", BootAddress: "172.31.252.2", PoolStart: "172.31.252.100", PoolEnd: "172.31.252.199",
-		HTTPListen: "172.31.252.2:8080", BootDir: "/d/boot",
+		HTTPListen: "172.31.252.2:8080", BootDir: "/d/boot", BootMetrics: "172.31.255.9:9465",
 	}
 	j := sandbox.Join{Server: "https://172.31.255.1:8443", TokenFile: "/d/boot/join-token", CAFile: "/d/server/ca.crt", Site: "sandbox"}
 	got := strings.Join(sandbox.DefaultBootCommand("/bin/hearth")(p, j), " ")
 	want := "/bin/hearth boot --server https://172.31.255.1:8443 --join-token-file /d/boot/join-token --ca-file /d/server/ca.crt --name boot --data-dir /d/boot" +
 		" --interface prov --address 172.31.252.2 --dhcp-mode full --pool-start 172.31.252.100 --pool-end 172.31.252.199 --http-listen 172.31.252.2:8080" +
-		" --site sandbox"
+		" --site sandbox --metrics-listen 172.31.255.9:9465"
 	if got != want {
 		t.Errorf("DefaultBootCommand:\ngot  %s\nwant %s", got, want)
 	}

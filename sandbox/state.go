@@ -64,6 +64,9 @@ type Provisioning struct {
 	BootAddress         string `json:"bootAddress"`
 	BootUnderlayLink    string `json:"bootUnderlayLink"`
 	BootUnderlayAddress string `json:"bootUnderlayAddress"`
+	// BootMetrics is where the boot service serves Prometheus metrics
+	// (HOST:PORT on its underlay leg).
+	BootMetrics string `json:"bootMetrics,omitempty"`
 	// DHCPMode is the boot service's DHCP mode: "full" (PoolStart to
 	// PoolEnd), or "proxy" beside the home router (Router).
 	DHCPMode string `json:"dhcpMode,omitempty"`
@@ -146,6 +149,9 @@ type Host struct {
 	// Dir is the agent's data directory; its log is Dir/agent.log.
 	Dir   string   `json:"dir"`
 	Agent *Process `json:"agent,omitempty"`
+	// Metrics is where the agent serves Prometheus metrics (HOST:PORT on
+	// the underlay; empty in a sandbox made before it did).
+	Metrics string `json:"metrics,omitempty"`
 }
 
 // Log is the path of the host's agent log.

@@ -65,7 +65,11 @@ func PrintStatus(ctx context.Context, w io.Writer, dir string) error {
 			}
 			cancel()
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s, %s%s, log %s\n", h.Name, h.Address, ns, agent, phase, h.Log())
+		metrics := ""
+		if h.Metrics != "" {
+			metrics = ", metrics http://" + h.Metrics + "/metrics"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s, %s%s%s, log %s\n", h.Name, h.Address, ns, agent, phase, metrics, h.Log())
 	}
 	if p := st.Provisioning; p != nil {
 		ns := "netns " + p.Netns
@@ -76,7 +80,11 @@ func PrintStatus(ctx context.Context, w io.Writer, dir string) error {
 		if r := p.Router; r != nil {
 			fmt.Fprintf(tw, "home router\t%s\t%s\n", r.Address, routerStatus(r))
 		}
-		fmt.Fprintf(tw, "boot service\t%s\t%s\n", p.BootAddress, bootStatus(p))
+		boot := bootStatus(p)
+		if p.BootMetrics != "" {
+			boot += ", metrics http://" + p.BootMetrics + "/metrics"
+		}
+		fmt.Fprintf(tw, "boot service\t%s\t%s\n", p.BootAddress, boot)
 	}
 	for _, m := range st.Machines {
 		state := "not started"

@@ -57,6 +57,11 @@ const (
 	// under restart policies OnFailure and Never, which leave it so until
 	// a person asks; phase Starting while Always waits to start it again).
 	ReasonGuestShutdown = "GuestShutdown"
+	// ReasonShuttingDown: the agent pressed the guest's ACPI power button
+	// (a stop or a restart) and waits for it to power off; past the
+	// agent's --shutdown-timeout it kills QEMU. A guest still booting may
+	// not listen to the button yet, so the wait can be the whole timeout.
+	ReasonShuttingDown = "ShuttingDown"
 
 	ReasonImageNotFound     = "ImageNotFound"     // a disk, kernel or initrd names no Image the VM's tenant may use
 	ReasonVolumeNotFound    = "VolumeNotFound"    // a disk names no Volume of the tenant

@@ -299,9 +299,26 @@ test('a VM made with the form reaches Running live, and its console shows the gu
   await page.evaluate(() => navigator.clipboard.writeText('pasted-line'));
   await page.getByRole('button', { name: 'Paste' }).click();
   await page.waitForFunction(() => document.querySelector('.term').screenText().includes('pasted-line'), null, { timeout: 30000 });
+  // Restarting presses the ACPI button and starts the guest again: a new
+  // start time through the API, and the console, attached again by
+  // itself, shows the new boot up to its "ready".
+  const count = word => page.evaluate(w => document.querySelector('.term').screenText().split(w).length - 1, env.HEARTH_GUEST_MARKER + ' ' + word);
+  const vmStatus = () => page.evaluate(async t => (await (await fetch('/apis/hearth.dev/v1alpha1/tenants/red/virtualmachines/web1',
+    { headers: { Authorization: 'Bearer ' + t } })).json()).status || {}, env.HEARTH_ADMIN_TOKEN);
+  const until = async (what, f, ms) => {
+    for (const end = Date.now() + ms; !(await f());) {
+      if (Date.now() > end) throw new Error('timed out waiting for ' + what + '; the VM: ' + JSON.stringify(await vmStatus()));
+      await new Promise(r => setTimeout(r, 250));
+    }
+  };
+  const firstStart = (await vmStatus()).startedAt, readyBefore = await count('ready');
+  await page.getByRole('button', { name: 'Restart' }).click();
+  await until('a new start after Restart', async () => { const st = await vmStatus(); return st.phase === 'Running' && st.startedAt !== firstStart; }, 120000);
+  await until('the new boot on the console', async () => await count('ready') > readyBefore, 120000);
   // Stopping presses the ACPI button; the guest says so on its console.
+  const offBefore = await count('poweroff');
   await page.getByRole('button', { name: 'Stop' }).click();
-  await page.waitForFunction(m => document.querySelector('.term')?.screenText?.().includes(m + ' poweroff'), env.HEARTH_GUEST_MARKER, { timeout: 60000 })
+  await page.waitForFunction(([w, n]) => document.querySelector('.term')?.screenText?.().split(w).length - 1 > n, [env.HEARTH_GUEST_MARKER + ' poweroff', offBefore], { timeout: 60000 })
     .catch(async e => {
       await shot(page, 'vm-console-failed');
       throw new Error(e.message + '\nthe console says: ' + await page.locator('.console p').innerText() + '\nand holds:\n' + await page.evaluate(() => document.querySelector('.term').screenText().slice(-3000)));
