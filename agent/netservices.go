@@ -52,10 +52,11 @@ type networkServices struct {
 	zone  atomic.Pointer[dnsZone]
 	table atomic.Pointer[metaTable]
 	fwd   *forwarder
-	// dnsUDP are one server per CPU on sockets sharing the port
-	// (SO_REUSEPORT), so queries are answered on every core.
+	// dnsUDP are one IPv4 server per CPU on sockets sharing the port
+	// (SO_REUSEPORT), so queries are answered on every core, and one
+	// IPv6 server; dnsTCP are IPv4's and IPv6's.
 	dnsUDP []*dns.Server
-	dnsTCP *dns.Server
+	dnsTCP []*dns.Server
 	meta   *http.Server
 	metaLn net.Listener
 	once   sync.Once
@@ -165,7 +166,7 @@ func startNetworkServices(nsName string, vni uint32, z *dnsZone, t *metaTable) (
 	}
 	var pcs []net.PacketConn
 	var fwdConn net.PacketConn
-	var tcp net.Listener
+	var tcp, tcp6 net.Listener
 	err = netns.Do(s.ns, func() error {
 		ctx := context.Background()
 		for range runtime.GOMAXPROCS(0) {
@@ -178,6 +179,14 @@ func startNetworkServices(nsName string, vni uint32, z *dnsZone, t *metaTable) (
 		var err error
 		if tcp, err = internalSocket(false, false).Listen(ctx, "tcp4", ":53"); err != nil {
 			return fmt.Errorf("DNS on tcp port 53: %w", err)
+		}
+		// IPv6 gateways too (IPv6-only sockets), where the kernel has
+		// IPv6 at all.
+		if pc, err := internalSocket(false, false).ListenPacket(ctx, "udp6", "[::]:53"); err == nil {
+			pcs = append(pcs, pc)
+		}
+		if ln, err := internalSocket(false, false).Listen(ctx, "tcp6", "[::]:53"); err == nil {
+			tcp6 = ln
 		}
 		addr := netip.AddrPortFrom(dataplane.MetadataAddress, 80).String()
 		if s.metaLn, err = internalSocket(true, false).Listen(ctx, "tcp4", addr); err != nil {
@@ -194,7 +203,7 @@ func startNetworkServices(nsName string, vni uint32, z *dnsZone, t *metaTable) (
 		for _, pc := range pcs {
 			pc.Close()
 		}
-		for _, c := range []interface{ Close() error }{tcp, s.metaLn, fwdConn} {
+		for _, c := range []interface{ Close() error }{tcp, tcp6, s.metaLn, fwdConn} {
 			if c != nil {
 				c.Close()
 			}
@@ -206,9 +215,12 @@ func startNetworkServices(nsName string, vni uint32, z *dnsZone, t *metaTable) (
 	for _, pc := range pcs {
 		s.dnsUDP = append(s.dnsUDP, &dns.Server{PacketConn: pc, Handler: s})
 	}
-	s.dnsTCP = &dns.Server{Listener: tcp, Handler: s}
+	s.dnsTCP = append(s.dnsTCP, &dns.Server{Listener: tcp, Handler: s})
+	if tcp6 != nil {
+		s.dnsTCP = append(s.dnsTCP, &dns.Server{Listener: tcp6, Handler: s})
+	}
 	s.meta = &http.Server{Handler: s.metaHandler(), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: time.Minute, MaxHeaderBytes: 16 << 10}
-	servers := append(slices.Clone(s.dnsUDP), s.dnsTCP)
+	servers := append(slices.Clone(s.dnsUDP), s.dnsTCP...)
 	started := make(chan struct{}, len(servers))
 	for _, srv := range servers {
 		srv.NotifyStartedFunc = func() { started <- struct{}{} }
@@ -241,10 +253,9 @@ func startNetworkServices(nsName string, vni uint32, z *dnsZone, t *metaTable) (
 
 func (s *networkServices) stop() {
 	s.once.Do(func() {
-		for _, srv := range s.dnsUDP {
+		for _, srv := range append(slices.Clone(s.dnsUDP), s.dnsTCP...) {
 			srv.Shutdown()
 		}
-		s.dnsTCP.Shutdown()
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		s.meta.Shutdown(ctx)
 		cancel()

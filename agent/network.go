@@ -246,9 +246,10 @@ func unjoin(err error) []error {
 }
 
 // wireNetwork registers the network controller's interest: any change of
-// the kinds the state is computed from, but a VM's only when it can change
-// the state (placement, NICs, interfaces, coming or going), not its
-// status heartbeat.
+// the kinds the state is computed from (and of SSHKeys, which the
+// metadata service hands out), but a VM's only when it can change the
+// state (placement, NICs, interfaces, coming or going) or its metadata
+// (spec.cloudInit), not its status heartbeat.
 func (a *Agent) wireNetwork() {
 	c := a.cache
 	kick := func(client.Change) { a.net.changed() }
