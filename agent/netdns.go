@@ -57,12 +57,7 @@ type dnsZone struct {
 }
 
 // networkDomain is the domain a network's VMs resolve under.
-func networkDomain(n *api.Network) string {
-	if n.Spec.DNSDomain != "" {
-		return strings.TrimSuffix(strings.ToLower(n.Spec.DNSDomain), ".")
-	}
-	return n.Metadata.Name + "." + n.Metadata.Tenant + ".hearth"
-}
+func networkDomain(n *api.Network) string { return api.NetworkDomain(n) }
 
 // dnsZones computes the zone of every network in st from the same inputs
 // as the state. It is pure: table-tested without root.

@@ -187,6 +187,16 @@ func LastAddr(p netip.Prefix) netip.Addr {
 	return a
 }
 
+// NetworkDomain is the domain a network's VMs resolve under: its
+// spec.dnsDomain (lowercase, without a final dot), else
+// NETWORK.TENANT.hearth.
+func NetworkDomain(n *Network) string {
+	if n.Spec.DNSDomain != "" {
+		return strings.TrimSuffix(strings.ToLower(n.Spec.DNSDomain), ".")
+	}
+	return n.Metadata.Name + "." + n.Metadata.Tenant + ".hearth"
+}
+
 func (s *NetworkSpec) Default() {
 	if s.MTU == 0 {
 		s.MTU = 1450
@@ -222,6 +232,7 @@ func init() {
 			{Name: "EXTERNAL", Get: func(o Object) string { return o.(*Network).Spec.ExternalNetwork }},
 			{Name: "HOSTS", Wide: true, Get: func(o Object) string { return strconv.Itoa(len(o.(*Network).Status.Hosts)) }},
 			{Name: "PORTS", Wide: true, Get: func(o Object) string { return strconv.Itoa(len(o.(*Network).Status.Ports)) }},
+			{Name: "DOMAIN", Wide: true, Get: func(o Object) string { return NetworkDomain(o.(*Network)) }},
 		},
 	})
 }
