@@ -340,7 +340,15 @@ const (
 	forwardTries   = 3
 )
 
-var errNoUpstream = errors.New("no upstream DNS server answered")
+// forwardMaxPending bounds the questions a network's DNS has out at once:
+// a guest asking for names nobody answers costs the router a bounded
+// number of goroutines and query IDs, and the rest get SERVFAIL at once.
+const forwardMaxPending = 2048
+
+var (
+	errNoUpstream  = errors.New("no upstream DNS server answered")
+	errForwardBusy = errors.New("too many questions forwarded at once")
+)
 
 func newForwarder(conn net.PacketConn) *forwarder {
 	return &forwarder{conn: conn, waiting: map[uint16]*pendingQuery{}}
@@ -353,6 +361,10 @@ func (f *forwarder) exchange(req *dns.Msg, ups []netip.AddrPort) (*dns.Msg, erro
 	q := req.Copy()
 	p := &pendingQuery{q: req.Question[0], ch: make(chan *dns.Msg, 1)}
 	f.mu.Lock()
+	if len(f.waiting) >= forwardMaxPending {
+		f.mu.Unlock()
+		return nil, errForwardBusy
+	}
 	var id uint16
 	for {
 		var b [2]byte

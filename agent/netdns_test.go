@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"errors"
 	"net"
 	"net/netip"
 	"reflect"
@@ -207,5 +208,28 @@ func TestDNSZoneNoUpstream(t *testing.T) {
 	z := dnsZones(in, hostNetState(in))[100]
 	if len(z.Upstreams) != 0 {
 		t.Errorf("upstreams = %v, want none", z.Upstreams)
+	}
+}
+
+// A forwarder with forwardMaxPending questions out refuses the next at
+// once instead of looking for a free query ID for ever.
+func TestForwarderBound(t *testing.T) {
+	pc, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := newForwarder(pc)
+	defer f.close()
+	for i := range forwardMaxPending {
+		f.waiting[uint16(i)] = &pendingQuery{}
+	}
+	q := new(dns.Msg)
+	q.SetQuestion("example.org.", dns.TypeA)
+	start := time.Now()
+	if _, err := f.exchange(q, []netip.AddrPort{netip.MustParseAddrPort("127.0.0.1:9")}); !errors.Is(err, errForwardBusy) {
+		t.Errorf("exchange = %v, want %v", err, errForwardBusy)
+	}
+	if d := time.Since(start); d > 100*time.Millisecond {
+		t.Errorf("the refusal took %s", d)
 	}
 }
