@@ -184,6 +184,7 @@ func fakeAgentMain(args []string) int {
 	address := fs.String("address", "", "")
 	fs.String("underlay-device", "", "")
 	fs.String("external-interface", "", "")
+	fs.String("metrics-listen", "", "")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -241,6 +242,7 @@ func fakeBootMain(args []string) int {
 	fs.String("pool-end", "", "")
 	httpListen := fs.String("http-listen", "", "")
 	fs.String("site", "", "")
+	fs.String("metrics-listen", "", "")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -611,6 +613,7 @@ func checkProvisioning(t *testing.T, cfg sandbox.Config, s *sandbox.Sandbox) {
 		BootAddress:         addrPlus(cfg.Provisioning, 2),
 		BootUnderlayLink:    "underlay",
 		BootUnderlayAddress: addrPlus(cfg.Underlay, 9),
+		BootMetrics:         addrPlus(cfg.Underlay, 9) + ":9465",
 		DHCPMode:            "full",
 		Site:                cmp.Or(cfg.Site, sandbox.DefaultSite),
 		PoolStart:           addrPlus(cfg.Provisioning, 100),
