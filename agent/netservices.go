@@ -223,10 +223,14 @@ func startNetworkServices(nsName string, vni uint32, z *dnsZone, t *metaTable) (
 	servers := append(slices.Clone(s.dnsUDP), s.dnsTCP...)
 	started := make(chan struct{}, len(servers))
 	for _, srv := range servers {
-		srv.NotifyStartedFunc = func() { started <- struct{}{} }
+		// Started, or failed to: either way once.
+		var once sync.Once
+		ready := func() { once.Do(func() { started <- struct{}{} }) }
+		srv.NotifyStartedFunc = ready
 		s.wg.Add(1)
 		go func() {
 			defer s.wg.Done()
+			defer ready()
 			if err := srv.ActivateAndServe(); err != nil {
 				slog.Warn("DNS stopped", "vni", vni, "err", err)
 			}
