@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"maps"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -33,6 +35,9 @@ type hostChecks struct {
 	// changed is set when a run's conditions differ from the last, so
 	// the next heartbeat writes them.
 	changed bool
+	// others are conditions other parts of the agent own (the network
+	// controller's NetworkReady), by type, written with the checks'.
+	others map[string]api.Condition
 }
 
 func newHostChecks(cfg Config) *hostChecks {
@@ -102,7 +107,30 @@ func (h *hostChecks) status(now time.Time) (phase string, conds []api.Condition)
 		ready.Status, ready.Reason = api.ConditionFalse, api.HostChecksFailed
 		ready.Message = "this host cannot run VMs: " + h.fatal
 	}
-	return phase, append([]api.Condition{ready}, h.conds...)
+	conds = append([]api.Condition{ready}, h.conds...)
+	for _, t := range slices.Sorted(maps.Keys(h.others)) {
+		conds = append(conds, h.others[t])
+	}
+	return phase, conds
+}
+
+// setCondition sets a condition another part of the agent owns; the next
+// heartbeat writes it if it changed (its transition time aside).
+func (h *hostChecks) setCondition(c api.Condition) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	old, ok := h.others[c.Type]
+	if ok && old.Status == c.Status && old.Reason == c.Reason && old.Message == c.Message {
+		return
+	}
+	if ok && old.Status == c.Status {
+		c.LastTransitionTime = old.LastTransitionTime
+	}
+	if h.others == nil {
+		h.others = map[string]api.Condition{}
+	}
+	h.others[c.Type] = c
+	h.changed = true
 }
 
 // phase is the phase the checks allow, and whether they changed since

@@ -26,11 +26,12 @@ import (
 // the VXLAN device, only the NIC's own host does: exactly one answer per
 // request.
 //
-// A network's subnets share the leg and port 67: each server's socket
-// gets every broadcast (SO_REUSEADDR), which is how clients without an
-// address ask; a renewal sent by unicast to the gateway reaches one of
-// them only, and if that is another subnet's server the client renews by
-// broadcast at the rebinding time (7/8 of the lease) instead.
+// A network's subnets share the leg and port 67: each server's socket of
+// every address gets every broadcast (SO_REUSEADDR), which is how
+// clients without an address ask; and each server also listens on its
+// gateway address (dhcp.Config.ListenServerIP), so a renewal sent by
+// unicast to a subnet's gateway reaches that subnet's server, which the
+// kernel prefers to the sockets of every address.
 type dhcpServers struct {
 	plane dataplane.Plane
 	mu    sync.Mutex
@@ -57,8 +58,10 @@ func newDHCPServers(plane dataplane.Plane) *dhcpServers {
 }
 
 // sync starts, updates and stops servers to match st, leaving alone the
-// networks whose Apply failed (their router may not be there).
-func (d *dhcpServers) sync(ctx context.Context, st netState, failed map[uint32]bool) {
+// networks whose Apply failed (their router may not be there), and
+// returns why servers could not start, by subnet key (the next sync tries
+// again).
+func (d *dhcpServers) sync(ctx context.Context, st netState, failed map[uint32]bool) map[string]error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	want := map[dhcpID]dhcpSubnet{}
@@ -77,6 +80,7 @@ func (d *dhcpServers) sync(ctx context.Context, st netState, failed map[uint32]b
 			delete(d.running, id)
 		}
 	}
+	var errs map[string]error
 	for id, w := range want {
 		if failed[id.vni] {
 			continue
@@ -88,11 +92,15 @@ func (d *dhcpServers) sync(ctx context.Context, st netState, failed map[uint32]b
 		}
 		r, err := startSubnetDHCP(ctx, d.plane.RouterNetns(id.vni), w)
 		if err != nil {
-			slog.Warn("starting DHCP", "subnet", w.Key, "vni", id.vni, "err", err)
+			if errs == nil {
+				errs = map[string]error{}
+			}
+			errs[w.Key] = err
 			continue
 		}
 		d.running[id] = r
 	}
+	return errs
 }
 
 func (d *dhcpServers) stopAll() {
@@ -114,7 +122,7 @@ func startSubnetDHCP(ctx context.Context, nsName string, s dhcpSubnet) (*subnetD
 	leases := s.Leases
 	r.leases.Store(&leases)
 	cfg := dhcp.Config{
-		Interface: dataplane.RouterInternalLink, ServerIP: s.Gateway, Mode: dhcp.ModeFull,
+		Interface: dataplane.RouterInternalLink, ServerIP: s.Gateway, ListenServerIP: true, Mode: dhcp.ModeFull,
 		Subnet: s.CIDR, Router: s.Gateway, DNS: s.DNS, Domain: s.Domain, MTU: s.MTU,
 		LeaseTime: time.Duration(s.Lease) * time.Second, Handler: (*leaseHandler)(r),
 	}

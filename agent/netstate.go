@@ -40,6 +40,10 @@ type netInputs struct {
 	// network without its own entry. An ExternalNetwork's spec.interface
 	// comes between the two.
 	ExternalDevices map[string]string
+	// FoundDevices are, for external networks none of those name a
+	// device for, the bridge of this host holding an address in the
+	// network's CIDR (foundExternalDevices), by name.
+	FoundDevices map[string]string
 	// SSHKeys of every tenant, for the metadata service (netmeta.go).
 	SSHKeys []*api.SSHKey
 }
@@ -441,7 +445,10 @@ func externalOf(in netInputs, key string, n *api.Network, x *api.ExternalNetwork
 		dev = in.ExternalDevices[""]
 	}
 	if dev == "" {
-		problem("ExternalNetwork", name, "this host has no device for it: set the ExternalNetwork's spec.interface or the agent's --external-interface")
+		dev = in.FoundDevices[name]
+	}
+	if dev == "" {
+		problem("ExternalNetwork", name, "this host has no device for it: no bridge here holds an address in %s; set the ExternalNetwork's spec.interface or the agent's --external-interface %s=BRIDGE", cidr, name)
 		return nil
 	}
 	return &dataplane.External{Device: dev, Address: netip.PrefixFrom(a.Unmap(), cidr.Bits()), Gateway: gw.Unmap()}

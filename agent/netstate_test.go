@@ -229,6 +229,21 @@ func TestHostNetState(t *testing.T) {
 			problems: []string{"ExternalNetwork internet: this host has no device for it"},
 		},
 		{
+			name: "no device configured: the bridge found holding an address in the external CIDR",
+			change: func(in *netInputs) {
+				in.ExternalDevices = nil
+				in.FoundDevices = map[string]string{"internet": "br0"}
+			},
+			want: []dataplane.Network{nsBlue(), func() dataplane.Network { n := nsRed(); n.External.Device = "br0"; return n }()},
+		},
+		{
+			name: "a device configured wins over the bridge found",
+			change: func(in *netInputs) {
+				in.FoundDevices = map[string]string{"internet": "br0"}
+			},
+			want: []dataplane.Network{nsBlue(), nsRed()},
+		},
+		{
 			name: "a peer without an address is said and left out, with its ports",
 			change: func(in *netInputs) {
 				in.HostAddresses = map[string]netip.Addr{"h1": nsUnderlay.Address}

@@ -42,9 +42,11 @@ type netController struct {
 	// name; vmPorts is what each VM's NICs got from the last state.
 	ready   map[string]bool
 	vmPorts map[string][]string
-	// problems is what was last said, so a lasting problem is logged once.
-	problems map[string]bool
-	lastErr  string
+	// report says each problem once (the Host's NetworkReady condition,
+	// an event, a log line); failures counts failed Applies in a row,
+	// for the back-off.
+	report   *netReport
+	failures int
 }
 
 // netResync is how often the state is applied without a change: the
@@ -58,7 +60,7 @@ const netDebounce = 50 * time.Millisecond
 
 func newNetController(a *Agent, plane dataplane.Plane) *netController {
 	return &netController{a: a, plane: plane, kick: make(chan struct{}, 1), dhcp: newDHCPServers(plane), services: newRouterServices(plane),
-		ready: map[string]bool{}, vmPorts: map[string][]string{}, problems: map[string]bool{}}
+		ready: map[string]bool{}, vmPorts: map[string][]string{}, report: newNetReport()}
 }
 
 // changed asks for an Apply soon.
@@ -78,13 +80,26 @@ func (n *netController) run(ctx context.Context) error {
 	t := time.NewTicker(netResync)
 	defer t.Stop()
 	for {
-		n.apply(ctx)
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-n.kick:
-		case <-n.plane.Changes():
-		case <-t.C:
+		if n.apply(ctx) {
+			n.failures = 0
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-n.kick:
+			case <-n.plane.Changes():
+			case <-t.C:
+			}
+		} else {
+			// A failed Apply is tried again after a back-off, not at
+			// every change the failure itself causes on the host; a
+			// change in the API (perhaps the fix) tries at once.
+			n.failures++
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-n.kick:
+			case <-time.After(netBackoff(n.failures)):
+			}
 		}
 		select {
 		case <-ctx.Done():
@@ -117,6 +132,7 @@ func (n *netController) inputs() netInputs {
 	for _, o := range c.sshKeys.List() {
 		in.SSHKeys = append(in.SSHKeys, o.(*api.SSHKey))
 	}
+	in.FoundDevices = foundExternalDevices(in.ExternalNetworks, in.ExternalDevices)
 	for _, o := range c.hosts.List() {
 		h := o.(*api.Host)
 		if a, err := netip.ParseAddr(h.Spec.Address); err == nil {
@@ -126,12 +142,21 @@ func (n *netController) inputs() netInputs {
 	return in
 }
 
-// apply computes the state and applies it.
-func (n *netController) apply(ctx context.Context) {
+// apply computes the state and applies it, and says what went wrong;
+// false if the Apply failed.
+func (n *netController) apply(ctx context.Context) bool {
 	in := n.inputs()
 	st := hostNetState(in)
-	n.report(st.Problems)
 	err := n.plane.Apply(ctx, st.State)
+	var issues []netIssue
+	for _, p := range st.Problems {
+		issues = append(issues, netIssue{api.NetworkInvalid, p.String()})
+	}
+	if err != nil {
+		for _, e := range unjoin(err) {
+			issues = append(issues, netIssue{api.NetworkApplyFailed, "applying the host's network state: " + e.Error()})
+		}
+	}
 	failed := map[uint32]bool{}
 	var fe dataplane.FieldErrors
 	switch {
@@ -150,19 +175,7 @@ func (n *netController) apply(ctx context.Context) {
 			}
 		}
 	}
-	msg := ""
-	if err != nil {
-		msg = err.Error()
-	}
 	n.mu.Lock()
-	if msg != n.lastErr {
-		if msg != "" {
-			slog.Warn("applying the host's network state", "err", msg)
-		} else if n.lastErr != "" {
-			slog.Info("the host's network state is applied again")
-		}
-		n.lastErr = msg
-	}
 	ready := map[string]bool{}
 	for _, nw := range st.State.Networks {
 		if failed[nw.VNI] {
@@ -188,7 +201,11 @@ func (n *netController) apply(ctx context.Context) {
 	// The metadata and DNS tables before the leases: a VM asks for its
 	// metadata the moment it has its address.
 	n.services.sync(ctx, in, st, failed)
-	n.dhcp.sync(ctx, st, failed)
+	for key, err := range n.dhcp.sync(ctx, st, failed) {
+		issues = append(issues, netIssue{api.NetworkDHCPFailed, fmt.Sprintf("subnet %s: its DHCP server cannot start: %v", key, err)})
+	}
+	n.say(ctx, issues)
+	return err == nil
 }
 
 // ports says what a VM's NICs are plugged into: the tap of each NIC that
@@ -207,7 +224,7 @@ func (n *netController) ports(vm *api.VirtualMachine) ([]string, error) {
 			return nil, waitingFor(api.ReasonWaitingForNetwork, "spec.nics[%d]: the server has not allocated its address yet", i)
 		}
 		if i >= len(got) || got[i] == "" || !n.ready[got[i]] {
-			return nil, waitingFor(api.ReasonWaitingForNetwork, "spec.nics[%d]: waiting for its port on network %s on this host (the host's network events say why)", i, nic.Network)
+			return nil, waitingFor(api.ReasonWaitingForNetwork, "spec.nics[%d]: waiting for its port on network %s on this host (if it lasts, the host's NetworkReady condition tells a cluster admin why)", i, nic.Network)
 		}
 		taps[i] = got[i]
 	}
@@ -223,19 +240,38 @@ func hasAll(ports []string, ready map[string]bool) bool {
 	return true
 }
 
-// report logs the problems that are new.
-func (n *netController) report(ps []netProblem) {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	now := map[string]bool{}
-	for _, p := range ps {
-		s := p.String()
-		now[s] = true
-		if !n.problems[s] {
-			slog.Warn("tenant network: left out of this host's state", "kind", p.Kind, "object", p.Key, "problem", p.Message)
+// say publishes the Host's NetworkReady condition (with the next
+// heartbeat) and says each new problem once, in the log and as an event
+// on the Host.
+func (n *netController) say(ctx context.Context, issues []netIssue) {
+	slices.SortStableFunc(issues, func(a, b netIssue) int { return strings.Compare(a.Reason, b.Reason) })
+	cond, fresh, resolved := n.report.update(issues, time.Now().UTC())
+	if n.a.checks != nil {
+		n.a.checks.setCondition(cond)
+	}
+	host := n.hostObject()
+	for _, i := range fresh {
+		slog.Warn("tenant networks on this host", "reason", i.Reason, "problem", i.Message)
+		if host != nil && n.a.rec != nil {
+			n.a.rec.Eventf(ctx, host, api.EventWarning, i.Reason, "%s", i.Message)
 		}
 	}
-	n.problems = now
+	if resolved {
+		slog.Info("tenant networks on this host: every problem is resolved")
+		if host != nil && n.a.rec != nil {
+			n.a.rec.Eventf(ctx, host, api.EventNormal, api.NetworkApplied, "every tenant network problem on this host is resolved")
+		}
+	}
+}
+
+// hostObject is this host's Host, as the cache has it.
+func (n *netController) hostObject() *api.Host {
+	for _, o := range n.a.cache.hosts.List() {
+		if h := o.(*api.Host); h.Metadata.Name == n.a.cfg.Name {
+			return h
+		}
+	}
+	return nil
 }
 
 func unjoin(err error) []error {

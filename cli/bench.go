@@ -88,5 +88,6 @@ plane's, the agent's and the guest's shares. The VMs are deleted afterwards.`,
 	cmd.AddCommand(newBenchDHCPCmd(g))
 	cmd.AddCommand(newBenchPXECmd(g))
 	cmd.AddCommand(newBenchScaleCmd(g))
+	cmd.AddCommand(newBenchNetCmd(g))
 	return cmd
 }

@@ -196,3 +196,7 @@ func externalMAC(underlay netip.Addr, vni uint32) net.HardwareAddr {
 func reservedMAC(mac net.HardwareAddr) bool {
 	return len(mac) == 6 && (mac[0] == 0x02 && mac[1] == 'h' && (mac[2] == 'g' || mac[2] == 'b') || mac[0] == 0x06 && mac[1] == 'h')
 }
+
+// BridgeName is the name of the bridge of network vni on a host: gone
+// from the host once the host no longer carries the network.
+func BridgeName(vni uint32) string { return bridgeName(vni) }

@@ -64,6 +64,13 @@ type Config struct {
 	// identifier (option 54), and the default next server for boot files.
 	ServerIP netip.Addr
 	Mode     Mode
+	// ListenServerIP also listens on ServerIP itself, for servers that
+	// share Interface's port with others (each subnet of a tenant
+	// network has one on its router's leg): broadcasts reach every one
+	// of them, but a client's unicast to its server (a renewal, RFC 2131
+	// 4.4.5) only one socket, which this makes the socket of the server
+	// whose address it is sent to.
+	ListenServerIP bool
 
 	// Subnet, Router, DNS and Domain are what clients are told (full
 	// mode). Subnet is required there: it is the mask clients get and the
@@ -328,6 +335,17 @@ func (s *Server) Listen(ctx context.Context) error {
 			return err
 		}
 		conns = append(conns, c)
+	}
+	if s.cfg.ListenServerIP && s.cfg.ServerIP.Is4() {
+		c, err := listenUDPOn(ctx, s.cfg.Interface, s.cfg.ServerIP, ServerPort)
+		if err != nil {
+			for _, c := range conns {
+				c.Close()
+			}
+			return err
+		}
+		conns = append(conns, c)
+		s.ports = append(s.ports, ServerPort)
 	}
 	s.conns = conns
 	return nil

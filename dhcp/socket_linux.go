@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"net/netip"
 	"strconv"
 	"syscall"
 
@@ -15,6 +16,13 @@ import (
 // answers only on that link, and several servers (one per interface) may
 // share the port. SO_BROADCAST lets it answer to 255.255.255.255.
 func listenUDP(ctx context.Context, iface string, port int) (*net.UDPConn, error) {
+	return listenUDPOn(ctx, iface, netip.IPv4Unspecified(), port)
+}
+
+// listenUDPOn is listenUDP on one address: a socket bound to a unicast
+// address gets the datagrams sent to that address and no broadcast, and
+// the kernel gives a datagram to it before a socket of every address.
+func listenUDPOn(ctx context.Context, iface string, addr netip.Addr, port int) (*net.UDPConn, error) {
 	lc := net.ListenConfig{Control: func(network, address string, rc syscall.RawConn) error {
 		var serr error
 		err := rc.Control(func(fd uintptr) {
@@ -35,7 +43,7 @@ func listenUDP(ctx context.Context, iface string, port int) (*net.UDPConn, error
 		}
 		return serr
 	}}
-	pc, err := lc.ListenPacket(ctx, "udp4", net.JoinHostPort("0.0.0.0", strconv.Itoa(port)))
+	pc, err := lc.ListenPacket(ctx, "udp4", net.JoinHostPort(addr.String(), strconv.Itoa(port)))
 	if err != nil {
 		return nil, fmt.Errorf("dhcp: listening on %s port %d: %w", iface, port, err)
 	}

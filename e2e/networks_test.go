@@ -196,6 +196,100 @@ func TestSandboxNetworks(t *testing.T) {
 		}
 	})
 
+	// The convergence benchmark (docs/BENCHMARKS.md §6) works on this
+	// sandbox, three runs: a VM on a new network is reached from the
+	// other host, and the internet reaches it through a floating IP. It
+	// deletes what it made (the teardown below checks the hosts).
+	t.Run("convergence benchmark", func(t *testing.T) {
+		out := s.must("", "bench", "net", "--sandbox-dir", s.dir, "--runs", "3")
+		for _, want := range []string{"peer on the other host reaches it", "FloatingIP create→internet reaches the VM"} {
+			if !strings.Contains(out, want) {
+				t.Errorf("hearth bench net printed no %q row:\n%s", want, out)
+			}
+		}
+		t.Logf("hearth bench net --runs 3:\n%s", out)
+	})
+
+	// A network whose external network names an interface h1 does not
+	// have: h1 says so in its Host's NetworkReady condition and in one
+	// event, and clears the condition once the VM is gone.
+	t.Run("problem on the Host", func(t *testing.T) {
+		bad := `apiVersion: hearth.dev/v1alpha1
+kind: ExternalNetwork
+metadata: {name: nowhere}
+spec: {cidr: 198.51.100.0/24, gateway: 198.51.100.1, interface: hnodev0}
+---
+apiVersion: hearth.dev/v1alpha1
+kind: Tenant
+metadata: {name: badnet}
+---
+apiVersion: hearth.dev/v1alpha1
+kind: Network
+metadata: {name: out, tenant: badnet}
+spec: {externalNetwork: nowhere}
+---
+apiVersion: hearth.dev/v1alpha1
+kind: Subnet
+metadata: {name: out, tenant: badnet}
+spec: {network: out, cidr: 10.79.0.0/24}
+---
+apiVersion: hearth.dev/v1alpha1
+kind: VirtualMachine
+metadata: {name: nowhere, tenant: badnet}
+spec:
+  host: h1
+  powerState: Stopped
+  memory: 64Mi
+  boot: {from: kernel, kernel: {image: testguest-kernel}, initrd: {image: testguest-initrd}}
+  nics: [{network: out}]
+`
+		s.must(bad, "apply", "-f", "-")
+		networkReady := func() (api.Condition, error) {
+			var h api.Host
+			if err := json.Unmarshal([]byte(s.must("", "get", "host", "h1", "-o", "json")), &h); err != nil {
+				return api.Condition{}, err
+			}
+			if c := h.Status.Condition(api.ConditionNetworkReady); c != nil {
+				return *c, nil
+			}
+			return api.Condition{}, fmt.Errorf("host h1 has no NetworkReady condition: %+v", h.Status.Conditions)
+		}
+		servertest.Eventually(t, time.Minute, func() error {
+			c, err := networkReady()
+			if err == nil && (c.Status != api.ConditionFalse || c.Reason != api.NetworkApplyFailed || !strings.Contains(c.Message, "hnodev0")) {
+				err = fmt.Errorf("NetworkReady %s (%s): %s, want False (NetworkApplyFailed) naming hnodev0", c.Status, c.Reason, c.Message)
+			}
+			return err
+		})
+		// Said once, however many Applies failed meanwhile.
+		time.Sleep(15 * time.Second)
+		if n := strings.Count(s.must("", "get", "events"), "NetworkApplyFailed"); n != 1 {
+			t.Errorf("%d NetworkApplyFailed events, want 1:\n%s", n, s.must("", "get", "events"))
+		}
+		s.must("", "delete", "vm", "nowhere", "--tenant", "badnet")
+		servertest.Eventually(t, time.Minute, func() error {
+			c, err := networkReady()
+			if err == nil && c.Status != api.ConditionTrue {
+				err = fmt.Errorf("NetworkReady %s (%s): %s after the VM went, want True", c.Status, c.Reason, c.Message)
+			}
+			return err
+		})
+		// What holds addresses goes first; a refusal (still held) is
+		// tried again, "not found" is done.
+		for _, del := range [][]string{
+			{"subnet", "out", "--tenant", "badnet"}, {"network", "out", "--tenant", "badnet"},
+			{"externalnetwork", "nowhere"}, {"tenant", "badnet"},
+		} {
+			servertest.Eventually(t, time.Minute, func() error {
+				out, err := s.hearth("", append([]string{"delete"}, del...)...)
+				if err != nil && !strings.Contains(out, "not found") {
+					return fmt.Errorf("hearth delete %s: %v\n%s", strings.Join(del, " "), err, out)
+				}
+				return nil
+			})
+		}
+	})
+
 	// Deleting everything leaves nothing of the networks on the hosts.
 	t.Run("teardown", func(t *testing.T) {
 		s.must("", "delete", "fip", "a", "--tenant", "red")

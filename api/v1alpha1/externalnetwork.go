@@ -29,9 +29,13 @@ type ExternalNetworkSpec struct {
 	// (default: the whole CIDR less network, gateway and broadcast).
 	RangeStart string `json:"rangeStart,omitempty"`
 	RangeEnd   string `json:"rangeEnd,omitempty"` // see RangeStart
-	// Interface is the host interface (usually a bridge) attached to the
-	// network. Empty means the agent uses the interface that holds an
-	// address in CIDR.
+	// Interface is the bridge on each host that is attached to the
+	// network (the routers' external legs become its ports). A host's
+	// agent flag --external-interface NAME=BRIDGE overrides it for that
+	// host. Empty means, on each host without such a flag (or a default
+	// --external-interface BRIDGE), the bridge that holds an address in
+	// CIDR; a host with none leaves the network's way out unplugged and
+	// says so in its Host's NetworkReady condition.
 	Interface string `json:"interface,omitempty"`
 	// DNSServers are the resolvers Hearth's DNS forwards names it does not
 	// know to, for networks routed through this one (default the gateway).

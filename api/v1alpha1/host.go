@@ -83,6 +83,27 @@ const (
 	HostChecksFailed = "HostChecksFailed"
 )
 
+// A host's agent says in the condition NetworkReady whether the host
+// carries its tenant networks as the API says: True (NetworkApplied), or
+// False with the first kind of trouble as the reason and what is wrong in
+// the message; each problem is also said once as a Warning event on the
+// Host, with the same reason, when it appears.
+const (
+	ConditionNetworkReady = "NetworkReady"
+	// NetworkApplied: the host's network state is applied.
+	NetworkApplied = "NetworkApplied"
+	// NetworkApplyFailed: the data plane refused or failed part of the
+	// state (a missing external interface, a link the kernel would not
+	// make); the networks concerned are not carried.
+	NetworkApplyFailed = "NetworkApplyFailed"
+	// NetworkDHCPFailed: a subnet's DHCP server could not start.
+	NetworkDHCPFailed = "NetworkDHCPFailed"
+	// NetworkInvalid: something the API says cannot be carried as it is
+	// (a network without a VNI, no device for an external network): the
+	// objects concerned are left out.
+	NetworkInvalid = "NetworkInvalid"
+)
+
 // hostProblems lists the types of a host's check conditions with reason,
 // in the order the agent wrote them.
 func hostProblems(h *Host, reason string) []string {

@@ -39,7 +39,7 @@ var fieldDocs = map[string]string{
 	"ExternalNetworkSpec.DNSServers":      "DNSServers are the resolvers Hearth's DNS forwards names it does not know to, for networks routed through this one (default the gateway).",
 	"ExternalNetworkSpec.Description":     "Description is free text for people.",
 	"ExternalNetworkSpec.Gateway":         "Gateway is the outside router tenant traffic leaves through (default the first address of the CIDR).",
-	"ExternalNetworkSpec.Interface":       "Interface is the host interface (usually a bridge) attached to the network. Empty means the agent uses the interface that holds an address in CIDR.",
+	"ExternalNetworkSpec.Interface":       "Interface is the bridge on each host that is attached to the network (the routers' external legs become its ports). A host's agent flag --external-interface NAME=BRIDGE overrides it for that host. Empty means, on each host without such a flag (or a default --external-interface BRIDGE), the bridge that holds an address in CIDR; a host with none leaves the network's way out unplugged and says so in its Host's NetworkReady condition.",
 	"ExternalNetworkSpec.RangeEnd":        "see RangeStart",
 	"ExternalNetworkSpec.RangeStart":      "RangeStart and RangeEnd bound the addresses Hearth may take for routers and floating IPs, so it leaves the rest of the LAN alone (default: the whole CIDR less network, gateway and broadcast).",
 	"ExternalNetworkSpec.Site":            "Site whose hosts are attached to this network; empty means every site's hosts are.",

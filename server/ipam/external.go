@@ -12,7 +12,9 @@ import (
 )
 
 // Subnets refuses to delete a subnet while NICs hold addresses in it.
-type Subnets struct{}
+type Subnets struct {
+	hints *ipHints // the NICs', which forget a deleted subnet
+}
 
 // OnCreate holds nothing.
 func (Subnets) OnCreate(context.Context, clientv3.KV, api.Object) ([]clientv3.Cmp, []clientv3.Op, error) {
@@ -21,11 +23,15 @@ func (Subnets) OnCreate(context.Context, clientv3.KV, api.Object) ([]clientv3.Cm
 
 // OnDelete refuses while any address of the subnet is held (409 naming
 // the VMs, which are the subnet's tenant's own).
-func (Subnets) OnDelete(ctx context.Context, kv clientv3.KV, obj api.Object) ([]clientv3.Cmp, []clientv3.Op, error) {
+func (s Subnets) OnDelete(ctx context.Context, kv clientv3.KV, obj api.Object) ([]clientv3.Cmp, []clientv3.Op, error) {
 	m := obj.GetMetadata()
 	cmps, err := refuseInUse(ctx, kv, IPPrefix+m.UID+"/", func(hs []Holder) error {
 		return api.NewInUse("subnet %q is in use by VMs %s: delete them, or move their NICs to another subnet, first", m.Name, vmNames(hs))
 	})
+	if err == nil {
+		// Its uid is never used again; the hints are only memory.
+		s.hints.forget(m.UID)
+	}
 	return cmps, nil, err
 }
 

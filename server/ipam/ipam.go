@@ -96,8 +96,9 @@ func parseHolder(v []byte) Holder {
 
 // Install registers the hooks with a store.
 func Install(s *store.Store) {
-	s.SetHooks("VirtualMachine", NICs{})
-	s.SetHooks("Subnet", Subnets{})
+	hints := newIPHints()
+	s.SetHooks("VirtualMachine", NICs{hints: hints})
+	s.SetHooks("Subnet", Subnets{hints: hints})
 	s.SetHooks("Network", Networks{})
 	s.SetHooks("ExternalNetwork", ExternalNetworks{})
 	s.SetHooks("FloatingIP", FloatingIPs{})

@@ -35,7 +35,12 @@ import (
 //     what it has (same network and subnet, no other static address),
 //     wherever it moved in the list; the rest are released and allocated
 //     again, in the same transaction.
-type NICs struct{}
+type NICs struct {
+	// hints make finding the lowest free address O(1) (iphints.go);
+	// without them (the zero NICs) every dynamic address reads the
+	// subnet's keys.
+	hints *ipHints
+}
 
 // nicRequest is what of a NIC decides its addresses.
 type nicRequest struct{ Network, Subnet, IP, MAC string }
@@ -49,37 +54,37 @@ func requests(nics []api.VMNIC) []nicRequest {
 }
 
 // OnCreate allocates every NIC's addresses.
-func (NICs) OnCreate(ctx context.Context, kv clientv3.KV, obj api.Object) ([]clientv3.Cmp, []clientv3.Op, error) {
+func (n NICs) OnCreate(ctx context.Context, kv clientv3.KV, obj api.Object) ([]clientv3.Cmp, []clientv3.Op, error) {
 	vm := obj.(*api.VirtualMachine)
 	vm.Status.Interfaces = nil
-	return allocateNICs(ctx, kv, vm, nil)
+	return allocateNICs(ctx, kv, n.hints, vm, nil)
 }
 
 // OnUpdate keeps the allocations of NICs that did not change and
 // reallocates the others; whatever the writer sent as
 // status.interfaces is replaced.
-func (NICs) OnUpdate(ctx context.Context, kv clientv3.KV, old, next api.Object) ([]clientv3.Cmp, []clientv3.Op, error) {
-	o, n := old.(*api.VirtualMachine), next.(*api.VirtualMachine)
-	n.Status.Interfaces = slices.Clone(o.Status.Interfaces)
-	unchanged := slices.Equal(requests(o.Spec.NICs), requests(n.Spec.NICs))
-	if unchanged && len(o.Status.Interfaces) == len(n.Spec.NICs) {
+func (n NICs) OnUpdate(ctx context.Context, kv clientv3.KV, old, next api.Object) ([]clientv3.Cmp, []clientv3.Op, error) {
+	o, nv := old.(*api.VirtualMachine), next.(*api.VirtualMachine)
+	nv.Status.Interfaces = slices.Clone(o.Status.Interfaces)
+	unchanged := slices.Equal(requests(o.Spec.NICs), requests(nv.Spec.NICs))
+	if unchanged && len(o.Status.Interfaces) == len(nv.Spec.NICs) {
 		return nil, nil, nil // the common case: a status write
 	}
-	cmps, ops, err := allocateNICs(ctx, kv, n, o)
+	cmps, ops, err := allocateNICs(ctx, kv, n.hints, nv, o)
 	if err != nil && unchanged && api.ReasonOf(err) == api.ReasonInvalid {
 		// A VM stored before NICs were allocated, whose network is
 		// gone: its agent's status writes must still go through.
-		n.Status.Interfaces = slices.Clone(o.Status.Interfaces)
+		nv.Status.Interfaces = slices.Clone(o.Status.Interfaces)
 		return nil, nil, nil
 	}
 	return cmps, ops, err
 }
 
 // OnDelete releases every NIC's addresses.
-func (NICs) OnDelete(ctx context.Context, kv clientv3.KV, obj api.Object) ([]clientv3.Cmp, []clientv3.Op, error) {
+func (n NICs) OnDelete(ctx context.Context, kv clientv3.KV, obj api.Object) ([]clientv3.Cmp, []clientv3.Op, error) {
 	vm := obj.(*api.VirtualMachine)
 	t := newTxn()
-	r := &resolver{ctx: ctx, kv: kv, tenant: vm.Metadata.Tenant}
+	r := &resolver{ctx: ctx, kv: kv, tenant: vm.Metadata.Tenant, hints: n.hints}
 	if err := r.release(t, vm.Status.Interfaces, nil); err != nil {
 		return nil, nil, err
 	}
@@ -93,6 +98,7 @@ type resolver struct {
 	ctx    context.Context
 	kv     clientv3.KV
 	tenant string
+	hints  *ipHints
 
 	networks map[string]*found[*api.Network]
 	subnets  map[string]*found[*api.Subnet] // every subnet of the tenant
@@ -203,6 +209,8 @@ func (r *resolver) release(t *txn, ifs []api.VMInterfaceStatus, keep map[int]boo
 			}
 			if sn != nil {
 				t.release(ipKey(sn.obj.Metadata.UID, a))
+				// A hint: a reader checks before it believes it.
+				r.hints.mark(sn.obj.Metadata.UID, a, false)
 			}
 		}
 	}
@@ -215,9 +223,9 @@ type resolved struct {
 	sn  *found[*api.Subnet]
 }
 
-func allocateNICs(ctx context.Context, kv clientv3.KV, vm *api.VirtualMachine, old *api.VirtualMachine) ([]clientv3.Cmp, []clientv3.Op, error) {
+func allocateNICs(ctx context.Context, kv clientv3.KV, hints *ipHints, vm *api.VirtualMachine, old *api.VirtualMachine) ([]clientv3.Cmp, []clientv3.Op, error) {
 	tenant := vm.Metadata.Tenant
-	r := &resolver{ctx: ctx, kv: kv, tenant: tenant}
+	r := &resolver{ctx: ctx, kv: kv, tenant: tenant, hints: hints}
 	var es api.FieldErrors
 	targets := make([]resolved, len(vm.Spec.NICs))
 	for i, nic := range vm.Spec.NICs {
@@ -483,11 +491,33 @@ func takeIP(r *resolver, t *txn, np string, sn *api.Subnet, want, holder string,
 		t.take(key, holder)
 		return a, true, nil
 	}
+	first, last := api.AddressRange(p, sn.Spec.DHCP.RangeStart, sn.Spec.DHCP.RangeEnd)
+	if attempt == 0 {
+		// The hints first; a retry (another write took what this one
+		// picked) reads every key of the subnet, and the hints from it.
+		skip := func(a netip.Addr) bool { return api.Reserved(p, sn.Spec.Gateway, a) || t.busy(ipKey(uid, a)) }
+		isHeld := func(a netip.Addr) (bool, error) {
+			key := ipKey(uid, a)
+			if t.released[key] {
+				return false, nil
+			}
+			_, held, err := holderOf(r.ctx, r.kv, key)
+			return held, err
+		}
+		a, found, ok, err := r.hints.pick(uid, first, last, skip, isHeld)
+		if err != nil {
+			return a, false, err
+		}
+		if ok && found {
+			t.take(ipKey(uid, a), holder)
+			return a, true, nil
+		}
+	}
 	held, err := r.heldIPs(uid)
 	if err != nil {
 		return netip.Addr{}, false, err
 	}
-	first, last := api.AddressRange(p, sn.Spec.DHCP.RangeStart, sn.Spec.DHCP.RangeEnd)
+	r.hints.build(uid, first, last, held)
 	a, ok := pickFree(first, last, func(a netip.Addr) bool {
 		key := ipKey(uid, a)
 		return api.Reserved(p, sn.Spec.Gateway, a) || t.busy(key) || (held[a.String()] && !t.released[key])

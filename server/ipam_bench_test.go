@@ -1,0 +1,67 @@
+package server_test
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"testing"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	api "hearth.dev/hearth/api/v1alpha1"
+	"hearth.dev/hearth/server/ipam"
+	"hearth.dev/hearth/server/servertest"
+)
+
+// BenchmarkNICCreate creates VMs with one NIC, each taking the lowest
+// free address of a /16 subnet in which `held` addresses are already
+// taken (keys written straight to etcd, as if by that many VMs). The cost
+// per create must not grow with held: IPAM finds the lowest free address
+// from its hints and one point read, not from every key of the subnet.
+//
+//	go test ./server -run XXX -bench NICCreate -benchtime 300x
+func BenchmarkNICCreate(b *testing.B) {
+	for _, held := range []int{0, 2000, 16000} {
+		b.Run(fmt.Sprintf("held=%d", held), func(b *testing.B) {
+			env := servertest.Start(b, servertest.WithoutControllers())
+			env.Tenant("lab")
+			ctx := context.Background()
+			c := env.Admin
+			if _, err := c.Create(ctx, network("lab", "lan", "")); err != nil {
+				b.Fatal(err)
+			}
+			o, err := c.Create(ctx, subnet("lab", "big", "lan", "10.6.0.0/16"))
+			if err != nil {
+				b.Fatal(err)
+			}
+			uid := o.(*api.Subnet).Metadata.UID
+			a := netip.MustParseAddr("10.6.0.2")
+			for done := 0; done < held; {
+				var ops []clientv3.Op
+				for ; done < held && len(ops) < 100; done++ {
+					ops = append(ops, clientv3.OpPut(ipam.IPPrefix+uid+"/"+a.String(), fmt.Sprintf(`{"kind":"VirtualMachine","tenant":"lab","name":"old%d","uid":"u%d"}`, done, done)))
+					a = a.Next()
+				}
+				if _, err := env.Server.Etcd().Txn(ctx).Then(ops...).Commit(); err != nil {
+					b.Fatal(err)
+				}
+			}
+			// The first create reads the subnet's keys once.
+			if _, err := c.Create(ctx, nicVM("lab", "first", api.VMNIC{Network: "lan"})); err != nil {
+				b.Fatal(err)
+			}
+			b.ResetTimer()
+			for i := range b.N {
+				out, err := c.Create(ctx, nicVM("lab", fmt.Sprintf("vm%d", i), api.VMNIC{Network: "lan"}))
+				if err != nil {
+					b.Fatal(err)
+				}
+				if i == 0 {
+					if got := out.(*api.VirtualMachine).Status.Interfaces[0].IP; got != a.Next().String() {
+						b.Fatalf("got %s, want the lowest free %s", got, a.Next())
+					}
+				}
+			}
+		})
+	}
+}
