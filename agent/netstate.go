@@ -44,6 +44,8 @@ type netInputs struct {
 	// device for, the bridge of this host holding an address in the
 	// network's CIDR (foundExternalDevices), by name.
 	FoundDevices map[string]string
+	// SecurityGroups of every tenant (netsecgroups.go).
+	SecurityGroups []*api.SecurityGroup
 	// SSHKeys of every tenant, for the metadata service (netmeta.go).
 	SSHKeys []*api.SSHKey
 }
@@ -125,6 +127,8 @@ func hostNetState(in netInputs) netState {
 		k := s.Metadata.Tenant + "/" + s.Spec.Network
 		subnets[k] = append(subnets[k], s)
 	}
+	security := api.NewSecurityIndex(in.SecurityGroups, in.Networks)
+	groups := map[string][]netip.Addr{} // the address groups rules name
 	externals := map[string]*api.ExternalNetwork{}
 	for _, x := range in.ExternalNetworks {
 		if x.Metadata.DeletionTimestamp == nil {
@@ -259,6 +263,8 @@ func hostNetState(in netInputs) netState {
 		localIPs := map[netip.Addr]bool{}
 		for _, l := range nics {
 			port := dataplane.Port{Name: dataplane.PortName(portKey(l.vm.Metadata.UID, l.nic)), MAC: l.mac}
+			t := l.vm.Metadata.Tenant
+			port.Security = portSecurity(t, security.NIC(t, l.vm.Spec.NICs[l.nic].SecurityGroups), security, groups)
 			if localMACs[l.mac.String()] {
 				problem("VirtualMachine", vmKey(l.vm), "status.interfaces[%d].mac: %s is another NIC's on network %s", l.nic, l.mac, key)
 				continue
@@ -358,7 +364,7 @@ func hostNetState(in netInputs) netState {
 		// A last check of the network on its own, so that what the
 		// API lets through and the data plane refuses costs only this
 		// network.
-		one := dataplane.HostState{Underlay: in.Underlay, Networks: []dataplane.Network{dn}}
+		one := dataplane.HostState{Underlay: in.Underlay, Networks: []dataplane.Network{dn}, AddressGroups: addressGroups(groups)}
 		if err := one.Validate(); err != nil {
 			problem("Network", key, "cannot be carried: %v", err)
 			for _, l := range nics {
@@ -373,12 +379,13 @@ func hostNetState(in netInputs) netState {
 		}
 	}
 
+	out.State.AddressGroups = addressGroups(groups)
 	// What only the whole state can tell (two networks with one VNI, one
 	// external address twice): the later network goes.
 	if err := out.State.Validate(); err != nil {
 		var kept []dataplane.Network
 		for _, n := range out.State.Networks {
-			try := dataplane.HostState{Underlay: in.Underlay, Networks: append(slices.Clone(kept), n)}
+			try := dataplane.HostState{Underlay: in.Underlay, Networks: append(slices.Clone(kept), n), AddressGroups: out.State.AddressGroups}
 			if err := try.Validate(); err != nil {
 				var fe dataplane.FieldErrors
 				if errors.As(err, &fe) {

@@ -133,6 +133,9 @@ func (n *netController) inputs() netInputs {
 		in.SSHKeys = append(in.SSHKeys, o.(*api.SSHKey))
 	}
 	in.FoundDevices = foundExternalDevices(in.ExternalNetworks, in.ExternalDevices)
+	for _, o := range c.securityGroups.List() {
+		in.SecurityGroups = append(in.SecurityGroups, o.(*api.SecurityGroup))
+	}
 	for _, o := range c.hosts.List() {
 		h := o.(*api.Host)
 		if a, err := netip.ParseAddr(h.Spec.Address); err == nil {
@@ -293,6 +296,7 @@ func (a *Agent) wireNetwork() {
 	c.subnets.OnUpdate(kick)
 	c.floatingIPs.OnUpdate(kick)
 	c.externalNetworks.OnUpdate(kick)
+	c.securityGroups.OnUpdate(kick)
 	c.sshKeys.OnUpdate(kick)
 	c.hosts.OnUpdate(func(ch client.Change) {
 		if ch.Old == nil || ch.New == nil || ch.Old.(*api.Host).Spec.Address != ch.New.(*api.Host).Spec.Address {
@@ -311,6 +315,9 @@ func (a *Agent) wireNetwork() {
 func vmNetworking(vm *api.VirtualMachine) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "%s %s %d", vm.Spec.Host, vm.Metadata.UID, len(vm.Spec.NICs))
+	for _, nic := range vm.Spec.NICs {
+		fmt.Fprintf(&b, " %v", nic.SecurityGroups)
+	}
 	for _, i := range vm.Status.Interfaces {
 		fmt.Fprintf(&b, " %s/%s/%s/%s", i.Network, i.Subnet, i.IP, i.MAC)
 	}

@@ -66,7 +66,9 @@ becoming Ready). Without names, describe every object of the kind.`,
 					first = false
 					events, everr := eventsFor(ctx, c, obj)
 					allocs, aerr := allocationsOf(ctx, c, obj)
-					describe(g.out, t.kind, obj, describeExtra{allocations: allocs, allocationsErr: aerr, events: events, eventsErr: everr}, time.Now())
+					sec, serr := securityRulesOf(ctx, c, obj)
+					describe(g.out, t.kind, obj, describeExtra{allocations: allocs, allocationsErr: aerr, events: events, eventsErr: everr,
+						security: sec, securityErr: serr}, time.Now())
 				}
 			}
 			return nil
@@ -133,6 +135,9 @@ type describeExtra struct {
 	allocationsErr error
 	events         []*api.Event
 	eventsErr      error
+	// security is a VM's Security Rules table (describe_secgroups.go).
+	security    [][]string
+	securityErr error
 }
 
 func describe(w io.Writer, k *api.KindInfo, obj api.Object, x describeExtra, now time.Time) {
@@ -243,6 +248,14 @@ func describe(w io.Writer, k *api.KindInfo, obj api.Object, x describeExtra, now
 	case len(x.allocations) > 1:
 		fmt.Fprintln(w, "Allocations:")
 		writeIndentedTable(w, x.allocations)
+	}
+
+	switch {
+	case x.securityErr != nil:
+		field("Security Rules", fmt.Sprintf("<cannot list: %v>", x.securityErr))
+	case len(x.security) > 1:
+		fmt.Fprintln(w, "Security Rules:")
+		writeIndentedTable(w, x.security)
 	}
 
 	switch {

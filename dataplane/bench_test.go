@@ -19,8 +19,10 @@ func TestOneChangeCostsOneChange(t *testing.T) {
 	}
 	t.Logf("scratch %s (%d notifications), same %s, one port %s (%d notifications), full read %s",
 		res.Scratch, res.ScratchEvent, res.Same, res.OnePort, res.OnePortEvents, res.FullRead)
-	if res.OnePortEvents == 0 || res.OnePortEvents > 30 {
-		t.Errorf("adding one port made %d netlink notifications in the host namespace; want a few (the tap, its bridge port)", res.OnePortEvents)
+	// The port's anti-spoofing chain is a rule per check (about twenty,
+	// each a notification): still one port's worth, not the host's.
+	if res.OnePortEvents == 0 || res.OnePortEvents > 50 {
+		t.Errorf("adding one port made %d netlink notifications in the host namespace; want a few (the tap, its bridge port, its anti-spoofing chain)", res.OnePortEvents)
 	}
 	if res.Same > 20*time.Millisecond {
 		t.Errorf("applying the same state again took %s; it should read nothing", res.Same)

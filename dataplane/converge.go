@@ -578,10 +578,10 @@ func (c *converger) tables() error {
 		c.have.router.rules = c.want.router.rules
 	}
 	if !sameIDs(c.want.l2Rules, c.have.l2Rules) {
-		if err := writeL2(c.p.nft, c.n, c.p.ul.address); err != nil {
+		if err := writeL2(c.p.nft, c.n, c.p.ul.address, c.have.l2Rules); err != nil {
 			return err
 		}
-		c.logf("wrote chains %s and %s of nftables table %s", outChain(c.vni), inChain(c.vni), hostTable)
+		c.logf("wrote chains %s, %s and %d port chains of nftables table %s", outChain(c.vni), inChain(c.vni), len(c.n.Ports), hostTable)
 		c.have.l2Rules = c.want.l2Rules
 	}
 	return nil

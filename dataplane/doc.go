@@ -31,7 +31,11 @@
 //     and addresses on every host, forwarding between the subnets, and
 //     MetadataAddress (169.254.169.254/32), where the agent's metadata
 //     server listens (its DNS listens on the gateways). Guests reach it
-//     through their gateway, so only their own host's router answers.
+//     through their gateway (the agent's DHCP hands out a classless
+//     route), never on-link: ARP for it would cross the VXLAN device to
+//     every host's router, while the gateway's is answered by the
+//     guest's own host only, and only that host's router knows the
+//     guest.
 //   - With an external network: a second veth (hreVNI on the host's
 //     external bridge, "external" inside) with the host's external address
 //     for the network, a default route to the external gateway, SNAT, and
@@ -72,12 +76,48 @@
 // from the external network reaches a tenant address except through a
 // floating IP or as the answer to a connection from inside.
 //
+// # Anti-spoofing and security groups
+//
+// Every port has an anti-spoofing chain in hostTable (bridge family,
+// antispoof.go), always: a frame from a VM passes only with the port's
+// MAC, ARP only for its own addresses, IPv4 and IPv6 only from its own
+// addresses (and DHCP discovery from 0.0.0.0, its EUI-64 link-local
+// address, duplicate address detection), neighbour advertisements only
+// for its own addresses, and never a DHCP server's answer, a router
+// advertisement, a redirect, a VLAN tag or another ether type. What
+// identifies a VM to its peers, the DHCP server and the metadata
+// service is then sound.
+//
+// Security groups (secgroups.go) are enforced on the host the port is
+// on, where the bridge forwards, not in the router: two VMs of one
+// subnet on one host talk across the bridge and never reach the router,
+// and only the bridge sees all of a port's traffic (to the router, to
+// another tap, to and from the VXLAN device). Rules are stateful, which
+// needs connection tracking of bridged packets; the bridge family has
+// none on the kernels Hearth runs on (nf_conntrack_bridge is not
+// built), so each filtered network's bridge hands its IP packets to the
+// inet hooks (br_netfilter, per bridge: nf_call_iptables), where the
+// table hearth-sg tracks each network in a conntrack zone of its own
+// (tenants with the same addresses never share a connection), lets
+// established and related packets through first, and sends new ones
+// through the rules of the port they come from (by source MAC) and the
+// port they go to (by destination MAC): MACs are trustworthy because of
+// anti-spoofing; broadcast and multicast IP, which have no port's MAC,
+// are kept from filtered ports in hostTable, where the port is known.
+// Remote groups are nftables sets of addresses. The table
+// is rewritten whole in one transaction (one netlink message, however
+// many rules) when anything in it changes, before the networks converge,
+// so a new port's rules are in force before its link is up, and
+// conntrack entries outlive the rewrite: connections the new rules still
+// allow go on.
+//
 // # Names and ownership
 //
 // A Plane touches only what it can tell is Hearth's, by name: host links
 // hbrVNI, hvxVNI, hriVNI, hreVNI and ports named by PortName ("ht" and
 // 13 base32 characters), namespaces named NetnsPrefix+"router-"+VNI, and
-// the nftables tables hearth-host (host) and hearth-router (routers).
+// the nftables tables hearth-host and hearth-sg (host) and hearth-router
+// (routers).
 // naming.go makes every name and MAC. A new Plane on a host (the agent
 // restarted) reads what is there on its first Apply and changes only what
 // differs from the state, so running VMs see no flap; what is Hearth's

@@ -82,11 +82,43 @@ func TestSelfHealing(t *testing.T) {
 			return nil
 		}
 	}
+	s1Chain := "port-500-" + dataplane.PortName("s1")
+	s1Rules, err := countRules(h.Path(), "hearth-host", nftables.TableFamilyBridge, s1Chain)
+	if err != nil || s1Rules == 0 {
+		t.Fatalf("%s has %d rules (%v)", s1Chain, s1Rules, err)
+	}
 	for _, tc := range []struct {
 		name   string
 		break_ func() error
 		check  func() error
 	}{
+		{"anti-spoofing rule deleted",
+			func() error { return deleteFirstRule(h.Path(), "hearth-host", nftables.TableFamilyBridge, s1Chain) },
+			func() error {
+				n, err := countRules(h.Path(), "hearth-host", nftables.TableFamilyBridge, s1Chain)
+				if err != nil || n != s1Rules {
+					return fmt.Errorf("%s has %d rules (%v), want %d", s1Chain, n, err, s1Rules)
+				}
+				return nil
+			}},
+		{"security groups table deleted",
+			func() error {
+				return netns.DoPath(h.Path(), func() error {
+					conn, err := nftables.New()
+					if err != nil {
+						return err
+					}
+					conn.DelTable(&nftables.Table{Name: "hearth-sg", Family: nftables.TableFamilyINet})
+					return conn.Flush()
+				})
+			},
+			func() error {
+				n, err := countRules(h.Path(), "hearth-sg", nftables.TableFamilyINet, "zone")
+				if err != nil || n == 0 {
+					return fmt.Errorf("hearth-sg's zone chain has %d rules (%v)", n, err)
+				}
+				return nil
+			}},
 		{"vxlan device deleted",
 			func() error { _, err := h.IP("link", "del", "hvx500"); return err },
 			contains(h.Namespace, []string{"-d", "link", "show", "hvx500"}, "vxlan id 500")},
@@ -170,8 +202,8 @@ func TestSelfHealing(t *testing.T) {
 				if err != nil {
 					return err
 				}
-				if n != 8 {
-					return fmt.Errorf("hearth-host's own chains have %d rules, want 8", n)
+				if n != 10 {
+					return fmt.Errorf("hearth-host's own chains have %d rules, want 10", n)
 				}
 				return nil
 			}},

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 	"strings"
 
 	"github.com/google/nftables"
@@ -69,7 +70,7 @@ func hostRules() *nftTable {
 	for _, m := range []struct {
 		key expr.MetaKey
 		set string
-	}{{expr.MetaKeyOIFNAME, vxOutMap}, {expr.MetaKeyIIFNAME, vxInMap}} {
+	}{{expr.MetaKeyIIFNAME, portFromMap}, {expr.MetaKeyOIFNAME, portToMap}, {expr.MetaKeyOIFNAME, vxOutMap}, {expr.MetaKeyIIFNAME, vxInMap}} {
 		rules = append(rules, nftRule{chain: "forward", name: "dispatch-" + m.set, exprs: []expr.Any{
 			&expr.Meta{Key: m.key, Register: 1},
 			&expr.Lookup{SourceRegister: 1, SetName: m.set, IsDestRegSet: true, DestRegister: 0},
@@ -78,8 +79,16 @@ func hostRules() *nftTable {
 	return &nftTable{name: hostTable, family: nftables.TableFamilyBridge, chains: hostChains, rules: rules}
 }
 
+// hostMaps are hostTable's verdict maps: the VXLAN devices' and the
+// ports' (antispoof.go).
+var hostMaps = []string{vxOutMap, vxInMap, portFromMap, portToMap}
+
 func (t *nftTable) hostIDs() []string {
-	return append(t.ids(), "map:"+vxOutMap, "map:"+vxInMap)
+	ids := t.ids()
+	for _, m := range hostMaps {
+		ids = append(ids, "map:"+m)
+	}
+	return ids
 }
 
 // readHostTable returns the ids of hostTable's own chains, rules and
@@ -89,7 +98,7 @@ func readHostTable(c *nftables.Conn) ([]string, error) {
 	if err != nil || ids == nil {
 		return ids, err
 	}
-	for _, name := range []string{vxOutMap, vxInMap} {
+	for _, name := range hostMaps {
 		if _, err := c.GetSetByName(hostTableRef(), name); err == nil {
 			ids = append(ids, "map:"+name)
 		} else if !errors.Is(err, unix.ENOENT) {
@@ -107,7 +116,7 @@ func writeHostTable(c *nftables.Conn) error {
 	c.AddTable(tab)
 	c.DelTable(tab)
 	c.AddTable(tab)
-	for _, name := range []string{vxOutMap, vxInMap} {
+	for _, name := range hostMaps {
 		if err := c.AddSet(vxMap(name), nil); err != nil {
 			return err
 		}
@@ -124,7 +133,7 @@ func writeHostTable(c *nftables.Conn) error {
 func fixHostChains(c *nftables.Conn, have []string) error {
 	t := hostRules()
 	tab := hostTableRef()
-	for _, name := range []string{vxOutMap, vxInMap} {
+	for _, name := range hostMaps {
 		if !containsString(have, "map:"+name) {
 			if err := c.AddSet(vxMap(name), nil); err != nil {
 				return err
@@ -176,6 +185,9 @@ func inChain(vni uint32) string  { return "in-" + vniString(vni) }
 
 // netChainVNI parses a network chain's name.
 func netChainVNI(name string) (uint32, bool) {
+	if vni, ok := portChainVNI(name); ok {
+		return vni, true
+	}
 	for _, p := range []string{"out-", "in-"} {
 		if rest, ok := strings.CutPrefix(name, p); ok {
 			return parseVNI(rest)
@@ -234,30 +246,47 @@ func l2Rules(n *Network, underlay netip.Addr) *nftTable {
 		add(chain, "dhcp6", etherType(unix.ETH_P_IPV6), l4(unix.IPPROTO_UDP), transportRange(2, 2, 546, 547), dropIt)
 		add(chain, "rs-ra", etherType(unix.ETH_P_IPV6), l4(unix.IPPROTO_ICMPV6), transportRange(0, 1, 133, 134), dropIt)
 	}
-	return &nftTable{name: hostTable, family: nftables.TableFamilyBridge, chains: []nftChain{{name: out}, {name: in}}, rules: rules}
+	portChains, portRules := antiSpoofRules(n)
+	return &nftTable{name: hostTable, family: nftables.TableFamilyBridge,
+		chains: append([]nftChain{{name: out}, {name: in}}, portChains...), rules: append(rules, portRules...)}
 }
 
-// l2IDs are a network's l2 rule ids and its two map elements.
+// l2IDs are a network's l2 rule ids and its map elements: two for the
+// VXLAN device, one per port.
 func l2IDs(n *Network, underlay netip.Addr) []string {
 	vx := vxlanName(n.VNI)
-	return append(l2Rules(n, underlay).ids(), "map:"+vxOutMap+":"+vx+":"+outChain(n.VNI), "map:"+vxInMap+":"+vx+":"+inChain(n.VNI))
+	ids := append(l2Rules(n, underlay).ids(), "map:"+vxOutMap+":"+vx+":"+outChain(n.VNI), "map:"+vxInMap+":"+vx+":"+inChain(n.VNI))
+	for _, p := range n.Ports {
+		ids = append(ids, "map:"+portFromMap+":"+p.Name+":"+portChain(n.VNI, p.Name))
+	}
+	for _, p := range n.Ports {
+		if p.Security != nil {
+			ids = append(ids, "map:"+portToMap+":"+p.Name+":"+portInChain(n.VNI, p.Name))
+		}
+	}
+	return ids
 }
 
 // readL2 reads a network's chains and map elements in the form l2IDs
 // gives; nil when it has none of them.
 func readL2(c *nftables.Conn, vni uint32, maps map[string]map[string]string) ([]string, error) {
 	tab := hostTableRef()
+	names := []string{outChain(vni), inChain(vni)}
+	ports, err := listPortChains(c, vni)
+	if err != nil {
+		return nil, err
+	}
+	names = append(names, ports...)
 	var ids []string
-	for _, name := range []string{outChain(vni), inChain(vni)} {
+	var present []string
+	for _, name := range names {
 		if _, err := c.ListChain(tab, name); err != nil {
 			continue
 		}
 		ids = append(ids, "chain:"+name)
+		present = append(present, name)
 	}
-	for _, name := range []string{outChain(vni), inChain(vni)} {
-		if !containsString(ids, "chain:"+name) {
-			continue
-		}
+	for _, name := range present {
 		rules, err := c.GetRules(tab, &nftables.Chain{Name: name, Table: tab})
 		if err != nil {
 			return nil, fmt.Errorf("reading nftables chain %s: %w", name, err)
@@ -272,13 +301,51 @@ func readL2(c *nftables.Conn, vni uint32, maps map[string]map[string]string) ([]
 			ids = append(ids, "map:"+m+":"+vx+":"+chain)
 		}
 	}
+	for _, m := range portMaps {
+		for _, port := range portsOf(maps, m, vni) {
+			ids = append(ids, "map:"+m+":"+port+":"+maps[m][port])
+		}
+	}
 	return ids, nil
+}
+
+// listPortChains lists the port chains of a network in hostTable,
+// sorted (the order l2Rules makes them in).
+func listPortChains(c *nftables.Conn, vni uint32) ([]string, error) {
+	chains, err := c.ListChainsOfTableFamily(nftables.TableFamilyBridge)
+	if err != nil {
+		if errors.Is(err, unix.ENOENT) {
+			return nil, nil
+		}
+		return nil, fmt.Errorf("listing nftables chains: %w", err)
+	}
+	var out []string
+	for _, ch := range chains {
+		if ch.Table.Name == hostTable && strings.HasPrefix(ch.Name, portChainPrefix(vni)) {
+			out = append(out, ch.Name)
+		}
+	}
+	slices.Sort(out)
+	return out, nil
+}
+
+// portsOf lists the ports whose element in map m jumps to a chain of the
+// network, sorted.
+func portsOf(maps map[string]map[string]string, m string, vni uint32) []string {
+	var out []string
+	for port, chain := range maps[m] {
+		if strings.HasPrefix(chain, portChainPrefix(vni)) {
+			out = append(out, port)
+		}
+	}
+	slices.Sort(out)
+	return out
 }
 
 // readMaps reads the dispatch maps: map → device → chain jumped to.
 func readMaps(c *nftables.Conn) (map[string]map[string]string, error) {
 	out := map[string]map[string]string{}
-	for _, name := range []string{vxOutMap, vxInMap} {
+	for _, name := range hostMaps {
 		out[name] = map[string]string{}
 		elems, err := c.GetSetElements(vxMap(name))
 		if err != nil {
@@ -296,22 +363,97 @@ func readMaps(c *nftables.Conn) (map[string]map[string]string, error) {
 	return out, nil
 }
 
-// writeL2 replaces a network's chains and map elements in one
-// transaction.
-func writeL2(c *nftables.Conn, n *Network, underlay netip.Addr) error {
+// writeL2 makes a network's chains and map elements what l2Rules and
+// l2IDs say, in one transaction, touching only the chains and elements
+// that differ from have (what the network has in the table now, in the
+// form l2IDs gives): a port's change costs that port's chain.
+func writeL2(c *nftables.Conn, n *Network, underlay netip.Addr, have []string) error {
 	t := l2Rules(n, underlay)
 	tab := hostTableRef()
-	for _, ch := range t.chains {
-		c.AddChain(&nftables.Chain{Name: ch.name, Table: tab})
-		c.FlushChain(&nftables.Chain{Name: ch.name, Table: tab})
+	haveChains := map[string]bool{}
+	haveRules := map[string][]string{}
+	haveElems := map[string]bool{}
+	for _, id := range have {
+		switch {
+		case strings.HasPrefix(id, "chain:"):
+			haveChains[strings.TrimPrefix(id, "chain:")] = true
+		case strings.HasPrefix(id, "map:"):
+			haveElems[id] = true
+		default:
+			chain, _, _ := strings.Cut(id, "/")
+			haveRules[chain] = append(haveRules[chain], id)
+		}
 	}
-	addChainRules(c, tab, t)
+	wantElems := map[string]bool{}
+	for _, id := range l2IDs(n, underlay) {
+		if strings.HasPrefix(id, "map:") {
+			wantElems[id] = true
+		}
+	}
+	// Elements first: a chain still jumped to cannot be deleted.
+	for id := range haveElems {
+		if wantElems[id] {
+			continue
+		}
+		for _, m := range portMaps {
+			if rest, ok := strings.CutPrefix(id, "map:"+m+":"); ok {
+				port, _, _ := strings.Cut(rest, ":")
+				c.SetDeleteElements(vxMap(m), []nftables.SetElement{{Key: ifnameKey(port)}})
+			}
+		}
+	}
+	wantChains := map[string]bool{}
+	for _, ch := range t.chains {
+		wantChains[ch.name] = true
+	}
+	for name := range haveChains {
+		if !wantChains[name] && strings.HasPrefix(name, portChainPrefix(n.VNI)) {
+			ch := &nftables.Chain{Name: name, Table: tab}
+			c.FlushChain(ch)
+			c.DelChain(ch)
+		}
+	}
+	for _, ch := range t.chains {
+		var ids []string
+		for _, r := range t.rules {
+			if r.chain == ch.name {
+				ids = append(ids, r.id(t.family))
+			}
+		}
+		if haveChains[ch.name] && slices.Equal(ids, haveRules[ch.name]) {
+			continue
+		}
+		chain := &nftables.Chain{Name: ch.name, Table: tab}
+		c.AddChain(chain)
+		c.FlushChain(chain)
+		for _, r := range t.rules {
+			if r.chain == ch.name {
+				c.AddRule(&nftables.Rule{Table: tab, Chain: chain, Exprs: r.exprs, UserData: []byte(r.id(t.family))})
+			}
+		}
+	}
 	vx := ifnameKey(vxlanName(n.VNI))
-	for m, chain := range map[string]string{vxOutMap: outChain(n.VNI), vxInMap: inChain(n.VNI)} {
-		// The element for a device is always the same, so adding it
-		// again (without NLM_F_EXCL) is no error.
-		if err := c.SetAddElements(vxMap(m), []nftables.SetElement{{Key: vx, VerdictData: &expr.Verdict{Kind: expr.VerdictJump, Chain: chain}}}); err != nil {
+	elem := func(m, key string, keyBytes []byte, chain string) error {
+		if haveElems["map:"+m+":"+key+":"+chain] {
+			return nil
+		}
+		// Adding an element again (without NLM_F_EXCL) is no error.
+		return c.SetAddElements(vxMap(m), []nftables.SetElement{{Key: keyBytes, VerdictData: &expr.Verdict{Kind: expr.VerdictJump, Chain: chain}}})
+	}
+	if err := elem(vxOutMap, vxlanName(n.VNI), vx, outChain(n.VNI)); err != nil {
+		return err
+	}
+	if err := elem(vxInMap, vxlanName(n.VNI), vx, inChain(n.VNI)); err != nil {
+		return err
+	}
+	for _, p := range n.Ports {
+		if err := elem(portFromMap, p.Name, ifnameKey(p.Name), portChain(n.VNI, p.Name)); err != nil {
 			return err
+		}
+		if p.Security != nil {
+			if err := elem(portToMap, p.Name, ifnameKey(p.Name), portInChain(n.VNI, p.Name)); err != nil {
+				return err
+			}
 		}
 	}
 	if err := c.Flush(); err != nil {
@@ -346,7 +488,22 @@ func deleteL2(c *nftables.Conn, vni uint32) error {
 	for _, m := range []string{vxOutMap, vxInMap} {
 		try("map element "+m, func() { c.SetDeleteElements(vxMap(m), []nftables.SetElement{{Key: vx}}) })
 	}
-	for _, name := range []string{outChain(vni), inChain(vni)} {
+	if maps, err := readMaps(c); err == nil {
+		for _, m := range portMaps {
+			for _, port := range portsOf(maps, m, vni) {
+				try("map element "+m+" "+port, func() {
+					c.SetDeleteElements(vxMap(m), []nftables.SetElement{{Key: ifnameKey(port)}})
+				})
+			}
+		}
+	} else {
+		errs = append(errs, err)
+	}
+	ports, err := listPortChains(c, vni)
+	if err != nil {
+		errs = append(errs, err)
+	}
+	for _, name := range append([]string{outChain(vni), inChain(vni)}, ports...) {
 		try("chain "+name, func() {
 			ch := &nftables.Chain{Name: name, Table: tab}
 			c.FlushChain(ch)

@@ -34,6 +34,7 @@ type tvm struct {
 	mac  net.HardwareAddr
 	fip  netip.Addr // floating IP, if any
 	ns   *dataplanetest.Namespace
+	sec  *dataplane.PortSecurity // security groups' rules, if any
 }
 
 type tcluster struct {
@@ -42,6 +43,7 @@ type tcluster struct {
 	planes []*dataplane.Linux
 	nets   []*tnet
 	vms    []*tvm
+	groups []dataplane.AddressGroup
 }
 
 func requireRoot(t testing.TB) {
@@ -158,7 +160,7 @@ func (c *tcluster) externalAddr(n *tnet, host int) netip.Prefix {
 // state is what a host's Plane gets: the networks with a VM on the host.
 func (c *tcluster) state(host int) dataplane.HostState {
 	h := c.lab.Hosts[host]
-	s := dataplane.HostState{Underlay: h.DataplaneUnderlay()}
+	s := dataplane.HostState{Underlay: h.DataplaneUnderlay(), AddressGroups: c.groups}
 	for _, n := range c.nets {
 		onHost := map[int]bool{}
 		for _, vm := range c.vms {
@@ -185,7 +187,7 @@ func (c *tcluster) state(host int) dataplane.HostState {
 			if vm.host == host {
 				dn.Ports = append(dn.Ports, dataplane.Port{
 					Name: dataplane.PortName(vm.name), MAC: vm.mac, Addresses: []netip.Addr{vm.addr},
-					Veth: &dataplane.VethPeer{Netns: vm.ns.Path()},
+					Veth: &dataplane.VethPeer{Netns: vm.ns.Path()}, Security: vm.sec,
 				})
 				if vm.fip.IsValid() {
 					dn.FloatingIPs = append(dn.FloatingIPs, dataplane.FloatingIP{External: vm.fip, Internal: vm.addr})

@@ -111,6 +111,10 @@ type Linux struct {
 	portNet   map[string]uint32 // port link → VNI of its network
 	ifnames   map[int]string    // host ifindex → name, for events
 	evbuf     []byte            // for reading events, under mu
+	// sgKnown is hearth-sg's ids as last written (secgroups.go); sgDirty
+	// makes the next Apply read it.
+	sgKnown []string
+	sgDirty bool
 }
 
 type applied struct {
@@ -175,7 +179,7 @@ func New(cfg Config) (p *Linux, err error) {
 		if p.nl, err = netlink.NewHandle(unix.NETLINK_ROUTE); err != nil {
 			return err
 		}
-		p.nft, err = nftables.New(nftables.AsLasting())
+		p.nft, err = nftables.New(nftables.AsLasting(), nftables.WithSockOptions(largeSendBuffer))
 		return err
 	})
 	if err != nil {
@@ -297,6 +301,10 @@ func (p *Linux) Apply(ctx context.Context, s HostState) error {
 		errs = append(errs, err)
 		hostOK = false
 	}
+	sgErr := p.convergeSG(&state, full)
+	if sgErr != nil {
+		errs = append(errs, sgErr)
+	}
 	p.drain(touched)
 
 	for i := range state.Networks {
@@ -313,8 +321,18 @@ func (p *Linux) Apply(ctx context.Context, s HostState) error {
 		if !full && !p.dirty[n.VNI] && k != nil && reflect.DeepEqual(k.spec, *n) {
 			continue
 		}
+		if sgErr != nil && filtered(n) {
+			// Its ports' rules are not in force: better no port
+			// than an unfiltered one.
+			p.dirty[n.VNI] = true
+			errs = append(errs, &NetworkError{Network: n.Name, VNI: n.VNI, Err: errors.New("not converged: its security group rules could not be written")})
+			continue
+		}
 		touched[n.VNI] = true
 		model, err := p.convergeNetwork(n, k, full || p.dirty[n.VNI], links)
+		if err == nil && filtered(n) {
+			err = p.bridgeNetfilter(n.VNI)
+		}
 		p.drain(touched)
 		if err != nil {
 			p.dirty[n.VNI] = true
@@ -598,7 +616,7 @@ func (p *Linux) convergeHostTable(want, read bool) error {
 		p.hostDirty = true
 		return err
 	}
-	if want && (have == nil || !containsString(have, "map:"+vxOutMap) || !containsString(have, "map:"+vxInMap)) {
+	if want && (have == nil || slices.ContainsFunc(hostMaps, func(m string) bool { return !containsString(have, "map:"+m) })) {
 		for vni := range p.known {
 			p.dirty[vni] = true
 		}

@@ -20,6 +20,9 @@ type HostState struct {
 	Underlay Underlay
 	// Networks this host carries: the tenant networks with a VM here.
 	Networks []Network
+	// AddressGroups are the address sets security rules name (remote
+	// security groups): SecurityRule.Group is one of their names.
+	AddressGroups []AddressGroup
 }
 
 // Underlay is the host's link to the other hosts.
@@ -88,6 +91,10 @@ type Port struct {
 	// benchmarks use it for "VMs" that are namespaces: a tap carries no
 	// frames until a process holds it open.
 	Veth *VethPeer
+	// Security, when set, filters the port's traffic (its security
+	// groups; secgroups.go). Nil leaves it unfiltered: anti-spoofing
+	// applies to every port regardless.
+	Security *PortSecurity
 }
 
 // VethPeer is the far end of a veth port.
@@ -198,6 +205,7 @@ func (s *HostState) Validate() error {
 		}
 		es = append(es, n.validate(np, ua, ports, externals)...)
 	}
+	es = append(es, s.validateSecurity()...)
 	return es.err()
 }
 
@@ -460,6 +468,11 @@ func validLinkName(name string) string {
 // each network's MTU filled in from the underlay's.
 func (s *HostState) normalized(underlayMTU int) HostState {
 	out := HostState{Underlay: s.Underlay, Networks: make([]Network, len(s.Networks))}
+	out.AddressGroups = slices.Clone(s.AddressGroups)
+	for i := range out.AddressGroups {
+		out.AddressGroups[i].Addresses = sortedAddrs(out.AddressGroups[i].Addresses)
+	}
+	slices.SortFunc(out.AddressGroups, func(a, b AddressGroup) int { return strings.Compare(a.Name, b.Name) })
 	for i, n := range s.Networks {
 		out.Networks[i] = n.normalized(underlayMTU, s.Underlay.Address)
 	}
@@ -485,6 +498,10 @@ func (n Network) normalized(underlayMTU int, underlay netip.Addr) Network {
 				v.Name = "eth0"
 			}
 			p.Veth = &v
+		}
+		if p.Security != nil {
+			sec := PortSecurity{Ingress: slices.Clone(p.Security.Ingress), Egress: slices.Clone(p.Security.Egress)}
+			p.Security = &sec
 		}
 	}
 	slices.SortFunc(n.Ports, func(a, b Port) int { return strings.Compare(a.Name, b.Name) })

@@ -567,6 +567,14 @@ func (p *Linux) nftEvent(s *eventSock, m *syscall.NetlinkMessage, touched map[ui
 		}
 		return
 	}
+	if table == sgTable {
+		if !touched[0] && !p.sgDirty {
+			p.sgDirty = true
+			p.logf("dataplane: nftables table %s changed behind the Plane's back", sgTable)
+			p.signal()
+		}
+		return
+	}
 	if table != hostTable {
 		return
 	}
@@ -582,6 +590,8 @@ func (p *Linux) nftEvent(s *eventSock, m *syscall.NetlinkMessage, touched map[ui
 		for _, dev := range setElemKeys(attrs) {
 			if vni, kind, ok := ownedLink(dev); ok && kind == kindVXLAN {
 				p.markDirty(vni, touched, "nftables map element for "+dev+" changed")
+			} else if vni, ok := p.portNet[dev]; ok && kind == kindPort {
+				p.markDirty(vni, touched, "nftables map element for port "+dev+" changed")
 			}
 		}
 		return

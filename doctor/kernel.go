@@ -112,12 +112,16 @@ func tryNftables() Finding {
 // host's IP firewall: with br_netfilter loaded (Docker and Kubernetes load
 // it) and net.bridge.bridge-nf-call-iptables=1, frames crossing a bridge
 // go through the IPv4 FORWARD hook, and a FORWARD policy of drop (Docker
-// sets one) drops every frame between two VMs on a tenant network.
+// sets one) drops every frame between two VMs on a tenant network. The
+// bridges of networks with security groups go through it whatever the
+// sysctl says (the agent turns nf_call_iptables on for them: stateful
+// rules need the IP hooks' connection tracking), and without br_netfilter
+// security groups cannot be enforced at all.
 func bridgeNetfilter() []Finding {
 	call, err := os.ReadFile("/proc/sys/net/bridge/bridge-nf-call-iptables")
 	loaded := err == nil
 	var drops []string
-	if loaded && strings.TrimSpace(string(call)) == "1" {
+	if loaded {
 		drops = forwardDropChains()
 	}
 	return []Finding{judgeBridgeNetfilter(loaded, strings.TrimSpace(string(call)) == "1", drops)}
@@ -128,20 +132,28 @@ func bridgeNetfilter() []Finding {
 // and the forward chains whose policy is drop.
 func judgeBridgeNetfilter(loaded, callIPTables bool, dropChains []string) Finding {
 	f := Finding{Check: "bridge-netfilter", Condition: condBridgeFilter, Status: OK}
+	fix := "let Hearth's bridges forward: iptables -I FORWARD -i hbr+ -o hbr+ -j ACCEPT (with Docker: iptables -I DOCKER-USER -i hbr+ -o hbr+ -j ACCEPT), " +
+		"and the same for your external network's bridge"
 	switch {
 	case !loaded:
-		f.Message = "br_netfilter is not loaded: bridged tenant traffic does not meet the host's IP firewall"
-	case !callIPTables:
-		f.Message = "br_netfilter is loaded, but net.bridge.bridge-nf-call-iptables=0: bridged tenant traffic does not meet the host's IP firewall"
+		f.Status = Warn
+		f.Message = "br_netfilter is not loaded: security groups cannot be enforced (their rules are stateful, and bridged connections are tracked only through it), so networks whose NICs have security groups are not set up here"
+		f.Fix = "modprobe br_netfilter, and list it in /etc/modules-load.d/ to keep it"
+	case len(dropChains) == 0 && !callIPTables:
+		f.Message = "br_netfilter is loaded; bridged tenant traffic meets the host's IP firewall only on networks with security groups, and its forward chains accept it by default"
 	case len(dropChains) == 0:
 		f.Message = "br_netfilter hands bridged traffic to the host's IP firewall, whose forward chains accept it by default"
+	case !callIPTables:
+		f.Status = Warn
+		f.Message = fmt.Sprintf("the forward policy of %s is drop (Docker sets it), and the bridges of networks with security groups hand their traffic to it "+
+			"(net.bridge.bridge-nf-call-iptables=0 does not change that: Hearth turns it on for those bridges): traffic between their VMs would be dropped", strings.Join(dropChains, ", "))
+		f.Fix = fix
 	default:
 		f.Status = Warn
 		f.Message = fmt.Sprintf("br_netfilter is loaded with net.bridge.bridge-nf-call-iptables=1 and the forward policy of %s is drop (Docker sets it): "+
 			"traffic between VMs on a tenant network crosses a bridge and would be dropped", strings.Join(dropChains, ", "))
-		f.Fix = "let Hearth's bridges forward: iptables -I FORWARD -i hbr+ -o hbr+ -j ACCEPT (with Docker: iptables -I DOCKER-USER -i hbr+ -o hbr+ -j ACCEPT), " +
-			"and the same for your external network's bridge; or, if nothing on this host needs br_netfilter: sysctl -w net.bridge.bridge-nf-call-iptables=0 " +
-			"(and in /etc/sysctl.d/ to keep it)"
+		f.Fix = fix + "; or, if nothing on this host needs br_netfilter: sysctl -w net.bridge.bridge-nf-call-iptables=0 " +
+			"(and in /etc/sysctl.d/ to keep it), which leaves only the bridges of networks with security groups to the firewall"
 	}
 	return f
 }

@@ -31,6 +31,12 @@ type sandboxLab struct {
 
 func upSandbox(t *testing.T, hosts int) *sandboxLab {
 	t.Helper()
+	return upSandboxWith(t, hosts)
+}
+
+// upSandboxWith is upSandbox with more flags for `sandbox up`.
+func upSandboxWith(t *testing.T, hosts int, flags ...string) *sandboxLab {
+	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("the sandbox needs root (network namespaces); CI runs as root")
 	}
@@ -38,7 +44,7 @@ func upSandbox(t *testing.T, hosts int) *sandboxLab {
 		t.Skip("qemu-system-x86_64 is not installed; .ci/run installs it")
 	}
 	s := &sandboxLab{t: t, dir: t.TempDir(), prefix: fmt.Sprintf("hst%d", os.Getpid()%10000)}
-	s.up("--hosts", fmt.Sprint(hosts))
+	s.up(append([]string{"--hosts", fmt.Sprint(hosts)}, flags...)...)
 	return s
 }
 

@@ -75,6 +75,7 @@ const (
 	serverLog    = "server.log"
 	agentLog     = "agent.log"
 	guestSubdir  = "testguest"
+	debianSubdir = "debian"
 
 	// The provisioning network: the bridge in PREFIX-lan, the boot
 	// service's two links in PREFIX-boot, and their peers' name in
@@ -154,6 +155,13 @@ type Config struct {
 	// and testguest-initrd (file:// URLs the agents allow), so VMs can
 	// boot them by name.
 	TestGuest bool
+	// DebianImage builds the Debian image with Debian's cloud-init
+	// (testguest.BuildDebian: minutes and about 150 MB from the Debian
+	// mirror the first time, cached after), links its kernel, initramfs
+	// and disk to DIR/debian/ and makes them the shared Images
+	// debian-kernel, debian-initrd and debian-disk, so VMs can boot a
+	// real cloud image (examples/sandbox/cloudinit.yaml).
+	DebianImage bool
 	// ReadyTimeout bounds the wait for the server and every Host to be
 	// Ready.
 	ReadyTimeout time.Duration

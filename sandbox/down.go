@@ -169,6 +169,7 @@ func removeFiles(dir string, st *State) error {
 				case e.Name() == serverLog,
 					e.Name() == serverSubdir && exists(filepath.Join(p, "ca.crt")),
 					e.Name() == guestSubdir && (exists(filepath.Join(p, "vmlinuz")) || exists(filepath.Join(p, "initrd.img"))),
+					e.Name() == debianSubdir && exists(filepath.Join(p, "disk.qcow2")),
 					hostDirName.MatchString(e.Name()) && exists(filepath.Join(p, agentLog)),
 					e.Name() == bootSubdir && exists(filepath.Join(p, bootLog)),
 					e.Name() == routerSubdir && exists(filepath.Join(p, routerLog)),

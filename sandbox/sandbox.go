@@ -25,7 +25,8 @@ import (
 
 // Sandbox is a sandbox being built. Its steps run in this order: New,
 // BuildNetwork, StartServer, StartAgents, StartBootService,
-// BuildTestGuest, PublishTestGuest, WaitReady (Up runs them all). Each
+// BuildTestGuest, PublishTestGuest, BuildDebianImage, PublishDebianImage,
+// WaitReady (Up runs them all). Each
 // records what it made before going on, so Down can remove a sandbox
 // stopped at any step.
 type Sandbox struct {
@@ -63,6 +64,8 @@ func Up(ctx context.Context, cfg Config) (*Sandbox, error) {
 		{what: "starting the boot service", run: s.StartBootService, skip: !s.cfg.BootService},
 		{what: "building the test guest", run: s.BuildTestGuest, skip: !s.cfg.TestGuest},
 		{what: "making the test guest's shared images " + GuestKernelImage + " and " + GuestInitrdImage, run: s.PublishTestGuest, skip: !s.cfg.TestGuest},
+		{what: "building the Debian image with cloud-init (minutes the first time, from the Debian mirror; cached after)", run: s.BuildDebianImage, skip: !s.cfg.DebianImage},
+		{what: "making the Debian image's shared images " + DebianKernelImage + ", " + DebianInitrdImage + " and " + DebianDiskImage, run: s.PublishDebianImage, skip: !s.cfg.DebianImage},
 		{what: "waiting for every host to be Ready", run: s.WaitReady},
 	}
 	for _, step := range steps {
@@ -297,10 +300,14 @@ func (s *Sandbox) dialFrom(netnsName, addr string) error {
 // fileDirs are the directories whose files the sandbox's shared Images
 // and profiles name (file://): the test guest's, when it builds one.
 func (s *Sandbox) fileDirs() []string {
-	if !s.cfg.TestGuest {
-		return nil
+	var dirs []string
+	if s.cfg.TestGuest {
+		dirs = append(dirs, filepath.Join(s.cfg.Dir, guestSubdir))
 	}
-	return []string{filepath.Join(s.cfg.Dir, guestSubdir)}
+	if s.cfg.DebianImage {
+		dirs = append(dirs, filepath.Join(s.cfg.Dir, debianSubdir))
+	}
+	return dirs
 }
 
 // The shared Images of the test guest, which VMs boot by name
@@ -350,7 +357,7 @@ func (s *Sandbox) PublishTestGuest(ctx context.Context) error {
 		return err
 	}
 	for name, path := range map[string]string{GuestKernelImage: g.Kernel, GuestInitrdImage: g.Initrd} {
-		if err := sharedFileImage(ctx, c, name, path); err != nil {
+		if err := sharedFileImage(ctx, c, name, path, api.FormatRaw, "the sandbox's test guest"); err != nil {
 			return err
 		}
 	}
@@ -359,15 +366,15 @@ func (s *Sandbox) PublishTestGuest(ctx context.Context) error {
 }
 
 // sharedFileImage makes (or, for a rebuilt file, replaces) the shared
-// Image name of the file at path.
-func sharedFileImage(ctx context.Context, c *client.Client, name, path string) error {
+// Image name of the file at path, in format, described as what.
+func sharedFileImage(ctx context.Context, c *client.Client, name, path, format, what string) error {
 	sum, err := fileChecksum(path)
 	if err != nil {
 		return err
 	}
 	img := &api.Image{TypeMeta: api.TypeMeta{APIVersion: api.APIVersion, Kind: "Image"},
 		Metadata: api.ObjectMeta{Name: name, Labels: map[string]string{"hearth.dev/sandbox": "testguest"}},
-		Spec: api.ImageSpec{Description: "the sandbox's test guest (" + filepath.Base(path) + ")", Format: api.FormatRaw,
+		Spec: api.ImageSpec{Description: what + " (" + filepath.Base(path) + ")", Format: format,
 			Source: api.ImageSource{URL: "file://" + path, Checksum: sum}}}
 	if o, err := c.Get(ctx, "Image", "", name); err == nil {
 		if o.(*api.Image).Spec.Source == img.Spec.Source {
@@ -490,6 +497,10 @@ func (s *Sandbox) PrintSummary(w io.Writer) {
 	}
 	if g := s.State.TestGuest; g != nil {
 		fmt.Fprintf(w, "# test guest  shared images %s, %s (file://%s)\n", g.KernelImage, g.InitrdImage, filepath.Dir(g.Kernel))
+	}
+	if d := s.State.DebianImage; d != nil {
+		fmt.Fprintf(w, "# Debian image with cloud-init  shared images %s, %s, %s (file://%s); boot it with cmdline %q\n",
+			d.KernelImage, d.InitrdImage, d.DiskImage, filepath.Dir(d.Disk), DebianCmdline)
 	}
 	fmt.Fprintf(w, "# a shell on %s: hearth sandbox exec-in %s -- bash;  tear down: %s\n", s.State.Hosts[0].Name, s.State.Hosts[0].Netns, s.downCommand())
 	fmt.Fprintf(w, "export HEARTH_CONFIG=%s\n", s.State.AdminConfig)

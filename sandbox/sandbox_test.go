@@ -1013,6 +1013,60 @@ func TestBuildTestGuest(t *testing.T) {
 	}
 }
 
+// TestBuildDebianImage: the Debian image with cloud-init is linked into
+// DIR/debian, where the agents may read it; down removes the sandbox's
+// links, whether it finds its record or not, and the build cache keeps
+// its own files.
+func TestBuildDebianImage(t *testing.T) {
+	if testing.Short() {
+		t.Skip("may build the Debian image from Debian packages (minutes)")
+	}
+	if _, err := exec.LookPath("mmdebstrap"); err != nil {
+		t.Skip("mmdebstrap is not installed (scripts/deps.sh test installs it): it builds the Debian image")
+	}
+	for _, record := range []bool{true, false} {
+		t.Run(fmt.Sprintf("record=%v", record), func(t *testing.T) {
+			cfg := testConfig(t)
+			cfg.DebianImage = true
+			s, err := sandbox.New(cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { sandbox.Down(context.Background(), cfg) })
+			if err := s.BuildDebianImage(context.Background()); err != nil {
+				t.Fatalf("BuildDebianImage: %v", err)
+			}
+			d := s.State.DebianImage
+			dir := filepath.Join(cfg.Dir, "debian")
+			want := &sandbox.DebianImage{Kernel: filepath.Join(dir, "vmlinuz"), Initrd: filepath.Join(dir, "initrd.img"), Disk: filepath.Join(dir, "disk.qcow2")}
+			if d == nil || *d != *want {
+				t.Fatalf("Debian image: got %+v, want %+v", d, want)
+			}
+			for _, p := range []string{d.Kernel, d.Initrd, d.Disk} {
+				if st, err := os.Stat(p); err != nil || st.Size() == 0 {
+					t.Errorf("%s: %v, want a file", p, err)
+				}
+			}
+			if !record {
+				os.Remove(filepath.Join(cfg.Dir, "sandbox.json"))
+			}
+			down(t, cfg)
+			if _, err := os.Stat(dir); !errors.Is(err, os.ErrNotExist) {
+				t.Errorf("%s after down: %v, want it gone", dir, err)
+			}
+			cache, err := testguest.BuildDebian(context.Background(), "")
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, p := range []string{cache.Kernel, cache.Initrd, cache.Disk} {
+				if _, err := os.Stat(p); err != nil {
+					t.Errorf("the build cache after down: %v", err)
+				}
+			}
+		})
+	}
+}
+
 // dhcpRequest is what a test reads from a DHCP client's packet.
 type dhcpRequest struct {
 	mac     string

@@ -41,6 +41,8 @@ type State struct {
 	// TestGuest is the test guest's kernel and initrd, and their shared
 	// Images.
 	TestGuest *Guest `json:"testGuest,omitempty"`
+	// DebianImage is the Debian image's files and their shared Images.
+	DebianImage *DebianImage `json:"debianImage,omitempty"`
 	// Provisioning is the network machines network-boot on, with its
 	// boot service; Machines are the machines on it.
 	Provisioning *Provisioning `json:"provisioning,omitempty"`
@@ -164,6 +166,17 @@ type Guest struct {
 	Initrd      string `json:"initrd"`
 	KernelImage string `json:"kernelImage,omitempty"`
 	InitrdImage string `json:"initrdImage,omitempty"`
+}
+
+// DebianImage is the Debian image with cloud-init: its kernel, initramfs
+// and root disk (qcow2), and the shared Images of each ("" until made).
+type DebianImage struct {
+	Kernel      string `json:"kernel"`
+	Initrd      string `json:"initrd"`
+	Disk        string `json:"disk"`
+	KernelImage string `json:"kernelImage,omitempty"`
+	InitrdImage string `json:"initrdImage,omitempty"`
+	DiskImage   string `json:"diskImage,omitempty"`
 }
 
 // Process is a daemon the sandbox started.

@@ -96,6 +96,9 @@ func PrintStatus(ctx context.Context, w io.Writer, dir string) error {
 	if g := st.TestGuest; g != nil {
 		fmt.Fprintf(tw, "test guest\t%s, %s\tfile://%s file://%s\n", g.KernelImage, g.InitrdImage, g.Kernel, g.Initrd)
 	}
+	if d := st.DebianImage; d != nil {
+		fmt.Fprintf(tw, "Debian image\t%s, %s, %s\tfile://%s file://%s file://%s\n", d.KernelImage, d.InitrdImage, d.DiskImage, d.Kernel, d.Initrd, d.Disk)
+	}
 	return tw.Flush()
 }
 

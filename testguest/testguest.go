@@ -113,18 +113,9 @@ const recipeVersion = "1"
 // renamed into place whole. A changed recipe (init script, module list)
 // builds into a new directory beside the old one.
 func Build(ctx context.Context, cacheDir string) (Guest, error) {
-	if cacheDir == "" {
-		cacheDir = os.Getenv("HEARTH_TESTGUEST_DIR")
-	}
-	if cacheDir == "" {
-		base, err := os.UserCacheDir()
-		if err != nil {
-			return Guest{}, fmt.Errorf("test guest: no cache directory (set HEARTH_TESTGUEST_DIR): %w", err)
-		}
-		cacheDir = filepath.Join(base, "hearth", "testguest")
-	}
-	if err := os.MkdirAll(cacheDir, 0o755); err != nil {
-		return Guest{}, fmt.Errorf("test guest: %w", err)
+	cacheDir, err := guestCacheDir(cacheDir)
+	if err != nil {
+		return Guest{}, err
 	}
 	id, err := recipeID()
 	if err != nil {
@@ -426,13 +417,18 @@ func run(ctx context.Context, dir, name string, args ...string) (string, error) 
 // Markers may follow other output on a line (a kernel message the console
 // interleaved), and serial line endings (\r\n) are fine.
 func ParseMarkers(consoleLog string) map[string][]string {
+	return parseMarkers(consoleLog, Marker)
+}
+
+// parseMarkers reads "MARKER key=value" lines (see ParseMarkers).
+func parseMarkers(consoleLog, marker string) map[string][]string {
 	m := map[string][]string{}
 	for _, line := range strings.Split(consoleLog, "\n") {
-		i := strings.Index(line, Marker+" ")
+		i := strings.Index(line, marker+" ")
 		if i < 0 {
 			continue
 		}
-		rest := strings.TrimRight(line[i+len(Marker)+1:], "\r \t")
+		rest := strings.TrimRight(line[i+len(marker)+1:], "\r \t")
 		if rest == "" {
 			continue
 		}

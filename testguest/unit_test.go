@@ -3,6 +3,7 @@ package testguest
 import (
 	"bytes"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -240,5 +241,51 @@ func TestWriteCPIO(t *testing.T) {
 func TestModuleDependsRejectsNonELF(t *testing.T) {
 	if _, err := moduleDepends([]byte("not elf")); err == nil {
 		t.Error("moduleDepends(garbage): got no error")
+	}
+}
+
+// TestParseCloudInitMarkers: the Debian image's report lines, with the
+// busybox guest's markers and cloud-init's own console lines beside them.
+func TestParseCloudInitMarkers(t *testing.T) {
+	log := "[  145.6] cloud-init[376]: Cloud-init v. 22.4.2 finished\r\n" +
+		"HEARTH-GUEST hostname=busybox\r\n" +
+		"HEARTH-CLOUDINIT status=status: done\r\n" +
+		"HEARTH-CLOUDINIT status=detail:\r\n" +
+		"HEARTH-CLOUDINIT status-exit=0\r\n" +
+		"HEARTH-CLOUDINIT ssh-key=/home/debian/.ssh/authorized_keys ssh-ed25519 AAAA a@b\r\n" +
+		"HEARTH-CLOUDINIT ip=hearth0 10.20.1.10/24\r\n" +
+		"HEARTH-CLOUDINIT done\r\n"
+	got := ParseCloudInitMarkers(log)
+	want := map[string][]string{
+		"status":      {"status: done", "detail:"},
+		"status-exit": {"0"},
+		"ssh-key":     {"/home/debian/.ssh/authorized_keys ssh-ed25519 AAAA a@b"},
+		"ip":          {"hearth0 10.20.1.10/24"},
+		"done":        {""},
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("ParseCloudInitMarkers = %q, want %q", got, want)
+	}
+}
+
+// TestDebianRecipe: the recipe names a package list, and its hash, which
+// names the cached image, is the same on every call.
+func TestDebianRecipe(t *testing.T) {
+	pkgs, err := debianPackages()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"cloud-init", "linux-image-cloud-amd64", "systemd-sysv"} {
+		if !slices.Contains(pkgs, want) {
+			t.Errorf("packages %q lack %s", pkgs, want)
+		}
+	}
+	a, err := debianRecipeID()
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := debianRecipeID()
+	if a != b || len(a) != 16 {
+		t.Errorf("recipe IDs %q and %q, want one 16-digit hash", a, b)
 	}
 }

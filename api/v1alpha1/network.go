@@ -59,6 +59,10 @@ type NetworkPort struct {
 	MAC string `json:"mac"`
 	// IPs are the NIC's addresses.
 	IPs []string `json:"ips,omitempty"`
+	// SecurityGroups are the NIC's (spec.nics[i].securityGroups of its
+	// VM): every host learns from them which addresses a remote group
+	// has.
+	SecurityGroups []string `json:"securityGroups,omitempty"`
 }
 
 // NetworkRouter is the network's router on one host. Every host that
@@ -97,6 +101,9 @@ func (s *NetworkStatus) Validate(path string) FieldErrors {
 		for j, ip := range p.IPs {
 			_, e := ValidateIP(fmt.Sprintf("%s.ips[%d]", pp, j), ip)
 			es = append(es, e...)
+		}
+		for j, g := range p.SecurityGroups {
+			es = append(es, ValidateName(fmt.Sprintf("%s.securityGroups[%d]", pp, j), g)...)
 		}
 	}
 	for i, r := range s.Routers {

@@ -140,7 +140,11 @@ func (c *Networks) vmChanged(key string, obj api.Object) {
 			nets = append(nets, t+"/"+ifc.Network)
 			subnets = append(subnets, t+"/"+ifc.Subnet)
 		}
-		what = fmt.Sprintf("%s|%v|%t", vm.Spec.Host, vm.Status.Interfaces, vm.Metadata.DeletionTimestamp != nil)
+		var groups [][]string
+		for _, nic := range vm.Spec.NICs {
+			groups = append(groups, nic.SecurityGroups)
+		}
+		what = fmt.Sprintf("%s|%v|%t|%v", vm.Spec.Host, vm.Status.Interfaces, vm.Metadata.DeletionTimestamp != nil, groups)
 	}
 	if !c.changed("vm:"+key, what) {
 		return // an agent's status write: nothing here depends on it
@@ -273,6 +277,9 @@ func (c *Networks) reconcileNetwork(ctx context.Context, key string) (reconcile.
 				continue
 			}
 			p := api.NetworkPort{VM: vm.Metadata.Name, NIC: i, Host: vm.Spec.Host, MAC: ifc.MAC}
+			if i < len(vm.Spec.NICs) {
+				p.SecurityGroups = slices.Clone(vm.Spec.NICs[i].SecurityGroups)
+			}
 			if ifc.IP != "" {
 				p.IPs = []string{ifc.IP}
 			}
