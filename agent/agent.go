@@ -294,6 +294,7 @@ func run(ctx context.Context, cfg Config) error {
 	a.wire()
 	a.cache.run(ctx)
 	go a.mon.run(ctx)
+	go a.pools.reportUsage(ctx)
 	errc := make(chan error, 4)
 	go func() { errc <- a.heartbeat(ctx) }()
 	go func() { errc <- a.vms.run(ctx) }()

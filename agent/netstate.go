@@ -72,6 +72,10 @@ type netState struct {
 	Subnets map[uint32][]dhcpSubnet
 	// Problems found, sorted; the objects they name are left out.
 	Problems []netProblem
+	// IPv6 is, by VNI, what each network's router advertises to its
+	// local NICs and serves by DHCPv6 (netra.go); only networks with an
+	// IPv6 subnet have an entry.
+	IPv6 map[uint32]*raNetwork
 }
 
 // dhcpSubnet is one subnet's DHCP service in a network's router.
@@ -143,6 +147,7 @@ func hostNetState(in netInputs) netState {
 		ifc api.VMInterfaceStatus
 		mac net.HardwareAddr
 		ip  netip.Addr
+		ip6 netip.Addr // the second address of a dual-stack NIC
 	}
 	local := map[string][]localNIC{}
 	vms := slices.Clone(in.VMs)
@@ -162,8 +167,9 @@ func hostNetState(in netInputs) netState {
 				continue
 			}
 			ip, _ := netip.ParseAddr(ifc.IP)
+			ip6, _ := netip.ParseAddr(ifc.IPv6)
 			k := vm.Metadata.Tenant + "/" + ifc.Network
-			local[k] = append(local[k], localNIC{vm: vm, nic: i, ifc: ifc, mac: mac, ip: ip.Unmap()})
+			local[k] = append(local[k], localNIC{vm: vm, nic: i, ifc: ifc, mac: mac, ip: ip.Unmap(), ip6: ip6})
 		}
 	}
 
@@ -202,6 +208,7 @@ func hostNetState(in netInputs) netState {
 		sns := slices.Clone(subnets[key])
 		slices.SortFunc(sns, func(a, b *api.Subnet) int { return cmp.Compare(a.Metadata.Name, b.Metadata.Name) })
 		var dhcps []dhcpSubnet
+		ra6 := &raNetwork{MTU: n.Spec.MTU, Domain: n.Spec.DNSDomain, Ports: map[string]raPort{}}
 		for _, s := range sns {
 			sk := s.Metadata.Tenant + "/" + s.Metadata.Name
 			p, err := netip.ParsePrefix(s.Spec.CIDR)
@@ -226,6 +233,9 @@ func hostNetState(in netInputs) netState {
 				continue
 			}
 			dn.Subnets = append(dn.Subnets, sub)
+			if sub.CIDR.Addr().Is6() {
+				ra6.addSubnet(s, sub)
+			}
 			if !s.Spec.DHCP.Disabled && sub.CIDR.Addr().Is4() {
 				d := dhcpSubnet{Key: sk, CIDR: sub.CIDR, Gateway: sub.Gateway, MTU: n.Spec.MTU, Domain: networkDomain(n),
 					Lease: s.Spec.DHCP.LeaseSeconds, Leases: map[string]netip.Addr{}}
@@ -284,6 +294,18 @@ func hostNetState(in netInputs) netState {
 						dhcps[i].Leases[l.mac.String()] = l.ip
 					}
 				}
+				ra6.addPort(l.mac, l.ip)
+			}
+			switch {
+			case !l.ip6.IsValid():
+			case !l.ip6.Is6() || !usable(l.ip6):
+				problem("VirtualMachine", vmKey(l.vm), "status.interfaces[%d].ipv6: %s is in no IPv6 subnet of network %s this host knows", l.nic, l.ip6, key)
+			case localIPs[l.ip6]:
+				problem("VirtualMachine", vmKey(l.vm), "status.interfaces[%d].ipv6: %s is another NIC's on network %s", l.nic, l.ip6, key)
+			default:
+				localIPs[l.ip6] = true
+				port.Addresses = append(port.Addresses, l.ip6)
+				ra6.addPort(l.mac, l.ip6)
 			}
 			dn.Ports = append(dn.Ports, port)
 			out.Ports[vmKey(l.vm)][l.nic] = port.Name
@@ -352,7 +374,7 @@ func hostNetState(in netInputs) netState {
 						problem("FloatingIP", fk, "is on external network %s, but network %s routes to %s", f.Spec.ExternalNetwork, key, n.Spec.ExternalNetwork)
 					case err1 != nil || !dn.External.Address.Contains(ext.Unmap()):
 						problem("FloatingIP", fk, "status.address: %q is not in external network %s", f.Status.Address, n.Spec.ExternalNetwork)
-					case err2 != nil || internal.Unmap() != l.ip || !localIPs[l.ip]:
+					case err2 != nil || internal.Unmap() != l.ip || !localIPs[l.ip] || !l.ip.Is4():
 						problem("FloatingIP", fk, "status.targetIP: %q is not the address of VM %s nics[%d]", f.Status.TargetIP, vmKey(l.vm), l.nic)
 					default:
 						dn.FloatingIPs = append(dn.FloatingIPs, dataplane.FloatingIP{External: ext.Unmap(), Internal: internal.Unmap()})
@@ -377,6 +399,12 @@ func hostNetState(in netInputs) netState {
 		if len(dhcps) > 0 {
 			out.Subnets[vni] = dhcps
 		}
+		if len(ra6.Subnets) > 0 {
+			if out.IPv6 == nil {
+				out.IPv6 = map[uint32]*raNetwork{}
+			}
+			out.IPv6[vni] = ra6
+		}
 	}
 
 	out.State.AddressGroups = addressGroups(groups)
@@ -393,6 +421,7 @@ func hostNetState(in netInputs) netState {
 				}
 				delete(out.VNIs, n.Name)
 				delete(out.Subnets, n.VNI)
+				delete(out.IPv6, n.VNI)
 				for _, p := range n.Ports {
 					for _, names := range out.Ports {
 						for i := range names {

@@ -34,6 +34,7 @@ type netController struct {
 	plane dataplane.Plane
 	kick  chan struct{}
 	dhcp  *dhcpServers
+	ra    *raServers
 	// services are each network's DNS and metadata servers (netservices.go).
 	services *routerServices
 
@@ -59,7 +60,7 @@ const netResync = 10 * time.Second
 const netDebounce = 50 * time.Millisecond
 
 func newNetController(a *Agent, plane dataplane.Plane) *netController {
-	return &netController{a: a, plane: plane, kick: make(chan struct{}, 1), dhcp: newDHCPServers(plane), services: newRouterServices(plane),
+	return &netController{a: a, plane: plane, kick: make(chan struct{}, 1), dhcp: newDHCPServers(plane), ra: newRAServers(plane), services: newRouterServices(plane),
 		ready: map[string]bool{}, vmPorts: map[string][]string{}, report: newNetReport()}
 }
 
@@ -76,6 +77,7 @@ func (n *netController) run(ctx context.Context) error {
 		return nil
 	}
 	defer n.dhcp.stopAll()
+	defer n.ra.stopAll()
 	defer n.services.stopAll()
 	t := time.NewTicker(netResync)
 	defer t.Stop()
@@ -207,6 +209,7 @@ func (n *netController) apply(ctx context.Context) bool {
 	for key, err := range n.dhcp.sync(ctx, st, failed) {
 		issues = append(issues, netIssue{api.NetworkDHCPFailed, fmt.Sprintf("subnet %s: its DHCP server cannot start: %v", key, err)})
 	}
+	n.ra.sync(ctx, st, failed)
 	n.say(ctx, issues)
 	return err == nil
 }

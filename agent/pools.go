@@ -31,6 +31,9 @@ type poolDrivers struct {
 
 	mu      sync.Mutex
 	drivers map[string]poolDriver // pool name → its driver
+	// usageKick asks reportUsage to read the pools now: a pool changed,
+	// or the host began to use one (poolusage.go).
+	usageKick chan struct{}
 }
 
 // poolDriver is a pool's driver and the version of the pool it was made
@@ -41,7 +44,7 @@ type poolDriver struct {
 }
 
 func newPoolDrivers(a *Agent) *poolDrivers {
-	return &poolDrivers{a: a, drivers: map[string]poolDriver{}}
+	return &poolDrivers{a: a, drivers: map[string]poolDriver{}, usageKick: make(chan struct{}, 1)}
 }
 
 // pool returns a StoragePool from the cache, or a wait error that says
@@ -108,8 +111,12 @@ func (p *poolDrivers) driver(ctx context.Context, pool *api.StoragePool) (storag
 		return nil, fmt.Errorf("storage pool %s: %w", name, err)
 	}
 	p.mu.Lock()
+	_, had := p.drivers[name]
 	p.drivers[name] = poolDriver{version: pool.Metadata.ResourceVersion, d: d}
 	p.mu.Unlock()
+	if !had {
+		p.kickUsage()
+	}
 	return d, nil
 }
 

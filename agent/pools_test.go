@@ -112,13 +112,14 @@ func bootDiskImage(t *testing.T, l *lab, dir string) {
 const markerOffset = 48 << 20
 
 // markerScript is the guest's user-data: print what is at markerOffset,
-// then write token there and flush it to the disk.
+// then write token there and flush it to the disk (fsync: a flush QEMU
+// passes on, so the token is in the pool even if QEMU dies next).
 func markerScript(token string) string {
 	sector := markerOffset / 512
 	return fmt.Sprintf(`#!/bin/sh
 have=$(dd if=/dev/vda bs=512 skip=%[1]d count=1 2>/dev/null | tr -d '\000' | head -c 64)
 echo "HEARTH-GUEST disk-marker=${have:-none}"
-printf '%%s' '%[2]s' | dd of=/dev/vda bs=512 seek=%[1]d conv=notrunc,sync 2>/dev/null
+printf '%%s' '%[2]s' | dd of=/dev/vda bs=512 seek=%[1]d conv=notrunc,sync,fsync 2>/dev/null
 sync
 echo 3 >/proc/sys/vm/drop_caches
 again=$(dd if=/dev/vda bs=512 skip=%[1]d count=1 2>/dev/null | tr -d '\000' | head -c 64)

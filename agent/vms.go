@@ -348,6 +348,9 @@ func (v *vmController) start(ctx context.Context, vm *api.VirtualMachine, dir st
 		}
 	}
 	spec, err := v.a.prepare(ctx, vm, dir)
+	if err == nil {
+		err = v.fenceDisks(ctx, vm)
+	}
 	if err != nil {
 		f := classify(err)
 		s.Failure = &f

@@ -58,8 +58,11 @@ type ScaleConfig struct {
 	// Binary is the hearth binary the servers run (default this one).
 	Binary string
 	// Dir is the work directory (default a temporary one, removed after).
-	Dir     string
-	Timeout time.Duration
+	Dir string
+	// ServerCPUProfile, when set, is where each server writes a CPU
+	// profile of its whole run (NAME.pprof in this directory).
+	ServerCPUProfile string
+	Timeout          time.Duration
 	// Logf, if set, hears progress as it happens.
 	Logf func(format string, args ...any)
 }
@@ -229,7 +232,7 @@ func (r *scaleRun) run(ctx context.Context) error {
 	r.logf("starting %d server(s) from %s in %s", cfg.Servers, cfg.Binary, cfg.Dir)
 	var err error
 	// Agents hold about six connections each (four watches, writes).
-	r.servers, err = startServers(ctx, cfg.Binary, cfg.Dir, cfg.Servers, 8*cfg.Hosts+1024)
+	r.servers, err = startServers(ctx, cfg.Binary, cfg.Dir, cfg.Servers, 8*cfg.Hosts+1024, cfg.ServerCPUProfile)
 	if err != nil {
 		return err
 	}

@@ -31,7 +31,7 @@ type serverProc struct {
 
 // startServers starts n servers (one, or three as an HA control plane
 // with a CA from `hearth server ca create`) and waits until each answers.
-func startServers(ctx context.Context, bin, dir string, n, maxConns int) ([]*serverProc, error) {
+func startServers(ctx context.Context, bin, dir string, n, maxConns int, profileDir string) ([]*serverProc, error) {
 	var caArgs []string
 	if n > 1 {
 		caDir := filepath.Join(dir, "ca")
@@ -67,6 +67,9 @@ func startServers(ctx context.Context, bin, dir string, n, maxConns int) ([]*ser
 		}
 		args := []string{"server", "--data-dir", p.dir, "--listen", fmt.Sprintf("127.0.0.1:%d", apis[i]),
 			"--etcd-name", m.name, "--etcd-peer-url", m.peer, "--max-connections", strconv.Itoa(maxConns)}
+		if profileDir != "" {
+			args = append(args, "--cpuprofile", filepath.Join(profileDir, m.name+".pprof"))
+		}
 		if n > 1 {
 			args = append(args, "--etcd-initial-cluster", strings.Join(cluster, ","))
 			args = append(args, caArgs...)

@@ -23,14 +23,19 @@ func allocationsOf(ctx context.Context, c *client.Client, obj api.Object) ([][]s
 	case *api.VirtualMachine:
 		for i, ifc := range o.Status.Interfaces {
 			rows = append(rows, []string{fmt.Sprintf("nics[%d] on %s/%s", i, ifc.Network, ifc.Subnet), ifc.IP, ifc.MAC, o.Spec.Host})
+			if ifc.IPv6 != "" {
+				rows = append(rows, []string{fmt.Sprintf("nics[%d] on %s/%s", i, ifc.Network, ifc.IPv6Subnet), ifc.IPv6, ifc.MAC, o.Spec.Host})
+			}
 		}
 	case *api.Network:
 		for _, p := range o.Status.Ports {
-			ip := ""
-			if len(p.IPs) > 0 {
-				ip = p.IPs[0]
+			ips := p.IPs
+			if len(ips) == 0 {
+				ips = []string{""}
 			}
-			rows = append(rows, []string{fmt.Sprintf("vm/%s nics[%d]", p.VM, p.NIC), ip, p.MAC, p.Host})
+			for _, ip := range ips {
+				rows = append(rows, []string{fmt.Sprintf("vm/%s nics[%d]", p.VM, p.NIC), ip, p.MAC, p.Host})
+			}
 		}
 		for _, r := range o.Status.Routers {
 			rows = append(rows, []string{"router (external address)", r.ExternalAddress, "", r.Host})
@@ -43,8 +48,14 @@ func allocationsOf(ctx context.Context, c *client.Client, obj api.Object) ([][]s
 		for _, v := range vms {
 			vm := v.(*api.VirtualMachine)
 			for i, ifc := range vm.Status.Interfaces {
-				if ifc.Subnet == o.Metadata.Name && ifc.Network == o.Spec.Network {
-					rows = append(rows, []string{fmt.Sprintf("vm/%s nics[%d]", vm.Metadata.Name, i), ifc.IP, ifc.MAC, vm.Spec.Host})
+				if ifc.Network != o.Spec.Network {
+					continue
+				}
+				// A dual-stack NIC holds an address in two subnets.
+				for _, h := range [][2]string{{ifc.Subnet, ifc.IP}, {ifc.IPv6Subnet, ifc.IPv6}} {
+					if h[0] == o.Metadata.Name && h[1] != "" {
+						rows = append(rows, []string{fmt.Sprintf("vm/%s nics[%d]", vm.Metadata.Name, i), h[1], ifc.MAC, vm.Spec.Host})
+					}
 				}
 			}
 		}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime/pprof"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -19,7 +20,7 @@ func init() { commands = append(commands, newServerCmd) }
 
 func newServerCmd(g *globals) *cobra.Command {
 	var cfg server.Config
-	var endpoints, sans, clientURL, maxUpload, reserve string
+	var endpoints, sans, clientURL, maxUpload, reserve, cpuProfile string
 	cmd := &cobra.Command{
 		Use:   "server",
 		Short: "Run the control plane: API, embedded etcd and controllers",
@@ -62,6 +63,17 @@ etcd never finds its disk full.`,
 			}
 			cfg.Etcd.Endpoints = server.ParseList(endpoints)
 			cfg.TLSSANs = server.ParseList(sans)
+			if cpuProfile != "" {
+				f, err := os.Create(cpuProfile)
+				if err != nil {
+					return fmt.Errorf("--cpuprofile: %w", err)
+				}
+				defer f.Close()
+				if err := pprof.StartCPUProfile(f); err != nil {
+					return fmt.Errorf("--cpuprofile: %w", err)
+				}
+				defer pprof.StopCPUProfile()
+			}
 			s, err := server.Start(cmd.Context(), cfg)
 			if err != nil {
 				return err
@@ -93,6 +105,10 @@ etcd never finds its disk full.`,
 	f.StringVar(&cfg.Etcd.InitialCluster, "etcd-initial-cluster", "", "every embedded member as name=peerURL,... (default this member alone)")
 	f.StringVar(&cfg.Etcd.ClusterState, "etcd-initial-cluster-state", "new", "new, or existing to join a running cluster")
 	f.DurationVar(&cfg.Etcd.CompactionRetention, "etcd-compaction-retention", time.Hour, "history kept for watches to resume from")
+	// For measuring (hearth bench scale --server-cpuprofile): a CPU
+	// profile of the whole run, written when the server stops.
+	f.StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of this server to this file when it stops")
+	_ = f.MarkHidden("cpuprofile")
 	// Gone: kept only to say so clearly to units that still pass it.
 	f.StringVar(&clientURL, "etcd-client-url", "", "")
 	_ = f.MarkHidden("etcd-client-url")

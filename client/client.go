@@ -441,6 +441,21 @@ func (c *Client) WhoAmI(ctx context.Context) (map[string]any, error) {
 	return out, c.Do(ctx, http.MethodGet, api.PathPrefix+"/whoami", nil, &out)
 }
 
+// Bind binds several VirtualMachines to hosts in one request (see
+// api.BindingRequest): out.Items[i] says what became of items[i], each on
+// its own. The error is the request's (none reached the server, or it
+// refused them all).
+func (c *Client) Bind(ctx context.Context, items []api.BindingItem) (api.BindingResponse, error) {
+	var out api.BindingResponse
+	if err := c.Do(ctx, http.MethodPost, api.BindingsPath, api.BindingRequest{Items: items}, &out); err != nil {
+		return out, err
+	}
+	if len(out.Items) != len(items) {
+		return out, fmt.Errorf("the server answered %d bindings for %d asked", len(out.Items), len(items))
+	}
+	return out, nil
+}
+
 // RenewHostLease renews the lease of host (the caller's own Host) on the
 // server, which writes nothing to do it (see the server's host leases).
 func (c *Client) RenewHostLease(ctx context.Context, host string) (api.HostLeaseRenewal, error) {

@@ -161,7 +161,7 @@ func (r *Recorder) record(ctx context.Context, pe pendingEvent) error {
 		}
 	}
 	ev := &api.Event{TypeMeta: api.TypeMeta{APIVersion: api.APIVersion, Kind: "Event"}}
-	ev.Metadata.Name = eventName(pe.ref.Name)
+	ev.Metadata.Name = EventName(pe.ref.Name)
 	ev.Metadata.Tenant = pe.ref.Tenant
 	ev.Spec = api.EventSpec{
 		InvolvedObject: pe.ref,
@@ -185,8 +185,9 @@ func (r *Recorder) remember(key string, ev *api.Event) {
 	r.recent[key] = ev
 }
 
-// eventName is unique per event and sorts by time for one object.
-func eventName(object string) string {
+// EventName is a new event's name: unique per event, and sorting by
+// time for one object.
+func EventName(object string) string {
 	var b [4]byte
 	_, _ = rand.Read(b[:])
 	name := fmt.Sprintf("%s-%x%s", object, time.Now().UnixNano(), hex.EncodeToString(b[:]))

@@ -60,6 +60,15 @@
 // from the state), because it cannot ask: the answer to its ARP would go
 // to the gateway MAC, which is the answering host's own router.
 //
+// IPv6 works the same way. The router's leg has IPv6 only in networks
+// with an IPv6 subnet; its link-local address is the EUI-64 of the
+// gateway MAC, so the same on every host, and its neighbour discovery
+// stays on the host with the rest of the gateway MAC's frames. Router
+// advertisements and DHCPv6 are the agent's (agent/netra.go), sent in
+// the router namespace to the host's own NICs; on the VXLAN device they
+// are dropped like DHCP. The external leg speaks IPv4 only, so tenant
+// IPv6 does not leave the network.
+//
 // Routers are network namespaces rather than VRFs: this kernel has no
 // VRF support (the vrf link type is missing), and a namespace gives each
 // network its own conntrack and nftables (NAT per network), its own

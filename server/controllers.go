@@ -3,7 +3,9 @@ package server
 import (
 	"context"
 
+	api "hearth.dev/hearth/api/v1alpha1"
 	"hearth.dev/hearth/client"
+	"hearth.dev/hearth/power"
 	"hearth.dev/hearth/server/controllers"
 )
 
@@ -41,5 +43,28 @@ func defaultControllers(cfg Config, shared *controllers.Informers, leases contro
 		func(ctx context.Context, c *client.Client, rec *client.Recorder) error {
 			return (&controllers.Networks{Client: c, Recorder: rec, Informers: shared}).Run(ctx)
 		},
+		func(ctx context.Context, c *client.Client, rec *client.Recorder) error {
+			return (&controllers.Failover{Client: c, Recorder: rec, Informers: shared, Leases: leases,
+				Power: func(ctx context.Context, m *api.Machine) (power.Driver, error) {
+					return machinePowerDriver(ctx, c, m, cfg)
+				}}).Run(ctx)
+		},
 	}
+}
+
+// machinePowerDriver is the power driver of machine m, its Secrets read
+// with c (the controllers' own cluster-admin client): what fences a lost
+// host.
+func machinePowerDriver(ctx context.Context, c *client.Client, m *api.Machine, cfg Config) (power.Driver, error) {
+	resolved, err := power.ResolveSecrets(ctx, m, func(ctx context.Context, name string) (*api.Secret, error) {
+		o, err := c.Get(ctx, "Secret", "", name)
+		if err != nil {
+			return nil, err
+		}
+		return o.(*api.Secret), nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return power.For(resolved, power.Options{IPMITool: cfg.Sensors.IPMITool})
 }

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"maps"
 	"net/http"
 	"reflect"
@@ -192,25 +193,44 @@ func (s *Server) list(w http.ResponseWriter, r *http.Request, p *auth.Principal,
 // Only callers who may read every object of the kind as stored come here:
 // auth.VisibleTo and shown would pass each unchanged.
 func (s *Server) listRaw(w http.ResponseWriter, r *http.Request, p *auth.Principal, t target, f filter) error {
-	var items [][]byte
+	// Written as etcd is read, a page at a time (Store.ListRawPages), all
+	// at the revision of the first page, which the list's metadata
+	// names before any object.
+	var bw *bufio.Writer
+	n := 0
 	var rev int64
 	for _, prefix := range prefixes(p, t) {
-		raw, rv, err := s.store.ListRaw(r.Context(), t.kind, prefix, f.labels)
-		if err != nil {
+		var err error
+		rev, err = s.store.ListRawPages(r.Context(), t.kind, prefix, f.labels, rev, func(rev int64, items [][]byte) error {
+			if bw == nil {
+				w.Header().Set("Content-Type", "application/json")
+				w.WriteHeader(http.StatusOK)
+				bw = bufio.NewWriterSize(w, 64<<10)
+				fmt.Fprintf(bw, `{"apiVersion":%q,"kind":%q,"metadata":{"resourceVersion":%q},"items":[`, api.APIVersion, t.kind.Kind+"List", strconv.FormatInt(rev, 10))
+			}
+			for _, item := range items {
+				if n > 0 {
+					bw.WriteByte(',')
+				}
+				n++
+				if _, err := bw.Write(item); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil && bw == nil {
 			return err
 		}
-		rev = max(rev, rv)
-		items = append(items, raw...)
-	}
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(http.StatusOK)
-	bw := bufio.NewWriterSize(w, 64<<10)
-	fmt.Fprintf(bw, `{"apiVersion":%q,"kind":%q,"metadata":{"resourceVersion":%q},"items":[`, api.APIVersion, t.kind.Kind+"List", strconv.FormatInt(rev, 10))
-	for i, item := range items {
-		if i > 0 {
-			bw.WriteByte(',')
+		if err != nil {
+			// Too late for an error status: the list ends unfinished,
+			// which no client takes for a whole one.
+			slog.Warn("list ended half-way", "kind", t.kind.Kind, "err", err)
+			return nil
 		}
-		bw.Write(item)
+	}
+	if bw == nil {
+		return api.NewInternal("listing %s: no prefix to read", t.kind.Kind)
 	}
 	bw.WriteString("]}\n")
 	return bw.Flush()

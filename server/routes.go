@@ -67,6 +67,9 @@ func (s *Server) routes() []route {
 		// A host renews its lease (hostlease.go).
 		{pattern: "POST " + p + "/hosts/{name}/heartbeat", methods: []string{http.MethodPost}, handler: s.serveHostHeartbeat},
 
+		// VMs bound to hosts in batches, by the scheduler (bindings.go).
+		{pattern: "POST " + api.BindingsPath, methods: []string{http.MethodPost}, handler: s.serveBindings},
+
 		// A VM's console log and console (console.go).
 		{pattern: p + "/tenants/{tenant}/virtualmachines/{name}/" + subresourceLog, methods: get, handler: s.serveVMConsole},
 		{pattern: p + "/tenants/{tenant}/virtualmachines/{name}/" + subresourceConsole, methods: get, handler: s.serveVMConsole},

@@ -236,6 +236,7 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	s.AddAdmitter(admission.NewFloatingIPs(s.store).Admit)
 	s.AddAdmitter(admission.NewPools(s.store).Admit)
 	s.AddAdmitter(admission.NewMigrations(s.store).Admit)
+	s.AddAdmitter(admission.NewHighAvailability(s.store).Admit)
 	ok := false
 	defer func() {
 		if !ok {

@@ -127,3 +127,24 @@ const (
 
 // ReasonUploaded is the reason of an Image's Uploaded condition.
 const ReasonUploaded = "Uploaded"
+
+// ConditionHighAvailability says whether a VM with spec.highAvailability
+// would be, or is being, restarted elsewhere if its host were lost, and
+// each step of a failover (the failover controller): True with reason
+// Protected or Restarted; False with HostLost, Fencing, Fenced,
+// Restarting while it fails over, and with NotFenced or FenceFailed when
+// it cannot (the VM then stays where it was).
+const ConditionHighAvailability = "HighAvailability"
+
+// Reasons of a VM's HighAvailability condition.
+const (
+	ReasonHAProtected   = "Protected"   // its host can be fenced: it would be restarted elsewhere
+	ReasonHAUnprotected = "Unprotected" // its host cannot be fenced: it would not
+	ReasonHostLost      = "HostLost"    // its host's lease ran out
+	ReasonFencing       = "Fencing"     // powering the host's Machine off
+	ReasonFenceFailed   = "FenceFailed" // the power driver failed; tried again
+	ReasonNotFenced     = "NotFenced"   // no way to fence the lost host: not restarted
+	ReasonFenced        = "Fenced"      // the host's Machine is off
+	ReasonRestarting    = "Restarting"  // placed again, to start on another host
+	ReasonRestarted     = "Restarted"   // runs on another host after a failover
+)

@@ -31,6 +31,11 @@ type HostSpec struct {
 	ReservedMemory Bytes `json:"reservedMemory,omitempty"` // see ReservedCPUs
 	// LeaseSeconds is how long the host stays Ready without a heartbeat.
 	LeaseSeconds int `json:"leaseSeconds,omitempty"`
+	// Machine names the Machine this host runs on, whose power driver
+	// fences the host (powers it off) before its highly available VMs
+	// restart elsewhere. Empty means the Machine of the host's own name,
+	// if there is one.
+	Machine string `json:"machine,omitempty"`
 }
 
 type HostStatus struct {
@@ -128,6 +133,15 @@ func hostStatus(h *Host) string {
 	return phase
 }
 
+// FenceMachine is the Machine whose power fences host h: its
+// spec.machine, else the host's own name.
+func FenceMachine(h *Host) string {
+	if h.Spec.Machine != "" {
+		return h.Spec.Machine
+	}
+	return h.Metadata.Name
+}
+
 // DefaultHostLeaseSeconds is how long a Host stays Ready without a heartbeat.
 const DefaultHostLeaseSeconds = 40
 
@@ -160,6 +174,9 @@ func (s *HostSpec) Validate(path string) FieldErrors {
 	}
 	if s.ReservedCPUs < 0 {
 		es.Add(path+".reservedCPUs", "%d is negative", s.ReservedCPUs)
+	}
+	if s.Machine != "" {
+		es = append(es, ValidateName(path+".machine", s.Machine)...)
 	}
 	if s.LeaseSeconds < 5 || s.LeaseSeconds > 3600 {
 		es.Add(path+".leaseSeconds", "%d is out of range (5 to 3600)", s.LeaseSeconds)

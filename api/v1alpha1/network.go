@@ -162,9 +162,9 @@ func Reserved(p netip.Prefix, gateway string, a netip.Addr) bool {
 }
 
 // RangeSize is the number of addresses from first to last (0 if last is
-// before first), at most the largest int.
+// before first), at most MaxRangeSize.
 func RangeSize(first, last netip.Addr) int {
-	const most = int(^uint(0) >> 1)
+	const most = MaxRangeSize
 	if !first.IsValid() || !last.IsValid() || last.Less(first) || first.Is4() != last.Is4() {
 		return 0
 	}
@@ -178,6 +178,11 @@ func RangeSize(first, last netip.Addr) int {
 	}
 	return int(d) + 1
 }
+
+// MaxRangeSize is the most RangeSize counts (an IPv6 /64 has far more):
+// 2^53-1, the largest integer a JSON number keeps exactly, so a count
+// in a status reads back as the integer it is wherever it is decoded.
+const MaxRangeSize = 1<<53 - 1
 
 // LastAddr is the last address of prefix p.
 func LastAddr(p netip.Prefix) netip.Addr {

@@ -86,3 +86,56 @@ type BindingHost struct {
 func BindTo(rv, host string) Binding {
 	return Binding{Metadata: BindingVersion{ResourceVersion: rv}, Spec: BindingHost{Host: host}}
 }
+
+// BindingsPath binds several VirtualMachines to hosts in one request
+// (BindingRequest, answered with a BindingResponse): what the scheduler
+// writes, a batch at a time.
+const BindingsPath = PathPrefix + "/bindings"
+
+// BindingRequest is a batch of VirtualMachine bindings. Each is what a
+// Binding patch of that VM would be (conditional on its resourceVersion,
+// checked and authorized on its own), and each VM also gets a Scheduled
+// event; all are written in one etcd transaction, but each succeeds or
+// fails alone.
+type BindingRequest struct {
+	// Items are the bindings, at most 500.
+	Items []BindingItem `json:"items"`
+}
+
+// BindingItem binds one VirtualMachine.
+type BindingItem struct {
+	// Tenant and Name name the VirtualMachine.
+	Tenant string `json:"tenant"`
+	Name   string `json:"name"`
+	// ResourceVersion is the version the decision was made on: a VM
+	// changed since is not bound (a Conflict), so it is decided again.
+	ResourceVersion string `json:"resourceVersion"`
+	// Host is where the VM goes.
+	Host string `json:"host"`
+}
+
+// BindingResponse says what became of each item of a BindingRequest, in
+// the same order.
+type BindingResponse struct {
+	Items []BindingOutcome `json:"items"`
+}
+
+// BindingOutcome is what became of one binding.
+type BindingOutcome struct {
+	// ResourceVersion is the bound VM's new version; empty when Error is
+	// set.
+	ResourceVersion string `json:"resourceVersion,omitempty"`
+	// Error is why the binding was not made (Conflict: the VM changed;
+	// NotFound: it is gone; Forbidden; Invalid).
+	Error *Status `json:"error,omitempty"`
+}
+
+// StoragePoolUsage is what a host that reaches a shared StoragePool
+// writes into its status: the pool's size and use as the storage reports
+// them (Ceph's `ceph df`, the NFS server's FSSTAT), the only part of a
+// pool's status a host may write.
+type StoragePoolUsage struct {
+	Capacity  Bytes `json:"capacity"`
+	Used      Bytes `json:"used"`
+	Available Bytes `json:"available"`
+}

@@ -2,6 +2,7 @@ package v1alpha1
 
 import (
 	"fmt"
+	"net"
 	"net/netip"
 	"strconv"
 	"strings"
@@ -27,7 +28,22 @@ type SubnetSpec struct {
 	DNSServers []string `json:"dnsServers,omitempty"`
 	// Routes handed out by DHCP (option 121) besides the default route.
 	Routes []Route `json:"routes,omitempty"`
+	// IPv6Mode is how the NICs of an IPv6 subnet configure their address
+	// from the router's advertisements: slaac (the default; the prefix
+	// must be a /64, and each NIC's address is the EUI-64 of its MAC,
+	// which IPAM computes so it is known before the guest boots) or
+	// dhcpv6 (stateful DHCPv6 from the router hands out IPAM's address).
+	// With dhcp.disabled the router advertises itself and the prefix
+	// on-link only, for guests with static addresses. IPv4 subnets have
+	// none.
+	IPv6Mode string `json:"ipv6Mode,omitempty"`
 }
+
+// IPv6 modes of a subnet (spec.ipv6Mode).
+const (
+	IPv6ModeSLAAC  = "slaac"
+	IPv6ModeDHCPv6 = "dhcpv6"
+)
 
 // DHCP configures the subnet's DHCP service. Addresses are static leases
 // from IPAM; the range bounds what IPAM hands out.
@@ -73,6 +89,14 @@ const (
 func (s *SubnetSpec) Default() {
 	if p, err := netip.ParsePrefix(s.CIDR); err == nil && p.Addr().Is4() && p.Bits() <= 30 && s.Gateway == "" {
 		s.Gateway = p.Masked().Addr().Next().String()
+	}
+	if p, err := netip.ParsePrefix(s.CIDR); err == nil && p.Addr().Is6() && !p.Addr().Is4In6() && p.Bits() <= 126 {
+		if s.Gateway == "" {
+			s.Gateway = p.Masked().Addr().Next().String()
+		}
+		if s.IPv6Mode == "" {
+			s.IPv6Mode = IPv6ModeSLAAC
+		}
 	}
 	if s.DHCP.LeaseSeconds == 0 {
 		s.DHCP.LeaseSeconds = 3600
@@ -125,7 +149,51 @@ func (s *SubnetSpec) Validate(path string) FieldErrors {
 		_, e = ValidateIP(rp+".gateway", r.Gateway)
 		es = append(es, e...)
 	}
+	if len(perr) == 0 {
+		es = append(es, s.validateIPv6(path, p)...)
+	}
 	return es
+}
+
+// validateIPv6 checks what only IPv6 subnets have: the mode, and a /64
+// where addresses come from SLAAC.
+func (s *SubnetSpec) validateIPv6(path string, p netip.Prefix) FieldErrors {
+	var es FieldErrors
+	if p.Addr().Is4() || p.Addr().Is4In6() {
+		if s.IPv6Mode != "" {
+			es.Add(path+".ipv6Mode", "only IPv6 subnets have a mode; %s is an IPv4 subnet", s.CIDR)
+		}
+		return es
+	}
+	switch s.IPv6Mode {
+	case "", IPv6ModeSLAAC:
+		if p.Bits() != 64 {
+			es.Add(path+".cidr", "%s: SLAAC needs a /64 (the address is the prefix and the EUI-64 of the MAC); use a /64 or ipv6Mode %s", s.CIDR, IPv6ModeDHCPv6)
+		}
+	case IPv6ModeDHCPv6:
+		if p.Bits() > 126 {
+			es.Add(path+".cidr", "%s leaves no room for a gateway and a NIC", s.CIDR)
+		}
+	default:
+		es.Add(path+".ipv6Mode", "%q is not a mode: use %s or %s", s.IPv6Mode, IPv6ModeSLAAC, IPv6ModeDHCPv6)
+	}
+	if p.Addr().IsLinkLocalUnicast() || p.Addr().IsMulticast() {
+		es.Add(path+".cidr", "%s is link-local or multicast; a subnet needs global or unique local addresses", s.CIDR)
+	}
+	return es
+}
+
+// EUI64 is the SLAAC address of the NIC with MAC mac in the /64 prefix p
+// (RFC 4291 appendix A): the MAC with ff:fe in its middle and the
+// universal/local bit flipped.
+func EUI64(p netip.Prefix, mac net.HardwareAddr) (netip.Addr, bool) {
+	if !p.Addr().Is6() || p.Bits() != 64 || len(mac) != 6 {
+		return netip.Addr{}, false
+	}
+	b := p.Masked().Addr().As16()
+	b[8], b[9], b[10], b[11] = mac[0]^0x02, mac[1], mac[2], 0xff
+	b[12], b[13], b[14], b[15] = 0xfe, mac[3], mac[4], mac[5]
+	return netip.AddrFrom16(b), true
 }
 
 func (s *SubnetSpec) ValidateUpdate(path string, old any) FieldErrors {
@@ -136,6 +204,11 @@ func (s *SubnetSpec) ValidateUpdate(path string, old any) FieldErrors {
 	}
 	if s.CIDR != o.CIDR {
 		es.Add(path+".cidr", "cannot change (was %q); create a new subnet", o.CIDR)
+	}
+	if s.IPv6Mode != o.IPv6Mode && o.IPv6Mode != "" {
+		// SLAAC NICs hold their EUI-64 address, dhcpv6 ones IPAM's
+		// pick: the allocations would not match the new mode.
+		es.Add(path+".ipv6Mode", "cannot change (was %q): NICs hold addresses made for it; create a new subnet", o.IPv6Mode)
 	}
 	if s.Gateway != o.Gateway && o.Gateway != "" && s.CIDR == o.CIDR {
 		// IPAM never hands out the gateway's address; a new one could

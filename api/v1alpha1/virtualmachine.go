@@ -63,6 +63,17 @@ type VirtualMachineSpec struct {
 	// own labels here to spread them over hosts. Both are hard rules; a VM
 	// no host satisfies stays Pending.
 	AntiAffinity []LabelSelector `json:"antiAffinity,omitempty"`
+	// HighAvailability restarts the VM on another host when its host's
+	// lease runs out, once the host is fenced, so the old QEMU cannot
+	// write to the disks any more: the Machine backing the host (the
+	// Host's spec.machine, else the Machine of the host's name) is
+	// powered off through its power driver, or, without one, when every
+	// disk is an RBD volume, Ceph cuts the old host's clients off them.
+	// Without a way to fence the host the VM is not restarted, and its
+	// HighAvailability condition says why. Every disk must be a Volume in a shared pool (rbd, nfs)
+	// or a cdrom, and the firmware bios: nothing of the VM may live on
+	// the lost host alone.
+	HighAvailability bool `json:"highAvailability,omitempty"`
 }
 
 // VMBoot says what the VM boots.
@@ -122,6 +133,10 @@ type VMNIC struct {
 	SecurityGroups []string `json:"securityGroups,omitempty"`
 	// Model is the emulated device: virtio, e1000 or rtl8139 (default virtio).
 	Model string `json:"model,omitempty"`
+	// IPv6Subnet names the IPv6 subnet of Network in which a NIC whose
+	// address is IPv4 also takes an IPv6 address (status.interfaces[i].ipv6);
+	// empty means the network's only IPv6 subnet, if it has exactly one.
+	IPv6Subnet string `json:"ipv6Subnet,omitempty"`
 }
 
 // CloudInit is the VM's cloud-init data.
@@ -165,6 +180,31 @@ type VirtualMachineStatus struct {
 	// the destination's agent writes it when its QEMU listens, and the
 	// source's agent, which reads it, sends the VM there.
 	Migration *VMMigration `json:"migration,omitempty"`
+	// Failover is set while the VM is restarted elsewhere because its
+	// host was lost (spec.highAvailability): the failover controller
+	// writes it at each step, and only the server may.
+	Failover *VMFailover `json:"failover,omitempty"`
+}
+
+// VMFailover is a restart of a highly available VM on another host after
+// its own was lost.
+type VMFailover struct {
+	// From is the host that was lost.
+	From string `json:"from"`
+	// LostAt is when the failover controller found the host's lease
+	// expired.
+	LostAt *time.Time `json:"lostAt,omitempty"`
+	// Machine is the Machine that was powered off to fence From, and
+	// FencedAt when its power driver confirmed it (or, for drivers that
+	// cannot read the state, when the off call succeeded). The VM is
+	// restarted only once FencedAt is set.
+	Machine  string     `json:"machine,omitempty"`
+	FencedAt *time.Time `json:"fencedAt,omitempty"`
+	// Storage says From is fenced at the storage instead: no power
+	// driver can switch it off, but every disk is an RBD volume, so the
+	// host the VM restarts on has Ceph blocklist every client that has
+	// one open before it starts the VM (FencedAt stays empty).
+	Storage bool `json:"storage,omitempty"`
 }
 
 // VMMigration is a live migration under way.
@@ -192,6 +232,24 @@ type VMInterfaceStatus struct {
 	// MAC is the NIC's Ethernet address, unique on its network:
 	// spec.nics[i].mac, or one picked at random in 52:54:00:xx:xx:xx.
 	MAC string `json:"mac,omitempty"`
+	// IPv6Subnet and IPv6 are the NIC's second address on a dual-stack
+	// network: when IP is an IPv4 address and the network has exactly one
+	// IPv6 subnet, the NIC also has an address there (by the subnet's
+	// ipv6Mode: the EUI-64 of MAC, or IPAM's pick for DHCPv6).
+	IPv6Subnet string `json:"ipv6Subnet,omitempty"`
+	IPv6       string `json:"ipv6,omitempty"` // see IPv6Subnet
+}
+
+// Addresses are the NIC's addresses: IP, then IPv6 on a dual-stack
+// network.
+func (i VMInterfaceStatus) Addresses() []string {
+	var out []string
+	for _, a := range []string{i.IP, i.IPv6} {
+		if a != "" {
+			out = append(out, a)
+		}
+	}
+	return out
 }
 
 // VM phases.
@@ -393,6 +451,9 @@ func (s *VirtualMachineSpec) Validate(path string) FieldErrors {
 		if n.Subnet != "" {
 			es = append(es, ValidateName(np+".subnet", n.Subnet)...)
 		}
+		if n.IPv6Subnet != "" {
+			es = append(es, ValidateName(np+".ipv6Subnet", n.IPv6Subnet)...)
+		}
 		if n.IP != "" {
 			_, e := ValidateIP(np+".ip", n.IP)
 			es = append(es, e...)
@@ -568,7 +629,8 @@ func init() {
 			{Name: "MEMORY", Get: func(o Object) string { return o.(*VirtualMachine).Spec.Memory.String() }},
 			{Name: "IP", Get: func(o Object) string { return o.(*VirtualMachine).Status.FirstIP() }},
 			{Name: "IPS", Wide: true, Get: func(o Object) string {
-				return o.(*VirtualMachine).Status.interfaceList(func(i VMInterfaceStatus) string { return i.IP })
+				// A dual-stack NIC shows both: 10.0.0.2+fd00::5054:ff:fe00:1.
+				return o.(*VirtualMachine).Status.interfaceList(func(i VMInterfaceStatus) string { return strings.Join(i.Addresses(), "+") })
 			}},
 			{Name: "MACS", Wide: true, Get: func(o Object) string {
 				return o.(*VirtualMachine).Status.interfaceList(func(i VMInterfaceStatus) string { return i.MAC })
@@ -576,6 +638,19 @@ func init() {
 			{Name: "POWER", Wide: true, Get: func(o Object) string { return o.(*VirtualMachine).Spec.PowerState }},
 			{Name: "RESTARTS", Wide: true, Get: func(o Object) string { return strconv.Itoa(o.(*VirtualMachine).Status.RestartCount) }},
 			{Name: "ACCEL", Wide: true, Get: func(o Object) string { return o.(*VirtualMachine).Status.Accelerator }},
+			// HA: "-" for a VM without spec.highAvailability, else the
+			// reason of its HighAvailability condition (Protected,
+			// Unprotected, Fencing, …).
+			{Name: "HA", Wide: true, Get: func(o Object) string {
+				vm := o.(*VirtualMachine)
+				if !vm.Spec.HighAvailability {
+					return "-"
+				}
+				if c := vm.Status.Condition(ConditionHighAvailability); c != nil {
+					return c.Reason
+				}
+				return "Unknown"
+			}},
 		},
 	})
 }

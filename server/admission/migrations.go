@@ -16,6 +16,11 @@ import (
 // into the VM's directory, no UEFI variable store (a file on the host),
 // and no NICs, whose ports the data plane does not move yet. The volumes
 // are looked up in the VM's own tenant.
+//
+// One change is not a move: the failover controller (only the server's
+// own controllers, never a person) unbinding a highly available VM from
+// a lost host it has fenced, so the scheduler places it again and it
+// starts afresh elsewhere (see controllers.Failover).
 type Migrations struct {
 	store *store.Store
 }
@@ -25,10 +30,13 @@ func NewMigrations(st *store.Store) *Migrations { return &Migrations{store: st} 
 
 // Admit refuses a move that cannot work, with a 422 on spec.host that
 // names what keeps the VM where it is.
-func (m *Migrations) Admit(ctx context.Context, _ *auth.Principal, obj, old api.Object) error {
+func (m *Migrations) Admit(ctx context.Context, p *auth.Principal, obj, old api.Object) error {
 	vm, ok := obj.(*api.VirtualMachine)
 	o, ok2 := old.(*api.VirtualMachine)
 	if !ok || !ok2 || o.Spec.Host == "" || vm.Spec.Host == o.Spec.Host {
+		return nil
+	}
+	if FailoverUnbind(p, vm, o) {
 		return nil
 	}
 	refuse := func(format string, args ...any) error {
@@ -68,4 +76,15 @@ func (m *Migrations) Admit(ctx context.Context, _ *auth.Principal, obj, old api.
 		}
 	}
 	return nil
+}
+
+// FailoverUnbind reports whether a change of a VM's spec.host from old to
+// vm is the failover controller's unbinding of a VM from the host it
+// fenced: by the server's own controllers, to no host, from the host
+// status.failover names, after it was fenced (or for the next host to
+// fence it at the storage before it starts the VM).
+func FailoverUnbind(p *auth.Principal, vm, old *api.VirtualMachine) bool {
+	f := old.Status.Failover
+	return p != nil && p.Internal && vm.Spec.Host == "" && old.Spec.HighAvailability &&
+		f != nil && f.From == old.Spec.Host && (f.FencedAt != nil || f.Storage)
 }

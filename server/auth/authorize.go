@@ -209,6 +209,15 @@ func authorizeHost(p *Principal, r Request) error {
 		})
 	case r.Kind.Kind == "Host" && r.Verb != UpdateStatus:
 		return forbid(p, r, "a host writes only its own Host's status: its spec and metadata are the administrator's, and /join makes it")
+	case r.Kind.Kind == "StoragePool" && r.Verb == UpdateStatus && r.Stored != nil && r.New != nil:
+		// Hosts reach shared pools, the server does not: a host reports
+		// a pool's size and use (api.StoragePoolUsage), and nothing else.
+		o, n := r.Stored.(*api.StoragePool).Status, r.New.(*api.StoragePool).Status
+		o.Capacity, o.Used, o.Available = n.Capacity, n.Used, n.Available
+		if !reflect.DeepEqual(o, n) {
+			return forbid(p, r, "a host may write only status.capacity, used and available of a StoragePool")
+		}
+		return nil
 	case r.Kind.Kind == "Image" && r.Verb == UpdateStatus && r.Stored != nil && r.New != nil:
 		if why := imageStatusByHost(p.Host, r.Stored.(*api.Image), r.New.(*api.Image)); why != "" {
 			return forbid(p, r, why)
@@ -220,6 +229,11 @@ func authorizeHost(p *Principal, r Request) error {
 		}
 		if r.New != nil && r.Kind.PlacedOn(r.New) != p.Host {
 			return forbid(p, r, "a host may not move an object to another host")
+		}
+		if vm, ok := r.New.(*api.VirtualMachine); ok && !reflect.DeepEqual(vm.Status.Failover, r.Stored.(*api.VirtualMachine).Status.Failover) {
+			// A failover's record is what lets the server move a VM off
+			// its host without a live migration: the server's to write.
+			return forbid(p, r, "status.failover is written by the server's failover controller only")
 		}
 		return nil
 	}

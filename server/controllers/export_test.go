@@ -4,6 +4,7 @@ import (
 	"context"
 	"time"
 
+	api "hearth.dev/hearth/api/v1alpha1"
 	"hearth.dev/hearth/client"
 	"hearth.dev/hearth/reconcile"
 )
@@ -20,4 +21,15 @@ func NewVMSetsWithCache(ctx context.Context, c *client.Client, vms *client.Infor
 	go s.sets.Run(ctx)
 	s.vms = vms
 	return s, s.sets.WaitSynced(ctx)
+}
+
+// WriteBindings writes items as the scheduler's binder writes a batch
+// (one request) and returns what became of each: nil, or the error the
+// scheduler acts on.
+func WriteBindings(ctx context.Context, c *client.Client, items []api.BindingItem) []error {
+	batch := make([]*pendingBinding, len(items))
+	for i, it := range items {
+		batch[i] = &pendingBinding{item: it}
+	}
+	return (&Scheduler{Client: c}).sendBindings(ctx, batch)
 }

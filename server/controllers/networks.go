@@ -139,6 +139,9 @@ func (c *Networks) vmChanged(key string, obj api.Object) {
 		for _, ifc := range vm.Status.Interfaces {
 			nets = append(nets, t+"/"+ifc.Network)
 			subnets = append(subnets, t+"/"+ifc.Subnet)
+			if ifc.IPv6Subnet != "" {
+				subnets = append(subnets, t+"/"+ifc.IPv6Subnet)
+			}
 		}
 		var groups [][]string
 		for _, nic := range vm.Spec.NICs {
@@ -280,9 +283,7 @@ func (c *Networks) reconcileNetwork(ctx context.Context, key string) (reconcile.
 			if i < len(vm.Spec.NICs) {
 				p.SecurityGroups = slices.Clone(vm.Spec.NICs[i].SecurityGroups)
 			}
-			if ifc.IP != "" {
-				p.IPs = []string{ifc.IP}
-			}
+			p.IPs = ifc.Addresses()
 			ports = append(ports, p)
 			hostSet[vm.Spec.Host] = true
 		}
@@ -430,8 +431,11 @@ func (c *Networks) reconcileSubnet(ctx context.Context, key string) (reconcile.R
 			continue
 		}
 		for _, ifc := range o.(*api.VirtualMachine).Status.Interfaces {
-			if ifc.Subnet == sn.Metadata.Name && ifc.Network == sn.Spec.Network {
-				if a, err := netip.ParseAddr(ifc.IP); err == nil {
+			if ifc.Network != sn.Spec.Network {
+				continue
+			}
+			for _, h := range [][2]string{{ifc.Subnet, ifc.IP}, {ifc.IPv6Subnet, ifc.IPv6}} {
+				if a, err := netip.ParseAddr(h[1]); err == nil && h[0] == sn.Metadata.Name {
 					held = append(held, a)
 				}
 			}
@@ -446,6 +450,11 @@ func (c *Networks) reconcileSubnet(ctx context.Context, key string) (reconcile.R
 	next.Status.Allocated, next.Status.Available = allocated, available
 	_, res, err := c.writeStatus(ctx, c.subnets, next)
 	return res, err
+}
+
+func isIPv4(s string) bool {
+	a, err := netip.ParseAddr(s)
+	return err == nil && a.Unmap().Is4()
 }
 
 // freeAddresses counts the addresses from first to last that are neither the
@@ -531,6 +540,10 @@ func (c *Networks) reconcileFloatingIP(ctx context.Context, key string) (reconci
 			case !ok || no.(*api.Network).Spec.ExternalNetwork != f.Spec.ExternalNetwork:
 				reason, why = "NotRouted", fmt.Sprintf("VM %q nics[%d] is on network %q, which does not route to external network %q",
 					tg.VM, tg.NIC, ifc.Network, f.Spec.ExternalNetwork)
+			case !isIPv4(ifc.IP):
+				// Floating IPs are IPv4 NAT; an IPv6 NIC is reached
+				// without one.
+				reason, why = "NotIPv4", fmt.Sprintf("VM %q nics[%d] has the IPv6 address %s; floating IPs translate to IPv4 addresses only", tg.VM, tg.NIC, ifc.IP)
 			case vm.Spec.Host == "":
 				reason, why = "NotPlaced", fmt.Sprintf("VM %q is not placed on a host yet", tg.VM)
 			case !c.servesName(f.Spec.ExternalNetwork, vm.Spec.Host):

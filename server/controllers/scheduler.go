@@ -85,11 +85,26 @@ type Scheduler struct {
 	retry         bool
 	retryAffinity map[string]bool
 	kick          chan struct{}
-	// warned is the last FailedScheduling event per VM key.
+	// warned is the last FailedScheduling event per VM key, and marked
+	// when its Unschedulable condition was last written.
 	warned map[string]warning
+	marked map[string]time.Time
 	// synced is set once the caches are filled; before, the first
 	// resync is about to try every pending VM anyway.
 	synced atomic.Bool
+	// bindq takes decided bindings to bindLoop, which writes them in
+	// batches.
+	bindq chan *pendingBinding
+	// bindFailed holds, by VM key, why its binding could not be written,
+	// for Reconcile to return (and so back off).
+	bindFailed map[string]error
+}
+
+// pendingBinding is a decided binding waiting for its batch to be
+// written: of the VM with key and uid.
+type pendingBinding struct {
+	key, uid string
+	item     api.BindingItem
 }
 
 type warning struct {
@@ -98,12 +113,29 @@ type warning struct {
 }
 
 // bindWorkers is how many VMs are reconciled at once (decisions are still
-// made one at a time; the writes overlap).
+// made one at a time, and bindings are written in batches by bindLoop,
+// without a worker waiting for them: the workers write status).
 const bindWorkers = 16
+
+// maxBindBatch is the most bindings written in one request, and
+// bindsInFlight how many such requests are written at once: while they
+// are, the next batch gathers, so under load the batches grow.
+const (
+	maxBindBatch  = 256
+	bindsInFlight = 2
+)
 
 // warnEvery is how often an unchanged FailedScheduling event is recorded
 // again (the recorder then bumps its count) while a VM stays pending.
 const warnEvery = 5 * time.Minute
+
+// unschedulableRefresh is how soon a waiting VM's "0/N hosts: …" is
+// written again when only the counts in it changed. While hosts change
+// in a burst (a thousand uncordoned at once), every pass over the waiting
+// VMs would otherwise write each one's status, and an event, per pass,
+// costing more writes than the bindings. The message is made exact after
+// it (the VM is decided again then).
+const unschedulableRefresh = 2 * time.Second
 
 // allocDelay gathers a host's allocation changes into one write: a burst
 // of bindings to a host is one Host write, not one each.
@@ -124,6 +156,9 @@ func (s *Scheduler) Run(ctx context.Context) error {
 	s.retryAffinity = map[string]bool{}
 	s.kick = make(chan struct{}, 1)
 	s.warned = map[string]warning{}
+	s.marked = map[string]time.Time{}
+	s.bindq = make(chan *pendingBinding, maxBindBatch*bindsInFlight)
+	s.bindFailed = map[string]error{}
 	s.hosts = s.Informers.informer(ctx, s.Client, "Host")
 	s.vms = s.Informers.informer(ctx, s.Client, "VirtualMachine")
 	s.volumes = s.Informers.informer(ctx, s.Client, "Volume")
@@ -139,6 +174,7 @@ func (s *Scheduler) Run(ctx context.Context) error {
 	}
 	s.synced.Store(true)
 	go s.retryLoop(ctx)
+	go s.bindLoop(ctx)
 	errc := make(chan error, 1)
 	go func() { errc <- s.alloc.Run(ctx) }()
 	err := s.ctl.Run(ctx)
@@ -198,6 +234,7 @@ func (s *Scheduler) vmChanged(ch client.Change) {
 	}
 	if vm == nil {
 		delete(s.warned, key)
+		delete(s.marked, key)
 		delete(s.waiting, key)
 	}
 	switch {
@@ -337,6 +374,11 @@ func oldestFirst(vms []*api.VirtualMachine) []string {
 // Reconcile places one VM, or records why it cannot be placed.
 func (s *Scheduler) Reconcile(ctx context.Context, key string) (reconcile.Result, error) {
 	s.mu.Lock()
+	if err := s.bindFailed[key]; err != nil {
+		delete(s.bindFailed, key)
+		s.mu.Unlock()
+		return reconcile.Result{}, err
+	}
 	v := s.state.vms[key]
 	if v == nil {
 		s.mu.Unlock()
@@ -359,37 +401,121 @@ func (s *Scheduler) Reconcile(ctx context.Context, key string) (reconcile.Result
 		// next decision must count it.
 		s.state.assume(key, host)
 		delete(s.warned, key)
+		delete(s.marked, key)
 		delete(s.waiting, key)
 	} else {
 		s.waiting[key] = true
 	}
 	s.mu.Unlock()
 	if host == "" {
-		return reconcile.Result{}, s.markUnschedulable(ctx, key, vm, why)
+		return s.markUnschedulable(ctx, key, vm, why)
 	}
-	patch := api.BindTo(vm.Metadata.ResourceVersion, host)
-	out, err := s.Client.Patch(ctx, "VirtualMachine", vm.Metadata.Tenant, vm.Metadata.Name, patch, false)
-	if err != nil {
-		s.mu.Lock()
-		if v := s.state.vms[key]; v != nil && v.obj.Metadata.UID == vm.Metadata.UID && v.assumed == host {
-			s.state.assume(key, "")
-		}
-		s.mu.Unlock()
+	// The binding is written in a batch with others (bindLoop); the VM
+	// counts as assumed on host until the cache brings it bound, or the
+	// write fails (bound says what then).
+	b := &pendingBinding{key: key, uid: vm.Metadata.UID,
+		item: api.BindingItem{Tenant: vm.Metadata.Tenant, Name: vm.Metadata.Name, ResourceVersion: vm.Metadata.ResourceVersion, Host: host}}
+	select {
+	case s.bindq <- b:
+	case <-ctx.Done():
+		s.bound(ctx, b, ctx.Err())
+	}
+	return reconcile.Result{}, nil
+}
+
+// bound learns what became of a binding. Written, the host's allocation
+// is recounted (the API server made the VM Scheduled, and recorded its
+// Scheduled event, in the binding's write itself). Not written, the
+// assumption is dropped and the VM decided again: soon after a Conflict
+// (it changed since the decision: the cache is about to bring the newer
+// version), not at all when it is gone, and after any other error as a
+// failed Reconcile is, backing off, which Reconcile returns.
+func (s *Scheduler) bound(ctx context.Context, b *pendingBinding, err error) {
+	host := b.item.Host
+	if err == nil {
+		s.alloc.EnqueueAfter(host, allocDelay)
+		return
+	}
+	s.mu.Lock()
+	if v := s.state.vms[b.key]; v != nil && v.obj.Metadata.UID == b.uid && v.assumed == host {
+		s.state.assume(b.key, "")
 	}
 	switch {
 	case api.IsConflict(err):
-		// The VM changed since the cache saw it: decide again on the
-		// newer version, which the cache is about to bring.
-		return reconcile.Result{RequeueAfter: 200 * time.Millisecond}, nil
-	case api.IsNotFound(err):
-		return reconcile.Result{}, nil
-	case err != nil:
-		return reconcile.Result{}, fmt.Errorf("binding %s to host %s: %w", key, host, err)
+		s.ctl.EnqueueAfter(b.key, 200*time.Millisecond)
+	case api.IsNotFound(err) || ctx.Err() != nil:
+	default:
+		s.bindFailed[b.key] = fmt.Errorf("binding %s to host %s: %w", b.key, host, err)
+		s.ctl.Enqueue(b.key)
 	}
-	s.alloc.EnqueueAfter(host, allocDelay)
-	s.Recorder.Eventf(ctx, out, api.EventNormal, "Scheduled", "placed on %s", host)
-	// The API server made the VM Scheduled in the binding write itself.
-	return reconcile.Result{}, nil
+	s.mu.Unlock()
+}
+
+// bindLoop writes the bindings bind is given, in batches: the first
+// waiting, and every other waiting by the time a request may be sent
+// (bindsInFlight at once), at most maxBindBatch. Under load the batches
+// grow by themselves; a lone binding goes at once. Each binding of a
+// batch succeeds or fails on its own (api.BindingRequest), so one VM
+// changed since its decision does not hold up the others.
+func (s *Scheduler) bindLoop(ctx context.Context) {
+	slots := make(chan struct{}, bindsInFlight)
+	for {
+		var first *pendingBinding
+		select {
+		case <-ctx.Done():
+			return
+		case first = <-s.bindq:
+		}
+		select {
+		case slots <- struct{}{}:
+		case <-ctx.Done():
+			s.bound(ctx, first, ctx.Err())
+			return
+		}
+		batch := []*pendingBinding{first}
+	gather:
+		for len(batch) < maxBindBatch {
+			select {
+			case b := <-s.bindq:
+				batch = append(batch, b)
+			default:
+				break gather
+			}
+		}
+		go func() {
+			defer func() { <-slots }()
+			s.writeBindings(ctx, batch)
+		}()
+	}
+}
+
+// writeBindings writes one batch and acts on what became of each binding.
+func (s *Scheduler) writeBindings(ctx context.Context, batch []*pendingBinding) {
+	for i, err := range s.sendBindings(ctx, batch) {
+		s.bound(ctx, batch[i], err)
+	}
+}
+
+// sendBindings writes one batch, in one request, and returns what became
+// of each binding.
+func (s *Scheduler) sendBindings(ctx context.Context, batch []*pendingBinding) []error {
+	items := make([]api.BindingItem, len(batch))
+	for i, b := range batch {
+		items[i] = b.item
+	}
+	errs := make([]error, len(batch))
+	out, err := s.Client.Bind(ctx, items)
+	for i := range batch {
+		switch {
+		case err != nil:
+			// The request's error, not this VM's: %v, so that no
+			// Conflict or NotFound of the request passes for the VM's.
+			errs[i] = fmt.Errorf("writing a batch of %d bindings: %v", len(batch), err)
+		case out.Items[i].Error != nil:
+			errs[i] = out.Items[i].Error
+		}
+	}
+	return errs
 }
 
 // volume finds a cached Volume.
@@ -413,8 +539,23 @@ func (s *Scheduler) markScheduled(ctx context.Context, vm *api.VirtualMachine) e
 
 // markUnschedulable records why no host fits: a condition, phase Pending,
 // and a FailedScheduling event (again only when the reason changes or
-// warnEvery has passed).
-func (s *Scheduler) markUnschedulable(ctx context.Context, key string, vm *api.VirtualMachine, why string) error {
+// warnEvery has passed). A VM that says already why it waits, in other
+// words, is told the new ones unschedulableRefresh after it last was,
+// not sooner.
+func (s *Scheduler) markUnschedulable(ctx context.Context, key string, vm *api.VirtualMachine, why string) (reconcile.Result, error) {
+	now := s.Now()
+	if c := vm.Status.Condition(ConditionScheduled); c != nil && c.Status == api.ConditionFalse && c.Reason == api.ReasonUnschedulable &&
+		c.Message != why && vm.Status.Phase == api.VMPending {
+		s.mu.Lock()
+		last := s.marked[key]
+		s.mu.Unlock()
+		if wait := unschedulableRefresh - now.Sub(last); wait > 0 {
+			return reconcile.Result{RequeueAfter: wait}, nil
+		}
+	}
+	s.mu.Lock()
+	s.marked[key] = now
+	s.mu.Unlock()
 	err := s.writeVMStatus(ctx, vm, func(vm *api.VirtualMachine, st *api.VirtualMachineStatus) bool {
 		if vm.Spec.Host != "" {
 			return false
@@ -425,7 +566,6 @@ func (s *Scheduler) markUnschedulable(ctx context.Context, key string, vm *api.V
 			Message: why, ObservedGeneration: vm.Metadata.Generation}
 		return st.SetCondition(c, s.Now().UTC()) || changed
 	})
-	now := s.Now()
 	s.mu.Lock()
 	w, ok := s.warned[key]
 	warn := !ok || w.msg != why || now.Sub(w.at) >= warnEvery
@@ -436,7 +576,7 @@ func (s *Scheduler) markUnschedulable(ctx context.Context, key string, vm *api.V
 	if warn {
 		s.Recorder.Eventf(ctx, vm, api.EventWarning, "FailedScheduling", "%s", why)
 	}
-	return err
+	return reconcile.Result{}, err
 }
 
 // writeVMStatus applies change to the VM's phase and conditions and

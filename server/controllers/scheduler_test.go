@@ -17,7 +17,7 @@ import (
 // addHost joins a host as its agent would and reports it with the given
 // phase and capacity. The long lease keeps host-liveness from turning it
 // NotReady during the test.
-func addHost(t *testing.T, env *servertest.Env, name, phase string, cpus int, mem api.Bytes, labels map[string]string) {
+func addHost(t testing.TB, env *servertest.Env, name, phase string, cpus int, mem api.Bytes, labels map[string]string) {
 	t.Helper()
 	ctx := servertest.Ctx(t)
 	jt := env.JoinToken(api.TokenRequest{Labels: labels})
@@ -183,6 +183,10 @@ func TestSchedulerUnschedulable(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitUnschedulable(t, env, "lab", "big", "0/3 hosts: 2 lack memory (need 4Gi, largest free 2Gi), 1 NotReady")
+	// The counts change: the message follows (not at once: see
+	// unschedulableRefresh), and is exact.
+	addHost(t, env, "h5", api.HostReady, 4, 3<<30, nil)
+	waitUnschedulable(t, env, "lab", "big", "0/4 hosts: 3 lack memory (need 4Gi, largest free 3Gi), 1 NotReady")
 
 	addHost(t, env, "h4", api.HostReady, 4, 8<<30, nil)
 	if host := waitPlaced(t, env, "lab", "big"); host != "h4" {
@@ -344,4 +348,53 @@ func TestSchedulerRacingCreates(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// TestSchedulerBatchMembersStandAlone: of a batch of bindings the
+// scheduler writes, one whose VM changed after the decision fails alone,
+// as a Conflict (so it is decided again on the VM as it is now), without
+// clobbering the change; one whose VM is gone is NotFound; the others
+// are bound.
+func TestSchedulerBatchMembersStandAlone(t *testing.T) {
+	env := servertest.Start(t, servertest.WithoutControllers())
+	env.Tenant("lab")
+	ctx := servertest.Ctx(t)
+	var items []api.BindingItem
+	for _, name := range []string{"a", "b", "c", "d"} {
+		o, err := env.Admin.Create(ctx, newVM("lab", name, 1, 1<<30, nil))
+		if err != nil {
+			t.Fatal(err)
+		}
+		items = append(items, api.BindingItem{Tenant: "lab", Name: name, ResourceVersion: o.GetMetadata().ResourceVersion, Host: "h1"})
+	}
+	// Between the decision and the batch: b grows past what the host
+	// was chosen for, d is deleted.
+	if _, err := env.Admin.Patch(ctx, "VirtualMachine", "lab", "b", map[string]any{"spec": map[string]any{"cpus": 64}}, false); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := env.Admin.Delete(ctx, "VirtualMachine", "lab", "d"); err != nil {
+		t.Fatal(err)
+	}
+	errs := controllers.WriteBindings(ctx, env.Admin, items)
+	if errs[0] != nil || errs[2] != nil {
+		t.Errorf("a and c: %v, %v; want bound", errs[0], errs[2])
+	}
+	if !api.IsConflict(errs[1]) {
+		t.Errorf("b, changed after the decision: %v, want a Conflict", errs[1])
+	}
+	if !api.IsNotFound(errs[3]) {
+		t.Errorf("d, deleted: %v, want NotFound", errs[3])
+	}
+	for name, want := range map[string]string{"a": "h1", "b": "", "c": "h1"} {
+		vm, err := getVM(ctx, env, "lab", name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if vm.Spec.Host != want {
+			t.Errorf("VM %s on %q, want %q", name, vm.Spec.Host, want)
+		}
+		if name == "b" && vm.Spec.CPUs != 64 {
+			t.Errorf("VM b has %d CPUs: its change was clobbered", vm.Spec.CPUs)
+		}
+	}
 }

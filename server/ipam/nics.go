@@ -43,12 +43,12 @@ type NICs struct {
 }
 
 // nicRequest is what of a NIC decides its addresses.
-type nicRequest struct{ Network, Subnet, IP, MAC string }
+type nicRequest struct{ Network, Subnet, IP, MAC, IPv6Subnet string }
 
 func requests(nics []api.VMNIC) []nicRequest {
 	out := make([]nicRequest, len(nics))
 	for i, n := range nics {
-		out[i] = nicRequest{n.Network, n.Subnet, n.IP, n.MAC}
+		out[i] = nicRequest{n.Network, n.Subnet, n.IP, n.MAC, n.IPv6Subnet}
 	}
 	return out
 }
@@ -202,8 +202,12 @@ func (r *resolver) release(t *txn, ifs []api.VMInterfaceStatus, keep map[int]boo
 				t.release(macKey(n.obj.Metadata.UID, ifc.MAC))
 			}
 		}
-		if a, err := netip.ParseAddr(ifc.IP); err == nil {
-			sn, err := r.subnet(ifc.Subnet)
+		for _, held := range [][2]string{{ifc.Subnet, ifc.IP}, {ifc.IPv6Subnet, ifc.IPv6}} {
+			a, err := netip.ParseAddr(held[1])
+			if err != nil {
+				continue
+			}
+			sn, err := r.subnet(held[0])
 			if err != nil {
 				return err
 			}
@@ -217,10 +221,12 @@ func (r *resolver) release(t *txn, ifs []api.VMInterfaceStatus, keep map[int]boo
 	return nil
 }
 
-// resolved is a NIC's network and subnet.
+// resolved is a NIC's network and subnet, and on a dual-stack network
+// the IPv6 subnet it also takes an address in.
 type resolved struct {
 	net *found[*api.Network]
 	sn  *found[*api.Subnet]
+	sn6 *found[*api.Subnet]
 }
 
 func allocateNICs(ctx context.Context, kv clientv3.KV, hints *ipHints, vm *api.VirtualMachine, old *api.VirtualMachine) ([]clientv3.Cmp, []clientv3.Op, error) {
@@ -260,6 +266,9 @@ func allocateNICs(ctx context.Context, kv clientv3.KV, hints *ipHints, vm *api.V
 			if err != nil {
 				return nil, nil, err
 			}
+			if v4, v6 := r.byFamily(names); len(names) == 2 && len(v4) == 1 && len(v6) == 1 {
+				names = v4 // dual-stack: the IPv4 subnet, and the IPv6 one below
+			}
 			switch len(names) {
 			case 0:
 				es.Add(np+".subnet", "network %q has no subnet to take an address from; create one first", nic.Network)
@@ -275,7 +284,12 @@ func allocateNICs(ctx context.Context, kv clientv3.KV, hints *ipHints, vm *api.V
 			es.Add(np+".subnet", "subnet %q is being deleted", sn.obj.Metadata.Name)
 			continue
 		}
-		targets[i] = resolved{n, sn}
+		targets[i] = resolved{net: n, sn: sn}
+		sn6, err := r.dualStack(np, nic, sn.obj, &es)
+		if err != nil {
+			return nil, nil, err
+		}
+		targets[i].sn6 = sn6
 	}
 	if len(es) > 0 {
 		return nil, nil, api.NewInvalid("VirtualMachine", vm.Metadata.Name, es)
@@ -294,7 +308,8 @@ func allocateNICs(ctx context.Context, kv clientv3.KV, hints *ipHints, vm *api.V
 		if ifc.MAC == "" || ifc.Network != nic.Network || (nic.MAC != "" && nic.MAC != ifc.MAC) {
 			return 0
 		}
-		if ifc.IP != "" && ifc.Subnet == targets[i].sn.obj.Metadata.Name && (nic.IP == "" || sameAddr(nic.IP, ifc.IP)) {
+		if ifc.IP != "" && ifc.Subnet == targets[i].sn.obj.Metadata.Name && (nic.IP == "" || sameAddr(nic.IP, ifc.IP)) &&
+			ifc.IPv6Subnet == targets[i].sn6Name() {
 			return 2
 		}
 		return 1
@@ -338,6 +353,9 @@ func allocateNICs(ctx context.Context, kv clientv3.KV, hints *ipHints, vm *api.V
 		if level(i, j) == 2 {
 			a, _ := netip.ParseAddr(ifs[i].IP)
 			t.keep(ipKey(targets[i].sn.obj.Metadata.UID, a), value)
+			if a6, err := netip.ParseAddr(ifs[i].IPv6); err == nil && targets[i].sn6 != nil {
+				t.keep(ipKey(targets[i].sn6.obj.Metadata.UID, a6), value)
+			}
 			keepIP[i] = true
 		}
 	}
@@ -351,7 +369,8 @@ func allocateNICs(ctx context.Context, kv clientv3.KV, hints *ipHints, vm *api.V
 	}
 	for i, j := range match {
 		if j >= 0 && !keepIP[i] {
-			gone = append(gone, api.VMInterfaceStatus{Subnet: oldIfs[j].Subnet, IP: oldIfs[j].IP})
+			o := oldIfs[j]
+			gone = append(gone, api.VMInterfaceStatus{Subnet: o.Subnet, IP: o.IP, IPv6Subnet: o.IPv6Subnet, IPv6: o.IPv6})
 		}
 	}
 	if err := r.release(t, gone, nil); err != nil {
@@ -375,18 +394,30 @@ func allocateNICs(ctx context.Context, kv clientv3.KV, hints *ipHints, vm *api.V
 				continue
 			}
 		}
-		ip, ok, err := takeIP(r, t, np, tg.sn.obj, nic.IP, holder(i), attempt, &es)
+		ip, ok, err := takeIP(r, t, np, tg.sn.obj, nic.IP, mac, holder(i), attempt, &es)
 		if err != nil {
 			return nil, nil, err
 		}
 		if !ok {
 			continue
 		}
+		var ip6 netip.Addr
+		if tg.sn6 != nil {
+			if ip6, ok, err = takeIP(r, t, np, tg.sn6.obj, "", mac, holder(i), attempt, &es); err != nil {
+				return nil, nil, err
+			} else if !ok {
+				continue
+			}
+			t.exists(objectKey("Subnet", tenant, tg.sn6.obj.Metadata.Name), tg.sn6.rev)
+		}
 		// The network and subnet must still be the ones read when
 		// this commits: a delete that came first fails this.
 		t.exists(objectKey("Network", tenant, nic.Network), tg.net.rev)
 		t.exists(objectKey("Subnet", tenant, tg.sn.obj.Metadata.Name), tg.sn.rev)
 		ifs[i] = api.VMInterfaceStatus{Network: nic.Network, Subnet: tg.sn.obj.Metadata.Name, IP: ip.String(), MAC: mac}
+		if ip6.IsValid() {
+			ifs[i].IPv6Subnet, ifs[i].IPv6 = tg.sn6.obj.Metadata.Name, ip6.String()
+		}
 	}
 	if len(es) > 0 {
 		return nil, nil, api.NewInvalid("VirtualMachine", vm.Metadata.Name, es)
@@ -451,7 +482,7 @@ func takeMAC(ctx context.Context, kv clientv3.KV, t *txn, np, netUID, want, hold
 
 // takeIP takes the static address asked for, or the lowest free one in
 // the subnet's DHCP range.
-func takeIP(r *resolver, t *txn, np string, sn *api.Subnet, want, holder string, attempt int, es *api.FieldErrors) (netip.Addr, bool, error) {
+func takeIP(r *resolver, t *txn, np string, sn *api.Subnet, want, mac, holder string, attempt int, es *api.FieldErrors) (netip.Addr, bool, error) {
 	p, err := netip.ParsePrefix(sn.Spec.CIDR)
 	if err != nil {
 		es.Add(np+".subnet", "subnet %q has no valid CIDR (%q)", sn.Metadata.Name, sn.Spec.CIDR)
@@ -459,6 +490,9 @@ func takeIP(r *resolver, t *txn, np string, sn *api.Subnet, want, holder string,
 	}
 	p = p.Masked()
 	uid := sn.Metadata.UID
+	if slaac(sn) {
+		return takeSLAAC(r, t, np, sn, p, want, mac, holder, es)
+	}
 	if want != "" {
 		a, err := netip.ParseAddr(want)
 		switch {

@@ -357,6 +357,8 @@ var extraTypes = []reflect.Type{
 	reflect.TypeFor[api.JoinRequest](),
 	reflect.TypeFor[api.JoinResponse](),
 	reflect.TypeFor[api.HostLeaseRenewal](),
+	reflect.TypeFor[api.BindingRequest](),
+	reflect.TypeFor[api.BindingResponse](),
 	reflect.TypeFor[api.Stats](),
 	reflect.TypeFor[api.SensorReadings](),
 	reflect.TypeFor[api.PowerRequest](),
@@ -431,6 +433,13 @@ func (b *builder) extraPaths() {
 		description: "The agent's heartbeat: the server renews an etcd lease it keeps for the host and writes nothing to the Host. A Host whose lease runs out (and whose status.lastHeartbeat is as old) becomes NotReady.",
 		okCode:      "200", okText: "The lease is renewed for the Host's spec.leaseSeconds.", okSchema: "HostLeaseRenewal",
 		errors: []int{401, 403, 404, 503},
+	})
+	b.add(api.BindingsPath, "post", nil, operation{
+		id: "bindVirtualMachines", summary: "Bind several VirtualMachines to hosts at once (the scheduler's writes)", tags: []string{"VirtualMachine"},
+		description: "Each item is what a PATCH of the VM's spec.host at its resourceVersion would be (authorized, validated and admitted as that update; the VM is made Scheduled in the same write), with a Scheduled event; all are written in one etcd transaction, but each succeeds or fails on its own: the answer's items say which, in order (a Conflict means the VM changed since the version named).",
+		body:        "BindingRequest",
+		okCode:      "200", okText: "What became of each binding.", okSchema: "BindingResponse",
+		errors: []int{400, 401, 413, 422},
 	})
 	vm := api.PathPrefix + "/tenants/{tenant}/virtualmachines/{name}"
 	vmParams := []any{tenantParam, nameParam}

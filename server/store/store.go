@@ -20,6 +20,7 @@ import (
 	"strings"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	api "hearth.dev/hearth/api/v1alpha1"
@@ -263,18 +264,63 @@ func (s *Store) ListRaw(ctx context.Context, k *api.KindInfo, prefix string, sel
 	if err != nil {
 		return nil, 0, unavailable(err)
 	}
-	out := make([][]byte, 0, len(resp.Kvs))
-	for _, kv := range resp.Kvs {
+	out, err := s.rawItems(k, resp.Kvs, sel)
+	return out, resp.Header.Revision, err
+}
+
+// ListPage is how many objects ListRawPages reads from etcd at a time
+// (a variable for tests).
+var ListPage int64 = 500
+
+// ListRawPages reads what ListRaw reads, ListPage objects at a time, all
+// at one revision (rev, or with 0 the latest, which the first page
+// reads), and gives each page's objects to fn as it comes: a list of ten
+// thousand objects is written out as it is read, and never held whole in
+// memory, neither as etcd's answer nor as its copy. It returns the
+// revision read at.
+func (s *Store) ListRawPages(ctx context.Context, k *api.KindInfo, prefix string, sel api.Selector, rev int64, fn func(rev int64, items [][]byte) error) (int64, error) {
+	end := clientv3.GetPrefixRangeEnd(prefix)
+	key := prefix
+	for {
+		opts := []clientv3.OpOption{clientv3.WithRange(end), clientv3.WithLimit(ListPage)}
+		if rev != 0 {
+			opts = append(opts, clientv3.WithRev(rev))
+		}
+		resp, err := s.c.Get(ctx, key, opts...)
+		if err != nil {
+			return rev, unavailable(err)
+		}
+		if rev == 0 {
+			rev = resp.Header.Revision
+		}
+		items, err := s.rawItems(k, resp.Kvs, sel)
+		if err != nil {
+			return rev, err
+		}
+		if err := fn(rev, items); err != nil {
+			return rev, err
+		}
+		if !resp.More || len(resp.Kvs) == 0 {
+			return rev, nil
+		}
+		key = string(resp.Kvs[len(resp.Kvs)-1].Key) + "\x00"
+	}
+}
+
+// rawItems is ListRaw's work on the keys read.
+func (s *Store) rawItems(k *api.KindInfo, kvs []*mvccpb.KeyValue, sel api.Selector) ([][]byte, error) {
+	out := make([][]byte, 0, len(kvs))
+	for _, kv := range kvs {
 		plain, err := s.open(k, kv.Key, kv.Value)
 		if err != nil {
-			return nil, 0, err
+			return nil, err
 		}
 		// Passed on unread, so nothing is dropped; but an object of
 		// another apiVersion is refused as decode refuses it (as a raw
 		// watch does).
 		if !bytes.HasPrefix(plain, storedPrefix) {
 			if _, err := s.decode(k, kv.Key, kv.Value, kv.ModRevision); err != nil {
-				return nil, 0, err
+				return nil, err
 			}
 		}
 		if len(sel) > 0 {
@@ -284,7 +330,7 @@ func (s *Store) ListRaw(ctx context.Context, k *api.KindInfo, prefix string, sel
 				} `json:"metadata"`
 			}
 			if err := json.Unmarshal(plain, &labels); err != nil {
-				return nil, 0, fmt.Errorf("decoding stored %s: %w", k.Kind, err)
+				return nil, fmt.Errorf("decoding stored %s: %w", k.Kind, err)
 			}
 			if !sel.Matches(labels.Metadata.Labels) {
 				continue
@@ -292,7 +338,7 @@ func (s *Store) ListRaw(ctx context.Context, k *api.KindInfo, prefix string, sel
 		}
 		out = append(out, WithResourceVersion(plain, kv.ModRevision))
 	}
-	return out, resp.Header.Revision, nil
+	return out, nil
 }
 
 // Create writes a new object. The store sets uid, generation and the
@@ -385,67 +431,30 @@ func (s *Store) Update(ctx context.Context, k *api.KindInfo, tenant, name string
 		if precondition != 0 && kv.ModRevision != precondition {
 			return nil, api.NewConflict(k.Kind, name, precondition, kv.ModRevision)
 		}
-		cur, err := s.decode(k, kv.Key, kv.Value, kv.ModRevision)
-		if err != nil {
-			return nil, err
-		}
-		old := api.DeepCopy(cur)
-		next, err := fn(cur)
+		w, err := s.prepareUpdate(ctx, k, key, kv.Value, kv.ModRevision, attempt, fn)
 		if errors.Is(err, ErrUnchanged) {
-			return old, nil
+			return w.old, nil
 		}
 		if err != nil {
 			return nil, err
 		}
-		nm := next.GetMetadata()
-		// The identity of an object never changes under an update.
-		om := old.GetMetadata()
-		nm.Name, nm.Tenant, nm.UID, nm.CreationTimestamp = om.Name, om.Tenant, om.UID, om.CreationTimestamp
-		if om.DeletionTimestamp != nil {
-			nm.DeletionTimestamp = om.DeletionTimestamp
-		}
-		cmps, ops := guardOps(ctx)
-		cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(key), "=", kv.ModRevision))
-		hctx := withAttempt(ctx, attempt)
-		if nm.DeletionTimestamp != nil && len(nm.Finalizers) == 0 {
-			dcmps, dops, err := s.deleteOps(hctx, k, key, next)
-			if err != nil {
-				return nil, err
-			}
-			cmps, ops = append(cmps, dcmps...), append(ops, dops...)
-		} else {
-			for _, h := range s.hooks[k.Kind] {
-				if uh, ok := h.(UpdateHooks); ok {
-					c, o, err := uh.OnUpdate(hctx, s.c, old, next)
-					if err != nil {
-						return nil, err
-					}
-					cmps, ops = append(cmps, c...), append(ops, o...)
-				}
-			}
-			now := s.now().UTC().Truncate(time.Second)
-			nm.UpdateTimestamp = &now
-			val, err := s.encode(k, key, next)
-			if err != nil {
-				return nil, err
-			}
-			ops = append(ops, clientv3.OpPut(key, val))
-		}
+		ops := w.ops
 		if IsDryRun(ctx) {
 			ops = nil // the comparisons alone: see WithDryRun
 		}
-		txn := s.c.Txn(ctx).If(cmps...).Then(ops...)
+		txn := s.c.Txn(ctx).If(w.cmps...).Then(ops...)
 		tresp, err := txn.Commit()
 		if err != nil {
 			return nil, unavailable(err)
 		}
 		if tresp.Succeeded {
 			// A dry run answers with the revision it was computed on.
+			nm := w.next.GetMetadata()
 			nm.ResourceVersion = strconv.FormatInt(kv.ModRevision, 10)
 			if !IsDryRun(ctx) {
 				nm.ResourceVersion = strconv.FormatInt(tresp.Header.Revision, 10)
 			}
-			return next, nil
+			return w.next, nil
 		}
 		// The object or a guard changed: read again (a changed object
 		// fails the precondition there) and apply fn again.
@@ -453,6 +462,68 @@ func (s *Store) Update(ctx context.Context, k *api.KindInfo, tenant, name string
 			return nil, api.NewUnavailable("%s %q is changing too fast to update; try again", k.Kind, name)
 		}
 	}
+}
+
+// preparedUpdate is one object's update, ready to commit: the
+// comparisons (the object still at the revision fn saw, the guards) and
+// the writes.
+type preparedUpdate struct {
+	old, next api.Object
+	cmps      []clientv3.Cmp
+	ops       []clientv3.Op
+}
+
+// prepareUpdate applies fn to the stored object (value at modRev) and
+// builds the transaction that writes the result. ErrUnchanged comes back
+// with old set.
+func (s *Store) prepareUpdate(ctx context.Context, k *api.KindInfo, key string, value []byte, modRev int64, attempt int, fn UpdateFunc) (preparedUpdate, error) {
+	var w preparedUpdate
+	cur, err := s.decode(k, []byte(key), value, modRev)
+	if err != nil {
+		return w, err
+	}
+	w.old = api.DeepCopy(cur)
+	next, err := fn(cur)
+	if err != nil {
+		return w, err
+	}
+	w.next = next
+	nm := next.GetMetadata()
+	// The identity of an object never changes under an update.
+	om := w.old.GetMetadata()
+	nm.Name, nm.Tenant, nm.UID, nm.CreationTimestamp = om.Name, om.Tenant, om.UID, om.CreationTimestamp
+	if om.DeletionTimestamp != nil {
+		nm.DeletionTimestamp = om.DeletionTimestamp
+	}
+	cmps, ops := guardOps(ctx)
+	cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(key), "=", modRev))
+	hctx := withAttempt(ctx, attempt)
+	if nm.DeletionTimestamp != nil && len(nm.Finalizers) == 0 {
+		dcmps, dops, err := s.deleteOps(hctx, k, key, next)
+		if err != nil {
+			return w, err
+		}
+		cmps, ops = append(cmps, dcmps...), append(ops, dops...)
+	} else {
+		for _, h := range s.hooks[k.Kind] {
+			if uh, ok := h.(UpdateHooks); ok {
+				c, o, err := uh.OnUpdate(hctx, s.c, w.old, next)
+				if err != nil {
+					return w, err
+				}
+				cmps, ops = append(cmps, c...), append(ops, o...)
+			}
+		}
+		now := s.now().UTC().Truncate(time.Second)
+		nm.UpdateTimestamp = &now
+		val, err := s.encode(k, key, next)
+		if err != nil {
+			return w, err
+		}
+		ops = append(ops, clientv3.OpPut(key, val))
+	}
+	w.cmps, w.ops = cmps, ops
+	return w, nil
 }
 
 // Delete removes an object, or, while it has finalizers, marks it with a

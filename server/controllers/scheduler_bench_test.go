@@ -1,0 +1,90 @@
+package controllers_test
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	api "hearth.dev/hearth/api/v1alpha1"
+	"hearth.dev/hearth/client"
+	"hearth.dev/hearth/server/controllers"
+	"hearth.dev/hearth/server/servertest"
+)
+
+// BenchmarkSchedulerPlacement measures placement alone, on a real server
+// with no agents: 2,000 VMs waiting, then a scheduler started, timed
+// until the last is bound (placements/s).
+//
+//	go test ./server/controllers -run '^$' -bench SchedulerPlacement -benchtime 1x
+func BenchmarkSchedulerPlacement(b *testing.B) {
+	const hosts, vms = 50, 2000
+	env := servertest.Start(b, servertest.WithoutControllers())
+	env.Tenant("lab")
+	for i := range hosts {
+		addHost(b, env, fmt.Sprintf("h%02d", i), api.HostReady, 64, 256<<30, nil)
+	}
+	for n := range b.N {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+		var wg sync.WaitGroup
+		names := make(chan int, vms)
+		for i := range vms {
+			names <- i
+		}
+		close(names)
+		for range 16 {
+			wg.Go(func() {
+				for i := range names {
+					if _, err := env.Admin.Create(ctx, newVM("lab", fmt.Sprintf("r%d-%05d", n, i), 1, 64<<20, nil)); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+		}
+		wg.Wait()
+		b.ResetTimer()
+		start := time.Now()
+		sctx, stop := context.WithCancel(ctx)
+		done := make(chan error, 1)
+		go func() {
+			done <- (&controllers.Scheduler{Client: env.Admin, Recorder: client.NewRecorder(env.Admin, "bench").Background(sctx)}).Run(sctx)
+		}()
+		for {
+			objs, _, err := env.Admin.List(ctx, "VirtualMachine", "lab", client.ListOptions{})
+			if err != nil {
+				b.Fatal(err)
+			}
+			bound := 0
+			for _, o := range objs {
+				if o.(*api.VirtualMachine).Spec.Host != "" {
+					bound++
+				}
+			}
+			if bound == len(objs) {
+				break
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		elapsed := time.Since(start)
+		b.StopTimer()
+		stop()
+		<-done
+		b.ReportMetric(float64(vms)/elapsed.Seconds(), "placements/s")
+		for _, o := range mustList(b, env) {
+			if _, err := env.Admin.Delete(ctx, "VirtualMachine", "lab", o.GetMetadata().Name); err != nil {
+				b.Fatal(err)
+			}
+		}
+		cancel()
+	}
+}
+
+func mustList(b *testing.B, env *servertest.Env) []api.Object {
+	objs, _, err := env.Admin.List(context.Background(), "VirtualMachine", "lab", client.ListOptions{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	return objs
+}
