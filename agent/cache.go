@@ -27,6 +27,9 @@ type cache struct {
 	// securityGroups of every tenant (netsecgroups.go); nil when
 	// networking is off.
 	securityGroups *client.Informer
+	// sshKeys are every tenant's SSHKeys, which the metadata service
+	// hands to the VMs here; nil with tenant networking off.
+	sshKeys *client.Informer
 }
 
 func newCache(c *client.Client, host string, networking bool) *cache {
@@ -46,6 +49,7 @@ func newCache(c *client.Client, host string, networking bool) *cache {
 		ca.externalNetworks = client.NewInformer(c, "ExternalNetwork", "", all)
 		ca.hosts = client.NewInformer(c, "Host", "", all)
 		ca.securityGroups = client.NewInformer(c, "SecurityGroup", "", all)
+		ca.sshKeys = client.NewInformer(c, "SSHKey", "", all)
 	}
 	return ca
 }
@@ -53,7 +57,7 @@ func newCache(c *client.Client, host string, networking bool) *cache {
 func (c *cache) informers() []*client.Informer {
 	infs := []*client.Informer{c.vms, c.volumes, c.snapshots, c.images, c.pools}
 	if c.networks != nil {
-		infs = append(infs, c.networks, c.subnets, c.floatingIPs, c.externalNetworks, c.hosts, c.securityGroups)
+		infs = append(infs, c.networks, c.subnets, c.floatingIPs, c.externalNetworks, c.hosts, c.securityGroups, c.sshKeys)
 	}
 	return infs
 }

@@ -46,6 +46,8 @@ type netInputs struct {
 	FoundDevices map[string]string
 	// SecurityGroups of every tenant (netsecgroups.go).
 	SecurityGroups []*api.SecurityGroup
+	// SSHKeys of every tenant, for the metadata service (netmeta.go).
+	SSHKeys []*api.SSHKey
 }
 
 // netProblem is something of the API that the host cannot carry as it is
@@ -235,7 +237,7 @@ func hostNetState(in netInputs) netState {
 				ra6.addSubnet(s, sub)
 			}
 			if !s.Spec.DHCP.Disabled && sub.CIDR.Addr().Is4() {
-				d := dhcpSubnet{Key: sk, CIDR: sub.CIDR, Gateway: sub.Gateway, MTU: n.Spec.MTU, Domain: n.Spec.DNSDomain,
+				d := dhcpSubnet{Key: sk, CIDR: sub.CIDR, Gateway: sub.Gateway, MTU: n.Spec.MTU, Domain: networkDomain(n),
 					Lease: s.Spec.DHCP.LeaseSeconds, Leases: map[string]netip.Addr{}}
 				for _, a := range s.Spec.DNSServers {
 					if ip, err := netip.ParseAddr(a); err == nil && ip.Is4() {
@@ -252,6 +254,7 @@ func hostNetState(in netInputs) netState {
 						d.Routes = append(d.Routes, dhcpRoute{Destination: dst.Masked(), Gateway: via})
 					}
 				}
+				d.Routes = append(d.Routes, metadataRoute(sub.Gateway))
 				dhcps = append(dhcps, d)
 			}
 		}

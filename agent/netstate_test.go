@@ -343,7 +343,9 @@ func TestHostNetState(t *testing.T) {
 }
 
 // TestHostNetStateDHCP: each subnet's DHCP gets the static leases of this
-// host's NICs in it and the subnet's options.
+// host's NICs in it and the subnet's options, the network's domain (the
+// default one here) as the search domain, and the route to the metadata
+// address through its gateway.
 func TestHostNetStateDHCP(t *testing.T) {
 	in := nsWorld()
 	in.Subnets[0].Spec.DNSServers = []string{"9.9.9.9"}
@@ -353,10 +355,12 @@ func TestHostNetStateDHCP(t *testing.T) {
 	want := map[uint32][]dhcpSubnet{
 		100: {
 			{Key: "red/one", CIDR: netip.MustParsePrefix("192.168.1.0/24"), Gateway: netip.MustParseAddr("192.168.1.1"),
-				DNS: addrs("9.9.9.9"), Routes: []dhcpRoute{{netip.MustParsePrefix("10.99.0.0/16"), netip.MustParseAddr("192.168.1.254")}},
-				MTU: 1450, Lease: 3600, Leases: map[string]netip.Addr{"52:54:00:00:00:0a": netip.MustParseAddr("192.168.1.10")}},
+				DNS: addrs("9.9.9.9"), Routes: []dhcpRoute{{netip.MustParsePrefix("10.99.0.0/16"), netip.MustParseAddr("192.168.1.254")},
+					{netip.MustParsePrefix("169.254.169.254/32"), netip.MustParseAddr("192.168.1.1")}},
+				MTU: 1450, Domain: "net.red.hearth", Lease: 3600, Leases: map[string]netip.Addr{"52:54:00:00:00:0a": netip.MustParseAddr("192.168.1.10")}},
 			{Key: "red/two", CIDR: netip.MustParsePrefix("192.168.2.0/24"), Gateway: netip.MustParseAddr("192.168.2.1"),
-				DNS: addrs("192.168.2.1"), MTU: 1450, Lease: 3600,
+				DNS: addrs("192.168.2.1"), Routes: []dhcpRoute{{netip.MustParsePrefix("169.254.169.254/32"), netip.MustParseAddr("192.168.2.1")}},
+				MTU: 1450, Domain: "net.red.hearth", Lease: 3600,
 				Leases: map[string]netip.Addr{"52:54:00:00:00:0c": netip.MustParseAddr("192.168.2.10")}},
 		},
 	}

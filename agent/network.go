@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"reflect"
 	"slices"
 	"strings"
 	"sync"
@@ -34,6 +35,8 @@ type netController struct {
 	kick  chan struct{}
 	dhcp  *dhcpServers
 	ra    *raServers
+	// services are each network's DNS and metadata servers (netservices.go).
+	services *routerServices
 
 	mu sync.Mutex
 	// ready are the ports of the networks the last Apply converged, by
@@ -57,7 +60,7 @@ const netResync = 10 * time.Second
 const netDebounce = 50 * time.Millisecond
 
 func newNetController(a *Agent, plane dataplane.Plane) *netController {
-	return &netController{a: a, plane: plane, kick: make(chan struct{}, 1), dhcp: newDHCPServers(plane), ra: newRAServers(plane),
+	return &netController{a: a, plane: plane, kick: make(chan struct{}, 1), dhcp: newDHCPServers(plane), ra: newRAServers(plane), services: newRouterServices(plane),
 		ready: map[string]bool{}, vmPorts: map[string][]string{}, report: newNetReport()}
 }
 
@@ -75,6 +78,7 @@ func (n *netController) run(ctx context.Context) error {
 	}
 	defer n.dhcp.stopAll()
 	defer n.ra.stopAll()
+	defer n.services.stopAll()
 	t := time.NewTicker(netResync)
 	defer t.Stop()
 	for {
@@ -127,6 +131,9 @@ func (n *netController) inputs() netInputs {
 	for _, o := range c.externalNetworks.List() {
 		in.ExternalNetworks = append(in.ExternalNetworks, o.(*api.ExternalNetwork))
 	}
+	for _, o := range c.sshKeys.List() {
+		in.SSHKeys = append(in.SSHKeys, o.(*api.SSHKey))
+	}
 	in.FoundDevices = foundExternalDevices(in.ExternalNetworks, in.ExternalDevices)
 	for _, o := range c.securityGroups.List() {
 		in.SecurityGroups = append(in.SecurityGroups, o.(*api.SecurityGroup))
@@ -143,7 +150,8 @@ func (n *netController) inputs() netInputs {
 // apply computes the state and applies it, and says what went wrong;
 // false if the Apply failed.
 func (n *netController) apply(ctx context.Context) bool {
-	st := hostNetState(n.inputs())
+	in := n.inputs()
+	st := hostNetState(in)
 	err := n.plane.Apply(ctx, st.State)
 	var issues []netIssue
 	for _, p := range st.Problems {
@@ -195,6 +203,9 @@ func (n *netController) apply(ctx context.Context) bool {
 	for _, key := range wake {
 		n.a.vms.ctl.EnqueueNow(key)
 	}
+	// The metadata and DNS tables before the leases: a VM asks for its
+	// metadata the moment it has its address.
+	n.services.sync(ctx, in, st, failed)
 	for key, err := range n.dhcp.sync(ctx, st, failed) {
 		issues = append(issues, netIssue{api.NetworkDHCPFailed, fmt.Sprintf("subnet %s: its DHCP server cannot start: %v", key, err)})
 	}
@@ -277,9 +288,10 @@ func unjoin(err error) []error {
 }
 
 // wireNetwork registers the network controller's interest: any change of
-// the kinds the state is computed from, but a VM's only when it can change
-// the state (placement, NICs, interfaces, coming or going), not its
-// status heartbeat.
+// the kinds the state is computed from (and of SSHKeys, which the
+// metadata service hands out), but a VM's only when it can change the
+// state (placement, NICs, interfaces, coming or going) or its metadata
+// (spec.cloudInit), not its status heartbeat.
 func (a *Agent) wireNetwork() {
 	c := a.cache
 	kick := func(client.Change) { a.net.changed() }
@@ -288,13 +300,15 @@ func (a *Agent) wireNetwork() {
 	c.floatingIPs.OnUpdate(kick)
 	c.externalNetworks.OnUpdate(kick)
 	c.securityGroups.OnUpdate(kick)
+	c.sshKeys.OnUpdate(kick)
 	c.hosts.OnUpdate(func(ch client.Change) {
 		if ch.Old == nil || ch.New == nil || ch.Old.(*api.Host).Spec.Address != ch.New.(*api.Host).Spec.Address {
 			a.net.changed()
 		}
 	})
 	c.vms.OnUpdate(func(ch client.Change) {
-		if ch.Old == nil || ch.New == nil || vmNetworking(ch.Old.(*api.VirtualMachine)) != vmNetworking(ch.New.(*api.VirtualMachine)) {
+		if ch.Old == nil || ch.New == nil || vmNetworking(ch.Old.(*api.VirtualMachine)) != vmNetworking(ch.New.(*api.VirtualMachine)) ||
+			!reflect.DeepEqual(ch.Old.(*api.VirtualMachine).Spec.CloudInit, ch.New.(*api.VirtualMachine).Spec.CloudInit) {
 			a.net.changed()
 		}
 	})

@@ -8,7 +8,6 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"sort"
 
 	api "hearth.dev/hearth/api/v1alpha1"
 	"hearth.dev/hearth/client"
@@ -252,20 +251,9 @@ func (a *Agent) sshKeys(ctx context.Context, vm *api.VirtualMachine) ([]string, 
 	for _, o := range objs {
 		byName[o.GetMetadata().Name] = o.(*api.SSHKey).Spec.PublicKey
 	}
-	var keys []string
-	if len(vm.Spec.CloudInit.SSHKeys) == 0 {
-		for _, k := range byName {
-			keys = append(keys, k)
-		}
-		sort.Strings(keys)
-		return keys, nil
-	}
-	for i, n := range vm.Spec.CloudInit.SSHKeys {
-		k, ok := byName[n]
-		if !ok {
-			return nil, fmt.Errorf("spec.cloudInit.sshKeys[%d]: %w", i, &notFoundError{kind: "SSHKey", tenant: vm.Metadata.Tenant, name: n})
-		}
-		keys = append(keys, k)
+	keys, _, err := vmSSHKeys(vm, byName)
+	if err != nil {
+		return nil, err
 	}
 	return keys, nil
 }

@@ -2,6 +2,9 @@
 // user-data and network-config documents, and the small ISO9660 image
 // labelled "cidata" that carries them, which is what cloud-init's NoCloud
 // datasource looks for. It is pure Go so that agents need no ISO tools.
+// The same seed also makes the documents of the agent's metadata service
+// (Instance: EC2, OpenStack and NoCloud over HTTP), so a guest reads the
+// same data whichever way it asks.
 package cloudinit
 
 import (

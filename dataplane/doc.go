@@ -28,7 +28,14 @@
 //   - A router: a network namespace PREFIX-router-VNI joined to the
 //     bridge by a veth (hriVNI on the bridge, "internal" inside), holding
 //     the gateway address of every subnet with the same MAC (GatewayMAC)
-//     and addresses on every host, forwarding between the subnets.
+//     and addresses on every host, forwarding between the subnets, and
+//     MetadataAddress (169.254.169.254/32), where the agent's metadata
+//     server listens (its DNS listens on the gateways). Guests reach it
+//     through their gateway (the agent's DHCP hands out a classless
+//     route), never on-link: ARP for it would cross the VXLAN device to
+//     every host's router, while the gateway's is answered by the
+//     guest's own host only, and only that host's router knows the
+//     guest.
 //   - With an external network: a second veth (hreVNI on the host's
 //     external bridge, "external" inside) with the host's external address
 //     for the network, a default route to the external gateway, SNAT, and

@@ -149,6 +149,7 @@ func (p *Linux) model(n *Network, underlay Underlay, underlayIndex, externalMTU 
 	for _, s := range n.Subnets {
 		r.addrs[addrKey{internalLink, netip.PrefixFrom(s.Gateway, s.CIDR.Bits()).String()}] = true
 	}
+	r.addrs[addrKey{internalLink, netip.PrefixFrom(MetadataAddress, 32).String()}] = true
 	nics := func(mac net.HardwareAddr, as []netip.Addr) {
 		for _, a := range as {
 			r.neigh[addrKey{internalLink, a.String()}] = mac.String()

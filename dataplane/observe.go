@@ -249,7 +249,9 @@ func routerAddrKey(link string, ipn *net.IPNet) (addrKey, bool) {
 		return addrKey{}, false
 	}
 	a = a.Unmap()
-	if a.IsLinkLocalUnicast() || a.IsLoopback() {
+	// The kernel's own link-local addresses are not the Plane's; the
+	// metadata address, link-local too, is.
+	if (a.IsLinkLocalUnicast() && a != MetadataAddress) || a.IsLoopback() {
 		return addrKey{}, false
 	}
 	bits, _ := ipn.Mask.Size()

@@ -111,6 +111,36 @@ func TestSandboxNetworks(t *testing.T) {
 		}
 	})
 
+	// DNS and metadata, from inside the guests: red/a resolves its peer
+	// by name and reads its own metadata; blue/x, on the same host with
+	// the same CIDR, resolves none of red's names and reads only its own.
+	uid := func(tenant, vm string) string {
+		o, err := api.Decode([]byte(s.must("", "get", "vm", vm, "--tenant", tenant, "-o", "json")))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return o.GetMetadata().UID
+	}
+	t.Run("DNS and metadata", func(t *testing.T) {
+		got := results("red", "a", "name", "fqdn", "instance-id", "local-ipv4", "public-ipv4", "nocloud-hostname")
+		fipAddr := ""
+		if o, err := api.Decode([]byte(s.must("", "get", "fip", "a", "--tenant", "red", "-o", "json"))); err == nil {
+			fipAddr = o.(*api.FloatingIP).Status.Address
+		}
+		for k, v := range map[string]string{"name": "10.10.1.11", "fqdn": "10.10.1.11", "instance-id": uid("red", "a"),
+			"local-ipv4": "10.10.1.10", "public-ipv4": fipAddr, "nocloud-hostname": "a"} {
+			if got[k] != v {
+				t.Errorf("red/a's %s = %q, want %q", k, got[k], v)
+			}
+		}
+		blue := results("blue", "x", "name-b", "instance-id", "local-ipv4")
+		for k, v := range map[string]string{"name-b": "none", "instance-id": uid("blue", "x"), "local-ipv4": "10.10.1.11"} {
+			if blue[k] != v {
+				t.Errorf("blue/x's %s = %q, want %q", k, blue[k], v)
+			}
+		}
+	})
+
 	var fip string
 	t.Run("floating IP", func(t *testing.T) {
 		var addr string

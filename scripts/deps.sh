@@ -45,9 +45,11 @@ demo=(qemu-system-x86 qemu-utils ipxe-qemu ovmf ipxe busybox-static iproute2 dns
 # installed into (packaging/); mmdebstrap also builds the Debian image
 # with Debian's cloud-init that TestSandboxCloudInit boots
 # (testguest.BuildDebian), whose file system e2fsprogs' mke2fs fills from
-# a directory, with no loop device or mount.
+# a directory, with no loop device or mount; dnsperf and wrk, the load
+# generators of the tenant DNS and metadata benchmarks
+# (BenchmarkNetServices, against dnsmasq from dnsmasq-base).
 test=("${demo[@]}" etcd-server genisoimage isc-dhcp-client dhcping tftp-hpa atftp ipmitool
-	openipmi isolinux syslinux-common syslinux-utils iperf3
+	openipmi isolinux syslinux-common syslinux-utils iperf3 dnsperf wrk
 	ceph-mon ceph-mgr ceph-osd ceph-common qemu-block-extra nfs-ganesha nfs-ganesha-vfs rpcbind
 	lintian mmdebstrap e2fsprogs chromium nodejs prometheus)
 

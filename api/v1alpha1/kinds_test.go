@@ -185,6 +185,8 @@ func TestInvalidObjects(t *testing.T) {
 		}, want: []string{"spec.involvedObject.kind", "spec.reason", "spec.type"}},
 		{name: "tiny mtu", kind: "Network", edit: func(o Object) { o.(*Network).Spec.MTU = 100 },
 			want: []string{"spec.mtu"}},
+		{name: "dns domain not a name", kind: "Network", edit: func(o Object) { o.(*Network).Spec.DNSDomain = "Web_Servers..lab" },
+			want: []string{"spec.dnsDomain"}, detail: "is not a host name"},
 		{name: "cidr /33", kind: "Subnet", edit: func(o Object) { o.(*Subnet).Spec.CIDR = "10.0.0.0/33" },
 			want: []string{"spec.cidr"}, detail: `"10.0.0.0/33" is not a CIDR`},
 		{name: "gateway change", kind: "Subnet", update: true, edit: func(o Object) { o.(*Subnet).Spec.Gateway = "10.0.0.254" },

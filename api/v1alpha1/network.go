@@ -21,8 +21,10 @@ type NetworkSpec struct {
 	// ExternalNetwork, when set, gives the network a route out: SNAT for
 	// its VMs and floating IPs from that external network.
 	ExternalNetwork string `json:"externalNetwork,omitempty"`
-	// DNSDomain is the domain VM names resolve under (default
-	// NETWORK.TENANT.hearth.internal).
+	// DNSDomain is the domain VM names resolve under, and the search
+	// domain DHCP hands out (default NETWORK.TENANT.hearth). Hearth's DNS
+	// on the network's gateways answers it from the network's own VMs and
+	// floating IPs only.
 	DNSDomain string `json:"dnsDomain,omitempty"`
 }
 
@@ -197,6 +199,16 @@ func LastAddr(p netip.Prefix) netip.Addr {
 	return a
 }
 
+// NetworkDomain is the domain a network's VMs resolve under: its
+// spec.dnsDomain (lowercase, without a final dot), else
+// NETWORK.TENANT.hearth.
+func NetworkDomain(n *Network) string {
+	if n.Spec.DNSDomain != "" {
+		return strings.TrimSuffix(strings.ToLower(n.Spec.DNSDomain), ".")
+	}
+	return n.Metadata.Name + "." + n.Metadata.Tenant + ".hearth"
+}
+
 func (s *NetworkSpec) Default() {
 	if s.MTU == 0 {
 		s.MTU = 1450
@@ -210,6 +222,9 @@ func (s *NetworkSpec) Validate(path string) FieldErrors {
 	}
 	if s.ExternalNetwork != "" {
 		es = append(es, ValidateName(path+".externalNetwork", s.ExternalNetwork)...)
+	}
+	if s.DNSDomain != "" {
+		es = append(es, ValidateHostname(path+".dnsDomain", strings.TrimSuffix(s.DNSDomain, "."))...)
 	}
 	return es
 }
@@ -229,6 +244,7 @@ func init() {
 			{Name: "EXTERNAL", Get: func(o Object) string { return o.(*Network).Spec.ExternalNetwork }},
 			{Name: "HOSTS", Wide: true, Get: func(o Object) string { return strconv.Itoa(len(o.(*Network).Status.Hosts)) }},
 			{Name: "PORTS", Wide: true, Get: func(o Object) string { return strconv.Itoa(len(o.(*Network).Status.Ports)) }},
+			{Name: "DOMAIN", Wide: true, Get: func(o Object) string { return NetworkDomain(o.(*Network)) }},
 		},
 	})
 }

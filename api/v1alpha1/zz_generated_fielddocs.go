@@ -197,7 +197,7 @@ var fieldDocs = map[string]string{
 	"NetworkRouter":                       "NetworkRouter is the network's router on one host. Every host that carries a network routes its own VMs' traffic, with the same gateway addresses on every host.",
 	"NetworkRouter.ExternalAddress":       "ExternalAddress is the host's address on the network's external network, which the VMs' traffic out is SNATed to. The server allocates it from the external network's range when the router appears and releases it when the host stops carrying the network; empty while the network names no external network (or one that does not exist, serves another site, or has no free address: the Routed condition says which).",
 	"NetworkRouter.Host":                  "Host the router is on.",
-	"NetworkSpec.DNSDomain":               "DNSDomain is the domain VM names resolve under (default NETWORK.TENANT.hearth.internal).",
+	"NetworkSpec.DNSDomain":               "DNSDomain is the domain VM names resolve under, and the search domain DHCP hands out (default NETWORK.TENANT.hearth). Hearth's DNS on the network's gateways answers it from the network's own VMs and floating IPs only.",
 	"NetworkSpec.Description":             "Description is free text for people.",
 	"NetworkSpec.ExternalNetwork":         "ExternalNetwork, when set, gives the network a route out: SNAT for its VMs and floating IPs from that external network.",
 	"NetworkSpec.MTU":                     "MTU inside the network. Default 1450: a 1500-byte underlay less the 50 bytes of VXLAN encapsulation.",
