@@ -33,7 +33,7 @@ Running. Then it measures:
   - listing every VM, the servers' memory and etcd's size.
 
 With --servers 3 --kill-leader the leading server is killed (SIGKILL)
-half-way through placement: the run checks that placement resumes and that
+once placement has begun: the run checks that placement resumes and that
 no VM is bound twice or lost. Agents then talk to the other two servers.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -67,7 +67,7 @@ no VM is bound twice or lost. Agents then talk to the other two servers.`,
 	f.IntVar(&cfg.RunningVMs, "running-vms", 0, "VMs created at --rate for create→Running (default min(--vms, 2000))")
 	f.Float64Var(&cfg.Rate, "rate", 200, "creates per second for create→Running and watch delivery")
 	f.IntVar(&cfg.Servers, "servers", 1, "servers: 1, or 3 for an HA control plane")
-	f.BoolVar(&cfg.KillLeader, "kill-leader", false, "kill the leading server half-way through placement (needs --servers 3)")
+	f.BoolVar(&cfg.KillLeader, "kill-leader", false, "kill the leading server once placement has begun (needs --servers 3)")
 	f.DurationVar(&cfg.HeartbeatWindow, "heartbeat-window", 30*time.Second, "how long idle hosts' heartbeats are measured")
 	f.IntVar(&cfg.VMsPerNetwork, "vms-per-network", 250, "VMs per network (each with one /23 subnet; at most 500)")
 	f.DurationVar(&cfg.BootDelay, "boot-delay", 0, "how long a simulated guest takes to write its first console output")

@@ -12,7 +12,7 @@ import (
 // TestScaleKillLeader places a backlog of VMs on simulated hosts (the
 // real agent on compute/computetest) with a three-member control plane,
 // and kills the leading server (SIGKILL: its etcd member dies with it)
-// half-way through: placement resumes within the leader lease on another
+// once placement has begun: placement resumes within the leader lease on another
 // server, and every VM ends up started by exactly one host, bound once,
 // none lost. The same run as `hearth bench scale --servers 3
 // --kill-leader`, at a size CI takes in about a minute (67 s with the
@@ -24,7 +24,7 @@ func TestScaleKillLeader(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
 	defer cancel()
 	var out bytes.Buffer
-	res, err := bench.RunScale(ctx, bench.ScaleConfig{Hosts: 20, VMs: 600, RunningVMs: 100, Rate: 100,
+	res, err := bench.RunScale(ctx, bench.ScaleConfig{Hosts: 20, VMs: 1500, RunningVMs: 100, Rate: 100,
 		Servers: 3, KillLeader: true, HeartbeatWindow: 2 * time.Second, Binary: hearthBin, Dir: t.TempDir(),
 		Logf: func(format string, args ...any) { t.Logf(format, args...) }}, &out)
 	t.Logf("report:\n%s", out.String())
@@ -39,6 +39,8 @@ func TestScaleKillLeader(t *testing.T) {
 	}
 	// The election's lease is 10 s; a new leader lists everything and
 	// places again within a few more.
+	// The backlog is larger than the batches the old leader may have in
+	// flight (2 × 256), so some VMs are left for the new one to bind.
 	if res.Gap <= 0 || res.Gap > 25*time.Second {
 		t.Fatalf("placement resumed %s after the leader was killed; want within the 10 s leader lease and a start", res.Gap)
 	}

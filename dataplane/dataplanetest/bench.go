@@ -212,57 +212,18 @@ func RunThroughput(ctx context.Context, cfg ThroughputConfig, w io.Writer) ([]Pa
 	if cfg.Pings == 0 {
 		cfg.Pings = 500
 	}
-	if os.Geteuid() != 0 {
-		return nil, errors.New("bench dataplane: run as root: it makes network namespaces")
-	}
-	if _, err := exec.LookPath("iperf3"); err != nil {
-		return nil, errors.New("bench dataplane: iperf3 is not installed: apt-get install iperf3")
-	}
-	l, err := New(Config{Hosts: 2})
+	pair, err := newVMPair("bench dataplane")
 	if err != nil {
 		return nil, err
 	}
-	defer l.Close()
-
+	defer pair.Close()
+	l, vms, addrs := pair.lab, pair.vms, pair.addrs
 	// Hearth's path: a network with a VM on each host.
-	cidr := netip.MustParsePrefix("10.0.0.0/24")
-	gw := cidr.Addr().Next()
-	vms := [2]*Namespace{}
-	addrs := [2]netip.Addr{gw.Next(), gw.Next().Next()}
-	macs := [2]net.HardwareAddr{{0x52, 0x54, 0, 0, 0, 1}, {0x52, 0x54, 0, 0, 0, 2}}
-	for i := range vms {
-		if vms[i], err = l.NewVM(fmt.Sprintf("v%d", i)); err != nil {
-			return nil, err
-		}
+	if err := pair.apply(ctx, "bench/path", 4242, nil, nil); err != nil {
+		return nil, err
 	}
-	var planes []*dataplane.Linux
-	defer func() {
-		for _, p := range planes {
-			p.Close()
-		}
-	}()
-	for i, h := range l.Hosts {
-		p, err := dataplane.New(dataplane.Config{HostNetns: h.Path(), NetnsPrefix: h.RouterPrefix()})
-		if err != nil {
-			return nil, err
-		}
-		planes = append(planes, p)
-		o := 1 - i
-		s := dataplane.HostState{Underlay: h.DataplaneUnderlay(), Networks: []dataplane.Network{{
-			Name: "bench/path", VNI: 4242, Peers: []netip.Addr{l.Hosts[o].Underlay},
-			Subnets: []dataplane.Subnet{{CIDR: cidr, Gateway: gw}},
-			Ports: []dataplane.Port{{Name: dataplane.PortName(fmt.Sprintf("v%d", i)), MAC: macs[i], Addresses: []netip.Addr{addrs[i]},
-				Veth: &dataplane.VethPeer{Netns: vms[i].Path()}}},
-			Remote: []dataplane.RemotePort{{Host: l.Hosts[o].Underlay, MAC: macs[o], Addresses: []netip.Addr{addrs[o]}}},
-		}}}
-		if err := p.Apply(ctx, s); err != nil {
-			return nil, err
-		}
-	}
-	for i := range vms {
-		if err := vms[i].Configure(netip.PrefixFrom(addrs[i], cidr.Bits()), gw); err != nil {
-			return nil, err
-		}
+	if err := pair.configure(); err != nil {
+		return nil, err
 	}
 
 	// The plain path: a bridge on each host with a veth to the underlay
@@ -416,4 +377,90 @@ func iperf(ctx context.Context, client, server *Namespace, dst netip.Addr, secon
 		return 0, fmt.Errorf("iperf3 measured nothing: %q; server: %s", r.Error, srvOut.String())
 	}
 	return r.End.SumReceived.BitsPerSecond / 1e9, nil
+}
+
+// vmPair is a bench's lab: two simulated hosts with a Plane each and a
+// VM namespace on each, in one /24 of one network.
+type vmPair struct {
+	lab    *Lab
+	vms    [2]*Namespace
+	addrs  [2]netip.Addr
+	macs   [2]net.HardwareAddr
+	planes [2]*dataplane.Linux
+	cidr   netip.Prefix
+	gw     netip.Addr
+}
+
+// newVMPair makes a vmPair for the bench named what (which needs root
+// and iperf3, and says so).
+func newVMPair(what string) (p *vmPair, err error) {
+	if os.Geteuid() != 0 {
+		return nil, errors.New(what + ": run as root: it makes network namespaces")
+	}
+	if _, err := exec.LookPath("iperf3"); err != nil {
+		return nil, errors.New(what + ": iperf3 is not installed: apt-get install iperf3")
+	}
+	l, err := New(Config{Hosts: 2})
+	if err != nil {
+		return nil, err
+	}
+	cidr := netip.MustParsePrefix("10.0.0.0/24")
+	gw := cidr.Addr().Next()
+	p = &vmPair{lab: l, cidr: cidr, gw: gw, addrs: [2]netip.Addr{gw.Next(), gw.Next().Next()},
+		macs: [2]net.HardwareAddr{{0x52, 0x54, 0, 0, 0, 1}, {0x52, 0x54, 0, 0, 0, 2}}}
+	defer func() {
+		if err != nil {
+			p.Close()
+		}
+	}()
+	for i, h := range l.Hosts {
+		if p.vms[i], err = l.NewVM(fmt.Sprintf("v%d", i)); err != nil {
+			return nil, err
+		}
+		if p.planes[i], err = dataplane.New(dataplane.Config{HostNetns: h.Path(), NetnsPrefix: h.RouterPrefix()}); err != nil {
+			return nil, err
+		}
+	}
+	return p, nil
+}
+
+// Close ends the planes and removes the lab.
+func (p *vmPair) Close() {
+	for _, pl := range p.planes {
+		if pl != nil {
+			pl.Close()
+		}
+	}
+	p.lab.Close()
+}
+
+// state is host i's state: the network name (VNI vni) with its VM's port
+// (with sec, if any) and the other host's VM as a remote port.
+func (p *vmPair) state(i int, name string, vni uint32, sec *dataplane.PortSecurity) dataplane.HostState {
+	l, o := p.lab, 1-i
+	return dataplane.HostState{Underlay: l.Hosts[i].DataplaneUnderlay(), Networks: []dataplane.Network{{
+		Name: name, VNI: vni, Peers: []netip.Addr{l.Hosts[o].Underlay},
+		Subnets: []dataplane.Subnet{{CIDR: p.cidr, Gateway: p.gw}},
+		Ports: []dataplane.Port{{Name: dataplane.PortName(fmt.Sprintf("v%d", i)), MAC: p.macs[i], Addresses: []netip.Addr{p.addrs[i]},
+			Veth: &dataplane.VethPeer{Netns: p.vms[i].Path()}, Security: sec}},
+		Remote: []dataplane.RemotePort{{Host: l.Hosts[o].Underlay, MAC: p.macs[o], Addresses: []netip.Addr{p.addrs[o]}}},
+	}}}
+}
+
+// apply applies both hosts' states, with sec0 and sec1 on their ports.
+func (p *vmPair) apply(ctx context.Context, name string, vni uint32, sec0, sec1 *dataplane.PortSecurity) error {
+	if err := p.planes[0].Apply(ctx, p.state(0, name, vni, sec0)); err != nil {
+		return err
+	}
+	return p.planes[1].Apply(ctx, p.state(1, name, vni, sec1))
+}
+
+// configure gives each VM its address and the gateway.
+func (p *vmPair) configure() error {
+	for i, vm := range p.vms {
+		if err := vm.Configure(netip.PrefixFrom(p.addrs[i], p.cidr.Bits()), p.gw); err != nil {
+			return err
+		}
+	}
+	return nil
 }

@@ -2,13 +2,10 @@ package dataplanetest
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/netip"
-	"os"
-	"os/exec"
 	"slices"
 	"strconv"
 	"strings"
@@ -54,52 +51,12 @@ func RunSecurityGroups(ctx context.Context, cfg SecurityGroupsConfig, w io.Write
 	if cfg.Changes == 0 {
 		cfg.Changes = 20
 	}
-	if os.Geteuid() != 0 {
-		return nil, errors.New("bench security groups: run as root: it makes network namespaces")
-	}
-	if _, err := exec.LookPath("iperf3"); err != nil {
-		return nil, errors.New("bench security groups: iperf3 is not installed: apt-get install iperf3")
-	}
-	l, err := New(Config{Hosts: 2})
+	pair, err := newVMPair("bench security groups")
 	if err != nil {
 		return nil, err
 	}
-	defer l.Close()
-
-	cidr := netip.MustParsePrefix("10.0.0.0/24")
-	gw := cidr.Addr().Next()
-	vms := [2]*Namespace{}
-	addrs := [2]netip.Addr{gw.Next(), gw.Next().Next()}
-	macs := [2]net.HardwareAddr{{0x52, 0x54, 0, 0, 0, 1}, {0x52, 0x54, 0, 0, 0, 2}}
-	for i := range vms {
-		if vms[i], err = l.NewVM(fmt.Sprintf("v%d", i)); err != nil {
-			return nil, err
-		}
-	}
-	var planes []*dataplane.Linux
-	defer func() {
-		for _, p := range planes {
-			p.Close()
-		}
-	}()
-	for _, h := range l.Hosts {
-		p, err := dataplane.New(dataplane.Config{HostNetns: h.Path(), NetnsPrefix: h.RouterPrefix()})
-		if err != nil {
-			return nil, err
-		}
-		planes = append(planes, p)
-	}
-	// state is host i's state with sec on its port.
-	state := func(i int, sec *dataplane.PortSecurity) dataplane.HostState {
-		o := 1 - i
-		return dataplane.HostState{Underlay: l.Hosts[i].DataplaneUnderlay(), Networks: []dataplane.Network{{
-			Name: "bench/sg", VNI: 4343, Peers: []netip.Addr{l.Hosts[o].Underlay},
-			Subnets: []dataplane.Subnet{{CIDR: cidr, Gateway: gw}},
-			Ports: []dataplane.Port{{Name: dataplane.PortName(fmt.Sprintf("v%d", i)), MAC: macs[i], Addresses: []netip.Addr{addrs[i]},
-				Veth: &dataplane.VethPeer{Netns: vms[i].Path()}, Security: sec}},
-			Remote: []dataplane.RemotePort{{Host: l.Hosts[o].Underlay, MAC: macs[o], Addresses: []netip.Addr{addrs[o]}}},
-		}}}
-	}
+	defer pair.Close()
+	vms, addrs := pair.vms, pair.addrs
 	// many is n rules that match nothing here, then last.
 	many := func(n int, last dataplane.SecurityRule) []dataplane.SecurityRule {
 		var rules []dataplane.SecurityRule
@@ -113,18 +70,13 @@ func RunSecurityGroups(ctx context.Context, cfg SecurityGroupsConfig, w io.Write
 	filteredClient := &dataplane.PortSecurity{Egress: many(cfg.Rules, iperfRule)}
 	filteredServer := &dataplane.PortSecurity{Ingress: many(cfg.Rules, iperfRule)}
 	apply := func(client, server *dataplane.PortSecurity) error {
-		if err := planes[0].Apply(ctx, state(0, client)); err != nil {
-			return err
-		}
-		return planes[1].Apply(ctx, state(1, server))
+		return pair.apply(ctx, "bench/sg", 4343, client, server)
 	}
 	if err := apply(nil, nil); err != nil {
 		return nil, err
 	}
-	for i := range vms {
-		if err := vms[i].Configure(netip.PrefixFrom(addrs[i], cidr.Bits()), gw); err != nil {
-			return nil, err
-		}
+	if err := pair.configure(); err != nil {
+		return nil, err
 	}
 	if err := vms[0].Ping(addrs[1], 50); err != nil {
 		return nil, err
@@ -178,12 +130,12 @@ func RunSecurityGroups(ctx context.Context, cfg SecurityGroupsConfig, w io.Write
 		}()
 		client := &dataplane.PortSecurity{Egress: append(slices.Clone(filteredClient.Egress), dataplane.SecurityRule{Protocol: "tcp", FromPort: uint16(port), ToPort: uint16(port)})}
 		server = &dataplane.PortSecurity{Ingress: append(slices.Clone(server.Ingress), dataplane.SecurityRule{Protocol: "tcp", FromPort: uint16(port), ToPort: uint16(port)})}
-		if err := planes[0].Apply(ctx, state(0, client)); err != nil {
+		if err := pair.planes[0].Apply(ctx, pair.state(0, "bench/sg", 4343, client)); err != nil {
 			ln.Close()
 			return nil, err
 		}
 		start := time.Now()
-		if err := planes[1].Apply(ctx, state(1, server)); err != nil {
+		if err := pair.planes[1].Apply(ctx, pair.state(1, "bench/sg", 4343, server)); err != nil {
 			ln.Close()
 			return nil, err
 		}
