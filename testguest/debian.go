@@ -113,33 +113,9 @@ func BuildDebian(ctx context.Context, cacheDir string) (DebianImage, error) {
 	name := "debian-" + id
 	final := filepath.Join(cacheDir, name)
 	img := DebianImage{Kernel: filepath.Join(final, "vmlinuz"), Initrd: filepath.Join(final, "initrd.img"), Disk: filepath.Join(final, "disk.qcow2")}
-	if debianBuilt(img) {
-		return img, nil
-	}
-	unlock, err := lockFile(ctx, filepath.Join(cacheDir, name+".lock"))
+	err = buildCached(ctx, cacheDir, name, "the Debian image", buildDebian, img.Kernel, img.Initrd, img.Disk)
 	if err != nil {
 		return DebianImage{}, err
-	}
-	defer unlock()
-	if debianBuilt(img) {
-		return img, nil
-	}
-	if old, _ := filepath.Glob(filepath.Join(cacheDir, ".build-"+name+"-*")); len(old) > 0 {
-		for _, o := range old {
-			os.RemoveAll(o)
-		}
-	}
-	tmp, err := os.MkdirTemp(cacheDir, ".build-"+name+"-")
-	if err != nil {
-		return DebianImage{}, fmt.Errorf("debian image: %w", err)
-	}
-	defer os.RemoveAll(tmp)
-	out := filepath.Join(tmp, "out")
-	if err := buildDebian(ctx, tmp, out); err != nil {
-		return DebianImage{}, fmt.Errorf("build the Debian image: %w", err)
-	}
-	if err := os.Rename(out, final); err != nil {
-		return DebianImage{}, fmt.Errorf("debian image: %w", err)
 	}
 	return img, nil
 }
@@ -163,33 +139,12 @@ func guestCacheDir(dir string) (string, error) {
 	return dir, nil
 }
 
-func debianBuilt(img DebianImage) bool {
-	for _, p := range []string{img.Kernel, img.Initrd, img.Disk} {
-		if st, err := os.Stat(p); err != nil || st.Size() == 0 {
-			return false
-		}
-	}
-	return true
-}
-
 // debianRecipeID names a build by what goes into it: every file of the
 // recipe, the suite, the architecture and this file's version.
 func debianRecipeID() (string, error) {
 	h := sha256.New()
 	fmt.Fprintf(h, "version %s\nsuite %s\narch %s\nsize %d\n", debianRecipeVersion, debianSuite, runtime.GOARCH, debianDiskSize)
-	err := fs.WalkDir(debianRecipe, "debian", func(p string, d fs.DirEntry, err error) error {
-		if err != nil || d.IsDir() {
-			return err
-		}
-		b, err := debianRecipe.ReadFile(p)
-		if err != nil {
-			return err
-		}
-		fmt.Fprintf(h, "file %s %d\n", p, len(b))
-		h.Write(b)
-		return nil
-	})
-	if err != nil {
+	if err := hashFiles(h, debianRecipe, "debian"); err != nil {
 		return "", fmt.Errorf("debian image: read embedded recipe: %w", err)
 	}
 	return hex.EncodeToString(h.Sum(nil))[:16], nil

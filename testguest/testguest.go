@@ -50,6 +50,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"os/exec"
@@ -123,41 +124,56 @@ func Build(ctx context.Context, cacheDir string) (Guest, error) {
 	}
 	final := filepath.Join(cacheDir, id)
 	g := Guest{Kernel: filepath.Join(final, "vmlinuz"), Initrd: filepath.Join(final, "initrd.img")}
-	if built(g) {
-		return g, nil
-	}
-
-	unlock, err := lockFile(ctx, filepath.Join(cacheDir, id+".lock"))
+	err = buildCached(ctx, cacheDir, id, "test guest", func(ctx context.Context, tmp, out string) error {
+		return build(ctx, filepath.Join(tmp, "work"), out)
+	}, g.Kernel, g.Initrd)
 	if err != nil {
 		return Guest{}, err
-	}
-	defer unlock()
-	if built(g) { // another caller built it while we waited
-		return g, nil
-	}
-	// Leftovers of builds that were killed; the lock says none is running.
-	if old, _ := filepath.Glob(filepath.Join(cacheDir, ".build-"+id+"-*")); len(old) > 0 {
-		for _, o := range old {
-			os.RemoveAll(o)
-		}
-	}
-	tmp, err := os.MkdirTemp(cacheDir, ".build-"+id+"-")
-	if err != nil {
-		return Guest{}, fmt.Errorf("test guest: %w", err)
-	}
-	defer os.RemoveAll(tmp)
-	out := filepath.Join(tmp, "out")
-	if err := build(ctx, filepath.Join(tmp, "work"), out); err != nil {
-		return Guest{}, fmt.Errorf("build test guest: %w", err)
-	}
-	if err := os.Rename(out, final); err != nil {
-		return Guest{}, fmt.Errorf("test guest: %w", err)
 	}
 	return g, nil
 }
 
-func built(g Guest) bool {
-	for _, p := range []string{g.Kernel, g.Initrd} {
+// buildCached makes cacheDir/name (what, in errors) unless every file of
+// want is there and not empty: build writes it into out, a directory
+// under the build's temporary directory tmp, which is renamed into place
+// whole. Concurrent callers, in one process or several, wait for one
+// build under a lock; leftovers of killed builds are removed.
+func buildCached(ctx context.Context, cacheDir, name, what string, build func(ctx context.Context, tmp, out string) error, want ...string) error {
+	if nonEmpty(want...) {
+		return nil
+	}
+	unlock, err := lockFile(ctx, filepath.Join(cacheDir, name+".lock"))
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	if nonEmpty(want...) { // another caller built it while we waited
+		return nil
+	}
+	// Leftovers of builds that were killed; the lock says none is running.
+	if old, _ := filepath.Glob(filepath.Join(cacheDir, ".build-"+name+"-*")); len(old) > 0 {
+		for _, o := range old {
+			os.RemoveAll(o)
+		}
+	}
+	tmp, err := os.MkdirTemp(cacheDir, ".build-"+name+"-")
+	if err != nil {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	defer os.RemoveAll(tmp)
+	out := filepath.Join(tmp, "out")
+	if err := build(ctx, tmp, out); err != nil {
+		return fmt.Errorf("build %s: %w", what, err)
+	}
+	if err := os.Rename(out, filepath.Join(cacheDir, name)); err != nil {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	return nil
+}
+
+// nonEmpty reports whether every file of paths exists and is not empty.
+func nonEmpty(paths ...string) bool {
+	for _, p := range paths {
 		if st, err := os.Stat(p); err != nil || st.Size() == 0 {
 			return false
 		}
@@ -173,11 +189,20 @@ func recipeID() (string, error) {
 	for _, m := range wantedModules {
 		fmt.Fprintf(h, "module %s %v\n", m.name, m.required)
 	}
-	err := fs.WalkDir(rootfs, "rootfs", func(p string, d fs.DirEntry, err error) error {
+	if err := hashFiles(h, rootfs, "rootfs"); err != nil {
+		return "", fmt.Errorf("test guest: read embedded rootfs: %w", err)
+	}
+	return hex.EncodeToString(h.Sum(nil))[:16], nil
+}
+
+// hashFiles writes every file under root of fsys, named and sized, to h:
+// what a recipe's id is made of.
+func hashFiles(h io.Writer, fsys embed.FS, root string) error {
+	return fs.WalkDir(fsys, root, func(p string, d fs.DirEntry, err error) error {
 		if err != nil || d.IsDir() {
 			return err
 		}
-		b, err := rootfs.ReadFile(p)
+		b, err := fsys.ReadFile(p)
 		if err != nil {
 			return err
 		}
@@ -185,10 +210,6 @@ func recipeID() (string, error) {
 		h.Write(b)
 		return nil
 	})
-	if err != nil {
-		return "", fmt.Errorf("test guest: read embedded rootfs: %w", err)
-	}
-	return hex.EncodeToString(h.Sum(nil))[:16], nil
 }
 
 func kernelPackage() string {
