@@ -127,28 +127,11 @@ func (v *volumeController) createInPool(ctx context.Context, d storage.Driver, v
 	case src.Snapshot != "":
 		return fmt.Errorf("spec.source.snapshot: volumes in a storage pool cannot be made from a snapshot yet")
 	case src.Image != "":
-		img, err := v.a.image(ctx, vol.Metadata.Tenant, src.Image)
-		if missingKind(err) != "" {
-			return fmt.Errorf("spec.source.image: %w", err)
-		}
-		if err != nil {
-			return err
-		}
 		v.a.imgs.mu.RLock()
 		defer v.a.imgs.mu.RUnlock()
-		base, err := v.a.ensureImage(ctx, img, func(pct int) {
-			msg := "downloading image " + src.Image
-			if pct >= 0 {
-				msg += fmt.Sprintf(": %d%%", pct)
-			}
-			st.Phase = api.VolumePending
-			st.SetCondition(api.Condition{Type: condReady, Status: api.ConditionFalse, Reason: api.ReasonDownloadingImage, Message: msg}, time.Now())
-			if err := v.writeVolumeStatus(ctx, vol, *st); err != nil {
-				slog.Warn("reporting download progress", "volume", vol.Metadata.Tenant+"/"+vol.Metadata.Name, "err", err)
-			}
-		})
+		img, base, err := v.sourceImage(ctx, vol, st)
 		if err != nil {
-			return fmt.Errorf("image %s: %w", src.Image, err)
+			return err
 		}
 		// The checksum names the image in the pool, so equal images are
 		// imported once. The cache keeps a downloaded image under its

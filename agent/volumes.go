@@ -330,6 +330,36 @@ func (v *volumeController) reconcileVolume(ctx context.Context, key string) (rec
 	return reconcile.Result{}, v.writeVolumeStatus(ctx, vol, st)
 }
 
+// sourceImage looks up the volume's spec.source.image and makes sure it
+// is on this host, reporting download progress in st as it goes. It
+// returns the Image and its local file. Callers hold a.imgs.mu (read)
+// while they use the file.
+func (v *volumeController) sourceImage(ctx context.Context, vol *api.Volume, st *api.VolumeStatus) (*api.Image, string, error) {
+	name := vol.Spec.Source.Image
+	img, err := v.a.image(ctx, vol.Metadata.Tenant, name)
+	if missingKind(err) != "" {
+		return nil, "", fmt.Errorf("spec.source.image: %w", err)
+	}
+	if err != nil {
+		return nil, "", err
+	}
+	base, err := v.a.ensureImage(ctx, img, func(pct int) {
+		msg := "downloading image " + name
+		if pct >= 0 {
+			msg += fmt.Sprintf(": %d%%", pct)
+		}
+		st.Phase = api.VolumePending
+		st.SetCondition(api.Condition{Type: condReady, Status: api.ConditionFalse, Reason: api.ReasonDownloadingImage, Message: msg}, time.Now())
+		if err := v.writeVolumeStatus(ctx, vol, *st); err != nil {
+			slog.Warn("reporting download progress", "volume", client.Key(vol), "err", err)
+		}
+	})
+	if err != nil {
+		return nil, "", fmt.Errorf("image %s: %w", name, err)
+	}
+	return img, base, nil
+}
+
 // create makes a volume's file from its source. It reports download
 // progress of the volume's image in st as it goes.
 func (v *volumeController) create(ctx context.Context, vol *api.Volume, path string, st *api.VolumeStatus) error {
@@ -337,28 +367,11 @@ func (v *volumeController) create(ctx context.Context, vol *api.Volume, path str
 	src := vol.Spec.Source
 	switch {
 	case src.Image != "":
-		img, err := v.a.image(ctx, vol.Metadata.Tenant, src.Image)
-		if missingKind(err) != "" {
-			return fmt.Errorf("spec.source.image: %w", err)
-		}
-		if err != nil {
-			return err
-		}
 		v.a.imgs.mu.RLock()
 		defer v.a.imgs.mu.RUnlock()
-		base, err := v.a.ensureImage(ctx, img, func(pct int) {
-			msg := "downloading image " + src.Image
-			if pct >= 0 {
-				msg += fmt.Sprintf(": %d%%", pct)
-			}
-			st.Phase = api.VolumePending
-			st.SetCondition(api.Condition{Type: condReady, Status: api.ConditionFalse, Reason: api.ReasonDownloadingImage, Message: msg}, time.Now())
-			if err := v.writeVolumeStatus(ctx, vol, *st); err != nil {
-				slog.Warn("reporting download progress", "volume", client.Key(vol), "err", err)
-			}
-		})
+		_, base, err := v.sourceImage(ctx, vol, st)
 		if err != nil {
-			return fmt.Errorf("image %s: %w", src.Image, err)
+			return err
 		}
 		return storage.CreateVolume(ctx, path, format, size, base)
 	case src.Snapshot != "":
