@@ -81,6 +81,14 @@ func (v *vmController) migrateIn(ctx context.Context, vm *api.VirtualMachine, di
 			FirstOutputAt: vm.Status.FirstOutputAt, RestartCount: vm.Status.RestartCount}); err != nil {
 			return reconcile.Result{}, err
 		}
+		if len(vm.Spec.NICs) > 0 {
+			// Reported: the server moves its ports here (netmigrate.go).
+			// Let the network know at once, too. Not fatal: the guest
+			// answers ARP anyway.
+			if err := drv.(compute.Migrator).Announce(ctx, uid, dir); err != nil {
+				slog.Warn("announcing a migrated VM's NICs", "vm", client.Key(vm), "err", err)
+			}
+		}
 		v.a.rec.Eventf(ctx, vm, api.EventNormal, "Migrated", "moved live from %s", from)
 		return reconcile.Result{}, nil
 	}

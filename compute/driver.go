@@ -197,6 +197,9 @@ const (
 // started with Spec.Incoming (QEMU.Migrate).
 type Migrator interface {
 	Migrate(ctx context.Context, id, dir, uri string) (Migration, error)
+	// Announce makes the VM's NICs announce themselves where they now
+	// are, after the destination resumed a migrated VM (QEMU.Announce).
+	Announce(ctx context.Context, id, dir string) error
 }
 
 var _ Migrator = (*QEMU)(nil)

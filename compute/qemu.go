@@ -1041,6 +1041,37 @@ type Migration struct {
 	Transferred int64
 }
 
+// Announce asks QEMU to announce the VM's NICs on their links (QMP
+// announce-self), for a VM that has just moved here: a virtio guest
+// sends its own gratuitous ARPs and unsolicited neighbour advertisements
+// (VIRTIO_NET_F_GUEST_ANNOUNCE), and for other NICs QEMU sends RARPs from
+// the NIC's MAC. Bridges on the way learn where the MAC is now, and
+// neighbours refresh their entries. QEMU announces on its own when an
+// incoming migration completes, but then the guest is still paused (the
+// destination waits for the source to let go): this repeats it with the
+// guest running. Five rounds over about a second.
+func (q *QEMU) Announce(ctx context.Context, id, dir string) error {
+	_, ok, err := findProcess(id, dir)
+	if err != nil {
+		return fmt.Errorf("announce vm %s: %w", id, err)
+	}
+	if !ok {
+		return fmt.Errorf("announce vm %s: %w", id, ErrNotRunning)
+	}
+	ctx, cancel := q.qmpContext(ctx)
+	defer cancel()
+	c, err := DialQMP(ctx, filepath.Join(dir, QMPSocket))
+	if err != nil {
+		return fmt.Errorf("announce vm %s: %w", id, err)
+	}
+	defer c.Close()
+	args := map[string]any{"initial": 10, "max": 500, "rounds": 5, "step": 100}
+	if err := c.Execute(ctx, "announce-self", args, nil); err != nil {
+		return fmt.Errorf("announce vm %s: %w", id, err)
+	}
+	return nil
+}
+
 // Migrate live-migrates the VM to a destination QEMU started with
 // Spec.Incoming = uri, and returns once the destination has the whole
 // state. The source is left paused ("postmigrate"): the caller resumes
