@@ -43,6 +43,12 @@ import (
 // gives up (kills its QEMU), and the VM starts over from step 1.
 const migrateTimeout = 5 * time.Minute
 
+// incomingPoll is how often the destination asks its QEMU whether the
+// whole state has arrived. Each look is a QMP query; the time between the
+// last page arriving and the next look is downtime the guest's peers see
+// (QEMU's own figure does not count it).
+const incomingPoll = 50 * time.Millisecond
+
 // incoming reports whether vm is on its way here from another host that
 // still runs it.
 func (v *vmController) incoming(vm *api.VirtualMachine) bool {
@@ -66,7 +72,9 @@ func (v *vmController) migrateIn(ctx context.Context, vm *api.VirtualMachine, di
 				slog.Warn("giving up waiting for a live migration", "vm", client.Key(vm), "from", m.From)
 				return reconcile.Result{}, drv.Kill(ctx, uid, dir)
 			}
-			return reconcile.Result{RequeueAfter: 250 * time.Millisecond}, nil
+			// Look often: from the moment the state is all here until
+			// this host resumes it, the guest runs nowhere.
+			return reconcile.Result{RequeueAfter: incomingPoll}, nil
 		}
 		// The state is all here: run the guest, and say so.
 		if err := drv.Resume(ctx, uid, dir); err != nil {
@@ -165,7 +173,7 @@ func (v *vmController) migrateOut(ctx context.Context, key, uid string) (res rec
 	}
 	mctx, cancel := context.WithTimeout(ctx, migrateTimeout)
 	defer cancel()
-	stats, err := mig.Migrate(mctx, uid, dir, m.Incoming)
+	stats, err := mig.Migrate(mctx, uid, dir, m.Incoming, nil)
 	if err != nil {
 		// The source still runs the VM: try again while the destination
 		// waits (it gives up after migrateTimeout, and starts waiting

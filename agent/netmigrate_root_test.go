@@ -337,7 +337,7 @@ func (ml *migrationLab) run(ctx context.Context, t *testing.T, guest testguest.G
 		t.Fatal(err)
 	}
 	mctx, mcancel := context.WithTimeout(ctx, 2*time.Minute)
-	_, err := ml.qemus[0].Migrate(mctx, src.ID, src.Dir, bad.Incoming)
+	_, err := ml.qemus[0].Migrate(mctx, src.ID, src.Dir, bad.Incoming, nil)
 	mcancel()
 	if err == nil {
 		t.Fatal("a migration to a destination that is gone succeeded")
@@ -366,7 +366,7 @@ func (ml *migrationLab) run(ctx context.Context, t *testing.T, guest testguest.G
 		probe := startProbe(t, ml.peer, ip)
 		time.Sleep(300 * time.Millisecond) // replies before the move
 		mctx, mcancel := context.WithTimeout(ctx, 3*time.Minute)
-		m, err := ml.qemus[from].Migrate(mctx, src.ID, src.Dir, dst.Incoming)
+		m, err := ml.qemus[from].Migrate(mctx, src.ID, src.Dir, dst.Incoming, nil)
 		mcancel()
 		if err != nil {
 			probe.stop()

@@ -46,6 +46,25 @@ type Spec struct {
 	// must describe the same devices as the source's, with its disks on
 	// shared storage.
 	Incoming string
+	// IncomingTLS, with Incoming, has the destination accept the
+	// source's stream only over TLS, from a certificate of its CA (and
+	// with the common name IncomingTLS.Peer, when set).
+	IncomingTLS *MigrationTLS `json:",omitempty"`
+}
+
+// MigrationTLS secures a live migration's stream (QEMU's
+// tls-creds-x509, verifying the peer on both sides).
+type MigrationTLS struct {
+	// Dir holds the files QEMU reads (WriteMigrationTLS): the CA's
+	// certificate and this host's certificate and key.
+	Dir string
+	// Hostname is, on the source, the name or address the destination's
+	// certificate must be for: its address in the migration URI.
+	Hostname string `json:",omitempty"`
+	// Peer is, on the destination, the common name the source's
+	// certificate must have (its host's name); empty accepts any
+	// certificate of the CA.
+	Peer string `json:",omitempty"`
 }
 
 // Boot says how the VM boots.
@@ -196,7 +215,7 @@ const (
 // Migrator is a Driver that can live-migrate a VM to a destination
 // started with Spec.Incoming (QEMU.Migrate).
 type Migrator interface {
-	Migrate(ctx context.Context, id, dir, uri string) (Migration, error)
+	Migrate(ctx context.Context, id, dir, uri string, tls *MigrationTLS) (Migration, error)
 	// Announce makes the VM's NICs announce themselves where they now
 	// are, after the destination resumed a migrated VM (QEMU.Announce).
 	Announce(ctx context.Context, id, dir string) error
