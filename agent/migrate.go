@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
 
 	api "hearth.dev/hearth/api/v1alpha1"
@@ -36,7 +37,8 @@ import (
 //     Running on the new host, with no migration.
 //
 // The migration stream goes between the hosts' underlay addresses, never
-// a tenant network. Only the agent the VM belongs to writes its status,
+// a tenant network, over TLS with both hosts' certificates from the
+// cluster's migration CA (migratetls.go). Only the agent the VM belongs to writes its status,
 // at every step.
 
 // migrateTimeout bounds a migration: a destination still waiting after it
@@ -109,11 +111,17 @@ func (v *vmController) migrateIn(ctx context.Context, vm *api.VirtualMachine, di
 	if err != nil {
 		return reconcile.Result{}, err
 	}
+	tlsDir, err := v.a.migrationTLS(ctx)
+	if err != nil {
+		return reconcile.Result{}, fmt.Errorf("receiving VM %s: %w", client.Key(vm), err)
+	}
 	spec.Incoming = "tcp:" + net.JoinHostPort(v.a.cfg.Address, strconv.Itoa(port))
+	// Only the host the VM moves from may send it (migratetls.go).
+	spec.IncomingTLS = &compute.MigrationTLS{Dir: tlsDir, Peer: vm.Status.Host}
 	if _, err := drv.Start(ctx, spec); err != nil {
 		return reconcile.Result{}, fmt.Errorf("starting QEMU to receive VM %s: %w", client.Key(vm), err)
 	}
-	spec.Incoming = ""
+	spec.Incoming, spec.IncomingTLS = "", nil
 	if err := writeJSONFile(filepath.Join(dir, specFile), startedSpec{Spec: spec, VMDisks: vm.Spec.Disks, RestartRequested: vm.Spec.RestartRequested}); err != nil {
 		return reconcile.Result{}, err
 	}
@@ -171,9 +179,16 @@ func (v *vmController) migrateOut(ctx context.Context, key, uid string) (res rec
 		// The destination is getting ready.
 		return reconcile.Result{RequeueAfter: 250 * time.Millisecond}, true, nil
 	}
+	tlsDir, err := v.a.migrationTLS(ctx)
+	if err != nil {
+		return reconcile.Result{RequeueAfter: 2 * time.Second}, true, err
+	}
+	// The destination's certificate must be for the address it listens
+	// on (compute.Migrate checks the URI's form).
+	host, _, _ := net.SplitHostPort(strings.TrimPrefix(m.Incoming, "tcp:"))
 	mctx, cancel := context.WithTimeout(ctx, migrateTimeout)
 	defer cancel()
-	stats, err := mig.Migrate(mctx, uid, dir, m.Incoming, nil)
+	stats, err := mig.Migrate(mctx, uid, dir, m.Incoming, &compute.MigrationTLS{Dir: tlsDir, Hostname: host})
 	if err != nil {
 		// The source still runs the VM: try again while the destination
 		// waits (it gives up after migrateTimeout, and starts waiting

@@ -29,6 +29,7 @@ import (
 	"hearth.dev/hearth/dataplane"
 	"hearth.dev/hearth/dataplane/dataplanetest"
 	"hearth.dev/hearth/netns"
+	"hearth.dev/hearth/pki"
 	"hearth.dev/hearth/testguest"
 )
 
@@ -80,6 +81,8 @@ var movingTickRE = regexp.MustCompile(`HEARTH-GUEST tick=(\d+) memory=(\w+)`)
 // while it moves; once the destination has the VM, every host points the
 // VM's MAC at the new host, the floating IP moves there, the source's tap
 // goes, and the destination announces the NICs (compute.QEMU.Announce).
+// The stream is TLS between the hosts' underlay addresses, with each
+// host's certificate of one migration CA.
 //
 // First a migration that fails (the destination is gone): the guest keeps
 // running on the source, answering its peer and its floating IP. Then
@@ -140,6 +143,9 @@ type migrationLab struct {
 	// leaving is each host's tracker.
 	leaving []leavingTracker
 	peerUp  bool
+	// tls is each host's migration TLS directory: certificates of one
+	// migration CA, for the host's underlay address.
+	tls []string
 }
 
 var migHosts = []string{"h0", "h1", "h2"}
@@ -174,8 +180,24 @@ func newMigrationLab(t *testing.T) *migrationLab {
 		t.Fatalf("the lab's internet %s (gateway %s) is not nsExt's", lab.Config.Internet, lab.InternetGateway)
 	}
 	dir := t.TempDir()
+	ca, err := pki.NewMigrationCA(time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
 	for i, h := range lab.Hosts {
 		ml.addrs[migHosts[i]] = h.Underlay
+		key, csr, err := pki.NewMigrationKey(migHosts[i])
+		if err != nil {
+			t.Fatal(err)
+		}
+		cert, err := ca.IssueMigration(migHosts[i], h.Underlay.AsSlice(), csr, time.Hour)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ml.tls = append(ml.tls, filepath.Join(dir, "tls-"+migHosts[i]))
+		if err := compute.WriteMigrationTLS(ml.tls[i], ca.CertPEM, cert, key); err != nil {
+			t.Fatal(err)
+		}
 		p, err := dataplane.New(dataplane.Config{HostNetns: h.Path(), NetnsPrefix: h.RouterPrefix()})
 		if err != nil {
 			t.Fatal(err)
@@ -287,20 +309,25 @@ func (ml *migrationLab) run(ctx context.Context, t *testing.T, guest testguest.G
 
 	id := migUUID(t)
 	seed := cloudinit.Seed{InstanceID: uid, Hostname: "mover", UserData: movingGuest(migIP, migGateway, dirty)}
-	spec := func(host int, incoming string) compute.Spec {
+	// spec is the VM on host; with incoming, waiting for it from host
+	// from over TLS.
+	spec := func(host int, incoming string, from int) compute.Spec {
 		dir := t.TempDir()
 		s := compute.Spec{ID: id, Name: "lab/mover", Dir: dir, CPUs: 1, MemoryMiB: 256, Firmware: "bios",
 			Boot:     compute.Boot{From: "kernel", Kernel: guest.Kernel, Initrd: guest.Initrd, Cmdline: "console=ttyS0 panic=-1"},
 			NICs:     []compute.NIC{{Tap: tap, MAC: migMAC}},
 			Seed:     filepath.Join(dir, "seed.iso"),
 			Incoming: incoming}
+		if incoming != "" {
+			s.IncomingTLS = &compute.MigrationTLS{Dir: ml.tls[host], Peer: migHosts[from]}
+		}
 		if err := seed.WriteISO(s.Seed); err != nil {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { migKill(s) })
 		return s
 	}
-	src := spec(0, "")
+	src := spec(0, "", 0)
 	if _, err := ml.qemus[0].Start(ctx, src); err != nil {
 		t.Fatal(err)
 	}
@@ -329,7 +356,7 @@ func (ml *migrationLab) run(ctx context.Context, t *testing.T, guest testguest.G
 	if in := ml.world(0, nil, "h0"); len(in.Leaving) != 1 {
 		t.Fatalf("the source does not see the VM leaving: %v", in.Leaving)
 	}
-	bad := spec(1, fmt.Sprintf("tcp:%s:%d", ml.addrs["h1"], 20000+mrand.IntN(20000)))
+	bad := spec(1, fmt.Sprintf("tcp:%s:%d", ml.addrs["h1"], 20000+mrand.IntN(20000)), 0)
 	if _, err := ml.qemus[1].Start(ctx, bad); err != nil {
 		t.Fatal(err)
 	}
@@ -337,7 +364,7 @@ func (ml *migrationLab) run(ctx context.Context, t *testing.T, guest testguest.G
 		t.Fatal(err)
 	}
 	mctx, mcancel := context.WithTimeout(ctx, 2*time.Minute)
-	_, err := ml.qemus[0].Migrate(mctx, src.ID, src.Dir, bad.Incoming, nil)
+	_, err := ml.qemus[0].Migrate(mctx, src.ID, src.Dir, bad.Incoming, &compute.MigrationTLS{Dir: ml.tls[0], Hostname: ml.addrs["h1"].String()})
 	mcancel()
 	if err == nil {
 		t.Fatal("a migration to a destination that is gone succeeded")
@@ -359,14 +386,15 @@ func (ml *migrationLab) run(ctx context.Context, t *testing.T, guest testguest.G
 		to := 1 - from
 		before := lastTick(t, src.Dir)
 		moving(from, to)
-		dst := spec(to, fmt.Sprintf("tcp:%s:%d", ml.addrs[migHosts[to]], 20000+mrand.IntN(20000)))
+		dst := spec(to, fmt.Sprintf("tcp:%s:%d", ml.addrs[migHosts[to]], 20000+mrand.IntN(20000)), from)
 		if _, err := ml.qemus[to].Start(ctx, dst); err != nil {
 			t.Fatalf("round %d: starting the destination: %v", round, err)
 		}
 		probe := startProbe(t, ml.peer, ip)
 		time.Sleep(300 * time.Millisecond) // replies before the move
 		mctx, mcancel := context.WithTimeout(ctx, 3*time.Minute)
-		m, err := ml.qemus[from].Migrate(mctx, src.ID, src.Dir, dst.Incoming, nil)
+		m, err := ml.qemus[from].Migrate(mctx, src.ID, src.Dir, dst.Incoming,
+			&compute.MigrationTLS{Dir: ml.tls[from], Hostname: ml.addrs[migHosts[to]].String()})
 		mcancel()
 		if err != nil {
 			probe.stop()
@@ -383,20 +411,24 @@ func (ml *migrationLab) run(ctx context.Context, t *testing.T, guest testguest.G
 			t.Fatalf("round %d: resuming the destination: %v", round, err)
 		}
 		ml.leaving[from].release("lab/mover")
-		for _, i := range []int{to, 2, from} {
+		// The peer's host first: the others apply at the same time,
+		// each on its own host.
+		switched := time.Now()
+		for _, i := range []int{2, to, from} {
 			var vm *api.VirtualMachine
 			if i == to {
 				vm = mover(migHosts[to], migHosts[to], api.VMRunning)
 			}
 			ml.apply(ctx, i, ml.world(i, vm, migHosts[to]))
 		}
+		took := time.Since(switched)
 		if err := ml.qemus[to].Announce(ctx, dst.ID, dst.Dir); err != nil {
 			t.Errorf("round %d: announcing: %v", round, err)
 		}
 		time.Sleep(1500 * time.Millisecond) // replies after the move
 		sent, got, gap := probe.stop()
-		t.Logf("round %d: %s → %s: QEMU downtime %v, total %v, %d MiB sent; the peer's pings: %d of %d answered, longest gap %v",
-			round, migHosts[from], migHosts[to], m.Downtime, m.Total, m.Transferred>>20, got, sent, gap.Round(time.Millisecond))
+		t.Logf("round %d: %s → %s: QEMU downtime %v, total %v, %d MiB sent; the three hosts applied in %v; the peer's pings: %d of %d answered, longest gap %v",
+			round, migHosts[from], migHosts[to], m.Downtime, m.Total, m.Transferred>>20, took.Round(time.Millisecond), got, sent, gap.Round(time.Millisecond))
 		downtimes, gaps = append(downtimes, m.Downtime), append(gaps, gap)
 		// At 10 ms a ping, "a few" lost is a gap of well under a second
 		// on an idle machine; TCG on a loaded one is allowed 3 s.
