@@ -184,8 +184,17 @@ func (v *vmController) migrateOut(ctx context.Context, key, uid string) (res rec
 		return reconcile.Result{RequeueAfter: 2 * time.Second}, true, err
 	}
 	// The destination's certificate must be for the address it listens
-	// on (compute.Migrate checks the URI's form).
+	// on (compute.Migrate checks the URI's form), which must be the
+	// address of the host the VM moves to: only that host can have a
+	// certificate for it.
 	host, _, _ := net.SplitHostPort(strings.TrimPrefix(m.Incoming, "tcp:"))
+	ho, err := v.a.c.Get(ctx, "Host", "", vm.Spec.Host)
+	if err != nil {
+		return res, true, err
+	}
+	if a := ho.(*api.Host).Spec.Address; a == "" || a != host {
+		return res, true, fmt.Errorf("VM %s: status.migration.incoming %q is not on host %s's address %q: not sending it there", key, m.Incoming, vm.Spec.Host, a)
+	}
 	mctx, cancel := context.WithTimeout(ctx, migrateTimeout)
 	defer cancel()
 	stats, err := mig.Migrate(mctx, uid, dir, m.Incoming, &compute.MigrationTLS{Dir: tlsDir, Hostname: host})
