@@ -453,7 +453,9 @@ func (ml *migrationLab) run(ctx context.Context, t *testing.T, guest testguest.G
 				break
 			}
 			if time.Now().After(deadline) {
-				t.Fatalf("round %d: the guest printed %v on %s in a minute", round, after, migHosts[to])
+				info, running, err := ml.qemus[to].Lookup(ctx, dst.ID, dst.Dir)
+				t.Fatalf("round %d: the guest printed %v on %s in a minute; its QEMU: %q (running %v, %v); console:\n%s\nqemu:\n%s", round, after, migHosts[to],
+					info.Status, running, err, readTail(filepath.Join(dst.Dir, compute.ConsoleLog)), readTail(filepath.Join(dst.Dir, compute.StderrFile)))
 			}
 			time.Sleep(200 * time.Millisecond)
 		}
@@ -492,6 +494,7 @@ type probe struct {
 	mu      sync.Mutex
 	sent    int
 	replies []time.Time
+	stopped time.Time
 	conn    *icmp.PacketConn
 }
 
@@ -554,12 +557,16 @@ func startProbe(t *testing.T, ns *dataplanetest.Namespace, dst netip.Addr) *prob
 // stop ends the probe and returns the pings sent, the replies, and the
 // longest time between two replies.
 func (p *probe) stop() (sent, got int, gap time.Duration) {
+	p.stopped = time.Now()
 	close(p.stopc)
 	time.Sleep(100 * time.Millisecond) // the last replies
 	p.conn.Close()
 	p.wg.Wait()
 	for i := 1; i < len(p.replies); i++ {
 		gap = max(gap, p.replies[i].Sub(p.replies[i-1]))
+	}
+	if n := len(p.replies); n > 0 {
+		gap = max(gap, p.stopped.Sub(p.replies[n-1])) // silent to the end
 	}
 	return p.sent, len(p.replies), gap
 }
