@@ -290,11 +290,12 @@ func sgRules(s *HostState) *sgModel {
 				// metadata, which the router serves.
 				for _, sn := range n.Subnets {
 					gw := sn.Gateway
-					dst := ipAddr(16, gw)
-					fam := ipv4()
+					var dst, fam []expr.Any
 					if gw.Is6() {
 						b := gw.As16()
 						dst, fam = nhCmp(24, b[:], expr.CmpOpEq), ipv6()
+					} else {
+						dst, fam = ipAddr(16, gw), ipv4()
 					}
 					add(ch, "dns-udp-"+gw.String(), fam, dst, l4(unix.IPPROTO_UDP), transportRange(2, 2, 53, 53), pass)
 					add(ch, "dns-tcp-"+gw.String(), fam, dst, l4(unix.IPPROTO_TCP), transportRange(2, 2, 53, 53), pass)
