@@ -226,3 +226,26 @@ func TestRuleIDs(t *testing.T) {
 		t.Error("a network without external has router rules")
 	}
 }
+
+// A port with egress rules on a network with an IPv6 subnet: its rules
+// let it reach the IPv6 gateway's DNS. Building them used to take the
+// IPv6 gateway for an IPv4 address and panic, which a tenant could cause
+// with its own security group, stopping the host's whole data plane.
+func TestSecurityRulesWithIPv6Subnet(t *testing.T) {
+	s := validState()
+	n := &s.Networks[0]
+	n.Subnets = append(n.Subnets, Subnet{CIDR: netip.MustParsePrefix("2001:db8:1::/64"), Gateway: netip.MustParseAddr("2001:db8:1::1")})
+	n.Ports[0].Security = &PortSecurity{Egress: []SecurityRule{{Protocol: "tcp", FromPort: 443, ToPort: 443}}}
+	if err := s.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	norm := s.normalized(1500)
+	m := sgRules(&norm)
+	var found bool
+	for _, r := range m.table.rules {
+		found = found || r.name == "dns-udp-2001:db8:1::1"
+	}
+	if !found {
+		t.Errorf("no rule lets the port ask the IPv6 gateway's DNS")
+	}
+}
