@@ -40,9 +40,6 @@ type routerServices struct {
 	mu    sync.Mutex
 	// running by VNI.
 	running map[uint32]*networkServices
-	// lastErr is the last start error said per VNI, so a lasting
-	// failure is logged once.
-	lastErr map[uint32]string
 }
 
 // networkServices are one network's DNS and metadata servers.
@@ -64,30 +61,35 @@ type networkServices struct {
 }
 
 func newRouterServices(plane dataplane.Plane) *routerServices {
-	return &routerServices{plane: plane, running: map[uint32]*networkServices{}, lastErr: map[uint32]string{}}
+	return &routerServices{plane: plane, running: map[uint32]*networkServices{}}
 }
 
 // sync starts, updates and stops the servers to match st, leaving alone
-// the networks whose Apply failed (their router may not be there).
-func (r *routerServices) sync(ctx context.Context, in netInputs, st netState, failed map[uint32]bool) {
+// the networks whose Apply failed (their router may not be there). It
+// returns, by network (tenant/name), why servers could not start: the
+// network controller says so in the Host's NetworkReady condition, and
+// the next sync tries again.
+func (r *routerServices) sync(ctx context.Context, in netInputs, st netState, failed map[uint32]bool) map[string]error {
 	zones := dnsZones(in, st)
 	tables := metaTables(in, st)
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	want := map[uint32]bool{}
-	for _, vni := range st.VNIs {
-		want[vni] = true
+	want := map[uint32]string{}
+	for key, vni := range st.VNIs {
+		want[vni] = key
 	}
 	for vni, s := range r.running {
-		if want[vni] && failed[vni] {
+		_, ok := want[vni]
+		if ok && failed[vni] {
 			continue
 		}
-		if !want[vni] || !sameNetns(s.ns, r.plane.RouterNetns(vni)) {
+		if !ok || !sameNetns(s.ns, r.plane.RouterNetns(vni)) {
 			s.stop()
 			delete(r.running, vni)
 		}
 	}
-	for vni := range want {
+	errs := map[string]error{}
+	for vni, key := range want {
 		if failed[vni] {
 			continue
 		}
@@ -105,15 +107,12 @@ func (r *routerServices) sync(ctx context.Context, in netInputs, st netState, fa
 		}
 		s, err := startNetworkServices(r.plane.RouterNetns(vni), vni, z, t)
 		if err != nil {
-			if msg := err.Error(); msg != r.lastErr[vni] {
-				slog.Warn("starting the network's DNS and metadata servers", "vni", vni, "err", err)
-				r.lastErr[vni] = msg
-			}
+			errs[key] = err
 			continue
 		}
-		delete(r.lastErr, vni)
 		r.running[vni] = s
 	}
+	return errs
 }
 
 func (r *routerServices) stopAll() {
