@@ -56,8 +56,11 @@ type networkServices struct {
 	dnsTCP []*dns.Server
 	meta   *http.Server
 	metaLn net.Listener
-	once   sync.Once
-	wg     sync.WaitGroup
+	// metaLn6 is the metadata service on dataplane.MetadataAddress6, or
+	// nil where the router has no IPv6.
+	metaLn6 net.Listener
+	once    sync.Once
+	wg      sync.WaitGroup
 }
 
 func newRouterServices(plane dataplane.Plane) *routerServices {
@@ -191,6 +194,13 @@ func startNetworkServices(nsName string, vni uint32, z *dnsZone, t *metaTable) (
 		if s.metaLn, err = internalSocket(true, false).Listen(ctx, "tcp4", addr); err != nil {
 			return fmt.Errorf("metadata on %s: %w", addr, err)
 		}
+		// And on the IPv6 link-local metadata address, where the kernel
+		// has IPv6 (the address comes with the network's first IPv6
+		// subnet: freebind).
+		addr6 := net.JoinHostPort(dataplane.MetadataAddress6.WithZone(dataplane.RouterInternalLink).String(), "80")
+		if ln, err := internalSocket(true, false).Listen(ctx, "tcp6", addr6); err == nil {
+			s.metaLn6 = ln
+		}
 		// Forwarded queries leave from the namespace, by its routes (the
 		// external leg), not bound to the internal one.
 		if fwdConn, err = net.ListenPacket("udp", ":0"); err != nil {
@@ -202,10 +212,13 @@ func startNetworkServices(nsName string, vni uint32, z *dnsZone, t *metaTable) (
 		for _, pc := range pcs {
 			pc.Close()
 		}
-		for _, c := range []interface{ Close() error }{tcp, tcp6, s.metaLn, fwdConn} {
+		for _, c := range []net.Listener{tcp, tcp6, s.metaLn, s.metaLn6} {
 			if c != nil {
 				c.Close()
 			}
+		}
+		if fwdConn != nil {
+			fwdConn.Close()
 		}
 		s.ns.Close()
 		return nil, err
@@ -246,6 +259,15 @@ func startNetworkServices(nsName string, vni uint32, z *dnsZone, t *metaTable) (
 		defer s.wg.Done()
 		s.fwd.run()
 	}()
+	if s.metaLn6 != nil {
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			if err := s.meta.Serve(s.metaLn6); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				slog.Warn("metadata over IPv6 stopped", "vni", vni, "err", err)
+			}
+		}()
+	}
 	// Shutdown of a miekg/dns server that has not started yet fails and
 	// leaves it running: wait for all.
 	for range servers {

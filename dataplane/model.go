@@ -166,9 +166,19 @@ func (p *Linux) model(n *Network, underlay Underlay, underlayIndex, externalMTU 
 		r.addrs[addrKey{internalLink, netip.PrefixFrom(s.Gateway, s.CIDR.Bits()).String()}] = true
 	}
 	r.addrs[addrKey{internalLink, netip.PrefixFrom(MetadataAddress, 32).String()}] = true
+	ipv6 := r.sysctls["net/ipv6/conf/"+internalLink+"/disable_ipv6"] == "0"
+	if ipv6 {
+		// Metadata over IPv6, and every NIC's link-local address pinned
+		// to its MAC, as its other addresses are: the router's answers
+		// to a link-local asker reach that NIC only.
+		r.addrs[addrKey{internalLink, netip.PrefixFrom(MetadataAddress6, 64).String()}] = true
+	}
 	nics := func(mac net.HardwareAddr, as []netip.Addr) {
 		for _, a := range as {
 			r.neigh[addrKey{internalLink, a.String()}] = mac.String()
+		}
+		if ipv6 {
+			r.neigh[addrKey{internalLink, LinkLocal(mac).String()}] = mac.String()
 		}
 	}
 	for _, port := range n.Ports {

@@ -265,7 +265,7 @@ func routerAddrKey(link string, ipn *net.IPNet) (addrKey, bool) {
 	a = a.Unmap()
 	// The kernel's own link-local addresses are not the Plane's; the
 	// metadata address, link-local too, is.
-	if (a.IsLinkLocalUnicast() && a != MetadataAddress) || a.IsLoopback() {
+	if (a.IsLinkLocalUnicast() && a != MetadataAddress && a != MetadataAddress6) || a.IsLoopback() {
 		return addrKey{}, false
 	}
 	bits, _ := ipn.Mask.Size()
