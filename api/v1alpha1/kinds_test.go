@@ -359,6 +359,10 @@ func TestInvalidObjects(t *testing.T) {
 		}, want: []string{"spec.source"}},
 
 		// VirtualMachine.
+		{name: "user-data without a seed or a network", kind: "VirtualMachine", edit: func(o Object) {
+			s := &o.(*VirtualMachine).Spec
+			s.CloudInit.Disabled, s.NICs = true, nil
+		}, want: []string{"spec.cloudInit.disabled"}, detail: "no NIC is on a network"},
 		{name: "too small", kind: "VirtualMachine", edit: func(o Object) {
 			s := &o.(*VirtualMachine).Spec
 			s.Memory, s.CPUs = 32<<20, 300
@@ -980,5 +984,16 @@ func TestExternalIPv6Routes(t *testing.T) {
 	s.Default()
 	if s.IPv6.Gateway != "2001:db8:ff::1" {
 		t.Errorf("default IPv6 gateway %q, want 2001:db8:ff::1", s.IPv6.Gateway)
+	}
+}
+
+// Without a seed disk, a VM on a network still gets its user-data, SSH
+// keys and network config from the network's metadata service: allowed.
+func TestCloudInitDisabledOnANetwork(t *testing.T) {
+	vm := example(t, "VirtualMachine").(*VirtualMachine)
+	vm.Spec.CloudInit.Disabled = true
+	vm.Spec.Default()
+	if es := vm.Spec.Validate("spec"); len(es) > 0 {
+		t.Errorf("cloudInit.disabled with userData on a network: %v", es)
 	}
 }

@@ -24,7 +24,7 @@ var fieldDocs = map[string]string{
 	"BootFile.URL":                        "URL is where the file comes from: http(s), or, in a MachineProfile only, file:///path under a directory the boot service allows (`hearth boot --allow-file-dir`).",
 	"Bytes":                               "Bytes is a size in bytes written the way people write sizes: \"512Mi\", \"20Gi\", \"1T\", or a plain number of bytes. It is stored and shown in the largest binary unit that divides it exactly.",
 	"CloudInit":                           "CloudInit is the VM's cloud-init data.",
-	"CloudInit.Disabled":                  "Disabled gives the VM no NoCloud seed (for images without cloud-init).",
+	"CloudInit.Disabled":                  "Disabled gives the VM no NoCloud seed disk (for images without cloud-init, or ones that read only a metadata service). The metadata service of its networks still serves userData, networkConfig and sshKeys, so a VM with them needs a NIC on a network.",
 	"CloudInit.NetworkConfig":             "NetworkConfig is a network-config document (version 2); empty means DHCP on every NIC.",
 	"CloudInit.SSHKeys":                   "SSHKeys names SSHKeys of the tenant to install; empty installs all of the tenant's keys.",
 	"CloudInit.UserData":                  "UserData is the user-data document (#cloud-config, a script, …).",
