@@ -46,6 +46,7 @@ type routerServices struct {
 type networkServices struct {
 	vni   uint32
 	ns    netns.Handle
+	leg   int // the internal leg's ifindex when the sockets were made
 	zone  atomic.Pointer[dnsZone]
 	table atomic.Pointer[metaTable]
 	fwd   *forwarder
@@ -86,7 +87,7 @@ func (r *routerServices) sync(ctx context.Context, in netInputs, st netState, fa
 		if ok && failed[vni] {
 			continue
 		}
-		if !ok || !sameNetns(s.ns, r.plane.RouterNetns(vni)) {
+		if !ok || !sameNetns(s.ns, r.plane.RouterNetns(vni), s.leg) {
 			s.stop()
 			delete(r.running, vni)
 		}
@@ -127,16 +128,32 @@ func (r *routerServices) stopAll() {
 	}
 }
 
-// sameNetns reports whether h is the namespace now named name: a router
-// namespace deleted and made again by the data plane is another
-// namespace, and the servers must follow.
-func sameNetns(h netns.Handle, name string) bool {
+// sameNetns reports whether h is the namespace now named name, with the
+// router's internal leg it had (ifindex leg): a router namespace deleted
+// and made again by the data plane is another namespace, and a leg made
+// again another link, and the servers must follow (their sockets are
+// bound to the leg's ifindex, which a new leg does not keep).
+func sameNetns(h netns.Handle, name string, leg int) bool {
 	o, err := netns.Open(name)
 	if err != nil {
 		return false
 	}
 	defer o.Close()
-	return o.Equal(h)
+	return o.Equal(h) && routerLegIndex(o) == leg
+}
+
+// routerLegIndex is the ifindex of the router's internal leg in the
+// namespace, 0 if there is none.
+func routerLegIndex(h netns.Handle) int {
+	idx := 0
+	_ = netns.Do(h, func() error {
+		ifi, err := net.InterfaceByName(dataplane.RouterInternalLink)
+		if err == nil {
+			idx = ifi.Index
+		}
+		return err
+	})
+	return idx
 }
 
 // internalSocket is how every socket of the services is made: bound to
@@ -166,6 +183,7 @@ func startNetworkServices(nsName string, vni uint32, z *dnsZone, t *metaTable) (
 	if s.ns, err = netns.Open(nsName); err != nil {
 		return nil, fmt.Errorf("the router namespace: %w", err)
 	}
+	s.leg = routerLegIndex(s.ns)
 	var pcs []net.PacketConn
 	var fwdConn net.PacketConn
 	var tcp, tcp6 net.Listener
