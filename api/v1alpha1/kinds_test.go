@@ -359,6 +359,8 @@ func TestInvalidObjects(t *testing.T) {
 		}, want: []string{"spec.source"}},
 
 		// VirtualMachine.
+		{name: "unknown datasource", kind: "VirtualMachine", edit: func(o Object) { o.(*VirtualMachine).Spec.CloudInit.Datasource = "azure" },
+			want: []string{"spec.cloudInit.datasource"}, detail: `"azure" is not one of openstack`},
 		{name: "user-data without a seed or a network", kind: "VirtualMachine", edit: func(o Object) {
 			s := &o.(*VirtualMachine).Spec
 			s.CloudInit.Disabled, s.NICs = true, nil

@@ -159,7 +159,19 @@ type CloudInit struct {
 	// SSHKeys names SSHKeys of the tenant to install; empty installs all of
 	// the tenant's keys.
 	SSHKeys []string `json:"sshKeys,omitempty"`
+	// Datasource makes the VM look like the platform of a cloud-init
+	// datasource, for images that look for one: openstack gives it the
+	// SMBIOS product name "OpenStack Nova", which cloud-init's OpenStack
+	// datasource (and cloudbase-init's) need before they read the
+	// metadata service's OpenStack documents. Empty (the default) says
+	// nothing: cloud-init finds the NoCloud seed, or the metadata
+	// service's EC2 tree when told to (ci.ds=Ec2 on the kernel command
+	// line).
+	Datasource string `json:"datasource,omitempty"`
 }
+
+// DatasourceOpenStack is cloudInit.datasource's value for OpenStack's.
+const DatasourceOpenStack = "openstack"
 
 type VirtualMachineStatus struct {
 	CommonStatus `json:",inline"`
@@ -501,6 +513,9 @@ func (s *VirtualMachineSpec) Validate(path string) FieldErrors {
 	}
 	for i, k := range ci.SSHKeys {
 		es = append(es, ValidateName(fmt.Sprintf("%s.cloudInit.sshKeys[%d]", path, i), k)...)
+	}
+	if ci.Datasource != "" {
+		es = append(es, ValidateOneOf(path+".cloudInit.datasource", ci.Datasource, DatasourceOpenStack)...)
 	}
 	if ci.Disabled && (ci.UserData != "" || ci.NetworkConfig != "" || len(ci.SSHKeys) > 0) &&
 		!slices.ContainsFunc(s.NICs, func(n VMNIC) bool { return n.Network != "" }) {
