@@ -248,6 +248,12 @@ func init() {
 				return s.RangeStart + "-" + s.RangeEnd
 			}},
 			{Name: "INTERFACE", Wide: true, Get: func(o Object) string { return o.(*ExternalNetwork).Spec.Interface }},
+			{Name: "IPV6", Wide: true, Get: func(o Object) string {
+				if x := o.(*ExternalNetwork).Spec.IPv6; x != nil {
+					return x.CIDR
+				}
+				return ""
+			}},
 		},
 	})
 }
