@@ -78,8 +78,8 @@ func TestSandboxCloudInit(t *testing.T) {
 			datasource: []string{"DataSourceNoCloud", "seed=/dev/vd"}},
 	}
 	if metadataService {
-		// EC2's datasource alone (ci.ds=Ec2): the seed disk is there
-		// but unread. Hearth's EC2 tree has no network/interfaces, so
+		// EC2's datasource alone (ci.ds=Ec2), and no seed disk
+		// (cloudInit.disabled). Hearth's EC2 tree has no network/interfaces, so
 		// the network config is cloud-init's fallback, DHCP on the
 		// first NIC.
 		guests = append(guests, guest{name: "metadata", ip: "10.20.1.11", nic: "", networkConfig: "fallback",
