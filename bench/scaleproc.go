@@ -68,7 +68,7 @@ func startServers(ctx context.Context, bin, dir string, n, maxConns int, profile
 		args := []string{"server", "--data-dir", p.dir, "--listen", fmt.Sprintf("127.0.0.1:%d", apis[i]),
 			"--etcd-name", m.name, "--etcd-peer-url", m.peer, "--max-connections", strconv.Itoa(maxConns)}
 		if profileDir != "" {
-			args = append(args, "--cpuprofile", filepath.Join(profileDir, m.name+".pprof"))
+			args = append(args, "--cpuprofile", filepath.Join(profileDir, m.name+".pprof"), "--memprofile", filepath.Join(profileDir, m.name+".heap.pprof"))
 		}
 		if n > 1 {
 			args = append(args, "--etcd-initial-cluster", strings.Join(cluster, ","))
