@@ -653,7 +653,10 @@ func (r *scaleRun) retry(ctx context.Context, fn func() error) error {
 		if err == nil || attempt == 10 || ctx.Err() != nil || !transient(err) {
 			return err
 		}
-		r.retries.Add(1)
+		if n := r.retries.Add(1); n <= 3 {
+			// What overloads shows: a few of them are enough.
+			r.logf("retrying a request (%d so far): %v", n, err)
+		}
 		time.Sleep(time.Duration(attempt+1) * 200 * time.Millisecond)
 	}
 }
