@@ -64,7 +64,10 @@ type ScaleConfig struct {
 	// profile of its whole run (NAME.pprof in this directory) and one
 	// of its heap when it stops (NAME.heap.pprof).
 	ServerCPUProfile string
-	Timeout          time.Duration
+	// ServerMemoryLimit, when set, is each server's GOMEMLIMIT (the Go
+	// runtime's soft memory limit: "900MiB").
+	ServerMemoryLimit string
+	Timeout           time.Duration
 	// Logf, if set, hears progress as it happens.
 	Logf func(format string, args ...any)
 }
@@ -242,7 +245,7 @@ func (r *scaleRun) run(ctx context.Context) error {
 	r.logf("starting %d server(s) from %s in %s", cfg.Servers, cfg.Binary, cfg.Dir)
 	var err error
 	// Agents hold about six connections each (four watches, writes).
-	r.servers, err = startServers(ctx, cfg.Binary, cfg.Dir, cfg.Servers, 8*cfg.Hosts+1024, cfg.ServerCPUProfile)
+	r.servers, err = startServers(ctx, cfg.Binary, cfg.Dir, cfg.Servers, 8*cfg.Hosts+1024, cfg.ServerCPUProfile, cfg.ServerMemoryLimit)
 	if err != nil {
 		return err
 	}
@@ -1017,7 +1020,11 @@ func (r *scaleRun) report(w io.Writer) {
 	row("watch to each agent", "p50 %s, p99 %s, max %s (create naming a host → its agent looks the VM up; %d hosts)", ms(res.FanP50), ms(res.FanP99), ms(res.FanMax), cfg.Hosts)
 	row("  of which the create", "p50 %s, p99 %s (sent → answered); answered → agent p50 %s, p99 %s", ms(res.FanCreateP50), ms(res.FanCreateP99), ms(res.FanDeliverP50), ms(res.FanDeliverP99))
 	row("list every VM", "%s (%d VMs, median of 3); %s read without decoding", res.ListAll.Round(time.Millisecond), res.ListCount, res.ListBytes.Round(time.Millisecond))
-	row("server memory", "RSS %s (peak %s)", mib(res.ServerRSS), mib(res.ServerPeakRSS))
+	limit := ""
+	if cfg.ServerMemoryLimit != "" {
+		limit = ", GOMEMLIMIT " + cfg.ServerMemoryLimit
+	}
+	row("server memory", "RSS %s (peak %s%s)", mib(res.ServerRSS), mib(res.ServerPeakRSS), limit)
 	row("etcd database", "%s (%s in use)", mib(res.DBSize), mib(res.DBInUse))
 	row("requests retried (503, timeout)", "%d", res.Retries)
 	row("bound or started twice", "%d", len(res.BoundTwice))
