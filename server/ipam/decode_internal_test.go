@@ -37,3 +37,39 @@ func TestDecodeWithoutStatus(t *testing.T) {
 		t.Fatalf("the status was decoded: %+v", got.Status)
 	}
 }
+
+// TestSubnetCache: a subnet stored at the same revision is decoded once;
+// a new revision of it is decoded again, so a hit never serves an old
+// version.
+func TestSubnetCache(t *testing.T) {
+	k, _ := api.KindByName("Subnet")
+	stored := func(cidr string) []byte {
+		sn := k.New().(*api.Subnet)
+		sn.Metadata = api.ObjectMeta{Name: "s", Tenant: "lab", UID: "u1"}
+		sn.Spec.Network, sn.Spec.CIDR = "lan", cidr
+		data, err := json.Marshal(sn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return data
+	}
+	var c subnetCache
+	a, err := c.decode("/k", 5, stored("10.0.0.0/24"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := c.decode("/k", 5, stored("10.0.0.0/24"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a != b {
+		t.Fatal("the same revision was decoded twice")
+	}
+	n, err := c.decode("/k", 9, stored("10.1.0.0/24"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n.Spec.CIDR != "10.1.0.0/24" {
+		t.Fatalf("a new revision gave %s, want 10.1.0.0/24", n.Spec.CIDR)
+	}
+}

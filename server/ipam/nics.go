@@ -144,8 +144,12 @@ func (r *resolver) loadSubnets() error {
 	}
 	r.subnets = map[string]*found[*api.Subnet]{}
 	for _, kv := range resp.Kvs {
-		sn := k.New().(*api.Subnet)
-		if err := decodeWithoutStatus(kv.Value, sn); err != nil {
+		var cache *subnetCache
+		if r.hints != nil {
+			cache = &r.hints.decoded
+		}
+		sn, err := cache.decode(string(kv.Key), kv.ModRevision, kv.Value)
+		if err != nil {
 			return fmt.Errorf("decoding stored subnet %s: %w", kv.Key, err)
 		}
 		r.subnets[sn.Metadata.Name] = &found[*api.Subnet]{sn, kv.CreateRevision}
