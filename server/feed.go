@@ -115,9 +115,11 @@ type feedEvent struct {
 
 	// lines are the change encoded as watchers write it, by type and
 	// form (see line): encoded for the first watcher, written as they
-	// are for the others.
+	// are for the others. Not kept for a change in the ring (ringed),
+	// which lives long after its watchers wrote it.
 	linesMu sync.Mutex
 	lines   map[lineKey][]byte
+	ringed  bool
 }
 
 // lineKey names one encoding of a change: the event type a watcher
@@ -150,6 +152,9 @@ func (e *feedEvent) line(typ store.EventType, raw bool) ([]byte, error) {
 		return nil, err
 	}
 	l = append(l, '\n')
+	if e.ringed {
+		return l, nil
+	}
 	if e.lines == nil {
 		e.lines = map[lineKey][]byte{}
 	}
@@ -343,7 +348,7 @@ func (f *feed) offer(ev store.Event) {
 		clear(f.ring[n:])
 		f.ring = f.ring[:n]
 	}
-	f.ring = append(f.ring, &feedEvent{typ: e.typ, rev: e.rev, key: e.key, k: e.k, raw: e.raw, prevRaw: e.prevRaw, err: e.err})
+	f.ring = append(f.ring, &feedEvent{typ: e.typ, rev: e.rev, key: e.key, k: e.k, raw: e.raw, prevRaw: e.prevRaw, err: e.err, ringed: true})
 	f.ringBytes += size
 	if e.err != nil {
 		// Whether it matches a watcher's selector cannot be known

@@ -284,4 +284,14 @@ func TestFeedLineMatchesEncoder(t *testing.T) {
 			}
 		}
 	}
+	// A change kept in the ring (replayed to watchers that resume) does
+	// not keep its encodings: the ring would hold them as long as it
+	// holds the change.
+	kept := &feedEvent{typ: store.Modified, rev: 7, key: "k", k: f.k, raw: raw, ringed: true}
+	if _, err := kept.line(store.Modified, true); err != nil {
+		t.Fatal(err)
+	}
+	if len(kept.lines) != 0 {
+		t.Errorf("a ring entry kept %d encodings", len(kept.lines))
+	}
 }
