@@ -244,7 +244,10 @@ func (r *scaleRun) run(ctx context.Context) error {
 	cfg := r.cfg
 	r.logf("starting %d server(s) from %s in %s", cfg.Servers, cfg.Binary, cfg.Dir)
 	var err error
-	// Agents hold about six connections each (four watches, writes).
+	// Agents hold about eight connections each (five watches, writes;
+	// 8,341 for 1,000 agents in one run), more after a burst of writes:
+	// at the limit the servers close idle ones to take new ones
+	// (serving), and refuse only when none is idle.
 	r.servers, err = startServers(ctx, cfg.Binary, cfg.Dir, cfg.Servers, 8*cfg.Hosts+1024, cfg.ServerCPUProfile, cfg.ServerMemoryLimit)
 	if err != nil {
 		return err
