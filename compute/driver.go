@@ -46,10 +46,20 @@ type Spec struct {
 	// must describe the same devices as the source's, with its disks on
 	// shared storage.
 	Incoming string
+	// SMBIOS, when set, is what the firmware's system information
+	// (SMBIOS type 1) says the machine is: how some guests tell the
+	// platform they run on (cloud-init's OpenStack datasource looks for
+	// the product "OpenStack Nova"). Nil leaves QEMU's own.
+	SMBIOS *SMBIOSSystem
 	// IncomingTLS, with Incoming, has the destination accept the
 	// source's stream only over TLS, from a certificate of its CA (and
 	// with the common name IncomingTLS.Peer, when set).
 	IncomingTLS *MigrationTLS `json:",omitempty"`
+}
+
+// SMBIOSSystem is SMBIOS type 1's manufacturer and product name.
+type SMBIOSSystem struct {
+	Manufacturer, Product string
 }
 
 // MigrationTLS secures a live migration's stream (QEMU's

@@ -174,6 +174,9 @@ func (s *Server) watch(w http.ResponseWriter, r *http.Request, p *auth.Principal
 	for {
 		var out api.WatchEvent
 		var ev *feedEvent
+		// line, when set, is the event already encoded (feedEvent.line),
+		// written instead of out.
+		var line []byte
 		ending := false
 		select {
 		case ev = <-src.ch:
@@ -218,7 +221,9 @@ func (s *Server) watch(w http.ResponseWriter, r *http.Request, p *auth.Principal
 			out = bookmark(t.kind, lastRev)
 		case raw && ev.raw != nil:
 			lastRev = ev.rev
-			out = api.WatchEvent{Type: string(ev.typ), Object: json.RawMessage(ev.raw)}
+			if line, err = ev.line(ev.typ, true); err != nil {
+				out = api.WatchEvent{Type: string(ev.typ), Object: json.RawMessage(ev.raw)}
+			}
 		default:
 			lastRev = ev.rev
 			obj := ev.object()
@@ -227,20 +232,32 @@ func (s *Server) watch(w http.ResponseWriter, r *http.Request, p *auth.Principal
 				// Nothing this watcher filters on can have changed.
 				before = now
 			}
+			typ := ev.typ
 			switch {
 			case now && ev.typ == store.Modified && !before:
-				out = api.WatchEvent{Type: string(store.Added), Object: shown(p, obj)}
+				typ = store.Added
 			case now:
-				out = api.WatchEvent{Type: string(ev.typ), Object: shown(p, obj)}
 			case before && ev.typ == store.Modified:
 				// It no longer matches: to this watcher it is gone.
-				out = api.WatchEvent{Type: string(store.Deleted), Object: shown(p, obj)}
+				typ = store.Deleted
 			default:
 				flushIfIdle()
 				continue
 			}
+			out = api.WatchEvent{Type: string(typ), Object: shown(p, obj)}
+			if out.Object == obj {
+				// Shown as it is: the encoding every such watcher
+				// shares.
+				if line, err = ev.line(typ, false); err != nil {
+					line = nil
+				}
+			}
 		}
-		if err := enc.Encode(out); err != nil {
+		if line != nil {
+			if _, err := w.Write(line); err != nil {
+				return nil
+			}
+		} else if err := enc.Encode(out); err != nil {
 			return nil
 		}
 		unflushed = true
