@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"encoding/json"
 	"log/slog"
 	"net/http"
 	"slices"
@@ -10,6 +11,7 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/grpc/metadata"
 
 	api "hearth.dev/hearth/api/v1alpha1"
 	"hearth.dev/hearth/server/auth"
@@ -85,6 +87,10 @@ type scopeWatch struct {
 	kind string
 	gone chan struct{}
 }
+
+// scopeStream is the gRPC metadata that gives the scope's etcd watches a
+// stream of their own.
+var scopeStream = []string{"hearth-watch-stream", "host-scope"}
 
 // tenantKinds are the kinds a host reads whole for the tenants it holds
 // something of.
@@ -208,7 +214,9 @@ func (hs *hostScope) waitFor(ctx context.Context, rev int64) error {
 		if cur > 0 {
 			// The store's watches share one stream, keyed by the
 			// require-leader metadata they are opened with.
-			_ = hs.etcd.RequestProgress(clientv3.WithRequireLeader(ctx))
+			// The store's watches are opened with the require-leader
+			// metadata, which, with scopeStream, names their stream.
+			_ = hs.etcd.RequestProgress(clientv3.WithRequireLeader(metadata.AppendToOutgoingContext(ctx, scopeStream...)))
 		}
 		select {
 		case <-ch:
@@ -247,25 +255,37 @@ func (hs *hostScope) run(ctx context.Context) {
 }
 
 func (hs *hostScope) follow(ctx context.Context) error {
-	vms, vmRev, err := hs.store.List(ctx, hs.vmKind, store.KindPrefix(hs.vmKind), nil)
+	// The scope's watches have an etcd watch stream of their own, so
+	// that a progress request (waitFor) is not refused for another
+	// watch of the server's that is not yet synced.
+	ctx = metadata.AppendToOutgoingContext(ctx, scopeStream...)
+	vms, rev, err := hs.store.List(ctx, hs.vmKind, store.KindPrefix(hs.vmKind), nil)
 	if err != nil {
 		return err
 	}
-	vols, volRev, err := hs.store.List(ctx, hs.volKind, store.KindPrefix(hs.volKind), nil)
+	// The Volumes at the VMs' revision: both watches go on from it.
+	var vols []api.Object
+	_, err = hs.store.ListRawPages(ctx, hs.volKind, store.KindPrefix(hs.volKind), nil, rev, func(_ int64, items [][]byte) error {
+		for _, item := range items {
+			v := &api.Volume{}
+			if err := json.Unmarshal(item, v); err != nil {
+				return err
+			}
+			vols = append(vols, v)
+		}
+		return nil
+	})
 	if err != nil {
 		return err
 	}
-	// Each watch goes on from its own list; the scope is current up to
-	// the older of the two, and ahead of it for the other kind, which
-	// only makes it more current.
-	hs.reset(vms, vols, vmRev, volRev)
+	hs.reset(vms, vols, rev)
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	vmEvents, err := hs.store.Watch(ctx, hs.vmKind, store.KindPrefix(hs.vmKind), vmRev, store.WatchOptions{Prev: true})
+	vmEvents, err := hs.store.Watch(ctx, hs.vmKind, store.KindPrefix(hs.vmKind), rev, store.WatchOptions{})
 	if err != nil {
 		return err
 	}
-	volEvents, err := hs.store.Watch(ctx, hs.volKind, store.KindPrefix(hs.volKind), volRev, store.WatchOptions{Prev: true})
+	volEvents, err := hs.store.Watch(ctx, hs.volKind, store.KindPrefix(hs.volKind), rev, store.WatchOptions{})
 	if err != nil {
 		return err
 	}
@@ -311,8 +331,7 @@ func needsOf(vm *api.VirtualMachine) vmNeeds {
 
 // reset replaces the whole scope with one computed from a list at rev;
 // every host's watches end, as anything may have changed.
-func (hs *hostScope) reset(vms, vols []api.Object, vmRev, volRev int64) {
-	rev := max(vmRev, volRev)
+func (hs *hostScope) reset(vms, vols []api.Object, rev int64) {
 	hs.mu.Lock()
 	defer hs.mu.Unlock()
 	old := hs.hosts
@@ -338,8 +357,8 @@ func (hs *hostScope) reset(vms, vols []api.Object, vmRev, volRev int64) {
 		}
 	}
 	hs.revs = [2]int64{}
-	hs.advanceLocked(0, vmRev)
-	hs.advanceLocked(1, volRev)
+	hs.advanceLocked(0, rev)
+	hs.advanceLocked(1, rev)
 }
 
 // apply applies one change of the watch i (0 VMs, 1 Volumes).
