@@ -5,8 +5,10 @@ import (
 	"encoding/json"
 	"log/slog"
 	"net/http"
+	"reflect"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -229,11 +231,21 @@ func (hs *hostScope) waitFor(ctx context.Context, rev int64) error {
 
 // sync waits until every change up to now is applied.
 func (hs *hostScope) sync(ctx context.Context) error {
-	resp, err := hs.etcd.Get(ctx, store.KindPrefix(hs.vmKind), clientv3.WithPrefix(), clientv3.WithCountOnly())
+	rev, err := hs.currentRev(ctx)
 	if err != nil {
-		return api.NewUnavailable("reading etcd's revision: %v", err)
+		return err
 	}
-	return hs.waitFor(ctx, resp.Header.Revision)
+	return hs.waitFor(ctx, rev)
+}
+
+// currentRev is etcd's revision now, read with a get of one key no
+// object has (which costs etcd no walk of a prefix).
+func (hs *hostScope) currentRev(ctx context.Context) (int64, error) {
+	resp, err := hs.etcd.Get(ctx, store.Prefix+"host-scope-revision", clientv3.WithCountOnly())
+	if err != nil {
+		return 0, api.NewUnavailable("reading etcd's revision: %v", err)
+	}
+	return resp.Header.Revision, nil
 }
 
 // run keeps the scope current until ctx ends: a list of the VMs and
@@ -414,6 +426,9 @@ func count(m map[string]int, k string, d int) bool {
 // setVMLocked replaces what the VM at key asks of its hosts with n.
 func (hs *hostScope) setVMLocked(key string, n vmNeeds, rev int64) {
 	old := hs.vms[key]
+	if reflect.DeepEqual(old, n) || (len(old.hosts) == 0 && len(n.hosts) == 0) {
+		return // a change of status, say: nothing it asks changed
+	}
 	if len(n.hosts) == 0 {
 		delete(hs.vms, key)
 	} else {
@@ -582,11 +597,10 @@ func (s *Server) hostList(w http.ResponseWriter, r *http.Request, p *auth.Princi
 		}
 		if rev == 0 {
 			// Nothing was read: the list is as of now.
-			resp, err := s.etcd.Get(ctx, store.KindPrefix(t.kind), clientv3.WithPrefix(), clientv3.WithCountOnly())
-			if err != nil {
-				return api.NewUnavailable("reading etcd's revision: %v", err)
+			var err error
+			if rev, err = s.scope.currentRev(ctx); err != nil {
+				return err
 			}
-			rev = resp.Header.Revision
 			if err := s.scope.waitFor(ctx, rev); err != nil {
 				return err
 			}
@@ -635,4 +649,12 @@ func (s *Server) hostPrefixes(p *auth.Principal, t target) ([]string, uint64) {
 		out = append(out, store.TenantPrefix(t.kind, tn))
 	}
 	return out, gen
+}
+
+// placedHere reports whether a host's watch selects only objects placed
+// on it (spec.host=HOST, as the agent watches its VMs, Volumes and
+// Snapshots): the host reads every one of those whatever the scope, so
+// a change of the scope does not end the watch.
+func placedHere(p *auth.Principal, k *api.KindInfo, f filter) bool {
+	return k.PlacedOn != nil && strings.Join(f.index, ".") == "spec.host" && f.indexValue == p.Host
 }

@@ -136,7 +136,7 @@ func (s *Server) watch(w http.ResponseWriter, r *http.Request, p *auth.Principal
 	// that leaves it is deleted to the host, and a change of the scope
 	// itself ends the watch with Gone, to list again.
 	var scopeGone <-chan struct{}
-	if auth.HostScoped(p, t.kind) {
+	if auth.HostScoped(p, t.kind) && !placedHere(p, t.kind, f) {
 		withPrev = true
 		sw, err := s.scope.watch(p.Host, t.kind.Kind, from)
 		if err != nil {
