@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"reflect"
@@ -271,55 +272,78 @@ func (hs *hostScope) follow(ctx context.Context) error {
 	// that a progress request (waitFor) is not refused for another
 	// watch of the server's that is not yet synced.
 	ctx = metadata.AppendToOutgoingContext(ctx, scopeStream...)
-	vms, rev, err := hs.store.List(ctx, hs.vmKind, store.KindPrefix(hs.vmKind), nil)
+	// Objects are read as stored and decoded leniently: the scope reads
+	// a few fields, and an object a newer Hearth wrote (fields this
+	// server does not know) must not stop it.
+	vms, rev, err := hs.listRaw(ctx, hs.vmKind, 0)
 	if err != nil {
 		return err
 	}
 	// The Volumes at the VMs' revision: both watches go on from it.
-	var vols []api.Object
-	_, err = hs.store.ListRawPages(ctx, hs.volKind, store.KindPrefix(hs.volKind), nil, rev, func(_ int64, items [][]byte) error {
-		for _, item := range items {
-			v := &api.Volume{}
-			if err := json.Unmarshal(item, v); err != nil {
-				return err
-			}
-			vols = append(vols, v)
-		}
-		return nil
-	})
+	vols, _, err := hs.listRaw(ctx, hs.volKind, rev)
 	if err != nil {
 		return err
 	}
 	hs.reset(vms, vols, rev)
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	vmEvents, err := hs.store.Watch(ctx, hs.vmKind, store.KindPrefix(hs.vmKind), rev, store.WatchOptions{})
+	opts := store.WatchOptions{Raw: true, GoOn: true}
+	vmEvents, err := hs.store.Watch(ctx, hs.vmKind, store.KindPrefix(hs.vmKind), rev, opts)
 	if err != nil {
 		return err
 	}
-	volEvents, err := hs.store.Watch(ctx, hs.volKind, store.KindPrefix(hs.volKind), rev, store.WatchOptions{})
+	volEvents, err := hs.store.Watch(ctx, hs.volKind, store.KindPrefix(hs.volKind), rev, opts)
 	if err != nil {
 		return err
 	}
 	for {
 		var ev store.Event
 		var ok bool
-		i := 0
+		i, k := 0, hs.vmKind
 		select {
 		case ev, ok = <-vmEvents:
 		case ev, ok = <-volEvents:
-			i = 1
+			i, k = 1, hs.volKind
 		case <-ctx.Done():
 			return ctx.Err()
 		}
-		if !ok {
+		switch {
+		case !ok:
 			return api.NewUnavailable("watch ended")
-		}
-		if ev.Type == store.Error {
+		case ev.Type == store.Error && ev.Key != "":
+			// An object of another apiVersion: what it asks is
+			// not known, so what it asked before stays.
+			slog.Warn("host scope: cannot read an object; what it asks of hosts is left as it was", "key", ev.Key, "err", ev.Err)
+			hs.apply(i, store.Event{Type: store.Bookmark, Rev: ev.Rev})
+			continue
+		case ev.Type == store.Error:
 			return ev.Err
+		case ev.Raw != nil:
+			obj := k.New()
+			if err := json.Unmarshal(ev.Raw, obj); err != nil {
+				return err
+			}
+			ev.Object = obj
 		}
 		hs.apply(i, ev)
 	}
+}
+
+// listRaw lists every object of kind k at revision rev (0: now), read
+// as stored and decoded leniently, and the revision read at.
+func (hs *hostScope) listRaw(ctx context.Context, k *api.KindInfo, rev int64) ([]api.Object, int64, error) {
+	var out []api.Object
+	rev, err := hs.store.ListRawPages(ctx, k, store.KindPrefix(k), nil, rev, func(_ int64, items [][]byte) error {
+		for _, item := range items {
+			obj := k.New()
+			if err := json.Unmarshal(item, obj); err != nil {
+				return fmt.Errorf("decoding a stored %s: %w", k.Kind, err)
+			}
+			out = append(out, obj)
+		}
+		return nil
+	})
+	return out, rev, err
 }
 
 // needsOf is what a VM asks of its hosts.
