@@ -34,11 +34,14 @@ import (
 // itself (a VM placed on the host names an SSHKey), which no watch of
 // that object would tell. So a change of a host's scope ends the host's
 // watches of the kinds it changes with 410 Gone, and the agent's
-// informer lists again (O(what the host reads), as the list reads only
-// the tenants the host holds something of). For a list and the watch
-// that follows it to miss nothing, a list is filtered by the scope as it
-// was at (or after) the list's revision (waitFor), and a watch from a
-// revision before the scope last changed is Gone at once.
+// informer lists again (which reads only the tenants the host holds
+// something of). That happens when a host takes its first VM of a
+// tenant or a VM naming another key or group, not at every VM: the
+// agent's watches of what is placed on it (spec.host=HOST) read every
+// such object whatever the scope and are never ended. For a list and
+// the watch that follows it to miss nothing, a list is filtered by the
+// scope as it was at (or after) the list's revision (waitFor), and a
+// watch from a revision before the scope last changed is Gone at once.
 
 // hostScope implements auth.HostScope.
 type hostScope struct {
