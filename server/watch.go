@@ -132,6 +132,19 @@ func (s *Server) watch(w http.ResponseWriter, r *http.Request, p *auth.Principal
 	// The previous state matters only where an object can move in or out
 	// of what this watcher sees: selectors, and users changing tenant.
 	withPrev := len(f.labels) > 0 || r.URL.Query().Get("fieldSelector") != "" || t.kind == s.userKind
+	// A host reads only what its scope holds (hostscope.go): an object
+	// that leaves it is deleted to the host, and a change of the scope
+	// itself ends the watch with Gone, to list again.
+	var scopeGone <-chan struct{}
+	if auth.HostScoped(p, t.kind) && !placedHere(p, t.kind, f) {
+		withPrev = true
+		sw, err := s.scope.watch(p.Host, t.kind.Kind, from)
+		if err != nil {
+			return err
+		}
+		defer s.scope.unwatch(p.Host, sw)
+		scopeGone = sw.gone
+	}
 	// A watcher that sees everything it asked for gets the stored bytes
 	// passed through: no decode and re-encode per event and watcher.
 	raw := !withPrev && p.GlobalReader() && (seesCredentials(p) || !hasCredentials(t.kind))
@@ -187,6 +200,8 @@ func (s *Server) watch(w http.ResponseWriter, r *http.Request, p *auth.Principal
 			default:
 				ending = true
 			}
+		case <-scopeGone:
+			out, ending = api.WatchEvent{Type: string(store.Error), Object: statusOf(errScopeChanged(p.Host, t.kind.Kind))}, true
 		case <-bookmarks.C:
 			// A watch outlives the check of the token it began with: a
 			// token revoked since (its User or Host deleted) ends it, and
