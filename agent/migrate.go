@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
 
 	api "hearth.dev/hearth/api/v1alpha1"
@@ -36,12 +37,19 @@ import (
 //     Running on the new host, with no migration.
 //
 // The migration stream goes between the hosts' underlay addresses, never
-// a tenant network. Only the agent the VM belongs to writes its status,
+// a tenant network, over TLS with both hosts' certificates from the
+// cluster's migration CA (migratetls.go). Only the agent the VM belongs to writes its status,
 // at every step.
 
 // migrateTimeout bounds a migration: a destination still waiting after it
 // gives up (kills its QEMU), and the VM starts over from step 1.
 const migrateTimeout = 5 * time.Minute
+
+// incomingPoll is how often the destination asks its QEMU whether the
+// whole state has arrived. Each look is a QMP query; the time between the
+// last page arriving and the next look is downtime the guest's peers see
+// (QEMU's own figure does not count it).
+const incomingPoll = 50 * time.Millisecond
 
 // incoming reports whether vm is on its way here from another host that
 // still runs it.
@@ -66,7 +74,9 @@ func (v *vmController) migrateIn(ctx context.Context, vm *api.VirtualMachine, di
 				slog.Warn("giving up waiting for a live migration", "vm", client.Key(vm), "from", m.From)
 				return reconcile.Result{}, drv.Kill(ctx, uid, dir)
 			}
-			return reconcile.Result{RequeueAfter: 250 * time.Millisecond}, nil
+			// Look often: from the moment the state is all here until
+			// this host resumes it, the guest runs nowhere.
+			return reconcile.Result{RequeueAfter: incomingPoll}, nil
 		}
 		// The state is all here: run the guest, and say so.
 		if err := drv.Resume(ctx, uid, dir); err != nil {
@@ -81,6 +91,14 @@ func (v *vmController) migrateIn(ctx context.Context, vm *api.VirtualMachine, di
 			FirstOutputAt: vm.Status.FirstOutputAt, RestartCount: vm.Status.RestartCount}); err != nil {
 			return reconcile.Result{}, err
 		}
+		if len(vm.Spec.NICs) > 0 {
+			// Reported: the server moves its ports here (netmigrate.go).
+			// Let the network know at once, too. Not fatal: the guest
+			// answers ARP anyway.
+			if err := drv.(compute.Migrator).Announce(ctx, uid, dir); err != nil {
+				slog.Warn("announcing a migrated VM's NICs", "vm", client.Key(vm), "err", err)
+			}
+		}
 		v.a.rec.Eventf(ctx, vm, api.EventNormal, "Migrated", "moved live from %s", from)
 		return reconcile.Result{}, nil
 	}
@@ -93,11 +111,17 @@ func (v *vmController) migrateIn(ctx context.Context, vm *api.VirtualMachine, di
 	if err != nil {
 		return reconcile.Result{}, err
 	}
+	tlsDir, err := v.a.migrationTLS(ctx)
+	if err != nil {
+		return reconcile.Result{}, fmt.Errorf("receiving VM %s: %w", client.Key(vm), err)
+	}
 	spec.Incoming = "tcp:" + net.JoinHostPort(v.a.cfg.Address, strconv.Itoa(port))
+	// Only the host the VM moves from may send it (migratetls.go).
+	spec.IncomingTLS = &compute.MigrationTLS{Dir: tlsDir, Peer: vm.Status.Host}
 	if _, err := drv.Start(ctx, spec); err != nil {
 		return reconcile.Result{}, fmt.Errorf("starting QEMU to receive VM %s: %w", client.Key(vm), err)
 	}
-	spec.Incoming = ""
+	spec.Incoming, spec.IncomingTLS = "", nil
 	if err := writeJSONFile(filepath.Join(dir, specFile), startedSpec{Spec: spec, VMDisks: vm.Spec.Disks, RestartRequested: vm.Spec.RestartRequested}); err != nil {
 		return reconcile.Result{}, err
 	}
@@ -155,9 +179,25 @@ func (v *vmController) migrateOut(ctx context.Context, key, uid string) (res rec
 		// The destination is getting ready.
 		return reconcile.Result{RequeueAfter: 250 * time.Millisecond}, true, nil
 	}
+	tlsDir, err := v.a.migrationTLS(ctx)
+	if err != nil {
+		return reconcile.Result{RequeueAfter: 2 * time.Second}, true, err
+	}
+	// The destination's certificate must be for the address it listens
+	// on (compute.Migrate checks the URI's form), which must be the
+	// address of the host the VM moves to: only that host can have a
+	// certificate for it.
+	host, _, _ := net.SplitHostPort(strings.TrimPrefix(m.Incoming, "tcp:"))
+	ho, err := v.a.c.Get(ctx, "Host", "", vm.Spec.Host)
+	if err != nil {
+		return res, true, err
+	}
+	if a := ho.(*api.Host).Spec.Address; a == "" || a != host {
+		return res, true, fmt.Errorf("VM %s: status.migration.incoming %q is not on host %s's address %q: not sending it there", key, m.Incoming, vm.Spec.Host, a)
+	}
 	mctx, cancel := context.WithTimeout(ctx, migrateTimeout)
 	defer cancel()
-	stats, err := mig.Migrate(mctx, uid, dir, m.Incoming)
+	stats, err := mig.Migrate(mctx, uid, dir, m.Incoming, &compute.MigrationTLS{Dir: tlsDir, Hostname: host})
 	if err != nil {
 		// The source still runs the VM: try again while the destination
 		// waits (it gives up after migrateTimeout, and starts waiting

@@ -48,6 +48,10 @@ type netInputs struct {
 	SecurityGroups []*api.SecurityGroup
 	// SSHKeys of every tenant, for the metadata service (netmeta.go).
 	SSHKeys []*api.SSHKey
+	// Leaving are VMs moving live from this host to another (no longer
+	// in VMs: their spec.host is the other host) that still run here:
+	// their ports stay until their QEMU here is gone (netmigrate.go).
+	Leaving []*api.VirtualMachine
 }
 
 // netProblem is something of the API that the host cannot carry as it is
@@ -150,10 +154,10 @@ func hostNetState(in netInputs) netState {
 		ip6 netip.Addr // the second address of a dual-stack NIC
 	}
 	local := map[string][]localNIC{}
-	vms := slices.Clone(in.VMs)
+	vms := append(slices.Clone(in.VMs), leavingVMs(in)...)
 	slices.SortFunc(vms, func(a, b *api.VirtualMachine) int { return cmp.Compare(vmKey(a), vmKey(b)) })
 	for _, vm := range vms {
-		if vm.Spec.Host != in.Host {
+		if vm.Spec.Host != in.Host && !slices.Contains(in.Leaving, vm) { // a leaving VM's ports stay
 			continue
 		}
 		out.Ports[vmKey(vm)] = make([]string, len(vm.Spec.NICs))

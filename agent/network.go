@@ -49,6 +49,9 @@ type netController struct {
 	// for the back-off.
 	report   *netReport
 	failures int
+	// leaving keeps the ports of VMs moving live to another host until
+	// their QEMU here is gone (netmigrate.go).
+	leaving leavingTracker
 }
 
 // netResync is how often the state is applied without a change: the
@@ -136,6 +139,7 @@ func (n *netController) inputs() netInputs {
 		in.SSHKeys = append(in.SSHKeys, o.(*api.SSHKey))
 	}
 	in.FoundDevices = foundExternalDevices(in.ExternalNetworks, in.ExternalDevices)
+	in.Leaving = n.leaving.update(in.Host, in.VMs)
 	for _, o := range c.securityGroups.List() {
 		in.SecurityGroups = append(in.SecurityGroups, o.(*api.SecurityGroup))
 	}

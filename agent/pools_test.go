@@ -3,7 +3,9 @@ package agent_test
 import (
 	"context"
 	"crypto/rand"
+	"crypto/x509"
 	"encoding/hex"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -19,6 +21,7 @@ import (
 	"hearth.dev/hearth/agent"
 	api "hearth.dev/hearth/api/v1alpha1"
 	"hearth.dev/hearth/compute"
+	"hearth.dev/hearth/pki"
 	"hearth.dev/hearth/server/servertest"
 	"hearth.dev/hearth/storage"
 	"hearth.dev/hearth/storage/cephtest"
@@ -389,7 +392,7 @@ func TestLiveMigrationBetweenHosts(t *testing.T) {
 	requireSharedBoot(t)
 	l := newLab(t)
 	p := rbdPool(t, l)
-	l.addAgent(t, "h2")
+	h2Dir := l.addAgent(t, "h2")
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 
@@ -450,5 +453,19 @@ func TestLiveMigrationBetweenHosts(t *testing.T) {
 	}
 	if moved.Status.PID == h1PID {
 		t.Errorf("status.pid is still h1's")
+	}
+	// The stream was TLS: each host had its own certificate from the
+	// migration CA, its key readable by the agent only.
+	for host, dir := range map[string]string{"h1": l.dataDir, "h2": h2Dir} {
+		tls := filepath.Join(dir, "migration-tls")
+		if fi, err := os.Stat(filepath.Join(tls, "server-key.pem")); err != nil || fi.Mode().Perm() != 0o600 {
+			t.Errorf("%s's migration key: %v, %v; want a file of mode 0600", host, fi, err)
+		}
+		b, _ := os.ReadFile(filepath.Join(tls, "server-cert.pem"))
+		if blk, _ := pem.Decode(b); blk == nil {
+			t.Errorf("%s has no migration certificate", host)
+		} else if c, err := x509.ParseCertificate(blk.Bytes); err != nil || c.Subject.CommonName != host || c.Issuer.CommonName != pki.MigrationCACommonName {
+			t.Errorf("%s's migration certificate: %v, for %q by %q", host, err, c.Subject.CommonName, c.Issuer.CommonName)
+		}
 	}
 }

@@ -155,8 +155,11 @@ func (v *vmController) Reconcile(ctx context.Context, key string) (reconcile.Res
 		delete(v.crashes, uid)
 		v.mu.Unlock()
 		if uid != "" {
-			return reconcile.Result{}, v.teardown(ctx, uid)
+			if err := v.teardown(ctx, uid); err != nil {
+				return reconcile.Result{}, err
+			}
 		}
+		v.a.netReleased(key) // a VM that moved away: its ports here go
 		return reconcile.Result{}, nil
 	}
 	vm := api.DeepCopy(obj).(*api.VirtualMachine)

@@ -51,11 +51,30 @@ type Spec struct {
 	// platform they run on (cloud-init's OpenStack datasource looks for
 	// the product "OpenStack Nova"). Nil leaves QEMU's own.
 	SMBIOS *SMBIOSSystem
+	// IncomingTLS, with Incoming, has the destination accept the
+	// source's stream only over TLS, from a certificate of its CA (and
+	// with the common name IncomingTLS.Peer, when set).
+	IncomingTLS *MigrationTLS `json:",omitempty"`
 }
 
 // SMBIOSSystem is SMBIOS type 1's manufacturer and product name.
 type SMBIOSSystem struct {
 	Manufacturer, Product string
+}
+
+// MigrationTLS secures a live migration's stream (QEMU's
+// tls-creds-x509, verifying the peer on both sides).
+type MigrationTLS struct {
+	// Dir holds the files QEMU reads (WriteMigrationTLS): the CA's
+	// certificate and this host's certificate and key.
+	Dir string
+	// Hostname is, on the source, the name or address the destination's
+	// certificate must be for: its address in the migration URI.
+	Hostname string `json:",omitempty"`
+	// Peer is, on the destination, the common name the source's
+	// certificate must have (its host's name); empty accepts any
+	// certificate of the CA.
+	Peer string `json:",omitempty"`
 }
 
 // Boot says how the VM boots.
@@ -206,7 +225,10 @@ const (
 // Migrator is a Driver that can live-migrate a VM to a destination
 // started with Spec.Incoming (QEMU.Migrate).
 type Migrator interface {
-	Migrate(ctx context.Context, id, dir, uri string) (Migration, error)
+	Migrate(ctx context.Context, id, dir, uri string, tls *MigrationTLS) (Migration, error)
+	// Announce makes the VM's NICs announce themselves where they now
+	// are, after the destination resumed a migrated VM (QEMU.Announce).
+	Announce(ctx context.Context, id, dir string) error
 }
 
 var _ Migrator = (*QEMU)(nil)

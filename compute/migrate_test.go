@@ -136,7 +136,7 @@ func TestLiveMigration(t *testing.T) {
 		if _, err := q.Start(ctx, dst); err != nil {
 			t.Fatalf("round %d: starting the destination: %v", round, err)
 		}
-		m, err := q.Migrate(ctx, src.ID, src.Dir, uri)
+		m, err := q.Migrate(ctx, src.ID, src.Dir, uri, nil)
 		if err != nil {
 			t.Fatalf("round %d: %v", round, err)
 		}

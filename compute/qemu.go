@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hearth.dev/hearth/atomicfile"
 	"hearth.dev/hearth/flock"
 	"hearth.dev/hearth/process"
 	"io"
@@ -204,6 +205,11 @@ func (q *QEMU) Start(ctx context.Context, spec Spec) (Info, error) {
 		return abort(err)
 	}
 	if spec.Incoming != "" {
+		if spec.IncomingTLS != nil {
+			if err := incomingTLS(ctx, c, spec.IncomingTLS); err != nil {
+				return abort(err)
+			}
+		}
 		// Started with -incoming defer: listen now, and stay paused (-S)
 		// when the state has arrived, until the source has let go.
 		if err := c.Execute(ctx, "migrate-incoming", map[string]any{"uri": spec.Incoming}, nil); err != nil {
@@ -1044,13 +1050,49 @@ type Migration struct {
 	Transferred int64
 }
 
+// Announce asks QEMU to announce the VM's NICs on their links (QMP
+// announce-self), for a VM that has just moved here: a virtio guest
+// sends its own gratuitous ARPs and unsolicited neighbour advertisements
+// (VIRTIO_NET_F_GUEST_ANNOUNCE), and for other NICs QEMU sends RARPs from
+// the NIC's MAC. Bridges on the way learn where the MAC is now, and
+// neighbours refresh their entries. QEMU announces on its own when an
+// incoming migration completes, but then the guest is still paused (the
+// destination waits for the source to let go): this repeats it with the
+// guest running. Five rounds over about a second.
+func (q *QEMU) Announce(ctx context.Context, id, dir string) error {
+	_, ok, err := findProcess(id, dir)
+	if err != nil {
+		return fmt.Errorf("announce vm %s: %w", id, err)
+	}
+	if !ok {
+		return fmt.Errorf("announce vm %s: %w", id, ErrNotRunning)
+	}
+	ctx, cancel := q.qmpContext(ctx)
+	defer cancel()
+	c, err := DialQMP(ctx, filepath.Join(dir, QMPSocket))
+	if err != nil {
+		return fmt.Errorf("announce vm %s: %w", id, err)
+	}
+	defer c.Close()
+	args := map[string]any{"initial": 10, "max": 500, "rounds": 5, "step": 100}
+	if err := c.Execute(ctx, "announce-self", args, nil); err != nil {
+		return fmt.Errorf("announce vm %s: %w", id, err)
+	}
+	return nil
+}
+
 // Migrate live-migrates the VM to a destination QEMU started with
 // Spec.Incoming = uri, and returns once the destination has the whole
 // state. The source is left paused ("postmigrate"): the caller resumes
 // the destination (Resume) and then kills the source, so that exactly
 // one of them runs the guest. If ctx ends first, the migration is
 // cancelled and the source keeps running.
-func (q *QEMU) Migrate(ctx context.Context, id, dir, uri string) (Migration, error) {
+//
+// With tls, the stream is TLS: QEMU presents tls's certificate, trusts
+// its CA only, and checks that the destination's certificate is for
+// tls.Hostname; a destination whose certificate fails that is refused
+// and the migration fails (the source keeps running).
+func (q *QEMU) Migrate(ctx context.Context, id, dir, uri string, tls *MigrationTLS) (Migration, error) {
 	fail := func(err error) (Migration, error) {
 		return Migration{}, fmt.Errorf("migrate vm %s to %s: %w", id, uri, err)
 	}
@@ -1080,6 +1122,22 @@ func (q *QEMU) Migrate(ctx context.Context, id, dir, uri string) (Migration, err
 	// never converge: auto-converge slows its vCPUs until it does.
 	caps := []map[string]any{{"capability": "auto-converge", "state": true}}
 	if err := call("migrate-set-capabilities", map[string]any{"capabilities": caps}, nil); err != nil {
+		return fail(err)
+	}
+	params := map[string]any{"tls-creds": "", "tls-hostname": ""}
+	if tls != nil {
+		if tls.Hostname == "" {
+			return fail(errors.New("migration TLS: no hostname to check the destination's certificate against"))
+		}
+		// A failed attempt left its object: make it afresh, from the
+		// files as they are now.
+		_ = call("object-del", map[string]any{"id": migrationTLSID}, nil)
+		if err := call("object-add", tlsCredsArgs(tls.Dir, "client"), nil); err != nil {
+			return fail(fmt.Errorf("migration TLS credentials in %s: %w", tls.Dir, err))
+		}
+		params = map[string]any{"tls-creds": migrationTLSID, "tls-hostname": tls.Hostname}
+	}
+	if err := call("migrate-set-parameters", params, nil); err != nil {
 		return fail(err)
 	}
 	if err := call("migrate", map[string]any{"uri": uri}, nil); err != nil {
@@ -1120,4 +1178,70 @@ func (q *QEMU) Migrate(ctx context.Context, id, dir, uri string) (Migration, err
 		case <-tick.C:
 		}
 	}
+}
+
+// The ids of the QOM objects a migration's TLS uses.
+const (
+	migrationTLSID   = "hearth-migration-tls"
+	migrationAuthzID = "hearth-migration-authz"
+)
+
+// The files QEMU's tls-creds-x509 reads from its directory.
+const (
+	tlsCACert     = "ca-cert.pem"
+	tlsServerCert = "server-cert.pem"
+	tlsServerKey  = "server-key.pem"
+	tlsClientCert = "client-cert.pem"
+	tlsClientKey  = "client-key.pem"
+)
+
+func tlsCredsArgs(dir, endpoint string) map[string]any {
+	return map[string]any{"qom-type": "tls-creds-x509", "id": migrationTLSID, "dir": dir, "endpoint": endpoint, "verify-peer": true}
+}
+
+// incomingTLS makes a destination accept its migration over TLS only,
+// from a certificate of the CA in t.Dir (with common name t.Peer, when
+// set).
+func incomingTLS(ctx context.Context, c *QMPClient, t *MigrationTLS) error {
+	if err := c.Execute(ctx, "object-add", tlsCredsArgs(t.Dir, "server"), nil); err != nil {
+		return fmt.Errorf("migration TLS credentials in %s: %w", t.Dir, err)
+	}
+	params := map[string]any{"tls-creds": migrationTLSID}
+	if t.Peer != "" {
+		// QEMU compares the client certificate's distinguished name as
+		// GnuTLS writes it: the certificate has a common name only.
+		authz := map[string]any{"qom-type": "authz-simple", "id": migrationAuthzID, "identity": "CN=" + t.Peer}
+		if err := c.Execute(ctx, "object-add", authz, nil); err != nil {
+			return fmt.Errorf("migration TLS: allowing %s only: %w", t.Peer, err)
+		}
+		params["tls-authz"] = migrationAuthzID
+	}
+	if err := c.Execute(ctx, "migrate-set-parameters", params, nil); err != nil {
+		return fmt.Errorf("migration TLS: %w", err)
+	}
+	return nil
+}
+
+// WriteMigrationTLS writes the files of a host's migration TLS into dir
+// as QEMU reads them: the CA's certificate, and the host's certificate
+// and key under the names of both ends (a host is the destination of one
+// migration and the source of the next). The key is readable by its
+// owner only; files are replaced atomically.
+func WriteMigrationTLS(dir string, caPEM, certPEM, keyPEM []byte) error {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	for _, f := range []struct {
+		name string
+		data []byte
+		mode os.FileMode
+	}{
+		{tlsCACert, caPEM, 0o644}, {tlsServerCert, certPEM, 0o644}, {tlsClientCert, certPEM, 0o644},
+		{tlsServerKey, keyPEM, 0o600}, {tlsClientKey, keyPEM, 0o600},
+	} {
+		if err := atomicfile.Write(filepath.Join(dir, f.name), f.data, f.mode); err != nil {
+			return fmt.Errorf("migration TLS: %w", err)
+		}
+	}
+	return nil
 }

@@ -134,8 +134,9 @@ func TestHostReadsPoolKeyringsOnly(t *testing.T) {
 
 // TestMigrationAdmission: changing a placed VM's spec.host asks to move
 // it, which only works for VMs whose disks are all Volumes in shared
-// pools; a VM with a disk cloned from an image, a local volume or NICs
-// is refused with the reason on spec.host, and nothing changes.
+// pools; a VM with a disk cloned from an image or a local volume is
+// refused with the reason on spec.host, and nothing changes. A VM with
+// NICs moves (its ports follow it: TestPortsFollowLiveMigration).
 func TestMigrationAdmission(t *testing.T) {
 	env := servertest.Start(t)
 	ctx := servertest.Ctx(t)
@@ -153,6 +154,18 @@ func TestMigrationAdmission(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	if _, err := alice.Create(ctx, &api.Network{TypeMeta: api.TypeMeta{APIVersion: api.APIVersion, Kind: "Network"},
+		Metadata: api.ObjectMeta{Name: "lan", Tenant: "a"}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := alice.Create(ctx, &api.Subnet{TypeMeta: api.TypeMeta{APIVersion: api.APIVersion, Kind: "Subnet"}, Metadata: api.ObjectMeta{Name: "lan-a", Tenant: "a"},
+		Spec: api.SubnetSpec{Network: "lan", CIDR: "10.0.0.0/24", Gateway: "10.0.0.1"}}); err != nil {
+		t.Fatal(err)
+	}
+	withNIC := func(vm *api.VirtualMachine) *api.VirtualMachine {
+		vm.Spec.NICs = []api.VMNIC{{Network: "lan"}}
+		return vm
+	}
 	vm := func(name string, disks ...api.VMDisk) *api.VirtualMachine {
 		return &api.VirtualMachine{TypeMeta: api.TypeMeta{APIVersion: api.APIVersion, Kind: "VirtualMachine"}, Metadata: api.ObjectMeta{Name: name, Tenant: "a"},
 			Spec: api.VirtualMachineSpec{Host: "h1", CPUs: 1, Memory: 256 << 20, Disks: disks}}
@@ -164,6 +177,7 @@ func TestMigrationAdmission(t *testing.T) {
 		{vm("on-shared", api.VMDisk{Volume: "shared"}), ""},
 		{vm("on-local", api.VMDisk{Volume: "local"}), "lives on h1's disk"},
 		{vm("on-image", api.VMDisk{Image: "debian", Size: 1 << 30}), "clone of image debian"},
+		{withNIC(vm("with-nic", api.VMDisk{Volume: "shared"})), ""},
 	} {
 		if _, err := alice.Create(ctx, tt.vm); err != nil {
 			t.Fatalf("%s: %v", tt.vm.Metadata.Name, err)

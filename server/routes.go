@@ -66,6 +66,8 @@ func (s *Server) routes() []route {
 
 		// A host renews its lease (hostlease.go).
 		{pattern: "POST " + p + "/hosts/{name}/heartbeat", methods: []string{http.MethodPost}, handler: s.serveHostHeartbeat},
+		// A host has its live-migration certificate signed (migrationcert.go).
+		{pattern: "POST " + p + "/hosts/{name}/migrationcert", methods: []string{http.MethodPost}, handler: s.serveMigrationCert},
 
 		// VMs bound to hosts in batches, by the scheduler (bindings.go).
 		{pattern: "POST " + api.BindingsPath, methods: []string{http.MethodPost}, handler: s.serveBindings},

@@ -106,6 +106,7 @@ type Server struct {
 	store      *store.Store
 	authn      *auth.Authenticator
 	ca         *pki.CA
+	migCA      migrationCA // live migration's CA, read on first use (migrationcert.go)
 	openapi    http.Handler
 	mux        *http.ServeMux // the route table (routes.go)
 	metrics    *metrics

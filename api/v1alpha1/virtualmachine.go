@@ -678,3 +678,17 @@ func init() {
 		},
 	})
 }
+
+// VMPortHost is the host whose data plane carries the VM's NICs: the host it
+// runs on while it moves live to a new spec.host (status.host, until the
+// destination has the whole VM and reports it Running there), else
+// spec.host. Network.status.ports and a floating IP's status.host follow
+// it, so peers' forwarding entries, the floating IP's translation and the
+// security rules move when the guest does, not when the move is asked for.
+func VMPortHost(vm *VirtualMachine) string {
+	st := vm.Status
+	if vm.Spec.Host != "" && st.Host != "" && st.Host != vm.Spec.Host && (st.Phase == VMRunning || st.Phase == VMMigrating) {
+		return st.Host
+	}
+	return vm.Spec.Host
+}

@@ -13,8 +13,9 @@ import (
 // move the VM there (live, when it runs: the agents move it over QMP).
 // A VM can move only if the new host can open everything it uses: every
 // disk a Volume in a shared pool (rbd, nfs), no disk cloned from an image
-// into the VM's directory, no UEFI variable store (a file on the host),
-// and no NICs, whose ports the data plane does not move yet. The volumes
+// into the VM's directory, and no UEFI variable store (a file on the
+// host). NICs move with the VM: its ports stay on the host it runs on
+// until the destination has it (api.VMPortHost). The volumes
 // are looked up in the VM's own tenant.
 //
 // One change is not a move: the failover controller (only the server's
@@ -52,9 +53,6 @@ func (m *Migrations) Admit(ctx context.Context, p *auth.Principal, obj, old api.
 	}
 	if vm.Spec.Firmware == api.FirmwareUEFI {
 		return refuse("a UEFI VM's variable store is a file on its host")
-	}
-	if len(vm.Spec.NICs) > 0 {
-		return refuse("VMs with NICs cannot move yet (the data plane does not move their ports)")
 	}
 	vk, _ := api.KindByName("Volume")
 	for i, d := range vm.Spec.Disks {

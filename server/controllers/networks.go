@@ -147,7 +147,7 @@ func (c *Networks) vmChanged(key string, obj api.Object) {
 		for _, nic := range vm.Spec.NICs {
 			groups = append(groups, nic.SecurityGroups)
 		}
-		what = fmt.Sprintf("%s|%v|%t|%v", vm.Spec.Host, vm.Status.Interfaces, vm.Metadata.DeletionTimestamp != nil, groups)
+		what = fmt.Sprintf("%s|%s|%v|%t|%v", vm.Spec.Host, api.VMPortHost(vm), vm.Status.Interfaces, vm.Metadata.DeletionTimestamp != nil, groups)
 	}
 	if !c.changed("vm:"+key, what) {
 		return // an agent's status write: nothing here depends on it
@@ -279,13 +279,15 @@ func (c *Networks) reconcileNetwork(ctx context.Context, key string) (reconcile.
 			if ifc.Network != n.Metadata.Name || ifc.MAC == "" {
 				continue
 			}
-			p := api.NetworkPort{VM: vm.Metadata.Name, NIC: i, Host: vm.Spec.Host, MAC: ifc.MAC}
+			// A VM moving live keeps its ports where it runs until the
+			// destination has it (api.VMPortHost).
+			p := api.NetworkPort{VM: vm.Metadata.Name, NIC: i, Host: api.VMPortHost(vm), MAC: ifc.MAC}
 			if i < len(vm.Spec.NICs) {
 				p.SecurityGroups = slices.Clone(vm.Spec.NICs[i].SecurityGroups)
 			}
 			p.IPs = ifc.Addresses()
 			ports = append(ports, p)
-			hostSet[vm.Spec.Host] = true
+			hostSet[api.VMPortHost(vm)] = true
 		}
 	}
 	slices.SortFunc(ports, func(a, b api.NetworkPort) int {
@@ -546,13 +548,13 @@ func (c *Networks) reconcileFloatingIP(ctx context.Context, key string) (reconci
 				reason, why = "NotIPv4", fmt.Sprintf("VM %q nics[%d] has the IPv6 address %s; floating IPs translate to IPv4 addresses only", tg.VM, tg.NIC, ifc.IP)
 			case vm.Spec.Host == "":
 				reason, why = "NotPlaced", fmt.Sprintf("VM %q is not placed on a host yet", tg.VM)
-			case !c.servesName(f.Spec.ExternalNetwork, vm.Spec.Host):
-				reason, why = "HostNotServed", fmt.Sprintf("external network %q does not reach host %s, where VM %q runs", f.Spec.ExternalNetwork, vm.Spec.Host, tg.VM)
+			case !c.servesName(f.Spec.ExternalNetwork, api.VMPortHost(vm)):
+				reason, why = "HostNotServed", fmt.Sprintf("external network %q does not reach host %s, where VM %q runs", f.Spec.ExternalNetwork, api.VMPortHost(vm), tg.VM)
 			default:
 				if other := c.olderClaim(f); other != "" {
 					reason, why = "TargetTaken", fmt.Sprintf("VM %q nics[%d] already has floating IP %q", tg.VM, tg.NIC, other)
 				} else {
-					phase, targetIP, host = api.FloatingIPAssociated, ifc.IP, vm.Spec.Host
+					phase, targetIP, host = api.FloatingIPAssociated, ifc.IP, api.VMPortHost(vm)
 					cond = &api.Condition{Type: api.ConditionAssociated, Status: api.ConditionTrue, Reason: "Associated",
 						Message: fmt.Sprintf("translated to VM %s nics[%d] (%s) on host %s", tg.VM, tg.NIC, ifc.IP, host)}
 				}

@@ -357,6 +357,8 @@ var extraTypes = []reflect.Type{
 	reflect.TypeFor[api.JoinRequest](),
 	reflect.TypeFor[api.JoinResponse](),
 	reflect.TypeFor[api.HostLeaseRenewal](),
+	reflect.TypeFor[api.MigrationCertRequest](),
+	reflect.TypeFor[api.MigrationCertResponse](),
 	reflect.TypeFor[api.BindingRequest](),
 	reflect.TypeFor[api.BindingResponse](),
 	reflect.TypeFor[api.Stats](),
@@ -433,6 +435,13 @@ func (b *builder) extraPaths() {
 		description: "The agent's heartbeat: the server renews an etcd lease it keeps for the host and writes nothing to the Host. A Host whose lease runs out (and whose status.lastHeartbeat is as old) becomes NotReady.",
 		okCode:      "200", okText: "The lease is renewed for the Host's spec.leaseSeconds.", okSchema: "HostLeaseRenewal",
 		errors: []int{401, 403, 404, 503},
+	})
+	b.add(api.PathPrefix+"/hosts/{name}/migrationcert", "post", []any{nameParam}, operation{
+		id: "signMigrationCertificate", summary: "Sign a host's live-migration certificate (its own credential only)", tags: []string{"Host"},
+		description: "The server signs the host's key (a PKCS #10 request) with the cluster's migration CA, a CA that signs nothing else: a certificate for the host's name and its Host's spec.address only, whatever the request names. QEMU on both ends of a live migration trusts only that CA.",
+		body:        "MigrationCertRequest",
+		okCode:      "200", okText: "The host's certificate and the migration CA.", okSchema: "MigrationCertResponse",
+		errors: []int{400, 401, 403, 404, 422},
 	})
 	b.add(api.BindingsPath, "post", nil, operation{
 		id: "bindVirtualMachines", summary: "Bind several VirtualMachines to hosts at once (the scheduler's writes)", tags: []string{"VirtualMachine"},
