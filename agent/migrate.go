@@ -287,25 +287,24 @@ func (v *vmController) keepUntilTaken(ctx context.Context, key, uid, dir string,
 	why := "the destination did not take it in time"
 	for time.Now().Before(giveUp) {
 		o, err := v.a.c.Get(ctx, "VirtualMachine", tenant, name)
-		if err != nil && !api.IsNotFound(err) {
+		// A host may read a VM while status.host (or the migration's
+		// from) names it: one it may not read any more is not its own.
+		gone := api.IsNotFound(err) || api.IsForbidden(err)
+		if err != nil && !gone {
 			if ctx.Err() != nil {
 				return reconcile.Result{}, true, ctx.Err() // paused still; the next pass waits on
 			}
 			slog.Warn("asking whether a migrated VM runs on its destination", "vm", key, "err", err)
 		} else {
-			if err != nil || o.(*api.VirtualMachine).Metadata.DeletionTimestamp != nil {
-				// Deleted: nothing to keep.
-				return reconcile.Result{}, false, v.a.cfg.Driver.Kill(ctx, uid, dir)
-			}
-			vm := o.(*api.VirtualMachine)
-			if vm.Status.Host != v.a.cfg.Name {
-				// The destination owns it: this copy must never run again.
+			if gone || o.(*api.VirtualMachine).Metadata.DeletionTimestamp != nil || o.(*api.VirtualMachine).Status.Host != v.a.cfg.Name {
+				// The destination owns it (or it was deleted): this copy
+				// must never run again.
 				if err := v.a.cfg.Driver.Kill(ctx, uid, dir); err != nil {
 					return reconcile.Result{}, true, err
 				}
 				return reconcile.Result{}, false, nil // and the caller tears down what is left
 			}
-			if cur := vm.Status.Migration; cur == nil || cur.Incoming != m.Incoming || !sameTime(cur.StartedAt, m.StartedAt) {
+			if cur := o.(*api.VirtualMachine).Status.Migration; cur == nil || cur.Incoming != m.Incoming || !sameTime(cur.StartedAt, m.StartedAt) {
 				why = "the destination gave up on it"
 				break
 			}
