@@ -18,7 +18,7 @@ import (
 	"hearth.dev/hearth/server/servertest"
 )
 
-// TestLiveMigrationDestinationDiesAfterCompleted: the destination's
+// TestLiveMigrationDestFails: the destination's
 // QEMU is killed once it has the whole state ("completed" on the
 // source), before it resumes. The source's QEMU, kept paused until the
 // destination owns the VM, is resumed: the same process on h1 counts on
@@ -26,7 +26,7 @@ import (
 // stays h1 meanwhile. The source then sends the VM again, and the second
 // move ends as a normal one does: Running on h2, counter carrying on, h1's
 // QEMU gone.
-func TestLiveMigrationDestinationDiesAfterCompleted(t *testing.T) {
+func TestLiveMigrationDestFails(t *testing.T) {
 	requireSharedBoot(t)
 	var (
 		mu     sync.Mutex
