@@ -122,10 +122,14 @@ func (v *vmController) migrateIn(ctx context.Context, vm *api.VirtualMachine, di
 		// the guest; both only before the deadline after which the
 		// source may resume its paused copy (step 4).
 		if m == nil || m.StartedAt == nil {
-			// Not the migration this QEMU was started for (the status
-			// write after Start was lost): the source may have given up.
-			slog.Warn("an incoming VM's migration is not recorded; not resuming it", "vm", client.Key(vm))
-			return reconcile.Result{}, drv.Kill(ctx, uid, dir)
+			// This host's cache does not show the migration yet: wait
+			// for it, but never past the deadline the source may have
+			// counted from (it began after this QEMU did).
+			if time.Since(f.Info.StartedAt) > migrateTimeout {
+				slog.Warn("an incoming VM's migration is not recorded; not resuming it", "vm", client.Key(vm))
+				return reconcile.Result{}, drv.Kill(ctx, uid, dir)
+			}
+			return reconcile.Result{RequeueAfter: incomingPoll}, nil
 		}
 		deadline := m.StartedAt.Add(migrateTimeout)
 		if time.Now().After(deadline) {
