@@ -125,7 +125,11 @@ func (v *volumeController) createInPool(ctx context.Context, d storage.Driver, v
 	src := vol.Spec.Source
 	switch {
 	case src.Snapshot != "":
-		return fmt.Errorf("spec.source.snapshot: volumes in a storage pool cannot be made from a snapshot yet")
+		snap, err := v.poolSnapshotSource(ctx, vol)
+		if err != nil {
+			return err
+		}
+		return d.CloneSnapshot(ctx, snap.Status.VolumeUID, snap.Metadata.UID, id, size)
 	case src.Image != "":
 		v.a.imgs.mu.RLock()
 		defer v.a.imgs.mu.RUnlock()
@@ -163,6 +167,8 @@ func (v *volumeController) deletePoolVolume(ctx context.Context, key string, las
 	}
 	v.mu.Unlock()
 	slog.Info("removed volume", "volume", key, "pool", last.Spec.Pool)
+	// A snapshot deleted while this volume was cloned from it may go now.
+	v.retryGoneSnapshots(last.Metadata.Tenant)
 	return nil
 }
 
