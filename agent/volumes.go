@@ -237,7 +237,11 @@ func (v *volumeController) reconcileVolume(ctx context.Context, key string) (rec
 	last := v.poolVols[key]
 	v.mu.Unlock()
 	if gone && last != nil {
-		return reconcile.Result{}, v.deletePoolVolume(ctx, key, last)
+		var cur *api.Volume
+		if ok && obj.(*api.Volume).Spec.Host == v.a.cfg.Name {
+			cur = api.DeepCopy(obj).(*api.Volume)
+		}
+		return reconcile.Result{}, v.poolVolumeGone(ctx, key, cur, last)
 	}
 	if ok && !gone && obj.(*api.Volume).Spec.Pool != "" {
 		return v.reconcilePoolVolume(ctx, api.DeepCopy(obj).(*api.Volume))
