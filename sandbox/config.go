@@ -34,6 +34,10 @@
 // PXE options, and the boot service answers in proxy DHCP mode beside it.
 // PREFIX-router does not forward either.
 //
+// With Config.SharedStorage the underlay also gets shared storage: a
+// namespace PREFIX-storage whose veth underlay (.8; peer storage on br0)
+// carries a single-node Ceph cluster and an NFS server (storage.go).
+//
 // Sandbox traffic never leaves the namespaces the sandbox made: nothing is
 // bridged, routed or NATed to the machine's real interfaces (see
 // connectRoot for why).
