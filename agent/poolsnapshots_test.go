@@ -124,6 +124,14 @@ func TestPoolSnapshots(t *testing.T) {
 			if !raw.snapshotExists(t, srcVol.Metadata.UID, snap.Metadata.UID) {
 				t.Fatalf("the snapshot is not in the pool")
 			}
+			// What names it in the pool is the agent's to write: a tenant
+			// cannot point its snapshot at another volume.
+			forged := api.DeepCopy(snap).(*api.Snapshot)
+			forged.Status.VolumeUID = "another-tenants-volume"
+			u := l.env.User(randomName("admin-"), "lab", api.RoleTenantAdmin)
+			if _, err := u.UpdateStatus(ctx, forged); !api.IsForbidden(err) {
+				t.Errorf("a tenant admin writing its snapshot's status.volumeUID: got %v, want forbidden", err)
+			}
 
 			// Written after the snapshot: not in what is made from it.
 			qemuIO(t, raw.qemuIO(srcVol.Metadata.UID), "write -P 0x42 0 64k")

@@ -69,6 +69,11 @@ func TestPoolVolumeSweep(t *testing.T) {
 	if api.ReasonOf(err) != api.ReasonInvalid || !strings.Contains(err.Error(), "spec.host") {
 		t.Errorf("a cluster admin moving shared volume live to h1: got %v, want 422 on spec.host", err)
 	}
+	u := l.env.User(randomName("admin-"), "lab", api.RoleTenantAdmin)
+	_, err = u.Patch(ctx, "Volume", "lab", "live", map[string]any{"spec": map[string]any{"host": "h1"}}, false)
+	if api.ReasonOf(err) != api.ReasonInvalid || !strings.Contains(err.Error(), "spec.host") {
+		t.Errorf("the tenant's admin moving shared volume live to h1: got %v, want 422 on spec.host", err)
+	}
 
 	// Deleted while h1's agent is down: kept, then deleted when it is back.
 	back := make("back", "h1")

@@ -105,7 +105,7 @@ func TestSandboxSharedStorage(t *testing.T) {
 	}
 
 	// Down leaves nothing of the storage: no process in or of it, no
-	// namespace, no file.
+	// namespace, no mount, no file.
 	storageNs := s.prefix + "-storage"
 	s.down()
 	if _, err := os.Stat(netns.Path(storageNs)); !os.IsNotExist(err) {
@@ -113,6 +113,9 @@ func TestSandboxSharedStorage(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(s.dir, "storage")); !os.IsNotExist(err) {
 		t.Errorf("after sandbox down, %s/storage is still there (%v)", s.dir, err)
+	}
+	if mounts, err := os.ReadFile("/proc/self/mountinfo"); err != nil || strings.Contains(string(mounts), s.dir) || strings.Contains(string(mounts), "hearth-nfs") {
+		t.Errorf("after sandbox down, a mount of the sandbox's remains (%v):\n%s", err, mounts)
 	}
 	ents, _ := os.ReadDir("/proc")
 	for _, e := range ents {
