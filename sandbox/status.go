@@ -100,7 +100,11 @@ func PrintStatus(ctx context.Context, w io.Writer, dir string) error {
 			ns += " (missing)"
 		}
 		ceph, nfs := storageStatus(s)
-		fmt.Fprintf(tw, "storage\t%s\t%s, pools %s\n", s.Address, ns, strings.Join(s.Pools, ", "))
+		pools := "no pools made yet"
+		if len(s.Pools) > 0 {
+			pools = "pools " + strings.Join(s.Pools, ", ")
+		}
+		fmt.Fprintf(tw, "storage\t%s\t%s, %s\n", s.Address, ns, pools)
 		fmt.Fprintf(tw, "ceph\t%s\t%s\n", PoolCeph, ceph)
 		fmt.Fprintf(tw, "nfs\t%s\t%s\n", PoolNFS, nfs)
 	}
