@@ -40,8 +40,8 @@ type PoolVolumeSweep struct {
 	// Informers, when set, are shared with the term's other controllers.
 	Informers *Informers
 
-	vols, hosts *client.Informer
-	ctl         *reconcile.Controller
+	vols, hosts, pools *client.Informer
+	ctl                *reconcile.Controller
 }
 
 // Run runs the controller until ctx ends.
@@ -51,6 +51,7 @@ func (c *PoolVolumeSweep) Run(ctx context.Context) error {
 	}
 	c.vols = c.Informers.informer(ctx, c.Client, "Volume")
 	c.hosts = c.Informers.informer(ctx, c.Client, "Host")
+	c.pools = c.Informers.informer(ctx, c.Client, "StoragePool")
 	c.ctl = &reconcile.Controller{Name: "pool-volume-sweep", Reconciler: reconcile.ReconcilerFunc(c.reconcile),
 		Resync: c.Resync, List: func(context.Context) ([]string, error) { return c.deleted(""), nil }}
 	c.vols.OnUpdateUntil(ctx, func(ch client.Change) {
@@ -71,7 +72,7 @@ func (c *PoolVolumeSweep) Run(ctx context.Context) error {
 			return nil
 		}
 	}
-	if c.vols.WaitSynced(ctx) != nil || c.hosts.WaitSynced(ctx) != nil {
+	if c.vols.WaitSynced(ctx) != nil || c.hosts.WaitSynced(ctx) != nil || c.pools.WaitSynced(ctx) != nil {
 		return nil
 	}
 	return c.ctl.Run(ctx)
@@ -110,7 +111,7 @@ func (c *PoolVolumeSweep) reconcile(ctx context.Context, key string) (reconcile.
 	if !lost {
 		return reconcile.Result{}, nil // its agent deletes it
 	}
-	to := c.liveHost(vol.Spec.Host)
+	to := c.liveHost(vol.Spec.Host, c.poolSite(vol.Spec.Pool))
 	if to == "" {
 		return reconcile.Result{RequeueAfter: c.Resync}, nil // a host comes, or this one back
 	}
@@ -166,14 +167,23 @@ func (c *PoolVolumeSweep) lost(name string) (why string, lost bool) {
 	return cond.Message, true
 }
 
+// poolSite is the site whose hosts reach a pool ("" for every site's).
+func (c *PoolVolumeSweep) poolSite(name string) string {
+	if o, ok := c.pools.Get(name); ok {
+		return o.(*api.StoragePool).Spec.Site
+	}
+	return ""
+}
+
 // liveHost picks the Ready host, other than not, that deletes a volume
-// for a lost one: the first by name. Every host of a shared pool's site
-// reaches it.
-func (c *PoolVolumeSweep) liveHost(not string) string {
+// for a lost one: the first by name of those in the pool's site (any
+// site for ""), since every host there reaches the pool.
+func (c *PoolVolumeSweep) liveHost(not, site string) string {
 	var names []string
 	for _, o := range c.hosts.List() {
 		h := o.(*api.Host)
-		if h.Metadata.Name != not && h.Metadata.DeletionTimestamp == nil && h.Status.Phase == api.HostReady {
+		if h.Metadata.Name != not && h.Metadata.DeletionTimestamp == nil && h.Status.Phase == api.HostReady &&
+			(site == "" || h.Spec.Site == site) {
 			names = append(names, h.Metadata.Name)
 		}
 	}
