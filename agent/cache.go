@@ -16,19 +16,25 @@ import (
 // explicit there.
 type cache struct {
 	// vms, volumes and snapshots are those placed on this host
-	// (spec.host); images are every Image the host can read, shared and
-	// tenants', since a VM or volume here may name any; pools are every
-	// StoragePool.
+	// (spec.host); images are every Image the host can read: shared ones
+	// and those of the tenants it holds something of, since a VM or
+	// volume here may name any. pools are every StoragePool.
+	//
+	// A host's credential reads only what it needs (server/auth's
+	// hostscope.go): the informers below hold what the server lets it
+	// read, which follows what is placed here (the server ends their
+	// watches when that changes, and they list again).
 	vms, volumes, snapshots, images, pools *client.Informer
-	// With tenant networking on (netController): every tenant's
-	// Networks, Subnets and FloatingIPs, every ExternalNetwork, and the
-	// Hosts (their underlay addresses). Nil when it is off.
+	// With tenant networking on (netController): the Networks, Subnets
+	// and FloatingIPs of the tenants with a VM here, every
+	// ExternalNetwork, and the Hosts (their underlay addresses). Nil
+	// when it is off.
 	networks, subnets, floatingIPs, externalNetworks, hosts *client.Informer
-	// securityGroups of every tenant (netsecgroups.go); nil when
-	// networking is off.
+	// securityGroups the NICs of the VMs here name (netsecgroups.go);
+	// nil when networking is off.
 	securityGroups *client.Informer
-	// sshKeys are every tenant's SSHKeys, which the metadata service
-	// hands to the VMs here; nil with tenant networking off.
+	// sshKeys are the SSHKeys of the VMs here, which the metadata
+	// service hands them; nil with tenant networking off.
 	sshKeys *client.Informer
 }
 

@@ -48,6 +48,7 @@ type subnetDHCP struct {
 	cfg    dhcpSubnet // as started, leases aside
 	leases atomic.Pointer[map[string]netip.Addr]
 	ns     netns.Handle // the router namespace it listens in
+	leg    int          // the ifindex of the leg its sockets are bound to
 	cancel context.CancelFunc
 	done   chan struct{}
 	once   sync.Once
@@ -136,6 +137,7 @@ func startSubnetDHCP(ctx context.Context, nsName string, s dhcpSubnet) (*subnetD
 	if r.ns, err = netns.Open(nsName); err != nil {
 		return nil, fmt.Errorf("the router namespace: %w", err)
 	}
+	r.leg = routerLegIndex(r.ns)
 	sctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	if err := netns.Do(r.ns, func() error { return srv.Listen(sctx) }); err != nil {
 		cancel()
@@ -160,16 +162,8 @@ func startSubnetDHCP(ctx context.Context, nsName string, s dhcpSubnet) (*subnetD
 }
 
 // inNetns reports whether the server still listens in the namespace now
-// named name: a router namespace deleted and made again by the data plane
-// is another namespace, and the server must follow.
-func (r *subnetDHCP) inNetns(name string) bool {
-	h, err := netns.Open(name)
-	if err != nil {
-		return false
-	}
-	defer h.Close()
-	return h.Equal(r.ns)
-}
+// named name, on the leg it was bound to (sameNetns).
+func (r *subnetDHCP) inNetns(name string) bool { return sameNetns(r.ns, name, r.leg) }
 
 func (r *subnetDHCP) stop() {
 	r.once.Do(func() {

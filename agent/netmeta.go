@@ -4,6 +4,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"net"
 	"net/http"
 	"net/netip"
 	"slices"
@@ -15,7 +16,8 @@ import (
 	"hearth.dev/hearth/dataplane"
 )
 
-// The metadata service answers at dataplane.MetadataAddress, port 80, in
+// The metadata service answers at dataplane.MetadataAddress, port 80 (and
+// over IPv6 at dataplane.MetadataAddress6, on networks with IPv6), in
 // every router namespace, for the VMs of this host on the network:
 // EC2's tree (/latest/meta-data/, /latest/user-data, any version),
 // OpenStack's (/openstack/latest/meta_data.json, network_data.json,
@@ -128,7 +130,18 @@ func metaTables(in netInputs, st netState) map[uint32]*metaTable {
 				t = &metaTable{}
 				out[vni] = t
 			}
-			(*t)[ip] = &metaEntry{VM: vmKey(vm), MAC: inst.MAC, Docs: inst.Documents()}
+			e := &metaEntry{VM: vmKey(vm), MAC: inst.MAC, Docs: inst.Documents()}
+			(*t)[ip] = e
+			// Over IPv6 (dataplane.MetadataAddress6, link-local) a guest
+			// asks from its link-local address, or from its IPv6 one:
+			// both are the NIC's alone (anti-spoofing, and the router's
+			// permanent neighbour entries for them).
+			if mac, err := net.ParseMAC(ifc.MAC); err == nil && len(mac) == 6 {
+				(*t)[dataplane.LinkLocal(mac)] = e
+			}
+			if ip6, err := netip.ParseAddr(ifc.IPv6); err == nil && ip6.Is6() {
+				(*t)[ip6] = e
+			}
 		}
 	}
 	return out
@@ -187,7 +200,9 @@ func (s *networkServices) metaHandler() http.Handler {
 		src, err := netip.ParseAddrPort(r.RemoteAddr)
 		var e *metaEntry
 		if err == nil {
-			e = (*s.table.Load())[src.Addr().Unmap()]
+			// An IPv6 link-local asker's address carries the zone
+			// (the internal leg): the NIC is told by the address.
+			e = (*s.table.Load())[src.Addr().Unmap().WithZone("")]
 		}
 		if e == nil {
 			http.Error(w, fmt.Sprintf("no VM of this network on this host has the address %s", src.Addr().Unmap()), http.StatusForbidden)

@@ -392,28 +392,9 @@ func (r *raServer) advertise() {
 func htons(v uint16) uint16 { return v<<8 | v>>8 }
 
 // inNetns reports whether the server still runs in the namespace now
-// named name (see subnetDHCP.inNetns), on the router's leg as it is now:
-// its sockets are bound to the leg's ifindex, which a leg made again
-// does not keep.
-func (r *raServer) inNetns(name string) bool {
-	h, err := netns.Open(name)
-	if err != nil {
-		return false
-	}
-	defer h.Close()
-	if !h.Equal(r.ns) {
-		return false
-	}
-	idx := 0
-	_ = netns.Do(h, func() error {
-		ifi, err := net.InterfaceByName(dataplane.RouterInternalLink)
-		if err == nil {
-			idx = ifi.Index
-		}
-		return err
-	})
-	return idx == r.ifidx
-}
+// named name, on the router's leg as it is now (sameNetns): its sockets
+// are bound to the leg's ifindex, which a leg made again does not keep.
+func (r *raServer) inNetns(name string) bool { return sameNetns(r.ns, name, r.ifidx) }
 
 func (r *raServer) stop() {
 	r.once.Do(func() {

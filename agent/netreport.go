@@ -72,7 +72,7 @@ func (r *netReport) update(issues []netIssue, now time.Time) (cond api.Condition
 // worstReason is the condition's reason: what keeps most from working
 // first (a failed Apply leaves whole networks out).
 func worstReason(issues []netIssue) string {
-	for _, want := range []string{api.NetworkApplyFailed, api.NetworkDHCPFailed} {
+	for _, want := range []string{api.NetworkApplyFailed, api.NetworkDHCPFailed, api.NetworkDNSFailed} {
 		for _, i := range issues {
 			if i.Reason == want {
 				return want

@@ -40,15 +40,13 @@ type routerServices struct {
 	mu    sync.Mutex
 	// running by VNI.
 	running map[uint32]*networkServices
-	// lastErr is the last start error said per VNI, so a lasting
-	// failure is logged once.
-	lastErr map[uint32]string
 }
 
 // networkServices are one network's DNS and metadata servers.
 type networkServices struct {
 	vni   uint32
 	ns    netns.Handle
+	leg   int // the internal leg's ifindex when the sockets were made
 	zone  atomic.Pointer[dnsZone]
 	table atomic.Pointer[metaTable]
 	fwd   *forwarder
@@ -59,35 +57,43 @@ type networkServices struct {
 	dnsTCP []*dns.Server
 	meta   *http.Server
 	metaLn net.Listener
-	once   sync.Once
-	wg     sync.WaitGroup
+	// metaLn6 is the metadata service on dataplane.MetadataAddress6, or
+	// nil where the router has no IPv6.
+	metaLn6 net.Listener
+	once    sync.Once
+	wg      sync.WaitGroup
 }
 
 func newRouterServices(plane dataplane.Plane) *routerServices {
-	return &routerServices{plane: plane, running: map[uint32]*networkServices{}, lastErr: map[uint32]string{}}
+	return &routerServices{plane: plane, running: map[uint32]*networkServices{}}
 }
 
 // sync starts, updates and stops the servers to match st, leaving alone
-// the networks whose Apply failed (their router may not be there).
-func (r *routerServices) sync(ctx context.Context, in netInputs, st netState, failed map[uint32]bool) {
+// the networks whose Apply failed (their router may not be there). It
+// returns, by network (tenant/name), why servers could not start: the
+// network controller says so in the Host's NetworkReady condition, and
+// the next sync tries again.
+func (r *routerServices) sync(ctx context.Context, in netInputs, st netState, failed map[uint32]bool) map[string]error {
 	zones := dnsZones(in, st)
 	tables := metaTables(in, st)
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	want := map[uint32]bool{}
-	for _, vni := range st.VNIs {
-		want[vni] = true
+	want := map[uint32]string{}
+	for key, vni := range st.VNIs {
+		want[vni] = key
 	}
 	for vni, s := range r.running {
-		if want[vni] && failed[vni] {
+		_, ok := want[vni]
+		if ok && failed[vni] {
 			continue
 		}
-		if !want[vni] || !sameNetns(s.ns, r.plane.RouterNetns(vni)) {
+		if !ok || !sameNetns(s.ns, r.plane.RouterNetns(vni), s.leg) {
 			s.stop()
 			delete(r.running, vni)
 		}
 	}
-	for vni := range want {
+	errs := map[string]error{}
+	for vni, key := range want {
 		if failed[vni] {
 			continue
 		}
@@ -105,15 +111,12 @@ func (r *routerServices) sync(ctx context.Context, in netInputs, st netState, fa
 		}
 		s, err := startNetworkServices(r.plane.RouterNetns(vni), vni, z, t)
 		if err != nil {
-			if msg := err.Error(); msg != r.lastErr[vni] {
-				slog.Warn("starting the network's DNS and metadata servers", "vni", vni, "err", err)
-				r.lastErr[vni] = msg
-			}
+			errs[key] = err
 			continue
 		}
-		delete(r.lastErr, vni)
 		r.running[vni] = s
 	}
+	return errs
 }
 
 func (r *routerServices) stopAll() {
@@ -125,16 +128,32 @@ func (r *routerServices) stopAll() {
 	}
 }
 
-// sameNetns reports whether h is the namespace now named name: a router
-// namespace deleted and made again by the data plane is another
-// namespace, and the servers must follow.
-func sameNetns(h netns.Handle, name string) bool {
+// sameNetns reports whether h is the namespace now named name, with the
+// router's internal leg it had (ifindex leg): a router namespace deleted
+// and made again by the data plane is another namespace, and a leg made
+// again another link, and the servers must follow (their sockets are
+// bound to the leg's ifindex, which a new leg does not keep).
+func sameNetns(h netns.Handle, name string, leg int) bool {
 	o, err := netns.Open(name)
 	if err != nil {
 		return false
 	}
 	defer o.Close()
-	return o.Equal(h)
+	return o.Equal(h) && routerLegIndex(o) == leg
+}
+
+// routerLegIndex is the ifindex of the router's internal leg in the
+// namespace, 0 if there is none.
+func routerLegIndex(h netns.Handle) int {
+	idx := 0
+	_ = netns.Do(h, func() error {
+		ifi, err := net.InterfaceByName(dataplane.RouterInternalLink)
+		if err == nil {
+			idx = ifi.Index
+		}
+		return err
+	})
+	return idx
 }
 
 // internalSocket is how every socket of the services is made: bound to
@@ -164,6 +183,7 @@ func startNetworkServices(nsName string, vni uint32, z *dnsZone, t *metaTable) (
 	if s.ns, err = netns.Open(nsName); err != nil {
 		return nil, fmt.Errorf("the router namespace: %w", err)
 	}
+	s.leg = routerLegIndex(s.ns)
 	var pcs []net.PacketConn
 	var fwdConn net.PacketConn
 	var tcp, tcp6 net.Listener
@@ -192,6 +212,13 @@ func startNetworkServices(nsName string, vni uint32, z *dnsZone, t *metaTable) (
 		if s.metaLn, err = internalSocket(true, false).Listen(ctx, "tcp4", addr); err != nil {
 			return fmt.Errorf("metadata on %s: %w", addr, err)
 		}
+		// And on the IPv6 link-local metadata address, where the kernel
+		// has IPv6 (the address comes with the network's first IPv6
+		// subnet: freebind).
+		addr6 := net.JoinHostPort(dataplane.MetadataAddress6.WithZone(dataplane.RouterInternalLink).String(), "80")
+		if ln, err := internalSocket(true, false).Listen(ctx, "tcp6", addr6); err == nil {
+			s.metaLn6 = ln
+		}
 		// Forwarded queries leave from the namespace, by its routes (the
 		// external leg), not bound to the internal one.
 		if fwdConn, err = net.ListenPacket("udp", ":0"); err != nil {
@@ -203,10 +230,13 @@ func startNetworkServices(nsName string, vni uint32, z *dnsZone, t *metaTable) (
 		for _, pc := range pcs {
 			pc.Close()
 		}
-		for _, c := range []interface{ Close() error }{tcp, tcp6, s.metaLn, fwdConn} {
+		for _, c := range []net.Listener{tcp, tcp6, s.metaLn, s.metaLn6} {
 			if c != nil {
 				c.Close()
 			}
+		}
+		if fwdConn != nil {
+			fwdConn.Close()
 		}
 		s.ns.Close()
 		return nil, err
@@ -247,6 +277,15 @@ func startNetworkServices(nsName string, vni uint32, z *dnsZone, t *metaTable) (
 		defer s.wg.Done()
 		s.fwd.run()
 	}()
+	if s.metaLn6 != nil {
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			if err := s.meta.Serve(s.metaLn6); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				slog.Warn("metadata over IPv6 stopped", "vni", vni, "err", err)
+			}
+		}()
+	}
 	// Shutdown of a miekg/dns server that has not started yet fails and
 	// leaves it running: wait for all.
 	for range servers {

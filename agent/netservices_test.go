@@ -288,3 +288,50 @@ func TestRouterServicesDHCP(t *testing.T) {
 		t.Errorf("d's first metadata answer: %d %q %v", code, body, err)
 	}
 }
+
+// TestRouterServicesStartFailure: a network whose DNS cannot start (its
+// port taken in the router) is said in the Host's NetworkReady
+// condition, once however many syncs fail, and the next sync after the
+// port is free starts it; the other network is served throughout.
+func TestRouterServicesStartFailure(t *testing.T) {
+	l := newSvcLab(t)
+	l.services.stopAll()
+	// Something else holds port 53 in red's router.
+	var squatter net.PacketConn
+	err := netns.DoNamed(l.plane.RouterNetns(4101), func() (err error) {
+		squatter, err = net.ListenPacket("udp4", ":53")
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer squatter.Close()
+
+	report := newNetReport()
+	var events int
+	issues := func() []netIssue {
+		return servicesIssues(l.services.sync(context.Background(), l.in, hostNetState(l.in), nil))
+	}
+	for range 3 {
+		cond, fresh, _ := report.update(issues(), time.Now())
+		events += len(fresh)
+		if cond.Status != api.ConditionFalse || cond.Reason != api.NetworkDNSFailed || !strings.Contains(cond.Message, "network red/net: its DNS and metadata servers cannot start") {
+			t.Fatalf("NetworkReady = %s %s %q, want False %s naming red/net", cond.Status, cond.Reason, cond.Message, api.NetworkDNSFailed)
+		}
+	}
+	if events != 1 {
+		t.Errorf("%d events for one lasting failure, want 1", events)
+	}
+	if m, err := l.lookup("blue/a", "a", dns.TypeA); err != nil || aOf(m) != "NOERROR 192.168.1.10" {
+		t.Errorf("blue's DNS while red's cannot start: %v %v", m, err)
+	}
+
+	squatter.Close()
+	cond, _, resolved := report.update(issues(), time.Now())
+	if cond.Status != api.ConditionTrue || !resolved {
+		t.Errorf("after the port is free: NetworkReady %s %q (resolved %v), want True", cond.Status, cond.Message, resolved)
+	}
+	if m, err := l.lookup("red/a", "b", dns.TypeA); err != nil || aOf(m) != "NOERROR 192.168.1.11" {
+		t.Errorf("red's DNS once it started: %v %v", m, err)
+	}
+}

@@ -359,6 +359,9 @@ func hostNetState(in netInputs) netState {
 		// The way out, and the floating IPs.
 		if name := n.Spec.ExternalNetwork; name != "" {
 			dn.External = externalOf(in, key, n, externals[name], problem)
+			if dn.External != nil {
+				dn.External.IPv6 = external6(in, n, externals[name], vni, dn.Subnets, problem)
+			}
 		}
 		if dn.External != nil {
 			for _, l := range nics {

@@ -301,6 +301,29 @@ func TestHostNetState(t *testing.T) {
 			}(), nsRed()},
 		},
 		{
+			name: "IPv6 through the external network: only the subnets in a prefix delegated to the network's tenant are routed",
+			change: func(in *netInputs) {
+				in.Subnets = append(in.Subnets, nsSubnet("red", "six", "net", "2001:db8:100:1::/64"), nsSubnet("red", "ula", "net", "fd00:9::/64"),
+					nsSubnet("red", "blues", "net", "2001:db8:200:1::/64"))
+				in.ExternalNetworks[0].Spec.IPv6 = &api.ExternalIPv6{CIDR: "2001:db8:ff::/64", Gateway: "2001:db8:ff::1", Prefixes: []api.DelegatedPrefix{
+					{Prefix: "2001:db8:100::/56", Tenant: "red"}, {Prefix: "2001:db8:200::/56", Tenant: "blue"},
+				}}
+			},
+			want: []dataplane.Network{nsBlue(), func() dataplane.Network {
+				n := nsRed()
+				sub := func(c string) dataplane.Subnet {
+					p := netip.MustParsePrefix(c)
+					return dataplane.Subnet{CIDR: p, Gateway: p.Addr().Next()}
+				}
+				// In name order: blues, one, six, two, ula.
+				n.Subnets = []dataplane.Subnet{sub("2001:db8:200:1::/64"), n.Subnets[0], sub("2001:db8:100:1::/64"), n.Subnets[1], sub("fd00:9::/64")}
+				a, _ := api.EUI64(netip.MustParsePrefix("2001:db8:ff::/64"), dataplane.ExternalMAC(nsUnderlay.Address, 100))
+				n.External.IPv6 = &dataplane.ExternalIPv6{Address: netip.PrefixFrom(a, 64), Gateway: netip.MustParseAddr("2001:db8:ff::1"),
+					Routed: []netip.Prefix{netip.MustParsePrefix("2001:db8:100:1::/64")}}
+				return n
+			}()},
+		},
+		{
 			name: "two networks with one VNI: the later one goes",
 			change: func(in *netInputs) {
 				in.Networks[1].Status.VNI = 100

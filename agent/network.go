@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/netip"
 	"reflect"
 	"slices"
@@ -205,13 +206,23 @@ func (n *netController) apply(ctx context.Context) bool {
 	}
 	// The metadata and DNS tables before the leases: a VM asks for its
 	// metadata the moment it has its address.
-	n.services.sync(ctx, in, st, failed)
+	issues = append(issues, servicesIssues(n.services.sync(ctx, in, st, failed))...)
 	for key, err := range n.dhcp.sync(ctx, st, failed) {
 		issues = append(issues, netIssue{api.NetworkDHCPFailed, fmt.Sprintf("subnet %s: its DHCP server cannot start: %v", key, err)})
 	}
 	n.ra.sync(ctx, st, failed)
 	n.say(ctx, issues)
 	return err == nil
+}
+
+// servicesIssues says, per network, that its DNS and metadata servers
+// could not start, and why.
+func servicesIssues(errs map[string]error) []netIssue {
+	var out []netIssue
+	for _, key := range slices.Sorted(maps.Keys(errs)) {
+		out = append(out, netIssue{api.NetworkDNSFailed, fmt.Sprintf("network %s: its DNS and metadata servers cannot start: %v", key, errs[key])})
+	}
+	return out
 }
 
 // ports says what a VM's NICs are plugged into: the tap of each NIC that

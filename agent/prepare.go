@@ -58,6 +58,7 @@ func (a *Agent) prepare(ctx context.Context, vm *api.VirtualMachine, dir string)
 	}
 	removeDetachedClones(dir, vm.Spec.Disks)
 	spec.LocalTime = a.guestOS(ctx, vm) == api.OSWindows
+	spec.SMBIOS = smbiosOf(vm)
 	// With tenant networking on, each NIC is plugged into its port (a tap
 	// the data plane made on the network's bridge): the VM waits until
 	// they are all there. Without it, NICs are unplugged.
@@ -317,4 +318,15 @@ func classify(err error) vmFailure {
 		f.Reason = api.ReasonImageFetchFailed
 	}
 	return f
+}
+
+// smbiosOf is what the VM's firmware says it is: for
+// cloudInit.datasource openstack, what cloud-init's OpenStack datasource
+// (and ds-identify, and cloudbase-init) look for in SMBIOS type 1 on x86
+// before they ask the metadata service, as Nova sets it.
+func smbiosOf(vm *api.VirtualMachine) *compute.SMBIOSSystem {
+	if vm.Spec.CloudInit.Datasource == api.DatasourceOpenStack {
+		return &compute.SMBIOSSystem{Manufacturer: "OpenStack Foundation", Product: "OpenStack Nova"}
+	}
+	return nil
 }

@@ -31,7 +31,7 @@ type serverProc struct {
 
 // startServers starts n servers (one, or three as an HA control plane
 // with a CA from `hearth server ca create`) and waits until each answers.
-func startServers(ctx context.Context, bin, dir string, n, maxConns int, profileDir string) ([]*serverProc, error) {
+func startServers(ctx context.Context, bin, dir string, n, maxConns int, profileDir, memLimit string) ([]*serverProc, error) {
 	var caArgs []string
 	if n > 1 {
 		caDir := filepath.Join(dir, "ca")
@@ -68,7 +68,7 @@ func startServers(ctx context.Context, bin, dir string, n, maxConns int, profile
 		args := []string{"server", "--data-dir", p.dir, "--listen", fmt.Sprintf("127.0.0.1:%d", apis[i]),
 			"--etcd-name", m.name, "--etcd-peer-url", m.peer, "--max-connections", strconv.Itoa(maxConns)}
 		if profileDir != "" {
-			args = append(args, "--cpuprofile", filepath.Join(profileDir, m.name+".pprof"))
+			args = append(args, "--cpuprofile", filepath.Join(profileDir, m.name+".pprof"), "--memprofile", filepath.Join(profileDir, m.name+".heap.pprof"))
 		}
 		if n > 1 {
 			args = append(args, "--etcd-initial-cluster", strings.Join(cluster, ","))
@@ -79,6 +79,11 @@ func startServers(ctx context.Context, bin, dir string, n, maxConns int, profile
 			return procs, err
 		}
 		p.cmd = exec.Command(bin, args...)
+		if memLimit != "" {
+			// The Go runtime's soft limit, for the server alone (the
+			// simulated hosts in this process keep theirs).
+			p.cmd.Env = append(os.Environ(), "GOMEMLIMIT="+memLimit)
+		}
 		p.cmd.Stdout, p.cmd.Stderr = p.log, p.log
 		if err := p.cmd.Start(); err != nil {
 			return procs, err

@@ -32,7 +32,7 @@ Run a command on a host with: hearth sandbox exec-in PREFIX-hN -- COMMAND…`,
 
 func newSandboxUpCmd(g *globals) *cobra.Command {
 	var cfg sandbox.Config
-	var cidr, provCIDR, extCIDR string
+	var cidr, provCIDR, extCIDR, ext6CIDR, routed6CIDR string
 	cmd := &cobra.Command{
 		Use:   "up [--hosts N] [--dir DIR]",
 		Short: "Build the sandbox and wait until every host is Ready",
@@ -96,6 +96,12 @@ line that points the CLI at the sandbox, so this works:
 			if cfg.External, err = netip.ParsePrefix(extCIDR); err != nil {
 				return fmt.Errorf("--external-cidr %q: %w", extCIDR, err)
 			}
+			if cfg.External6, err = netip.ParsePrefix(ext6CIDR); err != nil {
+				return fmt.Errorf("--external6-cidr %q: %w", ext6CIDR, err)
+			}
+			if cfg.Routed6, err = netip.ParsePrefix(routed6CIDR); err != nil {
+				return fmt.Errorf("--routed6-cidr %q: %w", routed6CIDR, err)
+			}
 			cfg.Progress = g.errOut
 			s, err := sandbox.Up(cmd.Context(), cfg)
 			if err != nil {
@@ -111,6 +117,8 @@ line that points the CLI at the sandbox, so this works:
 	f.StringVar(&cidr, "underlay-cidr", sandbox.DefaultUnderlayCIDR, "the hosts' network (this machine gets .1, host N .(10+N))")
 	f.StringVar(&provCIDR, "provisioning-cidr", sandbox.DefaultProvisioningCIDR, "the network machines network-boot on (the boot service gets .2, its DHCP pool .100-.199)")
 	f.StringVar(&extCIDR, "external-cidr", sandbox.DefaultExternalCIDR, "the sandbox's internet (namespace PREFIX-internet, .1, HTTP on port 80), the ExternalNetwork internet")
+	f.StringVar(&ext6CIDR, "external6-cidr", sandbox.DefaultExternal6CIDR, "the internet's IPv6 link (a /64; the internet is ::1), the ExternalNetwork internet's spec.ipv6")
+	f.StringVar(&routed6CIDR, "routed6-cidr", sandbox.DefaultRouted6CIDR, "the IPv6 range the internet routes on-link to the hosts: prefixes the ExternalNetwork delegates to tenants inside it are reachable from PREFIX-internet")
 	f.BoolVar(&cfg.BootService, "boot-service", true, "start hearth boot on the provisioning network")
 	f.BoolVar(&cfg.HomeRouter, "home-router", false, "start dnsmasq as the provisioning network's home router (PREFIX-router, .1, DHCP .50-.99, no PXE options) and run the boot service in proxy DHCP mode beside it")
 	f.StringVar(&cfg.Prefix, "prefix", sandbox.DefaultPrefix, "start of the names of the namespaces and links it makes (another sandbox needs another prefix and CIDR)")

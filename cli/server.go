@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"runtime/pprof"
 	"time"
 
@@ -20,7 +21,7 @@ func init() { commands = append(commands, newServerCmd) }
 
 func newServerCmd(g *globals) *cobra.Command {
 	var cfg server.Config
-	var endpoints, sans, clientURL, maxUpload, reserve, cpuProfile string
+	var endpoints, sans, clientURL, maxUpload, reserve, cpuProfile, memProfile string
 	cmd := &cobra.Command{
 		Use:   "server",
 		Short: "Run the control plane: API, embedded etcd and controllers",
@@ -80,6 +81,12 @@ etcd never finds its disk full.`,
 			}
 			fmt.Fprintf(g.errOut, "hearth server listening on %s\nadmin config: %s\n", s.URL(), filepath.Join(cfg.DataDir, "admin.conf"))
 			<-cmd.Context().Done()
+			if memProfile != "" {
+				// The heap as the server held it, before stopping frees it.
+				if err := writeHeapProfile(memProfile); err != nil {
+					fmt.Fprintf(g.errOut, "--memprofile: %v\n", err)
+				}
+			}
 			return s.Close()
 		},
 	}
@@ -108,6 +115,7 @@ etcd never finds its disk full.`,
 	// For measuring (hearth bench scale --server-cpuprofile): a CPU
 	// profile of the whole run, written when the server stops.
 	f.StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of this server to this file when it stops")
+	f.StringVar(&memProfile, "memprofile", "", "write a heap profile of this server to this file when it stops")
 	_ = f.MarkHidden("cpuprofile")
 	// Gone: kept only to say so clearly to units that still pass it.
 	f.StringVar(&clientURL, "etcd-client-url", "", "")
@@ -155,4 +163,18 @@ delete the copies once the servers have started.`,
 		},
 	})
 	return ca
+}
+
+// writeHeapProfile writes the heap in use, after a collection, to path.
+func writeHeapProfile(path string) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	runtime.GC()
+	if err := pprof.WriteHeapProfile(f); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
 }

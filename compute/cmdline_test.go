@@ -38,6 +38,16 @@ func TestCommandLine(t *testing.T) {
 			wantS: []string{"-name guest=lab/web,,1,process=hearth-6f9619ff,"},
 		},
 		{
+			name: "smbios", edit: func(s *Spec) {
+				s.SMBIOS = &SMBIOSSystem{Manufacturer: "OpenStack Foundation", Product: "OpenStack Nova, v1"}
+			},
+			flag: "-smbios", want: []string{"type=1,manufacturer=OpenStack Foundation,product=OpenStack Nova,, v1"},
+		},
+		{
+			name: "no smbios",
+			flag: "-smbios", want: nil,
+		},
+		{
 			name: "tcg",
 			flag: "-accel", want: []string{"tcg,thread=multi"},
 			wantS: []string{"-cpu max", "-smp 2", "-m 512M", "-machine q35,graphics=off", "-S", "-nodefaults"},

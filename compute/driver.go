@@ -46,6 +46,16 @@ type Spec struct {
 	// must describe the same devices as the source's, with its disks on
 	// shared storage.
 	Incoming string
+	// SMBIOS, when set, is what the firmware's system information
+	// (SMBIOS type 1) says the machine is: how some guests tell the
+	// platform they run on (cloud-init's OpenStack datasource looks for
+	// the product "OpenStack Nova"). Nil leaves QEMU's own.
+	SMBIOS *SMBIOSSystem
+}
+
+// SMBIOSSystem is SMBIOS type 1's manufacturer and product name.
+type SMBIOSSystem struct {
+	Manufacturer, Product string
 }
 
 // Boot says how the VM boots.

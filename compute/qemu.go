@@ -525,6 +525,9 @@ func (q *QEMU) commandLine(spec Spec) ([]string, error) {
 		// shutdown=pause, QEMU 7.2 turns it into status "shutdown" too.
 		"-action", "shutdown=pause,panic=pause",
 	}
+	if b := spec.SMBIOS; b != nil {
+		args = append(args, "-smbios", "type=1,manufacturer="+qemuEscape(b.Manufacturer)+",product="+qemuEscape(b.Product))
+	}
 
 	// graphics=off makes SeaBIOS and iPXE print to the serial port, so
 	// the console log shows why a disk or network boot went wrong.

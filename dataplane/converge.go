@@ -92,6 +92,7 @@ func (c *converger) run() error {
 		c.routerAddrs,
 		c.routerNeigh,
 		c.routerRoutes,
+		c.routerProxy,
 	}
 	for _, step := range steps {
 		if err := step(); err != nil {
@@ -204,9 +205,12 @@ func (c *converger) forgetRouterLink(link string) {
 		}
 	}
 	for k := range r.sysctls {
-		if strings.Contains(k, "/conf/"+link+"/") {
+		if strings.Contains(k, "/"+link+"/") {
 			delete(r.sysctls, k)
 		}
+	}
+	if link == externalLink {
+		r.proxy = nil
 	}
 }
 
@@ -744,7 +748,9 @@ func (c *converger) routerRoutes() error {
 		if _, ok := c.want.router.routes[k]; ok {
 			continue
 		}
-		if err := c.r.nl.RouteDel(route(k)); err != nil && !errors.Is(err, unix.ESRCH) {
+		// ENOENT: an IPv6 route goes with the leg's IPv6, turned off
+		// before.
+		if err := c.r.nl.RouteDel(route(k)); err != nil && !errors.Is(err, unix.ESRCH) && !errors.Is(err, unix.ENOENT) {
 			return fmt.Errorf("router %s: removing route %s: %w", c.r.name, k, err)
 		}
 		c.logf("removed route %s in %s", k, c.r.name)
@@ -757,12 +763,51 @@ func (c *converger) routerRoutes() error {
 		}
 		rt := route(k)
 		rt.Gw = c.n.External.Gateway.AsSlice()
+		if x6 := c.n.External.IPv6; x6 != nil && netip.MustParsePrefix(k).Addr().Is6() {
+			rt.Gw = x6.Gateway.AsSlice()
+		}
 		rt.LinkIndex = c.have.router.links[externalLink].index
 		if err := c.r.nl.RouteReplace(rt); err != nil {
 			return fmt.Errorf("router %s: route %s %s: %w", c.r.name, k, v, err)
 		}
 		c.logf("set route %s %s in %s", k, v, c.r.name)
 		c.have.router.routes[k] = v
+	}
+	return nil
+}
+
+// routerProxy makes the external leg answer neighbour solicitations for
+// the routed ports' IPv6 addresses on this host, and announces each new
+// one (an unsolicited neighbour advertisement), so a VM that came here
+// from another host is reached here at once.
+func (c *converger) routerProxy() error {
+	ext := c.have.router.links[externalLink].index
+	entry := func(a string) *netlink.Neigh {
+		return &netlink.Neigh{LinkIndex: ext, Family: netlink.FAMILY_V6, Flags: netlink.NTF_PROXY, IP: netip.MustParseAddr(a).AsSlice()}
+	}
+	for _, a := range slices.Sorted(maps.Keys(c.have.router.proxy)) {
+		if c.want.router.proxy[a] {
+			continue
+		}
+		if err := c.r.nl.NeighDel(entry(a)); err != nil && !isNotFound(err) {
+			return fmt.Errorf("router %s: no longer answering for %s: %w", c.r.name, a, err)
+		}
+		c.logf("stopped answering for %s on %s in %s", a, externalLink, c.r.name)
+		delete(c.have.router.proxy, a)
+	}
+	for _, a := range slices.Sorted(maps.Keys(c.want.router.proxy)) {
+		if c.have.router.proxy[a] {
+			continue
+		}
+		if err := c.r.nl.NeighSet(entry(a)); err != nil {
+			return fmt.Errorf("router %s: answering for %s on %s: %w", c.r.name, a, externalLink, err)
+		}
+		c.logf("answering for %s on %s in %s", a, externalLink, c.r.name)
+		if c.have.router.proxy == nil {
+			c.have.router.proxy = map[string]bool{}
+		}
+		c.have.router.proxy[a] = true
+		c.garps = append(c.garps, netip.MustParseAddr(a))
 	}
 	return nil
 }
@@ -784,5 +829,6 @@ func (m *netModel) clone() *netModel {
 	c.router.neigh = maps.Clone(m.router.neigh)
 	c.router.sysctls = maps.Clone(m.router.sysctls)
 	c.router.rules = slices.Clone(m.router.rules)
+	c.router.proxy = maps.Clone(m.router.proxy)
 	return &c
 }

@@ -24,7 +24,8 @@ var garpSchedule = []time.Duration{0, 200 * time.Millisecond, time.Second}
 // the background (Close waits for them). Failures are logged, never
 // fatal: the address answers ARP anyway.
 func (p *Linux) sendGARP(ns netns.Handle, link string, ip netip.Addr) {
-	if !ip.Is4() {
+	if ip.Is6() {
+		p.sendUNA(ns, link, ip)
 		return
 	}
 	var fd int
@@ -79,3 +80,61 @@ func garpPacket(mac net.HardwareAddr, ip netip.Addr) []byte {
 }
 
 func htons(v uint16) uint16 { return v<<8 | v>>8 }
+
+// sendUNA is sendGARP for IPv6: an unsolicited neighbour advertisement
+// (override set) of ip at the link's MAC to all nodes, for an address
+// the router now holds or answers for (NDP proxy). The kernel makes the
+// ICMPv6 checksum and picks the link-local source.
+func (p *Linux) sendUNA(ns netns.Handle, link string, ip netip.Addr) {
+	var fd int
+	var msg []byte
+	var to unix.SockaddrInet6
+	err := netns.Do(ns, func() error {
+		ifi, err := net.InterfaceByName(link)
+		if err != nil {
+			return err
+		}
+		fd, err = unix.Socket(unix.AF_INET6, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.IPPROTO_ICMPV6)
+		if err != nil {
+			return err
+		}
+		// Neighbour discovery is only believed from hop limit 255.
+		if err := unix.SetsockoptInt(fd, unix.IPPROTO_IPV6, unix.IPV6_MULTICAST_HOPS, 255); err != nil {
+			unix.Close(fd)
+			return err
+		}
+		msg = unaPacket(ifi.HardwareAddr, ip)
+		to = unix.SockaddrInet6{Addr: netip.IPv6LinkLocalAllNodes().As16(), ZoneId: uint32(ifi.Index)}
+		return nil
+	})
+	if err != nil {
+		p.logf("dataplane: neighbour advertisement for %s on %s: %v", ip, link, err)
+		return
+	}
+	p.logf("dataplane: announcing %s on %s (unsolicited neighbour advertisement)", ip, link)
+	p.garps.Add(1)
+	go func() {
+		defer p.garps.Done()
+		defer unix.Close(fd)
+		start := time.Now()
+		for _, at := range garpSchedule {
+			time.Sleep(time.Until(start.Add(at)))
+			if err := unix.Sendto(fd, msg, 0, &to); err != nil {
+				p.logf("dataplane: neighbour advertisement for %s on %s: %v", ip, link, err)
+			}
+		}
+	}()
+}
+
+// unaPacket is an ICMPv6 neighbour advertisement (RFC 4861 4.4) of ip at
+// mac, with the override flag and a target link-layer address option;
+// the checksum is left to the kernel.
+func unaPacket(mac net.HardwareAddr, ip netip.Addr) []byte {
+	b := make([]byte, 24, 32)
+	b[0] = 136  // neighbour advertisement
+	b[4] = 0x20 // override
+	a := ip.As16()
+	copy(b[8:24], a[:])
+	b = append(b, 2, 1) // target link-layer address, 8 bytes
+	return append(b, mac[:6]...)
+}

@@ -24,6 +24,9 @@ type tnet struct {
 	mtu      int
 	subnets  []dataplane.Subnet
 	external bool
+	// routed6, when not nil, gives the external side IPv6 (the
+	// internet's inet6) and routes these subnets out.
+	routed6 []netip.Prefix
 }
 
 type tvm struct {
@@ -44,6 +47,9 @@ type tcluster struct {
 	nets   []*tnet
 	vms    []*tvm
 	groups []dataplane.AddressGroup
+	// inet6 is the internet's IPv6 address on its bridge, with the
+	// link's prefix (set by the tests that route IPv6 out).
+	inet6 netip.Prefix
 }
 
 func requireRoot(t testing.TB) {
@@ -179,6 +185,9 @@ func (c *tcluster) state(host int) dataplane.HostState {
 		}
 		if n.external {
 			dn.External = &dataplane.External{Device: dataplanetest.ExternalLink, Address: c.externalAddr(n, host), Gateway: c.lab.InternetGateway}
+			if n.routed6 != nil {
+				dn.External.IPv6 = &dataplane.ExternalIPv6{Address: c.externalAddr6(n, host), Gateway: c.inet6.Addr(), Routed: n.routed6}
+			}
 		}
 		for _, vm := range c.vms {
 			if vm.net != n.name {

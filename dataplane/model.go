@@ -59,6 +59,9 @@ type routerModel struct {
 	neigh   map[addrKey]string // link/IP → MAC (permanent entries)
 	sysctls map[string]string
 	rules   []string // rule ids of the router table, nil when absent
+	// proxy are the IPv6 addresses the external leg answers neighbour
+	// solicitations for (NDP proxy): the routed ports' on this host.
+	proxy map[string]bool
 }
 
 type addrKey struct {
@@ -85,6 +88,19 @@ var routerSysctls = map[string]string{
 // externalSysctls: the external leg speaks IPv4 only.
 var externalSysctls = map[string]string{
 	"net/ipv6/conf/" + externalLink + "/disable_ipv6": "1",
+}
+
+// external6Sysctls: an external leg with an IPv6 side has IPv6, takes
+// nothing from the outside's router advertisements (its address and
+// route are set), and answers at once for the addresses it proxies
+// (the kernel otherwise delays proxied answers by up to 0.8 s).
+var external6Sysctls = map[string]string{
+	"net/ipv6/conf/" + externalLink + "/disable_ipv6": "0",
+	"net/ipv6/conf/" + externalLink + "/accept_ra":    "0",
+	"net/ipv6/conf/" + externalLink + "/autoconf":     "0",
+	"net/ipv6/conf/" + externalLink + "/proxy_ndp":    "1",
+	"net/ipv6/conf/" + externalLink + "/accept_dad":   "0",
+	"net/ipv6/neigh/" + externalLink + "/proxy_delay": "0",
 }
 
 // model computes a network's desired model. n is normalized;
@@ -150,9 +166,19 @@ func (p *Linux) model(n *Network, underlay Underlay, underlayIndex, externalMTU 
 		r.addrs[addrKey{internalLink, netip.PrefixFrom(s.Gateway, s.CIDR.Bits()).String()}] = true
 	}
 	r.addrs[addrKey{internalLink, netip.PrefixFrom(MetadataAddress, 32).String()}] = true
+	ipv6 := r.sysctls["net/ipv6/conf/"+internalLink+"/disable_ipv6"] == "0"
+	if ipv6 {
+		// Metadata over IPv6, and every NIC's link-local address pinned
+		// to its MAC, as its other addresses are: the router's answers
+		// to a link-local asker reach that NIC only.
+		r.addrs[addrKey{internalLink, netip.PrefixFrom(MetadataAddress6, 64).String()}] = true
+	}
 	nics := func(mac net.HardwareAddr, as []netip.Addr) {
 		for _, a := range as {
 			r.neigh[addrKey{internalLink, a.String()}] = mac.String()
+		}
+		if ipv6 {
+			r.neigh[addrKey{internalLink, LinkLocal(mac).String()}] = mac.String()
 		}
 	}
 	for _, port := range n.Ports {
@@ -171,6 +197,21 @@ func (p *Linux) model(n *Network, underlay Underlay, underlayIndex, externalMTU 
 			r.addrs[addrKey{externalLink, netip.PrefixFrom(f.External, 32).String()}] = true
 		}
 		r.routes["0.0.0.0/0"] = routeValue(x.Gateway, externalLink)
+		if x6 := x.IPv6; x6 != nil {
+			for k, v := range external6Sysctls {
+				r.sysctls[k] = v
+			}
+			r.addrs[addrKey{externalLink, x6.Address.String()}] = true
+			r.routes["::/0"] = routeValue(x6.Gateway, externalLink)
+			r.proxy = map[string]bool{}
+			for _, port := range n.Ports {
+				for _, a := range port.Addresses {
+					if routed6(x6, a) {
+						r.proxy[a.String()] = true
+					}
+				}
+			}
+		}
 	}
 	r.rules = ruleIDs(routerRules(n))
 	m.router = r
@@ -178,6 +219,16 @@ func (p *Linux) model(n *Network, underlay Underlay, underlayIndex, externalMTU 
 }
 
 const zeroMAC = "00:00:00:00:00:00"
+
+// routed6 reports whether a port's address is reachable from outside.
+func routed6(x6 *ExternalIPv6, a netip.Addr) bool {
+	for _, p := range x6.Routed {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
+}
 
 func routeValue(gw netip.Addr, link string) string {
 	return "via " + gw.String() + " dev " + link

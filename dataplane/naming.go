@@ -197,6 +197,11 @@ func reservedMAC(mac net.HardwareAddr) bool {
 	return len(mac) == 6 && (mac[0] == 0x02 && mac[1] == 'h' && (mac[2] == 'g' || mac[2] == 'b') || mac[0] == 0x06 && mac[1] == 'h')
 }
 
+// ExternalMAC is the MAC of network vni's router's external leg on the
+// host with this underlay address (its IPv6 address there is the
+// EUI-64 of it).
+func ExternalMAC(underlay netip.Addr, vni uint32) net.HardwareAddr { return externalMAC(underlay, vni) }
+
 // BridgeName is the name of the bridge of network vni on a host: gone
 // from the host once the host no longer carries the network.
 func BridgeName(vni uint32) string { return bridgeName(vni) }

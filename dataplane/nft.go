@@ -182,6 +182,22 @@ func routerRules(n *Network) *nftTable {
 	add("postrouting", "snat", cat(ifname(expr.MetaKeyOIFNAME, externalLink), ipv4(), nat(expr.NATTypeSourceNAT, x.Address.Addr()))...)
 
 	ext := ifname(expr.MetaKeyIIFNAME, externalLink)
+	if x6 := x.IPv6; x6 != nil {
+		// IPv6 is routed, not NATed: the routed subnets are open to the
+		// outside (their ports' security groups decide) and leave with
+		// their own addresses; other IPv6 does not cross.
+		out := ifname(expr.MetaKeyOIFNAME, externalLink)
+		for _, p := range x6.Routed {
+			add("forward", "in6-"+p.String(), cat(ext, ipv6(), ip6Prefix(24, p), []expr.Any{accept()})...)
+			add("forward", "out6-"+p.String(), cat(out, ipv6(), ip6Prefix(8, p), []expr.Any{accept()})...)
+		}
+		add("forward", "out6-other", cat(out, ipv6(), []expr.Any{drop()})...)
+		// Neighbour discovery on the link (solicitations and
+		// advertisements, the router's own and those it proxies), and
+		// ping of the router.
+		add("input", "nd6", cat(ext, ipv6(), l4(unix.IPPROTO_ICMPV6), transportRange(0, 1, 135, 136), []expr.Any{accept()})...)
+		add("input", "ping6", cat(ext, ipv6(), l4(unix.IPPROTO_ICMPV6), transportRange(0, 1, 128, 128), []expr.Any{accept()})...)
+	}
 	add("forward", "established", cat(ext, ctBits(expr.CtKeySTATE, expr.CtStateBitESTABLISHED|expr.CtStateBitRELATED), []expr.Any{accept()})...)
 	add("forward", "floating", cat(ext, ctBits(expr.CtKeySTATUS, ipsDstNAT), []expr.Any{accept()})...)
 	add("forward", "other", append(ext, drop())...)
@@ -271,6 +287,18 @@ func ipv4() []expr.Any {
 	return []expr.Any{
 		&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1},
 		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.NFPROTO_IPV4}},
+	}
+}
+
+// ip6Prefix matches the IPv6 source (offset 8) or destination (24)
+// against a prefix.
+func ip6Prefix(offset uint32, p netip.Prefix) []expr.Any {
+	a := p.Masked().Addr().As16()
+	mask := net.CIDRMask(p.Bits(), 128)
+	return []expr.Any{
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: offset, Len: 16},
+		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 16, Mask: mask, Xor: make([]byte, 16)},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: a[:]},
 	}
 }
 

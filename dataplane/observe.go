@@ -222,6 +222,20 @@ func (p *Linux) observeRouter(r *routerNS, want *routerModel) (routerModel, erro
 			}
 		}
 	}
+	if x, ok := m.links[externalLink]; ok {
+		entries, err := r.nl.NeighProxyList(x.index, netlink.FAMILY_V6)
+		if err != nil {
+			return m, fmt.Errorf("router %s: listing proxied neighbours: %w", r.name, err)
+		}
+		for _, e := range entries {
+			if a, ok := netip.AddrFromSlice(e.IP); ok && e.LinkIndex == x.index {
+				if m.proxy == nil {
+					m.proxy = map[string]bool{}
+				}
+				m.proxy[a.String()] = true
+			}
+		}
+	}
 	err = netns.Do(r.ns, func() error {
 		for k := range want.sysctls {
 			v, err := netns.ReadSysctl(k)
@@ -251,7 +265,7 @@ func routerAddrKey(link string, ipn *net.IPNet) (addrKey, bool) {
 	a = a.Unmap()
 	// The kernel's own link-local addresses are not the Plane's; the
 	// metadata address, link-local too, is.
-	if (a.IsLinkLocalUnicast() && a != MetadataAddress) || a.IsLoopback() {
+	if (a.IsLinkLocalUnicast() && a != MetadataAddress && a != MetadataAddress6) || a.IsLoopback() {
 		return addrKey{}, false
 	}
 	bits, _ := ipn.Mask.Size()

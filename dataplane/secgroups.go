@@ -75,6 +75,11 @@ const sgTable = "hearth-sg"
 // DHCP, neighbour discovery and DNS to the subnets' gateways.
 var MetadataAddress = netip.AddrFrom4([4]byte{169, 254, 169, 254})
 
+// MetadataAddress6 is the metadata service's IPv6 address, as on AWS and
+// OpenStack: link-local, on every router's internal leg of a network
+// with IPv6 (the guest asks [fe80::a9fe:a9fe%eth0]).
+var MetadataAddress6 = netip.MustParseAddr("fe80::a9fe:a9fe")
+
 // PortSecurity is what a port's security groups allow, as rules on its
 // host. With it, new traffic into the port passes only if an Ingress rule
 // allows it; traffic out passes if Egress is empty or a rule allows it.
@@ -290,16 +295,19 @@ func sgRules(s *HostState) *sgModel {
 				// metadata, which the router serves.
 				for _, sn := range n.Subnets {
 					gw := sn.Gateway
-					dst := ipAddr(16, gw)
-					fam := ipv4()
+					var dst, fam []expr.Any
 					if gw.Is6() {
 						b := gw.As16()
 						dst, fam = nhCmp(24, b[:], expr.CmpOpEq), ipv6()
+					} else {
+						dst, fam = ipAddr(16, gw), ipv4()
 					}
 					add(ch, "dns-udp-"+gw.String(), fam, dst, l4(unix.IPPROTO_UDP), transportRange(2, 2, 53, 53), pass)
 					add(ch, "dns-tcp-"+gw.String(), fam, dst, l4(unix.IPPROTO_TCP), transportRange(2, 2, 53, 53), pass)
 				}
 				add(ch, "metadata", ipv4(), ipAddr(16, MetadataAddress), l4(unix.IPPROTO_TCP), transportRange(2, 2, 80, 80), pass)
+				md6 := MetadataAddress6.As16()
+				add(ch, "metadata6", ipv6(), nhCmp(24, md6[:], expr.CmpOpEq), l4(unix.IPPROTO_TCP), transportRange(2, 2, 80, 80), pass)
 				for i, r := range sec.Egress {
 					for _, rule := range ruleExprs(r, false) {
 						add(ch, "rule-"+strconv.Itoa(i)+rule.suffix, rule.exprs, pass)

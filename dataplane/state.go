@@ -126,6 +126,29 @@ type External struct {
 	// Gateway is the external network's router: the router's default
 	// route.
 	Gateway netip.Addr
+	// IPv6, when set, is the network's IPv6 way out, never NATed.
+	IPv6 *ExternalIPv6
+}
+
+// ExternalIPv6 is a network's IPv6 way out: routed with the ports' own
+// addresses. A distributed router has no one next hop for a subnet, so
+// each host's router answers neighbour solicitations on the external
+// link for the addresses of its own ports in Routed (NDP proxy): the
+// outside router, which treats the delegated prefix as on-link, sends
+// each address's traffic to the host its VM runs on.
+type ExternalIPv6 struct {
+	// Address is the router's on the external link, with the link's
+	// prefix length (the agent makes it the EUI-64 of ExternalMAC).
+	Address netip.Prefix
+	// Gateway is the outside router, on the link or link-local: the
+	// router's IPv6 default route.
+	Gateway netip.Addr
+	// Routed are the network's IPv6 subnets reachable from the external
+	// network: the router proxies its ports' addresses in them, forwards
+	// new connections to them from outside (the ports' security groups
+	// still decide) and lets their traffic out unchanged. Any other IPv6
+	// between the network and the external link is dropped.
+	Routed []netip.Prefix
 }
 
 // FloatingIP maps an external address to the address of a port on this
@@ -185,6 +208,11 @@ func (s *HostState) Validate() error {
 	vnis := map[uint32]int{}
 	ports := map[string]string{}
 	externals := map[netip.Addr]string{}
+	type routedRef struct {
+		prefix netip.Prefix
+		path   string
+	}
+	var routed []routedRef
 	for i := range s.Networks {
 		n := &s.Networks[i]
 		np := "networks[" + strconv.Itoa(i) + "]"
@@ -204,6 +232,16 @@ func (s *HostState) Validate() error {
 			es.add(np+".mtu", "%d is out of range (%d to %d, or 0 for the underlay's less the VXLAN overhead)", n.MTU, minMTU, maxMTU)
 		}
 		es = append(es, n.validate(np, ua, ports, externals)...)
+		if x := n.External; x != nil && x.IPv6 != nil {
+			for j, r := range x.IPv6.Routed {
+				for _, o := range routed {
+					if r.IsValid() && o.prefix.Overlaps(r) {
+						es.add(index(np+".external.ipv6.routed", j), "%s overlaps %s, routed by %s: two routers would answer for one address", r, o.prefix, o.path)
+					}
+				}
+				routed = append(routed, routedRef{r, index(np+".external.ipv6.routed", j)})
+			}
+		}
 	}
 	es = append(es, s.validateSecurity()...)
 	return es.err()
@@ -363,6 +401,9 @@ func (n *Network) validate(np string, underlay netip.Addr, ports map[string]stri
 		case x.Gateway == x.Address.Addr():
 			es.add(xp+".gateway", "%s is the network's own external address", x.Gateway)
 		}
+		if x.IPv6 != nil {
+			es = append(es, n.validateExternal6(xp+".ipv6")...)
+		}
 	}
 	internals := map[netip.Addr]int{}
 	for j, f := range n.FloatingIPs {
@@ -399,6 +440,34 @@ func (n *Network) validate(np string, underlay netip.Addr, ports map[string]stri
 				es.add(fp+".internal", "%s already has floatingIPs[%d]", f.Internal, k)
 			}
 			internals[f.Internal] = j
+		}
+	}
+	return es
+}
+
+func (n *Network) validateExternal6(xp string) FieldErrors {
+	var es FieldErrors
+	x := n.External.IPv6
+	a := x.Address.Addr()
+	link := x.Address.IsValid() && a.Is6() && !a.Is4In6() && x.Address.Bits() <= 126 && a.IsGlobalUnicast() && !reservedIn(x.Address, a)
+	if !link {
+		es.add(xp+".address", "%v is not a unicast IPv6 address with its link's prefix length", x.Address)
+	}
+	switch g := x.Gateway; {
+	case !g.IsValid() || !g.Is6() || g.Is4In6():
+		es.add(xp+".gateway", "%v is not an IPv6 address", g)
+	case link && g == a:
+		es.add(xp+".gateway", "%s is the router's own address", g)
+	case link && !x.Address.Contains(g) && !g.IsLinkLocalUnicast():
+		es.add(xp+".gateway", "%s is neither in %s nor link-local", g, x.Address.Masked())
+	}
+	for j, r := range x.Routed {
+		rp := index(xp+".routed", j)
+		if !slices.ContainsFunc(n.Subnets, func(s Subnet) bool { return s.CIDR == r && r.Addr().Is6() }) {
+			es.add(rp, "%v is not one of the network's IPv6 subnets", r)
+		}
+		if link && r.Overlaps(x.Address.Masked()) {
+			es.add(rp, "%s overlaps the external link %s", r, x.Address.Masked())
 		}
 	}
 	return es
@@ -514,6 +583,15 @@ func (n Network) normalized(underlayMTU int, underlay netip.Addr) Network {
 	slices.SortFunc(n.Remote, func(a, b RemotePort) int { return bytes.Compare(a.MAC, b.MAC) })
 	if n.External != nil {
 		x := *n.External
+		if x.IPv6 != nil {
+			x6 := *x.IPv6
+			x6.Routed = slices.Clone(x6.Routed)
+			slices.SortFunc(x6.Routed, func(a, b netip.Prefix) int { return a.Addr().Compare(b.Addr()) })
+			if len(x6.Routed) == 0 {
+				x6.Routed = nil
+			}
+			x.IPv6 = &x6
+		}
 		n.External = &x
 	}
 	n.FloatingIPs = slices.Clone(n.FloatingIPs)

@@ -75,6 +75,28 @@ func TestValidate(t *testing.T) {
 		{"relative veth namespace", func(s *HostState) { s.Networks[0].Ports[0].Veth = &VethPeer{Netns: "vm"} }, []string{"networks[0].ports[0].veth.netns"}},
 		{"external device is Hearth's", func(s *HostState) { s.Networks[0].External.Device = "hbr7" }, []string{"networks[0].external.device"}},
 		{"IPv6 external", func(s *HostState) { s.Networks[0].External.Address = netip.MustParsePrefix("2001:db8::10/64") }, []string{"networks[0].external.address", "networks[0].external.gateway", "networks[0].floatingIPs[0].external"}},
+		{"IPv6 side", func(s *HostState) {
+			n := &s.Networks[0]
+			n.Subnets = append(n.Subnets, Subnet{CIDR: netip.MustParsePrefix("2001:db8:1::/64"), Gateway: netip.MustParseAddr("2001:db8:1::1")})
+			n.External.IPv6 = &ExternalIPv6{Address: netip.MustParsePrefix("2001:db8:ff::10/64"), Gateway: netip.MustParseAddr("fe80::1"), Routed: []netip.Prefix{netip.MustParsePrefix("2001:db8:1::/64")}}
+		}, nil},
+		{"bad IPv6 side", func(s *HostState) {
+			s.Networks[0].External.IPv6 = &ExternalIPv6{Address: netip.MustParsePrefix("2001:db8:ff::10/64"), Gateway: netip.MustParseAddr("2001:db8:9::1"),
+				Routed: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/24"), netip.MustParsePrefix("2001:db8:ff::/64")}}
+		}, []string{"networks[0].external.ipv6.gateway", "networks[0].external.ipv6.routed[0]", "networks[0].external.ipv6.routed[1]", "networks[0].external.ipv6.routed[1]"}},
+		{"IPv6 subnet routed by two networks", func(s *HostState) {
+			six := Subnet{CIDR: netip.MustParsePrefix("2001:db8:1::/64"), Gateway: netip.MustParseAddr("2001:db8:1::1")}
+			x6 := &ExternalIPv6{Address: netip.MustParsePrefix("2001:db8:ff::10/64"), Gateway: netip.MustParseAddr("2001:db8:ff::1"), Routed: []netip.Prefix{six.CIDR}}
+			n := validState().Networks[0]
+			n.VNI, n.Peers, n.Remote, n.Ports, n.FloatingIPs = 8, nil, nil, nil, nil
+			n.External.Address = netip.MustParsePrefix("198.51.100.11/24")
+			n.Subnets = append(n.Subnets, six)
+			n.External.IPv6 = x6
+			s.Networks[0].Subnets = append(s.Networks[0].Subnets, six)
+			x := *x6
+			s.Networks[0].External.IPv6 = &x
+			s.Networks = append(s.Networks, n)
+		}, []string{"networks[1].external.ipv6.routed[0]"}},
 		{"external gateway outside", func(s *HostState) { s.Networks[0].External.Gateway = netip.MustParseAddr("203.0.113.1") }, []string{"networks[0].external.gateway"}},
 		{"floating IP without external", func(s *HostState) { s.Networks[0].External = nil }, []string{"networks[0].floatingIPs[0]"}},
 		{"floating IP is the external address", func(s *HostState) { s.Networks[0].FloatingIPs[0].External = netip.MustParseAddr("198.51.100.10") }, []string{"networks[0].floatingIPs[0].external"}},
@@ -202,5 +224,28 @@ func TestRuleIDs(t *testing.T) {
 	n.External = nil
 	if routerRules(n).ids() != nil {
 		t.Error("a network without external has router rules")
+	}
+}
+
+// A port with egress rules on a network with an IPv6 subnet: its rules
+// let it reach the IPv6 gateway's DNS. Building them used to take the
+// IPv6 gateway for an IPv4 address and panic, which a tenant could cause
+// with its own security group, stopping the host's whole data plane.
+func TestSecurityRulesWithIPv6Subnet(t *testing.T) {
+	s := validState()
+	n := &s.Networks[0]
+	n.Subnets = append(n.Subnets, Subnet{CIDR: netip.MustParsePrefix("2001:db8:1::/64"), Gateway: netip.MustParseAddr("2001:db8:1::1")})
+	n.Ports[0].Security = &PortSecurity{Egress: []SecurityRule{{Protocol: "tcp", FromPort: 443, ToPort: 443}}}
+	if err := s.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	norm := s.normalized(1500)
+	m := sgRules(&norm)
+	var found bool
+	for _, r := range m.table.rules {
+		found = found || r.name == "dns-udp-2001:db8:1::1"
+	}
+	if !found {
+		t.Errorf("no rule lets the port ask the IPv6 gateway's DNS")
 	}
 }

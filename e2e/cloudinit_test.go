@@ -34,7 +34,8 @@ const metadataService = true
 // the agent attaches, with a network config that renames its NIC hearth0
 // (applied from the datasource, not cloud-init's fallback); "metadata"
 // boots with ci.ds=Ec2, which leaves cloud-init EC2's datasource alone,
-// and finds everything at Hearth's metadata service at 169.254.169.254.
+// and without a seed disk (cloudInit.disabled), and finds everything,
+// user-data included, at Hearth's metadata service at 169.254.169.254.
 func TestSandboxCloudInit(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("the sandbox needs root (network namespaces), and so does building the Debian image (mmdebstrap); CI runs as root")
@@ -77,8 +78,8 @@ func TestSandboxCloudInit(t *testing.T) {
 			datasource: []string{"DataSourceNoCloud", "seed=/dev/vd"}},
 	}
 	if metadataService {
-		// EC2's datasource alone (ci.ds=Ec2): the seed disk is there
-		// but unread. Hearth's EC2 tree has no network/interfaces, so
+		// EC2's datasource alone (ci.ds=Ec2), and no seed disk
+		// (cloudInit.disabled). Hearth's EC2 tree has no network/interfaces, so
 		// the network config is cloud-init's fallback, DHCP on the
 		// first NIC.
 		guests = append(guests, guest{name: "metadata", ip: "10.20.1.11", nic: "", networkConfig: "fallback",

@@ -89,8 +89,10 @@ func TestSandboxNetworks(t *testing.T) {
 		})
 		return got
 	}
-	red := results("red", "a", "peer", "other-subnet", "internet", "ipv6", "ipv6-peer", "ipv6-other-subnet")
+	red := results("red", "a", "peer", "other-subnet", "internet", "ipv6", "ipv6-peer", "ipv6-other-subnet", "internet6")
 	for k, v := range map[string]string{"peer": "red-b", "other-subnet": "red-c", "internet": "hearth-sandbox-internet",
+		// Out to the internet over IPv6, red's own address (no NAT).
+		"internet6": "hearth-sandbox-internet",
 		// IPv6 by SLAAC from h1's router, and to red/b and red/c on h2
 		// (the same IPv6 subnet, and the other one).
 		"ipv6": "fd00:10:1::5054:ff:fe10:10a", "ipv6-peer": "red-b", "ipv6-other-subnet": "red-c"} {
@@ -105,6 +107,23 @@ func TestSandboxNetworks(t *testing.T) {
 			}
 		})
 	}
+	// The internet reaches red's VMs by their own IPv6 addresses (the
+	// prefix is delegated to red), each through its own host's router:
+	// red/a on h1, red/c on h2 in the other subnet.
+	t.Run("IPv6 from the internet", func(t *testing.T) {
+		for addr, want := range map[string]string{"fd00:10:1:0:5054:ff:fe10:10a": "red-a", "fd00:10:2:0:5054:ff:fe10:20c": "red-c"} {
+			servertest.Eventually(t, time.Minute, func() error {
+				body, err := getIn(s.prefix+"-internet", "http://["+addr+"]/")
+				if err != nil {
+					return err
+				}
+				if strings.TrimSpace(body) != want {
+					return fmt.Errorf("%s answered %q, want %s", addr, body, want)
+				}
+				return nil
+			})
+		}
+	})
 	t.Run("isolation", func(t *testing.T) {
 		if got := results("blue", "x", "red-a")["red-a"]; got != "none" {
 			t.Errorf("blue/x reached red/a's address and got %q, want nothing", got)

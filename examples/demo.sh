@@ -157,9 +157,10 @@ The sandbox is up: a server and 2 hosts. Try:
   $hearth console vm/web-1 --tenant demo     # Ctrl-] to leave
   $hearth get vm -A -w
 Tenant networks: two tenants with the same CIDR, two subnets, NAT and a
-floating IP:
+floating IP, and red's IPv6 routed to the internet without NAT:
   $hearth logs vm/a --tenant red | grep NETTEST   # what red/a reached: its peer, the other subnet, the internet
   $hearth get fip --tenant red                   # then: $hearth sandbox exec-in PREFIX-internet -- wget -qO- http://ADDRESS/
+  $hearth sandbox exec-in PREFIX-internet -- wget -qO- 'http://[fd00:10:1:0:5054:ff:fe10:10a]/'   # red/a by its own IPv6 address
 A bare-metal machine that network-boots, and a MachineProfile that boots it
 until it reports back (phase Ready):
   $hearth sandbox machine add node1 --dir $dir

@@ -126,6 +126,11 @@ type Config struct {
 	// ExternalNetwork "internet" that tenant networks route out to. Its
 	// .1 is the internet's own address.
 	External netip.Prefix
+	// External6 is the internet's IPv6 link (a /64; ::1 is the
+	// internet's), the ExternalNetwork's spec.ipv6.cidr; Routed6 is the
+	// range the internet treats as on-link there, where the prefixes the
+	// ExternalNetwork delegates to tenants must lie to be reached.
+	External6, Routed6 netip.Prefix
 	// Port is where the server listens on the underlay's .1.
 	Port int
 	// Site is the site every host joins.
@@ -323,6 +328,19 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.External.Overlaps(c.Underlay) || c.External.Overlaps(c.Provisioning) {
 		return c, fmt.Errorf("--external-cidr %s overlaps the underlay %s or the provisioning network %s", c.External, c.Underlay, c.Provisioning)
+	}
+	if !c.External6.IsValid() {
+		c.External6 = netip.MustParsePrefix(DefaultExternal6CIDR)
+	}
+	if !c.Routed6.IsValid() {
+		c.Routed6 = netip.MustParsePrefix(DefaultRouted6CIDR)
+	}
+	c.External6, c.Routed6 = c.External6.Masked(), c.Routed6.Masked()
+	if !c.External6.Addr().Is6() || c.External6.Addr().Is4In6() || c.External6.Bits() != 64 {
+		return c, fmt.Errorf("--external6-cidr %s: want an IPv6 /64 (routers take EUI-64 addresses in it)", c.External6)
+	}
+	if !c.Routed6.Addr().Is6() || c.Routed6.Addr().Is4In6() || c.Routed6.Bits() > 64 || c.Routed6.Overlaps(c.External6) {
+		return c, fmt.Errorf("--routed6-cidr %s: want an IPv6 prefix of /64 or shorter that does not overlap --external6-cidr %s", c.Routed6, c.External6)
 	}
 	if c.Port == 0 {
 		c.Port = DefaultPort

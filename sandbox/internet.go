@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 
 	api "hearth.dev/hearth/api/v1alpha1"
 	"hearth.dev/hearth/netns"
@@ -29,6 +30,14 @@ import (
 // host's router onto this network, and a floating IP is reached from
 // PREFIX-internet.
 //
+// The internet has IPv6 too: ::1 of Config.External6 on its bridge, the
+// ExternalNetwork's spec.ipv6, and an on-link route for Config.Routed6,
+// as an upstream router has for the prefixes it delegates. So a prefix
+// the ExternalNetwork delegates to a tenant inside Routed6 makes the
+// tenant's VMs there reachable from PREFIX-internet by their own IPv6
+// addresses (each host's router answers neighbour solicitations for its
+// own VMs).
+//
 // PREFIX-internet does not forward and has no other link: it is the end
 // of the road, like the rest of the sandbox it never reaches the
 // machine's real networks.
@@ -41,6 +50,11 @@ const (
 	InternetGreeting = "hearth-sandbox-internet"
 	// DefaultExternalCIDR is the internet's addresses.
 	DefaultExternalCIDR = "172.31.253.0/24"
+	// DefaultExternal6CIDR is the internet's IPv6 link.
+	DefaultExternal6CIDR = "fd68:172:31:253::/64"
+	// DefaultRouted6CIDR is what the internet treats as on-link towards
+	// the hosts: where the ExternalNetwork's delegated prefixes go.
+	DefaultRouted6CIDR = "fd00::/16"
 
 	internetBridge   = "inet0"
 	hostUplink       = "uplink"
@@ -63,6 +77,11 @@ type Internet struct {
 	// listens (port 80).
 	Gateway string   `json:"gateway"`
 	HTTP    *Process `json:"http,omitempty"`
+	// CIDR6 and Gateway6 are its IPv6 link and address there; Routed6
+	// the range it sends to the hosts' routers (on-link).
+	CIDR6    string `json:"cidr6,omitempty"`
+	Gateway6 string `json:"gateway6,omitempty"`
+	Routed6  string `json:"routed6,omitempty"`
 }
 
 // URL is the internet HTTP server's.
@@ -73,7 +92,9 @@ func (i Internet) URL() string {
 // buildInternet makes PREFIX-internet and plugs every host into it.
 func (s *Sandbox) buildInternet() error {
 	gw := addrAt(s.cfg.External, 1)
-	in := &Internet{Netns: s.names.internet(), CIDR: s.cfg.External.String(), Gateway: gw.String()}
+	gw6 := s.cfg.External6.Masked().Addr().Next()
+	in := &Internet{Netns: s.names.internet(), CIDR: s.cfg.External.String(), Gateway: gw.String(),
+		CIDR6: s.cfg.External6.String(), Gateway6: gw6.String(), Routed6: s.cfg.Routed6.String()}
 	s.State.Internet = in
 	if err := s.State.save(); err != nil {
 		return err
@@ -102,10 +123,32 @@ func (s *Sandbox) buildInternet() error {
 	if err := addressUp(ih, in.Netns, internetBridge, netip.PrefixFrom(gw, s.cfg.External.Bits())); err != nil {
 		return err
 	}
+	if err := internet6(ih, in.Netns, netip.PrefixFrom(gw6, s.cfg.External6.Bits()), s.cfg.Routed6); err != nil {
+		return err
+	}
 	for _, h := range s.State.Hosts {
 		if err := s.plugHostIntoInternet(h, ins, ih); err != nil {
 			return err
 		}
+	}
+	return nil
+}
+
+// internet6 gives the internet's bridge its IPv6 address (no duplicate
+// detection: it is the link's only router) and the on-link route to the
+// delegated range.
+func internet6(ih *netlink.Handle, nsName string, addr, routed netip.Prefix) error {
+	l, err := ih.LinkByName(internetBridge)
+	if err != nil {
+		return fmt.Errorf("%s in %s: %w", internetBridge, nsName, err)
+	}
+	a := ipNet(addr.Addr(), addr.Bits())
+	a.Flags = unix.IFA_F_NODAD
+	if err := ih.AddrAdd(l, a); err != nil {
+		return fmt.Errorf("addressing %s in %s with %s: %w", internetBridge, nsName, addr, err)
+	}
+	if err := ih.RouteAdd(&netlink.Route{LinkIndex: l.Attrs().Index, Dst: ipNet(routed.Addr(), routed.Bits()).IPNet, Scope: netlink.SCOPE_LINK}); err != nil {
+		return fmt.Errorf("routing %s on-link in %s: %w", routed, nsName, err)
 	}
 	return nil
 }
@@ -154,7 +197,8 @@ func (s *Sandbox) StartInternet(ctx context.Context) error {
 	if in == nil {
 		return errors.New("the internet namespace is not built")
 	}
-	listen := net.JoinHostPort(in.Gateway, strconv.Itoa(internetHTTPPort))
+	// Every address of the namespace: the IPv4 and the IPv6 gateway.
+	listen := net.JoinHostPort("", strconv.Itoa(internetHTTPPort))
 	if err := s.addPath(s.internetLog()); err != nil {
 		return err
 	}
@@ -178,6 +222,9 @@ func (s *Sandbox) StartInternet(ctx context.Context) error {
 		Spec: api.ExternalNetworkSpec{Description: "the sandbox's internet (namespace " + in.Netns + ")", Site: s.cfg.Site,
 			CIDR: in.CIDR, Gateway: in.Gateway,
 			RangeStart: addrAt(s.cfg.External, externalRangeStart).String(), RangeEnd: addrAt(s.cfg.External, externalRangeEnd).String()}}
+	if in.CIDR6 != "" {
+		x.Spec.IPv6 = &api.ExternalIPv6{CIDR: in.CIDR6, Gateway: in.Gateway6}
+	}
 	if _, err := c.Create(ctx, x); err != nil && !api.IsAlreadyExists(err) {
 		return fmt.Errorf("making the external network %s: %w", ExternalNetworkName, err)
 	}

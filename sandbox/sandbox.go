@@ -510,6 +510,9 @@ func (s *Sandbox) PrintSummary(w io.Writer) {
 	}
 	if in := s.State.Internet; in != nil {
 		fmt.Fprintf(w, "# internet  %s  netns %s, external network %s, %s answers %s\n", in.CIDR, in.Netns, ExternalNetworkName, in.URL(), InternetGreeting)
+		if in.CIDR6 != "" {
+			fmt.Fprintf(w, "# internet  %s  IPv6, the internet at %s; it routes %s to the hosts (delegate prefixes in it to tenants: spec.ipv6.prefixes)\n", in.CIDR6, in.Gateway6, in.Routed6)
+		}
 	}
 	if p := s.State.Provisioning; p != nil {
 		fmt.Fprintf(w, "# provisioning  %s  netns %s, bridge %s\n", p.CIDR, p.Netns, p.Bridge)

@@ -484,6 +484,27 @@ func TestNetworkAndDown(t *testing.T) {
 	if err != nil || !slices.Equal(st.Namespaces, want) || !slices.Equal(st.RootLinks, []string{ctl}) {
 		t.Errorf("sandbox.json: got %+v, %v; want namespaces %v and root link %s", st, err, want, ctl)
 	}
+	// The internet has IPv6: ::1 of its link, and the range it
+	// delegates routed on-link towards the hosts.
+	if in := s.State.Internet; in == nil || in.Gateway6 != "fd68:172:31:253::1" || in.Routed6 != sandbox.DefaultRouted6CIDR {
+		t.Errorf("the internet's IPv6: %+v, want fd68:172:31:253::1 routing %s", in, sandbox.DefaultRouted6CIDR)
+	}
+	err = netns.DoNamed(cfg.Prefix+"-internet", func() error {
+		routes, err := netlink.RouteList(nil, netlink.FAMILY_V6)
+		if err != nil {
+			return err
+		}
+		for _, r := range routes {
+			if r.Dst != nil && r.Dst.String() == sandbox.DefaultRouted6CIDR && r.Gw == nil {
+				return nil
+			}
+		}
+		return fmt.Errorf("no on-link route to %s in %v", sandbox.DefaultRouted6CIDR, routes)
+	})
+	if err != nil {
+		t.Errorf("the internet: %v", err)
+	}
+
 	h1, h2 := s.State.Hosts[0], s.State.Hosts[1]
 	if h1.Address != addrPlus(cfg.Underlay, 11) || h2.Address != addrPlus(cfg.Underlay, 12) {
 		t.Errorf("host addresses: got %s, %s; want .11 and .12 of %s", h1.Address, h2.Address, cfg.Underlay)

@@ -112,6 +112,54 @@ type feedEvent struct {
 
 	objOnce, prevOnce sync.Once
 	obj, prev         api.Object
+
+	// lines are the change encoded as watchers write it, by type and
+	// form (see line): encoded for the first watcher, written as they
+	// are for the others. Not kept for a change in the ring (ringed),
+	// which lives long after its watchers wrote it.
+	linesMu sync.Mutex
+	lines   map[lineKey][]byte
+	ringed  bool
+}
+
+// lineKey names one encoding of a change: the event type a watcher
+// shows it as, and whether it carries the stored bytes (raw) or the
+// decoded object.
+type lineKey struct {
+	typ store.EventType
+	raw bool
+}
+
+// line returns the change as one line of a watch's stream: the
+// WatchEvent of type typ carrying the stored bytes (raw) or the decoded
+// object, newline-terminated, as json.Encoder writes it. It is encoded
+// once, for the first watcher that writes it; a thousand watchers of a
+// kind then cost one encoding, not a thousand. Only for watchers shown
+// the object as it is (shown returns it unchanged).
+func (e *feedEvent) line(typ store.EventType, raw bool) ([]byte, error) {
+	k := lineKey{typ, raw}
+	e.linesMu.Lock()
+	defer e.linesMu.Unlock()
+	if l, ok := e.lines[k]; ok {
+		return l, nil
+	}
+	var obj any = json.RawMessage(e.raw)
+	if !raw {
+		obj = e.object()
+	}
+	l, err := json.Marshal(api.WatchEvent{Type: string(typ), Object: obj})
+	if err != nil {
+		return nil, err
+	}
+	l = append(l, '\n')
+	if e.ringed {
+		return l, nil
+	}
+	if e.lines == nil {
+		e.lines = map[lineKey][]byte{}
+	}
+	e.lines[k] = l
+	return l, nil
 }
 
 func (e *feedEvent) object() api.Object {
@@ -300,7 +348,7 @@ func (f *feed) offer(ev store.Event) {
 		clear(f.ring[n:])
 		f.ring = f.ring[:n]
 	}
-	f.ring = append(f.ring, &feedEvent{typ: e.typ, rev: e.rev, key: e.key, k: e.k, raw: e.raw, prevRaw: e.prevRaw, err: e.err})
+	f.ring = append(f.ring, &feedEvent{typ: e.typ, rev: e.rev, key: e.key, k: e.k, raw: e.raw, prevRaw: e.prevRaw, err: e.err, ringed: true})
 	f.ringBytes += size
 	if e.err != nil {
 		// Whether it matches a watcher's selector cannot be known

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -251,5 +252,46 @@ func TestFeedRingBytes(t *testing.T) {
 	}
 	if n := len(w.ch); n != kept {
 		t.Fatalf("a watch from %d was given %d changes, want %d", validFrom, n, kept)
+	}
+}
+
+// TestFeedLineMatchesEncoder: the line a feed encodes once for every
+// watcher of a change is, byte for byte, what each watcher's own
+// json.Encoder wrote before: for the stored bytes and for the decoded
+// object, under every event type a watcher may show the change as.
+func TestFeedLineMatchesEncoder(t *testing.T) {
+	f := newTestFeed(t, "VirtualMachine")
+	raw := vmJSON(t, "web", "h1", map[string]string{"tier": "<web>&"}, 7)
+	e := &feedEvent{typ: store.Modified, rev: 7, key: "k", k: f.k, raw: raw}
+	for _, typ := range []store.EventType{store.Added, store.Modified, store.Deleted} {
+		for _, isRaw := range []bool{true, false} {
+			var want bytes.Buffer
+			var obj any = json.RawMessage(raw)
+			if !isRaw {
+				obj = e.object()
+			}
+			if err := json.NewEncoder(&want).Encode(api.WatchEvent{Type: string(typ), Object: obj}); err != nil {
+				t.Fatal(err)
+			}
+			for range 2 { // encoded, then remembered
+				got, err := e.line(typ, isRaw)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if !bytes.Equal(got, want.Bytes()) {
+					t.Errorf("%s raw=%v: got\n%s\nwant\n%s", typ, isRaw, got, want.Bytes())
+				}
+			}
+		}
+	}
+	// A change kept in the ring (replayed to watchers that resume) does
+	// not keep its encodings: the ring would hold them as long as it
+	// holds the change.
+	kept := &feedEvent{typ: store.Modified, rev: 7, key: "k", k: f.k, raw: raw, ringed: true}
+	if _, err := kept.line(store.Modified, true); err != nil {
+		t.Fatal(err)
+	}
+	if len(kept.lines) != 0 {
+		t.Errorf("a ring entry kept %d encodings", len(kept.lines))
 	}
 }

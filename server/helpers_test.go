@@ -17,7 +17,7 @@ func containsBytes(haystack []byte, needle string) bool {
 }
 
 // tokenOf reads a client's token; tests only.
-func tokenOf(t *testing.T, c *client.Client) string {
+func tokenOf(t testing.TB, c *client.Client) string {
 	t.Helper()
 	return reflect.ValueOf(c).Elem().FieldByName("token").String()
 }

@@ -349,7 +349,7 @@ func (s *Server) downloadImage(w http.ResponseWriter, r *http.Request, p *auth.P
 	if err != nil {
 		return err
 	}
-	if !auth.VisibleTo(p, obj) {
+	if !s.sees(ctx, p, t.kind, obj) {
 		return api.NewNotFound(t.kind.Kind, t.tenant, t.name)
 	}
 	img := obj.(*api.Image)

@@ -65,6 +65,7 @@ func TestImageUpload(t *testing.T) {
 	ctx := servertest.Ctx(t)
 	alice := env.User("alice", "lab", api.RoleTenantMember)
 	host := env.Host("h1")
+	placeVM(t, env, "lab", "h1") // a host reads the images of tenants it runs VMs of
 	content := bytes.Repeat([]byte("hearth image bytes\n"), 1000)
 	sum := sumOf(content)
 

@@ -205,6 +205,8 @@ func TestUploadServedOnlyToItsImage(t *testing.T) {
 	alice := env.User("alice", "a", api.RoleTenantMember)
 	eve := env.User("eve", "evil", api.RoleTenantMember)
 	host := env.Host("h1")
+	placeVM(t, env, "a", "h1")
+	placeVM(t, env, "evil", "h1")
 	secret := bytes.Repeat([]byte("tenant a's private disk\n"), 500)
 	sum := sumOf(secret)
 	if _, err := alice.Create(ctx, uploadImage("a", "private", "")); err != nil {

@@ -106,7 +106,7 @@ func (s *Server) get(w http.ResponseWriter, r *http.Request, p *auth.Principal, 
 		writeJSON(w, http.StatusOK, obj)
 		return nil
 	}
-	if !auth.VisibleTo(p, obj) {
+	if !s.sees(r.Context(), p, t.kind, obj) {
 		return api.NewNotFound(t.kind.Kind, t.tenant, t.name)
 	}
 	writeJSON(w, http.StatusOK, shown(p, obj))
@@ -151,6 +151,9 @@ func (s *Server) list(w http.ResponseWriter, r *http.Request, p *auth.Principal,
 	filter, err := parseFilter(r, t.kind)
 	if err != nil {
 		return err
+	}
+	if auth.HostScoped(p, t.kind) {
+		return s.hostList(w, r, p, t, filter)
 	}
 	// A caller who sees every object as stored, unfiltered by fields,
 	// gets the stored bytes: no decode and encode per object.

@@ -136,6 +136,9 @@ type Server struct {
 	sensors sensorCache
 	wg      sync.WaitGroup
 	stop    context.CancelFunc
+
+	// scope is what each host's agent reads (hostscope.go).
+	scope *hostScope
 }
 
 // Store returns the object store (for in-process tests and tools).
@@ -283,6 +286,9 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	s.runCtx = runCtx
 	s.holders.lost = make(chan struct{}, 1)
 	s.authn.Run(runCtx)
+	s.scope = newHostScope(s.store, s.etcd)
+	s.authn.SetHostScope(s.scope)
+	go s.scope.run(runCtx)
 	s.tenants = store.NewMirror(s.etcd, store.KindPrefix(tk), func([]byte) (struct{}, error) { return struct{}{}, nil })
 	go s.tenants.Run(runCtx)
 	s.hostLeases = newHostLeases(s.etcd)

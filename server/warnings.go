@@ -58,6 +58,17 @@ func (s *Server) writeWarnings(ctx context.Context, w http.ResponseWriter, p *au
 		if err != nil {
 			return nil, false, err
 		}
+		if kind != "Subnet" {
+			// Only a Subnet's content matters (its network); of the
+			// others, that the name resolves: an empty object stands
+			// for one, and nothing is read (a Network's status lists
+			// every port on it, on every VM's create).
+			ok, err := s.store.Exists(ctx, k, tenant, name)
+			if !ok || err != nil {
+				return nil, false, err
+			}
+			return k.New(), true, nil
+		}
 		o, err := s.store.Get(ctx, k, tenant, name)
 		if api.IsNotFound(err) {
 			return nil, false, nil

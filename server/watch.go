@@ -132,6 +132,19 @@ func (s *Server) watch(w http.ResponseWriter, r *http.Request, p *auth.Principal
 	// The previous state matters only where an object can move in or out
 	// of what this watcher sees: selectors, and users changing tenant.
 	withPrev := len(f.labels) > 0 || r.URL.Query().Get("fieldSelector") != "" || t.kind == s.userKind
+	// A host reads only what its scope holds (hostscope.go): an object
+	// that leaves it is deleted to the host, and a change of the scope
+	// itself ends the watch with Gone, to list again.
+	var scopeGone <-chan struct{}
+	if auth.HostScoped(p, t.kind) && !placedHere(p, t.kind, f) {
+		withPrev = true
+		sw, err := s.scope.watch(p.Host, t.kind.Kind, from)
+		if err != nil {
+			return err
+		}
+		defer s.scope.unwatch(p.Host, sw)
+		scopeGone = sw.gone
+	}
 	// A watcher that sees everything it asked for gets the stored bytes
 	// passed through: no decode and re-encode per event and watcher.
 	raw := !withPrev && p.GlobalReader() && (seesCredentials(p) || !hasCredentials(t.kind))
@@ -174,6 +187,9 @@ func (s *Server) watch(w http.ResponseWriter, r *http.Request, p *auth.Principal
 	for {
 		var out api.WatchEvent
 		var ev *feedEvent
+		// line, when set, is the event already encoded (feedEvent.line),
+		// written instead of out.
+		var line []byte
 		ending := false
 		select {
 		case ev = <-src.ch:
@@ -184,6 +200,8 @@ func (s *Server) watch(w http.ResponseWriter, r *http.Request, p *auth.Principal
 			default:
 				ending = true
 			}
+		case <-scopeGone:
+			out, ending = api.WatchEvent{Type: string(store.Error), Object: statusOf(errScopeChanged(p.Host, t.kind.Kind))}, true
 		case <-bookmarks.C:
 			// A watch outlives the check of the token it began with: a
 			// token revoked since (its User or Host deleted) ends it, and
@@ -218,7 +236,9 @@ func (s *Server) watch(w http.ResponseWriter, r *http.Request, p *auth.Principal
 			out = bookmark(t.kind, lastRev)
 		case raw && ev.raw != nil:
 			lastRev = ev.rev
-			out = api.WatchEvent{Type: string(ev.typ), Object: json.RawMessage(ev.raw)}
+			if line, err = ev.line(ev.typ, true); err != nil {
+				out = api.WatchEvent{Type: string(ev.typ), Object: json.RawMessage(ev.raw)}
+			}
 		default:
 			lastRev = ev.rev
 			obj := ev.object()
@@ -227,20 +247,32 @@ func (s *Server) watch(w http.ResponseWriter, r *http.Request, p *auth.Principal
 				// Nothing this watcher filters on can have changed.
 				before = now
 			}
+			typ := ev.typ
 			switch {
 			case now && ev.typ == store.Modified && !before:
-				out = api.WatchEvent{Type: string(store.Added), Object: shown(p, obj)}
+				typ = store.Added
 			case now:
-				out = api.WatchEvent{Type: string(ev.typ), Object: shown(p, obj)}
 			case before && ev.typ == store.Modified:
 				// It no longer matches: to this watcher it is gone.
-				out = api.WatchEvent{Type: string(store.Deleted), Object: shown(p, obj)}
+				typ = store.Deleted
 			default:
 				flushIfIdle()
 				continue
 			}
+			out = api.WatchEvent{Type: string(typ), Object: shown(p, obj)}
+			if out.Object == obj {
+				// Shown as it is: the encoding every such watcher
+				// shares.
+				if line, err = ev.line(typ, false); err != nil {
+					line = nil
+				}
+			}
 		}
-		if err := enc.Encode(out); err != nil {
+		if line != nil {
+			if _, err := w.Write(line); err != nil {
+				return nil
+			}
+		} else if err := enc.Encode(out); err != nil {
 			return nil
 		}
 		unflushed = true

@@ -1,6 +1,7 @@
 // Package serving holds what every Hearth HTTP server shares so that a
 // slow or hostile client cannot hold it up: timeouts for headers, bodies,
-// answers and idle connections, a limit on open connections (beyond it a
+// answers and idle connections, a limit on open connections (at it, a new
+// connection takes the place of the one idle longest; with none idle, a
 // client gets a clear 503 and the connection is closed), and deadlines
 // for the routes that legitimately live long (watches, followed logs,
 // uploads, downloads, consoles) which move with the request's progress
@@ -39,8 +40,9 @@ type Limits struct {
 	// next request.
 	IdleTimeout time.Duration
 	// MaxConnections is how many connections may be open at once
-	// (negative: no limit). A connection beyond it gets a 503 to its
-	// first request and is closed.
+	// (negative: no limit). A connection beyond it closes the one idle
+	// longest (kept alive between requests) and takes its place; with
+	// none idle, it gets a 503 to its first request and is closed.
 	MaxConnections int
 }
 
@@ -82,6 +84,14 @@ type Server struct {
 	open     atomic.Int64
 	// lastReject rate-limits the log line about refused connections.
 	lastReject atomic.Int64
+
+	// idle are the connections kept alive between requests, by when
+	// they became idle: at the limit, a new connection closes the
+	// oldest rather than being refused. Clients that keep many idle
+	// connections (a thousand agents, each after a burst of requests)
+	// would otherwise fill the limit with connections nobody uses.
+	idleMu sync.Mutex
+	idle   map[*conn]time.Time
 }
 
 // New wraps ln and h with the limits. name says which server it is in
@@ -100,6 +110,7 @@ func New(name string, ln net.Listener, h http.Handler, l Limits, reject func(w h
 		ReadTimeout:       l.ReadTimeout,
 		WriteTimeout:      l.WriteTimeout,
 		IdleTimeout:       l.IdleTimeout,
+		ConnState:         s.connState,
 		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
 			if tc, ok := c.(*tls.Conn); ok {
 				c = tc.NetConn()
@@ -121,6 +132,49 @@ func New(name string, ln net.Listener, h http.Handler, l Limits, reject func(w h
 		}),
 	}
 	return s
+}
+
+// connState keeps the idle set: a connection is in it from the end of one
+// request to the start of the next.
+func (s *Server) connState(c net.Conn, st http.ConnState) {
+	if tc, ok := c.(*tls.Conn); ok {
+		c = tc.NetConn()
+	}
+	lc, ok := c.(*conn)
+	if !ok {
+		return
+	}
+	s.idleMu.Lock()
+	defer s.idleMu.Unlock()
+	if st == http.StateIdle {
+		if s.idle == nil {
+			s.idle = map[*conn]time.Time{}
+		}
+		s.idle[lc] = time.Now()
+		return
+	}
+	delete(s.idle, lc)
+}
+
+// evictIdle closes the connection idle longest, if any, and says whether
+// it did. Its client sees a kept-alive connection closed, as after the
+// idle timeout, and opens another when it next needs one.
+func (s *Server) evictIdle() bool {
+	s.idleMu.Lock()
+	var oldest *conn
+	var since time.Time
+	for c, t := range s.idle {
+		if oldest == nil || t.Before(since) {
+			oldest, since = c, t
+		}
+	}
+	delete(s.idle, oldest)
+	s.idleMu.Unlock()
+	if oldest == nil {
+		return false
+	}
+	oldest.Close()
+	return true
 }
 
 // Open is the number of connections open now.
@@ -151,7 +205,11 @@ func (l *listener) Accept() (net.Conn, error) {
 		return nil, err
 	}
 	n := l.s.open.Add(1)
-	return &conn{Conn: c, s: l.s, over: l.s.Limits.MaxConnections > 0 && n > int64(l.s.Limits.MaxConnections)}, nil
+	over := l.s.Limits.MaxConnections > 0 && n > int64(l.s.Limits.MaxConnections)
+	if over && l.s.evictIdle() {
+		over = false
+	}
+	return &conn{Conn: c, s: l.s, over: over}, nil
 }
 
 type conn struct {

@@ -107,3 +107,85 @@ func TestPlainServer(t *testing.T) {
 	}
 	resp.Body.Close()
 }
+
+// TestLimitEvictsIdle: at the connection limit, a new connection takes
+// the place of the one idle longest (kept alive after its answer), which
+// is closed; connections in use, or opened and not yet asking, are never
+// closed for it, and with only those the newcomer gets the 503.
+func TestLimitEvictsIdle(t *testing.T) {
+	l := serving.Limits{IdleTimeout: time.Minute, MaxConnections: 2}
+	release := make(chan struct{})
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /ok", func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") })
+	mux.HandleFunc("GET /hold", func(w http.ResponseWriter, r *http.Request) { <-release; io.WriteString(w, "held") })
+	s, addr := start(t, mux, l)
+
+	// ask sends one request on a kept-alive connection and reads the
+	// answer's status line and headers.
+	ask := func(c net.Conn, path string) {
+		t.Helper()
+		fmt.Fprintf(c, "GET %s HTTP/1.1\r\nHost: x\r\n\r\n", path)
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		buf := make([]byte, 512)
+		n, err := c.Read(buf)
+		if err != nil || !strings.HasPrefix(string(buf[:n]), "HTTP/1.1 200") {
+			t.Fatalf("GET %s: %q %v", path, buf[:n], err)
+		}
+	}
+	first, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer first.Close()
+	ask(first, "/ok")
+	time.Sleep(50 * time.Millisecond) // first is idle longest
+	second, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer second.Close()
+	ask(second, "/ok")
+
+	fresh := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
+	resp, err := fresh.Get("http://" + addr + "/ok")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("at the limit with two idle connections: %d, want 200", resp.StatusCode)
+	}
+	first.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if n, err := first.Read(make([]byte, 1)); err == nil {
+		t.Fatalf("the connection idle longest is still open (read %d bytes)", n)
+	}
+	ask(second, "/ok") // the other one is still there
+
+	// second busy, and a connection that has asked nothing yet: neither
+	// is idle, so the newcomer is refused.
+	fmt.Fprintf(second, "GET /hold HTTP/1.1\r\nHost: x\r\n\r\n")
+	quiet, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer quiet.Close()
+	deadline := time.Now().Add(5 * time.Second)
+	for s.Open() < 2 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	time.Sleep(50 * time.Millisecond) // second's request is being served
+	resp, err = fresh.Get("http://" + addr + "/ok")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable {
+		t.Fatalf("at the limit with no idle connection: %d, want 503", resp.StatusCode)
+	}
+	close(release)
+	second.SetReadDeadline(time.Now().Add(5 * time.Second))
+	buf := make([]byte, 512)
+	if n, err := second.Read(buf); err != nil || !strings.Contains(string(buf[:n]), "held") {
+		t.Fatalf("the busy connection was cut: %q %v", buf[:n], err)
+	}
+}

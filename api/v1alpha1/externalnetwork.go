@@ -40,6 +40,56 @@ type ExternalNetworkSpec struct {
 	// DNSServers are the resolvers Hearth's DNS forwards names it does not
 	// know to, for networks routed through this one (default the gateway).
 	DNSServers []string `json:"dnsServers,omitempty"`
+	// IPv6 is the network's IPv6 side, when it has one. IPv6 is never
+	// NATed: tenant IPv6 subnets inside a prefix delegated to their
+	// tenant here are reachable from this network with their own
+	// addresses (each host's router answers neighbour solicitations for
+	// its own VMs' addresses: NDP proxy), under the VMs' security groups;
+	// other IPv6 subnets stay inside Hearth. Floating IPs stay IPv4.
+	IPv6 *ExternalIPv6 `json:"ipv6,omitempty"`
+}
+
+// ExternalIPv6 is an external network's IPv6 side.
+type ExternalIPv6 struct {
+	// CIDR is the external link's IPv6 prefix, a /64: each router's
+	// external leg takes the EUI-64 address of its MAC in it, as a SLAAC
+	// host would.
+	CIDR string `json:"cidr"`
+	// Gateway is the outside router on the link, the routers' IPv6
+	// default route: an address in CIDR or a link-local one (default
+	// the first address of CIDR).
+	Gateway string `json:"gateway,omitempty"`
+	// Prefixes are delegated to tenants: the outside router must treat
+	// each as on-link on this network (e.g. `ip -6 route add PREFIX dev
+	// IFACE`), and the tenant's IPv6 subnets inside one are routed out
+	// and reachable from outside. Only the named tenant's subnets are,
+	// so no tenant can claim another's addresses on the external link.
+	Prefixes []DelegatedPrefix `json:"prefixes,omitempty"`
+}
+
+// DelegatedPrefix is an IPv6 prefix routed to one tenant.
+type DelegatedPrefix struct {
+	// Prefix is the delegated range (at most a /64; a subnet routed out
+	// lies inside it).
+	Prefix string `json:"prefix"`
+	// Tenant is the tenant whose subnets in Prefix are routed.
+	Tenant string `json:"tenant"`
+}
+
+// Routes reports whether tenant's IPv6 subnet cidr is routed through
+// this external network without NAT: inside a prefix delegated to the
+// tenant.
+func (x *ExternalIPv6) Routes(tenant string, cidr netip.Prefix) bool {
+	if x == nil || !cidr.Addr().Is6() {
+		return false
+	}
+	for _, d := range x.Prefixes {
+		p, err := netip.ParsePrefix(d.Prefix)
+		if err == nil && d.Tenant == tenant && p.Addr().Is6() && p.Bits() <= cidr.Bits() && p.Contains(cidr.Addr()) {
+			return true
+		}
+	}
+	return false
 }
 
 type ExternalNetworkStatus struct {
@@ -54,6 +104,11 @@ type ExternalNetworkStatus struct {
 func (s *ExternalNetworkSpec) Default() {
 	if p, err := netip.ParsePrefix(s.CIDR); err == nil && p.Addr().Is4() && p.Bits() <= 30 && s.Gateway == "" {
 		s.Gateway = p.Masked().Addr().Next().String()
+	}
+	if x := s.IPv6; x != nil && x.Gateway == "" {
+		if p, err := netip.ParsePrefix(x.CIDR); err == nil && p.Addr().Is6() {
+			x.Gateway = p.Masked().Addr().Next().String()
+		}
 	}
 }
 
@@ -102,6 +157,64 @@ func (s *ExternalNetworkSpec) Validate(path string) FieldErrors {
 		_, e := ValidateIP(fmt.Sprintf("%s.dnsServers[%d]", path, i), d)
 		es = append(es, e...)
 	}
+	if s.IPv6 != nil {
+		es = append(es, s.IPv6.validate(path+".ipv6", len(perr) == 0 && p.Addr().Is6())...)
+	}
+	return es
+}
+
+func (x *ExternalIPv6) validate(path string, cidr6 bool) FieldErrors {
+	var es FieldErrors
+	if cidr6 {
+		es.Add(path, "is for an IPv4 external network's IPv6 side; this network's cidr is already IPv6")
+	}
+	p, perr := ValidateCIDR(path+".cidr", x.CIDR)
+	es = append(es, perr...)
+	link := len(perr) == 0 // the link's prefix is known
+	if link && (!p.Addr().Is6() || p.Addr().Is4In6() || p.Bits() != 64) {
+		es.Add(path+".cidr", "%s is not an IPv6 /64 (routers take EUI-64 addresses in it)", x.CIDR)
+		link = false
+	}
+	switch gw, e := ValidateIP(path+".gateway", x.Gateway); {
+	case x.Gateway == "":
+		es.Add(path+".gateway", "is required")
+	case len(e) > 0:
+		es = append(es, e...)
+	case !gw.Is6() || gw.Is4In6():
+		es.Add(path+".gateway", "%s is not an IPv6 address", x.Gateway)
+	case link && !p.Contains(gw) && !gw.IsLinkLocalUnicast():
+		es.Add(path+".gateway", "%s is neither in %s nor link-local", x.Gateway, x.CIDR)
+	}
+	seen := make([]netip.Prefix, len(x.Prefixes))
+	for i, d := range x.Prefixes {
+		dp := fmt.Sprintf("%s.prefixes[%d]", path, i)
+		if d.Tenant == "" {
+			es.Add(dp+".tenant", "is required: a prefix is delegated to one tenant")
+		} else {
+			es = append(es, ValidateName(dp+".tenant", d.Tenant)...)
+		}
+		q, e := ValidateCIDR(dp+".prefix", d.Prefix)
+		es = append(es, e...)
+		switch {
+		case len(e) > 0:
+			continue
+		case !q.Addr().Is6() || q.Addr().Is4In6() || q.Bits() > 64:
+			es.Add(dp+".prefix", "%s is not an IPv6 prefix of /64 or shorter", d.Prefix)
+			continue
+		case q.Addr().IsLinkLocalUnicast() || q.Addr().IsMulticast():
+			es.Add(dp+".prefix", "%s is not a unicast range", d.Prefix)
+			continue
+		case link && q.Overlaps(p):
+			es.Add(dp+".prefix", "%s overlaps the link's cidr %s", d.Prefix, x.CIDR)
+			continue
+		}
+		for j, o := range seen[:i] {
+			if o.IsValid() && o.Overlaps(q) {
+				es.Add(dp+".prefix", "%s overlaps prefixes[%d] (%s): an address has one tenant", d.Prefix, j, o)
+			}
+		}
+		seen[i] = q
+	}
 	return es
 }
 
@@ -135,6 +248,12 @@ func init() {
 				return s.RangeStart + "-" + s.RangeEnd
 			}},
 			{Name: "INTERFACE", Wide: true, Get: func(o Object) string { return o.(*ExternalNetwork).Spec.Interface }},
+			{Name: "IPV6", Wide: true, Get: func(o Object) string {
+				if x := o.(*ExternalNetwork).Spec.IPv6; x != nil {
+					return x.CIDR
+				}
+				return ""
+			}},
 		},
 	})
 }

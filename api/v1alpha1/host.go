@@ -103,6 +103,9 @@ const (
 	NetworkApplyFailed = "NetworkApplyFailed"
 	// NetworkDHCPFailed: a subnet's DHCP server could not start.
 	NetworkDHCPFailed = "NetworkDHCPFailed"
+	// NetworkDNSFailed: a network's DNS and metadata servers could not
+	// start in its router.
+	NetworkDNSFailed = "NetworkDNSFailed"
 	// NetworkInvalid: something the API says cannot be carried as it is
 	// (a network without a VNI, no device for an external network): the
 	// objects concerned are left out.

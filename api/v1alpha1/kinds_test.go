@@ -212,6 +212,21 @@ func TestInvalidObjects(t *testing.T) {
 			s := &o.(*ExternalNetwork).Spec
 			s.CIDR, s.Gateway, s.RangeStart, s.RangeEnd = "2001:db8::/64", "", "", ""
 		}, want: []string{"spec.gateway"}},
+		{name: "bad ipv6 side", kind: "ExternalNetwork", edit: func(o Object) {
+			o.(*ExternalNetwork).Spec.IPv6 = &ExternalIPv6{CIDR: "2001:db8:1::/56", Gateway: "10.0.0.1", Prefixes: []DelegatedPrefix{
+				{Prefix: "2001:db8:2::/48", Tenant: "red"},
+				{Prefix: "2001:db8:2:1::/64", Tenant: "blue"},
+				{Prefix: "2001:db8:3::/128", Tenant: ""},
+				{Prefix: "fe80::/64", Tenant: "Not A Name"},
+			}}
+		}, want: []string{"spec.ipv6.cidr", "spec.ipv6.gateway", "spec.ipv6.prefixes[1].prefix", "spec.ipv6.prefixes[2].prefix", "spec.ipv6.prefixes[2].tenant", "spec.ipv6.prefixes[3].prefix", "spec.ipv6.prefixes[3].tenant"},
+			detail: "2001:db8:1::/56 is not an IPv6 /64"},
+		{name: "ipv6 side overlapping its link", kind: "ExternalNetwork", edit: func(o Object) {
+			o.(*ExternalNetwork).Spec.IPv6 = &ExternalIPv6{CIDR: "2001:db8:1::/64", Gateway: "2001:db8:9::1", Prefixes: []DelegatedPrefix{{Prefix: "2001:db8::/32", Tenant: "red"}, {Prefix: "2001:db9:2::/48", Tenant: "blue"}, {Prefix: "2001:db9:2:1::/64", Tenant: "red"}}}
+		}, want: []string{"spec.ipv6.gateway", "spec.ipv6.prefixes[0].prefix", "spec.ipv6.prefixes[2].prefix"}, detail: "neither in 2001:db8:1::/64 nor link-local"},
+		{name: "ipv6 side without cidr", kind: "ExternalNetwork", edit: func(o Object) {
+			o.(*ExternalNetwork).Spec.IPv6 = &ExternalIPv6{}
+		}, want: []string{"spec.ipv6.cidr", "spec.ipv6.gateway"}, detail: "is required"},
 		{name: "cidr change", kind: "ExternalNetwork", update: true, edit: func(o Object) {
 			s := &o.(*ExternalNetwork).Spec
 			s.CIDR, s.Gateway, s.RangeStart, s.RangeEnd = "192.168.0.0/16", "192.168.0.1", "", ""
@@ -344,6 +359,12 @@ func TestInvalidObjects(t *testing.T) {
 		}, want: []string{"spec.source"}},
 
 		// VirtualMachine.
+		{name: "unknown datasource", kind: "VirtualMachine", edit: func(o Object) { o.(*VirtualMachine).Spec.CloudInit.Datasource = "azure" },
+			want: []string{"spec.cloudInit.datasource"}, detail: `"azure" is not one of openstack`},
+		{name: "user-data without a seed or a network", kind: "VirtualMachine", edit: func(o Object) {
+			s := &o.(*VirtualMachine).Spec
+			s.CloudInit.Disabled, s.NICs = true, nil
+		}, want: []string{"spec.cloudInit.disabled"}, detail: "no NIC is on a network"},
 		{name: "too small", kind: "VirtualMachine", edit: func(o Object) {
 			s := &o.(*VirtualMachine).Spec
 			s.Memory, s.CPUs = 32<<20, 300
@@ -931,5 +952,50 @@ func TestFetchAddrRefusal(t *testing.T) {
 		if (c.want == "") != (got == "") || !strings.Contains(got, c.want) {
 			t.Errorf("FetchAddrRefusal(%s) = %q, want %q", c.addr, got, c.want)
 		}
+	}
+}
+
+// Only the tenant a prefix is delegated to has its subnets in it routed,
+// and only subnets wholly inside it.
+func TestExternalIPv6Routes(t *testing.T) {
+	x := &ExternalIPv6{CIDR: "2001:db8:ff::/64", Prefixes: []DelegatedPrefix{
+		{Prefix: "2001:db8:100::/56", Tenant: "red"},
+		{Prefix: "2001:db8:200::/64", Tenant: "blue"},
+	}}
+	for _, tc := range []struct {
+		tenant, cidr string
+		want         bool
+	}{
+		{"red", "2001:db8:100:1::/64", true},
+		{"red", "2001:db8:100::/56", true},
+		{"red", "2001:db8:100::/48", false}, // wider than the delegation
+		{"blue", "2001:db8:100:1::/64", false},
+		{"red", "2001:db8:200::/64", false},
+		{"blue", "2001:db8:200::/64", true},
+		{"red", "10.0.0.0/24", false},
+	} {
+		if got := x.Routes(tc.tenant, netip.MustParsePrefix(tc.cidr)); got != tc.want {
+			t.Errorf("Routes(%s, %s) = %v, want %v", tc.tenant, tc.cidr, got, tc.want)
+		}
+	}
+	var none *ExternalIPv6
+	if none.Routes("red", netip.MustParsePrefix("2001:db8:100:1::/64")) {
+		t.Error("a network without an IPv6 side routes IPv6")
+	}
+	s := ExternalNetworkSpec{CIDR: "192.0.2.0/24", IPv6: &ExternalIPv6{CIDR: "2001:db8:ff::/64"}}
+	s.Default()
+	if s.IPv6.Gateway != "2001:db8:ff::1" {
+		t.Errorf("default IPv6 gateway %q, want 2001:db8:ff::1", s.IPv6.Gateway)
+	}
+}
+
+// Without a seed disk, a VM on a network still gets its user-data, SSH
+// keys and network config from the network's metadata service: allowed.
+func TestCloudInitDisabledOnANetwork(t *testing.T) {
+	vm := example(t, "VirtualMachine").(*VirtualMachine)
+	vm.Spec.CloudInit.Disabled = true
+	vm.Spec.Default()
+	if es := vm.Spec.Validate("spec"); len(es) > 0 {
+		t.Errorf("cloudInit.disabled with userData on a network: %v", es)
 	}
 }

@@ -2,6 +2,7 @@ package v1alpha1
 
 import (
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -144,7 +145,11 @@ type VMNIC struct {
 
 // CloudInit is the VM's cloud-init data.
 type CloudInit struct {
-	// Disabled gives the VM no NoCloud seed (for images without cloud-init).
+	// Disabled gives the VM no NoCloud seed disk (for images without
+	// cloud-init, or ones that read only a metadata service). The
+	// metadata service of its networks still serves userData,
+	// networkConfig and sshKeys, so a VM with them needs a NIC on a
+	// network.
 	Disabled bool `json:"disabled,omitempty"`
 	// UserData is the user-data document (#cloud-config, a script, …).
 	UserData string `json:"userData,omitempty"`
@@ -154,7 +159,19 @@ type CloudInit struct {
 	// SSHKeys names SSHKeys of the tenant to install; empty installs all of
 	// the tenant's keys.
 	SSHKeys []string `json:"sshKeys,omitempty"`
+	// Datasource makes the VM look like the platform of a cloud-init
+	// datasource, for images that look for one: openstack gives it the
+	// SMBIOS product name "OpenStack Nova", which cloud-init's OpenStack
+	// datasource (and cloudbase-init's) need before they read the
+	// metadata service's OpenStack documents. Empty (the default) says
+	// nothing: cloud-init finds the NoCloud seed, or the metadata
+	// service's EC2 tree when told to (ci.ds=Ec2 on the kernel command
+	// line).
+	Datasource string `json:"datasource,omitempty"`
 }
+
+// DatasourceOpenStack is cloudInit.datasource's value for OpenStack's.
+const DatasourceOpenStack = "openstack"
 
 type VirtualMachineStatus struct {
 	CommonStatus `json:",inline"`
@@ -497,8 +514,12 @@ func (s *VirtualMachineSpec) Validate(path string) FieldErrors {
 	for i, k := range ci.SSHKeys {
 		es = append(es, ValidateName(fmt.Sprintf("%s.cloudInit.sshKeys[%d]", path, i), k)...)
 	}
-	if ci.Disabled && (ci.UserData != "" || ci.NetworkConfig != "" || len(ci.SSHKeys) > 0) {
-		es.Add(path+".cloudInit.disabled", "is set, so userData, networkConfig and sshKeys would be ignored")
+	if ci.Datasource != "" {
+		es = append(es, ValidateOneOf(path+".cloudInit.datasource", ci.Datasource, DatasourceOpenStack)...)
+	}
+	if ci.Disabled && (ci.UserData != "" || ci.NetworkConfig != "" || len(ci.SSHKeys) > 0) &&
+		!slices.ContainsFunc(s.NICs, func(n VMNIC) bool { return n.Network != "" }) {
+		es.Add(path+".cloudInit.disabled", "is set and no NIC is on a network, so userData, networkConfig and sshKeys would reach the VM nowhere (without a seed disk, only a network's metadata service serves them)")
 	}
 
 	es = append(es, ValidateLabels(path+".nodeSelector", s.NodeSelector)...)

@@ -300,7 +300,7 @@ func (n *Namespace) ServeUDP(port int, name string) (*UDPServer, error) {
 	var c *net.UDPConn
 	err := netns.Do(n.NS, func() error {
 		var err error
-		c, err = net.ListenUDP("udp4", &net.UDPAddr{Port: port})
+		c, err = net.ListenUDP("udp", &net.UDPAddr{Port: port})
 		return err
 	})
 	if err != nil {
@@ -341,7 +341,11 @@ func (n *Namespace) AskUDPFor(dst netip.Addr, port int, total time.Duration) (st
 	var c *net.UDPConn
 	err := netns.Do(n.NS, func() error {
 		var err error
-		c, err = net.ListenUDP("udp4", nil)
+		network := "udp4"
+		if dst.Is6() {
+			network = "udp6"
+		}
+		c, err = net.ListenUDP(network, nil)
 		return err
 	})
 	if err != nil {

@@ -9,6 +9,7 @@ package admission
 import (
 	"context"
 	"fmt"
+	"reflect"
 	"slices"
 	"strconv"
 	"strings"
@@ -115,7 +116,7 @@ func (q *Quota) Admit(ctx context.Context, p *auth.Principal, obj, old api.Objec
 			relevant = append(relevant, d)
 		}
 	}
-	if len(relevant) == 0 || m.Tenant == "" {
+	if len(relevant) == 0 || m.Tenant == "" || (old != nil && !mayGrow(obj, old)) {
 		return nil
 	}
 	tk, _ := api.KindByName("Tenant")
@@ -187,6 +188,26 @@ func (q *Quota) Admit(ctx context.Context, p *auth.Principal, obj, old api.Objec
 	}
 	return nil
 }
+
+// mayGrow says whether an update from old to obj can make any quota
+// dimension grow: false when nothing usage is computed from changed (a
+// VM's vCPUs, memory and disks: binding it to a host, its labels, its
+// finalizers), and for kinds that count 1 each whatever they hold. Such
+// an update is admitted without reading the tenant: a batch of bindings
+// then costs no read per VM.
+func mayGrow(obj, old api.Object) bool {
+	switch o := obj.(type) {
+	case *api.VirtualMachine:
+		p, ok := old.(*api.VirtualMachine)
+		return !ok || o.Spec.CPUs != p.Spec.CPUs || o.Spec.Memory != p.Spec.Memory || !slices.EqualFunc(o.Spec.Disks, p.Spec.Disks, sameDisk)
+	case *api.Network, *api.FloatingIP:
+		return false
+	}
+	return true
+}
+
+// sameDisk says whether two disks cost the same volume space.
+func sameDisk(a, b api.VMDisk) bool { return reflect.DeepEqual(a, b) }
 
 // tenantUsage sums the tenant's stored objects of the given kinds, leaving
 // out the object kind/name (the stored version of the one being written).

@@ -89,6 +89,9 @@ type Principal struct {
 	// TokenHash is the hash of the token presented ("" for the server's
 	// own credential): its record is at TokenPrefix + TokenHash.
 	TokenHash string
+	// Scope decides, for a host credential, which objects that depend on
+	// others the host needs (hostscope.go); nil reads none of them.
+	Scope HostScope
 }
 
 // HostCredential reports whether p is a host's or a boot service's

@@ -23,7 +23,13 @@ type Authenticator struct {
 	// to principals; they are never stored.
 	internal map[string]*Principal
 	now      func() time.Time
+	// hostScope is given to every host credential (SetHostScope).
+	hostScope HostScope
 }
+
+// SetHostScope makes hs decide what host credentials read of the objects
+// that depend on others (see HostScope); call it before serving.
+func (a *Authenticator) SetHostScope(hs HostScope) { a.hostScope = hs }
 
 // NewAuthenticator mirrors token records, users and hosts' uids from etcd.
 // usersPrefix and hostsPrefix are where User and Host objects are stored.
@@ -123,7 +129,7 @@ func (a *Authenticator) Authenticate(ctx context.Context, header string) (*Princ
 		if !ok || rec.UID == "" || uid != rec.UID {
 			return nil, api.NewUnauthorized("host credential revoked or Host deleted: the token %s was issued to a Host %s that no longer exists; re-join with a new join token", rec.ID, rec.Host)
 		}
-		return &Principal{Name: "host/" + rec.Host, Host: rec.Host, Record: rec, TokenHash: hash}, nil
+		return &Principal{Name: "host/" + rec.Host, Host: rec.Host, Record: rec, TokenHash: hash, Scope: a.hostScope}, nil
 	case api.UserToken:
 	default:
 		return nil, api.NewUnauthorized("the token %s is of no kind this server knows (%q)", rec.ID, rec.Kind)

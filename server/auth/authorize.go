@@ -156,6 +156,9 @@ func VisibleTo(p *Principal, obj api.Object) bool {
 	if k := api.KindOf(obj); k != nil && k.Confidential {
 		return !p.HostCredential() && !p.Join && p.Role == api.RoleClusterAdmin
 	}
+	if p.Host != "" {
+		return hostReads(p, obj)
+	}
 	if p.GlobalReader() {
 		return obj.GetTypeMeta().Kind != "User" || !p.HostCredential()
 	}

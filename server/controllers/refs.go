@@ -167,6 +167,11 @@ func (c *References) reconcile(ctx context.Context, key string) (reconcile.Resul
 		return reconcile.Result{}, err
 	}
 	cond := api.ResolvedCondition(missing)
+	if unchangedRefs(kind, obj, cond) {
+		// Nothing to write: no copy of the object made to find that
+		// out (every change of every VM comes here).
+		return reconcile.Result{}, nil
+	}
 	now := c.Now().UTC()
 	var old *api.Condition
 	// Only the condition (and a Subnet's phase) is this controller's:
@@ -211,4 +216,27 @@ func (c *References) reconcile(ctx context.Context, key string) (reconcile.Resul
 		c.Recorder.Eventf(ctx, out, api.EventNormal, "ReferencesResolved", "%s", cond.Message)
 	}
 	return reconcile.Result{}, nil
+}
+
+// unchangedRefs says whether the cached object already says what cond
+// says (and a Subnet has the phase that goes with it), or, for a kind
+// other than Subnet, has no condition and all its names resolve: what
+// reconcile's write would leave as it is.
+func unchangedRefs(kind string, obj api.Object, cond api.Condition) bool {
+	st := obj.CommonStatus()
+	old := st.Condition(api.ConditionResolvedRefs)
+	if old == nil {
+		return kind != "Subnet" && cond.Status == api.ConditionTrue
+	}
+	if old.Status != cond.Status || old.Reason != cond.Reason || old.Message != cond.Message || old.ObservedGeneration != cond.ObservedGeneration {
+		return false
+	}
+	if kind == "Subnet" {
+		phase := api.SubnetReady
+		if cond.Status != api.ConditionTrue {
+			phase = api.SubnetPending
+		}
+		return st.Phase == phase
+	}
+	return true
 }

@@ -122,7 +122,7 @@ const bindWorkers = 16
 // are, the next batch gathers, so under load the batches grow.
 const (
 	maxBindBatch  = 256
-	bindsInFlight = 2
+	bindsInFlight = 4
 )
 
 // warnEvery is how often an unchanged FailedScheduling event is recorded

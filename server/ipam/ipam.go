@@ -198,6 +198,19 @@ func getObject(ctx context.Context, kv clientv3.KV, kind, tenant, name string) (
 	return obj, resp.Kvs[0].CreateRevision, nil
 }
 
+// decodeWithoutStatus decodes a stored object's metadata and spec, and
+// skips its status: for the Networks and Subnets a VM's NICs name, whose
+// status the allocation never reads and a Network's lists every port on
+// it (decoding it made a VM's create cost O(VMs on its network)).
+// obj is empty, as its kind's New makes it.
+func decodeWithoutStatus(data []byte, obj api.Object) error {
+	doc := struct {
+		Metadata *api.ObjectMeta `json:"metadata"`
+		Spec     any             `json:"spec"`
+	}{obj.GetMetadata(), obj.SpecAny()}
+	return json.Unmarshal(data, &doc)
+}
+
 func objectKey(kind, tenant, name string) string {
 	k, _ := api.KindByName(kind)
 	return store.Key(k, tenant, name)

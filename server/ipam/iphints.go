@@ -28,6 +28,9 @@ type ipHints struct {
 	mu      sync.Mutex
 	subnets map[string]*subnetHints // by subnet uid
 	now     func() time.Time
+	// decoded are the subnets creates read, decoded once per stored
+	// revision (subnetcache.go).
+	decoded subnetCache
 }
 
 type subnetHints struct {

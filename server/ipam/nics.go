@@ -3,7 +3,6 @@ package ipam
 import (
 	"context"
 	"crypto/rand"
-	"encoding/json"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -117,13 +116,18 @@ func (r *resolver) network(name string) (*found[*api.Network], error) {
 	if r.networks == nil {
 		r.networks = map[string]*found[*api.Network]{}
 	}
-	obj, rev, err := getObject(r.ctx, r.kv, "Network", r.tenant, name)
+	k, _ := api.KindByName("Network")
+	resp, err := r.kv.Get(r.ctx, store.Key(k, r.tenant, name))
 	if err != nil {
-		return nil, err
+		return nil, api.NewUnavailable("etcd: %v", err)
 	}
 	var f *found[*api.Network]
-	if obj != nil {
-		f = &found[*api.Network]{obj.(*api.Network), rev}
+	if len(resp.Kvs) > 0 {
+		n := k.New().(*api.Network)
+		if err := decodeWithoutStatus(resp.Kvs[0].Value, n); err != nil {
+			return nil, fmt.Errorf("decoding stored Network %s: %w", name, err)
+		}
+		f = &found[*api.Network]{n, resp.Kvs[0].CreateRevision}
 	}
 	r.networks[name] = f
 	return f, nil
@@ -140,8 +144,12 @@ func (r *resolver) loadSubnets() error {
 	}
 	r.subnets = map[string]*found[*api.Subnet]{}
 	for _, kv := range resp.Kvs {
-		sn := &api.Subnet{}
-		if err := json.Unmarshal(kv.Value, sn); err != nil {
+		var cache *subnetCache
+		if r.hints != nil {
+			cache = &r.hints.decoded
+		}
+		sn, err := cache.decode(string(kv.Key), kv.ModRevision, kv.Value)
+		if err != nil {
 			return fmt.Errorf("decoding stored subnet %s: %w", kv.Key, err)
 		}
 		r.subnets[sn.Metadata.Name] = &found[*api.Subnet]{sn, kv.CreateRevision}

@@ -234,6 +234,17 @@ func (s *Store) Get(ctx context.Context, k *api.KindInfo, tenant, name string) (
 	return s.decode(k, resp.Kvs[0].Key, resp.Kvs[0].Value, resp.Kvs[0].ModRevision)
 }
 
+// Exists reports whether an object is stored, without reading or
+// decoding it: for checks that need only its name to resolve (a
+// Network's status alone lists every port on it).
+func (s *Store) Exists(ctx context.Context, k *api.KindInfo, tenant, name string) (bool, error) {
+	resp, err := s.c.Get(ctx, Key(k, tenant, name), clientv3.WithCountOnly())
+	if err != nil {
+		return false, unavailable(err)
+	}
+	return resp.Count > 0, nil
+}
+
 // List reads every object under a prefix (see KindPrefix and
 // TenantPrefix) that the selector matches, and the revision the list is
 // consistent at, from which a watch continues.
