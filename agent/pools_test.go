@@ -15,6 +15,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -55,6 +56,14 @@ func randomName(prefix string) string {
 // with the lab's options, and waits for its Host to be Ready.
 func (l *lab) addAgent(t *testing.T, name string) (dataDir string) {
 	t.Helper()
+	dataDir, _ = l.addStoppableAgent(t, name)
+	return dataDir
+}
+
+// addStoppableAgent is addAgent, with a stop that ends the agent as a
+// host that dies would (its VMs stay; its lease runs out).
+func (l *lab) addStoppableAgent(t *testing.T, name string) (dataDir string, stop func()) {
+	t.Helper()
 	dataDir = t.TempDir()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -66,9 +75,10 @@ func (l *lab) addAgent(t *testing.T, name string) (dataDir string) {
 		o(&cfg)
 	}
 	go func() { done <- agent.Run(ctx, cfg) }()
+	var once sync.Once
+	stop = func() { once.Do(func() { cancel(); <-done }) }
 	t.Cleanup(func() {
-		cancel()
-		<-done
+		stop()
 		killVMs(dataDir)
 	})
 	servertest.Eventually(t, 30*time.Second, func() error {
@@ -86,7 +96,7 @@ func (l *lab) addAgent(t *testing.T, name string) (dataDir string) {
 		}
 		return nil
 	})
-	return dataDir
+	return dataDir, stop
 }
 
 // bootDiskImage makes the shared Image "bootdisk": a disk that boots the

@@ -125,7 +125,11 @@ func (v *volumeController) createInPool(ctx context.Context, d storage.Driver, v
 	src := vol.Spec.Source
 	switch {
 	case src.Snapshot != "":
-		return fmt.Errorf("spec.source.snapshot: volumes in a storage pool cannot be made from a snapshot yet")
+		snap, err := v.poolSnapshotSource(ctx, vol)
+		if err != nil {
+			return err
+		}
+		return d.CloneSnapshot(ctx, snap.Status.VolumeUID, snap.Metadata.UID, id, size)
 	case src.Image != "":
 		v.a.imgs.mu.RLock()
 		defer v.a.imgs.mu.RUnlock()
@@ -146,6 +150,58 @@ func (v *volumeController) createInPool(ctx context.Context, d storage.Driver, v
 	return d.CreateVolume(ctx, id, size)
 }
 
+// poolVolumeGone deals with a volume in a pool that is deleted (cur, the
+// object still placed here, held by api.FinalizerPoolVolume) or has left
+// this host's cache (cur nil). A deleted volume's data is deleted from the
+// pool and the status says so (Ready False, reason Deleted), so the
+// server lets the object go. One that left the cache is looked up first:
+// it is deleted only if the API no longer has it (a volume made before the
+// finalizer existed); one that moved to another host (the server moves a
+// deleted volume off a lost host) is that host's to delete.
+func (v *volumeController) poolVolumeGone(ctx context.Context, key string, cur, last *api.Volume) error {
+	if cur == nil {
+		tenant, name := client.SplitKey(key)
+		o, err := v.a.c.Get(ctx, "Volume", tenant, name)
+		switch {
+		case api.IsNotFound(err):
+		case err != nil:
+			return fmt.Errorf("looking up volume %s, which left this host: %w", key, err)
+		case o.GetMetadata().UID != last.Metadata.UID:
+			// Deleted, and another made under its name.
+		default:
+			// Still there, placed on another host (or back here, which
+			// the cache will say): not this host's to delete.
+			v.forgetPoolVolume(key, last)
+			return nil
+		}
+		return v.deletePoolVolume(ctx, key, last)
+	}
+	if err := v.deletePoolVolume(ctx, key, last); err != nil {
+		return err
+	}
+	if !cur.Metadata.HasFinalizer(api.FinalizerPoolVolume) {
+		return nil
+	}
+	if c := cur.Status.Condition(condReady); c != nil && c.Reason == api.ReasonDeleted {
+		return nil
+	}
+	st := cur.Status
+	st.Conditions = slices.Clone(st.Conditions)
+	st.AttachedTo = ""
+	st.SetCondition(api.Condition{Type: condReady, Status: api.ConditionFalse, Reason: api.ReasonDeleted,
+		Message: fmt.Sprintf("deleted from pool %s by %s", cur.Spec.Pool, v.a.cfg.Name)}, time.Now())
+	return v.writeVolumeStatus(ctx, cur, st)
+}
+
+// forgetPoolVolume forgets the last seen of a volume in a pool.
+func (v *volumeController) forgetPoolVolume(key string, last *api.Volume) {
+	v.mu.Lock()
+	if v.poolVols[key] == last {
+		delete(v.poolVols, key)
+	}
+	v.mu.Unlock()
+}
+
 // deletePoolVolume deletes a volume that is gone from the API (or from
 // this host) from its pool. On rbd a volume some QEMU still has open is
 // busy: the delete is tried again, with backoff, until it is let go.
@@ -157,12 +213,10 @@ func (v *volumeController) deletePoolVolume(ctx context.Context, key string, las
 	if err := d.DeleteVolume(ctx, last.Metadata.UID); err != nil {
 		return fmt.Errorf("deleting volume %s from pool %s: %w", key, last.Spec.Pool, err)
 	}
-	v.mu.Lock()
-	if v.poolVols[key] == last {
-		delete(v.poolVols, key)
-	}
-	v.mu.Unlock()
+	v.forgetPoolVolume(key, last)
 	slog.Info("removed volume", "volume", key, "pool", last.Spec.Pool)
+	// A snapshot deleted while this volume was cloned from it may go now.
+	v.retryGoneSnapshots(last.Metadata.Tenant)
 	return nil
 }
 

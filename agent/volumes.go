@@ -41,15 +41,16 @@ type volumeController struct {
 	snapCtl *reconcile.Controller
 
 	mu        sync.Mutex
-	volFiles  map[string]string      // volume key → file, for volumes seen here
-	poolVols  map[string]*api.Volume // volume key → the last seen of a volume in a pool
-	snapFiles map[string]string      // snapshot key → file
-	busy      map[string]*sync.Mutex // volume file → held while qemu-img works on it
+	volFiles  map[string]string        // volume key → file, for volumes seen here
+	poolVols  map[string]*api.Volume   // volume key → the last seen of a volume in a pool
+	snapFiles map[string]string        // snapshot key → file
+	poolSnaps map[string]*api.Snapshot // snapshot key → the last seen of a snapshot in a pool
+	busy      map[string]*sync.Mutex   // volume file → held while qemu-img works on it
 }
 
 func newVolumeController(a *Agent) *volumeController {
 	v := &volumeController{a: a, volFiles: map[string]string{}, poolVols: map[string]*api.Volume{},
-		snapFiles: map[string]string{}, busy: map[string]*sync.Mutex{}}
+		snapFiles: map[string]string{}, poolSnaps: map[string]*api.Snapshot{}, busy: map[string]*sync.Mutex{}}
 	v.volCtl = &reconcile.Controller{Name: "volumes", Reconciler: reconcile.ReconcilerFunc(v.reconcileVolume), Workers: 4,
 		Resync: a.cfg.Resync, List: func(context.Context) ([]string, error) { return a.cache.volumes.Keys(), nil }}
 	v.snapCtl = &reconcile.Controller{Name: "snapshots", Reconciler: reconcile.ReconcilerFunc(v.reconcileSnapshot), Workers: 2,
@@ -90,6 +91,7 @@ func (v *volumeController) snapshotChanged(ch client.Change) {
 		v.snapFiles[ch.Key] = v.a.snapshotPath(ch.New.GetMetadata().UID)
 		v.mu.Unlock()
 	}
+	v.notePoolSnapshot(ch)
 	ownChange(ch, v.snapCtl.EnqueueNow)
 	if ch.StatusOnly() && ch.Old.(*api.Snapshot).Status.ReadyToUse == ch.New.(*api.Snapshot).Status.ReadyToUse {
 		return
@@ -235,7 +237,11 @@ func (v *volumeController) reconcileVolume(ctx context.Context, key string) (rec
 	last := v.poolVols[key]
 	v.mu.Unlock()
 	if gone && last != nil {
-		return reconcile.Result{}, v.deletePoolVolume(ctx, key, last)
+		var cur *api.Volume
+		if ok && obj.(*api.Volume).Spec.Host == v.a.cfg.Name {
+			cur = api.DeepCopy(obj).(*api.Volume)
+		}
+		return reconcile.Result{}, v.poolVolumeGone(ctx, key, cur, last)
 	}
 	if ok && !gone && obj.(*api.Volume).Spec.Pool != "" {
 		return v.reconcilePoolVolume(ctx, api.DeepCopy(obj).(*api.Volume))
@@ -379,6 +385,9 @@ func (v *volumeController) create(ctx context.Context, vol *api.Volume, path str
 		if err != nil {
 			return err
 		}
+		if snap.Status.Pool != "" {
+			return fmt.Errorf("spec.source.snapshot: snapshot %s is in storage pool %s: a volume made from it must name that pool (spec.pool: %s)", src.Snapshot, snap.Status.Pool, snap.Status.Pool)
+		}
 		if snap.Spec.Host != v.a.cfg.Name {
 			return fmt.Errorf("snapshot %s lives on host %s, not %s: a volume made from it must be on that host", src.Snapshot, snap.Spec.Host, v.a.cfg.Name)
 		}
@@ -468,6 +477,9 @@ func (v *volumeController) runningUser(ctx context.Context, path string) (string
 func (v *volumeController) reconcileSnapshot(ctx context.Context, key string) (reconcile.Result, error) {
 	obj, ok := v.a.cache.snapshots.Get(key)
 	if !ok || obj.GetMetadata().DeletionTimestamp != nil || obj.(*api.Snapshot).Spec.Host != v.a.cfg.Name {
+		if handled, err := v.poolSnapshotGone(ctx, key); handled {
+			return reconcile.Result{}, err
+		}
 		v.mu.Lock()
 		path := v.snapFiles[key]
 		delete(v.snapFiles, key)
@@ -478,6 +490,9 @@ func (v *volumeController) reconcileSnapshot(ctx context.Context, key string) (r
 		return reconcile.Result{}, nil
 	}
 	snap := api.DeepCopy(obj).(*api.Snapshot)
+	if v.isPoolSnapshot(snap) {
+		return v.reconcilePoolSnapshot(ctx, snap)
+	}
 	path := v.a.snapshotPath(snap.Metadata.UID)
 	st := snap.Status
 	st.Conditions = slices.Clone(st.Conditions)

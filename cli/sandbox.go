@@ -68,6 +68,14 @@ options at all (leases in DIR/router/leases, log DIR/router/dnsmasq.log).
 The boot service then runs with --dhcp-mode proxy and no pool: it answers
 only PXE clients, with boot files, on ports 67 and 4011.
 
+With --shared-storage the hosts get shared storage, as a lab with a Ceph
+cluster and a NAS has: a namespace PREFIX-storage at .8 of the underlay
+running a single-node Ceph cluster (monitor, manager, one OSD on memstore,
+pool hearth of size 1; from Debian's ceph packages) and an NFS server
+(NFS-Ganesha, export /export in DIR/storage/nfs/export), and the
+StoragePools ceph (rbd, user hearth, key in the Secret ceph-keyring) and nfs.
+Ceph starts in the background while the agents start (15-30 s).
+
 Progress goes to stderr. Stdout is a summary as shell comments and, last, the
 line that points the CLI at the sandbox, so this works:
 
@@ -118,6 +126,7 @@ line that points the CLI at the sandbox, so this works:
 	f.StringVar(&cfg.Site, "site", sandbox.DefaultSite, "the site every host joins")
 	f.BoolVar(&cfg.TestGuest, "test-guest", true, "build the test guest into DIR/testguest and make it the shared Images testguest-kernel and testguest-initrd, so VMs can boot")
 	f.BoolVar(&cfg.DebianImage, "debian-image", false, "build a Debian 12 image with cloud-init (minutes and ~150 MB from the Debian mirror the first time; cached) into DIR/debian and make it the shared Images debian-kernel, debian-initrd and debian-disk (examples/sandbox/cloudinit.yaml boots it)")
+	f.BoolVar(&cfg.SharedStorage, "shared-storage", false, "start a single-node Ceph cluster and an NFS server in PREFIX-storage (the underlay's .8), which every host reaches, and make the StoragePools ceph (rbd) and nfs (examples/sandbox/shared-storage.yaml uses them)")
 	f.DurationVar(&cfg.ReadyTimeout, "timeout", sandbox.DefaultReadyTimeout, "how long to wait for the server and each host")
 	return cmd
 }
@@ -131,8 +140,8 @@ func newSandboxDownCmd(g *globals) *cobra.Command {
 namespaces (the VMs too), then the server, delete the namespaces and the
 veth, and remove the files it made under DIR. It follows DIR/sandbox.json
 and, if that is missing, the naming scheme (PREFIX-underlay, PREFIX-hN,
-PREFIX-lan, PREFIX-boot, PREFIX-router, PREFIX-ctl). The boot service, the
-home router and the machines go with it. Running it again does nothing.`,
+PREFIX-lan, PREFIX-boot, PREFIX-router, PREFIX-storage, PREFIX-ctl). The boot
+service, the home router, the shared storage and the machines go with it. Running it again does nothing.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			cfg.Progress = g.errOut

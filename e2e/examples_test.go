@@ -38,8 +38,9 @@ var exampleManifests = []string{
 // manifests that need a sandbox's objects and are applied, twice, by the
 // sandbox test named beside them.
 var exampleOthers = []string{"README.md", "demo.sh",
-	"sandbox/networks.yaml",  // TestSandboxNetworks: it needs the sandbox's ExternalNetwork internet
-	"sandbox/cloudinit.yaml", // TestSandboxCloudInit: it needs the sandbox's Debian image (--debian-image)
+	"sandbox/networks.yaml",       // TestSandboxNetworks: it needs the sandbox's ExternalNetwork internet
+	"sandbox/cloudinit.yaml",      // TestSandboxCloudInit: it needs the sandbox's Debian image (--debian-image)
+	"sandbox/shared-storage.yaml", // TestSandboxSharedStorage: it needs the sandbox's pools ceph and nfs (--shared-storage)
 }
 
 // unwrittenKinds are the kinds no person writes, so no example shows

@@ -34,6 +34,10 @@
 // PXE options, and the boot service answers in proxy DHCP mode beside it.
 // PREFIX-router does not forward either.
 //
+// With Config.SharedStorage the underlay also gets shared storage: a
+// namespace PREFIX-storage whose veth underlay (.8; peer storage on br0)
+// carries a single-node Ceph cluster and an NFS server (storage.go).
+//
 // Sandbox traffic never leaves the namespaces the sandbox made: nothing is
 // bridged, routed or NATed to the machine's real interfaces (see
 // connectRoot for why).
@@ -167,6 +171,11 @@ type Config struct {
 	// debian-kernel, debian-initrd and debian-disk, so VMs can boot a
 	// real cloud image (examples/sandbox/cloudinit.yaml).
 	DebianImage bool
+	// SharedStorage starts a single-node Ceph cluster and an NFS server
+	// in a namespace PREFIX-storage on the underlay (.8), which every
+	// host reaches, and makes the StoragePools ceph (rbd) and nfs, so VMs
+	// can run on shared storage and move between hosts (storage.go).
+	SharedStorage bool
 	// ReadyTimeout bounds the wait for the server and every Host to be
 	// Ready.
 	ReadyTimeout time.Duration
@@ -393,13 +402,14 @@ func (n names) boot() string           { return string(n) + "-boot" }
 func (n names) ctl() string            { return string(n) + "-ctl" }
 func (n names) router() string         { return string(n) + "-router" }
 func (n names) internet() string       { return string(n) + "-internet" }
+func (n names) storage() string        { return string(n) + "-storage" }
 func (n names) host(i int) string      { return "h" + strconv.Itoa(i) }
 func (n names) hostNetns(i int) string { return string(n) + "-" + n.host(i) }
 
 // isOurs reports whether a namespace of this name is one a sandbox with
 // this prefix makes.
 func (n names) isOurs(name string) bool {
-	return name == n.underlay() || name == n.lan() || name == n.boot() || name == n.router() || name == n.internet() || n.isHostNetns(name)
+	return name == n.underlay() || name == n.lan() || name == n.boot() || name == n.router() || name == n.internet() || name == n.storage() || n.isHostNetns(name)
 }
 
 // isHostNetns reports whether name is PREFIX-h<digits>.
@@ -412,8 +422,8 @@ func (n names) isHostNetns(name string) bool {
 	return err == nil && rest[0] != '0'
 }
 
-// Addresses in the underlay: the root namespace's end is .1, the boot
-// service .9, host i is .(10+i).
+// Addresses in the underlay: the root namespace's end is .1, the shared
+// storage .8, the boot service .9, host i is .(10+i).
 func hostOffset(i int) int { return 10 + i }
 
 const (

@@ -35,7 +35,7 @@ const (
 //   - removes the files it made under Dir, and Dir if Up made it.
 //
 // It works from DIR/sandbox.json, and also from the naming scheme alone
-// (PREFIX-underlay, PREFIX-h<N>, PREFIX-lan, PREFIX-boot, PREFIX-router, PREFIX-ctl, the
+// (PREFIX-underlay, PREFIX-h<N>, PREFIX-lan, PREFIX-boot, PREFIX-router, PREFIX-storage, PREFIX-ctl, the
 // server whose --data-dir is DIR/server), so a missing or partial record still leaves nothing
 // behind. Running it again does nothing. It goes on after a failed step
 // and returns every failure.
@@ -173,6 +173,7 @@ func removeFiles(dir string, st *State) error {
 					hostDirName.MatchString(e.Name()) && exists(filepath.Join(p, agentLog)),
 					e.Name() == bootSubdir && exists(filepath.Join(p, bootLog)),
 					e.Name() == routerSubdir && exists(filepath.Join(p, routerLog)),
+					e.Name() == storageSubdir && (exists(filepath.Join(p, "ceph", "ceph.conf")) || exists(filepath.Join(p, "nfs", "ganesha.conf"))),
 					e.Name() == machinesSubdir && onlyMachines(p):
 					paths = append(paths, p)
 				}

@@ -55,6 +55,11 @@ func (s *Sandbox) BuildNetwork() error {
 	if err := s.buildInternet(); err != nil {
 		return err
 	}
+	if s.cfg.SharedStorage {
+		if err := s.buildStorage(under, uh); err != nil {
+			return err
+		}
+	}
 	return s.buildProvisioning(under, uh)
 }
 

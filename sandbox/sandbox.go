@@ -21,6 +21,7 @@ import (
 	"hearth.dev/hearth/atomicfile"
 	"hearth.dev/hearth/client"
 	"hearth.dev/hearth/netns"
+	"hearth.dev/hearth/testguest"
 )
 
 // Sandbox is a sandbox being built. Its steps run in this order: New,
@@ -32,6 +33,8 @@ import (
 type Sandbox struct {
 	cfg   Config
 	names names
+	// storage is the shared storage's servers starting (StartStorage).
+	storage *storageStart
 	// State is what has been made so far.
 	State State
 }
@@ -59,6 +62,7 @@ func Up(ctx context.Context, cfg Config) (*Sandbox, error) {
 		{what: "building the underlay, " + plural(s.cfg.Hosts, "host namespace") + " and the provisioning network", run: func(context.Context) error { return s.BuildNetwork() }},
 		{what: "starting the server", run: s.StartServer},
 		{what: "starting the internet's HTTP server and making the external network " + ExternalNetworkName, run: s.StartInternet},
+		{what: "starting Ceph and NFS in " + s.names.storage() + " (in the background)", run: s.StartStorage, skip: !s.cfg.SharedStorage},
 		{what: "starting " + plural(s.cfg.Hosts, "agent"), run: s.StartAgents},
 		{what: "starting the home router (dnsmasq)", run: s.StartHomeRouter, skip: !s.cfg.HomeRouter},
 		{what: "starting the boot service", run: s.StartBootService, skip: !s.cfg.BootService},
@@ -66,6 +70,7 @@ func Up(ctx context.Context, cfg Config) (*Sandbox, error) {
 		{what: "making the test guest's shared images " + GuestKernelImage + " and " + GuestInitrdImage, run: s.PublishTestGuest, skip: !s.cfg.TestGuest},
 		{what: "building the Debian image with cloud-init (minutes the first time, from the Debian mirror; cached after)", run: s.BuildDebianImage, skip: !s.cfg.DebianImage},
 		{what: "making the Debian image's shared images " + DebianKernelImage + ", " + DebianInitrdImage + " and " + DebianDiskImage, run: s.PublishDebianImage, skip: !s.cfg.DebianImage},
+		{what: "waiting for Ceph and NFS, and making the storage pools " + PoolCeph + " and " + PoolNFS, run: s.MakeStoragePools, skip: !s.cfg.SharedStorage},
 		{what: "waiting for every host to be Ready", run: s.WaitReady},
 	}
 	for _, step := range steps {
@@ -315,6 +320,9 @@ func (s *Sandbox) fileDirs() []string {
 const (
 	GuestKernelImage = "testguest-kernel"
 	GuestInitrdImage = "testguest-initrd"
+	// GuestDiskImage is a disk that boots the test guest (BIOS, from a
+	// hybrid ISO), made with --shared-storage for volumes to clone.
+	GuestDiskImage = "testguest-disk"
 )
 
 // BuildTestGuest builds the test guest (a small kernel and initramfs VMs
@@ -339,6 +347,15 @@ func (s *Sandbox) BuildTestGuest(ctx context.Context) error {
 	if err := linkOrCopy(initrd, g.Initrd); err != nil {
 		return err
 	}
+	if s.cfg.SharedStorage {
+		// A disk that boots the guest, for volumes cloned from an image
+		// in the shared pools (examples/sandbox/shared-storage.yaml).
+		disk, err := testguest.BootDisk(ctx, testguest.Guest{Kernel: g.Kernel, Initrd: g.Initrd}, dir)
+		if err != nil {
+			return fmt.Errorf("the test guest's boot disk: %w", err)
+		}
+		g.Disk = disk
+	}
 	s.State.TestGuest = g
 	return s.State.save()
 }
@@ -356,12 +373,19 @@ func (s *Sandbox) PublishTestGuest(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	for name, path := range map[string]string{GuestKernelImage: g.Kernel, GuestInitrdImage: g.Initrd} {
+	images := map[string]string{GuestKernelImage: g.Kernel, GuestInitrdImage: g.Initrd}
+	if g.Disk != "" {
+		images[GuestDiskImage] = g.Disk
+	}
+	for name, path := range images {
 		if err := sharedFileImage(ctx, c, name, path, api.FormatRaw, "the sandbox's test guest"); err != nil {
 			return err
 		}
 	}
 	g.KernelImage, g.InitrdImage = GuestKernelImage, GuestInitrdImage
+	if g.Disk != "" {
+		g.DiskImage = GuestDiskImage
+	}
 	return s.State.save()
 }
 
@@ -498,8 +522,13 @@ func (s *Sandbox) PrintSummary(w io.Writer) {
 		fmt.Fprintf(w, "# boot service  %s  %s\n", p.BootAddress, bootStatus(p))
 		fmt.Fprintf(w, "# a machine that network-boots: hearth sandbox machine add NAME [--uefi]%s\n", s.dirFlag())
 	}
+	if st := s.State.Storage; st != nil {
+		ceph, nfs := storageStatus(st)
+		fmt.Fprintf(w, "# storage  %s  netns %s, pools %s (rbd) and %s (nfs)\n", st.Address, st.Netns, PoolCeph, PoolNFS)
+		fmt.Fprintf(w, "#   ceph  %s\n#   nfs   %s\n", ceph, nfs)
+	}
 	if g := s.State.TestGuest; g != nil {
-		fmt.Fprintf(w, "# test guest  shared images %s, %s (file://%s)\n", g.KernelImage, g.InitrdImage, filepath.Dir(g.Kernel))
+		fmt.Fprintf(w, "# test guest  shared images %s (file://%s)\n", strings.Join(g.images(), ", "), filepath.Dir(g.Kernel))
 	}
 	if d := s.State.DebianImage; d != nil {
 		fmt.Fprintf(w, "# Debian image with cloud-init  shared images %s, %s, %s (file://%s); boot it with cmdline %q\n",

@@ -1446,3 +1446,67 @@ func TestDefaultBootCommand(t *testing.T) {
 		t.Errorf("DefaultBootCommand:\ngot  %s\nwant %s", got, want)
 	}
 }
+
+// TestStorageNetwork: with shared storage, the underlay gets
+// PREFIX-storage at .8, which the hosts and the root namespace reach and
+// which reaches nothing beyond the underlay nor forwards; Down stops what
+// runs in it and deletes it.
+func TestStorageNetwork(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.SharedStorage = true
+	s, err := sandbox.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sandbox.Down(context.Background(), cfg) })
+	if err := s.BuildNetwork(); err != nil {
+		t.Fatalf("BuildNetwork: %v", err)
+	}
+	st := s.State.Storage
+	if st == nil || st.Netns != cfg.Prefix+"-storage" || st.Address != addrPlus(cfg.Underlay, 8) || !slices.Contains(s.State.Namespaces, st.Netns) {
+		t.Fatalf("storage: got %+v (namespaces %v), want %s-storage at .8 of %s, recorded", st, s.State.Namespaces, cfg.Prefix, cfg.Underlay)
+	}
+	server, said := startIn(t, s, st.Netns, "test-listen", st.Address+":7777")
+	if said != "listening" {
+		t.Fatalf("listener in %s: %s", st.Netns, said)
+	}
+	h1 := s.State.Hosts[0]
+	var got string
+	err = netns.DoNamed(h1.Netns, func() (err error) {
+		got, err = readFrom(st.Address + ":7777")
+		return err
+	})
+	if want := "interfaces lo underlay"; err != nil || got != want {
+		t.Errorf("from %s to %s:7777: got %q, %v; want %q", h1.Name, st.Address, got, err, want)
+	}
+	if got, err := readFrom(st.Address + ":7777"); err != nil || got == "" {
+		t.Errorf("from the root namespace to %s:7777: got %q, %v", st.Address, got, err)
+	}
+	err = netns.DoNamed(st.Netns, func() error {
+		if f, _ := os.ReadFile("/proc/sys/net/ipv4/ip_forward"); strings.TrimSpace(string(f)) != "0" {
+			return fmt.Errorf("ip_forward is %q", f)
+		}
+		c, err := net.DialTimeout("udp", "192.0.2.1:53", time.Second)
+		if err == nil {
+			_, err = c.Write([]byte("x"))
+			c.Close()
+		}
+		if !errors.Is(err, unix.ENETUNREACH) {
+			return fmt.Errorf("to 192.0.2.1: got %v, want network is unreachable", err)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Errorf("in %s: %v", st.Netns, err)
+	}
+
+	if err := sandbox.Down(context.Background(), cfg); err != nil {
+		t.Fatalf("Down: %v", err)
+	}
+	if !eventually(func() bool { return procGone(server.Process.Pid) }) {
+		t.Errorf("the process in %s survived Down", st.Netns)
+	}
+	if _, err := os.Stat(netns.Path(st.Netns)); !os.IsNotExist(err) {
+		t.Errorf("%s after Down: %v, want it gone", st.Netns, err)
+	}
+}

@@ -50,6 +50,8 @@ type State struct {
 	// Internet is the namespace standing for the internet, with its
 	// HTTP server (internet.go).
 	Internet *Internet `json:"internet,omitempty"`
+	// Storage is the shared storage (--shared-storage; storage.go).
+	Storage *Storage `json:"storage,omitempty"`
 }
 
 // Provisioning is the provisioning network and its boot service.
@@ -166,6 +168,19 @@ type Guest struct {
 	Initrd      string `json:"initrd"`
 	KernelImage string `json:"kernelImage,omitempty"`
 	InitrdImage string `json:"initrdImage,omitempty"`
+	// Disk is a disk image that boots the guest, and DiskImage its
+	// shared Image (with --shared-storage).
+	Disk      string `json:"disk,omitempty"`
+	DiskImage string `json:"diskImage,omitempty"`
+}
+
+// images names the guest's shared Images.
+func (g Guest) images() []string {
+	out := []string{g.KernelImage, g.InitrdImage}
+	if g.DiskImage != "" {
+		out = append(out, g.DiskImage)
+	}
+	return out
 }
 
 // DebianImage is the Debian image with cloud-init: its kernel, initramfs

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -93,8 +94,26 @@ func PrintStatus(ctx context.Context, w io.Writer, dir string) error {
 		}
 		fmt.Fprintf(tw, "machine %s\t%s\t%s, %s, console %s\n", m.Name, m.MAC, m.Firmware, state, m.Console())
 	}
+	if s := st.Storage; s != nil {
+		ns := "netns " + s.Netns
+		if !exists(netns.Path(s.Netns)) {
+			ns += " (missing)"
+		}
+		ceph, nfs := storageStatus(s)
+		pools := "no pools made yet"
+		if len(s.Pools) > 0 {
+			pools = "pools " + strings.Join(s.Pools, ", ")
+		}
+		fmt.Fprintf(tw, "storage\t%s\t%s, %s\n", s.Address, ns, pools)
+		fmt.Fprintf(tw, "ceph\t%s\t%s\n", PoolCeph, ceph)
+		fmt.Fprintf(tw, "nfs\t%s\t%s\n", PoolNFS, nfs)
+	}
 	if g := st.TestGuest; g != nil {
-		fmt.Fprintf(tw, "test guest\t%s, %s\tfile://%s file://%s\n", g.KernelImage, g.InitrdImage, g.Kernel, g.Initrd)
+		files := "file://" + g.Kernel + " file://" + g.Initrd
+		if g.Disk != "" {
+			files += " file://" + g.Disk
+		}
+		fmt.Fprintf(tw, "test guest\t%s\t%s\n", strings.Join(g.images(), ", "), files)
 	}
 	if d := st.DebianImage; d != nil {
 		fmt.Fprintf(tw, "Debian image\t%s, %s, %s\tfile://%s file://%s file://%s\n", d.KernelImage, d.InitrdImage, d.DiskImage, d.Kernel, d.Initrd, d.Disk)

@@ -38,6 +38,9 @@ func defaultControllers(cfg Config, shared *controllers.Informers, leases contro
 			return (&controllers.VolumePlacement{Client: c, Recorder: rec, Informers: shared}).Run(ctx)
 		},
 		func(ctx context.Context, c *client.Client, rec *client.Recorder) error {
+			return (&controllers.PoolVolumeSweep{Client: c, Recorder: rec, Informers: shared, Leases: leases}).Run(ctx)
+		},
+		func(ctx context.Context, c *client.Client, rec *client.Recorder) error {
 			return (&controllers.References{Client: c, Recorder: rec, Informers: shared}).Run(ctx)
 		},
 		func(ctx context.Context, c *client.Client, rec *client.Recorder) error {

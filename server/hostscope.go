@@ -100,7 +100,7 @@ var scopeStream = []string{"hearth-watch-stream", "host-scope"}
 
 // tenantKinds are the kinds a host reads whole for the tenants it holds
 // something of.
-var tenantKinds = []string{"Snapshot", "Network", "Subnet", "FloatingIP", "Image"}
+var tenantKinds = []string{"Snapshot", "Network", "Subnet", "FloatingIP", "Image", "Volume"}
 
 func newHostScope(st *store.Store, c *clientv3.Client) *hostScope {
 	vk, _ := api.KindByName("VirtualMachine")
@@ -141,7 +141,17 @@ func (hs *hostScope) Needs(host string, obj api.Object) bool {
 	}
 	switch obj.GetTypeMeta().Kind {
 	case "Volume":
-		return h.volumes[key] > 0
+		if h.volumes[key] > 0 {
+			return true
+		}
+		// A volume cloned from a snapshot, wherever it is placed: the
+		// host of the snapshot (its source volume's) deletes the
+		// snapshot's data only once no volume of the tenant is cloned
+		// from it, and a clone's file in an NFS pool reads its
+		// snapshot's. Missing one would delete data a clone on
+		// another host still reads.
+		v, ok := obj.(*api.Volume)
+		return ok && v.Spec.Source.Snapshot != "" && m.Tenant != "" && h.tenants[m.Tenant] > 0
 	case "SSHKey":
 		return h.keys[key] > 0 || h.allKeys[m.Tenant] > 0
 	case "SecurityGroup":

@@ -27,8 +27,14 @@ func hostScopeLab(t *testing.T, env *servertest.Env) {
 		spare.GetMetadata().Name = "spare"
 		vm := servertest.Example("VirtualMachine", tenant).(*api.VirtualMachine)
 		vm.Spec.Host = map[string]string{"a": "h1", "b": "h2"}[tenant]
+		// A volume cloned from a snapshot of web-1-root, placed on
+		// the other host: web-1's host deletes the snapshot's data
+		// only once no such clone is left.
+		clone := servertest.Example("Volume", tenant).(*api.Volume)
+		clone.Metadata.Name, clone.Spec.Host = "clone", "h3"
+		clone.Spec.Source = api.VolumeSource{Snapshot: "web-1-root-before-upgrade"}
 		for _, o := range []api.Object{servertest.Example("SSHKey", tenant), unused, servertest.Example("SecurityGroup", tenant), spare,
-			servertest.Example("Volume", tenant), vm} {
+			servertest.Example("Volume", tenant), servertest.Example("Snapshot", tenant), clone, vm} {
 			if _, err := env.Admin.Create(ctx, o); err != nil {
 				t.Fatalf("creating %s: %v", api.Ref(o), err)
 			}
@@ -72,6 +78,7 @@ func TestHostReadsOnlyWhatItNeeds(t *testing.T) {
 		{"Volume", "a", "web-1-root", true},
 		{"Network", "a", "net1", true},
 		{"Subnet", "a", "net1-a", true},
+		{"Volume", "a", "clone", true},
 		{"SSHKey", "a", "unused", false},
 		{"SecurityGroup", "a", "spare", false},
 		{"VirtualMachine", "b", "web-1", false},
@@ -80,6 +87,7 @@ func TestHostReadsOnlyWhatItNeeds(t *testing.T) {
 		{"Volume", "b", "web-1-root", false},
 		{"Network", "b", "net1", false},
 		{"Subnet", "b", "net1-a", false},
+		{"Volume", "b", "clone", false},
 	}
 	listed := map[string][]string{}
 	for _, tt := range tests {

@@ -93,6 +93,7 @@ const (
 	ReasonFileMissing      = "FileMissing"   // a taken snapshot's file is gone
 	ReasonVolumeMissing    = "VolumeMissing" // a snapshot's volume is not on its host
 	ReasonVolumeInUse      = "VolumeInUse"   // a running VM holds the snapshot's volume
+	ReasonDeleted          = "Deleted"       // a deleted volume's data is gone from its pool (FinalizerPoolVolume)
 )
 
 // Reasons of a VM's Scheduled condition (the API server in the binding

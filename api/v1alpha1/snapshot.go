@@ -7,7 +7,9 @@ import (
 
 // Snapshot is a point-in-time copy of a Volume. New volumes can start from
 // it (spec.source.snapshot). A snapshot of a local volume lives on the
-// volume's host.
+// volume's host; a snapshot of a volume in a shared pool lives in the
+// pool (an RBD snapshot, or a copy on the NFS share), and volumes made
+// from it are in the same pool.
 type Snapshot = Resource[SnapshotSpec, SnapshotStatus]
 
 type SnapshotSpec struct {
@@ -29,6 +31,12 @@ type SnapshotStatus struct {
 	Size Bytes `json:"size,omitempty"`
 	// TakenAt is the moment the snapshot holds.
 	TakenAt *time.Time `json:"takenAt,omitempty"`
+	// Pool is the StoragePool of a snapshot of a volume in a shared pool,
+	// and VolumeUID the uid of that volume: the snapshot lives inside it,
+	// in the pool, and is named by both, so volumes can still be cloned
+	// from it and it can be deleted after the Volume object is gone.
+	Pool      string `json:"pool,omitempty"`
+	VolumeUID string `json:"volumeUID,omitempty"`
 }
 
 // Snapshot phases.

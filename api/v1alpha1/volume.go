@@ -86,6 +86,14 @@ func ParseOwnerDisk(v string) (uid string, index int, ok bool) {
 	return uid, n, true
 }
 
+// FinalizerPoolVolume holds a deleted Volume of a shared pool (rbd, nfs)
+// until its data is deleted from the pool: the agent of its host deletes
+// it and says so (Ready False, reason Deleted), and the server removes
+// the finalizer. When the volume's host is lost, the server moves the
+// deleted volume to a live host (spec.host), whose agent deletes it: a
+// shared volume's data outlives any one host, so someone else must.
+const FinalizerPoolVolume = "hearth.dev/pool-volume"
+
 // Volume phases.
 const (
 	VolumePending   = "Pending"
@@ -190,7 +198,9 @@ func (s *VolumeSpec) ValidateUpdate(path string, old any) FieldErrors {
 	if s.Format != o.Format && (s.Pool == "" || s.Format != "") {
 		es.Add(path+".format", "cannot change (was %q)", o.Format)
 	}
-	if o.Host != "" && s.Host != o.Host {
+	// A shared volume's data is in its pool, not on its host: the server
+	// moves a deleted one off a lost host (admission refuses anyone else).
+	if o.Host != "" && s.Host != o.Host && !(o.Shared() && s.Host != "") {
 		es.Add(path+".host", "cannot change (was %q): the volume's data is there", o.Host)
 	}
 	return es

@@ -23,14 +23,28 @@ type Pools struct {
 func NewPools(st *store.Store) *Pools { return &Pools{store: st} }
 
 // Admit refuses a volume whose pool does not exist or does not fit, with
-// a 422 on spec.pool, spec.backend or spec.format.
-func (c *Pools) Admit(ctx context.Context, _ *auth.Principal, obj, old api.Object) error {
+// a 422 on spec.pool, spec.backend or spec.format. A new volume in a
+// shared pool gets api.FinalizerPoolVolume, so its data is deleted from
+// the pool even if its host is gone by then; and only the server's own
+// controllers move such a volume to another host, once it is deleted
+// (controllers.PoolVolumeSweep).
+func (c *Pools) Admit(ctx context.Context, p *auth.Principal, obj, old api.Object) error {
 	vol, ok := obj.(*api.Volume)
-	if !ok || vol.Spec.Pool == "" || vol.Metadata.DeletionTimestamp != nil {
+	if !ok || vol.Spec.Pool == "" {
+		return nil
+	}
+	o, isUpdate := old.(*api.Volume)
+	if isUpdate && o.Spec.Host != "" && vol.Spec.Host != o.Spec.Host &&
+		(p == nil || !p.Internal || o.Metadata.DeletionTimestamp == nil || !o.Spec.Shared()) {
+		var es api.FieldErrors
+		es.Add("spec.host", "cannot change (was %q): the volume's host manages it; the server moves a deleted volume off a lost host itself", o.Spec.Host)
+		return api.NewInvalid("Volume", vol.Metadata.Name, es)
+	}
+	if vol.Metadata.DeletionTimestamp != nil {
 		return nil
 	}
 	s := &vol.Spec
-	if o, ok := old.(*api.Volume); ok && o.Spec.Pool == s.Pool {
+	if isUpdate && o.Spec.Pool == s.Pool {
 		// The pool was checked when the volume was made and cannot
 		// change; a write that left backend or format out keeps them.
 		if s.Backend == "" {
@@ -47,14 +61,14 @@ func (c *Pools) Admit(ctx context.Context, _ *auth.Principal, obj, old api.Objec
 		return api.NewInvalid("Volume", vol.Metadata.Name, es)
 	}
 	pk, _ := api.KindByName("StoragePool")
-	o, err := c.store.Get(ctx, pk, "", s.Pool)
+	po, err := c.store.Get(ctx, pk, "", s.Pool)
 	if api.IsNotFound(err) {
 		return refuse("spec.pool", "storage pool %q does not exist (a cluster admin makes pools; hearth get storagepools lists them)", s.Pool)
 	}
 	if err != nil {
 		return err
 	}
-	pool := o.(*api.StoragePool)
+	pool := po.(*api.StoragePool)
 	if pool.Metadata.DeletionTimestamp != nil {
 		return refuse("spec.pool", "storage pool %q is being deleted", s.Pool)
 	}
@@ -63,6 +77,9 @@ func (c *Pools) Admit(ctx context.Context, _ *auth.Principal, obj, old api.Objec
 		return refuse("spec.backend", "is %q but pool %q is a %s pool: leave backend out, the pool decides it", s.Backend, s.Pool, driver)
 	}
 	s.Backend = driver
+	if !isUpdate && s.Shared() && !vol.Metadata.HasFinalizer(api.FinalizerPoolVolume) {
+		vol.Metadata.Finalizers = append(vol.Metadata.Finalizers, api.FinalizerPoolVolume)
+	}
 	want := api.FormatQCOW2
 	if driver == api.PoolDriverRBD {
 		want = api.FormatRaw

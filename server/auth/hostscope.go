@@ -13,8 +13,10 @@ import (
 //     migrating from it, failed over from it) and the VMs that use a
 //     Volume placed on it (the agent that manages a shared volume checks
 //     that no VM runs on it before it grows it);
-//   - the Volumes and Snapshots placed on it, and the Volumes its VMs
-//     name;
+//   - the Volumes and Snapshots placed on it, the Volumes its VMs name,
+//     and the Volumes cloned from a snapshot in the tenants it holds
+//     something of (a snapshot's data is deleted only once no volume
+//     is cloned from it, wherever that volume is placed);
 //   - the SSHKeys its VMs name (every key of the tenant for a VM that
 //     names none, as the VM gets them all) and the SecurityGroups its
 //     VMs' NICs name;

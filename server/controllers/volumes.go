@@ -20,11 +20,14 @@ const ConditionBound = api.ConditionBound
 // file on one host, so it is made where it is first needed:
 //
 //   - a Volume made from a Snapshot goes to the snapshot's host, where the
-//     snapshot's file is;
+//     snapshot's file is (for a snapshot in a shared pool, the host that
+//     took it, which reaches the pool, makes the clone too);
 //   - any other Volume goes to the host of the first placed VM (oldest
 //     first) whose spec.disks name it, and stays Pending until there is
 //     one;
-//   - a Snapshot goes to its volume's host, once the volume has one.
+//   - a Snapshot goes to its volume's host, once the volume has one (for
+//     a volume in a shared pool, the host that manages it takes its
+//     snapshots in the pool).
 //
 // Once bound, the host cannot change (validation refuses it), and the
 // scheduler sends every VM that uses a local volume there. Volumes in
@@ -161,9 +164,6 @@ func (c *VolumePlacement) reconcileVolume(ctx context.Context, key string) (reco
 	if vol.Spec.Host != "" || vol.Metadata.DeletionTimestamp != nil {
 		return reconcile.Result{}, nil
 	}
-	if vol.Spec.Shared() && vol.Spec.Source.Snapshot != "" {
-		return reconcile.Result{}, c.markPending(ctx, vol, fmt.Sprintf("volumes on %s storage cannot be made from a snapshot yet", vol.Spec.Backend))
-	}
 	host, why := c.volumeHost(vol)
 	if host == "" {
 		return reconcile.Result{}, c.markPending(ctx, vol, why)
@@ -266,8 +266,6 @@ func (c *VolumePlacement) reconcileSnapshot(ctx context.Context, key string) (re
 	switch {
 	case !ok:
 		return reconcile.Result{}, c.markPending(ctx, snap, fmt.Sprintf("waiting for volume %s to exist", snap.Spec.Volume))
-	case o.(*api.Volume).Spec.Backend != "" && o.(*api.Volume).Spec.Backend != api.BackendLocal:
-		return reconcile.Result{}, c.markPending(ctx, snap, fmt.Sprintf("volume %s is on %s storage; snapshots of shared volumes are not supported yet", snap.Spec.Volume, o.(*api.Volume).Spec.Backend))
 	case o.(*api.Volume).Spec.Host == "":
 		return reconcile.Result{}, c.markPending(ctx, snap, fmt.Sprintf("waiting for volume %s to be placed on a host", snap.Spec.Volume))
 	}

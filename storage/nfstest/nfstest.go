@@ -1,18 +1,13 @@
-// Package nfstest starts a real NFS server for tests: NFS-Ganesha
-// (Debian's nfs-ganesha and nfs-ganesha-vfs) with rpcbind, exporting a
-// temporary directory over NFSv3.
+// Package nfstest gives tests a real NFS server: NFS-Ganesha with
+// rpcbind (started by storage/lab, as the sandbox starts its own),
+// exporting a temporary directory over NFSv3.
 //
-// This machine's kernel has no nfsd (nor an NFS client), so the server is
-// Ganesha, in userspace. NFSv3 clients — QEMU's and qemu-img's libnfs
-// among them — find the server's services through a portmapper on port
-// 111, which cannot be moved; so the server runs in a network namespace
-// of its own (where it takes port 111 without meeting anyone else's),
+// NFSv3 clients — QEMU's and qemu-img's libnfs among them — find the
+// server's services through a portmapper on port 111, which cannot be
+// moved; so the server runs in a network namespace of its own (where it takes port 111 without meeting anyone else's),
 // joined to the test process's namespace by a veth pair with a /30 from
 // the link-local range 169.254.0.0/16, chosen at random among those no
-// interface here uses. Nothing routes or forwards beyond that pair. In
-// the namespace the server also has a private mount namespace whose /run
-// and /var/lib/nfs are its own, so its rpcbind socket and state files
-// never meet the machine's or another test's.
+// interface here uses. Nothing routes or forwards beyond that pair.
 //
 // A test process has at most one server: the first Start starts it (in
 // a second or two) and later calls share it. The package's TestMain calls
@@ -23,6 +18,7 @@
 package nfstest
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
@@ -30,9 +26,7 @@ import (
 	"math/big"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -42,13 +36,13 @@ import (
 
 	"hearth.dev/hearth/netns"
 	"hearth.dev/hearth/storage/internal/peer"
-	"hearth.dev/hearth/storage/nfs3"
+	"hearth.dev/hearth/storage/lab"
 )
 
 const dirPrefix = "hearth-nfstest"
 
 // ExportPath is the path clients mount (Ganesha's pseudo path).
-const ExportPath = "/export"
+const ExportPath = lab.ExportPath
 
 // Server is a running test NFS server.
 type Server struct {
@@ -63,7 +57,7 @@ type Server struct {
 
 	netns string
 	veth  string
-	proc  *exec.Cmd
+	srv   *lab.NFS
 }
 
 var (
@@ -73,10 +67,7 @@ var (
 )
 
 // Tools are the programs the server needs, with their Debian packages.
-var Tools = map[string]string{
-	"ganesha.nfsd": "nfs-ganesha (and nfs-ganesha-vfs)",
-	"rpcbind":      "rpcbind",
-}
+var Tools = lab.NFSTools
 
 // Start returns the test process's NFS server, starting it on first use.
 // It skips t when not root or when a program is missing, and fails t when
@@ -86,15 +77,8 @@ func Start(t testing.TB) *Server {
 	if os.Geteuid() != 0 {
 		t.Skip("the test NFS server needs root (network namespaces; run the tests as root, as CI does)")
 	}
-	for tool, pkg := range Tools {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("%s not found: install Debian's %s (scripts/deps.sh test does) to run the NFS tests", tool, pkg)
-		}
-	}
-	if _, err := os.Stat("/usr/lib/x86_64-linux-gnu/ganesha/libfsalvfs.so"); err != nil {
-		if matches, _ := filepath.Glob("/usr/lib/*/ganesha/libfsalvfs.so"); len(matches) == 0 {
-			t.Skip("Ganesha's VFS backend not found: install Debian's nfs-ganesha-vfs to run the NFS tests")
-		}
+	if tool, pkg := lab.MissingNFSTool(); tool != "" {
+		t.Skipf("%s not found: install Debian's %s (scripts/deps.sh test does) to run the NFS tests", tool, pkg)
 	}
 	mu.Lock()
 	defer mu.Unlock()
@@ -148,7 +132,6 @@ func start() (*Server, error) {
 	s := &Server{Dir: dir, Export: filepath.Join(dir, "export"), Path: ExportPath,
 		netns: filepath.Base(dir), veth: "hnfs" + randomHex(4)}
 	if err := s.setup(); err != nil {
-		err = fmt.Errorf("%w%s", err, s.logTail())
 		s.stop()
 		return nil, err
 	}
@@ -178,13 +161,7 @@ func sweepDir(dir string) error {
 }
 
 func (s *Server) setup() error {
-	if err := os.Mkdir(s.Export, 0o755); err != nil {
-		return err
-	}
-	if err := os.Mkdir(filepath.Join(s.Dir, "log"), 0o700); err != nil {
-		return err
-	}
-	// The directory itself is 0700 (peer.NewDir); the server runs as root.
+	// The directory is 0700 (peer.NewDir); the server runs as root.
 	ns, err := netns.Create(s.netns)
 	if err != nil {
 		return err
@@ -232,76 +209,12 @@ func (s *Server) setup() error {
 		return fmt.Errorf("namespace %s: %w", s.netns, err)
 	}
 
-	conf := `NFS_CORE_PARAM {
-	Protocols = 3;
-	Enable_NLM = false;
-	Enable_RQUOTA = false;
-	Mount_Path_Pseudo = true;
-}
-NFSV4 { Graceless = true; }
-EXPORT {
-	Export_Id = 1;
-	Path = "` + s.Export + `";
-	Pseudo = "` + ExportPath + `";
-	Access_Type = RW;
-	Squash = No_Root_Squash;
-	SecType = sys;
-	Protocols = 3;
-	Transports = TCP;
-	FSAL { Name = VFS; }
-}
-LOG { Default_Log_Level = WARN; }
-`
-	confPath := filepath.Join(s.Dir, "ganesha.conf")
-	if err := os.WriteFile(confPath, []byte(conf), 0o600); err != nil {
-		return err
-	}
-	// rpcbind first, in the background; Ganesha registers with it (over
-	// loopback: its socket in the private /run is rpcbind's) and then
-	// takes the shell's place.
-	script := `set -e
-mount -t tmpfs -o mode=0755 hearth-nfstest /run
-mkdir -p /var/lib/nfs
-mount -t tmpfs -o mode=0755 hearth-nfstest /var/lib/nfs
-mkdir -p /run/rpcbind /run/ganesha /var/lib/nfs/ganesha
-rpcbind -f -w &
-i=0
-while [ ! -S /run/rpcbind.sock ] && [ $i -lt 100 ]; do sleep 0.05; i=$((i+1)); done
-exec ganesha.nfsd -F -f "$1" -L "$2" -p /run/ganesha/ganesha.pid
-`
-	out, err := os.OpenFile(filepath.Join(s.Dir, "log", "server.out"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	srv, err := lab.StartNFS(context.Background(), lab.NFSOptions{Dir: s.Dir, Netns: s.netns, Address: s.Host})
 	if err != nil {
 		return err
 	}
-	defer out.Close()
-	cmd := exec.Command("/bin/sh", "-c", script, "nfstest", confPath, filepath.Join(s.Dir, "log", "ganesha.log"))
-	cmd.Stdout, cmd.Stderr = out, out
-	cmd.SysProcAttr = &syscall.SysProcAttr{Unshareflags: syscall.CLONE_NEWNS, Setpgid: true}
-	if err := netns.Start(ns, cmd); err != nil {
-		return fmt.Errorf("start ganesha: %w", err)
-	}
-	s.proc = cmd
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-
-	// Ready once a client can mount the export.
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		c, err := nfs3.Dial(s.Host, s.Path)
-		if err == nil {
-			c.Close()
-			return nil
-		}
-		select {
-		case werr := <-exited:
-			s.proc = nil
-			return fmt.Errorf("ganesha exited: %v", werr)
-		case <-time.After(100 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("the export did not become mountable: %w", err)
-		}
-	}
+	s.srv = srv
+	return nil
 }
 
 // freeLinkLocal30 picks a /30 of 169.254.0.0/16 (not 169.254.169.0/24,
@@ -342,9 +255,10 @@ func freeLinkLocal30() (local, remote *net.IPNet, err error) {
 
 func (s *Server) stop() error {
 	var errs []error
-	if s.proc != nil {
-		// The server's process group: the shell's successor and rpcbind.
-		syscall.Kill(-s.proc.Process.Pid, syscall.SIGKILL)
+	if s.srv != nil {
+		if err := s.srv.Stop(); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	if err := sweepDir(s.Dir); err != nil {
 		errs = append(errs, err)
@@ -356,22 +270,6 @@ func (s *Server) stop() error {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
-}
-
-func (s *Server) logTail() string {
-	var b strings.Builder
-	for _, f := range []string{"server.out", "ganesha.log"} {
-		data, err := os.ReadFile(filepath.Join(s.Dir, "log", f))
-		if err != nil || len(data) == 0 {
-			continue
-		}
-		lines := strings.Split(strings.TrimSpace(string(data)), "\n")
-		if len(lines) > 10 {
-			lines = lines[len(lines)-10:]
-		}
-		fmt.Fprintf(&b, "\n--- %s:\n%s", f, strings.Join(lines, "\n"))
-	}
-	return b.String()
 }
 
 // URL is the nfs:// URL of a file in the export, as libnfs (QEMU,
