@@ -95,15 +95,15 @@ func TestLiveMigrationDestFails(t *testing.T) {
 		if !k {
 			return fmt.Errorf("the destination has not had the whole state yet")
 		}
+		if !alive(h1PID) {
+			t.Fatalf("h1's QEMU (pid %d) is gone after the destination died: the VM is lost", h1PID)
+		}
 		if len(before) == 0 {
 			return fmt.Errorf("h1's console showed no ticks when the destination died")
 		}
 		after, ok := consoleTicks(filepath.Join(h1Dir, compute.ConsoleLog))
 		if !ok {
 			t.Fatalf("the guest's memory pattern changed on h1")
-		}
-		if !alive(h1PID) {
-			t.Fatalf("h1's QEMU (pid %d) is gone after the destination died: the VM is lost", h1PID)
 		}
 		if len(after) < len(before)+2 {
 			return fmt.Errorf("h1's guest was at %d when the destination died, and printed %v since", before[len(before)-1], after[len(before):])
