@@ -30,11 +30,29 @@ import (
 //     spec.host is not this host), and before tearing it down asks the
 //     API where it went. A VM that exists, whose migration names this
 //     host as From and says where the destination listens, is sent there
-//     (QMP migrate); the source's QEMU is then left paused, and killed.
-//     Without that, the source waits (the destination is getting ready).
+//     (QMP migrate). Without that, the source waits (the destination is
+//     getting ready).
 //  3. The destination's QEMU has the whole state once its run state
-//     leaves "inmigrate"; the agent resumes it and reports it as usual:
-//     Running on the new host, with no migration.
+//     leaves "inmigrate"; the agent reports the VM as usual, Running on
+//     the new host with no migration, and then resumes it.
+//  4. The source keeps its QEMU paused (QMP says "postmigrate") until
+//     the VM's status.host names the destination, and only then kills
+//     it. If the destination gave up on the migration the source sent
+//     to (status.migration is gone or is another one: the destination's
+//     QEMU died and it waits afresh), or the destination has not taken
+//     the VM by the time it would have given up on its own, the source
+//     resumes its copy (QMP cont) and tries again later: the VM never
+//     stopped being the source's.
+//
+// Two copies must never run, so each side resumes only when it owns the
+// VM, and status.host says who does. The destination writes status.host
+// before it resumes, only until its deadline (the migration's StartedAt
+// plus migrateTimeout, on its clock) and never after: past it, it kills
+// its QEMU. The source resumes only while status.host still names it,
+// and, unless the destination said it gave up, only after that deadline
+// plus keepGrace (on the source's clock, counted from "completed", which
+// comes after StartedAt): by then a destination's write of status.host
+// has either landed, and the source kills its copy, or never will.
 //
 // The migration stream goes between the hosts' underlay addresses, never
 // a tenant network, over TLS with both hosts' certificates from the
@@ -44,6 +62,25 @@ import (
 // migrateTimeout bounds a migration: a destination still waiting after it
 // gives up (kills its QEMU), and the VM starts over from step 1.
 const migrateTimeout = 5 * time.Minute
+
+// keepGrace is how long after the destination's own deadline the source
+// still keeps its paused copy: more than a status write in flight takes,
+// and more than the hosts' clocks differ.
+const keepGrace = time.Minute
+
+// keepPoll is how often the source, its copy paused, asks whether the
+// destination runs the VM.
+const keepPoll = 250 * time.Millisecond
+
+// retryAfterFailedMove is how long the source runs a VM again after the
+// destination failed to take it before it sends it once more.
+const retryAfterFailedMove = 15 * time.Second
+
+// testHookMigratedIn, if set (by tests), is called on the destination
+// once its QEMU has the whole state, before it takes the VM; it returns
+// true to have the destination look again instead (a test that kills
+// the QEMU there, say).
+var testHookMigratedIn func(uid, dir string) bool
 
 // incomingPoll is how often the destination asks its QEMU whether the
 // whole state has arrived. Each look is a QMP query; the time between the
@@ -78,17 +115,45 @@ func (v *vmController) migrateIn(ctx context.Context, vm *api.VirtualMachine, di
 			// this host resumes it, the guest runs nowhere.
 			return reconcile.Result{RequeueAfter: incomingPoll}, nil
 		}
-		// The state is all here: run the guest, and say so.
-		if err := drv.Resume(ctx, uid, dir); err != nil {
-			return reconcile.Result{}, err
+		if h := testHookMigratedIn; h != nil && h(uid, dir) {
+			return reconcile.Result{RequeueAfter: incomingPoll}, nil
+		}
+		// The state is all here: take the VM (status.host), then run
+		// the guest; both only before the deadline after which the
+		// source may resume its paused copy (step 4).
+		if m == nil || m.StartedAt == nil {
+			// This host's cache does not show the migration yet: wait
+			// for it, but never past the deadline the source may have
+			// counted from (it began after this QEMU did).
+			if time.Since(f.Info.StartedAt) > migrateTimeout {
+				slog.Warn("an incoming VM's migration is not recorded; not resuming it", "vm", client.Key(vm))
+				return reconcile.Result{}, drv.Kill(ctx, uid, dir)
+			}
+			return reconcile.Result{RequeueAfter: incomingPoll}, nil
+		}
+		deadline := m.StartedAt.Add(migrateTimeout)
+		if time.Now().After(deadline) {
+			slog.Warn("a live migration finished too late; not resuming it", "vm", client.Key(vm), "from", m.From)
+			return reconcile.Result{}, drv.Kill(ctx, uid, dir)
 		}
 		from := vm.Status.Host
 		info, _, err := drv.Lookup(ctx, uid, dir)
 		if err != nil {
 			return reconcile.Result{}, err
 		}
-		if err := v.report(ctx, vm, dir, vmState{Running: true, Info: info, StartedAt: vm.Status.StartedAt,
-			FirstOutputAt: vm.Status.FirstOutputAt, RestartCount: vm.Status.RestartCount}); err != nil {
+		info.State, info.Status = compute.Running, "" // as it will be, once this host owns it
+		wctx, cancel := context.WithDeadline(ctx, deadline)
+		err = v.report(wctx, vm, dir, vmState{Running: true, Info: info, StartedAt: vm.Status.StartedAt,
+			FirstOutputAt: vm.Status.FirstOutputAt, RestartCount: vm.Status.RestartCount})
+		cancel()
+		if err != nil {
+			// Not ours: leave the QEMU paused; the next pass resumes
+			// it, or kills it past the deadline.
+			return reconcile.Result{}, err
+		}
+		// The VM is this host's now (a failing resume is retried by the
+		// usual controller: a paused process the spec wants running).
+		if err := drv.Resume(ctx, uid, dir); err != nil {
 			return reconcile.Result{}, err
 		}
 		if len(vm.Spec.NICs) > 0 {
@@ -150,7 +215,7 @@ func (v *vmController) migrateOut(ctx context.Context, key, uid string) (res rec
 		return res, false, nil
 	}
 	dir := v.dir(uid)
-	_, running, err := v.a.cfg.Driver.Lookup(ctx, uid, dir)
+	info, running, err := v.a.cfg.Driver.Lookup(ctx, uid, dir)
 	switch {
 	case err != nil && running:
 		// It runs, but does not answer (a busy host): look again soon,
@@ -195,23 +260,77 @@ func (v *vmController) migrateOut(ctx context.Context, key, uid string) (res rec
 	if a := ho.(*api.Host).Spec.Address; a == "" || a != host {
 		return res, true, fmt.Errorf("VM %s: status.migration.incoming %q is not on host %s's address %q: not sending it there", key, m.Incoming, vm.Spec.Host, a)
 	}
-	mctx, cancel := context.WithTimeout(ctx, migrateTimeout)
-	defer cancel()
-	stats, err := mig.Migrate(mctx, uid, dir, m.Incoming, &compute.MigrationTLS{Dir: tlsDir, Hostname: host})
-	if err != nil {
-		// The source still runs the VM: try again while the destination
-		// waits (it gives up after migrateTimeout, and starts waiting
-		// afresh).
-		slog.Warn("migrating VM failed; trying again", "vm", key, "to", vm.Spec.Host, "err", err)
-		return reconcile.Result{RequeueAfter: 2 * time.Second}, true, nil
+	if info.Status != "postmigrate" {
+		mctx, cancel := context.WithTimeout(ctx, migrateTimeout)
+		defer cancel()
+		stats, err := mig.Migrate(mctx, uid, dir, m.Incoming, &compute.MigrationTLS{Dir: tlsDir, Hostname: host})
+		if err != nil {
+			// The source still runs the VM: try again while the destination
+			// waits (it gives up after migrateTimeout, and starts waiting
+			// afresh).
+			slog.Warn("migrating VM failed; trying again", "vm", key, "to", vm.Spec.Host, "err", err)
+			return reconcile.Result{RequeueAfter: 2 * time.Second}, true, nil
+		}
+		slog.Info("migrated VM", "vm", key, "to", vm.Spec.Host, "downtime", stats.Downtime, "total", stats.Total, "transferred", stats.Transferred)
 	}
-	slog.Info("migrated VM", "vm", key, "to", vm.Spec.Host, "downtime", stats.Downtime, "total", stats.Total, "transferred", stats.Transferred)
-	// The destination has the whole state: this copy must never run
-	// again.
-	if err := v.a.cfg.Driver.Kill(ctx, uid, dir); err != nil {
-		return res, true, err
+	// Sent, or sent before this agent restarted (QEMU says
+	// "postmigrate"): step 4.
+	return v.keepUntilTaken(ctx, key, uid, dir, *m)
+}
+
+// keepUntilTaken is step 4: the source's QEMU, paused with the whole
+// state sent as m says, is killed once the destination owns the VM, or
+// resumed if it will not (see the comment at the top of this file for
+// why two copies never run).
+func (v *vmController) keepUntilTaken(ctx context.Context, key, uid, dir string, m api.VMMigration) (reconcile.Result, bool, error) {
+	tenant, name := client.SplitKey(key)
+	giveUp := time.Now().Add(migrateTimeout + keepGrace)
+	if m.StartedAt != nil && m.StartedAt.Add(migrateTimeout+keepGrace).After(giveUp) {
+		giveUp = m.StartedAt.Add(migrateTimeout + keepGrace)
 	}
-	return res, false, nil // and the caller tears down what is left
+	why := "the destination did not take it in time"
+	for time.Now().Before(giveUp) {
+		o, err := v.a.c.Get(ctx, "VirtualMachine", tenant, name)
+		// A host may read a VM while status.host (or the migration's
+		// from) names it: one it may not read any more is not its own.
+		gone := api.IsNotFound(err) || api.IsForbidden(err)
+		if err != nil && !gone {
+			if ctx.Err() != nil {
+				return reconcile.Result{}, true, ctx.Err() // paused still; the next pass waits on
+			}
+			slog.Warn("asking whether a migrated VM runs on its destination", "vm", key, "err", err)
+		} else {
+			if gone || o.(*api.VirtualMachine).Metadata.DeletionTimestamp != nil || o.(*api.VirtualMachine).Status.Host != v.a.cfg.Name {
+				// The destination owns it (or it was deleted): this copy
+				// must never run again.
+				if err := v.a.cfg.Driver.Kill(ctx, uid, dir); err != nil {
+					return reconcile.Result{}, true, err
+				}
+				return reconcile.Result{}, false, nil // and the caller tears down what is left
+			}
+			if cur := o.(*api.VirtualMachine).Status.Migration; cur == nil || cur.Incoming != m.Incoming || !sameTime(cur.StartedAt, m.StartedAt) {
+				why = "the destination gave up on it"
+				break
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return reconcile.Result{}, true, ctx.Err()
+		case <-time.After(keepPoll):
+		}
+	}
+	// status.host still names this host, and the destination can no
+	// longer take the VM: run it here again.
+	slog.Warn("a migrated VM did not start on its destination; resuming it here", "vm", key, "why", why)
+	if err := v.a.cfg.Driver.Resume(ctx, uid, dir); err != nil {
+		return reconcile.Result{}, true, fmt.Errorf("resuming VM %s after %s: %w", key, why, err)
+	}
+	return reconcile.Result{RequeueAfter: retryAfterFailedMove}, true, nil
+}
+
+// sameTime reports whether a and b are both nil or the same time.
+func sameTime(a, b *time.Time) bool {
+	return a == nil && b == nil || a != nil && b != nil && a.Equal(*b)
 }
 
 // freePort returns a TCP port free on addr now.

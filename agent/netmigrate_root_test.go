@@ -400,15 +400,16 @@ func (ml *migrationLab) run(ctx context.Context, t *testing.T, guest testguest.G
 			probe.stop()
 			t.Fatalf("round %d: %v", round, err)
 		}
-		// As the agents do: the source kills its paused copy and lets
-		// its ports go; the destination resumes the guest, reports it
-		// (the server moves the port and the floating IP: every host
-		// applies), and announces its NICs.
-		if err := ml.qemus[from].Kill(ctx, src.ID, src.Dir); err != nil {
-			t.Fatal(err)
-		}
+		// As the agents do (migrate.go): the destination resumes the
+		// guest once it reported it (the server moves the port and the
+		// floating IP: every host applies) and announces its NICs; the
+		// source, seeing that, kills its paused copy and lets its ports
+		// go.
 		if err := ml.qemus[to].Resume(ctx, dst.ID, dst.Dir); err != nil {
 			t.Fatalf("round %d: resuming the destination: %v", round, err)
+		}
+		if err := ml.qemus[from].Kill(ctx, src.ID, src.Dir); err != nil {
+			t.Fatal(err)
 		}
 		ml.leaving[from].release("lab/mover")
 		// The peer's host first: the others apply at the same time,

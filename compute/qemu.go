@@ -1085,7 +1085,9 @@ func (q *QEMU) Announce(ctx context.Context, id, dir string) error {
 // Spec.Incoming = uri, and returns once the destination has the whole
 // state. The source is left paused ("postmigrate"): the caller resumes
 // the destination (Resume) and then kills the source, so that exactly
-// one of them runs the guest. If ctx ends first, the migration is
+// one of them runs the guest; or, if the destination never runs it,
+// resumes the source instead (QMP cont carries on from the pause, the
+// disks taken back). If ctx ends first, the migration is
 // cancelled and the source keeps running.
 //
 // With tls, the stream is TLS: QEMU presents tls's certificate, trusts
