@@ -56,6 +56,12 @@ cleanup() {
 	if [ "$up" != true ]; then
 		echo >&2
 		echo "the demo stopped before the lab was up: taking the sandbox down" >&2
+		# down removes the logs an error above may point at: keep
+		# a copy, so the reason is still there to read.
+		if [ -d "$dir" ] && logs=$(mktemp -d /tmp/hearth-demo-logs.XXXXXX); then
+			(cd "$dir" && find . -name '*.log' -exec cp --parents {} "$logs" \;) 2>/dev/null || true
+			echo "the sandbox's logs are kept in $logs (the paths above, under it)" >&2
+		fi
 		"$hearth" sandbox down --dir "$dir" >/dev/null 2>&1 || true
 		echo "run $0 again to start over" >&2
 	fi
