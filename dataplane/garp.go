@@ -49,7 +49,15 @@ func (p *Linux) sendGARP(ns netns.Handle, link string, ip netip.Addr) {
 		p.logf("dataplane: gratuitous ARP for %s on %s: %v", ip, link, err)
 		return
 	}
-	p.logf("dataplane: announcing %s on %s (gratuitous ARP)", ip, link)
+	p.announce(fd, frame, &to, "gratuitous ARP", "gratuitous ARP", ip, link)
+}
+
+// announce sends b to to from fd on garpSchedule, in the background
+// (Close waits for it), and closes fd after: the one way gratuitous ARPs
+// and unsolicited neighbour advertisements are repeated. what names the
+// message in errors, how in the line saying it is announced.
+func (p *Linux) announce(fd int, b []byte, to unix.Sockaddr, what, how string, ip netip.Addr, link string) {
+	p.logf("dataplane: announcing %s on %s (%s)", ip, link, how)
 	p.garps.Add(1)
 	go func() {
 		defer p.garps.Done()
@@ -57,8 +65,8 @@ func (p *Linux) sendGARP(ns netns.Handle, link string, ip netip.Addr) {
 		start := time.Now()
 		for _, at := range garpSchedule {
 			time.Sleep(time.Until(start.Add(at)))
-			if err := unix.Sendto(fd, frame, 0, &to); err != nil {
-				p.logf("dataplane: gratuitous ARP for %s on %s: %v", ip, link, err)
+			if err := unix.Sendto(fd, b, 0, to); err != nil {
+				p.logf("dataplane: %s for %s on %s: %v", what, ip, link, err)
 			}
 		}
 	}()
@@ -111,19 +119,7 @@ func (p *Linux) sendUNA(ns netns.Handle, link string, ip netip.Addr) {
 		p.logf("dataplane: neighbour advertisement for %s on %s: %v", ip, link, err)
 		return
 	}
-	p.logf("dataplane: announcing %s on %s (unsolicited neighbour advertisement)", ip, link)
-	p.garps.Add(1)
-	go func() {
-		defer p.garps.Done()
-		defer unix.Close(fd)
-		start := time.Now()
-		for _, at := range garpSchedule {
-			time.Sleep(time.Until(start.Add(at)))
-			if err := unix.Sendto(fd, msg, 0, &to); err != nil {
-				p.logf("dataplane: neighbour advertisement for %s on %s: %v", ip, link, err)
-			}
-		}
-	}()
+	p.announce(fd, msg, &to, "neighbour advertisement", "unsolicited neighbour advertisement", ip, link)
 }
 
 // unaPacket is an ICMPv6 neighbour advertisement (RFC 4861 4.4) of ip at
