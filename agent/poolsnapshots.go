@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
-	"slices"
 	"time"
 
 	api "hearth.dev/hearth/api/v1alpha1"
@@ -84,15 +83,7 @@ func (v *volumeController) isPoolSnapshot(snap *api.Snapshot) bool {
 // reconcilePoolSnapshot takes one snapshot of a volume in a pool, once,
 // and reports it.
 func (v *volumeController) reconcilePoolSnapshot(ctx context.Context, snap *api.Snapshot) (reconcile.Result, error) {
-	st := snap.Status
-	st.Conditions = slices.Clone(st.Conditions)
-	st.ObservedGeneration = snap.Metadata.Generation
-	now := time.Now()
-	pending := func(phase, reason, msg string) (reconcile.Result, error) {
-		st.Phase = phase
-		st.SetCondition(api.Condition{Type: condReady, Status: api.ConditionFalse, Reason: reason, Message: msg}, now)
-		return reconcile.Result{}, v.writeSnapshotStatus(ctx, snap, st)
-	}
+	st, now, pending := v.snapshotStatus(ctx, snap)
 	if st.ReadyToUse {
 		return reconcile.Result{}, nil // taken once; the pool keeps it
 	}
@@ -129,13 +120,13 @@ func (v *volumeController) reconcilePoolSnapshot(ctx context.Context, snap *api.
 	// Where it will be, recorded first: a snapshot taken by an agent that
 	// then died is still found, and deleted, through its status.
 	st.Pool, st.VolumeUID = vol.Spec.Pool, vol.Metadata.UID
-	if err := v.writeSnapshotStatus(ctx, snap, st); err != nil {
+	if err := v.writeSnapshotStatus(ctx, snap, *st); err != nil {
 		return reconcile.Result{}, err
 	}
 	if err := d.Snapshot(ctx, vol.Metadata.UID, snap.Metadata.UID); err != nil {
 		st.Phase = api.SnapshotFailed
 		st.SetCondition(api.Condition{Type: condReady, Status: api.ConditionFalse, Reason: api.ReasonSnapshotFailed, Message: err.Error()}, now)
-		_ = v.writeSnapshotStatus(ctx, snap, st)
+		_ = v.writeSnapshotStatus(ctx, snap, *st)
 		return reconcile.Result{}, err
 	}
 	t := now.UTC().Truncate(time.Second)
@@ -144,7 +135,7 @@ func (v *volumeController) reconcilePoolSnapshot(ctx context.Context, snap *api.
 	st.Phase, st.ReadyToUse, st.Size = api.SnapshotReady, true, api.Bytes(stat.Size)
 	st.SetCondition(api.Condition{Type: condReady, Status: api.ConditionTrue, Reason: api.ReasonTaken,
 		Message: "the snapshot is in " + d.Kind() + " pool " + vol.Spec.Pool}, now)
-	return reconcile.Result{}, v.writeSnapshotStatus(ctx, snap, st)
+	return reconcile.Result{}, v.writeSnapshotStatus(ctx, snap, *st)
 }
 
 // deletePoolSnapshot deletes a snapshot whose object is gone from its

@@ -494,15 +494,7 @@ func (v *volumeController) reconcileSnapshot(ctx context.Context, key string) (r
 		return v.reconcilePoolSnapshot(ctx, snap)
 	}
 	path := v.a.snapshotPath(snap.Metadata.UID)
-	st := snap.Status
-	st.Conditions = slices.Clone(st.Conditions)
-	st.ObservedGeneration = snap.Metadata.Generation
-	now := time.Now()
-	pending := func(phase, reason, msg string) (reconcile.Result, error) {
-		st.Phase = phase
-		st.SetCondition(api.Condition{Type: condReady, Status: api.ConditionFalse, Reason: reason, Message: msg}, now)
-		return reconcile.Result{}, v.writeSnapshotStatus(ctx, snap, st)
-	}
+	st, now, pending := v.snapshotStatus(ctx, snap)
 
 	if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
 		if st.ReadyToUse {
@@ -525,7 +517,7 @@ func (v *volumeController) reconcileSnapshot(ctx context.Context, key string) (r
 		if err := storage.Snapshot(ctx, volPath, path); err != nil {
 			st.Phase = api.SnapshotFailed
 			st.SetCondition(api.Condition{Type: condReady, Status: api.ConditionFalse, Reason: api.ReasonSnapshotFailed, Message: err.Error()}, now)
-			_ = v.writeSnapshotStatus(ctx, snap, st)
+			_ = v.writeSnapshotStatus(ctx, snap, *st)
 			return reconcile.Result{}, err
 		}
 		t := now.UTC().Truncate(time.Second)
@@ -547,7 +539,7 @@ func (v *volumeController) reconcileSnapshot(ctx context.Context, key string) (r
 	st.Phase, st.ReadyToUse, st.Size = api.SnapshotReady, true, api.Bytes(info.VirtualSize)
 	st.SetCondition(api.Condition{Type: condReady, Status: api.ConditionTrue, Reason: api.ReasonTaken,
 		Message: "the snapshot's file is on " + v.a.cfg.Name}, now)
-	return reconcile.Result{}, v.writeSnapshotStatus(ctx, snap, st)
+	return reconcile.Result{}, v.writeSnapshotStatus(ctx, snap, *st)
 }
 
 // removeSnapshotFile deletes a snapshot's file unless a volume here is
@@ -670,4 +662,20 @@ func describeVolume(vol *api.Volume) string {
 		s = "a " + volumeFormat(vol) + " clone of snapshot " + src.Snapshot
 	}
 	return s
+}
+
+// snapshotStatus is the status one reconcile of snap writes, as observed
+// now, and pending, which writes it with snap not (yet) usable and why.
+func (v *volumeController) snapshotStatus(ctx context.Context, snap *api.Snapshot) (st *api.SnapshotStatus, now time.Time, pending func(phase, reason, msg string) (reconcile.Result, error)) {
+	st = &api.SnapshotStatus{}
+	*st = snap.Status
+	st.Conditions = slices.Clone(st.Conditions)
+	st.ObservedGeneration = snap.Metadata.Generation
+	now = time.Now()
+	pending = func(phase, reason, msg string) (reconcile.Result, error) {
+		st.Phase = phase
+		st.SetCondition(api.Condition{Type: condReady, Status: api.ConditionFalse, Reason: reason, Message: msg}, now)
+		return reconcile.Result{}, v.writeSnapshotStatus(ctx, snap, *st)
+	}
+	return st, now, pending
 }
