@@ -12,7 +12,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/url"
 	"strings"
@@ -112,16 +111,7 @@ func New(c *Context) (*Client, error) {
 		}
 		tlsConf.RootCAs = pool
 	}
-	tr := &http.Transport{
-		TLSClientConfig:     tlsConf,
-		Proxy:               nil, // the API is never reached through a proxy
-		DialContext:         (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
-		MaxIdleConns:        256,
-		MaxIdleConnsPerHost: 256,
-		IdleConnTimeout:     90 * time.Second,
-		TLSHandshakeTimeout: 10 * time.Second,
-		ForceAttemptHTTP2:   false,
-	}
+	tr := newTransport(tlsConf)
 	return &Client{
 		base:   strings.TrimRight(c.Server, "/"),
 		token:  c.Token,
@@ -144,6 +134,11 @@ func FromConfig(path, contextName string) (*Client, error) {
 	}
 	return New(ctx)
 }
+
+// Close closes the client's connection to the server once no request or
+// watch is using it, rather than leaving it open until it idles out: for
+// a client that is done (a join's, a command's).
+func (c *Client) Close() { c.stream.CloseIdleConnections() }
 
 // Server returns the server URL.
 func (c *Client) Server() string { return c.base }
