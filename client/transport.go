@@ -61,8 +61,12 @@ func newTransport(tlsConf *tls.Config) *transport {
 			TLSHandshakeTimeout: handshakeTimeout,
 		},
 	}
+	// Offering HTTP/1.1 as well lets a server that does not speak
+	// HTTP/2 say so by choosing it, rather than end the handshake.
+	h2conf := tlsConf.Clone()
+	h2conf.NextProtos = []string{http2.NextProtoTLS, "http/1.1"}
 	t.h2 = &http2.Transport{
-		TLSClientConfig: tlsConf,
+		TLSClientConfig: h2conf,
 		DialTLSContext: func(ctx context.Context, network, addr string, cfg *tls.Config) (net.Conn, error) {
 			raw, err := dialer.DialContext(ctx, network, addr)
 			if err != nil {
