@@ -160,6 +160,9 @@ type Agent struct {
 	// checks are the host's checks (hostchecks.go), reported with the
 	// heartbeat.
 	checks *hostChecks
+	// adopted is closed once the VM controller has taken back the VMs
+	// moving away that still run here (migrateadopt.go).
+	adopted chan struct{}
 }
 
 // Run joins (if needed: joining registers the Host) and runs until ctx
@@ -293,6 +296,7 @@ func run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	a.vms = newVMController(a)
+	a.adopted = make(chan struct{})
 	a.volumes = newVolumeController(a)
 	if cfg.UnderlayDevice != "" {
 		plane, err := a.startNetworking()

@@ -8,3 +8,7 @@ func SetTestHookMigratedIn(h func(uid, dir string) bool) { testHookMigratedIn = 
 // for a test; call it before the agents start, and undo it after they
 // stopped.
 func SetTestHookIncomingStarted(h func(uid, dir string)) { testHookIncomingStarted = h }
+
+// SetTestHookAdopted sets testHookAdopted (migrateadopt.go) for a test;
+// call it before the agents start, and undo it after they stopped.
+func SetTestHookAdopted(h func(host string, keys []string)) { testHookAdopted = h }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -309,4 +310,127 @@ func TestLiveMigrationDestHangs(t *testing.T) {
 	if alive(destPID) {
 		t.Errorf("h2's QEMU (pid %d) still runs after the failed move", destPID)
 	}
+}
+
+// TestLiveMigrationSourceRestarts: h1's agent is restarted in the middle
+// of a move, once h2's QEMU has the whole state and h1's is paused
+// waiting for h2 to take the VM. The restarted agent, whose cache no
+// longer holds the VM (it is placed on h2), takes it back from what runs
+// on the host and what the API says (adoptLeaving): it does not collect
+// h1's QEMU as an orphan, and keeps its ports. When h2 takes the VM, h1
+// kills its copy and removes its files as after any move, and the guest
+// counts on on h2.
+func TestLiveMigrationSourceRestarts(t *testing.T) {
+	requireSharedBoot(t)
+	var (
+		mu      sync.Mutex
+		held    bool     // h2 has the whole state and waits
+		hold    = true   // h2 does not take the VM yet
+		adopted []string // what h1's restarted agent took back
+	)
+	agent.SetTestHookMigratedIn(func(uid, dir string) bool {
+		mu.Lock()
+		defer mu.Unlock()
+		held = true
+		return hold
+	})
+	agent.SetTestHookAdopted(func(host string, keys []string) {
+		if host == "h1" {
+			mu.Lock()
+			adopted = append(adopted, keys...)
+			mu.Unlock()
+		}
+	})
+	t.Cleanup(func() { agent.SetTestHookMigratedIn(nil); agent.SetTestHookAdopted(nil) }) // after the lab stops
+	l := newLab(t)
+	p := rbdPool(t, l)
+	l.addAgent(t, "h2")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+
+	vol := volume("data", 64<<20, api.VolumeSource{})
+	vol.Spec.Host, vol.Spec.Pool = "", p.pool.Metadata.Name
+	l.create(t, vol)
+	vm := l.vm("mover")
+	vm.Spec.Disks = []api.VMDisk{{Volume: "data"}}
+	vm.Spec.CloudInit.UserData = tickScript
+	l.create(t, vm)
+	servertest.Eventually(t, 4*time.Minute, func() error {
+		vm := l.get(t, "mover")
+		if n, _ := consoleTicks(vm.Status.ConsoleLog); len(n) < 3 {
+			return fmt.Errorf("the guest has not counted to 3 yet (phase %q, %+v)", vm.Status.Phase, vm.Status.Conditions)
+		}
+		return nil
+	})
+	cur := l.get(t, "mover")
+	h1PID, h1Dir := cur.Status.PID, filepath.Dir(cur.Status.ConsoleLog)
+	before, _ := consoleTicks(cur.Status.ConsoleLog)
+
+	if _, err := l.env.Admin.Patch(ctx, "VirtualMachine", "lab", "mover", map[string]any{"spec": map[string]any{"host": "h2"}}, false); err != nil {
+		t.Fatal(err)
+	}
+	servertest.Eventually(t, 3*time.Minute, func() error {
+		mu.Lock()
+		defer mu.Unlock()
+		if !held {
+			return fmt.Errorf("h2 does not have the whole state yet")
+		}
+		return nil
+	})
+	l.stopAgent()
+	if !alive(h1PID) {
+		t.Fatalf("h1's QEMU (pid %d) is gone once its agent stopped", h1PID)
+	}
+	l.startAgent(t)
+	servertest.Eventually(t, time.Minute, func() error {
+		mu.Lock()
+		defer mu.Unlock()
+		if !slices.Equal(adopted, []string{"lab/mover"}) {
+			return fmt.Errorf("h1's restarted agent took back %q; want lab/mover", adopted)
+		}
+		return nil
+	})
+	// Past a few of the restarted agent's resyncs (2 s), which collect
+	// orphans: h1's copy is no orphan.
+	time.Sleep(6 * time.Second)
+	if !alive(h1PID) {
+		t.Fatalf("h1's QEMU (pid %d) was killed by its restarted agent in mid-move", h1PID)
+	}
+	if got := l.get(t, "mover"); got.Status.Host != "h1" || got.Status.Migration == nil {
+		t.Fatalf("while h2 waits: status.host %q, migration %+v; want h1 and the migration", got.Status.Host, got.Status.Migration)
+	}
+
+	mu.Lock()
+	hold = false
+	mu.Unlock()
+	var moved *api.VirtualMachine
+	servertest.Eventually(t, 3*time.Minute, func() error {
+		moved = l.get(t, "mover")
+		if moved.Status.Host != "h2" || moved.Status.Phase != api.VMRunning || moved.Status.Migration != nil {
+			return fmt.Errorf("VM on %q, phase %q, migration %+v", moved.Status.Host, moved.Status.Phase, moved.Status.Migration)
+		}
+		return nil
+	})
+	servertest.Eventually(t, time.Minute, func() error {
+		if alive(h1PID) {
+			return fmt.Errorf("h1's QEMU (pid %d) still runs after the move", h1PID)
+		}
+		if _, err := os.Stat(h1Dir); err == nil {
+			return fmt.Errorf("h1's VM directory %s is still there after the move", h1Dir)
+		}
+		return nil
+	})
+	servertest.Eventually(t, time.Minute, func() error {
+		after, ok := consoleTicks(moved.Status.ConsoleLog)
+		if !ok {
+			return fmt.Errorf("the guest's memory pattern changed across the move")
+		}
+		if len(after) < 3 {
+			return fmt.Errorf("the guest printed %v on h2 so far", after)
+		}
+		if after[0] <= before[len(before)-1] {
+			return fmt.Errorf("the counter was at %d on h1 and went %v on h2: the guest did not carry on", before[len(before)-1], after)
+		}
+		return nil
+	})
 }

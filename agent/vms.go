@@ -130,8 +130,10 @@ func (v *vmController) imageChanged(ch client.Change) {
 
 func (v *vmController) run(ctx context.Context) error {
 	if err := v.a.cache.waitSynced(ctx); err != nil {
+		close(v.a.adopted)
 		return nil
 	}
+	v.adoptLeaving(ctx) // before orphans are collected and networks applied
 	go every(ctx, v.a.cfg.Resync, v.collectOrphans)
 	go every(ctx, consoleLogCheck, v.capConsoleLogs)
 	return v.ctl.Run(ctx)
