@@ -180,7 +180,7 @@ func (v *vmController) migrateIn(ctx context.Context, vm *api.VirtualMachine, di
 		info.State, info.Status = compute.Running, "" // as it will be, once this host owns it
 		wctx, cancel := context.WithDeadline(ctx, deadline)
 		err = v.report(wctx, vm, dir, vmState{Running: true, Info: info, StartedAt: vm.Status.StartedAt,
-			FirstOutputAt: vm.Status.FirstOutputAt, RestartCount: vm.Status.RestartCount})
+			FirstOutputAt: vm.Status.FirstOutputAt, RestartCount: vm.Status.RestartCount, MigratedFrom: from})
 		cancel()
 		if err != nil {
 			// Not ours: leave the QEMU paused; the next pass resumes
@@ -201,12 +201,6 @@ func (v *vmController) migrateIn(ctx context.Context, vm *api.VirtualMachine, di
 			}
 		}
 		v.a.rec.Eventf(ctx, vm, api.EventNormal, "Migrated", "moved live from %s", from)
-		if _, _, err := client.WriteStatus(ctx, v.a.c, v.a.cache.vms, vm, func(cur *api.VirtualMachine) {
-			cur.Status.SetCondition(api.Condition{Type: api.ConditionMigrated, Status: api.ConditionTrue, Reason: api.ReasonMigrated,
-				Message: "moved live from " + from, ObservedGeneration: cur.Metadata.Generation}, time.Now())
-		}); err != nil {
-			slog.Warn("recording a migrated VM's Migrated condition", "vm", client.Key(vm), "err", err)
-		}
 		return reconcile.Result{}, nil
 	}
 
