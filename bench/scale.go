@@ -152,8 +152,8 @@ func RunScale(ctx context.Context, cfg ScaleConfig, w io.Writer) (*ScaleResult, 
 	if cfg.VMsPerNetwork <= 0 {
 		cfg.VMsPerNetwork = 250
 	}
-	if cfg.VMsPerNetwork > 500 {
-		return nil, fmt.Errorf("--vms-per-network %d: at most 500 (each network has one /23 subnet)", cfg.VMsPerNetwork)
+	if cfg.VMsPerNetwork > 1<<16-3 {
+		return nil, fmt.Errorf("--vms-per-network %d: at most 65533 (each network has one subnet, at most a /16)", cfg.VMsPerNetwork)
 	}
 	if cfg.HeartbeatWindow == 0 {
 		cfg.HeartbeatWindow = 30 * time.Second
@@ -575,22 +575,28 @@ func (r *scaleRun) measureHeartbeats(ctx context.Context) error {
 	return nil
 }
 
-// makeNetworks makes the bench tenant's networks, each with one /23
-// subnet, enough for every VM the run makes at VMsPerNetwork each. The
-// addresses are the simulated tenant's own: nothing is sent to them.
+// makeNetworks makes the bench tenant's networks, each with one subnet
+// (a /23, or as large as VMsPerNetwork needs), enough for every VM the
+// run makes at VMsPerNetwork each. The addresses are the simulated
+// tenant's own: nothing is sent to them.
 func (r *scaleRun) makeNetworks(ctx context.Context) error {
 	total := r.cfg.VMs + r.cfg.RunningVMs + r.cfg.Hosts
 	n := max(1, (total+r.cfg.VMsPerNetwork-1)/r.cfg.VMsPerNetwork)
-	if n > 1<<14 {
-		return fmt.Errorf("%d networks of /23 do not fit in 10.0.0.0/8: raise --vms-per-network", n)
+	bits := 23
+	for 1<<(32-bits)-3 < r.cfg.VMsPerNetwork { // less network, broadcast and gateway
+		bits--
+	}
+	size := 1 << (32 - bits)
+	if n*size > 1<<24 {
+		return fmt.Errorf("%d networks of /%d do not fit in 10.0.0.0/8: raise --vms-per-network", n, bits)
 	}
 	r.logf("making %d networks of up to %d VMs", n, r.cfg.VMsPerNetwork)
 	r.networks = make([]string, n)
 	return parallel(ctx, n, 16, func(i int) error {
 		name := fmt.Sprintf("net-%05d", i)
 		r.networks[i] = name
-		third := i * 2 // a /23 is two /24s
-		cidr := fmt.Sprintf("10.%d.%d.0/23", third/256, third%256)
+		base := i * size
+		cidr := fmt.Sprintf("10.%d.%d.%d/%d", base>>16&255, base>>8&255, base&255, bits)
 		objs := []api.Object{
 			&api.Network{TypeMeta: api.TypeMeta{APIVersion: api.APIVersion, Kind: "Network"}, Metadata: api.ObjectMeta{Name: name, Tenant: scaleTenant}},
 			&api.Subnet{TypeMeta: api.TypeMeta{APIVersion: api.APIVersion, Kind: "Subnet"}, Metadata: api.ObjectMeta{Name: name + "-a", Tenant: scaleTenant},
