@@ -109,6 +109,12 @@ type Config struct {
 	// storage.FetchPolicy). For tests that serve images on loopback; it
 	// is no flag.
 	AllowFetchFrom []netip.Prefix
+	// MigrationTimeout bounds how long this host, as a live migration's
+	// source, sends one VM: past it, the migration is cancelled (QMP
+	// migrate_cancel) and the VM runs on here (default
+	// DefaultMigrationTimeout; at most 5 minutes, the time a destination
+	// waits).
+	MigrationTimeout time.Duration
 }
 
 const (
@@ -154,6 +160,9 @@ type Agent struct {
 	// checks are the host's checks (hostchecks.go), reported with the
 	// heartbeat.
 	checks *hostChecks
+	// adopted is closed once the VM controller has taken back the VMs
+	// moving away that still run here (migrateadopt.go).
+	adopted chan struct{}
 }
 
 // Run joins (if needed: joining registers the Host) and runs until ctx
@@ -188,6 +197,12 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	if cfg.Resync == 0 {
 		cfg.Resync = 30 * time.Second
+	}
+	if cfg.MigrationTimeout == 0 {
+		cfg.MigrationTimeout = DefaultMigrationTimeout
+	}
+	if cfg.MigrationTimeout < 0 || cfg.MigrationTimeout > migrateTimeout {
+		return fmt.Errorf("migration-timeout: %s is not between 0 and %s (the time a destination waits for a VM)", cfg.MigrationTimeout, migrateTimeout)
 	}
 	if cfg.StatsInterval == 0 {
 		cfg.StatsInterval = DefaultStatsInterval
@@ -281,6 +296,7 @@ func run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	a.vms = newVMController(a)
+	a.adopted = make(chan struct{})
 	a.volumes = newVolumeController(a)
 	if cfg.UnderlayDevice != "" {
 		plane, err := a.startNetworking()

@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -38,11 +39,17 @@ import (
 //  4. The source keeps its QEMU paused (QMP says "postmigrate") until
 //     the VM's status.host names the destination, and only then kills
 //     it. If the destination gave up on the migration the source sent
-//     to (status.migration is gone or is another one: the destination's
-//     QEMU died and it waits afresh), or the destination has not taken
-//     the VM by the time it would have given up on its own, the source
-//     resumes its copy (QMP cont) and tries again later: the VM never
-//     stopped being the source's.
+//     to (status.migration is gone or is another one: its QEMU died
+//     before it took the VM), or the destination has not taken the VM
+//     by the time it would have given up on its own, the source resumes
+//     its copy (QMP cont): the VM never stopped being the source's.
+//
+// A move that fails is said once and not tried again (moveFailed on the
+// destination, sendFailed on the source, which cancels a send that
+// overruns Config.MigrationTimeout): the VM's Migrated condition says
+// why, and the server's migration-rollback controller puts spec.host
+// back where the VM runs. An agent restarted in the middle of a move
+// from its host takes the VM back from what runs here (migrateadopt.go).
 //
 // Two copies must never run, so each side resumes only when it owns the
 // VM, and status.host says who does. The destination writes status.host
@@ -63,6 +70,12 @@ import (
 // gives up (kills its QEMU), and the VM starts over from step 1.
 const migrateTimeout = 5 * time.Minute
 
+// DefaultMigrationTimeout is how long a source sends one VM before it
+// cancels the move (Config.MigrationTimeout): under the destination's own
+// migrateTimeout, so the source gives up first, and long enough for
+// several GiB of guest RAM over a busy gigabit link.
+const DefaultMigrationTimeout = 4 * time.Minute
+
 // keepGrace is how long after the destination's own deadline the source
 // still keeps its paused copy: more than a status write in flight takes,
 // and more than the hosts' clocks differ.
@@ -72,8 +85,9 @@ const keepGrace = time.Minute
 // destination runs the VM.
 const keepPoll = 250 * time.Millisecond
 
-// retryAfterFailedMove is how long the source runs a VM again after the
-// destination failed to take it before it sends it once more.
+// retryAfterFailedMove is how long the source, running a VM again after
+// the destination failed to take it, waits before it looks at it again
+// (by then spec.host is back here, or someone asked for a new move).
 const retryAfterFailedMove = 15 * time.Second
 
 // testHookMigratedIn, if set (by tests), is called on the destination
@@ -81,6 +95,11 @@ const retryAfterFailedMove = 15 * time.Second
 // true to have the destination look again instead (a test that kills
 // the QEMU there, say).
 var testHookMigratedIn func(uid, dir string) bool
+
+// testHookIncomingStarted, if set (by tests), is called on the
+// destination once its QEMU was started to receive a VM (a test that
+// stops that QEMU, say).
+var testHookIncomingStarted func(uid, dir string)
 
 // incomingPoll is how often the destination asks its QEMU whether the
 // whole state has arrived. Each look is a QMP query; the time between the
@@ -105,11 +124,22 @@ func (v *vmController) incoming(vm *api.VirtualMachine) bool {
 func (v *vmController) migrateIn(ctx context.Context, vm *api.VirtualMachine, dir string, f vmFacts) (reconcile.Result, error) {
 	uid, drv := vm.Metadata.UID, v.a.cfg.Driver
 	m := vm.Status.Migration
+	if !f.Running && m != nil && m.From == vm.Status.Host && m.Incoming != "" {
+		// This host started a QEMU to receive the VM and it is gone
+		// before it had the whole state: the source cancelled (it timed
+		// out, or failed to send), or the stream broke, or the process
+		// died. The source still runs the VM.
+		return v.moveFailed(ctx, vm, "the QEMU on %s waiting for the VM's state from %s exited before it had all of it (the source cancelled or failed to send it; see the events from %s)",
+			v.a.cfg.Name, m.From, m.From)
+	}
 	if f.Running {
 		if f.Info.Status == "inmigrate" {
 			if m != nil && m.StartedAt != nil && time.Since(*m.StartedAt) > migrateTimeout {
 				slog.Warn("giving up waiting for a live migration", "vm", client.Key(vm), "from", m.From)
-				return reconcile.Result{}, drv.Kill(ctx, uid, dir)
+				if err := drv.Kill(ctx, uid, dir); err != nil {
+					return reconcile.Result{}, err
+				}
+				return v.moveFailed(ctx, vm, "%s waited %s for the VM's state from %s and gave up", v.a.cfg.Name, migrateTimeout, m.From)
 			}
 			// Look often: from the moment the state is all here until
 			// this host resumes it, the guest runs nowhere.
@@ -127,14 +157,20 @@ func (v *vmController) migrateIn(ctx context.Context, vm *api.VirtualMachine, di
 			// counted from (it began after this QEMU did).
 			if time.Since(f.Info.StartedAt) > migrateTimeout {
 				slog.Warn("an incoming VM's migration is not recorded; not resuming it", "vm", client.Key(vm))
-				return reconcile.Result{}, drv.Kill(ctx, uid, dir)
+				if err := drv.Kill(ctx, uid, dir); err != nil {
+					return reconcile.Result{}, err
+				}
+				return v.moveFailed(ctx, vm, "%s had the VM's state but its migration was never recorded in the VM's status", v.a.cfg.Name)
 			}
 			return reconcile.Result{RequeueAfter: incomingPoll}, nil
 		}
 		deadline := m.StartedAt.Add(migrateTimeout)
 		if time.Now().After(deadline) {
 			slog.Warn("a live migration finished too late; not resuming it", "vm", client.Key(vm), "from", m.From)
-			return reconcile.Result{}, drv.Kill(ctx, uid, dir)
+			if err := drv.Kill(ctx, uid, dir); err != nil {
+				return reconcile.Result{}, err
+			}
+			return v.moveFailed(ctx, vm, "the VM's state reached %s after %s, too late to take it over from %s", v.a.cfg.Name, migrateTimeout, m.From)
 		}
 		from := vm.Status.Host
 		info, _, err := drv.Lookup(ctx, uid, dir)
@@ -144,7 +180,7 @@ func (v *vmController) migrateIn(ctx context.Context, vm *api.VirtualMachine, di
 		info.State, info.Status = compute.Running, "" // as it will be, once this host owns it
 		wctx, cancel := context.WithDeadline(ctx, deadline)
 		err = v.report(wctx, vm, dir, vmState{Running: true, Info: info, StartedAt: vm.Status.StartedAt,
-			FirstOutputAt: vm.Status.FirstOutputAt, RestartCount: vm.Status.RestartCount})
+			FirstOutputAt: vm.Status.FirstOutputAt, RestartCount: vm.Status.RestartCount, MigratedFrom: from})
 		cancel()
 		if err != nil {
 			// Not ours: leave the QEMU paused; the next pass resumes
@@ -169,8 +205,11 @@ func (v *vmController) migrateIn(ctx context.Context, vm *api.VirtualMachine, di
 	}
 
 	spec, err := v.a.prepare(ctx, vm, dir)
-	if err != nil {
+	if errors.Is(err, errWaiting) {
 		return reconcile.Result{}, fmt.Errorf("preparing to receive VM %s from %s: %w", client.Key(vm), vm.Status.Host, err)
+	}
+	if err != nil {
+		return v.moveFailed(ctx, vm, "%s could not prepare to receive it: %v", v.a.cfg.Name, err)
 	}
 	port, err := freePort(v.a.cfg.Address)
 	if err != nil {
@@ -184,7 +223,10 @@ func (v *vmController) migrateIn(ctx context.Context, vm *api.VirtualMachine, di
 	// Only the host the VM moves from may send it (migratetls.go).
 	spec.IncomingTLS = &compute.MigrationTLS{Dir: tlsDir, Peer: vm.Status.Host}
 	if _, err := drv.Start(ctx, spec); err != nil {
-		return reconcile.Result{}, fmt.Errorf("starting QEMU to receive VM %s: %w", client.Key(vm), err)
+		return v.moveFailed(ctx, vm, "%s could not start QEMU to receive it: %v", v.a.cfg.Name, err)
+	}
+	if h := testHookIncomingStarted; h != nil {
+		h(uid, dir)
 	}
 	spec.Incoming, spec.IncomingTLS = "", nil
 	if err := writeJSONFile(filepath.Join(dir, specFile), startedSpec{Spec: spec, VMDisks: vm.Spec.Disks, RestartRequested: vm.Spec.RestartRequested}); err != nil {
@@ -206,6 +248,33 @@ func (v *vmController) migrateIn(ctx context.Context, vm *api.VirtualMachine, di
 	return reconcile.Result{RequeueAfter: 250 * time.Millisecond}, nil
 }
 
+// moveFailed records that vm did not move here: it still runs on
+// status.host, no migration is under way (the source, waiting paused
+// or not, sees that and runs it on), and its Migrated condition says why
+// for this generation, with one Warning event. It is not tried again
+// (api.MigrationFailed): the migration controller puts
+// spec.host back to status.host.
+func (v *vmController) moveFailed(ctx context.Context, vm *api.VirtualMachine, format string, args ...any) (reconcile.Result, error) {
+	msg := fmt.Sprintf("not moved from %s to %s: ", vm.Status.Host, v.a.cfg.Name) + fmt.Sprintf(format, args...)
+	_, _, err := client.WriteStatus(ctx, v.a.c, v.a.cache.vms, vm, func(cur *api.VirtualMachine) {
+		if api.MigrationFailed(cur) {
+			return // the source said it first
+		}
+		if cur.Status.Phase == api.VMMigrating {
+			cur.Status.Phase = api.VMRunning // on the source, as before the move
+		}
+		cur.Status.Migration = nil
+		cur.Status.SetCondition(api.Condition{Type: api.ConditionMigrated, Status: api.ConditionFalse, Reason: api.ReasonMigrationFailed,
+			Message: msg, ObservedGeneration: cur.Metadata.Generation}, time.Now())
+	})
+	if err != nil {
+		return reconcile.Result{}, err
+	}
+	slog.Warn("live migration failed", "vm", client.Key(vm), "why", msg)
+	v.a.rec.Eventf(ctx, vm, api.EventWarning, api.ReasonMigrationFailed, "%s", msg)
+	return reconcile.Result{}, nil
+}
+
 // migrateOut is the source's part (step 2), for a VM that left this
 // host's cache while its process runs here. handled is false when the VM
 // is not moving (it was deleted, or stopped): the caller tears it down.
@@ -215,14 +284,8 @@ func (v *vmController) migrateOut(ctx context.Context, key, uid string) (res rec
 		return res, false, nil
 	}
 	dir := v.dir(uid)
-	info, running, err := v.a.cfg.Driver.Lookup(ctx, uid, dir)
-	switch {
-	case err != nil && running:
-		// It runs, but does not answer (a busy host): look again soon,
-		// not after an error's growing backoff, as the destination waits.
-		slog.Warn("VM left this host; its QEMU does not answer yet", "vm", key, "err", err)
-		return reconcile.Result{RequeueAfter: time.Second}, true, nil
-	case !running:
+	info, running, lookupErr := v.a.cfg.Driver.Lookup(ctx, uid, dir)
+	if !running {
 		return res, false, nil
 	}
 	tenant, name := client.SplitKey(key)
@@ -236,10 +299,25 @@ func (v *vmController) migrateOut(ctx context.Context, key, uid string) (res rec
 	vm := o.(*api.VirtualMachine)
 	if vm.Metadata.UID != uid || vm.Metadata.DeletionTimestamp != nil || vm.Spec.Host == v.a.cfg.Name || vm.Spec.Host == "" ||
 		vm.Status.Host != v.a.cfg.Name || (vm.Spec.PowerState != "" && vm.Spec.PowerState != api.PowerRunning) {
+		// Not a VM that runs here moving away (a QEMU that never got
+		// a VM moving here, one that does not answer among them).
 		slog.Info("VM left this host without moving live", "vm", key, "host", vm.Spec.Host, "statusHost", vm.Status.Host, "powerState", vm.Spec.PowerState)
 		return res, false, nil
 	}
+	if lookupErr != nil {
+		// It runs here, but does not answer (a busy host): look again
+		// soon, not after an error's growing backoff, as the
+		// destination waits.
+		slog.Warn("VM left this host; its QEMU does not answer yet", "vm", key, "err", lookupErr)
+		return reconcile.Result{RequeueAfter: time.Second}, true, nil
+	}
 	m := vm.Status.Migration
+	if api.MigrationFailed(vm) {
+		// The destination gave up (moveFailed); the migration
+		// controller puts spec.host back here, and the VM is this
+		// host's again as before.
+		return reconcile.Result{RequeueAfter: 2 * time.Second}, true, nil
+	}
 	if m == nil || m.From != v.a.cfg.Name || m.Incoming == "" {
 		// The destination is getting ready.
 		return reconcile.Result{RequeueAfter: 250 * time.Millisecond}, true, nil
@@ -261,21 +339,70 @@ func (v *vmController) migrateOut(ctx context.Context, key, uid string) (res rec
 		return res, true, fmt.Errorf("VM %s: status.migration.incoming %q is not on host %s's address %q: not sending it there", key, m.Incoming, vm.Spec.Host, a)
 	}
 	if info.Status != "postmigrate" {
-		mctx, cancel := context.WithTimeout(ctx, migrateTimeout)
+		attempt := uid + " " + m.Incoming
+		if m.StartedAt != nil {
+			attempt += " " + m.StartedAt.String()
+		}
+		v.mu.Lock()
+		why, failed := v.failedSends[attempt]
+		v.mu.Unlock()
+		if failed {
+			// Sending to this destination failed, and was said: it is
+			// not tried again, but the status that says so is written
+			// until it is.
+			return reconcile.Result{RequeueAfter: 2 * time.Second}, true, v.sendFailed(ctx, vm, *m, why)
+		}
+		mctx, cancel := context.WithTimeout(ctx, v.a.cfg.MigrationTimeout)
 		defer cancel()
 		stats, err := mig.Migrate(mctx, uid, dir, m.Incoming, &compute.MigrationTLS{Dir: tlsDir, Hostname: host})
 		if err != nil {
-			// The source still runs the VM: try again while the destination
-			// waits (it gives up after migrateTimeout, and starts waiting
-			// afresh).
-			slog.Warn("migrating VM failed; trying again", "vm", key, "to", vm.Spec.Host, "err", err)
-			return reconcile.Result{RequeueAfter: 2 * time.Second}, true, nil
+			if ctx.Err() != nil {
+				return reconcile.Result{}, true, ctx.Err() // the agent stops; QEMU cancelled the migration
+			}
+			why := err.Error()
+			if mctx.Err() != nil {
+				why = fmt.Sprintf("sending it took longer than %s (the migration timeout), so it was cancelled", v.a.cfg.MigrationTimeout)
+			}
+			why = fmt.Sprintf("not moved from %s to %s: %s; it runs on %s", v.a.cfg.Name, vm.Spec.Host, why, v.a.cfg.Name)
+			v.mu.Lock()
+			v.failedSends[attempt] = why
+			v.mu.Unlock()
+			// The source still runs the VM (QEMU resumes a guest whose
+			// migration failed or was cancelled).
+			slog.Warn("migrating VM failed; it runs on here", "vm", key, "to", vm.Spec.Host, "err", err)
+			v.a.rec.Eventf(ctx, vm, api.EventWarning, api.ReasonMigrationFailed, "%s", why)
+			return reconcile.Result{RequeueAfter: 2 * time.Second}, true, v.sendFailed(ctx, vm, *m, why)
 		}
 		slog.Info("migrated VM", "vm", key, "to", vm.Spec.Host, "downtime", stats.Downtime, "total", stats.Total, "transferred", stats.Transferred)
 	}
 	// Sent, or sent before this agent restarted (QEMU says
 	// "postmigrate"): step 4.
 	return v.keepUntilTaken(ctx, key, uid, dir, *m)
+}
+
+// sendFailed records, as the source of the migration m of vm, that it
+// gave the move up (the one status write a source may make of a VM not
+// placed on it: server/auth's migrationGivenUp): no migration, the VM
+// Running here as before, and the Migrated condition saying why. The
+// destination then kills the QEMU it started to receive the VM, and the
+// migration controller puts spec.host back here. A migration that is
+// not m any more (the destination gave up first) is left as it is.
+func (v *vmController) sendFailed(ctx context.Context, vm *api.VirtualMachine, m api.VMMigration, why string) error {
+	_, _, err := client.WriteStatus(ctx, v.a.c, nil, vm, func(cur *api.VirtualMachine) {
+		if c := cur.Status.Migration; c == nil || c.From != m.From || c.Incoming != m.Incoming || !sameTime(c.StartedAt, m.StartedAt) {
+			return
+		}
+		cur.Status.Migration = nil
+		if cur.Status.Phase == api.VMMigrating {
+			cur.Status.Phase = api.VMRunning
+		}
+		cur.Status.SetCondition(api.Condition{Type: api.ConditionMigrated, Status: api.ConditionFalse, Reason: api.ReasonMigrationFailed,
+			Message: why, ObservedGeneration: cur.Metadata.Generation}, time.Now())
+	})
+	if err != nil {
+		return fmt.Errorf("saying the move of VM %s failed: %w", client.Key(vm), err)
+	}
+	return nil
 }
 
 // keepUntilTaken is step 4: the source's QEMU, paused with the whole
@@ -324,6 +451,10 @@ func (v *vmController) keepUntilTaken(ctx context.Context, key, uid, dir string,
 	slog.Warn("a migrated VM did not start on its destination; resuming it here", "vm", key, "why", why)
 	if err := v.a.cfg.Driver.Resume(ctx, uid, dir); err != nil {
 		return reconcile.Result{}, true, fmt.Errorf("resuming VM %s after %s: %w", key, why, err)
+	}
+	if o, err := v.a.c.Get(ctx, "VirtualMachine", tenant, name); err == nil {
+		vm := o.(*api.VirtualMachine)
+		v.a.rec.Eventf(ctx, vm, api.EventWarning, api.ReasonMigrationFailed, "not moved from %s to %s: %s; it runs on %s again", v.a.cfg.Name, vm.Spec.Host, why, v.a.cfg.Name)
 	}
 	return reconcile.Result{RequeueAfter: retryAfterFailedMove}, true, nil
 }

@@ -167,3 +167,46 @@ func TestLeavingTracker(t *testing.T) {
 		t.Errorf("back here, still leaving: %v", names(got))
 	}
 }
+
+// TestNetStateAdoptedLeaving: an agent restarted while red/a moves from
+// h1 to h2 has a fresh leavingTracker, which never saw the VM here; the
+// VM (spec.host h2, status.host h1, as the API has it) is adopted
+// (adoptLeaving), so h1 keeps its port and floating IP across updates
+// until release says its QEMU here is gone, and not after.
+func TestNetStateAdoptedLeaving(t *testing.T) {
+	aMAC := "52:54:00:00:00:0a"
+	src := nsWorld()
+	moving := api.DeepCopy(src.VMs[0]).(*api.VirtualMachine)
+	moving.Spec.Host, moving.Status.Host, moving.Status.Phase = "h2", "h1", api.VMMigrating
+	src.VMs = src.VMs[1:] // not in the restarted agent's cache
+	fip := netip.MustParseAddr("203.0.113.50")
+	carried := func(in netInputs) (port, floating bool) {
+		for _, n := range hostNetState(in).State.Networks {
+			if n.Name != "red/net" {
+				continue
+			}
+			port = slices.ContainsFunc(n.Ports, func(p dataplane.Port) bool { return p.MAC.String() == aMAC })
+			floating = slices.ContainsFunc(n.FloatingIPs, func(f dataplane.FloatingIP) bool { return f.External == fip })
+		}
+		return port, floating
+	}
+	var tr leavingTracker
+	src.Leaving = tr.update("h1", src.VMs)
+	if port, _ := carried(src); port {
+		t.Fatalf("a fresh tracker carries the port before adoption: the test proves nothing")
+	}
+	tr.adopt(moving)
+	for i := range 2 { // the first update after adoption, and a later one
+		src.Leaving = tr.update("h1", src.VMs)
+		if port, floating := carried(src); !port || !floating {
+			t.Errorf("update %d after adoption: port %v, floating IP %v; want both kept (the guest still runs here)", i, port, floating)
+		}
+	}
+	if !tr.release(vmKey(moving)) {
+		t.Errorf("release of the adopted VM: not leaving")
+	}
+	src.Leaving = tr.update("h1", src.VMs)
+	if port, _ := carried(src); port {
+		t.Errorf("the port stays after release")
+	}
+}

@@ -80,6 +80,13 @@ func (n *netController) run(ctx context.Context) error {
 	if err := n.a.cache.waitSynced(ctx); err != nil {
 		return nil
 	}
+	// VMs moving away that still run here keep their ports: know them
+	// before the first Apply (migrateadopt.go).
+	select {
+	case <-ctx.Done():
+		return nil
+	case <-n.a.adopted:
+	}
 	defer n.dhcp.stopAll()
 	defer n.ra.stopAll()
 	defer n.services.stopAll()

@@ -256,6 +256,10 @@ type vmState struct {
 	Failure *vmFailure
 	// RestartCount is status.restartCount to report.
 	RestartCount int
+	// MigratedFrom, if set, is the host the VM just moved live from
+	// (migrate.go): its Migrated condition turns True in the same write
+	// that makes this host its own.
+	MigratedFrom string
 }
 
 // vmStatus is the status the agent reports for vm in state s: the
@@ -351,6 +355,10 @@ func vmStatus(vm *api.VirtualMachine, s vmState, host, consoleLog string, now ti
 	running.Type, ready.Type = api.ConditionRunning, api.ConditionReady
 	st.SetCondition(running, now)
 	st.SetCondition(ready, now)
+	if s.MigratedFrom != "" {
+		st.SetCondition(api.Condition{Type: api.ConditionMigrated, Status: api.ConditionTrue, Reason: api.ReasonMigrated,
+			Message: "moved live from " + s.MigratedFrom, ObservedGeneration: vm.Metadata.Generation}, now)
+	}
 	return st
 }
 

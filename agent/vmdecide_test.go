@@ -447,3 +447,29 @@ func TestAnnouncePreparing(t *testing.T) {
 		t.Errorf("a new VM does not announce Preparing")
 	}
 }
+
+// TestVMStatusMigrated: the write that makes a VM moved live this host's
+// ends its migration and turns Migrated True, naming the host it came
+// from, at its generation; a later report keeps the condition as it is.
+func TestVMStatusMigrated(t *testing.T) {
+	vm := testVM(func(vm *api.VirtualMachine) {
+		vm.Status.Host, vm.Status.Phase = "h0", api.VMMigrating
+		vm.Status.Migration = &api.VMMigration{From: "h0", Incoming: "tcp:10.0.0.1:4444"}
+		vm.Status.SetCondition(api.Condition{Type: api.ConditionMigrated, Status: api.ConditionFalse, Reason: api.ReasonMigrationFailed,
+			Message: "an earlier move failed", ObservedGeneration: 2}, t0)
+	})
+	started := t0
+	s := vmState{Running: true, Info: compute.Info{State: compute.Running, PID: 42}, StartedAt: &started, FirstOutputAt: &started, MigratedFrom: "h0"}
+	st := vmStatus(vm, s, "h1", "/c", t0.Add(time.Minute))
+	c := st.Condition(api.ConditionMigrated)
+	if st.Host != "h1" || st.Migration != nil || c == nil || c.Status != api.ConditionTrue || c.Reason != api.ReasonMigrated ||
+		c.Message != "moved live from h0" || c.ObservedGeneration != vm.Metadata.Generation {
+		t.Fatalf("host %q, migration %+v, Migrated %+v; want h1, none, True/Migrated from h0 at generation %d", st.Host, st.Migration, c, vm.Metadata.Generation)
+	}
+	vm.Status = st
+	s.MigratedFrom = ""
+	later := vmStatus(vm, s, "h1", "/c", t0.Add(2*time.Minute))
+	if again := later.Condition(api.ConditionMigrated); again == nil || *again != *c {
+		t.Errorf("a later report changed Migrated to %+v; want %+v", again, c)
+	}
+}

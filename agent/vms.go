@@ -56,6 +56,10 @@ type vmController struct {
 	// and when it may start again (decide), by uid. It lives as long as
 	// the agent: a restarted agent starts a crashed VM at once.
 	crashes map[string]crashLoop
+	// failedSends are the live migrations this host failed to send
+	// (migrateOut) and why, by VM uid and destination, so that each is
+	// said once and not tried again.
+	failedSends map[string]string
 
 	// dirMu keeps capConsoleLogs out of a VM directory teardown is
 	// removing, so no console.log.1 is made in one that goes.
@@ -75,7 +79,8 @@ type crashLoop struct {
 const consoleLogCheck = 2 * time.Second
 
 func newVMController(a *Agent) *vmController {
-	v := &vmController{a: a, uids: map[string]string{}, watching: map[string]bool{}, crashes: map[string]crashLoop{}, logErrs: map[string]string{}}
+	v := &vmController{a: a, uids: map[string]string{}, watching: map[string]bool{}, crashes: map[string]crashLoop{}, logErrs: map[string]string{},
+		failedSends: map[string]string{}}
 	v.ctl = &reconcile.Controller{Name: "vms", Reconciler: v, Workers: 16, Resync: a.cfg.Resync,
 		List: func(context.Context) ([]string, error) { return a.cache.vms.Keys(), nil }}
 	return v
@@ -125,8 +130,10 @@ func (v *vmController) imageChanged(ch client.Change) {
 
 func (v *vmController) run(ctx context.Context) error {
 	if err := v.a.cache.waitSynced(ctx); err != nil {
+		close(v.a.adopted)
 		return nil
 	}
+	v.adoptLeaving(ctx) // before orphans are collected and networks applied
 	go every(ctx, v.a.cfg.Resync, v.collectOrphans)
 	go every(ctx, consoleLogCheck, v.capConsoleLogs)
 	return v.ctl.Run(ctx)
@@ -164,6 +171,11 @@ func (v *vmController) Reconcile(ctx context.Context, key string) (reconcile.Res
 	}
 	vm := api.DeepCopy(obj).(*api.VirtualMachine)
 	dir := v.dir(vm.Metadata.UID)
+	if api.MigrationFailed(vm) {
+		// Its move here failed (migrate.go): a QEMU started here to
+		// receive it never gets it, even one that does not answer.
+		return reconcile.Result{}, v.a.cfg.Driver.Kill(ctx, vm.Metadata.UID, dir)
+	}
 	f, err := v.observe(ctx, vm, dir)
 	if err != nil {
 		return reconcile.Result{}, err

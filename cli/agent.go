@@ -90,6 +90,7 @@ links. Tenants' images never read host files.`,
 	f.StringVar(&cfg.Listen, "listen", "", "address for console connections from the server (default ADDRESS:9443)")
 	addLimitFlags(f, "console-", &cfg.ConsoleLimits)
 	f.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", 0, "how long a guest gets to power off before it is killed (default 60s)")
+	f.DurationVar(&cfg.MigrationTimeout, "migration-timeout", 0, "how long this host sends a VM moving live to another before it cancels the move and runs the VM on (default 4m, at most 5m)")
 	f.StringVar(&logMax, "console-log-max", api.Bytes(agent.DefaultConsoleLogMax).String(),
 		"cap of each VM's console log, such as 8Mi: past it the log is kept as console.log.1 (replacing the older one) and console.log starts again empty")
 	f.StringVar(&cfg.MetricsListen, "metrics-listen", "", "address to serve Prometheus metrics on over plain HTTP (GET /metrics), such as 10.0.0.5:9464; none when empty. VM series carry tenant and VM names: use a management network")

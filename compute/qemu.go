@@ -1101,7 +1101,8 @@ func (q *QEMU) Migrate(ctx context.Context, id, dir, uri string, tls *MigrationT
 	if !incomingRE.MatchString(uri) {
 		return fail(fmt.Errorf("%q is not tcp:HOST:PORT", uri))
 	}
-	if _, ok, err := findProcess(id, dir); err != nil {
+	proc, ok, err := findProcess(id, dir)
+	if err != nil {
 		return fail(err)
 	} else if !ok {
 		return fail(ErrNotRunning)
@@ -1109,7 +1110,7 @@ func (q *QEMU) Migrate(ctx context.Context, id, dir, uri string, tls *MigrationT
 	// One connection for the whole migration: QMP serves one client at a
 	// time, and nothing else should touch the VM meanwhile.
 	dctx, cancel := q.qmpContext(ctx)
-	c, err := DialQMP(dctx, filepath.Join(dir, QMPSocket))
+	c, err := dialQMP(dctx, filepath.Join(dir, QMPSocket), true) // out of band, to yank a stuck migration
 	cancel()
 	if err != nil {
 		return fail(err)
@@ -1120,65 +1121,211 @@ func (q *QEMU) Migrate(ctx context.Context, id, dir, uri string, tls *MigrationT
 		defer cancel()
 		return c.Execute(qctx, command, args, result)
 	}
+	// A migration still under way (its caller restarted since it began
+	// it: QEMU goes on without the QMP connection that asked) is
+	// followed, not begun again (QEMU would refuse).
+	var now struct {
+		Status string `json:"status"`
+	}
+	if err := call("query-migrate", nil, &now); err != nil {
+		return fail(err)
+	}
+	if !migrationUnderWay(now.Status) {
+		if err := q.beginMigration(call, uri, tls); err != nil {
+			return fail(err)
+		}
+	}
+	// QEMU answers in-band commands from its main loop, which a
+	// migration may hold for a while (the stop-and-copy at the end), or,
+	// stuck writing to a destination that does not read, for good: a
+	// question not answered in time is waited on, never asked again
+	// (each would queue in QEMU, and a full queue stops QEMU reading
+	// even out-of-band commands).
+	ask := &qmpAsker{c: c, timeout: q.opts.QMPTimeout}
+	lastSaid, stuckSince := time.Now(), time.Time{}
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		var st migrationStatus
+		switch err := ask.do(ctx, "query-migrate", nil, &st); {
+		case err == nil:
+			stuckSince = time.Time{}
+			switch st.Status {
+			case "completed":
+				return st.migration(), nil
+			case "failed", "cancelled":
+				return fail(fmt.Errorf("%s: %s", st.Status, st.ErrorDesc))
+			}
+			if time.Since(lastSaid) > 10*time.Second {
+				lastSaid = time.Now()
+				slog.Info("migration under way", "vm", id, "to", uri, "status", st.Status, "ms", st.Total, "sent", st.RAM.Transferred)
+			}
+		case isTimeout(err):
+			if stuckSince.IsZero() {
+				stuckSince = time.Now()
+			}
+			if time.Since(lastSaid) > 10*time.Second {
+				lastSaid = time.Now()
+				slog.Warn("QEMU does not answer while it migrates (the destination may not read)", "vm", id, "to", uri, "for", time.Since(stuckSince).Round(time.Second))
+			}
+		default:
+			return fail(err)
+		}
+		select {
+		case <-ctx.Done():
+			return q.cancelMigration(ask, proc.PID, uri, fail, ctx.Err())
+		case <-tick.C:
+		}
+	}
+}
+
+// migrationStatus is what query-migrate answers, in part.
+type migrationStatus struct {
+	Status    string `json:"status"`
+	Total     int64  `json:"total-time"`
+	Downtime  int64  `json:"downtime"`
+	Setup     int64  `json:"setup-time"`
+	ErrorDesc string `json:"error-desc"`
+	RAM       struct {
+		Transferred int64 `json:"transferred"`
+	} `json:"ram"`
+}
+
+func (st migrationStatus) migration() Migration {
+	return Migration{Total: time.Duration(st.Total) * time.Millisecond, Downtime: time.Duration(st.Downtime) * time.Millisecond,
+		Setup: time.Duration(st.Setup) * time.Millisecond, Transferred: st.RAM.Transferred}
+}
+
+// qmpAsker runs in-band commands on a QMP connection, at most one
+// unanswered at a time: a command whose answer does not come in time is
+// left pending, and the next one first waits for that answer.
+type qmpAsker struct {
+	c       *QMPClient
+	timeout time.Duration
+	pending string // the id of the command whose answer is still to come
+}
+
+// do runs command, each wait bounded by the asker's timeout and ctx. A
+// wait that times out leaves it (or the earlier command it waited on)
+// pending, and returns an error isTimeout knows.
+func (a *qmpAsker) do(ctx context.Context, command string, args, result any) error {
+	a.c.mu.Lock()
+	defer a.c.mu.Unlock()
+	wait := func(cmd, id string, result any) error {
+		qctx, cancel := context.WithTimeout(ctx, a.timeout)
+		defer cancel()
+		stop := a.c.watch(qctx)
+		defer stop()
+		err := a.c.receive(qctx, cmd, id, result)
+		if err == nil || !isTimeout(err) {
+			a.pending = ""
+		}
+		return err
+	}
+	if a.pending != "" {
+		if err := wait("(an earlier command)", a.pending, nil); isTimeout(err) {
+			return err
+		}
+	}
+	qctx, cancel := context.WithTimeout(ctx, a.timeout)
+	stop := a.c.watch(qctx)
+	id, err := a.c.send(qctx, command, args, false)
+	stop()
+	cancel()
+	if err != nil {
+		return err
+	}
+	a.pending = id
+	return wait(command, id, result)
+}
+
+// isTimeout reports whether err is a QMP command that was not answered
+// in time (not an answer, nor a broken connection).
+func isTimeout(err error) bool {
+	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, os.ErrDeadlineExceeded) || errors.Is(err, context.Canceled)
+}
+
+// migrationUnderWay reports whether a query-migrate status is of a
+// migration that has begun and not ended.
+func migrationUnderWay(status string) bool {
+	switch status {
+	case "setup", "active", "pre-switchover", "device", "wait-unplug", "cancelling", "postcopy-active":
+		return true
+	}
+	return false
+}
+
+// beginMigration sets the migration's capabilities and TLS up and starts
+// it to uri (QMP migrate).
+func (q *QEMU) beginMigration(call func(string, any, any) error, uri string, tls *MigrationTLS) error {
 	// A guest that dirties memory faster than it can be sent would
 	// never converge: auto-converge slows its vCPUs until it does.
 	caps := []map[string]any{{"capability": "auto-converge", "state": true}}
 	if err := call("migrate-set-capabilities", map[string]any{"capabilities": caps}, nil); err != nil {
-		return fail(err)
+		return err
 	}
 	params := map[string]any{"tls-creds": "", "tls-hostname": ""}
 	if tls != nil {
 		if tls.Hostname == "" {
-			return fail(errors.New("migration TLS: no hostname to check the destination's certificate against"))
+			return errors.New("migration TLS: no hostname to check the destination's certificate against")
 		}
 		// A failed attempt left its object: make it afresh, from the
 		// files as they are now.
 		_ = call("object-del", map[string]any{"id": migrationTLSID}, nil)
 		if err := call("object-add", tlsCredsArgs(tls.Dir, "client"), nil); err != nil {
-			return fail(fmt.Errorf("migration TLS credentials in %s: %w", tls.Dir, err))
+			return fmt.Errorf("migration TLS credentials in %s: %w", tls.Dir, err)
 		}
 		params = map[string]any{"tls-creds": migrationTLSID, "tls-hostname": tls.Hostname}
 	}
 	if err := call("migrate-set-parameters", params, nil); err != nil {
-		return fail(err)
+		return err
 	}
-	if err := call("migrate", map[string]any{"uri": uri}, nil); err != nil {
-		return fail(err)
+	return call("migrate", map[string]any{"uri": uri}, nil)
+}
+
+// cancelMigration cancels a migration that ran out of time and waits
+// until QEMU says how it ended. A QEMU that answers is asked to cancel
+// (QMP migrate_cancel). One that does not (its migration holds its main
+// loop, stuck writing to a destination that does not read) has the
+// migration's connections shut down out of band (QMP yank), which ends
+// the stuck write and fails the migration. Either way the source then
+// runs the guest on. A migration that completed before the cancel
+// arrived has the guest paused, its state sent: that is a success, as
+// QEMU.Migrate's.
+func (q *QEMU) cancelMigration(ask *qmpAsker, pid int, uri string, fail func(error) (Migration, error), why error) (Migration, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*q.opts.QMPTimeout)
+	defer cancel()
+	how := "cancelled"
+	if err := ask.do(ctx, "migrate_cancel", nil, nil); isTimeout(err) {
+		// Stuck: QEMU's own way first (yank, out of band, shuts down
+		// the connections a migration thread blocks on), then the
+		// kernel's, for a main loop blocked in the TLS handshake
+		// (migratestuck.go).
+		how = "QEMU did not answer (the stuck migration held it), so its connections to the destination were shut down"
+		yctx, ycancel := context.WithTimeout(ctx, q.opts.QMPTimeout)
+		yerr := ask.c.ExecuteOOB(yctx, "yank", map[string]any{"instances": []map[string]any{{"type": "migration"}}}, nil)
+		ycancel()
+		n, serr := shutDownMigrationSockets(pid, uri)
+		if serr != nil || (yerr != nil && n == 0) {
+			return fail(fmt.Errorf("%w; QEMU does not answer, and shutting the migration's connections down failed: yank: %v; sockets: %v", why, yerr, serr))
+		}
+	} else if err != nil {
+		return fail(fmt.Errorf("%w; cancelling it: %v", why, err))
 	}
-	lastSaid := time.Now()
-	tick := time.NewTicker(50 * time.Millisecond)
-	defer tick.Stop()
 	for {
-		var st struct {
-			Status    string `json:"status"`
-			Total     int64  `json:"total-time"`
-			Downtime  int64  `json:"downtime"`
-			Setup     int64  `json:"setup-time"`
-			ErrorDesc string `json:"error-desc"`
-			RAM       struct {
-				Transferred int64 `json:"transferred"`
-			} `json:"ram"`
+		var st migrationStatus
+		err := ask.do(ctx, "query-migrate", nil, &st)
+		switch {
+		case err != nil && !isTimeout(err):
+			return fail(fmt.Errorf("%w; after cancelling it: %v", why, err))
+		case err == nil && st.Status == "completed":
+			return st.migration(), nil
+		case err == nil && (st.Status == "cancelled" || st.Status == "failed"):
+			return fail(fmt.Errorf("%w: %s", why, how))
+		case ctx.Err() != nil:
+			return fail(fmt.Errorf("%w; cancelling it, QEMU still says %q", why, st.Status))
 		}
-		if err := call("query-migrate", nil, &st); err != nil {
-			return fail(err)
-		}
-		switch st.Status {
-		case "completed":
-			return Migration{Total: time.Duration(st.Total) * time.Millisecond, Downtime: time.Duration(st.Downtime) * time.Millisecond,
-				Setup: time.Duration(st.Setup) * time.Millisecond, Transferred: st.RAM.Transferred}, nil
-		case "failed", "cancelled":
-			return fail(fmt.Errorf("%s: %s", st.Status, st.ErrorDesc))
-		}
-		if time.Since(lastSaid) > 10*time.Second {
-			lastSaid = time.Now()
-			slog.Info("migration under way", "vm", id, "to", uri, "status", st.Status, "ms", st.Total, "sent", st.RAM.Transferred)
-		}
-		select {
-		case <-ctx.Done():
-			_ = call("migrate_cancel", nil, nil)
-			return fail(ctx.Err())
-		case <-tick.C:
-		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }
 

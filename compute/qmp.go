@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -26,6 +27,10 @@ type QMPClient struct {
 
 	mu     sync.Mutex // serialises Execute
 	nextID int
+	// oob is whether out-of-band execution is on (dialQMP with oob):
+	// QEMU then reads commands on its monitor thread, and runs those
+	// that allow it (yank) at once, even while its main loop is stuck.
+	oob bool
 }
 
 // QMPError is an error QEMU answered to a command.
@@ -55,32 +60,49 @@ type qmpMessage struct {
 // leaves capability negotiation mode, so the client is ready for commands.
 // ctx bounds the whole handshake.
 func DialQMP(ctx context.Context, path string) (*QMPClient, error) {
+	return dialQMP(ctx, path, false)
+}
+
+// dialQMP is DialQMP, with out-of-band execution turned on if oob and
+// QEMU offers it (ExecuteOOB).
+func dialQMP(ctx context.Context, path string, oob bool) (*QMPClient, error) {
 	var d net.Dialer
 	conn, err := d.DialContext(ctx, "unix", path)
 	if err != nil {
 		return nil, fmt.Errorf("qmp: connect %s: %w", path, err)
 	}
 	c := &QMPClient{conn: conn, r: bufio.NewReaderSize(conn, 64<<10)}
-	if err := c.handshake(ctx); err != nil {
+	if err := c.handshake(ctx, oob); err != nil {
 		conn.Close()
 		return nil, fmt.Errorf("qmp: %s: %w", path, err)
 	}
 	return c, nil
 }
 
-func (c *QMPClient) handshake(ctx context.Context) error {
+func (c *QMPClient) handshake(ctx context.Context, oob bool) error {
 	stop := c.watch(ctx)
 	defer stop()
+	var greeting struct {
+		Capabilities []string `json:"capabilities"`
+	}
 	for {
 		var m qmpMessage
 		if err := c.read(ctx, &m); err != nil {
 			return fmt.Errorf("read greeting: %w", err)
 		}
 		if m.QMP != nil {
+			_ = json.Unmarshal(m.QMP, &greeting)
 			break
 		}
 	}
-	return c.executeLocked(ctx, "qmp_capabilities", nil, nil)
+	if oob && slices.Contains(greeting.Capabilities, "oob") {
+		if err := c.executeLocked(ctx, "qmp_capabilities", map[string]any{"enable": []string{"oob"}}, nil, false); err != nil {
+			return err
+		}
+		c.oob = true
+		return nil
+	}
+	return c.executeLocked(ctx, "qmp_capabilities", nil, nil, false)
 }
 
 // Close hangs up, which lets the next QMP client in.
@@ -94,24 +116,61 @@ func (c *QMPClient) Execute(ctx context.Context, command string, args, result an
 	defer c.mu.Unlock()
 	stop := c.watch(ctx)
 	defer stop()
-	return c.executeLocked(ctx, command, args, result)
+	return c.executeLocked(ctx, command, args, result, false)
 }
 
-func (c *QMPClient) executeLocked(ctx context.Context, command string, args, result any) error {
+// ExecuteOOB is Execute out of band ("exec-oob"), for the few commands
+// QEMU allows so (yank): QEMU runs it at once, even while its main loop
+// is stuck or earlier commands wait. It fails unless the client was
+// dialled with out-of-band execution on and QEMU offered it.
+func (c *QMPClient) ExecuteOOB(ctx context.Context, command string, args, result any) error {
+	if !c.oob {
+		return fmt.Errorf("qmp %s: out-of-band execution is not on", command)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	stop := c.watch(ctx)
+	defer stop()
+	return c.executeLocked(ctx, command, args, result, true)
+}
+
+func (c *QMPClient) executeLocked(ctx context.Context, command string, args, result any, oob bool) error {
+	id, err := c.send(ctx, command, args, oob)
+	if err != nil {
+		return err
+	}
+	return c.receive(ctx, command, id, result)
+}
+
+// send writes one command and returns its id.
+func (c *QMPClient) send(ctx context.Context, command string, args any, oob bool) (string, error) {
 	c.nextID++
 	id := "hearth-" + strconv.Itoa(c.nextID)
 	req := struct {
-		Execute   string `json:"execute"`
+		Execute   string `json:"execute,omitempty"`
+		ExecOOB   string `json:"exec-oob,omitempty"`
 		Arguments any    `json:"arguments,omitempty"`
 		ID        string `json:"id"`
-	}{command, args, id}
+	}{Arguments: args, ID: id}
+	if oob {
+		req.ExecOOB = command
+	} else {
+		req.Execute = command
+	}
 	b, err := json.Marshal(req)
 	if err != nil {
-		return fmt.Errorf("qmp %s: encode: %w", command, err)
+		return "", fmt.Errorf("qmp %s: encode: %w", command, err)
 	}
 	if _, err := c.conn.Write(append(b, '\n')); err != nil {
-		return fmt.Errorf("qmp %s: send: %w", command, ctxErr(ctx, err))
+		return "", fmt.Errorf("qmp %s: send: %w", command, ctxErr(ctx, err))
 	}
+	return id, nil
+}
+
+// receive reads until the reply to the command with id, and decodes it
+// into result. A context that ends first leaves the reply to come: a
+// later receive of the same id may still read it.
+func (c *QMPClient) receive(ctx context.Context, command, id string, result any) error {
 	for {
 		var m qmpMessage
 		if err := c.read(ctx, &m); err != nil {

@@ -3,11 +3,17 @@ package e2e
 import (
 	"encoding/json"
 	"fmt"
+	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
+
+	"golang.org/x/net/icmp"
+	"golang.org/x/net/ipv4"
 
 	api "hearth.dev/hearth/api/v1alpha1"
 	"hearth.dev/hearth/netns"
@@ -104,6 +110,17 @@ func TestSandboxSharedStorage(t *testing.T) {
 		waitBoots(name, "2")
 	}
 
+	t.Run("live migration with a NIC", func(t *testing.T) {
+		if os.Getenv("HEARTH_E2E_LIVE_MIGRATION") == "" {
+			// Not in CI yet: in one run of four the destination's QEMU
+			// (7.2) hung in the migration's setup with its QMP not
+			// answering, and the move never finished (the source gives
+			// up only after its 4-minute --migration-timeout).
+			t.Skip("set HEARTH_E2E_LIVE_MIGRATION=1 to run it (about a minute more); see the comment above")
+		}
+		liveMigrationWithNIC(t, s)
+	})
+
 	// Down leaves nothing of the storage: no process in or of it, no
 	// namespace, no mount, no file.
 	storageNs := s.prefix + "-storage"
@@ -154,4 +171,224 @@ func (s *sandboxLab) getJSON(v any, args ...string) {
 	if err := json.Unmarshal([]byte(out), v); err != nil {
 		s.t.Fatalf("hearth %s: %v\n%s", strings.Join(args, " "), err, out)
 	}
+}
+
+// movingVM is a running VM with its disk on the sandbox's Ceph and a NIC
+// on a tenant network with a floating IP, which liveMigrationWithNIC
+// moves live between the hosts. It boots the test guest's kernel (its
+// disk is blank: the kernel and initrd are files on its host, which the
+// new host makes again) to keep the sandbox test short.
+const movingVM = `apiVersion: hearth.dev/v1alpha1
+kind: Tenant
+metadata: {name: moving}
+spec: {quota: {vcpus: 1, memory: 256Mi, vms: 1}}
+---
+apiVersion: hearth.dev/v1alpha1
+kind: Network
+metadata: {name: net, tenant: moving}
+spec: {externalNetwork: internet}
+---
+apiVersion: hearth.dev/v1alpha1
+kind: Subnet
+metadata: {name: one, tenant: moving}
+spec: {network: net, cidr: 10.20.1.0/24}
+---
+apiVersion: hearth.dev/v1alpha1
+kind: Volume
+metadata: {name: data, tenant: moving}
+spec: {pool: ceph, size: 16Mi}
+---
+apiVersion: hearth.dev/v1alpha1
+kind: VirtualMachine
+metadata: {name: mover, tenant: moving}
+spec:
+  host: h1
+  cpus: 1
+  memory: 192Mi
+  boot: {from: kernel, kernel: {image: testguest-kernel}, initrd: {image: testguest-initrd}, cmdline: console=ttyS0 panic=-1}
+  disks: [{volume: data}]
+  nics: [{network: net, subnet: one, ip: 10.20.1.10}]
+---
+apiVersion: hearth.dev/v1alpha1
+kind: FloatingIP
+metadata: {name: mover, tenant: moving}
+spec: {externalNetwork: internet, target: {vm: mover}}
+`
+
+// liveMigrationWithNIC: a running VM on Ceph with a NIC and a floating IP
+// moves live from h1 to h2 (hearth vm migrate) while a peer on the
+// internet pings its floating IP every 100 ms: the VM is Running on h2
+// with the same start time (it did not boot again), the pings go on
+// after the move, and the longest silence is a few seconds at most
+// (TCG guests on a shared machine: docs/BENCHMARKS.md §8 measures the
+// gap properly).
+func liveMigrationWithNIC(t *testing.T, s *sandboxLab) {
+	if out, err := s.hearth(movingVM, "apply", "-f", "-"); err != nil {
+		t.Fatalf("apply: %v: %s", err, tail(out))
+	}
+	var fip string
+	servertest.Eventually(t, 4*time.Minute, func() error {
+		out, err := s.hearth("", "logs", "vm/mover", "--tenant", "moving")
+		if err != nil || !strings.Contains(out, "HEARTH-GUEST ready") {
+			return fmt.Errorf("mover has not booted yet (%v):\n%s", err, tail(out))
+		}
+		var f api.FloatingIP
+		if err := s.readJSON(&f, "get", "fip", "mover", "--tenant", "moving", "-o", "json"); err != nil {
+			return err
+		}
+		if f.Status.Phase != api.FloatingIPAssociated {
+			return fmt.Errorf("floating IP is %s", f.Status.Phase)
+		}
+		fip = f.Status.Address
+		return nil
+	})
+	var before, after api.VirtualMachine
+	if err := s.readJSON(&before, "get", "vm", "mover", "--tenant", "moving", "-o", "json"); err != nil {
+		t.Fatal(err)
+	}
+	dst, err := netip.ParseAddr(fip)
+	if err != nil {
+		t.Fatalf("floating IP address %q: %v", fip, err)
+	}
+	p := startPing(t, s.prefix+"-internet", dst)
+	servertest.Eventually(t, 3*time.Minute, func() error {
+		if _, got, _ := p.counts(); got == 0 {
+			desc, _ := s.hearth("", "describe", "vm", "mover", "--tenant", "moving")
+			return fmt.Errorf("no answer from %s yet:\n%s", fip, tail(desc))
+		}
+		return nil
+	})
+	start := time.Now()
+	if out, err := s.hearth("", "vm", "migrate", "mover", "--to", "h2", "--tenant", "moving"); err != nil {
+		t.Fatalf("vm migrate: %v: %s", err, tail(out))
+	}
+	servertest.Eventually(t, 3*time.Minute, func() error {
+		after = api.VirtualMachine{} // fields the answer leaves out must read empty
+		if err := s.readJSON(&after, "get", "vm", "mover", "--tenant", "moving", "-o", "json"); err != nil {
+			return err
+		}
+		if after.Status.Host != "h2" || after.Status.Phase != api.VMRunning || after.Status.Migration != nil {
+			return fmt.Errorf("mover on %q, phase %q, migration %+v", after.Status.Host, after.Status.Phase, after.Status.Migration)
+		}
+		if c := after.Status.Condition(api.ConditionMigrated); c == nil || c.Status != api.ConditionTrue {
+			t.Fatalf("mover runs on h2 with Migrated condition %+v; want True in the same write", c)
+		}
+		return nil
+	})
+	moved := time.Since(start)
+	time.Sleep(3 * time.Second) // replies after the move
+	sent, got, gap := p.stop()
+	t.Logf("moved in %s; %d pings, %d answered, longest silence %s", moved.Round(time.Millisecond), sent, got, gap.Round(time.Millisecond))
+	if before.Status.StartedAt == nil || after.Status.StartedAt == nil || !after.Status.StartedAt.Equal(*before.Status.StartedAt) {
+		t.Errorf("startedAt %v before the move and %v after: the guest did not carry on", before.Status.StartedAt, after.Status.StartedAt)
+	}
+	if gap > 5*time.Second {
+		t.Errorf("the peer's pings went unanswered for %s across the move; want a few seconds at most", gap)
+	}
+	if out, err := s.hearth("", "delete", "vm", "mover", "--tenant", "moving"); err != nil {
+		t.Errorf("delete vm mover: %v: %s", err, tail(out))
+	}
+}
+
+// readJSON is getJSON, returning what goes wrong (for subtests, which
+// must not fail the sandbox's test from their own goroutine).
+func (s *sandboxLab) readJSON(v any, args ...string) error {
+	out, err := s.hearth("", args...)
+	if err != nil {
+		return fmt.Errorf("hearth %s: %v: %s", strings.Join(args, " "), err, tail(out))
+	}
+	if err := json.Unmarshal([]byte(out), v); err != nil {
+		return fmt.Errorf("hearth %s: %v\n%s", strings.Join(args, " "), err, tail(out))
+	}
+	return nil
+}
+
+// pinger pings an address from a namespace every 100 ms and keeps when
+// the answers came.
+type pinger struct {
+	conn    *icmp.PacketConn
+	stopc   chan struct{}
+	wg      sync.WaitGroup
+	mu      sync.Mutex
+	sent    int
+	replies []time.Time
+}
+
+func startPing(t *testing.T, nsName string, dst netip.Addr) *pinger {
+	t.Helper()
+	p := &pinger{stopc: make(chan struct{})}
+	err := netns.DoNamed(nsName, func() error {
+		var err error
+		p.conn, err = icmp.ListenPacket("ip4:icmp", "0.0.0.0")
+		return err
+	})
+	if err != nil {
+		t.Fatalf("listening for ICMP in %s: %v", nsName, err)
+	}
+	t.Cleanup(func() { p.conn.Close() })
+	id := (os.Getpid() + 13) & 0xffff
+	p.wg.Add(2)
+	go func() {
+		defer p.wg.Done()
+		tick := time.NewTicker(100 * time.Millisecond)
+		defer tick.Stop()
+		for seq := 0; ; seq++ {
+			select {
+			case <-p.stopc:
+				return
+			case <-tick.C:
+			}
+			b, _ := (&icmp.Message{Type: ipv4.ICMPTypeEcho, Body: &icmp.Echo{ID: id, Seq: seq & 0xffff, Data: []byte("hearth-e2e")}}).Marshal(nil)
+			if _, err := p.conn.WriteTo(b, &net.IPAddr{IP: dst.AsSlice()}); err == nil {
+				p.mu.Lock()
+				p.sent++
+				p.mu.Unlock()
+			}
+		}
+	}()
+	go func() {
+		defer p.wg.Done()
+		buf := make([]byte, 1500)
+		for {
+			n, from, err := p.conn.ReadFrom(buf)
+			if err != nil {
+				return // closed
+			}
+			if a, ok := netip.AddrFromSlice(from.(*net.IPAddr).IP); !ok || a.Unmap() != dst {
+				continue
+			}
+			if m, err := icmp.ParseMessage(1, buf[:n]); err == nil && m.Type == ipv4.ICMPTypeEchoReply {
+				if e, ok := m.Body.(*icmp.Echo); ok && e.ID == id {
+					p.mu.Lock()
+					p.replies = append(p.replies, time.Now())
+					p.mu.Unlock()
+				}
+			}
+		}
+	}()
+	return p
+}
+
+// counts says how many pings went out and came back so far, and the
+// longest time between two answers (or since the last, to now).
+func (p *pinger) counts() (sent, got int, gap time.Duration) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for i := 1; i < len(p.replies); i++ {
+		gap = max(gap, p.replies[i].Sub(p.replies[i-1]))
+	}
+	if n := len(p.replies); n > 0 {
+		gap = max(gap, time.Since(p.replies[n-1]))
+	}
+	return p.sent, len(p.replies), gap
+}
+
+// stop ends the pings and returns the counts.
+func (p *pinger) stop() (sent, got int, gap time.Duration) {
+	close(p.stopc)
+	time.Sleep(200 * time.Millisecond) // the last answers
+	sent, got, gap = p.counts()
+	p.conn.Close()
+	p.wg.Wait()
+	return sent, got, gap
 }

@@ -52,6 +52,9 @@ func defaultControllers(cfg Config, shared *controllers.Informers, leases contro
 					return machinePowerDriver(ctx, c, m, cfg)
 				}}).Run(ctx)
 		},
+		func(ctx context.Context, c *client.Client, rec *client.Recorder) error {
+			return (&controllers.MigrationRollback{Client: c, Recorder: rec, Informers: shared}).Run(ctx)
+		},
 	}
 }
 

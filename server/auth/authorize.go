@@ -205,8 +205,12 @@ func authorizeHost(p *Principal, r Request) error {
 				return "it is about an object of no known kind"
 			case k.Kind == "Image":
 				return "" // hosts fetch images and may say how it went
+			case k.Kind == "VirtualMachine" && obj.(*api.VirtualMachine).Status.Host == p.Host:
+				// A VM moving away runs here until its destination has it:
+				// this host says how sending it went.
+				return ""
 			case k.PlacedOn == nil || k.PlacedOn(obj) != p.Host:
-				return "a host records events only about its own Host, objects placed on it and Images"
+				return "a host records events only about its own Host, objects placed on it, VMs that run on it and Images"
 			}
 			return ""
 		})
@@ -227,6 +231,14 @@ func authorizeHost(p *Principal, r Request) error {
 		}
 		return nil
 	case r.Verb == UpdateStatus && r.Kind.PlacedOn != nil && r.Stored != nil:
+		if vm, ok := r.Stored.(*api.VirtualMachine); ok && r.Kind.PlacedOn(r.Stored) != p.Host && vm.Status.Migration != nil && vm.Status.Migration.From == p.Host {
+			if cur, ok := r.New.(*api.VirtualMachine); !ok {
+				return forbid(p, r, "it is not placed on this host")
+			} else if why := migrationGivenUp(p.Host, vm, cur); why != "" {
+				return forbid(p, r, why)
+			}
+			return nil
+		}
 		if r.Kind.PlacedOn(r.Stored) != p.Host {
 			return forbid(p, r, "it is not placed on this host")
 		}

@@ -107,6 +107,27 @@ func TestAuthorizeHost(t *testing.T) {
 	vm := func(host string) *api.VirtualMachine {
 		return &api.VirtualMachine{TypeMeta: api.TypeMeta{Kind: "VirtualMachine"}, Metadata: api.ObjectMeta{Name: "vm", Tenant: "lab", UID: "uid-vm"}, Spec: api.VirtualMachineSpec{Host: host}}
 	}
+	runsOn := func(vm *api.VirtualMachine, host string) *api.VirtualMachine { vm.Status.Host = host; return vm }
+	// moving is a VM moving from host to h2 (its status.host is host as
+	// long as it runs there); givesUp a status write of it that says the
+	// move failed, changed by change.
+	moving := func(from string) *api.VirtualMachine {
+		v := vm("h2")
+		v.Metadata.Generation = 2
+		v.Status.Host, v.Status.Phase, v.Status.PID = from, api.VMMigrating, 7
+		v.Status.Migration = &api.VMMigration{From: from, Incoming: "tcp:10.0.0.2:4444"}
+		return v
+	}
+	givesUp := func(stored *api.VirtualMachine, change func(*api.VirtualMachine)) Request {
+		cur := api.DeepCopy(stored).(*api.VirtualMachine)
+		cur.Status.Migration, cur.Status.Phase = nil, api.VMRunning
+		cur.Status.Conditions = []api.Condition{{Type: api.ConditionMigrated, Status: api.ConditionFalse, Reason: api.ReasonMigrationFailed,
+			Message: "not moved", ObservedGeneration: 2}}
+		if change != nil {
+			change(cur)
+		}
+		return Request{Verb: UpdateStatus, Kind: kind(t, "VirtualMachine"), Tenant: "lab", Name: "vm", Stored: stored, New: cur}
+	}
 	now := time.Date(2025, 1, 2, 3, 4, 5, 0, time.UTC)
 	stored := &api.Machine{TypeMeta: api.TypeMeta{Kind: "Machine"}, Metadata: api.ObjectMeta{Name: "node1"},
 		Spec: api.MachineSpec{MAC: "52:54:00:aa:bb:01"}}
@@ -173,6 +194,8 @@ func TestAuthorizeHost(t *testing.T) {
 		{"events about its Host", h1, newEvent(event("host/h1", "", host("h1")), host("h1")), true, ""},
 		{"events about an Image", h1, newEvent(event("host/h1", "lab", image), image), true, ""},
 		{"no events about another host's VM", h1, newEvent(event("host/h1", "lab", vm("h2")), vm("h2")), false, "only about its own Host, objects placed on it"},
+		{"events about a VM moving away that runs on it", h1, newEvent(event("host/h1", "lab", runsOn(vm("h2"), "h1")), runsOn(vm("h2"), "h1")), true, ""},
+		{"no events about a VM moving to it from another", h1, newEvent(event("host/h1", "lab", runsOn(vm("h3"), "h2")), runsOn(vm("h3"), "h2")), false, "only about its own Host, objects placed on it"},
 		{"no events about another Host", h1, newEvent(event("host/h1", "", host("h2")), host("h2")), false, "only about its own Host"},
 		{"no events about machines", h1, newEvent(event("host/h1", "", stored), stored), false, "only about its own Host"},
 		{"no events under another source", h1, newEvent(event("hearth-server", "lab", vm("h1")), vm("h1")), false, "spec.source must be host/h1"},
@@ -192,6 +215,15 @@ func TestAuthorizeHost(t *testing.T) {
 		{"writes the status of its VM", h1, Request{Verb: UpdateStatus, Kind: kind(t, "VirtualMachine"), Tenant: "lab", Name: "vm", Stored: vm("h1"), New: vm("h1")}, true, ""},
 		{"not of another host's VM", h1, Request{Verb: UpdateStatus, Kind: kind(t, "VirtualMachine"), Tenant: "lab", Name: "vm", Stored: vm("h2"), New: vm("h2")}, false, "not placed on this host"},
 		{"does not move a VM", h1, Request{Verb: UpdateStatus, Kind: kind(t, "VirtualMachine"), Tenant: "lab", Name: "vm", Stored: vm("h1"), New: vm("h2")}, false, "another host"},
+		{"the source gives its migration up", h1, givesUp(moving("h1"), nil), true, ""},
+		{"not as a host the VM does not migrate from", h1, givesUp(moving("h3"), nil), false, "not placed on this host"},
+		{"not for a VM that is not migrating", h1, givesUp(func() *api.VirtualMachine { v := moving("h1"); v.Status.Migration = nil; return v }(), nil), false, "not placed on this host"},
+		{"the source keeps no migration going", h1, givesUp(moving("h1"), func(v *api.VirtualMachine) { v.Status.Migration = &api.VMMigration{From: "h1"} }), false, "status.migration emptied"},
+		{"the source says it failed", h1, givesUp(moving("h1"), func(v *api.VirtualMachine) { v.Status.Conditions[0].Status = api.ConditionTrue }), false, "MigrationFailed"},
+		{"the source says it for this generation", h1, givesUp(moving("h1"), func(v *api.VirtualMachine) { v.Status.Conditions[0].ObservedGeneration = 1 }), false, "MigrationFailed"},
+		{"the source does not take the VM", h1, givesUp(moving("h1"), func(v *api.VirtualMachine) { v.Status.Host = "h2" }), false, "nothing but"},
+		{"the source writes nothing else", h1, givesUp(moving("h1"), func(v *api.VirtualMachine) { v.Status.PID = 42 }), false, "nothing but"},
+		{"the source writes no failover", h1, givesUp(moving("h1"), func(v *api.VirtualMachine) { v.Status.Failover = &api.VMFailover{From: "h1"} }), false, "nothing but"},
 		{"does not change a VM's spec", h1, Request{Verb: Update, Kind: kind(t, "VirtualMachine"), Tenant: "lab", Name: "vm", Stored: vm("h1"), New: vm("h1")}, false, "placed on them"},
 		{"creates no networks", h1, Request{Verb: Create, Kind: kind(t, "Network"), Tenant: "lab", Name: "n"}, false, "placed on them"},
 		{"reads storage pools", h1, Request{Verb: List, Kind: kind(t, "StoragePool")}, true, ""},
