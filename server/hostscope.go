@@ -617,14 +617,17 @@ func (s *Server) hostList(w http.ResponseWriter, r *http.Request, p *auth.Princi
 		ps, gen := s.hostPrefixes(p, t)
 		var items []api.Object
 		var rev int64
-		for _, prefix := range ps {
-			objs, rv, err := s.store.List(ctx, t.kind, prefix, f.labels)
+		for i, prefix := range ps {
+			// Every prefix at the first one's revision (Store.ListAt).
+			objs, rv, err := s.store.ListAt(ctx, t.kind, prefix, f.labels, rev)
 			if err != nil {
 				return err
 			}
-			rev = max(rev, rv)
-			if err := s.scope.waitFor(ctx, rv); err != nil {
-				return err
+			rev = rv
+			if i == 0 {
+				if err := s.scope.waitFor(ctx, rv); err != nil {
+					return err
+				}
 			}
 			for _, o := range objs {
 				if auth.VisibleTo(p, o) && f.fields(shown(p, o)) {

@@ -10,6 +10,7 @@ import (
 	api "hearth.dev/hearth/api/v1alpha1"
 	"hearth.dev/hearth/client"
 	"hearth.dev/hearth/server/servertest"
+	"hearth.dev/hearth/server/store"
 )
 
 // hostScopeLab is two tenants' objects: tenant a has VM web-1 on h1 (with
@@ -230,5 +231,46 @@ func placeVM(t *testing.T, env *servertest.Env, tenant, host string) {
 	vm.Spec.Disks = []api.VMDisk{{Image: "debian-12", Size: 10 << 30}}
 	if _, err := env.Admin.Create(servertest.Ctx(t), vm); err != nil {
 		t.Fatalf("placing a VM of tenant %s on %s: %v", tenant, host, err)
+	}
+}
+
+// A list of several prefixes (a host's tenants, or a tenant's own and
+// the shared objects) reads every prefix at one revision: read at two,
+// an object created between the reads is in neither the list nor the
+// watch from the list's revision. Store.ListAt reads at the revision it
+// is given, not the latest.
+func TestListAtOneRevision(t *testing.T) {
+	env := servertest.Start(t, servertest.WithoutControllers())
+	ctx := servertest.Ctx(t)
+	env.Tenant("a")
+	env.Tenant("b")
+	k, _ := api.KindByName("SSHKey")
+	st := env.Server.Store()
+	mk := func(tenant, name string) {
+		o := servertest.Example("SSHKey", tenant)
+		o.GetMetadata().Name = name
+		if _, err := env.Admin.Create(ctx, o); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mk("a", "first")
+	_, rev, err := st.ListAt(ctx, k, store.TenantPrefix(k, "a"), nil, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mk("b", "later")
+	objs, got, err := st.ListAt(ctx, k, store.TenantPrefix(k, "b"), nil, rev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got != rev || len(objs) != 0 {
+		t.Errorf("ListAt(b, %d) = %d objects at revision %d, want none at %d", rev, len(objs), got, rev)
+	}
+	objs, got, err = st.ListAt(ctx, k, store.TenantPrefix(k, "b"), nil, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got <= rev || len(objs) != 1 {
+		t.Errorf("ListAt(b, 0) = %d objects at revision %d, want 1 after %d", len(objs), got, rev)
 	}
 }

@@ -164,11 +164,11 @@ func (s *Server) list(w http.ResponseWriter, r *http.Request, p *auth.Principal,
 	var items []api.Object
 	var rev int64
 	for _, prefix := range prefixes(p, t) {
-		objs, rv, err := s.store.List(r.Context(), t.kind, prefix, filter.labels)
+		objs, rv, err := s.store.ListAt(r.Context(), t.kind, prefix, filter.labels, rev)
 		if err != nil {
 			return err
 		}
-		rev = max(rev, rv)
+		rev = rv
 		for _, o := range objs {
 			if !auth.VisibleTo(p, o) {
 				continue

@@ -249,9 +249,24 @@ func (s *Store) Exists(ctx context.Context, k *api.KindInfo, tenant, name string
 // TenantPrefix) that the selector matches, and the revision the list is
 // consistent at, from which a watch continues.
 func (s *Store) List(ctx context.Context, k *api.KindInfo, prefix string, sel api.Selector) ([]api.Object, int64, error) {
-	resp, err := s.c.Get(ctx, prefix, clientv3.WithPrefix())
+	return s.ListAt(ctx, k, prefix, sel, 0)
+}
+
+// ListAt is List at revision rev (0: the latest). A list of several
+// prefixes reads every one at the revision of the first: read each at
+// its own, a change between two reads would be in neither the list nor
+// a watch from the last one's revision.
+func (s *Store) ListAt(ctx context.Context, k *api.KindInfo, prefix string, sel api.Selector, rev int64) ([]api.Object, int64, error) {
+	opts := []clientv3.OpOption{clientv3.WithPrefix()}
+	if rev != 0 {
+		opts = append(opts, clientv3.WithRev(rev))
+	}
+	resp, err := s.c.Get(ctx, prefix, opts...)
 	if err != nil {
 		return nil, 0, unavailable(err)
+	}
+	if rev == 0 {
+		rev = resp.Header.Revision
 	}
 	out := make([]api.Object, 0, len(resp.Kvs))
 	for _, kv := range resp.Kvs {
@@ -263,7 +278,7 @@ func (s *Store) List(ctx context.Context, k *api.KindInfo, prefix string, sel ap
 			out = append(out, obj)
 		}
 	}
-	return out, resp.Header.Revision, nil
+	return out, rev, nil
 }
 
 // ListRaw reads objects under prefix as their stored JSON (opened,
