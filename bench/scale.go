@@ -7,10 +7,12 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"runtime"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -123,6 +125,10 @@ type ScaleResult struct {
 	// HostsCPU is the CPU time of this process (the simulated hosts and
 	// the bench) over the run.
 	HostsCPU time.Duration
+	// Conns are the API servers' client connections open at the end
+	// (the agents' watches over, none busy), and ConnsPeak the most
+	// seen at the samples taken during the run.
+	Conns, ConnsPeak int
 }
 
 const scaleTenant = "bench"
@@ -152,8 +158,8 @@ func RunScale(ctx context.Context, cfg ScaleConfig, w io.Writer) (*ScaleResult, 
 	if cfg.VMsPerNetwork <= 0 {
 		cfg.VMsPerNetwork = 250
 	}
-	if cfg.VMsPerNetwork > 500 {
-		return nil, fmt.Errorf("--vms-per-network %d: at most 500 (each network has one /23 subnet)", cfg.VMsPerNetwork)
+	if cfg.VMsPerNetwork > 1<<16-3 {
+		return nil, fmt.Errorf("--vms-per-network %d: at most 65533 (each network has one subnet, at most a /16)", cfg.VMsPerNetwork)
 	}
 	if cfg.HeartbeatWindow == 0 {
 		cfg.HeartbeatWindow = 30 * time.Second
@@ -244,11 +250,10 @@ func (r *scaleRun) run(ctx context.Context) error {
 	cfg := r.cfg
 	r.logf("starting %d server(s) from %s in %s", cfg.Servers, cfg.Binary, cfg.Dir)
 	var err error
-	// Agents hold about eight connections each (five watches, writes;
-	// 8,341 for 1,000 agents in one run), more after a burst of writes:
-	// at the limit the servers close idle ones to take new ones
-	// (serving), and refuse only when none is idle.
-	r.servers, err = startServers(ctx, cfg.Binary, cfg.Dir, cfg.Servers, 8*cfg.Hosts+1024, cfg.ServerCPUProfile, cfg.ServerMemoryLimit)
+	// An agent holds one HTTP/2 connection for its watches and
+	// requests (it held about eight before: 8,341 for 1,000 agents in
+	// one run); room for twice that, and the bench's own.
+	r.servers, err = startServers(ctx, cfg.Binary, cfg.Dir, cfg.Servers, 2*cfg.Hosts+1024, cfg.ServerCPUProfile, cfg.ServerMemoryLimit)
 	if err != nil {
 		return err
 	}
@@ -547,7 +552,39 @@ func (r *scaleRun) sample(ctx context.Context) sample {
 	if st, err := r.ec.Status(ctx, r.ec.Endpoints()[0]); err == nil {
 		s.db, s.dbInUse = st.DbSize, st.DbSizeInUse
 	}
+	r.res.ConnsPeak = max(r.res.ConnsPeak, r.apiConns())
 	return s
+}
+
+// apiConns counts the TCP connections established to the live servers'
+// API ports, from the kernel's table (all of them are on this machine).
+func (r *scaleRun) apiConns() int {
+	ports := map[string]bool{}
+	for _, p := range r.servers {
+		if u, err := url.Parse(p.url); err == nil && p.alive() {
+			if port, err := strconv.Atoi(u.Port()); err == nil {
+				ports[fmt.Sprintf("%04X", port)] = true
+			}
+		}
+	}
+	n := 0
+	for _, f := range []string{"/proc/net/tcp", "/proc/net/tcp6"} {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			continue
+		}
+		for _, line := range strings.Split(string(data), "\n")[1:] {
+			// sl local_address rem_address st …; 01 is ESTABLISHED.
+			fs := strings.Fields(line)
+			if len(fs) < 4 || fs[3] != "01" {
+				continue
+			}
+			if _, port, ok := strings.Cut(fs[1], ":"); ok && ports[port] {
+				n++
+			}
+		}
+	}
+	return n
 }
 
 // rates are what happened between two samples: etcd revisions (writes)
@@ -575,22 +612,28 @@ func (r *scaleRun) measureHeartbeats(ctx context.Context) error {
 	return nil
 }
 
-// makeNetworks makes the bench tenant's networks, each with one /23
-// subnet, enough for every VM the run makes at VMsPerNetwork each. The
-// addresses are the simulated tenant's own: nothing is sent to them.
+// makeNetworks makes the bench tenant's networks, each with one subnet
+// (a /23, or as large as VMsPerNetwork needs), enough for every VM the
+// run makes at VMsPerNetwork each. The addresses are the simulated
+// tenant's own: nothing is sent to them.
 func (r *scaleRun) makeNetworks(ctx context.Context) error {
 	total := r.cfg.VMs + r.cfg.RunningVMs + r.cfg.Hosts
 	n := max(1, (total+r.cfg.VMsPerNetwork-1)/r.cfg.VMsPerNetwork)
-	if n > 1<<14 {
-		return fmt.Errorf("%d networks of /23 do not fit in 10.0.0.0/8: raise --vms-per-network", n)
+	bits := 23
+	for 1<<(32-bits)-3 < r.cfg.VMsPerNetwork { // less network, broadcast and gateway
+		bits--
+	}
+	size := 1 << (32 - bits)
+	if n*size > 1<<24 {
+		return fmt.Errorf("%d networks of /%d do not fit in 10.0.0.0/8: raise --vms-per-network", n, bits)
 	}
 	r.logf("making %d networks of up to %d VMs", n, r.cfg.VMsPerNetwork)
 	r.networks = make([]string, n)
 	return parallel(ctx, n, 16, func(i int) error {
 		name := fmt.Sprintf("net-%05d", i)
 		r.networks[i] = name
-		third := i * 2 // a /23 is two /24s
-		cidr := fmt.Sprintf("10.%d.%d.0/23", third/256, third%256)
+		base := i * size
+		cidr := fmt.Sprintf("10.%d.%d.%d/%d", base>>16&255, base>>8&255, base&255, bits)
 		objs := []api.Object{
 			&api.Network{TypeMeta: api.TypeMeta{APIVersion: api.APIVersion, Kind: "Network"}, Metadata: api.ObjectMeta{Name: name, Tenant: scaleTenant}},
 			&api.Subnet{TypeMeta: api.TypeMeta{APIVersion: api.APIVersion, Kind: "Subnet"}, Metadata: api.ObjectMeta{Name: name + "-a", Tenant: scaleTenant},
@@ -928,6 +971,7 @@ func (r *scaleRun) final(ctx context.Context) {
 	}
 	s := r.sample(ctx)
 	r.res.DBSize, r.res.DBInUse = s.db, s.dbInUse
+	r.res.Conns = r.apiConns()
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	byUID := map[string]string{}
@@ -1029,6 +1073,7 @@ func (r *scaleRun) report(w io.Writer) {
 	}
 	row("server memory", "RSS %s (peak %s%s)", mib(res.ServerRSS), mib(res.ServerPeakRSS), limit)
 	row("etcd database", "%s (%s in use)", mib(res.DBSize), mib(res.DBInUse))
+	row("API connections", "%d open at the end, at most %d seen (%d hosts)", res.Conns, res.ConnsPeak, cfg.Hosts)
 	row("requests retried (503, timeout)", "%d", res.Retries)
 	row("bound or started twice", "%d", len(res.BoundTwice))
 	row("lost (never Running)", "%d", len(res.Lost))

@@ -69,7 +69,7 @@ no VM is bound twice or lost. Agents then talk to the other two servers.`,
 	f.IntVar(&cfg.Servers, "servers", 1, "servers: 1, or 3 for an HA control plane")
 	f.BoolVar(&cfg.KillLeader, "kill-leader", false, "kill the leading server once placement has begun (needs --servers 3)")
 	f.DurationVar(&cfg.HeartbeatWindow, "heartbeat-window", 30*time.Second, "how long idle hosts' heartbeats are measured")
-	f.IntVar(&cfg.VMsPerNetwork, "vms-per-network", 250, "VMs per network (each with one /23 subnet; at most 500)")
+	f.IntVar(&cfg.VMsPerNetwork, "vms-per-network", 250, "VMs per network (each with one subnet: a /23, or as large as this needs; at most 65533)")
 	f.DurationVar(&cfg.BootDelay, "boot-delay", 0, "how long a simulated guest takes to write its first console output")
 	f.StringVar(&cfg.Dir, "dir", "", "work directory, kept afterwards (default a temporary one, removed)")
 	f.DurationVar(&cfg.Timeout, "timeout", 30*time.Minute, "give up after this long")

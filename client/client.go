@@ -12,7 +12,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/url"
 	"strings"
@@ -112,16 +111,7 @@ func New(c *Context) (*Client, error) {
 		}
 		tlsConf.RootCAs = pool
 	}
-	tr := &http.Transport{
-		TLSClientConfig:     tlsConf,
-		Proxy:               nil, // the API is never reached through a proxy
-		DialContext:         (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
-		MaxIdleConns:        256,
-		MaxIdleConnsPerHost: 256,
-		IdleConnTimeout:     90 * time.Second,
-		TLSHandshakeTimeout: 10 * time.Second,
-		ForceAttemptHTTP2:   false,
-	}
+	tr := newTransport(tlsConf)
 	return &Client{
 		base:   strings.TrimRight(c.Server, "/"),
 		token:  c.Token,
@@ -144,6 +134,11 @@ func FromConfig(path, contextName string) (*Client, error) {
 	}
 	return New(ctx)
 }
+
+// Close closes the client's connection to the server once no request or
+// watch is using it, rather than leaving it open until it idles out: for
+// a client that is done (a join's, a command's).
+func (c *Client) Close() { c.stream.CloseIdleConnections() }
 
 // Server returns the server URL.
 func (c *Client) Server() string { return c.base }
@@ -292,22 +287,78 @@ func (c *Client) List(ctx context.Context, kind, tenant string, o ListOptions) (
 	if err != nil {
 		return nil, "", err
 	}
-	var raw struct {
-		Metadata api.ListMeta      `json:"metadata"`
-		Items    []json.RawMessage `json:"items"`
-	}
-	if err := c.Do(ctx, http.MethodGet, c.collection(k, tenant, o)+o.query(false), nil, &raw); err != nil {
+	resp, err := c.send(ctx, c.http, http.MethodGet, c.collection(k, tenant, o)+o.query(false), "", nil)
+	if err != nil {
 		return nil, "", err
 	}
-	out := make([]api.Object, 0, len(raw.Items))
-	for _, it := range raw.Items {
-		obj := k.New()
-		if err := json.Unmarshal(it, obj); err != nil {
+	defer resp.Body.Close()
+	items, rv, err := decodeList(json.NewDecoder(resp.Body), k)
+	if err != nil {
+		return nil, "", fmt.Errorf("reading the list of %s: %w", k.Plural, err)
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	return items, rv, nil
+}
+
+// decodeList reads a list answer, {"metadata":…,"items":[…]}, decoding
+// each item straight into its kind as it comes: a list of every VM is
+// tens of megabytes, which decoding into raw items first and then each
+// item again would read twice and hold whole.
+func decodeList(dec *json.Decoder, k *api.KindInfo) ([]api.Object, string, error) {
+	delim := func(want json.Delim) error {
+		tok, err := dec.Token()
+		if err != nil {
+			return err
+		}
+		if d, ok := tok.(json.Delim); !ok || d != want {
+			return fmt.Errorf("got %v where %v was expected", tok, want)
+		}
+		return nil
+	}
+	if err := delim('{'); err != nil {
+		return nil, "", err
+	}
+	var meta api.ListMeta
+	out := []api.Object{}
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
 			return nil, "", err
 		}
-		out = append(out, obj)
+		switch tok {
+		case "metadata":
+			if err := dec.Decode(&meta); err != nil {
+				return nil, "", fmt.Errorf("metadata: %w", err)
+			}
+		case "items":
+			tok, err := dec.Token()
+			if err != nil {
+				return nil, "", fmt.Errorf("items: %w", err)
+			}
+			if tok == nil {
+				continue // null: no items
+			}
+			if d, ok := tok.(json.Delim); !ok || d != '[' {
+				return nil, "", fmt.Errorf("items: got %v where [ was expected", tok)
+			}
+			for dec.More() {
+				obj := k.New()
+				if err := dec.Decode(obj); err != nil {
+					return nil, "", fmt.Errorf("items[%d]: %w", len(out), err)
+				}
+				out = append(out, obj)
+			}
+			if err := delim(']'); err != nil {
+				return nil, "", fmt.Errorf("items: %w", err)
+			}
+		default:
+			var skip json.RawMessage
+			if err := dec.Decode(&skip); err != nil {
+				return nil, "", fmt.Errorf("%v: %w", tok, err)
+			}
+		}
 	}
-	return out, raw.Metadata.ResourceVersion, nil
+	return out, meta.ResourceVersion, delim('}')
 }
 
 // Create creates an object and returns it as stored.

@@ -225,6 +225,7 @@ func join(ctx context.Context, cfg JoinConfig, token string, out *Credentials) e
 	if err != nil {
 		return err
 	}
+	defer joiner.Close()
 	req := api.JoinRequest{Host: cfg.Name, Address: cfg.Address, Boot: cfg.Boot}
 	var resp *api.JoinResponse
 	// The server may still be starting (the sandbox starts everything at

@@ -166,7 +166,9 @@ func (o Options) reach(ctx context.Context, dataDir string) []Finding {
 		}
 		tlsConf.RootCAs = pool
 	}
-	hc := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: tlsConf, Proxy: nil}}
+	// One request: its connection is not kept (an agent runs this check
+	// as it starts, and holds one connection of its own after).
+	hc := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: tlsConf, Proxy: nil, DisableKeepAlives: true}}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimSuffix(server, "/")+"/version", nil)
 	if err != nil {
 		f.Status, f.Message, f.Fix = Fail, fmt.Sprintf("server URL %q: %v", server, err), "give --server as https://HOST:PORT"

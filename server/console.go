@@ -300,23 +300,24 @@ func (s *Server) stillHolds(ctx context.Context, r *http.Request, p *auth.Princi
 }
 
 // whileCredentialHolds returns a context that is cancelled when r's
-// credential stops naming p, checked as often as watches check theirs:
-// streams that outlive their request's check (followed logs, consoles)
-// end with the token that opened them.
+// credential stops naming p (see heldCredential): streams that outlive
+// their request's check (followed logs, consoles) end with the token that
+// opened them.
 func (s *Server) whileCredentialHolds(parent context.Context, r *http.Request, p *auth.Principal) (context.Context, context.CancelFunc) {
 	ctx, cancel := context.WithCancel(parent)
 	go func() {
-		t := time.NewTicker(s.bookmarkEvery)
-		defer t.Stop()
+		h, same, err := s.holdCredential(ctx, r, p)
+		defer h.stop()
 		for {
+			if ctx.Err() == nil && (err != nil || !same) {
+				cancel()
+				return
+			}
 			select {
 			case <-ctx.Done():
 				return
-			case <-t.C:
-				if same, err := s.stillHolds(ctx, r, p); ctx.Err() == nil && (err != nil || !same) {
-					cancel()
-					return
-				}
+			case <-h.changed():
+				same, err = h.recheck(ctx)
 			}
 		}
 	}()

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"sync"
 	"testing"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -94,5 +95,74 @@ func BenchmarkNICCreateManyNetworks(b *testing.B) {
 		if _, err := c.Create(ctx, nicVM("lab", fmt.Sprintf("vm%d", i), api.VMNIC{Network: fmt.Sprintf("net%02d", i%networks)})); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// BenchmarkNICCreateOneNetwork creates VMs with one NIC on ONE network
+// that already has `vms` VMs (created through the API beforehand), whose
+// status lists a port for each of them as the networks controller
+// publishes it once they are placed. The cost per create must not grow
+// with the VMs on the network: a create reads neither the network's
+// status nor the subnet's every key.
+//
+//	go test ./server -run XXX -bench NICCreateOneNetwork -benchtime 200x
+func BenchmarkNICCreateOneNetwork(b *testing.B) {
+	for _, vms := range []int{100, 1000, 5000} {
+		b.Run(fmt.Sprintf("vms=%d", vms), func(b *testing.B) {
+			env := servertest.Start(b, servertest.WithoutControllers())
+			env.Tenant("lab")
+			ctx := context.Background()
+			c := env.Admin
+			if _, err := c.Create(ctx, network("lab", "lan", "")); err != nil {
+				b.Fatal(err)
+			}
+			if _, err := c.Create(ctx, subnet("lab", "big", "lan", "10.6.0.0/16")); err != nil {
+				b.Fatal(err)
+			}
+			ports := make([]api.NetworkPort, vms)
+			var wg sync.WaitGroup
+			errs := make(chan error, 8)
+			for w := range 8 {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for i := w; i < vms; i += 8 {
+						o, err := c.Create(ctx, nicVM("lab", fmt.Sprintf("old%05d", i), api.VMNIC{Network: "lan"}))
+						if err != nil {
+							errs <- err
+							return
+						}
+						ifc := o.(*api.VirtualMachine).Status.Interfaces[0]
+						ports[i] = api.NetworkPort{VM: o.GetMetadata().Name, Host: fmt.Sprintf("host%03d", i%100), MAC: ifc.MAC, IPs: []string{ifc.IP}}
+					}
+				}()
+			}
+			wg.Wait()
+			close(errs)
+			if err := <-errs; err != nil {
+				b.Fatal(err)
+			}
+			// The network's status as the networks controller writes it
+			// once every VM is placed.
+			o, err := c.Get(ctx, "Network", "lab", "lan")
+			if err != nil {
+				b.Fatal(err)
+			}
+			n := o.(*api.Network)
+			n.Status.Ports = ports
+			for i := range 100 {
+				n.Status.Hosts = append(n.Status.Hosts, fmt.Sprintf("host%03d", i))
+			}
+			if _, err := c.UpdateStatus(ctx, n); err != nil {
+				b.Fatal(err)
+			}
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := range b.N {
+				if _, err := c.Create(ctx, nicVM("lab", fmt.Sprintf("vm%05d", i), api.VMNIC{Network: "lan"})); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
 	}
 }

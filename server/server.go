@@ -140,6 +140,9 @@ type Server struct {
 
 	// scope is what each host's agent reads (hostscope.go).
 	scope *hostScope
+	// serving is the API's listener and its connection counts
+	// (connections.go).
+	serving *serving.Server
 }
 
 // Store returns the object store (for in-process tests and tools).
@@ -319,6 +322,8 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		writeError(w, api.NewUnavailable("%s", msg))
 	})
 	s.limits = hs.Limits
+	s.serving = hs
+	s.metrics.withConnections(hs)
 	s.httpServer = hs.Server
 	s.httpServer.TLSConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 	s.httpServer.ErrorLog = slog.NewLogLogger(slog.Default().Handler(), slog.LevelDebug)

@@ -153,6 +153,17 @@ func (s *Server) watch(w http.ResponseWriter, r *http.Request, p *auth.Principal
 	visible := func(o api.Object) bool {
 		return o != nil && auth.VisibleTo(p, o) && f.labels.Matches(o.GetMetadata().Labels) && f.fields(shown(p, o))
 	}
+	// A watch outlives the check of the token it began with: a token
+	// revoked since (its User or Host deleted) ends it, and a caller
+	// whose role changed watches again under the new one.
+	cred, same, err := s.holdCredential(ctx, r, p)
+	defer cred.stop()
+	if err != nil {
+		return err
+	}
+	if !same {
+		return nil
+	}
 	src, err := s.watchSource(ctx, t.kind, prefix, from, withPrev, raw, visible, f, p)
 	if err != nil {
 		return err
@@ -171,7 +182,9 @@ func (s *Server) watch(w http.ResponseWriter, r *http.Request, p *auth.Principal
 	enc := json.NewEncoder(w)
 	bookmarks := time.NewTicker(s.bookmarkEvery)
 	defer bookmarks.Stop()
-	var lastRev int64
+	// lastRev is how far this watcher has seen; lastBookmark what the
+	// last bookmark said (a quiet watch is not sent the same again).
+	var lastRev, lastBookmark int64
 	// Events written are flushed once no more are waiting: a burst goes
 	// out in few packets. unflushed says something is written and not
 	// yet flushed, which an event this watcher does not see must not
@@ -202,25 +215,25 @@ func (s *Server) watch(w http.ResponseWriter, r *http.Request, p *auth.Principal
 			}
 		case <-scopeGone:
 			out, ending = api.WatchEvent{Type: string(store.Error), Object: statusOf(errScopeChanged(p.Host, t.kind.Kind))}, true
-		case <-bookmarks.C:
-			// A watch outlives the check of the token it began with: a
-			// token revoked since (its User or Host deleted) ends it, and
-			// a caller whose role changed watches again under the new one.
-			if same, err := s.stillHolds(ctx, r, p); err != nil {
+		case <-cred.changed():
+			if same, err := cred.recheck(ctx); err != nil {
 				out, ending = api.WatchEvent{Type: string(store.Error), Object: statusOf(err)}, true
 				break
 			} else if !same {
 				return nil
 			}
+			continue
+		case <-bookmarks.C:
 			// etcd's own progress notices are rare; a client that sees
 			// nothing for a while still learns how far it has got.
 			if rev, ok := src.progress(); ok && rev > lastRev {
 				lastRev = rev
 			}
-			if lastRev == 0 {
+			if lastRev == 0 || lastRev == lastBookmark {
 				continue
 			}
 			out = bookmark(t.kind, lastRev)
+			lastBookmark = lastRev
 		case <-ctx.Done():
 			return nil
 		}
@@ -234,6 +247,7 @@ func (s *Server) watch(w http.ResponseWriter, r *http.Request, p *auth.Principal
 		case ev.typ == store.Bookmark:
 			lastRev = max(lastRev, ev.rev)
 			out = bookmark(t.kind, lastRev)
+			lastBookmark = lastRev
 		case raw && ev.raw != nil:
 			lastRev = ev.rev
 			if line, err = ev.line(ev.typ, true); err != nil {

@@ -15,14 +15,20 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/net/http2"
+
 	api "hearth.dev/hearth/api/v1alpha1"
 	"hearth.dev/hearth/client"
 	"hearth.dev/hearth/server/servertest"
 )
 
-// BenchmarkWatchFanout: one change of a Network, watched by N watchers
-// each on its own connection (as N agents watch), timed from the update's
-// request to the last watcher reading the event. "raw" watchers see every
+//lint:file-ignore SA1019 x/net's HTTP/2 transport, deprecated in favour of net/http's, is the one that dials once for requests that come together (net/http opens a connection per waiting request); see client/transport.go
+
+// BenchmarkWatchFanout: one change of a Network, watched by N watchers,
+// timed from the update's request to the last watcher reading the event.
+// "h1" watchers have a connection each, as agents had over HTTP/1.1; "h2"
+// ones are streams, five to an HTTP/2 connection, as an agent's five
+// watches are now. "raw" watchers see every
 // Network as stored (a viewer, no selector: the stored bytes pass
 // through); "decoded" ones have a label selector (each change is decoded
 // and matched, and shown as the watcher may see it). Every watcher of a
@@ -33,12 +39,14 @@ import (
 func BenchmarkWatchFanout(b *testing.B) {
 	for _, mode := range []string{"raw", "decoded"} {
 		for _, n := range []int{100, 1000} {
-			b.Run(fmt.Sprintf("%s/watchers=%d", mode, n), func(b *testing.B) { benchWatchFanout(b, mode, n) })
+			for _, proto := range []string{"h1", "h2"} {
+				b.Run(fmt.Sprintf("%s/watchers=%d/%s", mode, n, proto), func(b *testing.B) { benchWatchFanout(b, mode, n, proto) })
+			}
 		}
 	}
 }
 
-func benchWatchFanout(b *testing.B, mode string, n int) {
+func benchWatchFanout(b *testing.B, mode string, n int, proto string) {
 	env := servertest.Start(b, servertest.WithoutControllers())
 	env.Tenant("lab")
 	ctx := context.Background()
@@ -51,10 +59,24 @@ func benchWatchFanout(b *testing.B, mode string, n int) {
 	}
 	pool := x509.NewCertPool()
 	pool.AppendCertsFromPEM(env.Server.CAPEM())
-	// HTTP/1.1 and a connection each, as separate agents have.
-	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}, TLSNextProto: map[string]func(string, *tls.Conn) http.RoundTripper{},
-		MaxIdleConnsPerHost: n}
-	defer tr.CloseIdleConnections()
+	// HTTP/1.1 and a connection each, as agents had; or HTTP/2 and a
+	// connection per five watchers, as an agent's watches are now.
+	trs := []interface {
+		http.RoundTripper
+		CloseIdleConnections()
+	}{&http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}, TLSNextProto: map[string]func(string, *tls.Conn) http.RoundTripper{},
+		MaxIdleConnsPerHost: n}}
+	if proto == "h2" {
+		trs = trs[:0]
+		for range (n + 4) / 5 {
+			trs = append(trs, &http2.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}})
+		}
+	}
+	defer func() {
+		for _, tr := range trs {
+			tr.CloseIdleConnections()
+		}
+	}()
 	q := url.Values{}
 	if mode == "decoded" {
 		q.Set("labelSelector", "watched=yes")
@@ -70,7 +92,7 @@ func benchWatchFanout(b *testing.B, mode string, n int) {
 		seen[i] = make(chan struct{}, 1024)
 		req, _ := http.NewRequestWithContext(wctx, http.MethodGet, u, nil)
 		req.Header.Set("Authorization", "Bearer "+token)
-		resp, err := tr.RoundTrip(req)
+		resp, err := trs[i/5%len(trs)].RoundTrip(req)
 		if err != nil {
 			b.Fatal(err)
 		}

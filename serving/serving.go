@@ -2,13 +2,23 @@
 // slow or hostile client cannot hold it up: timeouts for headers, bodies,
 // answers and idle connections, a limit on open connections (at it, a new
 // connection takes the place of the one idle longest; with none idle, a
-// client gets a clear 503 and the connection is closed), and deadlines
+// client gets a clear 503 and the connection is closed), a limit on the
+// requests one HTTP/2 connection carries at once, and deadlines
 // for the routes that legitimately live long (watches, followed logs,
 // uploads, downloads, consoles) which move with the request's progress
 // instead of a fixed cap. (A connection taken over by a websocket loses
 // its deadlines in net/http's Hijack; the websocket's owner bounds its
 // writes and pings its peer.) The API server, the boot service and the
 // agent's console endpoint all use it.
+//
+// Over TLS a client may speak HTTP/2, as Hearth's own client and browsers
+// do: then one connection carries all its requests and watches, each a
+// stream. The limits hold per stream where HTTP/1.1 had them per
+// connection (a stream's deadlines; a stream that stops being read is
+// reset, not its connection), and per connection where they must: a
+// connection with no stream open is idle (and may be evicted), one whose
+// peer stops reading it altogether is closed after WriteTimeout, and one
+// over the limit answers 503 and goes away (a GOAWAY) once answered.
 package serving
 
 import (
@@ -44,6 +54,12 @@ type Limits struct {
 	// longest (kept alive between requests) and takes its place; with
 	// none idle, it gets a 503 to its first request and is closed.
 	MaxConnections int
+	// MaxStreams is how many requests one HTTP/2 connection may have in
+	// flight at once, its watches included. A client that wants more
+	// opens another connection (Go's client does so by itself), which
+	// counts against MaxConnections: together they bound the requests
+	// a server serves at once.
+	MaxStreams int
 }
 
 // Defaults for Limits.
@@ -53,6 +69,7 @@ const (
 	DefaultWriteTimeout      = time.Minute
 	DefaultIdleTimeout       = 2 * time.Minute
 	DefaultMaxConnections    = 4096
+	DefaultMaxStreams        = 250
 )
 
 // WithDefaults fills in the zero fields.
@@ -69,6 +86,9 @@ func (l Limits) WithDefaults() Limits {
 	if l.MaxConnections == 0 {
 		l.MaxConnections = DefaultMaxConnections
 	}
+	if l.MaxStreams <= 0 {
+		l.MaxStreams = DefaultMaxStreams
+	}
 	return l
 }
 
@@ -82,11 +102,13 @@ type Server struct {
 	Listener net.Listener
 	name     string
 	open     atomic.Int64
+	accepted atomic.Int64
 	// lastReject rate-limits the log line about refused connections.
 	lastReject atomic.Int64
 
-	// idle are the connections kept alive between requests, by when
-	// they became idle: at the limit, a new connection closes the
+	// idle are the connections kept alive between requests (over
+	// HTTP/2: with no stream open, so never one holding a watch), by
+	// when they became idle: at the limit, a new connection closes the
 	// oldest rather than being refused. Clients that keep many idle
 	// connections (a thousand agents, each after a burst of requests)
 	// would otherwise fill the limit with connections nobody uses.
@@ -110,7 +132,19 @@ func New(name string, ln net.Listener, h http.Handler, l Limits, reject func(w h
 		ReadTimeout:       l.ReadTimeout,
 		WriteTimeout:      l.WriteTimeout,
 		IdleTimeout:       l.IdleTimeout,
-		ConnState:         s.connState,
+		HTTP2: &http.HTTP2Config{
+			MaxConcurrentStreams: l.MaxStreams,
+			// A peer that stops reading its connection stalls every
+			// stream on it; the per-stream deadlines reset streams
+			// but cannot free the connection's writer.
+			WriteByteTimeout: l.WriteTimeout,
+			// Room for several uploads at once: a handler slow to
+			// read one request's body must not hold back the bodies
+			// of the connection's other requests, which share this
+			// window (each stream has 1 MiB of it).
+			MaxReceiveBufferPerConnection: 4 << 20,
+		},
+		ConnState: s.connState,
 		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
 			if tc, ok := c.(*tls.Conn); ok {
 				c = tc.NetConn()
@@ -135,7 +169,9 @@ func New(name string, ln net.Listener, h http.Handler, l Limits, reject func(w h
 }
 
 // connState keeps the idle set: a connection is in it from the end of one
-// request to the start of the next.
+// request to the start of the next, or, over HTTP/2, while it has no
+// stream open (net/http reports an HTTP/2 connection idle and active as
+// its streams go to none and back).
 func (s *Server) connState(c net.Conn, st http.ConnState) {
 	if tc, ok := c.(*tls.Conn); ok {
 		c = tc.NetConn()
@@ -180,6 +216,10 @@ func (s *Server) evictIdle() bool {
 // Open is the number of connections open now.
 func (s *Server) Open() int64 { return s.open.Load() }
 
+// Accepted is the number of connections accepted since the server
+// started (each a TCP connection, and a TLS handshake when over TLS).
+func (s *Server) Accepted() int64 { return s.accepted.Load() }
+
 func (s *Server) logReject() {
 	now := time.Now().UnixNano()
 	last := s.lastReject.Load()
@@ -204,6 +244,7 @@ func (l *listener) Accept() (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
+	l.s.accepted.Add(1)
 	n := l.s.open.Add(1)
 	over := l.s.Limits.MaxConnections > 0 && n > int64(l.s.Limits.MaxConnections)
 	if over && l.s.evictIdle() {

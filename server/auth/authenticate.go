@@ -25,6 +25,9 @@ type Authenticator struct {
 	now      func() time.Time
 	// hostScope is given to every host credential (SetHostScope).
 	hostScope HostScope
+	// creds are the long-lived requests waiting for a change to their
+	// credential (credwatch.go).
+	creds credNotifier
 }
 
 // SetHostScope makes hs decide what host credentials read of the objects
@@ -34,7 +37,7 @@ func (a *Authenticator) SetHostScope(hs HostScope) { a.hostScope = hs }
 // NewAuthenticator mirrors token records, users and hosts' uids from etcd.
 // usersPrefix and hostsPrefix are where User and Host objects are stored.
 func NewAuthenticator(c *clientv3.Client, usersPrefix, hostsPrefix string) *Authenticator {
-	return &Authenticator{
+	a := &Authenticator{
 		tokens: store.NewMirror(c, TokenPrefix, func(b []byte) (*api.TokenRecord, error) {
 			var r api.TokenRecord
 			return &r, json.Unmarshal(b, &r)
@@ -54,6 +57,8 @@ func NewAuthenticator(c *clientv3.Client, usersPrefix, hostsPrefix string) *Auth
 		internal: map[string]*Principal{},
 		now:      time.Now,
 	}
+	a.watchMirrors()
+	return a
 }
 
 // Run keeps the mirrors current until ctx ends.

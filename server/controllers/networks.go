@@ -41,6 +41,13 @@ import (
 // and floating IPs, and only a change that matters to them (placement,
 // interfaces) enqueues anything. Every write is conditional on the
 // version read and made only when the status differs.
+//
+// A network's status lists every port on it, so each write of it costs
+// O(ports) to encode, store and send to every watcher: two writes of one
+// network are at least PortWriteGap per port apart (100 ms at 10,000
+// ports, 1 ms at 100). The changes of a burst of creates are published
+// together, a little later, instead of one O(ports) write each, which
+// made a run of creates on one network cost O(ports²).
 type Networks struct {
 	Client   *client.Client
 	Recorder *client.Recorder
@@ -49,6 +56,9 @@ type Networks struct {
 	Now    func() time.Time
 	// Informers, when set, are shared with the other controllers.
 	Informers *Informers
+	// PortWriteGap is the least time between two status writes of a
+	// network, per port its status lists (default 10µs).
+	PortWriteGap time.Duration
 
 	vms, nets, subnets, fips, exts, hosts *client.Informer
 	ctl                                   *reconcile.Controller
@@ -67,6 +77,8 @@ type Networks struct {
 	// asked for addresses: asked again only once that moved (an address
 	// was freed, the range grew).
 	tried map[string]string
+	// written is when each network's status was last written.
+	written map[string]time.Time
 }
 
 // Run runs the controller until ctx ends.
@@ -77,6 +89,9 @@ func (c *Networks) Run(ctx context.Context) error {
 	if c.Resync == 0 {
 		c.Resync = 5 * time.Minute
 	}
+	if c.PortWriteGap == 0 {
+		c.PortWriteGap = 10 * time.Microsecond
+	}
 	c.vms = c.Informers.informer(ctx, c.Client, "VirtualMachine")
 	c.nets = c.Informers.informer(ctx, c.Client, "Network")
 	c.subnets = c.Informers.informer(ctx, c.Client, "Subnet")
@@ -84,7 +99,7 @@ func (c *Networks) Run(ctx context.Context) error {
 	c.exts = c.Informers.informer(ctx, c.Client, "ExternalNetwork")
 	c.hosts = c.Informers.informer(ctx, c.Client, "Host")
 	c.vmNets, c.vmSubnets, c.fipVM, c.netExt, c.fipExt = newIndex(), newIndex(), newIndex(), newIndex(), newIndex()
-	c.seen, c.tried = map[string]string{}, map[string]string{}
+	c.seen, c.tried, c.written = map[string]string{}, map[string]string{}, map[string]time.Time{}
 	c.ctl = &reconcile.Controller{Name: "networks", Reconciler: reconcile.ReconcilerFunc(c.reconcile), Resync: c.Resync,
 		List: func(context.Context) ([]string, error) {
 			var keys []string
@@ -252,7 +267,24 @@ func (c *Networks) writeStatus(ctx context.Context, inf *client.Informer, obj ap
 		return nil, reconcile.Result{}, fmt.Errorf("writing the status of %s %s: %w", obj.GetTypeMeta().Kind, client.Key(obj), err)
 	}
 	inf.Observe(out)
+	if n, ok := out.(*api.Network); ok {
+		c.mu.Lock()
+		c.written[client.Key(n)] = c.Now()
+		c.mu.Unlock()
+	}
 	return out, reconcile.Result{}, nil
+}
+
+// networkWait is how long a network's next status write must wait: its
+// last one was less than PortWriteGap per port ago.
+func (c *Networks) networkWait(key string, ports int) time.Duration {
+	c.mu.Lock()
+	last, ok := c.written[key]
+	c.mu.Unlock()
+	if !ok {
+		return 0
+	}
+	return c.PortWriteGap*time.Duration(ports) - c.Now().Sub(last)
 }
 
 func (c *Networks) reconcileNetwork(ctx context.Context, key string) (reconcile.Result, error) {
@@ -260,10 +292,15 @@ func (c *Networks) reconcileNetwork(ctx context.Context, key string) (reconcile.
 	if !ok || obj.GetMetadata().DeletionTimestamp != nil {
 		c.mu.Lock()
 		delete(c.tried, key)
+		delete(c.written, key)
 		c.mu.Unlock()
 		return reconcile.Result{}, nil
 	}
 	n := obj.(*api.Network)
+	if wait := c.networkWait(key, len(n.Status.Ports)); wait > 0 {
+		// Whatever changes meanwhile is published in one write then.
+		return reconcile.Result{RequeueAfter: wait}, nil
+	}
 	var ports []api.NetworkPort
 	hostSet := map[string]bool{}
 	for _, vk := range c.vmNets.of(key) {

@@ -55,9 +55,11 @@ func vmNames(hs []Holder) string {
 // deleted while VMs have NICs on it.
 type Networks struct{}
 
-// OnCreate holds nothing: a new network has no routers yet.
-func (Networks) OnCreate(context.Context, clientv3.KV, api.Object) ([]clientv3.Cmp, []clientv3.Op, error) {
-	return nil, nil, nil
+// OnCreate writes the network's anchor (netanchor.go); a new network has
+// no routers yet.
+func (Networks) OnCreate(_ context.Context, _ clientv3.KV, obj api.Object) ([]clientv3.Cmp, []clientv3.Op, error) {
+	n := obj.(*api.Network)
+	return nil, []clientv3.Op{clientv3.OpPut(anchorKey(n.Metadata.Tenant, n.Metadata.Name), anchorOf(n))}, nil
 }
 
 // OnUpdate keeps the VNI and settles the routers' external addresses.
@@ -69,7 +71,11 @@ func (Networks) OnUpdate(ctx context.Context, kv clientv3.KV, old, next api.Obje
 		return nil, nil, err
 	}
 	cmps, ops := t.result()
-	return cmps, ops, nil
+	aops, err := anchorOps(ctx, kv, n)
+	if err != nil {
+		return nil, nil, err
+	}
+	return cmps, append(ops, aops...), nil
 }
 
 // OnDelete refuses while VMs have NICs on the network (their MACs are
@@ -89,6 +95,7 @@ func (Networks) OnDelete(ctx context.Context, kv clientv3.KV, obj api.Object) ([
 		return nil, nil, err
 	}
 	c, ops := t.result()
+	ops = append(ops, clientv3.OpDelete(anchorKey(n.Metadata.Tenant, n.Metadata.Name)))
 	return append(cmps, c...), ops, nil
 }
 
@@ -102,7 +109,7 @@ func externalNetwork(ctx context.Context, kv clientv3.KV, name string) (*found[*
 	if err != nil || obj == nil || obj.GetMetadata().DeletionTimestamp != nil {
 		return nil, err
 	}
-	return &found[*api.ExternalNetwork]{obj.(*api.ExternalNetwork), rev}, nil
+	return &found[*api.ExternalNetwork]{obj: obj.(*api.ExternalNetwork), rev: rev}, nil
 }
 
 // routerAddresses settles next's routers' external addresses against

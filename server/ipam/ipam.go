@@ -15,6 +15,11 @@
 //	/hearth/ipam/mac/<network uid>/<mac>         a VM's NIC
 //	/hearth/ipam/ext/<external network uid>/<ip> a FloatingIP, or a network's router on a host
 //
+// and, per network, the small anchor a VM's create reads instead of the
+// Network (netanchor.go):
+//
+//	/hearth/ipam-net/<tenant>/<name>             the network's uid, and whether it is being deleted
+//
 // Keys are named by the uid of the object the address is in, so an object
 // deleted and made again under its name starts empty. The objects that
 // addresses are in cannot be deleted while any is held: their delete

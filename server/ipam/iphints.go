@@ -167,11 +167,14 @@ func (h *ipHints) forget(uid string) {
 
 // pick finds the lowest address from first to last that the hints call
 // free, that skip does not refuse, and whose key isHeld reads as not
-// held (addresses read as held are remembered). ok is false when the
-// hints cannot answer: none (or stale ones) for this subnet, a range
-// too large, or too many hints found wrong; the caller then reads the
-// subnet's keys. found is false when the hints say nothing is free.
-func (h *ipHints) pick(uid string, first, last netip.Addr, skip func(netip.Addr) bool, isHeld func(netip.Addr) (bool, error)) (a netip.Addr, found, ok bool, err error) {
+// held (addresses read as held are remembered); with spread > 0, it
+// passes over that many such candidates first, unread, so that writes
+// retrying a lost race do not all try the same address again. ok is
+// false when the hints cannot answer: none (or stale ones) for this
+// subnet, a range too large, too many hints found wrong, or fewer free
+// candidates than spread; the caller then reads the subnet's keys.
+// found is false when the hints say nothing is free.
+func (h *ipHints) pick(uid string, first, last netip.Addr, spread int, skip func(netip.Addr) bool, isHeld func(netip.Addr) (bool, error)) (a netip.Addr, found, ok bool, err error) {
 	if h == nil || !hintable(first, last) {
 		return a, false, false, nil
 	}
@@ -194,6 +197,10 @@ func (h *ipHints) pick(uid string, first, last netip.Addr, skip func(netip.Addr)
 			delete(s.pending, i)
 		}
 		if skip(a) {
+			continue
+		}
+		if spread > 0 {
+			spread--
 			continue
 		}
 		if verified == ipHintsVerify {

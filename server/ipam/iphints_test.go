@@ -26,7 +26,7 @@ func TestIPHints(t *testing.T) {
 	pick := func(want string, wantOK bool) {
 		t.Helper()
 		reads = nil
-		a, found, ok, err := h.pick("sn", first, last, skip, isHeld)
+		a, found, ok, err := h.pick("sn", first, last, 0, skip, isHeld)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -72,13 +72,44 @@ func TestIPHints(t *testing.T) {
 
 	v6 := newIPHints()
 	v6.build("sn6", ip("2001:db8::1"), ip("2001:db8::ff"), nil)
-	if _, _, ok, _ := v6.pick("sn6", ip("2001:db8::1"), ip("2001:db8::ff"), skip, isHeld); ok {
+	if _, _, ok, _ := v6.pick("sn6", ip("2001:db8::1"), ip("2001:db8::ff"), 0, skip, isHeld); ok {
 		t.Error("IPv6 hints answered; want the caller to search")
 	}
 	var none *ipHints
-	if _, _, ok, _ := none.pick("sn", first, last, skip, isHeld); ok {
+	if _, _, ok, _ := none.pick("sn", first, last, 0, skip, isHeld); ok {
 		t.Error("nil hints answered")
 	}
 	none.mark("sn", first, true)
 	none.forget("sn")
+}
+
+// TestIPHintsSpread: a retry's pick passes over that many free
+// candidates, unread, and gives up (the caller reads every key) when
+// the hints have fewer.
+func TestIPHintsSpread(t *testing.T) {
+	h := newIPHints()
+	ip := netip.MustParseAddr
+	first, last := ip("10.0.0.1"), ip("10.0.0.10")
+	h.build("sn", first, last, map[string]bool{"10.0.0.1": true, "10.0.0.3": true})
+	var reads []netip.Addr
+	isHeld := func(a netip.Addr) (bool, error) { reads = append(reads, a); return false, nil }
+	never := func(netip.Addr) bool { return false }
+	reads = nil
+	a, found, ok, err := h.pick("sn", first, last, 0, never, isHeld)
+	if err != nil || !ok || !found || a != ip("10.0.0.2") {
+		t.Fatalf("spread 0: %s %v %v %v, want 10.0.0.2", a, found, ok, err)
+	}
+	// .2 is pending: the free candidates are .4 .5 .6 .7 .8 .9 .10.
+	reads = nil
+	a, found, ok, err = h.pick("sn", first, last, 2, never, isHeld)
+	if err != nil || !ok || !found || a != ip("10.0.0.6") {
+		t.Fatalf("spread 2: %s %v %v %v, want 10.0.0.6 (.4 and .5 passed over)", a, found, ok, err)
+	}
+	if !slices.Equal(reads, []netip.Addr{ip("10.0.0.6")}) {
+		t.Errorf("spread 2 read %v, want only the address it picked", reads)
+	}
+	// .2 and .6 pending: six candidates left (.4 .5 .7 .8 .9 .10).
+	if _, _, ok, _ := h.pick("sn", first, last, 6, never, isHeld); ok {
+		t.Error("spread past every free candidate answered; want the caller to read the keys")
+	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"fmt"
+	mrand "math/rand/v2"
 	"net/netip"
 	"slices"
 
@@ -107,6 +108,9 @@ type resolver struct {
 type found[T any] struct {
 	obj T
 	rev int64 // create revision
+	// cmp, when set, is the comparison that obj is still as read (a
+	// network's anchor: netanchor.go); else its create revision is rev.
+	cmp clientv3.Cmp
 }
 
 func (r *resolver) network(name string) (*found[*api.Network], error) {
@@ -116,18 +120,9 @@ func (r *resolver) network(name string) (*found[*api.Network], error) {
 	if r.networks == nil {
 		r.networks = map[string]*found[*api.Network]{}
 	}
-	k, _ := api.KindByName("Network")
-	resp, err := r.kv.Get(r.ctx, store.Key(k, r.tenant, name))
+	f, err := readNetwork(r.ctx, r.kv, r.tenant, name)
 	if err != nil {
-		return nil, api.NewUnavailable("etcd: %v", err)
-	}
-	var f *found[*api.Network]
-	if len(resp.Kvs) > 0 {
-		n := k.New().(*api.Network)
-		if err := decodeWithoutStatus(resp.Kvs[0].Value, n); err != nil {
-			return nil, fmt.Errorf("decoding stored Network %s: %w", name, err)
-		}
-		f = &found[*api.Network]{n, resp.Kvs[0].CreateRevision}
+		return nil, err
 	}
 	r.networks[name] = f
 	return f, nil
@@ -152,7 +147,7 @@ func (r *resolver) loadSubnets() error {
 		if err != nil {
 			return fmt.Errorf("decoding stored subnet %s: %w", kv.Key, err)
 		}
-		r.subnets[sn.Metadata.Name] = &found[*api.Subnet]{sn, kv.CreateRevision}
+		r.subnets[sn.Metadata.Name] = &found[*api.Subnet]{obj: sn, rev: kv.CreateRevision}
 	}
 	return nil
 }
@@ -420,7 +415,7 @@ func allocateNICs(ctx context.Context, kv clientv3.KV, hints *ipHints, vm *api.V
 		}
 		// The network and subnet must still be the ones read when
 		// this commits: a delete that came first fails this.
-		t.exists(objectKey("Network", tenant, nic.Network), tg.net.rev)
+		t.cmps = append(t.cmps, tg.net.cmp)
 		t.exists(objectKey("Subnet", tenant, tg.sn.obj.Metadata.Name), tg.sn.rev)
 		ifs[i] = api.VMInterfaceStatus{Network: nic.Network, Subnet: tg.sn.obj.Metadata.Name, IP: ip.String(), MAC: mac}
 		if ip6.IsValid() {
@@ -488,6 +483,10 @@ func takeMAC(ctx context.Context, kv clientv3.KV, t *txn, np, netUID, want, hold
 	return "", false, api.NewUnavailable("could not find a free MAC address on the network; try again")
 }
 
+// hintedAttempts is how many tries of a write pick a dynamic address
+// from the hints before the write reads every key of the subnet.
+const hintedAttempts = 3
+
 // takeIP takes the static address asked for, or the lowest free one in
 // the subnet's DHCP range.
 func takeIP(r *resolver, t *txn, np string, sn *api.Subnet, want, mac, holder string, attempt int, es *api.FieldErrors) (netip.Addr, bool, error) {
@@ -534,9 +533,13 @@ func takeIP(r *resolver, t *txn, np string, sn *api.Subnet, want, mac, holder st
 		return a, true, nil
 	}
 	first, last := api.AddressRange(p, sn.Spec.DHCP.RangeStart, sn.Spec.DHCP.RangeEnd)
-	if attempt == 0 {
-		// The hints first; a retry (another write took what this one
-		// picked) reads every key of the subnet, and the hints from it.
+	if attempt < hintedAttempts {
+		// The hints first. A retry (another write, maybe on another
+		// server whose allocations these hints have not seen, took what
+		// this one picked) starts at a random one of the lowest few free
+		// addresses, as pickFree does, so that racing writers spread out;
+		// only a write that lost hintedAttempts races reads every key
+		// of the subnet, and the hints from it.
 		skip := func(a netip.Addr) bool { return api.Reserved(p, sn.Spec.Gateway, a) || t.busy(ipKey(uid, a)) }
 		isHeld := func(a netip.Addr) (bool, error) {
 			key := ipKey(uid, a)
@@ -546,7 +549,11 @@ func takeIP(r *resolver, t *txn, np string, sn *api.Subnet, want, mac, holder st
 			_, held, err := holderOf(r.ctx, r.kv, key)
 			return held, err
 		}
-		a, found, ok, err := r.hints.pick(uid, first, last, skip, isHeld)
+		spread := 0
+		if attempt > 0 {
+			spread = mrand.IntN(min(16*attempt, 256))
+		}
+		a, found, ok, err := r.hints.pick(uid, first, last, spread, skip, isHeld)
 		if err != nil {
 			return a, false, err
 		}

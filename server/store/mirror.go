@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"log/slog"
+	"reflect"
 	"strings"
 	"sync"
 	"time"
@@ -21,11 +22,29 @@ type Mirror[T any] struct {
 	items map[string]T
 	ready chan struct{}
 	once  sync.Once
+	// onChange is told of changes (OnChange).
+	onChange func(name string)
 }
 
 // NewMirror returns a mirror; Run fills it.
 func NewMirror[T any](c *clientv3.Client, prefix string, decode func([]byte) (T, error)) *Mirror[T] {
 	return &Mirror[T]{c: c, prefix: prefix, decode: decode, items: map[string]T{}, ready: make(chan struct{})}
+}
+
+// OnChange has fn called with an item's name after the item appears, is
+// deleted (Forget included) or decodes to something other than before,
+// and with "" after the mirror lists again, when anything may have
+// changed. It is called after the copy has the change, outside the
+// mirror's lock, and must not block. Call it before Run.
+func (m *Mirror[T]) OnChange(fn func(name string)) { m.onChange = fn }
+
+func (m *Mirror[T]) changed(names ...string) {
+	if m.onChange == nil {
+		return
+	}
+	for _, n := range names {
+		m.onChange(n)
+	}
 }
 
 // Get returns the item stored under prefix+name.
@@ -68,8 +87,12 @@ func (m *Mirror[T]) Read(ctx context.Context, name string) (T, bool) {
 // changes nothing more.
 func (m *Mirror[T]) Forget(name string) {
 	m.mu.Lock()
-	defer m.mu.Unlock()
+	_, had := m.items[name]
 	delete(m.items, name)
+	m.mu.Unlock()
+	if had {
+		m.changed(name)
+	}
 }
 
 // Each calls fn for every item.
@@ -118,6 +141,7 @@ func (m *Mirror[T]) sync(ctx context.Context) error {
 	m.mu.Lock()
 	m.items = items
 	m.mu.Unlock()
+	m.changed("")
 	m.once.Do(func() { close(m.ready) })
 	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
 	defer cancel()
@@ -125,18 +149,27 @@ func (m *Mirror[T]) sync(ctx context.Context) error {
 		if err := wr.Err(); err != nil {
 			return err
 		}
+		var changed []string
 		m.mu.Lock()
 		for _, ev := range wr.Events {
 			name := strings.TrimPrefix(string(ev.Kv.Key), m.prefix)
+			old, had := m.items[name]
 			if ev.Type == clientv3.EventTypeDelete {
 				delete(m.items, name)
+				if had {
+					changed = append(changed, name)
+				}
 				continue
 			}
 			if v, err := m.decode(ev.Kv.Value); err == nil {
 				m.items[name] = v
+				if !had || (m.onChange != nil && !reflect.DeepEqual(old, v)) {
+					changed = append(changed, name)
+				}
 			}
 		}
 		m.mu.Unlock()
+		m.changed(changed...)
 	}
 	return ctx.Err()
 }
