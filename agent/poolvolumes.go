@@ -29,6 +29,7 @@ func (v *volumeController) reconcilePoolVolume(ctx context.Context, vol *api.Vol
 	st.Conditions = slices.Clone(st.Conditions)
 	st.ObservedGeneration = vol.Metadata.Generation
 	now := time.Now()
+	markBound(vol, &st.CommonStatus, now)
 	fail := func(phase, reason string, err error) (reconcile.Result, error) {
 		st.Phase = phase
 		st.SetCondition(api.Condition{Type: condReady, Status: api.ConditionFalse, Reason: reason, Message: err.Error()}, now)

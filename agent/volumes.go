@@ -269,6 +269,7 @@ func (v *volumeController) reconcileVolume(ctx context.Context, key string) (rec
 	st := vol.Status
 	st.Conditions = slices.Clone(st.Conditions)
 	st.ObservedGeneration = vol.Metadata.Generation
+	markBound(vol, &st.CommonStatus, time.Now())
 	st.Path = path
 	users := v.users(vol)
 	st.AttachedTo = ""
@@ -647,6 +648,24 @@ func (v *volumeController) writeSnapshotStatus(ctx context.Context, snap *api.Sn
 	}
 	*snap = *out
 	return nil
+}
+
+// markBound turns the Bound condition the volume-placement controller
+// left while the volume waited for a host (False, with why) True, saying
+// where it went and what that host does with it: a local volume's file
+// is there; a volume in a shared pool lives in the pool, which every host
+// reaches, and this host only makes, grows and reports it. A volume
+// bound at once has no Bound condition, and gets none.
+func markBound(vol *api.Volume, st *api.CommonStatus, now time.Time) {
+	if st.Condition(api.ConditionBound) == nil {
+		return
+	}
+	msg := fmt.Sprintf("placed on host %s, which holds its file", vol.Spec.Host)
+	if vol.Spec.Pool != "" {
+		msg = fmt.Sprintf("in pool %s, which every host reaches; placed on host %s, which makes, grows and reports it", vol.Spec.Pool, vol.Spec.Host)
+	}
+	st.SetCondition(api.Condition{Type: api.ConditionBound, Status: api.ConditionTrue, Reason: api.ReasonBound, Message: msg,
+		ObservedGeneration: vol.Metadata.Generation}, now)
 }
 
 func removeCondition(st *api.CommonStatus, typ string) {

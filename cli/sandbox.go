@@ -128,6 +128,8 @@ line that points the CLI at the sandbox, so this works:
 	f.BoolVar(&cfg.DebianImage, "debian-image", false, "build a Debian 12 image with cloud-init (minutes and ~150 MB from the Debian mirror the first time; cached) into DIR/debian and make it the shared Images debian-kernel, debian-initrd and debian-disk (examples/sandbox/cloudinit.yaml boots it)")
 	f.BoolVar(&cfg.SharedStorage, "shared-storage", false, "start a single-node Ceph cluster and an NFS server in PREFIX-storage (the underlay's .8), which every host reaches, and make the StoragePools ceph (rbd) and nfs (examples/sandbox/shared-storage.yaml uses them)")
 	f.DurationVar(&cfg.ReadyTimeout, "timeout", sandbox.DefaultReadyTimeout, "how long to wait for the server and each host")
+	f.IntVar(&cfg.OwnerPID, "owner-pid", 0, "the process this sandbox belongs to (a test): once it has exited without taking the sandbox down, the next sandbox up on this machine removes it. 0: the sandbox lives until sandbox down")
+	f.StringVar(&cfg.OwnerDir, "owner-dir", "", "with --owner-pid: a directory the owner made to hold DIR (DIR or one above it); removing the sandbox of an exited owner also removes the directories from DIR up to it that are left empty")
 	return cmd
 }
 

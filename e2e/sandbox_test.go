@@ -55,8 +55,12 @@ func (s *sandboxLab) up(args ...string) string {
 	t.Helper()
 	subnets, release := reserveSubnets(t, 2)
 	s.underlay, s.provisioning = subnets[0], subnets[1]
+	// Owned by this test process, so that should it be killed before its
+	// cleanup (go test -timeout), the next sandbox up on this machine
+	// removes the sandbox, and t.TempDir's directory with it.
 	args = append([]string{"sandbox", "up", "--dir", s.dir, "--prefix", s.prefix,
-		"--underlay-cidr", s.underlay.String(), "--provisioning-cidr", s.provisioning.String()}, args...)
+		"--underlay-cidr", s.underlay.String(), "--provisioning-cidr", s.provisioning.String(),
+		"--owner-pid", fmt.Sprint(os.Getpid()), "--owner-dir", filepath.Dir(s.dir)}, args...)
 	out, err := exec.Command(hearthBin, args...).CombinedOutput()
 	release()
 	t.Cleanup(func() { s.down() })

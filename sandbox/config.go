@@ -181,6 +181,15 @@ type Config struct {
 	ReadyTimeout time.Duration
 	// Progress receives one line per step (default: discarded).
 	Progress io.Writer
+	// OwnerPID, when set, is the process the sandbox belongs to (a
+	// test): once it has exited, the next sandbox's New (or Sweep)
+	// removes the sandbox, should its owner not have (sweep.go). 0 (a
+	// person's sandbox) lives until Down.
+	OwnerPID int
+	// OwnerDir is a directory the owner made to hold Dir (Dir or one
+	// above it): a sweep also removes the directories from Dir up to
+	// OwnerDir that are left empty (a test's temporary directory).
+	OwnerDir string
 
 	// defaultBootCommand says BootCommand was left to the default, so a
 	// binary without `boot` is a warning, not a failure.

@@ -150,6 +150,12 @@ func Down(ctx context.Context, cfg Config) error {
 	if err := removeFiles(dir, st); err != nil {
 		errs = append(errs, err)
 	}
+	if len(errs) == 0 {
+		// Removed whole: no sweep need come back (sweep.go).
+		if err := forgetOwner(dir); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	return errors.Join(errs...)
 }
 

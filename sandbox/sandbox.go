@@ -96,6 +96,14 @@ func New(cfg Config) (*Sandbox, error) {
 	if os.Geteuid() != 0 {
 		return nil, errors.New("the sandbox makes network namespaces and links: run it as root")
 	}
+	if err := checkOwner(cfg); err != nil {
+		return nil, err
+	}
+	// What tests killed before their cleanup left behind goes first: it
+	// may hold this sandbox's names.
+	if err := Sweep(context.Background(), cfg.Progress); err != nil {
+		fmt.Fprintf(cfg.Progress, "sandbox: %v\n", err)
+	}
 	s := &Sandbox{cfg: cfg, names: names(cfg.Prefix)}
 	if _, err := os.Stat(statePath(cfg.Dir)); err == nil {
 		return nil, fmt.Errorf("a sandbox is already up in %s; run %s", cfg.Dir, s.downCommand())
@@ -117,6 +125,11 @@ func New(cfg Config) (*Sandbox, error) {
 	st := State{Dir: cfg.Dir, Prefix: cfg.Prefix, Underlay: cfg.Underlay.String()}
 	if _, err := os.Stat(cfg.Dir); errors.Is(err, os.ErrNotExist) {
 		st.CreatedDir = true
+	}
+	if cfg.OwnerPID != 0 {
+		if err := recordOwner(cfg); err != nil {
+			return nil, err
+		}
 	}
 	if err := os.MkdirAll(cfg.Dir, 0o755); err != nil {
 		return nil, fmt.Errorf("--dir: %w", err)

@@ -101,6 +101,8 @@ func helperMain(args []string) int {
 		exe, _ := os.Executable()
 		fmt.Println(syscall.Exec(exe, []string{exe, "test-sleep"}, os.Environ()))
 		return 1
+	case "test-owned-sandbox":
+		return ownedSandboxMain(args[1:])
 	case "test-agent":
 		return fakeAgentMain(args[1:])
 	case "test-failing-agent":

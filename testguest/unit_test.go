@@ -275,7 +275,7 @@ func TestDebianRecipe(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"cloud-init", "linux-image-cloud-amd64", "systemd-sysv"} {
+	for _, want := range []string{"cloud-init", "linux-image-cloud-amd64", "systemd-sysv", "isc-dhcp-client"} {
 		if !slices.Contains(pkgs, want) {
 			t.Errorf("packages %q lack %s", pkgs, want)
 		}

@@ -17,7 +17,8 @@ const (
 	// ConditionRunning says whether a VM's guest runs (its agent).
 	ConditionRunning = "Running"
 	// ConditionBound is False while the volume-placement controller has
-	// not placed a local Volume or Snapshot on a host.
+	// not placed a Volume or Snapshot on a host; a Volume's agent turns
+	// it True once it is.
 	ConditionBound = "Bound"
 	// ConditionResized is False while a larger spec.size of a Volume
 	// waits for the running VM that holds it to restart (its agent).
@@ -94,6 +95,7 @@ const (
 	ReasonVolumeMissing    = "VolumeMissing" // a snapshot's volume is not on its host
 	ReasonVolumeInUse      = "VolumeInUse"   // a running VM holds the snapshot's volume
 	ReasonDeleted          = "Deleted"       // a deleted volume's data is gone from its pool (FinalizerPoolVolume)
+	ReasonBound            = "Bound"         // placed on a host (Bound True, its agent)
 )
 
 // Reasons of a VM's Scheduled condition (the API server in the binding

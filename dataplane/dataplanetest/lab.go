@@ -9,6 +9,7 @@
 package dataplanetest
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
@@ -134,11 +135,18 @@ func New(cfg Config) (l *Lab, err error) {
 	}
 	var rnd [3]byte
 	rand.Read(rnd[:])
+	// What killed tests left goes first (owners.go).
+	_, _ = SweepDeadLabs(context.Background())
 	l = &Lab{Prefix: "hdp" + hex.EncodeToString(rnd[:]) + "-", Config: cfg}
+	if err := recordOwner(l.Prefix); err != nil {
+		return nil, fmt.Errorf("dataplanetest: recording the lab's owner: %w", err)
+	}
 	l.InternetGateway = cfg.Internet.Masked().Addr().Next()
+	// The lab itself, not l: a failed step returns a nil l.
+	lab := l
 	defer func() {
 		if err != nil {
-			l.Close()
+			lab.Close()
 		}
 	}()
 	if l.Underlay, err = l.NewNamespace("ul"); err != nil {
@@ -221,6 +229,9 @@ func (l *Lab) Close() error {
 				errs = append(errs, err)
 			}
 		}
+	}
+	if len(errs) == 0 {
+		forgetOwner(l.Prefix)
 	}
 	return errors.Join(errs...)
 }

@@ -199,6 +199,9 @@ func (c *VolumePlacement) volumeHost(vol *api.Volume) (host, why string) {
 		}
 	}
 	if len(users) == 0 {
+		if vol.Spec.Pool != "" {
+			return "", fmt.Sprintf("waiting for a VM that uses it to be placed: the host of its VM makes it in pool %s, which every host reaches", vol.Spec.Pool)
+		}
 		return "", "waiting for a VM that uses it to be placed: a local volume is made on the host of its VM"
 	}
 	sort.SliceStable(users, func(i, j int) bool {
