@@ -503,11 +503,25 @@ func (r *RBD) clone(ctx context.Context, parent string, parentSize int64, name s
 		return fmt.Errorf("clone %s to volume %s: %w", parent, r.spec(name), err)
 	}
 	if size > parentSize {
-		if _, err := r.cli(ctx, "rbd", "resize", "--size", bytesArg(size), r.spec(name)); err != nil {
+		if err := r.grow(ctx, r.spec(name), size); err != nil {
 			return fmt.Errorf("clone %s to volume %s: growing it to %s: %w", parent, r.spec(name), sizeString(size), err)
 		}
 	}
 	return nil
+}
+
+// grow resizes the image at spec to size. Two callers growing one volume
+// at once (its VM's start and its own reconcile) both find it smaller,
+// and the second's `rbd resize` fails with "new size is equal to
+// original size": an image that has the size asked for is grown.
+func (r *RBD) grow(ctx context.Context, spec string, size int64) error {
+	_, err := r.cli(ctx, "rbd", "resize", "--size", bytesArg(size), spec)
+	if err != nil {
+		if i, ierr := r.info(ctx, spec); ierr == nil && i.Size == size {
+			return nil
+		}
+	}
+	return err
 }
 
 func (r *RBD) Snapshot(ctx context.Context, vol, snap string) error {
@@ -554,7 +568,7 @@ func (r *RBD) Resize(ctx context.Context, id string, size int64) error {
 	case size < i.Size:
 		return fmt.Errorf("resize volume %s: cannot shrink it from %s to %s; volumes only grow", spec, sizeString(i.Size), sizeString(size))
 	}
-	if _, err := r.cli(ctx, "rbd", "resize", "--size", bytesArg(size), spec); err != nil {
+	if err := r.grow(ctx, spec, size); err != nil {
 		return fmt.Errorf("resize volume %s: %w", spec, err)
 	}
 	return nil

@@ -76,6 +76,33 @@ func TestRBDImportedOnce(t *testing.T) {
 	}
 }
 
+// TestRBDResizeTogether grows one volume from several callers at once,
+// as a VM's start and the volume's own reconcile do: every one succeeds
+// (the later ones' `rbd resize` found the size already there and failed
+// with "new size is equal to original size").
+func TestRBDResizeTogether(t *testing.T) {
+	r, _, _ := newTestRBD(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	id := randomHex(4)
+	if err := r.CreateVolume(ctx, id, 4<<20); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = r.DeleteVolume(context.Background(), id) })
+	errs := make(chan error, 4)
+	for range 4 {
+		go func() { errs <- r.Resize(ctx, id, 8<<20) }()
+	}
+	for range 4 {
+		if err := <-errs; err != nil {
+			t.Errorf("Resize: %v", err)
+		}
+	}
+	if st, err := r.Stat(ctx, id); err != nil || st.Size != 8<<20 {
+		t.Errorf("Stat = %+v, %v; want a size of %d", st, err, 8<<20)
+	}
+}
+
 // TestRBDKeyFiles checks where the key is: in 0600 files only, never in
 // the configuration file and never on a command line of the programs the
 // driver runs.
