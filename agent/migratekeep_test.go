@@ -67,21 +67,7 @@ func TestLiveMigrationDestFails(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 
-	vol := volume("data", 64<<20, api.VolumeSource{})
-	vol.Spec.Host, vol.Spec.Pool = "", p.pool.Metadata.Name
-	l.create(t, vol)
-	vm := l.vm("mover")
-	vm.Spec.Disks = []api.VMDisk{{Volume: "data"}}
-	vm.Spec.CloudInit.UserData = tickScript
-	l.create(t, vm)
-	servertest.Eventually(t, 4*time.Minute, func() error {
-		vm := l.get(t, "mover")
-		if n, _ := consoleTicks(vm.Status.ConsoleLog); len(n) < 3 {
-			return fmt.Errorf("the guest has not counted to 3 yet (phase %q, %+v)", vm.Status.Phase, vm.Status.Conditions)
-		}
-		return nil
-	})
-	cur := l.get(t, "mover")
+	cur := l.startMover(t, p)
 	h1PID := cur.Status.PID
 	mu.Lock()
 	h1Dir = filepath.Join(l.dataDir, "vms", cur.Metadata.UID)
@@ -247,21 +233,7 @@ func TestLiveMigrationDestHangs(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 
-	vol := volume("data", 64<<20, api.VolumeSource{})
-	vol.Spec.Host, vol.Spec.Pool = "", p.pool.Metadata.Name
-	l.create(t, vol)
-	vm := l.vm("mover")
-	vm.Spec.Disks = []api.VMDisk{{Volume: "data"}}
-	vm.Spec.CloudInit.UserData = tickScript
-	l.create(t, vm)
-	servertest.Eventually(t, 4*time.Minute, func() error {
-		vm := l.get(t, "mover")
-		if n, _ := consoleTicks(vm.Status.ConsoleLog); len(n) < 3 {
-			return fmt.Errorf("the guest has not counted to 3 yet (phase %q, %+v)", vm.Status.Phase, vm.Status.Conditions)
-		}
-		return nil
-	})
-	cur := l.get(t, "mover")
+	cur := l.startMover(t, p)
 	h1PID, h1Log := cur.Status.PID, cur.Status.ConsoleLog
 
 	if _, err := l.env.Admin.Patch(ctx, "VirtualMachine", "lab", "mover", map[string]any{"spec": map[string]any{"host": "h2"}}, false); err != nil {
@@ -348,21 +320,7 @@ func TestLiveMigrationSourceRestarts(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 
-	vol := volume("data", 64<<20, api.VolumeSource{})
-	vol.Spec.Host, vol.Spec.Pool = "", p.pool.Metadata.Name
-	l.create(t, vol)
-	vm := l.vm("mover")
-	vm.Spec.Disks = []api.VMDisk{{Volume: "data"}}
-	vm.Spec.CloudInit.UserData = tickScript
-	l.create(t, vm)
-	servertest.Eventually(t, 4*time.Minute, func() error {
-		vm := l.get(t, "mover")
-		if n, _ := consoleTicks(vm.Status.ConsoleLog); len(n) < 3 {
-			return fmt.Errorf("the guest has not counted to 3 yet (phase %q, %+v)", vm.Status.Phase, vm.Status.Conditions)
-		}
-		return nil
-	})
-	cur := l.get(t, "mover")
+	cur := l.startMover(t, p)
 	h1PID, h1Dir := cur.Status.PID, filepath.Dir(cur.Status.ConsoleLog)
 	before, _ := consoleTicks(cur.Status.ConsoleLog)
 

@@ -393,6 +393,29 @@ func consoleTicks(path string) (n []int, ok bool) {
 	return n, ok
 }
 
+// startMover creates VM "mover" on a Volume "data" in the shared pool p,
+// its guest counting on its console (tickScript), and returns it once it
+// has counted to 3.
+func (l *lab) startMover(t *testing.T, p sharedPool) *api.VirtualMachine {
+	t.Helper()
+	vol := volume("data", 64<<20, api.VolumeSource{})
+	vol.Spec.Host, vol.Spec.Pool = "", p.pool.Metadata.Name
+	l.create(t, vol)
+	vm := l.vm("mover")
+	vm.Spec.Disks = []api.VMDisk{{Volume: "data"}}
+	vm.Spec.CloudInit.UserData = tickScript
+	l.create(t, vm)
+	servertest.Eventually(t, 4*time.Minute, func() error {
+		vm := l.get(t, "mover")
+		if n, _ := consoleTicks(vm.Status.ConsoleLog); len(n) < 3 {
+			return fmt.Errorf("the guest has not counted to 3 yet (phase %q, %+v)", vm.Status.Phase, vm.Status.Conditions)
+		}
+		return nil
+	})
+	cur := l.get(t, "mover")
+	return cur
+}
+
 // TestLiveMigrationBetweenHosts: a running VM whose disk is an RBD
 // volume moves live from h1 to h2 when its spec.host changes: it is
 // Running on h2 afterwards, its guest's counter carries on from where it
@@ -406,23 +429,8 @@ func TestLiveMigrationBetweenHosts(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 
-	vol := volume("data", 64<<20, api.VolumeSource{})
-	vol.Spec.Host, vol.Spec.Pool = "", p.pool.Metadata.Name
-	l.create(t, vol)
-	vm := l.vm("mover")
-	vm.Spec.Disks = []api.VMDisk{{Volume: "data"}}
-	vm.Spec.CloudInit.UserData = tickScript
-	l.create(t, vm)
-	var h1Log string
-	servertest.Eventually(t, 4*time.Minute, func() error {
-		vm := l.get(t, "mover")
-		h1Log = vm.Status.ConsoleLog
-		if n, _ := consoleTicks(h1Log); len(n) < 3 {
-			return fmt.Errorf("the guest has not counted to 3 yet (phase %q, %+v)", vm.Status.Phase, vm.Status.Conditions)
-		}
-		return nil
-	})
-	h1PID := l.get(t, "mover").Status.PID
+	cur := l.startMover(t, p)
+	h1Log, h1PID := cur.Status.ConsoleLog, cur.Status.PID
 	// h1's console log goes with h1's copy of the VM: the count so far.
 	before, _ := consoleTicks(h1Log)
 	last := before[len(before)-1]
