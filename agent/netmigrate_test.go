@@ -119,9 +119,12 @@ func TestNetStateDuringMigration(t *testing.T) {
 	}
 }
 
-// TestLeavingTracker: a VM that leaves the cache while it ran here is
-// leaving until released or back; one that was stopped, being deleted,
-// or ran elsewhere is not.
+// TestLeavingTracker: a VM that leaves the cache is leaving until
+// released or back, whatever its status said when the last network state
+// was computed: a VM seen Pending then (its QEMU started after that
+// Apply, and its status change asked for none) and moved live before the
+// next Apply runs here all the same, and must keep its taps. One being
+// deleted is not leaving, nor one released before an update saw it go.
 func TestLeavingTracker(t *testing.T) {
 	vm := func(name, statusHost, phase string, deleting bool) *api.VirtualMachine {
 		v := nsVM("red", name, "uid-"+name, "h1")
@@ -134,9 +137,10 @@ func TestLeavingTracker(t *testing.T) {
 	}
 	all := []*api.VirtualMachine{
 		vm("running", "h1", api.VMRunning, false),
+		vm("starting", "", api.VMPending, false),
 		vm("stopped", "h1", api.VMStopped, false),
 		vm("deleting", "h1", api.VMRunning, true),
-		vm("elsewhere", "h3", api.VMRunning, false),
+		vm("incoming", "h3", api.VMMigrating, false),
 	}
 	names := func(vms []*api.VirtualMachine) []string {
 		var out []string
@@ -149,13 +153,16 @@ func TestLeavingTracker(t *testing.T) {
 	if got := tr.update("h1", all); len(got) != 0 {
 		t.Fatalf("nothing left yet, got %v", names(got))
 	}
+	want := []string{"incoming", "running", "starting", "stopped"}
 	for range 2 { // and it stays leaving
-		if got := names(tr.update("h1", nil)); !slices.Equal(got, []string{"running"}) {
-			t.Fatalf("leaving = %v, want [running]", got)
+		if got := names(tr.update("h1", nil)); !slices.Equal(got, want) {
+			t.Fatalf("leaving = %v, want %v", got, want)
 		}
 	}
-	if !tr.release("red/running") || tr.release("red/running") {
-		t.Errorf("release: want true once, then false")
+	for _, name := range want {
+		if !tr.release("red/"+name) || tr.release("red/"+name) {
+			t.Errorf("release %s: want true once, then false", name)
+		}
 	}
 	if got := tr.update("h1", nil); len(got) != 0 {
 		t.Errorf("after release: %v", names(got))
@@ -165,6 +172,13 @@ func TestLeavingTracker(t *testing.T) {
 	tr.update("h1", nil)
 	if got := tr.update("h1", all[:1]); len(got) != 0 {
 		t.Errorf("back here, still leaving: %v", names(got))
+	}
+	// Released (torn down here) before an update saw it go: not leaving.
+	if tr.release("red/running") {
+		t.Errorf("release of a VM placed here: it was not leaving")
+	}
+	if got := tr.update("h1", nil); len(got) != 0 {
+		t.Errorf("released before it left, then leaving: %v", names(got))
 	}
 }
 
