@@ -87,22 +87,29 @@ func (l *leavingTracker) update(host string, vms []*api.VirtualMachine) []*api.V
 	return out
 }
 
-// release forgets a leaving VM (its QEMU here is gone), and says whether
-// it was one. One released before an update saw it go is not leaving
-// either.
-func (l *leavingTracker) release(key string) bool {
+// release forgets the leaving VM with uid at key (its QEMU here is
+// gone), and says whether it was one. One released before an update saw
+// it go is not leaving either. Only that VM: another of the same name
+// (deleted and made again) may be placed here, or leaving, by now.
+func (l *leavingTracker) release(key, uid string) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	_, ok := l.leaving[key]
+	if vm, ok := l.last[key]; ok && vm.Metadata.UID == uid {
+		delete(l.last, key)
+	}
+	vm, ok := l.leaving[key]
+	if !ok || vm.Metadata.UID != uid {
+		return false
+	}
 	delete(l.leaving, key)
-	delete(l.last, key)
-	return ok
+	return true
 }
 
-// netReleased tells the network controller that the VM at key no longer
-// runs here (torn down, or moved away): a leaving VM's ports go.
-func (a *Agent) netReleased(key string) {
-	if a.net != nil && a.net.leaving.release(key) {
+// netReleased tells the network controller that the VM with uid at key
+// no longer runs here (torn down, or moved away): a leaving VM's ports
+// go.
+func (a *Agent) netReleased(key, uid string) {
+	if a.net != nil && a.net.leaving.release(key, uid) {
 		a.net.changed()
 	}
 }

@@ -406,7 +406,7 @@ func (ml *migrationLab) run(ctx context.Context, t *testing.T, guest testguest.G
 		if err := ml.qemus[from].Kill(ctx, src.ID, src.Dir); err != nil {
 			t.Fatal(err)
 		}
-		ml.leaving[from].release("lab/mover")
+		ml.leaving[from].release("lab/mover", uid)
 		// The peer's host first: the others apply at the same time,
 		// each on its own host.
 		switched := time.Now()
@@ -477,7 +477,7 @@ func (ml *migrationLab) run(ctx context.Context, t *testing.T, guest testguest.G
 		t.Error(err)
 	}
 	// Leave the network to the next guest: it starts on h0.
-	ml.leaving[from].release("lab/mover")
+	ml.leaving[from].release("lab/mover", uid)
 	for i := range migHosts {
 		ml.apply(ctx, i, ml.world(i, nil, "h0"))
 	}

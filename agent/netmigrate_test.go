@@ -110,7 +110,7 @@ func TestNetStateDuringMigration(t *testing.T) {
 	}
 	src = done(nsWorld())
 	src.VMs = src.VMs[1:]
-	tr.release("red/a")
+	tr.release("red/a", "uid-red-a")
 	src.Leaving = tr.update("h1", src.VMs)
 	red = network(hostNetState(src).State, "red/net")
 	if hasPort(red, aMAC) || hasFIP(red) || remoteAt(red, aMAC) != netip.MustParseAddr("10.0.0.2") {
@@ -160,7 +160,10 @@ func TestLeavingTracker(t *testing.T) {
 		}
 	}
 	for _, name := range want {
-		if !tr.release("red/"+name) || tr.release("red/"+name) {
+		if tr.release("red/"+name, "uid-other") {
+			t.Errorf("release %s with another VM's uid: it was leaving", name)
+		}
+		if !tr.release("red/"+name, "uid-"+name) || tr.release("red/"+name, "uid-"+name) {
 			t.Errorf("release %s: want true once, then false", name)
 		}
 	}
@@ -174,11 +177,21 @@ func TestLeavingTracker(t *testing.T) {
 		t.Errorf("back here, still leaving: %v", names(got))
 	}
 	// Released (torn down here) before an update saw it go: not leaving.
-	if tr.release("red/running") {
+	if tr.release("red/running", "uid-running") {
 		t.Errorf("release of a VM placed here: it was not leaving")
 	}
 	if got := tr.update("h1", nil); len(got) != 0 {
 		t.Errorf("released before it left, then leaving: %v", names(got))
+	}
+	// A VM deleted and made again under the same name while the first
+	// one's QEMU here still stops: the first one's release is not the
+	// second's, which, moved live, is leaving.
+	again := vm("running", "h1", api.VMRunning, false)
+	again.Metadata.UID = "uid-running-again"
+	tr.update("h1", []*api.VirtualMachine{again})
+	tr.release("red/running", "uid-running")
+	if got := tr.update("h1", nil); len(got) != 1 || got[0].Metadata.UID != "uid-running-again" {
+		t.Errorf("the second VM of the name, moved after the first's release: leaving %v, want it", names(got))
 	}
 }
 
@@ -216,7 +229,7 @@ func TestNetStateAdoptedLeaving(t *testing.T) {
 			t.Errorf("update %d after adoption: port %v, floating IP %v; want both kept (the guest still runs here)", i, port, floating)
 		}
 	}
-	if !tr.release(vmKey(moving)) {
+	if !tr.release(vmKey(moving), moving.Metadata.UID) {
 		t.Errorf("release of the adopted VM: not leaving")
 	}
 	src.Leaving = tr.update("h1", src.VMs)

@@ -168,7 +168,7 @@ func (v *vmController) Reconcile(ctx context.Context, key string) (reconcile.Res
 				return reconcile.Result{}, err
 			}
 		}
-		v.a.netReleased(key) // a VM that moved away: its ports here go
+		v.a.netReleased(key, uid) // a VM that moved away: its ports here go
 		return reconcile.Result{}, nil
 	}
 	vm := api.DeepCopy(obj).(*api.VirtualMachine)
