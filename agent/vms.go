@@ -355,16 +355,19 @@ func (v *vmController) announceShutdown(ctx context.Context, vm *api.VirtualMach
 // the VM's status (once: a retry that fails the same way writes nothing)
 // and returned, so the VM backs off.
 func (v *vmController) start(ctx context.Context, vm *api.VirtualMachine, dir string, s vmState) (vmState, error) {
+	announced := func() error { return nil }
 	if announcePreparing(vm.Status) {
 		p := s
 		p.Preparing = true
-		if err := v.report(ctx, vm, dir, p); err != nil {
-			return s, err
-		}
+		announced = v.announceLater(ctx, vm, dir, p)
 	}
 	spec, err := v.a.prepare(ctx, vm, dir)
 	if err == nil {
 		err = v.fenceDisks(ctx, vm)
+	}
+	// Whatever is reported next comes after Preparing, if that was.
+	if werr := announced(); werr != nil {
+		slog.Warn("writing VM status", "vm", client.Key(vm), "err", werr)
 	}
 	if err != nil {
 		f := classify(err)
@@ -398,6 +401,39 @@ func (v *vmController) start(ctx context.Context, vm *api.VirtualMachine, dir st
 	v.a.rec.Eventf(ctx, vm, api.EventNormal, "Started", "QEMU started (pid %d, %s)", info.PID, info.Accelerator)
 	s.Running, s.Info, s.StartedAt, s.Failure = true, info, &launched, nil
 	return s, nil
+}
+
+// preparingDelay is how long a start prepares before its status says
+// Preparing. Most starts prepare in milliseconds (the images and volumes
+// are there) and report Starting or Running just after, which would
+// replace a Preparing written first before anyone read it: at a
+// thousand starts a second that is a thousand status writes a second,
+// a third of a start's, for nothing. A start that takes longer (an
+// image downloading, a volume being made) still says so while it does.
+const preparingDelay = time.Second
+
+// announceLater reports the Preparing state s if the start is still
+// preparing after preparingDelay. The returned func says so no more, or
+// waits for the report if it began, and makes vm what was written (so
+// the next report follows it); the caller calls it before any other
+// report. The report is written from a copy of vm: the start reads vm
+// meanwhile.
+func (v *vmController) announceLater(ctx context.Context, vm *api.VirtualMachine, dir string, s vmState) func() error {
+	cp := *vm
+	var err error
+	done := make(chan struct{})
+	t := time.AfterFunc(preparingDelay, func() {
+		defer close(done)
+		err = v.report(ctx, &cp, dir, s)
+	})
+	return func() error {
+		if t.Stop() {
+			return nil // never written: the next report says more
+		}
+		<-done
+		*vm = cp
+		return err
+	}
 }
 
 // report writes the VM's status for state s, if that changes it, and
