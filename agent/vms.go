@@ -355,6 +355,8 @@ func (v *vmController) announceShutdown(ctx context.Context, vm *api.VirtualMach
 // the VM's status (once: a retry that fails the same way writes nothing)
 // and returned, so the VM backs off.
 func (v *vmController) start(ctx context.Context, vm *api.VirtualMachine, dir string, s vmState) (vmState, error) {
+	taken := time.Now().UTC()
+	s.TakenAt = &taken
 	announced := func() error { return nil }
 	if announcePreparing(vm.Status) {
 		p := s
