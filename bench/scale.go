@@ -99,6 +99,11 @@ type ScaleResult struct {
 	// BacklogHostsCPUPerVM is what the simulated hosts (this process)
 	// spent per backlog VM over that time.
 	BacklogHostsCPUPerVM time.Duration
+	// PlacementWaits are what the servers' own metrics saw while placing
+	// (one server, no leader killed): etcd's WAL fsyncs and backend
+	// commits, and the API's PUTs and POSTs (status writes, events,
+	// bindings), each as "name: count, mean, p99".
+	PlacementWaits []string
 	// PlacementWrites is etcd revisions per second while placing.
 	PlacementWrites, PlacementCPU float64
 	// CreateToRunning p50, p95, max at Rate.
@@ -803,6 +808,11 @@ func (r *scaleRun) backlog(ctx context.Context, leader *serverProc) error {
 
 	r.logf("uncordoning %d hosts", r.cfg.Hosts)
 	r.nextProfiles()
+	waits := placementWaits
+	var before map[string]*histo
+	if len(r.servers) == 1 {
+		before, _ = scrapeHistos(ctx, r.servers[0], waits...)
+	}
 	a := r.sample(ctx)
 	t0 := time.Now()
 	if err := r.patchHosts(ctx, map[string]any{"spec": map[string]any{"unschedulable": false}}); err != nil {
@@ -829,6 +839,13 @@ func (r *scaleRun) backlog(ctx context.Context, leader *serverProc) error {
 		return err
 	}
 	b := r.sample(ctx)
+	if before != nil {
+		if after, err := scrapeHistos(ctx, r.servers[0], waits...); err == nil {
+			for _, w := range waits {
+				r.res.PlacementWaits = append(r.res.PlacementWaits, fmt.Sprintf("%s: %s", w, deltaOf(before[w], after[w])))
+			}
+		}
+	}
 	r.mu.Lock()
 	last := r.lastBound
 	var after time.Time
@@ -1089,6 +1106,13 @@ func (r *scaleRun) report(w io.Writer) {
 		row("backlog created", "%d VMs in %s (%.0f/s)", cfg.VMs, res.Created.Round(time.Millisecond), float64(cfg.VMs)/res.Created.Seconds())
 		row("placement (pending → bound)", "%d in %s: %.0f/s (%.0f etcd writes/s, server CPU %.2f cores)",
 			cfg.VMs, res.Placed.Round(time.Millisecond), res.PlacementRate, res.PlacementWrites, res.PlacementCPU)
+		for i, w := range res.PlacementWaits {
+			what := ""
+			if i == 0 {
+				what = "  while placing"
+			}
+			row(what, "%s", w)
+		}
 		row("backlog Running", "%s after uncordoning; per VM until then: server CPU %s, %.1f etcd writes, simulated hosts' CPU %s",
 			res.BacklogRunning.Round(time.Millisecond), ms(res.BacklogCPUPerVM), res.BacklogWritesPerVM, ms(res.BacklogHostsCPUPerVM))
 	}
