@@ -40,6 +40,11 @@ func scrapeHistos(ctx context.Context, p *serverProc, names ...string) (map[stri
 	if err != nil {
 		return nil, err
 	}
+	return parseHistos(text, names...)
+}
+
+// parseHistos reads the named histograms from Prometheus's text format.
+func parseHistos(text string, names ...string) (map[string]*histo, error) {
 	want := map[string]bool{}
 	for _, n := range names {
 		want[n] = true
