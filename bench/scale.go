@@ -66,6 +66,11 @@ type ScaleConfig struct {
 	// profile of its whole run (NAME.pprof in this directory) and one
 	// of its heap when it stops (NAME.heap.pprof).
 	ServerCPUProfile string
+	// ServerMemProfile, when set, is where each server writes its heap
+	// (NAME.heap.pprof, and the runtime's figures in
+	// NAME.heap.pprof.memstats) at the end of the measurements, every
+	// agent still connected.
+	ServerMemProfile string
 	// ServerMemoryLimit, when set, is each server's GOMEMLIMIT (the Go
 	// runtime's soft memory limit: "900MiB").
 	ServerMemoryLimit string
@@ -108,7 +113,10 @@ type ScaleResult struct {
 	ListCount int
 	// Server memory at the end (the sum over live servers) and its peak.
 	ServerRSS, ServerPeakRSS int64
-	DBSize, DBInUse          int64
+	// ServerRSSAnon is the servers' own memory; ServerRSSFile files
+	// mapped and touched: etcd's database.
+	ServerRSSAnon, ServerRSSFile int64
+	DBSize, DBInUse              int64
 	// LeaderKilled names the server killed; Gap is from the kill to the
 	// next binding.
 	LeaderKilled string
@@ -253,7 +261,7 @@ func (r *scaleRun) run(ctx context.Context) error {
 	// An agent holds one HTTP/2 connection for its watches and
 	// requests (it held about eight before: 8,341 for 1,000 agents in
 	// one run); room for twice that, and the bench's own.
-	r.servers, err = startServers(ctx, cfg.Binary, cfg.Dir, cfg.Servers, 2*cfg.Hosts+1024, cfg.ServerCPUProfile, cfg.ServerMemoryLimit)
+	r.servers, err = startServers(ctx, cfg.Binary, cfg.Dir, cfg.Servers, 2*cfg.Hosts+1024, cfg.ServerCPUProfile, cfg.ServerMemProfile, cfg.ServerMemoryLimit)
 	if err != nil {
 		return err
 	}
@@ -966,6 +974,15 @@ func (r *scaleRun) final(ctx context.Context) {
 			if st, err := readProc(p.cmd.Process.Pid); err == nil {
 				r.res.ServerRSS += st.rss
 				r.res.ServerPeakRSS += st.peak
+				r.res.ServerRSSAnon += st.rssAnon
+				r.res.ServerRSSFile += st.rssFile
+			}
+			if p.heapProfile != "" {
+				if err := p.writeHeap(ctx); err != nil {
+					r.logf("%v", err)
+				} else {
+					r.logf("server %s's heap: %s", p.name, p.heapProfile)
+				}
 			}
 		}
 	}
@@ -1071,7 +1088,8 @@ func (r *scaleRun) report(w io.Writer) {
 	if cfg.ServerMemoryLimit != "" {
 		limit = ", GOMEMLIMIT " + cfg.ServerMemoryLimit
 	}
-	row("server memory", "RSS %s (peak %s%s)", mib(res.ServerRSS), mib(res.ServerPeakRSS), limit)
+	row("server memory", "RSS %s (peak %s%s): %s its own, %s files mapped (etcd's database)", mib(res.ServerRSS), mib(res.ServerPeakRSS), limit,
+		mib(res.ServerRSSAnon), mib(res.ServerRSSFile))
 	row("etcd database", "%s (%s in use)", mib(res.DBSize), mib(res.DBInUse))
 	row("API connections", "%d open at the end, at most %d seen (%d hosts)", res.Conns, res.ConnsPeak, cfg.Hosts)
 	row("requests retried (503, timeout)", "%d", res.Retries)
