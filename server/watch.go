@@ -190,10 +190,20 @@ func (s *Server) watch(w http.ResponseWriter, r *http.Request, p *auth.Principal
 	// yet flushed, which an event this watcher does not see must not
 	// hold back (it would wait for the next event it sees, or a bookmark).
 	unflushed := false
+	// A burst of events is written under one write deadline, set at its
+	// first write and lifted once it is flushed (serving.Burst): over
+	// HTTP/2 each deadline change is a message to the connection's
+	// serving goroutine, which every stream of that client shares.
+	burst, _ := w.(serving.Burst)
 	flushIfIdle := func() {
-		if unflushed && flusher != nil && len(src.ch) == 0 {
-			flusher.Flush()
+		if unflushed && len(src.ch) == 0 {
+			if flusher != nil {
+				flusher.Flush()
+			}
 			unflushed = false
+			if burst != nil {
+				burst.Release()
+			}
 		}
 	}
 	gone := src.gone
@@ -281,6 +291,9 @@ func (s *Server) watch(w http.ResponseWriter, r *http.Request, p *auth.Principal
 					line = nil
 				}
 			}
+		}
+		if burst != nil {
+			burst.Hold()
 		}
 		if line != nil {
 			if _, err := w.Write(line); err != nil {
