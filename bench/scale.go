@@ -112,6 +112,13 @@ type ScaleResult struct {
 	// means it (event committed → the agent that should get it has it),
 	// without the create's own latency before the commit.
 	FanCommitP50, FanCommitP99, FanCommitMax time.Duration
+	// FanServerP50 and FanServerP99 are the server's own part, from its
+	// hearth_watch_delivery_seconds of agents' watches over the phase:
+	// from the server reading the change from etcd to the agent's
+	// connection flushed with it, as the upper bound of its histogram
+	// bucket (-1: past the last); FanServerEvents counts them.
+	FanServerP50, FanServerP99 time.Duration
+	FanServerEvents            float64
 	// ListAll is the median time to list every VM, of ListCount.
 	ListAll time.Duration
 	// ListBytes is the same list read but not decoded: the server's
@@ -936,6 +943,7 @@ func (r *scaleRun) fanout(ctx context.Context) error {
 			cmu.Unlock()
 		}
 	}()
+	hist := r.deliveryBuckets(ctx)
 	if err := r.atRate(ctx, n, "fan-%05d", func(i int) string { return r.hostNames[i] }); err != nil {
 		return err
 	}
@@ -955,6 +963,9 @@ func (r *scaleRun) fanout(ctx context.Context) error {
 	}
 	stopWatch()
 	<-watchDone
+	after := r.deliveryBuckets(ctx)
+	r.res.FanServerP50, r.res.FanServerEvents = bucketQuantile(hist, after, 0.5)
+	r.res.FanServerP99, _ = bucketQuantile(hist, after, 0.99)
 	var d, dc, dd, dk []time.Duration
 	r.mu.Lock()
 	for name, tr := range r.vms {
@@ -1124,6 +1135,8 @@ func (r *scaleRun) report(w io.Writer) {
 	row("watch to each agent", "p50 %s, p99 %s, max %s (create naming a host → its agent looks the VM up; %d hosts)", ms(res.FanP50), ms(res.FanP99), ms(res.FanMax), cfg.Hosts)
 	row("  of which the create", "p50 %s, p99 %s (sent → answered); answered → agent p50 %s, p99 %s", ms(res.FanCreateP50), ms(res.FanCreateP99), ms(res.FanDeliverP50), ms(res.FanDeliverP99))
 	row("watch: committed → agent", "p50 %s, p99 %s, max %s (etcd commits the create → its host's agent looks the VM up)", ms(res.FanCommitP50), ms(res.FanCommitP99), ms(res.FanCommitMax))
+	row("  of which the server's", "p50 ≤ %s, p99 ≤ %s (read from etcd → the agent's connection flushed; %.0f events to agents, server's histogram)",
+		ms(res.FanServerP50), ms(res.FanServerP99), res.FanServerEvents)
 	row("list every VM", "%s (%d VMs, median of 3); %s read without decoding", res.ListAll.Round(time.Millisecond), res.ListCount, res.ListBytes.Round(time.Millisecond))
 	limit := ""
 	if cfg.ServerMemoryLimit != "" {

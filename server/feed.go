@@ -109,6 +109,8 @@ type feedEvent struct {
 	// given objects (a watch that reads etcd directly decodes them
 	// itself); otherwise they are decoded from raw and prevRaw.
 	givenObj, givenPrev api.Object
+	// at is when the server read the change from etcd.
+	at time.Time
 	// err, for a change of an object this server cannot read (a newer
 	// Hearth's): it ends every watch whose prefix holds the object, as
 	// a watch of its own from etcd would end, and as a list refuses.
@@ -347,7 +349,7 @@ func (f *feed) progress(w *feedWatcher) (int64, bool) {
 
 // offer gives one change to every watcher it concerns.
 func (f *feed) offer(ev store.Event) {
-	e := &feedEvent{typ: ev.Type, rev: ev.Rev, key: ev.Key, k: f.k, raw: ev.Raw, prevRaw: ev.PrevRaw, err: ev.Err}
+	e := &feedEvent{typ: ev.Type, rev: ev.Rev, key: ev.Key, k: f.k, raw: ev.Raw, prevRaw: ev.PrevRaw, err: ev.Err, at: time.Now()}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	// The ring keeps the bytes only: a replay decodes again, rather than

@@ -195,6 +195,14 @@ func (s *Server) watch(w http.ResponseWriter, r *http.Request, p *auth.Principal
 	// HTTP/2 each deadline change is a message to the connection's
 	// serving goroutine, which every stream of that client shares.
 	burst, _ := w.(serving.Burst)
+	// written are when the server read each change written since the
+	// last flush from etcd: the flush delivers them
+	// (hearth_watch_delivery_seconds).
+	var written []time.Time
+	delivery := s.metrics.delivery.WithLabelValues("other")
+	if p.Host != "" {
+		delivery = s.metrics.delivery.WithLabelValues("host")
+	}
 	flushIfIdle := func() {
 		if unflushed && len(src.ch) == 0 {
 			if flusher != nil {
@@ -204,6 +212,10 @@ func (s *Server) watch(w http.ResponseWriter, r *http.Request, p *auth.Principal
 			if burst != nil {
 				burst.Release()
 			}
+			for _, at := range written {
+				delivery.Observe(time.Since(at).Seconds())
+			}
+			written = written[:0]
 		}
 	}
 	gone := src.gone
@@ -303,6 +315,9 @@ func (s *Server) watch(w http.ResponseWriter, r *http.Request, p *auth.Principal
 			return nil
 		}
 		unflushed = true
+		if ev != nil && !ev.at.IsZero() && ev.typ != store.Bookmark {
+			written = append(written, ev.at)
+		}
 		flushIfIdle()
 		if ending {
 			if flusher != nil {
