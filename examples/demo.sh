@@ -156,6 +156,12 @@ if [ "$(realpath -m "$dir")" != /var/lib/hearth-sandbox ]; then
 	apply_profile="sed 's|/var/lib/hearth-sandbox/|$(realpath -m "$dir")/|' $profile | $hearth apply -f -"
 fi
 
+# The commands below name this sandbox's internet namespace and red/a's
+# floating IP as they are, not as placeholders.
+prefix=$(sed -n 's/^ *"prefix": "\(.*\)",*$/\1/p' "$dir/sandbox.json" | head -n1)
+fip=$("$hearth" get fip a --tenant red -o json | sed -n 's/^ *"address": "\(.*\)",*$/\1/p' | head -n1)
+fip=${fip:-ADDRESS}
+
 cat <<MSG
 
 The sandbox is up: a server and 2 hosts. Try:
@@ -165,8 +171,9 @@ The sandbox is up: a server and 2 hosts. Try:
 Tenant networks: two tenants with the same CIDR, two subnets, NAT and a
 floating IP, and red's IPv6 routed to the internet without NAT:
   $hearth logs vm/a --tenant red | grep NETTEST   # what red/a reached: its peer, the other subnet, the internet
-  $hearth get fip --tenant red                   # then: $hearth sandbox exec-in PREFIX-internet -- wget -qO- http://ADDRESS/
-  $hearth sandbox exec-in PREFIX-internet -- wget -qO- 'http://[fd00:10:1:0:5054:ff:fe10:10a]/'   # red/a by its own IPv6 address
+  $hearth get fip --tenant red                   # red/a's floating IP, $fip
+  $hearth sandbox exec-in ${prefix}-internet -- wget -qO- http://$fip/   # red/a from the internet
+  $hearth sandbox exec-in ${prefix}-internet -- wget -qO- 'http://[fd00:10:1:0:5054:ff:fe10:10a]/'   # red/a by its own IPv6 address
 A bare-metal machine that network-boots, and a MachineProfile that boots it
 until it reports back (phase Ready):
   $hearth sandbox machine add node1 --dir $dir
