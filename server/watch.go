@@ -204,7 +204,9 @@ func (s *Server) watch(w http.ResponseWriter, r *http.Request, p *auth.Principal
 		delivery = s.metrics.delivery.WithLabelValues("host")
 	}
 	flushIfIdle := func() {
-		if unflushed && len(src.ch) == 0 {
+		// A burst that never pauses is flushed every 512 events, so
+		// that neither the deadline nor written is held without end.
+		if unflushed && (len(src.ch) == 0 || len(written) >= 512) {
 			if flusher != nil {
 				flusher.Flush()
 			}
