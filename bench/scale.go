@@ -26,7 +26,6 @@ import (
 	"hearth.dev/hearth/client"
 	"hearth.dev/hearth/compute"
 	"hearth.dev/hearth/compute/computetest"
-	"hearth.dev/hearth/server/store"
 )
 
 // ScaleConfig says how big a cluster `hearth bench scale` simulates.
@@ -106,12 +105,6 @@ type ScaleResult struct {
 	// FanDeliver the rest (answered → the agent's lookup): the watch's
 	// delivery and the agent's reaction.
 	FanCreateP50, FanCreateP99, FanDeliverP50, FanDeliverP99 time.Duration
-	// FanCommitP50 and FanCommitP99 are from the create's commit (etcd
-	// telling a watcher of the bench's, on the server's member, of the
-	// new key) to the agent's lookup: the watch's delivery as the goal
-	// means it (event committed → the agent that should get it has it),
-	// without the create's own latency before the commit.
-	FanCommitP50, FanCommitP99, FanCommitMax time.Duration
 	// FanServerP50 and FanServerP99 are the server's own part, from its
 	// hearth_watch_delivery_seconds of agents' watches over the phase:
 	// from the server reading the change from etcd to the agent's
@@ -128,7 +121,7 @@ type ScaleResult struct {
 	// Server memory at the end (the sum over live servers) and its peak.
 	ServerRSS, ServerPeakRSS int64
 	// ServerRSSAnon is the servers' own memory; ServerRSSFile files
-	// mapped and touched: etcd's database.
+	// mapped and touched: etcd's database, the binary.
 	ServerRSSAnon, ServerRSSFile int64
 	DBSize, DBInUse              int64
 	// LeaderKilled names the server killed; Gap is from the kill to the
@@ -919,30 +912,6 @@ func (r *scaleRun) atRate(ctx context.Context, n int, format string, host func(i
 func (r *scaleRun) fanout(ctx context.Context) error {
 	n := r.cfg.Hosts
 	r.logf("creating %d VMs, one bound to each host, at %.0f/s", n, r.cfg.Rate)
-	// When etcd says each VM was committed: a watch of the bench's own
-	// on the server's etcd member, begun before the first create.
-	committed := map[string]time.Time{}
-	var cmu sync.Mutex
-	k, _ := api.KindByName("VirtualMachine")
-	prefix := store.TenantPrefix(k, scaleTenant)
-	wctx, stopWatch := context.WithCancel(ctx)
-	defer stopWatch()
-	wch := r.ec.Watch(wctx, prefix+"fan-", clientv3.WithPrefix(), clientv3.WithFilterDelete())
-	watchDone := make(chan struct{})
-	go func() {
-		defer close(watchDone)
-		for wr := range wch {
-			now := time.Now()
-			cmu.Lock()
-			for _, ev := range wr.Events {
-				name := strings.TrimPrefix(string(ev.Kv.Key), prefix)
-				if ev.IsCreate() {
-					committed[name] = now
-				}
-			}
-			cmu.Unlock()
-		}
-	}()
 	hist := r.deliveryBuckets(ctx)
 	if err := r.atRate(ctx, n, "fan-%05d", func(i int) string { return r.hostNames[i] }); err != nil {
 		return err
@@ -961,32 +930,23 @@ func (r *scaleRun) fanout(ctx context.Context) error {
 	if err := r.waitCount(ctx, "seen by their agents", int64(n), seen, nil); err != nil {
 		return err
 	}
-	stopWatch()
-	<-watchDone
 	after := r.deliveryBuckets(ctx)
 	r.res.FanServerP50, r.res.FanServerEvents = bucketQuantile(hist, after, 0.5)
 	r.res.FanServerP99, _ = bucketQuantile(hist, after, 0.99)
-	var d, dc, dd, dk []time.Duration
+	var d, dc, dd []time.Duration
 	r.mu.Lock()
 	for name, tr := range r.vms {
 		if strings.HasPrefix(name, "fan-") {
 			d = append(d, r.lookups[tr.uid].Sub(tr.sent))
 			dc = append(dc, tr.created.Sub(tr.sent))
 			dd = append(dd, r.lookups[tr.uid].Sub(tr.created))
-			if at, ok := committed[name]; ok {
-				dk = append(dk, r.lookups[tr.uid].Sub(at))
-			}
 		}
 	}
 	r.mu.Unlock()
-	if len(dk) < n {
-		r.logf("the bench's etcd watch saw %d of the %d creates committed: the committed → agent figure covers those", len(dk), n)
-	}
-	r.res.FanCommitP50, r.res.FanCommitP99, r.res.FanCommitMax = pct(dk, 50), pct(dk, 99), pct(dk, 100)
 	r.res.FanP50, r.res.FanP99, r.res.FanMax = pct(d, 50), pct(d, 99), pct(d, 100)
 	r.res.FanCreateP50, r.res.FanCreateP99 = pct(dc, 50), pct(dc, 99)
 	r.res.FanDeliverP50, r.res.FanDeliverP99 = pct(dd, 50), pct(dd, 99)
-	r.logf("create→agent p50 %s p99 %s; committed→agent p50 %s p99 %s", ms(r.res.FanP50), ms(r.res.FanP99), ms(r.res.FanCommitP50), ms(r.res.FanCommitP99))
+	r.logf("create→agent p50 %s p99 %s", ms(r.res.FanP50), ms(r.res.FanP99))
 	return nil
 }
 
@@ -1134,7 +1094,6 @@ func (r *scaleRun) report(w io.Writer) {
 	}
 	row("watch to each agent", "p50 %s, p99 %s, max %s (create naming a host → its agent looks the VM up; %d hosts)", ms(res.FanP50), ms(res.FanP99), ms(res.FanMax), cfg.Hosts)
 	row("  of which the create", "p50 %s, p99 %s (sent → answered); answered → agent p50 %s, p99 %s", ms(res.FanCreateP50), ms(res.FanCreateP99), ms(res.FanDeliverP50), ms(res.FanDeliverP99))
-	row("watch: committed → agent", "p50 %s, p99 %s, max %s (etcd commits the create → its host's agent looks the VM up)", ms(res.FanCommitP50), ms(res.FanCommitP99), ms(res.FanCommitMax))
 	row("  of which the server's", "p50 ≤ %s, p99 ≤ %s (read from etcd → the agent's connection flushed; %.0f events to agents, server's histogram)",
 		ms(res.FanServerP50), ms(res.FanServerP99), res.FanServerEvents)
 	row("list every VM", "%s (%d VMs, median of 3); %s read without decoding", res.ListAll.Round(time.Millisecond), res.ListCount, res.ListBytes.Round(time.Millisecond))
@@ -1142,7 +1101,7 @@ func (r *scaleRun) report(w io.Writer) {
 	if cfg.ServerMemoryLimit != "" {
 		limit = ", GOMEMLIMIT " + cfg.ServerMemoryLimit
 	}
-	row("server memory", "RSS %s (peak %s%s): %s its own, %s files mapped (etcd's database)", mib(res.ServerRSS), mib(res.ServerPeakRSS), limit,
+	row("server memory", "RSS %s (peak %s%s): %s its own, %s files mapped (etcd's database, the binary)", mib(res.ServerRSS), mib(res.ServerPeakRSS), limit,
 		mib(res.ServerRSSAnon), mib(res.ServerRSSFile))
 	row("etcd database", "%s (%s in use)", mib(res.DBSize), mib(res.DBInUse))
 	row("API connections", "%d open at the end, at most %d seen (%d hosts)", res.Conns, res.ConnsPeak, cfg.Hosts)
