@@ -29,7 +29,9 @@ Running. Then it measures:
     hosts uncordoned, timed until the last is bound (and until all run);
   - create→Running p50/p95 of --running-vms VMs created at --rate per second;
   - watch delivery: one VM bound to each host at its create, timed until
-    that host's agent looks it up;
+    that host's agent looks it up, and the server's part of it (from
+    reading the change from etcd to the agent's connection flushed, its
+    hearth_watch_delivery_seconds);
   - listing every VM, the servers' memory and etcd's size.
 
 With --servers 3 --kill-leader the leading server is killed (SIGKILL)
