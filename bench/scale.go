@@ -68,6 +68,11 @@ type ScaleConfig struct {
 	// NAME.pprof.2 after) and one of its heap when it stops
 	// (NAME.heap.pprof).
 	ServerCPUProfile string
+	// ServerMemProfile, when set, is where each server writes its heap
+	// (NAME.heap.pprof, and the runtime's figures in
+	// NAME.heap.pprof.memstats) at the end of the measurements, every
+	// agent still connected.
+	ServerMemProfile string
 	// ServerMemoryLimit, when set, is each server's GOMEMLIMIT (the Go
 	// runtime's soft memory limit: "900MiB").
 	ServerMemoryLimit string
@@ -115,6 +120,13 @@ type ScaleResult struct {
 	// FanDeliver the rest (answered → the agent's lookup): the watch's
 	// delivery and the agent's reaction.
 	FanCreateP50, FanCreateP99, FanDeliverP50, FanDeliverP99 time.Duration
+	// FanServerP50 and FanServerP99 are the server's own part, from its
+	// hearth_watch_delivery_seconds of agents' watches over the phase:
+	// from the server reading the change from etcd to the agent's
+	// connection flushed with it, as the upper bound of its histogram
+	// bucket (-1: past the last); FanServerEvents counts them.
+	FanServerP50, FanServerP99 time.Duration
+	FanServerEvents            float64
 	// ListAll is the median time to list every VM, of ListCount.
 	ListAll time.Duration
 	// ListBytes is the same list read but not decoded: the server's
@@ -123,7 +135,10 @@ type ScaleResult struct {
 	ListCount int
 	// Server memory at the end (the sum over live servers) and its peak.
 	ServerRSS, ServerPeakRSS int64
-	DBSize, DBInUse          int64
+	// ServerRSSAnon is the servers' own memory; ServerRSSFile files
+	// mapped and touched: etcd's database, the binary.
+	ServerRSSAnon, ServerRSSFile int64
+	DBSize, DBInUse              int64
 	// LeaderKilled names the server killed; Gap is from the kill to the
 	// next binding.
 	LeaderKilled string
@@ -268,7 +283,7 @@ func (r *scaleRun) run(ctx context.Context) error {
 	// An agent holds one HTTP/2 connection for its watches and
 	// requests (it held about eight before: 8,341 for 1,000 agents in
 	// one run); room for twice that, and the bench's own.
-	r.servers, err = startServers(ctx, cfg.Binary, cfg.Dir, cfg.Servers, 2*cfg.Hosts+1024, cfg.ServerCPUProfile, cfg.ServerMemoryLimit)
+	r.servers, err = startServers(ctx, cfg.Binary, cfg.Dir, cfg.Servers, 2*cfg.Hosts+1024, cfg.ServerCPUProfile, cfg.ServerMemProfile, cfg.ServerMemoryLimit)
 	if err != nil {
 		return err
 	}
@@ -947,6 +962,7 @@ func (r *scaleRun) atRate(ctx context.Context, n int, format string, host func(i
 func (r *scaleRun) fanout(ctx context.Context) error {
 	n := r.cfg.Hosts
 	r.logf("creating %d VMs, one bound to each host, at %.0f/s", n, r.cfg.Rate)
+	hist := r.deliveryBuckets(ctx)
 	if err := r.atRate(ctx, n, "fan-%05d", func(i int) string { return r.hostNames[i] }); err != nil {
 		return err
 	}
@@ -964,6 +980,9 @@ func (r *scaleRun) fanout(ctx context.Context) error {
 	if err := r.waitCount(ctx, "seen by their agents", int64(n), seen, nil); err != nil {
 		return err
 	}
+	after := r.deliveryBuckets(ctx)
+	r.res.FanServerP50, r.res.FanServerEvents = bucketQuantile(hist, after, 0.5)
+	r.res.FanServerP99, _ = bucketQuantile(hist, after, 0.99)
 	var d, dc, dd []time.Duration
 	r.mu.Lock()
 	for name, tr := range r.vms {
@@ -1016,6 +1035,15 @@ func (r *scaleRun) final(ctx context.Context) {
 			if st, err := readProc(p.cmd.Process.Pid); err == nil {
 				r.res.ServerRSS += st.rss
 				r.res.ServerPeakRSS += st.peak
+				r.res.ServerRSSAnon += st.rssAnon
+				r.res.ServerRSSFile += st.rssFile
+			}
+			if p.heapProfile != "" {
+				if err := p.writeHeap(ctx); err != nil {
+					r.logf("%v", err)
+				} else {
+					r.logf("server %s's heap: %s", p.name, p.heapProfile)
+				}
 			}
 		}
 	}
@@ -1124,12 +1152,15 @@ func (r *scaleRun) report(w io.Writer) {
 	}
 	row("watch to each agent", "p50 %s, p99 %s, max %s (create naming a host → its agent looks the VM up; %d hosts)", ms(res.FanP50), ms(res.FanP99), ms(res.FanMax), cfg.Hosts)
 	row("  of which the create", "p50 %s, p99 %s (sent → answered); answered → agent p50 %s, p99 %s", ms(res.FanCreateP50), ms(res.FanCreateP99), ms(res.FanDeliverP50), ms(res.FanDeliverP99))
+	row("  of which the server's", "p50 ≤ %s, p99 ≤ %s (read from etcd → the agent's connection flushed; %.0f events to agents, server's histogram)",
+		ms(res.FanServerP50), ms(res.FanServerP99), res.FanServerEvents)
 	row("list every VM", "%s (%d VMs, median of 3); %s read without decoding", res.ListAll.Round(time.Millisecond), res.ListCount, res.ListBytes.Round(time.Millisecond))
 	limit := ""
 	if cfg.ServerMemoryLimit != "" {
 		limit = ", GOMEMLIMIT " + cfg.ServerMemoryLimit
 	}
-	row("server memory", "RSS %s (peak %s%s)", mib(res.ServerRSS), mib(res.ServerPeakRSS), limit)
+	row("server memory", "RSS %s (peak %s%s): %s its own, %s files mapped (etcd's database, the binary)", mib(res.ServerRSS), mib(res.ServerPeakRSS), limit,
+		mib(res.ServerRSSAnon), mib(res.ServerRSSFile))
 	row("etcd database", "%s (%s in use)", mib(res.DBSize), mib(res.DBInUse))
 	row("API connections", "%d open at the end, at most %d seen (%d hosts)", res.Conns, res.ConnsPeak, cfg.Hosts)
 	row("requests retried (503, timeout)", "%d", res.Retries)

@@ -36,11 +36,11 @@ func scrapeHistos(ctx context.Context, p *serverProc, names ...string) (map[stri
 		return nil, err
 	}
 	defer c.Close()
-	text, err := c.Text(ctx, "/metrics")
+	text, err := c.GetRaw(ctx, "/metrics")
 	if err != nil {
 		return nil, err
 	}
-	return parseHistos(text, names...)
+	return parseHistos(string(text), names...)
 }
 
 // parseHistos reads the named histograms from Prometheus's text format.
