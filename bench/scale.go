@@ -62,9 +62,11 @@ type ScaleConfig struct {
 	Binary string
 	// Dir is the work directory (default a temporary one, removed after).
 	Dir string
-	// ServerCPUProfile, when set, is where each server writes a CPU
-	// profile of its whole run (NAME.pprof in this directory) and one
-	// of its heap when it stops (NAME.heap.pprof).
+	// ServerCPUProfile, when set, is where each server writes CPU
+	// profiles of its run (NAME.pprof in this directory up to the
+	// placement, NAME.pprof.1 of the placement until the backlog runs,
+	// NAME.pprof.2 after) and one of its heap when it stops
+	// (NAME.heap.pprof).
 	ServerCPUProfile string
 	// ServerMemProfile, when set, is where each server writes its heap
 	// (NAME.heap.pprof, and the runtime's figures in
@@ -94,6 +96,19 @@ type ScaleResult struct {
 	PlacementRate   float64
 	// BacklogRunning is from uncordoning until every backlog VM ran.
 	BacklogRunning time.Duration
+	// BacklogCPUPerVM and BacklogWritesPerVM are what the servers spent
+	// per backlog VM over that time (CPU, etcd revisions): placing it,
+	// and serving its agent's writes as it started.
+	BacklogCPUPerVM    time.Duration
+	BacklogWritesPerVM float64
+	// BacklogHostsCPUPerVM is what the simulated hosts (this process)
+	// spent per backlog VM over that time.
+	BacklogHostsCPUPerVM time.Duration
+	// PlacementWaits are what the servers' own metrics saw while placing
+	// (one server, no leader killed): etcd's WAL fsyncs and backend
+	// commits, and the API's PUTs and POSTs (status writes, events,
+	// bindings), each as "name: count, mean, p99".
+	PlacementWaits []string
 	// PlacementWrites is etcd revisions per second while placing.
 	PlacementWrites, PlacementCPU float64
 	// CreateToRunning p50, p95, max at Rate.
@@ -548,12 +563,16 @@ func parallel(ctx context.Context, n, workers int, fn func(i int) error) error {
 type sample struct {
 	at          time.Time
 	cpu         time.Duration
+	hostsCPU    time.Duration // this process's: the simulated hosts
 	rev         int64
 	db, dbInUse int64
 }
 
 func (r *scaleRun) sample(ctx context.Context) sample {
 	s := sample{at: time.Now()}
+	if st, err := readProc(os.Getpid()); err == nil {
+		s.hostsCPU = st.cpu
+	}
 	for _, p := range r.servers {
 		if p.alive() {
 			if st, err := readProc(p.cmd.Process.Pid); err == nil {
@@ -761,6 +780,19 @@ func (r *scaleRun) waitCount(ctx context.Context, what string, n int64, get func
 	}
 }
 
+// nextProfiles starts the servers' next CPU profiles (with
+// --server-cpuprofile): NAME.pprof.1 holds placement alone, from
+// uncordoning the hosts to the backlog Running, NAME.pprof what came
+// before and NAME.pprof.2 what came after.
+func (r *scaleRun) nextProfiles() {
+	if r.cfg.ServerCPUProfile == "" {
+		return
+	}
+	for _, s := range r.servers {
+		s.nextProfile()
+	}
+}
+
 // count returns how many VMs named prefix-… reached state.
 func (r *scaleRun) count(prefix, state string) int64 {
 	r.mu.Lock()
@@ -790,6 +822,12 @@ func (r *scaleRun) backlog(ctx context.Context, leader *serverProc) error {
 	}
 
 	r.logf("uncordoning %d hosts", r.cfg.Hosts)
+	r.nextProfiles()
+	waits := placementWaits
+	var before map[string]*histo
+	if len(r.servers) == 1 {
+		before, _ = scrapeHistos(ctx, r.servers[0], waits...)
+	}
 	a := r.sample(ctx)
 	t0 := time.Now()
 	if err := r.patchHosts(ctx, map[string]any{"spec": map[string]any{"unschedulable": false}}); err != nil {
@@ -816,6 +854,13 @@ func (r *scaleRun) backlog(ctx context.Context, leader *serverProc) error {
 		return err
 	}
 	b := r.sample(ctx)
+	if before != nil {
+		if after, err := scrapeHistos(ctx, r.servers[0], waits...); err == nil {
+			for _, w := range waits {
+				r.res.PlacementWaits = append(r.res.PlacementWaits, fmt.Sprintf("%s: %s", w, deltaOf(before[w], after[w])))
+			}
+		}
+	}
 	r.mu.Lock()
 	last := r.lastBound
 	var after time.Time
@@ -844,6 +889,11 @@ func (r *scaleRun) backlog(ctx context.Context, leader *serverProc) error {
 		return err
 	}
 	r.res.BacklogRunning = time.Since(t0)
+	r.nextProfiles()
+	c := r.sample(ctx)
+	r.res.BacklogCPUPerVM = (c.cpu - a.cpu) / time.Duration(n)
+	r.res.BacklogWritesPerVM = float64(c.rev-a.rev) / float64(n)
+	r.res.BacklogHostsCPUPerVM = (c.hostsCPU - a.hostsCPU) / time.Duration(n)
 	r.logf("all %d Running %s after uncordoning", n, r.res.BacklogRunning.Round(time.Millisecond))
 	return nil
 }
@@ -1084,7 +1134,15 @@ func (r *scaleRun) report(w io.Writer) {
 		row("backlog created", "%d VMs in %s (%.0f/s)", cfg.VMs, res.Created.Round(time.Millisecond), float64(cfg.VMs)/res.Created.Seconds())
 		row("placement (pending → bound)", "%d in %s: %.0f/s (%.0f etcd writes/s, server CPU %.2f cores)",
 			cfg.VMs, res.Placed.Round(time.Millisecond), res.PlacementRate, res.PlacementWrites, res.PlacementCPU)
-		row("backlog Running", "%s after uncordoning", res.BacklogRunning.Round(time.Millisecond))
+		for i, w := range res.PlacementWaits {
+			what := ""
+			if i == 0 {
+				what = "  while placing"
+			}
+			row(what, "%s", w)
+		}
+		row("backlog Running", "%s after uncordoning; per VM until then: server CPU %s, %.1f etcd writes, simulated hosts' CPU %s",
+			res.BacklogRunning.Round(time.Millisecond), ms(res.BacklogCPUPerVM), res.BacklogWritesPerVM, ms(res.BacklogHostsCPUPerVM))
 	}
 	if res.LeaderKilled != "" {
 		row("leader killed", "server %s (SIGKILL) once placement began; placement resumed after %s", res.LeaderKilled, res.Gap.Round(time.Millisecond))

@@ -160,6 +160,15 @@ func (p *serverProc) kill() {
 	<-p.exited
 }
 
+// nextProfile makes the server end its CPU profile and start the next
+// (hearth server --cpuprofile NAME writes NAME.1, NAME.2, … at each
+// SIGUSR1), so that a phase of the run is profiled alone.
+func (p *serverProc) nextProfile() {
+	if p.alive() {
+		_ = p.cmd.Process.Signal(syscall.SIGUSR1)
+	}
+}
+
 func (p *serverProc) stop() {
 	if !p.alive() {
 		return

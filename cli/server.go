@@ -71,11 +71,12 @@ etcd never finds its disk full.`,
 				if err != nil {
 					return fmt.Errorf("--cpuprofile: %w", err)
 				}
-				defer f.Close()
 				if err := pprof.StartCPUProfile(f); err != nil {
+					f.Close()
 					return fmt.Errorf("--cpuprofile: %w", err)
 				}
-				defer pprof.StopCPUProfile()
+				stop := profilePhases(cpuProfile, f)
+				defer stop()
 			}
 			s, err := server.Start(cmd.Context(), cfg)
 			if err != nil {
