@@ -249,6 +249,10 @@ type vmState struct {
 	StartedAt, FirstOutputAt *time.Time
 	// Preparing: the agent is about to prepare and start the VM.
 	Preparing bool
+	// TakenAt, if set, is when this start began preparing the VM: the
+	// Running condition has been False since, whether or not Preparing
+	// was written (a quick start does not write it, preparingDelay).
+	TakenAt *time.Time
 	// ShutdownBy, if set, is when the agent kills a guest it asked to
 	// power off (a stop or a restart) that has not done so yet.
 	ShutdownBy *time.Time
@@ -353,7 +357,11 @@ func vmStatus(vm *api.VirtualMachine, s vmState, host, consoleLog string, now ti
 	}
 	st.Phase = phase
 	running.Type, ready.Type = api.ConditionRunning, api.ConditionReady
-	st.SetCondition(running, now)
+	runningAt := now
+	if s.TakenAt != nil && running.Status == api.ConditionFalse {
+		runningAt = *s.TakenAt
+	}
+	st.SetCondition(running, runningAt)
 	st.SetCondition(ready, now)
 	if s.MigratedFrom != "" {
 		st.SetCondition(api.Condition{Type: api.ConditionMigrated, Status: api.ConditionTrue, Reason: api.ReasonMigrated,

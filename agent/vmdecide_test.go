@@ -473,3 +473,27 @@ func TestVMStatusMigrated(t *testing.T) {
 		t.Errorf("a later report changed Migrated to %+v; want %+v", again, c)
 	}
 }
+
+// TestTakenAt: a start's first status, written without Preparing before
+// it (a quick start), says the VM stopped being Running when the agent
+// took it up, not when the status was written: `hearth bench vms` times
+// the agent's part from that moment.
+func TestTakenAt(t *testing.T) {
+	vm := testVM()
+	for _, tc := range []struct {
+		name string
+		s    vmState
+		want *time.Time
+	}{
+		{"booting", vmState{Running: true, Info: runningInfo(), StartedAt: at(2 * time.Second), TakenAt: at(time.Second)}, at(time.Second)},
+		{"failed to prepare", vmState{Failure: &vmFailure{Reason: api.ReasonImageNotFound, Message: "m"}, TakenAt: at(time.Second)}, at(time.Second)},
+		{"first output at once: Running since now", vmState{Running: true, Info: runningInfo(), StartedAt: at(2 * time.Second), FirstOutputAt: at(2 * time.Second), TakenAt: at(time.Second)}, at(3 * time.Second)},
+		{"no start", vmState{Running: true, Info: runningInfo(), StartedAt: at(2 * time.Second)}, at(3 * time.Second)},
+	} {
+		st := vmStatus(vm, tc.s, "h1", "console.log", *at(3 * time.Second))
+		c := st.Condition(api.ConditionRunning)
+		if c == nil || c.LastTransitionTime == nil || !c.LastTransitionTime.Equal(*tc.want) {
+			t.Errorf("%s: Running condition %+v, want it to have turned at %s", tc.name, c, tc.want)
+		}
+	}
+}

@@ -360,13 +360,18 @@ func (v *vmController) announceShutdown(ctx context.Context, vm *api.VirtualMach
 // the VM's status (once: a retry that fails the same way writes nothing)
 // and returned, so the VM backs off.
 func (v *vmController) start(ctx context.Context, vm *api.VirtualMachine, dir string, s vmState) (vmState, error) {
+	taken := time.Now().UTC()
+	s.TakenAt = &taken
+	// Whatever is reported next (here, or by the caller once this
+	// returns) comes after Preparing, if that was: announced says it no
+	// more, or waits for it.
+	announced := func() {}
 	if announcePreparing(vm.Status) {
 		p := s
 		p.Preparing = true
-		if err := v.report(ctx, vm, dir, p); err != nil {
-			return s, err
-		}
+		announced = v.announceLater(ctx, vm, dir, p)
 	}
+	defer announced()
 	spec, err := v.a.prepare(ctx, vm, dir)
 	if err == nil {
 		err = v.fenceDisks(ctx, vm)
@@ -374,6 +379,7 @@ func (v *vmController) start(ctx context.Context, vm *api.VirtualMachine, dir st
 	if err != nil {
 		f := classify(err)
 		s.Failure = &f
+		announced()
 		if werr := v.report(ctx, vm, dir, s); werr != nil {
 			slog.Warn("writing VM status", "vm", client.Key(vm), "err", werr)
 		}
@@ -389,6 +395,7 @@ func (v *vmController) start(ctx context.Context, vm *api.VirtualMachine, dir st
 	info, err := v.a.cfg.Driver.Start(ctx, spec)
 	if err != nil {
 		s.Failure = &vmFailure{Reason: api.ReasonStartFailed, Message: err.Error()}
+		announced()
 		if werr := v.report(ctx, vm, dir, s); werr != nil {
 			slog.Warn("writing VM status", "vm", client.Key(vm), "err", werr)
 		}
@@ -403,6 +410,45 @@ func (v *vmController) start(ctx context.Context, vm *api.VirtualMachine, dir st
 	v.a.rec.Eventf(ctx, vm, api.EventNormal, "Started", "QEMU started (pid %d, %s)", info.PID, info.Accelerator)
 	s.Running, s.Info, s.StartedAt, s.Failure = true, info, &launched, nil
 	return s, nil
+}
+
+// preparingDelay is how long a start prepares (and launches) before its
+// status says Preparing. Most starts take milliseconds (the images and
+// volumes are there) and report Starting or Running just after, which
+// would replace a Preparing written first before anyone read it: at a
+// thousand starts a second that is a thousand status writes a second,
+// a third of a start's, for nothing. A start that takes longer (an
+// image downloading, a volume being made, a slow launch) still says so
+// while it does.
+const preparingDelay = time.Second
+
+// announceLater reports the Preparing state s if the start is still
+// under way after preparingDelay. The returned func, which the caller
+// calls before any other report (and may call again: it acts once),
+// says so no more, or waits for the report if it began and makes vm what
+// was written, so the next report follows it. The report is written
+// from a copy of vm: the start reads vm meanwhile.
+func (v *vmController) announceLater(ctx context.Context, vm *api.VirtualMachine, dir string, s vmState) func() {
+	cp := *vm
+	var err error
+	done := make(chan struct{})
+	t := time.AfterFunc(preparingDelay, func() {
+		defer close(done)
+		err = v.report(ctx, &cp, dir, s)
+	})
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			if t.Stop() {
+				return // never written: the next report says more
+			}
+			<-done
+			*vm = cp
+			if err != nil {
+				slog.Warn("writing VM status", "vm", client.Key(vm), "err", err)
+			}
+		})
+	}
 }
 
 // report writes the VM's status for state s, if that changes it, and

@@ -62,10 +62,17 @@ type ScaleConfig struct {
 	Binary string
 	// Dir is the work directory (default a temporary one, removed after).
 	Dir string
-	// ServerCPUProfile, when set, is where each server writes a CPU
-	// profile of its whole run (NAME.pprof in this directory) and one
-	// of its heap when it stops (NAME.heap.pprof).
+	// ServerCPUProfile, when set, is where each server writes CPU
+	// profiles of its run (NAME.pprof in this directory up to the
+	// placement, NAME.pprof.1 of the placement until the backlog runs,
+	// NAME.pprof.2 after) and one of its heap when it stops
+	// (NAME.heap.pprof).
 	ServerCPUProfile string
+	// ServerMemProfile, when set, is where each server writes its heap
+	// (NAME.heap.pprof, and the runtime's figures in
+	// NAME.heap.pprof.memstats) at the end of the measurements, every
+	// agent still connected.
+	ServerMemProfile string
 	// ServerMemoryLimit, when set, is each server's GOMEMLIMIT (the Go
 	// runtime's soft memory limit: "900MiB").
 	ServerMemoryLimit string
@@ -89,6 +96,19 @@ type ScaleResult struct {
 	PlacementRate   float64
 	// BacklogRunning is from uncordoning until every backlog VM ran.
 	BacklogRunning time.Duration
+	// BacklogCPUPerVM and BacklogWritesPerVM are what the servers spent
+	// per backlog VM over that time (CPU, etcd revisions): placing it,
+	// and serving its agent's writes as it started.
+	BacklogCPUPerVM    time.Duration
+	BacklogWritesPerVM float64
+	// BacklogHostsCPUPerVM is what the simulated hosts (this process)
+	// spent per backlog VM over that time.
+	BacklogHostsCPUPerVM time.Duration
+	// PlacementWaits are what the servers' own metrics saw while placing
+	// (one server, no leader killed): etcd's WAL fsyncs and backend
+	// commits, and the API's PUTs and POSTs (status writes, events,
+	// bindings), each as "name: count, mean, p99".
+	PlacementWaits []string
 	// PlacementWrites is etcd revisions per second while placing.
 	PlacementWrites, PlacementCPU float64
 	// CreateToRunning p50, p95, max at Rate.
@@ -100,6 +120,13 @@ type ScaleResult struct {
 	// FanDeliver the rest (answered → the agent's lookup): the watch's
 	// delivery and the agent's reaction.
 	FanCreateP50, FanCreateP99, FanDeliverP50, FanDeliverP99 time.Duration
+	// FanServerP50 and FanServerP99 are the server's own part, from its
+	// hearth_watch_delivery_seconds of agents' watches over the phase:
+	// from the server reading the change from etcd to the agent's
+	// connection flushed with it, as the upper bound of its histogram
+	// bucket (-1: past the last); FanServerEvents counts them.
+	FanServerP50, FanServerP99 time.Duration
+	FanServerEvents            float64
 	// ListAll is the median time to list every VM, of ListCount.
 	ListAll time.Duration
 	// ListBytes is the same list read but not decoded: the server's
@@ -108,7 +135,10 @@ type ScaleResult struct {
 	ListCount int
 	// Server memory at the end (the sum over live servers) and its peak.
 	ServerRSS, ServerPeakRSS int64
-	DBSize, DBInUse          int64
+	// ServerRSSAnon is the servers' own memory; ServerRSSFile files
+	// mapped and touched: etcd's database, the binary.
+	ServerRSSAnon, ServerRSSFile int64
+	DBSize, DBInUse              int64
 	// LeaderKilled names the server killed; Gap is from the kill to the
 	// next binding.
 	LeaderKilled string
@@ -253,7 +283,7 @@ func (r *scaleRun) run(ctx context.Context) error {
 	// An agent holds one HTTP/2 connection for its watches and
 	// requests (it held about eight before: 8,341 for 1,000 agents in
 	// one run); room for twice that, and the bench's own.
-	r.servers, err = startServers(ctx, cfg.Binary, cfg.Dir, cfg.Servers, 2*cfg.Hosts+1024, cfg.ServerCPUProfile, cfg.ServerMemoryLimit)
+	r.servers, err = startServers(ctx, cfg.Binary, cfg.Dir, cfg.Servers, 2*cfg.Hosts+1024, cfg.ServerCPUProfile, cfg.ServerMemProfile, cfg.ServerMemoryLimit)
 	if err != nil {
 		return err
 	}
@@ -533,12 +563,16 @@ func parallel(ctx context.Context, n, workers int, fn func(i int) error) error {
 type sample struct {
 	at          time.Time
 	cpu         time.Duration
+	hostsCPU    time.Duration // this process's: the simulated hosts
 	rev         int64
 	db, dbInUse int64
 }
 
 func (r *scaleRun) sample(ctx context.Context) sample {
 	s := sample{at: time.Now()}
+	if st, err := readProc(os.Getpid()); err == nil {
+		s.hostsCPU = st.cpu
+	}
 	for _, p := range r.servers {
 		if p.alive() {
 			if st, err := readProc(p.cmd.Process.Pid); err == nil {
@@ -746,6 +780,19 @@ func (r *scaleRun) waitCount(ctx context.Context, what string, n int64, get func
 	}
 }
 
+// nextProfiles starts the servers' next CPU profiles (with
+// --server-cpuprofile): NAME.pprof.1 holds placement alone, from
+// uncordoning the hosts to the backlog Running, NAME.pprof what came
+// before and NAME.pprof.2 what came after.
+func (r *scaleRun) nextProfiles() {
+	if r.cfg.ServerCPUProfile == "" {
+		return
+	}
+	for _, s := range r.servers {
+		s.nextProfile()
+	}
+}
+
 // count returns how many VMs named prefix-… reached state.
 func (r *scaleRun) count(prefix, state string) int64 {
 	r.mu.Lock()
@@ -775,6 +822,12 @@ func (r *scaleRun) backlog(ctx context.Context, leader *serverProc) error {
 	}
 
 	r.logf("uncordoning %d hosts", r.cfg.Hosts)
+	r.nextProfiles()
+	waits := placementWaits
+	var before map[string]*histo
+	if len(r.servers) == 1 {
+		before, _ = scrapeHistos(ctx, r.servers[0], waits...)
+	}
 	a := r.sample(ctx)
 	t0 := time.Now()
 	if err := r.patchHosts(ctx, map[string]any{"spec": map[string]any{"unschedulable": false}}); err != nil {
@@ -801,6 +854,13 @@ func (r *scaleRun) backlog(ctx context.Context, leader *serverProc) error {
 		return err
 	}
 	b := r.sample(ctx)
+	if before != nil {
+		if after, err := scrapeHistos(ctx, r.servers[0], waits...); err == nil {
+			for _, w := range waits {
+				r.res.PlacementWaits = append(r.res.PlacementWaits, fmt.Sprintf("%s: %s", w, deltaOf(before[w], after[w])))
+			}
+		}
+	}
 	r.mu.Lock()
 	last := r.lastBound
 	var after time.Time
@@ -829,6 +889,11 @@ func (r *scaleRun) backlog(ctx context.Context, leader *serverProc) error {
 		return err
 	}
 	r.res.BacklogRunning = time.Since(t0)
+	r.nextProfiles()
+	c := r.sample(ctx)
+	r.res.BacklogCPUPerVM = (c.cpu - a.cpu) / time.Duration(n)
+	r.res.BacklogWritesPerVM = float64(c.rev-a.rev) / float64(n)
+	r.res.BacklogHostsCPUPerVM = (c.hostsCPU - a.hostsCPU) / time.Duration(n)
 	r.logf("all %d Running %s after uncordoning", n, r.res.BacklogRunning.Round(time.Millisecond))
 	return nil
 }
@@ -897,6 +962,7 @@ func (r *scaleRun) atRate(ctx context.Context, n int, format string, host func(i
 func (r *scaleRun) fanout(ctx context.Context) error {
 	n := r.cfg.Hosts
 	r.logf("creating %d VMs, one bound to each host, at %.0f/s", n, r.cfg.Rate)
+	hist := r.deliveryBuckets(ctx)
 	if err := r.atRate(ctx, n, "fan-%05d", func(i int) string { return r.hostNames[i] }); err != nil {
 		return err
 	}
@@ -914,6 +980,9 @@ func (r *scaleRun) fanout(ctx context.Context) error {
 	if err := r.waitCount(ctx, "seen by their agents", int64(n), seen, nil); err != nil {
 		return err
 	}
+	after := r.deliveryBuckets(ctx)
+	r.res.FanServerP50, r.res.FanServerEvents = bucketQuantile(hist, after, 0.5)
+	r.res.FanServerP99, _ = bucketQuantile(hist, after, 0.99)
 	var d, dc, dd []time.Duration
 	r.mu.Lock()
 	for name, tr := range r.vms {
@@ -966,6 +1035,15 @@ func (r *scaleRun) final(ctx context.Context) {
 			if st, err := readProc(p.cmd.Process.Pid); err == nil {
 				r.res.ServerRSS += st.rss
 				r.res.ServerPeakRSS += st.peak
+				r.res.ServerRSSAnon += st.rssAnon
+				r.res.ServerRSSFile += st.rssFile
+			}
+			if p.heapProfile != "" {
+				if err := p.writeHeap(ctx); err != nil {
+					r.logf("%v", err)
+				} else {
+					r.logf("server %s's heap: %s", p.name, p.heapProfile)
+				}
 			}
 		}
 	}
@@ -1056,7 +1134,15 @@ func (r *scaleRun) report(w io.Writer) {
 		row("backlog created", "%d VMs in %s (%.0f/s)", cfg.VMs, res.Created.Round(time.Millisecond), float64(cfg.VMs)/res.Created.Seconds())
 		row("placement (pending → bound)", "%d in %s: %.0f/s (%.0f etcd writes/s, server CPU %.2f cores)",
 			cfg.VMs, res.Placed.Round(time.Millisecond), res.PlacementRate, res.PlacementWrites, res.PlacementCPU)
-		row("backlog Running", "%s after uncordoning", res.BacklogRunning.Round(time.Millisecond))
+		for i, w := range res.PlacementWaits {
+			what := ""
+			if i == 0 {
+				what = "  while placing"
+			}
+			row(what, "%s", w)
+		}
+		row("backlog Running", "%s after uncordoning; per VM until then: server CPU %s, %.1f etcd writes, simulated hosts' CPU %s",
+			res.BacklogRunning.Round(time.Millisecond), ms(res.BacklogCPUPerVM), res.BacklogWritesPerVM, ms(res.BacklogHostsCPUPerVM))
 	}
 	if res.LeaderKilled != "" {
 		row("leader killed", "server %s (SIGKILL) once placement began; placement resumed after %s", res.LeaderKilled, res.Gap.Round(time.Millisecond))
@@ -1066,12 +1152,15 @@ func (r *scaleRun) report(w io.Writer) {
 	}
 	row("watch to each agent", "p50 %s, p99 %s, max %s (create naming a host → its agent looks the VM up; %d hosts)", ms(res.FanP50), ms(res.FanP99), ms(res.FanMax), cfg.Hosts)
 	row("  of which the create", "p50 %s, p99 %s (sent → answered); answered → agent p50 %s, p99 %s", ms(res.FanCreateP50), ms(res.FanCreateP99), ms(res.FanDeliverP50), ms(res.FanDeliverP99))
+	row("  of which the server's", "p50 ≤ %s, p99 ≤ %s (read from etcd → the agent's connection flushed; %.0f events to agents, server's histogram)",
+		ms(res.FanServerP50), ms(res.FanServerP99), res.FanServerEvents)
 	row("list every VM", "%s (%d VMs, median of 3); %s read without decoding", res.ListAll.Round(time.Millisecond), res.ListCount, res.ListBytes.Round(time.Millisecond))
 	limit := ""
 	if cfg.ServerMemoryLimit != "" {
 		limit = ", GOMEMLIMIT " + cfg.ServerMemoryLimit
 	}
-	row("server memory", "RSS %s (peak %s%s)", mib(res.ServerRSS), mib(res.ServerPeakRSS), limit)
+	row("server memory", "RSS %s (peak %s%s): %s its own, %s files mapped (etcd's database, the binary)", mib(res.ServerRSS), mib(res.ServerPeakRSS), limit,
+		mib(res.ServerRSSAnon), mib(res.ServerRSSFile))
 	row("etcd database", "%s (%s in use)", mib(res.DBSize), mib(res.DBInUse))
 	row("API connections", "%d open at the end, at most %d seen (%d hosts)", res.Conns, res.ConnsPeak, cfg.Hosts)
 	row("requests retried (503, timeout)", "%d", res.Retries)

@@ -27,11 +27,30 @@ type serverProc struct {
 	cmd            *exec.Cmd
 	log            *os.File
 	exited         chan struct{}
+	// heapProfile is where the server writes its heap at SIGUSR1, if
+	// asked to.
+	heapProfile string
+}
+
+// writeHeap has the server write its heap profile now (SIGUSR1) and
+// waits until it has.
+func (p *serverProc) writeHeap(ctx context.Context) error {
+	stats := p.heapProfile + ".memstats"
+	before, _ := os.Stat(stats)
+	if err := p.cmd.Process.Signal(syscall.SIGUSR1); err != nil {
+		return err
+	}
+	for deadline := time.Now().Add(time.Minute); time.Now().Before(deadline) && ctx.Err() == nil; time.Sleep(100 * time.Millisecond) {
+		if st, err := os.Stat(stats); err == nil && (before == nil || st.ModTime().After(before.ModTime())) {
+			return nil
+		}
+	}
+	return fmt.Errorf("server %s wrote no heap profile to %s within a minute", p.name, p.heapProfile)
 }
 
 // startServers starts n servers (one, or three as an HA control plane
 // with a CA from `hearth server ca create`) and waits until each answers.
-func startServers(ctx context.Context, bin, dir string, n, maxConns int, profileDir, memLimit string) ([]*serverProc, error) {
+func startServers(ctx context.Context, bin, dir string, n, maxConns int, profileDir, heapDir, memLimit string) ([]*serverProc, error) {
 	var caArgs []string
 	if n > 1 {
 		caDir := filepath.Join(dir, "ca")
@@ -69,6 +88,10 @@ func startServers(ctx context.Context, bin, dir string, n, maxConns int, profile
 			"--etcd-name", m.name, "--etcd-peer-url", m.peer, "--max-connections", strconv.Itoa(maxConns)}
 		if profileDir != "" {
 			args = append(args, "--cpuprofile", filepath.Join(profileDir, m.name+".pprof"), "--memprofile", filepath.Join(profileDir, m.name+".heap.pprof"))
+		}
+		if heapDir != "" {
+			p.heapProfile = filepath.Join(heapDir, m.name+".heap.pprof")
+			args = append(args, "--memprofile", p.heapProfile)
 		}
 		if n > 1 {
 			args = append(args, "--etcd-initial-cluster", strings.Join(cluster, ","))
@@ -137,6 +160,15 @@ func (p *serverProc) kill() {
 	<-p.exited
 }
 
+// nextProfile makes the server end its CPU profile and start the next
+// (hearth server --cpuprofile NAME writes NAME.1, NAME.2, … at each
+// SIGUSR1), so that a phase of the run is profiled alone.
+func (p *serverProc) nextProfile() {
+	if p.alive() {
+		_ = p.cmd.Process.Signal(syscall.SIGUSR1)
+	}
+}
+
 func (p *serverProc) stop() {
 	if !p.alive() {
 		return
@@ -160,6 +192,9 @@ func (p *serverProc) etcd() (*clientv3.Client, error) {
 type procStats struct {
 	cpu       time.Duration
 	rss, peak int64
+	// rssAnon is the process's own memory; rssFile files mapped and
+	// touched (etcd's database, in a server).
+	rssAnon, rssFile int64
 }
 
 // readProc reads /proc/PID/stat and status.
@@ -194,6 +229,10 @@ func readProc(pid int) (procStats, error) {
 			st.rss = kb << 10
 		case "VmHWM":
 			st.peak = kb << 10
+		case "RssAnon":
+			st.rssAnon = kb << 10
+		case "RssFile":
+			st.rssFile = kb << 10
 		}
 	}
 	return st, nil

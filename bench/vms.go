@@ -45,9 +45,11 @@ type vmTimes struct {
 // (QEMU start to first output).
 //
 // The moments come from the objects: bound is the Scheduled condition,
-// set by the API server in the binding write; taken is the Running
-// condition the agent sets (False, Preparing) as it takes the VM up;
-// started and first output are the agent's status fields.
+// set by the API server in the binding write; taken is when the Running
+// condition the agent sets turned False (Preparing, or Booting when the
+// start was quick and Preparing was not written: as of the moment the
+// agent began preparing the VM either way); started and first output are
+// the agent's status fields.
 func RunVMs(ctx context.Context, c *client.Client, cfg VMConfig, w io.Writer) error {
 	if cfg.Tenant == "" {
 		cfg.Tenant = "bench"

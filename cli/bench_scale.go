@@ -29,7 +29,9 @@ Running. Then it measures:
     hosts uncordoned, timed until the last is bound (and until all run);
   - create→Running p50/p95 of --running-vms VMs created at --rate per second;
   - watch delivery: one VM bound to each host at its create, timed until
-    that host's agent looks it up;
+    that host's agent looks it up, and the server's part of it (from
+    reading the change from etcd to the agent's connection flushed, its
+    hearth_watch_delivery_seconds);
   - listing every VM, the servers' memory and etcd's size.
 
 With --servers 3 --kill-leader the leading server is killed (SIGKILL)
@@ -73,7 +75,8 @@ no VM is bound twice or lost. Agents then talk to the other two servers.`,
 	f.DurationVar(&cfg.BootDelay, "boot-delay", 0, "how long a simulated guest takes to write its first console output")
 	f.StringVar(&cfg.Dir, "dir", "", "work directory, kept afterwards (default a temporary one, removed)")
 	f.DurationVar(&cfg.Timeout, "timeout", 30*time.Minute, "give up after this long")
-	f.StringVar(&cfg.ServerCPUProfile, "server-cpuprofile", "", "write a CPU profile of each server to NAME.pprof in this directory")
+	f.StringVar(&cfg.ServerCPUProfile, "server-cpuprofile", "", "write CPU profiles of each server to this directory: NAME.pprof until placement, NAME.pprof.1 of placement until the backlog runs, NAME.pprof.2 after")
+	f.StringVar(&cfg.ServerMemProfile, "server-memprofile", "", "write each server's heap at the end of the measurements, every agent still connected, to NAME.heap.pprof in this directory")
 	f.StringVar(&cfg.ServerMemoryLimit, "server-memory-limit", "", "run each server with this GOMEMLIMIT (the Go runtime's soft memory limit, e.g. 900MiB)")
 	f.StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of this process (the simulated hosts) to this file")
 	return cmd

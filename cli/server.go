@@ -4,9 +4,11 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"runtime"
 	"runtime/pprof"
+	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -69,17 +71,33 @@ etcd never finds its disk full.`,
 				if err != nil {
 					return fmt.Errorf("--cpuprofile: %w", err)
 				}
-				defer f.Close()
 				if err := pprof.StartCPUProfile(f); err != nil {
+					f.Close()
 					return fmt.Errorf("--cpuprofile: %w", err)
 				}
-				defer pprof.StopCPUProfile()
+				stop := profilePhases(cpuProfile, f)
+				defer stop()
 			}
 			s, err := server.Start(cmd.Context(), cfg)
 			if err != nil {
 				return err
 			}
 			fmt.Fprintf(g.errOut, "hearth server listening on %s\nadmin config: %s\n", s.URL(), filepath.Join(cfg.DataDir, "admin.conf"))
+			if memProfile != "" {
+				// SIGUSR1 writes the heap now: a measurement takes it
+				// while every client is still connected (hearth bench
+				// scale --server-memprofile), not after they left.
+				usr1 := make(chan os.Signal, 1)
+				signal.Notify(usr1, syscall.SIGUSR1)
+				defer signal.Stop(usr1)
+				go func() {
+					for range usr1 {
+						if err := writeHeapProfile(memProfile); err != nil {
+							fmt.Fprintf(g.errOut, "--memprofile: %v\n", err)
+						}
+					}
+				}()
+			}
 			<-cmd.Context().Done()
 			if memProfile != "" {
 				// The heap as the server held it, before stopping frees it.
@@ -115,7 +133,7 @@ etcd never finds its disk full.`,
 	// For measuring (hearth bench scale --server-cpuprofile): a CPU
 	// profile of the whole run, written when the server stops.
 	f.StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of this server to this file when it stops")
-	f.StringVar(&memProfile, "memprofile", "", "write a heap profile of this server to this file when it stops")
+	f.StringVar(&memProfile, "memprofile", "", "write a heap profile of this server to this file when it stops, and at each SIGUSR1 (with the runtime's memory statistics in FILE.memstats)")
 	_ = f.MarkHidden("cpuprofile")
 	// Gone: kept only to say so clearly to units that still pass it.
 	f.StringVar(&clientURL, "etcd-client-url", "", "")
@@ -165,7 +183,10 @@ delete the copies once the servers have started.`,
 	return ca
 }
 
-// writeHeapProfile writes the heap in use, after a collection, to path.
+// writeHeapProfile writes the heap in use, after a collection, to path,
+// and the runtime's memory statistics to path.memstats: what of the
+// process's RSS is heap in use, heap kept for reuse, stacks and the
+// runtime's own, which a heap profile does not say.
 func writeHeapProfile(path string) error {
 	f, err := os.Create(path)
 	if err != nil {
@@ -176,5 +197,13 @@ func writeHeapProfile(path string) error {
 		f.Close()
 		return err
 	}
-	return f.Close()
+	if err := f.Close(); err != nil {
+		return err
+	}
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	const mib = 1 << 20
+	stats := fmt.Sprintf("HeapInuse %d MiB\nHeapIdle %d MiB\nHeapReleased %d MiB\nStackInuse %d MiB\nSys %d MiB\nNumGC %d\nGoroutines %d\n",
+		ms.HeapInuse/mib, ms.HeapIdle/mib, ms.HeapReleased/mib, ms.StackInuse/mib, ms.Sys/mib, ms.NumGC, runtime.NumGoroutine())
+	return os.WriteFile(path+".memstats", []byte(stats), 0o644)
 }

@@ -1,6 +1,7 @@
 package reconcile
 
 import (
+	"container/heap"
 	"math/rand/v2"
 	"sync"
 	"time"
@@ -59,16 +60,78 @@ type Queue struct {
 	dirty        map[string]struct{}    // keys that need processing: in ready, or processing and added again
 	processing   map[string]struct{}    // keys between Get and Done
 	urgent       map[string]struct{}    // processing keys AddNow added again: Done hands them out even while backing off
-	delayed      map[string]*delayedKey // keys waiting for a timer, at most one timer each
+	delayed      map[string]*delayedKey // keys waiting for their time (in soon too)
 	failures     map[string]int         // consecutive AddRateLimited calls since Forget
 	shuttingDown bool
+
+	// soon orders the delayed keys by time, the first soonest; one timer,
+	// for the first, brings them. A timer each cost about 200 bytes per
+	// key, and a resync spread over a period (the garbage collector's,
+	// over every object of every kind) delays every key at once.
+	soon  delayedHeap
+	timer Timer
+	// timerAt is when the timer fires (zero: none set).
+	timerAt time.Time
 }
 
-// delayedKey is a key's pending AddAfter. The queue compares pointers so a
-// timer that fires after being replaced or stopped does nothing.
+// delayedKey is a key's pending AddAfter: its time, and its place in the
+// queue's heap.
 type delayedKey struct {
+	key   string
 	at    time.Time
-	timer Timer
+	index int
+}
+
+// delayedHeap is a container/heap of delayed keys, the soonest first.
+type delayedHeap []*delayedKey
+
+func (h delayedHeap) Len() int           { return len(h) }
+func (h delayedHeap) Less(i, j int) bool { return h[i].at.Before(h[j].at) }
+func (h delayedHeap) Swap(i, j int) {
+	h[i], h[j] = h[j], h[i]
+	h[i].index, h[j].index = i, j
+}
+func (h *delayedHeap) Push(x any) {
+	dk := x.(*delayedKey)
+	dk.index = len(*h)
+	*h = append(*h, dk)
+}
+func (h *delayedHeap) Pop() any {
+	old := *h
+	dk := old[len(old)-1]
+	old[len(old)-1] = nil
+	*h = old[:len(old)-1]
+	return dk
+}
+
+// undelayLocked drops key's pending AddAfter.
+func (q *Queue) undelayLocked(key string) {
+	if dk, ok := q.delayed[key]; ok {
+		heap.Remove(&q.soon, dk.index)
+		delete(q.delayed, key)
+	}
+	if len(q.soon) == 0 && q.timer != nil {
+		// Nothing left for it to bring.
+		q.timer.Stop()
+		q.timer, q.timerAt = nil, time.Time{}
+	}
+}
+
+// armLocked sets the timer for the soonest delayed key, unless it is set
+// for then already.
+func (q *Queue) armLocked() {
+	if len(q.soon) == 0 || q.shuttingDown {
+		return
+	}
+	at := q.soon[0].at
+	if !q.timerAt.IsZero() && !at.Before(q.timerAt) {
+		return // it fires no later, and arms again for what is left
+	}
+	if q.timer != nil {
+		q.timer.Stop()
+	}
+	q.timerAt = at
+	q.timer = q.clock.AfterFunc(at.Sub(q.clock.Now()), q.fire)
 }
 
 // NewQueue returns an empty Queue.
@@ -146,8 +209,7 @@ func (q *Queue) addLocked(key string, now bool) {
 		if !now {
 			return // its retry brings it
 		}
-		q.delayed[key].timer.Stop()
-		delete(q.delayed, key)
+		q.undelayLocked(key)
 	}
 	q.dirty[key] = struct{}{}
 	q.ready = append(q.ready, key)
@@ -181,22 +243,29 @@ func (q *Queue) addAfterLocked(key string, d time.Duration) {
 		if !at.Before(old.at) {
 			return
 		}
-		old.timer.Stop()
+		old.at = at
+		heap.Fix(&q.soon, old.index)
+	} else {
+		dk := &delayedKey{key: key, at: at}
+		heap.Push(&q.soon, dk)
+		q.delayed[key] = dk
 	}
-	dk := &delayedKey{at: at}
-	dk.timer = q.clock.AfterFunc(d, func() { q.fire(key, dk) })
-	q.delayed[key] = dk
+	q.armLocked()
 }
 
-// fire is the timer callback of an AddAfter.
-func (q *Queue) fire(key string, dk *delayedKey) {
+// fire is the timer's callback: every delayed key whose time has come is
+// added, and the timer set for the next.
+func (q *Queue) fire() {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	if q.delayed[key] != dk {
-		return // Replaced by a sooner AddAfter, or shut down.
+	q.timerAt, q.timer = time.Time{}, nil
+	now := q.clock.Now()
+	for len(q.soon) > 0 && !q.soon[0].at.After(now) {
+		dk := heap.Pop(&q.soon).(*delayedKey)
+		delete(q.delayed, dk.key)
+		q.addLocked(dk.key, false)
 	}
-	delete(q.delayed, key)
-	q.addLocked(key, false)
+	q.armLocked()
 }
 
 // AddRateLimited adds key after its backoff: BaseDelay after the first
@@ -286,8 +355,7 @@ func (q *Queue) Done(key string) {
 			delete(q.dirty, key) // the retry brings it
 			return
 		}
-		q.delayed[key].timer.Stop()
-		delete(q.delayed, key)
+		q.undelayLocked(key)
 	}
 	q.ready = append(q.ready, key)
 	q.cond.Signal()
@@ -308,10 +376,12 @@ func (q *Queue) ShutDown() {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	q.shuttingDown = true
-	for key, dk := range q.delayed {
-		dk.timer.Stop()
-		delete(q.delayed, key)
+	if q.timer != nil {
+		q.timer.Stop()
+		q.timer, q.timerAt = nil, time.Time{}
 	}
+	clear(q.delayed)
+	q.soon = nil
 	q.ready = nil
 	clear(q.dirty)
 	clear(q.urgent)

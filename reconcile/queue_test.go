@@ -430,3 +430,45 @@ func TestQueueAddAfterWaitsForBackoff(t *testing.T) {
 	clk.Advance(50 * time.Millisecond)
 	wantLen(t, q, 1)
 }
+
+// TestQueueDelayedKeysShareOneTimer: a thousand keys added after as many
+// delays (a resync spread over its period) wait on one timer, not a
+// timer each (about 200 bytes a key, for every object of every kind the
+// garbage collector resyncs), and each is still handed out at its time,
+// not before, the soonest first; a sooner AddAfter of a waiting key
+// moves it up.
+func TestQueueDelayedKeysShareOneTimer(t *testing.T) {
+	clk := newFakeClock()
+	q := reconcile.NewQueue(reconcile.QueueOptions{Clock: clk})
+	const n = 1000
+	for i := range n {
+		// Out of order: key i is due after (i*7919 mod n)+1 ms.
+		q.AddAfter(fmt.Sprint(i), time.Duration(i*7919%n+1)*time.Millisecond)
+	}
+	q.AddAfter("0", time.Hour) // later than it waits for: no change
+	if got := clk.Pending(); got != 1 {
+		t.Errorf("%d delayed keys wait on %d timers, want 1", n, got)
+	}
+	wantLen(t, q, 0)
+	for ms := 1; ms <= n; ms++ {
+		clk.Advance(time.Millisecond)
+		if got := q.Len(); got != 1 {
+			t.Fatalf("at %d ms: %d keys ready, want the one due then", ms, got)
+		}
+		key, _ := q.Get()
+		var i int
+		fmt.Sscan(key, &i)
+		if due := i*7919%n + 1; due != ms {
+			t.Fatalf("at %d ms got key %s, due at %d ms", ms, key, due)
+		}
+		q.Done(key)
+	}
+	if got := clk.Pending(); got != 0 {
+		t.Errorf("%d timers left with nothing delayed", got)
+	}
+
+	q.AddAfter("late", time.Hour)
+	q.AddAfter("late", time.Second)
+	clk.Advance(time.Second)
+	mustGet(t, q, "late")
+}

@@ -67,10 +67,12 @@ func (s *Server) serveBindings(w http.ResponseWriter, r *http.Request, p *auth.P
 		host := it.Host
 		updates = append(updates, store.BatchUpdate{Tenant: it.Tenant, Name: it.Name, Precondition: rv, Ctx: ctx,
 			Fn: func(cur api.Object) (api.Object, error) {
-				// What the Binding patch would make of the stored VM.
-				in := api.DeepCopy(cur).(*api.VirtualMachine)
+				// What the Binding patch would make of the stored VM: a
+				// shallow copy with its own spec.host is enough, since
+				// mergeSpecUpdate copies it whole before changing it.
+				in := *cur.(*api.VirtualMachine)
 				in.Spec.Host = host
-				return s.mergeSpecUpdate(ctx, p, t, in, cur)
+				return s.mergeSpecUpdate(ctx, p, t, &in, cur)
 			},
 			Also: func(next api.Object) ([]clientv3.Cmp, []clientv3.Op, error) {
 				return s.store.CreateOps(scheduledEvent(next.(*api.VirtualMachine), host))

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"log/slog"
@@ -84,8 +85,11 @@ type feed struct {
 	validFrom int64
 	ring      []*feedEvent // oldest first, at most feedRing
 	ringBytes int          // the objects' bytes in ring
-	all       map[*feedWatcher]struct{}
-	indexes   map[string]*feedIndex // by joined field path
+	// latest is the newest change of each key in the ring: the next
+	// change of the key shares its bytes as its previous state.
+	latest  map[string]*feedEvent
+	all     map[*feedWatcher]struct{}
+	indexes map[string]*feedIndex // by joined field path
 }
 
 // feedIndex finds the watchers filtered on one field's value.
@@ -105,6 +109,8 @@ type feedEvent struct {
 	// given objects (a watch that reads etcd directly decodes them
 	// itself); otherwise they are decoded from raw and prevRaw.
 	givenObj, givenPrev api.Object
+	// at is when the server read the change from etcd.
+	at time.Time
 	// err, for a change of an object this server cannot read (a newer
 	// Hearth's): it ends every watch whose prefix holds the object, as
 	// a watch of its own from etcd would end, and as a list refuses.
@@ -120,6 +126,20 @@ type feedEvent struct {
 	linesMu sync.Mutex
 	lines   map[lineKey][]byte
 	ringed  bool
+	// prevShared, for a change in the ring, says its prevRaw is the raw
+	// of the key's change before it in the ring (the same bytes, held
+	// once); sharedBy is the later change holding this one's raw so.
+	prevShared bool
+	sharedBy   *feedEvent
+}
+
+// size is what a change in the ring holds: its object's bytes, and its
+// previous state's unless they are the change before's.
+func (e *feedEvent) size() int {
+	if e.prevShared {
+		return len(e.raw)
+	}
+	return len(e.raw) + len(e.prevRaw)
 }
 
 // lineKey names one encoding of a change: the event type a watcher
@@ -329,27 +349,52 @@ func (f *feed) progress(w *feedWatcher) (int64, bool) {
 
 // offer gives one change to every watcher it concerns.
 func (f *feed) offer(ev store.Event) {
-	e := &feedEvent{typ: ev.Type, rev: ev.Rev, key: ev.Key, k: f.k, raw: ev.Raw, prevRaw: ev.PrevRaw, err: ev.Err}
+	e := &feedEvent{typ: ev.Type, rev: ev.Rev, key: ev.Key, k: f.k, raw: ev.Raw, prevRaw: ev.PrevRaw, err: ev.Err, at: time.Now()}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	// The ring keeps the bytes only: a replay decodes again, rather than
-	// every remembered change holding its decoded objects.
-	size := len(e.raw) + len(e.prevRaw)
+	// every remembered change holding its decoded objects. A change's
+	// previous state is, byte for byte, the key's change before it
+	// (etcd sends both, each with its resourceVersion set): when that
+	// is in the ring, the two share one copy, here and in the watchers'
+	// queues.
+	kept := &feedEvent{typ: e.typ, rev: e.rev, key: e.key, k: e.k, raw: e.raw, prevRaw: e.prevRaw, err: e.err, ringed: true}
+	if before := f.latest[e.key]; before != nil && e.prevRaw != nil && bytes.Equal(before.raw, e.prevRaw) {
+		e.prevRaw, kept.prevRaw = before.raw, before.raw
+		kept.prevShared = true
+		before.sharedBy = kept
+	}
 	drop := 0
-	for n, bytes := len(f.ring), f.ringBytes; drop < n && (n-drop >= feedRing || bytes+size > feedRingBytes); drop++ {
-		bytes -= len(f.ring[drop].raw) + len(f.ring[drop].prevRaw)
+	for n := len(f.ring); drop < n && (n-drop >= feedRing || f.ringBytes+kept.size() > feedRingBytes); drop++ {
+		old := f.ring[drop]
+		f.ringBytes -= old.size()
+		if f.latest[old.key] == old {
+			delete(f.latest, old.key)
+		}
+		if later := old.sharedBy; later != nil && later.prevShared {
+			// The later change now holds these bytes alone.
+			later.prevShared = false
+			if later != kept {
+				f.ringBytes += len(later.prevRaw)
+			}
+		}
 	}
 	if drop > 0 {
 		f.validFrom = f.ring[drop-1].rev
-		for _, old := range f.ring[:drop] {
-			f.ringBytes -= len(old.raw) + len(old.prevRaw)
-		}
 		n := copy(f.ring, f.ring[drop:])
 		clear(f.ring[n:])
 		f.ring = f.ring[:n]
 	}
-	f.ring = append(f.ring, &feedEvent{typ: e.typ, rev: e.rev, key: e.key, k: e.k, raw: e.raw, prevRaw: e.prevRaw, err: e.err, ringed: true})
-	f.ringBytes += size
+	f.ring = append(f.ring, kept)
+	f.ringBytes += kept.size()
+	if f.latest == nil {
+		f.latest = map[string]*feedEvent{}
+	}
+	if e.typ == store.Deleted || e.err != nil {
+		delete(f.latest, e.key)
+	} else {
+		f.latest[e.key] = kept
+	}
 	if e.err != nil {
 		// Whether it matches a watcher's selector cannot be known
 		// without reading it: every watch of its prefix ends.
@@ -486,7 +531,7 @@ func (f *feed) restart(rev int64, err error) {
 			}
 		}
 	}
-	f.rev, f.validFrom, f.ring, f.ringBytes = rev, rev, nil, 0
+	f.rev, f.validFrom, f.ring, f.ringBytes, f.latest = rev, rev, nil, 0, nil
 	if !f.started() {
 		close(f.ready)
 	}

@@ -295,3 +295,76 @@ func TestFeedLineMatchesEncoder(t *testing.T) {
 		t.Errorf("a ring entry kept %d encodings", len(kept.lines))
 	}
 }
+
+// TestFeedRingSharesPrevious: a change's previous state, which etcd sends
+// as a copy of the key's change before, is held once in the ring, not
+// twice: a hundred changes of one VM keep about a hundred objects' bytes,
+// not two hundred (the ring held both copies before). The accounting
+// stays exact as the ring drops its oldest changes, and a watcher that
+// resumes from the ring still sees each change's previous state (a VM
+// moved off the host it watches is deleted to it).
+func TestFeedRingSharesPrevious(t *testing.T) {
+	f := newTestFeed(t, "VirtualMachine")
+	pad := map[string]string{"pad": strings.Repeat("x", 10<<10)}
+	key := store.Key(f.k, "lab", "web")
+	var prev []byte
+	const changes = 100
+	for rev := int64(2); rev < 2+changes; rev++ {
+		host := "h1"
+		if rev == 1+changes {
+			host = "h2" // the last change moves it away
+		}
+		raw := vmJSON(t, "web", host, pad, rev)
+		// etcd's previous value is its own copy of the bytes.
+		f.offer(store.Event{Type: store.Modified, Rev: rev, Key: key, Raw: raw, PrevRaw: bytes.Clone(prev)})
+		prev = raw
+	}
+	f.mu.Lock()
+	held, size := f.ringBytes, 0
+	for _, e := range f.ring {
+		size += len(e.raw)
+	}
+	f.mu.Unlock()
+	if held > size+size/changes+1 {
+		t.Errorf("the ring holds %d bytes for %d changes of %d bytes: the previous states are held again", held, changes, size/changes)
+	}
+
+	admin := &auth.Principal{Name: "admin", Role: api.RoleClusterAdmin}
+	w, ok := testWatcher(t, f, admin, "", "spec.host=h1", 1)
+	if !ok {
+		t.Fatal("a watch from the ring's start was refused")
+	}
+	if got, want := len(w.ch), changes; got != want {
+		t.Fatalf("the watcher of h1 was given %d changes, want %d (the last as leaving h1)", got, want)
+	}
+	for range changes - 1 {
+		<-w.ch
+	}
+	last := <-w.ch
+	if p, _ := last.previous().(*api.VirtualMachine); p == nil || p.Spec.Host != "h1" {
+		t.Errorf("the last change's previous state is %+v, want the VM on h1", last.previous())
+	}
+
+	// Many more changes of many keys: the ring drops its oldest, and
+	// what it counts is what it holds.
+	big := map[string]string{"pad": strings.Repeat("y", 200<<10)}
+	prevs := map[string][]byte{}
+	for rev := int64(2 + changes); rev < 2+changes+400; rev++ {
+		name := fmt.Sprint("vm", rev%7)
+		raw := vmJSON(t, name, "h1", big, rev)
+		f.offer(store.Event{Type: store.Modified, Rev: rev, Key: store.Key(f.k, "lab", name), Raw: raw, PrevRaw: bytes.Clone(prevs[name])})
+		prevs[name] = raw
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	counted := 0
+	for _, e := range f.ring {
+		counted += len(e.raw)
+		if !e.prevShared {
+			counted += len(e.prevRaw)
+		}
+	}
+	if counted != f.ringBytes || f.ringBytes > feedRingBytes {
+		t.Errorf("the ring counts %d bytes, holds %d; at most %d", f.ringBytes, counted, feedRingBytes)
+	}
+}

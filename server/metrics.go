@@ -22,6 +22,9 @@ type metrics struct {
 	reg      *prometheus.Registry
 	requests *prometheus.CounterVec
 	latency  *prometheus.HistogramVec
+	// delivery is each watch event's time from the server reading it
+	// from etcd to its watcher's connection being flushed with it.
+	delivery *prometheus.HistogramVec
 	handler  http.Handler
 	// controllers are the leader's controllers (reconcile.WithMetrics).
 	controllers *reconcile.Metrics
@@ -36,8 +39,13 @@ func newMetrics() *metrics {
 		Name: "hearth_api_request_duration_seconds", Help: "API request latency by method (watches count their whole life).",
 		Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16),
 	}, []string{"method"})
+	m.delivery = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "hearth_watch_delivery_seconds",
+		Help:    "Watch events from the server reading the change from etcd to the watcher's connection flushed with it, by watcher (host: an agent's; other).",
+		Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16),
+	}, []string{"watcher"})
 	m.controllers = reconcile.NewMetrics()
-	m.reg.MustRegister(m.requests, m.latency, m.controllers, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m.reg.MustRegister(m.requests, m.latency, m.delivery, m.controllers, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m.handler = promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{})
 	return m
 }

@@ -451,7 +451,13 @@ func metaEqual(a, b *api.ObjectMeta) bool {
 // mergeStatusUpdate takes only the status of in, keeping everything else
 // as stored.
 func mergeStatusUpdate(p *auth.Principal, t target, in, cur api.Object) (api.Object, error) {
-	next := api.DeepCopy(cur)
+	// A shallow copy of cur, not api.DeepCopy's encode and decode (every
+	// status write of every VM comes here): cur is the update's own
+	// (store.UpdateFunc), and only next's status, which is replaced
+	// whole, differs from it.
+	nv := reflect.New(reflect.TypeOf(cur).Elem())
+	nv.Elem().Set(reflect.ValueOf(cur).Elem())
+	next := nv.Interface().(api.Object)
 	reflect.ValueOf(next.StatusAny()).Elem().Set(reflect.ValueOf(in.StatusAny()).Elem())
 	req := t.request(auth.UpdateStatus)
 	req.Stored, req.New = cur, next

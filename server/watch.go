@@ -190,10 +190,34 @@ func (s *Server) watch(w http.ResponseWriter, r *http.Request, p *auth.Principal
 	// yet flushed, which an event this watcher does not see must not
 	// hold back (it would wait for the next event it sees, or a bookmark).
 	unflushed := false
+	// A burst of events is written under one write deadline, set at its
+	// first write and lifted once it is flushed (serving.Burst): over
+	// HTTP/2 each deadline change is a message to the connection's
+	// serving goroutine, which every stream of that client shares.
+	burst, _ := w.(serving.Burst)
+	// written are when the server read each change written since the
+	// last flush from etcd: the flush delivers them
+	// (hearth_watch_delivery_seconds).
+	var written []time.Time
+	delivery := s.metrics.delivery.WithLabelValues("other")
+	if p.Host != "" {
+		delivery = s.metrics.delivery.WithLabelValues("host")
+	}
 	flushIfIdle := func() {
-		if unflushed && flusher != nil && len(src.ch) == 0 {
-			flusher.Flush()
+		// A burst that never pauses is flushed every 512 events, so
+		// that neither the deadline nor written is held without end.
+		if unflushed && (len(src.ch) == 0 || len(written) >= 512) {
+			if flusher != nil {
+				flusher.Flush()
+			}
 			unflushed = false
+			if burst != nil {
+				burst.Release()
+			}
+			for _, at := range written {
+				delivery.Observe(time.Since(at).Seconds())
+			}
+			written = written[:0]
 		}
 	}
 	gone := src.gone
@@ -282,6 +306,9 @@ func (s *Server) watch(w http.ResponseWriter, r *http.Request, p *auth.Principal
 				}
 			}
 		}
+		if burst != nil {
+			burst.Hold()
+		}
 		if line != nil {
 			if _, err := w.Write(line); err != nil {
 				return nil
@@ -290,6 +317,9 @@ func (s *Server) watch(w http.ResponseWriter, r *http.Request, p *auth.Principal
 			return nil
 		}
 		unflushed = true
+		if ev != nil && !ev.at.IsZero() && ev.typ != store.Bookmark {
+			written = append(written, ev.at)
+		}
 		flushIfIdle()
 		if ending {
 			if flusher != nil {

@@ -317,11 +317,64 @@ func (d *Deadlines) Stream(w http.ResponseWriter) http.ResponseWriter {
 type streamWriter struct {
 	http.ResponseWriter
 	d *Deadlines
+	// armed, while a burst holds the deadline (Hold), is when it was
+	// last set.
+	armed time.Time
+}
+
+// Burst is a stream's writer that can keep its deadline across several
+// writes and flushes (StreamWriter returns it).
+type Burst interface {
+	// Hold sets the write deadline for the writes and flushes that
+	// follow, until Release lifts it: a burst of writes then costs two
+	// deadline changes rather than two per write and two per flush
+	// (over HTTP/2 each change is a message to the connection's one
+	// serving goroutine, which every stream of it waits on). Each write
+	// and flush still has at least three quarters of stall: the
+	// deadline is moved on when a quarter has passed.
+	Hold()
+	// Release lifts the deadline Hold set, for a stream about to go
+	// quiet.
+	Release()
+}
+
+// Hold: see Burst.
+func (s *streamWriter) Hold() {
+	if s.armed.IsZero() {
+		s.arm(time.Now())
+	}
+}
+
+// Release: see Burst.
+func (s *streamWriter) Release() {
+	if !s.armed.IsZero() {
+		s.armed = time.Time{}
+		_ = s.d.rc.SetWriteDeadline(time.Time{})
+	}
+}
+
+func (s *streamWriter) arm(now time.Time) {
+	s.armed = now
+	_ = s.d.rc.SetWriteDeadline(now.Add(s.d.stall))
+}
+
+// begin gives a write or flush its deadline: the held one, moved on if a
+// quarter of stall has passed since it was set, or one of its own, which
+// it lifts when done (the returned func).
+func (s *streamWriter) begin() (end func()) {
+	now := time.Now()
+	if !s.armed.IsZero() {
+		if now.Sub(s.armed) > s.d.stall/4 {
+			s.arm(now)
+		}
+		return func() {}
+	}
+	_ = s.d.rc.SetWriteDeadline(now.Add(s.d.stall))
+	return func() { _ = s.d.rc.SetWriteDeadline(time.Time{}) }
 }
 
 func (s *streamWriter) Write(b []byte) (int, error) {
-	_ = s.d.rc.SetWriteDeadline(time.Now().Add(s.d.stall))
-	defer s.d.rc.SetWriteDeadline(time.Time{})
+	defer s.begin()()
 	return s.ResponseWriter.Write(b)
 }
 
@@ -332,8 +385,7 @@ func (s *streamWriter) Flush() {
 
 // FlushError is Flush with its error (http.ResponseController uses it).
 func (s *streamWriter) FlushError() error {
-	_ = s.d.rc.SetWriteDeadline(time.Now().Add(s.d.stall))
-	defer s.d.rc.SetWriteDeadline(time.Time{})
+	defer s.begin()()
 	return s.d.rc.Flush()
 }
 

@@ -532,9 +532,22 @@ func (s *Scheduler) volume(tenant, name string) (*api.Volume, bool) {
 // the Scheduled condition always, the phase only until the agent takes
 // the phase over.
 func (s *Scheduler) markScheduled(ctx context.Context, vm *api.VirtualMachine) error {
+	if scheduledRecorded(&vm.Status) {
+		// Every write of a placed VM (its agent's, twice as it starts)
+		// comes here; most find it marked, and SetScheduled would
+		// change nothing: spare WriteStatus's copy and comparison.
+		return nil
+	}
 	return s.writeVMStatus(ctx, vm, func(vm *api.VirtualMachine, st *api.VirtualMachineStatus) bool {
 		return st.SetScheduled(vm.Spec.Host, vm.Metadata.Generation, s.Now().UTC())
 	})
+}
+
+// scheduledRecorded reports whether the status says the VM is placed as
+// SetScheduled would leave it: then it would change nothing.
+func scheduledRecorded(st *api.VirtualMachineStatus) bool {
+	c := st.Condition(ConditionScheduled)
+	return st.Phase != "" && st.Phase != api.VMPending && c != nil && c.Status == api.ConditionTrue
 }
 
 // markUnschedulable records why no host fits: a condition, phase Pending,
