@@ -380,6 +380,18 @@ func (v *vmController) migrateOut(ctx context.Context, key, uid string) (res rec
 	return v.keepUntilTaken(ctx, key, uid, dir, *m)
 }
 
+// forgetFailedSends drops what failedSends holds of the VM with uid,
+// once it is not moving away from here (it is placed here again, or gone
+// from here): each attempt names its migration, which is over. Call it
+// with v.mu held.
+func (v *vmController) forgetFailedSends(uid string) {
+	for attempt := range v.failedSends {
+		if strings.HasPrefix(attempt, uid+" ") {
+			delete(v.failedSends, attempt)
+		}
+	}
+}
+
 // sendFailed records, as the source of the migration m of vm, that it
 // gave the move up (the one status write a source may make of a VM not
 // placed on it: server/auth's migrationGivenUp): no migration, the VM

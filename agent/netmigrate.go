@@ -34,8 +34,19 @@ import (
 
 // leavingTracker remembers the VMs placed on this host that the last
 // network state was computed from, so that one that leaves the cache
-// while it runs here (it moves live to another host) keeps its ports
-// until release says its QEMU here is gone.
+// (it moves live to another host) keeps its ports until the VM
+// controller, which alone knows whether its QEMU runs here, releases it.
+//
+// Whether a VM that left ran here is not judged from its status as the
+// last state saw it: a VM's status changes do not call for an Apply, so
+// that may be from before its QEMU started (status Pending), and a VM
+// moved within the 10 s resync of its start would lose its taps under its
+// running QEMU. QEMU 7.2 then spins on the dead tap's descriptor, its
+// main loop never gets to the migration's connection, and the
+// destination, which reads the TLS handshake on its own main loop,
+// blocks with it, QMP silent, until the source gives up (TestLeavingTracker).
+// A VM that did not run here costs nothing by it: the VM controller
+// tears it down and releases it at once.
 type leavingTracker struct {
 	mu      sync.Mutex
 	last    map[string]*api.VirtualMachine
@@ -43,8 +54,8 @@ type leavingTracker struct {
 }
 
 // update takes the VMs of the cache now and returns the VMs leaving this
-// host (host): those of the last call that are gone from the cache and
-// ran here when last seen.
+// host (host): those of the last call that are gone from the cache, not
+// being deleted, and not released since.
 func (l *leavingTracker) update(host string, vms []*api.VirtualMachine) []*api.VirtualMachine {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -58,8 +69,7 @@ func (l *leavingTracker) update(host string, vms []*api.VirtualMachine) []*api.V
 		l.leaving = map[string]*api.VirtualMachine{}
 	}
 	for k, vm := range l.last {
-		st := vm.Status
-		if _, ok := cur[k]; !ok && vm.Metadata.DeletionTimestamp == nil && st.Host == host && (st.Phase == api.VMRunning || st.Phase == api.VMMigrating) {
+		if _, ok := cur[k]; !ok && vm.Metadata.DeletionTimestamp == nil {
 			l.leaving[k] = vm
 		}
 	}
@@ -77,20 +87,29 @@ func (l *leavingTracker) update(host string, vms []*api.VirtualMachine) []*api.V
 	return out
 }
 
-// release forgets a leaving VM (its QEMU here is gone), and says whether
-// it was one.
-func (l *leavingTracker) release(key string) bool {
+// release forgets the leaving VM with uid at key (its QEMU here is
+// gone), and says whether it was one. One released before an update saw
+// it go is not leaving either. Only that VM: another of the same name
+// (deleted and made again) may be placed here, or leaving, by now.
+func (l *leavingTracker) release(key, uid string) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	_, ok := l.leaving[key]
+	if vm, ok := l.last[key]; ok && vm.Metadata.UID == uid {
+		delete(l.last, key)
+	}
+	vm, ok := l.leaving[key]
+	if !ok || vm.Metadata.UID != uid {
+		return false
+	}
 	delete(l.leaving, key)
-	return ok
+	return true
 }
 
-// netReleased tells the network controller that the VM at key no longer
-// runs here (torn down, or moved away): a leaving VM's ports go.
-func (a *Agent) netReleased(key string) {
-	if a.net != nil && a.net.leaving.release(key) {
+// netReleased tells the network controller that the VM with uid at key
+// no longer runs here (torn down, or moved away): a leaving VM's ports
+// go.
+func (a *Agent) netReleased(key, uid string) {
+	if a.net != nil && a.net.leaving.release(key, uid) {
 		a.net.changed()
 	}
 }

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"math"
 	mrand "math/rand/v2"
-	"net"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -15,20 +14,16 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
-
-	"golang.org/x/net/icmp"
-	"golang.org/x/net/ipv4"
 
 	api "hearth.dev/hearth/api/v1alpha1"
 	"hearth.dev/hearth/cloudinit"
 	"hearth.dev/hearth/compute"
 	"hearth.dev/hearth/dataplane"
 	"hearth.dev/hearth/dataplane/dataplanetest"
-	"hearth.dev/hearth/netns"
+	"hearth.dev/hearth/netns/pingtest"
 	"hearth.dev/hearth/pki"
 	"hearth.dev/hearth/testguest"
 )
@@ -390,14 +385,14 @@ func (ml *migrationLab) run(ctx context.Context, t *testing.T, guest testguest.G
 		if _, err := ml.qemus[to].Start(ctx, dst); err != nil {
 			t.Fatalf("round %d: starting the destination: %v", round, err)
 		}
-		probe := startProbe(t, ml.peer, ip)
+		probe := pingtest.Start(t, ml.peer.Name, ip, 10*time.Millisecond)
 		time.Sleep(300 * time.Millisecond) // replies before the move
 		mctx, mcancel := context.WithTimeout(ctx, 3*time.Minute)
 		m, err := ml.qemus[from].Migrate(mctx, src.ID, src.Dir, dst.Incoming,
 			&compute.MigrationTLS{Dir: ml.tls[from], Hostname: ml.addrs[migHosts[to]].String()})
 		mcancel()
 		if err != nil {
-			probe.stop()
+			probe.Stop()
 			t.Fatalf("round %d: %v", round, err)
 		}
 		// As the agents do (migrate.go): the destination resumes the
@@ -411,7 +406,7 @@ func (ml *migrationLab) run(ctx context.Context, t *testing.T, guest testguest.G
 		if err := ml.qemus[from].Kill(ctx, src.ID, src.Dir); err != nil {
 			t.Fatal(err)
 		}
-		ml.leaving[from].release("lab/mover")
+		ml.leaving[from].release("lab/mover", uid)
 		// The peer's host first: the others apply at the same time,
 		// each on its own host.
 		switched := time.Now()
@@ -427,7 +422,7 @@ func (ml *migrationLab) run(ctx context.Context, t *testing.T, guest testguest.G
 			t.Errorf("round %d: announcing: %v", round, err)
 		}
 		time.Sleep(1500 * time.Millisecond) // replies after the move
-		sent, got, gap := probe.stop()
+		sent, got, gap := probe.Stop()
 		t.Logf("round %d: %s → %s: QEMU downtime %v, total %v, %d MiB sent; the three hosts applied in %v; the peer's pings: %d of %d answered, longest gap %v",
 			round, migHosts[from], migHosts[to], m.Downtime, m.Total, m.Transferred>>20, took.Round(time.Millisecond), got, sent, gap.Round(time.Millisecond))
 		downtimes, gaps = append(downtimes, m.Downtime), append(gaps, gap)
@@ -482,94 +477,10 @@ func (ml *migrationLab) run(ctx context.Context, t *testing.T, guest testguest.G
 		t.Error(err)
 	}
 	// Leave the network to the next guest: it starts on h0.
-	ml.leaving[from].release("lab/mover")
+	ml.leaving[from].release("lab/mover", uid)
 	for i := range migHosts {
 		ml.apply(ctx, i, ml.world(i, nil, "h0"))
 	}
-}
-
-// probe pings dst from ns every 10 ms and records when replies come.
-type probe struct {
-	stopc   chan struct{}
-	wg      sync.WaitGroup
-	mu      sync.Mutex
-	sent    int
-	replies []time.Time
-	stopped time.Time
-	conn    *icmp.PacketConn
-}
-
-func startProbe(t *testing.T, ns *dataplanetest.Namespace, dst netip.Addr) *probe {
-	t.Helper()
-	p := &probe{stopc: make(chan struct{})}
-	err := netns.Do(ns.NS, func() error {
-		var err error
-		p.conn, err = icmp.ListenPacket("ip4:icmp", "0.0.0.0")
-		return err
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	id := (os.Getpid() + 7) & 0xffff
-	p.wg.Add(2)
-	go func() {
-		defer p.wg.Done()
-		tick := time.NewTicker(10 * time.Millisecond)
-		defer tick.Stop()
-		for seq := 0; ; seq++ {
-			select {
-			case <-p.stopc:
-				return
-			case <-tick.C:
-			}
-			b, _ := (&icmp.Message{Type: ipv4.ICMPTypeEcho, Body: &icmp.Echo{ID: id, Seq: seq & 0xffff, Data: []byte("hearth-migration")}}).Marshal(nil)
-			if _, err := p.conn.WriteTo(b, &net.IPAddr{IP: dst.AsSlice()}); err == nil {
-				p.mu.Lock()
-				p.sent++
-				p.mu.Unlock()
-			}
-		}
-	}()
-	go func() {
-		defer p.wg.Done()
-		buf := make([]byte, 1500)
-		for {
-			n, from, err := p.conn.ReadFrom(buf)
-			if err != nil {
-				return // closed
-			}
-			if a, ok := netip.AddrFromSlice(from.(*net.IPAddr).IP); !ok || a.Unmap() != dst {
-				continue
-			}
-			m, err := icmp.ParseMessage(1, buf[:n])
-			if err != nil || m.Type != ipv4.ICMPTypeEchoReply {
-				continue
-			}
-			if e, ok := m.Body.(*icmp.Echo); ok && e.ID == id {
-				p.mu.Lock()
-				p.replies = append(p.replies, time.Now())
-				p.mu.Unlock()
-			}
-		}
-	}()
-	return p
-}
-
-// stop ends the probe and returns the pings sent, the replies, and the
-// longest time between two replies.
-func (p *probe) stop() (sent, got int, gap time.Duration) {
-	p.stopped = time.Now()
-	close(p.stopc)
-	time.Sleep(100 * time.Millisecond) // the last replies
-	p.conn.Close()
-	p.wg.Wait()
-	for i := 1; i < len(p.replies); i++ {
-		gap = max(gap, p.replies[i].Sub(p.replies[i-1]))
-	}
-	if n := len(p.replies); n > 0 {
-		gap = max(gap, p.stopped.Sub(p.replies[n-1])) // silent to the end
-	}
-	return p.sent, len(p.replies), gap
 }
 
 func ticksIn(dir string) (n []int, ok bool) {

@@ -110,7 +110,7 @@ func TestNetStateDuringMigration(t *testing.T) {
 	}
 	src = done(nsWorld())
 	src.VMs = src.VMs[1:]
-	tr.release("red/a")
+	tr.release("red/a", "uid-red-a")
 	src.Leaving = tr.update("h1", src.VMs)
 	red = network(hostNetState(src).State, "red/net")
 	if hasPort(red, aMAC) || hasFIP(red) || remoteAt(red, aMAC) != netip.MustParseAddr("10.0.0.2") {
@@ -119,9 +119,12 @@ func TestNetStateDuringMigration(t *testing.T) {
 	}
 }
 
-// TestLeavingTracker: a VM that leaves the cache while it ran here is
-// leaving until released or back; one that was stopped, being deleted,
-// or ran elsewhere is not.
+// TestLeavingTracker: a VM that leaves the cache is leaving until
+// released or back, whatever its status said when the last network state
+// was computed: a VM seen Pending then (its QEMU started after that
+// Apply, and its status change asked for none) and moved live before the
+// next Apply runs here all the same, and must keep its taps. One being
+// deleted is not leaving, nor one released before an update saw it go.
 func TestLeavingTracker(t *testing.T) {
 	vm := func(name, statusHost, phase string, deleting bool) *api.VirtualMachine {
 		v := nsVM("red", name, "uid-"+name, "h1")
@@ -134,9 +137,10 @@ func TestLeavingTracker(t *testing.T) {
 	}
 	all := []*api.VirtualMachine{
 		vm("running", "h1", api.VMRunning, false),
+		vm("starting", "", api.VMPending, false),
 		vm("stopped", "h1", api.VMStopped, false),
 		vm("deleting", "h1", api.VMRunning, true),
-		vm("elsewhere", "h3", api.VMRunning, false),
+		vm("incoming", "h3", api.VMMigrating, false),
 	}
 	names := func(vms []*api.VirtualMachine) []string {
 		var out []string
@@ -149,13 +153,19 @@ func TestLeavingTracker(t *testing.T) {
 	if got := tr.update("h1", all); len(got) != 0 {
 		t.Fatalf("nothing left yet, got %v", names(got))
 	}
+	want := []string{"incoming", "running", "starting", "stopped"}
 	for range 2 { // and it stays leaving
-		if got := names(tr.update("h1", nil)); !slices.Equal(got, []string{"running"}) {
-			t.Fatalf("leaving = %v, want [running]", got)
+		if got := names(tr.update("h1", nil)); !slices.Equal(got, want) {
+			t.Fatalf("leaving = %v, want %v", got, want)
 		}
 	}
-	if !tr.release("red/running") || tr.release("red/running") {
-		t.Errorf("release: want true once, then false")
+	for _, name := range want {
+		if tr.release("red/"+name, "uid-other") {
+			t.Errorf("release %s with another VM's uid: it was leaving", name)
+		}
+		if !tr.release("red/"+name, "uid-"+name) || tr.release("red/"+name, "uid-"+name) {
+			t.Errorf("release %s: want true once, then false", name)
+		}
 	}
 	if got := tr.update("h1", nil); len(got) != 0 {
 		t.Errorf("after release: %v", names(got))
@@ -165,6 +175,23 @@ func TestLeavingTracker(t *testing.T) {
 	tr.update("h1", nil)
 	if got := tr.update("h1", all[:1]); len(got) != 0 {
 		t.Errorf("back here, still leaving: %v", names(got))
+	}
+	// Released (torn down here) before an update saw it go: not leaving.
+	if tr.release("red/running", "uid-running") {
+		t.Errorf("release of a VM placed here: it was not leaving")
+	}
+	if got := tr.update("h1", nil); len(got) != 0 {
+		t.Errorf("released before it left, then leaving: %v", names(got))
+	}
+	// A VM deleted and made again under the same name while the first
+	// one's QEMU here still stops: the first one's release is not the
+	// second's, which, moved live, is leaving.
+	again := vm("running", "h1", api.VMRunning, false)
+	again.Metadata.UID = "uid-running-again"
+	tr.update("h1", []*api.VirtualMachine{again})
+	tr.release("red/running", "uid-running")
+	if got := tr.update("h1", nil); len(got) != 1 || got[0].Metadata.UID != "uid-running-again" {
+		t.Errorf("the second VM of the name, moved after the first's release: leaving %v, want it", names(got))
 	}
 }
 
@@ -202,7 +229,7 @@ func TestNetStateAdoptedLeaving(t *testing.T) {
 			t.Errorf("update %d after adoption: port %v, floating IP %v; want both kept (the guest still runs here)", i, port, floating)
 		}
 	}
-	if !tr.release(vmKey(moving)) {
+	if !tr.release(vmKey(moving), moving.Metadata.UID) {
 		t.Errorf("release of the adopted VM: not leaving")
 	}
 	src.Leaving = tr.update("h1", src.VMs)

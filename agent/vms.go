@@ -58,7 +58,8 @@ type vmController struct {
 	crashes map[string]crashLoop
 	// failedSends are the live migrations this host failed to send
 	// (migrateOut) and why, by VM uid and destination, so that each is
-	// said once and not tried again.
+	// said once and not tried again; forgotten once the VM is placed here
+	// again or gone from here (forgetFailedSends).
 	failedSends map[string]string
 
 	// dirMu keeps capConsoleLogs out of a VM directory teardown is
@@ -160,17 +161,21 @@ func (v *vmController) Reconcile(ctx context.Context, key string) (reconcile.Res
 		v.mu.Lock()
 		delete(v.uids, key)
 		delete(v.crashes, uid)
+		v.forgetFailedSends(uid)
 		v.mu.Unlock()
 		if uid != "" {
 			if err := v.teardown(ctx, uid); err != nil {
 				return reconcile.Result{}, err
 			}
 		}
-		v.a.netReleased(key) // a VM that moved away: its ports here go
+		v.a.netReleased(key, uid) // a VM that moved away: its ports here go
 		return reconcile.Result{}, nil
 	}
 	vm := api.DeepCopy(obj).(*api.VirtualMachine)
 	dir := v.dir(vm.Metadata.UID)
+	v.mu.Lock()
+	v.forgetFailedSends(vm.Metadata.UID) // placed here: no move from here is under way
+	v.mu.Unlock()
 	if api.MigrationFailed(vm) {
 		// Its move here failed (migrate.go): a QEMU started here to
 		// receive it never gets it, even one that does not answer.

@@ -70,7 +70,7 @@ func TestSandboxNetworks(t *testing.T) {
 	})
 
 	// What red/a and blue/x found, from their consoles.
-	results := func(tenant, vm string, keys ...string) map[string]string {
+	results := func(t *testing.T, tenant, vm string, keys ...string) map[string]string {
 		got := map[string]string{}
 		servertest.Eventually(t, 5*time.Minute, func() error {
 			out := console(tenant, vm)
@@ -92,7 +92,7 @@ func TestSandboxNetworks(t *testing.T) {
 		})
 		return got
 	}
-	red := results("red", "a", "peer", "other-subnet", "internet", "ipv6", "ipv6-peer", "ipv6-other-subnet", "internet6")
+	red := results(t, "red", "a", "peer", "other-subnet", "internet", "ipv6", "ipv6-peer", "ipv6-other-subnet", "internet6")
 	for k, v := range map[string]string{"peer": "red-b", "other-subnet": "red-c", "internet": "hearth-sandbox-internet",
 		// Out to the internet over IPv6, red's own address (no NAT).
 		"internet6": "hearth-sandbox-internet",
@@ -128,7 +128,7 @@ func TestSandboxNetworks(t *testing.T) {
 		}
 	})
 	t.Run("isolation", func(t *testing.T) {
-		if got := results("blue", "x", "red-a")["red-a"]; got != "none" {
+		if got := results(t, "blue", "x", "red-a")["red-a"]; got != "none" {
 			t.Errorf("blue/x reached red/a's address and got %q, want nothing", got)
 		}
 	})
@@ -136,27 +136,28 @@ func TestSandboxNetworks(t *testing.T) {
 	// DNS and metadata, from inside the guests: red/a resolves its peer
 	// by name and reads its own metadata; blue/x, on the same host with
 	// the same CIDR, resolves none of red's names and reads only its own.
-	uid := func(tenant, vm string) string {
-		o, err := api.Decode([]byte(s.must("", "get", "vm", vm, "--tenant", tenant, "-o", "json")))
+	uid := func(t *testing.T, tenant, vm string) string {
+		o, err := api.Decode([]byte(s.in(t).must("", "get", "vm", vm, "--tenant", tenant, "-o", "json")))
 		if err != nil {
 			t.Fatal(err)
 		}
 		return o.GetMetadata().UID
 	}
 	t.Run("DNS and metadata", func(t *testing.T) {
-		got := results("red", "a", "name", "fqdn", "instance-id", "local-ipv4", "public-ipv4", "nocloud-hostname")
+		s := s.in(t)
+		got := results(t, "red", "a", "name", "fqdn", "instance-id", "local-ipv4", "public-ipv4", "nocloud-hostname")
 		fipAddr := ""
 		if o, err := api.Decode([]byte(s.must("", "get", "fip", "a", "--tenant", "red", "-o", "json"))); err == nil {
 			fipAddr = o.(*api.FloatingIP).Status.Address
 		}
-		for k, v := range map[string]string{"name": "10.10.1.11", "fqdn": "10.10.1.11", "instance-id": uid("red", "a"),
+		for k, v := range map[string]string{"name": "10.10.1.11", "fqdn": "10.10.1.11", "instance-id": uid(t, "red", "a"),
 			"local-ipv4": "10.10.1.10", "public-ipv4": fipAddr, "nocloud-hostname": "a"} {
 			if got[k] != v {
 				t.Errorf("red/a's %s = %q, want %q", k, got[k], v)
 			}
 		}
-		blue := results("blue", "x", "name-b", "instance-id", "local-ipv4")
-		for k, v := range map[string]string{"name-b": "none", "instance-id": uid("blue", "x"), "local-ipv4": "10.10.1.11"} {
+		blue := results(t, "blue", "x", "name-b", "instance-id", "local-ipv4")
+		for k, v := range map[string]string{"name-b": "none", "instance-id": uid(t, "blue", "x"), "local-ipv4": "10.10.1.11"} {
 			if blue[k] != v {
 				t.Errorf("blue/x's %s = %q, want %q", k, blue[k], v)
 			}
@@ -165,6 +166,7 @@ func TestSandboxNetworks(t *testing.T) {
 
 	var fip string
 	t.Run("floating IP", func(t *testing.T) {
+		s := s.in(t)
 		var addr string
 		servertest.Eventually(t, time.Minute, func() error {
 			out := s.must("", "get", "fip", "a", "--tenant", "red", "-o", "json")
@@ -232,6 +234,7 @@ func TestSandboxNetworks(t *testing.T) {
 	// other host, and the internet reaches it through a floating IP. It
 	// deletes what it made (the teardown below checks the hosts).
 	t.Run("convergence benchmark", func(t *testing.T) {
+		s := s.in(t)
 		out := s.must("", "bench", "net", "--sandbox-dir", s.dir, "--runs", "3")
 		for _, want := range []string{"peer on the other host reaches it", "FloatingIP create→internet reaches the VM"} {
 			if !strings.Contains(out, want) {
@@ -245,6 +248,7 @@ func TestSandboxNetworks(t *testing.T) {
 	// have: h1 says so in its Host's NetworkReady condition and in one
 	// event, and clears the condition once the VM is gone.
 	t.Run("problem on the Host", func(t *testing.T) {
+		s := s.in(t)
 		bad := `apiVersion: hearth.dev/v1alpha1
 kind: ExternalNetwork
 metadata: {name: nowhere}
@@ -323,6 +327,7 @@ spec:
 
 	// Deleting everything leaves nothing of the networks on the hosts.
 	t.Run("teardown", func(t *testing.T) {
+		s := s.in(t)
 		s.must("", "delete", "fip", "a", "--tenant", "red")
 		s.must("", "delete", "vm", "a", "b", "c", "--tenant", "red")
 		s.must("", "delete", "vm", "x", "--tenant", "blue")

@@ -58,6 +58,7 @@ func TestSandboxPXEProxy(t *testing.T) {
 	}
 	for _, fw := range []string{"bios", "uefi"} {
 		t.Run(fw, func(t *testing.T) {
+			s := s.in(t)
 			name := "pxp-" + fw
 			args := []string{"sandbox", "machine", "add", name, "--dir", s.dir}
 			if fw == "uefi" {

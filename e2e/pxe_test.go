@@ -78,6 +78,7 @@ func TestSandboxPXE(t *testing.T) {
 	s.must(s.installProfile(), "apply", "-f", "-")
 	for _, fw := range []string{"bios", "uefi"} {
 		t.Run(fw, func(t *testing.T) {
+			s := s.in(t)
 			name := "pxe-" + fw
 			args := []string{"sandbox", "machine", "add", name, "--dir", s.dir}
 			if fw == "uefi" {

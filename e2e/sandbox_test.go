@@ -112,6 +112,15 @@ func (s *sandboxLab) hearth(stdin string, args ...string) (string, error) {
 	return out.String(), err
 }
 
+// in is the sandbox as seen by the subtest t: what fails in its helpers
+// (must, getJSON, waitVM, …) fails t, not the test that made the
+// sandbox (which a subtest must not stop from its own goroutine).
+func (s *sandboxLab) in(t *testing.T) *sandboxLab {
+	c := *s
+	c.t = t
+	return &c
+}
+
 func (s *sandboxLab) must(stdin string, args ...string) string {
 	s.t.Helper()
 	out, err := s.hearth(stdin, args...)
