@@ -120,6 +120,30 @@ func (v *vmController) incoming(vm *api.VirtualMachine) bool {
 	return st.Phase == api.VMRunning || st.Phase == api.VMMigrating
 }
 
+// incomingOverdue is whether a move to this host began longer than
+// migrateTimeout ago (by the migration's own start): the source has
+// given up on it by then (its --migration-timeout is at most that).
+func incomingOverdue(m *api.VMMigration, now time.Time) bool {
+	return m != nil && m.StartedAt != nil && now.Sub(*m.StartedAt) > migrateTimeout
+}
+
+// giveUpUnreadable ends a move to this host whose QEMU cannot even be
+// looked at (its QMP silent) past migrateTimeout. A QEMU 7.2 waiting
+// for a source that connected and then vanished (a crash or partition
+// in the TLS handshake) reads the handshake on its main loop and
+// answers nothing, and no source is left to record the failure: without
+// this the VM's reconcile would fail at every look, for ever. Kill goes
+// by the process, not QMP.
+func (v *vmController) giveUpUnreadable(ctx context.Context, vm *api.VirtualMachine, dir string, lookErr error) (reconcile.Result, error) {
+	m := vm.Status.Migration
+	slog.Warn("giving up a live migration whose incoming QEMU does not answer", "vm", client.Key(vm), "from", m.From, "err", lookErr)
+	if err := v.a.cfg.Driver.Kill(ctx, vm.Metadata.UID, dir); err != nil {
+		return reconcile.Result{}, err
+	}
+	return v.moveFailed(ctx, vm, "%s could not read the state of its QEMU waiting for the VM from %s (%v) %s after the move began, and gave up",
+		v.a.cfg.Name, m.From, lookErr, migrateTimeout)
+}
+
 // migrateIn is the destination's part (steps 1 and 3).
 func (v *vmController) migrateIn(ctx context.Context, vm *api.VirtualMachine, dir string, f vmFacts) (reconcile.Result, error) {
 	uid, drv := vm.Metadata.UID, v.a.cfg.Driver

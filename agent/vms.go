@@ -183,6 +183,9 @@ func (v *vmController) Reconcile(ctx context.Context, key string) (reconcile.Res
 	}
 	f, err := v.observe(ctx, vm, dir)
 	if err != nil {
+		if v.incoming(vm) && incomingOverdue(vm.Status.Migration, time.Now()) {
+			return v.giveUpUnreadable(ctx, vm, dir, err)
+		}
 		return reconcile.Result{}, err
 	}
 	if v.incoming(vm) {
