@@ -20,10 +20,16 @@ hearth_watch_delivery_seconds_bucket{watcher="host",le="+Inf"} ` + strconv.Itoa(
 hearth_api_request_duration_seconds_bucket{method="GET",le="0.001"} 5
 `
 	}
-	const name, label = "hearth_watch_delivery_seconds_bucket", `watcher="host"`
-	before := parseBuckets(page(10, 10, 10, 10), name, label)
+	buckets := func(page string) map[float64]float64 {
+		hs, err := parseHistos(page, deliveryHisto)
+		if err != nil || hs[deliveryHisto] == nil {
+			t.Fatalf("%s not read (%v)", deliveryHisto, err)
+		}
+		return hs[deliveryHisto].buckets
+	}
+	before := buckets(page(10, 10, 10, 10))
 	// 100 more: 50 under 1 ms, 45 more under 10 ms, 4 under 100 ms, 1 over.
-	after := parseBuckets(page(60, 105, 109, 110), name, label)
+	after := buckets(page(60, 105, 109, 110))
 	for _, c := range []struct {
 		q    float64
 		want time.Duration

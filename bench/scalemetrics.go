@@ -5,7 +5,6 @@ import (
 	"context"
 	"fmt"
 	"math"
-	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -149,21 +148,7 @@ func deltaOf(a, b *histo) histoDelta {
 	}
 	d := histoDelta{n: b.count - a.count}
 	d.mean = time.Duration((b.sum - a.sum) / d.n * float64(time.Second))
-	bounds := make([]float64, 0, len(b.buckets))
-	for le := range b.buckets {
-		bounds = append(bounds, le)
-	}
-	sort.Float64s(bounds)
-	for _, le := range bounds {
-		if b.buckets[le]-a.buckets[le] >= 0.99*d.n {
-			if math.IsInf(le, 1) {
-				d.p99 = -1 // above the largest bound
-			} else {
-				d.p99 = time.Duration(le * float64(time.Second))
-			}
-			break
-		}
-	}
+	d.p99, _ = bucketQuantile(a.buckets, b.buckets, 0.99) // -1: above the largest bound
 	return d
 }
 
