@@ -66,6 +66,7 @@ etcd never finds its disk full.`,
 			}
 			cfg.Etcd.Endpoints = server.ParseList(endpoints)
 			cfg.TLSSANs = server.ParseList(sans)
+			var nextCPUPhase func()
 			if cpuProfile != "" {
 				f, err := os.Create(cpuProfile)
 				if err != nil {
@@ -75,7 +76,8 @@ etcd never finds its disk full.`,
 					f.Close()
 					return fmt.Errorf("--cpuprofile: %w", err)
 				}
-				stop := profilePhases(cpuProfile, f)
+				var stop func()
+				nextCPUPhase, stop = cpuPhases(cpuProfile, f)
 				defer stop()
 			}
 			s, err := server.Start(cmd.Context(), cfg)
@@ -83,15 +85,23 @@ etcd never finds its disk full.`,
 				return err
 			}
 			fmt.Fprintf(g.errOut, "hearth server listening on %s\nadmin config: %s\n", s.URL(), filepath.Join(cfg.DataDir, "admin.conf"))
-			if memProfile != "" {
-				// SIGUSR1 writes the heap now: a measurement takes it
-				// while every client is still connected (hearth bench
-				// scale --server-memprofile), not after they left.
+			if memProfile != "" || nextCPUPhase != nil {
+				// SIGUSR1 marks a point of a measurement: it starts the
+				// CPU profile's next phase (hearth bench scale
+				// --server-cpuprofile) and writes the heap now, while
+				// every client is still connected (--server-memprofile),
+				// not after they left.
 				usr1 := make(chan os.Signal, 1)
 				signal.Notify(usr1, syscall.SIGUSR1)
 				defer signal.Stop(usr1)
 				go func() {
 					for range usr1 {
+						if nextCPUPhase != nil {
+							nextCPUPhase()
+						}
+						if memProfile == "" {
+							continue
+						}
 						if err := writeHeapProfile(memProfile); err != nil {
 							fmt.Fprintf(g.errOut, "--memprofile: %v\n", err)
 						}
