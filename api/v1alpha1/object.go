@@ -17,7 +17,7 @@ import (
 // (`spec.cdir: unknown field`) rather than silently ignored.
 func Decode(data []byte) (Object, error) {
 	var tm TypeMeta
-	if err := json.Unmarshal(data, &tm); err != nil {
+	if err := Unmarshal(data, &tm); err != nil {
 		return nil, FieldErrors{{Field: "", Detail: "not a JSON object: " + err.Error()}}
 	}
 	var es FieldErrors
@@ -43,7 +43,7 @@ func Decode(data []byte) (Object, error) {
 // DecodeInto decodes JSON strictly into obj: unknown fields and type
 // mismatches are FieldErrors with their paths.
 func DecodeInto(data []byte, obj any) error {
-	if decodeFast(data, obj) {
+	if DecodeExact(data, obj) || decodeFast(data, obj) {
 		return nil
 	}
 	var raw any

@@ -181,20 +181,29 @@ func (s *Store) decode(k *api.KindInfo, key, value []byte, modRev int64) (api.Ob
 		return nil, err
 	}
 	obj := k.New()
-	dec := json.NewDecoder(bytes.NewReader(value))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(obj); err != nil {
-		// Read again for the field's path (api.DecodeInto names it).
-		if perr := api.DecodeInto(value, k.New()); perr != nil {
-			err = perr
+	// DecodeExact takes what the strict read would read the same way,
+	// faster; the rest is read as always.
+	if !api.DecodeExact(value, obj) {
+		if err := decodeStrict(value, obj); err != nil {
+			// Read again for the field's path (api.DecodeInto names it).
+			if perr := api.DecodeInto(value, k.New()); perr != nil {
+				err = perr
+			}
+			return nil, newerObject(k, key, err.Error())
 		}
-		return nil, newerObject(k, key, err.Error())
 	}
 	if v := obj.GetTypeMeta().APIVersion; v != api.APIVersion {
 		return nil, newerObject(k, key, fmt.Sprintf("apiVersion %q", v))
 	}
 	obj.GetMetadata().ResourceVersion = strconv.FormatInt(modRev, 10)
 	return obj, nil
+}
+
+// decodeStrict reads a stored object refusing fields it does not know.
+func decodeStrict(value []byte, obj api.Object) error {
+	dec := json.NewDecoder(bytes.NewReader(value))
+	dec.DisallowUnknownFields()
+	return dec.Decode(obj)
 }
 
 // newerObject is the error for a stored object this server cannot read
