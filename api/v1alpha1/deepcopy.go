@@ -67,13 +67,14 @@ func makePlan(t reflect.Type) copyPlan {
 	case timeType:
 		return copyTime
 	case bytesType:
-		// Bytes encodes as its String, which parses back to it unless it
-		// is negative (which does not parse at all).
+		// Bytes encodes as its String and decodes that with ParseBytes,
+		// which refuses some (a negative size, one too large for it).
 		return func(dst, src reflect.Value) bool {
-			if src.Int() < 0 {
+			b, err := ParseBytes(Bytes(src.Int()).String())
+			if err != nil {
 				return false
 			}
-			dst.SetInt(src.Int())
+			dst.SetInt(int64(b))
 			return true
 		}
 	}
