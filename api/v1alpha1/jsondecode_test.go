@@ -229,6 +229,18 @@ func TestDecodeAgrees(t *testing.T) {
 	for _, data := range decodeCorpus(t) {
 		checkDecodeAgrees(t, data)
 	}
+	// The fast ways are taken where they should be, so the comparisons
+	// above compare something.
+	for kind, obj := range Examples() {
+		data, _ := json.Marshal(obj)
+		k, _ := KindByName(kind)
+		if !DecodeExact(data, k.New()) || !UnmarshalFast(data, k.New()) {
+			t.Errorf("%s: the example does not take the fast decoders", kind)
+		}
+		if p := planOf(reflect.TypeOf(obj).Elem()); p == nil {
+			t.Errorf("%s: DeepCopy has no plan for it", kind)
+		}
+	}
 }
 
 // TestDecodeErrorsUnchanged: the errors users see name the field as they
