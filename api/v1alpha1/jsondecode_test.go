@@ -96,6 +96,9 @@ func awkwardDocuments() []string {
 	secret := func(data string) string {
 		return `{"apiVersion":"hearth.dev/v1alpha1","kind":"Secret","metadata":{"name":"s"},"spec":{"data":{"k":` + data + `}}}`
 	}
+	host := func(overcommit string) string {
+		return `{"apiVersion":"hearth.dev/v1alpha1","kind":"Host","metadata":{"name":"h"},"spec":{"cpuOvercommit":` + overcommit + `}}`
+	}
 	ok := vm(`"cpus":2,"memory":"1Gi"`)
 	docs := []string{
 		ok, " \t\n" + ok + "\n\n", ok + "x", ok + "}", ok + " {}", ok + "]", ok + ok, "\ufeff" + ok,
@@ -124,6 +127,8 @@ func awkwardDocuments() []string {
 		// numbers
 		vm(`"cpus":1e2`), vm(`"cpus":1.0`), vm(`"cpus":-0`), vm(`"cpus":1.5`), vm(`"cpus":99999999999999999999`),
 		vm(`"cpus":-1`), vm(`"cpus":9223372036854775807`), vm(`"cpus":01`), vm(`"cpus":+1`), vm(`"cpus":1E+2`),
+		host(`1e400`), host(`1e-400`), host(`-0`), host(`-0.0`), host(`1.7976931348623157e308`), host(`4.9e-324`),
+		host(`0.1`), host(`"1.5"`), host(`1.`), host(`.5`), host(`1e`), host(`123456789012345678901234567890`),
 		// sizes (Bytes)
 		vm(`"memory":1e3`), vm(`"memory":"1gi"`), vm(`"memory":"1G"`), vm(`"memory":" 1Gi"`), vm(`"memory":1024`),
 		vm(`"memory":"1024"`), vm(`"memory":"\u0031Gi"`), vm(`"memory":-5`), vm(`"memory":0`), vm(`"memory":"0"`),
