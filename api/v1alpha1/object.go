@@ -6,7 +6,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"reflect"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -225,8 +227,9 @@ func unknownFields(path string, v any, t reflect.Type) FieldErrors {
 	case map[string]any:
 		switch t.Kind() {
 		case reflect.Map:
-			for k, x := range val {
-				es = append(es, unknownFields(join(path, k), x, t.Elem())...)
+			// In key order, so the same document gives the same errors.
+			for _, k := range slices.Sorted(maps.Keys(val)) {
+				es = append(es, unknownFields(join(path, k), val[k], t.Elem())...)
 			}
 		case reflect.Struct:
 			fields := jsonFields(t)
