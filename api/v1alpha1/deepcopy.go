@@ -39,19 +39,47 @@ func DeepCopy(obj Object) Object {
 // then in no particular state.
 type copyPlan func(dst, src reflect.Value) bool
 
-var plans sync.Map // reflect.Type → copyPlan (nil: no plan)
+var (
+	plans  sync.Map // reflect.Type → copyPlan (nil: no plan), once made
+	planMu sync.Mutex
+)
 
 // planOf returns t's plan, nil if there is none.
 func planOf(t reflect.Type) copyPlan {
 	if p, ok := plans.Load(t); ok {
 		return p.(copyPlan)
 	}
-	// A recursive type refers to its own plan while it is being made.
-	var p copyPlan
-	plans.Store(t, copyPlan(func(dst, src reflect.Value) bool { return p != nil && p(dst, src) }))
-	p = makePlan(t)
-	plans.Store(t, p)
+	planMu.Lock()
+	defer planMu.Unlock()
+	b := planBuilder{cells: map[reflect.Type]*copyPlan{}}
+	p := b.plan(t)
+	// Published only once made, so no reader sees a plan half built.
+	for t, c := range b.cells {
+		plans.Store(t, *c)
+	}
 	return p
+}
+
+// planBuilder makes the plans of one type and of the types in it.
+type planBuilder struct {
+	cells map[reflect.Type]*copyPlan
+}
+
+func (b *planBuilder) plan(t reflect.Type) copyPlan {
+	if p, ok := plans.Load(t); ok {
+		return p.(copyPlan)
+	}
+	if c, ok := b.cells[t]; ok {
+		if *c != nil {
+			return *c
+		}
+		// A type that contains itself: its plan, once made.
+		return func(dst, src reflect.Value) bool { return *c != nil && (*c)(dst, src) }
+	}
+	c := new(copyPlan)
+	b.cells[t] = c
+	*c = b.makePlan(t)
+	return *c
 }
 
 var (
@@ -62,7 +90,7 @@ var (
 	textUnmarshType = reflect.TypeFor[encoding.TextUnmarshaler]()
 )
 
-func makePlan(t reflect.Type) copyPlan {
+func (b *planBuilder) makePlan(t reflect.Type) copyPlan {
 	switch t {
 	case timeType:
 		return copyTime
@@ -102,7 +130,7 @@ func makePlan(t reflect.Type) copyPlan {
 	case reflect.String:
 		return func(dst, src reflect.Value) bool { dst.SetString(validUTF8(src.String())); return true }
 	case reflect.Pointer:
-		elem := planOf(t.Elem())
+		elem := b.plan(t.Elem())
 		if elem == nil {
 			return nil
 		}
@@ -127,7 +155,7 @@ func makePlan(t reflect.Type) copyPlan {
 				return true
 			}
 		}
-		elem := planOf(t.Elem())
+		elem := b.plan(t.Elem())
 		if elem == nil {
 			return nil
 		}
@@ -149,7 +177,7 @@ func makePlan(t reflect.Type) copyPlan {
 		if t.Key().Kind() != reflect.String {
 			return nil
 		}
-		elem := planOf(t.Elem())
+		elem := b.plan(t.Elem())
 		if elem == nil {
 			return nil
 		}
@@ -175,7 +203,7 @@ func makePlan(t reflect.Type) copyPlan {
 			return true
 		}
 	case reflect.Struct:
-		return structPlan(t)
+		return b.structPlan(t)
 	}
 	return nil // interfaces, arrays, channels, functions: the round trip
 }
@@ -234,7 +262,7 @@ type structField struct {
 // on what it does not model: an embedded pointer or non-struct without a
 // name, tag options other than omitempty, and two fields of one JSON name
 // (encoding/json's rules for which wins are not repeated here).
-func structPlan(t reflect.Type) copyPlan {
+func (b *planBuilder) structPlan(t reflect.Type) copyPlan {
 	var fields []structField
 	names := map[string]bool{}
 	var walk func(t reflect.Type, index []int) bool
@@ -276,7 +304,7 @@ func structPlan(t reflect.Type) copyPlan {
 				return false
 			}
 			names[name] = true
-			p := planOf(f.Type)
+			p := b.plan(f.Type)
 			if p == nil {
 				return false
 			}
