@@ -120,3 +120,23 @@ func TestDecodeBodyAgrees(t *testing.T) {
 		}
 	}
 }
+
+// TestWatchEnvelopeAgrees: a watch event's envelope is read by
+// api.Unmarshal as encoding/json read it (WatchOnce's own struct).
+func TestWatchEnvelopeAgrees(t *testing.T) {
+	type envelope struct {
+		Type   string          `json:"type"`
+		Object json.RawMessage `json:"object"`
+	}
+	vm, _ := json.Marshal(api.Examples()["VirtualMachine"])
+	lines := []string{`{"type":"ADDED","object":` + string(vm) + `}`, `{"type":"DELETED","object":null}`, `{"type":"BOOKMARK"}`,
+		`{"TYPE":"ADDED","Object":{"a":1}}`, `{"type":"ADDED","object":{ "a" : [1, 2] } }`, `{"type":"A","type":"B","object":1,"object":2}`,
+		`{"type":5}`, `{"type":"ERROR","object":{"message":"gone","code":410}}`, `{"type":"ADDED","object":{"a":1}} x`, ``, `null`}
+	for _, line := range lines {
+		var got, want envelope
+		gotErr, wantErr := api.Unmarshal([]byte(line), &got), json.Unmarshal([]byte(line), &want)
+		if fmt.Sprint(gotErr) != fmt.Sprint(wantErr) || !reflect.DeepEqual(got, want) {
+			t.Errorf("%s: got %q %q, %v; want %q %q, %v", line, got.Type, got.Object, gotErr, want.Type, want.Object, wantErr)
+		}
+	}
+}
