@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -823,7 +824,7 @@ func (r *scaleRun) backlog(ctx context.Context, leader *serverProc) error {
 
 	r.logf("uncordoning %d hosts", r.cfg.Hosts)
 	r.nextProfiles()
-	waits := placementWaits
+	waits := append(slices.Clone(placementWaits), placementSizes...)
 	var before map[string]*histo
 	if len(r.servers) == 1 {
 		before, _ = scrapeHistos(ctx, r.servers[0], waits...)
@@ -856,8 +857,11 @@ func (r *scaleRun) backlog(ctx context.Context, leader *serverProc) error {
 	b := r.sample(ctx)
 	if before != nil {
 		if after, err := scrapeHistos(ctx, r.servers[0], waits...); err == nil {
-			for _, w := range waits {
+			for _, w := range placementWaits {
 				r.res.PlacementWaits = append(r.res.PlacementWaits, fmt.Sprintf("%s: %s", w, deltaOf(before[w], after[w])))
+			}
+			for _, w := range placementSizes {
+				r.res.PlacementWaits = append(r.res.PlacementWaits, fmt.Sprintf("%s: %s", w, sizeDelta(before[w], after[w], "batches")))
 			}
 		}
 	}

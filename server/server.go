@@ -118,6 +118,9 @@ type Server struct {
 	// learn that its tenant exists.
 	tenants *store.Mirror[struct{}]
 
+	// hostWrites queues hosts' writes beyond a few per core (fairqueue.go).
+	hostWrites *fairQueue
+
 	// feeds share one etcd watch per kind among the API's watchers.
 	feeds feeds
 	// hostLeases are the hosts' etcd leases, for host liveness.
@@ -204,7 +207,8 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	}
 	tk, _ := api.KindByName("Tenant")
 	uk, _ := api.KindByName("User")
-	s := &Server{cfg: cfg, tenantKind: tk, userKind: uk, bookmarkEvery: 5 * time.Second, metrics: newMetrics()}
+	s := &Server{cfg: cfg, tenantKind: tk, userKind: uk, bookmarkEvery: 5 * time.Second, metrics: newMetrics(),
+		hostWrites: newFairQueue(hostWriteLimit())}
 	s.feeds.s = s
 	// An embedded member needs the CA before etcd runs (peer TLS); with
 	// an external etcd the CA comes from etcd alone.
@@ -511,7 +515,7 @@ func (s *Server) leadOnce(ctx context.Context) error {
 	}
 	rec := client.NewRecorder(c, "hearth-server").Background(lctx)
 	var wg sync.WaitGroup
-	for _, run := range append(append(defaultControllers(s.cfg, s.informers, s.hostLeases), s.pollSensors), s.cfg.Controllers...) {
+	for _, run := range append(append(defaultControllers(s.cfg, s.informers, s.hostLeases, s.metrics.bindings), s.pollSensors), s.cfg.Controllers...) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()

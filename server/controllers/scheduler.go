@@ -56,6 +56,8 @@ type Scheduler struct {
 	Now    func() time.Time
 	// Informers, when set, are shared with the term's other controllers.
 	Informers *Informers
+	// Metrics, when set, records what the bindings wait on.
+	Metrics *BindingMetrics
 
 	hosts *client.Informer
 	vms   *client.Informer
@@ -105,6 +107,8 @@ type Scheduler struct {
 type pendingBinding struct {
 	key, uid string
 	item     api.BindingItem
+	// decided is when the binding was decided (Metrics).
+	decided time.Time
 }
 
 type warning struct {
@@ -415,6 +419,9 @@ func (s *Scheduler) Reconcile(ctx context.Context, key string) (reconcile.Result
 	// write fails (bound says what then).
 	b := &pendingBinding{key: key, uid: vm.Metadata.UID,
 		item: api.BindingItem{Tenant: vm.Metadata.Tenant, Name: vm.Metadata.Name, ResourceVersion: vm.Metadata.ResourceVersion, Host: host}}
+	if s.Metrics != nil {
+		b.decided = time.Now()
+	}
 	select {
 	case s.bindq <- b:
 	case <-ctx.Done():
@@ -504,7 +511,10 @@ func (s *Scheduler) sendBindings(ctx context.Context, batch []*pendingBinding) [
 		items[i] = b.item
 	}
 	errs := make([]error, len(batch))
+	start := time.Now()
+	s.Metrics.sent(batch, start)
 	out, err := s.Client.Bind(ctx, items)
+	s.Metrics.answered(time.Since(start))
 	for i := range batch {
 		switch {
 		case err != nil:
