@@ -1,6 +1,10 @@
 package server
 
-import "context"
+import (
+	"context"
+
+	api "hearth.dev/hearth/api/v1alpha1"
+)
 
 // FillHostWrites takes every slot of hosts' writes, as that many writes
 // running would, until the returned func gives them back.
@@ -26,4 +30,10 @@ func HostWritesWaiting(s *Server) int {
 		n += len(ws)
 	}
 	return n
+}
+
+// SetInvolvedCache makes get the cache a host's event's object is read
+// from (in place of the controllers' informers).
+func SetInvolvedCache(s *Server, get func(kind, key string) (api.Object, bool)) {
+	s.involvedCache = get
 }
