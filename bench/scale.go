@@ -147,6 +147,9 @@ type ScaleResult struct {
 	// BoundTwice are VMs seen on two hosts or started by two agents;
 	// Lost are VMs that never ran.
 	BoundTwice, Lost []string
+	// Flapped are the hosts declared NotReady after all were Ready (a
+	// lease renewal that waited too long): "h-0001: LeaseExpired".
+	Flapped []string
 	// Retries counts the bench's requests tried again after a 503 or a
 	// timeout: a sign the control plane was overloaded.
 	Retries int64
@@ -262,6 +265,9 @@ type scaleRun struct {
 	// counts are how many VMs of each name prefix ("bl", "run", "fan")
 	// reached each state ("unschedulable", "bound", "running").
 	counts map[string]int64
+
+	// readyAt is when every simulated host was first seen Ready.
+	readyAt time.Time
 }
 
 // vmTrack is what the bench saw of one VM.
@@ -468,6 +474,7 @@ func (r *scaleRun) startAgents(ctx context.Context, servers []*serverProc) error
 		return err
 	}
 	r.res.Joined = time.Since(start)
+	r.readyAt = time.Now()
 	r.logf("%d hosts Ready in %s", r.cfg.Hosts, r.res.Joined.Round(time.Millisecond))
 	// What an administrator of such hosts sets: room for many small VMs
 	// (each reports this machine's CPUs), and cordoned for the backlog.
@@ -1054,6 +1061,7 @@ func (r *scaleRun) final(ctx context.Context) {
 	s := r.sample(ctx)
 	r.res.DBSize, r.res.DBInUse = s.db, s.dbInUse
 	r.res.Conns = r.apiConns()
+	r.res.Flapped = r.flapped(ctx)
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	byUID := map[string]string{}
@@ -1170,8 +1178,9 @@ func (r *scaleRun) report(w io.Writer) {
 	row("requests retried (503, timeout)", "%d", res.Retries)
 	row("bound or started twice", "%d", len(res.BoundTwice))
 	row("lost (never Running)", "%d", len(res.Lost))
+	row("hosts declared NotReady", "%d (after all were Ready)", len(res.Flapped))
 	tw.Flush()
-	for _, s := range append(res.BoundTwice, res.Lost...) {
+	for _, s := range slices.Concat(res.BoundTwice, res.Lost, res.Flapped) {
 		fmt.Fprintln(w, "  ", s)
 	}
 }
@@ -1179,3 +1188,26 @@ func (r *scaleRun) report(w io.Writer) {
 // ErrScaleFaults is returned (wrapped) when a run saw VMs bound twice or
 // lost.
 var ErrScaleFaults = errors.New("VMs bound twice or lost")
+
+// flapped lists the simulated hosts whose Ready condition changed after
+// every host was Ready: each was declared NotReady meanwhile (its lease
+// renewal late), whether or not it is Ready again.
+func (r *scaleRun) flapped(ctx context.Context) []string {
+	if r.readyAt.IsZero() {
+		return nil
+	}
+	hosts, _, err := r.admin.List(ctx, "Host", "", client.ListOptions{})
+	if err != nil {
+		r.logf("listing hosts for their Ready condition: %v", err)
+		return nil
+	}
+	var out []string
+	for _, o := range hosts {
+		h := o.(*api.Host)
+		c := h.Status.Condition(api.ConditionReady)
+		if c != nil && (c.Status != api.ConditionTrue || (c.LastTransitionTime != nil && c.LastTransitionTime.After(r.readyAt))) {
+			out = append(out, fmt.Sprintf("%s: Ready=%s since %s (%s)", h.Metadata.Name, c.Status, c.LastTransitionTime.Format(time.RFC3339), c.Reason))
+		}
+	}
+	return out
+}
