@@ -115,7 +115,7 @@ func TestFairQueueGiveUp(t *testing.T) {
 	}
 }
 
-// TestHostWriteLimit: at least minHostWrites, so a two-core homelab
+// TestHostWriteLimit: at least minHostWrites, so a small server runs
 // server runs a handful of hosts' writes at once.
 func TestHostWriteLimit(t *testing.T) {
 	if got := hostWriteLimit(); got < minHostWrites {
