@@ -114,11 +114,3 @@ func TestFairQueueGiveUp(t *testing.T) {
 		t.Fatalf("after every release: %d in use, ring %v, %d flows waiting", q.inUse, q.ring, len(q.waiting))
 	}
 }
-
-// TestHostWriteLimit: at least minHostWrites, so a small server runs
-// server runs a handful of hosts' writes at once.
-func TestHostWriteLimit(t *testing.T) {
-	if got := hostWriteLimit(); got < minHostWrites {
-		t.Fatalf("limit %d, want at least %d", got, minHostWrites)
-	}
-}

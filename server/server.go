@@ -118,7 +118,7 @@ type Server struct {
 	// learn that its tenant exists.
 	tenants *store.Mirror[struct{}]
 
-	// hostWrites queues hosts' writes beyond a few per core (fairqueue.go).
+	// hostWrites queues hosts' writes beyond 64 per core (fairqueue.go).
 	hostWrites *fairQueue
 	// involvedCache, when set (tests), stands for the informers as the
 	// cache an event's object is read from (cachedInvolved).
