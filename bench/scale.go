@@ -148,7 +148,7 @@ type ScaleResult struct {
 	// Lost are VMs that never ran.
 	BoundTwice, Lost []string
 	// Flapped are the hosts declared NotReady after all were Ready (a
-	// lease renewal that waited too long): "h-0001: LeaseExpired".
+	// lease renewal that came too late), or not Ready at the end.
 	Flapped []string
 	// Retries counts the bench's requests tried again after a 503 or a
 	// timeout: a sign the control plane was overloaded.
@@ -1178,7 +1178,7 @@ func (r *scaleRun) report(w io.Writer) {
 	row("requests retried (503, timeout)", "%d", res.Retries)
 	row("bound or started twice", "%d", len(res.BoundTwice))
 	row("lost (never Running)", "%d", len(res.Lost))
-	row("hosts declared NotReady", "%d (after all were Ready)", len(res.Flapped))
+	row("hosts declared NotReady", "%d (after all were Ready, or not Ready at the end)", len(res.Flapped))
 	tw.Flush()
 	for _, s := range slices.Concat(res.BoundTwice, res.Lost, res.Flapped) {
 		fmt.Fprintln(w, "  ", s)
@@ -1189,24 +1189,34 @@ func (r *scaleRun) report(w io.Writer) {
 // lost.
 var ErrScaleFaults = errors.New("VMs bound twice or lost")
 
-// flapped lists the simulated hosts whose Ready condition changed after
-// every host was Ready: each was declared NotReady meanwhile (its lease
-// renewal late), whether or not it is Ready again.
+// flapped lists the simulated hosts declared NotReady after every host
+// was Ready (host liveness's HostNotReady event: its lease renewal came
+// too late), and those not Ready at the end.
 func (r *scaleRun) flapped(ctx context.Context) []string {
 	if r.readyAt.IsZero() {
 		return nil
 	}
+	seen := map[string]bool{}
+	var out []string
+	evs, _, err := r.admin.List(ctx, "Event", "", client.ListOptions{AllTenants: true, FieldSelector: "spec.reason=HostNotReady"})
+	if err != nil {
+		r.logf("listing HostNotReady events: %v", err)
+	}
+	for _, o := range evs {
+		ev := o.(*api.Event)
+		if t := ev.Spec.LastTimestamp; ev.Spec.InvolvedObject.Kind == "Host" && t != nil && t.After(r.readyAt) && !seen[ev.Spec.InvolvedObject.Name] {
+			seen[ev.Spec.InvolvedObject.Name] = true
+			out = append(out, fmt.Sprintf("%s: HostNotReady at %s: %s", ev.Spec.InvolvedObject.Name, t.Format(time.RFC3339), ev.Spec.Message))
+		}
+	}
 	hosts, _, err := r.admin.List(ctx, "Host", "", client.ListOptions{})
 	if err != nil {
 		r.logf("listing hosts for their Ready condition: %v", err)
-		return nil
 	}
-	var out []string
 	for _, o := range hosts {
 		h := o.(*api.Host)
-		c := h.Status.Condition(api.ConditionReady)
-		if c != nil && (c.Status != api.ConditionTrue || (c.LastTransitionTime != nil && c.LastTransitionTime.After(r.readyAt))) {
-			out = append(out, fmt.Sprintf("%s: Ready=%s since %s (%s)", h.Metadata.Name, c.Status, c.LastTransitionTime.Format(time.RFC3339), c.Reason))
+		if c := h.Status.Condition(api.ConditionReady); !seen[h.Metadata.Name] && (c == nil || c.Status != api.ConditionTrue) {
+			out = append(out, fmt.Sprintf("%s: not Ready at the end (%s)", h.Metadata.Name, h.Status.Phase))
 		}
 	}
 	return out
