@@ -6,9 +6,11 @@ import (
 	api "hearth.dev/hearth/api/v1alpha1"
 )
 
-// FillHostWrites takes every slot of hosts' writes, as that many writes
+// FillHostWrites holds the limit of hosts' writes, as a batch of
+// bindings in flight does, and takes every slot, as that many writes
 // running would, until the returned func gives them back.
 func FillHostWrites(s *Server) (give func()) {
+	s.hostWrites.hold()
 	n := s.hostWrites.limit
 	for range n {
 		_ = s.hostWrites.acquire(context.Background(), "test")
@@ -17,6 +19,7 @@ func FillHostWrites(s *Server) (give func()) {
 		for range n {
 			s.hostWrites.release()
 		}
+		s.hostWrites.unhold()
 	}
 }
 
@@ -37,3 +40,7 @@ func HostWritesWaiting(s *Server) int {
 func SetInvolvedCache(s *Server, get func(kind, key string) (api.Object, bool)) {
 	s.involvedCache = get
 }
+
+// SetHostWriteLimit sets how many hosts' writes run at once while
+// bindings are in flight (a fresh queue; none may be waiting).
+func SetHostWriteLimit(s *Server, n int) { s.hostWrites = newFairQueue(n) }
