@@ -159,6 +159,9 @@ type ScaleResult struct {
 	// (the agents' watches over, none busy), and ConnsPeak the most
 	// seen at the samples taken during the run.
 	Conns, ConnsPeak int
+	// Memory is the servers' peak memory in each phase of the run,
+	// sampled twice a second (see memSampler).
+	Memory []MemPhase
 }
 
 const scaleTenant = "bench"
@@ -261,6 +264,8 @@ type scaleRun struct {
 	// counts are how many VMs of each name prefix ("bl", "run", "fan")
 	// reached each state ("unschedulable", "bound", "running").
 	counts map[string]int64
+	// mem samples the servers' memory by phase.
+	mem *memSampler
 }
 
 // vmTrack is what the bench saw of one VM.
@@ -287,6 +292,14 @@ func (r *scaleRun) run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	r.mem = newMemSampler(r, 500*time.Millisecond)
+	r.mem.setPhase("start, networks")
+	mctx, mcancel := context.WithCancel(ctx)
+	defer func() {
+		mcancel()
+		r.res.Memory = r.mem.result()
+	}()
+	go r.mem.run(mctx)
 	// The bench and the agents talk to servers that will survive: the
 	// client has one server URL (an HA deployment puts a load balancer
 	// in front), so agents of a killed server would lose their API.
@@ -328,24 +341,31 @@ func (r *scaleRun) run(ctx context.Context) error {
 		return err
 	}
 
+	r.mem.setPhase("hosts joining")
 	if err := r.startAgents(ctx, survivors); err != nil {
 		return err
 	}
+	r.mem.setPhase("idle hosts")
 	if err := r.measureHeartbeats(ctx); err != nil {
 		return err
 	}
+	r.mem.setPhase("backlog created")
 	if err := r.backlog(ctx, leader); err != nil {
 		return err
 	}
+	r.mem.setPhase("create→Running")
 	if err := r.createToRunning(ctx); err != nil {
 		return err
 	}
+	r.mem.setPhase("watch fan-out")
 	if err := r.fanout(ctx); err != nil {
 		return err
 	}
+	r.mem.setPhase("list every VM")
 	if err := r.listAll(ctx); err != nil {
 		return err
 	}
+	r.mem.setPhase("end")
 	r.final(ctx)
 	return nil
 }
@@ -822,6 +842,9 @@ func (r *scaleRun) backlog(ctx context.Context, leader *serverProc) error {
 	}
 
 	r.logf("uncordoning %d hosts", r.cfg.Hosts)
+	if r.mem != nil {
+		r.mem.setPhase("placement until Running")
+	}
 	r.nextProfiles()
 	waits := placementWaits
 	var before map[string]*histo
@@ -1161,6 +1184,13 @@ func (r *scaleRun) report(w io.Writer) {
 	}
 	row("server memory", "RSS %s (peak %s%s): %s its own, %s files mapped (etcd's database, the binary)", mib(res.ServerRSS), mib(res.ServerPeakRSS), limit,
 		mib(res.ServerRSSAnon), mib(res.ServerRSSFile))
+	for i, m := range res.Memory {
+		what := ""
+		if i == 0 {
+			what = "  peak by phase"
+		}
+		row(what, "%s: %s", m.Phase, m)
+	}
 	row("etcd database", "%s (%s in use)", mib(res.DBSize), mib(res.DBInUse))
 	row("API connections", "%d open at the end, at most %d seen (%d hosts)", res.Conns, res.ConnsPeak, cfg.Hosts)
 	row("requests retried (503, timeout)", "%d", res.Retries)
