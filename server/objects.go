@@ -324,8 +324,11 @@ func (s *Server) create(w http.ResponseWriter, r *http.Request, p *auth.Principa
 	}
 	req := t.request(auth.Create)
 	req.Name, req.New = obj.GetMetadata().Name, obj
+	// A read session (store.WithReadSession): the first read is
+	// linearizable, the rest need not wait for etcd's raft loop.
+	ctx := store.WithReadSession(r.Context())
 	if ev, ok := obj.(*api.Event); ok && p.HostCredential() {
-		if req.Involved, err = s.involvedObject(r.Context(), ev.Spec.InvolvedObject); err != nil {
+		if req.Involved, err = s.involvedObject(ctx, ev.Spec.InvolvedObject); err != nil {
 			return err
 		}
 	}
@@ -345,7 +348,10 @@ func (s *Server) create(w http.ResponseWriter, r *http.Request, p *auth.Principa
 	for attempt := 0; ; attempt++ {
 		// The admission checks guard the write (store.Guard): if what
 		// they read changes before it commits, they run again.
-		ctx := store.WithGuards(r.Context())
+		if attempt > 0 {
+			ctx = store.WithReadSession(r.Context())
+		}
+		ctx := store.WithGuards(ctx)
 		if err := s.admit(ctx, p, obj, nil); err != nil {
 			return err
 		}
@@ -359,7 +365,7 @@ func (s *Server) create(w http.ResponseWriter, r *http.Request, p *auth.Principa
 		if err != nil {
 			return err
 		}
-		s.writeWarnings(r.Context(), w, p, created)
+		s.writeWarnings(ctx, w, p, created)
 		writeJSON(w, http.StatusCreated, shown(p, created))
 		return nil
 	}

@@ -232,6 +232,10 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	}
 	s.metrics.reg.MustRegister(&s.sensors)
 	s.store = store.New(s.etcd)
+	if db.Embedded() {
+		// The server calls its own member alone (store/reads.go).
+		s.store.ReadsFromOneMember()
+	}
 	installHooks(s.store)
 	s.store.SetHooks("Tenant", admission.TenantHooks{})
 	// A User's or Host's tokens go with it.

@@ -61,6 +61,7 @@ type UpdateHooks interface {
 // Store reads and writes objects in etcd.
 type Store struct {
 	c       *clientv3.Client
+	kv      *sessionKV // c's KV, for reads that may be in a read session (reads.go)
 	hooks   map[string][]Hooks
 	sealers map[string]Sealer
 	now     func() time.Time
@@ -68,7 +69,7 @@ type Store struct {
 
 // New returns a store on an etcd client.
 func New(c *clientv3.Client) *Store {
-	return &Store{c: c, hooks: map[string][]Hooks{}, sealers: map[string]Sealer{}, now: time.Now}
+	return &Store{c: c, kv: &sessionKV{KV: c.KV}, hooks: map[string][]Hooks{}, sealers: map[string]Sealer{}, now: time.Now}
 }
 
 // Client returns the etcd client, for the few callers (auth, leader
@@ -224,7 +225,7 @@ func ParseRV(rv string) (int64, error) {
 
 // Get reads one object.
 func (s *Store) Get(ctx context.Context, k *api.KindInfo, tenant, name string) (api.Object, error) {
-	resp, err := s.c.Get(ctx, Key(k, tenant, name))
+	resp, err := s.kv.Get(ctx, Key(k, tenant, name))
 	if err != nil {
 		return nil, unavailable(err)
 	}
@@ -238,7 +239,7 @@ func (s *Store) Get(ctx context.Context, k *api.KindInfo, tenant, name string) (
 // decoding it: for checks that need only its name to resolve (a
 // Network's status alone lists every port on it).
 func (s *Store) Exists(ctx context.Context, k *api.KindInfo, tenant, name string) (bool, error) {
-	resp, err := s.c.Get(ctx, Key(k, tenant, name), clientv3.WithCountOnly())
+	resp, err := s.kv.Get(ctx, Key(k, tenant, name), clientv3.WithCountOnly())
 	if err != nil {
 		return false, unavailable(err)
 	}
@@ -387,7 +388,7 @@ func (s *Store) Create(ctx context.Context, obj api.Object) (api.Object, error) 
 		cmps := []clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(key), "=", 0)}
 		var ops []clientv3.Op
 		for _, h := range s.hooks[k.Kind] {
-			c, o, err := h.OnCreate(withAttempt(ctx, attempt), s.c, obj)
+			c, o, err := h.OnCreate(withAttempt(ctx, attempt), s.kv, obj)
 			if err != nil {
 				return nil, err
 			}
@@ -538,7 +539,7 @@ func (s *Store) prepareUpdate(ctx context.Context, k *api.KindInfo, key string, 
 	} else {
 		for _, h := range s.hooks[k.Kind] {
 			if uh, ok := h.(UpdateHooks); ok {
-				c, o, err := uh.OnUpdate(hctx, s.c, w.old, next)
+				c, o, err := uh.OnUpdate(hctx, s.kv, w.old, next)
 				if err != nil {
 					return w, err
 				}
@@ -585,7 +586,7 @@ func (s *Store) deleteOps(ctx context.Context, k *api.KindInfo, key string, obj 
 	ops := []clientv3.Op{clientv3.OpDelete(key)}
 	var cmps []clientv3.Cmp
 	for _, h := range s.hooks[k.Kind] {
-		c, o, err := h.OnDelete(ctx, s.c, obj)
+		c, o, err := h.OnDelete(ctx, s.kv, obj)
 		if err != nil {
 			return nil, nil, err
 		}
