@@ -120,6 +120,9 @@ type ScaleResult struct {
 	// FanDeliver the rest (answered → the agent's lookup): the watch's
 	// delivery and the agent's reaction.
 	FanCreateP50, FanCreateP99, FanDeliverP50, FanDeliverP99 time.Duration
+	// FanCreatePhases is the creates' time in the server, by phase
+	// (hearth_api_vm_create_phase_seconds), over the fan-out's creates.
+	FanCreatePhases string
 	// FanServerP50 and FanServerP99 are the server's own part, from its
 	// hearth_watch_delivery_seconds of agents' watches over the phase:
 	// from the server reading the change from etcd to the agent's
@@ -986,8 +989,12 @@ func (r *scaleRun) fanout(ctx context.Context) error {
 	n := r.cfg.Hosts
 	r.logf("creating %d VMs, one bound to each host, at %.0f/s", n, r.cfg.Rate)
 	hist := r.deliveryBuckets(ctx)
+	phases := r.createPhases(ctx)
 	if err := r.atRate(ctx, n, "fan-%05d", func(i int) string { return r.hostNames[i] }); err != nil {
 		return err
+	}
+	if phases != nil {
+		r.res.FanCreatePhases = createPhasesDelta(phases, r.createPhases(ctx))
 	}
 	seen := func() int64 {
 		r.mu.Lock()
@@ -1175,6 +1182,7 @@ func (r *scaleRun) report(w io.Writer) {
 	}
 	row("watch to each agent", "p50 %s, p99 %s, max %s (create naming a host → its agent looks the VM up; %d hosts)", ms(res.FanP50), ms(res.FanP99), ms(res.FanMax), cfg.Hosts)
 	row("  of which the create", "p50 %s, p99 %s (sent → answered); answered → agent p50 %s, p99 %s", ms(res.FanCreateP50), ms(res.FanCreateP99), ms(res.FanDeliverP50), ms(res.FanDeliverP99))
+	row("  the create in the server", "%s", res.FanCreatePhases)
 	row("  of which the server's", "p50 ≤ %s, p99 ≤ %s (read from etcd → the agent's connection flushed; %.0f events to agents, server's histogram)",
 		ms(res.FanServerP50), ms(res.FanServerP99), res.FanServerEvents)
 	row("list every VM", "%s (%d VMs, median of 3); %s read without decoding", res.ListAll.Round(time.Millisecond), res.ListCount, res.ListBytes.Round(time.Millisecond))

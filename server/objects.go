@@ -318,10 +318,12 @@ func (s *Server) create(w http.ResponseWriter, r *http.Request, p *auth.Principa
 	if t.allTenants {
 		return api.NewBadRequest("%s are created in a tenant: POST to %s", t.kind.Plural, api.CollectionPath(t.kind, "TENANT"))
 	}
+	clock := s.createPhases.start(t.kind.Kind == "VirtualMachine")
 	obj, err := readObject(r, t)
 	if err != nil {
 		return err
 	}
+	clock.lap("read")
 	req := t.request(auth.Create)
 	req.Name, req.New = obj.GetMetadata().Name, obj
 	// A read session (store.WithReadSession): the first read is
@@ -355,7 +357,9 @@ func (s *Server) create(w http.ResponseWriter, r *http.Request, p *auth.Principa
 		if err := s.admit(ctx, p, obj, nil); err != nil {
 			return err
 		}
+		clock.lap("admit")
 		created, err := s.store.Create(ctx, obj)
+		clock.lap("write")
 		if errors.Is(err, store.ErrGuardChanged) {
 			if attempt < 16 {
 				continue
@@ -367,6 +371,7 @@ func (s *Server) create(w http.ResponseWriter, r *http.Request, p *auth.Principa
 		}
 		s.writeWarnings(ctx, w, p, created)
 		writeJSON(w, http.StatusCreated, shown(p, created))
+		clock.lap("answer")
 		return nil
 	}
 }
