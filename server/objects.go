@@ -196,7 +196,7 @@ func (s *Server) list(w http.ResponseWriter, r *http.Request, p *auth.Principal,
 // Only callers who may read every object of the kind as stored come here:
 // auth.VisibleTo and shown would pass each unchanged.
 func (s *Server) listRaw(w http.ResponseWriter, r *http.Request, p *auth.Principal, t target, f filter) error {
-	// Written as etcd is read, a page at a time (Store.ListRawPages), all
+	// Written as etcd is read, a page at a time (Store.ListStoredPages), all
 	// at the revision of the first page, which the list's metadata
 	// names before any object.
 	var bw *bufio.Writer
@@ -204,7 +204,7 @@ func (s *Server) listRaw(w http.ResponseWriter, r *http.Request, p *auth.Princip
 	var rev int64
 	for _, prefix := range prefixes(p, t) {
 		var err error
-		rev, err = s.store.ListRawPages(r.Context(), t.kind, prefix, f.labels, rev, func(rev int64, items [][]byte) error {
+		rev, err = s.store.ListStoredPages(r.Context(), t.kind, prefix, f.labels, rev, func(rev int64, items []store.Stored) error {
 			if bw == nil {
 				w.Header().Set("Content-Type", "application/json")
 				w.WriteHeader(http.StatusOK)
@@ -216,7 +216,7 @@ func (s *Server) listRaw(w http.ResponseWriter, r *http.Request, p *auth.Princip
 					bw.WriteByte(',')
 				}
 				n++
-				if _, err := bw.Write(item); err != nil {
+				if _, err := item.WriteTo(bw); err != nil {
 					return err
 				}
 			}
