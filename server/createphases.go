@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -35,24 +36,43 @@ func newCreatePhases(reg prometheus.Registerer) *createPhases {
 }
 
 // phaseClock times one create's phases: lap ends a phase begun at the
-// last lap (or at the clock's start).
+// last lap (or at the clock's start). It travels in the request's
+// context (phaseClockOf), so the functions a create calls lap it
+// themselves: readObject, admit, writeWarnings (every create of a VM
+// that succeeds calls it; it returns at once for an object with no
+// references) and serveObjects once create returns.
 type phaseClock struct {
 	p    *createPhases
 	last time.Time
+	// wrote is set once the write's lap is taken: the answer is timed
+	// only after a write (a refused create has none).
+	wrote bool
 }
 
-func (p *createPhases) start(on bool) phaseClock {
+type phaseClockKey struct{}
+
+// start returns ctx with a clock for one create, if on; a nil clock
+// (nothing timed) otherwise.
+func (p *createPhases) start(ctx context.Context, on bool) (context.Context, *phaseClock) {
 	if p == nil || !on {
-		return phaseClock{}
+		return ctx, nil
 	}
-	return phaseClock{p: p, last: time.Now()}
+	c := &phaseClock{p: p, last: time.Now()}
+	return context.WithValue(ctx, phaseClockKey{}, c), c
+}
+
+// phaseClockOf is the create's clock in ctx, or nil.
+func phaseClockOf(ctx context.Context) *phaseClock {
+	c, _ := ctx.Value(phaseClockKey{}).(*phaseClock)
+	return c
 }
 
 func (c *phaseClock) lap(phase string) {
-	if c.p == nil {
+	if c == nil || (phase == "answer" && !c.wrote) {
 		return
 	}
 	now := time.Now()
 	c.p.h.WithLabelValues(phase).Observe(now.Sub(c.last).Seconds())
 	c.last = now
+	c.wrote = c.wrote || phase == "write"
 }

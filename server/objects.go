@@ -67,7 +67,13 @@ func (s *Server) serveObjects(w http.ResponseWriter, r *http.Request, p *auth.Pr
 			err = s.list(w, r, p, t)
 		}
 	case t.name == "" && r.Method == http.MethodPost:
-		err = s.create(w, r, p, t)
+		// A create's reads form one read session (store/reads.go): the
+		// first is linearizable, the rest need not wait for etcd's
+		// raft loop. A VM's is timed by phase (createphases.go).
+		ctx := store.WithReadSession(r.Context())
+		ctx, clock := s.createPhases.start(ctx, t.kind.Kind == "VirtualMachine")
+		err = s.create(w, r.WithContext(ctx), p, t)
+		clock.lap("answer")
 	case t.name != "" && r.Method == http.MethodGet:
 		err = s.get(w, r, p, t)
 	case t.name != "" && r.Method == http.MethodPut:
@@ -281,6 +287,7 @@ func readObject(r *http.Request, t target) (api.Object, error) {
 	if len(es) > 0 {
 		return nil, api.NewInvalid(t.kind.Kind, m.Name, es)
 	}
+	phaseClockOf(r.Context()).lap("read")
 	return obj, nil
 }
 
@@ -318,19 +325,14 @@ func (s *Server) create(w http.ResponseWriter, r *http.Request, p *auth.Principa
 	if t.allTenants {
 		return api.NewBadRequest("%s are created in a tenant: POST to %s", t.kind.Plural, api.CollectionPath(t.kind, "TENANT"))
 	}
-	clock := s.createPhases.start(t.kind.Kind == "VirtualMachine")
 	obj, err := readObject(r, t)
 	if err != nil {
 		return err
 	}
-	clock.lap("read")
 	req := t.request(auth.Create)
 	req.Name, req.New = obj.GetMetadata().Name, obj
-	// A read session (store.WithReadSession): the first read is
-	// linearizable, the rest need not wait for etcd's raft loop.
-	ctx := store.WithReadSession(r.Context())
 	if ev, ok := obj.(*api.Event); ok && p.HostCredential() {
-		if req.Involved, err = s.involvedObject(ctx, ev.Spec.InvolvedObject); err != nil {
+		if req.Involved, err = s.involvedObject(r.Context(), ev.Spec.InvolvedObject); err != nil {
 			return err
 		}
 	}
@@ -350,16 +352,11 @@ func (s *Server) create(w http.ResponseWriter, r *http.Request, p *auth.Principa
 	for attempt := 0; ; attempt++ {
 		// The admission checks guard the write (store.Guard): if what
 		// they read changes before it commits, they run again.
-		if attempt > 0 {
-			ctx = store.WithReadSession(r.Context())
-		}
-		ctx := store.WithGuards(ctx)
+		ctx := store.WithGuards(r.Context())
 		if err := s.admit(ctx, p, obj, nil); err != nil {
 			return err
 		}
-		clock.lap("admit")
 		created, err := s.store.Create(ctx, obj)
-		clock.lap("write")
 		if errors.Is(err, store.ErrGuardChanged) {
 			if attempt < 16 {
 				continue
@@ -369,9 +366,8 @@ func (s *Server) create(w http.ResponseWriter, r *http.Request, p *auth.Principa
 		if err != nil {
 			return err
 		}
-		s.writeWarnings(ctx, w, p, created)
+		s.writeWarnings(r.Context(), w, p, created)
 		writeJSON(w, http.StatusCreated, shown(p, created))
-		clock.lap("answer")
 		return nil
 	}
 }
@@ -404,6 +400,7 @@ func (s *Server) admit(ctx context.Context, p *auth.Principal, obj, old api.Obje
 			return err
 		}
 	}
+	phaseClockOf(ctx).lap("admit")
 	return nil
 }
 

@@ -36,10 +36,19 @@ type readSession struct{ linearized atomic.Bool }
 type readSessionKey struct{}
 
 // WithReadSession returns a context whose reads through the store (and
-// the KV its hooks are given) form one read session. Use it for one
-// attempt of one request's reads and writes.
+// the KV its hooks are given) form one read session: one request's. A
+// create that loses a race (ErrGuardChanged) starts the session again,
+// so the request's next attempt reads linearizably first.
 func WithReadSession(ctx context.Context) context.Context {
 	return context.WithValue(ctx, readSessionKey{}, &readSession{})
+}
+
+// restartReadSession makes the next read of ctx's session linearizable
+// again: a write lost a race with one this member may not have applied.
+func restartReadSession(ctx context.Context) {
+	if rs, _ := ctx.Value(readSessionKey{}).(*readSession); rs != nil {
+		rs.linearized.Store(false)
+	}
 }
 
 // ReadsFromOneMember says the store's client sends every request to one

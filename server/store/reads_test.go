@@ -61,3 +61,19 @@ func TestReadSession(t *testing.T) {
 		})
 	}
 }
+
+// TestReadSessionRestart: after a lost race the session's next read is
+// linearizable again, and the ones after it serializable.
+func TestReadSessionRestart(t *testing.T) {
+	rec := &recordKV{}
+	kv := &sessionKV{KV: rec, oneMember: true}
+	ctx := WithReadSession(context.Background())
+	kv.Get(ctx, "/a")
+	kv.Get(ctx, "/b")
+	restartReadSession(ctx)
+	kv.Get(ctx, "/a")
+	kv.Get(ctx, "/b")
+	if want := []bool{false, true, false, true}; !slices.Equal(rec.got, want) {
+		t.Errorf("serializable reads: got %v, want %v", rec.got, want)
+	}
+}

@@ -481,6 +481,7 @@ func (s *Store) Create(ctx context.Context, obj api.Object) (api.Object, error) 
 			return nil, api.NewAlreadyExists(k.Kind, m.Tenant, m.Name)
 		}
 		if len(gcmps) > 0 {
+			restartReadSession(ctx)
 			return nil, ErrGuardChanged
 		}
 		if attempt >= 16 {
