@@ -76,3 +76,29 @@ func (k *sessionKV) Get(ctx context.Context, key string, opts ...clientv3.OpOpti
 	}
 	return resp, err
 }
+
+// readForUpdate reads the key an update starts from. On its first
+// attempt, from a client of one member, the read is serializable: the
+// update's transaction is conditional on the key's mod revision being
+// the one read, so a read the member is behind on cannot be written
+// over a newer object; it only loses the race, and the attempt after it
+// reads linearizably. Two answers a member behind could give wrongly
+// are asked again linearizably at once: the key missing (an object
+// made a moment ago through another member), and an older revision
+// than the caller's precondition (the caller has seen a newer one).
+// The third, an update that would change nothing (ErrUnchanged, which
+// writes nothing to lose a race with), the caller asks again itself
+// when serializable says so. A status write then waits for one raft
+// round, its transaction's, not two.
+func (s *Store) readForUpdate(ctx context.Context, key string, precondition int64, attempt int) (resp *clientv3.GetResponse, serializable bool, err error) {
+	if attempt > 0 || !s.kv.oneMember {
+		resp, err = s.c.Get(ctx, key)
+		return resp, false, err
+	}
+	resp, err = s.c.Get(ctx, key, clientv3.WithSerializable())
+	if err != nil || len(resp.Kvs) == 0 || (precondition != 0 && resp.Kvs[0].ModRevision < precondition) {
+		resp, err = s.c.Get(ctx, key)
+		return resp, false, err
+	}
+	return resp, true, nil
+}

@@ -6,6 +6,7 @@ import (
 	"slices"
 	"testing"
 
+	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
@@ -15,6 +16,9 @@ type recordKV struct {
 	clientv3.KV
 	got  []bool
 	fail map[int]bool
+	// mod, when set, is the mod revision of the key each read finds
+	// (0: missing), by whether the read was serializable.
+	mod map[bool]int64
 }
 
 func (r *recordKV) Get(_ context.Context, key string, opts ...clientv3.OpOption) (*clientv3.GetResponse, error) {
@@ -23,7 +27,11 @@ func (r *recordKV) Get(_ context.Context, key string, opts ...clientv3.OpOption)
 	if r.fail[n] {
 		return nil, errors.New("etcd is away")
 	}
-	return &clientv3.GetResponse{}, nil
+	resp := &clientv3.GetResponse{}
+	if m := r.mod[r.got[n]]; m != 0 {
+		resp.Kvs = []*mvccpb.KeyValue{{Key: []byte(key), ModRevision: m}}
+	}
+	return resp, nil
 }
 
 // TestReadSession holds a read session to its promise: the first read
@@ -75,5 +83,43 @@ func TestReadSessionRestart(t *testing.T) {
 	kv.Get(ctx, "/b")
 	if want := []bool{false, true, false, true}; !slices.Equal(rec.got, want) {
 		t.Errorf("serializable reads: got %v, want %v", rec.got, want)
+	}
+}
+
+// TestReadForUpdate: an update's first read is serializable from a
+// client of one member, and asked again linearizably when the member
+// may be behind (the key missing, older than the precondition).
+func TestReadForUpdate(t *testing.T) {
+	for _, tc := range []struct {
+		name         string
+		oneMember    bool
+		attempt      int
+		precondition int64
+		mod          map[bool]int64 // by serializable
+		want         []bool
+		wantMod      int64
+	}{
+		{"several members", false, 0, 0, map[bool]int64{false: 7, true: 7}, []bool{false}, 7},
+		{"one member", true, 0, 0, map[bool]int64{false: 7, true: 7}, []bool{true}, 7},
+		{"precondition met", true, 0, 7, map[bool]int64{false: 7, true: 7}, []bool{true}, 7},
+		{"conflict", true, 0, 5, map[bool]int64{false: 7, true: 7}, []bool{true}, 7},
+		{"member behind the precondition", true, 0, 9, map[bool]int64{false: 9, true: 7}, []bool{true, false}, 9},
+		{"missing on the member", true, 0, 0, map[bool]int64{false: 3}, []bool{true, false}, 3},
+		{"a retry", true, 1, 0, map[bool]int64{false: 7, true: 7}, []bool{false}, 7},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			rec := &recordKV{mod: tc.mod}
+			s := &Store{c: &clientv3.Client{KV: rec}, kv: &sessionKV{KV: rec, oneMember: tc.oneMember}}
+			resp, _, err := s.readForUpdate(context.Background(), "/k", tc.precondition, tc.attempt)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !slices.Equal(rec.got, tc.want) {
+				t.Errorf("serializable reads: got %v, want %v", rec.got, tc.want)
+			}
+			if len(resp.Kvs) != 1 || resp.Kvs[0].ModRevision != tc.wantMod {
+				t.Errorf("read %v, want mod revision %d", resp.Kvs, tc.wantMod)
+			}
+		})
 	}
 }

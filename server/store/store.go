@@ -509,7 +509,7 @@ var ErrUnchanged = errors.New("unchanged")
 func (s *Store) Update(ctx context.Context, k *api.KindInfo, tenant, name string, precondition int64, fn UpdateFunc) (api.Object, error) {
 	key := Key(k, tenant, name)
 	for attempt := 0; ; attempt++ {
-		resp, err := s.c.Get(ctx, key)
+		resp, serializable, err := s.readForUpdate(ctx, key, precondition, attempt)
 		if err != nil {
 			return nil, unavailable(err)
 		}
@@ -521,6 +521,9 @@ func (s *Store) Update(ctx context.Context, k *api.KindInfo, tenant, name string
 			return nil, api.NewConflict(k.Kind, name, precondition, kv.ModRevision)
 		}
 		w, err := s.prepareUpdate(ctx, k, key, kv.Value, kv.ModRevision, attempt, fn)
+		if errors.Is(err, ErrUnchanged) && serializable {
+			continue // no write to lose a race: see readForUpdate
+		}
 		if errors.Is(err, ErrUnchanged) {
 			return w.old, nil
 		}
