@@ -243,6 +243,8 @@ type scaleRun struct {
 	admin  *client.Client
 	adminP *serverProc
 	ec     *clientv3.Client
+	// mem samples the servers' memory by phase.
+	mem *memSampler
 
 	agentsCancel context.CancelFunc
 	agentsDone   sync.WaitGroup
@@ -267,8 +269,6 @@ type scaleRun struct {
 	// counts are how many VMs of each name prefix ("bl", "run", "fan")
 	// reached each state ("unschedulable", "bound", "running").
 	counts map[string]int64
-	// mem samples the servers' memory by phase.
-	mem *memSampler
 }
 
 // vmTrack is what the bench saw of one VM.
