@@ -236,7 +236,7 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	s.store = store.New(s.etcd)
 	if db.Embedded() {
 		// The server calls its own member alone (store/reads.go).
-		s.store.ReadsFromOneMember()
+		s.store.ReadsFromOneMember(db.LoneVoter)
 	}
 	s.createPhases = newCreatePhases(s.metrics.reg)
 	installHooks(s.store)

@@ -323,6 +323,24 @@ func privateDir(dir string) error {
 // Embedded reports whether this process runs an etcd member.
 func (e *Etcd) Embedded() bool { return e.server != nil }
 
+// LoneVoter says whether the embedded member is its cluster's only
+// voting member now (false for an external cluster). Such a member has
+// applied every write it acknowledged, so reading its own copy
+// (serializable) sees what a linearizable read would, without waiting
+// for the raft loop.
+func (e *Etcd) LoneVoter() bool {
+	if e.server == nil {
+		return false
+	}
+	voters := 0
+	for _, m := range e.server.Server.Cluster().Members() {
+		if !m.IsLearner {
+			voters++
+		}
+	}
+	return voters == 1
+}
+
 // Socket is the embedded member's client socket ("" for an external
 // cluster).
 func (e *Etcd) Socket() string { return e.socket }

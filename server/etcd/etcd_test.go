@@ -423,6 +423,9 @@ func TestExternalTLSFlags(t *testing.T) {
 // parallel: the heap's growth is this test's).
 func TestLoneMemberKeepsFewRaftEntries(t *testing.T) {
 	e := startMember(t, t.TempDir(), testCA(t))
+	if !e.LoneVoter() {
+		t.Error("a member started alone is not its cluster's lone voter")
+	}
 	ctx := context.Background()
 	live := func() int64 {
 		runtime.GC()

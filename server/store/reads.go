@@ -52,22 +52,32 @@ func restartReadSession(ctx context.Context) {
 }
 
 // ReadsFromOneMember says the store's client sends every request to one
-// etcd member, so read sessions may use serializable reads.
-func (s *Store) ReadsFromOneMember() { s.kv.oneMember = true }
+// etcd member, so read sessions may use serializable reads. loneVoter,
+// if set, says whether that member is its cluster's only voter now:
+// then every read of a session (and an update's first) is
+// serializable, the first too, since a lone voter has applied every
+// write it acknowledged.
+func (s *Store) ReadsFromOneMember(loneVoter func() bool) {
+	s.kv.oneMember, s.kv.loneVoter = true, loneVoter
+}
 
 // sessionKV is the KV the store reads through: it makes a session's
 // reads after the first serializable.
 type sessionKV struct {
 	clientv3.KV
 	oneMember bool
+	loneVoter func() bool
 }
+
+// alone says the member is its cluster's only voter.
+func (k *sessionKV) alone() bool { return k.oneMember && k.loneVoter != nil && k.loneVoter() }
 
 func (k *sessionKV) Get(ctx context.Context, key string, opts ...clientv3.OpOption) (*clientv3.GetResponse, error) {
 	rs, _ := ctx.Value(readSessionKey{}).(*readSession)
 	if rs == nil || !k.oneMember {
 		return k.KV.Get(ctx, key, opts...)
 	}
-	if rs.linearized.Load() && Attempt(ctx) == 0 {
+	if (rs.linearized.Load() && Attempt(ctx) == 0) || k.alone() {
 		return k.KV.Get(ctx, key, append(opts, clientv3.WithSerializable())...)
 	}
 	resp, err := k.KV.Get(ctx, key, opts...)
@@ -91,6 +101,10 @@ func (k *sessionKV) Get(ctx context.Context, key string, opts ...clientv3.OpOpti
 // when serializable says so. A status write then waits for one raft
 // round, its transaction's, not two.
 func (s *Store) readForUpdate(ctx context.Context, key string, precondition int64, attempt int) (resp *clientv3.GetResponse, serializable bool, err error) {
+	if s.kv.alone() {
+		resp, err = s.c.Get(ctx, key, clientv3.WithSerializable())
+		return resp, false, err // as good as linearizable
+	}
 	if attempt > 0 || !s.kv.oneMember {
 		resp, err = s.c.Get(ctx, key)
 		return resp, false, err

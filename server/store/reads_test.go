@@ -123,3 +123,29 @@ func TestReadForUpdate(t *testing.T) {
 		})
 	}
 }
+
+// TestLoneVoterReads: the only voter of its cluster has applied every
+// write it acknowledged, so a session reads its copy from the first
+// read, and so does an update (once, whatever it finds).
+func TestLoneVoterReads(t *testing.T) {
+	alone := true
+	rec := &recordKV{mod: map[bool]int64{true: 7}}
+	s := &Store{c: &clientv3.Client{KV: rec}, kv: &sessionKV{KV: rec}}
+	s.ReadsFromOneMember(func() bool { return alone })
+	ctx := WithReadSession(context.Background())
+	s.kv.Get(ctx, "/a")
+	s.kv.Get(withAttempt(ctx, 1), "/b")
+	s.readForUpdate(context.Background(), "/c", 9, 0)
+	if want := []bool{true, true, true}; !slices.Equal(rec.got, want) {
+		t.Errorf("alone: serializable reads: got %v, want %v", rec.got, want)
+	}
+	// Joined by a second voter: back to a session's linearizable first
+	// read.
+	alone, rec.got = false, nil
+	ctx = WithReadSession(context.Background())
+	s.kv.Get(ctx, "/a")
+	s.kv.Get(ctx, "/b")
+	if want := []bool{false, true}; !slices.Equal(rec.got, want) {
+		t.Errorf("with a peer: serializable reads: got %v, want %v", rec.got, want)
+	}
+}
