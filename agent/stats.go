@@ -415,7 +415,7 @@ func (m *monitor) readVM(ctx context.Context, vm *api.VirtualMachine, now time.T
 	}
 	// A tap's receive is what the guest sent, and its transmit what the
 	// guest received.
-	for i, tap := range startedTaps(dir) {
+	for i, tap := range m.a.startedTaps(dir) {
 		st := filepath.Join(m.sysRoot, "class", "net", tap, "statistics")
 		n := func(f string) uint64 {
 			data, _ := os.ReadFile(filepath.Join(st, f))
@@ -451,13 +451,9 @@ func (m *monitor) taskSeconds(rel string) float64 {
 }
 
 // startedTaps are the tap devices the VM was started with, in NIC order.
-func startedTaps(dir string) []string {
-	data, err := os.ReadFile(filepath.Join(dir, specFile))
-	if err != nil {
-		return nil
-	}
-	var s startedSpec
-	if json.Unmarshal(data, &s) != nil {
+func (a *Agent) startedTaps(dir string) []string {
+	s, ok := a.specs.read(dir)
+	if !ok {
 		return nil
 	}
 	var taps []string
