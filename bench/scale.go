@@ -76,7 +76,12 @@ type ScaleConfig struct {
 	// ServerMemoryLimit, when set, is each server's GOMEMLIMIT (the Go
 	// runtime's soft memory limit: "900MiB").
 	ServerMemoryLimit string
-	Timeout           time.Duration
+	// NextPhase, if set, is called where the servers' CPU profiles begin
+	// their next phase (as the placement begins, and as the backlog
+	// runs), whether or not they are profiled: hearth bench scale
+	// --cpuprofile profiles the simulated hosts by the same phases.
+	NextPhase func()
+	Timeout   time.Duration
 	// Logf, if set, hears progress as it happens.
 	Logf func(format string, args ...any)
 }
@@ -785,6 +790,9 @@ func (r *scaleRun) waitCount(ctx context.Context, what string, n int64, get func
 // uncordoning the hosts to the backlog Running, NAME.pprof what came
 // before and NAME.pprof.2 what came after.
 func (r *scaleRun) nextProfiles() {
+	if r.cfg.NextPhase != nil {
+		r.cfg.NextPhase()
+	}
 	if r.cfg.ServerCPUProfile == "" {
 		return
 	}
