@@ -94,6 +94,7 @@ no VM is bound twice or lost. Agents then talk to the other two servers.`,
 	f.IntVar(&cfg.VMsPerNetwork, "vms-per-network", 250, "VMs per network (each with one subnet: a /23, or as large as this needs; at most 65533)")
 	f.DurationVar(&cfg.BootDelay, "boot-delay", 0, "how long a simulated guest takes to write its first console output")
 	f.StringVar(&cfg.Dir, "dir", "", "work directory, kept afterwards (default a temporary one, removed)")
+	f.StringVar(&cfg.HostsDir, "hosts-dir", "", "where the simulated hosts keep their files (default a temporary directory in /dev/shm, removed; DIR/hosts without /dev/shm)")
 	f.DurationVar(&cfg.Timeout, "timeout", 30*time.Minute, "give up after this long")
 	f.StringVar(&cfg.ServerCPUProfile, "server-cpuprofile", "", "write CPU profiles of each server to this directory: NAME.pprof until placement, NAME.pprof.1 of placement until the backlog runs, NAME.pprof.2 after")
 	f.StringVar(&cfg.ServerMemProfile, "server-memprofile", "", "write each server's heap at the end of the measurements, every agent still connected, to NAME.heap.pprof in this directory")
