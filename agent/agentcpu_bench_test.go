@@ -102,3 +102,41 @@ func TestReconcileRunningWritesNothing(t *testing.T) {
 	l.patchSpec(t, "m1", map[string]any{"powerState": api.PowerPaused})
 	l.wait(t, "m1", phase(api.VMPaused))
 }
+
+// TestWriteStatusConflict: a status written from a VM that is no longer
+// the latest (someone changed it meanwhile) is applied to the latest,
+// keeping what the other writer did; one that changes nothing is not
+// written.
+func TestWriteStatusConflict(t *testing.T) {
+	agents := make(chan *Agent, 1)
+	testHookRun = func(a *Agent) { agents <- a }
+	l := newFakeLab(t, func(c *Config) { c.Resync = time.Hour })
+	testHookRun = nil
+	a := <-agents
+	ctx := servertest.Ctx(t)
+	if _, err := l.env.Admin.Create(ctx, l.vm("m1")); err != nil {
+		t.Fatal(err)
+	}
+	stale := l.wait(t, "m1", phase(api.VMRunning))
+	if _, err := l.env.Admin.Patch(ctx, "VirtualMachine", "lab", "m1", map[string]any{"metadata": map[string]any{"labels": map[string]string{"by": "someone"}}}, false); err != nil {
+		t.Fatal(err)
+	}
+	change := func(vm *api.VirtualMachine) { vm.Status.RestartCount = 7 }
+	st := stale.Status
+	st.RestartCount = 7
+	out, wrote, err := a.vms.writeStatus(ctx, stale, st, change)
+	if err != nil || !wrote {
+		t.Fatalf("writeStatus: wrote %v, %v", wrote, err)
+	}
+	got := l.get(t, "m1")
+	if got.Status.RestartCount != 7 || got.Metadata.Labels["by"] != "someone" || out.Metadata.ResourceVersion != got.Metadata.ResourceVersion {
+		t.Errorf("after a conflict: restartCount %d, labels %v, resourceVersion %s (returned %s); want 7, the other writer's label, the same",
+			got.Status.RestartCount, got.Metadata.Labels, got.Metadata.ResourceVersion, out.Metadata.ResourceVersion)
+	}
+	if _, wrote, err := a.vms.writeStatus(ctx, got, got.Status, change); wrote || err != nil {
+		t.Errorf("writing the same status: wrote %v, %v", wrote, err)
+	}
+	if now := l.get(t, "m1"); now.Metadata.ResourceVersion != got.Metadata.ResourceVersion {
+		t.Errorf("an unchanged status was written: resourceVersion %s, was %s", now.Metadata.ResourceVersion, got.Metadata.ResourceVersion)
+	}
+}

@@ -474,13 +474,7 @@ func (v *vmController) report(ctx context.Context, vm *api.VirtualMachine, dir s
 	now := time.Now()
 	consoleLog := filepath.Join(dir, compute.ConsoleLog)
 	before := vm.Status
-	if reflect.DeepEqual(vmStatus(vm, s, v.a.cfg.Name, consoleLog, now), vm.Status) {
-		// Nothing to write: said without WriteStatus's copy of the
-		// whole VM, which most looks at a VM (a resync, a change of
-		// its spec that needs nothing done) would make for nothing.
-		return nil
-	}
-	out, wrote, err := client.WriteStatus(ctx, v.a.c, v.a.cache.vms, vm, func(cur *api.VirtualMachine) {
+	out, wrote, err := v.writeStatus(ctx, vm, vmStatus(vm, s, v.a.cfg.Name, consoleLog, now), func(cur *api.VirtualMachine) {
 		cur.Status = vmStatus(cur, s, v.a.cfg.Name, consoleLog, now)
 	})
 	switch {
@@ -497,6 +491,47 @@ func (v *vmController) report(ctx context.Context, vm *api.VirtualMachine, dir s
 		v.a.rec.Eventf(ctx, vm, api.EventWarning, reason, "%s", msg)
 	}
 	return nil
+}
+
+// writeStatus writes st, what change makes of vm's status, as
+// client.WriteStatus does: nothing when it would not change it, and on
+// a conflict (vm is not the latest) change applied to the latest. But
+// it says so, and makes its first try, without WriteStatus's deep copy
+// of the whole VM: most looks at a VM (a resync, a change that needs
+// nothing done) write nothing, and most writes (a start's) need no
+// second try; the first sends a shallow copy of vm with st, which the
+// write only reads.
+func (v *vmController) writeStatus(ctx context.Context, vm *api.VirtualMachine, st api.VirtualMachineStatus, change func(*api.VirtualMachine)) (*api.VirtualMachine, bool, error) {
+	if reflect.DeepEqual(st, vm.Status) || sameJSON(st, vm.Status) {
+		return vm, false, nil
+	}
+	next := *vm
+	next.Status = st
+	out, err := v.a.c.UpdateStatus(ctx, &next)
+	if err == nil {
+		v.a.cache.vms.Observe(out)
+		return out.(*api.VirtualMachine), true, nil
+	}
+	if !api.IsConflict(err) {
+		return vm, false, err
+	}
+	fresh, err := v.a.c.Get(ctx, "VirtualMachine", vm.Metadata.Tenant, vm.Metadata.Name)
+	if err != nil {
+		return vm, false, err
+	}
+	if fresh.GetMetadata().UID != vm.Metadata.UID {
+		return vm, false, api.NewNotFound("VirtualMachine", vm.Metadata.Tenant, vm.Metadata.Name)
+	}
+	v.a.cache.vms.Observe(fresh)
+	return client.WriteStatus(ctx, v.a.c, v.a.cache.vms, fresh.(*api.VirtualMachine), change)
+}
+
+// sameJSON says whether two statuses are the same as the API stores
+// them (as client.WriteStatus compares them).
+func sameJSON(a, b any) bool {
+	x, err1 := json.Marshal(a)
+	y, err2 := json.Marshal(b)
+	return err1 == nil && err2 == nil && string(x) == string(y)
 }
 
 // firstOutput reports whether the guest has written to its console since
