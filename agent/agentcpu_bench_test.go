@@ -26,9 +26,10 @@ func BenchmarkReadHost(b *testing.B) {
 }
 
 // BenchmarkSimHost runs the agent on computetest's driver with ten
-// Running VMs and measures one stats sample of the host and its VMs, and
-// one reconcile of a Running VM that needs nothing (what a resync or an
-// unrelated change of the VM costs).
+// Running VMs and measures one stats sample of the host and its VMs, one
+// look at their console logs' sizes (every 2s), and one reconcile of a
+// Running VM that needs nothing (what a resync or an unrelated change
+// of the VM costs).
 func BenchmarkSimHost(b *testing.B) {
 	agents := make(chan *Agent, 1)
 	testHookRun = func(a *Agent) { agents <- a }
@@ -56,6 +57,12 @@ func BenchmarkSimHost(b *testing.B) {
 		}
 		if got := len(a.mon.vmH); got != n {
 			b.Errorf("%d VMs sampled, want %d", got, n)
+		}
+	})
+	b.Run("capConsoleLogs", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			a.vms.capConsoleLogs(context.Background())
 		}
 	})
 	b.Run("reconcileRunning", func(b *testing.B) {
