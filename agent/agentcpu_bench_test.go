@@ -147,3 +147,45 @@ func TestWriteStatusConflict(t *testing.T) {
 		t.Errorf("an unchanged status was written: resourceVersion %s, was %s", now.Metadata.ResourceVersion, got.Metadata.ResourceVersion)
 	}
 }
+
+// TestSampleRemembersNoQMP: a VM process with no QMP socket (a simulated
+// host's) is not dialled at every sample, and still has its figures; a
+// new process of it is asked again.
+func TestSampleRemembersNoQMP(t *testing.T) {
+	agents := make(chan *Agent, 1)
+	testHookRun = func(a *Agent) { agents <- a }
+	l := newFakeLab(t, func(c *Config) { c.StatsInterval, c.Resync = time.Hour, time.Hour })
+	testHookRun = nil
+	a := <-agents
+	ctx := servertest.Ctx(t)
+	if _, err := l.env.Admin.Create(ctx, l.vm("m1")); err != nil {
+		t.Fatal(err)
+	}
+	vm := l.wait(t, "m1", phase(api.VMRunning))
+	uid := vm.Metadata.UID
+	a.mon.sample(ctx)
+	a.mon.sample(ctx)
+	a.mon.mu.Lock()
+	pid, samples := a.mon.noQMP[uid], len(a.mon.vmH[uid].samples())
+	a.mon.mu.Unlock()
+	if pid != vm.Status.PID || samples != 1 {
+		t.Errorf("after two samples: no QMP remembered for pid %d (the VM's is %d), %d samples in its history; want its pid, 1", pid, vm.Status.PID, samples)
+	}
+	// Restarted: a new process, asked again (and remembered again).
+	if !l.drv.Crash(uid) {
+		t.Fatal("no process to crash")
+	}
+	again := l.wait(t, "m1", func(v *api.VirtualMachine) error {
+		if v.Status.PID == vm.Status.PID || v.Status.Phase != api.VMRunning {
+			return fmt.Errorf("not restarted yet")
+		}
+		return nil
+	})
+	a.mon.sample(ctx)
+	a.mon.mu.Lock()
+	pid = a.mon.noQMP[uid]
+	a.mon.mu.Unlock()
+	if pid != again.Status.PID {
+		t.Errorf("after the restart: no QMP remembered for pid %d, want the new process's %d", pid, again.Status.PID)
+	}
+}

@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io/fs"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -96,13 +98,16 @@ type monitor struct {
 	vmH     map[string]*ring
 	vcpuTID map[string][]int // vCPU thread ids by uid, asked of QMP once per process
 	vcpuPID map[string]int
+	// noQMP is, by uid, the VM's process that had no QMP socket to ask
+	// for disk figures: not asked again.
+	noQMP map[string]int
 
 	files hostFiles // readHost's
 }
 
 func newMonitor(a *Agent, interval time.Duration) *monitor {
 	return &monitor{a: a, interval: interval, procRoot: "/proc", sysRoot: "/sys",
-		vms: map[string]*vmCounters{}, vmH: map[string]*ring{}, vcpuTID: map[string][]int{}, vcpuPID: map[string]int{}}
+		vms: map[string]*vmCounters{}, vmH: map[string]*ring{}, vcpuTID: map[string][]int{}, vcpuPID: map[string]int{}, noQMP: map[string]int{}}
 }
 
 func (m *monitor) run(ctx context.Context) {
@@ -162,6 +167,7 @@ func (m *monitor) sample(ctx context.Context) {
 			delete(m.vmH, uid)
 			delete(m.vcpuTID, uid)
 			delete(m.vcpuPID, uid)
+			delete(m.noQMP, uid)
 		}
 	}
 	m.mu.Unlock()
@@ -436,10 +442,23 @@ func (m *monitor) readVM(ctx context.Context, vm *api.VirtualMachine, now time.T
 			}
 		}
 	}
+	m.mu.Lock()
+	noQMP := m.noQMP[uid] == info.PID
+	m.mu.Unlock()
 	qctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
-	qmp, err := compute.DialQMP(qctx, filepath.Join(dir, compute.QMPSocket))
-	if err == nil {
+	var qmp *compute.QMPClient
+	if !noQMP {
+		qmp, err = compute.DialQMP(qctx, filepath.Join(dir, compute.QMPSocket))
+		if errors.Is(err, fs.ErrNotExist) {
+			// QEMU makes its control socket as it starts: a process
+			// without one (a simulated host's) never has one.
+			m.mu.Lock()
+			m.noQMP[uid] = info.PID
+			m.mu.Unlock()
+		}
+	}
+	if qmp != nil {
 		defer qmp.Close()
 		m.mu.Lock()
 		known := m.vcpuPID[uid] == info.PID
