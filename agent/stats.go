@@ -102,7 +102,8 @@ type monitor struct {
 	// for disk figures: not asked again.
 	noQMP map[string]int
 
-	files hostFiles // readHost's
+	filesMu sync.Mutex // readHost's, as a test may sample beside run
+	files   hostFiles
 }
 
 func newMonitor(a *Agent, interval time.Duration) *monitor {
@@ -111,7 +112,11 @@ func newMonitor(a *Agent, interval time.Duration) *monitor {
 }
 
 func (m *monitor) run(ctx context.Context) {
-	defer m.files.close()
+	defer func() {
+		m.filesMu.Lock()
+		m.files.close()
+		m.filesMu.Unlock()
+	}()
 	m.sample(ctx)
 	t := time.NewTicker(m.interval)
 	defer t.Stop()
@@ -246,7 +251,6 @@ const clockTicks = 100
 
 // hostFiles are what readHost keeps between samples: the files it reads
 // each time, kept open, and what it learned of the devices they name.
-// Only the sampling goroutine uses them.
 type hostFiles struct {
 	stat, meminfo, loadavg, diskstats, netdev procFile
 	// disks says, by name, whether a device of /proc/diskstats is a
@@ -310,6 +314,8 @@ var hostCPUModes = [...]string{"user", "nice", "system", "idle", "iowait", "irq"
 
 func (m *monitor) readHost(now time.Time) hostCounters {
 	h := hostCounters{at: now, cpu: make(map[string]float64, len(hostCPUModes)), disks: map[string][2]uint64{}, nets: map[string][4]uint64{}, cpus: runtime.NumCPU()}
+	m.filesMu.Lock()
+	defer m.filesMu.Unlock()
 	hf := &m.files
 	hf.init(m.procRoot)
 	hf.sample++
