@@ -129,6 +129,9 @@ type ScaleResult struct {
 	// FanDeliver the rest (answered → the agent's lookup): the watch's
 	// delivery and the agent's reaction.
 	FanCreateP50, FanCreateP99, FanDeliverP50, FanDeliverP99 time.Duration
+	// FanCreatePhases is the creates' time in the server, by phase
+	// (hearth_api_vm_create_phase_seconds), over the fan-out's creates.
+	FanCreatePhases string
 	// FanServerP50 and FanServerP99 are the server's own part, from its
 	// hearth_watch_delivery_seconds of agents' watches over the phase:
 	// from the server reading the change from etcd to the agent's
@@ -168,6 +171,9 @@ type ScaleResult struct {
 	// (the agents' watches over, none busy), and ConnsPeak the most
 	// seen at the samples taken during the run.
 	Conns, ConnsPeak int
+	// Memory is the servers' peak memory in each phase of the run,
+	// sampled twice a second (see memSampler).
+	Memory []MemPhase
 }
 
 const scaleTenant = "bench"
@@ -257,6 +263,8 @@ type scaleRun struct {
 	admin  *client.Client
 	adminP *serverProc
 	ec     *clientv3.Client
+	// mem samples the servers' memory by phase.
+	mem *memSampler
 
 	agentsCancel context.CancelFunc
 	agentsDone   sync.WaitGroup
@@ -307,6 +315,14 @@ func (r *scaleRun) run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	r.mem = newMemSampler(r, 500*time.Millisecond)
+	r.mem.setPhase("start, networks")
+	mctx, mcancel := context.WithCancel(ctx)
+	defer func() {
+		mcancel()
+		r.res.Memory = r.mem.result()
+	}()
+	go r.mem.run(mctx)
 	// The bench and the agents talk to servers that will survive: the
 	// client has one server URL (an HA deployment puts a load balancer
 	// in front), so agents of a killed server would lose their API.
@@ -348,24 +364,31 @@ func (r *scaleRun) run(ctx context.Context) error {
 		return err
 	}
 
+	r.mem.setPhase("hosts joining")
 	if err := r.startAgents(ctx, survivors); err != nil {
 		return err
 	}
+	r.mem.setPhase("idle hosts")
 	if err := r.measureHeartbeats(ctx); err != nil {
 		return err
 	}
+	r.mem.setPhase("backlog created")
 	if err := r.backlog(ctx, leader); err != nil {
 		return err
 	}
+	r.mem.setPhase("create→Running")
 	if err := r.createToRunning(ctx); err != nil {
 		return err
 	}
+	r.mem.setPhase("watch fan-out")
 	if err := r.fanout(ctx); err != nil {
 		return err
 	}
+	r.mem.setPhase("list every VM")
 	if err := r.listAll(ctx); err != nil {
 		return err
 	}
+	r.mem.setPhase("end")
 	r.final(ctx)
 	return nil
 }
@@ -845,6 +868,9 @@ func (r *scaleRun) backlog(ctx context.Context, leader *serverProc) error {
 	}
 
 	r.logf("uncordoning %d hosts", r.cfg.Hosts)
+	if r.mem != nil {
+		r.mem.setPhase("placement until Running")
+	}
 	r.nextProfiles()
 	waits := placementWaits
 	var before map[string]*histo
@@ -986,8 +1012,12 @@ func (r *scaleRun) fanout(ctx context.Context) error {
 	n := r.cfg.Hosts
 	r.logf("creating %d VMs, one bound to each host, at %.0f/s", n, r.cfg.Rate)
 	hist := r.deliveryBuckets(ctx)
+	phases := r.createPhases(ctx)
 	if err := r.atRate(ctx, n, "fan-%05d", func(i int) string { return r.hostNames[i] }); err != nil {
 		return err
+	}
+	if phases != nil {
+		r.res.FanCreatePhases = createPhasesDelta(phases, r.createPhases(ctx))
 	}
 	seen := func() int64 {
 		r.mu.Lock()
@@ -1175,6 +1205,7 @@ func (r *scaleRun) report(w io.Writer) {
 	}
 	row("watch to each agent", "p50 %s, p99 %s, max %s (create naming a host → its agent looks the VM up; %d hosts)", ms(res.FanP50), ms(res.FanP99), ms(res.FanMax), cfg.Hosts)
 	row("  of which the create", "p50 %s, p99 %s (sent → answered); answered → agent p50 %s, p99 %s", ms(res.FanCreateP50), ms(res.FanCreateP99), ms(res.FanDeliverP50), ms(res.FanDeliverP99))
+	row("  the create in the server", "%s", res.FanCreatePhases)
 	row("  of which the server's", "p50 ≤ %s, p99 ≤ %s (read from etcd → the agent's connection flushed; %.0f events to agents, server's histogram)",
 		ms(res.FanServerP50), ms(res.FanServerP99), res.FanServerEvents)
 	row("list every VM", "%s (%d VMs, median of 3); %s read without decoding", res.ListAll.Round(time.Millisecond), res.ListCount, res.ListBytes.Round(time.Millisecond))
@@ -1184,6 +1215,13 @@ func (r *scaleRun) report(w io.Writer) {
 	}
 	row("server memory", "RSS %s (peak %s%s): %s its own, %s files mapped (etcd's database, the binary)", mib(res.ServerRSS), mib(res.ServerPeakRSS), limit,
 		mib(res.ServerRSSAnon), mib(res.ServerRSSFile))
+	for i, m := range res.Memory {
+		what := ""
+		if i == 0 {
+			what = "  peak by phase"
+		}
+		row(what, "%s: %s", m.Phase, m)
+	}
 	row("etcd database", "%s (%s in use)", mib(res.DBSize), mib(res.DBInUse))
 	row("API connections", "%d open at the end, at most %d seen (%d hosts)", res.Conns, res.ConnsPeak, cfg.Hosts)
 	row("requests retried (503, timeout)", "%d", res.Retries)

@@ -117,6 +117,8 @@ type Server struct {
 	// tenants mirrors Tenant objects so a create need not read etcd to
 	// learn that its tenant exists.
 	tenants *store.Mirror[struct{}]
+	// createPhases time VM creates by phase (createphases.go).
+	createPhases *createPhases
 
 	// feeds share one etcd watch per kind among the API's watchers.
 	feeds feeds
@@ -232,6 +234,11 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	}
 	s.metrics.reg.MustRegister(&s.sensors)
 	s.store = store.New(s.etcd)
+	if db.Embedded() {
+		// The server calls its own member alone (store/reads.go).
+		s.store.ReadsFromOneMember(db.LoneVoter)
+	}
+	s.createPhases = newCreatePhases(s.metrics.reg)
 	installHooks(s.store)
 	s.store.SetHooks("Tenant", admission.TenantHooks{})
 	// A User's or Host's tokens go with it.

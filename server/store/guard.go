@@ -46,7 +46,7 @@ func Guard(ctx context.Context, key string, rev int64) {
 
 // GuardRevision reads the mod revision of a guard key (0 if absent).
 func (s *Store) GuardRevision(ctx context.Context, key string) (int64, error) {
-	resp, err := s.c.Get(ctx, key)
+	resp, err := s.kv.Get(ctx, key)
 	if err != nil {
 		return 0, unavailable(err)
 	}
