@@ -77,7 +77,16 @@ type ScaleConfig struct {
 	// ServerMemoryLimit, when set, is each server's GOMEMLIMIT (the Go
 	// runtime's soft memory limit: "900MiB").
 	ServerMemoryLimit string
-	Timeout           time.Duration
+	// HostsDir is where the simulated hosts keep their files, each in
+	// its own directory (default a new directory in /dev/shm, a tmpfs,
+	// removed after; DIR/hosts where there is none).
+	HostsDir string
+	// NextPhase, if set, is called where the servers' CPU profiles begin
+	// their next phase (as the placement begins, and as the backlog
+	// runs), whether or not they are profiled: hearth bench scale
+	// --cpuprofile profiles the simulated hosts by the same phases.
+	NextPhase func()
+	Timeout   time.Duration
 	// Logf, if set, hears progress as it happens.
 	Logf func(format string, args ...any)
 }
@@ -224,6 +233,17 @@ func RunScale(ctx context.Context, cfg ScaleConfig, w io.Writer) (*ScaleResult, 
 		}
 		defer os.RemoveAll(dir)
 		cfg.Dir = dir
+	}
+	if cfg.HostsDir == "" {
+		cfg.HostsDir = filepath.Join(cfg.Dir, "hosts")
+		// Each simulated host stands for a machine with its own disk:
+		// a thousand of them creating, syncing and renaming their VMs'
+		// files on the disk etcd syncs its log to would measure that
+		// disk's journal, not the control plane, nor the agents.
+		if dir, err := os.MkdirTemp("/dev/shm", "hearth-scale-hosts-"); err == nil {
+			defer os.RemoveAll(dir) // after the agents stopped (r.close)
+			cfg.HostsDir = dir
+		}
 	}
 	ctx, cancel := context.WithTimeout(ctx, cfg.Timeout)
 	defer cancel()
@@ -466,7 +486,7 @@ func (r *scaleRun) startAgents(ctx context.Context, servers []*serverProc) error
 	actx, cancel := context.WithCancel(context.Background())
 	r.agentsCancel = cancel
 	start := time.Now()
-	r.logf("starting %d simulated hosts", r.cfg.Hosts)
+	r.logf("starting %d simulated hosts in %s", r.cfg.Hosts, r.cfg.HostsDir)
 	for i := range r.cfg.Hosts {
 		name := fmt.Sprintf("sim-%05d", i)
 		r.hostNames = append(r.hostNames, name)
@@ -477,7 +497,7 @@ func (r *scaleRun) startAgents(ctx context.Context, servers []*serverProc) error
 			JoinToken: jt.Token,
 			CAFile:    filepath.Join(servers[0].dir, "ca.crt"),
 			Name:      name,
-			DataDir:   filepath.Join(r.cfg.Dir, "hosts", name),
+			DataDir:   filepath.Join(r.cfg.HostsDir, name),
 			Listen:    "127.0.0.1:0",
 			Driver:    drv,
 			// One machine under every simulated host: checking it
@@ -816,6 +836,9 @@ func (r *scaleRun) waitCount(ctx context.Context, what string, n int64, get func
 // uncordoning the hosts to the backlog Running, NAME.pprof what came
 // before and NAME.pprof.2 what came after.
 func (r *scaleRun) nextProfiles() {
+	if r.cfg.NextPhase != nil {
+		r.cfg.NextPhase()
+	}
 	if r.cfg.ServerCPUProfile == "" {
 		return
 	}
