@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -158,6 +159,9 @@ type ScaleResult struct {
 	// BoundTwice are VMs seen on two hosts or started by two agents;
 	// Lost are VMs that never ran.
 	BoundTwice, Lost []string
+	// Flapped are the hosts declared NotReady after all were Ready (a
+	// lease renewal that came too late), or not Ready at the end.
+	Flapped []string
 	// Retries counts the bench's requests tried again after a 503 or a
 	// timeout: a sign the control plane was overloaded.
 	Retries int64
@@ -289,6 +293,9 @@ type scaleRun struct {
 	// counts are how many VMs of each name prefix ("bl", "run", "fan")
 	// reached each state ("unschedulable", "bound", "running").
 	counts map[string]int64
+
+	// readyAt is when every simulated host was first seen Ready.
+	readyAt time.Time
 }
 
 // vmTrack is what the bench saw of one VM.
@@ -510,6 +517,7 @@ func (r *scaleRun) startAgents(ctx context.Context, servers []*serverProc) error
 		return err
 	}
 	r.res.Joined = time.Since(start)
+	r.readyAt = time.Now()
 	r.logf("%d hosts Ready in %s", r.cfg.Hosts, r.res.Joined.Round(time.Millisecond))
 	// What an administrator of such hosts sets: room for many small VMs
 	// (each reports this machine's CPUs), and cordoned for the backlog.
@@ -872,7 +880,7 @@ func (r *scaleRun) backlog(ctx context.Context, leader *serverProc) error {
 		r.mem.setPhase("placement until Running")
 	}
 	r.nextProfiles()
-	waits := placementWaits
+	waits := append(slices.Clone(placementWaits), placementSizes...)
 	var before map[string]*histo
 	if len(r.servers) == 1 {
 		before, _ = scrapeHistos(ctx, r.servers[0], waits...)
@@ -905,8 +913,11 @@ func (r *scaleRun) backlog(ctx context.Context, leader *serverProc) error {
 	b := r.sample(ctx)
 	if before != nil {
 		if after, err := scrapeHistos(ctx, r.servers[0], waits...); err == nil {
-			for _, w := range waits {
+			for _, w := range placementWaits {
 				r.res.PlacementWaits = append(r.res.PlacementWaits, fmt.Sprintf("%s: %s", w, deltaOf(before[w], after[w])))
+			}
+			for _, w := range placementSizes {
+				r.res.PlacementWaits = append(r.res.PlacementWaits, fmt.Sprintf("%s: %s", w, sizeDelta(before[w], after[w], "batches")))
 			}
 		}
 	}
@@ -1103,6 +1114,7 @@ func (r *scaleRun) final(ctx context.Context) {
 	s := r.sample(ctx)
 	r.res.DBSize, r.res.DBInUse = s.db, s.dbInUse
 	r.res.Conns = r.apiConns()
+	r.res.Flapped = r.flapped(ctx)
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	byUID := map[string]string{}
@@ -1227,8 +1239,9 @@ func (r *scaleRun) report(w io.Writer) {
 	row("requests retried (503, timeout)", "%d", res.Retries)
 	row("bound or started twice", "%d", len(res.BoundTwice))
 	row("lost (never Running)", "%d", len(res.Lost))
+	row("hosts declared NotReady", "%d (after all were Ready, or not Ready at the end)", len(res.Flapped))
 	tw.Flush()
-	for _, s := range append(res.BoundTwice, res.Lost...) {
+	for _, s := range slices.Concat(res.BoundTwice, res.Lost, res.Flapped) {
 		fmt.Fprintln(w, "  ", s)
 	}
 }
@@ -1236,3 +1249,36 @@ func (r *scaleRun) report(w io.Writer) {
 // ErrScaleFaults is returned (wrapped) when a run saw VMs bound twice or
 // lost.
 var ErrScaleFaults = errors.New("VMs bound twice or lost")
+
+// flapped lists the simulated hosts declared NotReady after every host
+// was Ready (host liveness's HostNotReady event: its lease renewal came
+// too late), and those not Ready at the end.
+func (r *scaleRun) flapped(ctx context.Context) []string {
+	if r.readyAt.IsZero() {
+		return nil
+	}
+	seen := map[string]bool{}
+	var out []string
+	evs, _, err := r.admin.List(ctx, "Event", "", client.ListOptions{AllTenants: true, FieldSelector: "spec.reason=HostNotReady"})
+	if err != nil {
+		r.logf("listing HostNotReady events: %v", err)
+	}
+	for _, o := range evs {
+		ev := o.(*api.Event)
+		if t := ev.Spec.LastTimestamp; ev.Spec.InvolvedObject.Kind == "Host" && t != nil && t.After(r.readyAt) && !seen[ev.Spec.InvolvedObject.Name] {
+			seen[ev.Spec.InvolvedObject.Name] = true
+			out = append(out, fmt.Sprintf("%s: HostNotReady at %s: %s", ev.Spec.InvolvedObject.Name, t.Format(time.RFC3339), ev.Spec.Message))
+		}
+	}
+	hosts, _, err := r.admin.List(ctx, "Host", "", client.ListOptions{})
+	if err != nil {
+		r.logf("listing hosts for their Ready condition: %v", err)
+	}
+	for _, o := range hosts {
+		h := o.(*api.Host)
+		if c := h.Status.Condition(api.ConditionReady); !seen[h.Metadata.Name] && (c == nil || c.Status != api.ConditionTrue) {
+			out = append(out, fmt.Sprintf("%s: not Ready at the end (%s)", h.Metadata.Name, h.Status.Phase))
+		}
+	}
+	return out
+}
