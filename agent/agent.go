@@ -157,6 +157,8 @@ type Agent struct {
 	underlay dataplane.Underlay
 	certFP   string
 	mon      *monitor
+	// specs are the VMs' specFiles, decoded (startedspecs.go).
+	specs *startedSpecs
 	// checks are the host's checks (hostchecks.go), reported with the
 	// heartbeat.
 	checks *hostChecks
@@ -230,6 +232,10 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 }
 
+// testHookRun, if set (by tests), is given each agent once it is wired,
+// before it starts: benchmarks drive its controllers directly.
+var testHookRun func(*Agent)
+
 // run joins (or finds its credential refused and waits for a new join
 // token) and runs the agent until ctx ends, or until the server refuses
 // its credential, which it returns as client.ErrRevoked.
@@ -260,7 +266,7 @@ func run(ctx context.Context, cfg Config) error {
 		images: &storage.ImageCache{Dir: filepath.Join(cfg.DataDir, "images"), Client: storage.NewFetchClient(policy),
 			AllowedFileDirs: cfg.AllowFileDirs},
 		imgs:  newImageState(),
-		cache: newCache(c, cfg.Name, cfg.UnderlayDevice != "")}
+		cache: newCache(c, cfg.Name, cfg.UnderlayDevice != ""), specs: &startedSpecs{}}
 	a.pools = newPoolDrivers(a)
 	a.mon = newMonitor(a, cfg.StatsInterval)
 	ctlMetrics := reconcile.NewMetrics()
@@ -308,6 +314,9 @@ func run(ctx context.Context, cfg Config) error {
 		slog.Info("tenant networking is off (no underlay device): VMs' NICs are unplugged")
 	}
 	a.wire()
+	if h := testHookRun; h != nil {
+		h(a)
+	}
 	a.cache.run(ctx)
 	go a.mon.run(ctx)
 	go a.pools.reportUsage(ctx)

@@ -41,7 +41,7 @@ type fakeLab struct {
 	done   chan error
 }
 
-func newFakeLab(t *testing.T, cfg func(*Config)) *fakeLab {
+func newFakeLab(t testing.TB, cfg func(*Config)) *fakeLab {
 	t.Helper()
 	env := servertest.Start(t)
 	env.Tenant("lab")
@@ -65,7 +65,7 @@ func newFakeLab(t *testing.T, cfg func(*Config)) *fakeLab {
 	return l
 }
 
-func (l *fakeLab) startAgent(t *testing.T) {
+func (l *fakeLab) startAgent(t testing.TB) {
 	cfg := Config{Server: l.env.Server.URL(), JoinToken: l.join, CAFile: filepath.Join(l.env.DataDir, "ca.crt"),
 		Name: "h1", DataDir: l.dataDir, Address: "127.0.0.1", Listen: fmt.Sprintf("127.0.0.1:%d", servertest.FreePort(t)),
 		Driver: l.drv, ShutdownTimeout: 2 * time.Second, Resync: 2 * time.Second}
@@ -104,7 +104,7 @@ func (l *fakeLab) vm(name string, disks ...api.VMDisk) *api.VirtualMachine {
 	return vm
 }
 
-func (l *fakeLab) get(t *testing.T, name string) *api.VirtualMachine {
+func (l *fakeLab) get(t testing.TB, name string) *api.VirtualMachine {
 	t.Helper()
 	o, err := l.env.Admin.Get(servertest.Ctx(t), "VirtualMachine", "lab", name)
 	if err != nil {
@@ -122,7 +122,7 @@ func (l *fakeLab) patchSpec(t *testing.T, name string, spec map[string]any) {
 
 // wait waits until the VM's status satisfies ok, which says what is
 // missing.
-func (l *fakeLab) wait(t *testing.T, name string, ok func(*api.VirtualMachine) error) *api.VirtualMachine {
+func (l *fakeLab) wait(t testing.TB, name string, ok func(*api.VirtualMachine) error) *api.VirtualMachine {
 	t.Helper()
 	var vm *api.VirtualMachine
 	servertest.Eventually(t, 30*time.Second, func() error {

@@ -1,11 +1,12 @@
 package agent
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io/fs"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -97,14 +98,25 @@ type monitor struct {
 	vmH     map[string]*ring
 	vcpuTID map[string][]int // vCPU thread ids by uid, asked of QMP once per process
 	vcpuPID map[string]int
+	// noQMP is, by uid, the VM's process that had no QMP socket to ask
+	// for disk figures: not asked again.
+	noQMP map[string]int
+
+	filesMu sync.Mutex // readHost's, as a test may sample beside run
+	files   hostFiles
 }
 
 func newMonitor(a *Agent, interval time.Duration) *monitor {
 	return &monitor{a: a, interval: interval, procRoot: "/proc", sysRoot: "/sys",
-		vms: map[string]*vmCounters{}, vmH: map[string]*ring{}, vcpuTID: map[string][]int{}, vcpuPID: map[string]int{}}
+		vms: map[string]*vmCounters{}, vmH: map[string]*ring{}, vcpuTID: map[string][]int{}, vcpuPID: map[string]int{}, noQMP: map[string]int{}}
 }
 
 func (m *monitor) run(ctx context.Context) {
+	defer func() {
+		m.filesMu.Lock()
+		m.files.close()
+		m.filesMu.Unlock()
+	}()
 	m.sample(ctx)
 	t := time.NewTicker(m.interval)
 	defer t.Stop()
@@ -160,6 +172,7 @@ func (m *monitor) sample(ctx context.Context) {
 			delete(m.vmH, uid)
 			delete(m.vcpuTID, uid)
 			delete(m.vcpuPID, uid)
+			delete(m.noQMP, uid)
 		}
 	}
 	m.mu.Unlock()
@@ -236,70 +249,153 @@ func vmSample(p, c *vmCounters) api.StatsSample {
 // clockTicks is USER_HZ, the unit of /proc's CPU times (100 on Linux).
 const clockTicks = 100
 
+// hostFiles are what readHost keeps between samples: the files it reads
+// each time, kept open, and what it learned of the devices they name.
+type hostFiles struct {
+	stat, meminfo, loadavg, diskstats, netdev procFile
+	// disks says, by name, whether a device of /proc/diskstats is a
+	// whole disk to count (one of /sys/block, not a loop, RAM or zram
+	// one), and nets whether an interface of /proc/net/dev is the
+	// host's own (not loopback, nor a tun or tap device); each is asked
+	// of /sys once, when the name appears. A name gone from its file is
+	// forgotten, so one that comes back (a device made again) is looked
+	// at again.
+	disks, nets map[string]*deviceKind
+	sample      uint64
+	f           [][]byte
+}
+
+type deviceKind struct {
+	name string
+	use  bool
+	seen uint64 // the sample that last listed it
+}
+
+func (h *hostFiles) init(procRoot string) {
+	if h.disks != nil {
+		return
+	}
+	h.stat.path = filepath.Join(procRoot, "stat")
+	h.meminfo.path = filepath.Join(procRoot, "meminfo")
+	h.loadavg.path = filepath.Join(procRoot, "loadavg")
+	h.diskstats.path = filepath.Join(procRoot, "diskstats")
+	h.netdev.path = filepath.Join(procRoot, "net", "dev")
+	h.disks, h.nets = map[string]*deviceKind{}, map[string]*deviceKind{}
+}
+
+func (h *hostFiles) close() {
+	for _, f := range []*procFile{&h.stat, &h.meminfo, &h.loadavg, &h.diskstats, &h.netdev} {
+		f.close()
+	}
+}
+
+// kind finds name in known, asking use the first time, and marks it seen.
+func (h *hostFiles) kind(known map[string]*deviceKind, name []byte, use func(string) bool) *deviceKind {
+	k := known[string(name)]
+	if k == nil {
+		n := string(name)
+		k = &deviceKind{name: n, use: use(n)}
+		known[n] = k
+	}
+	k.seen = h.sample
+	return k
+}
+
+func (h *hostFiles) forgetUnseen(known map[string]*deviceKind) {
+	for n, k := range known {
+		if k.seen != h.sample {
+			delete(known, n)
+		}
+	}
+}
+
+// hostCPUModes are /proc/stat's CPU times in the order it lists them.
+var hostCPUModes = [...]string{"user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal"}
+
 func (m *monitor) readHost(now time.Time) hostCounters {
-	h := hostCounters{at: now, cpu: map[string]float64{}, disks: map[string][2]uint64{}, nets: map[string][4]uint64{}, cpus: runtime.NumCPU()}
-	if data, err := os.ReadFile(filepath.Join(m.procRoot, "stat")); err == nil {
-		line, _, _ := strings.Cut(string(data), "\n")
-		f := strings.Fields(line)
-		modes := []string{"user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal"}
-		for i, mode := range modes {
-			if i+1 < len(f) && f[0] == "cpu" {
-				v, _ := strconv.ParseFloat(f[i+1], 64)
-				h.cpu[mode] = v / clockTicks
-				h.allSeconds += v / clockTicks
+	h := hostCounters{at: now, cpu: make(map[string]float64, len(hostCPUModes)), disks: map[string][2]uint64{}, nets: map[string][4]uint64{}, cpus: runtime.NumCPU()}
+	m.filesMu.Lock()
+	defer m.filesMu.Unlock()
+	hf := &m.files
+	hf.init(m.procRoot)
+	hf.sample++
+	if data, err := hf.stat.read(); err == nil {
+		line, _ := nextLine(data)
+		hf.f = fields(hf.f, line)
+		if len(hf.f) > 0 && string(hf.f[0]) == "cpu" {
+			for i, mode := range hostCPUModes {
+				if i+1 >= len(hf.f) {
+					break
+				}
+				v := float64(parseUint(hf.f[i+1])) / clockTicks
+				h.cpu[mode] = v
+				h.allSeconds += v
 				if mode != "idle" && mode != "iowait" {
-					h.busySeconds += v / clockTicks
+					h.busySeconds += v
 				}
 			}
 		}
 	}
-	if data, err := os.ReadFile(filepath.Join(m.procRoot, "meminfo")); err == nil {
-		for _, line := range strings.Split(string(data), "\n") {
-			f := strings.Fields(line)
-			if len(f) < 2 {
+	if data, err := hf.meminfo.read(); err == nil {
+		for len(data) > 0 {
+			var line []byte
+			line, data = nextLine(data)
+			hf.f = fields(hf.f, line)
+			if len(hf.f) < 2 {
 				continue
 			}
-			kb, _ := strconv.ParseInt(f[1], 10, 64)
-			switch f[0] {
+			switch string(hf.f[0]) {
 			case "MemTotal:":
-				h.memTotal = kb << 10
+				h.memTotal = int64(parseUint(hf.f[1])) << 10
 			case "MemAvailable:":
-				h.memAvailable = kb << 10
+				h.memAvailable = int64(parseUint(hf.f[1])) << 10
 			}
 		}
 	}
-	if data, err := os.ReadFile(filepath.Join(m.procRoot, "loadavg")); err == nil {
-		if f := strings.Fields(string(data)); len(f) > 0 {
-			h.load1, _ = strconv.ParseFloat(f[0], 64)
+	if data, err := hf.loadavg.read(); err == nil {
+		if hf.f = fields(hf.f, data); len(hf.f) > 0 {
+			h.load1 = parseFloat(hf.f[0])
 		}
 	}
-	// Whole disks only (/sys/block), not partitions, loops or RAM disks,
-	// so nothing is counted twice.
-	blocks, _ := filepath.Glob(filepath.Join(m.sysRoot, "block", "*", "stat"))
-	for _, p := range blocks {
-		dev := filepath.Base(filepath.Dir(p))
-		if strings.HasPrefix(dev, "loop") || strings.HasPrefix(dev, "ram") || strings.HasPrefix(dev, "zram") {
-			continue
+	// Whole disks only (those of /sys/block), not partitions, loops or
+	// RAM disks, so nothing is counted twice. /proc/diskstats holds the
+	// counters of /sys/block/*/stat, three columns (major, minor, name)
+	// further right.
+	if data, err := hf.diskstats.read(); err == nil {
+		for len(data) > 0 {
+			var line []byte
+			line, data = nextLine(data)
+			hf.f = fields(hf.f, line)
+			if len(hf.f) < 10 {
+				continue
+			}
+			k := hf.kind(hf.disks, hf.f[2], func(dev string) bool {
+				if strings.HasPrefix(dev, "loop") || strings.HasPrefix(dev, "ram") || strings.HasPrefix(dev, "zram") {
+					return false
+				}
+				// /sys/block names a/b (cciss/c0d0) a!b.
+				_, err := os.Stat(filepath.Join(m.sysRoot, "block", strings.ReplaceAll(dev, "/", "!")))
+				return err == nil
+			})
+			if k.use {
+				h.disks[k.name] = [2]uint64{parseUint(hf.f[5]) * 512, parseUint(hf.f[9]) * 512}
+			}
 		}
-		data, err := os.ReadFile(p)
-		if err != nil {
-			continue
-		}
-		f := strings.Fields(string(data))
-		if len(f) < 7 {
-			continue
-		}
-		rd, _ := strconv.ParseUint(f[2], 10, 64)
-		wr, _ := strconv.ParseUint(f[6], 10, 64)
-		h.disks[dev] = [2]uint64{rd * 512, wr * 512}
+		hf.forgetUnseen(hf.disks)
 	}
 	// Network: the host's own interfaces, not loopback, and not tun or
 	// tap devices (the VMs' taps, which the VMs' figures count).
-	for dev, c := range readNetDev(filepath.Join(m.procRoot, "net", "dev")) {
-		if _, err := os.Stat(filepath.Join(m.sysRoot, "class", "net", dev, "tun_flags")); dev == "lo" || err == nil {
-			continue
-		}
-		h.nets[dev] = c
+	if data, err := hf.netdev.read(); err == nil {
+		eachNetDev(data, &hf.f, func(name []byte, c [4]uint64) {
+			k := hf.kind(hf.nets, name, func(dev string) bool {
+				_, err := os.Stat(filepath.Join(m.sysRoot, "class", "net", dev, "tun_flags"))
+				return dev != "lo" && err != nil
+			})
+			if k.use {
+				h.nets[k.name] = c
+			}
+		})
+		hf.forgetUnseen(hf.nets)
 	}
 	var st unix.Statfs_t
 	if unix.Statfs(m.a.cfg.DataDir, &st) == nil {
@@ -309,28 +405,23 @@ func (m *monitor) readHost(now time.Time) hostCounters {
 	return h
 }
 
-// readNetDev reads /proc/net/dev: rx bytes, tx bytes, rx packets, tx
-// packets by interface.
-func readNetDev(path string) map[string][4]uint64 {
-	out := map[string][4]uint64{}
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return out
-	}
-	sc := bufio.NewScanner(bytes.NewReader(data))
-	for sc.Scan() {
-		name, rest, ok := strings.Cut(sc.Text(), ":")
-		if !ok {
+// eachNetDev calls fn with each interface of /proc/net/dev's contents and
+// its rx bytes, tx bytes, rx packets and tx packets; f is scratch.
+func eachNetDev(data []byte, f *[][]byte, fn func(name []byte, c [4]uint64)) {
+	for len(data) > 0 {
+		var line []byte
+		line, data = nextLine(data)
+		i := bytes.IndexByte(line, ':')
+		if i < 0 {
 			continue
 		}
-		f := strings.Fields(rest)
-		if len(f) < 10 {
+		*f = fields(*f, line[i+1:])
+		if len(*f) < 10 {
 			continue
 		}
-		n := func(i int) uint64 { v, _ := strconv.ParseUint(f[i], 10, 64); return v }
-		out[strings.TrimSpace(name)] = [4]uint64{n(0), n(8), n(1), n(9)}
+		n := func(i int) uint64 { return parseUint((*f)[i]) }
+		fn(bytes.TrimSpace(line[:i]), [4]uint64{n(0), n(8), n(1), n(9)})
 	}
-	return out
 }
 
 // readVM reads a running VM's counters: vCPU time and memory from /proc,
@@ -357,10 +448,23 @@ func (m *monitor) readVM(ctx context.Context, vm *api.VirtualMachine, now time.T
 			}
 		}
 	}
+	m.mu.Lock()
+	noQMP := m.noQMP[uid] == info.PID
+	m.mu.Unlock()
 	qctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
-	qmp, err := compute.DialQMP(qctx, filepath.Join(dir, compute.QMPSocket))
-	if err == nil {
+	var qmp *compute.QMPClient
+	if !noQMP {
+		qmp, err = compute.DialQMP(qctx, filepath.Join(dir, compute.QMPSocket))
+		if errors.Is(err, fs.ErrNotExist) {
+			// QEMU makes its control socket as it starts: a process
+			// without one (a simulated host's) never has one.
+			m.mu.Lock()
+			m.noQMP[uid] = info.PID
+			m.mu.Unlock()
+		}
+	}
+	if qmp != nil {
 		defer qmp.Close()
 		m.mu.Lock()
 		known := m.vcpuPID[uid] == info.PID
@@ -415,7 +519,7 @@ func (m *monitor) readVM(ctx context.Context, vm *api.VirtualMachine, now time.T
 	}
 	// A tap's receive is what the guest sent, and its transmit what the
 	// guest received.
-	for i, tap := range startedTaps(dir) {
+	for i, tap := range m.a.startedTaps(dir) {
 		st := filepath.Join(m.sysRoot, "class", "net", tap, "statistics")
 		n := func(f string) uint64 {
 			data, _ := os.ReadFile(filepath.Join(st, f))
@@ -451,13 +555,9 @@ func (m *monitor) taskSeconds(rel string) float64 {
 }
 
 // startedTaps are the tap devices the VM was started with, in NIC order.
-func startedTaps(dir string) []string {
-	data, err := os.ReadFile(filepath.Join(dir, specFile))
-	if err != nil {
-		return nil
-	}
-	var s startedSpec
-	if json.Unmarshal(data, &s) != nil {
+func (a *Agent) startedTaps(dir string) []string {
+	s, ok := a.specs.read(dir)
+	if !ok {
 		return nil
 	}
 	var taps []string

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"sync"
 	"time"
@@ -171,7 +172,13 @@ func (v *vmController) Reconcile(ctx context.Context, key string) (reconcile.Res
 		v.a.netReleased(key, uid) // a VM that moved away: its ports here go
 		return reconcile.Result{}, nil
 	}
-	vm := api.DeepCopy(obj).(*api.VirtualMachine)
+	// A copy of the cache's object, which is shared and never changed:
+	// a shallow one while only looked at and reported (report replaces
+	// the whole of it), a deep one (acting) before anything that acts on
+	// the VM, which passes its parts around.
+	cp := *obj.(*api.VirtualMachine)
+	vm := &cp
+	acting := func() { vm = api.DeepCopy(obj).(*api.VirtualMachine) }
 	dir := v.dir(vm.Metadata.UID)
 	v.mu.Lock()
 	v.forgetFailedSends(vm.Metadata.UID) // placed here: no move from here is under way
@@ -184,14 +191,20 @@ func (v *vmController) Reconcile(ctx context.Context, key string) (reconcile.Res
 	f, err := v.observe(ctx, vm, dir)
 	if err != nil {
 		if v.incoming(vm) && incomingOverdue(vm.Status.Migration, time.Now()) {
+			acting()
 			return v.giveUpUnreadable(ctx, vm, dir, err)
 		}
 		return reconcile.Result{}, err
 	}
 	if v.incoming(vm) {
+		acting()
 		return v.migrateIn(ctx, vm, dir, f)
 	}
-	return v.carryOut(ctx, vm, dir, f, decide(vm, f))
+	plan := decide(vm, f)
+	if plan.Action != keep || plan.End || plan.Crashed {
+		acting()
+	}
+	return v.carryOut(ctx, vm, dir, f, plan)
 }
 
 // observe finds what runs for the VM and what the agent recorded of it.
@@ -205,7 +218,7 @@ func (v *vmController) observe(ctx context.Context, vm *api.VirtualMachine, dir 
 	if _, err := os.Stat(filepath.Join(dir, startedMarker)); err == nil {
 		f.Marker = true
 	}
-	if s, ok := readStartedSpec(dir); ok {
+	if s, ok := v.a.specs.read(dir); ok {
 		f.Started = &s
 	}
 	v.mu.Lock()
@@ -461,7 +474,7 @@ func (v *vmController) report(ctx context.Context, vm *api.VirtualMachine, dir s
 	now := time.Now()
 	consoleLog := filepath.Join(dir, compute.ConsoleLog)
 	before := vm.Status
-	out, wrote, err := client.WriteStatus(ctx, v.a.c, v.a.cache.vms, vm, func(cur *api.VirtualMachine) {
+	out, wrote, err := v.writeStatus(ctx, vm, vmStatus(vm, s, v.a.cfg.Name, consoleLog, now), func(cur *api.VirtualMachine) {
 		cur.Status = vmStatus(cur, s, v.a.cfg.Name, consoleLog, now)
 	})
 	switch {
@@ -478,6 +491,47 @@ func (v *vmController) report(ctx context.Context, vm *api.VirtualMachine, dir s
 		v.a.rec.Eventf(ctx, vm, api.EventWarning, reason, "%s", msg)
 	}
 	return nil
+}
+
+// writeStatus writes st, what change makes of vm's status, as
+// client.WriteStatus does: nothing when it would not change it, and on
+// a conflict (vm is not the latest) change applied to the latest. But
+// it says so, and makes its first try, without WriteStatus's deep copy
+// of the whole VM: most looks at a VM (a resync, a change that needs
+// nothing done) write nothing, and most writes (a start's) need no
+// second try; the first sends a shallow copy of vm with st, which the
+// write only reads.
+func (v *vmController) writeStatus(ctx context.Context, vm *api.VirtualMachine, st api.VirtualMachineStatus, change func(*api.VirtualMachine)) (*api.VirtualMachine, bool, error) {
+	if reflect.DeepEqual(st, vm.Status) || sameJSON(st, vm.Status) {
+		return vm, false, nil
+	}
+	next := *vm
+	next.Status = st
+	out, err := v.a.c.UpdateStatus(ctx, &next)
+	if err == nil {
+		v.a.cache.vms.Observe(out)
+		return out.(*api.VirtualMachine), true, nil
+	}
+	if !api.IsConflict(err) {
+		return vm, false, err
+	}
+	fresh, err := v.a.c.Get(ctx, "VirtualMachine", vm.Metadata.Tenant, vm.Metadata.Name)
+	if err != nil {
+		return vm, false, err
+	}
+	if fresh.GetMetadata().UID != vm.Metadata.UID {
+		return vm, false, api.NewNotFound("VirtualMachine", vm.Metadata.Tenant, vm.Metadata.Name)
+	}
+	v.a.cache.vms.Observe(fresh)
+	return client.WriteStatus(ctx, v.a.c, v.a.cache.vms, fresh.(*api.VirtualMachine), change)
+}
+
+// sameJSON says whether two statuses are the same as the API stores
+// them (as client.WriteStatus compares them).
+func sameJSON(a, b any) bool {
+	x, err1 := json.Marshal(a)
+	y, err2 := json.Marshal(b)
+	return err1 == nil && err2 == nil && string(x) == string(y)
 }
 
 // firstOutput reports whether the guest has written to its console since
@@ -540,16 +594,6 @@ func (v *vmController) capConsoleLogs(ctx context.Context) {
 	}
 }
 
-// readStartedSpec reads what the VM in dir was started with.
-func readStartedSpec(dir string) (startedSpec, bool) {
-	var s startedSpec
-	data, err := os.ReadFile(filepath.Join(dir, specFile))
-	if err != nil || json.Unmarshal(data, &s) != nil {
-		return s, false
-	}
-	return s, true
-}
-
 // watch starts, once per VM, a goroutine that wakes the controller when
 // the VM's process exits, whoever started it.
 func (v *vmController) watch(key, uid, dir string) {
@@ -583,6 +627,7 @@ func (v *vmController) teardown(ctx context.Context, uid string) error {
 	slog.Info("removed VM", "uid", uid)
 	v.dirMu.Lock()
 	defer v.dirMu.Unlock()
+	defer v.a.specs.forget(dir)
 	return os.RemoveAll(dir)
 }
 

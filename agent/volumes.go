@@ -463,7 +463,7 @@ func (v *volumeController) runningUser(ctx context.Context, path string) (string
 	for _, o := range v.a.cache.vms.List() {
 		vm := o.(*api.VirtualMachine)
 		dir := v.a.vmPath(vm.Metadata.UID)
-		s, ok := readStartedSpec(dir)
+		s, ok := v.a.specs.read(dir)
 		if !ok || !slices.ContainsFunc(s.Disks, func(d compute.Disk) bool { return d.Path == path }) {
 			continue
 		}

@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -76,7 +77,16 @@ type ScaleConfig struct {
 	// ServerMemoryLimit, when set, is each server's GOMEMLIMIT (the Go
 	// runtime's soft memory limit: "900MiB").
 	ServerMemoryLimit string
-	Timeout           time.Duration
+	// HostsDir is where the simulated hosts keep their files, each in
+	// its own directory (default a new directory in /dev/shm, a tmpfs,
+	// removed after; DIR/hosts where there is none).
+	HostsDir string
+	// NextPhase, if set, is called where the servers' CPU profiles begin
+	// their next phase (as the placement begins, and as the backlog
+	// runs), whether or not they are profiled: hearth bench scale
+	// --cpuprofile profiles the simulated hosts by the same phases.
+	NextPhase func()
+	Timeout   time.Duration
 	// Logf, if set, hears progress as it happens.
 	Logf func(format string, args ...any)
 }
@@ -120,6 +130,9 @@ type ScaleResult struct {
 	// FanDeliver the rest (answered → the agent's lookup): the watch's
 	// delivery and the agent's reaction.
 	FanCreateP50, FanCreateP99, FanDeliverP50, FanDeliverP99 time.Duration
+	// FanCreatePhases is the creates' time in the server, by phase
+	// (hearth_api_vm_create_phase_seconds), over the fan-out's creates.
+	FanCreatePhases string
 	// FanServerP50 and FanServerP99 are the server's own part, from its
 	// hearth_watch_delivery_seconds of agents' watches over the phase:
 	// from the server reading the change from etcd to the agent's
@@ -146,6 +159,9 @@ type ScaleResult struct {
 	// BoundTwice are VMs seen on two hosts or started by two agents;
 	// Lost are VMs that never ran.
 	BoundTwice, Lost []string
+	// Flapped are the hosts declared NotReady after all were Ready (a
+	// lease renewal that came too late), or not Ready at the end.
+	Flapped []string
 	// Retries counts the bench's requests tried again after a 503 or a
 	// timeout: a sign the control plane was overloaded.
 	Retries int64
@@ -159,6 +175,9 @@ type ScaleResult struct {
 	// (the agents' watches over, none busy), and ConnsPeak the most
 	// seen at the samples taken during the run.
 	Conns, ConnsPeak int
+	// Memory is the servers' peak memory in each phase of the run,
+	// sampled twice a second (see memSampler).
+	Memory []MemPhase
 }
 
 const scaleTenant = "bench"
@@ -215,6 +234,17 @@ func RunScale(ctx context.Context, cfg ScaleConfig, w io.Writer) (*ScaleResult, 
 		defer os.RemoveAll(dir)
 		cfg.Dir = dir
 	}
+	if cfg.HostsDir == "" {
+		cfg.HostsDir = filepath.Join(cfg.Dir, "hosts")
+		// Each simulated host stands for a machine with its own disk:
+		// a thousand of them creating, syncing and renaming their VMs'
+		// files on the disk etcd syncs its log to would measure that
+		// disk's journal, not the control plane, nor the agents.
+		if dir, err := os.MkdirTemp("/dev/shm", "hearth-scale-hosts-"); err == nil {
+			defer os.RemoveAll(dir) // after the agents stopped (r.close)
+			cfg.HostsDir = dir
+		}
+	}
 	ctx, cancel := context.WithTimeout(ctx, cfg.Timeout)
 	defer cancel()
 	r := &scaleRun{cfg: cfg, res: &ScaleResult{Hosts: cfg.Hosts, VMs: cfg.VMs}, vms: map[string]*vmTrack{}, counts: map[string]int64{},
@@ -237,6 +267,8 @@ type scaleRun struct {
 	admin  *client.Client
 	adminP *serverProc
 	ec     *clientv3.Client
+	// mem samples the servers' memory by phase.
+	mem *memSampler
 
 	agentsCancel context.CancelFunc
 	agentsDone   sync.WaitGroup
@@ -261,6 +293,9 @@ type scaleRun struct {
 	// counts are how many VMs of each name prefix ("bl", "run", "fan")
 	// reached each state ("unschedulable", "bound", "running").
 	counts map[string]int64
+
+	// readyAt is when every simulated host was first seen Ready.
+	readyAt time.Time
 }
 
 // vmTrack is what the bench saw of one VM.
@@ -287,6 +322,14 @@ func (r *scaleRun) run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	r.mem = newMemSampler(r, 500*time.Millisecond)
+	r.mem.setPhase("start, networks")
+	mctx, mcancel := context.WithCancel(ctx)
+	defer func() {
+		mcancel()
+		r.res.Memory = r.mem.result()
+	}()
+	go r.mem.run(mctx)
 	// The bench and the agents talk to servers that will survive: the
 	// client has one server URL (an HA deployment puts a load balancer
 	// in front), so agents of a killed server would lose their API.
@@ -328,24 +371,31 @@ func (r *scaleRun) run(ctx context.Context) error {
 		return err
 	}
 
+	r.mem.setPhase("hosts joining")
 	if err := r.startAgents(ctx, survivors); err != nil {
 		return err
 	}
+	r.mem.setPhase("idle hosts")
 	if err := r.measureHeartbeats(ctx); err != nil {
 		return err
 	}
+	r.mem.setPhase("backlog created")
 	if err := r.backlog(ctx, leader); err != nil {
 		return err
 	}
+	r.mem.setPhase("create→Running")
 	if err := r.createToRunning(ctx); err != nil {
 		return err
 	}
+	r.mem.setPhase("watch fan-out")
 	if err := r.fanout(ctx); err != nil {
 		return err
 	}
+	r.mem.setPhase("list every VM")
 	if err := r.listAll(ctx); err != nil {
 		return err
 	}
+	r.mem.setPhase("end")
 	r.final(ctx)
 	return nil
 }
@@ -436,7 +486,7 @@ func (r *scaleRun) startAgents(ctx context.Context, servers []*serverProc) error
 	actx, cancel := context.WithCancel(context.Background())
 	r.agentsCancel = cancel
 	start := time.Now()
-	r.logf("starting %d simulated hosts", r.cfg.Hosts)
+	r.logf("starting %d simulated hosts in %s", r.cfg.Hosts, r.cfg.HostsDir)
 	for i := range r.cfg.Hosts {
 		name := fmt.Sprintf("sim-%05d", i)
 		r.hostNames = append(r.hostNames, name)
@@ -447,7 +497,7 @@ func (r *scaleRun) startAgents(ctx context.Context, servers []*serverProc) error
 			JoinToken: jt.Token,
 			CAFile:    filepath.Join(servers[0].dir, "ca.crt"),
 			Name:      name,
-			DataDir:   filepath.Join(r.cfg.Dir, "hosts", name),
+			DataDir:   filepath.Join(r.cfg.HostsDir, name),
 			Listen:    "127.0.0.1:0",
 			Driver:    drv,
 			// One machine under every simulated host: checking it
@@ -467,6 +517,7 @@ func (r *scaleRun) startAgents(ctx context.Context, servers []*serverProc) error
 		return err
 	}
 	r.res.Joined = time.Since(start)
+	r.readyAt = time.Now()
 	r.logf("%d hosts Ready in %s", r.cfg.Hosts, r.res.Joined.Round(time.Millisecond))
 	// What an administrator of such hosts sets: room for many small VMs
 	// (each reports this machine's CPUs), and cordoned for the backlog.
@@ -785,6 +836,9 @@ func (r *scaleRun) waitCount(ctx context.Context, what string, n int64, get func
 // uncordoning the hosts to the backlog Running, NAME.pprof what came
 // before and NAME.pprof.2 what came after.
 func (r *scaleRun) nextProfiles() {
+	if r.cfg.NextPhase != nil {
+		r.cfg.NextPhase()
+	}
 	if r.cfg.ServerCPUProfile == "" {
 		return
 	}
@@ -822,8 +876,11 @@ func (r *scaleRun) backlog(ctx context.Context, leader *serverProc) error {
 	}
 
 	r.logf("uncordoning %d hosts", r.cfg.Hosts)
+	if r.mem != nil {
+		r.mem.setPhase("placement until Running")
+	}
 	r.nextProfiles()
-	waits := placementWaits
+	waits := append(slices.Clone(placementWaits), placementSizes...)
 	var before map[string]*histo
 	if len(r.servers) == 1 {
 		before, _ = scrapeHistos(ctx, r.servers[0], waits...)
@@ -856,8 +913,11 @@ func (r *scaleRun) backlog(ctx context.Context, leader *serverProc) error {
 	b := r.sample(ctx)
 	if before != nil {
 		if after, err := scrapeHistos(ctx, r.servers[0], waits...); err == nil {
-			for _, w := range waits {
+			for _, w := range placementWaits {
 				r.res.PlacementWaits = append(r.res.PlacementWaits, fmt.Sprintf("%s: %s", w, deltaOf(before[w], after[w])))
+			}
+			for _, w := range placementSizes {
+				r.res.PlacementWaits = append(r.res.PlacementWaits, fmt.Sprintf("%s: %s", w, sizeDelta(before[w], after[w], "batches")))
 			}
 		}
 	}
@@ -963,8 +1023,12 @@ func (r *scaleRun) fanout(ctx context.Context) error {
 	n := r.cfg.Hosts
 	r.logf("creating %d VMs, one bound to each host, at %.0f/s", n, r.cfg.Rate)
 	hist := r.deliveryBuckets(ctx)
+	phases := r.createPhases(ctx)
 	if err := r.atRate(ctx, n, "fan-%05d", func(i int) string { return r.hostNames[i] }); err != nil {
 		return err
+	}
+	if phases != nil {
+		r.res.FanCreatePhases = createPhasesDelta(phases, r.createPhases(ctx))
 	}
 	seen := func() int64 {
 		r.mu.Lock()
@@ -1050,6 +1114,7 @@ func (r *scaleRun) final(ctx context.Context) {
 	s := r.sample(ctx)
 	r.res.DBSize, r.res.DBInUse = s.db, s.dbInUse
 	r.res.Conns = r.apiConns()
+	r.res.Flapped = r.flapped(ctx)
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	byUID := map[string]string{}
@@ -1152,6 +1217,7 @@ func (r *scaleRun) report(w io.Writer) {
 	}
 	row("watch to each agent", "p50 %s, p99 %s, max %s (create naming a host → its agent looks the VM up; %d hosts)", ms(res.FanP50), ms(res.FanP99), ms(res.FanMax), cfg.Hosts)
 	row("  of which the create", "p50 %s, p99 %s (sent → answered); answered → agent p50 %s, p99 %s", ms(res.FanCreateP50), ms(res.FanCreateP99), ms(res.FanDeliverP50), ms(res.FanDeliverP99))
+	row("  the create in the server", "%s", res.FanCreatePhases)
 	row("  of which the server's", "p50 ≤ %s, p99 ≤ %s (read from etcd → the agent's connection flushed; %.0f events to agents, server's histogram)",
 		ms(res.FanServerP50), ms(res.FanServerP99), res.FanServerEvents)
 	row("list every VM", "%s (%d VMs, median of 3); %s read without decoding", res.ListAll.Round(time.Millisecond), res.ListCount, res.ListBytes.Round(time.Millisecond))
@@ -1161,13 +1227,21 @@ func (r *scaleRun) report(w io.Writer) {
 	}
 	row("server memory", "RSS %s (peak %s%s): %s its own, %s files mapped (etcd's database, the binary)", mib(res.ServerRSS), mib(res.ServerPeakRSS), limit,
 		mib(res.ServerRSSAnon), mib(res.ServerRSSFile))
+	for i, m := range res.Memory {
+		what := ""
+		if i == 0 {
+			what = "  peak by phase"
+		}
+		row(what, "%s: %s", m.Phase, m)
+	}
 	row("etcd database", "%s (%s in use)", mib(res.DBSize), mib(res.DBInUse))
 	row("API connections", "%d open at the end, at most %d seen (%d hosts)", res.Conns, res.ConnsPeak, cfg.Hosts)
 	row("requests retried (503, timeout)", "%d", res.Retries)
 	row("bound or started twice", "%d", len(res.BoundTwice))
 	row("lost (never Running)", "%d", len(res.Lost))
+	row("hosts declared NotReady", "%d (after all were Ready, or not Ready at the end)", len(res.Flapped))
 	tw.Flush()
-	for _, s := range append(res.BoundTwice, res.Lost...) {
+	for _, s := range slices.Concat(res.BoundTwice, res.Lost, res.Flapped) {
 		fmt.Fprintln(w, "  ", s)
 	}
 }
@@ -1175,3 +1249,36 @@ func (r *scaleRun) report(w io.Writer) {
 // ErrScaleFaults is returned (wrapped) when a run saw VMs bound twice or
 // lost.
 var ErrScaleFaults = errors.New("VMs bound twice or lost")
+
+// flapped lists the simulated hosts declared NotReady after every host
+// was Ready (host liveness's HostNotReady event: its lease renewal came
+// too late), and those not Ready at the end.
+func (r *scaleRun) flapped(ctx context.Context) []string {
+	if r.readyAt.IsZero() {
+		return nil
+	}
+	seen := map[string]bool{}
+	var out []string
+	evs, _, err := r.admin.List(ctx, "Event", "", client.ListOptions{AllTenants: true, FieldSelector: "spec.reason=HostNotReady"})
+	if err != nil {
+		r.logf("listing HostNotReady events: %v", err)
+	}
+	for _, o := range evs {
+		ev := o.(*api.Event)
+		if t := ev.Spec.LastTimestamp; ev.Spec.InvolvedObject.Kind == "Host" && t != nil && t.After(r.readyAt) && !seen[ev.Spec.InvolvedObject.Name] {
+			seen[ev.Spec.InvolvedObject.Name] = true
+			out = append(out, fmt.Sprintf("%s: HostNotReady at %s: %s", ev.Spec.InvolvedObject.Name, t.Format(time.RFC3339), ev.Spec.Message))
+		}
+	}
+	hosts, _, err := r.admin.List(ctx, "Host", "", client.ListOptions{})
+	if err != nil {
+		r.logf("listing hosts for their Ready condition: %v", err)
+	}
+	for _, o := range hosts {
+		h := o.(*api.Host)
+		if c := h.Status.Condition(api.ConditionReady); !seen[h.Metadata.Name] && (c == nil || c.Status != api.ConditionTrue) {
+			out = append(out, fmt.Sprintf("%s: not Ready at the end (%s)", h.Metadata.Name, h.Status.Phase))
+		}
+	}
+	return out
+}

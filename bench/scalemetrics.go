@@ -17,6 +17,25 @@ var placementWaits = []string{
 	"etcd_disk_backend_commit_duration_seconds",
 	`hearth_api_request_duration_seconds{method="PUT"}`,
 	`hearth_api_request_duration_seconds{method="POST"}`,
+	// Hosts' writes waiting their turn (the server's fair queue).
+	"hearth_api_host_write_wait_seconds",
+	// The scheduler's bindings: decided → sent in a batch, and a batch's
+	// request (controllers.BindingMetrics).
+	"hearth_scheduler_binding_wait_seconds",
+	"hearth_scheduler_binding_batch_seconds",
+}
+
+// placementSizes are histograms of counts, not times, read the same way.
+var placementSizes = []string{"hearth_scheduler_binding_batch_size"}
+
+// sizeDelta says how many were observed between two scrapes and their
+// mean: "120 batches, mean 83.3".
+func sizeDelta(a, b *histo, what string) string {
+	if a == nil || b == nil || b.count <= a.count {
+		return "none"
+	}
+	n := b.count - a.count
+	return fmt.Sprintf("%.0f %s, mean %.1f", n, what, (b.sum-a.sum)/n)
 }
 
 // histo is one Prometheus histogram as scraped: the cumulative count of

@@ -44,11 +44,31 @@ no VM is bound twice or lost. Agents then talk to the other two servers.`,
 				if err != nil {
 					return err
 				}
-				defer f.Close()
 				if err := pprof.StartCPUProfile(f); err != nil {
+					f.Close()
 					return err
 				}
-				defer pprof.StopCPUProfile()
+				// By phase, as --server-cpuprofile: NAME.1 is the
+				// placement, NAME.2 what follows.
+				phase := 0
+				cfg.NextPhase = func() {
+					pprof.StopCPUProfile()
+					f.Close()
+					phase++
+					next, err := os.Create(fmt.Sprintf("%s.%d", cpuProfile, phase))
+					if err == nil {
+						err = pprof.StartCPUProfile(next)
+					}
+					if err != nil {
+						fmt.Fprintf(g.errOut, "--cpuprofile: %v\n", err)
+						return
+					}
+					f = next
+				}
+				defer func() {
+					pprof.StopCPUProfile()
+					f.Close()
+				}()
 			}
 			cfg.Logf = func(format string, args ...any) {
 				fmt.Fprintf(g.errOut, "%s "+format+"\n", append([]any{time.Now().Format("15:04:05")}, args...)...)
@@ -74,10 +94,11 @@ no VM is bound twice or lost. Agents then talk to the other two servers.`,
 	f.IntVar(&cfg.VMsPerNetwork, "vms-per-network", 250, "VMs per network (each with one subnet: a /23, or as large as this needs; at most 65533)")
 	f.DurationVar(&cfg.BootDelay, "boot-delay", 0, "how long a simulated guest takes to write its first console output")
 	f.StringVar(&cfg.Dir, "dir", "", "work directory, kept afterwards (default a temporary one, removed)")
+	f.StringVar(&cfg.HostsDir, "hosts-dir", "", "where the simulated hosts keep their files (default a temporary directory in /dev/shm, removed; DIR/hosts without /dev/shm)")
 	f.DurationVar(&cfg.Timeout, "timeout", 30*time.Minute, "give up after this long")
 	f.StringVar(&cfg.ServerCPUProfile, "server-cpuprofile", "", "write CPU profiles of each server to this directory: NAME.pprof until placement, NAME.pprof.1 of placement until the backlog runs, NAME.pprof.2 after")
 	f.StringVar(&cfg.ServerMemProfile, "server-memprofile", "", "write each server's heap at the end of the measurements, every agent still connected, to NAME.heap.pprof in this directory")
 	f.StringVar(&cfg.ServerMemoryLimit, "server-memory-limit", "", "run each server with this GOMEMLIMIT (the Go runtime's soft memory limit, e.g. 900MiB)")
-	f.StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of this process (the simulated hosts) to this file")
+	f.StringVar(&cpuProfile, "cpuprofile", "", "write CPU profiles of this process (the simulated hosts) to this file: NAME until placement, NAME.1 of placement until the backlog runs, NAME.2 after")
 	return cmd
 }

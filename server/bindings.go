@@ -33,6 +33,10 @@ const maxBindings = 500
 const bindingEventSource = "hearth-server"
 
 func (s *Server) serveBindings(w http.ResponseWriter, r *http.Request, p *auth.Principal) error {
+	// Hosts' writes beyond their limit wait while bindings are written
+	// (fairqueue.go).
+	s.hostWrites.hold()
+	defer s.hostWrites.unhold()
 	data, err := readBody(r)
 	if err != nil {
 		return err

@@ -16,8 +16,9 @@ const DefaultDiscoveredMachineTTL = controllers.DefaultDiscoveredTTL
 // defaultControllers are the controllers every control plane runs.
 // They share one informer per kind (shared), so each object is decoded
 // and kept once.
-// Host liveness reads the hosts' leases (leases) beside their status.
-func defaultControllers(cfg Config, shared *controllers.Informers, leases controllers.HostLeases) []ControllerFunc {
+// Host liveness reads the hosts' leases (leases) beside their status;
+// the scheduler records what its bindings wait on in bm.
+func defaultControllers(cfg Config, shared *controllers.Informers, leases controllers.HostLeases, bm *controllers.BindingMetrics) []ControllerFunc {
 	return []ControllerFunc{
 		func(ctx context.Context, c *client.Client, rec *client.Recorder) error {
 			return (&controllers.HostLiveness{Client: c, Recorder: rec, Informers: shared, Leases: leases}).Run(ctx)
@@ -26,7 +27,7 @@ func defaultControllers(cfg Config, shared *controllers.Informers, leases contro
 			return (&controllers.GarbageCollector{Client: c, Recorder: rec, Informers: shared}).Run(ctx)
 		},
 		func(ctx context.Context, c *client.Client, rec *client.Recorder) error {
-			return (&controllers.Scheduler{Client: c, Recorder: rec, Informers: shared}).Run(ctx)
+			return (&controllers.Scheduler{Client: c, Recorder: rec, Informers: shared, Metrics: bm}).Run(ctx)
 		},
 		func(ctx context.Context, c *client.Client, rec *client.Recorder) error {
 			return (&controllers.VMSets{Client: c, Recorder: rec, Informers: shared}).Run(ctx)

@@ -14,6 +14,7 @@ import (
 	api "hearth.dev/hearth/api/v1alpha1"
 	"hearth.dev/hearth/reconcile"
 	"hearth.dev/hearth/server/auth"
+	"hearth.dev/hearth/server/controllers"
 )
 
 // metrics are the API's Prometheus metrics, on their own registry so
@@ -25,9 +26,14 @@ type metrics struct {
 	// delivery is each watch event's time from the server reading it
 	// from etcd to its watcher's connection being flushed with it.
 	delivery *prometheus.HistogramVec
-	handler  http.Handler
+	// hostWriteWait is each host's write's wait for its turn
+	// (fairqueue.go).
+	hostWriteWait prometheus.Histogram
+	handler       http.Handler
 	// controllers are the leader's controllers (reconcile.WithMetrics).
 	controllers *reconcile.Metrics
+	// bindings are the scheduler's (what its bindings wait on).
+	bindings *controllers.BindingMetrics
 }
 
 func newMetrics() *metrics {
@@ -44,8 +50,14 @@ func newMetrics() *metrics {
 		Help:    "Watch events from the server reading the change from etcd to the watcher's connection flushed with it, by watcher (host: an agent's; other).",
 		Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16),
 	}, []string{"watcher"})
+	m.hostWriteWait = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name:    "hearth_api_host_write_wait_seconds",
+		Help:    "Hosts' writes' wait for their turn (at most a few per core run at once; the rest wait, fairly between hosts).",
+		Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16),
+	})
 	m.controllers = reconcile.NewMetrics()
-	m.reg.MustRegister(m.requests, m.latency, m.delivery, m.controllers, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m.bindings = controllers.NewBindingMetrics()
+	m.reg.MustRegister(m.requests, m.latency, m.delivery, m.hostWriteWait, m.controllers, m.bindings, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m.handler = promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{})
 	return m
 }

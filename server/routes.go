@@ -24,6 +24,9 @@ type route struct {
 	// runs after authentication, with the caller.
 	public  http.HandlerFunc
 	handler func(w http.ResponseWriter, r *http.Request, p *auth.Principal) error
+	// urgent routes never wait for their turn: a host's write otherwise
+	// does, behind others' beyond a few per core (fairqueue.go).
+	urgent bool
 }
 
 // Method sets of routes.
@@ -64,8 +67,9 @@ func (s *Server) routes() []route {
 		{pattern: p + "/users/{user}/tokens", methods: list, handler: s.userTokens},
 		{pattern: p + "/users/{user}/tokens/{id...}", methods: []string{http.MethodDelete}, handler: s.userTokens},
 
-		// A host renews its lease (hostlease.go).
-		{pattern: "POST " + p + "/hosts/{name}/heartbeat", methods: []string{http.MethodPost}, handler: s.serveHostHeartbeat},
+		// A host renews its lease (hostlease.go): at once, never behind
+		// its own VMs' writes, or it would be declared dead.
+		{pattern: "POST " + p + "/hosts/{name}/heartbeat", methods: []string{http.MethodPost}, handler: s.serveHostHeartbeat, urgent: true},
 		// A host has its live-migration certificate signed (migrationcert.go).
 		{pattern: "POST " + p + "/hosts/{name}/migrationcert", methods: []string{http.MethodPost}, handler: s.serveMigrationCert},
 
@@ -121,8 +125,12 @@ func (s *Server) newMux() *http.ServeMux {
 	mux := http.NewServeMux()
 	for _, rt := range s.routes() {
 		var h http.Handler = rt.public
-		if rt.public == nil {
+		switch {
+		case rt.public != nil:
+		case rt.urgent:
 			h = s.authenticated(rt.handler)
+		default:
+			h = s.authenticated(s.queuedForHosts(rt.handler))
 		}
 		mux.Handle(rt.pattern, h)
 	}

@@ -117,6 +117,14 @@ type Server struct {
 	// tenants mirrors Tenant objects so a create need not read etcd to
 	// learn that its tenant exists.
 	tenants *store.Mirror[struct{}]
+	// createPhases time VM creates by phase (createphases.go).
+	createPhases *createPhases
+
+	// hostWrites queues hosts' writes beyond 64 per core (fairqueue.go).
+	hostWrites *fairQueue
+	// involvedCache, when set (tests), stands for the informers as the
+	// cache an event's object is read from (cachedInvolved).
+	involvedCache func(kind, key string) (api.Object, bool)
 
 	// feeds share one etcd watch per kind among the API's watchers.
 	feeds feeds
@@ -204,7 +212,8 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	}
 	tk, _ := api.KindByName("Tenant")
 	uk, _ := api.KindByName("User")
-	s := &Server{cfg: cfg, tenantKind: tk, userKind: uk, bookmarkEvery: 5 * time.Second, metrics: newMetrics()}
+	s := &Server{cfg: cfg, tenantKind: tk, userKind: uk, bookmarkEvery: 5 * time.Second, metrics: newMetrics(),
+		hostWrites: newFairQueue(hostWriteLimit())}
 	s.feeds.s = s
 	// An embedded member needs the CA before etcd runs (peer TLS); with
 	// an external etcd the CA comes from etcd alone.
@@ -232,6 +241,11 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	}
 	s.metrics.reg.MustRegister(&s.sensors)
 	s.store = store.New(s.etcd)
+	if db.Embedded() {
+		// The server calls its own member alone (store/reads.go).
+		s.store.ReadsFromOneMember(db.LoneVoter)
+	}
+	s.createPhases = newCreatePhases(s.metrics.reg)
 	installHooks(s.store)
 	s.store.SetHooks("Tenant", admission.TenantHooks{})
 	// A User's or Host's tokens go with it.
@@ -511,7 +525,7 @@ func (s *Server) leadOnce(ctx context.Context) error {
 	}
 	rec := client.NewRecorder(c, "hearth-server").Background(lctx)
 	var wg sync.WaitGroup
-	for _, run := range append(append(defaultControllers(s.cfg, s.informers, s.hostLeases), s.pollSensors), s.cfg.Controllers...) {
+	for _, run := range append(append(defaultControllers(s.cfg, s.informers, s.hostLeases, s.metrics.bindings), s.pollSensors), s.cfg.Controllers...) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()

@@ -50,6 +50,7 @@ func quoteWarning(m string) string {
 // written: every reference of its spec that resolves to nothing, among
 // the objects p may read. A failed look-up only costs the warning.
 func (s *Server) writeWarnings(ctx context.Context, w http.ResponseWriter, p *auth.Principal, obj api.Object) {
+	phaseClockOf(ctx).lap("write")
 	if len(api.ReferencesOf(obj)) == 0 {
 		return
 	}

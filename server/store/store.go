@@ -16,6 +16,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"strconv"
 	"strings"
 	"time"
@@ -61,6 +62,7 @@ type UpdateHooks interface {
 // Store reads and writes objects in etcd.
 type Store struct {
 	c       *clientv3.Client
+	kv      *sessionKV // c's KV, for reads that may be in a read session (reads.go)
 	hooks   map[string][]Hooks
 	sealers map[string]Sealer
 	now     func() time.Time
@@ -68,7 +70,7 @@ type Store struct {
 
 // New returns a store on an etcd client.
 func New(c *clientv3.Client) *Store {
-	return &Store{c: c, hooks: map[string][]Hooks{}, sealers: map[string]Sealer{}, now: time.Now}
+	return &Store{c: c, kv: &sessionKV{KV: c.KV}, hooks: map[string][]Hooks{}, sealers: map[string]Sealer{}, now: time.Now}
 }
 
 // Client returns the etcd client, for the few callers (auth, leader
@@ -233,7 +235,7 @@ func ParseRV(rv string) (int64, error) {
 
 // Get reads one object.
 func (s *Store) Get(ctx context.Context, k *api.KindInfo, tenant, name string) (api.Object, error) {
-	resp, err := s.c.Get(ctx, Key(k, tenant, name))
+	resp, err := s.kv.Get(ctx, Key(k, tenant, name))
 	if err != nil {
 		return nil, unavailable(err)
 	}
@@ -247,7 +249,7 @@ func (s *Store) Get(ctx context.Context, k *api.KindInfo, tenant, name string) (
 // decoding it: for checks that need only its name to resolve (a
 // Network's status alone lists every port on it).
 func (s *Store) Exists(ctx context.Context, k *api.KindInfo, tenant, name string) (bool, error) {
-	resp, err := s.c.Get(ctx, Key(k, tenant, name), clientv3.WithCountOnly())
+	resp, err := s.kv.Get(ctx, Key(k, tenant, name), clientv3.WithCountOnly())
 	if err != nil {
 		return false, unavailable(err)
 	}
@@ -314,6 +316,53 @@ var ListPage int64 = 500
 // memory, neither as etcd's answer nor as its copy. It returns the
 // revision read at.
 func (s *Store) ListRawPages(ctx context.Context, k *api.KindInfo, prefix string, sel api.Selector, rev int64, fn func(rev int64, items [][]byte) error) (int64, error) {
+	return s.ListStoredPages(ctx, k, prefix, sel, rev, func(rev int64, items []Stored) error {
+		raw := make([][]byte, len(items))
+		for i, it := range items {
+			raw[i] = WithResourceVersion(it.Data, it.Rev)
+		}
+		return fn(rev, raw)
+	})
+}
+
+// Stored is an object as stored (opened, when its kind is sealed) and
+// the revision it was written at, which its bytes do not hold: Append
+// or WriteTo add it as metadata.resourceVersion.
+type Stored struct {
+	Data []byte
+	Rev  int64
+}
+
+// WriteTo writes the object with its resourceVersion, as
+// WithResourceVersion makes it, without making it first: a list of
+// every VM wrote each one twice, once into a copy.
+func (st Stored) WriteTo(w io.Writer) (int64, error) {
+	const marker = `"metadata":{`
+	i := bytes.Index(st.Data, []byte(marker))
+	if i < 0 {
+		n, err := w.Write(st.Data)
+		return int64(n), err
+	}
+	i += len(marker)
+	var buf [48]byte
+	rv := append(strconv.AppendInt(append(buf[:0], `"resourceVersion":"`...), st.Rev, 10), '"')
+	if st.Data[i] != '}' {
+		rv = append(rv, ',')
+	}
+	var total int64
+	for _, part := range [][]byte{st.Data[:i], rv, st.Data[i:]} {
+		n, err := w.Write(part)
+		total += int64(n)
+		if err != nil {
+			return total, err
+		}
+	}
+	return total, nil
+}
+
+// ListStoredPages is ListRawPages with each object as stored and its
+// revision apart (Stored), for a caller that writes them out.
+func (s *Store) ListStoredPages(ctx context.Context, k *api.KindInfo, prefix string, sel api.Selector, rev int64, fn func(rev int64, items []Stored) error) (int64, error) {
 	end := clientv3.GetPrefixRangeEnd(prefix)
 	key := prefix
 	for {
@@ -328,7 +377,7 @@ func (s *Store) ListRawPages(ctx context.Context, k *api.KindInfo, prefix string
 		if rev == 0 {
 			rev = resp.Header.Revision
 		}
-		items, err := s.rawItems(k, resp.Kvs, sel)
+		items, err := s.storedItems(k, resp.Kvs, sel)
 		if err != nil {
 			return rev, err
 		}
@@ -344,7 +393,20 @@ func (s *Store) ListRawPages(ctx context.Context, k *api.KindInfo, prefix string
 
 // rawItems is ListRaw's work on the keys read.
 func (s *Store) rawItems(k *api.KindInfo, kvs []*mvccpb.KeyValue, sel api.Selector) ([][]byte, error) {
-	out := make([][]byte, 0, len(kvs))
+	items, err := s.storedItems(k, kvs, sel)
+	if err != nil {
+		return nil, err
+	}
+	out := make([][]byte, len(items))
+	for i, it := range items {
+		out[i] = WithResourceVersion(it.Data, it.Rev)
+	}
+	return out, nil
+}
+
+// storedItems opens the keys read and keeps those sel matches.
+func (s *Store) storedItems(k *api.KindInfo, kvs []*mvccpb.KeyValue, sel api.Selector) ([]Stored, error) {
+	out := make([]Stored, 0, len(kvs))
 	for _, kv := range kvs {
 		plain, err := s.open(k, kv.Key, kv.Value)
 		if err != nil {
@@ -371,7 +433,7 @@ func (s *Store) rawItems(k *api.KindInfo, kvs []*mvccpb.KeyValue, sel api.Select
 				continue
 			}
 		}
-		out = append(out, WithResourceVersion(plain, kv.ModRevision))
+		out = append(out, Stored{plain, kv.ModRevision})
 	}
 	return out, nil
 }
@@ -396,7 +458,7 @@ func (s *Store) Create(ctx context.Context, obj api.Object) (api.Object, error) 
 		cmps := []clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(key), "=", 0)}
 		var ops []clientv3.Op
 		for _, h := range s.hooks[k.Kind] {
-			c, o, err := h.OnCreate(withAttempt(ctx, attempt), s.c, obj)
+			c, o, err := h.OnCreate(withAttempt(ctx, attempt), s.kv, obj)
 			if err != nil {
 				return nil, err
 			}
@@ -428,6 +490,7 @@ func (s *Store) Create(ctx context.Context, obj api.Object) (api.Object, error) 
 			return nil, api.NewAlreadyExists(k.Kind, m.Tenant, m.Name)
 		}
 		if len(gcmps) > 0 {
+			restartReadSession(ctx)
 			return nil, ErrGuardChanged
 		}
 		if attempt >= 16 {
@@ -455,7 +518,7 @@ var ErrUnchanged = errors.New("unchanged")
 func (s *Store) Update(ctx context.Context, k *api.KindInfo, tenant, name string, precondition int64, fn UpdateFunc) (api.Object, error) {
 	key := Key(k, tenant, name)
 	for attempt := 0; ; attempt++ {
-		resp, err := s.c.Get(ctx, key)
+		resp, serializable, err := s.readForUpdate(ctx, key, precondition, attempt)
 		if err != nil {
 			return nil, unavailable(err)
 		}
@@ -467,6 +530,9 @@ func (s *Store) Update(ctx context.Context, k *api.KindInfo, tenant, name string
 			return nil, api.NewConflict(k.Kind, name, precondition, kv.ModRevision)
 		}
 		w, err := s.prepareUpdate(ctx, k, key, kv.Value, kv.ModRevision, attempt, fn)
+		if errors.Is(err, ErrUnchanged) && serializable {
+			continue // no write to lose a race: see readForUpdate
+		}
 		if errors.Is(err, ErrUnchanged) {
 			return w.old, nil
 		}
@@ -547,7 +613,7 @@ func (s *Store) prepareUpdate(ctx context.Context, k *api.KindInfo, key string, 
 	} else {
 		for _, h := range s.hooks[k.Kind] {
 			if uh, ok := h.(UpdateHooks); ok {
-				c, o, err := uh.OnUpdate(hctx, s.c, w.old, next)
+				c, o, err := uh.OnUpdate(hctx, s.kv, w.old, next)
 				if err != nil {
 					return w, err
 				}
@@ -594,7 +660,7 @@ func (s *Store) deleteOps(ctx context.Context, k *api.KindInfo, key string, obj 
 	ops := []clientv3.Op{clientv3.OpDelete(key)}
 	var cmps []clientv3.Cmp
 	for _, h := range s.hooks[k.Kind] {
-		c, o, err := h.OnDelete(ctx, s.c, obj)
+		c, o, err := h.OnDelete(ctx, s.kv, obj)
 		if err != nil {
 			return nil, nil, err
 		}

@@ -1,6 +1,7 @@
 package store
 
 import (
+	"bytes"
 	"encoding/json"
 	"testing"
 
@@ -25,5 +26,24 @@ func TestWithResourceVersion(t *testing.T) {
 	empty := WithResourceVersion([]byte(`{"metadata":{}}`), 7)
 	if string(empty) != `{"metadata":{"resourceVersion":"7"}}` {
 		t.Fatalf("empty metadata: got %s", empty)
+	}
+}
+
+// TestStoredWriteTo holds Stored.WriteTo to what WithResourceVersion
+// makes, byte for byte.
+func TestStoredWriteTo(t *testing.T) {
+	n := &api.Network{TypeMeta: api.TypeMeta{APIVersion: api.APIVersion, Kind: "Network"},
+		Metadata: api.ObjectMeta{Name: "n1", Tenant: "lab", Labels: map[string]string{"a": "b"}}}
+	stored, err := encode(n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, data := range []string{string(stored), `{"metadata":{}}`, `{"kind":"X"}`} {
+		var b bytes.Buffer
+		n, err := Stored{Data: []byte(data), Rev: 1234567}.WriteTo(&b)
+		want := WithResourceVersion([]byte(data), 1234567)
+		if err != nil || b.String() != string(want) || n != int64(len(want)) {
+			t.Errorf("WriteTo(%s) = %s (%d bytes, %v), want %s", data, b.String(), n, err, want)
+		}
 	}
 }
