@@ -160,7 +160,11 @@ func decodeBody(resp *http.Response, out any) error {
 	defer resp.Body.Close()
 	var err error
 	if out != nil {
-		err = json.NewDecoder(resp.Body).Decode(out)
+		var data []byte
+		data, err = io.ReadAll(resp.Body)
+		if err != nil || !api.UnmarshalFast(data, out) {
+			err = json.NewDecoder(io.MultiReader(bytes.NewReader(data), errReader{err})).Decode(out)
+		}
 	}
 	_, _ = io.Copy(io.Discard, resp.Body)
 	return err
@@ -292,7 +296,7 @@ func (c *Client) List(ctx context.Context, kind, tenant string, o ListOptions) (
 		return nil, "", err
 	}
 	defer resp.Body.Close()
-	items, rv, err := decodeList(json.NewDecoder(resp.Body), k)
+	items, rv, err := readList(resp.Body, k)
 	if err != nil {
 		return nil, "", fmt.Errorf("reading the list of %s: %w", k.Plural, err)
 	}
@@ -454,7 +458,7 @@ func (c *Client) WatchOnce(ctx context.Context, kind, tenant string, o ListOptio
 				Type   string          `json:"type"`
 				Object json.RawMessage `json:"object"`
 			}
-			if err := json.Unmarshal(sc.Bytes(), &raw); err != nil {
+			if err := api.Unmarshal(sc.Bytes(), &raw); err != nil {
 				werr = fmt.Errorf("watch: bad event: %w", err)
 				return
 			}
@@ -465,7 +469,7 @@ func (c *Client) WatchOnce(ctx context.Context, kind, tenant string, o ListOptio
 				return
 			}
 			obj := k.New()
-			if err := json.Unmarshal(raw.Object, obj); err != nil {
+			if err := api.Unmarshal(raw.Object, obj); err != nil {
 				werr = fmt.Errorf("watch: bad object: %w", err)
 				return
 			}

@@ -202,7 +202,7 @@ func (e *feedEvent) previous() api.Object {
 // set); nil if it does not decode, which no watcher then sees.
 func decodeRaw(k *api.KindInfo, raw []byte) api.Object {
 	obj := k.New()
-	if err := json.Unmarshal(raw, obj); err != nil {
+	if err := api.Unmarshal(raw, obj); err != nil {
 		slog.Error("watch feed: a stored object does not decode", "kind", k.Kind, "err", err)
 		return nil
 	}

@@ -2,7 +2,6 @@ package server
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -333,7 +332,7 @@ func (hs *hostScope) follow(ctx context.Context) error {
 			return ev.Err
 		case ev.Raw != nil:
 			obj := k.New()
-			if err := json.Unmarshal(ev.Raw, obj); err != nil {
+			if err := api.Unmarshal(ev.Raw, obj); err != nil {
 				return err
 			}
 			ev.Object = obj
@@ -349,7 +348,7 @@ func (hs *hostScope) listRaw(ctx context.Context, k *api.KindInfo, rev int64) ([
 	rev, err := hs.store.ListRawPages(ctx, k, store.KindPrefix(k), nil, rev, func(_ int64, items [][]byte) error {
 		for _, item := range items {
 			obj := k.New()
-			if err := json.Unmarshal(item, obj); err != nil {
+			if err := api.Unmarshal(item, obj); err != nil {
 				return fmt.Errorf("decoding a stored %s: %w", k.Kind, err)
 			}
 			out = append(out, obj)

@@ -6,7 +6,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"reflect"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -17,7 +19,7 @@ import (
 // (`spec.cdir: unknown field`) rather than silently ignored.
 func Decode(data []byte) (Object, error) {
 	var tm TypeMeta
-	if err := json.Unmarshal(data, &tm); err != nil {
+	if err := Unmarshal(data, &tm); err != nil {
 		return nil, FieldErrors{{Field: "", Detail: "not a JSON object: " + err.Error()}}
 	}
 	var es FieldErrors
@@ -43,6 +45,15 @@ func Decode(data []byte) (Object, error) {
 // DecodeInto decodes JSON strictly into obj: unknown fields and type
 // mismatches are FieldErrors with their paths.
 func DecodeInto(data []byte, obj any) error {
+	if DecodeExact(data, obj) {
+		return nil
+	}
+	return decodeIntoV1(data, obj)
+}
+
+// decodeIntoV1 is DecodeInto with encoding/json alone: what DecodeExact
+// does not take, and what the tests hold DecodeInto to.
+func decodeIntoV1(data []byte, obj any) error {
 	if decodeFast(data, obj) {
 		return nil
 	}
@@ -216,8 +227,9 @@ func unknownFields(path string, v any, t reflect.Type) FieldErrors {
 	case map[string]any:
 		switch t.Kind() {
 		case reflect.Map:
-			for k, x := range val {
-				es = append(es, unknownFields(join(path, k), x, t.Elem())...)
+			// In key order, so the same document gives the same errors.
+			for _, k := range slices.Sorted(maps.Keys(val)) {
+				es = append(es, unknownFields(join(path, k), val[k], t.Elem())...)
 			}
 		case reflect.Struct:
 			fields := jsonFields(t)
@@ -405,8 +417,9 @@ func SpecEqual(a, b Object) bool {
 	return bytes.Equal(ja, jb)
 }
 
-// DeepCopy returns a copy of obj that shares nothing with it.
-func DeepCopy(obj Object) Object {
+// deepCopyJSON is DeepCopy by a JSON round trip, which is what DeepCopy
+// means (see deepcopy.go).
+func deepCopyJSON(obj Object) Object {
 	data, err := json.Marshal(obj)
 	if err != nil {
 		panic(err)

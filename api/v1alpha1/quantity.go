@@ -86,6 +86,22 @@ func (b Bytes) GiB() int64 { return (int64(b) + (1<<30 - 1)) >> 30 }
 func (b Bytes) MarshalJSON() ([]byte, error) { return json.Marshal(b.String()) }
 
 func (b *Bytes) UnmarshalJSON(data []byte) error {
+	// The common forms, a plain number or a string without escapes, are
+	// read without encoding/json, which is most of the cost of decoding
+	// a size; anything else takes the general path below.
+	if len(data) > 0 && data[0] >= '1' && data[0] <= '9' || len(data) == 1 && data[0] == '0' {
+		if n, err := strconv.ParseInt(string(data), 10, 64); err == nil {
+			*b = Bytes(n)
+			return nil
+		}
+	} else if s, ok := plainJSONString(data); ok {
+		v, err := ParseBytes(s)
+		if err != nil {
+			return err
+		}
+		*b = v
+		return nil
+	}
 	var n int64
 	if err := json.Unmarshal(data, &n); err == nil {
 		if n < 0 {
@@ -104,4 +120,18 @@ func (b *Bytes) UnmarshalJSON(data []byte) error {
 	}
 	*b = v
 	return nil
+}
+
+// plainJSONString returns the text of a JSON string that needs no
+// unescaping: quotes around printable ASCII other than a backslash.
+func plainJSONString(data []byte) (string, bool) {
+	if len(data) < 2 || data[0] != '"' || data[len(data)-1] != '"' {
+		return "", false
+	}
+	for _, c := range data[1 : len(data)-1] {
+		if c < 0x20 || c >= 0x7f || c == '\\' || c == '"' {
+			return "", false
+		}
+	}
+	return string(data[1 : len(data)-1]), true
 }

@@ -183,9 +183,7 @@ func (s *Store) decode(k *api.KindInfo, key, value []byte, modRev int64) (api.Ob
 		return nil, err
 	}
 	obj := k.New()
-	dec := json.NewDecoder(bytes.NewReader(value))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(obj); err != nil {
+	if err := decodeStrict(value, obj); err != nil {
 		// Read again for the field's path (api.DecodeInto names it).
 		if perr := api.DecodeInto(value, k.New()); perr != nil {
 			err = perr
@@ -197,6 +195,17 @@ func (s *Store) decode(k *api.KindInfo, key, value []byte, modRev int64) (api.Ob
 	}
 	obj.GetMetadata().ResourceVersion = strconv.FormatInt(modRev, 10)
 	return obj, nil
+}
+
+// decodeStrict reads a stored object refusing fields it does not know.
+// api.DecodeExact takes what that read would read the same way, faster.
+func decodeStrict(value []byte, obj api.Object) error {
+	if api.DecodeExact(value, obj) {
+		return nil
+	}
+	dec := json.NewDecoder(bytes.NewReader(value))
+	dec.DisallowUnknownFields()
+	return dec.Decode(obj)
 }
 
 // newerObject is the error for a stored object this server cannot read
