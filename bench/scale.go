@@ -612,22 +612,37 @@ func parallel(ctx context.Context, n, workers int, fn func(i int) error) error {
 // sample is a moment's server CPU (summed over live servers), etcd
 // revision and database size.
 type sample struct {
-	at          time.Time
-	cpu         time.Duration
+	at time.Time
+	// serverCPU is each live server's CPU so far, by name: a figure
+	// between two samples counts only the servers alive at both (a
+	// killed leader's CPU would otherwise leave the sum).
+	serverCPU   map[string]time.Duration
 	hostsCPU    time.Duration // this process's: the simulated hosts
 	rev         int64
 	db, dbInUse int64
 }
 
+// serverCPUSince is the CPU the servers alive at both samples used
+// between them.
+func serverCPUSince(a, b sample) time.Duration {
+	var d time.Duration
+	for name, cpu := range b.serverCPU {
+		if before, ok := a.serverCPU[name]; ok {
+			d += cpu - before
+		}
+	}
+	return d
+}
+
 func (r *scaleRun) sample(ctx context.Context) sample {
-	s := sample{at: time.Now()}
+	s := sample{at: time.Now(), serverCPU: map[string]time.Duration{}}
 	if st, err := readProc(os.Getpid()); err == nil {
 		s.hostsCPU = st.cpu
 	}
 	for _, p := range r.servers {
 		if p.alive() {
 			if st, err := readProc(p.cmd.Process.Pid); err == nil {
-				s.cpu += st.cpu
+				s.serverCPU[p.name] = st.cpu
 			}
 		}
 	}
@@ -676,7 +691,7 @@ func (r *scaleRun) apiConns() int {
 // per second and server CPU in cores.
 func rates(a, b sample) (writes, cores float64) {
 	d := b.at.Sub(a.at).Seconds()
-	return float64(b.rev-a.rev) / d, (b.cpu - a.cpu).Seconds() / d
+	return float64(b.rev-a.rev) / d, serverCPUSince(a, b).Seconds() / d
 }
 
 // measureHeartbeats watches idle hosts: every write then is a heartbeat
@@ -951,7 +966,7 @@ func (r *scaleRun) backlog(ctx context.Context, leader *serverProc) error {
 	r.res.BacklogRunning = time.Since(t0)
 	r.nextProfiles()
 	c := r.sample(ctx)
-	r.res.BacklogCPUPerVM = (c.cpu - a.cpu) / time.Duration(n)
+	r.res.BacklogCPUPerVM = serverCPUSince(a, c) / time.Duration(n)
 	r.res.BacklogWritesPerVM = float64(c.rev-a.rev) / float64(n)
 	r.res.BacklogHostsCPUPerVM = (c.hostsCPU - a.hostsCPU) / time.Duration(n)
 	r.logf("all %d Running %s after uncordoning", n, r.res.BacklogRunning.Round(time.Millisecond))
