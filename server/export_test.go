@@ -1,10 +1,6 @@
 package server
 
-import (
-	"context"
-
-	api "hearth.dev/hearth/api/v1alpha1"
-)
+import "context"
 
 // FillHostWrites holds the limit of hosts' writes, as a batch of
 // bindings in flight does, and takes every slot, as that many writes
@@ -33,12 +29,6 @@ func HostWritesWaiting(s *Server) int {
 		n += len(ws)
 	}
 	return n
-}
-
-// SetInvolvedCache makes get the cache a host's event's object is read
-// from (in place of the controllers' informers).
-func SetInvolvedCache(s *Server, get func(kind, key string) (api.Object, bool)) {
-	s.involvedCache = get
 }
 
 // SetHostWriteLimit sets how many hosts' writes run at once while

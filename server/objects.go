@@ -331,21 +331,9 @@ func (s *Server) create(w http.ResponseWriter, r *http.Request, p *auth.Principa
 	}
 	req := t.request(auth.Create)
 	req.Name, req.New = obj.GetMetadata().Name, obj
-	// A host's event is authorized against the object it is about, read
-	// from the server's cache if it holds it: the event is then written
-	// only if that object has not changed since (store.Unchanged), and otherwise
-	// authorized again against etcd (involvedEvent).
-	ev, _ := obj.(*api.Event)
-	var involvedKey string
-	var involvedRev int64
-	if ev != nil && p.HostCredential() {
-		req.Involved, involvedKey, involvedRev = s.cachedInvolved(ev.Spec.InvolvedObject)
-		if req.Involved == nil || auth.Authorize(p, req) != nil {
-			// Not cached, or refused as cached: what etcd holds decides.
-			involvedKey, involvedRev = "", 0
-			if req.Involved, err = s.involvedObject(r.Context(), ev.Spec.InvolvedObject); err != nil {
-				return err
-			}
+	if ev, ok := obj.(*api.Event); ok && p.HostCredential() {
+		if req.Involved, err = s.involvedObject(r.Context(), ev.Spec.InvolvedObject); err != nil {
+			return err
 		}
 	}
 	if err := auth.Authorize(p, req); err != nil {
@@ -365,26 +353,11 @@ func (s *Server) create(w http.ResponseWriter, r *http.Request, p *auth.Principa
 		// The admission checks guard the write (store.Guard): if what
 		// they read changes before it commits, they run again.
 		ctx := store.WithGuards(r.Context())
-		if involvedKey != "" {
-			store.Unchanged(ctx, involvedKey, involvedRev)
-		}
 		if err := s.admit(ctx, p, obj, nil); err != nil {
 			return err
 		}
 		created, err := s.store.Create(ctx, obj)
 		if errors.Is(err, store.ErrGuardChanged) {
-			if involvedKey != "" {
-				// The object the event is about changed since the
-				// cache's copy, or a check's value did: authorize it
-				// again against etcd, as when nothing is cached.
-				involvedKey, involvedRev = "", 0
-				if req.Involved, err = s.involvedObject(r.Context(), ev.Spec.InvolvedObject); err != nil {
-					return err
-				}
-				if err := auth.Authorize(p, req); err != nil {
-					return err
-				}
-			}
 			if attempt < 16 {
 				continue
 			}
@@ -397,38 +370,6 @@ func (s *Server) create(w http.ResponseWriter, r *http.Request, p *auth.Principa
 		writeJSON(w, http.StatusCreated, shown(p, created))
 		return nil
 	}
-}
-
-// cachedInvolved returns the object an event is about as the server's
-// cache (the controllers' informers) holds it, with its key in etcd and
-// the mod revision the cached copy was read at; nil if it is not cached.
-// An event authorized against it is written only if the key still has
-// that revision (store.Unchanged): it stands for a read of etcd, one per
-// event of an agent (a VM's Started) saved.
-func (s *Server) cachedInvolved(ref api.ObjectReference) (api.Object, string, int64) {
-	k, err := api.KindByName(ref.Kind)
-	if err != nil || ref.Name == "" || (k.Scope == api.ClusterScoped && ref.Tenant != "") || (k.Scope == api.TenantScoped && ref.Tenant == "") {
-		return nil, "", 0
-	}
-	key := ref.Name
-	if ref.Tenant != "" {
-		key = ref.Tenant + "/" + ref.Name
-	}
-	var obj api.Object
-	var ok bool
-	if s.involvedCache != nil {
-		obj, ok = s.involvedCache(k.Kind, key)
-	} else {
-		obj, ok = s.informers.Cached(k.Kind, key)
-	}
-	if !ok {
-		return nil, "", 0
-	}
-	rev, err := store.ParseRV(obj.GetMetadata().ResourceVersion)
-	if err != nil || rev == 0 {
-		return nil, "", 0
-	}
-	return obj, store.Key(k, ref.Tenant, ref.Name), rev
 }
 
 // involvedObject reads the object an event is about, or returns nil if

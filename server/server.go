@@ -122,9 +122,6 @@ type Server struct {
 
 	// hostWrites queues hosts' writes beyond 64 per core (fairqueue.go).
 	hostWrites *fairQueue
-	// involvedCache, when set (tests), stands for the informers as the
-	// cache an event's object is read from (cachedInvolved).
-	involvedCache func(kind, key string) (api.Object, bool)
 
 	// feeds share one etcd watch per kind among the API's watchers.
 	feeds feeds

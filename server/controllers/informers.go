@@ -63,20 +63,3 @@ func (f *Informers) Warm() {
 		f.informer(f.ctx, f.c, k.Kind)
 	}
 }
-
-// Cached returns the object of kind under key (tenant/name, or name) as
-// the shared informer of kind holds it, if it runs and holds it. It
-// starts no informer. The object may be behind etcd: a caller acting on
-// it makes its write conditional on the object's resourceVersion.
-func (f *Informers) Cached(kind, key string) (api.Object, bool) {
-	if f == nil {
-		return nil, false
-	}
-	f.mu.Lock()
-	inf := f.m[kind]
-	f.mu.Unlock()
-	if inf == nil {
-		return nil, false
-	}
-	return inf.Get(key)
-}

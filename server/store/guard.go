@@ -18,8 +18,6 @@ import (
 type guards struct {
 	mu   sync.Mutex
 	revs map[string]int64
-	// unchanged are compared and not touched (Unchanged).
-	unchanged map[string]int64
 }
 
 type guardsKey struct{}
@@ -30,21 +28,7 @@ var ErrGuardChanged = errors.New("a value the write was checked against changed;
 
 // WithGuards returns a context that collects the guards of one write.
 func WithGuards(ctx context.Context) context.Context {
-	return context.WithValue(ctx, guardsKey{}, &guards{revs: map[string]int64{}, unchanged: map[string]int64{}})
-}
-
-// Unchanged makes the write in ctx conditional on key still having mod
-// revision rev, like Guard, but leaves the key as it is: for a key that
-// is an object (the one a host's event is about, read from a cache),
-// not a guard key. Without WithGuards it does nothing.
-func Unchanged(ctx context.Context, key string, rev int64) {
-	g, _ := ctx.Value(guardsKey{}).(*guards)
-	if g == nil {
-		return
-	}
-	g.mu.Lock()
-	g.unchanged[key] = rev
-	g.mu.Unlock()
+	return context.WithValue(ctx, guardsKey{}, &guards{revs: map[string]int64{}})
 }
 
 // Guard makes the write in ctx conditional on key still having mod
@@ -87,10 +71,6 @@ func guardOps(ctx context.Context) ([]clientv3.Cmp, []clientv3.Op) {
 		cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(k), "=", rev))
 		ops = append(ops, clientv3.OpPut(k, ""))
 	}
-	for k, rev := range g.unchanged {
-		cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(k), "=", rev))
-	}
 	clear(g.revs)
-	clear(g.unchanged)
 	return cmps, ops
 }
