@@ -502,7 +502,7 @@ func (v *vmController) report(ctx context.Context, vm *api.VirtualMachine, dir s
 // second try; the first sends a shallow copy of vm with st, which the
 // write only reads.
 func (v *vmController) writeStatus(ctx context.Context, vm *api.VirtualMachine, st api.VirtualMachineStatus, change func(*api.VirtualMachine)) (*api.VirtualMachine, bool, error) {
-	if reflect.DeepEqual(st, vm.Status) || sameJSON(st, vm.Status) {
+	if reflect.DeepEqual(st, vm.Status) || client.StatusEqual(st, vm.Status) {
 		return vm, false, nil
 	}
 	next := *vm
@@ -524,14 +524,6 @@ func (v *vmController) writeStatus(ctx context.Context, vm *api.VirtualMachine, 
 	}
 	v.a.cache.vms.Observe(fresh)
 	return client.WriteStatus(ctx, v.a.c, v.a.cache.vms, fresh.(*api.VirtualMachine), change)
-}
-
-// sameJSON says whether two statuses are the same as the API stores
-// them (as client.WriteStatus compares them).
-func sameJSON(a, b any) bool {
-	x, err1 := json.Marshal(a)
-	y, err2 := json.Marshal(b)
-	return err1 == nil && err2 == nil && string(x) == string(y)
 }
 
 // firstOutput reports whether the guest has written to its console since

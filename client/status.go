@@ -53,7 +53,7 @@ func WriteStatus[T api.Object](ctx context.Context, c *Client, cache *Informer, 
 			return zero, false, fmt.Errorf("WriteStatus: %T is not a stored kind", cur)
 		}
 		change(next)
-		if statusEqual(cur.StatusAny(), next.StatusAny()) {
+		if StatusEqual(cur.StatusAny(), next.StatusAny()) {
 			return cur, false, nil
 		}
 		out, err := c.UpdateStatus(ctx, next)
@@ -81,8 +81,8 @@ func WriteStatus[T api.Object](ctx context.Context, c *Client, cache *Informer, 
 	}
 }
 
-// statusEqual compares two statuses as the API stores them.
-func statusEqual(a, b any) bool {
+// StatusEqual compares two statuses as the API stores them (as JSON).
+func StatusEqual(a, b any) bool {
 	x, err1 := json.Marshal(a)
 	y, err2 := json.Marshal(b)
 	return err1 == nil && err2 == nil && string(x) == string(y)
