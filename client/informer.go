@@ -41,11 +41,34 @@ type Informer struct {
 	started  bool
 	synced   chan struct{}
 	once     sync.Once
+	// transform, when set, is applied to every object before the cache
+	// holds it or a handler sees it (SetTransform).
+	transform func(api.Object) api.Object
 }
 
 // NewInformer caches kind (in tenant, or all tenants with opts.AllTenants).
 func NewInformer(c *Client, kind, tenant string, opts ListOptions) *Informer {
 	return &Informer{c: c, kind: kind, tenant: tenant, opts: opts, items: map[string]api.Object{}, told: map[string]api.Object{}, synced: make(chan struct{})}
+}
+
+// SetTransform makes the informer keep, and hand its handlers, fn(obj)
+// instead of each object it lists or watches: a cache that holds only
+// what its readers use, or holds it more compactly. The objects are the
+// informer's own, just decoded, so fn may change obj in place and return
+// it; it must keep the metadata's name, tenant and resourceVersion,
+// which the informer files and orders objects by. An object given to
+// Observe is the caller's and is kept as given, until the watch brings
+// that version (transformed). Call it before Run.
+func (in *Informer) SetTransform(fn func(api.Object) api.Object) {
+	in.transform = fn
+}
+
+// shape applies the transform, if any.
+func (in *Informer) shape(obj api.Object) api.Object {
+	if in.transform == nil || obj == nil {
+		return obj
+	}
+	return in.transform(obj)
 }
 
 // Key is how informers and controllers name objects: "tenant/name", or
@@ -285,6 +308,7 @@ func (in *Informer) Run(ctx context.Context) {
 				in.mu.Unlock()
 				continue
 			}
+			ev.Object = in.shape(ev.Object)
 			key := Key(ev.Object)
 			in.mu.Lock()
 			in.advance(rv)
@@ -321,6 +345,7 @@ func (in *Informer) relist(ctx context.Context) (string, error) {
 	}
 	fresh := make(map[string]api.Object, len(objs))
 	for _, o := range objs {
+		o = in.shape(o)
 		fresh[Key(o)] = o
 	}
 	in.mu.Lock()

@@ -199,3 +199,77 @@ func TestInformerOnChangeUntil(t *testing.T) {
 		return nil
 	})
 }
+
+// TestInformerTransform checks that an informer with a transform keeps,
+// and shows its handlers, the transformed object, whether it came from
+// the list or the watch (as the new version and, at the next change, as
+// the old), and that an object given to Observe is kept as given.
+func TestInformerTransform(t *testing.T) {
+	env := servertest.Start(t, servertest.WithoutControllers())
+	env.Tenant("lab")
+	ctx := servertest.Ctx(t)
+	listed, err := env.Admin.Create(ctx, servertest.Example("SSHKey", "lab"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	inf := client.NewInformer(env.Admin, "SSHKey", "lab", client.ListOptions{})
+	inf.SetTransform(func(o api.Object) api.Object {
+		m := o.GetMetadata()
+		m.Annotations = map[string]string{"shaped": m.ResourceVersion}
+		return o
+	})
+	shaped := func(o api.Object) bool {
+		return o == nil || o.GetMetadata().Annotations["shaped"] == o.GetMetadata().ResourceVersion
+	}
+	var mu sync.Mutex
+	var bad []string
+	changes := 0
+	inf.OnUpdate(func(ch client.Change) {
+		mu.Lock()
+		defer mu.Unlock()
+		changes++
+		if !shaped(ch.Old) || !shaped(ch.New) {
+			bad = append(bad, fmt.Sprintf("old %s new %s", servertest.JSON(ch.Old), servertest.JSON(ch.New)))
+		}
+	})
+	ictx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go inf.Run(ictx)
+	if err := inf.WaitSynced(ctx); err != nil {
+		t.Fatal(err)
+	}
+	second := servertest.Example("SSHKey", "lab")
+	second.GetMetadata().Name = "bob"
+	watched, err := env.Admin.Create(ctx, second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := env.Admin.Patch(ctx, "SSHKey", "lab", listed.GetMetadata().Name, map[string]any{"metadata": map[string]any{"labels": map[string]string{"v": "2"}}}, false); err != nil {
+		t.Fatal(err)
+	}
+	servertest.Eventually(t, 10*time.Second, func() error {
+		mu.Lock()
+		defer mu.Unlock()
+		if changes < 3 {
+			return fmt.Errorf("%d changes seen, want 3", changes)
+		}
+		return nil
+	})
+	mu.Lock()
+	if len(bad) > 0 {
+		t.Errorf("handlers saw untransformed objects: %v", bad)
+	}
+	mu.Unlock()
+	for _, o := range []api.Object{listed, watched} {
+		got, ok := inf.Get(client.Key(o))
+		if !ok || !shaped(got) {
+			t.Errorf("cached %s: %s, want it transformed", client.Key(o), servertest.JSON(got))
+		}
+	}
+	mine := api.DeepCopy(watched)
+	mine.GetMetadata().ResourceVersion = "999999999"
+	inf.Observe(mine)
+	if got, _ := inf.Get(client.Key(mine)); got != mine || got.GetMetadata().Annotations != nil {
+		t.Errorf("Observe: cached %s, want the caller's object as given", servertest.JSON(got))
+	}
+}
