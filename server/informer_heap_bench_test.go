@@ -33,15 +33,9 @@ func BenchmarkInformerHeap(b *testing.B) {
 	if os.Getenv("INFORMER_HEAP_PROFILE") != "" {
 		runtime.MemProfileRate = 1024
 	}
-	env := servertest.Start(b, servertest.WithoutControllers())
-	env.Tenant("lab")
+	env := benchLab(b, oneLAN()...)
 	ctx := context.Background()
 	c := env.Admin
-	for _, o := range []api.Object{network("lab", "lan", ""), subnet("lab", "sub", "lan", "10.6.0.0/16")} {
-		if _, err := c.Create(ctx, o); err != nil {
-			b.Fatal(err)
-		}
-	}
 	const vms, perHost, eventsPerVM = 2000, 10, 3
 	parallel(b, vms/perHost, func(i int) error {
 		h := servertest.Example("Host", "").(*api.Host)
