@@ -19,12 +19,21 @@ type eventQueue struct {
 	// ready has a token while something waits: a reader selects on it,
 	// then pops one change (pop puts the token back while more wait).
 	ready chan struct{}
-	// space has a token when a pop made room in a full queue (pushWait).
+	// space has a token when a pop made room in a full queue; made only
+	// for a queue whose writer waits for room (pushWait).
 	space chan struct{}
 }
 
 func newEventQueue(limit int) *eventQueue {
-	return &eventQueue{limit: limit, ready: make(chan struct{}, 1), space: make(chan struct{}, 1)}
+	return &eventQueue{limit: limit, ready: make(chan struct{}, 1)}
+}
+
+// newWaitingEventQueue is a queue whose writer waits for room (pushWait)
+// rather than being refused.
+func newWaitingEventQueue(limit int) *eventQueue {
+	q := newEventQueue(limit)
+	q.space = make(chan struct{}, 1)
+	return q
 }
 
 // eventQueueKeep is the capacity a drained queue keeps for the next
@@ -51,7 +60,7 @@ func (q *eventQueue) push(e *feedEvent) bool {
 }
 
 // pushWait adds e, waiting for room while the queue is full; false if
-// ctx ended first.
+// ctx ended first. Only for a queue made by newWaitingEventQueue.
 func (q *eventQueue) pushWait(ctx context.Context, e *feedEvent) bool {
 	for !q.push(e) {
 		select {
@@ -76,7 +85,7 @@ func (q *eventQueue) pop() (*feedEvent, bool) {
 	e := q.events[q.head]
 	q.events[q.head] = nil
 	q.head++
-	if n == q.limit {
+	if n == q.limit && q.space != nil {
 		signal(q.space)
 	}
 	if n == 1 {

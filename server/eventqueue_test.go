@@ -67,7 +67,7 @@ func TestEventQueue(t *testing.T) {
 // TestEventQueuePushWait: a full queue's writer waits until a change is
 // read, or until its context ends.
 func TestEventQueuePushWait(t *testing.T) {
-	q := newEventQueue(1)
+	q := newWaitingEventQueue(1)
 	q.push(&feedEvent{rev: 1})
 	done := make(chan bool)
 	go func() { done <- q.pushWait(context.Background(), &feedEvent{rev: 2}) }()

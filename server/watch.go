@@ -217,7 +217,11 @@ func (s *Server) watch(w http.ResponseWriter, r *http.Request, p *auth.Principal
 			for _, at := range written {
 				delivery.Observe(time.Since(at).Seconds())
 			}
-			written = written[:0]
+			if cap(written) > 64 {
+				written = nil // a long burst's: let it go
+			} else {
+				written = written[:0]
+			}
 		}
 	}
 	gone := src.gone
@@ -368,7 +372,7 @@ func (s *Server) watchSource(ctx context.Context, k *api.KindInfo, prefix string
 	if err != nil {
 		return nil, err
 	}
-	q := newEventQueue(64)
+	q := newWaitingEventQueue(64)
 	gone := make(chan struct{})
 	var werr error
 	go func() {

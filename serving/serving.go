@@ -72,6 +72,10 @@ const (
 	DefaultMaxStreams        = 250
 )
 
+// headerTableSize is the HPACK dynamic table each side of an HTTP/2
+// connection keeps (RFC 7541; Go's default is 4 KiB): see New.
+const headerTableSize = 1 << 10
+
 // WithDefaults fills in the zero fields.
 func (l Limits) WithDefaults() Limits {
 	set := func(d *time.Duration, def time.Duration) {
@@ -143,6 +147,16 @@ func New(name string, ln net.Listener, h http.Handler, l Limits, reject func(w h
 			// of the connection's other requests, which share this
 			// window (each stream has 1 MiB of it).
 			MaxReceiveBufferPerConnection: 4 << 20,
+			// HPACK's tables of recent headers, one each way per
+			// connection, are held for the connection's life (and
+			// indexed by two maps): at the default 4 KiB each, a
+			// thousand agents' connections hold over 11 MiB of
+			// request paths seen once. A quarter of that still
+			// keeps what every request repeats (the token, the
+			// content type), and a header not in it costs its
+			// bytes on the wire, not a round trip.
+			MaxDecoderHeaderTableSize: headerTableSize,
+			MaxEncoderHeaderTableSize: headerTableSize,
 		},
 		ConnState: s.connState,
 		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
