@@ -72,8 +72,9 @@ const (
 	DefaultMaxStreams        = 250
 )
 
-// headerTableSize is the HPACK dynamic table each side of an HTTP/2
-// connection keeps (RFC 7541; Go's default is 4 KiB): see New.
+// headerTableSize is the HPACK dynamic table (RFC 7541; Go's default is
+// 4 KiB) a server encodes its responses' headers with: see New. Hearth's
+// client encodes its requests' with the same (client/transport.go).
 const headerTableSize = 1 << 10
 
 // WithDefaults fills in the zero fields.
@@ -152,10 +153,15 @@ func New(name string, ln net.Listener, h http.Handler, l Limits, reject func(w h
 			// indexed by two maps): at the default 4 KiB each, a
 			// thousand agents' connections hold over 11 MiB of
 			// request paths seen once. A quarter of that still
-			// keeps what every request repeats (the token, the
-			// content type), and a header not in it costs its
-			// bytes on the wire, not a round trip.
-			MaxDecoderHeaderTableSize: headerTableSize,
+			// keeps what every response repeats, and a header not
+			// in it costs its bytes on the wire, not a round trip.
+			// Only the table of what the server sends is its own to
+			// cut: a smaller table for what it reads would be
+			// announced in its SETTINGS, which a client may not
+			// have read before its first requests fill a 4 KiB
+			// one (Go's server then ends the connection with
+			// COMPRESSION_ERROR). Hearth's client keeps its own
+			// table at 1 KiB (client/transport.go).
 			MaxEncoderHeaderTableSize: headerTableSize,
 		},
 		ConnState: s.connState,
