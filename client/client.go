@@ -32,6 +32,9 @@ type Client struct {
 	dryRun bool
 	// warn receives the server's warnings (see WithWarnings).
 	warn func(string)
+	// writes holds a token for each write in flight, if the client
+	// limits them (LimitWrites, writelimit.go).
+	writes chan struct{}
 }
 
 // DryRun returns a copy of the client whose creates, updates, patches and
@@ -197,7 +200,12 @@ func (c *Client) send(ctx context.Context, hc *http.Client, method, path, conten
 	if c.token != "" {
 		req.Header.Set("Authorization", "Bearer "+c.token)
 	}
+	done, err := c.writeTurn(ctx, method)
+	if err != nil {
+		return nil, err
+	}
 	resp, err := hc.Do(req)
+	done()
 	if err != nil {
 		return nil, fmt.Errorf("%s %s: %w", method, c.base, err)
 	}
