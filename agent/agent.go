@@ -117,12 +117,17 @@ type Config struct {
 	MigrationTimeout time.Duration
 }
 
-// writesInFlight is how many writes (VMs' status, events, reports) an
-// agent has in flight at once; the rest wait their turn in the agent
-// (client.LimitWrites). A write takes milliseconds when the server is
-// idle, so a few at once keep up with any host's VMs; when the server is
-// busy, what each host has in flight is what the server holds for it.
-const writesInFlight = 2
+// writesInFlight is how many writes (VMs' status, reports) an agent has
+// in flight at once, and eventsInFlight how many of its events; the rest
+// wait their turn in the agent (client.LimitWrites). A write takes
+// milliseconds when the server is idle, so a few at once keep up with
+// any host's VMs; when the server is busy, what each host has in flight
+// is what the server holds for it: three requests, not the two dozen
+// its VM workers and event writers would send.
+const (
+	writesInFlight = 2
+	eventsInFlight = 1
+)
 
 const (
 	// DefaultConsoleLogMax is the default cap of a VM's console log.
@@ -274,10 +279,13 @@ func run(ctx context.Context, cfg Config) error {
 	}
 	// The agent's writes wait their turn here rather than in the
 	// server (client/writelimit.go), its heartbeat excepted: a host's
-	// lease is never renewed late for its VMs' writes.
+	// lease is never renewed late for its VMs' writes. Its events have
+	// their own turn, so that a VM's status never waits behind a
+	// backlog of other VMs' events.
 	beat := c
 	c = c.LimitWrites(writesInFlight)
-	a := &Agent{cfg: cfg, c: c, beat: beat, ca: []byte(creds.CA), rec: client.NewRecorder(c, "host/"+cfg.Name).Background(ctx),
+	rec := client.NewRecorder(beat.LimitWrites(eventsInFlight), "host/"+cfg.Name).Background(ctx)
+	a := &Agent{cfg: cfg, c: c, beat: beat, ca: []byte(creds.CA), rec: rec,
 		images: &storage.ImageCache{Dir: filepath.Join(cfg.DataDir, "images"), Client: storage.NewFetchClient(policy),
 			AllowedFileDirs: cfg.AllowFileDirs},
 		imgs:  newImageState(),
