@@ -205,10 +205,13 @@ func (c *Client) send(ctx context.Context, hc *http.Client, method, path, conten
 		return nil, err
 	}
 	resp, err := hc.Do(req)
-	done()
 	if err != nil {
+		if done != nil {
+			done()
+		}
 		return nil, fmt.Errorf("%s %s: %w", method, c.base, err)
 	}
+	resp.Body = endsTurn(resp.Body, done)
 	c.warnings(resp.Header)
 	if resp.StatusCode >= 400 {
 		return nil, errorOf(resp, method, path)

@@ -3,7 +3,9 @@ package client
 import (
 	"context"
 	"fmt"
+	"io"
 	"net/http"
+	"sync"
 	"time"
 )
 
@@ -46,10 +48,11 @@ func (c *Client) Unlimited() *Client {
 }
 
 // writeTurn waits until a write of method may be sent, if the client
-// limits its writes, and returns what ends its turn.
+// limits its writes, and returns what ends its turn (nil if it took
+// none).
 func (c *Client) writeTurn(ctx context.Context, method string) (done func(), err error) {
 	if c.writes == nil || !isWrite(method) {
-		return func() {}, nil
+		return nil, nil
 	}
 	select {
 	case c.writes <- struct{}{}:
@@ -67,6 +70,29 @@ func (c *Client) writeTurn(ctx context.Context, method string) (done func(), err
 		return nil, fmt.Errorf("%s %s: waited %s for one of this client's %d writes in flight to end: the server answers too slowly, or not at all",
 			method, c.base, writeWaitLimit, cap(c.writes))
 	}
+}
+
+// endsTurn returns body, which ends the write's turn (done) when closed:
+// a write is in flight until its answer is read, as the server is not
+// done with it before. Every write's answer is closed (Do, patch).
+func endsTurn(body io.ReadCloser, done func()) io.ReadCloser {
+	if done == nil {
+		return body
+	}
+	return &turnBody{ReadCloser: body, done: done}
+}
+
+// turnBody is an answer's body that ends its write's turn when closed.
+type turnBody struct {
+	io.ReadCloser
+	once sync.Once
+	done func()
+}
+
+func (b *turnBody) Close() error {
+	err := b.ReadCloser.Close()
+	b.once.Do(b.done)
+	return err
 }
 
 // isWrite reports whether method changes something.
