@@ -463,7 +463,10 @@ func (c *Client) WatchOnce(ctx context.Context, kind, tenant string, o ListOptio
 		defer close(out)
 		defer resp.Body.Close()
 		sc := bufio.NewScanner(resp.Body)
-		sc.Buffer(make([]byte, 64<<10), 16<<20)
+		// A line grows the buffer as it needs; most are a few KiB, and
+		// a process with many watches (the server's informers) keeps
+		// each one's buffer.
+		sc.Buffer(make([]byte, 4<<10), 16<<20)
 		for sc.Scan() {
 			var raw struct {
 				Type   string          `json:"type"`

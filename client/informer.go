@@ -26,11 +26,14 @@ type Informer struct {
 
 	mu    sync.RWMutex
 	items map[string]api.Object
-	// told is the version of each object the handlers were last told
-	// about: a Change's Old. It differs from items after Observe, which
+	// The version of each object the handlers were last told about (a
+	// Change's Old) is items' (toldLocked), except after Observe, which
 	// changes the cache without telling anyone, so that the watch's
-	// event of a write still shows what the write changed.
-	told map[string]api.Object
+	// event of a write still shows what the write changed: observed
+	// holds what they were told of those keys (nil: nothing), until the
+	// watch brings them. A second map of every key would cost a map
+	// entry per object; observed holds a few.
+	observed map[string]api.Object
 	// seen is the newest store revision the cache reflects.
 	seen int64
 	// hmu is held while handlers are called, and while one registered
@@ -41,11 +44,34 @@ type Informer struct {
 	started  bool
 	synced   chan struct{}
 	once     sync.Once
+	// transform, when set, is applied to every object before the cache
+	// holds it or a handler sees it (SetTransform).
+	transform func(api.Object) api.Object
 }
 
 // NewInformer caches kind (in tenant, or all tenants with opts.AllTenants).
 func NewInformer(c *Client, kind, tenant string, opts ListOptions) *Informer {
-	return &Informer{c: c, kind: kind, tenant: tenant, opts: opts, items: map[string]api.Object{}, told: map[string]api.Object{}, synced: make(chan struct{})}
+	return &Informer{c: c, kind: kind, tenant: tenant, opts: opts, items: map[string]api.Object{}, observed: map[string]api.Object{}, synced: make(chan struct{})}
+}
+
+// SetTransform makes the informer keep, and hand its handlers, fn(obj)
+// instead of each object it lists or watches: a cache that holds only
+// what its readers use, or holds it more compactly. The objects are the
+// informer's own, just decoded, so fn may change obj in place and return
+// it; it must keep the metadata's name, tenant and resourceVersion,
+// which the informer files and orders objects by. An object given to
+// Observe is the caller's and is kept as given, until the watch brings
+// that version (transformed). Call it before Run.
+func (in *Informer) SetTransform(fn func(api.Object) api.Object) {
+	in.transform = fn
+}
+
+// shape applies the transform, if any.
+func (in *Informer) shape(obj api.Object) api.Object {
+	if in.transform == nil || obj == nil {
+		return obj
+	}
+	return in.transform(obj)
 }
 
 // Key is how informers and controllers name objects: "tenant/name", or
@@ -125,7 +151,7 @@ func (in *Informer) onUpdate(fn func(Change)) int {
 		return id
 	}
 	in.mu.RLock()
-	told := maps.Clone(in.told)
+	told := in.toldLocked()
 	in.mu.RUnlock()
 	for k, o := range told {
 		fn(Change{Key: k, New: o})
@@ -184,8 +210,34 @@ func (in *Informer) Observe(obj api.Object) {
 	}
 	key := Key(obj)
 	if !in.newer(key, obj) {
+		if _, ok := in.observed[key]; !ok {
+			in.observed[key] = in.items[key] // what the handlers were told (nil: nothing)
+		}
 		in.items[key] = obj
 	}
+}
+
+// toldLocked returns every object the handlers were last told about, by
+// key. Callers hold mu.
+func (in *Informer) toldLocked() map[string]api.Object {
+	told := maps.Clone(in.items)
+	for k, o := range in.observed {
+		if o == nil {
+			delete(told, k)
+		} else {
+			told[k] = o
+		}
+	}
+	return told
+}
+
+// toldOfLocked returns the object the handlers were last told about under
+// key, nil if none. Callers hold mu.
+func (in *Informer) toldOfLocked(key string) api.Object {
+	if o, ok := in.observed[key]; ok {
+		return o
+	}
+	return in.items[key]
 }
 
 // newer reports whether the cached object under key is a later version
@@ -285,19 +337,20 @@ func (in *Informer) Run(ctx context.Context) {
 				in.mu.Unlock()
 				continue
 			}
+			ev.Object = in.shape(ev.Object)
 			key := Key(ev.Object)
 			in.mu.Lock()
 			in.advance(rv)
-			old := in.told[key]
+			old := in.toldOfLocked(key)
 			if ev.Type == "DELETED" {
 				delete(in.items, key)
-				delete(in.told, key)
+				delete(in.observed, key)
+			} else if in.newer(key, ev.Object) {
+				// A version Observe put in is newer still: keep it.
+				in.observed[key] = ev.Object
 			} else {
-				if !in.newer(key, ev.Object) {
-					// A version Observe put in is newer still: keep it.
-					in.items[key] = ev.Object
-				}
-				in.told[key] = ev.Object
+				in.items[key] = ev.Object
+				delete(in.observed, key)
 			}
 			in.mu.Unlock()
 			obj := ev.Object
@@ -321,12 +374,13 @@ func (in *Informer) relist(ctx context.Context) (string, error) {
 	}
 	fresh := make(map[string]api.Object, len(objs))
 	for _, o := range objs {
+		o = in.shape(o)
 		fresh[Key(o)] = o
 	}
 	in.mu.Lock()
-	old := in.told
+	old := in.toldLocked()
 	in.items = fresh
-	in.told = maps.Clone(fresh)
+	in.observed = map[string]api.Object{}
 	in.seen = 0
 	in.advance(rv)
 	in.mu.Unlock()

@@ -199,3 +199,164 @@ func TestInformerOnChangeUntil(t *testing.T) {
 		return nil
 	})
 }
+
+// TestInformerTransform checks that an informer with a transform keeps,
+// and shows its handlers, the transformed object, whether it came from
+// the list or the watch (as the new version and, at the next change, as
+// the old), and that an object given to Observe is kept as given.
+func TestInformerTransform(t *testing.T) {
+	env := servertest.Start(t, servertest.WithoutControllers())
+	env.Tenant("lab")
+	ctx := servertest.Ctx(t)
+	listed, err := env.Admin.Create(ctx, servertest.Example("SSHKey", "lab"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	inf := client.NewInformer(env.Admin, "SSHKey", "lab", client.ListOptions{})
+	inf.SetTransform(func(o api.Object) api.Object {
+		m := o.GetMetadata()
+		m.Annotations = map[string]string{"shaped": m.ResourceVersion}
+		return o
+	})
+	shaped := func(o api.Object) bool {
+		return o == nil || o.GetMetadata().Annotations["shaped"] == o.GetMetadata().ResourceVersion
+	}
+	var mu sync.Mutex
+	var bad []string
+	changes := 0
+	inf.OnUpdate(func(ch client.Change) {
+		mu.Lock()
+		defer mu.Unlock()
+		changes++
+		if !shaped(ch.Old) || !shaped(ch.New) {
+			bad = append(bad, fmt.Sprintf("old %s new %s", servertest.JSON(ch.Old), servertest.JSON(ch.New)))
+		}
+	})
+	ictx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go inf.Run(ictx)
+	if err := inf.WaitSynced(ctx); err != nil {
+		t.Fatal(err)
+	}
+	second := servertest.Example("SSHKey", "lab")
+	second.GetMetadata().Name = "bob"
+	watched, err := env.Admin.Create(ctx, second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := env.Admin.Patch(ctx, "SSHKey", "lab", listed.GetMetadata().Name, map[string]any{"metadata": map[string]any{"labels": map[string]string{"v": "2"}}}, false); err != nil {
+		t.Fatal(err)
+	}
+	servertest.Eventually(t, 10*time.Second, func() error {
+		mu.Lock()
+		defer mu.Unlock()
+		if changes < 3 {
+			return fmt.Errorf("%d changes seen, want 3", changes)
+		}
+		return nil
+	})
+	mu.Lock()
+	if len(bad) > 0 {
+		t.Errorf("handlers saw untransformed objects: %v", bad)
+	}
+	mu.Unlock()
+	for _, o := range []api.Object{listed, watched} {
+		got, ok := inf.Get(client.Key(o))
+		if !ok || !shaped(got) {
+			t.Errorf("cached %s: %s, want it transformed", client.Key(o), servertest.JSON(got))
+		}
+	}
+	mine := api.DeepCopy(watched)
+	mine.GetMetadata().ResourceVersion = "999999999"
+	inf.Observe(mine)
+	if got, _ := inf.Get(client.Key(mine)); got != mine || got.GetMetadata().Annotations != nil {
+		t.Errorf("Observe: cached %s, want the caller's object as given", servertest.JSON(got))
+	}
+}
+
+// TestInformerObserveKeepsTold: after Observe, the watch's change of that
+// write still has as Old what the handlers were told before (not the
+// observed version), a handler registered meanwhile is told that version
+// too, and an object observed before the watch brought it arrives as new.
+func TestInformerObserveKeepsTold(t *testing.T) {
+	env := servertest.Start(t, servertest.WithoutControllers())
+	env.Tenant("lab")
+	ctx := servertest.Ctx(t)
+	inf := client.NewInformer(env.Admin, "SSHKey", "lab", client.ListOptions{})
+	var mu sync.Mutex
+	var seen []client.Change
+	inf.OnUpdate(func(ch client.Change) {
+		mu.Lock()
+		defer mu.Unlock()
+		seen = append(seen, ch)
+	})
+	ictx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go inf.Run(ictx)
+	if err := inf.WaitSynced(ctx); err != nil {
+		t.Fatal(err)
+	}
+	rv := func(o api.Object) string {
+		if o == nil {
+			return "none"
+		}
+		return o.GetMetadata().ResourceVersion
+	}
+	waitFor := func(n int) []client.Change {
+		t.Helper()
+		servertest.Eventually(t, 10*time.Second, func() error {
+			mu.Lock()
+			defer mu.Unlock()
+			if len(seen) < n {
+				return fmt.Errorf("%d changes, want %d", len(seen), n)
+			}
+			return nil
+		})
+		mu.Lock()
+		defer mu.Unlock()
+		return append([]client.Change(nil), seen...)
+	}
+	v1, err := env.Admin.Create(ctx, servertest.Example("SSHKey", "lab"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(1)
+	// The write's change may arrive before Observe or after: either
+	// way its Old is v1.
+	v2, err := env.Admin.Patch(ctx, "SSHKey", "lab", v1.GetMetadata().Name, map[string]any{"metadata": map[string]any{"labels": map[string]string{"v": "2"}}}, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	future := api.DeepCopy(v2)
+	future.GetMetadata().ResourceVersion = "999999998"
+	inf.Observe(future)
+	other := servertest.Example("SSHKey", "lab")
+	other.GetMetadata().Name = "carol"
+	otherFuture := api.DeepCopy(other)
+	otherFuture.GetMetadata().ResourceVersion = "999999999"
+	inf.Observe(otherFuture)
+	var late []client.Change
+	inf.OnUpdate(func(ch client.Change) {
+		mu.Lock()
+		defer mu.Unlock()
+		late = append(late, ch)
+	})
+	mu.Lock()
+	if len(late) != 1 || client.Key(late[0].New) != client.Key(v1) || rv(late[0].New) != rv(v1) && rv(late[0].New) != rv(v2) {
+		t.Errorf("a handler registered after Observe was told %d objects (%+v), want the one told before, not the observed ones", len(late), late)
+	}
+	mu.Unlock()
+	if _, err := env.Admin.Create(ctx, other); err != nil {
+		t.Fatal(err)
+	}
+	got := waitFor(3)
+	if ch := got[1]; client.Key(ch.New) != client.Key(v1) || rv(ch.Old) != rv(v1) || rv(ch.New) != rv(v2) {
+		t.Errorf("the write's change: old %s new %s, want old %s new %s", rv(ch.Old), rv(ch.New), rv(v1), rv(v2))
+	}
+	if ch := got[2]; client.Key(ch.New) != "lab/carol" || ch.Old != nil {
+		t.Errorf("the observed object's arrival: key %s old %s, want lab/carol as new", client.Key(ch.New), rv(ch.Old))
+	}
+	if o, _ := inf.Get(client.Key(v1)); rv(o) != "999999998" {
+		t.Errorf("the cache holds %s, want the observed version still", rv(o))
+	}
+}

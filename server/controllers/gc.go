@@ -26,10 +26,11 @@ type GarbageCollector struct {
 	informers map[string]*client.Informer // by kind
 	ctl       *reconcile.Controller
 
-	// dependents files every object ("Kind|tenant/name", as the
-	// controller's keys name it) under its owners ("Kind/name")
-	// and its tenant ("Tenant/name"): a deletion then looks at its
-	// dependents only.
+	// dependents files every object with owners ("Kind|tenant/name",
+	// as the controller's keys name it) under its owners ("Kind/name"):
+	// a deletion then looks at its dependents only. A tenant's objects
+	// are not filed under it (most objects are in a tenant, and tenants
+	// are seldom deleted): the informers' keys, "tenant/name", find them.
 	dependents keyIndex
 }
 
@@ -47,16 +48,20 @@ func (g *GarbageCollector) Run(ctx context.Context) error {
 	g.informers = map[string]*client.Informer{}
 	g.ctl = &reconcile.Controller{Name: "garbage-collector", Reconciler: g, Workers: 2, Resync: time.Minute, SpreadResync: true, List: g.allKeys}
 	for _, k := range api.Kinds() {
-		inf := g.Informers.informer(ctx, g.Client, k.Kind)
+		g.informers[k.Kind] = g.Informers.informer(ctx, g.Client, k.Kind)
+	}
+	// Handlers read g.informers (a tenant's deletion): it is complete
+	// before the first is registered.
+	for _, k := range api.Kinds() {
 		kind := k.Kind
-		inf.OnChangeUntil(ctx, func(key string, obj api.Object) {
-			g.index(kind+"|"+key, obj)
-			g.ctl.Enqueue(kind + "|" + key)
+		g.informers[kind].OnChangeUntil(ctx, func(key string, obj api.Object) {
+			gk := kind + "|" + key // one copy, in the index and the queue
+			g.index(gk, obj)
+			g.ctl.Enqueue(gk)
 			if obj == nil {
 				g.enqueueDependents(kind, key)
 			}
 		})
-		g.informers[kind] = inf
 	}
 	for _, inf := range g.informers {
 		if err := inf.WaitSynced(ctx); err != nil {
@@ -76,15 +81,11 @@ func (g *GarbageCollector) allKeys(context.Context) ([]string, error) {
 	return out, nil
 }
 
-// index files the object at gk under its owners and its tenant (obj nil:
-// it is gone).
+// index files the object at gk under its owners (obj nil: it is gone).
 func (g *GarbageCollector) index(gk string, obj api.Object) {
 	var names []string
 	if obj != nil {
 		m := obj.GetMetadata()
-		if m.Tenant != "" {
-			names = append(names, "Tenant/"+m.Tenant)
-		}
 		for _, ref := range m.OwnerReferences {
 			names = append(names, ref.Kind+"/"+ref.Name)
 		}
@@ -98,6 +99,16 @@ func (g *GarbageCollector) enqueueDependents(kind, key string) {
 	_, name := client.SplitKey(key)
 	for _, gk := range g.dependents.keys(kind + "/" + name) {
 		g.ctl.Enqueue(gk)
+	}
+	if kind != "Tenant" {
+		return
+	}
+	for k, inf := range g.informers {
+		for _, key := range inf.Keys() {
+			if tenant, _ := client.SplitKey(key); tenant == name {
+				g.ctl.Enqueue(k + "|" + key)
+			}
+		}
 	}
 }
 
@@ -119,8 +130,7 @@ func (g *GarbageCollector) Reconcile(ctx context.Context, key string) (reconcile
 	why := ""
 	switch {
 	case kind == "Event":
-		ev := obj.(*api.Event)
-		last := ev.Spec.LastTimestamp
+		last := eventLastSeen(obj)
 		if last == nil {
 			last = m.CreationTimestamp
 		}

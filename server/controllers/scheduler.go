@@ -241,9 +241,7 @@ func (s *Scheduler) vmChanged(ch client.Change) {
 		afterHost = v.host
 	}
 	if vm == nil {
-		delete(s.warned, key)
-		delete(s.marked, key)
-		delete(s.waiting, key)
+		s.forgetWaitingLocked(key)
 	}
 	switch {
 	case beforeHost != "" && (afterHost != beforeHost || freesRoom(beforeVM, vm)):
@@ -329,6 +327,9 @@ func (s *Scheduler) retryLoop(ctx context.Context) {
 				delete(s.waiting, key)
 			}
 		}
+		if len(s.waiting) == 0 {
+			s.waiting = map[string]bool{} // its room freed (forgetWaitingLocked)
+		}
 		s.retry = false
 		clear(s.retryAffinity)
 		s.mu.Unlock()
@@ -408,9 +409,7 @@ func (s *Scheduler) Reconcile(ctx context.Context, key string) (reconcile.Result
 		// (which ends the assumption) before Patch returns, and the
 		// next decision must count it.
 		s.state.assume(key, host)
-		delete(s.warned, key)
-		delete(s.marked, key)
-		delete(s.waiting, key)
+		s.forgetWaitingLocked(key)
 	} else {
 		s.waiting[key] = true
 	}
@@ -562,6 +561,28 @@ func (s *Scheduler) markScheduled(ctx context.Context, vm *api.VirtualMachine) e
 func scheduledRecorded(st *api.VirtualMachineStatus) bool {
 	c := st.Condition(ConditionScheduled)
 	return st.Phase != "" && st.Phase != api.VMPending && c != nil && c.Status == api.ConditionTrue
+}
+
+// forgetWaitingLocked drops what the scheduler kept of key while it
+// waited for room. A map keeps its size after deletions: a backlog of
+// 10,000 unschedulable VMs left 3 MiB of empty maps behind once placed,
+// so the maps are made anew when they empty. Callers hold mu.
+func (s *Scheduler) forgetWaitingLocked(key string) {
+	if _, ok := s.warned[key]; ok {
+		if delete(s.warned, key); len(s.warned) == 0 {
+			s.warned = map[string]warning{}
+		}
+	}
+	if _, ok := s.marked[key]; ok {
+		if delete(s.marked, key); len(s.marked) == 0 {
+			s.marked = map[string]time.Time{}
+		}
+	}
+	if s.waiting[key] {
+		if delete(s.waiting, key); len(s.waiting) == 0 {
+			s.waiting = map[string]bool{}
+		}
+	}
 }
 
 // markUnschedulable records why no host fits: a condition, phase Pending,
