@@ -126,6 +126,8 @@ type ScaleResult struct {
 	// RunSlowest describes the slowest of them: what each waited for
 	// (slowest.go).
 	RunSlowest []string
+	// RunSteps is their create→Running by step (slowest.go).
+	RunSteps string
 	// Fanout is from sending a create that names a host to that host's
 	// agent looking the VM up, one VM per host.
 	FanP50, FanP99, FanMax time.Duration
@@ -1019,6 +1021,7 @@ func (r *scaleRun) createToRunning(ctx context.Context) error {
 		}
 	}
 	r.res.RunSlowest = r.slowest("run", slowestShown)
+	r.res.RunSteps = r.runSteps("run")
 	r.mu.Unlock()
 	r.res.RunP50, r.res.RunP95, r.res.RunMax = pct(d, 50), pct(d, 95), pct(d, 100)
 	r.logf("create→Running p50 %s p95 %s", secs(r.res.RunP50), secs(r.res.RunP95))
@@ -1251,6 +1254,7 @@ func (r *scaleRun) report(w io.Writer) {
 	}
 	if cfg.RunningVMs > 0 {
 		row(fmt.Sprintf("create→Running at %.0f/s", cfg.Rate), "p50 %s, p95 %s, max %s (%d VMs)", secs(res.RunP50), secs(res.RunP95), secs(res.RunMax), cfg.RunningVMs)
+		row("  by step", "%s", res.RunSteps)
 		for i, s := range res.RunSlowest {
 			what := ""
 			if i == 0 {

@@ -39,4 +39,9 @@ func TestSlowest(t *testing.T) {
 	if !strings.HasPrefix(got[1], "run-00003 0.300s ") {
 		t.Errorf("second slowest: got %s, want run-00003's", got[1])
 	}
+
+	steps := r.runSteps("run")
+	if want := "create 0.01s/0.01s/0.01s; bind 0.27s/8.75s/8.75s; to the agent 0.01s/0.01s/0.01s; start 0.01s/0.01s/0.01s (p50/p95/max of 3 VMs)"; steps != want {
+		t.Errorf("steps:\n got %s\nwant %s", steps, want)
+	}
 }
