@@ -238,7 +238,7 @@ func RunScale(ctx context.Context, cfg ScaleConfig, w io.Writer) (*ScaleResult, 
 		cfg.Binary = exe
 	}
 	if cfg.Dir == "" {
-		dir, err := os.MkdirTemp("", "hearth-scale-")
+		dir, err := scratchDir(os.TempDir(), "hearth-scale-")
 		if err != nil {
 			return nil, err
 		}
@@ -251,7 +251,7 @@ func RunScale(ctx context.Context, cfg ScaleConfig, w io.Writer) (*ScaleResult, 
 		// a thousand of them creating, syncing and renaming their VMs'
 		// files on the disk etcd syncs its log to would measure that
 		// disk's journal, not the control plane, nor the agents.
-		if dir, err := os.MkdirTemp("/dev/shm", "hearth-scale-hosts-"); err == nil {
+		if dir, err := scratchDir("/dev/shm", "hearth-scale-hosts-"); err == nil {
 			defer os.RemoveAll(dir) // after the agents stopped (r.close)
 			cfg.HostsDir = dir
 		}

@@ -11,7 +11,6 @@ import (
 	"time"
 
 	api "hearth.dev/hearth/api/v1alpha1"
-	"hearth.dev/hearth/server/servertest"
 )
 
 // BenchmarkVMCreate creates VMs as `hearth bench scale` does (a NIC on
@@ -29,19 +28,10 @@ func BenchmarkVMCreate(b *testing.B) {
 			name = "parallel"
 		}
 		b.Run(name, func(b *testing.B) {
-			env := servertest.Start(b, servertest.WithoutControllers())
-			env.Tenant("lab")
+			const nets = 52
+			env := benchLab(b, manyNetworks(nets)...)
 			ctx := context.Background()
 			c := env.Admin
-			const nets = 52
-			for i := range nets {
-				n := fmt.Sprintf("net-%02d", i)
-				for _, o := range []api.Object{network("lab", n, ""), subnet("lab", n+"-a", n, fmt.Sprintf("10.%d.0.0/22", i))} {
-					if _, err := c.Create(ctx, o); err != nil {
-						b.Fatal(err)
-					}
-				}
-			}
 			var next atomic.Int64
 			create := func() error {
 				i := next.Add(1)
@@ -83,20 +73,11 @@ func BenchmarkVMCreate(b *testing.B) {
 //
 //	go test ./server -run '^$' -bench VMCreateUnderWrites -benchtime 300x
 func BenchmarkVMCreateUnderWrites(b *testing.B) {
-	env := servertest.Start(b, servertest.WithoutControllers())
-	env.Tenant("lab")
+	const nets = 52
+	env := benchLab(b, manyNetworks(nets)...)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	c := env.Admin
-	const nets = 52
-	for i := range nets {
-		n := fmt.Sprintf("net-%02d", i)
-		for _, o := range []api.Object{network("lab", n, ""), subnet("lab", n+"-a", n, fmt.Sprintf("10.%d.0.0/22", i))} {
-			if _, err := c.Create(ctx, o); err != nil {
-				b.Fatal(err)
-			}
-		}
-	}
 	newVM := func(name string, i int) *api.VirtualMachine {
 		vm := nicVM("lab", name, api.VMNIC{Network: fmt.Sprintf("net-%02d", i%nets)})
 		vm.Spec.CPUs, vm.Spec.Memory, vm.Spec.Host = 1, 64<<20, fmt.Sprintf("h%d", i%1000)

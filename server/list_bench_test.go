@@ -8,7 +8,6 @@ import (
 	"testing"
 
 	api "hearth.dev/hearth/api/v1alpha1"
-	"hearth.dev/hearth/server/servertest"
 )
 
 // BenchmarkListEveryVM lists 3,000 VMs across tenants as the scale
@@ -18,15 +17,9 @@ import (
 //
 //	go test ./server -run '^$' -bench ListEveryVM -benchmem -benchtime 20x
 func BenchmarkListEveryVM(b *testing.B) {
-	env := servertest.Start(b, servertest.WithoutControllers())
-	env.Tenant("lab")
+	env := benchLab(b, oneLAN()...)
 	ctx := context.Background()
 	c := env.Admin
-	for _, o := range []api.Object{network("lab", "lan", ""), subnet("lab", "sub", "lan", "10.6.0.0/16")} {
-		if _, err := c.Create(ctx, o); err != nil {
-			b.Fatal(err)
-		}
-	}
 	const n = 3000
 	var wg sync.WaitGroup
 	errs := make(chan error, 16)

@@ -11,7 +11,6 @@ import (
 	api "hearth.dev/hearth/api/v1alpha1"
 	"hearth.dev/hearth/client"
 	"hearth.dev/hearth/server"
-	"hearth.dev/hearth/server/controllers"
 	"hearth.dev/hearth/server/servertest"
 )
 
@@ -114,35 +113,12 @@ func BenchmarkPlacementUnderHostWrites(b *testing.B) {
 			}
 			time.Sleep(time.Second) // the writers at full speed
 			b.ResetTimer()
-			w0, start := written.Load(), time.Now()
-			sctx, stop := context.WithCancel(ctx)
-			done := make(chan error, 1)
-			go func() {
-				done <- (&controllers.Scheduler{Client: env.Admin, Recorder: client.NewRecorder(env.Admin, "bench").Background(sctx)}).Run(sctx)
-			}()
-			for {
-				objs, _, err := env.Admin.List(ctx, "VirtualMachine", "lab", client.ListOptions{})
-				if err != nil {
-					b.Fatal(err)
-				}
-				bound := 0
-				for _, o := range objs {
-					if o.(*api.VirtualMachine).Spec.Host != "" {
-						bound++
-					}
-				}
-				if bound == len(objs) {
-					break
-				}
-				time.Sleep(50 * time.Millisecond)
-			}
-			elapsed := time.Since(start)
+			w0 := written.Load()
+			elapsed := env.PlaceAll(ctx, "lab", 50*time.Millisecond)
 			w := written.Load() - w0
 			b.StopTimer()
 			stopWriters()
 			ww.Wait()
-			stop()
-			<-done
 			b.ReportMetric(float64(vms)/elapsed.Seconds(), "placements/s")
 			b.ReportMetric(float64(w)/elapsed.Seconds(), "hostwrites/s")
 		})

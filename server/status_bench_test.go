@@ -6,7 +6,6 @@ import (
 	"time"
 
 	api "hearth.dev/hearth/api/v1alpha1"
-	"hearth.dev/hearth/server/servertest"
 )
 
 // BenchmarkVMStatusWrite writes a placed VM's status (PUT …/status), as
@@ -17,15 +16,9 @@ import (
 //
 //	go test ./server -run '^$' -bench VMStatusWrite -benchmem -benchtime 2000x
 func BenchmarkVMStatusWrite(b *testing.B) {
-	env := servertest.Start(b, servertest.WithoutControllers())
-	env.Tenant("lab")
+	env := benchLab(b, oneLAN()...)
 	ctx := context.Background()
 	c := env.Admin
-	for _, o := range []api.Object{network("lab", "lan", ""), subnet("lab", "sub", "lan", "10.6.0.0/16")} {
-		if _, err := c.Create(ctx, o); err != nil {
-			b.Fatal(err)
-		}
-	}
 	vm := nicVM("lab", "web", api.VMNIC{Network: "lan"})
 	vm.Spec.Host = "h1"
 	o, err := c.Create(ctx, vm)

@@ -9,7 +9,6 @@ import (
 
 	api "hearth.dev/hearth/api/v1alpha1"
 	"hearth.dev/hearth/client"
-	"hearth.dev/hearth/server/controllers"
 	"hearth.dev/hearth/server/servertest"
 )
 
@@ -50,32 +49,8 @@ func benchPlacement(b *testing.B, hosts, vms int) {
 		}
 		wg.Wait()
 		b.ResetTimer()
-		start := time.Now()
-		sctx, stop := context.WithCancel(ctx)
-		done := make(chan error, 1)
-		go func() {
-			done <- (&controllers.Scheduler{Client: env.Admin, Recorder: client.NewRecorder(env.Admin, "bench").Background(sctx)}).Run(sctx)
-		}()
-		for {
-			objs, _, err := env.Admin.List(ctx, "VirtualMachine", "lab", client.ListOptions{})
-			if err != nil {
-				b.Fatal(err)
-			}
-			bound := 0
-			for _, o := range objs {
-				if o.(*api.VirtualMachine).Spec.Host != "" {
-					bound++
-				}
-			}
-			if bound == len(objs) {
-				break
-			}
-			time.Sleep(100 * time.Millisecond)
-		}
-		elapsed := time.Since(start)
+		elapsed := env.PlaceAll(ctx, "lab", 100*time.Millisecond)
 		b.StopTimer()
-		stop()
-		<-done
 		b.ReportMetric(float64(vms)/elapsed.Seconds(), "placements/s")
 		for _, o := range mustList(b, env) {
 			if _, err := env.Admin.Delete(ctx, "VirtualMachine", "lab", o.GetMetadata().Name); err != nil {
