@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"runtime/pprof"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -85,6 +86,11 @@ etcd never finds its disk full.`,
 				return err
 			}
 			fmt.Fprintf(g.errOut, "hearth server listening on %s\nadmin config: %s\n", s.URL(), filepath.Join(cfg.DataDir, "admin.conf"))
+			// Once the heap is written at a mark, the write at exit
+			// would replace it with the heap after the clients left
+			// (hearth bench scale stops its simulated hosts before
+			// its servers): it is written at exit only without one.
+			var heapWritten atomic.Bool
 			if memProfile != "" || nextCPUPhase != nil {
 				// SIGUSR1 marks a point of a measurement: it starts the
 				// CPU profile's next phase (hearth bench scale
@@ -104,12 +110,14 @@ etcd never finds its disk full.`,
 						}
 						if err := writeHeapProfile(memProfile); err != nil {
 							fmt.Fprintf(g.errOut, "--memprofile: %v\n", err)
+						} else {
+							heapWritten.Store(true)
 						}
 					}
 				}()
 			}
 			<-cmd.Context().Done()
-			if memProfile != "" {
+			if memProfile != "" && !heapWritten.Load() {
 				// The heap as the server held it, before stopping frees it.
 				if err := writeHeapProfile(memProfile); err != nil {
 					fmt.Fprintf(g.errOut, "--memprofile: %v\n", err)

@@ -219,7 +219,8 @@ type feedWatcher struct {
 	// selector requires to equal the value (on the object or its
 	// previous state) for a change to concern it.
 	indexPath, indexValue string
-	ch                    chan *feedEvent
+	// q holds the changes given to the watcher and not yet written.
+	q *eventQueue
 	// gone is closed when the feed drops the watcher; err says why.
 	gone chan struct{}
 	err  error
@@ -238,7 +239,7 @@ func (f *feed) subscribe(ctx context.Context, w *feedWatcher, from int64, index 
 	if w.indexPath != "" {
 		queue = feedQueueIndexed
 	}
-	w.ch = make(chan *feedEvent, queue)
+	w.q = newEventQueue(queue)
 	w.gone = make(chan struct{})
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -264,7 +265,7 @@ func (f *feed) subscribe(ctx context.Context, w *feedWatcher, from int64, index 
 		return false, nil
 	}
 	for _, e := range replay {
-		w.ch <- e
+		w.q.push(e)
 	}
 	if w.indexPath == "" {
 		f.all[w] = struct{}{}
@@ -341,7 +342,7 @@ func (f *feed) dropLocked(w *feedWatcher, err error) {
 func (f *feed) progress(w *feedWatcher) (int64, bool) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if len(w.ch) > 0 {
+	if w.q.len() > 0 {
 		return 0, false
 	}
 	return f.rev, true
@@ -406,10 +407,8 @@ func (f *feed) offer(ev store.Event) {
 		if !strings.HasPrefix(e.key, w.prefix) || !w.match(e) {
 			return
 		}
-		select {
-		case w.ch <- e:
-		default:
-			f.dropLocked(w, api.NewUnavailable("this watch fell %d changes behind and was ended: watch again from the last resourceVersion received", cap(w.ch)))
+		if !w.q.push(e) {
+			f.dropLocked(w, api.NewUnavailable("this watch fell %d changes behind and was ended: watch again from the last resourceVersion received", w.q.limit))
 		}
 	}
 	for w := range f.all {

@@ -146,8 +146,8 @@ func TestFeedIndexMatchesEveryWatcher(t *testing.T) {
 		}
 		f.offer(ev)
 		for _, s := range subs {
-			for len(s.w.ch) > 0 {
-				s.got = append(s.got, (<-s.w.ch).rev)
+			for s.w.q.len() > 0 {
+				s.got = append(s.got, s.w.q.next(t).rev)
 			}
 		}
 		_ = step
@@ -181,8 +181,8 @@ func TestFeedResumeAndDrop(t *testing.T) {
 			host = "h1"
 		}
 		offer(rev, host)
-		for len(busy.ch) > 0 {
-			<-busy.ch
+		for busy.q.len() > 0 {
+			busy.q.next(t)
 		}
 	}
 	select {
@@ -205,8 +205,8 @@ func TestFeedResumeAndDrop(t *testing.T) {
 		t.Fatal("a watch from inside the ring was refused")
 	}
 	var got, want []int64
-	for len(w.ch) > 0 {
-		got = append(got, (<-w.ch).rev)
+	for w.q.len() > 0 {
+		got = append(got, w.q.next(t).rev)
 	}
 	for rev := last - 24; rev <= last; rev++ {
 		if rev%10 == 0 {
@@ -250,7 +250,7 @@ func TestFeedRingBytes(t *testing.T) {
 	if !ok {
 		t.Fatal("a watch from the ring's oldest change was refused")
 	}
-	if n := len(w.ch); n != kept {
+	if n := w.q.len(); n != kept {
 		t.Fatalf("a watch from %d was given %d changes, want %d", validFrom, n, kept)
 	}
 }
@@ -334,13 +334,13 @@ func TestFeedRingSharesPrevious(t *testing.T) {
 	if !ok {
 		t.Fatal("a watch from the ring's start was refused")
 	}
-	if got, want := len(w.ch), changes; got != want {
+	if got, want := w.q.len(), changes; got != want {
 		t.Fatalf("the watcher of h1 was given %d changes, want %d (the last as leaving h1)", got, want)
 	}
 	for range changes - 1 {
-		<-w.ch
+		w.q.next(t)
 	}
-	last := <-w.ch
+	last := w.q.next(t)
 	if p, _ := last.previous().(*api.VirtualMachine); p == nil || p.Spec.Host != "h1" {
 		t.Errorf("the last change's previous state is %+v, want the VM on h1", last.previous())
 	}

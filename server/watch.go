@@ -206,7 +206,7 @@ func (s *Server) watch(w http.ResponseWriter, r *http.Request, p *auth.Principal
 	flushIfIdle := func() {
 		// A burst that never pauses is flushed every 512 events, so
 		// that neither the deadline nor written is held without end.
-		if unflushed && (len(src.ch) == 0 || len(written) >= 512) {
+		if unflushed && (src.q.len() == 0 || len(written) >= 512) {
 			if flusher != nil {
 				flusher.Flush()
 			}
@@ -217,7 +217,11 @@ func (s *Server) watch(w http.ResponseWriter, r *http.Request, p *auth.Principal
 			for _, at := range written {
 				delivery.Observe(time.Since(at).Seconds())
 			}
-			written = written[:0]
+			if cap(written) > 64 {
+				written = nil // a long burst's: let it go
+			} else {
+				written = written[:0]
+			}
 		}
 	}
 	gone := src.gone
@@ -229,12 +233,13 @@ func (s *Server) watch(w http.ResponseWriter, r *http.Request, p *auth.Principal
 		var line []byte
 		ending := false
 		select {
-		case ev = <-src.ch:
+		case <-src.q.ready:
+			if ev, _ = src.q.pop(); ev == nil {
+				continue
+			}
 		case <-gone:
 			// Write what was given before the end, then the error.
-			select {
-			case ev = <-src.ch:
-			default:
+			if ev, _ = src.q.pop(); ev == nil {
 				ending = true
 			}
 		case <-scopeGone:
@@ -332,7 +337,7 @@ func (s *Server) watch(w http.ResponseWriter, r *http.Request, p *auth.Principal
 
 // watchSource is where one API watch's changes come from.
 type watchSource struct {
-	ch <-chan *feedEvent
+	q *eventQueue
 	// gone is closed when no more changes come; err says why.
 	gone <-chan struct{}
 	err  func() error
@@ -360,14 +365,14 @@ func (s *Server) watchSource(ctx context.Context, k *api.KindInfo, prefix string
 		return nil, err
 	}
 	if ok {
-		return &watchSource{ch: fw.ch, gone: fw.gone, err: func() error { return fw.err },
+		return &watchSource{q: fw.q, gone: fw.gone, err: func() error { return fw.err },
 			progress: func() (int64, bool) { return fd.progress(fw) }, stop: func() { fd.unsubscribe(fw) }}, nil
 	}
 	events, err := s.store.Watch(ctx, k, prefix, from, store.WatchOptions{Prev: withPrev, Raw: raw})
 	if err != nil {
 		return nil, err
 	}
-	ch := make(chan *feedEvent, 64)
+	q := newWaitingEventQueue(64)
 	gone := make(chan struct{})
 	var werr error
 	go func() {
@@ -378,14 +383,12 @@ func (s *Server) watchSource(ctx context.Context, k *api.KindInfo, prefix string
 				return
 			}
 			e := &feedEvent{typ: ev.Type, rev: ev.Rev, key: ev.Key, k: k, raw: ev.Raw, givenObj: ev.Object, givenPrev: ev.Prev}
-			select {
-			case ch <- e:
-			case <-ctx.Done():
+			if !q.pushWait(ctx, e) {
 				return
 			}
 		}
 	}()
-	return &watchSource{ch: ch, gone: gone, err: func() error { return werr },
+	return &watchSource{q: q, gone: gone, err: func() error { return werr },
 		progress: func() (int64, bool) { return 0, false }, stop: func() {}}, nil
 }
 

@@ -288,3 +288,49 @@ func TestHTTP2Limit(t *testing.T) {
 		t.Fatalf("b again: %d", code)
 	}
 }
+
+// TestHeaderTablesAtConnectionStart: a client (Go's own, with HPACK's
+// default 4 KiB table) that sends requests with many distinct headers the
+// moment its connection opens, before it has read the server's SETTINGS,
+// is served: the server limits only the table it encodes with, never the
+// one it decodes with, which a client cannot have heard of yet (a
+// server that announced a smaller one ended such connections with
+// COMPRESSION_ERROR).
+func TestHeaderTablesAtConnectionStart(t *testing.T) {
+	_, url, newClient := startTLS(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// Distinct response headers fill the server's encoder table.
+		w.Header().Set("X-Echo", r.Header.Get("X-Pad"))
+		fmt.Fprintln(w, "ok")
+	}), serving.Limits{})
+	for round := range 5 {
+		c := newClient()
+		var wg sync.WaitGroup
+		errs := make(chan error, 40)
+		for i := range 40 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				req, _ := http.NewRequest(http.MethodGet, fmt.Sprintf("%s/%d/%d", url, round, i), nil)
+				// 40 headers of 300 bytes: far more than 1 KiB of
+				// table, and each indexed by the client's encoder.
+				req.Header.Set("X-Pad", strings.Repeat(fmt.Sprint(i%10), 300))
+				req.Header.Set("Authorization", "Bearer "+strings.Repeat("t", 60))
+				resp, err := c.Do(req)
+				if err != nil {
+					errs <- err
+					return
+				}
+				defer resp.Body.Close()
+				if got := resp.Header.Get("X-Echo"); got != req.Header.Get("X-Pad") {
+					errs <- fmt.Errorf("%s: response header X-Echo is %d bytes, want the request's %d", req.URL.Path, len(got), 300)
+				}
+				_, _ = io.Copy(io.Discard, resp.Body)
+			}()
+		}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			t.Errorf("round %d: %v", round, err)
+		}
+	}
+}

@@ -72,6 +72,11 @@ const (
 	DefaultMaxStreams        = 250
 )
 
+// headerTableSize is the HPACK dynamic table (RFC 7541; Go's default is
+// 4 KiB) a server encodes its responses' headers with: see New. Hearth's
+// client encodes its requests' with the same (client/transport.go).
+const headerTableSize = 1 << 10
+
 // WithDefaults fills in the zero fields.
 func (l Limits) WithDefaults() Limits {
 	set := func(d *time.Duration, def time.Duration) {
@@ -143,6 +148,21 @@ func New(name string, ln net.Listener, h http.Handler, l Limits, reject func(w h
 			// of the connection's other requests, which share this
 			// window (each stream has 1 MiB of it).
 			MaxReceiveBufferPerConnection: 4 << 20,
+			// HPACK's tables of recent headers, one each way per
+			// connection, are held for the connection's life (and
+			// indexed by two maps): at the default 4 KiB each, a
+			// thousand agents' connections hold over 11 MiB of
+			// request paths seen once. A quarter of that still
+			// keeps what every response repeats, and a header not
+			// in it costs its bytes on the wire, not a round trip.
+			// Only the table of what the server sends is its own to
+			// cut: a smaller table for what it reads would be
+			// announced in its SETTINGS, which a client may not
+			// have read before its first requests fill a 4 KiB
+			// one (Go's server then ends the connection with
+			// COMPRESSION_ERROR). Hearth's client keeps its own
+			// table at 1 KiB (client/transport.go).
+			MaxEncoderHeaderTableSize: headerTableSize,
 		},
 		ConnState: s.connState,
 		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
