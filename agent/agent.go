@@ -117,6 +117,18 @@ type Config struct {
 	MigrationTimeout time.Duration
 }
 
+// writesInFlight is how many writes (VMs' status, reports) an agent has
+// in flight at once, and eventsInFlight how many of its events; the rest
+// wait their turn in the agent (client.LimitWrites). A write takes
+// milliseconds when the server is idle, so a few at once keep up with
+// any host's VMs; when the server is busy, what each host has in flight
+// is what the server holds for it: three requests, not the two dozen
+// its VM workers and event writers would send.
+const (
+	writesInFlight = 2
+	eventsInFlight = 1
+)
+
 const (
 	// DefaultConsoleLogMax is the default cap of a VM's console log.
 	DefaultConsoleLogMax = 8 << 20
@@ -162,6 +174,9 @@ type Agent struct {
 	// checks are the host's checks (hostchecks.go), reported with the
 	// heartbeat.
 	checks *hostChecks
+	// beat is c without its limit of writesInFlight, for the heartbeat
+	// alone (client.LimitWrites).
+	beat *client.Client
 	// adopted is closed once the VM controller has taken back the VMs
 	// moving away that still run here (migrateadopt.go).
 	adopted chan struct{}
@@ -262,7 +277,15 @@ func run(ctx context.Context, cfg Config) error {
 			policy.Refuse = append(policy.Refuse, addr) // a loopback one is refused anyway
 		}
 	}
-	a := &Agent{cfg: cfg, c: c, ca: []byte(creds.CA), rec: client.NewRecorder(c, "host/"+cfg.Name).Background(ctx),
+	// The agent's writes wait their turn here rather than in the
+	// server (client/writelimit.go), its heartbeat excepted: a host's
+	// lease is never renewed late for its VMs' writes. Its events have
+	// their own turn, so that a VM's status never waits behind a
+	// backlog of other VMs' events.
+	beat := c
+	c = c.LimitWrites(writesInFlight)
+	rec := client.NewRecorder(beat.LimitWrites(eventsInFlight), "host/"+cfg.Name).Background(ctx)
+	a := &Agent{cfg: cfg, c: c, beat: beat, ca: []byte(creds.CA), rec: rec,
 		images: &storage.ImageCache{Dir: filepath.Join(cfg.DataDir, "images"), Client: storage.NewFetchClient(policy),
 			AllowedFileDirs: cfg.AllowFileDirs},
 		imgs:  newImageState(),
@@ -448,7 +471,7 @@ func (a *Agent) heartbeat(ctx context.Context) error {
 		}
 		if err == nil && leases {
 			var hb api.HostLeaseRenewal
-			hb, err = a.c.RenewHostLease(ctx, a.cfg.Name)
+			hb, err = a.beat.RenewHostLease(ctx, a.cfg.Name)
 			switch {
 			case err == nil:
 				lease = time.Duration(hb.LeaseSeconds) * time.Second
@@ -496,7 +519,7 @@ func (a *Agent) writeHostStatus(ctx context.Context, full bool) (*api.Host, erro
 		beat.HostFacts = &facts
 		beat.Phase, beat.Conditions = a.checks.status(now)
 	}
-	out, err := a.c.PatchStatus(ctx, "Host", "", a.cfg.Name, beat)
+	out, err := a.beat.PatchStatus(ctx, "Host", "", a.cfg.Name, beat)
 	if err != nil {
 		return nil, err
 	}

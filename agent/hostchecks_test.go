@@ -72,7 +72,7 @@ func TestHostChecksReported(t *testing.T) {
 		t.Fatal(err)
 	}
 	dataDir := t.TempDir()
-	a := &Agent{cfg: Config{Name: "h1", DataDir: dataDir, Listen: "127.0.0.1:9443"}, c: hostClient,
+	a := &Agent{cfg: Config{Name: "h1", DataDir: dataDir, Listen: "127.0.0.1:9443"}, c: hostClient, beat: hostClient,
 		checks: newHostChecks(Config{DataDir: dataDir})}
 	a.checks.opts.QEMU = "hearth-no-such-qemu"
 	a.checks.run(ctx)

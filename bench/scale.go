@@ -74,6 +74,12 @@ type ScaleConfig struct {
 	// NAME.heap.pprof.memstats) at the end of the measurements, every
 	// agent still connected.
 	ServerMemProfile string
+	// ServerPlacingProfile, with ServerMemProfile, has each server also
+	// write its heap and its goroutines (NAME.heap.pprof.peak and
+	// NAME.heap.pprof.peak.goroutines) during the placement, at the
+	// most goroutines seen: what it holds at its peak. Each costs the
+	// server a collection then, so the peaks measured are a little lower.
+	ServerPlacingProfile bool
 	// ServerMemoryLimit, when set, is each server's GOMEMLIMIT (the Go
 	// runtime's soft memory limit: "900MiB").
 	ServerMemoryLimit string

@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"hearth.dev/hearth/client"
@@ -45,7 +46,14 @@ type memSampler struct {
 	phases   []*MemPhase
 	clients  map[*serverProc]*client.Client
 	interval time.Duration
+	// peakSnap and peakAt are the goroutines and the time of the last
+	// peak profile (scaleRun.cfg.ServerPlacingProfile).
+	peakSnap int64
+	peakAt   time.Time
 }
+
+// placingPhase is the phase whose peak ServerPlacingProfile profiles.
+const placingPhase = "placement until Running"
 
 func newMemSampler(r *scaleRun, interval time.Duration) *memSampler {
 	return &memSampler{r: r, clients: map[*serverProc]*client.Client{}, interval: interval}
@@ -112,12 +120,32 @@ func (m *memSampler) sampleOnce(ctx context.Context) {
 		return
 	}
 	p := m.phases[len(m.phases)-1]
+	if p.Phase == placingPhase && s.Goroutines > p.Goroutines {
+		m.peakProfileLocked(s.Goroutines)
+	}
 	p.HeapInuse = max(p.HeapInuse, s.HeapInuse)
 	p.HeapAlloc = max(p.HeapAlloc, s.HeapAlloc)
 	p.Stacks = max(p.Stacks, s.Stacks)
 	p.Goroutines = max(p.Goroutines, s.Goroutines)
 	p.RSS = max(p.RSS, s.RSS)
 	p.Samples++
+}
+
+// peakProfileLocked has the servers write their heap and goroutines
+// (SIGUSR2: NAME.heap.pprof.peak) at a new most goroutines in the
+// placement, 5% above the last profile's and at least two seconds after
+// it; the last written is of the phase's peak, or near it.
+func (m *memSampler) peakProfileLocked(goroutines int64) {
+	if !m.r.cfg.ServerPlacingProfile || goroutines < m.peakSnap*21/20 || time.Since(m.peakAt) < 2*time.Second {
+		return
+	}
+	m.peakSnap, m.peakAt = goroutines, time.Now()
+	for _, p := range m.r.servers {
+		if p.alive() && p.heapProfile != "" {
+			_ = p.cmd.Process.Signal(syscall.SIGUSR2)
+			m.r.logf("server %s writes its heap and goroutines (%d goroutines): %s.peak", p.name, goroutines, p.heapProfile)
+		}
+	}
 }
 
 // result is every phase's peaks, in the run's order.

@@ -103,6 +103,7 @@ when): until then no VM is placed, and that wait is the failover's.`,
 	f.DurationVar(&cfg.Timeout, "timeout", 30*time.Minute, "give up after this long")
 	f.StringVar(&cfg.ServerCPUProfile, "server-cpuprofile", "", "write CPU profiles of each server to this directory: NAME.pprof until placement, NAME.pprof.1 of placement until the backlog runs, NAME.pprof.2 after")
 	f.StringVar(&cfg.ServerMemProfile, "server-memprofile", "", "write each server's heap at the end of the measurements, every agent still connected, to NAME.heap.pprof in this directory")
+	f.BoolVar(&cfg.ServerPlacingProfile, "server-memprofile-placing", false, "with --server-memprofile, also write each server's heap and goroutines at the placement's most goroutines, to NAME.heap.pprof.peak and NAME.heap.pprof.peak.goroutines (each costs the server a collection then)")
 	f.StringVar(&cfg.ServerMemoryLimit, "server-memory-limit", "", "run each server with this GOMEMLIMIT (the Go runtime's soft memory limit, e.g. 900MiB)")
 	f.StringVar(&cpuProfile, "cpuprofile", "", "write CPU profiles of this process (the simulated hosts) to this file: NAME until placement, NAME.1 of placement until the backlog runs, NAME.2 after")
 	return cmd

@@ -116,6 +116,23 @@ etcd never finds its disk full.`,
 					}
 				}()
 			}
+			if memProfile != "" {
+				// SIGUSR2 writes the heap and the goroutines (counted by
+				// where they wait) to FILE.peak and FILE.peak.goroutines
+				// without touching the CPU profile's phases: hearth bench
+				// scale --server-memprofile-placing sends it as a phase
+				// reaches its most goroutines.
+				usr2 := make(chan os.Signal, 1)
+				signal.Notify(usr2, syscall.SIGUSR2)
+				defer signal.Stop(usr2)
+				go func() {
+					for range usr2 {
+						if err := writePeakProfiles(memProfile + ".peak"); err != nil {
+							fmt.Fprintf(g.errOut, "--memprofile: %v\n", err)
+						}
+					}
+				}()
+			}
 			<-cmd.Context().Done()
 			if memProfile != "" && !heapWritten.Load() {
 				// The heap as the server held it, before stopping frees it.
@@ -151,7 +168,7 @@ etcd never finds its disk full.`,
 	// For measuring (hearth bench scale --server-cpuprofile): a CPU
 	// profile of the whole run, written when the server stops.
 	f.StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of this server to this file when it stops")
-	f.StringVar(&memProfile, "memprofile", "", "write a heap profile of this server to this file when it stops, and at each SIGUSR1 (with the runtime's memory statistics in FILE.memstats)")
+	f.StringVar(&memProfile, "memprofile", "", "write a heap profile of this server to this file when it stops, and at each SIGUSR1 (with the runtime's memory statistics in FILE.memstats); at each SIGUSR2 to FILE.peak, with its goroutines in FILE.peak.goroutines")
 	_ = f.MarkHidden("cpuprofile")
 	// Gone: kept only to say so clearly to units that still pass it.
 	f.StringVar(&clientURL, "etcd-client-url", "", "")
@@ -224,4 +241,23 @@ func writeHeapProfile(path string) error {
 	stats := fmt.Sprintf("HeapInuse %d MiB\nHeapIdle %d MiB\nHeapReleased %d MiB\nStackInuse %d MiB\nSys %d MiB\nNumGC %d\nGoroutines %d\n",
 		ms.HeapInuse/mib, ms.HeapIdle/mib, ms.HeapReleased/mib, ms.StackInuse/mib, ms.Sys/mib, ms.NumGC, runtime.NumGoroutine())
 	return os.WriteFile(path+".memstats", []byte(stats), 0o644)
+}
+
+// writePeakProfiles writes the heap (as writeHeapProfile) to path and the
+// goroutines, counted by stack, to path.goroutines: what a server holds
+// at the height of a phase, and where its goroutines wait.
+func writePeakProfiles(path string) error {
+	// The goroutines first: the heap's collection lets some finish.
+	f, err := os.Create(path + ".goroutines")
+	if err != nil {
+		return err
+	}
+	if err := pprof.Lookup("goroutine").WriteTo(f, 1); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	return writeHeapProfile(path)
 }

@@ -32,6 +32,9 @@ type Client struct {
 	dryRun bool
 	// warn receives the server's warnings (see WithWarnings).
 	warn func(string)
+	// writes holds a token for each write in flight, if the client
+	// limits them (LimitWrites, writelimit.go).
+	writes chan struct{}
 }
 
 // DryRun returns a copy of the client whose creates, updates, patches and
@@ -197,10 +200,18 @@ func (c *Client) send(ctx context.Context, hc *http.Client, method, path, conten
 	if c.token != "" {
 		req.Header.Set("Authorization", "Bearer "+c.token)
 	}
+	done, err := c.writeTurn(ctx, method)
+	if err != nil {
+		return nil, err
+	}
 	resp, err := hc.Do(req)
 	if err != nil {
+		if done != nil {
+			done()
+		}
 		return nil, fmt.Errorf("%s %s: %w", method, c.base, err)
 	}
+	resp.Body = endsTurn(resp.Body, done)
 	c.warnings(resp.Header)
 	if resp.StatusCode >= 400 {
 		return nil, errorOf(resp, method, path)

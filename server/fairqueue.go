@@ -35,7 +35,9 @@ import (
 // homelab's size no write ever waits. Waiting writes are served fairly
 // between hosts (round robin over the hosts with writes waiting, in
 // order within a host), so one host flooding the server delays its own
-// writes, not the others'.
+// writes, not the others'. Hearth's agents send at most three writes
+// at once (client.LimitWrites), so few wait here; the queue is for the
+// scheduler's sake, and for hosts that send more.
 
 // hostWritesPerCore is how many hosts' writes run at once per core.
 const hostWritesPerCore = 64
