@@ -27,7 +27,10 @@ Running. Then it measures:
   - heartbeats: etcd writes, server CPU and database growth with idle hosts;
   - placement: --vms VMs created while every host is cordoned, then the
     hosts uncordoned, timed until the last is bound (and until all run);
-  - create→Running p50/p95 of --running-vms VMs created at --rate per second;
+  - create→Running p50/p95 of --running-vms VMs created at --rate per second,
+    by step (create, bind, to the agent, start), and the five slowest with
+    the moments of each (answered, bound, the agent's first look, the
+    states seen, started, first output) and its retries;
   - watch delivery: one VM bound to each host at its create, timed until
     that host's agent looks it up, and the server's part of it (from
     reading the change from etcd to the agent's connection flushed, its
@@ -36,7 +39,9 @@ Running. Then it measures:
 
 With --servers 3 --kill-leader the leading server is killed (SIGKILL)
 once placement has begun: the run checks that placement resumes and that
-no VM is bound twice or lost. Agents then talk to the other two servers.`,
+no VM is bound twice or lost. Agents then talk to the other two servers.
+create→Running begins only once another server leads (the report says
+when): until then no VM is placed, and that wait is the failover's.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if cpuProfile != "" {

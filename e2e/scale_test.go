@@ -45,4 +45,9 @@ func TestScaleKillLeader(t *testing.T) {
 	if res.Gap <= 0 || res.Gap > 25*time.Second {
 		t.Fatalf("placement resumed %s after the leader was killed; want within the 10 s leader lease and a start", res.Gap)
 	}
+	// create→Running waited for the new leader: the lease, renewed once
+	// more if the killed member led etcd's raft.
+	if res.NewLeader == "" || res.NewLeader == res.LeaderKilled || res.NewLeaderAfter > 25*time.Second {
+		t.Fatalf("after killing %s, server %q led %s later; want another server within the 10 s leader lease, renewed once", res.LeaderKilled, res.NewLeader, res.NewLeaderAfter)
+	}
 }

@@ -222,9 +222,15 @@ func (s *Scheduler) hostChanged(key string, obj api.Object) {
 // recounts the hosts it was and is on. A placed VM that went or changed
 // in a way that frees room or lifts a rule tries the waiting VMs again;
 // one newly placed tries those whose affinity it may satisfy.
+//
+// The VM is enqueued only once its new state is counted: Reconcile reads
+// the scheduler's cluster, not the informer, and a worker may take the
+// key the instant it is enqueued. Enqueued before, a VM just created
+// could be reconciled while the cluster did not hold it yet, found
+// gone, and left unbound until the next resync, up to Resync later
+// (TestSchedulerReconcilesWhatItIsTold).
 func (s *Scheduler) vmChanged(ch client.Change) {
 	key, obj := ch.Key, ch.New
-	s.own(ch)
 	var vm *api.VirtualMachine
 	if obj != nil {
 		vm = obj.(*api.VirtualMachine)
@@ -256,6 +262,7 @@ func (s *Scheduler) vmChanged(ch client.Change) {
 			s.alloc.EnqueueAfter(h, allocDelay)
 		}
 	}
+	s.own(ch)
 }
 
 // freesRoom reports whether a placed VM's change may let another VM in:
