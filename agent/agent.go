@@ -122,11 +122,14 @@ type Config struct {
 // wait their turn in the agent (client.LimitWrites). A write takes
 // milliseconds when the server is idle, so a few at once keep up with
 // any host's VMs; when the server is busy, what each host has in flight
-// is what the server holds for it: three requests, not the two dozen
-// its VM workers and event writers would send.
+// is what the server holds for it: eight requests, not the two dozen
+// its VM workers and event writers would send. (Two and one held the
+// server's memory lower still, but a placed backlog's Started events
+// then drained for seconds after its VMs ran, and the next creates
+// waited behind them: BENCHMARKS §9.)
 const (
-	writesInFlight = 2
-	eventsInFlight = 1
+	writesInFlight = 4
+	eventsInFlight = 4
 )
 
 const (

@@ -12,3 +12,7 @@ func SetTestHookIncomingStarted(h func(uid, dir string)) { testHookIncomingStart
 // SetTestHookAdopted sets testHookAdopted (migrateadopt.go) for a test;
 // call it before the agents start, and undo it after they stopped.
 func SetTestHookAdopted(h func(host string, keys []string)) { testHookAdopted = h }
+
+// WritesInFlight and EventsInFlight are the agent's limits on its
+// writes in flight (agent.go), for TestAgentWritesInFlight.
+const WritesInFlight, EventsInFlight = writesInFlight, eventsInFlight

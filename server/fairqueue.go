@@ -35,7 +35,7 @@ import (
 // homelab's size no write ever waits. Waiting writes are served fairly
 // between hosts (round robin over the hosts with writes waiting, in
 // order within a host), so one host flooding the server delays its own
-// writes, not the others'. Hearth's agents send at most three writes
+// writes, not the others'. Hearth's agents send at most eight writes
 // at once (client.LimitWrites), so few wait here; the queue is for the
 // scheduler's sake, and for hosts that send more.
 
