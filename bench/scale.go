@@ -939,29 +939,40 @@ func (r *scaleRun) backlog(ctx context.Context, leader *serverProc) error {
 		before, _ = scrapeHistos(ctx, r.servers[0], waits...)
 	}
 	a := r.sample(ctx)
-	t0 := time.Now()
-	if err := r.patchHosts(ctx, map[string]any{"spec": map[string]any{"unschedulable": false}}); err != nil {
-		return err
-	}
 	var killedAt time.Time
 	bound := func() int64 { return r.count("bl", "bound") }
-	// The bench's own count lags when its process is busy (a thousand
-	// agents in it): the binding times are the servers'.
-	r.logf("uncordoned %d hosts in %s, %d VMs seen bound by then", r.cfg.Hosts, time.Since(t0).Round(time.Millisecond), bound())
-	kill := func(got int64) {
-		// As soon as placement is seen to have begun: the leader binds
-		// in batches (up to two of 256 in flight), so a kill at a later
-		// count could come after it had bound everything, and test
-		// nothing.
-		if r.cfg.KillLeader && killedAt.IsZero() && got >= 1 {
-			r.logf("killing the leader, server %s (SIGKILL), with %d/%d bound", leader.name, got, n)
+	// With --kill-leader the leader dies as soon as placement is seen
+	// to have begun, while the hosts are still being uncordoned: the
+	// leader binds in batches (up to eight of 256 in flight) and, at a
+	// thousand hosts, binds every VM before the last uncordon lands, so
+	// a kill after uncordoning would come after placement, and test
+	// nothing. killed is closed once that is done (or never needed).
+	killed := make(chan struct{})
+	if r.cfg.KillLeader {
+		go func() {
+			defer close(killed)
+			if r.waitCount(ctx, "bound", 1, bound, nil) != nil {
+				return
+			}
+			r.logf("killing the leader, server %s (SIGKILL), with %d/%d bound", leader.name, bound(), n)
 			killedAt = time.Now()
 			leader.kill()
 			r.res.LeaderKilled = leader.name
 			r.failover = r.awaitNewLeader(ctx, r.ec, leader, killedAt)
-		}
+		}()
+	} else {
+		close(killed)
 	}
-	if err := r.waitCount(ctx, "bound", int64(n), bound, kill); err != nil {
+	t0 := time.Now()
+	if err := r.patchHosts(ctx, map[string]any{"spec": map[string]any{"unschedulable": false}}); err != nil {
+		<-killed
+		return err
+	}
+	// The bench's own count lags when its process is busy (a thousand
+	// agents in it): the binding times are the servers'.
+	r.logf("uncordoned %d hosts in %s, %d VMs seen bound by then", r.cfg.Hosts, time.Since(t0).Round(time.Millisecond), bound())
+	<-killed
+	if err := r.waitCount(ctx, "bound", int64(n), bound, nil); err != nil {
 		return err
 	}
 	b := r.sample(ctx)
