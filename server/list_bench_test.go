@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"net/http"
-	"sync"
 	"testing"
 
 	api "hearth.dev/hearth/api/v1alpha1"
@@ -21,27 +20,12 @@ func BenchmarkListEveryVM(b *testing.B) {
 	ctx := context.Background()
 	c := env.Admin
 	const n = 3000
-	var wg sync.WaitGroup
-	errs := make(chan error, 16)
-	for w := range 16 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := w; i < n; i += 16 {
-				vm := nicVM("lab", fmt.Sprintf("vm-%05d", i), api.VMNIC{Network: "lan"})
-				vm.Spec.CPUs, vm.Spec.Memory, vm.Spec.Host = 1, 64<<20, fmt.Sprintf("h%d", i%100)
-				if _, err := c.Create(ctx, vm); err != nil {
-					errs <- err
-					return
-				}
-			}
-		}()
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		b.Fatal(err)
-	}
+	parallel(b, n, func(i int) error {
+		vm := nicVM("lab", fmt.Sprintf("vm-%05d", i), api.VMNIC{Network: "lan"})
+		vm.Spec.CPUs, vm.Spec.Memory, vm.Spec.Host = 1, 64<<20, fmt.Sprintf("h%d", i%100)
+		_, err := c.Create(ctx, vm)
+		return err
+	})
 	k, _ := api.KindByName("VirtualMachine")
 	b.ReportAllocs()
 	b.ResetTimer()
