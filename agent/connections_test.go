@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
@@ -41,27 +42,7 @@ func TestAgentOneConnection(t *testing.T) {
 	}
 
 	drv := &computetest.Driver{}
-	actx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() {
-		done <- agent.Run(actx, agent.Config{Server: env.Server.URL(), JoinToken: join,
-			CAFile: filepath.Join(env.DataDir, "ca.crt"), Name: "sim1", DataDir: t.TempDir(), Listen: "127.0.0.1:0",
-			Driver: drv, Resync: 2 * time.Second})
-	}()
-	t.Cleanup(func() {
-		cancel()
-		<-done
-	})
-	servertest.Eventually(t, 30*time.Second, func() error {
-		o, err := env.Admin.Get(ctx, "Host", "", "sim1")
-		if err != nil {
-			return err
-		}
-		if ph := o.(*api.Host).Status.Phase; ph != api.HostReady {
-			return fmt.Errorf("host %s", ph)
-		}
-		return nil
-	})
+	runReadyAgent(t, env, env.Server.URL(), join, drv)
 	// Three VMs at once, so the agent has several requests in flight.
 	for i := range 3 {
 		vm := &api.VirtualMachine{TypeMeta: api.TypeMeta{APIVersion: api.APIVersion, Kind: "VirtualMachine"},
@@ -97,4 +78,37 @@ func TestAgentOneConnection(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// runReadyAgent runs an agent, host sim1, joining through server with
+// join and running VMs with drv, and waits until its Host is Ready; it
+// returns what stops it (which the test's end calls too).
+func runReadyAgent(t *testing.T, env *servertest.Env, server, join string, drv *computetest.Driver) (stop func()) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- agent.Run(ctx, agent.Config{Server: server, JoinToken: join,
+			CAFile: filepath.Join(env.DataDir, "ca.crt"), Name: "sim1", DataDir: t.TempDir(), Listen: "127.0.0.1:0",
+			Driver: drv, Resync: 2 * time.Second})
+	}()
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			cancel()
+			<-done
+		})
+	}
+	t.Cleanup(stop) // also if the agent never gets Ready
+	servertest.Eventually(t, 30*time.Second, func() error {
+		o, err := env.Admin.Get(servertest.Ctx(t), "Host", "", "sim1")
+		if err != nil {
+			return err
+		}
+		if ph := o.(*api.Host).Status.Phase; ph != api.HostReady {
+			return fmt.Errorf("host %s", ph)
+		}
+		return nil
+	})
+	return stop
 }

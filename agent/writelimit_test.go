@@ -1,7 +1,6 @@
 package agent_test
 
 import (
-	"context"
 	"crypto/tls"
 	"fmt"
 	"net"
@@ -112,27 +111,7 @@ func TestAgentWritesInFlight(t *testing.T) {
 	defer srv.Close()
 
 	drv := &computetest.Driver{}
-	actx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() {
-		done <- agent.Run(actx, agent.Config{Server: srv.URL, JoinToken: env.JoinToken(api.TokenRequest{TTL: "1h"}).Token,
-			CAFile: filepath.Join(env.DataDir, "ca.crt"), Name: "sim1", DataDir: t.TempDir(), Listen: "127.0.0.1:0",
-			Driver: drv, Resync: 2 * time.Second})
-	}()
-	defer func() {
-		cancel()
-		<-done
-	}()
-	servertest.Eventually(t, 30*time.Second, func() error {
-		o, err := env.Admin.Get(ctx, "Host", "", "sim1")
-		if err != nil {
-			return err
-		}
-		if ph := o.(*api.Host).Status.Phase; ph != api.HostReady {
-			return fmt.Errorf("host %s", ph)
-		}
-		return nil
-	})
+	defer runReadyAgent(t, env, srv.URL, env.JoinToken(api.TokenRequest{TTL: "1h"}).Token, drv)()
 	// A lease of 5 s: a heartbeat every 1.25 s once the agent has read
 	// it, at its next beat.
 	if _, err := env.Admin.Patch(ctx, "Host", "", "sim1", map[string]any{"spec": map[string]any{"leaseSeconds": 5}}, false); err != nil {
